@@ -1,0 +1,118 @@
+// AnnIndex: the FAISS candidate index over one unit pooled vector per
+// document, searched by inner product.
+//
+// The index is described by a FAISS factory string ("HNSW32,Flat" by
+// default, "Flat" for exact search) and searched with runtime knobs given as
+// "efSearch=128" (HNSW) or "nprobe=16" (IVF). It maps FAISS's sequential
+// positions to the engine's labels. A filter (tombstones, metadata) is
+// applied inside the search, so k results come back whenever k admissible
+// vectors exist (exactly for Flat and exhaustive searches; for HNSW as far as
+// the graph search reaches them).
+//
+// The index is derived state: Save() writes a checksummed snapshot that
+// records the configuration and the highest label contained; Load() refuses
+// a snapshot that is missing, corrupt or of another configuration, and the
+// caller then rebuilds from the store.
+//
+// Thread safety: Search, Save and the accessors may run concurrently with
+// each other; Add must not run concurrently with anything (the engine holds a
+// reader/writer lock around it).
+#ifndef ATTNSEARCH_ANN_ANN_INDEX_H_
+#define ATTNSEARCH_ANN_ANN_INDEX_H_
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "core/types.h"
+
+namespace attnsearch {
+
+struct AnnOptions {
+  // HNSW graph construction beam width. Higher builds slower and searches
+  // with better recall. Default: 80.
+  int ef_construction = 80;
+  // HNSW search beam width when a request gives none. The beam is never
+  // narrower than the number of results asked for. Default: 64.
+  int ef_search = 64;
+  // IVF lists probed when a request gives none. Default: 16.
+  int nprobe = 16;
+};
+
+// Runtime knobs of one search, parsed from "efSearch=128,nprobe=8".
+struct AnnSearchParams {
+  int ef_search = 0;  // 0: AnnOptions::ef_search
+  int nprobe = 0;     // 0: AnnOptions::nprobe
+  // Score every stored vector instead of searching the index (exact).
+  bool exhaustive = false;
+
+  // INVALID_ARGUMENT naming the unknown or malformed knob.
+  static absl::StatusOr<AnnSearchParams> Parse(absl::string_view text);
+};
+
+// One result: a label and its inner product with the query.
+struct AnnNeighbor {
+  Label label;
+  float score;
+};
+
+// Returns true for labels the search may return.
+using LabelFilter = std::function<bool(Label)>;
+
+class AnnIndex {
+ public:
+  // An empty index for `spec` over `dim`-dimensional vectors; INVALID_ARGUMENT
+  // when FAISS rejects the factory string.
+  static absl::StatusOr<std::unique_ptr<AnnIndex>> Create(const std::string& spec,
+                                                          uint32_t dim,
+                                                          const AnnOptions& options);
+  // Reads a snapshot written by Save. NOT_FOUND when there is no file;
+  // DATA_LOSS when it is truncated or corrupt; FAILED_PRECONDITION when it
+  // was built for another spec or dimension.
+  static absl::StatusOr<std::unique_ptr<AnnIndex>> Load(const std::string& path,
+                                                        const std::string& spec,
+                                                        uint32_t dim,
+                                                        const AnnOptions& options);
+  ~AnnIndex();
+
+  // Adds n unit vectors (n x dim, row-major) under `labels`, which must be
+  // increasing and above max_label(). Indexes that need training (IVF, PQ)
+  // are trained on the first batch added.
+  absl::Status Add(const Label* labels, const float* vectors, size_t n);
+
+  // Up to k labels with the highest inner product with `query` (dim values)
+  // among those `filter` admits (all when filter is empty), best first.
+  absl::Status Search(const float* query, size_t k, const AnnSearchParams& params,
+                      const LabelFilter& filter, std::vector<AnnNeighbor>* out) const;
+
+  // Writes a snapshot atomically (temporary file, fsync, rename).
+  absl::Status Save(const std::string& path) const;
+
+  // Number of vectors in the index (including ones the caller tombstoned).
+  size_t size() const;
+  // Highest label added, or -1 (as uint64 max) when empty; has_labels() tells.
+  bool has_labels() const { return !labels_.empty(); }
+  Label max_label() const { return labels_.empty() ? 0 : labels_.back(); }
+  // Every label added, increasing.
+  const std::vector<Label>& labels() const { return labels_; }
+  uint32_t dim() const { return dim_; }
+  const std::string& spec() const { return spec_; }
+
+ private:
+  struct Rep;
+  AnnIndex(std::unique_ptr<Rep> rep, std::string spec, uint32_t dim,
+           const AnnOptions& options);
+
+  std::unique_ptr<Rep> rep_;
+  const std::string spec_;
+  const uint32_t dim_;
+  const AnnOptions options_;
+  std::vector<Label> labels_;  // FAISS position -> label
+};
+
+}  // namespace attnsearch
+
+#endif  // ATTNSEARCH_ANN_ANN_INDEX_H_

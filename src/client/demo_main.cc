@@ -1,0 +1,207 @@
+// attnsearch-demo: the main job, run against a live attnsearch-server.
+//
+//   attnsearch-demo --server 127.0.0.1:50051 [--documents 5000] [--dim 64]
+//
+// Creates a collection, streams a generated set of documents into it (each
+// document is a bag of token vectors drawn around one of several topics,
+// with a topic name in its metadata and a short text), then runs queries and
+// prints the ranked hits, their scores, the token evidence of the best hit
+// and the time each stage took. Exits non-zero if any call fails or a query
+// does not find documents of its own topic first.
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "CLI/CLI.hpp"
+#include "attnsearch/v1/search.grpc.pb.h"
+#include "grpcpp/grpcpp.h"
+
+namespace v1 = attnsearch::v1;
+
+namespace {
+
+constexpr int kTopics = 12;
+const char* const kTopicNames[kTopics] = {
+    "astronomy", "botany",   "cooking", "databases", "economics", "geology",
+    "music",     "medicine", "poetry",  "robotics",  "sailing",   "zoology"};
+
+void Fail(const char* what, const grpc::Status& s) {
+  std::fprintf(stderr, "attnsearch-demo: %s failed: %s (code %d)\n", what,
+               s.error_message().c_str(), int(s.error_code()));
+  std::exit(1);
+}
+
+// Generates unit vectors around topic centres.
+class Generator {
+ public:
+  Generator(uint32_t dim, uint64_t seed) : dim_(dim), rng_(seed) {
+    for (int t = 0; t < kTopics; ++t) centres_.push_back(Unit(Noise(1.f)));
+  }
+  std::vector<float> Token(int topic, float spread) {
+    std::vector<float> v = Noise(spread);
+    for (uint32_t k = 0; k < dim_; ++k) v[k] += centres_[topic][k];
+    return Unit(v);
+  }
+  int Pick(int n) { return std::uniform_int_distribution<int>(0, n - 1)(rng_); }
+
+ private:
+  std::vector<float> Noise(float sd) {
+    std::normal_distribution<float> g(0.f, sd / std::sqrt(float(dim_)));
+    std::vector<float> v(dim_);
+    for (auto& x : v) x = g(rng_);
+    return v;
+  }
+  static std::vector<float> Unit(std::vector<float> v) {
+    double s = 0;
+    for (float x : v) s += double(x) * x;
+    for (auto& x : v) x = float(x / std::sqrt(s));
+    return v;
+  }
+  uint32_t dim_;
+  std::mt19937_64 rng_;
+  std::vector<std::vector<float>> centres_;
+};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::string server = "127.0.0.1:50051";
+  std::string collection = "demo";
+  int documents = 5000;
+  uint32_t dim = 64;
+  CLI::App app{"attnsearch-demo: load generated documents and query them"};
+  app.add_option("--server", server, "server address")->capture_default_str();
+  app.add_option("--collection", collection, "collection to create")->capture_default_str();
+  app.add_option("--documents", documents, "documents to load")->capture_default_str();
+  app.add_option("--dim", dim, "vector dimension")->capture_default_str();
+  CLI11_PARSE(app, argc, argv);
+
+  auto channel = grpc::CreateChannel(server, grpc::InsecureChannelCredentials());
+  auto stub = v1::SearchService::NewStub(channel);
+  Generator gen(dim, 42);
+
+  {  // A fresh collection.
+    grpc::ClientContext ctx;
+    v1::DropCollectionRequest req;
+    req.set_name(collection);
+    v1::DropCollectionResponse resp;
+    stub->DropCollection(&ctx, req, &resp);  // NOT_FOUND is fine
+  }
+  {
+    grpc::ClientContext ctx;
+    v1::CreateCollectionRequest req;
+    req.set_name(collection);
+    req.mutable_config()->set_dim(dim);
+    req.mutable_config()->set_token_dtype(v1::TOKEN_DTYPE_BF16);
+    req.mutable_config()->set_ann_spec("HNSW32,Flat");
+    v1::CreateCollectionResponse resp;
+    grpc::Status s = stub->CreateCollection(&ctx, req, &resp);
+    if (!s.ok()) Fail("CreateCollection", s);
+    std::printf("created collection '%s': dim %u, bf16 tokens, index %s\n", collection.c_str(),
+                resp.collection().config().dim(), resp.collection().config().ann_spec().c_str());
+  }
+
+  // Load: one stream, batches of 250 documents.
+  std::vector<int> topic_of(size_t(documents), 0);
+  {
+    grpc::ClientContext ctx;
+    v1::UpsertResponse resp;
+    auto writer = stub->UpsertStream(&ctx, &resp);
+    v1::UpsertRequest batch;
+    for (int i = 0; i < documents; ++i) {
+      const int topic = gen.Pick(kTopics);
+      topic_of[size_t(i)] = topic;
+      v1::Document* d = batch.add_documents();
+      d->set_id("doc-" + std::to_string(i));
+      d->set_text(std::string("a note on ") + kTopicNames[topic] + ", number " + std::to_string(i));
+      (*d->mutable_metadata())["topic"] = kTopicNames[topic];
+      const int n = 16 + gen.Pick(33);  // 16..48 tokens
+      v1::Matrix* m = d->mutable_tokens();
+      m->set_rows(uint32_t(n));
+      m->set_cols(dim);
+      for (int t = 0; t < n; ++t) {
+        // Most tokens are on topic; some are generic filler.
+        const int tt = gen.Pick(4) == 0 ? gen.Pick(kTopics) : topic;
+        for (float x : gen.Token(tt, 1.2f)) m->add_values(x);
+        d->add_token_texts(std::string(kTopicNames[tt]).substr(0, 4) + "#" + std::to_string(t));
+      }
+      batch.set_collection(collection);
+      if (batch.documents_size() == 250 || i + 1 == documents) {
+        if (!writer->Write(batch)) break;
+        batch.Clear();
+      }
+    }
+    writer->WritesDone();
+    grpc::Status s = writer->Finish();
+    if (!s.ok()) Fail("UpsertStream", s);
+    std::printf("loaded %llu documents (16..48 tokens each) through UpsertStream\n",
+                (unsigned long long)resp.upserted());
+  }
+
+  // Queries: a few tokens about one topic each.
+  int correct = 0, total = 0;
+  for (int qi = 0; qi < 4; ++qi) {
+    const int topic = (qi * 5) % kTopics;
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+    v1::SearchRequest req;
+    req.set_collection(collection);
+    v1::Matrix* m = req.mutable_vectors()->mutable_tokens();
+    m->set_rows(8);
+    m->set_cols(dim);
+    for (int t = 0; t < 8; ++t) {
+      for (float x : gen.Token(topic, 1.2f)) m->add_values(x);
+    }
+    req.set_top_k(5);
+    req.set_candidates(100);
+    req.set_rerank(v1::RERANK_MODE_ATTENTION);
+    req.set_temperature(0.1f);
+    req.set_include_text(true);
+    req.set_include_metadata(true);
+    req.set_explain(true);
+    if (qi == 3) {  // the last query also filters on metadata
+      auto* cond = req.mutable_filter()->add_must();
+      cond->set_key("topic");
+      cond->add_values(kTopicNames[topic]);
+    }
+    v1::SearchResponse resp;
+    grpc::Status s = stub->Search(&ctx, req, &resp);
+    if (!s.ok()) Fail("Search", s);
+    std::printf("\nquery %d: 8 tokens about '%s'%s\n", qi + 1, kTopicNames[topic],
+                qi == 3 ? ", filter topic = same" : "");
+    std::printf("  %-4s %-10s %8s %8s  %-11s %s\n", "rank", "id", "score", "ann", "topic", "text");
+    for (int r = 0; r < resp.hits_size(); ++r) {
+      const v1::Hit& h = resp.hits(r);
+      const std::string& t = h.metadata().at("topic");
+      std::printf("  %-4d %-10s %8.4f %8.4f  %-11s %s\n", r + 1, h.id().c_str(), h.score(),
+                  h.ann_score(), t.c_str(), h.text().c_str());
+      correct += t == kTopicNames[topic];
+      ++total;
+    }
+    if (resp.hits_size() > 0) {
+      const v1::Hit& h = resp.hits(0);
+      std::printf("  evidence for %s (query token -> document token, weight, contribution):\n",
+                  h.id().c_str());
+      for (int k = 0; k < std::min(3, h.matches_size()); ++k) {
+        const v1::TokenMatch& tm = h.matches(k);
+        std::printf("    q%u -> %s (token %u)  w=%.3f  +%.4f\n", tm.query_token(),
+                    tm.document_token_text().c_str(), tm.document_token(), tm.weight(),
+                    tm.contribution());
+      }
+    }
+    const v1::Timing& tm = resp.timing();
+    std::printf("  timing (us): encode %llu, ann %llu, fetch %llu, rerank %llu, total %llu\n",
+                (unsigned long long)tm.encode_us(), (unsigned long long)tm.ann_us(),
+                (unsigned long long)tm.fetch_us(), (unsigned long long)tm.rerank_us(),
+                (unsigned long long)tm.total_us());
+  }
+  std::printf("\n%d of %d hits are on the query's topic\n", correct, total);
+  if (correct * 10 < total * 9) {
+    std::fprintf(stderr, "attnsearch-demo: too few on-topic hits\n");
+    return 1;
+  }
+  return 0;
+}

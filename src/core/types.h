@@ -1,0 +1,73 @@
+// Plain value types shared by every module: labels, dtypes, collection
+// configuration and the in-memory form of a document.
+#ifndef ATTNSEARCH_CORE_TYPES_H_
+#define ATTNSEARCH_CORE_TYPES_H_
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/status.h"
+
+namespace attnsearch {
+
+// Internal document label: assigned in increasing order, never reused. A
+// document that is overwritten gets a new label; the old one is tombstoned.
+using Label = uint64_t;
+
+// Element type of stored token matrices.
+enum class TokenDtype : uint8_t {
+  kF32 = 1,
+  kBF16 = 2,
+};
+
+// Name of a dtype ("f32", "bf16"), and back.
+std::string_view TokenDtypeName(TokenDtype dtype);
+// Bytes per stored element.
+size_t TokenDtypeSize(TokenDtype dtype);
+
+// How candidates are scored (see DESIGN.md, "The reranker").
+enum class RerankMode : uint8_t {
+  kAttention = 1,  // sum_i w_i sum_j softmax_j(S_ij / tau) S_ij
+  kMaxSim = 2,     // sum_i w_i max_j S_ij
+  kNone = 3,       // the ANN score
+};
+
+// Largest accepted vector dimension.
+inline constexpr uint32_t kMaxDim = 4096;
+// Largest accepted external id, in bytes.
+inline constexpr size_t kMaxIdBytes = 512;
+
+// The immutable configuration of a collection, fixed at creation.
+struct CollectionConfig {
+  // Dimension of pooled and token vectors. Required: 1..kMaxDim.
+  uint32_t dim = 0;
+  // Storage type of token matrices. Default: bf16.
+  TokenDtype token_dtype = TokenDtype::kBF16;
+  // FAISS factory string of the candidate index. Default: "HNSW32,Flat".
+  std::string ann_spec = "HNSW32,Flat";
+
+  // INVALID_ARGUMENT naming the field if the configuration is unusable.
+  absl::Status Validate() const;
+};
+
+// A document as the engine sees it. Vectors are f32 here whatever the
+// storage type; the engine normalises them to unit length on write.
+struct Document {
+  std::string id;
+  std::string text;
+  std::map<std::string, std::string> metadata;
+  // Pooled vector, dim values, or empty.
+  std::vector<float> pooled;
+  // Token matrix, num_tokens x dim row-major, or empty (num_tokens == 0).
+  uint32_t num_tokens = 0;
+  std::vector<float> tokens;
+  // Surface form of each token row, or empty.
+  std::vector<std::string> token_texts;
+};
+
+}  // namespace attnsearch
+
+#endif  // ATTNSEARCH_CORE_TYPES_H_

@@ -1,0 +1,42 @@
+// Small vector kernels and codecs: dot products, normalisation, finiteness
+// checks and the bf16 <-> f32 conversions used by storage and the reranker.
+#ifndef ATTNSEARCH_CORE_VECTOR_MATH_H_
+#define ATTNSEARCH_CORE_VECTOR_MATH_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+
+namespace attnsearch {
+
+// Sum of a[i] * b[i] for i < n.
+float Dot(const float* a, const float* b, size_t n);
+
+// True when every one of the n values is finite (no NaN, no infinity).
+bool AllFinite(const float* x, size_t n);
+
+// Scales x (n values) to unit L2 norm. Returns false, leaving x unchanged,
+// when the norm is zero or not finite.
+bool NormalizeInPlace(float* x, size_t n);
+
+// bf16 is the upper half of an IEEE f32. Conversion rounds to nearest even;
+// NaN stays NaN.
+inline uint16_t FloatToBf16(float f) {
+  uint32_t bits;
+  std::memcpy(&bits, &f, 4);
+  if ((bits & 0x7fffffffu) > 0x7f800000u) return uint16_t((bits >> 16) | 0x40);
+  bits += 0x7fffu + ((bits >> 16) & 1u);
+  return uint16_t(bits >> 16);
+}
+inline float Bf16ToFloat(uint16_t h) {
+  uint32_t bits = uint32_t(h) << 16;
+  float f;
+  std::memcpy(&f, &bits, 4);
+  return f;
+}
+void FloatToBf16(const float* src, uint16_t* dst, size_t n);
+void Bf16ToFloat(const uint16_t* src, float* dst, size_t n);
+
+}  // namespace attnsearch
+
+#endif  // ATTNSEARCH_CORE_VECTOR_MATH_H_

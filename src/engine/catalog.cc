@@ -1,0 +1,142 @@
+#include "engine/catalog.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "core/status.h"
+
+namespace attnsearch {
+namespace fs = std::filesystem;
+namespace {
+
+constexpr char kTempPrefix[] = ".creating-";
+constexpr char kTrashPrefix[] = ".dropping-";
+
+// Makes a rename in `dir` durable.
+void SyncDir(const std::string& dir) {
+  int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd >= 0) {
+    ::fsync(fd);
+    ::close(fd);
+  }
+}
+
+}  // namespace
+
+absl::Status Catalog::ValidateName(const std::string& name) {
+  if (name.empty() || name.size() > 64) {
+    return absl::InvalidArgumentError("name: must be 1..64 characters of [A-Za-z0-9_-]");
+  }
+  for (char c : name) {
+    if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-')) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "name: '", name, "' may only hold the characters [A-Za-z0-9_-]"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::unique_ptr<Catalog>> Catalog::Open(const CatalogOptions& options) {
+  if (options.data_dir.empty()) {
+    return absl::InvalidArgumentError("data_dir: must not be empty");
+  }
+  std::unique_ptr<Catalog> catalog(new Catalog(options));
+  const std::string dir = catalog->CollectionsDir();
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  if (ec) {
+    return absl::InternalError(absl::StrCat("creating ", dir, ": ", ec.message()));
+  }
+  std::vector<fs::path> entries;
+  for (const auto& e : fs::directory_iterator(dir, ec)) entries.push_back(e.path());
+  if (ec) return absl::InternalError(absl::StrCat("listing ", dir, ": ", ec.message()));
+  for (const auto& p : entries) {
+    const std::string name = p.filename().string();
+    if (name.rfind(kTempPrefix, 0) == 0 || name.rfind(kTrashPrefix, 0) == 0) {
+      fs::remove_all(p, ec);  // an interrupted create or drop
+      continue;
+    }
+    if (!ValidateName(name).ok()) continue;
+    auto c = Collection::Open(p.string(), options.collection);
+    if (!c.ok()) return Annotate(c.status(), absl::StrCat("collection '", name, "'"));
+    catalog->collections_.emplace(name, std::shared_ptr<Collection>(std::move(c).value()));
+  }
+  return catalog;
+}
+
+absl::StatusOr<std::shared_ptr<Collection>> Catalog::Create(const std::string& name,
+                                                            const CollectionConfig& config) {
+  ATTN_RETURN_IF_ERROR(ValidateName(name));
+  ATTN_RETURN_IF_ERROR(config.Validate());
+  std::lock_guard<std::mutex> lock(mu_);
+  if (collections_.count(name)) {
+    return absl::AlreadyExistsError(absl::StrCat("collection '", name, "' already exists"));
+  }
+  const std::string temp =
+      absl::StrCat(CollectionsDir(), "/", kTempPrefix, name, "-", ++temp_counter_);
+  const std::string final_path = absl::StrCat(CollectionsDir(), "/", name);
+  std::error_code ec;
+  fs::remove_all(temp, ec);
+  {
+    auto built = Collection::Create(temp, config, options_.collection);
+    if (!built.ok()) {
+      fs::remove_all(temp, ec);
+      return built.status();
+    }
+  }  // closed here, so its files can move
+  fs::rename(temp, final_path, ec);
+  if (ec) {
+    fs::remove_all(temp, ec);
+    return absl::InternalError(absl::StrCat("renaming into ", final_path, ": ", ec.message()));
+  }
+  SyncDir(CollectionsDir());
+  ATTN_ASSIGN_OR_RETURN(std::unique_ptr<Collection> opened,
+                        Collection::Open(final_path, options_.collection));
+  std::shared_ptr<Collection> c(std::move(opened));
+  collections_.emplace(name, c);
+  return c;
+}
+
+absl::StatusOr<std::shared_ptr<Collection>> Catalog::Get(const std::string& name) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = collections_.find(name);
+  if (it == collections_.end()) {
+    return absl::NotFoundError(absl::StrCat("collection '", name, "' not found"));
+  }
+  return it->second;
+}
+
+std::vector<std::pair<std::string, std::shared_ptr<Collection>>> Catalog::List() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return {collections_.begin(), collections_.end()};
+}
+
+absl::Status Catalog::Drop(const std::string& name) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = collections_.find(name);
+  if (it == collections_.end()) {
+    return absl::NotFoundError(absl::StrCat("collection '", name, "' not found"));
+  }
+  std::shared_ptr<Collection> c = std::move(it->second);
+  collections_.erase(it);
+  c->DiscardOnClose();
+  // Calls already holding the collection finish first; they are short.
+  while (c.use_count() > 1) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  c.reset();
+  const std::string path = absl::StrCat(CollectionsDir(), "/", name);
+  const std::string trash =
+      absl::StrCat(CollectionsDir(), "/", kTrashPrefix, name, "-", ++temp_counter_);
+  std::error_code ec;
+  fs::rename(path, trash, ec);
+  if (ec) return absl::InternalError(absl::StrCat("removing ", path, ": ", ec.message()));
+  SyncDir(CollectionsDir());
+  fs::remove_all(trash, ec);
+  return absl::OkStatus();
+}
+
+}  // namespace attnsearch

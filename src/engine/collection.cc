@@ -1,0 +1,559 @@
+#include "engine/collection.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <numeric>
+
+#include "absl/strings/str_cat.h"
+#include "core/status.h"
+#include "core/vector_math.h"
+
+namespace attnsearch {
+namespace {
+
+constexpr size_t kScanBatch = 4096;
+
+int64_t MicrosSince(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration_cast<std::chrono::microseconds>(
+             std::chrono::steady_clock::now() - t0)
+      .count();
+}
+
+absl::Status CheckDeadline(absl::Time deadline, absl::string_view stage) {
+  if (absl::Now() >= deadline) {
+    return absl::DeadlineExceededError(absl::StrCat("deadline passed before ", stage));
+  }
+  return absl::OkStatus();
+}
+
+// Checks and normalises a row-major matrix of `rows` unit vectors in place.
+absl::Status NormalizeRows(float* v, size_t rows, uint32_t dim, absl::string_view field) {
+  for (size_t r = 0; r < rows; ++r) {
+    float* row = v + r * dim;
+    if (!AllFinite(row, dim)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(field, ": row ", r, " has a NaN or infinite value"));
+    }
+    if (!NormalizeInPlace(row, dim)) {
+      return absl::InvalidArgumentError(absl::StrCat(field, ": row ", r, " has zero norm"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+// Weighted mean of token rows, normalised; false when it is zero.
+bool PoolTokens(const std::vector<float>& tokens, uint32_t rows, uint32_t dim,
+                const float* weights, std::vector<float>* out) {
+  out->assign(dim, 0.f);
+  for (uint32_t r = 0; r < rows; ++r) {
+    const float w = weights ? weights[r] : 1.f;
+    for (uint32_t k = 0; k < dim; ++k) (*out)[k] += w * tokens[size_t(r) * dim + k];
+  }
+  return NormalizeInPlace(out->data(), dim);
+}
+
+}  // namespace
+
+Collection::Collection(std::string path, std::unique_ptr<DocStore> store,
+                       std::unique_ptr<Reranker> reranker,
+                       const CollectionOptions& options)
+    : path_(std::move(path)),
+      store_(std::move(store)),
+      reranker_(std::move(reranker)),
+      options_(options) {}
+
+Collection::~Collection() {
+  if (discard_on_close_) return;
+  std::lock_guard<std::mutex> lock(write_mu_);
+  if (added_since_snapshot_ > 0) {
+    absl::Status s = SaveSnapshot();
+    if (!s.ok()) {
+      std::fprintf(stderr, "warning: ANN snapshot of %s not saved: %s\n", path_.c_str(),
+                   std::string(s.message()).c_str());
+    }
+  }
+}
+
+std::string Collection::SnapshotPath() const { return path_ + "/ann.snapshot"; }
+
+absl::StatusOr<std::unique_ptr<Collection>> Collection::Create(
+    const std::string& path, const CollectionConfig& config,
+    const CollectionOptions& options) {
+  ATTN_RETURN_IF_ERROR(config.Validate());
+  // Reject an unusable ANN spec before anything is written.
+  ATTN_RETURN_IF_ERROR(AnnIndex::Create(config.ann_spec, config.dim, options.ann).status());
+  std::error_code ec;
+  if (!std::filesystem::create_directory(path, ec)) {
+    return ec ? absl::InternalError(absl::StrCat("creating ", path, ": ", ec.message()))
+              : absl::AlreadyExistsError(absl::StrCat(path, " already exists"));
+  }
+  ATTN_RETURN_IF_ERROR(
+      DocStore::Create(path + "/store", config, options.storage).status());
+  return Open(path, options);
+}
+
+absl::StatusOr<std::unique_ptr<Collection>> Collection::Open(
+    const std::string& path, const CollectionOptions& options) {
+  ATTN_ASSIGN_OR_RETURN(std::unique_ptr<DocStore> store,
+                        DocStore::Open(path + "/store", options.storage));
+  const CollectionConfig& config = store->config();
+  ATTN_ASSIGN_OR_RETURN(std::unique_ptr<Reranker> reranker,
+                        Reranker::Create(config.dim, config.token_dtype, options.rerank));
+  std::unique_ptr<Collection> c(
+      new Collection(path, std::move(store), std::move(reranker), options));
+  ATTN_RETURN_IF_ERROR(c->LoadDerivedState());
+  return c;
+}
+
+absl::Status Collection::LoadDerivedState() {
+  const CollectionConfig& config = store_->config();
+  ATTN_ASSIGN_OR_RETURN(std::vector<Label> dead, store_->Tombstones());
+  for (Label l : dead) Tombstone(l);
+
+  auto loaded = AnnIndex::Load(SnapshotPath(), config.ann_spec, config.dim, options_.ann);
+  Label from = 0;
+  if (loaded.ok()) {
+    ann_ = std::move(loaded).value();
+    from = ann_->has_labels() ? ann_->max_label() + 1 : 0;
+  } else {
+    if (!absl::IsNotFound(loaded.status())) {
+      std::fprintf(stderr, "warning: %s; rebuilding the ANN index from the store\n",
+                   std::string(loaded.status().message()).c_str());
+    }
+    ATTN_ASSIGN_OR_RETURN(ann_, AnnIndex::Create(config.ann_spec, config.dim, options_.ann));
+  }
+  // Add every document written after the snapshot, in batches.
+  std::vector<Label> labels;
+  std::vector<float> vectors;
+  size_t added = 0;
+  auto flush = [&]() -> absl::Status {
+    ATTN_RETURN_IF_ERROR(ann_->Add(labels.data(), vectors.data(), labels.size()));
+    added += labels.size();
+    labels.clear();
+    vectors.clear();
+    return absl::OkStatus();
+  };
+  ATTN_RETURN_IF_ERROR(store_->ScanPooled(from, [&](Label l, const float* v) {
+    labels.push_back(l);
+    vectors.insert(vectors.end(), v, v + config.dim);
+    return labels.size() >= kScanBatch ? flush() : absl::OkStatus();
+  }));
+  ATTN_RETURN_IF_ERROR(flush());
+  ATTN_RETURN_IF_ERROR(store_->ScanDocRecords([&](Label l, const Document& d) {
+    IndexMetadata(l, d);
+    return absl::OkStatus();
+  }));
+  added_since_snapshot_ = added;
+  if (added > 0) ATTN_RETURN_IF_ERROR(SaveSnapshot());
+  added_since_snapshot_ = 0;
+  return absl::OkStatus();
+}
+
+absl::Status Collection::SaveSnapshot() {
+  std::shared_lock<std::shared_mutex> lock(index_mu_);
+  ATTN_RETURN_IF_ERROR(ann_->Save(SnapshotPath()));
+  added_since_snapshot_ = 0;
+  return absl::OkStatus();
+}
+
+void Collection::Tombstone(Label label) {
+  const size_t word = label / 64;
+  if (tombstones_.size() <= word) tombstones_.resize(word + 1 + word / 2, 0);
+  const uint64_t bit = uint64_t{1} << (label % 64);
+  if ((tombstones_[word] & bit) == 0) {
+    tombstones_[word] |= bit;
+    ++num_tombstones_;
+  }
+}
+
+bool Collection::IsTombstoned(Label label) const {
+  const size_t word = label / 64;
+  return word < tombstones_.size() && (tombstones_[word] >> (label % 64)) & 1;
+}
+
+void Collection::IndexMetadata(Label label, const Document& doc) {
+  for (const auto& [k, v] : doc.metadata) metadata_index_[k][v].insert(label);
+}
+
+absl::Status Collection::PrepareDocument(size_t i, Document* doc) const {
+  const uint32_t dim = store_->config().dim;
+  const std::string field = absl::StrCat("documents[", i, "]");
+  if (doc->id.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(field, ".id: must not be empty"));
+  }
+  if (doc->id.size() > kMaxIdBytes) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(field, ".id: longer than ", kMaxIdBytes, " bytes"));
+  }
+  if (doc->pooled.empty() && doc->num_tokens == 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(field, ": needs a pooled vector and/or a token matrix"));
+  }
+  if (!doc->pooled.empty()) {
+    if (doc->pooled.size() != dim) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          field, ".pooled: expected ", dim, " values, got ", doc->pooled.size()));
+    }
+    ATTN_RETURN_IF_ERROR(NormalizeRows(doc->pooled.data(), 1, dim, field + ".pooled"));
+  }
+  if (doc->num_tokens > 0 || !doc->tokens.empty()) {
+    if (doc->num_tokens > options_.limits.max_document_tokens) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(field, ".tokens: ", doc->num_tokens, " rows exceed the limit of ",
+                       options_.limits.max_document_tokens));
+    }
+    if (doc->tokens.size() != size_t(doc->num_tokens) * dim) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(field, ".tokens: expected ", doc->num_tokens, " x ", dim,
+                       " values, got ", doc->tokens.size()));
+    }
+    ATTN_RETURN_IF_ERROR(
+        NormalizeRows(doc->tokens.data(), doc->num_tokens, dim, field + ".tokens"));
+  }
+  if (!doc->token_texts.empty() && doc->token_texts.size() != doc->num_tokens) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(field, ".token_texts: expected ", doc->num_tokens, " entries, got ",
+                     doc->token_texts.size()));
+  }
+  if (doc->pooled.empty() &&
+      !PoolTokens(doc->tokens, doc->num_tokens, dim, nullptr, &doc->pooled)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(field, ".tokens: the mean of the token vectors is zero; give pooled"));
+  }
+  if (doc->num_tokens == 0) {
+    doc->tokens = doc->pooled;
+    doc->num_tokens = 1;
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<uint64_t> Collection::Upsert(std::vector<Document> docs) {
+  if (docs.empty()) return 0;
+  if (docs.size() > options_.limits.max_batch_documents) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("documents: a batch of ", docs.size(), " exceeds the limit of ",
+                     options_.limits.max_batch_documents));
+  }
+  absl::flat_hash_map<std::string_view, size_t> seen;
+  for (size_t i = 0; i < docs.size(); ++i) {
+    ATTN_RETURN_IF_ERROR(PrepareDocument(i, &docs[i]));
+    auto [it, fresh] = seen.emplace(docs[i].id, i);
+    if (!fresh) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("documents[", i, "].id: '", docs[i].id,
+                       "' appears twice in the batch (also documents[", it->second, "])"));
+    }
+  }
+  std::vector<std::string> ids;
+  ids.reserve(docs.size());
+  for (const auto& d : docs) ids.push_back(d.id);
+
+  std::lock_guard<std::mutex> write_lock(write_mu_);
+  ATTN_ASSIGN_OR_RETURN(std::vector<std::optional<Label>> existing, store_->LookupIds(ids));
+  const Label first = store_->next_label();
+  std::vector<DocWrite> writes(docs.size());
+  std::vector<Label> labels(docs.size());
+  std::vector<float> pooled;
+  pooled.reserve(docs.size() * config().dim);
+  for (size_t i = 0; i < docs.size(); ++i) {
+    writes[i] = {first + i, existing[i], &docs[i]};
+    labels[i] = first + i;
+    pooled.insert(pooled.end(), docs[i].pooled.begin(), docs[i].pooled.end());
+  }
+  ATTN_RETURN_IF_ERROR(store_->Commit(writes, {}));
+  {
+    std::unique_lock<std::shared_mutex> lock(index_mu_);
+    for (size_t i = 0; i < docs.size(); ++i) {
+      if (existing[i]) Tombstone(*existing[i]);
+      IndexMetadata(labels[i], docs[i]);
+    }
+    // The write is durable already; should the in-memory add fail, the next
+    // Open adds it from the store.
+    ATTN_RETURN_IF_ERROR(Annotate(ann_->Add(labels.data(), pooled.data(), labels.size()),
+                                  "stored, but not yet searchable"));
+  }
+  added_since_snapshot_ += docs.size();
+  if (options_.snapshot_every > 0 && added_since_snapshot_ >= options_.snapshot_every) {
+    absl::Status s = SaveSnapshot();
+    if (!s.ok()) {
+      std::fprintf(stderr, "warning: ANN snapshot not saved: %s\n",
+                   std::string(s.message()).c_str());
+    }
+  }
+  return docs.size();
+}
+
+absl::StatusOr<DeleteResult> Collection::Delete(const std::vector<std::string>& ids) {
+  for (size_t i = 0; i < ids.size(); ++i) {
+    if (ids[i].empty()) {
+      return absl::InvalidArgumentError(absl::StrCat("ids[", i, "]: must not be empty"));
+    }
+  }
+  std::lock_guard<std::mutex> write_lock(write_mu_);
+  ATTN_ASSIGN_OR_RETURN(std::vector<std::optional<Label>> labels, store_->LookupIds(ids));
+  DeleteResult result;
+  std::vector<DocDelete> deletes;
+  absl::flat_hash_set<std::string_view> seen;
+  for (size_t i = 0; i < ids.size(); ++i) {
+    if (!seen.insert(ids[i]).second) continue;
+    if (labels[i]) {
+      deletes.push_back({ids[i], *labels[i]});
+    } else {
+      result.not_found_ids.push_back(ids[i]);
+    }
+  }
+  ATTN_RETURN_IF_ERROR(store_->Commit({}, deletes));
+  {
+    std::unique_lock<std::shared_mutex> lock(index_mu_);
+    for (const auto& d : deletes) Tombstone(d.label);
+  }
+  result.deleted = deletes.size();
+  return result;
+}
+
+absl::StatusOr<GetResult> Collection::Get(const std::vector<std::string>& ids,
+                                          bool include_vectors) const {
+  ATTN_ASSIGN_OR_RETURN(std::vector<std::optional<Label>> labels, store_->LookupIds(ids));
+  std::vector<Label> found;
+  for (const auto& l : labels) {
+    if (l) found.push_back(*l);
+  }
+  std::vector<std::optional<Document>> docs;
+  ATTN_RETURN_IF_ERROR(store_->GetDocuments(found, include_vectors, &docs));
+  GetResult result;
+  size_t k = 0;
+  for (size_t i = 0; i < ids.size(); ++i) {
+    // A document replaced between the two reads counts as not found; the
+    // caller may retry.
+    if (labels[i] && docs[k]) {
+      result.documents.push_back(std::move(*docs[k]));
+    } else {
+      result.not_found_ids.push_back(ids[i]);
+    }
+    if (labels[i]) ++k;
+  }
+  return result;
+}
+
+absl::Status Collection::PrepareQuery(SearchQuery* q) const {
+  const uint32_t dim = store_->config().dim;
+  const RequestLimits& lim = options_.limits;
+  if (q->top_k == 0) return absl::InvalidArgumentError("top_k: must be at least 1");
+  if (q->top_k > lim.max_top_k) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("top_k: ", q->top_k, " exceeds the limit of ", lim.max_top_k));
+  }
+  if (q->candidates == 0) {
+    q->candidates = std::min(std::max<uint32_t>(100, q->top_k), lim.max_candidates);
+  } else if (q->candidates < q->top_k) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "candidates: ", q->candidates, " is less than top_k (", q->top_k, ")"));
+  } else if (q->candidates > lim.max_candidates) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "candidates: ", q->candidates, " exceeds the limit of ", lim.max_candidates));
+  }
+  if (!(q->temperature >= 0.f) || !std::isfinite(q->temperature)) {
+    return absl::InvalidArgumentError("temperature: must be a positive number");
+  }
+  if (q->temperature == 0.f) q->temperature = kDefaultTemperature;
+  for (size_t i = 0; i < q->filter.size(); ++i) {
+    if (q->filter[i].key.empty()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("filter.must[", i, "].key: must not be empty"));
+    }
+    if (q->filter[i].values.empty()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("filter.must[", i, "].values: must not be empty"));
+    }
+  }
+  if (q->pooled.empty() && q->num_tokens == 0 && q->tokens.empty()) {
+    return absl::InvalidArgumentError("query: empty; give pooled and/or tokens");
+  }
+  if (!q->pooled.empty()) {
+    if (q->pooled.size() != dim) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "query.pooled: expected ", dim, " values, got ", q->pooled.size()));
+    }
+    ATTN_RETURN_IF_ERROR(NormalizeRows(q->pooled.data(), 1, dim, "query.pooled"));
+  }
+  if (q->num_tokens > 0 || !q->tokens.empty()) {
+    if (q->num_tokens > lim.max_query_tokens) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "query.tokens: ", q->num_tokens, " rows exceed the limit of ", lim.max_query_tokens));
+    }
+    if (q->tokens.size() != size_t(q->num_tokens) * dim) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "query.tokens: expected ", q->num_tokens, " x ", dim, " values, got ",
+          q->tokens.size()));
+    }
+    ATTN_RETURN_IF_ERROR(NormalizeRows(q->tokens.data(), q->num_tokens, dim, "query.tokens"));
+  }
+  if (!q->token_weights.empty()) {
+    if (q->token_weights.size() != q->num_tokens) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("query.token_weights: expected ", q->num_tokens, " values, got ",
+                       q->token_weights.size()));
+    }
+    for (size_t i = 0; i < q->token_weights.size(); ++i) {
+      if (!(q->token_weights[i] >= 0.f) || !std::isfinite(q->token_weights[i])) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "query.token_weights[", i, "]: must be a finite, non-negative number"));
+      }
+    }
+  }
+  if (q->pooled.empty()) {
+    const float* w = q->token_weights.empty() ? nullptr : q->token_weights.data();
+    if (!PoolTokens(q->tokens, q->num_tokens, dim, w, &q->pooled)) {
+      return absl::InvalidArgumentError(
+          "query.tokens: the weighted mean of the token vectors is zero; give pooled");
+    }
+  }
+  if (q->num_tokens == 0) {
+    q->tokens = q->pooled;
+    q->num_tokens = 1;
+    q->token_weights = {1.f};
+  } else if (q->token_weights.empty()) {
+    q->token_weights.assign(q->num_tokens, 1.f / float(q->num_tokens));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<SearchResult> Collection::Search(SearchQuery q, absl::Time deadline) const {
+  using Clock = std::chrono::steady_clock;
+  const auto t_start = Clock::now();
+  SearchResult result;
+  ATTN_RETURN_IF_ERROR(PrepareQuery(&q));
+  ATTN_ASSIGN_OR_RETURN(AnnSearchParams params, AnnSearchParams::Parse(q.ann_params));
+  result.timing.encode_us = MicrosSince(t_start);
+
+  // Stage 1: ANN candidates, tombstones and filter applied inside.
+  ATTN_RETURN_IF_ERROR(CheckDeadline(deadline, "the ANN search"));
+  auto t = Clock::now();
+  std::vector<AnnNeighbor> neighbors;
+  {
+    std::shared_lock<std::shared_mutex> lock(index_mu_);
+    std::vector<const absl::flat_hash_set<Label>*> allowed_sets;
+    std::vector<size_t> condition_end;
+    bool impossible = false;
+    for (const auto& cond : q.filter) {
+      const size_t before = allowed_sets.size();
+      auto key_it = metadata_index_.find(cond.key);
+      if (key_it != metadata_index_.end()) {
+        for (const auto& v : cond.values) {
+          auto val_it = key_it->second.find(v);
+          if (val_it != key_it->second.end()) allowed_sets.push_back(&val_it->second);
+        }
+      }
+      // No document carries any of this condition's values: nothing matches.
+      if (allowed_sets.size() == before) impossible = true;
+      condition_end.push_back(allowed_sets.size());
+    }
+    if (!impossible) {
+      LabelFilter filter = [&](Label l) {
+        if (IsTombstoned(l)) return false;
+        size_t begin = 0;
+        for (size_t end : condition_end) {
+          bool ok = false;
+          for (size_t s = begin; s < end && !ok; ++s) ok = allowed_sets[s]->contains(l);
+          if (!ok) return false;
+          begin = end;
+        }
+        return true;
+      };
+      params.exhaustive = q.candidates >= store_->live_count();
+      ATTN_RETURN_IF_ERROR(
+          ann_->Search(q.pooled.data(), q.candidates, params, filter, &neighbors));
+    }
+  }
+  result.timing.ann_us = MicrosSince(t);
+
+  struct Scored {
+    float score;
+    float ann_score;
+    Label label;
+    size_t candidate;  // index into the token block
+  };
+  std::vector<Scored> scored;
+  TokenBlock block;
+  std::vector<Label> labels;
+  labels.reserve(neighbors.size());
+  for (const auto& n : neighbors) labels.push_back(n.label);
+
+  const RerankQuery rq{q.tokens.data(), q.num_tokens, q.token_weights.data(), q.mode,
+                       q.temperature};
+  if (q.mode == RerankMode::kNone) {
+    for (size_t i = 0; i < neighbors.size(); ++i) {
+      scored.push_back({neighbors[i].score, neighbors[i].score, neighbors[i].label, i});
+    }
+  } else if (!neighbors.empty()) {
+    // Stage 2: the candidates' token matrices in one block.
+    ATTN_RETURN_IF_ERROR(CheckDeadline(deadline, "fetching token matrices"));
+    t = Clock::now();
+    ATTN_RETURN_IF_ERROR(store_->GetTokens(labels, &block));
+    result.timing.fetch_us = MicrosSince(t);
+
+    // Stage 3: rerank.
+    ATTN_RETURN_IF_ERROR(CheckDeadline(deadline, "reranking"));
+    t = Clock::now();
+    std::vector<float> scores(labels.size());
+    CandidateTokens cand{block.data(), block.total_rows, block.rows.data(),
+                         block.offsets.data(), labels.size()};
+    ATTN_RETURN_IF_ERROR(reranker_->Score(rq, cand, scores.data()));
+    for (size_t i = 0; i < labels.size(); ++i) {
+      // A candidate deleted after the ANN stage has no tokens any more.
+      if (block.found[i]) scored.push_back({scores[i], neighbors[i].score, labels[i], i});
+    }
+    result.timing.rerank_us = MicrosSince(t);
+  }
+  const size_t keep = std::min<size_t>(q.top_k, scored.size());
+  std::partial_sort(scored.begin(), scored.begin() + long(keep), scored.end(),
+                    [](const Scored& a, const Scored& b) {
+                      if (a.score != b.score) return a.score > b.score;
+                      return a.label < b.label;
+                    });
+  scored.resize(keep);
+
+  // Stage 4: the hits' documents.
+  ATTN_RETURN_IF_ERROR(CheckDeadline(deadline, "reading the hits"));
+  t = Clock::now();
+  std::vector<Label> hit_labels;
+  for (const auto& s : scored) hit_labels.push_back(s.label);
+  std::vector<std::optional<Document>> docs;
+  ATTN_RETURN_IF_ERROR(store_->GetDocuments(hit_labels, false, &docs));
+  const size_t row_bytes = size_t(config().dim) * TokenDtypeSize(config().token_dtype);
+  for (size_t i = 0; i < scored.size(); ++i) {
+    if (!docs[i]) continue;  // deleted since the ANN stage
+    SearchHit hit;
+    Document& d = *docs[i];
+    hit.id = std::move(d.id);
+    hit.score = scored[i].score;
+    hit.ann_score = scored[i].ann_score;
+    if (q.include_text) hit.text = std::move(d.text);
+    if (q.include_metadata) hit.metadata = std::move(d.metadata);
+    if (q.explain && q.mode != RerankMode::kNone) {
+      const size_t c = scored[i].candidate;
+      const char* rows = static_cast<const char*>(block.data()) + block.offsets[c] * row_bytes;
+      std::vector<TokenEvidence> evidence;
+      ATTN_RETURN_IF_ERROR(reranker_->Explain(rq, rows, block.rows[c], &evidence));
+      for (const auto& e : evidence) {
+        TokenMatch m{e.query_token, e.doc_token, "", e.weight, e.contribution};
+        if (e.doc_token < d.token_texts.size()) m.document_token_text = d.token_texts[e.doc_token];
+        hit.matches.push_back(std::move(m));
+      }
+    }
+    result.hits.push_back(std::move(hit));
+  }
+  result.timing.fetch_us += MicrosSince(t);
+  result.timing.total_us = MicrosSince(t_start);
+  return result;
+}
+
+CollectionStats Collection::Stats() const {
+  std::shared_lock<std::shared_mutex> lock(index_mu_);
+  return {store_->live_count(), num_tombstones_, ann_->size()};
+}
+
+}  // namespace attnsearch

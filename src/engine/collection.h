@@ -1,0 +1,205 @@
+// Collection: one collection's write path and search pipeline.
+//
+//   write:  validate + normalise -> RocksDB WriteBatch (synced) -> ANN add
+//   search: validate + normalise -> ANN candidates (filter and tombstones
+//           inside the search) -> RocksDB MultiGet of their token matrices
+//           -> rerank -> top_k -> documents of the hits
+//
+// RocksDB is the truth; the ANN index is rebuilt or caught up from it on
+// Open, so a crash at any instant loses no acknowledged write.
+//
+// Thread safety: every method may be called concurrently. Writes (Upsert,
+// Delete) are serialised internally; searches run in parallel with each
+// other and with writes, and see each write entirely or not at all.
+#ifndef ATTNSEARCH_ENGINE_COLLECTION_H_
+#define ATTNSEARCH_ENGINE_COLLECTION_H_
+
+#include <map>
+#include <memory>
+#include <mutex>
+#include <shared_mutex>
+#include <string>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "ann/ann_index.h"
+#include "core/types.h"
+#include "rerank/reranker.h"
+#include "storage/doc_store.h"
+
+namespace attnsearch {
+
+// Limits on requests, each answered with INVALID_ARGUMENT naming it.
+struct RequestLimits {
+  // Largest top_k. Default: 1000.
+  uint32_t max_top_k = 1000;
+  // Largest number of candidates reranked per query. Default: 20000.
+  uint32_t max_candidates = 20000;
+  // Largest number of query token rows. Default: 1024.
+  uint32_t max_query_tokens = 1024;
+  // Largest number of token rows per document. Default: 16384.
+  uint32_t max_document_tokens = 16384;
+  // Largest number of documents in one Upsert batch. Default: 10000.
+  size_t max_batch_documents = 10000;
+};
+
+struct CollectionOptions {
+  StorageOptions storage;
+  AnnOptions ann;
+  RerankerOptions rerank;
+  RequestLimits limits;
+  // Write an ANN snapshot once this many vectors were added since the last
+  // one (a snapshot is also written on close). Default: 100000.
+  size_t snapshot_every = 100000;
+};
+
+// A metadata condition: the document's value for `key` is one of `values`.
+struct MetadataCondition {
+  std::string key;
+  std::vector<std::string> values;
+};
+
+struct SearchQuery {
+  // Query vectors; at least one of pooled and tokens. Normalised here.
+  std::vector<float> pooled;          // dim values, or empty
+  uint32_t num_tokens = 0;
+  std::vector<float> tokens;          // num_tokens x dim, or empty
+  std::vector<float> token_weights;   // num_tokens values, or empty (1/m each)
+
+  uint32_t top_k = 0;                 // required, 1..max_top_k
+  uint32_t candidates = 0;            // 0: max(100, top_k) capped by the limit
+  RerankMode mode = RerankMode::kAttention;
+  float temperature = 0.f;            // 0: kDefaultTemperature
+  std::vector<MetadataCondition> filter;  // all must hold
+  std::string ann_params;             // "efSearch=128"
+  bool include_text = false;
+  bool include_metadata = false;
+  bool explain = false;
+};
+
+struct TokenMatch {
+  uint32_t query_token = 0;
+  uint32_t document_token = 0;
+  std::string document_token_text;  // when the document stored token texts
+  float weight = 0.f;
+  float contribution = 0.f;
+};
+
+struct SearchHit {
+  std::string id;
+  float score = 0.f;
+  float ann_score = 0.f;
+  std::string text;
+  std::map<std::string, std::string> metadata;
+  std::vector<TokenMatch> matches;
+};
+
+// Microseconds spent per stage.
+struct SearchTiming {
+  int64_t encode_us = 0, ann_us = 0, fetch_us = 0, rerank_us = 0, total_us = 0;
+};
+
+struct SearchResult {
+  std::vector<SearchHit> hits;
+  SearchTiming timing;
+};
+
+struct DeleteResult {
+  uint64_t deleted = 0;
+  std::vector<std::string> not_found_ids;
+};
+
+struct GetResult {
+  std::vector<Document> documents;  // in request order, found ids only
+  std::vector<std::string> not_found_ids;
+};
+
+struct CollectionStats {
+  uint64_t num_documents = 0;
+  uint64_t num_tombstones = 0;
+  uint64_t ann_vectors = 0;
+};
+
+class Collection {
+ public:
+  // Creates a collection in directory `path` (which must not exist).
+  static absl::StatusOr<std::unique_ptr<Collection>> Create(
+      const std::string& path, const CollectionConfig& config,
+      const CollectionOptions& options);
+  // Opens the collection in `path`: loads the ANN snapshot and adds what was
+  // written after it, or rebuilds the index when the snapshot is missing,
+  // corrupt or of another configuration.
+  static absl::StatusOr<std::unique_ptr<Collection>> Open(
+      const std::string& path, const CollectionOptions& options);
+
+  // Writes a final ANN snapshot (unless DiscardOnClose was called).
+  ~Collection();
+
+  const CollectionConfig& config() const { return store_->config(); }
+
+  // Inserts or replaces `docs` atomically. Errors name the field, as in
+  // "documents[3].pooled: expected 128 values, got 12"; on error nothing is
+  // stored. Returns the number of documents written.
+  absl::StatusOr<uint64_t> Upsert(std::vector<Document> docs);
+
+  // Deletes documents by external id; unknown ids are reported.
+  absl::StatusOr<DeleteResult> Delete(const std::vector<std::string>& ids);
+
+  // Fetches documents by external id.
+  absl::StatusOr<GetResult> Get(const std::vector<std::string>& ids,
+                                bool include_vectors) const;
+
+  // Runs the search pipeline. DEADLINE_EXCEEDED (and no further work) once
+  // `deadline` has passed.
+  absl::StatusOr<SearchResult> Search(SearchQuery query,
+                                      absl::Time deadline = absl::InfiniteFuture()) const;
+
+  CollectionStats Stats() const;
+
+  // Writes an ANN snapshot now.
+  absl::Status SaveSnapshot();
+
+  // The collection is being dropped: skip the final snapshot.
+  void DiscardOnClose() { discard_on_close_ = true; }
+
+ private:
+  Collection(std::string path, std::unique_ptr<DocStore> store,
+             std::unique_ptr<Reranker> reranker, const CollectionOptions& options);
+  absl::Status LoadDerivedState();
+  absl::Status PrepareDocument(size_t index, Document* doc) const;
+  absl::Status PrepareQuery(SearchQuery* q) const;
+  // Index state updates after a commit. REQUIRES: index_mu_ held exclusively.
+  void Tombstone(Label label);
+  void IndexMetadata(Label label, const Document& doc);
+  bool IsTombstoned(Label label) const;
+  std::string SnapshotPath() const;
+
+  const std::string path_;
+  const std::unique_ptr<DocStore> store_;
+  const std::unique_ptr<Reranker> reranker_;
+  const CollectionOptions options_;
+  bool discard_on_close_ = false;
+
+  // Serialises writers (label assignment, commit, index update).
+  std::mutex write_mu_;
+  size_t added_since_snapshot_ = 0;  // guarded by write_mu_
+
+  // Guards the derived in-memory state below: shared for searches,
+  // exclusive while a committed write is applied to it.
+  mutable std::shared_mutex index_mu_;
+  std::unique_ptr<AnnIndex> ann_;
+  std::vector<uint64_t> tombstones_;  // bitset over labels
+  uint64_t num_tombstones_ = 0;
+  // metadata key -> value -> labels carrying it (dead labels included; the
+  // tombstone check removes them).
+  absl::flat_hash_map<std::string,
+                      absl::flat_hash_map<std::string, absl::flat_hash_set<Label>>>
+      metadata_index_;
+};
+
+}  // namespace attnsearch
+
+#endif  // ATTNSEARCH_ENGINE_COLLECTION_H_

@@ -1,0 +1,199 @@
+#include "rerank/reranker.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
+#include "absl/strings/str_cat.h"
+#include "core/status.h"
+#include "core/vector_math.h"
+#include "oneapi/dnnl/dnnl.hpp"
+
+namespace attnsearch {
+namespace {
+
+using dnnl::memory;
+
+// The one place oneDNN exceptions become statuses.
+template <typename F>
+absl::Status CatchDnnl(absl::string_view what, F&& fn) {
+  try {
+    fn();
+    return absl::OkStatus();
+  } catch (const dnnl::error& e) {
+    return absl::InternalError(absl::StrCat(what, ": oneDNN: ", e.what()));
+  } catch (const std::bad_alloc&) {
+    return absl::ResourceExhaustedError(absl::StrCat(what, ": out of memory"));
+  } catch (const std::exception& e) {
+    return absl::InternalError(absl::StrCat(what, ": ", e.what()));
+  }
+}
+
+memory::data_type DnnlType(TokenDtype dtype) {
+  return dtype == TokenDtype::kF32 ? memory::data_type::f32 : memory::data_type::bf16;
+}
+
+// Reduces one query token's similarities over one document's tokens.
+// Returns Σ_j softmax_j(s_j/τ) s_j (ATTENTION) or max_j s_j (MAXSIM); sets
+// *argmax and *weight (the largest attention weight).
+float ReduceRow(const float* s, uint32_t n, RerankMode mode, float inv_tau,
+                uint32_t* argmax, float* weight) {
+  float best = s[0];
+  uint32_t arg = 0;
+  for (uint32_t j = 1; j < n; ++j) {
+    if (s[j] > best) {
+      best = s[j];
+      arg = j;
+    }
+  }
+  if (argmax != nullptr) *argmax = arg;
+  if (mode == RerankMode::kMaxSim) {
+    if (weight != nullptr) *weight = 1.f;
+    return best;
+  }
+  float z = 0.f, num = 0.f;
+  for (uint32_t j = 0; j < n; ++j) {
+    const float e = std::exp((s[j] - best) * inv_tau);
+    z += e;
+    num += e * s[j];
+  }
+  if (weight != nullptr) *weight = 1.f / z;  // exp(0) / z at the argmax
+  return num / z;
+}
+
+}  // namespace
+
+struct Reranker::Rep {
+  dnnl::engine engine{dnnl::engine::kind::cpu, 0};
+  dnnl::matmul::primitive_desc pd;
+  dnnl::matmul matmul;
+};
+
+Reranker::Reranker(std::unique_ptr<Rep> rep, uint32_t dim, TokenDtype dtype,
+                   const RerankerOptions& options)
+    : rep_(std::move(rep)), dim_(dim), dtype_(dtype), options_(options) {}
+
+Reranker::~Reranker() = default;
+
+absl::StatusOr<std::unique_ptr<Reranker>> Reranker::Create(uint32_t dim, TokenDtype dtype,
+                                                           const RerankerOptions& options) {
+  if (dim == 0 || dim > kMaxDim) return absl::InvalidArgumentError("reranker: bad dim");
+  auto rep = std::make_unique<Rep>();
+  ATTN_RETURN_IF_ERROR(CatchDnnl("creating the rerank matmul", [&] {
+    const memory::dim kRt = DNNL_RUNTIME_DIM_VAL;
+    const memory::dim d = dim;
+    const auto dt = DnnlType(dtype);
+    // S (m x N, f32) = Q (m x d) * Dᵀ (d x N); Dᵀ is read in place from the
+    // row-major document tokens: element (k, n) at n * d + k.
+    memory::desc q_md({kRt, d}, dt, {d, 1});
+    memory::desc t_md({d, kRt}, dt, {1, d});
+    memory::desc s_md({kRt, kRt}, memory::data_type::f32, {kRt, 1});
+    dnnl::primitive_attr attr;
+    attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+    dnnl::matmul::desc desc(q_md, t_md, s_md);
+    rep->pd = dnnl::matmul::primitive_desc(desc, attr, rep->engine);
+    rep->matmul = dnnl::matmul(rep->pd);
+  }));
+  return std::unique_ptr<Reranker>(new Reranker(std::move(rep), dim, dtype, options));
+}
+
+absl::Status Reranker::Score(const RerankQuery& query, const CandidateTokens& candidates,
+                             float* scores) const {
+  if (query.mode != RerankMode::kAttention && query.mode != RerankMode::kMaxSim) {
+    return absl::InvalidArgumentError("reranker: mode must be ATTENTION or MAXSIM");
+  }
+  if (query.num_tokens == 0) return absl::InvalidArgumentError("reranker: empty query");
+  if (candidates.count == 0) return absl::OkStatus();
+  const uint32_t m = query.num_tokens;
+  const size_t d = dim_;
+  const size_t elem = TokenDtypeSize(dtype_);
+  const float inv_tau = 1.f / query.temperature;
+
+  // The query in the storage dtype.
+  std::vector<uint16_t> q_bf16;
+  const void* q_data = query.tokens;
+  if (dtype_ == TokenDtype::kBF16) {
+    q_bf16.resize(size_t(m) * d);
+    FloatToBf16(query.tokens, q_bf16.data(), q_bf16.size());
+    q_data = q_bf16.data();
+  }
+
+  std::vector<float> sim;
+  std::vector<uint8_t> scratch(rep_->pd.scratchpad_desc().get_size());
+  size_t c = 0;
+  while (c < candidates.count) {
+    // The chunk [c, c_end): whole candidates up to max_rows_per_gemm rows
+    // (at least one candidate).
+    const size_t row0 = candidates.offsets[c];
+    size_t c_end = c, rows = 0;
+    while (c_end < candidates.count &&
+           (c_end == c || rows + candidates.rows[c_end] <= options_.max_rows_per_gemm)) {
+      rows += candidates.rows[c_end];
+      ++c_end;
+    }
+    if (rows > 0) {
+      sim.resize(size_t(m) * rows);
+      ATTN_RETURN_IF_ERROR(CatchDnnl("rerank matmul", [&] {
+        const auto dt = DnnlType(dtype_);
+        const memory::dim md = m, nd = memory::dim(rows), dd = memory::dim(d);
+        memory q_mem({{md, dd}, dt, {dd, 1}}, rep_->engine, const_cast<void*>(q_data));
+        memory t_mem({{dd, nd}, dt, {1, dd}}, rep_->engine,
+                     const_cast<char*>(static_cast<const char*>(candidates.data) +
+                                       row0 * d * elem));
+        memory s_mem({{md, nd}, memory::data_type::f32, {nd, 1}}, rep_->engine, sim.data());
+        memory scratch_mem(rep_->pd.scratchpad_desc(), rep_->engine, scratch.data());
+        dnnl::stream stream(rep_->engine);
+        rep_->matmul.execute(stream, {{DNNL_ARG_SRC, q_mem},
+                                      {DNNL_ARG_WEIGHTS, t_mem},
+                                      {DNNL_ARG_DST, s_mem},
+                                      {DNNL_ARG_SCRATCHPAD, scratch_mem}});
+        stream.wait();
+      }));
+    }
+    for (size_t k = c; k < c_end; ++k) {
+      const uint32_t n = candidates.rows[k];
+      if (n == 0) {
+        scores[k] = -std::numeric_limits<float>::infinity();
+        continue;
+      }
+      const size_t col = candidates.offsets[k] - row0;
+      float score = 0.f;
+      for (uint32_t i = 0; i < m; ++i) {
+        score += query.weights[i] * ReduceRow(sim.data() + size_t(i) * rows + col, n,
+                                              query.mode, inv_tau, nullptr, nullptr);
+      }
+      scores[k] = score;
+    }
+    c = c_end;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Reranker::Explain(const RerankQuery& query, const void* doc_tokens,
+                               uint32_t rows, std::vector<TokenEvidence>* out) const {
+  out->clear();
+  if (rows == 0 || query.num_tokens == 0) return absl::OkStatus();
+  const size_t d = dim_;
+  // Both sides as the matmul sees them: stored values, query rounded to the
+  // storage dtype.
+  std::vector<float> doc(size_t(rows) * d), q(query.tokens, query.tokens + query.num_tokens * d);
+  if (dtype_ == TokenDtype::kBF16) {
+    Bf16ToFloat(static_cast<const uint16_t*>(doc_tokens), doc.data(), doc.size());
+    for (float& v : q) v = Bf16ToFloat(FloatToBf16(v));
+  } else {
+    std::memcpy(doc.data(), doc_tokens, doc.size() * sizeof(float));
+  }
+  std::vector<float> s(rows);
+  const float inv_tau = 1.f / query.temperature;
+  for (uint32_t i = 0; i < query.num_tokens; ++i) {
+    for (uint32_t j = 0; j < rows; ++j) s[j] = Dot(q.data() + i * d, doc.data() + j * d, d);
+    TokenEvidence e;
+    e.query_token = i;
+    const float reduced = ReduceRow(s.data(), rows, query.mode, inv_tau, &e.doc_token, &e.weight);
+    e.contribution = query.weights[i] * reduced;
+    out->push_back(e);
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace attnsearch

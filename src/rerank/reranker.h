@@ -1,0 +1,102 @@
+// Reranker: the cross-attention scorer of DESIGN.md, on oneDNN's matmul.
+//
+// For query tokens Q (m x d, unit rows, weights w) and a document's tokens D
+// (n x d, unit rows), with S = Q Dᵀ:
+//
+//   ATTENTION  score = Σ_i w_i Σ_j softmax_j(S_ij / τ) S_ij
+//   MAXSIM     score = Σ_i w_i max_j S_ij          (the τ → 0 limit)
+//
+// All candidates' token matrices lie back to back in one buffer; one matmul
+// with a runtime N computes S for all of them (in chunks that bound memory),
+// and a segmented softmax-and-reduce turns each document's columns into its
+// score. The matmul primitive is created once per Reranker (runtime M and N)
+// and only executed per query. bf16 storage runs the bf16 matmul with f32
+// accumulation; the softmax and the sums are f32.
+//
+// Thread safety: a Reranker is immutable after Create; Score and Explain may
+// run concurrently from any number of threads.
+#ifndef ATTNSEARCH_RERANK_RERANKER_H_
+#define ATTNSEARCH_RERANK_RERANKER_H_
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "core/types.h"
+
+namespace attnsearch {
+
+struct RerankerOptions {
+  // Most document token rows scored by one matmul call; larger inputs are
+  // split at candidate boundaries. Bounds the score buffer to
+  // m x max_rows_per_gemm floats. Default: 32768.
+  size_t max_rows_per_gemm = 32768;
+};
+
+// Default attention temperature τ when a request gives none.
+inline constexpr float kDefaultTemperature = 0.1f;
+
+struct RerankQuery {
+  const float* tokens = nullptr;   // num_tokens x dim, unit rows (f32)
+  uint32_t num_tokens = 0;
+  const float* weights = nullptr;  // num_tokens weights
+  RerankMode mode = RerankMode::kAttention;
+  float temperature = kDefaultTemperature;  // > 0; ATTENTION only
+};
+
+// Candidates' token matrices, back to back in the reranker's dtype:
+// candidate c has rows[c] rows starting at row offsets[c] of `data`.
+// Offsets must be non-decreasing and contiguous (offsets[c+1] = offsets[c] +
+// rows[c]). A candidate with 0 rows scores -infinity.
+struct CandidateTokens {
+  const void* data = nullptr;
+  size_t total_rows = 0;
+  const uint32_t* rows = nullptr;
+  const size_t* offsets = nullptr;
+  size_t count = 0;
+};
+
+// Why a document scored what it did, for one query token.
+struct TokenEvidence {
+  uint32_t query_token = 0;
+  uint32_t doc_token = 0;      // the document token with the highest weight
+  float weight = 0.f;          // its attention weight (1 for MAXSIM)
+  float contribution = 0.f;    // w_i * (Σ_j A_ij S_ij); these sum to the score
+};
+
+class Reranker {
+ public:
+  // A reranker for `dim`-dimensional tokens stored as `dtype`.
+  static absl::StatusOr<std::unique_ptr<Reranker>> Create(uint32_t dim, TokenDtype dtype,
+                                                          const RerankerOptions& options);
+  ~Reranker();
+
+  // scores[c] for every candidate (candidates.count values).
+  // REQUIRES: query.mode is ATTENTION or MAXSIM.
+  absl::Status Score(const RerankQuery& query, const CandidateTokens& candidates,
+                     float* scores) const;
+
+  // The evidence for one document (rows x dim in the reranker's dtype): one
+  // entry per query token. Computed in f32 over the stored values, so the
+  // contributions add up to Score's result within float rounding.
+  absl::Status Explain(const RerankQuery& query, const void* doc_tokens, uint32_t rows,
+                       std::vector<TokenEvidence>* out) const;
+
+  uint32_t dim() const { return dim_; }
+  TokenDtype dtype() const { return dtype_; }
+
+ private:
+  struct Rep;
+  Reranker(std::unique_ptr<Rep> rep, uint32_t dim, TokenDtype dtype,
+           const RerankerOptions& options);
+
+  std::unique_ptr<Rep> rep_;
+  const uint32_t dim_;
+  const TokenDtype dtype_;
+  const RerankerOptions options_;
+};
+
+}  // namespace attnsearch
+
+#endif  // ATTNSEARCH_RERANK_RERANKER_H_

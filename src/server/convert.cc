@@ -1,0 +1,167 @@
+#include "server/convert.h"
+
+#include "absl/strings/str_cat.h"
+#include "core/status.h"
+
+namespace attnsearch {
+namespace {
+
+// Checks that a Matrix's values fill rows x cols.
+absl::Status MatrixShape(const v1::Matrix& m, const std::string& field) {
+  const uint64_t want = uint64_t(m.rows()) * m.cols();
+  if (want != uint64_t(m.values_size())) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(field, ": rows x cols = ", m.rows(), " x ", m.cols(), " = ", want,
+                     " but ", m.values_size(), " values were given"));
+  }
+  return absl::OkStatus();
+}
+
+// Copies a Matrix that must have `dim` columns (or be empty).
+absl::Status CopyMatrix(const v1::Matrix& m, uint32_t dim, const std::string& field,
+                        uint32_t* rows, std::vector<float>* values) {
+  ATTN_RETURN_IF_ERROR(MatrixShape(m, field));
+  if (m.rows() > 0 && m.cols() != dim) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(field, ".cols: expected ", dim, ", got ", m.cols()));
+  }
+  *rows = m.rows();
+  values->assign(m.values().begin(), m.values().end());
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+grpc::Status ToGrpc(const absl::Status& status) {
+  if (status.ok()) return grpc::Status::OK;
+  return grpc::Status(static_cast<grpc::StatusCode>(status.code()),
+                      std::string(status.message()));
+}
+
+absl::StatusOr<CollectionConfig> FromProto(const v1::CollectionConfig& in) {
+  CollectionConfig c;
+  c.dim = in.dim();
+  switch (in.token_dtype()) {
+    case v1::TOKEN_DTYPE_UNSPECIFIED:
+    case v1::TOKEN_DTYPE_BF16:
+      c.token_dtype = TokenDtype::kBF16;
+      break;
+    case v1::TOKEN_DTYPE_F32:
+      c.token_dtype = TokenDtype::kF32;
+      break;
+    default:
+      return absl::InvalidArgumentError(
+          absl::StrCat("config.token_dtype: unknown value ", int(in.token_dtype())));
+  }
+  if (!in.ann_spec().empty()) c.ann_spec = in.ann_spec();
+  ATTN_RETURN_IF_ERROR(c.Validate());
+  return c;
+}
+
+void ToProto(const std::string& name, const Collection& c, v1::CollectionInfo* out) {
+  out->set_name(name);
+  const CollectionConfig& cfg = c.config();
+  out->mutable_config()->set_dim(cfg.dim);
+  out->mutable_config()->set_token_dtype(
+      cfg.token_dtype == TokenDtype::kF32 ? v1::TOKEN_DTYPE_F32 : v1::TOKEN_DTYPE_BF16);
+  out->mutable_config()->set_ann_spec(cfg.ann_spec);
+  const CollectionStats s = c.Stats();
+  out->set_num_documents(s.num_documents);
+  out->set_num_tombstones(s.num_tombstones);
+}
+
+absl::Status FromProto(const v1::Document& in, const std::string& field, uint32_t dim,
+                       Document* out) {
+  out->id = in.id();
+  out->text = in.text();
+  out->metadata = {in.metadata().begin(), in.metadata().end()};
+  out->pooled.assign(in.pooled().begin(), in.pooled().end());
+  out->token_texts.assign(in.token_texts().begin(), in.token_texts().end());
+  return CopyMatrix(in.tokens(), dim, field + ".tokens", &out->num_tokens, &out->tokens);
+}
+
+void ToProto(Document&& in, bool include_vectors, v1::Document* out) {
+  out->set_id(std::move(in.id));
+  out->set_text(std::move(in.text));
+  for (auto& [k, v] : in.metadata) (*out->mutable_metadata())[k] = std::move(v);
+  for (auto& t : in.token_texts) out->add_token_texts(std::move(t));
+  if (include_vectors) {
+    out->mutable_pooled()->Add(in.pooled.begin(), in.pooled.end());
+    v1::Matrix* m = out->mutable_tokens();
+    m->set_rows(in.num_tokens);
+    m->set_cols(in.num_tokens > 0 ? uint32_t(in.tokens.size() / in.num_tokens) : 0);
+    m->mutable_values()->Add(in.tokens.begin(), in.tokens.end());
+  }
+}
+
+absl::Status FromProto(const v1::SearchRequest& in, uint32_t dim, SearchQuery* out) {
+  switch (in.query_case()) {
+    case v1::SearchRequest::kText:
+      return absl::UnimplementedError(
+          "text: text queries need the built-in encoder, which this server does not "
+          "have yet; send vectors");
+    case v1::SearchRequest::kVectors: {
+      const v1::QueryVectors& v = in.vectors();
+      out->pooled.assign(v.pooled().begin(), v.pooled().end());
+      ATTN_RETURN_IF_ERROR(
+          CopyMatrix(v.tokens(), dim, "query.tokens", &out->num_tokens, &out->tokens));
+      out->token_weights.assign(v.token_weights().begin(), v.token_weights().end());
+      break;
+    }
+    default:
+      return absl::InvalidArgumentError("query: empty; set vectors");
+  }
+  out->top_k = in.top_k();
+  out->candidates = in.candidates();
+  switch (in.rerank()) {
+    case v1::RERANK_MODE_UNSPECIFIED:
+    case v1::RERANK_MODE_ATTENTION:
+      out->mode = RerankMode::kAttention;
+      break;
+    case v1::RERANK_MODE_MAXSIM:
+      out->mode = RerankMode::kMaxSim;
+      break;
+    case v1::RERANK_MODE_NONE:
+      out->mode = RerankMode::kNone;
+      break;
+    default:
+      return absl::InvalidArgumentError(
+          absl::StrCat("rerank: unknown mode ", int(in.rerank())));
+  }
+  out->temperature = in.temperature();
+  for (const auto& c : in.filter().must()) {
+    out->filter.push_back({c.key(), {c.values().begin(), c.values().end()}});
+  }
+  out->ann_params = in.ann_params();
+  out->include_text = in.include_text();
+  out->include_metadata = in.include_metadata();
+  out->explain = in.explain();
+  return absl::OkStatus();
+}
+
+void ToProto(SearchResult&& in, v1::SearchResponse* out) {
+  for (auto& h : in.hits) {
+    v1::Hit* hit = out->add_hits();
+    hit->set_id(std::move(h.id));
+    hit->set_score(h.score);
+    hit->set_ann_score(h.ann_score);
+    hit->set_text(std::move(h.text));
+    for (auto& [k, v] : h.metadata) (*hit->mutable_metadata())[k] = std::move(v);
+    for (auto& m : h.matches) {
+      v1::TokenMatch* tm = hit->add_matches();
+      tm->set_query_token(m.query_token);
+      tm->set_document_token(m.document_token);
+      tm->set_document_token_text(std::move(m.document_token_text));
+      tm->set_weight(m.weight);
+      tm->set_contribution(m.contribution);
+    }
+  }
+  v1::Timing* t = out->mutable_timing();
+  t->set_encode_us(uint64_t(in.timing.encode_us));
+  t->set_ann_us(uint64_t(in.timing.ann_us));
+  t->set_fetch_us(uint64_t(in.timing.fetch_us));
+  t->set_rerank_us(uint64_t(in.timing.rerank_us));
+  t->set_total_us(uint64_t(in.timing.total_us));
+}
+
+}  // namespace attnsearch

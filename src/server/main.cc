@@ -1,0 +1,109 @@
+// attnsearch-server: serves the collections of one data directory over gRPC.
+//
+//   attnsearch-server --data_dir DIR [--listen 127.0.0.1:50051] [--workers N]
+//
+// Prints "attnsearch-server listening on HOST:PORT" once it accepts calls
+// (with --listen HOST:0 the port is chosen by the system; --port_file also
+// writes it to a file). SIGINT or SIGTERM stops it gracefully: calls in
+// flight finish (up to --shutdown_grace_s), then every collection writes its
+// ANN snapshot and closes.
+#include <signal.h>
+
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <memory>
+#include <thread>
+
+#include "CLI/CLI.hpp"
+#include "engine/catalog.h"
+#include "grpcpp/ext/proto_server_reflection_plugin.h"
+#include "grpcpp/grpcpp.h"
+#include "grpcpp/health_check_service_interface.h"
+#include "server/service.h"
+#include "server/worker_pool.h"
+
+int main(int argc, char** argv) {
+  attnsearch::CatalogOptions catalog_options;
+  std::string listen = "127.0.0.1:50051";
+  std::string port_file;
+  size_t workers = std::max(1u, std::thread::hardware_concurrency());
+  int max_message_mb = 64;
+  int shutdown_grace_s = 10;
+  bool no_sync = false;
+  auto& limits = catalog_options.collection.limits;
+
+  CLI::App app{"attnsearch-server: semantic search over gRPC"};
+  app.add_option("--data_dir", catalog_options.data_dir, "directory holding the collections")
+      ->required();
+  app.add_option("--listen", listen, "address to listen on (HOST:PORT; PORT 0 picks one)")
+      ->capture_default_str();
+  app.add_option("--port_file", port_file, "write the chosen port to this file");
+  app.add_option("--workers", workers, "threads doing engine work")->capture_default_str();
+  app.add_option("--max_message_mb", max_message_mb, "largest request message, MiB")
+      ->capture_default_str();
+  app.add_option("--max_top_k", limits.max_top_k, "largest top_k")->capture_default_str();
+  app.add_option("--max_candidates", limits.max_candidates, "largest candidates")
+      ->capture_default_str();
+  app.add_option("--max_batch_documents", limits.max_batch_documents,
+                 "largest number of documents per upsert message")
+      ->capture_default_str();
+  app.add_option("--snapshot_every", catalog_options.collection.snapshot_every,
+                 "write an ANN snapshot after this many additions")
+      ->capture_default_str();
+  app.add_option("--shutdown_grace_s", shutdown_grace_s,
+                 "seconds calls in flight get to finish at shutdown")
+      ->capture_default_str();
+  app.add_flag("--no_sync", no_sync,
+               "acknowledge writes before the WAL is synced (survives a process crash, "
+               "not a power failure)");
+  CLI11_PARSE(app, argc, argv);
+  catalog_options.collection.storage.sync_writes = !no_sync;
+
+  // Block the stop signals in every thread; one thread waits for them.
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGINT);
+  sigaddset(&stop_signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+
+  auto catalog = attnsearch::Catalog::Open(catalog_options);
+  if (!catalog.ok()) {
+    std::fprintf(stderr, "attnsearch-server: %s\n", std::string(catalog.status().message()).c_str());
+    return 1;
+  }
+  auto pool = std::make_unique<attnsearch::WorkerPool>(workers);
+  attnsearch::SearchServiceImpl service(catalog->get(), pool.get());
+
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  int port = 0;
+  builder.AddListeningPort(listen, grpc::InsecureServerCredentials(), &port);
+  builder.SetMaxReceiveMessageSize(max_message_mb << 20);
+  builder.SetMaxSendMessageSize(max_message_mb << 20);
+  builder.RegisterService(&service);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  if (!server || port == 0) {
+    std::fprintf(stderr, "attnsearch-server: cannot listen on %s\n", listen.c_str());
+    return 1;
+  }
+  const std::string host = listen.substr(0, listen.rfind(':'));
+  if (!port_file.empty()) {
+    const std::string tmp = port_file + ".tmp";
+    std::ofstream(tmp) << port << "\n";
+    std::rename(tmp.c_str(), port_file.c_str());
+  }
+  std::printf("attnsearch-server listening on %s:%d\n", host.c_str(), port);
+  std::fflush(stdout);
+
+  int sig = 0;
+  sigwait(&stop_signals, &sig);
+  std::fprintf(stderr, "attnsearch-server: signal %d, shutting down\n", sig);
+  server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(shutdown_grace_s));
+  server->Wait();
+  pool.reset();     // finishes queued jobs
+  catalog->reset(); // snapshots and closes every collection
+  std::fprintf(stderr, "attnsearch-server: stopped\n");
+  return 0;
+}

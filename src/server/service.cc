@@ -1,0 +1,191 @@
+#include "server/service.h"
+
+#include <chrono>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "core/status.h"
+#include "server/convert.h"
+
+namespace attnsearch {
+namespace {
+
+absl::Time DeadlineOf(const grpc::CallbackServerContext* ctx) {
+  const auto d = ctx->deadline();
+  if (d >= std::chrono::system_clock::time_point::max() - std::chrono::hours(24 * 365)) {
+    return absl::InfiniteFuture();
+  }
+  return absl::FromChrono(d);
+}
+
+// Runs fn on the pool and finishes the call with its status. No exception
+// leaves the job.
+template <typename F>
+grpc::ServerUnaryReactor* Defer(WorkerPool* pool, grpc::CallbackServerContext* ctx, F fn) {
+  grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
+  pool->Submit([reactor, ctx, fn = std::move(fn)]() mutable {
+    if (ctx->IsCancelled()) {
+      reactor->Finish(grpc::Status(grpc::StatusCode::CANCELLED, "cancelled by the client"));
+      return;
+    }
+    absl::Status status;
+    try {
+      status = fn();
+    } catch (const std::bad_alloc&) {
+      status = absl::ResourceExhaustedError("out of memory");
+    } catch (const std::exception& e) {
+      status = absl::InternalError(e.what());
+    }
+    reactor->Finish(ToGrpc(status));
+  });
+  return reactor;
+}
+
+// Reads an UpsertStream: each message is one atomic batch, applied on the
+// pool in arrival order; the first error ends the call.
+class UpsertStreamReactor : public grpc::ServerReadReactor<v1::UpsertRequest> {
+ public:
+  UpsertStreamReactor(SearchServiceImpl* service, v1::UpsertResponse* resp)
+      : service_(service), resp_(resp) {
+    StartRead(&req_);
+  }
+
+  void OnReadDone(bool ok) override {
+    if (!ok) {  // the client half-closed: every batch is applied
+      resp_->set_upserted(total_);
+      Finish(grpc::Status::OK);
+      return;
+    }
+    service_->pool()->Submit([this] {
+      absl::StatusOr<uint64_t> n;
+      try {
+        n = service_->ApplyUpsert(req_);
+      } catch (const std::exception& e) {
+        n = absl::InternalError(e.what());
+      }
+      if (!n.ok()) {
+        Finish(ToGrpc(Annotate(
+            n.status(), absl::StrCat("message ", messages_, " of the stream (", total_,
+                                     " documents from earlier messages are stored)"))));
+        return;
+      }
+      total_ += *n;
+      ++messages_;
+      req_.Clear();
+      StartRead(&req_);
+    });
+  }
+
+  void OnDone() override { delete this; }
+
+ private:
+  SearchServiceImpl* const service_;
+  v1::UpsertResponse* const resp_;
+  v1::UpsertRequest req_;
+  uint64_t total_ = 0;
+  uint64_t messages_ = 0;
+};
+
+}  // namespace
+
+grpc::ServerUnaryReactor* SearchServiceImpl::CreateCollection(
+    grpc::CallbackServerContext* ctx, const v1::CreateCollectionRequest* req,
+    v1::CreateCollectionResponse* resp) {
+  return Defer(pool_, ctx, [this, req, resp]() -> absl::Status {
+    ATTN_ASSIGN_OR_RETURN(CollectionConfig config, FromProto(req->config()));
+    ATTN_ASSIGN_OR_RETURN(std::shared_ptr<Collection> c, catalog_->Create(req->name(), config));
+    ToProto(req->name(), *c, resp->mutable_collection());
+    return absl::OkStatus();
+  });
+}
+
+grpc::ServerUnaryReactor* SearchServiceImpl::GetCollection(
+    grpc::CallbackServerContext* ctx, const v1::GetCollectionRequest* req,
+    v1::GetCollectionResponse* resp) {
+  return Defer(pool_, ctx, [this, req, resp]() -> absl::Status {
+    ATTN_ASSIGN_OR_RETURN(std::shared_ptr<Collection> c, catalog_->Get(req->name()));
+    ToProto(req->name(), *c, resp->mutable_collection());
+    return absl::OkStatus();
+  });
+}
+
+grpc::ServerUnaryReactor* SearchServiceImpl::ListCollections(
+    grpc::CallbackServerContext* ctx, const v1::ListCollectionsRequest* req,
+    v1::ListCollectionsResponse* resp) {
+  return Defer(pool_, ctx, [this, resp]() -> absl::Status {
+    for (const auto& [name, c] : catalog_->List()) ToProto(name, *c, resp->add_collections());
+    return absl::OkStatus();
+  });
+}
+
+grpc::ServerUnaryReactor* SearchServiceImpl::DropCollection(
+    grpc::CallbackServerContext* ctx, const v1::DropCollectionRequest* req,
+    v1::DropCollectionResponse* resp) {
+  return Defer(pool_, ctx, [this, req]() { return catalog_->Drop(req->name()); });
+}
+
+absl::StatusOr<uint64_t> SearchServiceImpl::ApplyUpsert(const v1::UpsertRequest& req) {
+  ATTN_ASSIGN_OR_RETURN(std::shared_ptr<Collection> c, catalog_->Get(req.collection()));
+  std::vector<Document> docs(size_t(req.documents_size()));
+  for (int i = 0; i < req.documents_size(); ++i) {
+    ATTN_RETURN_IF_ERROR(FromProto(req.documents(i), absl::StrCat("documents[", i, "]"),
+                                   c->config().dim, &docs[size_t(i)]));
+  }
+  return c->Upsert(std::move(docs));
+}
+
+grpc::ServerUnaryReactor* SearchServiceImpl::Upsert(grpc::CallbackServerContext* ctx,
+                                                    const v1::UpsertRequest* req,
+                                                    v1::UpsertResponse* resp) {
+  return Defer(pool_, ctx, [this, req, resp]() -> absl::Status {
+    ATTN_ASSIGN_OR_RETURN(uint64_t n, ApplyUpsert(*req));
+    resp->set_upserted(n);
+    return absl::OkStatus();
+  });
+}
+
+grpc::ServerReadReactor<v1::UpsertRequest>* SearchServiceImpl::UpsertStream(
+    grpc::CallbackServerContext* ctx, v1::UpsertResponse* resp) {
+  return new UpsertStreamReactor(this, resp);
+}
+
+grpc::ServerUnaryReactor* SearchServiceImpl::Delete(grpc::CallbackServerContext* ctx,
+                                                    const v1::DeleteRequest* req,
+                                                    v1::DeleteResponse* resp) {
+  return Defer(pool_, ctx, [this, req, resp]() -> absl::Status {
+    ATTN_ASSIGN_OR_RETURN(std::shared_ptr<Collection> c, catalog_->Get(req->collection()));
+    ATTN_ASSIGN_OR_RETURN(DeleteResult r,
+                          c->Delete({req->ids().begin(), req->ids().end()}));
+    resp->set_deleted(r.deleted);
+    for (auto& id : r.not_found_ids) resp->add_not_found_ids(std::move(id));
+    return absl::OkStatus();
+  });
+}
+
+grpc::ServerUnaryReactor* SearchServiceImpl::Get(grpc::CallbackServerContext* ctx,
+                                                 const v1::GetRequest* req,
+                                                 v1::GetResponse* resp) {
+  return Defer(pool_, ctx, [this, req, resp]() -> absl::Status {
+    ATTN_ASSIGN_OR_RETURN(std::shared_ptr<Collection> c, catalog_->Get(req->collection()));
+    ATTN_ASSIGN_OR_RETURN(GetResult r, c->Get({req->ids().begin(), req->ids().end()},
+                                              req->include_vectors()));
+    for (auto& d : r.documents) ToProto(std::move(d), req->include_vectors(), resp->add_documents());
+    for (auto& id : r.not_found_ids) resp->add_not_found_ids(std::move(id));
+    return absl::OkStatus();
+  });
+}
+
+grpc::ServerUnaryReactor* SearchServiceImpl::Search(grpc::CallbackServerContext* ctx,
+                                                    const v1::SearchRequest* req,
+                                                    v1::SearchResponse* resp) {
+  return Defer(pool_, ctx, [this, ctx, req, resp]() -> absl::Status {
+    ATTN_ASSIGN_OR_RETURN(std::shared_ptr<Collection> c, catalog_->Get(req->collection()));
+    SearchQuery q;
+    ATTN_RETURN_IF_ERROR(FromProto(*req, c->config().dim, &q));
+    ATTN_ASSIGN_OR_RETURN(SearchResult r, c->Search(std::move(q), DeadlineOf(ctx)));
+    ToProto(std::move(r), resp);
+    return absl::OkStatus();
+  });
+}
+
+}  // namespace attnsearch

@@ -1,0 +1,201 @@
+#include "storage/codec.h"
+
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "core/vector_math.h"
+
+namespace attnsearch::codec {
+namespace {
+
+void PutU32(std::string* s, uint32_t v) {
+  char b[4];
+  std::memcpy(b, &v, 4);  // the project targets little-endian x86-64
+  s->append(b, 4);
+}
+
+void PutString(std::string* s, std::string_view v) {
+  PutU32(s, uint32_t(v.size()));
+  s->append(v.data(), v.size());
+}
+
+// Sequential reader over a value; every read is bounds-checked.
+class Reader {
+ public:
+  explicit Reader(std::string_view in) : in_(in) {}
+  bool U32(uint32_t* v) {
+    if (in_.size() < 4) return false;
+    std::memcpy(v, in_.data(), 4);
+    in_.remove_prefix(4);
+    return true;
+  }
+  bool String(std::string* v) {
+    uint32_t n;
+    if (!U32(&n) || in_.size() < n) return false;
+    v->assign(in_.data(), n);
+    in_.remove_prefix(n);
+    return true;
+  }
+  bool done() const { return in_.empty(); }
+
+ private:
+  std::string_view in_;
+};
+
+absl::Status Corrupt(absl::string_view what) {
+  return absl::DataLossError(absl::StrCat("corrupt ", what, " record"));
+}
+
+constexpr uint32_t kDocRecordVersion = 1;
+constexpr uint32_t kConfigVersion = 1;
+
+}  // namespace
+
+std::string LabelKey(Label label) {
+  std::string k(8, '\0');
+  for (int i = 7; i >= 0; --i) {
+    k[i] = char(label & 0xff);
+    label >>= 8;
+  }
+  return k;
+}
+
+absl::StatusOr<Label> DecodeLabelKey(std::string_view key) {
+  if (key.size() != 8) return Corrupt("label key");
+  Label v = 0;
+  for (unsigned char c : key) v = (v << 8) | c;
+  return v;
+}
+
+std::string EncodeDocRecord(const Document& doc) {
+  std::string s;
+  PutU32(&s, kDocRecordVersion);
+  PutString(&s, doc.id);
+  PutString(&s, doc.text);
+  PutU32(&s, uint32_t(doc.metadata.size()));
+  for (const auto& [k, v] : doc.metadata) {
+    PutString(&s, k);
+    PutString(&s, v);
+  }
+  PutU32(&s, uint32_t(doc.token_texts.size()));
+  for (const auto& t : doc.token_texts) PutString(&s, t);
+  return s;
+}
+
+absl::Status DecodeDocRecord(std::string_view value, Document* doc) {
+  Reader r(value);
+  uint32_t version, n;
+  if (!r.U32(&version) || version != kDocRecordVersion) return Corrupt("document");
+  if (!r.String(&doc->id) || !r.String(&doc->text) || !r.U32(&n)) {
+    return Corrupt("document");
+  }
+  doc->metadata.clear();
+  for (uint32_t i = 0; i < n; ++i) {
+    std::string k, v;
+    if (!r.String(&k) || !r.String(&v)) return Corrupt("document");
+    doc->metadata.emplace(std::move(k), std::move(v));
+  }
+  if (!r.U32(&n)) return Corrupt("document");
+  doc->token_texts.clear();
+  for (uint32_t i = 0; i < n; ++i) {
+    std::string t;
+    if (!r.String(&t)) return Corrupt("document");
+    doc->token_texts.push_back(std::move(t));
+  }
+  if (!r.done()) return Corrupt("document");
+  return absl::OkStatus();
+}
+
+std::string EncodeTokens(const float* tokens, uint32_t rows, uint32_t dim,
+                         TokenDtype dtype) {
+  std::string s;
+  const size_t n = size_t(rows) * dim;
+  s.reserve(4 + n * TokenDtypeSize(dtype));
+  PutU32(&s, rows);
+  if (dtype == TokenDtype::kF32) {
+    s.append(reinterpret_cast<const char*>(tokens), n * 4);
+  } else {
+    s.resize(4 + n * 2);
+    FloatToBf16(tokens, reinterpret_cast<uint16_t*>(s.data() + 4), n);
+  }
+  return s;
+}
+
+absl::StatusOr<uint32_t> TokenRows(std::string_view value, uint32_t dim,
+                                   TokenDtype dtype) {
+  uint32_t rows;
+  if (value.size() < 4) return Corrupt("token matrix");
+  std::memcpy(&rows, value.data(), 4);
+  if (value.size() != 4 + size_t(rows) * dim * TokenDtypeSize(dtype)) {
+    return Corrupt("token matrix");
+  }
+  return rows;
+}
+
+absl::Status DecodeTokens(std::string_view value, uint32_t dim, TokenDtype dtype,
+                          std::vector<float>* out, uint32_t* rows) {
+  auto r = TokenRows(value, dim, dtype);
+  if (!r.ok()) return r.status();
+  *rows = *r;
+  const size_t n = size_t(*r) * dim;
+  out->resize(n);
+  if (dtype == TokenDtype::kF32) {
+    std::memcpy(out->data(), TokenData(value), n * 4);
+  } else {
+    // The value's bytes may be unaligned for uint16_t; copy first.
+    std::vector<uint16_t> tmp(n);
+    std::memcpy(tmp.data(), TokenData(value), n * 2);
+    Bf16ToFloat(tmp.data(), out->data(), n);
+  }
+  return absl::OkStatus();
+}
+
+std::string EncodePooled(const float* pooled, uint32_t dim) {
+  return std::string(reinterpret_cast<const char*>(pooled), size_t(dim) * 4);
+}
+
+absl::Status DecodePooled(std::string_view value, uint32_t dim,
+                          std::vector<float>* out) {
+  if (value.size() != size_t(dim) * 4) return Corrupt("pooled vector");
+  out->resize(dim);
+  std::memcpy(out->data(), value.data(), value.size());
+  return absl::OkStatus();
+}
+
+std::string EncodeConfig(const CollectionConfig& config) {
+  std::string s;
+  PutU32(&s, kConfigVersion);
+  PutU32(&s, config.dim);
+  PutU32(&s, uint32_t(config.token_dtype));
+  PutString(&s, config.ann_spec);
+  return s;
+}
+
+absl::StatusOr<CollectionConfig> DecodeConfig(std::string_view value) {
+  Reader r(value);
+  uint32_t version, dim, dtype;
+  CollectionConfig c;
+  if (!r.U32(&version) || version != kConfigVersion || !r.U32(&dim) ||
+      !r.U32(&dtype) || !r.String(&c.ann_spec) || !r.done()) {
+    return Corrupt("collection config");
+  }
+  c.dim = dim;
+  c.token_dtype = TokenDtype(dtype);
+  if (!c.Validate().ok()) return Corrupt("collection config");
+  return c;
+}
+
+std::string EncodeU64(uint64_t v) {
+  std::string s(8, '\0');
+  std::memcpy(s.data(), &v, 8);
+  return s;
+}
+
+absl::StatusOr<uint64_t> DecodeU64(std::string_view value) {
+  if (value.size() != 8) return Corrupt("counter");
+  uint64_t v;
+  std::memcpy(&v, value.data(), 8);
+  return v;
+}
+
+}  // namespace attnsearch::codec

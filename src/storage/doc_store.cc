@@ -1,0 +1,346 @@
+#include "storage/doc_store.h"
+
+#include <filesystem>
+
+#include "absl/strings/str_cat.h"
+#include "core/status.h"
+#include "rocksdb/db.h"
+#include "rocksdb/options.h"
+#include "rocksdb/slice.h"
+#include "rocksdb/table.h"
+#include "rocksdb/cache.h"
+#include "rocksdb/write_batch.h"
+#include "storage/codec.h"
+
+namespace attnsearch {
+namespace {
+
+enum Cf { kMeta = 1, kIds, kDocs, kPooled, kTokens, kTombstones, kEncoder, kNumCf };
+const char* const kCfNames[kNumCf] = {"default", "meta",   "ids",        "docs",
+                                      "pooled",  "tokens", "tombstones", "encoder"};
+
+constexpr char kConfigKey[] = "config";
+constexpr char kNextLabelKey[] = "next_label";
+constexpr char kLiveCountKey[] = "live_count";
+constexpr char kSchemaKey[] = "schema_version";
+constexpr uint64_t kSchemaVersion = 1;
+
+// The one place RocksDB statuses become absl statuses.
+absl::Status FromRocks(const rocksdb::Status& s, absl::string_view what) {
+  if (s.ok()) return absl::OkStatus();
+  std::string msg = absl::StrCat(what, ": ", s.ToString());
+  if (s.IsNotFound()) return absl::NotFoundError(msg);
+  if (s.IsCorruption()) return absl::DataLossError(msg);
+  if (s.IsInvalidArgument()) return absl::InvalidArgumentError(msg);
+  if (s.IsNoSpace() || s.IsMemoryLimit()) return absl::ResourceExhaustedError(msg);
+  if (s.IsBusy() || s.IsTryAgain() || s.IsTimedOut()) return absl::UnavailableError(msg);
+  return absl::InternalError(msg);
+}
+
+rocksdb::Slice AsSlice(std::string_view s) { return {s.data(), s.size()}; }
+
+}  // namespace
+
+struct DocStore::Rep {
+  std::unique_ptr<rocksdb::DB> db;
+  std::vector<rocksdb::ColumnFamilyHandle*> cfs;  // indexed by Cf
+  rocksdb::WriteOptions write_options;
+
+  ~Rep() {
+    if (db) {
+      for (auto* h : cfs) {
+        if (h != nullptr) db->DestroyColumnFamilyHandle(h);
+      }
+      db->Close();
+    }
+  }
+};
+
+DocStore::DocStore(std::unique_ptr<Rep> rep, CollectionConfig config)
+    : rep_(std::move(rep)), config_(std::move(config)) {}
+
+DocStore::~DocStore() = default;
+
+absl::StatusOr<std::unique_ptr<DocStore>> DocStore::Create(
+    const std::string& path, const CollectionConfig& config,
+    const StorageOptions& options) {
+  ATTN_RETURN_IF_ERROR(config.Validate());
+  std::error_code ec;
+  if (std::filesystem::exists(path, ec)) {
+    return absl::AlreadyExistsError(absl::StrCat("store already exists: ", path));
+  }
+  return OpenImpl(path, options, /*create=*/true, &config);
+}
+
+absl::StatusOr<std::unique_ptr<DocStore>> DocStore::Open(
+    const std::string& path, const StorageOptions& options) {
+  return OpenImpl(path, options, /*create=*/false, nullptr);
+}
+
+absl::StatusOr<std::unique_ptr<DocStore>> DocStore::OpenImpl(
+    const std::string& path, const StorageOptions& options, bool create,
+    const CollectionConfig* config) {
+  rocksdb::Options db_options;
+  db_options.create_if_missing = create;
+  db_options.create_missing_column_families = create;
+  db_options.error_if_exists = create;
+  db_options.paranoid_checks = true;
+  db_options.max_background_jobs = 2;
+  db_options.keep_log_file_num = 4;
+
+  rocksdb::BlockBasedTableOptions table;
+  table.block_cache = rocksdb::NewLRUCache(options.block_cache_bytes);
+  table.cache_index_and_filter_blocks = true;
+  rocksdb::ColumnFamilyOptions cf_options;
+  cf_options.write_buffer_size = options.write_buffer_bytes;
+  cf_options.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table));
+  cf_options.compression = rocksdb::kNoCompression;  // vectors do not compress
+
+  std::vector<rocksdb::ColumnFamilyDescriptor> descriptors;
+  for (int i = 0; i < kNumCf; ++i) descriptors.emplace_back(kCfNames[i], cf_options);
+
+  auto rep = std::make_unique<Rep>();
+  rep->write_options.sync = options.sync_writes;
+  rocksdb::DB* raw = nullptr;
+  ATTN_RETURN_IF_ERROR(FromRocks(
+      rocksdb::DB::Open(db_options, path, descriptors, &rep->cfs, &raw),
+      absl::StrCat("opening store ", path)));
+  rep->db.reset(raw);
+
+  if (create) {
+    rocksdb::WriteBatch batch;
+    batch.Put(rep->cfs[kMeta], kConfigKey, codec::EncodeConfig(*config));
+    batch.Put(rep->cfs[kMeta], kSchemaKey, codec::EncodeU64(kSchemaVersion));
+    batch.Put(rep->cfs[kMeta], kNextLabelKey, codec::EncodeU64(0));
+    batch.Put(rep->cfs[kMeta], kLiveCountKey, codec::EncodeU64(0));
+    rocksdb::WriteOptions wo;
+    wo.sync = true;
+    ATTN_RETURN_IF_ERROR(FromRocks(rep->db->Write(wo, &batch), "writing config"));
+  }
+
+  auto read_meta = [&](const char* key) -> absl::StatusOr<std::string> {
+    std::string v;
+    rocksdb::Status s = rep->db->Get(rocksdb::ReadOptions(), rep->cfs[kMeta], key, &v);
+    if (s.IsNotFound()) {
+      return absl::DataLossError(absl::StrCat("store ", path, " has no '", key, "'"));
+    }
+    ATTN_RETURN_IF_ERROR(FromRocks(s, "reading meta"));
+    return v;
+  };
+  ATTN_ASSIGN_OR_RETURN(std::string config_value, read_meta(kConfigKey));
+  ATTN_ASSIGN_OR_RETURN(CollectionConfig stored, codec::DecodeConfig(config_value));
+  ATTN_ASSIGN_OR_RETURN(std::string schema_value, read_meta(kSchemaKey));
+  ATTN_ASSIGN_OR_RETURN(uint64_t schema, codec::DecodeU64(schema_value));
+  if (schema != kSchemaVersion) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("store ", path, " has schema version ", schema,
+                     "; this build reads version ", kSchemaVersion));
+  }
+  ATTN_ASSIGN_OR_RETURN(std::string next_value, read_meta(kNextLabelKey));
+  ATTN_ASSIGN_OR_RETURN(uint64_t next, codec::DecodeU64(next_value));
+  ATTN_ASSIGN_OR_RETURN(std::string live_value, read_meta(kLiveCountKey));
+  ATTN_ASSIGN_OR_RETURN(uint64_t live, codec::DecodeU64(live_value));
+
+  std::unique_ptr<DocStore> store(new DocStore(std::move(rep), std::move(stored)));
+  store->next_label_ = next;
+  store->live_count_ = live;
+  return store;
+}
+
+absl::StatusOr<std::vector<std::optional<Label>>> DocStore::LookupIds(
+    const std::vector<std::string>& ids) const {
+  std::vector<rocksdb::Slice> keys;
+  keys.reserve(ids.size());
+  for (const auto& id : ids) keys.push_back(AsSlice(id));
+  std::vector<rocksdb::PinnableSlice> values(ids.size());
+  std::vector<rocksdb::Status> statuses(ids.size());
+  rep_->db->MultiGet(rocksdb::ReadOptions(), rep_->cfs[kIds], keys.size(),
+                     keys.data(), values.data(), statuses.data());
+  std::vector<std::optional<Label>> out(ids.size());
+  for (size_t i = 0; i < ids.size(); ++i) {
+    if (statuses[i].IsNotFound()) continue;
+    ATTN_RETURN_IF_ERROR(FromRocks(statuses[i], "looking up ids"));
+    ATTN_ASSIGN_OR_RETURN(out[i], codec::DecodeLabelKey(values[i].ToStringView()));
+  }
+  return out;
+}
+
+absl::Status DocStore::Commit(const std::vector<DocWrite>& writes,
+                              const std::vector<DocDelete>& deletes) {
+  if (writes.empty() && deletes.empty()) return absl::OkStatus();
+  rocksdb::WriteBatch batch;
+  auto& cf = rep_->cfs;
+  Label next = next_label_.load();
+  int64_t live_delta = 0;
+  auto drop_label = [&](Label label) {
+    const std::string key = codec::LabelKey(label);
+    batch.Delete(cf[kDocs], key);
+    batch.Delete(cf[kPooled], key);
+    batch.Delete(cf[kTokens], key);
+    batch.Put(cf[kTombstones], key, rocksdb::Slice());
+  };
+  for (const DocWrite& w : writes) {
+    const Document& d = *w.doc;
+    const std::string key = codec::LabelKey(w.label);
+    batch.Put(cf[kIds], d.id, key);
+    batch.Put(cf[kDocs], key, codec::EncodeDocRecord(d));
+    batch.Put(cf[kPooled], key, codec::EncodePooled(d.pooled.data(), config_.dim));
+    batch.Put(cf[kTokens], key,
+              codec::EncodeTokens(d.tokens.data(), d.num_tokens, config_.dim,
+                                  config_.token_dtype));
+    if (w.replaces) {
+      drop_label(*w.replaces);
+    } else {
+      ++live_delta;
+    }
+    next = std::max(next, w.label + 1);
+  }
+  for (const DocDelete& del : deletes) {
+    batch.Delete(cf[kIds], del.id);
+    drop_label(del.label);
+    --live_delta;
+  }
+  const uint64_t live = uint64_t(int64_t(live_count_.load()) + live_delta);
+  batch.Put(cf[kMeta], kNextLabelKey, codec::EncodeU64(next));
+  batch.Put(cf[kMeta], kLiveCountKey, codec::EncodeU64(live));
+  ATTN_RETURN_IF_ERROR(FromRocks(rep_->db->Write(rep_->write_options, &batch),
+                                 "writing batch"));
+  next_label_ = next;
+  live_count_ = live;
+  return absl::OkStatus();
+}
+
+absl::Status DocStore::GetDocuments(const std::vector<Label>& labels,
+                                    bool include_vectors,
+                                    std::vector<std::optional<Document>>* out) const {
+  const size_t n = labels.size();
+  std::vector<std::string> key_bytes;
+  key_bytes.reserve(n);
+  for (Label l : labels) key_bytes.push_back(codec::LabelKey(l));
+  std::vector<rocksdb::Slice> keys(key_bytes.begin(), key_bytes.end());
+  auto multi_get = [&](Cf which, std::vector<rocksdb::PinnableSlice>* values,
+                       std::vector<rocksdb::Status>* statuses) {
+    values->resize(n);
+    statuses->resize(n);
+    rep_->db->MultiGet(rocksdb::ReadOptions(), rep_->cfs[which], n, keys.data(),
+                       values->data(), statuses->data());
+  };
+  std::vector<rocksdb::PinnableSlice> docs, pooled, tokens;
+  std::vector<rocksdb::Status> doc_st, pooled_st, tokens_st;
+  multi_get(kDocs, &docs, &doc_st);
+  if (include_vectors) {
+    multi_get(kPooled, &pooled, &pooled_st);
+    multi_get(kTokens, &tokens, &tokens_st);
+  }
+  out->assign(n, std::nullopt);
+  for (size_t i = 0; i < n; ++i) {
+    if (doc_st[i].IsNotFound()) continue;
+    ATTN_RETURN_IF_ERROR(FromRocks(doc_st[i], "reading documents"));
+    Document d;
+    ATTN_RETURN_IF_ERROR(codec::DecodeDocRecord(docs[i].ToStringView(), &d));
+    if (include_vectors) {
+      // A concurrent overwrite may have removed the vectors after the record
+      // was read; report the document as gone rather than half-filled.
+      if (pooled_st[i].IsNotFound() || tokens_st[i].IsNotFound()) continue;
+      ATTN_RETURN_IF_ERROR(FromRocks(pooled_st[i], "reading pooled vectors"));
+      ATTN_RETURN_IF_ERROR(FromRocks(tokens_st[i], "reading token matrices"));
+      ATTN_RETURN_IF_ERROR(
+          codec::DecodePooled(pooled[i].ToStringView(), config_.dim, &d.pooled));
+      ATTN_RETURN_IF_ERROR(codec::DecodeTokens(tokens[i].ToStringView(), config_.dim,
+                                               config_.token_dtype, &d.tokens,
+                                               &d.num_tokens));
+    }
+    (*out)[i] = std::move(d);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status DocStore::GetTokens(const std::vector<Label>& labels,
+                                 TokenBlock* out) const {
+  const size_t n = labels.size();
+  std::vector<std::string> key_bytes;
+  key_bytes.reserve(n);
+  for (Label l : labels) key_bytes.push_back(codec::LabelKey(l));
+  std::vector<rocksdb::Slice> keys(key_bytes.begin(), key_bytes.end());
+  std::vector<rocksdb::PinnableSlice> values(n);
+  std::vector<rocksdb::Status> statuses(n);
+  rep_->db->MultiGet(rocksdb::ReadOptions(), rep_->cfs[kTokens], n, keys.data(),
+                     values.data(), statuses.data());
+  out->rows.assign(n, 0);
+  out->offsets.assign(n, 0);
+  out->found.assign(n, false);
+  size_t total = 0;
+  for (size_t i = 0; i < n; ++i) {
+    out->offsets[i] = total;
+    if (statuses[i].IsNotFound()) continue;
+    ATTN_RETURN_IF_ERROR(FromRocks(statuses[i], "reading token matrices"));
+    ATTN_ASSIGN_OR_RETURN(uint32_t rows,
+                          codec::TokenRows(values[i].ToStringView(), config_.dim,
+                                           config_.token_dtype));
+    out->rows[i] = rows;
+    out->found[i] = true;
+    total += rows;
+  }
+  out->total_rows = total;
+  const size_t row_bytes = size_t(config_.dim) * TokenDtypeSize(config_.token_dtype);
+  out->storage.resize((total * row_bytes + 3) / 4);
+  char* base = reinterpret_cast<char*>(out->storage.data());
+  for (size_t i = 0; i < n; ++i) {
+    if (!out->found[i]) continue;
+    std::memcpy(base + out->offsets[i] * row_bytes, codec::TokenData(values[i].ToStringView()),
+                size_t(out->rows[i]) * row_bytes);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status DocStore::ScanPooled(
+    Label from, const std::function<absl::Status(Label, const float*)>& fn) const {
+  std::unique_ptr<rocksdb::Iterator> it(
+      rep_->db->NewIterator(rocksdb::ReadOptions(), rep_->cfs[kPooled]));
+  std::vector<float> v;
+  const std::string start = codec::LabelKey(from);
+  for (it->Seek(start); it->Valid(); it->Next()) {
+    ATTN_ASSIGN_OR_RETURN(Label label, codec::DecodeLabelKey(it->key().ToStringView()));
+    ATTN_RETURN_IF_ERROR(codec::DecodePooled(it->value().ToStringView(), config_.dim, &v));
+    ATTN_RETURN_IF_ERROR(fn(label, v.data()));
+  }
+  return FromRocks(it->status(), "scanning pooled vectors");
+}
+
+absl::Status DocStore::ScanDocRecords(
+    const std::function<absl::Status(Label, const Document&)>& fn) const {
+  std::unique_ptr<rocksdb::Iterator> it(
+      rep_->db->NewIterator(rocksdb::ReadOptions(), rep_->cfs[kDocs]));
+  for (it->SeekToFirst(); it->Valid(); it->Next()) {
+    ATTN_ASSIGN_OR_RETURN(Label label, codec::DecodeLabelKey(it->key().ToStringView()));
+    Document d;
+    ATTN_RETURN_IF_ERROR(codec::DecodeDocRecord(it->value().ToStringView(), &d));
+    ATTN_RETURN_IF_ERROR(fn(label, d));
+  }
+  return FromRocks(it->status(), "scanning documents");
+}
+
+absl::StatusOr<std::vector<Label>> DocStore::Tombstones() const {
+  std::unique_ptr<rocksdb::Iterator> it(
+      rep_->db->NewIterator(rocksdb::ReadOptions(), rep_->cfs[kTombstones]));
+  std::vector<Label> out;
+  for (it->SeekToFirst(); it->Valid(); it->Next()) {
+    ATTN_ASSIGN_OR_RETURN(Label label, codec::DecodeLabelKey(it->key().ToStringView()));
+    out.push_back(label);
+  }
+  ATTN_RETURN_IF_ERROR(FromRocks(it->status(), "scanning tombstones"));
+  return out;
+}
+
+uint64_t DocStore::DiskBytes() const {
+  uint64_t total = 0;
+  for (int i = 0; i < kNumCf; ++i) {
+    uint64_t v = 0;
+    if (rep_->db->GetIntProperty(rep_->cfs[i], "rocksdb.total-sst-files-size", &v)) {
+      total += v;
+    }
+  }
+  return total;
+}
+
+}  // namespace attnsearch

@@ -1,0 +1,149 @@
+// DocStore: one collection's durable state in one RocksDB instance.
+//
+// RocksDB is the only durable truth of a collection; everything else (the ANN
+// index, filter indexes) is derived from it. Column families, as in
+// DESIGN.md "Storage schema":
+//
+//   meta        config, next label, live count, schema version
+//   ids         external id            -> label (8 bytes, big-endian)
+//   docs        label                  -> id, text, metadata, token texts
+//   pooled      label                  -> unit pooled vector (f32)
+//   tokens      label                  -> token matrix in the collection dtype
+//   tombstones  label                  -> empty (deleted/superseded labels)
+//   encoder     reserved for the built-in encoder
+//
+// Every Commit is one RocksDB WriteBatch: a crash leaves either all of it or
+// none of it. With StorageOptions::sync_writes (the default) the write-ahead
+// log is synced before Commit returns, so an acknowledged write survives a
+// crash of the process or of the machine.
+//
+// Thread safety: reads may run concurrently with each other and with one
+// Commit. Commit calls must be serialised by the caller (labels are assigned
+// by the caller in increasing order).
+#ifndef ATTNSEARCH_STORAGE_DOC_STORE_H_
+#define ATTNSEARCH_STORAGE_DOC_STORE_H_
+
+#include <atomic>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "core/types.h"
+
+namespace attnsearch {
+
+struct StorageOptions {
+  // Sync the write-ahead log before a Commit returns. Turning it off keeps a
+  // process crash safe but may lose the last writes on a power failure.
+  // Default: true.
+  bool sync_writes = true;
+  // Size of the LRU block cache shared by the column families.
+  // Default: 64 MiB.
+  size_t block_cache_bytes = size_t{64} << 20;
+  // Memtable size per column family. Default: 64 MiB.
+  size_t write_buffer_bytes = size_t{64} << 20;
+};
+
+// One new document version. `doc` must already be validated and normalised,
+// with at least one token row (a document without tokens stores its pooled
+// vector as one token). Must outlive the Commit call.
+struct DocWrite {
+  Label label = 0;
+  // The label this version supersedes (same external id), if any.
+  std::optional<Label> replaces;
+  const Document* doc = nullptr;
+};
+
+// A document to delete: its external id and current label.
+struct DocDelete {
+  std::string id;
+  Label label = 0;
+};
+
+// Token matrices of several documents back to back in the collection's
+// dtype: document i occupies rows [offsets[i], offsets[i] + rows[i]).
+struct TokenBlock {
+  // Raw elements (f32 or bf16). Stored in floats so the buffer is 4-byte
+  // aligned whatever the dtype.
+  std::vector<float> storage;
+  std::vector<uint32_t> rows;     // 0 for a label that was not found
+  std::vector<size_t> offsets;    // first row of each document
+  std::vector<bool> found;
+  size_t total_rows = 0;
+  const void* data() const { return storage.data(); }
+};
+
+class DocStore {
+ public:
+  // Creates a new store in directory `path`, which must not exist yet.
+  static absl::StatusOr<std::unique_ptr<DocStore>> Create(
+      const std::string& path, const CollectionConfig& config,
+      const StorageOptions& options);
+  // Opens an existing store; DATA_LOSS if it holds no valid configuration.
+  static absl::StatusOr<std::unique_ptr<DocStore>> Open(
+      const std::string& path, const StorageOptions& options);
+
+  ~DocStore();
+  DocStore(const DocStore&) = delete;
+  DocStore& operator=(const DocStore&) = delete;
+
+  const CollectionConfig& config() const { return config_; }
+  // The first label never assigned.
+  Label next_label() const { return next_label_.load(); }
+  // Number of live documents.
+  uint64_t live_count() const { return live_count_.load(); }
+
+  // Current label of each external id, or nullopt.
+  absl::StatusOr<std::vector<std::optional<Label>>> LookupIds(
+      const std::vector<std::string>& ids) const;
+
+  // Atomically applies new versions and deletions. Superseded and deleted
+  // labels lose their data and gain a tombstone; the id map, the next label
+  // and the live count are updated in the same batch.
+  // REQUIRES: labels of `writes` are >= next_label(), increasing, and no two
+  // entries concern the same external id; no concurrent Commit.
+  absl::Status Commit(const std::vector<DocWrite>& writes,
+                      const std::vector<DocDelete>& deletes);
+
+  // Documents by label; a missing label yields nullopt. With
+  // `include_vectors`, pooled and tokens are filled (decoded to f32).
+  absl::Status GetDocuments(const std::vector<Label>& labels, bool include_vectors,
+                            std::vector<std::optional<Document>>* out) const;
+
+  // Token matrices of `labels` into one contiguous block (one MultiGet).
+  absl::Status GetTokens(const std::vector<Label>& labels, TokenBlock* out) const;
+
+  // Calls fn(label, unit pooled vector) for every live label >= from, in
+  // label order. Stops at the first error fn returns.
+  absl::Status ScanPooled(
+      Label from, const std::function<absl::Status(Label, const float*)>& fn) const;
+
+  // Calls fn(label, record) for every live document (vectors not filled).
+  absl::Status ScanDocRecords(
+      const std::function<absl::Status(Label, const Document&)>& fn) const;
+
+  // Every tombstoned label, in increasing order.
+  absl::StatusOr<std::vector<Label>> Tombstones() const;
+
+  // Approximate bytes on disk (SST files plus live WAL).
+  uint64_t DiskBytes() const;
+
+ private:
+  struct Rep;
+  DocStore(std::unique_ptr<Rep> rep, CollectionConfig config);
+  static absl::StatusOr<std::unique_ptr<DocStore>> OpenImpl(
+      const std::string& path, const StorageOptions& options, bool create,
+      const CollectionConfig* config);
+
+  std::unique_ptr<Rep> rep_;
+  const CollectionConfig config_;
+  std::atomic<Label> next_label_{0};
+  std::atomic<uint64_t> live_count_{0};
+};
+
+}  // namespace attnsearch
+
+#endif  // ATTNSEARCH_STORAGE_DOC_STORE_H_

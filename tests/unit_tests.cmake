@@ -1,0 +1,18 @@
+# Unit tests of the core, storage, ann and rerank modules. Included from
+# tests/CMakeLists.txt.
+attn_cc_test(NAME vector_math_test
+  SRCS ${CMAKE_CURRENT_LIST_DIR}/core/vector_math_test.cc
+  DEPS attn_core
+  LABELS unit)
+attn_cc_test(NAME doc_store_test
+  SRCS ${CMAKE_CURRENT_LIST_DIR}/storage/doc_store_test.cc
+  DEPS attn_core attn_storage
+  LABELS unit)
+attn_cc_test(NAME ann_index_test
+  SRCS ${CMAKE_CURRENT_LIST_DIR}/ann/ann_index_test.cc
+  DEPS attn_core attn_ann
+  LABELS unit)
+attn_cc_test(NAME reranker_test
+  SRCS ${CMAKE_CURRENT_LIST_DIR}/rerank/reranker_test.cc
+  DEPS attn_core attn_rerank
+  LABELS unit)
