@@ -12,7 +12,6 @@
 #include <filesystem>
 #include <random>
 #include <string>
-#include <system_error>
 #include <vector>
 
 namespace attnsearch::testing {

@@ -140,7 +140,8 @@ class LabelSelector : public faiss::IDSelector {
 absl::StatusOr<AnnSearchParams> AnnSearchParams::Parse(absl::string_view text) {
   AnnSearchParams p;
   for (absl::string_view item : absl::StrSplit(text, ',', absl::SkipWhitespace())) {
-    std::pair<absl::string_view, absl::string_view> kv = absl::StrSplit(item, '=');
+    std::pair<absl::string_view, absl::string_view> kv =
+        absl::StrSplit(item, absl::MaxSplits('=', 1));
     int value = 0;
     if (!absl::SimpleAtoi(kv.second, &value) || value <= 0 || value > 100000) {
       return absl::InvalidArgumentError(absl::StrCat(
@@ -302,7 +303,8 @@ absl::Status AnnIndex::Search(const float* query, size_t k,
     faiss::SearchParameters plain;
     faiss::SearchParameters* sp = &plain;
     if (rep_->ivf != nullptr) {
-      ivf_params.nprobe = size_t(params.nprobe > 0 ? params.nprobe : options_.nprobe);
+      ivf_params.nprobe = params.exhaustive ? rep_->ivf->nlist
+                          : size_t(params.nprobe > 0 ? params.nprobe : options_.nprobe);
       sp = &ivf_params;
     }
     if (filter) sp->sel = &selector;

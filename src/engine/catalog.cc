@@ -3,9 +3,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
-#include <chrono>
 #include <filesystem>
-#include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "core/status.h"
@@ -41,6 +39,18 @@ absl::Status Catalog::ValidateName(const std::string& name) {
   return absl::OkStatus();
 }
 
+Catalog::Slot Catalog::Share(std::unique_ptr<Collection> c) {
+  auto remove = std::make_shared<std::string>();
+  std::shared_ptr<Collection> shared(c.release(), [remove](Collection* p) {
+    delete p;
+    if (!remove->empty()) {
+      std::error_code ec;
+      fs::remove_all(*remove, ec);
+    }
+  });
+  return {std::move(shared), std::move(remove)};
+}
+
 absl::StatusOr<std::unique_ptr<Catalog>> Catalog::Open(const CatalogOptions& options) {
   if (options.data_dir.empty()) {
     return absl::InvalidArgumentError("data_dir: must not be empty");
@@ -64,7 +74,7 @@ absl::StatusOr<std::unique_ptr<Catalog>> Catalog::Open(const CatalogOptions& opt
     if (!ValidateName(name).ok()) continue;
     auto c = Collection::Open(p.string(), options.collection);
     if (!c.ok()) return Annotate(c.status(), absl::StrCat("collection '", name, "'"));
-    catalog->collections_.emplace(name, std::shared_ptr<Collection>(std::move(c).value()));
+    catalog->collections_.emplace(name, Share(std::move(c).value()));
   }
   return catalog;
 }
@@ -97,8 +107,9 @@ absl::StatusOr<std::shared_ptr<Collection>> Catalog::Create(const std::string& n
   SyncDir(CollectionsDir());
   ATTN_ASSIGN_OR_RETURN(std::unique_ptr<Collection> opened,
                         Collection::Open(final_path, options_.collection));
-  std::shared_ptr<Collection> c(std::move(opened));
-  collections_.emplace(name, c);
+  Slot slot = Share(std::move(opened));
+  std::shared_ptr<Collection> c = slot.collection;
+  collections_.emplace(name, std::move(slot));
   return c;
 }
 
@@ -108,12 +119,14 @@ absl::StatusOr<std::shared_ptr<Collection>> Catalog::Get(const std::string& name
   if (it == collections_.end()) {
     return absl::NotFoundError(absl::StrCat("collection '", name, "' not found"));
   }
-  return it->second;
+  return it->second.collection;
 }
 
 std::vector<std::pair<std::string, std::shared_ptr<Collection>>> Catalog::List() const {
   std::lock_guard<std::mutex> lock(mu_);
-  return {collections_.begin(), collections_.end()};
+  std::vector<std::pair<std::string, std::shared_ptr<Collection>>> out;
+  for (const auto& [name, slot] : collections_) out.emplace_back(name, slot.collection);
+  return out;
 }
 
 absl::Status Catalog::Drop(const std::string& name) {
@@ -122,20 +135,20 @@ absl::Status Catalog::Drop(const std::string& name) {
   if (it == collections_.end()) {
     return absl::NotFoundError(absl::StrCat("collection '", name, "' not found"));
   }
-  std::shared_ptr<Collection> c = std::move(it->second);
-  collections_.erase(it);
-  c->DiscardOnClose();
-  // Calls already holding the collection finish first; they are short.
-  while (c.use_count() > 1) std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  c.reset();
   const std::string path = absl::StrCat(CollectionsDir(), "/", name);
   const std::string trash =
       absl::StrCat(CollectionsDir(), "/", kTrashPrefix, name, "-", ++temp_counter_);
+  // The rename is the drop's commit point. Calls still holding the
+  // collection finish against its open files (or fail); the files go when
+  // the last of them lets go.
   std::error_code ec;
   fs::rename(path, trash, ec);
   if (ec) return absl::InternalError(absl::StrCat("removing ", path, ": ", ec.message()));
   SyncDir(CollectionsDir());
-  fs::remove_all(trash, ec);
+  Slot slot = std::move(it->second);
+  collections_.erase(it);
+  slot.collection->DiscardOnClose();
+  *slot.remove_on_close = trash;
   return absl::OkStatus();
 }
 

@@ -42,7 +42,9 @@ class Catalog {
   absl::StatusOr<std::shared_ptr<Collection>> Get(const std::string& name) const;
   // Every collection, ordered by name.
   std::vector<std::pair<std::string, std::shared_ptr<Collection>>> List() const;
-  // Removes a collection and its files once in-flight calls on it finish.
+  // Removes a collection at once: it leaves the catalog and its directory is
+  // renamed away; its files are deleted when the last call still using it
+  // (if any) finishes.
   absl::Status Drop(const std::string& name);
 
   // "name: ..." INVALID_ARGUMENT unless 1..64 characters of [A-Za-z0-9_-].
@@ -52,9 +54,18 @@ class Catalog {
   explicit Catalog(CatalogOptions options) : options_(std::move(options)) {}
   std::string CollectionsDir() const { return options_.data_dir + "/collections"; }
 
+  struct Slot {
+    std::shared_ptr<Collection> collection;
+    // Set by Drop: the directory to delete once the collection is closed.
+    std::shared_ptr<std::string> remove_on_close;
+  };
+  // Shares an opened collection; its last owner closes it and, after a
+  // Drop, deletes its files.
+  static Slot Share(std::unique_ptr<Collection> c);
+
   const CatalogOptions options_;
   mutable std::mutex mu_;
-  std::map<std::string, std::shared_ptr<Collection>> collections_;  // guarded by mu_
+  std::map<std::string, Slot> collections_;  // guarded by mu_
   uint64_t temp_counter_ = 0;                                        // guarded by mu_
 };
 

@@ -94,7 +94,21 @@ absl::StatusOr<std::unique_ptr<Reranker>> Reranker::Create(uint32_t dim, TokenDt
     rep->pd = dnnl::matmul::primitive_desc(desc, attr, rep->engine);
     rep->matmul = dnnl::matmul(rep->pd);
   }));
-  return std::unique_ptr<Reranker>(new Reranker(std::move(rep), dim, dtype, options));
+  std::unique_ptr<Reranker> reranker(new Reranker(std::move(rep), dim, dtype, options));
+  // One small run JIT-compiles the kernels now rather than in the first query.
+  std::vector<float> q(dim, 0.f), w(1, 1.f);
+  q[0] = 1.f;
+  std::vector<float> doc_f32(size_t(dim) * 64, 0.f);
+  std::vector<uint16_t> doc_bf16(doc_f32.size(), 0);
+  const uint32_t rows = 64;
+  const size_t offset = 0;
+  float score;
+  RerankQuery warm{q.data(), 1, w.data(), RerankMode::kAttention, kDefaultTemperature};
+  CandidateTokens cand{dtype == TokenDtype::kF32 ? static_cast<const void*>(doc_f32.data())
+                                                 : static_cast<const void*>(doc_bf16.data()),
+                       rows, &rows, &offset, 1};
+  ATTN_RETURN_IF_ERROR(reranker->Score(warm, cand, &score));
+  return reranker;
 }
 
 absl::Status Reranker::Score(const RerankQuery& query, const CandidateTokens& candidates,
@@ -103,6 +117,9 @@ absl::Status Reranker::Score(const RerankQuery& query, const CandidateTokens& ca
     return absl::InvalidArgumentError("reranker: mode must be ATTENTION or MAXSIM");
   }
   if (query.num_tokens == 0) return absl::InvalidArgumentError("reranker: empty query");
+  if (query.mode == RerankMode::kAttention && !(query.temperature > 0.f)) {
+    return absl::InvalidArgumentError("reranker: temperature must be positive");
+  }
   if (candidates.count == 0) return absl::OkStatus();
   const uint32_t m = query.num_tokens;
   const size_t d = dim_;

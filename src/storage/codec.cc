@@ -179,6 +179,9 @@ absl::StatusOr<CollectionConfig> DecodeConfig(std::string_view value) {
       !r.U32(&dtype) || !r.String(&c.ann_spec) || !r.done()) {
     return Corrupt("collection config");
   }
+  if (dtype != uint32_t(TokenDtype::kF32) && dtype != uint32_t(TokenDtype::kBF16)) {
+    return Corrupt("collection config");
+  }
   c.dim = dim;
   c.token_dtype = TokenDtype(dtype);
   if (!c.Validate().ok()) return Corrupt("collection config");

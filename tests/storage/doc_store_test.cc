@@ -1,1 +1,712 @@
-int placeholder_unused = 0;
+#include "storage/doc_store.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <optional>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "core/types.h"
+#include "core/vector_math.h"
+#include "gtest/gtest.h"
+#include "storage/codec.h"
+#include "test_util.h"
+
+namespace attnsearch {
+namespace {
+
+using ::attnsearch::testing::RandomUnitRows;
+using ::attnsearch::testing::TempDir;
+
+StorageOptions SmallOptions() {
+  StorageOptions o;
+  o.block_cache_bytes = size_t{1} << 20;
+  o.write_buffer_bytes = size_t{1} << 20;
+  return o;
+}
+
+// A valid, normalised document with `num_tokens` >= 1 unit token rows and a
+// unit pooled vector, as DocStore::Commit requires.
+Document MakeDoc(std::mt19937& rng, const std::string& id, uint32_t dim,
+                 uint32_t num_tokens) {
+  Document d;
+  d.id = id;
+  d.text = absl::StrCat("text of ", id, " with some words");
+  d.metadata = {{"lang", "en"}, {"source", absl::StrCat("src-", id)}};
+  d.pooled = RandomUnitRows(rng, 1, dim);
+  d.num_tokens = num_tokens;
+  d.tokens = RandomUnitRows(rng, num_tokens, dim);
+  for (uint32_t t = 0; t < num_tokens; ++t)
+    d.token_texts.push_back(absl::StrCat("tok", t));
+  return d;
+}
+
+// What the store must give back for a token value after storage.
+float Stored(float v, TokenDtype dtype) {
+  return dtype == TokenDtype::kF32 ? v : Bf16ToFloat(FloatToBf16(v));
+}
+
+void ExpectSameRecord(const Document& got, const Document& want) {
+  EXPECT_EQ(got.id, want.id);
+  EXPECT_EQ(got.text, want.text);
+  EXPECT_EQ(got.metadata, want.metadata);
+  EXPECT_EQ(got.token_texts, want.token_texts);
+}
+
+void ExpectSameVectors(const Document& got, const Document& want, TokenDtype dtype) {
+  // Pooled vectors are always f32: exact.
+  ASSERT_EQ(got.pooled.size(), want.pooled.size());
+  for (size_t i = 0; i < want.pooled.size(); ++i)
+    EXPECT_EQ(got.pooled[i], want.pooled[i]);
+  ASSERT_EQ(got.num_tokens, want.num_tokens);
+  ASSERT_EQ(got.tokens.size(), want.tokens.size());
+  for (size_t i = 0; i < want.tokens.size(); ++i) {
+    if (dtype == TokenDtype::kF32) {
+      ASSERT_EQ(got.tokens[i], want.tokens[i]) << i;
+    } else {
+      ASSERT_NEAR(got.tokens[i], want.tokens[i], 1e-2) << i;
+      // And exactly the bf16 rounding of the value written.
+      ASSERT_EQ(got.tokens[i], Stored(want.tokens[i], dtype)) << i;
+    }
+  }
+}
+
+std::unique_ptr<DocStore> CreateStore(const std::string& path,
+                                      const CollectionConfig& config) {
+  auto store = DocStore::Create(path, config, SmallOptions());
+  EXPECT_TRUE(store.ok()) << store.status();
+  return store.ok() ? std::move(store).value() : nullptr;
+}
+
+std::unique_ptr<DocStore> OpenStore(const std::string& path) {
+  auto store = DocStore::Open(path, SmallOptions());
+  EXPECT_TRUE(store.ok()) << store.status();
+  return store.ok() ? std::move(store).value() : nullptr;
+}
+
+CollectionConfig Config(uint32_t dim, TokenDtype dtype) {
+  CollectionConfig c;
+  c.dim = dim;
+  c.token_dtype = dtype;
+  c.ann_spec = "Flat";
+  return c;
+}
+
+// ---------------------------------------------------------------------------
+// Create / Open
+
+TEST(DocStoreTest, CreateThenOpenRoundTripsConfig) {
+  TempDir tmp;
+  const CollectionConfig configs[] = {
+      {8, TokenDtype::kF32, "Flat"},
+      {48, TokenDtype::kBF16, "HNSW32,Flat"},
+      {kMaxDim, TokenDtype::kBF16, "IVF16,PQ8"},
+  };
+  int i = 0;
+  for (const CollectionConfig& config : configs) {
+    const std::string path = tmp.Sub(absl::StrCat("store", i++));
+    {
+      auto store = CreateStore(path, config);
+      ASSERT_NE(store, nullptr);
+      EXPECT_EQ(store->config().dim, config.dim);
+      EXPECT_EQ(store->config().token_dtype, config.token_dtype);
+      EXPECT_EQ(store->config().ann_spec, config.ann_spec);
+      EXPECT_EQ(store->next_label(), 0u);
+      EXPECT_EQ(store->live_count(), 0u);
+    }
+    auto store = OpenStore(path);
+    ASSERT_NE(store, nullptr);
+    EXPECT_EQ(store->config().dim, config.dim);
+    EXPECT_EQ(store->config().token_dtype, config.token_dtype);
+    EXPECT_EQ(store->config().ann_spec, config.ann_spec);
+    EXPECT_EQ(store->next_label(), 0u);
+    EXPECT_EQ(store->live_count(), 0u);
+    auto tombstones = store->Tombstones();
+    ASSERT_TRUE(tombstones.ok()) << tombstones.status();
+    EXPECT_TRUE(tombstones->empty());
+  }
+}
+
+TEST(DocStoreTest, CreateOnExistingPathFailsAlreadyExists) {
+  TempDir tmp;
+  const std::string path = tmp.Sub("store");
+  { ASSERT_NE(CreateStore(path, Config(4, TokenDtype::kF32)), nullptr); }
+  auto again = DocStore::Create(path, Config(4, TokenDtype::kF32), SmallOptions());
+  EXPECT_EQ(again.status().code(), absl::StatusCode::kAlreadyExists) << again.status();
+  // Any existing path, even an empty directory, is refused.
+  auto on_dir = DocStore::Create(tmp.path(), Config(4, TokenDtype::kF32), SmallOptions());
+  EXPECT_EQ(on_dir.status().code(), absl::StatusCode::kAlreadyExists) << on_dir.status();
+  // The first store is untouched.
+  auto store = OpenStore(path);
+  ASSERT_NE(store, nullptr);
+  EXPECT_EQ(store->config().dim, 4u);
+}
+
+TEST(DocStoreTest, CreateWithInvalidConfigFails) {
+  TempDir tmp;
+  auto store =
+      DocStore::Create(tmp.Sub("s"), Config(0, TokenDtype::kF32), SmallOptions());
+  EXPECT_EQ(store.status().code(), absl::StatusCode::kInvalidArgument) << store.status();
+  EXPECT_FALSE(std::filesystem::exists(tmp.Sub("s")));
+}
+
+TEST(DocStoreTest, OpenOfMissingPathFails) {
+  TempDir tmp;
+  auto store = DocStore::Open(tmp.Sub("nothing-here"), SmallOptions());
+  EXPECT_FALSE(store.ok());
+}
+
+// ---------------------------------------------------------------------------
+// Commit and reads, for both token dtypes.
+
+class DocStoreDtypeTest : public ::testing::TestWithParam<TokenDtype> {
+ protected:
+  static constexpr uint32_t kDim = 16;
+};
+
+TEST_P(DocStoreDtypeTest, CommitThenGetDocumentsAndLookupIds) {
+  const TokenDtype dtype = GetParam();
+  TempDir tmp;
+  auto store = CreateStore(tmp.Sub("store"), Config(kDim, dtype));
+  ASSERT_NE(store, nullptr);
+  std::mt19937 rng(11);
+  std::vector<Document> docs;
+  for (int i = 0; i < 20; ++i) {
+    docs.push_back(MakeDoc(rng, absl::StrCat("doc-", i), kDim, 1 + i % 5));
+  }
+  // Two commits; the first label of the second is above next_label (a gap).
+  std::vector<DocWrite> first, second;
+  std::vector<Label> labels;
+  for (int i = 0; i < 20; ++i) {
+    const Label label = i < 12 ? Label(i) : Label(100 + i);
+    labels.push_back(label);
+    (i < 12 ? first : second).push_back({label, std::nullopt, &docs[i]});
+  }
+  ASSERT_TRUE(store->Commit(first, {}).ok());
+  EXPECT_EQ(store->next_label(), 12u);
+  EXPECT_EQ(store->live_count(), 12u);
+  ASSERT_TRUE(store->Commit(second, {}).ok());
+  EXPECT_EQ(store->next_label(), 120u);
+  EXPECT_EQ(store->live_count(), 20u);
+
+  // Query in a shuffled order with missing labels mixed in.
+  std::vector<Label> query = labels;
+  std::shuffle(query.begin(), query.end(), rng);
+  query.insert(query.begin() + 3, 50);  // in the gap
+  query.push_back(1000);                // past next_label
+  std::map<Label, const Document*> want;
+  for (int i = 0; i < 20; ++i) want[labels[i]] = &docs[i];
+
+  for (bool with_vectors : {false, true}) {
+    SCOPED_TRACE(with_vectors ? "with vectors" : "without vectors");
+    std::vector<std::optional<Document>> out;
+    ASSERT_TRUE(store->GetDocuments(query, with_vectors, &out).ok());
+    ASSERT_EQ(out.size(), query.size());
+    for (size_t i = 0; i < query.size(); ++i) {
+      auto it = want.find(query[i]);
+      if (it == want.end()) {
+        EXPECT_FALSE(out[i].has_value()) << query[i];
+        continue;
+      }
+      ASSERT_TRUE(out[i].has_value()) << query[i];
+      ExpectSameRecord(*out[i], *it->second);
+      if (with_vectors) {
+        ExpectSameVectors(*out[i], *it->second, dtype);
+      } else {
+        EXPECT_TRUE(out[i]->pooled.empty());
+        EXPECT_TRUE(out[i]->tokens.empty());
+        EXPECT_EQ(out[i]->num_tokens, 0u);
+      }
+    }
+  }
+
+  std::vector<std::string> ids = {"doc-3", "nope", "doc-19", "doc-0", ""};
+  auto looked = store->LookupIds(ids);
+  ASSERT_TRUE(looked.ok()) << looked.status();
+  ASSERT_EQ(looked->size(), ids.size());
+  EXPECT_EQ((*looked)[0], std::optional<Label>(3));
+  EXPECT_EQ((*looked)[1], std::nullopt);
+  EXPECT_EQ((*looked)[2], std::optional<Label>(119));
+  EXPECT_EQ((*looked)[3], std::optional<Label>(0));
+  EXPECT_EQ((*looked)[4], std::nullopt);
+
+  auto tombstones = store->Tombstones();
+  ASSERT_TRUE(tombstones.ok());
+  EXPECT_TRUE(tombstones->empty());
+}
+
+TEST_P(DocStoreDtypeTest, GetTokensGivesContiguousBlock) {
+  const TokenDtype dtype = GetParam();
+  TempDir tmp;
+  auto store = CreateStore(tmp.Sub("store"), Config(kDim, dtype));
+  ASSERT_NE(store, nullptr);
+  std::mt19937 rng(12);
+  std::vector<Document> docs;
+  std::vector<DocWrite> writes;
+  const uint32_t token_counts[] = {3, 1, 7, 2, 5, 1};
+  for (int i = 0; i < 6; ++i) {
+    docs.push_back(MakeDoc(rng, absl::StrCat("d", i), kDim, token_counts[i]));
+  }
+  for (int i = 0; i < 6; ++i) writes.push_back({Label(i), std::nullopt, &docs[i]});
+  ASSERT_TRUE(store->Commit(writes, {}).ok());
+
+  // Missing labels at the start, in the middle and at the end; a repeat.
+  const std::vector<Label> query = {77, 4, 0, 9, 2, 5, 4, 1, 123456};
+  TokenBlock block;
+  ASSERT_TRUE(store->GetTokens(query, &block).ok());
+  ASSERT_EQ(block.rows.size(), query.size());
+  ASSERT_EQ(block.offsets.size(), query.size());
+  ASSERT_EQ(block.found.size(), query.size());
+  size_t expected_offset = 0;
+  const size_t elem = TokenDtypeSize(dtype);
+  const char* base = static_cast<const char*>(block.data());
+  for (size_t i = 0; i < query.size(); ++i) {
+    SCOPED_TRACE(absl::StrCat("label ", query[i]));
+    EXPECT_EQ(block.offsets[i], expected_offset);
+    if (query[i] >= 6) {
+      EXPECT_FALSE(block.found[i]);
+      EXPECT_EQ(block.rows[i], 0u);
+      continue;
+    }
+    const Document& d = docs[query[i]];
+    EXPECT_TRUE(block.found[i]);
+    ASSERT_EQ(block.rows[i], d.num_tokens);
+    for (size_t e = 0; e < size_t(d.num_tokens) * kDim; ++e) {
+      const char* p = base + (block.offsets[i] * kDim + e) * elem;
+      float got;
+      if (dtype == TokenDtype::kF32) {
+        std::memcpy(&got, p, 4);
+      } else {
+        uint16_t h;
+        std::memcpy(&h, p, 2);
+        got = Bf16ToFloat(h);
+      }
+      ASSERT_EQ(got, Stored(d.tokens[e], dtype)) << "element " << e;
+    }
+    expected_offset += block.rows[i];
+  }
+  EXPECT_EQ(block.total_rows, expected_offset);
+  // 4, 0, 2, 5, 4, 1 hold 5, 3, 7, 1, 5 and 1 rows.
+  EXPECT_EQ(block.total_rows, 22u);
+}
+
+INSTANTIATE_TEST_SUITE_P(Dtypes, DocStoreDtypeTest,
+                         ::testing::Values(TokenDtype::kF32, TokenDtype::kBF16),
+                         [](const ::testing::TestParamInfo<TokenDtype>& info) {
+                           return std::string(TokenDtypeName(info.param));
+                         });
+
+TEST(DocStoreTest, GetTokensOfNothing) {
+  TempDir tmp;
+  auto store = CreateStore(tmp.Sub("store"), Config(4, TokenDtype::kBF16));
+  ASSERT_NE(store, nullptr);
+  TokenBlock block;
+  ASSERT_TRUE(store->GetTokens({3, 4}, &block).ok());
+  EXPECT_EQ(block.total_rows, 0u);
+  EXPECT_EQ(block.rows, (std::vector<uint32_t>{0, 0}));
+  EXPECT_EQ(block.offsets, (std::vector<size_t>{0, 0}));
+  EXPECT_EQ(block.found, (std::vector<bool>{false, false}));
+}
+
+// ---------------------------------------------------------------------------
+// Overwrites, deletes and persistence.
+
+TEST(DocStoreTest, OverwriteSupersedesOldLabel) {
+  TempDir tmp;
+  constexpr uint32_t kDim = 8;
+  auto store = CreateStore(tmp.Sub("store"), Config(kDim, TokenDtype::kF32));
+  ASSERT_NE(store, nullptr);
+  std::mt19937 rng(13);
+  Document a1 = MakeDoc(rng, "a", kDim, 2);
+  Document b = MakeDoc(rng, "b", kDim, 3);
+  ASSERT_TRUE(store->Commit({{0, std::nullopt, &a1}, {1, std::nullopt, &b}}, {}).ok());
+  ASSERT_EQ(store->live_count(), 2u);
+
+  Document a2 = MakeDoc(rng, "a", kDim, 4);
+  a2.text = "second version";
+  ASSERT_TRUE(store->Commit({{2, Label(0), &a2}}, {}).ok());
+  EXPECT_EQ(store->live_count(), 2u);
+  EXPECT_EQ(store->next_label(), 3u);
+
+  auto looked = store->LookupIds({"a", "b"});
+  ASSERT_TRUE(looked.ok());
+  EXPECT_EQ((*looked)[0], std::optional<Label>(2));
+  EXPECT_EQ((*looked)[1], std::optional<Label>(1));
+
+  std::vector<std::optional<Document>> out;
+  ASSERT_TRUE(store->GetDocuments({0, 1, 2}, true, &out).ok());
+  EXPECT_FALSE(out[0].has_value());
+  ASSERT_TRUE(out[1].has_value());
+  ExpectSameRecord(*out[1], b);
+  ExpectSameVectors(*out[1], b, TokenDtype::kF32);
+  ASSERT_TRUE(out[2].has_value());
+  ExpectSameRecord(*out[2], a2);
+  ExpectSameVectors(*out[2], a2, TokenDtype::kF32);
+
+  TokenBlock block;
+  ASSERT_TRUE(store->GetTokens({0}, &block).ok());
+  EXPECT_FALSE(block.found[0]);
+  EXPECT_EQ(block.rows[0], 0u);
+
+  auto tombstones = store->Tombstones();
+  ASSERT_TRUE(tombstones.ok());
+  EXPECT_EQ(*tombstones, (std::vector<Label>{0}));
+
+  std::vector<Label> pooled_labels;
+  ASSERT_TRUE(store
+                  ->ScanPooled(0,
+                               [&](Label l, const float*) {
+                                 pooled_labels.push_back(l);
+                                 return absl::OkStatus();
+                               })
+                  .ok());
+  EXPECT_EQ(pooled_labels, (std::vector<Label>{1, 2}));
+
+  std::map<Label, std::string> records;
+  ASSERT_TRUE(store
+                  ->ScanDocRecords([&](Label l, const Document& d) {
+                    records[l] = d.text;
+                    EXPECT_TRUE(d.pooled.empty());
+                    return absl::OkStatus();
+                  })
+                  .ok());
+  EXPECT_EQ(records, (std::map<Label, std::string>{{1, b.text}, {2, "second version"}}));
+}
+
+TEST(DocStoreTest, DeleteRemovesDocument) {
+  TempDir tmp;
+  constexpr uint32_t kDim = 8;
+  auto store = CreateStore(tmp.Sub("store"), Config(kDim, TokenDtype::kBF16));
+  ASSERT_NE(store, nullptr);
+  std::mt19937 rng(14);
+  std::vector<Document> docs;
+  for (int i = 0; i < 4; ++i) docs.push_back(MakeDoc(rng, absl::StrCat("x", i), kDim, 2));
+  std::vector<DocWrite> writes;
+  for (int i = 0; i < 4; ++i) writes.push_back({Label(i), std::nullopt, &docs[i]});
+  ASSERT_TRUE(store->Commit(writes, {}).ok());
+
+  ASSERT_TRUE(store->Commit({}, {{"x1", 1}, {"x3", 3}}).ok());
+  EXPECT_EQ(store->live_count(), 2u);
+  EXPECT_EQ(store->next_label(), 4u);
+  auto looked = store->LookupIds({"x0", "x1", "x2", "x3"});
+  ASSERT_TRUE(looked.ok());
+  EXPECT_EQ(*looked,
+            (std::vector<std::optional<Label>>{0, std::nullopt, 2, std::nullopt}));
+  std::vector<std::optional<Document>> out;
+  ASSERT_TRUE(store->GetDocuments({0, 1, 2, 3}, false, &out).ok());
+  EXPECT_TRUE(out[0].has_value());
+  EXPECT_FALSE(out[1].has_value());
+  EXPECT_TRUE(out[2].has_value());
+  EXPECT_FALSE(out[3].has_value());
+  auto tombstones = store->Tombstones();
+  ASSERT_TRUE(tombstones.ok());
+  EXPECT_EQ(*tombstones, (std::vector<Label>{1, 3}));
+
+  // A write and a delete in one batch; an id can come back after deletion,
+  // under a new label.
+  Document x1_again = MakeDoc(rng, "x1", kDim, 1);
+  ASSERT_TRUE(store->Commit({{4, std::nullopt, &x1_again}}, {{"x0", 0}}).ok());
+  EXPECT_EQ(store->live_count(), 2u);
+  EXPECT_EQ(store->next_label(), 5u);
+  looked = store->LookupIds({"x0", "x1"});
+  ASSERT_TRUE(looked.ok());
+  EXPECT_EQ(*looked, (std::vector<std::optional<Label>>{std::nullopt, 4}));
+  tombstones = store->Tombstones();
+  ASSERT_TRUE(tombstones.ok());
+  EXPECT_EQ(*tombstones, (std::vector<Label>{0, 1, 3}));
+}
+
+TEST(DocStoreTest, StatePersistsAcrossReopen) {
+  TempDir tmp;
+  constexpr uint32_t kDim = 12;
+  const std::string path = tmp.Sub("store");
+  std::mt19937 rng(15);
+  Document a = MakeDoc(rng, "a", kDim, 3);
+  Document b = MakeDoc(rng, "b", kDim, 1);
+  Document a2 = MakeDoc(rng, "a", kDim, 2);
+  {
+    auto store = CreateStore(path, Config(kDim, TokenDtype::kBF16));
+    ASSERT_NE(store, nullptr);
+    ASSERT_TRUE(store->Commit({{5, std::nullopt, &a}, {9, std::nullopt, &b}}, {}).ok());
+    ASSERT_TRUE(store->Commit({{40, Label(5), &a2}}, {{"b", 9}}).ok());
+    EXPECT_EQ(store->next_label(), 41u);
+    EXPECT_EQ(store->live_count(), 1u);
+  }
+  {
+    auto store = OpenStore(path);
+    ASSERT_NE(store, nullptr);
+    EXPECT_EQ(store->next_label(), 41u);
+    EXPECT_EQ(store->live_count(), 1u);
+    auto tombstones = store->Tombstones();
+    ASSERT_TRUE(tombstones.ok());
+    EXPECT_EQ(*tombstones, (std::vector<Label>{5, 9}));
+    auto looked = store->LookupIds({"a", "b"});
+    ASSERT_TRUE(looked.ok());
+    EXPECT_EQ(*looked, (std::vector<std::optional<Label>>{40, std::nullopt}));
+    std::vector<std::optional<Document>> out;
+    ASSERT_TRUE(store->GetDocuments({40}, true, &out).ok());
+    ASSERT_TRUE(out[0].has_value());
+    ExpectSameRecord(*out[0], a2);
+    ExpectSameVectors(*out[0], a2, TokenDtype::kBF16);
+    // Writing continues from the persisted next label.
+    Document c = MakeDoc(rng, "c", kDim, 1);
+    ASSERT_TRUE(store->Commit({{store->next_label(), std::nullopt, &c}}, {}).ok());
+  }
+  auto store = OpenStore(path);
+  ASSERT_NE(store, nullptr);
+  EXPECT_EQ(store->next_label(), 42u);
+  EXPECT_EQ(store->live_count(), 2u);
+}
+
+TEST(DocStoreTest, EmptyCommitChangesNothing) {
+  TempDir tmp;
+  auto store = CreateStore(tmp.Sub("store"), Config(4, TokenDtype::kF32));
+  ASSERT_NE(store, nullptr);
+  ASSERT_TRUE(store->Commit({}, {}).ok());
+  EXPECT_EQ(store->next_label(), 0u);
+  EXPECT_EQ(store->live_count(), 0u);
+}
+
+TEST(DocStoreTest, ScanPooledFromLabel) {
+  TempDir tmp;
+  constexpr uint32_t kDim = 6;
+  auto store = CreateStore(tmp.Sub("store"), Config(kDim, TokenDtype::kBF16));
+  ASSERT_NE(store, nullptr);
+  std::mt19937 rng(16);
+  std::vector<Document> docs;
+  std::vector<DocWrite> writes;
+  std::vector<Label> labels;
+  for (int i = 0; i < 10; ++i) {
+    docs.push_back(MakeDoc(rng, absl::StrCat("p", i), kDim, 1));
+    labels.push_back(Label(3 * i));  // 0, 3, ..., 27
+  }
+  for (int i = 0; i < 10; ++i) writes.push_back({labels[i], std::nullopt, &docs[i]});
+  ASSERT_TRUE(store->Commit(writes, {}).ok());
+  // Delete label 18 (p6); label 300 (255 < 300) must sort after 27 although
+  // its low byte does not.
+  Document big = MakeDoc(rng, "big", kDim, 1);
+  ASSERT_TRUE(store->Commit({{300, std::nullopt, &big}}, {{"p6", 18}}).ok());
+
+  std::vector<Label> seen;
+  ASSERT_TRUE(store
+                  ->ScanPooled(13,
+                               [&](Label l, const float* v) {
+                                 seen.push_back(l);
+                                 const Document& want = l == 300 ? big : docs[l / 3];
+                                 for (uint32_t k = 0; k < kDim; ++k) {
+                                   EXPECT_EQ(v[k], want.pooled[k]) << l;
+                                 }
+                                 return absl::OkStatus();
+                               })
+                  .ok());
+  EXPECT_EQ(seen, (std::vector<Label>{15, 21, 24, 27, 300}));
+
+  // From exactly a live label includes it; past the end visits nothing.
+  seen.clear();
+  ASSERT_TRUE(store
+                  ->ScanPooled(27,
+                               [&](Label l, const float*) {
+                                 seen.push_back(l);
+                                 return absl::OkStatus();
+                               })
+                  .ok());
+  EXPECT_EQ(seen, (std::vector<Label>{27, 300}));
+  seen.clear();
+  ASSERT_TRUE(store
+                  ->ScanPooled(301,
+                               [&](Label l, const float*) {
+                                 seen.push_back(l);
+                                 return absl::OkStatus();
+                               })
+                  .ok());
+  EXPECT_TRUE(seen.empty());
+
+  // The first error stops the scan and is returned.
+  seen.clear();
+  absl::Status s = store->ScanPooled(0, [&](Label l, const float*) {
+    seen.push_back(l);
+    return l == 6 ? absl::CancelledError("stop") : absl::OkStatus();
+  });
+  EXPECT_EQ(s.code(), absl::StatusCode::kCancelled);
+  EXPECT_EQ(seen, (std::vector<Label>{0, 3, 6}));
+}
+
+// ---------------------------------------------------------------------------
+// Codecs.
+
+void ExpectDataLoss(const absl::Status& s, const std::string& what) {
+  EXPECT_EQ(s.code(), absl::StatusCode::kDataLoss) << what << ": " << s;
+}
+
+TEST(CodecTest, LabelKeySortsLikeLabelsAndRoundTrips) {
+  const std::vector<Label> labels = {0,     1,          255,       256,  65535,
+                                     65536, 1ull << 40, ~0ull - 1, ~0ull};
+  for (size_t i = 0; i < labels.size(); ++i) {
+    const std::string k = codec::LabelKey(labels[i]);
+    ASSERT_EQ(k.size(), 8u);
+    auto back = codec::DecodeLabelKey(k);
+    ASSERT_TRUE(back.ok());
+    EXPECT_EQ(*back, labels[i]);
+    if (i > 0) EXPECT_LT(codec::LabelKey(labels[i - 1]), k);
+  }
+  ExpectDataLoss(codec::DecodeLabelKey("").status(), "empty key");
+  ExpectDataLoss(codec::DecodeLabelKey("1234567").status(), "7-byte key");
+  ExpectDataLoss(codec::DecodeLabelKey("123456789").status(), "9-byte key");
+}
+
+TEST(CodecTest, DocRecordRoundTripsAndRejectsTruncation) {
+  std::mt19937 rng(17);
+  Document d = MakeDoc(rng, "the-id", 4, 3);
+  d.metadata["empty"] = "";
+  d.text = std::string("with\0nul", 8);
+  const std::string v = codec::EncodeDocRecord(d);
+  Document back;
+  ASSERT_TRUE(codec::DecodeDocRecord(v, &back).ok());
+  ExpectSameRecord(back, d);
+  for (size_t n = 0; n < v.size(); ++n) {
+    Document x;
+    ExpectDataLoss(codec::DecodeDocRecord(std::string_view(v).substr(0, n), &x),
+                   absl::StrCat("prefix ", n));
+  }
+  Document x;
+  ExpectDataLoss(codec::DecodeDocRecord(v + "!", &x), "trailing byte");
+  std::string bad_version = v;
+  bad_version[0] = 9;
+  ExpectDataLoss(codec::DecodeDocRecord(bad_version, &x), "bad version");
+  // A string length pointing far past the end.
+  std::string huge_len = v;
+  huge_len[4] = char(0xff);
+  huge_len[5] = char(0xff);
+  huge_len[6] = char(0xff);
+  huge_len[7] = char(0x7f);
+  ExpectDataLoss(codec::DecodeDocRecord(huge_len, &x), "huge length");
+  // Random garbage.
+  std::uniform_int_distribution<int> byte(0, 255);
+  for (int t = 0; t < 200; ++t) {
+    std::string g(size_t(t % 40), '\0');
+    for (char& c : g) c = char(byte(rng));
+    ExpectDataLoss(codec::DecodeDocRecord(g, &x), "garbage");
+  }
+}
+
+TEST(CodecTest, TokensRoundTripAndRejectBadSizes) {
+  std::mt19937 rng(18);
+  constexpr uint32_t kDim = 5;
+  const std::vector<float> tokens = RandomUnitRows(rng, 3, kDim);
+  for (TokenDtype dtype : {TokenDtype::kF32, TokenDtype::kBF16}) {
+    SCOPED_TRACE(TokenDtypeName(dtype));
+    const std::string v = codec::EncodeTokens(tokens.data(), 3, kDim, dtype);
+    EXPECT_EQ(v.size(), 4 + 3 * kDim * TokenDtypeSize(dtype));
+    auto rows = codec::TokenRows(v, kDim, dtype);
+    ASSERT_TRUE(rows.ok());
+    EXPECT_EQ(*rows, 3u);
+    std::vector<float> out;
+    uint32_t out_rows = 0;
+    ASSERT_TRUE(codec::DecodeTokens(v, kDim, dtype, &out, &out_rows).ok());
+    EXPECT_EQ(out_rows, 3u);
+    ASSERT_EQ(out.size(), tokens.size());
+    for (size_t i = 0; i < out.size(); ++i) EXPECT_EQ(out[i], Stored(tokens[i], dtype));
+
+    for (size_t n = 0; n < v.size(); ++n) {
+      const std::string_view prefix = std::string_view(v).substr(0, n);
+      ExpectDataLoss(codec::TokenRows(prefix, kDim, dtype).status(),
+                     absl::StrCat("TokenRows prefix ", n));
+      ExpectDataLoss(codec::DecodeTokens(prefix, kDim, dtype, &out, &out_rows),
+                     absl::StrCat("DecodeTokens prefix ", n));
+    }
+    ExpectDataLoss(codec::DecodeTokens(v + "xx", kDim, dtype, &out, &out_rows), "extra");
+    // A row count that disagrees with the size, including a huge one.
+    for (uint32_t bad_rows : {2u, 4u, 0xffffffffu}) {
+      std::string w = v;
+      std::memcpy(w.data(), &bad_rows, 4);
+      ExpectDataLoss(codec::DecodeTokens(w, kDim, dtype, &out, &out_rows),
+                     absl::StrCat("rows ", bad_rows));
+    }
+    // The same bytes read with another dim.
+    ExpectDataLoss(codec::DecodeTokens(v, kDim + 1, dtype, &out, &out_rows), "dim");
+  }
+  // Zero rows is a valid (empty) matrix.
+  const std::string empty = codec::EncodeTokens(nullptr, 0, kDim, TokenDtype::kBF16);
+  auto rows = codec::TokenRows(empty, kDim, TokenDtype::kBF16);
+  ASSERT_TRUE(rows.ok());
+  EXPECT_EQ(*rows, 0u);
+}
+
+TEST(CodecTest, PooledRoundTripsAndRejectsBadSizes) {
+  std::mt19937 rng(19);
+  const std::vector<float> p = RandomUnitRows(rng, 1, 7);
+  const std::string v = codec::EncodePooled(p.data(), 7);
+  std::vector<float> out;
+  ASSERT_TRUE(codec::DecodePooled(v, 7, &out).ok());
+  EXPECT_EQ(out, p);
+  for (size_t n = 0; n < v.size(); ++n) {
+    ExpectDataLoss(codec::DecodePooled(std::string_view(v).substr(0, n), 7, &out),
+                   absl::StrCat("prefix ", n));
+  }
+  ExpectDataLoss(codec::DecodePooled(v + "z", 7, &out), "extra byte");
+  ExpectDataLoss(codec::DecodePooled(v, 8, &out), "other dim");
+}
+
+TEST(CodecTest, ConfigRoundTripsAndRejectsGarbage) {
+  const CollectionConfig c{300, TokenDtype::kBF16, "HNSW16,Flat"};
+  const std::string v = codec::EncodeConfig(c);
+  auto back = codec::DecodeConfig(v);
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ(back->dim, 300u);
+  EXPECT_EQ(back->token_dtype, TokenDtype::kBF16);
+  EXPECT_EQ(back->ann_spec, "HNSW16,Flat");
+  for (size_t n = 0; n < v.size(); ++n) {
+    ExpectDataLoss(codec::DecodeConfig(std::string_view(v).substr(0, n)).status(),
+                   absl::StrCat("prefix ", n));
+  }
+  ExpectDataLoss(codec::DecodeConfig(v + "?").status(), "trailing byte");
+  // Layout: version, dim, dtype, spec. Each field made invalid in turn.
+  auto with_u32 = [&](size_t at, uint32_t value) {
+    std::string w = v;
+    std::memcpy(w.data() + at, &value, 4);
+    return w;
+  };
+  ExpectDataLoss(codec::DecodeConfig(with_u32(0, 2)).status(), "version");
+  ExpectDataLoss(codec::DecodeConfig(with_u32(4, 0)).status(), "dim 0");
+  ExpectDataLoss(codec::DecodeConfig(with_u32(4, kMaxDim + 1)).status(), "dim too big");
+  ExpectDataLoss(codec::DecodeConfig(with_u32(8, 7)).status(), "dtype");
+  ExpectDataLoss(codec::DecodeConfig(with_u32(12, 1000)).status(), "spec length");
+  CollectionConfig no_spec = c;
+  no_spec.ann_spec = "";
+  ExpectDataLoss(codec::DecodeConfig(codec::EncodeConfig(no_spec)).status(),
+                 "empty spec");
+  ExpectDataLoss(codec::DecodeConfig("garbage!garbage!").status(), "garbage");
+}
+
+// A dtype field outside the enum's values is DATA_LOSS, even when its low
+// byte would name a valid dtype.
+TEST(CodecTest, ConfigRejectsDtypeOutsideItsByte) {
+  const std::string v = codec::EncodeConfig({16, TokenDtype::kF32, "Flat"});
+  for (uint32_t dtype : {0x101u, 0x102u, 0xffffff01u}) {
+    std::string w = v;
+    std::memcpy(w.data() + 8, &dtype, 4);
+    ExpectDataLoss(codec::DecodeConfig(w).status(), absl::StrCat("dtype ", dtype));
+  }
+}
+
+TEST(CodecTest, U64RoundTripsAndRejectsBadSizes) {
+  for (uint64_t x : {uint64_t{0}, uint64_t{1}, uint64_t{1} << 63, ~uint64_t{0}}) {
+    auto back = codec::DecodeU64(codec::EncodeU64(x));
+    ASSERT_TRUE(back.ok());
+    EXPECT_EQ(*back, x);
+  }
+  ExpectDataLoss(codec::DecodeU64("").status(), "empty");
+  ExpectDataLoss(codec::DecodeU64("1234567").status(), "7 bytes");
+  ExpectDataLoss(codec::DecodeU64("123456789").status(), "9 bytes");
+}
+
+}  // namespace
+}  // namespace attnsearch

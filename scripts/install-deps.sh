@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Installs the build and test dependencies from Debian 12's packages.
+set -euo pipefail
+packages=(
+  cmake g++ make pkg-config
+  libfaiss-dev libopenblas-dev     # FAISS (CPU) and the BLAS it links
+  libdnnl-dev                      # oneDNN
+  librocksdb-dev                   # RocksDB
+  libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc
+  libabsl-dev                      # abseil: Status, StrCat, time
+  libcli11-dev                     # command-line flags
+  libgtest-dev                     # GoogleTest
+)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]} == 0)); then
+  echo "install-deps: all packages present"
+  exit 0
+fi
+sudo=""
+if [[ $(id -u) -ne 0 ]]; then sudo="sudo"; fi
+echo "install-deps: installing ${missing[*]}"
+$sudo apt-get update -q
+DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends "${missing[@]}"

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Installs dependencies, builds everything (Release) and runs the whole test
+# suite with ctest. With --sanitize, builds into build-asan with
+# AddressSanitizer + UndefinedBehaviorSanitizer and runs the suite there.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/install-deps.sh
+if [[ "${1:-}" == "--sanitize" ]]; then
+  export BUILD_DIR=build-asan
+  BUILD_TYPE=RelWithDebInfo bash scripts/build.sh -DATTN_SANITIZE=ON
+  export ASAN_OPTIONS=detect_leaks=0:abort_on_error=1
+  export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+else
+  bash scripts/build.sh
+fi
+ctest --test-dir "${BUILD_DIR:-build}" --output-on-failure -j "$(nproc)" --timeout 600

@@ -1,0 +1,6 @@
+attn_cc_test(NAME collection_test SRCS engine/collection_test.cc
+             DEPS attn_engine)
+attn_cc_test(NAME exactness_test SRCS engine/exactness_test.cc
+             DEPS attn_engine LABELS slow)
+attn_cc_test(NAME catalog_test SRCS engine/catalog_test.cc
+             DEPS attn_engine)
