@@ -9,6 +9,7 @@ packages=(
   libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc
   libabsl-dev                      # abseil: Status, StrCat, time
   libcli11-dev                     # command-line flags
+  nlohmann-json3-dev zlib1g-dev    # JSON lines, gzip input
   libgtest-dev                     # GoogleTest
 )
 missing=()

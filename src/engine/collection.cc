@@ -125,11 +125,19 @@ absl::Status Collection::LoadDerivedState() {
     }
     ATTN_ASSIGN_OR_RETURN(ann_, AnnIndex::Create(config.ann_spec, config.dim, options_.ann));
   }
-  // Add every document written after the snapshot, in batches.
+  ATTN_ASSIGN_OR_RETURN(uint64_t added, CatchUp(/*from=*/from, /*all_metadata=*/true));
+  added_since_snapshot_ = added;
+  if (added > 0) ATTN_RETURN_IF_ERROR(SaveSnapshot());
+  return absl::OkStatus();
+}
+
+absl::StatusOr<uint64_t> Collection::CatchUp(Label from, bool all_metadata) {
+  const uint32_t dim = store_->config().dim;
   std::vector<Label> labels;
   std::vector<float> vectors;
-  size_t added = 0;
+  uint64_t added = 0;
   auto flush = [&]() -> absl::Status {
+    std::unique_lock<std::shared_mutex> lock(index_mu_);
     ATTN_RETURN_IF_ERROR(ann_->Add(labels.data(), vectors.data(), labels.size()));
     added += labels.size();
     labels.clear();
@@ -138,18 +146,32 @@ absl::Status Collection::LoadDerivedState() {
   };
   ATTN_RETURN_IF_ERROR(store_->ScanPooled(from, [&](Label l, const float* v) {
     labels.push_back(l);
-    vectors.insert(vectors.end(), v, v + config.dim);
+    vectors.insert(vectors.end(), v, v + dim);
     return labels.size() >= kScanBatch ? flush() : absl::OkStatus();
   }));
   ATTN_RETURN_IF_ERROR(flush());
-  ATTN_RETURN_IF_ERROR(store_->ScanDocRecords([&](Label l, const Document& d) {
+  // The filter index: every document on open, the new ones after a load.
+  ATTN_RETURN_IF_ERROR(store_->ScanDocRecords(all_metadata ? 0 : from, [&](Label l, const Document& d) {
+    std::unique_lock<std::shared_mutex> lock(index_mu_);
     IndexMetadata(l, d);
     return absl::OkStatus();
   }));
-  added_since_snapshot_ = added;
-  if (added > 0) ATTN_RETURN_IF_ERROR(SaveSnapshot());
-  added_since_snapshot_ = 0;
-  return absl::OkStatus();
+  return added;
+}
+
+absl::Status Collection::Flush() { return store_->Flush(); }
+
+absl::StatusOr<uint64_t> Collection::BuildIndex() {
+  std::lock_guard<std::mutex> write_lock(write_mu_);
+  Label from;
+  {
+    std::shared_lock<std::shared_mutex> lock(index_mu_);
+    from = ann_->has_labels() ? ann_->max_label() + 1 : 0;
+  }
+  ATTN_ASSIGN_OR_RETURN(uint64_t added, CatchUp(from, /*all_metadata=*/false));
+  added_since_snapshot_ += added;
+  if (added_since_snapshot_ > 0) ATTN_RETURN_IF_ERROR(SaveSnapshot());
+  return added;
 }
 
 absl::Status Collection::SaveSnapshot() {
@@ -264,6 +286,14 @@ absl::StatusOr<uint64_t> Collection::Upsert(std::vector<Document> docs) {
     pooled.insert(pooled.end(), docs[i].pooled.begin(), docs[i].pooled.end());
   }
   ATTN_RETURN_IF_ERROR(store_->Commit(writes, {}));
+  if (options_.defer_index) {
+    // Replaced labels must still leave the results at once.
+    std::unique_lock<std::shared_mutex> lock(index_mu_);
+    for (size_t i = 0; i < docs.size(); ++i) {
+      if (existing[i]) Tombstone(*existing[i]);
+    }
+    return docs.size();
+  }
   {
     std::unique_lock<std::shared_mutex> lock(index_mu_);
     for (size_t i = 0; i < docs.size(); ++i) {

@@ -54,6 +54,19 @@ struct CollectionOptions {
   // Write an ANN snapshot once this many vectors were added since the last
   // one (a snapshot is also written on close). Default: 100000.
   size_t snapshot_every = 100000;
+  // Bulk loading: Upsert stores documents but leaves them out of the ANN
+  // index and the filter index until BuildIndex() (or the next Open), so the
+  // index is built once at the end. Searches meanwhile see only documents
+  // indexed before. Default: false.
+  bool defer_index = false;
+
+  // For bulk loads: StorageOptions::ForBulkLoad() and defer_index.
+  static CollectionOptions ForBulkLoad() {
+    CollectionOptions o;
+    o.storage = StorageOptions::ForBulkLoad();
+    o.defer_index = true;
+    return o;
+  }
 };
 
 // A metadata condition: the document's value for `key` is one of `values`.
@@ -162,6 +175,14 @@ class Collection {
   // Writes an ANN snapshot now.
   absl::Status SaveSnapshot();
 
+  // Makes every acknowledged write durable even without a synced WAL
+  // (StorageOptions::ForBulkLoad): flushes the store.
+  absl::Status Flush();
+
+  // Adds every stored document the ANN and filter indexes do not hold yet
+  // (after a defer_index load) and writes a snapshot. Returns how many.
+  absl::StatusOr<uint64_t> BuildIndex();
+
   // The collection is being dropped: skip the final snapshot.
   void DiscardOnClose() { discard_on_close_ = true; }
 
@@ -169,6 +190,9 @@ class Collection {
   Collection(std::string path, std::unique_ptr<DocStore> store,
              std::unique_ptr<Reranker> reranker, const CollectionOptions& options);
   absl::Status LoadDerivedState();
+  // Adds stored documents with labels above the index's highest to the ANN
+  // and filter indexes. REQUIRES: write_mu_ held (or construction).
+  absl::StatusOr<uint64_t> CatchUp(Label from, bool all_metadata);
   absl::Status PrepareDocument(size_t index, Document* doc) const;
   absl::Status PrepareQuery(SearchQuery* q) const;
   // Index state updates after a commit. REQUIRES: index_mu_ held exclusively.

@@ -100,7 +100,8 @@ absl::StatusOr<std::unique_ptr<DocStore>> DocStore::OpenImpl(
   for (int i = 0; i < kNumCf; ++i) descriptors.emplace_back(kCfNames[i], cf_options);
 
   auto rep = std::make_unique<Rep>();
-  rep->write_options.sync = options.sync_writes;
+  rep->write_options.sync = options.sync_writes && !options.disable_wal;
+  rep->write_options.disableWAL = options.disable_wal;
   rocksdb::DB* raw = nullptr;
   ATTN_RETURN_IF_ERROR(FromRocks(
       rocksdb::DB::Open(db_options, path, descriptors, &rep->cfs, &raw),
@@ -308,10 +309,10 @@ absl::Status DocStore::ScanPooled(
 }
 
 absl::Status DocStore::ScanDocRecords(
-    const std::function<absl::Status(Label, const Document&)>& fn) const {
+    Label from, const std::function<absl::Status(Label, const Document&)>& fn) const {
   std::unique_ptr<rocksdb::Iterator> it(
       rep_->db->NewIterator(rocksdb::ReadOptions(), rep_->cfs[kDocs]));
-  for (it->SeekToFirst(); it->Valid(); it->Next()) {
+  for (it->Seek(codec::LabelKey(from)); it->Valid(); it->Next()) {
     ATTN_ASSIGN_OR_RETURN(Label label, codec::DecodeLabelKey(it->key().ToStringView()));
     Document d;
     ATTN_RETURN_IF_ERROR(codec::DecodeDocRecord(it->value().ToStringView(), &d));
@@ -330,6 +331,14 @@ absl::StatusOr<std::vector<Label>> DocStore::Tombstones() const {
   }
   ATTN_RETURN_IF_ERROR(FromRocks(it->status(), "scanning tombstones"));
   return out;
+}
+
+absl::Status DocStore::Flush() {
+  rocksdb::FlushOptions fo;
+  fo.wait = true;
+  std::vector<rocksdb::ColumnFamilyHandle*> cfs(rep_->cfs.begin(), rep_->cfs.end());
+  ATTN_RETURN_IF_ERROR(FromRocks(rep_->db->Flush(fo, cfs), "flushing"));
+  return FromRocks(rep_->db->FlushWAL(/*sync=*/true), "syncing the WAL");
 }
 
 uint64_t DocStore::DiskBytes() const {

@@ -45,6 +45,19 @@ struct StorageOptions {
   size_t block_cache_bytes = size_t{64} << 20;
   // Memtable size per column family. Default: 64 MiB.
   size_t write_buffer_bytes = size_t{64} << 20;
+  // Skip the write-ahead log. Writes are then durable only after Flush();
+  // for bulk loads that checkpoint their progress at Flush. Default: false.
+  bool disable_wal = false;
+
+  // For bulk loading: no WAL, no per-write sync, larger memtables. Call
+  // DocStore::Flush (Collection::Flush) to make the loaded data durable.
+  static StorageOptions ForBulkLoad() {
+    StorageOptions o;
+    o.sync_writes = false;
+    o.disable_wal = true;
+    o.write_buffer_bytes = size_t{256} << 20;
+    return o;
+  }
 };
 
 // One new document version. `doc` must already be validated and normalised,
@@ -121,14 +134,19 @@ class DocStore {
   absl::Status ScanPooled(
       Label from, const std::function<absl::Status(Label, const float*)>& fn) const;
 
-  // Calls fn(label, record) for every live document (vectors not filled).
+  // Calls fn(label, record) for every live document with a label >= from
+  // (vectors not filled), in label order.
   absl::Status ScanDocRecords(
-      const std::function<absl::Status(Label, const Document&)>& fn) const;
+      Label from, const std::function<absl::Status(Label, const Document&)>& fn) const;
 
   // Every tombstoned label, in increasing order.
   absl::StatusOr<std::vector<Label>> Tombstones() const;
 
-  // Approximate bytes on disk (SST files plus live WAL).
+  // Makes every committed write durable: flushes the memtables to SST files
+  // and syncs the WAL.
+  absl::Status Flush();
+
+  // Approximate bytes on disk (SST files).
   uint64_t DiskBytes() const;
 
  private:

@@ -437,3 +437,58 @@ TEST(CollectionTest, CreateRejectsBadConfig) {
 
 }  // namespace
 }  // namespace attnsearch
+
+namespace attnsearch {
+namespace {
+
+// Bulk loading: documents are stored at once and indexed once, at the end.
+TEST(CollectionTest, BulkLoadDefersTheIndex) {
+  TempDir dir;
+  const std::string path = dir.Sub("c");
+  CollectionOptions bulk = CollectionOptions::ForBulkLoad();
+  std::mt19937 rng(9);
+  std::vector<Document> docs;
+  for (int i = 0; i < 2000; ++i) {
+    Document d = MakeDoc(rng, "d" + std::to_string(i), kDim, 1, 3);
+    d.metadata["half"] = i < 1000 ? "first" : "second";
+    docs.push_back(std::move(d));
+  }
+  {
+    auto c = MustCreate(path, Config(), bulk);
+    ASSERT_TRUE(c->Upsert({docs.begin(), docs.begin() + 1000}).ok());
+    ASSERT_TRUE(c->Upsert({docs.begin() + 1000, docs.end()}).ok());
+    EXPECT_EQ(c->Stats().num_documents, 2000u);
+    EXPECT_EQ(c->Stats().ann_vectors, 0u);  // not indexed yet
+    auto built = c->BuildIndex();
+    ASSERT_TRUE(built.ok()) << built.status();
+    EXPECT_EQ(*built, 2000u);
+    EXPECT_EQ(c->Stats().ann_vectors, 2000u);
+    ASSERT_TRUE(c->Flush().ok());
+    auto ids = SearchByPooled(*c, PooledOf(*c, "d1234"), 1);
+    ASSERT_EQ(ids.size(), 1u);
+    EXPECT_EQ(ids[0], "d1234");
+    SearchQuery q;
+    q.pooled = PooledOf(*c, "d5");
+    q.top_k = 5;
+    q.filter = {{"half", {"second"}}};
+    q.include_metadata = true;
+    auto r = c->Search(q);
+    ASSERT_TRUE(r.ok());
+    ASSERT_EQ(r->hits.size(), 5u);
+    for (const auto& h : r->hits) EXPECT_EQ(h.metadata.at("half"), "second");
+  }
+  // A load that was never indexed is indexed by the next Open.
+  {
+    auto c = MustOpen(path, bulk);
+    ASSERT_TRUE(c->Upsert({MakeDoc(rng, "late", kDim, 2, 2)}).ok());
+    ASSERT_TRUE(c->Flush().ok());
+  }
+  auto c = MustOpen(path);
+  EXPECT_EQ(c->Stats().ann_vectors, 2001u);
+  auto ids = SearchByPooled(*c, PooledOf(*c, "late"), 1);
+  ASSERT_EQ(ids.size(), 1u);
+  EXPECT_EQ(ids[0], "late");
+}
+
+}  // namespace
+}  // namespace attnsearch

@@ -372,7 +372,7 @@ TEST(DocStoreTest, OverwriteSupersedesOldLabel) {
 
   std::map<Label, std::string> records;
   ASSERT_TRUE(store
-                  ->ScanDocRecords([&](Label l, const Document& d) {
+                  ->ScanDocRecords(0, [&](Label l, const Document& d) {
                     records[l] = d.text;
                     EXPECT_TRUE(d.pooled.empty());
                     return absl::OkStatus();

@@ -1,0 +1,91 @@
+// attnsearch-bench: the flags shared by every benchmark and the entry point
+// of each. Each benchmark is documented at the top of its source file
+// (bench_ann.cc, bench_rerank.cc, bench_ingest.cc, bench_e2e.cc).
+#ifndef ATTNSEARCH_BENCH_BENCHMARKS_H_
+#define ATTNSEARCH_BENCH_BENCHMARKS_H_
+
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "dataset.h"
+#include "nlohmann/json.hpp"
+
+namespace attnsearch::bench {
+
+struct BenchFlags {
+  std::vector<std::string> benchmarks;
+
+  // Data.
+  std::string dataset = "synthetic";  // synthetic | uniform | siftsmall
+  std::string siftsmall_dir = "/work/shared/data/siftsmall";
+  uint64_t seed = 42;
+  uint32_t dim = 128;
+  uint32_t clusters = 100;
+  float spread = 0.5f;
+  float token_spread = 0.7f;
+  size_t num_docs = 100000;
+  size_t num_queries = 1000;
+
+  // ann.
+  std::string ann_spec = "HNSW32,Flat";
+  int ef_construction = 80;
+  std::vector<int> ef_search = {16, 32, 64, 128, 256};
+  std::vector<int> nprobe = {1, 4, 16, 64};
+  int k = 10;
+
+  // rerank.
+  int candidates = 100;
+  int doc_tokens_min = 32;
+  int doc_tokens_max = 180;
+  int query_tokens = 32;
+  std::string dtype = "bf16";
+  int threads = 2;
+  float temperature = 0.1f;
+  double min_seconds = 2.0;  // time each variant at least this long
+  std::string python = "/usr/bin/python3";
+  std::string torch_script;  // default: torch_rerank.py beside this source
+
+  // ingest.
+  int tokens = 64;
+  int batch = 1000;
+  std::string work_dir;  // default: a fresh temporary directory
+
+  // e2e.
+  std::string server;
+  std::string collection = "bench";
+  size_t load = 0;
+  int load_batch = 250;
+  std::vector<int> concurrency = {1, 4, 16};
+  double duration = 10.0;
+  double rate = 0.0;  // open loop requests/s; 0: no open loop
+  std::string arrival = "poisson";  // poisson | fixed
+  int top_k = 10;
+  int e2e_candidates = 100;
+  int e2e_query_tokens = 32;
+  std::string ann_params;
+
+  // Output.
+  std::string json;  // default: <out_dir>/<benchmark>.jsonl
+  std::string out_dir = "bench/results";
+  std::string tag;   // free-form label stored with the record
+};
+
+// A benchmark's outcome: its parameters and figures (stored in the JSON
+// record) and the SVG files it wrote.
+struct BenchOutput {
+  nlohmann::json params;
+  nlohmann::json results;
+};
+
+absl::StatusOr<BenchOutput> RunAnn(const BenchFlags& flags);
+absl::StatusOr<BenchOutput> RunRerank(const BenchFlags& flags);
+absl::StatusOr<BenchOutput> RunIngest(const BenchFlags& flags);
+absl::StatusOr<BenchOutput> RunE2e(const BenchFlags& flags);
+
+// The synthetic generator options the flags describe.
+SyntheticOptions SyntheticFromFlags(const BenchFlags& flags);
+
+}  // namespace attnsearch::bench
+
+#endif  // ATTNSEARCH_BENCH_BENCHMARKS_H_

@@ -1,0 +1,162 @@
+// attnsearch-bench: recall, throughput and latency benchmarks, one tool in
+// the manner of RocksDB's db_bench:
+//
+//   attnsearch-bench --benchmarks=ann,rerank,ingest,e2e [flags]
+//
+//   ann     FAISS candidate index (AnnIndex): build time, memory, recall@k vs
+//           QPS over an efSearch / nprobe sweep            (bench_ann.cc)
+//   rerank  the oneDNN attention reranker alone vs a bare oneDNN matmul of
+//           the same shape vs PyTorch eager                 (bench_rerank.cc)
+//   ingest  bulk load through the engine in-process: docs/s, MB/s,
+//           BuildIndex time, bytes per document             (bench_ingest.cc)
+//   e2e     Search through gRPC against a running server: closed loop per
+//           concurrency, open loop at a rate; p50/p95/p99   (bench_e2e.cc)
+//
+// Each run prints a table, appends one JSON record (parameters, machine,
+// git commit, timestamp, figures) to --json (default
+// <out_dir>/<benchmark>.jsonl) and writes an SVG plot into --out_dir.
+#include <cstdio>
+
+#include "CLI/CLI.hpp"
+#include "benchmarks.h"
+#include "report.h"
+
+using namespace attnsearch::bench;
+
+int main(int argc, char** argv) {
+  BenchFlags f;
+  std::string benchmarks = "ann";
+  CLI::App app{"attnsearch-bench: attnsearch benchmarks (ann, rerank, ingest, e2e)"};
+  app.add_option("--benchmarks", benchmarks, "comma-separated: ann,rerank,ingest,e2e")
+      ->capture_default_str();
+  // Data.
+  app.add_option("--dataset", f.dataset, "synthetic | uniform | siftsmall")->capture_default_str();
+  app.add_option("--siftsmall_dir", f.siftsmall_dir, "folder of base/query.fvecs, groundtruth.ivecs")
+      ->capture_default_str();
+  app.add_option("--seed", f.seed, "seed of the synthetic data")->capture_default_str();
+  app.add_option("--dim", f.dim, "vector dimension (synthetic)")->capture_default_str();
+  app.add_option("--clusters", f.clusters, "clusters (synthetic)")->capture_default_str();
+  app.add_option("--spread", f.spread, "document spread around its cluster centre")
+      ->capture_default_str();
+  app.add_option("--token_spread", f.token_spread, "token spread around its document")
+      ->capture_default_str();
+  app.add_option("--num_docs", f.num_docs, "documents (ann, ingest; synthetic)")
+      ->capture_default_str();
+  app.add_option("--num_queries", f.num_queries, "queries (ann; synthetic)")->capture_default_str();
+  // ann.
+  app.add_option("--ann_spec", f.ann_spec, "FAISS factory string")->capture_default_str();
+  app.add_option("--ef_construction", f.ef_construction, "HNSW efConstruction")
+      ->capture_default_str();
+  app.add_option("--ef_search", f.ef_search, "HNSW efSearch sweep")->delimiter(',');
+  app.add_option("--nprobe", f.nprobe, "IVF nprobe sweep")->delimiter(',');
+  app.add_option("--k", f.k, "recall@k")->capture_default_str();
+  // rerank.
+  app.add_option("--candidates", f.candidates, "candidates per query (rerank)")
+      ->capture_default_str();
+  app.add_option("--doc_tokens_min", f.doc_tokens_min, "fewest tokens per document")
+      ->capture_default_str();
+  app.add_option("--doc_tokens_max", f.doc_tokens_max, "most tokens per document")
+      ->capture_default_str();
+  app.add_option("--query_tokens", f.query_tokens, "query tokens m")->capture_default_str();
+  app.add_option("--dtype", f.dtype, "token dtype: bf16 | f32")->capture_default_str();
+  app.add_option("--threads", f.threads, "OpenMP / oneDNN / torch threads (rerank)")
+      ->capture_default_str();
+  app.add_option("--temperature", f.temperature, "attention temperature tau")
+      ->capture_default_str();
+  app.add_option("--min_seconds", f.min_seconds, "time each rerank variant at least this long")
+      ->capture_default_str();
+  app.add_option("--python", f.python, "python with torch (rerank)")->capture_default_str();
+  app.add_option("--torch_script", f.torch_script, "path of torch_rerank.py");
+  // ingest.
+  app.add_option("--tokens", f.tokens, "tokens per document (ingest, e2e load)")
+      ->capture_default_str();
+  app.add_option("--batch", f.batch, "documents per Upsert (ingest)")->capture_default_str();
+  app.add_option("--work_dir", f.work_dir, "data directory for ingest (default: a temp dir)");
+  // e2e.
+  app.add_option("--server", f.server, "HOST:PORT of attnsearch-server (e2e)");
+  app.add_option("--collection", f.collection, "collection (e2e)")->capture_default_str();
+  app.add_option("--load", f.load, "first load N synthetic documents (e2e)")
+      ->capture_default_str();
+  app.add_option("--load_batch", f.load_batch, "documents per UpsertStream message")
+      ->capture_default_str();
+  app.add_option("--concurrency", f.concurrency, "closed-loop client counts")->delimiter(',');
+  app.add_option("--duration", f.duration, "seconds per closed/open loop run")
+      ->capture_default_str();
+  app.add_option("--rate", f.rate, "open-loop requests/s (0: skip)")->capture_default_str();
+  app.add_option("--arrival", f.arrival, "open-loop arrivals: poisson | fixed")
+      ->capture_default_str();
+  app.add_option("--top_k", f.top_k, "top_k per search (e2e)")->capture_default_str();
+  app.add_option("--e2e_candidates", f.e2e_candidates, "candidates per search (e2e)")
+      ->capture_default_str();
+  app.add_option("--e2e_query_tokens", f.e2e_query_tokens, "query tokens per search (e2e)")
+      ->capture_default_str();
+  app.add_option("--ann_params", f.ann_params, "ann_params per search (e2e), e.g. efSearch=64");
+  // Output.
+  app.add_option("--json", f.json, "JSON lines file (default <out_dir>/<benchmark>.jsonl)");
+  app.add_option("--out_dir", f.out_dir, "folder for SVG plots and default JSON")
+      ->capture_default_str();
+  app.add_option("--tag", f.tag, "label stored with the record");
+  CLI11_PARSE(app, argc, argv);
+
+  std::string cur;
+  for (char c : benchmarks + ",") {
+    if (c == ',') {
+      if (!cur.empty()) f.benchmarks.push_back(cur);
+      cur.clear();
+    } else {
+      cur += c;
+    }
+  }
+
+  int failures = 0;
+  for (const std::string& name : f.benchmarks) {
+    const nlohmann::json machine = MachineInfo();
+    const std::string started = TimestampUtc();
+    std::printf("== %s  (%s, load %s)\n", name.c_str(), started.c_str(),
+                machine.value("loadavg_1_5_15", nlohmann::json::array()).dump().c_str());
+    std::fflush(stdout);
+    absl::StatusOr<BenchOutput> out;
+    if (name == "ann") {
+      out = RunAnn(f);
+    } else if (name == "rerank") {
+      out = RunRerank(f);
+    } else if (name == "ingest") {
+      out = RunIngest(f);
+    } else if (name == "e2e") {
+      out = RunE2e(f);
+    } else {
+      std::fprintf(stderr, "attnsearch-bench: unknown benchmark '%s'\n", name.c_str());
+      ++failures;
+      continue;
+    }
+    if (!out.ok()) {
+      std::fprintf(stderr, "attnsearch-bench: %s failed: %s\n", name.c_str(),
+                   std::string(out.status().ToString()).c_str());
+      ++failures;
+      continue;
+    }
+    nlohmann::json record;
+    record["benchmark"] = name;
+    record["timestamp"] = started;
+    record["finished"] = TimestampUtc();
+    record["git_commit"] = GitCommit();
+    record["machine"] = machine;
+    record["machine_load_after"] = MachineInfo().value("loadavg_1_5_15", nlohmann::json());
+    record["command"] = [&] {
+      std::string c;
+      for (int i = 0; i < argc; ++i) c += (i ? " " : "") + std::string(argv[i]);
+      return c;
+    }();
+    if (!f.tag.empty()) record["tag"] = f.tag;
+    record["params"] = out->params;
+    record["results"] = out->results;
+    const std::string path = f.json.empty() ? f.out_dir + "/" + name + ".jsonl" : f.json;
+    if (!AppendJsonLine(path, record)) {
+      std::fprintf(stderr, "attnsearch-bench: cannot write %s\n", path.c_str());
+      ++failures;
+    } else {
+      std::printf("record appended to %s\n\n", path.c_str());
+    }
+  }
+  return failures == 0 ? 0 : 1;
+}

@@ -1,0 +1,54 @@
+// InputFile: sequential reading of a plain or gzip-compressed file (the
+// compression is detected from the content, not the name), by lines or by
+// bytes. Tracks line numbers for error messages and bytes consumed for
+// progress reports.
+#ifndef ATTNSEARCH_DATASET_INPUT_FILE_H_
+#define ATTNSEARCH_DATASET_INPUT_FILE_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+
+namespace attnsearch {
+
+class InputFile {
+ public:
+  // NOT_FOUND when the file cannot be opened.
+  static absl::StatusOr<std::unique_ptr<InputFile>> Open(const std::string& path);
+  ~InputFile();
+
+  // Reads the next line (without its '\n' or "\r\n") into *line. Returns
+  // false at the end of the file; a read error is reported by status().
+  bool ReadLine(std::string* line);
+  // Reads exactly n bytes; false at a clean end of file before any byte.
+  // A partial read sets status() to DATA_LOSS.
+  bool ReadExact(void* dst, size_t n);
+
+  // Number of the last line ReadLine returned (1-based).
+  uint64_t line_number() const { return line_number_; }
+  // Bytes of the file (compressed bytes for gzip) consumed so far.
+  uint64_t bytes_read() const;
+  // Size of the file on disk.
+  uint64_t file_size() const { return file_size_; }
+  const std::string& path() const { return path_; }
+  absl::Status status() const { return status_; }
+
+ private:
+  InputFile(std::string path, void* gz, uint64_t size);
+  bool Fill();
+
+  std::string path_;
+  void* gz_;  // gzFile
+  uint64_t file_size_ = 0;
+  uint64_t line_number_ = 0;
+  std::string buffer_;
+  size_t pos_ = 0;
+  bool eof_ = false;
+  absl::Status status_;
+};
+
+}  // namespace attnsearch
+
+#endif  // ATTNSEARCH_DATASET_INPUT_FILE_H_
