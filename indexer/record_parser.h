@@ -43,7 +43,7 @@ struct ParseOptions {
 };
 
 // The reason given for a document without vectors.
-inline constexpr std::string_view kNoVectorsReason =
+inline constexpr char kNoVectorsReason[] =
     "no pooled vector or tokens; text-only documents need the built-in encoder, "
     "which is not available yet";
 

@@ -125,13 +125,17 @@ absl::Status Collection::LoadDerivedState() {
     }
     ATTN_ASSIGN_OR_RETURN(ann_, AnnIndex::Create(config.ann_spec, config.dim, options_.ann));
   }
-  ATTN_ASSIGN_OR_RETURN(uint64_t added, CatchUp(/*from=*/from, /*all_metadata=*/true));
+  // A bulk load builds the ANN index once, at BuildIndex; the filter index
+  // is needed at once.
+  ATTN_ASSIGN_OR_RETURN(uint64_t added,
+                        CatchUp(from, /*metadata_from=*/0, !options_.defer_index));
   added_since_snapshot_ = added;
   if (added > 0) ATTN_RETURN_IF_ERROR(SaveSnapshot());
   return absl::OkStatus();
 }
 
-absl::StatusOr<uint64_t> Collection::CatchUp(Label from, bool all_metadata) {
+absl::StatusOr<uint64_t> Collection::CatchUp(Label from, Label metadata_from,
+                                              bool add_vectors) {
   const uint32_t dim = store_->config().dim;
   std::vector<Label> labels;
   std::vector<float> vectors;
@@ -144,14 +148,16 @@ absl::StatusOr<uint64_t> Collection::CatchUp(Label from, bool all_metadata) {
     vectors.clear();
     return absl::OkStatus();
   };
-  ATTN_RETURN_IF_ERROR(store_->ScanPooled(from, [&](Label l, const float* v) {
-    labels.push_back(l);
-    vectors.insert(vectors.end(), v, v + dim);
-    return labels.size() >= kScanBatch ? flush() : absl::OkStatus();
-  }));
-  ATTN_RETURN_IF_ERROR(flush());
-  // The filter index: every document on open, the new ones after a load.
-  ATTN_RETURN_IF_ERROR(store_->ScanDocRecords(all_metadata ? 0 : from, [&](Label l, const Document& d) {
+  if (add_vectors) {
+    ATTN_RETURN_IF_ERROR(store_->ScanPooled(from, [&](Label l, const float* v) {
+      labels.push_back(l);
+      vectors.insert(vectors.end(), v, v + dim);
+      return labels.size() >= kScanBatch ? flush() : absl::OkStatus();
+    }));
+    ATTN_RETURN_IF_ERROR(flush());
+  }
+  // The filter index (re-adding a label is harmless).
+  ATTN_RETURN_IF_ERROR(store_->ScanDocRecords(metadata_from, [&](Label l, const Document& d) {
     std::unique_lock<std::shared_mutex> lock(index_mu_);
     IndexMetadata(l, d);
     return absl::OkStatus();
@@ -168,7 +174,7 @@ absl::StatusOr<uint64_t> Collection::BuildIndex() {
     std::shared_lock<std::shared_mutex> lock(index_mu_);
     from = ann_->has_labels() ? ann_->max_label() + 1 : 0;
   }
-  ATTN_ASSIGN_OR_RETURN(uint64_t added, CatchUp(from, /*all_metadata=*/false));
+  ATTN_ASSIGN_OR_RETURN(uint64_t added, CatchUp(from, /*metadata_from=*/from, true));
   added_since_snapshot_ += added;
   if (added_since_snapshot_ > 0) ATTN_RETURN_IF_ERROR(SaveSnapshot());
   return added;
@@ -316,7 +322,16 @@ absl::StatusOr<uint64_t> Collection::Upsert(std::vector<Document> docs) {
   return docs.size();
 }
 
+absl::Status Collection::CheckIdCount(size_t n) const {
+  if (n > options_.limits.max_batch_documents) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "ids: ", n, " ids exceed the limit of ", options_.limits.max_batch_documents));
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<DeleteResult> Collection::Delete(const std::vector<std::string>& ids) {
+  ATTN_RETURN_IF_ERROR(CheckIdCount(ids.size()));
   for (size_t i = 0; i < ids.size(); ++i) {
     if (ids[i].empty()) {
       return absl::InvalidArgumentError(absl::StrCat("ids[", i, "]: must not be empty"));
@@ -346,6 +361,7 @@ absl::StatusOr<DeleteResult> Collection::Delete(const std::vector<std::string>& 
 
 absl::StatusOr<GetResult> Collection::Get(const std::vector<std::string>& ids,
                                           bool include_vectors) const {
+  ATTN_RETURN_IF_ERROR(CheckIdCount(ids.size()));
   ATTN_ASSIGN_OR_RETURN(std::vector<std::optional<Label>> labels, store_->LookupIds(ids));
   std::vector<Label> found;
   for (const auto& l : labels) {
@@ -583,7 +599,7 @@ absl::StatusOr<SearchResult> Collection::Search(SearchQuery q, absl::Time deadli
 
 CollectionStats Collection::Stats() const {
   std::shared_lock<std::shared_mutex> lock(index_mu_);
-  return {store_->live_count(), num_tombstones_, ann_->size()};
+  return {store_->live_count(), num_tombstones_, ann_->size(), store_->DiskBytes()};
 }
 
 }  // namespace attnsearch

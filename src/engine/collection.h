@@ -42,7 +42,8 @@ struct RequestLimits {
   uint32_t max_query_tokens = 1024;
   // Largest number of token rows per document. Default: 16384.
   uint32_t max_document_tokens = 16384;
-  // Largest number of documents in one Upsert batch. Default: 10000.
+  // Largest number of documents in one Upsert batch, and of ids in one Get
+  // or Delete. Default: 10000.
   size_t max_batch_documents = 10000;
 };
 
@@ -57,7 +58,8 @@ struct CollectionOptions {
   // Bulk loading: Upsert stores documents but leaves them out of the ANN
   // index and the filter index until BuildIndex() (or the next Open), so the
   // index is built once at the end. Searches meanwhile see only documents
-  // indexed before. Default: false.
+  // indexed before; Open leaves the ANN index as its snapshot has it.
+  // Default: false.
   bool defer_index = false;
 
   // For bulk loads: StorageOptions::ForBulkLoad() and defer_index.
@@ -134,6 +136,7 @@ struct CollectionStats {
   uint64_t num_documents = 0;
   uint64_t num_tombstones = 0;
   uint64_t ann_vectors = 0;
+  uint64_t disk_bytes = 0;  // the store's SST files
 };
 
 class Collection {
@@ -190,11 +193,14 @@ class Collection {
   Collection(std::string path, std::unique_ptr<DocStore> store,
              std::unique_ptr<Reranker> reranker, const CollectionOptions& options);
   absl::Status LoadDerivedState();
-  // Adds stored documents with labels above the index's highest to the ANN
-  // and filter indexes. REQUIRES: write_mu_ held (or construction).
-  absl::StatusOr<uint64_t> CatchUp(Label from, bool all_metadata);
+  // Adds stored documents with labels >= from to the ANN index (when
+  // add_vectors) and those >= metadata_from to the filter index; returns how
+  // many vectors were added. REQUIRES: write_mu_ held (or construction).
+  absl::StatusOr<uint64_t> CatchUp(Label from, Label metadata_from, bool add_vectors);
   absl::Status PrepareDocument(size_t index, Document* doc) const;
   absl::Status PrepareQuery(SearchQuery* q) const;
+  // INVALID_ARGUMENT when a Get or Delete names more ids than a batch may.
+  absl::Status CheckIdCount(size_t n) const;
   // Index state updates after a commit. REQUIRES: index_mu_ held exclusively.
   void Tombstone(Label label);
   void IndexMetadata(Label label, const Document& doc);

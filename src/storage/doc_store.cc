@@ -87,6 +87,9 @@ absl::StatusOr<std::unique_ptr<DocStore>> DocStore::OpenImpl(
   db_options.paranoid_checks = true;
   db_options.max_background_jobs = 2;
   db_options.keep_log_file_num = 4;
+  // Without a WAL, the column families must reach disk together, or a crash
+  // could keep a document's id mapping without its data.
+  db_options.atomic_flush = options.disable_wal;
 
   rocksdb::BlockBasedTableOptions table;
   table.block_cache = rocksdb::NewLRUCache(options.block_cache_bytes);

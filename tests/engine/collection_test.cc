@@ -492,3 +492,29 @@ TEST(CollectionTest, BulkLoadDefersTheIndex) {
 
 }  // namespace
 }  // namespace attnsearch
+
+namespace attnsearch {
+namespace {
+
+TEST(CollectionTest, BatchLimitsNameTheLimit) {
+  TempDir dir;
+  CollectionOptions options;
+  options.limits.max_batch_documents = 3;
+  auto c = MustCreate(dir.Sub("c"), Config(), options);
+  std::mt19937 rng(10);
+  std::vector<Document> docs;
+  for (int i = 0; i < 4; ++i) docs.push_back(MakeDoc(rng, "d" + std::to_string(i), kDim, 1, 2));
+  auto up = c->Upsert(docs);
+  EXPECT_EQ(up.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(up.status().message().find("documents: a batch of 4 exceeds the limit of 3"),
+            std::string::npos);
+  const std::vector<std::string> ids = {"a", "b", "c", "d"};
+  auto got = c->Get(ids, false);
+  EXPECT_EQ(got.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(got.status().message().find("ids: 4 ids exceed the limit of 3"), std::string::npos);
+  EXPECT_EQ(c->Delete(ids).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(c->Stats().num_documents, 0u);
+}
+
+}  // namespace
+}  // namespace attnsearch

@@ -1,0 +1,135 @@
+// The offline sink: the engine in-process.
+#include <chrono>
+#include <regex>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "core/status.h"
+#include "engine/catalog.h"
+#include "indexer/sink.h"
+
+namespace attnsearch::indexer {
+
+std::optional<size_t> RejectedDocument(const std::string& message, std::string* reason) {
+  static const std::regex kDoc(R"(documents\[(\d+)\][.:]?\s*)");
+  std::smatch m;
+  if (!std::regex_search(message, m, kDoc)) return std::nullopt;
+  *reason = m.suffix().str();
+  return size_t(std::stoull(m[1].str()));
+}
+
+bool ApplyRejection(Batch* batch, size_t i, const std::string& reason, const RejectFn& reject) {
+  const uint64_t position = batch->positions[i];
+  if (reject(position, reason)) {
+    batch->docs.erase(batch->docs.begin() + long(i));
+    batch->positions.erase(batch->positions.begin() + long(i));
+    return true;
+  }
+  batch->docs.resize(i);
+  batch->positions.resize(i);
+  batch->end_position = position - 1;
+  return false;
+}
+
+namespace {
+
+class EngineSink : public Sink {
+ public:
+  EngineSink(std::unique_ptr<Catalog> catalog, std::shared_ptr<Collection> collection,
+             bool created, RejectFn reject, DurableFn durable)
+      : catalog_(std::move(catalog)),
+        collection_(std::move(collection)),
+        created_(created),
+        reject_(std::move(reject)),
+        durable_(std::move(durable)) {}
+
+  uint32_t dim() const override { return collection_->config().dim; }
+  bool created() const override { return created_; }
+  bool stopped() const override { return stopped_; }
+  uint64_t documents_written() const override { return written_; }
+
+  absl::Status Add(Batch batch) override {
+    while (!batch.docs.empty()) {
+      // Upsert consumes its argument; keep the batch to retry it without a
+      // rejected document.
+      absl::StatusOr<uint64_t> n = collection_->Upsert(batch.docs);
+      if (n.ok()) {
+        written_ += *n;
+        unflushed_ = true;
+        break;
+      }
+      std::string reason;
+      const std::optional<size_t> i = RejectedDocument(std::string(n.status().message()), &reason);
+      if (!absl::IsInvalidArgument(n.status()) || !i || *i >= batch.docs.size()) {
+        return n.status();
+      }
+      if (!ApplyRejection(&batch, *i, absl::StrCat("rejected by the engine: ", reason),
+                          reject_)) {
+        stopped_ = true;
+      }
+    }
+    position_ = batch.end_position;
+    return absl::OkStatus();
+  }
+
+  absl::Status Sync() override {
+    if (unflushed_) ATTN_RETURN_IF_ERROR(Annotate(collection_->Flush(), "flushing"));
+    unflushed_ = false;
+    return durable_(position_, written_);
+  }
+
+  absl::StatusOr<std::string> Finish() override {
+    const auto start = std::chrono::steady_clock::now();
+    ATTN_ASSIGN_OR_RETURN(uint64_t added,
+                          collection_->BuildIndex());
+    const double s =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    const CollectionStats stats = collection_->Stats();
+    return absl::StrFormat(
+        "ANN index (%s): %llu vectors added in %.2f s; collection holds %llu documents",
+        collection_->config().ann_spec, (unsigned long long)added, s,
+        (unsigned long long)stats.num_documents);
+  }
+
+ private:
+  std::unique_ptr<Catalog> catalog_;
+  std::shared_ptr<Collection> collection_;
+  const bool created_;
+  const RejectFn reject_;
+  const DurableFn durable_;
+  bool stopped_ = false;
+  bool unflushed_ = false;
+  uint64_t written_ = 0;
+  uint64_t position_ = 0;
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Sink>> OpenEngineSink(const TargetOptions& options,
+                                                    RejectFn reject, DurableFn durable) {
+  CatalogOptions co;
+  co.data_dir = options.data_dir;
+  co.collection = CollectionOptions::ForBulkLoad();
+  ATTN_ASSIGN_OR_RETURN(std::unique_ptr<Catalog> catalog, Catalog::Open(co));
+  absl::StatusOr<std::shared_ptr<Collection>> c = catalog->Get(options.collection);
+  bool created = false;
+  if (absl::IsNotFound(c.status())) {
+    if (options.create_config.dim == 0) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "collection '", options.collection, "' does not exist; --dim is needed to create it"));
+    }
+    c = catalog->Create(options.collection, options.create_config);
+    created = true;
+  }
+  if (!c.ok()) return c.status();
+  if (!created && options.create_config.dim != 0 &&
+      (*c)->config().dim != options.create_config.dim) {
+    return absl::InvalidArgumentError(absl::StrCat("collection '", options.collection,
+                                                   "' has dim ", (*c)->config().dim,
+                                                   ", not ", options.create_config.dim));
+  }
+  return std::unique_ptr<Sink>(new EngineSink(std::move(catalog), *std::move(c), created,
+                                              std::move(reject), std::move(durable)));
+}
+
+}  // namespace attnsearch::indexer

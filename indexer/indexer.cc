@@ -1,0 +1,313 @@
+#include "indexer/indexer.h"
+
+#include <signal.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <optional>
+#include <set>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "indexer/checkpoint.h"
+#include "indexer/sink.h"
+
+namespace attnsearch::indexer {
+namespace {
+
+namespace fs = std::filesystem;
+
+void Say(const std::string& message) {
+  std::fprintf(stderr, "attnsearch-index: %s\n", message.c_str());
+}
+
+int Fail(int code, const std::string& message) {
+  Say(absl::StrCat("error: ", message));
+  return code;
+}
+
+// Usage errors (a bad name or config, a dim that contradicts the
+// collection) versus failures of the target.
+int TargetExitCode(const absl::Status& s) {
+  return absl::IsInvalidArgument(s) || absl::IsFailedPrecondition(s) ||
+                 absl::IsAlreadyExists(s)
+             ? kExitUsage
+             : kExitTarget;
+}
+
+std::string InputBasename(const std::string& input) {
+  fs::path p(input);
+  if (!p.has_filename()) p = p.parent_path();  // "folder/"
+  return p.filename().string();
+}
+
+// The state of one run.
+class Load {
+ public:
+  explicit Load(const IndexerOptions& options)
+      : options_(options), progress_(options.progress, options.progress_seconds) {}
+
+  int Run();
+
+ private:
+  // Reports a bad record; returns whether to go on (--max_errors).
+  bool ReportBad(uint64_t position, const std::string& reason) {
+    progress_.Clear();
+    std::fprintf(stderr, "%s: %s\n", source_->Location(position).c_str(), reason.c_str());
+    ++errors_;
+    error_positions_.insert(position);
+    return errors_ <= options_.max_errors;
+  }
+
+  // Everything up to `position` is durable: checkpoint it.
+  absl::Status OnDurable(uint64_t position, uint64_t documents) {
+    auto end = error_positions_.upper_bound(position);
+    durable_errors_ += uint64_t(std::distance(error_positions_.begin(), end));
+    error_positions_.erase(error_positions_.begin(), end);
+    checkpoint_.position = position;
+    checkpoint_.documents = prior_documents_ + documents;
+    checkpoint_.errors = durable_errors_;
+    return SaveCheckpoint(checkpoint_path_, checkpoint_);
+  }
+
+  absl::Status Send(Batch* batch, uint64_t end_position) {
+    batch->end_position = end_position;
+    absl::Status s = sink_->Add(std::move(*batch));
+    *batch = Batch();
+    if (!s.ok()) return s;
+    if (options_.stop_after > 0 && sink_->documents_written() >= options_.stop_after) {
+      progress_.Clear();
+      Say(absl::StrCat("--stop_after ", options_.stop_after, ": ",
+                       sink_->documents_written(), " documents written; killing myself"));
+      std::fflush(stderr);
+      ::raise(SIGKILL);
+    }
+    if (options_.server.empty() &&
+        sink_->documents_written() - synced_documents_ >= options_.checkpoint_every) {
+      synced_documents_ = sink_->documents_written();
+      return sink_->Sync();
+    }
+    return absl::OkStatus();
+  }
+
+  const IndexerOptions& options_;
+  Progress progress_;
+  std::unique_ptr<RecordSource> source_;
+  std::unique_ptr<Sink> sink_;
+  std::string checkpoint_path_;
+  Checkpoint checkpoint_;
+  uint64_t prior_documents_ = 0;
+  uint64_t errors_ = 0;          // bad records, earlier runs included
+  uint64_t durable_errors_ = 0;  // of those, at or before the checkpoint
+  uint64_t prior_errors_ = 0;    // of those, reported by earlier runs
+  std::set<uint64_t> error_positions_;  // reported, after the checkpoint
+  uint64_t synced_documents_ = 0;
+};
+
+int Load::Run() {
+  const IndexerOptions& o = options_;
+  // --- Flags ---
+  if (o.collection.empty()) return Fail(kExitUsage, "--collection is required");
+  if (o.input.empty()) return Fail(kExitUsage, "an input file or folder is required");
+  if (o.data_dir.empty() == o.server.empty()) {
+    return Fail(kExitUsage, "give exactly one of --data_dir (offline) and --server (online)");
+  }
+  if (o.batch_documents == 0 || o.batch_documents > 10000) {
+    return Fail(kExitUsage, "--batch must be 1..10000");
+  }
+  if (o.dim > kMaxDim) return Fail(kExitUsage, absl::StrCat("--dim must be 1..", kMaxDim));
+
+  // --- Input ---
+  InputFormat format = o.format == InputFormat::kAuto ? DetectFormat(o.input) : o.format;
+  absl::StatusOr<std::string> data_file = DataFile(o.input, format);
+  if (!data_file.ok()) return Fail(kExitInput, std::string(data_file.status().message()));
+  absl::StatusOr<InputFingerprint> fingerprint = FingerprintFile(*data_file);
+  if (!fingerprint.ok()) return Fail(kExitInput, std::string(fingerprint.status().message()));
+
+  // --- Checkpoint ---
+  checkpoint_path_ = o.checkpoint.empty() ? DefaultCheckpointPath(o) : o.checkpoint;
+  checkpoint_.input = *data_file;
+  checkpoint_.collection = o.collection;
+  checkpoint_.fingerprint = *fingerprint;
+  uint64_t skip_to = 0;
+  if (!o.restart) {
+    absl::StatusOr<std::optional<Checkpoint>> prior = LoadCheckpoint(checkpoint_path_);
+    if (!prior.ok()) return Fail(kExitUsage, std::string(prior.status().message()));
+    if (prior->has_value()) {
+      const Checkpoint& c = **prior;
+      if (!(c.fingerprint == *fingerprint) || c.collection != o.collection) {
+        Say(absl::StrCat("checkpoint ", checkpoint_path_, " is for ",
+                         c.collection != o.collection ? "another collection"
+                                                      : "another input (size, time or "
+                                                        "content differ)",
+                         "; starting over"));
+      } else {
+        skip_to = c.position;
+        prior_documents_ = c.documents;
+        errors_ = durable_errors_ = prior_errors_ = c.errors;
+        checkpoint_ = c;
+        Say(absl::StrCat("resuming after ", format == InputFormat::kFvecs ? "record " : "line ",
+                         c.position, " (", c.documents, " documents stored and ", c.errors,
+                         " bad records in earlier runs; --restart starts over)"));
+      }
+    }
+  }
+
+  // --- Target ---
+  TargetOptions t;
+  t.collection = o.collection;
+  t.create_config.dim = o.dim;
+  t.create_config.token_dtype = o.dtype;
+  t.create_config.ann_spec = o.ann_spec;
+  if (format == InputFormat::kFvecs && o.dim == 0) {
+    absl::StatusOr<uint32_t> d = PeekFvecsDim(*data_file);
+    if (!d.ok()) return Fail(kExitInput, std::string(d.status().message()));
+    t.create_config.dim = *d;
+  }
+  t.data_dir = o.data_dir;
+  t.server = o.server;
+  t.max_message_bytes = o.batch_bytes;
+  t.max_inflight_bytes = o.max_inflight_bytes;
+  t.max_retries = o.max_retries;
+  t.initial_backoff_ms = o.initial_backoff_ms;
+  RejectFn reject = [this](uint64_t position, const std::string& reason) {
+    return ReportBad(position, reason);
+  };
+  DurableFn durable = [this](uint64_t position, uint64_t documents) {
+    return OnDurable(position, documents);
+  };
+  absl::StatusOr<std::unique_ptr<Sink>> sink =
+      o.server.empty() ? OpenEngineSink(t, reject, durable) : OpenServerSink(t, reject, durable);
+  if (!sink.ok()) {
+    return Fail(TargetExitCode(sink.status()), std::string(sink.status().message()));
+  }
+  sink_ = *std::move(sink);
+
+  ParseOptions po;
+  po.dim = sink_->dim();
+  absl::StatusOr<std::unique_ptr<RecordSource>> source = OpenSource(o.input, format, po);
+  if (!source.ok()) return Fail(kExitInput, std::string(source.status().message()));
+  source_ = *std::move(source);
+  Say(absl::StrCat("loading ", *data_file, " (", InputFormatName(format), ") into ",
+                   sink_->created() ? "new" : "existing", " collection '", o.collection,
+                   "' (dim ", sink_->dim(), ") ",
+                   o.server.empty() ? "in " + o.data_dir : "on " + o.server,
+                   "; checkpoint ", checkpoint_path_));
+
+  // --- The load ---
+  const bool dedup = format != InputFormat::kFvecs;  // fvecs ids are row numbers
+  absl::flat_hash_map<std::string, uint64_t> first_seen;
+  Batch batch;
+  InputRecord rec;
+  uint64_t consumed = skip_to;  // every record up to here is batched or reported
+  uint64_t accepted = 0;        // valid documents of this run
+  uint64_t skipped = 0;
+  bool stopped = false, limited = false;
+  absl::Status target_status;
+  while (!stopped && !limited && source_->Next(&rec)) {
+    if (rec.position <= skip_to) {
+      // Already loaded; ids still count for duplicate detection.
+      if (dedup && rec.status.ok()) first_seen.emplace(rec.doc.id, rec.position);
+      ++skipped;
+      continue;
+    }
+    if (rec.status.ok() && dedup) {
+      auto [it, fresh] = first_seen.emplace(rec.doc.id, rec.position);
+      if (!fresh) {
+        rec.status = absl::InvalidArgumentError(
+            absl::StrCat("id: duplicate id '", rec.doc.id, "' (first at ",
+                         source_->Location(it->second), ")"));
+      }
+    }
+    if (!rec.status.ok()) {
+      if (!ReportBad(rec.position, std::string(rec.status.message()))) {
+        stopped = true;
+        break;  // this record is not consumed: a re-run starts at it
+      }
+      consumed = rec.position;
+      continue;
+    }
+    const size_t bytes = EstimateWireBytes(rec.doc);
+    if (!batch.docs.empty() && (batch.docs.size() >= o.batch_documents ||
+                                batch.bytes + bytes > o.batch_bytes)) {
+      target_status = Send(&batch, consumed);
+      if (!target_status.ok() || sink_->stopped()) break;
+    }
+    batch.docs.push_back(std::move(rec.doc));
+    batch.positions.push_back(rec.position);
+    batch.bytes += bytes;
+    consumed = rec.position;
+    ++accepted;
+    if (o.limit > 0 && accepted >= o.limit) limited = true;
+    progress_.Update(sink_->documents_written() + batch.docs.size(), errors_,
+                     source_->bytes_read(), source_->file_size());
+  }
+  const absl::Status read_status = source_->status();
+  const bool reached_end = !stopped && !limited && target_status.ok() && !sink_->stopped() &&
+                           read_status.ok();
+  if (target_status.ok() && !sink_->stopped()) {
+    // The last batch (possibly empty: it advances the checkpoint past
+    // trailing bad records).
+    target_status = Send(&batch, consumed);
+  }
+  if (target_status.ok()) target_status = sink_->Sync();
+  progress_.Clear();
+  if (!target_status.ok()) {
+    return Fail(kExitTarget, absl::StrCat(target_status.message(), " (",
+                                          prior_documents_ + sink_->documents_written(),
+                                          " documents were sent; what was acknowledged stays "
+                                          "stored; re-run to resume)"));
+  }
+  if (reached_end) {
+    checkpoint_.complete = true;
+    absl::Status s = SaveCheckpoint(checkpoint_path_, checkpoint_);
+    if (!s.ok()) return Fail(kExitTarget, std::string(s.message()));
+  }
+  const double secs = progress_.Elapsed();
+  absl::StatusOr<std::string> finish = sink_->Finish();
+  if (!finish.ok()) return Fail(kExitTarget, std::string(finish.status().message()));
+
+  const uint64_t written = sink_->documents_written();
+  Say(absl::StrFormat(
+      "%s: %llu documents written%s, %llu bad records%s, %.2f s, %.0f docs/s, %.1f MB/s "
+      "(%llu input bytes)",
+      reached_end ? "done" : "stopped", (unsigned long long)written,
+      skipped > 0 ? absl::StrFormat(" (%llu records skipped: loaded by an earlier run)",
+                                    (unsigned long long)skipped)
+                  : "",
+      (unsigned long long)errors_,
+      prior_errors_ == 0 ? ""
+                         : absl::StrFormat(" (%llu of them reported by an earlier run)",
+                                           (unsigned long long)prior_errors_),
+      secs, written / std::max(secs, 1e-9), source_->bytes_read() / std::max(secs, 1e-9) / 1e6,
+      (unsigned long long)source_->bytes_read()));
+  Say(absl::StrFormat("%s; %.2f s in all", *finish, progress_.Elapsed()));
+  if (!read_status.ok()) {
+    return Fail(kExitInput, absl::StrCat(read_status.message(),
+                                         "; the records before it are stored"));
+  }
+  if (stopped || sink_->stopped()) {
+    return Fail(kExitInput,
+                absl::StrCat("stopped: more than ", o.max_errors,
+                             " bad records (--max_errors); the documents before the last one "
+                             "are stored; fix the input or raise --max_errors and re-run"));
+  }
+  if (limited) Say(absl::StrCat("--limit ", o.limit, " reached; re-run without it to go on"));
+  return errors_ > 0 ? kExitInput : kExitOk;
+}
+
+}  // namespace
+
+std::string DefaultCheckpointPath(const IndexerOptions& options) {
+  const std::string name =
+      absl::StrCat(options.collection, ".", InputBasename(options.input), ".progress");
+  return options.data_dir.empty() ? name : (fs::path(options.data_dir) / name).string();
+}
+
+int RunIndexer(const IndexerOptions& options) {
+  Load load(options);
+  return load.Run();
+}
+
+}  // namespace attnsearch::indexer

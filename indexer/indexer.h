@@ -1,0 +1,89 @@
+// The batch indexing tool's driver: reads an input (input_source.h),
+// validates every record before it enters a batch, writes batches to a sink
+// (sink.h: the engine in-process, or a server), reports bad records as
+// FILE:LINE: reason, checkpoints its progress (checkpoint.h) and prints
+// progress and a summary on stderr. main.cc only parses flags.
+#ifndef ATTNSEARCH_INDEXER_INDEXER_H_
+#define ATTNSEARCH_INDEXER_INDEXER_H_
+
+#include <cstdint>
+#include <string>
+
+#include "core/types.h"
+#include "indexer/input_source.h"
+#include "indexer/progress.h"
+
+namespace attnsearch::indexer {
+
+// Exit codes of attnsearch-index.
+enum ExitCode : int {
+  kExitOk = 0,      // every record loaded
+  kExitUsage = 1,   // bad flags, or a collection that contradicts them
+  kExitInput = 2,   // bad records (any), or an unreadable input
+  kExitTarget = 3,  // the engine or the server failed
+};
+
+struct IndexerOptions {
+  // --- What to load where ---
+  // A JSON lines file, a BEIR folder or an .fvecs file (optionally gzip).
+  std::string input;
+  // Default: kAuto (by name; see input_source.h).
+  InputFormat format = InputFormat::kAuto;
+  // Target collection. Required.
+  std::string collection;
+  // Exactly one of data_dir (offline, in-process) and server (online).
+  std::string data_dir;
+  std::string server;
+
+  // --- Creating the collection (when missing) ---
+  // 0: the existing collection's dim (fvecs: the file's dim).
+  uint32_t dim = 0;
+  TokenDtype dtype = TokenDtype::kBF16;
+  std::string ann_spec = "HNSW32,Flat";
+
+  // --- Batching ---
+  // Documents per batch (1..10000). Default: 1000.
+  size_t batch_documents = 1000;
+  // Bytes per batch (a batch is one gRPC message online). Default: 4 MiB.
+  size_t batch_bytes = size_t{4} << 20;
+  // Online: unacknowledged bytes in flight at most. Default: 32 MiB.
+  size_t max_inflight_bytes = size_t{32} << 20;
+  // Online: retries of UNAVAILABLE. Default: 8.
+  int max_retries = 8;
+  // Online: first retry backoff. Default: 200 ms.
+  int initial_backoff_ms = 200;
+
+  // --- Errors ---
+  // Bad records tolerated before stopping. Default: 0 (stop at the first).
+  uint64_t max_errors = 0;
+
+  // --- Checkpoints ---
+  // Default: <data_dir>/<collection>.<input basename>.progress offline,
+  // ./<collection>.<input basename>.progress online.
+  std::string checkpoint;
+  // Ignore an existing checkpoint and start over. Default: false.
+  bool restart = false;
+  // Offline: flush and checkpoint every this many documents. Default: 100000.
+  uint64_t checkpoint_every = 100000;
+
+  // --- Stopping early ---
+  // Load at most this many documents, then finish normally. 0: all.
+  uint64_t limit = 0;
+  // Testing: once this many documents were written, kill the process with
+  // SIGKILL (before their checkpoint), like a crash. 0: never.
+  uint64_t stop_after = 0;
+
+  // --- Reporting ---
+  ProgressMode progress = ProgressMode::kAuto;
+  double progress_seconds = 5.0;
+};
+
+// Runs a load; returns an ExitCode. Everything is reported on stderr.
+int RunIndexer(const IndexerOptions& options);
+
+// The default checkpoint path for `options` (see IndexerOptions::checkpoint).
+std::string DefaultCheckpointPath(const IndexerOptions& options);
+
+}  // namespace attnsearch::indexer
+
+#endif  // ATTNSEARCH_INDEXER_INDEXER_H_

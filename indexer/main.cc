@@ -1,0 +1,112 @@
+// attnsearch-index: loads a corpus into a collection, offline (in-process,
+// --data_dir) or through a running server (--server). See README.md.
+#include <cstdio>
+#include <string>
+
+#include "CLI/CLI.hpp"
+#include "indexer/indexer.h"
+
+namespace ai = attnsearch::indexer;
+
+namespace {
+
+constexpr const char* kFooter = R"(
+Inputs: JSON lines (one {"id", "title", "text", "metadata", "pooled", "tokens",
+"token_texts"} object per line), a BEIR folder (corpus.jsonl with _id, title,
+text), or a TEXMEX .fvecs file (pooled vectors; id = row number). Gzip input
+is read directly. Every document needs a pooled vector and/or tokens.
+
+Bad records are reported as FILE:LINE: reason (FILE:record N for fvecs).
+Re-running the same command after an interruption resumes from the
+checkpoint; --restart starts over.
+
+Exit codes:
+  0  success: every record loaded
+  1  usage error (bad flags, or a collection that contradicts them)
+  2  input errors: any bad record (also when within --max_errors), more than
+     --max_errors of them (the load stops), or an unreadable input
+  3  server or engine error (what was acknowledged stays stored; re-run to
+     resume)
+)";
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  ai::IndexerOptions o;
+  std::string format = "auto", dtype = "bf16", progress = "auto";
+  double batch_mb = 4, inflight_mb = 32;
+
+  CLI::App app{"attnsearch-index: load documents into an attnsearch collection"};
+  app.footer(kFooter);
+  app.add_option("input", o.input, "JSON lines file, BEIR folder or .fvecs file (or gzip)");
+  app.add_option("--input", o.input, "same as the positional argument");
+  app.add_option("--collection", o.collection, "target collection (created when missing)")
+      ->required();
+  auto* data_dir = app.add_option("--data_dir", o.data_dir,
+                                  "offline: load in-process into this data directory (the "
+                                  "server must not be running on it)");
+  auto* server =
+      app.add_option("--server", o.server, "online: HOST:PORT of a running attnsearch-server");
+  data_dir->excludes(server);
+  app.add_option("--format", format, "auto, jsonl, beir or fvecs")
+      ->check(CLI::IsMember({"auto", "jsonl", "beir", "fvecs"}))
+      ->capture_default_str();
+  app.add_option("--dim", o.dim, "vector dimension, to create the collection (fvecs: default "
+                                 "the file's)");
+  app.add_option("--dtype", dtype, "token storage when creating: bf16 or f32")
+      ->check(CLI::IsMember({"bf16", "f32"}))
+      ->capture_default_str();
+  app.add_option("--ann_spec", o.ann_spec, "FAISS factory string when creating")
+      ->capture_default_str();
+  app.add_option("--batch", o.batch_documents, "documents per batch (1..10000)")
+      ->capture_default_str();
+  app.add_option("--batch_mb", batch_mb, "bytes per batch / gRPC message, in MiB")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  app.add_option("--max_inflight_mb", inflight_mb,
+                 "online: unacknowledged data in flight at most, in MiB")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  app.add_option("--retries", o.max_retries, "online: retries of UNAVAILABLE (exponential "
+                                             "backoff from --backoff_ms)")
+      ->capture_default_str();
+  app.add_option("--backoff_ms", o.initial_backoff_ms, "online: first retry backoff")
+      ->capture_default_str();
+  app.add_option("--max_errors", o.max_errors,
+                 "bad records tolerated before stopping (0: stop at the first)")
+      ->capture_default_str();
+  app.add_option("--checkpoint", o.checkpoint,
+                 "checkpoint file (default <data_dir>/<collection>.<input>.progress offline, "
+                 "./<collection>.<input>.progress online)");
+  app.add_flag("--restart", o.restart, "ignore the checkpoint and start over");
+  app.add_option("--checkpoint_every", o.checkpoint_every,
+                 "offline: flush and checkpoint every N documents")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  app.add_option("--limit", o.limit, "load at most N documents, then stop (0: all)");
+  app.add_option("--stop_after", o.stop_after,
+                 "testing: SIGKILL itself once N documents were written (a crash)");
+  app.add_option("--progress", progress, "auto (bar on a terminal, else lines), bar, plain, off")
+      ->check(CLI::IsMember({"auto", "bar", "plain", "off"}))
+      ->capture_default_str();
+  app.add_option("--progress_seconds", o.progress_seconds, "interval of plain progress lines")
+      ->capture_default_str();
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);  // prints the help, returns 0
+  } catch (const CLI::ParseError& e) {
+    app.exit(e);
+    return ai::kExitUsage;
+  }
+  ai::ParseInputFormat(format, &o.format);
+  o.dtype = dtype == "f32" ? attnsearch::TokenDtype::kF32 : attnsearch::TokenDtype::kBF16;
+  o.progress = progress == "bar"     ? ai::ProgressMode::kBar
+               : progress == "plain" ? ai::ProgressMode::kPlain
+               : progress == "off"   ? ai::ProgressMode::kOff
+                                     : ai::ProgressMode::kAuto;
+  o.batch_bytes = size_t(batch_mb * (1 << 20));
+  o.max_inflight_bytes = size_t(inflight_mb * (1 << 20));
+  return ai::RunIndexer(o);
+}

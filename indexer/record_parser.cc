@@ -1,0 +1,313 @@
+#include "indexer/record_parser.h"
+
+#include <cfloat>
+#include <cmath>
+#include <string>
+
+#include "absl/strings/str_cat.h"
+#include "core/status.h"
+#include "nlohmann/json.hpp"
+
+namespace attnsearch::indexer {
+namespace {
+
+using json = nlohmann::json;
+
+absl::Status Bad(const std::string& field, absl::string_view what) {
+  return absl::InvalidArgumentError(field.empty() ? std::string(what)
+                                                  : absl::StrCat(field, ": ", what));
+}
+
+// "string \"NaN\"", "object", ... for error messages.
+std::string Describe(const json& v) {
+  switch (v.type()) {
+    case json::value_t::string: {
+      std::string s = v.get_ref<const std::string&>();
+      if (s.size() > 40) s = s.substr(0, 40) + "...";
+      return absl::StrCat("string \"", s, "\"");
+    }
+    case json::value_t::null:
+      return "null";
+    default:
+      return v.type_name();
+  }
+}
+
+// Drops nlohmann's "[json.exception.parse_error.101] " prefix.
+std::string CleanJsonError(const char* what) {
+  std::string s = what;
+  if (s.rfind("[json.exception.", 0) == 0) {
+    const size_t end = s.find("] ");
+    if (end != std::string::npos) s.erase(0, end + 2);
+  }
+  return s;
+}
+
+absl::Status ToFloat(const json& v, const std::string& field, float* out) {
+  if (!v.is_number()) return Bad(field, absl::StrCat("expected a number, got ", Describe(v)));
+  const double d = v.get<double>();
+  if (!std::isfinite(d)) return Bad(field, "not a finite number");
+  if (std::fabs(d) > double(FLT_MAX)) {
+    return Bad(field, absl::StrCat(v.dump(), " is out of the float range"));
+  }
+  *out = float(d);
+  return absl::OkStatus();
+}
+
+// Appends the numbers of array `v` to *out; exactly `expected` of them.
+absl::Status ToFloats(const json& v, const std::string& field, size_t expected,
+                      std::vector<float>* out) {
+  if (!v.is_array()) {
+    return Bad(field, absl::StrCat("expected an array of numbers, got ", Describe(v)));
+  }
+  if (v.size() != expected) {
+    return Bad(field, absl::StrCat("expected ", expected, " values, got ", v.size()));
+  }
+  const size_t base = out->size();
+  out->resize(base + expected);
+  for (size_t i = 0; i < expected; ++i) {
+    float* dst = out->data() + base + i;
+    // Build the field name only on failure: this is the hot loop.
+    if (v[i].is_number_float()) {
+      const double d = v[i].get<double>();
+      if (std::isfinite(d) && std::fabs(d) <= double(FLT_MAX)) {
+        *dst = float(d);
+        continue;
+      }
+    } else if (v[i].is_number()) {
+      *dst = v[i].get<float>();
+      continue;
+    }
+    return ToFloat(v[i], absl::StrCat(field, "[", i, "]"), dst);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ParseUint(const json& v, const std::string& field, uint64_t* out) {
+  if (!v.is_number_integer() || (v.is_number_integer() && !v.is_number_unsigned() &&
+                                  v.get<int64_t>() < 0)) {
+    return Bad(field, absl::StrCat("expected a non-negative integer, got ", Describe(v)));
+  }
+  *out = v.get<uint64_t>();
+  return absl::OkStatus();
+}
+
+absl::Status ParseTokens(const json& v, const ParseOptions& options, Document* out) {
+  const uint32_t dim = options.dim;
+  if (v.is_array()) {
+    if (v.empty()) return Bad("tokens", "has no rows");
+    if (v.size() > options.max_tokens) {
+      return Bad("tokens", absl::StrCat(v.size(), " rows exceed the limit of ",
+                                        options.max_tokens));
+    }
+    out->tokens.reserve(v.size() * size_t(dim));
+    for (size_t r = 0; r < v.size(); ++r) {
+      const std::string field = absl::StrCat("tokens[", r, "]");
+      if (!v[r].is_array()) {
+        return Bad(field, absl::StrCat("expected an array of ", dim, " numbers, got ",
+                                       Describe(v[r])));
+      }
+      absl::Status s = ToFloats(v[r], field, dim, &out->tokens);
+      if (!s.ok()) return s;
+    }
+    out->num_tokens = uint32_t(v.size());
+    return absl::OkStatus();
+  }
+  if (v.is_object()) {
+    for (const char* key : {"rows", "cols", "values"}) {
+      if (!v.contains(key)) return Bad(absl::StrCat("tokens.", key), "missing");
+    }
+    uint64_t rows = 0, cols = 0;
+    absl::Status s = ParseUint(v["rows"], "tokens.rows", &rows);
+    if (!s.ok()) return s;
+    s = ParseUint(v["cols"], "tokens.cols", &cols);
+    if (!s.ok()) return s;
+    if (rows == 0) return Bad("tokens.rows", "must be at least 1");
+    if (rows > options.max_tokens) {
+      return Bad("tokens.rows",
+                 absl::StrCat(rows, " exceeds the limit of ", options.max_tokens));
+    }
+    if (cols != dim) {
+      return Bad("tokens.cols", absl::StrCat("expected ", dim, " (the collection's dim), got ",
+                                             cols));
+    }
+    const json& values = v["values"];
+    if (values.is_array() && values.size() != rows * cols) {
+      return Bad("tokens.values", absl::StrCat("expected rows x cols = ", rows * cols,
+                                               " values, got ", values.size()));
+    }
+    s = ToFloats(values, "tokens.values", rows * cols, &out->tokens);
+    if (!s.ok()) return s;
+    out->num_tokens = uint32_t(rows);
+    return absl::OkStatus();
+  }
+  return Bad("tokens", absl::StrCat("expected an array of rows or {\"rows\", \"cols\", "
+                                    "\"values\"}, got ",
+                                    Describe(v)));
+}
+
+absl::Status ParseObject(const json& j, const ParseOptions& options, Document* out) {
+  if (!j.is_object()) return Bad("", absl::StrCat("expected a JSON object, got ", Describe(j)));
+  const char* id_key = options.beir ? "_id" : "id";
+  auto it = j.find(id_key);
+  if (it == j.end() || it->is_null()) return Bad(id_key, "missing");
+  if (!it->is_string()) {
+    return Bad(id_key, absl::StrCat("expected a string, got ", Describe(*it)));
+  }
+  out->id = it->get<std::string>();
+  if (out->id.empty()) return Bad(id_key, "must not be empty");
+  if (out->id.size() > kMaxIdBytes) {
+    return Bad(id_key, absl::StrCat("longer than ", kMaxIdBytes, " bytes"));
+  }
+
+  std::string title, text;
+  for (auto [key, dst] : {std::pair<const char*, std::string*>{"title", &title},
+                          {"text", &text}}) {
+    auto f = j.find(key);
+    if (f == j.end() || f->is_null()) continue;
+    if (!f->is_string()) {
+      return Bad(key, absl::StrCat("expected a string, got ", Describe(*f)));
+    }
+    *dst = f->get<std::string>();
+  }
+  out->text = title.empty() ? std::move(text)
+              : text.empty() ? std::move(title)
+                             : absl::StrCat(title, "\n\n", text);
+
+  if (auto m = j.find("metadata"); m != j.end() && !m->is_null()) {
+    if (!m->is_object()) {
+      return Bad("metadata", absl::StrCat("expected an object of strings, got ", Describe(*m)));
+    }
+    for (auto e = m->begin(); e != m->end(); ++e) {
+      const json& v = e.value();
+      if (v.is_string()) {
+        out->metadata[e.key()] = v.get<std::string>();
+      } else if (v.is_number() || v.is_boolean()) {
+        out->metadata[e.key()] = v.dump();
+      } else {
+        return Bad(absl::StrCat("metadata.", e.key()),
+                   absl::StrCat("expected a string, number or boolean, got ", Describe(v)));
+      }
+    }
+  }
+
+  const auto pooled = j.find("pooled");
+  const auto tokens = j.find("tokens");
+  const bool has_pooled = pooled != j.end() && !pooled->is_null();
+  const bool has_tokens = tokens != j.end() && !tokens->is_null();
+  if (!has_pooled && !has_tokens) return Bad("", kNoVectorsReason);
+  if (has_pooled) {
+    ATTN_RETURN_IF_ERROR(ToFloats(*pooled, "pooled", options.dim, &out->pooled));
+  }
+  if (has_tokens) ATTN_RETURN_IF_ERROR(ParseTokens(*tokens, options, out));
+
+  if (auto t = j.find("token_texts"); t != j.end() && !t->is_null()) {
+    if (!t->is_array()) {
+      return Bad("token_texts", absl::StrCat("expected an array of strings, got ", Describe(*t)));
+    }
+    out->token_texts.reserve(t->size());
+    for (size_t i = 0; i < t->size(); ++i) {
+      if (!(*t)[i].is_string()) {
+        return Bad(absl::StrCat("token_texts[", i, "]"),
+                   absl::StrCat("expected a string, got ", Describe((*t)[i])));
+      }
+      out->token_texts.push_back((*t)[i].get<std::string>());
+    }
+  }
+  return ValidateDocument(*out, options);
+}
+
+// True when all n values are zero.
+bool AllZero(const float* x, size_t n) {
+  for (size_t i = 0; i < n; ++i) {
+    if (x[i] != 0.f) return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+absl::Status ParseJsonLine(std::string_view line, const ParseOptions& options, Document* out) {
+  *out = Document();
+  json j;
+  try {
+    j = json::parse(line.begin(), line.end());
+  } catch (const json::out_of_range& e) {
+    // nlohmann reports 1e999 and the like here: they would be infinite.
+    return Bad("", absl::StrCat("bad JSON: ", CleanJsonError(e.what()),
+                                " (not a finite number)"));
+  } catch (const json::exception& e) {
+    return Bad("", absl::StrCat("bad JSON: ", CleanJsonError(e.what())));
+  }
+  return ParseObject(j, options, out);
+}
+
+absl::Status ValidateDocument(const Document& doc, const ParseOptions& options) {
+  const uint32_t dim = options.dim;
+  if (doc.id.empty()) return Bad("id", "must not be empty");
+  if (doc.id.size() > kMaxIdBytes) {
+    return Bad("id", absl::StrCat("longer than ", kMaxIdBytes, " bytes"));
+  }
+  if (doc.pooled.empty() && doc.num_tokens == 0) return Bad("", kNoVectorsReason);
+  auto check_finite = [](const std::vector<float>& v, const char* field) -> absl::Status {
+    for (size_t i = 0; i < v.size(); ++i) {
+      if (!std::isfinite(v[i])) {
+        return Bad(absl::StrCat(field, "[", i, "]"), "not a finite number");
+      }
+    }
+    return absl::OkStatus();
+  };
+  if (!doc.pooled.empty()) {
+    if (doc.pooled.size() != dim) {
+      return Bad("pooled", absl::StrCat("expected ", dim, " values, got ", doc.pooled.size()));
+    }
+    ATTN_RETURN_IF_ERROR(check_finite(doc.pooled, "pooled"));
+    if (AllZero(doc.pooled.data(), dim)) return Bad("pooled", "is the zero vector");
+  }
+  if (doc.num_tokens > 0 || !doc.tokens.empty()) {
+    if (doc.num_tokens > options.max_tokens) {
+      return Bad("tokens", absl::StrCat(doc.num_tokens, " rows exceed the limit of ",
+                                        options.max_tokens));
+    }
+    if (doc.tokens.size() != size_t(doc.num_tokens) * dim) {
+      return Bad("tokens", absl::StrCat("expected ", doc.num_tokens, " x ", dim,
+                                        " values, got ", doc.tokens.size()));
+    }
+    ATTN_RETURN_IF_ERROR(check_finite(doc.tokens, "tokens"));
+    std::vector<double> mean(dim, 0.0);
+    for (uint32_t r = 0; r < doc.num_tokens; ++r) {
+      const float* row = doc.tokens.data() + size_t(r) * dim;
+      if (AllZero(row, dim)) return Bad(absl::StrCat("tokens[", r, "]"), "is the zero vector");
+      if (doc.pooled.empty()) {
+        // The engine pools normalised rows.
+        double ss = 0;
+        for (uint32_t k = 0; k < dim; ++k) ss += double(row[k]) * row[k];
+        const double inv = 1.0 / std::sqrt(ss);
+        for (uint32_t k = 0; k < dim; ++k) mean[k] += row[k] * inv;
+      }
+    }
+    if (doc.pooled.empty()) {
+      double ss = 0;
+      for (double m : mean) ss += m * m;
+      if (!(ss > 1e-12)) {
+        return Bad("tokens", "the mean of the token vectors is zero; give pooled");
+      }
+    }
+  }
+  if (!doc.token_texts.empty() && doc.token_texts.size() != doc.num_tokens) {
+    return Bad("token_texts", absl::StrCat("expected ", doc.num_tokens,
+                                           " entries (one per token row), got ",
+                                           doc.token_texts.size()));
+  }
+  return absl::OkStatus();
+}
+
+size_t EstimateWireBytes(const Document& doc) {
+  size_t n = 16 + doc.id.size() + doc.text.size();
+  for (const auto& [k, v] : doc.metadata) n += 8 + k.size() + v.size();
+  n += 4 * (doc.pooled.size() + doc.tokens.size()) + 16;
+  for (const auto& t : doc.token_texts) n += 2 + t.size();
+  return n;
+}
+
+}  // namespace attnsearch::indexer

@@ -1,0 +1,320 @@
+// The online sink: a running attnsearch-server, through UpsertStream.
+#include <algorithm>
+#include <chrono>
+#include <deque>
+#include <regex>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "attnsearch/v1/search.grpc.pb.h"
+#include "core/status.h"
+#include "grpcpp/grpcpp.h"
+#include "indexer/sink.h"
+
+namespace attnsearch::indexer {
+namespace {
+
+namespace v1 = attnsearch::v1;
+
+absl::Status FromGrpc(const grpc::Status& s, absl::string_view what) {
+  if (s.ok()) return absl::OkStatus();
+  return absl::Status(absl::StatusCode(int(s.error_code())),
+                      absl::StrCat(what, ": ", s.error_message()));
+}
+
+void ToProto(Document&& in, v1::Document* out) {
+  out->set_id(std::move(in.id));
+  if (!in.text.empty()) out->set_text(std::move(in.text));
+  for (auto& [k, v] : in.metadata) (*out->mutable_metadata())[k] = std::move(v);
+  out->mutable_pooled()->Add(in.pooled.begin(), in.pooled.end());
+  if (in.num_tokens > 0) {
+    v1::Matrix* m = out->mutable_tokens();
+    m->set_rows(in.num_tokens);
+    m->set_cols(uint32_t(in.tokens.size() / in.num_tokens));
+    m->mutable_values()->Add(in.tokens.begin(), in.tokens.end());
+  }
+  for (auto& t : in.token_texts) out->add_token_texts(std::move(t));
+}
+
+// One batch on its way: the request and where its documents came from.
+struct Pending {
+  v1::UpsertRequest request;
+  std::vector<uint64_t> positions;
+  uint64_t end_position = 0;
+  size_t bytes = 0;
+};
+
+class ServerSink : public Sink {
+ public:
+  ServerSink(const TargetOptions& options, std::shared_ptr<grpc::Channel> channel,
+             RejectFn reject, DurableFn durable)
+      : options_(options),
+        channel_(std::move(channel)),
+        stub_(v1::SearchService::NewStub(channel_)),
+        reject_(std::move(reject)),
+        durable_(std::move(durable)) {}
+
+  ~ServerSink() override {
+    if (writer_) {
+      ctx_->TryCancel();
+      writer_->Finish();
+    }
+  }
+
+  // Finds or creates the collection, retrying while the server is
+  // unavailable.
+  absl::Status Prepare() {
+    v1::GetCollectionRequest get;
+    get.set_name(options_.collection);
+    v1::GetCollectionResponse info;
+    grpc::Status s = CallWithRetry([&](grpc::ClientContext* ctx) {
+      return stub_->GetCollection(ctx, get, &info);
+    });
+    if (s.error_code() == grpc::StatusCode::NOT_FOUND) {
+      if (options_.create_config.dim == 0) {
+        return absl::InvalidArgumentError(absl::StrCat("collection '", options_.collection,
+                                                       "' does not exist; --dim is needed to "
+                                                       "create it"));
+      }
+      v1::CreateCollectionRequest create;
+      create.set_name(options_.collection);
+      const CollectionConfig& c = options_.create_config;
+      create.mutable_config()->set_dim(c.dim);
+      create.mutable_config()->set_token_dtype(
+          c.token_dtype == TokenDtype::kF32 ? v1::TOKEN_DTYPE_F32 : v1::TOKEN_DTYPE_BF16);
+      create.mutable_config()->set_ann_spec(c.ann_spec);
+      v1::CreateCollectionResponse created;
+      s = CallWithRetry([&](grpc::ClientContext* ctx) {
+        return stub_->CreateCollection(ctx, create, &created);
+      });
+      if (s.ok()) {
+        created_ = true;
+        dim_ = created.collection().config().dim();
+        return absl::OkStatus();
+      }
+      if (s.error_code() != grpc::StatusCode::ALREADY_EXISTS) {
+        return FromGrpc(s, "CreateCollection");
+      }
+      // Created meanwhile by someone else: use it.
+      s = CallWithRetry([&](grpc::ClientContext* ctx) {
+        return stub_->GetCollection(ctx, get, &info);
+      });
+    }
+    ATTN_RETURN_IF_ERROR(FromGrpc(s, "GetCollection"));
+    dim_ = info.collection().config().dim();
+    if (options_.create_config.dim != 0 && dim_ != options_.create_config.dim) {
+      return absl::InvalidArgumentError(absl::StrCat("collection '", options_.collection,
+                                                     "' has dim ", dim_, ", not ",
+                                                     options_.create_config.dim));
+    }
+    return absl::OkStatus();
+  }
+
+  uint32_t dim() const override { return dim_; }
+  bool created() const override { return created_; }
+  bool stopped() const override { return stopped_; }
+  uint64_t documents_written() const override { return written_; }
+
+  absl::Status Add(Batch batch) override {
+    Pending p;
+    p.request.set_collection(options_.collection);
+    for (Document& d : batch.docs) ToProto(std::move(d), p.request.add_documents());
+    p.positions = std::move(batch.positions);
+    p.end_position = batch.end_position;
+    p.bytes = p.request.ByteSizeLong();
+    written_ += p.positions.size();
+    inflight_bytes_ += p.bytes;
+    pending_.push_back(std::move(p));
+    if (!pending_.back().request.documents().empty()) {
+      if (!writer_) OpenStream();
+      if (!writer_->Write(pending_.back().request)) return Commit();  // learns the error
+      ++written_to_stream_;
+    }
+    if (inflight_bytes_ >= options_.max_inflight_bytes) return Commit();
+    return absl::OkStatus();
+  }
+
+  absl::Status Sync() override { return Commit(); }
+
+  absl::StatusOr<std::string> Finish() override {
+    v1::GetCollectionRequest get;
+    get.set_name(options_.collection);
+    v1::GetCollectionResponse info;
+    grpc::Status s = CallWithRetry([&](grpc::ClientContext* ctx) {
+      return stub_->GetCollection(ctx, get, &info);
+    });
+    ATTN_RETURN_IF_ERROR(FromGrpc(s, "GetCollection"));
+    return absl::StrCat("collection '", options_.collection, "' on ", options_.server,
+                        " holds ", info.collection().num_documents(), " documents");
+  }
+
+ private:
+  template <typename Call>
+  grpc::Status CallWithRetry(Call call) {
+    int backoff = options_.initial_backoff_ms;
+    for (int attempt = 0;; ++attempt) {
+      grpc::ClientContext ctx;
+      ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
+      grpc::Status s = call(&ctx);
+      if (s.error_code() != grpc::StatusCode::UNAVAILABLE || attempt >= options_.max_retries) {
+        return s;
+      }
+      Backoff(&backoff, s.error_message());
+    }
+  }
+
+  void Backoff(int* backoff_ms, const std::string& why) {
+    std::fprintf(stderr, "attnsearch-index: server unavailable (%s); retrying in %d ms\n",
+                 why.c_str(), *backoff_ms);
+    std::this_thread::sleep_for(std::chrono::milliseconds(*backoff_ms));
+    *backoff_ms = std::min(*backoff_ms * 2, 10000);
+  }
+
+  void OpenStream() {
+    ctx_ = std::make_unique<grpc::ClientContext>();
+    response_.Clear();
+    writer_ = stub_->UpsertStream(ctx_.get(), &response_);
+    written_to_stream_ = 0;
+  }
+
+  // Closes the stream and waits for its acknowledgement; resolves every
+  // pending batch (acknowledged, retried or failed).
+  absl::Status Commit() {
+    int retries = 0;
+    int backoff = options_.initial_backoff_ms;
+    while (true) {
+      // Every pending batch with documents must be on the current stream.
+      bool any = false;
+      for (const Pending& p : pending_) any |= !p.request.documents().empty();
+      grpc::Status status;
+      size_t acked_messages = 0;
+      if (any) {
+        if (!writer_) OpenStream();
+        size_t on_stream = 0;
+        bool broken = false;
+        for (const Pending& p : pending_) {
+          if (p.request.documents().empty()) continue;
+          if (on_stream++ < written_to_stream_) continue;
+          if (!writer_->Write(p.request)) {
+            broken = true;
+            break;
+          }
+          ++written_to_stream_;
+        }
+        if (!broken) writer_->WritesDone();
+        status = writer_->Finish();
+        writer_.reset();
+        if (status.ok()) {
+          acked_messages = on_stream;
+        } else {
+          static const std::regex kMessage(R"(message (\d+) of the stream)");
+          std::smatch m;
+          const std::string msg = status.error_message();
+          if (std::regex_search(msg, m, kMessage)) acked_messages = std::stoull(m[1].str());
+        }
+      }
+      // Drop the acknowledged prefix (and empty batches before it).
+      uint64_t acked_position = 0;
+      bool advanced = false;
+      while (!pending_.empty()) {
+        Pending& p = pending_.front();
+        if (!p.request.documents().empty()) {
+          if (acked_messages == 0) break;
+          --acked_messages;
+        }
+        acked_position = p.end_position;
+        acked_docs_ += p.positions.size();
+        inflight_bytes_ -= p.bytes;
+        pending_.pop_front();
+        advanced = true;
+      }
+      if (advanced) {
+        retries = 0;
+        backoff = options_.initial_backoff_ms;
+        ATTN_RETURN_IF_ERROR(durable_(acked_position, acked_docs_));
+      }
+      if (pending_.empty()) {
+        if (!status.ok()) return FromGrpc(status, "UpsertStream");
+        return absl::OkStatus();
+      }
+      if (status.ok()) continue;  // cannot happen: an OK stream acknowledges all
+      if (status.error_code() == grpc::StatusCode::UNAVAILABLE) {
+        if (++retries > options_.max_retries) {
+          return FromGrpc(status, absl::StrCat("UpsertStream (gave up after ",
+                                               options_.max_retries, " retries)"));
+        }
+        Backoff(&backoff, status.error_message());
+        continue;  // everything unacknowledged is sent again
+      }
+      std::string reason;
+      const std::optional<size_t> i = RejectedDocument(status.error_message(), &reason);
+      Pending& bad = pending_.front();
+      if (status.error_code() != grpc::StatusCode::INVALID_ARGUMENT || !i ||
+          *i >= size_t(bad.request.documents_size())) {
+        return FromGrpc(status, "UpsertStream");
+      }
+      // Rebuild the batch without the rejected document.
+      Batch b;
+      b.positions = bad.positions;
+      b.end_position = bad.end_position;
+      b.docs.resize(b.positions.size());
+      const bool go_on = ApplyRejection(&b, *i, absl::StrCat("rejected by the server: ", reason),
+                                        reject_);
+      auto* docs = bad.request.mutable_documents();
+      if (go_on) {
+        docs->erase(docs->begin() + long(*i));
+      } else {
+        docs->erase(docs->begin() + long(*i), docs->end());
+        while (pending_.size() > 1) {
+          inflight_bytes_ -= pending_.back().bytes;
+          pending_.pop_back();
+        }
+        stopped_ = true;
+      }
+      --written_;
+      if (!go_on) written_ = acked_docs_ + size_t(docs->size());
+      bad.positions = std::move(b.positions);
+      bad.end_position = b.end_position;
+      written_to_stream_ = 0;
+    }
+  }
+
+  const TargetOptions options_;
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<v1::SearchService::Stub> stub_;
+  const RejectFn reject_;
+  const DurableFn durable_;
+  uint32_t dim_ = 0;
+  bool created_ = false;
+  bool stopped_ = false;
+
+  // The open stream, if any, and how many pending batches were written to it.
+  std::unique_ptr<grpc::ClientContext> ctx_;
+  v1::UpsertResponse response_;
+  std::unique_ptr<grpc::ClientWriter<v1::UpsertRequest>> writer_;
+  size_t written_to_stream_ = 0;
+
+  std::deque<Pending> pending_;  // unacknowledged, in order
+  size_t inflight_bytes_ = 0;
+  uint64_t written_ = 0;
+  uint64_t acked_docs_ = 0;
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Sink>> OpenServerSink(const TargetOptions& options,
+                                                    RejectFn reject, DurableFn durable) {
+  grpc::ChannelArguments args;
+  const int max = int(std::min<size_t>(std::max(options.max_message_bytes, size_t{4} << 20) * 2,
+                                       size_t{1} << 30));
+  args.SetMaxSendMessageSize(max);
+  args.SetMaxReceiveMessageSize(max);
+  auto channel =
+      grpc::CreateCustomChannel(options.server, grpc::InsecureChannelCredentials(), args);
+  auto sink = std::make_unique<ServerSink>(options, std::move(channel), std::move(reject),
+                                           std::move(durable));
+  ATTN_RETURN_IF_ERROR(sink->Prepare());
+  return std::unique_ptr<Sink>(std::move(sink));
+}
+
+}  // namespace attnsearch::indexer

@@ -1,0 +1,110 @@
+// Sink: where validated batches go. Two implementations:
+//
+//   OpenEngineSink  offline: the engine in-process on a data directory
+//                   (CollectionOptions::ForBulkLoad(); Upsert per batch,
+//                   Collection::Flush() at Sync, Collection::BuildIndex() at
+//                   Finish).
+//   OpenServerSink  online: a running attnsearch-server, through
+//                   UpsertStream. Batches are written to a stream until the
+//                   unacknowledged data reaches max_inflight_bytes; the
+//                   stream is then closed, and its reply acknowledges them.
+//                   UNAVAILABLE is retried with exponential backoff (the
+//                   unacknowledged batches are sent again: upserts are
+//                   idempotent by id).
+//
+// Both create the collection when it is missing (that needs a dim). Every
+// batch is atomic: a document the target rejects (its error names
+// documents[i]) is reported through RejectFn and the batch is written
+// again without it, or, when RejectFn says stop, only the documents before
+// it are written and the sink stops.
+#ifndef ATTNSEARCH_INDEXER_SINK_H_
+#define ATTNSEARCH_INDEXER_SINK_H_
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "core/types.h"
+
+namespace attnsearch::indexer {
+
+// A batch of validated documents and where they came from.
+struct Batch {
+  std::vector<Document> docs;
+  std::vector<uint64_t> positions;  // input position of each document
+  // Every input unit up to this position is in this or an earlier batch, or
+  // was reported as bad.
+  uint64_t end_position = 0;
+  size_t bytes = 0;  // EstimateWireBytes summed
+};
+
+// Reports a document the target rejected (position, reason) and returns
+// whether to go on.
+using RejectFn = std::function<bool(uint64_t position, const std::string& reason)>;
+// Called whenever everything up to `position` is durable (flushed or
+// acknowledged); `documents` counts the documents this sink made durable.
+// A non-OK return stops the load.
+using DurableFn = std::function<absl::Status(uint64_t position, uint64_t documents)>;
+
+struct TargetOptions {
+  std::string collection;
+  // Configuration used when the collection is created. dim 0: unknown (then
+  // the collection must exist).
+  CollectionConfig create_config;
+  // Offline: the data directory.
+  std::string data_dir;
+  // Online: "host:port".
+  std::string server;
+  // Online: largest UpsertRequest message. Default: 4 MiB.
+  size_t max_message_bytes = size_t{4} << 20;
+  // Online: unacknowledged bytes after which a stream is closed and its
+  // acknowledgement awaited. Default: 32 MiB.
+  size_t max_inflight_bytes = size_t{32} << 20;
+  // Online: attempts after an UNAVAILABLE before giving up. Default: 8.
+  int max_retries = 8;
+  // Online: first backoff; doubled per retry, capped at 10 s. Default: 200 ms.
+  int initial_backoff_ms = 200;
+};
+
+class Sink {
+ public:
+  virtual ~Sink() = default;
+  // The collection's dimension.
+  virtual uint32_t dim() const = 0;
+  // Whether the collection was created by this sink.
+  virtual bool created() const = 0;
+  // Hands over a batch (possibly empty, to advance the position). Non-OK on
+  // an error of the target (not of the input).
+  virtual absl::Status Add(Batch batch) = 0;
+  // Makes everything handed over durable, then calls DurableFn.
+  virtual absl::Status Sync() = 0;
+  // After the last Sync: offline, builds the ANN index. Returns a line for
+  // the summary.
+  virtual absl::StatusOr<std::string> Finish() = 0;
+  // RejectFn asked to stop: nothing after the rejected document was written.
+  virtual bool stopped() const = 0;
+  // Documents written (acknowledged or not yet).
+  virtual uint64_t documents_written() const = 0;
+};
+
+absl::StatusOr<std::unique_ptr<Sink>> OpenEngineSink(const TargetOptions& options,
+                                                    RejectFn reject, DurableFn durable);
+absl::StatusOr<std::unique_ptr<Sink>> OpenServerSink(const TargetOptions& options,
+                                                    RejectFn reject, DurableFn durable);
+
+// The index i of "documents[i]" in an error message of the target, if any,
+// and the reason after it ("pooled: expected 128 values, got 12").
+std::optional<size_t> RejectedDocument(const std::string& message, std::string* reason);
+
+// Applies a rejection of batch->docs[i]: asks `reject`; on "go on" removes
+// the document, otherwise truncates the batch to the documents before it
+// (end_position just before it). Returns whether to go on.
+bool ApplyRejection(Batch* batch, size_t i, const std::string& reason, const RejectFn& reject);
+
+}  // namespace attnsearch::indexer
+
+#endif  // ATTNSEARCH_INDEXER_SINK_H_

@@ -1,0 +1,14 @@
+# Tests of attnsearch-index (indexer/). Included from tests/CMakeLists.txt.
+attn_cc_test(NAME indexer_parser_test SRCS indexer/record_parser_test.cc
+             DEPS attn_indexer_lib ZLIB::ZLIB
+             LABELS unit)
+
+# End-to-end runs of the real binary: offline loads, bad lines and exit
+# codes, resume after a crash, and an online load through the real server.
+attn_cc_test(NAME indexer_tool_test SRCS indexer/indexer_tool_test.cc
+             DEPS attn_indexer_lib attn_engine attn_proto gRPC::grpc++ ZLIB::ZLIB
+             LABELS integration)
+target_compile_definitions(indexer_tool_test PRIVATE
+                           ATTN_SERVER_BINARY="$<TARGET_FILE:attnsearch-server>"
+                           ATTN_INDEXER_BINARY="$<TARGET_FILE:attnsearch-index>")
+add_dependencies(indexer_tool_test attnsearch-server attnsearch-index)
