@@ -16,3 +16,7 @@ attn_cc_test(NAME reranker_test
   SRCS ${CMAKE_CURRENT_LIST_DIR}/rerank/reranker_test.cc
   DEPS attn_core attn_rerank
   LABELS unit)
+attn_cc_test(NAME segment_reduce_test
+  SRCS ${CMAKE_CURRENT_LIST_DIR}/rerank/segment_reduce_test.cc
+  DEPS attn_core attn_rerank
+  LABELS unit)

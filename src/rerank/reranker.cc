@@ -8,6 +8,7 @@
 #include "core/status.h"
 #include "core/vector_math.h"
 #include "oneapi/dnnl/dnnl.hpp"
+#include "rerank/segment_reduce.h"
 
 namespace attnsearch {
 namespace {
@@ -167,19 +168,16 @@ absl::Status Reranker::Score(const RerankQuery& query, const CandidateTokens& ca
         stream.wait();
       }));
     }
-    for (size_t k = c; k < c_end; ++k) {
+    // Each candidate's columns of S reduce to its score; the candidates of
+    // the chunk are shared among the threads this call may use.
+    const float* s = sim.data();
+    const long first = long(c), last = long(c_end);
+#pragma omp parallel for schedule(dynamic, 16) if (last - first > 32)
+    for (long k = first; k < last; ++k) {
       const uint32_t n = candidates.rows[k];
-      if (n == 0) {
-        scores[k] = -std::numeric_limits<float>::infinity();
-        continue;
-      }
-      const size_t col = candidates.offsets[k] - row0;
-      float score = 0.f;
-      for (uint32_t i = 0; i < m; ++i) {
-        score += query.weights[i] * ReduceRow(sim.data() + size_t(i) * rows + col, n,
-                                              query.mode, inv_tau, nullptr, nullptr);
-      }
-      scores[k] = score;
+      scores[k] = n == 0 ? -std::numeric_limits<float>::infinity()
+                         : ReduceSegment(s + (candidates.offsets[k] - row0), rows, m, n,
+                                         query.weights, query.mode, inv_tau);
     }
     c = c_end;
   }
