@@ -20,3 +20,7 @@ attn_cc_test(NAME segment_reduce_test
   SRCS ${CMAKE_CURRENT_LIST_DIR}/rerank/segment_reduce_test.cc
   DEPS attn_core attn_rerank
   LABELS unit)
+attn_cc_test(NAME int8_test
+  SRCS ${CMAKE_CURRENT_LIST_DIR}/rerank/int8_test.cc
+  DEPS attn_core attn_rerank attn_storage
+  LABELS unit)

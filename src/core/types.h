@@ -21,12 +21,15 @@ using Label = uint64_t;
 enum class TokenDtype : uint8_t {
   kF32 = 1,
   kBF16 = 2,
+  kInt8 = 3,  // symmetric int8 with one f32 scale per token row
 };
 
 // Name of a dtype ("f32", "bf16"), and back.
 std::string_view TokenDtypeName(TokenDtype dtype);
 // Bytes per stored element.
 size_t TokenDtypeSize(TokenDtype dtype);
+// Bytes one stored token row of `dim` values takes (int8 adds its scale).
+size_t TokenRowBytes(TokenDtype dtype, uint32_t dim);
 
 // How candidates are scored (see DESIGN.md, "The reranker").
 enum class RerankMode : uint8_t {

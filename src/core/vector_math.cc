@@ -1,5 +1,6 @@
 #include "core/vector_math.h"
 
+#include <algorithm>
 #include <cmath>
 
 namespace attnsearch {
@@ -28,6 +29,25 @@ bool NormalizeInPlace(float* x, size_t n) {
 
 void FloatToBf16(const float* src, uint16_t* dst, size_t n) {
   for (size_t i = 0; i < n; ++i) dst[i] = FloatToBf16(src[i]);
+}
+
+float QuantizeInt8(const float* src, int8_t* dst, size_t n) {
+  float max_abs = 0.f;
+  for (size_t i = 0; i < n; ++i) max_abs = std::max(max_abs, std::fabs(src[i]));
+  if (max_abs == 0.f) {
+    std::fill(dst, dst + n, int8_t{0});
+    return 0.f;
+  }
+  const float scale = max_abs / 127.f, inv = 127.f / max_abs;
+  for (size_t i = 0; i < n; ++i) {
+    const float q = std::nearbyint(src[i] * inv);
+    dst[i] = int8_t(std::clamp(q, -127.f, 127.f));
+  }
+  return scale;
+}
+
+void DequantizeInt8(const int8_t* src, float scale, float* dst, size_t n) {
+  for (size_t i = 0; i < n; ++i) dst[i] = float(src[i]) * scale;
 }
 
 void Bf16ToFloat(const uint16_t* src, float* dst, size_t n) {

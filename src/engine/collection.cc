@@ -545,8 +545,9 @@ absl::StatusOr<SearchResult> Collection::Search(SearchQuery q, absl::Time deadli
     ATTN_RETURN_IF_ERROR(CheckDeadline(deadline, "reranking"));
     t = Clock::now();
     std::vector<float> scores(labels.size());
-    CandidateTokens cand{block.data(), block.total_rows, block.rows.data(),
-                         block.offsets.data(), labels.size()};
+    CandidateTokens cand{block.data(),         block.total_rows, block.rows.data(),
+                         block.offsets.data(), labels.size(),
+                         block.scales.empty() ? nullptr : block.scales.data()};
     ATTN_RETURN_IF_ERROR(reranker_->Score(rq, cand, scores.data()));
     for (size_t i = 0; i < labels.size(); ++i) {
       // A candidate deleted after the ANN stage has no tokens any more.
@@ -583,7 +584,8 @@ absl::StatusOr<SearchResult> Collection::Search(SearchQuery q, absl::Time deadli
       const size_t c = scored[i].candidate;
       const char* rows = static_cast<const char*>(block.data()) + block.offsets[c] * row_bytes;
       std::vector<TokenEvidence> evidence;
-      ATTN_RETURN_IF_ERROR(reranker_->Explain(rq, rows, block.rows[c], &evidence));
+      const float* scales = block.scales.empty() ? nullptr : block.scales.data() + block.offsets[c];
+      ATTN_RETURN_IF_ERROR(reranker_->Explain(rq, rows, block.rows[c], &evidence, scales));
       for (const auto& e : evidence) {
         TokenMatch m{e.query_token, e.doc_token, "", e.weight, e.contribution};
         if (e.doc_token < d.token_texts.size()) m.document_token_text = d.token_texts[e.doc_token];

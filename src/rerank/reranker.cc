@@ -3,6 +3,9 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <unordered_map>
+
+#include <omp.h>
 
 #include "absl/strings/str_cat.h"
 #include "core/status.h"
@@ -31,8 +34,47 @@ absl::Status CatchDnnl(absl::string_view what, F&& fn) {
 }
 
 memory::data_type DnnlType(TokenDtype dtype) {
-  return dtype == TokenDtype::kF32 ? memory::data_type::f32 : memory::data_type::bf16;
+  switch (dtype) {
+    case TokenDtype::kF32:
+      return memory::data_type::f32;
+    case TokenDtype::kBF16:
+      return memory::data_type::bf16;
+    case TokenDtype::kInt8:
+      return memory::data_type::s8;
+  }
+  return memory::data_type::f32;
 }
+
+// The query as the matmul consumes it: rounded to bf16, or quantized to s8
+// with one scale per query token (applied to S's rows after the matmul).
+struct QueryOperand {
+  std::vector<uint16_t> bf16;
+  std::vector<int8_t> s8;
+  std::vector<float> row_scales;  // s8 only
+  const void* data = nullptr;
+
+  QueryOperand(const float* q, uint32_t m, size_t d, TokenDtype dtype) {
+    const size_t n = m * d;
+    data = q;
+    if (dtype == TokenDtype::kBF16) {
+      bf16.resize(n);
+      FloatToBf16(q, bf16.data(), n);
+      data = bf16.data();
+    } else if (dtype == TokenDtype::kInt8) {
+      s8.resize(n);
+      row_scales.resize(m);
+      for (uint32_t i = 0; i < m; ++i) row_scales[i] = QuantizeInt8(q + i * d, s8.data() + i * d, d);
+      data = s8.data();
+    }
+  }
+  // The value the matmul sees for element i of row-major m x d.
+  float Value(const float* q, size_t i, size_t d) const {
+    if (!bf16.empty()) return Bf16ToFloat(bf16[i]);
+    if (!s8.empty()) return float(s8[i]) * row_scales[i / d];
+    return q[i];
+  }
+  const float* scales() const { return row_scales.empty() ? nullptr : row_scales.data(); }
+};
 
 // Reduces one query token's similarities over one document's tokens.
 // Returns Σ_j softmax_j(s_j/τ) s_j (ATTENTION) or max_j s_j (MAXSIM); sets
@@ -91,6 +133,10 @@ absl::StatusOr<std::unique_ptr<Reranker>> Reranker::Create(uint32_t dim, TokenDt
     memory::desc s_md({kRt, kRt}, memory::data_type::f32, {kRt, 1});
     dnnl::primitive_attr attr;
     attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+    // int8: S_ij = qscale_i * dscale_j * Σ_k q8_ik d8_jk; the column scales
+    // are output scales given at execution, the row scales are applied by
+    // the reduce.
+    if (dtype == TokenDtype::kInt8) attr.set_output_scales(1 << 1, {DNNL_RUNTIME_F32_VAL});
     dnnl::matmul::desc desc(q_md, t_md, s_md);
     rep->pd = dnnl::matmul::primitive_desc(desc, attr, rep->engine);
     rep->matmul = dnnl::matmul(rep->pd);
@@ -99,15 +145,12 @@ absl::StatusOr<std::unique_ptr<Reranker>> Reranker::Create(uint32_t dim, TokenDt
   // One small run JIT-compiles the kernels now rather than in the first query.
   std::vector<float> q(dim, 0.f), w(1, 1.f);
   q[0] = 1.f;
-  std::vector<float> doc_f32(size_t(dim) * 64, 0.f);
-  std::vector<uint16_t> doc_bf16(doc_f32.size(), 0);
+  std::vector<float> doc(size_t(dim) * 64, 0.f), scales(64, 1.f);  // zeros in any dtype
   const uint32_t rows = 64;
   const size_t offset = 0;
   float score;
   RerankQuery warm{q.data(), 1, w.data(), RerankMode::kAttention, kDefaultTemperature};
-  CandidateTokens cand{dtype == TokenDtype::kF32 ? static_cast<const void*>(doc_f32.data())
-                                                 : static_cast<const void*>(doc_bf16.data()),
-                       rows, &rows, &offset, 1};
+  CandidateTokens cand{doc.data(), rows, &rows, &offset, 1, scales.data()};
   ATTN_RETURN_IF_ERROR(reranker->Score(warm, cand, &score));
   return reranker;
 }
@@ -127,14 +170,18 @@ absl::Status Reranker::Score(const RerankQuery& query, const CandidateTokens& ca
   const size_t elem = TokenDtypeSize(dtype_);
   const float inv_tau = 1.f / query.temperature;
 
-  // The query in the storage dtype.
-  std::vector<uint16_t> q_bf16;
-  const void* q_data = query.tokens;
-  if (dtype_ == TokenDtype::kBF16) {
-    q_bf16.resize(size_t(m) * d);
-    FloatToBf16(query.tokens, q_bf16.data(), q_bf16.size());
-    q_data = q_bf16.data();
+  if (dtype_ == TokenDtype::kInt8 && candidates.scales == nullptr) {
+    return absl::InvalidArgumentError("reranker: int8 candidates need their scales");
   }
+  const QueryOperand q_op(query.tokens, m, d, dtype_);
+  const void* q_data = q_op.data;
+  std::vector<float> col_scales;
+
+  // This call's threads, for oneDNN's matmul and the reduce (both OpenMP;
+  // the setting is per calling thread).
+  const int want = options_.max_threads > 0 ? options_.max_threads : omp_get_num_procs();
+  CoreLease lease(options_.cores, want);
+  omp_set_num_threads(lease.threads());
 
   std::vector<float> sim;
   std::vector<uint8_t> scratch(rep_->pd.scratchpad_desc().get_size());
@@ -160,11 +207,19 @@ absl::Status Reranker::Score(const RerankQuery& query, const CandidateTokens& ca
                                        row0 * d * elem));
         memory s_mem({{md, nd}, memory::data_type::f32, {nd, 1}}, rep_->engine, sim.data());
         memory scratch_mem(rep_->pd.scratchpad_desc(), rep_->engine, scratch.data());
+        std::unordered_map<int, memory> args = {{DNNL_ARG_SRC, q_mem},
+                                                {DNNL_ARG_WEIGHTS, t_mem},
+                                                {DNNL_ARG_DST, s_mem},
+                                                {DNNL_ARG_SCRATCHPAD, scratch_mem}};
+        if (dtype_ == TokenDtype::kInt8) {
+          col_scales.resize(rows);
+          for (size_t j = 0; j < rows; ++j) col_scales[j] = candidates.scales[row0 + j];
+          args.emplace(DNNL_ARG_ATTR_OUTPUT_SCALES,
+                       memory({{nd}, memory::data_type::f32, {1}}, rep_->engine,
+                              col_scales.data()));
+        }
         dnnl::stream stream(rep_->engine);
-        rep_->matmul.execute(stream, {{DNNL_ARG_SRC, q_mem},
-                                      {DNNL_ARG_WEIGHTS, t_mem},
-                                      {DNNL_ARG_DST, s_mem},
-                                      {DNNL_ARG_SCRATCHPAD, scratch_mem}});
+        rep_->matmul.execute(stream, args);
         stream.wait();
       }));
     }
@@ -177,7 +232,7 @@ absl::Status Reranker::Score(const RerankQuery& query, const CandidateTokens& ca
       const uint32_t n = candidates.rows[k];
       scores[k] = n == 0 ? -std::numeric_limits<float>::infinity()
                          : ReduceSegment(s + (candidates.offsets[k] - row0), rows, m, n,
-                                         query.weights, query.mode, inv_tau);
+                                         query.weights, query.mode, inv_tau, q_op.scales());
     }
     c = c_end;
   }
@@ -185,19 +240,35 @@ absl::Status Reranker::Score(const RerankQuery& query, const CandidateTokens& ca
 }
 
 absl::Status Reranker::Explain(const RerankQuery& query, const void* doc_tokens,
-                               uint32_t rows, std::vector<TokenEvidence>* out) const {
+                               uint32_t rows, std::vector<TokenEvidence>* out,
+                               const float* row_scales) const {
   out->clear();
   if (rows == 0 || query.num_tokens == 0) return absl::OkStatus();
   const size_t d = dim_;
-  // Both sides as the matmul sees them: stored values, query rounded to the
-  // storage dtype.
-  std::vector<float> doc(size_t(rows) * d), q(query.tokens, query.tokens + query.num_tokens * d);
-  if (dtype_ == TokenDtype::kBF16) {
-    Bf16ToFloat(static_cast<const uint16_t*>(doc_tokens), doc.data(), doc.size());
-    for (float& v : q) v = Bf16ToFloat(FloatToBf16(v));
-  } else {
-    std::memcpy(doc.data(), doc_tokens, doc.size() * sizeof(float));
+  // Both sides as the matmul sees them: the stored values, and the query
+  // rounded or quantized like Score does.
+  std::vector<float> doc(size_t(rows) * d);
+  switch (dtype_) {
+    case TokenDtype::kF32:
+      std::memcpy(doc.data(), doc_tokens, doc.size() * sizeof(float));
+      break;
+    case TokenDtype::kBF16:
+      Bf16ToFloat(static_cast<const uint16_t*>(doc_tokens), doc.data(), doc.size());
+      break;
+    case TokenDtype::kInt8:
+      if (row_scales == nullptr) {
+        return absl::InvalidArgumentError("reranker: int8 rows need their scales");
+      }
+      for (uint32_t r = 0; r < rows; ++r) {
+        DequantizeInt8(static_cast<const int8_t*>(doc_tokens) + r * d, row_scales[r],
+                       doc.data() + r * d, d);
+      }
+      break;
   }
+  const size_t qn = size_t(query.num_tokens) * d;
+  const QueryOperand q_op(query.tokens, query.num_tokens, d, dtype_);
+  std::vector<float> q(qn);
+  for (size_t i = 0; i < qn; ++i) q[i] = q_op.Value(query.tokens, i, d);
   std::vector<float> s(rows);
   const float inv_tau = 1.f / query.temperature;
   for (uint32_t i = 0; i < query.num_tokens; ++i) {

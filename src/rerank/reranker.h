@@ -11,7 +11,9 @@
 // and a segmented softmax-and-reduce turns each document's columns into its
 // score. The matmul primitive is created once per Reranker (runtime M and N)
 // and only executed per query. bf16 storage runs the bf16 matmul with f32
-// accumulation; the softmax and the sums are f32.
+// accumulation; int8 storage (one scale per token) runs the s8 matmul with
+// the query quantized to s8 (one scale per query token) and both scales
+// applied to the f32 output; the softmax and the sums are f32.
 //
 // Thread safety: a Reranker is immutable after Create; Score and Explain may
 // run concurrently from any number of threads.
@@ -24,6 +26,7 @@
 
 #include "absl/status/statusor.h"
 #include "core/types.h"
+#include "rerank/core_budget.h"
 
 namespace attnsearch {
 
@@ -32,6 +35,12 @@ struct RerankerOptions {
   // split at candidate boundaries. Bounds the score buffer to
   // m x max_rows_per_gemm floats. Default: 32768.
   size_t max_rows_per_gemm = 32768;
+  // Threads one Score call may use, shared among concurrent calls (see
+  // core_budget.h). Borrowed; must outlive the Reranker. Default: null, each
+  // call uses up to max_threads.
+  CoreBudget* cores = nullptr;
+  // Most threads one Score call uses. Default: 0, the number of cores.
+  int max_threads = 0;
 };
 
 // Default attention temperature τ when a request gives none.
@@ -46,7 +55,8 @@ struct RerankQuery {
 };
 
 // Candidates' token matrices, back to back in the reranker's dtype:
-// candidate c has rows[c] rows starting at row offsets[c] of `data`.
+// candidate c has rows[c] rows starting at row offsets[c] of `data` (and, for
+// int8, of `scales`: one scale per row, value = element * scale).
 // Offsets must be non-decreasing and contiguous (offsets[c+1] = offsets[c] +
 // rows[c]). A candidate with 0 rows scores -infinity.
 struct CandidateTokens {
@@ -55,6 +65,7 @@ struct CandidateTokens {
   const uint32_t* rows = nullptr;
   const size_t* offsets = nullptr;
   size_t count = 0;
+  const float* scales = nullptr;  // int8 only
 };
 
 // Why a document scored what it did, for one query token.
@@ -77,11 +88,13 @@ class Reranker {
   absl::Status Score(const RerankQuery& query, const CandidateTokens& candidates,
                      float* scores) const;
 
-  // The evidence for one document (rows x dim in the reranker's dtype): one
-  // entry per query token. Computed in f32 over the stored values, so the
+  // The evidence for one document (rows x dim in the reranker's dtype, with
+  // its row scales for int8): one entry per query token. Computed in f32 over
+  // the stored values (and the query as the matmul sees it), so the
   // contributions add up to Score's result within float rounding.
   absl::Status Explain(const RerankQuery& query, const void* doc_tokens, uint32_t rows,
-                       std::vector<TokenEvidence>* out) const;
+                       std::vector<TokenEvidence>* out,
+                       const float* row_scales = nullptr) const;
 
   uint32_t dim() const { return dim_; }
   TokenDtype dtype() const { return dtype_; }

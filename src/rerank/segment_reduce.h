@@ -17,13 +17,15 @@
 
 namespace attnsearch {
 
+// With row_scale, row i's values are first multiplied by row_scale[i].
 // REQUIRES: n >= 1; mode is ATTENTION or MAXSIM.
 float ReduceSegment(const float* s, size_t stride, uint32_t m, uint32_t n, const float* w,
-                    RerankMode mode, float inv_tau);
+                    RerankMode mode, float inv_tau, const float* row_scale = nullptr);
 
 // The portable version, always available (for tests).
 float ReduceSegmentPortable(const float* s, size_t stride, uint32_t m, uint32_t n,
-                            const float* w, RerankMode mode, float inv_tau);
+                            const float* w, RerankMode mode, float inv_tau,
+                            const float* row_scale = nullptr);
 
 // True when ReduceSegment runs the AVX-512 version on this CPU.
 bool ReduceSegmentUsesAvx512();

@@ -49,6 +49,9 @@ absl::StatusOr<CollectionConfig> FromProto(const v1::CollectionConfig& in) {
     case v1::TOKEN_DTYPE_F32:
       c.token_dtype = TokenDtype::kF32;
       break;
+    case v1::TOKEN_DTYPE_INT8:
+      c.token_dtype = TokenDtype::kInt8;
+      break;
     default:
       return absl::InvalidArgumentError(
           absl::StrCat("config.token_dtype: unknown value ", int(in.token_dtype())));
@@ -63,7 +66,9 @@ void ToProto(const std::string& name, const Collection& c, v1::CollectionInfo* o
   const CollectionConfig& cfg = c.config();
   out->mutable_config()->set_dim(cfg.dim);
   out->mutable_config()->set_token_dtype(
-      cfg.token_dtype == TokenDtype::kF32 ? v1::TOKEN_DTYPE_F32 : v1::TOKEN_DTYPE_BF16);
+      cfg.token_dtype == TokenDtype::kF32    ? v1::TOKEN_DTYPE_F32
+      : cfg.token_dtype == TokenDtype::kInt8 ? v1::TOKEN_DTYPE_INT8
+                                             : v1::TOKEN_DTYPE_BF16);
   out->mutable_config()->set_ann_spec(cfg.ann_spec);
   const CollectionStats s = c.Stats();
   out->set_num_documents(s.num_documents);

@@ -57,7 +57,18 @@ int main(int argc, char** argv) {
   app.add_flag("--no_sync", no_sync,
                "acknowledge writes before the WAL is synced (survives a process crash, "
                "not a power failure)");
+  int cores = int(std::max(1u, std::thread::hardware_concurrency()));
+  app.add_option("--cores", cores,
+                 "cores the reranker's threads share among concurrent queries")
+      ->capture_default_str();
+  app.add_option("--rerank_threads", catalog_options.collection.rerank.max_threads,
+                 "most threads one query's reranking uses (0: --cores)")
+      ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
+  // One budget for the whole process: an idle server gives a query every
+  // core; under load queries share them (see rerank/core_budget.h).
+  attnsearch::CoreBudget core_budget(cores);
+  catalog_options.collection.rerank.cores = &core_budget;
   catalog_options.collection.storage.sync_writes = !no_sync;
 
   // Block the stop signals in every thread; one thread waits for them.

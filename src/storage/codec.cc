@@ -110,13 +110,26 @@ std::string EncodeTokens(const float* tokens, uint32_t rows, uint32_t dim,
                          TokenDtype dtype) {
   std::string s;
   const size_t n = size_t(rows) * dim;
-  s.reserve(4 + n * TokenDtypeSize(dtype));
+  s.reserve(4 + size_t(rows) * TokenRowBytes(dtype, dim));
   PutU32(&s, rows);
-  if (dtype == TokenDtype::kF32) {
-    s.append(reinterpret_cast<const char*>(tokens), n * 4);
-  } else {
-    s.resize(4 + n * 2);
-    FloatToBf16(tokens, reinterpret_cast<uint16_t*>(s.data() + 4), n);
+  switch (dtype) {
+    case TokenDtype::kF32:
+      s.append(reinterpret_cast<const char*>(tokens), n * 4);
+      break;
+    case TokenDtype::kBF16:
+      s.resize(4 + n * 2);
+      FloatToBf16(tokens, reinterpret_cast<uint16_t*>(s.data() + 4), n);
+      break;
+    case TokenDtype::kInt8: {
+      s.resize(4 + size_t(rows) * 4 + n);
+      char* scales = s.data() + 4;
+      int8_t* data = reinterpret_cast<int8_t*>(s.data() + 4 + size_t(rows) * 4);
+      for (uint32_t r = 0; r < rows; ++r) {
+        const float scale = QuantizeInt8(tokens + size_t(r) * dim, data + size_t(r) * dim, dim);
+        std::memcpy(scales + size_t(r) * 4, &scale, 4);
+      }
+      break;
+    }
   }
   return s;
 }
@@ -126,7 +139,7 @@ absl::StatusOr<uint32_t> TokenRows(std::string_view value, uint32_t dim,
   uint32_t rows;
   if (value.size() < 4) return Corrupt("token matrix");
   std::memcpy(&rows, value.data(), 4);
-  if (value.size() != 4 + size_t(rows) * dim * TokenDtypeSize(dtype)) {
+  if (value.size() != 4 + size_t(rows) * TokenRowBytes(dtype, dim)) {
     return Corrupt("token matrix");
   }
   return rows;
@@ -139,13 +152,26 @@ absl::Status DecodeTokens(std::string_view value, uint32_t dim, TokenDtype dtype
   *rows = *r;
   const size_t n = size_t(*r) * dim;
   out->resize(n);
-  if (dtype == TokenDtype::kF32) {
-    std::memcpy(out->data(), TokenData(value), n * 4);
-  } else {
-    // The value's bytes may be unaligned for uint16_t; copy first.
-    std::vector<uint16_t> tmp(n);
-    std::memcpy(tmp.data(), TokenData(value), n * 2);
-    Bf16ToFloat(tmp.data(), out->data(), n);
+  const char* data = TokenData(value, dtype, *r);
+  switch (dtype) {
+    case TokenDtype::kF32:
+      std::memcpy(out->data(), data, n * 4);
+      break;
+    case TokenDtype::kBF16: {
+      // The value's bytes may be unaligned for uint16_t; copy first.
+      std::vector<uint16_t> tmp(n);
+      std::memcpy(tmp.data(), data, n * 2);
+      Bf16ToFloat(tmp.data(), out->data(), n);
+      break;
+    }
+    case TokenDtype::kInt8:
+      for (uint32_t row = 0; row < *r; ++row) {
+        float scale;
+        std::memcpy(&scale, TokenScales(value) + size_t(row) * 4, 4);
+        DequantizeInt8(reinterpret_cast<const int8_t*>(data) + size_t(row) * dim, scale,
+                       out->data() + size_t(row) * dim, dim);
+      }
+      break;
   }
   return absl::OkStatus();
 }
@@ -179,7 +205,8 @@ absl::StatusOr<CollectionConfig> DecodeConfig(std::string_view value) {
       !r.U32(&dtype) || !r.String(&c.ann_spec) || !r.done()) {
     return Corrupt("collection config");
   }
-  if (dtype != uint32_t(TokenDtype::kF32) && dtype != uint32_t(TokenDtype::kBF16)) {
+  if (dtype != uint32_t(TokenDtype::kF32) && dtype != uint32_t(TokenDtype::kBF16) &&
+      dtype != uint32_t(TokenDtype::kInt8)) {
     return Corrupt("collection config");
   }
   c.dim = dim;

@@ -22,14 +22,19 @@ std::string EncodeDocRecord(const Document& doc);
 // Fills id, text, metadata and token_texts of *doc.
 absl::Status DecodeDocRecord(std::string_view value, Document* doc);
 
-// The `tokens` value: u32 rows, then rows x dim elements of `dtype`.
+// The `tokens` value: u32 rows, then (int8 only) rows f32 scales, then
+// rows x dim elements of `dtype`.
 std::string EncodeTokens(const float* tokens, uint32_t rows, uint32_t dim,
                          TokenDtype dtype);
 // Number of rows of an encoded token matrix, after checking its size.
 absl::StatusOr<uint32_t> TokenRows(std::string_view value, uint32_t dim,
                                    TokenDtype dtype);
-// Pointer to the first element of an encoded token matrix (after the header).
-inline const char* TokenData(std::string_view value) { return value.data() + 4; }
+// The elements of an encoded token matrix of `rows` rows.
+inline const char* TokenData(std::string_view value, TokenDtype dtype, uint32_t rows) {
+  return value.data() + 4 + (dtype == TokenDtype::kInt8 ? size_t(rows) * 4 : 0);
+}
+// The per-row scales of an encoded int8 token matrix.
+inline const char* TokenScales(std::string_view value) { return value.data() + 4; }
 // Decodes an encoded token matrix into f32 values.
 absl::Status DecodeTokens(std::string_view value, uint32_t dim, TokenDtype dtype,
                           std::vector<float>* out, uint32_t* rows);

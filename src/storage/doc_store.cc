@@ -286,13 +286,20 @@ absl::Status DocStore::GetTokens(const std::vector<Label>& labels,
     total += rows;
   }
   out->total_rows = total;
-  const size_t row_bytes = size_t(config_.dim) * TokenDtypeSize(config_.token_dtype);
+  const TokenDtype dtype = config_.token_dtype;
+  const size_t row_bytes = size_t(config_.dim) * TokenDtypeSize(dtype);
   out->storage.resize((total * row_bytes + 3) / 4);
+  out->scales.resize(dtype == TokenDtype::kInt8 ? total : 0);
   char* base = reinterpret_cast<char*>(out->storage.data());
   for (size_t i = 0; i < n; ++i) {
     if (!out->found[i]) continue;
-    std::memcpy(base + out->offsets[i] * row_bytes, codec::TokenData(values[i].ToStringView()),
+    const std::string_view v = values[i].ToStringView();
+    std::memcpy(base + out->offsets[i] * row_bytes, codec::TokenData(v, dtype, out->rows[i]),
                 size_t(out->rows[i]) * row_bytes);
+    if (dtype == TokenDtype::kInt8) {
+      std::memcpy(out->scales.data() + out->offsets[i], codec::TokenScales(v),
+                  size_t(out->rows[i]) * 4);
+    }
   }
   return absl::OkStatus();
 }

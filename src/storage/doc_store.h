@@ -82,6 +82,8 @@ struct TokenBlock {
   // Raw elements (f32 or bf16). Stored in floats so the buffer is 4-byte
   // aligned whatever the dtype.
   std::vector<float> storage;
+  // int8 only: one scale per row, total_rows values.
+  std::vector<float> scales;
   std::vector<uint32_t> rows;     // 0 for a label that was not found
   std::vector<size_t> offsets;    // first row of each document
   std::vector<bool> found;
