@@ -46,7 +46,7 @@ memory::data_type DnnlType(TokenDtype dtype) {
 }
 
 // The query as the matmul consumes it: rounded to bf16, or quantized to s8
-// with one scale per query token (applied to S's rows after the matmul).
+// with one scale per query token (the matmul's output scales).
 struct QueryOperand {
   std::vector<uint16_t> bf16;
   std::vector<int8_t> s8;
@@ -126,18 +126,20 @@ absl::StatusOr<std::unique_ptr<Reranker>> Reranker::Create(uint32_t dim, TokenDt
     const memory::dim kRt = DNNL_RUNTIME_DIM_VAL;
     const memory::dim d = dim;
     const auto dt = DnnlType(dtype);
-    // S (m x N, f32) = Q (m x d) * Dᵀ (d x N); Dᵀ is read in place from the
-    // row-major document tokens: element (k, n) at n * d + k.
-    memory::desc q_md({kRt, d}, dt, {d, 1});
-    memory::desc t_md({d, kRt}, dt, {1, d});
+    // Sᵀ (N x m, f32) = D (N x d) * Qᵀ (d x m): the document tokens are read
+    // in place, row-major; Qᵀ is the row-major query read with strides
+    // {1, d}. Sᵀ keeps each document's similarities together, with the query
+    // tokens across the vector lanes of the reduce.
+    memory::desc t_md({kRt, d}, dt, {d, 1});
+    memory::desc q_md({d, kRt}, dt, {1, d});
     memory::desc s_md({kRt, kRt}, memory::data_type::f32, {kRt, 1});
     dnnl::primitive_attr attr;
     attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
-    // int8: S_ij = qscale_i * dscale_j * Σ_k q8_ik d8_jk; the column scales
-    // are output scales given at execution, the row scales are applied by
-    // the reduce.
+    // int8: Sᵀ_ji = dscale_j * qscale_i * Σ_k d8_jk q8_ik; the query scales
+    // (columns) are output scales given at execution, the document token
+    // scales (rows) are applied by the reduce.
     if (dtype == TokenDtype::kInt8) attr.set_output_scales(1 << 1, {DNNL_RUNTIME_F32_VAL});
-    dnnl::matmul::desc desc(q_md, t_md, s_md);
+    dnnl::matmul::desc desc(t_md, q_md, s_md);
     rep->pd = dnnl::matmul::primitive_desc(desc, attr, rep->engine);
     rep->matmul = dnnl::matmul(rep->pd);
   }));
@@ -175,7 +177,6 @@ absl::Status Reranker::Score(const RerankQuery& query, const CandidateTokens& ca
   }
   const QueryOperand q_op(query.tokens, m, d, dtype_);
   const void* q_data = q_op.data;
-  std::vector<float> col_scales;
 
   // This call's threads, for oneDNN's matmul and the reduce (both OpenMP;
   // the setting is per calling thread).
@@ -183,8 +184,13 @@ absl::Status Reranker::Score(const RerankQuery& query, const CandidateTokens& ca
   CoreLease lease(options_.cores, want);
   omp_set_num_threads(lease.threads());
 
-  std::vector<float> sim;
-  std::vector<uint8_t> scratch(rep_->pd.scratchpad_desc().get_size());
+  // Per-thread buffers, grown as needed and reused across calls: a fresh
+  // megabyte per query would cost page faults on every call.
+  thread_local std::vector<float> sim;
+  thread_local std::vector<uint8_t> scratch;
+  if (scratch.size() < rep_->pd.scratchpad_desc().get_size()) {
+    scratch.resize(rep_->pd.scratchpad_desc().get_size());
+  }
   size_t c = 0;
   while (c < candidates.count) {
     // The chunk [c, c_end): whole candidates up to max_rows_per_gemm rows
@@ -197,42 +203,42 @@ absl::Status Reranker::Score(const RerankQuery& query, const CandidateTokens& ca
       ++c_end;
     }
     if (rows > 0) {
-      sim.resize(size_t(m) * rows);
+      if (sim.size() < size_t(m) * rows) sim.resize(size_t(m) * rows);
       ATTN_RETURN_IF_ERROR(CatchDnnl("rerank matmul", [&] {
         const auto dt = DnnlType(dtype_);
         const memory::dim md = m, nd = memory::dim(rows), dd = memory::dim(d);
-        memory q_mem({{md, dd}, dt, {dd, 1}}, rep_->engine, const_cast<void*>(q_data));
-        memory t_mem({{dd, nd}, dt, {1, dd}}, rep_->engine,
+        memory t_mem({{nd, dd}, dt, {dd, 1}}, rep_->engine,
                      const_cast<char*>(static_cast<const char*>(candidates.data) +
                                        row0 * d * elem));
-        memory s_mem({{md, nd}, memory::data_type::f32, {nd, 1}}, rep_->engine, sim.data());
+        memory q_mem({{dd, md}, dt, {1, dd}}, rep_->engine, const_cast<void*>(q_data));
+        memory s_mem({{nd, md}, memory::data_type::f32, {md, 1}}, rep_->engine, sim.data());
         memory scratch_mem(rep_->pd.scratchpad_desc(), rep_->engine, scratch.data());
-        std::unordered_map<int, memory> args = {{DNNL_ARG_SRC, q_mem},
-                                                {DNNL_ARG_WEIGHTS, t_mem},
+        std::unordered_map<int, memory> args = {{DNNL_ARG_SRC, t_mem},
+                                                {DNNL_ARG_WEIGHTS, q_mem},
                                                 {DNNL_ARG_DST, s_mem},
                                                 {DNNL_ARG_SCRATCHPAD, scratch_mem}};
         if (dtype_ == TokenDtype::kInt8) {
-          col_scales.resize(rows);
-          for (size_t j = 0; j < rows; ++j) col_scales[j] = candidates.scales[row0 + j];
           args.emplace(DNNL_ARG_ATTR_OUTPUT_SCALES,
-                       memory({{nd}, memory::data_type::f32, {1}}, rep_->engine,
-                              col_scales.data()));
+                       memory({{md}, memory::data_type::f32, {1}}, rep_->engine,
+                              const_cast<float*>(q_op.scales())));
         }
         dnnl::stream stream(rep_->engine);
         rep_->matmul.execute(stream, args);
         stream.wait();
       }));
     }
-    // Each candidate's columns of S reduce to its score; the candidates of
-    // the chunk are shared among the threads this call may use.
+    // Each candidate's rows of Sᵀ reduce to its score; the candidates of the
+    // chunk are shared among the threads this call may use.
     const float* s = sim.data();
     const long first = long(c), last = long(c_end);
 #pragma omp parallel for schedule(dynamic, 16) if (last - first > 32)
     for (long k = first; k < last; ++k) {
       const uint32_t n = candidates.rows[k];
       scores[k] = n == 0 ? -std::numeric_limits<float>::infinity()
-                         : ReduceSegment(s + (candidates.offsets[k] - row0), rows, m, n,
-                                         query.weights, query.mode, inv_tau, q_op.scales());
+                         : ReduceSegment(s + (candidates.offsets[k] - row0) * m, m, n,
+                                         query.weights, query.mode, inv_tau,
+                                         candidates.scales ? candidates.scales + candidates.offsets[k]
+                                                           : nullptr);
     }
     c = c_end;
   }

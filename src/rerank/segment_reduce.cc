@@ -5,23 +5,10 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <vector>
 
 namespace attnsearch {
 namespace {
-
-float RowPortable(const float* s, uint32_t n, RerankMode mode, float inv_tau, float scale) {
-  float best = s[0] * scale;
-  for (uint32_t j = 1; j < n; ++j) best = std::max(best, s[j] * scale);
-  if (mode == RerankMode::kMaxSim) return best;
-  float z = 0.f, num = 0.f;
-  for (uint32_t j = 0; j < n; ++j) {
-    const float v = s[j] * scale;
-    const float e = std::exp((v - best) * inv_tau);
-    z += e;
-    num += e * v;
-  }
-  return num / z;
-}
 
 // e^x for x <= 0 (inputs below -87 give 0): x = k ln2 + r with |r| <= ln2/2,
 // e^r by a degree-6 polynomial, then scaled by 2^k with vscalefps.
@@ -40,44 +27,41 @@ __attribute__((target("avx512f"))) inline __m512 Exp512(__m512 x) {
   return _mm512_scalef_ps(p, k);
 }
 
-__attribute__((target("avx512f"))) float RowAvx512(const float* s, uint32_t n,
-                                                   RerankMode mode, float inv_tau,
-                                                   float scale) {
-  const __m512 neg_inf = _mm512_set1_ps(-std::numeric_limits<float>::infinity());
-  __m512 vmax = neg_inf;
-  uint32_t j = 0;
-  for (; j + 16 <= n; j += 16) vmax = _mm512_max_ps(vmax, _mm512_loadu_ps(s + j));
-  const __mmask16 tail = __mmask16((1u << (n - j)) - 1u);
-  if (j < n) vmax = _mm512_max_ps(vmax, _mm512_mask_loadu_ps(neg_inf, tail, s + j));
-  // scale > 0, so the largest value stays the largest.
-  const float best = _mm512_reduce_max_ps(vmax) * scale;
-  if (mode == RerankMode::kMaxSim) return best;
-  const __m512 vbest = _mm512_set1_ps(best), vtau = _mm512_set1_ps(inv_tau);
-  const __m512 vscale = _mm512_set1_ps(scale);
+// Query tokens [i0, i0 + 16) (lanes beyond m masked off).
+__attribute__((target("avx512f"))) float Block16(const float* st, uint32_t m, uint32_t n,
+                                                 uint32_t i0, const float* w,
+                                                 RerankMode mode, float inv_tau,
+                                                 const float* row_scale) {
+  const __mmask16 lanes =
+      m - i0 >= 16 ? __mmask16(0xffff) : __mmask16((1u << (m - i0)) - 1u);
+  const float* base = st + i0;
+#define ATTN_ROW_(j)                                                                  \
+  (row_scale ? _mm512_mul_ps(_mm512_maskz_loadu_ps(lanes, base + size_t(j) * m),      \
+                             _mm512_set1_ps(row_scale[j]))                            \
+             : _mm512_maskz_loadu_ps(lanes, base + size_t(j) * m))
+  __m512 vmax = ATTN_ROW_(0);
+  for (uint32_t j = 1; j < n; ++j) vmax = _mm512_max_ps(vmax, ATTN_ROW_(j));
+  const __m512 vw = _mm512_maskz_loadu_ps(lanes, w + i0);
+  if (mode == RerankMode::kMaxSim) return _mm512_reduce_add_ps(_mm512_mul_ps(vw, vmax));
+  const __m512 vtau = _mm512_set1_ps(inv_tau);
   __m512 z = _mm512_setzero_ps(), num = _mm512_setzero_ps();
-  for (j = 0; j + 16 <= n; j += 16) {
-    const __m512 v = _mm512_mul_ps(_mm512_loadu_ps(s + j), vscale);
-    const __m512 e = Exp512(_mm512_mul_ps(_mm512_sub_ps(v, vbest), vtau));
+  for (uint32_t j = 0; j < n; ++j) {
+    const __m512 v = ATTN_ROW_(j);
+    const __m512 e = Exp512(_mm512_mul_ps(_mm512_sub_ps(v, vmax), vtau));
     z = _mm512_add_ps(z, e);
     num = _mm512_fmadd_ps(e, v, num);
   }
-  if (j < n) {
-    const __m512 v = _mm512_mul_ps(_mm512_maskz_loadu_ps(tail, s + j), vscale);
-    const __m512 e = _mm512_maskz_mov_ps(
-        tail, Exp512(_mm512_mul_ps(_mm512_sub_ps(v, vbest), vtau)));
-    z = _mm512_add_ps(z, e);
-    num = _mm512_fmadd_ps(e, v, num);
-  }
-  return _mm512_reduce_add_ps(num) / _mm512_reduce_add_ps(z);
+#undef ATTN_ROW_
+  // Masked-off lanes have z = n (exp(0)), num = 0 and weight 0.
+  return _mm512_reduce_add_ps(_mm512_mul_ps(vw, _mm512_div_ps(num, z)));
 }
 
-__attribute__((target("avx512f"))) float ReduceAvx512(const float* s, size_t stride,
-                                                      uint32_t m, uint32_t n, const float* w,
-                                                      RerankMode mode, float inv_tau,
-                                                      const float* row_scale) {
+__attribute__((target("avx512f"))) float ReduceAvx512(const float* st, uint32_t m, uint32_t n,
+                                                      const float* w, RerankMode mode,
+                                                      float inv_tau, const float* row_scale) {
   float score = 0.f;
-  for (uint32_t i = 0; i < m; ++i) {
-    score += w[i] * RowAvx512(s + i * stride, n, mode, inv_tau, row_scale ? row_scale[i] : 1.f);
+  for (uint32_t i0 = 0; i0 < m; i0 += 16) {
+    score += Block16(st, m, n, i0, w, mode, inv_tau, row_scale);
   }
   return score;
 }
@@ -86,20 +70,33 @@ const bool kHasAvx512 = __builtin_cpu_supports("avx512f");
 
 }  // namespace
 
-float ReduceSegmentPortable(const float* s, size_t stride, uint32_t m, uint32_t n,
-                            const float* w, RerankMode mode, float inv_tau,
-                            const float* row_scale) {
+float ReduceSegmentPortable(const float* st, uint32_t m, uint32_t n, const float* w,
+                            RerankMode mode, float inv_tau, const float* row_scale) {
   float score = 0.f;
   for (uint32_t i = 0; i < m; ++i) {
-    score += w[i] * RowPortable(s + i * stride, n, mode, inv_tau, row_scale ? row_scale[i] : 1.f);
+    auto s = [&](uint32_t j) { return st[size_t(j) * m + i] * (row_scale ? row_scale[j] : 1.f); };
+    float best = s(0);
+    for (uint32_t j = 1; j < n; ++j) best = std::max(best, s(j));
+    float contribution = best;
+    if (mode == RerankMode::kAttention) {
+      float z = 0.f, num = 0.f;
+      for (uint32_t j = 0; j < n; ++j) {
+        const float v = s(j);
+        const float e = std::exp((v - best) * inv_tau);
+        z += e;
+        num += e * v;
+      }
+      contribution = num / z;
+    }
+    score += w[i] * contribution;
   }
   return score;
 }
 
-float ReduceSegment(const float* s, size_t stride, uint32_t m, uint32_t n, const float* w,
-                    RerankMode mode, float inv_tau, const float* row_scale) {
-  if (kHasAvx512) return ReduceAvx512(s, stride, m, n, w, mode, inv_tau, row_scale);
-  return ReduceSegmentPortable(s, stride, m, n, w, mode, inv_tau, row_scale);
+float ReduceSegment(const float* st, uint32_t m, uint32_t n, const float* w, RerankMode mode,
+                    float inv_tau, const float* row_scale) {
+  if (kHasAvx512) return ReduceAvx512(st, m, n, w, mode, inv_tau, row_scale);
+  return ReduceSegmentPortable(st, m, n, w, mode, inv_tau, row_scale);
 }
 
 bool ReduceSegmentUsesAvx512() { return kHasAvx512; }

@@ -11,13 +11,16 @@
 namespace attnsearch {
 namespace {
 
-double Expected(const std::vector<float>& s, size_t stride, uint32_t m, uint32_t n,
-                const std::vector<float>& w, RerankMode mode, float tau) {
+// st holds n rows of m values; s_ij = st[j*m + i] * scale[j].
+double Expected(const std::vector<float>& st, uint32_t m, uint32_t n,
+                const std::vector<float>& w, RerankMode mode, float tau,
+                const std::vector<float>& scale) {
   double total = 0.0;
   for (uint32_t i = 0; i < m; ++i) {
-    const float* row = s.data() + i * stride;
+    std::vector<double> row(n);
+    for (uint32_t j = 0; j < n; ++j) row[j] = double(st[size_t(j) * m + i]) * scale[j];
     double best = row[0];
-    for (uint32_t j = 1; j < n; ++j) best = std::max(best, double(row[j]));
+    for (uint32_t j = 1; j < n; ++j) best = std::max(best, row[j]);
     double c = best;
     if (mode == RerankMode::kAttention) {
       double z = 0.0, num = 0.0;
@@ -36,20 +39,23 @@ double Expected(const std::vector<float>& s, size_t stride, uint32_t m, uint32_t
 TEST(SegmentReduceTest, MatchesDoublePrecisionLoops) {
   std::mt19937 rng(17);
   std::uniform_real_distribution<float> u(-1.f, 1.f);
-  for (uint32_t n : {1u, 2u, 15u, 16u, 17u, 31u, 32u, 33u, 100u, 180u, 1000u}) {
-    for (uint32_t m : {1u, 3u, 32u}) {
-      const size_t stride = n + 7;
-      std::vector<float> s(m * stride), w(m);
-      for (float& x : s) x = u(rng);
+  std::uniform_real_distribution<float> pos(0.5f, 2.f);
+  for (uint32_t n : {1u, 2u, 15u, 17u, 100u, 180u, 1000u}) {
+    for (uint32_t m : {1u, 3u, 15u, 16u, 17u, 32u, 40u}) {
+      std::vector<float> st(size_t(m) * n), w(m), ones(n, 1.f), scale(n);
+      for (float& x : st) x = u(rng);
       for (float& x : w) x = u(rng);
+      for (float& x : scale) x = pos(rng);
       for (RerankMode mode : {RerankMode::kAttention, RerankMode::kMaxSim}) {
         for (float tau : {0.01f, 0.1f, 1.f, 10.f}) {
-          const double want = Expected(s, stride, m, n, w, mode, tau);
-          EXPECT_NEAR(ReduceSegment(s.data(), stride, m, n, w.data(), mode, 1.f / tau), want,
-                      1e-5 * m)
+          const double want = Expected(st, m, n, w, mode, tau, ones);
+          EXPECT_NEAR(ReduceSegment(st.data(), m, n, w.data(), mode, 1.f / tau), want, 1e-5 * m)
               << "n=" << n << " m=" << m << " tau=" << tau;
-          EXPECT_NEAR(ReduceSegmentPortable(s.data(), stride, m, n, w.data(), mode, 1.f / tau),
-                      want, 1e-5 * m);
+          EXPECT_NEAR(ReduceSegmentPortable(st.data(), m, n, w.data(), mode, 1.f / tau), want,
+                      1e-5 * m);
+          const double scaled = Expected(st, m, n, w, mode, tau, scale);
+          EXPECT_NEAR(ReduceSegment(st.data(), m, n, w.data(), mode, 1.f / tau, scale.data()),
+                      scaled, 2e-5 * m);
         }
       }
     }
@@ -58,10 +64,9 @@ TEST(SegmentReduceTest, MatchesDoublePrecisionLoops) {
 
 TEST(SegmentReduceTest, ExtremeValuesStayFinite) {
   // Differences far below exp's range underflow to zero weight, not NaN.
-  std::vector<float> s = {1.f, -1.f, 0.5f, -0.99f};
+  std::vector<float> s = {1.f, -1.f, 0.5f, -0.99f};  // one query token, four rows
   std::vector<float> w = {1.f};
-  const float r = ReduceSegment(s.data(), s.size(), 1, 4, w.data(), RerankMode::kAttention,
-                                1e4f);
+  const float r = ReduceSegment(s.data(), 1, 4, w.data(), RerankMode::kAttention, 1e4f);
   EXPECT_FLOAT_EQ(r, 1.f);
 }
 
