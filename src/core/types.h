@@ -69,6 +69,8 @@ struct Document {
   std::vector<float> tokens;
   // Surface form of each token row, or empty.
   std::vector<std::string> token_texts;
+  // Byte span [first, second) of each token row in `text`, or empty.
+  std::vector<std::pair<uint32_t, uint32_t>> token_spans;
 };
 
 }  // namespace attnsearch

@@ -6,10 +6,12 @@
 #include <cstdio>
 #include <filesystem>
 #include <numeric>
+#include <tuple>
 
 #include "absl/strings/str_cat.h"
 #include "core/status.h"
 #include "core/vector_math.h"
+#include "engine/snippet.h"
 
 namespace attnsearch {
 namespace {
@@ -245,6 +247,21 @@ absl::Status Collection::PrepareDocument(size_t i, Document* doc) const {
     return absl::InvalidArgumentError(
         absl::StrCat(field, ".token_texts: expected ", doc->num_tokens, " entries, got ",
                      doc->token_texts.size()));
+  }
+  if (!doc->token_spans.empty()) {
+    if (doc->token_spans.size() != doc->num_tokens) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(field, ".token_spans: expected ", doc->num_tokens, " entries, got ",
+                       doc->token_spans.size()));
+    }
+    for (size_t j = 0; j < doc->token_spans.size(); ++j) {
+      const auto [b, e] = doc->token_spans[j];
+      if (b > e || e > doc->text.size()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(field, ".token_spans[", j, "]: [", b, ", ", e,
+                         ") is not a span of the text (", doc->text.size(), " bytes)"));
+      }
+    }
   }
   if (doc->pooled.empty() &&
       !PoolTokens(doc->tokens, doc->num_tokens, dim, nullptr, &doc->pooled)) {
@@ -578,7 +595,7 @@ absl::StatusOr<SearchResult> Collection::Search(SearchQuery q, absl::Time deadli
     hit.id = std::move(d.id);
     hit.score = scored[i].score;
     hit.ann_score = scored[i].ann_score;
-    if (q.include_text) hit.text = std::move(d.text);
+    if (q.include_text) hit.text = d.text;
     if (q.include_metadata) hit.metadata = std::move(d.metadata);
     if (q.explain && q.mode != RerankMode::kNone) {
       const size_t c = scored[i].candidate;
@@ -586,10 +603,26 @@ absl::StatusOr<SearchResult> Collection::Search(SearchQuery q, absl::Time deadli
       std::vector<TokenEvidence> evidence;
       const float* scales = block.scales.empty() ? nullptr : block.scales.data() + block.offsets[c];
       ATTN_RETURN_IF_ERROR(reranker_->Explain(rq, rows, block.rows[c], &evidence, scales));
+      std::vector<MatchedSpan> spans;
       for (const auto& e : evidence) {
-        TokenMatch m{e.query_token, e.doc_token, "", e.weight, e.contribution};
+        TokenMatch m;
+        m.query_token = e.query_token;
+        m.document_token = e.doc_token;
+        m.weight = e.weight;
+        m.contribution = e.contribution;
         if (e.doc_token < d.token_texts.size()) m.document_token_text = d.token_texts[e.doc_token];
+        if (e.doc_token < d.token_spans.size()) {
+          m.has_span = true;
+          std::tie(m.span_begin, m.span_end) = d.token_spans[e.doc_token];
+          spans.push_back({m.span_begin, m.span_end, e.contribution});
+        }
         hit.matches.push_back(std::move(m));
+      }
+      if (!spans.empty() && !d.text.empty()) {
+        SnippetOptions so;
+        so.pre = q.highlight_pre;
+        so.post = q.highlight_post;
+        hit.snippet = MakeSnippet(d.text, std::move(spans), so);
       }
     }
     result.hits.push_back(std::move(hit));

@@ -92,13 +92,20 @@ struct SearchQuery {
   std::string ann_params;             // "efSearch=128"
   bool include_text = false;
   bool include_metadata = false;
+  // Per hit, the evidence for every query token and, when the document
+  // stored its text and token spans, a highlighted snippet.
   bool explain = false;
+  // Marks around highlighted spans. Defaults: "<em>", "</em>".
+  std::string highlight_pre = "<em>";
+  std::string highlight_post = "</em>";
 };
 
 struct TokenMatch {
   uint32_t query_token = 0;
   uint32_t document_token = 0;
   std::string document_token_text;  // when the document stored token texts
+  bool has_span = false;            // when the document stored token spans
+  uint32_t span_begin = 0, span_end = 0;  // byte span in the text
   float weight = 0.f;
   float contribution = 0.f;
 };
@@ -110,6 +117,7 @@ struct SearchHit {
   std::string text;
   std::map<std::string, std::string> metadata;
   std::vector<TokenMatch> matches;
+  std::string snippet;  // with explain, when text and spans are stored
 };
 
 // Microseconds spent per stage.

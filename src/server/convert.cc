@@ -82,6 +82,8 @@ absl::Status FromProto(const v1::Document& in, const std::string& field, uint32_
   out->metadata = {in.metadata().begin(), in.metadata().end()};
   out->pooled.assign(in.pooled().begin(), in.pooled().end());
   out->token_texts.assign(in.token_texts().begin(), in.token_texts().end());
+  out->token_spans.clear();
+  for (const auto& s : in.token_spans()) out->token_spans.emplace_back(s.begin(), s.end());
   return CopyMatrix(in.tokens(), dim, field + ".tokens", &out->num_tokens, &out->tokens);
 }
 
@@ -90,6 +92,11 @@ void ToProto(Document&& in, bool include_vectors, v1::Document* out) {
   out->set_text(std::move(in.text));
   for (auto& [k, v] : in.metadata) (*out->mutable_metadata())[k] = std::move(v);
   for (auto& t : in.token_texts) out->add_token_texts(std::move(t));
+  for (const auto& [b, e] : in.token_spans) {
+    v1::TokenSpan* s = out->add_token_spans();
+    s->set_begin(b);
+    s->set_end(e);
+  }
   if (include_vectors) {
     out->mutable_pooled()->Add(in.pooled.begin(), in.pooled.end());
     v1::Matrix* m = out->mutable_tokens();
@@ -141,6 +148,8 @@ absl::Status FromProto(const v1::SearchRequest& in, uint32_t dim, SearchQuery* o
   out->include_text = in.include_text();
   out->include_metadata = in.include_metadata();
   out->explain = in.explain();
+  if (!in.highlight_pre().empty()) out->highlight_pre = in.highlight_pre();
+  if (!in.highlight_post().empty()) out->highlight_post = in.highlight_post();
   return absl::OkStatus();
 }
 
@@ -159,7 +168,12 @@ void ToProto(SearchResult&& in, v1::SearchResponse* out) {
       tm->set_document_token_text(std::move(m.document_token_text));
       tm->set_weight(m.weight);
       tm->set_contribution(m.contribution);
+      if (m.has_span) {
+        tm->mutable_span()->set_begin(m.span_begin);
+        tm->mutable_span()->set_end(m.span_end);
+      }
     }
+    hit->set_snippet(std::move(h.snippet));
   }
   v1::Timing* t = out->mutable_timing();
   t->set_encode_us(uint64_t(in.timing.encode_us));

@@ -46,7 +46,8 @@ absl::Status Corrupt(absl::string_view what) {
   return absl::DataLossError(absl::StrCat("corrupt ", what, " record"));
 }
 
-constexpr uint32_t kDocRecordVersion = 1;
+// Version 2 added token spans; version 1 records still decode.
+constexpr uint32_t kDocRecordVersion = 2;
 constexpr uint32_t kConfigVersion = 1;
 
 }  // namespace
@@ -79,13 +80,20 @@ std::string EncodeDocRecord(const Document& doc) {
   }
   PutU32(&s, uint32_t(doc.token_texts.size()));
   for (const auto& t : doc.token_texts) PutString(&s, t);
+  PutU32(&s, uint32_t(doc.token_spans.size()));
+  for (const auto& [b, e] : doc.token_spans) {
+    PutU32(&s, b);
+    PutU32(&s, e);
+  }
   return s;
 }
 
 absl::Status DecodeDocRecord(std::string_view value, Document* doc) {
   Reader r(value);
   uint32_t version, n;
-  if (!r.U32(&version) || version != kDocRecordVersion) return Corrupt("document");
+  if (!r.U32(&version) || version < 1 || version > kDocRecordVersion) {
+    return Corrupt("document");
+  }
   if (!r.String(&doc->id) || !r.String(&doc->text) || !r.U32(&n)) {
     return Corrupt("document");
   }
@@ -101,6 +109,15 @@ absl::Status DecodeDocRecord(std::string_view value, Document* doc) {
     std::string t;
     if (!r.String(&t)) return Corrupt("document");
     doc->token_texts.push_back(std::move(t));
+  }
+  doc->token_spans.clear();
+  if (version >= 2) {
+    if (!r.U32(&n)) return Corrupt("document");
+    for (uint32_t i = 0; i < n; ++i) {
+      uint32_t b, e;
+      if (!r.U32(&b) || !r.U32(&e)) return Corrupt("document");
+      doc->token_spans.emplace_back(b, e);
+    }
   }
   if (!r.done()) return Corrupt("document");
   return absl::OkStatus();

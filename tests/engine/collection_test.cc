@@ -518,3 +518,51 @@ TEST(CollectionTest, BatchLimitsNameTheLimit) {
 
 }  // namespace
 }  // namespace attnsearch
+
+namespace attnsearch {
+namespace {
+
+// Token spans: stored, validated, and turned into match spans and a snippet.
+TEST(CollectionTest, ExplainGivesSpansAndSnippets) {
+  TempDir dir;
+  auto c = MustCreate(dir.Sub("c"), Config("Flat"));
+  std::mt19937 rng(11);
+  Document d = MakeDoc(rng, "doc", kDim, 3, 3);
+  d.text = "alpha beta gamma";
+  d.token_spans = {{0, 5}, {6, 10}, {11, 16}};
+  Document bad = d;
+  bad.id = "bad";
+  bad.token_spans[2] = {11, 17};
+  auto r = c->Upsert({bad});
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(r.status().message().find("documents[0].token_spans[2]: [11, 17) is not a span"),
+            std::string::npos)
+      << r.status();
+  ASSERT_TRUE(c->Upsert({d}).ok());
+  auto got = c->Get({"doc"}, false);
+  ASSERT_TRUE(got.ok());
+  EXPECT_EQ(got->documents[0].token_spans, d.token_spans);
+
+  // A query whose only token is the document's second token.
+  SearchQuery q;
+  q.num_tokens = 1;
+  q.tokens.assign(d.tokens.begin() + kDim, d.tokens.begin() + 2 * kDim);
+  q.top_k = 1;
+  q.mode = RerankMode::kMaxSim;
+  q.explain = true;
+  q.highlight_pre = "[";
+  q.highlight_post = "]";
+  auto res = c->Search(q);
+  ASSERT_TRUE(res.ok()) << res.status();
+  ASSERT_EQ(res->hits.size(), 1u);
+  ASSERT_EQ(res->hits[0].matches.size(), 1u);
+  const TokenMatch& m = res->hits[0].matches[0];
+  EXPECT_EQ(m.document_token, 1u);
+  EXPECT_TRUE(m.has_span);
+  EXPECT_EQ(m.span_begin, 6u);
+  EXPECT_EQ(m.span_end, 10u);
+  EXPECT_EQ(res->hits[0].snippet, "alpha [beta] gamma");
+}
+
+}  // namespace
+}  // namespace attnsearch

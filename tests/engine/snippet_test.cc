@@ -1,0 +1,42 @@
+#include "engine/snippet.h"
+
+#include <gtest/gtest.h>
+
+namespace attnsearch {
+namespace {
+
+TEST(SnippetTest, MergesAndMarksSpans) {
+  const std::string text = "secure copy of files to a remote host over ssh";
+  // "secure" (0,6), "copy" (7,11), "remote host" twice overlapping, "ssh".
+  std::vector<MatchedSpan> spans = {
+      {7, 11, 0.2f}, {0, 6, 0.1f}, {26, 32, 0.05f}, {27, 37, 0.05f}, {43, 46, 0.3f}};
+  EXPECT_EQ(MakeSnippet(text, spans),
+            "<em>secure</em> <em>copy</em> of files to a <em>remote host</em> over <em>ssh</em>");
+  SnippetOptions o;
+  o.pre = "[";
+  o.post = "]";
+  EXPECT_EQ(MakeSnippet("ab cd", {{0, 2, 1.f}, {2, 3, 1.f}}, o), "[ab ]cd");
+}
+
+TEST(SnippetTest, WindowAroundTheBestSpanWithEllipses) {
+  std::string text(500, 'x');
+  text.replace(300, 5, "magic");
+  SnippetOptions o;
+  o.before = 10;
+  o.after = 20;
+  const std::string s = MakeSnippet(text, {{300, 305, 1.f}, {10, 12, 0.1f}}, o);
+  EXPECT_EQ(s, "…" + std::string(10, 'x') + "<em>magic</em>" + std::string(20, 'x') + "…");
+}
+
+TEST(SnippetTest, NeverSplitsUtf8AndIgnoresBadSpans) {
+  const std::string text = "注意力机制 is attention";  // 3 bytes per CJK character
+  SnippetOptions o;
+  o.before = 1;  // would land inside a character
+  o.after = 100;
+  const std::string s = MakeSnippet(text, {{3, 9, 1.f}, {5, 100, 9.f}, {4, 4, 9.f}}, o);
+  EXPECT_EQ(s, "注<em>意力</em>机制 is attention");
+  EXPECT_EQ(MakeSnippet(text, {}), "");
+}
+
+}  // namespace
+}  // namespace attnsearch
