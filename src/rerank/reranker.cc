@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <functional>
 #include <limits>
 #include <unordered_map>
 
@@ -66,12 +67,6 @@ struct QueryOperand {
       for (uint32_t i = 0; i < m; ++i) row_scales[i] = QuantizeInt8(q + i * d, s8.data() + i * d, d);
       data = s8.data();
     }
-  }
-  // The value the matmul sees for element i of row-major m x d.
-  float Value(const float* q, size_t i, size_t d) const {
-    if (!bf16.empty()) return Bf16ToFloat(bf16[i]);
-    if (!s8.empty()) return float(s8[i]) * row_scales[i / d];
-    return q[i];
   }
   const float* scales() const { return row_scales.empty() ? nullptr : row_scales.data(); }
 };
@@ -157,8 +152,8 @@ absl::StatusOr<std::unique_ptr<Reranker>> Reranker::Create(uint32_t dim, TokenDt
   return reranker;
 }
 
-absl::Status Reranker::Score(const RerankQuery& query, const CandidateTokens& candidates,
-                             float* scores) const {
+absl::Status Reranker::CheckQuery(const RerankQuery& query,
+                                  const CandidateTokens& candidates) const {
   if (query.mode != RerankMode::kAttention && query.mode != RerankMode::kMaxSim) {
     return absl::InvalidArgumentError("reranker: mode must be ATTENTION or MAXSIM");
   }
@@ -166,17 +161,20 @@ absl::Status Reranker::Score(const RerankQuery& query, const CandidateTokens& ca
   if (query.mode == RerankMode::kAttention && !(query.temperature > 0.f)) {
     return absl::InvalidArgumentError("reranker: temperature must be positive");
   }
-  if (candidates.count == 0) return absl::OkStatus();
+  if (dtype_ == TokenDtype::kInt8 && candidates.count > 0 && candidates.scales == nullptr) {
+    return absl::InvalidArgumentError("reranker: int8 candidates need their scales");
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Reranker::ForEachChunk(
+    const RerankQuery& query, const CandidateTokens& candidates,
+    const std::function<void(size_t first, size_t last, size_t row0, const float* st)>& fn)
+    const {
   const uint32_t m = query.num_tokens;
   const size_t d = dim_;
   const size_t elem = TokenDtypeSize(dtype_);
-  const float inv_tau = 1.f / query.temperature;
-
-  if (dtype_ == TokenDtype::kInt8 && candidates.scales == nullptr) {
-    return absl::InvalidArgumentError("reranker: int8 candidates need their scales");
-  }
   const QueryOperand q_op(query.tokens, m, d, dtype_);
-  const void* q_data = q_op.data;
 
   // This call's threads, for oneDNN's matmul and the reduce (both OpenMP;
   // the setting is per calling thread).
@@ -210,7 +208,7 @@ absl::Status Reranker::Score(const RerankQuery& query, const CandidateTokens& ca
         memory t_mem({{nd, dd}, dt, {dd, 1}}, rep_->engine,
                      const_cast<char*>(static_cast<const char*>(candidates.data) +
                                        row0 * d * elem));
-        memory q_mem({{dd, md}, dt, {1, dd}}, rep_->engine, const_cast<void*>(q_data));
+        memory q_mem({{dd, md}, dt, {1, dd}}, rep_->engine, const_cast<void*>(q_op.data));
         memory s_mem({{nd, md}, memory::data_type::f32, {md, 1}}, rep_->engine, sim.data());
         memory scratch_mem(rep_->pd.scratchpad_desc(), rep_->engine, scratch.data());
         std::unordered_map<int, memory> args = {{DNNL_ARG_SRC, t_mem},
@@ -227,64 +225,72 @@ absl::Status Reranker::Score(const RerankQuery& query, const CandidateTokens& ca
         stream.wait();
       }));
     }
-    // Each candidate's rows of Sᵀ reduce to its score; the candidates of the
-    // chunk are shared among the threads this call may use.
-    const float* s = sim.data();
-    const long first = long(c), last = long(c_end);
-#pragma omp parallel for schedule(dynamic, 16) if (last - first > 32)
-    for (long k = first; k < last; ++k) {
-      const uint32_t n = candidates.rows[k];
-      scores[k] = n == 0 ? -std::numeric_limits<float>::infinity()
-                         : ReduceSegment(s + (candidates.offsets[k] - row0) * m, m, n,
-                                         query.weights, query.mode, inv_tau,
-                                         candidates.scales ? candidates.scales + candidates.offsets[k]
-                                                           : nullptr);
-    }
+    fn(c, c_end, row0, sim.data());
     c = c_end;
   }
   return absl::OkStatus();
 }
 
+absl::Status Reranker::Score(const RerankQuery& query, const CandidateTokens& candidates,
+                             float* scores) const {
+  ATTN_RETURN_IF_ERROR(CheckQuery(query, candidates));
+  const uint32_t m = query.num_tokens;
+  const float inv_tau = 1.f / query.temperature;
+  return ForEachChunk(query, candidates, [&](size_t c, size_t c_end, size_t row0,
+                                             const float* s) {
+    // Each candidate's rows of Sᵀ reduce to its score; the candidates of the
+    // chunk are shared among the threads this call may use.
+    const long first = long(c), last = long(c_end);
+#pragma omp parallel for schedule(dynamic, 16) if (last - first > 32)
+    for (long k = first; k < last; ++k) {
+      const uint32_t n = candidates.rows[k];
+      const float* row_scales =
+          candidates.scales ? candidates.scales + candidates.offsets[k] : nullptr;
+      scores[k] = n == 0 ? -std::numeric_limits<float>::infinity()
+                         : ReduceSegment(s + (candidates.offsets[k] - row0) * m, m, n,
+                                         query.weights, query.mode, inv_tau, row_scales);
+    }
+  });
+}
+
+absl::Status Reranker::Explain(const RerankQuery& query, const CandidateTokens& candidates,
+                               std::vector<std::vector<TokenEvidence>>* out) const {
+  ATTN_RETURN_IF_ERROR(CheckQuery(query, candidates));
+  out->assign(candidates.count, {});
+  const uint32_t m = query.num_tokens;
+  const float inv_tau = 1.f / query.temperature;
+  return ForEachChunk(query, candidates, [&](size_t c, size_t c_end, size_t row0,
+                                             const float* st) {
+    std::vector<float> s;
+    for (size_t k = c; k < c_end; ++k) {
+      const uint32_t n = candidates.rows[k];
+      if (n == 0) continue;
+      const float* block = st + (candidates.offsets[k] - row0) * m;
+      const float* row_scales =
+          candidates.scales ? candidates.scales + candidates.offsets[k] : nullptr;
+      s.resize(n);
+      for (uint32_t i = 0; i < m; ++i) {
+        for (uint32_t j = 0; j < n; ++j) {
+          s[j] = block[size_t(j) * m + i] * (row_scales ? row_scales[j] : 1.f);
+        }
+        TokenEvidence e;
+        e.query_token = i;
+        e.contribution =
+            query.weights[i] * ReduceRow(s.data(), n, query.mode, inv_tau, &e.doc_token, &e.weight);
+        (*out)[k].push_back(e);
+      }
+    }
+  });
+}
+
 absl::Status Reranker::Explain(const RerankQuery& query, const void* doc_tokens,
                                uint32_t rows, std::vector<TokenEvidence>* out,
                                const float* row_scales) const {
-  out->clear();
-  if (rows == 0 || query.num_tokens == 0) return absl::OkStatus();
-  const size_t d = dim_;
-  // Both sides as the matmul sees them: the stored values, and the query
-  // rounded or quantized like Score does.
-  std::vector<float> doc(size_t(rows) * d);
-  switch (dtype_) {
-    case TokenDtype::kF32:
-      std::memcpy(doc.data(), doc_tokens, doc.size() * sizeof(float));
-      break;
-    case TokenDtype::kBF16:
-      Bf16ToFloat(static_cast<const uint16_t*>(doc_tokens), doc.data(), doc.size());
-      break;
-    case TokenDtype::kInt8:
-      if (row_scales == nullptr) {
-        return absl::InvalidArgumentError("reranker: int8 rows need their scales");
-      }
-      for (uint32_t r = 0; r < rows; ++r) {
-        DequantizeInt8(static_cast<const int8_t*>(doc_tokens) + r * d, row_scales[r],
-                       doc.data() + r * d, d);
-      }
-      break;
-  }
-  const size_t qn = size_t(query.num_tokens) * d;
-  const QueryOperand q_op(query.tokens, query.num_tokens, d, dtype_);
-  std::vector<float> q(qn);
-  for (size_t i = 0; i < qn; ++i) q[i] = q_op.Value(query.tokens, i, d);
-  std::vector<float> s(rows);
-  const float inv_tau = 1.f / query.temperature;
-  for (uint32_t i = 0; i < query.num_tokens; ++i) {
-    for (uint32_t j = 0; j < rows; ++j) s[j] = Dot(q.data() + i * d, doc.data() + j * d, d);
-    TokenEvidence e;
-    e.query_token = i;
-    const float reduced = ReduceRow(s.data(), rows, query.mode, inv_tau, &e.doc_token, &e.weight);
-    e.contribution = query.weights[i] * reduced;
-    out->push_back(e);
-  }
+  const size_t offset = 0;
+  const CandidateTokens one{doc_tokens, rows, &rows, &offset, 1, row_scales};
+  std::vector<std::vector<TokenEvidence>> all;
+  ATTN_RETURN_IF_ERROR(Explain(query, one, &all));
+  *out = std::move(all[0]);
   return absl::OkStatus();
 }
 

@@ -21,6 +21,7 @@
 #define ATTNSEARCH_RERANK_RERANKER_H_
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <vector>
 
@@ -88,10 +89,14 @@ class Reranker {
   absl::Status Score(const RerankQuery& query, const CandidateTokens& candidates,
                      float* scores) const;
 
-  // The evidence for one document (rows x dim in the reranker's dtype, with
-  // its row scales for int8): one entry per query token. Computed in f32 over
-  // the stored values (and the query as the matmul sees it), so the
-  // contributions add up to Score's result within float rounding.
+  // The evidence for each candidate: one entry per query token, from the same
+  // matmul and the same similarities as Score, so the contributions add up
+  // to Score's result within float rounding. Meant for the few hits of a
+  // query (one matmul over their tokens).
+  absl::Status Explain(const RerankQuery& query, const CandidateTokens& candidates,
+                       std::vector<std::vector<TokenEvidence>>* out) const;
+  // The same for one document (rows x dim in the reranker's dtype, with its
+  // row scales for int8).
   absl::Status Explain(const RerankQuery& query, const void* doc_tokens, uint32_t rows,
                        std::vector<TokenEvidence>* out,
                        const float* row_scales = nullptr) const;
@@ -101,6 +106,13 @@ class Reranker {
 
  private:
   struct Rep;
+  absl::Status CheckQuery(const RerankQuery& query, const CandidateTokens& candidates) const;
+  // Computes Sᵀ for chunks of whole candidates and calls fn(first, last,
+  // first row, Sᵀ of the chunk) for each.
+  absl::Status ForEachChunk(
+      const RerankQuery& query, const CandidateTokens& candidates,
+      const std::function<void(size_t first, size_t last, size_t row0, const float* st)>& fn)
+      const;
   Reranker(std::unique_ptr<Rep> rep, uint32_t dim, TokenDtype dtype,
            const RerankerOptions& options);
 
