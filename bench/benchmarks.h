@@ -33,6 +33,7 @@ struct BenchFlags {
   std::vector<int> ef_search = {16, 32, 64, 128, 256};
   std::vector<int> nprobe = {1, 4, 16, 64};
   int k = 10;
+  std::string dump_dir;  // write the (normalised) base/query vectors as fvecs here
 
   // rerank.
   int candidates = 100;

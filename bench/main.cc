@@ -50,6 +50,8 @@ int main(int argc, char** argv) {
   app.add_option("--ef_search", f.ef_search, "HNSW efSearch sweep")->delimiter(',');
   app.add_option("--nprobe", f.nprobe, "IVF nprobe sweep")->delimiter(',');
   app.add_option("--k", f.k, "recall@k")->capture_default_str();
+  app.add_option("--dump_dir", f.dump_dir,
+                 "ann: also write the unit base/query vectors to DIR/{base,query}.fvecs");
   // rerank.
   app.add_option("--candidates", f.candidates, "candidates per query (rerank)")
       ->capture_default_str();

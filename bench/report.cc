@@ -181,7 +181,7 @@ bool AppendJsonLine(const std::string& path, const nlohmann::json& record) {
 
 bool WriteFile(const std::string& path, const std::string& text) {
   MakeParent(path);
-  std::ofstream f(path, std::ios::trunc);
+  std::ofstream f(path, std::ios::trunc | std::ios::binary);
   if (!f) return false;
   f << text;
   return bool(f);

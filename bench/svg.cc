@@ -72,9 +72,9 @@ std::vector<double> NiceTicks(double lo, double hi, int target) {
     step = m * mag;
     if (step >= raw) break;
   }
-  const double first = std::ceil(lo / step - 1e-9) * step;
-  for (double t = first; t <= hi + step * 1e-9; t += step) {
-    ticks.push_back(std::fabs(t) < step * 1e-9 ? 0.0 : t);
+  const long first = long(std::ceil(lo / step - 1e-9));
+  for (long i = first; double(i) * step <= hi + step * 1e-9; ++i) {
+    ticks.push_back(i == 0 ? 0.0 : double(i) * step);
   }
   return ticks;
 }
@@ -160,6 +160,14 @@ std::string RenderSvg(const LinePlot& plot) {
       if (!std::isfinite(s.x[i]) || !std::isfinite(s.y[i])) continue;
       if (plot.log_x && s.x[i] <= 0) continue;
       kept.emplace_back(px(s.x[i]), py(s.y[i]));
+      if (i < s.point_labels.size()) {
+        // Left of the point, unless that would leave the frame.
+        const bool right_side = kept.back().first < left + 90;
+        o << "<text x=\"" << Num(kept.back().first + (right_side ? 6 : -6)) << "\" y=\""
+          << Num(kept.back().second - 6) << "\" text-anchor=\""
+          << (right_side ? "start" : "end") << "\" font-size=\"10\">"
+          << XmlEscape(s.point_labels[i]) << "</text>\n";
+      }
     }
     for (const auto& [x, y] : kept) pts << Num(x) << "," << Num(y) << " ";
     if (!kept.empty()) {

@@ -14,6 +14,7 @@ struct Series {
   std::string name;
   std::vector<double> x, y;
   bool points = true;  // draw a marker at every point
+  std::vector<std::string> point_labels;  // optional text beside each point
 };
 
 struct LinePlot {

@@ -180,7 +180,11 @@ absl::Status Reranker::ForEachChunk(
   // the setting is per calling thread).
   const int want = options_.max_threads > 0 ? options_.max_threads : omp_get_num_procs();
   CoreLease lease(options_.cores, want);
-  omp_set_num_threads(lease.threads());
+  struct ThreadsFor {
+    explicit ThreadsFor(int n) : previous(omp_get_max_threads()) { omp_set_num_threads(n); }
+    ~ThreadsFor() { omp_set_num_threads(previous); }  // the caller's setting comes back
+    int previous;
+  } threads_for(lease.threads());
 
   // Per-thread buffers, grown as needed and reused across calls: a fresh
   // megabyte per query would cost page faults on every call.

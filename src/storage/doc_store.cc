@@ -87,6 +87,10 @@ absl::StatusOr<std::unique_ptr<DocStore>> DocStore::OpenImpl(
   db_options.paranoid_checks = true;
   db_options.max_background_jobs = 2;
   db_options.keep_log_file_num = 4;
+  // Column families written rarely (meta, tombstones) would otherwise pin
+  // every old WAL file: past this size RocksDB flushes them so the WAL can
+  // be recycled.
+  db_options.max_total_wal_size = options.max_wal_bytes;
   // Without a WAL, the column families must reach disk together, or a crash
   // could keep a document's id mapping without its data.
   db_options.atomic_flush = options.disable_wal;

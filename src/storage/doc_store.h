@@ -40,9 +40,12 @@ struct StorageOptions {
   // process crash safe but may lose the last writes on a power failure.
   // Default: true.
   bool sync_writes = true;
-  // Size of the LRU block cache shared by the column families.
-  // Default: 64 MiB.
-  size_t block_cache_bytes = size_t{64} << 20;
+  // Size of the LRU block cache shared by the column families. Token
+  // matrices of reranked candidates are read from it. Default: 256 MiB.
+  size_t block_cache_bytes = size_t{256} << 20;
+  // Total size of live WAL files before the column families holding the
+  // oldest are flushed. Default: 256 MiB.
+  size_t max_wal_bytes = size_t{256} << 20;
   // Memtable size per column family. Default: 64 MiB.
   size_t write_buffer_bytes = size_t{64} << 20;
   // Skip the write-ahead log. Writes are then durable only after Flush();

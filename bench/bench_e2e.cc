@@ -1,0 +1,389 @@
+// e2e: Search through gRPC against a running attnsearch-server.
+//
+//   attnsearch-bench --benchmarks=e2e --server=HOST:PORT [--collection=bench]
+//       [--load=N --tokens=64 --dim=128 --load_batch=250]
+//       [--concurrency=1,4,16] [--duration=10] [--rate=R --arrival=poisson|fixed]
+//       [--top_k=10 --e2e_candidates=100 --e2e_query_tokens=32 --ann_params=...]
+//
+// With --load N the collection is first dropped, recreated (dim, bf16,
+// --ann_spec) and N synthetic clustered documents (--tokens rows each, plus
+// the pooled vector) are streamed in with UpsertStream, --load_batch per
+// message; the load rate is reported. Without it the collection must exist
+// and its dim is used.
+//
+// Queries: a pool of 256 synthetic queries (pooled vector + m token rows,
+// from the same clusters as the documents), ATTENTION rerank, top_k and
+// candidates as given, a 10 s deadline each.
+//   closed loop  for each --concurrency c: c threads, each with its own
+//                channel and stub, issue synchronous Search calls back to
+//                back for --duration seconds.
+//   open loop    (--rate > 0) requests start at fixed or Poisson (exponential
+//                inter-arrival) times for --duration seconds, issued with the
+//                async callback API; latency is measured from the scheduled
+//                start, so it includes any queueing (no coordinated omission).
+// Reported per run: QPS (OK responses / elapsed), p50/p95/p99/max latency of
+// OK calls (ms), errors by gRPC code, and the mean per-stage timings the
+// server returned (encode/ann/fetch/rerank/total µs).
+// Output: table, JSON record, e2e_latency_cdf.svg (latency CDF per run).
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <chrono>
+#include <condition_variable>
+#include <cstdio>
+#include <map>
+#include <mutex>
+#include <thread>
+
+#include "attnsearch/v1/search.grpc.pb.h"
+#include "benchmarks.h"
+#include "grpcpp/grpcpp.h"
+#include "report.h"
+#include "svg.h"
+
+namespace attnsearch::bench {
+namespace {
+
+namespace v1 = ::attnsearch::v1;
+using Clock = std::chrono::steady_clock;
+
+std::shared_ptr<grpc::Channel> MakeChannel(const std::string& target, int id) {
+  grpc::ChannelArguments args;
+  args.SetMaxReceiveMessageSize(256 << 20);
+  args.SetMaxSendMessageSize(256 << 20);
+  args.SetInt("attnsearch.bench.channel_id", id);  // distinct channel per client
+  return grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), args);
+}
+
+struct Sample {
+  double latency_us = 0;
+  int code = 0;
+  int64_t t[5] = {0, 0, 0, 0, 0};  // encode, ann, fetch, rerank, total
+};
+
+void Record(const grpc::Status& s, const v1::SearchResponse& resp, double us, Sample* out) {
+  out->latency_us = us;
+  out->code = int(s.error_code());
+  if (s.ok()) {
+    const auto& tm = resp.timing();
+    out->t[0] = int64_t(tm.encode_us());
+    out->t[1] = int64_t(tm.ann_us());
+    out->t[2] = int64_t(tm.fetch_us());
+    out->t[3] = int64_t(tm.rerank_us());
+    out->t[4] = int64_t(tm.total_us());
+  }
+}
+
+const char* CodeName(int code) {
+  static const char* const kNames[] = {
+      "OK",          "CANCELLED",         "UNKNOWN",           "INVALID_ARGUMENT",
+      "DEADLINE_EXCEEDED", "NOT_FOUND",   "ALREADY_EXISTS",    "PERMISSION_DENIED",
+      "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION", "ABORTED",  "OUT_OF_RANGE",
+      "UNIMPLEMENTED", "INTERNAL",        "UNAVAILABLE",       "DATA_LOSS",
+      "UNAUTHENTICATED"};
+  return code >= 0 && code <= 16 ? kNames[code] : "?";
+}
+
+struct RunResult {
+  std::string name;
+  double elapsed_s = 0;
+  std::vector<Sample> samples;
+};
+
+nlohmann::json Analyse(const RunResult& r, std::vector<std::string>* row,
+                       std::vector<double>* sorted_ms) {
+  std::vector<double> ms;
+  std::map<std::string, int64_t> errors;
+  double stage[5] = {0, 0, 0, 0, 0};
+  for (const Sample& s : r.samples) {
+    if (s.code == 0) {
+      ms.push_back(s.latency_us / 1000.0);
+      for (int k = 0; k < 5; ++k) stage[k] += double(s.t[k]);
+    } else {
+      errors[CodeName(s.code)]++;
+    }
+  }
+  const Summary lat = Summarize(ms);
+  const double n_ok = double(ms.size());
+  for (double& v : stage) v = n_ok > 0 ? v / n_ok : 0;
+  const double qps = n_ok / r.elapsed_s;
+  std::string err_text;
+  for (const auto& [k, v] : errors) err_text += (err_text.empty() ? "" : " ") + k + ":" + std::to_string(v);
+  *row = {r.name,           Fmt("%.0f", qps),      Fmt("%.2f", lat.p50), Fmt("%.2f", lat.p95),
+          Fmt("%.2f", lat.p99), Fmt("%.2f", lat.max), err_text.empty() ? "0" : err_text,
+          Fmt("%.0f/%.0f/%.0f/%.0f/%.0f", stage[0], stage[1], stage[2], stage[3], stage[4])};
+  std::sort(ms.begin(), ms.end());
+  *sorted_ms = ms;
+  return {{"run", r.name},
+          {"elapsed_seconds", r.elapsed_s},
+          {"requests", r.samples.size()},
+          {"ok", ms.size()},
+          {"qps", qps},
+          {"latency_ms", ToJson(lat)},
+          {"errors", errors},
+          {"mean_stage_us",
+           {{"encode", stage[0]}, {"ann", stage[1]}, {"fetch", stage[2]},
+            {"rerank", stage[3]}, {"total", stage[4]}}}};
+}
+
+absl::Status ToAbsl(const grpc::Status& s, const char* what) {
+  return absl::Status(absl::StatusCode(int(s.error_code())),
+                      std::string(what) + ": " + s.error_message());
+}
+
+}  // namespace
+
+absl::StatusOr<BenchOutput> RunE2e(const BenchFlags& f) {
+  if (f.server.empty()) return absl::InvalidArgumentError("e2e: --server HOST:PORT is required");
+  auto channel = MakeChannel(f.server, -1);
+  auto stub = v1::SearchService::NewStub(channel);
+  uint32_t dim = f.dim;
+  nlohmann::json load_info;
+
+  if (f.load > 0) {
+    {
+      grpc::ClientContext ctx;
+      v1::DropCollectionRequest req;
+      req.set_name(f.collection);
+      v1::DropCollectionResponse resp;
+      stub->DropCollection(&ctx, req, &resp);  // NOT_FOUND is fine
+    }
+    {
+      grpc::ClientContext ctx;
+      v1::CreateCollectionRequest req;
+      req.set_name(f.collection);
+      req.mutable_config()->set_dim(dim);
+      req.mutable_config()->set_token_dtype(f.dtype == "f32" ? v1::TOKEN_DTYPE_F32
+                                                             : v1::TOKEN_DTYPE_BF16);
+      req.mutable_config()->set_ann_spec(f.ann_spec);
+      v1::CreateCollectionResponse resp;
+      grpc::Status s = stub->CreateCollection(&ctx, req, &resp);
+      if (!s.ok()) return ToAbsl(s, "CreateCollection");
+    }
+    SyntheticOptions so = SyntheticFromFlags(f);
+    so.tokens_min = so.tokens_max = uint32_t(f.tokens);
+    SyntheticDataset data(so);
+    std::printf("e2e: loading %zu docs (%d tokens x %u, %s) via UpsertStream, %d per message\n",
+                f.load, f.tokens, dim, f.dtype.c_str(), f.load_batch);
+    std::fflush(stdout);
+    const auto t0 = Clock::now();
+    grpc::ClientContext ctx;
+    v1::UpsertResponse resp;
+    auto writer = stub->UpsertStream(&ctx, &resp);
+    v1::UpsertRequest batch;
+    std::vector<float> tokens(size_t(f.tokens) * dim), pooled(dim);
+    size_t next_report = f.load / 5;
+    for (size_t i = 0; i < f.load; ++i) {
+      v1::Document* d = batch.add_documents();
+      d->set_id("doc-" + std::to_string(i));
+      data.Pooled(i, pooled.data());
+      d->mutable_pooled()->Add(pooled.begin(), pooled.end());
+      const uint32_t n = data.Tokens(i, &tokens);
+      v1::Matrix* m = d->mutable_tokens();
+      m->set_rows(n);
+      m->set_cols(dim);
+      m->mutable_values()->Add(tokens.begin(), tokens.end());
+      (*d->mutable_metadata())["cluster"] = std::to_string(data.Cluster(i));
+      if (batch.documents_size() == f.load_batch || i + 1 == f.load) {
+        batch.set_collection(f.collection);
+        if (!writer->Write(batch)) break;
+        batch.Clear();
+      }
+      if (i + 1 >= next_report && next_report > 0) {
+        const double s = std::chrono::duration<double>(Clock::now() - t0).count();
+        std::printf("  %zu sent, %.0f docs/s\n", i + 1, double(i + 1) / s);
+        std::fflush(stdout);
+        next_report += f.load / 5;
+      }
+    }
+    writer->WritesDone();
+    grpc::Status s = writer->Finish();
+    const double secs = std::chrono::duration<double>(Clock::now() - t0).count();
+    if (!s.ok()) return ToAbsl(s, "UpsertStream");
+    std::printf("loaded %llu docs in %.1f s: %.0f docs/s\n",
+                (unsigned long long)resp.upserted(), secs, double(resp.upserted()) / secs);
+    load_info = {{"docs", resp.upserted()}, {"seconds", secs},
+                 {"docs_per_s", double(resp.upserted()) / secs},
+                 {"tokens", f.tokens}, {"load_batch", f.load_batch}};
+  }
+  uint64_t num_docs = 0;
+  {
+    grpc::ClientContext ctx;
+    v1::GetCollectionRequest req;
+    req.set_name(f.collection);
+    v1::GetCollectionResponse resp;
+    grpc::Status s = stub->GetCollection(&ctx, req, &resp);
+    if (!s.ok()) return ToAbsl(s, "GetCollection");
+    dim = resp.collection().config().dim();
+    num_docs = resp.collection().num_documents();
+  }
+
+  // The query pool.
+  SyntheticOptions so = SyntheticFromFlags(f);
+  so.dim = dim;
+  SyntheticDataset data(so);
+  std::vector<v1::SearchRequest> pool(256);
+  std::vector<float> qt, qp(dim);
+  for (size_t j = 0; j < pool.size(); ++j) {
+    v1::SearchRequest& r = pool[j];
+    r.set_collection(f.collection);
+    data.QueryPooled(j, qp.data());
+    r.mutable_vectors()->mutable_pooled()->Add(qp.begin(), qp.end());
+    data.QueryTokens(j, uint32_t(f.e2e_query_tokens), &qt);
+    v1::Matrix* m = r.mutable_vectors()->mutable_tokens();
+    m->set_rows(uint32_t(f.e2e_query_tokens));
+    m->set_cols(dim);
+    m->mutable_values()->Add(qt.begin(), qt.end());
+    r.set_top_k(uint32_t(f.top_k));
+    r.set_candidates(uint32_t(f.e2e_candidates));
+    r.set_rerank(v1::RERANK_MODE_ATTENTION);
+    if (!f.ann_params.empty()) r.set_ann_params(f.ann_params);
+  }
+  std::printf("e2e: %s, collection '%s' (%llu docs, dim %u), top_k %d, candidates %d, "
+              "m=%d query tokens, %.0f s per run\n",
+              f.server.c_str(), f.collection.c_str(), (unsigned long long)num_docs, dim, f.top_k,
+              f.e2e_candidates, f.e2e_query_tokens, f.duration);
+  std::fflush(stdout);
+
+  std::vector<RunResult> runs;
+  // Closed loop.
+  for (int c : f.concurrency) {
+    RunResult run;
+    run.name = Fmt("closed c=%d", c);
+    std::vector<std::vector<Sample>> per(static_cast<size_t>(c));
+    std::vector<std::thread> threads;
+    const auto start = Clock::now();
+    const auto end = start + std::chrono::duration_cast<Clock::duration>(
+                                 std::chrono::duration<double>(f.duration));
+    for (int t = 0; t < c; ++t) {
+      threads.emplace_back([&, t] {
+        auto ch = MakeChannel(f.server, t);
+        auto st = v1::SearchService::NewStub(ch);
+        size_t j = size_t(t) * 37;
+        while (Clock::now() < end) {
+          grpc::ClientContext ctx;
+          ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+          v1::SearchResponse resp;
+          const auto q0 = Clock::now();
+          grpc::Status s = st->Search(&ctx, pool[j++ % pool.size()], &resp);
+          Sample smp;
+          Record(s, resp, std::chrono::duration<double, std::micro>(Clock::now() - q0).count(),
+                 &smp);
+          per[size_t(t)].push_back(smp);
+        }
+      });
+    }
+    for (auto& th : threads) th.join();
+    run.elapsed_s = std::chrono::duration<double>(Clock::now() - start).count();
+    for (auto& v : per) run.samples.insert(run.samples.end(), v.begin(), v.end());
+    std::printf("  %s: %zu requests\n", run.name.c_str(), run.samples.size());
+    std::fflush(stdout);
+    runs.push_back(std::move(run));
+  }
+
+  // Open loop.
+  if (f.rate > 0) {
+    RunResult run;
+    run.name = Fmt("open %.0f/s %s", f.rate, f.arrival.c_str());
+    struct Call {
+      grpc::ClientContext ctx;
+      v1::SearchResponse resp;
+      Clock::time_point intended;
+    };
+    std::mutex mu;
+    std::condition_variable cv;
+    int64_t outstanding = 0;
+    std::vector<Sample> samples;
+    Rng rng(f.seed ^ 0x0badc0ffee);
+    const auto start = Clock::now();
+    const auto end = start + std::chrono::duration_cast<Clock::duration>(
+                                 std::chrono::duration<double>(f.duration));
+    auto next = start;
+    size_t j = 0;
+    while (next < end) {
+      std::this_thread::sleep_until(next);
+      auto* call = new Call;
+      call->intended = next;
+      call->ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+      {
+        std::lock_guard<std::mutex> l(mu);
+        ++outstanding;
+      }
+      stub->async()->Search(&call->ctx, &pool[j++ % pool.size()], &call->resp,
+                            [&, call](grpc::Status s) {
+                              Sample smp;
+                              Record(s, call->resp,
+                                     std::chrono::duration<double, std::micro>(Clock::now() -
+                                                                               call->intended)
+                                         .count(),
+                                     &smp);
+                              delete call;
+                              std::lock_guard<std::mutex> l(mu);
+                              samples.push_back(smp);
+                              if (--outstanding == 0) cv.notify_all();
+                            });
+      const double gap = f.arrival == "fixed" ? 1.0 / f.rate
+                                              : -std::log(1.0 - rng.Uniform()) / f.rate;
+      next += std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(gap));
+    }
+    {
+      std::unique_lock<std::mutex> l(mu);
+      cv.wait(l, [&] { return outstanding == 0; });
+    }
+    run.elapsed_s = std::chrono::duration<double>(Clock::now() - start).count();
+    run.samples = std::move(samples);
+    std::printf("  %s: %zu requests\n", run.name.c_str(), run.samples.size());
+    runs.push_back(std::move(run));
+  }
+
+  std::vector<std::vector<std::string>> table;
+  nlohmann::json results_runs = nlohmann::json::array();
+  LinePlot plot;
+  plot.title = Fmt("e2e Search latency CDF: %llu docs, m=%d, %d candidates, top %d",
+                   (unsigned long long)num_docs, f.e2e_query_tokens, f.e2e_candidates, f.top_k);
+  plot.x_label = "latency (ms)";
+  plot.y_label = "fraction of requests <= latency";
+  plot.log_x = true;
+  for (const RunResult& r : runs) {
+    std::vector<std::string> row;
+    std::vector<double> ms;
+    results_runs.push_back(Analyse(r, &row, &ms));
+    table.push_back(row);
+    Series s;
+    s.name = r.name;
+    s.points = false;
+    const size_t step = std::max<size_t>(1, ms.size() / 300);
+    for (size_t i = 0; i < ms.size(); i += step) {
+      s.x.push_back(ms[i]);
+      s.y.push_back(double(i + 1) / double(ms.size()));
+    }
+    if (!ms.empty()) {
+      s.x.push_back(ms.back());
+      s.y.push_back(1.0);
+    }
+    plot.series.push_back(s);
+  }
+  std::printf("%s", FormatTable({"run", "QPS", "p50 ms", "p95 ms", "p99 ms", "max ms", "errors",
+                                 "stages us enc/ann/fetch/rerank/total"},
+                                table)
+                        .c_str());
+
+  BenchOutput out;
+  out.params = {{"server", f.server},          {"collection", f.collection},
+                {"num_docs", num_docs},        {"dim", dim},
+                {"top_k", f.top_k},            {"candidates", f.e2e_candidates},
+                {"query_tokens", f.e2e_query_tokens}, {"ann_params", f.ann_params},
+                {"concurrency", f.concurrency}, {"duration", f.duration},
+                {"rate", f.rate},              {"arrival", f.arrival},
+                {"rerank", "ATTENTION"},       {"seed", f.seed}};
+  out.results = {{"runs", results_runs}};
+  if (!load_info.is_null()) out.results["load"] = load_info;
+  const std::string svg = f.out_dir + "/e2e_latency_cdf.svg";
+  if (WriteFile(svg, RenderSvg(plot))) {
+    std::printf("plot: %s\n", svg.c_str());
+    out.results["svg"] = svg;
+  }
+  return out;
+}
+
+}  // namespace attnsearch::bench
