@@ -18,8 +18,14 @@
 //                   with the exact shape baked in; primitive, memory objects
 //                   and stream created once: the floor for the GEMM.
 //   matmul_rt       the same matmul through a runtime-dimension primitive
-//                   with memory objects and a stream created per call, as
-//                   the reranker does it: shows what the runtime shape costs.
+//                   with memory objects and a stream created per call.
+//   matmul_t        Sᵀ = D·Qᵀ, runtime dimensions, per-call objects: the
+//                   reranker's own orientation. The fastest bare matmul is
+//                   the floor "ours" is compared with.
+//   ours+explain    Score, then Reranker::Explain for the top 10 gathered
+//                   into one block, as the engine does with explain = true.
+// --dtype=int8 stores one scale per token; the bare matmuls are skipped and
+// PyTorch runs on the dequantized values.
 //   torch           bench/torch_rerank.py under --python (Debian's
 //                   python3-torch), eager, same threads: S = Q @ D_catᵀ,
 //                   segmented softmax over each document's columns at τ (a
@@ -30,9 +36,11 @@
 // Output: table, JSON record, and bar chart rerank_<dtype>_c<candidates>.svg.
 #include <omp.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -83,8 +91,10 @@ std::string ReadAll(FILE* p) {
 }  // namespace
 
 absl::StatusOr<BenchOutput> RunRerank(const BenchFlags& f) {
-  const bool bf16 = f.dtype == "bf16";
-  if (!bf16 && f.dtype != "f32") return absl::InvalidArgumentError("--dtype: bf16 or f32");
+  const bool bf16 = f.dtype == "bf16", int8 = f.dtype == "int8";
+  if (!bf16 && !int8 && f.dtype != "f32") {
+    return absl::InvalidArgumentError("--dtype: bf16, f32 or int8");
+  }
   if (f.candidates <= 0 || f.query_tokens <= 0 || f.doc_tokens_min <= 0 ||
       f.doc_tokens_max < f.doc_tokens_min) {
     return absl::InvalidArgumentError("rerank: bad candidates / token counts");
@@ -124,9 +134,23 @@ absl::StatusOr<BenchOutput> RunRerank(const BenchFlags& f) {
     FloatToBf16(query.data(), query_bf16.data(), query.size());
     Bf16ToFloat(query_bf16.data(), query.data(), query.size());
   }
+  // int8: one scale per token row, as the store keeps them; every other
+  // implementation sees the dequantized values.
+  std::vector<int8_t> docs_s8;
+  std::vector<float> row_scales;
+  if (int8) {
+    docs_s8.resize(docs.size());
+    row_scales.resize(total);
+    for (size_t r = 0; r < total; ++r) {
+      row_scales[r] = QuantizeInt8(docs.data() + r * d, docs_s8.data() + r * d, d);
+      DequantizeInt8(docs_s8.data() + r * d, row_scales[r], docs.data() + r * d, d);
+    }
+  }
   const double flops = 2.0 * m * d * double(total);
-  const TokenDtype dtype = bf16 ? TokenDtype::kBF16 : TokenDtype::kF32;
-  const void* doc_data = bf16 ? static_cast<const void*>(docs_bf16.data()) : docs.data();
+  const TokenDtype dtype = bf16 ? TokenDtype::kBF16 : int8 ? TokenDtype::kInt8 : TokenDtype::kF32;
+  const void* doc_data = bf16   ? static_cast<const void*>(docs_bf16.data())
+                         : int8 ? static_cast<const void*>(docs_s8.data())
+                                : docs.data();
   const void* q_data = bf16 ? static_cast<const void*>(query_bf16.data()) : query.data();
 
   // ours.
@@ -135,11 +159,52 @@ absl::StatusOr<BenchOutput> RunRerank(const BenchFlags& f) {
   auto reranker = Reranker::Create(d, dtype, ropts);
   if (!reranker.ok()) return reranker.status();
   RerankQuery rq{query.data(), m, weights.data(), RerankMode::kAttention, f.temperature};
-  CandidateTokens ct{doc_data, total, rows.data(), offsets.data(), C};
+  CandidateTokens ct{doc_data, total, rows.data(), offsets.data(), C,
+                     int8 ? row_scales.data() : nullptr};
   std::vector<float> scores(C);
   absl::Status score_status;
   auto ours_us = TimeLoop([&] { score_status = (*reranker)->Score(rq, ct, scores.data()); },
                           f.min_seconds);
+  if (!score_status.ok()) return score_status;
+
+  // ours + explain: Score, then the evidence for the top 10 as the engine
+  // builds it (their rows gathered into one block, Reranker::Explain).
+  const size_t top = std::min<size_t>(10, C);
+  const size_t elem = TokenDtypeSize(dtype);
+  std::vector<char> hit_rows;
+  std::vector<float> hit_scales;
+  std::vector<uint32_t> hit_n(top);
+  std::vector<size_t> hit_off(top);
+  std::vector<std::vector<TokenEvidence>> evidence;
+  auto ours_explain_us = TimeLoop(
+      [&] {
+        score_status = (*reranker)->Score(rq, ct, scores.data());
+        std::vector<size_t> idx(C);
+        for (size_t i = 0; i < C; ++i) idx[i] = i;
+        std::partial_sort(idx.begin(), idx.begin() + long(top), idx.end(),
+                          [&](size_t a, size_t b) { return scores[a] > scores[b]; });
+        size_t n = 0;
+        for (size_t i = 0; i < top; ++i) {
+          hit_n[i] = rows[idx[i]];
+          hit_off[i] = n;
+          n += hit_n[i];
+        }
+        hit_rows.resize(n * d * elem);
+        hit_scales.resize(int8 ? n : 0);
+        for (size_t i = 0; i < top; ++i) {
+          std::memcpy(hit_rows.data() + hit_off[i] * d * elem,
+                      static_cast<const char*>(doc_data) + offsets[idx[i]] * d * elem,
+                      hit_n[i] * d * elem);
+          if (int8) {
+            std::memcpy(hit_scales.data() + hit_off[i], row_scales.data() + offsets[idx[i]],
+                        hit_n[i] * 4);
+          }
+        }
+        const CandidateTokens hits{hit_rows.data(), n, hit_n.data(), hit_off.data(), top,
+                                   int8 ? hit_scales.data() : nullptr};
+        if (score_status.ok()) score_status = (*reranker)->Explain(rq, hits, &evidence);
+      },
+      f.min_seconds);
   if (!score_status.ok()) return score_status;
 
   // Bare matmul, fixed shape, everything created once. (Score sets the
@@ -148,8 +213,8 @@ absl::StatusOr<BenchOutput> RunRerank(const BenchFlags& f) {
   const auto dt = bf16 ? memory::data_type::bf16 : memory::data_type::f32;
   const memory::dim md = m, nd = memory::dim(total), dd = d;
   std::vector<float> sim(size_t(m) * total);
-  std::vector<double> matmul_us, matmul_rt_us;
-  try {
+  std::vector<double> matmul_us, matmul_rt_us, matmul_t_us;
+  if (!int8) try {
     dnnl::engine eng(dnnl::engine::kind::cpu, 0);
     dnnl::stream stream(eng);
     memory::desc q_md({md, dd}, dt, {dd, 1});
@@ -189,6 +254,27 @@ absl::StatusOr<BenchOutput> RunRerank(const BenchFlags& f) {
           dnnl::stream s(eng);
           mm_rt.execute(s, {{DNNL_ARG_SRC, qm}, {DNNL_ARG_WEIGHTS, tm},
                             {DNNL_ARG_DST, sm}, {DNNL_ARG_SCRATCHPAD, scm}});
+          s.wait();
+        },
+        f.min_seconds);
+
+    // The reranker's orientation: Sᵀ (N x m) = D (N x d) · Qᵀ (d x m), runtime
+    // dimensions, per-call memory objects and stream.
+    memory::desc d_rt({rt, dd}, dt, {dd, 1});
+    memory::desc qt_rt({dd, rt}, dt, {1, dd});
+    memory::desc st_rt({rt, rt}, memory::data_type::f32, {rt, 1});
+    dnnl::matmul::primitive_desc pd_t(dnnl::matmul::desc(d_rt, qt_rt, st_rt), attr, eng);
+    dnnl::matmul mm_t(pd_t);
+    std::vector<uint8_t> scratch_t(pd_t.scratchpad_desc().get_size());
+    matmul_t_us = TimeLoop(
+        [&] {
+          memory dm({{nd, dd}, dt, {dd, 1}}, eng, const_cast<void*>(doc_data));
+          memory qm({{dd, md}, dt, {1, dd}}, eng, const_cast<void*>(q_data));
+          memory sm({{nd, md}, memory::data_type::f32, {md, 1}}, eng, sim.data());
+          memory scm(pd_t.scratchpad_desc(), eng, scratch_t.data());
+          dnnl::stream s(eng);
+          mm_t.execute(s, {{DNNL_ARG_SRC, dm}, {DNNL_ARG_WEIGHTS, qm},
+                           {DNNL_ARG_DST, sm}, {DNNL_ARG_SCRATCHPAD, scm}});
           s.wait();
         },
         f.min_seconds);
@@ -257,7 +343,13 @@ absl::StatusOr<BenchOutput> RunRerank(const BenchFlags& f) {
 
   // Report.
   const Summary ours = Summarize(ours_us), mm = Summarize(matmul_us),
-                mmrt = Summarize(matmul_rt_us);
+                mmrt = Summarize(matmul_rt_us), mmt = Summarize(matmul_t_us),
+                ours_ex = Summarize(ours_explain_us);
+  // The floor: the fastest of the bare matmuls (none for int8).
+  double floor_us = 0;
+  for (const Summary* s : {&mm, &mmrt, &mmt}) {
+    if (s->count > 0 && (floor_us == 0 || s->p50 < floor_us)) floor_us = s->p50;
+  }
   auto gf = [&](double us) { return flops / (us * 1e3); };
   std::vector<std::vector<std::string>> table;
   auto row = [&](const std::string& name, double mean, double p50, size_t iters) {
@@ -265,8 +357,12 @@ absl::StatusOr<BenchOutput> RunRerank(const BenchFlags& f) {
                      Fmt("%.2f", p50 / ours.p50), Fmt("%zu", iters)});
   };
   row("ours (Reranker::Score)", ours.mean, ours.p50, ours.count);
-  row("oneDNN matmul, fixed shape", mm.mean, mm.p50, mm.count);
-  row("oneDNN matmul, runtime dims", mmrt.mean, mmrt.p50, mmrt.count);
+  row("ours + explain top 10", ours_ex.mean, ours_ex.p50, ours_ex.count);
+  if (!int8) {
+    row("oneDNN matmul Q.D^T, fixed shape", mm.mean, mm.p50, mm.count);
+    row("oneDNN matmul Q.D^T, runtime dims", mmrt.mean, mmrt.p50, mmrt.count);
+    row("oneDNN matmul D.Q^T, runtime dims", mmt.mean, mmt.p50, mmt.count);
+  }
   double torch_us = 0;
   std::string torch_best;
   if (torch.contains("us_per_query")) {
@@ -287,7 +383,12 @@ absl::StatusOr<BenchOutput> RunRerank(const BenchFlags& f) {
   std::printf("%s", FormatTable({"variant", "p50 us/query", "mean us", "GFLOP/s (p50)", "x ours (p50)", "iters"},
                                 table)
                         .c_str());
-  std::printf("ours / bare matmul (fixed shape), medians: %.2fx\n", ours.p50 / mm.p50);
+  if (floor_us > 0) {
+    std::printf("throughput of ours / fastest bare matmul (medians): %.0f%%\n",
+                100.0 * floor_us / ours.p50);
+  }
+  std::printf("explain top 10 costs %.1f%% on top (medians)\n",
+              100.0 * (ours_ex.p50 - ours.p50) / ours.p50);
   if (torch_us > 0) {
     std::printf("PyTorch (fastest eager variant, %s): %.1f us/query (p50) = %.2fx ours\n",
                 torch_best.c_str(), torch_us, torch_us / ours.p50);
@@ -320,7 +421,10 @@ absl::StatusOr<BenchOutput> RunRerank(const BenchFlags& f) {
                  {"matmul_fixed_gflops_p50", gf(mm.p50)},
                  {"matmul_runtime_dims_us", ToJson(mmrt)},
                  {"matmul_runtime_dims_gflops_p50", gf(mmrt.p50)},
-                 {"ours_over_matmul_p50", ours.p50 / mm.p50}};
+                 {"matmul_dqt_runtime_dims_us", ToJson(mmt)},
+                 {"ours_explain_top10_us", ToJson(ours_ex)},
+                 {"explain_overhead", (ours_ex.p50 - ours.p50) / ours.p50},
+                 {"ours_throughput_vs_fastest_matmul", floor_us > 0 ? floor_us / ours.p50 : 0.0}};
   if (!torch.is_null()) {
     torch.erase("scores");
     out.results["torch"] = torch;
@@ -338,8 +442,12 @@ absl::StatusOr<BenchOutput> RunRerank(const BenchFlags& f) {
   chart.title = Fmt("rerank: %zu candidates, %u..%u tokens, m=%u, d=%u, %s, %d threads", C,
                     so.tokens_min, so.tokens_max, m, d, f.dtype.c_str(), f.threads);
   chart.y_label = "microseconds per query (median)";
-  chart.labels = {"ours", "matmul (fixed)", "matmul (runtime)"};
-  chart.values = {ours.p50, mm.p50, mmrt.p50};
+  chart.labels = {"ours", "ours+explain"};
+  chart.values = {ours.p50, ours_ex.p50};
+  if (!int8) {
+    chart.labels.insert(chart.labels.end(), {"QDt fixed", "QDt runtime", "DQt runtime"});
+    chart.values.insert(chart.values.end(), {mm.p50, mmrt.p50, mmt.p50});
+  }
   if (torch_us > 0) {
     chart.labels.push_back("PyTorch (" + torch_best + ")");
     chart.values.push_back(torch_us);

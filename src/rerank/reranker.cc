@@ -71,33 +71,6 @@ struct QueryOperand {
   const float* scales() const { return row_scales.empty() ? nullptr : row_scales.data(); }
 };
 
-// Reduces one query token's similarities over one document's tokens.
-// Returns Σ_j softmax_j(s_j/τ) s_j (ATTENTION) or max_j s_j (MAXSIM); sets
-// *argmax and *weight (the largest attention weight).
-float ReduceRow(const float* s, uint32_t n, RerankMode mode, float inv_tau,
-                uint32_t* argmax, float* weight) {
-  float best = s[0];
-  uint32_t arg = 0;
-  for (uint32_t j = 1; j < n; ++j) {
-    if (s[j] > best) {
-      best = s[j];
-      arg = j;
-    }
-  }
-  if (argmax != nullptr) *argmax = arg;
-  if (mode == RerankMode::kMaxSim) {
-    if (weight != nullptr) *weight = 1.f;
-    return best;
-  }
-  float z = 0.f, num = 0.f;
-  for (uint32_t j = 0; j < n; ++j) {
-    const float e = std::exp((s[j] - best) * inv_tau);
-    z += e;
-    num += e * s[j];
-  }
-  if (weight != nullptr) *weight = 1.f / z;  // exp(0) / z at the argmax
-  return num / z;
-}
 
 }  // namespace
 
@@ -265,23 +238,17 @@ absl::Status Reranker::Explain(const RerankQuery& query, const CandidateTokens& 
   const float inv_tau = 1.f / query.temperature;
   return ForEachChunk(query, candidates, [&](size_t c, size_t c_end, size_t row0,
                                              const float* st) {
-    std::vector<float> s;
+    std::vector<uint32_t> argmax(m);
+    std::vector<float> weight(m), contribution(m);
     for (size_t k = c; k < c_end; ++k) {
       const uint32_t n = candidates.rows[k];
       if (n == 0) continue;
-      const float* block = st + (candidates.offsets[k] - row0) * m;
       const float* row_scales =
           candidates.scales ? candidates.scales + candidates.offsets[k] : nullptr;
-      s.resize(n);
+      ExplainSegment(st + (candidates.offsets[k] - row0) * m, m, n, query.weights, query.mode,
+                     inv_tau, row_scales, argmax.data(), weight.data(), contribution.data());
       for (uint32_t i = 0; i < m; ++i) {
-        for (uint32_t j = 0; j < n; ++j) {
-          s[j] = block[size_t(j) * m + i] * (row_scales ? row_scales[j] : 1.f);
-        }
-        TokenEvidence e;
-        e.query_token = i;
-        e.contribution =
-            query.weights[i] * ReduceRow(s.data(), n, query.mode, inv_tau, &e.doc_token, &e.weight);
-        (*out)[k].push_back(e);
+        (*out)[k].push_back({i, argmax[i], weight[i], contribution[i]});
       }
     }
   });

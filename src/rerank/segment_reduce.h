@@ -28,6 +28,14 @@ float ReduceSegment(const float* st, uint32_t m, uint32_t n, const float* w, Rer
 float ReduceSegmentPortable(const float* st, uint32_t m, uint32_t n, const float* w,
                             RerankMode mode, float inv_tau, const float* row_scale = nullptr);
 
+// Per query token i (m of them): the document token j with the largest
+// s_ij, its attention weight (1 for MAXSIM) and the token's contribution
+// w_i · (Σ_j softmax_j(s_ij · inv_tau) s_ij, or max_j s_ij). The
+// contributions sum to ReduceSegment's result. Arrays of m values.
+void ExplainSegment(const float* st, uint32_t m, uint32_t n, const float* w, RerankMode mode,
+                    float inv_tau, const float* row_scale, uint32_t* argmax, float* weight,
+                    float* contribution);
+
 // True when ReduceSegment runs the AVX-512 version on this CPU.
 bool ReduceSegmentUsesAvx512();
 
