@@ -53,8 +53,8 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--dim", o.dim, "vector dimension, to create the collection (fvecs: default "
                                  "the file's)");
-  app.add_option("--dtype", dtype, "token storage when creating: bf16 or f32")
-      ->check(CLI::IsMember({"bf16", "f32"}))
+  app.add_option("--dtype", dtype, "token storage when creating: bf16, f32 or int8")
+      ->check(CLI::IsMember({"bf16", "f32", "int8"}))
       ->capture_default_str();
   app.add_option("--ann_spec", o.ann_spec, "FAISS factory string when creating")
       ->capture_default_str();
@@ -101,7 +101,9 @@ int main(int argc, char** argv) {
     return ai::kExitUsage;
   }
   ai::ParseInputFormat(format, &o.format);
-  o.dtype = dtype == "f32" ? attnsearch::TokenDtype::kF32 : attnsearch::TokenDtype::kBF16;
+  o.dtype = dtype == "f32"    ? attnsearch::TokenDtype::kF32
+            : dtype == "int8" ? attnsearch::TokenDtype::kInt8
+                              : attnsearch::TokenDtype::kBF16;
   o.progress = progress == "bar"     ? ai::ProgressMode::kBar
                : progress == "plain" ? ai::ProgressMode::kPlain
                : progress == "off"   ? ai::ProgressMode::kOff

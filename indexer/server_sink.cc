@@ -81,7 +81,9 @@ class ServerSink : public Sink {
       const CollectionConfig& c = options_.create_config;
       create.mutable_config()->set_dim(c.dim);
       create.mutable_config()->set_token_dtype(
-          c.token_dtype == TokenDtype::kF32 ? v1::TOKEN_DTYPE_F32 : v1::TOKEN_DTYPE_BF16);
+          c.token_dtype == TokenDtype::kF32    ? v1::TOKEN_DTYPE_F32
+          : c.token_dtype == TokenDtype::kInt8 ? v1::TOKEN_DTYPE_INT8
+                                               : v1::TOKEN_DTYPE_BF16);
       create.mutable_config()->set_ann_spec(c.ann_spec);
       v1::CreateCollectionResponse created;
       s = CallWithRetry([&](grpc::ClientContext* ctx) {
