@@ -151,7 +151,11 @@ absl::Status Reranker::ForEachChunk(
 
   // This call's threads, for oneDNN's matmul and the reduce (both OpenMP;
   // the setting is per calling thread).
-  const int want = options_.max_threads > 0 ? options_.max_threads : omp_get_num_procs();
+  // Small queries run on one thread: waking a second costs more than it
+  // saves below a few MFLOP (one more thread per ~16 MFLOP of matmul).
+  const double mflop = 2e-6 * m * double(d) * double(candidates.total_rows);
+  int want = options_.max_threads > 0 ? options_.max_threads : omp_get_num_procs();
+  want = std::max(1, std::min(want, 1 + int(mflop / 16.0)));
   CoreLease lease(options_.cores, want);
   struct ThreadsFor {
     explicit ThreadsFor(int n) : previous(omp_get_max_threads()) { omp_set_num_threads(n); }
