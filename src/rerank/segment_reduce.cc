@@ -27,51 +27,15 @@ __attribute__((target("avx512f"))) inline __m512 Exp512(__m512 x) {
   return _mm512_scalef_ps(p, k);
 }
 
-// Query tokens [i0, i0 + 16) (lanes beyond m masked off).
+// Query tokens [i0, i0 + 16) (lanes beyond m masked off): returns their
+// weighted contributions summed; with kExplain also stores, per query token,
+// the argmax, the attention weight there and the contribution.
+template <bool kExplain>
 __attribute__((target("avx512f"))) float Block16(const float* st, uint32_t m, uint32_t n,
-                                                 uint32_t i0, const float* w,
-                                                 RerankMode mode, float inv_tau,
-                                                 const float* row_scale) {
-  const __mmask16 lanes =
-      m - i0 >= 16 ? __mmask16(0xffff) : __mmask16((1u << (m - i0)) - 1u);
-  const float* base = st + i0;
-#define ATTN_ROW_(j)                                                                  \
-  (row_scale ? _mm512_mul_ps(_mm512_maskz_loadu_ps(lanes, base + size_t(j) * m),      \
-                             _mm512_set1_ps(row_scale[j]))                            \
-             : _mm512_maskz_loadu_ps(lanes, base + size_t(j) * m))
-  __m512 vmax = ATTN_ROW_(0);
-  for (uint32_t j = 1; j < n; ++j) vmax = _mm512_max_ps(vmax, ATTN_ROW_(j));
-  const __m512 vw = _mm512_maskz_loadu_ps(lanes, w + i0);
-  if (mode == RerankMode::kMaxSim) return _mm512_reduce_add_ps(_mm512_mul_ps(vw, vmax));
-  const __m512 vtau = _mm512_set1_ps(inv_tau);
-  __m512 z = _mm512_setzero_ps(), num = _mm512_setzero_ps();
-  for (uint32_t j = 0; j < n; ++j) {
-    const __m512 v = ATTN_ROW_(j);
-    const __m512 e = Exp512(_mm512_mul_ps(_mm512_sub_ps(v, vmax), vtau));
-    z = _mm512_add_ps(z, e);
-    num = _mm512_fmadd_ps(e, v, num);
-  }
-#undef ATTN_ROW_
-  // Masked-off lanes have z = n (exp(0)), num = 0 and weight 0.
-  return _mm512_reduce_add_ps(_mm512_mul_ps(vw, _mm512_div_ps(num, z)));
-}
-
-__attribute__((target("avx512f"))) float ReduceAvx512(const float* st, uint32_t m, uint32_t n,
-                                                      const float* w, RerankMode mode,
-                                                      float inv_tau, const float* row_scale) {
-  float score = 0.f;
-  for (uint32_t i0 = 0; i0 < m; i0 += 16) {
-    score += Block16(st, m, n, i0, w, mode, inv_tau, row_scale);
-  }
-  return score;
-}
-
-// ExplainSegment for query tokens [i0, i0 + 16).
-__attribute__((target("avx512f"))) void ExplainBlock16(const float* st, uint32_t m, uint32_t n,
-                                                       uint32_t i0, const float* w,
-                                                       RerankMode mode, float inv_tau,
-                                                       const float* row_scale, uint32_t* argmax,
-                                                       float* weight, float* contribution) {
+                                                 uint32_t i0, const float* w, RerankMode mode,
+                                                 float inv_tau, const float* row_scale,
+                                                 uint32_t* argmax, float* weight,
+                                                 float* contribution) {
   const __mmask16 lanes =
       m - i0 >= 16 ? __mmask16(0xffff) : __mmask16((1u << (m - i0)) - 1u);
   const float* base = st + i0;
@@ -83,9 +47,11 @@ __attribute__((target("avx512f"))) void ExplainBlock16(const float* st, uint32_t
   __m512i varg = _mm512_setzero_si512();
   for (uint32_t j = 1; j < n; ++j) {
     const __m512 v = ATTN_ROW_(j);
-    const __mmask16 better = _mm512_cmp_ps_mask(v, vmax, _CMP_GT_OQ);
-    vmax = _mm512_mask_mov_ps(vmax, better, v);
-    varg = _mm512_mask_mov_epi32(varg, better, _mm512_set1_epi32(int(j)));
+    if constexpr (kExplain) {
+      const __mmask16 better = _mm512_cmp_ps_mask(v, vmax, _CMP_GT_OQ);
+      varg = _mm512_mask_mov_epi32(varg, better, _mm512_set1_epi32(int(j)));
+    }
+    vmax = _mm512_max_ps(vmax, v);
   }
   const __m512 vw = _mm512_maskz_loadu_ps(lanes, w + i0);
   __m512 vweight = _mm512_set1_ps(1.f), vcontrib;
@@ -100,13 +66,27 @@ __attribute__((target("avx512f"))) void ExplainBlock16(const float* st, uint32_t
       z = _mm512_add_ps(z, e);
       num = _mm512_fmadd_ps(e, v, num);
     }
+    // Masked-off lanes have z = n (exp(0)), num = 0 and weight 0.
     vweight = _mm512_div_ps(_mm512_set1_ps(1.f), z);  // exp(0) / z at the argmax
     vcontrib = _mm512_mul_ps(vw, _mm512_div_ps(num, z));
   }
 #undef ATTN_ROW_
-  _mm512_mask_storeu_epi32(argmax + i0, lanes, varg);
-  _mm512_mask_storeu_ps(weight + i0, lanes, vweight);
-  _mm512_mask_storeu_ps(contribution + i0, lanes, vcontrib);
+  if constexpr (kExplain) {
+    _mm512_mask_storeu_epi32(argmax + i0, lanes, varg);
+    _mm512_mask_storeu_ps(weight + i0, lanes, vweight);
+    _mm512_mask_storeu_ps(contribution + i0, lanes, vcontrib);
+  }
+  return _mm512_reduce_add_ps(vcontrib);
+}
+
+__attribute__((target("avx512f"))) float ReduceAvx512(const float* st, uint32_t m, uint32_t n,
+                                                      const float* w, RerankMode mode,
+                                                      float inv_tau, const float* row_scale) {
+  float score = 0.f;
+  for (uint32_t i0 = 0; i0 < m; i0 += 16) {
+    score += Block16<false>(st, m, n, i0, w, mode, inv_tau, row_scale, nullptr, nullptr, nullptr);
+  }
+  return score;
 }
 
 const bool kHasAvx512 = __builtin_cpu_supports("avx512f");
@@ -118,7 +98,7 @@ void ExplainSegment(const float* st, uint32_t m, uint32_t n, const float* w, Rer
                     float* contribution) {
   if (kHasAvx512) {
     for (uint32_t i0 = 0; i0 < m; i0 += 16) {
-      ExplainBlock16(st, m, n, i0, w, mode, inv_tau, row_scale, argmax, weight, contribution);
+      Block16<true>(st, m, n, i0, w, mode, inv_tau, row_scale, argmax, weight, contribution);
     }
     return;
   }
