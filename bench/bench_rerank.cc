@@ -155,7 +155,8 @@ absl::StatusOr<BenchOutput> RunRerank(const BenchFlags& f) {
 
   // ours.
   RerankerOptions ropts;
-  ropts.max_threads = f.threads;  // else Score takes every core and resets OpenMP's count
+  ropts.max_threads = f.threads;
+  if (f.max_rows_per_gemm > 0) ropts.max_rows_per_gemm = size_t(f.max_rows_per_gemm);  // else Score takes every core and resets OpenMP's count
   auto reranker = Reranker::Create(d, dtype, ropts);
   if (!reranker.ok()) return reranker.status();
   RerankQuery rq{query.data(), m, weights.data(), RerankMode::kAttention, f.temperature};

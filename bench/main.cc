@@ -65,6 +65,8 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--temperature", f.temperature, "attention temperature tau")
       ->capture_default_str();
+  app.add_option("--max_rows_per_gemm", f.max_rows_per_gemm,
+                 "rerank: token rows per matmul call (0: the reranker's default)");
   app.add_option("--min_seconds", f.min_seconds, "time each rerank variant at least this long")
       ->capture_default_str();
   app.add_option("--python", f.python, "python with torch (rerank)")->capture_default_str();
