@@ -100,6 +100,19 @@ CollectionConfig Config(uint32_t dim, TokenDtype dtype) {
   return c;
 }
 
+// The labels ScanPooled visits from `from`, in order.
+std::vector<Label> PooledLabels(const DocStore& store, Label from) {
+  std::vector<Label> labels;
+  EXPECT_TRUE(store
+                  .ScanPooled(from,
+                              [&](Label l, const float*) {
+                                labels.push_back(l);
+                                return absl::OkStatus();
+                              })
+                  .ok());
+  return labels;
+}
+
 // ---------------------------------------------------------------------------
 // Create / Open
 
@@ -360,15 +373,7 @@ TEST(DocStoreTest, OverwriteSupersedesOldLabel) {
   ASSERT_TRUE(tombstones.ok());
   EXPECT_EQ(*tombstones, (std::vector<Label>{0}));
 
-  std::vector<Label> pooled_labels;
-  ASSERT_TRUE(store
-                  ->ScanPooled(0,
-                               [&](Label l, const float*) {
-                                 pooled_labels.push_back(l);
-                                 return absl::OkStatus();
-                               })
-                  .ok());
-  EXPECT_EQ(pooled_labels, (std::vector<Label>{1, 2}));
+  EXPECT_EQ(PooledLabels(*store, 0), (std::vector<Label>{1, 2}));
 
   std::map<Label, std::string> records;
   ASSERT_TRUE(store
@@ -510,24 +515,8 @@ TEST(DocStoreTest, ScanPooledFromLabel) {
   EXPECT_EQ(seen, (std::vector<Label>{15, 21, 24, 27, 300}));
 
   // From exactly a live label includes it; past the end visits nothing.
-  seen.clear();
-  ASSERT_TRUE(store
-                  ->ScanPooled(27,
-                               [&](Label l, const float*) {
-                                 seen.push_back(l);
-                                 return absl::OkStatus();
-                               })
-                  .ok());
-  EXPECT_EQ(seen, (std::vector<Label>{27, 300}));
-  seen.clear();
-  ASSERT_TRUE(store
-                  ->ScanPooled(301,
-                               [&](Label l, const float*) {
-                                 seen.push_back(l);
-                                 return absl::OkStatus();
-                               })
-                  .ok());
-  EXPECT_TRUE(seen.empty());
+  EXPECT_EQ(PooledLabels(*store, 27), (std::vector<Label>{27, 300}));
+  EXPECT_TRUE(PooledLabels(*store, 301).empty());
 
   // The first error stops the scan and is returned.
   seen.clear();
