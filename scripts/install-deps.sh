@@ -4,13 +4,15 @@ set -euo pipefail
 packages=(
   cmake g++ make pkg-config
   libfaiss-dev libopenblas-dev     # FAISS (CPU) and the BLAS it links
-  libdnnl-dev                      # oneDNN
+  libdnnl-dev ocl-icd-opencl-dev   # oneDNN (its CMake config requires OpenCL)
   librocksdb-dev                   # RocksDB
   libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc
   libabsl-dev                      # abseil: Status, StrCat, time
   libcli11-dev                     # command-line flags
   nlohmann-json3-dev zlib1g-dev    # JSON lines, gzip input
   libgtest-dev                     # GoogleTest
+  libicu-dev                       # tokenizer: normalisation, word breaks
+  libstemmer-dev                   # Snowball stemmers for the built-in encoder
 )
 missing=()
 for p in "${packages[@]}"; do

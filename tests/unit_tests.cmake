@@ -24,3 +24,19 @@ attn_cc_test(NAME int8_test
   SRCS ${CMAKE_CURRENT_LIST_DIR}/rerank/int8_test.cc
   DEPS attn_core attn_rerank attn_storage
   LABELS unit)
+attn_cc_test(NAME tokenizer_test
+  SRCS ${CMAKE_CURRENT_LIST_DIR}/text/tokenizer_test.cc
+  DEPS attn_core attn_text
+  LABELS unit)
+attn_cc_test(NAME stemmer_test
+  SRCS ${CMAKE_CURRENT_LIST_DIR}/text/stemmer_test.cc
+  DEPS attn_core attn_text
+  LABELS unit)
+attn_cc_test(NAME sparse_svd_test
+  SRCS ${CMAKE_CURRENT_LIST_DIR}/text/sparse_svd_test.cc
+  DEPS attn_core attn_text
+  LABELS unit)
+attn_cc_test(NAME encoder_test
+  SRCS ${CMAKE_CURRENT_LIST_DIR}/text/encoder_test.cc
+  DEPS attn_core attn_text absl::flat_hash_map absl::flat_hash_set
+  LABELS unit)

@@ -1,0 +1,550 @@
+#include "text/encoder.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstring>
+#include <numeric>
+
+#include "absl/container/flat_hash_set.h"
+#include "absl/strings/str_cat.h"
+#include "core/status.h"
+#include "text/sparse_svd.h"
+
+namespace attnsearch::text {
+namespace {
+
+constexpr char kMagic[8] = {'A', 'T', 'T', 'N', 'E', 'N', 'C', '\0'};
+constexpr uint32_t kFormatVersion = 1;
+// Subword lookup: n-grams shared by more keys than this say little.
+constexpr size_t kMaxSubwordPosting = 4096;
+constexpr size_t kSubwordNeighbours = 5;
+constexpr double kMinNeighbourJaccard = 0.25;
+// A spelling this close to a known key also borrows its lexical code.
+constexpr double kSpellingJaccard = 0.6;
+
+uint64_t Fnv1a(std::string_view s, uint64_t h = 1469598103934665603ull) {
+  for (unsigned char c : s) {
+    h ^= c;
+    h *= 1099511628211ull;
+  }
+  return h;
+}
+
+uint64_t SplitMix(uint64_t* state) {
+  uint64_t z = (*state += 0x9E3779B97F4A7C15ull);
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+
+// The lexical code of a key: ±1/√n from a stable hash of its bytes.
+void LexicalCode(std::string_view key, uint32_t n, float* out) {
+  uint64_t state = Fnv1a(key);
+  const float v = 1.f / std::sqrt(static_cast<float>(n));
+  uint64_t bits = 0;
+  for (uint32_t i = 0; i < n; ++i) {
+    if (i % 64 == 0) bits = SplitMix(&state);
+    out[i] = (bits >> (i % 64)) & 1 ? v : -v;
+  }
+}
+
+// Hashes of the character 3- and 4-grams (by bytes) of "<key>".
+std::vector<uint64_t> Subwords(std::string_view key) {
+  const std::string padded = "<" + std::string(key) + ">";
+  std::vector<uint64_t> grams;
+  for (size_t n = 3; n <= 4; ++n) {
+    for (size_t i = 0; i + n <= padded.size(); ++i) {
+      grams.push_back(Fnv1a(std::string_view(padded).substr(i, n), n));
+    }
+  }
+  std::sort(grams.begin(), grams.end());
+  grams.erase(std::unique(grams.begin(), grams.end()), grams.end());
+  return grams;
+}
+
+float Idf(uint64_t n, uint64_t df) {
+  return static_cast<float>(std::log(1.0 + (n - std::min(df, n) + 0.5) / (df + 0.5)));
+}
+
+void Normalize(float* v, size_t n) {
+  double s = 0;
+  for (size_t i = 0; i < n; ++i) s += double(v[i]) * v[i];
+  if (s <= 0) return;
+  const float inv = static_cast<float>(1.0 / std::sqrt(s));
+  for (size_t i = 0; i < n; ++i) v[i] *= inv;
+}
+
+// Little-endian byte writer / bounds-checked reader for Serialize.
+class Writer {
+ public:
+  template <typename T>
+  void Put(T v) {
+    out_.append(reinterpret_cast<const char*>(&v), sizeof(T));
+  }
+  void PutString(std::string_view s) {
+    Put<uint32_t>(static_cast<uint32_t>(s.size()));
+    out_.append(s);
+  }
+  void PutFloats(const std::vector<float>& v) {
+    out_.append(reinterpret_cast<const char*>(v.data()), v.size() * sizeof(float));
+  }
+  std::string Finish() {
+    Put<uint64_t>(Fnv1a(out_));
+    return std::move(out_);
+  }
+
+ private:
+  std::string out_;
+};
+
+class Reader {
+ public:
+  explicit Reader(std::string_view in) : in_(in) {}
+  template <typename T>
+  bool Get(T* v) {
+    if (in_.size() - pos_ < sizeof(T)) return false;
+    std::memcpy(v, in_.data() + pos_, sizeof(T));
+    pos_ += sizeof(T);
+    return true;
+  }
+  bool GetString(std::string* s) {
+    uint32_t n;
+    if (!Get(&n) || in_.size() - pos_ < n) return false;
+    s->assign(in_.data() + pos_, n);
+    pos_ += n;
+    return true;
+  }
+  bool GetFloats(size_t n, std::vector<float>* v) {
+    if ((in_.size() - pos_) / sizeof(float) < n) return false;
+    v->resize(n);
+    std::memcpy(v->data(), in_.data() + pos_, n * sizeof(float));
+    pos_ += n * sizeof(float);
+    return true;
+  }
+  size_t remaining() const { return in_.size() - pos_; }
+
+ private:
+  std::string_view in_;
+  size_t pos_ = 0;
+};
+
+}  // namespace
+
+// One distinct key of a text.
+struct Encoder::Grouped {
+  std::string key;
+  uint32_t count = 0;
+  uint32_t begin = 0, end = 0;  // first occurrence
+};
+
+absl::Status EncoderOptions::Validate() const {
+  if (semantic_dims == 0 || semantic_dims > 1024) {
+    return absl::InvalidArgumentError("semantic_dims: must be 1..1024");
+  }
+  if (lexical_dims == 0 || lexical_dims > 4096) {
+    return absl::InvalidArgumentError("lexical_dims: must be 1..4096");
+  }
+  if (!(semantic_share >= 0.f && semantic_share <= 1.f)) {
+    return absl::InvalidArgumentError("semantic_share: must be in [0, 1]");
+  }
+  if (window == 0 || window > 64) return absl::InvalidArgumentError("window: must be 1..64");
+  if (!(context_smoothing > 0.f && context_smoothing <= 1.f)) {
+    return absl::InvalidArgumentError("context_smoothing: must be in (0, 1]");
+  }
+  if (!(k1 > 0.f && k1 < 100.f)) return absl::InvalidArgumentError("k1: must be in (0, 100)");
+  if (!(b >= 0.f && b <= 1.f)) return absl::InvalidArgumentError("b: must be in [0, 1]");
+  if (!(temperature > 0.f && temperature <= 100.f)) {
+    return absl::InvalidArgumentError("temperature: must be in (0, 100]");
+  }
+  if (max_vocabulary == 0) return absl::InvalidArgumentError("max_vocabulary: must be > 0");
+  if (max_document_tokens == 0) {
+    return absl::InvalidArgumentError("max_document_tokens: must be > 0");
+  }
+  return Stemmer::Create(stem_language).status();
+}
+
+Encoder::Encoder(EncoderOptions options, Stemmer stemmer)
+    : options_(std::move(options)), stemmer_(std::move(stemmer)) {}
+
+absl::StatusOr<std::unique_ptr<Encoder>> Encoder::Train(const TextSource& source,
+                                                        const EncoderOptions& options,
+                                                        TrainingStats* stats) {
+  const auto start = std::chrono::steady_clock::now();
+  ATTN_RETURN_IF_ERROR(options.Validate());
+  ATTN_ASSIGN_OR_RETURN(Stemmer stemmer, Stemmer::Create(options.stem_language));
+  std::unique_ptr<Encoder> enc(new Encoder(options, stemmer));
+
+  // Pass over the texts: key ids, counts, document frequencies and the
+  // window co-occurrences (symmetric, weighted 1/distance).
+  absl::flat_hash_map<std::string, uint32_t> ids;
+  std::vector<std::string> keys;
+  std::vector<uint64_t> count;
+  std::vector<uint32_t> df, last_doc;
+  absl::flat_hash_map<uint64_t, float> cooc;
+  uint64_t text_index = 0, documents = 0, total_tokens = 0;
+  std::vector<uint32_t> seq;
+  auto sink = [&](std::string_view text) -> absl::Status {
+    ++text_index;
+    auto tokens = enc->tokenizer_.Tokenize(text);
+    if (!tokens.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("training text ", text_index, ": ", tokens.status().message()));
+    }
+    if (tokens->empty()) return absl::OkStatus();
+    ++documents;
+    seq.clear();
+    for (const Token& t : *tokens) {
+      std::string key = enc->stemmer_.Stem(t.text);
+      auto [it, inserted] = ids.try_emplace(key, static_cast<uint32_t>(keys.size()));
+      if (inserted) {
+        keys.push_back(std::move(key));
+        count.push_back(0);
+        df.push_back(0);
+        last_doc.push_back(0);
+      }
+      const uint32_t id = it->second;
+      ++count[id];
+      if (last_doc[id] != documents) {
+        last_doc[id] = static_cast<uint32_t>(documents);
+        ++df[id];
+      }
+      seq.push_back(id);
+    }
+    total_tokens += seq.size();
+    for (size_t i = 0; i < seq.size(); ++i) {
+      const size_t lo = i >= options.window ? i - options.window : 0;
+      for (size_t j = lo; j < i; ++j) {
+        const uint32_t a = std::min(seq[i], seq[j]), b = std::max(seq[i], seq[j]);
+        if (a == b) continue;
+        cooc[(uint64_t{a} << 32) | b] += 1.f / static_cast<float>(i - j);
+      }
+    }
+    return absl::OkStatus();
+  };
+  ATTN_RETURN_IF_ERROR(source(sink));
+  if (documents == 0) {
+    return absl::InvalidArgumentError("training texts: none of them contains a word");
+  }
+
+  // Vocabulary: the most frequent keys seen at least min_count times.
+  std::vector<uint32_t> order(keys.size());
+  std::iota(order.begin(), order.end(), 0u);
+  std::stable_sort(order.begin(), order.end(),
+                   [&](uint32_t x, uint32_t y) { return count[x] > count[y]; });
+  std::vector<int64_t> remap(keys.size(), -1);
+  for (uint32_t id : order) {
+    if (count[id] < options.min_count || enc->keys_.size() >= options.max_vocabulary) break;
+    remap[id] = static_cast<int64_t>(enc->keys_.size());
+    enc->keys_.push_back(keys[id]);
+    enc->document_frequency_.push_back(df[id]);
+  }
+  const uint32_t v = static_cast<uint32_t>(enc->keys_.size());
+
+  // Positive PMI with smoothed context counts, as a sparse matrix.
+  std::vector<double> row_sum(v, 0.0);
+  std::vector<std::pair<uint64_t, float>> pairs;
+  pairs.reserve(cooc.size());
+  for (const auto& [k, c] : cooc) {
+    const int64_t a = remap[k >> 32], b = remap[k & 0xffffffffu];
+    if (a < 0 || b < 0) continue;
+    pairs.emplace_back((uint64_t(a) << 32) | uint64_t(b), c);
+  }
+  cooc = {};
+  // Hash-map order varies; sorted pairs make training deterministic.
+  std::sort(pairs.begin(), pairs.end());
+  for (const auto& [k, c] : pairs) {
+    row_sum[k >> 32] += c;
+    row_sum[k & 0xffffffffu] += c;
+  }
+  double smoothed_total = 0;
+  std::vector<double> smoothed(v);
+  for (uint32_t i = 0; i < v; ++i) {
+    smoothed[i] = std::pow(row_sum[i], options.context_smoothing);
+    smoothed_total += smoothed[i];
+  }
+  CsrMatrix m;
+  m.rows = m.cols = v;
+  m.row_start.assign(size_t{v} + 1, 0);
+  auto pmi = [&](uint32_t w, uint32_t c, float n) {
+    return std::log(n * smoothed_total / (row_sum[w] * smoothed[c]));
+  };
+  for (const auto& [k, c] : pairs) {
+    const uint32_t a = k >> 32, b = k & 0xffffffffu;
+    if (pmi(a, b, c) > 0) ++m.row_start[a + 1];
+    if (pmi(b, a, c) > 0) ++m.row_start[b + 1];
+  }
+  for (uint32_t i = 0; i < v; ++i) m.row_start[i + 1] += m.row_start[i];
+  m.col.resize(m.row_start[v]);
+  m.value.resize(m.row_start[v]);
+  {
+    std::vector<uint64_t> next(m.row_start.begin(), m.row_start.end() - 1);
+    for (const auto& [k, c] : pairs) {
+      const uint32_t a = k >> 32, b = k & 0xffffffffu;
+      if (double p = pmi(a, b, c); p > 0) {
+        m.col[next[a]] = b;
+        m.value[next[a]++] = static_cast<float>(p);
+      }
+      if (double p = pmi(b, a, c); p > 0) {
+        m.col[next[b]] = a;
+        m.value[next[b]++] = static_cast<float>(p);
+      }
+    }
+  }
+  const uint64_t nonzeros = m.col.size();
+  pairs = {};
+
+  // Truncated SVD: semantic vector = U_k Σ_k^½, unit rows.
+  const uint32_t ks = options.semantic_dims;
+  enc->semantic_.assign(size_t{v} * ks, 0.f);
+  if (v >= 2 && nonzeros > 0) {
+    SvdOptions svd_options;
+    svd_options.rank = ks;
+    svd_options.power_iterations = options.power_iterations;
+    svd_options.seed = options.seed;
+    const TruncatedSvd svd = ComputeTruncatedSvd(m, svd_options);
+    for (uint32_t w = 0; w < v; ++w) {
+      float* out = enc->semantic_.data() + size_t{w} * ks;
+      for (uint32_t j = 0; j < svd.rank; ++j) {
+        out[j] = svd.left[size_t{w} * svd.rank + j] * std::sqrt(svd.singular_values[j]);
+      }
+      Normalize(out, ks);
+    }
+  }
+  enc->num_documents_ = documents;
+  enc->average_length_ = static_cast<double>(total_tokens) / documents;
+  enc->BuildSubwordIndex();
+  if (stats != nullptr) {
+    stats->documents = documents;
+    stats->tokens = total_tokens;
+    stats->vocabulary = v;
+    stats->cooccurrence_pairs = nonzeros;
+    stats->seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  }
+  return enc;
+}
+
+void Encoder::BuildSubwordIndex() {
+  key_index_.clear();
+  subwords_.clear();
+  subword_count_.assign(keys_.size(), 0);
+  for (uint32_t i = 0; i < keys_.size(); ++i) {
+    key_index_.emplace(keys_[i], i);
+    const std::vector<uint64_t> grams = Subwords(keys_[i]);
+    subword_count_[i] = static_cast<uint16_t>(std::min<size_t>(grams.size(), 65535));
+    for (uint64_t g : grams) subwords_[g].push_back(i);
+  }
+}
+
+void Encoder::KeyVector(const std::string& key, float* out, float* idf) const {
+  const uint32_t ks = options_.semantic_dims, kl = options_.lexical_dims;
+  float* sem = out;
+  float* lex = out + ks;
+  LexicalCode(key, kl, lex);
+  std::fill(sem, sem + ks, 0.f);
+  auto it = key_index_.find(key);
+  if (it != key_index_.end()) {
+    std::memcpy(sem, semantic_.data() + size_t{it->second} * ks, ks * sizeof(float));
+    *idf = Idf(num_documents_, document_frequency_[it->second]);
+  } else {
+    // Unseen key: borrow from the keys sharing most of its character n-grams.
+    *idf = Idf(num_documents_, 0);
+    const std::vector<uint64_t> grams = Subwords(key);
+    absl::flat_hash_map<uint32_t, uint32_t> shared;
+    for (uint64_t g : grams) {
+      auto p = subwords_.find(g);
+      if (p == subwords_.end() || p->second.size() > kMaxSubwordPosting) continue;
+      for (uint32_t k : p->second) ++shared[k];
+    }
+    std::vector<std::pair<double, uint32_t>> best;
+    for (const auto& [k, n] : shared) {
+      const double jaccard = double(n) / (grams.size() + subword_count_[k] - n);
+      if (jaccard >= kMinNeighbourJaccard) best.emplace_back(jaccard, k);
+    }
+    const size_t top = std::min(best.size(), kSubwordNeighbours);
+    std::partial_sort(best.begin(), best.begin() + top, best.end(),
+                      [](const auto& x, const auto& y) {
+                        return x.first != y.first ? x.first > y.first : x.second < y.second;
+                      });
+    for (size_t i = 0; i < top; ++i) {
+      const float* s = semantic_.data() + size_t{best[i].second} * ks;
+      for (uint32_t j = 0; j < ks; ++j) sem[j] += static_cast<float>(best[i].first) * s[j];
+    }
+    Normalize(sem, ks);
+    if (top > 0 && best[0].first >= kSpellingJaccard) {
+      std::vector<float> near(kl);
+      LexicalCode(keys_[best[0].second], kl, near.data());
+      for (uint32_t j = 0; j < kl; ++j) lex[j] += near[j];
+      Normalize(lex, kl);
+      *idf = Idf(num_documents_, document_frequency_[best[0].second]);
+    }
+  }
+  bool has_semantic = false;
+  for (uint32_t j = 0; j < ks && !has_semantic; ++j) has_semantic = sem[j] != 0.f;
+  const float a = has_semantic ? std::sqrt(options_.semantic_share) : 0.f;
+  const float l = has_semantic ? std::sqrt(1.f - options_.semantic_share) : 1.f;
+  for (uint32_t j = 0; j < ks; ++j) sem[j] *= a;
+  for (uint32_t j = 0; j < kl; ++j) lex[j] *= l;
+}
+
+std::vector<float> Encoder::WordVector(std::string_view word, float* idf) const {
+  std::vector<float> out(options_.semantic_dims + options_.lexical_dims);
+  float unused;
+  KeyVector(stemmer_.Stem(word), out.data(), idf != nullptr ? idf : &unused);
+  return out;
+}
+
+absl::StatusOr<std::vector<Encoder::Grouped>> Encoder::Group(std::string_view text,
+                                                              std::string_view field,
+                                                              uint32_t* length) const {
+  auto tokens = tokenizer_.Tokenize(text);
+  if (!tokens.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat(std::string(field), ": ", tokens.status().message()));
+  }
+  if (tokens->empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(std::string(field), ": contains no words"));
+  }
+  std::vector<Grouped> groups;
+  absl::flat_hash_map<std::string, uint32_t> index;
+  for (const Token& t : *tokens) {
+    std::string key = stemmer_.Stem(t.text);
+    auto it = index.find(key);
+    if (it == index.end()) {
+      if (groups.size() >= options_.max_document_tokens) continue;
+      it = index.emplace(key, static_cast<uint32_t>(groups.size())).first;
+      groups.push_back({std::move(key), 0, t.begin, t.end});
+    }
+    ++groups[it->second].count;
+  }
+  *length = static_cast<uint32_t>(tokens->size());
+  return groups;
+}
+
+absl::StatusOr<Encoding> Encoder::EncodeDocument(std::string_view text,
+                                                 std::string_view field) const {
+  uint32_t length = 0;
+  ATTN_ASSIGN_OR_RETURN(std::vector<Grouped> groups, Group(text, field, &length));
+  const uint32_t d = dim(), kw = d - 1;
+  Encoding e;
+  e.num_tokens = static_cast<uint32_t>(groups.size());
+  e.tokens.assign(size_t{e.num_tokens} * d, 0.f);
+  e.pooled.assign(d, 0.f);
+  const double norm_length =
+      options_.k1 * (1.0 - options_.b + options_.b * length / std::max(average_length_, 1.0));
+  for (uint32_t r = 0; r < e.num_tokens; ++r) {
+    const Grouped& g = groups[r];
+    float* row = e.tokens.data() + size_t{r} * d;
+    float idf;
+    KeyVector(g.key, row, &idf);
+    const float s = static_cast<float>(g.count / (g.count + norm_length));
+    for (uint32_t j = 0; j < kw; ++j) {
+      e.pooled[j] += idf * s * row[j];
+      row[j] *= s;
+    }
+    row[kw] = std::sqrt(std::max(0.f, 1.f - s * s));
+    e.token_texts.emplace_back(text.substr(g.begin, g.end - g.begin));
+    e.token_spans.emplace_back(g.begin, g.end);
+  }
+  Normalize(e.pooled.data(), d);
+  return e;
+}
+
+absl::StatusOr<Encoding> Encoder::EncodeQuery(std::string_view text,
+                                              std::string_view field) const {
+  uint32_t length = 0;
+  ATTN_ASSIGN_OR_RETURN(std::vector<Grouped> groups, Group(text, field, &length));
+  const uint32_t d = dim();
+  Encoding e;
+  e.num_tokens = static_cast<uint32_t>(groups.size());
+  e.tokens.assign(size_t{e.num_tokens} * d, 0.f);
+  e.pooled.assign(d, 0.f);
+  for (uint32_t r = 0; r < e.num_tokens; ++r) {
+    const Grouped& g = groups[r];
+    float* row = e.tokens.data() + size_t{r} * d;
+    float idf;
+    KeyVector(g.key, row, &idf);
+    const float weight = idf * g.count;
+    for (uint32_t j = 0; j + 1 < d; ++j) e.pooled[j] += weight * row[j];
+    e.weights.push_back(weight);
+    e.token_texts.emplace_back(text.substr(g.begin, g.end - g.begin));
+    e.token_spans.emplace_back(g.begin, g.end);
+  }
+  Normalize(e.pooled.data(), d);
+  return e;
+}
+
+std::string Encoder::Serialize() const {
+  Writer w;
+  for (char c : kMagic) w.Put<char>(c);
+  w.Put<uint32_t>(kFormatVersion);
+  const EncoderOptions& o = options_;
+  for (uint32_t x : {o.semantic_dims, o.lexical_dims, o.window, o.min_count, o.max_vocabulary,
+                     o.power_iterations, o.max_document_tokens}) {
+    w.Put<uint32_t>(x);
+  }
+  for (float x : {o.semantic_share, o.context_smoothing, o.k1, o.b, o.temperature}) {
+    w.Put<float>(x);
+  }
+  w.Put<uint64_t>(o.seed);
+  w.PutString(o.stem_language);
+  w.Put<uint64_t>(num_documents_);
+  w.Put<double>(average_length_);
+  w.Put<uint32_t>(static_cast<uint32_t>(keys_.size()));
+  for (size_t i = 0; i < keys_.size(); ++i) {
+    w.PutString(keys_[i]);
+    w.Put<uint32_t>(document_frequency_[i]);
+  }
+  w.PutFloats(semantic_);
+  return w.Finish();
+}
+
+absl::StatusOr<std::unique_ptr<Encoder>> Encoder::Deserialize(std::string_view bytes) {
+  auto corrupt = [](absl::string_view what) {
+    return absl::DataLossError(absl::StrCat("encoder: ", what));
+  };
+  if (bytes.size() < sizeof(kMagic) + 8 || std::memcmp(bytes.data(), kMagic, sizeof(kMagic)) != 0) {
+    return corrupt("not an encoder (bad magic)");
+  }
+  uint64_t stored_sum;
+  std::memcpy(&stored_sum, bytes.data() + bytes.size() - 8, 8);
+  if (Fnv1a(bytes.substr(0, bytes.size() - 8)) != stored_sum) return corrupt("checksum mismatch");
+  Reader r(bytes.substr(sizeof(kMagic), bytes.size() - sizeof(kMagic) - 8));
+  uint32_t version;
+  if (!r.Get(&version)) return corrupt("truncated header");
+  if (version != kFormatVersion) {
+    return corrupt(absl::StrCat("unknown format version ", version));
+  }
+  EncoderOptions o;
+  bool ok = r.Get(&o.semantic_dims) && r.Get(&o.lexical_dims) && r.Get(&o.window) &&
+            r.Get(&o.min_count) && r.Get(&o.max_vocabulary) && r.Get(&o.power_iterations) &&
+            r.Get(&o.max_document_tokens) && r.Get(&o.semantic_share) &&
+            r.Get(&o.context_smoothing) && r.Get(&o.k1) && r.Get(&o.b) && r.Get(&o.temperature) &&
+            r.Get(&o.seed) &&
+            r.GetString(&o.stem_language);
+  if (!ok) return corrupt("truncated options");
+  if (absl::Status s = o.Validate(); !s.ok()) return corrupt(s.message());
+  auto stemmer = Stemmer::Create(o.stem_language);
+  if (!stemmer.ok()) return corrupt(stemmer.status().message());
+  std::unique_ptr<Encoder> enc(new Encoder(o, *stemmer));
+  uint32_t v;
+  if (!r.Get(&enc->num_documents_) || !r.Get(&enc->average_length_) || !r.Get(&v)) {
+    return corrupt("truncated statistics");
+  }
+  if (v > o.max_vocabulary || v > r.remaining() / 8) return corrupt("bad vocabulary size");
+  enc->keys_.resize(v);
+  enc->document_frequency_.resize(v);
+  for (uint32_t i = 0; i < v; ++i) {
+    if (!r.GetString(&enc->keys_[i]) || !r.Get(&enc->document_frequency_[i])) {
+      return corrupt(absl::StrCat("truncated vocabulary at key ", i));
+    }
+  }
+  if (!r.GetFloats(size_t{v} * o.semantic_dims, &enc->semantic_) || r.remaining() != 0) {
+    return corrupt("bad semantic vectors");
+  }
+  enc->BuildSubwordIndex();
+  if (enc->key_index_.size() != v) return corrupt("duplicate keys");
+  return enc;
+}
+
+}  // namespace attnsearch::text
