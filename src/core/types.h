@@ -71,7 +71,15 @@ struct Document {
   std::vector<std::string> token_texts;
   // Byte span [first, second) of each token row in `text`, or empty.
   std::vector<std::pair<uint32_t, uint32_t>> token_spans;
+  // Where the vectors came from: kClientVectors, kAwaitingEncoder (text
+  // only, stored before the collection's encoder was trained), or the
+  // version (>= 1) of the built-in encoder that computed them. Set by the
+  // engine.
+  uint32_t encoded_by = 0;
 };
+
+inline constexpr uint32_t kClientVectors = 0;
+inline constexpr uint32_t kAwaitingEncoder = 0xFFFFFFFFu;
 
 }  // namespace attnsearch
 

@@ -9,6 +9,7 @@
 #include <numeric>
 #include <tuple>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "core/status.h"
 #include "core/vector_math.h"
@@ -108,6 +109,7 @@ absl::StatusOr<std::unique_ptr<Collection>> Collection::Open(
   std::unique_ptr<Collection> c(
       new Collection(path, std::move(store), std::move(reranker), options));
   ATTN_RETURN_IF_ERROR(c->LoadDerivedState());
+  ATTN_RETURN_IF_ERROR(c->LoadEncoder());
   return c;
 }
 
@@ -209,7 +211,8 @@ void Collection::IndexMetadata(Label label, const Document& doc) {
   for (const auto& [k, v] : doc.metadata) metadata_index_[k][v].insert(label);
 }
 
-absl::Status Collection::PrepareDocument(size_t i, Document* doc) const {
+absl::Status Collection::PrepareDocument(size_t i, const text::Encoder* encoder,
+                                         uint64_t encoder_version, Document* doc) const {
   const uint32_t dim = store_->config().dim;
   const std::string field = absl::StrCat("documents[", i, "]");
   if (doc->id.empty()) {
@@ -219,9 +222,40 @@ absl::Status Collection::PrepareDocument(size_t i, Document* doc) const {
     return absl::InvalidArgumentError(
         absl::StrCat(field, ".id: longer than ", kMaxIdBytes, " bytes"));
   }
-  if (doc->pooled.empty() && doc->num_tokens == 0) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(field, ": needs a pooled vector and/or a token matrix"));
+  doc->encoded_by = kClientVectors;
+  if (doc->pooled.empty() && doc->num_tokens == 0 && doc->tokens.empty()) {
+    if (doc->text.empty()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(field, ": needs text, a pooled vector and/or a token matrix"));
+    }
+    if (!doc->token_texts.empty() || !doc->token_spans.empty()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          field, ".token_texts: given without a token matrix (the encoder makes its own)"));
+    }
+    if (encoder == nullptr) {
+      // Stored awaiting the encoder; TrainEncoder encodes it.
+      auto tokens = text::Tokenizer().Tokenize(doc->text);
+      if (!tokens.ok()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(field, ".text: ", tokens.status().message()));
+      }
+      doc->encoded_by = kAwaitingEncoder;
+      return absl::OkStatus();
+    }
+    ATTN_ASSIGN_OR_RETURN(text::Encoding e,
+                          encoder->EncodeDocument(doc->text, field + ".text"));
+    doc->num_tokens = e.num_tokens;
+    doc->tokens = std::move(e.tokens);
+    doc->pooled = std::move(e.pooled);
+    doc->token_texts = std::move(e.token_texts);
+    doc->token_spans = std::move(e.token_spans);
+    doc->encoded_by = static_cast<uint32_t>(encoder_version);
+    if (doc->num_tokens > options_.limits.max_document_tokens) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(field, ".text: ", doc->num_tokens, " distinct words exceed the limit of ",
+                       options_.limits.max_document_tokens));
+    }
+    return absl::OkStatus();
   }
   if (!doc->pooled.empty()) {
     if (doc->pooled.size() != dim) {
@@ -283,9 +317,14 @@ absl::StatusOr<uint64_t> Collection::Upsert(std::vector<Document> docs) {
         absl::StrCat("documents: a batch of ", docs.size(), " exceeds the limit of ",
                      options_.limits.max_batch_documents));
   }
+  // Prepared under the write lock, so a concurrent TrainEncoder cannot slip
+  // between encoding and commit.
+  std::lock_guard<std::mutex> write_lock(write_mu_);
+  uint64_t version = 0;
+  const std::shared_ptr<const text::Encoder> enc = encoder(&version);
   absl::flat_hash_map<std::string_view, size_t> seen;
   for (size_t i = 0; i < docs.size(); ++i) {
-    ATTN_RETURN_IF_ERROR(PrepareDocument(i, &docs[i]));
+    ATTN_RETURN_IF_ERROR(PrepareDocument(i, enc.get(), version, &docs[i]));
     auto [it, fresh] = seen.emplace(docs[i].id, i);
     if (!fresh) {
       return absl::InvalidArgumentError(
@@ -293,20 +332,24 @@ absl::StatusOr<uint64_t> Collection::Upsert(std::vector<Document> docs) {
                        "' appears twice in the batch (also documents[", it->second, "])"));
     }
   }
+  ATTN_RETURN_IF_ERROR(CommitPrepared(docs));
+  return docs.size();
+}
+
+absl::Status Collection::CommitPrepared(std::vector<Document>& docs) {
   std::vector<std::string> ids;
   ids.reserve(docs.size());
   for (const auto& d : docs) ids.push_back(d.id);
-
-  std::lock_guard<std::mutex> write_lock(write_mu_);
   ATTN_ASSIGN_OR_RETURN(std::vector<std::optional<Label>> existing, store_->LookupIds(ids));
   const Label first = store_->next_label();
   std::vector<DocWrite> writes(docs.size());
-  std::vector<Label> labels(docs.size());
+  std::vector<Label> labels;  // those with vectors, for the ANN index
   std::vector<float> pooled;
   pooled.reserve(docs.size() * config().dim);
   for (size_t i = 0; i < docs.size(); ++i) {
     writes[i] = {first + i, existing[i], &docs[i]};
-    labels[i] = first + i;
+    if (docs[i].pooled.empty()) continue;  // awaiting the encoder
+    labels.push_back(first + i);
     pooled.insert(pooled.end(), docs[i].pooled.begin(), docs[i].pooled.end());
   }
   ATTN_RETURN_IF_ERROR(store_->Commit(writes, {}));
@@ -316,20 +359,20 @@ absl::StatusOr<uint64_t> Collection::Upsert(std::vector<Document> docs) {
     for (size_t i = 0; i < docs.size(); ++i) {
       if (existing[i]) Tombstone(*existing[i]);
     }
-    return docs.size();
+    return absl::OkStatus();
   }
   {
     std::unique_lock<std::shared_mutex> lock(index_mu_);
     for (size_t i = 0; i < docs.size(); ++i) {
       if (existing[i]) Tombstone(*existing[i]);
-      IndexMetadata(labels[i], docs[i]);
+      IndexMetadata(first + i, docs[i]);
     }
     // The write is durable already; should the in-memory add fail, the next
     // Open adds it from the store.
     ATTN_RETURN_IF_ERROR(Annotate(ann_->Add(labels.data(), pooled.data(), labels.size()),
                                   "stored, but not yet searchable"));
   }
-  added_since_snapshot_ += docs.size();
+  added_since_snapshot_ += labels.size();
   if (options_.snapshot_every > 0 && added_since_snapshot_ >= options_.snapshot_every) {
     absl::Status s = SaveSnapshot();
     if (!s.ok()) {
@@ -337,7 +380,123 @@ absl::StatusOr<uint64_t> Collection::Upsert(std::vector<Document> docs) {
                    std::string(s.message()).c_str());
     }
   }
-  return docs.size();
+  return absl::OkStatus();
+}
+
+std::shared_ptr<const text::Encoder> Collection::encoder(uint64_t* version) const {
+  std::lock_guard<std::mutex> lock(encoder_mu_);
+  if (version != nullptr) *version = encoder_version_;
+  return encoder_;
+}
+
+absl::Status Collection::DeriveEncoderDims(uint32_t dim, text::EncoderOptions* options) {
+  if (dim < 16) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "dim: the built-in encoder needs a collection of at least 16 dimensions, not ", dim));
+  }
+  options->semantic_dims = (dim * 3 + 4) / 8;
+  options->lexical_dims = dim - 1 - options->semantic_dims;
+  return absl::OkStatus();
+}
+
+absl::Status Collection::LoadEncoder() {
+  ATTN_ASSIGN_OR_RETURN(std::optional<std::string> model, store_->GetEncoderState("model"));
+  if (!model) return absl::OkStatus();
+  ATTN_ASSIGN_OR_RETURN(std::unique_ptr<text::Encoder> enc, text::Encoder::Deserialize(*model));
+  if (enc->dim() != config().dim) {
+    return absl::DataLossError(absl::StrCat("encoder: dimension ", enc->dim(),
+                                            " differs from the collection's ", config().dim));
+  }
+  ATTN_ASSIGN_OR_RETURN(std::optional<std::string> version,
+                        store_->GetEncoderState("version"));
+  uint64_t v = 1;
+  if (version && !absl::SimpleAtoi(*version, &v)) {
+    return absl::DataLossError("encoder: bad version");
+  }
+  {
+    std::lock_guard<std::mutex> lock(encoder_mu_);
+    encoder_ = std::move(enc);
+    encoder_version_ = v;
+  }
+  ATTN_ASSIGN_OR_RETURN(std::optional<std::string> below,
+                        store_->GetEncoderState("reencode_below"));
+  if (below) {
+    Label b;
+    if (!absl::SimpleAtoi(*below, &b)) return absl::DataLossError("encoder: bad reencode_below");
+    std::lock_guard<std::mutex> write_lock(write_mu_);
+    ATTN_RETURN_IF_ERROR(Reencode(b).status());
+    ATTN_RETURN_IF_ERROR(store_->PutEncoderState({{"reencode_below", ""}}));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<EncoderTrainingResult> Collection::TrainEncoder(text::EncoderOptions options) {
+  ATTN_RETURN_IF_ERROR(DeriveEncoderDims(config().dim, &options));
+  std::lock_guard<std::mutex> write_lock(write_mu_);
+  EncoderTrainingResult result;
+  auto source = [&](const std::function<absl::Status(std::string_view)>& sink) {
+    return store_->ScanDocRecords(0, [&](Label l, const Document& d) {
+      {
+        std::shared_lock<std::shared_mutex> lock(index_mu_);
+        if (IsTombstoned(l)) return absl::OkStatus();
+      }
+      if (d.text.empty()) return absl::OkStatus();
+      return sink(d.text);
+    });
+  };
+  ATTN_ASSIGN_OR_RETURN(std::unique_ptr<text::Encoder> enc,
+                        text::Encoder::Train(source, options, &result.training));
+  uint64_t version = 0;
+  encoder(&version);
+  result.version = version + 1;
+  const Label below = store_->next_label();
+  ATTN_RETURN_IF_ERROR(store_->PutEncoderState({{"model", enc->Serialize()},
+                                                {"version", absl::StrCat(result.version)},
+                                                {"reencode_below", absl::StrCat(below)}}));
+  {
+    std::lock_guard<std::mutex> lock(encoder_mu_);
+    encoder_ = std::move(enc);
+    encoder_version_ = result.version;
+  }
+  const auto start = std::chrono::steady_clock::now();
+  ATTN_ASSIGN_OR_RETURN(result.reencoded, Reencode(below));
+  ATTN_RETURN_IF_ERROR(store_->PutEncoderState({{"reencode_below", ""}}));
+  result.reencode_seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  return result;
+}
+
+absl::StatusOr<uint64_t> Collection::Reencode(Label below) {
+  uint64_t version = 0;
+  const std::shared_ptr<const text::Encoder> enc = encoder(&version);
+  if (enc == nullptr) return 0;
+  uint64_t count = 0;
+  std::vector<Document> batch;
+  auto flush = [&]() -> absl::Status {
+    if (batch.empty()) return absl::OkStatus();
+    ATTN_RETURN_IF_ERROR(CommitPrepared(batch));
+    count += batch.size();
+    batch.clear();
+    return absl::OkStatus();
+  };
+  ATTN_RETURN_IF_ERROR(store_->ScanDocRecords(0, [&](Label l, const Document& d) {
+    if (l >= below) return absl::OkStatus();
+    if (d.encoded_by == kClientVectors || d.encoded_by == version) return absl::OkStatus();
+    {
+      std::shared_lock<std::shared_mutex> lock(index_mu_);
+      if (IsTombstoned(l)) return absl::OkStatus();
+    }
+    Document doc;
+    doc.id = d.id;
+    doc.text = d.text;
+    doc.metadata = d.metadata;
+    ATTN_RETURN_IF_ERROR(Annotate(PrepareDocument(batch.size(), enc.get(), version, &doc),
+                                  absl::StrCat("encoding document '", d.id, "'")));
+    batch.push_back(std::move(doc));
+    return batch.size() >= 512 ? flush() : absl::OkStatus();
+  }));
+  ATTN_RETURN_IF_ERROR(flush());
+  return count;
 }
 
 absl::Status Collection::CheckIdCount(size_t n) const {
@@ -489,6 +648,23 @@ absl::StatusOr<SearchResult> Collection::Search(SearchQuery q, absl::Time deadli
   using Clock = std::chrono::steady_clock;
   const auto t_start = Clock::now();
   SearchResult result;
+  if (!q.text.empty()) {
+    if (!q.pooled.empty() || !q.tokens.empty() || q.num_tokens > 0) {
+      return absl::InvalidArgumentError("query: give text or vectors, not both");
+    }
+    const std::shared_ptr<const text::Encoder> enc = encoder();
+    if (enc == nullptr) {
+      return absl::FailedPreconditionError(
+          "text: the collection has no trained encoder; load text documents and run "
+          "TrainEncoder (attnsearch-index does after a load), or query with vectors");
+    }
+    ATTN_ASSIGN_OR_RETURN(text::Encoding e, enc->EncodeQuery(q.text, "text"));
+    q.num_tokens = e.num_tokens;
+    q.tokens = std::move(e.tokens);
+    q.token_weights = std::move(e.weights);
+    q.pooled = std::move(e.pooled);
+    if (q.temperature == 0.f) q.temperature = enc->options().temperature;
+  }
   ATTN_RETURN_IF_ERROR(PrepareQuery(&q));
   ATTN_ASSIGN_OR_RETURN(AnnSearchParams params, AnnSearchParams::Parse(q.ann_params));
   result.timing.encode_us = MicrosSince(t_start);
@@ -662,8 +838,14 @@ absl::StatusOr<SearchResult> Collection::Search(SearchQuery q, absl::Time deadli
 }
 
 CollectionStats Collection::Stats() const {
-  std::shared_lock<std::shared_mutex> lock(index_mu_);
-  return {store_->live_count(), num_tombstones_, ann_->size(), store_->DiskBytes()};
+  CollectionStats stats;
+  {
+    std::shared_lock<std::shared_mutex> lock(index_mu_);
+    stats = {store_->live_count(), num_tombstones_, ann_->size(), store_->DiskBytes()};
+  }
+  const std::shared_ptr<const text::Encoder> enc = encoder(&stats.encoder_version);
+  if (enc != nullptr) stats.encoder_vocabulary = enc->vocabulary_size();
+  return stats;
 }
 
 }  // namespace attnsearch

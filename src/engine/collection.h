@@ -29,6 +29,7 @@
 #include "core/types.h"
 #include "rerank/reranker.h"
 #include "storage/doc_store.h"
+#include "text/encoder.h"
 
 namespace attnsearch {
 
@@ -78,6 +79,8 @@ struct MetadataCondition {
 };
 
 struct SearchQuery {
+  // Query text, encoded by the collection's built-in encoder; or else:
+  std::string text;
   // Query vectors; at least one of pooled and tokens. Normalised here.
   std::vector<float> pooled;          // dim values, or empty
   uint32_t num_tokens = 0;
@@ -145,6 +148,17 @@ struct CollectionStats {
   uint64_t num_tombstones = 0;
   uint64_t ann_vectors = 0;
   uint64_t disk_bytes = 0;  // the store's SST files
+  // The built-in encoder: 0 when untrained, else its version.
+  uint64_t encoder_version = 0;
+  uint32_t encoder_vocabulary = 0;
+};
+
+// What TrainEncoder did.
+struct EncoderTrainingResult {
+  text::TrainingStats training;
+  uint64_t version = 0;
+  uint64_t reencoded = 0;   // documents (re-)encoded with the new encoder
+  double reencode_seconds = 0;
 };
 
 class Collection {
@@ -167,6 +181,10 @@ class Collection {
   // Inserts or replaces `docs` atomically. Errors name the field, as in
   // "documents[3].pooled: expected 128 values, got 12"; on error nothing is
   // stored. Returns the number of documents written.
+  //
+  // A document with text and no vectors is encoded by the built-in encoder;
+  // before the encoder is trained it is stored awaiting it (not searchable
+  // until TrainEncoder).
   absl::StatusOr<uint64_t> Upsert(std::vector<Document> docs);
 
   // Deletes documents by external id; unknown ids are reported.
@@ -194,6 +212,21 @@ class Collection {
   // (after a defer_index load) and writes a snapshot. Returns how many.
   absl::StatusOr<uint64_t> BuildIndex();
 
+  // Trains the built-in encoder on the text of every live document, stores
+  // it durably as the next version, then encodes with it every live
+  // document whose vectors the encoder owns (text-only documents, awaiting
+  // or encoded by an earlier version); client vectors are left alone. Writes
+  // wait meanwhile; searches go on. The options' dimensions are derived from
+  // the collection's dim (semantic ≈ 3/8, lexical the rest, 1 for the
+  // saturation coordinate). A crash midway is finished by the next Open.
+  absl::StatusOr<EncoderTrainingResult> TrainEncoder(text::EncoderOptions options);
+
+  // The built-in encoder (null until trained) and its version.
+  std::shared_ptr<const text::Encoder> encoder(uint64_t* version = nullptr) const;
+
+  // The built-in encoder's dimensions for a collection of dimension `dim`.
+  static absl::Status DeriveEncoderDims(uint32_t dim, text::EncoderOptions* options);
+
   // The collection is being dropped: skip the final snapshot.
   void DiscardOnClose() { discard_on_close_ = true; }
 
@@ -205,7 +238,15 @@ class Collection {
   // add_vectors) and those >= metadata_from to the filter index; returns how
   // many vectors were added. REQUIRES: write_mu_ held (or construction).
   absl::StatusOr<uint64_t> CatchUp(Label from, Label metadata_from, bool add_vectors);
-  absl::Status PrepareDocument(size_t index, Document* doc) const;
+  absl::Status PrepareDocument(size_t index, const text::Encoder* encoder,
+                               uint64_t encoder_version, Document* doc) const;
+  // Commits prepared documents and indexes them. REQUIRES: write_mu_ held.
+  absl::Status CommitPrepared(std::vector<Document>& docs);
+  // Encodes with the current encoder every live document below `below`
+  // that the encoder owns. REQUIRES: write_mu_ held.
+  absl::StatusOr<uint64_t> Reencode(Label below);
+  // Loads the stored encoder and finishes an interrupted re-encoding.
+  absl::Status LoadEncoder();
   absl::Status PrepareQuery(SearchQuery* q) const;
   // INVALID_ARGUMENT when a Get or Delete names more ids than a batch may.
   absl::Status CheckIdCount(size_t n) const;
@@ -224,6 +265,11 @@ class Collection {
   // Serialises writers (label assignment, commit, index update).
   std::mutex write_mu_;
   size_t added_since_snapshot_ = 0;  // guarded by write_mu_
+
+  // The built-in encoder (null until trained) and its version.
+  mutable std::mutex encoder_mu_;
+  std::shared_ptr<const text::Encoder> encoder_;
+  uint64_t encoder_version_ = 0;
 
   // Guards the derived in-memory state below: shared for searches,
   // exclusive while a committed write is applied to it.

@@ -47,7 +47,7 @@ absl::Status Corrupt(absl::string_view what) {
 }
 
 // Version 2 added token spans; version 1 records still decode.
-constexpr uint32_t kDocRecordVersion = 2;
+constexpr uint32_t kDocRecordVersion = 3;
 constexpr uint32_t kConfigVersion = 1;
 
 }  // namespace
@@ -85,6 +85,7 @@ std::string EncodeDocRecord(const Document& doc) {
     PutU32(&s, b);
     PutU32(&s, e);
   }
+  PutU32(&s, doc.encoded_by);
   return s;
 }
 
@@ -119,6 +120,8 @@ absl::Status DecodeDocRecord(std::string_view value, Document* doc) {
       doc->token_spans.emplace_back(b, e);
     }
   }
+  doc->encoded_by = kClientVectors;
+  if (version >= 3 && !r.U32(&doc->encoded_by)) return Corrupt("document");
   if (!r.done()) return Corrupt("document");
   return absl::OkStatus();
 }

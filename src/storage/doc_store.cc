@@ -192,10 +192,13 @@ absl::Status DocStore::Commit(const std::vector<DocWrite>& writes,
     const std::string key = codec::LabelKey(w.label);
     batch.Put(cf[kIds], d.id, key);
     batch.Put(cf[kDocs], key, codec::EncodeDocRecord(d));
-    batch.Put(cf[kPooled], key, codec::EncodePooled(d.pooled.data(), config_.dim));
-    batch.Put(cf[kTokens], key,
-              codec::EncodeTokens(d.tokens.data(), d.num_tokens, config_.dim,
-                                  config_.token_dtype));
+    // A text-only document awaiting the encoder has no vectors yet.
+    if (!d.pooled.empty() || d.num_tokens > 0) {
+      batch.Put(cf[kPooled], key, codec::EncodePooled(d.pooled.data(), config_.dim));
+      batch.Put(cf[kTokens], key,
+                codec::EncodeTokens(d.tokens.data(), d.num_tokens, config_.dim,
+                                    config_.token_dtype));
+    }
     if (w.replaces) {
       drop_label(*w.replaces);
     } else {
@@ -260,6 +263,34 @@ absl::Status DocStore::GetDocuments(const std::vector<Label>& labels,
     }
     (*out)[i] = std::move(d);
   }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::optional<std::string>> DocStore::GetEncoderState(
+    const std::string& key) const {
+  std::string value;
+  rocksdb::Status s = rep_->db->Get(rocksdb::ReadOptions(), rep_->cfs[kEncoder], key, &value);
+  if (s.IsNotFound()) return std::nullopt;
+  ATTN_RETURN_IF_ERROR(FromRocks(s, "reading encoder state"));
+  return value;
+}
+
+absl::Status DocStore::PutEncoderState(
+    const std::vector<std::pair<std::string, std::string>>& entries) {
+  rocksdb::WriteBatch batch;
+  for (const auto& [k, v] : entries) {
+    if (v.empty()) {
+      batch.Delete(rep_->cfs[kEncoder], k);
+    } else {
+      batch.Put(rep_->cfs[kEncoder], k, v);
+    }
+  }
+  rocksdb::WriteOptions wo;
+  wo.sync = !rep_->write_options.disableWAL;
+  wo.disableWAL = rep_->write_options.disableWAL;
+  ATTN_RETURN_IF_ERROR(FromRocks(rep_->db->Write(wo, &batch), "writing encoder state"));
+  // Without a WAL only a flush makes it durable.
+  if (wo.disableWAL) return Flush();
   return absl::OkStatus();
 }
 

@@ -10,7 +10,8 @@
 //   pooled      label                  -> unit pooled vector (f32)
 //   tokens      label                  -> token matrix in the collection dtype
 //   tombstones  label                  -> empty (deleted/superseded labels)
-//   encoder     reserved for the built-in encoder
+//   encoder     the built-in encoder: "model" (Encoder::Serialize), "version",
+//               "reencode_below" (a re-encoding in progress)
 //
 // Every Commit is one RocksDB WriteBatch: a crash leaves either all of it or
 // none of it. With StorageOptions::sync_writes (the default) the write-ahead
@@ -146,6 +147,13 @@ class DocStore {
 
   // Every tombstoned label, in increasing order.
   absl::StatusOr<std::vector<Label>> Tombstones() const;
+
+  // The built-in encoder's state (the `encoder` column family): a value by
+  // key, nullopt when absent.
+  absl::StatusOr<std::optional<std::string>> GetEncoderState(const std::string& key) const;
+  // Writes encoder state entries atomically and durably (synced, even for a
+  // bulk-load store); an empty value deletes its key.
+  absl::Status PutEncoderState(const std::vector<std::pair<std::string, std::string>>& entries);
 
   // Makes every committed write durable: flushes the memtables to SST files
   // and syncs the WAL.

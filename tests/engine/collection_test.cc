@@ -179,8 +179,16 @@ TEST(CollectionTest, BadDocumentsNameTheFieldAndStoreNothing) {
        "documents[1].tokens: row 1 has a NaN"},
       {"tokens shape", [](Document& d) { d.tokens.pop_back(); },
        "documents[1].tokens: expected"},
-      {"no vectors", [](Document& d) { d.tokens.clear(); d.num_tokens = 0; d.pooled.clear(); },
-       "documents[1]: needs a pooled vector"},
+      {"no text or vectors",
+       [](Document& d) { d.text.clear(); d.tokens.clear(); d.num_tokens = 0; d.pooled.clear(); },
+       "documents[1]: needs text, a pooled vector"},
+      {"text-only, invalid UTF-8",
+       [](Document& d) {
+         d.text = "caf\xc3";
+         d.tokens.clear(); d.num_tokens = 0; d.pooled.clear();
+         d.token_texts.clear(); d.token_spans.clear();
+       },
+       "documents[1].text: invalid UTF-8"},
       {"token texts", [](Document& d) { d.token_texts = {"only one"}; },
        "documents[1].token_texts: expected"},
       {"duplicate id", [](Document& d) { d.id = "new0"; },
