@@ -73,6 +73,8 @@ void ToProto(const std::string& name, const Collection& c, v1::CollectionInfo* o
   const CollectionStats s = c.Stats();
   out->set_num_documents(s.num_documents);
   out->set_num_tombstones(s.num_tombstones);
+  out->set_encoder_version(s.encoder_version);
+  out->set_encoder_vocabulary(s.encoder_vocabulary);
 }
 
 absl::Status FromProto(const v1::Document& in, const std::string& field, uint32_t dim,
@@ -109,9 +111,9 @@ void ToProto(Document&& in, bool include_vectors, v1::Document* out) {
 absl::Status FromProto(const v1::SearchRequest& in, uint32_t dim, SearchQuery* out) {
   switch (in.query_case()) {
     case v1::SearchRequest::kText:
-      return absl::UnimplementedError(
-          "text: text queries need the built-in encoder, which this server does not "
-          "have yet; send vectors");
+      if (in.text().empty()) return absl::InvalidArgumentError("text: empty query");
+      out->text = in.text();
+      break;
     case v1::SearchRequest::kVectors: {
       const v1::QueryVectors& v = in.vectors();
       out->pooled.assign(v.pooled().begin(), v.pooled().end());
@@ -121,7 +123,7 @@ absl::Status FromProto(const v1::SearchRequest& in, uint32_t dim, SearchQuery* o
       break;
     }
     default:
-      return absl::InvalidArgumentError("query: empty; set vectors");
+      return absl::InvalidArgumentError("query: empty; set text or vectors");
   }
   out->top_k = in.top_k();
   out->candidates = in.candidates();

@@ -175,6 +175,30 @@ grpc::ServerUnaryReactor* SearchServiceImpl::Get(grpc::CallbackServerContext* ct
   });
 }
 
+grpc::ServerUnaryReactor* SearchServiceImpl::TrainEncoder(grpc::CallbackServerContext* ctx,
+                                                          const v1::TrainEncoderRequest* req,
+                                                          v1::TrainEncoderResponse* resp) {
+  return Defer(pool_, ctx, [this, req, resp]() -> absl::Status {
+    ATTN_ASSIGN_OR_RETURN(std::shared_ptr<Collection> c, catalog_->Get(req->collection()));
+    text::EncoderOptions options;
+    const v1::EncoderParams& p = req->params();
+    if (p.semantic_share() != 0.f) options.semantic_share = p.semantic_share();
+    if (!p.stem_language().empty()) options.stem_language = p.stem_language();
+    if (p.window() != 0) options.window = p.window();
+    if (p.min_count() != 0) options.min_count = p.min_count();
+    if (p.temperature() != 0.f) options.temperature = p.temperature();
+    ATTN_ASSIGN_OR_RETURN(EncoderTrainingResult r, c->TrainEncoder(options));
+    resp->set_version(r.version);
+    resp->set_vocabulary(r.training.vocabulary);
+    resp->set_documents(r.training.documents);
+    resp->set_tokens(r.training.tokens);
+    resp->set_train_seconds(r.training.seconds);
+    resp->set_reencoded(r.reencoded);
+    resp->set_reencode_seconds(r.reencode_seconds);
+    return absl::OkStatus();
+  });
+}
+
 grpc::ServerUnaryReactor* SearchServiceImpl::Search(grpc::CallbackServerContext* ctx,
                                                     const v1::SearchRequest* req,
                                                     v1::SearchResponse* resp) {

@@ -43,6 +43,9 @@ class SearchServiceImpl final : public v1::SearchService::CallbackService {
   grpc::ServerUnaryReactor* Search(grpc::CallbackServerContext* ctx,
                                    const v1::SearchRequest* req,
                                    v1::SearchResponse* resp) override;
+  grpc::ServerUnaryReactor* TrainEncoder(grpc::CallbackServerContext* ctx,
+                                         const v1::TrainEncoderRequest* req,
+                                         v1::TrainEncoderResponse* resp) override;
 
   // Applies one upsert batch; the number of documents written.
   absl::StatusOr<uint64_t> ApplyUpsert(const v1::UpsertRequest& req);

@@ -1010,10 +1010,10 @@ TEST_F(BadInputTest, SearchRejectsBadQueries) {
     ExpectSearchRejected(r, StatusCode::INVALID_ARGUMENT, "filter.must[0].key");
   }
   {
-    SCOPED_TRACE("text query");
+    SCOPED_TRACE("text query, no encoder trained");
     v1::SearchRequest r = GoodSearch();
     r.set_text("hello world");
-    ExpectSearchRejected(r, StatusCode::UNIMPLEMENTED, "text");
+    ExpectSearchRejected(r, StatusCode::FAILED_PRECONDITION, "text");
   }
 }
 
