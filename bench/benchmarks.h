@@ -1,6 +1,7 @@
 // attnsearch-bench: the flags shared by every benchmark and the entry point
 // of each. Each benchmark is documented at the top of its source file
-// (bench_ann.cc, bench_rerank.cc, bench_ingest.cc, bench_e2e.cc).
+// (bench_ann.cc, bench_rerank.cc, bench_ingest.cc, bench_e2e.cc,
+// bench_quality.cc).
 #ifndef ATTNSEARCH_BENCH_BENCHMARKS_H_
 #define ATTNSEARCH_BENCH_BENCHMARKS_H_
 
@@ -67,6 +68,14 @@ struct BenchFlags {
   int e2e_query_tokens = 32;
   std::string ann_params;
 
+  // quality.
+  std::string beir;                 // BEIR folder: corpus.jsonl, queries.jsonl, qrels.tsv
+  uint32_t quality_candidates = 500;
+  float quality_temperature = 0.f;  // 0: the encoder's default
+  uint32_t quality_dim = 256;
+  float semantic_share = 0.3f;
+  std::string stem_language = "english";
+
   // Output.
   std::string json;  // default: <out_dir>/<benchmark>.jsonl
   std::string out_dir = "bench/results";
@@ -84,6 +93,7 @@ absl::StatusOr<BenchOutput> RunAnn(const BenchFlags& flags);
 absl::StatusOr<BenchOutput> RunRerank(const BenchFlags& flags);
 absl::StatusOr<BenchOutput> RunIngest(const BenchFlags& flags);
 absl::StatusOr<BenchOutput> RunE2e(const BenchFlags& flags);
+absl::StatusOr<BenchOutput> RunQuality(const BenchFlags& flags);
 
 // The synthetic generator options the flags describe.
 SyntheticOptions SyntheticFromFlags(const BenchFlags& flags);

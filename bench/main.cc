@@ -11,6 +11,9 @@
 //           BuildIndex time, bytes per document             (bench_ingest.cc)
 //   e2e     Search through gRPC against a running server: closed loop per
 //           concurrency, open loop at a rate; p50/p95/p99   (bench_e2e.cc)
+//   quality a BEIR folder with qrels, text in: nDCG@10, Recall@100, MRR@10
+//           of two-stage, ANN-only and exhaustive search, next to Xapian's
+//           BM25 in the same run                            (bench_quality.cc)
 //
 // Each run prints a table, appends one JSON record (parameters, machine,
 // git commit, timestamp, figures) to --json (default
@@ -26,8 +29,8 @@ using namespace attnsearch::bench;
 int main(int argc, char** argv) {
   BenchFlags f;
   std::string benchmarks = "ann";
-  CLI::App app{"attnsearch-bench: attnsearch benchmarks (ann, rerank, ingest, e2e)"};
-  app.add_option("--benchmarks", benchmarks, "comma-separated: ann,rerank,ingest,e2e")
+  CLI::App app{"attnsearch-bench: attnsearch benchmarks (ann, rerank, ingest, e2e, quality)"};
+  app.add_option("--benchmarks", benchmarks, "comma-separated: ann,rerank,ingest,e2e,quality")
       ->capture_default_str();
   // Data.
   app.add_option("--dataset", f.dataset, "synthetic | uniform | siftsmall")->capture_default_str();
@@ -95,6 +98,19 @@ int main(int argc, char** argv) {
   app.add_option("--e2e_query_tokens", f.e2e_query_tokens, "query tokens per search (e2e)")
       ->capture_default_str();
   app.add_option("--ann_params", f.ann_params, "ann_params per search (e2e), e.g. efSearch=64");
+  // quality.
+  app.add_option("--beir", f.beir, "BEIR folder with corpus.jsonl, queries.jsonl, qrels.tsv");
+  app.add_option("--quality_candidates", f.quality_candidates, "ANN candidates reranked (quality)")
+      ->capture_default_str();
+  app.add_option("--quality_temperature", f.quality_temperature,
+                 "attention temperature of text queries (0: the encoder's default)")
+      ->capture_default_str();
+  app.add_option("--quality_dim", f.quality_dim, "collection dimension (quality)")
+      ->capture_default_str();
+  app.add_option("--semantic_share", f.semantic_share, "encoder: semantic share of a word vector")
+      ->capture_default_str();
+  app.add_option("--stem_language", f.stem_language, "encoder: Snowball stemmer or none")
+      ->capture_default_str();
   // Output.
   app.add_option("--json", f.json, "JSON lines file (default <out_dir>/<benchmark>.jsonl)");
   app.add_option("--out_dir", f.out_dir, "folder for SVG plots and default JSON")
@@ -128,6 +144,8 @@ int main(int argc, char** argv) {
       out = RunIngest(f);
     } else if (name == "e2e") {
       out = RunE2e(f);
+    } else if (name == "quality") {
+      out = RunQuality(f);
     } else {
       std::fprintf(stderr, "attnsearch-bench: unknown benchmark '%s'\n", name.c_str());
       ++failures;

@@ -9,4 +9,4 @@ sudo=""
 if [[ $(id -u) -ne 0 ]]; then sudo="sudo"; fi
 $sudo apt-get update -q
 DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends \
-  python3-numpy python3-torch python3-faiss
+  python3-numpy python3-torch python3-faiss python3-xapian
