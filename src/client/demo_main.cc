@@ -1,13 +1,25 @@
-// attnsearch-demo: the main job, run against a live attnsearch-server.
+// attnsearch-demo: the main job's client, run against a live
+// attnsearch-server.
+//
+//   attnsearch-demo --server HOST:PORT --collection man --query "..." [--query ...]
+//       [--top_k 5] [--expect ID ...]
+//
+// Text mode (--query): asks each query of an existing collection whose
+// built-in encoder is trained (scripts/demo.sh loads the manual pages) and
+// prints the hits with their highlighted snippets and, per query word, the
+// document word it attended to most, the attention weight and its share of
+// the score. --expect lists, per query, an id that must be among its hits.
 //
 //   attnsearch-demo --server 127.0.0.1:50051 [--documents 5000] [--dim 64]
 //
-// Creates a collection, streams a generated set of documents into it (each
+// Vector mode (no --query): creates a collection, streams a generated set of documents into it (each
 // document is a bag of token vectors drawn around one of several topics,
 // with a topic name in its metadata and a short text), then runs queries and
 // prints the ranked hits, their scores, the token evidence of the best hit
 // and the time each stage took. Exits non-zero if any call fails or a query
 // does not find documents of its own topic first.
+#include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -65,6 +77,59 @@ class Generator {
   std::vector<std::vector<float>> centres_;
 };
 
+// Text mode: each query as text, with evidence. Returns the exit code.
+int TextQueries(v1::SearchService::Stub* stub, const std::string& collection,
+                const std::vector<std::string>& queries, const std::vector<std::string>& expect,
+                int top_k) {
+  int missing = 0;
+  for (size_t qi = 0; qi < queries.size(); ++qi) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+    v1::SearchRequest req;
+    req.set_collection(collection);
+    req.set_text(queries[qi]);
+    req.set_top_k(top_k);
+    req.set_candidates(200);
+    req.set_include_text(false);
+    req.set_include_metadata(true);
+    req.set_explain(true);
+    req.set_highlight_pre("[");
+    req.set_highlight_post("]");
+    v1::SearchResponse resp;
+    grpc::Status s = stub->Search(&ctx, req, &resp);
+    if (!s.ok()) Fail("Search", s);
+    std::printf("\nquery %zu: \"%s\"\n", qi + 1, queries[qi].c_str());
+    bool found = qi >= expect.size();
+    for (int r = 0; r < resp.hits_size(); ++r) {
+      const v1::Hit& h = resp.hits(r);
+      found = found || h.id() == expect[qi];
+      std::printf("  %d. %-24s score %.4f  %s\n", r + 1, h.id().c_str(), h.score(),
+                  h.snippet().c_str());
+      // Evidence: the query words that carry this hit, strongest first.
+      std::vector<const v1::TokenMatch*> m;
+      for (const auto& tm : h.matches()) m.push_back(&tm);
+      std::sort(m.begin(), m.end(), [](auto* a, auto* b) { return a->contribution() > b->contribution(); });
+      std::printf("     evidence:");
+      for (size_t k = 0; k < m.size() && k < 4; ++k) {
+        std::printf(" q%u->\"%s\" (w %.2f, +%.3f)", m[k]->query_token(),
+                    m[k]->document_token_text().c_str(), m[k]->weight(), m[k]->contribution());
+      }
+      std::printf("\n");
+    }
+    const v1::Timing& tm = resp.timing();
+    std::printf("  timing (us): encode %llu, ann %llu, fetch %llu, rerank %llu, total %llu\n",
+                (unsigned long long)tm.encode_us(), (unsigned long long)tm.ann_us(),
+                (unsigned long long)tm.fetch_us(), (unsigned long long)tm.rerank_us(),
+                (unsigned long long)tm.total_us());
+    if (!found) {
+      std::fprintf(stderr, "attnsearch-demo: query %zu: expected %s among the hits\n", qi + 1,
+                   expect[qi].c_str());
+      ++missing;
+    }
+  }
+  return missing == 0 ? 0 : 1;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -77,10 +142,16 @@ int main(int argc, char** argv) {
   app.add_option("--collection", collection, "collection to create")->capture_default_str();
   app.add_option("--documents", documents, "documents to load")->capture_default_str();
   app.add_option("--dim", dim, "vector dimension")->capture_default_str();
+  std::vector<std::string> queries, expect;
+  int top_k = 5;
+  app.add_option("--query", queries, "text query (repeatable): text mode");
+  app.add_option("--expect", expect, "text mode: per query, an id expected among its hits");
+  app.add_option("--top_k", top_k, "text mode: hits per query")->capture_default_str();
   CLI11_PARSE(app, argc, argv);
 
   auto channel = grpc::CreateChannel(server, grpc::InsecureChannelCredentials());
   auto stub = v1::SearchService::NewStub(channel);
+  if (!queries.empty()) return TextQueries(stub.get(), collection, queries, expect, top_k);
   Generator gen(dim, 42);
 
   {  // A fresh collection.
