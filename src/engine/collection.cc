@@ -239,6 +239,9 @@ absl::Status Collection::PrepareDocument(size_t i, const text::Encoder* encoder,
         return absl::InvalidArgumentError(
             absl::StrCat(field, ".text: ", tokens.status().message()));
       }
+      if (tokens->empty()) {
+        return absl::InvalidArgumentError(absl::StrCat(field, ".text: contains no words"));
+      }
       doc->encoded_by = kAwaitingEncoder;
       return absl::OkStatus();
     }
@@ -490,8 +493,13 @@ absl::StatusOr<uint64_t> Collection::Reencode(Label below) {
     doc.id = d.id;
     doc.text = d.text;
     doc.metadata = d.metadata;
-    ATTN_RETURN_IF_ERROR(Annotate(PrepareDocument(batch.size(), enc.get(), version, &doc),
-                                  absl::StrCat("encoding document '", d.id, "'")));
+    if (absl::Status s = PrepareDocument(batch.size(), enc.get(), version, &doc); !s.ok()) {
+      // Left as it is (awaiting, or encoded by the older version) rather than
+      // failing the whole collection.
+      std::fprintf(stderr, "warning: document '%s' not encoded: %s\n", d.id.c_str(),
+                   std::string(s.message()).c_str());
+      return absl::OkStatus();
+    }
     batch.push_back(std::move(doc));
     return batch.size() >= 512 ? flush() : absl::OkStatus();
   }));

@@ -249,7 +249,7 @@ absl::Status DocStore::GetDocuments(const std::vector<Label>& labels,
     ATTN_RETURN_IF_ERROR(FromRocks(doc_st[i], "reading documents"));
     Document d;
     ATTN_RETURN_IF_ERROR(codec::DecodeDocRecord(docs[i].ToStringView(), &d));
-    if (include_vectors) {
+    if (include_vectors && d.encoded_by != kAwaitingEncoder) {
       // A concurrent overwrite may have removed the vectors after the record
       // was read; report the document as gone rather than half-filled.
       if (pooled_st[i].IsNotFound() || tokens_st[i].IsNotFound()) continue;

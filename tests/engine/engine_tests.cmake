@@ -6,3 +6,8 @@ attn_cc_test(NAME snippet_test SRCS engine/snippet_test.cc
              DEPS attn_engine LABELS unit)
 attn_cc_test(NAME catalog_test SRCS engine/catalog_test.cc
              DEPS attn_engine)
+# The built-in text encoder inside a collection.
+attn_cc_test(NAME text_collection_test SRCS engine/text_collection_test.cc
+             DEPS attn_engine)
+attn_cc_test(NAME paraphrase_test SRCS engine/paraphrase_test.cc
+             DEPS attn_engine)

@@ -7,3 +7,10 @@ attn_cc_test(NAME server_test SRCS server/server_test.cc
 target_compile_definitions(server_test PRIVATE
                            ATTN_SERVER_BINARY="$<TARGET_FILE:attnsearch-server>")
 add_dependencies(server_test attnsearch-server)
+# Text search through the server: TrainEncoder and text queries over gRPC.
+attn_cc_test(NAME text_search_test SRCS server/text_search_test.cc
+             DEPS attn_proto gRPC::grpc++
+             LABELS integration)
+target_compile_definitions(text_search_test PRIVATE
+                           ATTN_SERVER_BINARY="$<TARGET_FILE:attnsearch-server>")
+add_dependencies(text_search_test attnsearch-server)
