@@ -73,8 +73,10 @@ struct BenchFlags {
   uint32_t quality_candidates = 500;
   float quality_temperature = 0.f;  // 0: the encoder's default
   uint32_t quality_dim = 256;
+  bool quality_exhaustive = true;   // also rerank every document per query
   float semantic_share = 0.3f;
   std::string stem_language = "english";
+  float expansion_weight = 0.f;
 
   // Output.
   std::string json;  // default: <out_dir>/<benchmark>.jsonl

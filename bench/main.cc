@@ -105,9 +105,15 @@ int main(int argc, char** argv) {
   app.add_option("--quality_temperature", f.quality_temperature,
                  "attention temperature of text queries (0: the encoder's default)")
       ->capture_default_str();
+  app.add_option("--quality_exhaustive", f.quality_exhaustive,
+                 "quality: also rerank every document per query (agreement)")
+      ->capture_default_str();
   app.add_option("--quality_dim", f.quality_dim, "collection dimension (quality)")
       ->capture_default_str();
   app.add_option("--semantic_share", f.semantic_share, "encoder: semantic share of a word vector")
+      ->capture_default_str();
+  app.add_option("--expansion_weight", f.expansion_weight,
+                 "encoder: query expansion weight (0: off)")
       ->capture_default_str();
   app.add_option("--stem_language", f.stem_language, "encoder: Snowball stemmer or none")
       ->capture_default_str();

@@ -15,13 +15,15 @@ namespace attnsearch::text {
 namespace {
 
 constexpr char kMagic[8] = {'A', 'T', 'T', 'N', 'E', 'N', 'C', '\0'};
-constexpr uint32_t kFormatVersion = 1;
+constexpr uint32_t kFormatVersion = 2;
 // Subword lookup: n-grams shared by more keys than this say little.
 constexpr size_t kMaxSubwordPosting = 4096;
 constexpr size_t kSubwordNeighbours = 5;
 constexpr double kMinNeighbourJaccard = 0.25;
 // A spelling this close to a known key also borrows its lexical code.
 constexpr double kSpellingJaccard = 0.6;
+// Keys in fewer documents take no part in query expansion.
+constexpr uint32_t kMinExpansionDf = 10;
 
 uint64_t Fnv1a(std::string_view s, uint64_t h = 1469598103934665603ull) {
   for (unsigned char c : s) {
@@ -156,6 +158,15 @@ absl::Status EncoderOptions::Validate() const {
   if (!(b >= 0.f && b <= 1.f)) return absl::InvalidArgumentError("b: must be in [0, 1]");
   if (!(temperature > 0.f && temperature <= 100.f)) {
     return absl::InvalidArgumentError("temperature: must be in (0, 100]");
+  }
+  if (!(expansion_weight >= 0.f && expansion_weight <= 10.f)) {
+    return absl::InvalidArgumentError("expansion_weight: must be in [0, 10]");
+  }
+  if (!(expansion_min_cosine >= -1.f && expansion_min_cosine <= 1.f)) {
+    return absl::InvalidArgumentError("expansion_min_cosine: must be in [-1, 1]");
+  }
+  if (expansion_neighbours > 64) {
+    return absl::InvalidArgumentError("expansion_neighbours: at most 64");
   }
   if (max_vocabulary == 0) return absl::InvalidArgumentError("max_vocabulary: must be > 0");
   if (max_document_tokens == 0) {
@@ -314,6 +325,7 @@ absl::StatusOr<std::unique_ptr<Encoder>> Encoder::Train(const TextSource& source
   enc->num_documents_ = documents;
   enc->average_length_ = static_cast<double>(total_tokens) / documents;
   enc->BuildSubwordIndex();
+  enc->BuildNeighbours();
   if (stats != nullptr) {
     stats->documents = documents;
     stats->tokens = total_tokens;
@@ -334,6 +346,55 @@ void Encoder::BuildSubwordIndex() {
     const std::vector<uint64_t> grams = Subwords(keys_[i]);
     subword_count_[i] = static_cast<uint16_t>(std::min<size_t>(grams.size(), 65535));
     for (uint64_t g : grams) subwords_[g].push_back(i);
+  }
+}
+
+void Encoder::BuildNeighbours() {
+  const uint32_t ks = options_.semantic_dims;
+  const uint32_t n = std::min<uint32_t>(options_.expansion_vocabulary,
+                                        static_cast<uint32_t>(keys_.size()));
+  neighbours_.assign(keys_.size(), {});
+  if (options_.expansion_weight <= 0.f || options_.expansion_neighbours == 0 || n < 2) return;
+  // The n keys of highest document frequency (ties: vocabulary order).
+  std::vector<uint32_t> top(keys_.size());
+  std::iota(top.begin(), top.end(), 0u);
+  std::stable_sort(top.begin(), top.end(), [&](uint32_t a, uint32_t b) {
+    return document_frequency_[a] > document_frequency_[b];
+  });
+  top.resize(n);
+  // Rare keys' vectors rest on a few co-occurrences: no expansion to or from them.
+  while (!top.empty() && document_frequency_[top.back()] < kMinExpansionDf) top.pop_back();
+  if (top.size() < 2) return;
+  const uint32_t n_top = static_cast<uint32_t>(top.size());
+  std::vector<float> m(size_t{n_top} * ks);
+  for (uint32_t i = 0; i < n_top; ++i) {
+    std::memcpy(m.data() + size_t{i} * ks, semantic_.data() + size_t{top[i]} * ks,
+                ks * sizeof(float));
+  }
+  const uint32_t keep = options_.expansion_neighbours;
+  const float min_cos = options_.expansion_min_cosine;
+#pragma omp parallel for schedule(dynamic, 64)
+  for (int64_t i = 0; i < int64_t{n_top}; ++i) {
+    const float* a = m.data() + size_t(i) * ks;
+    std::vector<std::pair<float, uint32_t>> best;  // (cosine, index in top)
+    for (uint32_t j = 0; j < n_top; ++j) {
+      if (j == i) continue;
+      const float* b = m.data() + size_t{j} * ks;
+      float dot = 0.f;
+      for (uint32_t k = 0; k < ks; ++k) dot += a[k] * b[k];
+      if (dot < min_cos) continue;
+      if (best.size() < keep) {
+        best.emplace_back(dot, j);
+        std::push_heap(best.begin(), best.end(), std::greater<>());
+      } else if (dot > best.front().first) {
+        std::pop_heap(best.begin(), best.end(), std::greater<>());
+        best.back() = {dot, j};
+        std::push_heap(best.begin(), best.end(), std::greater<>());
+      }
+    }
+    std::sort(best.begin(), best.end(), std::greater<>());
+    auto& out = neighbours_[top[i]];
+    for (const auto& [c, j] : best) out.emplace_back(top[j], c);
   }
 }
 
@@ -470,6 +531,27 @@ absl::StatusOr<Encoding> Encoder::EncodeQuery(std::string_view text,
     e.token_texts.emplace_back(text.substr(g.begin, g.end - g.begin));
     e.token_spans.emplace_back(g.begin, g.end);
   }
+  // Expansion rows: the words' nearest keys by meaning, not already asked.
+  absl::flat_hash_set<std::string> asked;
+  for (const Grouped& g : groups) asked.insert(g.key);
+  const uint32_t original = e.num_tokens;
+  for (uint32_t r = 0; r < original; ++r) {
+    auto it = key_index_.find(groups[r].key);
+    if (it == key_index_.end()) continue;
+    for (const auto& [k, cosine] : neighbours_[it->second]) {
+      if (!asked.insert(keys_[k]).second) continue;
+      const float weight = options_.expansion_weight * cosine * e.weights[r];
+      e.tokens.resize(e.tokens.size() + d, 0.f);
+      float* row = e.tokens.data() + size_t{e.num_tokens} * d;
+      float idf;
+      KeyVector(keys_[k], row, &idf);
+      for (uint32_t j = 0; j + 1 < d; ++j) e.pooled[j] += weight * row[j];
+      e.weights.push_back(weight);
+      e.token_texts.push_back(keys_[k]);
+      e.token_spans.emplace_back(groups[r].begin, groups[r].end);
+      ++e.num_tokens;
+    }
+  }
   Normalize(e.pooled.data(), d);
   return e;
 }
@@ -480,10 +562,12 @@ std::string Encoder::Serialize() const {
   w.Put<uint32_t>(kFormatVersion);
   const EncoderOptions& o = options_;
   for (uint32_t x : {o.semantic_dims, o.lexical_dims, o.window, o.min_count, o.max_vocabulary,
-                     o.power_iterations, o.max_document_tokens}) {
+                     o.power_iterations, o.max_document_tokens, o.expansion_neighbours,
+                     o.expansion_vocabulary}) {
     w.Put<uint32_t>(x);
   }
-  for (float x : {o.semantic_share, o.context_smoothing, o.k1, o.b, o.temperature}) {
+  for (float x : {o.semantic_share, o.context_smoothing, o.k1, o.b, o.temperature,
+                  o.expansion_weight, o.expansion_min_cosine}) {
     w.Put<float>(x);
   }
   w.Put<uint64_t>(o.seed);
@@ -518,8 +602,10 @@ absl::StatusOr<std::unique_ptr<Encoder>> Encoder::Deserialize(std::string_view b
   EncoderOptions o;
   bool ok = r.Get(&o.semantic_dims) && r.Get(&o.lexical_dims) && r.Get(&o.window) &&
             r.Get(&o.min_count) && r.Get(&o.max_vocabulary) && r.Get(&o.power_iterations) &&
-            r.Get(&o.max_document_tokens) && r.Get(&o.semantic_share) &&
+            r.Get(&o.max_document_tokens) && r.Get(&o.expansion_neighbours) &&
+            r.Get(&o.expansion_vocabulary) && r.Get(&o.semantic_share) &&
             r.Get(&o.context_smoothing) && r.Get(&o.k1) && r.Get(&o.b) && r.Get(&o.temperature) &&
+            r.Get(&o.expansion_weight) && r.Get(&o.expansion_min_cosine) &&
             r.Get(&o.seed) &&
             r.GetString(&o.stem_language);
   if (!ok) return corrupt("truncated options");
@@ -544,6 +630,7 @@ absl::StatusOr<std::unique_ptr<Encoder>> Encoder::Deserialize(std::string_view b
   }
   enc->BuildSubwordIndex();
   if (enc->key_index_.size() != v) return corrupt("duplicate keys");
+  enc->BuildNeighbours();
   return enc;
 }
 

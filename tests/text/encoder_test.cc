@@ -850,8 +850,8 @@ TEST(EncoderTest, WellSignedButMalformedBytesAreDataLoss) {
   ASSERT_NE(enc, nullptr);
   const std::string bytes = enc->Serialize();
   ASSERT_EQ(Resign(bytes), bytes) << "the checksum is FNV-1a over the rest";
-  // Layout: magic[8], version u32 @8, u32 options @12 (semantic_dims
-  // first), f32 options @40 (semantic_share first), seed, stem_language
+  // Layout: magic[8], version u32 @8, nine u32 options @12 (semantic_dims
+  // first), f32 options @48 (semantic_share first), seed, stem_language
   // (u32 length + bytes), documents u64, average length f64, vocabulary
   // size u32, then the keys.
   const std::string language("\x07\0\0\0english", 11);
@@ -863,13 +863,13 @@ TEST(EncoderTest, WellSignedButMalformedBytesAreDataLoss) {
   std::memcpy(&v, bytes.data() + vocab_size_at, 4);
   ASSERT_EQ(v, enc->vocabulary_size());
   float share = 0;
-  std::memcpy(&share, bytes.data() + 40, 4);
+  std::memcpy(&share, bytes.data() + 48, 4);
   ASSERT_EQ(share, enc->options().semantic_share);
 
-  ExpectDataLoss(Patch<uint32_t>(bytes, 8, 2), "version 2");
+  ExpectDataLoss(Patch<uint32_t>(bytes, 8, 99), "version 99");
   ExpectDataLoss(Patch<uint32_t>(bytes, 12, 0), "semantic_dims 0");
   ExpectDataLoss(Patch<uint32_t>(bytes, 12, 9), "semantic_dims 9: vectors do not fit");
-  ExpectDataLoss(Patch<float>(bytes, 40, 2.f), "semantic_share 2");
+  ExpectDataLoss(Patch<float>(bytes, 48, 2.f), "semantic_share 2");
   ExpectDataLoss(Patch<uint32_t>(bytes, language_at, 1000), "stem_language past the end");
   {
     std::string b = bytes;
@@ -1170,6 +1170,59 @@ TEST(EncoderTest, ConcurrentCallsMatchSingleThreaded) {
   }
   for (std::thread& th : threads) th.join();
   for (int th = 0; th < kThreads; ++th) EXPECT_EQ(mismatches[th], 0) << "thread " << th;
+}
+
+}  // namespace
+}  // namespace attnsearch::text
+
+namespace attnsearch::text {
+namespace {
+
+// Query expansion: off by default; on, each known query word brings its
+// nearest keys by meaning as extra rows weighted expansion_weight x cosine x
+// the word's weight, and the words' own rows are unchanged.
+TEST(EncoderExpansionTest, AddsNeighbourRowsWithCosineWeights) {
+  const std::vector<std::string> texts = EnglishCorpus(600, 3);
+  auto plain = MustTrain(texts);
+  ASSERT_NE(plain, nullptr);
+  EncoderOptions options;
+  options.expansion_weight = 0.8f;
+  options.expansion_min_cosine = -1.f;  // every key qualifies
+  options.expansion_neighbours = 2;
+  auto expanding = MustTrain(texts, options);
+  ASSERT_NE(expanding, nullptr);
+
+  auto base = plain->EncodeQuery("boat");
+  auto wide = expanding->EncodeQuery("boat");
+  ASSERT_TRUE(base.ok() && wide.ok());
+  ASSERT_EQ(base->num_tokens, 1u);
+  ASSERT_EQ(wide->num_tokens, 3u);
+  const uint32_t d = plain->dim(), ks = options.semantic_dims;
+  const float a = std::sqrt(options.semantic_share);
+  // Same first row and weight as without expansion.
+  EXPECT_EQ(std::vector<float>(wide->tokens.begin(), wide->tokens.begin() + d),
+            std::vector<float>(base->tokens.begin(), base->tokens.begin() + d));
+  EXPECT_FLOAT_EQ(wide->weights[0], base->weights[0]);
+  for (uint32_t r = 1; r < 3; ++r) {
+    const float* q0 = wide->tokens.data();
+    const float* qr = wide->tokens.data() + size_t{r} * d;
+    double sem = 0;  // cosine of the (scaled) semantic parts
+    for (uint32_t j = 0; j < ks; ++j) sem += double(q0[j]) * qr[j];
+    sem /= double(a) * a;
+    EXPECT_NEAR(wide->weights[r], 0.8 * sem * wide->weights[0], 1e-4) << r;
+    EXPECT_NE(wide->token_texts[r], "boat");
+    // The expansion rows point at the word they expand.
+    EXPECT_EQ(wide->token_spans[r], wide->token_spans[0]);
+  }
+  // Neighbours are ordered by cosine.
+  EXPECT_GE(wide->weights[1], wide->weights[2]);
+  // The setting survives serialisation.
+  auto restored = Encoder::Deserialize(expanding->Serialize());
+  ASSERT_TRUE(restored.ok()) << restored.status();
+  auto again = (*restored)->EncodeQuery("boat");
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(again->tokens, wide->tokens);
+  EXPECT_EQ(again->weights, wide->weights);
 }
 
 }  // namespace
