@@ -7,6 +7,7 @@
 #include "core/status.h"
 #include "engine/catalog.h"
 #include "indexer/sink.h"
+#include "text/encoder.h"
 
 namespace attnsearch::indexer {
 
@@ -78,6 +79,26 @@ class EngineSink : public Sink {
     return durable_(position_, written_);
   }
 
+  absl::StatusOr<EncoderState> GetEncoderState() override {
+    const CollectionStats stats = collection_->Stats();
+    return EncoderState{stats.encoder_version, stats.encoder_vocabulary};
+  }
+
+  absl::StatusOr<EncoderTraining> TrainEncoder(const EncoderSettings& settings) override {
+    text::EncoderOptions options;
+    if (settings.semantic_share != 0.f) options.semantic_share = settings.semantic_share;
+    if (!settings.stem_language.empty()) options.stem_language = settings.stem_language;
+    ATTN_ASSIGN_OR_RETURN(EncoderTrainingResult r, collection_->TrainEncoder(options));
+    EncoderTraining t;
+    t.version = r.version;
+    t.vocabulary = r.training.vocabulary;
+    t.documents = r.training.documents;
+    t.train_seconds = r.training.seconds;
+    t.encoded = r.reencoded;
+    t.encode_seconds = r.reencode_seconds;
+    return t;
+  }
+
   absl::StatusOr<std::string> Finish() override {
     const auto start = std::chrono::steady_clock::now();
     ATTN_ASSIGN_OR_RETURN(uint64_t added,
@@ -114,11 +135,13 @@ absl::StatusOr<std::unique_ptr<Sink>> OpenEngineSink(const TargetOptions& option
   absl::StatusOr<std::shared_ptr<Collection>> c = catalog->Get(options.collection);
   bool created = false;
   if (absl::IsNotFound(c.status())) {
-    if (options.create_config.dim == 0) {
+    CollectionConfig config = options.create_config;
+    if (config.dim == 0) config.dim = options.default_dim;
+    if (config.dim == 0) {
       return absl::InvalidArgumentError(absl::StrCat(
           "collection '", options.collection, "' does not exist; --dim is needed to create it"));
     }
-    c = catalog->Create(options.collection, options.create_config);
+    c = catalog->Create(options.collection, config);
     created = true;
   }
   if (!c.ok()) return c.status();

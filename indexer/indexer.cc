@@ -12,6 +12,7 @@
 #include "absl/strings/str_format.h"
 #include "indexer/checkpoint.h"
 #include "indexer/sink.h"
+#include "text/encoder.h"
 
 namespace attnsearch::indexer {
 namespace {
@@ -60,6 +61,11 @@ class Load {
     return errors_ <= options_.max_errors;
   }
 
+  // After the load: trains the built-in encoder when options_.train_encoder
+  // says so. `reached_end`: the whole input was processed. Returns an exit
+  // code, or nullopt to go on.
+  std::optional<int> MaybeTrainEncoder(bool reached_end);
+
   // Everything up to `position` is durable: checkpoint it.
   absl::Status OnDurable(uint64_t position, uint64_t documents) {
     auto end = error_positions_.upper_bound(position);
@@ -103,7 +109,67 @@ class Load {
   uint64_t prior_errors_ = 0;    // of those, reported by earlier runs
   std::set<uint64_t> error_positions_;  // reported, after the checkpoint
   uint64_t synced_documents_ = 0;
+  // Valid text-only documents (no vectors) of the input: written by this
+  // run, and skipped because an earlier run (the checkpoint) loaded them.
+  uint64_t text_only_written_ = 0;
+  uint64_t text_only_earlier_ = 0;
 };
+
+std::optional<int> Load::MaybeTrainEncoder(bool reached_end) {
+  const TrainEncoderMode mode = options_.train_encoder;
+  const uint64_t text_only = text_only_written_ + text_only_earlier_;
+  if (mode != TrainEncoderMode::kAlways && text_only == 0) return std::nullopt;
+  absl::StatusOr<EncoderState> state = sink_->GetEncoderState();
+  if (!state.ok()) return Fail(kExitTarget, std::string(state.status().message()));
+  bool train = mode == TrainEncoderMode::kAlways;
+  if (mode == TrainEncoderMode::kAuto && state->version == 0) {
+    if (reached_end) {
+      train = true;
+    } else {
+      Say("the built-in encoder is not trained: the load did not reach the end of its input, "
+          "so text-only documents are stored awaiting it (not searchable); re-running the load "
+          "to the end trains it (or --train_encoder=always)");
+    }
+  } else if (mode == TrainEncoderMode::kAuto && text_only_written_ > 0) {
+    Say(absl::StrFormat("%llu text-only documents were encoded by the collection's encoder v%llu "
+                        "(--train_encoder=always retrains it on every document's text)",
+                        (unsigned long long)text_only_written_,
+                        (unsigned long long)state->version));
+  } else if (mode == TrainEncoderMode::kNever && state->version == 0) {
+    Say(absl::StrFormat("--train_encoder=never: %llu text-only documents are stored awaiting the "
+                        "built-in encoder (not searchable until it is trained)",
+                        (unsigned long long)text_only));
+  }
+  if (!train) return std::nullopt;
+
+  EncoderSettings settings;
+  settings.semantic_share = options_.semantic_share;
+  settings.stem_language = options_.stem_language;
+  Say(absl::StrFormat(
+      "training the built-in encoder (v%llu) on the collection's text (semantic_share %s, "
+      "stem_language %s)",
+      (unsigned long long)state->version + 1,
+      settings.semantic_share == 0.f ? "default" : absl::StrFormat("%g", settings.semantic_share),
+      settings.stem_language.empty() ? "default" : settings.stem_language));
+  absl::StatusOr<EncoderTraining> t = sink_->TrainEncoder(settings);
+  if (!t.ok()) {
+    return Fail(TargetExitCode(t.status()),
+                absl::StrCat("training the encoder: ", t.status().message(),
+                             " (the documents are stored; re-run the load to train it)"));
+  }
+  if (t->reply_lost) {
+    Say(absl::StrFormat("encoder v%llu: vocabulary %u; trained, but the server's reply was lost "
+                        "(it became unavailable meanwhile), so no figures",
+                        (unsigned long long)t->version, t->vocabulary));
+  } else {
+    Say(absl::StrFormat("encoder v%llu: vocabulary %u, trained on %llu documents in %.2f s; "
+                        "%llu documents encoded in %.2f s",
+                        (unsigned long long)t->version, t->vocabulary,
+                        (unsigned long long)t->documents, t->train_seconds,
+                        (unsigned long long)t->encoded, t->encode_seconds));
+  }
+  return std::nullopt;
+}
 
 int Load::Run() {
   const IndexerOptions& o = options_;
@@ -117,6 +183,14 @@ int Load::Run() {
     return Fail(kExitUsage, "--batch must be 1..10000");
   }
   if (o.dim > kMaxDim) return Fail(kExitUsage, absl::StrCat("--dim must be 1..", kMaxDim));
+  if (o.train_encoder != TrainEncoderMode::kNever) {
+    // Checked now rather than after the load.
+    text::EncoderOptions eo;
+    if (o.semantic_share != 0.f) eo.semantic_share = o.semantic_share;
+    if (!o.stem_language.empty()) eo.stem_language = o.stem_language;
+    absl::Status s = eo.Validate();
+    if (!s.ok()) return Fail(kExitUsage, absl::StrCat("--", s.message()));
+  }
 
   // --- Input ---
   InputFormat format = o.format == InputFormat::kAuto ? DetectFormat(o.input) : o.format;
@@ -164,6 +238,10 @@ int Load::Run() {
     absl::StatusOr<uint32_t> d = PeekFvecsDim(*data_file);
     if (!d.ok()) return Fail(kExitInput, std::string(d.status().message()));
     t.create_config.dim = *d;
+  } else if (o.dim == 0) {
+    absl::StatusOr<bool> text_only = FirstDocumentIsTextOnly(o.input, format);
+    if (!text_only.ok()) return Fail(kExitInput, std::string(text_only.status().message()));
+    if (*text_only) t.default_dim = kTextOnlyDim;
   }
   t.data_dir = o.data_dir;
   t.server = o.server;
@@ -191,7 +269,11 @@ int Load::Run() {
   source_ = *std::move(source);
   Say(absl::StrCat("loading ", *data_file, " (", InputFormatName(format), ") into ",
                    sink_->created() ? "new" : "existing", " collection '", o.collection,
-                   "' (dim ", sink_->dim(), ") ",
+                   "' (dim ", sink_->dim(),
+                   sink_->created() && t.create_config.dim == 0 && t.default_dim != 0
+                       ? ", the default for text-only input"
+                       : "",
+                   ") ",
                    o.server.empty() ? "in " + o.data_dir : "on " + o.server,
                    "; checkpoint ", checkpoint_path_));
 
@@ -209,6 +291,7 @@ int Load::Run() {
     if (rec.position <= skip_to) {
       // Already loaded; ids still count for duplicate detection.
       if (dedup && rec.status.ok()) first_seen.emplace(rec.doc.id, rec.position);
+      if (rec.status.ok() && IsTextOnly(rec.doc)) ++text_only_earlier_;
       ++skipped;
       continue;
     }
@@ -229,6 +312,7 @@ int Load::Run() {
       continue;
     }
     const size_t bytes = EstimateWireBytes(rec.doc);
+    const bool text_only = IsTextOnly(rec.doc);
     if (!batch.docs.empty() && (batch.docs.size() >= o.batch_documents ||
                                 batch.bytes + bytes > o.batch_bytes)) {
       target_status = Send(&batch, consumed);
@@ -239,6 +323,7 @@ int Load::Run() {
     batch.bytes += bytes;
     consumed = rec.position;
     ++accepted;
+    text_only_written_ += text_only;
     if (o.limit > 0 && accepted >= o.limit) limited = true;
     progress_.Update(sink_->documents_written() + batch.docs.size(), errors_,
                      source_->bytes_read(), source_->file_size());
@@ -265,9 +350,6 @@ int Load::Run() {
     if (!s.ok()) return Fail(kExitTarget, std::string(s.message()));
   }
   const double secs = progress_.Elapsed();
-  absl::StatusOr<std::string> finish = sink_->Finish();
-  if (!finish.ok()) return Fail(kExitTarget, std::string(finish.status().message()));
-
   const uint64_t written = sink_->documents_written();
   Say(absl::StrFormat(
       "%s: %llu documents written%s, %llu bad records%s, %.2f s, %.0f docs/s, %.1f MB/s "
@@ -282,6 +364,11 @@ int Load::Run() {
                                            (unsigned long long)prior_errors_),
       secs, written / std::max(secs, 1e-9), source_->bytes_read() / std::max(secs, 1e-9) / 1e6,
       (unsigned long long)source_->bytes_read()));
+  // Offline, before the ANN index is built: it then holds the encoded
+  // documents.
+  if (std::optional<int> code = MaybeTrainEncoder(reached_end)) return *code;
+  absl::StatusOr<std::string> finish = sink_->Finish();
+  if (!finish.ok()) return Fail(kExitTarget, std::string(finish.status().message()));
   Say(absl::StrFormat("%s; %.2f s in all", *finish, progress_.Elapsed()));
   if (!read_status.ok()) {
     return Fail(kExitInput, absl::StrCat(read_status.message(),

@@ -2,7 +2,9 @@
 // validates every record before it enters a batch, writes batches to a sink
 // (sink.h: the engine in-process, or a server), reports bad records as
 // FILE:LINE: reason, checkpoints its progress (checkpoint.h) and prints
-// progress and a summary on stderr. main.cc only parses flags.
+// progress and a summary on stderr. At the end it trains the collection's
+// built-in text encoder when the load brought text-only documents (see
+// TrainEncoderMode). main.cc only parses flags.
 #ifndef ATTNSEARCH_INDEXER_INDEXER_H_
 #define ATTNSEARCH_INDEXER_INDEXER_H_
 
@@ -23,6 +25,26 @@ enum ExitCode : int {
   kExitTarget = 3,  // the engine or the server failed
 };
 
+// The dim of a collection created for text-only input without --dim: the
+// built-in encoder's default size (96 semantic + 159 lexical + 1).
+inline constexpr uint32_t kTextOnlyDim = 256;
+
+// When to train the built-in encoder after a load (--train_encoder).
+enum class TrainEncoderMode {
+  // When the load reached the end of its input, the input holds text-only
+  // documents (written by this run or, resumed, by the runs before it) and
+  // the collection's encoder is untrained. A load that stopped early
+  // (--limit, too many bad records, an unreadable input) does not train:
+  // re-running it to the end does.
+  kAuto,
+  // After every load that did not fail on the target (a trained encoder is
+  // replaced by the next version, trained on every document's text).
+  kAlways,
+  // Never: text-only documents stay stored awaiting the encoder, not
+  // searchable.
+  kNever,
+};
+
 struct IndexerOptions {
   // --- What to load where ---
   // A JSON lines file, a BEIR folder or an .fvecs file (optionally gzip).
@@ -36,7 +58,8 @@ struct IndexerOptions {
   std::string server;
 
   // --- Creating the collection (when missing) ---
-  // 0: the existing collection's dim (fvecs: the file's dim).
+  // 0: the existing collection's dim (fvecs: the file's dim; input whose
+  // first document is text-only: kTextOnlyDim).
   uint32_t dim = 0;
   TokenDtype dtype = TokenDtype::kBF16;
   std::string ann_spec = "HNSW32,Flat";
@@ -52,6 +75,13 @@ struct IndexerOptions {
   int max_retries = 8;
   // Online: first retry backoff. Default: 200 ms.
   int initial_backoff_ms = 200;
+
+  // --- The built-in encoder ---
+  TrainEncoderMode train_encoder = TrainEncoderMode::kAuto;
+  // Passed to the training (EncoderSettings); 0 / empty: the defaults
+  // (0.3, "english").
+  float semantic_share = 0.f;
+  std::string stem_language;
 
   // --- Errors ---
   // Bad records tolerated before stopping. Default: 0 (stop at the first).

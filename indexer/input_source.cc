@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "core/status.h"
 #include "dataset/input_file.h"
+#include "nlohmann/json.hpp"
 
 namespace attnsearch::indexer {
 namespace {
@@ -163,6 +164,26 @@ absl::StatusOr<uint32_t> PeekFvecsDim(const std::string& path) {
         absl::StrCat(path, ": bad first record dimension ", d, " (not an fvecs file?)"));
   }
   return uint32_t(d);
+}
+
+absl::StatusOr<bool> FirstDocumentIsTextOnly(const std::string& input, InputFormat format) {
+  if (format == InputFormat::kAuto) format = DetectFormat(input);
+  if (format == InputFormat::kFvecs) return false;
+  ATTN_ASSIGN_OR_RETURN(const std::string path, DataFile(input, format));
+  ATTN_ASSIGN_OR_RETURN(std::unique_ptr<InputFile> file, InputFile::Open(path));
+  std::string line;
+  while (file->ReadLine(&line)) {
+    if (IsBlank(line)) continue;
+    const nlohmann::json j = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
+    if (!j.is_object()) return false;
+    for (const char* key : {"pooled", "tokens"}) {
+      auto it = j.find(key);
+      if (it != j.end() && !it->is_null()) return false;
+    }
+    return true;
+  }
+  ATTN_RETURN_IF_ERROR(file->status());
+  return false;
 }
 
 absl::StatusOr<std::unique_ptr<RecordSource>> OpenSource(const std::string& input,

@@ -6,7 +6,8 @@
 //   kJsonLines  one JSON object per line (record_parser.h); blank lines are
 //               skipped. Positions are line numbers.
 //   kBeir       a directory holding corpus.jsonl (or corpus.jsonl.gz) with
-//               `_id`, `title`, `text`. Positions are line numbers.
+//               `_id` (or `id`), `title`, `text`: text-only documents.
+//               Positions are line numbers.
 //   kFvecs      TEXMEX .fvecs: pooled vectors only; the id of record i
 //               (0-based) is "i". Positions are record counts (record i has
 //               position i + 1).
@@ -39,6 +40,13 @@ absl::StatusOr<std::string> DataFile(const std::string& input, InputFormat forma
 
 // The dimension of the first record of an fvecs file (plain or gzip).
 absl::StatusOr<uint32_t> PeekFvecsDim(const std::string& path);
+
+// Whether the first document of a JSON lines or BEIR input has no vectors
+// (its first non-blank line is an object without a non-null "pooled" or
+// "tokens"): the input is then taken to be text-only, for choosing the dim of
+// a new collection. False for fvecs and when the first line is not a JSON
+// object. NOT_FOUND when the input cannot be read.
+absl::StatusOr<bool> FirstDocumentIsTextOnly(const std::string& input, InputFormat format);
 
 struct InputRecord {
   // Input units consumed up to and including this record: the line number

@@ -14,7 +14,11 @@ constexpr const char* kFooter = R"(
 Inputs: JSON lines (one {"id", "title", "text", "metadata", "pooled", "tokens",
 "token_texts"} object per line), a BEIR folder (corpus.jsonl with _id, title,
 text), or a TEXMEX .fvecs file (pooled vectors; id = row number). Gzip input
-is read directly. Every document needs a pooled vector and/or tokens.
+is read directly. Every document needs text (title and/or text) and/or vectors
+(pooled and/or tokens). Text-only documents are encoded by the collection's
+built-in encoder, which the load trains at its end (--train_encoder auto:
+when the input had text-only documents and the encoder is untrained). A new
+collection for text-only input gets dim 256 unless --dim is given.
 
 Bad records are reported as FILE:LINE: reason (FILE:record N for fvecs).
 Re-running the same command after an interruption resumes from the
@@ -33,7 +37,7 @@ Exit codes:
 
 int main(int argc, char** argv) {
   ai::IndexerOptions o;
-  std::string format = "auto", dtype = "bf16", progress = "auto";
+  std::string format = "auto", dtype = "bf16", progress = "auto", train_encoder = "auto";
   double batch_mb = 4, inflight_mb = 32;
 
   CLI::App app{"attnsearch-index: load documents into an attnsearch collection"};
@@ -52,7 +56,7 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"auto", "jsonl", "beir", "fvecs"}))
       ->capture_default_str();
   app.add_option("--dim", o.dim, "vector dimension, to create the collection (fvecs: default "
-                                 "the file's)");
+                                 "the file's; text-only input: 256)");
   app.add_option("--dtype", dtype, "token storage when creating: bf16, f32 or int8")
       ->check(CLI::IsMember({"bf16", "f32", "int8"}))
       ->capture_default_str();
@@ -72,6 +76,18 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--backoff_ms", o.initial_backoff_ms, "online: first retry backoff")
       ->capture_default_str();
+  app.add_option("--train_encoder", train_encoder,
+                 "train the built-in text encoder at the end: auto (when text-only documents "
+                 "were loaded, the load reached the end of its input and the encoder is "
+                 "untrained), always, never")
+      ->check(CLI::IsMember({"auto", "always", "never"}))
+      ->capture_default_str();
+  app.add_option("--semantic_share", o.semantic_share,
+                 "encoder: share of meaning vs exact words in a word vector, in (0, 1] (0: the "
+                 "default, 0.3)")
+      ->capture_default_str();
+  app.add_option("--stem_language", o.stem_language,
+                 "encoder: Snowball stemmer (english, german, ...) or none (empty: english)");
   app.add_option("--max_errors", o.max_errors,
                  "bad records tolerated before stopping (0: stop at the first)")
       ->capture_default_str();
@@ -108,6 +124,9 @@ int main(int argc, char** argv) {
                : progress == "plain" ? ai::ProgressMode::kPlain
                : progress == "off"   ? ai::ProgressMode::kOff
                                      : ai::ProgressMode::kAuto;
+  o.train_encoder = train_encoder == "always"  ? ai::TrainEncoderMode::kAlways
+                    : train_encoder == "never" ? ai::TrainEncoderMode::kNever
+                                               : ai::TrainEncoderMode::kAuto;
   o.batch_bytes = size_t(batch_mb * (1 << 20));
   o.max_inflight_bytes = size_t(inflight_mb * (1 << 20));
   return ai::RunIndexer(o);

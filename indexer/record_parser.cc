@@ -2,11 +2,13 @@
 
 #include <cfloat>
 #include <cmath>
+#include <cstring>
 #include <string>
 
 #include "absl/strings/str_cat.h"
 #include "core/status.h"
 #include "nlohmann/json.hpp"
+#include "text/tokenizer.h"
 
 namespace attnsearch::indexer {
 namespace {
@@ -83,6 +85,96 @@ absl::Status ToFloats(const json& v, const std::string& field, size_t expected,
   return absl::OkStatus();
 }
 
+// The value of four hex digits at line[i..i+4), or -1.
+int Hex4(std::string_view line, size_t i) {
+  if (i + 4 > line.size()) return -1;
+  int v = 0;
+  for (size_t k = i; k < i + 4; ++k) {
+    const char c = line[k];
+    const int d = c >= '0' && c <= '9'   ? c - '0'
+                  : c >= 'a' && c <= 'f' ? c - 'a' + 10
+                  : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                         : -1;
+    if (d < 0) return -1;
+    v = v * 16 + d;
+  }
+  return v;
+}
+
+// Why `line`, whose first malformed UTF-8 sequence starts at byte `bad`, is
+// bad: "FIELD: invalid UTF-8 at byte N", FIELD being the top-level key whose
+// value holds the sequence and N its offset in the decoded string. A small
+// scan of the valid prefix: nlohmann only says "ill-formed UTF-8 byte".
+absl::Status Utf8Error(std::string_view line, size_t bad) {
+  int depth = 0;
+  bool in_string = false;
+  bool after_colon = false;  // at depth 1: the next string is a value
+  size_t begin = 0;          // of the current or last string's contents
+  size_t decoded = 0;        // bytes of the current string's value so far
+  std::string_view last_string, key;
+  for (size_t i = 0; i < bad; ++i) {
+    const char c = line[i];
+    if (in_string) {
+      if (c == '"') {
+        in_string = false;
+        last_string = line.substr(begin, i - begin);
+      } else if (c == '\\' && i + 1 < bad) {
+        ++i;
+        int u;
+        if (line[i] == 'u' && (u = Hex4(line, i + 1)) >= 0) {
+          i += 4;
+          int low;
+          if (u >= 0xD800 && u <= 0xDBFF && i + 2 < bad && line[i + 1] == '\\' &&
+              line[i + 2] == 'u' && (low = Hex4(line, i + 3)) >= 0xDC00 && low <= 0xDFFF) {
+            i += 6;
+            decoded += 4;  // a surrogate pair: one code point above U+FFFF
+          } else {
+            decoded += u < 0x80 ? 1 : u < 0x800 ? 2 : 3;
+          }
+        } else {
+          ++decoded;
+        }
+      } else {
+        ++decoded;
+      }
+      continue;
+    }
+    switch (c) {
+      case '"':
+        in_string = true;
+        begin = i + 1;
+        decoded = 0;
+        break;
+      case '{':
+      case '[':
+        if (++depth == 1) after_colon = false;
+        break;
+      case '}':
+      case ']':
+        --depth;
+        break;
+      case ':':
+        if (depth == 1) {
+          key = last_string;
+          after_colon = true;
+        }
+        break;
+      case ',':
+        if (depth == 1) after_colon = false;
+        break;
+      default:
+        break;
+    }
+  }
+  if (!in_string || depth < 1) {
+    return Bad("", absl::StrCat("bad JSON: invalid UTF-8 at byte ", bad, " of the line"));
+  }
+  if (depth == 1 && !after_colon) {
+    return Bad("", absl::StrCat("invalid UTF-8 in a field name at byte ", bad, " of the line"));
+  }
+  return Bad(std::string(key), absl::StrCat("invalid UTF-8 at byte ", decoded));
+}
+
 absl::Status ParseUint(const json& v, const std::string& field, uint64_t* out) {
   if (!v.is_number_integer() || (v.is_number_integer() && !v.is_number_unsigned() &&
                                   v.get<int64_t>() < 0)) {
@@ -150,7 +242,14 @@ absl::Status ParseObject(const json& j, const ParseOptions& options, Document* o
   if (!j.is_object()) return Bad("", absl::StrCat("expected a JSON object, got ", Describe(j)));
   const char* id_key = options.beir ? "_id" : "id";
   auto it = j.find(id_key);
-  if (it == j.end() || it->is_null()) return Bad(id_key, "missing");
+  if (it == j.end() || it->is_null()) {
+    // BEIR corpora in the wild use either spelling.
+    const char* other = options.beir ? "id" : "_id";
+    auto alt = j.find(other);
+    if (alt == j.end() || alt->is_null()) return Bad(id_key, "missing");
+    it = alt;
+    id_key = other;
+  }
   if (!it->is_string()) {
     return Bad(id_key, absl::StrCat("expected a string, got ", Describe(*it)));
   }
@@ -195,7 +294,7 @@ absl::Status ParseObject(const json& j, const ParseOptions& options, Document* o
   const auto tokens = j.find("tokens");
   const bool has_pooled = pooled != j.end() && !pooled->is_null();
   const bool has_tokens = tokens != j.end() && !tokens->is_null();
-  if (!has_pooled && !has_tokens) return Bad("", kNoVectorsReason);
+  if (!has_pooled && !has_tokens && out->text.empty()) return Bad("", kNoContentReason);
   if (has_pooled) {
     ATTN_RETURN_IF_ERROR(ToFloats(*pooled, "pooled", options.dim, &out->pooled));
   }
@@ -237,6 +336,10 @@ absl::Status ParseJsonLine(std::string_view line, const ParseOptions& options, D
     return Bad("", absl::StrCat("bad JSON: ", CleanJsonError(e.what()),
                                 " (not a finite number)"));
   } catch (const json::exception& e) {
+    // Checked only here: nlohmann rejects malformed UTF-8 in strings, so a
+    // parsed line is valid UTF-8.
+    const size_t bad = FindInvalidUtf8(line);
+    if (bad != std::string_view::npos) return Utf8Error(line, bad);
     return Bad("", absl::StrCat("bad JSON: ", CleanJsonError(e.what())));
   }
   return ParseObject(j, options, out);
@@ -248,7 +351,22 @@ absl::Status ValidateDocument(const Document& doc, const ParseOptions& options) 
   if (doc.id.size() > kMaxIdBytes) {
     return Bad("id", absl::StrCat("longer than ", kMaxIdBytes, " bytes"));
   }
-  if (doc.pooled.empty() && doc.num_tokens == 0) return Bad("", kNoVectorsReason);
+  const bool text_only = IsTextOnly(doc);
+  if (text_only && doc.text.empty()) return Bad("", kNoContentReason);
+  if (const size_t bad = FindInvalidUtf8(doc.text); bad != std::string_view::npos) {
+    return Bad("text", absl::StrCat("invalid UTF-8 at byte ", bad));
+  }
+  if (text_only) {
+    if (!doc.token_texts.empty()) {
+      return Bad("token_texts", "given without tokens (the built-in encoder makes its own)");
+    }
+    // The encoder rejects text without words; the first word is enough.
+    const text::Tokenizer first_word(text::TokenizerOptions{.max_tokens = 1});
+    absl::StatusOr<std::vector<text::Token>> words = first_word.Tokenize(doc.text);
+    if (!words.ok()) return Bad("text", words.status().message());
+    if (words->empty()) return Bad("", kNoWordsReason);
+    return absl::OkStatus();
+  }
   auto check_finite = [](const std::vector<float>& v, const char* field) -> absl::Status {
     for (size_t i = 0; i < v.size(); ++i) {
       if (!std::isfinite(v[i])) {
@@ -300,6 +418,58 @@ absl::Status ValidateDocument(const Document& doc, const ParseOptions& options) 
                                            doc.token_texts.size()));
   }
   return absl::OkStatus();
+}
+
+size_t FindInvalidUtf8(std::string_view s) {
+  const auto* p = reinterpret_cast<const unsigned char*>(s.data());
+  const size_t n = s.size();
+  size_t i = 0;
+  while (i < n) {
+    if (i + 8 <= n) {  // ASCII, 8 bytes at a time
+      uint64_t w;
+      std::memcpy(&w, p + i, 8);
+      if ((w & 0x8080808080808080ull) == 0) {
+        i += 8;
+        continue;
+      }
+    }
+    const unsigned c = p[i];
+    if (c < 0x80) {
+      ++i;
+      continue;
+    }
+    // The second byte's range excludes overlong forms (E0, F0),
+    // surrogates (ED) and code points above U+10FFFF (F4).
+    size_t len;
+    unsigned lo = 0x80, hi = 0xBF;
+    if (c >= 0xC2 && c <= 0xDF) {
+      len = 2;
+    } else if (c == 0xE0) {
+      len = 3;
+      lo = 0xA0;
+    } else if ((c >= 0xE1 && c <= 0xEC) || c == 0xEE || c == 0xEF) {
+      len = 3;
+    } else if (c == 0xED) {
+      len = 3;
+      hi = 0x9F;
+    } else if (c == 0xF0) {
+      len = 4;
+      lo = 0x90;
+    } else if (c >= 0xF1 && c <= 0xF3) {
+      len = 4;
+    } else if (c == 0xF4) {
+      len = 4;
+      hi = 0x8F;
+    } else {
+      return i;
+    }
+    if (i + len > n || p[i + 1] < lo || p[i + 1] > hi) return i;
+    for (size_t k = 2; k < len; ++k) {
+      if ((p[i + k] & 0xC0) != 0x80) return i;
+    }
+    i += len;
+  }
+  return std::string_view::npos;
 }
 
 size_t EstimateWireBytes(const Document& doc) {

@@ -9,15 +9,20 @@
 //    "token_texts": ["first", "second"]}          // one per token row
 //
 // `id` is required (a non-empty string of at most kMaxIdBytes bytes); every
-// other field is optional, but a document needs a pooled vector and/or
-// tokens (there is no built-in text encoder yet). `title` and `text` are
-// joined into the document text ("title\n\ntext"). Metadata values are
-// strings; numbers and booleans are converted to their JSON spelling.
-// Unknown fields are ignored. BEIR corpus lines use `_id` instead of `id`.
+// other field is optional, but a document needs text and/or vectors (a
+// pooled vector and/or tokens). `title` and `text` are joined into the
+// document text ("title\n\ntext"). A text-only document (no vectors) is
+// encoded by the collection's built-in encoder, so its text must contain a
+// word; the engine stores it awaiting the encoder until the encoder is
+// trained (attnsearch-index trains it at the end of a load). Metadata values
+// are strings; numbers and booleans are converted to their JSON spelling.
+// Unknown fields are ignored. BEIR corpus lines use `_id` instead of `id`
+// (`id` is accepted when `_id` is absent, and `_id` in JSON lines when `id`
+// is).
 //
 // Every error is INVALID_ARGUMENT with a reason naming the field
-// ("pooled[3]: expected a number, got string \"NaN\""); the caller adds the
-// FILE:LINE location.
+// ("pooled[3]: expected a number, got string \"NaN\"", "text: invalid UTF-8
+// at byte 17"); the caller adds the FILE:LINE location.
 #ifndef ATTNSEARCH_INDEXER_RECORD_PARSER_H_
 #define ATTNSEARCH_INDEXER_RECORD_PARSER_H_
 
@@ -42,21 +47,39 @@ struct ParseOptions {
   uint32_t max_tokens = 16384;
 };
 
-// The reason given for a document without vectors.
-inline constexpr char kNoVectorsReason[] =
-    "no pooled vector or tokens; text-only documents need the built-in encoder, "
-    "which is not available yet";
+// The reason given for a document with neither text nor vectors.
+inline constexpr char kNoContentReason[] = "no text, pooled vector or tokens";
+
+// The reason given for a text-only document whose text has no word.
+inline constexpr char kNoWordsReason[] =
+    "text: contains no words (a document without vectors is encoded from the words of its "
+    "title and text)";
 
 // Parses one JSON line into *out (cleared first) and validates it with
-// ValidateDocument. INVALID_ARGUMENT with the reason on any problem.
+// ValidateDocument. INVALID_ARGUMENT with the reason on any problem. A line
+// that is not valid UTF-8 is reported as "FIELD: invalid UTF-8 at byte N",
+// FIELD being the top-level field whose string holds the first bad byte and
+// N its offset in that string's decoded value ("title", "text", "id",
+// "metadata", ...).
 absl::Status ParseJsonLine(std::string_view line, const ParseOptions& options, Document* out);
 
 // Checks what the engine would reject, so that a bad document never enters a
-// batch: a valid id, vectors present, pooled of `dim` values, a token matrix
-// of rows x dim, every value finite and representable as a float, no
+// batch: a valid id, text and/or vectors present, text valid UTF-8, a word
+// in the text of a text-only document, pooled of `dim` values, a token
+// matrix of rows x dim, every value finite and representable as a float, no
 // all-zero vector, a non-zero token mean when pooled is absent, and one
-// token text per token row.
+// token text per token row (none without tokens).
 absl::Status ValidateDocument(const Document& doc, const ParseOptions& options);
+
+// Whether the document has no vectors (the built-in encoder makes them).
+inline bool IsTextOnly(const Document& doc) {
+  return doc.pooled.empty() && doc.num_tokens == 0 && doc.tokens.empty();
+}
+
+// The offset of the first malformed UTF-8 sequence in `s` (bad or
+// truncated sequences, overlong forms, surrogates, code points above
+// U+10FFFF), or npos when `s` is valid UTF-8.
+size_t FindInvalidUtf8(std::string_view s);
 
 // Approximate size of the document as a protobuf message, for batching by
 // bytes.

@@ -71,14 +71,15 @@ class ServerSink : public Sink {
       return stub_->GetCollection(ctx, get, &info);
     });
     if (s.error_code() == grpc::StatusCode::NOT_FOUND) {
-      if (options_.create_config.dim == 0) {
+      CollectionConfig c = options_.create_config;
+      if (c.dim == 0) c.dim = options_.default_dim;
+      if (c.dim == 0) {
         return absl::InvalidArgumentError(absl::StrCat("collection '", options_.collection,
                                                        "' does not exist; --dim is needed to "
                                                        "create it"));
       }
       v1::CreateCollectionRequest create;
       create.set_name(options_.collection);
-      const CollectionConfig& c = options_.create_config;
       create.mutable_config()->set_dim(c.dim);
       create.mutable_config()->set_token_dtype(
           c.token_dtype == TokenDtype::kF32    ? v1::TOKEN_DTYPE_F32
@@ -137,6 +138,57 @@ class ServerSink : public Sink {
   }
 
   absl::Status Sync() override { return Commit(); }
+
+  absl::StatusOr<EncoderState> GetEncoderState() override {
+    v1::GetCollectionRequest get;
+    get.set_name(options_.collection);
+    v1::GetCollectionResponse info;
+    grpc::Status s = CallWithRetry([&](grpc::ClientContext* ctx) {
+      return stub_->GetCollection(ctx, get, &info);
+    });
+    ATTN_RETURN_IF_ERROR(FromGrpc(s, "GetCollection"));
+    return EncoderState{info.collection().encoder_version(),
+                        info.collection().encoder_vocabulary()};
+  }
+
+  absl::StatusOr<EncoderTraining> TrainEncoder(const EncoderSettings& settings) override {
+    v1::TrainEncoderRequest req;
+    req.set_collection(options_.collection);
+    req.mutable_params()->set_semantic_share(settings.semantic_share);
+    req.mutable_params()->set_stem_language(settings.stem_language);
+    ATTN_ASSIGN_OR_RETURN(const EncoderState before, GetEncoderState());
+    int backoff = options_.initial_backoff_ms;
+    for (int attempt = 0;; ++attempt) {
+      // No deadline: training takes as long as the collection needs.
+      grpc::ClientContext ctx;
+      v1::TrainEncoderResponse resp;
+      const grpc::Status s = stub_->TrainEncoder(&ctx, req, &resp);
+      if (s.ok()) {
+        EncoderTraining t;
+        t.version = resp.version();
+        t.vocabulary = resp.vocabulary();
+        t.documents = resp.documents();
+        t.train_seconds = resp.train_seconds();
+        t.encoded = resp.reencoded();
+        t.encode_seconds = resp.reencode_seconds();
+        return t;
+      }
+      if (s.error_code() != grpc::StatusCode::UNAVAILABLE || attempt >= options_.max_retries) {
+        return FromGrpc(s, "TrainEncoder");
+      }
+      Backoff(&backoff, s.error_message());
+      // The server may have trained (and, after a restart, finished
+      // encoding) before the reply was lost: do not train twice.
+      ATTN_ASSIGN_OR_RETURN(const EncoderState now, GetEncoderState());
+      if (now.version > before.version) {
+        EncoderTraining t;
+        t.version = now.version;
+        t.vocabulary = now.vocabulary;
+        t.reply_lost = true;
+        return t;
+      }
+    }
+  }
 
   absl::StatusOr<std::string> Finish() override {
     v1::GetCollectionRequest get;

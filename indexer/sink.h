@@ -2,15 +2,16 @@
 //
 //   OpenEngineSink  offline: the engine in-process on a data directory
 //                   (CollectionOptions::ForBulkLoad(); Upsert per batch,
-//                   Collection::Flush() at Sync, Collection::BuildIndex() at
-//                   Finish).
+//                   Collection::Flush() at Sync, Collection::TrainEncoder()
+//                   at TrainEncoder, Collection::BuildIndex() at Finish).
 //   OpenServerSink  online: a running attnsearch-server, through
 //                   UpsertStream. Batches are written to a stream until the
 //                   unacknowledged data reaches max_inflight_bytes; the
 //                   stream is then closed, and its reply acknowledges them.
 //                   UNAVAILABLE is retried with exponential backoff (the
 //                   unacknowledged batches are sent again: upserts are
-//                   idempotent by id).
+//                   idempotent by id). TrainEncoder is the rpc of that
+//                   name, without a deadline.
 //
 // Both create the collection when it is missing (that needs a dim). Every
 // batch is atomic: a document the target rejects (its error names
@@ -50,11 +51,45 @@ using RejectFn = std::function<bool(uint64_t position, const std::string& reason
 // A non-OK return stops the load.
 using DurableFn = std::function<absl::Status(uint64_t position, uint64_t documents)>;
 
+// Settings of the built-in encoder's training (EncoderParams online);
+// 0 or empty: the default.
+struct EncoderSettings {
+  // Share of meaning vs exact words in a word vector. Default (0): 0.3.
+  float semantic_share = 0.f;
+  // Snowball stemmer ("english", ...) or "none". Default (empty): english.
+  std::string stem_language;
+};
+
+// The collection's built-in encoder.
+struct EncoderState {
+  uint64_t version = 0;  // 0: not trained
+  uint32_t vocabulary = 0;
+};
+
+// What training the encoder did.
+struct EncoderTraining {
+  uint64_t version = 0;
+  uint32_t vocabulary = 0;
+  uint64_t documents = 0;  // texts trained on
+  double train_seconds = 0;
+  uint64_t encoded = 0;    // documents encoded with the new version
+  double encode_seconds = 0;
+  // Online: the reply was lost (the server became unavailable) but the
+  // encoder's version shows the training happened; only version and
+  // vocabulary are known.
+  bool reply_lost = false;
+};
+
 struct TargetOptions {
   std::string collection;
   // Configuration used when the collection is created. dim 0: unknown (then
-  // the collection must exist).
+  // the collection must exist, unless default_dim is set). A non-zero dim
+  // must match an existing collection's.
   CollectionConfig create_config;
+  // The dim a missing collection is created with when create_config.dim is
+  // 0 (text-only input: kTextOnlyDim of indexer.h); never compared with an existing
+  // collection's. Default: 0 (none).
+  uint32_t default_dim = 0;
   // Offline: the data directory.
   std::string data_dir;
   // Online: "host:port".
@@ -82,6 +117,13 @@ class Sink {
   virtual absl::Status Add(Batch batch) = 0;
   // Makes everything handed over durable, then calls DurableFn.
   virtual absl::Status Sync() = 0;
+  // The collection's built-in encoder, as it is now.
+  virtual absl::StatusOr<EncoderState> GetEncoderState() = 0;
+  // After the last Sync: trains the built-in encoder on the text of every
+  // document of the collection and encodes the text-only ones with it
+  // (Collection::TrainEncoder). Call before Finish (offline, the ANN index is
+  // then built once, with the encoded documents).
+  virtual absl::StatusOr<EncoderTraining> TrainEncoder(const EncoderSettings& settings) = 0;
   // After the last Sync: offline, builds the ANN index. Returns a line for
   // the summary.
   virtual absl::StatusOr<std::string> Finish() = 0;

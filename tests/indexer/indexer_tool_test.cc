@@ -7,6 +7,7 @@
 #include <unistd.h>
 #include <zlib.h>
 
+#include <filesystem>
 #include <fstream>
 #include <random>
 #include <sstream>
@@ -398,6 +399,369 @@ TEST(IndexerToolTest, OnlineLoadThroughTheServer) {
   ASSERT_EQ(got.documents_size(), 2);
   EXPECT_EQ(got.documents(0).text(), "text 1");
   EXPECT_EQ(got.not_found_ids(0), "doc-100");
+  server.Kill(SIGTERM);
+  server.Wait();
+}
+
+// --- Text-only corpora and the built-in encoder ---
+
+// A word no other document of TextCorpus has: "zq" + three consonants + "x"
+// (no vowels, so no stemmer changes it, and no vocabulary word equals it).
+std::string UniqueWord(int i) {
+  static const char kLetters[] = "bcdfghjklmnpqrstvwxz";
+  std::string w = "zq";
+  for (int k = 0, v = i; k < 3; ++k, v /= 20) w += kLetters[v % 20];
+  return w + "x";
+}
+
+// A text-only JSON lines corpus of n documents "t-<i>" with only id, title
+// (every other one) and text: ~30 words of a made-up vocabulary of 300 and
+// UniqueWord(i) somewhere in the text. Seeded.
+std::vector<std::string> TextCorpus(int n, uint64_t seed) {
+  std::mt19937 rng{uint32_t(seed)};
+  const std::vector<std::string> syllables = {"ba", "de", "ki", "lo", "mu",
+                                              "ne", "ri", "so", "ta", "vu"};
+  std::uniform_int_distribution<int> syllable(0, int(syllables.size()) - 1);
+  std::vector<std::string> vocabulary;
+  while (vocabulary.size() < 300) {
+    std::string w;
+    const int len = 2 + int(rng() % 2);
+    for (int k = 0; k < len; ++k) w += syllables[syllable(rng)];
+    vocabulary.push_back(w);
+  }
+  std::uniform_int_distribution<int> word(0, int(vocabulary.size()) - 1);
+  std::vector<std::string> lines;
+  for (int i = 0; i < n; ++i) {
+    std::vector<std::string> words;
+    for (int k = 0; k < 30; ++k) words.push_back(vocabulary[word(rng)]);
+    words.insert(words.begin() + long(rng() % words.size()), UniqueWord(i));
+    std::string text;
+    for (const auto& w : words) text += (text.empty() ? "" : " ") + w;
+    std::string l = "{\"id\":\"t-" + std::to_string(i) + "\"";
+    if (i % 2 == 0) {
+      l += ",\"title\":\"" + vocabulary[word(rng)] + " " + vocabulary[word(rng)] + "\"";
+    }
+    lines.push_back(l + ",\"text\":\"" + text + "\"}");
+  }
+  return lines;
+}
+
+std::vector<std::string> TextIds(int n) {
+  std::vector<std::string> ids;
+  for (int i = 0; i < n; ++i) ids.push_back("t-" + std::to_string(i));
+  return ids;
+}
+
+// What an offline collection holds, read through the engine (and closed
+// again, so the tool can open the data directory).
+struct OfflineView {
+  CollectionStats stats;
+  uint32_t dim = 0;
+  GetResult docs;
+  // Per query: the ids of the hits of a text search (top 5), or the status.
+  std::vector<absl::StatusOr<std::vector<std::string>>> searches;
+};
+
+OfflineView ReadOffline(const std::string& data_dir, const std::string& collection,
+                        const std::vector<std::string>& ids,
+                        const std::vector<std::string>& queries, bool include_vectors = true) {
+  OfflineView v;
+  CatalogOptions o;
+  o.data_dir = data_dir;
+  auto catalog = Catalog::Open(o);
+  EXPECT_TRUE(catalog.ok()) << catalog.status();
+  if (!catalog.ok()) return v;
+  auto c = (*catalog)->Get(collection);
+  EXPECT_TRUE(c.ok()) << c.status();
+  if (!c.ok()) return v;
+  v.stats = (*c)->Stats();
+  v.dim = (*c)->config().dim;
+  auto r = (*c)->Get(ids, include_vectors);
+  EXPECT_TRUE(r.ok()) << r.status();
+  if (r.ok()) v.docs = *r;
+  for (const std::string& q : queries) {
+    SearchQuery query;
+    query.text = q;
+    query.top_k = 5;
+    query.candidates = 1000;  // every document: the reranker is the judge
+    absl::StatusOr<SearchResult> res = (*c)->Search(query);
+    if (!res.ok()) {
+      v.searches.push_back(res.status());
+      continue;
+    }
+    std::vector<std::string> hits;
+    for (const SearchHit& h : res->hits) hits.push_back(h.id);
+    v.searches.push_back(hits);
+  }
+  return v;
+}
+
+// The oracle: the document holding a word no other document has is the top
+// hit of a search for that word.
+void ExpectUniqueWordsFindTheirDocuments(const OfflineView& v, const std::vector<int>& docs) {
+  ASSERT_EQ(v.searches.size(), docs.size());
+  for (size_t i = 0; i < docs.size(); ++i) {
+    ASSERT_TRUE(v.searches[i].ok()) << v.searches[i].status();
+    ASSERT_FALSE(v.searches[i]->empty()) << UniqueWord(docs[i]);
+    EXPECT_EQ(v.searches[i]->front(), "t-" + std::to_string(docs[i])) << UniqueWord(docs[i]);
+  }
+}
+
+size_t Count(const std::string& text, const std::string& what) {
+  size_t n = 0;
+  for (size_t p = text.find(what); p != std::string::npos; p = text.find(what, p + 1)) ++n;
+  return n;
+}
+
+const std::vector<int> kProbes = {0, 57, 123, 199};
+
+std::vector<std::string> ProbeWords() {
+  std::vector<std::string> words;
+  for (int k : kProbes) words.push_back(UniqueWord(k));
+  return words;
+}
+
+TEST(IndexerToolTest, OfflineTextOnlyLoadTrainsTheEncoder) {
+  TempDir dir;
+  WriteLines(dir.Sub("docs.jsonl"), TextCorpus(200, 11));
+  const ToolRun run = RunTool(dir, {dir.Sub("docs.jsonl"), "--data_dir", dir.Sub("data"),
+                                    "--collection", "c", "--batch", "64"});
+  ASSERT_EQ(run.exit_code(), 0) << DescribeWaitStatus(run.status) << "\n" << run.stderr_text;
+  for (const std::string& expected :
+       {std::string("new collection 'c' (dim 256, the default for text-only input)"),
+        std::string("done: 200 documents written"),
+        std::string("encoder v1: vocabulary "), std::string("trained on 200 documents in "),
+        std::string("200 documents encoded in "), std::string("200 vectors added")}) {
+    EXPECT_NE(run.stderr_text.find(expected), std::string::npos)
+        << "missing '" << expected << "' in:\n" << run.stderr_text;
+  }
+  const OfflineView v = ReadOffline(dir.Sub("data"), "c", TextIds(200), ProbeWords());
+  EXPECT_EQ(v.dim, 256u);
+  EXPECT_EQ(v.stats.encoder_version, 1u);
+  EXPECT_GT(v.stats.encoder_vocabulary, 300u);  // the made-up words and the unique ones
+  EXPECT_EQ(v.stats.num_documents, 200u);
+  ASSERT_EQ(v.docs.documents.size(), 200u);
+  EXPECT_NE(v.docs.documents[0].text.find("\n\n"), std::string::npos);  // "title\n\ntext"
+  EXPECT_EQ(v.docs.documents[1].text.find("\n\n"), std::string::npos);  // no title
+  for (const Document& d : v.docs.documents) EXPECT_EQ(d.pooled.size(), 256u) << d.id;
+  ExpectUniqueWordsFindTheirDocuments(v, kProbes);
+}
+
+TEST(IndexerToolTest, TrainEncoderNeverLeavesItUntrainedAndAReRunTrainsIt) {
+  TempDir dir;
+  WriteLines(dir.Sub("docs.jsonl"), TextCorpus(200, 12));
+  const std::vector<std::string> common = {dir.Sub("docs.jsonl"), "--data_dir", dir.Sub("data"),
+                                           "--collection", "c"};
+  std::vector<std::string> args = common;
+  args.insert(args.end(), {"--train_encoder", "never"});
+  ToolRun run = RunTool(dir, args);
+  ASSERT_EQ(run.exit_code(), 0) << run.stderr_text;
+  EXPECT_NE(run.stderr_text.find("--train_encoder=never: 200 text-only documents are stored "
+                                 "awaiting the built-in encoder"),
+            std::string::npos)
+      << run.stderr_text;
+  EXPECT_EQ(run.stderr_text.find("encoder v1"), std::string::npos) << run.stderr_text;
+  OfflineView v = ReadOffline(dir.Sub("data"), "c", TextIds(200), ProbeWords(),
+                              /*include_vectors=*/false);
+  EXPECT_EQ(v.stats.encoder_version, 0u);
+  EXPECT_EQ(v.stats.num_documents, 200u);
+  EXPECT_EQ(v.docs.documents.size(), 200u);
+  ASSERT_EQ(v.searches.size(), kProbes.size());
+  EXPECT_TRUE(absl::IsFailedPrecondition(v.searches[0].status())) << v.searches[0].status();
+
+  // The same command with --train_encoder=auto (the default): the load is
+  // complete, so nothing is written, but the collection holds this input's
+  // text-only documents and has no encoder: it is trained now.
+  run = RunTool(dir, common);
+  ASSERT_EQ(run.exit_code(), 0) << run.stderr_text;
+  EXPECT_NE(run.stderr_text.find("0 documents written (200 records skipped"), std::string::npos)
+      << run.stderr_text;
+  EXPECT_NE(run.stderr_text.find("encoder v1: vocabulary"), std::string::npos)
+      << run.stderr_text;
+  v = ReadOffline(dir.Sub("data"), "c", TextIds(200), ProbeWords());
+  EXPECT_EQ(v.stats.encoder_version, 1u);
+  ExpectUniqueWordsFindTheirDocuments(v, kProbes);
+
+  // Once trained, auto does not train again; always does (version 2).
+  run = RunTool(dir, common);
+  ASSERT_EQ(run.exit_code(), 0) << run.stderr_text;
+  EXPECT_EQ(run.stderr_text.find("encoder v"), std::string::npos) << run.stderr_text;
+  args = common;
+  args.insert(args.end(), {"--train_encoder", "always", "--stem_language", "none",
+                           "--semantic_share", "0.5"});
+  run = RunTool(dir, args);
+  ASSERT_EQ(run.exit_code(), 0) << run.stderr_text;
+  EXPECT_NE(run.stderr_text.find("semantic_share 0.5, stem_language none"), std::string::npos)
+      << run.stderr_text;
+  EXPECT_NE(run.stderr_text.find("encoder v2: vocabulary"), std::string::npos)
+      << run.stderr_text;
+  v = ReadOffline(dir.Sub("data"), "c", TextIds(200), ProbeWords());
+  EXPECT_EQ(v.stats.encoder_version, 2u);
+  ExpectUniqueWordsFindTheirDocuments(v, kProbes);
+}
+
+TEST(IndexerToolTest, TextOnlyBadLinesAndEncoderFlags) {
+  TempDir dir;
+  std::vector<std::string> lines = TextCorpus(20, 13);
+  lines[4] = "{\"id\":\"t-4\",\"text\":\"caf\xE9 au lait\"}";  // Latin-1: line 5
+  lines[9] = "{\"id\":\"t-9\",\"title\":\"\",\"text\":\"\"}";      // line 10
+  lines[14] = "{\"id\":\"t-14\",\"text\":\"--- !!!\"}";            // line 15
+  WriteLines(dir.Sub("bad.jsonl"), lines);
+  const std::string f = dir.Sub("bad.jsonl");
+  ToolRun run = RunTool(dir, {f, "--data_dir", dir.Sub("data"), "--collection", "c",
+                              "--max_errors", "3"});
+  EXPECT_EQ(run.exit_code(), 2) << run.stderr_text;
+  for (const std::string& expected :
+       {f + ":5: text: invalid UTF-8 at byte 3", f + ":10: no text, pooled vector or tokens",
+        f + ":15: text: contains no words", std::string("encoder v1: vocabulary")}) {
+    EXPECT_NE(run.stderr_text.find(expected), std::string::npos)
+        << "missing '" << expected << "' in:\n" << run.stderr_text;
+  }
+  const OfflineView v = ReadOffline(dir.Sub("data"), "c", TextIds(20), {});
+  EXPECT_EQ(v.docs.documents.size(), 17u);
+  EXPECT_EQ(v.stats.encoder_version, 1u);
+
+  // A load stopped early (--limit) does not train; the re-run that finishes
+  // the input does.
+  run = RunTool(dir, {f, "--data_dir", dir.Sub("data3"), "--collection", "c", "--max_errors",
+                      "3", "--limit", "3"});
+  EXPECT_EQ(run.exit_code(), 0) << run.stderr_text;
+  EXPECT_NE(run.stderr_text.find("the built-in encoder is not trained: the load did not reach "
+                                 "the end of its input"),
+            std::string::npos)
+      << run.stderr_text;
+  EXPECT_EQ(ReadOffline(dir.Sub("data3"), "c", {}, {}).stats.encoder_version, 0u);
+  run = RunTool(dir, {f, "--data_dir", dir.Sub("data3"), "--collection", "c", "--max_errors",
+                      "3"});
+  EXPECT_EQ(run.exit_code(), 2) << run.stderr_text;
+  EXPECT_NE(run.stderr_text.find("trained on 17 documents"), std::string::npos)
+      << run.stderr_text;
+  EXPECT_EQ(ReadOffline(dir.Sub("data3"), "c", {}, {}).stats.encoder_version, 1u);
+
+  // Encoder settings are checked before anything is loaded.
+  run = RunTool(dir, {f, "--data_dir", dir.Sub("data2"), "--collection", "c",
+                      "--semantic_share", "1.5"});
+  EXPECT_EQ(run.exit_code(), 1) << run.stderr_text;
+  EXPECT_NE(run.stderr_text.find("--semantic_share: must be in [0, 1]"), std::string::npos)
+      << run.stderr_text;
+  run = RunTool(dir, {f, "--data_dir", dir.Sub("data2"), "--collection", "c",
+                      "--stem_language", "klingon"});
+  EXPECT_EQ(run.exit_code(), 1) << run.stderr_text;
+  EXPECT_NE(run.stderr_text.find("klingon"), std::string::npos) << run.stderr_text;
+  EXPECT_EQ(RunTool(dir, {f, "--data_dir", dir.Sub("data2"), "--collection", "c",
+                          "--train_encoder", "sometimes"})
+                .exit_code(),
+            1);
+  EXPECT_FALSE(std::filesystem::exists(dir.Sub("data2") + "/c"));
+}
+
+// Killed midway (before training), then resumed: the same documents as an
+// uninterrupted load, and the encoder trained once, at the end of the run
+// that finished the input.
+TEST(IndexerToolTest, TextOnlyResumeAfterCrashTrainsOnceAtTheEnd) {
+  TempDir dir;
+  WriteLines(dir.Sub("docs.jsonl"), TextCorpus(1000, 14));
+  const std::vector<std::string> common = {dir.Sub("docs.jsonl"), "--collection", "c",
+                                           "--batch", "100", "--checkpoint_every", "200"};
+  auto with = [&](std::vector<std::string> extra) {
+    std::vector<std::string> a = common;
+    a.insert(a.end(), extra.begin(), extra.end());
+    return a;
+  };
+  ToolRun run = RunTool(dir, with({"--data_dir", dir.Sub("whole")}));
+  ASSERT_EQ(run.exit_code(), 0) << run.stderr_text;
+
+  run = RunTool(dir, with({"--data_dir", dir.Sub("resumed"), "--stop_after", "500"}));
+  ASSERT_TRUE(WIFSIGNALED(run.status) && WTERMSIG(run.status) == SIGKILL)
+      << DescribeWaitStatus(run.status) << "\n" << run.stderr_text;
+  EXPECT_EQ(run.stderr_text.find("encoder"), std::string::npos) << run.stderr_text;
+  // Stored awaiting the encoder (no vectors yet).
+  OfflineView v = ReadOffline(dir.Sub("resumed"), "c", TextIds(1000), {},
+                              /*include_vectors=*/false);
+  EXPECT_EQ(v.stats.encoder_version, 0u);
+  EXPECT_GE(v.docs.documents.size(), 400u);  // the last checkpoint was at 400
+  EXPECT_EQ(v.stats.num_documents, v.docs.documents.size());
+
+  run = RunTool(dir, with({"--data_dir", dir.Sub("resumed")}));
+  ASSERT_EQ(run.exit_code(), 0) << run.stderr_text;
+  EXPECT_NE(run.stderr_text.find("resuming after line 400"), std::string::npos)
+      << run.stderr_text;
+  EXPECT_EQ(Count(run.stderr_text, "encoder v"), 1u) << run.stderr_text;
+  EXPECT_NE(run.stderr_text.find("encoder v1: vocabulary"), std::string::npos)
+      << run.stderr_text;
+  EXPECT_NE(run.stderr_text.find("trained on 1000 documents"), std::string::npos)
+      << run.stderr_text;
+
+  const std::vector<int> probes = {0, 401, 450, 999};
+  std::vector<std::string> words;
+  for (int k : probes) words.push_back(UniqueWord(k));
+  const OfflineView whole = ReadOffline(dir.Sub("whole"), "c", TextIds(1000), words);
+  v = ReadOffline(dir.Sub("resumed"), "c", TextIds(1000), words);
+  EXPECT_EQ(whole.stats.encoder_version, 1u);
+  EXPECT_EQ(v.stats.encoder_version, 1u);
+  EXPECT_EQ(v.stats.num_documents, 1000u);  // no duplicates
+  ASSERT_EQ(v.docs.documents.size(), 1000u);
+  ASSERT_EQ(whole.docs.documents.size(), 1000u);
+  for (size_t i = 0; i < 1000; ++i) {
+    EXPECT_EQ(v.docs.documents[i].id, whole.docs.documents[i].id);
+    EXPECT_EQ(v.docs.documents[i].text, whole.docs.documents[i].text);
+    EXPECT_EQ(v.docs.documents[i].pooled.size(), 256u) << v.docs.documents[i].id;
+  }
+  ExpectUniqueWordsFindTheirDocuments(whole, probes);
+  ExpectUniqueWordsFindTheirDocuments(v, probes);
+
+  // Complete and trained: a re-run writes nothing and does not train.
+  run = RunTool(dir, with({"--data_dir", dir.Sub("resumed")}));
+  ASSERT_EQ(run.exit_code(), 0) << run.stderr_text;
+  EXPECT_NE(run.stderr_text.find("0 documents written (1000 records skipped"),
+            std::string::npos)
+      << run.stderr_text;
+  EXPECT_EQ(run.stderr_text.find("encoder v"), std::string::npos) << run.stderr_text;
+  v = ReadOffline(dir.Sub("resumed"), "c", {}, {});
+  EXPECT_EQ(v.stats.encoder_version, 1u);
+  EXPECT_EQ(v.stats.num_documents, 1000u);
+}
+
+TEST(IndexerToolTest, OnlineTextOnlyLoadTrainsTheEncoder) {
+  TempDir dir;
+  WriteLines(dir.Sub("docs.jsonl"), TextCorpus(200, 15));
+  testing::ServerProcess server;
+  const std::string address = server.Start(dir.Sub("data"));
+  ASSERT_FALSE(address.empty());
+  const ToolRun run =
+      RunTool(dir, {dir.Sub("docs.jsonl"), "--server", address, "--collection", "c", "--batch",
+                    "50", "--checkpoint", dir.Sub("ckpt")});
+  ASSERT_EQ(run.exit_code(), 0) << DescribeWaitStatus(run.status) << "\n" << run.stderr_text;
+  for (const std::string& expected :
+       {std::string("(dim 256, the default for text-only input)"),
+        std::string("encoder v1: vocabulary "), std::string("trained on 200 documents"),
+        std::string("200 documents encoded"), std::string("holds 200 documents")}) {
+    EXPECT_NE(run.stderr_text.find(expected), std::string::npos)
+        << "missing '" << expected << "' in:\n" << run.stderr_text;
+  }
+
+  auto stub = testing::NewSearchStub(address);
+  grpc::ClientContext ctx;
+  v1::GetCollectionRequest req;
+  req.set_name("c");
+  v1::GetCollectionResponse info;
+  ASSERT_TRUE(stub->GetCollection(&ctx, req, &info).ok());
+  EXPECT_EQ(info.collection().num_documents(), 200u);
+  EXPECT_EQ(info.collection().encoder_version(), 1u);
+  EXPECT_EQ(info.collection().config().dim(), 256u);
+  for (int k : kProbes) {
+    grpc::ClientContext sctx;
+    v1::SearchRequest search;
+    search.set_collection("c");
+    search.set_text(UniqueWord(k));
+    search.set_top_k(5);
+    search.set_candidates(200);
+    v1::SearchResponse found;
+    const grpc::Status s = stub->Search(&sctx, search, &found);
+    ASSERT_TRUE(s.ok()) << s.error_message();
+    ASSERT_GT(found.hits_size(), 0) << UniqueWord(k);
+    EXPECT_EQ(found.hits(0).id(), "t-" + std::to_string(k)) << UniqueWord(k);
+  }
   server.Kill(SIGTERM);
   server.Wait();
 }

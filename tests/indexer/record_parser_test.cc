@@ -92,12 +92,94 @@ TEST(RecordParserTest, MissingOrBadId) {
   beir.beir = true;
   EXPECT_TRUE(ParseJsonLine(R"({"_id":"b","pooled":[1,2,3]})", beir, &d).ok());
   EXPECT_EQ(d.id, "b");
-  EXPECT_FALSE(ParseJsonLine(R"({"id":"b","pooled":[1,2,3]})", beir, &d).ok());
+  // Either spelling is accepted when the expected one is absent (BEIR
+  // corpora in the wild use both); the expected one wins.
+  ASSERT_TRUE(ParseJsonLine(R"({"id":"c","pooled":[1,2,3]})", beir, &d).ok());
+  EXPECT_EQ(d.id, "c");
+  ASSERT_TRUE(ParseJsonLine(R"({"id":"c","_id":"d","pooled":[1,2,3]})", beir, &d).ok());
+  EXPECT_EQ(d.id, "d");
+  ASSERT_TRUE(ParseJsonLine(R"({"_id":"e","pooled":[1,2,3]})", Dim(3), &d).ok());
+  EXPECT_EQ(d.id, "e");
+  EXPECT_EQ(Reason(R"({"_id":7,"pooled":[1,2,3]})"), "_id: expected a string, got number");
+  Document none;
+  EXPECT_EQ(ParseJsonLine(R"({"text":"x"})", beir, &none).message(), "_id: missing");
 }
 
-TEST(RecordParserTest, TextOnlyDocumentsNeedTheEncoder) {
-  EXPECT_EQ(Reason(R"({"id":"a","text":"hello"})"), kNoVectorsReason);
-  EXPECT_EQ(Reason(R"({"id":"a","pooled":null})"), kNoVectorsReason);
+TEST(RecordParserTest, TextOnlyDocuments) {
+  Document d;
+  ASSERT_TRUE(ParseJsonLine(R"({"id":"a","title":"Wings","text":"lift and drag"})", Dim(3), &d)
+                  .ok());
+  EXPECT_EQ(d.text, "Wings\n\nlift and drag");
+  EXPECT_TRUE(IsTextOnly(d));
+  EXPECT_TRUE(d.pooled.empty());
+  EXPECT_EQ(d.num_tokens, 0u);
+  EXPECT_EQ(Reason(R"({"id":"a","text":"hello"})"), "OK");
+  EXPECT_EQ(Reason(R"({"id":"a","title":"hello","text":""})"), "OK");
+  EXPECT_EQ(Reason(R"({"id":"a","text":"3.14","pooled":null,"tokens":null})"), "OK");
+  EXPECT_EQ(Reason(R"({"id":"a","text":"\u00c9t\u00e9 \u6771\u4eac"})"), "OK");
+  // The dim does not matter without vectors.
+  EXPECT_EQ(Reason(R"({"id":"a","text":"hello"})", 7), "OK");
+}
+
+TEST(RecordParserTest, NoTextAndNoVectors) {
+  EXPECT_EQ(Reason(R"({"id":"a"})"), kNoContentReason);
+  EXPECT_EQ(Reason(R"({"id":"a","title":"","text":""})"), kNoContentReason);
+  EXPECT_EQ(Reason(R"({"id":"a","text":null,"pooled":null})"), kNoContentReason);
+  EXPECT_EQ(std::string(kNoContentReason), "no text, pooled vector or tokens");
+  // Text the encoder cannot read: no words at all.
+  EXPECT_EQ(Reason(R"({"id":"a","text":" -- !!! ... "})"), kNoWordsReason);
+  EXPECT_EQ(Reason(R"({"id":"a","title":"   ","text":"\t"})"), kNoWordsReason);
+  // ... which is fine next to vectors.
+  EXPECT_EQ(Reason(R"({"id":"a","text":"!!!","pooled":[1,2,3]})"), "OK");
+  // The encoder makes its own token texts.
+  EXPECT_EQ(Reason(R"({"id":"a","text":"hello","token_texts":["hello"]})"),
+            "token_texts: given without tokens (the built-in encoder makes its own)");
+  // A Document built in memory is checked the same way.
+  Document d;
+  d.id = "x";
+  EXPECT_EQ(ValidateDocument(d, Dim(3)).message(), kNoContentReason);
+  d.text = "ok";
+  EXPECT_TRUE(ValidateDocument(d, Dim(3)).ok());
+}
+
+TEST(RecordParserTest, FindInvalidUtf8) {
+  constexpr size_t kValid = std::string_view::npos;
+  EXPECT_EQ(FindInvalidUtf8(""), kValid);
+  EXPECT_EQ(FindInvalidUtf8("plain ascii, long enough for the 8-byte path"), kValid);
+  EXPECT_EQ(FindInvalidUtf8("caf\xC3\xA9 \xE2\x82\xAC \xF0\x9F\x98\x80 \xEF\xBF\xBF"), kValid);
+  EXPECT_EQ(FindInvalidUtf8("\xF4\x8F\xBF\xBF"), kValid);  // U+10FFFF
+  EXPECT_EQ(FindInvalidUtf8("abc\xFF"), 3u);                // not a lead byte
+  EXPECT_EQ(FindInvalidUtf8("abc\x80"), 3u);                // a lone continuation
+  EXPECT_EQ(FindInvalidUtf8("ab\xC0\xAF"), 2u);             // overlong '/'
+  EXPECT_EQ(FindInvalidUtf8("\xE0\x80\xAF"), 0u);          // overlong
+  EXPECT_EQ(FindInvalidUtf8("x\xED\xA0\x80"), 1u);          // a surrogate
+  EXPECT_EQ(FindInvalidUtf8("\xF4\x90\x80\x80"), 0u);      // above U+10FFFF
+  EXPECT_EQ(FindInvalidUtf8("ok \xE2\x82"), 3u);             // truncated at the end
+  EXPECT_EQ(FindInvalidUtf8("\xE2\x82x"), 0u);               // truncated in the middle
+  EXPECT_EQ(FindInvalidUtf8(std::string(20, 'a') + "\xE9t\xE9"), 20u);  // Latin-1
+}
+
+TEST(RecordParserTest, InvalidUtf8NamesTheFieldAndTheByte) {
+  // Latin-1 "été" in the text: the offset is in the field's decoded value.
+  EXPECT_EQ(Reason("{\"id\":\"a\",\"text\":\"an \xE9t\xE9\"}"), "text: invalid UTF-8 at byte 3");
+  EXPECT_EQ(Reason("{\"id\":\"a\",\"title\":\"\xE9\",\"text\":\"x\"}"),
+            "title: invalid UTF-8 at byte 0");
+  // Escapes before the bad byte count as the bytes they decode to: "\n" 1,
+  // "\u00e9" 2, "\u20ac" 3, a surrogate pair 4, "\u0041" 1.
+  EXPECT_EQ(Reason("{\"id\":\"a\",\"text\":\"\\n\\u00e9\\u20ac\\ud83d\\ude00\\u0041\\\"\xFF\"}"),
+            "text: invalid UTF-8 at byte 12");
+  EXPECT_EQ(Reason("{\"id\":\"a\xFF\",\"text\":\"x\"}"), "id: invalid UTF-8 at byte 1");
+  EXPECT_EQ(Reason("{\"id\":\"a\",\"metadata\":{\"k\":\"v\xC0\"},\"text\":\"x\"}"),
+            "metadata: invalid UTF-8 at byte 1");
+  EXPECT_EQ(Reason("{\"id\":\"a\",\"te\xFFxt\":\"x\"}"),
+            "invalid UTF-8 in a field name at byte 13 of the line");
+  EXPECT_EQ(Reason("{\"id\":\"a\" \xFF}"), "bad JSON: invalid UTF-8 at byte 10 of the line");
+  // Valid UTF-8 is still checked in documents built in memory.
+  Document d;
+  d.id = "x";
+  d.text = "a\xFF" "b";
+  d.pooled = {1, 0, 0};
+  EXPECT_EQ(ValidateDocument(d, Dim(3)).message(), "text: invalid UTF-8 at byte 1");
 }
 
 TEST(RecordParserTest, WrongDimension) {
@@ -247,9 +329,56 @@ TEST(InputSourceTest, BeirFolder) {
             "{\"_id\":\"2\",\"title\":\"T\",\"text\":\"X\",\"pooled\":[0,1,0]}\n");
   EXPECT_EQ(DetectFormat(dir.Sub("scifact")), InputFormat::kBeir);
   const Read r = ReadAll(dir.Sub("scifact"), InputFormat::kAuto, 3);
-  EXPECT_EQ(r.outcomes, (std::vector<std::string>{kNoVectorsReason, "2"}));
+  EXPECT_EQ(r.outcomes, (std::vector<std::string>{"1", "2"}));  // text-only, and with a vector
+  EXPECT_TRUE(IsTextOnly(r.docs[0]));
   EXPECT_EQ(r.docs[1].text, "T\n\nX");
   EXPECT_FALSE(OpenSource(dir.path(), InputFormat::kBeir, Dim(3)).ok());  // no corpus
+  EXPECT_TRUE(*FirstDocumentIsTextOnly(dir.Sub("scifact"), InputFormat::kAuto));
+}
+
+TEST(InputSourceTest, TextOnlyLinesAndTheirErrorsWithLineNumbers) {
+  TempDir dir;
+  const std::string data =
+      "{\"id\":\"a\",\"title\":\"Wings\",\"text\":\"lift\"}\n"
+      "{\"id\":\"b\",\"text\":\"caf\xE9 au lait\"}\n"  // Latin-1, not UTF-8
+      "\n"
+      "{\"id\":\"c\",\"title\":\"\",\"text\":\"\"}\n"
+      "{\"id\":\"d\",\"text\":\"...\"}\n"
+      "{\"id\":\"e\",\"text\":\"fine\"}\n";
+  WriteFile(dir.Sub("t.jsonl"), data);
+  WriteGzip(dir.Sub("t.jsonl.gz"), data);
+  for (const char* name : {"t.jsonl", "t.jsonl.gz"}) {
+    const std::string path = dir.Sub(name);
+    auto source = OpenSource(path, InputFormat::kAuto, Dim(256));
+    ASSERT_TRUE(source.ok()) << source.status();
+    std::vector<std::string> reports;  // "FILE:LINE: reason" or the id
+    InputRecord rec;
+    while ((*source)->Next(&rec)) {
+      reports.push_back(rec.status.ok() ? rec.doc.id
+                                        : (*source)->Location(rec.position) + ": " +
+                                              std::string(rec.status.message()));
+    }
+    EXPECT_EQ(reports, (std::vector<std::string>{
+                           "a", path + ":2: text: invalid UTF-8 at byte 3",
+                           path + ":4: " + kNoContentReason, path + ":5: " + kNoWordsReason,
+                           "e"}));
+    EXPECT_TRUE(*FirstDocumentIsTextOnly(path, InputFormat::kAuto));
+  }
+}
+
+TEST(InputSourceTest, FirstDocumentIsTextOnly) {
+  TempDir dir;
+  WriteFile(dir.Sub("v.jsonl"), "\n{\"id\":\"a\",\"text\":\"x\",\"pooled\":[1,2]}\n{\"id\":\"b\"}\n");
+  WriteFile(dir.Sub("tok.jsonl"), "{\"id\":\"a\",\"tokens\":[[1]]}\n");
+  WriteFile(dir.Sub("t.jsonl"), "\n\n{\"id\":\"a\",\"text\":\"x\",\"pooled\":null}\n");
+  WriteFile(dir.Sub("bad.jsonl"), "{\"id\":\n");
+  WriteFile(dir.Sub("empty.jsonl"), "");
+  EXPECT_FALSE(*FirstDocumentIsTextOnly(dir.Sub("v.jsonl"), InputFormat::kAuto));
+  EXPECT_FALSE(*FirstDocumentIsTextOnly(dir.Sub("tok.jsonl"), InputFormat::kAuto));
+  EXPECT_TRUE(*FirstDocumentIsTextOnly(dir.Sub("t.jsonl"), InputFormat::kAuto));
+  EXPECT_FALSE(*FirstDocumentIsTextOnly(dir.Sub("bad.jsonl"), InputFormat::kAuto));
+  EXPECT_FALSE(*FirstDocumentIsTextOnly(dir.Sub("empty.jsonl"), InputFormat::kAuto));
+  EXPECT_FALSE(FirstDocumentIsTextOnly(dir.Sub("nope.jsonl"), InputFormat::kAuto).ok());
 }
 
 // Writes rows x dim values as fvecs; each record's dimension is `dims[i]`
