@@ -1,10 +1,28 @@
 #!/usr/bin/env bash
-# The main job: installs dependencies, builds, starts attnsearch-server on a
-# loopback port with a fresh data directory, loads generated documents and
-# runs queries with attnsearch-demo, then stops the server cleanly.
+# The main job: installs dependencies, builds, turns this machine's manual
+# pages into a corpus, starts attnsearch-server on a loopback port with a
+# fresh data directory, loads the corpus with attnsearch-index (which trains
+# the built-in encoder on it), asks questions by meaning with
+# attnsearch-demo, then stops the server cleanly.
+#
+#   bash scripts/demo.sh                       # the example questions
+#   bash scripts/demo.sh --query "..." ...      # your own (attnsearch-demo flags)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
+# The corpus: the manual pages (sections 1 and 8) of this machine, with the
+# packages the example questions are about.
+corpus_packages=(manpages openssh-client rsync procps tar gzip grep findutils)
+missing=()
+for p in "${corpus_packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]} > 0)); then
+  sudo=""
+  if [[ $(id -u) -ne 0 ]]; then sudo="sudo"; fi
+  $sudo apt-get update -q
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
 bash scripts/build.sh -DATTN_BUILD_TESTS=OFF
 build_dir=${BUILD_DIR:-build}
 
@@ -16,6 +34,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
+"$build_dir"/attnsearch-mancorpus /usr/share/man/man1 /usr/share/man/man8 > "$work/man.jsonl"
+
 "$build_dir"/attnsearch-server --data_dir "$work/data" --listen 127.0.0.1:0 \
   --port_file "$work/port" &
 server_pid=$!
@@ -25,8 +45,23 @@ for _ in $(seq 300); do
   sleep 0.1
 done
 [[ -s "$work/port" ]] || { echo "demo: the server did not start listening" >&2; exit 1; }
+server="127.0.0.1:$(cat "$work/port")"
 
-"$build_dir"/attnsearch-demo --server "127.0.0.1:$(cat "$work/port")" "$@"
+# Online load through UpsertStream; at the end the server trains the
+# collection's encoder on the pages' text and encodes them.
+"$build_dir"/attnsearch-index "$work/man.jsonl" --server "$server" --collection man \
+  --checkpoint "$work/man.progress" --progress plain
+
+if (($# > 0)); then
+  "$build_dir"/attnsearch-demo --server "$server" --collection man "$@"
+else
+  # Questions that do not name the command they are after.
+  "$build_dir"/attnsearch-demo --server "$server" --collection man --top_k 10 \
+    --query "copy files to another computer securely" --expect "scp.1|rsync.1|sftp.1" \
+    --query "find text matching a pattern in files" --expect "grep.1|egrep.1|rgrep.1" \
+    --query "show which processes use the most memory" --expect - \
+    --query "compress a folder into an archive" --expect -
+fi
 
 kill -TERM "$server_pid"
 wait "$server_pid"

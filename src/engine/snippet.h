@@ -24,6 +24,9 @@ struct SnippetOptions {
   // Bytes of text around the best span (before it, after it). Defaults: 80, 160.
   uint32_t before = 80;
   uint32_t after = 160;
+  // Spans weighing less than this share of the heaviest span are left
+  // unmarked. Default: 0.1.
+  float min_share = 0.1f;
   // Put before / after a snippet that does not start / end the text.
   std::string ellipsis = "…";
 };

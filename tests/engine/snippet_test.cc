@@ -40,3 +40,22 @@ TEST(SnippetTest, NeverSplitsUtf8AndIgnoresBadSpans) {
 
 }  // namespace
 }  // namespace attnsearch
+
+namespace attnsearch {
+namespace {
+
+// A span carrying under min_share of the heaviest span's weight is not marked.
+TEST(SnippetTest, LightSpansAreNotMarked) {
+  const std::string text = "copy the files to a remote host";
+  SnippetOptions o;
+  o.pre = "[";
+  o.post = "]";
+  // "copy" 1.0, "the" 0.05, "files" 0.5.
+  const std::vector<MatchedSpan> spans = {{0, 4, 1.0f}, {5, 8, 0.05f}, {9, 14, 0.5f}};
+  EXPECT_EQ(MakeSnippet(text, spans, o), "[copy] the [files] to a remote host");
+  o.min_share = 0.f;
+  EXPECT_EQ(MakeSnippet(text, spans, o), "[copy] [the] [files] to a remote host");
+}
+
+}  // namespace
+}  // namespace attnsearch
