@@ -22,8 +22,9 @@
 //   matmul_t        Sᵀ = D·Qᵀ, runtime dimensions, per-call objects: the
 //                   reranker's own orientation. The fastest bare matmul is
 //                   the floor "ours" is compared with.
-//   ours+explain    Score, then Reranker::Explain for the top 10 gathered
-//                   into one block, as the engine does with explain = true.
+//   ours+explain    Score keeping its similarities, then
+//                   Reranker::ExplainScored for the top 10, as the engine
+//                   does with explain = true.
 // --dtype=int8 stores one scale per token; the bare matmuls are skipped and
 // PyTorch runs on the dequantized values.
 //   torch           bench/torch_rerank.py under --python (Debian's
@@ -168,42 +169,22 @@ absl::StatusOr<BenchOutput> RunRerank(const BenchFlags& f) {
                           f.min_seconds);
   if (!score_status.ok()) return score_status;
 
-  // ours + explain: Score, then the evidence for the top 10 as the engine
-  // builds it (their rows gathered into one block, Reranker::Explain).
+  // ours + explain: Score keeping its similarities, then the evidence for
+  // the top 10 from them, as the engine does with explain = true.
   const size_t top = std::min<size_t>(10, C);
-  const size_t elem = TokenDtypeSize(dtype);
-  std::vector<char> hit_rows;
-  std::vector<float> hit_scales;
-  std::vector<uint32_t> hit_n(top);
-  std::vector<size_t> hit_off(top);
   std::vector<std::vector<TokenEvidence>> evidence;
+  ScoredSimilarities kept;
+  std::vector<size_t> idx(C), which(top);
   auto ours_explain_us = TimeLoop(
       [&] {
-        score_status = (*reranker)->Score(rq, ct, scores.data());
-        std::vector<size_t> idx(C);
+        score_status = (*reranker)->Score(rq, ct, scores.data(), &kept);
         for (size_t i = 0; i < C; ++i) idx[i] = i;
         std::partial_sort(idx.begin(), idx.begin() + long(top), idx.end(),
                           [&](size_t a, size_t b) { return scores[a] > scores[b]; });
-        size_t n = 0;
-        for (size_t i = 0; i < top; ++i) {
-          hit_n[i] = rows[idx[i]];
-          hit_off[i] = n;
-          n += hit_n[i];
+        which.assign(idx.begin(), idx.begin() + long(top));
+        if (score_status.ok()) {
+          score_status = (*reranker)->ExplainScored(rq, ct, kept, which, &evidence);
         }
-        hit_rows.resize(n * d * elem);
-        hit_scales.resize(int8 ? n : 0);
-        for (size_t i = 0; i < top; ++i) {
-          std::memcpy(hit_rows.data() + hit_off[i] * d * elem,
-                      static_cast<const char*>(doc_data) + offsets[idx[i]] * d * elem,
-                      hit_n[i] * d * elem);
-          if (int8) {
-            std::memcpy(hit_scales.data() + hit_off[i], row_scales.data() + offsets[idx[i]],
-                        hit_n[i] * 4);
-          }
-        }
-        const CandidateTokens hits{hit_rows.data(), n, hit_n.data(), hit_off.data(), top,
-                                   int8 ? hit_scales.data() : nullptr};
-        if (score_status.ok()) score_status = (*reranker)->Explain(rq, hits, &evidence);
       },
       f.min_seconds);
   if (!score_status.ok()) return score_status;

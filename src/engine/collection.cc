@@ -732,6 +732,11 @@ absl::StatusOr<SearchResult> Collection::Search(SearchQuery q, absl::Time deadli
 
   const RerankQuery rq{q.tokens.data(), q.num_tokens, q.token_weights.data(), q.mode,
                        q.temperature};
+  // The candidates as the reranker sees them, and (with explain) the
+  // similarities its Score keeps for the hits' evidence; one buffer per
+  // thread, exchanged with the reranker's.
+  CandidateTokens candidates{};
+  thread_local ScoredSimilarities kept_similarities;
   if (q.mode == RerankMode::kNone) {
     for (size_t i = 0; i < neighbors.size(); ++i) {
       scored.push_back({neighbors[i].score, neighbors[i].score, neighbors[i].label, i});
@@ -747,10 +752,11 @@ absl::StatusOr<SearchResult> Collection::Search(SearchQuery q, absl::Time deadli
     ATTN_RETURN_IF_ERROR(CheckDeadline(deadline, "reranking"));
     t = Clock::now();
     std::vector<float> scores(labels.size());
-    CandidateTokens cand{block.data(),         block.total_rows, block.rows.data(),
-                         block.offsets.data(), labels.size(),
-                         block.scales.empty() ? nullptr : block.scales.data()};
-    ATTN_RETURN_IF_ERROR(reranker_->Score(rq, cand, scores.data()));
+    candidates = CandidateTokens{block.data(),         block.total_rows, block.rows.data(),
+                                 block.offsets.data(), labels.size(),
+                                 block.scales.empty() ? nullptr : block.scales.data()};
+    ATTN_RETURN_IF_ERROR(reranker_->Score(rq, candidates, scores.data(),
+                                          q.explain ? &kept_similarities : nullptr));
     for (size_t i = 0; i < labels.size(); ++i) {
       // A candidate deleted after the ANN stage has no tokens any more.
       if (block.found[i]) scored.push_back({scores[i], neighbors[i].score, labels[i], i});
@@ -772,37 +778,15 @@ absl::StatusOr<SearchResult> Collection::Search(SearchQuery q, absl::Time deadli
   for (const auto& s : scored) hit_labels.push_back(s.label);
   std::vector<std::optional<Document>> docs;
   ATTN_RETURN_IF_ERROR(store_->GetDocuments(hit_labels, false, &docs));
-  // The evidence for the hits: their token rows gathered into one small
-  // block, one more matmul over it.
+  // The evidence for the hits, from the similarities Score kept (or, when
+  // the candidates took several matmuls, one more over the hits' rows).
   std::vector<std::vector<TokenEvidence>> evidence;
   const auto t_explain = Clock::now();
   if (q.explain && q.mode != RerankMode::kNone && !scored.empty()) {
-    const size_t row_bytes = size_t(config().dim) * TokenDtypeSize(config().token_dtype);
-    std::vector<float> storage;
-    std::vector<float> scales;
-    std::vector<uint32_t> rows;
-    std::vector<size_t> offsets;
-    size_t total = 0;
-    for (const auto& sc : scored) {
-      rows.push_back(block.rows[sc.candidate]);
-      offsets.push_back(total);
-      total += rows.back();
-    }
-    storage.resize((total * row_bytes + 3) / 4);
-    char* dst = reinterpret_cast<char*>(storage.data());
-    for (size_t i = 0; i < scored.size(); ++i) {
-      const size_t c = scored[i].candidate;
-      std::memcpy(dst + offsets[i] * row_bytes,
-                  static_cast<const char*>(block.data()) + block.offsets[c] * row_bytes,
-                  rows[i] * row_bytes);
-      if (!block.scales.empty()) {
-        scales.insert(scales.end(), block.scales.begin() + long(block.offsets[c]),
-                      block.scales.begin() + long(block.offsets[c] + rows[i]));
-      }
-    }
-    const CandidateTokens hits{storage.data(), total, rows.data(), offsets.data(), rows.size(),
-                               scales.empty() ? nullptr : scales.data()};
-    ATTN_RETURN_IF_ERROR(reranker_->Explain(rq, hits, &evidence));
+    std::vector<size_t> which;
+    for (const auto& sc : scored) which.push_back(sc.candidate);
+    ATTN_RETURN_IF_ERROR(
+        reranker_->ExplainScored(rq, candidates, kept_similarities, which, &evidence));
   }
   const int64_t explain_us = MicrosSince(t_explain);  // counted as reranking
   result.timing.rerank_us += explain_us;

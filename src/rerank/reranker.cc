@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <functional>
 #include <limits>
 #include <unordered_map>
@@ -140,6 +141,22 @@ absl::Status Reranker::CheckQuery(const RerankQuery& query,
   return absl::OkStatus();
 }
 
+namespace {
+
+// Per-thread Sᵀ buffer, grown as needed and reused across calls: a fresh
+// megabyte per query would cost page faults on every call.
+std::vector<float>& ThreadSimilarities() {
+  thread_local std::vector<float> sim;
+  return sim;
+}
+
+}  // namespace
+
+void Reranker::KeepSimilarities(std::vector<float>* keep) {
+  // Exchanged, not copied: the caller's old buffer becomes the next one.
+  std::swap(ThreadSimilarities(), *keep);
+}
+
 absl::Status Reranker::ForEachChunk(
     const RerankQuery& query, const CandidateTokens& candidates,
     const std::function<void(size_t first, size_t last, size_t row0, const float* st)>& fn)
@@ -163,9 +180,7 @@ absl::Status Reranker::ForEachChunk(
     int previous;
   } threads_for(lease.threads());
 
-  // Per-thread buffers, grown as needed and reused across calls: a fresh
-  // megabyte per query would cost page faults on every call.
-  thread_local std::vector<float> sim;
+  std::vector<float>& sim = ThreadSimilarities();
   thread_local std::vector<uint8_t> scratch;
   if (scratch.size() < rep_->pd.scratchpad_desc().get_size()) {
     scratch.resize(rep_->pd.scratchpad_desc().get_size());
@@ -214,9 +229,16 @@ absl::Status Reranker::ForEachChunk(
 
 absl::Status Reranker::Score(const RerankQuery& query, const CandidateTokens& candidates,
                              float* scores) const {
+  return Score(query, candidates, scores, nullptr);
+}
+
+absl::Status Reranker::Score(const RerankQuery& query, const CandidateTokens& candidates,
+                             float* scores, ScoredSimilarities* keep) const {
   ATTN_RETURN_IF_ERROR(CheckQuery(query, candidates));
   const uint32_t m = query.num_tokens;
   const float inv_tau = 1.f / query.temperature;
+  if (keep != nullptr) keep->valid = false;
+  size_t chunks = 0;
   return ForEachChunk(query, candidates, [&](size_t c, size_t c_end, size_t row0,
                                              const float* s) {
     // Each candidate's rows of Sᵀ reduce to its score; the candidates of the
@@ -231,7 +253,72 @@ absl::Status Reranker::Score(const RerankQuery& query, const CandidateTokens& ca
                          : ReduceSegment(s + (candidates.offsets[k] - row0) * m, m, n,
                                          query.weights, query.mode, inv_tau, row_scales);
     }
+    ++chunks;
+    // One chunk holds every candidate: hand its Sᵀ over.
+    if (keep != nullptr && c == 0 && c_end == candidates.count && chunks == 1) {
+      KeepSimilarities(&keep->st);
+      keep->valid = true;
+    }
   });
+}
+
+absl::Status Reranker::ExplainScored(const RerankQuery& query,
+                                     const CandidateTokens& candidates,
+                                     const ScoredSimilarities& keep,
+                                     const std::vector<size_t>& which,
+                                     std::vector<std::vector<TokenEvidence>>* out) const {
+  ATTN_RETURN_IF_ERROR(CheckQuery(query, candidates));
+  for (size_t k : which) {
+    if (k >= candidates.count) return absl::InvalidArgumentError("explain: no such candidate");
+  }
+  const uint32_t m = query.num_tokens;
+  const size_t row0 = candidates.count > 0 ? candidates.offsets[0] : 0;
+  if (!keep.valid || keep.st.size() < size_t(m) * candidates.total_rows) {
+    // Gather the rows of `which` and run one small matmul over them.
+    const size_t row_bytes = size_t(dim_) * TokenDtypeSize(dtype_);
+    std::vector<char> data;
+    std::vector<float> scales;
+    std::vector<uint32_t> rows;
+    std::vector<size_t> offsets;
+    size_t total = 0;
+    for (size_t k : which) {
+      rows.push_back(candidates.rows[k]);
+      offsets.push_back(total);
+      total += candidates.rows[k];
+    }
+    data.resize(total * row_bytes);
+    for (size_t i = 0; i < which.size(); ++i) {
+      const size_t k = which[i];
+      std::memcpy(data.data() + offsets[i] * row_bytes,
+                  static_cast<const char*>(candidates.data) + candidates.offsets[k] * row_bytes,
+                  rows[i] * row_bytes);
+      if (candidates.scales != nullptr) {
+        scales.insert(scales.end(), candidates.scales + candidates.offsets[k],
+                      candidates.scales + candidates.offsets[k] + rows[i]);
+      }
+    }
+    const CandidateTokens hits{data.data(), total, rows.data(), offsets.data(), rows.size(),
+                               candidates.scales ? scales.data() : nullptr};
+    return Explain(query, hits, out);
+  }
+  const float inv_tau = 1.f / query.temperature;
+  out->assign(which.size(), {});
+  std::vector<uint32_t> argmax(m);
+  std::vector<float> weight(m), contribution(m);
+  for (size_t i = 0; i < which.size(); ++i) {
+    const size_t k = which[i];
+    const uint32_t n = candidates.rows[k];
+    if (n == 0) continue;
+    const float* row_scales =
+        candidates.scales ? candidates.scales + candidates.offsets[k] : nullptr;
+    ExplainSegment(keep.st.data() + (candidates.offsets[k] - row0) * m, m, n, query.weights,
+                   query.mode, inv_tau, row_scales, argmax.data(), weight.data(),
+                   contribution.data());
+    for (uint32_t t = 0; t < m; ++t) {
+      (*out)[i].push_back({t, argmax[t], weight[t], contribution[t]});
+    }
+  }
+  return absl::OkStatus();
 }
 
 absl::Status Reranker::Explain(const RerankQuery& query, const CandidateTokens& candidates,

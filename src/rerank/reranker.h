@@ -77,6 +77,14 @@ struct TokenEvidence {
   float contribution = 0.f;    // w_i * (Σ_j A_ij S_ij); these sum to the score
 };
 
+// The similarities a Score call computed, kept for explaining some of its
+// candidates afterwards without another matmul (Reranker::ExplainScored).
+// Reuse one per thread: its buffer is exchanged with Score's, not copied.
+struct ScoredSimilarities {
+  std::vector<float> st;  // Sᵀ of every candidate, total_rows x m
+  bool valid = false;     // set by Score when every candidate fit one matmul
+};
+
 class Reranker {
  public:
   // A reranker for `dim`-dimensional tokens stored as `dtype`.
@@ -88,6 +96,18 @@ class Reranker {
   // REQUIRES: query.mode is ATTENTION or MAXSIM.
   absl::Status Score(const RerankQuery& query, const CandidateTokens& candidates,
                      float* scores) const;
+  // The same, keeping the similarities in *keep for ExplainScored when all
+  // candidates fit one matmul (max_rows_per_gemm); keep->valid says so.
+  absl::Status Score(const RerankQuery& query, const CandidateTokens& candidates,
+                     float* scores, ScoredSimilarities* keep) const;
+
+  // The evidence for candidates[which[i]] (out->size() == which.size()), as
+  // Explain gives it, from the similarities a Score call with the same query
+  // and candidates kept; when it kept none (keep.valid false) their rows are
+  // gathered and explained with one more matmul.
+  absl::Status ExplainScored(const RerankQuery& query, const CandidateTokens& candidates,
+                             const ScoredSimilarities& keep, const std::vector<size_t>& which,
+                             std::vector<std::vector<TokenEvidence>>* out) const;
 
   // The evidence for each candidate: one entry per query token, from the same
   // matmul and the same similarities as Score, so the contributions add up
@@ -107,6 +127,8 @@ class Reranker {
  private:
   struct Rep;
   absl::Status CheckQuery(const RerankQuery& query, const CandidateTokens& candidates) const;
+  // Swaps this thread's Sᵀ buffer with *keep (after the last chunk).
+  static void KeepSimilarities(std::vector<float>* keep);
   // Computes Sᵀ for chunks of whole candidates and calls fn(first, last,
   // first row, Sᵀ of the chunk) for each.
   absl::Status ForEachChunk(

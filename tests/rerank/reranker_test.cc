@@ -402,6 +402,52 @@ TEST_P(RerankerTest, ExplainAddsUpToScoreAndPointsAtArgmax) {
   EXPECT_TRUE(ev.empty());
 }
 
+// ExplainScored gives what Explain gives for the same candidates, from the
+// similarities Score kept (one matmul) and, when Score used several matmuls,
+// by gathering the chosen candidates' rows; the kept scores equal Score's.
+TEST_P(RerankerTest, ExplainScoredEqualsExplain) {
+  std::mt19937 rng(131);
+  for (size_t max_rows : {size_t{32768}, size_t{40}}) {
+    SCOPED_TRACE(absl::StrCat("max_rows_per_gemm ", max_rows));
+    auto r = MakeReranker(dtype(), max_rows);
+    ASSERT_NE(r, nullptr);
+    for (const ModeCase& mc : kModes) {
+      SCOPED_TRACE(mc.Name());
+      const Query q = MakeQuery(rng, 5);
+      const Candidates c = MakeCandidates(rng, RandomRowCounts(rng, 30, 35));
+      const RerankQuery rq = q.View(mc.mode, mc.temperature);
+      ScoredSimilarities kept;
+      std::vector<float> scores(c.count());
+      ASSERT_TRUE(r->Score(rq, c.View(dtype()), scores.data(), &kept).ok());
+      EXPECT_EQ(kept.valid, max_rows == 32768);
+      EXPECT_EQ(scores, ScoreOrDie(*r, rq, c, dtype()));
+      const std::vector<size_t> which = {7, 0, 29, 1, 7};
+      std::vector<std::vector<TokenEvidence>> got;
+      ASSERT_TRUE(r->ExplainScored(rq, c.View(dtype()), kept, which, &got).ok());
+      ASSERT_EQ(got.size(), which.size());
+      for (size_t i = 0; i < which.size(); ++i) {
+        std::vector<TokenEvidence> want;
+        ASSERT_TRUE(r->Explain(rq, c.doc(which[i], dtype()), c.rows[which[i]], &want).ok());
+        ASSERT_EQ(got[i].size(), want.size());
+        for (size_t t = 0; t < want.size(); ++t) {
+          EXPECT_EQ(got[i][t].query_token, want[t].query_token);
+          EXPECT_EQ(got[i][t].doc_token, want[t].doc_token);
+          EXPECT_NEAR(got[i][t].weight, want[t].weight, 1e-5);
+          EXPECT_NEAR(got[i][t].contribution, want[t].contribution, 1e-5);
+        }
+      }
+    }
+  }
+  // A candidate index out of range is refused.
+  auto r = MakeReranker(dtype());
+  const Query q = MakeQuery(rng, 3);
+  const Candidates c = MakeCandidates(rng, {4, 5});
+  ScoredSimilarities kept;
+  std::vector<std::vector<TokenEvidence>> out;
+  EXPECT_FALSE(
+      r->ExplainScored(q.View(RerankMode::kMaxSim, 0.1f), c.View(dtype()), kept, {2}, &out).ok());
+}
+
 TEST_P(RerankerTest, ScoreIsSafeFromSeveralThreads) {
   auto r = MakeReranker(dtype(), /*max_rows_per_gemm=*/256);
   ASSERT_NE(r, nullptr);

@@ -1124,8 +1124,9 @@ TEST_F(ServerTest, ExpiredDeadline) {
   ASSERT_OK(Upsert("dl", docs));
   const v1::SearchRequest req =
       SearchRequestFor("dl", RandomUnitRows(rng, 1, kDim), 0, {}, kDim, 5);
-  for (auto deadline : {std::chrono::system_clock::now() - std::chrono::seconds(1),
-                        std::chrono::system_clock::now() + std::chrono::microseconds(1)}) {
+  // (A deadline a microsecond ahead is not tested: gRPC rounds the timeout it
+  // sends up, so a fast search may legitimately finish within it.)
+  for (auto deadline : {std::chrono::system_clock::now() - std::chrono::seconds(1)}) {
     grpc::ClientContext ctx;
     ctx.set_deadline(deadline);
     v1::SearchResponse resp;
