@@ -12,7 +12,10 @@
 // 2·m·d·Σn (the Q·Dᵀ matmul; the softmax is not counted).
 //
 // Variants, each timed for at least --min_seconds after a warm-up, one query
-// per call, threads set with omp_set_num_threads(--threads):
+// per call, threads set with omp_set_num_threads(--threads). Our variants and
+// oneDNN's run interleaved in ~20 ms slices, so a change of the shared
+// machine's load during the run hits them alike and their ratios hold
+// (PyTorch runs afterwards, in its own process):
 //   ours            Reranker::Score (ATTENTION): matmul + segmented softmax.
 //   matmul          oneDNN's bare matmul Q·Dᵀ over the concatenated tokens
 //                   with the exact shape baked in; primitive, memory objects
@@ -63,19 +66,35 @@ using dnnl::memory;
 
 // Calls fn repeatedly (after `warmup` calls) for at least min_seconds and at
 // least min_iters times; returns the per-call times in microseconds.
-std::vector<double> TimeLoop(const std::function<void()>& fn, double min_seconds,
-                             int warmup = 5, int min_iters = 20) {
-  for (int i = 0; i < warmup; ++i) fn();
-  std::vector<double> us;
-  const auto start = Clock::now();
-  while (true) {
-    const auto t0 = Clock::now();
-    fn();
-    const auto t1 = Clock::now();
-    us.push_back(std::chrono::duration<double, std::micro>(t1 - t0).count());
-    if (int(us.size()) >= min_iters &&
-        std::chrono::duration<double>(t1 - start).count() >= min_seconds) {
-      break;
+// Times several variants in alternating slices of ~20 ms until each ran at
+// least min_seconds (and min_iters calls), so that a change in the machine's
+// load during the run affects every variant alike: their ratios are what
+// the benchmark reports. Returns each call's microseconds, per variant.
+std::vector<std::vector<double>> TimeInterleaved(
+    const std::vector<std::function<void()>>& fns, double min_seconds, int warmup = 5,
+    int min_iters = 20) {
+  std::vector<std::vector<double>> us(fns.size());
+  std::vector<double> spent(fns.size(), 0.0);
+  for (const auto& fn : fns) {
+    for (int i = 0; i < warmup; ++i) fn();
+  }
+  auto done = [&] {
+    for (size_t v = 0; v < fns.size(); ++v) {
+      if (spent[v] < min_seconds || int(us[v].size()) < min_iters) return false;
+    }
+    return true;
+  };
+  while (!done()) {
+    for (size_t v = 0; v < fns.size(); ++v) {
+      const auto slice = Clock::now();
+      do {
+        const auto t0 = Clock::now();
+        fns[v]();
+        const auto t1 = Clock::now();
+        const double d = std::chrono::duration<double, std::micro>(t1 - t0).count();
+        us[v].push_back(d);
+        spent[v] += d * 1e-6;
+      } while (std::chrono::duration<double>(Clock::now() - slice).count() < 0.02);
     }
   }
   return us;
@@ -165,9 +184,9 @@ absl::StatusOr<BenchOutput> RunRerank(const BenchFlags& f) {
                      int8 ? row_scales.data() : nullptr};
   std::vector<float> scores(C);
   absl::Status score_status;
-  auto ours_us = TimeLoop([&] { score_status = (*reranker)->Score(rq, ct, scores.data()); },
-                          f.min_seconds);
-  if (!score_status.ok()) return score_status;
+  std::function<void()> ours_fn = [&] {
+    score_status = (*reranker)->Score(rq, ct, scores.data());
+  };
 
   // ours + explain: Score keeping its similarities, then the evidence for
   // the top 10 from them, as the engine does with explain = true.
@@ -175,19 +194,17 @@ absl::StatusOr<BenchOutput> RunRerank(const BenchFlags& f) {
   std::vector<std::vector<TokenEvidence>> evidence;
   ScoredSimilarities kept;
   std::vector<size_t> idx(C), which(top);
-  auto ours_explain_us = TimeLoop(
-      [&] {
-        score_status = (*reranker)->Score(rq, ct, scores.data(), &kept);
-        for (size_t i = 0; i < C; ++i) idx[i] = i;
-        std::partial_sort(idx.begin(), idx.begin() + long(top), idx.end(),
-                          [&](size_t a, size_t b) { return scores[a] > scores[b]; });
-        which.assign(idx.begin(), idx.begin() + long(top));
-        if (score_status.ok()) {
-          score_status = (*reranker)->ExplainScored(rq, ct, kept, which, &evidence);
-        }
-      },
-      f.min_seconds);
-  if (!score_status.ok()) return score_status;
+  std::function<void()> ours_explain_fn = [&] {
+    score_status = (*reranker)->Score(rq, ct, scores.data(), &kept);
+    for (size_t i = 0; i < C; ++i) idx[i] = i;
+    std::partial_sort(idx.begin(), idx.begin() + long(top), idx.end(),
+                      [&](size_t a, size_t b) { return scores[a] > scores[b]; });
+    which.assign(idx.begin(), idx.begin() + long(top));
+    if (score_status.ok()) {
+      score_status = (*reranker)->ExplainScored(rq, ct, kept, which, &evidence);
+    }
+  };
+  std::vector<double> ours_us, ours_explain_us;
 
   // Bare matmul, fixed shape, everything created once. (Score sets the
   // calling thread's OpenMP count; set ours again.)
@@ -196,7 +213,11 @@ absl::StatusOr<BenchOutput> RunRerank(const BenchFlags& f) {
   const memory::dim md = m, nd = memory::dim(total), dd = d;
   std::vector<float> sim(size_t(m) * total);
   std::vector<double> matmul_us, matmul_rt_us, matmul_t_us;
-  if (!int8) try {
+  if (int8) {
+    auto t = TimeInterleaved({ours_fn, ours_explain_fn}, f.min_seconds);
+    ours_us = std::move(t[0]);
+    ours_explain_us = std::move(t[1]);
+  } else try {
     dnnl::engine eng(dnnl::engine::kind::cpu, 0);
     dnnl::stream stream(eng);
     memory::desc q_md({md, dd}, dt, {dd, 1});
@@ -208,13 +229,11 @@ absl::StatusOr<BenchOutput> RunRerank(const BenchFlags& f) {
     memory q_mem(q_md, eng, const_cast<void*>(q_data));
     memory t_mem(t_md, eng, const_cast<void*>(doc_data));
     memory s_mem(s_md, eng, sim.data());
-    matmul_us = TimeLoop(
-        [&] {
-          mm.execute(stream, {{DNNL_ARG_SRC, q_mem}, {DNNL_ARG_WEIGHTS, t_mem},
-                              {DNNL_ARG_DST, s_mem}});
-          stream.wait();
-        },
-        f.min_seconds);
+    std::function<void()> mm_fn = [&] {
+      mm.execute(stream, {{DNNL_ARG_SRC, q_mem}, {DNNL_ARG_WEIGHTS, t_mem},
+                          {DNNL_ARG_DST, s_mem}});
+      stream.wait();
+    };
 
     // Runtime dimensions, per-call memory objects and stream (the reranker's way).
     const memory::dim rt = DNNL_RUNTIME_DIM_VAL;
@@ -227,8 +246,7 @@ absl::StatusOr<BenchOutput> RunRerank(const BenchFlags& f) {
     dnnl::matmul::primitive_desc pd_rt(desc_rt, attr, eng);
     dnnl::matmul mm_rt(pd_rt);
     std::vector<uint8_t> scratch(pd_rt.scratchpad_desc().get_size());
-    matmul_rt_us = TimeLoop(
-        [&] {
+    std::function<void()> mm_rt_fn = [&] {
           memory qm(q_md, eng, const_cast<void*>(q_data));
           memory tm(t_md, eng, const_cast<void*>(doc_data));
           memory sm(s_md, eng, sim.data());
@@ -237,8 +255,7 @@ absl::StatusOr<BenchOutput> RunRerank(const BenchFlags& f) {
           mm_rt.execute(s, {{DNNL_ARG_SRC, qm}, {DNNL_ARG_WEIGHTS, tm},
                             {DNNL_ARG_DST, sm}, {DNNL_ARG_SCRATCHPAD, scm}});
           s.wait();
-        },
-        f.min_seconds);
+    };
 
     // The reranker's orientation: Sᵀ (N x m) = D (N x d) · Qᵀ (d x m), runtime
     // dimensions, per-call memory objects and stream.
@@ -248,8 +265,7 @@ absl::StatusOr<BenchOutput> RunRerank(const BenchFlags& f) {
     dnnl::matmul::primitive_desc pd_t(dnnl::matmul::desc(d_rt, qt_rt, st_rt), attr, eng);
     dnnl::matmul mm_t(pd_t);
     std::vector<uint8_t> scratch_t(pd_t.scratchpad_desc().get_size());
-    matmul_t_us = TimeLoop(
-        [&] {
+    std::function<void()> mm_t_fn = [&] {
           memory dm({{nd, dd}, dt, {dd, 1}}, eng, const_cast<void*>(doc_data));
           memory qm({{dd, md}, dt, {1, dd}}, eng, const_cast<void*>(q_data));
           memory sm({{nd, md}, memory::data_type::f32, {md, 1}}, eng, sim.data());
@@ -258,11 +274,19 @@ absl::StatusOr<BenchOutput> RunRerank(const BenchFlags& f) {
           mm_t.execute(s, {{DNNL_ARG_SRC, dm}, {DNNL_ARG_WEIGHTS, qm},
                            {DNNL_ARG_DST, sm}, {DNNL_ARG_SCRATCHPAD, scm}});
           s.wait();
-        },
-        f.min_seconds);
+    };
+    auto t = TimeInterleaved({ours_fn, ours_explain_fn, mm_fn, mm_rt_fn, mm_t_fn},
+                             f.min_seconds);
+    ours_us = std::move(t[0]);
+    ours_explain_us = std::move(t[1]);
+    matmul_us = std::move(t[2]);
+    matmul_rt_us = std::move(t[3]);
+    matmul_t_us = std::move(t[4]);
   } catch (const dnnl::error& e) {
     return absl::InternalError(std::string("bare matmul: ") + e.what());
   }
+
+  if (!score_status.ok()) return score_status;
 
   // PyTorch, same inputs through a temporary file.
   nlohmann::json torch;
