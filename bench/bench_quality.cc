@@ -2,8 +2,8 @@
 // (corpus.jsonl, queries.jsonl, qrels.tsv), next to a real BM25 engine.
 //
 //   attnsearch-bench --benchmarks=quality --beir=DIR
-//       [--quality_candidates=500] [--quality_temperature=0 (encoder default)]
-//       [--quality_exhaustive=true] [--semantic_share=0.3] [--expansion_weight=0] [--stem_language=english] [--dtype=bf16]
+//       [--quality_candidates=1000] [--quality_temperature=0 (encoder default)]
+//       [--quality_exhaustive=true] [--semantic_share=0.3] [--expansion_weight=-1 (encoder default)] [--stem_language=english] [--dtype=bf16]
 //       [--python=/usr/bin/python3 (with python3-xapian)]
 //
 // The corpus (title + " " + text per document) is loaded text-only into a
@@ -118,7 +118,7 @@ absl::StatusOr<BenchOutput> RunQuality(const BenchFlags& f) {
   text::EncoderOptions eo;
   eo.semantic_share = f.semantic_share;
   eo.stem_language = f.stem_language;
-  eo.expansion_weight = f.expansion_weight;
+  if (f.expansion_weight >= 0.f) eo.expansion_weight = f.expansion_weight;
   ATTN_ASSIGN_OR_RETURN(EncoderTrainingResult trained, c->TrainEncoder(eo));
   t0 = Clock::now();
   ATTN_RETURN_IF_ERROR(c->BuildIndex().status());
@@ -258,7 +258,8 @@ absl::StatusOr<BenchOutput> RunQuality(const BenchFlags& f) {
                 {"ann_spec", f.ann_spec},
                 {"semantic_share", f.semantic_share},
                 {"stem_language", f.stem_language},
-                {"expansion_weight", f.expansion_weight}};
+                {"expansion_weight", eo.expansion_weight},
+                {"expansion_min_cosine", eo.expansion_min_cosine}};
   out.results = {{"two_stage", js(q2)},
                  {"ann_only", js(qa)},
                  {"exhaustive", js(qe)},

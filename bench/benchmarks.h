@@ -70,13 +70,13 @@ struct BenchFlags {
 
   // quality.
   std::string beir;                 // BEIR folder: corpus.jsonl, queries.jsonl, qrels.tsv
-  uint32_t quality_candidates = 500;
+  uint32_t quality_candidates = 1000;
   float quality_temperature = 0.f;  // 0: the encoder's default
   uint32_t quality_dim = 256;
   bool quality_exhaustive = true;   // also rerank every document per query
   float semantic_share = 0.3f;
   std::string stem_language = "english";
-  float expansion_weight = 0.f;
+  float expansion_weight = -1.f;    // < 0: the encoder's default
 
   // Output.
   std::string json;  // default: <out_dir>/<benchmark>.jsonl

@@ -113,7 +113,7 @@ int main(int argc, char** argv) {
   app.add_option("--semantic_share", f.semantic_share, "encoder: semantic share of a word vector")
       ->capture_default_str();
   app.add_option("--expansion_weight", f.expansion_weight,
-                 "encoder: query expansion weight (0: off)")
+                 "encoder: query expansion weight (0: off; < 0: the encoder's default)")
       ->capture_default_str();
   app.add_option("--stem_language", f.stem_language, "encoder: Snowball stemmer or none")
       ->capture_default_str();

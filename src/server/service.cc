@@ -187,7 +187,8 @@ grpc::ServerUnaryReactor* SearchServiceImpl::TrainEncoder(grpc::CallbackServerCo
     if (p.window() != 0) options.window = p.window();
     if (p.min_count() != 0) options.min_count = p.min_count();
     if (p.temperature() != 0.f) options.temperature = p.temperature();
-    if (p.expansion_weight() != 0.f) options.expansion_weight = p.expansion_weight();
+    if (p.expansion_weight() > 0.f) options.expansion_weight = p.expansion_weight();
+    if (p.expansion_weight() < 0.f) options.expansion_weight = 0.f;  // off
     ATTN_ASSIGN_OR_RETURN(EncoderTrainingResult r, c->TrainEncoder(options));
     resp->set_version(r.version);
     resp->set_vocabulary(r.training.vocabulary);

@@ -15,7 +15,7 @@ namespace attnsearch::text {
 namespace {
 
 constexpr char kMagic[8] = {'A', 'T', 'T', 'N', 'E', 'N', 'C', '\0'};
-constexpr uint32_t kFormatVersion = 2;
+constexpr uint32_t kFormatVersion = 3;
 // Subword lookup: n-grams shared by more keys than this say little.
 constexpr size_t kMaxSubwordPosting = 4096;
 constexpr size_t kSubwordNeighbours = 5;
@@ -303,6 +303,17 @@ absl::StatusOr<std::unique_ptr<Encoder>> Encoder::Train(const TextSource& source
     }
   }
   const uint64_t nonzeros = m.col.size();
+  // Pairs that co-occur more than chance (positive PMI) are related words
+  // (collocations, topics), not substitutes: query expansion skips them.
+  // Synonyms share contexts but seldom appear side by side.
+  absl::flat_hash_set<uint64_t> associated;
+  associated.reserve(m.col.size());
+  for (uint32_t a = 0; a < v; ++a) {
+    for (uint64_t p = m.row_start[a]; p < m.row_start[a + 1]; ++p) {
+      const uint32_t b = m.col[p];
+      associated.insert((uint64_t{std::min(a, b)} << 32) | std::max(a, b));
+    }
+  }
   pairs = {};
 
   // Truncated SVD: semantic vector = U_k Σ_k^½, unit rows.
@@ -325,7 +336,7 @@ absl::StatusOr<std::unique_ptr<Encoder>> Encoder::Train(const TextSource& source
   enc->num_documents_ = documents;
   enc->average_length_ = static_cast<double>(total_tokens) / documents;
   enc->BuildSubwordIndex();
-  enc->BuildNeighbours();
+  enc->BuildNeighbours(associated);
   if (stats != nullptr) {
     stats->documents = documents;
     stats->tokens = total_tokens;
@@ -349,7 +360,7 @@ void Encoder::BuildSubwordIndex() {
   }
 }
 
-void Encoder::BuildNeighbours() {
+void Encoder::BuildNeighbours(const absl::flat_hash_set<uint64_t>& associated) {
   const uint32_t ks = options_.semantic_dims;
   const uint32_t n = std::min<uint32_t>(options_.expansion_vocabulary,
                                         static_cast<uint32_t>(keys_.size()));
@@ -383,6 +394,8 @@ void Encoder::BuildNeighbours() {
       float dot = 0.f;
       for (uint32_t k = 0; k < ks; ++k) dot += a[k] * b[k];
       if (dot < min_cos) continue;
+      const uint32_t ka = top[i], kb = top[j];
+      if (associated.contains((uint64_t{std::min(ka, kb)} << 32) | std::max(ka, kb))) continue;
       if (best.size() < keep) {
         best.emplace_back(dot, j);
         std::push_heap(best.begin(), best.end(), std::greater<>());
@@ -580,6 +593,13 @@ std::string Encoder::Serialize() const {
     w.Put<uint32_t>(document_frequency_[i]);
   }
   w.PutFloats(semantic_);
+  for (const auto& list : neighbours_) {
+    w.Put<uint8_t>(static_cast<uint8_t>(list.size()));
+    for (const auto& [key, cosine] : list) {
+      w.Put<uint32_t>(key);
+      w.Put<float>(cosine);
+    }
+  }
   return w.Finish();
 }
 
@@ -625,12 +645,26 @@ absl::StatusOr<std::unique_ptr<Encoder>> Encoder::Deserialize(std::string_view b
       return corrupt(absl::StrCat("truncated vocabulary at key ", i));
     }
   }
-  if (!r.GetFloats(size_t{v} * o.semantic_dims, &enc->semantic_) || r.remaining() != 0) {
+  if (!r.GetFloats(size_t{v} * o.semantic_dims, &enc->semantic_)) {
     return corrupt("bad semantic vectors");
   }
   enc->BuildSubwordIndex();
   if (enc->key_index_.size() != v) return corrupt("duplicate keys");
-  enc->BuildNeighbours();
+  // Neighbour lists: per key a count, then (key, cosine) pairs.
+  enc->neighbours_.assign(v, {});
+  for (uint32_t i = 0; i < v; ++i) {
+    uint8_t count;
+    if (!r.Get(&count) || count > o.expansion_neighbours) return corrupt("bad neighbour list");
+    for (uint8_t k = 0; k < count; ++k) {
+      uint32_t key;
+      float cosine;
+      if (!r.Get(&key) || !r.Get(&cosine) || key >= v || key == i || !(cosine >= -1.f && cosine <= 1.f)) {
+        return corrupt("bad neighbour list");
+      }
+      enc->neighbours_[i].emplace_back(key, cosine);
+    }
+  }
+  if (r.remaining() != 0) return corrupt("trailing bytes");
   return enc;
 }
 

@@ -43,6 +43,7 @@
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/status/statusor.h"
 #include "text/stemmer.h"
 #include "text/tokenizer.h"
@@ -81,13 +82,15 @@ struct EncoderOptions {
   // keys by meaning (cosine of the semantic parts >= expansion_min_cosine,
   // at most expansion_neighbours), with weight expansion_weight x cosine x
   // the word's own weight, so a document using a synonym gets credit close
-  // to an exact match. Neighbours are found among the expansion_vocabulary
-  // keys of highest document frequency that occur in at least 10 documents.
-  // Off by default (weight 0): on the BEIR collections it costs nDCG (the
-  // learned neighbours are related words more often than synonyms); it
-  // helps paraphrase-heavy collections. Defaults: 0, 0.6, 3, 20000.
-  float expansion_weight = 0.f;
-  float expansion_min_cosine = 0.6f;
+  // to an exact match. Candidates are the expansion_vocabulary keys of
+  // highest document frequency found in at least 10 documents, and never a
+  // key that co-occurs with the word more than chance (positive PMI):
+  // substitutes share contexts but seldom stand side by side, while
+  // related words (collocations, a topic's vocabulary) do, and expanding to
+  // those costs precision. 0 turns expansion off.
+  // Defaults: 1.0, 0.7, 3, 20000.
+  float expansion_weight = 1.0f;
+  float expansion_min_cosine = 0.7f;
   uint32_t expansion_neighbours = 3;
   uint32_t expansion_vocabulary = 20000;
   // Distinct keys kept per document (the first ones). Default: 4096.
@@ -156,8 +159,9 @@ class Encoder {
   struct Grouped;
   Encoder(EncoderOptions options, Stemmer stemmer);
   void BuildSubwordIndex();
-  // For the expansion_vocabulary most frequent keys: their nearest keys.
-  void BuildNeighbours();
+  // For the expansion_vocabulary most frequent keys: their nearest keys,
+  // except the `associated` pairs (min key << 32 | max key).
+  void BuildNeighbours(const absl::flat_hash_set<uint64_t>& associated);
   // w for a stemmed key; idf of the key.
   void KeyVector(const std::string& key, float* out, float* idf) const;
   absl::StatusOr<std::vector<Grouped>> Group(std::string_view text, std::string_view field,
