@@ -90,8 +90,7 @@ int TextQueries(v1::SearchService::Stub* stub, const std::string& collection,
     v1::SearchRequest req;
     req.set_collection(collection);
     req.set_text(queries[qi]);
-    req.set_top_k(top_k);
-    req.set_candidates(200);
+    req.set_top_k(top_k);  // candidates: the server's default for text
     req.set_include_text(false);
     req.set_include_metadata(true);
     req.set_explain(true);

@@ -672,6 +672,12 @@ absl::StatusOr<SearchResult> Collection::Search(SearchQuery q, absl::Time deadli
     q.token_weights = std::move(e.weights);
     q.pooled = std::move(e.pooled);
     if (q.temperature == 0.f) q.temperature = enc->options().temperature;
+    // The pooled first stage of text is a bag of words and meanings: it
+    // needs more candidates than vectors from a trained model do.
+    if (q.candidates == 0) {
+      q.candidates = std::min(std::max(kDefaultTextCandidates, q.top_k),
+                              options_.limits.max_candidates);
+    }
   }
   ATTN_RETURN_IF_ERROR(PrepareQuery(&q));
   ATTN_ASSIGN_OR_RETURN(AnnSearchParams params, AnnSearchParams::Parse(q.ann_params));

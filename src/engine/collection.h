@@ -78,6 +78,9 @@ struct MetadataCondition {
   std::vector<std::string> values;
 };
 
+// Candidates reranked per text query unless the query says otherwise.
+inline constexpr uint32_t kDefaultTextCandidates = 1000;
+
 struct SearchQuery {
   // Query text, encoded by the collection's built-in encoder; or else:
   std::string text;
@@ -89,6 +92,7 @@ struct SearchQuery {
 
   uint32_t top_k = 0;                 // required, 1..max_top_k
   uint32_t candidates = 0;            // 0: max(100, top_k) capped by the limit
+                                      // (text queries: max(1000, top_k))
   RerankMode mode = RerankMode::kAttention;
   float temperature = 0.f;            // 0: kDefaultTemperature
   std::vector<MetadataCondition> filter;  // all must hold
