@@ -232,16 +232,17 @@ int Load::Run() {
   TargetOptions t;
   t.collection = o.collection;
   t.create_config.dim = o.dim;
-  t.create_config.token_dtype = o.dtype;
+  t.create_config.token_dtype = o.dtype.value_or(TokenDtype::kBF16);
   t.create_config.ann_spec = o.ann_spec;
   if (format == InputFormat::kFvecs && o.dim == 0) {
     absl::StatusOr<uint32_t> d = PeekFvecsDim(*data_file);
     if (!d.ok()) return Fail(kExitInput, std::string(d.status().message()));
     t.create_config.dim = *d;
-  } else if (o.dim == 0) {
+  } else if (format != InputFormat::kFvecs && (o.dim == 0 || !o.dtype)) {
     absl::StatusOr<bool> text_only = FirstDocumentIsTextOnly(o.input, format);
     if (!text_only.ok()) return Fail(kExitInput, std::string(text_only.status().message()));
-    if (*text_only) t.default_dim = kTextOnlyDim;
+    if (*text_only && o.dim == 0) t.default_dim = kTextOnlyDim;
+    if (*text_only && !o.dtype) t.create_config.token_dtype = TokenDtype::kInt8;
   }
   t.data_dir = o.data_dir;
   t.server = o.server;

@@ -18,7 +18,8 @@ is read directly. Every document needs text (title and/or text) and/or vectors
 (pooled and/or tokens). Text-only documents are encoded by the collection's
 built-in encoder, which the load trains at its end (--train_encoder auto:
 when the input had text-only documents and the encoder is untrained). A new
-collection for text-only input gets dim 256 unless --dim is given.
+collection for text-only input gets dim 256 unless --dim is given, and int8
+token storage unless --dtype is given.
 
 Bad records are reported as FILE:LINE: reason (FILE:record N for fvecs).
 Re-running the same command after an interruption resumes from the
@@ -37,7 +38,7 @@ Exit codes:
 
 int main(int argc, char** argv) {
   ai::IndexerOptions o;
-  std::string format = "auto", dtype = "bf16", progress = "auto", train_encoder = "auto";
+  std::string format = "auto", dtype, progress = "auto", train_encoder = "auto";
   double batch_mb = 4, inflight_mb = 32;
 
   CLI::App app{"attnsearch-index: load documents into an attnsearch collection"};
@@ -57,9 +58,10 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--dim", o.dim, "vector dimension, to create the collection (fvecs: default "
                                  "the file's; text-only input: 256)");
-  app.add_option("--dtype", dtype, "token storage when creating: bf16, f32 or int8")
-      ->check(CLI::IsMember({"bf16", "f32", "int8"}))
-      ->capture_default_str();
+  app.add_option("--dtype", dtype,
+                 "token storage when creating: bf16, f32 or int8 (default bf16; int8 for "
+                 "text-only input)")
+      ->check(CLI::IsMember({"bf16", "f32", "int8"}));
   app.add_option("--ann_spec", o.ann_spec, "FAISS factory string when creating")
       ->capture_default_str();
   app.add_option("--batch", o.batch_documents, "documents per batch (1..10000)")
@@ -117,9 +119,11 @@ int main(int argc, char** argv) {
     return ai::kExitUsage;
   }
   ai::ParseInputFormat(format, &o.format);
-  o.dtype = dtype == "f32"    ? attnsearch::TokenDtype::kF32
-            : dtype == "int8" ? attnsearch::TokenDtype::kInt8
-                              : attnsearch::TokenDtype::kBF16;
+  if (!dtype.empty()) {
+    o.dtype = dtype == "f32"    ? attnsearch::TokenDtype::kF32
+              : dtype == "int8" ? attnsearch::TokenDtype::kInt8
+                                : attnsearch::TokenDtype::kBF16;
+  }
   o.progress = progress == "bar"     ? ai::ProgressMode::kBar
                : progress == "plain" ? ai::ProgressMode::kPlain
                : progress == "off"   ? ai::ProgressMode::kOff

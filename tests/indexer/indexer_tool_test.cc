@@ -457,6 +457,7 @@ std::vector<std::string> TextIds(int n) {
 struct OfflineView {
   CollectionStats stats;
   uint32_t dim = 0;
+  TokenDtype dtype = TokenDtype::kBF16;
   GetResult docs;
   // Per query: the ids of the hits of a text search (top 5), or the status.
   std::vector<absl::StatusOr<std::vector<std::string>>> searches;
@@ -476,6 +477,7 @@ OfflineView ReadOffline(const std::string& data_dir, const std::string& collecti
   if (!c.ok()) return v;
   v.stats = (*c)->Stats();
   v.dim = (*c)->config().dim;
+  v.dtype = (*c)->config().token_dtype;
   auto r = (*c)->Get(ids, include_vectors);
   EXPECT_TRUE(r.ok()) << r.status();
   if (r.ok()) v.docs = *r;
@@ -537,6 +539,7 @@ TEST(IndexerToolTest, OfflineTextOnlyLoadTrainsTheEncoder) {
   }
   const OfflineView v = ReadOffline(dir.Sub("data"), "c", TextIds(200), ProbeWords());
   EXPECT_EQ(v.dim, 256u);
+  EXPECT_EQ(v.dtype, TokenDtype::kInt8);  // the default for text-only input
   EXPECT_EQ(v.stats.encoder_version, 1u);
   EXPECT_GT(v.stats.encoder_vocabulary, 300u);  // the made-up words and the unique ones
   EXPECT_EQ(v.stats.num_documents, 200u);
@@ -545,6 +548,19 @@ TEST(IndexerToolTest, OfflineTextOnlyLoadTrainsTheEncoder) {
   EXPECT_EQ(v.docs.documents[1].text.find("\n\n"), std::string::npos);  // no title
   for (const Document& d : v.docs.documents) EXPECT_EQ(d.pooled.size(), 256u) << d.id;
   ExpectUniqueWordsFindTheirDocuments(v, kProbes);
+}
+
+// An explicit --dtype wins over the text-only default (int8).
+TEST(IndexerToolTest, ExplicitDtypeForTextOnlyInput) {
+  TempDir dir;
+  WriteLines(dir.Sub("docs.jsonl"), TextCorpus(60, 12));
+  const ToolRun run = RunTool(dir, {dir.Sub("docs.jsonl"), "--data_dir", dir.Sub("data"),
+                                    "--collection", "c", "--dtype", "bf16"});
+  ASSERT_EQ(run.exit_code(), 0) << DescribeWaitStatus(run.status) << "\n" << run.stderr_text;
+  const OfflineView v = ReadOffline(dir.Sub("data"), "c", TextIds(60), {});
+  EXPECT_EQ(v.dim, 256u);
+  EXPECT_EQ(v.dtype, TokenDtype::kBF16);
+  EXPECT_EQ(v.stats.encoder_version, 1u);
 }
 
 TEST(IndexerToolTest, TrainEncoderNeverLeavesItUntrainedAndAReRunTrainsIt) {
@@ -749,6 +765,7 @@ TEST(IndexerToolTest, OnlineTextOnlyLoadTrainsTheEncoder) {
   EXPECT_EQ(info.collection().num_documents(), 200u);
   EXPECT_EQ(info.collection().encoder_version(), 1u);
   EXPECT_EQ(info.collection().config().dim(), 256u);
+  EXPECT_EQ(info.collection().config().token_dtype(), v1::TOKEN_DTYPE_INT8);
   for (int k : kProbes) {
     grpc::ClientContext sctx;
     v1::SearchRequest search;
