@@ -24,6 +24,7 @@
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest-spi.h"
 #include "gtest/gtest.h"
+#include "server/grpc_status_matchers.h"
 #include "server/server_process.h"
 #include "test_util.h"
 
@@ -198,34 +199,6 @@ double ReferenceScore(const std::vector<float>& q, uint32_t m, const std::vector
   }
   return score;
 }
-
-// ---------------------------------------------------------------------------
-// Status matchers.
-
-::testing::AssertionResult HasError(const grpc::Status& s, StatusCode code,
-                                    const std::string& field) {
-  if (s.error_code() != code) {
-    return ::testing::AssertionFailure()
-           << "expected code " << int(code) << ", got " << int(s.error_code()) << " ('"
-           << s.error_message() << "')";
-  }
-  if (s.error_message().find(field) == std::string::npos) {
-    return ::testing::AssertionFailure()
-           << "message '" << s.error_message() << "' does not name '" << field << "'";
-  }
-  return ::testing::AssertionSuccess();
-}
-
-#define ASSERT_OK(expr)                                                                         \
-  do {                                                                                          \
-    const grpc::Status _s = (expr);                                                             \
-    ASSERT_TRUE(_s.ok()) << #expr << ": " << int(_s.error_code()) << " " << _s.error_message(); \
-  } while (0)
-#define EXPECT_OK(expr)                                                                         \
-  do {                                                                                          \
-    const grpc::Status _s = (expr);                                                             \
-    EXPECT_TRUE(_s.ok()) << #expr << ": " << int(_s.error_code()) << " " << _s.error_message(); \
-  } while (0)
 
 // ---------------------------------------------------------------------------
 // Fixture: one server per test on its own data directory.

@@ -16,6 +16,7 @@
 #include "attnsearch/v1/search.grpc.pb.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
+#include "server/grpc_status_matchers.h"
 #include "server/server_process.h"
 #include "test_util.h"
 
@@ -28,25 +29,6 @@ using grpc::StatusCode;
 constexpr auto kCallTimeout = std::chrono::seconds(60);
 constexpr uint32_t kDim = 256;
 
-::testing::AssertionResult HasError(const grpc::Status& s, StatusCode code,
-                                    const std::string& field) {
-  if (s.error_code() != code) {
-    return ::testing::AssertionFailure()
-           << "expected code " << int(code) << ", got " << int(s.error_code()) << " ('"
-           << s.error_message() << "')";
-  }
-  if (s.error_message().find(field) == std::string::npos) {
-    return ::testing::AssertionFailure()
-           << "message '" << s.error_message() << "' does not name '" << field << "'";
-  }
-  return ::testing::AssertionSuccess();
-}
-
-#define ASSERT_OK(expr)                                                                         \
-  do {                                                                                          \
-    const grpc::Status _s = (expr);                                                             \
-    ASSERT_TRUE(_s.ok()) << #expr << ": " << int(_s.error_code()) << " " << _s.error_message(); \
-  } while (0)
 
 // A seeded corpus on three topics plus documents with words found nowhere
 // else ("turbine", "saffron", "cello").
