@@ -227,6 +227,15 @@ inline std::shared_ptr<grpc::Channel> NewServerChannel(const std::string& addres
   return grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args);
 }
 
+// An UpsertRequest of `docs` for `collection`.
+inline attnsearch::v1::UpsertRequest MakeUpsertRequest(
+    const std::string& collection, const std::vector<attnsearch::v1::Document>& docs) {
+  attnsearch::v1::UpsertRequest req;
+  req.set_collection(collection);
+  for (const auto& d : docs) *req.add_documents() = d;
+  return req;
+}
+
 inline std::unique_ptr<attnsearch::v1::SearchService::Stub> NewSearchStub(
     const std::shared_ptr<grpc::Channel>& channel) {
   return attnsearch::v1::SearchService::NewStub(channel);

@@ -269,11 +269,9 @@ class ServerTest : public ::testing::Test {
 
   grpc::Status Upsert(const std::string& collection, const std::vector<v1::Document>& docs,
                       uint64_t* upserted = nullptr) {
-    v1::UpsertRequest req;
-    req.set_collection(collection);
-    for (const auto& d : docs) *req.add_documents() = d;
     v1::UpsertResponse resp;
-    grpc::Status s = Call(&v1::SearchService::Stub::Upsert, req, &resp);
+    grpc::Status s =
+        Call(&v1::SearchService::Stub::Upsert, MakeUpsertRequest(collection, docs), &resp);
     if (upserted) *upserted = resp.upserted();
     return s;
   }
