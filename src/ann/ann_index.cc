@@ -322,6 +322,55 @@ absl::Status AnnIndex::Search(const float* query, size_t k,
   return absl::OkStatus();
 }
 
+absl::Status AnnIndex::SearchAmong(const float* query, size_t k, const Label* labels,
+                                   size_t n, std::vector<AnnNeighbor>* out) const {
+  out->clear();
+  if (k == 0 || n == 0 || labels_.empty()) return absl::OkStatus();
+  std::vector<std::pair<float, faiss_idx_t>> best;
+  ATTN_RETURN_IF_ERROR(CatchFaiss("searching the ANN index", [&] {
+    std::unique_ptr<faiss::DistanceComputer> dc;
+    if (rep_->scorer != nullptr) {
+      dc.reset(rep_->scorer->get_distance_computer());
+    } else {
+      dc.reset(rep_->index->get_distance_computer());
+    }
+    dc->set_query(query);
+    TopK top(k);
+    auto it = labels_.begin();
+    for (size_t i = 0; i < n && it != labels_.end(); ++i) {
+      it = std::lower_bound(it, labels_.end(), labels[i]);
+      if (it == labels_.end()) break;
+      if (*it != labels[i]) continue;
+      const auto pos = faiss_idx_t(it - labels_.begin());
+      top.Push((*dc)(pos), pos);
+    }
+    best = top.Take();
+  }));
+  out->reserve(best.size());
+  for (const auto& [score, pos] : best) out->push_back({labels_[pos], score});
+  return absl::OkStatus();
+}
+
+absl::Status AnnIndex::SearchFiltered(const float* query, size_t k,
+                                      const AnnSearchParams& params,
+                                      const LabelBitmap& admitted,
+                                      std::vector<AnnNeighbor>* out) const {
+  out->clear();
+  if (admitted.empty() || labels_.empty()) return absl::OkStatus();
+  if (admitted.count() <= options_.exact_filter_max || params.exhaustive) {
+    const std::vector<Label> among = admitted.ToVector();
+    return SearchAmong(query, k, among.data(), among.size(), out);
+  }
+  AnnSearchParams widened = params;
+  const double selectivity =
+      std::min(1.0, double(admitted.count()) / double(labels_.size()));
+  const int ef = params.ef_search > 0 ? params.ef_search : options_.ef_search;
+  const double wide = std::min<double>(ef / selectivity, options_.max_filtered_ef);
+  widened.ef_search = std::max(ef, int(wide));
+  return Search(query, k, widened,
+                [&admitted](Label l) { return admitted.Test(l); }, out);
+}
+
 size_t AnnIndex::size() const { return labels_.size(); }
 
 absl::Status AnnIndex::Save(const std::string& path) const {

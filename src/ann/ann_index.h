@@ -27,6 +27,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "core/label_bitmap.h"
 #include "core/types.h"
 
 namespace attnsearch {
@@ -40,6 +41,13 @@ struct AnnOptions {
   int ef_search = 64;
   // IVF lists probed when a request gives none. Default: 16.
   int nprobe = 16;
+  // SearchFiltered scores the admitted vectors exactly when at most this
+  // many are admitted (a graph search would walk past nearly every node to
+  // find k of them); above it, it searches the index. Default: 20000.
+  size_t exact_filter_max = 20000;
+  // Widest HNSW beam SearchFiltered uses when it widens the beam by the
+  // inverse of the filter's selectivity. Default: 2048.
+  int max_filtered_ef = 2048;
 };
 
 // Runtime knobs of one search, parsed from "efSearch=128,nprobe=8".
@@ -87,6 +95,21 @@ class AnnIndex {
   // among those `filter` admits (all when filter is empty), best first.
   absl::Status Search(const float* query, size_t k, const AnnSearchParams& params,
                       const LabelFilter& filter, std::vector<AnnNeighbor>* out) const;
+
+  // Exact search among the given labels only (sorted increasing; labels the
+  // index does not hold are skipped): the k with the highest inner product,
+  // best first. For selective filters, where a graph search would have to
+  // walk past nearly every node to find k admissible ones.
+  absl::Status SearchAmong(const float* query, size_t k, const Label* labels, size_t n,
+                           std::vector<AnnNeighbor>* out) const;
+
+  // Up to k labels from `admitted` with the highest inner product, best
+  // first: exactly (SearchAmong) when admitted.count() is at most
+  // exact_filter_max, else by Search with admitted as the filter and, for
+  // HNSW, the beam widened to ef / selectivity (at most max_filtered_ef).
+  absl::Status SearchFiltered(const float* query, size_t k, const AnnSearchParams& params,
+                              const LabelBitmap& admitted,
+                              std::vector<AnnNeighbor>* out) const;
 
   // Writes a snapshot atomically (temporary file, fsync, rename).
   absl::Status Save(const std::string& path) const;
