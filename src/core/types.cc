@@ -44,7 +44,41 @@ absl::Status CollectionConfig::Validate() const {
   if (ann_spec.empty()) {
     return absl::InvalidArgumentError("config.ann_spec: must not be empty");
   }
+  if (numeric_fields.size() > kMaxNumericFields) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("config.numeric_fields: ", numeric_fields.size(),
+                     " fields exceed the limit of ", kMaxNumericFields));
+  }
+  for (size_t i = 0; i < numeric_fields.size(); ++i) {
+    const std::string& f = numeric_fields[i];
+    const std::string field = absl::StrCat("config.numeric_fields[", i, "]");
+    if (f.empty() || f.size() > kMaxFieldNameBytes) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(field, ": must be 1..", kMaxFieldNameBytes, " characters"));
+    }
+    for (char ch : f) {
+      const bool ok = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+                      (ch >= '0' && ch <= '9') || ch == '_' || ch == '.' || ch == '-';
+      if (!ok) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            field, ": \"", f, "\" has a character outside [A-Za-z0-9_.-]"));
+      }
+    }
+    for (size_t j = 0; j < i; ++j) {
+      if (numeric_fields[j] == f) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            field, ": \"", f, "\" is also config.numeric_fields[", j, "]"));
+      }
+    }
+  }
   return absl::OkStatus();
+}
+
+bool CollectionConfig::IsNumericField(std::string_view key) const {
+  for (const auto& f : numeric_fields) {
+    if (f == key) return true;
+  }
+  return false;
 }
 
 }  // namespace attnsearch

@@ -42,6 +42,9 @@ enum class RerankMode : uint8_t {
 inline constexpr uint32_t kMaxDim = 4096;
 // Largest accepted external id, in bytes.
 inline constexpr size_t kMaxIdBytes = 512;
+// Most numeric fields a collection may declare, and their longest name.
+inline constexpr size_t kMaxNumericFields = 32;
+inline constexpr size_t kMaxFieldNameBytes = 64;
 
 // The immutable configuration of a collection, fixed at creation.
 struct CollectionConfig {
@@ -51,6 +54,14 @@ struct CollectionConfig {
   TokenDtype token_dtype = TokenDtype::kBF16;
   // FAISS factory string of the candidate index. Default: "HNSW32,Flat".
   std::string ann_spec = "HNSW32,Flat";
+  // Metadata keys whose values are numbers: every document's value for
+  // them must parse as a finite double, and searches may filter them by
+  // range. Names are 1..kMaxFieldNameBytes characters of [A-Za-z0-9_.-], at
+  // most kMaxNumericFields, no duplicates. Default: none.
+  std::vector<std::string> numeric_fields;
+
+  // Whether `key` is one of numeric_fields.
+  bool IsNumericField(std::string_view key) const;
 
   // INVALID_ARGUMENT naming the field if the configuration is unusable.
   absl::Status Validate() const;

@@ -48,7 +48,8 @@ absl::Status Corrupt(absl::string_view what) {
 
 // Version 2 added token spans; version 1 records still decode.
 constexpr uint32_t kDocRecordVersion = 3;
-constexpr uint32_t kConfigVersion = 1;
+// Config version 2 added numeric_fields; version 1 configs still decode.
+constexpr uint32_t kConfigVersion = 2;
 
 }  // namespace
 
@@ -214,6 +215,8 @@ std::string EncodeConfig(const CollectionConfig& config) {
   PutU32(&s, config.dim);
   PutU32(&s, uint32_t(config.token_dtype));
   PutString(&s, config.ann_spec);
+  PutU32(&s, uint32_t(config.numeric_fields.size()));
+  for (const auto& f : config.numeric_fields) PutString(&s, f);
   return s;
 }
 
@@ -221,10 +224,19 @@ absl::StatusOr<CollectionConfig> DecodeConfig(std::string_view value) {
   Reader r(value);
   uint32_t version, dim, dtype;
   CollectionConfig c;
-  if (!r.U32(&version) || version != kConfigVersion || !r.U32(&dim) ||
-      !r.U32(&dtype) || !r.String(&c.ann_spec) || !r.done()) {
+  if (!r.U32(&version) || version < 1 || version > kConfigVersion || !r.U32(&dim) ||
+      !r.U32(&dtype) || !r.String(&c.ann_spec)) {
     return Corrupt("collection config");
   }
+  if (version >= 2) {
+    uint32_t n;
+    if (!r.U32(&n) || n > kMaxNumericFields) return Corrupt("collection config");
+    c.numeric_fields.resize(n);
+    for (auto& f : c.numeric_fields) {
+      if (!r.String(&f)) return Corrupt("collection config");
+    }
+  }
+  if (!r.done()) return Corrupt("collection config");
   if (dtype != uint32_t(TokenDtype::kF32) && dtype != uint32_t(TokenDtype::kBF16) &&
       dtype != uint32_t(TokenDtype::kInt8)) {
     return Corrupt("collection config");

@@ -586,6 +586,39 @@ TEST(CodecTest, DocRecordRoundTripsAndRejectsTruncation) {
   }
 }
 
+TEST(CodecTest, ConfigRoundTripsNumericFieldsAndReadsVersion1) {
+  CollectionConfig c{24, TokenDtype::kInt8, "HNSW16,Flat"};
+  c.numeric_fields = {"price", "year", "geo.lat"};
+  const std::string v = codec::EncodeConfig(c);
+  auto back = codec::DecodeConfig(v);
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ(back->dim, 24u);
+  EXPECT_EQ(back->token_dtype, TokenDtype::kInt8);
+  EXPECT_EQ(back->ann_spec, "HNSW16,Flat");
+  EXPECT_EQ(back->numeric_fields, c.numeric_fields);
+  for (size_t n = 0; n < v.size(); ++n) {
+    EXPECT_FALSE(codec::DecodeConfig(std::string_view(v).substr(0, n)).ok()) << n;
+  }
+  EXPECT_FALSE(codec::DecodeConfig(v + "!").ok());
+  // A version 1 record (before numeric fields): version, dim, dtype, spec.
+  std::string v1;
+  auto put_u32 = [&](uint32_t x) { v1.append(reinterpret_cast<const char*>(&x), 4); };
+  put_u32(1);
+  put_u32(8);
+  put_u32(uint32_t(TokenDtype::kBF16));
+  put_u32(4);
+  v1 += "Flat";
+  auto old = codec::DecodeConfig(v1);
+  ASSERT_TRUE(old.ok()) << old.status();
+  EXPECT_EQ(old->dim, 8u);
+  EXPECT_EQ(old->ann_spec, "Flat");
+  EXPECT_TRUE(old->numeric_fields.empty());
+  // A duplicate field is corrupt, not silently accepted.
+  CollectionConfig dup = c;
+  dup.numeric_fields = {"a", "a"};
+  EXPECT_FALSE(codec::DecodeConfig(codec::EncodeConfig(dup)).ok());
+}
+
 TEST(CodecTest, TokensRoundTripAndRejectBadSizes) {
   std::mt19937 rng(18);
   constexpr uint32_t kDim = 5;
@@ -657,13 +690,17 @@ TEST(CodecTest, ConfigRoundTripsAndRejectsGarbage) {
                    absl::StrCat("prefix ", n));
   }
   ExpectDataLoss(codec::DecodeConfig(v + "?").status(), "trailing byte");
-  // Layout: version, dim, dtype, spec. Each field made invalid in turn.
+  // Layout: version, dim, dtype, spec, numeric fields. Each field made
+  // invalid in turn.
   auto with_u32 = [&](size_t at, uint32_t value) {
     std::string w = v;
     std::memcpy(w.data() + at, &value, 4);
     return w;
   };
-  ExpectDataLoss(codec::DecodeConfig(with_u32(0, 2)).status(), "version");
+  ExpectDataLoss(codec::DecodeConfig(with_u32(0, 0)).status(), "version 0");
+  ExpectDataLoss(codec::DecodeConfig(with_u32(0, 3)).status(), "version 3");
+  // Version 1 had no numeric fields: their count is a trailing field there.
+  ExpectDataLoss(codec::DecodeConfig(with_u32(0, 1)).status(), "version 1 with fields");
   ExpectDataLoss(codec::DecodeConfig(with_u32(4, 0)).status(), "dim 0");
   ExpectDataLoss(codec::DecodeConfig(with_u32(4, kMaxDim + 1)).status(), "dim too big");
   ExpectDataLoss(codec::DecodeConfig(with_u32(8, 7)).status(), "dtype");
