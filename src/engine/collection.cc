@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <limits>
 #include <numeric>
 #include <tuple>
 
@@ -70,6 +71,12 @@ Collection::Collection(std::string path, std::unique_ptr<DocStore> store,
       options_(options) {}
 
 Collection::~Collection() {
+  {
+    std::lock_guard<std::mutex> lock(rebuild_mu_);
+    stop_rebuild_ = true;
+  }
+  rebuild_cv_.notify_all();
+  if (rebuild_thread_.joinable()) rebuild_thread_.join();
   if (discard_on_close_) return;
   std::lock_guard<std::mutex> lock(write_mu_);
   if (added_since_snapshot_ > 0) {
@@ -110,6 +117,10 @@ absl::StatusOr<std::unique_ptr<Collection>> Collection::Open(
       new Collection(path, std::move(store), std::move(reranker), options));
   ATTN_RETURN_IF_ERROR(c->LoadDerivedState());
   ATTN_RETURN_IF_ERROR(c->LoadEncoder());
+  {
+    std::lock_guard<std::mutex> write_lock(c->write_mu_);
+    c->MaybeScheduleRebuild();
+  }
   return c;
 }
 
@@ -134,6 +145,10 @@ absl::Status Collection::LoadDerivedState() {
   // is needed at once.
   ATTN_ASSIGN_OR_RETURN(uint64_t added,
                         CatchUp(from, /*metadata_from=*/0, !options_.defer_index));
+  {
+    std::unique_lock<std::shared_mutex> lock(index_mu_);
+    ann_tombstones_ = CountTombstonesIn(*ann_);
+  }
   added_since_snapshot_ = added;
   if (added > 0) ATTN_RETURN_IF_ERROR(SaveSnapshot());
   return absl::OkStatus();
@@ -193,22 +208,42 @@ absl::Status Collection::SaveSnapshot() {
 }
 
 void Collection::Tombstone(Label label) {
-  const size_t word = label / 64;
-  if (tombstones_.size() <= word) tombstones_.resize(word + 1 + word / 2, 0);
-  const uint64_t bit = uint64_t{1} << (label % 64);
-  if ((tombstones_[word] & bit) == 0) {
-    tombstones_[word] |= bit;
-    ++num_tombstones_;
+  if (!tombstones_.Set(label)) return;
+  if (ann_ != nullptr && ann_->has_labels() && label <= ann_->max_label() &&
+      std::binary_search(ann_->labels().begin(), ann_->labels().end(), label)) {
+    ++ann_tombstones_;
   }
 }
 
-bool Collection::IsTombstoned(Label label) const {
-  const size_t word = label / 64;
-  return word < tombstones_.size() && (tombstones_[word] >> (label % 64)) & 1;
+uint64_t Collection::CountTombstonesIn(const AnnIndex& index) const {
+  const std::vector<Label>& labels = index.labels();
+  uint64_t n = 0;
+  if (tombstones_.count() < labels.size()) {
+    tombstones_.ForEach([&](Label l) {
+      if (std::binary_search(labels.begin(), labels.end(), l)) ++n;
+    });
+  } else {
+    for (Label l : labels) n += tombstones_.Test(l) ? 1 : 0;
+  }
+  return n;
 }
 
 void Collection::IndexMetadata(Label label, const Document& doc) {
-  for (const auto& [k, v] : doc.metadata) metadata_index_[k][v].insert(label);
+  const CollectionConfig& config = store_->config();
+  for (const auto& [k, v] : doc.metadata) {
+    std::vector<Label>& list = postings_[k][v];
+    // Labels arrive in increasing order; a catch-up may offer one again.
+    if (list.empty() || list.back() < label) {
+      list.push_back(label);
+    } else if (auto it = std::lower_bound(list.begin(), list.end(), label);
+               it == list.end() || *it != label) {
+      list.insert(it, label);
+    }
+    double x;
+    if (config.IsNumericField(k) && absl::SimpleAtod(v, &x) && std::isfinite(x)) {
+      numeric_index_[k].emplace(x, label);
+    }
+  }
 }
 
 absl::Status Collection::PrepareDocument(size_t i, const text::Encoder* encoder,
@@ -221,6 +256,17 @@ absl::Status Collection::PrepareDocument(size_t i, const text::Encoder* encoder,
   if (doc->id.size() > kMaxIdBytes) {
     return absl::InvalidArgumentError(
         absl::StrCat(field, ".id: longer than ", kMaxIdBytes, " bytes"));
+  }
+  for (const std::string& f : store_->config().numeric_fields) {
+    auto it = doc->metadata.find(f);
+    if (it == doc->metadata.end()) continue;
+    double x;
+    if (!absl::SimpleAtod(it->second, &x) || !std::isfinite(x)) {
+      const std::string& v = it->second;
+      return absl::InvalidArgumentError(absl::StrCat(
+          field, ".metadata[\"", f, "\"]: \"", v.size() > 64 ? v.substr(0, 64) + "..." : v,
+          "\" is not a number (numeric field)"));
+    }
   }
   doc->encoded_by = kClientVectors;
   if (doc->pooled.empty() && doc->num_tokens == 0 && doc->tokens.empty()) {
@@ -375,6 +421,7 @@ absl::Status Collection::CommitPrepared(std::vector<Document>& docs) {
     ATTN_RETURN_IF_ERROR(Annotate(ann_->Add(labels.data(), pooled.data(), labels.size()),
                                   "stored, but not yet searchable"));
   }
+  MaybeScheduleRebuild();
   added_since_snapshot_ += labels.size();
   if (options_.snapshot_every > 0 && added_since_snapshot_ >= options_.snapshot_every) {
     absl::Status s = SaveSnapshot();
@@ -540,6 +587,7 @@ absl::StatusOr<DeleteResult> Collection::Delete(const std::vector<std::string>& 
     std::unique_lock<std::shared_mutex> lock(index_mu_);
     for (const auto& d : deletes) Tombstone(d.label);
   }
+  MaybeScheduleRebuild();
   result.deleted = deletes.size();
   return result;
 }
@@ -590,16 +638,7 @@ absl::Status Collection::PrepareQuery(SearchQuery* q) const {
     return absl::InvalidArgumentError("temperature: must be a positive number");
   }
   if (q->temperature == 0.f) q->temperature = kDefaultTemperature;
-  for (size_t i = 0; i < q->filter.size(); ++i) {
-    if (q->filter[i].key.empty()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("filter.must[", i, "].key: must not be empty"));
-    }
-    if (q->filter[i].values.empty()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("filter.must[", i, "].values: must not be empty"));
-    }
-  }
+  ATTN_RETURN_IF_ERROR(CheckFilter(*q));
   if (q->pooled.empty() && q->num_tokens == 0 && q->tokens.empty()) {
     return absl::InvalidArgumentError("query: empty; give pooled and/or tokens");
   }
@@ -652,6 +691,102 @@ absl::Status Collection::PrepareQuery(SearchQuery* q) const {
   return absl::OkStatus();
 }
 
+absl::Status Collection::CheckFilter(const SearchQuery& q) const {
+  for (size_t i = 0; i < q.filter.size(); ++i) {
+    if (q.filter[i].key.empty()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("filter.must[", i, "].key: must not be empty"));
+    }
+    if (q.filter[i].values.empty()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("filter.must[", i, "].values: must not be empty"));
+    }
+  }
+  for (size_t i = 0; i < q.ranges.size(); ++i) {
+    const RangeCondition& r = q.ranges[i];
+    const std::string field = absl::StrCat("filter.ranges[", i, "]");
+    if (r.key.empty()) {
+      return absl::InvalidArgumentError(absl::StrCat(field, ".key: must not be empty"));
+    }
+    if (!config().IsNumericField(r.key)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          field, ".key: \"", r.key, "\" is not a numeric field of this collection"));
+    }
+    if (!r.gte && !r.gt && !r.lte && !r.lt) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(field, ": no bound given; give gte, gt, lte and/or lt"));
+    }
+    if (r.gte && r.gt) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(field, ": gte and gt both given; give one lower bound"));
+    }
+    if (r.lte && r.lt) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(field, ": lte and lt both given; give one upper bound"));
+    }
+    for (const auto& [name, bound] : {std::pair{"gte", r.gte}, std::pair{"gt", r.gt},
+                                      std::pair{"lte", r.lte}, std::pair{"lt", r.lt}}) {
+      if (bound && std::isnan(*bound)) {
+        return absl::InvalidArgumentError(absl::StrCat(field, ".", name, ": is NaN"));
+      }
+    }
+    const std::optional<double> lower = r.gte ? r.gte : r.gt;
+    const std::optional<double> upper = r.lte ? r.lte : r.lt;
+    if (lower && upper && *lower > *upper) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(field, ": the lower bound ", *lower, " is above the upper bound ",
+                       *upper));
+    }
+  }
+  return absl::OkStatus();
+}
+
+LabelBitmap Collection::EvaluateFilter(const SearchQuery& q) const {
+  LabelBitmap admitted;
+  bool first = true;
+  // ANDs one condition's matches into the result.
+  auto combine = [&](LabelBitmap&& matches) {
+    if (first) {
+      admitted = std::move(matches);
+      first = false;
+    } else {
+      admitted.And(matches);
+    }
+  };
+  for (const auto& cond : q.filter) {
+    LabelBitmap matches;
+    if (auto key_it = postings_.find(cond.key); key_it != postings_.end()) {
+      for (const auto& v : cond.values) {
+        auto val_it = key_it->second.find(v);
+        if (val_it == key_it->second.end()) continue;
+        for (Label l : val_it->second) matches.Set(l);
+      }
+    }
+    combine(std::move(matches));
+    if (admitted.empty()) return admitted;
+  }
+  constexpr double kInf = std::numeric_limits<double>::infinity();
+  constexpr Label kMaxLabel = std::numeric_limits<Label>::max();
+  for (const auto& r : q.ranges) {
+    LabelBitmap matches;
+    if (auto it = numeric_index_.find(r.key); it != numeric_index_.end()) {
+      const auto& values = it->second;
+      const double hi = r.lte ? *r.lte : r.lt ? *r.lt : kInf;
+      const bool hi_inclusive = !r.lt;
+      auto pos = r.gt ? values.upper_bound({*r.gt, kMaxLabel})
+                      : values.lower_bound({r.gte ? *r.gte : -kInf, 0});
+      for (; pos != values.end(); ++pos) {
+        if (hi_inclusive ? pos->first > hi : pos->first >= hi) break;
+        matches.Set(pos->second);
+      }
+    }
+    combine(std::move(matches));
+    if (admitted.empty()) return admitted;
+  }
+  admitted.AndNot(tombstones_);
+  return admitted;
+}
+
 absl::StatusOr<SearchResult> Collection::Search(SearchQuery q, absl::Time deadline) const {
   using Clock = std::chrono::steady_clock;
   const auto t_start = Clock::now();
@@ -689,37 +824,20 @@ absl::StatusOr<SearchResult> Collection::Search(SearchQuery q, absl::Time deadli
   std::vector<AnnNeighbor> neighbors;
   {
     std::shared_lock<std::shared_mutex> lock(index_mu_);
-    std::vector<const absl::flat_hash_set<Label>*> allowed_sets;
-    std::vector<size_t> condition_end;
-    bool impossible = false;
-    for (const auto& cond : q.filter) {
-      const size_t before = allowed_sets.size();
-      auto key_it = metadata_index_.find(cond.key);
-      if (key_it != metadata_index_.end()) {
-        for (const auto& v : cond.values) {
-          auto val_it = key_it->second.find(v);
-          if (val_it != key_it->second.end()) allowed_sets.push_back(&val_it->second);
-        }
-      }
-      // No document carries any of this condition's values: nothing matches.
-      if (allowed_sets.size() == before) impossible = true;
-      condition_end.push_back(allowed_sets.size());
-    }
-    if (!impossible) {
-      LabelFilter filter = [&](Label l) {
-        if (IsTombstoned(l)) return false;
-        size_t begin = 0;
-        for (size_t end : condition_end) {
-          bool ok = false;
-          for (size_t s = begin; s < end && !ok; ++s) ok = allowed_sets[s]->contains(l);
-          if (!ok) return false;
-          begin = end;
-        }
-        return true;
-      };
-      params.exhaustive = q.candidates >= store_->live_count();
+    params.exhaustive = q.candidates >= store_->live_count();
+    if (q.filter.empty() && q.ranges.empty()) {
+      LabelFilter live;
+      if (!tombstones_.empty()) live = [this](Label l) { return !tombstones_.Test(l); };
       ATTN_RETURN_IF_ERROR(
-          ann_->Search(q.pooled.data(), q.candidates, params, filter, &neighbors));
+          ann_->Search(q.pooled.data(), q.candidates, params, live, &neighbors));
+    } else {
+      // The filter as one set of live labels: an exact scan of them when
+      // they are few, else a graph search admitting only them.
+      const LabelBitmap admitted = EvaluateFilter(q);
+      if (!admitted.empty()) {
+        ATTN_RETURN_IF_ERROR(ann_->SearchFiltered(q.pooled.data(), q.candidates, params,
+                                                  admitted, &neighbors));
+      }
     }
   }
   result.timing.ann_us = MicrosSince(t);
@@ -839,11 +957,127 @@ CollectionStats Collection::Stats() const {
   CollectionStats stats;
   {
     std::shared_lock<std::shared_mutex> lock(index_mu_);
-    stats = {store_->live_count(), num_tombstones_, ann_->size(), store_->DiskBytes()};
+    stats = {store_->live_count(), ann_tombstones_, ann_->size(), store_->DiskBytes()};
   }
+  stats.rebuild_in_progress = rebuild_in_progress_;
+  stats.rebuilds = rebuilds_;
   const std::shared_ptr<const text::Encoder> enc = encoder(&stats.encoder_version);
   if (enc != nullptr) stats.encoder_vocabulary = enc->vocabulary_size();
   return stats;
+}
+
+}  // namespace attnsearch
+
+namespace attnsearch {
+
+void Collection::MaybeScheduleRebuild() {
+  if (options_.rebuild_tombstone_ratio <= 0 || options_.defer_index) return;
+  uint64_t dead, total;
+  {
+    std::shared_lock<std::shared_mutex> lock(index_mu_);
+    dead = ann_tombstones_;
+    total = ann_->size();
+  }
+  if (dead < options_.rebuild_min_tombstones ||
+      double(dead) < options_.rebuild_tombstone_ratio * double(total) ||
+      rebuild_in_progress_) {
+    return;
+  }
+  std::lock_guard<std::mutex> lock(rebuild_mu_);
+  if (stop_rebuild_ || rebuild_requested_) return;
+  rebuild_requested_ = true;
+  if (!rebuild_thread_.joinable()) rebuild_thread_ = std::thread([this] { RebuildThread(); });
+  rebuild_cv_.notify_one();
+}
+
+void Collection::RebuildThread() {
+  std::unique_lock<std::mutex> lock(rebuild_mu_);
+  for (;;) {
+    rebuild_cv_.wait(lock, [this] { return stop_rebuild_ || rebuild_requested_; });
+    if (stop_rebuild_) return;
+    rebuild_requested_ = false;
+    lock.unlock();
+    absl::Status s;
+    {
+      std::lock_guard<std::mutex> run(rebuild_run_mu_);
+      s = RebuildLocked();
+    }
+    if (!s.ok() && !stop_rebuild_) {
+      std::fprintf(stderr, "warning: rebuilding the ANN index of %s failed: %s\n",
+                   path_.c_str(), std::string(s.message()).c_str());
+    }
+    lock.lock();
+  }
+}
+
+absl::Status Collection::RebuildIndex() {
+  if (options_.defer_index) {
+    return absl::FailedPreconditionError(
+        "the collection defers its index (bulk load); call BuildIndex first");
+  }
+  std::lock_guard<std::mutex> run(rebuild_run_mu_);
+  return RebuildLocked();
+}
+
+absl::Status Collection::RebuildLocked() {
+  rebuild_in_progress_ = true;
+  struct ClearOnExit {
+    std::atomic<bool>* flag;
+    ~ClearOnExit() { *flag = false; }
+  } clear{&rebuild_in_progress_};
+  const CollectionConfig& config = store_->config();
+  const uint32_t dim = config.dim;
+  // Every label below `upto` is committed; the store scan below sees each
+  // one still live when it starts, and later deletes are tombstones, which
+  // are kept per label and so apply to the new index as well.
+  Label upto;
+  {
+    std::lock_guard<std::mutex> write_lock(write_mu_);
+    upto = store_->next_label();
+  }
+  ATTN_ASSIGN_OR_RETURN(std::unique_ptr<AnnIndex> fresh,
+                        AnnIndex::Create(config.ann_spec, dim, options_.ann));
+  std::vector<Label> labels;
+  std::vector<float> vectors;
+  auto flush = [&]() -> absl::Status {
+    if (stop_rebuild_) return absl::CancelledError("the collection is closing");
+    ATTN_RETURN_IF_ERROR(fresh->Add(labels.data(), vectors.data(), labels.size()));
+    labels.clear();
+    vectors.clear();
+    return absl::OkStatus();
+  };
+  auto collect = [&](Label l, const float* v) -> absl::Status {
+    labels.push_back(l);
+    vectors.insert(vectors.end(), v, v + dim);
+    return labels.size() >= kScanBatch ? flush() : absl::OkStatus();
+  };
+  // The long part: no lock held, searches and writes use the old index.
+  ATTN_RETURN_IF_ERROR(store_->ScanPooled(0, [&](Label l, const float* v) {
+    return l < upto ? collect(l, v) : absl::OkStatus();
+  }));
+  ATTN_RETURN_IF_ERROR(flush());
+
+  // The writes committed meanwhile, then the swap.
+  std::unique_ptr<AnnIndex> old;
+  {
+    std::lock_guard<std::mutex> write_lock(write_mu_);
+    ATTN_RETURN_IF_ERROR(store_->ScanPooled(upto, collect));
+    ATTN_RETURN_IF_ERROR(flush());
+    {
+      std::unique_lock<std::shared_mutex> lock(index_mu_);
+      old = std::exchange(ann_, std::move(fresh));
+      ann_tombstones_ = CountTombstonesIn(*ann_);
+    }
+    ++rebuilds_;
+    if (!discard_on_close_ && !stop_rebuild_) {
+      absl::Status s = SaveSnapshot();
+      if (!s.ok()) {
+        std::fprintf(stderr, "warning: ANN snapshot not saved after a rebuild: %s\n",
+                     std::string(s.message()).c_str());
+      }
+    }
+  }
+  return absl::OkStatus();  // the old index is freed outside the locks
 }
 
 }  // namespace attnsearch

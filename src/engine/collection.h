@@ -14,18 +14,25 @@
 #ifndef ATTNSEARCH_ENGINE_COLLECTION_H_
 #define ATTNSEARCH_ENGINE_COLLECTION_H_
 
+#include <atomic>
+#include <condition_variable>
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <shared_mutex>
 #include <string>
+#include <thread>
+#include <utility>
 #include <vector>
 
+#include "absl/container/btree_set.h"
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "ann/ann_index.h"
+#include "core/label_bitmap.h"
 #include "core/types.h"
 #include "rerank/reranker.h"
 #include "storage/doc_store.h"
@@ -62,6 +69,13 @@ struct CollectionOptions {
   // indexed before; Open leaves the ANN index as its snapshot has it.
   // Default: false.
   bool defer_index = false;
+  // Rebuild the ANN index from the live documents, in the background, once
+  // the deleted or superseded vectors it still holds reach this share of its
+  // vectors (and at least rebuild_min_tombstones of them). Searches and
+  // writes go on against the old index meanwhile. 0 disables. Default: 0.2.
+  double rebuild_tombstone_ratio = 0.2;
+  // See rebuild_tombstone_ratio. Default: 1000.
+  size_t rebuild_min_tombstones = 1000;
 
   // For bulk loads: StorageOptions::ForBulkLoad() and defer_index.
   static CollectionOptions ForBulkLoad() {
@@ -76,6 +90,15 @@ struct CollectionOptions {
 struct MetadataCondition {
   std::string key;
   std::vector<std::string> values;
+};
+
+// A range condition on a numeric field (CollectionConfig::numeric_fields):
+// the document's value lies within every bound given. At least one bound;
+// not both gt and gte, nor both lt and lte; no NaN; lower <= upper. A
+// document without the field does not match.
+struct RangeCondition {
+  std::string key;
+  std::optional<double> gte, gt, lte, lt;
 };
 
 // Candidates reranked per text query unless the query says otherwise.
@@ -95,7 +118,8 @@ struct SearchQuery {
                                       // (text queries: max(1000, top_k))
   RerankMode mode = RerankMode::kAttention;
   float temperature = 0.f;            // 0: kDefaultTemperature
-  std::vector<MetadataCondition> filter;  // all must hold
+  std::vector<MetadataCondition> filter;  // all must hold ("filter.must")
+  std::vector<RangeCondition> ranges;     // all must hold too ("filter.ranges")
   std::string ann_params;             // "efSearch=128"
   bool include_text = false;
   bool include_metadata = false;
@@ -149,12 +173,18 @@ struct GetResult {
 
 struct CollectionStats {
   uint64_t num_documents = 0;
+  // Deleted or superseded labels the ANN index still holds (searches filter
+  // them out; a rebuild drops them).
   uint64_t num_tombstones = 0;
   uint64_t ann_vectors = 0;
   uint64_t disk_bytes = 0;  // the store's SST files
   // The built-in encoder: 0 when untrained, else its version.
   uint64_t encoder_version = 0;
   uint32_t encoder_vocabulary = 0;
+  // Whether an ANN index rebuild is running, and how many finished since
+  // the collection was opened.
+  bool rebuild_in_progress = false;
+  uint64_t rebuilds = 0;
 };
 
 // What TrainEncoder did.
@@ -177,7 +207,8 @@ class Collection {
   static absl::StatusOr<std::unique_ptr<Collection>> Open(
       const std::string& path, const CollectionOptions& options);
 
-  // Writes a final ANN snapshot (unless DiscardOnClose was called).
+  // Stops a background rebuild (it is redone when needed after the next
+  // Open) and writes a final ANN snapshot (unless DiscardOnClose was called).
   ~Collection();
 
   const CollectionConfig& config() const { return store_->config(); }
@@ -216,6 +247,14 @@ class Collection {
   // (after a defer_index load) and writes a snapshot. Returns how many.
   absl::StatusOr<uint64_t> BuildIndex();
 
+  // Rebuilds the ANN index from the live documents now, as the background
+  // rebuild does (see CollectionOptions::rebuild_tombstone_ratio): the new
+  // index is built without blocking searches or writes, then writes made
+  // meanwhile are added under the writer mutex, the index is swapped in and
+  // a snapshot is written. Waits for a rebuild already running, then runs
+  // its own. FAILED_PRECONDITION with defer_index (BuildIndex first).
+  absl::Status RebuildIndex();
+
   // Trains the built-in encoder on the text of every live document, stores
   // it durably as the next version, then encodes with it every live
   // document whose vectors the encoder owns (text-only documents, awaiting
@@ -231,8 +270,12 @@ class Collection {
   // The built-in encoder's dimensions for a collection of dimension `dim`.
   static absl::Status DeriveEncoderDims(uint32_t dim, text::EncoderOptions* options);
 
-  // The collection is being dropped: skip the final snapshot.
-  void DiscardOnClose() { discard_on_close_ = true; }
+  // The collection is being dropped: skip the final snapshot and abandon a
+  // rebuild.
+  void DiscardOnClose() {
+    discard_on_close_ = true;
+    stop_rebuild_ = true;
+  }
 
  private:
   Collection(std::string path, std::unique_ptr<DocStore> store,
@@ -257,14 +300,37 @@ class Collection {
   // Index state updates after a commit. REQUIRES: index_mu_ held exclusively.
   void Tombstone(Label label);
   void IndexMetadata(Label label, const Document& doc);
-  bool IsTombstoned(Label label) const;
+  // REQUIRES: index_mu_ held.
+  bool IsTombstoned(Label label) const { return tombstones_.Test(label); }
+  // Validates q's filter (range keys must be numeric fields).
+  absl::Status CheckFilter(const SearchQuery& q) const;
+  // The live labels passing q's filter. REQUIRES: index_mu_ held.
+  LabelBitmap EvaluateFilter(const SearchQuery& q) const;
+  // Tombstoned labels that `index` holds. REQUIRES: index_mu_ held.
+  uint64_t CountTombstonesIn(const AnnIndex& index) const;
+  // Starts a background rebuild when the index holds enough tombstones.
+  // REQUIRES: write_mu_ held.
+  void MaybeScheduleRebuild();
+  // The rebuild itself; REQUIRES: rebuild_run_mu_ held, write_mu_ not.
+  absl::Status RebuildLocked();
+  void RebuildThread();
   std::string SnapshotPath() const;
 
   const std::string path_;
   const std::unique_ptr<DocStore> store_;
   const std::unique_ptr<Reranker> reranker_;
   const CollectionOptions options_;
-  bool discard_on_close_ = false;
+  std::atomic<bool> discard_on_close_{false};
+
+  // The background rebuild: one thread, started on the first request.
+  std::mutex rebuild_mu_;                // guards the request state below
+  std::condition_variable rebuild_cv_;
+  bool rebuild_requested_ = false;
+  std::thread rebuild_thread_;
+  std::atomic<bool> stop_rebuild_{false};
+  std::mutex rebuild_run_mu_;            // one rebuild at a time
+  std::atomic<bool> rebuild_in_progress_{false};
+  std::atomic<uint64_t> rebuilds_{0};
 
   // Serialises writers (label assignment, commit, index update).
   std::mutex write_mu_;
@@ -279,13 +345,17 @@ class Collection {
   // exclusive while a committed write is applied to it.
   mutable std::shared_mutex index_mu_;
   std::unique_ptr<AnnIndex> ann_;
-  std::vector<uint64_t> tombstones_;  // bitset over labels
-  uint64_t num_tombstones_ = 0;
-  // metadata key -> value -> labels carrying it (dead labels included; the
-  // tombstone check removes them).
-  absl::flat_hash_map<std::string,
-                      absl::flat_hash_map<std::string, absl::flat_hash_set<Label>>>
-      metadata_index_;
+  // Every deleted or superseded label.
+  LabelBitmap tombstones_;
+  // How many of them ann_ holds.
+  uint64_t ann_tombstones_ = 0;
+  // metadata key -> value -> labels carrying it, increasing (dead labels
+  // included; the filter removes tombstones).
+  absl::flat_hash_map<std::string, absl::flat_hash_map<std::string, std::vector<Label>>>
+      postings_;
+  // numeric field -> (value, label), ordered by value: a range is one walk.
+  absl::flat_hash_map<std::string, absl::btree_set<std::pair<double, Label>>>
+      numeric_index_;
 };
 
 }  // namespace attnsearch

@@ -57,6 +57,7 @@ absl::StatusOr<CollectionConfig> FromProto(const v1::CollectionConfig& in) {
           absl::StrCat("config.token_dtype: unknown value ", int(in.token_dtype())));
   }
   if (!in.ann_spec().empty()) c.ann_spec = in.ann_spec();
+  c.numeric_fields.assign(in.numeric_fields().begin(), in.numeric_fields().end());
   ATTN_RETURN_IF_ERROR(c.Validate());
   return c;
 }
@@ -70,11 +71,14 @@ void ToProto(const std::string& name, const Collection& c, v1::CollectionInfo* o
       : cfg.token_dtype == TokenDtype::kInt8 ? v1::TOKEN_DTYPE_INT8
                                              : v1::TOKEN_DTYPE_BF16);
   out->mutable_config()->set_ann_spec(cfg.ann_spec);
+  for (const auto& f : cfg.numeric_fields) out->mutable_config()->add_numeric_fields(f);
   const CollectionStats s = c.Stats();
   out->set_num_documents(s.num_documents);
   out->set_num_tombstones(s.num_tombstones);
   out->set_encoder_version(s.encoder_version);
   out->set_encoder_vocabulary(s.encoder_vocabulary);
+  out->set_rebuild_in_progress(s.rebuild_in_progress);
+  out->set_rebuilds(s.rebuilds);
 }
 
 absl::Status FromProto(const v1::Document& in, const std::string& field, uint32_t dim,
@@ -145,6 +149,15 @@ absl::Status FromProto(const v1::SearchRequest& in, uint32_t dim, SearchQuery* o
   out->temperature = in.temperature();
   for (const auto& c : in.filter().must()) {
     out->filter.push_back({c.key(), {c.values().begin(), c.values().end()}});
+  }
+  for (const auto& r : in.filter().ranges()) {
+    RangeCondition rc;
+    rc.key = r.key();
+    if (r.has_gte()) rc.gte = r.gte();
+    if (r.has_gt()) rc.gt = r.gt();
+    if (r.has_lte()) rc.lte = r.lte();
+    if (r.has_lt()) rc.lt = r.lt();
+    out->ranges.push_back(std::move(rc));
   }
   out->ann_params = in.ann_params();
   out->include_text = in.include_text();

@@ -11,3 +11,9 @@ attn_cc_test(NAME text_collection_test SRCS engine/text_collection_test.cc
              DEPS attn_engine)
 attn_cc_test(NAME paraphrase_test SRCS engine/paraphrase_test.cc
              DEPS attn_engine)
+# Filters (equality and numeric ranges) against a brute-force oracle.
+attn_cc_test(NAME filter_test SRCS engine/filter_test.cc
+             DEPS attn_engine)
+# The ANN index rebuild (background and explicit) with concurrent writes.
+attn_cc_test(NAME rebuild_test SRCS engine/rebuild_test.cc
+             DEPS attn_engine)

@@ -1266,6 +1266,122 @@ TEST_F(ServerTest, AcknowledgedWritesSurviveSigkill) {
 // ---------------------------------------------------------------------------
 // 7. Graceful shutdown.
 
+// Numeric fields declared at creation, range filters over gRPC (checked
+// against the set of matching live documents), their validation, and both
+// across a restart.
+TEST_F(ServerTest, RangeFilters) {
+  constexpr uint32_t kDim = 8;
+  constexpr int kDocs = 400;
+  {
+    v1::CreateCollectionRequest req;
+    req.set_name("r");
+    req.mutable_config()->set_dim(kDim);
+    req.mutable_config()->set_ann_spec("HNSW32,Flat");
+    req.mutable_config()->add_numeric_fields("price");
+    req.mutable_config()->add_numeric_fields("year");
+    v1::CreateCollectionResponse resp;
+    ASSERT_OK(Call(&v1::SearchService::Stub::CreateCollection, req, &resp));
+    EXPECT_EQ(std::vector<std::string>(resp.collection().config().numeric_fields().begin(),
+                                       resp.collection().config().numeric_fields().end()),
+              (std::vector<std::string>{"price", "year"}));
+    req.set_name("bad");
+    req.mutable_config()->add_numeric_fields("price");
+    EXPECT_TRUE(HasError(Call(&v1::SearchService::Stub::CreateCollection, req, &resp),
+                         StatusCode::INVALID_ARGUMENT, "config.numeric_fields[2]"));
+  }
+  std::mt19937 rng(909);
+  std::map<std::string, v1::Document> live;
+  std::vector<v1::Document> batch;
+  for (int i = 0; i < kDocs; ++i) {
+    const std::string id = "r" + std::to_string(i);
+    std::map<std::string, std::string> md = {{"tag", i % 2 ? "odd" : "even"}};
+    if (i % 10 != 9) md["price"] = std::to_string(i - 200) + ".5";  // -199.5 .. 199.5
+    batch.push_back(MakeDoc(rng, id, kDim, 0, true, md));
+    live[id] = batch.back();
+  }
+  ASSERT_OK(Upsert("r", batch));
+  v1::DeleteResponse del;
+  ASSERT_OK(Delete("r", {"r200", "r202"}, &del));
+  live.erase("r200");
+  live.erase("r202");
+
+  // The ids with a price in [lo, hi) and the tag, as the oracle sees them.
+  auto oracle = [&](double lo, double hi, const std::string& tag) {
+    std::set<std::string> ids;
+    for (const auto& [id, d] : live) {
+      auto it = d.metadata().find("price");
+      if (it == d.metadata().end() || d.metadata().at("tag") != tag) continue;
+      const double p = std::stod(it->second);
+      if (p >= lo && p < hi) ids.insert(id);
+    }
+    return ids;
+  };
+  auto search = [&](double lo, double hi, const std::string& tag, uint32_t candidates) {
+    v1::SearchRequest req = SearchRequestFor("r", RandomUnitRows(rng, 1, kDim), 0, {}, kDim, 50);
+    req.set_candidates(candidates);
+    req.set_rerank(v1::RERANK_MODE_NONE);
+    v1::RangeCondition* range = req.mutable_filter()->add_ranges();
+    range->set_key("price");
+    range->set_gte(lo);
+    range->set_lt(hi);
+    v1::MetadataCondition* must = req.mutable_filter()->add_must();
+    must->set_key("tag");
+    must->add_values(tag);
+    v1::SearchResponse resp;
+    const grpc::Status s = Search(req, &resp);
+    EXPECT_TRUE(s.ok()) << s.error_message();
+    std::set<std::string> ids;
+    for (const auto& h : resp.hits()) ids.insert(h.id());
+    return ids;
+  };
+  auto check = [&]() {
+    for (uint32_t candidates : {50u, 1000u}) {
+      EXPECT_EQ(search(-0.5, 30, "even", candidates), oracle(-0.5, 30, "even"));
+      EXPECT_EQ(search(-150, -100, "odd", candidates), oracle(-150, -100, "odd"));
+      EXPECT_EQ(search(500, 600, "odd", candidates), std::set<std::string>());
+    }
+    v1::CollectionInfo info;
+    ASSERT_OK(GetCollection("r", &info));
+    ASSERT_EQ(info.config().numeric_fields_size(), 2);
+    EXPECT_EQ(info.config().numeric_fields(0), "price");
+    EXPECT_EQ(info.config().numeric_fields(1), "year");
+  };
+  check();
+  EXPECT_FALSE(oracle(-0.5, 30, "even").empty());
+
+  // Bad ranges and bad numeric values name the field.
+  {
+    v1::SearchRequest req = SearchRequestFor("r", RandomUnitRows(rng, 1, kDim), 0, {}, kDim, 5);
+    v1::RangeCondition* range = req.mutable_filter()->add_ranges();
+    range->set_key("tag");
+    range->set_gte(1);
+    v1::SearchResponse resp;
+    EXPECT_TRUE(HasError(Search(req, &resp), StatusCode::INVALID_ARGUMENT,
+                         "filter.ranges[0].key: \"tag\" is not a numeric field"));
+    range->set_key("price");
+    range->set_gt(1);
+    EXPECT_TRUE(HasError(Search(req, &resp), StatusCode::INVALID_ARGUMENT,
+                         "filter.ranges[0]: gte and gt both given"));
+    range->clear_gt();
+    range->set_lte(0);
+    EXPECT_TRUE(HasError(Search(req, &resp), StatusCode::INVALID_ARGUMENT,
+                         "filter.ranges[0]: the lower bound 1 is above the upper bound 0"));
+  }
+  {
+    std::vector<v1::Document> bad = {MakeDoc(rng, "x0", kDim, 0, true, {{"year", "1999"}}),
+                                     MakeDoc(rng, "x1", kDim, 0, true, {{"year", "soon"}})};
+    EXPECT_TRUE(HasError(Upsert("r", bad), StatusCode::INVALID_ARGUMENT,
+                         "documents[1].metadata[\"year\"]: \"soon\" is not a number"));
+    EXPECT_EQ(NumDocuments("r"), uint64_t(kDocs - 2));
+  }
+
+  // After a restart the fields and the filters are the same.
+  const int status = StopServer(SIGTERM);
+  ASSERT_TRUE(WIFEXITED(status)) << DescribeWaitStatus(status);
+  ASSERT_NO_FATAL_FAILURE(StartServer());
+  check();
+}
+
 TEST_F(ServerTest, GracefulShutdownKeepsData) {
   constexpr uint32_t kDim = 8;
   ASSERT_OK(Create("g", kDim, v1::TOKEN_DTYPE_F32, ""));
