@@ -234,6 +234,7 @@ int Load::Run() {
   t.create_config.dim = o.dim;
   t.create_config.token_dtype = o.dtype.value_or(TokenDtype::kBF16);
   t.create_config.ann_spec = o.ann_spec;
+  t.create_config.numeric_fields = o.numeric_fields;
   if (format == InputFormat::kFvecs && o.dim == 0) {
     absl::StatusOr<uint32_t> d = PeekFvecsDim(*data_file);
     if (!d.ok()) return Fail(kExitInput, std::string(d.status().message()));

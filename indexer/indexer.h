@@ -67,6 +67,8 @@ struct IndexerOptions {
   // half the bytes).
   std::optional<TokenDtype> dtype;
   std::string ann_spec = "HNSW32,Flat";
+  // Metadata keys declared numeric (filterable by range). Default: none.
+  std::vector<std::string> numeric_fields;
 
   // --- Batching ---
   // Documents per batch (1..10000). Default: 1000.

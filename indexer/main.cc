@@ -64,6 +64,10 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"bf16", "f32", "int8"}));
   app.add_option("--ann_spec", o.ann_spec, "FAISS factory string when creating")
       ->capture_default_str();
+  app.add_option("--numeric_fields", o.numeric_fields,
+                 "metadata keys whose values are numbers (filterable by range), comma "
+                 "separated, when creating")
+      ->delimiter(',');
   app.add_option("--batch", o.batch_documents, "documents per batch (1..10000)")
       ->capture_default_str();
   app.add_option("--batch_mb", batch_mb, "bytes per batch / gRPC message, in MiB")

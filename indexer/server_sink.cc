@@ -86,6 +86,7 @@ class ServerSink : public Sink {
           : c.token_dtype == TokenDtype::kInt8 ? v1::TOKEN_DTYPE_INT8
                                                : v1::TOKEN_DTYPE_BF16);
       create.mutable_config()->set_ann_spec(c.ann_spec);
+      for (const auto& f : c.numeric_fields) create.mutable_config()->add_numeric_fields(f);
       v1::CreateCollectionResponse created;
       s = CallWithRetry([&](grpc::ClientContext* ctx) {
         return stub_->CreateCollection(ctx, create, &created);
