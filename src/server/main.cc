@@ -63,6 +63,16 @@ int main(int argc, char** argv) {
   app.add_option("--snapshot_every", catalog_options.collection.snapshot_every,
                  "write an ANN snapshot after this many additions")
       ->capture_default_str();
+  app.add_option("--rebuild_tombstone_ratio",
+                 catalog_options.collection.rebuild_tombstone_ratio,
+                 "rebuild a collection's ANN index in the background once deleted or "
+                 "superseded vectors are this share of it (0: never)")
+      ->check(CLI::Range(0.0, 1.0))
+      ->capture_default_str();
+  app.add_option("--rebuild_min_tombstones",
+                 catalog_options.collection.rebuild_min_tombstones,
+                 "... and at least this many")
+      ->capture_default_str();
   app.add_option("--shutdown_grace_s", shutdown_grace_s,
                  "seconds calls in flight get to finish at shutdown")
       ->capture_default_str();

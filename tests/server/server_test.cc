@@ -17,6 +17,7 @@
 #include <random>
 #include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "attnsearch/v1/search.grpc.pb.h"
@@ -1380,6 +1381,43 @@ TEST_F(ServerTest, RangeFilters) {
   ASSERT_TRUE(WIFEXITED(status)) << DescribeWaitStatus(status);
   ASSERT_NO_FATAL_FAILURE(StartServer());
   check();
+}
+
+// Deletes past the server's threshold rebuild the ANN index in the
+// background; CollectionInfo shows it, and no deleted document comes back.
+TEST_F(ServerTest, DeletesTriggerABackgroundRebuild) {
+  StopServer(SIGTERM);
+  ASSERT_NO_FATAL_FAILURE(StartServer({"--rebuild_min_tombstones", "10"}));
+  constexpr uint32_t kDim = 8;
+  ASSERT_OK(Create("b", kDim, v1::TOKEN_DTYPE_F32, ""));
+  std::mt19937 rng(1001);
+  std::vector<v1::Document> batch;
+  for (int i = 0; i < 300; ++i) batch.push_back(MakeDoc(rng, "b" + std::to_string(i), kDim, 0, true));
+  ASSERT_OK(Upsert("b", batch));
+  std::vector<std::string> doomed;
+  for (int i = 0; i < 300; i += 3) doomed.push_back("b" + std::to_string(i));
+  v1::DeleteResponse del;
+  ASSERT_OK(Delete("b", doomed, &del));
+  EXPECT_EQ(del.deleted(), 100u);
+  v1::CollectionInfo info;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  do {
+    ASSERT_OK(GetCollection("b", &info));
+    if (info.rebuilds() >= 1 && !info.rebuild_in_progress()) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  } while (std::chrono::steady_clock::now() < deadline);
+  EXPECT_EQ(info.rebuilds(), 1u);
+  EXPECT_EQ(info.num_tombstones(), 0u);
+  EXPECT_EQ(info.num_documents(), 200u);
+  const std::set<std::string> gone(doomed.begin(), doomed.end());
+  for (int t = 0; t < 20; ++t) {
+    v1::SearchRequest req = SearchRequestFor("b", RandomUnitRows(rng, 1, kDim), 0, {}, kDim, 50);
+    req.set_rerank(v1::RERANK_MODE_NONE);
+    v1::SearchResponse resp;
+    ASSERT_OK(Search(req, &resp));
+    EXPECT_EQ(resp.hits_size(), 50);
+    for (const auto& h : resp.hits()) EXPECT_EQ(gone.count(h.id()), 0u) << h.id();
+  }
 }
 
 TEST_F(ServerTest, GracefulShutdownKeepsData) {
