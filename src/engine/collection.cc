@@ -1,9 +1,13 @@
 #include "engine/collection.h"
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cerrno>
 #include <cstring>
 #include <filesystem>
 #include <limits>
@@ -20,6 +24,21 @@ namespace attnsearch {
 namespace {
 
 constexpr size_t kScanBatch = 4096;
+
+// fsyncs a directory, so a rename inside it is durable.
+absl::Status SyncDirectory(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) {
+    return absl::InternalError(absl::StrCat("opening ", path, ": ", std::strerror(errno)));
+  }
+  const int rc = ::fsync(fd);
+  const int err = errno;
+  ::close(fd);
+  if (rc != 0) {
+    return absl::InternalError(absl::StrCat("syncing ", path, ": ", std::strerror(err)));
+  }
+  return absl::OkStatus();
+}
 
 int64_t MicrosSince(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration_cast<std::chrono::microseconds>(
@@ -209,6 +228,7 @@ absl::Status Collection::SaveSnapshot() {
 
 void Collection::Tombstone(Label label) {
   if (!tombstones_.Set(label)) return;
+  tombstone_records_.Set(label);
   if (ann_ != nullptr && ann_->has_labels() && label <= ann_->max_label() &&
       std::binary_search(ann_->labels().begin(), ann_->labels().end(), label)) {
     ++ann_tombstones_;
@@ -1010,6 +1030,20 @@ void Collection::RebuildThread() {
   }
 }
 
+absl::Status Collection::DropTombstoneRecords() {
+  std::vector<Label> drop;
+  {
+    std::shared_lock<std::shared_mutex> lock(index_mu_);
+    const std::vector<Label>& held = ann_->labels();
+    tombstone_records_.ForEach([&](Label l) {
+      if (!std::binary_search(held.begin(), held.end(), l)) drop.push_back(l);
+    });
+  }
+  ATTN_RETURN_IF_ERROR(store_->DropTombstones(drop));
+  for (Label l : drop) tombstone_records_.Reset(l);
+  return absl::OkStatus();
+}
+
 absl::Status Collection::RebuildIndex() {
   if (options_.defer_index) {
     return absl::FailedPreconditionError(
@@ -1071,9 +1105,13 @@ absl::Status Collection::RebuildLocked() {
     ++rebuilds_;
     if (!discard_on_close_ && !stop_rebuild_) {
       absl::Status s = SaveSnapshot();
+      if (s.ok()) s = SyncDirectory(path_);
+      // Once the snapshot without them is durable, the tombstone records of
+      // labels it does not hold are no longer needed.
+      if (s.ok()) s = DropTombstoneRecords();
       if (!s.ok()) {
-        std::fprintf(stderr, "warning: ANN snapshot not saved after a rebuild: %s\n",
-                     std::string(s.message()).c_str());
+        std::fprintf(stderr, "warning: after rebuilding the ANN index of %s: %s\n",
+                     path_.c_str(), std::string(s.message()).c_str());
       }
     }
   }

@@ -313,6 +313,9 @@ class Collection {
   void MaybeScheduleRebuild();
   // The rebuild itself; REQUIRES: rebuild_run_mu_ held, write_mu_ not.
   absl::Status RebuildLocked();
+  // Drops the store's tombstone records of labels ann_ does not hold.
+  // REQUIRES: write_mu_ held, ann_'s snapshot saved.
+  absl::Status DropTombstoneRecords();
   void RebuildThread();
   std::string SnapshotPath() const;
 
@@ -347,6 +350,9 @@ class Collection {
   std::unique_ptr<AnnIndex> ann_;
   // Every deleted or superseded label.
   LabelBitmap tombstones_;
+  // Those whose tombstone record the store still keeps (a rebuild drops the
+  // records of labels its snapshot no longer holds). Guarded by write_mu_.
+  LabelBitmap tombstone_records_;
   // How many of them ann_ holds.
   uint64_t ann_tombstones_ = 0;
   // metadata key -> value -> labels carrying it, increasing (dead labels

@@ -1,5 +1,6 @@
 #include "storage/doc_store.h"
 
+#include <algorithm>
 #include <filesystem>
 
 #include "absl/strings/str_cat.h"
@@ -376,6 +377,20 @@ absl::StatusOr<std::vector<Label>> DocStore::Tombstones() const {
   }
   ATTN_RETURN_IF_ERROR(FromRocks(it->status(), "scanning tombstones"));
   return out;
+}
+
+absl::Status DocStore::DropTombstones(const std::vector<Label>& labels) {
+  constexpr size_t kPerBatch = 65536;
+  for (size_t begin = 0; begin < labels.size(); begin += kPerBatch) {
+    rocksdb::WriteBatch batch;
+    const size_t end = std::min(labels.size(), begin + kPerBatch);
+    for (size_t i = begin; i < end; ++i) {
+      batch.Delete(rep_->cfs[kTombstones], codec::LabelKey(labels[i]));
+    }
+    ATTN_RETURN_IF_ERROR(
+        FromRocks(rep_->db->Write(rep_->write_options, &batch), "dropping tombstones"));
+  }
+  return absl::OkStatus();
 }
 
 absl::Status DocStore::Flush() {

@@ -147,6 +147,10 @@ class DocStore {
 
   // Every tombstoned label, in increasing order.
   absl::StatusOr<std::vector<Label>> Tombstones() const;
+  // Removes the tombstone records of `labels`: once no ANN snapshot holds a
+  // label, its record is no longer needed (the label's data is gone, so a
+  // rebuild from the store never adds it). REQUIRES: no concurrent Commit.
+  absl::Status DropTombstones(const std::vector<Label>& labels);
 
   // The built-in encoder's state (the `encoder` column family): a value by
   // key, nullopt when absent.

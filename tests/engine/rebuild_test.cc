@@ -151,6 +151,15 @@ TEST(RebuildTest, TombstonesTriggerABackgroundRebuild) {
     EXPECT_EQ(s.num_tombstones, 0u);
     CheckContents(c, live, deleted, rng);
   }
+  // The store kept no tombstone record: the rebuilt snapshot holds none of
+  // those labels.
+  {
+    auto store = DocStore::Open(dir.Sub("c") + "/store", StorageOptions());
+    ASSERT_TRUE(store.ok()) << store.status();
+    auto tombstones = (*store)->Tombstones();
+    ASSERT_TRUE(tombstones.ok());
+    EXPECT_TRUE(tombstones->empty()) << tombstones->size();
+  }
   // Reopened: the rebuilt snapshot is loaded as it is.
   auto reopened = Collection::Open(dir.Sub("c"), options);
   ASSERT_TRUE(reopened.ok()) << reopened.status();
@@ -230,6 +239,15 @@ TEST(RebuildTest, WritesAndDeletesDuringARebuildAreKept) {
   EXPECT_EQ(s.ann_vectors, live.size());
   EXPECT_EQ(s.num_tombstones, 0u);
   CheckContents(c, live, deleted, rng);
+  // And survives a reopen.
+  created->reset();
+  auto reopened = Collection::Open(dir.Sub("c"), options);
+  ASSERT_TRUE(reopened.ok()) << reopened.status();
+  s = (*reopened)->Stats();
+  EXPECT_EQ(s.ann_vectors, live.size());
+  EXPECT_EQ(s.num_documents, live.size());
+  EXPECT_EQ(s.num_tombstones, 0u);
+  CheckContents(**reopened, live, deleted, rng);
 }
 
 TEST(RebuildTest, CloseDuringABackgroundRebuild) {

@@ -427,6 +427,15 @@ TEST(DocStoreTest, DeleteRemovesDocument) {
   tombstones = store->Tombstones();
   ASSERT_TRUE(tombstones.ok());
   EXPECT_EQ(*tombstones, (std::vector<Label>{0, 1, 3}));
+
+  // Dropping tombstone records (after an index rebuild) leaves the rest,
+  // and the documents, as they are; absent labels are ignored.
+  ASSERT_TRUE(store->DropTombstones({0, 3, 77}).ok());
+  tombstones = store->Tombstones();
+  ASSERT_TRUE(tombstones.ok());
+  EXPECT_EQ(*tombstones, (std::vector<Label>{1}));
+  EXPECT_EQ(store->live_count(), 2u);
+  EXPECT_TRUE(store->DropTombstones({}).ok());
 }
 
 TEST(DocStoreTest, StatePersistsAcrossReopen) {
