@@ -15,10 +15,12 @@
 //
 // Vector mode (no --query): creates a collection, streams a generated set of documents into it (each
 // document is a bag of token vectors drawn around one of several topics,
-// with a topic name in its metadata and a short text), then runs queries and
-// prints the ranked hits, their scores, the token evidence of the best hit
-// and the time each stage took. Exits non-zero if any call fails or a query
-// does not find documents of its own topic first.
+// with a topic name and its number in its metadata — "number" is a numeric
+// field — and a short text), then runs queries (the last one filtered by
+// topic and a range of numbers) and prints the ranked hits, their scores,
+// the token evidence of the best hit and the time each stage took. Exits
+// non-zero if any call fails, a query does not find documents of its own
+// topic first, or a filtered hit is outside the range.
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -173,6 +175,7 @@ int main(int argc, char** argv) {
     req.mutable_config()->set_dim(dim);
     req.mutable_config()->set_token_dtype(v1::TOKEN_DTYPE_BF16);
     req.mutable_config()->set_ann_spec("HNSW32,Flat");
+    req.mutable_config()->add_numeric_fields("number");  // filterable by range
     v1::CreateCollectionResponse resp;
     grpc::Status s = stub->CreateCollection(&ctx, req, &resp);
     if (!s.ok()) Fail("CreateCollection", s);
@@ -194,6 +197,7 @@ int main(int argc, char** argv) {
       d->set_id("doc-" + std::to_string(i));
       d->set_text(std::string("a note on ") + kTopicNames[topic] + ", number " + std::to_string(i));
       (*d->mutable_metadata())["topic"] = kTopicNames[topic];
+      (*d->mutable_metadata())["number"] = std::to_string(i);
       const int n = 16 + gen.Pick(33);  // 16..48 tokens
       v1::Matrix* m = d->mutable_tokens();
       m->set_rows(uint32_t(n));
@@ -218,7 +222,8 @@ int main(int argc, char** argv) {
   }
 
   // Queries: a few tokens about one topic each.
-  int correct = 0, total = 0;
+  int correct = 0, total = 0, outside_range = 0;
+  const int number_below = documents / 2;
   for (int qi = 0; qi < 4; ++qi) {
     const int topic = (qi * 5) % kTopics;
     grpc::ClientContext ctx;
@@ -238,16 +243,21 @@ int main(int argc, char** argv) {
     req.set_include_text(true);
     req.set_include_metadata(true);
     req.set_explain(true);
-    if (qi == 3) {  // the last query also filters on metadata
+    if (qi == 3) {  // the last query also filters on metadata and a range
       auto* cond = req.mutable_filter()->add_must();
       cond->set_key("topic");
       cond->add_values(kTopicNames[topic]);
+      auto* range = req.mutable_filter()->add_ranges();
+      range->set_key("number");
+      range->set_lt(number_below);
     }
     v1::SearchResponse resp;
     grpc::Status s = stub->Search(&ctx, req, &resp);
     if (!s.ok()) Fail("Search", s);
     std::printf("\nquery %d: 8 tokens about '%s'%s\n", qi + 1, kTopicNames[topic],
-                qi == 3 ? ", filter topic = same" : "");
+                qi == 3 ? (", filter topic = same, number < " + std::to_string(number_below))
+                              .c_str()
+                        : "");
     std::printf("  %-4s %-10s %8s %8s  %-11s %s\n", "rank", "id", "score", "ann", "topic", "text");
     for (int r = 0; r < resp.hits_size(); ++r) {
       const v1::Hit& h = resp.hits(r);
@@ -256,6 +266,7 @@ int main(int argc, char** argv) {
                   h.ann_score(), t.c_str(), h.text().c_str());
       correct += t == kTopicNames[topic];
       ++total;
+      if (qi == 3 && std::stoi(h.metadata().at("number")) >= number_below) ++outside_range;
     }
     if (resp.hits_size() > 0) {
       const v1::Hit& h = resp.hits(0);
@@ -275,6 +286,10 @@ int main(int argc, char** argv) {
                 (unsigned long long)tm.total_us());
   }
   std::printf("\n%d of %d hits are on the query's topic\n", correct, total);
+  if (outside_range > 0) {
+    std::fprintf(stderr, "attnsearch-demo: %d filtered hits outside the range\n", outside_range);
+    return 1;
+  }
   if (correct * 10 < total * 9) {
     std::fprintf(stderr, "attnsearch-demo: too few on-topic hits\n");
     return 1;
