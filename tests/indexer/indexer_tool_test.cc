@@ -351,6 +351,74 @@ TEST(IndexerToolTest, ResumeAfterCrashEqualsUninterruptedLoad) {
   EXPECT_NE(run.stderr_text.find("is for another input"), std::string::npos) << run.stderr_text;
 }
 
+// --numeric_fields declares range-filterable keys when the collection is
+// created, offline and online; JSON numbers in metadata work; a record with
+// a non-number is reported at its line and the rest is loaded.
+TEST(IndexerToolTest, NumericFieldsOfflineAndOnline) {
+  TempDir dir;
+  std::vector<std::string> lines;
+  for (int i = 0; i < 100; ++i) {
+    lines.push_back("{\"id\":\"doc-" + std::to_string(i) + "\",\"pooled\":[1,2,3,4,5,6,7," +
+                    std::to_string(i + 1) + "],\"metadata\":{\"price\":" + std::to_string(i) +
+                    ".5,\"year\":\"" + std::to_string(1900 + i) + "\"}}");
+  }
+  lines[41] = "{\"id\":\"doc-41\",\"pooled\":[1,2,3,4,5,6,7,8],\"metadata\":{\"price\":\"abc\"}}";
+  WriteLines(dir.Sub("in.jsonl"), lines);
+  const std::string f = dir.Sub("in.jsonl");
+
+  ToolRun run = RunTool(dir, {f, "--data_dir", dir.Sub("data"), "--collection", "c", "--dim",
+                              "8", "--numeric_fields", "price,year", "--max_errors", "3",
+                              "--batch", "16"});
+  EXPECT_EQ(run.exit_code(), 2) << run.stderr_text;
+  const std::string reason =
+      "metadata[\"price\"]: \"abc\" is not a number (numeric field)";
+  const std::string expected = f + ":42: rejected by the engine: " + reason;
+  EXPECT_NE(run.stderr_text.find(expected), std::string::npos) << run.stderr_text;
+  {
+    CatalogOptions o;
+    o.data_dir = dir.Sub("data");
+    auto catalog = Catalog::Open(o);
+    ASSERT_TRUE(catalog.ok()) << catalog.status();
+    auto c = (*catalog)->Get("c");
+    ASSERT_TRUE(c.ok()) << c.status();
+    EXPECT_EQ((*c)->config().numeric_fields, (std::vector<std::string>{"price", "year"}));
+    EXPECT_EQ((*c)->Stats().num_documents, 99u);
+    SearchQuery q;
+    q.pooled = {1, 2, 3, 4, 5, 6, 7, 8};
+    q.top_k = 100;
+    q.mode = RerankMode::kNone;
+    q.ranges = {RangeCondition{"price", 10.0, std::nullopt, std::nullopt, 20.0}};
+    auto r = (*c)->Search(q);
+    ASSERT_TRUE(r.ok()) << r.status();
+    EXPECT_EQ(r->hits.size(), 10u);  // 10.5 .. 19.5
+  }
+
+  testing::ServerProcess server;
+  const std::string address = server.Start(dir.Sub("online"));
+  ASSERT_FALSE(address.empty());
+  run = RunTool(dir, {f, "--server", address, "--collection", "c", "--dim", "8",
+                      "--numeric_fields", "price", "--max_errors", "3", "--checkpoint",
+                      dir.Sub("ckpt")});
+  EXPECT_EQ(run.exit_code(), 2) << run.stderr_text;
+  EXPECT_NE(run.stderr_text.find(f + ":42: rejected by the server: " + reason), std::string::npos)
+      << run.stderr_text;
+  auto stub = testing::NewSearchStub(address);
+  grpc::ClientContext ctx;
+  v1::GetCollectionRequest req;
+  req.set_name("c");
+  v1::GetCollectionResponse info;
+  ASSERT_TRUE(stub->GetCollection(&ctx, req, &info).ok());
+  EXPECT_EQ(info.collection().num_documents(), 99u);
+  ASSERT_EQ(info.collection().config().numeric_fields_size(), 1);
+  EXPECT_EQ(info.collection().config().numeric_fields(0), "price");
+  // A bad name is a usage error.
+  run = RunTool(dir, {f, "--data_dir", dir.Sub("data2"), "--collection", "c", "--dim", "8",
+                      "--numeric_fields", "a b"});
+  EXPECT_EQ(run.exit_code(), 1) << run.stderr_text;
+  EXPECT_NE(run.stderr_text.find("config.numeric_fields[0]"), std::string::npos)
+      << run.stderr_text;
+}
+
 TEST(IndexerToolTest, OnlineLoadThroughTheServer) {
   TempDir dir;
   std::vector<std::string> lines = Corpus(1500, 8);
