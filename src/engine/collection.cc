@@ -986,10 +986,6 @@ CollectionStats Collection::Stats() const {
   return stats;
 }
 
-}  // namespace attnsearch
-
-namespace attnsearch {
-
 void Collection::MaybeScheduleRebuild() {
   if (options_.rebuild_tombstone_ratio <= 0 || options_.defer_index) return;
   uint64_t dead, total;
