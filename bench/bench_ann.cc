@@ -25,9 +25,13 @@
 #include <omp.h>
 
 #include <chrono>
+#include <map>
+#include <random>
 #include <cstdio>
 
 #include "ann/ann_index.h"
+#include "ann_peers.h"
+#include "core/status.h"
 #include "benchmarks.h"
 #include "report.h"
 #include "svg.h"
@@ -54,6 +58,239 @@ std::string FileSafe(std::string s) {
     if (!isalnum(static_cast<unsigned char>(c))) c = '_';
   }
   return s;
+}
+
+
+// Recall@k and single-thread QPS of `search(j, out)` over the query set:
+// passes until at least `min_seconds`; recall from the first pass. Also
+// counts results `bad` flags.
+struct QueryRun {
+  double recall = 0, qps = 0;
+  size_t bad = 0;
+};
+template <typename SearchFn, typename BadFn>
+absl::StatusOr<QueryRun> RunQueries(const VectorSet& queries,
+                                    const std::vector<std::vector<int64_t>>& truth, size_t k,
+                                    double min_seconds, SearchFn&& search, BadFn&& bad) {
+  QueryRun run;
+  std::vector<int64_t> ids;
+  size_t searched = 0;
+  const auto t0 = Clock::now();
+  for (int pass = 0;; ++pass) {
+    for (size_t j = 0; j < queries.rows; ++j) {
+      ATTN_RETURN_IF_ERROR(search(j, &ids));
+      if (pass == 0) {
+        run.recall += RecallAtK(ids, truth[j], k);
+        for (int64_t id : ids) run.bad += bad(id) ? 1 : 0;
+      }
+    }
+    searched += queries.rows;
+    if (std::chrono::duration<double>(Clock::now() - t0).count() >= min_seconds) break;
+  }
+  run.recall /= double(queries.rows);
+  run.qps = double(searched) / std::chrono::duration<double>(Clock::now() - t0).count();
+  return run;
+}
+
+// Exact top k among the rows `keep` admits, as row numbers.
+void ExactTopKAmong(const VectorSet& base, const VectorSet& queries, size_t k,
+                    const std::function<bool(size_t)>& keep,
+                    std::vector<std::vector<int64_t>>* truth) {
+  std::vector<size_t> rows;
+  for (size_t i = 0; i < base.rows; ++i) {
+    if (keep(i)) rows.push_back(i);
+  }
+  std::vector<float> sub(rows.size() * base.dim);
+  for (size_t i = 0; i < rows.size(); ++i) {
+    std::copy_n(base.row(rows[i]), base.dim, sub.data() + i * base.dim);
+  }
+  ExactTopK(sub.data(), rows.size(), queries.values.data(), queries.rows, base.dim, k, truth);
+  for (auto& t : *truth) {
+    for (int64_t& id : t) id = int64_t(rows[size_t(id)]);
+  }
+}
+
+std::vector<int64_t> Labels(const std::vector<AnnNeighbor>& found) {
+  std::vector<int64_t> ids;
+  for (const auto& n : found) ids.push_back(int64_t(n.label));
+  return ids;
+}
+
+// Filters admitting a random fraction of the documents: recall@k among the
+// admitted documents and QPS of AnnIndex::SearchFiltered.
+absl::StatusOr<nlohmann::json> RunFilterSection(const BenchFlags& f, const AnnIndex& index,
+                                                const VectorSet& base,
+                                                const VectorSet& queries, size_t k,
+                                                const AnnSearchParams& params) {
+  nlohmann::json out = nlohmann::json::array();
+  std::vector<std::vector<std::string>> table;
+  const AnnOptions defaults;
+  for (double fraction : f.filter_fractions) {
+    if (fraction <= 0) continue;
+    std::mt19937_64 rng(f.seed + 7);
+    std::bernoulli_distribution admit(std::min(1.0, fraction));
+    LabelBitmap admitted;
+    for (size_t i = 0; i < base.rows; ++i) {
+      if (admit(rng)) admitted.Set(i);
+    }
+    std::vector<std::vector<int64_t>> truth;
+    ExactTopKAmong(base, queries, k, [&](size_t i) { return admitted.Test(i); }, &truth);
+    std::vector<AnnNeighbor> found;
+    auto run = RunQueries(
+        queries, truth, k, 0.3,
+        [&](size_t j, std::vector<int64_t>* ids) -> absl::Status {
+          ATTN_RETURN_IF_ERROR(index.SearchFiltered(queries.row(j), k, params, admitted, &found));
+          *ids = Labels(found);
+          return absl::OkStatus();
+        },
+        [&](int64_t id) { return !admitted.Test(Label(id)); });
+    if (!run.ok()) return run.status();
+    const char* path = admitted.count() <= defaults.exact_filter_max ? "exact scan of matches"
+                                                                     : "graph, beam widened";
+    table.push_back({Fmt("%.3f", fraction), std::to_string(admitted.count()), path,
+                     Fmt("%.4f", run->recall), Fmt("%.0f", run->qps),
+                     std::to_string(run->bad)});
+    out.push_back({{"fraction", fraction},
+                   {"matching", admitted.count()},
+                   {"path", path},
+                   {"recall", run->recall},
+                   {"qps", run->qps},
+                   {"non_matching_returned", run->bad}});
+  }
+  if (!table.empty()) {
+    std::printf("filters (recall@%zu among matching documents, default beam):\n%s", k,
+                FormatTable({"fraction", "matching", "path", "recall", "QPS", "non-matching"},
+                            table)
+                    .c_str());
+  }
+  return out;
+}
+
+// Auto-tuning: the knob Tune picks for the target from held-out stored
+// vectors, and the recall it gives on the benchmark's own queries.
+absl::StatusOr<nlohmann::json> RunTuneSection(const BenchFlags& f, const AnnIndex& index,
+                                              const VectorSet& queries,
+                                              const std::vector<std::vector<int64_t>>& truth,
+                                              size_t k) {
+  if (f.target_recall <= 0) return nlohmann::json::object();
+  const auto t0 = Clock::now();
+  omp_set_num_threads(f.ann_build_threads);
+  auto tuned = index.Tune(f.target_recall, k, f.tune_sample, f.seed);
+  omp_set_num_threads(1);
+  if (!tuned.ok()) return tuned.status();
+  const double secs = std::chrono::duration<double>(Clock::now() - t0).count();
+  auto params = AnnSearchParams::Parse(tuned->ann_params);
+  if (!params.ok()) return params.status();
+  std::vector<AnnNeighbor> found;
+  auto run = RunQueries(
+      queries, truth, k, 0.3,
+      [&](size_t j, std::vector<int64_t>* ids) -> absl::Status {
+        ATTN_RETURN_IF_ERROR(index.Search(queries.row(j), k, *params, nullptr, &found));
+        *ids = Labels(found);
+        return absl::OkStatus();
+      },
+      [](int64_t) { return false; });
+  if (!run.ok()) return run.status();
+  std::printf("tuning to recall@%zu %.2f (%zu held-out stored vectors, %.2f s): %s, sample "
+              "recall %.4f; on the query set: recall %.4f (off by %+.4f), %.0f QPS\n",
+              k, f.target_recall, tuned->sample_queries, secs, tuned->ann_params.c_str(),
+              tuned->sample_recall, run->recall, run->recall - f.target_recall, run->qps);
+  return nlohmann::json{{"target", f.target_recall},
+                        {"sample", tuned->sample_queries},
+                        {"seconds", secs},
+                        {"chosen", tuned->ann_params},
+                        {"sample_recall", tuned->sample_recall},
+                        {"query_recall", run->recall},
+                        {"query_qps", run->qps}};
+}
+
+// Deletes: a fraction of the documents tombstoned (filtered inside the
+// search), then the index rebuilt from the live vectors, as the engine's
+// background rebuild does; recall@k against the live documents' exact top k
+// and QPS at each setting, next to the pre-delete figures.
+absl::StatusOr<nlohmann::json> RunDeleteSection(
+    const BenchFlags& f, const VectorSet& base, const VectorSet& queries, size_t k,
+    const AnnOptions& opts, const std::map<int, std::pair<double, double>>& before) {
+  if (f.delete_fraction <= 0) return nlohmann::json::object();
+  // The index searched with tombstones is a fresh build of every document,
+  // as the sweep measured.
+  omp_set_num_threads(f.ann_build_threads);
+  ATTN_ASSIGN_OR_RETURN(std::unique_ptr<AnnIndex> full,
+                        AnnIndex::Create(f.ann_spec, base.dim, opts));
+  std::vector<Label> labels(base.rows);
+  for (size_t i = 0; i < base.rows; ++i) labels[i] = i;
+  ATTN_RETURN_IF_ERROR(full->Add(labels.data(), base.values.data(), base.rows));
+  std::mt19937_64 rng(f.seed + 11);
+  std::bernoulli_distribution del(std::min(1.0, f.delete_fraction));
+  LabelBitmap deleted;
+  for (size_t i = 0; i < base.rows; ++i) {
+    if (del(rng)) deleted.Set(i);
+  }
+  std::vector<std::vector<int64_t>> truth;
+  ExactTopKAmong(base, queries, k, [&](size_t i) { return !deleted.Test(i); }, &truth);
+  // Rebuild from the live vectors.
+  const auto r0 = Clock::now();
+  ATTN_ASSIGN_OR_RETURN(std::unique_ptr<AnnIndex> rebuilt,
+                        AnnIndex::Create(f.ann_spec, base.dim, opts));
+  std::vector<Label> live;
+  std::vector<float> live_vectors;
+  for (size_t i = 0; i < base.rows; ++i) {
+    if (deleted.Test(i)) continue;
+    live.push_back(i);
+    live_vectors.insert(live_vectors.end(), base.row(i), base.row(i) + base.dim);
+  }
+  ATTN_RETURN_IF_ERROR(rebuilt->Add(live.data(), live_vectors.data(), live.size()));
+  const double rebuild_s = std::chrono::duration<double>(Clock::now() - r0).count();
+  omp_set_num_threads(1);
+
+  nlohmann::json points = nlohmann::json::array();
+  std::vector<std::vector<std::string>> table;
+  std::vector<AnnNeighbor> found;
+  size_t deleted_returned = 0;
+  auto is_deleted = [&](int64_t id) { return deleted.Test(Label(id)); };
+  for (const auto& [v, pre] : before) {
+    AnnSearchParams params;
+    (f.ann_spec.find("HNSW") != std::string::npos ? params.ef_search : params.nprobe) = v;
+    auto with = RunQueries(
+        queries, truth, k, 0.3,
+        [&](size_t j, std::vector<int64_t>* ids) -> absl::Status {
+          ATTN_RETURN_IF_ERROR(full->Search(queries.row(j), k, params,
+                                            [&](Label l) { return !deleted.Test(l); }, &found));
+          *ids = Labels(found);
+          return absl::OkStatus();
+        },
+        is_deleted);
+    if (!with.ok()) return with.status();
+    auto after = RunQueries(
+        queries, truth, k, 0.3,
+        [&](size_t j, std::vector<int64_t>* ids) -> absl::Status {
+          ATTN_RETURN_IF_ERROR(rebuilt->Search(queries.row(j), k, params, nullptr, &found));
+          *ids = Labels(found);
+          return absl::OkStatus();
+        },
+        is_deleted);
+    if (!after.ok()) return after.status();
+    deleted_returned += with->bad + after->bad;
+    table.push_back({std::to_string(v), Fmt("%.4f", pre.first), Fmt("%.0f", pre.second),
+                     Fmt("%.4f", with->recall), Fmt("%.0f", with->qps),
+                     Fmt("%.4f", after->recall), Fmt("%.0f", after->qps)});
+    points.push_back({{"value", v},
+                      {"before", {{"recall", pre.first}, {"qps", pre.second}}},
+                      {"tombstoned", {{"recall", with->recall}, {"qps", with->qps}}},
+                      {"rebuilt", {{"recall", after->recall}, {"qps", after->qps}}}});
+  }
+  std::printf("deletes: %zu of %zu tombstoned (%.0f%%); rebuild from the live vectors %.2f s "
+              "(%d threads); deleted documents returned: %zu\n%s",
+              deleted.count(), base.rows, 100.0 * double(deleted.count()) / double(base.rows),
+              rebuild_s, f.ann_build_threads, deleted_returned,
+              FormatTable({"setting", "before recall", "before QPS", "tombstoned recall",
+                           "tombstoned QPS", "rebuilt recall", "rebuilt QPS"},
+                          table)
+                  .c_str());
+  return nlohmann::json{{"deleted", deleted.count()},
+                        {"rebuild_seconds", rebuild_s},
+                        {"deleted_returned", deleted_returned},
+                        {"points", points}};
 }
 
 }  // namespace
@@ -107,7 +344,9 @@ absl::StatusOr<BenchOutput> RunAnn(const BenchFlags& f) {
             &truth);
   const double gt_s = std::chrono::duration<double>(Clock::now() - gt0).count();
 
-  // Build.
+  // Build ours, then the peers, each with the same build threads.
+  const int threads_before = omp_get_max_threads();
+  omp_set_num_threads(f.ann_build_threads);
   AnnOptions opts;
   opts.ef_construction = f.ef_construction;
   const long rss0 = RssKb();
@@ -121,77 +360,182 @@ absl::StatusOr<BenchOutput> RunAnn(const BenchFlags& f) {
   const double build_s = std::chrono::duration<double>(Clock::now() - b0).count();
   const long rss1 = RssKb();
   const double mem_mib = double(rss1 - rss0) / 1024.0;
-  std::printf("build: %.2f s (%d threads), memory +%.1f MiB (VmRSS delta); exact ground truth "
-              "(IP, brute force): %.2f s\n",
-              build_s, omp_get_max_threads(), mem_mib, gt_s);
+  std::printf("build: %.2f s (%d threads, distances: %s), memory +%.1f MiB (VmRSS delta); "
+              "exact ground truth (IP, brute force): %.2f s\n",
+              build_s, f.ann_build_threads, (*index)->distance_implementation().c_str(), mem_mib,
+              gt_s);
 
-  // Sweep.
   const bool hnsw = f.ann_spec.find("HNSW") != std::string::npos;
   const bool ivf = f.ann_spec.find("IVF") != std::string::npos;
+  const int hnsw_m = hnsw ? std::atoi(f.ann_spec.c_str() + f.ann_spec.find("HNSW") + 4) : 0;
+
+  // The searchers compared: ours first, then the peers (HNSW specs).
+  struct Searcher {
+    std::string name;
+    double build_s = 0;
+    std::unique_ptr<AnnPeer> peer;  // null: ours
+  };
+  std::vector<Searcher> searchers(1);
+  searchers[0].name = "attnsearch";
+  searchers[0].build_s = build_s;
+  for (const std::string& name : hnsw ? f.ann_peers : std::vector<std::string>{}) {
+    Searcher s;
+    s.name = name;
+    const auto p0 = Clock::now();
+    if (name == "hnswlib") {
+      if (!HnswlibAvailable()) {
+        std::printf("hnswlib: skipped (this CPU lacks AVX-512F)\n");
+        continue;
+      }
+      s.peer = BuildHnswlib(base.values.data(), base.rows, base.dim, hnsw_m, f.ef_construction,
+                            f.ann_build_threads);
+    } else if (name == "faiss") {
+      s.name = "faiss-IndexHNSWFlat";
+      s.peer = BuildFaissHnswFlat(base.values.data(), base.rows, base.dim, hnsw_m,
+                                  f.ef_construction);
+    } else if (name == "-" || name.empty()) {
+      continue;
+    } else {
+      return absl::InvalidArgumentError("--ann_peers: hnswlib, faiss or -");
+    }
+    s.build_s = std::chrono::duration<double>(Clock::now() - p0).count();
+    std::printf("%s: build %.2f s (%d threads)\n", s.name.c_str(), s.build_s,
+                f.ann_build_threads);
+    searchers.push_back(std::move(s));
+  }
+
+  // Sweep: every searcher at each setting, timed in interleaved passes over
+  // the query set (one query per call, one thread) until ours has searched
+  // for at least 0.5 s, so load changes on a shared machine hit them alike.
   std::vector<int> sweep = hnsw ? f.ef_search : ivf ? f.nprobe : std::vector<int>{0};
   const char* knob = hnsw ? "efSearch" : ivf ? "nprobe" : "-";
-  const int threads_before = omp_get_max_threads();
   omp_set_num_threads(1);
   std::vector<std::vector<std::string>> table;
   nlohmann::json points = nlohmann::json::array();
-  Series curve;
-  curve.name = f.ann_spec;
+  std::vector<Series> curves(searchers.size());
+  for (size_t e = 0; e < searchers.size(); ++e) {
+    curves[e].name = e == 0 ? "attnsearch " + f.ann_spec : searchers[e].name;
+  }
   std::vector<AnnNeighbor> found;
+  std::vector<int64_t> ids;
+  // Best QPS at recall >= 0.95 per searcher, and the setting.
+  std::vector<double> qps95(searchers.size(), 0);
+  std::vector<int> at95(searchers.size(), 0);
+  std::map<int, std::pair<double, double>> ours_points;  // setting -> recall, QPS
   for (int v : sweep) {
     AnnSearchParams params;
     if (hnsw) params.ef_search = v;
     if (ivf) params.nprobe = v;
-    std::vector<std::vector<int64_t>> results(queries.rows);
-    std::vector<double> lat_us(queries.rows);
-    // One untimed pass over a few queries warms caches.
-    for (size_t j = 0; j < std::min<size_t>(queries.rows, 20); ++j) {
-      st = (*index)->Search(queries.row(j), k, params, nullptr, &found);
-      if (!st.ok()) return st;
+    for (auto& s : searchers) {
+      if (s.peer) s.peer->SetEf(v);
     }
-    // Passes over all queries until at least 0.5 s elapsed (small query
-    // sets would otherwise be timed over a few milliseconds); recall comes
-    // from the first pass.
-    const auto t0 = Clock::now();
-    size_t searched = 0;
-    lat_us.clear();
-    for (int pass = 0;; ++pass) {
-      for (size_t j = 0; j < queries.rows; ++j) {
-        const auto q0 = Clock::now();
-        st = (*index)->Search(queries.row(j), k, params, nullptr, &found);
-        lat_us.push_back(std::chrono::duration<double, std::micro>(Clock::now() - q0).count());
-        if (!st.ok()) return st;
-        if (pass == 0) {
-          for (const auto& n : found) results[j].push_back(int64_t(n.label));
-        }
+    auto search = [&](size_t e, size_t j, std::vector<int64_t>* out) -> absl::Status {
+      if (searchers[e].peer) {
+        searchers[e].peer->Search(queries.row(j), k, out);
+        return absl::OkStatus();
       }
-      searched += queries.rows;
-      if (std::chrono::duration<double>(Clock::now() - t0).count() >= 0.5) break;
+      ATTN_RETURN_IF_ERROR((*index)->Search(queries.row(j), k, params, nullptr, &found));
+      out->clear();
+      for (const auto& n : found) out->push_back(int64_t(n.label));
+      return absl::OkStatus();
+    };
+    std::vector<std::vector<std::vector<int64_t>>> results(
+        searchers.size(), std::vector<std::vector<int64_t>>(queries.rows));
+    std::vector<double> secs(searchers.size(), 0);
+    std::vector<size_t> searched(searchers.size(), 0);
+    std::vector<double> lat_us;
+    for (size_t e = 0; e < searchers.size(); ++e) {  // warm-up, untimed
+      for (size_t j = 0; j < std::min<size_t>(queries.rows, 20); ++j) {
+        ATTN_RETURN_IF_ERROR(search(e, j, &ids));
+      }
     }
-    const double secs = std::chrono::duration<double>(Clock::now() - t0).count();
-    double recall = 0, recall_l2 = 0;
-    for (size_t j = 0; j < queries.rows; ++j) {
-      recall += RecallAtK(results[j], truth[j], k);
-      if (j < l2_truth.size()) recall_l2 += RecallAtK(results[j], l2_truth[j], k);
+    for (int pass = 0; pass < 2 || secs[0] < 0.5; ++pass) {
+      for (size_t e = 0; e < searchers.size(); ++e) {
+        const auto t0 = Clock::now();
+        for (size_t j = 0; j < queries.rows; ++j) {
+          const auto q0 = Clock::now();
+          ATTN_RETURN_IF_ERROR(search(e, j, &ids));
+          if (e == 0) {
+            lat_us.push_back(
+                std::chrono::duration<double, std::micro>(Clock::now() - q0).count());
+          }
+          if (pass == 0) results[e][j] = ids;
+        }
+        secs[e] += std::chrono::duration<double>(Clock::now() - t0).count();
+        searched[e] += queries.rows;
+      }
     }
-    recall /= double(queries.rows);
-    recall_l2 /= double(queries.rows);
-    const double qps = double(searched) / secs;
-    const Summary lat = Summarize(lat_us);
-    table.push_back({hnsw || ivf ? std::to_string(v) : "-", Fmt("%.4f", recall),
-                     Fmt("%.0f", qps), Fmt("%.1f", lat.p50), Fmt("%.1f", lat.p99)});
-    nlohmann::json p = {{"knob", knob}, {"value", v},          {"recall", recall},
-                        {"qps", qps},   {"latency_us", ToJson(lat)}};
-    if (!l2_truth.empty()) p["recall_vs_l2_groundtruth"] = recall_l2;
+    std::vector<std::string> row = {hnsw || ivf ? std::to_string(v) : "-"};
+    nlohmann::json p = {{"knob", knob}, {"value", v}};
+    for (size_t e = 0; e < searchers.size(); ++e) {
+      double recall = 0, recall_l2 = 0;
+      for (size_t j = 0; j < queries.rows; ++j) {
+        recall += RecallAtK(results[e][j], truth[j], k);
+        if (j < l2_truth.size()) recall_l2 += RecallAtK(results[e][j], l2_truth[j], k);
+      }
+      recall /= double(queries.rows);
+      recall_l2 /= double(queries.rows);
+      const double qps = double(searched[e]) / secs[e];
+      row.push_back(Fmt("%.4f", recall));
+      row.push_back(Fmt("%.0f", qps));
+      if (e == 0) {
+        const Summary lat = Summarize(lat_us);
+        row.push_back(Fmt("%.1f", lat.p50));
+        row.push_back(Fmt("%.1f", lat.p99));
+        p["recall"] = recall;
+        p["qps"] = qps;
+        p["latency_us"] = ToJson(lat);
+        if (!l2_truth.empty()) p["recall_vs_l2_groundtruth"] = recall_l2;
+      } else {
+        p["peers"][searchers[e].name] = {{"recall", recall}, {"qps", qps}};
+      }
+      if (e == 0) ours_points[v] = {recall, qps};
+      if (recall >= 0.95 && qps > qps95[e]) {
+        qps95[e] = qps;
+        at95[e] = v;
+      }
+      curves[e].x.push_back(recall);
+      curves[e].y.push_back(qps);
+      if (hnsw || ivf) curves[e].point_labels.push_back(std::string(knob) + "=" + std::to_string(v));
+    }
     points.push_back(p);
-    curve.x.push_back(recall);
-    curve.y.push_back(qps);
-    if (hnsw || ivf) curve.point_labels.push_back(std::string(knob) + "=" + std::to_string(v));
+    table.push_back(row);
+  }
+  std::vector<std::string> header = {knob, Fmt("recall@%zu", k), "QPS (1 thread)", "p50 us",
+                                     "p99 us"};
+  for (size_t e = 1; e < searchers.size(); ++e) {
+    header.push_back(searchers[e].name + " recall");
+    header.push_back(searchers[e].name + " QPS");
+  }
+  std::printf("%s", FormatTable(header, table).c_str());
+  nlohmann::json at_095 = nlohmann::json::object();
+  for (size_t e = 0; e < searchers.size(); ++e) {
+    std::printf("%s: best QPS at recall@%zu >= 0.95: %.0f (%s=%d); build %.2f s", 
+                searchers[e].name.c_str(), k, qps95[e], knob, at95[e], searchers[e].build_s);
+    if (e > 0 && qps95[e] > 0) {
+      std::printf("; attnsearch/%s QPS %.2fx, build time %.2fx", searchers[e].name.c_str(),
+                  qps95[0] / qps95[e], build_s / searchers[e].build_s);
+    }
+    std::printf("\n");
+    at_095[searchers[e].name] = {{"qps", qps95[e]}, {"setting", at95[e]},
+                                 {"build_seconds", searchers[e].build_s}};
+  }
+  searchers.resize(1);  // free the peers' memory before the sections below
+
+  nlohmann::json sections = nlohmann::json::object();
+  if (hnsw || ivf) {
+    AnnSearchParams params;  // the index's defaults
+    auto filtered = RunFilterSection(f, **index, base, queries, k, params);
+    if (!filtered.ok()) return filtered.status();
+    sections["filter"] = *filtered;
+    auto tuned = RunTuneSection(f, **index, queries, truth, k);
+    if (!tuned.ok()) return tuned.status();
+    sections["tune"] = *tuned;
+    auto deleted = RunDeleteSection(f, base, queries, k, opts, ours_points);
+    if (!deleted.ok()) return deleted.status();
+    sections["delete"] = *deleted;
   }
   omp_set_num_threads(threads_before);
-  std::printf("%s", FormatTable({knob, Fmt("recall@%zu", k), "QPS (1 thread)", "p50 us",
-                                 "p99 us"},
-                                table)
-                        .c_str());
 
   BenchOutput out;
   out.params = {{"dataset", f.dataset},
@@ -205,23 +549,31 @@ absl::StatusOr<BenchOutput> RunAnn(const BenchFlags& f) {
                 {"sweep", sweep},
                 {"ground_truth", "exact inner product on unit vectors (brute force)"},
                 {"search_threads", 1},
-                {"build_threads", threads_before}};
+                {"build_threads", f.ann_build_threads},
+                {"peers", f.ann_peers},
+                {"filter_fractions", f.filter_fractions},
+                {"delete_fraction", f.delete_fraction},
+                {"target_recall", f.target_recall},
+                {"tune_sample", f.tune_sample}};
   if (f.dataset != "siftsmall") {
     out.params["seed"] = f.seed;
     out.params["clusters"] = f.clusters;
     out.params["spread"] = f.spread;
   }
   out.results = {{"build_seconds", build_s},
+                 {"distances", (*index)->distance_implementation()},
                  {"memory_mib", mem_mib},
                  {"ground_truth_seconds", gt_s},
-                 {"points", points}};
+                 {"points", points},
+                 {"best_qps_at_recall_0.95", at_095},
+                 {"sections", sections}};
 
   LinePlot plot;
   plot.title = Fmt("ann: %s %zu x %u, %s, 1 thread", f.dataset.c_str(), base.rows, base.dim,
                    f.ann_spec.c_str());
   plot.x_label = Fmt("recall@%zu", k);
   plot.y_label = "queries per second";
-  plot.series.push_back(curve);
+  plot.series = curves;
   const std::string svg =
       f.out_dir + "/ann_" + FileSafe(f.dataset) + "_" + FileSafe(f.ann_spec) + ".svg";
   if (WriteFile(svg, RenderSvg(plot))) {

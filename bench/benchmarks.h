@@ -31,10 +31,20 @@ struct BenchFlags {
   // ann.
   std::string ann_spec = "HNSW32,Flat";
   int ef_construction = 80;
-  std::vector<int> ef_search = {16, 32, 64, 128, 256};
+  std::vector<int> ef_search = {10, 16, 24, 32, 48, 64, 96, 128, 256};
   std::vector<int> nprobe = {1, 4, 16, 64};
   int k = 10;
   std::string dump_dir;  // write the (normalised) base/query vectors as fvecs here
+  // Peers built and searched in the same run (HNSW specs): hnswlib, faiss.
+  std::vector<std::string> ann_peers = {"hnswlib", "faiss"};
+  int ann_build_threads = 2;  // threads building every graph (ours and the peers')
+  // Filter section: fractions of documents a random filter admits (0: skip).
+  std::vector<double> filter_fractions = {0.01, 0.1};
+  // Delete section: fraction of documents deleted (0: skip).
+  double delete_fraction = 0.2;
+  // Tuning section: target recall (0: skip) and the held-out sample size.
+  double target_recall = 0.95;
+  size_t tune_sample = 1000;
 
   // rerank.
   int candidates = 100;

@@ -55,6 +55,20 @@ int main(int argc, char** argv) {
   app.add_option("--k", f.k, "recall@k")->capture_default_str();
   app.add_option("--dump_dir", f.dump_dir,
                  "ann: also write the unit base/query vectors to DIR/{base,query}.fvecs");
+  app.add_option("--ann_peers", f.ann_peers, "ann peers: hnswlib,faiss (none: -)")
+      ->delimiter(',');
+  app.add_option("--ann_build_threads", f.ann_build_threads, "threads building each graph")
+      ->capture_default_str();
+  app.add_option("--filter_fractions", f.filter_fractions,
+                 "ann: filters admitting these fractions of documents (0: none)")
+      ->delimiter(',');
+  app.add_option("--delete_fraction", f.delete_fraction,
+                 "ann: fraction deleted before the rebuild (0: skip)")
+      ->capture_default_str();
+  app.add_option("--target_recall", f.target_recall, "ann: auto-tuning target (0: skip)")
+      ->capture_default_str();
+  app.add_option("--tune_sample", f.tune_sample, "ann: held-out vectors used to tune")
+      ->capture_default_str();
   // rerank.
   app.add_option("--candidates", f.candidates, "candidates per query (rerank)")
       ->capture_default_str();

@@ -12,6 +12,10 @@ attn_cc_test(NAME ann_index_test
   SRCS ${CMAKE_CURRENT_LIST_DIR}/ann/ann_index_test.cc
   DEPS attn_core attn_ann
   LABELS unit)
+attn_cc_test(NAME simd_distance_test
+  SRCS ${CMAKE_CURRENT_LIST_DIR}/ann/simd_distance_test.cc
+  DEPS attn_core attn_ann faiss
+  LABELS unit)
 attn_cc_test(NAME reranker_test
   SRCS ${CMAKE_CURRENT_LIST_DIR}/rerank/reranker_test.cc
   DEPS attn_core attn_rerank

@@ -5,9 +5,14 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <limits>
 #include <queue>
+#include <random>
+
+#include <immintrin.h>
 
 #include <faiss/IndexHNSW.h>
 #include <faiss/IndexIVF.h>
@@ -21,6 +26,10 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "ann/graph_util.h"
+#include "ann/hnsw_build.h"
+#include "ann/simd_distance.h"
+#include "ann/simd_storage.h"
 #include "core/status.h"
 
 namespace attnsearch {
@@ -67,59 +76,14 @@ void Append(std::vector<uint8_t>* out, const T& v) {
   out->insert(out->end(), p, p + sizeof(T));
 }
 
-// Visited marks for graph search, reused by a thread across searches.
-class VisitedMarks {
- public:
-  void Reset(size_t n) {
-    if (marks_.size() < n) marks_.resize(n, 0);
-    if (++epoch_ == 0) {
-      std::fill(marks_.begin(), marks_.end(), 0);
-      epoch_ = 1;
-    }
-  }
-  // Marks i; returns whether it was already marked.
-  bool TestAndSet(size_t i) {
-    if (marks_[i] == epoch_) return true;
-    marks_[i] = epoch_;
-    return false;
-  }
+using ann_internal::TopK;
+using ann_internal::VisitedMarks;
 
- private:
-  std::vector<uint16_t> marks_;
-  uint16_t epoch_ = 0;
-};
-
-// Keeps the k best (position, score) pairs seen.
-class TopK {
- public:
-  explicit TopK(size_t k) : k_(k) {}
-  void Push(float score, faiss_idx_t pos) {
-    if (heap_.size() < k_) {
-      heap_.emplace(score, pos);
-    } else if (score > heap_.top().first) {
-      heap_.pop();
-      heap_.emplace(score, pos);
-    }
-  }
-  bool full() const { return heap_.size() >= k_; }
-  float worst() const { return heap_.top().first; }
-  size_t size() const { return heap_.size(); }
-  // Best first.
-  std::vector<std::pair<float, faiss_idx_t>> Take() {
-    std::vector<std::pair<float, faiss_idx_t>> v;
-    while (!heap_.empty()) {
-      v.push_back(heap_.top());
-      heap_.pop();
-    }
-    std::reverse(v.begin(), v.end());
-    return v;
-  }
-
- private:
-  using Entry = std::pair<float, faiss_idx_t>;
-  size_t k_;
-  std::priority_queue<Entry, std::vector<Entry>, std::greater<Entry>> heap_;
-};
+// Bytes of a row the graph search prefetches ahead of scoring it (the rest
+// of the row follows by the hardware's own prefetching), and bytes of a
+// level-0 neighbour list prefetched for the node expanded next.
+constexpr size_t kPrefetchBytes = 64;
+constexpr size_t kLinkBytes = 256;
 
 // Admits FAISS positions whose label the filter admits.
 class LabelSelector : public faiss::IDSelector {
@@ -189,8 +153,8 @@ absl::StatusOr<std::unique_ptr<AnnIndex>> AnnIndex::Create(const std::string& sp
                                                            const AnnOptions& options) {
   auto rep = std::make_unique<Rep>();
   absl::Status s = CatchFaiss("ann_spec", [&] {
-    rep->index.reset(faiss::index_factory(int(dim), spec.c_str(),
-                                          faiss::METRIC_INNER_PRODUCT));
+    rep->index = UseSimdDistances(std::unique_ptr<faiss::Index>(
+        faiss::index_factory(int(dim), spec.c_str(), faiss::METRIC_INNER_PRODUCT)));
   });
   if (!s.ok()) {
     return absl::InvalidArgumentError(
@@ -198,6 +162,8 @@ absl::StatusOr<std::unique_ptr<AnnIndex>> AnnIndex::Create(const std::string& sp
   }
   rep->Bind();
   if (rep->hnsw != nullptr) rep->hnsw->hnsw.efConstruction = options.ef_construction;
+  // A direct map lets SearchAmong score IVF vectors by position.
+  if (rep->ivf != nullptr) rep->ivf->set_direct_map_type(faiss::DirectMap::Array);
   return std::unique_ptr<AnnIndex>(new AnnIndex(std::move(rep), spec, dim, options));
 }
 
@@ -209,12 +175,101 @@ absl::Status AnnIndex::Add(const Label* labels, const float* vectors, size_t n) 
       return absl::InternalError("AnnIndex::Add: labels must increase");
     }
   }
-  ATTN_RETURN_IF_ERROR(CatchFaiss("adding to the ANN index", [&] {
-    if (!rep_->index->is_trained) rep_->index->train(faiss_idx_t(n), vectors);
-    rep_->index->add(faiss_idx_t(n), vectors);
-  }));
+  if (!rep_->index->is_trained) {
+    pending_.insert(pending_.end(), vectors, vectors + n * dim_);
+    labels_.insert(labels_.end(), labels, labels + n);
+    size_t needed = options_.train_min;
+    if (rep_->ivf != nullptr) needed = std::max(needed, 39 * rep_->ivf->nlist);
+    if (labels_.size() < needed) return absl::OkStatus();
+    absl::Status s = TrainAndIndexPending();
+    if (!s.ok()) {  // keep the index as it was: untrained, these not added
+      labels_.resize(labels_.size() - n);
+      pending_.resize(labels_.size() * dim_);
+    }
+    return s;
+  }
+  ATTN_RETURN_IF_ERROR(CatchFaiss("adding to the ANN index", [&] { AddToFaiss(n, vectors); }));
   labels_.insert(labels_.end(), labels, labels + n);
   return absl::OkStatus();
+}
+
+absl::Status AnnIndex::TrainAndIndexPending() {
+  const size_t n = labels_.size();
+  std::vector<float> sample;
+  const float* train = pending_.data();
+  size_t ntrain = n;
+  if (n > options_.train_sample_max) {
+    // A seeded random sample without replacement (partial Fisher-Yates).
+    std::vector<size_t> order(n);
+    for (size_t i = 0; i < n; ++i) order[i] = i;
+    std::mt19937_64 rng(n);
+    ntrain = options_.train_sample_max;
+    sample.resize(ntrain * dim_);
+    for (size_t i = 0; i < ntrain; ++i) {
+      std::swap(order[i], order[i + rng() % (n - i)]);
+      std::copy_n(pending_.data() + order[i] * dim_, dim_, sample.data() + i * dim_);
+    }
+    train = sample.data();
+  }
+  ATTN_RETURN_IF_ERROR(CatchFaiss("training the ANN index", [&] {
+    rep_->index->train(faiss_idx_t(ntrain), train);
+    AddToFaiss(n, pending_.data());
+  }));
+  pending_.clear();
+  pending_.shrink_to_fit();
+  return absl::OkStatus();
+}
+
+void AnnIndex::AddToFaiss(size_t n, const float* vectors) {
+  if (rep_->hnsw != nullptr && CanBuildWithSimd(*rep_->hnsw)) {
+    AddToHnsw(*rep_->hnsw, n, vectors);
+  } else {
+    rep_->index->add(faiss_idx_t(n), vectors);
+  }
+}
+
+bool AnnIndex::trained() const { return rep_->index->is_trained; }
+
+std::string AnnIndex::distance_implementation() const {
+  return DistanceImplementation(*rep_->index);
+}
+
+absl::Status AnnIndex::ScanExact(const float* query, size_t k,
+                                 const std::vector<size_t>* positions,
+                                 const std::function<bool(size_t)>& admit,
+                                 std::vector<std::pair<float, int64_t>>* best) const {
+  return CatchFaiss("searching the ANN index", [&] {
+    TopK top(k);
+    const size_t n = positions != nullptr ? positions->size() : labels_.size();
+    auto position = [&](size_t i) { return positions != nullptr ? (*positions)[i] : i; };
+    if (!rep_->index->is_trained) {
+      const simd::Kernels& kern = simd::Active();
+      for (size_t i = 0; i < n; ++i) {
+        const size_t pos = position(i);
+        if (admit && !admit(pos)) continue;
+        top.Push(kern.dot_f32(query, pending_.data() + pos * dim_, dim_), faiss_idx_t(pos));
+      }
+    } else if (rep_->scorer != nullptr) {
+      std::unique_ptr<faiss::DistanceComputer> dc(rep_->scorer->get_distance_computer());
+      dc->set_query(query);
+      for (size_t i = 0; i < n; ++i) {
+        const size_t pos = position(i);
+        if (admit && !admit(pos)) continue;
+        top.Push((*dc)(faiss_idx_t(pos)), faiss_idx_t(pos));
+      }
+    } else {
+      // IVF: reconstruct through the direct map.
+      const simd::Kernels& kern = simd::Active();
+      std::vector<float> v(dim_);
+      for (size_t i = 0; i < n; ++i) {
+        const size_t pos = position(i);
+        if (admit && !admit(pos)) continue;
+        rep_->index->reconstruct(faiss_idx_t(pos), v.data());
+        top.Push(kern.dot_f32(query, v.data(), dim_), faiss_idx_t(pos));
+      }
+    }
+    *best = top.Take();
+  });
 }
 
 absl::Status AnnIndex::Search(const float* query, size_t k,
@@ -223,129 +278,163 @@ absl::Status AnnIndex::Search(const float* query, size_t k,
   out->clear();
   const size_t ntotal = labels_.size();
   if (k == 0 || ntotal == 0) return absl::OkStatus();
-  auto admit = [&](faiss_idx_t pos) { return !filter || filter(labels_[pos]); };
+  std::function<bool(size_t)> admit;
+  if (filter) admit = [&](size_t pos) { return filter(labels_[pos]); };
   std::vector<std::pair<float, faiss_idx_t>> best;
 
-  absl::Status s = CatchFaiss("searching the ANN index", [&] {
-    const bool brute = rep_->scorer != nullptr &&
-                       (params.exhaustive || rep_->hnsw == nullptr);
-    if (brute) {
-      std::unique_ptr<faiss::DistanceComputer> dc(rep_->scorer->get_distance_computer());
-      dc->set_query(query);
-      TopK top(k);
-      for (size_t pos = 0; pos < ntotal; ++pos) {
-        if (admit(faiss_idx_t(pos))) top.Push((*dc)(faiss_idx_t(pos)), faiss_idx_t(pos));
-      }
-      best = top.Take();
-      return;
-    }
-    if (rep_->hnsw != nullptr) {
-      // Graph search over FAISS's HNSW structure with our own beam, so the
-      // beam width is per request (FAISS 1.7.3 ignores a per-call efSearch)
-      // and the filter is applied while the graph is walked.
-      const faiss::HNSW& g = rep_->hnsw->hnsw;
-      std::unique_ptr<faiss::DistanceComputer> dc(rep_->scorer->get_distance_computer());
-      dc->set_query(query);
-      faiss::HNSW::storage_idx_t cur = g.entry_point;
-      if (cur < 0) return;
-      float cur_score = (*dc)(cur);
-      for (int level = g.max_level; level > 0; --level) {
-        for (bool moved = true; moved;) {
-          moved = false;
-          size_t begin, end;
-          g.neighbor_range(cur, level, &begin, &end);
-          for (size_t j = begin; j < end; ++j) {
-            const auto v = g.neighbors[j];
-            if (v < 0) break;
-            const float sv = (*dc)(v);
-            if (sv > cur_score) {
-              cur_score = sv;
-              cur = v;
-              moved = true;
-            }
-          }
-        }
-      }
-      const size_t ef = std::max<size_t>(
-          k, size_t(params.ef_search > 0 ? params.ef_search : options_.ef_search));
-      thread_local VisitedMarks visited;
-      visited.Reset(ntotal);
-      using Entry = std::pair<float, faiss::HNSW::storage_idx_t>;
-      std::priority_queue<Entry> frontier;  // best first
-      TopK results(ef);
-      visited.TestAndSet(size_t(cur));
-      frontier.emplace(cur_score, cur);
-      if (admit(cur)) results.Push(cur_score, cur);
-      while (!frontier.empty()) {
-        const auto [score, u] = frontier.top();
-        if (results.full() && score < results.worst()) break;
-        frontier.pop();
-        size_t begin, end;
-        g.neighbor_range(u, 0, &begin, &end);
-        for (size_t j = begin; j < end; ++j) {
-          const auto v = g.neighbors[j];
-          if (v < 0) break;
-          if (visited.TestAndSet(size_t(v))) continue;
-          const float sv = (*dc)(v);
-          if (!results.full() || sv > results.worst()) {
-            frontier.emplace(sv, v);
-            if (admit(v)) results.Push(sv, v);
-          }
-        }
-      }
-      best = results.Take();
-      if (best.size() > k) best.resize(k);
-      return;
-    }
+  if (!rep_->index->is_trained ||
+      (rep_->scorer != nullptr && (params.exhaustive || rep_->hnsw == nullptr))) {
+    ATTN_RETURN_IF_ERROR(ScanExact(query, k, nullptr, admit, &best));
+  } else if (rep_->hnsw != nullptr) {
+    const size_t ef = std::max<size_t>(
+        k, size_t(params.ef_search > 0 ? params.ef_search : options_.ef_search));
+    ATTN_RETURN_IF_ERROR(CatchFaiss("searching the ANN index", [&] {
+      best = WalkGraph(query, k, ef, admit);
+    }));
+  } else {
     // Other index types: FAISS's own search with an ID selector.
-    LabelSelector selector(labels_, filter);
-    faiss::SearchParametersIVF ivf_params;
-    faiss::SearchParameters plain;
-    faiss::SearchParameters* sp = &plain;
-    if (rep_->ivf != nullptr) {
-      ivf_params.nprobe = params.exhaustive ? rep_->ivf->nlist
-                          : size_t(params.nprobe > 0 ? params.nprobe : options_.nprobe);
-      sp = &ivf_params;
-    }
-    if (filter) sp->sel = &selector;
-    const size_t kk = std::min(k, ntotal);
-    std::vector<float> d(kk);
-    std::vector<faiss_idx_t> ids(kk);
-    rep_->index->search(1, query, faiss_idx_t(kk), d.data(), ids.data(), sp);
-    for (size_t i = 0; i < kk; ++i) {
-      if (ids[i] >= 0) best.emplace_back(d[i], ids[i]);
-    }
-  });
-  ATTN_RETURN_IF_ERROR(s);
+    ATTN_RETURN_IF_ERROR(CatchFaiss("searching the ANN index", [&] {
+      LabelSelector selector(labels_, filter);
+      faiss::SearchParametersIVF ivf_params;
+      faiss::SearchParameters plain;
+      faiss::SearchParameters* sp = &plain;
+      if (rep_->ivf != nullptr) {
+        ivf_params.nprobe = params.exhaustive ? rep_->ivf->nlist
+                            : size_t(params.nprobe > 0 ? params.nprobe : options_.nprobe);
+        sp = &ivf_params;
+      }
+      if (filter) sp->sel = &selector;
+      const size_t kk = std::min(k, ntotal);
+      std::vector<float> d(kk);
+      std::vector<faiss_idx_t> ids(kk);
+      rep_->index->search(1, query, faiss_idx_t(kk), d.data(), ids.data(), sp);
+      for (size_t i = 0; i < kk; ++i) {
+        if (ids[i] >= 0) best.emplace_back(d[i], ids[i]);
+      }
+    }));
+  }
   out->reserve(best.size());
   for (const auto& [score, pos] : best) out->push_back({labels_[pos], score});
   return absl::OkStatus();
+}
+
+namespace {
+
+// The HNSW search over FAISS's graph with a scorer score(v) -> inner
+// product and prefetch(v) hinting row v's codes; see AnnIndex::WalkGraph.
+template <typename Score, typename Prefetch>
+std::vector<std::pair<float, int64_t>> WalkHnsw(const faiss::HNSW& g, size_t ntotal, size_t k,
+                                                size_t ef,
+                                                const std::function<bool(size_t)>& admit,
+                                                Score&& score, Prefetch&& prefetch) {
+  using node_t = faiss::HNSW::storage_idx_t;
+  node_t cur = g.entry_point;
+  if (cur < 0) return {};
+  thread_local VisitedMarks visited;
+  visited.Reset(ntotal);
+  float cur_score = score(size_t(cur));
+  // Greedy descent through the upper levels.
+  for (int level = g.max_level; level > 0; --level) {
+    for (bool moved = true; moved;) {
+      moved = false;
+      size_t begin, end;
+      g.neighbor_range(cur, level, &begin, &end);
+      for (size_t j = begin; j < end; ++j) {
+        const node_t v = g.neighbors[j];
+        if (v < 0) break;
+        const float sv = score(size_t(v));
+        if (sv > cur_score) {
+          cur_score = sv;
+          cur = v;
+          moved = true;
+        }
+      }
+    }
+  }
+  // Level 0: best-first beam of width ef.
+  using Entry = std::pair<float, node_t>;
+  std::priority_queue<Entry> frontier;  // best first
+  TopK results(ef);
+  visited.TestAndSet(size_t(cur));
+  frontier.emplace(cur_score, cur);
+  if (!admit || admit(size_t(cur))) results.Push(cur_score, cur);
+  float bound = -std::numeric_limits<float>::infinity();  // worst kept, once full
+  node_t fresh[512];
+  while (!frontier.empty()) {
+    const auto [s, u] = frontier.top();
+    if (s < bound) break;
+    frontier.pop();
+    size_t begin, end;
+    g.neighbor_range(u, 0, &begin, &end);
+    size_t n = 0;
+    for (size_t j = begin; j < end && n < 512; ++j) {
+      const node_t v = g.neighbors[j];
+      if (v < 0) break;
+      if (!visited.TestAndSet(size_t(v))) fresh[n++] = v;
+    }
+    if (n > 0) prefetch(size_t(fresh[0]));
+    for (size_t i = 0; i < n; ++i) {
+      if (i + 1 < n) prefetch(size_t(fresh[i + 1]));
+      const node_t v = fresh[i];
+      const float sv = score(size_t(v));
+      if (sv > bound) {
+        // The best new candidate is expanded next: fetch its links now.
+        if (frontier.empty() || sv > frontier.top().first) {
+          const char* links = reinterpret_cast<const char*>(g.neighbors.data() + g.offsets[v]);
+          for (size_t off = 0; off < kLinkBytes; off += 64) _mm_prefetch(links + off, _MM_HINT_T0);
+        }
+        frontier.emplace(sv, v);
+        if (!admit || admit(size_t(v))) {
+          results.Push(sv, v);
+          if (results.full()) bound = results.worst();
+        }
+      }
+    }
+  }
+  std::vector<std::pair<float, int64_t>> best = results.Take();
+  if (best.size() > k) best.resize(k);
+  return best;
+}
+
+}  // namespace
+
+std::vector<std::pair<float, int64_t>> AnnIndex::WalkGraph(
+    const float* query, size_t k, size_t ef,
+    const std::function<bool(size_t)>& admit) const {
+  // Graph search over FAISS's HNSW structure with our own beam, so the beam
+  // width is per request (FAISS 1.7.3 ignores a per-call efSearch) and the
+  // filter is applied while the graph is walked. SIMD storage is scored
+  // directly; other storage through FAISS's distance computer.
+  const faiss::HNSW& g = rep_->hnsw->hnsw;
+  CodeScorer scorer;
+  if (scorer.Bind(*rep_->scorer, query)) {
+    const size_t lines = std::min<size_t>(scorer.code_size(), kPrefetchBytes);
+    return WalkHnsw(
+        g, labels_.size(), k, ef, admit, scorer, [&scorer, lines](size_t v) {
+          const char* p = reinterpret_cast<const char*>(scorer.row(v));
+          for (size_t off = 0; off < lines; off += 64) _mm_prefetch(p + off, _MM_HINT_T0);
+        });
+  }
+  std::unique_ptr<faiss::DistanceComputer> dc(rep_->scorer->get_distance_computer());
+  dc->set_query(query);
+  return WalkHnsw(
+      g, labels_.size(), k, ef, admit,
+      [&dc](size_t v) { return (*dc)(faiss_idx_t(v)); }, [](size_t) {});
 }
 
 absl::Status AnnIndex::SearchAmong(const float* query, size_t k, const Label* labels,
                                    size_t n, std::vector<AnnNeighbor>* out) const {
   out->clear();
   if (k == 0 || n == 0 || labels_.empty()) return absl::OkStatus();
+  std::vector<size_t> positions;
+  positions.reserve(n);
+  auto it = labels_.begin();
+  for (size_t i = 0; i < n && it != labels_.end(); ++i) {
+    it = std::lower_bound(it, labels_.end(), labels[i]);
+    if (it != labels_.end() && *it == labels[i]) positions.push_back(size_t(it - labels_.begin()));
+  }
   std::vector<std::pair<float, faiss_idx_t>> best;
-  ATTN_RETURN_IF_ERROR(CatchFaiss("searching the ANN index", [&] {
-    std::unique_ptr<faiss::DistanceComputer> dc;
-    if (rep_->scorer != nullptr) {
-      dc.reset(rep_->scorer->get_distance_computer());
-    } else {
-      dc.reset(rep_->index->get_distance_computer());
-    }
-    dc->set_query(query);
-    TopK top(k);
-    auto it = labels_.begin();
-    for (size_t i = 0; i < n && it != labels_.end(); ++i) {
-      it = std::lower_bound(it, labels_.end(), labels[i]);
-      if (it == labels_.end()) break;
-      if (*it != labels[i]) continue;
-      const auto pos = faiss_idx_t(it - labels_.begin());
-      top.Push((*dc)(pos), pos);
-    }
-    best = top.Take();
-  }));
+  ATTN_RETURN_IF_ERROR(ScanExact(query, k, &positions, nullptr, &best));
   out->reserve(best.size());
   for (const auto& [score, pos] : best) out->push_back({labels_[pos], score});
   return absl::OkStatus();
@@ -373,6 +462,120 @@ absl::Status AnnIndex::SearchFiltered(const float* query, size_t k,
 
 size_t AnnIndex::size() const { return labels_.size(); }
 
+absl::StatusOr<AnnTuneResult> AnnIndex::Tune(double target_recall, size_t k, size_t sample,
+                                             uint64_t seed) const {
+  if (!(target_recall > 0 && target_recall <= 1)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("target_recall: ", target_recall, " is not in (0, 1]"));
+  }
+  if (k == 0 || sample == 0) {
+    return absl::InvalidArgumentError("tuning needs k >= 1 and a sample of >= 1 query");
+  }
+  const size_t n = labels_.size();
+  if (n < k + 2) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "tuning needs at least ", k + 2, " indexed vectors; the index holds ", n));
+  }
+  AnnTuneResult result;
+  const bool trained = rep_->index->is_trained;
+  const bool hnsw = trained && rep_->hnsw != nullptr;
+  const bool ivf = trained && rep_->ivf != nullptr;
+  if (!hnsw && !ivf) return result;  // exact: nothing to tune
+
+  // Held-out queries: a seeded sample of the stored vectors, taken out of
+  // a copy of the index built from the rest, so that each query meets the
+  // graph as a new vector would (searching for a vector that is itself a
+  // node is easier; searching around its removed node is harder).
+  sample = std::min(sample, n - (k + 1));
+  std::vector<size_t> order(n);
+  for (size_t i = 0; i < n; ++i) order[i] = i;
+  std::mt19937_64 rng(seed);
+  for (size_t i = 0; i < sample; ++i) std::swap(order[i], order[i + rng() % (n - i)]);
+  std::vector<bool> held_out(n, false);
+  for (size_t i = 0; i < sample; ++i) held_out[order[i]] = true;
+  std::vector<float> all(n * dim_);
+  const faiss::Index* source = hnsw ? rep_->hnsw->storage : rep_->index.get();
+  ATTN_RETURN_IF_ERROR(CatchFaiss("reading vectors for tuning", [&] {
+    source->reconstruct_n(0, faiss_idx_t(n), all.data());
+  }));
+  std::vector<float> queries(sample * dim_), rest;
+  std::vector<Label> rest_labels;
+  rest.reserve((n - sample) * dim_);
+  for (size_t pos = 0, q = 0; pos < n; ++pos) {
+    if (held_out[pos]) {
+      std::copy_n(all.data() + pos * dim_, dim_, queries.data() + q++ * dim_);
+    } else {
+      rest.insert(rest.end(), all.data() + pos * dim_, all.data() + (pos + 1) * dim_);
+      rest_labels.push_back(Label(pos));
+    }
+  }
+  all = std::vector<float>();
+  ATTN_ASSIGN_OR_RETURN(std::unique_ptr<AnnIndex> copy, Create(spec_, dim_, options_));
+  ATTN_RETURN_IF_ERROR(copy->Add(rest_labels.data(), rest.data(), rest_labels.size()));
+  rest = std::vector<float>();
+
+  // Exact top k of each among the rest.
+  std::vector<std::vector<Label>> truth(sample);
+  std::vector<absl::Status> errors(sample);
+#pragma omp parallel for schedule(dynamic)
+  for (size_t i = 0; i < sample; ++i) {
+    std::vector<std::pair<float, faiss_idx_t>> best;
+    errors[i] = copy->ScanExact(queries.data() + i * dim_, k, nullptr, nullptr, &best);
+    for (const auto& b : best) truth[i].push_back(copy->labels_[size_t(b.second)]);
+  }
+  for (const absl::Status& e : errors) ATTN_RETURN_IF_ERROR(e);
+
+  // Mean recall@k of one setting on the copy.
+  auto recall_at = [&](int value) -> absl::StatusOr<double> {
+    AnnSearchParams params;
+    (hnsw ? params.ef_search : params.nprobe) = value;
+    std::vector<double> recall(sample, 0.0);
+#pragma omp parallel for schedule(dynamic)
+    for (size_t i = 0; i < sample; ++i) {
+      std::vector<AnnNeighbor> found;
+      errors[i] = copy->Search(queries.data() + i * dim_, k, params, nullptr, &found);
+      size_t hits = 0;
+      for (const AnnNeighbor& f : found) {
+        hits += std::find(truth[i].begin(), truth[i].end(), f.label) != truth[i].end();
+      }
+      recall[i] = truth[i].empty() ? 1.0 : double(hits) / double(truth[i].size());
+    }
+    for (const absl::Status& e : errors) ATTN_RETURN_IF_ERROR(e);
+    double sum = 0;
+    for (double r : recall) sum += r;
+    return sum / double(sample);
+  };
+
+  // Recall grows with the knob: binary search for the smallest value that
+  // reaches the target.
+  // (A beam is never narrower than k.)
+  int lo = hnsw ? int(k) : 1;
+  int hi = hnsw ? int(std::max<size_t>(k, std::min<size_t>(n, 4096))) : int(rep_->ivf->nlist);
+  ATTN_ASSIGN_OR_RETURN(double best_recall, recall_at(hi));
+  int best = hi;
+  while (lo < hi) {
+    const int mid = lo + (hi - lo) / 2;
+    ATTN_ASSIGN_OR_RETURN(double r, recall_at(mid));
+    if (r >= target_recall) {
+      hi = mid;
+      best = mid;
+      best_recall = r;
+    } else {
+      lo = mid + 1;
+    }
+  }
+  if (best != hi) {
+    ATTN_ASSIGN_OR_RETURN(best_recall, recall_at(hi));
+    best = hi;
+  }
+  result.knob = hnsw ? "efSearch" : "nprobe";
+  result.value = best;
+  result.ann_params = absl::StrCat(result.knob, "=", best);
+  result.sample_recall = best_recall;
+  result.sample_queries = sample;
+  return result;
+}
+
 absl::Status AnnIndex::Save(const std::string& path) const {
   faiss::VectorIOWriter writer;
   ATTN_RETURN_IF_ERROR(CatchFaiss("serialising the ANN index",
@@ -384,9 +587,12 @@ absl::Status AnnIndex::Save(const std::string& path) const {
   Append(&buf, dim_);
   Append(&buf, uint32_t(spec_.size()));
   buf.insert(buf.end(), spec_.begin(), spec_.end());
-  Append(&buf, uint64_t(labels_.size()));
+  // An untrained index holds its vectors outside FAISS; its snapshot is
+  // empty and the caller adds them again from the store.
+  const size_t saved = rep_->index->is_trained ? labels_.size() : 0;
+  Append(&buf, uint64_t(saved));
   const auto* lp = reinterpret_cast<const uint8_t*>(labels_.data());
-  buf.insert(buf.end(), lp, lp + labels_.size() * sizeof(Label));
+  buf.insert(buf.end(), lp, lp + saved * sizeof(Label));
   Append(&buf, uint64_t(writer.data.size()));
   buf.insert(buf.end(), writer.data.begin(), writer.data.end());
   Append(&buf, Checksum(buf.data(), buf.size()));
@@ -466,7 +672,7 @@ absl::StatusOr<std::unique_ptr<AnnIndex>> AnnIndex::Load(const std::string& path
   faiss::VectorIOReader reader;
   reader.data.assign(buf.begin() + long(pos), buf.begin() + long(limit));
   absl::Status s = CatchFaiss("reading the ANN snapshot", [&] {
-    rep->index.reset(faiss::read_index(&reader));
+    rep->index = UseSimdDistances(std::unique_ptr<faiss::Index>(faiss::read_index(&reader)));
   });
   if (!s.ok()) return corrupt(s.message());
   if (rep->index->d != int(dim) || size_t(rep->index->ntotal) != labels.size()) {

@@ -20,6 +20,7 @@
 #ifndef ATTNSEARCH_ANN_ANN_INDEX_H_
 #define ATTNSEARCH_ANN_ANN_INDEX_H_
 
+#include <cstdint>
 #include <functional>
 #include <memory>
 #include <string>
@@ -45,6 +46,12 @@ struct AnnOptions {
   // many are admitted (a graph search would walk past nearly every node to
   // find k of them); above it, it searches the index. Default: 20000.
   size_t exact_filter_max = 20000;
+  // Indexes that need training (IVF, PQ, SQ8) hold vectors unindexed, and
+  // search them exactly, until at least this many have been added (and,
+  // for IVF, 39 per list); then they train on a random sample of at most
+  // train_sample_max of them and index them all. Default: 1000.
+  size_t train_min = 1000;
+  size_t train_sample_max = 100000;
   // Widest HNSW beam SearchFiltered uses when it widens the beam by the
   // inverse of the filter's selectivity. Default: 2048.
   int max_filtered_ef = 2048;
@@ -59,6 +66,19 @@ struct AnnSearchParams {
 
   // INVALID_ARGUMENT naming the unknown or malformed knob.
   static absl::StatusOr<AnnSearchParams> Parse(absl::string_view text);
+};
+
+// What AnnIndex::Tune chose.
+struct AnnTuneResult {
+  // The chosen knob ("efSearch" or "nprobe"; empty when nothing is tunable,
+  // e.g. Flat) and its value; as ann_params text, e.g. "efSearch=40".
+  std::string knob;
+  int value = 0;
+  std::string ann_params;
+  // Mean recall@k of the chosen setting over the sample, and how many
+  // sample queries were used.
+  double sample_recall = 1.0;
+  size_t sample_queries = 0;
 };
 
 // One result: a label and its inner product with the query.
@@ -87,8 +107,8 @@ class AnnIndex {
   ~AnnIndex();
 
   // Adds n unit vectors (n x dim, row-major) under `labels`, which must be
-  // increasing and above max_label(). Indexes that need training (IVF, PQ)
-  // are trained on the first batch added.
+  // increasing and above max_label(). Indexes that need training (IVF, PQ,
+  // SQ8) train once AnnOptions::train_min vectors have arrived.
   absl::Status Add(const Label* labels, const float* vectors, size_t n);
 
   // Up to k labels with the highest inner product with `query` (dim values)
@@ -110,6 +130,22 @@ class AnnIndex {
   absl::Status SearchFiltered(const float* query, size_t k, const AnnSearchParams& params,
                               const LabelBitmap& admitted,
                               std::vector<AnnNeighbor>* out) const;
+
+  // Picks the smallest efSearch (HNSW) or nprobe (IVF) whose mean recall@k
+  // reaches `target_recall` for `sample` of the index's own vectors held
+  // out: they are searched, as queries, in a copy of the index built from
+  // all the other vectors (so tuning costs about one build and the memory
+  // of a second index). Deterministic for a seed. INVALID_ARGUMENT
+  // for a target outside (0, 1] or k == 0; FAILED_PRECONDITION when the
+  // index holds fewer than k + 2 vectors.
+  absl::StatusOr<AnnTuneResult> Tune(double target_recall, size_t k, size_t sample,
+                                     uint64_t seed = 42) const;
+
+  // Whether the index is trained (untrained indexes search their vectors
+  // exactly until enough arrived; see AnnOptions::train_min).
+  bool trained() const;
+  // How stored vectors are scored, e.g. "simd-avx512 f32" or "faiss".
+  std::string distance_implementation() const;
 
   // Writes a snapshot atomically (temporary file, fsync, rename).
   absl::Status Save(const std::string& path) const;
@@ -133,7 +169,26 @@ class AnnIndex {
   const std::string spec_;
   const uint32_t dim_;
   const AnnOptions options_;
-  std::vector<Label> labels_;  // FAISS position -> label
+  // Position -> label. While the index is untrained, the vectors of every
+  // position wait in pending_ (n x dim) and FAISS holds none.
+  std::vector<Label> labels_;
+  std::vector<float> pending_;
+
+  // The HNSW graph search: the k best of the ef-wide beam that `admit`
+  // (by position; all when empty) admits.
+  std::vector<std::pair<float, int64_t>> WalkGraph(
+      const float* query, size_t k, size_t ef,
+      const std::function<bool(size_t)>& admit) const;
+  // Adds to the FAISS index: HNSW graphs over SIMD storage are linked by
+  // hnsw_build.h, everything else by FAISS. Throws FAISS's exceptions.
+  void AddToFaiss(size_t n, const float* vectors);
+  // Trains on a sample of pending_ and moves it into FAISS.
+  absl::Status TrainAndIndexPending();
+  // Exact top k among positions (all when `positions` is null), scored by
+  // the storage's distance computer or over pending_.
+  absl::Status ScanExact(const float* query, size_t k, const std::vector<size_t>* positions,
+                         const std::function<bool(size_t)>& admit,
+                         std::vector<std::pair<float, int64_t>>* best) const;
 };
 
 }  // namespace attnsearch

@@ -525,3 +525,216 @@ TEST(AnnSearchParamsTest, ParseRejectsExtraEquals) {
 
 }  // namespace
 }  // namespace attnsearch
+
+namespace attnsearch {
+namespace {
+
+// Mean recall@k by label only (for compressed storage, whose scores are
+// approximate), with every result checked against the filter.
+double LabelRecall(const AnnIndex& index, const DataSet& d, size_t k,
+                   const AnnSearchParams& params, const LabelFilter& filter = nullptr) {
+  double total = 0.0;
+  for (size_t q = 0; q < d.num_queries; ++q) {
+    const auto want = ExactTopK(d, d.query(q), k, filter);
+    const auto got = SearchOrDie(index, d.query(q), k, params, filter);
+    std::set<Label> want_labels;
+    for (const auto& [s, l] : want) want_labels.insert(l);
+    size_t hits = 0;
+    for (const auto& n : got) {
+      if (filter) EXPECT_TRUE(filter(n.label));
+      hits += want_labels.count(n.label);
+    }
+    total += want.empty() ? 1.0 : double(hits) / double(want.size());
+  }
+  return total / double(d.num_queries);
+}
+
+TEST(AnnIndexStorageTest, SimdScoringSurvivesSaveAndLoad) {
+  const DataSet d = MakeDataSet(21, 3000, 24, 30);
+  TempDir dir;
+  for (const char* spec : {"HNSW16,Flat", "HNSW16,SQfp16", "HNSW16,SQ8", "Flat"}) {
+    SCOPED_TRACE(spec);
+    AnnOptions options;
+    options.train_min = 100;
+    auto index = Build(spec, d, options);
+    ASSERT_NE(index, nullptr);
+    EXPECT_TRUE(index->trained());
+    EXPECT_EQ(index->distance_implementation().rfind("simd-", 0), 0u)
+        << index->distance_implementation();
+    const std::string path = dir.path() + "/snap";
+    ASSERT_TRUE(index->Save(path).ok());
+    auto loaded = AnnIndex::Load(path, spec, d.dim, options);
+    ASSERT_TRUE(loaded.ok()) << loaded.status();
+    EXPECT_EQ((*loaded)->distance_implementation(), index->distance_implementation());
+    for (size_t q = 0; q < d.num_queries; ++q) {
+      const auto a = SearchOrDie(*index, d.query(q), 10, Ef(50));
+      const auto b = SearchOrDie(**loaded, d.query(q), 10, Ef(50));
+      ASSERT_EQ(a.size(), b.size());
+      for (size_t r = 0; r < a.size(); ++r) EXPECT_EQ(a[r].label, b[r].label);
+    }
+  }
+}
+
+TEST(AnnIndexStorageTest, CompressedStorageKeepsRecall) {
+  const DataSet d = MakeDataSet(22, 4000, 32, 40);
+  AnnOptions options;
+  options.train_min = 500;
+  auto fp16 = Build("HNSW32,SQfp16", d, options);
+  auto sq8 = Build("HNSW32,SQ8", d, options);
+  ASSERT_NE(fp16, nullptr);
+  ASSERT_NE(sq8, nullptr);
+  AnnSearchParams exhaustive;
+  exhaustive.exhaustive = true;
+  // Exhaustive over fp16 codes is exact up to half precision.
+  EXPECT_GE(LabelRecall(*fp16, d, 10, exhaustive), 0.98);
+  EXPECT_GE(LabelRecall(*fp16, d, 10, Ef(200)), 0.95);
+  EXPECT_GE(LabelRecall(*sq8, d, 10, Ef(200)), 0.85);
+}
+
+// Our graph construction gives a graph at least as searchable as FAISS's
+// own: compare with an index FAISS built (PQ storage is built by FAISS).
+TEST(AnnIndexStorageTest, SimdBuiltGraphIsSearchable) {
+  const DataSet d = MakeDataSet(23, 6000, 32, 50);
+  auto index = Build("HNSW32,Flat", d);
+  ASSERT_NE(index, nullptr);
+  EXPECT_GE(Recall(*index, d, 10, Ef(100)), 0.97);
+  // Every vector finds itself first.
+  for (size_t i = 0; i < d.labels.size(); i += 97) {
+    const auto got = SearchOrDie(*index, d.vectors.data() + i * d.dim, 1, Ef(64));
+    ASSERT_EQ(got.size(), 1u);
+    EXPECT_EQ(got[0].label, d.labels[i]);
+  }
+}
+
+TEST(AnnIndexTrainingTest, UntrainedIndexSearchesExactlyUntilEnoughVectors) {
+  const DataSet d = MakeDataSet(24, 2000, 16, 20);
+  AnnOptions options;
+  options.train_min = 300;
+  auto index = AnnIndex::Create("IVF16,Flat", d.dim, options);
+  ASSERT_TRUE(index.ok());
+  // 100 vectors: fewer than train_min and than 39 per list.
+  ASSERT_TRUE((*index)->Add(d.labels.data(), d.vectors.data(), 100).ok());
+  EXPECT_FALSE((*index)->trained());
+  EXPECT_EQ((*index)->size(), 100u);
+  DataSet first = d;
+  first.labels.resize(100);
+  first.vectors.resize(100 * d.dim);
+  AnnSearchParams one;
+  one.nprobe = 1;
+  EXPECT_EQ(Recall(**index, first, 10, one), 1.0);  // exact while untrained
+  // An untrained snapshot holds nothing: the owner re-adds from its store.
+  TempDir dir;
+  ASSERT_TRUE((*index)->Save(dir.path() + "/snap").ok());
+  auto loaded = AnnIndex::Load(dir.path() + "/snap", "IVF16,Flat", d.dim, options);
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  EXPECT_EQ((*loaded)->size(), 0u);
+  // The rest: 39 x 16 = 624 reached, trained on a sample, all indexed.
+  ASSERT_TRUE((*index)->Add(d.labels.data() + 100, d.vectors.data() + 100 * d.dim, 1900).ok());
+  EXPECT_TRUE((*index)->trained());
+  EXPECT_EQ((*index)->size(), 2000u);
+  AnnSearchParams all;
+  all.nprobe = 16;
+  EXPECT_EQ(Recall(**index, d, 10, all), 1.0);
+}
+
+TEST(AnnIndexTrainingTest, TrainsOnASampleWhenManyArrive) {
+  const DataSet d = MakeDataSet(25, 3000, 16, 20);
+  AnnOptions options;
+  options.train_min = 100;
+  options.train_sample_max = 700;  // >= 39 x 16
+  auto index = Build("IVF16,Flat", d, options);
+  ASSERT_NE(index, nullptr);
+  EXPECT_TRUE(index->trained());
+  AnnSearchParams all;
+  all.nprobe = 16;
+  EXPECT_EQ(Recall(*index, d, 10, all), 1.0);
+}
+
+TEST(AnnIndexFilterTest, SelectiveFiltersAreExactAndWideOnesUseTheGraph) {
+  const DataSet d = MakeDataSet(26, 6000, 32, 40);
+  AnnOptions options;
+  options.exact_filter_max = 500;
+  auto index = Build("HNSW32,Flat", d, options);
+  ASSERT_NE(index, nullptr);
+  std::mt19937 rng(9);
+  for (double fraction : {0.001, 0.01, 0.05, 0.3}) {
+    SCOPED_TRACE(fraction);
+    LabelBitmap admitted;
+    std::bernoulli_distribution pick(fraction);
+    for (Label l : d.labels) {
+      if (pick(rng)) admitted.Set(l);
+    }
+    double total = 0;
+    for (size_t q = 0; q < d.num_queries; ++q) {
+      const auto want = ExactTopK(d, d.query(q), 10, [&](Label l) { return admitted.Test(l); });
+      std::vector<AnnNeighbor> got;
+      ASSERT_TRUE(index->SearchFiltered(d.query(q), 10, Ef(40), admitted, &got).ok());
+      ASSERT_EQ(got.size(), std::min<size_t>(10, admitted.count()));
+      std::set<Label> want_labels;
+      for (const auto& [s, l] : want) want_labels.insert(l);
+      size_t hits = 0;
+      for (const auto& n : got) {
+        EXPECT_TRUE(admitted.Test(n.label));
+        hits += want_labels.count(n.label);
+      }
+      total += want.empty() ? 1.0 : double(hits) / double(want.size());
+    }
+    const double recall = total / double(d.num_queries);
+    if (admitted.count() <= options.exact_filter_max) {
+      EXPECT_EQ(recall, 1.0);
+    } else {
+      EXPECT_GE(recall, 0.95);
+    }
+  }
+}
+
+TEST(AnnIndexFilterTest, SearchAmongSkipsUnknownLabels) {
+  const DataSet d = MakeDataSet(27, 500, 8, 5);
+  auto index = Build("HNSW16,Flat", d);
+  ASSERT_NE(index, nullptr);
+  const std::vector<Label> among = {1, d.labels[3], d.labels[10], d.labels[499], 999999};
+  std::vector<AnnNeighbor> got;
+  ASSERT_TRUE(index->SearchAmong(d.query(0), 10, among.data(), among.size(), &got).ok());
+  ASSERT_EQ(got.size(), 3u);
+  for (const auto& n : got) {
+    EXPECT_TRUE(n.label == d.labels[3] || n.label == d.labels[10] || n.label == d.labels[499]);
+  }
+}
+
+TEST(AnnIndexTuneTest, TunedBeamLandsNearTheTargetOnHeldOutQueries) {
+  // Queries from the same distribution as the data, none of them stored.
+  const DataSet d = MakeDataSet(28, 8000, 24, 300);
+  auto index = Build("HNSW16,Flat", d);
+  ASSERT_NE(index, nullptr);
+  for (double target : {0.8, 0.9}) {
+    auto tuned = index->Tune(target, 10, 400, 7);
+    ASSERT_TRUE(tuned.ok()) << tuned.status();
+    EXPECT_EQ(tuned->knob, "efSearch");
+    EXPECT_GE(tuned->sample_recall, target);
+    auto params = AnnSearchParams::Parse(tuned->ann_params);
+    ASSERT_TRUE(params.ok());
+    const double recall = LabelRecall(*index, d, 10, *params);
+    RecordProperty("tuned_" + std::to_string(int(target * 100)),
+                   tuned->ann_params + " recall " + std::to_string(recall));
+    EXPECT_NEAR(recall, target, 0.04) << tuned->ann_params;
+  }
+}
+
+TEST(AnnIndexTuneTest, RejectsBadTargetsAndHasNothingToTuneForFlat) {
+  const DataSet d = MakeDataSet(29, 200, 8, 5);
+  auto flat = Build("Flat", d);
+  ASSERT_NE(flat, nullptr);
+  EXPECT_EQ(flat->Tune(0.0, 10, 50).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(flat->Tune(1.5, 10, 50).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(flat->Tune(0.9, 0, 50).status().code(), absl::StatusCode::kInvalidArgument);
+  auto tuned = flat->Tune(0.9, 10, 50);
+  ASSERT_TRUE(tuned.ok());
+  EXPECT_TRUE(tuned->knob.empty());
+  auto tiny = AnnIndex::Create("HNSW16,Flat", d.dim, AnnOptions());
+  ASSERT_TRUE(tiny.ok());
+  ASSERT_TRUE((*tiny)->Add(d.labels.data(), d.vectors.data(), 5).ok());
+  EXPECT_EQ((*tiny)->Tune(0.9, 10, 50).status().code(), absl::StatusCode::kFailedPrecondition);
+}
+
+}  // namespace
+}  // namespace attnsearch
