@@ -13,6 +13,7 @@ packages=(
   libgtest-dev                     # GoogleTest
   libicu-dev                       # tokenizer: normalisation, word breaks
   libstemmer-dev                   # Snowball stemmers for the built-in encoder
+  libhnswlib-dev                   # hnswlib, the ann benchmark's peer (header-only)
 )
 missing=()
 for p in "${packages[@]}"; do
