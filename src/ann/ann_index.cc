@@ -79,10 +79,10 @@ void Append(std::vector<uint8_t>* out, const T& v) {
 using ann_internal::TopK;
 using ann_internal::VisitedMarks;
 
-// Bytes of a row the graph search prefetches ahead of scoring it (the rest
-// of the row follows by the hardware's own prefetching), and bytes of a
-// level-0 neighbour list prefetched for the node expanded next.
-constexpr size_t kPrefetchBytes = 64;
+// Bytes of a row the graph search prefetches ahead of scoring it (beyond
+// that the hardware's own prefetching follows), and bytes of a level-0
+// neighbour list prefetched for the node expanded next.
+constexpr size_t kPrefetchBytes = 256;
 constexpr size_t kLinkBytes = 256;
 
 // Admits FAISS positions whose label the filter admits.
@@ -621,6 +621,16 @@ absl::Status AnnIndex::Save(const std::string& path) const {
   if (::rename(tmp.c_str(), path.c_str()) != 0) {
     return absl::InternalError(absl::StrCat("renaming ", tmp, ": ", std::strerror(errno)));
   }
+  // The rename is durable once the directory is synced.
+  const size_t slash = path.find_last_of('/');
+  const std::string dir = slash == std::string::npos ? "." : path.substr(0, std::max<size_t>(slash, 1));
+  const int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dfd < 0 || ::fsync(dfd) != 0) {
+    const int err = errno;
+    if (dfd >= 0) ::close(dfd);
+    return absl::InternalError(absl::StrCat("syncing ", dir, ": ", std::strerror(err)));
+  }
+  ::close(dfd);
   return absl::OkStatus();
 }
 

@@ -181,10 +181,17 @@ ATTN_AVX2 inline __m256 LoadHalf8(const uint16_t* h) {
 }
 
 ATTN_AVX2 float DotF16Avx2(const float* q, const uint16_t* h, size_t d) {
-  __m256 s0 = _mm256_setzero_ps();
+  __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
   size_t i = 0;
-  for (; i + 8 <= d; i += 8) s0 = _mm256_fmadd_ps(_mm256_loadu_ps(q + i), LoadHalf8(h + i), s0);
-  float s = HsumAvx2(s0);
+  for (; i + 16 <= d; i += 16) {
+    s0 = _mm256_fmadd_ps(_mm256_loadu_ps(q + i), LoadHalf8(h + i), s0);
+    s1 = _mm256_fmadd_ps(_mm256_loadu_ps(q + i + 8), LoadHalf8(h + i + 8), s1);
+  }
+  if (i + 8 <= d) {
+    s0 = _mm256_fmadd_ps(_mm256_loadu_ps(q + i), LoadHalf8(h + i), s0);
+    i += 8;
+  }
+  float s = HsumAvx2(_mm256_add_ps(s0, s1));
   for (; i < d; ++i) s += q[i] * HalfToFloat(h[i]);
   return s;
 }
@@ -289,12 +296,17 @@ ATTN_AVX512 inline __m512 LoadHalf16(const uint16_t* h, __mmask16 m) {
 }
 
 ATTN_AVX512 float DotF16Avx512(const float* q, const uint16_t* h, size_t d) {
-  __m512 s0 = _mm512_setzero_ps();
-  for (size_t i = 0; i < d; i += 16) {
+  __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps();
+  size_t i = 0;
+  for (; i + 32 <= d; i += 32) {
+    s0 = _mm512_fmadd_ps(_mm512_loadu_ps(q + i), LoadHalf16(h + i, 0xffff), s0);
+    s1 = _mm512_fmadd_ps(_mm512_loadu_ps(q + i + 16), LoadHalf16(h + i + 16, 0xffff), s1);
+  }
+  for (; i < d; i += 16) {
     const __mmask16 m = d - i >= 16 ? __mmask16(0xffff) : TailMask(d - i);
     s0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, q + i), LoadHalf16(h + i, m), s0);
   }
-  return _mm512_reduce_add_ps(s0);
+  return _mm512_reduce_add_ps(_mm512_add_ps(s0, s1));
 }
 
 ATTN_AVX512 float L2F16Avx512(const float* q, const uint16_t* h, size_t d) {
