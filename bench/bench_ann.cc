@@ -403,6 +403,31 @@ absl::StatusOr<BenchOutput> RunAnn(const BenchFlags& f) {
                 f.ann_build_threads);
     searchers.push_back(std::move(s));
   }
+  // Further build rounds of ours and hnswlib, alternating, so that a load
+  // change on a shared machine does not decide the build comparison; each
+  // keeps its fastest round (FAISS's slow build runs once).
+  for (int round = 2; round <= f.build_rounds; ++round) {
+    const auto r0 = Clock::now();
+    auto again = AnnIndex::Create(f.ann_spec, base.dim, opts);
+    if (!again.ok()) return again.status();
+    st = (*again)->Add(labels.data(), base.values.data(), base.rows);
+    if (!st.ok()) return st;
+    const double secs = std::chrono::duration<double>(Clock::now() - r0).count();
+    std::printf("attnsearch: build round %d %.2f s\n", round, secs);
+    searchers[0].build_s = std::min(searchers[0].build_s, secs);
+    index = std::move(again);
+    for (auto& s : searchers) {
+      if (s.name != "hnswlib") continue;
+      s.peer.reset();
+      const auto p0 = Clock::now();
+      s.peer = BuildHnswlib(base.values.data(), base.rows, base.dim, hnsw_m, f.ef_construction,
+                            f.ann_build_threads);
+      const double peer_secs = std::chrono::duration<double>(Clock::now() - p0).count();
+      std::printf("hnswlib: build round %d %.2f s\n", round, peer_secs);
+      s.build_s = std::min(s.build_s, peer_secs);
+    }
+  }
+  const double build_best_s = searchers[0].build_s;
 
   // Sweep: every searcher at each setting, timed in interleaved passes over
   // the query set (one query per call, one thread) until ours has searched
@@ -514,7 +539,7 @@ absl::StatusOr<BenchOutput> RunAnn(const BenchFlags& f) {
                 searchers[e].name.c_str(), k, qps95[e], knob, at95[e], searchers[e].build_s);
     if (e > 0 && qps95[e] > 0) {
       std::printf("; attnsearch/%s QPS %.2fx, build time %.2fx", searchers[e].name.c_str(),
-                  qps95[0] / qps95[e], build_s / searchers[e].build_s);
+                  qps95[0] / qps95[e], build_best_s / searchers[e].build_s);
     }
     std::printf("\n");
     at_095[searchers[e].name] = {{"qps", qps95[e]}, {"setting", at95[e]},
@@ -560,7 +585,8 @@ absl::StatusOr<BenchOutput> RunAnn(const BenchFlags& f) {
     out.params["clusters"] = f.clusters;
     out.params["spread"] = f.spread;
   }
-  out.results = {{"build_seconds", build_s},
+  out.results = {{"build_seconds", build_best_s},
+                 {"build_rounds", f.build_rounds},
                  {"distances", (*index)->distance_implementation()},
                  {"memory_mib", mem_mib},
                  {"ground_truth_seconds", gt_s},

@@ -38,6 +38,7 @@ struct BenchFlags {
   // Peers built and searched in the same run (HNSW specs): hnswlib, faiss.
   std::vector<std::string> ann_peers = {"hnswlib", "faiss"};
   int ann_build_threads = 2;  // threads building every graph (ours and the peers')
+  int build_rounds = 2;       // builds of ours and hnswlib, alternating; fastest kept
   // Filter section: fractions of documents a random filter admits (0: skip).
   std::vector<double> filter_fractions = {0.01, 0.1};
   // Delete section: fraction of documents deleted (0: skip).

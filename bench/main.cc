@@ -59,6 +59,9 @@ int main(int argc, char** argv) {
       ->delimiter(',');
   app.add_option("--ann_build_threads", f.ann_build_threads, "threads building each graph")
       ->capture_default_str();
+  app.add_option("--build_rounds", f.build_rounds,
+                 "ann: builds of ours and hnswlib, alternating (the fastest of each counts)")
+      ->capture_default_str();
   app.add_option("--filter_fractions", f.filter_fractions,
                  "ann: filters admitting these fractions of documents (0: none)")
       ->delimiter(',');
