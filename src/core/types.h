@@ -67,6 +67,20 @@ struct CollectionConfig {
   absl::Status Validate() const;
 };
 
+// The ANN search knobs a collection tuned for a target recall
+// (Collection::TuneIndex). Kept in the collection's store and used by every
+// search that gives no ann_params of its own.
+struct AnnTuning {
+  // The chosen knobs as a search's ann_params, e.g. "efSearch=31".
+  std::string ann_params;
+  // What was asked: mean recall@k over held-out stored vectors.
+  double target_recall = 0;
+  uint32_t k = 0;
+  // What the chosen knobs reached on that sample, and its size.
+  double sample_recall = 0;
+  uint64_t sample_queries = 0;
+};
+
 // A document as the engine sees it. Vectors are f32 here whatever the
 // storage type; the engine normalises them to unit length on write.
 struct Document {

@@ -14,6 +14,18 @@ void PutU32(std::string* s, uint32_t v) {
   s->append(b, 4);
 }
 
+void PutU64(std::string* s, uint64_t v) {
+  char b[8];
+  std::memcpy(b, &v, 8);
+  s->append(b, 8);
+}
+
+void PutF64(std::string* s, double v) {
+  char b[8];
+  std::memcpy(b, &v, 8);
+  s->append(b, 8);
+}
+
 void PutString(std::string* s, std::string_view v) {
   PutU32(s, uint32_t(v.size()));
   s->append(v.data(), v.size());
@@ -36,6 +48,18 @@ class Reader {
     in_.remove_prefix(n);
     return true;
   }
+  bool U64(uint64_t* v) {
+    if (in_.size() < 8) return false;
+    std::memcpy(v, in_.data(), 8);
+    in_.remove_prefix(8);
+    return true;
+  }
+  bool F64(double* v) {
+    if (in_.size() < 8) return false;
+    std::memcpy(v, in_.data(), 8);
+    in_.remove_prefix(8);
+    return true;
+  }
   bool done() const { return in_.empty(); }
 
  private:
@@ -50,6 +74,7 @@ absl::Status Corrupt(absl::string_view what) {
 constexpr uint32_t kDocRecordVersion = 3;
 // Config version 2 added numeric_fields; version 1 configs still decode.
 constexpr uint32_t kConfigVersion = 2;
+constexpr uint32_t kAnnTuningVersion = 1;
 
 }  // namespace
 
@@ -245,6 +270,29 @@ absl::StatusOr<CollectionConfig> DecodeConfig(std::string_view value) {
   c.token_dtype = TokenDtype(dtype);
   if (!c.Validate().ok()) return Corrupt("collection config");
   return c;
+}
+
+std::string EncodeAnnTuning(const AnnTuning& tuning) {
+  std::string s;
+  PutU32(&s, kAnnTuningVersion);
+  PutString(&s, tuning.ann_params);
+  PutF64(&s, tuning.target_recall);
+  PutU32(&s, tuning.k);
+  PutF64(&s, tuning.sample_recall);
+  PutU64(&s, tuning.sample_queries);
+  return s;
+}
+
+absl::StatusOr<AnnTuning> DecodeAnnTuning(std::string_view value) {
+  Reader r(value);
+  uint32_t version;
+  AnnTuning t;
+  if (!r.U32(&version) || version != kAnnTuningVersion || !r.String(&t.ann_params) ||
+      !r.F64(&t.target_recall) || !r.U32(&t.k) || !r.F64(&t.sample_recall) ||
+      !r.U64(&t.sample_queries) || !r.done() || t.ann_params.empty()) {
+    return Corrupt("ANN tuning");
+  }
+  return t;
 }
 
 std::string EncodeU64(uint64_t v) {

@@ -48,6 +48,11 @@ absl::Status DecodePooled(std::string_view value, uint32_t dim,
 std::string EncodeConfig(const CollectionConfig& config);
 absl::StatusOr<CollectionConfig> DecodeConfig(std::string_view value);
 
+// The tuned ANN knobs kept in `meta` (versioned: a newer version is
+// DATA_LOSS for this build rather than misread).
+std::string EncodeAnnTuning(const AnnTuning& tuning);
+absl::StatusOr<AnnTuning> DecodeAnnTuning(std::string_view value);
+
 // A u64 kept in `meta`.
 std::string EncodeU64(uint64_t v);
 absl::StatusOr<uint64_t> DecodeU64(std::string_view value);

@@ -24,6 +24,7 @@ constexpr char kConfigKey[] = "config";
 constexpr char kNextLabelKey[] = "next_label";
 constexpr char kLiveCountKey[] = "live_count";
 constexpr char kSchemaKey[] = "schema_version";
+constexpr char kAnnTuningKey[] = "ann_tuning";
 constexpr uint64_t kSchemaVersion = 1;
 
 // The one place RocksDB statuses become absl statuses.
@@ -290,6 +291,28 @@ absl::Status DocStore::PutEncoderState(
   wo.sync = !rep_->write_options.disableWAL;
   wo.disableWAL = rep_->write_options.disableWAL;
   ATTN_RETURN_IF_ERROR(FromRocks(rep_->db->Write(wo, &batch), "writing encoder state"));
+  // Without a WAL only a flush makes it durable.
+  if (wo.disableWAL) return Flush();
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::optional<AnnTuning>> DocStore::GetAnnTuning() const {
+  std::string value;
+  rocksdb::Status s =
+      rep_->db->Get(rocksdb::ReadOptions(), rep_->cfs[kMeta], kAnnTuningKey, &value);
+  if (s.IsNotFound()) return std::nullopt;
+  ATTN_RETURN_IF_ERROR(FromRocks(s, "reading the ANN tuning"));
+  ATTN_ASSIGN_OR_RETURN(AnnTuning tuning, codec::DecodeAnnTuning(value));
+  return tuning;
+}
+
+absl::Status DocStore::PutAnnTuning(const AnnTuning& tuning) {
+  rocksdb::WriteBatch batch;
+  batch.Put(rep_->cfs[kMeta], kAnnTuningKey, codec::EncodeAnnTuning(tuning));
+  rocksdb::WriteOptions wo;
+  wo.sync = !rep_->write_options.disableWAL;
+  wo.disableWAL = rep_->write_options.disableWAL;
+  ATTN_RETURN_IF_ERROR(FromRocks(rep_->db->Write(wo, &batch), "writing the ANN tuning"));
   // Without a WAL only a flush makes it durable.
   if (wo.disableWAL) return Flush();
   return absl::OkStatus();

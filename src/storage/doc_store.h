@@ -4,7 +4,8 @@
 // index, filter indexes) is derived from it. Column families, as in
 // DESIGN.md "Storage schema":
 //
-//   meta        config, next label, live count, schema version
+//   meta        config, next label, live count, schema version, the tuned
+//               ANN knobs ("ann_tuning", when TuneIndex stored some)
 //   ids         external id            -> label (8 bytes, big-endian)
 //   docs        label                  -> id, text, metadata, token texts
 //   pooled      label                  -> unit pooled vector (f32)
@@ -158,6 +159,13 @@ class DocStore {
   // Writes encoder state entries atomically and durably (synced, even for a
   // bulk-load store); an empty value deletes its key.
   absl::Status PutEncoderState(const std::vector<std::pair<std::string, std::string>>& entries);
+
+  // The collection's tuned ANN search knobs (the `meta` key "ann_tuning"),
+  // nullopt when none were stored; DATA_LOSS when the record is malformed.
+  absl::StatusOr<std::optional<AnnTuning>> GetAnnTuning() const;
+  // Stores them durably (synced, even for a bulk-load store), replacing the
+  // earlier ones.
+  absl::Status PutAnnTuning(const AnnTuning& tuning);
 
   // Makes every committed write durable: flushes the memtables to SST files
   // and syncs the WAL.

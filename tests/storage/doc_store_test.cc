@@ -743,5 +743,55 @@ TEST(CodecTest, U64RoundTripsAndRejectsBadSizes) {
   ExpectDataLoss(codec::DecodeU64("123456789").status(), "9 bytes");
 }
 
+TEST(CodecTest, AnnTuningRoundTripsAndRejectsGarbage) {
+  AnnTuning t;
+  t.ann_params = "efSearch=31";
+  t.target_recall = 0.95;
+  t.k = 10;
+  t.sample_recall = 0.9571;
+  t.sample_queries = 1000;
+  const std::string v = codec::EncodeAnnTuning(t);
+  auto back = codec::DecodeAnnTuning(v);
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ(back->ann_params, t.ann_params);
+  EXPECT_EQ(back->target_recall, t.target_recall);
+  EXPECT_EQ(back->k, t.k);
+  EXPECT_EQ(back->sample_recall, t.sample_recall);
+  EXPECT_EQ(back->sample_queries, t.sample_queries);
+  for (size_t n = 0; n < v.size(); ++n) {
+    ExpectDataLoss(codec::DecodeAnnTuning(v.substr(0, n)).status(), "truncated");
+  }
+  ExpectDataLoss(codec::DecodeAnnTuning(v + "x").status(), "trailing byte");
+  std::string newer = v;
+  newer[0] = 2;  // a version this build does not know
+  ExpectDataLoss(codec::DecodeAnnTuning(newer).status(), "version 2");
+}
+
+TEST(DocStoreTest, AnnTuningPersistsAcrossReopen) {
+  TempDir tmp;
+  const std::string path = tmp.Sub("store");
+  {
+    auto store = CreateStore(path, Config(8, TokenDtype::kF32));
+    ASSERT_NE(store, nullptr);
+    auto none = store->GetAnnTuning();
+    ASSERT_TRUE(none.ok());
+    EXPECT_FALSE(none->has_value());
+    AnnTuning t;
+    t.ann_params = "efSearch=40";
+    t.target_recall = 0.9;
+    t.k = 10;
+    ASSERT_TRUE(store->PutAnnTuning(t).ok());
+    t.ann_params = "efSearch=55";  // replaces the first
+    ASSERT_TRUE(store->PutAnnTuning(t).ok());
+  }
+  auto store = OpenStore(path);
+  ASSERT_NE(store, nullptr);
+  auto got = store->GetAnnTuning();
+  ASSERT_TRUE(got.ok()) << got.status();
+  ASSERT_TRUE(got->has_value());
+  EXPECT_EQ((*got)->ann_params, "efSearch=55");
+  EXPECT_EQ((*got)->target_recall, 0.9);
+}
+
 }  // namespace
 }  // namespace attnsearch
