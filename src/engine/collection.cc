@@ -136,6 +136,7 @@ absl::StatusOr<std::unique_ptr<Collection>> Collection::Open(
       new Collection(path, std::move(store), std::move(reranker), options));
   ATTN_RETURN_IF_ERROR(c->LoadDerivedState());
   ATTN_RETURN_IF_ERROR(c->LoadEncoder());
+  ATTN_RETURN_IF_ERROR(c->LoadTuning());
   {
     std::lock_guard<std::mutex> write_lock(c->write_mu_);
     c->MaybeScheduleRebuild();
@@ -500,6 +501,80 @@ absl::Status Collection::LoadEncoder() {
   return absl::OkStatus();
 }
 
+absl::Status Collection::LoadTuning() {
+  ATTN_ASSIGN_OR_RETURN(std::optional<AnnTuning> stored, store_->GetAnnTuning());
+  if (!stored) return absl::OkStatus();
+  auto params = AnnSearchParams::Parse(stored->ann_params);
+  if (!params.ok()) {
+    // Only a default knob: searches still work without it.
+    std::fprintf(stderr, "warning: %s: stored ANN tuning '%s' ignored: %s\n", path_.c_str(),
+                 stored->ann_params.c_str(), std::string(params.status().message()).c_str());
+    return absl::OkStatus();
+  }
+  std::lock_guard<std::mutex> lock(tuning_mu_);
+  tuning_ = std::move(stored);
+  tuned_params_ = *params;
+  return absl::OkStatus();
+}
+
+std::optional<AnnTuning> Collection::tuning() const {
+  std::lock_guard<std::mutex> lock(tuning_mu_);
+  return tuning_;
+}
+
+AnnSearchParams Collection::DefaultSearchParams() const {
+  std::lock_guard<std::mutex> lock(tuning_mu_);
+  return tuned_params_;
+}
+
+absl::StatusOr<IndexTuningResult> Collection::TuneIndex(double target_recall, uint32_t k,
+                                                        uint32_t sample) {
+  if (!(target_recall > 0 && target_recall <= 1)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("target_recall: ", target_recall, " is not in (0, 1]"));
+  }
+  if (k < 1 || k > kMaxTuneK) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("k: ", k, " is not in 1..", kMaxTuneK));
+  }
+  if (sample < 1 || sample > kMaxTuneSample) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("sample: ", sample, " is not in 1..", kMaxTuneSample));
+  }
+  const auto start = std::chrono::steady_clock::now();
+  // The writer mutex keeps every Add (and a rebuild's swap) out while the
+  // index is read; nothing takes the index lock exclusively without it, so
+  // the shared lock here never holds up searches.
+  std::lock_guard<std::mutex> write_lock(write_mu_);
+  AnnTuneResult tuned;
+  {
+    std::shared_lock<std::shared_mutex> lock(index_mu_);
+    ATTN_ASSIGN_OR_RETURN(tuned, ann_->Tune(target_recall, k, sample));
+  }
+  IndexTuningResult result;
+  result.knob = tuned.knob;
+  result.value = tuned.value;
+  result.ann_params = tuned.ann_params;
+  result.sample_recall = tuned.sample_recall;
+  result.sample_queries = tuned.sample_queries;
+  if (!tuned.knob.empty()) {
+    AnnTuning t;
+    t.ann_params = tuned.ann_params;
+    t.target_recall = target_recall;
+    t.k = k;
+    t.sample_recall = tuned.sample_recall;
+    t.sample_queries = tuned.sample_queries;
+    ATTN_ASSIGN_OR_RETURN(AnnSearchParams params, AnnSearchParams::Parse(t.ann_params));
+    ATTN_RETURN_IF_ERROR(store_->PutAnnTuning(t));
+    std::lock_guard<std::mutex> lock(tuning_mu_);
+    tuning_ = std::move(t);
+    tuned_params_ = params;
+  }
+  result.seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  return result;
+}
+
 absl::StatusOr<EncoderTrainingResult> Collection::TrainEncoder(text::EncoderOptions options) {
   ATTN_RETURN_IF_ERROR(DeriveEncoderDims(config().dim, &options));
   std::lock_guard<std::mutex> write_lock(write_mu_);
@@ -835,7 +910,11 @@ absl::StatusOr<SearchResult> Collection::Search(SearchQuery q, absl::Time deadli
     }
   }
   ATTN_RETURN_IF_ERROR(PrepareQuery(&q));
-  ATTN_ASSIGN_OR_RETURN(AnnSearchParams params, AnnSearchParams::Parse(q.ann_params));
+  // The request's own knobs replace the collection's tuned ones.
+  AnnSearchParams params = DefaultSearchParams();
+  if (!q.ann_params.empty()) {
+    ATTN_ASSIGN_OR_RETURN(params, AnnSearchParams::Parse(q.ann_params));
+  }
   result.timing.encode_us = MicrosSince(t_start);
 
   // Stage 1: ANN candidates, tombstones and filter applied inside.
@@ -977,12 +1056,19 @@ CollectionStats Collection::Stats() const {
   CollectionStats stats;
   {
     std::shared_lock<std::shared_mutex> lock(index_mu_);
-    stats = {store_->live_count(), ann_tombstones_, ann_->size(), store_->DiskBytes()};
+    stats.num_documents = store_->live_count();
+    stats.num_tombstones = ann_tombstones_;
+    stats.ann_vectors = ann_->size();
+    stats.disk_bytes = store_->DiskBytes();
   }
   stats.rebuild_in_progress = rebuild_in_progress_;
   stats.rebuilds = rebuilds_;
   const std::shared_ptr<const text::Encoder> enc = encoder(&stats.encoder_version);
   if (enc != nullptr) stats.encoder_vocabulary = enc->vocabulary_size();
+  if (const std::optional<AnnTuning> t = tuning()) {
+    stats.tuned_ann_params = t->ann_params;
+    stats.tuned_target_recall = t->target_recall;
+  }
   return stats;
 }
 

@@ -9,7 +9,7 @@
 // Open, so a crash at any instant loses no acknowledged write.
 //
 // Thread safety: every method may be called concurrently. Writes (Upsert,
-// Delete) are serialised internally; searches run in parallel with each
+// Delete, and TuneIndex, TrainEncoder, BuildIndex) are serialised internally; searches run in parallel with each
 // other and with writes, and see each write entirely or not at all.
 #ifndef ATTNSEARCH_ENGINE_COLLECTION_H_
 #define ATTNSEARCH_ENGINE_COLLECTION_H_
@@ -185,6 +185,30 @@ struct CollectionStats {
   // the collection was opened.
   bool rebuild_in_progress = false;
   uint64_t rebuilds = 0;
+  // The ANN knobs TuneIndex chose (empty when never tuned) and the recall
+  // they were tuned for.
+  std::string tuned_ann_params;
+  double tuned_target_recall = 0;
+};
+
+// Limits of TuneIndex's arguments.
+inline constexpr uint32_t kMaxTuneK = 1000;
+inline constexpr uint32_t kMaxTuneSample = 100000;
+
+// What TuneIndex chose.
+struct IndexTuningResult {
+  // The knob ("efSearch" for HNSW, "nprobe" for IVF) and its value, and the
+  // two as ann_params ("efSearch=31"). All empty when the index searches
+  // exactly (Flat, or an index not trained yet): nothing to tune, nothing
+  // stored.
+  std::string knob;
+  int value = 0;
+  std::string ann_params;
+  // Mean recall@k the chosen value reached on the held-out sample, and the
+  // sample's size.
+  double sample_recall = 1.0;
+  uint64_t sample_queries = 0;
+  double seconds = 0;
 };
 
 // What TrainEncoder did.
@@ -255,6 +279,32 @@ class Collection {
   // its own. FAILED_PRECONDITION with defer_index (BuildIndex first).
   absl::Status RebuildIndex();
 
+  // Chooses the ANN search knob for a recall target and makes it the
+  // collection's default: the smallest efSearch (HNSW) or nprobe (IVF) whose
+  // mean recall@k reaches `target_recall` when `sample` of the index's own
+  // vectors, held out of a copy of the index, are searched as queries (see
+  // AnnIndex::Tune; it costs about one index build). The choice is stored
+  // durably in the store (with the target, k and the recall reached), loaded
+  // on Open and kept across index rebuilds; a Search that gives no
+  // ann_params uses it, one that gives ann_params uses its own instead.
+  // When no value up to the widest tried reaches the target, the widest is
+  // chosen (sample_recall tells). Tuning again replaces the choice.
+  //
+  // An index that searches exactly (Flat, untrained IVF) has nothing to
+  // tune: the result's knob is empty and nothing is stored.
+  //
+  // Writes (and the swap at the end of a background rebuild) wait while it
+  // runs; searches go on against the index being tuned.
+  //
+  // INVALID_ARGUMENT naming `target_recall` (outside (0, 1]), `k` (outside
+  // 1..kMaxTuneK) or `sample` (outside 1..kMaxTuneSample);
+  // FAILED_PRECONDITION when the index holds fewer than k + 2 vectors.
+  absl::StatusOr<IndexTuningResult> TuneIndex(double target_recall, uint32_t k = 10,
+                                              uint32_t sample = 1000);
+
+  // The stored tuning, if TuneIndex chose one.
+  std::optional<AnnTuning> tuning() const;
+
   // Trains the built-in encoder on the text of every live document, stores
   // it durably as the next version, then encodes with it every live
   // document whose vectors the encoder owns (text-only documents, awaiting
@@ -294,6 +344,11 @@ class Collection {
   absl::StatusOr<uint64_t> Reencode(Label below);
   // Loads the stored encoder and finishes an interrupted re-encoding.
   absl::Status LoadEncoder();
+  // Loads the stored ANN tuning.
+  absl::Status LoadTuning();
+  // The ANN knobs of a search that gives none: the tuned ones, else the
+  // index's defaults.
+  AnnSearchParams DefaultSearchParams() const;
   absl::Status PrepareQuery(SearchQuery* q) const;
   // INVALID_ARGUMENT when a Get or Delete names more ids than a batch may.
   absl::Status CheckIdCount(size_t n) const;
@@ -343,6 +398,11 @@ class Collection {
   mutable std::mutex encoder_mu_;
   std::shared_ptr<const text::Encoder> encoder_;
   uint64_t encoder_version_ = 0;
+
+  // The tuned ANN knobs (TuneIndex), parsed; unset until tuned.
+  mutable std::mutex tuning_mu_;
+  std::optional<AnnTuning> tuning_;           // guarded by tuning_mu_
+  AnnSearchParams tuned_params_;              // guarded by tuning_mu_
 
   // Guards the derived in-memory state below: shared for searches,
   // exclusive while a committed write is applied to it.

@@ -17,3 +17,6 @@ attn_cc_test(NAME filter_test SRCS engine/filter_test.cc
 # The ANN index rebuild (background and explicit) with concurrent writes.
 attn_cc_test(NAME rebuild_test SRCS engine/rebuild_test.cc
              DEPS attn_engine)
+# Tuning the ANN search knob to a recall target (Collection::TuneIndex).
+attn_cc_test(NAME tune_test SRCS engine/tune_test.cc
+             DEPS attn_engine)
