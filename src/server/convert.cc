@@ -79,6 +79,8 @@ void ToProto(const std::string& name, const Collection& c, v1::CollectionInfo* o
   out->set_encoder_vocabulary(s.encoder_vocabulary);
   out->set_rebuild_in_progress(s.rebuild_in_progress);
   out->set_rebuilds(s.rebuilds);
+  out->set_tuned_ann_params(s.tuned_ann_params);
+  out->set_tuned_target_recall(s.tuned_target_recall);
 }
 
 absl::Status FromProto(const v1::Document& in, const std::string& field, uint32_t dim,

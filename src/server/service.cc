@@ -201,6 +201,24 @@ grpc::ServerUnaryReactor* SearchServiceImpl::TrainEncoder(grpc::CallbackServerCo
   });
 }
 
+grpc::ServerUnaryReactor* SearchServiceImpl::TuneIndex(grpc::CallbackServerContext* ctx,
+                                                       const v1::TuneIndexRequest* req,
+                                                       v1::TuneIndexResponse* resp) {
+  return Defer(pool_, ctx, [this, req, resp]() -> absl::Status {
+    ATTN_ASSIGN_OR_RETURN(std::shared_ptr<Collection> c, catalog_->Get(req->collection()));
+    ATTN_ASSIGN_OR_RETURN(IndexTuningResult r,
+                          c->TuneIndex(req->target_recall(), req->k() == 0 ? 10 : req->k(),
+                                       req->sample() == 0 ? 1000 : req->sample()));
+    resp->set_ann_params(r.ann_params);
+    resp->set_knob(r.knob);
+    resp->set_value(r.value);
+    resp->set_sample_recall(r.sample_recall);
+    resp->set_sample_queries(r.sample_queries);
+    resp->set_seconds(r.seconds);
+    return absl::OkStatus();
+  });
+}
+
 grpc::ServerUnaryReactor* SearchServiceImpl::Search(grpc::CallbackServerContext* ctx,
                                                     const v1::SearchRequest* req,
                                                     v1::SearchResponse* resp) {

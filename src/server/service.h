@@ -46,6 +46,9 @@ class SearchServiceImpl final : public v1::SearchService::CallbackService {
   grpc::ServerUnaryReactor* TrainEncoder(grpc::CallbackServerContext* ctx,
                                          const v1::TrainEncoderRequest* req,
                                          v1::TrainEncoderResponse* resp) override;
+  grpc::ServerUnaryReactor* TuneIndex(grpc::CallbackServerContext* ctx,
+                                      const v1::TuneIndexRequest* req,
+                                      v1::TuneIndexResponse* resp) override;
 
   // Applies one upsert batch; the number of documents written.
   absl::StatusOr<uint64_t> ApplyUpsert(const v1::UpsertRequest& req);

@@ -1420,6 +1420,92 @@ TEST_F(ServerTest, DeletesTriggerABackgroundRebuild) {
   }
 }
 
+TEST_F(ServerTest, TuneIndexSetsTheDefaultAndPersists) {
+  constexpr uint32_t kDim = 16;
+  ASSERT_OK(Create("t", kDim, v1::TOKEN_DTYPE_F32, ""));
+  ASSERT_OK(Create("flat", kDim, v1::TOKEN_DTYPE_F32, "Flat"));
+  std::mt19937 rng(1234);
+  for (int b = 0; b < 4; ++b) {
+    std::vector<v1::Document> batch;
+    for (int i = 0; i < 500; ++i) {
+      batch.push_back(MakeDoc(rng, "t" + std::to_string(b * 500 + i), kDim, 0, true));
+    }
+    ASSERT_OK(Upsert("t", batch));
+    if (b == 0) ASSERT_OK(Upsert("flat", batch));
+  }
+  auto tune = [&](const std::string& collection, double target, uint32_t k, uint32_t sample,
+                  v1::TuneIndexResponse* resp) {
+    v1::TuneIndexRequest req;
+    req.set_collection(collection);
+    req.set_target_recall(target);
+    req.set_k(k);
+    req.set_sample(sample);
+    return Call(&v1::SearchService::Stub::TuneIndex, req, resp);
+  };
+
+  v1::TuneIndexResponse tuned;
+  ASSERT_OK(tune("t", 0.9, 0, 0, &tuned));  // k 10, sample 1000
+  EXPECT_EQ(tuned.knob(), "efSearch");
+  EXPECT_GE(tuned.value(), 10);
+  EXPECT_EQ(tuned.ann_params(), "efSearch=" + std::to_string(tuned.value()));
+  EXPECT_GE(tuned.sample_recall(), 0.9);
+  EXPECT_EQ(tuned.sample_queries(), 1000u);
+  EXPECT_GT(tuned.seconds(), 0.0);
+  v1::CollectionInfo info;
+  ASSERT_OK(GetCollection("t", &info));
+  EXPECT_EQ(info.tuned_ann_params(), tuned.ann_params());
+  EXPECT_DOUBLE_EQ(info.tuned_target_recall(), 0.9);
+
+  // A search without ann_params runs as one with the tuned ones.
+  std::vector<std::vector<float>> queries;
+  for (int i = 0; i < 20; ++i) queries.push_back(RandomUnitRows(rng, 1, kDim));
+  auto ids = [&](const std::vector<float>& q, const std::string& ann_params) {
+    v1::SearchRequest req = SearchRequestFor("t", q, 0, {}, kDim, 10);
+    req.set_candidates(10);
+    req.set_rerank(v1::RERANK_MODE_NONE);
+    req.set_ann_params(ann_params);
+    v1::SearchResponse resp;
+    EXPECT_OK(Search(req, &resp));
+    std::vector<std::string> out;
+    for (const auto& h : resp.hits()) out.push_back(h.id());
+    EXPECT_EQ(out.size(), 10u);
+    return out;
+  };
+  std::vector<std::vector<std::string>> by_default;
+  for (const auto& q : queries) {
+    by_default.push_back(ids(q, ""));
+    EXPECT_EQ(by_default.back(), ids(q, tuned.ann_params()));
+  }
+
+  // Errors name the field; nothing changes.
+  v1::TuneIndexResponse bad;
+  EXPECT_TRUE(HasError(tune("nope", 0.9, 0, 0, &bad), StatusCode::NOT_FOUND, "nope"));
+  EXPECT_TRUE(HasError(tune("t", 0, 0, 0, &bad), StatusCode::INVALID_ARGUMENT,
+                       "target_recall"));
+  EXPECT_TRUE(HasError(tune("t", 1.5, 0, 0, &bad), StatusCode::INVALID_ARGUMENT,
+                       "target_recall"));
+  EXPECT_TRUE(HasError(tune("t", 0.9, 2000, 0, &bad), StatusCode::INVALID_ARGUMENT, "k: "));
+  EXPECT_TRUE(HasError(tune("t", 0.9, 0, 200000, &bad), StatusCode::INVALID_ARGUMENT,
+                       "sample: "));
+
+  // An exact index: nothing to tune, nothing stored.
+  v1::TuneIndexResponse flat;
+  ASSERT_OK(tune("flat", 0.9, 0, 0, &flat));
+  EXPECT_EQ(flat.ann_params(), "");
+  EXPECT_EQ(flat.knob(), "");
+  ASSERT_OK(GetCollection("flat", &info));
+  EXPECT_EQ(info.tuned_ann_params(), "");
+
+  // Stored: after a restart the default is the same.
+  const int status = StopServer(SIGTERM);
+  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << DescribeWaitStatus(status);
+  ASSERT_NO_FATAL_FAILURE(StartServer());
+  ASSERT_OK(GetCollection("t", &info));
+  EXPECT_EQ(info.tuned_ann_params(), tuned.ann_params());
+  EXPECT_DOUBLE_EQ(info.tuned_target_recall(), 0.9);
+  for (size_t i = 0; i < queries.size(); ++i) EXPECT_EQ(ids(queries[i], ""), by_default[i]);
+}
+
 TEST_F(ServerTest, GracefulShutdownKeepsData) {
   constexpr uint32_t kDim = 8;
   ASSERT_OK(Create("g", kDim, v1::TOKEN_DTYPE_F32, ""));
