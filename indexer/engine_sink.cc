@@ -99,6 +99,11 @@ class EngineSink : public Sink {
     return t;
   }
 
+  absl::StatusOr<IndexTuning> TuneIndex(double target_recall) override {
+    ATTN_ASSIGN_OR_RETURN(IndexTuningResult r, collection_->TuneIndex(target_recall));
+    return IndexTuning{r.ann_params, r.sample_recall, r.sample_queries, r.seconds};
+  }
+
   absl::StatusOr<std::string> Finish() override {
     const auto start = std::chrono::steady_clock::now();
     ATTN_ASSIGN_OR_RETURN(uint64_t added,

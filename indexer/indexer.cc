@@ -66,6 +66,11 @@ class Load {
   // code, or nullopt to go on.
   std::optional<int> MaybeTrainEncoder(bool reached_end);
 
+  // After Finish: tunes the ANN index when --target_recall asks and the
+  // load reached the end of its input. Returns an exit code, or nullopt to
+  // go on.
+  std::optional<int> MaybeTuneIndex(bool reached_end);
+
   // Everything up to `position` is durable: checkpoint it.
   absl::Status OnDurable(uint64_t position, uint64_t documents) {
     auto end = error_positions_.upper_bound(position);
@@ -171,6 +176,32 @@ std::optional<int> Load::MaybeTrainEncoder(bool reached_end) {
   return std::nullopt;
 }
 
+std::optional<int> Load::MaybeTuneIndex(bool reached_end) {
+  const double target = options_.target_recall;
+  if (target <= 0) return std::nullopt;
+  if (!reached_end) {
+    Say("--target_recall: the load did not reach the end of its input, so the ANN index is not "
+        "tuned (re-run the load to the end)");
+    return std::nullopt;
+  }
+  Say(absl::StrFormat("tuning the ANN index for a mean recall@10 of %g", target));
+  absl::StatusOr<IndexTuning> t = sink_->TuneIndex(target);
+  if (!t.ok()) {
+    return Fail(TargetExitCode(t.status()),
+                absl::StrCat("tuning the ANN index: ", t.status().message(),
+                             " (the documents are stored)"));
+  }
+  if (t->ann_params.empty()) {
+    Say("ANN index: exact, nothing to tune");
+  } else {
+    Say(absl::StrFormat(
+        "ANN index tuned: %s (recall@10 %.3f on %llu held-out vectors, %.2f s); the "
+        "collection's searches use it unless they give ann_params",
+        t->ann_params, t->sample_recall, (unsigned long long)t->sample_queries, t->seconds));
+  }
+  return std::nullopt;
+}
+
 int Load::Run() {
   const IndexerOptions& o = options_;
   // --- Flags ---
@@ -183,6 +214,9 @@ int Load::Run() {
     return Fail(kExitUsage, "--batch must be 1..10000");
   }
   if (o.dim > kMaxDim) return Fail(kExitUsage, absl::StrCat("--dim must be 1..", kMaxDim));
+  if (!(o.target_recall >= 0 && o.target_recall <= 1)) {
+    return Fail(kExitUsage, "--target_recall must be in [0, 1] (0: no tuning)");
+  }
   if (o.train_encoder != TrainEncoderMode::kNever) {
     // Checked now rather than after the load.
     text::EncoderOptions eo;
@@ -372,6 +406,7 @@ int Load::Run() {
   absl::StatusOr<std::string> finish = sink_->Finish();
   if (!finish.ok()) return Fail(kExitTarget, std::string(finish.status().message()));
   Say(absl::StrFormat("%s; %.2f s in all", *finish, progress_.Elapsed()));
+  if (std::optional<int> code = MaybeTuneIndex(reached_end)) return *code;
   if (!read_status.ok()) {
     return Fail(kExitInput, absl::StrCat(read_status.message(),
                                          "; the records before it are stored"));

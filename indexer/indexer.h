@@ -89,6 +89,13 @@ struct IndexerOptions {
   float semantic_share = 0.f;
   std::string stem_language;
 
+  // --- Tuning the ANN index ---
+  // When > 0: after a load that reached the end of its input (and the index
+  // is built), tune the collection's default ANN search knob to reach this
+  // mean recall@10 (Collection::TuneIndex offline, the TuneIndex rpc
+  // online) and print what was chosen. Must be in [0, 1]. Default: 0 (off).
+  double target_recall = 0;
+
   // --- Errors ---
   // Bad records tolerated before stopping. Default: 0 (stop at the first).
   uint64_t max_errors = 0;

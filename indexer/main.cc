@@ -94,6 +94,11 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--stem_language", o.stem_language,
                  "encoder: Snowball stemmer (english, german, ...) or none (empty: english)");
+  app.add_option("--target_recall", o.target_recall,
+                 "after a load that reached the end of its input, tune the collection's "
+                 "default ANN search knob (efSearch/nprobe) for this mean recall@10, in [0, 1] "
+                 "(0: off)")
+      ->capture_default_str();
   app.add_option("--max_errors", o.max_errors,
                  "bad records tolerated before stopping (0: stop at the first)")
       ->capture_default_str();

@@ -191,6 +191,28 @@ class ServerSink : public Sink {
     }
   }
 
+  absl::StatusOr<IndexTuning> TuneIndex(double target_recall) override {
+    v1::TuneIndexRequest req;
+    req.set_collection(options_.collection);
+    req.set_target_recall(target_recall);
+    int backoff = options_.initial_backoff_ms;
+    for (int attempt = 0;; ++attempt) {
+      // No deadline: tuning takes about one index build. Tuning twice is
+      // harmless, so UNAVAILABLE is simply retried.
+      grpc::ClientContext ctx;
+      v1::TuneIndexResponse resp;
+      const grpc::Status s = stub_->TuneIndex(&ctx, req, &resp);
+      if (s.ok()) {
+        return IndexTuning{resp.ann_params(), resp.sample_recall(), resp.sample_queries(),
+                           resp.seconds()};
+      }
+      if (s.error_code() != grpc::StatusCode::UNAVAILABLE || attempt >= options_.max_retries) {
+        return FromGrpc(s, "TuneIndex");
+      }
+      Backoff(&backoff, s.error_message());
+    }
+  }
+
   absl::StatusOr<std::string> Finish() override {
     v1::GetCollectionRequest get;
     get.set_name(options_.collection);

@@ -3,7 +3,8 @@
 //   OpenEngineSink  offline: the engine in-process on a data directory
 //                   (CollectionOptions::ForBulkLoad(); Upsert per batch,
 //                   Collection::Flush() at Sync, Collection::TrainEncoder()
-//                   at TrainEncoder, Collection::BuildIndex() at Finish).
+//                   at TrainEncoder, Collection::BuildIndex() at Finish,
+//                   Collection::TuneIndex() at TuneIndex).
 //   OpenServerSink  online: a running attnsearch-server, through
 //                   UpsertStream. Batches are written to a stream until the
 //                   unacknowledged data reaches max_inflight_bytes; the
@@ -11,7 +12,7 @@
 //                   UNAVAILABLE is retried with exponential backoff (the
 //                   unacknowledged batches are sent again: upserts are
 //                   idempotent by id). TrainEncoder is the rpc of that
-//                   name, without a deadline.
+//                   name, without a deadline, and so is TuneIndex.
 //
 // Both create the collection when it is missing (that needs a dim). Every
 // batch is atomic: a document the target rejects (its error names
@@ -80,6 +81,14 @@ struct EncoderTraining {
   bool reply_lost = false;
 };
 
+// What tuning the ANN index chose (Collection::TuneIndex).
+struct IndexTuning {
+  std::string ann_params;  // "efSearch=31"; empty: the index is exact
+  double sample_recall = 0;
+  uint64_t sample_queries = 0;
+  double seconds = 0;
+};
+
 struct TargetOptions {
   std::string collection;
   // Configuration used when the collection is created. dim 0: unknown (then
@@ -127,6 +136,10 @@ class Sink {
   // After the last Sync: offline, builds the ANN index. Returns a line for
   // the summary.
   virtual absl::StatusOr<std::string> Finish() = 0;
+  // After Finish: chooses the collection's default ANN search knob for a
+  // mean recall@10 of `target_recall` (Collection::TuneIndex; online the
+  // rpc of that name, without a deadline) and stores it with the collection.
+  virtual absl::StatusOr<IndexTuning> TuneIndex(double target_recall) = 0;
   // RejectFn asked to stop: nothing after the rejected document was written.
   virtual bool stopped() const = 0;
   // Documents written (acknowledged or not yet).

@@ -268,6 +268,100 @@ TEST(IndexerToolTest, MaxErrorsReportsEveryBadLineAsFileLine) {
                       ReadBack(dir.Sub("data"), "c", Ids(20)));
 }
 
+void WriteFvecs(const std::string& path, const std::vector<float>& v, int dim) {
+  std::ofstream out(path, std::ios::binary);
+  for (size_t i = 0; i * size_t(dim) < v.size(); ++i) {
+    out.write(reinterpret_cast<const char*>(&dim), 4);
+    out.write(reinterpret_cast<const char*>(v.data() + i * size_t(dim)), dim * 4);
+  }
+}
+
+// The stats of `collection` in data_dir.
+CollectionStats StatsOf(const std::string& data_dir, const std::string& collection) {
+  CatalogOptions o;
+  o.data_dir = data_dir;
+  auto catalog = Catalog::Open(o);
+  EXPECT_TRUE(catalog.ok()) << catalog.status();
+  if (!catalog.ok()) return {};
+  auto c = (*catalog)->Get(collection);
+  EXPECT_TRUE(c.ok()) << c.status();
+  return c.ok() ? (*c)->Stats() : CollectionStats{};
+}
+
+// The "efSearch=N" the tool printed as its choice, or "".
+std::string PrintedTuning(const std::string& stderr_text) {
+  const std::string marker = "ANN index tuned: ";
+  const size_t at = stderr_text.find(marker);
+  if (at == std::string::npos) return "";
+  const size_t begin = at + marker.size();
+  return stderr_text.substr(begin, stderr_text.find(' ', begin) - begin);
+}
+
+TEST(IndexerToolTest, TargetRecallTunesTheIndexOffline) {
+  TempDir dir;
+  std::mt19937 rng(31);
+  WriteFvecs(dir.Sub("base.fvecs"), testing::RandomUnitRows(rng, 2000, 16), 16);
+  ToolRun run = RunTool(dir, {dir.Sub("base.fvecs"), "--data_dir", dir.Sub("data"),
+                              "--collection", "v", "--target_recall", "0.9"});
+  ASSERT_EQ(run.exit_code(), 0) << run.stderr_text;
+  const std::string printed = PrintedTuning(run.stderr_text);
+  EXPECT_EQ(printed.rfind("efSearch=", 0), 0u) << run.stderr_text;
+  EXPECT_NE(run.stderr_text.find("on 1000 held-out vectors"), std::string::npos)
+      << run.stderr_text;
+  CollectionStats stats = StatsOf(dir.Sub("data"), "v");
+  EXPECT_EQ(stats.num_documents, 2000u);
+  EXPECT_EQ(stats.tuned_ann_params, printed);
+  EXPECT_DOUBLE_EQ(stats.tuned_target_recall, 0.9);
+
+  // Out of range: a usage error before anything is loaded.
+  for (const char* bad : {"1.5", "-0.1"}) {
+    run = RunTool(dir, {dir.Sub("base.fvecs"), "--data_dir", dir.Sub("data2"), "--collection",
+                        "v", "--target_recall", bad});
+    EXPECT_EQ(run.exit_code(), 1) << bad << run.stderr_text;
+    EXPECT_NE(run.stderr_text.find("--target_recall must be in [0, 1]"), std::string::npos)
+        << run.stderr_text;
+  }
+  // Stopped early (--limit): not tuned.
+  run = RunTool(dir, {dir.Sub("base.fvecs"), "--data_dir", dir.Sub("data3"), "--collection",
+                      "v", "--target_recall", "0.9", "--limit", "1500"});
+  EXPECT_EQ(run.exit_code(), 0) << run.stderr_text;
+  EXPECT_NE(run.stderr_text.find("is not tuned"), std::string::npos) << run.stderr_text;
+  EXPECT_EQ(StatsOf(dir.Sub("data3"), "v").tuned_ann_params, "");
+  // An exact index has nothing to tune.
+  run = RunTool(dir, {dir.Sub("base.fvecs"), "--data_dir", dir.Sub("data4"), "--collection",
+                      "v", "--ann_spec", "Flat", "--target_recall", "0.9"});
+  EXPECT_EQ(run.exit_code(), 0) << run.stderr_text;
+  EXPECT_NE(run.stderr_text.find("exact, nothing to tune"), std::string::npos)
+      << run.stderr_text;
+  EXPECT_EQ(StatsOf(dir.Sub("data4"), "v").tuned_ann_params, "");
+}
+
+TEST(IndexerToolTest, TargetRecallTunesTheIndexOnline) {
+  TempDir dir;
+  std::mt19937 rng(32);
+  WriteFvecs(dir.Sub("base.fvecs"), testing::RandomUnitRows(rng, 1500, 16), 16);
+  testing::ServerProcess server;
+  const std::string address = server.Start(dir.Sub("data"));
+  ASSERT_FALSE(address.empty());
+  const ToolRun run =
+      RunTool(dir, {dir.Sub("base.fvecs"), "--server", address, "--collection", "v",
+                    "--target_recall", "0.95", "--checkpoint", dir.Sub("ckpt")});
+  ASSERT_EQ(run.exit_code(), 0) << run.stderr_text;
+  const std::string printed = PrintedTuning(run.stderr_text);
+  EXPECT_EQ(printed.rfind("efSearch=", 0), 0u) << run.stderr_text;
+  auto stub = testing::NewSearchStub(address);
+  grpc::ClientContext ctx;
+  v1::GetCollectionRequest req;
+  req.set_name("v");
+  v1::GetCollectionResponse info;
+  ASSERT_TRUE(stub->GetCollection(&ctx, req, &info).ok());
+  EXPECT_EQ(info.collection().num_documents(), 1500u);
+  EXPECT_EQ(info.collection().tuned_ann_params(), printed);
+  EXPECT_DOUBLE_EQ(info.collection().tuned_target_recall(), 0.95);
+  server.Kill(SIGTERM);
+  server.Wait();
+}
+
 TEST(IndexerToolTest, UsageErrors) {
   TempDir dir;
   WriteLines(dir.Sub("in.jsonl"), Corpus(5, 5));
