@@ -1,19 +1,37 @@
-// ann: the FAISS candidate index (src/ann/ann_index.h) alone.
+// ann: the FAISS candidate index (src/ann/ann_index.h) alone, next to its
+// peers in the same run.
 //
 //   attnsearch-bench --benchmarks=ann [--dataset=synthetic|uniform|siftsmall]
 //       [--num_docs=100000 --num_queries=1000 --dim=128 --clusters=100
-//        --spread=0.5 --seed=42] [--ann_spec=HNSW32,Flat]
-//       [--ef_construction=80] [--ef_search=16,32,64,128,256]
-//       [--nprobe=1,4,16,64] [--k=10] [--dump_dir=DIR]
+//        --spread=0.5 --seed=42] [--ann_spec=HNSW32,SQfp16]
+//       [--ef_construction=80] [--ef_search=10,16,24,32,48,64,96,128,256]
+//       [--nprobe=1,4,16,64] [--k=10] [--ann_peers=hnswlib,faiss]
+//       [--ann_build_threads=2] [--build_rounds=2] [--filter_fractions=0.01,0.1]
+//       [--delete_fraction=0.2] [--target_recall=0.95 --tune_sample=1000]
+//       [--dump_dir=DIR]
 //
 // Builds an AnnIndex from the factory spec over unit pooled vectors (labels
-// 0..n-1, one Add call), and reports the build time and the memory it took
-// (VmRSS delta across the build, from /proc/self/status). Then, for each
-// setting of the sweep (efSearch for HNSW specs, nprobe for IVF specs, one
-// run otherwise), searches every query one call at a time on one thread
-// (omp_set_num_threads(1)) and reports recall@k against the exact inner
-// product top-k and the QPS, with latency percentiles (the query set is
-// repeated until at least 0.5 s of searching per setting).
+// 0..n-1, one Add call) and reports the build time and the memory it took
+// (VmRSS delta across the build). For HNSW specs it also builds the peers
+// (ann_peers.h: hnswlib at its AVX-512 best, FAISS's plain IndexHNSWFlat)
+// with the same M, efConstruction and build threads; ours and hnswlib are
+// built --build_rounds times, alternating, and each keeps its fastest.
+// Then, for each setting of the sweep (efSearch for HNSW, nprobe for IVF),
+// every searcher answers every query one call at a time on one thread, in
+// interleaved passes until ours has searched ≥ 0.5 s; the table gives
+// recall@k against the exact top k and QPS, and the summary the best QPS at
+// recall@k ≥ 0.95 per searcher with the ratios.
+//
+// Sections after the sweep (ours only):
+//   filters  random filters admitting --filter_fractions of the documents:
+//            recall@k among the admitted (exact top k among them) and QPS of
+//            SearchFiltered, with the path it took;
+//   tune     Tune(--target_recall) on --tune_sample held-out stored vectors,
+//            then the recall the chosen setting gives on the query set;
+//   delete   --delete_fraction of the documents tombstoned (filtered inside
+//            the search) and the index rebuilt from the live ones: recall
+//            against the live documents' exact top k and QPS, before /
+//            tombstoned / rebuilt, and how many deleted documents came back.
 //
 // Ground truth: always the exact top-k by inner product over the same unit
 // vectors, computed here by brute force. For siftsmall this is NOT the

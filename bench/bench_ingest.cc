@@ -1,7 +1,7 @@
 // ingest: offline bulk loading through the engine, in-process.
 //
 //   attnsearch-bench --benchmarks=ingest [--num_docs=100000] [--tokens=64]
-//       [--dim=128] [--dtype=bf16|f32] [--batch=1000] [--ann_spec=HNSW32,Flat]
+//       [--dim=128] [--dtype=bf16|f32] [--batch=1000] [--ann_spec=HNSW32,SQfp16]
 //       [--work_dir=DIR (default: a fresh temporary directory, removed after)]
 //
 // Opens a Catalog with CollectionOptions::ForBulkLoad() (no WAL, no sync,

@@ -29,7 +29,7 @@ struct BenchFlags {
   size_t num_queries = 1000;
 
   // ann.
-  std::string ann_spec = "HNSW32,Flat";
+  std::string ann_spec = "HNSW32,SQfp16";  // the product default
   int ef_construction = 80;
   std::vector<int> ef_search = {10, 16, 24, 32, 48, 64, 96, 128, 256};
   std::vector<int> nprobe = {1, 4, 16, 64};
