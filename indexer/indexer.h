@@ -66,7 +66,8 @@ struct IndexerOptions {
   // encoder's rows lose no measurable quality in int8, and a query fetches
   // half the bytes).
   std::optional<TokenDtype> dtype;
-  std::string ann_spec = "HNSW32,Flat";
+  // FAISS factory string. Default: kDefaultAnnSpec ("HNSW32,SQfp16").
+  std::string ann_spec = std::string(kDefaultAnnSpec);
   // Metadata keys declared numeric (filterable by range). Default: none.
   std::vector<std::string> numeric_fields;
 

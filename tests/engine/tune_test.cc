@@ -137,7 +137,7 @@ class TuneTest : public ::testing::Test {
 
 TEST_F(TuneTest, TunedEfSearchBecomesTheStoredDefault) {
   const std::string path = dir_.Sub("c");
-  auto c = MustCreate(path, "HNSW32,SQfp16", docs_, NarrowBeam());
+  auto c = MustCreate(path, std::string(kDefaultAnnSpec), docs_, NarrowBeam());
   EXPECT_EQ(c->config().ann_spec, "HNSW32,SQfp16");
   EXPECT_FALSE(c->tuning().has_value());
   EXPECT_EQ(c->Stats().tuned_ann_params, "");
@@ -247,7 +247,7 @@ TEST_F(TuneTest, ExactIndexHasNothingToTune) {
 }
 
 TEST_F(TuneTest, SearchesAndWritesGoOnWhileTuning) {
-  auto c = MustCreate(dir_.Sub("c"), "HNSW32,SQfp16", docs_, NarrowBeam());
+  auto c = MustCreate(dir_.Sub("c"), std::string(kDefaultAnnSpec), docs_, NarrowBeam());
   absl::StatusOr<IndexTuningResult> tuned = absl::UnknownError("not run");
   std::thread tuner([&] { tuned = c->TuneIndex(0.9, 10, 2000); });
   std::mt19937 rng(11);

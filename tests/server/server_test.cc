@@ -348,7 +348,7 @@ TEST_F(ServerTest, CollectionLifecycle) {
   EXPECT_EQ(created.collection().name(), "zeta");
   EXPECT_EQ(created.collection().config().dim(), 16u);
   EXPECT_EQ(created.collection().config().token_dtype(), v1::TOKEN_DTYPE_BF16);
-  EXPECT_EQ(created.collection().config().ann_spec(), "HNSW32,Flat");
+  EXPECT_EQ(created.collection().config().ann_spec(), "HNSW32,SQfp16");  // the default
   EXPECT_EQ(created.collection().num_documents(), 0u);
   EXPECT_EQ(created.collection().num_tombstones(), 0u);
 
@@ -362,7 +362,7 @@ TEST_F(ServerTest, CollectionLifecycle) {
   EXPECT_EQ(info.name(), "zeta");
   EXPECT_EQ(info.config().dim(), 16u);
   EXPECT_EQ(info.config().token_dtype(), v1::TOKEN_DTYPE_BF16);
-  EXPECT_EQ(info.config().ann_spec(), "HNSW32,Flat");
+  EXPECT_EQ(info.config().ann_spec(), "HNSW32,SQfp16");
   EXPECT_EQ(info.num_documents(), 0u);
 
   v1::ListCollectionsResponse list;
@@ -474,7 +474,7 @@ TEST_F(ServerTest, UpsertGetDelete) {
 TEST_F(ServerTest, SearchHappyPath) {
   constexpr uint32_t kDim = 16;
   constexpr int kDocs = 90;
-  ASSERT_OK(Create("s", kDim, v1::TOKEN_DTYPE_UNSPECIFIED, ""));  // HNSW32,Flat, bf16
+  ASSERT_OK(Create("s", kDim, v1::TOKEN_DTYPE_UNSPECIFIED, ""));  // HNSW32,SQfp16, bf16
   std::mt19937 rng(202);
   const std::vector<std::string> colors = {"red", "green", "blue"};
   std::map<std::string, v1::Document> sent;
@@ -1016,7 +1016,7 @@ TEST_F(BadInputTest, CollectionErrors) {
   v1::CollectionInfo info;
   ASSERT_OK(GetCollection("c", &info));
   EXPECT_EQ(info.config().dim(), kDim);
-  EXPECT_EQ(info.config().ann_spec(), "HNSW32,Flat");
+  EXPECT_EQ(info.config().ann_spec(), "HNSW32,SQfp16");
   ExpectUnchanged();
 }
 
@@ -1453,6 +1453,7 @@ TEST_F(ServerTest, TuneIndexSetsTheDefaultAndPersists) {
   EXPECT_GT(tuned.seconds(), 0.0);
   v1::CollectionInfo info;
   ASSERT_OK(GetCollection("t", &info));
+  EXPECT_EQ(info.config().ann_spec(), "HNSW32,SQfp16");
   EXPECT_EQ(info.tuned_ann_params(), tuned.ann_params());
   EXPECT_DOUBLE_EQ(info.tuned_target_recall(), 0.9);
 
