@@ -43,6 +43,7 @@
 #include <omp.h>
 
 #include <chrono>
+#include <cmath>
 #include <map>
 #include <random>
 #include <cstdio>
@@ -50,6 +51,7 @@
 #include "ann/ann_index.h"
 #include "ann_peers.h"
 #include "core/status.h"
+#include "engine/collection.h"
 #include "benchmarks.h"
 #include "report.h"
 #include "svg.h"
@@ -222,92 +224,203 @@ absl::StatusOr<nlohmann::json> RunTuneSection(const BenchFlags& f, const AnnInde
                         {"query_qps", run->qps}};
 }
 
-// Deletes: a fraction of the documents tombstoned (filtered inside the
-// search), then the index rebuilt from the live vectors, as the engine's
-// background rebuild does; recall@k against the live documents' exact top k
-// and QPS at each setting, next to the pre-delete figures.
+// Deletes through the engine: a collection of every base vector (one
+// document each), searched at each setting; then --delete_fraction of the
+// documents deleted (tombstones, filtered inside the search) and searched
+// again; then the collection reopened with the background rebuild enabled,
+// which starts because tombstones pass its threshold, while a writer adds
+// new documents and deletes more; finally every acknowledged write is
+// checked and the collection searched again. Recall is against the exact
+// top k of the documents live at that moment; QPS is of Collection::Search
+// (ANN stage, fetch, no rerank; one thread).
 absl::StatusOr<nlohmann::json> RunDeleteSection(
     const BenchFlags& f, const VectorSet& base, const VectorSet& queries, size_t k,
-    const AnnOptions& opts, const std::map<int, std::pair<double, double>>& before) {
+    const std::vector<int>& settings) {
   if (f.delete_fraction <= 0) return nlohmann::json::object();
-  // The index searched with tombstones is a fresh build of every document,
-  // as the sweep measured.
+  ScratchDir scratch("attn_ann_delete_");
+  if (scratch.path().empty()) return absl::InternalError("cannot create a directory in /tmp");
+  const std::string path = scratch.path() + "/c";
+  CollectionConfig config;
+  config.dim = base.dim;
+  config.token_dtype = TokenDtype::kF32;
+  config.ann_spec = f.ann_spec;
+  CollectionOptions options;
+  options.ann.ef_construction = f.ef_construction;
+  options.rebuild_tombstone_ratio = 0;  // no rebuild while measuring tombstones
+  auto id = [](size_t row) { return "d" + std::to_string(row); };
   omp_set_num_threads(f.ann_build_threads);
-  ATTN_ASSIGN_OR_RETURN(std::unique_ptr<AnnIndex> full,
-                        AnnIndex::Create(f.ann_spec, base.dim, opts));
-  std::vector<Label> labels(base.rows);
-  for (size_t i = 0; i < base.rows; ++i) labels[i] = i;
-  ATTN_RETURN_IF_ERROR(full->Add(labels.data(), base.values.data(), base.rows));
+  {
+    ATTN_ASSIGN_OR_RETURN(std::unique_ptr<Collection> c,
+                          Collection::Create(path, config, options));
+    for (size_t i = 0; i < base.rows; i += 1000) {
+      std::vector<Document> docs;
+      for (size_t r = i; r < std::min(base.rows, i + 1000); ++r) {
+        Document d;
+        d.id = id(r);
+        d.pooled.assign(base.row(r), base.row(r) + base.dim);
+        docs.push_back(std::move(d));
+      }
+      ATTN_RETURN_IF_ERROR(c->Upsert(std::move(docs)).status());
+    }
+  }
+  // Rows live now; new documents get rows after the base ones.
+  VectorSet all = base;
+  std::vector<bool> live(base.rows, true);
+  auto truth_now = [&](std::vector<std::vector<int64_t>>* truth) {
+    ExactTopKAmong(all, queries, k, [&](size_t i) { return live[i]; }, truth);
+  };
+  auto row_of = [&](const std::string& doc_id) { return int64_t(std::stoll(doc_id.substr(1))); };
+  // Recall and QPS at each setting through Collection::Search.
+  auto measure = [&](const Collection& c, const char* phase,
+                     std::map<int, QueryRun>* runs) -> absl::Status {
+    omp_set_num_threads(1);
+    std::vector<std::vector<int64_t>> truth;
+    truth_now(&truth);
+    for (int v : settings) {
+      SearchQuery q;
+      q.top_k = uint32_t(k);
+      q.candidates = uint32_t(k);
+      q.mode = RerankMode::kNone;
+      q.ann_params = Fmt("%s=%d", f.ann_spec.find("HNSW") != std::string::npos ? "efSearch"
+                                                                                 : "nprobe", v);
+      auto run = RunQueries(
+          queries, truth, k, 1.0,
+          [&](size_t j, std::vector<int64_t>* ids) -> absl::Status {
+            q.pooled.assign(queries.row(j), queries.row(j) + queries.dim);
+            ATTN_ASSIGN_OR_RETURN(SearchResult r, c.Search(q));
+            ids->clear();
+            for (const SearchHit& h : r.hits) ids->push_back(row_of(h.id));
+            return absl::OkStatus();
+          },
+          [&](int64_t row) { return !live[size_t(row)]; });
+      if (!run.ok()) return run.status();
+      (*runs)[v] = *run;
+    }
+    std::printf("  %s measured\n", phase);
+    return absl::OkStatus();
+  };
+  std::map<int, QueryRun> before, tombstoned, rebuilt;
   std::mt19937_64 rng(f.seed + 11);
-  std::bernoulli_distribution del(std::min(1.0, f.delete_fraction));
-  LabelBitmap deleted;
-  for (size_t i = 0; i < base.rows; ++i) {
-    if (del(rng)) deleted.Set(i);
+  size_t deleted = 0;
+  {
+    ATTN_ASSIGN_OR_RETURN(std::unique_ptr<Collection> c, Collection::Open(path, options));
+    ATTN_RETURN_IF_ERROR(measure(*c, "before deletes", &before));
+    std::bernoulli_distribution del(std::min(1.0, f.delete_fraction));
+    std::vector<std::string> ids;
+    for (size_t r = 0; r < base.rows; ++r) {
+      if (!del(rng)) continue;
+      ids.push_back(id(r));
+      live[r] = false;
+    }
+    deleted = ids.size();
+    for (size_t i = 0; i < ids.size(); i += 1000) {
+      std::vector<std::string> batch(ids.begin() + long(i),
+                                     ids.begin() + long(std::min(ids.size(), i + 1000)));
+      ATTN_RETURN_IF_ERROR(c->Delete(batch).status());
+    }
+    ATTN_RETURN_IF_ERROR(measure(*c, "with tombstones", &tombstoned));
   }
-  std::vector<std::vector<int64_t>> truth;
-  ExactTopKAmong(base, queries, k, [&](size_t i) { return !deleted.Test(i); }, &truth);
-  // Rebuild from the live vectors.
+  // Reopen with the rebuild on (threshold below the deleted share): it
+  // starts in the background; a writer adds and deletes meanwhile.
+  options.rebuild_tombstone_ratio = std::min(0.2, 0.75 * f.delete_fraction);
+  omp_set_num_threads(f.ann_build_threads);
   const auto r0 = Clock::now();
-  ATTN_ASSIGN_OR_RETURN(std::unique_ptr<AnnIndex> rebuilt,
-                        AnnIndex::Create(f.ann_spec, base.dim, opts));
-  std::vector<Label> live;
-  std::vector<float> live_vectors;
-  for (size_t i = 0; i < base.rows; ++i) {
-    if (deleted.Test(i)) continue;
-    live.push_back(i);
-    live_vectors.insert(live_vectors.end(), base.row(i), base.row(i) + base.dim);
+  ATTN_ASSIGN_OR_RETURN(std::unique_ptr<Collection> c, Collection::Open(path, options));
+  std::vector<std::string> added, removed;
+  std::normal_distribution<float> gauss(0.f, 1.f);
+  std::uniform_int_distribution<size_t> pick(0, base.rows - 1);
+  size_t batches_during = 0;
+  while (true) {
+    const CollectionStats st = c->Stats();
+    if (st.rebuilds >= 1 && !st.rebuild_in_progress) break;
+    if (std::chrono::duration<double>(Clock::now() - r0).count() > 600) {
+      return absl::DeadlineExceededError("the background rebuild did not finish in 10 minutes");
+    }
+    // 100 new documents and 20 deletes per round.
+    std::vector<Document> docs;
+    for (int j = 0; j < 100; ++j) {
+      Document d;
+      d.id = id(all.rows);
+      d.pooled.resize(base.dim);
+      double norm = 0;
+      for (float& x : d.pooled) norm += double(x = gauss(rng)) * x;
+      for (float& x : d.pooled) x = float(x / std::sqrt(norm));
+      all.values.insert(all.values.end(), d.pooled.begin(), d.pooled.end());
+      all.rows++;
+      live.push_back(true);
+      added.push_back(d.id);
+      docs.push_back(std::move(d));
+    }
+    ATTN_RETURN_IF_ERROR(c->Upsert(std::move(docs)).status());
+    std::vector<std::string> gone;
+    for (int j = 0; j < 20; ++j) {
+      const size_t r = pick(rng);
+      if (!live[r]) continue;
+      live[r] = false;
+      gone.push_back(id(r));
+    }
+    ATTN_RETURN_IF_ERROR(c->Delete(gone).status());
+    removed.insert(removed.end(), gone.begin(), gone.end());
+    ++batches_during;
   }
-  ATTN_RETURN_IF_ERROR(rebuilt->Add(live.data(), live_vectors.data(), live.size()));
   const double rebuild_s = std::chrono::duration<double>(Clock::now() - r0).count();
-  omp_set_num_threads(1);
+  // Every acknowledged write is there; every acknowledged delete is gone.
+  ATTN_ASSIGN_OR_RETURN(GetResult got, c->Get(added, /*include_vectors=*/true));
+  size_t missing = got.not_found_ids.size(), wrong = 0;
+  for (const Document& d : got.documents) {
+    const size_t row = size_t(row_of(d.id));
+    if (d.pooled.size() != base.dim ||
+        !std::equal(d.pooled.begin(), d.pooled.end(), all.row(row), [](float a, float b) {
+          return std::abs(a - b) <= 1e-6f;
+        })) {
+      ++wrong;
+    }
+  }
+  ATTN_ASSIGN_OR_RETURN(GetResult gone_docs, c->Get(removed, false));
+  const size_t resurrected = gone_docs.documents.size();
+  ATTN_RETURN_IF_ERROR(measure(*c, "after the rebuild", &rebuilt));
+  const CollectionStats st = c->Stats();
 
   nlohmann::json points = nlohmann::json::array();
   std::vector<std::vector<std::string>> table;
-  std::vector<AnnNeighbor> found;
   size_t deleted_returned = 0;
-  auto is_deleted = [&](int64_t id) { return deleted.Test(Label(id)); };
-  for (const auto& [v, pre] : before) {
-    AnnSearchParams params;
-    (f.ann_spec.find("HNSW") != std::string::npos ? params.ef_search : params.nprobe) = v;
-    auto with = RunQueries(
-        queries, truth, k, 0.3,
-        [&](size_t j, std::vector<int64_t>* ids) -> absl::Status {
-          ATTN_RETURN_IF_ERROR(full->Search(queries.row(j), k, params,
-                                            [&](Label l) { return !deleted.Test(l); }, &found));
-          *ids = Labels(found);
-          return absl::OkStatus();
-        },
-        is_deleted);
-    if (!with.ok()) return with.status();
-    auto after = RunQueries(
-        queries, truth, k, 0.3,
-        [&](size_t j, std::vector<int64_t>* ids) -> absl::Status {
-          ATTN_RETURN_IF_ERROR(rebuilt->Search(queries.row(j), k, params, nullptr, &found));
-          *ids = Labels(found);
-          return absl::OkStatus();
-        },
-        is_deleted);
-    if (!after.ok()) return after.status();
-    deleted_returned += with->bad + after->bad;
-    table.push_back({std::to_string(v), Fmt("%.4f", pre.first), Fmt("%.0f", pre.second),
-                     Fmt("%.4f", with->recall), Fmt("%.0f", with->qps),
-                     Fmt("%.4f", after->recall), Fmt("%.0f", after->qps)});
+  for (int v : settings) {
+    const QueryRun &b = before[v], &t = tombstoned[v], &a = rebuilt[v];
+    deleted_returned += t.bad + a.bad;
+    table.push_back({std::to_string(v), Fmt("%.4f", b.recall), Fmt("%.0f", b.qps),
+                     Fmt("%.4f", t.recall), Fmt("%.0f", t.qps), Fmt("%.4f", a.recall),
+                     Fmt("%.0f", a.qps)});
     points.push_back({{"value", v},
-                      {"before", {{"recall", pre.first}, {"qps", pre.second}}},
-                      {"tombstoned", {{"recall", with->recall}, {"qps", with->qps}}},
-                      {"rebuilt", {{"recall", after->recall}, {"qps", after->qps}}}});
+                      {"before", {{"recall", b.recall}, {"qps", b.qps}}},
+                      {"tombstoned", {{"recall", t.recall}, {"qps", t.qps}}},
+                      {"rebuilt", {{"recall", a.recall}, {"qps", a.qps}}}});
   }
-  std::printf("deletes: %zu of %zu tombstoned (%.0f%%); rebuild from the live vectors %.2f s "
-              "(%d threads); deleted documents returned: %zu\n%s",
-              deleted.count(), base.rows, 100.0 * double(deleted.count()) / double(base.rows),
-              rebuild_s, f.ann_build_threads, deleted_returned,
-              FormatTable({"setting", "before recall", "before QPS", "tombstoned recall",
-                           "tombstoned QPS", "rebuilt recall", "rebuilt QPS"},
-                          table)
-                  .c_str());
-  return nlohmann::json{{"deleted", deleted.count()},
+  std::printf(
+      "deletes (through the engine): %zu of %zu deleted (%.1f%%); background rebuild on "
+      "reopen took %.2f s while %zu write rounds added %zu documents and deleted %zu more; "
+      "afterwards: added missing %zu, added with wrong vectors %zu, deleted found %zu, "
+      "deleted documents in results %zu, index vectors %llu for %llu live documents, "
+      "tombstones %llu\n%s",
+      deleted, base.rows, 100.0 * double(deleted) / double(base.rows), rebuild_s,
+      batches_during, added.size(), removed.size(), missing, wrong, resurrected,
+      deleted_returned, (unsigned long long)st.ann_vectors,
+      (unsigned long long)st.num_documents, (unsigned long long)st.num_tombstones,
+      FormatTable({"setting", "before recall", "before QPS", "tombstoned recall",
+                   "tombstoned QPS", "rebuilt recall", "rebuilt QPS"},
+                  table)
+          .c_str());
+  omp_set_num_threads(1);
+  return nlohmann::json{{"deleted", deleted},
                         {"rebuild_seconds", rebuild_s},
+                        {"write_rounds_during_rebuild", batches_during},
+                        {"added_during_rebuild", added.size()},
+                        {"deleted_during_rebuild", removed.size()},
+                        {"added_missing", missing},
+                        {"added_wrong", wrong},
+                        {"deleted_found", resurrected},
                         {"deleted_returned", deleted_returned},
+                        {"index_vectors_after", st.ann_vectors},
+                        {"live_after", st.num_documents},
                         {"points", points}};
 }
 
@@ -574,7 +687,9 @@ absl::StatusOr<BenchOutput> RunAnn(const BenchFlags& f) {
     auto tuned = RunTuneSection(f, **index, queries, truth, k);
     if (!tuned.ok()) return tuned.status();
     sections["tune"] = *tuned;
-    auto deleted = RunDeleteSection(f, base, queries, k, opts, ours_points);
+    std::vector<int> settings;
+    for (const auto& [v, point] : ours_points) settings.push_back(v);
+    auto deleted = RunDeleteSection(f, base, queries, k, settings);
     if (!deleted.ok()) return deleted.status();
     sections["delete"] = *deleted;
   }

@@ -93,13 +93,9 @@ absl::StatusOr<BenchOutput> RunQuality(const BenchFlags& f) {
   ATTN_ASSIGN_OR_RETURN(Qrels qrels, ReadQrels(f.beir + "/qrels.tsv"));
   ATTN_ASSIGN_OR_RETURN(std::vector<BeirQuery> queries, ReadQueries(f.beir + "/queries.jsonl"));
 
-  char tmpl[] = "/tmp/attn_quality_XXXXXX";
-  if (mkdtemp(tmpl) == nullptr) return absl::InternalError("mkdtemp failed");
-  const std::string dir = tmpl;
-  struct Cleanup {
-    std::string dir;
-    ~Cleanup() { std::filesystem::remove_all(dir); }
-  } cleanup{dir};
+  ScratchDir scratch("attn_quality_");
+  if (scratch.path().empty()) return absl::InternalError("cannot create a directory in /tmp");
+  const std::string dir = scratch.path();
 
   CollectionConfig config;
   config.dim = f.quality_dim;

@@ -57,6 +57,20 @@ std::string FormatTable(const std::vector<std::string>& header,
 // printf-style formatting into a std::string.
 std::string Fmt(const char* format, ...) __attribute__((format(printf, 1, 2)));
 
+// A fresh directory /tmp/<prefix>XXXXXX, removed with everything in it when
+// the object goes. path() is empty when it could not be created.
+class ScratchDir {
+ public:
+  explicit ScratchDir(const std::string& prefix);
+  ~ScratchDir();
+  ScratchDir(const ScratchDir&) = delete;
+  ScratchDir& operator=(const ScratchDir&) = delete;
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
 }  // namespace attnsearch::bench
 
 #endif  // ATTNSEARCH_BENCH_REPORT_H_
