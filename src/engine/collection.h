@@ -9,8 +9,9 @@
 // Open, so a crash at any instant loses no acknowledged write.
 //
 // Thread safety: every method may be called concurrently. Writes (Upsert,
-// Delete, and TuneIndex, TrainEncoder, BuildIndex) are serialised internally; searches run in parallel with each
-// other and with writes, and see each write entirely or not at all.
+// Delete; also TuneIndex, TrainEncoder, BuildIndex) are serialised
+// internally; searches run in parallel with each other and with writes, and
+// see each write entirely or not at all.
 #ifndef ATTNSEARCH_ENGINE_COLLECTION_H_
 #define ATTNSEARCH_ENGINE_COLLECTION_H_
 
@@ -290,8 +291,9 @@ class Collection {
   // When no value up to the widest tried reaches the target, the widest is
   // chosen (sample_recall tells). Tuning again replaces the choice.
   //
-  // An index that searches exactly (Flat, untrained IVF) has nothing to
-  // tune: the result's knob is empty and nothing is stored.
+  // It measures the vectors the ANN index holds (with defer_index, call
+  // BuildIndex first). An index that searches exactly (Flat, untrained IVF)
+  // has nothing to tune: the result's knob is empty and nothing is stored.
   //
   // Writes (and the swap at the end of a background rebuild) wait while it
   // runs; searches go on against the index being tuned.
