@@ -16,6 +16,8 @@
 
 #include <faiss/IndexHNSW.h>
 #include <faiss/IndexIVF.h>
+#include <faiss/IndexIVFPQ.h>
+#include <faiss/IndexPQ.h>
 #include <faiss/impl/DistanceComputer.h>
 #include <faiss/impl/FaissException.h>
 #include <faiss/impl/IDSelector.h>
@@ -164,6 +166,12 @@ absl::StatusOr<std::unique_ptr<AnnIndex>> AnnIndex::Create(const std::string& sp
   if (rep->hnsw != nullptr) rep->hnsw->hnsw.efConstruction = options.ef_construction;
   // A direct map lets SearchAmong score IVF vectors by position.
   if (rep->ivf != nullptr) rep->ivf->set_direct_map_type(faiss::DirectMap::Array);
+  // Polysemous training (reordering PQ codes for Hamming filtering, which
+  // searches here never use) dominates PQ training time: skip it.
+  if (auto* ivfpq = dynamic_cast<faiss::IndexIVFPQ*>(rep->index.get())) {
+    ivfpq->do_polysemous_training = false;
+  }
+  if (auto* pq = dynamic_cast<faiss::IndexPQ*>(rep->index.get())) pq->do_polysemous_training = false;
   return std::unique_ptr<AnnIndex>(new AnnIndex(std::move(rep), spec, dim, options));
 }
 

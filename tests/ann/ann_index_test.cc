@@ -650,6 +650,35 @@ TEST(AnnIndexTrainingTest, TrainsOnASampleWhenManyArrive) {
   EXPECT_EQ(Recall(*index, d, 10, all), 1.0);
 }
 
+TEST(AnnIndexTrainingTest, IvfPqTrainsSearchesAndPersists) {
+  const DataSet d = MakeDataSet(30, 4000, 32, 30);
+  AnnOptions options;
+  options.train_min = 1000;
+  auto index = Build("IVF16,PQ8", d, options);
+  ASSERT_NE(index, nullptr);
+  EXPECT_TRUE(index->trained());
+  AnnSearchParams all;
+  all.nprobe = 16;
+  // PQ codes approximate the vectors: a good share of the exact top 10.
+  const double recall = LabelRecall(*index, d, 10, all);
+  RecordProperty("recall_ivfpq", std::to_string(recall));
+  EXPECT_GE(recall, 0.3);
+  TempDir dir;
+  ASSERT_TRUE(index->Save(dir.path() + "/snap").ok());
+  auto loaded = AnnIndex::Load(dir.path() + "/snap", "IVF16,PQ8", d.dim, options);
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  for (size_t q = 0; q < d.num_queries; ++q) {
+    const auto a = SearchOrDie(*index, d.query(q), 10, all);
+    const auto b = SearchOrDie(**loaded, d.query(q), 10, all);
+    ASSERT_EQ(a.size(), b.size());
+    for (size_t r = 0; r < a.size(); ++r) EXPECT_EQ(a[r].label, b[r].label);
+  }
+  // SearchAmong scores through the direct map.
+  std::vector<AnnNeighbor> among;
+  ASSERT_TRUE(index->SearchAmong(d.query(0), 3, d.labels.data(), 50, &among).ok());
+  EXPECT_EQ(among.size(), 3u);
+}
+
 TEST(AnnIndexFilterTest, SelectiveFiltersAreExactAndWideOnesUseTheGraph) {
   const DataSet d = MakeDataSet(26, 6000, 32, 40);
   AnnOptions options;
