@@ -198,6 +198,7 @@ absl::Status DecodeTokens(std::string_view value, uint32_t dim, TokenDtype dtype
   *rows = *r;
   const size_t n = size_t(*r) * dim;
   out->resize(n);
+  if (n == 0) return absl::OkStatus();  // memcpy from/to an empty vector's null data is UB
   const char* data = TokenData(value, dtype, *r);
   switch (dtype) {
     case TokenDtype::kF32:
