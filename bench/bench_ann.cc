@@ -365,19 +365,28 @@ absl::StatusOr<nlohmann::json> RunDeleteSection(
   }
   const double rebuild_s = std::chrono::duration<double>(Clock::now() - r0).count();
   // Every acknowledged write is there; every acknowledged delete is gone.
-  ATTN_ASSIGN_OR_RETURN(GetResult got, c->Get(added, /*include_vectors=*/true));
-  size_t missing = got.not_found_ids.size(), wrong = 0;
-  for (const Document& d : got.documents) {
-    const size_t row = size_t(row_of(d.id));
-    if (d.pooled.size() != base.dim ||
-        !std::equal(d.pooled.begin(), d.pooled.end(), all.row(row), [](float a, float b) {
-          return std::abs(a - b) <= 1e-6f;
-        })) {
-      ++wrong;
+  size_t missing = 0, wrong = 0, resurrected = 0;
+  for (size_t i = 0; i < added.size(); i += 1000) {
+    const std::vector<std::string> batch(added.begin() + long(i),
+                                         added.begin() + long(std::min(added.size(), i + 1000)));
+    ATTN_ASSIGN_OR_RETURN(GetResult got, c->Get(batch, /*include_vectors=*/true));
+    missing += got.not_found_ids.size();
+    for (const Document& d : got.documents) {
+      const size_t row = size_t(row_of(d.id));
+      if (d.pooled.size() != base.dim ||
+          !std::equal(d.pooled.begin(), d.pooled.end(), all.row(row), [](float a, float b) {
+            return std::abs(a - b) <= 1e-6f;
+          })) {
+        ++wrong;
+      }
     }
   }
-  ATTN_ASSIGN_OR_RETURN(GetResult gone_docs, c->Get(removed, false));
-  const size_t resurrected = gone_docs.documents.size();
+  for (size_t i = 0; i < removed.size(); i += 1000) {
+    const std::vector<std::string> batch(
+        removed.begin() + long(i), removed.begin() + long(std::min(removed.size(), i + 1000)));
+    ATTN_ASSIGN_OR_RETURN(GetResult gone, c->Get(batch, false));
+    resurrected += gone.documents.size();
+  }
   ATTN_RETURN_IF_ERROR(measure(*c, "after the rebuild", &rebuilt));
   const CollectionStats st = c->Stats();
 
