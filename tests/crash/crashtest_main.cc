@@ -642,14 +642,23 @@ void CrashTest::Verify(int cycle) {
 
   // The ANN index against the store: each live document is its own nearest
   // neighbour; a deleted document's last vector does not find it.
-  auto nearest = [&](const std::vector<float>& v, std::string* hit) -> bool {
+  // `only_version` > 0: filtered to the document carrying that version (its
+  // metadata "v"), which the index answers by scoring exactly the labels it
+  // holds that pass the filter: found means the vector is in the index.
+  auto nearest = [&](const std::vector<float>& v, std::string* hit, int ef,
+                     uint64_t only_version = 0) -> bool {
     v1::SearchRequest req;
     req.set_collection(kCollection);
+    if (only_version > 0) {
+      auto* must = req.mutable_filter()->add_must();
+      must->set_key("v");
+      must->add_values(std::to_string(only_version));
+    }
     for (float x : v) req.mutable_vectors()->add_pooled(x);
     req.set_top_k(1);
     req.set_candidates(1);
     req.set_rerank(v1::RERANK_MODE_NONE);
-    req.set_ann_params("efSearch=" + std::to_string(o_.ef_search));
+    req.set_ann_params("efSearch=" + std::to_string(ef));
     grpc::ClientContext ctx;
     SetDeadline(&ctx, 30);
     v1::SearchResponse resp;
@@ -661,20 +670,64 @@ void CrashTest::Verify(int cycle) {
     *hit = resp.hits_size() > 0 ? resp.hits(0).id() : "";
     return true;
   };
+  // The index's side of the story, for reports of misses.
+  auto index_state = [&](bool* rebuilding) -> std::string {
+    grpc::ClientContext ctx;
+    SetDeadline(&ctx, 30);
+    v1::GetCollectionRequest req;
+    req.set_name(kCollection);
+    v1::GetCollectionResponse resp;
+    if (!stub_->GetCollection(&ctx, req, &resp).ok()) return "GetCollection failed";
+    const auto& c = resp.collection();
+    if (rebuilding) *rebuilding = c.rebuild_in_progress();
+    return "rebuild_in_progress " + std::to_string(c.rebuild_in_progress()) + ", rebuilds " +
+           std::to_string(c.rebuilds()) + ", num_tombstones " + std::to_string(c.num_tombstones());
+  };
+  std::vector<std::string> missed;
   for (const auto& [id, v] : pooled) {
     std::string hit;
-    if (!nearest(v, &hit)) return;
+    if (!nearest(v, &hit, o_.ef_search)) return;
     if (hit != id) {
-      Violation(&f_.index_misses, where + "live " + id + " not found by its own vector (top hit '" +
-                                      hit + "')");
+      // Unreachable at this beam width, or not in the index at all?
+      std::string wide_hit, filtered_hit;
+      if (!nearest(v, &wide_hit, 100000)) return;
+      if (!nearest(v, &filtered_hit, o_.ef_search, expected_.Get(id).version)) return;
+      Violation(&f_.index_misses,
+                where + "live " + id + " (" + Describe(expected_.Get(id)) +
+                    ") not found by its own vector (top hit '" + hit + "'); with efSearch=100000 " +
+                    (wide_hit == id ? "it is found" : "the top hit is '" + wide_hit + "'") +
+                    "; an exact search of the index filtered to it " +
+                    (filtered_hit == id ? "finds it (in the index, unreachable by the graph)"
+                                        : "does not find it (not in the index)") +
+                    "; index: " + index_state(nullptr));
+      missed.push_back(id);
     }
+  }
+  if (!missed.empty()) {
+    // Still missing once no background rebuild runs?
+    bool rebuilding = true;
+    for (int i = 0; i < 300 && rebuilding; ++i) {
+      index_state(&rebuilding);
+      if (rebuilding) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    int still = 0;
+    for (const auto& id : missed) {
+      std::string hit;
+      if (nearest(pooled[id], &hit, 100000) && hit != id) ++still;
+    }
+    std::printf("  index check: %zu live documents missed; %d still missed after %s (%s)\n",
+                missed.size(), still, rebuilding ? "30 s" : "no rebuild runs",
+                index_state(nullptr).c_str());
   }
   for (const auto& id : ids) {
     const State s = expected_.Get(id);
     if (s.live || s.version == 0) continue;
     const v1::Document last = MakeDocument(o_.seed, id, s.version, o_.dim);
     std::string hit;
-    if (!nearest(std::vector<float>(last.pooled().begin(), last.pooled().end()), &hit)) return;
+    if (!nearest(std::vector<float>(last.pooled().begin(), last.pooled().end()), &hit,
+                 o_.ef_search)) {
+      return;
+    }
     if (hit == id) Violation(&f_.dead_in_index, where + "deleted " + id + " found by a search");
   }
 }
