@@ -281,6 +281,8 @@ int Load::Run() {
   }
   t.data_dir = o.data_dir;
   t.server = o.server;
+  t.api_key_file = o.api_key_file;
+  t.tls_ca_file = o.tls_ca_file;
   t.max_message_bytes = o.batch_bytes;
   t.max_inflight_bytes = o.max_inflight_bytes;
   t.max_retries = o.max_retries;

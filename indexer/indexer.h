@@ -57,6 +57,11 @@ struct IndexerOptions {
   // Exactly one of data_dir (offline, in-process) and server (online).
   std::string data_dir;
   std::string server;
+  // Online: the API key's file (empty: the environment variable
+  // ATTNSEARCH_API_KEY, if set) and the PEM certificates to trust for TLS
+  // (empty: plaintext). See src/client/client_channel.h.
+  std::string api_key_file;
+  std::string tls_ca_file;
 
   // --- Creating the collection (when missing) ---
   // 0: the existing collection's dim (fvecs: the file's dim; input whose

@@ -53,6 +53,13 @@ int main(int argc, char** argv) {
   auto* server =
       app.add_option("--server", o.server, "online: HOST:PORT of a running attnsearch-server");
   data_dir->excludes(server);
+  app.add_option("--api_key_file", o.api_key_file,
+                 "online: file holding the server's API key (default: the environment "
+                 "variable ATTNSEARCH_API_KEY)")
+      ->excludes(data_dir);
+  app.add_option("--tls_ca", o.tls_ca_file,
+                 "online: connect with TLS, trusting the PEM certificates in this file")
+      ->excludes(data_dir);
   app.add_option("--format", format, "auto, jsonl, beir or fvecs")
       ->check(CLI::IsMember({"auto", "jsonl", "beir", "fvecs"}))
       ->capture_default_str();

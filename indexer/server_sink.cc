@@ -7,6 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "attnsearch/v1/search.grpc.pb.h"
+#include "client/client_channel.h"
 #include "core/status.h"
 #include "grpcpp/grpcpp.h"
 #include "indexer/sink.h"
@@ -386,8 +387,9 @@ absl::StatusOr<std::unique_ptr<Sink>> OpenServerSink(const TargetOptions& option
                                        size_t{1} << 30));
   args.SetMaxSendMessageSize(max);
   args.SetMaxReceiveMessageSize(max);
-  auto channel =
-      grpc::CreateCustomChannel(options.server, grpc::InsecureChannelCredentials(), args);
+  ATTN_ASSIGN_OR_RETURN(
+      auto channel,
+      NewClientChannel(options.server, {options.api_key_file, options.tls_ca_file}, args));
   auto sink = std::make_unique<ServerSink>(options, std::move(channel), std::move(reject),
                                            std::move(durable));
   ATTN_RETURN_IF_ERROR(sink->Prepare());

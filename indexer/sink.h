@@ -103,6 +103,10 @@ struct TargetOptions {
   std::string data_dir;
   // Online: "host:port".
   std::string server;
+  // Online: the API key's file (empty: ATTNSEARCH_API_KEY) and the PEM
+  // certificates to trust for TLS (empty: plaintext).
+  std::string api_key_file;
+  std::string tls_ca_file;
   // Online: largest UpsertRequest message. Default: 4 MiB.
   size_t max_message_bytes = size_t{4} << 20;
   // Online: unacknowledged bytes after which a stream is closed and its

@@ -21,6 +21,9 @@
 // the token evidence of the best hit and the time each stage took. Exits
 // non-zero if any call fails, a query does not find documents of its own
 // topic first, or a filtered hit is outside the range.
+//
+// Against a secured server: --api_key_file FILE (or ATTNSEARCH_API_KEY) and
+// --tls_ca FILE (see client/client_channel.h).
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -33,6 +36,7 @@
 #include "CLI/CLI.hpp"
 #include "absl/strings/str_split.h"
 #include "attnsearch/v1/search.grpc.pb.h"
+#include "client/client_channel.h"
 #include "grpcpp/grpcpp.h"
 
 namespace v1 = attnsearch::v1;
@@ -154,9 +158,20 @@ int main(int argc, char** argv) {
   app.add_option("--query", queries, "text query (repeatable): text mode");
   app.add_option("--expect", expect, "text mode: per query, an id expected among its hits");
   app.add_option("--top_k", top_k, "text mode: hits per query")->capture_default_str();
+  attnsearch::ClientSecurity security;
+  app.add_option("--api_key_file", security.api_key_file,
+                 "file holding the server's API key (default: the environment variable "
+                 "ATTNSEARCH_API_KEY)");
+  app.add_option("--tls_ca", security.tls_ca_file,
+                 "connect with TLS, trusting the PEM certificates in this file");
   CLI11_PARSE(app, argc, argv);
 
-  auto channel = grpc::CreateChannel(server, grpc::InsecureChannelCredentials());
+  auto made = attnsearch::NewClientChannel(server, security);
+  if (!made.ok()) {
+    std::fprintf(stderr, "attnsearch-demo: %s\n", std::string(made.status().message()).c_str());
+    return 2;
+  }
+  auto channel = *std::move(made);
   auto stub = v1::SearchService::NewStub(channel);
   if (!queries.empty()) return TextQueries(stub.get(), collection, queries, expect, top_k);
   Generator gen(dim, 42);

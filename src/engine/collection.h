@@ -41,7 +41,8 @@
 
 namespace attnsearch {
 
-// Limits on requests, each answered with INVALID_ARGUMENT naming it.
+// Limits on requests, each answered with INVALID_ARGUMENT naming it (the
+// memory limit with RESOURCE_EXHAUSTED).
 struct RequestLimits {
   // Largest top_k. Default: 1000.
   uint32_t max_top_k = 1000;
@@ -54,6 +55,15 @@ struct RequestLimits {
   // Largest number of documents in one Upsert batch, and of ids in one Get
   // or Delete. Default: 10000.
   size_t max_batch_documents = 10000;
+  // Most bytes one request may hold (0: no limit): for a Search, the
+  // candidates' token matrices as fetched plus the similarities reranking
+  // them takes (checked once the ANN stage has chosen the candidates and
+  // their stored token counts are known, before the matrices are copied);
+  // for an Upsert, the batch's documents as prepared for the store (vectors
+  // in f32, text, metadata, token texts and spans, and the encoded token
+  // rows). Over it: RESOURCE_EXHAUSTED naming max_request_mb, nothing
+  // stored. Default: 256 MiB.
+  size_t max_request_bytes = size_t{256} << 20;
 };
 
 struct CollectionOptions {

@@ -18,11 +18,14 @@
 #include <memory>
 #include <thread>
 
+#include <sstream>
+
 #include "CLI/CLI.hpp"
 #include "engine/catalog.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/health_check_service_interface.h"
+#include "server/auth.h"
 #include "server/service.h"
 #include "server/worker_pool.h"
 
@@ -90,7 +93,57 @@ int main(int argc, char** argv) {
   app.add_option("--rerank_threads", catalog_options.collection.rerank.max_threads,
                  "most threads one query's reranking uses (0: --cores)")
       ->capture_default_str();
+  std::string tls_cert, tls_key, api_keys_file;
+  app.add_option("--tls_cert", tls_cert,
+                 "serve TLS with this PEM certificate chain (with --tls_key)");
+  app.add_option("--tls_key", tls_key, "the PEM private key of --tls_cert");
+  app.add_option("--api_keys", api_keys_file,
+                 "require API keys: a file of lines 'KEY read' or 'KEY write' ('#' comments); "
+                 "clients send 'authorization: Bearer KEY'");
+  app.add_option("--max_query_tokens", limits.max_query_tokens, "most token rows per query")
+      ->capture_default_str();
+  app.add_option("--max_document_tokens", limits.max_document_tokens,
+                 "most token rows per document")
+      ->capture_default_str();
+  size_t max_request_mb = limits.max_request_bytes >> 20;
+  app.add_option("--max_request_mb", max_request_mb,
+                 "most memory one request may hold, MiB: a Search's fetched token matrices "
+                 "and similarities, an Upsert batch's documents (0: no limit)")
+      ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
+  limits.max_request_bytes = max_request_mb << 20;
+  if (tls_cert.empty() != tls_key.empty()) {
+    std::fprintf(stderr, "attnsearch-server: --tls_cert and --tls_key go together\n");
+    return 2;
+  }
+  attnsearch::ApiKeys api_keys;
+  if (!api_keys_file.empty()) {
+    auto loaded = attnsearch::ApiKeys::Load(api_keys_file);
+    if (!loaded.ok()) {
+      std::fprintf(stderr, "attnsearch-server: %s\n",
+                   std::string(loaded.status().message()).c_str());
+      return 2;
+    }
+    api_keys = *std::move(loaded);
+  }
+  std::shared_ptr<grpc::ServerCredentials> credentials = grpc::InsecureServerCredentials();
+  if (!tls_cert.empty()) {
+    grpc::SslServerCredentialsOptions ssl;
+    grpc::SslServerCredentialsOptions::PemKeyCertPair pair;
+    for (auto [path, out] : {std::pair{&tls_cert, &pair.cert_chain},
+                             std::pair{&tls_key, &pair.private_key}}) {
+      std::ifstream in(*path, std::ios::binary);
+      std::stringstream ss;
+      ss << in.rdbuf();
+      if (!in || ss.str().empty()) {
+        std::fprintf(stderr, "attnsearch-server: cannot read %s\n", path->c_str());
+        return 2;
+      }
+      *out = ss.str();
+    }
+    ssl.pem_key_cert_pairs.push_back(std::move(pair));
+    credentials = grpc::SslServerCredentials(ssl);
+  }
   // One budget for the whole process: an idle server gives a query every
   // core; under load queries share them (see rerank/core_budget.h).
   attnsearch::CoreBudget core_budget(cores);
@@ -105,19 +158,19 @@ int main(int argc, char** argv) {
   sigaddset(&stop_signals, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
 
-  auto catalog = attnsearch::Catalog::Open(catalog_options);
-  if (!catalog.ok()) {
-    std::fprintf(stderr, "attnsearch-server: %s\n", std::string(catalog.status().message()).c_str());
-    return 1;
-  }
+  // The server listens before the collections are open (health reports
+  // NOT_SERVING and calls answer UNAVAILABLE meanwhile); the "listening on"
+  // line is printed once it serves.
   auto pool = std::make_unique<attnsearch::WorkerPool>(workers);
-  attnsearch::SearchServiceImpl service(catalog->get(), pool.get());
+  attnsearch::ServiceOptions service_options;
+  if (api_keys.enabled()) service_options.keys = &api_keys;
+  attnsearch::SearchServiceImpl service(nullptr, pool.get(), service_options);
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   int port = 0;
-  builder.AddListeningPort(listen, grpc::InsecureServerCredentials(), &port);
+  builder.AddListeningPort(listen, credentials, &port);
   builder.SetMaxReceiveMessageSize(max_message_mb << 20);
   builder.SetMaxSendMessageSize(max_message_mb << 20);
   builder.RegisterService(&service);
@@ -126,12 +179,23 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "attnsearch-server: cannot listen on %s\n", listen.c_str());
     return 1;
   }
+  grpc::HealthCheckServiceInterface* health = server->GetHealthCheckService();
+  health->SetServingStatus(false);
   const std::string host = listen.substr(0, listen.rfind(':'));
   if (!port_file.empty()) {
     const std::string tmp = port_file + ".tmp";
     std::ofstream(tmp) << port << "\n";
     std::rename(tmp.c_str(), port_file.c_str());
   }
+
+  auto catalog = attnsearch::Catalog::Open(catalog_options);
+  if (!catalog.ok()) {
+    std::fprintf(stderr, "attnsearch-server: %s\n", std::string(catalog.status().message()).c_str());
+    server->Shutdown();
+    return 1;
+  }
+  service.SetCatalog(catalog->get());
+  health->SetServingStatus(true);
   std::printf("attnsearch-server listening on %s:%d\n", host.c_str(), port);
   std::fflush(stdout);
 

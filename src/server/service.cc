@@ -3,6 +3,7 @@
 #include <chrono>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
 #include "core/status.h"
 #include "server/convert.h"
@@ -18,44 +19,29 @@ absl::Time DeadlineOf(const grpc::CallbackServerContext* ctx) {
   return absl::FromChrono(d);
 }
 
-// Runs fn on the pool and finishes the call with its status. No exception
-// leaves the job.
-template <typename F>
-grpc::ServerUnaryReactor* Defer(WorkerPool* pool, grpc::CallbackServerContext* ctx, F fn) {
-  grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
-  pool->Submit([reactor, ctx, fn = std::move(fn)]() mutable {
-    if (ctx->IsCancelled()) {
-      reactor->Finish(grpc::Status(grpc::StatusCode::CANCELLED, "cancelled by the client"));
-      return;
-    }
-    absl::Status status;
-    try {
-      status = fn();
-    } catch (const std::bad_alloc&) {
-      status = absl::ResourceExhaustedError("out of memory");
-    } catch (const std::exception& e) {
-      status = absl::InternalError(e.what());
-    }
-    reactor->Finish(ToGrpc(status));
-  });
-  return reactor;
-}
-
 // Reads an UpsertStream: each message is one atomic batch, applied on the
 // pool in arrival order; the first error ends the call.
 class UpsertStreamReactor : public grpc::ServerReadReactor<v1::UpsertRequest> {
  public:
-  UpsertStreamReactor(SearchServiceImpl* service, v1::UpsertResponse* resp)
+  UpsertStreamReactor(SearchServiceImpl* service, grpc::CallbackServerContext* ctx,
+                      v1::UpsertResponse* resp)
       : service_(service), resp_(resp) {
+    call_ = service_->StartCall(ctx, "UpsertStream", "");
+    const grpc::Status admitted = service_->Admit(*ctx, Access::kWrite);
+    if (!admitted.ok()) {
+      End(admitted);
+      return;
+    }
     StartRead(&req_);
   }
 
   void OnReadDone(bool ok) override {
     if (!ok) {  // the client half-closed: every batch is applied
       resp_->set_upserted(total_);
-      Finish(grpc::Status::OK);
+      End(grpc::Status::OK);
       return;
     }
+    if (call_.collection.empty()) call_.collection = req_.collection();
     service_->pool()->Submit([this] {
       absl::StatusOr<uint64_t> n;
       try {
@@ -64,7 +50,7 @@ class UpsertStreamReactor : public grpc::ServerReadReactor<v1::UpsertRequest> {
         n = absl::InternalError(e.what());
       }
       if (!n.ok()) {
-        Finish(ToGrpc(Annotate(
+        End(ToGrpc(Annotate(
             n.status(), absl::StrCat("message ", messages_, " of the stream (", total_,
                                      " documents from earlier messages are stored)"))));
         return;
@@ -79,21 +65,106 @@ class UpsertStreamReactor : public grpc::ServerReadReactor<v1::UpsertRequest> {
   void OnDone() override { delete this; }
 
  private:
+  void End(const grpc::Status& status) {
+    service_->EndCall(call_, status);
+    Finish(status);
+  }
+
   SearchServiceImpl* const service_;
+  CallRecord call_;
   v1::UpsertResponse* const resp_;
   v1::UpsertRequest req_;
   uint64_t total_ = 0;
   uint64_t messages_ = 0;
 };
 
+// A request id from the client's metadata: printable ASCII, at most 128
+// bytes; anything else is replaced by a generated one.
+bool UsableRequestId(std::string_view id) {
+  if (id.empty() || id.size() > 128) return false;
+  for (unsigned char c : id) {
+    if (c < 0x21 || c > 0x7e || c == '"' || c == '\\') return false;
+  }
+  return true;
+}
+
 }  // namespace
+
+CallRecord SearchServiceImpl::StartCall(grpc::CallbackServerContext* ctx, const char* rpc,
+                                        const std::string& collection) {
+  CallRecord call;
+  call.rpc = rpc;
+  call.collection = collection.size() <= 256 ? collection : collection.substr(0, 256);
+  call.start = std::chrono::steady_clock::now();
+  const auto& md = ctx->client_metadata();
+  auto it = md.find("x-request-id");
+  if (it != md.end() && UsableRequestId({it->second.data(), it->second.size()})) {
+    call.request_id.assign(it->second.data(), it->second.size());
+  } else {
+    static const uint64_t boot = uint64_t(
+        std::chrono::system_clock::now().time_since_epoch() / std::chrono::microseconds(1));
+    call.request_id = absl::StrCat(absl::Hex(boot), "-", next_request_id_.fetch_add(1));
+  }
+  ctx->AddInitialMetadata("x-request-id", call.request_id);
+  return call;
+}
+
+grpc::Status SearchServiceImpl::Admit(const grpc::CallbackServerContext& ctx,
+                                      Access need) const {
+  if (options_.keys != nullptr) {
+    grpc::Status s = options_.keys->Check(ctx, need);
+    if (!s.ok()) return s;
+  }
+  if (catalog_.load() == nullptr) {
+    return grpc::Status(grpc::StatusCode::UNAVAILABLE,
+                        "the server is still opening its collections; retry shortly");
+  }
+  return grpc::Status::OK;
+}
+
+void SearchServiceImpl::EndCall(const CallRecord& call, const grpc::Status& status) const {
+  if (options_.observer != nullptr) options_.observer->CallDone(call, status);
+}
+
+template <typename F>
+grpc::ServerUnaryReactor* SearchServiceImpl::Run(grpc::CallbackServerContext* ctx,
+                                                 const char* rpc, Access need,
+                                                 const std::string& collection, F fn) {
+  grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
+  CallRecord call = StartCall(ctx, rpc, collection);
+  grpc::Status admitted = Admit(*ctx, need);
+  if (!admitted.ok()) {
+    EndCall(call, admitted);
+    reactor->Finish(admitted);
+    return reactor;
+  }
+  pool_->Submit([this, reactor, ctx, call = std::move(call), fn = std::move(fn)]() mutable {
+    grpc::Status status;
+    if (ctx->IsCancelled()) {
+      status = grpc::Status(grpc::StatusCode::CANCELLED, "cancelled by the client");
+    } else {
+      absl::Status s;
+      try {
+        s = fn(call);
+      } catch (const std::bad_alloc&) {
+        s = absl::ResourceExhaustedError("out of memory");
+      } catch (const std::exception& e) {
+        s = absl::InternalError(e.what());
+      }
+      status = ToGrpc(s);
+    }
+    EndCall(call, status);
+    reactor->Finish(status);
+  });
+  return reactor;
+}
 
 grpc::ServerUnaryReactor* SearchServiceImpl::CreateCollection(
     grpc::CallbackServerContext* ctx, const v1::CreateCollectionRequest* req,
     v1::CreateCollectionResponse* resp) {
-  return Defer(pool_, ctx, [this, req, resp]() -> absl::Status {
+  return Run(ctx, "CreateCollection", Access::kWrite, req->name(), [this, req, resp](const CallRecord&) -> absl::Status {
     ATTN_ASSIGN_OR_RETURN(CollectionConfig config, FromProto(req->config()));
-    ATTN_ASSIGN_OR_RETURN(std::shared_ptr<Collection> c, catalog_->Create(req->name(), config));
+    ATTN_ASSIGN_OR_RETURN(std::shared_ptr<Collection> c, catalog()->Create(req->name(), config));
     ToProto(req->name(), *c, resp->mutable_collection());
     return absl::OkStatus();
   });
@@ -102,8 +173,8 @@ grpc::ServerUnaryReactor* SearchServiceImpl::CreateCollection(
 grpc::ServerUnaryReactor* SearchServiceImpl::GetCollection(
     grpc::CallbackServerContext* ctx, const v1::GetCollectionRequest* req,
     v1::GetCollectionResponse* resp) {
-  return Defer(pool_, ctx, [this, req, resp]() -> absl::Status {
-    ATTN_ASSIGN_OR_RETURN(std::shared_ptr<Collection> c, catalog_->Get(req->name()));
+  return Run(ctx, "GetCollection", Access::kRead, req->name(), [this, req, resp](const CallRecord&) -> absl::Status {
+    ATTN_ASSIGN_OR_RETURN(std::shared_ptr<Collection> c, catalog()->Get(req->name()));
     ToProto(req->name(), *c, resp->mutable_collection());
     return absl::OkStatus();
   });
@@ -112,8 +183,8 @@ grpc::ServerUnaryReactor* SearchServiceImpl::GetCollection(
 grpc::ServerUnaryReactor* SearchServiceImpl::ListCollections(
     grpc::CallbackServerContext* ctx, const v1::ListCollectionsRequest* req,
     v1::ListCollectionsResponse* resp) {
-  return Defer(pool_, ctx, [this, resp]() -> absl::Status {
-    for (const auto& [name, c] : catalog_->List()) ToProto(name, *c, resp->add_collections());
+  return Run(ctx, "ListCollections", Access::kRead, "", [this, resp](const CallRecord&) -> absl::Status {
+    for (const auto& [name, c] : catalog()->List()) ToProto(name, *c, resp->add_collections());
     return absl::OkStatus();
   });
 }
@@ -121,11 +192,11 @@ grpc::ServerUnaryReactor* SearchServiceImpl::ListCollections(
 grpc::ServerUnaryReactor* SearchServiceImpl::DropCollection(
     grpc::CallbackServerContext* ctx, const v1::DropCollectionRequest* req,
     v1::DropCollectionResponse* resp) {
-  return Defer(pool_, ctx, [this, req]() { return catalog_->Drop(req->name()); });
+  return Run(ctx, "DropCollection", Access::kWrite, req->name(), [this, req](const CallRecord&) { return catalog()->Drop(req->name()); });
 }
 
 absl::StatusOr<uint64_t> SearchServiceImpl::ApplyUpsert(const v1::UpsertRequest& req) {
-  ATTN_ASSIGN_OR_RETURN(std::shared_ptr<Collection> c, catalog_->Get(req.collection()));
+  ATTN_ASSIGN_OR_RETURN(std::shared_ptr<Collection> c, catalog()->Get(req.collection()));
   std::vector<Document> docs(size_t(req.documents_size()));
   for (int i = 0; i < req.documents_size(); ++i) {
     ATTN_RETURN_IF_ERROR(FromProto(req.documents(i), absl::StrCat("documents[", i, "]"),
@@ -137,7 +208,7 @@ absl::StatusOr<uint64_t> SearchServiceImpl::ApplyUpsert(const v1::UpsertRequest&
 grpc::ServerUnaryReactor* SearchServiceImpl::Upsert(grpc::CallbackServerContext* ctx,
                                                     const v1::UpsertRequest* req,
                                                     v1::UpsertResponse* resp) {
-  return Defer(pool_, ctx, [this, req, resp]() -> absl::Status {
+  return Run(ctx, "Upsert", Access::kWrite, req->collection(), [this, req, resp](const CallRecord&) -> absl::Status {
     ATTN_ASSIGN_OR_RETURN(uint64_t n, ApplyUpsert(*req));
     resp->set_upserted(n);
     return absl::OkStatus();
@@ -146,14 +217,14 @@ grpc::ServerUnaryReactor* SearchServiceImpl::Upsert(grpc::CallbackServerContext*
 
 grpc::ServerReadReactor<v1::UpsertRequest>* SearchServiceImpl::UpsertStream(
     grpc::CallbackServerContext* ctx, v1::UpsertResponse* resp) {
-  return new UpsertStreamReactor(this, resp);
+  return new UpsertStreamReactor(this, ctx, resp);
 }
 
 grpc::ServerUnaryReactor* SearchServiceImpl::Delete(grpc::CallbackServerContext* ctx,
                                                     const v1::DeleteRequest* req,
                                                     v1::DeleteResponse* resp) {
-  return Defer(pool_, ctx, [this, req, resp]() -> absl::Status {
-    ATTN_ASSIGN_OR_RETURN(std::shared_ptr<Collection> c, catalog_->Get(req->collection()));
+  return Run(ctx, "Delete", Access::kWrite, req->collection(), [this, req, resp](const CallRecord&) -> absl::Status {
+    ATTN_ASSIGN_OR_RETURN(std::shared_ptr<Collection> c, catalog()->Get(req->collection()));
     ATTN_ASSIGN_OR_RETURN(DeleteResult r,
                           c->Delete({req->ids().begin(), req->ids().end()}));
     resp->set_deleted(r.deleted);
@@ -165,8 +236,8 @@ grpc::ServerUnaryReactor* SearchServiceImpl::Delete(grpc::CallbackServerContext*
 grpc::ServerUnaryReactor* SearchServiceImpl::Get(grpc::CallbackServerContext* ctx,
                                                  const v1::GetRequest* req,
                                                  v1::GetResponse* resp) {
-  return Defer(pool_, ctx, [this, req, resp]() -> absl::Status {
-    ATTN_ASSIGN_OR_RETURN(std::shared_ptr<Collection> c, catalog_->Get(req->collection()));
+  return Run(ctx, "Get", Access::kRead, req->collection(), [this, req, resp](const CallRecord&) -> absl::Status {
+    ATTN_ASSIGN_OR_RETURN(std::shared_ptr<Collection> c, catalog()->Get(req->collection()));
     ATTN_ASSIGN_OR_RETURN(GetResult r, c->Get({req->ids().begin(), req->ids().end()},
                                               req->include_vectors()));
     for (auto& d : r.documents) ToProto(std::move(d), req->include_vectors(), resp->add_documents());
@@ -178,8 +249,8 @@ grpc::ServerUnaryReactor* SearchServiceImpl::Get(grpc::CallbackServerContext* ct
 grpc::ServerUnaryReactor* SearchServiceImpl::TrainEncoder(grpc::CallbackServerContext* ctx,
                                                           const v1::TrainEncoderRequest* req,
                                                           v1::TrainEncoderResponse* resp) {
-  return Defer(pool_, ctx, [this, req, resp]() -> absl::Status {
-    ATTN_ASSIGN_OR_RETURN(std::shared_ptr<Collection> c, catalog_->Get(req->collection()));
+  return Run(ctx, "TrainEncoder", Access::kWrite, req->collection(), [this, req, resp](const CallRecord&) -> absl::Status {
+    ATTN_ASSIGN_OR_RETURN(std::shared_ptr<Collection> c, catalog()->Get(req->collection()));
     text::EncoderOptions options;
     const v1::EncoderParams& p = req->params();
     if (p.semantic_share() != 0.f) options.semantic_share = p.semantic_share();
@@ -204,8 +275,8 @@ grpc::ServerUnaryReactor* SearchServiceImpl::TrainEncoder(grpc::CallbackServerCo
 grpc::ServerUnaryReactor* SearchServiceImpl::TuneIndex(grpc::CallbackServerContext* ctx,
                                                        const v1::TuneIndexRequest* req,
                                                        v1::TuneIndexResponse* resp) {
-  return Defer(pool_, ctx, [this, req, resp]() -> absl::Status {
-    ATTN_ASSIGN_OR_RETURN(std::shared_ptr<Collection> c, catalog_->Get(req->collection()));
+  return Run(ctx, "TuneIndex", Access::kWrite, req->collection(), [this, req, resp](const CallRecord&) -> absl::Status {
+    ATTN_ASSIGN_OR_RETURN(std::shared_ptr<Collection> c, catalog()->Get(req->collection()));
     ATTN_ASSIGN_OR_RETURN(IndexTuningResult r,
                           c->TuneIndex(req->target_recall(), req->k() == 0 ? 10 : req->k(),
                                        req->sample() == 0 ? 1000 : req->sample()));
@@ -222,11 +293,12 @@ grpc::ServerUnaryReactor* SearchServiceImpl::TuneIndex(grpc::CallbackServerConte
 grpc::ServerUnaryReactor* SearchServiceImpl::Search(grpc::CallbackServerContext* ctx,
                                                     const v1::SearchRequest* req,
                                                     v1::SearchResponse* resp) {
-  return Defer(pool_, ctx, [this, ctx, req, resp]() -> absl::Status {
-    ATTN_ASSIGN_OR_RETURN(std::shared_ptr<Collection> c, catalog_->Get(req->collection()));
+  return Run(ctx, "Search", Access::kRead, req->collection(), [this, ctx, req, resp](const CallRecord& call) -> absl::Status {
+    ATTN_ASSIGN_OR_RETURN(std::shared_ptr<Collection> c, catalog()->Get(req->collection()));
     SearchQuery q;
     ATTN_RETURN_IF_ERROR(FromProto(*req, c->config().dim, &q));
     ATTN_ASSIGN_OR_RETURN(SearchResult r, c->Search(std::move(q), DeadlineOf(ctx)));
+    if (options_.observer != nullptr) options_.observer->SearchDone(call, r.timing);
     ToProto(std::move(r), resp);
     return absl::OkStatus();
   });

@@ -7,16 +7,53 @@
 #ifndef ATTNSEARCH_SERVER_SERVICE_H_
 #define ATTNSEARCH_SERVER_SERVICE_H_
 
+#include <atomic>
+#include <chrono>
+#include <string>
+
 #include "attnsearch/v1/search.grpc.pb.h"
 #include "engine/catalog.h"
+#include "server/auth.h"
 #include "server/worker_pool.h"
 
 namespace attnsearch {
 
+// One call, as the observer sees it.
+struct CallRecord {
+  const char* rpc = "";            // "Search"
+  std::string collection;          // empty for ListCollections
+  std::string request_id;          // the client's x-request-id, or generated
+  std::chrono::steady_clock::time_point start;
+};
+
+// Told about every finished call, e.g. to log it and count it. Must be
+// thread-safe; called on gRPC and worker threads.
+class CallObserver {
+ public:
+  virtual ~CallObserver() = default;
+  virtual void CallDone(const CallRecord& call, const grpc::Status& status) = 0;
+  // A successful Search's stage timings.
+  virtual void SearchDone(const CallRecord& call, const SearchTiming& timing) = 0;
+};
+
+struct ServiceOptions {
+  // Callers must present one of these keys (none configured: anyone may
+  // call). Must outlive the service.
+  const ApiKeys* keys = nullptr;
+  // Must outlive the service; may be null.
+  CallObserver* observer = nullptr;
+};
+
 class SearchServiceImpl final : public v1::SearchService::CallbackService {
  public:
-  // `catalog` and `pool` must outlive the service and the gRPC server.
-  SearchServiceImpl(Catalog* catalog, WorkerPool* pool) : catalog_(catalog), pool_(pool) {}
+  // `pool` must outlive the service and the gRPC server, and so must
+  // `catalog`, which may be null until SetCatalog: calls meanwhile answer
+  // UNAVAILABLE (the server listens while it opens its collections).
+  SearchServiceImpl(Catalog* catalog, WorkerPool* pool, ServiceOptions options = {})
+      : catalog_(catalog), pool_(pool), options_(options) {}
+
+  // Makes the service answer calls with `catalog` (see the constructor).
+  void SetCatalog(Catalog* catalog) { catalog_.store(catalog); }
 
   grpc::ServerUnaryReactor* CreateCollection(grpc::CallbackServerContext* ctx,
                                              const v1::CreateCollectionRequest* req,
@@ -55,9 +92,30 @@ class SearchServiceImpl final : public v1::SearchService::CallbackService {
 
   WorkerPool* pool() const { return pool_; }
 
+  // Starts the record of a call: its rpc, collection and request id (the
+  // client's x-request-id metadata, else a generated one, also sent back as
+  // x-request-id initial metadata).
+  CallRecord StartCall(grpc::CallbackServerContext* ctx, const char* rpc,
+                       const std::string& collection);
+  // OK when the call may proceed: its key grants `need` and the catalog is
+  // open.
+  grpc::Status Admit(const grpc::CallbackServerContext& ctx, Access need) const;
+  // Tells the observer. Call before finishing the reactor.
+  void EndCall(const CallRecord& call, const grpc::Status& status) const;
+
  private:
-  Catalog* const catalog_;
+  // Admits the call, then runs fn on the pool and finishes the call with
+  // its status. No exception leaves the job.
+  template <typename F>
+  grpc::ServerUnaryReactor* Run(grpc::CallbackServerContext* ctx, const char* rpc,
+                                Access need, const std::string& collection, F fn);
+  // The catalog. REQUIRES: Admit returned OK.
+  Catalog* catalog() const { return catalog_.load(); }
+
+  std::atomic<Catalog*> catalog_;
   WorkerPool* const pool_;
+  const ServiceOptions options_;
+  std::atomic<uint64_t> next_request_id_{1};
 };
 
 }  // namespace attnsearch

@@ -14,3 +14,13 @@ attn_cc_test(NAME text_search_test SRCS server/text_search_test.cc
 target_compile_definitions(text_search_test PRIVATE
                            ATTN_SERVER_BINARY="$<TARGET_FILE:attnsearch-server>")
 add_dependencies(text_search_test attnsearch-server)
+# API keys, TLS and the command-line clients' security flags, over loopback.
+attn_cc_test(NAME security_test SRCS server/security_test.cc
+             DEPS attn_proto gRPC::grpc++
+             LABELS integration)
+target_compile_definitions(security_test PRIVATE
+                           ATTN_SERVER_BINARY="$<TARGET_FILE:attnsearch-server>"
+                           ATTN_INDEXER_BINARY="$<TARGET_FILE:attnsearch-index>"
+                           ATTN_DEMO_BINARY="$<TARGET_FILE:attnsearch-demo>"
+                           ATTN_TESTDATA_DIR="${CMAKE_CURRENT_SOURCE_DIR}/server/testdata")
+add_dependencies(security_test attnsearch-server attnsearch-index attnsearch-demo)
