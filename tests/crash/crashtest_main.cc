@@ -359,17 +359,32 @@ bool CrashTest::StartServer(int cycle) {
     return false;
   }
   stub_ = NewStub(address_);
-  // Serving: the collection answers.
+  // Serving: the server may listen before its collections are open (calls
+  // answer UNAVAILABLE meanwhile), so recovery ends when the collection
+  // answers.
+  const auto give_up = Clock::now() + std::chrono::seconds(120);
   while (true) {
     grpc::ClientContext ctx;
-    SetDeadline(&ctx, 30);
+    SetDeadline(&ctx, 10);
     ctx.set_wait_for_ready(true);
-    v1::ListCollectionsRequest req;
-    v1::ListCollectionsResponse resp;
-    const grpc::Status s = stub_->ListCollections(&ctx, req, &resp);
+    grpc::Status s;
+    if (cycle == 0) {
+      v1::ListCollectionsResponse resp;
+      s = stub_->ListCollections(&ctx, v1::ListCollectionsRequest(), &resp);
+    } else {
+      v1::GetCollectionRequest req;
+      req.set_name(kCollection);
+      v1::GetCollectionResponse resp;
+      s = stub_->GetCollection(&ctx, req, &resp);
+    }
     if (s.ok()) break;
+    if (s.error_code() == grpc::StatusCode::UNAVAILABLE && Clock::now() < give_up) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+      continue;
+    }
     Violation(&f_.start_failures, "cycle " + std::to_string(cycle) +
-                                      ": ListCollections after restart: " + StatusText(s));
+                                      ": the collection does not answer after the restart: " +
+                                      StatusText(s));
     return false;
   }
   last_start_ms_ = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();

@@ -2,9 +2,8 @@
 // the crash test, without GoogleTest (tests/server/server_process.h is the
 // GoogleTest flavour). The child listens on an ephemeral loopback port
 // (--listen 127.0.0.1:0 --port_file F); Start reads the one line it prints
-// on stdout once it accepts calls, so the time Start takes is the server's
-// whole recovery: opening RocksDB, loading the ANN snapshot and adding what
-// was written after it.
+// on stdout once it listens. (The server may listen before its collections
+// are open; the caller waits for them to answer.)
 #ifndef ATTNSEARCH_TESTS_CRASH_SERVER_CHILD_H_
 #define ATTNSEARCH_TESTS_CRASH_SERVER_CHILD_H_
 
