@@ -116,8 +116,8 @@ class GraphBuilder {
  private:
   struct Scratch {
     CodeScorer scorer;   // bound to the point being inserted
-    CodeScorer pair, pair2;  // bound to stored rows (neighbour selection)
-    std::vector<float> row, row2;
+    CodeScorer pair;  // bound to stored rows (neighbour selection)
+    std::vector<float> row;
     std::vector<node_t> links;
     std::vector<Scored> found, kept, pool, frontier;
     ann_internal::VisitedMarks visited;
@@ -236,25 +236,9 @@ class GraphBuilder {
       pool.emplace_back(pair(size_t(v)), v);
     }
     std::sort(pool.begin(), pool.end(), std::greater<Scored>());
-    // The heuristic around src.
-    std::vector<Scored>& kept = scratch->kept;
-    kept.clear();
-    CodeScorer& other = scratch->pair2;
-    other = scratch->scorer;
-    for (const Scored& c : pool) {
-      if (kept.size() >= end - begin) break;
-      other.BindRow(size_t(c.second), &scratch->row2);
-      bool good = true;
-      for (const Scored& r : kept) {
-        if (other(size_t(r.second)) > c.first) {
-          good = false;
-          break;
-        }
-      }
-      if (good) kept.push_back(c);
-    }
+    SelectNeighbors(&pool, end - begin, scratch);
     size_t j = begin;
-    for (const Scored& k : kept) StoreLink(g_.neighbors[j++], k.second);
+    for (const Scored& k : pool) StoreLink(g_.neighbors[j++], k.second);
     for (; j < end; ++j) StoreLink(g_.neighbors[j], -1);
   }
 
