@@ -606,6 +606,7 @@ void CrashTest::Verify(int cycle) {
       if (!as_new && !as_old) {
         Violation(&f_.lost, where + id + " (uncertain: " + Describe(it.before) + " or " +
                                 Describe(it.after) + ") is " + Describe(got));
+        expected_.Set(id, got.live ? got : State{false, it.before.version});  // report once
       } else if (!(it.before == it.after)) {
         (as_new ? applied : not_applied)++;
       }
