@@ -689,18 +689,23 @@ absl::StatusOr<BenchOutput> RunAnn(const BenchFlags& f) {
 
   nlohmann::json sections = nlohmann::json::object();
   if (hnsw || ivf) {
+    // A section that fails is reported in the record (and on stderr)
+    // rather than losing the sweep's figures.
+    auto keep = [&](const char* name, absl::StatusOr<nlohmann::json> result) {
+      if (result.ok()) {
+        sections[name] = *result;
+      } else {
+        std::fprintf(stderr, "ann: the %s section failed: %s\n", name,
+                     result.status().ToString().c_str());
+        sections[name] = {{"error", result.status().ToString()}};
+      }
+    };
     AnnSearchParams params;  // the index's defaults
-    auto filtered = RunFilterSection(f, **index, base, queries, k, params);
-    if (!filtered.ok()) return filtered.status();
-    sections["filter"] = *filtered;
-    auto tuned = RunTuneSection(f, **index, queries, truth, k);
-    if (!tuned.ok()) return tuned.status();
-    sections["tune"] = *tuned;
+    keep("filter", RunFilterSection(f, **index, base, queries, k, params));
+    keep("tune", RunTuneSection(f, **index, queries, truth, k));
     std::vector<int> settings;
     for (const auto& [v, point] : ours_points) settings.push_back(v);
-    auto deleted = RunDeleteSection(f, base, queries, k, settings);
-    if (!deleted.ok()) return deleted.status();
-    sections["delete"] = *deleted;
+    keep("delete", RunDeleteSection(f, base, queries, k, settings));
   }
   omp_set_num_threads(threads_before);
 
