@@ -16,6 +16,7 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "core/status.h"
 #include "core/vector_math.h"
 #include "engine/snippet.h"
@@ -393,8 +394,22 @@ absl::StatusOr<uint64_t> Collection::Upsert(std::vector<Document> docs) {
   uint64_t version = 0;
   const std::shared_ptr<const text::Encoder> enc = encoder(&version);
   absl::flat_hash_map<std::string_view, size_t> seen;
+  // The memory the batch holds, counted as each document is prepared (text
+  // documents grow by their encoding).
+  const size_t row_bytes = size_t(config().dim) * TokenDtypeSize(config().token_dtype) +
+                           (config().token_dtype == TokenDtype::kInt8 ? 4 : 0);
+  size_t batch_bytes = 0;
   for (size_t i = 0; i < docs.size(); ++i) {
     ATTN_RETURN_IF_ERROR(PrepareDocument(i, enc.get(), version, &docs[i]));
+    const Document& d = docs[i];
+    batch_bytes += sizeof(Document) + d.id.size() + d.text.size() +
+                   (d.pooled.size() + d.tokens.size()) * sizeof(float) +
+                   d.token_spans.size() * 8 + size_t(d.num_tokens) * row_bytes;
+    for (const auto& [k, v] : d.metadata) batch_bytes += k.size() + v.size() + 64;
+    for (const auto& t : d.token_texts) batch_bytes += t.size() + sizeof(std::string);
+    ATTN_RETURN_IF_ERROR(CheckRequestBytes(
+        batch_bytes, absl::StrCat("documents: the batch of ", docs.size(),
+                                  " (counted up to documents[", i, "])")));
     auto [it, fresh] = seen.emplace(docs[i].id, i);
     if (!fresh) {
       return absl::InvalidArgumentError(
@@ -647,6 +662,14 @@ absl::StatusOr<uint64_t> Collection::Reencode(Label below) {
   }));
   ATTN_RETURN_IF_ERROR(flush());
   return count;
+}
+
+absl::Status Collection::CheckRequestBytes(size_t bytes, const std::string& what) const {
+  const size_t limit = options_.limits.max_request_bytes;
+  if (limit == 0 || bytes <= limit) return absl::OkStatus();
+  return absl::ResourceExhaustedError(absl::StrFormat(
+      "%s would hold %.1f MiB, over the request memory limit (max_request_mb) of %.1f MiB",
+      what, double(bytes) / (1 << 20), double(limit) / (1 << 20)));
 }
 
 absl::Status Collection::CheckIdCount(size_t n) const {
@@ -968,7 +991,21 @@ absl::StatusOr<SearchResult> Collection::Search(SearchQuery q, absl::Time deadli
     // Stage 2: the candidates' token matrices in one block.
     ATTN_RETURN_IF_ERROR(CheckDeadline(deadline, "fetching token matrices"));
     t = Clock::now();
-    ATTN_RETURN_IF_ERROR(store_->GetTokens(labels, &block));
+    // The memory this search holds, now that the stored token counts are
+    // known: the fetched matrices and the similarities (m x rows floats per
+    // matmul chunk).
+    const size_t row_bytes = size_t(config().dim) * TokenDtypeSize(config().token_dtype) +
+                             (config().token_dtype == TokenDtype::kInt8 ? 4 : 0);
+    const auto admit = [&](size_t rows) {
+      const size_t bytes =
+          rows * row_bytes +
+          size_t(q.num_tokens) * std::min(rows, options_.rerank.max_rows_per_gemm) * 4 +
+          labels.size() * 64;
+      return CheckRequestBytes(
+          bytes, absl::StrCat("candidates: the token matrices of ", labels.size(),
+                              " candidates (", rows, " rows) and their similarities"));
+    };
+    ATTN_RETURN_IF_ERROR(store_->GetTokens(labels, &block, admit));
     result.timing.fetch_us = MicrosSince(t);
 
     // Stage 3: rerank.
@@ -1061,6 +1098,10 @@ CollectionStats Collection::Stats() const {
     stats.ann_vectors = ann_->size();
     stats.disk_bytes = store_->DiskBytes();
   }
+  const DocStore::MemoryUsage memory = store_->Memory();
+  stats.block_cache_bytes = memory.block_cache;
+  stats.memtable_bytes = memory.memtables;
+  stats.table_reader_bytes = memory.table_readers;
   stats.rebuild_in_progress = rebuild_in_progress_;
   stats.rebuilds = rebuilds_;
   const std::shared_ptr<const text::Encoder> enc = encoder(&stats.encoder_version);

@@ -61,9 +61,10 @@ struct RequestLimits {
   // their stored token counts are known, before the matrices are copied);
   // for an Upsert, the batch's documents as prepared for the store (vectors
   // in f32, text, metadata, token texts and spans, and the encoded token
-  // rows). Over it: RESOURCE_EXHAUSTED naming max_request_mb, nothing
-  // stored. Default: 256 MiB.
-  size_t max_request_bytes = size_t{256} << 20;
+  // rows). Over it: RESOURCE_EXHAUSTED naming the field (`candidates`,
+  // `documents`) and the limit (max_request_mb, the server's flag), nothing
+  // stored. Default: 0.
+  size_t max_request_bytes = 0;
 };
 
 struct CollectionOptions {
@@ -189,6 +190,11 @@ struct CollectionStats {
   uint64_t num_tombstones = 0;
   uint64_t ann_vectors = 0;
   uint64_t disk_bytes = 0;  // the store's SST files
+  // The store's memory: RocksDB's block cache, memtables and table readers
+  // (index and filter blocks).
+  uint64_t block_cache_bytes = 0;
+  uint64_t memtable_bytes = 0;
+  uint64_t table_reader_bytes = 0;
   // The built-in encoder: 0 when untrained, else its version.
   uint64_t encoder_version = 0;
   uint32_t encoder_vocabulary = 0;
@@ -362,6 +368,9 @@ class Collection {
   // index's defaults.
   AnnSearchParams DefaultSearchParams() const;
   absl::Status PrepareQuery(SearchQuery* q) const;
+  // RESOURCE_EXHAUSTED when `bytes` exceed limits.max_request_bytes;
+  // `what` says what holds them.
+  absl::Status CheckRequestBytes(size_t bytes, const std::string& what) const;
   // INVALID_ARGUMENT when a Get or Delete names more ids than a batch may.
   absl::Status CheckIdCount(size_t n) const;
   // Index state updates after a commit. REQUIRES: index_mu_ held exclusively.

@@ -2,11 +2,14 @@
 //
 //   attnsearch-server --data_dir DIR [--listen 127.0.0.1:50051] [--workers N]
 //
-// Prints "attnsearch-server listening on HOST:PORT" once it accepts calls
-// (with --listen HOST:0 the port is chosen by the system; --port_file also
-// writes it to a file). SIGINT or SIGTERM stops it gracefully: calls in
-// flight finish (up to --shutdown_grace_s), then every collection writes its
-// ANN snapshot and closes.
+// Listens at once, then opens (and recovers) the collections: meanwhile the
+// health service reports NOT_SERVING and calls answer UNAVAILABLE. Prints
+// "attnsearch-server listening on HOST:PORT" once it serves (with --listen
+// HOST:0 the port is chosen by the system; --port_file also writes it to a
+// file then). SIGINT or SIGTERM stops it gracefully: calls in flight finish
+// (up to --shutdown_grace_s), then every collection writes its ANN snapshot
+// and closes. Logs are JSON lines on stderr (see server/observe.h);
+// --metrics_listen serves Prometheus metrics.
 #include <signal.h>
 #include <unistd.h>
 
@@ -26,6 +29,8 @@
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/health_check_service_interface.h"
 #include "server/auth.h"
+#include "server/metrics_http.h"
+#include "server/observe.h"
 #include "server/service.h"
 #include "server/worker_pool.h"
 
@@ -105,23 +110,32 @@ int main(int argc, char** argv) {
   app.add_option("--max_document_tokens", limits.max_document_tokens,
                  "most token rows per document")
       ->capture_default_str();
-  size_t max_request_mb = limits.max_request_bytes >> 20;
+  size_t max_request_mb = 1024;
   app.add_option("--max_request_mb", max_request_mb,
                  "most memory one request may hold, MiB: a Search's fetched token matrices "
                  "and similarities, an Upsert batch's documents (0: no limit)")
       ->capture_default_str();
+  std::string log_calls = "errors";
+  app.add_option("--log_calls", log_calls,
+                 "log calls as JSON lines on stderr: all, errors or none")
+      ->check(CLI::IsMember({"all", "errors", "none"}))
+      ->capture_default_str();
+  std::string metrics_listen, metrics_port_file;
+  app.add_option("--metrics_listen", metrics_listen,
+                 "serve Prometheus metrics at http://HOST:PORT/metrics (PORT 0 picks one)");
+  app.add_option("--metrics_port_file", metrics_port_file,
+                 "write the metrics port to this file once it listens");
   CLI11_PARSE(app, argc, argv);
   limits.max_request_bytes = max_request_mb << 20;
   if (tls_cert.empty() != tls_key.empty()) {
-    std::fprintf(stderr, "attnsearch-server: --tls_cert and --tls_key go together\n");
+    attnsearch::LogJson("error", "--tls_cert and --tls_key go together");
     return 2;
   }
   attnsearch::ApiKeys api_keys;
   if (!api_keys_file.empty()) {
     auto loaded = attnsearch::ApiKeys::Load(api_keys_file);
     if (!loaded.ok()) {
-      std::fprintf(stderr, "attnsearch-server: %s\n",
-                   std::string(loaded.status().message()).c_str());
+      attnsearch::LogJson("error", std::string(loaded.status().message()));
       return 2;
     }
     api_keys = *std::move(loaded);
@@ -136,7 +150,7 @@ int main(int argc, char** argv) {
       std::stringstream ss;
       ss << in.rdbuf();
       if (!in || ss.str().empty()) {
-        std::fprintf(stderr, "attnsearch-server: cannot read %s\n", path->c_str());
+        attnsearch::LogJson("error", "cannot read a TLS file", {attnsearch::JsonField("file", *path)});
         return 2;
       }
       *out = ss.str();
@@ -162,8 +176,41 @@ int main(int argc, char** argv) {
   // NOT_SERVING and calls answer UNAVAILABLE meanwhile); the "listening on"
   // line is printed once it serves.
   auto pool = std::make_unique<attnsearch::WorkerPool>(workers);
+  std::atomic<attnsearch::Catalog*> open_catalog{nullptr};
+  attnsearch::ServerMetrics metrics(
+      log_calls == "all"      ? attnsearch::CallLogging::kAll
+      : log_calls == "errors" ? attnsearch::CallLogging::kErrors
+                              : attnsearch::CallLogging::kNone,
+      [&open_catalog] {
+        std::vector<attnsearch::CollectionGauges> out;
+        attnsearch::Catalog* c = open_catalog.load();
+        if (c == nullptr) return out;
+        for (const auto& [name, collection] : c->List()) {
+          out.push_back({name, collection->Stats()});
+        }
+        return out;
+      });
+  std::unique_ptr<attnsearch::MetricsHttpServer> metrics_http;
+  if (!metrics_listen.empty()) {
+    metrics_http = std::make_unique<attnsearch::MetricsHttpServer>(
+        [&metrics] { return metrics.Render(); });
+    auto metrics_port = metrics_http->Start(metrics_listen);
+    if (!metrics_port.ok()) {
+      attnsearch::LogJson("error", std::string(metrics_port.status().message()));
+      return 2;
+    }
+    attnsearch::LogJson("info", "metrics listening",
+                        {attnsearch::JsonField("address", metrics_listen.substr(0, metrics_listen.rfind(':')) +
+                                                              ":" + std::to_string(*metrics_port))});
+    if (!metrics_port_file.empty()) {
+      const std::string tmp = metrics_port_file + ".tmp";
+      std::ofstream(tmp) << *metrics_port << "\n";
+      std::rename(tmp.c_str(), metrics_port_file.c_str());
+    }
+  }
   attnsearch::ServiceOptions service_options;
   if (api_keys.enabled()) service_options.keys = &api_keys;
+  service_options.observer = &metrics;
   attnsearch::SearchServiceImpl service(nullptr, pool.get(), service_options);
 
   grpc::EnableDefaultHealthCheckService(true);
@@ -176,36 +223,51 @@ int main(int argc, char** argv) {
   builder.RegisterService(&service);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (!server || port == 0) {
-    std::fprintf(stderr, "attnsearch-server: cannot listen on %s\n", listen.c_str());
+    attnsearch::LogJson("error", "cannot listen", {attnsearch::JsonField("address", listen)});
     return 1;
   }
   grpc::HealthCheckServiceInterface* health = server->GetHealthCheckService();
   health->SetServingStatus(false);
   const std::string host = listen.substr(0, listen.rfind(':'));
+  attnsearch::LogJson("info", "opening the collections",
+                      {attnsearch::JsonField("address", host + ":" + std::to_string(port)),
+                       attnsearch::JsonField("data_dir", catalog_options.data_dir),
+                       attnsearch::JsonField("tls", tls_cert.empty() ? "off" : "on"),
+                       attnsearch::JsonInt("api_keys", int64_t(api_keys.size()))});
+
+  const auto open_start = std::chrono::steady_clock::now();
+  auto catalog = attnsearch::Catalog::Open(catalog_options);
+  if (!catalog.ok()) {
+    attnsearch::LogJson("error", std::string(catalog.status().message()));
+    server->Shutdown();
+    return 1;
+  }
+  service.SetCatalog(catalog->get());
+  open_catalog.store(catalog->get());
+  health->SetServingStatus(true);
+  attnsearch::LogJson(
+      "info", "serving",
+      {attnsearch::JsonInt("collections", int64_t((*catalog)->List().size())),
+       attnsearch::JsonField("open_ms", std::chrono::duration<double, std::milli>(
+                                            std::chrono::steady_clock::now() - open_start)
+                                            .count())});
   if (!port_file.empty()) {
     const std::string tmp = port_file + ".tmp";
     std::ofstream(tmp) << port << "\n";
     std::rename(tmp.c_str(), port_file.c_str());
   }
-
-  auto catalog = attnsearch::Catalog::Open(catalog_options);
-  if (!catalog.ok()) {
-    std::fprintf(stderr, "attnsearch-server: %s\n", std::string(catalog.status().message()).c_str());
-    server->Shutdown();
-    return 1;
-  }
-  service.SetCatalog(catalog->get());
-  health->SetServingStatus(true);
   std::printf("attnsearch-server listening on %s:%d\n", host.c_str(), port);
   std::fflush(stdout);
 
   int sig = 0;
   sigwait(&stop_signals, &sig);
-  std::fprintf(stderr, "attnsearch-server: signal %d, shutting down\n", sig);
+  attnsearch::LogJson("info", "shutting down", {attnsearch::JsonInt("signal", sig)});
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(shutdown_grace_s));
   server->Wait();
   pool.reset();     // finishes queued jobs
+  metrics_http.reset();
+  open_catalog.store(nullptr);
   catalog->reset(); // snapshots and closes every collection
-  std::fprintf(stderr, "attnsearch-server: stopped\n");
+  attnsearch::LogJson("info", "stopped");
   return 0;
 }

@@ -318,8 +318,9 @@ absl::Status DocStore::PutAnnTuning(const AnnTuning& tuning) {
   return absl::OkStatus();
 }
 
-absl::Status DocStore::GetTokens(const std::vector<Label>& labels,
-                                 TokenBlock* out) const {
+absl::Status DocStore::GetTokens(
+    const std::vector<Label>& labels, TokenBlock* out,
+    const std::function<absl::Status(size_t total_rows)>& admit) const {
   const size_t n = labels.size();
   std::vector<std::string> key_bytes;
   key_bytes.reserve(n);
@@ -345,6 +346,7 @@ absl::Status DocStore::GetTokens(const std::vector<Label>& labels,
     total += rows;
   }
   out->total_rows = total;
+  if (admit) ATTN_RETURN_IF_ERROR(admit(total));
   const TokenDtype dtype = config_.token_dtype;
   const size_t row_bytes = size_t(config_.dim) * TokenDtypeSize(dtype);
   out->storage.resize((total * row_bytes + 3) / 4);
@@ -422,6 +424,18 @@ absl::Status DocStore::Flush() {
   std::vector<rocksdb::ColumnFamilyHandle*> cfs(rep_->cfs.begin(), rep_->cfs.end());
   ATTN_RETURN_IF_ERROR(FromRocks(rep_->db->Flush(fo, cfs), "flushing"));
   return FromRocks(rep_->db->FlushWAL(/*sync=*/true), "syncing the WAL");
+}
+
+DocStore::MemoryUsage DocStore::Memory() const {
+  MemoryUsage m;
+  uint64_t v = 0;
+  // One block cache serves every column family: read it once.
+  if (rep_->db->GetIntProperty(rep_->cfs[0], "rocksdb.block-cache-usage", &v)) m.block_cache = v;
+  if (rep_->db->GetAggregatedIntProperty("rocksdb.size-all-mem-tables", &v)) m.memtables = v;
+  if (rep_->db->GetAggregatedIntProperty("rocksdb.estimate-table-readers-mem", &v)) {
+    m.table_readers = v;
+  }
+  return m;
 }
 
 uint64_t DocStore::DiskBytes() const {

@@ -134,7 +134,13 @@ class DocStore {
                             std::vector<std::optional<Document>>* out) const;
 
   // Token matrices of `labels` into one contiguous block (one MultiGet).
-  absl::Status GetTokens(const std::vector<Label>& labels, TokenBlock* out) const;
+  // When `admit` is given it is called with the block's total rows once
+  // they are known and before the block is allocated; an error it returns
+  // is returned (and nothing is copied), so a caller can bound the memory
+  // a request takes by the stored token counts.
+  absl::Status GetTokens(const std::vector<Label>& labels, TokenBlock* out,
+                         const std::function<absl::Status(size_t total_rows)>& admit =
+                             nullptr) const;
 
   // Calls fn(label, unit pooled vector) for every live label >= from, in
   // label order. Stops at the first error fn returns.
@@ -173,6 +179,14 @@ class DocStore {
 
   // Approximate bytes on disk (SST files).
   uint64_t DiskBytes() const;
+
+  // RocksDB's memory, from its properties.
+  struct MemoryUsage {
+    uint64_t block_cache = 0;    // the block cache's charge (rocksdb.block-cache-usage)
+    uint64_t memtables = 0;      // active and unflushed memtables, all column families
+    uint64_t table_readers = 0;  // index and filter blocks held outside the cache
+  };
+  MemoryUsage Memory() const;
 
  private:
   struct Rep;

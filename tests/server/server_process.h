@@ -27,6 +27,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
@@ -73,8 +74,9 @@ class ServerProcess {
   ServerProcess(const ServerProcess&) = delete;
   ServerProcess& operator=(const ServerProcess&) = delete;
 
-  // Starts the server on `data_dir` (with --listen 127.0.0.1:0 and `extra`
-  // arguments) and waits until it listens. Returns its address
+  // Starts the server on `data_dir` (with --listen 127.0.0.1:0, unless
+  // `extra` gives --listen, and `extra` arguments) and waits until it
+  // listens. Returns its address
   // ("127.0.0.1:PORT"), or "" after recording a test failure that says why
   // (e.g. the child's exit status when it died before listening).
   std::string Start(const std::string& data_dir, const std::vector<std::string>& extra = {}) {
@@ -82,8 +84,10 @@ class ServerProcess {
       ADD_FAILURE() << "ServerProcess::Start: a server is already running (pid " << pid_ << ")";
       return "";
     }
-    std::vector<std::string> args = {ATTN_SERVER_BINARY, "--data_dir", data_dir, "--listen",
-                                     "127.0.0.1:0"};
+    std::vector<std::string> args = {ATTN_SERVER_BINARY, "--data_dir", data_dir};
+    if (std::find(extra.begin(), extra.end(), "--listen") == extra.end()) {
+      args.insert(args.end(), {"--listen", "127.0.0.1:0"});
+    }
     args.insert(args.end(), extra.begin(), extra.end());
     // Everything the child needs is prepared before fork: between fork and
     // exec only async-signal-safe calls are allowed (the test process has

@@ -24,3 +24,18 @@ target_compile_definitions(security_test PRIVATE
                            ATTN_DEMO_BINARY="$<TARGET_FILE:attnsearch-demo>"
                            ATTN_TESTDATA_DIR="${CMAKE_CURRENT_SOURCE_DIR}/server/testdata")
 add_dependencies(security_test attnsearch-server attnsearch-index attnsearch-demo)
+# A table of bad requests against a server with small limits: code, message,
+# still serving, nothing changed.
+attn_cc_test(NAME bad_input_test SRCS server/bad_input_test.cc
+             DEPS attn_proto gRPC::grpc++
+             LABELS integration)
+target_compile_definitions(bad_input_test PRIVATE
+                           ATTN_SERVER_BINARY="$<TARGET_FILE:attnsearch-server>")
+add_dependencies(bad_input_test attnsearch-server)
+# Metrics endpoint, JSON call log and startup health, over loopback.
+attn_cc_test(NAME observe_test SRCS server/observe_test.cc
+             DEPS attn_proto gRPC::grpc++ nlohmann_json::nlohmann_json
+             LABELS integration)
+target_compile_definitions(observe_test PRIVATE
+                           ATTN_SERVER_BINARY="$<TARGET_FILE:attnsearch-server>")
+add_dependencies(observe_test attnsearch-server)

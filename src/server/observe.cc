@@ -1,0 +1,256 @@
+#include "server/observe.h"
+
+#include <chrono>
+#include <cstdio>
+#include <ctime>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+
+namespace attnsearch {
+namespace {
+
+constexpr const char* kStageNames[] = {"encode", "ann", "fetch", "rerank", "total"};
+
+const char* CodeName(grpc::StatusCode c) {
+  switch (c) {
+    case grpc::StatusCode::OK: return "OK";
+    case grpc::StatusCode::CANCELLED: return "CANCELLED";
+    case grpc::StatusCode::UNKNOWN: return "UNKNOWN";
+    case grpc::StatusCode::INVALID_ARGUMENT: return "INVALID_ARGUMENT";
+    case grpc::StatusCode::DEADLINE_EXCEEDED: return "DEADLINE_EXCEEDED";
+    case grpc::StatusCode::NOT_FOUND: return "NOT_FOUND";
+    case grpc::StatusCode::ALREADY_EXISTS: return "ALREADY_EXISTS";
+    case grpc::StatusCode::PERMISSION_DENIED: return "PERMISSION_DENIED";
+    case grpc::StatusCode::RESOURCE_EXHAUSTED: return "RESOURCE_EXHAUSTED";
+    case grpc::StatusCode::FAILED_PRECONDITION: return "FAILED_PRECONDITION";
+    case grpc::StatusCode::ABORTED: return "ABORTED";
+    case grpc::StatusCode::OUT_OF_RANGE: return "OUT_OF_RANGE";
+    case grpc::StatusCode::UNIMPLEMENTED: return "UNIMPLEMENTED";
+    case grpc::StatusCode::INTERNAL: return "INTERNAL";
+    case grpc::StatusCode::UNAVAILABLE: return "UNAVAILABLE";
+    case grpc::StatusCode::DATA_LOSS: return "DATA_LOSS";
+    case grpc::StatusCode::UNAUTHENTICATED: return "UNAUTHENTICATED";
+    default: return "UNKNOWN";
+  }
+}
+
+// Length of the valid UTF-8 sequence at s[i], or 0.
+size_t Utf8Length(std::string_view s, size_t i) {
+  const unsigned char c = static_cast<unsigned char>(s[i]);
+  size_t n;
+  uint32_t cp;
+  if (c < 0x80) return 1;
+  if ((c & 0xE0) == 0xC0) {
+    n = 2;
+    cp = c & 0x1F;
+  } else if ((c & 0xF0) == 0xE0) {
+    n = 3;
+    cp = c & 0x0F;
+  } else if ((c & 0xF8) == 0xF0) {
+    n = 4;
+    cp = c & 0x07;
+  } else {
+    return 0;
+  }
+  if (i + n > s.size()) return 0;
+  for (size_t k = 1; k < n; ++k) {
+    const unsigned char d = static_cast<unsigned char>(s[i + k]);
+    if ((d & 0xC0) != 0x80) return 0;
+    cp = (cp << 6) | (d & 0x3F);
+  }
+  if ((n == 2 && cp < 0x80) || (n == 3 && cp < 0x800) || (n == 4 && cp < 0x10000) ||
+      cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) {
+    return 0;
+  }
+  return n;
+}
+
+std::string Now() {
+  const auto now = std::chrono::system_clock::now();
+  const auto us =
+      std::chrono::duration_cast<std::chrono::microseconds>(now.time_since_epoch()).count();
+  const std::time_t secs = std::time_t(us / 1000000);
+  std::tm tm;
+  gmtime_r(&secs, &tm);
+  char buf[64];
+  std::strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%S", &tm);
+  return absl::StrFormat("%s.%06dZ", buf, int(us % 1000000));
+}
+
+}  // namespace
+
+std::string JsonEscape(std::string_view s) {
+  std::string out;
+  out.reserve(s.size() + 2);
+  for (size_t i = 0; i < s.size();) {
+    const unsigned char c = static_cast<unsigned char>(s[i]);
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += char(c);
+      ++i;
+    } else if (c < 0x20) {
+      out += absl::StrFormat("\\u%04x", c);
+      ++i;
+    } else if (c < 0x80) {
+      out += char(c);
+      ++i;
+    } else {
+      const size_t n = Utf8Length(s, i);
+      if (n == 0) {
+        out += "\xEF\xBF\xBD";
+        ++i;
+      } else {
+        out.append(s.substr(i, n));
+        i += n;
+      }
+    }
+  }
+  return out;
+}
+
+std::string JsonField(std::string_view key, std::string_view value) {
+  return absl::StrCat("\"", std::string(key), "\":\"", JsonEscape(value), "\"");
+}
+
+std::string JsonField(std::string_view key, double value) {
+  return absl::StrFormat("\"%s\":%.3f", std::string(key), value);
+}
+
+std::string JsonInt(std::string_view key, int64_t value) {
+  return absl::StrFormat("\"%s\":%d", std::string(key), value);
+}
+
+void LogJson(const char* level, std::string_view msg, const std::vector<std::string>& fields) {
+  std::string line = absl::StrCat("{", JsonField("time", Now()), ",", JsonField("level", level),
+                                  ",", JsonField("msg", msg));
+  for (const auto& f : fields) absl::StrAppend(&line, ",", f);
+  line += "}\n";
+  // One write per line, so concurrent lines do not interleave.
+  std::fwrite(line.data(), 1, line.size(), stderr);
+}
+
+void Histogram::Observe(double seconds) {
+  size_t b = 0;
+  while (b < kBounds.size() && seconds > kBounds[b]) ++b;
+  buckets_[b].fetch_add(1, std::memory_order_relaxed);
+  count_.fetch_add(1, std::memory_order_relaxed);
+  sum_ns_.fetch_add(uint64_t(seconds * 1e9), std::memory_order_relaxed);
+}
+
+void Histogram::Render(const std::string& name, const std::string& labels,
+                       std::string* out) const {
+  const std::string sep = labels.empty() ? "" : ",";
+  uint64_t cumulative = 0;
+  for (size_t b = 0; b < kBounds.size(); ++b) {
+    cumulative += buckets_[b].load(std::memory_order_relaxed);
+    absl::StrAppendFormat(out, "%s_bucket{%s%sle=\"%g\"} %d\n", name, labels, sep, kBounds[b],
+                          cumulative);
+  }
+  cumulative += buckets_[kBounds.size()].load(std::memory_order_relaxed);
+  absl::StrAppendFormat(out, "%s_bucket{%s%sle=\"+Inf\"} %d\n", name, labels, sep, cumulative);
+  absl::StrAppendFormat(out, "%s_sum{%s} %.9f\n", name, labels,
+                        double(sum_ns_.load(std::memory_order_relaxed)) / 1e9);
+  absl::StrAppendFormat(out, "%s_count{%s} %d\n", name, labels, cumulative);
+}
+
+Histogram* ServerMetrics::RpcHistogram(const char* rpc) {
+  auto& h = rpc_latency_[rpc];
+  if (!h) h = std::make_unique<Histogram>();
+  return h.get();
+}
+
+void ServerMetrics::CallDone(const CallRecord& call, const grpc::Status& status) {
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - call.start).count();
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    RpcHistogram(call.rpc)->Observe(seconds);
+    ++calls_[{call.rpc, int(status.error_code())}];
+  }
+  if (logging_ == CallLogging::kNone || (logging_ == CallLogging::kErrors && status.ok())) {
+    return;
+  }
+  std::vector<std::string> fields = {
+      JsonField("request_id", call.request_id), JsonField("rpc", call.rpc),
+      JsonField("collection", call.collection), JsonField("code", CodeName(status.error_code())),
+      JsonField("latency_ms", seconds * 1e3)};
+  if (!status.ok()) fields.push_back(JsonField("error", status.error_message().substr(0, 512)));
+  LogJson(status.ok() ? "info" : "warn", "call", fields);
+}
+
+void ServerMetrics::SearchDone(const CallRecord& call, const SearchTiming& t) {
+  const int64_t us[] = {t.encode_us, t.ann_us, t.fetch_us, t.rerank_us, t.total_us};
+  for (size_t i = 0; i < stages_.size(); ++i) stages_[i].Observe(double(us[i]) / 1e6);
+}
+
+std::string ServerMetrics::Render() const {
+  std::string out;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    out += "# HELP attnsearch_rpc_duration_seconds Time from a call's arrival to its status.\n"
+           "# TYPE attnsearch_rpc_duration_seconds histogram\n";
+    for (const auto& [rpc, h] : rpc_latency_) {
+      h->Render("attnsearch_rpc_duration_seconds", absl::StrCat("rpc=\"", rpc, "\""), &out);
+    }
+    out += "# HELP attnsearch_requests_total Calls finished, by rpc and status code.\n"
+           "# TYPE attnsearch_requests_total counter\n";
+    for (const auto& [key, n] : calls_) {
+      absl::StrAppendFormat(&out, "attnsearch_requests_total{rpc=\"%s\",code=\"%s\"} %d\n",
+                            key.first, CodeName(grpc::StatusCode(key.second)), n);
+    }
+    out += "# HELP attnsearch_errors_total Calls finished with an error, by rpc and code.\n"
+           "# TYPE attnsearch_errors_total counter\n";
+    for (const auto& [key, n] : calls_) {
+      if (key.second == 0) continue;
+      absl::StrAppendFormat(&out, "attnsearch_errors_total{rpc=\"%s\",code=\"%s\"} %d\n",
+                            key.first, CodeName(grpc::StatusCode(key.second)), n);
+    }
+  }
+  out += "# HELP attnsearch_search_stage_duration_seconds Time of each stage of successful "
+         "searches.\n# TYPE attnsearch_search_stage_duration_seconds histogram\n";
+  for (size_t i = 0; i < stages_.size(); ++i) {
+    stages_[i].Render("attnsearch_search_stage_duration_seconds",
+                      absl::StrCat("stage=\"", kStageNames[i], "\""), &out);
+  }
+  if (!collections_) return out;
+  const std::vector<CollectionGauges> gauges = collections_();
+  struct Gauge {
+    const char* name;
+    const char* help;
+    uint64_t (*get)(const CollectionStats&);
+  };
+  const Gauge kGauges[] = {
+      {"attnsearch_collection_documents", "Live documents.",
+       [](const CollectionStats& s) { return s.num_documents; }},
+      {"attnsearch_collection_tombstones",
+       "Deleted or superseded vectors the ANN index still holds.",
+       [](const CollectionStats& s) { return s.num_tombstones; }},
+      {"attnsearch_collection_ann_vectors", "Vectors in the ANN index.",
+       [](const CollectionStats& s) { return s.ann_vectors; }},
+      {"attnsearch_collection_disk_bytes", "The store's SST files.",
+       [](const CollectionStats& s) { return s.disk_bytes; }},
+  };
+  for (const Gauge& g : kGauges) {
+    absl::StrAppendFormat(&out, "# HELP %s %s\n# TYPE %s gauge\n", g.name, g.help, g.name);
+    for (const auto& c : gauges) {
+      absl::StrAppendFormat(&out, "%s{collection=\"%s\"} %d\n", g.name, c.name, g.get(c.stats));
+    }
+  }
+  out += "# HELP attnsearch_collection_rocksdb_memory_bytes RocksDB memory by kind.\n"
+         "# TYPE attnsearch_collection_rocksdb_memory_bytes gauge\n";
+  for (const auto& c : gauges) {
+    const std::pair<const char*, uint64_t> kinds[] = {
+        {"block_cache", c.stats.block_cache_bytes},
+        {"memtables", c.stats.memtable_bytes},
+        {"table_readers", c.stats.table_reader_bytes}};
+    for (const auto& [kind, v] : kinds) {
+      absl::StrAppendFormat(
+          &out, "attnsearch_collection_rocksdb_memory_bytes{collection=\"%s\",kind=\"%s\"} %d\n",
+          c.name, kind, v);
+    }
+  }
+  return out;
+}
+
+}  // namespace attnsearch

@@ -1,0 +1,357 @@
+// Observability of the real attnsearch-server over loopback: the Prometheus
+// endpoint (--metrics_listen) scraped with a plain HTTP/1.1 request, the
+// JSON call log (--log_calls all) with request ids, and the health service
+// reporting NOT_SERVING while the collections are opened at startup.
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <fstream>
+#include <functional>
+#include <future>
+#include <random>
+#include <regex>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "attnsearch/v1/search.grpc.pb.h"
+#include "grpcpp/generic/generic_stub.h"
+#include "grpcpp/grpcpp.h"
+#include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
+#include "server/grpc_status_matchers.h"
+#include "server/server_process.h"
+#include "test_util.h"
+
+namespace attnsearch::testing {
+namespace {
+
+namespace v1 = attnsearch::v1;
+using grpc::StatusCode;
+
+constexpr uint32_t kDim = 16;
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+// Runs `fn` with this process's stderr sent to `path` (a child started
+// meanwhile inherits it).
+void WithStderrTo(const std::string& path, const std::function<void()>& fn) {
+  fflush(stderr);
+  const int saved = ::dup(STDERR_FILENO);
+  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+  ASSERT_GE(fd, 0);
+  ::dup2(fd, STDERR_FILENO);
+  ::close(fd);
+  fn();
+  fflush(stderr);
+  ::dup2(saved, STDERR_FILENO);
+  ::close(saved);
+}
+
+// One HTTP/1.1 request to 127.0.0.1:port; the whole response.
+std::string HttpGet(int port, const std::string& request) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(uint16_t(port));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+    ::close(fd);
+    return "";
+  }
+  ::send(fd, request.data(), request.size(), MSG_NOSIGNAL);
+  std::string out;
+  char buf[4096];
+  ssize_t n;
+  while ((n = ::recv(fd, buf, sizeof(buf), 0)) > 0) out.append(buf, size_t(n));
+  ::close(fd);
+  return out;
+}
+
+std::string Scrape(int port) {
+  return HttpGet(port, "GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n");
+}
+
+// The value of the sample `series` (exact name and labels), or -1.
+double Sample(const std::string& text, const std::string& series) {
+  std::istringstream in(text);
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind(series + " ", 0) == 0) return std::stod(line.substr(series.size() + 1));
+  }
+  return -1;
+}
+
+std::unique_ptr<grpc::ClientContext> Ctx(const std::string& request_id = "") {
+  auto ctx = std::make_unique<grpc::ClientContext>();
+  ctx->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
+  if (!request_id.empty()) ctx->AddMetadata("x-request-id", request_id);
+  return ctx;
+}
+
+v1::UpsertRequest Docs(const std::string& collection, int first, int n, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> g;
+  v1::UpsertRequest req;
+  req.set_collection(collection);
+  for (int i = first; i < first + n; ++i) {
+    v1::Document* d = req.add_documents();
+    d->set_id("d" + std::to_string(i));
+    for (uint32_t k = 0; k < kDim; ++k) d->add_pooled(g(rng));
+  }
+  return req;
+}
+
+v1::SearchRequest Query(const std::string& collection) {
+  v1::SearchRequest r;
+  r.set_collection(collection);
+  for (uint32_t k = 0; k < kDim; ++k) r.mutable_vectors()->add_pooled(k == 0 ? 1.f : 0.1f);
+  r.set_top_k(5);
+  return r;
+}
+
+TEST(ObserveTest, MetricsEndpointAndJsonCallLog) {
+  TempDir dir;
+  ServerProcess server;
+  const std::string log_file = dir.Sub("server.stderr");
+  const std::string port_file = dir.Sub("metrics.port");
+  std::string address;
+  WithStderrTo(log_file, [&] {
+    address = server.Start(dir.Sub("data"), {"--metrics_listen", "127.0.0.1:0",
+                                             "--metrics_port_file", port_file, "--log_calls",
+                                             "all", "--no_sync"});
+  });
+  ASSERT_FALSE(address.empty());
+  const int port = std::atoi(ReadFile(port_file).c_str());
+  ASSERT_GT(port, 0);
+  auto stub = NewSearchStub(address);
+
+  v1::CreateCollectionRequest create;
+  create.set_name("m");
+  create.mutable_config()->set_dim(kDim);
+  v1::CreateCollectionResponse cresp;
+  ASSERT_OK(stub->CreateCollection(Ctx().get(), create, &cresp));
+  v1::UpsertResponse uresp;
+  ASSERT_OK(stub->Upsert(Ctx().get(), Docs("m", 0, 300, 1), &uresp));
+  v1::DeleteRequest del;
+  del.set_collection("m");
+  del.add_ids("d0");
+  del.add_ids("d1");
+  v1::DeleteResponse dresp;
+  ASSERT_OK(stub->Delete(Ctx().get(), del, &dresp));
+  v1::SearchResponse sresp;
+  {
+    auto ctx = Ctx("req-abc-123");
+    ASSERT_OK(stub->Search(ctx.get(), Query("m"), &sresp));
+    // The request id comes back as initial metadata.
+    auto it = ctx->GetServerInitialMetadata().find("x-request-id");
+    ASSERT_NE(it, ctx->GetServerInitialMetadata().end());
+    EXPECT_EQ(std::string(it->second.data(), it->second.size()), "req-abc-123");
+  }
+  for (int i = 0; i < 2; ++i) ASSERT_OK(stub->Search(Ctx().get(), Query("m"), &sresp));
+  v1::SearchRequest bad = Query("m");
+  bad.set_top_k(0);
+  EXPECT_EQ(stub->Search(Ctx("req-bad-1").get(), bad, &sresp).error_code(),
+            StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(stub->Search(Ctx().get(), Query("nope"), &sresp).error_code(),
+            StatusCode::NOT_FOUND);
+
+  const std::string response = Scrape(port);
+  ASSERT_EQ(response.rfind("HTTP/1.1 200 OK\r\n", 0), 0u) << response;
+  EXPECT_NE(response.find("Content-Type: text/plain; version=0.0.4"), std::string::npos);
+  const std::string text = response.substr(response.find("\r\n\r\n") + 4);
+  EXPECT_EQ(Sample(text, "attnsearch_requests_total{rpc=\"Search\",code=\"OK\"}"), 3);
+  EXPECT_EQ(Sample(text, "attnsearch_requests_total{rpc=\"Search\",code=\"INVALID_ARGUMENT\"}"),
+            1);
+  EXPECT_EQ(Sample(text, "attnsearch_errors_total{rpc=\"Search\",code=\"NOT_FOUND\"}"), 1);
+  EXPECT_EQ(Sample(text, "attnsearch_errors_total{rpc=\"Search\",code=\"OK\"}"), -1);
+  EXPECT_EQ(Sample(text, "attnsearch_requests_total{rpc=\"Upsert\",code=\"OK\"}"), 1);
+  EXPECT_EQ(Sample(text, "attnsearch_rpc_duration_seconds_count{rpc=\"Search\"}"), 5);
+  EXPECT_EQ(Sample(text, "attnsearch_rpc_duration_seconds_bucket{rpc=\"Search\",le=\"+Inf\"}"),
+            5);
+  EXPECT_GT(Sample(text, "attnsearch_rpc_duration_seconds_sum{rpc=\"Upsert\"}"), 0);
+  for (const char* stage : {"encode", "ann", "fetch", "rerank", "total"}) {
+    SCOPED_TRACE(stage);
+    EXPECT_EQ(Sample(text, std::string("attnsearch_search_stage_duration_seconds_count{stage=\"") +
+                               stage + "\"}"),
+              3);
+  }
+  EXPECT_EQ(Sample(text, "attnsearch_collection_documents{collection=\"m\"}"), 298);
+  EXPECT_EQ(Sample(text, "attnsearch_collection_tombstones{collection=\"m\"}"), 2);
+  EXPECT_EQ(Sample(text, "attnsearch_collection_ann_vectors{collection=\"m\"}"), 300);
+  EXPECT_GT(Sample(text, "attnsearch_collection_rocksdb_memory_bytes{collection=\"m\",kind="
+                         "\"memtables\"}"),
+            0);
+  EXPECT_GE(Sample(text, "attnsearch_collection_rocksdb_memory_bytes{collection=\"m\",kind="
+                         "\"block_cache\"}"),
+            0);
+  // Every sample line is "name{labels} number" or "name number".
+  std::istringstream lines(text);
+  const std::regex sample_re(R"(^[a-z_]+(\{[^}]*\})? -?[0-9.e+-]+$)");
+  for (std::string line; std::getline(lines, line);) {
+    if (line.empty() || line[0] == '#') continue;
+    EXPECT_TRUE(std::regex_match(line, sample_re)) << line;
+  }
+  EXPECT_EQ(HttpGet(port, "GET /other HTTP/1.1\r\n\r\n").rfind("HTTP/1.1 404", 0), 0u);
+  EXPECT_EQ(HttpGet(port, "POST /metrics HTTP/1.1\r\n\r\n").rfind("HTTP/1.1 405", 0), 0u);
+  EXPECT_EQ(HttpGet(port, "garbage\r\n\r\n").rfind("HTTP/1.1 400", 0), 0u);
+
+  server.Kill(SIGTERM);
+  EXPECT_EQ(server.Wait(), 0);
+  // The log: one JSON object per line.
+  std::istringstream log(ReadFile(log_file));
+  int calls = 0;
+  bool saw_named = false, saw_bad = false, saw_stopped = false;
+  for (std::string line; std::getline(log, line);) {
+    if (line.empty() || line[0] != '{') continue;  // e.g. gRPC's own messages
+    const nlohmann::json j = nlohmann::json::parse(line, nullptr, false);
+    ASSERT_FALSE(j.is_discarded()) << line;
+    ASSERT_TRUE(j.contains("time") && j.contains("level") && j.contains("msg")) << line;
+    if (j["msg"] == "stopped") saw_stopped = true;
+    if (j["msg"] != "call") continue;
+    ++calls;
+    EXPECT_FALSE(j["request_id"].get<std::string>().empty()) << line;
+    EXPECT_TRUE(j["latency_ms"].is_number()) << line;
+    if (j["request_id"] == "req-abc-123") {
+      saw_named = true;
+      EXPECT_EQ(j["rpc"], "Search");
+      EXPECT_EQ(j["collection"], "m");
+      EXPECT_EQ(j["code"], "OK");
+      EXPECT_EQ(j["level"], "info");
+    }
+    if (j["request_id"] == "req-bad-1") {
+      saw_bad = true;
+      EXPECT_EQ(j["code"], "INVALID_ARGUMENT");
+      EXPECT_EQ(j["level"], "warn");
+      EXPECT_NE(j["error"].get<std::string>().find("top_k"), std::string::npos);
+    }
+  }
+  EXPECT_EQ(calls, 8);  // create, upsert, delete, 3 searches, 2 failed searches
+  EXPECT_TRUE(saw_named);
+  EXPECT_TRUE(saw_bad);
+  EXPECT_TRUE(saw_stopped);
+}
+
+// A free loopback port (bound and released; the server binds it next).
+int FreePort() {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
+  socklen_t len = sizeof(addr);
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  ::close(fd);
+  return ntohs(addr.sin_port);
+}
+
+// grpc.health.v1.Health/Check of the whole server; the response bytes.
+grpc::Status HealthCheck(grpc::GenericStub* generic, std::string* response) {
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  ctx.set_wait_for_ready(true);  // the port is not bound yet at first
+  grpc::Slice empty("");
+  const grpc::ByteBuffer request(&empty, 1);
+  grpc::ByteBuffer reply;
+  std::promise<grpc::Status> done;
+  generic->UnaryCall(&ctx, "/grpc.health.v1.Health/Check", grpc::StubOptions(), &request,
+                     &reply, [&done](grpc::Status s) { done.set_value(std::move(s)); });
+  const grpc::Status s = done.get_future().get();
+  std::vector<grpc::Slice> slices;
+  response->clear();
+  if (s.ok() && reply.Dump(&slices).ok()) {
+    for (const auto& sl : slices) {
+      response->append(reinterpret_cast<const char*>(sl.begin()), sl.size());
+    }
+  }
+  return s;
+}
+
+TEST(ObserveTest, HealthIsNotServingWhileCollectionsOpen) {
+  TempDir dir;
+  const std::string data = dir.Sub("data");
+  {
+    // A collection whose ANN index must be rebuilt from the store on the
+    // next start (SIGKILL: no snapshot is written).
+    ServerProcess first;
+    const std::string address = first.Start(data, {"--no_sync"});
+    ASSERT_FALSE(address.empty());
+    auto stub = NewSearchStub(address);
+    v1::CreateCollectionRequest create;
+    create.set_name("slow");
+    create.mutable_config()->set_dim(kDim);
+    create.mutable_config()->set_ann_spec("HNSW32,Flat");
+    v1::CreateCollectionResponse cresp;
+    ASSERT_OK(stub->CreateCollection(Ctx().get(), create, &cresp));
+    for (int b = 0; b < 8; ++b) {
+      v1::UpsertResponse uresp;
+      ASSERT_OK(stub->Upsert(Ctx().get(), Docs("slow", b * 5000, 5000, uint32_t(b)), &uresp));
+    }
+    first.Kill(SIGKILL);
+    first.Wait();
+  }
+  const int port = FreePort();
+  const std::string address = "127.0.0.1:" + std::to_string(port);
+  ServerProcess server;
+  std::atomic<bool> started{false};
+  // The child dies with the thread that forked it (PR_SET_PDEATHSIG), so
+  // the starting thread lives until the end of the test.
+  std::promise<void> finished;
+  std::thread starter([&] {
+    server.Start(data, {"--listen", address});
+    started = true;
+    finished.get_future().wait();
+  });
+  grpc::ChannelArguments args;
+  args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
+  args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 20);
+  args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 20);
+  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 50);
+  auto channel = grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args);
+  grpc::GenericStub generic(channel);
+  auto stub = NewSearchStub(channel);
+  bool saw_not_serving = false, saw_unavailable_call = false;
+  std::string health;
+  const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+  while (std::chrono::steady_clock::now() < give_up) {
+    const grpc::Status s = HealthCheck(&generic, &health);
+    if (s.ok() && health == std::string("\x08\x01", 2)) break;  // SERVING
+    if (s.ok() && health == std::string("\x08\x02", 2) && !saw_unavailable_call) {
+      saw_not_serving = true;
+      v1::ListCollectionsResponse list;
+      const grpc::Status call = stub->ListCollections(Ctx().get(), {}, &list);
+      if (call.error_code() == StatusCode::UNAVAILABLE &&
+          call.error_message().find("opening") != std::string::npos) {
+        saw_unavailable_call = true;
+      }
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+  while (!started) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  ASSERT_FALSE(server.address().empty());
+  EXPECT_EQ(health, std::string("\x08\x01", 2));
+  EXPECT_TRUE(saw_not_serving) << "the collections opened before the first health check";
+  EXPECT_TRUE(saw_unavailable_call);
+  v1::GetCollectionRequest get;
+  get.set_name("slow");
+  v1::GetCollectionResponse info;
+  EXPECT_OK(stub->GetCollection(Ctx().get(), get, &info));
+  EXPECT_EQ(info.collection().num_documents(), 40000u);
+  finished.set_value();
+  starter.join();
+}
+
+}  // namespace
+}  // namespace attnsearch::testing
