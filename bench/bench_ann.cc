@@ -44,6 +44,7 @@
 #include <sys/resource.h>
 
 #include <chrono>
+#include <filesystem>
 #include <cmath>
 #include <map>
 #include <random>
@@ -101,35 +102,63 @@ class BuildTimer {
   double cpu0_;
 };
 
-// Recall@k and single-thread QPS of `search(j, out)` over the query set:
-// passes until at least `min_seconds`; recall from the first pass. Also
-// counts results `bad` flags.
 struct QueryRun {
   double recall = 0, qps = 0;
   size_t bad = 0;
+  double ann_us = 0;  // mean ANN stage time, when the searcher reports it
 };
-template <typename SearchFn, typename BadFn>
+
+// One searcher of RunInterleaved: its ground truth, its search (query j ->
+// row numbers) and which results must never appear.
+struct Contender {
+  const std::vector<std::vector<int64_t>>* truth;
+  std::function<absl::Status(size_t, std::vector<int64_t>*)> search;
+  std::function<bool(int64_t)> bad;
+};
+
+// Recall@k and single-thread QPS of each contender over the query set,
+// timed in interleaved passes (so that load changes hit them alike) until
+// each has searched at least `min_seconds`; recall and the count of bad
+// results from the first pass.
+absl::StatusOr<std::vector<QueryRun>> RunInterleaved(const VectorSet& queries, size_t k,
+                                                     double min_seconds,
+                                                     const std::vector<Contender>& contenders) {
+  std::vector<QueryRun> runs(contenders.size());
+  std::vector<double> secs(contenders.size(), 0);
+  std::vector<size_t> searched(contenders.size(), 0);
+  std::vector<int64_t> ids;
+  for (int pass = 0;; ++pass) {
+    for (size_t c = 0; c < contenders.size(); ++c) {
+      const auto t0 = Clock::now();
+      for (size_t j = 0; j < queries.rows; ++j) {
+        ATTN_RETURN_IF_ERROR(contenders[c].search(j, &ids));
+        if (pass == 0) {
+          runs[c].recall += RecallAtK(ids, (*contenders[c].truth)[j], k);
+          for (int64_t id : ids) runs[c].bad += contenders[c].bad(id) ? 1 : 0;
+        }
+      }
+      secs[c] += std::chrono::duration<double>(Clock::now() - t0).count();
+      searched[c] += queries.rows;
+    }
+    if (*std::min_element(secs.begin(), secs.end()) >= min_seconds) break;
+  }
+  for (size_t c = 0; c < runs.size(); ++c) {
+    runs[c].recall /= double(queries.rows);
+    runs[c].qps = double(searched[c]) / secs[c];
+  }
+  return runs;
+}
+
+// RunInterleaved with one contender.
 absl::StatusOr<QueryRun> RunQueries(const VectorSet& queries,
                                     const std::vector<std::vector<int64_t>>& truth, size_t k,
-                                    double min_seconds, SearchFn&& search, BadFn&& bad) {
-  QueryRun run;
-  std::vector<int64_t> ids;
-  size_t searched = 0;
-  const auto t0 = Clock::now();
-  for (int pass = 0;; ++pass) {
-    for (size_t j = 0; j < queries.rows; ++j) {
-      ATTN_RETURN_IF_ERROR(search(j, &ids));
-      if (pass == 0) {
-        run.recall += RecallAtK(ids, truth[j], k);
-        for (int64_t id : ids) run.bad += bad(id) ? 1 : 0;
-      }
-    }
-    searched += queries.rows;
-    if (std::chrono::duration<double>(Clock::now() - t0).count() >= min_seconds) break;
-  }
-  run.recall /= double(queries.rows);
-  run.qps = double(searched) / std::chrono::duration<double>(Clock::now() - t0).count();
-  return run;
+                                    double min_seconds,
+                                    std::function<absl::Status(size_t, std::vector<int64_t>*)> search,
+                                    std::function<bool(int64_t)> bad) {
+  ATTN_ASSIGN_OR_RETURN(std::vector<QueryRun> runs,
+                        RunInterleaved(queries, k, min_seconds,
+                                       {Contender{&truth, std::move(search), std::move(bad)}}));
+  return runs[0];
 }
 
 // Exact top k among the rows `keep` admits, as row numbers.
@@ -245,14 +274,15 @@ absl::StatusOr<nlohmann::json> RunTuneSection(const BenchFlags& f, const AnnInde
 }
 
 // Deletes through the engine: a collection of every base vector (one
-// document each), searched at each setting; then --delete_fraction of the
-// documents deleted (tombstones, filtered inside the search) and searched
-// again; then the collection reopened with the background rebuild enabled,
-// which starts because tombstones pass its threshold, while a writer adds
-// new documents and deletes more; finally every acknowledged write is
-// checked and the collection searched again. Recall is against the exact
-// top k of the documents live at that moment; QPS is of Collection::Search
-// (ANN stage, fetch, no rerank; one thread).
+// document each) and a copy of it kept as the reference; --delete_fraction
+// of the documents deleted (tombstones, filtered inside the search); then
+// the collection reopened with the background rebuild enabled, which starts
+// because tombstones pass its threshold, while a writer adds new documents
+// and deletes more; finally every acknowledged write is checked. Each state
+// is searched at each setting interleaved with the reference, so their QPS
+// ratio holds on a loaded machine. Recall is against the exact top k of the
+// documents live at that moment; QPS is of Collection::Search (ANN stage and
+// fetch, no rerank; one thread).
 absl::StatusOr<nlohmann::json> RunDeleteSection(
     const BenchFlags& f, const VectorSet& base, const VectorSet& queries, size_t k,
     const std::vector<int>& settings) {
@@ -290,9 +320,22 @@ absl::StatusOr<nlohmann::json> RunDeleteSection(
     ExactTopKAmong(all, queries, k, [&](size_t i) { return live[i]; }, truth);
   };
   auto row_of = [&](const std::string& doc_id) { return int64_t(std::stoll(doc_id.substr(1))); };
-  // Recall and QPS at each setting through Collection::Search.
-  auto measure = [&](const Collection& c, const char* phase,
-                     std::map<int, QueryRun>* runs) -> absl::Status {
+  // A copy of the collection before any delete: the reference every later
+  // state is timed against, interleaved, in the same slices of time.
+  const std::string ref_path = scratch.path() + "/before";
+  {
+    std::error_code ec;
+    std::filesystem::copy(path, ref_path, std::filesystem::copy_options::recursive, ec);
+    if (ec) return absl::InternalError("copying the collection: " + ec.message());
+  }
+  ATTN_ASSIGN_OR_RETURN(std::unique_ptr<Collection> reference,
+                        Collection::Open(ref_path, options));
+  std::vector<std::vector<int64_t>> truth_before;
+  truth_now(&truth_before);
+  // Recall and QPS at each setting through Collection::Search, of `c` and
+  // of the reference, interleaved.
+  auto measure = [&](const Collection& c, const char* phase, std::map<int, QueryRun>* runs,
+                     std::map<int, QueryRun>* reference_runs) -> absl::Status {
     omp_set_num_threads(1);
     std::vector<std::vector<int64_t>> truth;
     truth_now(&truth);
@@ -303,28 +346,40 @@ absl::StatusOr<nlohmann::json> RunDeleteSection(
       q.mode = RerankMode::kNone;
       q.ann_params = Fmt("%s=%d", f.ann_spec.find("HNSW") != std::string::npos ? "efSearch"
                                                                                  : "nprobe", v);
-      auto run = RunQueries(
-          queries, truth, k, 1.0,
-          [&](size_t j, std::vector<int64_t>* ids) -> absl::Status {
-            q.pooled.assign(queries.row(j), queries.row(j) + queries.dim);
-            ATTN_ASSIGN_OR_RETURN(SearchResult r, c.Search(q));
-            ids->clear();
-            for (const SearchHit& h : r.hits) ids->push_back(row_of(h.id));
-            return absl::OkStatus();
-          },
-          [&](int64_t row) { return !live[size_t(row)]; });
-      if (!run.ok()) return run.status();
-      (*runs)[v] = *run;
+      // Microseconds the ANN stage took, summed, and the searches: the
+      // stage the index decides, apart from the store's fetch.
+      std::pair<double, size_t> ann_main{0, 0}, ann_reference{0, 0};
+      auto searcher = [&](const Collection& target, std::pair<double, size_t>* ann) {
+        return [&, q, ann](size_t j, std::vector<int64_t>* ids) mutable -> absl::Status {
+          q.pooled.assign(queries.row(j), queries.row(j) + queries.dim);
+          ATTN_ASSIGN_OR_RETURN(SearchResult r, target.Search(q));
+          ann->first += double(r.timing.ann_us);
+          ann->second += 1;
+          ids->clear();
+          for (const SearchHit& h : r.hits) ids->push_back(row_of(h.id));
+          return absl::OkStatus();
+        };
+      };
+      ATTN_ASSIGN_OR_RETURN(
+          std::vector<QueryRun> both,
+          RunInterleaved(queries, k, 1.0,
+                         {Contender{&truth, searcher(c, &ann_main),
+                                    [&](int64_t row) { return !live[size_t(row)]; }},
+                          Contender{&truth_before, searcher(*reference, &ann_reference),
+                                    [](int64_t) { return false; }}}));
+      both[0].ann_us = ann_main.first / double(std::max<size_t>(1, ann_main.second));
+      both[1].ann_us = ann_reference.first / double(std::max<size_t>(1, ann_reference.second));
+      (*runs)[v] = both[0];
+      (*reference_runs)[v] = both[1];
     }
     std::printf("  %s measured\n", phase);
     return absl::OkStatus();
   };
-  std::map<int, QueryRun> before, tombstoned, rebuilt;
+  std::map<int, QueryRun> tombstoned, before_t, rebuilt, before_r;
   std::mt19937_64 rng(f.seed + 11);
   size_t deleted = 0;
   {
     ATTN_ASSIGN_OR_RETURN(std::unique_ptr<Collection> c, Collection::Open(path, options));
-    ATTN_RETURN_IF_ERROR(measure(*c, "before deletes", &before));
     std::bernoulli_distribution del(std::min(1.0, f.delete_fraction));
     std::vector<std::string> ids;
     for (size_t r = 0; r < base.rows; ++r) {
@@ -338,7 +393,7 @@ absl::StatusOr<nlohmann::json> RunDeleteSection(
                                      ids.begin() + long(std::min(ids.size(), i + 1000)));
       ATTN_RETURN_IF_ERROR(c->Delete(batch).status());
     }
-    ATTN_RETURN_IF_ERROR(measure(*c, "with tombstones", &tombstoned));
+    ATTN_RETURN_IF_ERROR(measure(*c, "with tombstones", &tombstoned, &before_t));
   }
   // Reopen with the rebuild on (threshold below the deleted share): it
   // starts in the background; a writer adds and deletes meanwhile.
@@ -410,22 +465,25 @@ absl::StatusOr<nlohmann::json> RunDeleteSection(
     ATTN_ASSIGN_OR_RETURN(GetResult gone, c->Get(batch, false));
     resurrected += gone.documents.size();
   }
-  ATTN_RETURN_IF_ERROR(measure(*c, "after the rebuild", &rebuilt));
+  ATTN_RETURN_IF_ERROR(measure(*c, "after the rebuild", &rebuilt, &before_r));
   const CollectionStats st = c->Stats();
 
   nlohmann::json points = nlohmann::json::array();
   std::vector<std::vector<std::string>> table;
   size_t deleted_returned = 0;
   for (int v : settings) {
-    const QueryRun &b = before[v], &t = tombstoned[v], &a = rebuilt[v];
+    const QueryRun &b1 = before_t[v], &t = tombstoned[v], &b2 = before_r[v], &a = rebuilt[v];
     deleted_returned += t.bad + a.bad;
-    table.push_back({std::to_string(v), Fmt("%.4f", b.recall), Fmt("%.0f", b.qps),
-                     Fmt("%.4f", t.recall), Fmt("%.0f", t.qps), Fmt("%.4f", a.recall),
-                     Fmt("%.0f", a.qps)});
-    points.push_back({{"value", v},
-                      {"before", {{"recall", b.recall}, {"qps", b.qps}}},
-                      {"tombstoned", {{"recall", t.recall}, {"qps", t.qps}}},
-                      {"rebuilt", {{"recall", a.recall}, {"qps", a.qps}}}});
+    table.push_back({std::to_string(v), Fmt("%.4f", b1.recall), Fmt("%.4f", t.recall),
+                     Fmt("%.0f / %.0f", t.qps, b1.qps), Fmt("%.1f / %.1f", t.ann_us, b1.ann_us),
+                     Fmt("%.4f", a.recall), Fmt("%.0f / %.0f", a.qps, b2.qps),
+                     Fmt("%.1f / %.1f", a.ann_us, b2.ann_us)});
+    points.push_back(
+        {{"value", v},
+         {"before", {{"recall", b1.recall}, {"qps", b1.qps}, {"ann_us", b1.ann_us},
+                     {"qps_2", b2.qps}, {"ann_us_2", b2.ann_us}}},
+         {"tombstoned", {{"recall", t.recall}, {"qps", t.qps}, {"ann_us", t.ann_us}}},
+         {"rebuilt", {{"recall", a.recall}, {"qps", a.qps}, {"ann_us", a.ann_us}}}});
   }
   std::printf(
       "deletes (through the engine): %zu of %zu deleted (%.1f%%); background rebuild on "
@@ -437,8 +495,9 @@ absl::StatusOr<nlohmann::json> RunDeleteSection(
       batches_during, added.size(), removed.size(), missing, wrong, resurrected,
       deleted_returned, (unsigned long long)st.ann_vectors,
       (unsigned long long)st.num_documents, (unsigned long long)st.num_tombstones,
-      FormatTable({"setting", "before recall", "before QPS", "tombstoned recall",
-                   "tombstoned QPS", "rebuilt recall", "rebuilt QPS"},
+      FormatTable({"setting", "before recall", "tombstoned recall", "QPS tombstoned/before",
+                   "ANN us tombstoned/before", "rebuilt recall", "QPS rebuilt/before",
+                   "ANN us rebuilt/before"},
                   table)
           .c_str());
   omp_set_num_threads(1);
