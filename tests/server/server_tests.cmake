@@ -39,3 +39,7 @@ attn_cc_test(NAME observe_test SRCS server/observe_test.cc
 target_compile_definitions(observe_test PRIVATE
                            ATTN_SERVER_BINARY="$<TARGET_FILE:attnsearch-server>")
 add_dependencies(observe_test attnsearch-server)
+# The key file parser, key lookup, JSON escaping and histograms.
+attn_cc_test(NAME server_auth_unit_test SRCS server/auth_unit_test.cc
+             DEPS attn_server
+             LABELS unit)
