@@ -235,6 +235,16 @@ int main(int argc, char** argv) {
                        attnsearch::JsonField("tls", tls_cert.empty() ? "off" : "on"),
                        attnsearch::JsonInt("api_keys", int64_t(api_keys.size()))});
 
+  const bool loopback = host == "127.0.0.1" || host == "localhost" || host == "[::1]" ||
+                        host.rfind("127.", 0) == 0;
+  if (!loopback && !api_keys.enabled()) {
+    attnsearch::LogJson("warn", "listening beyond loopback without --api_keys: anyone who can "
+                                "reach this address can read and write");
+  }
+  if (!loopback && api_keys.enabled() && tls_cert.empty()) {
+    attnsearch::LogJson("warn", "API keys travel in plaintext beyond loopback; serve TLS with "
+                                "--tls_cert/--tls_key");
+  }
   const auto open_start = std::chrono::steady_clock::now();
   auto catalog = attnsearch::Catalog::Open(catalog_options);
   if (!catalog.ok()) {
