@@ -453,7 +453,8 @@ TEST_F(SecurityTest, CommandLineClientsUseKeyFileEnvAndCa) {
   const std::vector<std::string> base = {ATTN_INDEXER_BINARY, input,         "--collection",
                                          "loaded",            "--server",    address,
                                          "--dim",             std::to_string(kDim),
-                                         "--progress",        "off"};
+                                         "--progress",        "off",
+                                         "--checkpoint",      dir_.Sub("load.progress")};
   auto with = [&](std::vector<std::string> extra) {
     std::vector<std::string> args = base;
     args.insert(args.end(), extra.begin(), extra.end());
