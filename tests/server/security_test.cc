@@ -275,6 +275,7 @@ class SecurityTest : public ::testing::Test {
     server_.Wait();
     const std::string log = ReadFile(log_file_);
     EXPECT_EQ(log.find("key-"), std::string::npos) << log;
+    EXPECT_NE(log.find("\"msg\":\"stopped\""), std::string::npos) << log;
   }
 
   TempDir dir_;
@@ -284,7 +285,7 @@ class SecurityTest : public ::testing::Test {
 };
 
 TEST_F(SecurityTest, ApiKeysGateEveryRpc) {
-  const std::string address = Start({"--api_keys", keys_file_});
+  const std::string address = Start({"--api_keys", keys_file_, "--log_calls", "all"});
   ASSERT_FALSE(address.empty());
   auto stub = v1::SearchService::NewStub(Channel(address, grpc::InsecureChannelCredentials()));
 
@@ -352,6 +353,11 @@ TEST_F(SecurityTest, ApiKeysGateEveryRpc) {
   ASSERT_OK(HealthCheck(Channel(address, grpc::InsecureChannelCredentials()), &health));
   EXPECT_EQ(health, std::string("\x08\x01", 2));  // SERVING
   ExpectNoKeyInLog();
+  // ... although every call, refused or not, was logged.
+  const std::string log = ReadFile(log_file_);
+  EXPECT_NE(log.find("\"code\":\"UNAUTHENTICATED\""), std::string::npos);
+  EXPECT_NE(log.find("\"code\":\"PERMISSION_DENIED\""), std::string::npos);
+  EXPECT_NE(log.find("\"rpc\":\"UpsertStream\""), std::string::npos);
 }
 
 TEST_F(SecurityTest, BadKeyFilesStopTheServerNamingTheLine) {
