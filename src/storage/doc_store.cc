@@ -426,6 +426,15 @@ absl::Status DocStore::Flush() {
   return FromRocks(rep_->db->FlushWAL(/*sync=*/true), "syncing the WAL");
 }
 
+absl::Status DocStore::Compact() {
+  rocksdb::CompactRangeOptions options;
+  for (rocksdb::ColumnFamilyHandle* cf : rep_->cfs) {
+    ATTN_RETURN_IF_ERROR(
+        FromRocks(rep_->db->CompactRange(options, cf, nullptr, nullptr), "compacting"));
+  }
+  return absl::OkStatus();
+}
+
 DocStore::MemoryUsage DocStore::Memory() const {
   MemoryUsage m;
   uint64_t v = 0;

@@ -177,6 +177,11 @@ class DocStore {
   // and syncs the WAL.
   absl::Status Flush();
 
+  // Compacts every column family, so that the deletion markers of deleted
+  // and overwritten documents stop costing reads (after mass deletes).
+  // Runs alongside reads and writes.
+  absl::Status Compact();
+
   // Approximate bytes on disk (SST files).
   uint64_t DiskBytes() const;
 
