@@ -48,6 +48,7 @@
 #include <cmath>
 #include <map>
 #include <random>
+#include <thread>
 #include <cstdio>
 
 #include "ann/ann_index.h"
@@ -411,9 +412,11 @@ absl::StatusOr<nlohmann::json> RunDeleteSection(
     if (std::chrono::duration<double>(Clock::now() - r0).count() > 600) {
       return absl::DeadlineExceededError("the background rebuild did not finish in 10 minutes");
     }
-    // 100 new documents and 20 deletes per round.
+    // 50 new documents and up to 50 deletes per round, 20 ms apart: a
+    // steady trickle that leaves the collection's size about as it was.
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
     std::vector<Document> docs;
-    for (int j = 0; j < 100; ++j) {
+    for (int j = 0; j < 50; ++j) {
       Document d;
       d.id = id(all.rows);
       d.pooled.resize(base.dim);
@@ -431,7 +434,7 @@ absl::StatusOr<nlohmann::json> RunDeleteSection(
     }
     ATTN_RETURN_IF_ERROR(c->Upsert(std::move(docs)).status());
     std::vector<std::string> gone;
-    for (int j = 0; j < 20; ++j) {
+    for (int j = 0; j < 50; ++j) {
       const size_t r = pick(rng);
       if (!live[r]) continue;
       live[r] = false;
