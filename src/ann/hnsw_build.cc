@@ -88,18 +88,35 @@ class GraphBuilder {
     }
     // Beam search and linking at each of the point's levels.
     for (int l = std::min(level, top); l >= 0; --l) {
-      SearchLayer(score, entry, entry_score, l, &scratch);
+      SearchLayer(score, pt, entry, entry_score, l, &scratch);
       std::vector<Scored>& found = scratch.found;  // best first
       entry = found.front().second;
       entry_score = found.front().first;
       const size_t max_links = size_t(g_.nb_neighbors(l));
       SelectNeighbors(&found, max_links, &scratch);
       {
+        // Other insertions may already have linked pt to their point at
+        // this level (they reached pt through its links at a level above):
+        // keep those links, re-selecting when they overflow, or their point
+        // could lose its only way in.
         std::lock_guard<NodeLock> lock(locks_[size_t(pt)]);
         size_t begin, end;
         g_.neighbor_range(pt, l, &begin, &end);
+        std::vector<Scored>& links = scratch.pool;
+        links.assign(found.begin(), found.end());
+        for (size_t j = begin; j < end && g_.neighbors[j] >= 0; ++j) {
+          const node_t v = g_.neighbors[j];
+          if (std::none_of(found.begin(), found.end(),
+                           [v](const Scored& f) { return f.second == v; })) {
+            links.emplace_back(score(size_t(v)), v);
+          }
+        }
+        if (links.size() > max_links) {
+          std::sort(links.begin(), links.end(), std::greater<Scored>());
+          SelectNeighbors(&links, max_links, &scratch);
+        }
         size_t j = begin;
-        for (const Scored& f : found) StoreLink(g_.neighbors[j++], f.second);
+        for (const Scored& f : links) StoreLink(g_.neighbors[j++], f.second);
         for (; j < end; ++j) StoreLink(g_.neighbors[j], -1);
       }
       for (const Scored& f : found) AddLink(f.second, pt, f.first, l, &scratch);
@@ -143,12 +160,14 @@ class GraphBuilder {
     for (size_t off = 0; off < bytes; off += 64) _mm_prefetch(p + off, _MM_HINT_T0);
   }
 
-  // Beam search of width efConstruction at level l from `entry`; the beam,
-  // best first, lands in scratch->found.
-  void SearchLayer(const CodeScorer& score, node_t entry, float entry_score, int l,
-                   Scratch* scratch) {
+  // Beam search of width efConstruction at level l from `entry`, never
+  // visiting `self` (the point being inserted, which other insertions may
+  // have linked already); the beam, best first, lands in scratch->found.
+  void SearchLayer(const CodeScorer& score, node_t self, node_t entry, float entry_score,
+                   int l, Scratch* scratch) {
     const size_t ef = size_t(std::max(g_.efConstruction, 1));
     scratch->visited.Reset(g_.levels.size());
+    scratch->visited.TestAndSet(size_t(self));  // never a neighbour of itself
     scratch->visited.TestAndSet(size_t(entry));
     // Heaps on reused vectors: the frontier best on top, the beam worst on
     // top (as a max-heap of negated scores).
