@@ -4,6 +4,7 @@
 // a blend source); the warnings are about the headers, not this code.
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#include <cpuid.h>
 #include <immintrin.h>
 
 #include <cstdlib>
@@ -362,6 +363,12 @@ constexpr Kernels kAvx2 = {DotF32Avx2, L2F32Avx2,  DotF16Avx2,  L2F16Avx2,
 constexpr Kernels kAvx512 = {DotF32Avx512, L2F32Avx512, DotF16Avx512,   L2F16Avx512,
                              DotU8Avx512,  L2U8Avx512,  DecodeF16Avx512};
 
+// F16C from CPUID leaf 1 (clang's __builtin_cpu_supports does not know it).
+bool HasF16c() {
+  unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+  return __get_cpuid(1, &eax, &ebx, &ecx, &edx) != 0 && (ecx & bit_F16C) != 0;
+}
+
 Level ChooseLevel() {
   Level cap = Level::kAvx512;
   if (const char* env = std::getenv("ATTN_SIMD")) {
@@ -382,8 +389,7 @@ bool Supported(Level level) {
     case Level::kPortable:
       return true;
     case Level::kAvx2:
-      return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-             __builtin_cpu_supports("f16c");
+      return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && HasF16c();
     case Level::kAvx512:
       return Supported(Level::kAvx2) && __builtin_cpu_supports("avx512f") &&
              __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl");
