@@ -45,21 +45,6 @@ std::string ReadFile(const std::string& path) {
   return ss.str();
 }
 
-// Runs `fn` with this process's stderr sent to `path` (a child started
-// meanwhile inherits it).
-void WithStderrTo(const std::string& path, const std::function<void()>& fn) {
-  fflush(stderr);
-  const int saved = ::dup(STDERR_FILENO);
-  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-  ASSERT_GE(fd, 0);
-  ::dup2(fd, STDERR_FILENO);
-  ::close(fd);
-  fn();
-  fflush(stderr);
-  ::dup2(saved, STDERR_FILENO);
-  ::close(saved);
-}
-
 // One HTTP/1.1 request to 127.0.0.1:port; the whole response.
 std::string HttpGet(int port, const std::string& request) {
   const int fd = ::socket(AF_INET, SOCK_STREAM, 0);

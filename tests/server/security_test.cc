@@ -54,21 +54,6 @@ void WriteFile(const std::string& path, const std::string& text) {
 
 std::string TestData(const std::string& name) { return std::string(ATTN_TESTDATA_DIR) + "/" + name; }
 
-// Runs `fn` with this process's stderr sent to `path` (a child started
-// meanwhile inherits it).
-void WithStderrTo(const std::string& path, const std::function<void()>& fn) {
-  fflush(stderr);
-  const int saved = ::dup(STDERR_FILENO);
-  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-  ASSERT_GE(fd, 0);
-  ::dup2(fd, STDERR_FILENO);
-  ::close(fd);
-  fn();
-  fflush(stderr);
-  ::dup2(saved, STDERR_FILENO);
-  ::close(saved);
-}
-
 struct ProcessRun {
   int status = -1;
   std::string output;  // stdout and stderr

@@ -31,6 +31,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -248,6 +249,21 @@ inline std::unique_ptr<attnsearch::v1::SearchService::Stub> NewSearchStub(
 inline std::unique_ptr<attnsearch::v1::SearchService::Stub> NewSearchStub(
     const std::string& address) {
   return NewSearchStub(NewServerChannel(address));
+}
+
+// Runs `fn` with this process's stderr sent to `path` (a child started
+// meanwhile inherits it).
+inline void WithStderrTo(const std::string& path, const std::function<void()>& fn) {
+  fflush(stderr);
+  const int saved = ::dup(STDERR_FILENO);
+  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+  ASSERT_GE(fd, 0);
+  ::dup2(fd, STDERR_FILENO);
+  ::close(fd);
+  fn();
+  fflush(stderr);
+  ::dup2(saved, STDERR_FILENO);
+  ::close(saved);
 }
 
 }  // namespace attnsearch::testing
