@@ -359,19 +359,37 @@ std::vector<std::pair<float, int64_t>> WalkHnsw(const faiss::HNSW& g, size_t nto
       }
     }
   }
-  // Level 0: best-first beam of width ef.
+  // Level 0: best-first beam of width ef. Both heaps live in per-thread
+  // buffers reused across searches: the frontier (best on top) and the
+  // beam's results (worst on top, so `bound` is its front once full).
   using Entry = std::pair<float, node_t>;
-  std::priority_queue<Entry> frontier;  // best first
-  TopK results(ef);
-  visited.TestAndSet(size_t(cur));
-  frontier.emplace(cur_score, cur);
-  if (!admit || admit(size_t(cur))) results.Push(cur_score, cur);
+  thread_local std::vector<Entry> frontier;
+  thread_local std::vector<std::pair<float, int64_t>> results;
+  frontier.clear();
+  results.clear();
+  const auto worse_first = std::greater<std::pair<float, int64_t>>();
   float bound = -std::numeric_limits<float>::infinity();  // worst kept, once full
+  auto keep = [&](float sv, node_t v) {
+    if (results.size() < ef) {
+      results.emplace_back(sv, v);
+      std::push_heap(results.begin(), results.end(), worse_first);
+      if (results.size() == ef) bound = results.front().first;
+    } else if (sv > results.front().first) {
+      std::pop_heap(results.begin(), results.end(), worse_first);
+      results.back() = {sv, v};
+      std::push_heap(results.begin(), results.end(), worse_first);
+      bound = results.front().first;
+    }
+  };
+  visited.TestAndSet(size_t(cur));
+  frontier.emplace_back(cur_score, cur);
+  if (!admit || admit(size_t(cur))) keep(cur_score, cur);
   node_t fresh[512];
   while (!frontier.empty()) {
-    const auto [s, u] = frontier.top();
+    const auto [s, u] = frontier.front();
     if (s < bound) break;
-    frontier.pop();
+    std::pop_heap(frontier.begin(), frontier.end());
+    frontier.pop_back();
     size_t begin, end;
     g.neighbor_range(u, 0, &begin, &end);
     size_t n = 0;
@@ -387,19 +405,18 @@ std::vector<std::pair<float, int64_t>> WalkHnsw(const faiss::HNSW& g, size_t nto
       const float sv = score(size_t(v));
       if (sv > bound) {
         // The best new candidate is expanded next: fetch its links now.
-        if (frontier.empty() || sv > frontier.top().first) {
+        if (frontier.empty() || sv > frontier.front().first) {
           const char* links = reinterpret_cast<const char*>(g.neighbors.data() + g.offsets[v]);
           for (size_t off = 0; off < kLinkBytes; off += 64) _mm_prefetch(links + off, _MM_HINT_T0);
         }
-        frontier.emplace(sv, v);
-        if (!admit || admit(size_t(v))) {
-          results.Push(sv, v);
-          if (results.full()) bound = results.worst();
-        }
+        frontier.emplace_back(sv, v);
+        std::push_heap(frontier.begin(), frontier.end());
+        if (!admit || admit(size_t(v))) keep(sv, v);
       }
     }
   }
-  std::vector<std::pair<float, int64_t>> best = results.Take();
+  std::vector<std::pair<float, int64_t>> best(results.begin(), results.end());
+  std::sort(best.begin(), best.end(), std::greater<std::pair<float, int64_t>>());
   if (best.size() > k) best.resize(k);
   return best;
 }
