@@ -280,6 +280,14 @@ class Collection {
   // Writes an ANN snapshot now.
   absl::Status SaveSnapshot();
 
+  // Writes a consistent copy of the collection into `dir`, which must not
+  // exist: a checkpoint of the store (DocStore::Checkpoint) and the current
+  // ANN snapshot file, which never holds a label the checkpoint lacks, so
+  // Open(dir) loads the snapshot and adds the rest from the store. Writes
+  // wait while the copy is taken (hard links on the same file system);
+  // searches go on. (collection_backup.cc)
+  absl::Status Backup(const std::string& dir);
+
   // Makes every acknowledged write durable even without a synced WAL
   // (StorageOptions::ForBulkLoad): flushes the store.
   absl::Status Flush();

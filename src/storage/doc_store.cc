@@ -2,16 +2,22 @@
 
 #include <algorithm>
 #include <filesystem>
+#include <mutex>
+#include <shared_mutex>
 
 #include "absl/strings/str_cat.h"
 #include "core/status.h"
 #include "rocksdb/db.h"
+#include "rocksdb/env.h"
+#include "rocksdb/listener.h"
 #include "rocksdb/options.h"
 #include "rocksdb/slice.h"
 #include "rocksdb/table.h"
+#include "rocksdb/utilities/checkpoint.h"
 #include "rocksdb/cache.h"
 #include "rocksdb/write_batch.h"
 #include "storage/codec.h"
+#include "storage/fault_file_system.h"
 
 namespace attnsearch {
 namespace {
@@ -35,26 +41,97 @@ absl::Status FromRocks(const rocksdb::Status& s, absl::string_view what) {
   if (s.IsCorruption()) return absl::DataLossError(msg);
   if (s.IsInvalidArgument()) return absl::InvalidArgumentError(msg);
   if (s.IsNoSpace() || s.IsMemoryLimit()) return absl::ResourceExhaustedError(msg);
-  if (s.IsBusy() || s.IsTryAgain() || s.IsTimedOut()) return absl::UnavailableError(msg);
+  if (s.IsBusy() || s.IsTryAgain() || s.IsTimedOut() || s.IsIOError()) {
+    return absl::UnavailableError(msg);
+  }
   return absl::InternalError(msg);
 }
+
+// Notes that RocksDB stopped accepting writes after a background error.
+class StopListener : public rocksdb::EventListener {
+ public:
+  explicit StopListener(std::atomic<bool>* stopped) : stopped_(stopped) {}
+  void OnBackgroundError(rocksdb::BackgroundErrorReason, rocksdb::Status* error) override {
+    if (error != nullptr && !error->ok()) stopped_->store(true);
+  }
+
+ private:
+  std::atomic<bool>* const stopped_;
+};
 
 rocksdb::Slice AsSlice(std::string_view s) { return {s.data(), s.size()}; }
 
 }  // namespace
 
 struct DocStore::Rep {
+  std::string path;
+  rocksdb::Options db_options;
+  std::vector<rocksdb::ColumnFamilyDescriptor> descriptors;
+  // With fault injection: the Env over the faulty file system. Declared
+  // before `db`, which uses it until closed.
+  std::unique_ptr<rocksdb::Env> env;
+
+  // Guards `db` and `cfs`: every use holds it shared; Recover replaces them
+  // holding it exclusively. `db` is null after a failed recovery.
+  mutable std::shared_mutex db_mu;
   std::unique_ptr<rocksdb::DB> db;
   std::vector<rocksdb::ColumnFamilyHandle*> cfs;  // indexed by Cf
-  rocksdb::WriteOptions write_options;
+  // The open instance is read-only (a recovery could not open it for writing).
+  bool read_only = false;
 
-  ~Rep() {
-    if (db) {
-      for (auto* h : cfs) {
-        if (h != nullptr) db->DestroyColumnFamilyHandle(h);
-      }
-      db->Close();
+  rocksdb::WriteOptions write_options;
+  // Set when a write, flush or compaction failed: RocksDB refuses writes
+  // until the store is recovered.
+  std::atomic<bool> stopped{false};
+
+  ~Rep() { CloseDb(); }
+
+  absl::Status OpenDb(bool for_read_only) {
+    rocksdb::DB* raw = nullptr;
+    rocksdb::Status s =
+        for_read_only
+            ? rocksdb::DB::OpenForReadOnly(db_options, path, descriptors, &cfs, &raw)
+            : rocksdb::DB::Open(db_options, path, descriptors, &cfs, &raw);
+    ATTN_RETURN_IF_ERROR(FromRocks(s, absl::StrCat("opening store ", path)));
+    db.reset(raw);
+    read_only = for_read_only;
+    return absl::OkStatus();
+  }
+
+  void CloseDb() {
+    if (!db) return;
+    for (auto* h : cfs) {
+      if (h != nullptr) db->DestroyColumnFamilyHandle(h);
     }
+    cfs.clear();
+    db->Close().PermitUncheckedError();
+    db.reset();
+  }
+
+  // Takes `db_mu` shared; UNAVAILABLE when no instance is open.
+  absl::Status LockForUse(std::shared_lock<std::shared_mutex>* lock) const {
+    *lock = std::shared_lock<std::shared_mutex>(db_mu);
+    if (db) return absl::OkStatus();
+    return absl::UnavailableError(absl::StrCat(
+        "store ", path, " is closed after a write error and could not be reopened yet"));
+  }
+
+  // Writes `batch` (REQUIRES: the store not stopped, `db_mu` held shared). A
+  // failure stops writes.
+  absl::Status Write(const rocksdb::WriteOptions& wo, rocksdb::WriteBatch* batch,
+                     absl::string_view what) {
+    rocksdb::Status s = db->Write(wo, batch);
+    if (s.ok()) return absl::OkStatus();
+    stopped.store(true);
+    return FromRocks(s, absl::StrCat(what, " failed; not acknowledged (a batch is "
+                                           "applied whole or not at all)"));
+  }
+
+  // A failed flush or compaction leaves RocksDB refusing writes too.
+  absl::Status Check(const rocksdb::Status& s, absl::string_view what) {
+    if (s.ok()) return absl::OkStatus();
+    if (!s.IsNotSupported() && !s.IsInvalidArgument()) stopped.store(true);
+    return FromRocks(s, what);
   }
 };
 
@@ -97,6 +174,15 @@ absl::StatusOr<std::unique_ptr<DocStore>> DocStore::OpenImpl(
   // could keep a document's id mapping without its data.
   db_options.atomic_flush = options.disable_wal;
 
+  auto rep = std::make_unique<Rep>();
+  rep->path = path;
+  if (options.faults != nullptr) {
+    rep->env = rocksdb::NewCompositeEnv(
+        WrapWithFaults(rocksdb::FileSystem::Default(), options.faults));
+    db_options.env = rep->env.get();
+  }
+  db_options.listeners.push_back(std::make_shared<StopListener>(&rep->stopped));
+
   rocksdb::BlockBasedTableOptions table;
   table.block_cache = rocksdb::NewLRUCache(options.block_cache_bytes);
   table.cache_index_and_filter_blocks = true;
@@ -105,17 +191,16 @@ absl::StatusOr<std::unique_ptr<DocStore>> DocStore::OpenImpl(
   cf_options.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table));
   cf_options.compression = rocksdb::kNoCompression;  // vectors do not compress
 
-  std::vector<rocksdb::ColumnFamilyDescriptor> descriptors;
-  for (int i = 0; i < kNumCf; ++i) descriptors.emplace_back(kCfNames[i], cf_options);
+  for (int i = 0; i < kNumCf; ++i) rep->descriptors.emplace_back(kCfNames[i], cf_options);
 
-  auto rep = std::make_unique<Rep>();
   rep->write_options.sync = options.sync_writes && !options.disable_wal;
   rep->write_options.disableWAL = options.disable_wal;
-  rocksdb::DB* raw = nullptr;
-  ATTN_RETURN_IF_ERROR(FromRocks(
-      rocksdb::DB::Open(db_options, path, descriptors, &rep->cfs, &raw),
-      absl::StrCat("opening store ", path)));
-  rep->db.reset(raw);
+  rep->db_options = db_options;
+  ATTN_RETURN_IF_ERROR(rep->OpenDb(/*for_read_only=*/false));
+  // Later opens (Recover) never create.
+  rep->db_options.create_if_missing = false;
+  rep->db_options.create_missing_column_families = false;
+  rep->db_options.error_if_exists = false;
 
   if (create) {
     rocksdb::WriteBatch batch;
@@ -146,19 +231,62 @@ absl::StatusOr<std::unique_ptr<DocStore>> DocStore::OpenImpl(
         absl::StrCat("store ", path, " has schema version ", schema,
                      "; this build reads version ", kSchemaVersion));
   }
-  ATTN_ASSIGN_OR_RETURN(std::string next_value, read_meta(kNextLabelKey));
-  ATTN_ASSIGN_OR_RETURN(uint64_t next, codec::DecodeU64(next_value));
-  ATTN_ASSIGN_OR_RETURN(std::string live_value, read_meta(kLiveCountKey));
-  ATTN_ASSIGN_OR_RETURN(uint64_t live, codec::DecodeU64(live_value));
-
   std::unique_ptr<DocStore> store(new DocStore(std::move(rep), std::move(stored)));
-  store->next_label_ = next;
-  store->live_count_ = live;
+  ATTN_RETURN_IF_ERROR(store->LoadCounters());
   return store;
+}
+
+absl::Status DocStore::LoadCounters() {
+  uint64_t values[2] = {0, 0};
+  const char* const keys[2] = {kNextLabelKey, kLiveCountKey};
+  for (int k = 0; k < 2; ++k) {
+    std::string v;
+    rocksdb::Status s = rep_->db->Get(rocksdb::ReadOptions(), rep_->cfs[kMeta], keys[k], &v);
+    if (s.IsNotFound()) {
+      return absl::DataLossError(absl::StrCat("store ", rep_->path, " has no '", keys[k], "'"));
+    }
+    ATTN_RETURN_IF_ERROR(FromRocks(s, "reading meta"));
+    ATTN_ASSIGN_OR_RETURN(values[k], codec::DecodeU64(v));
+  }
+  next_label_ = values[0];
+  live_count_ = values[1];
+  return absl::OkStatus();
+}
+
+absl::Status DocStore::Recover() {
+  if (!rep_->stopped.load()) return absl::OkStatus();
+  std::unique_lock<std::shared_mutex> lock(rep_->db_mu);
+  if (!rep_->stopped.load()) return absl::OkStatus();
+  rep_->CloseDb();
+  absl::Status opened = rep_->OpenDb(/*for_read_only=*/false);
+  if (opened.ok()) opened = LoadCounters();
+  if (opened.ok()) {
+    rep_->stopped.store(false);
+    return absl::OkStatus();
+  }
+  // Keep serving reads from a read-only instance, which writes nothing.
+  rep_->CloseDb();
+  if (rep_->OpenDb(/*for_read_only=*/true).ok() && !LoadCounters().ok()) rep_->CloseDb();
+  return Annotate(opened, "recovering from an earlier write error");
+}
+
+bool DocStore::write_stopped() const { return rep_->stopped.load(); }
+
+absl::Status DocStore::PrepareWrite(std::shared_lock<std::shared_mutex>* lock,
+                                    absl::string_view what) {
+  if (rep_->stopped.load()) ATTN_RETURN_IF_ERROR(Annotate(Recover(), absl::StrCat(what, ": not applied")));
+  ATTN_RETURN_IF_ERROR(rep_->LockForUse(lock));
+  if (rep_->stopped.load() || rep_->read_only) {
+    return absl::UnavailableError(absl::StrCat(
+        what, ": not applied; the store refuses writes after a write error"));
+  }
+  return absl::OkStatus();
 }
 
 absl::StatusOr<std::vector<std::optional<Label>>> DocStore::LookupIds(
     const std::vector<std::string>& ids) const {
+  std::shared_lock<std::shared_mutex> lock;
+  ATTN_RETURN_IF_ERROR(rep_->LockForUse(&lock));
   std::vector<rocksdb::Slice> keys;
   keys.reserve(ids.size());
   for (const auto& id : ids) keys.push_back(AsSlice(id));
@@ -178,6 +306,13 @@ absl::StatusOr<std::vector<std::optional<Label>>> DocStore::LookupIds(
 absl::Status DocStore::Commit(const std::vector<DocWrite>& writes,
                               const std::vector<DocDelete>& deletes) {
   if (writes.empty() && deletes.empty()) return absl::OkStatus();
+  std::shared_lock<std::shared_mutex> lock;
+  ATTN_RETURN_IF_ERROR(PrepareWrite(&lock, "writing the batch"));
+  if (!writes.empty() && writes.front().label < next_label_.load()) {
+    return absl::AbortedError(absl::StrCat(
+        "writing the batch: not applied; the store recovered from a write error and its "
+        "next label is now ", next_label_.load(), "; assign labels again"));
+  }
   rocksdb::WriteBatch batch;
   auto& cf = rep_->cfs;
   Label next = next_label_.load();
@@ -216,8 +351,7 @@ absl::Status DocStore::Commit(const std::vector<DocWrite>& writes,
   const uint64_t live = uint64_t(int64_t(live_count_.load()) + live_delta);
   batch.Put(cf[kMeta], kNextLabelKey, codec::EncodeU64(next));
   batch.Put(cf[kMeta], kLiveCountKey, codec::EncodeU64(live));
-  ATTN_RETURN_IF_ERROR(FromRocks(rep_->db->Write(rep_->write_options, &batch),
-                                 "writing batch"));
+  ATTN_RETURN_IF_ERROR(rep_->Write(rep_->write_options, &batch, "writing the batch"));
   next_label_ = next;
   live_count_ = live;
   return absl::OkStatus();
@@ -226,6 +360,8 @@ absl::Status DocStore::Commit(const std::vector<DocWrite>& writes,
 absl::Status DocStore::GetDocuments(const std::vector<Label>& labels,
                                     bool include_vectors,
                                     std::vector<std::optional<Document>>* out) const {
+  std::shared_lock<std::shared_mutex> lock;
+  ATTN_RETURN_IF_ERROR(rep_->LockForUse(&lock));
   const size_t n = labels.size();
   std::vector<std::string> key_bytes;
   key_bytes.reserve(n);
@@ -270,6 +406,8 @@ absl::Status DocStore::GetDocuments(const std::vector<Label>& labels,
 
 absl::StatusOr<std::optional<std::string>> DocStore::GetEncoderState(
     const std::string& key) const {
+  std::shared_lock<std::shared_mutex> lock;
+  ATTN_RETURN_IF_ERROR(rep_->LockForUse(&lock));
   std::string value;
   rocksdb::Status s = rep_->db->Get(rocksdb::ReadOptions(), rep_->cfs[kEncoder], key, &value);
   if (s.IsNotFound()) return std::nullopt;
@@ -279,6 +417,8 @@ absl::StatusOr<std::optional<std::string>> DocStore::GetEncoderState(
 
 absl::Status DocStore::PutEncoderState(
     const std::vector<std::pair<std::string, std::string>>& entries) {
+  std::shared_lock<std::shared_mutex> lock;
+  ATTN_RETURN_IF_ERROR(PrepareWrite(&lock, "writing encoder state"));
   rocksdb::WriteBatch batch;
   for (const auto& [k, v] : entries) {
     if (v.empty()) {
@@ -290,13 +430,16 @@ absl::Status DocStore::PutEncoderState(
   rocksdb::WriteOptions wo;
   wo.sync = !rep_->write_options.disableWAL;
   wo.disableWAL = rep_->write_options.disableWAL;
-  ATTN_RETURN_IF_ERROR(FromRocks(rep_->db->Write(wo, &batch), "writing encoder state"));
+  ATTN_RETURN_IF_ERROR(rep_->Write(wo, &batch, "writing encoder state"));
   // Without a WAL only a flush makes it durable.
+  lock.unlock();
   if (wo.disableWAL) return Flush();
   return absl::OkStatus();
 }
 
 absl::StatusOr<std::optional<AnnTuning>> DocStore::GetAnnTuning() const {
+  std::shared_lock<std::shared_mutex> lock;
+  ATTN_RETURN_IF_ERROR(rep_->LockForUse(&lock));
   std::string value;
   rocksdb::Status s =
       rep_->db->Get(rocksdb::ReadOptions(), rep_->cfs[kMeta], kAnnTuningKey, &value);
@@ -307,13 +450,16 @@ absl::StatusOr<std::optional<AnnTuning>> DocStore::GetAnnTuning() const {
 }
 
 absl::Status DocStore::PutAnnTuning(const AnnTuning& tuning) {
+  std::shared_lock<std::shared_mutex> lock;
+  ATTN_RETURN_IF_ERROR(PrepareWrite(&lock, "writing the ANN tuning"));
   rocksdb::WriteBatch batch;
   batch.Put(rep_->cfs[kMeta], kAnnTuningKey, codec::EncodeAnnTuning(tuning));
   rocksdb::WriteOptions wo;
   wo.sync = !rep_->write_options.disableWAL;
   wo.disableWAL = rep_->write_options.disableWAL;
-  ATTN_RETURN_IF_ERROR(FromRocks(rep_->db->Write(wo, &batch), "writing the ANN tuning"));
+  ATTN_RETURN_IF_ERROR(rep_->Write(wo, &batch, "writing the ANN tuning"));
   // Without a WAL only a flush makes it durable.
+  lock.unlock();
   if (wo.disableWAL) return Flush();
   return absl::OkStatus();
 }
@@ -321,6 +467,8 @@ absl::Status DocStore::PutAnnTuning(const AnnTuning& tuning) {
 absl::Status DocStore::GetTokens(
     const std::vector<Label>& labels, TokenBlock* out,
     const std::function<absl::Status(size_t total_rows)>& admit) const {
+  std::shared_lock<std::shared_mutex> lock;
+  ATTN_RETURN_IF_ERROR(rep_->LockForUse(&lock));
   const size_t n = labels.size();
   std::vector<std::string> key_bytes;
   key_bytes.reserve(n);
@@ -367,6 +515,8 @@ absl::Status DocStore::GetTokens(
 
 absl::Status DocStore::ScanPooled(
     Label from, const std::function<absl::Status(Label, const float*)>& fn) const {
+  std::shared_lock<std::shared_mutex> lock;
+  ATTN_RETURN_IF_ERROR(rep_->LockForUse(&lock));
   std::unique_ptr<rocksdb::Iterator> it(
       rep_->db->NewIterator(rocksdb::ReadOptions(), rep_->cfs[kPooled]));
   std::vector<float> v;
@@ -381,6 +531,8 @@ absl::Status DocStore::ScanPooled(
 
 absl::Status DocStore::ScanDocRecords(
     Label from, const std::function<absl::Status(Label, const Document&)>& fn) const {
+  std::shared_lock<std::shared_mutex> lock;
+  ATTN_RETURN_IF_ERROR(rep_->LockForUse(&lock));
   std::unique_ptr<rocksdb::Iterator> it(
       rep_->db->NewIterator(rocksdb::ReadOptions(), rep_->cfs[kDocs]));
   for (it->Seek(codec::LabelKey(from)); it->Valid(); it->Next()) {
@@ -393,6 +545,8 @@ absl::Status DocStore::ScanDocRecords(
 }
 
 absl::StatusOr<std::vector<Label>> DocStore::Tombstones() const {
+  std::shared_lock<std::shared_mutex> lock;
+  ATTN_RETURN_IF_ERROR(rep_->LockForUse(&lock));
   std::unique_ptr<rocksdb::Iterator> it(
       rep_->db->NewIterator(rocksdb::ReadOptions(), rep_->cfs[kTombstones]));
   std::vector<Label> out;
@@ -405,6 +559,8 @@ absl::StatusOr<std::vector<Label>> DocStore::Tombstones() const {
 }
 
 absl::Status DocStore::DropTombstones(const std::vector<Label>& labels) {
+  std::shared_lock<std::shared_mutex> lock;
+  ATTN_RETURN_IF_ERROR(PrepareWrite(&lock, "dropping tombstones"));
   constexpr size_t kPerBatch = 65536;
   for (size_t begin = 0; begin < labels.size(); begin += kPerBatch) {
     rocksdb::WriteBatch batch;
@@ -412,8 +568,7 @@ absl::Status DocStore::DropTombstones(const std::vector<Label>& labels) {
     for (size_t i = begin; i < end; ++i) {
       batch.Delete(rep_->cfs[kTombstones], codec::LabelKey(labels[i]));
     }
-    ATTN_RETURN_IF_ERROR(
-        FromRocks(rep_->db->Write(rep_->write_options, &batch), "dropping tombstones"));
+    ATTN_RETURN_IF_ERROR(rep_->Write(rep_->write_options, &batch, "dropping tombstones"));
   }
   return absl::OkStatus();
 }
@@ -421,22 +576,43 @@ absl::Status DocStore::DropTombstones(const std::vector<Label>& labels) {
 absl::Status DocStore::Flush() {
   rocksdb::FlushOptions fo;
   fo.wait = true;
+  std::shared_lock<std::shared_mutex> lock;
+  ATTN_RETURN_IF_ERROR(PrepareWrite(&lock, "flushing"));
   std::vector<rocksdb::ColumnFamilyHandle*> cfs(rep_->cfs.begin(), rep_->cfs.end());
-  ATTN_RETURN_IF_ERROR(FromRocks(rep_->db->Flush(fo, cfs), "flushing"));
-  return FromRocks(rep_->db->FlushWAL(/*sync=*/true), "syncing the WAL");
+  ATTN_RETURN_IF_ERROR(rep_->Check(rep_->db->Flush(fo, cfs), "flushing"));
+  return rep_->Check(rep_->db->FlushWAL(/*sync=*/true), "syncing the WAL");
 }
 
 absl::Status DocStore::Compact() {
+  std::shared_lock<std::shared_mutex> lock;
+  ATTN_RETURN_IF_ERROR(PrepareWrite(&lock, "compacting"));
   rocksdb::CompactRangeOptions options;
   for (rocksdb::ColumnFamilyHandle* cf : rep_->cfs) {
     ATTN_RETURN_IF_ERROR(
-        FromRocks(rep_->db->CompactRange(options, cf, nullptr, nullptr), "compacting"));
+        rep_->Check(rep_->db->CompactRange(options, cf, nullptr, nullptr), "compacting"));
   }
   return absl::OkStatus();
 }
 
+absl::Status DocStore::Checkpoint(const std::string& dir) const {
+  std::shared_lock<std::shared_mutex> lock;
+  ATTN_RETURN_IF_ERROR(rep_->LockForUse(&lock));
+  rocksdb::Checkpoint* raw = nullptr;
+  ATTN_RETURN_IF_ERROR(FromRocks(rocksdb::Checkpoint::Create(rep_->db.get(), &raw),
+                                 "creating a checkpoint"));
+  std::unique_ptr<rocksdb::Checkpoint> checkpoint(raw);
+  // With a WAL the log is copied rather than flushed first, unless it is
+  // large; without one, a flush is what makes the copy complete.
+  const uint64_t flush_above =
+      rep_->write_options.disableWAL ? 0 : uint64_t{64} << 20;
+  return FromRocks(checkpoint->CreateCheckpoint(dir, flush_above),
+                   absl::StrCat("writing a checkpoint of ", rep_->path, " to ", dir));
+}
+
 DocStore::MemoryUsage DocStore::Memory() const {
   MemoryUsage m;
+  std::shared_lock<std::shared_mutex> lock(rep_->db_mu);
+  if (!rep_->db) return m;
   uint64_t v = 0;
   // One block cache serves every column family: read it once.
   if (rep_->db->GetIntProperty(rep_->cfs[0], "rocksdb.block-cache-usage", &v)) m.block_cache = v;
@@ -449,6 +625,8 @@ DocStore::MemoryUsage DocStore::Memory() const {
 
 uint64_t DocStore::DiskBytes() const {
   uint64_t total = 0;
+  std::shared_lock<std::shared_mutex> lock(rep_->db_mu);
+  if (!rep_->db) return 0;
   for (int i = 0; i < kNumCf; ++i) {
     uint64_t v = 0;
     if (rep_->db->GetIntProperty(rep_->cfs[i], "rocksdb.total-sst-files-size", &v)) {

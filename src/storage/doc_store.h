@@ -19,6 +19,13 @@
 // log is synced before Commit returns, so an acknowledged write survives a
 // crash of the process or of the machine.
 //
+// I/O errors: a write that fails (an I/O error, a full disk, a failed fsync)
+// returns UNAVAILABLE, or RESOURCE_EXHAUSTED for a full disk; it was not
+// acknowledged, and is applied whole or not at all. Writes then stop (reads
+// go on) until Recover() reopens the store, which every later write does
+// first; a failed background flush or compaction stops writes the same way.
+// While the fault lasts, writes keep failing with the same codes.
+//
 // Thread safety: reads may run concurrently with each other and with one
 // Commit. Commit calls must be serialised by the caller (labels are assigned
 // by the caller in increasing order).
@@ -29,11 +36,14 @@
 #include <functional>
 #include <memory>
 #include <optional>
+#include <shared_mutex>
 #include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "core/types.h"
+#include "storage/storage_faults.h"
 
 namespace attnsearch {
 
@@ -53,6 +63,9 @@ struct StorageOptions {
   // Skip the write-ahead log. Writes are then durable only after Flush();
   // for bulk loads that checkpoint their progress at Flush. Default: false.
   bool disable_wal = false;
+  // Fault injection (tests, the fault drill): when set, every file write and
+  // sync of the store consults these switches. Default: none.
+  std::shared_ptr<StorageFaults> faults;
 
   // For bulk loading: no WAL, no per-write sync, larger memtables. Call
   // DocStore::Flush (Collection::Flush) to make the loaded data durable.
@@ -182,6 +195,27 @@ class DocStore {
   // Runs alongside reads and writes.
   absl::Status Compact();
 
+  // Whether writes are stopped after an I/O error (the next write, or
+  // Recover, reopens the store).
+  bool write_stopped() const;
+  // Makes a stopped store writable again: closes RocksDB and opens it anew,
+  // which replays the write-ahead log and starts a new one. A failed batch
+  // that reached the log whole is applied then, whole, so next_label() and
+  // live_count() may move; callers that assign labels call this (when
+  // write_stopped()) before choosing them. If the store cannot be opened for
+  // writing yet, it is opened read-only so reads go on, and the error is
+  // returned. No-op when not stopped. REQUIRES: no concurrent write.
+  absl::Status Recover();
+
+  // Writes a consistent, openable copy of the store into `dir`, which must
+  // not exist (its parent must): RocksDB's checkpoint, with table files
+  // hard-linked when `dir` is on the same file system and copied otherwise,
+  // and the write-ahead log copied up to the last committed batch. Runs
+  // alongside reads and writes; the copy holds every batch acknowledged
+  // before the call and possibly some that commit during it, each whole.
+  // DocStore::Open(dir) opens it.
+  absl::Status Checkpoint(const std::string& dir) const;
+
   // Approximate bytes on disk (SST files).
   uint64_t DiskBytes() const;
 
@@ -199,6 +233,10 @@ class DocStore {
   static absl::StatusOr<std::unique_ptr<DocStore>> OpenImpl(
       const std::string& path, const StorageOptions& options, bool create,
       const CollectionConfig* config);
+  // Reads next_label_ and live_count_ from the meta column family.
+  absl::Status LoadCounters();
+  // For every write: recovers a stopped store, then holds the instance shared.
+  absl::Status PrepareWrite(std::shared_lock<std::shared_mutex>* lock, absl::string_view what);
 
   std::unique_ptr<Rep> rep_;
   const CollectionConfig config_;

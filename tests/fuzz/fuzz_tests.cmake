@@ -24,10 +24,6 @@ attn_cc_test(NAME fuzz_replay_test SRCS ${CMAKE_CURRENT_LIST_DIR}/fuzz_replay_te
 target_compile_definitions(fuzz_replay_test PRIVATE ATTN_FUZZ_DIR="${CMAKE_CURRENT_LIST_DIR}")
 
 if(ATTN_FUZZ)
-  # clang 14 rejects __builtin_cpu_supports("f16c") in src/ann; see the header.
-  set_source_files_properties(${PROJECT_SOURCE_DIR}/src/ann/simd_distance.cc
-    DIRECTORY ${PROJECT_SOURCE_DIR}/src/ann
-    PROPERTIES COMPILE_OPTIONS "-include;${CMAKE_CURRENT_LIST_DIR}/clang_cpu_supports.h")
   set(bodies_codec FuzzCodec)
   set(bodies_tokenizer FuzzTokenizer)
   set(bodies_jsonl FuzzJsonLine)
@@ -42,7 +38,7 @@ if(ATTN_FUZZ)
     # A short run from the seed corpus; new inputs go to a scratch corpus in
     # the build tree, crashes to fuzz-artifacts/.
     add_test(NAME fuzz_${t}
-             COMMAND ${CMAKE_COMMAND} -E env ASAN_OPTIONS=detect_leaks=0
+             COMMAND ${CMAKE_COMMAND} -E env ASAN_OPTIONS=detect_leaks=1
                      $<TARGET_FILE:fuzz-${t}> -max_total_time=${ATTN_FUZZ_SECONDS}
                      -rss_limit_mb=4096 -timeout=30
                      -artifact_prefix=${PROJECT_BINARY_DIR}/fuzz-artifacts/${t}-

@@ -25,7 +25,7 @@ status=0
 for t in "${targets[@]}"; do
   mkdir -p "$build/fuzz-corpus/$t"
   echo "== fuzz-$t for ${seconds} s"
-  if ! ASAN_OPTIONS=detect_leaks=0 "$build/fuzz-$t" -max_total_time="$seconds" \
+  if ! ASAN_OPTIONS=detect_leaks=1 "$build/fuzz-$t" -max_total_time="$seconds" \
       -rss_limit_mb=4096 -timeout=30 -print_final_stats=1 \
       -artifact_prefix="$build/fuzz-artifacts/$t-" \
       "$build/fuzz-corpus/$t" "$root/tests/fuzz/corpus/$t" 2> "$build/fuzz-$t.log"; then

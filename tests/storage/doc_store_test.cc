@@ -793,5 +793,329 @@ TEST(DocStoreTest, AnnTuningPersistsAcrossReopen) {
   EXPECT_EQ((*got)->target_recall, 0.9);
 }
 
+
+// ---------------------------------------------------------------------------
+// I/O faults below RocksDB (StorageFaults)
+
+// A store under fault injection with an expected-state oracle: what every
+// acknowledged Commit left, checked against the store (and after reopening).
+class FaultyStore {
+ public:
+  FaultyStore(const std::string& path, uint32_t dim)
+      : path_(path), dim_(dim), faults_(std::make_shared<StorageFaults>()), rng_(77) {
+    StorageOptions o = Options();
+    auto store = DocStore::Create(path, Config(dim, TokenDtype::kF32), o);
+    EXPECT_TRUE(store.ok()) << store.status();
+    if (store.ok()) store_ = std::move(store).value();
+  }
+
+  StorageOptions Options() const {
+    StorageOptions o = SmallOptions();
+    o.faults = faults_;
+    return o;
+  }
+  StorageFaults& faults() { return *faults_; }
+  DocStore& store() { return *store_; }
+
+  // Upserts `ids` (new versions) and deletes `deletes` in one Commit; the
+  // oracle changes only when it is acknowledged.
+  absl::Status Apply(const std::vector<std::string>& ids,
+                     const std::vector<std::string>& deletes = {}) {
+    // As the engine does: recover a stopped store before choosing labels.
+    absl::Status recovered = Recover();
+    if (!recovered.ok()) return recovered;
+    Settle();
+    auto current = store_->LookupIds(ids);
+    if (!current.ok()) return current.status();
+    std::vector<Document> docs;
+    for (const std::string& id : ids) {
+      docs.push_back(MakeDoc(rng_, id, dim_, 1 + rng_() % 4));
+      docs.back().text = absl::StrCat("version ", ++version_, " of ", id);
+    }
+    std::vector<DocWrite> writes;
+    for (size_t i = 0; i < ids.size(); ++i) {
+      writes.push_back({store_->next_label() + i, (*current)[i], &docs[i]});
+    }
+    std::vector<DocDelete> dels;
+    auto del_labels = store_->LookupIds(deletes);
+    if (!del_labels.ok()) return del_labels.status();
+    for (size_t i = 0; i < deletes.size(); ++i) {
+      if ((*del_labels)[i]) dels.push_back({deletes[i], *(*del_labels)[i]});
+    }
+    absl::Status s = store_->Commit(writes, dels);
+    Batch batch{store_->next_label(), ids.size(), std::move(docs), dels};
+    if (!s.ok()) {
+      // Not acknowledged: applied whole or not at all, which the next
+      // recovery decides (next_label() tells).
+      pending_ = std::move(batch);
+      reopened_ = false;
+      return s;
+    }
+    batch.first = writes.front().label;
+    ApplyToOracle(batch);
+    return absl::OkStatus();
+  }
+
+  // Recovers a stopped store and settles a failed batch's fate.
+  absl::Status Recover() {
+    if (!store_->write_stopped()) return absl::OkStatus();
+    absl::Status s = store_->Recover();
+    reopened_ = true;  // even a failed recovery opens the store read-only
+    return s;
+  }
+
+  absl::Status Flush() {
+    absl::Status s = Recover();
+    return s.ok() ? store_->Flush() : s;
+  }
+
+  // Every expected document present with its exact content, nothing else
+  // live, the counters consistent.
+  void ExpectMatchesOracle(const std::string& when) {
+    SCOPED_TRACE(when);
+    Settle();
+    EXPECT_EQ(store_->live_count(), expected_.size());
+    std::vector<std::string> ids;
+    for (const auto& [id, doc] : expected_) ids.push_back(id);
+    for (const std::string& id : ever_written_) {
+      if (!expected_.count(id)) ids.push_back(id);
+    }
+    auto labels = store_->LookupIds(ids);
+    ASSERT_TRUE(labels.ok()) << labels.status();
+    std::vector<Label> live;
+    for (size_t i = 0; i < ids.size(); ++i) {
+      auto it = expected_.find(ids[i]);
+      if (it == expected_.end()) {
+        EXPECT_FALSE((*labels)[i].has_value()) << ids[i] << " must be absent";
+        continue;
+      }
+      ASSERT_TRUE((*labels)[i].has_value()) << ids[i] << " was acknowledged";
+      live.push_back(*(*labels)[i]);
+      std::vector<std::optional<Document>> got;
+      ASSERT_TRUE(store_->GetDocuments({*(*labels)[i]}, true, &got).ok());
+      ASSERT_TRUE(got[0].has_value()) << ids[i];
+      ExpectSameRecord(*got[0], it->second);
+      ExpectSameVectors(*got[0], it->second, TokenDtype::kF32);
+    }
+    std::sort(live.begin(), live.end());
+    EXPECT_EQ(PooledLabels(*store_, 0), live) << "live labels beyond the oracle's";
+  }
+
+  // Batches whose outcome was in doubt and turned out applied.
+  int applied_after_failure() const { return applied_after_failure_; }
+
+  void Remember(const std::vector<std::string>& ids) {
+    ever_written_.insert(ever_written_.end(), ids.begin(), ids.end());
+  }
+
+  // Closes and reopens the store; on failure no store is open.
+  absl::Status TryReopen() {
+    store_.reset();
+    auto store = DocStore::Open(path_, Options());
+    if (!store.ok()) return store.status();
+    store_ = std::move(store).value();
+    reopened_ = true;
+    return absl::OkStatus();
+  }
+  void Reopen() { ASSERT_EQ(TryReopen(), absl::OkStatus()); }
+
+ private:
+  struct Batch {
+    Label first = 0;
+    size_t n = 0;  // new versions, labels first..first+n-1
+    std::vector<Document> docs;
+    std::vector<DocDelete> dels;
+  };
+
+  void ApplyToOracle(const Batch& b) {
+    for (const Document& d : b.docs) expected_[d.id] = d;
+    for (const DocDelete& d : b.dels) expected_.erase(d.id);
+  }
+
+  // Once the store was reopened after a failed batch, its next label says
+  // whether the log replayed that batch (whole) or not at all.
+  void Settle() {
+    if (!pending_ || !reopened_) return;
+    const Label next = store_->next_label();
+    if (next == pending_->first + pending_->n) {
+      ApplyToOracle(*pending_);
+      ++applied_after_failure_;
+    } else {
+      EXPECT_EQ(next, pending_->first) << "a failed batch was applied in part";
+    }
+    pending_.reset();
+  }
+
+  const std::string path_;
+  const uint32_t dim_;
+  std::shared_ptr<StorageFaults> faults_;
+  std::mt19937 rng_;
+  std::unique_ptr<DocStore> store_;
+  std::map<std::string, Document> expected_;
+  std::vector<std::string> ever_written_;
+  int version_ = 0;
+  std::optional<Batch> pending_;
+  bool reopened_ = false;
+  int applied_after_failure_ = 0;
+};
+
+struct FaultCase {
+  const char* name;
+  StorageFaults::Kind kind;
+  StorageFaults::Files files;
+  absl::StatusCode code;  // what a write gets while the fault lasts
+};
+
+class DocStoreFaultTest : public ::testing::TestWithParam<FaultCase> {};
+
+// A fault during writes: each failed Commit reports the fault and changes
+// nothing; reads go on; once the fault clears the next write succeeds, and
+// the labels the failed batch would have used are reused without the failed
+// batch reappearing, neither now nor after reopening.
+TEST_P(DocStoreFaultTest, FailedWritesChangeNothingAndWritingResumes) {
+  const FaultCase& fc = GetParam();
+  TempDir tmp;
+  FaultyStore fs(tmp.Sub("store"), 8);
+  fs.Remember({"a", "b", "c", "d", "x", "y", "z", "e"});
+  ASSERT_EQ(fs.Apply({"a", "b", "c"}), absl::OkStatus());
+  ASSERT_EQ(fs.Apply({"d", "a"}, {"b"}), absl::OkStatus());
+  fs.ExpectMatchesOracle("before the fault");
+  const Label next = fs.store().next_label();
+
+  fs.faults().Arm(fc.kind, fc.files);
+  for (int attempt = 0; attempt < 3; ++attempt) {
+    absl::Status s = fs.Apply({"x", "y", "c"}, {"d"});
+    EXPECT_EQ(s.code(), fc.code) << s;
+    EXPECT_TRUE(s.message().find("not acknowledged") != std::string_view::npos ||
+                s.message().find("recovering from an earlier write error") !=
+                    std::string_view::npos)
+        << s;
+    EXPECT_NE(s.message().find("injected fault"), std::string_view::npos) << s;
+    fs.ExpectMatchesOracle("during the fault");
+  }
+  EXPECT_TRUE(fs.store().write_stopped());
+  EXPECT_GT(fs.faults().failures(), 0u);
+
+  fs.faults().Clear();
+  // The next batch takes the labels after the failed one's if the log
+  // replayed it, else the labels it would have had.
+  ASSERT_EQ(fs.Apply({"z", "e"}, {"a"}), absl::OkStatus());
+  EXPECT_EQ(fs.store().next_label(), next + 2 + 3 * fs.applied_after_failure());
+  EXPECT_FALSE(fs.store().write_stopped());
+  ASSERT_EQ(fs.Apply({"c"}), absl::OkStatus());
+  fs.ExpectMatchesOracle("after the fault");
+  fs.Reopen();
+  fs.ExpectMatchesOracle("after reopening");
+  ASSERT_EQ(fs.Apply({"y"}), absl::OkStatus());
+  fs.Reopen();
+  fs.ExpectMatchesOracle("after writing and reopening again");
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Faults, DocStoreFaultTest,
+    ::testing::Values(
+        FaultCase{"WalWriteError", StorageFaults::Kind::kWriteError,
+                  StorageFaults::Files::kWal, absl::StatusCode::kUnavailable},
+        FaultCase{"WalSyncError", StorageFaults::Kind::kSyncError, StorageFaults::Files::kWal,
+                  absl::StatusCode::kUnavailable},
+        FaultCase{"DiskFull", StorageFaults::Kind::kDiskFull, StorageFaults::Files::kAll,
+                  absl::StatusCode::kResourceExhausted},
+        FaultCase{"AllWritesFail", StorageFaults::Kind::kWriteError,
+                  StorageFaults::Files::kAll, absl::StatusCode::kUnavailable}),
+    [](const ::testing::TestParamInfo<FaultCase>& info) { return info.param.name; });
+
+// A flush that fails (no space for table files) stops writes like a failed
+// write does; the data stays readable, writing resumes when space returns,
+// and a flush then succeeds.
+TEST(DocStoreFaultTest, FailedFlushStopsWritesUntilSpaceReturns) {
+  TempDir tmp;
+  FaultyStore fs(tmp.Sub("store"), 8);
+  fs.Remember({"a", "b", "c", "d"});
+  ASSERT_EQ(fs.Apply({"a", "b"}), absl::OkStatus());
+  fs.faults().Arm(StorageFaults::Kind::kDiskFull, StorageFaults::Files::kTables);
+  ASSERT_EQ(fs.Apply({"c"}), absl::OkStatus()) << "the WAL is still writable";
+  absl::Status flushed = fs.Flush();
+  EXPECT_EQ(flushed.code(), absl::StatusCode::kResourceExhausted) << flushed;
+  EXPECT_TRUE(fs.store().write_stopped());
+  absl::Status s = fs.Apply({"d"});
+  EXPECT_FALSE(s.ok());
+  fs.ExpectMatchesOracle("while table files cannot be written");
+
+  fs.faults().Clear();
+  ASSERT_EQ(fs.Apply({"d"}, {"a"}), absl::OkStatus());
+  ASSERT_EQ(fs.Flush(), absl::OkStatus());
+  ASSERT_EQ(fs.store().Compact(), absl::OkStatus());
+  fs.ExpectMatchesOracle("after space returned");
+  fs.Reopen();
+  fs.ExpectMatchesOracle("after reopening");
+}
+
+// Many short faults of every kind among many writes: the store ends equal to
+// the oracle of acknowledged writes, live and after reopening.
+TEST(DocStoreFaultTest, RandomFaultsAmongWritesLoseNothingAcknowledged) {
+  TempDir tmp;
+  FaultyStore fs(tmp.Sub("store"), 8);
+  std::mt19937 rng(5);
+  std::vector<std::string> ids;
+  for (int i = 0; i < 40; ++i) ids.push_back(absl::StrCat("doc", i));
+  fs.Remember(ids);
+  const StorageFaults::Kind kinds[] = {StorageFaults::Kind::kWriteError,
+                                       StorageFaults::Kind::kDiskFull,
+                                       StorageFaults::Kind::kSyncError};
+  const StorageFaults::Files files[] = {StorageFaults::Files::kAll, StorageFaults::Files::kWal,
+                                        StorageFaults::Files::kTables,
+                                        StorageFaults::Files::kManifest};
+  int acknowledged = 0, failed = 0;
+  for (int step = 0; step < 300; ++step) {
+    if (step % 10 == 0) {
+      if (rng() % 2 == 0) {
+        fs.faults().Arm(kinds[rng() % 3], files[rng() % 4]);
+      } else {
+        fs.faults().Clear();
+      }
+    }
+    std::vector<std::string> up, del;
+    for (int k = 0; k < 3; ++k) up.push_back(ids[rng() % ids.size()]);
+    std::sort(up.begin(), up.end());
+    up.erase(std::unique(up.begin(), up.end()), up.end());
+    const std::string d = ids[rng() % ids.size()];
+    if (std::find(up.begin(), up.end(), d) == up.end()) del.push_back(d);
+    absl::Status s = fs.Apply(up, del);
+    if (s.ok()) {
+      ++acknowledged;
+    } else {
+      ++failed;
+      EXPECT_TRUE(s.code() == absl::StatusCode::kUnavailable ||
+                  s.code() == absl::StatusCode::kResourceExhausted)
+          << s;
+    }
+    if (step % 50 == 25) (void)fs.Flush();  // may fail under a fault
+  }
+  fs.faults().Clear();
+  ASSERT_EQ(fs.Apply({ids[0]}), absl::OkStatus());
+  EXPECT_GT(acknowledged, 50);
+  EXPECT_GT(failed, 20);
+  fs.ExpectMatchesOracle("after the faults");
+  ASSERT_EQ(fs.Flush(), absl::OkStatus());
+  fs.Reopen();
+  fs.ExpectMatchesOracle("after reopening");
+}
+
+// A fault while opening: the open fails with the fault named, and the same
+// store opens cleanly once it clears.
+TEST(DocStoreFaultTest, OpenUnderFaultFailsCleanly) {
+  TempDir tmp;
+  FaultyStore fs(tmp.Sub("store"), 8);
+  fs.Remember({"a"});
+  ASSERT_EQ(fs.Apply({"a"}), absl::OkStatus());
+  fs.faults().Arm(StorageFaults::Kind::kDiskFull);
+  absl::Status s = fs.TryReopen();
+  EXPECT_EQ(s.code(), absl::StatusCode::kResourceExhausted) << s;
+  EXPECT_NE(s.message().find("opening store"), std::string_view::npos) << s;
+  fs.faults().Clear();
+  fs.Reopen();
+  fs.ExpectMatchesOracle("after opening once the fault cleared");
+}
+
 }  // namespace
 }  // namespace attnsearch
