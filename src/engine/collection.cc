@@ -152,6 +152,14 @@ absl::Status Collection::LoadDerivedState() {
 
   auto loaded = AnnIndex::Load(SnapshotPath(), config.ann_spec, config.dim, options_.ann);
   Label from = 0;
+  if (loaded.ok() && (*loaded)->has_labels() &&
+      (*loaded)->max_label() >= store_->next_label()) {
+    // A snapshot newer than the store (e.g. a store restored from an older
+    // copy beside a newer snapshot) would index labels the store lacks.
+    loaded = absl::FailedPreconditionError(absl::StrCat(
+        SnapshotPath(), " holds label ", (*loaded)->max_label(),
+        " but the store has assigned labels only below ", store_->next_label()));
+  }
   if (loaded.ok()) {
     ann_ = std::move(loaded).value();
     from = ann_->has_labels() ? ann_->max_label() + 1 : 0;
@@ -206,7 +214,13 @@ absl::StatusOr<uint64_t> Collection::CatchUp(Label from, Label metadata_from,
   return added;
 }
 
-absl::Status Collection::Flush() { return store_->Flush(); }
+absl::Status Collection::Flush() {
+  {
+    std::lock_guard<std::mutex> write_lock(write_mu_);
+    ATTN_RETURN_IF_ERROR(RecoverStore());
+  }
+  return store_->Flush();
+}
 
 absl::StatusOr<uint64_t> Collection::BuildIndex() {
   std::lock_guard<std::mutex> write_lock(write_mu_);
@@ -421,7 +435,27 @@ absl::StatusOr<uint64_t> Collection::Upsert(std::vector<Document> docs) {
   return docs.size();
 }
 
+absl::Status Collection::RecoverStore() {
+  if (!store_->write_stopped()) return absl::OkStatus();
+  const Label before = store_->next_label();
+  ATTN_RETURN_IF_ERROR(store_->Recover());
+  std::fprintf(stderr, "store of %s reopened after a write error\n", path_.c_str());
+  // A batch whose write failed may have reached the log whole, and the
+  // reopen then applied it: bring the derived state up to date with it.
+  ATTN_ASSIGN_OR_RETURN(std::vector<Label> dead, store_->Tombstones());
+  {
+    std::unique_lock<std::shared_mutex> lock(index_mu_);
+    for (Label l : dead) Tombstone(l);
+  }
+  if (store_->next_label() > before) {
+    ATTN_ASSIGN_OR_RETURN(uint64_t added, CatchUp(before, before, !options_.defer_index));
+    added_since_snapshot_ += added;
+  }
+  return absl::OkStatus();
+}
+
 absl::Status Collection::CommitPrepared(std::vector<Document>& docs) {
+  ATTN_RETURN_IF_ERROR(RecoverStore());
   std::vector<std::string> ids;
   ids.reserve(docs.size());
   for (const auto& d : docs) ids.push_back(d.id);
@@ -580,6 +614,7 @@ absl::StatusOr<IndexTuningResult> Collection::TuneIndex(double target_recall, ui
     t.sample_recall = tuned.sample_recall;
     t.sample_queries = tuned.sample_queries;
     ATTN_ASSIGN_OR_RETURN(AnnSearchParams params, AnnSearchParams::Parse(t.ann_params));
+    ATTN_RETURN_IF_ERROR(RecoverStore());
     ATTN_RETURN_IF_ERROR(store_->PutAnnTuning(t));
     std::lock_guard<std::mutex> lock(tuning_mu_);
     tuning_ = std::move(t);
@@ -609,6 +644,7 @@ absl::StatusOr<EncoderTrainingResult> Collection::TrainEncoder(text::EncoderOpti
   uint64_t version = 0;
   encoder(&version);
   result.version = version + 1;
+  ATTN_RETURN_IF_ERROR(RecoverStore());
   const Label below = store_->next_label();
   ATTN_RETURN_IF_ERROR(store_->PutEncoderState({{"model", enc->Serialize()},
                                                 {"version", absl::StrCat(result.version)},
@@ -688,6 +724,7 @@ absl::StatusOr<DeleteResult> Collection::Delete(const std::vector<std::string>& 
     }
   }
   std::lock_guard<std::mutex> write_lock(write_mu_);
+  ATTN_RETURN_IF_ERROR(RecoverStore());
   ATTN_ASSIGN_OR_RETURN(std::vector<std::optional<Label>> labels, store_->LookupIds(ids));
   DeleteResult result;
   std::vector<DocDelete> deletes;

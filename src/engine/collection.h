@@ -365,6 +365,11 @@ class Collection {
                                uint64_t encoder_version, Document* doc) const;
   // Commits prepared documents and indexes them. REQUIRES: write_mu_ held.
   absl::Status CommitPrepared(std::vector<Document>& docs);
+  // REQUIRES: write_mu_ held. Reopens a store whose writes stopped after an
+  // I/O error (DocStore::Recover) and brings the ANN, filter and tombstone
+  // state up to date with a failed batch the reopen may have applied. Every
+  // write path calls it before choosing labels or writing.
+  absl::Status RecoverStore();
   // Encodes with the current encoder every live document below `below`
   // that the encoder owns. REQUIRES: write_mu_ held.
   absl::StatusOr<uint64_t> Reencode(Label below);

@@ -274,11 +274,11 @@ bool DocStore::write_stopped() const { return rep_->stopped.load(); }
 
 absl::Status DocStore::PrepareWrite(std::shared_lock<std::shared_mutex>* lock,
                                     absl::string_view what) {
-  if (rep_->stopped.load()) ATTN_RETURN_IF_ERROR(Annotate(Recover(), absl::StrCat(what, ": not applied")));
   ATTN_RETURN_IF_ERROR(rep_->LockForUse(lock));
   if (rep_->stopped.load() || rep_->read_only) {
     return absl::UnavailableError(absl::StrCat(
-        what, ": not applied; the store refuses writes after a write error"));
+        what, ": not applied; writes are stopped after an earlier write error until the "
+              "store recovers"));
   }
   return absl::OkStatus();
 }

@@ -22,9 +22,8 @@
 // I/O errors: a write that fails (an I/O error, a full disk, a failed fsync)
 // returns UNAVAILABLE, or RESOURCE_EXHAUSTED for a full disk; it was not
 // acknowledged, and is applied whole or not at all. Writes then stop (reads
-// go on) until Recover() reopens the store, which every later write does
-// first; a failed background flush or compaction stops writes the same way.
-// While the fault lasts, writes keep failing with the same codes.
+// go on; writes answer UNAVAILABLE) until Recover() reopens the store; a
+// failed background flush or compaction stops writes the same way.
 //
 // Thread safety: reads may run concurrently with each other and with one
 // Commit. Commit calls must be serialised by the caller (labels are assigned
@@ -195,8 +194,7 @@ class DocStore {
   // Runs alongside reads and writes.
   absl::Status Compact();
 
-  // Whether writes are stopped after an I/O error (the next write, or
-  // Recover, reopens the store).
+  // Whether writes are stopped after an I/O error (until Recover).
   bool write_stopped() const;
   // Makes a stopped store writable again: closes RocksDB and opens it anew,
   // which replays the write-ahead log and starts a new one. A failed batch
