@@ -21,6 +21,12 @@
 //                inter-arrival) times for --duration seconds, issued with the
 //                async callback API; latency is measured from the scheduled
 //                start, so it includes any queueing (no coordinated omission).
+//   soak         (--soak_seconds > 0) an open loop at --soak_fraction of the
+//                best closed-loop QPS for --soak_seconds, reported per
+//                --soak_window: requests, errors, p50/p99 and the server's
+//                resident memory (VmRSS of --server_pid) at the window's end.
+//                Judged: no errors; memory grows <= 5% after the first
+//                window; every window's p99 <= 2x the first window's.
 // Reported per run: QPS (OK responses / elapsed), p50/p95/p99/max latency of
 // OK calls (ms), errors by gRPC code, and the mean per-stage timings the
 // server returned (encode/ann/fetch/rerank/total µs).
@@ -31,6 +37,8 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdio>
+#include <fstream>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <thread>
@@ -56,6 +64,7 @@ std::shared_ptr<grpc::Channel> MakeChannel(const std::string& target, int id) {
 }
 
 struct Sample {
+  double start_s = 0;  // scheduled start, seconds since the run began (open loop)
   double latency_us = 0;
   int code = 0;
   int64_t t[5] = {0, 0, 0, 0, 0};  // encode, ann, fetch, rerank, total
@@ -124,6 +133,159 @@ nlohmann::json Analyse(const RunResult& r, std::vector<std::string>* row,
           {"mean_stage_us",
            {{"encode", stage[0]}, {"ann", stage[1]}, {"fetch", stage[2]},
             {"rerank", stage[3]}, {"total", stage[4]}}}};
+}
+
+// Requests start at fixed or Poisson times at `rate`/s for `seconds` via the
+// async API; latency counts from the scheduled start. `tick` (if given) is
+// called from this thread about every second with the seconds elapsed.
+RunResult OpenLoop(v1::SearchService::Stub* stub, const std::vector<v1::SearchRequest>& pool,
+                   double rate, double seconds, const std::string& arrival, uint64_t seed,
+                   const std::string& name, const std::function<void(double)>& tick = nullptr) {
+  RunResult run;
+  run.name = name;
+  struct Call {
+    grpc::ClientContext ctx;
+    v1::SearchResponse resp;
+    Clock::time_point intended;
+  };
+  std::mutex mu;
+  std::condition_variable cv;
+  int64_t outstanding = 0;
+  std::vector<Sample> samples;
+  Rng rng(seed ^ 0x0badc0ffee);
+  const auto start = Clock::now();
+  const auto end = start + std::chrono::duration_cast<Clock::duration>(
+                               std::chrono::duration<double>(seconds));
+  auto next = start;
+  auto next_tick = start + std::chrono::seconds(1);
+  size_t j = 0;
+  while (next < end) {
+    std::this_thread::sleep_until(next);
+    if (tick && Clock::now() >= next_tick) {
+      tick(std::chrono::duration<double>(Clock::now() - start).count());
+      next_tick += std::chrono::seconds(1);
+    }
+    auto* call = new Call;
+    call->intended = next;
+    call->ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+    {
+      std::lock_guard<std::mutex> l(mu);
+      ++outstanding;
+    }
+    stub->async()->Search(
+        &call->ctx, &pool[j++ % pool.size()], &call->resp, [&, call](grpc::Status s) {
+          Sample smp;
+          Record(s, call->resp,
+                 std::chrono::duration<double, std::micro>(Clock::now() - call->intended).count(),
+                 &smp);
+          smp.start_s = std::chrono::duration<double>(call->intended - start).count();
+          delete call;
+          std::lock_guard<std::mutex> l(mu);
+          samples.push_back(smp);
+          if (--outstanding == 0) cv.notify_all();
+        });
+    const double gap =
+        arrival == "fixed" ? 1.0 / rate : -std::log(1.0 - rng.Uniform()) / rate;
+    next += std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(gap));
+  }
+  {
+    std::unique_lock<std::mutex> l(mu);
+    cv.wait(l, [&] { return outstanding == 0; });
+  }
+  run.elapsed_s = std::chrono::duration<double>(Clock::now() - start).count();
+  run.samples = std::move(samples);
+  std::printf("  %s: %zu requests\n", run.name.c_str(), run.samples.size());
+  std::fflush(stdout);
+  return run;
+}
+
+// VmRSS of `pid` in bytes (0 when unknown).
+uint64_t ResidentBytes(int pid) {
+  if (pid <= 0) return 0;
+  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("VmRSS:", 0) == 0) return std::stoull(line.substr(6)) * 1024;
+  }
+  return 0;
+}
+
+// The soak: an open loop at `rate`, judged per window.
+nlohmann::json Soak(v1::SearchService::Stub* stub, const std::vector<v1::SearchRequest>& pool,
+                    double rate, const BenchFlags& f, RunResult* run_out) {
+  const size_t windows = size_t(std::ceil(f.soak_seconds / f.soak_window));
+  std::vector<uint64_t> rss(windows, 0);
+  const uint64_t rss_start = ResidentBytes(f.server_pid);
+  auto tick = [&](double t) {
+    // The memory at each window's end, sampled at the first tick after it.
+    const size_t w = size_t(t / f.soak_window);
+    if (w >= 1 && w <= windows && rss[w - 1] == 0) rss[w - 1] = ResidentBytes(f.server_pid);
+  };
+  RunResult run = OpenLoop(stub, pool, rate, f.soak_seconds, f.arrival, f.seed + 1,
+                           Fmt("soak %.0f/s", rate), tick);
+  if (rss.back() == 0) rss.back() = ResidentBytes(f.server_pid);
+  std::vector<std::vector<double>> ms(windows);
+  std::vector<int64_t> errors(windows, 0), requests(windows, 0);
+  for (const Sample& s : run.samples) {
+    const size_t w = std::min(windows - 1, size_t(s.start_s / f.soak_window));
+    ++requests[w];
+    if (s.code == 0) {
+      ms[w].push_back(s.latency_us / 1000.0);
+    } else {
+      ++errors[w];
+    }
+  }
+  std::vector<std::vector<std::string>> table;
+  nlohmann::json rows = nlohmann::json::array();
+  int64_t total_errors = 0;
+  double p99_first = 0, p99_worst = 0;
+  for (size_t w = 0; w < windows; ++w) {
+    const Summary lat = Summarize(ms[w]);
+    if (w == 0) p99_first = lat.p99;
+    p99_worst = std::max(p99_worst, lat.p99);
+    total_errors += errors[w];
+    table.push_back({Fmt("%.0f-%.0f s", w * f.soak_window,
+                         std::min(f.soak_seconds, (w + 1) * f.soak_window)),
+                     Fmt("%lld", (long long)requests[w]), Fmt("%lld", (long long)errors[w]),
+                     Fmt("%.2f", lat.p50), Fmt("%.2f", lat.p99), Fmt("%.2f", lat.max),
+                     Fmt("%.1f", rss[w] / 1048576.0)});
+    rows.push_back({{"window", w},
+                    {"requests", requests[w]},
+                    {"errors", errors[w]},
+                    {"latency_ms", ToJson(lat)},
+                    {"rss_bytes", rss[w]}});
+  }
+  std::printf("soak at %.0f/s (%.0f%% of %.0f QPS), %.0f s, windows of %.0f s:\n%s", rate,
+              100 * f.soak_fraction, rate / f.soak_fraction, f.soak_seconds, f.soak_window,
+              FormatTable({"window", "requests", "errors", "p50 ms", "p99 ms", "max ms",
+                           "server RSS MiB"},
+                          table)
+                  .c_str());
+  const double growth =
+      rss[0] > 0 ? double(*std::max_element(rss.begin(), rss.end())) / double(rss[0]) - 1 : 0;
+  const bool errors_ok = total_errors == 0;
+  const bool memory_ok = f.server_pid <= 0 || growth <= 0.05;
+  const bool p99_ok = p99_worst <= 2 * p99_first;
+  std::printf("soak: errors %lld (%s); RSS at start %.1f MiB, growth after the first window "
+              "%+.2f%% (%s, limit 5%%); p99 first window %.2f ms, worst %.2f ms = %.2fx (%s, "
+              "limit 2x)\n",
+              (long long)total_errors, errors_ok ? "PASS" : "FAIL", rss_start / 1048576.0,
+              100 * growth, f.server_pid <= 0 ? "not measured" : memory_ok ? "PASS" : "FAIL",
+              p99_first, p99_worst, p99_first > 0 ? p99_worst / p99_first : 0,
+              p99_ok ? "PASS" : "FAIL");
+  std::fflush(stdout);
+  *run_out = std::move(run);
+  return {{"rate", rate},
+          {"fraction", f.soak_fraction},
+          {"seconds", f.soak_seconds},
+          {"window_seconds", f.soak_window},
+          {"windows", rows},
+          {"errors", total_errors},
+          {"rss_start_bytes", rss_start},
+          {"rss_growth_after_first_window", growth},
+          {"p99_first_ms", p99_first},
+          {"p99_worst_ms", p99_worst},
+          {"pass", errors_ok && memory_ok && p99_ok}};
 }
 
 absl::Status ToAbsl(const grpc::Status& s, const char* what) {
@@ -283,56 +445,23 @@ absl::StatusOr<BenchOutput> RunE2e(const BenchFlags& f) {
 
   // Open loop.
   if (f.rate > 0) {
+    runs.push_back(OpenLoop(stub.get(), pool, f.rate, f.duration, f.arrival, f.seed,
+                            Fmt("open %.0f/s %s", f.rate, f.arrival.c_str())));
+  }
+
+  // Soak at a share of the best closed-loop QPS.
+  nlohmann::json soak;
+  if (f.soak_seconds > 0) {
+    double best = 0;
+    for (const RunResult& r : runs) {
+      if (r.name.rfind("closed", 0) != 0) continue;
+      size_t ok = 0;
+      for (const Sample& smp : r.samples) ok += smp.code == 0;
+      best = std::max(best, double(ok) / r.elapsed_s);
+    }
+    if (best <= 0) return absl::FailedPreconditionError("e2e soak: no closed-loop QPS measured");
     RunResult run;
-    run.name = Fmt("open %.0f/s %s", f.rate, f.arrival.c_str());
-    struct Call {
-      grpc::ClientContext ctx;
-      v1::SearchResponse resp;
-      Clock::time_point intended;
-    };
-    std::mutex mu;
-    std::condition_variable cv;
-    int64_t outstanding = 0;
-    std::vector<Sample> samples;
-    Rng rng(f.seed ^ 0x0badc0ffee);
-    const auto start = Clock::now();
-    const auto end = start + std::chrono::duration_cast<Clock::duration>(
-                                 std::chrono::duration<double>(f.duration));
-    auto next = start;
-    size_t j = 0;
-    while (next < end) {
-      std::this_thread::sleep_until(next);
-      auto* call = new Call;
-      call->intended = next;
-      call->ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
-      {
-        std::lock_guard<std::mutex> l(mu);
-        ++outstanding;
-      }
-      stub->async()->Search(&call->ctx, &pool[j++ % pool.size()], &call->resp,
-                            [&, call](grpc::Status s) {
-                              Sample smp;
-                              Record(s, call->resp,
-                                     std::chrono::duration<double, std::micro>(Clock::now() -
-                                                                               call->intended)
-                                         .count(),
-                                     &smp);
-                              delete call;
-                              std::lock_guard<std::mutex> l(mu);
-                              samples.push_back(smp);
-                              if (--outstanding == 0) cv.notify_all();
-                            });
-      const double gap = f.arrival == "fixed" ? 1.0 / f.rate
-                                              : -std::log(1.0 - rng.Uniform()) / f.rate;
-      next += std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(gap));
-    }
-    {
-      std::unique_lock<std::mutex> l(mu);
-      cv.wait(l, [&] { return outstanding == 0; });
-    }
-    run.elapsed_s = std::chrono::duration<double>(Clock::now() - start).count();
-    run.samples = std::move(samples);
-    std::printf("  %s: %zu requests\n", run.name.c_str(), run.samples.size());
+    soak = Soak(stub.get(), pool, f.soak_fraction * best, f, &run);
     runs.push_back(std::move(run));
   }
 
@@ -375,8 +504,10 @@ absl::StatusOr<BenchOutput> RunE2e(const BenchFlags& f) {
                 {"query_tokens", f.e2e_query_tokens}, {"ann_params", f.ann_params},
                 {"concurrency", f.concurrency}, {"duration", f.duration},
                 {"rate", f.rate},              {"arrival", f.arrival},
+                {"soak_seconds", f.soak_seconds}, {"soak_fraction", f.soak_fraction},
                 {"rerank", "ATTENTION"},       {"seed", f.seed}};
   out.results = {{"runs", results_runs}};
+  if (!soak.is_null()) out.results["soak"] = soak;
   if (!load_info.is_null()) out.results["load"] = load_info;
   const std::string svg = f.out_dir + "/e2e_latency_cdf.svg";
   if (WriteFile(svg, RenderSvg(plot))) {

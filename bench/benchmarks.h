@@ -74,6 +74,12 @@ struct BenchFlags {
   double duration = 10.0;
   double rate = 0.0;  // open loop requests/s; 0: no open loop
   std::string arrival = "poisson";  // poisson | fixed
+  // Soak (e2e): after the closed loops, an open loop at soak_fraction of the
+  // highest closed-loop QPS for soak_seconds, judged per soak_window.
+  double soak_seconds = 0.0;  // 0: no soak
+  double soak_fraction = 0.7;
+  double soak_window = 60.0;
+  int server_pid = 0;  // the server's pid, for its resident memory (0: not measured)
   int top_k = 10;
   int e2e_candidates = 100;
   int e2e_query_tokens = 32;

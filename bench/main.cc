@@ -109,6 +109,15 @@ int main(int argc, char** argv) {
   app.add_option("--rate", f.rate, "open-loop requests/s (0: skip)")->capture_default_str();
   app.add_option("--arrival", f.arrival, "open-loop arrivals: poisson | fixed")
       ->capture_default_str();
+  app.add_option("--soak_seconds", f.soak_seconds,
+                 "e2e: open loop at --soak_fraction of the best closed-loop QPS (0: skip)")
+      ->capture_default_str();
+  app.add_option("--soak_fraction", f.soak_fraction, "e2e soak: share of the measured max QPS")
+      ->capture_default_str();
+  app.add_option("--soak_window", f.soak_window, "e2e soak: seconds per reported window")
+      ->capture_default_str();
+  app.add_option("--server_pid", f.server_pid, "e2e soak: server pid, for its resident memory")
+      ->capture_default_str();
   app.add_option("--top_k", f.top_k, "top_k per search (e2e)")->capture_default_str();
   app.add_option("--e2e_candidates", f.e2e_candidates, "candidates per search (e2e)")
       ->capture_default_str();
