@@ -3,10 +3,17 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <cstring>
 #include <filesystem>
+#include <fstream>
+#include <sstream>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/time/clock.h"
 #include "core/status.h"
+#include "storage/doc_store.h"
 
 namespace attnsearch {
 namespace fs = std::filesystem;
@@ -22,6 +29,113 @@ void SyncDir(const std::string& dir) {
     ::fsync(fd);
     ::close(fd);
   }
+}
+
+constexpr char kManifestName[] = "BACKUP";
+constexpr char kManifestMagic[] = "attnsearch-backup";
+
+// fsyncs a file or directory.
+absl::Status SyncPath(const std::string& path, bool directory) {
+  const int fd = ::open(path.c_str(), (directory ? O_RDONLY | O_DIRECTORY : O_RDONLY) | O_CLOEXEC);
+  if (fd < 0) {
+    return absl::InternalError(absl::StrCat("opening ", path, ": ", std::strerror(errno)));
+  }
+  const int rc = ::fsync(fd);
+  const int err = errno;
+  ::close(fd);
+  if (rc != 0) {
+    return absl::InternalError(absl::StrCat("syncing ", path, ": ", std::strerror(err)));
+  }
+  return absl::OkStatus();
+}
+
+// fsyncs every file and directory under `root`, and `root`.
+absl::Status SyncTree(const std::string& root) {
+  std::error_code ec;
+  for (auto it = fs::recursive_directory_iterator(root, ec);
+       !ec && it != fs::recursive_directory_iterator(); it.increment(ec)) {
+    if (it->is_symlink()) continue;
+    const bool dir = it->is_directory();
+    if (dir || it->is_regular_file()) ATTN_RETURN_IF_ERROR(SyncPath(it->path().string(), dir));
+  }
+  if (ec) return absl::InternalError(absl::StrCat("listing ", root, ": ", ec.message()));
+  return SyncPath(root, /*directory=*/true);
+}
+
+// Sum of the sizes of the regular files under `root`.
+uint64_t TreeBytes(const std::string& root) {
+  uint64_t total = 0;
+  std::error_code ec;
+  for (auto it = fs::recursive_directory_iterator(root, ec);
+       !ec && it != fs::recursive_directory_iterator(); it.increment(ec)) {
+    std::error_code size_ec;
+    if (it->is_regular_file(size_ec)) {
+      const uintmax_t n = it->file_size(size_ec);
+      if (!size_ec) total += n;
+    }
+  }
+  return total;
+}
+
+// `path` without a trailing separator ("/a/b/" -> "/a/b").
+fs::path Normalised(const std::string& path) {
+  fs::path p = fs::path(path).lexically_normal();
+  if (!p.has_filename() && p.has_parent_path() && p != p.root_path()) p = p.parent_path();
+  return p;
+}
+
+// A hidden sibling of `target`: "<parent>/.<name><tag><pid>-<n>".
+fs::path TempSibling(const fs::path& target, const char* tag, uint64_t n) {
+  return target.parent_path() /
+         absl::StrCat(".", target.filename().string(), tag, ::getpid(), "-", n);
+}
+
+// Removes a directory tree unless released: the partial result of a failed
+// backup or restore.
+class RemoveOnFailure {
+ public:
+  explicit RemoveOnFailure(fs::path path) : path_(std::move(path)) {}
+  ~RemoveOnFailure() {
+    if (path_.empty()) return;
+    std::error_code ec;
+    fs::remove_all(path_, ec);
+  }
+  void Release() { path_.clear(); }
+
+ private:
+  fs::path path_;
+};
+
+std::string FormatManifest(const BackupManifest& m) {
+  std::string out = absl::StrCat(kManifestMagic, "\n");
+  absl::StrAppend(&out, "format_version ", m.format_version, "\n");
+  absl::StrAppend(&out, "created_unix_micros ", absl::ToUnixMicros(m.created), "\n");
+  absl::StrAppend(&out, "created ", absl::FormatTime(absl::RFC3339_sec, m.created,
+                                                      absl::UTCTimeZone()), "\n");
+  absl::StrAppend(&out, "collections ", m.collections.size(), "\n");
+  for (const BackupEntry& e : m.collections) {
+    absl::StrAppend(&out, "collection ", e.name, " ", e.documents, "\n");
+  }
+  return out;
+}
+
+// Writes `text` to dir/name durably: a synced temporary file renamed into
+// place, the directory synced.
+absl::Status WriteFileDurably(const std::string& dir, const std::string& name,
+                              const std::string& text) {
+  const std::string path = dir + "/" + name;
+  const std::string temp = path + ".tmp";
+  {
+    std::ofstream out(temp, std::ios::binary | std::ios::trunc);
+    out << text;
+    out.flush();
+    if (!out) return absl::InternalError(absl::StrCat("writing ", temp));
+  }
+  ATTN_RETURN_IF_ERROR(SyncPath(temp, /*directory=*/false));
+  std::error_code ec;
+  fs::rename(temp, path, ec);
+  if (ec) return absl::InternalError(absl::StrCat("renaming ", temp, ": ", ec.message()));
+  return SyncPath(dir, /*directory=*/true);
 }
 
 }  // namespace
@@ -150,6 +264,242 @@ absl::Status Catalog::Drop(const std::string& name) {
   slot.collection->DiscardOnClose();
   *slot.remove_on_close = trash;
   return absl::OkStatus();
+}
+
+absl::StatusOr<BackupResult> Catalog::Backup(const std::string& dest_dir,
+                                             const std::string& collection) {
+  const absl::Time start = absl::Now();
+  if (dest_dir.empty()) return absl::InvalidArgumentError("destination: must not be empty");
+  const fs::path dest = Normalised(dest_dir);
+  std::error_code ec;
+  if (fs::exists(fs::symlink_status(dest, ec))) {
+    return absl::AlreadyExistsError(
+        absl::StrCat("destination: ", dest.string(), " already exists"));
+  }
+  std::vector<std::pair<std::string, std::shared_ptr<Collection>>> targets;
+  if (collection.empty()) {
+    targets = List();
+  } else {
+    ATTN_ASSIGN_OR_RETURN(std::shared_ptr<Collection> c, Get(collection));
+    targets.emplace_back(collection, std::move(c));
+  }
+  if (dest.has_parent_path()) {
+    fs::create_directories(dest.parent_path(), ec);
+    if (ec) {
+      return absl::InternalError(
+          absl::StrCat("creating ", dest.parent_path().string(), ": ", ec.message()));
+    }
+  }
+  uint64_t n;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    n = ++temp_counter_;
+  }
+  const fs::path temp = TempSibling(dest, ".backup-", n);
+  fs::remove_all(temp, ec);
+  RemoveOnFailure cleanup(temp);
+  fs::create_directories(temp / "collections", ec);
+  if (ec) return absl::InternalError(absl::StrCat("creating ", temp.string(), ": ", ec.message()));
+
+  BackupResult result;
+  result.manifest.created = start;
+  StorageOptions count_options;
+  count_options.block_cache_bytes = size_t{8} << 20;
+  for (const auto& [name, c] : targets) {
+    const std::string dir = (temp / "collections" / name).string();
+    absl::Status s = c->Backup(dir);
+    if (!s.ok()) {
+      // Dropped since it was listed: not part of the catalog any more.
+      if (collection.empty() && absl::IsNotFound(Get(name).status())) {
+        fs::remove_all(dir, ec);
+        continue;
+      }
+      return Annotate(s, absl::StrCat("collection '", name, "'"));
+    }
+    // The count the copy itself holds (not the live collection's, which
+    // may have moved on).
+    auto copy = DocStore::Open(dir + "/store", count_options);
+    if (!copy.ok()) {
+      return Annotate(copy.status(), absl::StrCat("reading the copy of collection '", name,
+                                                  "' in ", dir));
+    }
+    result.manifest.collections.push_back({name, (*copy)->live_count()});
+  }
+  ATTN_RETURN_IF_ERROR(SyncPath((temp / "collections").string(), /*directory=*/true));
+  ATTN_RETURN_IF_ERROR(
+      WriteFileDurably(temp.string(), kManifestName, FormatManifest(result.manifest)));
+  if (fs::exists(fs::symlink_status(dest, ec))) {
+    return absl::AlreadyExistsError(
+        absl::StrCat("destination: ", dest.string(), " already exists"));
+  }
+  fs::rename(temp, dest, ec);
+  if (ec) {
+    return absl::InternalError(
+        absl::StrCat("renaming ", temp.string(), " to ", dest.string(), ": ", ec.message()));
+  }
+  cleanup.Release();
+  if (dest.has_parent_path()) SyncDir(dest.parent_path().string());
+  result.path = dest.string();
+  result.bytes = TreeBytes(result.path);
+  result.elapsed = absl::Now() - start;
+  return result;
+}
+
+absl::StatusOr<BackupManifest> Catalog::ReadBackupManifest(const std::string& backup_dir) {
+  const std::string path = backup_dir + "/" + kManifestName;
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    return absl::NotFoundError(
+        absl::StrCat(path, ": no backup manifest (is ", backup_dir, " a backup?)"));
+  }
+  BackupManifest m;
+  std::string line;
+  int line_no = 0;
+  int64_t expected = -1;
+  bool have_version = false, have_created = false;
+  auto bad = [&](const std::string& what) {
+    return absl::DataLossError(absl::StrCat(path, ": line ", line_no, ": ", what));
+  };
+  while (std::getline(in, line)) {
+    ++line_no;
+    if (line_no == 1) {
+      if (line != kManifestMagic) return bad(absl::StrCat("expected '", kManifestMagic, "'"));
+      continue;
+    }
+    if (line.empty()) continue;
+    std::vector<std::string> f = absl::StrSplit(line, ' ');
+    const std::string& key = f[0];
+    if (key == "format_version") {
+      if (f.size() != 2 || !absl::SimpleAtoi(f[1], &m.format_version)) {
+        return bad("format_version: expected one integer");
+      }
+      if (m.format_version != BackupManifest::kFormatVersion) {
+        return absl::FailedPreconditionError(absl::StrCat(
+            path, ": format_version ", m.format_version, " is not the version this build reads (",
+            BackupManifest::kFormatVersion, ")"));
+      }
+      have_version = true;
+    } else if (key == "created_unix_micros") {
+      int64_t us = 0;
+      if (f.size() != 2 || !absl::SimpleAtoi(f[1], &us)) {
+        return bad("created_unix_micros: expected one integer");
+      }
+      m.created = absl::FromUnixMicros(us);
+      have_created = true;
+    } else if (key == "created") {
+      // For people; created_unix_micros is the value read.
+    } else if (key == "collections") {
+      if (f.size() != 2 || !absl::SimpleAtoi(f[1], &expected) || expected < 0) {
+        return bad("collections: expected one count");
+      }
+    } else if (key == "collection") {
+      BackupEntry e;
+      if (f.size() != 3 || !absl::SimpleAtoi(f[2], &e.documents)) {
+        return bad("collection: expected a name and a document count");
+      }
+      e.name = f[1];
+      absl::Status valid = ValidateName(e.name);
+      if (!valid.ok()) return bad(absl::StrCat("collection ", valid.message()));
+      for (const BackupEntry& seen : m.collections) {
+        if (seen.name == e.name) return bad(absl::StrCat("collection '", e.name, "' twice"));
+      }
+      m.collections.push_back(std::move(e));
+    } else {
+      return bad(absl::StrCat("unknown field '", key, "'"));
+    }
+  }
+  if (line_no == 0) return absl::DataLossError(absl::StrCat(path, ": empty"));
+  if (!have_version) return absl::DataLossError(absl::StrCat(path, ": format_version missing"));
+  if (!have_created) {
+    return absl::DataLossError(absl::StrCat(path, ": created_unix_micros missing"));
+  }
+  if (expected < 0) return absl::DataLossError(absl::StrCat(path, ": collections missing"));
+  if (size_t(expected) != m.collections.size()) {
+    return absl::DataLossError(absl::StrCat(path, ": collections: says ", expected,
+                                            " but lists ", m.collections.size()));
+  }
+  for (const BackupEntry& e : m.collections) {
+    const std::string store = absl::StrCat(backup_dir, "/collections/", e.name, "/store");
+    std::error_code ec;
+    if (!fs::is_directory(store, ec)) {
+      return absl::DataLossError(absl::StrCat(path, ": collection '", e.name,
+                                              "' is listed but ", store, " is missing"));
+    }
+  }
+  return m;
+}
+
+absl::StatusOr<BackupManifest> Catalog::Restore(const std::string& backup_dir,
+                                                const std::string& data_dir,
+                                                const CollectionOptions& options) {
+  if (backup_dir.empty()) return absl::InvalidArgumentError("backup: must not be empty");
+  if (data_dir.empty()) return absl::InvalidArgumentError("data_dir: must not be empty");
+  const fs::path dest = Normalised(data_dir);
+  std::error_code ec;
+  const bool dest_exists = fs::exists(fs::symlink_status(dest, ec));
+  if (dest_exists && !(fs::is_directory(dest, ec) && fs::is_empty(dest, ec))) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "data_dir: ", dest.string(), " exists and is not empty; restore into a new directory"));
+  }
+  ATTN_ASSIGN_OR_RETURN(BackupManifest manifest, ReadBackupManifest(backup_dir));
+
+  if (dest.has_parent_path()) {
+    fs::create_directories(dest.parent_path(), ec);
+    if (ec) {
+      return absl::InternalError(
+          absl::StrCat("creating ", dest.parent_path().string(), ": ", ec.message()));
+    }
+  }
+  const fs::path temp = TempSibling(dest, ".restoring-", 0);
+  fs::remove_all(temp, ec);
+  RemoveOnFailure cleanup(temp);
+  fs::create_directories(temp / "collections", ec);
+  if (ec) return absl::InternalError(absl::StrCat("creating ", temp.string(), ": ", ec.message()));
+  for (const BackupEntry& e : manifest.collections) {
+    const fs::path from = fs::path(backup_dir) / "collections" / e.name;
+    fs::copy(from, temp / "collections" / e.name, fs::copy_options::recursive, ec);
+    if (ec) {
+      return absl::InternalError(absl::StrCat("copying ", from.string(), " to ",
+                                              (temp / "collections" / e.name).string(), ": ",
+                                              ec.message()));
+    }
+  }
+  {
+    CatalogOptions catalog_options;
+    catalog_options.data_dir = temp.string();
+    catalog_options.collection = options;
+    auto catalog = Catalog::Open(catalog_options);
+    if (!catalog.ok()) {
+      return absl::DataLossError(absl::StrCat("the backup in ", backup_dir,
+                                              " does not open: ", catalog.status().message()));
+    }
+    for (const BackupEntry& e : manifest.collections) {
+      auto c = (*catalog)->Get(e.name);
+      if (!c.ok()) {
+        return absl::DataLossError(absl::StrCat("collection '", e.name, "' of the backup in ",
+                                                backup_dir, " did not open"));
+      }
+      const uint64_t n = (*c)->Stats().num_documents;
+      if (n != e.documents) {
+        return absl::DataLossError(absl::StrCat(
+            "collection '", e.name, "': the manifest of ", backup_dir, " says ", e.documents,
+            " documents, the restored copy holds ", n));
+      }
+    }
+  }  // closed: snapshots written, files ready to move
+  ATTN_RETURN_IF_ERROR(SyncTree(temp.string()));
+  if (dest_exists) {
+    fs::remove(dest, ec);  // empty (checked above)
+    if (ec) return absl::InternalError(absl::StrCat("replacing ", dest.string(), ": ", ec.message()));
+  }
+  fs::rename(temp, dest, ec);
+  if (ec) {
+    return absl::InternalError(
+        absl::StrCat("renaming ", temp.string(), " to ", dest.string(), ": ", ec.message()));
+  }
+  cleanup.Release();
+  if (dest.has_parent_path()) SyncDir(dest.parent_path().string());
+  return manifest;
 }
 
 }  // namespace attnsearch

@@ -6,6 +6,23 @@
 // it, so a crash at any instant leaves each collection either whole or
 // absent; leftovers of interrupted creates and drops are removed on Open.
 //
+// Backups (Backup, Restore): a backup directory holds
+//
+//   <dest>/collections/<name>/   each collection as Collection::Backup
+//                                writes it (a store checkpoint and the ANN
+//                                snapshot)
+//   <dest>/BACKUP                the manifest, written last: format version,
+//                                creation time, each collection's name and
+//                                document count
+//
+// It is built under a temporary name next to <dest> and renamed into place
+// at the end, so a crash leaves either a whole backup at <dest> or none
+// (a hidden ".<dest>.backup-*" leftover may remain beside it). Consistency
+// is per collection: each collection's copy holds every write acknowledged
+// before its own backup began and possibly some that overlapped it, each
+// batch whole or absent; collections are copied one after another, so two
+// collections' copies are not of one instant.
+//
 // Thread safety: all methods may be called concurrently.
 #ifndef ATTNSEARCH_ENGINE_CATALOG_H_
 #define ATTNSEARCH_ENGINE_CATALOG_H_
@@ -18,6 +35,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/time/time.h"
 #include "engine/collection.h"
 
 namespace attnsearch {
@@ -27,6 +45,32 @@ struct CatalogOptions {
   std::string data_dir;
   // Options every collection is opened with.
   CollectionOptions collection;
+};
+
+// One collection of a backup.
+struct BackupEntry {
+  std::string name;
+  // Live documents in the copy (its store's count, read from the copy).
+  uint64_t documents = 0;
+};
+
+// A backup's manifest (its BACKUP file).
+struct BackupManifest {
+  // Format version of the backup directory.
+  static constexpr int kFormatVersion = 1;
+  int format_version = kFormatVersion;
+  // When the backup was made.
+  absl::Time created = absl::UnixEpoch();
+  // Ordered by name.
+  std::vector<BackupEntry> collections;
+};
+
+// What Catalog::Backup wrote.
+struct BackupResult {
+  std::string path;          // the backup directory
+  BackupManifest manifest;
+  uint64_t bytes = 0;        // sum of the sizes of its files
+  absl::Duration elapsed;
 };
 
 class Catalog {
@@ -46,6 +90,36 @@ class Catalog {
   // renamed away; its files are deleted when the last call still using it
   // (if any) finishes.
   absl::Status Drop(const std::string& name);
+
+  // Writes a backup of collection `collection` (empty: of every collection)
+  // into `dest_dir`, which must not exist (ALREADY_EXISTS naming it); its
+  // parent directories are created. Writes to a collection wait only while
+  // its copy is taken (hard links when `dest_dir` is on the data
+  // directory's file system, copies otherwise); searches go on. NOT_FOUND
+  // for an unknown `collection`. A collection dropped while a backup of
+  // every collection runs is left out. On error nothing is left at
+  // `dest_dir`; errors name the path.
+  absl::StatusOr<BackupResult> Backup(const std::string& dest_dir,
+                                      const std::string& collection);
+
+  // Reads and checks a backup's manifest (`backup_dir`/BACKUP): its format
+  // version and that every collection it lists is in the backup.
+  // NOT_FOUND when there is no manifest; DATA_LOSS naming the file, line and
+  // field when it is malformed or a listed collection is missing.
+  static absl::StatusOr<BackupManifest> ReadBackupManifest(const std::string& backup_dir);
+
+  // Makes `data_dir` a data directory holding the backup in `backup_dir`:
+  // checks the manifest, copies the backup into a temporary directory next
+  // to `data_dir`, opens it as a catalog (with `options`) to check that
+  // every collection opens and holds the document count the manifest
+  // gives, then renames it into place. FAILED_PRECONDITION naming
+  // `data_dir` if it exists and is not empty; the manifest's errors as
+  // ReadBackupManifest; DATA_LOSS naming the collection when it does not
+  // open or its count differs. On error `data_dir` is left as it was. No
+  // server may run on `data_dir` meanwhile. Returns the manifest.
+  static absl::StatusOr<BackupManifest> Restore(const std::string& backup_dir,
+                                                const std::string& data_dir,
+                                                const CollectionOptions& options = {});
 
   // "name: ..." INVALID_ARGUMENT unless 1..64 characters of [A-Za-z0-9_-].
   static absl::Status ValidateName(const std::string& name);

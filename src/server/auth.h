@@ -4,7 +4,8 @@
 // and lines starting with `#` are ignored. A key is 16..512 printable ASCII
 // characters without spaces. Clients send `authorization: Bearer KEY`.
 // A read key may call the read RPCs (GetCollection, ListCollections, Get,
-// Search); a write key may call every RPC.
+// Search); a write key may call every RPC, including the administrative
+// ones (Backup, which writes files on the server's machine).
 //
 // Keys never appear in error messages or logs: a bad line is reported by
 // its file and line number only, and a rejected call is told only that its

@@ -290,6 +290,32 @@ grpc::ServerUnaryReactor* SearchServiceImpl::TuneIndex(grpc::CallbackServerConte
   });
 }
 
+grpc::ServerUnaryReactor* SearchServiceImpl::Backup(grpc::CallbackServerContext* ctx,
+                                                    const v1::BackupRequest* req,
+                                                    v1::BackupResponse* resp) {
+  return Run(ctx, "Backup", Access::kWrite, req->collection(), [this, req, resp](const CallRecord&) -> absl::Status {
+    const std::string& dest = req->destination();
+    if (dest.empty()) {
+      return absl::InvalidArgumentError(
+          "destination: must name a directory on the server's machine (an absolute path)");
+    }
+    if (dest[0] != '/') {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "destination: must be an absolute path, got '", dest.substr(0, 256), "'"));
+    }
+    ATTN_ASSIGN_OR_RETURN(BackupResult r, catalog()->Backup(dest, req->collection()));
+    for (const BackupEntry& e : r.manifest.collections) {
+      v1::BackedUpCollection* c = resp->add_collections();
+      c->set_name(e.name);
+      c->set_documents(e.documents);
+    }
+    resp->set_bytes(r.bytes);
+    resp->set_elapsed_ms(uint64_t(absl::ToInt64Milliseconds(r.elapsed)));
+    resp->set_destination(r.path);
+    return absl::OkStatus();
+  });
+}
+
 grpc::ServerUnaryReactor* SearchServiceImpl::Search(grpc::CallbackServerContext* ctx,
                                                     const v1::SearchRequest* req,
                                                     v1::SearchResponse* resp) {

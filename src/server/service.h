@@ -86,6 +86,10 @@ class SearchServiceImpl final : public v1::SearchService::CallbackService {
   grpc::ServerUnaryReactor* TuneIndex(grpc::CallbackServerContext* ctx,
                                       const v1::TuneIndexRequest* req,
                                       v1::TuneIndexResponse* resp) override;
+  // Catalog::Backup into an absolute `destination` (a write RPC).
+  grpc::ServerUnaryReactor* Backup(grpc::CallbackServerContext* ctx,
+                                   const v1::BackupRequest* req,
+                                   v1::BackupResponse* resp) override;
 
   // Applies one upsert batch; the number of documents written.
   absl::StatusOr<uint64_t> ApplyUpsert(const v1::UpsertRequest& req);

@@ -20,3 +20,7 @@ attn_cc_test(NAME rebuild_test SRCS engine/rebuild_test.cc
 # Tuning the ANN search knob to a recall target (Collection::TuneIndex).
 attn_cc_test(NAME tune_test SRCS engine/tune_test.cc
              DEPS attn_engine)
+# Backup and restore (Collection::Backup, Catalog::Backup / Restore) while a
+# writer runs, against a log of acknowledged writes.
+attn_cc_test(NAME backup_test SRCS engine/backup_test.cc
+             DEPS attn_engine LABELS unit)

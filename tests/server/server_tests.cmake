@@ -43,3 +43,12 @@ add_dependencies(observe_test attnsearch-server)
 attn_cc_test(NAME server_auth_unit_test SRCS server/auth_unit_test.cc
              DEPS attn_server
              LABELS unit)
+# Backup while writing, attnsearch-admin restore, a second server on the
+# restored data directory; the Backup RPC's bad inputs and permission.
+attn_cc_test(NAME backup_server_test SRCS server/backup_server_test.cc
+             DEPS attn_proto gRPC::grpc++
+             LABELS integration)
+target_compile_definitions(backup_server_test PRIVATE
+                           ATTN_SERVER_BINARY="$<TARGET_FILE:attnsearch-server>"
+                           ATTN_ADMIN_BINARY="$<TARGET_FILE:attnsearch-admin>")
+add_dependencies(backup_server_test attnsearch-server attnsearch-admin)
