@@ -1140,6 +1140,7 @@ CollectionStats Collection::Stats() const {
   stats.memtable_bytes = memory.memtables;
   stats.table_reader_bytes = memory.table_readers;
   stats.rebuild_in_progress = rebuild_in_progress_;
+  stats.writes_stopped = store_->write_stopped();
   stats.rebuilds = rebuilds_;
   const std::shared_ptr<const text::Encoder> enc = encoder(&stats.encoder_version);
   if (enc != nullptr) stats.encoder_vocabulary = enc->vocabulary_size();

@@ -202,6 +202,9 @@ struct CollectionStats {
   // the collection was opened.
   bool rebuild_in_progress = false;
   uint64_t rebuilds = 0;
+  // Whether the store's writes are stopped after an I/O error (the next
+  // write tries to recover; see RecoverStore).
+  bool writes_stopped = false;
   // The ANN knobs TuneIndex chose (empty when never tuned) and the recall
   // they were tuned for.
   std::string tuned_ann_params;

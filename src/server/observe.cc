@@ -230,6 +230,9 @@ std::string ServerMetrics::Render() const {
        [](const CollectionStats& s) { return s.ann_vectors; }},
       {"attnsearch_collection_disk_bytes", "The store's SST files.",
        [](const CollectionStats& s) { return s.disk_bytes; }},
+      {"attnsearch_collection_writes_stopped",
+       "1 while the store refuses writes after an I/O error (until a write recovers it).",
+       [](const CollectionStats& s) { return uint64_t(s.writes_stopped); }},
   };
   for (const Gauge& g : kGauges) {
     absl::StrAppendFormat(&out, "# HELP %s %s\n# TYPE %s gauge\n", g.name, g.help, g.name);

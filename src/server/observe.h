@@ -19,6 +19,7 @@
 //   attnsearch_collection_tombstones{collection}         gauge
 //   attnsearch_collection_ann_vectors{collection}        gauge
 //   attnsearch_collection_disk_bytes{collection}         gauge
+//   attnsearch_collection_writes_stopped{collection}     gauge (1 after a storage write error)
 //   attnsearch_collection_rocksdb_memory_bytes{collection,kind}  gauge
 //       (kind: block_cache, memtables, table_readers)
 #ifndef ATTNSEARCH_SERVER_OBSERVE_H_

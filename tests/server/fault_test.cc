@@ -74,6 +74,7 @@ class Server {
     catalog_.reset();
   }
   bool ok() const { return stub_ != nullptr; }
+  Catalog& catalog() { return *catalog_; }
   v1::SearchService::Stub& stub() { return *stub_; }
 
  private:
@@ -163,6 +164,11 @@ class FaultTest : public ::testing::Test {
     server_.reset();
     server_ = std::make_unique<Server>(tmp_.Sub("data"), faults_, snapshot_every);
     ASSERT_TRUE(server_->ok());
+  }
+  bool WritesStopped() {
+    auto collection = server_->catalog().Get(kName);
+    EXPECT_TRUE(collection.ok());
+    return collection.ok() && (*collection)->Stats().writes_stopped;
   }
   std::string SnapshotPath() const {
     return tmp_.Sub("data") + "/collections/" + kName + "/ann.snapshot";
@@ -355,10 +361,12 @@ TEST_P(StorageFaultTest, WritesFailCleanlyAndResumeAfterTheFault) {
     EXPECT_EQ(resp.hits(0).id(), before.begin()->first);
   }
   std::printf("[ %s ] code %d: %s\n", fc.name, int(fc.code), first_error.c_str());
+  EXPECT_TRUE(WritesStopped()) << "the metrics gauge shows the fault";
   EXPECT_GT(faults_->failures(), 0u);
 
   faults_->Clear();
   ASSERT_TRUE(Upsert(NewDocs(10)).ok());
+  EXPECT_FALSE(WritesStopped());
   SettleDoubts();
   ASSERT_TRUE(Upsert(Overwrites(5)).ok());
   ASSERT_TRUE(Delete(SomeLiveIds(4)).ok());
