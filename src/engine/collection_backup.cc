@@ -67,6 +67,11 @@ absl::Status Collection::Backup(const std::string& dir) {
     fs::remove_all(dir, ignored);
     return Annotate(s, absl::StrCat("backing up ", path_, " to ", dir));
   };
+  // The checkpoint links table files but copies the write-ahead log (up to
+  // 64 MiB of it); flushing the memtables first, while writes go on, leaves
+  // little log to copy while they wait.
+  absl::Status flushed = store_->Flush();
+  if (!flushed.ok()) return fail(flushed);
   {
     // Every writer, and every snapshot save (the background rebuild saves
     // its snapshot under this mutex too), waits here: the checkpoint holds
