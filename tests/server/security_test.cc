@@ -127,9 +127,11 @@ v1::Document Doc(const std::string& id) {
 }
 
 // Every RPC once, with `key`; the status of each, by name.
+// `backup_dest` is the Backup call's destination (must not exist).
 std::vector<std::pair<std::string, grpc::Status>> CallEveryRpc(v1::SearchService::Stub* stub,
                                                               const std::string& key,
-                                                              const std::string& collection) {
+                                                              const std::string& collection,
+                                                              const std::string& backup_dest) {
   std::vector<std::pair<std::string, grpc::Status>> out;
   {
     v1::CreateCollectionRequest req;
@@ -204,6 +206,13 @@ std::vector<std::pair<std::string, grpc::Status>> CallEveryRpc(v1::SearchService
     out.emplace_back("Delete", stub->Delete(Context(key).get(), req, &resp));
   }
   {
+    v1::BackupRequest req;
+    req.set_destination(backup_dest);
+    req.set_collection(collection);
+    v1::BackupResponse resp;
+    out.emplace_back("Backup", stub->Backup(Context(key).get(), req, &resp));
+  }
+  {
     v1::DropCollectionRequest req;
     req.set_name(collection);
     v1::DropCollectionResponse resp;
@@ -215,7 +224,7 @@ std::vector<std::pair<std::string, grpc::Status>> CallEveryRpc(v1::SearchService
 bool IsWriteRpc(const std::string& rpc) {
   return rpc == "CreateCollection" || rpc == "DropCollection" || rpc == "Upsert" ||
          rpc == "UpsertStream" || rpc == "Delete" || rpc == "TrainEncoder" ||
-         rpc == "TuneIndex";
+         rpc == "TuneIndex" || rpc == "Backup";
 }
 
 // grpc.health.v1.Health/Check for the whole server, without a key; the
@@ -276,7 +285,7 @@ TEST_F(SecurityTest, ApiKeysGateEveryRpc) {
 
   for (const std::string key : {std::string(), std::string(kWrongKey), std::string("short")}) {
     SCOPED_TRACE("key '" + key + "'");
-    for (const auto& [rpc, status] : CallEveryRpc(stub.get(), key, "c")) {
+    for (const auto& [rpc, status] : CallEveryRpc(stub.get(), key, "c", dir_.Sub("backup-denied"))) {
       EXPECT_EQ(status.error_code(), StatusCode::UNAUTHENTICATED)
           << rpc << ": " << status.error_message();
       EXPECT_EQ(status.error_message().find(kWrongKey), std::string::npos);
@@ -291,7 +300,7 @@ TEST_F(SecurityTest, ApiKeysGateEveryRpc) {
               StatusCode::UNAUTHENTICATED);
   }
   // The write key may do everything (the collection exists from now on).
-  for (const auto& [rpc, status] : CallEveryRpc(stub.get(), kWriteKey, "c")) {
+  for (const auto& [rpc, status] : CallEveryRpc(stub.get(), kWriteKey, "c", dir_.Sub("backup-write"))) {
     if (rpc == "TrainEncoder" || rpc == "TuneIndex") {
       // Admitted; the engine answers (too few documents to tune or train on).
       EXPECT_EQ(status.error_code(), StatusCode::FAILED_PRECONDITION)
@@ -315,7 +324,7 @@ TEST_F(SecurityTest, ApiKeysGateEveryRpc) {
     ASSERT_OK(stub->Upsert(Context(kWriteKey).get(), req, &resp));
   }
   // The read key: reads pass, writes are PERMISSION_DENIED and change nothing.
-  for (const auto& [rpc, status] : CallEveryRpc(stub.get(), kReadKey, "kept")) {
+  for (const auto& [rpc, status] : CallEveryRpc(stub.get(), kReadKey, "kept", dir_.Sub("backup-read"))) {
     if (IsWriteRpc(rpc)) {
       EXPECT_EQ(status.error_code(), StatusCode::PERMISSION_DENIED)
           << rpc << ": " << status.error_message();
