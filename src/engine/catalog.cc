@@ -12,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
+#include "core/file_sync.h"
 #include "core/status.h"
 #include "storage/doc_store.h"
 
@@ -22,32 +23,12 @@ namespace {
 constexpr char kTempPrefix[] = ".creating-";
 constexpr char kTrashPrefix[] = ".dropping-";
 
-// Makes a rename in `dir` durable.
-void SyncDir(const std::string& dir) {
-  int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd >= 0) {
-    ::fsync(fd);
-    ::close(fd);
-  }
-}
+// Makes a rename in `dir` durable (best effort).
+void SyncDir(const std::string& dir) { SyncPath(dir, /*directory=*/true).IgnoreError(); }
 
 constexpr char kManifestName[] = "BACKUP";
 constexpr char kManifestMagic[] = "attnsearch-backup";
 
-// fsyncs a file or directory.
-absl::Status SyncPath(const std::string& path, bool directory) {
-  const int fd = ::open(path.c_str(), (directory ? O_RDONLY | O_DIRECTORY : O_RDONLY) | O_CLOEXEC);
-  if (fd < 0) {
-    return absl::InternalError(absl::StrCat("opening ", path, ": ", std::strerror(errno)));
-  }
-  const int rc = ::fsync(fd);
-  const int err = errno;
-  ::close(fd);
-  if (rc != 0) {
-    return absl::InternalError(absl::StrCat("syncing ", path, ": ", std::strerror(err)));
-  }
-  return absl::OkStatus();
-}
 
 // fsyncs every file and directory under `root`, and `root`.
 absl::Status SyncTree(const std::string& root) {
@@ -105,6 +86,21 @@ class RemoveOnFailure {
  private:
   fs::path path_;
 };
+
+// Renames the finished `temp` to `dest`, keeps it (releases `cleanup`) and
+// makes the rename durable.
+absl::Status RenameIntoPlace(const fs::path& temp, const fs::path& dest,
+                             RemoveOnFailure* cleanup) {
+  std::error_code ec;
+  fs::rename(temp, dest, ec);
+  if (ec) {
+    return absl::InternalError(
+        absl::StrCat("renaming ", temp.string(), " to ", dest.string(), ": ", ec.message()));
+  }
+  cleanup->Release();
+  if (dest.has_parent_path()) SyncDir(dest.parent_path().string());
+  return absl::OkStatus();
+}
 
 std::string FormatManifest(const BackupManifest& m) {
   std::string out = absl::StrCat(kManifestMagic, "\n");
@@ -332,13 +328,7 @@ absl::StatusOr<BackupResult> Catalog::Backup(const std::string& dest_dir,
     return absl::AlreadyExistsError(
         absl::StrCat("destination: ", dest.string(), " already exists"));
   }
-  fs::rename(temp, dest, ec);
-  if (ec) {
-    return absl::InternalError(
-        absl::StrCat("renaming ", temp.string(), " to ", dest.string(), ": ", ec.message()));
-  }
-  cleanup.Release();
-  if (dest.has_parent_path()) SyncDir(dest.parent_path().string());
+  ATTN_RETURN_IF_ERROR(RenameIntoPlace(temp, dest, &cleanup));
   result.path = dest.string();
   result.bytes = TreeBytes(result.path);
   result.elapsed = absl::Now() - start;
@@ -492,13 +482,7 @@ absl::StatusOr<BackupManifest> Catalog::Restore(const std::string& backup_dir,
     fs::remove(dest, ec);  // empty (checked above)
     if (ec) return absl::InternalError(absl::StrCat("replacing ", dest.string(), ": ", ec.message()));
   }
-  fs::rename(temp, dest, ec);
-  if (ec) {
-    return absl::InternalError(
-        absl::StrCat("renaming ", temp.string(), " to ", dest.string(), ": ", ec.message()));
-  }
-  cleanup.Release();
-  if (dest.has_parent_path()) SyncDir(dest.parent_path().string());
+  ATTN_RETURN_IF_ERROR(RenameIntoPlace(temp, dest, &cleanup));
   return manifest;
 }
 

@@ -17,6 +17,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "core/file_sync.h"
 #include "core/status.h"
 #include "core/vector_math.h"
 #include "engine/snippet.h"
@@ -25,21 +26,6 @@ namespace attnsearch {
 namespace {
 
 constexpr size_t kScanBatch = 4096;
-
-// fsyncs a directory, so a rename inside it is durable.
-absl::Status SyncDirectory(const std::string& path) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0) {
-    return absl::InternalError(absl::StrCat("opening ", path, ": ", std::strerror(errno)));
-  }
-  const int rc = ::fsync(fd);
-  const int err = errno;
-  ::close(fd);
-  if (rc != 0) {
-    return absl::InternalError(absl::StrCat("syncing ", path, ": ", std::strerror(err)));
-  }
-  return absl::OkStatus();
-}
 
 int64_t MicrosSince(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration_cast<std::chrono::microseconds>(
@@ -1266,7 +1252,7 @@ absl::Status Collection::RebuildLocked() {
     ++rebuilds_;
     if (!discard_on_close_ && !stop_rebuild_) {
       absl::Status s = SaveSnapshot();
-      if (s.ok()) s = SyncDirectory(path_);
+      if (s.ok()) s = SyncPath(path_, /*directory=*/true);
       // Once the snapshot without them is durable, the tombstone records of
       // labels it does not hold are no longer needed.
       if (s.ok()) s = DropTombstoneRecords();

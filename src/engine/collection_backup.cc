@@ -8,6 +8,7 @@
 #include <filesystem>
 
 #include "absl/strings/str_cat.h"
+#include "core/file_sync.h"
 #include "core/status.h"
 #include "engine/collection.h"
 
@@ -15,20 +16,6 @@ namespace attnsearch {
 namespace {
 
 namespace fs = std::filesystem;
-
-absl::Status SyncPath(const std::string& path, bool directory) {
-  const int fd = ::open(path.c_str(), (directory ? O_RDONLY | O_DIRECTORY : O_RDONLY) | O_CLOEXEC);
-  if (fd < 0) {
-    return absl::InternalError(absl::StrCat("opening ", path, ": ", std::strerror(errno)));
-  }
-  const int rc = ::fsync(fd);
-  const int err = errno;
-  ::close(fd);
-  if (rc != 0) {
-    return absl::InternalError(absl::StrCat("syncing ", path, ": ", std::strerror(err)));
-  }
-  return absl::OkStatus();
-}
 
 // Hard-links `from` to `to`, or copies it (synced) when a link cannot be
 // made (another file system, or links not supported). NOT_FOUND when `from`

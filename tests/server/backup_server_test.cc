@@ -51,39 +51,6 @@ constexpr int kIds = 80;
 
 std::string Id(int i) { return "doc-" + std::to_string(i); }
 
-struct ProcessRun {
-  int status = -1;
-  std::string output;  // stdout and stderr
-  int exit_code() const { return WIFEXITED(status) ? WEXITSTATUS(status) : -1; }
-};
-
-// Runs a binary to its end, its output captured in `out_path`.
-ProcessRun RunBinary(const std::string& out_path, std::vector<std::string> args) {
-  std::vector<char*> argv;
-  for (auto& a : args) argv.push_back(a.data());
-  argv.push_back(nullptr);
-  ProcessRun run;
-  const int fd = ::open(out_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) {
-    ADD_FAILURE() << "open " << out_path;
-    return run;
-  }
-  const pid_t pid = ::fork();
-  if (pid == 0) {
-    if (::dup2(fd, STDOUT_FILENO) < 0 || ::dup2(fd, STDERR_FILENO) < 0) ::_exit(126);
-    ::execv(argv[0], argv.data());
-    ::_exit(125);
-  }
-  ::close(fd);
-  while (::waitpid(pid, &run.status, 0) < 0 && errno == EINTR) {
-  }
-  std::ifstream in(out_path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  run.output = ss.str();
-  return run;
-}
-
 std::unique_ptr<grpc::ClientContext> Context(const std::string& key) {
   auto ctx = std::make_unique<grpc::ClientContext>();
   ctx->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));

@@ -54,45 +54,6 @@ void WriteFile(const std::string& path, const std::string& text) {
 
 std::string TestData(const std::string& name) { return std::string(ATTN_TESTDATA_DIR) + "/" + name; }
 
-struct ProcessRun {
-  int status = -1;
-  std::string output;  // stdout and stderr
-  int exit_code() const { return WIFEXITED(status) ? WEXITSTATUS(status) : -1; }
-};
-
-// Runs a binary to its end, output captured; `env` entries are added to
-// the environment ("NAME=value").
-ProcessRun RunBinary(const TempDir& dir, std::vector<std::string> args,
-              const std::vector<std::string>& env = {}) {
-  std::vector<char*> argv;
-  for (auto& a : args) argv.push_back(a.data());
-  argv.push_back(nullptr);
-  std::vector<std::string> env_strings;
-  for (char** e = environ; *e != nullptr; ++e) env_strings.emplace_back(*e);
-  env_strings.insert(env_strings.end(), env.begin(), env.end());
-  std::vector<char*> envp;
-  for (auto& e : env_strings) envp.push_back(e.data());
-  envp.push_back(nullptr);
-  const std::string out_path = dir.Sub("run.out");
-  const int fd = ::open(out_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  ProcessRun run;
-  if (fd < 0) {
-    ADD_FAILURE() << "open " << out_path;
-    return run;
-  }
-  const pid_t pid = ::fork();
-  if (pid == 0) {
-    if (::dup2(fd, STDOUT_FILENO) < 0 || ::dup2(fd, STDERR_FILENO) < 0) ::_exit(126);
-    ::execve(argv[0], argv.data(), envp.data());
-    ::_exit(125);
-  }
-  ::close(fd);
-  while (::waitpid(pid, &run.status, 0) < 0 && errno == EINTR) {
-  }
-  run.output = ReadFile(out_path);
-  return run;
-}
-
 std::shared_ptr<grpc::Channel> Channel(const std::string& address,
                                        std::shared_ptr<grpc::ChannelCredentials> creds) {
   grpc::ChannelArguments args;
@@ -372,22 +333,23 @@ TEST_F(SecurityTest, BadKeyFilesStopTheServerNamingTheLine) {
     SCOPED_TRACE("case " + std::to_string(i));
     const std::string file = dir_.Sub("bad" + std::to_string(i) + ".txt");
     WriteFile(file, cases[i].text);
-    const ProcessRun run = RunBinary(dir_, {ATTN_SERVER_BINARY, "--data_dir", dir_.Sub("data"),
-                                     "--listen", "127.0.0.1:0", "--api_keys", file});
+    const ProcessRun run =
+        RunBinary(dir_.Sub("run.out"), {ATTN_SERVER_BINARY, "--data_dir", dir_.Sub("data"),
+                                        "--listen", "127.0.0.1:0", "--api_keys", file});
     EXPECT_EQ(run.exit_code(), 2) << run.output;
     EXPECT_NE(run.output.find(file), std::string::npos) << run.output;
     EXPECT_NE(run.output.find(cases[i].where), std::string::npos) << run.output;
     EXPECT_EQ(run.output.find("key-"), std::string::npos) << "a key leaked: " << run.output;
     EXPECT_EQ(run.output.find("listening"), std::string::npos) << run.output;
   }
-  const ProcessRun missing = RunBinary(dir_, {ATTN_SERVER_BINARY, "--data_dir", dir_.Sub("data"),
-                                       "--listen", "127.0.0.1:0", "--api_keys",
-                                       dir_.Sub("no_such_file")});
+  const ProcessRun missing = RunBinary(
+      dir_.Sub("run.out"), {ATTN_SERVER_BINARY, "--data_dir", dir_.Sub("data"), "--listen",
+                            "127.0.0.1:0", "--api_keys", dir_.Sub("no_such_file")});
   EXPECT_EQ(missing.exit_code(), 2) << missing.output;
   EXPECT_NE(missing.output.find("no_such_file"), std::string::npos) << missing.output;
-  const ProcessRun half_tls = RunBinary(dir_, {ATTN_SERVER_BINARY, "--data_dir", dir_.Sub("data"),
-                                        "--listen", "127.0.0.1:0", "--tls_cert",
-                                        TestData("server.crt")});
+  const ProcessRun half_tls = RunBinary(
+      dir_.Sub("run.out"), {ATTN_SERVER_BINARY, "--data_dir", dir_.Sub("data"), "--listen",
+                            "127.0.0.1:0", "--tls_cert", TestData("server.crt")});
   EXPECT_EQ(half_tls.exit_code(), 2) << half_tls.output;
 }
 
@@ -462,27 +424,30 @@ TEST_F(SecurityTest, CommandLineClientsUseKeyFileEnvAndCa) {
   };
   {
     SCOPED_TRACE("indexer without a key");
-    const ProcessRun run = RunBinary(dir_, with({"--tls_ca", TestData("server.crt")}));
+    const ProcessRun run = RunBinary(dir_.Sub("run.out"), with({"--tls_ca", TestData("server.crt")}));
     EXPECT_NE(run.exit_code(), 0) << run.output;
   }
   {
     SCOPED_TRACE("indexer with the read key from the environment");
-    const ProcessRun run = RunBinary(dir_, with({"--tls_ca", TestData("server.crt")}),
-                              {std::string("ATTNSEARCH_API_KEY=") + kReadKey});
+    const ProcessRun run =
+        RunBinary(dir_.Sub("run.out"), with({"--tls_ca", TestData("server.crt")}),
+                  {std::string("ATTNSEARCH_API_KEY=") + kReadKey});
     EXPECT_NE(run.exit_code(), 0) << run.output;
     EXPECT_EQ(run.output.find(kReadKey), std::string::npos) << run.output;
   }
   {
     SCOPED_TRACE("indexer with the write key file over TLS");
-    const ProcessRun run = RunBinary(
-        dir_, with({"--tls_ca", TestData("server.crt"), "--api_key_file", write_key_file}));
+    const ProcessRun run =
+        RunBinary(dir_.Sub("run.out"),
+                  with({"--tls_ca", TestData("server.crt"), "--api_key_file", write_key_file}));
     EXPECT_EQ(run.exit_code(), 0) << run.output;
     EXPECT_EQ(run.output.find(kWriteKey), std::string::npos) << run.output;
   }
   {
     SCOPED_TRACE("indexer with an unreadable key file");
-    const ProcessRun run = RunBinary(dir_, with({"--tls_ca", TestData("server.crt"), "--api_key_file",
-                                          dir_.Sub("missing.key")}));
+    const ProcessRun run = RunBinary(
+        dir_.Sub("run.out"),
+        with({"--tls_ca", TestData("server.crt"), "--api_key_file", dir_.Sub("missing.key")}));
     EXPECT_NE(run.exit_code(), 0) << run.output;
     EXPECT_NE(run.output.find("missing.key"), std::string::npos) << run.output;
   }
@@ -494,18 +459,18 @@ TEST_F(SecurityTest, CommandLineClientsUseKeyFileEnvAndCa) {
   EXPECT_EQ(resp.collection().num_documents(), 40u);
   {
     SCOPED_TRACE("demo (vector mode) with the write key from the environment over TLS");
-    const ProcessRun run = RunBinary(dir_,
-                              {ATTN_DEMO_BINARY, "--server", address, "--collection", "demo",
-                               "--documents", "300", "--tls_ca", TestData("server.crt")},
-                              {std::string("ATTNSEARCH_API_KEY=") + kWriteKey});
+    const ProcessRun run = RunBinary(dir_.Sub("run.out"),
+                                     {ATTN_DEMO_BINARY, "--server", address, "--collection", "demo",
+                                      "--documents", "300", "--tls_ca", TestData("server.crt")},
+                                     {std::string("ATTNSEARCH_API_KEY=") + kWriteKey});
     EXPECT_EQ(run.exit_code(), 0) << run.output;
   }
   {
     SCOPED_TRACE("demo without TLS against the TLS server");
-    const ProcessRun run = RunBinary(dir_,
-                              {ATTN_DEMO_BINARY, "--server", address, "--collection", "demo2",
-                               "--documents", "10"},
-                              {std::string("ATTNSEARCH_API_KEY=") + kWriteKey});
+    const ProcessRun run = RunBinary(
+        dir_.Sub("run.out"),
+        {ATTN_DEMO_BINARY, "--server", address, "--collection", "demo2", "--documents", "10"},
+        {std::string("ATTNSEARCH_API_KEY=") + kWriteKey});
     EXPECT_NE(run.exit_code(), 0) << run.output;
   }
   ExpectNoKeyInLog();

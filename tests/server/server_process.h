@@ -31,7 +31,9 @@
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
+#include <fstream>
 #include <functional>
+#include <sstream>
 #include <memory>
 #include <string>
 #include <vector>
@@ -249,6 +251,48 @@ inline std::unique_ptr<attnsearch::v1::SearchService::Stub> NewSearchStub(
 inline std::unique_ptr<attnsearch::v1::SearchService::Stub> NewSearchStub(
     const std::string& address) {
   return NewSearchStub(NewServerChannel(address));
+}
+
+// A finished child process: its wait status and what it printed.
+struct ProcessRun {
+  int status = -1;
+  std::string output;  // stdout and stderr
+  int exit_code() const { return WIFEXITED(status) ? WEXITSTATUS(status) : -1; }
+};
+
+// Runs a binary (args[0]) to its end, stdout and stderr captured in
+// `out_path`; `env` entries ("NAME=value") are added to the environment.
+inline ProcessRun RunBinary(const std::string& out_path, std::vector<std::string> args,
+                            const std::vector<std::string>& env = {}) {
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  std::vector<std::string> env_strings;
+  for (char** e = environ; *e != nullptr; ++e) env_strings.emplace_back(*e);
+  env_strings.insert(env_strings.end(), env.begin(), env.end());
+  std::vector<char*> envp;
+  for (auto& e : env_strings) envp.push_back(e.data());
+  envp.push_back(nullptr);
+  ProcessRun run;
+  const int fd = ::open(out_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) {
+    ADD_FAILURE() << "open " << out_path;
+    return run;
+  }
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    if (::dup2(fd, STDOUT_FILENO) < 0 || ::dup2(fd, STDERR_FILENO) < 0) ::_exit(126);
+    ::execve(argv[0], argv.data(), envp.data());
+    ::_exit(125);
+  }
+  ::close(fd);
+  while (::waitpid(pid, &run.status, 0) < 0 && errno == EINTR) {
+  }
+  std::ifstream in(out_path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  run.output = ss.str();
+  return run;
 }
 
 // Runs `fn` with this process's stderr sent to `path` (a child started
