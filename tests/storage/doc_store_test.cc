@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <map>
@@ -1095,6 +1096,10 @@ TEST(DocStoreFaultTest, RandomFaultsAmongWritesLoseNothingAcknowledged) {
   ASSERT_EQ(fs.Apply({ids[0]}), absl::OkStatus());
   EXPECT_GT(acknowledged, 50);
   EXPECT_GT(failed, 20);
+  std::printf("[ random faults ] %d batches acknowledged, %d failed (%llu failed file "
+              "operations), %d failed batches applied whole by a recovery\n",
+              acknowledged, failed, static_cast<unsigned long long>(fs.faults().failures()),
+              fs.applied_after_failure());
   fs.ExpectMatchesOracle("after the faults");
   ASSERT_EQ(fs.Flush(), absl::OkStatus());
   fs.Reopen();
