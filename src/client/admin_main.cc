@@ -17,6 +17,11 @@
 // every collection to check its document count, then renames into place).
 // No server may run on --data_dir meanwhile; start one on it afterwards.
 //
+//   attnsearch-admin collections --server HOST:PORT [--api_key_file FILE] [--tls_ca FILE]
+//
+// Lists the server's collections, one line each: name, live documents,
+// tombstones the ANN index still holds, dim, token dtype, ANN spec.
+//
 // Exit status: 0 on success, 1 when the command failed, 2 for bad usage.
 #include <chrono>
 #include <cstdio>
@@ -86,6 +91,33 @@ int Backup(const std::string& server, const attnsearch::ClientSecurity& security
   return 0;
 }
 
+int Collections(const std::string& server, const attnsearch::ClientSecurity& security) {
+  auto channel = attnsearch::NewClientChannel(server, security);
+  if (!channel.ok()) {
+    std::fprintf(stderr, "attnsearch-admin collections: %s\n",
+                 std::string(channel.status().message()).c_str());
+    return 2;
+  }
+  auto stub = v1::SearchService::NewStub(*channel);
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
+  v1::ListCollectionsResponse resp;
+  const grpc::Status s = stub->ListCollections(&ctx, {}, &resp);
+  if (!s.ok()) {
+    std::fprintf(stderr, "attnsearch-admin collections: %s: %s\n", CodeName(s.error_code()),
+                 s.error_message().c_str());
+    return 1;
+  }
+  for (const v1::CollectionInfo& c : resp.collections()) {
+    std::printf("%s documents=%llu tombstones=%llu dim=%u dtype=%s ann_spec=%s\n",
+                c.name().c_str(), static_cast<unsigned long long>(c.num_documents()),
+                static_cast<unsigned long long>(c.num_tombstones()), c.config().dim(),
+                v1::TokenDtype_Name(c.config().token_dtype()).c_str(),
+                c.config().ann_spec().c_str());
+  }
+  return 0;
+}
+
 int Restore(const std::string& backup, const std::string& data_dir) {
   const auto start = std::chrono::steady_clock::now();
   auto restored = attnsearch::Catalog::Restore(backup, data_dir);
@@ -111,7 +143,8 @@ int Restore(const std::string& backup, const std::string& data_dir) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"attnsearch-admin: back up a running server's collections, restore a backup"};
+  CLI::App app{
+      "attnsearch-admin: list a running server's collections, back them up, restore a backup"};
   app.require_subcommand(1);
 
   std::string server = "127.0.0.1:50051", dest, collection;
@@ -138,7 +171,16 @@ int main(int argc, char** argv) {
   restore->add_option("--data_dir", data_dir, "data directory to create (new or empty)")
       ->required();
 
+  CLI::App* list = app.add_subcommand("collections", "list a running server's collections");
+  list->add_option("--server", server, "server address")->capture_default_str();
+  list->add_option("--api_key_file", security.api_key_file,
+                   "file holding an API key (default: the environment variable "
+                   "ATTNSEARCH_API_KEY)");
+  list->add_option("--tls_ca", security.tls_ca_file,
+                   "connect with TLS, trusting the PEM certificates in this file");
+
   CLI11_PARSE(app, argc, argv);
   if (backup->parsed()) return Backup(server, security, dest, collection, timeout_s);
+  if (list->parsed()) return Collections(server, security);
   return Restore(backup_dir, data_dir);
 }

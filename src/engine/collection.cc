@@ -165,7 +165,14 @@ absl::Status Collection::LoadDerivedState() {
     ann_tombstones_ = CountTombstonesIn(*ann_);
   }
   added_since_snapshot_ = added;
-  if (added > 0) ATTN_RETURN_IF_ERROR(SaveSnapshot());
+  if (added > 0) {
+    // Only a speed-up for the next open: a full disk must not stop this one.
+    absl::Status saved = SaveSnapshot();
+    if (!saved.ok()) {
+      std::fprintf(stderr, "warning: ANN snapshot of %s not saved: %s\n", path_.c_str(),
+                   std::string(saved.message()).c_str());
+    }
+  }
   return absl::OkStatus();
 }
 

@@ -85,8 +85,13 @@ int main(int argc, char** argv) {
                  "seconds calls in flight get to finish at shutdown")
       ->capture_default_str();
   size_t block_cache_mb = catalog_options.collection.storage.block_cache_bytes >> 20;
+  uint64_t min_free_disk_mb = catalog_options.collection.storage.min_free_bytes >> 20;
   app.add_option("--block_cache_mb", block_cache_mb,
                  "RocksDB block cache per collection, MiB (candidates' tokens are read from it)")
+      ->capture_default_str();
+  app.add_option("--min_free_disk_mb", min_free_disk_mb,
+                 "free disk space kept in reserve: below it writes answer RESOURCE_EXHAUSTED "
+                 "and collections open read-only (0: no reserve)")
       ->capture_default_str();
   app.add_flag("--no_sync", no_sync,
                "acknowledge writes before the WAL is synced (survives a process crash, "
@@ -164,6 +169,7 @@ int main(int argc, char** argv) {
   catalog_options.collection.rerank.cores = &core_budget;
   catalog_options.collection.storage.sync_writes = !no_sync;
   catalog_options.collection.storage.block_cache_bytes = block_cache_mb << 20;
+  catalog_options.collection.storage.min_free_bytes = min_free_disk_mb << 20;
 
   // Block the stop signals in every thread; one thread waits for them.
   sigset_t stop_signals;

@@ -1,9 +1,12 @@
 #include "storage/doc_store.h"
 
 #include <algorithm>
+#include <cstdio>
 #include <filesystem>
 #include <mutex>
 #include <shared_mutex>
+
+#include <sys/statvfs.h>
 
 #include "absl/strings/str_cat.h"
 #include "core/status.h"
@@ -65,6 +68,8 @@ rocksdb::Slice AsSlice(std::string_view s) { return {s.data(), s.size()}; }
 
 struct DocStore::Rep {
   std::string path;
+  uint64_t min_free_bytes = 0;
+  std::shared_ptr<StorageFaults> faults;
   rocksdb::Options db_options;
   std::vector<rocksdb::ColumnFamilyDescriptor> descriptors;
   // With fault injection: the Env over the faulty file system. Declared
@@ -106,6 +111,25 @@ struct DocStore::Rep {
     cfs.clear();
     db->Close().PermitUncheckedError();
     db.reset();
+  }
+
+  // RESOURCE_EXHAUSTED, naming the figures, when the file system holding
+  // the store has less than the reserve free.
+  absl::Status CheckFreeSpace(absl::string_view what) const {
+    if (min_free_bytes == 0) return absl::OkStatus();
+    uint64_t free_bytes = 0;
+    if (faults != nullptr && faults->free_space()) {
+      free_bytes = *faults->free_space();
+    } else {
+      struct statvfs st;
+      if (::statvfs(path.c_str(), &st) != 0) return absl::OkStatus();  // cannot tell
+      free_bytes = uint64_t(st.f_bavail) * st.f_frsize;
+    }
+    if (free_bytes >= min_free_bytes) return absl::OkStatus();
+    return absl::ResourceExhaustedError(absl::StrCat(
+        what, ": disk nearly full: ", free_bytes >> 20,
+        " MiB free on the file system of ", path, ", below the reserve of ",
+        min_free_bytes >> 20, " MiB (--min_free_disk_mb); writes resume once space is freed"));
   }
 
   // Takes `db_mu` shared; UNAVAILABLE when no instance is open.
@@ -176,6 +200,8 @@ absl::StatusOr<std::unique_ptr<DocStore>> DocStore::OpenImpl(
 
   auto rep = std::make_unique<Rep>();
   rep->path = path;
+  rep->min_free_bytes = options.min_free_bytes;
+  rep->faults = options.faults;
   if (options.faults != nullptr) {
     rep->env = rocksdb::NewCompositeEnv(
         WrapWithFaults(rocksdb::FileSystem::Default(), options.faults));
@@ -196,7 +222,26 @@ absl::StatusOr<std::unique_ptr<DocStore>> DocStore::OpenImpl(
   rep->write_options.sync = options.sync_writes && !options.disable_wal;
   rep->write_options.disableWAL = options.disable_wal;
   rep->db_options = db_options;
-  ATTN_RETURN_IF_ERROR(rep->OpenDb(/*for_read_only=*/false));
+  // Below the free-space reserve a new store is not created, and an
+  // existing one opens read-only with writes stopped (Recover reopens it for
+  // writing once space is back).
+  bool low_space = false;
+  if (create) {
+    std::error_code ec;
+    std::filesystem::create_directories(path, ec);
+    absl::Status space = rep->CheckFreeSpace(absl::StrCat("creating store ", path));
+    if (!space.ok()) {
+      std::filesystem::remove(path, ec);  // still empty
+      return space;
+    }
+  } else if (absl::Status space = rep->CheckFreeSpace(absl::StrCat("opening store ", path));
+             !space.ok()) {
+    std::fprintf(stderr, "warning: %s; opening it read-only\n",
+                 std::string(space.message()).c_str());
+    low_space = true;
+  }
+  ATTN_RETURN_IF_ERROR(rep->OpenDb(/*for_read_only=*/low_space));
+  rep->stopped = low_space;
   // Later opens (Recover) never create.
   rep->db_options.create_if_missing = false;
   rep->db_options.create_missing_column_families = false;
@@ -255,6 +300,9 @@ absl::Status DocStore::LoadCounters() {
 
 absl::Status DocStore::Recover() {
   if (!rep_->stopped.load()) return absl::OkStatus();
+  // Not even trying while the disk is nearly full: the current instance
+  // keeps serving reads.
+  ATTN_RETURN_IF_ERROR(rep_->CheckFreeSpace("recovering the store for writing"));
   std::unique_lock<std::shared_mutex> lock(rep_->db_mu);
   if (!rep_->stopped.load()) return absl::OkStatus();
   rep_->CloseDb();
@@ -273,7 +321,8 @@ absl::Status DocStore::Recover() {
 bool DocStore::write_stopped() const { return rep_->stopped.load(); }
 
 absl::Status DocStore::PrepareWrite(std::shared_lock<std::shared_mutex>* lock,
-                                    absl::string_view what) {
+                                    absl::string_view what, bool needs_space) {
+  if (needs_space) ATTN_RETURN_IF_ERROR(rep_->CheckFreeSpace(absl::StrCat(what, ": not applied")));
   ATTN_RETURN_IF_ERROR(rep_->LockForUse(lock));
   if (rep_->stopped.load() || rep_->read_only) {
     return absl::UnavailableError(absl::StrCat(
@@ -577,7 +626,7 @@ absl::Status DocStore::Flush() {
   rocksdb::FlushOptions fo;
   fo.wait = true;
   std::shared_lock<std::shared_mutex> lock;
-  ATTN_RETURN_IF_ERROR(PrepareWrite(&lock, "flushing"));
+  ATTN_RETURN_IF_ERROR(PrepareWrite(&lock, "flushing", /*needs_space=*/false));
   std::vector<rocksdb::ColumnFamilyHandle*> cfs(rep_->cfs.begin(), rep_->cfs.end());
   ATTN_RETURN_IF_ERROR(rep_->Check(rep_->db->Flush(fo, cfs), "flushing"));
   return rep_->Check(rep_->db->FlushWAL(/*sync=*/true), "syncing the WAL");
@@ -585,7 +634,7 @@ absl::Status DocStore::Flush() {
 
 absl::Status DocStore::Compact() {
   std::shared_lock<std::shared_mutex> lock;
-  ATTN_RETURN_IF_ERROR(PrepareWrite(&lock, "compacting"));
+  ATTN_RETURN_IF_ERROR(PrepareWrite(&lock, "compacting", /*needs_space=*/false));
   rocksdb::CompactRangeOptions options;
   for (rocksdb::ColumnFamilyHandle* cf : rep_->cfs) {
     ATTN_RETURN_IF_ERROR(

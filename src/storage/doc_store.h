@@ -25,6 +25,11 @@
 // go on; writes answer UNAVAILABLE) until Recover() reopens the store; a
 // failed background flush or compaction stops writes the same way.
 //
+// Disk space: StorageOptions::min_free_bytes is kept free. Below it writes
+// answer RESOURCE_EXHAUSTED before anything is written (the store is not
+// stopped), and Open opens the store read-only with writes stopped until a
+// Recover finds the space back.
+//
 // Thread safety: reads may run concurrently with each other and with one
 // Commit. Commit calls must be serialised by the caller (labels are assigned
 // by the caller in increasing order).
@@ -62,6 +67,14 @@ struct StorageOptions {
   // Skip the write-ahead log. Writes are then durable only after Flush();
   // for bulk loads that checkpoint their progress at Flush. Default: false.
   bool disable_wal = false;
+  // Free space the store keeps in reserve on its file system: a write that
+  // would start with less free answers RESOURCE_EXHAUSTED (nothing is
+  // written), a store is not created, and an existing one opens read-only
+  // (writes resume once space is freed). RocksDB is thus kept away from a
+  // full disk, where some of its paths (e.g. creating files) are fragile;
+  // keep it above the memtables' total. 0 turns the check off. Default:
+  // 512 MiB.
+  uint64_t min_free_bytes = uint64_t{512} << 20;
   // Fault injection (tests, the fault drill): when set, every file write and
   // sync of the store consults these switches. Default: none.
   std::shared_ptr<StorageFaults> faults;
@@ -233,8 +246,10 @@ class DocStore {
       const CollectionConfig* config);
   // Reads next_label_ and live_count_ from the meta column family.
   absl::Status LoadCounters();
-  // For every write: recovers a stopped store, then holds the instance shared.
-  absl::Status PrepareWrite(std::shared_lock<std::shared_mutex>* lock, absl::string_view what);
+  // For every write: holds the instance shared; UNAVAILABLE while stopped;
+  // with `needs_space`, RESOURCE_EXHAUSTED below the free-space reserve.
+  absl::Status PrepareWrite(std::shared_lock<std::shared_mutex>* lock, absl::string_view what,
+                            bool needs_space = true);
 
   std::unique_ptr<Rep> rep_;
   const CollectionConfig config_;

@@ -37,8 +37,7 @@ bool InGroup(StorageFaults::Files files, std::string_view fname) {
 rocksdb::IOStatus TornAppend(rocksdb::FSWritableFile* target, const rocksdb::Slice& data,
                              const rocksdb::IOOptions& options, rocksdb::IODebugContext* dbg,
                              StorageFaults::Kind kind) {
-  target->Append(rocksdb::Slice(data.data(), data.size() / 2), options, dbg)
-      .PermitUncheckedError();
+  target->Append(rocksdb::Slice(data.data(), data.size() / 2), options, dbg).PermitUncheckedError();
   if (kind == StorageFaults::Kind::kDiskFull) {
     return rocksdb::IOStatus::NoSpace("injected fault");
   }
@@ -81,8 +80,7 @@ class FaultyWritableFile : public rocksdb::FSWritableFileOwnerWrapper {
     if (faults_->ShouldFail(StorageFaults::Op::kAppend, fname_)) return Failed();
     return target()->PositionedAppend(data, offset, options, info, dbg);
   }
-  rocksdb::IOStatus Sync(const rocksdb::IOOptions& options,
-                         rocksdb::IODebugContext* dbg) override {
+  rocksdb::IOStatus Sync(const rocksdb::IOOptions& options, rocksdb::IODebugContext* dbg) override {
     if (faults_->ShouldFail(StorageFaults::Op::kSync, fname_)) return Failed();
     return target()->Sync(options, dbg);
   }
@@ -91,8 +89,7 @@ class FaultyWritableFile : public rocksdb::FSWritableFileOwnerWrapper {
     if (faults_->ShouldFail(StorageFaults::Op::kSync, fname_)) return Failed();
     return target()->Fsync(options, dbg);
   }
-  rocksdb::IOStatus RangeSync(uint64_t offset, uint64_t nbytes,
-                              const rocksdb::IOOptions& options,
+  rocksdb::IOStatus RangeSync(uint64_t offset, uint64_t nbytes, const rocksdb::IOOptions& options,
                               rocksdb::IODebugContext* dbg) override {
     if (faults_->ShouldFail(StorageFaults::Op::kSync, fname_)) return Failed();
     return target()->RangeSync(offset, nbytes, options, dbg);
@@ -112,15 +109,13 @@ class FaultyWritableFile : public rocksdb::FSWritableFileOwnerWrapper {
 
 class FaultyFileSystem : public rocksdb::FileSystemWrapper {
  public:
-  FaultyFileSystem(std::shared_ptr<rocksdb::FileSystem> base,
-                   std::shared_ptr<StorageFaults> faults)
+  FaultyFileSystem(std::shared_ptr<rocksdb::FileSystem> base, std::shared_ptr<StorageFaults> faults)
       : FileSystemWrapper(std::move(base)), faults_(std::move(faults)) {}
 
   static const char* kClassName() { return "AttnFaultyFileSystem"; }
   const char* Name() const override { return kClassName(); }
 
-  rocksdb::IOStatus NewWritableFile(const std::string& fname,
-                                    const rocksdb::FileOptions& options,
+  rocksdb::IOStatus NewWritableFile(const std::string& fname, const rocksdb::FileOptions& options,
                                     std::unique_ptr<rocksdb::FSWritableFile>* result,
                                     rocksdb::IODebugContext* dbg) override {
     return Wrap(fname, target()->NewWritableFile(fname, options, result, dbg), result);
@@ -135,8 +130,7 @@ class FaultyFileSystem : public rocksdb::FileSystemWrapper {
                                       const rocksdb::FileOptions& options,
                                       std::unique_ptr<rocksdb::FSWritableFile>* result,
                                       rocksdb::IODebugContext* dbg) override {
-    return Wrap(fname, target()->ReuseWritableFile(fname, old_fname, options, result, dbg),
-                result);
+    return Wrap(fname, target()->ReuseWritableFile(fname, old_fname, options, result, dbg), result);
   }
 
  private:

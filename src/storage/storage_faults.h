@@ -23,6 +23,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <optional>
 #include <string_view>
 
 namespace attnsearch {
@@ -49,6 +50,17 @@ class StorageFaults {
   // Operations failed so far (all kinds).
   uint64_t failures() const { return failures_.load(); }
 
+  // Makes the store see `bytes` free on its file system instead of what
+  // statvfs says (nullopt: the real figure), for its free-space reserve
+  // (StorageOptions::min_free_bytes).
+  void SetFreeSpace(std::optional<uint64_t> bytes) {
+    free_bytes_.store(bytes ? int64_t(*bytes) : -1);
+  }
+  std::optional<uint64_t> free_space() const {
+    const int64_t v = free_bytes_.load();
+    return v < 0 ? std::nullopt : std::optional<uint64_t>(uint64_t(v));
+  }
+
   // For the file system wrapper: whether an operation on the file named
   // `fname` must fail now (counted when it must).
   enum class Op : int { kAppend, kSync, kCreate };
@@ -58,6 +70,7 @@ class StorageFaults {
   std::atomic<int> kind_{0};
   std::atomic<int> files_{0};
   std::atomic<uint64_t> failures_{0};
+  std::atomic<int64_t> free_bytes_{-1};
 };
 
 }  // namespace attnsearch

@@ -30,8 +30,8 @@
 namespace attnsearch {
 namespace {
 
-using ::attnsearch::testing::RandomUnitRows;
 using ::attnsearch::testing::MakeUpsertRequest;
+using ::attnsearch::testing::RandomUnitRows;
 using ::attnsearch::testing::TempDir;
 using ::attnsearch::testing::WithStderrTo;
 
@@ -63,8 +63,8 @@ class Server {
     server_ = builder.BuildAndStart();
     EXPECT_NE(server_, nullptr);
     EXPECT_GT(port, 0);
-    stub_ = v1::SearchService::NewStub(grpc::CreateChannel(
-        "127.0.0.1:" + std::to_string(port), grpc::InsecureChannelCredentials()));
+    stub_ = v1::SearchService::NewStub(grpc::CreateChannel("127.0.0.1:" + std::to_string(port),
+                                                           grpc::InsecureChannelCredentials()));
   }
   ~Server() {
     if (server_) server_->Shutdown();
@@ -331,8 +331,7 @@ struct FaultCase {
   grpc::StatusCode code;
 };
 
-class StorageFaultTest : public FaultTest,
-                         public ::testing::WithParamInterface<FaultCase> {};
+class StorageFaultTest : public FaultTest, public ::testing::WithParamInterface<FaultCase> {};
 
 TEST_P(StorageFaultTest, WritesFailCleanlyAndResumeAfterTheFault) {
   const FaultCase& fc = GetParam();
@@ -382,15 +381,14 @@ TEST_P(StorageFaultTest, WritesFailCleanlyAndResumeAfterTheFault) {
 
 INSTANTIATE_TEST_SUITE_P(
     Faults, StorageFaultTest,
-    ::testing::Values(
-        FaultCase{"WalWriteError", StorageFaults::Kind::kWriteError, StorageFaults::Files::kWal,
-                  grpc::StatusCode::UNAVAILABLE},
-        FaultCase{"WalSyncError", StorageFaults::Kind::kSyncError, StorageFaults::Files::kWal,
-                  grpc::StatusCode::UNAVAILABLE},
-        FaultCase{"DiskFull", StorageFaults::Kind::kDiskFull, StorageFaults::Files::kAll,
-                  grpc::StatusCode::RESOURCE_EXHAUSTED},
-        FaultCase{"EveryWriteFails", StorageFaults::Kind::kWriteError,
-                  StorageFaults::Files::kAll, grpc::StatusCode::UNAVAILABLE}),
+    ::testing::Values(FaultCase{"WalWriteError", StorageFaults::Kind::kWriteError,
+                                StorageFaults::Files::kWal, grpc::StatusCode::UNAVAILABLE},
+                      FaultCase{"WalSyncError", StorageFaults::Kind::kSyncError,
+                                StorageFaults::Files::kWal, grpc::StatusCode::UNAVAILABLE},
+                      FaultCase{"DiskFull", StorageFaults::Kind::kDiskFull,
+                                StorageFaults::Files::kAll, grpc::StatusCode::RESOURCE_EXHAUSTED},
+                      FaultCase{"EveryWriteFails", StorageFaults::Kind::kWriteError,
+                                StorageFaults::Files::kAll, grpc::StatusCode::UNAVAILABLE}),
     [](const ::testing::TestParamInfo<FaultCase>& info) { return info.param.name; });
 
 // A full disk for table files only: writes are acknowledged (the WAL still
@@ -463,9 +461,8 @@ TEST_F(FaultTest, BadSnapshotsAreRebuiltFromTheStore) {
   };
   std::string flipped = good;
   flipped[flipped.size() / 2] ^= 0x5a;
-  const Damage damages[] = {{"truncated", good.substr(0, good.size() / 2)},
-                            {"corrupted", flipped},
-                            {"empty", ""}};
+  const Damage damages[] = {
+      {"truncated", good.substr(0, good.size() / 2)}, {"corrupted", flipped}, {"empty", ""}};
   for (const Damage& damage : damages) {
     SCOPED_TRACE(damage.what);
     server_.reset();
@@ -484,6 +481,36 @@ TEST_F(FaultTest, BadSnapshotsAreRebuiltFromTheStore) {
   std::filesystem::remove(SnapshotPath());
   Start(10);
   ExpectMatchesOracle("after starting without a snapshot");
+}
+
+// Disk space below the reserve: writes get RESOURCE_EXHAUSTED naming it and
+// reads go on; a restart meanwhile opens the collection read-only; writes
+// resume once space is back; nothing acknowledged is lost.
+TEST_F(FaultTest, LowDiskSpaceRefusesWritesUntilSpaceReturns) {
+  for (int b = 0; b < 3; ++b) ASSERT_TRUE(Upsert(NewDocs(10)).ok());
+  faults_->SetFreeSpace(uint64_t{64} << 20);
+  grpc::Status s = Upsert(NewDocs(5));
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << s.error_message();
+  EXPECT_NE(s.error_message().find("disk nearly full"), std::string::npos) << s.error_message();
+  s = Delete(SomeLiveIds(2));
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << s.error_message();
+  SettleDoubts();  // refused before anything was written: nothing applied
+  ExpectMatchesOracle("while space is low");
+  EXPECT_EQ(applied_doubts_, 0);
+
+  Start();
+  EXPECT_TRUE(WritesStopped()) << "opened read-only";
+  ExpectMatchesOracle("restarted while space is low");
+  EXPECT_EQ(Upsert(NewDocs(3)).error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+
+  faults_->SetFreeSpace(std::nullopt);
+  ASSERT_TRUE(Upsert(NewDocs(5)).ok());
+  EXPECT_FALSE(WritesStopped());
+  SettleDoubts();
+  ASSERT_TRUE(Delete(SomeLiveIds(3)).ok());
+  ExpectMatchesOracle("after space came back");
+  Start();
+  ExpectMatchesOracle("after a restart");
 }
 
 }  // namespace

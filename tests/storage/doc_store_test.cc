@@ -1122,5 +1122,40 @@ TEST(DocStoreFaultTest, OpenUnderFaultFailsCleanly) {
   fs.ExpectMatchesOracle("after opening once the fault cleared");
 }
 
+
+// The free-space reserve: below it writes are refused before anything is
+// written, an existing store opens read-only, and no store is created;
+// writing resumes when space is back.
+TEST(DocStoreFaultTest, FreeSpaceReserveKeepsWritesAwayFromAFullDisk) {
+  TempDir tmp;
+  FaultyStore fs(tmp.Sub("store"), 8);
+  fs.Remember({"a", "b", "c", "d"});
+  ASSERT_EQ(fs.Apply({"a", "b"}), absl::OkStatus());
+  fs.faults().SetFreeSpace(uint64_t{100} << 20);  // below the default 512 MiB
+  absl::Status s = fs.Apply({"c"}, {"a"});
+  EXPECT_EQ(s.code(), absl::StatusCode::kResourceExhausted) << s;
+  EXPECT_NE(s.message().find("disk nearly full: 100 MiB free"), std::string_view::npos) << s;
+  EXPECT_NE(s.message().find("reserve of 512 MiB"), std::string_view::npos) << s;
+  EXPECT_FALSE(fs.store().write_stopped()) << "nothing failed inside RocksDB";
+  fs.ExpectMatchesOracle("while space is low");
+
+  // Opening while space is low: read-only, writes stopped until it is back.
+  fs.Reopen();
+  EXPECT_TRUE(fs.store().write_stopped());
+  fs.ExpectMatchesOracle("opened while space is low");
+  s = fs.Apply({"d"});
+  EXPECT_EQ(s.code(), absl::StatusCode::kResourceExhausted) << s;
+  // No new store while space is low, and nothing left behind.
+  auto created = DocStore::Create(tmp.Sub("other"), Config(8, TokenDtype::kF32), fs.Options());
+  EXPECT_EQ(created.status().code(), absl::StatusCode::kResourceExhausted) << created.status();
+  EXPECT_FALSE(std::filesystem::exists(tmp.Sub("other")));
+
+  fs.faults().SetFreeSpace(std::nullopt);
+  ASSERT_EQ(fs.Apply({"c", "d"}, {"a"}), absl::OkStatus());
+  EXPECT_FALSE(fs.store().write_stopped());
+  fs.Reopen();
+  fs.ExpectMatchesOracle("after space came back and a reopen");
+}
+
 }  // namespace
 }  // namespace attnsearch
