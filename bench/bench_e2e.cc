@@ -31,6 +31,8 @@
 // OK calls (ms), errors by gRPC code, and the mean per-stage timings the
 // server returned (encode/ann/fetch/rerank/total µs).
 // Output: table, JSON record, e2e_latency_cdf.svg (latency CDF per run).
+#include <unistd.h>
+
 #include <algorithm>
 #include <atomic>
 #include <cmath>
@@ -39,6 +41,7 @@
 #include <cstdio>
 #include <fstream>
 #include <functional>
+#include <sstream>
 #include <map>
 #include <mutex>
 #include <thread>
@@ -210,20 +213,74 @@ uint64_t ResidentBytes(int pid) {
   return 0;
 }
 
+// CPU time counters: the machine's (busy and stolen jiffies, all CPUs, from
+// /proc/stat) and the server's (utime + stime of `pid`).
+struct CpuSample {
+  uint64_t total = 0, idle = 0, steal = 0, server = 0, self = 0;
+  uint64_t server_disk_read = 0;  // bytes the server read from storage (/proc/PID/io)
+};
+CpuSample SampleCpu(int pid) {
+  CpuSample c;
+  std::ifstream stat("/proc/stat");
+  std::string cpu;
+  uint64_t v[8] = {0, 0, 0, 0, 0, 0, 0, 0};  // user nice system idle iowait irq softirq steal
+  stat >> cpu;
+  for (uint64_t& x : v) stat >> x;
+  for (uint64_t x : v) c.total += x;
+  c.idle = v[3] + v[4];
+  c.steal = v[7];
+  {
+    // This process (the load generator).
+    std::ifstream self("/proc/self/stat");
+    std::string line;
+    std::getline(self, line);
+    std::istringstream rest(line.substr(line.rfind(')') + 2));
+    std::string field;
+    for (int i = 3; i <= 15 && rest >> field; ++i) {
+      if (i == 14 || i == 15) c.self += std::stoull(field);
+    }
+  }
+  if (pid > 0) {
+    std::ifstream ps("/proc/" + std::to_string(pid) + "/stat");
+    std::string line;
+    std::getline(ps, line);
+    // Fields after the command's closing parenthesis: state is field 3,
+    // utime 14, stime 15.
+    std::istringstream rest(line.substr(line.rfind(')') + 2));
+    std::string field;
+    for (int i = 3; i <= 15 && rest >> field; ++i) {
+      if (i == 14 || i == 15) c.server += std::stoull(field);
+    }
+    std::ifstream io("/proc/" + std::to_string(pid) + "/io");
+    while (std::getline(io, line)) {
+      if (line.rfind("read_bytes:", 0) == 0) c.server_disk_read = std::stoull(line.substr(11));
+    }
+  }
+  return c;
+}
+
 // The soak: an open loop at `rate`, judged per window.
 nlohmann::json Soak(v1::SearchService::Stub* stub, const std::vector<v1::SearchRequest>& pool,
                     double rate, const BenchFlags& f, RunResult* run_out) {
   const size_t windows = size_t(std::ceil(f.soak_seconds / f.soak_window));
   std::vector<uint64_t> rss(windows, 0);
+  std::vector<CpuSample> cpu(windows + 1);
   const uint64_t rss_start = ResidentBytes(f.server_pid);
+  cpu[0] = SampleCpu(f.server_pid);
   auto tick = [&](double t) {
     // The memory at each window's end, sampled at the first tick after it.
     const size_t w = size_t(t / f.soak_window);
-    if (w >= 1 && w <= windows && rss[w - 1] == 0) rss[w - 1] = ResidentBytes(f.server_pid);
+    if (w >= 1 && w <= windows && rss[w - 1] == 0) {
+      rss[w - 1] = ResidentBytes(f.server_pid);
+      cpu[w] = SampleCpu(f.server_pid);
+    }
   };
   RunResult run = OpenLoop(stub, pool, rate, f.soak_seconds, f.arrival, f.seed + 1,
                            Fmt("soak %.0f/s", rate), tick);
-  if (rss.back() == 0) rss.back() = ResidentBytes(f.server_pid);
+  if (rss.back() == 0) {
+    rss.back() = ResidentBytes(f.server_pid);
+    cpu.back() = SampleCpu(f.server_pid);
+  }
   std::vector<std::vector<double>> ms(windows);
   std::vector<int64_t> errors(windows, 0), requests(windows, 0);
   for (const Sample& s : run.samples) {
@@ -244,21 +301,44 @@ nlohmann::json Soak(v1::SearchService::Stub* stub, const std::vector<v1::SearchR
     if (w == 0) p99_first = lat.p99;
     p99_worst = std::max(p99_worst, lat.p99);
     total_errors += errors[w];
+    // The window's share of the machine's CPU time that was stolen by the
+    // hypervisor, and the server's CPU use in cores.
+    const double jiffies = double(cpu[w + 1].total - cpu[w].total);
+    const double steal = jiffies > 0 ? double(cpu[w + 1].steal - cpu[w].steal) / jiffies : 0;
+    const double tick_s = 1.0 / double(sysconf(_SC_CLK_TCK));
+    const double server_cores =
+        double(cpu[w + 1].server - cpu[w].server) * tick_s / f.soak_window;
+    // Busy CPU time of every other process (and the kernel's threads): the
+    // machine's busy time less the server's and this load generator's.
+    const double busy_cores = (jiffies - double(cpu[w + 1].idle - cpu[w].idle) -
+                               double(cpu[w + 1].steal - cpu[w].steal)) *
+                              tick_s / f.soak_window;
+    const double self_cores = double(cpu[w + 1].self - cpu[w].self) * tick_s / f.soak_window;
+    const double other_cores = std::max(0.0, busy_cores - server_cores - self_cores);
+    const double disk_mb =
+        double(cpu[w + 1].server_disk_read - cpu[w].server_disk_read) / 1048576.0;
     table.push_back({Fmt("%.0f-%.0f s", w * f.soak_window,
                          std::min(f.soak_seconds, (w + 1) * f.soak_window)),
                      Fmt("%lld", (long long)requests[w]), Fmt("%lld", (long long)errors[w]),
                      Fmt("%.2f", lat.p50), Fmt("%.2f", lat.p99), Fmt("%.2f", lat.max),
-                     Fmt("%.1f", rss[w] / 1048576.0)});
+                     Fmt("%.1f", rss[w] / 1048576.0), Fmt("%.2f", server_cores),
+                     Fmt("%.2f", other_cores), Fmt("%.0f", disk_mb),
+                     Fmt("%.1f%%", 100 * steal)});
     rows.push_back({{"window", w},
                     {"requests", requests[w]},
                     {"errors", errors[w]},
                     {"latency_ms", ToJson(lat)},
-                    {"rss_bytes", rss[w]}});
+                    {"rss_bytes", rss[w]},
+                    {"server_cpu_cores", server_cores},
+                    {"other_cpu_cores", other_cores},
+                    {"server_disk_read_mb", disk_mb},
+                    {"machine_steal", steal}});
   }
   std::printf("soak at %.0f/s (%.0f%% of %.0f QPS), %.0f s, windows of %.0f s:\n%s", rate,
               100 * f.soak_fraction, rate / f.soak_fraction, f.soak_seconds, f.soak_window,
               FormatTable({"window", "requests", "errors", "p50 ms", "p99 ms", "max ms",
-                           "server RSS MiB"},
+                           "server RSS MiB", "server CPU", "others' CPU", "server disk MB",
+                           "steal"},
                           table)
                   .c_str());
   const double growth =
