@@ -219,6 +219,22 @@ struct CpuSample {
   uint64_t total = 0, idle = 0, steal = 0, server = 0, self = 0;
   uint64_t server_disk_read = 0;  // bytes the server read from storage (/proc/PID/io)
 };
+// utime + stime of /proc/<which>/stat, in clock ticks (0 when unreadable).
+uint64_t ProcessTicks(const std::string& which) {
+  std::ifstream ps("/proc/" + which + "/stat");
+  std::string line;
+  if (!std::getline(ps, line) || line.rfind(')') == std::string::npos) return 0;
+  // Fields after the command's closing parenthesis: state is field 3,
+  // utime 14, stime 15.
+  std::istringstream rest(line.substr(line.rfind(')') + 2));
+  std::string field;
+  uint64_t ticks = 0;
+  for (int i = 3; i <= 15 && rest >> field; ++i) {
+    if (i == 14 || i == 15) ticks += std::stoull(field);
+  }
+  return ticks;
+}
+
 CpuSample SampleCpu(int pid) {
   CpuSample c;
   std::ifstream stat("/proc/stat");
@@ -229,28 +245,10 @@ CpuSample SampleCpu(int pid) {
   for (uint64_t x : v) c.total += x;
   c.idle = v[3] + v[4];
   c.steal = v[7];
-  {
-    // This process (the load generator).
-    std::ifstream self("/proc/self/stat");
-    std::string line;
-    std::getline(self, line);
-    std::istringstream rest(line.substr(line.rfind(')') + 2));
-    std::string field;
-    for (int i = 3; i <= 15 && rest >> field; ++i) {
-      if (i == 14 || i == 15) c.self += std::stoull(field);
-    }
-  }
+  c.self = ProcessTicks("self");  // the load generator
   if (pid > 0) {
-    std::ifstream ps("/proc/" + std::to_string(pid) + "/stat");
+    c.server = ProcessTicks(std::to_string(pid));
     std::string line;
-    std::getline(ps, line);
-    // Fields after the command's closing parenthesis: state is field 3,
-    // utime 14, stime 15.
-    std::istringstream rest(line.substr(line.rfind(')') + 2));
-    std::string field;
-    for (int i = 3; i <= 15 && rest >> field; ++i) {
-      if (i == 14 || i == 15) c.server += std::stoull(field);
-    }
     std::ifstream io("/proc/" + std::to_string(pid) + "/io");
     while (std::getline(io, line)) {
       if (line.rfind("read_bytes:", 0) == 0) c.server_disk_read = std::stoull(line.substr(11));
