@@ -25,6 +25,7 @@
 // Exit status: 0 on success, 1 when the command failed, 2 for bad usage.
 #include <chrono>
 #include <cstdio>
+#include <memory>
 #include <string>
 
 #include "CLI/CLI.hpp"
@@ -52,6 +53,19 @@ const char* CodeName(grpc::StatusCode code) {
   }
 }
 
+// A stub for `server`, or null after printing why (for `command`).
+std::unique_ptr<v1::SearchService::Stub> NewStub(const std::string& server,
+                                                 const attnsearch::ClientSecurity& security,
+                                                 const char* command) {
+  auto channel = attnsearch::NewClientChannel(server, security);
+  if (!channel.ok()) {
+    std::fprintf(stderr, "attnsearch-admin %s: %s\n", command,
+                 std::string(channel.status().message()).c_str());
+    return nullptr;
+  }
+  return v1::SearchService::NewStub(*channel);
+}
+
 int Backup(const std::string& server, const attnsearch::ClientSecurity& security,
            const std::string& dest, const std::string& collection, int timeout_s) {
   if (dest.empty() || dest[0] != '/') {
@@ -61,13 +75,8 @@ int Backup(const std::string& server, const attnsearch::ClientSecurity& security
                  dest.c_str());
     return 2;
   }
-  auto channel = attnsearch::NewClientChannel(server, security);
-  if (!channel.ok()) {
-    std::fprintf(stderr, "attnsearch-admin backup: %s\n",
-                 std::string(channel.status().message()).c_str());
-    return 2;
-  }
-  auto stub = v1::SearchService::NewStub(*channel);
+  auto stub = NewStub(server, security, "backup");
+  if (stub == nullptr) return 2;
   grpc::ClientContext ctx;
   ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(timeout_s));
   v1::BackupRequest req;
@@ -92,13 +101,8 @@ int Backup(const std::string& server, const attnsearch::ClientSecurity& security
 }
 
 int Collections(const std::string& server, const attnsearch::ClientSecurity& security) {
-  auto channel = attnsearch::NewClientChannel(server, security);
-  if (!channel.ok()) {
-    std::fprintf(stderr, "attnsearch-admin collections: %s\n",
-                 std::string(channel.status().message()).c_str());
-    return 2;
-  }
-  auto stub = v1::SearchService::NewStub(*channel);
+  auto stub = NewStub(server, security, "collections");
+  if (stub == nullptr) return 2;
   grpc::ClientContext ctx;
   ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
   v1::ListCollectionsResponse resp;
