@@ -32,18 +32,22 @@ void FloatToBf16(const float* src, uint16_t* dst, size_t n) {
 }
 
 float QuantizeInt8(const float* src, int8_t* dst, size_t n) {
-  float max_abs = 0.f;
-  for (size_t i = 0; i < n; ++i) max_abs = std::max(max_abs, std::fabs(src[i]));
+  float max_abs = 0.f;  // over the finite values
+  for (size_t i = 0; i < n; ++i) {
+    const float a = std::fabs(src[i]);
+    if (std::isfinite(a)) max_abs = std::max(max_abs, a);
+  }
   if (max_abs == 0.f) {
     std::fill(dst, dst + n, int8_t{0});
     return 0.f;
   }
-  const float scale = max_abs / 127.f, inv = 127.f / max_abs;
+  // In double, 127 / max_abs stays finite even for the smallest subnormal.
+  const double inv = 127.0 / double(max_abs);
   for (size_t i = 0; i < n; ++i) {
-    const float q = std::nearbyint(src[i] * inv);
-    dst[i] = int8_t(std::clamp(q, -127.f, 127.f));
+    const double q = std::nearbyint(double(src[i]) * inv);
+    dst[i] = std::isnan(q) ? int8_t{0} : int8_t(std::clamp(q, -127.0, 127.0));
   }
-  return scale;
+  return max_abs / 127.f;
 }
 
 void DequantizeInt8(const int8_t* src, float scale, float* dst, size_t n) {

@@ -37,7 +37,9 @@ inline float Bf16ToFloat(uint16_t h) {
 void FloatToBf16(const float* src, uint16_t* dst, size_t n);
 
 // Symmetric int8: q = round(x / scale) with scale = max|x| / 127, so that
-// x ≈ q * scale. Returns the scale (0 for an all-zero input).
+// x ≈ q * scale. Returns the scale (0 for an all-zero input). Defined for
+// any input: NaN quantizes to 0, ±infinity to ±127, and a row of subnormals
+// may return a scale that rounds to 0.
 float QuantizeInt8(const float* src, int8_t* dst, size_t n);
 void DequantizeInt8(const int8_t* src, float scale, float* dst, size_t n);
 void Bf16ToFloat(const uint16_t* src, float* dst, size_t n);

@@ -46,17 +46,6 @@ void Tokens(std::string_view value, uint8_t shape) {
   for (float v : values) {
     if (!std::isfinite(v)) return;
   }
-  // QuantizeInt8 divides by a row's largest magnitude: a row whose largest
-  // is below ~3.7e-37 overflows 127 / max to infinity, and 0 * inf is a NaN
-  // cast to int8 (undefined). Stored rows never get there (rows are unit
-  // length before quantisation), so such rows are not re-encoded here.
-  if (dtype == TokenDtype::kInt8) {
-    for (uint32_t r = 0; r < rows; ++r) {
-      float max_abs = 0.f;
-      for (uint32_t k = 0; k < dim; ++k) max_abs = std::max(max_abs, std::fabs(values[r * dim + k]));
-      if (max_abs > 0.f && max_abs < 1e-30f) return;
-    }
-  }
   const std::string again = codec::EncodeTokens(values.data(), rows, dim, dtype);
   std::vector<float> values2;
   uint32_t rows2 = 0;

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <limits>
 #include <random>
 
 #include "core/vector_math.h"
@@ -32,6 +33,29 @@ TEST(Int8Test, QuantizeBoundsTheErrorByHalfAStep) {
   std::vector<int8_t> qz(8, 5);
   EXPECT_EQ(QuantizeInt8(zeros.data(), qz.data(), 8), 0.f);
   EXPECT_EQ(qz, std::vector<int8_t>(8, 0));
+}
+
+TEST(Int8Test, QuantizeIsDefinedForNonFiniteAndSubnormalRows) {
+  const float inf = std::numeric_limits<float>::infinity();
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  const std::vector<float> x = {0.5f, -1.f, nan, inf, -inf, 0.25f};
+  std::vector<int8_t> q(x.size());
+  EXPECT_FLOAT_EQ(QuantizeInt8(x.data(), q.data(), x.size()), 1.f / 127.f);
+  EXPECT_EQ(q, (std::vector<int8_t>{64, -127, 0, 127, -127, 32}));
+
+  // The smallest subnormals: 127 / max|x| would overflow a float.
+  const float tiny = std::numeric_limits<float>::denorm_min();
+  const std::vector<float> t = {tiny, -2 * tiny, 0.f};
+  std::vector<int8_t> qt(t.size());
+  const float scale = QuantizeInt8(t.data(), qt.data(), t.size());
+  EXPECT_EQ(qt, (std::vector<int8_t>{64, -127, 0}));
+  EXPECT_GE(scale, 0.f);
+  EXPECT_LE(scale, tiny);
+
+  const std::vector<float> all_nan(4, nan);
+  std::vector<int8_t> qn(4, 9);
+  EXPECT_EQ(QuantizeInt8(all_nan.data(), qn.data(), 4), 0.f);
+  EXPECT_EQ(qn, std::vector<int8_t>(4, 0));
 }
 
 TEST(Int8Test, CodecRoundTripAndSize) {
