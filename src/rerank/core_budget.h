@@ -1,12 +1,14 @@
-// CoreBudget: how many cores the reranker's parallel work may use right now.
+// CoreBudget: how many cores are free for a query's parallel work right now.
 //
 // The threading model: gRPC handlers hand requests to a fixed pool of
-// workers (one per core by default). A query's reranker work — the oneDNN
-// matmul and the segmented reduce, both on OpenMP — asks the budget for
-// threads: on an idle server one query gets every core; under load each
-// query gets what is free, and at least one, so the cores are never
-// oversubscribed by more than one thread per concurrent query beyond the
-// budget. FAISS graph search runs single-threaded inside the calling worker.
+// workers (one per core by default). A worker holds one core of the budget
+// for every job it runs, whatever the job's stage (a RocksDB fetch needs
+// its core as much as a matmul does). A query's reranker work — the oneDNN
+// matmul and the segmented reduce, both on OpenMP — runs on the worker's
+// own thread plus the extra threads the budget can spare: on an idle server
+// one query gets every core; while the other workers are busy it gets none
+// and runs on its own thread, so parallel reranking never takes a core from
+// another request. FAISS graph search runs single-threaded in the worker.
 #ifndef ATTNSEARCH_RERANK_CORE_BUDGET_H_
 #define ATTNSEARCH_RERANK_CORE_BUDGET_H_
 
@@ -20,10 +22,11 @@ class CoreBudget {
   // A budget of `cores` (at least one).
   explicit CoreBudget(int cores) : total_(std::max(1, cores)) {}
 
-  // Takes up to `want` threads among those free, at least one.
-  int Acquire(int want) {
+  // Takes up to `want` of the free cores, and at least `at_least` even when
+  // that overcommits the budget (a worker must run its job).
+  int Acquire(int want, int at_least) {
     std::lock_guard<std::mutex> lock(mu_);
-    const int take = std::max(1, std::min(want, total_ - in_use_));
+    const int take = std::max(at_least, std::min(want, total_ - in_use_));
     in_use_ += take;
     return take;
   }
@@ -32,24 +35,28 @@ class CoreBudget {
     in_use_ -= n;
   }
   int total() const { return total_; }
+  int in_use() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return in_use_;
+  }
 
  private:
   const int total_;
-  std::mutex mu_;
+  mutable std::mutex mu_;
   int in_use_ = 0;  // guarded by mu_
 };
 
-// Holds threads from a budget for a scope.
+// Holds cores from a budget for a scope. Without a budget it holds `want`.
 class CoreLease {
  public:
-  CoreLease(CoreBudget* budget, int want)
-      : budget_(budget), n_(budget ? budget->Acquire(want) : want) {}
+  CoreLease(CoreBudget* budget, int want, int at_least)
+      : budget_(budget), n_(budget ? budget->Acquire(want, at_least) : want) {}
   ~CoreLease() {
     if (budget_) budget_->Release(n_);
   }
   CoreLease(const CoreLease&) = delete;
   CoreLease& operator=(const CoreLease&) = delete;
-  int threads() const { return n_; }
+  int cores() const { return n_; }
 
  private:
   CoreBudget* budget_;

@@ -173,12 +173,14 @@ absl::Status Reranker::ForEachChunk(
   const double mflop = 2e-6 * m * double(d) * double(candidates.total_rows);
   int want = options_.max_threads > 0 ? options_.max_threads : omp_get_num_procs();
   want = std::max(1, std::min(want, 1 + int(mflop / 16.0)));
-  CoreLease lease(options_.cores, want);
+  // The calling thread has its own core (a server worker holds one for its
+  // job); the others are extra cores the budget can spare now.
+  CoreLease extra(options_.cores, want - 1, 0);
   struct ThreadsFor {
     explicit ThreadsFor(int n) : previous(omp_get_max_threads()) { omp_set_num_threads(n); }
     ~ThreadsFor() { omp_set_num_threads(previous); }  // the caller's setting comes back
     int previous;
-  } threads_for(lease.threads());
+  } threads_for(1 + extra.cores());
 
   std::vector<float>& sim = ThreadSimilarities();
   thread_local std::vector<uint8_t> scratch;

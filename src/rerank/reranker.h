@@ -36,8 +36,10 @@ struct RerankerOptions {
   // split at candidate boundaries. Bounds the score buffer to
   // m x max_rows_per_gemm floats. Default: 32768.
   size_t max_rows_per_gemm = 32768;
-  // Threads one Score call may use, shared among concurrent calls (see
-  // core_budget.h). Borrowed; must outlive the Reranker. Default: null, each
+  // The cores Score calls share (see core_budget.h): a call runs on its
+  // calling thread, which is taken to hold a core of the budget already (as
+  // the server's workers do), plus as many extra threads as the budget has
+  // free cores. Borrowed; must outlive the Reranker. Default: null, each
   // call uses up to max_threads.
   CoreBudget* cores = nullptr;
   // Most threads one Score call uses. Default: 0, the number of cores.

@@ -2,7 +2,7 @@
 
 namespace attnsearch {
 
-WorkerPool::WorkerPool(size_t threads) {
+WorkerPool::WorkerPool(size_t threads, CoreBudget* cores) : cores_(cores) {
   if (threads == 0) threads = 1;
   for (size_t i = 0; i < threads; ++i) threads_.emplace_back([this] { Run(); });
 }
@@ -34,6 +34,7 @@ void WorkerPool::Run() {
       job = std::move(jobs_.front());
       jobs_.pop_front();
     }
+    CoreLease core(cores_, 1, 1);
     job();
   }
 }

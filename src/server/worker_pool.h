@@ -1,6 +1,9 @@
 // WorkerPool: a fixed set of threads running submitted jobs in FIFO order.
 // The gRPC callback handlers hand their work to it so that reactions stay
-// short and the number of threads doing engine work is bounded.
+// short and the number of threads doing engine work is bounded. With a
+// CoreBudget, each running job holds one core of it (see
+// rerank/core_budget.h), so a query reranks in parallel only on cores no
+// other job is using.
 #ifndef ATTNSEARCH_SERVER_WORKER_POOL_H_
 #define ATTNSEARCH_SERVER_WORKER_POOL_H_
 
@@ -11,12 +14,15 @@
 #include <thread>
 #include <vector>
 
+#include "rerank/core_budget.h"
+
 namespace attnsearch {
 
 class WorkerPool {
  public:
-  // Starts `threads` workers (at least one).
-  explicit WorkerPool(size_t threads);
+  // Starts `threads` workers (at least one). `cores` (borrowed, may be null)
+  // must outlive the pool.
+  explicit WorkerPool(size_t threads, CoreBudget* cores = nullptr);
   // Runs the jobs already queued, then joins the workers.
   ~WorkerPool();
 
@@ -25,6 +31,7 @@ class WorkerPool {
  private:
   void Run();
 
+  CoreBudget* const cores_;
   std::mutex mu_;
   std::condition_variable cv_;
   std::deque<std::function<void()>> jobs_;  // guarded by mu_

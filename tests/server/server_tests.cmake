@@ -52,3 +52,7 @@ target_compile_definitions(backup_server_test PRIVATE
                            ATTN_SERVER_BINARY="$<TARGET_FILE:attnsearch-server>"
                            ATTN_ADMIN_BINARY="$<TARGET_FILE:attnsearch-admin>")
 add_dependencies(backup_server_test attnsearch-server attnsearch-admin)
+# The worker pool's order and the core each running job holds.
+attn_cc_test(NAME worker_pool_test SRCS server/worker_pool_test.cc
+             DEPS attn_server
+             LABELS unit)
