@@ -166,6 +166,9 @@ struct SearchHit {
 // Microseconds spent per stage.
 struct SearchTiming {
   int64_t encode_us = 0, ann_us = 0, fetch_us = 0, rerank_us = 0, total_us = 0;
+  // Set by the server: how long the request waited for a worker before the
+  // engine started (not part of total_us).
+  int64_t queue_us = 0;
 };
 
 struct SearchResult {

@@ -198,6 +198,7 @@ void ToProto(SearchResult&& in, v1::SearchResponse* out) {
   t->set_fetch_us(uint64_t(in.timing.fetch_us));
   t->set_rerank_us(uint64_t(in.timing.rerank_us));
   t->set_total_us(uint64_t(in.timing.total_us));
+  t->set_queue_us(uint64_t(in.timing.queue_us));
 }
 
 }  // namespace attnsearch

@@ -10,7 +10,7 @@
 namespace attnsearch {
 namespace {
 
-constexpr const char* kStageNames[] = {"encode", "ann", "fetch", "rerank", "total"};
+constexpr const char* kStageNames[] = {"encode", "ann", "fetch", "rerank", "total", "queue"};
 
 const char* CodeName(grpc::StatusCode c) {
   switch (c) {
@@ -180,7 +180,7 @@ void ServerMetrics::CallDone(const CallRecord& call, const grpc::Status& status)
 }
 
 void ServerMetrics::SearchDone(const CallRecord& call, const SearchTiming& t) {
-  const int64_t us[] = {t.encode_us, t.ann_us, t.fetch_us, t.rerank_us, t.total_us};
+  const int64_t us[] = {t.encode_us, t.ann_us, t.fetch_us, t.rerank_us, t.total_us, t.queue_us};
   for (size_t i = 0; i < stages_.size(); ++i) stages_[i].Observe(double(us[i]) / 1e6);
 }
 

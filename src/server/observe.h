@@ -14,14 +14,16 @@
 //   attnsearch_requests_total{rpc,code}                  counter
 //   attnsearch_errors_total{rpc,code}                    counter (code != OK)
 //   attnsearch_search_stage_duration_seconds{stage}      histogram
-//       (stage: encode, ann, fetch, rerank, total; successful searches)
+//       (stage: encode, ann, fetch, rerank, total, and queue: the wait for
+//       a worker before the search; successful searches)
 //   attnsearch_collection_documents{collection}          gauge
 //   attnsearch_collection_tombstones{collection}         gauge
 //   attnsearch_collection_ann_vectors{collection}        gauge
 //   attnsearch_collection_disk_bytes{collection}         gauge
 //   attnsearch_collection_writes_stopped{collection}     gauge (1 after a storage write error)
 //   attnsearch_collection_rocksdb_memory_bytes{collection,kind}  gauge
-//       (kind: block_cache, memtables, table_readers)
+//       (kind: block_cache, memtables, table_readers; the server's block
+//       cache is one for all collections, so each reports its whole usage)
 #ifndef ATTNSEARCH_SERVER_OBSERVE_H_
 #define ATTNSEARCH_SERVER_OBSERVE_H_
 
@@ -106,7 +108,7 @@ class ServerMetrics : public CallObserver {
   std::map<std::string, std::unique_ptr<Histogram>> rpc_latency_;
   std::map<std::pair<std::string, int>, uint64_t> calls_;
   // encode, ann, fetch, rerank, total.
-  std::array<Histogram, 5> stages_;
+  std::array<Histogram, 6> stages_;
 };
 
 }  // namespace attnsearch

@@ -139,6 +139,7 @@ grpc::ServerUnaryReactor* SearchServiceImpl::Run(grpc::CallbackServerContext* ct
     return reactor;
   }
   pool_->Submit([this, reactor, ctx, call = std::move(call), fn = std::move(fn)]() mutable {
+    call.dequeued = std::chrono::steady_clock::now();
     grpc::Status status;
     if (ctx->IsCancelled()) {
       status = grpc::Status(grpc::StatusCode::CANCELLED, "cancelled by the client");
@@ -324,6 +325,9 @@ grpc::ServerUnaryReactor* SearchServiceImpl::Search(grpc::CallbackServerContext*
     SearchQuery q;
     ATTN_RETURN_IF_ERROR(FromProto(*req, c->config().dim, &q));
     ATTN_ASSIGN_OR_RETURN(SearchResult r, c->Search(std::move(q), DeadlineOf(ctx)));
+    r.timing.queue_us = std::chrono::duration_cast<std::chrono::microseconds>(
+                            call.dequeued - call.start)
+                            .count();
     if (options_.observer != nullptr) options_.observer->SearchDone(call, r.timing);
     ToProto(std::move(r), resp);
     return absl::OkStatus();

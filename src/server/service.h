@@ -24,6 +24,7 @@ struct CallRecord {
   std::string collection;          // empty for ListCollections
   std::string request_id;          // the client's x-request-id, or generated
   std::chrono::steady_clock::time_point start;
+  std::chrono::steady_clock::time_point dequeued;  // when a worker took the call
 };
 
 // Told about every finished call, e.g. to log it and count it. Must be

@@ -167,7 +167,7 @@ TEST(ObserveTest, MetricsEndpointAndJsonCallLog) {
   EXPECT_EQ(Sample(text, "attnsearch_rpc_duration_seconds_bucket{rpc=\"Search\",le=\"+Inf\"}"),
             5);
   EXPECT_GT(Sample(text, "attnsearch_rpc_duration_seconds_sum{rpc=\"Upsert\"}"), 0);
-  for (const char* stage : {"encode", "ann", "fetch", "rerank", "total"}) {
+  for (const char* stage : {"encode", "ann", "fetch", "rerank", "total", "queue"}) {
     SCOPED_TRACE(stage);
     EXPECT_EQ(Sample(text, std::string("attnsearch_search_stage_duration_seconds_count{stage=\"") +
                                stage + "\"}"),
