@@ -15,6 +15,7 @@
 
 #include <cstdlib>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <fstream>
@@ -84,10 +85,17 @@ int main(int argc, char** argv) {
   app.add_option("--shutdown_grace_s", shutdown_grace_s,
                  "seconds calls in flight get to finish at shutdown")
       ->capture_default_str();
-  size_t block_cache_mb = catalog_options.collection.storage.block_cache_bytes >> 20;
+  // One block cache for all collections, an eighth of the machine's memory
+  // by default (at least 256 MiB): the candidates' token matrices are read
+  // from it, and a cache smaller than the queries' hot set turns reranking
+  // reads into file reads whose cost varies with the machine.
+  const uint64_t memory_mb =
+      uint64_t(sysconf(_SC_PHYS_PAGES)) * uint64_t(sysconf(_SC_PAGESIZE)) >> 20;
+  size_t block_cache_mb = size_t(std::max<uint64_t>(256, memory_mb / 8));
   uint64_t min_free_disk_mb = catalog_options.collection.storage.min_free_bytes >> 20;
   app.add_option("--block_cache_mb", block_cache_mb,
-                 "RocksDB block cache per collection, MiB (candidates' tokens are read from it)")
+                 "RocksDB block cache shared by all collections, MiB (candidates' tokens are "
+                 "read from it; default: an eighth of the machine's memory)")
       ->capture_default_str();
   app.add_option("--min_free_disk_mb", min_free_disk_mb,
                  "free disk space kept in reserve: below it writes answer RESOURCE_EXHAUSTED "
@@ -168,7 +176,8 @@ int main(int argc, char** argv) {
   attnsearch::CoreBudget core_budget(cores);
   catalog_options.collection.rerank.cores = &core_budget;
   catalog_options.collection.storage.sync_writes = !no_sync;
-  catalog_options.collection.storage.block_cache_bytes = block_cache_mb << 20;
+  catalog_options.collection.storage.block_cache =
+      std::make_shared<attnsearch::BlockCache>(block_cache_mb << 20);
   catalog_options.collection.storage.min_free_bytes = min_free_disk_mb << 20;
 
   // Block the stop signals in every thread; one thread waits for them.
@@ -181,7 +190,7 @@ int main(int argc, char** argv) {
   // The server listens before the collections are open (health reports
   // NOT_SERVING and calls answer UNAVAILABLE meanwhile); the "listening on"
   // line is printed once it serves.
-  auto pool = std::make_unique<attnsearch::WorkerPool>(workers);
+  auto pool = std::make_unique<attnsearch::WorkerPool>(workers, &core_budget);
   std::atomic<attnsearch::Catalog*> open_catalog{nullptr};
   attnsearch::ServerMetrics metrics(
       log_calls == "all"      ? attnsearch::CallLogging::kAll

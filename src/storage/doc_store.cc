@@ -66,6 +66,17 @@ rocksdb::Slice AsSlice(std::string_view s) { return {s.data(), s.size()}; }
 
 }  // namespace
 
+struct BlockCache::Rep {
+  std::shared_ptr<rocksdb::Cache> cache;
+};
+
+BlockCache::BlockCache(size_t capacity_bytes) : rep_(std::make_unique<Rep>()) {
+  rep_->cache = rocksdb::NewLRUCache(capacity_bytes);
+}
+BlockCache::~BlockCache() = default;
+size_t BlockCache::capacity() const { return rep_->cache->GetCapacity(); }
+size_t BlockCache::usage() const { return rep_->cache->GetUsage(); }
+
 struct DocStore::Rep {
   std::string path;
   uint64_t min_free_bytes = 0;
@@ -210,7 +221,9 @@ absl::StatusOr<std::unique_ptr<DocStore>> DocStore::OpenImpl(
   db_options.listeners.push_back(std::make_shared<StopListener>(&rep->stopped));
 
   rocksdb::BlockBasedTableOptions table;
-  table.block_cache = rocksdb::NewLRUCache(options.block_cache_bytes);
+  table.block_cache = options.block_cache != nullptr
+                          ? options.block_cache->rep_->cache
+                          : rocksdb::NewLRUCache(options.block_cache_bytes);
   table.cache_index_and_filter_blocks = true;
   rocksdb::ColumnFamilyOptions cf_options;
   cf_options.write_buffer_size = options.write_buffer_bytes;

@@ -51,14 +51,38 @@
 
 namespace attnsearch {
 
+// A RocksDB block cache that several stores share, so that their hot blocks
+// compete for one memory budget (the server keeps one for all its
+// collections). Memory is taken as blocks are read, up to the capacity.
+class BlockCache {
+ public:
+  explicit BlockCache(size_t capacity_bytes);
+  ~BlockCache();
+  BlockCache(const BlockCache&) = delete;
+  BlockCache& operator=(const BlockCache&) = delete;
+
+  size_t capacity() const;
+  // Bytes held now, by every store using the cache.
+  size_t usage() const;
+
+ private:
+  friend class DocStore;
+  struct Rep;
+  std::unique_ptr<Rep> rep_;
+};
+
 struct StorageOptions {
   // Sync the write-ahead log before a Commit returns. Turning it off keeps a
   // process crash safe but may lose the last writes on a power failure.
   // Default: true.
   bool sync_writes = true;
-  // Size of the LRU block cache shared by the column families. Token
-  // matrices of reranked candidates are read from it. Default: 256 MiB.
+  // Size of the store's own LRU block cache (shared by its column
+  // families), used when `block_cache` is null. Token matrices of reranked
+  // candidates are read from it. Default: 256 MiB.
   size_t block_cache_bytes = size_t{256} << 20;
+  // A block cache shared with other stores; replaces the store's own.
+  // Default: none.
+  std::shared_ptr<BlockCache> block_cache;
   // Total size of live WAL files before the column families holding the
   // oldest are flushed. Default: 256 MiB.
   size_t max_wal_bytes = size_t{256} << 20;

@@ -330,6 +330,47 @@ TEST(DocStoreTest, GetTokensOfNothing) {
   EXPECT_EQ(block.found, (std::vector<bool>{false, false}));
 }
 
+// Two stores on one shared block cache: reads of either fill it, and both
+// report its whole usage.
+TEST(DocStoreTest, StoresShareABlockCache) {
+  TempDir tmp;
+  constexpr uint32_t kDim = 16;
+  auto cache = std::make_shared<BlockCache>(size_t{4} << 20);
+  EXPECT_EQ(cache->capacity(), size_t{4} << 20);
+  StorageOptions options = SmallOptions();
+  options.block_cache = cache;
+  std::mt19937 rng(21);
+  std::vector<std::unique_ptr<DocStore>> stores;
+  std::vector<std::vector<Document>> docs(2);
+  for (int s = 0; s < 2; ++s) {
+    auto store = DocStore::Create(tmp.Sub(absl::StrCat("store", s)), Config(kDim, TokenDtype::kF32),
+                                  options);
+    ASSERT_TRUE(store.ok()) << store.status();
+    std::vector<DocWrite> writes;
+    for (int i = 0; i < 40; ++i) docs[s].push_back(MakeDoc(rng, absl::StrCat("d", i), kDim, 8));
+    for (int i = 0; i < 40; ++i) writes.push_back({Label(i), std::nullopt, &docs[s][i]});
+    ASSERT_TRUE((*store)->Commit(writes, {}).ok());
+    ASSERT_TRUE((*store)->Flush().ok());  // reads now come through the block cache
+    stores.push_back(std::move(store).value());
+  }
+  std::vector<Label> all(40);
+  for (int i = 0; i < 40; ++i) all[i] = Label(i);
+  size_t before = cache->usage();
+  for (int s = 0; s < 2; ++s) {
+    TokenBlock block;
+    ASSERT_TRUE(stores[s]->GetTokens(all, &block).ok());
+    ASSERT_EQ(block.total_rows, 40u * 8);
+    for (int i = 0; i < 40; ++i) {
+      const float* got = block.storage.data() + block.offsets[i] * kDim;
+      ASSERT_TRUE(std::equal(got, got + 8 * kDim, docs[s][i].tokens.begin())) << s << " " << i;
+    }
+    EXPECT_GT(cache->usage(), before) << "store " << s;
+    before = cache->usage();
+  }
+  EXPECT_EQ(stores[0]->Memory().block_cache, cache->usage());
+  EXPECT_EQ(stores[1]->Memory().block_cache, cache->usage());
+}
+
 // ---------------------------------------------------------------------------
 // Overwrites, deletes and persistence.
 
