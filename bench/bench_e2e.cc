@@ -69,8 +69,10 @@ std::shared_ptr<grpc::Channel> MakeChannel(const std::string& target, int id) {
 struct Sample {
   double start_s = 0;  // scheduled start, seconds since the run began (open loop)
   double latency_us = 0;
+  double send_lag_us = 0;  // how late the load generator sent it (open loop)
   int code = 0;
   int64_t t[5] = {0, 0, 0, 0, 0};  // encode, ann, fetch, rerank, total
+  int64_t queue_us = 0;             // the wait for a server worker
 };
 
 void Record(const grpc::Status& s, const v1::SearchResponse& resp, double us, Sample* out) {
@@ -83,6 +85,7 @@ void Record(const grpc::Status& s, const v1::SearchResponse& resp, double us, Sa
     out->t[2] = int64_t(tm.fetch_us());
     out->t[3] = int64_t(tm.rerank_us());
     out->t[4] = int64_t(tm.total_us());
+    out->queue_us = int64_t(tm.queue_us());
   }
 }
 
@@ -150,6 +153,7 @@ RunResult OpenLoop(v1::SearchService::Stub* stub, const std::vector<v1::SearchRe
     grpc::ClientContext ctx;
     v1::SearchResponse resp;
     Clock::time_point intended;
+    double lag_us = 0;
   };
   std::mutex mu;
   std::condition_variable cv;
@@ -170,6 +174,7 @@ RunResult OpenLoop(v1::SearchService::Stub* stub, const std::vector<v1::SearchRe
     }
     auto* call = new Call;
     call->intended = next;
+    call->lag_us = std::chrono::duration<double, std::micro>(Clock::now() - next).count();
     call->ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
     {
       std::lock_guard<std::mutex> l(mu);
@@ -182,6 +187,7 @@ RunResult OpenLoop(v1::SearchService::Stub* stub, const std::vector<v1::SearchRe
                  std::chrono::duration<double, std::micro>(Clock::now() - call->intended).count(),
                  &smp);
           smp.start_s = std::chrono::duration<double>(call->intended - start).count();
+          smp.send_lag_us = call->lag_us;
           delete call;
           std::lock_guard<std::mutex> l(mu);
           samples.push_back(smp);
@@ -279,15 +285,34 @@ nlohmann::json Soak(v1::SearchService::Stub* stub, const std::vector<v1::SearchR
     rss.back() = ResidentBytes(f.server_pid);
     cpu.back() = SampleCpu(f.server_pid);
   }
-  std::vector<std::vector<double>> ms(windows);
+  // Per window: the whole latency, the engine's search time, the wait for a
+  // server worker, the rest (gRPC on both sides, loopback, the client's
+  // callback) and how late the load generator sent.
+  std::vector<std::vector<double>> ms(windows), engine_ms(windows), queue_ms(windows),
+      outside_ms(windows), lag_ms(windows);
   std::vector<int64_t> errors(windows, 0), requests(windows, 0);
   for (const Sample& s : run.samples) {
     const size_t w = std::min(windows - 1, size_t(s.start_s / f.soak_window));
     ++requests[w];
+    lag_ms[w].push_back(s.send_lag_us / 1000.0);
     if (s.code == 0) {
       ms[w].push_back(s.latency_us / 1000.0);
+      engine_ms[w].push_back(double(s.t[4]) / 1000.0);
+      queue_ms[w].push_back(double(s.queue_us) / 1000.0);
+      outside_ms[w].push_back((s.latency_us - double(s.t[4] + s.queue_us)) / 1000.0);
     } else {
       ++errors[w];
+    }
+  }
+  if (!f.soak_samples.empty()) {
+    std::ofstream csv(f.soak_samples);
+    csv << "start_s,code,latency_us,send_lag_us,queue_us,encode_us,ann_us,fetch_us,rerank_us,"
+           "total_us\n";
+    for (const Sample& s : run.samples) {
+      csv << Fmt("%.6f,%d,%.0f,%.0f,%lld", s.start_s, s.code, s.latency_us, s.send_lag_us,
+                 (long long)s.queue_us);
+      for (int64_t t : s.t) csv << ',' << t;
+      csv << '\n';
     }
   }
   std::vector<std::vector<std::string>> table;
@@ -296,6 +321,8 @@ nlohmann::json Soak(v1::SearchService::Stub* stub, const std::vector<v1::SearchR
   double p99_first = 0, p99_worst = 0;
   for (size_t w = 0; w < windows; ++w) {
     const Summary lat = Summarize(ms[w]);
+    const Summary engine = Summarize(engine_ms[w]), queue = Summarize(queue_ms[w]),
+                  outside = Summarize(outside_ms[w]), lag = Summarize(lag_ms[w]);
     if (w == 0) p99_first = lat.p99;
     p99_worst = std::max(p99_worst, lat.p99);
     total_errors += errors[w];
@@ -319,15 +346,22 @@ nlohmann::json Soak(v1::SearchService::Stub* stub, const std::vector<v1::SearchR
                          std::min(f.soak_seconds, (w + 1) * f.soak_window)),
                      Fmt("%lld", (long long)requests[w]), Fmt("%lld", (long long)errors[w]),
                      Fmt("%.2f", lat.p50), Fmt("%.2f", lat.p99), Fmt("%.2f", lat.max),
+                     Fmt("%.2f", engine.p99), Fmt("%.1f", engine.max), Fmt("%.2f", queue.p99),
+                     Fmt("%.2f", outside.p99), Fmt("%.2f", lag.p99),
                      Fmt("%.1f", rss[w] / 1048576.0), Fmt("%.2f", server_cores),
-                     Fmt("%.2f", other_cores), Fmt("%.0f", disk_mb),
+                     Fmt("%.2f", self_cores), Fmt("%.2f", other_cores), Fmt("%.0f", disk_mb),
                      Fmt("%.1f%%", 100 * steal)});
     rows.push_back({{"window", w},
                     {"requests", requests[w]},
                     {"errors", errors[w]},
                     {"latency_ms", ToJson(lat)},
+                    {"engine_ms", ToJson(engine)},
+                    {"queue_ms", ToJson(queue)},
+                    {"outside_engine_ms", ToJson(outside)},
+                    {"send_lag_ms", ToJson(lag)},
                     {"rss_bytes", rss[w]},
                     {"server_cpu_cores", server_cores},
+                    {"load_generator_cpu_cores", self_cores},
                     {"other_cpu_cores", other_cores},
                     {"server_disk_read_mb", disk_mb},
                     {"machine_steal", steal}});
@@ -335,7 +369,8 @@ nlohmann::json Soak(v1::SearchService::Stub* stub, const std::vector<v1::SearchR
   std::printf("soak at %.0f/s (%.0f%% of %.0f QPS), %.0f s, windows of %.0f s:\n%s", rate,
               100 * f.soak_fraction, rate / f.soak_fraction, f.soak_seconds, f.soak_window,
               FormatTable({"window", "requests", "errors", "p50 ms", "p99 ms", "max ms",
-                           "server RSS MiB", "server CPU", "others' CPU", "server disk MB",
+                           "engine p99", "engine max", "queue p99", "rest p99", "send lag p99", "server RSS MiB",
+                           "server CPU", "generator CPU", "others' CPU", "server disk MB",
                            "steal"},
                           table)
                   .c_str());

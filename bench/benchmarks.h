@@ -80,6 +80,7 @@ struct BenchFlags {
   double soak_fraction = 0.7;
   double soak_window = 60.0;
   int server_pid = 0;  // the server's pid, for its resident memory (0: not measured)
+  std::string soak_samples;  // a CSV of every soak request, for offline analysis ("": none)
   int top_k = 10;
   int e2e_candidates = 100;
   int e2e_query_tokens = 32;

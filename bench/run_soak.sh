@@ -9,7 +9,8 @@
 #
 #   bench/run_soak.sh [SECONDS]   # env: DOCS (100000), TOKENS (64), WINDOW (60), BUILD (build),
 #                                 #      SERVER_FLAGS (extra server flags, e.g. "--block_cache_mb 2048"),
-#                                 #      FRACTION (0.7: the share of the best QPS)
+#                                 #      FRACTION (0.7: the share of the best QPS),
+#                                 #      SAMPLES (a CSV path for every soak request)
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 build="${BUILD:-$root/build}"
@@ -60,7 +61,7 @@ echo "settled: $(events flush_finished) flushes and $(events compaction_finished
 # 3. The best closed-loop QPS, then the soak at 70% of it.
 "$build/attnsearch-bench" --benchmarks=e2e --server="$addr" --collection=soak \
   --concurrency=2,4,8 --duration=15 \
-  --soak_seconds="$seconds" --soak_fraction="${FRACTION:-0.7}" --soak_window="${WINDOW:-60}" --server_pid="$pid" \
+  --soak_seconds="$seconds" --soak_fraction="${FRACTION:-0.7}" --soak_window="${WINDOW:-60}" --server_pid="$pid" ${SAMPLES:+--soak_samples="$SAMPLES"} \
   --out_dir="${OUT_DIR:-$root/bench/results}" --json="${JSON:-$root/bench/results/soak.jsonl}"
 after=$(( $(events compaction_started) + $(events flush_started) ))
 echo "RocksDB flushes and compactions started during the measurement: $((after - before))"
