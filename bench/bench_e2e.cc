@@ -39,6 +39,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdio>
+#include <ctime>
 #include <fstream>
 #include <functional>
 #include <sstream>
@@ -263,6 +264,64 @@ CpuSample SampleCpu(int pid) {
   return c;
 }
 
+// The machine's speed while the soak runs: every 100 ms a thread of the load
+// generator times a fixed piece of work (a dependent multiply-add chain over
+// a 256 KiB buffer, ~0.3 ms) in its own CPU time, so being descheduled does
+// not count. When the cores themselves get slower — another tenant on the
+// hyperthread sibling, a lower clock, contention for caches or memory — the
+// same work takes more CPU time, which per-process CPU counters and
+// hypervisor steal do not show.
+class SpeedProbe {
+ public:
+  SpeedProbe() : thread_([this] { Run(); }) {}
+  ~SpeedProbe() { Stop(); }
+  void Stop() {
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    if (thread_.joinable()) thread_.join();
+  }
+  struct Sample {
+    double t_s;     // seconds since the probe started
+    double cpu_us;  // CPU time of one piece of work
+  };
+  // REQUIRES: Stop() called.
+  const std::vector<Sample>& samples() const { return samples_; }
+
+ private:
+  static double ThreadCpuUs() {
+    timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return double(ts.tv_sec) * 1e6 + double(ts.tv_nsec) / 1e3;
+  }
+  void Run() {
+    std::vector<float> buf(65536);
+    for (size_t i = 0; i < buf.size(); ++i) buf[i] = float(i % 97) * 1e-3f;
+    volatile float sink = 0;
+    const auto start = Clock::now();
+    std::unique_lock<std::mutex> l(mu_);
+    while (!cv_.wait_for(l, std::chrono::milliseconds(100), [this] { return stop_; })) {
+      const double t0 = ThreadCpuUs();
+      float acc = 0;
+      for (int pass = 0; pass < 2; ++pass) {
+        for (float v : buf) acc = acc * 0.999f + v;
+      }
+      sink = acc;
+      samples_.push_back(
+          {std::chrono::duration<double>(Clock::now() - start).count(), ThreadCpuUs() - t0});
+    }
+    (void)sink;
+  }
+
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool stop_ = false;  // guarded by mu_
+  std::vector<Sample> samples_;
+  std::thread thread_;
+};
+
 // The soak: an open loop at `rate`, judged per window.
 nlohmann::json Soak(v1::SearchService::Stub* stub, const std::vector<v1::SearchRequest>& pool,
                     double rate, const BenchFlags& f, RunResult* run_out) {
@@ -279,8 +338,15 @@ nlohmann::json Soak(v1::SearchService::Stub* stub, const std::vector<v1::SearchR
       cpu[w] = SampleCpu(f.server_pid);
     }
   };
+  SpeedProbe probe;
   RunResult run = OpenLoop(stub, pool, rate, f.soak_seconds, f.arrival, f.seed + 1,
                            Fmt("soak %.0f/s", rate), tick);
+  probe.Stop();
+  std::vector<std::vector<double>> probe_us(windows);
+  for (const SpeedProbe::Sample& s : probe.samples()) {
+    probe_us[std::min(windows - 1, size_t(s.t_s / f.soak_window))].push_back(s.cpu_us);
+  }
+  double probe_first_median = 0;
   if (rss.back() == 0) {
     rss.back() = ResidentBytes(f.server_pid);
     cpu.back() = SampleCpu(f.server_pid);
@@ -321,6 +387,15 @@ nlohmann::json Soak(v1::SearchService::Stub* stub, const std::vector<v1::SearchR
   double p99_first = 0, p99_worst = 0;
   for (size_t w = 0; w < windows; ++w) {
     const Summary lat = Summarize(ms[w]);
+    // The probe's work in CPU time, relative to the first window's median:
+    // the median and the slowest tenth (a slow spell of a few seconds).
+    std::sort(probe_us[w].begin(), probe_us[w].end());
+    auto probe_q = [&](double q) {
+      return probe_us[w].empty() ? 0.0 : probe_us[w][size_t(q * double(probe_us[w].size() - 1))];
+    };
+    if (w == 0) probe_first_median = probe_q(0.5);
+    const double slow_median = probe_first_median > 0 ? probe_q(0.5) / probe_first_median : 0;
+    const double slow_p90 = probe_first_median > 0 ? probe_q(0.9) / probe_first_median : 0;
     const Summary engine = Summarize(engine_ms[w]), queue = Summarize(queue_ms[w]),
                   outside = Summarize(outside_ms[w]), lag = Summarize(lag_ms[w]);
     if (w == 0) p99_first = lat.p99;
@@ -349,7 +424,8 @@ nlohmann::json Soak(v1::SearchService::Stub* stub, const std::vector<v1::SearchR
                      Fmt("%.2f", engine.p99), Fmt("%.1f", engine.max), Fmt("%.2f", queue.p99),
                      Fmt("%.2f", outside.p99), Fmt("%.2f", lag.p99),
                      Fmt("%.1f", rss[w] / 1048576.0), Fmt("%.2f", server_cores),
-                     Fmt("%.2f", self_cores), Fmt("%.2f", other_cores), Fmt("%.0f", disk_mb),
+                     Fmt("%.2f", self_cores), Fmt("%.2f", other_cores),
+                     Fmt("%.2f/%.2f", slow_median, slow_p90), Fmt("%.0f", disk_mb),
                      Fmt("%.1f%%", 100 * steal)});
     rows.push_back({{"window", w},
                     {"requests", requests[w]},
@@ -364,13 +440,16 @@ nlohmann::json Soak(v1::SearchService::Stub* stub, const std::vector<v1::SearchR
                     {"load_generator_cpu_cores", self_cores},
                     {"other_cpu_cores", other_cores},
                     {"server_disk_read_mb", disk_mb},
+                    {"probe_cpu_us_median", probe_q(0.5)},
+                    {"probe_cpu_us_p90", probe_q(0.9)},
                     {"machine_steal", steal}});
   }
   std::printf("soak at %.0f/s (%.0f%% of %.0f QPS), %.0f s, windows of %.0f s:\n%s", rate,
               100 * f.soak_fraction, rate / f.soak_fraction, f.soak_seconds, f.soak_window,
               FormatTable({"window", "requests", "errors", "p50 ms", "p99 ms", "max ms",
                            "engine p99", "engine max", "queue p99", "rest p99", "send lag p99", "server RSS MiB",
-                           "server CPU", "generator CPU", "others' CPU", "server disk MB",
+                           "server CPU", "generator CPU", "others' CPU", "probe slowdown",
+                           "server disk MB",
                            "steal"},
                           table)
                   .c_str());
