@@ -4,8 +4,12 @@
 # closed-loop QPS measured (concurrency 2, 4, 8; 15 s each), then an open loop
 # at 70% of it for SECONDS (default 600) judged per minute: no errors, server
 # memory grows <= 5% after the first minute, p99 within 2x of the first
-# minute's. Each window also reports the server's CPU use and the share of
-# the machine's CPU time stolen by the hypervisor.
+# minute's. Each window also reports where the latency went (the engine's
+# search, the wait for a server worker, the rest), the CPU of the server, the
+# load generator and everything else, the server's disk reads, hypervisor
+# steal, and a speed probe (fixed work timed in thread CPU time, relative to
+# the first window: median/slowest tenth) that shows when the cores
+# themselves got slower.
 #
 #   bench/run_soak.sh [SECONDS]   # env: DOCS (100000), TOKENS (64), WINDOW (60), BUILD (build),
 #                                 #      SERVER_FLAGS (extra server flags, e.g. "--block_cache_mb 2048"),
