@@ -264,13 +264,13 @@ CpuSample SampleCpu(int pid) {
   return c;
 }
 
-// The machine's speed while the soak runs: every 100 ms a thread of the load
-// generator times a fixed piece of work (a dependent multiply-add chain over
-// a 256 KiB buffer, ~0.3 ms) in its own CPU time, so being descheduled does
-// not count. When the cores themselves get slower — another tenant on the
-// hyperthread sibling, a lower clock, contention for caches or memory — the
-// same work takes more CPU time, which per-process CPU counters and
-// hypervisor steal do not show.
+// The machine's memory speed while the soak runs: every 100 ms a thread of
+// the load generator times a fixed piece of work — 4,096 dependent loads
+// along a random cycle through 64 MiB, beyond the last-level cache — in its
+// own CPU time, so being descheduled does not count. When other tenants
+// contend for the shared cache and memory (the engine's ANN and fetch stages
+// are bound by memory latency), the same work takes more CPU time, which
+// per-process CPU counters and hypervisor steal do not show.
 class SpeedProbe {
  public:
   SpeedProbe() : thread_([this] { Run(); }) {}
@@ -297,18 +297,25 @@ class SpeedProbe {
     return double(ts.tv_sec) * 1e6 + double(ts.tv_nsec) / 1e3;
   }
   void Run() {
-    std::vector<float> buf(65536);
-    for (size_t i = 0; i < buf.size(); ++i) buf[i] = float(i % 97) * 1e-3f;
-    volatile float sink = 0;
+    // One random cycle through all the slots (Sattolo's shuffle), one slot
+    // per 64-byte line.
+    constexpr size_t kSlots = (size_t{64} << 20) / 64;
+    std::vector<uint64_t> next(kSlots * 8);
+    std::vector<uint32_t> order(kSlots);
+    for (size_t i = 0; i < kSlots; ++i) order[i] = uint32_t(i);
+    Rng rng(7);
+    for (size_t i = kSlots - 1; i > 0; --i) {
+      std::swap(order[i], order[size_t(rng.Uniform() * double(i))]);
+    }
+    for (size_t i = 0; i < kSlots; ++i) next[size_t(order[i]) * 8] = uint64_t(order[(i + 1) % kSlots]) * 8;
+    volatile uint64_t sink = 0;
+    uint64_t at = 0;
     const auto start = Clock::now();
     std::unique_lock<std::mutex> l(mu_);
     while (!cv_.wait_for(l, std::chrono::milliseconds(100), [this] { return stop_; })) {
       const double t0 = ThreadCpuUs();
-      float acc = 0;
-      for (int pass = 0; pass < 2; ++pass) {
-        for (float v : buf) acc = acc * 0.999f + v;
-      }
-      sink = acc;
+      for (int hop = 0; hop < 4096; ++hop) at = next[at];
+      sink = at;
       samples_.push_back(
           {std::chrono::duration<double>(Clock::now() - start).count(), ThreadCpuUs() - t0});
     }
@@ -379,6 +386,11 @@ nlohmann::json Soak(v1::SearchService::Stub* stub, const std::vector<v1::SearchR
                  (long long)s.queue_us);
       for (int64_t t : s.t) csv << ',' << t;
       csv << '\n';
+    }
+    std::ofstream probe_csv(f.soak_samples + ".probe.csv");
+    probe_csv << "t_s,cpu_us\n";
+    for (const SpeedProbe::Sample& s : probe.samples()) {
+      probe_csv << Fmt("%.3f,%.1f\n", s.t_s, s.cpu_us);
     }
   }
   std::vector<std::vector<std::string>> table;

@@ -119,7 +119,8 @@ int main(int argc, char** argv) {
   app.add_option("--server_pid", f.server_pid, "e2e soak: server pid, for its resident memory")
       ->capture_default_str();
   app.add_option("--soak_samples", f.soak_samples,
-                 "e2e soak: write every request (start, latency, queue and stage times) to this CSV");
+                 "e2e soak: write every request (start, latency, queue and stage times) to this CSV, "
+                 "and the speed probe's samples to FILE.probe.csv");
   app.add_option("--top_k", f.top_k, "top_k per search (e2e)")->capture_default_str();
   app.add_option("--e2e_candidates", f.e2e_candidates, "candidates per search (e2e)")
       ->capture_default_str();

@@ -7,9 +7,9 @@
 # minute's. Each window also reports where the latency went (the engine's
 # search, the wait for a server worker, the rest), the CPU of the server, the
 # load generator and everything else, the server's disk reads, hypervisor
-# steal, and a speed probe (fixed work timed in thread CPU time, relative to
-# the first window: median/slowest tenth) that shows when the cores
-# themselves got slower.
+# steal, and a memory-speed probe (dependent loads through 64 MiB timed in
+# thread CPU time, relative to the first window: median/slowest tenth) that
+# shows when the machine's memory got slower.
 #
 #   bench/run_soak.sh [SECONDS]   # env: DOCS (100000), TOKENS (64), WINDOW (60), BUILD (build),
 #                                 #      SERVER_FLAGS (extra server flags, e.g. "--block_cache_mb 2048"),
