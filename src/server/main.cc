@@ -35,6 +35,23 @@
 #include "server/service.h"
 #include "server/worker_pool.h"
 
+namespace {
+
+// The memory this process may use, in MiB: the machine's, or its control
+// group's limit when lower (cgroup v2 memory.max, v1 memory.limit_in_bytes).
+uint64_t AvailableMemoryMb() {
+  uint64_t bytes = uint64_t(sysconf(_SC_PHYS_PAGES)) * uint64_t(sysconf(_SC_PAGESIZE));
+  for (const char* path : {"/sys/fs/cgroup/memory.max",
+                           "/sys/fs/cgroup/memory/memory.limit_in_bytes"}) {
+    std::ifstream in(path);
+    uint64_t limit = 0;
+    if (in >> limit && limit > 0) bytes = std::min(bytes, limit);  // "max" does not parse
+  }
+  return bytes >> 20;
+}
+
+}  // namespace
+
 int main(int argc, char** argv) {
   // OpenMP threads that spin while they wait steal whole scheduler slices
   // from the gRPC workers on a busy machine (a 0.5 ms rerank became 16 ms);
@@ -85,17 +102,15 @@ int main(int argc, char** argv) {
   app.add_option("--shutdown_grace_s", shutdown_grace_s,
                  "seconds calls in flight get to finish at shutdown")
       ->capture_default_str();
-  // One block cache for all collections, an eighth of the machine's memory
+  // One block cache for all collections, an eighth of the available memory
   // by default (at least 256 MiB): the candidates' token matrices are read
   // from it, and a cache smaller than the queries' hot set turns reranking
   // reads into file reads whose cost varies with the machine.
-  const uint64_t memory_mb =
-      uint64_t(sysconf(_SC_PHYS_PAGES)) * uint64_t(sysconf(_SC_PAGESIZE)) >> 20;
-  size_t block_cache_mb = size_t(std::max<uint64_t>(256, memory_mb / 8));
+  size_t block_cache_mb = size_t(std::max<uint64_t>(256, AvailableMemoryMb() / 8));
   uint64_t min_free_disk_mb = catalog_options.collection.storage.min_free_bytes >> 20;
   app.add_option("--block_cache_mb", block_cache_mb,
                  "RocksDB block cache shared by all collections, MiB (candidates' tokens are "
-                 "read from it; default: an eighth of the machine's memory)")
+                 "read from it; default: an eighth of the memory, or of the cgroup's limit)")
       ->capture_default_str();
   app.add_option("--min_free_disk_mb", min_free_disk_mb,
                  "free disk space kept in reserve: below it writes answer RESOURCE_EXHAUSTED "
