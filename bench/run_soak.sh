@@ -8,7 +8,7 @@
 # search, the wait for a server worker, the rest), the CPU of the server, the
 # load generator and everything else, the server's disk reads, hypervisor
 # steal, and a memory-speed probe (dependent loads through 64 MiB timed in
-# thread CPU time, relative to the first window: median/slowest tenth) that
+# thread CPU time, relative to the first window: median/99th percentile) that
 # shows when the machine's memory got slower.
 #
 #   bench/run_soak.sh [SECONDS]   # env: DOCS (100000), TOKENS (64), WINDOW (60), BUILD (build),
