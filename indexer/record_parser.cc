@@ -7,6 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "core/status.h"
+#include "core/vector_math.h"
 #include "nlohmann/json.hpp"
 #include "text/tokenizer.h"
 
@@ -392,23 +393,18 @@ absl::Status ValidateDocument(const Document& doc, const ParseOptions& options) 
                                         " values, got ", doc.tokens.size()));
     }
     ATTN_RETURN_IF_ERROR(check_finite(doc.tokens, "tokens"));
-    std::vector<double> mean(dim, 0.0);
     for (uint32_t r = 0; r < doc.num_tokens; ++r) {
-      const float* row = doc.tokens.data() + size_t(r) * dim;
-      if (AllZero(row, dim)) return Bad(absl::StrCat("tokens[", r, "]"), "is the zero vector");
-      if (doc.pooled.empty()) {
-        // The engine pools normalised rows.
-        double ss = 0;
-        for (uint32_t k = 0; k < dim; ++k) ss += double(row[k]) * row[k];
-        const double inv = 1.0 / std::sqrt(ss);
-        for (uint32_t k = 0; k < dim; ++k) mean[k] += row[k] * inv;
+      if (AllZero(doc.tokens.data() + size_t(r) * dim, dim)) {
+        return Bad(absl::StrCat("tokens[", r, "]"), "is the zero vector");
       }
     }
     if (doc.pooled.empty()) {
-      double ss = 0;
-      for (double m : mean) ss += m * m;
-      if (!(ss > 1e-12)) {
-        return Bad("tokens", "the mean of the token vectors is zero; give pooled");
+      // The engine pools the normalised rows (PoolRows).
+      std::vector<float> rows = doc.tokens;
+      for (uint32_t r = 0; r < doc.num_tokens; ++r) NormalizeInPlace(&rows[size_t(r) * dim], dim);
+      std::vector<float> pooled(dim);
+      if (!PoolRows(rows.data(), doc.num_tokens, dim, nullptr, pooled.data())) {
+        return Bad("tokens", kTokensCancelReason);
       }
     }
   }

@@ -50,6 +50,12 @@ struct ParseOptions {
 // The reason given for a document with neither text nor vectors.
 inline constexpr char kNoContentReason[] = "no text, pooled vector or tokens";
 
+// The reason given for token rows whose mean, normalised per row, has no
+// direction (PoolRows), when no pooled vector is given.
+inline constexpr char kTokensCancelReason[] =
+    "the token vectors cancel out (their mean, normalised per row, is zero or nearly so); "
+    "give pooled";
+
 // The reason given for a text-only document whose text has no word.
 inline constexpr char kNoWordsReason[] =
     "text: contains no words (a document without vectors is encoded from the words of its "

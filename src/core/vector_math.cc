@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <vector>
 
 namespace attnsearch {
 
@@ -22,8 +23,28 @@ bool NormalizeInPlace(float* x, size_t n) {
   double ss = 0.0;
   for (size_t i = 0; i < n; ++i) ss += double(x[i]) * x[i];
   if (!(ss > 0.0) || !std::isfinite(ss)) return false;
-  const float inv = float(1.0 / std::sqrt(ss));
-  for (size_t i = 0; i < n; ++i) x[i] *= inv;
+  // In double: 1 / norm overflows float once the norm is below ~2.9e-39.
+  const double inv = 1.0 / std::sqrt(ss);
+  for (size_t i = 0; i < n; ++i) x[i] = float(double(x[i]) * inv);
+  return true;
+}
+
+bool PoolRows(const float* rows, size_t num_rows, size_t dim, const float* weights,
+              float* out) {
+  std::vector<double> sum(dim, 0.0);
+  double total_weight = 0.0;
+  for (size_t r = 0; r < num_rows; ++r) {
+    const double w = weights != nullptr ? double(weights[r]) : 1.0;
+    total_weight += w;
+    const float* row = rows + r * dim;
+    for (size_t k = 0; k < dim; ++k) sum[k] += w * row[k];
+  }
+  if (!(total_weight > 0.0) || !std::isfinite(total_weight)) return false;
+  double ss = 0.0;
+  for (double v : sum) ss += v * v;
+  const double norm = std::sqrt(ss);
+  if (!(norm >= kMinPooledNorm * total_weight) || !std::isfinite(norm)) return false;
+  for (size_t k = 0; k < dim; ++k) out[k] = float(sum[k] / norm);
   return true;
 }
 

@@ -15,9 +15,23 @@ float Dot(const float* a, const float* b, size_t n);
 // True when every one of the n values is finite (no NaN, no infinity).
 bool AllFinite(const float* x, size_t n);
 
-// Scales x (n values) to unit L2 norm. Returns false, leaving x unchanged,
-// when the norm is zero or not finite.
+// Scales x (n values) to unit L2 norm, computing in double, so that every
+// finite vector with a non-zero value becomes a finite unit vector, however
+// small or large its norm (subnormal values included). Returns false,
+// leaving x unchanged, when every value is zero or one is NaN or infinite.
 bool NormalizeInPlace(float* x, size_t n);
+
+// A weighted mean of `rows` unit rows has no direction when the rows
+// (nearly) cancel out: PoolRows refuses a mean shorter than this.
+inline constexpr double kMinPooledNorm = 1e-6;
+
+// The weighted mean of `rows` rows of `dim` unit vectors (weights: `rows`
+// non-negative finite values, or null for equal weights), normalised to unit
+// length into out[0..dim), accumulated in double. Returns false, leaving out
+// unspecified, when the weights sum to zero or the mean's norm is below
+// kMinPooledNorm.
+bool PoolRows(const float* rows, size_t num_rows, size_t dim, const float* weights,
+              float* out);
 
 // bf16 is the upper half of an IEEE f32. Conversion rounds to nearest even;
 // NaN stays NaN.

@@ -475,6 +475,11 @@ absl::StatusOr<BackupManifest> Catalog::Restore(const std::string& backup_dir,
             "collection '", e.name, "': the manifest of ", backup_dir, " says ", e.documents,
             " documents, the restored copy holds ", n));
       }
+      // Damage inside a file shows only when its blocks are read: read them all.
+      if (absl::Status s = (*c)->VerifyChecksums(); !s.ok()) {
+        return absl::DataLossError(absl::StrCat("collection '", e.name, "' of the backup in ",
+                                                backup_dir, " is damaged: ", s.message()));
+      }
     }
   }  // closed: snapshots written, files ready to move
   ATTN_RETURN_IF_ERROR(SyncTree(temp.string()));

@@ -115,7 +115,8 @@ class Catalog {
   // gives, then renames it into place. FAILED_PRECONDITION naming
   // `data_dir` if it exists and is not empty; the manifest's errors as
   // ReadBackupManifest; DATA_LOSS naming the collection when it does not
-  // open or its count differs. On error `data_dir` is left as it was. No
+  // open, its count differs or a file's checksums do not match (every block
+  // of the copy is read and checked). On error `data_dir` is left as it was. No
   // server may run on `data_dir` meanwhile. Returns the manifest.
   static absl::StatusOr<BackupManifest> Restore(const std::string& backup_dir,
                                                 const std::string& data_dir,

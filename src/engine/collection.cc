@@ -55,15 +55,12 @@ absl::Status NormalizeRows(float* v, size_t rows, uint32_t dim, absl::string_vie
   return absl::OkStatus();
 }
 
-// Weighted mean of token rows, normalised; false when it is zero.
+// Weighted mean of token rows, normalised (PoolRows); false when the rows
+// cancel out.
 bool PoolTokens(const std::vector<float>& tokens, uint32_t rows, uint32_t dim,
                 const float* weights, std::vector<float>* out) {
   out->assign(dim, 0.f);
-  for (uint32_t r = 0; r < rows; ++r) {
-    const float w = weights ? weights[r] : 1.f;
-    for (uint32_t k = 0; k < dim; ++k) (*out)[k] += w * tokens[size_t(r) * dim + k];
-  }
-  return NormalizeInPlace(out->data(), dim);
+  return PoolRows(tokens.data(), rows, dim, weights, out->data());
 }
 
 }  // namespace
@@ -89,6 +86,15 @@ Collection::~Collection() {
     absl::Status s = SaveSnapshot();
     if (!s.ok()) {
       std::fprintf(stderr, "warning: ANN snapshot of %s not saved: %s\n", path_.c_str(),
+                   std::string(s.message()).c_str());
+    }
+  }
+  // A clean close leaves no write-ahead log behind: the flush moves its data
+  // into table files, and RocksDB deletes the log files no longer needed.
+  if (!store_->write_stopped()) {
+    absl::Status s = store_->Flush();
+    if (!s.ok()) {
+      std::fprintf(stderr, "warning: store of %s not flushed at close: %s\n", path_.c_str(),
                    std::string(s.message()).c_str());
     }
   }
@@ -133,7 +139,8 @@ absl::StatusOr<std::unique_ptr<Collection>> Collection::Open(
 
 absl::Status Collection::LoadDerivedState() {
   const CollectionConfig& config = store_->config();
-  ATTN_ASSIGN_OR_RETURN(std::vector<Label> dead, store_->Tombstones());
+  std::vector<Label> purge_pending;
+  ATTN_ASSIGN_OR_RETURN(std::vector<Label> dead, store_->Tombstones(&purge_pending));
   for (Label l : dead) Tombstone(l);
 
   auto loaded = AnnIndex::Load(SnapshotPath(), config.ann_spec, config.dim, options_.ann);
@@ -164,6 +171,8 @@ absl::Status Collection::LoadDerivedState() {
     std::unique_lock<std::shared_mutex> lock(index_mu_);
     ann_tombstones_ = CountTombstonesIn(*ann_);
   }
+  // Overwrites whose purge a crash interrupted (no reader exists yet).
+  PurgeSuperseded(purge_pending);
   added_since_snapshot_ = added;
   if (added > 0) {
     // Only a speed-up for the next open: a full disk must not stop this one.
@@ -192,6 +201,7 @@ absl::StatusOr<uint64_t> Collection::CatchUp(Label from, Label metadata_from,
   };
   if (add_vectors) {
     ATTN_RETURN_IF_ERROR(store_->ScanPooled(from, [&](Label l, const float* v) {
+      if (!PooledIsUsable(l, v)) return absl::OkStatus();
       labels.push_back(l);
       vectors.insert(vectors.end(), v, v + dim);
       return labels.size() >= kScanBatch ? flush() : absl::OkStatus();
@@ -379,7 +389,8 @@ absl::Status Collection::PrepareDocument(size_t i, const text::Encoder* encoder,
   if (doc->pooled.empty() &&
       !PoolTokens(doc->tokens, doc->num_tokens, dim, nullptr, &doc->pooled)) {
     return absl::InvalidArgumentError(
-        absl::StrCat(field, ".tokens: the mean of the token vectors is zero; give pooled"));
+        absl::StrCat(field, ".tokens: the token vectors cancel out (their mean, normalised "
+                     "per row, is zero or nearly so); give pooled"));
   }
   if (doc->num_tokens == 0) {
     doc->tokens = doc->pooled;
@@ -428,6 +439,16 @@ absl::StatusOr<uint64_t> Collection::Upsert(std::vector<Document> docs) {
   return docs.size();
 }
 
+void Collection::PurgeSuperseded(const std::vector<Label>& labels) {
+  absl::Status s = store_->Purge(labels);
+  if (!s.ok()) {
+    // The write itself is committed. The store stopped; the next write's
+    // RecoverStore (or the next Open) purges them.
+    std::fprintf(stderr, "warning: %s: superseded documents not purged yet: %s\n",
+                 path_.c_str(), std::string(s.message()).c_str());
+  }
+}
+
 absl::Status Collection::RecoverStore() {
   if (!store_->write_stopped()) return absl::OkStatus();
   const Label before = store_->next_label();
@@ -435,7 +456,8 @@ absl::Status Collection::RecoverStore() {
   std::fprintf(stderr, "store of %s reopened after a write error\n", path_.c_str());
   // A batch whose write failed may have reached the log whole, and the
   // reopen then applied it: bring the derived state up to date with it.
-  ATTN_ASSIGN_OR_RETURN(std::vector<Label> dead, store_->Tombstones());
+  std::vector<Label> purge_pending;
+  ATTN_ASSIGN_OR_RETURN(std::vector<Label> dead, store_->Tombstones(&purge_pending));
   {
     std::unique_lock<std::shared_mutex> lock(index_mu_);
     for (Label l : dead) Tombstone(l);
@@ -444,7 +466,8 @@ absl::Status Collection::RecoverStore() {
     ATTN_ASSIGN_OR_RETURN(uint64_t added, CatchUp(before, before, !options_.defer_index));
     added_since_snapshot_ += added;
   }
-  return absl::OkStatus();
+  // The index no longer holds the superseded labels for new searches.
+  return store_->Purge(purge_pending);
 }
 
 absl::Status Collection::CommitPrepared(std::vector<Document>& docs) {
@@ -465,25 +488,33 @@ absl::Status Collection::CommitPrepared(std::vector<Document>& docs) {
     pooled.insert(pooled.end(), docs[i].pooled.begin(), docs[i].pooled.end());
   }
   ATTN_RETURN_IF_ERROR(store_->Commit(writes, {}));
+  std::vector<Label> superseded;
+  for (const auto& e : existing) {
+    if (e) superseded.push_back(*e);
+  }
   if (options_.defer_index) {
     // Replaced labels must still leave the results at once.
-    std::unique_lock<std::shared_mutex> lock(index_mu_);
-    for (size_t i = 0; i < docs.size(); ++i) {
-      if (existing[i]) Tombstone(*existing[i]);
+    {
+      std::unique_lock<std::shared_mutex> lock(index_mu_);
+      for (Label l : superseded) Tombstone(l);
     }
+    PurgeSuperseded(superseded);
     return absl::OkStatus();
   }
+  absl::Status added;
   {
     std::unique_lock<std::shared_mutex> lock(index_mu_);
-    for (size_t i = 0; i < docs.size(); ++i) {
-      if (existing[i]) Tombstone(*existing[i]);
-      IndexMetadata(first + i, docs[i]);
-    }
+    for (Label l : superseded) Tombstone(l);
+    for (size_t i = 0; i < docs.size(); ++i) IndexMetadata(first + i, docs[i]);
     // The write is durable already; should the in-memory add fail, the next
     // Open adds it from the store.
-    ATTN_RETURN_IF_ERROR(Annotate(ann_->Add(labels.data(), pooled.data(), labels.size()),
-                                  "stored, but not yet searchable"));
+    added = Annotate(ann_->Add(labels.data(), pooled.data(), labels.size()),
+                     "stored, but not yet searchable");
   }
+  // A search that began before the index switched labels reads the old
+  // versions through its store view, taken before this point.
+  PurgeSuperseded(superseded);
+  ATTN_RETURN_IF_ERROR(added);
   MaybeScheduleRebuild();
   added_since_snapshot_ += labels.size();
   if (options_.snapshot_every > 0 && added_since_snapshot_ >= options_.snapshot_every) {
@@ -743,18 +774,19 @@ absl::StatusOr<DeleteResult> Collection::Delete(const std::vector<std::string>& 
 absl::StatusOr<GetResult> Collection::Get(const std::vector<std::string>& ids,
                                           bool include_vectors) const {
   ATTN_RETURN_IF_ERROR(CheckIdCount(ids.size()));
-  ATTN_ASSIGN_OR_RETURN(std::vector<std::optional<Label>> labels, store_->LookupIds(ids));
+  // One view for both reads: the labels found are those it reads.
+  ATTN_ASSIGN_OR_RETURN(const DocStore::ReadView view, store_->NewReadView());
+  ATTN_ASSIGN_OR_RETURN(std::vector<std::optional<Label>> labels,
+                        store_->LookupIds(ids, &view));
   std::vector<Label> found;
   for (const auto& l : labels) {
     if (l) found.push_back(*l);
   }
   std::vector<std::optional<Document>> docs;
-  ATTN_RETURN_IF_ERROR(store_->GetDocuments(found, include_vectors, &docs));
+  ATTN_RETURN_IF_ERROR(store_->GetDocuments(found, include_vectors, &docs, &view));
   GetResult result;
   size_t k = 0;
   for (size_t i = 0; i < ids.size(); ++i) {
-    // A document replaced between the two reads counts as not found; the
-    // caller may retry.
     if (labels[i] && docs[k]) {
       result.documents.push_back(std::move(*docs[k]));
     } else {
@@ -784,6 +816,11 @@ absl::Status Collection::PrepareQuery(SearchQuery* q) const {
   }
   if (!(q->temperature >= 0.f) || !std::isfinite(q->temperature)) {
     return absl::InvalidArgumentError("temperature: must be a positive number");
+  }
+  if (q->temperature != 0.f && q->temperature < kMinTemperature) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "temperature: ", q->temperature, " is below the smallest allowed, ", kMinTemperature,
+        " (rerank MAXSIM is the limit of a vanishing temperature)"));
   }
   if (q->temperature == 0.f) q->temperature = kDefaultTemperature;
   ATTN_RETURN_IF_ERROR(CheckFilter(*q));
@@ -815,18 +852,27 @@ absl::Status Collection::PrepareQuery(SearchQuery* q) const {
           absl::StrCat("query.token_weights: expected ", q->num_tokens, " values, got ",
                        q->token_weights.size()));
     }
+    double sum = 0;
     for (size_t i = 0; i < q->token_weights.size(); ++i) {
       if (!(q->token_weights[i] >= 0.f) || !std::isfinite(q->token_weights[i])) {
         return absl::InvalidArgumentError(absl::StrCat(
             "query.token_weights[", i, "]: must be a finite, non-negative number"));
       }
+      sum += q->token_weights[i];
+    }
+    // A score is at most the weights' sum in magnitude: bounded, it stays
+    // finite in float.
+    if (sum > kMaxTokenWeightSum) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "query.token_weights: they sum to ", sum, ", above the limit of ", kMaxTokenWeightSum));
     }
   }
   if (q->pooled.empty()) {
     const float* w = q->token_weights.empty() ? nullptr : q->token_weights.data();
     if (!PoolTokens(q->tokens, q->num_tokens, dim, w, &q->pooled)) {
       return absl::InvalidArgumentError(
-          "query.tokens: the weighted mean of the token vectors is zero; give pooled");
+          "query.tokens: the token vectors cancel out (their weighted mean is zero or nearly "
+          "so, or every weight is zero); give pooled");
     }
   }
   if (q->num_tokens == 0) {
@@ -974,8 +1020,13 @@ absl::StatusOr<SearchResult> Collection::Search(SearchQuery q, absl::Time deadli
   ATTN_RETURN_IF_ERROR(CheckDeadline(deadline, "the ANN search"));
   auto t = Clock::now();
   std::vector<AnnNeighbor> neighbors;
+  std::optional<DocStore::ReadView> view;
   {
     std::shared_lock<std::shared_mutex> lock(index_mu_);
+    // Taken with the index as it is: a label the index gives was readable
+    // then (an overwrite purges the old label only after the index dropped
+    // it), so every read below finds what the ANN stage found.
+    ATTN_ASSIGN_OR_RETURN(view, store_->NewReadView());
     params.exhaustive = q.candidates >= store_->live_count();
     if (q.filter.empty() && q.ranges.empty()) {
       LabelFilter live;
@@ -1015,7 +1066,9 @@ absl::StatusOr<SearchResult> Collection::Search(SearchQuery q, absl::Time deadli
   thread_local ScoredSimilarities kept_similarities;
   if (q.mode == RerankMode::kNone) {
     for (size_t i = 0; i < neighbors.size(); ++i) {
-      scored.push_back({neighbors[i].score, neighbors[i].score, neighbors[i].label, i});
+      if (ScoreIsUsable(neighbors[i].score, neighbors[i].label)) {
+        scored.push_back({neighbors[i].score, neighbors[i].score, neighbors[i].label, i});
+      }
     }
   } else if (!neighbors.empty()) {
     // Stage 2: the candidates' token matrices in one block.
@@ -1035,7 +1088,7 @@ absl::StatusOr<SearchResult> Collection::Search(SearchQuery q, absl::Time deadli
           bytes, absl::StrCat("candidates: the token matrices of ", labels.size(),
                               " candidates (", rows, " rows) and their similarities"));
     };
-    ATTN_RETURN_IF_ERROR(store_->GetTokens(labels, &block, admit));
+    ATTN_RETURN_IF_ERROR(store_->GetTokens(labels, &block, admit, &*view));
     result.timing.fetch_us = MicrosSince(t);
 
     // Stage 3: rerank.
@@ -1048,8 +1101,11 @@ absl::StatusOr<SearchResult> Collection::Search(SearchQuery q, absl::Time deadli
     ATTN_RETURN_IF_ERROR(reranker_->Score(rq, candidates, scores.data(),
                                           q.explain ? &kept_similarities : nullptr));
     for (size_t i = 0; i < labels.size(); ++i) {
-      // A candidate deleted after the ANN stage has no tokens any more.
-      if (block.found[i]) scored.push_back({scores[i], neighbors[i].score, labels[i], i});
+      // A candidate deleted between the index's update and the view has no
+      // tokens.
+      if (block.found[i] && ScoreIsUsable(scores[i], labels[i])) {
+        scored.push_back({scores[i], neighbors[i].score, labels[i], i});
+      }
     }
     result.timing.rerank_us = MicrosSince(t);
   }
@@ -1067,7 +1123,7 @@ absl::StatusOr<SearchResult> Collection::Search(SearchQuery q, absl::Time deadli
   std::vector<Label> hit_labels;
   for (const auto& s : scored) hit_labels.push_back(s.label);
   std::vector<std::optional<Document>> docs;
-  ATTN_RETURN_IF_ERROR(store_->GetDocuments(hit_labels, false, &docs));
+  ATTN_RETURN_IF_ERROR(store_->GetDocuments(hit_labels, false, &docs, &*view));
   // The evidence for the hits, from the similarities Score kept (or, when
   // the candidates took several matmuls, one more over the hits' rows).
   std::vector<std::vector<TokenEvidence>> evidence;
@@ -1081,7 +1137,7 @@ absl::StatusOr<SearchResult> Collection::Search(SearchQuery q, absl::Time deadli
   const int64_t explain_us = MicrosSince(t_explain);  // counted as reranking
   result.timing.rerank_us += explain_us;
   for (size_t i = 0; i < scored.size(); ++i) {
-    if (!docs[i]) continue;  // deleted since the ANN stage
+    if (!docs[i]) continue;  // deleted before the view was taken
     SearchHit hit;
     Document& d = *docs[i];
     hit.id = std::move(d.id);
@@ -1119,6 +1175,30 @@ absl::StatusOr<SearchResult> Collection::Search(SearchQuery q, absl::Time deadli
   return result;
 }
 
+bool Collection::ScoreIsUsable(float score, Label label) const {
+  if (std::isfinite(score)) return true;
+  // Validated writes and queries cannot produce one; a store written by an
+  // older version could (vectors of subnormals normalised to infinity).
+  if (!warned_nonfinite_.exchange(true)) {
+    std::fprintf(stderr,
+                 "warning: %s: document label %llu scores %f (its stored vectors are not "
+                 "finite); such documents are left out of results until re-upserted\n",
+                 path_.c_str(), (unsigned long long)label, double(score));
+  }
+  return false;
+}
+
+bool Collection::PooledIsUsable(Label label, const float* v) const {
+  if (AllFinite(v, config().dim)) return true;
+  if (!warned_nonfinite_.exchange(true)) {
+    std::fprintf(stderr,
+                 "warning: %s: document label %llu has a stored pooled vector that is not "
+                 "finite; it is left out of the ANN index until re-upserted\n",
+                 path_.c_str(), (unsigned long long)label);
+  }
+  return false;
+}
+
 CollectionStats Collection::Stats() const {
   CollectionStats stats;
   {
@@ -1126,8 +1206,15 @@ CollectionStats Collection::Stats() const {
     stats.num_documents = store_->live_count();
     stats.num_tombstones = ann_tombstones_;
     stats.ann_vectors = ann_->size();
-    stats.disk_bytes = store_->DiskBytes();
   }
+  const DocStore::DiskUsage disk = store_->Disk();
+  std::error_code ec;
+  const uintmax_t snapshot = std::filesystem::file_size(SnapshotPath(), ec);
+  stats.disk_ann_bytes = ec ? 0 : uint64_t(snapshot);
+  stats.disk_table_bytes = disk.table_files;
+  stats.disk_log_bytes = disk.log_files;
+  stats.disk_other_bytes = disk.other_files;
+  stats.disk_bytes = disk.table_files + disk.log_files + disk.other_files + stats.disk_ann_bytes;
   const DocStore::MemoryUsage memory = store_->Memory();
   stats.block_cache_bytes = memory.block_cache;
   stats.memtable_bytes = memory.memtables;
@@ -1235,6 +1322,7 @@ absl::Status Collection::RebuildLocked() {
     return absl::OkStatus();
   };
   auto collect = [&](Label l, const float* v) -> absl::Status {
+    if (!PooledIsUsable(l, v)) return absl::OkStatus();
     labels.push_back(l);
     vectors.insert(vectors.end(), v, v + dim);
     return labels.size() >= kScanBatch ? flush() : absl::OkStatus();

@@ -116,6 +116,13 @@ struct RangeCondition {
 // Candidates reranked per text query unless the query says otherwise.
 inline constexpr uint32_t kDefaultTextCandidates = 1000;
 
+// The smallest attention temperature a query may give: 1/τ must stay finite
+// in float (below it, use RerankMode::kMaxSim, the τ → 0 limit).
+inline constexpr float kMinTemperature = 1e-30f;
+// The largest sum of a query's token weights: a score is bounded by it in
+// magnitude, so it stays finite in float.
+inline constexpr double kMaxTokenWeightSum = 1e30;
+
 struct SearchQuery {
   // Query text, encoded by the collection's built-in encoder; or else:
   std::string text;
@@ -123,13 +130,14 @@ struct SearchQuery {
   std::vector<float> pooled;          // dim values, or empty
   uint32_t num_tokens = 0;
   std::vector<float> tokens;          // num_tokens x dim, or empty
-  std::vector<float> token_weights;   // num_tokens values, or empty (1/m each)
+  std::vector<float> token_weights;   // num_tokens values, or empty (1/m each);
+                                      // finite, >= 0, summing to <= kMaxTokenWeightSum
 
   uint32_t top_k = 0;                 // required, 1..max_top_k
   uint32_t candidates = 0;            // 0: max(100, top_k) capped by the limit
                                       // (text queries: max(1000, top_k))
   RerankMode mode = RerankMode::kAttention;
-  float temperature = 0.f;            // 0: kDefaultTemperature
+  float temperature = 0.f;            // 0: kDefaultTemperature; else >= kMinTemperature
   std::vector<MetadataCondition> filter;  // all must hold ("filter.must")
   std::vector<RangeCondition> ranges;     // all must hold too ("filter.ranges")
   std::string ann_params;             // "efSearch=128"
@@ -192,7 +200,12 @@ struct CollectionStats {
   // them out; a rebuild drops them).
   uint64_t num_tombstones = 0;
   uint64_t ann_vectors = 0;
-  uint64_t disk_bytes = 0;  // the store's SST files
+  // Bytes on disk: every file of the collection, and its parts.
+  uint64_t disk_bytes = 0;
+  uint64_t disk_table_bytes = 0;  // the store's table files: documents, vectors, ids
+  uint64_t disk_log_bytes = 0;    // the store's write-ahead log, until flushed
+  uint64_t disk_ann_bytes = 0;    // the ANN snapshot
+  uint64_t disk_other_bytes = 0;  // the store's manifest, options and info logs
   // The store's memory: RocksDB's block cache, memtables and table readers
   // (index and filter blocks).
   uint64_t block_cache_bytes = 0;
@@ -294,6 +307,10 @@ class Collection {
   // searches go on. (collection_backup.cc)
   absl::Status Backup(const std::string& dir);
 
+  // Reads the whole store and checks its checksums (DocStore::VerifyChecksums):
+  // DATA_LOSS naming the damage.
+  absl::Status VerifyChecksums() const { return store_->VerifyChecksums(); }
+
   // Makes every acknowledged write durable even without a synced WAL
   // (StorageOptions::ForBulkLoad): flushes the store.
   absl::Status Flush();
@@ -371,6 +388,10 @@ class Collection {
                                uint64_t encoder_version, Document* doc) const;
   // Commits prepared documents and indexes them. REQUIRES: write_mu_ held.
   absl::Status CommitPrepared(std::vector<Document>& docs);
+  // Purges the data of superseded labels (DocStore::Purge) once the index
+  // has dropped them; a failure is logged (the next RecoverStore or Open
+  // purges them). REQUIRES: write_mu_ held.
+  void PurgeSuperseded(const std::vector<Label>& labels);
   // REQUIRES: write_mu_ held. Reopens a store whose writes stopped after an
   // I/O error (DocStore::Recover) and brings the ANN, filter and tombstone
   // state up to date with a failed batch the reopen may have applied. Every
@@ -413,12 +434,21 @@ class Collection {
   absl::Status DropTombstoneRecords();
   void RebuildThread();
   std::string SnapshotPath() const;
+  // Whether a candidate's score may be returned: false (with a warning, once
+  // per collection) for a NaN or infinite score, which only vectors stored
+  // unvalidated (by an older version) can produce. A search never returns
+  // one.
+  bool ScoreIsUsable(float score, Label label) const;
+  // The same for a stored pooled vector entering the ANN index.
+  bool PooledIsUsable(Label label, const float* v) const;
 
   const std::string path_;
   const std::unique_ptr<DocStore> store_;
   const std::unique_ptr<Reranker> reranker_;
   const CollectionOptions options_;
   std::atomic<bool> discard_on_close_{false};
+  // A non-finite stored vector was reported (see ScoreIsUsable).
+  mutable std::atomic<bool> warned_nonfinite_{false};
 
   // The background rebuild: one thread, started on the first request.
   std::mutex rebuild_mu_;                // guards the request state below

@@ -81,6 +81,14 @@ void ToProto(const std::string& name, const Collection& c, v1::CollectionInfo* o
   out->set_rebuilds(s.rebuilds);
   out->set_tuned_ann_params(s.tuned_ann_params);
   out->set_tuned_target_recall(s.tuned_target_recall);
+  v1::DiskUsage* disk = out->mutable_disk();
+  disk->set_total_bytes(s.disk_bytes);
+  disk->set_table_bytes(s.disk_table_bytes);
+  disk->set_log_bytes(s.disk_log_bytes);
+  disk->set_ann_snapshot_bytes(s.disk_ann_bytes);
+  disk->set_other_bytes(s.disk_other_bytes);
+  disk->set_bytes_per_document(
+      s.num_documents == 0 ? 0.0 : double(s.disk_bytes) / double(s.num_documents));
 }
 
 absl::Status FromProto(const v1::Document& in, const std::string& field, uint32_t dim,

@@ -6,9 +6,11 @@
 // health service reports NOT_SERVING and calls answer UNAVAILABLE. Prints
 // "attnsearch-server listening on HOST:PORT" once it serves (with --listen
 // HOST:0 the port is chosen by the system; --port_file also writes it to a
-// file then). SIGINT or SIGTERM stops it gracefully: calls in flight finish
-// (up to --shutdown_grace_s), then every collection writes its ANN snapshot
-// and closes. Logs are JSON lines on stderr (see server/observe.h);
+// file then). SIGINT or SIGTERM stops it gracefully: the health service
+// turns NOT_SERVING (for "" and for attnsearch.v1.SearchService), calls are
+// still served for --drain_s seconds (default 0) so load balancers can move
+// away, then calls in flight finish (up to --shutdown_grace_s) and every
+// collection flushes its store, writes its ANN snapshot and closes. Logs are JSON lines on stderr (see server/observe.h);
 // --metrics_listen serves Prometheus metrics.
 #include <signal.h>
 #include <unistd.h>
@@ -68,6 +70,7 @@ int main(int argc, char** argv) {
   size_t workers = std::max(1u, std::thread::hardware_concurrency());
   int max_message_mb = 64;
   int shutdown_grace_s = 10;
+  double drain_s = 0;
   bool no_sync = false;
   auto& limits = catalog_options.collection.limits;
 
@@ -101,6 +104,11 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--shutdown_grace_s", shutdown_grace_s,
                  "seconds calls in flight get to finish at shutdown")
+      ->capture_default_str();
+  app.add_option("--drain_s", drain_s,
+                 "seconds to keep serving after a stop signal while the health service says "
+                 "NOT_SERVING, so load balancers move away first")
+      ->check(CLI::Range(0.0, 3600.0))
       ->capture_default_str();
   // One block cache for all collections, an eighth of the available memory
   // by default (at least 256 MiB): the candidates' token matrices are read
@@ -256,7 +264,11 @@ int main(int argc, char** argv) {
     attnsearch::LogJson("error", "cannot listen", {attnsearch::JsonField("address", listen)});
     return 1;
   }
+  // The standard health service answers for the whole server ("") and for
+  // the service by name, as probes and load balancers ask: NOT_SERVING while
+  // the collections open and from the start of a shutdown.
   grpc::HealthCheckServiceInterface* health = server->GetHealthCheckService();
+  health->SetServingStatus(attnsearch::v1::SearchService::service_full_name(), false);
   health->SetServingStatus(false);
   const std::string host = listen.substr(0, listen.rfind(':'));
   attnsearch::LogJson("info", "opening the collections",
@@ -302,6 +314,11 @@ int main(int argc, char** argv) {
   int sig = 0;
   sigwait(&stop_signals, &sig);
   attnsearch::LogJson("info", "shutting down", {attnsearch::JsonInt("signal", sig)});
+  health->Shutdown();  // every name NOT_SERVING from now on
+  if (drain_s > 0) {
+    attnsearch::LogJson("info", "draining", {attnsearch::JsonField("seconds", drain_s)});
+    std::this_thread::sleep_for(std::chrono::duration<double>(drain_s));
+  }
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(shutdown_grace_s));
   server->Wait();
   pool.reset();     // finishes queued jobs

@@ -35,6 +35,8 @@ constexpr char kLiveCountKey[] = "live_count";
 constexpr char kSchemaKey[] = "schema_version";
 constexpr char kAnnTuningKey[] = "ann_tuning";
 constexpr uint64_t kSchemaVersion = 1;
+// The value of a tombstone record whose label's data awaits Purge.
+constexpr char kPurgePending[] = "p";
 
 // The one place RocksDB statuses become absl statuses.
 absl::Status FromRocks(const rocksdb::Status& s, absl::string_view what) {
@@ -76,6 +78,16 @@ BlockCache::BlockCache(size_t capacity_bytes) : rep_(std::make_unique<Rep>()) {
 BlockCache::~BlockCache() = default;
 size_t BlockCache::capacity() const { return rep_->cache->GetCapacity(); }
 size_t BlockCache::usage() const { return rep_->cache->GetUsage(); }
+
+struct DocStore::ReadView::Rep {
+  // Declared first: released last, after the snapshot.
+  std::shared_lock<std::shared_mutex> lock;
+  rocksdb::DB* db = nullptr;
+  const rocksdb::Snapshot* snapshot = nullptr;
+  ~Rep() {
+    if (snapshot != nullptr) db->ReleaseSnapshot(snapshot);
+  }
+};
 
 struct DocStore::Rep {
   std::string path;
@@ -151,6 +163,16 @@ struct DocStore::Rep {
         "store ", path, " is closed after a write error and could not be reopened yet"));
   }
 
+  // Holds the open instance for one read: through `view`, which holds it
+  // already (the read options then name its snapshot), or else by taking
+  // `db_mu` shared into *lock.
+  absl::Status LockForRead(const ReadView* view, std::shared_lock<std::shared_mutex>* lock,
+                           rocksdb::ReadOptions* ro) const {
+    if (view == nullptr) return LockForUse(lock);
+    ro->snapshot = view->rep().snapshot;
+    return absl::OkStatus();
+  }
+
   // Writes `batch` (REQUIRES: the store not stopped, `db_mu` held shared). A
   // failure stops writes.
   absl::Status Write(const rocksdb::WriteOptions& wo, rocksdb::WriteBatch* batch,
@@ -169,6 +191,19 @@ struct DocStore::Rep {
     return FromRocks(s, what);
   }
 };
+
+DocStore::ReadView::ReadView(std::unique_ptr<Rep> rep) : rep_(std::move(rep)) {}
+DocStore::ReadView::ReadView(ReadView&&) noexcept = default;
+DocStore::ReadView& DocStore::ReadView::operator=(ReadView&&) noexcept = default;
+DocStore::ReadView::~ReadView() = default;
+
+absl::StatusOr<DocStore::ReadView> DocStore::NewReadView() const {
+  auto rep = std::make_unique<ReadView::Rep>();
+  ATTN_RETURN_IF_ERROR(rep_->LockForUse(&rep->lock));
+  rep->db = rep_->db.get();
+  rep->snapshot = rep->db->GetSnapshot();
+  return ReadView(std::move(rep));
+}
 
 DocStore::DocStore(std::unique_ptr<Rep> rep, CollectionConfig config)
     : rep_(std::move(rep)), config_(std::move(config)) {}
@@ -346,16 +381,17 @@ absl::Status DocStore::PrepareWrite(std::shared_lock<std::shared_mutex>* lock,
 }
 
 absl::StatusOr<std::vector<std::optional<Label>>> DocStore::LookupIds(
-    const std::vector<std::string>& ids) const {
+    const std::vector<std::string>& ids, const ReadView* view) const {
   std::shared_lock<std::shared_mutex> lock;
-  ATTN_RETURN_IF_ERROR(rep_->LockForUse(&lock));
+  rocksdb::ReadOptions ro;
+  ATTN_RETURN_IF_ERROR(rep_->LockForRead(view, &lock, &ro));
   std::vector<rocksdb::Slice> keys;
   keys.reserve(ids.size());
   for (const auto& id : ids) keys.push_back(AsSlice(id));
   std::vector<rocksdb::PinnableSlice> values(ids.size());
   std::vector<rocksdb::Status> statuses(ids.size());
-  rep_->db->MultiGet(rocksdb::ReadOptions(), rep_->cfs[kIds], keys.size(),
-                     keys.data(), values.data(), statuses.data());
+  rep_->db->MultiGet(ro, rep_->cfs[kIds], keys.size(), keys.data(), values.data(),
+                     statuses.data());
   std::vector<std::optional<Label>> out(ids.size());
   for (size_t i = 0; i < ids.size(); ++i) {
     if (statuses[i].IsNotFound()) continue;
@@ -386,6 +422,10 @@ absl::Status DocStore::Commit(const std::vector<DocWrite>& writes,
     batch.Delete(cf[kTokens], key);
     batch.Put(cf[kTombstones], key, rocksdb::Slice());
   };
+  // The data stays readable until Purge.
+  auto supersede_label = [&](Label label) {
+    batch.Put(cf[kTombstones], codec::LabelKey(label), kPurgePending);
+  };
   for (const DocWrite& w : writes) {
     const Document& d = *w.doc;
     const std::string key = codec::LabelKey(w.label);
@@ -399,7 +439,7 @@ absl::Status DocStore::Commit(const std::vector<DocWrite>& writes,
                                     config_.token_dtype));
     }
     if (w.replaces) {
-      drop_label(*w.replaces);
+      supersede_label(*w.replaces);
     } else {
       ++live_delta;
     }
@@ -419,11 +459,31 @@ absl::Status DocStore::Commit(const std::vector<DocWrite>& writes,
   return absl::OkStatus();
 }
 
+absl::Status DocStore::Purge(const std::vector<Label>& labels) {
+  if (labels.empty()) return absl::OkStatus();
+  std::shared_lock<std::shared_mutex> lock;
+  ATTN_RETURN_IF_ERROR(PrepareWrite(&lock, "purging superseded documents", false));
+  rocksdb::WriteBatch batch;
+  auto& cf = rep_->cfs;
+  for (Label label : labels) {
+    const std::string key = codec::LabelKey(label);
+    batch.Delete(cf[kDocs], key);
+    batch.Delete(cf[kPooled], key);
+    batch.Delete(cf[kTokens], key);
+    batch.Put(cf[kTombstones], key, rocksdb::Slice());
+  }
+  rocksdb::WriteOptions wo = rep_->write_options;
+  wo.sync = false;
+  return rep_->Write(wo, &batch, "purging superseded documents");
+}
+
 absl::Status DocStore::GetDocuments(const std::vector<Label>& labels,
                                     bool include_vectors,
-                                    std::vector<std::optional<Document>>* out) const {
+                                    std::vector<std::optional<Document>>* out,
+                                    const ReadView* view) const {
   std::shared_lock<std::shared_mutex> lock;
-  ATTN_RETURN_IF_ERROR(rep_->LockForUse(&lock));
+  rocksdb::ReadOptions ro;
+  ATTN_RETURN_IF_ERROR(rep_->LockForRead(view, &lock, &ro));
   const size_t n = labels.size();
   std::vector<std::string> key_bytes;
   key_bytes.reserve(n);
@@ -433,8 +493,8 @@ absl::Status DocStore::GetDocuments(const std::vector<Label>& labels,
                        std::vector<rocksdb::Status>* statuses) {
     values->resize(n);
     statuses->resize(n);
-    rep_->db->MultiGet(rocksdb::ReadOptions(), rep_->cfs[which], n, keys.data(),
-                       values->data(), statuses->data());
+    rep_->db->MultiGet(ro, rep_->cfs[which], n, keys.data(), values->data(),
+                       statuses->data());
   };
   std::vector<rocksdb::PinnableSlice> docs, pooled, tokens;
   std::vector<rocksdb::Status> doc_st, pooled_st, tokens_st;
@@ -528,9 +588,10 @@ absl::Status DocStore::PutAnnTuning(const AnnTuning& tuning) {
 
 absl::Status DocStore::GetTokens(
     const std::vector<Label>& labels, TokenBlock* out,
-    const std::function<absl::Status(size_t total_rows)>& admit) const {
+    const std::function<absl::Status(size_t total_rows)>& admit, const ReadView* view) const {
   std::shared_lock<std::shared_mutex> lock;
-  ATTN_RETURN_IF_ERROR(rep_->LockForUse(&lock));
+  rocksdb::ReadOptions ro;
+  ATTN_RETURN_IF_ERROR(rep_->LockForRead(view, &lock, &ro));
   const size_t n = labels.size();
   std::vector<std::string> key_bytes;
   key_bytes.reserve(n);
@@ -538,8 +599,8 @@ absl::Status DocStore::GetTokens(
   std::vector<rocksdb::Slice> keys(key_bytes.begin(), key_bytes.end());
   std::vector<rocksdb::PinnableSlice> values(n);
   std::vector<rocksdb::Status> statuses(n);
-  rep_->db->MultiGet(rocksdb::ReadOptions(), rep_->cfs[kTokens], n, keys.data(),
-                     values.data(), statuses.data());
+  rep_->db->MultiGet(ro, rep_->cfs[kTokens], n, keys.data(), values.data(),
+                     statuses.data());
   out->rows.assign(n, 0);
   out->offsets.assign(n, 0);
   out->found.assign(n, false);
@@ -606,7 +667,8 @@ absl::Status DocStore::ScanDocRecords(
   return FromRocks(it->status(), "scanning documents");
 }
 
-absl::StatusOr<std::vector<Label>> DocStore::Tombstones() const {
+absl::StatusOr<std::vector<Label>> DocStore::Tombstones(
+    std::vector<Label>* purge_pending) const {
   std::shared_lock<std::shared_mutex> lock;
   ATTN_RETURN_IF_ERROR(rep_->LockForUse(&lock));
   std::unique_ptr<rocksdb::Iterator> it(
@@ -615,6 +677,9 @@ absl::StatusOr<std::vector<Label>> DocStore::Tombstones() const {
   for (it->SeekToFirst(); it->Valid(); it->Next()) {
     ATTN_ASSIGN_OR_RETURN(Label label, codec::DecodeLabelKey(it->key().ToStringView()));
     out.push_back(label);
+    if (purge_pending != nullptr && it->value() == kPurgePending) {
+      purge_pending->push_back(label);
+    }
   }
   ATTN_RETURN_IF_ERROR(FromRocks(it->status(), "scanning tombstones"));
   return out;
@@ -685,17 +750,31 @@ DocStore::MemoryUsage DocStore::Memory() const {
   return m;
 }
 
-uint64_t DocStore::DiskBytes() const {
-  uint64_t total = 0;
-  std::shared_lock<std::shared_mutex> lock(rep_->db_mu);
-  if (!rep_->db) return 0;
-  for (int i = 0; i < kNumCf; ++i) {
-    uint64_t v = 0;
-    if (rep_->db->GetIntProperty(rep_->cfs[i], "rocksdb.total-sst-files-size", &v)) {
-      total += v;
+absl::Status DocStore::VerifyChecksums() const {
+  std::shared_lock<std::shared_mutex> lock;
+  ATTN_RETURN_IF_ERROR(rep_->LockForUse(&lock));
+  return FromRocks(rep_->db->VerifyChecksum(rocksdb::ReadOptions()),
+                   absl::StrCat("verifying the checksums of store ", rep_->path));
+}
+
+DocStore::DiskUsage DocStore::Disk() const {
+  DiskUsage usage;
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator(rep_->path, ec)) {
+    std::error_code size_ec;
+    if (!entry.is_regular_file(size_ec)) continue;
+    const uint64_t size = entry.file_size(size_ec);
+    if (size_ec) continue;  // removed meanwhile
+    const std::string ext = entry.path().extension().string();
+    if (ext == ".sst") {
+      usage.table_files += size;
+    } else if (ext == ".log") {  // numbered WAL files; the info log is "LOG"
+      usage.log_files += size;
+    } else {
+      usage.other_files += size;
     }
   }
-  return total;
+  return usage;
 }
 
 }  // namespace attnsearch

@@ -10,7 +10,9 @@
 //   docs        label                  -> id, text, metadata, token texts
 //   pooled      label                  -> unit pooled vector (f32)
 //   tokens      label                  -> token matrix in the collection dtype
-//   tombstones  label                  -> empty (deleted/superseded labels)
+//   tombstones  label                  -> empty (deleted/superseded labels), or
+//                                         "p": superseded, its data kept until
+//                                         Purge (see Commit)
 //   encoder     the built-in encoder: "model" (Encoder::Serialize), "version",
 //               "reencode_below" (a re-encoding in progress)
 //
@@ -29,6 +31,10 @@
 // answer RESOURCE_EXHAUSTED before anything is written (the store is not
 // stopped), and Open opens the store read-only with writes stopped until a
 // Recover finds the space back.
+//
+// Reads see each Commit whole or not at all. A series of reads that must
+// agree with each other (a label found by one read and fetched by the next)
+// goes through one ReadView, a RocksDB snapshot.
 //
 // Thread safety: reads may run concurrently with each other and with one
 // Commit. Commit calls must be serialised by the caller (labels are assigned
@@ -147,6 +153,26 @@ struct TokenBlock {
 
 class DocStore {
  public:
+  // A consistent view for a series of reads: every read through it sees the
+  // store as it was when the view was taken (a RocksDB snapshot). It holds
+  // the open RocksDB instance shared, so a Recover waits until it is
+  // released: keep it for the reads of one request. Must not outlive the
+  // store.
+  class ReadView {
+   public:
+    ReadView(ReadView&&) noexcept;
+    ReadView& operator=(ReadView&&) noexcept;
+    ~ReadView();
+
+    struct Rep;  // doc_store.cc
+    const Rep& rep() const { return *rep_; }
+
+   private:
+    friend class DocStore;
+    explicit ReadView(std::unique_ptr<Rep> rep);
+    std::unique_ptr<Rep> rep_;
+  };
+
   // Creates a new store in directory `path`, which must not exist yet.
   static absl::StatusOr<std::unique_ptr<DocStore>> Create(
       const std::string& path, const CollectionConfig& config,
@@ -165,22 +191,40 @@ class DocStore {
   // Number of live documents.
   uint64_t live_count() const { return live_count_.load(); }
 
+  // A view of the store as it is now (see ReadView).
+  absl::StatusOr<ReadView> NewReadView() const;
+
+  // The reads below take an optional view: with one they read the store as
+  // the view saw it; without, as it is.
+
   // Current label of each external id, or nullopt.
   absl::StatusOr<std::vector<std::optional<Label>>> LookupIds(
-      const std::vector<std::string>& ids) const;
+      const std::vector<std::string>& ids, const ReadView* view = nullptr) const;
 
-  // Atomically applies new versions and deletions. Superseded and deleted
-  // labels lose their data and gain a tombstone; the id map, the next label
-  // and the live count are updated in the same batch.
+  // Atomically applies new versions and deletions: the id map, the next
+  // label and the live count are updated in the same batch, and every
+  // superseded or deleted label gains a tombstone record. A deleted label
+  // loses its data at once. A superseded label keeps its data, its
+  // tombstone marked "purge pending", until Purge: a reader that found the
+  // old label (in an index not yet updated) can still read it, so it sees
+  // the old version or the new one, never neither. Tombstones() lists the
+  // pending labels, so a purge interrupted by a crash is redone.
   // REQUIRES: labels of `writes` are >= next_label(), increasing, and no two
   // entries concern the same external id; no concurrent Commit.
   absl::Status Commit(const std::vector<DocWrite>& writes,
                       const std::vector<DocDelete>& deletes);
 
+  // Deletes the data of superseded labels (see Commit) and clears their
+  // purge marks, in one batch; the tombstone records stay. Not synced: a
+  // purge lost in a crash is pending again after it. REQUIRES: no
+  // concurrent Commit.
+  absl::Status Purge(const std::vector<Label>& labels);
+
   // Documents by label; a missing label yields nullopt. With
   // `include_vectors`, pooled and tokens are filled (decoded to f32).
   absl::Status GetDocuments(const std::vector<Label>& labels, bool include_vectors,
-                            std::vector<std::optional<Document>>* out) const;
+                            std::vector<std::optional<Document>>* out,
+                            const ReadView* view = nullptr) const;
 
   // Token matrices of `labels` into one contiguous block (one MultiGet).
   // When `admit` is given it is called with the block's total rows once
@@ -188,24 +232,28 @@ class DocStore {
   // is returned (and nothing is copied), so a caller can bound the memory
   // a request takes by the stored token counts.
   absl::Status GetTokens(const std::vector<Label>& labels, TokenBlock* out,
-                         const std::function<absl::Status(size_t total_rows)>& admit =
-                             nullptr) const;
+                         const std::function<absl::Status(size_t total_rows)>& admit = nullptr,
+                         const ReadView* view = nullptr) const;
 
-  // Calls fn(label, unit pooled vector) for every live label >= from, in
-  // label order. Stops at the first error fn returns.
+  // Calls fn(label, unit pooled vector) for every label >= from that has
+  // data (live, or superseded with its purge pending), in label order.
+  // Stops at the first error fn returns.
   absl::Status ScanPooled(
       Label from, const std::function<absl::Status(Label, const float*)>& fn) const;
 
-  // Calls fn(label, record) for every live document with a label >= from
-  // (vectors not filled), in label order.
+  // Calls fn(label, record) for every document with a label >= from that
+  // has data (as ScanPooled; vectors not filled), in label order.
   absl::Status ScanDocRecords(
       Label from, const std::function<absl::Status(Label, const Document&)>& fn) const;
 
-  // Every tombstoned label, in increasing order.
-  absl::StatusOr<std::vector<Label>> Tombstones() const;
+  // Every tombstoned label, in increasing order; those whose purge is
+  // pending also go to *purge_pending when given.
+  absl::StatusOr<std::vector<Label>> Tombstones(
+      std::vector<Label>* purge_pending = nullptr) const;
   // Removes the tombstone records of `labels`: once no ANN snapshot holds a
   // label, its record is no longer needed (the label's data is gone, so a
-  // rebuild from the store never adds it). REQUIRES: no concurrent Commit.
+  // rebuild from the store never adds it). REQUIRES: their purges done; no
+  // concurrent Commit.
   absl::Status DropTombstones(const std::vector<Label>& labels);
 
   // The built-in encoder's state (the `encoder` column family): a value by
@@ -251,8 +299,18 @@ class DocStore {
   // DocStore::Open(dir) opens it.
   absl::Status Checkpoint(const std::string& dir) const;
 
-  // Approximate bytes on disk (SST files).
-  uint64_t DiskBytes() const;
+  // Reads every table file of the store whole and checks its block
+  // checksums (RocksDB's VerifyChecksum). DATA_LOSS naming the store and the
+  // damage when a block does not match.
+  absl::Status VerifyChecksums() const;
+
+  // The store's files on disk, by kind (sizes of the files in its folder).
+  struct DiskUsage {
+    uint64_t table_files = 0;  // RocksDB's table (SST) files: the data
+    uint64_t log_files = 0;    // the write-ahead log, until its data is flushed
+    uint64_t other_files = 0;  // manifest, options, RocksDB's own info logs
+  };
+  DiskUsage Disk() const;
 
   // RocksDB's memory, from its properties.
   struct MemoryUsage {

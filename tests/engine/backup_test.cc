@@ -404,5 +404,68 @@ TEST(BackupTest, OneCollectionUnknownCollectionAndBadManifests) {
   }
 }
 
+// A backup whose bytes were damaged inside a table file opens (RocksDB reads
+// only a file's index at open), so Restore reads every block: it refuses the
+// backup with DATA_LOSS naming the collection, and leaves nothing behind.
+TEST(BackupTest, RestoreRefusesABackupWithFlippedBytes) {
+  TempDir dir;
+  {
+    auto catalog = Catalog::Open(Options(dir.Sub("data")));
+    ASSERT_TRUE(catalog.ok()) << catalog.status();
+    auto c = (*catalog)->Create("a", Config());
+    ASSERT_TRUE(c.ok()) << c.status();
+    std::mt19937 rng(9);
+    for (int b = 0; b < 4; ++b) {
+      std::vector<Document> batch;
+      for (int i = 0; i < 500; ++i) batch.push_back(MakeDoc(rng, Id(b * 500 + i), kDim, 4, 8));
+      ASSERT_TRUE((*c)->Upsert(batch).ok());
+    }
+    ASSERT_TRUE((*catalog)->Backup(dir.Sub("backup"), "").ok());  // flushes: table files
+  }
+  // The largest table file: the token matrices.
+  fs::path sst;
+  uintmax_t largest = 0;
+  for (const auto& e : fs::recursive_directory_iterator(dir.Sub("backup"))) {
+    if (e.path().extension() == ".sst" && e.file_size() > largest) {
+      largest = e.file_size();
+      sst = e.path();
+    }
+  }
+  ASSERT_FALSE(sst.empty());
+  ASSERT_GT(largest, 64u << 10);
+  // A hard link shares its bytes with the live store: damage a copy only.
+  const fs::path copy = sst.string() + ".copy";
+  fs::copy_file(sst, copy);
+  fs::remove(sst);
+  fs::rename(copy, sst);
+  {
+    std::fstream f(sst, std::ios::in | std::ios::out | std::ios::binary);
+    for (uintmax_t at : {largest / 3, largest / 3 + 1}) {
+      f.seekg(std::streamoff(at));
+      const char c = char(f.get());
+      f.seekp(std::streamoff(at));
+      f.put(char(c ^ 0x5a));
+    }
+  }
+  auto restored = Catalog::Restore(dir.Sub("backup"), dir.Sub("restored"));
+  EXPECT_EQ(restored.status().code(), absl::StatusCode::kDataLoss) << restored.status();
+  EXPECT_NE(restored.status().message().find("collection 'a'"), std::string::npos)
+      << restored.status();
+  EXPECT_NE(restored.status().message().find("checksum"), std::string::npos)
+      << restored.status();
+  EXPECT_FALSE(fs::exists(dir.Sub("restored")));
+  for (const auto& e : fs::directory_iterator(dir.path())) {
+    EXPECT_EQ(e.path().filename().string().find(".restoring-"), std::string::npos)
+        << e.path();
+  }
+  // The live data directory was not touched.
+  auto catalog = Catalog::Open(Options(dir.Sub("data")));
+  ASSERT_TRUE(catalog.ok()) << catalog.status();
+  auto c = (*catalog)->Get("a");
+  ASSERT_TRUE(c.ok());
+  EXPECT_TRUE((*c)->VerifyChecksums().ok());
+  EXPECT_EQ((*c)->Stats().num_documents, 2000u);
+}
+
 }  // namespace
 }  // namespace attnsearch

@@ -24,3 +24,12 @@ attn_cc_test(NAME tune_test SRCS engine/tune_test.cc
 # writer runs, against a log of acknowledged writes.
 attn_cc_test(NAME backup_test SRCS engine/backup_test.cc
              DEPS attn_engine LABELS unit)
+# Subnormal, zero and non-finite vectors: validation, and no NaN or infinite
+# score out of a search.
+attn_cc_test(NAME vector_validation_test SRCS engine/vector_validation_test.cc
+             DEPS attn_engine LABELS unit)
+# Overwrites are atomic for readers: writers replace versioned documents
+# while readers check that every Get and Search sees each one, whole and
+# never older than an acknowledged version.
+attn_cc_test(NAME overwrite_test SRCS engine/overwrite_test.cc
+             DEPS attn_engine)

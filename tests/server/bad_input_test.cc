@@ -168,6 +168,8 @@ class BadInputTableTest : public ::testing::Test {
     std::string out;
     v1::ListCollectionsResponse list;
     EXPECT_OK(stub_->ListCollections(Ctx().get(), {}, &list));
+    // What the files take on disk moves with RocksDB's own flushes.
+    for (auto& c : *list.mutable_collections()) c.clear_disk();
     out += Bytes(list);
     v1::GetRequest get;
     get.set_collection("c");
@@ -293,6 +295,26 @@ TEST_F(BadInputTableTest, EveryBadRequestGetsItsCodeAndChangesNothing) {
        [&] {
          return UpsertWithBad(doc([](v1::Document* d) {
            for (int k = 0; k < d->pooled_size(); ++k) d->set_pooled(k, 0.f);
+         }));
+       }},
+      {"Upsert: token row of zeros beside subnormals", SC::INVALID_ARGUMENT,
+       "documents[2].tokens: row 1 has zero norm",
+       [&] {
+         return UpsertWithBad(doc([](v1::Document* d) {
+           std::vector<float> v(2 * kDim, 0.f);
+           v[0] = 1e-45f;
+           SetMatrix(d->mutable_tokens(), 2, kDim, v);
+         }));
+       }},
+      {"Upsert: token rows that cancel out, no pooled", SC::INVALID_ARGUMENT,
+       "documents[2].tokens: the token vectors cancel out",
+       [&] {
+         return UpsertWithBad(doc([](v1::Document* d) {
+           std::vector<float> v(2 * kDim, 0.f);
+           v[0] = 1.f;
+           v[kDim] = -1.f;
+           SetMatrix(d->mutable_tokens(), 2, kDim, v);
+           d->clear_pooled();
          }));
        }},
       {"Upsert: empty id", SC::INVALID_ARGUMENT, "documents[2].id",
@@ -462,6 +484,17 @@ TEST_F(BadInputTableTest, EveryBadRequestGetsItsCodeAndChangesNothing) {
        }},
       {"Search: negative temperature", SC::INVALID_ARGUMENT, "temperature",
        [&] { return Search(search([](v1::SearchRequest* r) { r->set_temperature(-0.5f); })); }},
+      {"Search: temperature too small for 1/τ in float", SC::INVALID_ARGUMENT,
+       "is below the smallest allowed, 1e-30",
+       [&] { return Search(search([](v1::SearchRequest* r) { r->set_temperature(1e-40f); })); }},
+      {"Search: token weights whose sum overflows a score", SC::INVALID_ARGUMENT,
+       "query.token_weights: they sum to",
+       [&] {
+         return Search(search([](v1::SearchRequest* r) {
+           r->mutable_vectors()->add_token_weights(3e38f);
+           r->mutable_vectors()->add_token_weights(3e38f);
+         }));
+       }},
       {"Search: NaN temperature", SC::INVALID_ARGUMENT, "temperature",
        [&] { return Search(search([&](v1::SearchRequest* r) { r->set_temperature(nan); })); }},
       {"Search: unknown rerank mode", SC::INVALID_ARGUMENT, "rerank",
@@ -626,6 +659,74 @@ TEST_F(BadInputTableTest, EveryBadRequestGetsItsCodeAndChangesNothing) {
   EXPECT_OK(stub_->Search(Ctx().get(), r, &resp));
   EXPECT_EQ(resp.hits_size(), 3);
   EXPECT_OK(stub_->Search(Ctx().get(), GoodSearch(), &resp));
+}
+
+// Vectors of subnormal values have a direction: they are stored as finite
+// unit vectors (normalised in double), and no search scores NaN or
+// infinity, whether the documents or the query are subnormal.
+TEST_F(BadInputTableTest, SubnormalVectorsAreNormalisedAndScoresStayFinite) {
+  ASSERT_OK(Create("tiny", Config(4)));
+  const float t = 1e-45f;
+  v1::Document tiny, rows, a, b;
+  tiny.set_id("tiny");
+  const auto assign = [](google::protobuf::RepeatedField<float>* f, std::vector<float> v) {
+    f->Assign(v.begin(), v.end());
+  };
+  assign(tiny.mutable_pooled(), {t, t, t, t});
+  rows.set_id("rows");  // subnormal token rows, a normal pooled vector
+  assign(rows.mutable_pooled(), {0.f, 0.f, 1.f, 0.f});
+  SetMatrix(rows.mutable_tokens(), 2, 4, {t, t, t, t, 3e-39f, 0.f, 0.f, 0.f});
+  a.set_id("a");
+  assign(a.mutable_pooled(), {1.f, 0.f, 0.f, 0.f});
+  b.set_id("b");
+  assign(b.mutable_pooled(), {0.f, 1.f, 0.f, 0.f});
+  ASSERT_OK(Upsert("tiny", {tiny, rows, a, b}));
+
+  v1::GetRequest get;
+  get.set_collection("tiny");
+  get.add_ids("tiny");
+  get.add_ids("rows");
+  get.set_include_vectors(true);
+  v1::GetResponse got;
+  ASSERT_OK(stub_->Get(Ctx().get(), get, &got));
+  ASSERT_EQ(got.documents_size(), 2);
+  for (const v1::Document& d : got.documents()) {
+    std::vector<float> all(d.pooled().begin(), d.pooled().end());
+    all.insert(all.end(), d.tokens().values().begin(), d.tokens().values().end());
+    ASSERT_EQ(all.size() % 4, 0u);
+    for (size_t r = 0; r < all.size() / 4; ++r) {
+      double ss = 0;
+      for (size_t k = 0; k < 4; ++k) {
+        ASSERT_TRUE(std::isfinite(all[r * 4 + k])) << d.id() << " row " << r;
+        ss += double(all[r * 4 + k]) * all[r * 4 + k];
+      }
+      EXPECT_NEAR(std::sqrt(ss), 1.0, 1e-2) << d.id() << " row " << r;
+    }
+  }
+  EXPECT_NEAR(got.documents(0).pooled(0), 0.5f, 1e-3);
+
+  for (const std::vector<float>& q : {std::vector<float>{0.9f, 0.1f, 0.f, 0.f},
+                                      std::vector<float>{1e-40f, 1e-40f, 1e-40f, 1e-40f}}) {
+    for (uint32_t candidates : {2u, 4u}) {
+      v1::SearchRequest r;
+      r.set_collection("tiny");
+      r.mutable_vectors()->mutable_pooled()->Assign(q.begin(), q.end());
+      r.set_top_k(candidates);
+      r.set_candidates(candidates);
+      v1::SearchResponse resp;
+      ASSERT_OK(stub_->Search(Ctx().get(), r, &resp));
+      ASSERT_GE(resp.hits_size(), 2);
+      for (int i = 0; i < resp.hits_size(); ++i) {
+        EXPECT_TRUE(std::isfinite(resp.hits(i).score())) << resp.hits(i).id();
+        if (i > 0) EXPECT_GE(resp.hits(i - 1).score(), resp.hits(i).score()) << i;
+      }
+      if (q[0] > 0.5f) EXPECT_EQ(resp.hits(0).id(), "a");
+      if (q[0] < 1e-30f && candidates == 4) {
+        EXPECT_EQ(resp.hits(0).id(), "tiny");  // the same direction, scoring 1
+        EXPECT_NEAR(resp.hits(0).score(), 1.0, 1e-2);
+      }
+    }
+  }
 }
 
 }  // namespace

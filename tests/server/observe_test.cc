@@ -242,13 +242,21 @@ int FreePort() {
   return ntohs(addr.sin_port);
 }
 
-// grpc.health.v1.Health/Check of the whole server; the response bytes.
-grpc::Status HealthCheck(grpc::GenericStub* generic, std::string* response) {
+constexpr char kServiceName[] = "attnsearch.v1.SearchService";
+const std::string kServing("\x08\x01", 2), kNotServing("\x08\x02", 2);
+
+// grpc.health.v1.Health/Check of `service` ("": the whole server); the
+// response bytes.
+grpc::Status HealthCheck(grpc::GenericStub* generic, std::string* response,
+                         const std::string& service = "") {
   grpc::ClientContext ctx;
   ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
   ctx.set_wait_for_ready(true);  // the port is not bound yet at first
-  grpc::Slice empty("");
-  const grpc::ByteBuffer request(&empty, 1);
+  // HealthCheckRequest{service}: field 1, length-delimited.
+  std::string bytes;
+  if (!service.empty()) bytes = std::string("\x0a") + char(service.size()) + service;
+  grpc::Slice slice(bytes);
+  const grpc::ByteBuffer request(&slice, 1);
   grpc::ByteBuffer reply;
   std::promise<grpc::Status> done;
   generic->UnaryCall(&ctx, "/grpc.health.v1.Health/Check", grpc::StubOptions(), &request,
@@ -307,14 +315,18 @@ TEST(ObserveTest, HealthIsNotServingWhileCollectionsOpen) {
   auto channel = grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args);
   grpc::GenericStub generic(channel);
   auto stub = NewSearchStub(channel);
-  bool saw_not_serving = false, saw_unavailable_call = false;
+  bool saw_not_serving = false, saw_unavailable_call = false, saw_name_not_serving = false;
   std::string health;
   const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(120);
   while (std::chrono::steady_clock::now() < give_up) {
     const grpc::Status s = HealthCheck(&generic, &health);
-    if (s.ok() && health == std::string("\x08\x01", 2)) break;  // SERVING
-    if (s.ok() && health == std::string("\x08\x02", 2) && !saw_unavailable_call) {
+    if (s.ok() && health == kServing) break;
+    if (s.ok() && health == kNotServing && !saw_unavailable_call) {
       saw_not_serving = true;
+      std::string by_name;
+      if (HealthCheck(&generic, &by_name, kServiceName).ok() && by_name == kNotServing) {
+        saw_name_not_serving = true;
+      }
       v1::ListCollectionsResponse list;
       const grpc::Status call = stub->ListCollections(Ctx().get(), {}, &list);
       if (call.error_code() == StatusCode::UNAVAILABLE &&
@@ -328,7 +340,11 @@ TEST(ObserveTest, HealthIsNotServingWhileCollectionsOpen) {
   ASSERT_FALSE(server.address().empty());
   EXPECT_EQ(health, std::string("\x08\x01", 2));
   EXPECT_TRUE(saw_not_serving) << "the collections opened before the first health check";
+  EXPECT_TRUE(saw_name_not_serving) << kServiceName << " was not NOT_SERVING meanwhile";
   EXPECT_TRUE(saw_unavailable_call);
+  std::string by_name;
+  ASSERT_OK(HealthCheck(&generic, &by_name, kServiceName));
+  EXPECT_EQ(by_name, kServing);
   v1::GetCollectionRequest get;
   get.set_name("slow");
   v1::GetCollectionResponse info;
@@ -336,6 +352,44 @@ TEST(ObserveTest, HealthIsNotServingWhileCollectionsOpen) {
   EXPECT_EQ(info.collection().num_documents(), 40000u);
   finished.set_value();
   starter.join();
+}
+
+// A stop signal turns the health service NOT_SERVING, for the server and
+// for the service by name, while calls are still served for --drain_s; then
+// the server stops cleanly.
+TEST(ObserveTest, HealthIsNotServingWhileDraining) {
+  TempDir dir;
+  ServerProcess server;
+  const std::string address = server.Start(dir.Sub("data"), {"--no_sync", "--drain_s", "3"});
+  ASSERT_FALSE(address.empty());
+  auto channel = grpc::CreateChannel(address, grpc::InsecureChannelCredentials());
+  grpc::GenericStub generic(channel);
+  auto stub = NewSearchStub(channel);
+  std::string health;
+  ASSERT_OK(HealthCheck(&generic, &health, kServiceName));
+  EXPECT_EQ(health, kServing);
+  ASSERT_OK(HealthCheck(&generic, &health, ""));
+  EXPECT_EQ(health, kServing);
+  EXPECT_EQ(HealthCheck(&generic, &health, "no.such.Service").error_code(),
+            StatusCode::NOT_FOUND);
+
+  ASSERT_TRUE(server.Kill(SIGTERM));
+  bool drained = false;
+  const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(3);
+  while (std::chrono::steady_clock::now() < give_up) {
+    std::string whole, by_name;
+    if (HealthCheck(&generic, &whole, "").ok() && whole == kNotServing &&
+        HealthCheck(&generic, &by_name, kServiceName).ok() && by_name == kNotServing) {
+      drained = true;
+      break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  EXPECT_TRUE(drained) << "the health service did not turn NOT_SERVING after SIGTERM";
+  v1::ListCollectionsResponse list;
+  EXPECT_OK(stub->ListCollections(Ctx().get(), {}, &list));  // still served while draining
+  const int status = server.Wait();
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
 }
 
 }  // namespace

@@ -750,6 +750,8 @@ class BadInputTest : public ServerTest {
     std::string out;
     v1::ListCollectionsResponse list;
     EXPECT_OK(List(&list));
+    // What the files take on disk moves with RocksDB's own flushes.
+    for (auto& c : *list.mutable_collections()) c.clear_disk();
     out += list.SerializeAsString();
     v1::GetResponse got;
     EXPECT_OK(Get("c", {"a", "b", "e", "new1", "new2", "x", "dup"}, true, &got));

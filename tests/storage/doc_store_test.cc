@@ -114,6 +114,17 @@ std::vector<Label> PooledLabels(const DocStore& store, Label from) {
   return labels;
 }
 
+// The labels with data that are live: superseded ones awaiting Purge left out.
+std::vector<Label> LivePooledLabels(const DocStore& store) {
+  std::vector<Label> pending;
+  EXPECT_TRUE(store.Tombstones(&pending).ok());
+  std::vector<Label> live;
+  for (Label l : PooledLabels(store, 0)) {
+    if (!std::binary_search(pending.begin(), pending.end(), l)) live.push_back(l);
+  }
+  return live;
+}
+
 // ---------------------------------------------------------------------------
 // Create / Open
 
@@ -390,6 +401,20 @@ TEST(DocStoreTest, OverwriteSupersedesOldLabel) {
   ASSERT_TRUE(store->Commit({{2, Label(0), &a2}}, {}).ok());
   EXPECT_EQ(store->live_count(), 2u);
   EXPECT_EQ(store->next_label(), 3u);
+  {
+    // The old version stays readable, marked for purging, until Purge.
+    std::vector<Label> pending;
+    auto tombstones = store->Tombstones(&pending);
+    ASSERT_TRUE(tombstones.ok());
+    EXPECT_EQ(*tombstones, (std::vector<Label>{0}));
+    EXPECT_EQ(pending, (std::vector<Label>{0}));
+    std::vector<std::optional<Document>> old;
+    ASSERT_TRUE(store->GetDocuments({0}, true, &old).ok());
+    ASSERT_TRUE(old[0].has_value());
+    ExpectSameRecord(*old[0], a1);
+    EXPECT_EQ(PooledLabels(*store, 0), (std::vector<Label>{0, 1, 2}));
+  }
+  ASSERT_TRUE(store->Purge({0}).ok());
 
   auto looked = store->LookupIds({"a", "b"});
   ASSERT_TRUE(looked.ok());
@@ -411,9 +436,11 @@ TEST(DocStoreTest, OverwriteSupersedesOldLabel) {
   EXPECT_FALSE(block.found[0]);
   EXPECT_EQ(block.rows[0], 0u);
 
-  auto tombstones = store->Tombstones();
+  std::vector<Label> pending;
+  auto tombstones = store->Tombstones(&pending);
   ASSERT_TRUE(tombstones.ok());
   EXPECT_EQ(*tombstones, (std::vector<Label>{0}));
+  EXPECT_TRUE(pending.empty());
 
   EXPECT_EQ(PooledLabels(*store, 0), (std::vector<Label>{1, 2}));
 
@@ -426,6 +453,47 @@ TEST(DocStoreTest, OverwriteSupersedesOldLabel) {
                   })
                   .ok());
   EXPECT_EQ(records, (std::map<Label, std::string>{{1, b.text}, {2, "second version"}}));
+}
+
+TEST(DocStoreTest, ReadViewSeesTheStoreAsItWasWhenTaken) {
+  TempDir tmp;
+  constexpr uint32_t kDim = 8;
+  auto store = CreateStore(tmp.Sub("store"), Config(kDim, TokenDtype::kF32));
+  ASSERT_NE(store, nullptr);
+  std::mt19937 rng(21);
+  Document a1 = MakeDoc(rng, "a", kDim, 2);
+  Document b = MakeDoc(rng, "b", kDim, 3);
+  ASSERT_TRUE(store->Commit({{0, std::nullopt, &a1}, {1, std::nullopt, &b}}, {}).ok());
+
+  auto view = store->NewReadView();
+  ASSERT_TRUE(view.ok()) << view.status();
+  Document a2 = MakeDoc(rng, "a", kDim, 4);
+  ASSERT_TRUE(store->Commit({{2, Label(0), &a2}}, {{"b", 1}}).ok());
+  ASSERT_TRUE(store->Purge({0}).ok());
+
+  // Through the view: a at label 0, b present, both with their tokens.
+  auto then = store->LookupIds({"a", "b"}, &*view);
+  ASSERT_TRUE(then.ok());
+  EXPECT_EQ(*then, (std::vector<std::optional<Label>>{0, 1}));
+  std::vector<std::optional<Document>> docs;
+  ASSERT_TRUE(store->GetDocuments({0, 1, 2}, true, &docs, &*view).ok());
+  ASSERT_TRUE(docs[0].has_value() && docs[1].has_value());
+  EXPECT_FALSE(docs[2].has_value());
+  ExpectSameVectors(*docs[0], a1, TokenDtype::kF32);
+  TokenBlock block;
+  ASSERT_TRUE(store->GetTokens({0, 1, 2}, &block, nullptr, &*view).ok());
+  EXPECT_EQ(block.found, (std::vector<bool>{true, true, false}));
+  EXPECT_EQ(block.total_rows, 5u);
+
+  // Without it: the store as it is.
+  auto now = store->LookupIds({"a", "b"});
+  ASSERT_TRUE(now.ok());
+  EXPECT_EQ(*now, (std::vector<std::optional<Label>>{2, std::nullopt}));
+  ASSERT_TRUE(store->GetDocuments({0, 1, 2}, true, &docs).ok());
+  EXPECT_FALSE(docs[0].has_value());
+  EXPECT_FALSE(docs[1].has_value());
+  ASSERT_TRUE(docs[2].has_value());
+  ExpectSameVectors(*docs[2], a2, TokenDtype::kF32);
 }
 
 TEST(DocStoreTest, DeleteRemovesDocument) {
@@ -501,9 +569,11 @@ TEST(DocStoreTest, StatePersistsAcrossReopen) {
     ASSERT_NE(store, nullptr);
     EXPECT_EQ(store->next_label(), 41u);
     EXPECT_EQ(store->live_count(), 1u);
-    auto tombstones = store->Tombstones();
+    std::vector<Label> pending;
+    auto tombstones = store->Tombstones(&pending);
     ASSERT_TRUE(tombstones.ok());
     EXPECT_EQ(*tombstones, (std::vector<Label>{5, 9}));
+    EXPECT_EQ(pending, (std::vector<Label>{5}));  // never purged: still pending
     auto looked = store->LookupIds({"a", "b"});
     ASSERT_TRUE(looked.ok());
     EXPECT_EQ(*looked, (std::vector<std::optional<Label>>{40, std::nullopt}));
@@ -940,7 +1010,7 @@ class FaultyStore {
       ExpectSameVectors(*got[0], it->second, TokenDtype::kF32);
     }
     std::sort(live.begin(), live.end());
-    EXPECT_EQ(PooledLabels(*store_, 0), live) << "live labels beyond the oracle's";
+    EXPECT_EQ(LivePooledLabels(*store_), live) << "live labels beyond the oracle's";
   }
 
   // Batches whose outcome was in doubt and turned out applied.
