@@ -840,12 +840,8 @@ absl::StatusOr<BenchOutput> RunAnn(const BenchFlags& f) {
   plot.x_label = Fmt("recall@%zu", k);
   plot.y_label = "queries per second";
   plot.series = curves;
-  const std::string svg =
-      f.out_dir + "/ann_" + FileSafe(f.dataset) + "_" + FileSafe(f.ann_spec) + ".svg";
-  if (WriteFile(svg, RenderSvg(plot))) {
-    std::printf("plot: %s\n", svg.c_str());
-    out.results["svg"] = svg;
-  }
+  SavePlot(f.out_dir, "ann_" + FileSafe(f.dataset) + "_" + FileSafe(f.ann_spec) + ".svg",
+           RenderSvg(plot), &out.results);
   return out;
 }
 

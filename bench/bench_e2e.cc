@@ -520,8 +520,10 @@ absl::StatusOr<BenchOutput> RunE2e(const BenchFlags& f) {
       v1::CreateCollectionRequest req;
       req.set_name(f.collection);
       req.mutable_config()->set_dim(dim);
-      req.mutable_config()->set_token_dtype(f.dtype == "f32" ? v1::TOKEN_DTYPE_F32
-                                                             : v1::TOKEN_DTYPE_BF16);
+      const TokenDtype dtype = DtypeFromFlags(f);
+      req.mutable_config()->set_token_dtype(dtype == TokenDtype::kF32    ? v1::TOKEN_DTYPE_F32
+                                            : dtype == TokenDtype::kInt8 ? v1::TOKEN_DTYPE_INT8
+                                                                         : v1::TOKEN_DTYPE_BF16);
       req.mutable_config()->set_ann_spec(f.ann_spec);
       v1::CreateCollectionResponse resp;
       grpc::Status s = stub->CreateCollection(&ctx, req, &resp);
@@ -714,11 +716,7 @@ absl::StatusOr<BenchOutput> RunE2e(const BenchFlags& f) {
   out.results = {{"runs", results_runs}};
   if (!soak.is_null()) out.results["soak"] = soak;
   if (!load_info.is_null()) out.results["load"] = load_info;
-  const std::string svg = f.out_dir + "/e2e_latency_cdf.svg";
-  if (WriteFile(svg, RenderSvg(plot))) {
-    std::printf("plot: %s\n", svg.c_str());
-    out.results["svg"] = svg;
-  }
+  SavePlot(f.out_dir, "e2e_latency_cdf.svg", RenderSvg(plot), &out.results);
   return out;
 }
 

@@ -1,7 +1,7 @@
 // ingest: offline bulk loading through the engine, in-process.
 //
 //   attnsearch-bench --benchmarks=ingest [--num_docs=100000] [--tokens=64]
-//       [--dim=128] [--dtype=bf16|f32] [--batch=1000] [--ann_spec=HNSW32,SQfp16]
+//       [--dim=128] [--dtype=bf16|f32|int8] [--batch=1000] [--ann_spec=HNSW32,SQfp16]
 //       [--work_dir=DIR (default: a fresh temporary directory, removed after)]
 //
 // Opens a Catalog with CollectionOptions::ForBulkLoad() (no WAL, no sync,
@@ -48,8 +48,7 @@ double Since(Clock::time_point t0) {
 }  // namespace
 
 absl::StatusOr<BenchOutput> RunIngest(const BenchFlags& f) {
-  const bool bf16 = f.dtype == "bf16";
-  if (!bf16 && f.dtype != "f32") return absl::InvalidArgumentError("--dtype: bf16 or f32");
+  const TokenDtype dtype = DtypeFromFlags(f);
   if (f.tokens <= 0 || f.batch <= 0) return absl::InvalidArgumentError("--tokens, --batch > 0");
   std::string dir = f.work_dir;
   bool remove_dir = false;
@@ -76,7 +75,7 @@ absl::StatusOr<BenchOutput> RunIngest(const BenchFlags& f) {
     if (!catalog.ok()) return catalog.status();
     CollectionConfig config;
     config.dim = f.dim;
-    config.token_dtype = bf16 ? TokenDtype::kBF16 : TokenDtype::kF32;
+    config.token_dtype = dtype;
     config.ann_spec = f.ann_spec;
     auto coll = (*catalog)->Create(name, config);
     if (!coll.ok()) return coll.status();
@@ -129,8 +128,9 @@ absl::StatusOr<BenchOutput> RunIngest(const BenchFlags& f) {
   if (remove_dir) std::filesystem::remove_all(dir);
 
   const double input_bytes = double(stored) * (double(f.tokens) + 1.0) * f.dim * 4.0;
-  const double raw_stored = double(stored) * (double(f.tokens) * f.dim * (bf16 ? 2 : 4) +
-                                              double(f.dim) * 4);
+  const double token_bytes = double(f.dim) * TokenDtypeSize(dtype) +
+                             (dtype == TokenDtype::kInt8 ? 4.0 : 0.0);  // int8: a scale per row
+  const double raw_stored = double(stored) * (double(f.tokens) * token_bytes + double(f.dim) * 4);
   std::vector<std::vector<std::string>> table = {
       {"Upsert calls only", Fmt("%.2f", upsert_s), Fmt("%.0f", double(stored) / upsert_s),
        Fmt("%.1f", input_bytes / 1e6 / upsert_s)},

@@ -6,8 +6,9 @@
 //       [--quality_exhaustive=true] [--semantic_share=0.3] [--expansion_weight=-1 (encoder default)] [--stem_language=english] [--dtype=bf16]
 //       [--python=/usr/bin/python3 (with python3-xapian)]
 //
-// The corpus (title + " " + text per document) is loaded text-only into a
-// fresh collection in-process (bulk-load options), the built-in encoder is
+// The corpus is read as attnsearch-index reads it (title and text joined,
+// bad records reported and skipped, their count printed and recorded) and
+// loaded text-only into a fresh collection in-process (bulk-load options), the built-in encoder is
 // trained on it (Collection::TrainEncoder) and the ANN index built. Then every
 // judged query runs as text, three ways:
 //   two-stage   ANN candidates (--quality_candidates) reranked by attention
@@ -30,6 +31,8 @@
 #include "core/status.h"
 #include "dataset/input_file.h"
 #include "engine/collection.h"
+#include "indexer/input_source.h"
+#include "indexer/sink.h"
 #include "quality_metrics.h"
 #include "report.h"
 
@@ -44,41 +47,52 @@ std::string ReadAllFrom(FILE* p) {
   return out;
 }
 
-// Loads corpus.jsonl as text-only documents.
-absl::StatusOr<uint64_t> LoadCorpus(const std::string& path, Collection* c,
+// Loads the folder's corpus as attnsearch-index does (indexer/input_source.h:
+// title and text joined, every record validated): a bad record (BEIR
+// corpora have empty ones) is reported as FILE:LINE: reason and skipped, as
+// is one the engine rejects (its error names documents[i]). *skipped counts
+// them.
+absl::StatusOr<uint64_t> LoadCorpus(const std::string& beir_dir, Collection* c,
                                     uint64_t* skipped) {
-  ATTN_ASSIGN_OR_RETURN(std::unique_ptr<InputFile> in, InputFile::Open(path));
-  std::vector<Document> batch;
-  uint64_t line_no = 0, loaded = 0;
-  std::string line;
+  indexer::ParseOptions po;
+  po.dim = c->config().dim;
+  ATTN_ASSIGN_OR_RETURN(std::unique_ptr<indexer::RecordSource> source,
+                        indexer::OpenSource(beir_dir, indexer::InputFormat::kBeir, po));
+  indexer::Batch batch;
+  uint64_t loaded = 0;
+  const indexer::RejectFn reject = [&](uint64_t position, const std::string&,
+                                       const std::string& reason) {
+    std::printf("%s: %s (skipped)\n", source->Location(position).c_str(), reason.c_str());
+    ++*skipped;
+    return true;
+  };
   auto flush = [&]() -> absl::Status {
-    if (batch.empty()) return absl::OkStatus();
-    ATTN_ASSIGN_OR_RETURN(uint64_t n, c->Upsert(std::move(batch)));
-    loaded += n;
-    batch.clear();
+    while (!batch.docs.empty()) {
+      absl::StatusOr<uint64_t> n = c->Upsert(batch.docs);
+      std::string reason;
+      const std::optional<size_t> i =
+          n.ok() ? std::nullopt : indexer::RejectedDocument(std::string(n.status().message()), &reason);
+      if (n.ok()) {
+        loaded += *n;
+        break;
+      }
+      if (!absl::IsInvalidArgument(n.status()) || !i || *i >= batch.docs.size()) return n.status();
+      indexer::ApplyRejection(&batch, *i, "rejected by the engine: " + reason, reject);
+    }
+    batch = indexer::Batch();
     return absl::OkStatus();
   };
-  while (in->ReadLine(&line)) {
-    line_no = in->line_number();
-    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
-    nlohmann::json j = nlohmann::json::parse(line, nullptr, false);
-    if (j.is_discarded() || !j.is_object()) {
-      return absl::InvalidArgumentError(absl::StrCat(path, ":", line_no, ": not a JSON object"));
-    }
-    const nlohmann::json& id = j.contains("_id") ? j["_id"] : j["id"];
-    Document d;
-    d.id = id.is_string() ? id.get<std::string>() : id.dump();
-    const std::string title = j.value("title", std::string());
-    const std::string text = j.value("text", std::string());
-    d.text = title.empty() ? text : title + " " + text;
-    if (d.text.find_first_not_of(" \t\r\n") == std::string::npos) {
-      ++*skipped;  // nothing to index (BEIR corpora have a few)
+  indexer::InputRecord rec;
+  while (source->Next(&rec)) {
+    if (!rec.status.ok()) {
+      reject(rec.position, rec.doc.id, std::string(rec.status.message()));
       continue;
     }
-    batch.push_back(std::move(d));
-    if (batch.size() >= 1000) ATTN_RETURN_IF_ERROR(flush());
+    batch.docs.push_back(std::move(rec.doc));
+    batch.positions.push_back(rec.position);
+    if (batch.docs.size() >= 1000) ATTN_RETURN_IF_ERROR(flush());
   }
-  ATTN_RETURN_IF_ERROR(in->status());
+  ATTN_RETURN_IF_ERROR(source->status());
   ATTN_RETURN_IF_ERROR(flush());
   return loaded;
 }
@@ -87,9 +101,7 @@ absl::StatusOr<uint64_t> LoadCorpus(const std::string& path, Collection* c,
 
 absl::StatusOr<BenchOutput> RunQuality(const BenchFlags& f) {
   if (f.beir.empty()) return absl::InvalidArgumentError("--beir: a BEIR folder is required");
-  const TokenDtype dtype = f.dtype == "f32"    ? TokenDtype::kF32
-                           : f.dtype == "int8" ? TokenDtype::kInt8
-                                               : TokenDtype::kBF16;
+  const TokenDtype dtype = DtypeFromFlags(f);
   ATTN_ASSIGN_OR_RETURN(Qrels qrels, ReadQrels(f.beir + "/qrels.tsv"));
   ATTN_ASSIGN_OR_RETURN(std::vector<BeirQuery> queries, ReadQueries(f.beir + "/queries.jsonl"));
 
@@ -107,9 +119,8 @@ absl::StatusOr<BenchOutput> RunQuality(const BenchFlags& f) {
                         Collection::Create(dir + "/c", config, options));
   using Clock = std::chrono::steady_clock;
   auto t0 = Clock::now();
-  uint64_t empty_docs = 0;
-  ATTN_ASSIGN_OR_RETURN(uint64_t docs,
-                        LoadCorpus(f.beir + "/corpus.jsonl", c.get(), &empty_docs));
+  uint64_t skipped = 0;
+  ATTN_ASSIGN_OR_RETURN(uint64_t docs, LoadCorpus(f.beir, c.get(), &skipped));
   const double load_s = std::chrono::duration<double>(Clock::now() - t0).count();
   text::EncoderOptions eo;
   eo.semantic_share = f.semantic_share;
@@ -119,9 +130,10 @@ absl::StatusOr<BenchOutput> RunQuality(const BenchFlags& f) {
   t0 = Clock::now();
   ATTN_RETURN_IF_ERROR(c->BuildIndex().status());
   const double index_s = std::chrono::duration<double>(Clock::now() - t0).count();
-  std::printf("loaded %llu documents (%llu without text skipped) in %.1f s; encoder: %u keys, trained in %.2f s, "
-              "%llu documents encoded in %.1f s; ANN built in %.1f s\n",
-              (unsigned long long)docs, (unsigned long long)empty_docs, load_s, trained.training.vocabulary,
+  std::printf("loaded %llu documents (%llu bad records skipped) in %.1f s; encoder: %u keys, "
+              "trained in %.2f s, %llu documents encoded in %.1f s; ANN built in %.1f s\n",
+              (unsigned long long)docs, (unsigned long long)skipped, load_s,
+              trained.training.vocabulary,
               trained.training.seconds, (unsigned long long)trained.reencoded,
               trained.reencode_seconds, index_s);
 
@@ -246,7 +258,7 @@ absl::StatusOr<BenchOutput> RunQuality(const BenchFlags& f) {
   BenchOutput out;
   out.params = {{"beir", f.beir},
                 {"documents", docs},
-                {"documents_without_text", empty_docs},
+                {"skipped_records", skipped},
                 {"candidates", std::max<uint32_t>(100, f.quality_candidates)},
                 {"temperature", f.quality_temperature},
                 {"dim", f.quality_dim},

@@ -459,12 +459,8 @@ absl::StatusOr<BenchOutput> RunRerank(const BenchFlags& f) {
     chart.values.push_back(torch_us);
   }
   for (double v : chart.values) chart.value_texts.push_back(Fmt("%.0f us", v));
-  const std::string svg =
-      f.out_dir + "/" + Fmt("rerank_%s_c%zu_t%d.svg", f.dtype.c_str(), C, f.threads);
-  if (WriteFile(svg, RenderSvg(chart))) {
-    std::printf("plot: %s\n", svg.c_str());
-    out.results["svg"] = svg;
-  }
+  SavePlot(f.out_dir, Fmt("rerank_%s_c%zu_t%d.svg", f.dtype.c_str(), C, f.threads),
+           RenderSvg(chart), &out.results);
   return out;
 }
 

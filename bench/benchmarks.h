@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "core/types.h"
 #include "dataset.h"
 #include "nlohmann/json.hpp"
 
@@ -97,8 +98,11 @@ struct BenchFlags {
   float expansion_weight = -1.f;    // < 0: the encoder's default
 
   // Output.
-  std::string json;  // default: <out_dir>/<benchmark>.jsonl
-  std::string out_dir = "bench/results";
+  // Where the record and plots go. Default: nowhere (the record is printed):
+  // a run writes files only when asked; the project's figures are recorded
+  // with --out_dir bench/results.
+  std::string json;     // default: <out_dir>/<benchmark>.jsonl when out_dir is set
+  std::string out_dir;
   std::string tag;   // free-form label stored with the record
 };
 
@@ -117,6 +121,13 @@ absl::StatusOr<BenchOutput> RunQuality(const BenchFlags& flags);
 
 // The synthetic generator options the flags describe.
 SyntheticOptions SyntheticFromFlags(const BenchFlags& flags);
+
+// --dtype ("bf16", "f32" or "int8"; main checks it) as a TokenDtype.
+inline TokenDtype DtypeFromFlags(const BenchFlags& flags) {
+  return flags.dtype == "f32"    ? TokenDtype::kF32
+         : flags.dtype == "int8" ? TokenDtype::kInt8
+                                 : TokenDtype::kBF16;
+}
 
 }  // namespace attnsearch::bench
 

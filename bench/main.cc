@@ -15,9 +15,10 @@
 //           of two-stage, ANN-only and exhaustive search, next to Xapian's
 //           BM25 in the same run                            (bench_quality.cc)
 //
-// Each run prints a table, appends one JSON record (parameters, machine,
-// git commit, timestamp, figures) to --json (default
-// <out_dir>/<benchmark>.jsonl) and writes an SVG plot into --out_dir.
+// Each run prints a table and one JSON record (parameters, machine, git
+// commit, timestamp, figures). With --out_dir DIR it appends the record to
+// DIR/<benchmark>.jsonl (or to --json) and writes an SVG plot into DIR; without
+// either it writes no file. The project's figures: --out_dir bench/results.
 #include <cstdio>
 
 #include "CLI/CLI.hpp"
@@ -80,7 +81,9 @@ int main(int argc, char** argv) {
   app.add_option("--doc_tokens_max", f.doc_tokens_max, "most tokens per document")
       ->capture_default_str();
   app.add_option("--query_tokens", f.query_tokens, "query tokens m")->capture_default_str();
-  app.add_option("--dtype", f.dtype, "token dtype: bf16 | f32")->capture_default_str();
+  app.add_option("--dtype", f.dtype, "token dtype: bf16 | f32 | int8")
+      ->check(CLI::IsMember({"bf16", "f32", "int8"}))
+      ->capture_default_str();
   app.add_option("--threads", f.threads, "OpenMP / oneDNN / torch threads (rerank)")
       ->capture_default_str();
   app.add_option("--temperature", f.temperature, "attention temperature tau")
@@ -147,9 +150,12 @@ int main(int argc, char** argv) {
   app.add_option("--stem_language", f.stem_language, "encoder: Snowball stemmer or none")
       ->capture_default_str();
   // Output.
-  app.add_option("--json", f.json, "JSON lines file (default <out_dir>/<benchmark>.jsonl)");
-  app.add_option("--out_dir", f.out_dir, "folder for SVG plots and default JSON")
-      ->capture_default_str();
+  app.add_option("--json", f.json,
+                 "append the record to this JSON lines file (default: <out_dir>/<benchmark>.jsonl "
+                 "with --out_dir, else none)");
+  app.add_option("--out_dir", f.out_dir,
+                 "folder for the records and SVG plots (default: none, nothing is written; the "
+                 "project's results: bench/results)");
   app.add_option("--tag", f.tag, "label stored with the record");
   CLI11_PARSE(app, argc, argv);
 
@@ -207,8 +213,12 @@ int main(int argc, char** argv) {
     if (!f.tag.empty()) record["tag"] = f.tag;
     record["params"] = out->params;
     record["results"] = out->results;
-    const std::string path = f.json.empty() ? f.out_dir + "/" + name + ".jsonl" : f.json;
-    if (!AppendJsonLine(path, record)) {
+    const std::string path =
+        !f.json.empty() ? f.json : f.out_dir.empty() ? "" : f.out_dir + "/" + name + ".jsonl";
+    if (path.empty()) {
+      std::printf("record (not saved; --out_dir or --json saves it):\n%s\n\n",
+                  record.dump().c_str());
+    } else if (!AppendJsonLine(path, record)) {
       std::fprintf(stderr, "attnsearch-bench: cannot write %s\n", path.c_str());
       ++failures;
     } else {

@@ -189,6 +189,18 @@ bool WriteFile(const std::string& path, const std::string& text) {
   return bool(f);
 }
 
+void SavePlot(const std::string& out_dir, const std::string& name, const std::string& svg,
+              nlohmann::json* results) {
+  if (out_dir.empty()) return;
+  const std::string path = out_dir + "/" + name;
+  if (!WriteFile(path, svg)) {
+    std::fprintf(stderr, "attnsearch-bench: cannot write %s\n", path.c_str());
+    return;
+  }
+  std::printf("plot: %s\n", path.c_str());
+  (*results)["svg"] = path;
+}
+
 std::string FormatTable(const std::vector<std::string>& header,
                         const std::vector<std::vector<std::string>>& rows) {
   std::vector<size_t> width(header.size(), 0);

@@ -49,6 +49,11 @@ long RssKb();
 bool AppendJsonLine(const std::string& path, const nlohmann::json& record);
 // Writes `text` to `path`, creating parent directories. False on error.
 bool WriteFile(const std::string& path, const std::string& text);
+// Writes a plot as `out_dir`/`name` and records its path in results["svg"];
+// nothing when out_dir is empty (the default: a run writes files only when
+// asked).
+void SavePlot(const std::string& out_dir, const std::string& name, const std::string& svg,
+              nlohmann::json* results);
 
 // A fixed-width text table: a header row, a rule and the rows, columns
 // right-aligned except the first.

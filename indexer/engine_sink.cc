@@ -21,7 +21,7 @@ std::optional<size_t> RejectedDocument(const std::string& message, std::string* 
 
 bool ApplyRejection(Batch* batch, size_t i, const std::string& reason, const RejectFn& reject) {
   const uint64_t position = batch->positions[i];
-  if (reject(position, reason)) {
+  if (reject(position, batch->docs[i].id, reason)) {
     batch->docs.erase(batch->docs.begin() + long(i));
     batch->positions.erase(batch->positions.begin() + long(i));
     return true;

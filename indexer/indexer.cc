@@ -10,7 +10,9 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "core/status.h"
 #include "indexer/checkpoint.h"
+#include "indexer/rejects.h"
 #include "indexer/sink.h"
 #include "text/encoder.h"
 
@@ -52,13 +54,16 @@ class Load {
   int Run();
 
  private:
-  // Reports a bad record; returns whether to go on (--max_errors).
-  bool ReportBad(uint64_t position, const std::string& reason) {
+  // Reports a bad record on stderr and in the rejects file; returns whether
+  // to go on (--max_errors).
+  bool ReportBad(uint64_t position, const std::string& id, const std::string& reason) {
     progress_.Clear();
-    std::fprintf(stderr, "%s: %s\n", source_->Location(position).c_str(), reason.c_str());
+    const std::string location = source_->Location(position);
+    std::fprintf(stderr, "%s: %s\n", location.c_str(), reason.c_str());
+    if (rejects_status_.ok()) rejects_status_ = rejects_->Add(location, position, id, reason);
     ++errors_;
     error_positions_.insert(position);
-    return errors_ <= options_.max_errors;
+    return !options_.max_errors || errors_ <= *options_.max_errors;
   }
 
   // After the load: trains the built-in encoder when options_.train_encoder
@@ -73,6 +78,8 @@ class Load {
 
   // Everything up to `position` is durable: checkpoint it.
   absl::Status OnDurable(uint64_t position, uint64_t documents) {
+    if (rejects_status_.ok()) rejects_status_ = rejects_->Flush();
+    ATTN_RETURN_IF_ERROR(rejects_status_);
     auto end = error_positions_.upper_bound(position);
     durable_errors_ += uint64_t(std::distance(error_positions_.begin(), end));
     error_positions_.erase(error_positions_.begin(), end);
@@ -106,6 +113,8 @@ class Load {
   Progress progress_;
   std::unique_ptr<RecordSource> source_;
   std::unique_ptr<Sink> sink_;
+  std::unique_ptr<RejectsFile> rejects_;
+  absl::Status rejects_status_;  // the first error writing the rejects file
   std::string checkpoint_path_;
   Checkpoint checkpoint_;
   uint64_t prior_documents_ = 0;
@@ -262,6 +271,16 @@ int Load::Run() {
     }
   }
 
+  // --- Rejects file ---
+  {
+    const std::string path =
+        o.rejects.empty() ? DefaultRejectsPath(checkpoint_path_) : o.rejects;
+    absl::StatusOr<std::unique_ptr<RejectsFile>> r = RejectsFile::Open(
+        path, skip_to > 0 ? std::optional<uint64_t>(skip_to) : std::nullopt);
+    if (!r.ok()) return Fail(kExitUsage, std::string(r.status().message()));
+    rejects_ = *std::move(r);
+  }
+
   // --- Target ---
   TargetOptions t;
   t.collection = o.collection;
@@ -287,8 +306,8 @@ int Load::Run() {
   t.max_inflight_bytes = o.max_inflight_bytes;
   t.max_retries = o.max_retries;
   t.initial_backoff_ms = o.initial_backoff_ms;
-  RejectFn reject = [this](uint64_t position, const std::string& reason) {
-    return ReportBad(position, reason);
+  RejectFn reject = [this](uint64_t position, const std::string& id, const std::string& reason) {
+    return ReportBad(position, id, reason);
   };
   DurableFn durable = [this](uint64_t position, uint64_t documents) {
     return OnDurable(position, documents);
@@ -342,7 +361,7 @@ int Load::Run() {
       }
     }
     if (!rec.status.ok()) {
-      if (!ReportBad(rec.position, std::string(rec.status.message()))) {
+      if (!ReportBad(rec.position, rec.doc.id, std::string(rec.status.message()))) {
         stopped = true;
         break;  // this record is not consumed: a re-run starts at it
       }
@@ -375,6 +394,8 @@ int Load::Run() {
     target_status = Send(&batch, consumed);
   }
   if (target_status.ok()) target_status = sink_->Sync();
+  if (target_status.ok() && rejects_status_.ok()) rejects_status_ = rejects_->Flush();
+  if (target_status.ok()) target_status = rejects_status_;
   progress_.Clear();
   if (!target_status.ok()) {
     return Fail(kExitTarget, absl::StrCat(target_status.message(), " (",
@@ -415,12 +436,16 @@ int Load::Run() {
   }
   if (stopped || sink_->stopped()) {
     return Fail(kExitInput,
-                absl::StrCat("stopped: more than ", o.max_errors,
+                absl::StrCat("stopped: more than ", o.max_errors.value_or(0),
                              " bad records (--max_errors); the documents before the last one "
-                             "are stored; fix the input or raise --max_errors and re-run"));
+                             "are stored; fix the input or raise --max_errors and re-run "
+                             "(the bad records are listed in ", rejects_->path(), ")"));
   }
   if (limited) Say(absl::StrCat("--limit ", o.limit, " reached; re-run without it to go on"));
-  return errors_ > 0 ? kExitInput : kExitOk;
+  if (errors_ == 0) return kExitOk;
+  Say(absl::StrFormat("done with %llu bad records rejected (skipped): see %s (exit status %d)",
+                      (unsigned long long)errors_, rejects_->path(), int(kExitRejected)));
+  return kExitRejected;
 }
 
 }  // namespace
@@ -429,6 +454,15 @@ std::string DefaultCheckpointPath(const IndexerOptions& options) {
   const std::string name =
       absl::StrCat(options.collection, ".", InputBasename(options.input), ".progress");
   return options.data_dir.empty() ? name : (fs::path(options.data_dir) / name).string();
+}
+
+std::string DefaultRejectsPath(const std::string& checkpoint) {
+  constexpr std::string_view kSuffix = ".progress";
+  std::string base = checkpoint;
+  if (base.size() > kSuffix.size() && base.ends_with(kSuffix)) {
+    base.resize(base.size() - kSuffix.size());
+  }
+  return base + ".rejects.jsonl";
 }
 
 int RunIndexer(const IndexerOptions& options) {

@@ -20,10 +20,13 @@ namespace attnsearch::indexer {
 
 // Exit codes of attnsearch-index.
 enum ExitCode : int {
-  kExitOk = 0,      // every record loaded
-  kExitUsage = 1,   // bad flags, or a collection that contradicts them
-  kExitInput = 2,   // bad records (any), or an unreadable input
-  kExitTarget = 3,  // the engine or the server failed
+  kExitOk = 0,        // every record loaded
+  kExitUsage = 1,     // bad flags, or a collection that contradicts them
+  kExitInput = 2,     // the load stopped early on its input: more bad records
+                      // than --max_errors, or an unreadable input
+  kExitTarget = 3,    // the engine or the server failed
+  kExitRejected = 4,  // done: every good record loaded, the bad ones
+                      // reported, written to the rejects file and skipped
 };
 
 // The dim of a collection created for text-only input without --dim: the
@@ -103,8 +106,19 @@ struct IndexerOptions {
   double target_recall = 0;
 
   // --- Errors ---
-  // Bad records tolerated before stopping. Default: 0 (stop at the first).
-  uint64_t max_errors = 0;
+  // Bad records (a record that does not parse or validate, or that the
+  // engine or server rejects) are reported on stderr as FILE:LINE: reason,
+  // written to the rejects file and skipped; the load goes on to the end.
+  // When set, more than this many stop the load (exit kExitInput; the
+  // checkpoint points at the last one, so a re-run resumes there). Default:
+  // unset (no limit).
+  std::optional<uint64_t> max_errors;
+  // The rejects file: one JSON line per bad record, {"location", "line" (or
+  // "record" for fvecs), "id" (when known), "reason"}. A fresh load
+  // replaces it; a resumed one keeps the entries at or before its
+  // checkpoint. Default: the checkpoint's path with ".rejects.jsonl" for
+  // ".progress".
+  std::string rejects;
 
   // --- Checkpoints ---
   // Default: <data_dir>/<collection>.<input basename>.progress offline,
@@ -132,6 +146,9 @@ int RunIndexer(const IndexerOptions& options);
 
 // The default checkpoint path for `options` (see IndexerOptions::checkpoint).
 std::string DefaultCheckpointPath(const IndexerOptions& options);
+
+// The default rejects file beside `checkpoint` (see IndexerOptions::rejects).
+std::string DefaultRejectsPath(const std::string& checkpoint);
 
 }  // namespace attnsearch::indexer
 

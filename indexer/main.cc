@@ -21,17 +21,24 @@ when the input had text-only documents and the encoder is untrained). A new
 collection for text-only input gets dim 256 unless --dim is given, and int8
 token storage unless --dtype is given.
 
-Bad records are reported as FILE:LINE: reason (FILE:record N for fvecs).
-Re-running the same command after an interruption resumes from the
-checkpoint; --restart starts over.
+Bad records (bad JSON, a wrong dimension, an empty document, one the engine
+rejects, ...) are reported as FILE:LINE: reason (FILE:record N for fvecs),
+written to the rejects file (a JSON line each: location, position, id,
+reason) and skipped: the load goes on, and the encoder is trained on what
+loaded. --max_errors N stops the load after N of them instead. Re-running the
+same command after an interruption resumes from the checkpoint; --restart
+starts over.
 
 Exit codes:
   0  success: every record loaded
   1  usage error (bad flags, or a collection that contradicts them)
-  2  input errors: any bad record (also when within --max_errors), more than
-     --max_errors of them (the load stops), or an unreadable input
+  2  the load stopped early on its input: more than --max_errors bad records,
+     or an unreadable / truncated input (what loaded stays stored; re-run to
+     resume)
   3  server or engine error (what was acknowledged stays stored; re-run to
      resume)
+  4  done, with bad records rejected: every good record loaded, the bad ones
+     listed in the rejects file
 )";
 
 }  // namespace
@@ -106,9 +113,14 @@ int main(int argc, char** argv) {
                  "default ANN search knob (efSearch/nprobe) for this mean recall@10, in [0, 1] "
                  "(0: off)")
       ->capture_default_str();
-  app.add_option("--max_errors", o.max_errors,
-                 "bad records tolerated before stopping (0: stop at the first)")
-      ->capture_default_str();
+  uint64_t max_errors = 0;
+  auto* max_errors_opt = app.add_option(
+      "--max_errors", max_errors,
+      "stop once more than N bad records were found (0: at the first; default: no limit, "
+      "every bad record is reported, listed in the rejects file and skipped)");
+  app.add_option("--rejects", o.rejects,
+                 "the rejects file: a JSON line per bad record (default: the checkpoint's path "
+                 "with .rejects.jsonl for .progress)");
   app.add_option("--checkpoint", o.checkpoint,
                  "checkpoint file (default <data_dir>/<collection>.<input>.progress offline, "
                  "./<collection>.<input>.progress online)");
@@ -134,6 +146,7 @@ int main(int argc, char** argv) {
     app.exit(e);
     return ai::kExitUsage;
   }
+  if (max_errors_opt->count() > 0) o.max_errors = max_errors;
   ai::ParseInputFormat(format, &o.format);
   if (!dtype.empty()) {
     o.dtype = dtype == "f32"    ? attnsearch::TokenDtype::kF32

@@ -336,6 +336,7 @@ class ServerSink : public Sink {
       b.positions = bad.positions;
       b.end_position = bad.end_position;
       b.docs.resize(b.positions.size());
+      b.docs[*i].id = bad.request.documents(int(*i)).id();  // named in the report
       const bool go_on = ApplyRejection(&b, *i, absl::StrCat("rejected by the server: ", reason),
                                         reject_);
       auto* docs = bad.request.mutable_documents();

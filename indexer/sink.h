@@ -44,9 +44,10 @@ struct Batch {
   size_t bytes = 0;  // EstimateWireBytes summed
 };
 
-// Reports a document the target rejected (position, reason) and returns
-// whether to go on.
-using RejectFn = std::function<bool(uint64_t position, const std::string& reason)>;
+// Reports a document the target rejected (its input position, its id and
+// the reason) and returns whether to go on.
+using RejectFn = std::function<bool(uint64_t position, const std::string& id,
+                                    const std::string& reason)>;
 // Called whenever everything up to `position` is durable (flushed or
 // acknowledged); `documents` counts the documents this sink made durable.
 // A non-OK return stops the load.

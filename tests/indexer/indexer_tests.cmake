@@ -7,6 +7,7 @@ attn_cc_test(NAME indexer_parser_test SRCS indexer/record_parser_test.cc
 # codes, resume after a crash, and an online load through the real server.
 attn_cc_test(NAME indexer_tool_test SRCS indexer/indexer_tool_test.cc
              DEPS attn_indexer_lib attn_engine attn_proto gRPC::grpc++ ZLIB::ZLIB
+                  nlohmann_json::nlohmann_json
              LABELS integration)
 target_compile_definitions(indexer_tool_test PRIVATE
                            ATTN_SERVER_BINARY="$<TARGET_FILE:attnsearch-server>"

@@ -12,10 +12,12 @@
 #include <random>
 #include <sstream>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "engine/catalog.h"
 #include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
 #include "server/server_process.h"
 #include "test_util.h"
 
@@ -210,19 +212,63 @@ std::vector<std::string> CorpusWithBadLines() {
   return lines;
 }
 
-TEST(IndexerToolTest, StopsAtTheFirstBadLineByDefault) {
+// The rejects file's entries: (position, id, reason) per line.
+std::vector<std::tuple<uint64_t, std::string, std::string>> ReadRejects(const std::string& path) {
+  std::vector<std::tuple<uint64_t, std::string, std::string>> out;
+  std::ifstream in(path);
+  std::string line;
+  while (std::getline(in, line)) {
+    const nlohmann::json j = nlohmann::json::parse(line);
+    out.emplace_back(j.at("position").get<uint64_t>(), j.value("id", ""),
+                     j.at("reason").get<std::string>());
+    EXPECT_EQ(j.at("location").get<std::string>().find(":" + std::to_string(std::get<0>(out.back()))),
+              j.at("location").get<std::string>().size() -
+                  std::to_string(std::get<0>(out.back())).size() - 1)
+        << line;
+  }
+  return out;
+}
+
+TEST(IndexerToolTest, BadLinesAreSkippedAndListedByDefault) {
   TempDir dir;
   WriteLines(dir.Sub("bad.jsonl"), CorpusWithBadLines());
-  const ToolRun run = RunTool(dir, {dir.Sub("bad.jsonl"), "--data_dir", dir.Sub("data"),
-                                    "--collection", "c", "--dim", "8"});
-  EXPECT_EQ(run.exit_code(), 2) << run.stderr_text;
-  EXPECT_NE(run.stderr_text.find(dir.Sub("bad.jsonl") + ":4: pooled: expected 8 values, got 2"),
+  const std::string f = dir.Sub("bad.jsonl");
+  ToolRun run = RunTool(dir, {f, "--data_dir", dir.Sub("data"), "--collection", "c", "--dim", "8",
+                              "--batch", "4"});
+  EXPECT_EQ(run.exit_code(), 4) << run.stderr_text;  // done, with rejects
+  EXPECT_NE(run.stderr_text.find(f + ":4: pooled: expected 8 values, got 2"), std::string::npos)
+      << run.stderr_text;
+  const std::string rejects = dir.Sub("data/c.bad.jsonl.rejects.jsonl");
+  EXPECT_NE(run.stderr_text.find("done with 5 bad records rejected (skipped): see " + rejects),
             std::string::npos)
       << run.stderr_text;
+  const GetResult r = ReadBack(dir.Sub("data"), "c", Ids(20));
+  EXPECT_EQ(r.documents.size(), 15u);
+  const auto listed = ReadRejects(rejects);
+  ASSERT_EQ(listed.size(), 5u);
+  EXPECT_EQ(listed[0], std::make_tuple(uint64_t{4}, std::string("doc-3"),
+                                       std::string("pooled: expected 8 values, got 2")));
+  EXPECT_EQ(std::get<0>(listed[1]), 8u);  // bad JSON: no id
+  EXPECT_EQ(std::get<1>(listed[1]), "");
+  EXPECT_EQ(std::get<1>(listed[2]), "doc-2");  // the duplicate
+  EXPECT_EQ(std::get<0>(listed[3]), 13u);
+  EXPECT_EQ(std::get<0>(listed[4]), 16u);
+
+  // --max_errors 0: the strict meaning, stop at the first.
+  TempDir dir2;
+  run = RunTool(dir2, {f, "--data_dir", dir2.Sub("data"), "--collection", "c", "--dim", "8",
+                       "--max_errors", "0"});
+  EXPECT_EQ(run.exit_code(), 2) << run.stderr_text;
   EXPECT_EQ(run.stderr_text.find(":8: "), std::string::npos) << run.stderr_text;
   // The lines before the bad one are stored; nothing after it.
-  const GetResult r = ReadBack(dir.Sub("data"), "c", Ids(20));
-  EXPECT_EQ(r.documents.size(), 3u);
+  EXPECT_EQ(ReadBack(dir2.Sub("data"), "c", Ids(20)).documents.size(), 3u);
+
+  // A load without bad records leaves no rejects file (a stale one goes).
+  WriteLines(dir.Sub("good.jsonl"), Corpus(20, 4));
+  run = RunTool(dir, {dir.Sub("good.jsonl"), "--data_dir", dir.Sub("data3"), "--collection", "c",
+                      "--dim", "8", "--rejects", rejects});
+  EXPECT_EQ(run.exit_code(), 0) << run.stderr_text;
+  EXPECT_FALSE(std::filesystem::exists(rejects));
 }
 
 TEST(IndexerToolTest, MaxErrorsReportsEveryBadLineAsFileLine) {
@@ -231,7 +277,7 @@ TEST(IndexerToolTest, MaxErrorsReportsEveryBadLineAsFileLine) {
   const std::string f = dir.Sub("bad.jsonl");
   ToolRun run = RunTool(dir, {f, "--data_dir", dir.Sub("data"), "--collection", "c", "--dim",
                               "8", "--max_errors", "5", "--batch", "4"});
-  EXPECT_EQ(run.exit_code(), 2) << run.stderr_text;  // bad lines, even within the limit
+  EXPECT_EQ(run.exit_code(), 4) << run.stderr_text;  // done, the bad lines rejected
   for (const std::string& expected :
        {f + ":4: pooled: expected 8 values, got 2", f + ":8: bad JSON:",
         f + ":11: id: duplicate id 'doc-2' (first at " + f + ":3)", f + ":13: id: missing",
@@ -259,13 +305,16 @@ TEST(IndexerToolTest, MaxErrorsReportsEveryBadLineAsFileLine) {
   EXPECT_EQ(r.documents.size(), 11u);  // lines 1..15 minus 4 bad
   run = RunTool(dir2, {f, "--data_dir", dir2.Sub("data"), "--collection", "c", "--max_errors",
                        "5"});
-  EXPECT_EQ(run.exit_code(), 2) << run.stderr_text;
+  EXPECT_EQ(run.exit_code(), 4) << run.stderr_text;
   EXPECT_NE(run.stderr_text.find("resuming after line 15"), std::string::npos)
       << run.stderr_text;
   EXPECT_NE(run.stderr_text.find(f + ":16: "), std::string::npos) << run.stderr_text;
   EXPECT_EQ(run.stderr_text.find(f + ":4: "), std::string::npos) << run.stderr_text;
   ExpectSameDocuments(ReadBack(dir2.Sub("data"), "c", Ids(20)),
                       ReadBack(dir.Sub("data"), "c", Ids(20)));
+  // The resumed load's rejects file lists each bad line once.
+  EXPECT_EQ(ReadRejects(dir2.Sub("data/c.bad.jsonl.rejects.jsonl")),
+            ReadRejects(dir.Sub("data/c.bad.jsonl.rejects.jsonl")));
 }
 
 void WriteFvecs(const std::string& path, const std::vector<float>& v, int dim) {
@@ -407,7 +456,7 @@ TEST(IndexerToolTest, ResumeAfterCrashEqualsUninterruptedLoad) {
     return a;
   };
   ToolRun run = RunTool(dir, with({"--data_dir", dir.Sub("whole")}));
-  ASSERT_EQ(run.exit_code(), 2) << run.stderr_text;  // the bad line
+  ASSERT_EQ(run.exit_code(), 4) << run.stderr_text;  // the bad line
 
   run = RunTool(dir, with({"--data_dir", dir.Sub("resumed"), "--stop_after", "1000"}));
   ASSERT_TRUE(WIFSIGNALED(run.status) && WTERMSIG(run.status) == SIGKILL)
@@ -420,7 +469,7 @@ TEST(IndexerToolTest, ResumeAfterCrashEqualsUninterruptedLoad) {
   EXPECT_NE(run.stderr_text.find(":1501: pooled: expected 8 values, got 1"), std::string::npos)
       << run.stderr_text;
   run = RunTool(dir, with({"--data_dir", dir.Sub("resumed")}));
-  EXPECT_EQ(run.exit_code(), 2) << run.stderr_text;  // the bad line, reported earlier
+  EXPECT_EQ(run.exit_code(), 4) << run.stderr_text;  // the bad line, reported earlier
   EXPECT_NE(run.stderr_text.find("resuming after line"), std::string::npos) << run.stderr_text;
   EXPECT_NE(run.stderr_text.find("1 bad records (1 of them reported by an earlier run)"),
             std::string::npos)
@@ -463,7 +512,7 @@ TEST(IndexerToolTest, NumericFieldsOfflineAndOnline) {
   ToolRun run = RunTool(dir, {f, "--data_dir", dir.Sub("data"), "--collection", "c", "--dim",
                               "8", "--numeric_fields", "price,year", "--max_errors", "3",
                               "--batch", "16"});
-  EXPECT_EQ(run.exit_code(), 2) << run.stderr_text;
+  EXPECT_EQ(run.exit_code(), 4) << run.stderr_text;
   const std::string reason =
       "metadata[\"price\"]: \"abc\" is not a number (numeric field)";
   const std::string expected = f + ":42: rejected by the engine: " + reason;
@@ -493,7 +542,12 @@ TEST(IndexerToolTest, NumericFieldsOfflineAndOnline) {
   run = RunTool(dir, {f, "--server", address, "--collection", "c", "--dim", "8",
                       "--numeric_fields", "price", "--max_errors", "3", "--checkpoint",
                       dir.Sub("ckpt")});
-  EXPECT_EQ(run.exit_code(), 2) << run.stderr_text;
+  EXPECT_EQ(run.exit_code(), 4) << run.stderr_text;
+  // Rejected by the server: listed with the document's id.
+  const auto listed = ReadRejects(dir.Sub("ckpt.rejects.jsonl"));
+  ASSERT_EQ(listed.size(), 1u);
+  EXPECT_EQ(listed[0], std::make_tuple(uint64_t{42}, std::string("doc-41"),
+                                       "rejected by the server: " + reason));
   EXPECT_NE(run.stderr_text.find(f + ":42: rejected by the server: " + reason), std::string::npos)
       << run.stderr_text;
   auto stub = testing::NewSearchStub(address);
@@ -537,7 +591,7 @@ TEST(IndexerToolTest, OnlineLoadThroughTheServer) {
             std::string::npos)
       << run.stderr_text;
   run = RunTool(dir, with({}));
-  EXPECT_EQ(run.exit_code(), 2) << run.stderr_text;
+  EXPECT_EQ(run.exit_code(), 4) << run.stderr_text;
   EXPECT_NE(run.stderr_text.find("resuming after line"), std::string::npos) << run.stderr_text;
   EXPECT_NE(run.stderr_text.find("1 bad records (1 of them reported by an earlier run)"),
             std::string::npos)
@@ -788,7 +842,7 @@ TEST(IndexerToolTest, TextOnlyBadLinesAndEncoderFlags) {
   const std::string f = dir.Sub("bad.jsonl");
   ToolRun run = RunTool(dir, {f, "--data_dir", dir.Sub("data"), "--collection", "c",
                               "--max_errors", "3"});
-  EXPECT_EQ(run.exit_code(), 2) << run.stderr_text;
+  EXPECT_EQ(run.exit_code(), 4) << run.stderr_text;
   for (const std::string& expected :
        {f + ":5: text: invalid UTF-8 at byte 3", f + ":10: no text, pooled vector or tokens",
         f + ":15: text: contains no words", std::string("encoder v1: vocabulary")}) {
@@ -811,7 +865,7 @@ TEST(IndexerToolTest, TextOnlyBadLinesAndEncoderFlags) {
   EXPECT_EQ(ReadOffline(dir.Sub("data3"), "c", {}, {}).stats.encoder_version, 0u);
   run = RunTool(dir, {f, "--data_dir", dir.Sub("data3"), "--collection", "c", "--max_errors",
                       "3"});
-  EXPECT_EQ(run.exit_code(), 2) << run.stderr_text;
+  EXPECT_EQ(run.exit_code(), 4) << run.stderr_text;
   EXPECT_NE(run.stderr_text.find("trained on 17 documents"), std::string::npos)
       << run.stderr_text;
   EXPECT_EQ(ReadOffline(dir.Sub("data3"), "c", {}, {}).stats.encoder_version, 1u);
