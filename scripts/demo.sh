@@ -49,8 +49,14 @@ server="127.0.0.1:$(cat "$work/port")"
 
 # Online load through UpsertStream; at the end the server trains the
 # collection's encoder on the pages' text and encodes them.
+# Exit status 4: done, with bad records reported and skipped.
+status=0
 "$build_dir"/attnsearch-index "$work/man.jsonl" --server "$server" --collection man \
-  --checkpoint "$work/man.progress" --progress plain
+  --checkpoint "$work/man.progress" --progress plain || status=$?
+if ((status != 0 && status != 4)); then
+  echo "demo: attnsearch-index failed (exit status $status)" >&2
+  exit 1
+fi
 
 if (($# > 0)); then
   "$build_dir"/attnsearch-demo --server "$server" --collection man "$@"

@@ -14,6 +14,7 @@ packages=(
   libicu-dev                       # tokenizer: normalisation, word breaks
   libstemmer-dev                   # Snowball stemmers for the built-in encoder
   libhnswlib-dev                   # hnswlib, the ann benchmark's peer (header-only)
+  python3-grpcio python3-protobuf  # the README's Python client, run by the tests
 )
 missing=()
 for p in "${packages[@]}"; do
