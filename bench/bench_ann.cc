@@ -55,6 +55,7 @@
 #include "ann_peers.h"
 #include "core/status.h"
 #include "engine/collection.h"
+#include "absl/strings/str_cat.h"
 #include "benchmarks.h"
 #include "report.h"
 #include "svg.h"
@@ -840,7 +841,7 @@ absl::StatusOr<BenchOutput> RunAnn(const BenchFlags& f) {
   plot.x_label = Fmt("recall@%zu", k);
   plot.y_label = "queries per second";
   plot.series = curves;
-  SavePlot(f.out_dir, "ann_" + FileSafe(f.dataset) + "_" + FileSafe(f.ann_spec) + ".svg",
+  SavePlot(f.out_dir, absl::StrCat("ann_", FileSafe(f.dataset), "_", FileSafe(f.ann_spec), ".svg"),
            RenderSvg(plot), &out.results);
   return out;
 }

@@ -63,6 +63,9 @@ struct BenchFlags {
 
   // ingest.
   int tokens = 64;
+  // overwrite: documents per Upsert, and whether the WAL is synced per write.
+  int overwrite_batch = 1;
+  bool sync = true;
   int batch = 1000;
   std::string work_dir;  // default: a fresh temporary directory
 
@@ -118,6 +121,7 @@ absl::StatusOr<BenchOutput> RunRerank(const BenchFlags& flags);
 absl::StatusOr<BenchOutput> RunIngest(const BenchFlags& flags);
 absl::StatusOr<BenchOutput> RunE2e(const BenchFlags& flags);
 absl::StatusOr<BenchOutput> RunQuality(const BenchFlags& flags);
+absl::StatusOr<BenchOutput> RunOverwrite(const BenchFlags& flags);
 
 // The synthetic generator options the flags describe.
 SyntheticOptions SyntheticFromFlags(const BenchFlags& flags);

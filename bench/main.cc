@@ -14,6 +14,9 @@
 //   quality a BEIR folder with qrels, text in: nDCG@10, Recall@100, MRR@10
 //           of two-stage, ANN-only and exhaustive search, next to Xapian's
 //           BM25 in the same run                            (bench_quality.cc)
+//   overwrite  replacing documents in-process: documents/s and Upsert
+//           latency, and Search latency alone and while documents are
+//           replaced                                        (bench_overwrite.cc)
 //
 // Each run prints a table and one JSON record (parameters, machine, git
 // commit, timestamp, figures). With --out_dir DIR it appends the record to
@@ -30,8 +33,10 @@ using namespace attnsearch::bench;
 int main(int argc, char** argv) {
   BenchFlags f;
   std::string benchmarks = "ann";
-  CLI::App app{"attnsearch-bench: attnsearch benchmarks (ann, rerank, ingest, e2e, quality)"};
-  app.add_option("--benchmarks", benchmarks, "comma-separated: ann,rerank,ingest,e2e,quality")
+  CLI::App app{
+      "attnsearch-bench: attnsearch benchmarks (ann, rerank, ingest, e2e, quality, overwrite)"};
+  app.add_option("--benchmarks", benchmarks,
+                 "comma-separated: ann,rerank,ingest,e2e,quality,overwrite")
       ->capture_default_str();
   // Data.
   app.add_option("--dataset", f.dataset, "synthetic | uniform | siftsmall")->capture_default_str();
@@ -95,7 +100,11 @@ int main(int argc, char** argv) {
   app.add_option("--python", f.python, "python with torch (rerank)")->capture_default_str();
   app.add_option("--torch_script", f.torch_script, "path of torch_rerank.py");
   // ingest.
-  app.add_option("--tokens", f.tokens, "tokens per document (ingest, e2e load)")
+  app.add_option("--tokens", f.tokens, "tokens per document (ingest, e2e load, overwrite)")
+      ->capture_default_str();
+  app.add_option("--overwrite_batch", f.overwrite_batch, "documents per Upsert (overwrite)")
+      ->capture_default_str();
+  app.add_option("--sync", f.sync, "sync the WAL on every write (overwrite)")
       ->capture_default_str();
   app.add_option("--batch", f.batch, "documents per Upsert (ingest)")->capture_default_str();
   app.add_option("--work_dir", f.work_dir, "data directory for ingest (default: a temp dir)");
@@ -187,6 +196,8 @@ int main(int argc, char** argv) {
       out = RunE2e(f);
     } else if (name == "quality") {
       out = RunQuality(f);
+    } else if (name == "overwrite") {
+      out = RunOverwrite(f);
     } else {
       std::fprintf(stderr, "attnsearch-bench: unknown benchmark '%s'\n", name.c_str());
       ++failures;

@@ -20,7 +20,9 @@
 //   attnsearch-admin collections --server HOST:PORT [--api_key_file FILE] [--tls_ca FILE]
 //
 // Lists the server's collections, one line each: name, live documents,
-// tombstones the ANN index still holds, dim, token dtype, ANN spec.
+// tombstones the ANN index still holds, dim, token dtype, ANN spec, and what
+// the collection takes on disk: in all, per document, and by kind (table
+// files, write-ahead log, ANN snapshot, the rest).
 //
 // Exit status: 0 on success, 1 when the command failed, 2 for bad usage.
 #include <chrono>
@@ -113,11 +115,18 @@ int Collections(const std::string& server, const attnsearch::ClientSecurity& sec
     return 1;
   }
   for (const v1::CollectionInfo& c : resp.collections()) {
-    std::printf("%s documents=%llu tombstones=%llu dim=%u dtype=%s ann_spec=%s\n",
-                c.name().c_str(), static_cast<unsigned long long>(c.num_documents()),
-                static_cast<unsigned long long>(c.num_tombstones()), c.config().dim(),
-                v1::TokenDtype_Name(c.config().token_dtype()).c_str(),
-                c.config().ann_spec().c_str());
+    const v1::DiskUsage& d = c.disk();
+    std::printf(
+        "%s documents=%llu tombstones=%llu dim=%u dtype=%s ann_spec=%s disk_bytes=%llu "
+        "bytes_per_document=%.0f (tables=%llu log=%llu ann_snapshot=%llu other=%llu)\n",
+        c.name().c_str(), static_cast<unsigned long long>(c.num_documents()),
+        static_cast<unsigned long long>(c.num_tombstones()), c.config().dim(),
+        v1::TokenDtype_Name(c.config().token_dtype()).c_str(), c.config().ann_spec().c_str(),
+        static_cast<unsigned long long>(d.total_bytes()), d.bytes_per_document(),
+        static_cast<unsigned long long>(d.table_bytes()),
+        static_cast<unsigned long long>(d.log_bytes()),
+        static_cast<unsigned long long>(d.ann_snapshot_bytes()),
+        static_cast<unsigned long long>(d.other_bytes()));
   }
   return 0;
 }
