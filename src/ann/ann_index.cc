@@ -678,6 +678,7 @@ absl::StatusOr<std::unique_ptr<AnnIndex>> AnnIndex::Load(const std::string& path
   const size_t limit = buf.size() - 8;
   auto read = [&](void* dst, size_t n) {
     if (limit - pos < n) return false;
+    if (n == 0) return true;  // dst may be null (an empty vector's data)
     std::memcpy(dst, buf.data() + pos, n);
     pos += n;
     return true;

@@ -120,6 +120,7 @@ class Reader {
   bool GetFloats(size_t n, std::vector<float>* v) {
     if ((in_.size() - pos_) / sizeof(float) < n) return false;
     v->resize(n);
+    if (n == 0) return true;  // v->data() may be null
     std::memcpy(v->data(), in_.data() + pos_, n * sizeof(float));
     pos_ += n * sizeof(float);
     return true;
