@@ -47,6 +47,7 @@
 #include <mutex>
 #include <thread>
 
+#include "absl/status/status.h"
 #include "attnsearch/v1/search.grpc.pb.h"
 #include "benchmarks.h"
 #include "grpcpp/grpcpp.h"
@@ -90,15 +91,6 @@ void Record(const grpc::Status& s, const v1::SearchResponse& resp, double us, Sa
   }
 }
 
-const char* CodeName(int code) {
-  static const char* const kNames[] = {
-      "OK",          "CANCELLED",         "UNKNOWN",           "INVALID_ARGUMENT",
-      "DEADLINE_EXCEEDED", "NOT_FOUND",   "ALREADY_EXISTS",    "PERMISSION_DENIED",
-      "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION", "ABORTED",  "OUT_OF_RANGE",
-      "UNIMPLEMENTED", "INTERNAL",        "UNAVAILABLE",       "DATA_LOSS",
-      "UNAUTHENTICATED"};
-  return code >= 0 && code <= 16 ? kNames[code] : "?";
-}
 
 struct RunResult {
   std::string name;
@@ -116,7 +108,7 @@ nlohmann::json Analyse(const RunResult& r, std::vector<std::string>* row,
       ms.push_back(s.latency_us / 1000.0);
       for (int k = 0; k < 5; ++k) stage[k] += double(s.t[k]);
     } else {
-      errors[CodeName(s.code)]++;
+      errors[absl::StatusCodeToString(absl::StatusCode(s.code))]++;
     }
   }
   const Summary lat = Summarize(ms);

@@ -1,8 +1,6 @@
 #include "indexer/checkpoint.h"
 
-#include <fcntl.h>
 #include <sys/stat.h>
-#include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
@@ -11,6 +9,8 @@
 #include <sstream>
 
 #include "absl/strings/str_cat.h"
+#include "core/checksum.h"
+#include "core/file_sync.h"
 #include "nlohmann/json.hpp"
 
 namespace attnsearch::indexer {
@@ -18,22 +18,9 @@ namespace {
 
 constexpr size_t kHeadBytes = 64 << 10;
 
-absl::Status Errno(const std::string& what) {
-  return absl::InternalError(absl::StrCat(what, ": ", std::strerror(errno)));
-}
-
-absl::Status WriteAll(int fd, const std::string& data, const std::string& path) {
-  size_t done = 0;
-  while (done < data.size()) {
-    const ssize_t n = ::write(fd, data.data() + done, data.size() - done);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return Errno(absl::StrCat("writing ", path));
-    }
-    done += size_t(n);
-  }
-  return absl::OkStatus();
-}
+// Version 1 fingerprinted the input's head with FNV-1a; its checkpoints
+// are refused (re-run with --restart; the load writes the same again).
+constexpr int kCheckpointVersion = 2;
 
 }  // namespace
 
@@ -50,12 +37,7 @@ absl::StatusOr<InputFingerprint> FingerprintFile(const std::string& path) {
   std::string head(kHeadBytes, '\0');
   in.read(head.data(), std::streamsize(head.size()));
   head.resize(size_t(in.gcount()));
-  uint64_t h = 1469598103934665603ull;
-  for (unsigned char c : head) {
-    h ^= c;
-    h *= 1099511628211ull;
-  }
-  fp.head_hash = h;
+  fp.head_hash = Checksum64(head.data(), head.size());
   return fp;
 }
 
@@ -68,8 +50,10 @@ absl::StatusOr<std::optional<Checkpoint>> LoadCheckpoint(const std::string& path
   ss << in.rdbuf();
   try {
     const nlohmann::json j = nlohmann::json::parse(ss.str());
-    if (j.at("version").get<int>() != 1) {
-      return absl::DataLossError(absl::StrCat(path, ": unknown checkpoint version"));
+    if (const int version = j.at("version").get<int>(); version != kCheckpointVersion) {
+      return absl::DataLossError(absl::StrCat(
+          path, ": checkpoint version ", version, " (this attnsearch-index writes ",
+          kCheckpointVersion, "); re-run with --restart (the load writes the same again)"));
     }
     Checkpoint c;
     c.input = j.at("input").get<std::string>();
@@ -90,7 +74,7 @@ absl::StatusOr<std::optional<Checkpoint>> LoadCheckpoint(const std::string& path
 
 absl::Status SaveCheckpoint(const std::string& path, const Checkpoint& c) {
   nlohmann::json j;
-  j["version"] = 1;
+  j["version"] = kCheckpointVersion;
   j["input"] = c.input;
   j["collection"] = c.collection;
   j["size"] = c.fingerprint.size;
@@ -104,24 +88,7 @@ absl::Status SaveCheckpoint(const std::string& path, const Checkpoint& c) {
   j["complete"] = c.complete;
   const std::string data = j.dump(2) + "\n";
 
-  const std::string tmp = path + ".tmp";
-  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) return Errno(absl::StrCat("creating ", tmp));
-  absl::Status s = WriteAll(fd, data, tmp);
-  if (s.ok() && ::fsync(fd) != 0) s = Errno(absl::StrCat("syncing ", tmp));
-  ::close(fd);
-  if (!s.ok()) return s;
-  if (::rename(tmp.c_str(), path.c_str()) != 0) {
-    return Errno(absl::StrCat("renaming ", tmp, " to ", path));
-  }
-  std::string dir = std::filesystem::path(path).parent_path().string();
-  if (dir.empty()) dir = ".";
-  const int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dfd >= 0) {
-    ::fsync(dfd);
-    ::close(dfd);
-  }
-  return absl::OkStatus();
+  return WriteFileAtomically(path, data);
 }
 
 }  // namespace attnsearch::indexer

@@ -19,7 +19,7 @@ namespace attnsearch::indexer {
 struct InputFingerprint {
   uint64_t size = 0;
   int64_t mtime_ns = 0;
-  uint64_t head_hash = 0;  // FNV-1a of the first 64 KiB
+  uint64_t head_hash = 0;  // Checksum64 (XXH3) of the first 64 KiB
 
   bool operator==(const InputFingerprint&) const = default;
 };

@@ -82,11 +82,6 @@ inline bool IsTextOnly(const Document& doc) {
   return doc.pooled.empty() && doc.num_tokens == 0 && doc.tokens.empty();
 }
 
-// The offset of the first malformed UTF-8 sequence in `s` (bad or
-// truncated sequences, overlong forms, surrogates, code points above
-// U+10FFFF), or npos when `s` is valid UTF-8.
-size_t FindInvalidUtf8(std::string_view s);
-
 // Approximate size of the document as a protobuf message, for batching by
 // bytes.
 size_t EstimateWireBytes(const Document& doc);

@@ -1,5 +1,9 @@
 # Unit tests of the core, storage, ann and rerank modules. Included from
 # tests/CMakeLists.txt.
+attn_cc_test(NAME core_infra_test
+  SRCS ${CMAKE_CURRENT_LIST_DIR}/core/core_infra_test.cc
+  DEPS attn_core nlohmann_json::nlohmann_json
+  LABELS unit)
 attn_cc_test(NAME vector_math_test
   SRCS ${CMAKE_CURRENT_LIST_DIR}/core/vector_math_test.cc
   DEPS attn_core

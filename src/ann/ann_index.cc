@@ -1,8 +1,5 @@
 #include "ann/ann_index.h"
 
-#include <fcntl.h>
-#include <unistd.h>
-
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
@@ -32,6 +29,8 @@
 #include "ann/hnsw_build.h"
 #include "ann/simd_distance.h"
 #include "ann/simd_storage.h"
+#include "core/checksum.h"
+#include "core/file_sync.h"
 #include "core/status.h"
 
 namespace attnsearch {
@@ -55,22 +54,12 @@ absl::Status CatchFaiss(absl::string_view what, F&& fn) {
 }
 
 // Snapshot layout: magic, version, dim, spec, label count, labels, FAISS
-// bytes length, FAISS bytes, then a 64-bit checksum of everything before it.
+// bytes length, FAISS bytes, then Checksum64 (XXH3) of everything before it.
+// Version 1 had an ad-hoc checksum: such a snapshot is refused ("unknown
+// version") and the index rebuilt from the store once.
 constexpr char kMagic[8] = {'A', 'T', 'T', 'N', 'A', 'N', 'N', '1'};
-constexpr uint32_t kSnapshotVersion = 1;
+constexpr uint32_t kSnapshotVersion = 2;
 
-uint64_t Checksum(const uint8_t* p, size_t n) {
-  uint64_t h = 0x9e3779b97f4a7c15ull ^ n;
-  size_t i = 0;
-  for (; i + 8 <= n; i += 8) {
-    uint64_t w;
-    std::memcpy(&w, p + i, 8);
-    h = (h ^ w) * 0xff51afd7ed558ccdull;
-    h ^= h >> 32;
-  }
-  for (; i < n; ++i) h = (h ^ p[i]) * 0x100000001b3ull;
-  return h ^ (h >> 29);
-}
 
 template <typename T>
 void Append(std::vector<uint8_t>* out, const T& v) {
@@ -620,43 +609,9 @@ absl::Status AnnIndex::Save(const std::string& path) const {
   buf.insert(buf.end(), lp, lp + saved * sizeof(Label));
   Append(&buf, uint64_t(writer.data.size()));
   buf.insert(buf.end(), writer.data.begin(), writer.data.end());
-  Append(&buf, Checksum(buf.data(), buf.size()));
-
-  const std::string tmp = path + ".tmp";
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) {
-    return absl::InternalError(absl::StrCat("creating ", tmp, ": ", std::strerror(errno)));
-  }
-  size_t done = 0;
-  while (done < buf.size()) {
-    ssize_t w = ::write(fd, buf.data() + done, buf.size() - done);
-    if (w < 0) {
-      if (errno == EINTR) continue;
-      const int err = errno;
-      ::close(fd);
-      ::unlink(tmp.c_str());
-      return absl::InternalError(absl::StrCat("writing ", tmp, ": ", std::strerror(err)));
-    }
-    done += size_t(w);
-  }
-  if (::fsync(fd) != 0 || ::close(fd) != 0) {
-    ::unlink(tmp.c_str());
-    return absl::InternalError(absl::StrCat("syncing ", tmp, ": ", std::strerror(errno)));
-  }
-  if (::rename(tmp.c_str(), path.c_str()) != 0) {
-    return absl::InternalError(absl::StrCat("renaming ", tmp, ": ", std::strerror(errno)));
-  }
-  // The rename is durable once the directory is synced.
-  const size_t slash = path.find_last_of('/');
-  const std::string dir = slash == std::string::npos ? "." : path.substr(0, std::max<size_t>(slash, 1));
-  const int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dfd < 0 || ::fsync(dfd) != 0) {
-    const int err = errno;
-    if (dfd >= 0) ::close(dfd);
-    return absl::InternalError(absl::StrCat("syncing ", dir, ": ", std::strerror(err)));
-  }
-  ::close(dfd);
-  return absl::OkStatus();
+  Append(&buf, Checksum64(buf.data(), buf.size()));
+  return WriteFileAtomically(
+      path, std::string_view(reinterpret_cast<const char*>(buf.data()), buf.size()));
 }
 
 absl::StatusOr<std::unique_ptr<AnnIndex>> AnnIndex::Load(const std::string& path,
@@ -673,7 +628,7 @@ absl::StatusOr<std::unique_ptr<AnnIndex>> AnnIndex::Load(const std::string& path
   if (buf.size() < 8 + 4 + 4 + 4 + 8 + 8 + 8) return corrupt("truncated");
   uint64_t stored_sum;
   std::memcpy(&stored_sum, buf.data() + buf.size() - 8, 8);
-  if (Checksum(buf.data(), buf.size() - 8) != stored_sum) return corrupt("bad checksum");
+  if (Checksum64(buf.data(), buf.size() - 8) != stored_sum) return corrupt("bad checksum");
   size_t pos = 0;
   const size_t limit = buf.size() - 8;
   auto read = [&](void* dst, size_t n) {

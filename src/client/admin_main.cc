@@ -30,6 +30,7 @@
 #include <memory>
 #include <string>
 
+#include "absl/status/status.h"
 #include "CLI/CLI.hpp"
 #include "absl/strings/str_format.h"
 #include "attnsearch/v1/search.grpc.pb.h"
@@ -41,19 +42,6 @@ namespace v1 = attnsearch::v1;
 
 namespace {
 
-const char* CodeName(grpc::StatusCode code) {
-  switch (code) {
-    case grpc::StatusCode::INVALID_ARGUMENT: return "INVALID_ARGUMENT";
-    case grpc::StatusCode::NOT_FOUND: return "NOT_FOUND";
-    case grpc::StatusCode::ALREADY_EXISTS: return "ALREADY_EXISTS";
-    case grpc::StatusCode::PERMISSION_DENIED: return "PERMISSION_DENIED";
-    case grpc::StatusCode::UNAUTHENTICATED: return "UNAUTHENTICATED";
-    case grpc::StatusCode::UNAVAILABLE: return "UNAVAILABLE";
-    case grpc::StatusCode::DEADLINE_EXCEEDED: return "DEADLINE_EXCEEDED";
-    case grpc::StatusCode::UNIMPLEMENTED: return "UNIMPLEMENTED";
-    default: return "error";
-  }
-}
 
 // A stub for `server`, or null after printing why (for `command`).
 std::unique_ptr<v1::SearchService::Stub> NewStub(const std::string& server,
@@ -87,7 +75,7 @@ int Backup(const std::string& server, const attnsearch::ClientSecurity& security
   v1::BackupResponse resp;
   const grpc::Status s = stub->Backup(&ctx, req, &resp);
   if (!s.ok()) {
-    std::fprintf(stderr, "attnsearch-admin backup: %s: %s\n", CodeName(s.error_code()),
+    std::fprintf(stderr, "attnsearch-admin backup: %s: %s\n", absl::StatusCodeToString(absl::StatusCode(s.error_code())).c_str(),
                  s.error_message().c_str());
     return 1;
   }
@@ -110,7 +98,7 @@ int Collections(const std::string& server, const attnsearch::ClientSecurity& sec
   v1::ListCollectionsResponse resp;
   const grpc::Status s = stub->ListCollections(&ctx, {}, &resp);
   if (!s.ok()) {
-    std::fprintf(stderr, "attnsearch-admin collections: %s: %s\n", CodeName(s.error_code()),
+    std::fprintf(stderr, "attnsearch-admin collections: %s: %s\n", absl::StatusCodeToString(absl::StatusCode(s.error_code())).c_str(),
                  s.error_message().c_str());
     return 1;
   }

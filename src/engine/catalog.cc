@@ -115,24 +115,6 @@ std::string FormatManifest(const BackupManifest& m) {
   return out;
 }
 
-// Writes `text` to dir/name durably: a synced temporary file renamed into
-// place, the directory synced.
-absl::Status WriteFileDurably(const std::string& dir, const std::string& name,
-                              const std::string& text) {
-  const std::string path = dir + "/" + name;
-  const std::string temp = path + ".tmp";
-  {
-    std::ofstream out(temp, std::ios::binary | std::ios::trunc);
-    out << text;
-    out.flush();
-    if (!out) return absl::InternalError(absl::StrCat("writing ", temp));
-  }
-  ATTN_RETURN_IF_ERROR(SyncPath(temp, /*directory=*/false));
-  std::error_code ec;
-  fs::rename(temp, path, ec);
-  if (ec) return absl::InternalError(absl::StrCat("renaming ", temp, ": ", ec.message()));
-  return SyncPath(dir, /*directory=*/true);
-}
 
 }  // namespace
 
@@ -323,7 +305,7 @@ absl::StatusOr<BackupResult> Catalog::Backup(const std::string& dest_dir,
   }
   ATTN_RETURN_IF_ERROR(SyncPath((temp / "collections").string(), /*directory=*/true));
   ATTN_RETURN_IF_ERROR(
-      WriteFileDurably(temp.string(), kManifestName, FormatManifest(result.manifest)));
+      WriteFileAtomically((temp / kManifestName).string(), FormatManifest(result.manifest)));
   if (fs::exists(fs::symlink_status(dest, ec))) {
     return absl::AlreadyExistsError(
         absl::StrCat("destination: ", dest.string(), " already exists"));

@@ -6,7 +6,6 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
-#include <cstdio>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
@@ -18,6 +17,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "core/file_sync.h"
+#include "core/log.h"
 #include "core/status.h"
 #include "core/vector_math.h"
 #include "engine/snippet.h"
@@ -85,8 +85,7 @@ Collection::~Collection() {
   if (added_since_snapshot_ > 0) {
     absl::Status s = SaveSnapshot();
     if (!s.ok()) {
-      std::fprintf(stderr, "warning: ANN snapshot of %s not saved: %s\n", path_.c_str(),
-                   std::string(s.message()).c_str());
+      LogWarn("ANN snapshot not saved", {{"collection", path_}, {"error", s.message()}});
     }
   }
   // A clean close leaves no write-ahead log behind: the flush moves its data
@@ -94,8 +93,7 @@ Collection::~Collection() {
   if (!store_->write_stopped()) {
     absl::Status s = store_->Flush();
     if (!s.ok()) {
-      std::fprintf(stderr, "warning: store of %s not flushed at close: %s\n", path_.c_str(),
-                   std::string(s.message()).c_str());
+      LogWarn("store not flushed at close", {{"collection", path_}, {"error", s.message()}});
     }
   }
 }
@@ -158,8 +156,8 @@ absl::Status Collection::LoadDerivedState() {
     from = ann_->has_labels() ? ann_->max_label() + 1 : 0;
   } else {
     if (!absl::IsNotFound(loaded.status())) {
-      std::fprintf(stderr, "warning: %s; rebuilding the ANN index from the store\n",
-                   std::string(loaded.status().message()).c_str());
+      LogWarn("rebuilding the ANN index from the store",
+              {{"collection", path_}, {"reason", loaded.status().message()}});
     }
     ATTN_ASSIGN_OR_RETURN(ann_, AnnIndex::Create(config.ann_spec, config.dim, options_.ann));
   }
@@ -178,8 +176,7 @@ absl::Status Collection::LoadDerivedState() {
     // Only a speed-up for the next open: a full disk must not stop this one.
     absl::Status saved = SaveSnapshot();
     if (!saved.ok()) {
-      std::fprintf(stderr, "warning: ANN snapshot of %s not saved: %s\n", path_.c_str(),
-                   std::string(saved.message()).c_str());
+      LogWarn("ANN snapshot not saved", {{"collection", path_}, {"error", saved.message()}});
     }
   }
   return absl::OkStatus();
@@ -444,8 +441,8 @@ void Collection::PurgeSuperseded(const std::vector<Label>& labels) {
   if (!s.ok()) {
     // The write itself is committed. The store stopped; the next write's
     // RecoverStore (or the next Open) purges them.
-    std::fprintf(stderr, "warning: %s: superseded documents not purged yet: %s\n",
-                 path_.c_str(), std::string(s.message()).c_str());
+    LogWarn("superseded documents not purged yet",
+            {{"collection", path_}, {"error", s.message()}});
   }
 }
 
@@ -453,7 +450,7 @@ absl::Status Collection::RecoverStore() {
   if (!store_->write_stopped()) return absl::OkStatus();
   const Label before = store_->next_label();
   ATTN_RETURN_IF_ERROR(store_->Recover());
-  std::fprintf(stderr, "store of %s reopened after a write error\n", path_.c_str());
+  LogInfo("store reopened after a write error", {{"collection", path_}});
   // A batch whose write failed may have reached the log whole, and the
   // reopen then applied it: bring the derived state up to date with it.
   std::vector<Label> purge_pending;
@@ -520,8 +517,7 @@ absl::Status Collection::CommitPrepared(std::vector<Document>& docs) {
   if (options_.snapshot_every > 0 && added_since_snapshot_ >= options_.snapshot_every) {
     absl::Status s = SaveSnapshot();
     if (!s.ok()) {
-      std::fprintf(stderr, "warning: ANN snapshot not saved: %s\n",
-                   std::string(s.message()).c_str());
+      LogWarn("ANN snapshot not saved", {{"collection", path_}, {"error", s.message()}});
     }
   }
   return absl::OkStatus();
@@ -580,8 +576,9 @@ absl::Status Collection::LoadTuning() {
   auto params = AnnSearchParams::Parse(stored->ann_params);
   if (!params.ok()) {
     // Only a default knob: searches still work without it.
-    std::fprintf(stderr, "warning: %s: stored ANN tuning '%s' ignored: %s\n", path_.c_str(),
-                 stored->ann_params.c_str(), std::string(params.status().message()).c_str());
+    LogWarn("stored ANN tuning ignored", {{"collection", path_},
+                                          {"ann_params", stored->ann_params},
+                                          {"error", params.status().message()}});
     return absl::OkStatus();
   }
   std::lock_guard<std::mutex> lock(tuning_mu_);
@@ -713,8 +710,8 @@ absl::StatusOr<uint64_t> Collection::Reencode(Label below) {
     if (absl::Status s = PrepareDocument(batch.size(), enc.get(), version, &doc); !s.ok()) {
       // Left as it is (awaiting, or encoded by the older version) rather than
       // failing the whole collection.
-      std::fprintf(stderr, "warning: document '%s' not encoded: %s\n", d.id.c_str(),
-                   std::string(s.message()).c_str());
+      LogWarn("document not encoded",
+              {{"collection", path_}, {"id", d.id}, {"error", s.message()}});
       return absl::OkStatus();
     }
     batch.push_back(std::move(doc));
@@ -1180,10 +1177,9 @@ bool Collection::ScoreIsUsable(float score, Label label) const {
   // Validated writes and queries cannot produce one; a store written by an
   // older version could (vectors of subnormals normalised to infinity).
   if (!warned_nonfinite_.exchange(true)) {
-    std::fprintf(stderr,
-                 "warning: %s: document label %llu scores %f (its stored vectors are not "
-                 "finite); such documents are left out of results until re-upserted\n",
-                 path_.c_str(), (unsigned long long)label, double(score));
+    LogWarn("a document scores NaN or infinity (its stored vectors are not finite): it is left "
+            "out of results until upserted again",
+            {{"collection", path_}, {"label", label}, {"score", double(score)}});
   }
   return false;
 }
@@ -1191,10 +1187,9 @@ bool Collection::ScoreIsUsable(float score, Label label) const {
 bool Collection::PooledIsUsable(Label label, const float* v) const {
   if (AllFinite(v, config().dim)) return true;
   if (!warned_nonfinite_.exchange(true)) {
-    std::fprintf(stderr,
-                 "warning: %s: document label %llu has a stored pooled vector that is not "
-                 "finite; it is left out of the ANN index until re-upserted\n",
-                 path_.c_str(), (unsigned long long)label);
+    LogWarn("a stored pooled vector is not finite: the document is left out of the ANN index "
+            "until upserted again",
+            {{"collection", path_}, {"label", label}});
   }
   return false;
 }
@@ -1264,8 +1259,7 @@ void Collection::RebuildThread() {
       s = RebuildLocked();
     }
     if (!s.ok() && !stop_rebuild_) {
-      std::fprintf(stderr, "warning: rebuilding the ANN index of %s failed: %s\n",
-                   path_.c_str(), std::string(s.message()).c_str());
+      LogWarn("rebuilding the ANN index failed", {{"collection", path_}, {"error", s.message()}});
     }
     lock.lock();
   }
@@ -1295,6 +1289,7 @@ absl::Status Collection::RebuildIndex() {
 }
 
 absl::Status Collection::RebuildLocked() {
+  const auto start = std::chrono::steady_clock::now();
   rebuild_in_progress_ = true;
   struct ClearOnExit {
     std::atomic<bool>* flag;
@@ -1345,6 +1340,12 @@ absl::Status Collection::RebuildLocked() {
       ann_tombstones_ = CountTombstonesIn(*ann_);
     }
     ++rebuilds_;
+    LogInfo("ANN index rebuilt",
+            {{"collection", path_},
+             {"vectors", uint64_t(ann_->size())},
+             {"dropped", uint64_t(old->size() > ann_->size() ? old->size() - ann_->size() : 0)},
+             {"seconds", std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
+                             .count()}});
     if (!discard_on_close_ && !stop_rebuild_) {
       absl::Status s = SaveSnapshot();
       if (s.ok()) s = SyncPath(path_, /*directory=*/true);
@@ -1352,8 +1353,7 @@ absl::Status Collection::RebuildLocked() {
       // labels it does not hold are no longer needed.
       if (s.ok()) s = DropTombstoneRecords();
       if (!s.ok()) {
-        std::fprintf(stderr, "warning: after rebuilding the ANN index of %s: %s\n",
-                     path_.c_str(), std::string(s.message()).c_str());
+        LogWarn("after rebuilding the ANN index", {{"collection", path_}, {"error", s.message()}});
       }
     }
   }
@@ -1363,8 +1363,7 @@ absl::Status Collection::RebuildLocked() {
   if (!discard_on_close_ && !stop_rebuild_) {
     absl::Status s = store_->Compact();
     if (!s.ok()) {
-      std::fprintf(stderr, "warning: compacting %s after a rebuild: %s\n", path_.c_str(),
-                   std::string(s.message()).c_str());
+      LogWarn("compacting after a rebuild failed", {{"collection", path_}, {"error", s.message()}});
     }
   }
   return absl::OkStatus();  // the old index is freed outside the locks

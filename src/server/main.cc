@@ -27,8 +27,11 @@
 #include <sstream>
 
 #include "CLI/CLI.hpp"
+#include "core/file_sync.h"
+#include "core/log.h"
 #include "engine/catalog.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
+#include "grpc/support/log.h"
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/health_check_service_interface.h"
 #include "server/auth.h"
@@ -38,6 +41,18 @@
 #include "server/worker_pool.h"
 
 namespace {
+
+// gRPC's own messages go through the process's logger too, so stderr holds
+// JSON lines only.
+void LogGrpcMessage(gpr_log_func_args* args) {
+  const attnsearch::LogLevel level = args->severity == GPR_LOG_SEVERITY_ERROR
+                                         ? attnsearch::LogLevel::kError
+                                         : args->severity == GPR_LOG_SEVERITY_INFO
+                                               ? attnsearch::LogLevel::kInfo
+                                               : attnsearch::LogLevel::kWarn;
+  attnsearch::Log(level, args->message,
+                  {{"source", "grpc"}, {"file", args->file}, {"line", args->line}});
+}
 
 // The memory this process may use, in MiB: the machine's, or its control
 // group's limit when lower (cgroup v2 memory.max, v1 memory.limit_in_bytes).
@@ -55,6 +70,7 @@ uint64_t AvailableMemoryMb() {
 }  // namespace
 
 int main(int argc, char** argv) {
+  gpr_set_log_function(LogGrpcMessage);
   // OpenMP threads that spin while they wait steal whole scheduler slices
   // from the gRPC workers on a busy machine (a 0.5 ms rerank became 16 ms);
   // they must sleep instead. The OpenMP runtime reads its environment when
@@ -164,14 +180,14 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
   limits.max_request_bytes = max_request_mb << 20;
   if (tls_cert.empty() != tls_key.empty()) {
-    attnsearch::LogJson("error", "--tls_cert and --tls_key go together");
+    attnsearch::LogError("--tls_cert and --tls_key go together");
     return 2;
   }
   attnsearch::ApiKeys api_keys;
   if (!api_keys_file.empty()) {
     auto loaded = attnsearch::ApiKeys::Load(api_keys_file);
     if (!loaded.ok()) {
-      attnsearch::LogJson("error", std::string(loaded.status().message()));
+      attnsearch::LogError(std::string(loaded.status().message()));
       return 2;
     }
     api_keys = *std::move(loaded);
@@ -186,7 +202,7 @@ int main(int argc, char** argv) {
       std::stringstream ss;
       ss << in.rdbuf();
       if (!in || ss.str().empty()) {
-        attnsearch::LogJson("error", "cannot read a TLS file", {attnsearch::JsonField("file", *path)});
+        attnsearch::LogError("cannot read a TLS file", {{"file", *path}});
         return 2;
       }
       *out = ss.str();
@@ -234,16 +250,15 @@ int main(int argc, char** argv) {
         [&metrics] { return metrics.Render(); });
     auto metrics_port = metrics_http->Start(metrics_listen);
     if (!metrics_port.ok()) {
-      attnsearch::LogJson("error", std::string(metrics_port.status().message()));
+      attnsearch::LogError(std::string(metrics_port.status().message()));
       return 2;
     }
-    attnsearch::LogJson("info", "metrics listening",
-                        {attnsearch::JsonField("address", metrics_listen.substr(0, metrics_listen.rfind(':')) +
-                                                              ":" + std::to_string(*metrics_port))});
+    attnsearch::LogInfo("metrics listening",
+                        {{"address", metrics_listen.substr(0, metrics_listen.rfind(':')) + ":" +
+                                         std::to_string(*metrics_port)}});
     if (!metrics_port_file.empty()) {
-      const std::string tmp = metrics_port_file + ".tmp";
-      std::ofstream(tmp) << *metrics_port << "\n";
-      std::rename(tmp.c_str(), metrics_port_file.c_str());
+      attnsearch::WriteFileAtomically(metrics_port_file, std::to_string(*metrics_port) + "\n")
+          .IgnoreError();  // best effort, as the port is also logged
     }
   }
   attnsearch::ServiceOptions service_options;
@@ -261,7 +276,7 @@ int main(int argc, char** argv) {
   builder.RegisterService(&service);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (!server || port == 0) {
-    attnsearch::LogJson("error", "cannot listen", {attnsearch::JsonField("address", listen)});
+    attnsearch::LogError("cannot listen", {{"address", listen}});
     return 1;
   }
   // The standard health service answers for the whole server ("") and for
@@ -271,52 +286,50 @@ int main(int argc, char** argv) {
   health->SetServingStatus(attnsearch::v1::SearchService::service_full_name(), false);
   health->SetServingStatus(false);
   const std::string host = listen.substr(0, listen.rfind(':'));
-  attnsearch::LogJson("info", "opening the collections",
-                      {attnsearch::JsonField("address", host + ":" + std::to_string(port)),
-                       attnsearch::JsonField("data_dir", catalog_options.data_dir),
-                       attnsearch::JsonField("tls", tls_cert.empty() ? "off" : "on"),
-                       attnsearch::JsonInt("api_keys", int64_t(api_keys.size()))});
+  attnsearch::LogInfo("opening the collections",
+                      {{"address", host + ":" + std::to_string(port)},
+                       {"data_dir", catalog_options.data_dir},
+                       {"tls", tls_cert.empty() ? "off" : "on"},
+                       {"api_keys", int64_t(api_keys.size())}});
 
   const bool loopback = host == "127.0.0.1" || host == "localhost" || host == "[::1]" ||
                         host.rfind("127.", 0) == 0;
   if (!loopback && !api_keys.enabled()) {
-    attnsearch::LogJson("warn", "listening beyond loopback without --api_keys: anyone who can "
+    attnsearch::LogWarn("listening beyond loopback without --api_keys: anyone who can "
                                 "reach this address can read and write");
   }
   if (!loopback && api_keys.enabled() && tls_cert.empty()) {
-    attnsearch::LogJson("warn", "API keys travel in plaintext beyond loopback; serve TLS with "
+    attnsearch::LogWarn("API keys travel in plaintext beyond loopback; serve TLS with "
                                 "--tls_cert/--tls_key");
   }
   const auto open_start = std::chrono::steady_clock::now();
   auto catalog = attnsearch::Catalog::Open(catalog_options);
   if (!catalog.ok()) {
-    attnsearch::LogJson("error", std::string(catalog.status().message()));
+    attnsearch::LogError(std::string(catalog.status().message()));
     server->Shutdown();
     return 1;
   }
   service.SetCatalog(catalog->get());
   open_catalog.store(catalog->get());
   health->SetServingStatus(true);
-  attnsearch::LogJson(
-      "info", "serving",
-      {attnsearch::JsonInt("collections", int64_t((*catalog)->List().size())),
-       attnsearch::JsonField("open_ms", std::chrono::duration<double, std::milli>(
-                                            std::chrono::steady_clock::now() - open_start)
-                                            .count())});
+  attnsearch::LogInfo(
+      "serving",
+      {{"collections", int64_t((*catalog)->List().size())},
+       {"open_ms", std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() -
+                                                             open_start)
+                       .count()}});
   if (!port_file.empty()) {
-    const std::string tmp = port_file + ".tmp";
-    std::ofstream(tmp) << port << "\n";
-    std::rename(tmp.c_str(), port_file.c_str());
+    attnsearch::WriteFileAtomically(port_file, std::to_string(port) + "\n").IgnoreError();
   }
   std::printf("attnsearch-server listening on %s:%d\n", host.c_str(), port);
   std::fflush(stdout);
 
   int sig = 0;
   sigwait(&stop_signals, &sig);
-  attnsearch::LogJson("info", "shutting down", {attnsearch::JsonInt("signal", sig)});
+  attnsearch::LogInfo("shutting down", {{"signal", sig}});
   health->Shutdown();  // every name NOT_SERVING from now on
   if (drain_s > 0) {
-    attnsearch::LogJson("info", "draining", {attnsearch::JsonField("seconds", drain_s)});
+    attnsearch::LogInfo("draining", {{"seconds", drain_s}});
     std::this_thread::sleep_for(std::chrono::duration<double>(drain_s));
   }
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(shutdown_grace_s));
@@ -325,6 +338,6 @@ int main(int argc, char** argv) {
   metrics_http.reset();
   open_catalog.store(nullptr);
   catalog->reset(); // snapshots and closes every collection
-  attnsearch::LogJson("info", "stopped");
+  attnsearch::LogInfo("stopped");
   return 0;
 }

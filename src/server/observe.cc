@@ -1,134 +1,26 @@
 #include "server/observe.h"
 
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <ctime>
 
+#include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "core/log.h"
 
 namespace attnsearch {
 namespace {
 
 constexpr const char* kStageNames[] = {"encode", "ann", "fetch", "rerank", "total", "queue"};
 
-const char* CodeName(grpc::StatusCode c) {
-  switch (c) {
-    case grpc::StatusCode::OK: return "OK";
-    case grpc::StatusCode::CANCELLED: return "CANCELLED";
-    case grpc::StatusCode::UNKNOWN: return "UNKNOWN";
-    case grpc::StatusCode::INVALID_ARGUMENT: return "INVALID_ARGUMENT";
-    case grpc::StatusCode::DEADLINE_EXCEEDED: return "DEADLINE_EXCEEDED";
-    case grpc::StatusCode::NOT_FOUND: return "NOT_FOUND";
-    case grpc::StatusCode::ALREADY_EXISTS: return "ALREADY_EXISTS";
-    case grpc::StatusCode::PERMISSION_DENIED: return "PERMISSION_DENIED";
-    case grpc::StatusCode::RESOURCE_EXHAUSTED: return "RESOURCE_EXHAUSTED";
-    case grpc::StatusCode::FAILED_PRECONDITION: return "FAILED_PRECONDITION";
-    case grpc::StatusCode::ABORTED: return "ABORTED";
-    case grpc::StatusCode::OUT_OF_RANGE: return "OUT_OF_RANGE";
-    case grpc::StatusCode::UNIMPLEMENTED: return "UNIMPLEMENTED";
-    case grpc::StatusCode::INTERNAL: return "INTERNAL";
-    case grpc::StatusCode::UNAVAILABLE: return "UNAVAILABLE";
-    case grpc::StatusCode::DATA_LOSS: return "DATA_LOSS";
-    case grpc::StatusCode::UNAUTHENTICATED: return "UNAUTHENTICATED";
-    default: return "UNKNOWN";
-  }
-}
-
-// Length of the valid UTF-8 sequence at s[i], or 0.
-size_t Utf8Length(std::string_view s, size_t i) {
-  const unsigned char c = static_cast<unsigned char>(s[i]);
-  size_t n;
-  uint32_t cp;
-  if (c < 0x80) return 1;
-  if ((c & 0xE0) == 0xC0) {
-    n = 2;
-    cp = c & 0x1F;
-  } else if ((c & 0xF0) == 0xE0) {
-    n = 3;
-    cp = c & 0x0F;
-  } else if ((c & 0xF8) == 0xF0) {
-    n = 4;
-    cp = c & 0x07;
-  } else {
-    return 0;
-  }
-  if (i + n > s.size()) return 0;
-  for (size_t k = 1; k < n; ++k) {
-    const unsigned char d = static_cast<unsigned char>(s[i + k]);
-    if ((d & 0xC0) != 0x80) return 0;
-    cp = (cp << 6) | (d & 0x3F);
-  }
-  if ((n == 2 && cp < 0x80) || (n == 3 && cp < 0x800) || (n == 4 && cp < 0x10000) ||
-      cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) {
-    return 0;
-  }
-  return n;
-}
-
-std::string Now() {
-  const auto now = std::chrono::system_clock::now();
-  const auto us =
-      std::chrono::duration_cast<std::chrono::microseconds>(now.time_since_epoch()).count();
-  const std::time_t secs = std::time_t(us / 1000000);
-  std::tm tm;
-  gmtime_r(&secs, &tm);
-  char buf[64];
-  std::strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%S", &tm);
-  return absl::StrFormat("%s.%06dZ", buf, int(us % 1000000));
+// "INVALID_ARGUMENT" and so on (gRPC's codes are absl's numbers).
+std::string CodeName(grpc::StatusCode code) {
+  return absl::StatusCodeToString(absl::StatusCode(int(code)));
 }
 
 }  // namespace
-
-std::string JsonEscape(std::string_view s) {
-  std::string out;
-  out.reserve(s.size() + 2);
-  for (size_t i = 0; i < s.size();) {
-    const unsigned char c = static_cast<unsigned char>(s[i]);
-    if (c == '"' || c == '\\') {
-      out += '\\';
-      out += char(c);
-      ++i;
-    } else if (c < 0x20) {
-      out += absl::StrFormat("\\u%04x", c);
-      ++i;
-    } else if (c < 0x80) {
-      out += char(c);
-      ++i;
-    } else {
-      const size_t n = Utf8Length(s, i);
-      if (n == 0) {
-        out += "\xEF\xBF\xBD";
-        ++i;
-      } else {
-        out.append(s.substr(i, n));
-        i += n;
-      }
-    }
-  }
-  return out;
-}
-
-std::string JsonField(std::string_view key, std::string_view value) {
-  return absl::StrCat("\"", std::string(key), "\":\"", JsonEscape(value), "\"");
-}
-
-std::string JsonField(std::string_view key, double value) {
-  return absl::StrFormat("\"%s\":%.3f", std::string(key), value);
-}
-
-std::string JsonInt(std::string_view key, int64_t value) {
-  return absl::StrFormat("\"%s\":%d", std::string(key), value);
-}
-
-void LogJson(const char* level, std::string_view msg, const std::vector<std::string>& fields) {
-  std::string line = absl::StrCat("{", JsonField("time", Now()), ",", JsonField("level", level),
-                                  ",", JsonField("msg", msg));
-  for (const auto& f : fields) absl::StrAppend(&line, ",", f);
-  line += "}\n";
-  // One write per line, so concurrent lines do not interleave.
-  std::fwrite(line.data(), 1, line.size(), stderr);
-}
 
 void Histogram::Observe(double seconds) {
   size_t b = 0;
@@ -171,12 +63,13 @@ void ServerMetrics::CallDone(const CallRecord& call, const grpc::Status& status)
   if (logging_ == CallLogging::kNone || (logging_ == CallLogging::kErrors && status.ok())) {
     return;
   }
-  std::vector<std::string> fields = {
-      JsonField("request_id", call.request_id), JsonField("rpc", call.rpc),
-      JsonField("collection", call.collection), JsonField("code", CodeName(status.error_code())),
-      JsonField("latency_ms", seconds * 1e3)};
-  if (!status.ok()) fields.push_back(JsonField("error", status.error_message().substr(0, 512)));
-  LogJson(status.ok() ? "info" : "warn", "call", fields);
+  std::vector<LogField> fields = {{"request_id", call.request_id},
+                                  {"rpc", call.rpc},
+                                  {"collection", call.collection},
+                                  {"code", CodeName(status.error_code())},
+                                  {"latency_ms", std::round(seconds * 1e6) / 1e3}};
+  if (!status.ok()) fields.emplace_back("error", status.error_message().substr(0, 512));
+  Log(status.ok() ? LogLevel::kInfo : LogLevel::kWarn, "call", fields);
 }
 
 void ServerMetrics::SearchDone(const CallRecord& call, const SearchTiming& t) {

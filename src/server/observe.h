@@ -1,7 +1,8 @@
 // Observability of attnsearch-server: structured logs and Prometheus
 // metrics.
 //
-// Logs: one JSON object per line on stderr,
+// Logs (core/log.h, the process's one logger): one JSON object per line on
+// stderr,
 //   {"time":"2026-11-25T23:58:13.123456Z","level":"info","msg":"call",
 //    "request_id":"...","rpc":"Search","collection":"docs","code":"OK",
 //    "latency_ms":0.412}
@@ -42,19 +43,6 @@
 #include "server/service.h"
 
 namespace attnsearch {
-
-// JSON string escaping (quotes, backslashes, control characters; bytes that
-// are not valid UTF-8 become U+FFFD).
-std::string JsonEscape(std::string_view s);
-
-// One log line: {"time":..., "level": level, "msg": msg, <fields>}.
-// `fields` are pre-rendered JSON members ("\"rpc\":\"Search\"", ...).
-void LogJson(const char* level, std::string_view msg,
-             const std::vector<std::string>& fields = {});
-// Helpers rendering one member.
-std::string JsonField(std::string_view key, std::string_view value);
-std::string JsonField(std::string_view key, double value);
-std::string JsonInt(std::string_view key, int64_t value);
 
 // Which calls are logged.
 enum class CallLogging { kNone, kErrors, kAll };

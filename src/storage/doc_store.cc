@@ -1,7 +1,6 @@
 #include "storage/doc_store.h"
 
 #include <algorithm>
-#include <cstdio>
 #include <filesystem>
 #include <mutex>
 #include <shared_mutex>
@@ -9,6 +8,7 @@
 #include <sys/statvfs.h>
 
 #include "absl/strings/str_cat.h"
+#include "core/log.h"
 #include "core/status.h"
 #include "rocksdb/db.h"
 #include "rocksdb/env.h"
@@ -284,8 +284,7 @@ absl::StatusOr<std::unique_ptr<DocStore>> DocStore::OpenImpl(
     }
   } else if (absl::Status space = rep->CheckFreeSpace(absl::StrCat("opening store ", path));
              !space.ok()) {
-    std::fprintf(stderr, "warning: %s; opening it read-only\n",
-                 std::string(space.message()).c_str());
+    LogWarn("opening the store read-only", {{"store", path}, {"reason", space.message()}});
     low_space = true;
   }
   ATTN_RETURN_IF_ERROR(rep->OpenDb(/*for_read_only=*/low_space));

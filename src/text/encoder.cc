@@ -8,6 +8,7 @@
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
+#include "core/checksum.h"
 #include "core/status.h"
 #include "text/sparse_svd.h"
 
@@ -15,7 +16,10 @@ namespace attnsearch::text {
 namespace {
 
 constexpr char kMagic[8] = {'A', 'T', 'T', 'N', 'E', 'N', 'C', '\0'};
-constexpr uint32_t kFormatVersion = 3;
+// 4: checksummed with Checksum64 (XXH3). 3: the same layout checksummed with
+// FNV-1a, still read.
+constexpr uint32_t kFormatVersion = 4;
+constexpr uint32_t kFnvChecksumVersion = 3;
 // Subword lookup: n-grams shared by more keys than this say little.
 constexpr size_t kMaxSubwordPosting = 4096;
 constexpr size_t kSubwordNeighbours = 5;
@@ -92,7 +96,7 @@ class Writer {
     out_.append(reinterpret_cast<const char*>(v.data()), v.size() * sizeof(float));
   }
   std::string Finish() {
-    Put<uint64_t>(Fnv1a(out_));
+    Put<uint64_t>(Checksum64(out_.data(), out_.size()));
     return std::move(out_);
   }
 
@@ -611,14 +615,18 @@ absl::StatusOr<std::unique_ptr<Encoder>> Encoder::Deserialize(std::string_view b
   if (bytes.size() < sizeof(kMagic) + 8 || std::memcmp(bytes.data(), kMagic, sizeof(kMagic)) != 0) {
     return corrupt("not an encoder (bad magic)");
   }
-  uint64_t stored_sum;
-  std::memcpy(&stored_sum, bytes.data() + bytes.size() - 8, 8);
-  if (Fnv1a(bytes.substr(0, bytes.size() - 8)) != stored_sum) return corrupt("checksum mismatch");
   Reader r(bytes.substr(sizeof(kMagic), bytes.size() - sizeof(kMagic) - 8));
   uint32_t version;
   if (!r.Get(&version)) return corrupt("truncated header");
-  if (version != kFormatVersion) {
+  if (version != kFormatVersion && version != kFnvChecksumVersion) {
     return corrupt(absl::StrCat("unknown format version ", version));
+  }
+  uint64_t stored_sum;
+  std::memcpy(&stored_sum, bytes.data() + bytes.size() - 8, 8);
+  const std::string_view summed = bytes.substr(0, bytes.size() - 8);
+  if ((version == kFnvChecksumVersion ? Fnv1a(summed)
+                                      : Checksum64(summed.data(), summed.size())) != stored_sum) {
+    return corrupt("checksum mismatch");
   }
   EncoderOptions o;
   bool ok = r.Get(&o.semantic_dims) && r.Get(&o.lexical_dims) && r.Get(&o.window) &&

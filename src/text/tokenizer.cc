@@ -7,7 +7,6 @@
 #include <unicode/stringpiece.h>
 #include <unicode/ubrk.h>
 #include <unicode/utext.h>
-#include <unicode/utf8.h>
 
 #include <limits>
 #include <memory>
@@ -15,28 +14,10 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "core/utf8.h"
 
 namespace attnsearch::text {
 namespace {
-
-// Returns the offset of the first malformed sequence, or -1 if `s` is valid.
-// U8_NEXT rejects overlong forms, surrogates and values above U+10FFFF.
-int64_t FirstInvalidUtf8(std::string_view s) {
-  const auto* p = reinterpret_cast<const uint8_t*>(s.data());
-  const int32_t n = static_cast<int32_t>(s.size());
-  int32_t i = 0;
-  while (i < n) {
-    if (p[i] < 0x80) {  // ASCII fast path
-      ++i;
-      continue;
-    }
-    const int32_t start = i;
-    UChar32 c;
-    U8_NEXT(p, i, n, c);
-    if (c < 0) return start;
-  }
-  return -1;
-}
 
 // The calling thread's word break iterator, created on the thread's first
 // call. RuleBasedBreakIterator is not thread-safe; one per thread also keeps
@@ -76,7 +57,7 @@ absl::StatusOr<std::vector<Token>> Tokenizer::Tokenize(std::string_view utf8) co
     return absl::InvalidArgumentError(
         absl::StrCat("text of ", utf8.size(), " bytes is too long to tokenize"));
   }
-  if (const int64_t bad = FirstInvalidUtf8(utf8); bad >= 0) {
+  if (const size_t bad = FindInvalidUtf8(utf8); bad != std::string_view::npos) {
     return absl::InvalidArgumentError(absl::StrCat("invalid UTF-8 at byte ", bad));
   }
   std::vector<Token> tokens;

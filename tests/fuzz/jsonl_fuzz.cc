@@ -7,6 +7,7 @@
 #include <string>
 #include <string_view>
 
+#include "core/utf8.h"
 #include "dataset/vecs.h"
 #include "fuzz/fuzz_targets.h"
 #include "indexer/input_source.h"
@@ -31,8 +32,8 @@ int FuzzJsonLine(const uint8_t* data, size_t size) {
   ATTN_FUZZ_CHECK(doc.token_texts.empty() || doc.token_texts.size() == doc.num_tokens);
   for (float v : doc.pooled) ATTN_FUZZ_CHECK(std::isfinite(v));
   for (float v : doc.tokens) ATTN_FUZZ_CHECK(std::isfinite(v));
-  ATTN_FUZZ_CHECK(indexer::FindInvalidUtf8(doc.id) == std::string_view::npos);
-  ATTN_FUZZ_CHECK(indexer::FindInvalidUtf8(doc.text) == std::string_view::npos);
+  ATTN_FUZZ_CHECK(FindInvalidUtf8(doc.id) == std::string_view::npos);
+  ATTN_FUZZ_CHECK(FindInvalidUtf8(doc.text) == std::string_view::npos);
   ATTN_FUZZ_CHECK(indexer::EstimateWireBytes(doc) > 0);
   return 0;
 }

@@ -1,6 +1,7 @@
 // Body of the tokenizer fuzz target (see fuzz_targets.h).
 #include <string_view>
 
+#include "core/utf8.h"
 #include "fuzz/fuzz_targets.h"
 #include "indexer/record_parser.h"
 #include "text/tokenizer.h"
@@ -27,7 +28,7 @@ int FuzzTokenizer(const uint8_t* data, size_t size) {
 
   const std::string_view input(reinterpret_cast<const char*>(data + 1), size - 1);
   const auto tokens = tokenizer->Tokenize(input);
-  const bool valid_utf8 = indexer::FindInvalidUtf8(input) == std::string_view::npos;
+  const bool valid_utf8 = FindInvalidUtf8(input) == std::string_view::npos;
   if (!tokens.ok()) {
     ATTN_FUZZ_CHECK(!valid_utf8);
     return 0;
@@ -37,7 +38,7 @@ int FuzzTokenizer(const uint8_t* data, size_t size) {
   uint32_t prev_end = 0;
   for (const text::Token& t : *tokens) {
     ATTN_FUZZ_CHECK(!t.text.empty());
-    ATTN_FUZZ_CHECK(indexer::FindInvalidUtf8(t.text) == std::string_view::npos);
+    ATTN_FUZZ_CHECK(FindInvalidUtf8(t.text) == std::string_view::npos);
     if (options.max_token_bytes > 0) ATTN_FUZZ_CHECK(t.text.size() <= options.max_token_bytes);
     ATTN_FUZZ_CHECK(t.begin < t.end && t.end <= input.size());
     ATTN_FUZZ_CHECK(t.begin >= prev_end);

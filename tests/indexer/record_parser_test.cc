@@ -143,23 +143,6 @@ TEST(RecordParserTest, NoTextAndNoVectors) {
   EXPECT_TRUE(ValidateDocument(d, Dim(3)).ok());
 }
 
-TEST(RecordParserTest, FindInvalidUtf8) {
-  constexpr size_t kValid = std::string_view::npos;
-  EXPECT_EQ(FindInvalidUtf8(""), kValid);
-  EXPECT_EQ(FindInvalidUtf8("plain ascii, long enough for the 8-byte path"), kValid);
-  EXPECT_EQ(FindInvalidUtf8("caf\xC3\xA9 \xE2\x82\xAC \xF0\x9F\x98\x80 \xEF\xBF\xBF"), kValid);
-  EXPECT_EQ(FindInvalidUtf8("\xF4\x8F\xBF\xBF"), kValid);  // U+10FFFF
-  EXPECT_EQ(FindInvalidUtf8("abc\xFF"), 3u);                // not a lead byte
-  EXPECT_EQ(FindInvalidUtf8("abc\x80"), 3u);                // a lone continuation
-  EXPECT_EQ(FindInvalidUtf8("ab\xC0\xAF"), 2u);             // overlong '/'
-  EXPECT_EQ(FindInvalidUtf8("\xE0\x80\xAF"), 0u);          // overlong
-  EXPECT_EQ(FindInvalidUtf8("x\xED\xA0\x80"), 1u);          // a surrogate
-  EXPECT_EQ(FindInvalidUtf8("\xF4\x90\x80\x80"), 0u);      // above U+10FFFF
-  EXPECT_EQ(FindInvalidUtf8("ok \xE2\x82"), 3u);             // truncated at the end
-  EXPECT_EQ(FindInvalidUtf8("\xE2\x82x"), 0u);               // truncated in the middle
-  EXPECT_EQ(FindInvalidUtf8(std::string(20, 'a') + "\xE9t\xE9"), 20u);  // Latin-1
-}
-
 TEST(RecordParserTest, InvalidUtf8NamesTheFieldAndTheByte) {
   // Latin-1 "été" in the text: the offset is in the field's decoded value.
   EXPECT_EQ(Reason("{\"id\":\"a\",\"text\":\"an \xE9t\xE9\"}"), "text: invalid UTF-8 at byte 3");

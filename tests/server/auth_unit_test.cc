@@ -64,17 +64,6 @@ TEST(ApiKeysTest, ConstantTimeEquals) {
   EXPECT_TRUE(ConstantTimeEquals("", "", 8));
 }
 
-TEST(ObserveTest, JsonEscape) {
-  EXPECT_EQ(JsonEscape("plain"), "plain");
-  EXPECT_EQ(JsonEscape("a\"b\\c"), "a\\\"b\\\\c");
-  EXPECT_EQ(JsonEscape("line\nbreak\t\x01"), "line\\u000abreak\\u0009\\u0001");
-  EXPECT_EQ(JsonEscape("caf\xc3\xa9 \xe4\xb8\xad"), "caf\xc3\xa9 \xe4\xb8\xad");
-  EXPECT_EQ(JsonEscape("bad \xff\xfe end"), "bad \xEF\xBF\xBD\xEF\xBF\xBD end");
-  EXPECT_EQ(JsonEscape("cut \xe4\xb8"), "cut \xEF\xBF\xBD\xEF\xBF\xBD");
-  EXPECT_EQ(JsonEscape("overlong \xc0\xaf"), "overlong \xEF\xBF\xBD\xEF\xBF\xBD");
-  EXPECT_EQ(JsonField("k", "v\""), "\"k\":\"v\\\"\"");
-  EXPECT_EQ(JsonInt("n", -3), "\"n\":-3");
-}
 
 TEST(ObserveTest, HistogramBucketsAreCumulative) {
   Histogram h;

@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/status/status.h"
 #include "attnsearch/v1/search.grpc.pb.h"
 #include "google/protobuf/io/coded_stream.h"
 #include "google/protobuf/io/zero_copy_stream_impl_lite.h"
@@ -38,28 +39,6 @@ const std::vector<std::string> kLimits = {
     "--max_query_tokens",  "16", "--max_document_tokens", "32",  "--max_request_mb",      "1",
     "--max_message_mb",    "2",  "--no_sync"};
 
-const char* CodeName(StatusCode c) {
-  switch (c) {
-    case StatusCode::OK: return "OK";
-    case StatusCode::CANCELLED: return "CANCELLED";
-    case StatusCode::UNKNOWN: return "UNKNOWN";
-    case StatusCode::INVALID_ARGUMENT: return "INVALID_ARGUMENT";
-    case StatusCode::DEADLINE_EXCEEDED: return "DEADLINE_EXCEEDED";
-    case StatusCode::NOT_FOUND: return "NOT_FOUND";
-    case StatusCode::ALREADY_EXISTS: return "ALREADY_EXISTS";
-    case StatusCode::PERMISSION_DENIED: return "PERMISSION_DENIED";
-    case StatusCode::RESOURCE_EXHAUSTED: return "RESOURCE_EXHAUSTED";
-    case StatusCode::FAILED_PRECONDITION: return "FAILED_PRECONDITION";
-    case StatusCode::ABORTED: return "ABORTED";
-    case StatusCode::OUT_OF_RANGE: return "OUT_OF_RANGE";
-    case StatusCode::UNIMPLEMENTED: return "UNIMPLEMENTED";
-    case StatusCode::INTERNAL: return "INTERNAL";
-    case StatusCode::UNAVAILABLE: return "UNAVAILABLE";
-    case StatusCode::DATA_LOSS: return "DATA_LOSS";
-    case StatusCode::UNAUTHENTICATED: return "UNAUTHENTICATED";
-    default: return "?";
-  }
-}
 
 // Deterministic bytes of a message (map entries in key order).
 std::string Bytes(const google::protobuf::Message& m) {
@@ -638,14 +617,14 @@ TEST_F(BadInputTableTest, EveryBadRequestGetsItsCodeAndChangesNothing) {
     SCOPED_TRACE(c.kind);
     const grpc::Status s = c.call();
     EXPECT_EQ(s.error_code(), c.code)
-        << "got " << CodeName(s.error_code()) << ": " << s.error_message();
+        << "got " << absl::StatusCodeToString(absl::StatusCode(s.error_code())) << ": " << s.error_message();
     EXPECT_NE(s.error_message().find(c.names), std::string::npos)
         << "message '" << s.error_message() << "' does not name '" << c.names << "'";
     std::string message = s.error_message().substr(0, 110);
     for (char& ch : message) {
       if (ch == '|') ch = '/';
     }
-    table += "| " + c.kind + " | " + CodeName(s.error_code()) + " | " + message + " |\n";
+    table += "| " + c.kind + " | " + absl::StatusCodeToString(absl::StatusCode(s.error_code())) + " | " + message + " |\n";
     // Still serving, nothing changed.
     EXPECT_TRUE(Snapshot() == baseline_) << "the stored state changed";
   }

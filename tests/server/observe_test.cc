@@ -17,6 +17,7 @@
 #include <random>
 #include <regex>
 #include <sstream>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -390,6 +391,82 @@ TEST(ObserveTest, HealthIsNotServingWhileDraining) {
   EXPECT_OK(stub->ListCollections(Ctx().get(), {}, &list));  // still served while draining
   const int status = server.Wait();
   EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+}
+
+// Every line the server writes on stderr is one JSON object, warnings of
+// the engine included: here a background rebuild of the ANN index (after
+// deletes) and, on the next start, a corrupt snapshot rebuilt from the
+// store.
+TEST(ObserveTest, EveryStderrLineIsJson) {
+  TempDir dir;
+  const std::string data = dir.Sub("data");
+  const std::string log_file = dir.Sub("server.stderr");
+  const std::vector<std::string> flags = {"--no_sync", "--log_calls", "all",
+                                          "--rebuild_min_tombstones", "50"};
+  {
+    ServerProcess server;
+    std::string address;
+    WithStderrTo(log_file, [&] { address = server.Start(data, flags); });
+    ASSERT_FALSE(address.empty());
+    auto stub = NewSearchStub(address);
+    v1::CreateCollectionRequest create;
+    create.set_name("j");
+    create.mutable_config()->set_dim(kDim);
+    v1::CreateCollectionResponse cresp;
+    ASSERT_OK(stub->CreateCollection(Ctx().get(), create, &cresp));
+    v1::UpsertResponse uresp;
+    ASSERT_OK(stub->Upsert(Ctx().get(), Docs("j", 0, 300, 2), &uresp));
+    v1::DeleteRequest del;
+    del.set_collection("j");
+    for (int i = 0; i < 100; ++i) del.add_ids("d" + std::to_string(i));
+    v1::DeleteResponse dresp;
+    ASSERT_OK(stub->Delete(Ctx().get(), del, &dresp));
+    // The rebuild runs in the background: wait for it.
+    v1::GetCollectionRequest get;
+    get.set_name("j");
+    v1::GetCollectionResponse info;
+    for (int i = 0; i < 200; ++i) {
+      ASSERT_OK(stub->GetCollection(Ctx().get(), get, &info));
+      if (info.collection().rebuilds() > 0) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    EXPECT_GT(info.collection().rebuilds(), 0u);
+    ASSERT_TRUE(server.Kill(SIGTERM));
+    server.Wait();
+  }
+  {
+    // A corrupt snapshot: the collection's index is rebuilt at start.
+    std::fstream f(data + "/collections/j/ann.snapshot",
+                   std::ios::in | std::ios::out | std::ios::binary);
+    ASSERT_TRUE(f.good());
+    f.seekp(40);
+    f.put('\x5a');
+  }
+  {
+    ServerProcess server;
+    std::string address;
+    WithStderrTo(dir.Sub("server2.stderr"), [&] { address = server.Start(data, flags); });
+    ASSERT_FALSE(address.empty());
+    ASSERT_TRUE(server.Kill(SIGTERM));
+    server.Wait();
+  }
+  std::set<std::string> messages;
+  for (const std::string& file : {log_file, dir.Sub("server2.stderr")}) {
+    std::istringstream in(ReadFile(file));
+    std::string line;
+    int lines = 0;
+    while (std::getline(in, line)) {
+      ++lines;
+      const nlohmann::json j = nlohmann::json::parse(line, nullptr, false);
+      ASSERT_TRUE(j.is_object()) << file << ": not a JSON object: " << line;
+      ASSERT_TRUE(j.contains("time") && j.contains("level") && j.contains("msg")) << line;
+      messages.insert(j["msg"].get<std::string>());
+    }
+    EXPECT_GT(lines, 3) << file;
+  }
+  EXPECT_TRUE(messages.count("ANN index rebuilt")) << "no rebuild logged";
+  EXPECT_TRUE(messages.count("rebuilding the ANN index from the store"))
+      << "the corrupt snapshot was not reported";
 }
 
 }  // namespace

@@ -17,6 +17,7 @@
 #include "absl/container/flat_hash_set.h"
 #include "absl/status/status.h"
 #include "absl/strings/ascii.h"
+#include "core/checksum.h"
 #include "gtest/gtest.h"
 #include "text/stemmer.h"
 #include "text/tokenizer.h"
@@ -831,7 +832,7 @@ uint64_t Fnv1a(std::string_view s) {
 }
 
 std::string Resign(std::string bytes) {
-  const uint64_t sum = Fnv1a(std::string_view(bytes).substr(0, bytes.size() - 8));
+  const uint64_t sum = Checksum64(bytes.data(), bytes.size() - 8);
   std::memcpy(bytes.data() + bytes.size() - 8, &sum, 8);
   return bytes;
 }
@@ -849,7 +850,7 @@ TEST(EncoderTest, WellSignedButMalformedBytesAreDataLoss) {
   std::unique_ptr<Encoder> enc = MustTrain(EnglishCorpus(40, 2), options);
   ASSERT_NE(enc, nullptr);
   const std::string bytes = enc->Serialize();
-  ASSERT_EQ(Resign(bytes), bytes) << "the checksum is FNV-1a over the rest";
+  ASSERT_EQ(Resign(bytes), bytes) << "the checksum is XXH3 over the rest";
   // Layout: magic[8], version u32 @8, nine u32 options @12 (semantic_dims
   // first), f32 options @48 (semantic_share first), seed, stem_language
   // (u32 length + bytes), documents u64, average length f64, vocabulary
@@ -905,6 +906,27 @@ TEST(EncoderTest, WellSignedButMalformedBytesAreDataLoss) {
     b = bytes.substr(0, second) + bytes.substr(at, 4) + first_key + tail;
     ExpectDataLoss(Resign(b), "duplicate keys");
   }
+}
+
+// Models written before the checksum became XXH3 (format 3, with FNV-1a over
+// the same bytes) still load.
+TEST(EncoderTest, ReadsFormat3WithItsFnvChecksum) {
+  EncoderOptions options;
+  options.semantic_dims = 8;
+  options.lexical_dims = 16;
+  std::unique_ptr<Encoder> enc = MustTrain(EnglishCorpus(40, 2), options);
+  ASSERT_NE(enc, nullptr);
+  const std::string bytes = enc->Serialize();
+  std::string v3 = bytes;
+  const uint32_t three = 3;
+  std::memcpy(v3.data() + 8, &three, 4);  // the version, after the magic
+  const uint64_t fnv = Fnv1a(std::string_view(v3).substr(0, v3.size() - 8));
+  std::memcpy(v3.data() + v3.size() - 8, &fnv, 8);
+  absl::StatusOr<std::unique_ptr<Encoder>> r = Encoder::Deserialize(v3);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ((*r)->Serialize(), bytes);  // written back as format 4
+  v3[20] = char(v3[20] ^ 1);
+  ExpectDataLoss(v3, "format 3, one bit flipped");
 }
 
 // ---------------------------------------------------------------------------

@@ -1,0 +1,19 @@
+// UTF-8 validation, one rule for every module: a valid sequence is a
+// well-formed, shortest-form encoding of a Unicode scalar value (no
+// surrogates, nothing above U+10FFFF), as RFC 3629 defines.
+#ifndef ATTNSEARCH_CORE_UTF8_H_
+#define ATTNSEARCH_CORE_UTF8_H_
+
+#include <cstddef>
+#include <string_view>
+
+namespace attnsearch {
+
+// The offset of the first byte of `s` that does not begin a valid sequence
+// (an invalid or truncated sequence, an overlong form, a surrogate, a code
+// point above U+10FFFF), or std::string_view::npos when all of `s` is valid.
+size_t FindInvalidUtf8(std::string_view s);
+
+}  // namespace attnsearch
+
+#endif  // ATTNSEARCH_CORE_UTF8_H_
