@@ -1,9 +1,9 @@
 // hnswlib peer; this file alone is compiled with AVX-512 flags (see
 // bench/CMakeLists.txt) and only called when the CPU has AVX-512F.
+#include <hnswlib/hnswlib.h>
+
 #include <atomic>
 #include <thread>
-
-#include <hnswlib/hnswlib.h>
 
 #include "ann_peers.h"
 
@@ -12,8 +12,7 @@ namespace {
 
 class HnswlibPeer : public AnnPeer {
  public:
-  HnswlibPeer(const float* base, size_t n, uint32_t dim, int m, int ef_construction,
-              int threads)
+  HnswlibPeer(const float* base, size_t n, uint32_t dim, int m, int ef_construction, int threads)
       : space_(dim), index_(&space_, n, size_t(m), size_t(ef_construction), 100) {
     // Like hnswlib's Python binding: the first point alone, the rest by
     // `threads` workers taking rows in turn.

@@ -44,19 +44,19 @@
 #include <sys/resource.h>
 
 #include <chrono>
-#include <filesystem>
 #include <cmath>
+#include <cstdio>
+#include <filesystem>
 #include <map>
 #include <random>
 #include <thread>
-#include <cstdio>
 
+#include "absl/strings/str_cat.h"
 #include "ann/ann_index.h"
 #include "ann_peers.h"
+#include "benchmarks.h"
 #include "core/status.h"
 #include "engine/collection.h"
-#include "absl/strings/str_cat.h"
-#include "benchmarks.h"
 #include "report.h"
 #include "svg.h"
 
@@ -83,7 +83,6 @@ std::string FileSafe(std::string s) {
   }
   return s;
 }
-
 
 // Wall and CPU (all threads of this process) seconds since construction:
 // on a shared machine CPU time is the steadier measure of build work.
@@ -152,11 +151,10 @@ absl::StatusOr<std::vector<QueryRun>> RunInterleaved(const VectorSet& queries, s
 }
 
 // RunInterleaved with one contender.
-absl::StatusOr<QueryRun> RunQueries(const VectorSet& queries,
-                                    const std::vector<std::vector<int64_t>>& truth, size_t k,
-                                    double min_seconds,
-                                    std::function<absl::Status(size_t, std::vector<int64_t>*)> search,
-                                    std::function<bool(int64_t)> bad) {
+absl::StatusOr<QueryRun> RunQueries(
+    const VectorSet& queries, const std::vector<std::vector<int64_t>>& truth, size_t k,
+    double min_seconds, std::function<absl::Status(size_t, std::vector<int64_t>*)> search,
+    std::function<bool(int64_t)> bad) {
   ATTN_ASSIGN_OR_RETURN(std::vector<QueryRun> runs,
                         RunInterleaved(queries, k, min_seconds,
                                        {Contender{&truth, std::move(search), std::move(bad)}}));
@@ -190,9 +188,8 @@ std::vector<int64_t> Labels(const std::vector<AnnNeighbor>& found) {
 // Filters admitting a random fraction of the documents: recall@k among the
 // admitted documents and QPS of AnnIndex::SearchFiltered.
 absl::StatusOr<nlohmann::json> RunFilterSection(const BenchFlags& f, const AnnIndex& index,
-                                                const VectorSet& base,
-                                                const VectorSet& queries, size_t k,
-                                                const AnnSearchParams& params) {
+                                                const VectorSet& base, const VectorSet& queries,
+                                                size_t k, const AnnSearchParams& params) {
   nlohmann::json out = nlohmann::json::array();
   std::vector<std::vector<std::string>> table;
   const AnnOptions defaults;
@@ -205,7 +202,8 @@ absl::StatusOr<nlohmann::json> RunFilterSection(const BenchFlags& f, const AnnIn
       if (admit(rng)) admitted.Set(i);
     }
     std::vector<std::vector<int64_t>> truth;
-    ExactTopKAmong(base, queries, k, [&](size_t i) { return admitted.Test(i); }, &truth);
+    ExactTopKAmong(
+        base, queries, k, [&](size_t i) { return admitted.Test(i); }, &truth);
     std::vector<AnnNeighbor> found;
     auto run = RunQueries(
         queries, truth, k, 0.3,
@@ -219,8 +217,7 @@ absl::StatusOr<nlohmann::json> RunFilterSection(const BenchFlags& f, const AnnIn
     const char* path = admitted.count() <= defaults.exact_filter_max ? "exact scan of matches"
                                                                      : "graph, beam widened";
     table.push_back({Fmt("%.3f", fraction), std::to_string(admitted.count()), path,
-                     Fmt("%.4f", run->recall), Fmt("%.0f", run->qps),
-                     std::to_string(run->bad)});
+                     Fmt("%.4f", run->recall), Fmt("%.0f", run->qps), std::to_string(run->bad)});
     out.push_back({{"fraction", fraction},
                    {"matching", admitted.count()},
                    {"path", path},
@@ -229,10 +226,10 @@ absl::StatusOr<nlohmann::json> RunFilterSection(const BenchFlags& f, const AnnIn
                    {"non_matching_returned", run->bad}});
   }
   if (!table.empty()) {
-    std::printf("filters (recall@%zu among matching documents, default beam):\n%s", k,
-                FormatTable({"fraction", "matching", "path", "recall", "QPS", "non-matching"},
-                            table)
-                    .c_str());
+    std::printf(
+        "filters (recall@%zu among matching documents, default beam):\n%s", k,
+        FormatTable({"fraction", "matching", "path", "recall", "QPS", "non-matching"}, table)
+            .c_str());
   }
   return out;
 }
@@ -262,10 +259,11 @@ absl::StatusOr<nlohmann::json> RunTuneSection(const BenchFlags& f, const AnnInde
       },
       [](int64_t) { return false; });
   if (!run.ok()) return run.status();
-  std::printf("tuning to recall@%zu %.2f (%zu held-out stored vectors, %.2f s): %s, sample "
-              "recall %.4f; on the query set: recall %.4f (off by %+.4f), %.0f QPS\n",
-              k, f.target_recall, tuned->sample_queries, secs, tuned->ann_params.c_str(),
-              tuned->sample_recall, run->recall, run->recall - f.target_recall, run->qps);
+  std::printf(
+      "tuning to recall@%zu %.2f (%zu held-out stored vectors, %.2f s): %s, sample "
+      "recall %.4f; on the query set: recall %.4f (off by %+.4f), %.0f QPS\n",
+      k, f.target_recall, tuned->sample_queries, secs, tuned->ann_params.c_str(),
+      tuned->sample_recall, run->recall, run->recall - f.target_recall, run->qps);
   return nlohmann::json{{"target", f.target_recall},
                         {"sample", tuned->sample_queries},
                         {"seconds", secs},
@@ -285,9 +283,9 @@ absl::StatusOr<nlohmann::json> RunTuneSection(const BenchFlags& f, const AnnInde
 // ratio holds on a loaded machine. Recall is against the exact top k of the
 // documents live at that moment; QPS is of Collection::Search (ANN stage and
 // fetch, no rerank; one thread).
-absl::StatusOr<nlohmann::json> RunDeleteSection(
-    const BenchFlags& f, const VectorSet& base, const VectorSet& queries, size_t k,
-    const std::vector<int>& settings) {
+absl::StatusOr<nlohmann::json> RunDeleteSection(const BenchFlags& f, const VectorSet& base,
+                                                const VectorSet& queries, size_t k,
+                                                const std::vector<int>& settings) {
   if (f.delete_fraction <= 0) return nlohmann::json::object();
   ScratchDir scratch("attn_ann_delete_");
   if (scratch.path().empty()) return absl::InternalError("cannot create a directory in /tmp");
@@ -302,8 +300,7 @@ absl::StatusOr<nlohmann::json> RunDeleteSection(
   auto id = [](size_t row) { return "d" + std::to_string(row); };
   omp_set_num_threads(f.ann_build_threads);
   {
-    ATTN_ASSIGN_OR_RETURN(std::unique_ptr<Collection> c,
-                          Collection::Create(path, config, options));
+    ATTN_ASSIGN_OR_RETURN(std::unique_ptr<Collection> c, Collection::Create(path, config, options));
     for (size_t i = 0; i < base.rows; i += 1000) {
       std::vector<Document> docs;
       for (size_t r = i; r < std::min(base.rows, i + 1000); ++r) {
@@ -319,7 +316,8 @@ absl::StatusOr<nlohmann::json> RunDeleteSection(
   VectorSet all = base;
   std::vector<bool> live(base.rows, true);
   auto truth_now = [&](std::vector<std::vector<int64_t>>* truth) {
-    ExactTopKAmong(all, queries, k, [&](size_t i) { return live[i]; }, truth);
+    ExactTopKAmong(
+        all, queries, k, [&](size_t i) { return live[i]; }, truth);
   };
   auto row_of = [&](const std::string& doc_id) { return int64_t(std::stoll(doc_id.substr(1))); };
   // A copy of the collection before any delete: the reference every later
@@ -330,8 +328,7 @@ absl::StatusOr<nlohmann::json> RunDeleteSection(
     std::filesystem::copy(path, ref_path, std::filesystem::copy_options::recursive, ec);
     if (ec) return absl::InternalError("copying the collection: " + ec.message());
   }
-  ATTN_ASSIGN_OR_RETURN(std::unique_ptr<Collection> reference,
-                        Collection::Open(ref_path, options));
+  ATTN_ASSIGN_OR_RETURN(std::unique_ptr<Collection> reference, Collection::Open(ref_path, options));
   std::vector<std::vector<int64_t>> truth_before;
   truth_now(&truth_before);
   // Recall and QPS at each setting through Collection::Search, of `c` and
@@ -346,8 +343,8 @@ absl::StatusOr<nlohmann::json> RunDeleteSection(
       q.top_k = uint32_t(k);
       q.candidates = uint32_t(k);
       q.mode = RerankMode::kNone;
-      q.ann_params = Fmt("%s=%d", f.ann_spec.find("HNSW") != std::string::npos ? "efSearch"
-                                                                                 : "nprobe", v);
+      q.ann_params =
+          Fmt("%s=%d", f.ann_spec.find("HNSW") != std::string::npos ? "efSearch" : "nprobe", v);
       // Microseconds the ANN stage took, summed, and the searches: the
       // stage the index decides, apart from the store's fetch.
       std::pair<double, size_t> ann_main{0, 0}, ann_reference{0, 0};
@@ -456,9 +453,8 @@ absl::StatusOr<nlohmann::json> RunDeleteSection(
     for (const Document& d : got.documents) {
       const size_t row = size_t(row_of(d.id));
       if (d.pooled.size() != base.dim ||
-          !std::equal(d.pooled.begin(), d.pooled.end(), all.row(row), [](float a, float b) {
-            return std::abs(a - b) <= 1e-6f;
-          })) {
+          !std::equal(d.pooled.begin(), d.pooled.end(), all.row(row),
+                      [](float a, float b) { return std::abs(a - b) <= 1e-6f; })) {
         ++wrong;
       }
     }
@@ -482,12 +478,15 @@ absl::StatusOr<nlohmann::json> RunDeleteSection(
                      Fmt("%.0f / %.0f", t.qps, b1.qps), Fmt("%.1f / %.1f", t.ann_us, b1.ann_us),
                      Fmt("%.4f", a.recall), Fmt("%.0f / %.0f", a.qps, b2.qps),
                      Fmt("%.1f / %.1f", a.ann_us, b2.ann_us)});
-    points.push_back(
-        {{"value", v},
-         {"before", {{"recall", b1.recall}, {"qps", b1.qps}, {"ann_us", b1.ann_us},
-                     {"qps_2", b2.qps}, {"ann_us_2", b2.ann_us}}},
-         {"tombstoned", {{"recall", t.recall}, {"qps", t.qps}, {"ann_us", t.ann_us}}},
-         {"rebuilt", {{"recall", a.recall}, {"qps", a.qps}, {"ann_us", a.ann_us}}}});
+    points.push_back({{"value", v},
+                      {"before",
+                       {{"recall", b1.recall},
+                        {"qps", b1.qps},
+                        {"ann_us", b1.ann_us},
+                        {"qps_2", b2.qps},
+                        {"ann_us_2", b2.ann_us}}},
+                      {"tombstoned", {{"recall", t.recall}, {"qps", t.qps}, {"ann_us", t.ann_us}}},
+                      {"rebuilt", {{"recall", a.recall}, {"qps", a.qps}, {"ann_us", a.ann_us}}}});
   }
   std::printf(
       "deletes (through the engine): %zu of %zu deleted (%.1f%%); background rebuild on "
@@ -495,10 +494,10 @@ absl::StatusOr<nlohmann::json> RunDeleteSection(
       "afterwards: added missing %zu, added with wrong vectors %zu, deleted found %zu, "
       "deleted documents in results %zu, index vectors %llu for %llu live documents, "
       "tombstones %llu\n%s",
-      deleted, base.rows, 100.0 * double(deleted) / double(base.rows), rebuild_s,
-      batches_during, added.size(), removed.size(), missing, wrong, resurrected,
-      deleted_returned, (unsigned long long)st.ann_vectors,
-      (unsigned long long)st.num_documents, (unsigned long long)st.num_tombstones,
+      deleted, base.rows, 100.0 * double(deleted) / double(base.rows), rebuild_s, batches_during,
+      added.size(), removed.size(), missing, wrong, resurrected, deleted_returned,
+      (unsigned long long)st.ann_vectors, (unsigned long long)st.num_documents,
+      (unsigned long long)st.num_tombstones,
       FormatTable({"setting", "before recall", "tombstoned recall", "QPS tombstoned/before",
                    "ANN us tombstoned/before", "rebuilt recall", "QPS rebuilt/before",
                    "ANN us rebuilt/before"},
@@ -541,7 +540,8 @@ absl::StatusOr<BenchOutput> RunAnn(const BenchFlags& f) {
     data.PooledBlock(0, base.rows, base.values.data());
     queries.rows = f.num_queries;
     queries.values.resize(queries.rows * f.dim);
-    for (size_t j = 0; j < queries.rows; ++j) data.QueryPooled(j, queries.values.data() + j * f.dim);
+    for (size_t j = 0; j < queries.rows; ++j)
+      data.QueryPooled(j, queries.values.data() + j * f.dim);
   } else {
     return absl::InvalidArgumentError("--dataset: synthetic, uniform or siftsmall");
   }
@@ -560,8 +560,8 @@ absl::StatusOr<BenchOutput> RunAnn(const BenchFlags& f) {
       return absl::InternalError("cannot write --dump_dir files");
     }
   }
-  std::printf("ann: %s, %zu base x %u, %zu queries, spec %s, k=%zu\n", f.dataset.c_str(),
-              base.rows, base.dim, queries.rows, f.ann_spec.c_str(), k);
+  std::printf("ann: %s, %zu base x %u, %zu queries, spec %s, k=%zu\n", f.dataset.c_str(), base.rows,
+              base.dim, queries.rows, f.ann_spec.c_str(), k);
 
   // Exact ground truth (inner product, unit vectors).
   std::vector<std::vector<int64_t>> truth;
@@ -586,10 +586,11 @@ absl::StatusOr<BenchOutput> RunAnn(const BenchFlags& f) {
   const double build_s = b0.wall(), build_cpu_s = b0.cpu();
   const long rss1 = RssKb();
   const double mem_mib = double(rss1 - rss0) / 1024.0;
-  std::printf("build: %.2f s, CPU %.2f s (%d threads, distances: %s), memory +%.1f MiB "
-              "(VmRSS delta); exact ground truth (IP, brute force): %.2f s\n",
-              build_s, build_cpu_s, f.ann_build_threads,
-              (*index)->distance_implementation().c_str(), mem_mib, gt_s);
+  std::printf(
+      "build: %.2f s, CPU %.2f s (%d threads, distances: %s), memory +%.1f MiB "
+      "(VmRSS delta); exact ground truth (IP, brute force): %.2f s\n",
+      build_s, build_cpu_s, f.ann_build_threads, (*index)->distance_implementation().c_str(),
+      mem_mib, gt_s);
 
   const bool hnsw = f.ann_spec.find("HNSW") != std::string::npos;
   const bool ivf = f.ann_spec.find("IVF") != std::string::npos;
@@ -599,7 +600,7 @@ absl::StatusOr<BenchOutput> RunAnn(const BenchFlags& f) {
   struct Searcher {
     std::string name;
     double build_s = 0, build_cpu_s = 0;  // fastest round
-    std::unique_ptr<AnnPeer> peer;         // null: ours
+    std::unique_ptr<AnnPeer> peer;        // null: ours
   };
   std::vector<Searcher> searchers(1);
   searchers[0].name = "attnsearch";
@@ -618,8 +619,8 @@ absl::StatusOr<BenchOutput> RunAnn(const BenchFlags& f) {
                             f.ann_build_threads);
     } else if (name == "faiss") {
       s.name = "faiss-IndexHNSWFlat";
-      s.peer = BuildFaissHnswFlat(base.values.data(), base.rows, base.dim, hnsw_m,
-                                  f.ef_construction);
+      s.peer =
+          BuildFaissHnswFlat(base.values.data(), base.rows, base.dim, hnsw_m, f.ef_construction);
     } else if (name == "-" || name.empty()) {
       continue;
     } else {
@@ -710,8 +711,7 @@ absl::StatusOr<BenchOutput> RunAnn(const BenchFlags& f) {
           const auto q0 = Clock::now();
           ATTN_RETURN_IF_ERROR(search(e, j, &ids));
           if (e == 0) {
-            lat_us.push_back(
-                std::chrono::duration<double, std::micro>(Clock::now() - q0).count());
+            lat_us.push_back(std::chrono::duration<double, std::micro>(Clock::now() - q0).count());
           }
           if (pass == 0) results[e][j] = ids;
         }
@@ -750,7 +750,8 @@ absl::StatusOr<BenchOutput> RunAnn(const BenchFlags& f) {
       }
       curves[e].x.push_back(recall);
       curves[e].y.push_back(qps);
-      if (hnsw || ivf) curves[e].point_labels.push_back(std::string(knob) + "=" + std::to_string(v));
+      if (hnsw || ivf)
+        curves[e].point_labels.push_back(std::string(knob) + "=" + std::to_string(v));
     }
     points.push_back(p);
     table.push_back(row);

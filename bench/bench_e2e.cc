@@ -35,16 +35,16 @@
 
 #include <algorithm>
 #include <atomic>
-#include <cmath>
 #include <chrono>
+#include <cmath>
 #include <condition_variable>
 #include <cstdio>
 #include <ctime>
 #include <fstream>
 #include <functional>
-#include <sstream>
 #include <map>
 #include <mutex>
+#include <sstream>
 #include <thread>
 
 #include "absl/status/status.h"
@@ -74,7 +74,7 @@ struct Sample {
   double send_lag_us = 0;  // how late the load generator sent it (open loop)
   int code = 0;
   int64_t t[5] = {0, 0, 0, 0, 0};  // encode, ann, fetch, rerank, total
-  int64_t queue_us = 0;             // the wait for a server worker
+  int64_t queue_us = 0;            // the wait for a server worker
 };
 
 void Record(const grpc::Status& s, const v1::SearchResponse& resp, double us, Sample* out) {
@@ -90,7 +90,6 @@ void Record(const grpc::Status& s, const v1::SearchResponse& resp, double us, Sa
     out->queue_us = int64_t(tm.queue_us());
   }
 }
-
 
 struct RunResult {
   std::string name;
@@ -116,9 +115,15 @@ nlohmann::json Analyse(const RunResult& r, std::vector<std::string>* row,
   for (double& v : stage) v = n_ok > 0 ? v / n_ok : 0;
   const double qps = n_ok / r.elapsed_s;
   std::string err_text;
-  for (const auto& [k, v] : errors) err_text += (err_text.empty() ? "" : " ") + k + ":" + std::to_string(v);
-  *row = {r.name,           Fmt("%.0f", qps),      Fmt("%.2f", lat.p50), Fmt("%.2f", lat.p95),
-          Fmt("%.2f", lat.p99), Fmt("%.2f", lat.max), err_text.empty() ? "0" : err_text,
+  for (const auto& [k, v] : errors)
+    err_text += (err_text.empty() ? "" : " ") + k + ":" + std::to_string(v);
+  *row = {r.name,
+          Fmt("%.0f", qps),
+          Fmt("%.2f", lat.p50),
+          Fmt("%.2f", lat.p95),
+          Fmt("%.2f", lat.p99),
+          Fmt("%.2f", lat.max),
+          err_text.empty() ? "0" : err_text,
           Fmt("%.0f/%.0f/%.0f/%.0f/%.0f", stage[0], stage[1], stage[2], stage[3], stage[4])};
   std::sort(ms.begin(), ms.end());
   *sorted_ms = ms;
@@ -130,8 +135,11 @@ nlohmann::json Analyse(const RunResult& r, std::vector<std::string>* row,
           {"latency_ms", ToJson(lat)},
           {"errors", errors},
           {"mean_stage_us",
-           {{"encode", stage[0]}, {"ann", stage[1]}, {"fetch", stage[2]},
-            {"rerank", stage[3]}, {"total", stage[4]}}}};
+           {{"encode", stage[0]},
+            {"ann", stage[1]},
+            {"fetch", stage[2]},
+            {"rerank", stage[3]},
+            {"total", stage[4]}}}};
 }
 
 // Requests start at fixed or Poisson times at `rate`/s for `seconds` via the
@@ -154,8 +162,8 @@ RunResult OpenLoop(v1::SearchService::Stub* stub, const std::vector<v1::SearchRe
   std::vector<Sample> samples;
   Rng rng(seed ^ 0x0badc0ffee);
   const auto start = Clock::now();
-  const auto end = start + std::chrono::duration_cast<Clock::duration>(
-                               std::chrono::duration<double>(seconds));
+  const auto end =
+      start + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(seconds));
   auto next = start;
   auto next_tick = start + std::chrono::seconds(1);
   size_t j = 0;
@@ -186,8 +194,7 @@ RunResult OpenLoop(v1::SearchService::Stub* stub, const std::vector<v1::SearchRe
           samples.push_back(smp);
           if (--outstanding == 0) cv.notify_all();
         });
-    const double gap =
-        arrival == "fixed" ? 1.0 / rate : -std::log(1.0 - rng.Uniform()) / rate;
+    const double gap = arrival == "fixed" ? 1.0 / rate : -std::log(1.0 - rng.Uniform()) / rate;
     next += std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(gap));
   }
   {
@@ -299,7 +306,8 @@ class SpeedProbe {
     for (size_t i = kSlots - 1; i > 0; --i) {
       std::swap(order[i], order[size_t(rng.Uniform() * double(i))]);
     }
-    for (size_t i = 0; i < kSlots; ++i) next[size_t(order[i]) * 8] = uint64_t(order[(i + 1) % kSlots]) * 8;
+    for (size_t i = 0; i < kSlots; ++i)
+      next[size_t(order[i]) * 8] = uint64_t(order[(i + 1) % kSlots]) * 8;
     volatile uint64_t sink = 0;
     uint64_t at = 0;
     const auto start = Clock::now();
@@ -411,8 +419,7 @@ nlohmann::json Soak(v1::SearchService::Stub* stub, const std::vector<v1::SearchR
     const double jiffies = double(cpu[w + 1].total - cpu[w].total);
     const double steal = jiffies > 0 ? double(cpu[w + 1].steal - cpu[w].steal) / jiffies : 0;
     const double tick_s = 1.0 / double(sysconf(_SC_CLK_TCK));
-    const double server_cores =
-        double(cpu[w + 1].server - cpu[w].server) * tick_s / f.soak_window;
+    const double server_cores = double(cpu[w + 1].server - cpu[w].server) * tick_s / f.soak_window;
     // Busy CPU time of every other process (and the kernel's threads): the
     // machine's busy time less the server's and this load generator's.
     const double busy_cores = (jiffies - double(cpu[w + 1].idle - cpu[w].idle) -
@@ -422,16 +429,14 @@ nlohmann::json Soak(v1::SearchService::Stub* stub, const std::vector<v1::SearchR
     const double other_cores = std::max(0.0, busy_cores - server_cores - self_cores);
     const double disk_mb =
         double(cpu[w + 1].server_disk_read - cpu[w].server_disk_read) / 1048576.0;
-    table.push_back({Fmt("%.0f-%.0f s", w * f.soak_window,
-                         std::min(f.soak_seconds, (w + 1) * f.soak_window)),
-                     Fmt("%lld", (long long)requests[w]), Fmt("%lld", (long long)errors[w]),
-                     Fmt("%.2f", lat.p50), Fmt("%.2f", lat.p99), Fmt("%.2f", lat.max),
-                     Fmt("%.2f", engine.p99), Fmt("%.1f", engine.max), Fmt("%.2f", queue.p99),
-                     Fmt("%.2f", outside.p99), Fmt("%.2f", lag.p99),
-                     Fmt("%.1f", rss[w] / 1048576.0), Fmt("%.2f", server_cores),
-                     Fmt("%.2f", self_cores), Fmt("%.2f", other_cores),
-                     Fmt("%.2f/%.2f", slow_median, slow_p99), Fmt("%.0f", disk_mb),
-                     Fmt("%.1f%%", 100 * steal)});
+    table.push_back(
+        {Fmt("%.0f-%.0f s", w * f.soak_window, std::min(f.soak_seconds, (w + 1) * f.soak_window)),
+         Fmt("%lld", (long long)requests[w]), Fmt("%lld", (long long)errors[w]),
+         Fmt("%.2f", lat.p50), Fmt("%.2f", lat.p99), Fmt("%.2f", lat.max), Fmt("%.2f", engine.p99),
+         Fmt("%.1f", engine.max), Fmt("%.2f", queue.p99), Fmt("%.2f", outside.p99),
+         Fmt("%.2f", lag.p99), Fmt("%.1f", rss[w] / 1048576.0), Fmt("%.2f", server_cores),
+         Fmt("%.2f", self_cores), Fmt("%.2f", other_cores), Fmt("%.2f/%.2f", slow_median, slow_p99),
+         Fmt("%.0f", disk_mb), Fmt("%.1f%%", 100 * steal)});
     rows.push_back({{"window", w},
                     {"requests", requests[w]},
                     {"errors", errors[w]},
@@ -452,10 +457,9 @@ nlohmann::json Soak(v1::SearchService::Stub* stub, const std::vector<v1::SearchR
   std::printf("soak at %.0f/s (%.0f%% of %.0f QPS), %.0f s, windows of %.0f s:\n%s", rate,
               100 * f.soak_fraction, rate / f.soak_fraction, f.soak_seconds, f.soak_window,
               FormatTable({"window", "requests", "errors", "p50 ms", "p99 ms", "max ms",
-                           "engine p99", "engine max", "queue p99", "rest p99", "send lag p99", "server RSS MiB",
-                           "server CPU", "generator CPU", "others' CPU", "probe slowdown",
-                           "server disk MB",
-                           "steal"},
+                           "engine p99", "engine max", "queue p99", "rest p99", "send lag p99",
+                           "server RSS MiB", "server CPU", "generator CPU", "others' CPU",
+                           "probe slowdown", "server disk MB", "steal"},
                           table)
                   .c_str());
   const double growth =
@@ -463,13 +467,15 @@ nlohmann::json Soak(v1::SearchService::Stub* stub, const std::vector<v1::SearchR
   const bool errors_ok = total_errors == 0;
   const bool memory_ok = f.server_pid <= 0 || growth <= 0.05;
   const bool p99_ok = p99_worst <= 2 * p99_first;
-  std::printf("soak: errors %lld (%s); RSS at start %.1f MiB, growth after the first window "
-              "%+.2f%% (%s, limit 5%%); p99 first window %.2f ms, worst %.2f ms = %.2fx (%s, "
-              "limit 2x)\n",
-              (long long)total_errors, errors_ok ? "PASS" : "FAIL", rss_start / 1048576.0,
-              100 * growth, f.server_pid <= 0 ? "not measured" : memory_ok ? "PASS" : "FAIL",
-              p99_first, p99_worst, p99_first > 0 ? p99_worst / p99_first : 0,
-              p99_ok ? "PASS" : "FAIL");
+  std::printf(
+      "soak: errors %lld (%s); RSS at start %.1f MiB, growth after the first window "
+      "%+.2f%% (%s, limit 5%%); p99 first window %.2f ms, worst %.2f ms = %.2fx (%s, "
+      "limit 2x)\n",
+      (long long)total_errors, errors_ok ? "PASS" : "FAIL", rss_start / 1048576.0, 100 * growth,
+      f.server_pid <= 0 ? "not measured"
+      : memory_ok       ? "PASS"
+                        : "FAIL",
+      p99_first, p99_worst, p99_first > 0 ? p99_worst / p99_first : 0, p99_ok ? "PASS" : "FAIL");
   std::fflush(stdout);
   *run_out = std::move(run);
   return {{"rate", rate},
@@ -561,11 +567,13 @@ absl::StatusOr<BenchOutput> RunE2e(const BenchFlags& f) {
     grpc::Status s = writer->Finish();
     const double secs = std::chrono::duration<double>(Clock::now() - t0).count();
     if (!s.ok()) return ToAbsl(s, "UpsertStream");
-    std::printf("loaded %llu docs in %.1f s: %.0f docs/s\n",
-                (unsigned long long)resp.upserted(), secs, double(resp.upserted()) / secs);
-    load_info = {{"docs", resp.upserted()}, {"seconds", secs},
+    std::printf("loaded %llu docs in %.1f s: %.0f docs/s\n", (unsigned long long)resp.upserted(),
+                secs, double(resp.upserted()) / secs);
+    load_info = {{"docs", resp.upserted()},
+                 {"seconds", secs},
                  {"docs_per_s", double(resp.upserted()) / secs},
-                 {"tokens", f.tokens}, {"load_batch", f.load_batch}};
+                 {"tokens", f.tokens},
+                 {"load_batch", f.load_batch}};
   }
   uint64_t num_docs = 0;
   {
@@ -600,10 +608,11 @@ absl::StatusOr<BenchOutput> RunE2e(const BenchFlags& f) {
     r.set_rerank(v1::RERANK_MODE_ATTENTION);
     if (!f.ann_params.empty()) r.set_ann_params(f.ann_params);
   }
-  std::printf("e2e: %s, collection '%s' (%llu docs, dim %u), top_k %d, candidates %d, "
-              "m=%d query tokens, %.0f s per run\n",
-              f.server.c_str(), f.collection.c_str(), (unsigned long long)num_docs, dim, f.top_k,
-              f.e2e_candidates, f.e2e_query_tokens, f.duration);
+  std::printf(
+      "e2e: %s, collection '%s' (%llu docs, dim %u), top_k %d, candidates %d, "
+      "m=%d query tokens, %.0f s per run\n",
+      f.server.c_str(), f.collection.c_str(), (unsigned long long)num_docs, dim, f.top_k,
+      f.e2e_candidates, f.e2e_query_tokens, f.duration);
   std::fflush(stdout);
 
   std::vector<RunResult> runs;
@@ -697,14 +706,22 @@ absl::StatusOr<BenchOutput> RunE2e(const BenchFlags& f) {
                         .c_str());
 
   BenchOutput out;
-  out.params = {{"server", f.server},          {"collection", f.collection},
-                {"num_docs", num_docs},        {"dim", dim},
-                {"top_k", f.top_k},            {"candidates", f.e2e_candidates},
-                {"query_tokens", f.e2e_query_tokens}, {"ann_params", f.ann_params},
-                {"concurrency", f.concurrency}, {"duration", f.duration},
-                {"rate", f.rate},              {"arrival", f.arrival},
-                {"soak_seconds", f.soak_seconds}, {"soak_fraction", f.soak_fraction},
-                {"rerank", "ATTENTION"},       {"seed", f.seed}};
+  out.params = {{"server", f.server},
+                {"collection", f.collection},
+                {"num_docs", num_docs},
+                {"dim", dim},
+                {"top_k", f.top_k},
+                {"candidates", f.e2e_candidates},
+                {"query_tokens", f.e2e_query_tokens},
+                {"ann_params", f.ann_params},
+                {"concurrency", f.concurrency},
+                {"duration", f.duration},
+                {"rate", f.rate},
+                {"arrival", f.arrival},
+                {"soak_seconds", f.soak_seconds},
+                {"soak_fraction", f.soak_fraction},
+                {"rerank", "ATTENTION"},
+                {"seed", f.seed}};
   out.results = {{"runs", results_runs}};
   if (!soak.is_null()) out.results["soak"] = soak;
   if (!load_info.is_null()) out.results["load"] = load_info;

@@ -80,8 +80,8 @@ absl::StatusOr<BenchOutput> RunIngest(const BenchFlags& f) {
     auto coll = (*catalog)->Create(name, config);
     if (!coll.ok()) return coll.status();
 
-    std::printf("ingest: %zu docs x %d tokens x %u dims (%s), batches of %d, into %s\n",
-                f.num_docs, f.tokens, f.dim, f.dtype.c_str(), f.batch, dir.c_str());
+    std::printf("ingest: %zu docs x %d tokens x %u dims (%s), batches of %d, into %s\n", f.num_docs,
+                f.tokens, f.dim, f.dtype.c_str(), f.batch, dir.c_str());
     std::fflush(stdout);
     const auto w0 = Clock::now();
     size_t next_report = 0;
@@ -141,15 +141,21 @@ absl::StatusOr<BenchOutput> RunIngest(const BenchFlags& f) {
        Fmt("%.1f", input_bytes / 1e6 / wall_s)},
       {"BuildIndex (ANN)", Fmt("%.2f", build_s), Fmt("%.0f", double(indexed) / build_s), "-"}};
   std::printf("%s", FormatTable({"phase", "seconds", "docs/s", "MB/s (f32 input)"}, table).c_str());
-  std::printf("stored: %.0f bytes/doc in store/ (raw vectors %.0f bytes/doc: tokens %s + pooled "
-              "f32), ANN snapshot %.1f MiB (%.0f bytes/doc)\n",
-              double(store_bytes) / double(stored), raw_stored / double(stored), f.dtype.c_str(),
-              double(snapshot_bytes) / 1048576.0, double(snapshot_bytes) / double(stored));
+  std::printf(
+      "stored: %.0f bytes/doc in store/ (raw vectors %.0f bytes/doc: tokens %s + pooled "
+      "f32), ANN snapshot %.1f MiB (%.0f bytes/doc)\n",
+      double(store_bytes) / double(stored), raw_stored / double(stored), f.dtype.c_str(),
+      double(snapshot_bytes) / 1048576.0, double(snapshot_bytes) / double(stored));
 
   BenchOutput out;
-  out.params = {{"num_docs", f.num_docs}, {"tokens", f.tokens},   {"dim", f.dim},
-                {"dtype", f.dtype},       {"batch", f.batch},     {"ann_spec", f.ann_spec},
-                {"seed", f.seed},         {"clusters", f.clusters},
+  out.params = {{"num_docs", f.num_docs},
+                {"tokens", f.tokens},
+                {"dim", f.dim},
+                {"dtype", f.dtype},
+                {"batch", f.batch},
+                {"ann_spec", f.ann_spec},
+                {"seed", f.seed},
+                {"clusters", f.clusters},
                 {"options", "CollectionOptions::ForBulkLoad()"}};
   out.results = {{"docs", stored},
                  {"upsert_seconds", upsert_s},

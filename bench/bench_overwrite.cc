@@ -50,9 +50,8 @@ Document MakeVersion(const SyntheticDataset& data, uint64_t i, uint64_t version,
 }
 
 // A fresh collection in `dir` holding every document once.
-absl::StatusOr<std::unique_ptr<Collection>> Setup(const BenchFlags& f,
-                                                   const SyntheticDataset& data,
-                                                   const std::string& dir) {
+absl::StatusOr<std::unique_ptr<Collection>> Setup(const BenchFlags& f, const SyntheticDataset& data,
+                                                  const std::string& dir) {
   CollectionConfig config;
   config.dim = f.dim;
   config.token_dtype = DtypeFromFlags(f);
@@ -147,15 +146,15 @@ absl::StatusOr<BenchOutput> RunOverwrite(const BenchFlags& f) {
   const SyntheticDataset data(so);
   ScratchDir scratch("attn_overwrite_");
   if (scratch.path().empty()) return absl::InternalError("cannot create a directory in /tmp");
-  std::printf("overwrite: %zu docs x %d tokens x %u dims (%s), %s writes\n", f.num_docs,
-              f.tokens, f.dim, f.dtype.c_str(), f.sync ? "synced" : "unsynced");
+  std::printf("overwrite: %zu docs x %d tokens x %u dims (%s), %s writes\n", f.num_docs, f.tokens,
+              f.dim, f.dtype.c_str(), f.sync ? "synced" : "unsynced");
   std::fflush(stdout);
   ATTN_ASSIGN_OR_RETURN(std::unique_ptr<Collection> c, Setup(f, data, scratch.path()));
   std::vector<std::vector<std::string>> table;
   nlohmann::json phases;
-  for (const auto& [phase, write, read] : {std::tuple{"overwrites", true, false},
-                                           std::tuple{"searches", false, true},
-                                           std::tuple{"both", true, true}}) {
+  for (const auto& [phase, write, read] :
+       {std::tuple{"overwrites", true, false}, std::tuple{"searches", false, true},
+        std::tuple{"both", true, true}}) {
     ATTN_ASSIGN_OR_RETURN(PhaseResult r, RunPhase(f, data, c.get(), write, read));
     Report(phase, r, &table, &phases);
   }
@@ -164,12 +163,18 @@ absl::StatusOr<BenchOutput> RunOverwrite(const BenchFlags& f) {
                                 table)
                         .c_str());
   BenchOutput out;
-  out.params = {{"num_docs", f.num_docs},          {"tokens", f.tokens},
-                {"dim", f.dim},                    {"dtype", f.dtype},
-                {"ann_spec", f.ann_spec},          {"overwrite_batch", f.overwrite_batch},
-                {"sync", f.sync},                  {"duration", f.duration},
-                {"top_k", f.top_k},                {"candidates", f.e2e_candidates},
-                {"query_tokens", f.e2e_query_tokens}, {"seed", f.seed}};
+  out.params = {{"num_docs", f.num_docs},
+                {"tokens", f.tokens},
+                {"dim", f.dim},
+                {"dtype", f.dtype},
+                {"ann_spec", f.ann_spec},
+                {"overwrite_batch", f.overwrite_batch},
+                {"sync", f.sync},
+                {"duration", f.duration},
+                {"top_k", f.top_k},
+                {"candidates", f.e2e_candidates},
+                {"query_tokens", f.e2e_query_tokens},
+                {"seed", f.seed}};
   out.results = {{"phases", phases}, {"rebuilds", c->Stats().rebuilds}};
   return out;
 }

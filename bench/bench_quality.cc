@@ -3,7 +3,8 @@
 //
 //   attnsearch-bench --benchmarks=quality --beir=DIR
 //       [--quality_candidates=1000] [--quality_temperature=0 (encoder default)]
-//       [--quality_exhaustive=true] [--semantic_share=0.3] [--expansion_weight=-1 (encoder default)] [--stem_language=english] [--dtype=bf16]
+//       [--quality_exhaustive=true] [--semantic_share=0.3] [--expansion_weight=-1 (encoder
+//       default)] [--stem_language=english] [--dtype=bf16]
 //       [--python=/usr/bin/python3 (with python3-xapian)]
 //
 // The corpus is read as attnsearch-index reads it (title and text joined,
@@ -52,8 +53,7 @@ std::string ReadAllFrom(FILE* p) {
 // corpora have empty ones) is reported as FILE:LINE: reason and skipped, as
 // is one the engine rejects (its error names documents[i]). *skipped counts
 // them.
-absl::StatusOr<uint64_t> LoadCorpus(const std::string& beir_dir, Collection* c,
-                                    uint64_t* skipped) {
+absl::StatusOr<uint64_t> LoadCorpus(const std::string& beir_dir, Collection* c, uint64_t* skipped) {
   indexer::ParseOptions po;
   po.dim = c->config().dim;
   ATTN_ASSIGN_OR_RETURN(std::unique_ptr<indexer::RecordSource> source,
@@ -71,7 +71,8 @@ absl::StatusOr<uint64_t> LoadCorpus(const std::string& beir_dir, Collection* c,
       absl::StatusOr<uint64_t> n = c->Upsert(batch.docs);
       std::string reason;
       const std::optional<size_t> i =
-          n.ok() ? std::nullopt : indexer::RejectedDocument(std::string(n.status().message()), &reason);
+          n.ok() ? std::nullopt
+                 : indexer::RejectedDocument(std::string(n.status().message()), &reason);
       if (n.ok()) {
         loaded += *n;
         break;
@@ -130,12 +131,12 @@ absl::StatusOr<BenchOutput> RunQuality(const BenchFlags& f) {
   t0 = Clock::now();
   ATTN_RETURN_IF_ERROR(c->BuildIndex().status());
   const double index_s = std::chrono::duration<double>(Clock::now() - t0).count();
-  std::printf("loaded %llu documents (%llu bad records skipped) in %.1f s; encoder: %u keys, "
-              "trained in %.2f s, %llu documents encoded in %.1f s; ANN built in %.1f s\n",
-              (unsigned long long)docs, (unsigned long long)skipped, load_s,
-              trained.training.vocabulary,
-              trained.training.seconds, (unsigned long long)trained.reencoded,
-              trained.reencode_seconds, index_s);
+  std::printf(
+      "loaded %llu documents (%llu bad records skipped) in %.1f s; encoder: %u keys, "
+      "trained in %.2f s, %llu documents encoded in %.1f s; ANN built in %.1f s\n",
+      (unsigned long long)docs, (unsigned long long)skipped, load_s, trained.training.vocabulary,
+      trained.training.seconds, (unsigned long long)trained.reencoded, trained.reencode_seconds,
+      index_s);
 
   // The three runs.
   Runs two_stage, ann_only, exhaustive;
@@ -160,12 +161,12 @@ absl::StatusOr<BenchOutput> RunQuality(const BenchFlags& f) {
       return absl::OkStatus();
     };
     SearchTiming t2, te;
-    ATTN_RETURN_IF_ERROR(run(std::max<uint32_t>(100, f.quality_candidates),
-                             RerankMode::kAttention, &two_stage[q.id], &t2));
+    ATTN_RETURN_IF_ERROR(run(std::max<uint32_t>(100, f.quality_candidates), RerankMode::kAttention,
+                             &two_stage[q.id], &t2));
     ATTN_RETURN_IF_ERROR(run(100, RerankMode::kNone, &ann_only[q.id], nullptr));
     if (f.quality_exhaustive) {
-      ATTN_RETURN_IF_ERROR(run(static_cast<uint32_t>(docs), RerankMode::kAttention,
-                               &exhaustive[q.id], &te));
+      ATTN_RETURN_IF_ERROR(
+          run(static_cast<uint32_t>(docs), RerankMode::kAttention, &exhaustive[q.id], &te));
       exhaustive_us.push_back(te.total_us);
       agreement += OverlapAtK(two_stage[q.id], exhaustive[q.id], 10);
     }
@@ -202,8 +203,8 @@ absl::StatusOr<BenchOutput> RunQuality(const BenchFlags& f) {
   {
     const std::string script = std::string(ATTN_BENCH_SOURCE_DIR) + "/bm25_xapian.py";
     const std::string run_path = dir + "/bm25.run.tsv";
-    const std::string cmd = "'" + f.python + "' '" + script + "' --beir '" + f.beir +
-                            "' --out '" + run_path + "' 2>&1";
+    const std::string cmd =
+        "'" + f.python + "' '" + script + "' --beir '" + f.beir + "' --out '" + run_path + "' 2>&1";
     FILE* p = popen(cmd.c_str(), "r");
     const std::string text = p ? ReadAllFrom(p) : "";
     if (p) pclose(p);
@@ -232,28 +233,29 @@ absl::StatusOr<BenchOutput> RunQuality(const BenchFlags& f) {
                                     Fmt("%.4f", s.mrr10), extra};
   };
   std::vector<std::vector<std::string>> rows = {
-      row("attnsearch two-stage", q2,
-          Fmt("p50 %.2f ms", tot.p50 / 1000.0)),
+      row("attnsearch two-stage", q2, Fmt("p50 %.2f ms", tot.p50 / 1000.0)),
       row("attnsearch ANN stage only", qa, ""),
   };
   if (f.quality_exhaustive) {
     rows.push_back(row("attnsearch exhaustive rerank", qe, Fmt("p50 %.2f ms", exh.p50 / 1000.0)));
   }
   if (bm25_note.empty()) rows.push_back(row("BM25 (Xapian)", bm25_q, ""));
-  std::printf("%s", FormatTable({"system", "nDCG@10", "Recall@100", "MRR@10", "latency"}, rows)
-                        .c_str());
-  std::printf("queries %zu; two-stage vs exhaustive top-10 agreement %.4f; query encode "
-              "(EncodeQuery, 20 passes) mean %.1f us p50 %.1f us p99 %.1f us\n",
-              evaluated, agreement, enc.mean, enc.p50, enc.p99);
-  const Summary ann = Summarize(ann_us), fetch = Summarize(fetch_us),
-                rerank = Summarize(rerank_us);
+  std::printf("%s",
+              FormatTable({"system", "nDCG@10", "Recall@100", "MRR@10", "latency"}, rows).c_str());
+  std::printf(
+      "queries %zu; two-stage vs exhaustive top-10 agreement %.4f; query encode "
+      "(EncodeQuery, 20 passes) mean %.1f us p50 %.1f us p99 %.1f us\n",
+      evaluated, agreement, enc.mean, enc.p50, enc.p99);
+  const Summary ann = Summarize(ann_us), fetch = Summarize(fetch_us), rerank = Summarize(rerank_us);
   std::printf("two-stage stages, p50: ann %.0f us, fetch %.0f us, rerank %.0f us\n", ann.p50,
               fetch.p50, rerank.p50);
   if (!bm25_note.empty()) std::printf("%s\n", bm25_note.c_str());
 
   auto js = [](const QualitySummary& s) {
-    return nlohmann::json{{"ndcg10", s.ndcg10}, {"recall100", s.recall100},
-                          {"mrr10", s.mrr10}, {"queries", s.queries}};
+    return nlohmann::json{{"ndcg10", s.ndcg10},
+                          {"recall100", s.recall100},
+                          {"mrr10", s.mrr10},
+                          {"queries", s.queries}};
   };
   BenchOutput out;
   out.params = {{"beir", f.beir},

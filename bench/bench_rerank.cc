@@ -39,17 +39,17 @@
 // same way), and the PyTorch scores are compared with ours (max abs diff).
 // Output: table, JSON record, and bar chart rerank_<dtype>_c<candidates>.svg.
 #include <omp.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
-#include <cstring>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <functional>
-#include <unistd.h>
 
 #include "benchmarks.h"
 #include "core/vector_math.h"
@@ -70,9 +70,9 @@ using dnnl::memory;
 // least min_seconds (and min_iters calls), so that a change in the machine's
 // load during the run affects every variant alike: their ratios are what
 // the benchmark reports. Returns each call's microseconds, per variant.
-std::vector<std::vector<double>> TimeInterleaved(
-    const std::vector<std::function<void()>>& fns, double min_seconds, int warmup = 5,
-    int min_iters = 20) {
+std::vector<std::vector<double>> TimeInterleaved(const std::vector<std::function<void()>>& fns,
+                                                 double min_seconds, int warmup = 5,
+                                                 int min_iters = 20) {
   std::vector<std::vector<double>> us(fns.size());
   std::vector<double> spent(fns.size(), 0.0);
   for (const auto& fn : fns) {
@@ -176,17 +176,17 @@ absl::StatusOr<BenchOutput> RunRerank(const BenchFlags& f) {
   // ours.
   RerankerOptions ropts;
   ropts.max_threads = f.threads;
-  if (f.max_rows_per_gemm > 0) ropts.max_rows_per_gemm = size_t(f.max_rows_per_gemm);  // else Score takes every core and resets OpenMP's count
+  if (f.max_rows_per_gemm > 0)
+    ropts.max_rows_per_gemm =
+        size_t(f.max_rows_per_gemm);  // else Score takes every core and resets OpenMP's count
   auto reranker = Reranker::Create(d, dtype, ropts);
   if (!reranker.ok()) return reranker.status();
   RerankQuery rq{query.data(), m, weights.data(), RerankMode::kAttention, f.temperature};
-  CandidateTokens ct{doc_data, total, rows.data(), offsets.data(), C,
-                     int8 ? row_scales.data() : nullptr};
+  CandidateTokens ct{doc_data,       total, rows.data(),
+                     offsets.data(), C,     int8 ? row_scales.data() : nullptr};
   std::vector<float> scores(C);
   absl::Status score_status;
-  std::function<void()> ours_fn = [&] {
-    score_status = (*reranker)->Score(rq, ct, scores.data());
-  };
+  std::function<void()> ours_fn = [&] { score_status = (*reranker)->Score(rq, ct, scores.data()); };
 
   // ours + explain: Score keeping its similarities, then the evidence for
   // the top 10 from them, as the engine does with explain = true.
@@ -217,74 +217,78 @@ absl::StatusOr<BenchOutput> RunRerank(const BenchFlags& f) {
     auto t = TimeInterleaved({ours_fn, ours_explain_fn}, f.min_seconds);
     ours_us = std::move(t[0]);
     ours_explain_us = std::move(t[1]);
-  } else try {
-    dnnl::engine eng(dnnl::engine::kind::cpu, 0);
-    dnnl::stream stream(eng);
-    memory::desc q_md({md, dd}, dt, {dd, 1});
-    memory::desc t_md({dd, nd}, dt, {1, dd});
-    memory::desc s_md({md, nd}, memory::data_type::f32, {nd, 1});
-    dnnl::matmul::desc desc(q_md, t_md, s_md);
-    dnnl::matmul::primitive_desc pd(desc, eng);
-    dnnl::matmul mm(pd);
-    memory q_mem(q_md, eng, const_cast<void*>(q_data));
-    memory t_mem(t_md, eng, const_cast<void*>(doc_data));
-    memory s_mem(s_md, eng, sim.data());
-    std::function<void()> mm_fn = [&] {
-      mm.execute(stream, {{DNNL_ARG_SRC, q_mem}, {DNNL_ARG_WEIGHTS, t_mem},
-                          {DNNL_ARG_DST, s_mem}});
-      stream.wait();
-    };
+  } else
+    try {
+      dnnl::engine eng(dnnl::engine::kind::cpu, 0);
+      dnnl::stream stream(eng);
+      memory::desc q_md({md, dd}, dt, {dd, 1});
+      memory::desc t_md({dd, nd}, dt, {1, dd});
+      memory::desc s_md({md, nd}, memory::data_type::f32, {nd, 1});
+      dnnl::matmul::desc desc(q_md, t_md, s_md);
+      dnnl::matmul::primitive_desc pd(desc, eng);
+      dnnl::matmul mm(pd);
+      memory q_mem(q_md, eng, const_cast<void*>(q_data));
+      memory t_mem(t_md, eng, const_cast<void*>(doc_data));
+      memory s_mem(s_md, eng, sim.data());
+      std::function<void()> mm_fn = [&] {
+        mm.execute(stream,
+                   {{DNNL_ARG_SRC, q_mem}, {DNNL_ARG_WEIGHTS, t_mem}, {DNNL_ARG_DST, s_mem}});
+        stream.wait();
+      };
 
-    // Runtime dimensions, per-call memory objects and stream (the reranker's way).
-    const memory::dim rt = DNNL_RUNTIME_DIM_VAL;
-    memory::desc q_rt({rt, dd}, dt, {dd, 1});
-    memory::desc t_rt({dd, rt}, dt, {1, dd});
-    memory::desc s_rt({rt, rt}, memory::data_type::f32, {rt, 1});
-    dnnl::primitive_attr attr;
-    attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
-    dnnl::matmul::desc desc_rt(q_rt, t_rt, s_rt);
-    dnnl::matmul::primitive_desc pd_rt(desc_rt, attr, eng);
-    dnnl::matmul mm_rt(pd_rt);
-    std::vector<uint8_t> scratch(pd_rt.scratchpad_desc().get_size());
-    std::function<void()> mm_rt_fn = [&] {
-          memory qm(q_md, eng, const_cast<void*>(q_data));
-          memory tm(t_md, eng, const_cast<void*>(doc_data));
-          memory sm(s_md, eng, sim.data());
-          memory scm(pd_rt.scratchpad_desc(), eng, scratch.data());
-          dnnl::stream s(eng);
-          mm_rt.execute(s, {{DNNL_ARG_SRC, qm}, {DNNL_ARG_WEIGHTS, tm},
-                            {DNNL_ARG_DST, sm}, {DNNL_ARG_SCRATCHPAD, scm}});
-          s.wait();
-    };
+      // Runtime dimensions, per-call memory objects and stream (the reranker's way).
+      const memory::dim rt = DNNL_RUNTIME_DIM_VAL;
+      memory::desc q_rt({rt, dd}, dt, {dd, 1});
+      memory::desc t_rt({dd, rt}, dt, {1, dd});
+      memory::desc s_rt({rt, rt}, memory::data_type::f32, {rt, 1});
+      dnnl::primitive_attr attr;
+      attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+      dnnl::matmul::desc desc_rt(q_rt, t_rt, s_rt);
+      dnnl::matmul::primitive_desc pd_rt(desc_rt, attr, eng);
+      dnnl::matmul mm_rt(pd_rt);
+      std::vector<uint8_t> scratch(pd_rt.scratchpad_desc().get_size());
+      std::function<void()> mm_rt_fn = [&] {
+        memory qm(q_md, eng, const_cast<void*>(q_data));
+        memory tm(t_md, eng, const_cast<void*>(doc_data));
+        memory sm(s_md, eng, sim.data());
+        memory scm(pd_rt.scratchpad_desc(), eng, scratch.data());
+        dnnl::stream s(eng);
+        mm_rt.execute(s, {{DNNL_ARG_SRC, qm},
+                          {DNNL_ARG_WEIGHTS, tm},
+                          {DNNL_ARG_DST, sm},
+                          {DNNL_ARG_SCRATCHPAD, scm}});
+        s.wait();
+      };
 
-    // The reranker's orientation: Sᵀ (N x m) = D (N x d) · Qᵀ (d x m), runtime
-    // dimensions, per-call memory objects and stream.
-    memory::desc d_rt({rt, dd}, dt, {dd, 1});
-    memory::desc qt_rt({dd, rt}, dt, {1, dd});
-    memory::desc st_rt({rt, rt}, memory::data_type::f32, {rt, 1});
-    dnnl::matmul::primitive_desc pd_t(dnnl::matmul::desc(d_rt, qt_rt, st_rt), attr, eng);
-    dnnl::matmul mm_t(pd_t);
-    std::vector<uint8_t> scratch_t(pd_t.scratchpad_desc().get_size());
-    std::function<void()> mm_t_fn = [&] {
-          memory dm({{nd, dd}, dt, {dd, 1}}, eng, const_cast<void*>(doc_data));
-          memory qm({{dd, md}, dt, {1, dd}}, eng, const_cast<void*>(q_data));
-          memory sm({{nd, md}, memory::data_type::f32, {md, 1}}, eng, sim.data());
-          memory scm(pd_t.scratchpad_desc(), eng, scratch_t.data());
-          dnnl::stream s(eng);
-          mm_t.execute(s, {{DNNL_ARG_SRC, dm}, {DNNL_ARG_WEIGHTS, qm},
-                           {DNNL_ARG_DST, sm}, {DNNL_ARG_SCRATCHPAD, scm}});
-          s.wait();
-    };
-    auto t = TimeInterleaved({ours_fn, ours_explain_fn, mm_fn, mm_rt_fn, mm_t_fn},
-                             f.min_seconds);
-    ours_us = std::move(t[0]);
-    ours_explain_us = std::move(t[1]);
-    matmul_us = std::move(t[2]);
-    matmul_rt_us = std::move(t[3]);
-    matmul_t_us = std::move(t[4]);
-  } catch (const dnnl::error& e) {
-    return absl::InternalError(std::string("bare matmul: ") + e.what());
-  }
+      // The reranker's orientation: Sᵀ (N x m) = D (N x d) · Qᵀ (d x m), runtime
+      // dimensions, per-call memory objects and stream.
+      memory::desc d_rt({rt, dd}, dt, {dd, 1});
+      memory::desc qt_rt({dd, rt}, dt, {1, dd});
+      memory::desc st_rt({rt, rt}, memory::data_type::f32, {rt, 1});
+      dnnl::matmul::primitive_desc pd_t(dnnl::matmul::desc(d_rt, qt_rt, st_rt), attr, eng);
+      dnnl::matmul mm_t(pd_t);
+      std::vector<uint8_t> scratch_t(pd_t.scratchpad_desc().get_size());
+      std::function<void()> mm_t_fn = [&] {
+        memory dm({{nd, dd}, dt, {dd, 1}}, eng, const_cast<void*>(doc_data));
+        memory qm({{dd, md}, dt, {1, dd}}, eng, const_cast<void*>(q_data));
+        memory sm({{nd, md}, memory::data_type::f32, {md, 1}}, eng, sim.data());
+        memory scm(pd_t.scratchpad_desc(), eng, scratch_t.data());
+        dnnl::stream s(eng);
+        mm_t.execute(s, {{DNNL_ARG_SRC, dm},
+                         {DNNL_ARG_WEIGHTS, qm},
+                         {DNNL_ARG_DST, sm},
+                         {DNNL_ARG_SCRATCHPAD, scm}});
+        s.wait();
+      };
+      auto t = TimeInterleaved({ours_fn, ours_explain_fn, mm_fn, mm_rt_fn, mm_t_fn}, f.min_seconds);
+      ours_us = std::move(t[0]);
+      ours_explain_us = std::move(t[1]);
+      matmul_us = std::move(t[2]);
+      matmul_rt_us = std::move(t[3]);
+      matmul_t_us = std::move(t[4]);
+    } catch (const dnnl::error& e) {
+      return absl::InternalError(std::string("bare matmul: ") + e.what());
+    }
 
   if (!score_status.ok()) return score_status;
 
@@ -296,8 +300,8 @@ absl::StatusOr<BenchOutput> RunRerank(const BenchFlags& f) {
                              ? std::string(ATTN_BENCH_SOURCE_DIR) + "/torch_rerank.py"
                              : f.torch_script;
     if (access(f.python.c_str(), X_OK) != 0) {
-      torch_note = "PyTorch skipped: no executable " + f.python +
-                   " (Debian's python3 with python3-torch)";
+      torch_note =
+          "PyTorch skipped: no executable " + f.python + " (Debian's python3 with python3-torch)";
     }
     char path[] = "/tmp/attn_rerank_XXXXXX";
     const int fd = mkstemp(path);
@@ -318,11 +322,11 @@ absl::StatusOr<BenchOutput> RunRerank(const BenchFlags& f) {
     std::string text;
     int rc = -1;
     if (torch_note.empty()) {
-    const std::string cmd = "OMP_NUM_THREADS=" + std::to_string(f.threads) + " '" + f.python +
-                            "' '" + script + "' '" + path + "' 2>&1";
-    FILE* p = popen(cmd.c_str(), "r");
-    text = p ? ReadAll(p) : "";
-    rc = p ? pclose(p) : -1;
+      const std::string cmd = "OMP_NUM_THREADS=" + std::to_string(f.threads) + " '" + f.python +
+                              "' '" + script + "' '" + path + "' 2>&1";
+      FILE* p = popen(cmd.c_str(), "r");
+      text = p ? ReadAll(p) : "";
+      rc = p ? pclose(p) : -1;
     }
     std::filesystem::remove(path);
     const auto brace = text.rfind("\n{");
@@ -382,11 +386,13 @@ absl::StatusOr<BenchOutput> RunRerank(const BenchFlags& f) {
       }
     }
   }
-  std::printf("rerank: %zu candidates, %zu token rows (%.1f per doc), m=%u, d=%u, %s, %d threads, "
-              "tau=%.3g; %.1f MFLOP/query\n",
-              C, total, double(total) / double(C), m, d, f.dtype.c_str(), f.threads,
-              f.temperature, flops / 1e6);
-  std::printf("%s", FormatTable({"variant", "p50 us/query", "mean us", "GFLOP/s (p50)", "x ours (p50)", "iters"},
+  std::printf(
+      "rerank: %zu candidates, %zu token rows (%.1f per doc), m=%u, d=%u, %s, %d threads, "
+      "tau=%.3g; %.1f MFLOP/query\n",
+      C, total, double(total) / double(C), m, d, f.dtype.c_str(), f.threads, f.temperature,
+      flops / 1e6);
+  std::printf("%s", FormatTable({"variant", "p50 us/query", "mean us", "GFLOP/s (p50)",
+                                 "x ours (p50)", "iters"},
                                 table)
                         .c_str());
   if (floor_us > 0) {

@@ -56,7 +56,7 @@ struct BenchFlags {
   std::string dtype = "bf16";
   int threads = 2;
   float temperature = 0.1f;
-  double min_seconds = 2.0;  // time each variant at least this long
+  double min_seconds = 2.0;   // time each variant at least this long
   int max_rows_per_gemm = 0;  // rerank: RerankerOptions::max_rows_per_gemm (0: default)
   std::string python = "/usr/bin/python3";
   std::string torch_script;  // default: torch_rerank.py beside this source
@@ -76,14 +76,14 @@ struct BenchFlags {
   int load_batch = 250;
   std::vector<int> concurrency = {1, 4, 16};
   double duration = 10.0;
-  double rate = 0.0;  // open loop requests/s; 0: no open loop
+  double rate = 0.0;                // open loop requests/s; 0: no open loop
   std::string arrival = "poisson";  // poisson | fixed
   // Soak (e2e): after the closed loops, an open loop at soak_fraction of the
   // highest closed-loop QPS for soak_seconds, judged per soak_window.
   double soak_seconds = 0.0;  // 0: no soak
   double soak_fraction = 0.7;
   double soak_window = 60.0;
-  int server_pid = 0;  // the server's pid, for its resident memory (0: not measured)
+  int server_pid = 0;        // the server's pid, for its resident memory (0: not measured)
   std::string soak_samples;  // a CSV of every soak request, for offline analysis ("": none)
   int top_k = 10;
   int e2e_candidates = 100;
@@ -91,22 +91,22 @@ struct BenchFlags {
   std::string ann_params;
 
   // quality.
-  std::string beir;                 // BEIR folder: corpus.jsonl, queries.jsonl, qrels.tsv
+  std::string beir;  // BEIR folder: corpus.jsonl, queries.jsonl, qrels.tsv
   uint32_t quality_candidates = 1000;
   float quality_temperature = 0.f;  // 0: the encoder's default
   uint32_t quality_dim = 256;
-  bool quality_exhaustive = true;   // also rerank every document per query
+  bool quality_exhaustive = true;  // also rerank every document per query
   float semantic_share = 0.3f;
   std::string stem_language = "english";
-  float expansion_weight = -1.f;    // < 0: the encoder's default
+  float expansion_weight = -1.f;  // < 0: the encoder's default
 
   // Output.
   // Where the record and plots go. Default: nowhere (the record is printed):
   // a run writes files only when asked; the project's figures are recorded
   // with --out_dir bench/results.
-  std::string json;     // default: <out_dir>/<benchmark>.jsonl when out_dir is set
+  std::string json;  // default: <out_dir>/<benchmark>.jsonl when out_dir is set
   std::string out_dir;
-  std::string tag;   // free-form label stored with the record
+  std::string tag;  // free-form label stored with the record
 };
 
 // A benchmark's outcome: its parameters and figures (stored in the JSON

@@ -40,7 +40,8 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   // Data.
   app.add_option("--dataset", f.dataset, "synthetic | uniform | siftsmall")->capture_default_str();
-  app.add_option("--siftsmall_dir", f.siftsmall_dir, "folder of base/query.fvecs, groundtruth.ivecs")
+  app.add_option("--siftsmall_dir", f.siftsmall_dir,
+                 "folder of base/query.fvecs, groundtruth.ivecs")
       ->capture_default_str();
   app.add_option("--seed", f.seed, "seed of the synthetic data")->capture_default_str();
   app.add_option("--dim", f.dim, "vector dimension (synthetic)")->capture_default_str();
@@ -61,8 +62,7 @@ int main(int argc, char** argv) {
   app.add_option("--k", f.k, "recall@k")->capture_default_str();
   app.add_option("--dump_dir", f.dump_dir,
                  "ann: also write the unit base/query vectors to DIR/{base,query}.fvecs");
-  app.add_option("--ann_peers", f.ann_peers, "ann peers: hnswlib,faiss (none: -)")
-      ->delimiter(',');
+  app.add_option("--ann_peers", f.ann_peers, "ann peers: hnswlib,faiss (none: -)")->delimiter(',');
   app.add_option("--ann_build_threads", f.ann_build_threads, "threads building each graph")
       ->capture_default_str();
   app.add_option("--build_rounds", f.build_rounds,
@@ -111,8 +111,7 @@ int main(int argc, char** argv) {
   // e2e.
   app.add_option("--server", f.server, "HOST:PORT of attnsearch-server (e2e)");
   app.add_option("--collection", f.collection, "collection (e2e)")->capture_default_str();
-  app.add_option("--load", f.load, "first load N synthetic documents (e2e)")
-      ->capture_default_str();
+  app.add_option("--load", f.load, "first load N synthetic documents (e2e)")->capture_default_str();
   app.add_option("--load_batch", f.load_batch, "documents per UpsertStream message")
       ->capture_default_str();
   app.add_option("--concurrency", f.concurrency, "closed-loop client counts")->delimiter(',');
@@ -130,9 +129,10 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--server_pid", f.server_pid, "e2e soak: server pid, for its resident memory")
       ->capture_default_str();
-  app.add_option("--soak_samples", f.soak_samples,
-                 "e2e soak: write every request (start, latency, queue and stage times) to this CSV, "
-                 "and the speed probe's samples to FILE.probe.csv");
+  app.add_option(
+      "--soak_samples", f.soak_samples,
+      "e2e soak: write every request (start, latency, queue and stage times) to this CSV, "
+      "and the speed probe's samples to FILE.probe.csv");
   app.add_option("--top_k", f.top_k, "top_k per search (e2e)")->capture_default_str();
   app.add_option("--e2e_candidates", f.e2e_candidates, "candidates per search (e2e)")
       ->capture_default_str();
@@ -224,8 +224,9 @@ int main(int argc, char** argv) {
     if (!f.tag.empty()) record["tag"] = f.tag;
     record["params"] = out->params;
     record["results"] = out->results;
-    const std::string path =
-        !f.json.empty() ? f.json : f.out_dir.empty() ? "" : f.out_dir + "/" + name + ".jsonl";
+    const std::string path = !f.json.empty()     ? f.json
+                             : f.out_dir.empty() ? ""
+                                                 : f.out_dir + "/" + name + ".jsonl";
     if (path.empty()) {
       std::printf("record (not saved; --out_dir or --json saves it):\n%s\n\n",
                   record.dump().c_str());

@@ -1,12 +1,12 @@
 #include "report.h"
 
+#include <stdlib.h>
+
 #include <algorithm>
 #include <cmath>
 #include <cstdarg>
 #include <cstdio>
 #include <ctime>
-#include <stdlib.h>
-
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -48,8 +48,7 @@ nlohmann::json ToJson(const Summary& s) {
           {"p95", s.p95},     {"p99", s.p99},   {"max", s.max}};
 }
 
-double RecallAtK(const std::vector<int64_t>& approx, const std::vector<int64_t>& exact,
-                 size_t k) {
+double RecallAtK(const std::vector<int64_t>& approx, const std::vector<int64_t>& exact, size_t k) {
   if (k == 0) return 0.0;
   std::unordered_set<int64_t> truth;
   for (size_t i = 0; i < std::min(k, exact.size()); ++i) {
@@ -79,8 +78,8 @@ float Dot8(const float* a, const float* b, uint32_t n) {
 
 }  // namespace
 
-void ExactTopK(const float* base, size_t n, const float* queries, size_t nq, uint32_t dim,
-               size_t k, std::vector<std::vector<int64_t>>* out) {
+void ExactTopK(const float* base, size_t n, const float* queries, size_t nq, uint32_t dim, size_t k,
+               std::vector<std::vector<int64_t>>* out) {
   out->assign(nq, {});
   k = std::min(k, n);
 #pragma omp parallel for schedule(dynamic, 4)

@@ -28,13 +28,12 @@ nlohmann::json ToJson(const Summary& s);
 
 // |first k of approx ∩ first k of exact| / k. Ids < 0 (FAISS's "no result")
 // never match. Shorter lists count as missing results.
-double RecallAtK(const std::vector<int64_t>& approx, const std::vector<int64_t>& exact,
-                 size_t k);
+double RecallAtK(const std::vector<int64_t>& approx, const std::vector<int64_t>& exact, size_t k);
 
 // Exact top-k by inner product: for each of nq queries, the k base rows with
 // the largest dot product, best first (ties by lower id). out has nq rows.
-void ExactTopK(const float* base, size_t n, const float* queries, size_t nq, uint32_t dim,
-               size_t k, std::vector<std::vector<int64_t>>* out);
+void ExactTopK(const float* base, size_t n, const float* queries, size_t nq, uint32_t dim, size_t k,
+               std::vector<std::vector<int64_t>>* out);
 
 // The machine: nproc, CPU model, memory, load average now.
 nlohmann::json MachineInfo();

@@ -34,11 +34,10 @@ std::string TickLabel(double v) {
 
 void Header(std::ostringstream& o, int w, int h, const std::string& title) {
   o << "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
-    << "<svg xmlns=\"http://www.w3.org/2000/svg\" version=\"1.1\" width=\"" << w
-    << "\" height=\"" << h << "\" viewBox=\"0 0 " << w << " " << h
+    << "<svg xmlns=\"http://www.w3.org/2000/svg\" version=\"1.1\" width=\"" << w << "\" height=\""
+    << h << "\" viewBox=\"0 0 " << w << " " << h
     << "\" font-family=\"sans-serif\" font-size=\"12\">\n"
-    << "<rect x=\"0\" y=\"0\" width=\"" << w << "\" height=\"" << h
-    << "\" fill=\"white\"/>\n"
+    << "<rect x=\"0\" y=\"0\" width=\"" << w << "\" height=\"" << h << "\" fill=\"white\"/>\n"
     << "<text x=\"" << w / 2 << "\" y=\"20\" text-anchor=\"middle\" font-size=\"15\">"
     << XmlEscape(title) << "</text>\n";
 }
@@ -49,12 +48,23 @@ std::string XmlEscape(const std::string& s) {
   std::string out;
   for (char c : s) {
     switch (c) {
-      case '&': out += "&amp;"; break;
-      case '<': out += "&lt;"; break;
-      case '>': out += "&gt;"; break;
-      case '"': out += "&quot;"; break;
-      case '\'': out += "&apos;"; break;
-      default: out += c;
+      case '&':
+        out += "&amp;";
+        break;
+      case '<':
+        out += "&lt;";
+        break;
+      case '>':
+        out += "&gt;";
+        break;
+      case '"':
+        out += "&quot;";
+        break;
+      case '\'':
+        out += "&apos;";
+        break;
+      default:
+        out += c;
     }
   }
   return out;
@@ -119,10 +129,10 @@ std::string RenderSvg(const LinePlot& plot) {
   // Y ticks and grid.
   for (double t : NiceTicks(ymin, ymax)) {
     const double y = py(t);
-    o << "<line x1=\"" << Num(left - 5) << "\" y1=\"" << Num(y) << "\" x2=\""
-      << Num(left + pw) << "\" y2=\"" << Num(y) << "\" stroke=\"#ddd\"/>\n"
-      << "<text x=\"" << Num(left - 8) << "\" y=\"" << Num(y + 4)
-      << "\" text-anchor=\"end\">" << XmlEscape(TickLabel(t)) << "</text>\n";
+    o << "<line x1=\"" << Num(left - 5) << "\" y1=\"" << Num(y) << "\" x2=\"" << Num(left + pw)
+      << "\" y2=\"" << Num(y) << "\" stroke=\"#ddd\"/>\n"
+      << "<text x=\"" << Num(left - 8) << "\" y=\"" << Num(y + 4) << "\" text-anchor=\"end\">"
+      << XmlEscape(TickLabel(t)) << "</text>\n";
   }
   // X ticks: decades (and 2x, 5x) for log, nice steps otherwise.
   std::vector<double> xt;
@@ -138,15 +148,14 @@ std::string RenderSvg(const LinePlot& plot) {
   }
   for (double t : xt) {
     const double x = px(t);
-    o << "<line x1=\"" << Num(x) << "\" y1=\"" << Num(top) << "\" x2=\"" << Num(x)
-      << "\" y2=\"" << Num(top + ph + 5) << "\" stroke=\"#ddd\"/>\n"
-      << "<text x=\"" << Num(x) << "\" y=\"" << Num(top + ph + 18)
-      << "\" text-anchor=\"middle\">" << XmlEscape(TickLabel(t)) << "</text>\n";
+    o << "<line x1=\"" << Num(x) << "\" y1=\"" << Num(top) << "\" x2=\"" << Num(x) << "\" y2=\""
+      << Num(top + ph + 5) << "\" stroke=\"#ddd\"/>\n"
+      << "<text x=\"" << Num(x) << "\" y=\"" << Num(top + ph + 18) << "\" text-anchor=\"middle\">"
+      << XmlEscape(TickLabel(t)) << "</text>\n";
   }
   // Axis labels.
-  o << "<text x=\"" << Num(left + pw / 2) << "\" y=\"" << h - 12
-    << "\" text-anchor=\"middle\">" << XmlEscape(plot.x_label)
-    << (plot.log_x ? " (log scale)" : "") << "</text>\n"
+  o << "<text x=\"" << Num(left + pw / 2) << "\" y=\"" << h - 12 << "\" text-anchor=\"middle\">"
+    << XmlEscape(plot.x_label) << (plot.log_x ? " (log scale)" : "") << "</text>\n"
     << "<text x=\"16\" y=\"" << Num(top + ph / 2) << "\" text-anchor=\"middle\" "
     << "transform=\"rotate(-90 16 " << Num(top + ph / 2) << ")\">" << XmlEscape(plot.y_label)
     << "</text>\n";
@@ -164,9 +173,8 @@ std::string RenderSvg(const LinePlot& plot) {
         // Left of the point, unless that would leave the frame.
         const bool right_side = kept.back().first < left + 90;
         o << "<text x=\"" << Num(kept.back().first + (right_side ? 6 : -6)) << "\" y=\""
-          << Num(kept.back().second - 6) << "\" text-anchor=\""
-          << (right_side ? "start" : "end") << "\" font-size=\"10\">"
-          << XmlEscape(s.point_labels[i]) << "</text>\n";
+          << Num(kept.back().second - 6) << "\" text-anchor=\"" << (right_side ? "start" : "end")
+          << "\" font-size=\"10\">" << XmlEscape(s.point_labels[i]) << "</text>\n";
       }
     }
     for (const auto& [x, y] : kept) pts << Num(x) << "," << Num(y) << " ";
@@ -207,15 +215,15 @@ std::string RenderSvg(const BarChart& chart) {
   Header(o, w, h, chart.title);
   for (double t : NiceTicks(0, ymax)) {
     const double y = py(t);
-    o << "<line x1=\"" << Num(left - 5) << "\" y1=\"" << Num(y) << "\" x2=\""
-      << Num(left + pw) << "\" y2=\"" << Num(y) << "\" stroke=\"#ddd\"/>\n"
-      << "<text x=\"" << Num(left - 8) << "\" y=\"" << Num(y + 4)
-      << "\" text-anchor=\"end\">" << XmlEscape(TickLabel(t)) << "</text>\n";
+    o << "<line x1=\"" << Num(left - 5) << "\" y1=\"" << Num(y) << "\" x2=\"" << Num(left + pw)
+      << "\" y2=\"" << Num(y) << "\" stroke=\"#ddd\"/>\n"
+      << "<text x=\"" << Num(left - 8) << "\" y=\"" << Num(y + 4) << "\" text-anchor=\"end\">"
+      << XmlEscape(TickLabel(t)) << "</text>\n";
   }
-  o << "<line x1=\"" << Num(left) << "\" y1=\"" << Num(top) << "\" x2=\"" << Num(left)
+  o << "<line x1=\"" << Num(left) << "\" y1=\"" << Num(top) << "\" x2=\"" << Num(left) << "\" y2=\""
+    << Num(top + ph) << "\" stroke=\"black\"/>\n"
+    << "<line x1=\"" << Num(left) << "\" y1=\"" << Num(top + ph) << "\" x2=\"" << Num(left + pw)
     << "\" y2=\"" << Num(top + ph) << "\" stroke=\"black\"/>\n"
-    << "<line x1=\"" << Num(left) << "\" y1=\"" << Num(top + ph) << "\" x2=\""
-    << Num(left + pw) << "\" y2=\"" << Num(top + ph) << "\" stroke=\"black\"/>\n"
     << "<text x=\"16\" y=\"" << Num(top + ph / 2) << "\" text-anchor=\"middle\" "
     << "transform=\"rotate(-90 16 " << Num(top + ph / 2) << ")\">" << XmlEscape(chart.y_label)
     << "</text>\n";

@@ -13,7 +13,7 @@ namespace attnsearch::bench {
 struct Series {
   std::string name;
   std::vector<double> x, y;
-  bool points = true;  // draw a marker at every point
+  bool points = true;                     // draw a marker at every point
   std::vector<std::string> point_labels;  // optional text beside each point
 };
 

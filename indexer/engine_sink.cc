@@ -36,8 +36,8 @@ namespace {
 
 class EngineSink : public Sink {
  public:
-  EngineSink(std::unique_ptr<Catalog> catalog, std::shared_ptr<Collection> collection,
-             bool created, RejectFn reject, DurableFn durable)
+  EngineSink(std::unique_ptr<Catalog> catalog, std::shared_ptr<Collection> collection, bool created,
+             RejectFn reject, DurableFn durable)
       : catalog_(std::move(catalog)),
         collection_(std::move(collection)),
         created_(created),
@@ -64,8 +64,7 @@ class EngineSink : public Sink {
       if (!absl::IsInvalidArgument(n.status()) || !i || *i >= batch.docs.size()) {
         return n.status();
       }
-      if (!ApplyRejection(&batch, *i, absl::StrCat("rejected by the engine: ", reason),
-                          reject_)) {
+      if (!ApplyRejection(&batch, *i, absl::StrCat("rejected by the engine: ", reason), reject_)) {
         stopped_ = true;
       }
     }
@@ -106,8 +105,7 @@ class EngineSink : public Sink {
 
   absl::StatusOr<std::string> Finish() override {
     const auto start = std::chrono::steady_clock::now();
-    ATTN_ASSIGN_OR_RETURN(uint64_t added,
-                          collection_->BuildIndex());
+    ATTN_ASSIGN_OR_RETURN(uint64_t added, collection_->BuildIndex());
     const double s =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     const CollectionStats stats = collection_->Stats();
@@ -131,8 +129,8 @@ class EngineSink : public Sink {
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<Sink>> OpenEngineSink(const TargetOptions& options,
-                                                    RejectFn reject, DurableFn durable) {
+absl::StatusOr<std::unique_ptr<Sink>> OpenEngineSink(const TargetOptions& options, RejectFn reject,
+                                                     DurableFn durable) {
   CatalogOptions co;
   co.data_dir = options.data_dir;
   co.collection = CollectionOptions::ForBulkLoad();
@@ -152,9 +150,9 @@ absl::StatusOr<std::unique_ptr<Sink>> OpenEngineSink(const TargetOptions& option
   if (!c.ok()) return c.status();
   if (!created && options.create_config.dim != 0 &&
       (*c)->config().dim != options.create_config.dim) {
-    return absl::InvalidArgumentError(absl::StrCat("collection '", options.collection,
-                                                   "' has dim ", (*c)->config().dim,
-                                                   ", not ", options.create_config.dim));
+    return absl::InvalidArgumentError(absl::StrCat("collection '", options.collection, "' has dim ",
+                                                   (*c)->config().dim, ", not ",
+                                                   options.create_config.dim));
   }
   return std::unique_ptr<Sink>(new EngineSink(std::move(catalog), *std::move(c), created,
                                               std::move(reject), std::move(durable)));

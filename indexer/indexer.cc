@@ -33,8 +33,7 @@ int Fail(int code, const std::string& message) {
 // Usage errors (a bad name or config, a dim that contradicts the
 // collection) versus failures of the target.
 int TargetExitCode(const absl::Status& s) {
-  return absl::IsInvalidArgument(s) || absl::IsFailedPrecondition(s) ||
-                 absl::IsAlreadyExists(s)
+  return absl::IsInvalidArgument(s) || absl::IsFailedPrecondition(s) || absl::IsAlreadyExists(s)
              ? kExitUsage
              : kExitTarget;
 }
@@ -96,8 +95,8 @@ class Load {
     if (!s.ok()) return s;
     if (options_.stop_after > 0 && sink_->documents_written() >= options_.stop_after) {
       progress_.Clear();
-      Say(absl::StrCat("--stop_after ", options_.stop_after, ": ",
-                       sink_->documents_written(), " documents written; killing myself"));
+      Say(absl::StrCat("--stop_after ", options_.stop_after, ": ", sink_->documents_written(),
+                       " documents written; killing myself"));
       std::fflush(stderr);
       ::raise(SIGKILL);
     }
@@ -118,9 +117,9 @@ class Load {
   std::string checkpoint_path_;
   Checkpoint checkpoint_;
   uint64_t prior_documents_ = 0;
-  uint64_t errors_ = 0;          // bad records, earlier runs included
-  uint64_t durable_errors_ = 0;  // of those, at or before the checkpoint
-  uint64_t prior_errors_ = 0;    // of those, reported by earlier runs
+  uint64_t errors_ = 0;                 // bad records, earlier runs included
+  uint64_t durable_errors_ = 0;         // of those, at or before the checkpoint
+  uint64_t prior_errors_ = 0;           // of those, reported by earlier runs
   std::set<uint64_t> error_positions_;  // reported, after the checkpoint
   uint64_t synced_documents_ = 0;
   // Valid text-only documents (no vectors) of the input: written by this
@@ -145,12 +144,13 @@ std::optional<int> Load::MaybeTrainEncoder(bool reached_end) {
           "to the end trains it (or --train_encoder=always)");
     }
   } else if (mode == TrainEncoderMode::kAuto && text_only_written_ > 0) {
-    Say(absl::StrFormat("%llu text-only documents were encoded by the collection's encoder v%llu "
-                        "(--train_encoder=always retrains it on every document's text)",
-                        (unsigned long long)text_only_written_,
-                        (unsigned long long)state->version));
+    Say(absl::StrFormat(
+        "%llu text-only documents were encoded by the collection's encoder v%llu "
+        "(--train_encoder=always retrains it on every document's text)",
+        (unsigned long long)text_only_written_, (unsigned long long)state->version));
   } else if (mode == TrainEncoderMode::kNever && state->version == 0) {
-    Say(absl::StrFormat("--train_encoder=never: %llu text-only documents are stored awaiting the "
+    Say(
+        absl::StrFormat("--train_encoder=never: %llu text-only documents are stored awaiting the "
                         "built-in encoder (not searchable until it is trained)",
                         (unsigned long long)text_only));
   }
@@ -172,15 +172,16 @@ std::optional<int> Load::MaybeTrainEncoder(bool reached_end) {
                              " (the documents are stored; re-run the load to train it)"));
   }
   if (t->reply_lost) {
-    Say(absl::StrFormat("encoder v%llu: vocabulary %u; trained, but the server's reply was lost "
+    Say(
+        absl::StrFormat("encoder v%llu: vocabulary %u; trained, but the server's reply was lost "
                         "(it became unavailable meanwhile), so no figures",
                         (unsigned long long)t->version, t->vocabulary));
   } else {
-    Say(absl::StrFormat("encoder v%llu: vocabulary %u, trained on %llu documents in %.2f s; "
-                        "%llu documents encoded in %.2f s",
-                        (unsigned long long)t->version, t->vocabulary,
-                        (unsigned long long)t->documents, t->train_seconds,
-                        (unsigned long long)t->encoded, t->encode_seconds));
+    Say(absl::StrFormat(
+        "encoder v%llu: vocabulary %u, trained on %llu documents in %.2f s; "
+        "%llu documents encoded in %.2f s",
+        (unsigned long long)t->version, t->vocabulary, (unsigned long long)t->documents,
+        t->train_seconds, (unsigned long long)t->encoded, t->encode_seconds));
   }
   return std::nullopt;
 }
@@ -273,10 +274,9 @@ int Load::Run() {
 
   // --- Rejects file ---
   {
-    const std::string path =
-        o.rejects.empty() ? DefaultRejectsPath(checkpoint_path_) : o.rejects;
-    absl::StatusOr<std::unique_ptr<RejectsFile>> r = RejectsFile::Open(
-        path, skip_to > 0 ? std::optional<uint64_t>(skip_to) : std::nullopt);
+    const std::string path = o.rejects.empty() ? DefaultRejectsPath(checkpoint_path_) : o.rejects;
+    absl::StatusOr<std::unique_ptr<RejectsFile>> r =
+        RejectsFile::Open(path, skip_to > 0 ? std::optional<uint64_t>(skip_to) : std::nullopt);
     if (!r.ok()) return Fail(kExitUsage, std::string(r.status().message()));
     rejects_ = *std::move(r);
   }
@@ -325,14 +325,13 @@ int Load::Run() {
   if (!source.ok()) return Fail(kExitInput, std::string(source.status().message()));
   source_ = *std::move(source);
   Say(absl::StrCat("loading ", *data_file, " (", InputFormatName(format), ") into ",
-                   sink_->created() ? "new" : "existing", " collection '", o.collection,
-                   "' (dim ", sink_->dim(),
+                   sink_->created() ? "new" : "existing", " collection '", o.collection, "' (dim ",
+                   sink_->dim(),
                    sink_->created() && t.create_config.dim == 0 && t.default_dim != 0
                        ? ", the default for text-only input"
                        : "",
-                   ") ",
-                   o.server.empty() ? "in " + o.data_dir : "on " + o.server,
-                   "; checkpoint ", checkpoint_path_));
+                   ") ", o.server.empty() ? "in " + o.data_dir : "on " + o.server, "; checkpoint ",
+                   checkpoint_path_));
 
   // --- The load ---
   const bool dedup = format != InputFormat::kFvecs;  // fvecs ids are row numbers
@@ -355,9 +354,8 @@ int Load::Run() {
     if (rec.status.ok() && dedup) {
       auto [it, fresh] = first_seen.emplace(rec.doc.id, rec.position);
       if (!fresh) {
-        rec.status = absl::InvalidArgumentError(
-            absl::StrCat("id: duplicate id '", rec.doc.id, "' (first at ",
-                         source_->Location(it->second), ")"));
+        rec.status = absl::InvalidArgumentError(absl::StrCat(
+            "id: duplicate id '", rec.doc.id, "' (first at ", source_->Location(it->second), ")"));
       }
     }
     if (!rec.status.ok()) {
@@ -370,8 +368,8 @@ int Load::Run() {
     }
     const size_t bytes = EstimateWireBytes(rec.doc);
     const bool text_only = IsTextOnly(rec.doc);
-    if (!batch.docs.empty() && (batch.docs.size() >= o.batch_documents ||
-                                batch.bytes + bytes > o.batch_bytes)) {
+    if (!batch.docs.empty() &&
+        (batch.docs.size() >= o.batch_documents || batch.bytes + bytes > o.batch_bytes)) {
       target_status = Send(&batch, consumed);
       if (!target_status.ok() || sink_->stopped()) break;
     }
@@ -382,12 +380,12 @@ int Load::Run() {
     ++accepted;
     text_only_written_ += text_only;
     if (o.limit > 0 && accepted >= o.limit) limited = true;
-    progress_.Update(sink_->documents_written() + batch.docs.size(), errors_,
-                     source_->bytes_read(), source_->file_size());
+    progress_.Update(sink_->documents_written() + batch.docs.size(), errors_, source_->bytes_read(),
+                     source_->file_size());
   }
   const absl::Status read_status = source_->status();
-  const bool reached_end = !stopped && !limited && target_status.ok() && !sink_->stopped() &&
-                           read_status.ok();
+  const bool reached_end =
+      !stopped && !limited && target_status.ok() && !sink_->stopped() && read_status.ok();
   if (target_status.ok() && !sink_->stopped()) {
     // The last batch (possibly empty: it advances the checkpoint past
     // trailing bad records).
@@ -431,15 +429,16 @@ int Load::Run() {
   Say(absl::StrFormat("%s; %.2f s in all", *finish, progress_.Elapsed()));
   if (std::optional<int> code = MaybeTuneIndex(reached_end)) return *code;
   if (!read_status.ok()) {
-    return Fail(kExitInput, absl::StrCat(read_status.message(),
-                                         "; the records before it are stored"));
+    return Fail(kExitInput,
+                absl::StrCat(read_status.message(), "; the records before it are stored"));
   }
   if (stopped || sink_->stopped()) {
     return Fail(kExitInput,
                 absl::StrCat("stopped: more than ", o.max_errors.value_or(0),
                              " bad records (--max_errors); the documents before the last one "
                              "are stored; fix the input or raise --max_errors and re-run "
-                             "(the bad records are listed in ", rejects_->path(), ")"));
+                             "(the bad records are listed in ",
+                             rejects_->path(), ")"));
   }
   if (limited) Say(absl::StrCat("--limit ", o.limit, " reached; re-run without it to go on"));
   if (errors_ == 0) return kExitOk;

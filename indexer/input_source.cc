@@ -64,8 +64,7 @@ class FvecsSource : public RecordSource {
     // Records are length-prefixed: a dimension that cannot be right means the
     // file is not fvecs (or is corrupt), and nothing after it can be trusted.
     if (d <= 0 || uint32_t(d) > kMaxDim) {
-      status_ = absl::DataLossError(absl::StrCat(Location(count_ + 1),
-                                                 ": bad record dimension ", d,
+      status_ = absl::DataLossError(absl::StrCat(Location(count_ + 1), ": bad record dimension ", d,
                                                  " (not an fvecs file, or corrupt)"));
       return false;
     }
@@ -121,8 +120,8 @@ const char* InputFormatName(InputFormat f) {
 }
 
 bool ParseInputFormat(const std::string& name, InputFormat* out) {
-  for (InputFormat f : {InputFormat::kAuto, InputFormat::kJsonLines, InputFormat::kBeir,
-                        InputFormat::kFvecs}) {
+  for (InputFormat f :
+       {InputFormat::kAuto, InputFormat::kJsonLines, InputFormat::kBeir, InputFormat::kFvecs}) {
     if (name == InputFormatName(f)) {
       *out = f;
       return true;
@@ -187,8 +186,8 @@ absl::StatusOr<bool> FirstDocumentIsTextOnly(const std::string& input, InputForm
 }
 
 absl::StatusOr<std::unique_ptr<RecordSource>> OpenSource(const std::string& input,
-                                                        InputFormat format,
-                                                        const ParseOptions& options) {
+                                                         InputFormat format,
+                                                         const ParseOptions& options) {
   if (format == InputFormat::kAuto) format = DetectFormat(input);
   if (options.dim == 0 || options.dim > kMaxDim) {
     return absl::InvalidArgumentError(absl::StrCat("dim: ", options.dim, " is out of range"));

@@ -80,8 +80,8 @@ class RecordSource {
 // collection's dimension. NOT_FOUND if missing; INVALID_ARGUMENT for an
 // unusable format.
 absl::StatusOr<std::unique_ptr<RecordSource>> OpenSource(const std::string& input,
-                                                        InputFormat format,
-                                                        const ParseOptions& options);
+                                                         InputFormat format,
+                                                         const ParseOptions& options);
 
 }  // namespace attnsearch::indexer
 

@@ -70,8 +70,9 @@ int main(int argc, char** argv) {
   app.add_option("--format", format, "auto, jsonl, beir or fvecs")
       ->check(CLI::IsMember({"auto", "jsonl", "beir", "fvecs"}))
       ->capture_default_str();
-  app.add_option("--dim", o.dim, "vector dimension, to create the collection (fvecs: default "
-                                 "the file's; text-only input: 256)");
+  app.add_option("--dim", o.dim,
+                 "vector dimension, to create the collection (fvecs: default "
+                 "the file's; text-only input: 256)");
   app.add_option("--dtype", dtype,
                  "token storage when creating: bf16, f32 or int8 (default bf16; int8 for "
                  "text-only input)")
@@ -91,8 +92,9 @@ int main(int argc, char** argv) {
                  "online: unacknowledged data in flight at most, in MiB")
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
-  app.add_option("--retries", o.max_retries, "online: retries of UNAVAILABLE (exponential "
-                                             "backoff from --backoff_ms)")
+  app.add_option("--retries", o.max_retries,
+                 "online: retries of UNAVAILABLE (exponential "
+                 "backoff from --backoff_ms)")
       ->capture_default_str();
   app.add_option("--backoff_ms", o.initial_backoff_ms, "online: first retry backoff")
       ->capture_default_str();

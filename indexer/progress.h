@@ -27,8 +27,7 @@ class Progress {
   double Elapsed() const;
 
  private:
-  std::string Line(uint64_t documents, uint64_t errors, uint64_t bytes,
-                   uint64_t total_bytes) const;
+  std::string Line(uint64_t documents, uint64_t errors, uint64_t bytes, uint64_t total_bytes) const;
 
   ProgressMode mode_;
   double interval_;

@@ -178,8 +178,8 @@ absl::Status Utf8Error(std::string_view line, size_t bad) {
 }
 
 absl::Status ParseUint(const json& v, const std::string& field, uint64_t* out) {
-  if (!v.is_number_integer() || (v.is_number_integer() && !v.is_number_unsigned() &&
-                                  v.get<int64_t>() < 0)) {
+  if (!v.is_number_integer() ||
+      (v.is_number_integer() && !v.is_number_unsigned() && v.get<int64_t>() < 0)) {
     return Bad(field, absl::StrCat("expected a non-negative integer, got ", Describe(v)));
   }
   *out = v.get<uint64_t>();
@@ -191,15 +191,15 @@ absl::Status ParseTokens(const json& v, const ParseOptions& options, Document* o
   if (v.is_array()) {
     if (v.empty()) return Bad("tokens", "has no rows");
     if (v.size() > options.max_tokens) {
-      return Bad("tokens", absl::StrCat(v.size(), " rows exceed the limit of ",
-                                        options.max_tokens));
+      return Bad("tokens",
+                 absl::StrCat(v.size(), " rows exceed the limit of ", options.max_tokens));
     }
     out->tokens.reserve(v.size() * size_t(dim));
     for (size_t r = 0; r < v.size(); ++r) {
       const std::string field = absl::StrCat("tokens[", r, "]");
       if (!v[r].is_array()) {
-        return Bad(field, absl::StrCat("expected an array of ", dim, " numbers, got ",
-                                       Describe(v[r])));
+        return Bad(field,
+                   absl::StrCat("expected an array of ", dim, " numbers, got ", Describe(v[r])));
       }
       absl::Status s = ToFloats(v[r], field, dim, &out->tokens);
       if (!s.ok()) return s;
@@ -218,12 +218,11 @@ absl::Status ParseTokens(const json& v, const ParseOptions& options, Document* o
     if (!s.ok()) return s;
     if (rows == 0) return Bad("tokens.rows", "must be at least 1");
     if (rows > options.max_tokens) {
-      return Bad("tokens.rows",
-                 absl::StrCat(rows, " exceeds the limit of ", options.max_tokens));
+      return Bad("tokens.rows", absl::StrCat(rows, " exceeds the limit of ", options.max_tokens));
     }
     if (cols != dim) {
-      return Bad("tokens.cols", absl::StrCat("expected ", dim, " (the collection's dim), got ",
-                                             cols));
+      return Bad("tokens.cols",
+                 absl::StrCat("expected ", dim, " (the collection's dim), got ", cols));
     }
     const json& values = v["values"];
     if (values.is_array() && values.size() != rows * cols) {
@@ -262,8 +261,7 @@ absl::Status ParseObject(const json& j, const ParseOptions& options, Document* o
   }
 
   std::string title, text;
-  for (auto [key, dst] : {std::pair<const char*, std::string*>{"title", &title},
-                          {"text", &text}}) {
+  for (auto [key, dst] : {std::pair<const char*, std::string*>{"title", &title}, {"text", &text}}) {
     auto f = j.find(key);
     if (f == j.end() || f->is_null()) continue;
     if (!f->is_string()) {
@@ -271,7 +269,7 @@ absl::Status ParseObject(const json& j, const ParseOptions& options, Document* o
     }
     *dst = f->get<std::string>();
   }
-  out->text = title.empty() ? std::move(text)
+  out->text = title.empty()  ? std::move(text)
               : text.empty() ? std::move(title)
                              : absl::StrCat(title, "\n\n", text);
 
@@ -335,8 +333,7 @@ absl::Status ParseJsonLine(std::string_view line, const ParseOptions& options, D
     j = json::parse(line.begin(), line.end());
   } catch (const json::out_of_range& e) {
     // nlohmann reports 1e999 and the like here: they would be infinite.
-    return Bad("", absl::StrCat("bad JSON: ", CleanJsonError(e.what()),
-                                " (not a finite number)"));
+    return Bad("", absl::StrCat("bad JSON: ", CleanJsonError(e.what()), " (not a finite number)"));
   } catch (const json::exception& e) {
     // Checked only here: nlohmann rejects malformed UTF-8 in strings, so a
     // parsed line is valid UTF-8.
@@ -386,12 +383,12 @@ absl::Status ValidateDocument(const Document& doc, const ParseOptions& options) 
   }
   if (doc.num_tokens > 0 || !doc.tokens.empty()) {
     if (doc.num_tokens > options.max_tokens) {
-      return Bad("tokens", absl::StrCat(doc.num_tokens, " rows exceed the limit of ",
-                                        options.max_tokens));
+      return Bad("tokens",
+                 absl::StrCat(doc.num_tokens, " rows exceed the limit of ", options.max_tokens));
     }
     if (doc.tokens.size() != size_t(doc.num_tokens) * dim) {
-      return Bad("tokens", absl::StrCat("expected ", doc.num_tokens, " x ", dim,
-                                        " values, got ", doc.tokens.size()));
+      return Bad("tokens", absl::StrCat("expected ", doc.num_tokens, " x ", dim, " values, got ",
+                                        doc.tokens.size()));
     }
     ATTN_RETURN_IF_ERROR(check_finite(doc.tokens, "tokens"));
     for (uint32_t r = 0; r < doc.num_tokens; ++r) {
@@ -410,9 +407,9 @@ absl::Status ValidateDocument(const Document& doc, const ParseOptions& options) 
     }
   }
   if (!doc.token_texts.empty() && doc.token_texts.size() != doc.num_tokens) {
-    return Bad("token_texts", absl::StrCat("expected ", doc.num_tokens,
-                                           " entries (one per token row), got ",
-                                           doc.token_texts.size()));
+    return Bad("token_texts",
+               absl::StrCat("expected ", doc.num_tokens, " entries (one per token row), got ",
+                            doc.token_texts.size()));
   }
   return absl::OkStatus();
 }

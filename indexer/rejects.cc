@@ -57,8 +57,8 @@ absl::Status RejectsFile::Create() {
   return absl::OkStatus();
 }
 
-absl::Status RejectsFile::Add(const std::string& location, uint64_t position,
-                              const std::string& id, const std::string& reason) {
+absl::Status RejectsFile::Add(const std::string& location, uint64_t position, const std::string& id,
+                              const std::string& reason) {
   if (file_ == nullptr) {
     if (absl::Status s = Create(); !s.ok()) return s;
   }

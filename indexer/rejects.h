@@ -27,8 +27,8 @@ class RejectsFile {
   // before `resume_after` (the records after it are read again, and
   // reported again if bad). The file exists only while it lists something:
   // it is created at the first entry. Errors name the path.
-  static absl::StatusOr<std::unique_ptr<RejectsFile>> Open(
-      const std::string& path, std::optional<uint64_t> resume_after);
+  static absl::StatusOr<std::unique_ptr<RejectsFile>> Open(const std::string& path,
+                                                           std::optional<uint64_t> resume_after);
   ~RejectsFile();
   RejectsFile(const RejectsFile&) = delete;
   RejectsFile& operator=(const RejectsFile&) = delete;

@@ -47,8 +47,8 @@ struct Pending {
 
 class ServerSink : public Sink {
  public:
-  ServerSink(const TargetOptions& options, std::shared_ptr<grpc::Channel> channel,
-             RejectFn reject, DurableFn durable)
+  ServerSink(const TargetOptions& options, std::shared_ptr<grpc::Channel> channel, RejectFn reject,
+             DurableFn durable)
       : options_(options),
         channel_(std::move(channel)),
         stub_(v1::SearchService::NewStub(channel_)),
@@ -68,9 +68,8 @@ class ServerSink : public Sink {
     v1::GetCollectionRequest get;
     get.set_name(options_.collection);
     v1::GetCollectionResponse info;
-    grpc::Status s = CallWithRetry([&](grpc::ClientContext* ctx) {
-      return stub_->GetCollection(ctx, get, &info);
-    });
+    grpc::Status s = CallWithRetry(
+        [&](grpc::ClientContext* ctx) { return stub_->GetCollection(ctx, get, &info); });
     if (s.error_code() == grpc::StatusCode::NOT_FOUND) {
       CollectionConfig c = options_.create_config;
       if (c.dim == 0) c.dim = options_.default_dim;
@@ -89,9 +88,8 @@ class ServerSink : public Sink {
       create.mutable_config()->set_ann_spec(c.ann_spec);
       for (const auto& f : c.numeric_fields) create.mutable_config()->add_numeric_fields(f);
       v1::CreateCollectionResponse created;
-      s = CallWithRetry([&](grpc::ClientContext* ctx) {
-        return stub_->CreateCollection(ctx, create, &created);
-      });
+      s = CallWithRetry(
+          [&](grpc::ClientContext* ctx) { return stub_->CreateCollection(ctx, create, &created); });
       if (s.ok()) {
         created_ = true;
         dim_ = created.collection().config().dim();
@@ -101,9 +99,8 @@ class ServerSink : public Sink {
         return FromGrpc(s, "CreateCollection");
       }
       // Created meanwhile by someone else: use it.
-      s = CallWithRetry([&](grpc::ClientContext* ctx) {
-        return stub_->GetCollection(ctx, get, &info);
-      });
+      s = CallWithRetry(
+          [&](grpc::ClientContext* ctx) { return stub_->GetCollection(ctx, get, &info); });
     }
     ATTN_RETURN_IF_ERROR(FromGrpc(s, "GetCollection"));
     dim_ = info.collection().config().dim();
@@ -145,9 +142,8 @@ class ServerSink : public Sink {
     v1::GetCollectionRequest get;
     get.set_name(options_.collection);
     v1::GetCollectionResponse info;
-    grpc::Status s = CallWithRetry([&](grpc::ClientContext* ctx) {
-      return stub_->GetCollection(ctx, get, &info);
-    });
+    grpc::Status s = CallWithRetry(
+        [&](grpc::ClientContext* ctx) { return stub_->GetCollection(ctx, get, &info); });
     ATTN_RETURN_IF_ERROR(FromGrpc(s, "GetCollection"));
     return EncoderState{info.collection().encoder_version(),
                         info.collection().encoder_vocabulary()};
@@ -218,12 +214,11 @@ class ServerSink : public Sink {
     v1::GetCollectionRequest get;
     get.set_name(options_.collection);
     v1::GetCollectionResponse info;
-    grpc::Status s = CallWithRetry([&](grpc::ClientContext* ctx) {
-      return stub_->GetCollection(ctx, get, &info);
-    });
+    grpc::Status s = CallWithRetry(
+        [&](grpc::ClientContext* ctx) { return stub_->GetCollection(ctx, get, &info); });
     ATTN_RETURN_IF_ERROR(FromGrpc(s, "GetCollection"));
-    return absl::StrCat("collection '", options_.collection, "' on ", options_.server,
-                        " holds ", info.collection().num_documents(), " documents");
+    return absl::StrCat("collection '", options_.collection, "' on ", options_.server, " holds ",
+                        info.collection().num_documents(), " documents");
   }
 
  private:
@@ -318,8 +313,8 @@ class ServerSink : public Sink {
       if (status.ok()) continue;  // cannot happen: an OK stream acknowledges all
       if (status.error_code() == grpc::StatusCode::UNAVAILABLE) {
         if (++retries > options_.max_retries) {
-          return FromGrpc(status, absl::StrCat("UpsertStream (gave up after ",
-                                               options_.max_retries, " retries)"));
+          return FromGrpc(status, absl::StrCat("UpsertStream (gave up after ", options_.max_retries,
+                                               " retries)"));
         }
         Backoff(&backoff, status.error_message());
         continue;  // everything unacknowledged is sent again
@@ -337,8 +332,8 @@ class ServerSink : public Sink {
       b.end_position = bad.end_position;
       b.docs.resize(b.positions.size());
       b.docs[*i].id = bad.request.documents(int(*i)).id();  // named in the report
-      const bool go_on = ApplyRejection(&b, *i, absl::StrCat("rejected by the server: ", reason),
-                                        reject_);
+      const bool go_on =
+          ApplyRejection(&b, *i, absl::StrCat("rejected by the server: ", reason), reject_);
       auto* docs = bad.request.mutable_documents();
       if (go_on) {
         docs->erase(docs->begin() + long(*i));
@@ -381,11 +376,11 @@ class ServerSink : public Sink {
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<Sink>> OpenServerSink(const TargetOptions& options,
-                                                    RejectFn reject, DurableFn durable) {
+absl::StatusOr<std::unique_ptr<Sink>> OpenServerSink(const TargetOptions& options, RejectFn reject,
+                                                     DurableFn durable) {
   grpc::ChannelArguments args;
-  const int max = int(std::min<size_t>(std::max(options.max_message_bytes, size_t{4} << 20) * 2,
-                                       size_t{1} << 30));
+  const int max = int(
+      std::min<size_t>(std::max(options.max_message_bytes, size_t{4} << 20) * 2, size_t{1} << 30));
   args.SetMaxSendMessageSize(max);
   args.SetMaxReceiveMessageSize(max);
   ATTN_ASSIGN_OR_RETURN(

@@ -46,8 +46,8 @@ struct Batch {
 
 // Reports a document the target rejected (its input position, its id and
 // the reason) and returns whether to go on.
-using RejectFn = std::function<bool(uint64_t position, const std::string& id,
-                                    const std::string& reason)>;
+using RejectFn =
+    std::function<bool(uint64_t position, const std::string& id, const std::string& reason)>;
 // Called whenever everything up to `position` is durable (flushed or
 // acknowledged); `documents` counts the documents this sink made durable.
 // A non-OK return stops the load.
@@ -74,7 +74,7 @@ struct EncoderTraining {
   uint32_t vocabulary = 0;
   uint64_t documents = 0;  // texts trained on
   double train_seconds = 0;
-  uint64_t encoded = 0;    // documents encoded with the new version
+  uint64_t encoded = 0;  // documents encoded with the new version
   double encode_seconds = 0;
   // Online: the reply was lost (the server became unavailable) but the
   // encoder's version shows the training happened; only version and
@@ -151,10 +151,10 @@ class Sink {
   virtual uint64_t documents_written() const = 0;
 };
 
-absl::StatusOr<std::unique_ptr<Sink>> OpenEngineSink(const TargetOptions& options,
-                                                    RejectFn reject, DurableFn durable);
-absl::StatusOr<std::unique_ptr<Sink>> OpenServerSink(const TargetOptions& options,
-                                                    RejectFn reject, DurableFn durable);
+absl::StatusOr<std::unique_ptr<Sink>> OpenEngineSink(const TargetOptions& options, RejectFn reject,
+                                                     DurableFn durable);
+absl::StatusOr<std::unique_ptr<Sink>> OpenServerSink(const TargetOptions& options, RejectFn reject,
+                                                     DurableFn durable);
 
 // The index i of "documents[i]" in an error message of the target, if any,
 // and the reason after it ("pooled: expected 128 values, got 12").

@@ -21,8 +21,7 @@ namespace attnsearch::testing {
 class TempDir {
  public:
   TempDir() {
-    std::string tmpl =
-        (std::filesystem::temp_directory_path() / "attnsearch_test_XXXXXX").string();
+    std::string tmpl = (std::filesystem::temp_directory_path() / "attnsearch_test_XXXXXX").string();
     std::vector<char> buf(tmpl.begin(), tmpl.end());
     buf.push_back('\0');
     if (::mkdtemp(buf.data()) == nullptr) {

@@ -1,16 +1,5 @@
 #include "ann/ann_index.h"
 
-#include <algorithm>
-#include <cstdio>
-#include <cstdlib>
-#include <cstring>
-#include <fstream>
-#include <limits>
-#include <queue>
-#include <random>
-
-#include <immintrin.h>
-
 #include <faiss/IndexHNSW.h>
 #include <faiss/IndexIVF.h>
 #include <faiss/IndexIVFPQ.h>
@@ -21,6 +10,16 @@
 #include <faiss/impl/io.h>
 #include <faiss/index_factory.h>
 #include <faiss/index_io.h>
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <limits>
+#include <queue>
+#include <random>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -60,7 +59,6 @@ absl::Status CatchFaiss(absl::string_view what, F&& fn) {
 constexpr char kMagic[8] = {'A', 'T', 'T', 'N', 'A', 'N', 'N', '1'};
 constexpr uint32_t kSnapshotVersion = 2;
 
-
 template <typename T>
 void Append(std::vector<uint8_t>* out, const T& v) {
   const auto* p = reinterpret_cast<const uint8_t*>(&v);
@@ -99,16 +97,16 @@ absl::StatusOr<AnnSearchParams> AnnSearchParams::Parse(absl::string_view text) {
         absl::StrSplit(item, absl::MaxSplits('=', 1));
     int value = 0;
     if (!absl::SimpleAtoi(kv.second, &value) || value <= 0 || value > 100000) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "ann_params: '", item, "' needs a value in 1..100000"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("ann_params: '", item, "' needs a value in 1..100000"));
     }
     if (kv.first == "efSearch") {
       p.ef_search = value;
     } else if (kv.first == "nprobe") {
       p.nprobe = value;
     } else {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "ann_params: unknown knob '", kv.first, "' (known: efSearch, nprobe)"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("ann_params: unknown knob '", kv.first, "' (known: efSearch, nprobe)"));
     }
   }
   return p;
@@ -139,8 +137,7 @@ AnnIndex::AnnIndex(std::unique_ptr<Rep> rep, std::string spec, uint32_t dim,
 
 AnnIndex::~AnnIndex() = default;
 
-absl::StatusOr<std::unique_ptr<AnnIndex>> AnnIndex::Create(const std::string& spec,
-                                                           uint32_t dim,
+absl::StatusOr<std::unique_ptr<AnnIndex>> AnnIndex::Create(const std::string& spec, uint32_t dim,
                                                            const AnnOptions& options) {
   auto rep = std::make_unique<Rep>();
   absl::Status s = CatchFaiss("ann_spec", [&] {
@@ -160,15 +157,15 @@ absl::StatusOr<std::unique_ptr<AnnIndex>> AnnIndex::Create(const std::string& sp
   if (auto* ivfpq = dynamic_cast<faiss::IndexIVFPQ*>(rep->index.get())) {
     ivfpq->do_polysemous_training = false;
   }
-  if (auto* pq = dynamic_cast<faiss::IndexPQ*>(rep->index.get())) pq->do_polysemous_training = false;
+  if (auto* pq = dynamic_cast<faiss::IndexPQ*>(rep->index.get()))
+    pq->do_polysemous_training = false;
   return std::unique_ptr<AnnIndex>(new AnnIndex(std::move(rep), spec, dim, options));
 }
 
 absl::Status AnnIndex::Add(const Label* labels, const float* vectors, size_t n) {
   if (n == 0) return absl::OkStatus();
   for (size_t i = 0; i < n; ++i) {
-    if ((!labels_.empty() || i > 0) &&
-        labels[i] <= (i > 0 ? labels[i - 1] : labels_.back())) {
+    if ((!labels_.empty() || i > 0) && labels[i] <= (i > 0 ? labels[i - 1] : labels_.back())) {
       return absl::InternalError("AnnIndex::Add: labels must increase");
     }
   }
@@ -231,8 +228,7 @@ std::string AnnIndex::distance_implementation() const {
   return DistanceImplementation(*rep_->index);
 }
 
-absl::Status AnnIndex::ScanExact(const float* query, size_t k,
-                                 const std::vector<size_t>* positions,
+absl::Status AnnIndex::ScanExact(const float* query, size_t k, const std::vector<size_t>* positions,
                                  const std::function<bool(size_t)>& admit,
                                  std::vector<std::pair<float, int64_t>>* best) const {
   return CatchFaiss("searching the ANN index", [&] {
@@ -269,9 +265,8 @@ absl::Status AnnIndex::ScanExact(const float* query, size_t k,
   });
 }
 
-absl::Status AnnIndex::Search(const float* query, size_t k,
-                              const AnnSearchParams& params, const LabelFilter& filter,
-                              std::vector<AnnNeighbor>* out) const {
+absl::Status AnnIndex::Search(const float* query, size_t k, const AnnSearchParams& params,
+                              const LabelFilter& filter, std::vector<AnnNeighbor>* out) const {
   out->clear();
   const size_t ntotal = labels_.size();
   if (k == 0 || ntotal == 0) return absl::OkStatus();
@@ -283,11 +278,10 @@ absl::Status AnnIndex::Search(const float* query, size_t k,
       (rep_->scorer != nullptr && (params.exhaustive || rep_->hnsw == nullptr))) {
     ATTN_RETURN_IF_ERROR(ScanExact(query, k, nullptr, admit, &best));
   } else if (rep_->hnsw != nullptr) {
-    const size_t ef = std::max<size_t>(
-        k, size_t(params.ef_search > 0 ? params.ef_search : options_.ef_search));
-    ATTN_RETURN_IF_ERROR(CatchFaiss("searching the ANN index", [&] {
-      best = WalkGraph(query, k, ef, admit);
-    }));
+    const size_t ef =
+        std::max<size_t>(k, size_t(params.ef_search > 0 ? params.ef_search : options_.ef_search));
+    ATTN_RETURN_IF_ERROR(
+        CatchFaiss("searching the ANN index", [&] { best = WalkGraph(query, k, ef, admit); }));
   } else {
     // Other index types: FAISS's own search with an ID selector.
     ATTN_RETURN_IF_ERROR(CatchFaiss("searching the ANN index", [&] {
@@ -296,8 +290,9 @@ absl::Status AnnIndex::Search(const float* query, size_t k,
       faiss::SearchParameters plain;
       faiss::SearchParameters* sp = &plain;
       if (rep_->ivf != nullptr) {
-        ivf_params.nprobe = params.exhaustive ? rep_->ivf->nlist
-                            : size_t(params.nprobe > 0 ? params.nprobe : options_.nprobe);
+        ivf_params.nprobe = params.exhaustive
+                                ? rep_->ivf->nlist
+                                : size_t(params.nprobe > 0 ? params.nprobe : options_.nprobe);
         sp = &ivf_params;
       }
       if (filter) sp->sel = &selector;
@@ -321,8 +316,7 @@ namespace {
 // product and prefetch(v) hinting row v's codes; see AnnIndex::WalkGraph.
 template <typename Score, typename Prefetch>
 std::vector<std::pair<float, int64_t>> WalkHnsw(const faiss::HNSW& g, size_t ntotal, size_t k,
-                                                size_t ef,
-                                                const std::function<bool(size_t)>& admit,
+                                                size_t ef, const std::function<bool(size_t)>& admit,
                                                 Score&& score, Prefetch&& prefetch) {
   using node_t = faiss::HNSW::storage_idx_t;
   node_t cur = g.entry_point;
@@ -413,8 +407,7 @@ std::vector<std::pair<float, int64_t>> WalkHnsw(const faiss::HNSW& g, size_t nto
 }  // namespace
 
 std::vector<std::pair<float, int64_t>> AnnIndex::WalkGraph(
-    const float* query, size_t k, size_t ef,
-    const std::function<bool(size_t)>& admit) const {
+    const float* query, size_t k, size_t ef, const std::function<bool(size_t)>& admit) const {
   // Graph search over FAISS's HNSW structure with our own beam, so the beam
   // width is per request (FAISS 1.7.3 ignores a per-call efSearch) and the
   // filter is applied while the graph is walked. SIMD storage is scored
@@ -423,21 +416,20 @@ std::vector<std::pair<float, int64_t>> AnnIndex::WalkGraph(
   CodeScorer scorer;
   if (scorer.Bind(*rep_->scorer, query)) {
     const size_t lines = std::min<size_t>(scorer.code_size(), kPrefetchBytes);
-    return WalkHnsw(
-        g, labels_.size(), k, ef, admit, scorer, [&scorer, lines](size_t v) {
-          const char* p = reinterpret_cast<const char*>(scorer.row(v));
-          for (size_t off = 0; off < lines; off += 64) _mm_prefetch(p + off, _MM_HINT_T0);
-        });
+    return WalkHnsw(g, labels_.size(), k, ef, admit, scorer, [&scorer, lines](size_t v) {
+      const char* p = reinterpret_cast<const char*>(scorer.row(v));
+      for (size_t off = 0; off < lines; off += 64) _mm_prefetch(p + off, _MM_HINT_T0);
+    });
   }
   std::unique_ptr<faiss::DistanceComputer> dc(rep_->scorer->get_distance_computer());
   dc->set_query(query);
   return WalkHnsw(
-      g, labels_.size(), k, ef, admit,
-      [&dc](size_t v) { return (*dc)(faiss_idx_t(v)); }, [](size_t) {});
+      g, labels_.size(), k, ef, admit, [&dc](size_t v) { return (*dc)(faiss_idx_t(v)); },
+      [](size_t) {});
 }
 
-absl::Status AnnIndex::SearchAmong(const float* query, size_t k, const Label* labels,
-                                   size_t n, std::vector<AnnNeighbor>* out) const {
+absl::Status AnnIndex::SearchAmong(const float* query, size_t k, const Label* labels, size_t n,
+                                   std::vector<AnnNeighbor>* out) const {
   out->clear();
   if (k == 0 || n == 0 || labels_.empty()) return absl::OkStatus();
   std::vector<size_t> positions;
@@ -454,8 +446,7 @@ absl::Status AnnIndex::SearchAmong(const float* query, size_t k, const Label* la
   return absl::OkStatus();
 }
 
-absl::Status AnnIndex::SearchFiltered(const float* query, size_t k,
-                                      const AnnSearchParams& params,
+absl::Status AnnIndex::SearchFiltered(const float* query, size_t k, const AnnSearchParams& params,
                                       const LabelBitmap& admitted,
                                       std::vector<AnnNeighbor>* out) const {
   out->clear();
@@ -465,13 +456,12 @@ absl::Status AnnIndex::SearchFiltered(const float* query, size_t k,
     return SearchAmong(query, k, among.data(), among.size(), out);
   }
   AnnSearchParams widened = params;
-  const double selectivity =
-      std::min(1.0, double(admitted.count()) / double(labels_.size()));
+  const double selectivity = std::min(1.0, double(admitted.count()) / double(labels_.size()));
   const int ef = params.ef_search > 0 ? params.ef_search : options_.ef_search;
   const double wide = std::min<double>(ef / selectivity, options_.max_filtered_ef);
   widened.ef_search = std::max(ef, int(wide));
-  return Search(query, k, widened,
-                [&admitted](Label l) { return admitted.Test(l); }, out);
+  return Search(
+      query, k, widened, [&admitted](Label l) { return admitted.Test(l); }, out);
 }
 
 size_t AnnIndex::size() const { return labels_.size(); }
@@ -487,8 +477,8 @@ absl::StatusOr<AnnTuneResult> AnnIndex::Tune(double target_recall, size_t k, siz
   }
   const size_t n = labels_.size();
   if (n < k + 2) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "tuning needs at least ", k + 2, " indexed vectors; the index holds ", n));
+    return absl::FailedPreconditionError(
+        absl::StrCat("tuning needs at least ", k + 2, " indexed vectors; the index holds ", n));
   }
   AnnTuneResult result;
   const bool trained = rep_->index->is_trained;
@@ -509,9 +499,8 @@ absl::StatusOr<AnnTuneResult> AnnIndex::Tune(double target_recall, size_t k, siz
   for (size_t i = 0; i < sample; ++i) held_out[order[i]] = true;
   std::vector<float> all(n * dim_);
   const faiss::Index* source = hnsw ? rep_->hnsw->storage : rep_->index.get();
-  ATTN_RETURN_IF_ERROR(CatchFaiss("reading vectors for tuning", [&] {
-    source->reconstruct_n(0, faiss_idx_t(n), all.data());
-  }));
+  ATTN_RETURN_IF_ERROR(CatchFaiss("reading vectors for tuning",
+                                  [&] { source->reconstruct_n(0, faiss_idx_t(n), all.data()); }));
   std::vector<float> queries(sample * dim_), rest;
   std::vector<Label> rest_labels;
   rest.reserve((n - sample) * dim_);
@@ -615,13 +604,11 @@ absl::Status AnnIndex::Save(const std::string& path) const {
 }
 
 absl::StatusOr<std::unique_ptr<AnnIndex>> AnnIndex::Load(const std::string& path,
-                                                         const std::string& spec,
-                                                         uint32_t dim,
+                                                         const std::string& spec, uint32_t dim,
                                                          const AnnOptions& options) {
   std::ifstream in(path, std::ios::binary);
   if (!in) return absl::NotFoundError(absl::StrCat("no ANN snapshot at ", path));
-  std::vector<uint8_t> buf((std::istreambuf_iterator<char>(in)),
-                           std::istreambuf_iterator<char>());
+  std::vector<uint8_t> buf((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   auto corrupt = [&](absl::string_view why) {
     return absl::DataLossError(absl::StrCat("ANN snapshot ", path, ": ", why));
   };
@@ -648,8 +635,8 @@ absl::StatusOr<std::unique_ptr<AnnIndex>> AnnIndex::Load(const std::string& path
   std::string stored_spec(reinterpret_cast<const char*>(buf.data() + pos), spec_len);
   pos += spec_len;
   if (stored_dim != dim || stored_spec != spec) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "ANN snapshot ", path, " is for '", stored_spec, "' dim ", stored_dim));
+    return absl::FailedPreconditionError(
+        absl::StrCat("ANN snapshot ", path, " is for '", stored_spec, "' dim ", stored_dim));
   }
   uint64_t nlabels, nbytes;
   if (!read(&nlabels, 8) || nlabels > (limit - pos) / 8) return corrupt("truncated");

@@ -94,15 +94,13 @@ class AnnIndex {
  public:
   // An empty index for `spec` over `dim`-dimensional vectors; INVALID_ARGUMENT
   // when FAISS rejects the factory string.
-  static absl::StatusOr<std::unique_ptr<AnnIndex>> Create(const std::string& spec,
-                                                          uint32_t dim,
+  static absl::StatusOr<std::unique_ptr<AnnIndex>> Create(const std::string& spec, uint32_t dim,
                                                           const AnnOptions& options);
   // Reads a snapshot written by Save. NOT_FOUND when there is no file;
   // DATA_LOSS when it is truncated or corrupt; FAILED_PRECONDITION when it
   // was built for another spec or dimension.
   static absl::StatusOr<std::unique_ptr<AnnIndex>> Load(const std::string& path,
-                                                        const std::string& spec,
-                                                        uint32_t dim,
+                                                        const std::string& spec, uint32_t dim,
                                                         const AnnOptions& options);
   ~AnnIndex();
 
@@ -128,8 +126,7 @@ class AnnIndex {
   // exact_filter_max, else by Search with admitted as the filter and, for
   // HNSW, the beam widened to ef / selectivity (at most max_filtered_ef).
   absl::Status SearchFiltered(const float* query, size_t k, const AnnSearchParams& params,
-                              const LabelBitmap& admitted,
-                              std::vector<AnnNeighbor>* out) const;
+                              const LabelBitmap& admitted, std::vector<AnnNeighbor>* out) const;
 
   // Picks the smallest efSearch (HNSW) or nprobe (IVF) whose mean recall@k
   // reaches `target_recall` for `sample` of the index's own vectors held
@@ -162,8 +159,7 @@ class AnnIndex {
 
  private:
   struct Rep;
-  AnnIndex(std::unique_ptr<Rep> rep, std::string spec, uint32_t dim,
-           const AnnOptions& options);
+  AnnIndex(std::unique_ptr<Rep> rep, std::string spec, uint32_t dim, const AnnOptions& options);
 
   std::unique_ptr<Rep> rep_;
   const std::string spec_;
@@ -176,9 +172,8 @@ class AnnIndex {
 
   // The HNSW graph search: the k best of the ef-wide beam that `admit`
   // (by position; all when empty) admits.
-  std::vector<std::pair<float, int64_t>> WalkGraph(
-      const float* query, size_t k, size_t ef,
-      const std::function<bool(size_t)>& admit) const;
+  std::vector<std::pair<float, int64_t>> WalkGraph(const float* query, size_t k, size_t ef,
+                                                   const std::function<bool(size_t)>& admit) const;
   // Adds to the FAISS index: HNSW graphs over SIMD storage are linked by
   // hnsw_build.h, everything else by FAISS. Throws FAISS's exceptions.
   void AddToFaiss(size_t n, const float* vectors);

@@ -132,8 +132,8 @@ class GraphBuilder {
 
  private:
   struct Scratch {
-    CodeScorer scorer;   // bound to the point being inserted
-    CodeScorer pair;  // bound to stored rows (neighbour selection)
+    CodeScorer scorer;  // bound to the point being inserted
+    CodeScorer pair;    // bound to stored rows (neighbour selection)
     std::vector<float> row;
     std::vector<node_t> links;
     std::vector<Scored> found, kept, pool, frontier;
@@ -163,8 +163,8 @@ class GraphBuilder {
   // Beam search of width efConstruction at level l from `entry`, never
   // visiting `self` (the point being inserted, which other insertions may
   // have linked already); the beam, best first, lands in scratch->found.
-  void SearchLayer(const CodeScorer& score, node_t self, node_t entry, float entry_score,
-                   int l, Scratch* scratch) {
+  void SearchLayer(const CodeScorer& score, node_t self, node_t entry, float entry_score, int l,
+                   Scratch* scratch) {
     const size_t ef = size_t(std::max(g_.efConstruction, 1));
     scratch->visited.Reset(g_.levels.size());
     scratch->visited.TestAndSet(size_t(self));  // never a neighbour of itself
@@ -184,8 +184,7 @@ class GraphBuilder {
       const std::vector<node_t>& links = scratch->links;
       for (size_t j = 0; j < links.size(); ++j) {
         if (j + 1 < links.size()) {
-          _mm_prefetch(reinterpret_cast<const char*>(score.row(size_t(links[j + 1]))),
-                       _MM_HINT_T0);
+          _mm_prefetch(reinterpret_cast<const char*>(score.row(size_t(links[j + 1]))), _MM_HINT_T0);
         }
         const node_t v = links[j];
         if (scratch->visited.TestAndSet(size_t(v))) continue;
@@ -286,9 +285,8 @@ void AddToHnsw(faiss::IndexHNSW& index, size_t n, const float* x) {
   // points descends through them.
   std::vector<node_t> order(n);
   std::iota(order.begin(), order.end(), node_t(n0));
-  std::stable_sort(order.begin(), order.end(), [&](node_t a, node_t b) {
-    return g.levels[size_t(a)] > g.levels[size_t(b)];
-  });
+  std::stable_sort(order.begin(), order.end(),
+                   [&](node_t a, node_t b) { return g.levels[size_t(a)] > g.levels[size_t(b)]; });
   GraphBuilder builder(index);
   const int d = index.d;
   builder.Insert(order[0], x + (size_t(order[0]) - n0) * size_t(d));

@@ -14,9 +14,9 @@
 #ifndef ATTNSEARCH_ANN_HNSW_BUILD_H_
 #define ATTNSEARCH_ANN_HNSW_BUILD_H_
 
-#include <cstddef>
-
 #include <faiss/IndexHNSW.h>
+
+#include <cstddef>
 
 namespace attnsearch {
 

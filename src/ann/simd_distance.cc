@@ -237,8 +237,8 @@ ATTN_AVX2 float L2U8Avx2(const float* q, const float* b, const uint8_t* c, size_
   __m256 s0 = _mm256_setzero_ps();
   size_t i = 0;
   for (; i + 8 <= d; i += 8) {
-    const __m256 t = _mm256_fnmadd_ps(_mm256_loadu_ps(b + i), LoadU8x8(c + i),
-                                      _mm256_loadu_ps(q + i));
+    const __m256 t =
+        _mm256_fnmadd_ps(_mm256_loadu_ps(b + i), LoadU8x8(c + i), _mm256_loadu_ps(q + i));
     s0 = _mm256_fmadd_ps(t, t, s0);
   }
   float s = HsumAvx2(s0);
@@ -286,7 +286,8 @@ ATTN_AVX512 float L2F32Avx512(const float* a, const float* b, size_t d) {
   }
   for (; i < d; i += 16) {
     const __mmask16 m = d - i >= 16 ? __mmask16(0xffff) : TailMask(d - i);
-    const __m512 t = _mm512_sub_ps(_mm512_maskz_loadu_ps(m, a + i), _mm512_maskz_loadu_ps(m, b + i));
+    const __m512 t =
+        _mm512_sub_ps(_mm512_maskz_loadu_ps(m, a + i), _mm512_maskz_loadu_ps(m, b + i));
     s0 = _mm512_fmadd_ps(t, t, s0);
   }
   return _mm512_reduce_add_ps(_mm512_add_ps(s0, s1));
@@ -356,10 +357,10 @@ ATTN_AVX512 void DecodeF16Avx512(const uint16_t* h, float* out, size_t d) {
   }
 }
 
-constexpr Kernels kPortable = {DotF32Portable, L2F32Portable, DotF16Portable, L2F16Portable,
+constexpr Kernels kPortable = {DotF32Portable, L2F32Portable, DotF16Portable,   L2F16Portable,
                                DotU8Portable,  L2U8Portable,  DecodeF16Portable};
-constexpr Kernels kAvx2 = {DotF32Avx2, L2F32Avx2,  DotF16Avx2,  L2F16Avx2,
-                           DotU8Avx2,  L2U8Avx2, DecodeF16Avx2};
+constexpr Kernels kAvx2 = {DotF32Avx2, L2F32Avx2, DotF16Avx2,   L2F16Avx2,
+                           DotU8Avx2,  L2U8Avx2,  DecodeF16Avx2};
 constexpr Kernels kAvx512 = {DotF32Avx512, L2F32Avx512, DotF16Avx512,   L2F16Avx512,
                              DotU8Avx512,  L2U8Avx512,  DecodeF16Avx512};
 

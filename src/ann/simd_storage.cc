@@ -1,11 +1,11 @@
 #include "ann/simd_storage.h"
 
-#include <vector>
-
 #include <faiss/IndexFlat.h>
 #include <faiss/IndexHNSW.h>
 #include <faiss/IndexScalarQuantizer.h>
 #include <faiss/impl/DistanceComputer.h>
+
+#include <vector>
 
 #include "ann/simd_distance.h"
 
@@ -216,7 +216,8 @@ void CodeScorer::BindRow(size_t i, std::vector<float>* buffer) {
       break;
   }
   buffer->resize(d_);
-  for (size_t t = 0; t < d_; ++t) (*buffer)[t] = vmin_[t] + (float(c[t]) + 0.5f) / 255.f * vdiff_[t];
+  for (size_t t = 0; t < d_; ++t)
+    (*buffer)[t] = vmin_[t] + (float(c[t]) + 0.5f) / 255.f * vdiff_[t];
   query_ = buffer->data();
   sq8_.Prepare(query_, vmin_, vdiff_, d_);
 }
@@ -227,8 +228,7 @@ std::string DistanceImplementation(const faiss::Index& index) {
   std::string level(simd::LevelName(simd::ActiveLevel()));
   if (dynamic_cast<const SimdFlat*>(storage) != nullptr) return "simd-" + level + " f32";
   if (const auto* sq = dynamic_cast<const SimdSQ*>(storage)) {
-    return "simd-" + level +
-           (sq->sq.qtype == faiss::ScalarQuantizer::QT_fp16 ? " fp16" : " sq8");
+    return "simd-" + level + (sq->sq.qtype == faiss::ScalarQuantizer::QT_fp16 ? " fp16" : " sq8");
   }
   return "faiss";
 }

@@ -10,10 +10,10 @@
 #ifndef ATTNSEARCH_ANN_SIMD_STORAGE_H_
 #define ATTNSEARCH_ANN_SIMD_STORAGE_H_
 
+#include <faiss/Index.h>
+
 #include <memory>
 #include <string>
-
-#include <faiss/Index.h>
 
 #include "ann/simd_distance.h"
 
@@ -64,7 +64,7 @@ class CodeScorer {
   size_t d_ = 0;
   const simd::Kernels* kernels_ = nullptr;
   const float* query_ = nullptr;
-  const float* vmin_ = nullptr;   // 8-bit ranges
+  const float* vmin_ = nullptr;  // 8-bit ranges
   const float* vdiff_ = nullptr;
   simd::Sq8Query sq8_;
 };

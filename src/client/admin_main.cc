@@ -30,8 +30,8 @@
 #include <memory>
 #include <string>
 
-#include "absl/status/status.h"
 #include "CLI/CLI.hpp"
+#include "absl/status/status.h"
 #include "absl/strings/str_format.h"
 #include "attnsearch/v1/search.grpc.pb.h"
 #include "client/client_channel.h"
@@ -41,7 +41,6 @@
 namespace v1 = attnsearch::v1;
 
 namespace {
-
 
 // A stub for `server`, or null after printing why (for `command`).
 std::unique_ptr<v1::SearchService::Stub> NewStub(const std::string& server,
@@ -75,7 +74,8 @@ int Backup(const std::string& server, const attnsearch::ClientSecurity& security
   v1::BackupResponse resp;
   const grpc::Status s = stub->Backup(&ctx, req, &resp);
   if (!s.ok()) {
-    std::fprintf(stderr, "attnsearch-admin backup: %s: %s\n", absl::StatusCodeToString(absl::StatusCode(s.error_code())).c_str(),
+    std::fprintf(stderr, "attnsearch-admin backup: %s: %s\n",
+                 absl::StatusCodeToString(absl::StatusCode(s.error_code())).c_str(),
                  s.error_message().c_str());
     return 1;
   }
@@ -98,7 +98,8 @@ int Collections(const std::string& server, const attnsearch::ClientSecurity& sec
   v1::ListCollectionsResponse resp;
   const grpc::Status s = stub->ListCollections(&ctx, {}, &resp);
   if (!s.ok()) {
-    std::fprintf(stderr, "attnsearch-admin collections: %s: %s\n", absl::StatusCodeToString(absl::StatusCode(s.error_code())).c_str(),
+    std::fprintf(stderr, "attnsearch-admin collections: %s: %s\n",
+                 absl::StatusCodeToString(absl::StatusCode(s.error_code())).c_str(),
                  s.error_message().c_str());
     return 1;
   }
@@ -123,14 +124,13 @@ int Restore(const std::string& backup, const std::string& data_dir) {
   const auto start = std::chrono::steady_clock::now();
   auto restored = attnsearch::Catalog::Restore(backup, data_dir);
   if (!restored.ok()) {
-    std::fprintf(stderr, "attnsearch-admin restore: %s\n",
-                 restored.status().ToString().c_str());
+    std::fprintf(stderr, "attnsearch-admin restore: %s\n", restored.status().ToString().c_str());
     return 1;
   }
   const double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  std::printf("restored %zu collections from %s (made %s) into %s\n",
-              restored->collections.size(), backup.c_str(),
+  std::printf("restored %zu collections from %s (made %s) into %s\n", restored->collections.size(),
+              backup.c_str(),
               absl::FormatTime(absl::RFC3339_sec, restored->created, absl::UTCTimeZone()).c_str(),
               data_dir.c_str());
   for (const attnsearch::BackupEntry& e : restored->collections) {

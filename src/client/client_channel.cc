@@ -77,14 +77,14 @@ absl::StatusOr<std::string> LoadApiKey(const ClientSecurity& security) {
   if (!text.ok()) return text.status();
   std::string key = FirstKey(*text);
   if (key.empty()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(security.api_key_file, ": holds no API key"));
+    return absl::InvalidArgumentError(absl::StrCat(security.api_key_file, ": holds no API key"));
   }
   return key;
 }
 
-absl::StatusOr<std::shared_ptr<grpc::Channel>> NewClientChannel(
-    const std::string& address, const ClientSecurity& security, grpc::ChannelArguments args) {
+absl::StatusOr<std::shared_ptr<grpc::Channel>> NewClientChannel(const std::string& address,
+                                                                const ClientSecurity& security,
+                                                                grpc::ChannelArguments args) {
   std::shared_ptr<grpc::ChannelCredentials> credentials = grpc::InsecureChannelCredentials();
   if (!security.tls_ca_file.empty()) {
     auto ca = ReadFile(security.tls_ca_file, "TLS CA file");
@@ -98,7 +98,7 @@ absl::StatusOr<std::shared_ptr<grpc::Channel>> NewClientChannel(
   std::vector<std::unique_ptr<grpc::experimental::ClientInterceptorFactoryInterface>> factories;
   if (!key->empty()) factories.push_back(std::make_unique<ApiKeyInterceptorFactory>(*key));
   return grpc::experimental::CreateCustomChannelWithInterceptors(address, credentials, args,
-                                                                   std::move(factories));
+                                                                 std::move(factories));
 }
 
 }  // namespace attnsearch

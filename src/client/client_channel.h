@@ -31,9 +31,9 @@ struct ClientSecurity {
 // A channel to `address` with `args`, using TLS and sending the API key as
 // `security` says. INVALID_ARGUMENT / NOT_FOUND naming the file that cannot
 // be used.
-absl::StatusOr<std::shared_ptr<grpc::Channel>> NewClientChannel(
-    const std::string& address, const ClientSecurity& security,
-    grpc::ChannelArguments args = {});
+absl::StatusOr<std::shared_ptr<grpc::Channel>> NewClientChannel(const std::string& address,
+                                                                const ClientSecurity& security,
+                                                                grpc::ChannelArguments args = {});
 
 // The API key `security` names ("" when none is configured).
 absl::StatusOr<std::string> LoadApiKey(const ClientSecurity& security);

@@ -13,14 +13,13 @@
 //
 //   attnsearch-demo --server 127.0.0.1:50051 [--documents 5000] [--dim 64]
 //
-// Vector mode (no --query): creates a collection, streams a generated set of documents into it (each
-// document is a bag of token vectors drawn around one of several topics,
-// with a topic name and its number in its metadata — "number" is a numeric
-// field — and a short text), then runs queries (the last one filtered by
-// topic and a range of numbers) and prints the ranked hits, their scores,
-// the token evidence of the best hit and the time each stage took. Exits
-// non-zero if any call fails, a query does not find documents of its own
-// topic first, or a filtered hit is outside the range.
+// Vector mode (no --query): creates a collection, streams a generated set of documents into it
+// (each document is a bag of token vectors drawn around one of several topics, with a topic name
+// and its number in its metadata — "number" is a numeric field — and a short text), then runs
+// queries (the last one filtered by topic and a range of numbers) and prints the ranked hits, their
+// scores, the token evidence of the best hit and the time each stage took. Exits non-zero if any
+// call fails, a query does not find documents of its own topic first, or a filtered hit is outside
+// the range.
 //
 // Against a secured server: --api_key_file FILE (or ATTNSEARCH_API_KEY) and
 // --tls_ca FILE (see client/client_channel.h).
@@ -44,9 +43,9 @@ namespace v1 = attnsearch::v1;
 namespace {
 
 constexpr int kTopics = 12;
-const char* const kTopicNames[kTopics] = {
-    "astronomy", "botany",   "cooking", "databases", "economics", "geology",
-    "music",     "medicine", "poetry",  "robotics",  "sailing",   "zoology"};
+const char* const kTopicNames[kTopics] = {"astronomy", "botany",   "cooking", "databases",
+                                          "economics", "geology",  "music",   "medicine",
+                                          "poetry",    "robotics", "sailing", "zoology"};
 
 void Fail(const char* what, const grpc::Status& s) {
   std::fprintf(stderr, "attnsearch-demo: %s failed: %s (code %d)\n", what,
@@ -119,7 +118,8 @@ int TextQueries(v1::SearchService::Stub* stub, const std::string& collection,
       // Evidence: the query words that carry this hit, strongest first.
       std::vector<const v1::TokenMatch*> m;
       for (const auto& tm : h.matches()) m.push_back(&tm);
-      std::sort(m.begin(), m.end(), [](auto* a, auto* b) { return a->contribution() > b->contribution(); });
+      std::sort(m.begin(), m.end(),
+                [](auto* a, auto* b) { return a->contribution() > b->contribution(); });
       std::printf("     evidence:");
       for (size_t k = 0; k < m.size() && k < 4; ++k) {
         std::printf(" q%u->\"%s\" (w %.2f, +%.3f)", m[k]->query_token(),
@@ -269,10 +269,9 @@ int main(int argc, char** argv) {
     v1::SearchResponse resp;
     grpc::Status s = stub->Search(&ctx, req, &resp);
     if (!s.ok()) Fail("Search", s);
-    std::printf("\nquery %d: 8 tokens about '%s'%s\n", qi + 1, kTopicNames[topic],
-                qi == 3 ? (", filter topic = same, number < " + std::to_string(number_below))
-                              .c_str()
-                        : "");
+    std::printf(
+        "\nquery %d: 8 tokens about '%s'%s\n", qi + 1, kTopicNames[topic],
+        qi == 3 ? (", filter topic = same, number < " + std::to_string(number_below)).c_str() : "");
     std::printf("  %-4s %-10s %8s %8s  %-11s %s\n", "rank", "id", "score", "ann", "topic", "text");
     for (int r = 0; r < resp.hits_size(); ++r) {
       const v1::Hit& h = resp.hits(r);

@@ -76,11 +76,20 @@ std::string StripEscapes(const std::string& in) {
           ++i;
         }
         break;
-      case '-': out += '-'; break;
-      case 'e': out += '\\'; break;
-      case ' ': out += ' '; break;
-      case '"': i = in.size(); break;  // comment to end of line
-      default: break;                   // \& \| \^ \c \0 ... : nothing
+      case '-':
+        out += '-';
+        break;
+      case 'e':
+        out += '\\';
+        break;
+      case ' ':
+        out += ' ';
+        break;
+      case '"':
+        i = in.size();
+        break;  // comment to end of line
+      default:
+        break;  // \& \| \^ \c \0 ... : nothing
     }
   }
   return out;
@@ -117,7 +126,8 @@ bool ParsePage(const std::string& src, const std::string& name, size_t max_words
         std::getline(words, rest);
         rest.erase(std::remove(rest.begin(), rest.end(), '"'), rest.end());
         section = rest.substr(rest.find_first_not_of(' ') == std::string::npos
-                                  ? rest.size() : rest.find_first_not_of(' '));
+                                  ? rest.size()
+                                  : rest.find_first_not_of(' '));
         continue;
       }
       std::string w, kept;
@@ -196,10 +206,8 @@ int main(int argc, char** argv) {
       }
       std::string text = page.name_line;
       if (!page.description.empty()) text += (text.empty() ? "" : ". ") + page.description;
-      nlohmann::json j = {{"id", file},
-                          {"title", name},
-                          {"text", text},
-                          {"metadata", {{"section", section}}}};
+      nlohmann::json j = {
+          {"id", file}, {"title", name}, {"text", text}, {"metadata", {{"section", section}}}};
       std::puts(j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
       ++written;
     }

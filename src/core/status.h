@@ -17,10 +17,10 @@
 
 // Evaluates `expr` (an absl::Status) and returns it from the enclosing
 // function if it is not OK.
-#define ATTN_RETURN_IF_ERROR(expr)                  \
-  do {                                              \
-    ::absl::Status attn_status_ = (expr);           \
-    if (!attn_status_.ok()) return attn_status_;    \
+#define ATTN_RETURN_IF_ERROR(expr)               \
+  do {                                           \
+    ::absl::Status attn_status_ = (expr);        \
+    if (!attn_status_.ok()) return attn_status_; \
   } while (0)
 
 // Evaluates `rexpr` (an absl::StatusOr<T>); returns its status if not OK,

@@ -45,9 +45,9 @@ absl::Status CollectionConfig::Validate() const {
     return absl::InvalidArgumentError("config.ann_spec: must not be empty");
   }
   if (numeric_fields.size() > kMaxNumericFields) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("config.numeric_fields: ", numeric_fields.size(),
-                     " fields exceed the limit of ", kMaxNumericFields));
+    return absl::InvalidArgumentError(absl::StrCat("config.numeric_fields: ", numeric_fields.size(),
+                                                   " fields exceed the limit of ",
+                                                   kMaxNumericFields));
   }
   for (size_t i = 0; i < numeric_fields.size(); ++i) {
     const std::string& f = numeric_fields[i];
@@ -60,14 +60,14 @@ absl::Status CollectionConfig::Validate() const {
       const bool ok = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
                       (ch >= '0' && ch <= '9') || ch == '_' || ch == '.' || ch == '-';
       if (!ok) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            field, ": \"", f, "\" has a character outside [A-Za-z0-9_.-]"));
+        return absl::InvalidArgumentError(
+            absl::StrCat(field, ": \"", f, "\" has a character outside [A-Za-z0-9_.-]"));
       }
     }
     for (size_t j = 0; j < i; ++j) {
       if (numeric_fields[j] == f) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            field, ": \"", f, "\" is also config.numeric_fields[", j, "]"));
+        return absl::InvalidArgumentError(
+            absl::StrCat(field, ": \"", f, "\" is also config.numeric_fields[", j, "]"));
       }
     }
   }

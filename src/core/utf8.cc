@@ -1,9 +1,9 @@
 #include "core/utf8.h"
 
+#include <utf8cpp/utf8.h>
+
 #include <cstdint>
 #include <cstring>
-
-#include <utf8cpp/utf8.h>
 
 namespace attnsearch {
 

@@ -29,8 +29,7 @@ bool NormalizeInPlace(float* x, size_t n) {
   return true;
 }
 
-bool PoolRows(const float* rows, size_t num_rows, size_t dim, const float* weights,
-              float* out) {
+bool PoolRows(const float* rows, size_t num_rows, size_t dim, const float* weights, float* out) {
   std::vector<double> sum(dim, 0.0);
   double total_weight = 0.0;
   for (size_t r = 0; r < num_rows; ++r) {

@@ -30,8 +30,7 @@ inline constexpr double kMinPooledNorm = 1e-6;
 // length into out[0..dim), accumulated in double. Returns false, leaving out
 // unspecified, when the weights sum to zero or the mean's norm is below
 // kMinPooledNorm.
-bool PoolRows(const float* rows, size_t num_rows, size_t dim, const float* weights,
-              float* out);
+bool PoolRows(const float* rows, size_t num_rows, size_t dim, const float* weights, float* out);
 
 // bf16 is the upper half of an IEEE f32. Conversion rounds to nearest even;
 // NaN stays NaN.

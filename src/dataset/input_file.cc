@@ -81,8 +81,8 @@ bool InputFile::ReadExact(void* dst, size_t n) {
   const size_t have = buffer_.size() - pos_;
   if (have < n) {
     if (have > 0 && status_.ok()) {
-      status_ = absl::DataLossError(absl::StrCat(path_, ": truncated: wanted ", n,
-                                                 " bytes, ", have, " left"));
+      status_ = absl::DataLossError(
+          absl::StrCat(path_, ": truncated: wanted ", n, " bytes, ", have, " left"));
     }
     return false;
   }

@@ -15,20 +15,18 @@ absl::StatusOr<VecsData<T>> ReadVecs(const std::string& path, size_t max_rows) {
   int32_t dim = 0;
   while ((max_rows == 0 || out.rows < max_rows) && in->ReadExact(&dim, 4)) {
     if (dim <= 0 || uint32_t(dim) > kMaxDim) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          path, ": record ", out.rows, ": dimension ", dim, " is not in 1..", kMaxDim));
+      return absl::InvalidArgumentError(absl::StrCat(path, ": record ", out.rows, ": dimension ",
+                                                     dim, " is not in 1..", kMaxDim));
     }
     if (out.rows == 0) out.dim = uint32_t(dim);
     if (uint32_t(dim) != out.dim) {
-      return absl::InvalidArgumentError(absl::StrCat(path, ": record ", out.rows,
-                                                     ": dimension ", dim, " differs from ",
-                                                     out.dim));
+      return absl::InvalidArgumentError(absl::StrCat(path, ": record ", out.rows, ": dimension ",
+                                                     dim, " differs from ", out.dim));
     }
     const size_t at = out.values.size();
     out.values.resize(at + out.dim);
     if (!in->ReadExact(out.values.data() + at, out.dim * sizeof(T))) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(path, ": record ", out.rows, ": truncated"));
+      return absl::InvalidArgumentError(absl::StrCat(path, ": record ", out.rows, ": truncated"));
     }
     ++out.rows;
   }

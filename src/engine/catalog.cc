@@ -29,7 +29,6 @@ void SyncDir(const std::string& dir) { SyncPath(dir, /*directory=*/true).IgnoreE
 constexpr char kManifestName[] = "BACKUP";
 constexpr char kManifestMagic[] = "attnsearch-backup";
 
-
 // fsyncs every file and directory under `root`, and `root`.
 absl::Status SyncTree(const std::string& root) {
   std::error_code ec;
@@ -89,8 +88,7 @@ class RemoveOnFailure {
 
 // Renames the finished `temp` to `dest`, keeps it (releases `cleanup`) and
 // makes the rename durable.
-absl::Status RenameIntoPlace(const fs::path& temp, const fs::path& dest,
-                             RemoveOnFailure* cleanup) {
+absl::Status RenameIntoPlace(const fs::path& temp, const fs::path& dest, RemoveOnFailure* cleanup) {
   std::error_code ec;
   fs::rename(temp, dest, ec);
   if (ec) {
@@ -106,15 +104,14 @@ std::string FormatManifest(const BackupManifest& m) {
   std::string out = absl::StrCat(kManifestMagic, "\n");
   absl::StrAppend(&out, "format_version ", m.format_version, "\n");
   absl::StrAppend(&out, "created_unix_micros ", absl::ToUnixMicros(m.created), "\n");
-  absl::StrAppend(&out, "created ", absl::FormatTime(absl::RFC3339_sec, m.created,
-                                                      absl::UTCTimeZone()), "\n");
+  absl::StrAppend(&out, "created ",
+                  absl::FormatTime(absl::RFC3339_sec, m.created, absl::UTCTimeZone()), "\n");
   absl::StrAppend(&out, "collections ", m.collections.size(), "\n");
   for (const BackupEntry& e : m.collections) {
     absl::StrAppend(&out, "collection ", e.name, " ", e.documents, "\n");
   }
   return out;
 }
-
 
 }  // namespace
 
@@ -124,8 +121,8 @@ absl::Status Catalog::ValidateName(const std::string& name) {
   }
   for (char c : name) {
     if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-')) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "name: '", name, "' may only hold the characters [A-Za-z0-9_-]"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("name: '", name, "' may only hold the characters [A-Za-z0-9_-]"));
     }
   }
   return absl::OkStatus();
@@ -298,8 +295,8 @@ absl::StatusOr<BackupResult> Catalog::Backup(const std::string& dest_dir,
     // may have moved on).
     auto copy = DocStore::Open(dir + "/store", count_options);
     if (!copy.ok()) {
-      return Annotate(copy.status(), absl::StrCat("reading the copy of collection '", name,
-                                                  "' in ", dir));
+      return Annotate(copy.status(),
+                      absl::StrCat("reading the copy of collection '", name, "' in ", dir));
     }
     result.manifest.collections.push_back({name, (*copy)->live_count()});
   }
@@ -387,15 +384,15 @@ absl::StatusOr<BackupManifest> Catalog::ReadBackupManifest(const std::string& ba
   }
   if (expected < 0) return absl::DataLossError(absl::StrCat(path, ": collections missing"));
   if (size_t(expected) != m.collections.size()) {
-    return absl::DataLossError(absl::StrCat(path, ": collections: says ", expected,
-                                            " but lists ", m.collections.size()));
+    return absl::DataLossError(
+        absl::StrCat(path, ": collections: says ", expected, " but lists ", m.collections.size()));
   }
   for (const BackupEntry& e : m.collections) {
     const std::string store = absl::StrCat(backup_dir, "/collections/", e.name, "/store");
     std::error_code ec;
     if (!fs::is_directory(store, ec)) {
-      return absl::DataLossError(absl::StrCat(path, ": collection '", e.name,
-                                              "' is listed but ", store, " is missing"));
+      return absl::DataLossError(
+          absl::StrCat(path, ": collection '", e.name, "' is listed but ", store, " is missing"));
     }
   }
   return m;
@@ -453,9 +450,9 @@ absl::StatusOr<BackupManifest> Catalog::Restore(const std::string& backup_dir,
       }
       const uint64_t n = (*c)->Stats().num_documents;
       if (n != e.documents) {
-        return absl::DataLossError(absl::StrCat(
-            "collection '", e.name, "': the manifest of ", backup_dir, " says ", e.documents,
-            " documents, the restored copy holds ", n));
+        return absl::DataLossError(absl::StrCat("collection '", e.name, "': the manifest of ",
+                                                backup_dir, " says ", e.documents,
+                                                " documents, the restored copy holds ", n));
       }
       // Damage inside a file shows only when its blocks are read: read them all.
       if (absl::Status s = (*c)->VerifyChecksums(); !s.ok()) {
@@ -467,7 +464,8 @@ absl::StatusOr<BackupManifest> Catalog::Restore(const std::string& backup_dir,
   ATTN_RETURN_IF_ERROR(SyncTree(temp.string()));
   if (dest_exists) {
     fs::remove(dest, ec);  // empty (checked above)
-    if (ec) return absl::InternalError(absl::StrCat("replacing ", dest.string(), ": ", ec.message()));
+    if (ec)
+      return absl::InternalError(absl::StrCat("replacing ", dest.string(), ": ", ec.message()));
   }
   ATTN_RETURN_IF_ERROR(RenameIntoPlace(temp, dest, &cleanup));
   return manifest;

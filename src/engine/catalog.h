@@ -67,9 +67,9 @@ struct BackupManifest {
 
 // What Catalog::Backup wrote.
 struct BackupResult {
-  std::string path;          // the backup directory
+  std::string path;  // the backup directory
   BackupManifest manifest;
-  uint64_t bytes = 0;        // sum of the sizes of its files
+  uint64_t bytes = 0;  // sum of the sizes of its files
   absl::Duration elapsed;
 };
 
@@ -99,8 +99,7 @@ class Catalog {
   // for an unknown `collection`. A collection dropped while a backup of
   // every collection runs is left out. On error nothing is left at
   // `dest_dir`; errors name the path.
-  absl::StatusOr<BackupResult> Backup(const std::string& dest_dir,
-                                      const std::string& collection);
+  absl::StatusOr<BackupResult> Backup(const std::string& dest_dir, const std::string& collection);
 
   // Reads and checks a backup's manifest (`backup_dir`/BACKUP): its format
   // version and that every collection it lists is in the backup.
@@ -141,7 +140,7 @@ class Catalog {
   const CatalogOptions options_;
   mutable std::mutex mu_;
   std::map<std::string, Slot> collections_;  // guarded by mu_
-  uint64_t temp_counter_ = 0;                                        // guarded by mu_
+  uint64_t temp_counter_ = 0;                // guarded by mu_
 };
 
 }  // namespace attnsearch

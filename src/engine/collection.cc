@@ -4,9 +4,9 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <cmath>
-#include <cerrno>
 #include <cstring>
 #include <filesystem>
 #include <limits>
@@ -28,8 +28,8 @@ namespace {
 constexpr size_t kScanBatch = 4096;
 
 int64_t MicrosSince(std::chrono::steady_clock::time_point t0) {
-  return std::chrono::duration_cast<std::chrono::microseconds>(
-             std::chrono::steady_clock::now() - t0)
+  return std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() -
+                                                               t0)
       .count();
 }
 
@@ -57,8 +57,8 @@ absl::Status NormalizeRows(float* v, size_t rows, uint32_t dim, absl::string_vie
 
 // Weighted mean of token rows, normalised (PoolRows); false when the rows
 // cancel out.
-bool PoolTokens(const std::vector<float>& tokens, uint32_t rows, uint32_t dim,
-                const float* weights, std::vector<float>* out) {
+bool PoolTokens(const std::vector<float>& tokens, uint32_t rows, uint32_t dim, const float* weights,
+                std::vector<float>* out) {
   out->assign(dim, 0.f);
   return PoolRows(tokens.data(), rows, dim, weights, out->data());
 }
@@ -66,8 +66,7 @@ bool PoolTokens(const std::vector<float>& tokens, uint32_t rows, uint32_t dim,
 }  // namespace
 
 Collection::Collection(std::string path, std::unique_ptr<DocStore> store,
-                       std::unique_ptr<Reranker> reranker,
-                       const CollectionOptions& options)
+                       std::unique_ptr<Reranker> reranker, const CollectionOptions& options)
     : path_(std::move(path)),
       store_(std::move(store)),
       reranker_(std::move(reranker)),
@@ -100,9 +99,9 @@ Collection::~Collection() {
 
 std::string Collection::SnapshotPath() const { return path_ + "/ann.snapshot"; }
 
-absl::StatusOr<std::unique_ptr<Collection>> Collection::Create(
-    const std::string& path, const CollectionConfig& config,
-    const CollectionOptions& options) {
+absl::StatusOr<std::unique_ptr<Collection>> Collection::Create(const std::string& path,
+                                                               const CollectionConfig& config,
+                                                               const CollectionOptions& options) {
   ATTN_RETURN_IF_ERROR(config.Validate());
   // Reject an unusable ANN spec before anything is written.
   ATTN_RETURN_IF_ERROR(AnnIndex::Create(config.ann_spec, config.dim, options.ann).status());
@@ -111,13 +110,12 @@ absl::StatusOr<std::unique_ptr<Collection>> Collection::Create(
     return ec ? absl::InternalError(absl::StrCat("creating ", path, ": ", ec.message()))
               : absl::AlreadyExistsError(absl::StrCat(path, " already exists"));
   }
-  ATTN_RETURN_IF_ERROR(
-      DocStore::Create(path + "/store", config, options.storage).status());
+  ATTN_RETURN_IF_ERROR(DocStore::Create(path + "/store", config, options.storage).status());
   return Open(path, options);
 }
 
-absl::StatusOr<std::unique_ptr<Collection>> Collection::Open(
-    const std::string& path, const CollectionOptions& options) {
+absl::StatusOr<std::unique_ptr<Collection>> Collection::Open(const std::string& path,
+                                                             const CollectionOptions& options) {
   ATTN_ASSIGN_OR_RETURN(std::unique_ptr<DocStore> store,
                         DocStore::Open(path + "/store", options.storage));
   const CollectionConfig& config = store->config();
@@ -143,13 +141,12 @@ absl::Status Collection::LoadDerivedState() {
 
   auto loaded = AnnIndex::Load(SnapshotPath(), config.ann_spec, config.dim, options_.ann);
   Label from = 0;
-  if (loaded.ok() && (*loaded)->has_labels() &&
-      (*loaded)->max_label() >= store_->next_label()) {
+  if (loaded.ok() && (*loaded)->has_labels() && (*loaded)->max_label() >= store_->next_label()) {
     // A snapshot newer than the store (e.g. a store restored from an older
     // copy beside a newer snapshot) would index labels the store lacks.
-    loaded = absl::FailedPreconditionError(absl::StrCat(
-        SnapshotPath(), " holds label ", (*loaded)->max_label(),
-        " but the store has assigned labels only below ", store_->next_label()));
+    loaded = absl::FailedPreconditionError(
+        absl::StrCat(SnapshotPath(), " holds label ", (*loaded)->max_label(),
+                     " but the store has assigned labels only below ", store_->next_label()));
   }
   if (loaded.ok()) {
     ann_ = std::move(loaded).value();
@@ -163,8 +160,7 @@ absl::Status Collection::LoadDerivedState() {
   }
   // A bulk load builds the ANN index once, at BuildIndex; the filter index
   // is needed at once.
-  ATTN_ASSIGN_OR_RETURN(uint64_t added,
-                        CatchUp(from, /*metadata_from=*/0, !options_.defer_index));
+  ATTN_ASSIGN_OR_RETURN(uint64_t added, CatchUp(from, /*metadata_from=*/0, !options_.defer_index));
   {
     std::unique_lock<std::shared_mutex> lock(index_mu_);
     ann_tombstones_ = CountTombstonesIn(*ann_);
@@ -182,8 +178,7 @@ absl::Status Collection::LoadDerivedState() {
   return absl::OkStatus();
 }
 
-absl::StatusOr<uint64_t> Collection::CatchUp(Label from, Label metadata_from,
-                                              bool add_vectors) {
+absl::StatusOr<uint64_t> Collection::CatchUp(Label from, Label metadata_from, bool add_vectors) {
   const uint32_t dim = store_->config().dim;
   std::vector<Label> labels;
   std::vector<float> vectors;
@@ -299,9 +294,9 @@ absl::Status Collection::PrepareDocument(size_t i, const text::Encoder* encoder,
     double x;
     if (!absl::SimpleAtod(it->second, &x) || !std::isfinite(x)) {
       const std::string& v = it->second;
-      return absl::InvalidArgumentError(absl::StrCat(
-          field, ".metadata[\"", f, "\"]: \"", v.size() > 64 ? v.substr(0, 64) + "..." : v,
-          "\" is not a number (numeric field)"));
+      return absl::InvalidArgumentError(absl::StrCat(field, ".metadata[\"", f, "\"]: \"",
+                                                     v.size() > 64 ? v.substr(0, 64) + "..." : v,
+                                                     "\" is not a number (numeric field)"));
     }
   }
   doc->encoded_by = kClientVectors;
@@ -327,8 +322,7 @@ absl::Status Collection::PrepareDocument(size_t i, const text::Encoder* encoder,
       doc->encoded_by = kAwaitingEncoder;
       return absl::OkStatus();
     }
-    ATTN_ASSIGN_OR_RETURN(text::Encoding e,
-                          encoder->EncodeDocument(doc->text, field + ".text"));
+    ATTN_ASSIGN_OR_RETURN(text::Encoding e, encoder->EncodeDocument(doc->text, field + ".text"));
     doc->num_tokens = e.num_tokens;
     doc->tokens = std::move(e.tokens);
     doc->pooled = std::move(e.pooled);
@@ -336,57 +330,58 @@ absl::Status Collection::PrepareDocument(size_t i, const text::Encoder* encoder,
     doc->token_spans = std::move(e.token_spans);
     doc->encoded_by = static_cast<uint32_t>(encoder_version);
     if (doc->num_tokens > options_.limits.max_document_tokens) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(field, ".text: ", doc->num_tokens, " distinct words exceed the limit of ",
-                       options_.limits.max_document_tokens));
+      return absl::InvalidArgumentError(absl::StrCat(field, ".text: ", doc->num_tokens,
+                                                     " distinct words exceed the limit of ",
+                                                     options_.limits.max_document_tokens));
     }
     return absl::OkStatus();
   }
   if (!doc->pooled.empty()) {
     if (doc->pooled.size() != dim) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          field, ".pooled: expected ", dim, " values, got ", doc->pooled.size()));
+      return absl::InvalidArgumentError(
+          absl::StrCat(field, ".pooled: expected ", dim, " values, got ", doc->pooled.size()));
     }
     ATTN_RETURN_IF_ERROR(NormalizeRows(doc->pooled.data(), 1, dim, field + ".pooled"));
   }
   if (doc->num_tokens > 0 || !doc->tokens.empty()) {
     if (doc->num_tokens > options_.limits.max_document_tokens) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(field, ".tokens: ", doc->num_tokens, " rows exceed the limit of ",
-                       options_.limits.max_document_tokens));
+      return absl::InvalidArgumentError(absl::StrCat(field, ".tokens: ", doc->num_tokens,
+                                                     " rows exceed the limit of ",
+                                                     options_.limits.max_document_tokens));
     }
     if (doc->tokens.size() != size_t(doc->num_tokens) * dim) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(field, ".tokens: expected ", doc->num_tokens, " x ", dim,
-                       " values, got ", doc->tokens.size()));
+      return absl::InvalidArgumentError(absl::StrCat(field, ".tokens: expected ", doc->num_tokens,
+                                                     " x ", dim, " values, got ",
+                                                     doc->tokens.size()));
     }
     ATTN_RETURN_IF_ERROR(
         NormalizeRows(doc->tokens.data(), doc->num_tokens, dim, field + ".tokens"));
   }
   if (!doc->token_texts.empty() && doc->token_texts.size() != doc->num_tokens) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(field, ".token_texts: expected ", doc->num_tokens, " entries, got ",
-                     doc->token_texts.size()));
+    return absl::InvalidArgumentError(absl::StrCat(field, ".token_texts: expected ",
+                                                   doc->num_tokens, " entries, got ",
+                                                   doc->token_texts.size()));
   }
   if (!doc->token_spans.empty()) {
     if (doc->token_spans.size() != doc->num_tokens) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(field, ".token_spans: expected ", doc->num_tokens, " entries, got ",
-                       doc->token_spans.size()));
+      return absl::InvalidArgumentError(absl::StrCat(field, ".token_spans: expected ",
+                                                     doc->num_tokens, " entries, got ",
+                                                     doc->token_spans.size()));
     }
     for (size_t j = 0; j < doc->token_spans.size(); ++j) {
       const auto [b, e] = doc->token_spans[j];
       if (b > e || e > doc->text.size()) {
-        return absl::InvalidArgumentError(
-            absl::StrCat(field, ".token_spans[", j, "]: [", b, ", ", e,
-                         ") is not a span of the text (", doc->text.size(), " bytes)"));
+        return absl::InvalidArgumentError(absl::StrCat(field, ".token_spans[", j, "]: [", b, ", ",
+                                                       e, ") is not a span of the text (",
+                                                       doc->text.size(), " bytes)"));
       }
     }
   }
   if (doc->pooled.empty() &&
       !PoolTokens(doc->tokens, doc->num_tokens, dim, nullptr, &doc->pooled)) {
     return absl::InvalidArgumentError(
-        absl::StrCat(field, ".tokens: the token vectors cancel out (their mean, normalised "
+        absl::StrCat(field,
+                     ".tokens: the token vectors cancel out (their mean, normalised "
                      "per row, is zero or nearly so); give pooled"));
   }
   if (doc->num_tokens == 0) {
@@ -399,9 +394,9 @@ absl::Status Collection::PrepareDocument(size_t i, const text::Encoder* encoder,
 absl::StatusOr<uint64_t> Collection::Upsert(std::vector<Document> docs) {
   if (docs.empty()) return 0;
   if (docs.size() > options_.limits.max_batch_documents) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("documents: a batch of ", docs.size(), " exceeds the limit of ",
-                     options_.limits.max_batch_documents));
+    return absl::InvalidArgumentError(absl::StrCat("documents: a batch of ", docs.size(),
+                                                   " exceeds the limit of ",
+                                                   options_.limits.max_batch_documents));
   }
   // Prepared under the write lock, so a concurrent TrainEncoder cannot slip
   // between encoding and commit.
@@ -418,13 +413,13 @@ absl::StatusOr<uint64_t> Collection::Upsert(std::vector<Document> docs) {
     ATTN_RETURN_IF_ERROR(PrepareDocument(i, enc.get(), version, &docs[i]));
     const Document& d = docs[i];
     batch_bytes += sizeof(Document) + d.id.size() + d.text.size() +
-                   (d.pooled.size() + d.tokens.size()) * sizeof(float) +
-                   d.token_spans.size() * 8 + size_t(d.num_tokens) * row_bytes;
+                   (d.pooled.size() + d.tokens.size()) * sizeof(float) + d.token_spans.size() * 8 +
+                   size_t(d.num_tokens) * row_bytes;
     for (const auto& [k, v] : d.metadata) batch_bytes += k.size() + v.size() + 64;
     for (const auto& t : d.token_texts) batch_bytes += t.size() + sizeof(std::string);
-    ATTN_RETURN_IF_ERROR(CheckRequestBytes(
-        batch_bytes, absl::StrCat("documents: the batch of ", docs.size(),
-                                  " (counted up to documents[", i, "])")));
+    ATTN_RETURN_IF_ERROR(
+        CheckRequestBytes(batch_bytes, absl::StrCat("documents: the batch of ", docs.size(),
+                                                    " (counted up to documents[", i, "])")));
     auto [it, fresh] = seen.emplace(docs[i].id, i);
     if (!fresh) {
       return absl::InvalidArgumentError(
@@ -441,8 +436,7 @@ void Collection::PurgeSuperseded(const std::vector<Label>& labels) {
   if (!s.ok()) {
     // The write itself is committed. The store stopped; the next write's
     // RecoverStore (or the next Open) purges them.
-    LogWarn("superseded documents not purged yet",
-            {{"collection", path_}, {"error", s.message()}});
+    LogWarn("superseded documents not purged yet", {{"collection", path_}, {"error", s.message()}});
   }
 }
 
@@ -547,8 +541,7 @@ absl::Status Collection::LoadEncoder() {
     return absl::DataLossError(absl::StrCat("encoder: dimension ", enc->dim(),
                                             " differs from the collection's ", config().dim));
   }
-  ATTN_ASSIGN_OR_RETURN(std::optional<std::string> version,
-                        store_->GetEncoderState("version"));
+  ATTN_ASSIGN_OR_RETURN(std::optional<std::string> version, store_->GetEncoderState("version"));
   uint64_t v = 1;
   if (version && !absl::SimpleAtoi(*version, &v)) {
     return absl::DataLossError("encoder: bad version");
@@ -604,8 +597,7 @@ absl::StatusOr<IndexTuningResult> Collection::TuneIndex(double target_recall, ui
         absl::StrCat("target_recall: ", target_recall, " is not in (0, 1]"));
   }
   if (k < 1 || k > kMaxTuneK) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("k: ", k, " is not in 1..", kMaxTuneK));
+    return absl::InvalidArgumentError(absl::StrCat("k: ", k, " is not in 1..", kMaxTuneK));
   }
   if (sample < 1 || sample > kMaxTuneSample) {
     return absl::InvalidArgumentError(
@@ -641,8 +633,7 @@ absl::StatusOr<IndexTuningResult> Collection::TuneIndex(double target_recall, ui
     tuning_ = std::move(t);
     tuned_params_ = params;
   }
-  result.seconds =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   return result;
 }
 
@@ -725,14 +716,14 @@ absl::Status Collection::CheckRequestBytes(size_t bytes, const std::string& what
   const size_t limit = options_.limits.max_request_bytes;
   if (limit == 0 || bytes <= limit) return absl::OkStatus();
   return absl::ResourceExhaustedError(absl::StrFormat(
-      "%s would hold %.1f MiB, over the request memory limit (max_request_mb) of %.1f MiB",
-      what, double(bytes) / (1 << 20), double(limit) / (1 << 20)));
+      "%s would hold %.1f MiB, over the request memory limit (max_request_mb) of %.1f MiB", what,
+      double(bytes) / (1 << 20), double(limit) / (1 << 20)));
 }
 
 absl::Status Collection::CheckIdCount(size_t n) const {
   if (n > options_.limits.max_batch_documents) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "ids: ", n, " ids exceed the limit of ", options_.limits.max_batch_documents));
+    return absl::InvalidArgumentError(
+        absl::StrCat("ids: ", n, " ids exceed the limit of ", options_.limits.max_batch_documents));
   }
   return absl::OkStatus();
 }
@@ -773,8 +764,7 @@ absl::StatusOr<GetResult> Collection::Get(const std::vector<std::string>& ids,
   ATTN_RETURN_IF_ERROR(CheckIdCount(ids.size()));
   // One view for both reads: the labels found are those it reads.
   ATTN_ASSIGN_OR_RETURN(const DocStore::ReadView view, store_->NewReadView());
-  ATTN_ASSIGN_OR_RETURN(std::vector<std::optional<Label>> labels,
-                        store_->LookupIds(ids, &view));
+  ATTN_ASSIGN_OR_RETURN(std::vector<std::optional<Label>> labels, store_->LookupIds(ids, &view));
   std::vector<Label> found;
   for (const auto& l : labels) {
     if (l) found.push_back(*l);
@@ -805,19 +795,19 @@ absl::Status Collection::PrepareQuery(SearchQuery* q) const {
   if (q->candidates == 0) {
     q->candidates = std::min(std::max<uint32_t>(100, q->top_k), lim.max_candidates);
   } else if (q->candidates < q->top_k) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "candidates: ", q->candidates, " is less than top_k (", q->top_k, ")"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("candidates: ", q->candidates, " is less than top_k (", q->top_k, ")"));
   } else if (q->candidates > lim.max_candidates) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "candidates: ", q->candidates, " exceeds the limit of ", lim.max_candidates));
+    return absl::InvalidArgumentError(
+        absl::StrCat("candidates: ", q->candidates, " exceeds the limit of ", lim.max_candidates));
   }
   if (!(q->temperature >= 0.f) || !std::isfinite(q->temperature)) {
     return absl::InvalidArgumentError("temperature: must be a positive number");
   }
   if (q->temperature != 0.f && q->temperature < kMinTemperature) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "temperature: ", q->temperature, " is below the smallest allowed, ", kMinTemperature,
-        " (rerank MAXSIM is the limit of a vanishing temperature)"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("temperature: ", q->temperature, " is below the smallest allowed, ",
+                     kMinTemperature, " (rerank MAXSIM is the limit of a vanishing temperature)"));
   }
   if (q->temperature == 0.f) q->temperature = kDefaultTemperature;
   ATTN_RETURN_IF_ERROR(CheckFilter(*q));
@@ -826,8 +816,8 @@ absl::Status Collection::PrepareQuery(SearchQuery* q) const {
   }
   if (!q->pooled.empty()) {
     if (q->pooled.size() != dim) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "query.pooled: expected ", dim, " values, got ", q->pooled.size()));
+      return absl::InvalidArgumentError(
+          absl::StrCat("query.pooled: expected ", dim, " values, got ", q->pooled.size()));
     }
     ATTN_RETURN_IF_ERROR(NormalizeRows(q->pooled.data(), 1, dim, "query.pooled"));
   }
@@ -838,30 +828,29 @@ absl::Status Collection::PrepareQuery(SearchQuery* q) const {
     }
     if (q->tokens.size() != size_t(q->num_tokens) * dim) {
       return absl::InvalidArgumentError(absl::StrCat(
-          "query.tokens: expected ", q->num_tokens, " x ", dim, " values, got ",
-          q->tokens.size()));
+          "query.tokens: expected ", q->num_tokens, " x ", dim, " values, got ", q->tokens.size()));
     }
     ATTN_RETURN_IF_ERROR(NormalizeRows(q->tokens.data(), q->num_tokens, dim, "query.tokens"));
   }
   if (!q->token_weights.empty()) {
     if (q->token_weights.size() != q->num_tokens) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("query.token_weights: expected ", q->num_tokens, " values, got ",
-                       q->token_weights.size()));
+      return absl::InvalidArgumentError(absl::StrCat("query.token_weights: expected ",
+                                                     q->num_tokens, " values, got ",
+                                                     q->token_weights.size()));
     }
     double sum = 0;
     for (size_t i = 0; i < q->token_weights.size(); ++i) {
       if (!(q->token_weights[i] >= 0.f) || !std::isfinite(q->token_weights[i])) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "query.token_weights[", i, "]: must be a finite, non-negative number"));
+        return absl::InvalidArgumentError(
+            absl::StrCat("query.token_weights[", i, "]: must be a finite, non-negative number"));
       }
       sum += q->token_weights[i];
     }
     // A score is at most the weights' sum in magnitude: bounded, it stays
     // finite in float.
     if (sum > kMaxTokenWeightSum) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "query.token_weights: they sum to ", sum, ", above the limit of ", kMaxTokenWeightSum));
+      return absl::InvalidArgumentError(absl::StrCat("query.token_weights: they sum to ", sum,
+                                                     ", above the limit of ", kMaxTokenWeightSum));
     }
   }
   if (q->pooled.empty()) {
@@ -900,8 +889,8 @@ absl::Status Collection::CheckFilter(const SearchQuery& q) const {
       return absl::InvalidArgumentError(absl::StrCat(field, ".key: must not be empty"));
     }
     if (!config().IsNumericField(r.key)) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          field, ".key: \"", r.key, "\" is not a numeric field of this collection"));
+      return absl::InvalidArgumentError(
+          absl::StrCat(field, ".key: \"", r.key, "\" is not a numeric field of this collection"));
     }
     if (!r.gte && !r.gt && !r.lte && !r.lt) {
       return absl::InvalidArgumentError(
@@ -925,8 +914,7 @@ absl::Status Collection::CheckFilter(const SearchQuery& q) const {
     const std::optional<double> upper = r.lte ? r.lte : r.lt;
     if (lower && upper && *lower > *upper) {
       return absl::InvalidArgumentError(
-          absl::StrCat(field, ": the lower bound ", *lower, " is above the upper bound ",
-                       *upper));
+          absl::StrCat(field, ": the lower bound ", *lower, " is above the upper bound ", *upper));
     }
   }
   return absl::OkStatus();
@@ -1001,8 +989,8 @@ absl::StatusOr<SearchResult> Collection::Search(SearchQuery q, absl::Time deadli
     // The pooled first stage of text is a bag of words and meanings: it
     // needs more candidates than vectors from a trained model do.
     if (q.candidates == 0) {
-      q.candidates = std::min(std::max(kDefaultTextCandidates, q.top_k),
-                              options_.limits.max_candidates);
+      q.candidates =
+          std::min(std::max(kDefaultTextCandidates, q.top_k), options_.limits.max_candidates);
     }
   }
   ATTN_RETURN_IF_ERROR(PrepareQuery(&q));
@@ -1028,15 +1016,14 @@ absl::StatusOr<SearchResult> Collection::Search(SearchQuery q, absl::Time deadli
     if (q.filter.empty() && q.ranges.empty()) {
       LabelFilter live;
       if (!tombstones_.empty()) live = [this](Label l) { return !tombstones_.Test(l); };
-      ATTN_RETURN_IF_ERROR(
-          ann_->Search(q.pooled.data(), q.candidates, params, live, &neighbors));
+      ATTN_RETURN_IF_ERROR(ann_->Search(q.pooled.data(), q.candidates, params, live, &neighbors));
     } else {
       // The filter as one set of live labels: an exact scan of them when
       // they are few, else a graph search admitting only them.
       const LabelBitmap admitted = EvaluateFilter(q);
       if (!admitted.empty()) {
-        ATTN_RETURN_IF_ERROR(ann_->SearchFiltered(q.pooled.data(), q.candidates, params,
-                                                  admitted, &neighbors));
+        ATTN_RETURN_IF_ERROR(
+            ann_->SearchFiltered(q.pooled.data(), q.candidates, params, admitted, &neighbors));
       }
     }
   }
@@ -1082,8 +1069,8 @@ absl::StatusOr<SearchResult> Collection::Search(SearchQuery q, absl::Time deadli
           size_t(q.num_tokens) * std::min(rows, options_.rerank.max_rows_per_gemm) * 4 +
           labels.size() * 64;
       return CheckRequestBytes(
-          bytes, absl::StrCat("candidates: the token matrices of ", labels.size(),
-                              " candidates (", rows, " rows) and their similarities"));
+          bytes, absl::StrCat("candidates: the token matrices of ", labels.size(), " candidates (",
+                              rows, " rows) and their similarities"));
     };
     ATTN_RETURN_IF_ERROR(store_->GetTokens(labels, &block, admit, &*view));
     result.timing.fetch_us = MicrosSince(t);
@@ -1092,11 +1079,12 @@ absl::StatusOr<SearchResult> Collection::Search(SearchQuery q, absl::Time deadli
     ATTN_RETURN_IF_ERROR(CheckDeadline(deadline, "reranking"));
     t = Clock::now();
     std::vector<float> scores(labels.size());
-    candidates = CandidateTokens{block.data(),         block.total_rows, block.rows.data(),
-                                 block.offsets.data(), labels.size(),
-                                 block.scales.empty() ? nullptr : block.scales.data()};
-    ATTN_RETURN_IF_ERROR(reranker_->Score(rq, candidates, scores.data(),
-                                          q.explain ? &kept_similarities : nullptr));
+    candidates =
+        CandidateTokens{block.data(),      block.total_rows,
+                        block.rows.data(), block.offsets.data(),
+                        labels.size(),     block.scales.empty() ? nullptr : block.scales.data()};
+    ATTN_RETURN_IF_ERROR(
+        reranker_->Score(rq, candidates, scores.data(), q.explain ? &kept_similarities : nullptr));
     for (size_t i = 0; i < labels.size(); ++i) {
       // A candidate deleted between the index's update and the view has no
       // tokens.
@@ -1177,9 +1165,10 @@ bool Collection::ScoreIsUsable(float score, Label label) const {
   // Validated writes and queries cannot produce one; a store written by an
   // older version could (vectors of subnormals normalised to infinity).
   if (!warned_nonfinite_.exchange(true)) {
-    LogWarn("a document scores NaN or infinity (its stored vectors are not finite): it is left "
-            "out of results until upserted again",
-            {{"collection", path_}, {"label", label}, {"score", double(score)}});
+    LogWarn(
+        "a document scores NaN or infinity (its stored vectors are not finite): it is left "
+        "out of results until upserted again",
+        {{"collection", path_}, {"label", label}, {"score", double(score)}});
   }
   return false;
 }
@@ -1187,9 +1176,10 @@ bool Collection::ScoreIsUsable(float score, Label label) const {
 bool Collection::PooledIsUsable(Label label, const float* v) const {
   if (AllFinite(v, config().dim)) return true;
   if (!warned_nonfinite_.exchange(true)) {
-    LogWarn("a stored pooled vector is not finite: the document is left out of the ANN index "
-            "until upserted again",
-            {{"collection", path_}, {"label", label}});
+    LogWarn(
+        "a stored pooled vector is not finite: the document is left out of the ANN index "
+        "until upserted again",
+        {{"collection", path_}, {"label", label}});
   }
   return false;
 }
@@ -1235,8 +1225,7 @@ void Collection::MaybeScheduleRebuild() {
     total = ann_->size();
   }
   if (dead < options_.rebuild_min_tombstones ||
-      double(dead) < options_.rebuild_tombstone_ratio * double(total) ||
-      rebuild_in_progress_) {
+      double(dead) < options_.rebuild_tombstone_ratio * double(total) || rebuild_in_progress_) {
     return;
   }
   std::lock_guard<std::mutex> lock(rebuild_mu_);
@@ -1323,9 +1312,8 @@ absl::Status Collection::RebuildLocked() {
     return labels.size() >= kScanBatch ? flush() : absl::OkStatus();
   };
   // The long part: no lock held, searches and writes use the old index.
-  ATTN_RETURN_IF_ERROR(store_->ScanPooled(0, [&](Label l, const float* v) {
-    return l < upto ? collect(l, v) : absl::OkStatus();
-  }));
+  ATTN_RETURN_IF_ERROR(store_->ScanPooled(
+      0, [&](Label l, const float* v) { return l < upto ? collect(l, v) : absl::OkStatus(); }));
   ATTN_RETURN_IF_ERROR(flush());
 
   // The writes committed meanwhile, then the swap.
@@ -1344,8 +1332,8 @@ absl::Status Collection::RebuildLocked() {
             {{"collection", path_},
              {"vectors", uint64_t(ann_->size())},
              {"dropped", uint64_t(old->size() > ann_->size() ? old->size() - ann_->size() : 0)},
-             {"seconds", std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
-                             .count()}});
+             {"seconds",
+              std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count()}});
     if (!discard_on_close_ && !stop_rebuild_) {
       absl::Status s = SaveSnapshot();
       if (s.ok()) s = SyncPath(path_, /*directory=*/true);

@@ -127,20 +127,20 @@ struct SearchQuery {
   // Query text, encoded by the collection's built-in encoder; or else:
   std::string text;
   // Query vectors; at least one of pooled and tokens. Normalised here.
-  std::vector<float> pooled;          // dim values, or empty
+  std::vector<float> pooled;  // dim values, or empty
   uint32_t num_tokens = 0;
-  std::vector<float> tokens;          // num_tokens x dim, or empty
-  std::vector<float> token_weights;   // num_tokens values, or empty (1/m each);
-                                      // finite, >= 0, summing to <= kMaxTokenWeightSum
+  std::vector<float> tokens;         // num_tokens x dim, or empty
+  std::vector<float> token_weights;  // num_tokens values, or empty (1/m each);
+                                     // finite, >= 0, summing to <= kMaxTokenWeightSum
 
-  uint32_t top_k = 0;                 // required, 1..max_top_k
-  uint32_t candidates = 0;            // 0: max(100, top_k) capped by the limit
-                                      // (text queries: max(1000, top_k))
+  uint32_t top_k = 0;       // required, 1..max_top_k
+  uint32_t candidates = 0;  // 0: max(100, top_k) capped by the limit
+                            // (text queries: max(1000, top_k))
   RerankMode mode = RerankMode::kAttention;
-  float temperature = 0.f;            // 0: kDefaultTemperature; else >= kMinTemperature
+  float temperature = 0.f;                // 0: kDefaultTemperature; else >= kMinTemperature
   std::vector<MetadataCondition> filter;  // all must hold ("filter.must")
   std::vector<RangeCondition> ranges;     // all must hold too ("filter.ranges")
-  std::string ann_params;             // "efSearch=128"
+  std::string ann_params;                 // "efSearch=128"
   bool include_text = false;
   bool include_metadata = false;
   // Per hit, the evidence for every query token and, when the document
@@ -154,8 +154,8 @@ struct SearchQuery {
 struct TokenMatch {
   uint32_t query_token = 0;
   uint32_t document_token = 0;
-  std::string document_token_text;  // when the document stored token texts
-  bool has_span = false;            // when the document stored token spans
+  std::string document_token_text;        // when the document stored token texts
+  bool has_span = false;                  // when the document stored token spans
   uint32_t span_begin = 0, span_end = 0;  // byte span in the text
   float weight = 0.f;
   float contribution = 0.f;
@@ -251,21 +251,21 @@ struct IndexTuningResult {
 struct EncoderTrainingResult {
   text::TrainingStats training;
   uint64_t version = 0;
-  uint64_t reencoded = 0;   // documents (re-)encoded with the new encoder
+  uint64_t reencoded = 0;  // documents (re-)encoded with the new encoder
   double reencode_seconds = 0;
 };
 
 class Collection {
  public:
   // Creates a collection in directory `path` (which must not exist).
-  static absl::StatusOr<std::unique_ptr<Collection>> Create(
-      const std::string& path, const CollectionConfig& config,
-      const CollectionOptions& options);
+  static absl::StatusOr<std::unique_ptr<Collection>> Create(const std::string& path,
+                                                            const CollectionConfig& config,
+                                                            const CollectionOptions& options);
   // Opens the collection in `path`: loads the ANN snapshot and adds what was
   // written after it, or rebuilds the index when the snapshot is missing,
   // corrupt or of another configuration.
-  static absl::StatusOr<std::unique_ptr<Collection>> Open(
-      const std::string& path, const CollectionOptions& options);
+  static absl::StatusOr<std::unique_ptr<Collection>> Open(const std::string& path,
+                                                          const CollectionOptions& options);
 
   // Stops a background rebuild (it is redone when needed after the next
   // Open) and writes a final ANN snapshot (unless DiscardOnClose was called).
@@ -286,8 +286,7 @@ class Collection {
   absl::StatusOr<DeleteResult> Delete(const std::vector<std::string>& ids);
 
   // Fetches documents by external id.
-  absl::StatusOr<GetResult> Get(const std::vector<std::string>& ids,
-                                bool include_vectors) const;
+  absl::StatusOr<GetResult> Get(const std::vector<std::string>& ids, bool include_vectors) const;
 
   // Runs the search pipeline. DEADLINE_EXCEEDED (and no further work) once
   // `deadline` has passed.
@@ -377,15 +376,15 @@ class Collection {
   }
 
  private:
-  Collection(std::string path, std::unique_ptr<DocStore> store,
-             std::unique_ptr<Reranker> reranker, const CollectionOptions& options);
+  Collection(std::string path, std::unique_ptr<DocStore> store, std::unique_ptr<Reranker> reranker,
+             const CollectionOptions& options);
   absl::Status LoadDerivedState();
   // Adds stored documents with labels >= from to the ANN index (when
   // add_vectors) and those >= metadata_from to the filter index; returns how
   // many vectors were added. REQUIRES: write_mu_ held (or construction).
   absl::StatusOr<uint64_t> CatchUp(Label from, Label metadata_from, bool add_vectors);
-  absl::Status PrepareDocument(size_t index, const text::Encoder* encoder,
-                               uint64_t encoder_version, Document* doc) const;
+  absl::Status PrepareDocument(size_t index, const text::Encoder* encoder, uint64_t encoder_version,
+                               Document* doc) const;
   // Commits prepared documents and indexes them. REQUIRES: write_mu_ held.
   absl::Status CommitPrepared(std::vector<Document>& docs);
   // Purges the data of superseded labels (DocStore::Purge) once the index
@@ -451,12 +450,12 @@ class Collection {
   mutable std::atomic<bool> warned_nonfinite_{false};
 
   // The background rebuild: one thread, started on the first request.
-  std::mutex rebuild_mu_;                // guards the request state below
+  std::mutex rebuild_mu_;  // guards the request state below
   std::condition_variable rebuild_cv_;
   bool rebuild_requested_ = false;
   std::thread rebuild_thread_;
   std::atomic<bool> stop_rebuild_{false};
-  std::mutex rebuild_run_mu_;            // one rebuild at a time
+  std::mutex rebuild_run_mu_;  // one rebuild at a time
   std::atomic<bool> rebuild_in_progress_{false};
   std::atomic<uint64_t> rebuilds_{0};
 
@@ -471,8 +470,8 @@ class Collection {
 
   // The tuned ANN knobs (TuneIndex), parsed; unset until tuned.
   mutable std::mutex tuning_mu_;
-  std::optional<AnnTuning> tuning_;           // guarded by tuning_mu_
-  AnnSearchParams tuned_params_;              // guarded by tuning_mu_
+  std::optional<AnnTuning> tuning_;  // guarded by tuning_mu_
+  AnnSearchParams tuned_params_;     // guarded by tuning_mu_
 
   // Guards the derived in-memory state below: shared for searches,
   // exclusive while a committed write is applied to it.
@@ -487,11 +486,9 @@ class Collection {
   uint64_t ann_tombstones_ = 0;
   // metadata key -> value -> labels carrying it, increasing (dead labels
   // included; the filter removes tombstones).
-  absl::flat_hash_map<std::string, absl::flat_hash_map<std::string, std::vector<Label>>>
-      postings_;
+  absl::flat_hash_map<std::string, absl::flat_hash_map<std::string, std::vector<Label>>> postings_;
   // numeric field -> (value, label), ordered by value: a range is one walk.
-  absl::flat_hash_map<std::string, absl::btree_set<std::pair<double, Label>>>
-      numeric_index_;
+  absl::flat_hash_map<std::string, absl::btree_set<std::pair<double, Label>>> numeric_index_;
 };
 
 }  // namespace attnsearch

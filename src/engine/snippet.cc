@@ -12,17 +12,19 @@ bool IsContinuation(char c) { return (static_cast<unsigned char>(c) & 0xC0) == 0
 std::string MakeSnippet(std::string_view text, std::vector<MatchedSpan> spans,
                         const SnippetOptions& options) {
   const uint32_t size = uint32_t(text.size());
-  spans.erase(std::remove_if(spans.begin(), spans.end(),
-                             [&](const MatchedSpan& s) { return s.begin >= s.end || s.end > size; }),
-              spans.end());
+  spans.erase(
+      std::remove_if(spans.begin(), spans.end(),
+                     [&](const MatchedSpan& s) { return s.begin >= s.end || s.end > size; }),
+      spans.end());
   if (spans.empty()) return "";
   // Spans that carry little of the score (a stop word's best match) are not marked.
   float top = 0.f;
   for (const MatchedSpan& s : spans) top = std::max(top, s.weight);
   if (top > 0.f && options.min_share > 0.f) {
-    spans.erase(std::remove_if(spans.begin(), spans.end(),
-                               [&](const MatchedSpan& s) { return s.weight < options.min_share * top; }),
-                spans.end());
+    spans.erase(
+        std::remove_if(spans.begin(), spans.end(),
+                       [&](const MatchedSpan& s) { return s.weight < options.min_share * top; }),
+        spans.end());
   }
   std::sort(spans.begin(), spans.end(),
             [](const MatchedSpan& a, const MatchedSpan& b) { return a.begin < b.begin; });

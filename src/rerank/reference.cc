@@ -6,9 +6,8 @@
 
 namespace attnsearch {
 
-double ReferenceScore(const float* query, uint32_t m, const float* weights,
-                      const float* doc, uint32_t n, uint32_t dim, RerankMode mode,
-                      float temperature) {
+double ReferenceScore(const float* query, uint32_t m, const float* weights, const float* doc,
+                      uint32_t n, uint32_t dim, RerankMode mode, float temperature) {
   if (n == 0) return -std::numeric_limits<double>::infinity();
   double score = 0.0;
   std::vector<double> s(n);

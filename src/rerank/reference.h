@@ -12,9 +12,8 @@ namespace attnsearch {
 
 // Score of one document (n x dim f32 rows) for a query (m x dim rows with
 // weights w). mode is ATTENTION (temperature > 0) or MAXSIM.
-double ReferenceScore(const float* query, uint32_t m, const float* weights,
-                      const float* doc, uint32_t n, uint32_t dim, RerankMode mode,
-                      float temperature);
+double ReferenceScore(const float* query, uint32_t m, const float* weights, const float* doc,
+                      uint32_t n, uint32_t dim, RerankMode mode, float temperature);
 
 }  // namespace attnsearch
 

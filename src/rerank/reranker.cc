@@ -1,13 +1,13 @@
 #include "rerank/reranker.h"
 
+#include <omp.h>
+
 #include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <functional>
 #include <limits>
 #include <unordered_map>
-
-#include <omp.h>
 
 #include "absl/strings/str_cat.h"
 #include "core/status.h"
@@ -65,13 +65,13 @@ struct QueryOperand {
     } else if (dtype == TokenDtype::kInt8) {
       s8.resize(n);
       row_scales.resize(m);
-      for (uint32_t i = 0; i < m; ++i) row_scales[i] = QuantizeInt8(q + i * d, s8.data() + i * d, d);
+      for (uint32_t i = 0; i < m; ++i)
+        row_scales[i] = QuantizeInt8(q + i * d, s8.data() + i * d, d);
       data = s8.data();
     }
   }
   const float* scales() const { return row_scales.empty() ? nullptr : row_scales.data(); }
 };
-
 
 }  // namespace
 
@@ -159,8 +159,7 @@ void Reranker::KeepSimilarities(std::vector<float>* keep) {
 
 absl::Status Reranker::ForEachChunk(
     const RerankQuery& query, const CandidateTokens& candidates,
-    const std::function<void(size_t first, size_t last, size_t row0, const float* st)>& fn)
-    const {
+    const std::function<void(size_t first, size_t last, size_t row0, const float* st)>& fn) const {
   const uint32_t m = query.num_tokens;
   const size_t d = dim_;
   const size_t elem = TokenDtypeSize(dtype_);
@@ -203,9 +202,9 @@ absl::Status Reranker::ForEachChunk(
       ATTN_RETURN_IF_ERROR(CatchDnnl("rerank matmul", [&] {
         const auto dt = DnnlType(dtype_);
         const memory::dim md = m, nd = memory::dim(rows), dd = memory::dim(d);
-        memory t_mem({{nd, dd}, dt, {dd, 1}}, rep_->engine,
-                     const_cast<char*>(static_cast<const char*>(candidates.data) +
-                                       row0 * d * elem));
+        memory t_mem(
+            {{nd, dd}, dt, {dd, 1}}, rep_->engine,
+            const_cast<char*>(static_cast<const char*>(candidates.data) + row0 * d * elem));
         memory q_mem({{dd, md}, dt, {1, dd}}, rep_->engine, const_cast<void*>(q_op.data));
         memory s_mem({{nd, md}, memory::data_type::f32, {md, 1}}, rep_->engine, sim.data());
         memory scratch_mem(rep_->pd.scratchpad_desc(), rep_->engine, scratch.data());
@@ -241,8 +240,7 @@ absl::Status Reranker::Score(const RerankQuery& query, const CandidateTokens& ca
   const float inv_tau = 1.f / query.temperature;
   if (keep != nullptr) keep->valid = false;
   size_t chunks = 0;
-  return ForEachChunk(query, candidates, [&](size_t c, size_t c_end, size_t row0,
-                                             const float* s) {
+  return ForEachChunk(query, candidates, [&](size_t c, size_t c_end, size_t row0, const float* s) {
     // Each candidate's rows of Sᵀ reduce to its score; the candidates of the
     // chunk are shared among the threads this call may use.
     const long first = long(c), last = long(c_end);
@@ -264,8 +262,7 @@ absl::Status Reranker::Score(const RerankQuery& query, const CandidateTokens& ca
   });
 }
 
-absl::Status Reranker::ExplainScored(const RerankQuery& query,
-                                     const CandidateTokens& candidates,
+absl::Status Reranker::ExplainScored(const RerankQuery& query, const CandidateTokens& candidates,
                                      const ScoredSimilarities& keep,
                                      const std::vector<size_t>& which,
                                      std::vector<std::vector<TokenEvidence>>* out) const {
@@ -299,8 +296,9 @@ absl::Status Reranker::ExplainScored(const RerankQuery& query,
                       candidates.scales + candidates.offsets[k] + rows[i]);
       }
     }
-    const CandidateTokens hits{data.data(), total, rows.data(), offsets.data(), rows.size(),
-                               candidates.scales ? scales.data() : nullptr};
+    const CandidateTokens hits{data.data(), total,
+                               rows.data(), offsets.data(),
+                               rows.size(), candidates.scales ? scales.data() : nullptr};
     return Explain(query, hits, out);
   }
   const float inv_tau = 1.f / query.temperature;
@@ -329,8 +327,7 @@ absl::Status Reranker::Explain(const RerankQuery& query, const CandidateTokens& 
   out->assign(candidates.count, {});
   const uint32_t m = query.num_tokens;
   const float inv_tau = 1.f / query.temperature;
-  return ForEachChunk(query, candidates, [&](size_t c, size_t c_end, size_t row0,
-                                             const float* st) {
+  return ForEachChunk(query, candidates, [&](size_t c, size_t c_end, size_t row0, const float* st) {
     std::vector<uint32_t> argmax(m);
     std::vector<float> weight(m), contribution(m);
     for (size_t k = c; k < c_end; ++k) {
@@ -347,9 +344,8 @@ absl::Status Reranker::Explain(const RerankQuery& query, const CandidateTokens& 
   });
 }
 
-absl::Status Reranker::Explain(const RerankQuery& query, const void* doc_tokens,
-                               uint32_t rows, std::vector<TokenEvidence>* out,
-                               const float* row_scales) const {
+absl::Status Reranker::Explain(const RerankQuery& query, const void* doc_tokens, uint32_t rows,
+                               std::vector<TokenEvidence>* out, const float* row_scales) const {
   const size_t offset = 0;
   const CandidateTokens one{doc_tokens, rows, &rows, &offset, 1, row_scales};
   std::vector<std::vector<TokenEvidence>> all;

@@ -50,7 +50,7 @@ struct RerankerOptions {
 inline constexpr float kDefaultTemperature = 0.1f;
 
 struct RerankQuery {
-  const float* tokens = nullptr;   // num_tokens x dim, unit rows (f32)
+  const float* tokens = nullptr;  // num_tokens x dim, unit rows (f32)
   uint32_t num_tokens = 0;
   const float* weights = nullptr;  // num_tokens weights
   RerankMode mode = RerankMode::kAttention;
@@ -74,9 +74,9 @@ struct CandidateTokens {
 // Why a document scored what it did, for one query token.
 struct TokenEvidence {
   uint32_t query_token = 0;
-  uint32_t doc_token = 0;      // the document token with the highest weight
-  float weight = 0.f;          // its attention weight (1 for MAXSIM)
-  float contribution = 0.f;    // w_i * (Σ_j A_ij S_ij); these sum to the score
+  uint32_t doc_token = 0;    // the document token with the highest weight
+  float weight = 0.f;        // its attention weight (1 for MAXSIM)
+  float contribution = 0.f;  // w_i * (Σ_j A_ij S_ij); these sum to the score
 };
 
 // The similarities a Score call computed, kept for explaining some of its
@@ -100,8 +100,8 @@ class Reranker {
                      float* scores) const;
   // The same, keeping the similarities in *keep for ExplainScored when all
   // candidates fit one matmul (max_rows_per_gemm); keep->valid says so.
-  absl::Status Score(const RerankQuery& query, const CandidateTokens& candidates,
-                     float* scores, ScoredSimilarities* keep) const;
+  absl::Status Score(const RerankQuery& query, const CandidateTokens& candidates, float* scores,
+                     ScoredSimilarities* keep) const;
 
   // The evidence for candidates[which[i]] (out->size() == which.size()), as
   // Explain gives it, from the similarities a Score call with the same query
@@ -120,8 +120,7 @@ class Reranker {
   // The same for one document (rows x dim in the reranker's dtype, with its
   // row scales for int8).
   absl::Status Explain(const RerankQuery& query, const void* doc_tokens, uint32_t rows,
-                       std::vector<TokenEvidence>* out,
-                       const float* row_scales = nullptr) const;
+                       std::vector<TokenEvidence>* out, const float* row_scales = nullptr) const;
 
   uint32_t dim() const { return dim_; }
   TokenDtype dtype() const { return dtype_; }
@@ -135,8 +134,7 @@ class Reranker {
   // first row, Sᵀ of the chunk) for each.
   absl::Status ForEachChunk(
       const RerankQuery& query, const CandidateTokens& candidates,
-      const std::function<void(size_t first, size_t last, size_t row0, const float* st)>& fn)
-      const;
+      const std::function<void(size_t first, size_t last, size_t row0, const float* st)>& fn) const;
   Reranker(std::unique_ptr<Rep> rep, uint32_t dim, TokenDtype dtype,
            const RerankerOptions& options);
 

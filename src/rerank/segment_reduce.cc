@@ -36,12 +36,11 @@ __attribute__((target("avx512f"))) float Block16(const float* st, uint32_t m, ui
                                                  float inv_tau, const float* row_scale,
                                                  uint32_t* argmax, float* weight,
                                                  float* contribution) {
-  const __mmask16 lanes =
-      m - i0 >= 16 ? __mmask16(0xffff) : __mmask16((1u << (m - i0)) - 1u);
+  const __mmask16 lanes = m - i0 >= 16 ? __mmask16(0xffff) : __mmask16((1u << (m - i0)) - 1u);
   const float* base = st + i0;
-#define ATTN_ROW_(j)                                                                  \
-  (row_scale ? _mm512_mul_ps(_mm512_maskz_loadu_ps(lanes, base + size_t(j) * m),      \
-                             _mm512_set1_ps(row_scale[j]))                            \
+#define ATTN_ROW_(j)                                                             \
+  (row_scale ? _mm512_mul_ps(_mm512_maskz_loadu_ps(lanes, base + size_t(j) * m), \
+                             _mm512_set1_ps(row_scale[j]))                       \
              : _mm512_maskz_loadu_ps(lanes, base + size_t(j) * m))
   __m512 vmax = ATTN_ROW_(0);
   __m512i varg = _mm512_setzero_si512();

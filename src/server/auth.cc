@@ -73,9 +73,8 @@ absl::StatusOr<ApiKeys> ApiKeys::Parse(std::string_view text, const std::string&
     const std::string where = absl::StrCat(name, ":", line_no, ": ");
     const std::vector<std::string_view> parts = Fields(line);
     if (parts.size() != 2) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(where, "expected 'KEY read' or 'KEY write' (", parts.size(),
-                       " fields found)"));
+      return absl::InvalidArgumentError(absl::StrCat(where, "expected 'KEY read' or 'KEY write' (",
+                                                     parts.size(), " fields found)"));
     }
     const std::string_view key = parts[0];
     const std::string_view role = parts[1];
@@ -89,8 +88,8 @@ absl::StatusOr<ApiKeys> ApiKeys::Parse(std::string_view text, const std::string&
           absl::StrCat(where, "the access must be 'read' or 'write'"));
     }
     if (key.size() < kMinKeyBytes || key.size() > kMaxKeyBytes) {
-      return absl::InvalidArgumentError(absl::StrCat(where, "a key must have ", kMinKeyBytes,
-                                                     "..", kMaxKeyBytes, " characters, this one has ",
+      return absl::InvalidArgumentError(absl::StrCat(where, "a key must have ", kMinKeyBytes, "..",
+                                                     kMaxKeyBytes, " characters, this one has ",
                                                      key.size()));
     }
     if (!ValidKeyChars(key)) {

@@ -10,16 +10,16 @@ namespace {
 absl::Status MatrixShape(const v1::Matrix& m, const std::string& field) {
   const uint64_t want = uint64_t(m.rows()) * m.cols();
   if (want != uint64_t(m.values_size())) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(field, ": rows x cols = ", m.rows(), " x ", m.cols(), " = ", want,
-                     " but ", m.values_size(), " values were given"));
+    return absl::InvalidArgumentError(absl::StrCat(field, ": rows x cols = ", m.rows(), " x ",
+                                                   m.cols(), " = ", want, " but ", m.values_size(),
+                                                   " values were given"));
   }
   return absl::OkStatus();
 }
 
 // Copies a Matrix that must have `dim` columns (or be empty).
-absl::Status CopyMatrix(const v1::Matrix& m, uint32_t dim, const std::string& field,
-                        uint32_t* rows, std::vector<float>* values) {
+absl::Status CopyMatrix(const v1::Matrix& m, uint32_t dim, const std::string& field, uint32_t* rows,
+                        std::vector<float>* values) {
   ATTN_RETURN_IF_ERROR(MatrixShape(m, field));
   if (m.rows() > 0 && m.cols() != dim) {
     return absl::InvalidArgumentError(
@@ -34,8 +34,7 @@ absl::Status CopyMatrix(const v1::Matrix& m, uint32_t dim, const std::string& fi
 
 grpc::Status ToGrpc(const absl::Status& status) {
   if (status.ok()) return grpc::Status::OK;
-  return grpc::Status(static_cast<grpc::StatusCode>(status.code()),
-                      std::string(status.message()));
+  return grpc::Status(static_cast<grpc::StatusCode>(status.code()), std::string(status.message()));
 }
 
 absl::StatusOr<CollectionConfig> FromProto(const v1::CollectionConfig& in) {
@@ -66,9 +65,9 @@ void ToProto(const std::string& name, const Collection& c, v1::CollectionInfo* o
   out->set_name(name);
   const CollectionConfig& cfg = c.config();
   out->mutable_config()->set_dim(cfg.dim);
-  out->mutable_config()->set_token_dtype(
-      cfg.token_dtype == TokenDtype::kF32    ? v1::TOKEN_DTYPE_F32
-      : cfg.token_dtype == TokenDtype::kInt8 ? v1::TOKEN_DTYPE_INT8
+  out->mutable_config()->set_token_dtype(cfg.token_dtype == TokenDtype::kF32 ? v1::TOKEN_DTYPE_F32
+                                         : cfg.token_dtype == TokenDtype::kInt8
+                                             ? v1::TOKEN_DTYPE_INT8
                                              : v1::TOKEN_DTYPE_BF16);
   out->mutable_config()->set_ann_spec(cfg.ann_spec);
   for (const auto& f : cfg.numeric_fields) out->mutable_config()->add_numeric_fields(f);
@@ -153,8 +152,7 @@ absl::Status FromProto(const v1::SearchRequest& in, uint32_t dim, SearchQuery* o
       out->mode = RerankMode::kNone;
       break;
     default:
-      return absl::InvalidArgumentError(
-          absl::StrCat("rerank: unknown mode ", int(in.rerank())));
+      return absl::InvalidArgumentError(absl::StrCat("rerank: unknown mode ", int(in.rerank())));
   }
   out->temperature = in.temperature();
   for (const auto& c : in.filter().must()) {

@@ -10,28 +10,27 @@
 // turns NOT_SERVING (for "" and for attnsearch.v1.SearchService), calls are
 // still served for --drain_s seconds (default 0) so load balancers can move
 // away, then calls in flight finish (up to --shutdown_grace_s) and every
-// collection flushes its store, writes its ANN snapshot and closes. Logs are JSON lines on stderr (see server/observe.h);
+// collection flushes its store, writes its ANN snapshot and closes. Logs are JSON lines on stderr
+// (see server/observe.h);
 // --metrics_listen serves Prometheus metrics.
 #include <signal.h>
 #include <unistd.h>
 
-#include <cstdlib>
-
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <memory>
-#include <thread>
-
 #include <sstream>
+#include <thread>
 
 #include "CLI/CLI.hpp"
 #include "core/file_sync.h"
 #include "core/log.h"
 #include "engine/catalog.h"
-#include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpc/support/log.h"
+#include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/health_check_service_interface.h"
 #include "server/auth.h"
@@ -45,11 +44,10 @@ namespace {
 // gRPC's own messages go through the process's logger too, so stderr holds
 // JSON lines only.
 void LogGrpcMessage(gpr_log_func_args* args) {
-  const attnsearch::LogLevel level = args->severity == GPR_LOG_SEVERITY_ERROR
-                                         ? attnsearch::LogLevel::kError
-                                         : args->severity == GPR_LOG_SEVERITY_INFO
-                                               ? attnsearch::LogLevel::kInfo
-                                               : attnsearch::LogLevel::kWarn;
+  const attnsearch::LogLevel level =
+      args->severity == GPR_LOG_SEVERITY_ERROR  ? attnsearch::LogLevel::kError
+      : args->severity == GPR_LOG_SEVERITY_INFO ? attnsearch::LogLevel::kInfo
+                                                : attnsearch::LogLevel::kWarn;
   attnsearch::Log(level, args->message,
                   {{"source", "grpc"}, {"file", args->file}, {"line", args->line}});
 }
@@ -58,8 +56,8 @@ void LogGrpcMessage(gpr_log_func_args* args) {
 // group's limit when lower (cgroup v2 memory.max, v1 memory.limit_in_bytes).
 uint64_t AvailableMemoryMb() {
   uint64_t bytes = uint64_t(sysconf(_SC_PHYS_PAGES)) * uint64_t(sysconf(_SC_PAGESIZE));
-  for (const char* path : {"/sys/fs/cgroup/memory.max",
-                           "/sys/fs/cgroup/memory/memory.limit_in_bytes"}) {
+  for (const char* path :
+       {"/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"}) {
     std::ifstream in(path);
     uint64_t limit = 0;
     if (in >> limit && limit > 0) bytes = std::min(bytes, limit);  // "max" does not parse
@@ -108,14 +106,12 @@ int main(int argc, char** argv) {
   app.add_option("--snapshot_every", catalog_options.collection.snapshot_every,
                  "write an ANN snapshot after this many additions")
       ->capture_default_str();
-  app.add_option("--rebuild_tombstone_ratio",
-                 catalog_options.collection.rebuild_tombstone_ratio,
+  app.add_option("--rebuild_tombstone_ratio", catalog_options.collection.rebuild_tombstone_ratio,
                  "rebuild a collection's ANN index in the background once deleted or "
                  "superseded vectors are this share of it (0: never)")
       ->check(CLI::Range(0.0, 1.0))
       ->capture_default_str();
-  app.add_option("--rebuild_min_tombstones",
-                 catalog_options.collection.rebuild_min_tombstones,
+  app.add_option("--rebuild_min_tombstones", catalog_options.collection.rebuild_min_tombstones,
                  "... and at least this many")
       ->capture_default_str();
   app.add_option("--shutdown_grace_s", shutdown_grace_s,
@@ -144,8 +140,7 @@ int main(int argc, char** argv) {
                "acknowledge writes before the WAL is synced (survives a process crash, "
                "not a power failure)");
   int cores = int(std::max(1u, std::thread::hardware_concurrency()));
-  app.add_option("--cores", cores,
-                 "cores the reranker's threads share among concurrent queries")
+  app.add_option("--cores", cores, "cores the reranker's threads share among concurrent queries")
       ->capture_default_str();
   app.add_option("--rerank_threads", catalog_options.collection.rerank.max_threads,
                  "most threads one query's reranking uses (0: --cores)")
@@ -168,8 +163,7 @@ int main(int argc, char** argv) {
                  "and similarities, an Upsert batch's documents (0: no limit)")
       ->capture_default_str();
   std::string log_calls = "errors";
-  app.add_option("--log_calls", log_calls,
-                 "log calls as JSON lines on stderr: all, errors or none")
+  app.add_option("--log_calls", log_calls, "log calls as JSON lines on stderr: all, errors or none")
       ->check(CLI::IsMember({"all", "errors", "none"}))
       ->capture_default_str();
   std::string metrics_listen, metrics_port_file;
@@ -196,8 +190,8 @@ int main(int argc, char** argv) {
   if (!tls_cert.empty()) {
     grpc::SslServerCredentialsOptions ssl;
     grpc::SslServerCredentialsOptions::PemKeyCertPair pair;
-    for (auto [path, out] : {std::pair{&tls_cert, &pair.cert_chain},
-                             std::pair{&tls_key, &pair.private_key}}) {
+    for (auto [path, out] :
+         {std::pair{&tls_cert, &pair.cert_chain}, std::pair{&tls_key, &pair.private_key}}) {
       std::ifstream in(*path, std::ios::binary);
       std::stringstream ss;
       ss << in.rdbuf();
@@ -231,23 +225,22 @@ int main(int argc, char** argv) {
   // line is printed once it serves.
   auto pool = std::make_unique<attnsearch::WorkerPool>(workers, &core_budget);
   std::atomic<attnsearch::Catalog*> open_catalog{nullptr};
-  attnsearch::ServerMetrics metrics(
-      log_calls == "all"      ? attnsearch::CallLogging::kAll
-      : log_calls == "errors" ? attnsearch::CallLogging::kErrors
-                              : attnsearch::CallLogging::kNone,
-      [&open_catalog] {
-        std::vector<attnsearch::CollectionGauges> out;
-        attnsearch::Catalog* c = open_catalog.load();
-        if (c == nullptr) return out;
-        for (const auto& [name, collection] : c->List()) {
-          out.push_back({name, collection->Stats()});
-        }
-        return out;
-      });
+  attnsearch::ServerMetrics metrics(log_calls == "all"      ? attnsearch::CallLogging::kAll
+                                    : log_calls == "errors" ? attnsearch::CallLogging::kErrors
+                                                            : attnsearch::CallLogging::kNone,
+                                    [&open_catalog] {
+                                      std::vector<attnsearch::CollectionGauges> out;
+                                      attnsearch::Catalog* c = open_catalog.load();
+                                      if (c == nullptr) return out;
+                                      for (const auto& [name, collection] : c->List()) {
+                                        out.push_back({name, collection->Stats()});
+                                      }
+                                      return out;
+                                    });
   std::unique_ptr<attnsearch::MetricsHttpServer> metrics_http;
   if (!metrics_listen.empty()) {
-    metrics_http = std::make_unique<attnsearch::MetricsHttpServer>(
-        [&metrics] { return metrics.Render(); });
+    metrics_http =
+        std::make_unique<attnsearch::MetricsHttpServer>([&metrics] { return metrics.Render(); });
     auto metrics_port = metrics_http->Start(metrics_listen);
     if (!metrics_port.ok()) {
       attnsearch::LogError(std::string(metrics_port.status().message()));
@@ -286,21 +279,22 @@ int main(int argc, char** argv) {
   health->SetServingStatus(attnsearch::v1::SearchService::service_full_name(), false);
   health->SetServingStatus(false);
   const std::string host = listen.substr(0, listen.rfind(':'));
-  attnsearch::LogInfo("opening the collections",
-                      {{"address", host + ":" + std::to_string(port)},
-                       {"data_dir", catalog_options.data_dir},
-                       {"tls", tls_cert.empty() ? "off" : "on"},
-                       {"api_keys", int64_t(api_keys.size())}});
+  attnsearch::LogInfo("opening the collections", {{"address", host + ":" + std::to_string(port)},
+                                                  {"data_dir", catalog_options.data_dir},
+                                                  {"tls", tls_cert.empty() ? "off" : "on"},
+                                                  {"api_keys", int64_t(api_keys.size())}});
 
-  const bool loopback = host == "127.0.0.1" || host == "localhost" || host == "[::1]" ||
-                        host.rfind("127.", 0) == 0;
+  const bool loopback =
+      host == "127.0.0.1" || host == "localhost" || host == "[::1]" || host.rfind("127.", 0) == 0;
   if (!loopback && !api_keys.enabled()) {
-    attnsearch::LogWarn("listening beyond loopback without --api_keys: anyone who can "
-                                "reach this address can read and write");
+    attnsearch::LogWarn(
+        "listening beyond loopback without --api_keys: anyone who can "
+        "reach this address can read and write");
   }
   if (!loopback && api_keys.enabled() && tls_cert.empty()) {
-    attnsearch::LogWarn("API keys travel in plaintext beyond loopback; serve TLS with "
-                                "--tls_cert/--tls_key");
+    attnsearch::LogWarn(
+        "API keys travel in plaintext beyond loopback; serve TLS with "
+        "--tls_cert/--tls_key");
   }
   const auto open_start = std::chrono::steady_clock::now();
   auto catalog = attnsearch::Catalog::Open(catalog_options);
@@ -312,12 +306,10 @@ int main(int argc, char** argv) {
   service.SetCatalog(catalog->get());
   open_catalog.store(catalog->get());
   health->SetServingStatus(true);
-  attnsearch::LogInfo(
-      "serving",
-      {{"collections", int64_t((*catalog)->List().size())},
-       {"open_ms", std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() -
-                                                             open_start)
-                       .count()}});
+  attnsearch::LogInfo("serving", {{"collections", int64_t((*catalog)->List().size())},
+                                  {"open_ms", std::chrono::duration<double, std::milli>(
+                                                  std::chrono::steady_clock::now() - open_start)
+                                                  .count()}});
   if (!port_file.empty()) {
     attnsearch::WriteFileAtomically(port_file, std::to_string(port) + "\n").IgnoreError();
   }
@@ -334,10 +326,10 @@ int main(int argc, char** argv) {
   }
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(shutdown_grace_s));
   server->Wait();
-  pool.reset();     // finishes queued jobs
+  pool.reset();  // finishes queued jobs
   metrics_http.reset();
   open_catalog.store(nullptr);
-  catalog->reset(); // snapshots and closes every collection
+  catalog->reset();  // snapshots and closes every collection
   attnsearch::LogInfo("stopped");
   return 0;
 }

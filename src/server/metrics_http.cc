@@ -131,8 +131,7 @@ void MetricsHttpServer::Answer(int fd) {
     return;
   }
   std::string body = render_();
-  std::string response =
-      Response(200, "OK", "text/plain; version=0.0.4; charset=utf-8", body);
+  std::string response = Response(200, "OK", "text/plain; version=0.0.4; charset=utf-8", body);
   if (method == "HEAD") response.resize(response.size() - body.size());
   WriteAll(fd, response);
 }

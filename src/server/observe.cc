@@ -30,8 +30,7 @@ void Histogram::Observe(double seconds) {
   sum_ns_.fetch_add(uint64_t(seconds * 1e9), std::memory_order_relaxed);
 }
 
-void Histogram::Render(const std::string& name, const std::string& labels,
-                       std::string* out) const {
+void Histogram::Render(const std::string& name, const std::string& labels, std::string* out) const {
   const std::string sep = labels.empty() ? "" : ",";
   uint64_t cumulative = 0;
   for (size_t b = 0; b < kBounds.size(); ++b) {
@@ -81,27 +80,31 @@ std::string ServerMetrics::Render() const {
   std::string out;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    out += "# HELP attnsearch_rpc_duration_seconds Time from a call's arrival to its status.\n"
-           "# TYPE attnsearch_rpc_duration_seconds histogram\n";
+    out +=
+        "# HELP attnsearch_rpc_duration_seconds Time from a call's arrival to its status.\n"
+        "# TYPE attnsearch_rpc_duration_seconds histogram\n";
     for (const auto& [rpc, h] : rpc_latency_) {
       h->Render("attnsearch_rpc_duration_seconds", absl::StrCat("rpc=\"", rpc, "\""), &out);
     }
-    out += "# HELP attnsearch_requests_total Calls finished, by rpc and status code.\n"
-           "# TYPE attnsearch_requests_total counter\n";
+    out +=
+        "# HELP attnsearch_requests_total Calls finished, by rpc and status code.\n"
+        "# TYPE attnsearch_requests_total counter\n";
     for (const auto& [key, n] : calls_) {
       absl::StrAppendFormat(&out, "attnsearch_requests_total{rpc=\"%s\",code=\"%s\"} %d\n",
                             key.first, CodeName(grpc::StatusCode(key.second)), n);
     }
-    out += "# HELP attnsearch_errors_total Calls finished with an error, by rpc and code.\n"
-           "# TYPE attnsearch_errors_total counter\n";
+    out +=
+        "# HELP attnsearch_errors_total Calls finished with an error, by rpc and code.\n"
+        "# TYPE attnsearch_errors_total counter\n";
     for (const auto& [key, n] : calls_) {
       if (key.second == 0) continue;
-      absl::StrAppendFormat(&out, "attnsearch_errors_total{rpc=\"%s\",code=\"%s\"} %d\n",
-                            key.first, CodeName(grpc::StatusCode(key.second)), n);
+      absl::StrAppendFormat(&out, "attnsearch_errors_total{rpc=\"%s\",code=\"%s\"} %d\n", key.first,
+                            CodeName(grpc::StatusCode(key.second)), n);
     }
   }
-  out += "# HELP attnsearch_search_stage_duration_seconds Time of each stage of successful "
-         "searches.\n# TYPE attnsearch_search_stage_duration_seconds histogram\n";
+  out +=
+      "# HELP attnsearch_search_stage_duration_seconds Time of each stage of successful "
+      "searches.\n# TYPE attnsearch_search_stage_duration_seconds histogram\n";
   for (size_t i = 0; i < stages_.size(); ++i) {
     stages_[i].Render("attnsearch_search_stage_duration_seconds",
                       absl::StrCat("stage=\"", kStageNames[i], "\""), &out);
@@ -134,8 +137,9 @@ std::string ServerMetrics::Render() const {
       absl::StrAppendFormat(&out, "%s{collection=\"%s\"} %d\n", g.name, c.name, g.get(c.stats));
     }
   }
-  out += "# HELP attnsearch_collection_rocksdb_memory_bytes RocksDB memory by kind.\n"
-         "# TYPE attnsearch_collection_rocksdb_memory_bytes gauge\n";
+  out +=
+      "# HELP attnsearch_collection_rocksdb_memory_bytes RocksDB memory by kind.\n"
+      "# TYPE attnsearch_collection_rocksdb_memory_bytes gauge\n";
   for (const auto& c : gauges) {
     const std::pair<const char*, uint64_t> kinds[] = {
         {"block_cache", c.stats.block_cache_bytes},

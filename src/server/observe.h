@@ -50,9 +50,9 @@ enum class CallLogging { kNone, kErrors, kAll };
 // A fixed-bucket histogram (seconds). Thread-safe.
 class Histogram {
  public:
-  static constexpr std::array<double, 16> kBounds = {
-      0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
-      0.05,   0.1,     0.25,   0.5,   1.0,    2.5,   5.0,  10.0};
+  static constexpr std::array<double, 16> kBounds = {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005,
+                                                     0.01,   0.025,   0.05,   0.1,   0.25,   0.5,
+                                                     1.0,    2.5,     5.0,    10.0};
   void Observe(double seconds);
   // Appends the _bucket, _sum and _count lines of `name` with `labels`
   // ("rpc=\"Search\"").
@@ -75,8 +75,7 @@ class ServerMetrics : public CallObserver {
  public:
   // `collections` is called on each Render for the per-collection gauges
   // (may be null).
-  ServerMetrics(CallLogging logging,
-                std::function<std::vector<CollectionGauges>()> collections)
+  ServerMetrics(CallLogging logging, std::function<std::vector<CollectionGauges>()> collections)
       : logging_(logging), collections_(std::move(collections)) {}
 
   void CallDone(const CallRecord& call, const grpc::Status& status) override;

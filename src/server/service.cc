@@ -50,9 +50,9 @@ class UpsertStreamReactor : public grpc::ServerReadReactor<v1::UpsertRequest> {
         n = absl::InternalError(e.what());
       }
       if (!n.ok()) {
-        End(ToGrpc(Annotate(
-            n.status(), absl::StrCat("message ", messages_, " of the stream (", total_,
-                                     " documents from earlier messages are stored)"))));
+        End(ToGrpc(
+            Annotate(n.status(), absl::StrCat("message ", messages_, " of the stream (", total_,
+                                              " documents from earlier messages are stored)"))));
         return;
       }
       total_ += *n;
@@ -101,16 +101,15 @@ CallRecord SearchServiceImpl::StartCall(grpc::CallbackServerContext* ctx, const 
   if (it != md.end() && UsableRequestId({it->second.data(), it->second.size()})) {
     call.request_id.assign(it->second.data(), it->second.size());
   } else {
-    static const uint64_t boot = uint64_t(
-        std::chrono::system_clock::now().time_since_epoch() / std::chrono::microseconds(1));
+    static const uint64_t boot = uint64_t(std::chrono::system_clock::now().time_since_epoch() /
+                                          std::chrono::microseconds(1));
     call.request_id = absl::StrCat(absl::Hex(boot), "-", next_request_id_.fetch_add(1));
   }
   ctx->AddInitialMetadata("x-request-id", call.request_id);
   return call;
 }
 
-grpc::Status SearchServiceImpl::Admit(const grpc::CallbackServerContext& ctx,
-                                      Access need) const {
+grpc::Status SearchServiceImpl::Admit(const grpc::CallbackServerContext& ctx, Access need) const {
   if (options_.keys != nullptr) {
     grpc::Status s = options_.keys->Check(ctx, need);
     if (!s.ok()) return s;
@@ -127,9 +126,8 @@ void SearchServiceImpl::EndCall(const CallRecord& call, const grpc::Status& stat
 }
 
 template <typename F>
-grpc::ServerUnaryReactor* SearchServiceImpl::Run(grpc::CallbackServerContext* ctx,
-                                                 const char* rpc, Access need,
-                                                 const std::string& collection, F fn) {
+grpc::ServerUnaryReactor* SearchServiceImpl::Run(grpc::CallbackServerContext* ctx, const char* rpc,
+                                                 Access need, const std::string& collection, F fn) {
   grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
   CallRecord call = StartCall(ctx, rpc, collection);
   grpc::Status admitted = Admit(*ctx, need);
@@ -163,37 +161,43 @@ grpc::ServerUnaryReactor* SearchServiceImpl::Run(grpc::CallbackServerContext* ct
 grpc::ServerUnaryReactor* SearchServiceImpl::CreateCollection(
     grpc::CallbackServerContext* ctx, const v1::CreateCollectionRequest* req,
     v1::CreateCollectionResponse* resp) {
-  return Run(ctx, "CreateCollection", Access::kWrite, req->name(), [this, req, resp](const CallRecord&) -> absl::Status {
-    ATTN_ASSIGN_OR_RETURN(CollectionConfig config, FromProto(req->config()));
-    ATTN_ASSIGN_OR_RETURN(std::shared_ptr<Collection> c, catalog()->Create(req->name(), config));
-    ToProto(req->name(), *c, resp->mutable_collection());
-    return absl::OkStatus();
-  });
+  return Run(ctx, "CreateCollection", Access::kWrite, req->name(),
+             [this, req, resp](const CallRecord&) -> absl::Status {
+               ATTN_ASSIGN_OR_RETURN(CollectionConfig config, FromProto(req->config()));
+               ATTN_ASSIGN_OR_RETURN(std::shared_ptr<Collection> c,
+                                     catalog()->Create(req->name(), config));
+               ToProto(req->name(), *c, resp->mutable_collection());
+               return absl::OkStatus();
+             });
 }
 
-grpc::ServerUnaryReactor* SearchServiceImpl::GetCollection(
-    grpc::CallbackServerContext* ctx, const v1::GetCollectionRequest* req,
-    v1::GetCollectionResponse* resp) {
-  return Run(ctx, "GetCollection", Access::kRead, req->name(), [this, req, resp](const CallRecord&) -> absl::Status {
-    ATTN_ASSIGN_OR_RETURN(std::shared_ptr<Collection> c, catalog()->Get(req->name()));
-    ToProto(req->name(), *c, resp->mutable_collection());
-    return absl::OkStatus();
-  });
+grpc::ServerUnaryReactor* SearchServiceImpl::GetCollection(grpc::CallbackServerContext* ctx,
+                                                           const v1::GetCollectionRequest* req,
+                                                           v1::GetCollectionResponse* resp) {
+  return Run(ctx, "GetCollection", Access::kRead, req->name(),
+             [this, req, resp](const CallRecord&) -> absl::Status {
+               ATTN_ASSIGN_OR_RETURN(std::shared_ptr<Collection> c, catalog()->Get(req->name()));
+               ToProto(req->name(), *c, resp->mutable_collection());
+               return absl::OkStatus();
+             });
 }
 
-grpc::ServerUnaryReactor* SearchServiceImpl::ListCollections(
-    grpc::CallbackServerContext* ctx, const v1::ListCollectionsRequest* req,
-    v1::ListCollectionsResponse* resp) {
-  return Run(ctx, "ListCollections", Access::kRead, "", [this, resp](const CallRecord&) -> absl::Status {
-    for (const auto& [name, c] : catalog()->List()) ToProto(name, *c, resp->add_collections());
-    return absl::OkStatus();
-  });
+grpc::ServerUnaryReactor* SearchServiceImpl::ListCollections(grpc::CallbackServerContext* ctx,
+                                                             const v1::ListCollectionsRequest* req,
+                                                             v1::ListCollectionsResponse* resp) {
+  return Run(ctx, "ListCollections", Access::kRead, "",
+             [this, resp](const CallRecord&) -> absl::Status {
+               for (const auto& [name, c] : catalog()->List())
+                 ToProto(name, *c, resp->add_collections());
+               return absl::OkStatus();
+             });
 }
 
-grpc::ServerUnaryReactor* SearchServiceImpl::DropCollection(
-    grpc::CallbackServerContext* ctx, const v1::DropCollectionRequest* req,
-    v1::DropCollectionResponse* resp) {
-  return Run(ctx, "DropCollection", Access::kWrite, req->name(), [this, req](const CallRecord&) { return catalog()->Drop(req->name()); });
+grpc::ServerUnaryReactor* SearchServiceImpl::DropCollection(grpc::CallbackServerContext* ctx,
+                                                            const v1::DropCollectionRequest* req,
+                                                            v1::DropCollectionResponse* resp) {
+  return Run(ctx, "DropCollection", Access::kWrite, req->name(),
+             [this, req](const CallRecord&) { return catalog()->Drop(req->name()); });
 }
 
 absl::StatusOr<uint64_t> SearchServiceImpl::ApplyUpsert(const v1::UpsertRequest& req) {
@@ -209,11 +213,12 @@ absl::StatusOr<uint64_t> SearchServiceImpl::ApplyUpsert(const v1::UpsertRequest&
 grpc::ServerUnaryReactor* SearchServiceImpl::Upsert(grpc::CallbackServerContext* ctx,
                                                     const v1::UpsertRequest* req,
                                                     v1::UpsertResponse* resp) {
-  return Run(ctx, "Upsert", Access::kWrite, req->collection(), [this, req, resp](const CallRecord&) -> absl::Status {
-    ATTN_ASSIGN_OR_RETURN(uint64_t n, ApplyUpsert(*req));
-    resp->set_upserted(n);
-    return absl::OkStatus();
-  });
+  return Run(ctx, "Upsert", Access::kWrite, req->collection(),
+             [this, req, resp](const CallRecord&) -> absl::Status {
+               ATTN_ASSIGN_OR_RETURN(uint64_t n, ApplyUpsert(*req));
+               resp->set_upserted(n);
+               return absl::OkStatus();
+             });
 }
 
 grpc::ServerReadReactor<v1::UpsertRequest>* SearchServiceImpl::UpsertStream(
@@ -224,114 +229,125 @@ grpc::ServerReadReactor<v1::UpsertRequest>* SearchServiceImpl::UpsertStream(
 grpc::ServerUnaryReactor* SearchServiceImpl::Delete(grpc::CallbackServerContext* ctx,
                                                     const v1::DeleteRequest* req,
                                                     v1::DeleteResponse* resp) {
-  return Run(ctx, "Delete", Access::kWrite, req->collection(), [this, req, resp](const CallRecord&) -> absl::Status {
-    ATTN_ASSIGN_OR_RETURN(std::shared_ptr<Collection> c, catalog()->Get(req->collection()));
-    ATTN_ASSIGN_OR_RETURN(DeleteResult r,
-                          c->Delete({req->ids().begin(), req->ids().end()}));
-    resp->set_deleted(r.deleted);
-    for (auto& id : r.not_found_ids) resp->add_not_found_ids(std::move(id));
-    return absl::OkStatus();
-  });
+  return Run(
+      ctx, "Delete", Access::kWrite, req->collection(),
+      [this, req, resp](const CallRecord&) -> absl::Status {
+        ATTN_ASSIGN_OR_RETURN(std::shared_ptr<Collection> c, catalog()->Get(req->collection()));
+        ATTN_ASSIGN_OR_RETURN(DeleteResult r, c->Delete({req->ids().begin(), req->ids().end()}));
+        resp->set_deleted(r.deleted);
+        for (auto& id : r.not_found_ids) resp->add_not_found_ids(std::move(id));
+        return absl::OkStatus();
+      });
 }
 
 grpc::ServerUnaryReactor* SearchServiceImpl::Get(grpc::CallbackServerContext* ctx,
-                                                 const v1::GetRequest* req,
-                                                 v1::GetResponse* resp) {
-  return Run(ctx, "Get", Access::kRead, req->collection(), [this, req, resp](const CallRecord&) -> absl::Status {
-    ATTN_ASSIGN_OR_RETURN(std::shared_ptr<Collection> c, catalog()->Get(req->collection()));
-    ATTN_ASSIGN_OR_RETURN(GetResult r, c->Get({req->ids().begin(), req->ids().end()},
-                                              req->include_vectors()));
-    for (auto& d : r.documents) ToProto(std::move(d), req->include_vectors(), resp->add_documents());
-    for (auto& id : r.not_found_ids) resp->add_not_found_ids(std::move(id));
-    return absl::OkStatus();
-  });
+                                                 const v1::GetRequest* req, v1::GetResponse* resp) {
+  return Run(
+      ctx, "Get", Access::kRead, req->collection(),
+      [this, req, resp](const CallRecord&) -> absl::Status {
+        ATTN_ASSIGN_OR_RETURN(std::shared_ptr<Collection> c, catalog()->Get(req->collection()));
+        ATTN_ASSIGN_OR_RETURN(
+            GetResult r, c->Get({req->ids().begin(), req->ids().end()}, req->include_vectors()));
+        for (auto& d : r.documents)
+          ToProto(std::move(d), req->include_vectors(), resp->add_documents());
+        for (auto& id : r.not_found_ids) resp->add_not_found_ids(std::move(id));
+        return absl::OkStatus();
+      });
 }
 
 grpc::ServerUnaryReactor* SearchServiceImpl::TrainEncoder(grpc::CallbackServerContext* ctx,
                                                           const v1::TrainEncoderRequest* req,
                                                           v1::TrainEncoderResponse* resp) {
-  return Run(ctx, "TrainEncoder", Access::kWrite, req->collection(), [this, req, resp](const CallRecord&) -> absl::Status {
-    ATTN_ASSIGN_OR_RETURN(std::shared_ptr<Collection> c, catalog()->Get(req->collection()));
-    text::EncoderOptions options;
-    const v1::EncoderParams& p = req->params();
-    if (p.semantic_share() != 0.f) options.semantic_share = p.semantic_share();
-    if (!p.stem_language().empty()) options.stem_language = p.stem_language();
-    if (p.window() != 0) options.window = p.window();
-    if (p.min_count() != 0) options.min_count = p.min_count();
-    if (p.temperature() != 0.f) options.temperature = p.temperature();
-    if (p.expansion_weight() > 0.f) options.expansion_weight = p.expansion_weight();
-    if (p.expansion_weight() < 0.f) options.expansion_weight = 0.f;  // off
-    ATTN_ASSIGN_OR_RETURN(EncoderTrainingResult r, c->TrainEncoder(options));
-    resp->set_version(r.version);
-    resp->set_vocabulary(r.training.vocabulary);
-    resp->set_documents(r.training.documents);
-    resp->set_tokens(r.training.tokens);
-    resp->set_train_seconds(r.training.seconds);
-    resp->set_reencoded(r.reencoded);
-    resp->set_reencode_seconds(r.reencode_seconds);
-    return absl::OkStatus();
-  });
+  return Run(ctx, "TrainEncoder", Access::kWrite, req->collection(),
+             [this, req, resp](const CallRecord&) -> absl::Status {
+               ATTN_ASSIGN_OR_RETURN(std::shared_ptr<Collection> c,
+                                     catalog()->Get(req->collection()));
+               text::EncoderOptions options;
+               const v1::EncoderParams& p = req->params();
+               if (p.semantic_share() != 0.f) options.semantic_share = p.semantic_share();
+               if (!p.stem_language().empty()) options.stem_language = p.stem_language();
+               if (p.window() != 0) options.window = p.window();
+               if (p.min_count() != 0) options.min_count = p.min_count();
+               if (p.temperature() != 0.f) options.temperature = p.temperature();
+               if (p.expansion_weight() > 0.f) options.expansion_weight = p.expansion_weight();
+               if (p.expansion_weight() < 0.f) options.expansion_weight = 0.f;  // off
+               ATTN_ASSIGN_OR_RETURN(EncoderTrainingResult r, c->TrainEncoder(options));
+               resp->set_version(r.version);
+               resp->set_vocabulary(r.training.vocabulary);
+               resp->set_documents(r.training.documents);
+               resp->set_tokens(r.training.tokens);
+               resp->set_train_seconds(r.training.seconds);
+               resp->set_reencoded(r.reencoded);
+               resp->set_reencode_seconds(r.reencode_seconds);
+               return absl::OkStatus();
+             });
 }
 
 grpc::ServerUnaryReactor* SearchServiceImpl::TuneIndex(grpc::CallbackServerContext* ctx,
                                                        const v1::TuneIndexRequest* req,
                                                        v1::TuneIndexResponse* resp) {
-  return Run(ctx, "TuneIndex", Access::kWrite, req->collection(), [this, req, resp](const CallRecord&) -> absl::Status {
-    ATTN_ASSIGN_OR_RETURN(std::shared_ptr<Collection> c, catalog()->Get(req->collection()));
-    ATTN_ASSIGN_OR_RETURN(IndexTuningResult r,
-                          c->TuneIndex(req->target_recall(), req->k() == 0 ? 10 : req->k(),
-                                       req->sample() == 0 ? 1000 : req->sample()));
-    resp->set_ann_params(r.ann_params);
-    resp->set_knob(r.knob);
-    resp->set_value(r.value);
-    resp->set_sample_recall(r.sample_recall);
-    resp->set_sample_queries(r.sample_queries);
-    resp->set_seconds(r.seconds);
-    return absl::OkStatus();
-  });
+  return Run(
+      ctx, "TuneIndex", Access::kWrite, req->collection(),
+      [this, req, resp](const CallRecord&) -> absl::Status {
+        ATTN_ASSIGN_OR_RETURN(std::shared_ptr<Collection> c, catalog()->Get(req->collection()));
+        ATTN_ASSIGN_OR_RETURN(IndexTuningResult r,
+                              c->TuneIndex(req->target_recall(), req->k() == 0 ? 10 : req->k(),
+                                           req->sample() == 0 ? 1000 : req->sample()));
+        resp->set_ann_params(r.ann_params);
+        resp->set_knob(r.knob);
+        resp->set_value(r.value);
+        resp->set_sample_recall(r.sample_recall);
+        resp->set_sample_queries(r.sample_queries);
+        resp->set_seconds(r.seconds);
+        return absl::OkStatus();
+      });
 }
 
 grpc::ServerUnaryReactor* SearchServiceImpl::Backup(grpc::CallbackServerContext* ctx,
                                                     const v1::BackupRequest* req,
                                                     v1::BackupResponse* resp) {
-  return Run(ctx, "Backup", Access::kWrite, req->collection(), [this, req, resp](const CallRecord&) -> absl::Status {
-    const std::string& dest = req->destination();
-    if (dest.empty()) {
-      return absl::InvalidArgumentError(
-          "destination: must name a directory on the server's machine (an absolute path)");
-    }
-    if (dest[0] != '/') {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "destination: must be an absolute path, got '", dest.substr(0, 256), "'"));
-    }
-    ATTN_ASSIGN_OR_RETURN(BackupResult r, catalog()->Backup(dest, req->collection()));
-    for (const BackupEntry& e : r.manifest.collections) {
-      v1::BackedUpCollection* c = resp->add_collections();
-      c->set_name(e.name);
-      c->set_documents(e.documents);
-    }
-    resp->set_bytes(r.bytes);
-    resp->set_elapsed_ms(uint64_t(absl::ToInt64Milliseconds(r.elapsed)));
-    resp->set_destination(r.path);
-    return absl::OkStatus();
-  });
+  return Run(
+      ctx, "Backup", Access::kWrite, req->collection(),
+      [this, req, resp](const CallRecord&) -> absl::Status {
+        const std::string& dest = req->destination();
+        if (dest.empty()) {
+          return absl::InvalidArgumentError(
+              "destination: must name a directory on the server's machine (an absolute path)");
+        }
+        if (dest[0] != '/') {
+          return absl::InvalidArgumentError(absl::StrCat(
+              "destination: must be an absolute path, got '", dest.substr(0, 256), "'"));
+        }
+        ATTN_ASSIGN_OR_RETURN(BackupResult r, catalog()->Backup(dest, req->collection()));
+        for (const BackupEntry& e : r.manifest.collections) {
+          v1::BackedUpCollection* c = resp->add_collections();
+          c->set_name(e.name);
+          c->set_documents(e.documents);
+        }
+        resp->set_bytes(r.bytes);
+        resp->set_elapsed_ms(uint64_t(absl::ToInt64Milliseconds(r.elapsed)));
+        resp->set_destination(r.path);
+        return absl::OkStatus();
+      });
 }
 
 grpc::ServerUnaryReactor* SearchServiceImpl::Search(grpc::CallbackServerContext* ctx,
                                                     const v1::SearchRequest* req,
                                                     v1::SearchResponse* resp) {
-  return Run(ctx, "Search", Access::kRead, req->collection(), [this, ctx, req, resp](const CallRecord& call) -> absl::Status {
-    ATTN_ASSIGN_OR_RETURN(std::shared_ptr<Collection> c, catalog()->Get(req->collection()));
-    SearchQuery q;
-    ATTN_RETURN_IF_ERROR(FromProto(*req, c->config().dim, &q));
-    ATTN_ASSIGN_OR_RETURN(SearchResult r, c->Search(std::move(q), DeadlineOf(ctx)));
-    r.timing.queue_us = std::chrono::duration_cast<std::chrono::microseconds>(
-                            call.dequeued - call.start)
-                            .count();
-    if (options_.observer != nullptr) options_.observer->SearchDone(call, r.timing);
-    ToProto(std::move(r), resp);
-    return absl::OkStatus();
-  });
+  return Run(ctx, "Search", Access::kRead, req->collection(),
+             [this, ctx, req, resp](const CallRecord& call) -> absl::Status {
+               ATTN_ASSIGN_OR_RETURN(std::shared_ptr<Collection> c,
+                                     catalog()->Get(req->collection()));
+               SearchQuery q;
+               ATTN_RETURN_IF_ERROR(FromProto(*req, c->config().dim, &q));
+               ATTN_ASSIGN_OR_RETURN(SearchResult r, c->Search(std::move(q), DeadlineOf(ctx)));
+               r.timing.queue_us =
+                   std::chrono::duration_cast<std::chrono::microseconds>(call.dequeued - call.start)
+                       .count();
+               if (options_.observer != nullptr) options_.observer->SearchDone(call, r.timing);
+               ToProto(std::move(r), resp);
+               return absl::OkStatus();
+             });
 }
 
 }  // namespace attnsearch

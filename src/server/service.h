@@ -20,9 +20,9 @@ namespace attnsearch {
 
 // One call, as the observer sees it.
 struct CallRecord {
-  const char* rpc = "";            // "Search"
-  std::string collection;          // empty for ListCollections
-  std::string request_id;          // the client's x-request-id, or generated
+  const char* rpc = "";    // "Search"
+  std::string collection;  // empty for ListCollections
+  std::string request_id;  // the client's x-request-id, or generated
   std::chrono::steady_clock::time_point start;
   std::chrono::steady_clock::time_point dequeued;  // when a worker took the call
 };
@@ -68,18 +68,15 @@ class SearchServiceImpl final : public v1::SearchService::CallbackService {
   grpc::ServerUnaryReactor* DropCollection(grpc::CallbackServerContext* ctx,
                                            const v1::DropCollectionRequest* req,
                                            v1::DropCollectionResponse* resp) override;
-  grpc::ServerUnaryReactor* Upsert(grpc::CallbackServerContext* ctx,
-                                   const v1::UpsertRequest* req,
+  grpc::ServerUnaryReactor* Upsert(grpc::CallbackServerContext* ctx, const v1::UpsertRequest* req,
                                    v1::UpsertResponse* resp) override;
-  grpc::ServerReadReactor<v1::UpsertRequest>* UpsertStream(
-      grpc::CallbackServerContext* ctx, v1::UpsertResponse* resp) override;
-  grpc::ServerUnaryReactor* Delete(grpc::CallbackServerContext* ctx,
-                                   const v1::DeleteRequest* req,
+  grpc::ServerReadReactor<v1::UpsertRequest>* UpsertStream(grpc::CallbackServerContext* ctx,
+                                                           v1::UpsertResponse* resp) override;
+  grpc::ServerUnaryReactor* Delete(grpc::CallbackServerContext* ctx, const v1::DeleteRequest* req,
                                    v1::DeleteResponse* resp) override;
   grpc::ServerUnaryReactor* Get(grpc::CallbackServerContext* ctx, const v1::GetRequest* req,
                                 v1::GetResponse* resp) override;
-  grpc::ServerUnaryReactor* Search(grpc::CallbackServerContext* ctx,
-                                   const v1::SearchRequest* req,
+  grpc::ServerUnaryReactor* Search(grpc::CallbackServerContext* ctx, const v1::SearchRequest* req,
                                    v1::SearchResponse* resp) override;
   grpc::ServerUnaryReactor* TrainEncoder(grpc::CallbackServerContext* ctx,
                                          const v1::TrainEncoderRequest* req,
@@ -88,8 +85,7 @@ class SearchServiceImpl final : public v1::SearchService::CallbackService {
                                       const v1::TuneIndexRequest* req,
                                       v1::TuneIndexResponse* resp) override;
   // Catalog::Backup into an absolute `destination` (a write RPC).
-  grpc::ServerUnaryReactor* Backup(grpc::CallbackServerContext* ctx,
-                                   const v1::BackupRequest* req,
+  grpc::ServerUnaryReactor* Backup(grpc::CallbackServerContext* ctx, const v1::BackupRequest* req,
                                    v1::BackupResponse* resp) override;
 
   // Applies one upsert batch; the number of documents written.
@@ -112,8 +108,8 @@ class SearchServiceImpl final : public v1::SearchService::CallbackService {
   // Admits the call, then runs fn on the pool and finishes the call with
   // its status. No exception leaves the job.
   template <typename F>
-  grpc::ServerUnaryReactor* Run(grpc::CallbackServerContext* ctx, const char* rpc,
-                                Access need, const std::string& collection, F fn);
+  grpc::ServerUnaryReactor* Run(grpc::CallbackServerContext* ctx, const char* rpc, Access need,
+                                const std::string& collection, F fn);
   // The catalog. REQUIRES: Admit returned OK.
   Catalog* catalog() const { return catalog_.load(); }
 

@@ -152,8 +152,7 @@ absl::Status DecodeDocRecord(std::string_view value, Document* doc) {
   return absl::OkStatus();
 }
 
-std::string EncodeTokens(const float* tokens, uint32_t rows, uint32_t dim,
-                         TokenDtype dtype) {
+std::string EncodeTokens(const float* tokens, uint32_t rows, uint32_t dim, TokenDtype dtype) {
   std::string s;
   const size_t n = size_t(rows) * dim;
   s.reserve(4 + size_t(rows) * TokenRowBytes(dtype, dim));
@@ -180,8 +179,7 @@ std::string EncodeTokens(const float* tokens, uint32_t rows, uint32_t dim,
   return s;
 }
 
-absl::StatusOr<uint32_t> TokenRows(std::string_view value, uint32_t dim,
-                                   TokenDtype dtype) {
+absl::StatusOr<uint32_t> TokenRows(std::string_view value, uint32_t dim, TokenDtype dtype) {
   uint32_t rows;
   if (value.size() < 4) return Corrupt("token matrix");
   std::memcpy(&rows, value.data(), 4);
@@ -227,8 +225,7 @@ std::string EncodePooled(const float* pooled, uint32_t dim) {
   return std::string(reinterpret_cast<const char*>(pooled), size_t(dim) * 4);
 }
 
-absl::Status DecodePooled(std::string_view value, uint32_t dim,
-                          std::vector<float>* out) {
+absl::Status DecodePooled(std::string_view value, uint32_t dim, std::vector<float>* out) {
   if (value.size() != size_t(dim) * 4) return Corrupt("pooled vector");
   out->resize(dim);
   std::memcpy(out->data(), value.data(), value.size());

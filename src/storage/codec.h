@@ -24,11 +24,9 @@ absl::Status DecodeDocRecord(std::string_view value, Document* doc);
 
 // The `tokens` value: u32 rows, then (int8 only) rows f32 scales, then
 // rows x dim elements of `dtype`.
-std::string EncodeTokens(const float* tokens, uint32_t rows, uint32_t dim,
-                         TokenDtype dtype);
+std::string EncodeTokens(const float* tokens, uint32_t rows, uint32_t dim, TokenDtype dtype);
 // Number of rows of an encoded token matrix, after checking its size.
-absl::StatusOr<uint32_t> TokenRows(std::string_view value, uint32_t dim,
-                                   TokenDtype dtype);
+absl::StatusOr<uint32_t> TokenRows(std::string_view value, uint32_t dim, TokenDtype dtype);
 // The elements of an encoded token matrix of `rows` rows.
 inline const char* TokenData(std::string_view value, TokenDtype dtype, uint32_t rows) {
   return value.data() + 4 + (dtype == TokenDtype::kInt8 ? size_t(rows) * 4 : 0);
@@ -41,8 +39,7 @@ absl::Status DecodeTokens(std::string_view value, uint32_t dim, TokenDtype dtype
 
 // The `pooled` value: dim little-endian f32 values.
 std::string EncodePooled(const float* pooled, uint32_t dim);
-absl::Status DecodePooled(std::string_view value, uint32_t dim,
-                          std::vector<float>* out);
+absl::Status DecodePooled(std::string_view value, uint32_t dim, std::vector<float>* out);
 
 // The collection configuration kept in `meta`.
 std::string EncodeConfig(const CollectionConfig& config);

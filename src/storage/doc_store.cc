@@ -1,15 +1,16 @@
 #include "storage/doc_store.h"
 
+#include <sys/statvfs.h>
+
 #include <algorithm>
 #include <filesystem>
 #include <mutex>
 #include <shared_mutex>
 
-#include <sys/statvfs.h>
-
 #include "absl/strings/str_cat.h"
 #include "core/log.h"
 #include "core/status.h"
+#include "rocksdb/cache.h"
 #include "rocksdb/db.h"
 #include "rocksdb/env.h"
 #include "rocksdb/listener.h"
@@ -17,7 +18,6 @@
 #include "rocksdb/slice.h"
 #include "rocksdb/table.h"
 #include "rocksdb/utilities/checkpoint.h"
-#include "rocksdb/cache.h"
 #include "rocksdb/write_batch.h"
 #include "storage/codec.h"
 #include "storage/fault_file_system.h"
@@ -117,9 +117,8 @@ struct DocStore::Rep {
   absl::Status OpenDb(bool for_read_only) {
     rocksdb::DB* raw = nullptr;
     rocksdb::Status s =
-        for_read_only
-            ? rocksdb::DB::OpenForReadOnly(db_options, path, descriptors, &cfs, &raw)
-            : rocksdb::DB::Open(db_options, path, descriptors, &cfs, &raw);
+        for_read_only ? rocksdb::DB::OpenForReadOnly(db_options, path, descriptors, &cfs, &raw)
+                      : rocksdb::DB::Open(db_options, path, descriptors, &cfs, &raw);
     ATTN_RETURN_IF_ERROR(FromRocks(s, absl::StrCat("opening store ", path)));
     db.reset(raw);
     read_only = for_read_only;
@@ -150,9 +149,9 @@ struct DocStore::Rep {
     }
     if (free_bytes >= min_free_bytes) return absl::OkStatus();
     return absl::ResourceExhaustedError(absl::StrCat(
-        what, ": disk nearly full: ", free_bytes >> 20,
-        " MiB free on the file system of ", path, ", below the reserve of ",
-        min_free_bytes >> 20, " MiB (--min_free_disk_mb); writes resume once space is freed"));
+        what, ": disk nearly full: ", free_bytes >> 20, " MiB free on the file system of ", path,
+        ", below the reserve of ", min_free_bytes >> 20,
+        " MiB (--min_free_disk_mb); writes resume once space is freed"));
   }
 
   // Takes `db_mu` shared; UNAVAILABLE when no instance is open.
@@ -180,8 +179,9 @@ struct DocStore::Rep {
     rocksdb::Status s = db->Write(wo, batch);
     if (s.ok()) return absl::OkStatus();
     stopped.store(true);
-    return FromRocks(s, absl::StrCat(what, " failed; not acknowledged (a batch is "
-                                           "applied whole or not at all)"));
+    return FromRocks(s, absl::StrCat(what,
+                                     " failed; not acknowledged (a batch is "
+                                     "applied whole or not at all)"));
   }
 
   // A failed flush or compaction leaves RocksDB refusing writes too.
@@ -210,9 +210,9 @@ DocStore::DocStore(std::unique_ptr<Rep> rep, CollectionConfig config)
 
 DocStore::~DocStore() = default;
 
-absl::StatusOr<std::unique_ptr<DocStore>> DocStore::Create(
-    const std::string& path, const CollectionConfig& config,
-    const StorageOptions& options) {
+absl::StatusOr<std::unique_ptr<DocStore>> DocStore::Create(const std::string& path,
+                                                           const CollectionConfig& config,
+                                                           const StorageOptions& options) {
   ATTN_RETURN_IF_ERROR(config.Validate());
   std::error_code ec;
   if (std::filesystem::exists(path, ec)) {
@@ -221,14 +221,15 @@ absl::StatusOr<std::unique_ptr<DocStore>> DocStore::Create(
   return OpenImpl(path, options, /*create=*/true, &config);
 }
 
-absl::StatusOr<std::unique_ptr<DocStore>> DocStore::Open(
-    const std::string& path, const StorageOptions& options) {
+absl::StatusOr<std::unique_ptr<DocStore>> DocStore::Open(const std::string& path,
+                                                         const StorageOptions& options) {
   return OpenImpl(path, options, /*create=*/false, nullptr);
 }
 
-absl::StatusOr<std::unique_ptr<DocStore>> DocStore::OpenImpl(
-    const std::string& path, const StorageOptions& options, bool create,
-    const CollectionConfig* config) {
+absl::StatusOr<std::unique_ptr<DocStore>> DocStore::OpenImpl(const std::string& path,
+                                                             const StorageOptions& options,
+                                                             bool create,
+                                                             const CollectionConfig* config) {
   rocksdb::Options db_options;
   db_options.create_if_missing = create;
   db_options.create_missing_column_families = create;
@@ -249,8 +250,8 @@ absl::StatusOr<std::unique_ptr<DocStore>> DocStore::OpenImpl(
   rep->min_free_bytes = options.min_free_bytes;
   rep->faults = options.faults;
   if (options.faults != nullptr) {
-    rep->env = rocksdb::NewCompositeEnv(
-        WrapWithFaults(rocksdb::FileSystem::Default(), options.faults));
+    rep->env =
+        rocksdb::NewCompositeEnv(WrapWithFaults(rocksdb::FileSystem::Default(), options.faults));
     db_options.env = rep->env.get();
   }
   db_options.listeners.push_back(std::make_shared<StopListener>(&rep->stopped));
@@ -319,9 +320,9 @@ absl::StatusOr<std::unique_ptr<DocStore>> DocStore::OpenImpl(
   ATTN_ASSIGN_OR_RETURN(std::string schema_value, read_meta(kSchemaKey));
   ATTN_ASSIGN_OR_RETURN(uint64_t schema, codec::DecodeU64(schema_value));
   if (schema != kSchemaVersion) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("store ", path, " has schema version ", schema,
-                     "; this build reads version ", kSchemaVersion));
+    return absl::FailedPreconditionError(absl::StrCat("store ", path, " has schema version ",
+                                                      schema, "; this build reads version ",
+                                                      kSchemaVersion));
   }
   std::unique_ptr<DocStore> store(new DocStore(std::move(rep), std::move(stored)));
   ATTN_RETURN_IF_ERROR(store->LoadCounters());
@@ -372,9 +373,10 @@ absl::Status DocStore::PrepareWrite(std::shared_lock<std::shared_mutex>* lock,
   if (needs_space) ATTN_RETURN_IF_ERROR(rep_->CheckFreeSpace(absl::StrCat(what, ": not applied")));
   ATTN_RETURN_IF_ERROR(rep_->LockForUse(lock));
   if (rep_->stopped.load() || rep_->read_only) {
-    return absl::UnavailableError(absl::StrCat(
-        what, ": not applied; writes are stopped after an earlier write error until the "
-              "store recovers"));
+    return absl::UnavailableError(
+        absl::StrCat(what,
+                     ": not applied; writes are stopped after an earlier write error until the "
+                     "store recovers"));
   }
   return absl::OkStatus();
 }
@@ -389,8 +391,7 @@ absl::StatusOr<std::vector<std::optional<Label>>> DocStore::LookupIds(
   for (const auto& id : ids) keys.push_back(AsSlice(id));
   std::vector<rocksdb::PinnableSlice> values(ids.size());
   std::vector<rocksdb::Status> statuses(ids.size());
-  rep_->db->MultiGet(ro, rep_->cfs[kIds], keys.size(), keys.data(), values.data(),
-                     statuses.data());
+  rep_->db->MultiGet(ro, rep_->cfs[kIds], keys.size(), keys.data(), values.data(), statuses.data());
   std::vector<std::optional<Label>> out(ids.size());
   for (size_t i = 0; i < ids.size(); ++i) {
     if (statuses[i].IsNotFound()) continue;
@@ -408,7 +409,8 @@ absl::Status DocStore::Commit(const std::vector<DocWrite>& writes,
   if (!writes.empty() && writes.front().label < next_label_.load()) {
     return absl::AbortedError(absl::StrCat(
         "writing the batch: not applied; the store recovered from a write error and its "
-        "next label is now ", next_label_.load(), "; assign labels again"));
+        "next label is now ",
+        next_label_.load(), "; assign labels again"));
   }
   rocksdb::WriteBatch batch;
   auto& cf = rep_->cfs;
@@ -433,9 +435,9 @@ absl::Status DocStore::Commit(const std::vector<DocWrite>& writes,
     // A text-only document awaiting the encoder has no vectors yet.
     if (!d.pooled.empty() || d.num_tokens > 0) {
       batch.Put(cf[kPooled], key, codec::EncodePooled(d.pooled.data(), config_.dim));
-      batch.Put(cf[kTokens], key,
-                codec::EncodeTokens(d.tokens.data(), d.num_tokens, config_.dim,
-                                    config_.token_dtype));
+      batch.Put(
+          cf[kTokens], key,
+          codec::EncodeTokens(d.tokens.data(), d.num_tokens, config_.dim, config_.token_dtype));
     }
     if (w.replaces) {
       supersede_label(*w.replaces);
@@ -476,8 +478,7 @@ absl::Status DocStore::Purge(const std::vector<Label>& labels) {
   return rep_->Write(wo, &batch, "purging superseded documents");
 }
 
-absl::Status DocStore::GetDocuments(const std::vector<Label>& labels,
-                                    bool include_vectors,
+absl::Status DocStore::GetDocuments(const std::vector<Label>& labels, bool include_vectors,
                                     std::vector<std::optional<Document>>* out,
                                     const ReadView* view) const {
   std::shared_lock<std::shared_mutex> lock;
@@ -492,8 +493,7 @@ absl::Status DocStore::GetDocuments(const std::vector<Label>& labels,
                        std::vector<rocksdb::Status>* statuses) {
     values->resize(n);
     statuses->resize(n);
-    rep_->db->MultiGet(ro, rep_->cfs[which], n, keys.data(), values->data(),
-                       statuses->data());
+    rep_->db->MultiGet(ro, rep_->cfs[which], n, keys.data(), values->data(), statuses->data());
   };
   std::vector<rocksdb::PinnableSlice> docs, pooled, tokens;
   std::vector<rocksdb::Status> doc_st, pooled_st, tokens_st;
@@ -514,19 +514,16 @@ absl::Status DocStore::GetDocuments(const std::vector<Label>& labels,
       if (pooled_st[i].IsNotFound() || tokens_st[i].IsNotFound()) continue;
       ATTN_RETURN_IF_ERROR(FromRocks(pooled_st[i], "reading pooled vectors"));
       ATTN_RETURN_IF_ERROR(FromRocks(tokens_st[i], "reading token matrices"));
-      ATTN_RETURN_IF_ERROR(
-          codec::DecodePooled(pooled[i].ToStringView(), config_.dim, &d.pooled));
+      ATTN_RETURN_IF_ERROR(codec::DecodePooled(pooled[i].ToStringView(), config_.dim, &d.pooled));
       ATTN_RETURN_IF_ERROR(codec::DecodeTokens(tokens[i].ToStringView(), config_.dim,
-                                               config_.token_dtype, &d.tokens,
-                                               &d.num_tokens));
+                                               config_.token_dtype, &d.tokens, &d.num_tokens));
     }
     (*out)[i] = std::move(d);
   }
   return absl::OkStatus();
 }
 
-absl::StatusOr<std::optional<std::string>> DocStore::GetEncoderState(
-    const std::string& key) const {
+absl::StatusOr<std::optional<std::string>> DocStore::GetEncoderState(const std::string& key) const {
   std::shared_lock<std::shared_mutex> lock;
   ATTN_RETURN_IF_ERROR(rep_->LockForUse(&lock));
   std::string value;
@@ -585,9 +582,9 @@ absl::Status DocStore::PutAnnTuning(const AnnTuning& tuning) {
   return absl::OkStatus();
 }
 
-absl::Status DocStore::GetTokens(
-    const std::vector<Label>& labels, TokenBlock* out,
-    const std::function<absl::Status(size_t total_rows)>& admit, const ReadView* view) const {
+absl::Status DocStore::GetTokens(const std::vector<Label>& labels, TokenBlock* out,
+                                 const std::function<absl::Status(size_t total_rows)>& admit,
+                                 const ReadView* view) const {
   std::shared_lock<std::shared_mutex> lock;
   rocksdb::ReadOptions ro;
   ATTN_RETURN_IF_ERROR(rep_->LockForRead(view, &lock, &ro));
@@ -598,8 +595,7 @@ absl::Status DocStore::GetTokens(
   std::vector<rocksdb::Slice> keys(key_bytes.begin(), key_bytes.end());
   std::vector<rocksdb::PinnableSlice> values(n);
   std::vector<rocksdb::Status> statuses(n);
-  rep_->db->MultiGet(ro, rep_->cfs[kTokens], n, keys.data(), values.data(),
-                     statuses.data());
+  rep_->db->MultiGet(ro, rep_->cfs[kTokens], n, keys.data(), values.data(), statuses.data());
   out->rows.assign(n, 0);
   out->offsets.assign(n, 0);
   out->found.assign(n, false);
@@ -608,9 +604,8 @@ absl::Status DocStore::GetTokens(
     out->offsets[i] = total;
     if (statuses[i].IsNotFound()) continue;
     ATTN_RETURN_IF_ERROR(FromRocks(statuses[i], "reading token matrices"));
-    ATTN_ASSIGN_OR_RETURN(uint32_t rows,
-                          codec::TokenRows(values[i].ToStringView(), config_.dim,
-                                           config_.token_dtype));
+    ATTN_ASSIGN_OR_RETURN(uint32_t rows, codec::TokenRows(values[i].ToStringView(), config_.dim,
+                                                          config_.token_dtype));
     out->rows[i] = rows;
     out->found[i] = true;
     total += rows;
@@ -666,8 +661,7 @@ absl::Status DocStore::ScanDocRecords(
   return FromRocks(it->status(), "scanning documents");
 }
 
-absl::StatusOr<std::vector<Label>> DocStore::Tombstones(
-    std::vector<Label>* purge_pending) const {
+absl::StatusOr<std::vector<Label>> DocStore::Tombstones(std::vector<Label>* purge_pending) const {
   std::shared_lock<std::shared_mutex> lock;
   ATTN_RETURN_IF_ERROR(rep_->LockForUse(&lock));
   std::unique_ptr<rocksdb::Iterator> it(
@@ -724,13 +718,12 @@ absl::Status DocStore::Checkpoint(const std::string& dir) const {
   std::shared_lock<std::shared_mutex> lock;
   ATTN_RETURN_IF_ERROR(rep_->LockForUse(&lock));
   rocksdb::Checkpoint* raw = nullptr;
-  ATTN_RETURN_IF_ERROR(FromRocks(rocksdb::Checkpoint::Create(rep_->db.get(), &raw),
-                                 "creating a checkpoint"));
+  ATTN_RETURN_IF_ERROR(
+      FromRocks(rocksdb::Checkpoint::Create(rep_->db.get(), &raw), "creating a checkpoint"));
   std::unique_ptr<rocksdb::Checkpoint> checkpoint(raw);
   // With a WAL the log is copied rather than flushed first, unless it is
   // large; without one, a flush is what makes the copy complete.
-  const uint64_t flush_above =
-      rep_->write_options.disableWAL ? 0 : uint64_t{64} << 20;
+  const uint64_t flush_above = rep_->write_options.disableWAL ? 0 : uint64_t{64} << 20;
   return FromRocks(checkpoint->CreateCheckpoint(dir, flush_above),
                    absl::StrCat("writing a checkpoint of ", rep_->path, " to ", dir));
 }

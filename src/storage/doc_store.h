@@ -144,8 +144,8 @@ struct TokenBlock {
   std::vector<float> storage;
   // int8 only: one scale per row, total_rows values.
   std::vector<float> scales;
-  std::vector<uint32_t> rows;     // 0 for a label that was not found
-  std::vector<size_t> offsets;    // first row of each document
+  std::vector<uint32_t> rows;   // 0 for a label that was not found
+  std::vector<size_t> offsets;  // first row of each document
   std::vector<bool> found;
   size_t total_rows = 0;
   const void* data() const { return storage.data(); }
@@ -174,12 +174,12 @@ class DocStore {
   };
 
   // Creates a new store in directory `path`, which must not exist yet.
-  static absl::StatusOr<std::unique_ptr<DocStore>> Create(
-      const std::string& path, const CollectionConfig& config,
-      const StorageOptions& options);
+  static absl::StatusOr<std::unique_ptr<DocStore>> Create(const std::string& path,
+                                                          const CollectionConfig& config,
+                                                          const StorageOptions& options);
   // Opens an existing store; DATA_LOSS if it holds no valid configuration.
-  static absl::StatusOr<std::unique_ptr<DocStore>> Open(
-      const std::string& path, const StorageOptions& options);
+  static absl::StatusOr<std::unique_ptr<DocStore>> Open(const std::string& path,
+                                                        const StorageOptions& options);
 
   ~DocStore();
   DocStore(const DocStore&) = delete;
@@ -198,8 +198,8 @@ class DocStore {
   // the view saw it; without, as it is.
 
   // Current label of each external id, or nullopt.
-  absl::StatusOr<std::vector<std::optional<Label>>> LookupIds(
-      const std::vector<std::string>& ids, const ReadView* view = nullptr) const;
+  absl::StatusOr<std::vector<std::optional<Label>>> LookupIds(const std::vector<std::string>& ids,
+                                                              const ReadView* view = nullptr) const;
 
   // Atomically applies new versions and deletions: the id map, the next
   // label and the live count are updated in the same batch, and every
@@ -211,8 +211,7 @@ class DocStore {
   // pending labels, so a purge interrupted by a crash is redone.
   // REQUIRES: labels of `writes` are >= next_label(), increasing, and no two
   // entries concern the same external id; no concurrent Commit.
-  absl::Status Commit(const std::vector<DocWrite>& writes,
-                      const std::vector<DocDelete>& deletes);
+  absl::Status Commit(const std::vector<DocWrite>& writes, const std::vector<DocDelete>& deletes);
 
   // Deletes the data of superseded labels (see Commit) and clears their
   // purge marks, in one batch; the tombstone records stay. Not synced: a
@@ -238,18 +237,17 @@ class DocStore {
   // Calls fn(label, unit pooled vector) for every label >= from that has
   // data (live, or superseded with its purge pending), in label order.
   // Stops at the first error fn returns.
-  absl::Status ScanPooled(
-      Label from, const std::function<absl::Status(Label, const float*)>& fn) const;
+  absl::Status ScanPooled(Label from,
+                          const std::function<absl::Status(Label, const float*)>& fn) const;
 
   // Calls fn(label, record) for every document with a label >= from that
   // has data (as ScanPooled; vectors not filled), in label order.
-  absl::Status ScanDocRecords(
-      Label from, const std::function<absl::Status(Label, const Document&)>& fn) const;
+  absl::Status ScanDocRecords(Label from,
+                              const std::function<absl::Status(Label, const Document&)>& fn) const;
 
   // Every tombstoned label, in increasing order; those whose purge is
   // pending also go to *purge_pending when given.
-  absl::StatusOr<std::vector<Label>> Tombstones(
-      std::vector<Label>* purge_pending = nullptr) const;
+  absl::StatusOr<std::vector<Label>> Tombstones(std::vector<Label>* purge_pending = nullptr) const;
   // Removes the tombstone records of `labels`: once no ANN snapshot holds a
   // label, its record is no longer needed (the label's data is gone, so a
   // rebuild from the store never adds it). REQUIRES: their purges done; no
@@ -323,9 +321,10 @@ class DocStore {
  private:
   struct Rep;
   DocStore(std::unique_ptr<Rep> rep, CollectionConfig config);
-  static absl::StatusOr<std::unique_ptr<DocStore>> OpenImpl(
-      const std::string& path, const StorageOptions& options, bool create,
-      const CollectionConfig* config);
+  static absl::StatusOr<std::unique_ptr<DocStore>> OpenImpl(const std::string& path,
+                                                            const StorageOptions& options,
+                                                            bool create,
+                                                            const CollectionConfig* config);
   // Reads next_label_ and live_count_ from the meta column family.
   absl::Status LoadCounters();
   // For every write: holds the instance shared; UNAVAILABLE while stopped;

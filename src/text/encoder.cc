@@ -367,8 +367,8 @@ void Encoder::BuildSubwordIndex() {
 
 void Encoder::BuildNeighbours(const absl::flat_hash_set<uint64_t>& associated) {
   const uint32_t ks = options_.semantic_dims;
-  const uint32_t n = std::min<uint32_t>(options_.expansion_vocabulary,
-                                        static_cast<uint32_t>(keys_.size()));
+  const uint32_t n =
+      std::min<uint32_t>(options_.expansion_vocabulary, static_cast<uint32_t>(keys_.size()));
   neighbours_.assign(keys_.size(), {});
   if (options_.expansion_weight <= 0.f || options_.expansion_neighbours == 0 || n < 2) return;
   // The n keys of highest document frequency (ties: vocabulary order).
@@ -475,11 +475,12 @@ std::vector<float> Encoder::WordVector(std::string_view word, float* idf) const 
 }
 
 absl::StatusOr<std::vector<Encoder::Grouped>> Encoder::Group(std::string_view text,
-                                                              std::string_view field,
-                                                              uint32_t* length) const {
+                                                             std::string_view field,
+                                                             uint32_t* length) const {
   auto tokens = tokenizer_.Tokenize(text);
   if (!tokens.ok()) {
-    return absl::InvalidArgumentError(absl::StrCat(std::string(field), ": ", tokens.status().message()));
+    return absl::InvalidArgumentError(
+        absl::StrCat(std::string(field), ": ", tokens.status().message()));
   }
   if (tokens->empty()) {
     return absl::InvalidArgumentError(absl::StrCat(std::string(field), ": contains no words"));
@@ -529,8 +530,7 @@ absl::StatusOr<Encoding> Encoder::EncodeDocument(std::string_view text,
   return e;
 }
 
-absl::StatusOr<Encoding> Encoder::EncodeQuery(std::string_view text,
-                                              std::string_view field) const {
+absl::StatusOr<Encoding> Encoder::EncodeQuery(std::string_view text, std::string_view field) const {
   uint32_t length = 0;
   ATTN_ASSIGN_OR_RETURN(std::vector<Grouped> groups, Group(text, field, &length));
   const uint32_t d = dim();
@@ -624,8 +624,8 @@ absl::StatusOr<std::unique_ptr<Encoder>> Encoder::Deserialize(std::string_view b
   uint64_t stored_sum;
   std::memcpy(&stored_sum, bytes.data() + bytes.size() - 8, 8);
   const std::string_view summed = bytes.substr(0, bytes.size() - 8);
-  if ((version == kFnvChecksumVersion ? Fnv1a(summed)
-                                      : Checksum64(summed.data(), summed.size())) != stored_sum) {
+  if ((version == kFnvChecksumVersion ? Fnv1a(summed) : Checksum64(summed.data(), summed.size())) !=
+      stored_sum) {
     return corrupt("checksum mismatch");
   }
   EncoderOptions o;
@@ -634,8 +634,7 @@ absl::StatusOr<std::unique_ptr<Encoder>> Encoder::Deserialize(std::string_view b
             r.Get(&o.max_document_tokens) && r.Get(&o.expansion_neighbours) &&
             r.Get(&o.expansion_vocabulary) && r.Get(&o.semantic_share) &&
             r.Get(&o.context_smoothing) && r.Get(&o.k1) && r.Get(&o.b) && r.Get(&o.temperature) &&
-            r.Get(&o.expansion_weight) && r.Get(&o.expansion_min_cosine) &&
-            r.Get(&o.seed) &&
+            r.Get(&o.expansion_weight) && r.Get(&o.expansion_min_cosine) && r.Get(&o.seed) &&
             r.GetString(&o.stem_language);
   if (!ok) return corrupt("truncated options");
   if (absl::Status s = o.Validate(); !s.ok()) return corrupt(s.message());
@@ -667,7 +666,8 @@ absl::StatusOr<std::unique_ptr<Encoder>> Encoder::Deserialize(std::string_view b
     for (uint8_t k = 0; k < count; ++k) {
       uint32_t key;
       float cosine;
-      if (!r.Get(&key) || !r.Get(&cosine) || key >= v || key == i || !(cosine >= -1.f && cosine <= 1.f)) {
+      if (!r.Get(&key) || !r.Get(&cosine) || key >= v || key == i ||
+          !(cosine >= -1.f && cosine <= 1.f)) {
         return corrupt("bad neighbour list");
       }
       enc->neighbours_[i].emplace_back(key, cosine);

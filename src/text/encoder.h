@@ -123,7 +123,8 @@ struct TrainingStats {
 class Encoder {
  public:
   // Calls `sink` once per training text.
-  using TextSource = std::function<absl::Status(const std::function<absl::Status(std::string_view)>& sink)>;
+  using TextSource =
+      std::function<absl::Status(const std::function<absl::Status(std::string_view)>& sink)>;
 
   // Learns an encoder from every text `source` yields. INVALID_ARGUMENT for
   // bad options or when no text has a word; the texts' own errors (invalid

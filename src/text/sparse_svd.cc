@@ -91,8 +91,8 @@ void SymmetricEigen(std::vector<double> a, uint32_t n, std::vector<double>* valu
         const double apq = A(p, q);
         if (std::abs(apq) < 1e-300) continue;
         const double theta = (A(q, q) - A(p, p)) / (2.0 * apq);
-        const double t = (theta >= 0 ? 1.0 : -1.0) /
-                         (std::abs(theta) + std::sqrt(theta * theta + 1.0));
+        const double t =
+            (theta >= 0 ? 1.0 : -1.0) / (std::abs(theta) + std::sqrt(theta * theta + 1.0));
         const double c = 1.0 / std::sqrt(t * t + 1.0), s = t * c;
         for (uint32_t k = 0; k < n; ++k) {  // columns p, q
           const double akp = A(k, p), akq = A(k, q);
@@ -129,8 +129,8 @@ void SymmetricEigen(std::vector<double> a, uint32_t n, std::vector<double>* valu
 
 TruncatedSvd ComputeTruncatedSvd(const CsrMatrix& m, const SvdOptions& options) {
   TruncatedSvd out;
-  const uint32_t l = std::min<uint32_t>(options.rank + options.oversample,
-                                        std::min(m.rows, m.cols));
+  const uint32_t l =
+      std::min<uint32_t>(options.rank + options.oversample, std::min(m.rows, m.cols));
   if (l == 0) return out;
   const CsrMatrix mt = m.Transposed();
   std::mt19937_64 rng(options.seed);
@@ -141,7 +141,7 @@ TruncatedSvd ComputeTruncatedSvd(const CsrMatrix& m, const SvdOptions& options) 
   MultiplyDense(m, omega, l, &y);  // rows x l
   Orthonormalize(&y, m.rows, l);
   for (uint32_t it = 0; it < options.power_iterations; ++it) {
-    MultiplyDense(mt, y, l, &z);   // cols x l
+    MultiplyDense(mt, y, l, &z);  // cols x l
     Orthonormalize(&z, m.cols, l);
     MultiplyDense(m, z, l, &y);
     Orthonormalize(&y, m.rows, l);
@@ -158,13 +158,15 @@ TruncatedSvd ComputeTruncatedSvd(const CsrMatrix& m, const SvdOptions& options) 
     }
   }
   for (uint32_t i = 0; i < l; ++i) {
-    for (uint32_t j = 0; j < i; ++j) g[static_cast<size_t>(i) * l + j] = g[static_cast<size_t>(j) * l + i];
+    for (uint32_t j = 0; j < i; ++j)
+      g[static_cast<size_t>(i) * l + j] = g[static_cast<size_t>(j) * l + i];
   }
   std::vector<double> values, vectors;
   SymmetricEigen(std::move(g), l, &values, &vectors);
   out.rank = std::min(options.rank, l);
   out.singular_values.resize(out.rank);
-  for (uint32_t j = 0; j < out.rank; ++j) out.singular_values[j] = std::sqrt(std::max(0.0, values[j]));
+  for (uint32_t j = 0; j < out.rank; ++j)
+    out.singular_values[j] = std::sqrt(std::max(0.0, values[j]));
   // U = Q W (first `rank` columns).
   out.left.assign(static_cast<size_t>(m.rows) * out.rank, 0.f);
   for (uint32_t r = 0; r < m.rows; ++r) {

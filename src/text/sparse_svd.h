@@ -19,16 +19,16 @@ struct CsrMatrix {
 };
 
 struct SvdOptions {
-  uint32_t rank = 64;          // singular triplets wanted
-  uint32_t oversample = 10;    // extra random directions
+  uint32_t rank = 64;        // singular triplets wanted
+  uint32_t oversample = 10;  // extra random directions
   uint32_t power_iterations = 3;
   uint64_t seed = 42;
 };
 
 struct TruncatedSvd {
-  uint32_t rank = 0;                 // may be below the requested rank
+  uint32_t rank = 0;                   // may be below the requested rank
   std::vector<float> singular_values;  // descending
-  std::vector<float> left;           // rows x rank, row-major
+  std::vector<float> left;             // rows x rank, row-major
 };
 
 // The leading singular values and left singular vectors of `m`.

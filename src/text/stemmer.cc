@@ -21,8 +21,7 @@ sb_stemmer* ThreadStemmer(const std::string& language) {
   thread_local std::map<std::string, SnowballPtr> stemmers;
   auto it = stemmers.find(language);
   if (it == stemmers.end()) {
-    it = stemmers.emplace(language, SnowballPtr(sb_stemmer_new(language.c_str(), "UTF_8")))
-             .first;
+    it = stemmers.emplace(language, SnowballPtr(sb_stemmer_new(language.c_str(), "UTF_8"))).first;
   }
   return it->second.get();
 }
@@ -33,9 +32,9 @@ absl::StatusOr<Stemmer> Stemmer::Create(const std::string& language) {
   if (language == "none") return Stemmer(language);
   SnowballPtr probe(sb_stemmer_new(language.c_str(), "UTF_8"));
   if (probe == nullptr) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "stem_language: unknown language \"", language, "\"; known: none, ",
-        absl::StrJoin(Languages(), ", ")));
+    return absl::InvalidArgumentError(absl::StrCat("stem_language: unknown language \"", language,
+                                                   "\"; known: none, ",
+                                                   absl::StrJoin(Languages(), ", ")));
   }
   return Stemmer(language);
 }
@@ -43,8 +42,8 @@ absl::StatusOr<Stemmer> Stemmer::Create(const std::string& language) {
 std::string Stemmer::Stem(std::string_view word) const {
   if (language_ == "none" || word.empty()) return std::string(word);
   sb_stemmer* s = ThreadStemmer(language_);
-  const sb_symbol* out = sb_stemmer_stem(
-      s, reinterpret_cast<const sb_symbol*>(word.data()), static_cast<int>(word.size()));
+  const sb_symbol* out = sb_stemmer_stem(s, reinterpret_cast<const sb_symbol*>(word.data()),
+                                         static_cast<int>(word.size()));
   if (out == nullptr) return std::string(word);  // out of memory in Snowball
   return std::string(reinterpret_cast<const char*>(out), sb_stemmer_length(s));
 }

@@ -48,8 +48,8 @@ DataSet MakeDataSet(uint32_t seed, size_t n, uint32_t dim, size_t num_queries) {
 
 // The exact oracle: the k admissible labels with the highest inner product,
 // best first, computed by brute force in double precision.
-std::vector<std::pair<double, Label>> ExactTopK(const DataSet& d, const float* query,
-                                                size_t k, const LabelFilter& filter) {
+std::vector<std::pair<double, Label>> ExactTopK(const DataSet& d, const float* query, size_t k,
+                                                const LabelFilter& filter) {
   std::vector<std::pair<double, Label>> all;
   for (size_t i = 0; i < d.labels.size(); ++i) {
     if (filter && !filter(d.labels[i])) continue;
@@ -72,10 +72,10 @@ std::unique_ptr<AnnIndex> Build(const std::string& spec, const DataSet& d,
   // Two batches, to exercise label bookkeeping across Add calls.
   const size_t half = d.labels.size() / 2;
   EXPECT_TRUE((*index)->Add(d.labels.data(), d.vectors.data(), half).ok());
-  EXPECT_TRUE((*index)
-                  ->Add(d.labels.data() + half, d.vectors.data() + half * d.dim,
-                        d.labels.size() - half)
-                  .ok());
+  EXPECT_TRUE(
+      (*index)
+          ->Add(d.labels.data() + half, d.vectors.data() + half * d.dim, d.labels.size() - half)
+          .ok());
   return std::move(index).value();
 }
 
@@ -92,9 +92,8 @@ std::vector<AnnNeighbor> SearchOrDie(const AnnIndex& index, const float* query, 
 // checks every result is admissible and, with exact_scores (not for
 // compressed storage, whose scores approximate), that results are best
 // first and each returned score is the true inner product of its label.
-double Recall(const AnnIndex& index, const DataSet& d, size_t k,
-              const AnnSearchParams& params, const LabelFilter& filter = nullptr,
-              bool exact_scores = true) {
+double Recall(const AnnIndex& index, const DataSet& d, size_t k, const AnnSearchParams& params,
+              const LabelFilter& filter = nullptr, bool exact_scores = true) {
   double total = 0.0;
   for (size_t q = 0; q < d.num_queries; ++q) {
     const auto want = ExactTopK(d, d.query(q), k, filter);
@@ -247,8 +246,7 @@ TEST_F(AnnIndexTest, FilterAdmittingFewerThanK) {
     }
     // The graph search may not reach all five, but returns only admissible
     // labels.
-    for (const AnnNeighbor& n :
-         SearchOrDie(*hnsw_, data_->query(q), kK, Ef(200), filter)) {
+    for (const AnnNeighbor& n : SearchOrDie(*hnsw_, data_->query(q), kK, Ef(200), filter)) {
       EXPECT_TRUE(filter(n.label));
     }
   }
@@ -317,13 +315,12 @@ TEST_F(AnnIndexTest, LoadRejectsMissingCorruptAndMismatchedSnapshots) {
     return p;
   };
 
-  EXPECT_EQ(AnnIndex::Load(tmp.Sub("missing.snap"), "HNSW32,Flat", kDim, AnnOptions())
-                .status()
-                .code(),
-            absl::StatusCode::kNotFound);
+  EXPECT_EQ(
+      AnnIndex::Load(tmp.Sub("missing.snap"), "HNSW32,Flat", kDim, AnnOptions()).status().code(),
+      absl::StatusCode::kNotFound);
 
-  for (size_t len : {size_t{0}, size_t{7}, size_t{40}, bytes.size() / 2, bytes.size() - 9,
-                     bytes.size() - 1}) {
+  for (size_t len :
+       {size_t{0}, size_t{7}, size_t{40}, bytes.size() / 2, bytes.size() - 9, bytes.size() - 1}) {
     const std::string p = write("truncated.snap", bytes.substr(0, len));
     auto r = AnnIndex::Load(p, "HNSW32,Flat", kDim, AnnOptions());
     EXPECT_EQ(r.status().code(), absl::StatusCode::kDataLoss)
@@ -331,8 +328,8 @@ TEST_F(AnnIndexTest, LoadRejectsMissingCorruptAndMismatchedSnapshots) {
   }
   // Flips in the magic, the dim, the spec, the label map, the FAISS bytes and
   // the checksum.
-  for (size_t at : {size_t{0}, size_t{9}, size_t{13}, size_t{20}, size_t{30},
-                    bytes.size() / 2, bytes.size() - 20, bytes.size() - 1}) {
+  for (size_t at : {size_t{0}, size_t{9}, size_t{13}, size_t{20}, size_t{30}, bytes.size() / 2,
+                    bytes.size() - 20, bytes.size() - 1}) {
     std::string flipped = bytes;
     flipped[at] = char(flipped[at] ^ 0x10);
     const std::string p = write("flipped.snap", flipped);
@@ -383,8 +380,7 @@ TEST_F(AnnIndexTest, SearchIsSafeFromSeveralThreads) {
   auto filter_of = [](int t) { return t < 2 ? LabelFilter() : LabelFilter(EveryTenth); };
   for (int t = 0; t < kThreads; ++t) {
     for (size_t q = 0; q < kQueries; ++q) {
-      expected[t].push_back(
-          SearchOrDie(*hnsw_, data_->query(q), kK, params_of(t), filter_of(t)));
+      expected[t].push_back(SearchOrDie(*hnsw_, data_->query(q), kK, params_of(t), filter_of(t)));
     }
   }
   std::atomic<int> mismatches{0};
@@ -394,8 +390,7 @@ TEST_F(AnnIndexTest, SearchIsSafeFromSeveralThreads) {
       std::vector<AnnNeighbor> out;
       for (int round = 0; round < 4; ++round) {
         for (size_t q = 0; q < kQueries; ++q) {
-          if (!hnsw_->Search(data_->query(q), kK, params_of(t), filter_of(t), &out)
-                   .ok() ||
+          if (!hnsw_->Search(data_->query(q), kK, params_of(t), filter_of(t), &out).ok() ||
               out.size() != expected[t][q].size()) {
             ++mismatches;
             continue;
@@ -507,9 +502,8 @@ TEST(AnnSearchParamsTest, ParseAcceptsKnownKnobs) {
 }
 
 TEST(AnnSearchParamsTest, ParseRejectsMalformedKnobs) {
-  for (const char* text :
-       {"efSearch=abc", "foo=1", "efSearch=0", "efSearch=-5", "efSearch",
-        "efSearch=", "nprobe=100001", "efSearch=12,bogus=3"}) {
+  for (const char* text : {"efSearch=abc", "foo=1", "efSearch=0", "efSearch=-5", "efSearch",
+                           "efSearch=", "nprobe=100001", "efSearch=12,bogus=3"}) {
     auto p = AnnSearchParams::Parse(text);
     EXPECT_EQ(p.status().code(), absl::StatusCode::kInvalidArgument)
         << "'" << text << "': " << p.status();

@@ -3,16 +3,16 @@
 // distance computers.
 #include "ann/simd_distance.h"
 
-#include <cmath>
-#include <memory>
-#include <random>
-#include <vector>
-
 #include <faiss/IndexFlat.h>
 #include <faiss/IndexHNSW.h>
 #include <faiss/IndexScalarQuantizer.h>
 #include <faiss/impl/DistanceComputer.h>
 #include <faiss/index_factory.h>
+
+#include <cmath>
+#include <memory>
+#include <random>
+#include <vector>
 
 #include "ann/simd_storage.h"
 #include "gtest/gtest.h"

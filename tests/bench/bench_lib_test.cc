@@ -4,8 +4,8 @@
 #include <string>
 #include <vector>
 
-#include "gtest/gtest.h"
 #include "dataset.h"
+#include "gtest/gtest.h"
 #include "report.h"
 #include "svg.h"
 
@@ -16,10 +16,10 @@ TEST(PercentileTest, NearestRankOnHandComputedValues) {
   // Sorted: 1 2 3 4 5 6 7 8 9 10.
   const std::vector<double> v = {7, 1, 10, 3, 5, 2, 9, 4, 8, 6};
   EXPECT_EQ(Percentile(v, 0), 1);
-  EXPECT_EQ(Percentile(v, 10), 1);    // ceil(1.0) = rank 1
-  EXPECT_EQ(Percentile(v, 11), 2);    // ceil(1.1) = rank 2
-  EXPECT_EQ(Percentile(v, 50), 5);    // rank 5
-  EXPECT_EQ(Percentile(v, 95), 10);   // ceil(9.5) = rank 10
+  EXPECT_EQ(Percentile(v, 10), 1);   // ceil(1.0) = rank 1
+  EXPECT_EQ(Percentile(v, 11), 2);   // ceil(1.1) = rank 2
+  EXPECT_EQ(Percentile(v, 50), 5);   // rank 5
+  EXPECT_EQ(Percentile(v, 95), 10);  // ceil(9.5) = rank 10
   EXPECT_EQ(Percentile(v, 90), 9);
   EXPECT_EQ(Percentile(v, 100), 10);
   EXPECT_EQ(Percentile({}, 50), 0);
@@ -43,9 +43,9 @@ TEST(RecallTest, HandComputed) {
   EXPECT_DOUBLE_EQ(RecallAtK({1, 2, 3, 4}, exact, 4), 1.0);
   EXPECT_DOUBLE_EQ(RecallAtK({4, 3, 2, 1}, exact, 4), 1.0);  // order does not matter
   EXPECT_DOUBLE_EQ(RecallAtK({1, 9, 3, 8}, exact, 4), 0.5);
-  EXPECT_DOUBLE_EQ(RecallAtK({1, 2}, exact, 4), 0.5);         // short result list
+  EXPECT_DOUBLE_EQ(RecallAtK({1, 2}, exact, 4), 0.5);           // short result list
   EXPECT_DOUBLE_EQ(RecallAtK({-1, -1, 1, 1}, exact, 4), 0.25);  // no-result ids, duplicates
-  EXPECT_DOUBLE_EQ(RecallAtK({2, 1, 7}, exact, 2), 1.0);      // only the first k count
+  EXPECT_DOUBLE_EQ(RecallAtK({2, 1, 7}, exact, 2), 1.0);        // only the first k count
   EXPECT_DOUBLE_EQ(RecallAtK({3, 1}, exact, 2), 0.5);
 }
 
@@ -143,7 +143,7 @@ TEST(SyntheticTest, TokenCountsSpanTheRange) {
   }
   EXPECT_GE(lo, 32u);
   EXPECT_LE(hi, 180u);
-  EXPECT_LT(lo, 45u);   // both tails reached
+  EXPECT_LT(lo, 45u);  // both tails reached
   EXPECT_GT(hi, 150u);
   EXPECT_NEAR(std::exp(log_sum / 2000), std::sqrt(32.0 * 180.0), 6.0);  // median ~ 76
 }

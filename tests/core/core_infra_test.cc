@@ -24,15 +24,15 @@ TEST(Utf8Test, FindsTheFirstInvalidByte) {
   EXPECT_EQ(FindInvalidUtf8(""), kValid);
   EXPECT_EQ(FindInvalidUtf8("plain ascii, long enough for the 8-byte path"), kValid);
   EXPECT_EQ(FindInvalidUtf8("caf\xC3\xA9 \xE2\x82\xAC \xF0\x9F\x98\x80 \xEF\xBF\xBF"), kValid);
-  EXPECT_EQ(FindInvalidUtf8("\xF4\x8F\xBF\xBF"), kValid);  // U+10FFFF
-  EXPECT_EQ(FindInvalidUtf8("abc\xFF"), 3u);                // not a lead byte
-  EXPECT_EQ(FindInvalidUtf8("abc\x80"), 3u);                // a lone continuation
-  EXPECT_EQ(FindInvalidUtf8("ab\xC0\xAF"), 2u);             // overlong '/'
-  EXPECT_EQ(FindInvalidUtf8("\xE0\x80\xAF"), 0u);           // overlong
-  EXPECT_EQ(FindInvalidUtf8("x\xED\xA0\x80"), 1u);          // a surrogate
-  EXPECT_EQ(FindInvalidUtf8("\xF4\x90\x80\x80"), 0u);       // above U+10FFFF
-  EXPECT_EQ(FindInvalidUtf8("ok \xE2\x82"), 3u);            // truncated at the end
-  EXPECT_EQ(FindInvalidUtf8("\xE2\x82x"), 0u);              // truncated in the middle
+  EXPECT_EQ(FindInvalidUtf8("\xF4\x8F\xBF\xBF"), kValid);               // U+10FFFF
+  EXPECT_EQ(FindInvalidUtf8("abc\xFF"), 3u);                            // not a lead byte
+  EXPECT_EQ(FindInvalidUtf8("abc\x80"), 3u);                            // a lone continuation
+  EXPECT_EQ(FindInvalidUtf8("ab\xC0\xAF"), 2u);                         // overlong '/'
+  EXPECT_EQ(FindInvalidUtf8("\xE0\x80\xAF"), 0u);                       // overlong
+  EXPECT_EQ(FindInvalidUtf8("x\xED\xA0\x80"), 1u);                      // a surrogate
+  EXPECT_EQ(FindInvalidUtf8("\xF4\x90\x80\x80"), 0u);                   // above U+10FFFF
+  EXPECT_EQ(FindInvalidUtf8("ok \xE2\x82"), 3u);                        // truncated at the end
+  EXPECT_EQ(FindInvalidUtf8("\xE2\x82x"), 0u);                          // truncated in the middle
   EXPECT_EQ(FindInvalidUtf8(std::string(20, 'a') + "\xE9t\xE9"), 20u);  // Latin-1
   EXPECT_EQ(FindInvalidUtf8(std::string(17, 'a') + "\xC3\xA9" + std::string(9, 'b') + "\x80"),
             28u);  // after ASCII words and a valid sequence
@@ -81,9 +81,12 @@ TEST(LogTest, EveryLineIsOneJsonObjectWithItsFields) {
     std::lock_guard<std::mutex> lock(mu);
     lines.emplace_back(line);
   });
-  LogWarn("snapshot not saved",
-          {{"path", "/x/\"y\"\n"}, {"count", 3}, {"big", uint64_t{1} << 40}, {"ms", 0.25},
-           {"ok", false}, {"bytes", std::string("caf\xE9")}});
+  LogWarn("snapshot not saved", {{"path", "/x/\"y\"\n"},
+                                 {"count", 3},
+                                 {"big", uint64_t{1} << 40},
+                                 {"ms", 0.25},
+                                 {"ok", false},
+                                 {"bytes", std::string("caf\xE9")}});
   std::vector<std::thread> threads;
   for (int t = 0; t < 4; ++t) {
     threads.emplace_back([t] {
@@ -107,7 +110,7 @@ TEST(LogTest, EveryLineIsOneJsonObjectWithItsFields) {
   EXPECT_EQ(first["ms"], 0.25);
   EXPECT_EQ(first["ok"], false);
   EXPECT_EQ(first["bytes"], "caf\xEF\xBF\xBD");  // not UTF-8: U+FFFD
-  EXPECT_EQ(lines[0].find("{\"time\":"), 0u);  // time, level, msg first
+  EXPECT_EQ(lines[0].find("{\"time\":"), 0u);    // time, level, msg first
 }
 
 }  // namespace

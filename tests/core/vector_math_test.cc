@@ -92,8 +92,7 @@ TEST(Bf16Test, NanStaysNan) {
     // The sign survives.
     EXPECT_EQ(h >> 15, b >> 31);
   }
-  EXPECT_TRUE(
-      std::isnan(Bf16ToFloat(FloatToBf16(std::numeric_limits<float>::quiet_NaN()))));
+  EXPECT_TRUE(std::isnan(Bf16ToFloat(FloatToBf16(std::numeric_limits<float>::quiet_NaN()))));
 }
 
 TEST(Bf16Test, EveryBf16ValueRoundTripsExactly) {
@@ -188,9 +187,8 @@ TEST(NormalizeInPlaceTest, ZeroVectorReturnsFalseAndIsUnchanged) {
 }
 
 TEST(NormalizeInPlaceTest, NonFiniteVectorReturnsFalseAndIsUnchanged) {
-  for (float bad :
-       {std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity(),
-        -std::numeric_limits<float>::infinity()}) {
+  for (float bad : {std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity(),
+                    -std::numeric_limits<float>::infinity()}) {
     std::vector<float> x = {1.f, 2.f, bad, 3.f};
     const std::vector<float> before = x;
     EXPECT_FALSE(NormalizeInPlace(x.data(), x.size()));
@@ -212,10 +210,9 @@ TEST(AllFiniteTest, DetectsNanAndInfinityAnywhere) {
   x[1] = -std::numeric_limits<float>::max();
   x[2] = std::numeric_limits<float>::denorm_min();
   EXPECT_TRUE(AllFinite(x.data(), x.size()));
-  const float bads[] = {std::numeric_limits<float>::quiet_NaN(),
-                        std::numeric_limits<float>::signaling_NaN(),
-                        std::numeric_limits<float>::infinity(),
-                        -std::numeric_limits<float>::infinity()};
+  const float bads[] = {
+      std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::signaling_NaN(),
+      std::numeric_limits<float>::infinity(), -std::numeric_limits<float>::infinity()};
   for (float bad : bads) {
     for (size_t pos : {size_t{0}, size_t{16}, size_t{32}}) {
       std::vector<float> y = x;

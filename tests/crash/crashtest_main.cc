@@ -54,15 +54,15 @@ constexpr char kCollection[] = "crash";
 struct Options {
   int cycles = 5;
   uint64_t seed = 1;
-  std::string data_dir;       // empty: a fresh temporary directory
-  std::string state_file;     // empty: beside the data directory
+  std::string data_dir;    // empty: a fresh temporary directory
+  std::string state_file;  // empty: beside the data directory
   std::string server = ATTN_SERVER_BINARY;
   uint32_t dim = 16;
-  int min_run_ms = 200;       // writes between a restart and the next kill
+  int min_run_ms = 200;  // writes between a restart and the next kill
   int max_run_ms = 1500;
-  double early_kill = 0.15;   // share of cycles killed within 0..100 ms
-  size_t target_live = 600;   // above it, new ids give way to overwrites and deletes
-  int snapshot_every = 250;   // passed to the server: snapshots happen between kills
+  double early_kill = 0.15;          // share of cycles killed within 0..100 ms
+  size_t target_live = 600;          // above it, new ids give way to overwrites and deletes
+  int snapshot_every = 250;          // passed to the server: snapshots happen between kills
   int rebuild_min_tombstones = 100;  // ... and so do background index rebuilds
   int ef_search = 512;
   bool keep = false;
@@ -102,8 +102,7 @@ void RandomUnit(std::mt19937_64& rng, uint32_t dim, float* out) {
   for (uint32_t k = 0; k < dim; ++k) out[k] *= inv;
 }
 
-v1::Document MakeDocument(uint64_t seed, const std::string& id, uint64_t version,
-                          uint32_t dim) {
+v1::Document MakeDocument(uint64_t seed, const std::string& id, uint64_t version, uint32_t dim) {
   std::mt19937_64 rng(Mix(HashString(seed, id), version));
   v1::Document d;
   d.set_id(id);
@@ -124,8 +123,8 @@ v1::Document MakeDocument(uint64_t seed, const std::string& id, uint64_t version
 // FNV-style hash of a document's content as sent, for the state file.
 uint64_t ContentHash(const v1::Document& d) {
   uint64_t h = HashString(0xcbf29ce484222325ull, d.text());
-  for (const auto& [k, v] : std::map<std::string, std::string>(d.metadata().begin(),
-                                                                d.metadata().end())) {
+  for (const auto& [k, v] :
+       std::map<std::string, std::string>(d.metadata().begin(), d.metadata().end())) {
     h = HashString(HashString(h, k), v);
   }
   for (float f : d.pooled()) h = Mix(h, uint64_t(std::bit_cast<uint32_t>(f)));
@@ -137,8 +136,7 @@ uint64_t ContentHash(const v1::Document& d) {
 // content of `want`; infinity when shapes differ. The server normalises
 // vectors on write, so unit vectors come back within float rounding.
 double VectorDeviation(const v1::Document& got, const v1::Document& want) {
-  if (got.pooled_size() != want.pooled_size() ||
-      got.tokens().rows() != want.tokens().rows() ||
+  if (got.pooled_size() != want.pooled_size() || got.tokens().rows() != want.tokens().rows() ||
       got.tokens().values_size() != want.tokens().values_size()) {
     return INFINITY;
   }
@@ -202,7 +200,8 @@ class Expected {
   // Registers a new id ("d000123") and returns it.
   std::string NewId() {
     std::lock_guard<std::mutex> l(mu_);
-    std::string id = "d" + std::string(6 - std::min<size_t>(6, std::to_string(ids_.size()).size()), '0') +
+    std::string id = "d" +
+                     std::string(6 - std::min<size_t>(6, std::to_string(ids_.size()).size()), '0') +
                      std::to_string(ids_.size());
     ids_.push_back(id);
     states_[id] = State{};
@@ -259,13 +258,16 @@ class Expected {
       out << "# id\tstate\tversion (live: its content; deleted: its last content)\n";
       for (const auto& id : ids_) {
         const State& s = states_.at(id);
-        out << id << '\t' << (s.live ? "live" : s.version ? "deleted" : "absent") << '\t'
-            << s.version << '\n';
+        out << id << '\t'
+            << (s.live      ? "live"
+                : s.version ? "deleted"
+                            : "absent")
+            << '\t' << s.version << '\n';
       }
       if (uncertain) {
         for (const auto& it : uncertain->items) {
-          out << "uncertain\t" << it.id << '\t' << Describe(it.before) << '\t'
-              << Describe(it.after) << '\n';
+          out << "uncertain\t" << it.id << '\t' << Describe(it.before) << '\t' << Describe(it.after)
+              << '\n';
         }
       }
     }
@@ -331,8 +333,8 @@ class CrashTest {
 
   std::atomic<bool> killing_{false};
   std::mutex inflight_mu_;
-  std::optional<Op> inflight_;   // the writer's request awaiting its answer
-  std::optional<Op> uncertain_;  // the request in flight at the last kill
+  std::optional<Op> inflight_;      // the writer's request awaiting its answer
+  std::optional<Op> uncertain_;     // the request in flight at the last kill
   std::vector<double> restart_ms_;  // restarts after a kill
   double last_start_ms_ = 0;
   int violation_lines_ = 0;
@@ -346,16 +348,19 @@ void CrashTest::Violation(uint64_t* counter, const std::string& what) {
 }
 
 bool CrashTest::StartServer(int cycle) {
-  std::vector<std::string> extra = {
-      "--snapshot_every", std::to_string(o_.snapshot_every), "--rebuild_min_tombstones",
-      std::to_string(o_.rebuild_min_tombstones), "--workers", "2"};
+  std::vector<std::string> extra = {"--snapshot_every",
+                                    std::to_string(o_.snapshot_every),
+                                    "--rebuild_min_tombstones",
+                                    std::to_string(o_.rebuild_min_tombstones),
+                                    "--workers",
+                                    "2"};
   std::string error;
   const auto t0 = Clock::now();
   address_ = server_.Start(o_.server, data_dir_, port_file_, log_file_, extra,
                            std::chrono::seconds(120), &error);
   if (address_.empty()) {
-    Violation(&f_.start_failures, "cycle " + std::to_string(cycle) +
-                                      ": the server did not restart: " + error);
+    Violation(&f_.start_failures,
+              "cycle " + std::to_string(cycle) + ": the server did not restart: " + error);
     return false;
   }
   stub_ = NewStub(address_);
@@ -382,9 +387,9 @@ bool CrashTest::StartServer(int cycle) {
       std::this_thread::sleep_for(std::chrono::milliseconds(5));
       continue;
     }
-    Violation(&f_.start_failures, "cycle " + std::to_string(cycle) +
-                                      ": the collection does not answer after the restart: " +
-                                      StatusText(s));
+    Violation(&f_.start_failures,
+              "cycle " + std::to_string(cycle) +
+                  ": the collection does not answer after the restart: " + StatusText(s));
     return false;
   }
   last_start_ms_ = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
@@ -448,9 +453,9 @@ bool CrashTest::Apply(const Op& op, grpc::Status* status) {
     v1::UpsertResponse resp;
     *status = stub_->Upsert(&ctx, req, &resp);
     if (status->ok() && resp.upserted() != op.items.size()) {
-      Violation(&f_.unexpected_errors, "Upsert of " + std::to_string(op.items.size()) +
-                                           " documents answered upserted=" +
-                                           std::to_string(resp.upserted()));
+      Violation(&f_.unexpected_errors,
+                "Upsert of " + std::to_string(op.items.size()) +
+                    " documents answered upserted=" + std::to_string(resp.upserted()));
     }
   } else {
     v1::DeleteRequest req;
@@ -473,10 +478,9 @@ void CrashTest::Ack(const Op& op) {
     std::fprintf(journal_, "%d\t%s\t%s\t%s\t%llu\t%016llx\n", op.cycle,
                  op.kind == Op::kUpsert ? "upsert" : "delete", it.id.c_str(),
                  Describe(it.after).c_str(), (unsigned long long)it.after.version,
-                 op.kind == Op::kUpsert
-                     ? (unsigned long long)ContentHash(
-                           MakeDocument(o_.seed, it.id, it.after.version, o_.dim))
-                     : 0ull);
+                 op.kind == Op::kUpsert ? (unsigned long long)ContentHash(MakeDocument(
+                                              o_.seed, it.id, it.after.version, o_.dim))
+                                        : 0ull);
   }
   std::lock_guard<std::mutex> l(figures_mu_);
   ++f_.acked_ops;
@@ -613,8 +617,8 @@ void CrashTest::Verify(int cycle) {
       if (as_new || as_old) expected_.Set(id, got.live ? got : State{false, want.version});
       if (as_new && !got.live) expected_.Set(id, it.after);
     } else if (want.live && !(got == want)) {
-      Violation(&f_.lost, where + "acknowledged " + id + " " + Describe(want) + " is " +
-                              Describe(got));
+      Violation(&f_.lost,
+                where + "acknowledged " + id + " " + Describe(want) + " is " + Describe(got));
       expected_.Set(id, got.live ? got : State{false, want.version});  // report each loss once
     } else if (!want.live && got.live) {
       if (want.version != 0) {
@@ -630,9 +634,9 @@ void CrashTest::Verify(int cycle) {
     ++f_.uncertain_ops;
     f_.uncertain_ids += uncertain_->items.size();
     if (applied > 0 && not_applied > 0) {
-      Violation(&f_.torn, where + "the batch in flight at the kill is torn: " +
-                              std::to_string(applied) + " of its ids applied, " +
-                              std::to_string(not_applied) + " not");
+      Violation(&f_.torn,
+                where + "the batch in flight at the kill is torn: " + std::to_string(applied) +
+                    " of its ids applied, " + std::to_string(not_applied) + " not");
     }
     if (applied > 0) ++f_.uncertain_applied;
     if (not_applied > 0 || applied == 0) ++f_.uncertain_not_applied;
@@ -784,8 +788,7 @@ int CrashTest::Run() {
     data_dir_ = o_.data_dir;
     std::error_code ec;
     if (std::filesystem::exists(data_dir_, ec) && !std::filesystem::is_empty(data_dir_, ec)) {
-      std::fprintf(stderr, "attnsearch-crashtest: --data_dir %s is not empty\n",
-                   data_dir_.c_str());
+      std::fprintf(stderr, "attnsearch-crashtest: --data_dir %s is not empty\n", data_dir_.c_str());
       return 2;
     }
   }
@@ -803,8 +806,8 @@ int CrashTest::Run() {
   std::fprintf(journal_, "# cycle\top\tid\tstate\tversion\tcontent hash\n");
   std::printf("attnsearch-crashtest: %d cycles, seed %llu, data %s\n", o_.cycles,
               (unsigned long long)o_.seed, data_dir_.c_str());
-  std::printf("  expected state %s, acknowledged writes %s, server log %s\n",
-              state_file_.c_str(), journal_file_.c_str(), log_file_.c_str());
+  std::printf("  expected state %s, acknowledged writes %s, server log %s\n", state_file_.c_str(),
+              journal_file_.c_str(), log_file_.c_str());
   std::fflush(stdout);
 
   std::mt19937_64 rng(o_.seed);
@@ -828,9 +831,10 @@ int CrashTest::Run() {
   }
   for (int cycle = 1; ok && cycle <= o_.cycles; ++cycle) {
     // Writes and searches until the kill.
-    const int run_ms = u(rng) < o_.early_kill
-                           ? int(rng() % 100)
-                           : o_.min_run_ms + int(rng() % uint64_t(o_.max_run_ms - o_.min_run_ms + 1));
+    const int run_ms =
+        u(rng) < o_.early_kill
+            ? int(rng() % 100)
+            : o_.min_run_ms + int(rng() % uint64_t(o_.max_run_ms - o_.min_run_ms + 1));
     const Figures before = f_;
     killing_ = false;
     std::thread writer(&CrashTest::Writer, this, cycle, std::mt19937_64(rng()));
@@ -869,8 +873,8 @@ int CrashTest::Run() {
         cycle, o_.cycles, run_ms, (unsigned long long)(f_.acked_ops - before.acked_ops),
         (unsigned long long)(f_.acked_upsert_docs - before.acked_upsert_docs),
         (unsigned long long)(f_.acked_deletes - before.acked_deletes),
-        (unsigned long long)(f_.searches - before.searches), in_flight, last_start_ms_,
-        verify_ms, expected_.live(), (unsigned long long)f_.Violations());
+        (unsigned long long)(f_.searches - before.searches), in_flight, last_start_ms_, verify_ms,
+        expected_.live(), (unsigned long long)f_.Violations());
     std::fflush(stdout);
   }
   // A clean stop at the end: SIGTERM, then one more restart and check.
@@ -903,9 +907,10 @@ int CrashTest::Run() {
   std::printf("  cycles (SIGKILL + restart)      %d\n", o_.cycles);
   std::printf("  acknowledged writes             %llu (%llu batches of 2+)\n",
               (unsigned long long)f.acked_ops, (unsigned long long)f.batches);
-  std::printf("    documents upserted            %llu (new %llu, overwrites %llu, re-created %llu)\n",
-              (unsigned long long)f.acked_upsert_docs, (unsigned long long)f.acked_new,
-              (unsigned long long)f.acked_overwrites, (unsigned long long)f.acked_recreates);
+  std::printf(
+      "    documents upserted            %llu (new %llu, overwrites %llu, re-created %llu)\n",
+      (unsigned long long)f.acked_upsert_docs, (unsigned long long)f.acked_new,
+      (unsigned long long)f.acked_overwrites, (unsigned long long)f.acked_recreates);
   std::printf("    documents deleted             %llu\n", (unsigned long long)f.acked_deletes);
   std::printf("  uncertain (in flight at a kill) %llu requests, %llu ids; applied %llu, not %llu\n",
               (unsigned long long)f.uncertain_ops, (unsigned long long)f.uncertain_ids,

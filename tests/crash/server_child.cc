@@ -31,8 +31,8 @@ ServerChild::~ServerChild() {
 
 std::string ServerChild::Start(const std::string& binary, const std::string& data_dir,
                                const std::string& port_file, const std::string& log_file,
-                               const std::vector<std::string>& extra,
-                               std::chrono::seconds timeout, std::string* error) {
+                               const std::vector<std::string>& extra, std::chrono::seconds timeout,
+                               std::string* error) {
   if (pid_ > 0) {
     *error = "a server is already running";
     return "";
@@ -99,8 +99,8 @@ std::string ServerChild::Start(const std::string& binary, const std::string& dat
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) {
       const int status = Wait();
-      *error = "attnsearch-server " + DescribeWaitStatus(status) +
-               " before listening (see " + log_file + ")";
+      *error = "attnsearch-server " + DescribeWaitStatus(status) + " before listening (see " +
+               log_file + ")";
       return "";
     }
     line.append(buf, size_t(n));

@@ -35,7 +35,7 @@ constexpr int kIds = 120;
 
 // One acknowledged operation of the writer.
 struct Op {
-  std::vector<Document> upserts;   // empty for a delete
+  std::vector<Document> upserts;  // empty for a delete
   std::vector<std::string> deletes;
   Clock::time_point start, end;
 };
@@ -173,8 +173,7 @@ State TextsOf(const std::map<std::string, Document>& docs) {
 
 // Every live document is the top hit for its own vectors, and a search for
 // everything finds exactly the live documents.
-void ExpectIndexAgreesWithStore(const Collection& c,
-                                const std::map<std::string, Document>& live) {
+void ExpectIndexAgreesWithStore(const Collection& c, const std::map<std::string, Document>& live) {
   for (const auto& [id, d] : live) {
     SearchQuery q;
     q.pooled = d.pooled;
@@ -205,7 +204,8 @@ void ExpectIndexAgreesWithStore(const Collection& c,
 void ExpectSameVectors(const std::vector<float>& got, const std::vector<float>& want,
                        const std::string& what) {
   ASSERT_EQ(got.size(), want.size()) << what;
-  for (size_t i = 0; i < got.size(); ++i) EXPECT_NEAR(got[i], want[i], 1e-5) << what << "[" << i << "]";
+  for (size_t i = 0; i < got.size(); ++i)
+    EXPECT_NEAR(got[i], want[i], 1e-5) << what << "[" << i << "]";
 }
 
 TEST(BackupTest, RestoredCollectionIsAPrefixOfTheAcknowledgedWrites) {
@@ -248,8 +248,7 @@ TEST(BackupTest, RestoredCollectionIsAPrefixOfTheAcknowledgedWrites) {
   EXPECT_EQ(result->manifest.collections[1].documents, 5u);
   EXPECT_TRUE(fs::exists(backup + "/BACKUP"));
   // Nothing but the backup beside it.
-  EXPECT_EQ(std::distance(fs::directory_iterator(dir.Sub("backups")), fs::directory_iterator()),
-            1);
+  EXPECT_EQ(std::distance(fs::directory_iterator(dir.Sub("backups")), fs::directory_iterator()), 1);
 
   // Every op acknowledged before the backup began is in; every op begun
   // after it returned is out; those overlapping it form a prefix.
@@ -294,12 +293,13 @@ TEST(BackupTest, RestoredCollectionIsAPrefixOfTheAcknowledgedWrites) {
   for (size_t k = must; k <= may && !prefix; ++k) {
     if (Replay(ops, k) == got) prefix = k;
   }
-  ASSERT_TRUE(prefix.has_value())
-      << "the restored collection (" << got.size() << " documents) is no prefix of ops "
-      << must << ".." << may << " of " << ops.size();
-  std::printf("backup holds ops [0, %zu): %zu acknowledged before it began, %zu begun before "
-              "it returned, %zu in all\n",
-              *prefix, must, may, ops.size());
+  ASSERT_TRUE(prefix.has_value()) << "the restored collection (" << got.size()
+                                  << " documents) is no prefix of ops " << must << ".." << may
+                                  << " of " << ops.size();
+  std::printf(
+      "backup holds ops [0, %zu): %zu acknowledged before it began, %zu begun before "
+      "it returned, %zu in all\n",
+      *prefix, must, may, ops.size());
   // Each document present has exactly the content of its version.
   for (const auto& [id, d] : contents) {
     auto v = writer.versions().find(d.text);
@@ -399,8 +399,7 @@ TEST(BackupTest, OneCollectionUnknownCollectionAndBadManifests) {
   EXPECT_NE(bad.status().message().find("'c'"), std::string::npos) << bad.status();
   // Nothing left behind by the failed restores.
   for (const auto& e : fs::directory_iterator(dir.path())) {
-    EXPECT_EQ(e.path().filename().string().find(".restoring-"), std::string::npos)
-        << e.path();
+    EXPECT_EQ(e.path().filename().string().find(".restoring-"), std::string::npos) << e.path();
   }
 }
 
@@ -451,12 +450,10 @@ TEST(BackupTest, RestoreRefusesABackupWithFlippedBytes) {
   EXPECT_EQ(restored.status().code(), absl::StatusCode::kDataLoss) << restored.status();
   EXPECT_NE(restored.status().message().find("collection 'a'"), std::string::npos)
       << restored.status();
-  EXPECT_NE(restored.status().message().find("checksum"), std::string::npos)
-      << restored.status();
+  EXPECT_NE(restored.status().message().find("checksum"), std::string::npos) << restored.status();
   EXPECT_FALSE(fs::exists(dir.Sub("restored")));
   for (const auto& e : fs::directory_iterator(dir.path())) {
-    EXPECT_EQ(e.path().filename().string().find(".restoring-"), std::string::npos)
-        << e.path();
+    EXPECT_EQ(e.path().filename().string().find(".restoring-"), std::string::npos) << e.path();
   }
   // The live data directory was not touched.
   auto catalog = Catalog::Open(Options(dir.Sub("data")));

@@ -168,25 +168,39 @@ TEST(CollectionTest, BadDocumentsNameTheFieldAndStoreNothing) {
       {"long id", [](Document& d) { d.id = std::string(513, 'x'); }, "documents[1].id: longer"},
       {"pooled dim", [](Document& d) { d.pooled.assign(kDim + 1, 1.f); },
        "documents[1].pooled: expected 16 values, got 17"},
-      {"pooled nan", [&](Document& d) { d.pooled.assign(kDim, 1.f); d.pooled[3] = nan; },
+      {"pooled nan",
+       [&](Document& d) {
+         d.pooled.assign(kDim, 1.f);
+         d.pooled[3] = nan;
+       },
        "documents[1].pooled: row 0 has a NaN"},
       {"pooled inf",
-       [](Document& d) { d.pooled.assign(kDim, 1.f); d.pooled[0] = INFINITY; },
+       [](Document& d) {
+         d.pooled.assign(kDim, 1.f);
+         d.pooled[0] = INFINITY;
+       },
        "documents[1].pooled: row 0 has a NaN or infinite"},
       {"pooled zero", [](Document& d) { d.pooled.assign(kDim, 0.f); },
        "documents[1].pooled: row 0 has zero norm"},
       {"tokens nan", [&](Document& d) { d.tokens[kDim + 2] = nan; },
        "documents[1].tokens: row 1 has a NaN"},
-      {"tokens shape", [](Document& d) { d.tokens.pop_back(); },
-       "documents[1].tokens: expected"},
+      {"tokens shape", [](Document& d) { d.tokens.pop_back(); }, "documents[1].tokens: expected"},
       {"no text or vectors",
-       [](Document& d) { d.text.clear(); d.tokens.clear(); d.num_tokens = 0; d.pooled.clear(); },
+       [](Document& d) {
+         d.text.clear();
+         d.tokens.clear();
+         d.num_tokens = 0;
+         d.pooled.clear();
+       },
        "documents[1]: needs text, a pooled vector"},
       {"text-only, invalid UTF-8",
        [](Document& d) {
          d.text = "caf\xc3";
-         d.tokens.clear(); d.num_tokens = 0; d.pooled.clear();
-         d.token_texts.clear(); d.token_spans.clear();
+         d.tokens.clear();
+         d.num_tokens = 0;
+         d.pooled.clear();
+         d.token_texts.clear();
+         d.token_spans.clear();
        },
        "documents[1].text: invalid UTF-8"},
       {"token texts", [](Document& d) { d.token_texts = {"only one"}; },
@@ -240,16 +254,33 @@ TEST(CollectionTest, BadQueriesNameTheField) {
       {[](SearchQuery& q) { q.pooled.clear(); }, "query: empty"},
       {[](SearchQuery& q) { q.pooled.resize(3); }, "query.pooled: expected 16 values, got 3"},
       {[](SearchQuery& q) { q.pooled[0] = NAN; }, "query.pooled: row 0 has a NaN"},
-      {[](SearchQuery& q) { q.num_tokens = 2; q.tokens.assign(kDim, 1.f); },
+      {[](SearchQuery& q) {
+         q.num_tokens = 2;
+         q.tokens.assign(kDim, 1.f);
+       },
        "query.tokens: expected 2 x 16 values, got 16"},
-      {[](SearchQuery& q) { q.num_tokens = 1; q.tokens.assign(kDim, 1.f); q.token_weights = {1, 2}; },
+      {[](SearchQuery& q) {
+         q.num_tokens = 1;
+         q.tokens.assign(kDim, 1.f);
+         q.token_weights = {1, 2};
+       },
        "query.token_weights: expected 1 values, got 2"},
-      {[](SearchQuery& q) { q.num_tokens = 1; q.tokens.assign(kDim, 1.f); q.token_weights = {-1}; },
+      {[](SearchQuery& q) {
+         q.num_tokens = 1;
+         q.tokens.assign(kDim, 1.f);
+         q.token_weights = {-1};
+       },
        "query.token_weights[0]: must be a finite, non-negative"},
       {[](SearchQuery& q) { q.ann_params = "efSearch=abc"; }, "ann_params: 'efSearch=abc'"},
       {[](SearchQuery& q) { q.ann_params = "depth=3"; }, "ann_params: unknown knob 'depth'"},
-      {[](SearchQuery& q) { q.filter = {{"lang", {}}}; }, "filter.must[0].values: must not be empty"},
-      {[](SearchQuery& q) { q.filter = {{"", {"x"}}}; }, "filter.must[0].key: must not be empty"},
+      {[](SearchQuery& q) {
+         q.filter = {{"lang", {}}};
+       },
+       "filter.must[0].values: must not be empty"},
+      {[](SearchQuery& q) {
+         q.filter = {{"", {"x"}}};
+       },
+       "filter.must[0].key: must not be empty"},
   };
   for (const Case& k : cases) {
     SearchQuery q = good();

@@ -17,8 +17,8 @@ namespace attnsearch::testing {
 
 // A document "<prefix><i>" with unit token rows (token count drawn from
 // [min_tokens, max_tokens]) and no pooled vector (the engine pools them).
-inline Document MakeDoc(std::mt19937& rng, const std::string& id, uint32_t dim,
-                        uint32_t min_tokens, uint32_t max_tokens) {
+inline Document MakeDoc(std::mt19937& rng, const std::string& id, uint32_t dim, uint32_t min_tokens,
+                        uint32_t max_tokens) {
   Document d;
   d.id = id;
   d.num_tokens = std::uniform_int_distribution<uint32_t>(min_tokens, max_tokens)(rng);
@@ -41,15 +41,14 @@ struct RefHit {
 // The exact ranking of `docs` for a query (uniform weights), best first.
 inline std::vector<RefHit> ReferenceRanking(const std::vector<Document>& docs,
                                             const std::vector<float>& query, uint32_t m,
-                                            uint32_t dim, RerankMode mode, float tau,
-                                            bool bf16) {
+                                            uint32_t dim, RerankMode mode, float tau, bool bf16) {
   std::vector<float> w(m, 1.f / float(m));
   const std::vector<float> q = bf16 ? RoundBf16(query) : query;
   std::vector<RefHit> out;
   for (const Document& d : docs) {
     const std::vector<float> t = bf16 ? RoundBf16(d.tokens) : d.tokens;
-    out.push_back({d.id, ReferenceScore(q.data(), m, w.data(), t.data(), d.num_tokens, dim,
-                                        mode, tau)});
+    out.push_back(
+        {d.id, ReferenceScore(q.data(), m, w.data(), t.data(), d.num_tokens, dim, mode, tau)});
   }
   std::sort(out.begin(), out.end(),
             [](const RefHit& a, const RefHit& b) { return a.score > b.score; });

@@ -53,7 +53,8 @@ TEST_P(ExactnessTest, FullCandidateSearchMatchesReferenceTop10) {
   for (int qi = 0; qi < 3; ++qi) {
     // A query made of a few noisy tokens of one document, so the ranking
     // has a clear head and a dense tail.
-    const Document& target = stored->documents[std::uniform_int_distribution<size_t>(0, kDocs - 1)(rng)];
+    const Document& target =
+        stored->documents[std::uniform_int_distribution<size_t>(0, kDocs - 1)(rng)];
     const uint32_t m = std::uniform_int_distribution<uint32_t>(1, 32)(rng);
     std::vector<float> query = testing::RandomUnitRows(rng, m, kDim);
     for (uint32_t i = 0; i < m; ++i) {
@@ -85,9 +86,9 @@ TEST_P(ExactnessTest, FullCandidateSearchMatchesReferenceTop10) {
         // Within 1e-2 of the same math on an f32 query, as bf16 promises.
         std::vector<float> w(m, 1.f / float(m));
         for (size_t r = 0; r < 10; ++r) {
-          const auto& doc = *std::find_if(
-              stored->documents.begin(), stored->documents.end(),
-              [&](const Document& d) { return d.id == result->hits[r].id; });
+          const auto& doc =
+              *std::find_if(stored->documents.begin(), stored->documents.end(),
+                            [&](const Document& d) { return d.id == result->hits[r].id; });
           EXPECT_NEAR(result->hits[r].score,
                       ReferenceScore(normalised.data(), m, w.data(), doc.tokens.data(),
                                      doc.num_tokens, kDim, mode, 0.1f),
@@ -100,9 +101,7 @@ TEST_P(ExactnessTest, FullCandidateSearchMatchesReferenceTop10) {
 
 INSTANTIATE_TEST_SUITE_P(Dtypes, ExactnessTest,
                          ::testing::Values(TokenDtype::kF32, TokenDtype::kBF16),
-                         [](const auto& info) {
-                           return std::string(TokenDtypeName(info.param));
-                         });
+                         [](const auto& info) { return std::string(TokenDtypeName(info.param)); });
 
 }  // namespace
 }  // namespace attnsearch

@@ -46,9 +46,8 @@ Document PooledDoc(std::mt19937& rng, const std::string& id) {
   return d;
 }
 
-RangeCondition Range(const std::string& key, std::optional<double> gte,
-                     std::optional<double> gt, std::optional<double> lte,
-                     std::optional<double> lt) {
+RangeCondition Range(const std::string& key, std::optional<double> gte, std::optional<double> gt,
+                     std::optional<double> lte, std::optional<double> lt) {
   return RangeCondition{key, gte, gt, lte, lt};
 }
 
@@ -140,16 +139,16 @@ std::vector<SearchQuery> FilterMenu() {
     q.ranges = std::move(ranges);
     menu.push_back(std::move(q));
   };
-  add({{"tag", {"t3"}}}, {});                                         // ~10%
-  add({{"tag", {"t1", "t2"}}}, {Range("price", {}, {}, {}, 0.0)});    // ~10%
-  add({{"rare", {"yes"}}}, {});                                       // ~1%
-  add({}, {Range("price", 0.0, {}, {}, 20.0)});                       // ~1%
-  add({}, {Range("price", {}, 500.0, 502.0, {})});                    // ~0.1%
-  add({{"tag", {"t5"}}}, {Range("year", 2010.0, {}, {}, 2012.0)});    // ~0.5%
+  add({{"tag", {"t3"}}}, {});                                                       // ~10%
+  add({{"tag", {"t1", "t2"}}}, {Range("price", {}, {}, {}, 0.0)});                  // ~10%
+  add({{"rare", {"yes"}}}, {});                                                     // ~1%
+  add({}, {Range("price", 0.0, {}, {}, 20.0)});                                     // ~1%
+  add({}, {Range("price", {}, 500.0, 502.0, {})});                                  // ~0.1%
+  add({{"tag", {"t5"}}}, {Range("year", 2010.0, {}, {}, 2012.0)});                  // ~0.5%
   add({}, {Range("price", {}, {}, {}, 800.0), Range("year", {}, {}, 2025.0, {})});  // ~80%
-  add({}, {Range("price", {}, 2000.0, {}, {})});                      // none
-  add({{"tag", {"none"}}}, {});                                       // none
-  add({{"rare", {"yes"}}, {"tag", {"t0"}}}, {Range("price", 999.0, {}, {}, {})});  // ~none
+  add({}, {Range("price", {}, 2000.0, {}, {})});                                    // none
+  add({{"tag", {"none"}}}, {});                                                     // none
+  add({{"rare", {"yes"}}, {"tag", {"t0"}}}, {Range("price", 999.0, {}, {}, {})});   // ~none
   return menu;
 }
 
@@ -265,8 +264,8 @@ TEST(FilterTest, RangeBoundsAndEdges) {
   auto c = MustCreate(dir.Sub("c"), NumericConfig());
   std::mt19937 rng(104);
   const std::vector<std::pair<std::string, std::string>> prices = {
-      {"neg5", "-5"}, {"neghalf", "-0.5"}, {"zero", "0"},     {"negzero", "-0"},
-      {"one", "1"},   {"onehalf", "1.5"},  {"two", "2.0"},    {"thousand", "1e3"},
+      {"neg5", "-5"},     {"neghalf", "-0.5"}, {"zero", "0"},  {"negzero", "-0"},
+      {"one", "1"},       {"onehalf", "1.5"},  {"two", "2.0"}, {"thousand", "1e3"},
       {"tiny", "1e-300"}, {"plus", "+3"},
   };
   std::vector<Document> docs;
@@ -300,9 +299,9 @@ TEST(FilterTest, RangeBoundsAndEdges) {
   EXPECT_EQ(Admitted(*c, {Range("price", none, none, inf, none)}).size(), prices.size());
   EXPECT_EQ(Admitted(*c, {Range("price", inf, none, none, none)}), S{});
   // Two ranges on one field intersect; a range and an equality condition too.
-  EXPECT_EQ(Admitted(*c, {Range("price", 0.0, none, none, none),
-                          Range("price", none, none, 1.5, none)}),
-            (S{"zero", "negzero", "tiny", "one", "onehalf"}));
+  EXPECT_EQ(
+      Admitted(*c, {Range("price", 0.0, none, none, none), Range("price", none, none, 1.5, none)}),
+      (S{"zero", "negzero", "tiny", "one", "onehalf"}));
   EXPECT_EQ(Admitted(*c, {Range("price", 0.0, none, none, none)}, {{"price", {"2.0", "1"}}}),
             (S{"one", "two"}));
   // A deleted and an overwritten document leave the range; the new value counts.
@@ -332,9 +331,8 @@ TEST(FilterTest, BadNumericValuesAreRejectedAndNothingIsStored) {
     auto r = c->Upsert(docs);
     ASSERT_FALSE(r.ok());
     EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
-    EXPECT_EQ(r.status().message(),
-              absl::StrCat("documents[3].metadata[\"year\"]: \"", bad,
-                           "\" is not a number (numeric field)"));
+    EXPECT_EQ(r.status().message(), absl::StrCat("documents[3].metadata[\"year\"]: \"", bad,
+                                                 "\" is not a number (numeric field)"));
     EXPECT_EQ(c->Stats().num_documents, 0u);
     auto got = c->Get({"d0", "d3"}, false);
     ASSERT_TRUE(got.ok());

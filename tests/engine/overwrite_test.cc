@@ -15,9 +15,9 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "core/vector_math.h"
 #include "engine/collection.h"
 #include "engine_test_util.h"
-#include "core/vector_math.h"
 #include "rerank/reference.h"
 
 namespace attnsearch {
@@ -96,16 +96,16 @@ void CheckSeen(int i, const std::string& version_text, const std::string& text,
     p->Note(p->torn, absl::StrCat(where, ": ", Id(i), " metadata v", v, ", text '", text, "'"));
   }
   if (v < floor[i]) {
-    p->Note(p->stale, absl::StrCat(where, ": ", Id(i), " v", v, " after v", floor[i],
-                                   " was acknowledged"));
+    p->Note(p->stale,
+            absl::StrCat(where, ": ", Id(i), " v", v, " after v", floor[i], " was acknowledged"));
   }
   if (v > versions.started[i].load()) {
     p->Note(p->torn, absl::StrCat(where, ": ", Id(i), " v", v, " was never written"));
   }
 }
 
-void Reader(const Collection& c, const Versions& versions, const std::atomic<bool>& stop,
-            int seed, Problems* p) {
+void Reader(const Collection& c, const Versions& versions, const std::atomic<bool>& stop, int seed,
+            Problems* p) {
   std::mt19937 rng(seed);
   const std::vector<float> query = testing::RandomUnitRows(rng, 2, kDim);
   const std::vector<float> weights(2, 0.5f);
@@ -188,7 +188,7 @@ TEST(OverwriteTest, ReadersNeverMissATornOrStaleDocument) {
     config.token_dtype = TokenDtype::kF32;
     config.ann_spec = spec;
     CollectionOptions options;
-    options.storage.sync_writes = false;  // more overwrites per second
+    options.storage.sync_writes = false;   // more overwrites per second
     options.rebuild_min_tombstones = 200;  // rebuilds happen meanwhile too
     auto c = Collection::Create(dir.Sub("c"), config, options);
     ASSERT_TRUE(c.ok()) << c.status();
@@ -225,12 +225,12 @@ TEST(OverwriteTest, ReadersNeverMissATornOrStaleDocument) {
     for (auto& t : threads) t.join();
     std::string examples;
     for (const auto& e : problems.examples) examples += "\n  " + e;
-    std::printf("%s: %llu overwrites, %llu reads, %llu rebuilds: missing %llu, torn %llu, "
-                "stale %llu\n",
-                spec.c_str(), (unsigned long long)writes.load(),
-                (unsigned long long)problems.reads.load(),
-                (unsigned long long)(*c)->Stats().rebuilds, (unsigned long long)problems.missing,
-                (unsigned long long)problems.torn, (unsigned long long)problems.stale);
+    std::printf(
+        "%s: %llu overwrites, %llu reads, %llu rebuilds: missing %llu, torn %llu, "
+        "stale %llu\n",
+        spec.c_str(), (unsigned long long)writes.load(), (unsigned long long)problems.reads.load(),
+        (unsigned long long)(*c)->Stats().rebuilds, (unsigned long long)problems.missing,
+        (unsigned long long)problems.torn, (unsigned long long)problems.stale);
     EXPECT_GT(writes.load(), 100u);
     EXPECT_GT(problems.reads.load(), 100u);
     EXPECT_EQ(problems.missing.load(), 0u) << examples;

@@ -149,8 +149,10 @@ const std::vector<Topic>& Topics() {
 // {a} and {b} its two context words.
 const std::vector<std::string>& Frames() {
   static const auto* frames = new std::vector<std::string>{
-      "the {m} and the {a}",          "some {b} near the {m}",
-      "a {m} with {a} and {b}",       "the {a} of the {m} was there",
+      "the {m} and the {a}",
+      "some {b} near the {m}",
+      "a {m} with {a} and {b}",
+      "the {a} of the {m} was there",
       "they noticed the {m} beside the {b}",
   };
   return *frames;
@@ -257,9 +259,9 @@ std::set<std::string> Words(const std::string& text) {
 
 // Where a query's target ranks.
 struct Outcome {
-  size_t top10_rank = 0;       // 1..10 with the default pipeline; 0: not there
-  std::string top_hit;         // its id
-  size_t rank = 0;             // in an exhaustive ranking of 1000; 0: beyond
+  size_t top10_rank = 0;         // 1..10 with the default pipeline; 0: not there
+  std::string top_hit;           // its id
+  size_t rank = 0;               // in an exhaustive ranking of 1000; 0: beyond
   size_t rank_without_word = 0;  // among documents holding no query word
   size_t with_query_word = 0;    // documents holding a query word
   float target_score = 0, tenth_score = 0;
@@ -357,9 +359,8 @@ class ParaphraseTest : public ::testing::Test {
         "top hit %s: %s\n",
         k.query.c_str(), k.target_text.c_str(),
         o.top10_rank ? absl::StrCat(o.top10_rank).c_str() : "-",
-        o.rank ? absl::StrCat(o.rank).c_str() : ">1000", o.rank_without_word,
-        o.with_query_word, o.target_score, o.tenth_score, r->hits[0].id.c_str(),
-        r->hits[0].text.c_str());
+        o.rank ? absl::StrCat(o.rank).c_str() : ">1000", o.rank_without_word, o.with_query_word,
+        o.target_score, o.tenth_score, r->hits[0].id.c_str(), r->hits[0].text.c_str());
     return o;
   }
 
@@ -397,11 +398,10 @@ TEST_F(ParaphraseTest, QueriesShareNoWordWithTheirTargets) {
     for (const auto& w : d) d_stems.insert(stemmer->Stem(w));
     EXPECT_EQ(q.size(), kQueryConcepts) << k.query;
     for (const auto& w : q) {
-      EXPECT_FALSE(d.count(w)) << "'" << k.query << "' shares '" << w << "' with '"
-                               << k.target_text << "'";
+      EXPECT_FALSE(d.count(w)) << "'" << k.query << "' shares '" << w << "' with '" << k.target_text
+                               << "'";
       EXPECT_FALSE(d_stems.count(stemmer->Stem(w)))
-          << "'" << k.query << "' shares the stem of '" << w << "' with '" << k.target_text
-          << "'";
+          << "'" << k.query << "' shares the stem of '" << w << "' with '" << k.target_text << "'";
     }
   }
 }

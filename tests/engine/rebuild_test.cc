@@ -69,8 +69,8 @@ std::vector<SearchHit> Top(const Collection& c, const std::vector<float>& query,
   SearchQuery q;
   q.pooled = query;
   q.top_k = k;
-  q.candidates = exhaustive ? uint32_t(std::clamp<size_t>(live, k, 20000))
-                            : std::max<uint32_t>(k, 10);
+  q.candidates =
+      exhaustive ? uint32_t(std::clamp<size_t>(live, k, 20000)) : std::max<uint32_t>(k, 10);
   q.ann_params = exhaustive ? "" : "efSearch=256";
   q.mode = RerankMode::kNone;
   auto r = c.Search(q);
@@ -203,7 +203,8 @@ TEST(RebuildTest, WritesAndDeletesDuringARebuildAreKept) {
   while (after < 3) {
     if (rebuilt) ++after;
     std::vector<Document> batch;
-    for (int i = 0; i < 20; ++i) batch.push_back(PooledDoc(wrng, absl::StrCat("n", rounds, "_", i)));
+    for (int i = 0; i < 20; ++i)
+      batch.push_back(PooledDoc(wrng, absl::StrCat("n", rounds, "_", i)));
     for (int i = 0; i < 5; ++i) {
       const std::string id = absl::StrCat("d", 1 + 3 * (rounds * 5 + i));  // live ones
       batch.push_back(PooledDoc(wrng, id));
@@ -275,9 +276,8 @@ TEST(RebuildTest, CloseDuringABackgroundRebuild) {
   Collection& c = **reopened;
   // Either the rebuild finished before the close, or the reopened
   // collection (still over the threshold) starts one.
-  ASSERT_TRUE(WaitFor(c, [](const CollectionStats& s) {
-    return s.num_tombstones == 0 && !s.rebuild_in_progress;
-  }));
+  ASSERT_TRUE(WaitFor(
+      c, [](const CollectionStats& s) { return s.num_tombstones == 0 && !s.rebuild_in_progress; }));
   EXPECT_EQ(c.Stats().ann_vectors, 10000u);
   CheckContents(c, live, deleted, rng);
 }

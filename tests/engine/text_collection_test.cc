@@ -43,8 +43,8 @@ const std::vector<std::vector<std::string>>& TopicWords() {
        "cable", "meter", "current"},
       {"recipe", "oven", "flour", "butter", "sugar", "bake", "dough", "bread", "kitchen", "salt",
        "pepper", "soup"},
-      {"guitar", "melody", "concert", "piano", "rhythm", "singer", "chord", "drum", "album",
-       "band", "song", "stage"},
+      {"guitar", "melody", "concert", "piano", "rhythm", "singer", "chord", "drum", "album", "band",
+       "song", "stage"},
       {"ship", "harbor", "sailor", "anchor", "deck", "voyage", "captain", "mast", "crew", "wave",
        "hull", "port"},
   };
@@ -53,8 +53,8 @@ const std::vector<std::vector<std::string>>& TopicWords() {
 
 const std::vector<std::string>& CommonWords() {
   static const auto* words = new std::vector<std::string>{
-      "the", "a", "of", "and", "with", "in", "on", "was", "is", "new", "old", "every", "some",
-      "this", "near", "for", "at", "very", "small", "big"};
+      "the", "a",     "of",   "and",  "with", "in",  "on", "was",  "is",    "new",
+      "old", "every", "some", "this", "near", "for", "at", "very", "small", "big"};
   return *words;
 }
 
@@ -187,8 +187,7 @@ Document MustGetOne(const Collection& c, const std::string& id, bool include_vec
   auto got = c.Get({id}, include_vectors);
   EXPECT_TRUE(got.ok()) << got.status();
   if (!got.ok() || got->documents.size() != 1) {
-    ADD_FAILURE() << "document " << id << " not found (include_vectors=" << include_vectors
-                  << ")";
+    ADD_FAILURE() << "document " << id << " not found (include_vectors=" << include_vectors << ")";
     return Document();
   }
   return std::move(got->documents[0]);
@@ -206,8 +205,8 @@ text::Stemmer English() {
 
 // A corpus loaded as text only (plus client documents), before training.
 struct Loaded {
-  std::vector<TextDoc> texts;        // text-only documents
-  std::vector<Document> clients;     // as sent
+  std::vector<TextDoc> texts;     // text-only documents
+  std::vector<Document> clients;  // as sent
   std::vector<std::string> client_ids;
 };
 
@@ -376,10 +375,8 @@ TEST(TextCollectionTest, TrainEncoderEncodesAwaitingDocuments) {
   }
   EXPECT_TRUE(stems.count(StemOf(stemmer, "risottos"))) << "no match for 'Risottos'";
   EXPECT_TRUE(stems.count(StemOf(stemmer, "saffron"))) << "no match for 'saffron'";
-  EXPECT_TRUE(absl::StrContains(two->hits[0].snippet, "<em>saffron</em>"))
-      << two->hits[0].snippet;
-  EXPECT_TRUE(absl::StrContains(two->hits[0].snippet, "<em>risotto</em>"))
-      << two->hits[0].snippet;
+  EXPECT_TRUE(absl::StrContains(two->hits[0].snippet, "<em>saffron</em>")) << two->hits[0].snippet;
+  EXPECT_TRUE(absl::StrContains(two->hits[0].snippet, "<em>risotto</em>")) << two->hits[0].snippet;
 
   // Encoded documents carry their version; client documents stay client's.
   EXPECT_EQ(MustGetOne(*c, "t5", false).encoded_by, 1u);
@@ -417,7 +414,8 @@ TEST(TextCollectionTest, TextOnlyDocumentsAfterTrainingAreEncodedAtOnce) {
     ASSERT_LE(e, text.size());
     EXPECT_EQ(d.token_texts[r], text.substr(b, e - b));
     double ss = 0;
-    for (uint32_t k = 0; k < kDim; ++k) ss += double(d.tokens[r * kDim + k]) * d.tokens[r * kDim + k];
+    for (uint32_t k = 0; k < kDim; ++k)
+      ss += double(d.tokens[r * kDim + k]) * d.tokens[r * kDim + k];
     EXPECT_NEAR(ss, 1.0, 2 * kBf16Tolerance) << "row " << r;
   }
   // The first occurrence of each word: "lighthouse", not "Lighthouse".
@@ -433,7 +431,8 @@ TEST(TextCollectionTest, RetrainingKeepsClientVectorsAndReencodesText) {
   ASSERT_TRUE(first.ok()) << first.status();
   ASSERT_EQ(first->version, 1u);
   // One more text-only document, encoded by version 1 at once.
-  ASSERT_TRUE(c->Upsert({TextOnly(TextDoc{"late", "The crew painted the hull before the voyage."})}).ok());
+  ASSERT_TRUE(
+      c->Upsert({TextOnly(TextDoc{"late", "The crew painted the hull before the voyage."})}).ok());
   const size_t text_only = l.texts.size() + 1;
 
   std::map<std::string, Document> before;
@@ -756,14 +755,12 @@ TEST(TextCollectionTest, ChineseTextSearch) {
        "深度学习需要大量的计算资源和数据。", "神经网络的参数在训练中不断更新。",
        "变换器模型完全依赖注意力机制。", "机器翻译系统采用了编码器和解码器。",
        "研究人员发布了新的预训练语言模型。", "梯度下降是训练神经网络的常用方法。"},
-      {"妈妈在厨房里做了一锅红烧肉。", "这道菜需要先把鸡蛋炒熟。",
-       "米饭煮好以后要焖十分钟。", "他喜欢在周末包饺子。", "炒青菜的时候要多放一点蒜。",
-       "这家餐厅的面条非常好吃。", "做蛋糕需要面粉、牛奶和鸡蛋。",
-       "厨师把牛肉切成薄片再下锅。", "汤里加一点盐和胡椒味道更好。",
+      {"妈妈在厨房里做了一锅红烧肉。", "这道菜需要先把鸡蛋炒熟。", "米饭煮好以后要焖十分钟。",
+       "他喜欢在周末包饺子。", "炒青菜的时候要多放一点蒜。", "这家餐厅的面条非常好吃。",
+       "做蛋糕需要面粉、牛奶和鸡蛋。", "厨师把牛肉切成薄片再下锅。", "汤里加一点盐和胡椒味道更好。",
        "我们晚饭吃了米饭和炒青菜。"},
-      {"足球比赛在晚上八点开始。", "这名前锋在比赛中打进了两个球。",
-       "球队的教练调整了防守阵型。", "守门员扑出了对方的点球。",
-       "球迷们在体育场里大声欢呼。", "这支球队赢得了联赛冠军。",
+      {"足球比赛在晚上八点开始。", "这名前锋在比赛中打进了两个球。", "球队的教练调整了防守阵型。",
+       "守门员扑出了对方的点球。", "球迷们在体育场里大声欢呼。", "这支球队赢得了联赛冠军。",
        "中场球员的传球非常准确。", "裁判给了他一张黄牌。", "比赛进入了加时赛。",
        "他们在训练场上练习射门。"},
   };
@@ -788,9 +785,12 @@ TEST(TextCollectionTest, ChineseTextSearch) {
     std::string query;
     size_t topic;
   };
-  for (const Case& k : std::vector<Case>{{"注意力机制", 0}, {"神经网络", 0},
-                                         {"炒青菜", 1}, {"鸡蛋", 1},
-                                         {"守门员", 2}, {"比赛", 2}}) {
+  for (const Case& k : std::vector<Case>{{"注意力机制", 0},
+                                         {"神经网络", 0},
+                                         {"炒青菜", 1},
+                                         {"鸡蛋", 1},
+                                         {"守门员", 2},
+                                         {"比赛", 2}}) {
     SCOPED_TRACE(k.query);
     auto r = TextSearch(*c, k.query, 5, /*explain=*/true, /*include_text=*/true);
     ASSERT_TRUE(r.ok()) << r.status();

@@ -23,9 +23,7 @@ constexpr size_t kDocs = 5000;
 constexpr size_t kQueries = 200;
 constexpr uint32_t kTopK = 10;
 
-std::vector<float> RandomUnit(std::mt19937& rng) {
-  return RandomUnitRows(rng, 1, kDim);
-}
+std::vector<float> RandomUnit(std::mt19937& rng) { return RandomUnitRows(rng, 1, kDim); }
 
 std::vector<Document> RandomDocs(size_t n, uint32_t seed) {
   std::mt19937 rng(seed);
@@ -167,9 +165,10 @@ TEST_F(TuneTest, TunedEfSearchBecomesTheStoredDefault) {
   const auto tuned = SearchAll(*c, "");
   EXPECT_EQ(tuned, SearchAll(*c, r->ann_params));
   const double tuned_recall = MeanRecall(tuned, truth_);
-  std::printf("recall@10 on fresh queries: %.3f untuned (efSearch=10), %.3f tuned (%s; %.3f on "
-              "the held-out sample)\n",
-              untuned_recall, tuned_recall, r->ann_params.c_str(), r->sample_recall);
+  std::printf(
+      "recall@10 on fresh queries: %.3f untuned (efSearch=10), %.3f tuned (%s; %.3f on "
+      "the held-out sample)\n",
+      untuned_recall, tuned_recall, r->ann_params.c_str(), r->sample_recall);
   EXPECT_GE(tuned_recall, 0.85) << "untuned " << untuned_recall;
   EXPECT_GT(tuned_recall, untuned_recall + 0.03);
   // A request's own ann_params still win.

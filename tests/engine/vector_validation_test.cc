@@ -145,8 +145,7 @@ TEST(VectorValidationTest, SubnormalQueryVectorsScoreLikeTheirDirection) {
   ASSERT_TRUE(c->Upsert(docs).ok());
 
   SearchQuery normal = PooledQuery({1, 1, 1, 1}, 10, 20, RerankMode::kAttention);
-  SearchQuery tiny = PooledQuery({1e-40f, 1e-40f, 1e-40f, 1e-40f}, 10, 20,
-                                 RerankMode::kAttention);
+  SearchQuery tiny = PooledQuery({1e-40f, 1e-40f, 1e-40f, 1e-40f}, 10, 20, RerankMode::kAttention);
   SearchQuery tiny_tokens;
   tiny_tokens.num_tokens = 2;
   tiny_tokens.tokens = {1e-40f, 1e-40f, 1e-40f, 1e-40f, kTiny, kTiny, kTiny, kTiny};
@@ -179,9 +178,13 @@ TEST(VectorValidationTest, VectorsWithoutADirectionAreRefusedNamingFieldAndRow) 
     std::function<void(Document&)> mutate;
     std::string message;
   } cases[] = {
-      {[](Document& d) { d.pooled = {0, 0, -0.f, 0}; },
+      {[](Document& d) {
+         d.pooled = {0, 0, -0.f, 0};
+       },
        "documents[1].pooled: row 0 has zero norm"},
-      {[&](Document& d) { d.pooled = {kTiny, inf, 0, 0}; },
+      {[&](Document& d) {
+         d.pooled = {kTiny, inf, 0, 0};
+       },
        "documents[1].pooled: row 0 has a NaN or infinite value"},
       {[](Document& d) {
          d.num_tokens = 2;
@@ -283,8 +286,8 @@ TEST(VectorValidationTest, SearchNeverReturnsANonFiniteScore) {
     nan_tokens.tokens.assign(2 * kDim, std::numeric_limits<float>::quiet_NaN());
     const Label next = (*store)->next_label();
     ASSERT_TRUE(
-        (*store)->Commit({{next, std::nullopt, &all_inf}, {next + 1, std::nullopt, &nan_tokens}},
-                         {})
+        (*store)
+            ->Commit({{next, std::nullopt, &all_inf}, {next + 1, std::nullopt, &nan_tokens}}, {})
             .ok());
   }
   auto c = Collection::Open(path, {});

@@ -98,8 +98,7 @@ int FuzzCodec(const uint8_t* data, size_t size) {
       const std::string again = codec::EncodeConfig(*config);
       const auto config2 = codec::DecodeConfig(again);
       ATTN_FUZZ_CHECK(config2.ok());
-      ATTN_FUZZ_CHECK(config2->dim == config->dim &&
-                      config2->token_dtype == config->token_dtype &&
+      ATTN_FUZZ_CHECK(config2->dim == config->dim && config2->token_dtype == config->token_dtype &&
                       config2->ann_spec == config->ann_spec &&
                       config2->numeric_fields == config->numeric_fields);
       break;

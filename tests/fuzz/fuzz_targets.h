@@ -48,12 +48,12 @@ int FuzzCodec(const uint8_t* data, size_t size);
 }  // namespace attnsearch::fuzz
 
 // Aborts with a message when `cond` is false (a finding, not an input error).
-#define ATTN_FUZZ_CHECK(cond)                                                      \
-  do {                                                                             \
-    if (!(cond)) {                                                                 \
+#define ATTN_FUZZ_CHECK(cond)                                                            \
+  do {                                                                                   \
+    if (!(cond)) {                                                                       \
       std::fprintf(stderr, "%s:%d: fuzz check failed: %s\n", __FILE__, __LINE__, #cond); \
-      std::abort();                                                                \
-    }                                                                              \
+      std::abort();                                                                      \
+    }                                                                                    \
   } while (0)
 
 #endif  // ATTNSEARCH_TESTS_FUZZ_FUZZ_TARGETS_H_

@@ -37,8 +37,7 @@ std::set<std::string>* seed_ids = nullptr;
 // Created on first use, removed at exit.
 Catalog* TheCatalog() {
   static Catalog* catalog = [] {
-    std::string tmpl =
-        (std::filesystem::temp_directory_path() / "attnsearch_fuzz_XXXXXX").string();
+    std::string tmpl = (std::filesystem::temp_directory_path() / "attnsearch_fuzz_XXXXXX").string();
     if (::mkdtemp(tmpl.data()) == nullptr) std::abort();
     static std::string dir = tmpl;
     std::atexit([] {
@@ -70,17 +69,16 @@ Catalog* TheCatalog() {
     config.numeric_fields = {"n"};
     auto coll = c->Create(kCollection, config);
     ATTN_FUZZ_CHECK(coll.ok());
-    static const char* kTexts[] = {
-        "the quick brown fox jumps over the lazy dog",
-        "copy files securely to another computer",
-        "東京は日本の首都です",
-        "search engines rank documents by meaning",
-        "attention weights sum to one over the tokens",
-        "a lazy afternoon by the river",
-        "secure shell remote login",
-        "numbers like 3.14 and 42 are words too",
-        "Straße und Fluss",
-        "rank fusion of lexical and semantic scores"};
+    static const char* kTexts[] = {"the quick brown fox jumps over the lazy dog",
+                                   "copy files securely to another computer",
+                                   "東京は日本の首都です",
+                                   "search engines rank documents by meaning",
+                                   "attention weights sum to one over the tokens",
+                                   "a lazy afternoon by the river",
+                                   "secure shell remote login",
+                                   "numbers like 3.14 and 42 are words too",
+                                   "Straße und Fluss",
+                                   "rank fusion of lexical and semantic scores"};
     seed_ids = new std::set<std::string>;
     std::vector<Document> docs;
     for (int i = 0; i < 10; ++i) {
@@ -125,8 +123,8 @@ void FuzzUpsert(const v1::UpsertRequest& req) {
   if (!c.ok()) return;
   std::vector<Document> docs(size_t(req.documents_size()));
   for (int i = 0; i < req.documents_size(); ++i) {
-    const absl::Status converted = FromProto(
-        req.documents(i), absl::StrCat("documents[", i, "]"), (*c)->config().dim, &docs[size_t(i)]);
+    const absl::Status converted = FromProto(req.documents(i), absl::StrCat("documents[", i, "]"),
+                                             (*c)->config().dim, &docs[size_t(i)]);
     if (!converted.ok()) return Note("upsert request", converted);
   }
   std::vector<std::string> ids;

@@ -34,7 +34,7 @@ using ::attnsearch::testing::TempDir;
 constexpr uint32_t kDim = 8;
 
 struct ToolRun {
-  int status = -1;     // waitpid status
+  int status = -1;  // waitpid status
   std::string stderr_text;
   int exit_code() const { return WIFEXITED(status) ? WEXITSTATUS(status) : -1; }
 };
@@ -171,8 +171,9 @@ TEST(IndexerToolTest, GzipLoadEqualsPlainLoad) {
     gzclose(gz);
   }
   for (const char* name : {"in.jsonl", "in.jsonl.gz"}) {
-    const ToolRun run = RunTool(dir, {dir.Sub(name), "--data_dir", dir.Sub(name + std::string(".d")),
-                                      "--collection", "c", "--dim", "8"});
+    const ToolRun run =
+        RunTool(dir, {dir.Sub(name), "--data_dir", dir.Sub(name + std::string(".d")),
+                      "--collection", "c", "--dim", "8"});
     ASSERT_EQ(run.exit_code(), 0) << run.stderr_text;
   }
   ExpectSameDocuments(ReadBack(dir.Sub("in.jsonl.d"), "c", Ids(300)),
@@ -204,11 +205,11 @@ TEST(IndexerToolTest, FvecsLoadTakesTheFilesDim) {
 // A corpus with bad lines at known places.
 std::vector<std::string> CorpusWithBadLines() {
   std::vector<std::string> lines = Corpus(20, 4);
-  lines[3] = "{\"id\":\"doc-3\",\"pooled\":[1,2]}";                       // line 4: dim
-  lines[7] = "{\"id\":\"doc-7\",\"pooled\":[1,2,3,4,5,6,7,";               // line 8: JSON
-  lines[10] = "{\"id\":\"doc-2\",\"pooled\":[1,2,3,4,5,6,7,8]}";           // line 11: dup
-  lines[12] = "{\"pooled\":[1,2,3,4,5,6,7,8]}";                            // line 13: no id
-  lines[15] = "{\"id\":\"doc-15\",\"pooled\":[1,\"NaN\",3,4,5,6,7,8]}";   // line 16: NaN
+  lines[3] = "{\"id\":\"doc-3\",\"pooled\":[1,2]}";                      // line 4: dim
+  lines[7] = "{\"id\":\"doc-7\",\"pooled\":[1,2,3,4,5,6,7,";             // line 8: JSON
+  lines[10] = "{\"id\":\"doc-2\",\"pooled\":[1,2,3,4,5,6,7,8]}";         // line 11: dup
+  lines[12] = "{\"pooled\":[1,2,3,4,5,6,7,8]}";                          // line 13: no id
+  lines[15] = "{\"id\":\"doc-15\",\"pooled\":[1,\"NaN\",3,4,5,6,7,8]}";  // line 16: NaN
   return lines;
 }
 
@@ -221,9 +222,10 @@ std::vector<std::tuple<uint64_t, std::string, std::string>> ReadRejects(const st
     const nlohmann::json j = nlohmann::json::parse(line);
     out.emplace_back(j.at("position").get<uint64_t>(), j.value("id", ""),
                      j.at("reason").get<std::string>());
-    EXPECT_EQ(j.at("location").get<std::string>().find(":" + std::to_string(std::get<0>(out.back()))),
-              j.at("location").get<std::string>().size() -
-                  std::to_string(std::get<0>(out.back())).size() - 1)
+    EXPECT_EQ(
+        j.at("location").get<std::string>().find(":" + std::to_string(std::get<0>(out.back()))),
+        j.at("location").get<std::string>().size() -
+            std::to_string(std::get<0>(out.back())).size() - 1)
         << line;
   }
   return out;
@@ -233,8 +235,8 @@ TEST(IndexerToolTest, BadLinesAreSkippedAndListedByDefault) {
   TempDir dir;
   WriteLines(dir.Sub("bad.jsonl"), CorpusWithBadLines());
   const std::string f = dir.Sub("bad.jsonl");
-  ToolRun run = RunTool(dir, {f, "--data_dir", dir.Sub("data"), "--collection", "c", "--dim", "8",
-                              "--batch", "4"});
+  ToolRun run = RunTool(
+      dir, {f, "--data_dir", dir.Sub("data"), "--collection", "c", "--dim", "8", "--batch", "4"});
   EXPECT_EQ(run.exit_code(), 4) << run.stderr_text;  // done, with rejects
   EXPECT_NE(run.stderr_text.find(f + ":4: pooled: expected 8 values, got 2"), std::string::npos)
       << run.stderr_text;
@@ -275,13 +277,13 @@ TEST(IndexerToolTest, MaxErrorsReportsEveryBadLineAsFileLine) {
   TempDir dir;
   WriteLines(dir.Sub("bad.jsonl"), CorpusWithBadLines());
   const std::string f = dir.Sub("bad.jsonl");
-  ToolRun run = RunTool(dir, {f, "--data_dir", dir.Sub("data"), "--collection", "c", "--dim",
-                              "8", "--max_errors", "5", "--batch", "4"});
+  ToolRun run = RunTool(dir, {f, "--data_dir", dir.Sub("data"), "--collection", "c", "--dim", "8",
+                              "--max_errors", "5", "--batch", "4"});
   EXPECT_EQ(run.exit_code(), 4) << run.stderr_text;  // done, the bad lines rejected
   for (const std::string& expected :
-       {f + ":4: pooled: expected 8 values, got 2", f + ":8: bad JSON:",
-        f + ":11: id: duplicate id 'doc-2' (first at " + f + ":3)", f + ":13: id: missing",
-        f + ":16: pooled[1]: expected a number, got string \"NaN\""}) {
+       {f + ":4: pooled: expected 8 values, got 2",
+        f + ":8: bad JSON:", f + ":11: id: duplicate id 'doc-2' (first at " + f + ":3)",
+        f + ":13: id: missing", f + ":16: pooled[1]: expected a number, got string \"NaN\""}) {
     EXPECT_NE(run.stderr_text.find(expected), std::string::npos)
         << "missing '" << expected << "' in:\n"
         << run.stderr_text;
@@ -299,15 +301,13 @@ TEST(IndexerToolTest, MaxErrorsReportsEveryBadLineAsFileLine) {
   run = RunTool(dir2, {f, "--data_dir", dir2.Sub("data"), "--collection", "c", "--dim", "8",
                        "--max_errors", "4"});
   EXPECT_EQ(run.exit_code(), 2) << run.stderr_text;
-  EXPECT_NE(run.stderr_text.find("more than 4 bad records"), std::string::npos)
-      << run.stderr_text;
+  EXPECT_NE(run.stderr_text.find("more than 4 bad records"), std::string::npos) << run.stderr_text;
   r = ReadBack(dir2.Sub("data"), "c", Ids(20));
   EXPECT_EQ(r.documents.size(), 11u);  // lines 1..15 minus 4 bad
-  run = RunTool(dir2, {f, "--data_dir", dir2.Sub("data"), "--collection", "c", "--max_errors",
-                       "5"});
+  run =
+      RunTool(dir2, {f, "--data_dir", dir2.Sub("data"), "--collection", "c", "--max_errors", "5"});
   EXPECT_EQ(run.exit_code(), 4) << run.stderr_text;
-  EXPECT_NE(run.stderr_text.find("resuming after line 15"), std::string::npos)
-      << run.stderr_text;
+  EXPECT_NE(run.stderr_text.find("resuming after line 15"), std::string::npos) << run.stderr_text;
   EXPECT_NE(run.stderr_text.find(f + ":16: "), std::string::npos) << run.stderr_text;
   EXPECT_EQ(run.stderr_text.find(f + ":4: "), std::string::npos) << run.stderr_text;
   ExpectSameDocuments(ReadBack(dir2.Sub("data"), "c", Ids(20)),
@@ -350,13 +350,12 @@ TEST(IndexerToolTest, TargetRecallTunesTheIndexOffline) {
   TempDir dir;
   std::mt19937 rng(31);
   WriteFvecs(dir.Sub("base.fvecs"), testing::RandomUnitRows(rng, 2000, 16), 16);
-  ToolRun run = RunTool(dir, {dir.Sub("base.fvecs"), "--data_dir", dir.Sub("data"),
-                              "--collection", "v", "--target_recall", "0.9"});
+  ToolRun run = RunTool(dir, {dir.Sub("base.fvecs"), "--data_dir", dir.Sub("data"), "--collection",
+                              "v", "--target_recall", "0.9"});
   ASSERT_EQ(run.exit_code(), 0) << run.stderr_text;
   const std::string printed = PrintedTuning(run.stderr_text);
   EXPECT_EQ(printed.rfind("efSearch=", 0), 0u) << run.stderr_text;
-  EXPECT_NE(run.stderr_text.find("on 1000 held-out vectors"), std::string::npos)
-      << run.stderr_text;
+  EXPECT_NE(run.stderr_text.find("on 1000 held-out vectors"), std::string::npos) << run.stderr_text;
   CollectionStats stats = StatsOf(dir.Sub("data"), "v");
   EXPECT_EQ(stats.num_documents, 2000u);
   EXPECT_EQ(stats.tuned_ann_params, printed);
@@ -364,24 +363,23 @@ TEST(IndexerToolTest, TargetRecallTunesTheIndexOffline) {
 
   // Out of range: a usage error before anything is loaded.
   for (const char* bad : {"1.5", "-0.1"}) {
-    run = RunTool(dir, {dir.Sub("base.fvecs"), "--data_dir", dir.Sub("data2"), "--collection",
-                        "v", "--target_recall", bad});
+    run = RunTool(dir, {dir.Sub("base.fvecs"), "--data_dir", dir.Sub("data2"), "--collection", "v",
+                        "--target_recall", bad});
     EXPECT_EQ(run.exit_code(), 1) << bad << run.stderr_text;
     EXPECT_NE(run.stderr_text.find("--target_recall must be in [0, 1]"), std::string::npos)
         << run.stderr_text;
   }
   // Stopped early (--limit): not tuned.
-  run = RunTool(dir, {dir.Sub("base.fvecs"), "--data_dir", dir.Sub("data3"), "--collection",
-                      "v", "--target_recall", "0.9", "--limit", "1500"});
+  run = RunTool(dir, {dir.Sub("base.fvecs"), "--data_dir", dir.Sub("data3"), "--collection", "v",
+                      "--target_recall", "0.9", "--limit", "1500"});
   EXPECT_EQ(run.exit_code(), 0) << run.stderr_text;
   EXPECT_NE(run.stderr_text.find("is not tuned"), std::string::npos) << run.stderr_text;
   EXPECT_EQ(StatsOf(dir.Sub("data3"), "v").tuned_ann_params, "");
   // An exact index has nothing to tune.
-  run = RunTool(dir, {dir.Sub("base.fvecs"), "--data_dir", dir.Sub("data4"), "--collection",
-                      "v", "--ann_spec", "Flat", "--target_recall", "0.9"});
+  run = RunTool(dir, {dir.Sub("base.fvecs"), "--data_dir", dir.Sub("data4"), "--collection", "v",
+                      "--ann_spec", "Flat", "--target_recall", "0.9"});
   EXPECT_EQ(run.exit_code(), 0) << run.stderr_text;
-  EXPECT_NE(run.stderr_text.find("exact, nothing to tune"), std::string::npos)
-      << run.stderr_text;
+  EXPECT_NE(run.stderr_text.find("exact, nothing to tune"), std::string::npos) << run.stderr_text;
   EXPECT_EQ(StatsOf(dir.Sub("data4"), "v").tuned_ann_params, "");
 }
 
@@ -392,9 +390,8 @@ TEST(IndexerToolTest, TargetRecallTunesTheIndexOnline) {
   testing::ServerProcess server;
   const std::string address = server.Start(dir.Sub("data"));
   ASSERT_FALSE(address.empty());
-  const ToolRun run =
-      RunTool(dir, {dir.Sub("base.fvecs"), "--server", address, "--collection", "v",
-                    "--target_recall", "0.95", "--checkpoint", dir.Sub("ckpt")});
+  const ToolRun run = RunTool(dir, {dir.Sub("base.fvecs"), "--server", address, "--collection", "v",
+                                    "--target_recall", "0.95", "--checkpoint", dir.Sub("ckpt")});
   ASSERT_EQ(run.exit_code(), 0) << run.stderr_text;
   const std::string printed = PrintedTuning(run.stderr_text);
   EXPECT_EQ(printed.rfind("efSearch=", 0), 0u) << run.stderr_text;
@@ -419,18 +416,18 @@ TEST(IndexerToolTest, UsageErrors) {
   // Unknown flag.
   EXPECT_EQ(RunTool(dir, {dir.Sub("in.jsonl"), "--collection", "c", "--bogus"}).exit_code(), 1);
   // A new collection needs --dim.
-  ToolRun run = RunTool(dir, {dir.Sub("in.jsonl"), "--data_dir", dir.Sub("data"),
-                              "--collection", "c"});
+  ToolRun run =
+      RunTool(dir, {dir.Sub("in.jsonl"), "--data_dir", dir.Sub("data"), "--collection", "c"});
   EXPECT_EQ(run.exit_code(), 1) << run.stderr_text;
   EXPECT_NE(run.stderr_text.find("--dim is needed"), std::string::npos);
   // A missing input is an input error.
-  EXPECT_EQ(RunTool(dir, {dir.Sub("nope.jsonl"), "--data_dir", dir.Sub("data"), "--collection",
-                          "c", "--dim", "8"})
+  EXPECT_EQ(RunTool(dir, {dir.Sub("nope.jsonl"), "--data_dir", dir.Sub("data"), "--collection", "c",
+                          "--dim", "8"})
                 .exit_code(),
             2);
   // --dim contradicting the existing collection.
-  ASSERT_EQ(RunTool(dir, {dir.Sub("in.jsonl"), "--data_dir", dir.Sub("data"), "--collection",
-                          "c", "--dim", "8"})
+  ASSERT_EQ(RunTool(dir, {dir.Sub("in.jsonl"), "--data_dir", dir.Sub("data"), "--collection", "c",
+                          "--dim", "8"})
                 .exit_code(),
             0);
   run = RunTool(dir, {dir.Sub("in.jsonl"), "--data_dir", dir.Sub("data"), "--collection", "c",
@@ -447,9 +444,17 @@ TEST(IndexerToolTest, ResumeAfterCrashEqualsUninterruptedLoad) {
   std::vector<std::string> lines = Corpus(2000, 6);
   lines[1500] = "{\"id\":\"doc-1500\",\"pooled\":[1]}";  // one bad line after the crash
   WriteLines(dir.Sub("in.jsonl"), lines);
-  const std::vector<std::string> common = {dir.Sub("in.jsonl"), "--collection", "c", "--dim",
-                                           "8", "--batch", "100", "--checkpoint_every", "300",
-                                           "--max_errors", "10"};
+  const std::vector<std::string> common = {dir.Sub("in.jsonl"),
+                                           "--collection",
+                                           "c",
+                                           "--dim",
+                                           "8",
+                                           "--batch",
+                                           "100",
+                                           "--checkpoint_every",
+                                           "300",
+                                           "--max_errors",
+                                           "10"};
   auto with = [&](std::vector<std::string> extra) {
     std::vector<std::string> a = common;
     a.insert(a.end(), extra.begin(), extra.end());
@@ -460,12 +465,12 @@ TEST(IndexerToolTest, ResumeAfterCrashEqualsUninterruptedLoad) {
 
   run = RunTool(dir, with({"--data_dir", dir.Sub("resumed"), "--stop_after", "1000"}));
   ASSERT_TRUE(WIFSIGNALED(run.status) && WTERMSIG(run.status) == SIGKILL)
-      << DescribeWaitStatus(run.status) << "\n" << run.stderr_text;
+      << DescribeWaitStatus(run.status) << "\n"
+      << run.stderr_text;
   run = RunTool(dir, with({"--data_dir", dir.Sub("resumed"), "--stop_after", "700"}));
   ASSERT_TRUE(WIFSIGNALED(run.status)) << run.stderr_text;
   // Checkpoints every 300 documents: the first run's last was at 900.
-  EXPECT_NE(run.stderr_text.find("resuming after line 900"), std::string::npos)
-      << run.stderr_text;
+  EXPECT_NE(run.stderr_text.find("resuming after line 900"), std::string::npos) << run.stderr_text;
   EXPECT_NE(run.stderr_text.find(":1501: pooled: expected 8 values, got 1"), std::string::npos)
       << run.stderr_text;
   run = RunTool(dir, with({"--data_dir", dir.Sub("resumed")}));
@@ -482,8 +487,7 @@ TEST(IndexerToolTest, ResumeAfterCrashEqualsUninterruptedLoad) {
   // Everything is loaded: a re-run does nothing; another input starts over
   // (and --restart ignores the checkpoint).
   run = RunTool(dir, with({"--data_dir", dir.Sub("resumed")}));
-  EXPECT_NE(run.stderr_text.find("0 documents written (2000 records skipped"),
-            std::string::npos)
+  EXPECT_NE(run.stderr_text.find("0 documents written (2000 records skipped"), std::string::npos)
       << run.stderr_text;
   run = RunTool(dir, with({"--data_dir", dir.Sub("resumed"), "--restart", "--limit", "10"}));
   EXPECT_EQ(run.exit_code(), 0) << run.stderr_text;
@@ -509,12 +513,11 @@ TEST(IndexerToolTest, NumericFieldsOfflineAndOnline) {
   WriteLines(dir.Sub("in.jsonl"), lines);
   const std::string f = dir.Sub("in.jsonl");
 
-  ToolRun run = RunTool(dir, {f, "--data_dir", dir.Sub("data"), "--collection", "c", "--dim",
-                              "8", "--numeric_fields", "price,year", "--max_errors", "3",
-                              "--batch", "16"});
+  ToolRun run =
+      RunTool(dir, {f, "--data_dir", dir.Sub("data"), "--collection", "c", "--dim", "8",
+                    "--numeric_fields", "price,year", "--max_errors", "3", "--batch", "16"});
   EXPECT_EQ(run.exit_code(), 4) << run.stderr_text;
-  const std::string reason =
-      "metadata[\"price\"]: \"abc\" is not a number (numeric field)";
+  const std::string reason = "metadata[\"price\"]: \"abc\" is not a number (numeric field)";
   const std::string expected = f + ":42: rejected by the engine: " + reason;
   EXPECT_NE(run.stderr_text.find(expected), std::string::npos) << run.stderr_text;
   {
@@ -539,9 +542,8 @@ TEST(IndexerToolTest, NumericFieldsOfflineAndOnline) {
   testing::ServerProcess server;
   const std::string address = server.Start(dir.Sub("online"));
   ASSERT_FALSE(address.empty());
-  run = RunTool(dir, {f, "--server", address, "--collection", "c", "--dim", "8",
-                      "--numeric_fields", "price", "--max_errors", "3", "--checkpoint",
-                      dir.Sub("ckpt")});
+  run = RunTool(dir, {f, "--server", address, "--collection", "c", "--dim", "8", "--numeric_fields",
+                      "price", "--max_errors", "3", "--checkpoint", dir.Sub("ckpt")});
   EXPECT_EQ(run.exit_code(), 4) << run.stderr_text;
   // Rejected by the server: listed with the document's id.
   const auto listed = ReadRejects(dir.Sub("ckpt.rejects.jsonl"));
@@ -563,8 +565,7 @@ TEST(IndexerToolTest, NumericFieldsOfflineAndOnline) {
   run = RunTool(dir, {f, "--data_dir", dir.Sub("data2"), "--collection", "c", "--dim", "8",
                       "--numeric_fields", "a b"});
   EXPECT_EQ(run.exit_code(), 1) << run.stderr_text;
-  EXPECT_NE(run.stderr_text.find("config.numeric_fields[0]"), std::string::npos)
-      << run.stderr_text;
+  EXPECT_NE(run.stderr_text.find("config.numeric_fields[0]"), std::string::npos) << run.stderr_text;
 }
 
 TEST(IndexerToolTest, OnlineLoadThroughTheServer) {
@@ -575,10 +576,21 @@ TEST(IndexerToolTest, OnlineLoadThroughTheServer) {
   testing::ServerProcess server;
   const std::string address = server.Start(dir.Sub("data"));
   ASSERT_FALSE(address.empty());
-  const std::vector<std::string> common = {
-      dir.Sub("in.jsonl"), "--server", address, "--collection", "c", "--dim", "8",
-      "--batch", "50", "--max_inflight_mb", "0.05", "--max_errors", "3",
-      "--checkpoint", dir.Sub("ckpt")};
+  const std::vector<std::string> common = {dir.Sub("in.jsonl"),
+                                           "--server",
+                                           address,
+                                           "--collection",
+                                           "c",
+                                           "--dim",
+                                           "8",
+                                           "--batch",
+                                           "50",
+                                           "--max_inflight_mb",
+                                           "0.05",
+                                           "--max_errors",
+                                           "3",
+                                           "--checkpoint",
+                                           dir.Sub("ckpt")};
   auto with = [&](std::vector<std::string> extra) {
     std::vector<std::string> a = common;
     a.insert(a.end(), extra.begin(), extra.end());
@@ -747,11 +759,12 @@ TEST(IndexerToolTest, OfflineTextOnlyLoadTrainsTheEncoder) {
   ASSERT_EQ(run.exit_code(), 0) << DescribeWaitStatus(run.status) << "\n" << run.stderr_text;
   for (const std::string& expected :
        {std::string("new collection 'c' (dim 256, the default for text-only input)"),
-        std::string("done: 200 documents written"),
-        std::string("encoder v1: vocabulary "), std::string("trained on 200 documents in "),
-        std::string("200 documents encoded in "), std::string("200 vectors added")}) {
+        std::string("done: 200 documents written"), std::string("encoder v1: vocabulary "),
+        std::string("trained on 200 documents in "), std::string("200 documents encoded in "),
+        std::string("200 vectors added")}) {
     EXPECT_NE(run.stderr_text.find(expected), std::string::npos)
-        << "missing '" << expected << "' in:\n" << run.stderr_text;
+        << "missing '" << expected << "' in:\n"
+        << run.stderr_text;
   }
   const OfflineView v = ReadOffline(dir.Sub("data"), "c", TextIds(200), ProbeWords());
   EXPECT_EQ(v.dim, 256u);
@@ -808,8 +821,7 @@ TEST(IndexerToolTest, TrainEncoderNeverLeavesItUntrainedAndAReRunTrainsIt) {
   ASSERT_EQ(run.exit_code(), 0) << run.stderr_text;
   EXPECT_NE(run.stderr_text.find("0 documents written (200 records skipped"), std::string::npos)
       << run.stderr_text;
-  EXPECT_NE(run.stderr_text.find("encoder v1: vocabulary"), std::string::npos)
-      << run.stderr_text;
+  EXPECT_NE(run.stderr_text.find("encoder v1: vocabulary"), std::string::npos) << run.stderr_text;
   v = ReadOffline(dir.Sub("data"), "c", TextIds(200), ProbeWords());
   EXPECT_EQ(v.stats.encoder_version, 1u);
   ExpectUniqueWordsFindTheirDocuments(v, kProbes);
@@ -819,14 +831,13 @@ TEST(IndexerToolTest, TrainEncoderNeverLeavesItUntrainedAndAReRunTrainsIt) {
   ASSERT_EQ(run.exit_code(), 0) << run.stderr_text;
   EXPECT_EQ(run.stderr_text.find("encoder v"), std::string::npos) << run.stderr_text;
   args = common;
-  args.insert(args.end(), {"--train_encoder", "always", "--stem_language", "none",
-                           "--semantic_share", "0.5"});
+  args.insert(args.end(),
+              {"--train_encoder", "always", "--stem_language", "none", "--semantic_share", "0.5"});
   run = RunTool(dir, args);
   ASSERT_EQ(run.exit_code(), 0) << run.stderr_text;
   EXPECT_NE(run.stderr_text.find("semantic_share 0.5, stem_language none"), std::string::npos)
       << run.stderr_text;
-  EXPECT_NE(run.stderr_text.find("encoder v2: vocabulary"), std::string::npos)
-      << run.stderr_text;
+  EXPECT_NE(run.stderr_text.find("encoder v2: vocabulary"), std::string::npos) << run.stderr_text;
   v = ReadOffline(dir.Sub("data"), "c", TextIds(200), ProbeWords());
   EXPECT_EQ(v.stats.encoder_version, 2u);
   ExpectUniqueWordsFindTheirDocuments(v, kProbes);
@@ -836,18 +847,19 @@ TEST(IndexerToolTest, TextOnlyBadLinesAndEncoderFlags) {
   TempDir dir;
   std::vector<std::string> lines = TextCorpus(20, 13);
   lines[4] = "{\"id\":\"t-4\",\"text\":\"caf\xE9 au lait\"}";  // Latin-1: line 5
-  lines[9] = "{\"id\":\"t-9\",\"title\":\"\",\"text\":\"\"}";      // line 10
-  lines[14] = "{\"id\":\"t-14\",\"text\":\"--- !!!\"}";            // line 15
+  lines[9] = "{\"id\":\"t-9\",\"title\":\"\",\"text\":\"\"}";  // line 10
+  lines[14] = "{\"id\":\"t-14\",\"text\":\"--- !!!\"}";        // line 15
   WriteLines(dir.Sub("bad.jsonl"), lines);
   const std::string f = dir.Sub("bad.jsonl");
-  ToolRun run = RunTool(dir, {f, "--data_dir", dir.Sub("data"), "--collection", "c",
-                              "--max_errors", "3"});
+  ToolRun run =
+      RunTool(dir, {f, "--data_dir", dir.Sub("data"), "--collection", "c", "--max_errors", "3"});
   EXPECT_EQ(run.exit_code(), 4) << run.stderr_text;
   for (const std::string& expected :
        {f + ":5: text: invalid UTF-8 at byte 3", f + ":10: no text, pooled vector or tokens",
         f + ":15: text: contains no words", std::string("encoder v1: vocabulary")}) {
     EXPECT_NE(run.stderr_text.find(expected), std::string::npos)
-        << "missing '" << expected << "' in:\n" << run.stderr_text;
+        << "missing '" << expected << "' in:\n"
+        << run.stderr_text;
   }
   const OfflineView v = ReadOffline(dir.Sub("data"), "c", TextIds(20), {});
   EXPECT_EQ(v.docs.documents.size(), 17u);
@@ -855,33 +867,31 @@ TEST(IndexerToolTest, TextOnlyBadLinesAndEncoderFlags) {
 
   // A load stopped early (--limit) does not train; the re-run that finishes
   // the input does.
-  run = RunTool(dir, {f, "--data_dir", dir.Sub("data3"), "--collection", "c", "--max_errors",
-                      "3", "--limit", "3"});
+  run = RunTool(dir, {f, "--data_dir", dir.Sub("data3"), "--collection", "c", "--max_errors", "3",
+                      "--limit", "3"});
   EXPECT_EQ(run.exit_code(), 0) << run.stderr_text;
   EXPECT_NE(run.stderr_text.find("the built-in encoder is not trained: the load did not reach "
                                  "the end of its input"),
             std::string::npos)
       << run.stderr_text;
   EXPECT_EQ(ReadOffline(dir.Sub("data3"), "c", {}, {}).stats.encoder_version, 0u);
-  run = RunTool(dir, {f, "--data_dir", dir.Sub("data3"), "--collection", "c", "--max_errors",
-                      "3"});
+  run = RunTool(dir, {f, "--data_dir", dir.Sub("data3"), "--collection", "c", "--max_errors", "3"});
   EXPECT_EQ(run.exit_code(), 4) << run.stderr_text;
-  EXPECT_NE(run.stderr_text.find("trained on 17 documents"), std::string::npos)
-      << run.stderr_text;
+  EXPECT_NE(run.stderr_text.find("trained on 17 documents"), std::string::npos) << run.stderr_text;
   EXPECT_EQ(ReadOffline(dir.Sub("data3"), "c", {}, {}).stats.encoder_version, 1u);
 
   // Encoder settings are checked before anything is loaded.
-  run = RunTool(dir, {f, "--data_dir", dir.Sub("data2"), "--collection", "c",
-                      "--semantic_share", "1.5"});
+  run = RunTool(
+      dir, {f, "--data_dir", dir.Sub("data2"), "--collection", "c", "--semantic_share", "1.5"});
   EXPECT_EQ(run.exit_code(), 1) << run.stderr_text;
   EXPECT_NE(run.stderr_text.find("--semantic_share: must be in [0, 1]"), std::string::npos)
       << run.stderr_text;
-  run = RunTool(dir, {f, "--data_dir", dir.Sub("data2"), "--collection", "c",
-                      "--stem_language", "klingon"});
+  run = RunTool(
+      dir, {f, "--data_dir", dir.Sub("data2"), "--collection", "c", "--stem_language", "klingon"});
   EXPECT_EQ(run.exit_code(), 1) << run.stderr_text;
   EXPECT_NE(run.stderr_text.find("klingon"), std::string::npos) << run.stderr_text;
-  EXPECT_EQ(RunTool(dir, {f, "--data_dir", dir.Sub("data2"), "--collection", "c",
-                          "--train_encoder", "sometimes"})
+  EXPECT_EQ(RunTool(dir, {f, "--data_dir", dir.Sub("data2"), "--collection", "c", "--train_encoder",
+                          "sometimes"})
                 .exit_code(),
             1);
   EXPECT_FALSE(std::filesystem::exists(dir.Sub("data2") + "/c"));
@@ -893,8 +903,8 @@ TEST(IndexerToolTest, TextOnlyBadLinesAndEncoderFlags) {
 TEST(IndexerToolTest, TextOnlyResumeAfterCrashTrainsOnceAtTheEnd) {
   TempDir dir;
   WriteLines(dir.Sub("docs.jsonl"), TextCorpus(1000, 14));
-  const std::vector<std::string> common = {dir.Sub("docs.jsonl"), "--collection", "c",
-                                           "--batch", "100", "--checkpoint_every", "200"};
+  const std::vector<std::string> common = {
+      dir.Sub("docs.jsonl"), "--collection", "c", "--batch", "100", "--checkpoint_every", "200"};
   auto with = [&](std::vector<std::string> extra) {
     std::vector<std::string> a = common;
     a.insert(a.end(), extra.begin(), extra.end());
@@ -905,7 +915,8 @@ TEST(IndexerToolTest, TextOnlyResumeAfterCrashTrainsOnceAtTheEnd) {
 
   run = RunTool(dir, with({"--data_dir", dir.Sub("resumed"), "--stop_after", "500"}));
   ASSERT_TRUE(WIFSIGNALED(run.status) && WTERMSIG(run.status) == SIGKILL)
-      << DescribeWaitStatus(run.status) << "\n" << run.stderr_text;
+      << DescribeWaitStatus(run.status) << "\n"
+      << run.stderr_text;
   EXPECT_EQ(run.stderr_text.find("encoder"), std::string::npos) << run.stderr_text;
   // Stored awaiting the encoder (no vectors yet).
   OfflineView v = ReadOffline(dir.Sub("resumed"), "c", TextIds(1000), {},
@@ -916,11 +927,9 @@ TEST(IndexerToolTest, TextOnlyResumeAfterCrashTrainsOnceAtTheEnd) {
 
   run = RunTool(dir, with({"--data_dir", dir.Sub("resumed")}));
   ASSERT_EQ(run.exit_code(), 0) << run.stderr_text;
-  EXPECT_NE(run.stderr_text.find("resuming after line 400"), std::string::npos)
-      << run.stderr_text;
+  EXPECT_NE(run.stderr_text.find("resuming after line 400"), std::string::npos) << run.stderr_text;
   EXPECT_EQ(Count(run.stderr_text, "encoder v"), 1u) << run.stderr_text;
-  EXPECT_NE(run.stderr_text.find("encoder v1: vocabulary"), std::string::npos)
-      << run.stderr_text;
+  EXPECT_NE(run.stderr_text.find("encoder v1: vocabulary"), std::string::npos) << run.stderr_text;
   EXPECT_NE(run.stderr_text.find("trained on 1000 documents"), std::string::npos)
       << run.stderr_text;
 
@@ -945,8 +954,7 @@ TEST(IndexerToolTest, TextOnlyResumeAfterCrashTrainsOnceAtTheEnd) {
   // Complete and trained: a re-run writes nothing and does not train.
   run = RunTool(dir, with({"--data_dir", dir.Sub("resumed")}));
   ASSERT_EQ(run.exit_code(), 0) << run.stderr_text;
-  EXPECT_NE(run.stderr_text.find("0 documents written (1000 records skipped"),
-            std::string::npos)
+  EXPECT_NE(run.stderr_text.find("0 documents written (1000 records skipped"), std::string::npos)
       << run.stderr_text;
   EXPECT_EQ(run.stderr_text.find("encoder v"), std::string::npos) << run.stderr_text;
   v = ReadOffline(dir.Sub("resumed"), "c", {}, {});
@@ -960,16 +968,16 @@ TEST(IndexerToolTest, OnlineTextOnlyLoadTrainsTheEncoder) {
   testing::ServerProcess server;
   const std::string address = server.Start(dir.Sub("data"));
   ASSERT_FALSE(address.empty());
-  const ToolRun run =
-      RunTool(dir, {dir.Sub("docs.jsonl"), "--server", address, "--collection", "c", "--batch",
-                    "50", "--checkpoint", dir.Sub("ckpt")});
+  const ToolRun run = RunTool(dir, {dir.Sub("docs.jsonl"), "--server", address, "--collection", "c",
+                                    "--batch", "50", "--checkpoint", dir.Sub("ckpt")});
   ASSERT_EQ(run.exit_code(), 0) << DescribeWaitStatus(run.status) << "\n" << run.stderr_text;
   for (const std::string& expected :
        {std::string("(dim 256, the default for text-only input)"),
         std::string("encoder v1: vocabulary "), std::string("trained on 200 documents"),
         std::string("200 documents encoded"), std::string("holds 200 documents")}) {
     EXPECT_NE(run.stderr_text.find(expected), std::string::npos)
-        << "missing '" << expected << "' in:\n" << run.stderr_text;
+        << "missing '" << expected << "' in:\n"
+        << run.stderr_text;
   }
 
   auto stub = testing::NewSearchStub(address);

@@ -37,11 +37,10 @@ std::string Reason(const std::string& line, uint32_t dim = 3) {
 
 TEST(RecordParserTest, ParsesEveryField) {
   Document d;
-  ASSERT_TRUE(ParseJsonLine(
-                  R"({"id":"a","title":"T","text":"body","metadata":{"lang":"en","n":3,)"
-                  R"("ok":true},"pooled":[1,0,0.5],"tokens":[[1,2,3],[4,5,6]],)"
-                  R"("token_texts":["x","y"],"extra":{"ignored":1}})",
-                  Dim(3), &d)
+  ASSERT_TRUE(ParseJsonLine(R"({"id":"a","title":"T","text":"body","metadata":{"lang":"en","n":3,)"
+                            R"("ok":true},"pooled":[1,0,0.5],"tokens":[[1,2,3],[4,5,6]],)"
+                            R"("token_texts":["x","y"],"extra":{"ignored":1}})",
+                            Dim(3), &d)
                   .ok());
   EXPECT_EQ(d.id, "a");
   EXPECT_EQ(d.text, "T\n\nbody");
@@ -56,9 +55,9 @@ TEST(RecordParserTest, ParsesEveryField) {
 
 TEST(RecordParserTest, TokensAsMatrixObject) {
   Document d;
-  ASSERT_TRUE(ParseJsonLine(R"({"id":"a","tokens":{"rows":2,"cols":3,"values":[1,2,3,4,5,6]}})",
-                            Dim(3), &d)
-                  .ok());
+  ASSERT_TRUE(
+      ParseJsonLine(R"({"id":"a","tokens":{"rows":2,"cols":3,"values":[1,2,3,4,5,6]}})", Dim(3), &d)
+          .ok());
   EXPECT_EQ(d.num_tokens, 2u);
   EXPECT_EQ(d.tokens, (std::vector<float>{1, 2, 3, 4, 5, 6}));
   EXPECT_TRUE(d.pooled.empty());
@@ -108,8 +107,8 @@ TEST(RecordParserTest, MissingOrBadId) {
 
 TEST(RecordParserTest, TextOnlyDocuments) {
   Document d;
-  ASSERT_TRUE(ParseJsonLine(R"({"id":"a","title":"Wings","text":"lift and drag"})", Dim(3), &d)
-                  .ok());
+  ASSERT_TRUE(
+      ParseJsonLine(R"({"id":"a","title":"Wings","text":"lift and drag"})", Dim(3), &d).ok());
   EXPECT_EQ(d.text, "Wings\n\nlift and drag");
   EXPECT_TRUE(IsTextOnly(d));
   EXPECT_TRUE(d.pooled.empty());
@@ -161,7 +160,9 @@ TEST(RecordParserTest, InvalidUtf8NamesTheFieldAndTheByte) {
   // Valid UTF-8 is still checked in documents built in memory.
   Document d;
   d.id = "x";
-  d.text = "a\xFF" "b";
+  d.text =
+      "a\xFF"
+      "b";
   d.pooled = {1, 0, 0};
   EXPECT_EQ(ValidateDocument(d, Dim(3)).message(), "text: invalid UTF-8 at byte 1");
 }
@@ -202,8 +203,7 @@ TEST(RecordParserTest, NonFiniteNumbers) {
 
 TEST(RecordParserTest, ZeroVectors) {
   EXPECT_EQ(Reason(R"({"id":"a","pooled":[0,0,0]})"), "pooled: is the zero vector");
-  EXPECT_EQ(Reason(R"({"id":"a","tokens":[[1,0,0],[0,0,0]]})"),
-            "tokens[1]: is the zero vector");
+  EXPECT_EQ(Reason(R"({"id":"a","tokens":[[1,0,0],[0,0,0]]})"), "tokens[1]: is the zero vector");
   EXPECT_EQ(Reason(R"({"id":"a","tokens":[[1,0,0],[-1,0,0]]})"),
             absl::StrCat("tokens: ", kTokensCancelReason));
   EXPECT_EQ(Reason(R"({"id":"a","pooled":[1,0,0],"tokens":[[1,0,0],[-1,0,0]]})"), "OK");
@@ -232,8 +232,7 @@ TEST(RecordParserTest, WrongTypesAndTokenShapes) {
             "tokens[0]: expected an array of 3 numbers, got number");
   EXPECT_EQ(Reason(R"({"id":"a","tokens":{"rows":2,"cols":3,"values":[1,2,3]}})"),
             "tokens.values: expected rows x cols = 6 values, got 3");
-  EXPECT_EQ(Reason(R"({"id":"a","tokens":{"rows":1,"values":[1,2,3]}})"),
-            "tokens.cols: missing");
+  EXPECT_EQ(Reason(R"({"id":"a","tokens":{"rows":1,"values":[1,2,3]}})"), "tokens.cols: missing");
   EXPECT_EQ(Reason(R"({"id":"a","tokens":{"rows":-1,"cols":3,"values":[]}})"),
             "tokens.rows: expected a non-negative integer, got number");
   EXPECT_EQ(Reason(R"({"id":"a","tokens":{"rows":0,"cols":3,"values":[]}})"),
@@ -342,17 +341,17 @@ TEST(InputSourceTest, TextOnlyLinesAndTheirErrorsWithLineNumbers) {
                                         : (*source)->Location(rec.position) + ": " +
                                               std::string(rec.status.message()));
     }
-    EXPECT_EQ(reports, (std::vector<std::string>{
-                           "a", path + ":2: text: invalid UTF-8 at byte 3",
-                           path + ":4: " + kNoContentReason, path + ":5: " + kNoWordsReason,
-                           "e"}));
+    EXPECT_EQ(reports, (std::vector<std::string>{"a", path + ":2: text: invalid UTF-8 at byte 3",
+                                                 path + ":4: " + kNoContentReason,
+                                                 path + ":5: " + kNoWordsReason, "e"}));
     EXPECT_TRUE(*FirstDocumentIsTextOnly(path, InputFormat::kAuto));
   }
 }
 
 TEST(InputSourceTest, FirstDocumentIsTextOnly) {
   TempDir dir;
-  WriteFile(dir.Sub("v.jsonl"), "\n{\"id\":\"a\",\"text\":\"x\",\"pooled\":[1,2]}\n{\"id\":\"b\"}\n");
+  WriteFile(dir.Sub("v.jsonl"),
+            "\n{\"id\":\"a\",\"text\":\"x\",\"pooled\":[1,2]}\n{\"id\":\"b\"}\n");
   WriteFile(dir.Sub("tok.jsonl"), "{\"id\":\"a\",\"tokens\":[[1]]}\n");
   WriteFile(dir.Sub("t.jsonl"), "\n\n{\"id\":\"a\",\"text\":\"x\",\"pooled\":null}\n");
   WriteFile(dir.Sub("bad.jsonl"), "{\"id\":\n");
@@ -379,8 +378,7 @@ std::string Fvecs(const std::vector<std::vector<float>>& rows) {
 
 TEST(InputSourceTest, FvecsRecordsAndBadRecords) {
   TempDir dir;
-  const std::string data =
-      Fvecs({{1, 2, 3}, {0, 0, 0}, {1, std::nanf(""), 3}, {1, 2}, {4, 5, 6}});
+  const std::string data = Fvecs({{1, 2, 3}, {0, 0, 0}, {1, std::nanf(""), 3}, {1, 2}, {4, 5, 6}});
   WriteFile(dir.Sub("v.fvecs"), data);
   WriteGzip(dir.Sub("v.fvecs.gz"), data);
   EXPECT_EQ(*PeekFvecsDim(dir.Sub("v.fvecs.gz")), 3u);

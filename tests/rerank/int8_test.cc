@@ -127,9 +127,9 @@ TEST(Int8Test, ScoreMatchesReferenceOnQuantizedValues) {
       std::vector<float> scores(count);
       ASSERT_TRUE((*reranker)->Score(rq, b.View(), scores.data()).ok());
       for (size_t c = 0; c < count; ++c) {
-        const double want = ReferenceScore(qd.data(), m, w.data(),
-                                           b.dequantized.data() + b.offsets[c] * dim, b.rows[c],
-                                           dim, mode, 0.1f);
+        const double want =
+            ReferenceScore(qd.data(), m, w.data(), b.dequantized.data() + b.offsets[c] * dim,
+                           b.rows[c], dim, mode, 0.1f);
         EXPECT_NEAR(scores[c], want, 1e-4) << "count " << count << " candidate " << c;
         std::vector<TokenEvidence> ev;
         ASSERT_TRUE((*reranker)

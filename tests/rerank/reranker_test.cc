@@ -107,8 +107,7 @@ Candidates MakeCandidates(std::mt19937& rng, const std::vector<uint32_t>& row_co
   return c;
 }
 
-std::vector<uint32_t> RandomRowCounts(std::mt19937& rng, size_t count,
-                                      uint32_t max_rows) {
+std::vector<uint32_t> RandomRowCounts(std::mt19937& rng, size_t count, uint32_t max_rows) {
   std::uniform_int_distribution<uint32_t> rows(1, max_rows);
   std::vector<uint32_t> out;
   for (size_t i = 0; i < count; ++i) out.push_back(rows(rng));
@@ -119,24 +118,23 @@ std::vector<uint32_t> RandomRowCounts(std::mt19937& rng, size_t count,
 
 // The oracle: ReferenceScore on the values the reranker works with (for bf16
 // both the documents and the query rounded to bf16).
-double Oracle(const Query& q, const Candidates& c, size_t k, TokenDtype dtype,
-              RerankMode mode, float temperature) {
+double Oracle(const Query& q, const Candidates& c, size_t k, TokenDtype dtype, RerankMode mode,
+              float temperature) {
   const std::vector<float> query = AsSeen(q.tokens, dtype);
-  const std::vector<float> doc = AsSeen(
-      std::vector<float>(c.doc_f32(k), c.doc_f32(k) + size_t(c.rows[k]) * kDim), dtype);
-  return ReferenceScore(query.data(), q.m, q.weights.data(), doc.data(), c.rows[k], kDim,
-                        mode, temperature);
+  const std::vector<float> doc =
+      AsSeen(std::vector<float>(c.doc_f32(k), c.doc_f32(k) + size_t(c.rows[k]) * kDim), dtype);
+  return ReferenceScore(query.data(), q.m, q.weights.data(), doc.data(), c.rows[k], kDim, mode,
+                        temperature);
 }
 
 // The unrounded oracle.
 double ExactOracle(const Query& q, const Candidates& c, size_t k, RerankMode mode,
                    float temperature) {
-  return ReferenceScore(q.tokens.data(), q.m, q.weights.data(), c.doc_f32(k), c.rows[k],
-                        kDim, mode, temperature);
+  return ReferenceScore(q.tokens.data(), q.m, q.weights.data(), c.doc_f32(k), c.rows[k], kDim, mode,
+                        temperature);
 }
 
-std::unique_ptr<Reranker> MakeReranker(TokenDtype dtype,
-                                       size_t max_rows_per_gemm = 32768) {
+std::unique_ptr<Reranker> MakeReranker(TokenDtype dtype, size_t max_rows_per_gemm = 32768) {
   RerankerOptions options;
   options.max_rows_per_gemm = max_rows_per_gemm;
   auto r = Reranker::Create(kDim, dtype, options);
@@ -144,8 +142,8 @@ std::unique_ptr<Reranker> MakeReranker(TokenDtype dtype,
   return r.ok() ? std::move(r).value() : nullptr;
 }
 
-std::vector<float> ScoreOrDie(const Reranker& r, const RerankQuery& q,
-                              const Candidates& c, TokenDtype dtype) {
+std::vector<float> ScoreOrDie(const Reranker& r, const RerankQuery& q, const Candidates& c,
+                              TokenDtype dtype) {
   std::vector<float> scores(c.count(), std::numeric_limits<float>::quiet_NaN());
   absl::Status s = r.Score(q, c.View(dtype), scores.data());
   EXPECT_TRUE(s.ok()) << s;
@@ -178,15 +176,13 @@ class RerankerTest : public ::testing::TestWithParam<TokenDtype> {
   void CheckAgainstOracle(const Reranker& r, const Query& q, const Candidates& c) {
     for (const ModeCase& mc : kModes) {
       SCOPED_TRACE(mc.Name());
-      const std::vector<float> scores =
-          ScoreOrDie(r, q.View(mc.mode, mc.temperature), c, dtype());
+      const std::vector<float> scores = ScoreOrDie(r, q.View(mc.mode, mc.temperature), c, dtype());
       for (size_t k = 0; k < c.count(); ++k) {
         const double want = Oracle(q, c, k, dtype(), mc.mode, mc.temperature);
         ASSERT_NEAR(scores[k], want, tolerance())
-            << "candidate " << k << " of " << c.count() << " rows " << c.rows[k]
-            << " query tokens " << q.m;
-        ASSERT_NEAR(scores[k], ExactOracle(q, c, k, mc.mode, mc.temperature),
-                    loose_tolerance())
+            << "candidate " << k << " of " << c.count() << " rows " << c.rows[k] << " query tokens "
+            << q.m;
+        ASSERT_NEAR(scores[k], ExactOracle(q, c, k, mc.mode, mc.temperature), loose_tolerance())
             << "candidate " << k;
       }
     }
@@ -239,8 +235,7 @@ TEST_P(RerankerTest, ChunksAcrossMaxRowsPerGemm) {
   const Query q = MakeQuery(rng, 4);
   for (const std::vector<uint32_t>& counts :
        {std::vector<uint32_t>{130}, std::vector<uint32_t>{51, 10, 20},
-        std::vector<uint32_t>{10, 120, 30, 45, 5},
-        std::vector<uint32_t>{49, 1, 50, 50, 77},
+        std::vector<uint32_t>{10, 120, 30, 45, 5}, std::vector<uint32_t>{49, 1, 50, 50, 77},
         std::vector<uint32_t>{25, 25, 25, 200}}) {
     SCOPED_TRACE(absl::StrCat("rows ", counts[0], ", ", counts.size(), " candidates"));
     CheckAgainstOracle(*r, q, MakeCandidates(rng, counts));
@@ -263,9 +258,8 @@ TEST_P(RerankerTest, ZeroRowCandidateScoresMinusInfinity) {
     auto r = MakeReranker(dtype(), max_rows);
     ASSERT_NE(r, nullptr);
     for (const std::vector<uint32_t>& counts :
-         {std::vector<uint32_t>{0}, std::vector<uint32_t>{0, 0},
-          std::vector<uint32_t>{3, 0, 2}, std::vector<uint32_t>{0, 60, 0, 7},
-          std::vector<uint32_t>{40, 10, 0, 0, 30}}) {
+         {std::vector<uint32_t>{0}, std::vector<uint32_t>{0, 0}, std::vector<uint32_t>{3, 0, 2},
+          std::vector<uint32_t>{0, 60, 0, 7}, std::vector<uint32_t>{40, 10, 0, 0, 30}}) {
       const Candidates c = MakeCandidates(rng, counts);
       for (const ModeCase& mc : kModes) {
         const auto scores = ScoreOrDie(*r, q.View(mc.mode, mc.temperature), c, dtype());
@@ -274,8 +268,7 @@ TEST_P(RerankerTest, ZeroRowCandidateScoresMinusInfinity) {
             EXPECT_EQ(scores[k], -std::numeric_limits<float>::infinity())
                 << "candidate " << k << " " << mc.Name();
           } else {
-            EXPECT_NEAR(scores[k], Oracle(q, c, k, dtype(), mc.mode, mc.temperature),
-                        tolerance())
+            EXPECT_NEAR(scores[k], Oracle(q, c, k, dtype(), mc.mode, mc.temperature), tolerance())
                 << "candidate " << k << " " << mc.Name();
           }
         }
@@ -287,8 +280,8 @@ TEST_P(RerankerTest, ZeroRowCandidateScoresMinusInfinity) {
 // Smallest gap, over query tokens, between the best and second best
 // similarity with a document (on the values the reranker sees); infinity for
 // a one-row document.
-double MinTopTwoGap(const std::vector<float>& query, uint32_t m, const float* doc,
-                    uint32_t n, TokenDtype dtype) {
+double MinTopTwoGap(const std::vector<float>& query, uint32_t m, const float* doc, uint32_t n,
+                    TokenDtype dtype) {
   double min_gap = std::numeric_limits<double>::infinity();
   for (uint32_t i = 0; i < m; ++i) {
     double best = -2, second = -2;
@@ -385,8 +378,7 @@ TEST_P(RerankerTest, ExplainAddsUpToScoreAndPointsAtArgmax) {
         // Each contribution is the one-token reference score.
         const double want_contribution = ReferenceScore(
             seen_query.data() + i * kDim, 1, &q.weights[i],
-            AsSeen(std::vector<float>(c.doc_f32(k), c.doc_f32(k) + c.rows[k] * kDim),
-                   dtype())
+            AsSeen(std::vector<float>(c.doc_f32(k), c.doc_f32(k) + c.rows[k] * kDim), dtype())
                 .data(),
             c.rows[k], kDim, mc.mode, mc.temperature);
         EXPECT_NEAR(ev[i].contribution, want_contribution, 1e-5) << "query token " << i;
@@ -463,11 +455,9 @@ TEST_P(RerankerTest, ScoreIsSafeFromSeveralThreads) {
     queries.push_back(MakeQuery(rng, 1 + 3 * t));
     cands.push_back(MakeCandidates(rng, RandomRowCounts(rng, 50 + 40 * t, 40)));
     const ModeCase& mc = kModes[t % 4];
-    expected.push_back(
-        ScoreOrDie(*r, queries[t].View(mc.mode, mc.temperature), cands[t], dtype()));
+    expected.push_back(ScoreOrDie(*r, queries[t].View(mc.mode, mc.temperature), cands[t], dtype()));
     for (size_t k = 0; k < cands[t].count(); ++k) {
-      ASSERT_NEAR(expected[t][k],
-                  Oracle(queries[t], cands[t], k, dtype(), mc.mode, mc.temperature),
+      ASSERT_NEAR(expected[t][k], Oracle(queries[t], cands[t], k, dtype(), mc.mode, mc.temperature),
                   tolerance());
     }
   }
@@ -512,8 +502,8 @@ TEST_P(RerankerTest, OtherDimensions) {
     std::vector<uint16_t> docs_bf16(docs.size());
     FloatToBf16(docs.data(), docs_bf16.data(), docs.size());
     CandidateTokens c;
-    c.data = bf16() ? static_cast<const void*>(docs_bf16.data())
-                    : static_cast<const void*>(docs.data());
+    c.data =
+        bf16() ? static_cast<const void*>(docs_bf16.data()) : static_cast<const void*>(docs.data());
     c.total_rows = 14;
     c.rows = rows.data();
     c.offsets = offsets.data();
@@ -531,8 +521,8 @@ TEST_P(RerankerTest, OtherDimensions) {
       ASSERT_TRUE((*r)->Score(q, c, scores).ok());
       for (size_t k = 0; k < 3; ++k) {
         const double want = ReferenceScore(seen_query.data(), m, weights.data(),
-                                           seen_docs.data() + offsets[k] * dim, rows[k],
-                                           dim, mc.mode, mc.temperature);
+                                           seen_docs.data() + offsets[k] * dim, rows[k], dim,
+                                           mc.mode, mc.temperature);
         EXPECT_NEAR(scores[k], want, tolerance()) << mc.Name() << " candidate " << k;
       }
     }
@@ -572,8 +562,7 @@ TEST_P(RerankerTest, RejectsBadRequests) {
             absl::StatusCode::kInvalidArgument);
   RerankQuery empty = q.View(RerankMode::kMaxSim, 0.1f);
   empty.num_tokens = 0;
-  EXPECT_EQ(r->Score(empty, c.View(dtype()), scores).code(),
-            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(r->Score(empty, c.View(dtype()), scores).code(), absl::StatusCode::kInvalidArgument);
   // No candidates: nothing to do.
   CandidateTokens none;
   EXPECT_TRUE(r->Score(q.View(RerankMode::kMaxSim, 0.1f), none, nullptr).ok());
@@ -588,9 +577,8 @@ INSTANTIATE_TEST_SUITE_P(Dtypes, RerankerTest,
 TEST(RerankerCreateTest, RejectsBadDim) {
   EXPECT_EQ(Reranker::Create(0, TokenDtype::kF32, RerankerOptions()).status().code(),
             absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(
-      Reranker::Create(kMaxDim + 1, TokenDtype::kBF16, RerankerOptions()).status().code(),
-      absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(Reranker::Create(kMaxDim + 1, TokenDtype::kBF16, RerankerOptions()).status().code(),
+            absl::StatusCode::kInvalidArgument);
 }
 
 }  // namespace

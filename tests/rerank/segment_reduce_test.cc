@@ -12,9 +12,8 @@ namespace attnsearch {
 namespace {
 
 // st holds n rows of m values; s_ij = st[j*m + i] * scale[j].
-double Expected(const std::vector<float>& st, uint32_t m, uint32_t n,
-                const std::vector<float>& w, RerankMode mode, float tau,
-                const std::vector<float>& scale) {
+double Expected(const std::vector<float>& st, uint32_t m, uint32_t n, const std::vector<float>& w,
+                RerankMode mode, float tau, const std::vector<float>& scale) {
   double total = 0.0;
   for (uint32_t i = 0; i < m; ++i) {
     std::vector<double> row(n);

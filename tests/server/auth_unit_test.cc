@@ -13,9 +13,8 @@ constexpr char kRead[] = "read-key-0123456789abcdef";
 constexpr char kWrite[] = "write-key-fedcba9876543210";
 
 TEST(ApiKeysTest, ParsesKeysCommentsAndBlankLines) {
-  auto keys = ApiKeys::Parse(std::string("# keys\n\n  ") + kRead + "   read \r\n" + kWrite +
-                                 "\twrite\n# end",
-                             "keys.txt");
+  auto keys = ApiKeys::Parse(
+      std::string("# keys\n\n  ") + kRead + "   read \r\n" + kWrite + "\twrite\n# end", "keys.txt");
   ASSERT_TRUE(keys.ok()) << keys.status();
   EXPECT_TRUE(keys->enabled());
   EXPECT_EQ(keys->size(), 2u);
@@ -63,7 +62,6 @@ TEST(ApiKeysTest, ConstantTimeEquals) {
   EXPECT_FALSE(ConstantTimeEquals("", "a", 8));
   EXPECT_TRUE(ConstantTimeEquals("", "", 8));
 }
-
 
 TEST(ObserveTest, HistogramBucketsAreCumulative) {
   Histogram h;

@@ -191,8 +191,7 @@ TEST_F(BackupServerTest, BackupWhileWritingThenRestoreAndServe) {
   EXPECT_EQ(backed_up.collections(0).name(), "docs");
   EXPECT_EQ(backed_up.destination(), backup);
   EXPECT_GT(backed_up.bytes(), 0u);
-  std::printf("Backup: %llu bytes in %llu ms\n",
-              static_cast<unsigned long long>(backed_up.bytes()),
+  std::printf("Backup: %llu bytes in %llu ms\n", static_cast<unsigned long long>(backed_up.bytes()),
               static_cast<unsigned long long>(backed_up.elapsed_ms()));
 
   // The bad requests.
@@ -213,8 +212,8 @@ TEST_F(BackupServerTest, BackupWhileWritingThenRestoreAndServe) {
     EXPECT_FALSE(fs::exists(dir_.Sub("backups/read")));
     req.set_destination(dir_.Sub("backups/unknown"));
     req.set_collection("missing");
-    EXPECT_TRUE(HasError(stub->Backup(Context(kWriteKey).get(), req, &resp),
-                         StatusCode::NOT_FOUND, "missing"));
+    EXPECT_TRUE(HasError(stub->Backup(Context(kWriteKey).get(), req, &resp), StatusCode::NOT_FOUND,
+                         "missing"));
   }
 
   // The admin tool's backup, of the final state.
@@ -226,8 +225,7 @@ TEST_F(BackupServerTest, BackupWhileWritingThenRestoreAndServe) {
   EXPECT_NE(run.output.find("backup written to " + backup2), std::string::npos) << run.output;
   EXPECT_NE(run.output.find("collection docs:"), std::string::npos) << run.output;
   run = RunBinary(dir_.Sub("admin.out"), {ATTN_ADMIN_BINARY, "backup", "--server", address,
-                                          "--dest", "relative", "--api_key_file",
-                                          write_key_file_});
+                                          "--dest", "relative", "--api_key_file", write_key_file_});
   EXPECT_NE(run.exit_code(), 0) << run.output;
   EXPECT_NE(run.output.find("--dest"), std::string::npos) << run.output;
 
@@ -238,8 +236,8 @@ TEST_F(BackupServerTest, BackupWhileWritingThenRestoreAndServe) {
   EXPECT_EQ(run.exit_code(), 1) << run.output;
   EXPECT_NE(run.output.find("data_dir"), std::string::npos) << run.output;
   const std::string restored_dir = dir_.Sub("restored");
-  run = RunBinary(dir_.Sub("admin.out"), {ATTN_ADMIN_BINARY, "restore", "--backup", backup,
-                                          "--data_dir", restored_dir});
+  run = RunBinary(dir_.Sub("admin.out"),
+                  {ATTN_ADMIN_BINARY, "restore", "--backup", backup, "--data_dir", restored_dir});
   ASSERT_EQ(run.exit_code(), 0) << run.output;
   EXPECT_NE(run.output.find("restored 1 collections"), std::string::npos) << run.output;
 
@@ -263,8 +261,8 @@ TEST_F(BackupServerTest, BackupWhileWritingThenRestoreAndServe) {
   }
   ASSERT_TRUE(prefix.has_value()) << "the restored collection (" << got.size()
                                   << " documents) is no prefix of ops " << must << ".." << may;
-  std::printf("restored: ops [0, %zu) of %zu (%zu acknowledged before the backup began)\n",
-              *prefix, ops.size(), must);
+  std::printf("restored: ops [0, %zu) of %zu (%zu acknowledged before the backup began)\n", *prefix,
+              ops.size(), must);
 
   // Its index finds the documents, and it takes writes.
   if (!got.empty()) {

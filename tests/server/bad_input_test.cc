@@ -28,17 +28,17 @@ namespace {
 namespace v1 = attnsearch::v1;
 using grpc::StatusCode;
 
-constexpr uint32_t kDim = 8;      // collection "c"
-constexpr uint32_t kBigDim = 512; // collection "big": bf16, many token rows
+constexpr uint32_t kDim = 8;       // collection "c"
+constexpr uint32_t kBigDim = 512;  // collection "big": bf16, many token rows
 constexpr uint32_t kBigRows = 32;
 constexpr int kBigDocs = 200;
 
 // The limits the server runs with.
 const std::vector<std::string> kLimits = {
-    "--max_top_k",         "50", "--max_candidates",      "200", "--max_batch_documents", "20",
-    "--max_query_tokens",  "16", "--max_document_tokens", "32",  "--max_request_mb",      "1",
-    "--max_message_mb",    "2",  "--no_sync"};
-
+    "--max_top_k",           "50", "--max_candidates",   "200",
+    "--max_batch_documents", "20", "--max_query_tokens", "16",
+    "--max_document_tokens", "32", "--max_request_mb",   "1",
+    "--max_message_mb",      "2",  "--no_sync"};
 
 // Deterministic bytes of a message (map entries in key order).
 std::string Bytes(const google::protobuf::Message& m) {
@@ -189,8 +189,7 @@ class BadInputTableTest : public ::testing::Test {
     return Upsert("c", {replace, Good("new", 98), bad});
   }
 
-  static v1::SearchRequest GoodSearch(const std::string& collection = "c",
-                                      uint32_t dim = kDim) {
+  static v1::SearchRequest GoodSearch(const std::string& collection = "c", uint32_t dim = kDim) {
     std::mt19937 rng(7);
     v1::SearchRequest r;
     r.set_collection(collection);
@@ -268,7 +267,8 @@ TEST_F(BadInputTableTest, EveryBadRequestGetsItsCodeAndChangesNothing) {
        [&] { return UpsertWithBad(doc([&](v1::Document* d) { d->set_pooled(1, nan); })); }},
       {"Upsert: inf in tokens", SC::INVALID_ARGUMENT, "documents[2].tokens",
        [&] {
-         return UpsertWithBad(doc([&](v1::Document* d) { d->mutable_tokens()->set_values(3, inf); }));
+         return UpsertWithBad(
+             doc([&](v1::Document* d) { d->mutable_tokens()->set_values(3, inf); }));
        }},
       {"Upsert: zero pooled vector", SC::INVALID_ARGUMENT, "documents[2].pooled",
        [&] {
@@ -299,7 +299,9 @@ TEST_F(BadInputTableTest, EveryBadRequestGetsItsCodeAndChangesNothing) {
       {"Upsert: empty id", SC::INVALID_ARGUMENT, "documents[2].id",
        [&] { return UpsertWithBad(doc([](v1::Document* d) { d->set_id(""); })); }},
       {"Upsert: id over 512 bytes", SC::INVALID_ARGUMENT, "documents[2].id",
-       [&] { return UpsertWithBad(doc([](v1::Document* d) { d->set_id(std::string(513, 'i')); })); }},
+       [&] {
+         return UpsertWithBad(doc([](v1::Document* d) { d->set_id(std::string(513, 'i')); }));
+       }},
       {"Upsert: duplicate id in the batch", SC::INVALID_ARGUMENT, "documents[2].id",
        [&] { return UpsertWithBad(doc([](v1::Document* d) { d->set_id("new"); })); }},
       {"Upsert: no text and no vectors", SC::INVALID_ARGUMENT, "documents[2]",
@@ -311,24 +313,30 @@ TEST_F(BadInputTableTest, EveryBadRequestGetsItsCodeAndChangesNothing) {
       {"Upsert: token_texts count != rows", SC::INVALID_ARGUMENT, "documents[2].token_texts",
        [&] { return UpsertWithBad(doc([](v1::Document* d) { d->add_token_texts("extra"); })); }},
       {"Upsert: token_spans count != rows", SC::INVALID_ARGUMENT, "documents[2].token_spans",
-       [&] { return UpsertWithBad(doc([](v1::Document* d) { d->mutable_token_spans()->RemoveLast(); })); }},
-      {"Upsert: token span outside the text", SC::INVALID_ARGUMENT,
-       "documents[2].token_spans[1]",
+       [&] {
+         return UpsertWithBad(doc([](v1::Document* d) { d->mutable_token_spans()->RemoveLast(); }));
+       }},
+      {"Upsert: token span outside the text", SC::INVALID_ARGUMENT, "documents[2].token_spans[1]",
        [&] {
          return UpsertWithBad(doc([](v1::Document* d) { d->mutable_token_spans(1)->set_end(99); }));
        }},
       {"Upsert: token span begin > end", SC::INVALID_ARGUMENT, "documents[2].token_spans[0]",
        [&] {
-         return UpsertWithBad(doc([](v1::Document* d) { d->mutable_token_spans(0)->set_begin(4); d->mutable_token_spans(0)->set_end(2); }));
+         return UpsertWithBad(doc([](v1::Document* d) {
+           d->mutable_token_spans(0)->set_begin(4);
+           d->mutable_token_spans(0)->set_end(2);
+         }));
        }},
       {"Upsert: numeric field not a number", SC::INVALID_ARGUMENT,
        "documents[2].metadata[\"price\"]",
        [&] {
-         return UpsertWithBad(doc([](v1::Document* d) { (*d->mutable_metadata())["price"] = "cheap"; }));
+         return UpsertWithBad(
+             doc([](v1::Document* d) { (*d->mutable_metadata())["price"] = "cheap"; }));
        }},
       {"Upsert: numeric field NaN", SC::INVALID_ARGUMENT, "documents[2].metadata[\"price\"]",
        [&] {
-         return UpsertWithBad(doc([](v1::Document* d) { (*d->mutable_metadata())["price"] = "nan"; }));
+         return UpsertWithBad(
+             doc([](v1::Document* d) { (*d->mutable_metadata())["price"] = "nan"; }));
        }},
       {"Upsert: more token rows than --max_document_tokens", SC::INVALID_ARGUMENT,
        "documents[2].tokens",
@@ -345,8 +353,7 @@ TEST_F(BadInputTableTest, EveryBadRequestGetsItsCodeAndChangesNothing) {
          for (int i = 0; i < 21; ++i) docs.push_back(Good("n" + std::to_string(i), i));
          return Upsert("c", docs);
        }},
-      {"Upsert: text without a word (encoder untrained)", SC::INVALID_ARGUMENT,
-       "documents[2].text",
+      {"Upsert: text without a word (encoder untrained)", SC::INVALID_ARGUMENT, "documents[2].text",
        [&] {
          v1::Document d;
          d.set_id("x");
@@ -356,7 +363,9 @@ TEST_F(BadInputTableTest, EveryBadRequestGetsItsCodeAndChangesNothing) {
       // gRPC 1.51's callback server answers a request it cannot parse with
       // UNIMPLEMENTED and an empty message; the engine never sees it.
       {"Upsert: invalid UTF-8 in text (rejected by the protobuf parser)", SC::UNIMPLEMENTED, "",
-       [&] { return UpsertWithBad(doc([](v1::Document* d) { d->set_text("bad \xff\xfe utf8"); })); }},
+       [&] {
+         return UpsertWithBad(doc([](v1::Document* d) { d->set_text("bad \xff\xfe utf8"); }));
+       }},
       {"Upsert: batch over --max_request_mb", SC::RESOURCE_EXHAUSTED, "max_request_mb",
        [&] {
          std::vector<v1::Document> docs;
@@ -421,7 +430,10 @@ TEST_F(BadInputTableTest, EveryBadRequestGetsItsCodeAndChangesNothing) {
        [&] { return Search(search([](v1::SearchRequest* r) { r->set_candidates(201); })); }},
       {"Search: candidates < top_k", SC::INVALID_ARGUMENT, "candidates",
        [&] {
-         return Search(search([](v1::SearchRequest* r) { r->set_top_k(10); r->set_candidates(5); }));
+         return Search(search([](v1::SearchRequest* r) {
+           r->set_top_k(10);
+           r->set_candidates(5);
+         }));
        }},
       {"Search: more query token rows than --max_query_tokens", SC::INVALID_ARGUMENT,
        "query.tokens",
@@ -432,7 +444,9 @@ TEST_F(BadInputTableTest, EveryBadRequestGetsItsCodeAndChangesNothing) {
          }));
        }},
       {"Search: pooled of the wrong dimension", SC::INVALID_ARGUMENT, "query.pooled",
-       [&] { return Search(search([](v1::SearchRequest* r) { r->mutable_vectors()->add_pooled(1.f); })); }},
+       [&] {
+         return Search(search([](v1::SearchRequest* r) { r->mutable_vectors()->add_pooled(1.f); }));
+       }},
       {"Search: query tokens cols != dim", SC::INVALID_ARGUMENT, "query.tokens.cols",
        [&] {
          return Search(search([](v1::SearchRequest* r) {
@@ -441,7 +455,10 @@ TEST_F(BadInputTableTest, EveryBadRequestGetsItsCodeAndChangesNothing) {
          }));
        }},
       {"Search: NaN in the query", SC::INVALID_ARGUMENT, "query.pooled",
-       [&] { return Search(search([&](v1::SearchRequest* r) { r->mutable_vectors()->set_pooled(0, nan); })); }},
+       [&] {
+         return Search(
+             search([&](v1::SearchRequest* r) { r->mutable_vectors()->set_pooled(0, nan); }));
+       }},
       {"Search: inf in query tokens", SC::INVALID_ARGUMENT, "query.tokens",
        [&] {
          return Search(search([&](v1::SearchRequest* r) {
@@ -459,7 +476,8 @@ TEST_F(BadInputTableTest, EveryBadRequestGetsItsCodeAndChangesNothing) {
        }},
       {"Search: token_weights count != rows", SC::INVALID_ARGUMENT, "query.token_weights",
        [&] {
-         return Search(search([](v1::SearchRequest* r) { r->mutable_vectors()->add_token_weights(1.f); }));
+         return Search(
+             search([](v1::SearchRequest* r) { r->mutable_vectors()->add_token_weights(1.f); }));
        }},
       {"Search: negative temperature", SC::INVALID_ARGUMENT, "temperature",
        [&] { return Search(search([](v1::SearchRequest* r) { r->set_temperature(-0.5f); })); }},
@@ -478,18 +496,21 @@ TEST_F(BadInputTableTest, EveryBadRequestGetsItsCodeAndChangesNothing) {
        [&] { return Search(search([&](v1::SearchRequest* r) { r->set_temperature(nan); })); }},
       {"Search: unknown rerank mode", SC::INVALID_ARGUMENT, "rerank",
        [&] {
-         return Search(search([](v1::SearchRequest* r) { r->set_rerank(static_cast<v1::RerankMode>(9)); }));
+         return Search(
+             search([](v1::SearchRequest* r) { r->set_rerank(static_cast<v1::RerankMode>(9)); }));
        }},
       {"Search: ann_params not a number", SC::INVALID_ARGUMENT, "ann_params",
-       [&] { return Search(search([](v1::SearchRequest* r) { r->set_ann_params("efSearch=abc"); })); }},
+       [&] {
+         return Search(search([](v1::SearchRequest* r) { r->set_ann_params("efSearch=abc"); }));
+       }},
       {"Search: unknown ann_params knob", SC::INVALID_ARGUMENT, "ann_params",
        [&] { return Search(search([](v1::SearchRequest* r) { r->set_ann_params("bogus=3"); })); }},
       {"Search: filter with an empty key", SC::INVALID_ARGUMENT, "filter.must[0].key",
        [&] {
-         return Search(search([](v1::SearchRequest* r) { r->mutable_filter()->add_must()->add_values("v"); }));
+         return Search(search(
+             [](v1::SearchRequest* r) { r->mutable_filter()->add_must()->add_values("v"); }));
        }},
-      {"Search: range on a field that is not numeric", SC::INVALID_ARGUMENT,
-       "filter.ranges[0].key",
+      {"Search: range on a field that is not numeric", SC::INVALID_ARGUMENT, "filter.ranges[0].key",
        [&] {
          return Search(search([](v1::SearchRequest* r) {
            auto* rc = r->mutable_filter()->add_ranges();
@@ -499,7 +520,8 @@ TEST_F(BadInputTableTest, EveryBadRequestGetsItsCodeAndChangesNothing) {
        }},
       {"Search: range with no bound", SC::INVALID_ARGUMENT, "filter.ranges[0]",
        [&] {
-         return Search(search([](v1::SearchRequest* r) { r->mutable_filter()->add_ranges()->set_key("price"); }));
+         return Search(search(
+             [](v1::SearchRequest* r) { r->mutable_filter()->add_ranges()->set_key("price"); }));
        }},
       {"Search: range lower bound above the upper", SC::INVALID_ARGUMENT, "filter.ranges[0]",
        [&] {
@@ -529,8 +551,7 @@ TEST_F(BadInputTableTest, EveryBadRequestGetsItsCodeAndChangesNothing) {
        }},
       {"Search: text query before TrainEncoder", SC::FAILED_PRECONDITION, "text",
        [&] { return Search(search([](v1::SearchRequest* r) { r->set_text("alpha"); })); }},
-      {"Search: candidates' tokens over --max_request_mb", SC::RESOURCE_EXHAUSTED,
-       "max_request_mb",
+      {"Search: candidates' tokens over --max_request_mb", SC::RESOURCE_EXHAUSTED, "max_request_mb",
        [&] {
          v1::SearchRequest r = GoodSearch("big", kBigDim);
          r.set_candidates(200);
@@ -561,8 +582,7 @@ TEST_F(BadInputTableTest, EveryBadRequestGetsItsCodeAndChangesNothing) {
          c.set_ann_spec("NoSuchIndex");
          return Create("d", c);
        }},
-      {"CreateCollection: bad numeric field name", SC::INVALID_ARGUMENT,
-       "config.numeric_fields[0]",
+      {"CreateCollection: bad numeric field name", SC::INVALID_ARGUMENT, "config.numeric_fields[0]",
        [&] {
          v1::CollectionConfig c = Config(4);
          c.add_numeric_fields("has space");
@@ -617,14 +637,16 @@ TEST_F(BadInputTableTest, EveryBadRequestGetsItsCodeAndChangesNothing) {
     SCOPED_TRACE(c.kind);
     const grpc::Status s = c.call();
     EXPECT_EQ(s.error_code(), c.code)
-        << "got " << absl::StatusCodeToString(absl::StatusCode(s.error_code())) << ": " << s.error_message();
+        << "got " << absl::StatusCodeToString(absl::StatusCode(s.error_code())) << ": "
+        << s.error_message();
     EXPECT_NE(s.error_message().find(c.names), std::string::npos)
         << "message '" << s.error_message() << "' does not name '" << c.names << "'";
     std::string message = s.error_message().substr(0, 110);
     for (char& ch : message) {
       if (ch == '|') ch = '/';
     }
-    table += "| " + c.kind + " | " + absl::StatusCodeToString(absl::StatusCode(s.error_code())) + " | " + message + " |\n";
+    table += "| " + c.kind + " | " + absl::StatusCodeToString(absl::StatusCode(s.error_code())) +
+             " | " + message + " |\n";
     // Still serving, nothing changed.
     EXPECT_TRUE(Snapshot() == baseline_) << "the stored state changed";
   }

@@ -16,8 +16,8 @@
 #include <future>
 #include <random>
 #include <regex>
-#include <sstream>
 #include <set>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -115,9 +115,9 @@ TEST(ObserveTest, MetricsEndpointAndJsonCallLog) {
   const std::string port_file = dir.Sub("metrics.port");
   std::string address;
   WithStderrTo(log_file, [&] {
-    address = server.Start(dir.Sub("data"), {"--metrics_listen", "127.0.0.1:0",
-                                             "--metrics_port_file", port_file, "--log_calls",
-                                             "all", "--no_sync"});
+    address =
+        server.Start(dir.Sub("data"), {"--metrics_listen", "127.0.0.1:0", "--metrics_port_file",
+                                       port_file, "--log_calls", "all", "--no_sync"});
   });
   ASSERT_FALSE(address.empty());
   const int port = std::atoi(ReadFile(port_file).c_str());
@@ -151,22 +151,19 @@ TEST(ObserveTest, MetricsEndpointAndJsonCallLog) {
   bad.set_top_k(0);
   EXPECT_EQ(stub->Search(Ctx("req-bad-1").get(), bad, &sresp).error_code(),
             StatusCode::INVALID_ARGUMENT);
-  EXPECT_EQ(stub->Search(Ctx().get(), Query("nope"), &sresp).error_code(),
-            StatusCode::NOT_FOUND);
+  EXPECT_EQ(stub->Search(Ctx().get(), Query("nope"), &sresp).error_code(), StatusCode::NOT_FOUND);
 
   const std::string response = Scrape(port);
   ASSERT_EQ(response.rfind("HTTP/1.1 200 OK\r\n", 0), 0u) << response;
   EXPECT_NE(response.find("Content-Type: text/plain; version=0.0.4"), std::string::npos);
   const std::string text = response.substr(response.find("\r\n\r\n") + 4);
   EXPECT_EQ(Sample(text, "attnsearch_requests_total{rpc=\"Search\",code=\"OK\"}"), 3);
-  EXPECT_EQ(Sample(text, "attnsearch_requests_total{rpc=\"Search\",code=\"INVALID_ARGUMENT\"}"),
-            1);
+  EXPECT_EQ(Sample(text, "attnsearch_requests_total{rpc=\"Search\",code=\"INVALID_ARGUMENT\"}"), 1);
   EXPECT_EQ(Sample(text, "attnsearch_errors_total{rpc=\"Search\",code=\"NOT_FOUND\"}"), 1);
   EXPECT_EQ(Sample(text, "attnsearch_errors_total{rpc=\"Search\",code=\"OK\"}"), -1);
   EXPECT_EQ(Sample(text, "attnsearch_requests_total{rpc=\"Upsert\",code=\"OK\"}"), 1);
   EXPECT_EQ(Sample(text, "attnsearch_rpc_duration_seconds_count{rpc=\"Search\"}"), 5);
-  EXPECT_EQ(Sample(text, "attnsearch_rpc_duration_seconds_bucket{rpc=\"Search\",le=\"+Inf\"}"),
-            5);
+  EXPECT_EQ(Sample(text, "attnsearch_rpc_duration_seconds_bucket{rpc=\"Search\",le=\"+Inf\"}"), 5);
   EXPECT_GT(Sample(text, "attnsearch_rpc_duration_seconds_sum{rpc=\"Upsert\"}"), 0);
   for (const char* stage : {"encode", "ann", "fetch", "rerank", "total", "queue"}) {
     SCOPED_TRACE(stage);
@@ -177,11 +174,13 @@ TEST(ObserveTest, MetricsEndpointAndJsonCallLog) {
   EXPECT_EQ(Sample(text, "attnsearch_collection_documents{collection=\"m\"}"), 298);
   EXPECT_EQ(Sample(text, "attnsearch_collection_tombstones{collection=\"m\"}"), 2);
   EXPECT_EQ(Sample(text, "attnsearch_collection_ann_vectors{collection=\"m\"}"), 300);
-  EXPECT_GT(Sample(text, "attnsearch_collection_rocksdb_memory_bytes{collection=\"m\",kind="
-                         "\"memtables\"}"),
+  EXPECT_GT(Sample(text,
+                   "attnsearch_collection_rocksdb_memory_bytes{collection=\"m\",kind="
+                   "\"memtables\"}"),
             0);
-  EXPECT_GE(Sample(text, "attnsearch_collection_rocksdb_memory_bytes{collection=\"m\",kind="
-                         "\"block_cache\"}"),
+  EXPECT_GE(Sample(text,
+                   "attnsearch_collection_rocksdb_memory_bytes{collection=\"m\",kind="
+                   "\"block_cache\"}"),
             0);
   // Every sample line is "name{labels} number" or "name number".
   std::istringstream lines(text);
@@ -260,8 +259,8 @@ grpc::Status HealthCheck(grpc::GenericStub* generic, std::string* response,
   const grpc::ByteBuffer request(&slice, 1);
   grpc::ByteBuffer reply;
   std::promise<grpc::Status> done;
-  generic->UnaryCall(&ctx, "/grpc.health.v1.Health/Check", grpc::StubOptions(), &request,
-                     &reply, [&done](grpc::Status s) { done.set_value(std::move(s)); });
+  generic->UnaryCall(&ctx, "/grpc.health.v1.Health/Check", grpc::StubOptions(), &request, &reply,
+                     [&done](grpc::Status s) { done.set_value(std::move(s)); });
   const grpc::Status s = done.get_future().get();
   std::vector<grpc::Slice> slices;
   response->clear();
@@ -371,8 +370,7 @@ TEST(ObserveTest, HealthIsNotServingWhileDraining) {
   EXPECT_EQ(health, kServing);
   ASSERT_OK(HealthCheck(&generic, &health, ""));
   EXPECT_EQ(health, kServing);
-  EXPECT_EQ(HealthCheck(&generic, &health, "no.such.Service").error_code(),
-            StatusCode::NOT_FOUND);
+  EXPECT_EQ(HealthCheck(&generic, &health, "no.such.Service").error_code(), StatusCode::NOT_FOUND);
 
   ASSERT_TRUE(server.Kill(SIGTERM));
   bool drained = false;

@@ -19,8 +19,8 @@
 #include <vector>
 
 #include "attnsearch/v1/search.grpc.pb.h"
-#include "grpcpp/grpcpp.h"
 #include "grpcpp/generic/generic_stub.h"
+#include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
 #include "server/grpc_status_matchers.h"
 #include "server/server_process.h"
@@ -52,7 +52,9 @@ void WriteFile(const std::string& path, const std::string& text) {
   std::ofstream(path, std::ios::binary) << text;
 }
 
-std::string TestData(const std::string& name) { return std::string(ATTN_TESTDATA_DIR) + "/" + name; }
+std::string TestData(const std::string& name) {
+  return std::string(ATTN_TESTDATA_DIR) + "/" + name;
+}
 
 std::shared_ptr<grpc::Channel> Channel(const std::string& address,
                                        std::shared_ptr<grpc::ChannelCredentials> creds) {
@@ -69,8 +71,8 @@ std::shared_ptr<grpc::ChannelCredentials> TrustingCert(const std::string& file) 
 
 // A client context with a deadline and, unless empty, `key` as a bearer
 // token.
-std::unique_ptr<grpc::ClientContext> Context(const std::string& key,
-                                             std::chrono::seconds timeout = std::chrono::seconds(30)) {
+std::unique_ptr<grpc::ClientContext> Context(
+    const std::string& key, std::chrono::seconds timeout = std::chrono::seconds(30)) {
   auto ctx = std::make_unique<grpc::ClientContext>();
   ctx->set_deadline(std::chrono::system_clock::now() + timeout);
   if (!key.empty()) ctx->AddMetadata("authorization", "Bearer " + key);
@@ -90,9 +92,9 @@ v1::Document Doc(const std::string& id) {
 // Every RPC once, with `key`; the status of each, by name.
 // `backup_dest` is the Backup call's destination (must not exist).
 std::vector<std::pair<std::string, grpc::Status>> CallEveryRpc(v1::SearchService::Stub* stub,
-                                                              const std::string& key,
-                                                              const std::string& collection,
-                                                              const std::string& backup_dest) {
+                                                               const std::string& key,
+                                                               const std::string& collection,
+                                                               const std::string& backup_dest) {
   std::vector<std::pair<std::string, grpc::Status>> out;
   {
     v1::CreateCollectionRequest req;
@@ -110,8 +112,7 @@ std::vector<std::pair<std::string, grpc::Status>> CallEveryRpc(v1::SearchService
   }
   {
     v1::ListCollectionsResponse resp;
-    out.emplace_back("ListCollections",
-                     stub->ListCollections(Context(key).get(), {}, &resp));
+    out.emplace_back("ListCollections", stub->ListCollections(Context(key).get(), {}, &resp));
   }
   {
     v1::UpsertRequest req;
@@ -184,8 +185,8 @@ std::vector<std::pair<std::string, grpc::Status>> CallEveryRpc(v1::SearchService
 
 bool IsWriteRpc(const std::string& rpc) {
   return rpc == "CreateCollection" || rpc == "DropCollection" || rpc == "Upsert" ||
-         rpc == "UpsertStream" || rpc == "Delete" || rpc == "TrainEncoder" ||
-         rpc == "TuneIndex" || rpc == "Backup";
+         rpc == "UpsertStream" || rpc == "Delete" || rpc == "TrainEncoder" || rpc == "TuneIndex" ||
+         rpc == "Backup";
 }
 
 // grpc.health.v1.Health/Check for the whole server, without a key; the
@@ -204,7 +205,8 @@ grpc::Status HealthCheck(const std::shared_ptr<grpc::Channel>& channel, std::str
   std::vector<grpc::Slice> slices;
   response->clear();
   if (s.ok() && reply.Dump(&slices).ok()) {
-    for (const auto& sl : slices) response->append(reinterpret_cast<const char*>(sl.begin()), sl.size());
+    for (const auto& sl : slices)
+      response->append(reinterpret_cast<const char*>(sl.begin()), sl.size());
   }
   return s;
 }
@@ -213,8 +215,8 @@ class SecurityTest : public ::testing::Test {
  protected:
   void SetUp() override {
     keys_file_ = dir_.Sub("keys.txt");
-    WriteFile(keys_file_, std::string("# test keys\n\n") + kReadKey + " read\n  " + kWriteKey +
-                              "\twrite  \n");
+    WriteFile(keys_file_,
+              std::string("# test keys\n\n") + kReadKey + " read\n  " + kWriteKey + "\twrite  \n");
     log_file_ = dir_.Sub("server.stderr");
   }
 
@@ -246,7 +248,8 @@ TEST_F(SecurityTest, ApiKeysGateEveryRpc) {
 
   for (const std::string key : {std::string(), std::string(kWrongKey), std::string("short")}) {
     SCOPED_TRACE("key '" + key + "'");
-    for (const auto& [rpc, status] : CallEveryRpc(stub.get(), key, "c", dir_.Sub("backup-denied"))) {
+    for (const auto& [rpc, status] :
+         CallEveryRpc(stub.get(), key, "c", dir_.Sub("backup-denied"))) {
       EXPECT_EQ(status.error_code(), StatusCode::UNAUTHENTICATED)
           << rpc << ": " << status.error_message();
       EXPECT_EQ(status.error_message().find(kWrongKey), std::string::npos);
@@ -261,7 +264,8 @@ TEST_F(SecurityTest, ApiKeysGateEveryRpc) {
               StatusCode::UNAUTHENTICATED);
   }
   // The write key may do everything (the collection exists from now on).
-  for (const auto& [rpc, status] : CallEveryRpc(stub.get(), kWriteKey, "c", dir_.Sub("backup-write"))) {
+  for (const auto& [rpc, status] :
+       CallEveryRpc(stub.get(), kWriteKey, "c", dir_.Sub("backup-write"))) {
     if (rpc == "TrainEncoder" || rpc == "TuneIndex") {
       // Admitted; the engine answers (too few documents to tune or train on).
       EXPECT_EQ(status.error_code(), StatusCode::FAILED_PRECONDITION)
@@ -285,7 +289,8 @@ TEST_F(SecurityTest, ApiKeysGateEveryRpc) {
     ASSERT_OK(stub->Upsert(Context(kWriteKey).get(), req, &resp));
   }
   // The read key: reads pass, writes are PERMISSION_DENIED and change nothing.
-  for (const auto& [rpc, status] : CallEveryRpc(stub.get(), kReadKey, "kept", dir_.Sub("backup-read"))) {
+  for (const auto& [rpc, status] :
+       CallEveryRpc(stub.get(), kReadKey, "kept", dir_.Sub("backup-read"))) {
     if (IsWriteRpc(rpc)) {
       EXPECT_EQ(status.error_code(), StatusCode::PERMISSION_DENIED)
           << rpc << ": " << status.error_message();
@@ -354,9 +359,8 @@ TEST_F(SecurityTest, BadKeyFilesStopTheServerNamingTheLine) {
 }
 
 TEST_F(SecurityTest, TlsWithASelfSignedCertificate) {
-  const std::string address =
-      Start({"--tls_cert", TestData("server.crt"), "--tls_key", TestData("server.key"),
-             "--api_keys", keys_file_});
+  const std::string address = Start({"--tls_cert", TestData("server.crt"), "--tls_key",
+                                     TestData("server.key"), "--api_keys", keys_file_});
   ASSERT_FALSE(address.empty());
   {
     SCOPED_TRACE("TLS client trusting the certificate, with the write key");
@@ -395,9 +399,8 @@ TEST_F(SecurityTest, TlsWithASelfSignedCertificate) {
 }
 
 TEST_F(SecurityTest, CommandLineClientsUseKeyFileEnvAndCa) {
-  const std::string address =
-      Start({"--tls_cert", TestData("server.crt"), "--tls_key", TestData("server.key"),
-             "--api_keys", keys_file_});
+  const std::string address = Start({"--tls_cert", TestData("server.crt"), "--tls_key",
+                                     TestData("server.key"), "--api_keys", keys_file_});
   ASSERT_FALSE(address.empty());
   // A JSON lines corpus with vectors.
   std::string corpus;
@@ -412,11 +415,10 @@ TEST_F(SecurityTest, CommandLineClientsUseKeyFileEnvAndCa) {
   WriteFile(input, corpus);
   const std::string write_key_file = dir_.Sub("write.key");
   WriteFile(write_key_file, std::string("# the loader's key\n") + kWriteKey + "\n");
-  const std::vector<std::string> base = {ATTN_INDEXER_BINARY, input,         "--collection",
-                                         "loaded",            "--server",    address,
-                                         "--dim",             std::to_string(kDim),
-                                         "--progress",        "off",
-                                         "--checkpoint",      dir_.Sub("load.progress")};
+  const std::vector<std::string> base = {
+      ATTN_INDEXER_BINARY, input,   "--collection", "loaded",
+      "--server",          address, "--dim",        std::to_string(kDim),
+      "--progress",        "off",   "--checkpoint", dir_.Sub("load.progress")};
   auto with = [&](std::vector<std::string> extra) {
     std::vector<std::string> args = base;
     args.insert(args.end(), extra.begin(), extra.end());
@@ -424,7 +426,8 @@ TEST_F(SecurityTest, CommandLineClientsUseKeyFileEnvAndCa) {
   };
   {
     SCOPED_TRACE("indexer without a key");
-    const ProcessRun run = RunBinary(dir_.Sub("run.out"), with({"--tls_ca", TestData("server.crt")}));
+    const ProcessRun run =
+        RunBinary(dir_.Sub("run.out"), with({"--tls_ca", TestData("server.crt")}));
     EXPECT_NE(run.exit_code(), 0) << run.output;
   }
   {

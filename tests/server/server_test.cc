@@ -1394,7 +1394,8 @@ TEST_F(ServerTest, DeletesTriggerABackgroundRebuild) {
   ASSERT_OK(Create("b", kDim, v1::TOKEN_DTYPE_F32, ""));
   std::mt19937 rng(1001);
   std::vector<v1::Document> batch;
-  for (int i = 0; i < 300; ++i) batch.push_back(MakeDoc(rng, "b" + std::to_string(i), kDim, 0, true));
+  for (int i = 0; i < 300; ++i)
+    batch.push_back(MakeDoc(rng, "b" + std::to_string(i), kDim, 0, true));
   ASSERT_OK(Upsert("b", batch));
   std::vector<std::string> doomed;
   for (int i = 0; i < 300; i += 3) doomed.push_back("b" + std::to_string(i));
@@ -1483,13 +1484,10 @@ TEST_F(ServerTest, TuneIndexSetsTheDefaultAndPersists) {
   // Errors name the field; nothing changes.
   v1::TuneIndexResponse bad;
   EXPECT_TRUE(HasError(tune("nope", 0.9, 0, 0, &bad), StatusCode::NOT_FOUND, "nope"));
-  EXPECT_TRUE(HasError(tune("t", 0, 0, 0, &bad), StatusCode::INVALID_ARGUMENT,
-                       "target_recall"));
-  EXPECT_TRUE(HasError(tune("t", 1.5, 0, 0, &bad), StatusCode::INVALID_ARGUMENT,
-                       "target_recall"));
+  EXPECT_TRUE(HasError(tune("t", 0, 0, 0, &bad), StatusCode::INVALID_ARGUMENT, "target_recall"));
+  EXPECT_TRUE(HasError(tune("t", 1.5, 0, 0, &bad), StatusCode::INVALID_ARGUMENT, "target_recall"));
   EXPECT_TRUE(HasError(tune("t", 0.9, 2000, 0, &bad), StatusCode::INVALID_ARGUMENT, "k: "));
-  EXPECT_TRUE(HasError(tune("t", 0.9, 0, 200000, &bad), StatusCode::INVALID_ARGUMENT,
-                       "sample: "));
+  EXPECT_TRUE(HasError(tune("t", 0.9, 0, 200000, &bad), StatusCode::INVALID_ARGUMENT, "sample: "));
 
   // An exact index: nothing to tune, nothing stored.
   v1::TuneIndexResponse flat;

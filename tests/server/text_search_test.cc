@@ -29,7 +29,6 @@ using grpc::StatusCode;
 constexpr auto kCallTimeout = std::chrono::seconds(60);
 constexpr uint32_t kDim = 256;
 
-
 // A seeded corpus on three topics plus documents with words found nowhere
 // else ("turbine", "saffron", "cello").
 std::vector<v1::Document> Corpus(size_t n, uint32_t seed = 17) {
@@ -85,8 +84,7 @@ class TextSearchTest : public ::testing::Test {
   }
 
   template <typename Req, typename Resp>
-  using Method = grpc::Status (v1::SearchService::Stub::*)(grpc::ClientContext*, const Req&,
-                                                            Resp*);
+  using Method = grpc::Status (v1::SearchService::Stub::*)(grpc::ClientContext*, const Req&, Resp*);
   template <typename Req, typename Resp>
   grpc::Status Call(Method<Req, Resp> method, const Req& req, Resp* resp) {
     grpc::ClientContext ctx;
@@ -216,8 +214,7 @@ TEST_F(TextSearchTest, TrainThenSearchByText) {
   ASSERT_OK(Search(marked, &resp));
   ASSERT_GT(resp.hits_size(), 0);
   EXPECT_EQ(resp.hits(0).id(), "saffron");
-  EXPECT_NE(resp.hits(0).snippet().find("[saffron]"), std::string::npos)
-      << resp.hits(0).snippet();
+  EXPECT_NE(resp.hits(0).snippet().find("[saffron]"), std::string::npos) << resp.hits(0).snippet();
 
   EXPECT_EQ(TopHit("docs", "CELLO melody"), "cello");
 
@@ -230,8 +227,8 @@ TEST_F(TextSearchTest, TrainThenSearchByText) {
 
   // Empty text is an empty query.
   resp.Clear();
-  EXPECT_TRUE(HasError(Search(TextQuery("docs", "", 10), &resp), StatusCode::INVALID_ARGUMENT,
-                       "text"));
+  EXPECT_TRUE(
+      HasError(Search(TextQuery("docs", "", 10), &resp), StatusCode::INVALID_ARGUMENT, "text"));
 
   // After a restart the encoder is back and answers the same.
   const int status = StopServer(SIGTERM);

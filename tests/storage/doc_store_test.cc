@@ -36,8 +36,7 @@ StorageOptions SmallOptions() {
 
 // A valid, normalised document with `num_tokens` >= 1 unit token rows and a
 // unit pooled vector, as DocStore::Commit requires.
-Document MakeDoc(std::mt19937& rng, const std::string& id, uint32_t dim,
-                 uint32_t num_tokens) {
+Document MakeDoc(std::mt19937& rng, const std::string& id, uint32_t dim, uint32_t num_tokens) {
   Document d;
   d.id = id;
   d.text = absl::StrCat("text of ", id, " with some words");
@@ -45,8 +44,7 @@ Document MakeDoc(std::mt19937& rng, const std::string& id, uint32_t dim,
   d.pooled = RandomUnitRows(rng, 1, dim);
   d.num_tokens = num_tokens;
   d.tokens = RandomUnitRows(rng, num_tokens, dim);
-  for (uint32_t t = 0; t < num_tokens; ++t)
-    d.token_texts.push_back(absl::StrCat("tok", t));
+  for (uint32_t t = 0; t < num_tokens; ++t) d.token_texts.push_back(absl::StrCat("tok", t));
   return d;
 }
 
@@ -65,8 +63,7 @@ void ExpectSameRecord(const Document& got, const Document& want) {
 void ExpectSameVectors(const Document& got, const Document& want, TokenDtype dtype) {
   // Pooled vectors are always f32: exact.
   ASSERT_EQ(got.pooled.size(), want.pooled.size());
-  for (size_t i = 0; i < want.pooled.size(); ++i)
-    EXPECT_EQ(got.pooled[i], want.pooled[i]);
+  for (size_t i = 0; i < want.pooled.size(); ++i) EXPECT_EQ(got.pooled[i], want.pooled[i]);
   ASSERT_EQ(got.num_tokens, want.num_tokens);
   ASSERT_EQ(got.tokens.size(), want.tokens.size());
   for (size_t i = 0; i < want.tokens.size(); ++i) {
@@ -80,8 +77,7 @@ void ExpectSameVectors(const Document& got, const Document& want, TokenDtype dty
   }
 }
 
-std::unique_ptr<DocStore> CreateStore(const std::string& path,
-                                      const CollectionConfig& config) {
+std::unique_ptr<DocStore> CreateStore(const std::string& path, const CollectionConfig& config) {
   auto store = DocStore::Create(path, config, SmallOptions());
   EXPECT_TRUE(store.ok()) << store.status();
   return store.ok() ? std::move(store).value() : nullptr;
@@ -177,8 +173,7 @@ TEST(DocStoreTest, CreateOnExistingPathFailsAlreadyExists) {
 
 TEST(DocStoreTest, CreateWithInvalidConfigFails) {
   TempDir tmp;
-  auto store =
-      DocStore::Create(tmp.Sub("s"), Config(0, TokenDtype::kF32), SmallOptions());
+  auto store = DocStore::Create(tmp.Sub("s"), Config(0, TokenDtype::kF32), SmallOptions());
   EXPECT_EQ(store.status().code(), absl::StatusCode::kInvalidArgument) << store.status();
   EXPECT_FALSE(std::filesystem::exists(tmp.Sub("s")));
 }
@@ -446,11 +441,12 @@ TEST(DocStoreTest, OverwriteSupersedesOldLabel) {
 
   std::map<Label, std::string> records;
   ASSERT_TRUE(store
-                  ->ScanDocRecords(0, [&](Label l, const Document& d) {
-                    records[l] = d.text;
-                    EXPECT_TRUE(d.pooled.empty());
-                    return absl::OkStatus();
-                  })
+                  ->ScanDocRecords(0,
+                                   [&](Label l, const Document& d) {
+                                     records[l] = d.text;
+                                     EXPECT_TRUE(d.pooled.empty());
+                                     return absl::OkStatus();
+                                   })
                   .ok());
   EXPECT_EQ(records, (std::map<Label, std::string>{{1, b.text}, {2, "second version"}}));
 }
@@ -513,8 +509,7 @@ TEST(DocStoreTest, DeleteRemovesDocument) {
   EXPECT_EQ(store->next_label(), 4u);
   auto looked = store->LookupIds({"x0", "x1", "x2", "x3"});
   ASSERT_TRUE(looked.ok());
-  EXPECT_EQ(*looked,
-            (std::vector<std::optional<Label>>{0, std::nullopt, 2, std::nullopt}));
+  EXPECT_EQ(*looked, (std::vector<std::optional<Label>>{0, std::nullopt, 2, std::nullopt}));
   std::vector<std::optional<Document>> out;
   ASSERT_TRUE(store->GetDocuments({0, 1, 2, 3}, false, &out).ok());
   EXPECT_TRUE(out[0].has_value());
@@ -657,8 +652,7 @@ void ExpectDataLoss(const absl::Status& s, const std::string& what) {
 }
 
 TEST(CodecTest, LabelKeySortsLikeLabelsAndRoundTrips) {
-  const std::vector<Label> labels = {0,     1,          255,       256,  65535,
-                                     65536, 1ull << 40, ~0ull - 1, ~0ull};
+  const std::vector<Label> labels = {0, 1, 255, 256, 65535, 65536, 1ull << 40, ~0ull - 1, ~0ull};
   for (size_t i = 0; i < labels.size(); ++i) {
     const std::string k = codec::LabelKey(labels[i]);
     ASSERT_EQ(k.size(), 8u);
@@ -828,8 +822,7 @@ TEST(CodecTest, ConfigRoundTripsAndRejectsGarbage) {
   ExpectDataLoss(codec::DecodeConfig(with_u32(12, 1000)).status(), "spec length");
   CollectionConfig no_spec = c;
   no_spec.ann_spec = "";
-  ExpectDataLoss(codec::DecodeConfig(codec::EncodeConfig(no_spec)).status(),
-                 "empty spec");
+  ExpectDataLoss(codec::DecodeConfig(codec::EncodeConfig(no_spec)).status(), "empty spec");
   ExpectDataLoss(codec::DecodeConfig("garbage!garbage!").status(), "garbage");
 }
 
@@ -904,7 +897,6 @@ TEST(DocStoreTest, AnnTuningPersistsAcrossReopen) {
   EXPECT_EQ((*got)->ann_params, "efSearch=55");
   EXPECT_EQ((*got)->target_recall, 0.9);
 }
-
 
 // ---------------------------------------------------------------------------
 // I/O faults below RocksDB (StorageFaults)
@@ -1125,15 +1117,14 @@ TEST_P(DocStoreFaultTest, FailedWritesChangeNothingAndWritingResumes) {
 
 INSTANTIATE_TEST_SUITE_P(
     Faults, DocStoreFaultTest,
-    ::testing::Values(
-        FaultCase{"WalWriteError", StorageFaults::Kind::kWriteError,
-                  StorageFaults::Files::kWal, absl::StatusCode::kUnavailable},
-        FaultCase{"WalSyncError", StorageFaults::Kind::kSyncError, StorageFaults::Files::kWal,
-                  absl::StatusCode::kUnavailable},
-        FaultCase{"DiskFull", StorageFaults::Kind::kDiskFull, StorageFaults::Files::kAll,
-                  absl::StatusCode::kResourceExhausted},
-        FaultCase{"AllWritesFail", StorageFaults::Kind::kWriteError,
-                  StorageFaults::Files::kAll, absl::StatusCode::kUnavailable}),
+    ::testing::Values(FaultCase{"WalWriteError", StorageFaults::Kind::kWriteError,
+                                StorageFaults::Files::kWal, absl::StatusCode::kUnavailable},
+                      FaultCase{"WalSyncError", StorageFaults::Kind::kSyncError,
+                                StorageFaults::Files::kWal, absl::StatusCode::kUnavailable},
+                      FaultCase{"DiskFull", StorageFaults::Kind::kDiskFull,
+                                StorageFaults::Files::kAll, absl::StatusCode::kResourceExhausted},
+                      FaultCase{"AllWritesFail", StorageFaults::Kind::kWriteError,
+                                StorageFaults::Files::kAll, absl::StatusCode::kUnavailable}),
     [](const ::testing::TestParamInfo<FaultCase>& info) { return info.param.name; });
 
 // A flush that fails (no space for table files) stops writes like a failed
@@ -1207,10 +1198,11 @@ TEST(DocStoreFaultTest, RandomFaultsAmongWritesLoseNothingAcknowledged) {
   ASSERT_EQ(fs.Apply({ids[0]}), absl::OkStatus());
   EXPECT_GT(acknowledged, 50);
   EXPECT_GT(failed, 20);
-  std::printf("[ random faults ] %d batches acknowledged, %d failed (%llu failed file "
-              "operations), %d failed batches applied whole by a recovery\n",
-              acknowledged, failed, static_cast<unsigned long long>(fs.faults().failures()),
-              fs.applied_after_failure());
+  std::printf(
+      "[ random faults ] %d batches acknowledged, %d failed (%llu failed file "
+      "operations), %d failed batches applied whole by a recovery\n",
+      acknowledged, failed, static_cast<unsigned long long>(fs.faults().failures()),
+      fs.applied_after_failure());
   fs.ExpectMatchesOracle("after the faults");
   ASSERT_EQ(fs.Flush(), absl::OkStatus());
   fs.Reopen();
@@ -1232,7 +1224,6 @@ TEST(DocStoreFaultTest, OpenUnderFaultFailsCleanly) {
   fs.Reopen();
   fs.ExpectMatchesOracle("after opening once the fault cleared");
 }
-
 
 // The free-space reserve: below it writes are refused before anything is
 // written, an existing store opens read-only, and no store is created;
