@@ -27,7 +27,7 @@
 
 #include "absl/status/statusor.h"
 #include "core/types.h"
-#include "rerank/core_budget.h"
+#include "core/core_budget.h"
 
 namespace attnsearch {
 

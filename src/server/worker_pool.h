@@ -2,7 +2,7 @@
 // The gRPC callback handlers hand their work to it so that reactions stay
 // short and the number of threads doing engine work is bounded. With a
 // CoreBudget, each running job holds one core of it (see
-// rerank/core_budget.h), so a query reranks in parallel only on cores no
+// core/core_budget.h), so a query reranks in parallel only on cores no
 // other job is using.
 #ifndef ATTNSEARCH_SERVER_WORKER_POOL_H_
 #define ATTNSEARCH_SERVER_WORKER_POOL_H_
@@ -14,7 +14,7 @@
 #include <thread>
 #include <vector>
 
-#include "rerank/core_budget.h"
+#include "core/core_budget.h"
 
 namespace attnsearch {
 

@@ -9,7 +9,7 @@
 #include <mutex>
 #include <vector>
 
-#include "rerank/core_budget.h"
+#include "core/core_budget.h"
 
 namespace attnsearch {
 namespace {

@@ -9,8 +9,8 @@
 // one query gets every core; while the other workers are busy it gets none
 // and runs on its own thread, so parallel reranking never takes a core from
 // another request. FAISS graph search runs single-threaded in the worker.
-#ifndef ATTNSEARCH_RERANK_CORE_BUDGET_H_
-#define ATTNSEARCH_RERANK_CORE_BUDGET_H_
+#ifndef ATTNSEARCH_CORE_CORE_BUDGET_H_
+#define ATTNSEARCH_CORE_CORE_BUDGET_H_
 
 #include <algorithm>
 #include <mutex>
@@ -65,4 +65,4 @@ class CoreLease {
 
 }  // namespace attnsearch
 
-#endif  // ATTNSEARCH_RERANK_CORE_BUDGET_H_
+#endif  // ATTNSEARCH_CORE_CORE_BUDGET_H_

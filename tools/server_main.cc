@@ -205,7 +205,7 @@ int main(int argc, char** argv) {
     credentials = grpc::SslServerCredentials(ssl);
   }
   // One budget for the whole process: an idle server gives a query every
-  // core; under load queries share them (see rerank/core_budget.h).
+  // core; under load queries share them (see core/core_budget.h).
   attnsearch::CoreBudget core_budget(cores);
   catalog_options.collection.rerank.cores = &core_budget;
   catalog_options.collection.storage.sync_writes = !no_sync;
