@@ -11,6 +11,7 @@ packages=(
   libcli11-dev                     # command-line flags
   nlohmann-json3-dev zlib1g-dev    # JSON lines, gzip input
   libxxhash-dev libutfcpp-dev      # the one checksum (XXH3) and UTF-8 validation
+  libeigen3-dev                    # the encoder's truncated SVD (QR, eigensolver)
   libgtest-dev                     # GoogleTest
   libicu-dev                       # tokenizer: normalisation, word breaks
   libstemmer-dev                   # Snowball stemmers for the built-in encoder

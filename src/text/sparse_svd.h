@@ -1,5 +1,7 @@
 // Truncated SVD of a sparse matrix by randomised range finding with power
-// iterations (Halko, Martinsson & Tropp 2011). Internal to the encoder.
+// iterations (Halko, Martinsson & Tropp 2011), the decompositions done by
+// Eigen (Householder QR, the self-adjoint eigensolver). Internal to the
+// encoder.
 #ifndef ATTNSEARCH_TEXT_SPARSE_SVD_H_
 #define ATTNSEARCH_TEXT_SPARSE_SVD_H_
 
@@ -34,8 +36,8 @@ struct TruncatedSvd {
 // The leading singular values and left singular vectors of `m`.
 TruncatedSvd ComputeTruncatedSvd(const CsrMatrix& m, const SvdOptions& options);
 
-// Eigen-decomposition of the symmetric n x n matrix `a` (row-major) by
-// cyclic Jacobi rotations: eigenvalues descending, eigenvectors as the
+// Eigen-decomposition of the symmetric n x n matrix `a` (row-major; Eigen's
+// SelfAdjointEigenSolver): eigenvalues descending, eigenvectors as the
 // columns of `vectors` (n x n row-major).
 void SymmetricEigen(std::vector<double> a, uint32_t n, std::vector<double>* values,
                     std::vector<double>* vectors);
