@@ -70,7 +70,8 @@ Collection::Collection(std::string path, std::unique_ptr<DocStore> store,
     : path_(std::move(path)),
       store_(std::move(store)),
       reranker_(std::move(reranker)),
-      options_(options) {}
+      options_(options),
+      filter_(store_->config()) {}
 
 Collection::~Collection() {
   {
@@ -202,8 +203,7 @@ absl::StatusOr<uint64_t> Collection::CatchUp(Label from, Label metadata_from, bo
   }
   // The filter index (re-adding a label is harmless).
   ATTN_RETURN_IF_ERROR(store_->ScanDocRecords(metadata_from, [&](Label l, const Document& d) {
-    std::unique_lock<std::shared_mutex> lock(index_mu_);
-    IndexMetadata(l, d);
+    filter_.Add(l, d);
     return absl::OkStatus();
   }));
   return added;
@@ -257,24 +257,6 @@ uint64_t Collection::CountTombstonesIn(const AnnIndex& index) const {
     for (Label l : labels) n += tombstones_.Test(l) ? 1 : 0;
   }
   return n;
-}
-
-void Collection::IndexMetadata(Label label, const Document& doc) {
-  const CollectionConfig& config = store_->config();
-  for (const auto& [k, v] : doc.metadata) {
-    std::vector<Label>& list = postings_[k][v];
-    // Labels arrive in increasing order; a catch-up may offer one again.
-    if (list.empty() || list.back() < label) {
-      list.push_back(label);
-    } else if (auto it = std::lower_bound(list.begin(), list.end(), label);
-               it == list.end() || *it != label) {
-      list.insert(it, label);
-    }
-    double x;
-    if (config.IsNumericField(k) && absl::SimpleAtod(v, &x) && std::isfinite(x)) {
-      numeric_index_[k].emplace(x, label);
-    }
-  }
 }
 
 absl::Status Collection::PrepareDocument(size_t i, const text::Encoder* encoder,
@@ -496,7 +478,7 @@ absl::Status Collection::CommitPrepared(std::vector<Document>& docs) {
   {
     std::unique_lock<std::shared_mutex> lock(index_mu_);
     for (Label l : superseded) Tombstone(l);
-    for (size_t i = 0; i < docs.size(); ++i) IndexMetadata(first + i, docs[i]);
+    for (size_t i = 0; i < docs.size(); ++i) filter_.Add(first + i, docs[i]);
     // The write is durable already; should the in-memory add fail, the next
     // Open adds it from the store.
     added = Annotate(ann_->Add(labels.data(), pooled.data(), labels.size()),
@@ -810,7 +792,7 @@ absl::Status Collection::PrepareQuery(SearchQuery* q) const {
                      kMinTemperature, " (rerank MAXSIM is the limit of a vanishing temperature)"));
   }
   if (q->temperature == 0.f) q->temperature = kDefaultTemperature;
-  ATTN_RETURN_IF_ERROR(CheckFilter(*q));
+  ATTN_RETURN_IF_ERROR(FilterIndex::Check(q->filter, q->ranges, config()));
   if (q->pooled.empty() && q->num_tokens == 0 && q->tokens.empty()) {
     return absl::InvalidArgumentError("query: empty; give pooled and/or tokens");
   }
@@ -871,101 +853,6 @@ absl::Status Collection::PrepareQuery(SearchQuery* q) const {
   return absl::OkStatus();
 }
 
-absl::Status Collection::CheckFilter(const SearchQuery& q) const {
-  for (size_t i = 0; i < q.filter.size(); ++i) {
-    if (q.filter[i].key.empty()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("filter.must[", i, "].key: must not be empty"));
-    }
-    if (q.filter[i].values.empty()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("filter.must[", i, "].values: must not be empty"));
-    }
-  }
-  for (size_t i = 0; i < q.ranges.size(); ++i) {
-    const RangeCondition& r = q.ranges[i];
-    const std::string field = absl::StrCat("filter.ranges[", i, "]");
-    if (r.key.empty()) {
-      return absl::InvalidArgumentError(absl::StrCat(field, ".key: must not be empty"));
-    }
-    if (!config().IsNumericField(r.key)) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(field, ".key: \"", r.key, "\" is not a numeric field of this collection"));
-    }
-    if (!r.gte && !r.gt && !r.lte && !r.lt) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(field, ": no bound given; give gte, gt, lte and/or lt"));
-    }
-    if (r.gte && r.gt) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(field, ": gte and gt both given; give one lower bound"));
-    }
-    if (r.lte && r.lt) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(field, ": lte and lt both given; give one upper bound"));
-    }
-    for (const auto& [name, bound] : {std::pair{"gte", r.gte}, std::pair{"gt", r.gt},
-                                      std::pair{"lte", r.lte}, std::pair{"lt", r.lt}}) {
-      if (bound && std::isnan(*bound)) {
-        return absl::InvalidArgumentError(absl::StrCat(field, ".", name, ": is NaN"));
-      }
-    }
-    const std::optional<double> lower = r.gte ? r.gte : r.gt;
-    const std::optional<double> upper = r.lte ? r.lte : r.lt;
-    if (lower && upper && *lower > *upper) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(field, ": the lower bound ", *lower, " is above the upper bound ", *upper));
-    }
-  }
-  return absl::OkStatus();
-}
-
-LabelBitmap Collection::EvaluateFilter(const SearchQuery& q) const {
-  LabelBitmap admitted;
-  bool first = true;
-  // ANDs one condition's matches into the result.
-  auto combine = [&](LabelBitmap&& matches) {
-    if (first) {
-      admitted = std::move(matches);
-      first = false;
-    } else {
-      admitted.And(matches);
-    }
-  };
-  for (const auto& cond : q.filter) {
-    LabelBitmap matches;
-    if (auto key_it = postings_.find(cond.key); key_it != postings_.end()) {
-      for (const auto& v : cond.values) {
-        auto val_it = key_it->second.find(v);
-        if (val_it == key_it->second.end()) continue;
-        for (Label l : val_it->second) matches.Set(l);
-      }
-    }
-    combine(std::move(matches));
-    if (admitted.empty()) return admitted;
-  }
-  constexpr double kInf = std::numeric_limits<double>::infinity();
-  constexpr Label kMaxLabel = std::numeric_limits<Label>::max();
-  for (const auto& r : q.ranges) {
-    LabelBitmap matches;
-    if (auto it = numeric_index_.find(r.key); it != numeric_index_.end()) {
-      const auto& values = it->second;
-      const double hi = r.lte ? *r.lte : r.lt ? *r.lt : kInf;
-      const bool hi_inclusive = !r.lt;
-      auto pos = r.gt ? values.upper_bound({*r.gt, kMaxLabel})
-                      : values.lower_bound({r.gte ? *r.gte : -kInf, 0});
-      for (; pos != values.end(); ++pos) {
-        if (hi_inclusive ? pos->first > hi : pos->first >= hi) break;
-        matches.Set(pos->second);
-      }
-    }
-    combine(std::move(matches));
-    if (admitted.empty()) return admitted;
-  }
-  admitted.AndNot(tombstones_);
-  return admitted;
-}
-
 absl::StatusOr<SearchResult> Collection::Search(SearchQuery q, absl::Time deadline) const {
   using Clock = std::chrono::steady_clock;
   const auto t_start = Clock::now();
@@ -1020,7 +907,8 @@ absl::StatusOr<SearchResult> Collection::Search(SearchQuery q, absl::Time deadli
     } else {
       // The filter as one set of live labels: an exact scan of them when
       // they are few, else a graph search admitting only them.
-      const LabelBitmap admitted = EvaluateFilter(q);
+      LabelBitmap admitted = filter_.Match(q.filter, q.ranges);
+      admitted.AndNot(tombstones_);
       if (!admitted.empty()) {
         ATTN_RETURN_IF_ERROR(
             ann_->SearchFiltered(q.pooled.data(), q.candidates, params, admitted, &neighbors));

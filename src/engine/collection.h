@@ -35,6 +35,7 @@
 #include "ann/ann_index.h"
 #include "core/label_bitmap.h"
 #include "core/types.h"
+#include "engine/filter_index.h"
 #include "rerank/reranker.h"
 #include "storage/doc_store.h"
 #include "text/encoder.h"
@@ -96,21 +97,6 @@ struct CollectionOptions {
     o.defer_index = true;
     return o;
   }
-};
-
-// A metadata condition: the document's value for `key` is one of `values`.
-struct MetadataCondition {
-  std::string key;
-  std::vector<std::string> values;
-};
-
-// A range condition on a numeric field (CollectionConfig::numeric_fields):
-// the document's value lies within every bound given. At least one bound;
-// not both gt and gte, nor both lt and lte; no NaN; lower <= upper. A
-// document without the field does not match.
-struct RangeCondition {
-  std::string key;
-  std::optional<double> gte, gt, lte, lt;
 };
 
 // Candidates reranked per text query unless the query says otherwise.
@@ -414,13 +400,8 @@ class Collection {
   absl::Status CheckIdCount(size_t n) const;
   // Index state updates after a commit. REQUIRES: index_mu_ held exclusively.
   void Tombstone(Label label);
-  void IndexMetadata(Label label, const Document& doc);
   // REQUIRES: index_mu_ held.
   bool IsTombstoned(Label label) const { return tombstones_.Test(label); }
-  // Validates q's filter (range keys must be numeric fields).
-  absl::Status CheckFilter(const SearchQuery& q) const;
-  // The live labels passing q's filter. REQUIRES: index_mu_ held.
-  LabelBitmap EvaluateFilter(const SearchQuery& q) const;
   // Tombstoned labels that `index` holds. REQUIRES: index_mu_ held.
   uint64_t CountTombstonesIn(const AnnIndex& index) const;
   // Starts a background rebuild when the index holds enough tombstones.
@@ -484,11 +465,8 @@ class Collection {
   LabelBitmap tombstone_records_;
   // How many of them ann_ holds.
   uint64_t ann_tombstones_ = 0;
-  // metadata key -> value -> labels carrying it, increasing (dead labels
-  // included; the filter removes tombstones).
-  absl::flat_hash_map<std::string, absl::flat_hash_map<std::string, std::vector<Label>>> postings_;
-  // numeric field -> (value, label), ordered by value: a range is one walk.
-  absl::flat_hash_map<std::string, absl::btree_set<std::pair<double, Label>>> numeric_index_;
+  // The metadata filters' index (its own lock).
+  FilterIndex filter_;
 };
 
 }  // namespace attnsearch
