@@ -25,8 +25,6 @@
 namespace attnsearch {
 namespace {
 
-constexpr size_t kScanBatch = 4096;
-
 int64_t MicrosSince(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() -
                                                                t0)
@@ -63,6 +61,16 @@ bool PoolTokens(const std::vector<float>& tokens, uint32_t rows, uint32_t dim, c
   return PoolRows(tokens.data(), rows, dim, weights, out->data());
 }
 
+LiveIndexOptions LiveIndexOptionsOf(const CollectionOptions& o) {
+  LiveIndexOptions l;
+  l.ann = o.ann;
+  l.snapshot_every = o.snapshot_every;
+  l.rebuild_tombstone_ratio = o.rebuild_tombstone_ratio;
+  l.rebuild_min_tombstones = o.rebuild_min_tombstones;
+  l.defer_index = o.defer_index;
+  return l;
+}
+
 }  // namespace
 
 Collection::Collection(std::string path, std::unique_ptr<DocStore> store,
@@ -71,22 +79,16 @@ Collection::Collection(std::string path, std::unique_ptr<DocStore> store,
       store_(std::move(store)),
       reranker_(std::move(reranker)),
       options_(options),
+      index_(store_.get(), path_, LiveIndexOptionsOf(options), &write_mu_),
       filter_(store_->config()) {}
 
 Collection::~Collection() {
-  {
-    std::lock_guard<std::mutex> lock(rebuild_mu_);
-    stop_rebuild_ = true;
-  }
-  rebuild_cv_.notify_all();
-  if (rebuild_thread_.joinable()) rebuild_thread_.join();
+  index_.Stop();
   if (discard_on_close_) return;
-  std::lock_guard<std::mutex> lock(write_mu_);
-  if (added_since_snapshot_ > 0) {
-    absl::Status s = SaveSnapshot();
-    if (!s.ok()) {
-      LogWarn("ANN snapshot not saved", {{"collection", path_}, {"error", s.message()}});
-    }
+  absl::MutexLock lock(&write_mu_);
+  if (index_.changed_since_snapshot()) {
+    absl::Status s = index_.SaveSnapshot();
+    if (!s.ok()) LogWarn("ANN snapshot not saved", {{"collection", path_}, {"error", s.message()}});
   }
   // A clean close leaves no write-ahead log behind: the flush moves its data
   // into table files, and RocksDB deletes the log files no longer needed.
@@ -97,8 +99,6 @@ Collection::~Collection() {
     }
   }
 }
-
-std::string Collection::SnapshotPath() const { return path_ + "/ann.snapshot"; }
 
 absl::StatusOr<std::unique_ptr<Collection>> Collection::Create(const std::string& path,
                                                                const CollectionConfig& config,
@@ -127,51 +127,23 @@ absl::StatusOr<std::unique_ptr<Collection>> Collection::Open(const std::string& 
   ATTN_RETURN_IF_ERROR(c->LoadDerivedState());
   ATTN_RETURN_IF_ERROR(c->LoadEncoder());
   ATTN_RETURN_IF_ERROR(c->LoadTuning());
-  {
-    std::lock_guard<std::mutex> write_lock(c->write_mu_);
-    c->MaybeScheduleRebuild();
-  }
   return c;
 }
 
 absl::Status Collection::LoadDerivedState() {
-  const CollectionConfig& config = store_->config();
+  absl::MutexLock write_lock(&write_mu_);
   std::vector<Label> purge_pending;
-  ATTN_ASSIGN_OR_RETURN(std::vector<Label> dead, store_->Tombstones(&purge_pending));
-  for (Label l : dead) Tombstone(l);
-
-  auto loaded = AnnIndex::Load(SnapshotPath(), config.ann_spec, config.dim, options_.ann);
-  Label from = 0;
-  if (loaded.ok() && (*loaded)->has_labels() && (*loaded)->max_label() >= store_->next_label()) {
-    // A snapshot newer than the store (e.g. a store restored from an older
-    // copy beside a newer snapshot) would index labels the store lacks.
-    loaded = absl::FailedPreconditionError(
-        absl::StrCat(SnapshotPath(), " holds label ", (*loaded)->max_label(),
-                     " but the store has assigned labels only below ", store_->next_label()));
-  }
-  if (loaded.ok()) {
-    ann_ = std::move(loaded).value();
-    from = ann_->has_labels() ? ann_->max_label() + 1 : 0;
-  } else {
-    if (!absl::IsNotFound(loaded.status())) {
-      LogWarn("rebuilding the ANN index from the store",
-              {{"collection", path_}, {"reason", loaded.status().message()}});
-    }
-    ATTN_ASSIGN_OR_RETURN(ann_, AnnIndex::Create(config.ann_spec, config.dim, options_.ann));
-  }
+  ATTN_ASSIGN_OR_RETURN(const Label from, index_.Load(&purge_pending));
   // A bulk load builds the ANN index once, at BuildIndex; the filter index
   // is needed at once.
-  ATTN_ASSIGN_OR_RETURN(uint64_t added, CatchUp(from, /*metadata_from=*/0, !options_.defer_index));
-  {
-    std::unique_lock<std::shared_mutex> lock(index_mu_);
-    ann_tombstones_ = CountTombstonesIn(*ann_);
-  }
+  ATTN_ASSIGN_OR_RETURN(const uint64_t added,
+                        CatchUp(from, /*metadata_from=*/0, !options_.defer_index));
   // Overwrites whose purge a crash interrupted (no reader exists yet).
   PurgeSuperseded(purge_pending);
-  added_since_snapshot_ = added;
+  index_.MaybeScheduleRebuild();
   if (added > 0) {
     // Only a speed-up for the next open: a full disk must not stop this one.
-    absl::Status saved = SaveSnapshot();
+    absl::Status saved = index_.SaveSnapshot();
     if (!saved.ok()) {
       LogWarn("ANN snapshot not saved", {{"collection", path_}, {"error", saved.message()}});
     }
@@ -180,26 +152,9 @@ absl::Status Collection::LoadDerivedState() {
 }
 
 absl::StatusOr<uint64_t> Collection::CatchUp(Label from, Label metadata_from, bool add_vectors) {
-  const uint32_t dim = store_->config().dim;
-  std::vector<Label> labels;
-  std::vector<float> vectors;
   uint64_t added = 0;
-  auto flush = [&]() -> absl::Status {
-    std::unique_lock<std::shared_mutex> lock(index_mu_);
-    ATTN_RETURN_IF_ERROR(ann_->Add(labels.data(), vectors.data(), labels.size()));
-    added += labels.size();
-    labels.clear();
-    vectors.clear();
-    return absl::OkStatus();
-  };
   if (add_vectors) {
-    ATTN_RETURN_IF_ERROR(store_->ScanPooled(from, [&](Label l, const float* v) {
-      if (!PooledIsUsable(l, v)) return absl::OkStatus();
-      labels.push_back(l);
-      vectors.insert(vectors.end(), v, v + dim);
-      return labels.size() >= kScanBatch ? flush() : absl::OkStatus();
-    }));
-    ATTN_RETURN_IF_ERROR(flush());
+    ATTN_ASSIGN_OR_RETURN(added, index_.CatchUp(from));
   }
   // The filter index (re-adding a label is harmless).
   ATTN_RETURN_IF_ERROR(store_->ScanDocRecords(metadata_from, [&](Label l, const Document& d) {
@@ -211,52 +166,23 @@ absl::StatusOr<uint64_t> Collection::CatchUp(Label from, Label metadata_from, bo
 
 absl::Status Collection::Flush() {
   {
-    std::lock_guard<std::mutex> write_lock(write_mu_);
+    absl::MutexLock write_lock(&write_mu_);
     ATTN_RETURN_IF_ERROR(RecoverStore());
   }
   return store_->Flush();
 }
 
 absl::StatusOr<uint64_t> Collection::BuildIndex() {
-  std::lock_guard<std::mutex> write_lock(write_mu_);
-  Label from;
-  {
-    std::shared_lock<std::shared_mutex> lock(index_mu_);
-    from = ann_->has_labels() ? ann_->max_label() + 1 : 0;
-  }
-  ATTN_ASSIGN_OR_RETURN(uint64_t added, CatchUp(from, /*metadata_from=*/from, true));
-  added_since_snapshot_ += added;
-  if (added_since_snapshot_ > 0) ATTN_RETURN_IF_ERROR(SaveSnapshot());
+  absl::MutexLock write_lock(&write_mu_);
+  const Label from = index_.next_unindexed();
+  ATTN_ASSIGN_OR_RETURN(const uint64_t added, CatchUp(from, /*metadata_from=*/from, true));
+  if (index_.changed_since_snapshot()) ATTN_RETURN_IF_ERROR(index_.SaveSnapshot());
   return added;
 }
 
 absl::Status Collection::SaveSnapshot() {
-  std::shared_lock<std::shared_mutex> lock(index_mu_);
-  ATTN_RETURN_IF_ERROR(ann_->Save(SnapshotPath()));
-  added_since_snapshot_ = 0;
-  return absl::OkStatus();
-}
-
-void Collection::Tombstone(Label label) {
-  if (!tombstones_.Set(label)) return;
-  tombstone_records_.Set(label);
-  if (ann_ != nullptr && ann_->has_labels() && label <= ann_->max_label() &&
-      std::binary_search(ann_->labels().begin(), ann_->labels().end(), label)) {
-    ++ann_tombstones_;
-  }
-}
-
-uint64_t Collection::CountTombstonesIn(const AnnIndex& index) const {
-  const std::vector<Label>& labels = index.labels();
-  uint64_t n = 0;
-  if (tombstones_.count() < labels.size()) {
-    tombstones_.ForEach([&](Label l) {
-      if (std::binary_search(labels.begin(), labels.end(), l)) ++n;
-    });
-  } else {
-    for (Label l : labels) n += tombstones_.Test(l) ? 1 : 0;
-  }
-  return n;
+  absl::MutexLock write_lock(&write_mu_);
+  return index_.SaveSnapshot();
 }
 
 absl::Status Collection::PrepareDocument(size_t i, const text::Encoder* encoder,
@@ -382,7 +308,7 @@ absl::StatusOr<uint64_t> Collection::Upsert(std::vector<Document> docs) {
   }
   // Prepared under the write lock, so a concurrent TrainEncoder cannot slip
   // between encoding and commit.
-  std::lock_guard<std::mutex> write_lock(write_mu_);
+  absl::MutexLock write_lock(&write_mu_);
   uint64_t version = 0;
   const std::shared_ptr<const text::Encoder> enc = encoder(&version);
   absl::flat_hash_map<std::string_view, size_t> seen;
@@ -431,13 +357,9 @@ absl::Status Collection::RecoverStore() {
   // reopen then applied it: bring the derived state up to date with it.
   std::vector<Label> purge_pending;
   ATTN_ASSIGN_OR_RETURN(std::vector<Label> dead, store_->Tombstones(&purge_pending));
-  {
-    std::unique_lock<std::shared_mutex> lock(index_mu_);
-    for (Label l : dead) Tombstone(l);
-  }
+  ATTN_RETURN_IF_ERROR(index_.Apply(dead, {}, {}));
   if (store_->next_label() > before) {
-    ATTN_ASSIGN_OR_RETURN(uint64_t added, CatchUp(before, before, !options_.defer_index));
-    added_since_snapshot_ += added;
+    ATTN_RETURN_IF_ERROR(CatchUp(before, before, !options_.defer_index).status());
   }
   // The index no longer holds the superseded labels for new searches.
   return store_->Purge(purge_pending);
@@ -465,38 +387,26 @@ absl::Status Collection::CommitPrepared(std::vector<Document>& docs) {
   for (const auto& e : existing) {
     if (e) superseded.push_back(*e);
   }
+  // Replaced labels leave the results at once (with defer_index too, which
+  // adds the new vectors only at BuildIndex).
   if (options_.defer_index) {
-    // Replaced labels must still leave the results at once.
-    {
-      std::unique_lock<std::shared_mutex> lock(index_mu_);
-      for (Label l : superseded) Tombstone(l);
-    }
-    PurgeSuperseded(superseded);
-    return absl::OkStatus();
+    labels.clear();
+    pooled.clear();
   }
-  absl::Status added;
-  {
-    std::unique_lock<std::shared_mutex> lock(index_mu_);
-    for (Label l : superseded) Tombstone(l);
-    for (size_t i = 0; i < docs.size(); ++i) filter_.Add(first + i, docs[i]);
-    // The write is durable already; should the in-memory add fail, the next
-    // Open adds it from the store.
-    added = Annotate(ann_->Add(labels.data(), pooled.data(), labels.size()),
-                     "stored, but not yet searchable");
-  }
+  const absl::Status added =
+      // The filter index changes with the ANN index, under its lock: a
+      // filtered search sees both as of one instant.
+      Annotate(index_.Apply(superseded, labels, pooled,
+                            [&] {
+                              for (size_t i = 0; i < docs.size(); ++i) {
+                                filter_.Add(first + i, docs[i]);
+                              }
+                            }),
+               "stored, but not yet searchable");
   // A search that began before the index switched labels reads the old
   // versions through its store view, taken before this point.
   PurgeSuperseded(superseded);
-  ATTN_RETURN_IF_ERROR(added);
-  MaybeScheduleRebuild();
-  added_since_snapshot_ += labels.size();
-  if (options_.snapshot_every > 0 && added_since_snapshot_ >= options_.snapshot_every) {
-    absl::Status s = SaveSnapshot();
-    if (!s.ok()) {
-      LogWarn("ANN snapshot not saved", {{"collection", path_}, {"error", s.message()}});
-    }
-  }
-  return absl::OkStatus();
+  return added;
 }
 
 std::shared_ptr<const text::Encoder> Collection::encoder(uint64_t* version) const {
@@ -538,7 +448,7 @@ absl::Status Collection::LoadEncoder() {
   if (below) {
     Label b;
     if (!absl::SimpleAtoi(*below, &b)) return absl::DataLossError("encoder: bad reencode_below");
-    std::lock_guard<std::mutex> write_lock(write_mu_);
+    absl::MutexLock write_lock(&write_mu_);
     ATTN_RETURN_IF_ERROR(Reencode(b).status());
     ATTN_RETURN_IF_ERROR(store_->PutEncoderState({{"reencode_below", ""}}));
   }
@@ -589,12 +499,9 @@ absl::StatusOr<IndexTuningResult> Collection::TuneIndex(double target_recall, ui
   // The writer mutex keeps every Add (and a rebuild's swap) out while the
   // index is read; nothing takes the index lock exclusively without it, so
   // the shared lock here never holds up searches.
-  std::lock_guard<std::mutex> write_lock(write_mu_);
+  absl::MutexLock write_lock(&write_mu_);
   AnnTuneResult tuned;
-  {
-    std::shared_lock<std::shared_mutex> lock(index_mu_);
-    ATTN_ASSIGN_OR_RETURN(tuned, ann_->Tune(target_recall, k, sample));
-  }
+  { ATTN_ASSIGN_OR_RETURN(tuned, index_.Tune(target_recall, k, sample)); }
   IndexTuningResult result;
   result.knob = tuned.knob;
   result.value = tuned.value;
@@ -621,14 +528,11 @@ absl::StatusOr<IndexTuningResult> Collection::TuneIndex(double target_recall, ui
 
 absl::StatusOr<EncoderTrainingResult> Collection::TrainEncoder(text::EncoderOptions options) {
   ATTN_RETURN_IF_ERROR(DeriveEncoderDims(config().dim, &options));
-  std::lock_guard<std::mutex> write_lock(write_mu_);
+  absl::MutexLock write_lock(&write_mu_);
   EncoderTrainingResult result;
   auto source = [&](const std::function<absl::Status(std::string_view)>& sink) {
     return store_->ScanDocRecords(0, [&](Label l, const Document& d) {
-      {
-        std::shared_lock<std::shared_mutex> lock(index_mu_);
-        if (IsTombstoned(l)) return absl::OkStatus();
-      }
+      if (index_.IsTombstoned(l)) return absl::OkStatus();
       if (d.text.empty()) return absl::OkStatus();
       return sink(d.text);
     });
@@ -672,10 +576,7 @@ absl::StatusOr<uint64_t> Collection::Reencode(Label below) {
   ATTN_RETURN_IF_ERROR(store_->ScanDocRecords(0, [&](Label l, const Document& d) {
     if (l >= below) return absl::OkStatus();
     if (d.encoded_by == kClientVectors || d.encoded_by == version) return absl::OkStatus();
-    {
-      std::shared_lock<std::shared_mutex> lock(index_mu_);
-      if (IsTombstoned(l)) return absl::OkStatus();
-    }
+    if (index_.IsTombstoned(l)) return absl::OkStatus();
     Document doc;
     doc.id = d.id;
     doc.text = d.text;
@@ -717,7 +618,7 @@ absl::StatusOr<DeleteResult> Collection::Delete(const std::vector<std::string>& 
       return absl::InvalidArgumentError(absl::StrCat("ids[", i, "]: must not be empty"));
     }
   }
-  std::lock_guard<std::mutex> write_lock(write_mu_);
+  absl::MutexLock write_lock(&write_mu_);
   ATTN_RETURN_IF_ERROR(RecoverStore());
   ATTN_ASSIGN_OR_RETURN(std::vector<std::optional<Label>> labels, store_->LookupIds(ids));
   DeleteResult result;
@@ -732,11 +633,9 @@ absl::StatusOr<DeleteResult> Collection::Delete(const std::vector<std::string>& 
     }
   }
   ATTN_RETURN_IF_ERROR(store_->Commit({}, deletes));
-  {
-    std::unique_lock<std::shared_mutex> lock(index_mu_);
-    for (const auto& d : deletes) Tombstone(d.label);
-  }
-  MaybeScheduleRebuild();
+  std::vector<Label> dead;
+  for (const auto& d : deletes) dead.push_back(d.label);
+  ATTN_RETURN_IF_ERROR(index_.Apply(dead, {}, {}));
   result.deleted = deletes.size();
   return result;
 }
@@ -894,26 +793,24 @@ absl::StatusOr<SearchResult> Collection::Search(SearchQuery q, absl::Time deadli
   std::vector<AnnNeighbor> neighbors;
   std::optional<DocStore::ReadView> view;
   {
-    std::shared_lock<std::shared_mutex> lock(index_mu_);
-    // Taken with the index as it is: a label the index gives was readable
-    // then (an overwrite purges the old label only after the index dropped
-    // it), so every read below finds what the ANN stage found.
-    ATTN_ASSIGN_OR_RETURN(view, store_->NewReadView());
-    params.exhaustive = q.candidates >= store_->live_count();
-    if (q.filter.empty() && q.ranges.empty()) {
-      LabelFilter live;
-      if (!tombstones_.empty()) live = [this](Label l) { return !tombstones_.Test(l); };
-      ATTN_RETURN_IF_ERROR(ann_->Search(q.pooled.data(), q.candidates, params, live, &neighbors));
-    } else {
-      // The filter as one set of live labels: an exact scan of them when
-      // they are few, else a graph search admitting only them.
-      LabelBitmap admitted = filter_.Match(q.filter, q.ranges);
-      admitted.AndNot(tombstones_);
-      if (!admitted.empty()) {
-        ATTN_RETURN_IF_ERROR(
-            ann_->SearchFiltered(q.pooled.data(), q.candidates, params, admitted, &neighbors));
-      }
+    // The filter as one set of labels, evaluated with the index's state: the
+    // index scans them exactly when they are few, else searches its graph
+    // admitting only them.
+    std::function<LabelBitmap()> matches;
+    if (!q.filter.empty() || !q.ranges.empty()) {
+      matches = [&] { return filter_.Match(q.filter, q.ranges); };
     }
+    params.exhaustive = q.candidates >= store_->live_count();
+    // The view is taken with the index as it is: a label the index gives was
+    // readable then (an overwrite purges the old label only after the index
+    // dropped it), so every read below finds what the ANN stage found.
+    ATTN_RETURN_IF_ERROR(index_.Search(
+        q.pooled.data(), q.candidates, params, matches,
+        [&]() -> absl::Status {
+          ATTN_ASSIGN_OR_RETURN(view, store_->NewReadView());
+          return absl::OkStatus();
+        },
+        &neighbors));
   }
   result.timing.ann_us = MicrosSince(t);
 
@@ -1061,28 +958,17 @@ bool Collection::ScoreIsUsable(float score, Label label) const {
   return false;
 }
 
-bool Collection::PooledIsUsable(Label label, const float* v) const {
-  if (AllFinite(v, config().dim)) return true;
-  if (!warned_nonfinite_.exchange(true)) {
-    LogWarn(
-        "a stored pooled vector is not finite: the document is left out of the ANN index "
-        "until upserted again",
-        {{"collection", path_}, {"label", label}});
-  }
-  return false;
-}
-
 CollectionStats Collection::Stats() const {
   CollectionStats stats;
-  {
-    std::shared_lock<std::shared_mutex> lock(index_mu_);
-    stats.num_documents = store_->live_count();
-    stats.num_tombstones = ann_tombstones_;
-    stats.ann_vectors = ann_->size();
-  }
+  stats.num_documents = store_->live_count();
+  const LiveIndex::Stats index = index_.stats();
+  stats.num_tombstones = index.tombstones;
+  stats.ann_vectors = index.vectors;
+  stats.rebuild_in_progress = index.rebuild_in_progress;
+  stats.rebuilds = index.rebuilds;
   const DocStore::DiskUsage disk = store_->Disk();
   std::error_code ec;
-  const uintmax_t snapshot = std::filesystem::file_size(SnapshotPath(), ec);
+  const uintmax_t snapshot = std::filesystem::file_size(index_.snapshot_path(), ec);
   stats.disk_ann_bytes = ec ? 0 : uint64_t(snapshot);
   stats.disk_table_bytes = disk.table_files;
   stats.disk_log_bytes = disk.log_files;
@@ -1092,9 +978,7 @@ CollectionStats Collection::Stats() const {
   stats.block_cache_bytes = memory.block_cache;
   stats.memtable_bytes = memory.memtables;
   stats.table_reader_bytes = memory.table_readers;
-  stats.rebuild_in_progress = rebuild_in_progress_;
   stats.writes_stopped = store_->write_stopped();
-  stats.rebuilds = rebuilds_;
   const std::shared_ptr<const text::Encoder> enc = encoder(&stats.encoder_version);
   if (enc != nullptr) stats.encoder_vocabulary = enc->vocabulary_size();
   if (const std::optional<AnnTuning> t = tuning()) {
@@ -1104,145 +988,6 @@ CollectionStats Collection::Stats() const {
   return stats;
 }
 
-void Collection::MaybeScheduleRebuild() {
-  if (options_.rebuild_tombstone_ratio <= 0 || options_.defer_index) return;
-  uint64_t dead, total;
-  {
-    std::shared_lock<std::shared_mutex> lock(index_mu_);
-    dead = ann_tombstones_;
-    total = ann_->size();
-  }
-  if (dead < options_.rebuild_min_tombstones ||
-      double(dead) < options_.rebuild_tombstone_ratio * double(total) || rebuild_in_progress_) {
-    return;
-  }
-  std::lock_guard<std::mutex> lock(rebuild_mu_);
-  if (stop_rebuild_ || rebuild_requested_) return;
-  rebuild_requested_ = true;
-  if (!rebuild_thread_.joinable()) rebuild_thread_ = std::thread([this] { RebuildThread(); });
-  rebuild_cv_.notify_one();
-}
-
-void Collection::RebuildThread() {
-  std::unique_lock<std::mutex> lock(rebuild_mu_);
-  for (;;) {
-    rebuild_cv_.wait(lock, [this] { return stop_rebuild_ || rebuild_requested_; });
-    if (stop_rebuild_) return;
-    rebuild_requested_ = false;
-    lock.unlock();
-    absl::Status s;
-    {
-      std::lock_guard<std::mutex> run(rebuild_run_mu_);
-      s = RebuildLocked();
-    }
-    if (!s.ok() && !stop_rebuild_) {
-      LogWarn("rebuilding the ANN index failed", {{"collection", path_}, {"error", s.message()}});
-    }
-    lock.lock();
-  }
-}
-
-absl::Status Collection::DropTombstoneRecords() {
-  std::vector<Label> drop;
-  {
-    std::shared_lock<std::shared_mutex> lock(index_mu_);
-    const std::vector<Label>& held = ann_->labels();
-    tombstone_records_.ForEach([&](Label l) {
-      if (!std::binary_search(held.begin(), held.end(), l)) drop.push_back(l);
-    });
-  }
-  ATTN_RETURN_IF_ERROR(store_->DropTombstones(drop));
-  for (Label l : drop) tombstone_records_.Reset(l);
-  return absl::OkStatus();
-}
-
-absl::Status Collection::RebuildIndex() {
-  if (options_.defer_index) {
-    return absl::FailedPreconditionError(
-        "the collection defers its index (bulk load); call BuildIndex first");
-  }
-  std::lock_guard<std::mutex> run(rebuild_run_mu_);
-  return RebuildLocked();
-}
-
-absl::Status Collection::RebuildLocked() {
-  const auto start = std::chrono::steady_clock::now();
-  rebuild_in_progress_ = true;
-  struct ClearOnExit {
-    std::atomic<bool>* flag;
-    ~ClearOnExit() { *flag = false; }
-  } clear{&rebuild_in_progress_};
-  const CollectionConfig& config = store_->config();
-  const uint32_t dim = config.dim;
-  // Every label below `upto` is committed; the store scan below sees each
-  // one still live when it starts, and later deletes are tombstones, which
-  // are kept per label and so apply to the new index as well.
-  Label upto;
-  {
-    std::lock_guard<std::mutex> write_lock(write_mu_);
-    upto = store_->next_label();
-  }
-  ATTN_ASSIGN_OR_RETURN(std::unique_ptr<AnnIndex> fresh,
-                        AnnIndex::Create(config.ann_spec, dim, options_.ann));
-  std::vector<Label> labels;
-  std::vector<float> vectors;
-  auto flush = [&]() -> absl::Status {
-    if (stop_rebuild_) return absl::CancelledError("the collection is closing");
-    ATTN_RETURN_IF_ERROR(fresh->Add(labels.data(), vectors.data(), labels.size()));
-    labels.clear();
-    vectors.clear();
-    return absl::OkStatus();
-  };
-  auto collect = [&](Label l, const float* v) -> absl::Status {
-    if (!PooledIsUsable(l, v)) return absl::OkStatus();
-    labels.push_back(l);
-    vectors.insert(vectors.end(), v, v + dim);
-    return labels.size() >= kScanBatch ? flush() : absl::OkStatus();
-  };
-  // The long part: no lock held, searches and writes use the old index.
-  ATTN_RETURN_IF_ERROR(store_->ScanPooled(
-      0, [&](Label l, const float* v) { return l < upto ? collect(l, v) : absl::OkStatus(); }));
-  ATTN_RETURN_IF_ERROR(flush());
-
-  // The writes committed meanwhile, then the swap.
-  std::unique_ptr<AnnIndex> old;
-  {
-    std::lock_guard<std::mutex> write_lock(write_mu_);
-    ATTN_RETURN_IF_ERROR(store_->ScanPooled(upto, collect));
-    ATTN_RETURN_IF_ERROR(flush());
-    {
-      std::unique_lock<std::shared_mutex> lock(index_mu_);
-      old = std::exchange(ann_, std::move(fresh));
-      ann_tombstones_ = CountTombstonesIn(*ann_);
-    }
-    ++rebuilds_;
-    LogInfo("ANN index rebuilt",
-            {{"collection", path_},
-             {"vectors", uint64_t(ann_->size())},
-             {"dropped", uint64_t(old->size() > ann_->size() ? old->size() - ann_->size() : 0)},
-             {"seconds",
-              std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count()}});
-    if (!discard_on_close_ && !stop_rebuild_) {
-      absl::Status s = SaveSnapshot();
-      if (s.ok()) s = SyncPath(path_, /*directory=*/true);
-      // Once the snapshot without them is durable, the tombstone records of
-      // labels it does not hold are no longer needed.
-      if (s.ok()) s = DropTombstoneRecords();
-      if (!s.ok()) {
-        LogWarn("after rebuilding the ANN index", {{"collection", path_}, {"error", s.message()}});
-      }
-    }
-  }
-  // Deletes that made a rebuild worthwhile left as many deletion markers in
-  // the store; compacting them away (writes and searches go on) keeps the
-  // fetch stage as fast as before the deletes.
-  if (!discard_on_close_ && !stop_rebuild_) {
-    absl::Status s = store_->Compact();
-    if (!s.ok()) {
-      LogWarn("compacting after a rebuild failed", {{"collection", path_}, {"error", s.message()}});
-    }
-  }
-  return absl::OkStatus();  // the old index is freed outside the locks
-}
+absl::Status Collection::RebuildIndex() { return index_.Rebuild(); }
 
 }  // namespace attnsearch

@@ -36,6 +36,7 @@
 #include "core/label_bitmap.h"
 #include "core/types.h"
 #include "engine/filter_index.h"
+#include "engine/live_index.h"
 #include "rerank/reranker.h"
 #include "storage/doc_store.h"
 #include "text/encoder.h"
@@ -358,7 +359,7 @@ class Collection {
   // rebuild.
   void DiscardOnClose() {
     discard_on_close_ = true;
-    stop_rebuild_ = true;
+    index_.Stop();
   }
 
  private:
@@ -398,29 +399,11 @@ class Collection {
   absl::Status CheckRequestBytes(size_t bytes, const std::string& what) const;
   // INVALID_ARGUMENT when a Get or Delete names more ids than a batch may.
   absl::Status CheckIdCount(size_t n) const;
-  // Index state updates after a commit. REQUIRES: index_mu_ held exclusively.
-  void Tombstone(Label label);
-  // REQUIRES: index_mu_ held.
-  bool IsTombstoned(Label label) const { return tombstones_.Test(label); }
-  // Tombstoned labels that `index` holds. REQUIRES: index_mu_ held.
-  uint64_t CountTombstonesIn(const AnnIndex& index) const;
-  // Starts a background rebuild when the index holds enough tombstones.
-  // REQUIRES: write_mu_ held.
-  void MaybeScheduleRebuild();
-  // The rebuild itself; REQUIRES: rebuild_run_mu_ held, write_mu_ not.
-  absl::Status RebuildLocked();
-  // Drops the store's tombstone records of labels ann_ does not hold.
-  // REQUIRES: write_mu_ held, ann_'s snapshot saved.
-  absl::Status DropTombstoneRecords();
-  void RebuildThread();
-  std::string SnapshotPath() const;
   // Whether a candidate's score may be returned: false (with a warning, once
   // per collection) for a NaN or infinite score, which only vectors stored
   // unvalidated (by an older version) can produce. A search never returns
   // one.
   bool ScoreIsUsable(float score, Label label) const;
-  // The same for a stored pooled vector entering the ANN index.
-  bool PooledIsUsable(Label label, const float* v) const;
 
   const std::string path_;
   const std::unique_ptr<DocStore> store_;
@@ -430,19 +413,8 @@ class Collection {
   // A non-finite stored vector was reported (see ScoreIsUsable).
   mutable std::atomic<bool> warned_nonfinite_{false};
 
-  // The background rebuild: one thread, started on the first request.
-  std::mutex rebuild_mu_;  // guards the request state below
-  std::condition_variable rebuild_cv_;
-  bool rebuild_requested_ = false;
-  std::thread rebuild_thread_;
-  std::atomic<bool> stop_rebuild_{false};
-  std::mutex rebuild_run_mu_;  // one rebuild at a time
-  std::atomic<bool> rebuild_in_progress_{false};
-  std::atomic<uint64_t> rebuilds_{0};
-
   // Serialises writers (label assignment, commit, index update).
-  std::mutex write_mu_;
-  size_t added_since_snapshot_ = 0;  // guarded by write_mu_
+  absl::Mutex write_mu_;
 
   // The built-in encoder (null until trained) and its version.
   mutable std::mutex encoder_mu_;
@@ -454,17 +426,9 @@ class Collection {
   std::optional<AnnTuning> tuning_;  // guarded by tuning_mu_
   AnnSearchParams tuned_params_;     // guarded by tuning_mu_
 
-  // Guards the derived in-memory state below: shared for searches,
-  // exclusive while a committed write is applied to it.
-  mutable std::shared_mutex index_mu_;
-  std::unique_ptr<AnnIndex> ann_;
-  // Every deleted or superseded label.
-  LabelBitmap tombstones_;
-  // Those whose tombstone record the store still keeps (a rebuild drops the
-  // records of labels its snapshot no longer holds). Guarded by write_mu_.
-  LabelBitmap tombstone_records_;
-  // How many of them ann_ holds.
-  uint64_t ann_tombstones_ = 0;
+  // The ANN index and the tombstones (its own reader/writer lock; changes
+  // under write_mu_).
+  LiveIndex index_;
   // The metadata filters' index (its own lock).
   FilterIndex filter_;
 };

@@ -67,10 +67,10 @@ absl::Status Collection::Backup(const std::string& dir) {
     // checkpoint lacks. The store's tombstone records cover every deleted
     // label that snapshot holds (they are dropped only for labels the saved
     // index no longer holds).
-    std::lock_guard<std::mutex> write_lock(write_mu_);
+    absl::MutexLock write_lock(&write_mu_);
     absl::Status s = store_->Checkpoint(dir + "/store");
     if (!s.ok()) return fail(s);
-    s = LinkOrCopy(SnapshotPath(), dir + "/ann.snapshot");
+    s = LinkOrCopy(index_.snapshot_path(), dir + "/ann.snapshot");
     // No snapshot yet: Open builds the index from the store.
     if (!s.ok() && !absl::IsNotFound(s)) return fail(s);
   }

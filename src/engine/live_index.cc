@@ -1,0 +1,358 @@
+#include "engine/live_index.h"
+
+#include <algorithm>
+#include <chrono>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "core/file_sync.h"
+#include "core/log.h"
+#include "core/status.h"
+#include "core/vector_math.h"
+
+namespace attnsearch {
+namespace {
+
+constexpr size_t kScanBatch = 4096;
+
+// Collects stored vectors in batches of kScanBatch into an index.
+class Batcher {
+ public:
+  Batcher(AnnIndex* index, uint32_t dim) : index_(index), dim_(dim) {}
+  absl::Status Take(Label l, const float* v) {
+    labels_.push_back(l);
+    vectors_.insert(vectors_.end(), v, v + dim_);
+    return labels_.size() >= kScanBatch ? Flush() : absl::OkStatus();
+  }
+  absl::Status Flush() {
+    ATTN_RETURN_IF_ERROR(index_->Add(labels_.data(), vectors_.data(), labels_.size()));
+    added_ += labels_.size();
+    labels_.clear();
+    vectors_.clear();
+    return absl::OkStatus();
+  }
+  uint64_t added() const { return added_; }
+
+ private:
+  AnnIndex* const index_;
+  const uint32_t dim_;
+  std::vector<Label> labels_;
+  std::vector<float> vectors_;
+  uint64_t added_ = 0;
+};
+
+}  // namespace
+
+LiveIndex::LiveIndex(DocStore* store, std::string dir, const LiveIndexOptions& options,
+                     absl::Mutex* writer_mu)
+    : store_(store),
+      dir_(std::move(dir)),
+      snapshot_path_(dir_ + "/ann.snapshot"),
+      options_(options),
+      writer_mu_(writer_mu) {}
+
+LiveIndex::~LiveIndex() {
+  Stop();
+  if (rebuild_thread_.joinable()) rebuild_thread_.join();
+}
+
+void LiveIndex::Stop() {
+  {
+    std::lock_guard<std::mutex> lock(rebuild_mu_);
+    stop_ = true;
+  }
+  rebuild_cv_.notify_all();
+}
+
+absl::StatusOr<Label> LiveIndex::Load(std::vector<Label>* purge_pending) {
+  const CollectionConfig& config = store_->config();
+  ATTN_ASSIGN_OR_RETURN(std::vector<Label> dead, store_->Tombstones(purge_pending));
+  auto loaded = AnnIndex::Load(snapshot_path_, config.ann_spec, config.dim, options_.ann);
+  if (loaded.ok() && (*loaded)->has_labels() && (*loaded)->max_label() >= store_->next_label()) {
+    // A snapshot newer than the store (e.g. a store restored from an older
+    // copy beside a newer snapshot) would index labels the store lacks.
+    loaded = absl::FailedPreconditionError(
+        absl::StrCat(snapshot_path_, " holds label ", (*loaded)->max_label(),
+                     " but the store has assigned labels only below ", store_->next_label()));
+  }
+  if (!loaded.ok()) {
+    if (!absl::IsNotFound(loaded.status())) {
+      LogWarn("rebuilding the ANN index from the store",
+              {{"collection", dir_}, {"reason", loaded.status().message()}});
+    }
+    ATTN_ASSIGN_OR_RETURN(loaded, AnnIndex::Create(config.ann_spec, config.dim, options_.ann));
+  }
+  absl::WriterMutexLock lock(&mu_);
+  ann_ = std::move(loaded).value();
+  for (Label l : dead) Tombstone(l);
+  ann_tombstones_ = CountTombstonesIn(*ann_);
+  added_since_snapshot_ = 0;
+  return ann_->has_labels() ? ann_->max_label() + 1 : 0;
+}
+
+absl::StatusOr<uint64_t> LiveIndex::CatchUp(Label from) {
+  AnnIndex* index;
+  {
+    absl::ReaderMutexLock lock(&mu_);
+    index = ann_.get();  // replaced only under the writer mutex, which is held
+  }
+  // Each batch is added under the exclusive lock, which searches share.
+  std::vector<Label> labels;
+  std::vector<float> vectors;
+  uint64_t added = 0;
+  const uint32_t dim = store_->config().dim;
+  auto flush = [&]() -> absl::Status {
+    absl::WriterMutexLock lock(&mu_);
+    ATTN_RETURN_IF_ERROR(index->Add(labels.data(), vectors.data(), labels.size()));
+    added += labels.size();
+    labels.clear();
+    vectors.clear();
+    return absl::OkStatus();
+  };
+  ATTN_RETURN_IF_ERROR(store_->ScanPooled(from, [&](Label l, const float* v) {
+    if (!Usable(l, v)) return absl::OkStatus();
+    labels.push_back(l);
+    vectors.insert(vectors.end(), v, v + dim);
+    return labels.size() >= kScanBatch ? flush() : absl::OkStatus();
+  }));
+  ATTN_RETURN_IF_ERROR(flush());
+  added_since_snapshot_ += added;
+  return added;
+}
+
+absl::Status LiveIndex::Apply(const std::vector<Label>& dead, const std::vector<Label>& labels,
+                              const std::vector<float>& pooled, const std::function<void()>& also) {
+  absl::Status added;
+  {
+    absl::WriterMutexLock lock(&mu_);
+    for (Label l : dead) Tombstone(l);
+    if (also) also();
+    if (!labels.empty()) added = ann_->Add(labels.data(), pooled.data(), labels.size());
+  }
+  ATTN_RETURN_IF_ERROR(added);
+  added_since_snapshot_ += labels.size();
+  MaybeScheduleRebuild();
+  if (options_.snapshot_every > 0 && added_since_snapshot_ >= options_.snapshot_every) {
+    absl::Status s = SaveSnapshot();
+    if (!s.ok()) LogWarn("ANN snapshot not saved", {{"collection", dir_}, {"error", s.message()}});
+  }
+  return absl::OkStatus();
+}
+
+absl::Status LiveIndex::SaveSnapshot() {
+  absl::ReaderMutexLock lock(&mu_);
+  ATTN_RETURN_IF_ERROR(ann_->Save(snapshot_path_));
+  added_since_snapshot_ = 0;
+  return absl::OkStatus();
+}
+
+Label LiveIndex::next_unindexed() const {
+  absl::ReaderMutexLock lock(&mu_);
+  return ann_->has_labels() ? ann_->max_label() + 1 : 0;
+}
+
+absl::Status LiveIndex::Search(const float* query, uint32_t k, const AnnSearchParams& params,
+                               const std::function<LabelBitmap()>& matches,
+                               const std::function<absl::Status()>& prelude,
+                               std::vector<AnnNeighbor>* out) const {
+  absl::ReaderMutexLock lock(&mu_);
+  if (prelude) ATTN_RETURN_IF_ERROR(prelude());
+  if (!matches) {
+    LabelFilter live;
+    if (!tombstones_.empty()) live = [this](Label l) { return !tombstones_.Test(l); };
+    return ann_->Search(query, k, params, live, out);
+  }
+  LabelBitmap admitted = matches();
+  admitted.AndNot(tombstones_);
+  out->clear();
+  if (admitted.empty()) return absl::OkStatus();
+  return ann_->SearchFiltered(query, k, params, admitted, out);
+}
+
+bool LiveIndex::IsTombstoned(Label label) const {
+  absl::ReaderMutexLock lock(&mu_);
+  return tombstones_.Test(label);
+}
+
+absl::StatusOr<AnnTuneResult> LiveIndex::Tune(double target_recall, uint32_t k,
+                                              uint32_t sample) const {
+  absl::ReaderMutexLock lock(&mu_);
+  return ann_->Tune(target_recall, k, sample);
+}
+
+LiveIndex::Stats LiveIndex::stats() const {
+  Stats s;
+  {
+    absl::ReaderMutexLock lock(&mu_);
+    s.vectors = ann_->size();
+    s.tombstones = ann_tombstones_;
+  }
+  s.rebuild_in_progress = rebuild_in_progress_;
+  s.rebuilds = rebuilds_;
+  return s;
+}
+
+void LiveIndex::Tombstone(Label label) {
+  if (!tombstones_.Set(label)) return;
+  tombstone_records_.Set(label);
+  if (ann_ != nullptr && ann_->has_labels() && label <= ann_->max_label() &&
+      std::binary_search(ann_->labels().begin(), ann_->labels().end(), label)) {
+    ++ann_tombstones_;
+  }
+}
+
+uint64_t LiveIndex::CountTombstonesIn(const AnnIndex& index) const {
+  const std::vector<Label>& labels = index.labels();
+  uint64_t n = 0;
+  if (tombstones_.count() < labels.size()) {
+    tombstones_.ForEach([&](Label l) {
+      if (std::binary_search(labels.begin(), labels.end(), l)) ++n;
+    });
+  } else {
+    for (Label l : labels) n += tombstones_.Test(l) ? 1 : 0;
+  }
+  return n;
+}
+
+bool LiveIndex::Usable(Label label, const float* v) const {
+  if (AllFinite(v, store_->config().dim)) return true;
+  if (!warned_nonfinite_.exchange(true)) {
+    LogWarn(
+        "a stored pooled vector is not finite: the document is left out of the ANN index "
+        "until upserted again",
+        {{"collection", dir_}, {"label", label}});
+  }
+  return false;
+}
+
+void LiveIndex::MaybeScheduleRebuild() {
+  if (options_.rebuild_tombstone_ratio <= 0 || options_.defer_index) return;
+  uint64_t dead, total;
+  {
+    absl::ReaderMutexLock lock(&mu_);
+    dead = ann_tombstones_;
+    total = ann_->size();
+  }
+  if (dead < options_.rebuild_min_tombstones ||
+      double(dead) < options_.rebuild_tombstone_ratio * double(total) || rebuild_in_progress_) {
+    return;
+  }
+  std::lock_guard<std::mutex> lock(rebuild_mu_);
+  if (stop_ || rebuild_requested_) return;
+  rebuild_requested_ = true;
+  if (!rebuild_thread_.joinable()) rebuild_thread_ = std::thread([this] { RebuildThread(); });
+  rebuild_cv_.notify_one();
+}
+
+void LiveIndex::RebuildThread() {
+  std::unique_lock<std::mutex> lock(rebuild_mu_);
+  for (;;) {
+    rebuild_cv_.wait(lock, [this] { return stop_ || rebuild_requested_; });
+    if (stop_) return;
+    rebuild_requested_ = false;
+    lock.unlock();
+    absl::Status s;
+    {
+      std::lock_guard<std::mutex> run(rebuild_run_mu_);
+      s = RebuildLocked();
+    }
+    if (!s.ok() && !stop_) {
+      LogWarn("rebuilding the ANN index failed", {{"collection", dir_}, {"error", s.message()}});
+    }
+    lock.lock();
+  }
+}
+
+absl::Status LiveIndex::DropTombstoneRecords() {
+  std::vector<Label> drop;
+  {
+    absl::ReaderMutexLock lock(&mu_);
+    const std::vector<Label>& held = ann_->labels();
+    tombstone_records_.ForEach([&](Label l) {
+      if (!std::binary_search(held.begin(), held.end(), l)) drop.push_back(l);
+    });
+  }
+  ATTN_RETURN_IF_ERROR(store_->DropTombstones(drop));
+  for (Label l : drop) tombstone_records_.Reset(l);
+  return absl::OkStatus();
+}
+
+absl::Status LiveIndex::Rebuild() {
+  if (options_.defer_index) {
+    return absl::FailedPreconditionError(
+        "the collection defers its index (bulk load); call BuildIndex first");
+  }
+  std::lock_guard<std::mutex> run(rebuild_run_mu_);
+  return RebuildLocked();
+}
+
+absl::Status LiveIndex::RebuildLocked() {
+  const auto start = std::chrono::steady_clock::now();
+  rebuild_in_progress_ = true;
+  struct ClearOnExit {
+    std::atomic<bool>* flag;
+    ~ClearOnExit() { *flag = false; }
+  } clear{&rebuild_in_progress_};
+  const CollectionConfig& config = store_->config();
+  // Every label below `upto` is committed; the store scan below sees each
+  // one still live when it starts, and later deletes are tombstones, which
+  // are kept per label and so apply to the new index as well.
+  Label upto;
+  {
+    absl::MutexLock write_lock(writer_mu_);
+    upto = store_->next_label();
+  }
+  ATTN_ASSIGN_OR_RETURN(std::unique_ptr<AnnIndex> fresh,
+                        AnnIndex::Create(config.ann_spec, config.dim, options_.ann));
+  Batcher batch(fresh.get(), config.dim);
+  auto collect = [&](Label l, const float* v) -> absl::Status {
+    if (stop_) return absl::CancelledError("the collection is closing");
+    return Usable(l, v) ? batch.Take(l, v) : absl::OkStatus();
+  };
+  // The long part: no lock held, searches and writes use the old index.
+  ATTN_RETURN_IF_ERROR(store_->ScanPooled(
+      0, [&](Label l, const float* v) { return l < upto ? collect(l, v) : absl::OkStatus(); }));
+  ATTN_RETURN_IF_ERROR(batch.Flush());
+
+  // The writes committed meanwhile, then the swap.
+  std::unique_ptr<AnnIndex> old;
+  {
+    absl::MutexLock write_lock(writer_mu_);
+    ATTN_RETURN_IF_ERROR(store_->ScanPooled(upto, collect));
+    ATTN_RETURN_IF_ERROR(batch.Flush());
+    {
+      absl::WriterMutexLock lock(&mu_);
+      old = std::exchange(ann_, std::move(fresh));
+      ann_tombstones_ = CountTombstonesIn(*ann_);
+      ++rebuilds_;
+      LogInfo("ANN index rebuilt",
+              {{"collection", dir_},
+               {"vectors", uint64_t(ann_->size())},
+               {"dropped", uint64_t(old->size() > ann_->size() ? old->size() - ann_->size() : 0)},
+               {"seconds",
+                std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count()}});
+    }
+    if (!stop_) {
+      absl::Status s = SaveSnapshot();
+      if (s.ok()) s = SyncPath(dir_, /*directory=*/true);
+      // Once the snapshot without them is durable, the tombstone records of
+      // labels it does not hold are no longer needed.
+      if (s.ok()) s = DropTombstoneRecords();
+      if (!s.ok()) {
+        LogWarn("after rebuilding the ANN index", {{"collection", dir_}, {"error", s.message()}});
+      }
+    }
+  }
+  // Deletes that made a rebuild worthwhile left as many deletion markers in
+  // the store; compacting them away (writes and searches go on) keeps the
+  // fetch stage as fast as before the deletes.
+  if (!stop_) {
+    absl::Status s = store_->Compact();
+    if (!s.ok()) {
+      LogWarn("compacting after a rebuild failed", {{"collection", dir_}, {"error", s.message()}});
+    }
+  }
+  return absl::OkStatus();  // the old index is freed outside the locks
+}
+
+}  // namespace attnsearch

@@ -1,0 +1,186 @@
+// LiveIndex: one collection's ANN index over its live documents' pooled
+// vectors, with the tombstones of deleted and superseded labels, the index's
+// snapshots and its background rebuild. It is derived state: the store is
+// the truth, and Load + CatchUp rebuild it from there.
+//
+//   - Searches filter the tombstones out inside the ANN search, so a delete
+//     or an overwrite takes effect at once; the index keeps the dead vectors
+//     until a rebuild.
+//   - Rebuild: once the dead vectors the index holds reach
+//     rebuild_tombstone_ratio of it (and rebuild_min_tombstones), a
+//     background thread builds a fresh index from the store's live vectors
+//     with no lock held, then, under the writer mutex, adds what was
+//     committed meanwhile, swaps it in, saves a snapshot and drops the
+//     store's tombstone records of labels the new snapshot no longer holds.
+//   - Snapshots: written every snapshot_every added vectors, after a
+//     rebuild, and when asked (close, BuildIndex), by an atomic rename.
+//
+// Thread safety: a reader/writer lock guards the index and the tombstones:
+// Search, IsTombstoned, Tune and stats share it; Apply and the rebuild's
+// swap hold it exclusively, so a search sees each change whole. Every change
+// is also serialised by the collection's writer mutex (given at
+// construction): the methods that say so REQUIRE it held.
+#ifndef ATTNSEARCH_ENGINE_LIVE_INDEX_H_
+#define ATTNSEARCH_ENGINE_LIVE_INDEX_H_
+
+#include <atomic>
+#include <condition_variable>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "ann/ann_index.h"
+#include "core/label_bitmap.h"
+#include "storage/doc_store.h"
+
+namespace attnsearch {
+
+struct LiveIndexOptions {
+  AnnOptions ann;
+  // Write a snapshot once this many vectors were added since the last one
+  // (0: only when asked). Default: 100000.
+  size_t snapshot_every = 100000;
+  // Rebuild when the dead vectors held reach this share of the index (0:
+  // never) and at least rebuild_min_tombstones. Defaults: 0.2 and 1000.
+  double rebuild_tombstone_ratio = 0.2;
+  size_t rebuild_min_tombstones = 1000;
+  // A bulk load adds vectors only at BuildIndex: no background rebuild.
+  // Default: false.
+  bool defer_index = false;
+};
+
+class LiveIndex {
+ public:
+  // The index of the collection in `dir` (its snapshot is dir/ann.snapshot)
+  // over `store`. `store` and `writer_mu` must outlive it.
+  LiveIndex(DocStore* store, std::string dir, const LiveIndexOptions& options,
+            absl::Mutex* writer_mu);
+  // Stops a background rebuild. Saves nothing.
+  ~LiveIndex();
+  LiveIndex(const LiveIndex&) = delete;
+  LiveIndex& operator=(const LiveIndex&) = delete;
+
+  // Loads the store's tombstones (those whose purge is pending also into
+  // *purge_pending) and the snapshot; a snapshot that is missing, corrupt,
+  // of another configuration or newer than the store leaves an empty index
+  // (with a warning unless it was missing). Returns the first label the
+  // index lacks: CatchUp from there. REQUIRES: the writer mutex.
+  absl::StatusOr<Label> Load(std::vector<Label>* purge_pending)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(*writer_mu_);
+
+  // Adds the store's vectors of labels >= `from` (a vector that is not
+  // finite, which only an older version could store, is left out with a
+  // warning). Returns how many. REQUIRES: the writer mutex.
+  absl::StatusOr<uint64_t> CatchUp(Label from) ABSL_EXCLUSIVE_LOCKS_REQUIRED(*writer_mu_);
+
+  // One committed change, seen whole by searches: tombstones `dead`, adds
+  // `labels` with their pooled vectors (labels.size() x dim) and runs
+  // `also` (the filter index's update), all under the exclusive lock. Then
+  // writes a
+  // snapshot when snapshot_every is reached (a failure is logged) and starts
+  // a rebuild when the tombstones reach the threshold. An error of the add
+  // is returned (the change is durable in the store; the next open adds it).
+  // REQUIRES: the writer mutex.
+  absl::Status Apply(const std::vector<Label>& dead, const std::vector<Label>& labels,
+                     const std::vector<float>& pooled, const std::function<void()>& also = nullptr)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(*writer_mu_);
+
+  // Writes the snapshot now. REQUIRES: the writer mutex.
+  absl::Status SaveSnapshot() ABSL_EXCLUSIVE_LOCKS_REQUIRED(*writer_mu_);
+  // Whether vectors were added since the last snapshot. REQUIRES: the
+  // writer mutex.
+  bool changed_since_snapshot() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(*writer_mu_) {
+    return added_since_snapshot_ > 0;
+  }
+  const std::string& snapshot_path() const { return snapshot_path_; }
+
+  // The first label the index lacks (after its highest).
+  Label next_unindexed() const;
+
+  // The ANN stage of a search, under the shared lock. `prelude` runs first
+  // under that lock (a search takes its store view there, so that every
+  // label it gets back is readable in that view); then up to `k` nearest
+  // live labels, admitted by the labels `matches` returns when given (a
+  // filter's, evaluated under the same lock, so that it agrees with the
+  // tombstones; they are removed here).
+  absl::Status Search(const float* query, uint32_t k, const AnnSearchParams& params,
+                      const std::function<LabelBitmap()>& matches,
+                      const std::function<absl::Status()>& prelude,
+                      std::vector<AnnNeighbor>* out) const;
+
+  bool IsTombstoned(Label label) const;
+
+  // AnnIndex::Tune over the index, under the shared lock.
+  absl::StatusOr<AnnTuneResult> Tune(double target_recall, uint32_t k, uint32_t sample) const;
+
+  struct Stats {
+    uint64_t vectors = 0;     // vectors the index holds
+    uint64_t tombstones = 0;  // of them, dead
+    bool rebuild_in_progress = false;
+    uint64_t rebuilds = 0;  // since construction
+  };
+  Stats stats() const;
+
+  // Rebuilds now, as the background rebuild does; waits for one running.
+  // FAILED_PRECONDITION with defer_index. REQUIRES: the writer mutex not
+  // held.
+  absl::Status Rebuild() ABSL_LOCKS_EXCLUDED(*writer_mu_);
+
+  // Starts the background rebuild when the dead vectors reach the threshold
+  // (Apply calls it; Open, after CatchUp). REQUIRES: the writer mutex.
+  void MaybeScheduleRebuild() ABSL_EXCLUSIVE_LOCKS_REQUIRED(*writer_mu_);
+
+  // The collection is being dropped or closed: no rebuild starts, one
+  // running stops between batches and saves nothing.
+  void Stop();
+
+ private:
+  // REQUIRES: mu_ held exclusively.
+  void Tombstone(Label label) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Dead labels `index` holds.
+  uint64_t CountTombstonesIn(const AnnIndex& index) const ABSL_SHARED_LOCKS_REQUIRED(mu_);
+  // Whether a stored vector may enter an index (see CatchUp).
+  bool Usable(Label label, const float* v) const;
+  void RebuildThread();
+  absl::Status RebuildLocked() ABSL_LOCKS_EXCLUDED(*writer_mu_);
+  // Drops the store's tombstone records of labels the index does not hold.
+  // REQUIRES: the writer mutex, the snapshot saved.
+  absl::Status DropTombstoneRecords() ABSL_EXCLUSIVE_LOCKS_REQUIRED(*writer_mu_);
+
+  DocStore* const store_;
+  const std::string dir_;
+  const std::string snapshot_path_;
+  const LiveIndexOptions options_;
+  absl::Mutex* const writer_mu_;
+  mutable std::atomic<bool> warned_nonfinite_{false};
+
+  mutable absl::Mutex mu_;
+  std::unique_ptr<AnnIndex> ann_ ABSL_GUARDED_BY(mu_);
+  // Every deleted or superseded label.
+  LabelBitmap tombstones_ ABSL_GUARDED_BY(mu_);
+  // How many of them ann_ holds.
+  uint64_t ann_tombstones_ ABSL_GUARDED_BY(mu_) = 0;
+  // Those whose tombstone record the store still keeps.
+  LabelBitmap tombstone_records_ ABSL_GUARDED_BY(*writer_mu_);
+  size_t added_since_snapshot_ ABSL_GUARDED_BY(*writer_mu_) = 0;
+
+  // The background rebuild: one thread, started on the first need.
+  std::mutex rebuild_mu_;  // the request state below
+  std::condition_variable rebuild_cv_;
+  bool rebuild_requested_ = false;
+  std::thread rebuild_thread_;
+  std::atomic<bool> stop_{false};
+  std::mutex rebuild_run_mu_;  // one rebuild at a time
+  std::atomic<bool> rebuild_in_progress_{false};
+  std::atomic<uint64_t> rebuilds_{0};
+};
+
+}  // namespace attnsearch
+
+#endif  // ATTNSEARCH_ENGINE_LIVE_INDEX_H_
