@@ -20,46 +20,10 @@
 #include "core/log.h"
 #include "core/status.h"
 #include "core/vector_math.h"
-#include "engine/snippet.h"
+#include "engine/checks.h"
 
 namespace attnsearch {
 namespace {
-
-int64_t MicrosSince(std::chrono::steady_clock::time_point t0) {
-  return std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() -
-                                                               t0)
-      .count();
-}
-
-absl::Status CheckDeadline(absl::Time deadline, absl::string_view stage) {
-  if (absl::Now() >= deadline) {
-    return absl::DeadlineExceededError(absl::StrCat("deadline passed before ", stage));
-  }
-  return absl::OkStatus();
-}
-
-// Checks and normalises a row-major matrix of `rows` unit vectors in place.
-absl::Status NormalizeRows(float* v, size_t rows, uint32_t dim, absl::string_view field) {
-  for (size_t r = 0; r < rows; ++r) {
-    float* row = v + r * dim;
-    if (!AllFinite(row, dim)) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(field, ": row ", r, " has a NaN or infinite value"));
-    }
-    if (!NormalizeInPlace(row, dim)) {
-      return absl::InvalidArgumentError(absl::StrCat(field, ": row ", r, " has zero norm"));
-    }
-  }
-  return absl::OkStatus();
-}
-
-// Weighted mean of token rows, normalised (PoolRows); false when the rows
-// cancel out.
-bool PoolTokens(const std::vector<float>& tokens, uint32_t rows, uint32_t dim, const float* weights,
-                std::vector<float>* out) {
-  out->assign(dim, 0.f);
-  return PoolRows(tokens.data(), rows, dim, weights, out->data());
-}
 
 LiveIndexOptions LiveIndexOptionsOf(const CollectionOptions& o) {
   LiveIndexOptions l;
@@ -80,7 +44,10 @@ Collection::Collection(std::string path, std::unique_ptr<DocStore> store,
       reranker_(std::move(reranker)),
       options_(options),
       index_(store_.get(), path_, LiveIndexOptionsOf(options), &write_mu_),
-      filter_(store_->config()) {}
+      filter_(store_->config()),
+      search_(SearchParts{store_.get(), reranker_.get(), &index_, &filter_, options.limits,
+                          options.rerank.max_rows_per_gemm, [this] { return encoder(); },
+                          [this] { return DefaultSearchParams(); }, path_}) {}
 
 Collection::~Collection() {
   index_.Stop();
@@ -314,8 +281,7 @@ absl::StatusOr<uint64_t> Collection::Upsert(std::vector<Document> docs) {
   absl::flat_hash_map<std::string_view, size_t> seen;
   // The memory the batch holds, counted as each document is prepared (text
   // documents grow by their encoding).
-  const size_t row_bytes = size_t(config().dim) * TokenDtypeSize(config().token_dtype) +
-                           (config().token_dtype == TokenDtype::kInt8 ? 4 : 0);
+  const size_t row_bytes = StoredRowBytes(config());
   size_t batch_bytes = 0;
   for (size_t i = 0; i < docs.size(); ++i) {
     ATTN_RETURN_IF_ERROR(PrepareDocument(i, enc.get(), version, &docs[i]));
@@ -325,9 +291,9 @@ absl::StatusOr<uint64_t> Collection::Upsert(std::vector<Document> docs) {
                    size_t(d.num_tokens) * row_bytes;
     for (const auto& [k, v] : d.metadata) batch_bytes += k.size() + v.size() + 64;
     for (const auto& t : d.token_texts) batch_bytes += t.size() + sizeof(std::string);
-    ATTN_RETURN_IF_ERROR(
-        CheckRequestBytes(batch_bytes, absl::StrCat("documents: the batch of ", docs.size(),
-                                                    " (counted up to documents[", i, "])")));
+    ATTN_RETURN_IF_ERROR(CheckRequestBytes(batch_bytes, options_.limits.max_request_bytes,
+                                           absl::StrCat("documents: the batch of ", docs.size(),
+                                                        " (counted up to documents[", i, "])")));
     auto [it, fresh] = seen.emplace(docs[i].id, i);
     if (!fresh) {
       return absl::InvalidArgumentError(
@@ -595,14 +561,6 @@ absl::StatusOr<uint64_t> Collection::Reencode(Label below) {
   return count;
 }
 
-absl::Status Collection::CheckRequestBytes(size_t bytes, const std::string& what) const {
-  const size_t limit = options_.limits.max_request_bytes;
-  if (limit == 0 || bytes <= limit) return absl::OkStatus();
-  return absl::ResourceExhaustedError(absl::StrFormat(
-      "%s would hold %.1f MiB, over the request memory limit (max_request_mb) of %.1f MiB", what,
-      double(bytes) / (1 << 20), double(limit) / (1 << 20)));
-}
-
 absl::Status Collection::CheckIdCount(size_t n) const {
   if (n > options_.limits.max_batch_documents) {
     return absl::InvalidArgumentError(
@@ -665,297 +623,8 @@ absl::StatusOr<GetResult> Collection::Get(const std::vector<std::string>& ids,
   return result;
 }
 
-absl::Status Collection::PrepareQuery(SearchQuery* q) const {
-  const uint32_t dim = store_->config().dim;
-  const RequestLimits& lim = options_.limits;
-  if (q->top_k == 0) return absl::InvalidArgumentError("top_k: must be at least 1");
-  if (q->top_k > lim.max_top_k) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("top_k: ", q->top_k, " exceeds the limit of ", lim.max_top_k));
-  }
-  if (q->candidates == 0) {
-    q->candidates = std::min(std::max<uint32_t>(100, q->top_k), lim.max_candidates);
-  } else if (q->candidates < q->top_k) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("candidates: ", q->candidates, " is less than top_k (", q->top_k, ")"));
-  } else if (q->candidates > lim.max_candidates) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("candidates: ", q->candidates, " exceeds the limit of ", lim.max_candidates));
-  }
-  if (!(q->temperature >= 0.f) || !std::isfinite(q->temperature)) {
-    return absl::InvalidArgumentError("temperature: must be a positive number");
-  }
-  if (q->temperature != 0.f && q->temperature < kMinTemperature) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("temperature: ", q->temperature, " is below the smallest allowed, ",
-                     kMinTemperature, " (rerank MAXSIM is the limit of a vanishing temperature)"));
-  }
-  if (q->temperature == 0.f) q->temperature = kDefaultTemperature;
-  ATTN_RETURN_IF_ERROR(FilterIndex::Check(q->filter, q->ranges, config()));
-  if (q->pooled.empty() && q->num_tokens == 0 && q->tokens.empty()) {
-    return absl::InvalidArgumentError("query: empty; give pooled and/or tokens");
-  }
-  if (!q->pooled.empty()) {
-    if (q->pooled.size() != dim) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("query.pooled: expected ", dim, " values, got ", q->pooled.size()));
-    }
-    ATTN_RETURN_IF_ERROR(NormalizeRows(q->pooled.data(), 1, dim, "query.pooled"));
-  }
-  if (q->num_tokens > 0 || !q->tokens.empty()) {
-    if (q->num_tokens > lim.max_query_tokens) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "query.tokens: ", q->num_tokens, " rows exceed the limit of ", lim.max_query_tokens));
-    }
-    if (q->tokens.size() != size_t(q->num_tokens) * dim) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "query.tokens: expected ", q->num_tokens, " x ", dim, " values, got ", q->tokens.size()));
-    }
-    ATTN_RETURN_IF_ERROR(NormalizeRows(q->tokens.data(), q->num_tokens, dim, "query.tokens"));
-  }
-  if (!q->token_weights.empty()) {
-    if (q->token_weights.size() != q->num_tokens) {
-      return absl::InvalidArgumentError(absl::StrCat("query.token_weights: expected ",
-                                                     q->num_tokens, " values, got ",
-                                                     q->token_weights.size()));
-    }
-    double sum = 0;
-    for (size_t i = 0; i < q->token_weights.size(); ++i) {
-      if (!(q->token_weights[i] >= 0.f) || !std::isfinite(q->token_weights[i])) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("query.token_weights[", i, "]: must be a finite, non-negative number"));
-      }
-      sum += q->token_weights[i];
-    }
-    // A score is at most the weights' sum in magnitude: bounded, it stays
-    // finite in float.
-    if (sum > kMaxTokenWeightSum) {
-      return absl::InvalidArgumentError(absl::StrCat("query.token_weights: they sum to ", sum,
-                                                     ", above the limit of ", kMaxTokenWeightSum));
-    }
-  }
-  if (q->pooled.empty()) {
-    const float* w = q->token_weights.empty() ? nullptr : q->token_weights.data();
-    if (!PoolTokens(q->tokens, q->num_tokens, dim, w, &q->pooled)) {
-      return absl::InvalidArgumentError(
-          "query.tokens: the token vectors cancel out (their weighted mean is zero or nearly "
-          "so, or every weight is zero); give pooled");
-    }
-  }
-  if (q->num_tokens == 0) {
-    q->tokens = q->pooled;
-    q->num_tokens = 1;
-    q->token_weights = {1.f};
-  } else if (q->token_weights.empty()) {
-    q->token_weights.assign(q->num_tokens, 1.f / float(q->num_tokens));
-  }
-  return absl::OkStatus();
-}
-
 absl::StatusOr<SearchResult> Collection::Search(SearchQuery q, absl::Time deadline) const {
-  using Clock = std::chrono::steady_clock;
-  const auto t_start = Clock::now();
-  SearchResult result;
-  if (!q.text.empty()) {
-    if (!q.pooled.empty() || !q.tokens.empty() || q.num_tokens > 0) {
-      return absl::InvalidArgumentError("query: give text or vectors, not both");
-    }
-    const std::shared_ptr<const text::Encoder> enc = encoder();
-    if (enc == nullptr) {
-      return absl::FailedPreconditionError(
-          "text: the collection has no trained encoder; load text documents and run "
-          "TrainEncoder (attnsearch-index does after a load), or query with vectors");
-    }
-    ATTN_ASSIGN_OR_RETURN(text::Encoding e, enc->EncodeQuery(q.text, "text"));
-    q.num_tokens = e.num_tokens;
-    q.tokens = std::move(e.tokens);
-    q.token_weights = std::move(e.weights);
-    q.pooled = std::move(e.pooled);
-    if (q.temperature == 0.f) q.temperature = enc->options().temperature;
-    // The pooled first stage of text is a bag of words and meanings: it
-    // needs more candidates than vectors from a trained model do.
-    if (q.candidates == 0) {
-      q.candidates =
-          std::min(std::max(kDefaultTextCandidates, q.top_k), options_.limits.max_candidates);
-    }
-  }
-  ATTN_RETURN_IF_ERROR(PrepareQuery(&q));
-  // The request's own knobs replace the collection's tuned ones.
-  AnnSearchParams params = DefaultSearchParams();
-  if (!q.ann_params.empty()) {
-    ATTN_ASSIGN_OR_RETURN(params, AnnSearchParams::Parse(q.ann_params));
-  }
-  result.timing.encode_us = MicrosSince(t_start);
-
-  // Stage 1: ANN candidates, tombstones and filter applied inside.
-  ATTN_RETURN_IF_ERROR(CheckDeadline(deadline, "the ANN search"));
-  auto t = Clock::now();
-  std::vector<AnnNeighbor> neighbors;
-  std::optional<DocStore::ReadView> view;
-  {
-    // The filter as one set of labels, evaluated with the index's state: the
-    // index scans them exactly when they are few, else searches its graph
-    // admitting only them.
-    std::function<LabelBitmap()> matches;
-    if (!q.filter.empty() || !q.ranges.empty()) {
-      matches = [&] { return filter_.Match(q.filter, q.ranges); };
-    }
-    params.exhaustive = q.candidates >= store_->live_count();
-    // The view is taken with the index as it is: a label the index gives was
-    // readable then (an overwrite purges the old label only after the index
-    // dropped it), so every read below finds what the ANN stage found.
-    ATTN_RETURN_IF_ERROR(index_.Search(
-        q.pooled.data(), q.candidates, params, matches,
-        [&]() -> absl::Status {
-          ATTN_ASSIGN_OR_RETURN(view, store_->NewReadView());
-          return absl::OkStatus();
-        },
-        &neighbors));
-  }
-  result.timing.ann_us = MicrosSince(t);
-
-  struct Scored {
-    float score;
-    float ann_score;
-    Label label;
-    size_t candidate;  // index into the token block
-  };
-  std::vector<Scored> scored;
-  TokenBlock block;
-  std::vector<Label> labels;
-  labels.reserve(neighbors.size());
-  for (const auto& n : neighbors) labels.push_back(n.label);
-
-  const RerankQuery rq{q.tokens.data(), q.num_tokens, q.token_weights.data(), q.mode,
-                       q.temperature};
-  // The candidates as the reranker sees them, and (with explain) the
-  // similarities its Score keeps for the hits' evidence; one buffer per
-  // thread, exchanged with the reranker's.
-  CandidateTokens candidates{};
-  thread_local ScoredSimilarities kept_similarities;
-  if (q.mode == RerankMode::kNone) {
-    for (size_t i = 0; i < neighbors.size(); ++i) {
-      if (ScoreIsUsable(neighbors[i].score, neighbors[i].label)) {
-        scored.push_back({neighbors[i].score, neighbors[i].score, neighbors[i].label, i});
-      }
-    }
-  } else if (!neighbors.empty()) {
-    // Stage 2: the candidates' token matrices in one block.
-    ATTN_RETURN_IF_ERROR(CheckDeadline(deadline, "fetching token matrices"));
-    t = Clock::now();
-    // The memory this search holds, now that the stored token counts are
-    // known: the fetched matrices and the similarities (m x rows floats per
-    // matmul chunk).
-    const size_t row_bytes = size_t(config().dim) * TokenDtypeSize(config().token_dtype) +
-                             (config().token_dtype == TokenDtype::kInt8 ? 4 : 0);
-    const auto admit = [&](size_t rows) {
-      const size_t bytes =
-          rows * row_bytes +
-          size_t(q.num_tokens) * std::min(rows, options_.rerank.max_rows_per_gemm) * 4 +
-          labels.size() * 64;
-      return CheckRequestBytes(
-          bytes, absl::StrCat("candidates: the token matrices of ", labels.size(), " candidates (",
-                              rows, " rows) and their similarities"));
-    };
-    ATTN_RETURN_IF_ERROR(store_->GetTokens(labels, &block, admit, &*view));
-    result.timing.fetch_us = MicrosSince(t);
-
-    // Stage 3: rerank.
-    ATTN_RETURN_IF_ERROR(CheckDeadline(deadline, "reranking"));
-    t = Clock::now();
-    std::vector<float> scores(labels.size());
-    candidates =
-        CandidateTokens{block.data(),      block.total_rows,
-                        block.rows.data(), block.offsets.data(),
-                        labels.size(),     block.scales.empty() ? nullptr : block.scales.data()};
-    ATTN_RETURN_IF_ERROR(
-        reranker_->Score(rq, candidates, scores.data(), q.explain ? &kept_similarities : nullptr));
-    for (size_t i = 0; i < labels.size(); ++i) {
-      // A candidate deleted between the index's update and the view has no
-      // tokens.
-      if (block.found[i] && ScoreIsUsable(scores[i], labels[i])) {
-        scored.push_back({scores[i], neighbors[i].score, labels[i], i});
-      }
-    }
-    result.timing.rerank_us = MicrosSince(t);
-  }
-  const size_t keep = std::min<size_t>(q.top_k, scored.size());
-  std::partial_sort(scored.begin(), scored.begin() + long(keep), scored.end(),
-                    [](const Scored& a, const Scored& b) {
-                      if (a.score != b.score) return a.score > b.score;
-                      return a.label < b.label;
-                    });
-  scored.resize(keep);
-
-  // Stage 4: the hits' documents.
-  ATTN_RETURN_IF_ERROR(CheckDeadline(deadline, "reading the hits"));
-  t = Clock::now();
-  std::vector<Label> hit_labels;
-  for (const auto& s : scored) hit_labels.push_back(s.label);
-  std::vector<std::optional<Document>> docs;
-  ATTN_RETURN_IF_ERROR(store_->GetDocuments(hit_labels, false, &docs, &*view));
-  // The evidence for the hits, from the similarities Score kept (or, when
-  // the candidates took several matmuls, one more over the hits' rows).
-  std::vector<std::vector<TokenEvidence>> evidence;
-  const auto t_explain = Clock::now();
-  if (q.explain && q.mode != RerankMode::kNone && !scored.empty()) {
-    std::vector<size_t> which;
-    for (const auto& sc : scored) which.push_back(sc.candidate);
-    ATTN_RETURN_IF_ERROR(
-        reranker_->ExplainScored(rq, candidates, kept_similarities, which, &evidence));
-  }
-  const int64_t explain_us = MicrosSince(t_explain);  // counted as reranking
-  result.timing.rerank_us += explain_us;
-  for (size_t i = 0; i < scored.size(); ++i) {
-    if (!docs[i]) continue;  // deleted before the view was taken
-    SearchHit hit;
-    Document& d = *docs[i];
-    hit.id = std::move(d.id);
-    hit.score = scored[i].score;
-    hit.ann_score = scored[i].ann_score;
-    if (q.include_text) hit.text = d.text;
-    if (q.include_metadata) hit.metadata = std::move(d.metadata);
-    if (!evidence.empty()) {
-      std::vector<MatchedSpan> spans;
-      for (const auto& e : evidence[i]) {
-        TokenMatch m;
-        m.query_token = e.query_token;
-        m.document_token = e.doc_token;
-        m.weight = e.weight;
-        m.contribution = e.contribution;
-        if (e.doc_token < d.token_texts.size()) m.document_token_text = d.token_texts[e.doc_token];
-        if (e.doc_token < d.token_spans.size()) {
-          m.has_span = true;
-          std::tie(m.span_begin, m.span_end) = d.token_spans[e.doc_token];
-          spans.push_back({m.span_begin, m.span_end, e.contribution});
-        }
-        hit.matches.push_back(std::move(m));
-      }
-      if (!spans.empty() && !d.text.empty()) {
-        SnippetOptions so;
-        so.pre = q.highlight_pre;
-        so.post = q.highlight_post;
-        hit.snippet = MakeSnippet(d.text, std::move(spans), so);
-      }
-    }
-    result.hits.push_back(std::move(hit));
-  }
-  result.timing.fetch_us += MicrosSince(t) - explain_us;
-  result.timing.total_us = MicrosSince(t_start);
-  return result;
-}
-
-bool Collection::ScoreIsUsable(float score, Label label) const {
-  if (std::isfinite(score)) return true;
-  // Validated writes and queries cannot produce one; a store written by an
-  // older version could (vectors of subnormals normalised to infinity).
-  if (!warned_nonfinite_.exchange(true)) {
-    LogWarn(
-        "a document scores NaN or infinity (its stored vectors are not finite): it is left "
-        "out of results until upserted again",
-        {{"collection", path_}, {"label", label}, {"score", double(score)}});
-  }
-  return false;
+  return search_.Run(std::move(q), deadline);
 }
 
 CollectionStats Collection::Stats() const {

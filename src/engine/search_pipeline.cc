@@ -1,0 +1,350 @@
+#include "engine/search_pipeline.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <tuple>
+
+#include "absl/strings/str_cat.h"
+#include "core/log.h"
+#include "core/status.h"
+#include "engine/checks.h"
+#include "engine/snippet.h"
+
+namespace attnsearch {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+int64_t MicrosSince(Clock::time_point t0) {
+  return std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - t0).count();
+}
+
+absl::Status CheckDeadline(absl::Time deadline, absl::string_view stage) {
+  if (absl::Now() >= deadline) {
+    return absl::DeadlineExceededError(absl::StrCat("deadline passed before ", stage));
+  }
+  return absl::OkStatus();
+}
+
+RerankQuery RerankQueryOf(const SearchQuery& q) {
+  return RerankQuery{q.tokens.data(), q.num_tokens, q.token_weights.data(), q.mode, q.temperature};
+}
+
+// The evidence of one hit as TokenMatches, and its snippet.
+void AddEvidence(const SearchQuery& q, const Document& d,
+                 const std::vector<TokenEvidence>& evidence, SearchHit* hit) {
+  std::vector<MatchedSpan> spans;
+  for (const auto& e : evidence) {
+    TokenMatch m;
+    m.query_token = e.query_token;
+    m.document_token = e.doc_token;
+    m.weight = e.weight;
+    m.contribution = e.contribution;
+    if (e.doc_token < d.token_texts.size()) m.document_token_text = d.token_texts[e.doc_token];
+    if (e.doc_token < d.token_spans.size()) {
+      m.has_span = true;
+      std::tie(m.span_begin, m.span_end) = d.token_spans[e.doc_token];
+      spans.push_back({m.span_begin, m.span_end, e.contribution});
+    }
+    hit->matches.push_back(std::move(m));
+  }
+  if (!spans.empty() && !d.text.empty()) {
+    SnippetOptions so;
+    so.pre = q.highlight_pre;
+    so.post = q.highlight_post;
+    hit->snippet = MakeSnippet(d.text, std::move(spans), so);
+  }
+}
+
+}  // namespace
+
+CandidateTokens SearchPipeline::Fetched::tokens() const {
+  return CandidateTokens{block.data(),      block.total_rows,
+                         block.rows.data(), block.offsets.data(),
+                         block.rows.size(), block.scales.empty() ? nullptr : block.scales.data()};
+}
+
+absl::StatusOr<SearchResult> SearchPipeline::Run(SearchQuery q, absl::Time deadline) const {
+  const auto t_start = Clock::now();
+  SearchResult result;
+  AnnSearchParams params;
+  ATTN_RETURN_IF_ERROR(Prepare(&q, &params));
+  result.timing.encode_us = MicrosSince(t_start);
+
+  ATTN_RETURN_IF_ERROR(CheckDeadline(deadline, "the ANN search"));
+  auto t = Clock::now();
+  ATTN_ASSIGN_OR_RETURN(const Candidates candidates, FindCandidates(q, params));
+  result.timing.ann_us = MicrosSince(t);
+
+  std::optional<Fetched> fetched;
+  if (q.mode != RerankMode::kNone && !candidates.neighbors.empty()) {
+    ATTN_RETURN_IF_ERROR(CheckDeadline(deadline, "fetching token matrices"));
+    t = Clock::now();
+    ATTN_ASSIGN_OR_RETURN(fetched, Fetch(q, candidates));
+    result.timing.fetch_us = MicrosSince(t);
+    ATTN_RETURN_IF_ERROR(CheckDeadline(deadline, "reranking"));
+  }
+  t = Clock::now();
+  ATTN_ASSIGN_OR_RETURN(const Scored scored, Score(q, candidates, fetched ? &*fetched : nullptr));
+  if (fetched) result.timing.rerank_us = MicrosSince(t);
+
+  ATTN_RETURN_IF_ERROR(CheckDeadline(deadline, "reading the hits"));
+  t = Clock::now();
+  int64_t explain_us = 0;  // counted as reranking
+  ATTN_ASSIGN_OR_RETURN(result.hits,
+                        Hits(q, candidates, fetched ? &*fetched : nullptr, scored, &explain_us));
+  result.timing.rerank_us += explain_us;
+  result.timing.fetch_us += MicrosSince(t) - explain_us;
+  result.timing.total_us = MicrosSince(t_start);
+  return result;
+}
+
+absl::Status SearchPipeline::Prepare(SearchQuery* q, AnnSearchParams* params) const {
+  if (!q->text.empty()) {
+    if (!q->pooled.empty() || !q->tokens.empty() || q->num_tokens > 0) {
+      return absl::InvalidArgumentError("query: give text or vectors, not both");
+    }
+    const std::shared_ptr<const text::Encoder> enc = parts_.encoder();
+    if (enc == nullptr) {
+      return absl::FailedPreconditionError(
+          "text: the collection has no trained encoder; load text documents and run "
+          "TrainEncoder (attnsearch-index does after a load), or query with vectors");
+    }
+    ATTN_ASSIGN_OR_RETURN(text::Encoding e, enc->EncodeQuery(q->text, "text"));
+    q->num_tokens = e.num_tokens;
+    q->tokens = std::move(e.tokens);
+    q->token_weights = std::move(e.weights);
+    q->pooled = std::move(e.pooled);
+    if (q->temperature == 0.f) q->temperature = enc->options().temperature;
+    // The pooled first stage of text is a bag of words and meanings: it
+    // needs more candidates than vectors from a trained model do.
+    if (q->candidates == 0) {
+      q->candidates =
+          std::min(std::max(kDefaultTextCandidates, q->top_k), parts_.limits.max_candidates);
+    }
+  }
+  ATTN_RETURN_IF_ERROR(CheckQuery(q));
+  // The request's own knobs replace the collection's tuned ones.
+  *params = parts_.default_params();
+  if (!q->ann_params.empty()) {
+    ATTN_ASSIGN_OR_RETURN(*params, AnnSearchParams::Parse(q->ann_params));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status SearchPipeline::CheckQuery(SearchQuery* q) const {
+  const CollectionConfig& config = parts_.store->config();
+  const uint32_t dim = config.dim;
+  const RequestLimits& lim = parts_.limits;
+  if (q->top_k == 0) return absl::InvalidArgumentError("top_k: must be at least 1");
+  if (q->top_k > lim.max_top_k) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("top_k: ", q->top_k, " exceeds the limit of ", lim.max_top_k));
+  }
+  if (q->candidates == 0) {
+    q->candidates = std::min(std::max<uint32_t>(100, q->top_k), lim.max_candidates);
+  } else if (q->candidates < q->top_k) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("candidates: ", q->candidates, " is less than top_k (", q->top_k, ")"));
+  } else if (q->candidates > lim.max_candidates) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("candidates: ", q->candidates, " exceeds the limit of ", lim.max_candidates));
+  }
+  if (!(q->temperature >= 0.f) || !std::isfinite(q->temperature)) {
+    return absl::InvalidArgumentError("temperature: must be a positive number");
+  }
+  if (q->temperature != 0.f && q->temperature < kMinTemperature) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("temperature: ", q->temperature, " is below the smallest allowed, ",
+                     kMinTemperature, " (rerank MAXSIM is the limit of a vanishing temperature)"));
+  }
+  if (q->temperature == 0.f) q->temperature = kDefaultTemperature;
+  ATTN_RETURN_IF_ERROR(FilterIndex::Check(q->filter, q->ranges, config));
+  if (q->pooled.empty() && q->num_tokens == 0 && q->tokens.empty()) {
+    return absl::InvalidArgumentError("query: empty; give pooled and/or tokens");
+  }
+  if (!q->pooled.empty()) {
+    if (q->pooled.size() != dim) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("query.pooled: expected ", dim, " values, got ", q->pooled.size()));
+    }
+    ATTN_RETURN_IF_ERROR(NormalizeRows(q->pooled.data(), 1, dim, "query.pooled"));
+  }
+  if (q->num_tokens > 0 || !q->tokens.empty()) {
+    if (q->num_tokens > lim.max_query_tokens) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "query.tokens: ", q->num_tokens, " rows exceed the limit of ", lim.max_query_tokens));
+    }
+    if (q->tokens.size() != size_t(q->num_tokens) * dim) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "query.tokens: expected ", q->num_tokens, " x ", dim, " values, got ", q->tokens.size()));
+    }
+    ATTN_RETURN_IF_ERROR(NormalizeRows(q->tokens.data(), q->num_tokens, dim, "query.tokens"));
+  }
+  if (!q->token_weights.empty()) {
+    if (q->token_weights.size() != q->num_tokens) {
+      return absl::InvalidArgumentError(absl::StrCat("query.token_weights: expected ",
+                                                     q->num_tokens, " values, got ",
+                                                     q->token_weights.size()));
+    }
+    double sum = 0;
+    for (size_t i = 0; i < q->token_weights.size(); ++i) {
+      if (!(q->token_weights[i] >= 0.f) || !std::isfinite(q->token_weights[i])) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("query.token_weights[", i, "]: must be a finite, non-negative number"));
+      }
+      sum += q->token_weights[i];
+    }
+    // A score is at most the weights' sum in magnitude: bounded, it stays
+    // finite in float.
+    if (sum > kMaxTokenWeightSum) {
+      return absl::InvalidArgumentError(absl::StrCat("query.token_weights: they sum to ", sum,
+                                                     ", above the limit of ", kMaxTokenWeightSum));
+    }
+  }
+  if (q->pooled.empty()) {
+    const float* w = q->token_weights.empty() ? nullptr : q->token_weights.data();
+    if (!PoolTokens(q->tokens, q->num_tokens, dim, w, &q->pooled)) {
+      return absl::InvalidArgumentError(
+          "query.tokens: the token vectors cancel out (their weighted mean is zero or nearly "
+          "so, or every weight is zero); give pooled");
+    }
+  }
+  if (q->num_tokens == 0) {
+    q->tokens = q->pooled;
+    q->num_tokens = 1;
+    q->token_weights = {1.f};
+  } else if (q->token_weights.empty()) {
+    q->token_weights.assign(q->num_tokens, 1.f / float(q->num_tokens));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<SearchPipeline::Candidates> SearchPipeline::FindCandidates(
+    const SearchQuery& q, AnnSearchParams params) const {
+  Candidates c;
+  // The filter as one set of labels, evaluated with the index's state: the
+  // index scans them exactly when they are few, else searches its graph
+  // admitting only them.
+  std::function<LabelBitmap()> matches;
+  if (!q.filter.empty() || !q.ranges.empty()) {
+    matches = [&] { return parts_.filter->Match(q.filter, q.ranges); };
+  }
+  params.exhaustive = q.candidates >= parts_.store->live_count();
+  // The view is taken with the index as it is: a label the index gives was
+  // readable then (an overwrite purges the old label only after the index
+  // dropped it), so every read below finds what the ANN stage found.
+  ATTN_RETURN_IF_ERROR(parts_.index->Search(
+      q.pooled.data(), q.candidates, params, matches,
+      [&]() -> absl::Status {
+        ATTN_ASSIGN_OR_RETURN(c.view, parts_.store->NewReadView());
+        return absl::OkStatus();
+      },
+      &c.neighbors));
+  return c;
+}
+
+absl::StatusOr<SearchPipeline::Fetched> SearchPipeline::Fetch(const SearchQuery& q,
+                                                              const Candidates& c) const {
+  std::vector<Label> labels;
+  labels.reserve(c.neighbors.size());
+  for (const auto& n : c.neighbors) labels.push_back(n.label);
+  // The memory this search holds, now that the stored token counts are
+  // known: the fetched matrices and the similarities (m x rows floats per
+  // matmul chunk).
+  const size_t row_bytes = StoredRowBytes(parts_.store->config());
+  const auto admit = [&](size_t rows) {
+    const size_t bytes = rows * row_bytes +
+                         size_t(q.num_tokens) * std::min(rows, parts_.max_rows_per_gemm) * 4 +
+                         labels.size() * 64;
+    return CheckRequestBytes(bytes, parts_.limits.max_request_bytes,
+                             absl::StrCat("candidates: the token matrices of ", labels.size(),
+                                          " candidates (", rows, " rows) and their similarities"));
+  };
+  Fetched f;
+  ATTN_RETURN_IF_ERROR(parts_.store->GetTokens(labels, &f.block, admit, &*c.view));
+  return f;
+}
+
+absl::StatusOr<SearchPipeline::Scored> SearchPipeline::Score(const SearchQuery& q,
+                                                             const Candidates& c,
+                                                             const Fetched* fetched) const {
+  Scored s;
+  const std::vector<AnnNeighbor>& n = c.neighbors;
+  if (fetched == nullptr) {  // rerank NONE, or no candidate
+    for (size_t i = 0; i < n.size(); ++i) {
+      if (Usable(n[i].score, n[i].label)) s.best.push_back({n[i].score, n[i].score, n[i].label, i});
+    }
+  } else {
+    std::vector<float> scores(n.size());
+    ATTN_RETURN_IF_ERROR(parts_.reranker->Score(RerankQueryOf(q), fetched->tokens(), scores.data(),
+                                                q.explain ? &s.similarities : nullptr));
+    for (size_t i = 0; i < n.size(); ++i) {
+      // A candidate deleted between the index's update and the view has no
+      // tokens.
+      if (fetched->block.found[i] && Usable(scores[i], n[i].label)) {
+        s.best.push_back({scores[i], n[i].score, n[i].label, i});
+      }
+    }
+  }
+  const size_t keep = std::min<size_t>(q.top_k, s.best.size());
+  std::partial_sort(s.best.begin(), s.best.begin() + long(keep), s.best.end(),
+                    [](const ScoredCandidate& a, const ScoredCandidate& b) {
+                      if (a.score != b.score) return a.score > b.score;
+                      return a.label < b.label;
+                    });
+  s.best.resize(keep);
+  return s;
+}
+
+absl::StatusOr<std::vector<SearchHit>> SearchPipeline::Hits(const SearchQuery& q,
+                                                            const Candidates& c,
+                                                            const Fetched* fetched,
+                                                            const Scored& scored,
+                                                            int64_t* explain_us) const {
+  std::vector<Label> labels;
+  for (const auto& s : scored.best) labels.push_back(s.label);
+  std::vector<std::optional<Document>> docs;
+  ATTN_RETURN_IF_ERROR(parts_.store->GetDocuments(labels, false, &docs, &*c.view));
+  // The evidence for the hits, from the similarities Score kept (or, when
+  // the candidates took several matmuls, one more over the hits' rows).
+  std::vector<std::vector<TokenEvidence>> evidence;
+  const auto t_explain = Clock::now();
+  if (q.explain && fetched != nullptr && !scored.best.empty()) {
+    std::vector<size_t> which;
+    for (const auto& s : scored.best) which.push_back(s.candidate);
+    ATTN_RETURN_IF_ERROR(parts_.reranker->ExplainScored(RerankQueryOf(q), fetched->tokens(),
+                                                        scored.similarities, which, &evidence));
+  }
+  *explain_us = MicrosSince(t_explain);
+  std::vector<SearchHit> hits;
+  for (size_t i = 0; i < scored.best.size(); ++i) {
+    if (!docs[i]) continue;  // deleted before the view was taken
+    SearchHit hit;
+    Document& d = *docs[i];
+    hit.id = std::move(d.id);
+    hit.score = scored.best[i].score;
+    hit.ann_score = scored.best[i].ann_score;
+    if (q.include_text) hit.text = d.text;
+    if (q.include_metadata) hit.metadata = std::move(d.metadata);
+    if (!evidence.empty()) AddEvidence(q, d, evidence[i], &hit);
+    hits.push_back(std::move(hit));
+  }
+  return hits;
+}
+
+bool SearchPipeline::Usable(float score, Label label) const {
+  if (std::isfinite(score)) return true;
+  // Validated writes and queries cannot produce one; a store written by an
+  // older version could (vectors of subnormals normalised to infinity).
+  if (!warned_nonfinite_.exchange(true)) {
+    LogWarn(
+        "a document scores NaN or infinity (its stored vectors are not finite): it is left "
+        "out of results until upserted again",
+        {{"collection", parts_.name}, {"label", label}, {"score", double(score)}});
+  }
+  return false;
+}
+
+}  // namespace attnsearch

@@ -1,0 +1,108 @@
+// SearchPipeline: one collection's search, as stages that each hand the
+// next a plain struct:
+//
+//   Prepare      the query checked and normalised (text: encoded by the
+//                collection's encoder), its ANN knobs chosen
+//   Candidates   the ANN stage under the index's lock (filter and
+//                tombstones inside), and the store view taken with it
+//   Fetch        the candidates' token matrices, one MultiGet, through
+//                the view (bounded by the request memory limit)
+//   Score        the reranker's scores; the top_k kept, best first (a NaN
+//                or infinite score, which only vectors stored unvalidated
+//                by an older version give, is left out with a warning)
+//   Hits         the hits' documents through the view, with the evidence
+//                and snippets when asked
+//
+// The deadline is checked before each stage.
+//
+// Thread safety: const and stateless between calls; Run may be called
+// concurrently (the parts it reads are thread-safe).
+#ifndef ATTNSEARCH_ENGINE_SEARCH_PIPELINE_H_
+#define ATTNSEARCH_ENGINE_SEARCH_PIPELINE_H_
+
+#include <atomic>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "ann/ann_index.h"
+#include "engine/filter_index.h"
+#include "engine/live_index.h"
+#include "engine/search_types.h"
+#include "rerank/reranker.h"
+#include "storage/doc_store.h"
+#include "text/encoder.h"
+
+namespace attnsearch {
+
+// What a pipeline reads; every pointer must outlive it.
+struct SearchParts {
+  const DocStore* store = nullptr;
+  const Reranker* reranker = nullptr;
+  const LiveIndex* index = nullptr;
+  const FilterIndex* filter = nullptr;
+  RequestLimits limits;
+  // The reranker's largest matmul, for the memory a search takes.
+  size_t max_rows_per_gemm = 0;
+  // The collection's encoder now (null until trained).
+  std::function<std::shared_ptr<const text::Encoder>()> encoder;
+  // The ANN knobs of a search that gives none (the tuned ones).
+  std::function<AnnSearchParams()> default_params;
+  // Names the collection in logs.
+  std::string name;
+};
+
+class SearchPipeline {
+ public:
+  explicit SearchPipeline(SearchParts parts) : parts_(std::move(parts)) {}
+
+  // Runs every stage. DEADLINE_EXCEEDED (and no further work) once
+  // `deadline` has passed.
+  absl::StatusOr<SearchResult> Run(SearchQuery query, absl::Time deadline) const;
+
+  // The stages' results.
+  struct Candidates {
+    std::vector<AnnNeighbor> neighbors;
+    // The store as the ANN stage saw it; every later read goes through it.
+    std::optional<DocStore::ReadView> view;
+  };
+  struct Fetched {
+    TokenBlock block;  // one entry per candidate, in the candidates' order
+    CandidateTokens tokens() const;
+  };
+  struct ScoredCandidate {
+    float score = 0;
+    float ann_score = 0;
+    Label label = 0;
+    size_t candidate = 0;  // its place among the candidates
+  };
+  struct Scored {
+    std::vector<ScoredCandidate> best;  // the top_k, best first
+    // With explain: the similarities Score computed, for the evidence.
+    ScoredSimilarities similarities;
+  };
+
+ private:
+  absl::Status Prepare(SearchQuery* q, AnnSearchParams* params) const;
+  absl::Status CheckQuery(SearchQuery* q) const;
+  absl::StatusOr<Candidates> FindCandidates(const SearchQuery& q, AnnSearchParams params) const;
+  absl::StatusOr<Fetched> Fetch(const SearchQuery& q, const Candidates& c) const;
+  absl::StatusOr<Scored> Score(const SearchQuery& q, const Candidates& c,
+                               const Fetched* fetched) const;
+  absl::StatusOr<std::vector<SearchHit>> Hits(const SearchQuery& q, const Candidates& c,
+                                              const Fetched* fetched, const Scored& scored,
+                                              int64_t* explain_us) const;
+  // Whether a score may be returned (see Score).
+  bool Usable(float score, Label label) const;
+
+  const SearchParts parts_;
+  mutable std::atomic<bool> warned_nonfinite_{false};
+};
+
+}  // namespace attnsearch
+
+#endif  // ATTNSEARCH_ENGINE_SEARCH_PIPELINE_H_

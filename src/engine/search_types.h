@@ -1,0 +1,117 @@
+// The engine's search API types: the query, its results and the request
+// limits (Collection::Search, SearchPipeline).
+#ifndef ATTNSEARCH_ENGINE_SEARCH_TYPES_H_
+#define ATTNSEARCH_ENGINE_SEARCH_TYPES_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "core/types.h"
+#include "engine/filter_index.h"
+#include "rerank/reranker.h"
+
+namespace attnsearch {
+
+// Limits on requests, each answered with INVALID_ARGUMENT naming it (the
+// memory limit with RESOURCE_EXHAUSTED).
+struct RequestLimits {
+  // Largest top_k. Default: 1000.
+  uint32_t max_top_k = 1000;
+  // Largest number of candidates reranked per query. Default: 20000.
+  uint32_t max_candidates = 20000;
+  // Largest number of query token rows. Default: 1024.
+  uint32_t max_query_tokens = 1024;
+  // Largest number of token rows per document. Default: 16384.
+  uint32_t max_document_tokens = 16384;
+  // Largest number of documents in one Upsert batch, and of ids in one Get
+  // or Delete. Default: 10000.
+  size_t max_batch_documents = 10000;
+  // Most bytes one request may hold (0: no limit): for a Search, the
+  // candidates' token matrices as fetched plus the similarities reranking
+  // them takes (checked once the ANN stage has chosen the candidates and
+  // their stored token counts are known, before the matrices are copied);
+  // for an Upsert, the batch's documents as prepared for the store (vectors
+  // in f32, text, metadata, token texts and spans, and the encoded token
+  // rows). Over it: RESOURCE_EXHAUSTED naming the field (`candidates`,
+  // `documents`) and the limit (max_request_mb, the server's flag), nothing
+  // stored. Default: 0.
+  size_t max_request_bytes = 0;
+};
+
+// Candidates reranked per text query unless the query says otherwise.
+inline constexpr uint32_t kDefaultTextCandidates = 1000;
+
+// The smallest attention temperature a query may give: 1/τ must stay finite
+// in float (below it, use RerankMode::kMaxSim, the τ → 0 limit).
+inline constexpr float kMinTemperature = 1e-30f;
+// The largest sum of a query's token weights: a score is bounded by it in
+// magnitude, so it stays finite in float.
+inline constexpr double kMaxTokenWeightSum = 1e30;
+
+struct SearchQuery {
+  // Query text, encoded by the collection's built-in encoder; or else:
+  std::string text;
+  // Query vectors; at least one of pooled and tokens. Normalised here.
+  std::vector<float> pooled;  // dim values, or empty
+  uint32_t num_tokens = 0;
+  std::vector<float> tokens;         // num_tokens x dim, or empty
+  std::vector<float> token_weights;  // num_tokens values, or empty (1/m each);
+                                     // finite, >= 0, summing to <= kMaxTokenWeightSum
+
+  uint32_t top_k = 0;       // required, 1..max_top_k
+  uint32_t candidates = 0;  // 0: max(100, top_k) capped by the limit
+                            // (text queries: max(1000, top_k))
+  RerankMode mode = RerankMode::kAttention;
+  float temperature = 0.f;                // 0: kDefaultTemperature; else >= kMinTemperature
+  std::vector<MetadataCondition> filter;  // all must hold ("filter.must")
+  std::vector<RangeCondition> ranges;     // all must hold too ("filter.ranges")
+  std::string ann_params;                 // "efSearch=128"
+  bool include_text = false;
+  bool include_metadata = false;
+  // Per hit, the evidence for every query token and, when the document
+  // stored its text and token spans, a highlighted snippet.
+  bool explain = false;
+  // Marks around highlighted spans. Defaults: "<em>", "</em>".
+  std::string highlight_pre = "<em>";
+  std::string highlight_post = "</em>";
+};
+
+struct TokenMatch {
+  uint32_t query_token = 0;
+  uint32_t document_token = 0;
+  std::string document_token_text;        // when the document stored token texts
+  bool has_span = false;                  // when the document stored token spans
+  uint32_t span_begin = 0, span_end = 0;  // byte span in the text
+  float weight = 0.f;
+  float contribution = 0.f;
+};
+
+struct SearchHit {
+  std::string id;
+  float score = 0.f;
+  float ann_score = 0.f;
+  std::string text;
+  std::map<std::string, std::string> metadata;
+  std::vector<TokenMatch> matches;
+  std::string snippet;  // with explain, when text and spans are stored
+};
+
+// Microseconds spent per stage.
+struct SearchTiming {
+  int64_t encode_us = 0, ann_us = 0, fetch_us = 0, rerank_us = 0, total_us = 0;
+  // Set by the server: how long the request waited for a worker before the
+  // engine started (not part of total_us).
+  int64_t queue_us = 0;
+};
+
+struct SearchResult {
+  std::vector<SearchHit> hits;
+  SearchTiming timing;
+};
+
+}  // namespace attnsearch
+
+#endif  // ATTNSEARCH_ENGINE_SEARCH_TYPES_H_
