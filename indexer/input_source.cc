@@ -85,7 +85,7 @@ class FvecsSource : public RecordSource {
       return true;
     }
     record->doc.pooled = values_;
-    record->status = ValidateDocument(record->doc, options_);
+    record->status = ValidateDocument(&record->doc, options_);
     return true;
   }
   absl::Status status() const override { return status_; }

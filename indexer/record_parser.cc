@@ -8,9 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "core/status.h"
 #include "core/utf8.h"
-#include "core/vector_math.h"
 #include "nlohmann/json.hpp"
-#include "text/tokenizer.h"
 
 namespace attnsearch::indexer {
 namespace {
@@ -313,15 +311,7 @@ absl::Status ParseObject(const json& j, const ParseOptions& options, Document* o
       out->token_texts.push_back((*t)[i].get<std::string>());
     }
   }
-  return ValidateDocument(*out, options);
-}
-
-// True when all n values are zero.
-bool AllZero(const float* x, size_t n) {
-  for (size_t i = 0; i < n; ++i) {
-    if (x[i] != 0.f) return false;
-  }
-  return true;
+  return ValidateDocument(out, options);
 }
 
 }  // namespace
@@ -344,74 +334,11 @@ absl::Status ParseJsonLine(std::string_view line, const ParseOptions& options, D
   return ParseObject(j, options, out);
 }
 
-absl::Status ValidateDocument(const Document& doc, const ParseOptions& options) {
-  const uint32_t dim = options.dim;
-  if (doc.id.empty()) return Bad("id", "must not be empty");
-  if (doc.id.size() > kMaxIdBytes) {
-    return Bad("id", absl::StrCat("longer than ", kMaxIdBytes, " bytes"));
-  }
-  const bool text_only = IsTextOnly(doc);
-  if (text_only && doc.text.empty()) return Bad("", kNoContentReason);
-  if (const size_t bad = FindInvalidUtf8(doc.text); bad != std::string_view::npos) {
-    return Bad("text", absl::StrCat("invalid UTF-8 at byte ", bad));
-  }
-  if (text_only) {
-    if (!doc.token_texts.empty()) {
-      return Bad("token_texts", "given without tokens (the built-in encoder makes its own)");
-    }
-    // The encoder rejects text without words; the first word is enough.
-    const text::Tokenizer first_word(text::TokenizerOptions{.max_tokens = 1});
-    absl::StatusOr<std::vector<text::Token>> words = first_word.Tokenize(doc.text);
-    if (!words.ok()) return Bad("text", words.status().message());
-    if (words->empty()) return Bad("", kNoWordsReason);
-    return absl::OkStatus();
-  }
-  auto check_finite = [](const std::vector<float>& v, const char* field) -> absl::Status {
-    for (size_t i = 0; i < v.size(); ++i) {
-      if (!std::isfinite(v[i])) {
-        return Bad(absl::StrCat(field, "[", i, "]"), "not a finite number");
-      }
-    }
-    return absl::OkStatus();
-  };
-  if (!doc.pooled.empty()) {
-    if (doc.pooled.size() != dim) {
-      return Bad("pooled", absl::StrCat("expected ", dim, " values, got ", doc.pooled.size()));
-    }
-    ATTN_RETURN_IF_ERROR(check_finite(doc.pooled, "pooled"));
-    if (AllZero(doc.pooled.data(), dim)) return Bad("pooled", "is the zero vector");
-  }
-  if (doc.num_tokens > 0 || !doc.tokens.empty()) {
-    if (doc.num_tokens > options.max_tokens) {
-      return Bad("tokens",
-                 absl::StrCat(doc.num_tokens, " rows exceed the limit of ", options.max_tokens));
-    }
-    if (doc.tokens.size() != size_t(doc.num_tokens) * dim) {
-      return Bad("tokens", absl::StrCat("expected ", doc.num_tokens, " x ", dim, " values, got ",
-                                        doc.tokens.size()));
-    }
-    ATTN_RETURN_IF_ERROR(check_finite(doc.tokens, "tokens"));
-    for (uint32_t r = 0; r < doc.num_tokens; ++r) {
-      if (AllZero(doc.tokens.data() + size_t(r) * dim, dim)) {
-        return Bad(absl::StrCat("tokens[", r, "]"), "is the zero vector");
-      }
-    }
-    if (doc.pooled.empty()) {
-      // The engine pools the normalised rows (PoolRows).
-      std::vector<float> rows = doc.tokens;
-      for (uint32_t r = 0; r < doc.num_tokens; ++r) NormalizeInPlace(&rows[size_t(r) * dim], dim);
-      std::vector<float> pooled(dim);
-      if (!PoolRows(rows.data(), doc.num_tokens, dim, nullptr, pooled.data())) {
-        return Bad("tokens", kTokensCancelReason);
-      }
-    }
-  }
-  if (!doc.token_texts.empty() && doc.token_texts.size() != doc.num_tokens) {
-    return Bad("token_texts",
-               absl::StrCat("expected ", doc.num_tokens, " entries (one per token row), got ",
-                            doc.token_texts.size()));
-  }
-  return absl::OkStatus();
+absl::Status ValidateDocument(Document* doc, const ParseOptions& options) {
+  DocumentRules rules;
+  rules.dim = options.dim;
+  rules.max_tokens = options.max_tokens;
+  return CheckDocument(doc, rules, "");
 }
 
 size_t EstimateWireBytes(const Document& doc) {

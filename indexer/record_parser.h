@@ -33,6 +33,7 @@
 
 #include "absl/status/status.h"
 #include "core/types.h"
+#include "engine/document_check.h"
 
 namespace attnsearch::indexer {
 
@@ -47,20 +48,6 @@ struct ParseOptions {
   uint32_t max_tokens = 16384;
 };
 
-// The reason given for a document with neither text nor vectors.
-inline constexpr char kNoContentReason[] = "no text, pooled vector or tokens";
-
-// The reason given for token rows whose mean, normalised per row, has no
-// direction (PoolRows), when no pooled vector is given.
-inline constexpr char kTokensCancelReason[] =
-    "the token vectors cancel out (their mean, normalised per row, is zero or nearly so); "
-    "give pooled";
-
-// The reason given for a text-only document whose text has no word.
-inline constexpr char kNoWordsReason[] =
-    "text: contains no words (a document without vectors is encoded from the words of its "
-    "title and text)";
-
 // Parses one JSON line into *out (cleared first) and validates it with
 // ValidateDocument. INVALID_ARGUMENT with the reason on any problem. A line
 // that is not valid UTF-8 is reported as "FIELD: invalid UTF-8 at byte N",
@@ -69,18 +56,10 @@ inline constexpr char kNoWordsReason[] =
 // "metadata", ...).
 absl::Status ParseJsonLine(std::string_view line, const ParseOptions& options, Document* out);
 
-// Checks what the engine would reject, so that a bad document never enters a
-// batch: a valid id, text and/or vectors present, text valid UTF-8, a word
-// in the text of a text-only document, pooled of `dim` values, a token
-// matrix of rows x dim, every value finite and representable as a float, no
-// all-zero vector, a non-zero token mean when pooled is absent, and one
-// token text per token row (none without tokens).
-absl::Status ValidateDocument(const Document& doc, const ParseOptions& options);
-
-// Whether the document has no vectors (the built-in encoder makes them).
-inline bool IsTextOnly(const Document& doc) {
-  return doc.pooled.empty() && doc.num_tokens == 0 && doc.tokens.empty();
-}
+// Checks the document by the engine's own rules (engine/document_check.h:
+// CheckDocument, with `dim` and `max_tokens`), so that a bad document never
+// enters a batch, and puts its vectors in their stored form.
+absl::Status ValidateDocument(Document* doc, const ParseOptions& options);
 
 // Approximate size of the document as a protobuf message, for batching by
 // bytes.

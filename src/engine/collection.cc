@@ -21,6 +21,7 @@
 #include "core/status.h"
 #include "core/vector_math.h"
 #include "engine/checks.h"
+#include "engine/document_check.h"
 
 namespace attnsearch {
 namespace {
@@ -154,114 +155,29 @@ absl::Status Collection::SaveSnapshot() {
 
 absl::Status Collection::PrepareDocument(size_t i, const text::Encoder* encoder,
                                          uint64_t encoder_version, Document* doc) const {
-  const uint32_t dim = store_->config().dim;
   const std::string field = absl::StrCat("documents[", i, "]");
-  if (doc->id.empty()) {
-    return absl::InvalidArgumentError(absl::StrCat(field, ".id: must not be empty"));
-  }
-  if (doc->id.size() > kMaxIdBytes) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(field, ".id: longer than ", kMaxIdBytes, " bytes"));
-  }
-  for (const std::string& f : store_->config().numeric_fields) {
-    auto it = doc->metadata.find(f);
-    if (it == doc->metadata.end()) continue;
-    double x;
-    if (!absl::SimpleAtod(it->second, &x) || !std::isfinite(x)) {
-      const std::string& v = it->second;
-      return absl::InvalidArgumentError(absl::StrCat(field, ".metadata[\"", f, "\"]: \"",
-                                                     v.size() > 64 ? v.substr(0, 64) + "..." : v,
-                                                     "\" is not a number (numeric field)"));
-    }
-  }
+  DocumentRules rules;
+  rules.dim = config().dim;
+  rules.max_tokens = options_.limits.max_document_tokens;
+  rules.numeric_fields = config().numeric_fields;
+  ATTN_RETURN_IF_ERROR(CheckDocument(doc, rules, field));
   doc->encoded_by = kClientVectors;
-  if (doc->pooled.empty() && doc->num_tokens == 0 && doc->tokens.empty()) {
-    if (doc->text.empty()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(field, ": needs text, a pooled vector and/or a token matrix"));
-    }
-    if (!doc->token_texts.empty() || !doc->token_spans.empty()) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          field, ".token_texts: given without a token matrix (the encoder makes its own)"));
-    }
-    if (encoder == nullptr) {
-      // Stored awaiting the encoder; TrainEncoder encodes it.
-      auto tokens = text::Tokenizer().Tokenize(doc->text);
-      if (!tokens.ok()) {
-        return absl::InvalidArgumentError(
-            absl::StrCat(field, ".text: ", tokens.status().message()));
-      }
-      if (tokens->empty()) {
-        return absl::InvalidArgumentError(absl::StrCat(field, ".text: contains no words"));
-      }
-      doc->encoded_by = kAwaitingEncoder;
-      return absl::OkStatus();
-    }
-    ATTN_ASSIGN_OR_RETURN(text::Encoding e, encoder->EncodeDocument(doc->text, field + ".text"));
-    doc->num_tokens = e.num_tokens;
-    doc->tokens = std::move(e.tokens);
-    doc->pooled = std::move(e.pooled);
-    doc->token_texts = std::move(e.token_texts);
-    doc->token_spans = std::move(e.token_spans);
-    doc->encoded_by = static_cast<uint32_t>(encoder_version);
-    if (doc->num_tokens > options_.limits.max_document_tokens) {
-      return absl::InvalidArgumentError(absl::StrCat(field, ".text: ", doc->num_tokens,
-                                                     " distinct words exceed the limit of ",
-                                                     options_.limits.max_document_tokens));
-    }
+  if (!IsTextOnly(*doc)) return absl::OkStatus();
+  if (encoder == nullptr) {
+    doc->encoded_by = kAwaitingEncoder;  // TrainEncoder encodes it
     return absl::OkStatus();
   }
-  if (!doc->pooled.empty()) {
-    if (doc->pooled.size() != dim) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(field, ".pooled: expected ", dim, " values, got ", doc->pooled.size()));
-    }
-    ATTN_RETURN_IF_ERROR(NormalizeRows(doc->pooled.data(), 1, dim, field + ".pooled"));
-  }
-  if (doc->num_tokens > 0 || !doc->tokens.empty()) {
-    if (doc->num_tokens > options_.limits.max_document_tokens) {
-      return absl::InvalidArgumentError(absl::StrCat(field, ".tokens: ", doc->num_tokens,
-                                                     " rows exceed the limit of ",
-                                                     options_.limits.max_document_tokens));
-    }
-    if (doc->tokens.size() != size_t(doc->num_tokens) * dim) {
-      return absl::InvalidArgumentError(absl::StrCat(field, ".tokens: expected ", doc->num_tokens,
-                                                     " x ", dim, " values, got ",
-                                                     doc->tokens.size()));
-    }
-    ATTN_RETURN_IF_ERROR(
-        NormalizeRows(doc->tokens.data(), doc->num_tokens, dim, field + ".tokens"));
-  }
-  if (!doc->token_texts.empty() && doc->token_texts.size() != doc->num_tokens) {
-    return absl::InvalidArgumentError(absl::StrCat(field, ".token_texts: expected ",
-                                                   doc->num_tokens, " entries, got ",
-                                                   doc->token_texts.size()));
-  }
-  if (!doc->token_spans.empty()) {
-    if (doc->token_spans.size() != doc->num_tokens) {
-      return absl::InvalidArgumentError(absl::StrCat(field, ".token_spans: expected ",
-                                                     doc->num_tokens, " entries, got ",
-                                                     doc->token_spans.size()));
-    }
-    for (size_t j = 0; j < doc->token_spans.size(); ++j) {
-      const auto [b, e] = doc->token_spans[j];
-      if (b > e || e > doc->text.size()) {
-        return absl::InvalidArgumentError(absl::StrCat(field, ".token_spans[", j, "]: [", b, ", ",
-                                                       e, ") is not a span of the text (",
-                                                       doc->text.size(), " bytes)"));
-      }
-    }
-  }
-  if (doc->pooled.empty() &&
-      !PoolTokens(doc->tokens, doc->num_tokens, dim, nullptr, &doc->pooled)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(field,
-                     ".tokens: the token vectors cancel out (their mean, normalised "
-                     "per row, is zero or nearly so); give pooled"));
-  }
-  if (doc->num_tokens == 0) {
-    doc->tokens = doc->pooled;
-    doc->num_tokens = 1;
+  ATTN_ASSIGN_OR_RETURN(text::Encoding e, encoder->EncodeDocument(doc->text, field + ".text"));
+  doc->num_tokens = e.num_tokens;
+  doc->tokens = std::move(e.tokens);
+  doc->pooled = std::move(e.pooled);
+  doc->token_texts = std::move(e.token_texts);
+  doc->token_spans = std::move(e.token_spans);
+  doc->encoded_by = static_cast<uint32_t>(encoder_version);
+  if (doc->num_tokens > options_.limits.max_document_tokens) {
+    return absl::InvalidArgumentError(absl::StrCat(field, ".text: ", doc->num_tokens,
+                                                   " distinct words exceed the limit of ",
+                                                   options_.limits.max_document_tokens));
   }
   return absl::OkStatus();
 }

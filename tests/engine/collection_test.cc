@@ -192,7 +192,7 @@ TEST(CollectionTest, BadDocumentsNameTheFieldAndStoreNothing) {
          d.num_tokens = 0;
          d.pooled.clear();
        },
-       "documents[1]: needs text, a pooled vector"},
+       "documents[1]: no text, pooled vector or tokens"},
       {"text-only, invalid UTF-8",
        [](Document& d) {
          d.text = "caf\xc3";

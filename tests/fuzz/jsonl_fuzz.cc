@@ -24,7 +24,7 @@ int FuzzJsonLine(const uint8_t* data, size_t size) {
   const std::string_view line(reinterpret_cast<const char*>(data + 1), size - 1);
   Document doc;
   if (!indexer::ParseJsonLine(line, options, &doc).ok()) return 0;
-  ATTN_FUZZ_CHECK(indexer::ValidateDocument(doc, options).ok());
+  ATTN_FUZZ_CHECK(indexer::ValidateDocument(&doc, options).ok());  // again: idempotent
   ATTN_FUZZ_CHECK(!doc.id.empty());
   ATTN_FUZZ_CHECK(doc.pooled.empty() || doc.pooled.size() == options.dim);
   ATTN_FUZZ_CHECK(doc.tokens.size() == size_t(doc.num_tokens) * options.dim);

@@ -27,6 +27,22 @@ ParseOptions Dim(uint32_t dim) {
 }
 
 // The reason ParseJsonLine gives for `line` (dim 3), or "OK".
+// `v`'s rows (each `dim` long) scaled to unit length: the stored form.
+std::vector<float> Unit(std::vector<float> v, size_t dim) {
+  for (size_t r = 0; r < v.size(); r += dim) {
+    double sq = 0;
+    for (size_t j = r; j < r + dim; ++j) sq += double(v[j]) * v[j];
+    for (size_t j = r; j < r + dim; ++j) v[j] = float(v[j] / std::sqrt(sq));
+  }
+  return v;
+}
+
+// Expects `got` to equal `want` within float rounding.
+void ExpectNear(const std::vector<float>& got, const std::vector<float>& want) {
+  ASSERT_EQ(got.size(), want.size());
+  for (size_t i = 0; i < got.size(); ++i) EXPECT_NEAR(got[i], want[i], 1e-6) << "at " << i;
+}
+
 std::string Reason(const std::string& line, uint32_t dim = 3) {
   Document d;
   absl::Status s = ParseJsonLine(line, Dim(dim), &d);
@@ -47,9 +63,10 @@ TEST(RecordParserTest, ParsesEveryField) {
   EXPECT_EQ(d.metadata.at("lang"), "en");
   EXPECT_EQ(d.metadata.at("n"), "3");
   EXPECT_EQ(d.metadata.at("ok"), "true");
-  EXPECT_EQ(d.pooled, (std::vector<float>{1, 0, 0.5f}));
+  // Vectors come out in their stored form: every row normalised.
+  ExpectNear(d.pooled, Unit({1, 0, 0.5f}, 3));
   EXPECT_EQ(d.num_tokens, 2u);
-  EXPECT_EQ(d.tokens, (std::vector<float>{1, 2, 3, 4, 5, 6}));
+  ExpectNear(d.tokens, Unit({1, 2, 3, 4, 5, 6}, 3));
   EXPECT_EQ(d.token_texts, (std::vector<std::string>{"x", "y"}));
 }
 
@@ -59,8 +76,10 @@ TEST(RecordParserTest, TokensAsMatrixObject) {
       ParseJsonLine(R"({"id":"a","tokens":{"rows":2,"cols":3,"values":[1,2,3,4,5,6]}})", Dim(3), &d)
           .ok());
   EXPECT_EQ(d.num_tokens, 2u);
-  EXPECT_EQ(d.tokens, (std::vector<float>{1, 2, 3, 4, 5, 6}));
-  EXPECT_TRUE(d.pooled.empty());
+  ExpectNear(d.tokens, Unit({1, 2, 3, 4, 5, 6}, 3));
+  // The pooled vector is the normalised mean of the normalised rows.
+  const std::vector<float> rows = Unit({1, 2, 3, 4, 5, 6}, 3);
+  ExpectNear(d.pooled, Unit({rows[0] + rows[3], rows[1] + rows[4], rows[2] + rows[5]}, 3));
 }
 
 TEST(RecordParserTest, TitleOrTextAlone) {
@@ -127,19 +146,23 @@ TEST(RecordParserTest, NoTextAndNoVectors) {
   EXPECT_EQ(Reason(R"({"id":"a","text":null,"pooled":null})"), kNoContentReason);
   EXPECT_EQ(std::string(kNoContentReason), "no text, pooled vector or tokens");
   // Text the encoder cannot read: no words at all.
-  EXPECT_EQ(Reason(R"({"id":"a","text":" -- !!! ... "})"), kNoWordsReason);
-  EXPECT_EQ(Reason(R"({"id":"a","title":"   ","text":"\t"})"), kNoWordsReason);
+  EXPECT_EQ(Reason(R"({"id":"a","text":" -- !!! ... "})"),
+            std::string(
+                "text: contains no words (a document without vectors is encoded from its words)"));
+  EXPECT_EQ(Reason(R"({"id":"a","title":"   ","text":"\t"})"),
+            std::string(
+                "text: contains no words (a document without vectors is encoded from its words)"));
   // ... which is fine next to vectors.
   EXPECT_EQ(Reason(R"({"id":"a","text":"!!!","pooled":[1,2,3]})"), "OK");
   // The encoder makes its own token texts.
   EXPECT_EQ(Reason(R"({"id":"a","text":"hello","token_texts":["hello"]})"),
-            "token_texts: given without tokens (the built-in encoder makes its own)");
+            "token_texts: given without a token matrix (the encoder makes its own)");
   // A Document built in memory is checked the same way.
   Document d;
   d.id = "x";
-  EXPECT_EQ(ValidateDocument(d, Dim(3)).message(), kNoContentReason);
+  EXPECT_EQ(ValidateDocument(&d, Dim(3)).message(), kNoContentReason);
   d.text = "ok";
-  EXPECT_TRUE(ValidateDocument(d, Dim(3)).ok());
+  EXPECT_TRUE(ValidateDocument(&d, Dim(3)).ok());
 }
 
 TEST(RecordParserTest, InvalidUtf8NamesTheFieldAndTheByte) {
@@ -164,7 +187,7 @@ TEST(RecordParserTest, InvalidUtf8NamesTheFieldAndTheByte) {
       "a\xFF"
       "b";
   d.pooled = {1, 0, 0};
-  EXPECT_EQ(ValidateDocument(d, Dim(3)).message(), "text: invalid UTF-8 at byte 1");
+  EXPECT_EQ(ValidateDocument(&d, Dim(3)).message(), "text: invalid UTF-8 at byte 1");
 }
 
 TEST(RecordParserTest, WrongDimension) {
@@ -196,16 +219,17 @@ TEST(RecordParserTest, NonFiniteNumbers) {
   Document d;
   d.id = "x";
   d.pooled = {1.f, std::nanf(""), 0.f};
-  EXPECT_EQ(ValidateDocument(d, Dim(3)).message(), "pooled[1]: not a finite number");
+  EXPECT_EQ(ValidateDocument(&d, Dim(3)).message(), "pooled: row 0 has a NaN or infinite value");
   d.pooled = {1.f, INFINITY, 0.f};
-  EXPECT_EQ(ValidateDocument(d, Dim(3)).message(), "pooled[1]: not a finite number");
+  EXPECT_EQ(ValidateDocument(&d, Dim(3)).message(), "pooled: row 0 has a NaN or infinite value");
 }
 
 TEST(RecordParserTest, ZeroVectors) {
-  EXPECT_EQ(Reason(R"({"id":"a","pooled":[0,0,0]})"), "pooled: is the zero vector");
-  EXPECT_EQ(Reason(R"({"id":"a","tokens":[[1,0,0],[0,0,0]]})"), "tokens[1]: is the zero vector");
+  EXPECT_EQ(Reason(R"({"id":"a","pooled":[0,0,0]})"), "pooled: row 0 has zero norm");
+  EXPECT_EQ(Reason(R"({"id":"a","tokens":[[1,0,0],[0,0,0]]})"), "tokens: row 1 has zero norm");
   EXPECT_EQ(Reason(R"({"id":"a","tokens":[[1,0,0],[-1,0,0]]})"),
-            absl::StrCat("tokens: ", kTokensCancelReason));
+            "tokens: the token vectors cancel out (their mean, normalised per row, is zero or "
+            "nearly so); give pooled");
   EXPECT_EQ(Reason(R"({"id":"a","pooled":[1,0,0],"tokens":[[1,0,0],[-1,0,0]]})"), "OK");
 }
 
@@ -238,11 +262,11 @@ TEST(RecordParserTest, WrongTypesAndTokenShapes) {
   EXPECT_EQ(Reason(R"({"id":"a","tokens":{"rows":0,"cols":3,"values":[]}})"),
             "tokens.rows: must be at least 1");
   EXPECT_EQ(Reason(R"({"id":"a","tokens":[[1,2,3]],"token_texts":["a","b"]})"),
-            "token_texts: expected 1 entries (one per token row), got 2");
+            "token_texts: expected 1 entries, got 2");
   EXPECT_EQ(Reason(R"({"id":"a","tokens":[[1,2,3]],"token_texts":[1]})"),
             "token_texts[0]: expected a string, got number");
   EXPECT_EQ(Reason(R"({"id":"a","pooled":[1,2,3],"token_texts":["a"]})"),
-            "token_texts: expected 0 entries (one per token row), got 1");
+            "token_texts: expected 0 entries, got 1");
 }
 
 void WriteFile(const std::string& path, const std::string& data) {
@@ -341,9 +365,13 @@ TEST(InputSourceTest, TextOnlyLinesAndTheirErrorsWithLineNumbers) {
                                         : (*source)->Location(rec.position) + ": " +
                                               std::string(rec.status.message()));
     }
-    EXPECT_EQ(reports, (std::vector<std::string>{"a", path + ":2: text: invalid UTF-8 at byte 3",
-                                                 path + ":4: " + kNoContentReason,
-                                                 path + ":5: " + kNoWordsReason, "e"}));
+    EXPECT_EQ(reports,
+              (std::vector<std::string>{
+                  "a", path + ":2: text: invalid UTF-8 at byte 3", path + ":4: " + kNoContentReason,
+                  path + ":5: " +
+                      std::string("text: contains no words (a document without vectors is encoded "
+                                  "from its words)"),
+                  "e"}));
     EXPECT_TRUE(*FirstDocumentIsTextOnly(path, InputFormat::kAuto));
   }
 }
@@ -385,10 +413,10 @@ TEST(InputSourceTest, FvecsRecordsAndBadRecords) {
   for (const char* name : {"v.fvecs", "v.fvecs.gz"}) {
     const Read r = ReadAll(dir.Sub(name), InputFormat::kAuto, 3);
     EXPECT_EQ(r.positions, (std::vector<uint64_t>{1, 2, 3, 4, 5}));
-    EXPECT_EQ(r.outcomes, (std::vector<std::string>{"0", "pooled: is the zero vector",
-                                                    "pooled[1]: not a finite number",
+    EXPECT_EQ(r.outcomes, (std::vector<std::string>{"0", "pooled: row 0 has zero norm",
+                                                    "pooled: row 0 has a NaN or infinite value",
                                                     "pooled: expected 3 values, got 2", "4"}));
-    EXPECT_EQ(r.docs[4].pooled, (std::vector<float>{4, 5, 6}));
+    ExpectNear(r.docs[4].pooled, Unit({4, 5, 6}, 3));
   }
   auto source = OpenSource(dir.Sub("v.fvecs"), InputFormat::kAuto, Dim(3));
   ASSERT_TRUE(source.ok());
