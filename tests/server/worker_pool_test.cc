@@ -48,10 +48,14 @@ TEST(CoreBudgetTest, AcquireTakesFreeCoresAndTheMinimum) {
 // (CoreLease(budget, want - 1, 0)): all the free ones when it runs alone,
 // none while the other worker runs a job.
 TEST(WorkerPoolTest, RunningJobsHoldACoreEach) {
+  // The promises outlive the pool, whose destructor waits for the jobs
+  // still using them.
+  std::promise<int> alone;
+  std::promise<void> first_running, second_asked, first_asked;
+  std::promise<int> first_extra, second_extra;
   CoreBudget budget(2);
   WorkerPool pool(2, &budget);
 
-  std::promise<int> alone;
   pool.Submit([&] {
     CoreLease extra(&budget, 3, 0);
     alone.set_value(extra.cores());
@@ -59,8 +63,6 @@ TEST(WorkerPoolTest, RunningJobsHoldACoreEach) {
   EXPECT_EQ(alone.get_future().get(), 1);
 
   // Two jobs at once, each asking while the other runs.
-  std::promise<void> first_running, second_asked, first_asked;
-  std::promise<int> first_extra, second_extra;
   pool.Submit([&] {
     first_running.set_value();
     second_asked.get_future().wait();
