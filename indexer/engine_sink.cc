@@ -83,11 +83,8 @@ class EngineSink : public Sink {
     return EncoderState{stats.encoder_version, stats.encoder_vocabulary};
   }
 
-  absl::StatusOr<EncoderTraining> TrainEncoder(const EncoderSettings& settings) override {
-    text::EncoderOptions options;
-    if (settings.semantic_share != 0.f) options.semantic_share = settings.semantic_share;
-    if (!settings.stem_language.empty()) options.stem_language = settings.stem_language;
-    ATTN_ASSIGN_OR_RETURN(EncoderTrainingResult r, collection_->TrainEncoder(options));
+  absl::StatusOr<EncoderTraining> TrainEncoder(const text::EncoderOverrides& overrides) override {
+    ATTN_ASSIGN_OR_RETURN(EncoderTrainingResult r, collection_->TrainEncoder(overrides.Apply()));
     EncoderTraining t;
     t.version = r.version;
     t.vocabulary = r.training.vocabulary;

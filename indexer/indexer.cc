@@ -156,9 +156,7 @@ std::optional<int> Load::MaybeTrainEncoder(bool reached_end) {
   }
   if (!train) return std::nullopt;
 
-  EncoderSettings settings;
-  settings.semantic_share = options_.semantic_share;
-  settings.stem_language = options_.stem_language;
+  const text::EncoderOverrides& settings = options_.encoder;
   Say(absl::StrFormat(
       "training the built-in encoder (v%llu) on the collection's text (semantic_share %s, "
       "stem_language %s)",
@@ -229,10 +227,7 @@ int Load::Run() {
   }
   if (o.train_encoder != TrainEncoderMode::kNever) {
     // Checked now rather than after the load.
-    text::EncoderOptions eo;
-    if (o.semantic_share != 0.f) eo.semantic_share = o.semantic_share;
-    if (!o.stem_language.empty()) eo.stem_language = o.stem_language;
-    absl::Status s = eo.Validate();
+    absl::Status s = o.encoder.Apply().Validate();
     if (!s.ok()) return Fail(kExitUsage, absl::StrCat("--", s.message()));
   }
 

@@ -15,6 +15,7 @@
 #include "core/types.h"
 #include "indexer/input_source.h"
 #include "indexer/progress.h"
+#include "text/encoder.h"
 
 namespace attnsearch::indexer {
 
@@ -93,10 +94,9 @@ struct IndexerOptions {
 
   // --- The built-in encoder ---
   TrainEncoderMode train_encoder = TrainEncoderMode::kAuto;
-  // Passed to the training (EncoderSettings); 0 / empty: the defaults
-  // (0.3, "english").
-  float semantic_share = 0.f;
-  std::string stem_language;
+  // The training's settings (attnsearch-index sets semantic_share and
+  // stem_language). Default: every field unset, the encoder's defaults.
+  text::EncoderOverrides encoder;
 
   // --- Tuning the ANN index ---
   // When > 0: after a load that reached the end of its input (and the index

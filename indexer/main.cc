@@ -104,11 +104,11 @@ int main(int argc, char** argv) {
                  "untrained), always, never")
       ->check(CLI::IsMember({"auto", "always", "never"}))
       ->capture_default_str();
-  app.add_option("--semantic_share", o.semantic_share,
+  app.add_option("--semantic_share", o.encoder.semantic_share,
                  "encoder: share of meaning vs exact words in a word vector, in (0, 1] (0: the "
                  "default, 0.3)")
       ->capture_default_str();
-  app.add_option("--stem_language", o.stem_language,
+  app.add_option("--stem_language", o.encoder.stem_language,
                  "encoder: Snowball stemmer (english, german, ...) or none (empty: english)");
   app.add_option("--target_recall", o.target_recall,
                  "after a load that reached the end of its input, tune the collection's "

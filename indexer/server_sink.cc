@@ -149,11 +149,16 @@ class ServerSink : public Sink {
                         info.collection().encoder_vocabulary()};
   }
 
-  absl::StatusOr<EncoderTraining> TrainEncoder(const EncoderSettings& settings) override {
+  absl::StatusOr<EncoderTraining> TrainEncoder(const text::EncoderOverrides& overrides) override {
     v1::TrainEncoderRequest req;
     req.set_collection(options_.collection);
-    req.mutable_params()->set_semantic_share(settings.semantic_share);
-    req.mutable_params()->set_stem_language(settings.stem_language);
+    v1::EncoderParams* p = req.mutable_params();
+    p->set_semantic_share(overrides.semantic_share);
+    p->set_stem_language(overrides.stem_language);
+    p->set_window(overrides.window);
+    p->set_min_count(overrides.min_count);
+    p->set_temperature(overrides.temperature);
+    p->set_expansion_weight(overrides.expansion_weight);
     ATTN_ASSIGN_OR_RETURN(const EncoderState before, GetEncoderState());
     int backoff = options_.initial_backoff_ms;
     for (int attempt = 0;; ++attempt) {

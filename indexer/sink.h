@@ -31,6 +31,7 @@
 
 #include "absl/status/statusor.h"
 #include "core/types.h"
+#include "text/encoder.h"
 
 namespace attnsearch::indexer {
 
@@ -52,15 +53,6 @@ using RejectFn =
 // acknowledged); `documents` counts the documents this sink made durable.
 // A non-OK return stops the load.
 using DurableFn = std::function<absl::Status(uint64_t position, uint64_t documents)>;
-
-// Settings of the built-in encoder's training (EncoderParams online);
-// 0 or empty: the default.
-struct EncoderSettings {
-  // Share of meaning vs exact words in a word vector. Default (0): 0.3.
-  float semantic_share = 0.f;
-  // Snowball stemmer ("english", ...) or "none". Default (empty): english.
-  std::string stem_language;
-};
 
 // The collection's built-in encoder.
 struct EncoderState {
@@ -137,7 +129,8 @@ class Sink {
   // document of the collection and encodes the text-only ones with it
   // (Collection::TrainEncoder). Call before Finish (offline, the ANN index is
   // then built once, with the encoded documents).
-  virtual absl::StatusOr<EncoderTraining> TrainEncoder(const EncoderSettings& settings) = 0;
+  virtual absl::StatusOr<EncoderTraining> TrainEncoder(
+      const text::EncoderOverrides& overrides) = 0;
   // After the last Sync: offline, builds the ANN index. Returns a line for
   // the summary.
   virtual absl::StatusOr<std::string> Finish() = 0;

@@ -262,16 +262,15 @@ grpc::ServerUnaryReactor* SearchServiceImpl::TrainEncoder(grpc::CallbackServerCo
              [this, req, resp](const CallRecord&) -> absl::Status {
                ATTN_ASSIGN_OR_RETURN(std::shared_ptr<Collection> c,
                                      catalog()->Get(req->collection()));
-               text::EncoderOptions options;
                const v1::EncoderParams& p = req->params();
-               if (p.semantic_share() != 0.f) options.semantic_share = p.semantic_share();
-               if (!p.stem_language().empty()) options.stem_language = p.stem_language();
-               if (p.window() != 0) options.window = p.window();
-               if (p.min_count() != 0) options.min_count = p.min_count();
-               if (p.temperature() != 0.f) options.temperature = p.temperature();
-               if (p.expansion_weight() > 0.f) options.expansion_weight = p.expansion_weight();
-               if (p.expansion_weight() < 0.f) options.expansion_weight = 0.f;  // off
-               ATTN_ASSIGN_OR_RETURN(EncoderTrainingResult r, c->TrainEncoder(options));
+               text::EncoderOverrides overrides;
+               overrides.semantic_share = p.semantic_share();
+               overrides.stem_language = p.stem_language();
+               overrides.window = p.window();
+               overrides.min_count = p.min_count();
+               overrides.temperature = p.temperature();
+               overrides.expansion_weight = p.expansion_weight();
+               ATTN_ASSIGN_OR_RETURN(EncoderTrainingResult r, c->TrainEncoder(overrides.Apply()));
                resp->set_version(r.version);
                resp->set_vocabulary(r.training.vocabulary);
                resp->set_documents(r.training.documents);

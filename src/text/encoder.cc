@@ -145,6 +145,18 @@ struct Encoder::Grouped {
   uint32_t begin = 0, end = 0;  // first occurrence
 };
 
+EncoderOptions EncoderOverrides::Apply() const {
+  EncoderOptions o;
+  if (semantic_share != 0.f) o.semantic_share = semantic_share;
+  if (!stem_language.empty()) o.stem_language = stem_language;
+  if (window != 0) o.window = window;
+  if (min_count != 0) o.min_count = min_count;
+  if (temperature != 0.f) o.temperature = temperature;
+  if (expansion_weight > 0.f) o.expansion_weight = expansion_weight;
+  if (expansion_weight < 0.f) o.expansion_weight = 0.f;  // off
+  return o;
+}
+
 absl::Status EncoderOptions::Validate() const {
   if (semantic_dims == 0 || semantic_dims > 1024) {
     return absl::InvalidArgumentError("semantic_dims: must be 1..1024");

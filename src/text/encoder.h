@@ -100,6 +100,23 @@ struct EncoderOptions {
   absl::Status Validate() const;
 };
 
+// The settings a user may change when training (the API's EncoderParams,
+// attnsearch-index's flags), over EncoderOptions' defaults. A zero or empty
+// field keeps the default.
+struct EncoderOverrides {
+  float semantic_share = 0.f;   // Default (0): EncoderOptions' 0.3.
+  std::string stem_language;    // Default (empty): english.
+  uint32_t window = 0;          // Default (0): 5.
+  uint32_t min_count = 0;       // Default (0): 1.
+  float temperature = 0.f;      // Default (0): 0.05.
+  // Default (0): 1.0; negative turns expansion off.
+  float expansion_weight = 0.f;
+
+  // The default EncoderOptions with the set fields replaced. The result may
+  // still be invalid (EncoderOptions::Validate says which field).
+  EncoderOptions Apply() const;
+};
+
 // An encoded text: token rows (unit length) and the pooled vector.
 struct Encoding {
   uint32_t num_tokens = 0;

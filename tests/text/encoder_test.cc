@@ -983,6 +983,39 @@ TEST(EncoderTest, BadTrainingInputIsInvalidArgument) {
   }
 }
 
+TEST(EncoderTest, OverridesReplaceOnlyTheFieldsTheySet) {
+  const EncoderOptions defaults;
+  const EncoderOptions none = EncoderOverrides{}.Apply();
+  EXPECT_EQ(none.semantic_share, defaults.semantic_share);
+  EXPECT_EQ(none.stem_language, defaults.stem_language);
+  EXPECT_EQ(none.window, defaults.window);
+  EXPECT_EQ(none.min_count, defaults.min_count);
+  EXPECT_EQ(none.temperature, defaults.temperature);
+  EXPECT_EQ(none.expansion_weight, defaults.expansion_weight);
+
+  EncoderOverrides set;
+  set.semantic_share = 0.6f;
+  set.stem_language = "none";
+  set.window = 2;
+  set.min_count = 3;
+  set.temperature = 0.5f;
+  set.expansion_weight = 2.f;
+  const EncoderOptions all = set.Apply();
+  EXPECT_EQ(all.semantic_share, 0.6f);
+  EXPECT_EQ(all.stem_language, "none");
+  EXPECT_EQ(all.window, 2u);
+  EXPECT_EQ(all.min_count, 3u);
+  EXPECT_EQ(all.temperature, 0.5f);
+  EXPECT_EQ(all.expansion_weight, 2.f);
+  EXPECT_EQ(all.semantic_dims, defaults.semantic_dims);  // not an override
+  EXPECT_TRUE(all.Validate().ok());
+
+  set.expansion_weight = -1.f;  // off
+  EXPECT_EQ(set.Apply().expansion_weight, 0.f);
+  set.semantic_share = 7.f;  // passed through for Validate to refuse
+  EXPECT_NE(set.Apply().Validate().message().find("semantic_share"), std::string::npos);
+}
+
 TEST(EncoderTest, BadOptionsAreInvalidArgumentNamingTheField) {
   const std::vector<std::string> texts = EnglishCorpus(10, 1);
   struct Case {
