@@ -129,8 +129,7 @@ class Sink {
   // document of the collection and encodes the text-only ones with it
   // (Collection::TrainEncoder). Call before Finish (offline, the ANN index is
   // then built once, with the encoded documents).
-  virtual absl::StatusOr<EncoderTraining> TrainEncoder(
-      const text::EncoderOverrides& overrides) = 0;
+  virtual absl::StatusOr<EncoderTraining> TrainEncoder(const text::EncoderOverrides& overrides) = 0;
   // After the last Sync: offline, builds the ANN index. Returns a line for
   // the summary.
   virtual absl::StatusOr<std::string> Finish() = 0;

@@ -12,6 +12,7 @@ packages=(
   nlohmann-json3-dev zlib1g-dev    # JSON lines, gzip input
   libxxhash-dev libutfcpp-dev      # the one checksum (XXH3) and UTF-8 validation
   libeigen3-dev                    # the encoder's truncated SVD (QR, eigensolver)
+  libcpp-httplib-dev               # the metrics endpoint's HTTP server
   libgtest-dev                     # GoogleTest
   libicu-dev                       # tokenizer: normalisation, word breaks
   libstemmer-dev                   # Snowball stemmers for the built-in encoder

@@ -48,3 +48,7 @@ attn_cc_test(NAME encoder_test
   SRCS ${CMAKE_CURRENT_LIST_DIR}/text/encoder_test.cc
   DEPS attn_core attn_text absl::flat_hash_map absl::flat_hash_set
   LABELS unit)
+attn_cc_test(NAME http_server_test
+  SRCS ${CMAKE_CURRENT_LIST_DIR}/http/http_server_test.cc
+  DEPS attn_http
+  LABELS unit)

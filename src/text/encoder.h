@@ -104,11 +104,11 @@ struct EncoderOptions {
 // attnsearch-index's flags), over EncoderOptions' defaults. A zero or empty
 // field keeps the default.
 struct EncoderOverrides {
-  float semantic_share = 0.f;   // Default (0): EncoderOptions' 0.3.
-  std::string stem_language;    // Default (empty): english.
-  uint32_t window = 0;          // Default (0): 5.
-  uint32_t min_count = 0;       // Default (0): 1.
-  float temperature = 0.f;      // Default (0): 0.05.
+  float semantic_share = 0.f;  // Default (0): EncoderOptions' 0.3.
+  std::string stem_language;   // Default (empty): english.
+  uint32_t window = 0;         // Default (0): 5.
+  uint32_t min_count = 0;      // Default (0): 1.
+  float temperature = 0.f;     // Default (0): 0.05.
   // Default (0): 1.0; negative turns expansion off.
   float expansion_weight = 0.f;
 

@@ -1,9 +1,9 @@
-// A table of bad requests sent over gRPC to the real attnsearch-server,
-// started with small limits. Each row asserts the exact status code, that
-// the message names the field or limit, that the server still serves
-// afterwards and that the stored data is unchanged (Get of known documents
-// and the document counts, before and after). The table (kind -> code) is
-// printed; src/server/README.md carries it.
+// A table of bad requests sent over gRPC to the server, started with small
+// limits. In-process (InProcessServer, with the binary's flags and a real
+// loopback port): nothing here needs a process boundary. Each row asserts the exact status code,
+// that the message names the field or limit, that the server still serves afterwards and that the
+// stored data is unchanged (Get of known documents and the document counts, before and after). The
+// table (kind -> code) is printed; src/server/README.md carries it.
 #include <cmath>
 #include <cstdio>
 #include <functional>
@@ -19,7 +19,7 @@
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
 #include "server/grpc_status_matchers.h"
-#include "server/server_process.h"
+#include "server/in_process_server.h"
 #include "test_util.h"
 
 namespace attnsearch::testing {
@@ -222,7 +222,7 @@ class BadInputTableTest : public ::testing::Test {
   }
 
   TempDir dir_;
-  ServerProcess server_;
+  InProcessServer server_;
   std::unique_ptr<v1::SearchService::Stub> stub_;
   std::string baseline_;
 };

@@ -26,6 +26,7 @@
 #include "grpcpp/generic/generic_stub.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
+#include "http/http_exchange.h"
 #include "nlohmann/json.hpp"
 #include "server/grpc_status_matchers.h"
 #include "server/server_process.h"
@@ -46,28 +47,8 @@ std::string ReadFile(const std::string& path) {
   return ss.str();
 }
 
-// One HTTP/1.1 request to 127.0.0.1:port; the whole response.
-std::string HttpGet(int port, const std::string& request) {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(uint16_t(port));
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
-    ::close(fd);
-    return "";
-  }
-  ::send(fd, request.data(), request.size(), MSG_NOSIGNAL);
-  std::string out;
-  char buf[4096];
-  ssize_t n;
-  while ((n = ::recv(fd, buf, sizeof(buf), 0)) > 0) out.append(buf, size_t(n));
-  ::close(fd);
-  return out;
-}
-
 std::string Scrape(int port) {
-  return HttpGet(port, "GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n");
+  return HttpExchange(port, "GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n");
 }
 
 // The value of the sample `series` (exact name and labels), or -1.
@@ -189,9 +170,9 @@ TEST(ObserveTest, MetricsEndpointAndJsonCallLog) {
     if (line.empty() || line[0] == '#') continue;
     EXPECT_TRUE(std::regex_match(line, sample_re)) << line;
   }
-  EXPECT_EQ(HttpGet(port, "GET /other HTTP/1.1\r\n\r\n").rfind("HTTP/1.1 404", 0), 0u);
-  EXPECT_EQ(HttpGet(port, "POST /metrics HTTP/1.1\r\n\r\n").rfind("HTTP/1.1 405", 0), 0u);
-  EXPECT_EQ(HttpGet(port, "garbage\r\n\r\n").rfind("HTTP/1.1 400", 0), 0u);
+  EXPECT_EQ(HttpExchange(port, "GET /other HTTP/1.1\r\n\r\n").rfind("HTTP/1.1 404", 0), 0u);
+  EXPECT_EQ(HttpExchange(port, "POST /metrics HTTP/1.1\r\n\r\n").rfind("HTTP/1.1 405", 0), 0u);
+  EXPECT_EQ(HttpExchange(port, "garbage\r\n\r\n").rfind("HTTP/1.1 400", 0), 0u);
 
   server.Kill(SIGTERM);
   EXPECT_EQ(server.Wait(), 0);
@@ -244,33 +225,6 @@ int FreePort() {
 
 constexpr char kServiceName[] = "attnsearch.v1.SearchService";
 const std::string kServing("\x08\x01", 2), kNotServing("\x08\x02", 2);
-
-// grpc.health.v1.Health/Check of `service` ("": the whole server); the
-// response bytes.
-grpc::Status HealthCheck(grpc::GenericStub* generic, std::string* response,
-                         const std::string& service = "") {
-  grpc::ClientContext ctx;
-  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
-  ctx.set_wait_for_ready(true);  // the port is not bound yet at first
-  // HealthCheckRequest{service}: field 1, length-delimited.
-  std::string bytes;
-  if (!service.empty()) bytes = std::string("\x0a") + char(service.size()) + service;
-  grpc::Slice slice(bytes);
-  const grpc::ByteBuffer request(&slice, 1);
-  grpc::ByteBuffer reply;
-  std::promise<grpc::Status> done;
-  generic->UnaryCall(&ctx, "/grpc.health.v1.Health/Check", grpc::StubOptions(), &request, &reply,
-                     [&done](grpc::Status s) { done.set_value(std::move(s)); });
-  const grpc::Status s = done.get_future().get();
-  std::vector<grpc::Slice> slices;
-  response->clear();
-  if (s.ok() && reply.Dump(&slices).ok()) {
-    for (const auto& sl : slices) {
-      response->append(reinterpret_cast<const char*>(sl.begin()), sl.size());
-    }
-  }
-  return s;
-}
 
 TEST(ObserveTest, HealthIsNotServingWhileCollectionsOpen) {
   TempDir dir;

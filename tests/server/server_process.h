@@ -41,6 +41,7 @@
 #include "attnsearch/v1/search.grpc.pb.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
+#include "server/server_channel.h"
 
 #ifndef ATTN_SERVER_BINARY
 #error "ATTN_SERVER_BINARY must name the attnsearch-server binary"
@@ -222,36 +223,6 @@ class ServerProcess {
   int stdout_fd_ = -1;
   std::string address_;
 };
-
-// An insecure channel to `address` that accepts messages as large as the
-// server does by default.
-inline std::shared_ptr<grpc::Channel> NewServerChannel(const std::string& address) {
-  grpc::ChannelArguments args;
-  args.SetMaxReceiveMessageSize(64 << 20);
-  args.SetMaxSendMessageSize(64 << 20);
-  // A fresh connection per channel: a restarted server gets a new one.
-  args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
-  return grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args);
-}
-
-// An UpsertRequest of `docs` for `collection`.
-inline attnsearch::v1::UpsertRequest MakeUpsertRequest(
-    const std::string& collection, const std::vector<attnsearch::v1::Document>& docs) {
-  attnsearch::v1::UpsertRequest req;
-  req.set_collection(collection);
-  for (const auto& d : docs) *req.add_documents() = d;
-  return req;
-}
-
-inline std::unique_ptr<attnsearch::v1::SearchService::Stub> NewSearchStub(
-    const std::shared_ptr<grpc::Channel>& channel) {
-  return attnsearch::v1::SearchService::NewStub(channel);
-}
-
-inline std::unique_ptr<attnsearch::v1::SearchService::Stub> NewSearchStub(
-    const std::string& address) {
-  return NewSearchStub(NewServerChannel(address));
-}
 
 // A finished child process: its wait status and what it printed.
 struct ProcessRun {

@@ -1,8 +1,11 @@
-// Integration tests of attnsearch-server: the real binary runs as a child
-// process on an ephemeral loopback port (ServerProcess) and every RPC is
-// exercised over a real gRPC channel: happy paths, a search oracle, bad
+// Integration tests of the server: every RPC is exercised over a real gRPC
+// channel on an ephemeral loopback port: happy paths, a search oracle, bad
 // inputs, stream errors, deadlines, crash durability, graceful shutdown,
-// health and reflection.
+// health and reflection. ServerTest runs the server in-process
+// (InProcessServer, with the binary's flags; its restarts are graceful
+// stops); ProcessServerTest runs the attnsearch-server binary as a child
+// (ServerProcess) for what needs a process boundary: SIGKILL durability
+// and the binary's own exit on SIGTERM.
 #include <signal.h>
 #include <sys/wait.h>
 
@@ -26,6 +29,7 @@
 #include "gtest/gtest-spi.h"
 #include "gtest/gtest.h"
 #include "server/grpc_status_matchers.h"
+#include "server/in_process_server.h"
 #include "server/server_process.h"
 #include "test_util.h"
 
@@ -202,9 +206,11 @@ double ReferenceScore(const std::vector<float>& q, uint32_t m, const std::vector
 }
 
 // ---------------------------------------------------------------------------
-// Fixture: one server per test on its own data directory.
+// Fixture: one server per test on its own data directory, run by `Runner`
+// (InProcessServer or ServerProcess).
 
-class ServerTest : public ::testing::Test {
+template <typename Runner>
+class ServerTestBase : public ::testing::Test {
  protected:
   void SetUp() override { StartServer(); }
 
@@ -334,10 +340,13 @@ class ServerTest : public ::testing::Test {
   }
 
   TempDir dir_;
-  ServerProcess server_;
+  Runner server_;
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<v1::SearchService::Stub> stub_;
 };
+
+using ServerTest = ServerTestBase<InProcessServer>;
+using ProcessServerTest = ServerTestBase<ServerProcess>;
 
 // ---------------------------------------------------------------------------
 // 1. Happy paths.
@@ -1117,7 +1126,7 @@ TEST_F(ServerTest, ExpiredDeadline) {
 // ---------------------------------------------------------------------------
 // 6. Durability: SIGKILL, restart, every acknowledged write is there.
 
-TEST_F(ServerTest, AcknowledgedWritesSurviveSigkill) {
+TEST_F(ProcessServerTest, AcknowledgedWritesSurviveSigkill) {
   constexpr uint32_t kDim = 16;
   // A small snapshot interval: the restart loads a snapshot and replays the
   // writes made after it.
@@ -1507,7 +1516,7 @@ TEST_F(ServerTest, TuneIndexSetsTheDefaultAndPersists) {
   for (size_t i = 0; i < queries.size(); ++i) EXPECT_EQ(ids(queries[i], ""), by_default[i]);
 }
 
-TEST_F(ServerTest, GracefulShutdownKeepsData) {
+TEST_F(ProcessServerTest, GracefulShutdownKeepsData) {
   constexpr uint32_t kDim = 8;
   ASSERT_OK(Create("g", kDim, v1::TOKEN_DTYPE_F32, ""));
   ASSERT_OK(Create("h", kDim, v1::TOKEN_DTYPE_UNSPECIFIED, "Flat"));

@@ -2,18 +2,16 @@
 # child process on an ephemeral loopback port. Included from
 # tests/CMakeLists.txt.
 attn_cc_test(NAME server_test SRCS server/server_test.cc
-             DEPS attn_proto gRPC::grpc++
+             DEPS attn_server attn_proto gRPC::grpc++
              LABELS integration)
 target_compile_definitions(server_test PRIVATE
                            ATTN_SERVER_BINARY="$<TARGET_FILE:attnsearch-server>")
 add_dependencies(server_test attnsearch-server)
 # Text search through the server: TrainEncoder and text queries over gRPC.
+# In-process.
 attn_cc_test(NAME text_search_test SRCS server/text_search_test.cc
-             DEPS attn_proto gRPC::grpc++
+             DEPS attn_server attn_proto gRPC::grpc++
              LABELS integration)
-target_compile_definitions(text_search_test PRIVATE
-                           ATTN_SERVER_BINARY="$<TARGET_FILE:attnsearch-server>")
-add_dependencies(text_search_test attnsearch-server)
 # API keys, TLS and the command-line clients' security flags, over loopback.
 attn_cc_test(NAME security_test SRCS server/security_test.cc
              DEPS attn_proto gRPC::grpc++
@@ -25,13 +23,10 @@ target_compile_definitions(security_test PRIVATE
                            ATTN_TESTDATA_DIR="${CMAKE_CURRENT_SOURCE_DIR}/server/testdata")
 add_dependencies(security_test attnsearch-server attnsearch-index attnsearch-demo)
 # A table of bad requests against a server with small limits: code, message,
-# still serving, nothing changed.
+# still serving, nothing changed. In-process.
 attn_cc_test(NAME bad_input_test SRCS server/bad_input_test.cc
-             DEPS attn_proto gRPC::grpc++
+             DEPS attn_server attn_proto gRPC::grpc++
              LABELS integration)
-target_compile_definitions(bad_input_test PRIVATE
-                           ATTN_SERVER_BINARY="$<TARGET_FILE:attnsearch-server>")
-add_dependencies(bad_input_test attnsearch-server)
 # Metrics endpoint, JSON call log and startup health, over loopback.
 attn_cc_test(NAME observe_test SRCS server/observe_test.cc
              DEPS attn_proto gRPC::grpc++ nlohmann_json::nlohmann_json
@@ -56,3 +51,8 @@ add_dependencies(backup_server_test attnsearch-server attnsearch-admin)
 attn_cc_test(NAME worker_pool_test SRCS server/worker_pool_test.cc
              DEPS attn_server
              LABELS unit)
+# The Server class in-process: TCP and in-process channels, Stop and a
+# second Start, options refused by name, flags, metrics over HTTP.
+attn_cc_test(NAME server_class_test SRCS server/server_class_test.cc
+             DEPS attn_server attn_proto gRPC::grpc++
+             LABELS integration)

@@ -1,8 +1,8 @@
-// Integration tests of text search through attnsearch-server: the real
-// binary runs as a child process on an ephemeral loopback port
-// (ServerProcess); text-only documents are upserted over gRPC, the encoder is
-// trained with the TrainEncoder RPC, and text queries are answered with
-// explanations and snippets, also after a restart.
+// Integration tests of text search through the server, in-process
+// (InProcessServer, with the binary's flags, on an ephemeral loopback port;
+// the restart is a graceful stop, so no process boundary is needed); text-only documents are
+// upserted over gRPC, the encoder is trained with the TrainEncoder RPC, and text queries are
+// answered with explanations and snippets, also after a restart.
 #include <signal.h>
 #include <sys/wait.h>
 
@@ -17,7 +17,7 @@
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
 #include "server/grpc_status_matchers.h"
-#include "server/server_process.h"
+#include "server/in_process_server.h"
 #include "test_util.h"
 
 namespace attnsearch::testing {
@@ -148,7 +148,7 @@ class TextSearchTest : public ::testing::Test {
   }
 
   TempDir dir_;
-  ServerProcess server_;
+  InProcessServer server_;
   std::unique_ptr<v1::SearchService::Stub> stub_;
 };
 
@@ -232,7 +232,7 @@ TEST_F(TextSearchTest, TrainThenSearchByText) {
 
   // After a restart the encoder is back and answers the same.
   const int status = StopServer(SIGTERM);
-  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << DescribeWaitStatus(status);
+  EXPECT_EQ(status, 0);
   StartServer();
   ASSERT_OK(GetCollection("docs", &info));
   EXPECT_EQ(info.encoder_version(), 1u);

@@ -1,0 +1,88 @@
+#include "http/http_server.h"
+
+#include <httplib.h>
+
+#include <atomic>
+#include <chrono>
+#include <thread>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+
+namespace attnsearch {
+
+HttpServer::HttpServer(HttpServerOptions options) : server_(std::make_unique<httplib::Server>()) {
+  const int threads = std::max(1, options.threads);
+  server_->new_task_queue = [threads] { return new httplib::ThreadPool(size_t(threads)); };
+  server_->set_keep_alive_max_count(1);  // one request per connection
+  server_->set_read_timeout(options.read_timeout_s, 0);
+  server_->set_write_timeout(options.read_timeout_s, 0);
+  server_->set_payload_max_length(options.max_body_bytes);
+  // SO_REUSEADDR only: cpp-httplib's default also sets SO_REUSEPORT, with
+  // which a second server would silently share a port already in use.
+  server_->set_socket_options([](int sock) {
+    const int yes = 1;
+    setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
+  });
+  // A registered path answers GET and HEAD only.
+  server_->set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
+    if (req.method == "GET" || req.method == "HEAD" || handlers_.count(req.path) == 0) {
+      return httplib::Server::HandlerResponse::Unhandled;
+    }
+    res.status = 405;
+    res.set_header("Allow", "GET, HEAD");
+    res.set_content("method not allowed\n", "text/plain");
+    return httplib::Server::HandlerResponse::Handled;
+  });
+}
+
+HttpServer::~HttpServer() {
+  server_->stop();
+  if (thread_.joinable()) thread_.join();
+}
+
+void HttpServer::Get(const std::string& path, HttpHandler handler) {
+  handlers_[path] = handler;
+  // The path is matched as a regular expression: escape it.
+  std::string pattern;
+  for (char c : path) {
+    if (std::string_view("\\^$.|?*+()[]{}").find(c) != std::string_view::npos) pattern += '\\';
+    pattern += c;
+  }
+  server_->Get(pattern, [handler](const httplib::Request& req, httplib::Response& res) {
+    HttpRequest request{req.path, {req.params.begin(), req.params.end()}};
+    HttpResponse response = handler(request);
+    res.status = response.status;
+    res.set_content(std::move(response.body), response.content_type.c_str());
+  });
+}
+
+absl::StatusOr<int> HttpServer::Start(const std::string& host_port) {
+  const size_t colon = host_port.rfind(':');
+  int port = -1;
+  if (colon == std::string::npos || colon == 0 ||
+      !absl::SimpleAtoi(host_port.substr(colon + 1), &port) || port < 0 || port > 65535) {
+    return absl::InvalidArgumentError(absl::StrCat("'", host_port, "' is not HOST:PORT"));
+  }
+  std::string host = host_port.substr(0, colon);
+  if (host.size() > 2 && host.front() == '[' && host.back() == ']') {
+    host = host.substr(1, host.size() - 2);  // [::1]
+  }
+  const int bound =
+      port == 0 ? server_->bind_to_any_port(host) : (server_->bind_to_port(host, port) ? port : -1);
+  if (bound < 0) {
+    return absl::UnavailableError(absl::StrCat("cannot listen on ", host_port));
+  }
+  thread_ = std::thread([this] {
+    server_->listen_after_bind();
+    listen_returned_ = true;
+  });
+  // Until the thread runs its accept loop, stop() would not reach it: wait
+  // for that, so the destructor can always stop it.
+  while (!server_->is_running() && !listen_returned_) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  return bound;
+}
+
+}  // namespace attnsearch

@@ -1,0 +1,84 @@
+// HttpServer: the HTTP/1.1 endpoints beside the gRPC service (Prometheus
+// metrics), on cpp-httplib.
+//
+//   HttpServer http;
+//   http.Get("/metrics", [&](const HttpRequest&) {
+//     return HttpResponse{.content_type = "text/plain; version=0.0.4", .body = Render()};
+//   });
+//   absl::StatusOr<int> port = http.Start("127.0.0.1:0");
+//
+// GET (and HEAD) of a registered path calls its handler; another method on
+// it gets 405, any other path 404, a malformed request 400. Every
+// connection answers one request and closes. Requests are read with a
+// timeout and a size bound, so a slow or hostile client holds a thread for
+// at most the timeout; a small pool of threads answers concurrently.
+//
+// Thread safety: register handlers before Start; handlers run on the pool's
+// threads, concurrently.
+#ifndef ATTNSEARCH_HTTP_HTTP_SERVER_H_
+#define ATTNSEARCH_HTTP_HTTP_SERVER_H_
+
+#include <atomic>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <thread>
+
+#include "absl/status/statusor.h"
+
+namespace httplib {
+class Server;
+}
+
+namespace attnsearch {
+
+struct HttpServerOptions {
+  // Threads answering requests. Default: 2.
+  int threads = 2;
+  // Seconds a client may take to send its request. Default: 2.
+  int read_timeout_s = 2;
+  // Largest request body accepted, bytes. Default: 64 KiB.
+  size_t max_body_bytes = 64 << 10;
+};
+
+struct HttpRequest {
+  std::string path;
+  std::multimap<std::string, std::string> params;  // the query string's
+};
+
+struct HttpResponse {
+  int status = 200;
+  std::string content_type = "text/plain; charset=utf-8";
+  std::string body;
+};
+
+using HttpHandler = std::function<HttpResponse(const HttpRequest&)>;
+
+class HttpServer {
+ public:
+  explicit HttpServer(HttpServerOptions options = {});
+  // Stops serving and joins the thread.
+  ~HttpServer();
+  HttpServer(const HttpServer&) = delete;
+  HttpServer& operator=(const HttpServer&) = delete;
+
+  // Serves GET and HEAD of exactly `path` with `handler`.
+  void Get(const std::string& path, HttpHandler handler);
+
+  // Binds HOST:PORT ("127.0.0.1:9100", "localhost:0", "[::1]:0", "0.0.0.0:9100";
+  // port 0 lets the system choose) and serves on a thread; returns the
+  // port. INVALID_ARGUMENT when `host_port` is not HOST:PORT, UNAVAILABLE
+  // when it cannot be bound.
+  absl::StatusOr<int> Start(const std::string& host_port);
+
+ private:
+  std::unique_ptr<httplib::Server> server_;
+  std::map<std::string, HttpHandler> handlers_;
+  std::thread thread_;
+  std::atomic<bool> listen_returned_{false};  // the thread's accept loop ended
+};
+
+}  // namespace attnsearch
+
+#endif  // ATTNSEARCH_HTTP_HTTP_SERVER_H_

@@ -1,0 +1,236 @@
+#include "server/server.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "core/log.h"
+#include "core/status.h"
+#include "grpcpp/ext/proto_server_reflection_plugin.h"
+#include "grpcpp/health_check_service_interface.h"
+#include "http/http_server.h"
+#include "server/auth.h"
+#include "server/service.h"
+#include "server/worker_pool.h"
+
+namespace attnsearch {
+namespace {
+
+// OK when `address` is HOST:PORT with a port in 0..65535.
+absl::Status CheckHostPort(const std::string& field, const std::string& address) {
+  const size_t colon = address.rfind(':');
+  int port = -1;
+  if (colon == std::string::npos || colon == 0 ||
+      !absl::SimpleAtoi(address.substr(colon + 1), &port) || port < 0 || port > 65535) {
+    return absl::InvalidArgumentError(absl::StrCat(field, ": '", address, "' is not HOST:PORT"));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::string> ReadWholeFile(const std::string& field, const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  if (!in || ss.str().empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(field, ": cannot read '", path, "'"));
+  }
+  return ss.str();
+}
+
+absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> Credentials(const ServerOptions& o) {
+  if (o.tls_cert.empty()) return grpc::InsecureServerCredentials();
+  grpc::SslServerCredentialsOptions::PemKeyCertPair pair;
+  ATTN_ASSIGN_OR_RETURN(pair.cert_chain, ReadWholeFile("tls_cert", o.tls_cert));
+  ATTN_ASSIGN_OR_RETURN(pair.private_key, ReadWholeFile("tls_key", o.tls_key));
+  grpc::SslServerCredentialsOptions ssl;
+  ssl.pem_key_cert_pairs.push_back(std::move(pair));
+  return grpc::SslServerCredentials(ssl);
+}
+
+std::string Host(const std::string& address) { return address.substr(0, address.rfind(':')); }
+
+bool IsLoopback(const std::string& host) {
+  return host == "127.0.0.1" || host == "localhost" || host == "[::1]" ||
+         host.rfind("127.", 0) == 0;
+}
+
+}  // namespace
+
+uint64_t AvailableMemoryMb() {
+  uint64_t bytes = uint64_t(sysconf(_SC_PHYS_PAGES)) * uint64_t(sysconf(_SC_PAGESIZE));
+  for (const char* path :
+       {"/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"}) {
+    std::ifstream in(path);
+    uint64_t limit = 0;
+    if (in >> limit && limit > 0) bytes = std::min(bytes, limit);  // "max" does not parse
+  }
+  return bytes >> 20;
+}
+
+absl::Status ServerOptions::Validate() const {
+  if (data_dir.empty()) return absl::InvalidArgumentError("data_dir: required");
+  ATTN_RETURN_IF_ERROR(CheckHostPort("listen", listen));
+  if (!metrics_listen.empty())
+    ATTN_RETURN_IF_ERROR(CheckHostPort("metrics_listen", metrics_listen));
+  if (tls_cert.empty() != tls_key.empty()) {
+    return absl::InvalidArgumentError("tls_cert, tls_key: give both or neither");
+  }
+  if (max_message_mb < 1 || max_message_mb > 2047) {
+    return absl::InvalidArgumentError("max_message_mb: must be in 1..2047");
+  }
+  if (!(drain_s >= 0 && drain_s <= 3600)) {
+    return absl::InvalidArgumentError("drain_s: must be in [0, 3600]");
+  }
+  if (!(shutdown_grace_s >= 0)) return absl::InvalidArgumentError("shutdown_grace_s: must be >= 0");
+  if (cores < 0) return absl::InvalidArgumentError("cores: must be >= 0");
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::unique_ptr<Server>> Server::Start(ServerOptions options) {
+  ATTN_RETURN_IF_ERROR(options.Validate());
+  std::unique_ptr<Server> s(new Server());
+  s->options_ = std::move(options);
+  const ServerOptions& o = s->options_;
+  s->api_keys_ = std::make_unique<ApiKeys>();
+  if (!o.api_keys_file.empty()) {
+    absl::StatusOr<ApiKeys> keys = ApiKeys::Load(o.api_keys_file);
+    if (!keys.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat("api_keys: ", keys.status().message()));
+    }
+    *s->api_keys_ = *std::move(keys);
+  }
+  const unsigned hardware = std::max(1u, std::thread::hardware_concurrency());
+  s->core_budget_ = std::make_unique<CoreBudget>(o.cores > 0 ? o.cores : int(hardware));
+  s->pool_ =
+      std::make_unique<WorkerPool>(o.workers > 0 ? o.workers : hardware, s->core_budget_.get());
+  Server* self = s.get();
+  s->metrics_ = std::make_unique<ServerMetrics>(o.log_calls, [self] {
+    std::vector<CollectionGauges> out;
+    Catalog* c = self->open_catalog_.load();
+    if (c == nullptr) return out;
+    for (const auto& [name, collection] : c->List()) out.push_back({name, collection->Stats()});
+    return out;
+  });
+  ATTN_RETURN_IF_ERROR(s->StartMetrics());
+  ATTN_RETURN_IF_ERROR(s->Listen());
+  absl::Status opened = s->OpenCollections();
+  if (!opened.ok()) {
+    s->grpc_->Shutdown();
+    return opened;
+  }
+  return s;
+}
+
+absl::Status Server::StartMetrics() {
+  if (options_.metrics_listen.empty()) return absl::OkStatus();
+  http_ = std::make_unique<HttpServer>();
+  http_->Get("/metrics", [this](const HttpRequest&) {
+    return HttpResponse{.content_type = "text/plain; version=0.0.4; charset=utf-8",
+                        .body = metrics_->Render()};
+  });
+  absl::StatusOr<int> port = http_->Start(options_.metrics_listen);
+  if (!port.ok()) return Annotate(port.status(), "metrics_listen");
+  metrics_port_ = *port;
+  LogInfo("metrics listening",
+          {{"address", absl::StrCat(Host(options_.metrics_listen), ":", metrics_port_)}});
+  return absl::OkStatus();
+}
+
+absl::Status Server::Listen() {
+  const ServerOptions& o = options_;
+  ATTN_ASSIGN_OR_RETURN(std::shared_ptr<grpc::ServerCredentials> credentials, Credentials(o));
+  ServiceOptions service_options;
+  if (api_keys_->enabled()) service_options.keys = api_keys_.get();
+  service_options.observer = metrics_.get();
+  service_ = std::make_unique<SearchServiceImpl>(nullptr, pool_.get(), service_options);
+
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort(o.listen, credentials, &port_);
+  builder.SetMaxReceiveMessageSize(o.max_message_mb << 20);
+  builder.SetMaxSendMessageSize(o.max_message_mb << 20);
+  builder.RegisterService(service_.get());
+  grpc_ = builder.BuildAndStart();
+  if (!grpc_ || port_ == 0) {
+    return absl::UnavailableError(absl::StrCat("listen: cannot listen on ", o.listen));
+  }
+  // The standard health service answers for the whole server ("") and for
+  // the service by name, as probes and load balancers ask.
+  grpc::HealthCheckServiceInterface* health = grpc_->GetHealthCheckService();
+  health->SetServingStatus(v1::SearchService::service_full_name(), false);
+  health->SetServingStatus(false);
+  const std::string host = Host(o.listen);
+  LogInfo("opening the collections", {{"address", address()},
+                                      {"data_dir", o.data_dir},
+                                      {"tls", o.tls_cert.empty() ? "off" : "on"},
+                                      {"api_keys", int64_t(api_keys_->size())}});
+  if (!IsLoopback(host) && !api_keys_->enabled()) {
+    LogWarn(
+        "listening beyond loopback without --api_keys: anyone who can reach this address "
+        "can read and write");
+  }
+  if (!IsLoopback(host) && api_keys_->enabled() && o.tls_cert.empty()) {
+    LogWarn("API keys travel in plaintext beyond loopback; serve TLS with --tls_cert/--tls_key");
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Server::OpenCollections() {
+  const auto start = std::chrono::steady_clock::now();
+  CatalogOptions catalog_options;
+  catalog_options.data_dir = options_.data_dir;
+  catalog_options.collection = options_.collection;
+  StorageOptions& storage = catalog_options.collection.storage;
+  storage.sync_writes = options_.sync_writes;
+  const size_t cache_mb = options_.block_cache_mb > 0
+                              ? options_.block_cache_mb
+                              : size_t(std::max<uint64_t>(256, AvailableMemoryMb() / 8));
+  storage.block_cache = std::make_shared<BlockCache>(cache_mb << 20);
+  catalog_options.collection.rerank.cores = core_budget_.get();
+  ATTN_ASSIGN_OR_RETURN(catalog_, Catalog::Open(catalog_options));
+  service_->SetCatalog(catalog_.get());
+  open_catalog_.store(catalog_.get());
+  grpc_->GetHealthCheckService()->SetServingStatus(true);
+  LogInfo("serving", {{"collections", int64_t(catalog_->List().size())},
+                      {"open_ms", std::chrono::duration<double, std::milli>(
+                                      std::chrono::steady_clock::now() - start)
+                                      .count()}});
+  return absl::OkStatus();
+}
+
+std::string Server::address() const { return absl::StrCat(Host(options_.listen), ":", port_); }
+
+std::shared_ptr<grpc::Channel> Server::InProcessChannel(const grpc::ChannelArguments& args) {
+  return grpc_->InProcessChannel(args);
+}
+
+void Server::Stop() {
+  std::call_once(stopped_, [this] {
+    grpc_->GetHealthCheckService()->Shutdown();  // every name NOT_SERVING from now on
+    if (options_.drain_s > 0) {
+      LogInfo("draining", {{"seconds", options_.drain_s}});
+      std::this_thread::sleep_for(std::chrono::duration<double>(options_.drain_s));
+    }
+    grpc_->Shutdown(std::chrono::system_clock::now() +
+                    std::chrono::microseconds(int64_t(options_.shutdown_grace_s * 1e6)));
+    grpc_->Wait();
+    pool_.reset();  // finishes queued jobs
+    http_.reset();
+    open_catalog_.store(nullptr);
+    catalog_.reset();  // snapshots and closes every collection
+    LogInfo("stopped");
+  });
+}
+
+Server::~Server() {
+  if (grpc_ != nullptr && catalog_ != nullptr) Stop();
+}
+
+}  // namespace attnsearch

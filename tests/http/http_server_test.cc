@@ -1,0 +1,100 @@
+// Tests of HttpServer against raw HTTP exchanges: what a registered path,
+// another path, another method and a malformed request get; IPv6; bad and
+// taken addresses; a slow client does not hold up the others.
+#include "http/http_server.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <string>
+
+#include "gtest/gtest.h"
+#include "http/http_exchange.h"
+
+namespace attnsearch::testing {
+namespace {
+
+// A server answering GET /metrics with a counter of the calls.
+struct CountingServer {
+  CountingServer() {
+    http.Get("/metrics", [this](const HttpRequest& req) {
+      const int n = ++calls;
+      std::string body = "calls " + std::to_string(n) + "\n";
+      for (const auto& [k, v] : req.params) body += k + "=" + v + "\n";
+      return HttpResponse{.content_type = "text/plain; version=0.0.4", .body = body};
+    });
+  }
+  HttpServer http;
+  std::atomic<int> calls{0};
+};
+
+TEST(HttpServerTest, AnswersRegisteredPathsOnly) {
+  CountingServer s;
+  absl::StatusOr<int> port = s.http.Start("127.0.0.1:0");
+  ASSERT_TRUE(port.ok()) << port.status();
+  ASSERT_GT(*port, 0);
+
+  const std::string ok = HttpExchange(*port, "GET /metrics?x=1 HTTP/1.1\r\nHost: a\r\n\r\n");
+  EXPECT_EQ(ok.rfind("HTTP/1.1 200", 0), 0u) << ok;
+  EXPECT_NE(ok.find("Content-Type: text/plain; version=0.0.4"), std::string::npos) << ok;
+  EXPECT_NE(ok.find("\r\n\r\ncalls 1\nx=1\n"), std::string::npos) << ok;
+  // Each connection answers one request and closes (HttpExchange reads to
+  // the end, so it returning at all shows the close).
+  EXPECT_NE(ok.find("Connection: close"), std::string::npos) << ok;
+
+  const std::string head = HttpExchange(*port, "HEAD /metrics HTTP/1.1\r\nHost: a\r\n\r\n");
+  EXPECT_EQ(head.rfind("HTTP/1.1 200", 0), 0u) << head;
+  EXPECT_EQ(head.find("calls"), std::string::npos) << head;
+
+  EXPECT_EQ(HttpExchange(*port, "GET /other HTTP/1.1\r\n\r\n").rfind("HTTP/1.1 404", 0), 0u);
+  const std::string post = HttpExchange(*port, "POST /metrics HTTP/1.1\r\n\r\n");
+  EXPECT_EQ(post.rfind("HTTP/1.1 405", 0), 0u) << post;
+  EXPECT_NE(post.find("Allow: GET, HEAD"), std::string::npos) << post;
+  EXPECT_EQ(HttpExchange(*port, "garbage\r\n\r\n").rfind("HTTP/1.1 400", 0), 0u);
+  EXPECT_EQ(s.calls.load(), 2);  // GET and HEAD
+}
+
+TEST(HttpServerTest, ListensOnIpv6) {
+  CountingServer s;
+  absl::StatusOr<int> port = s.http.Start("[::1]:0");
+  ASSERT_TRUE(port.ok()) << port.status();
+  const std::string ok = HttpExchange(*port, "GET /metrics HTTP/1.1\r\n\r\n", /*ipv6=*/true);
+  EXPECT_EQ(ok.rfind("HTTP/1.1 200", 0), 0u) << ok;
+}
+
+TEST(HttpServerTest, BadOrTakenAddresses) {
+  for (const char* bad : {"", "127.0.0.1", ":80", "127.0.0.1:x", "127.0.0.1:70000"}) {
+    HttpServer http;
+    absl::StatusOr<int> port = http.Start(bad);
+    EXPECT_TRUE(absl::IsInvalidArgument(port.status())) << bad << ": " << port.status();
+  }
+  CountingServer first;
+  absl::StatusOr<int> port = first.http.Start("127.0.0.1:0");
+  ASSERT_TRUE(port.ok());
+  HttpServer second;
+  absl::StatusOr<int> again = second.Start("127.0.0.1:" + std::to_string(*port));
+  EXPECT_TRUE(absl::IsUnavailable(again.status())) << again.status();
+}
+
+TEST(HttpServerTest, ASilentClientDoesNotHoldUpOthers) {
+  CountingServer s;
+  absl::StatusOr<int> port = s.http.Start("127.0.0.1:0");
+  ASSERT_TRUE(port.ok());
+  // A client that connects and sends nothing holds one thread until the
+  // read timeout; the next client is answered meanwhile.
+  const int silent = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(uint16_t(*port));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(::connect(silent, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  const std::string ok = HttpExchange(*port, "GET /metrics HTTP/1.1\r\n\r\n");
+  EXPECT_EQ(ok.rfind("HTTP/1.1 200", 0), 0u) << ok;
+  ::close(silent);
+}
+
+}  // namespace
+}  // namespace attnsearch::testing
