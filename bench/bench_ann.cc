@@ -2,6 +2,7 @@
 // peers in the same run.
 //
 //   attnsearch-bench --benchmarks=ann [--dataset=synthetic|uniform|siftsmall]
+//       [--siftsmall_dir=DIR (required for siftsmall)]
 //       [--num_docs=100000 --num_queries=1000 --dim=128 --clusters=100
 //        --spread=0.5 --seed=42] [--ann_spec=HNSW32,SQfp16]
 //       [--ef_construction=80] [--ef_search=10,16,24,32,48,64,96,128,256]
@@ -524,6 +525,10 @@ absl::StatusOr<BenchOutput> RunAnn(const BenchFlags& f) {
   VectorSet base, queries;
   std::vector<std::vector<int64_t>> l2_truth;
   if (f.dataset == "siftsmall") {
+    if (f.siftsmall_dir.empty()) {
+      return absl::InvalidArgumentError(
+          "--siftsmall_dir: required for --dataset=siftsmall (e.g. ../shared/data/siftsmall)");
+    }
     auto b = LoadFvecsNormalized(f.siftsmall_dir + "/base.fvecs");
     if (!b.ok()) return b.status();
     auto q = LoadFvecsNormalized(f.siftsmall_dir + "/query.fvecs");

@@ -41,8 +41,8 @@ int main(int argc, char** argv) {
   // Data.
   app.add_option("--dataset", f.dataset, "synthetic | uniform | siftsmall")->capture_default_str();
   app.add_option("--siftsmall_dir", f.siftsmall_dir,
-                 "folder of base/query.fvecs, groundtruth.ivecs")
-      ->capture_default_str();
+                 "folder of base/query.fvecs, groundtruth.ivecs; required for "
+                 "--dataset=siftsmall (e.g. ../shared/data/siftsmall)");
   app.add_option("--seed", f.seed, "seed of the synthetic data")->capture_default_str();
   app.add_option("--dim", f.dim, "vector dimension (synthetic)")->capture_default_str();
   app.add_option("--clusters", f.clusters, "clusters (synthetic)")->capture_default_str();
