@@ -50,6 +50,7 @@
 #include "absl/status/status.h"
 #include "attnsearch/v1/search.grpc.pb.h"
 #include "benchmarks.h"
+#include "core/status.h"
 #include "grpcpp/grpcpp.h"
 #include "report.h"
 #include "svg.h"
@@ -329,6 +330,187 @@ class SpeedProbe {
   std::thread thread_;
 };
 
+// A soak run's samples split by window: the whole latency, the engine's
+// search time, the wait for a server worker, the rest (gRPC on both sides,
+// loopback, the client's callback) and how late the load generator sent;
+// and the speed probe's CPU times.
+struct SoakWindows {
+  explicit SoakWindows(size_t n)
+      : ms(n),
+        engine_ms(n),
+        queue_ms(n),
+        outside_ms(n),
+        lag_ms(n),
+        probe_us(n),
+        errors(n, 0),
+        requests(n, 0) {}
+  std::vector<std::vector<double>> ms, engine_ms, queue_ms, outside_ms, lag_ms, probe_us;
+  std::vector<int64_t> errors, requests;
+};
+
+SoakWindows SplitSoak(const RunResult& run, const SpeedProbe& probe, size_t windows,
+                      double window_s) {
+  SoakWindows out(windows);
+  for (const SpeedProbe::Sample& s : probe.samples()) {
+    out.probe_us[std::min(windows - 1, size_t(s.t_s / window_s))].push_back(s.cpu_us);
+  }
+  for (const Sample& s : run.samples) {
+    const size_t w = std::min(windows - 1, size_t(s.start_s / window_s));
+    ++out.requests[w];
+    out.lag_ms[w].push_back(s.send_lag_us / 1000.0);
+    if (s.code == 0) {
+      out.ms[w].push_back(s.latency_us / 1000.0);
+      out.engine_ms[w].push_back(double(s.t[4]) / 1000.0);
+      out.queue_ms[w].push_back(double(s.queue_us) / 1000.0);
+      out.outside_ms[w].push_back((s.latency_us - double(s.t[4] + s.queue_us)) / 1000.0);
+    } else {
+      ++out.errors[w];
+    }
+  }
+  return out;
+}
+
+// --soak_samples: every request to FILE, the probe's samples to FILE.probe.csv.
+void WriteSoakSamples(const std::string& path, const RunResult& run, const SpeedProbe& probe) {
+  std::ofstream csv(path);
+  csv << "start_s,code,latency_us,send_lag_us,queue_us,encode_us,ann_us,fetch_us,rerank_us,"
+         "total_us\n";
+  for (const Sample& s : run.samples) {
+    csv << Fmt("%.6f,%d,%.0f,%.0f,%lld", s.start_s, s.code, s.latency_us, s.send_lag_us,
+               (long long)s.queue_us);
+    for (int64_t t : s.t) csv << ',' << t;
+    csv << '\n';
+  }
+  std::ofstream probe_csv(path + ".probe.csv");
+  probe_csv << "t_s,cpu_us\n";
+  for (const SpeedProbe::Sample& s : probe.samples()) {
+    probe_csv << Fmt("%.3f,%.1f\n", s.t_s, s.cpu_us);
+  }
+}
+
+// The CPU use between two samples `seconds` apart.
+struct CpuShares {
+  double steal = 0;         // share of the machine's CPU time stolen by the hypervisor
+  double server_cores = 0;  // the server's CPU use in cores
+  double self_cores = 0;    // this load generator's
+  double other_cores = 0;   // every other process's (and the kernel's threads)
+  double disk_mb = 0;       // what the server read from storage
+};
+
+CpuShares CpuBetween(const CpuSample& a, const CpuSample& b, double seconds) {
+  CpuShares c;
+  const double jiffies = double(b.total - a.total);
+  c.steal = jiffies > 0 ? double(b.steal - a.steal) / jiffies : 0;
+  const double tick_s = 1.0 / double(sysconf(_SC_CLK_TCK));
+  c.server_cores = double(b.server - a.server) * tick_s / seconds;
+  // The machine's busy time less the server's and this load generator's.
+  const double busy_cores =
+      (jiffies - double(b.idle - a.idle) - double(b.steal - a.steal)) * tick_s / seconds;
+  c.self_cores = double(b.self - a.self) * tick_s / seconds;
+  c.other_cores = std::max(0.0, busy_cores - c.server_cores - c.self_cores);
+  c.disk_mb = double(b.server_disk_read - a.server_disk_read) / 1048576.0;
+  return c;
+}
+
+// The soak's table of windows and its verdict, and its part of the record.
+nlohmann::json ReportSoak(const BenchFlags& f, double rate, SoakWindows& sw,
+                          const std::vector<uint64_t>& rss, const std::vector<CpuSample>& cpu,
+                          uint64_t rss_start) {
+  const size_t windows = rss.size();
+  std::vector<std::vector<std::string>> table;
+  nlohmann::json rows = nlohmann::json::array();
+  int64_t total_errors = 0;
+  double p99_first = 0, p99_worst = 0, probe_first_median = 0;
+  for (size_t w = 0; w < windows; ++w) {
+    const Summary lat = Summarize(sw.ms[w]);
+    // The probe's work in CPU time, relative to the first window's median:
+    // the median and the 99th percentile (a slow spell of a few seconds is
+    // 10-50 of a minute's 600 samples).
+    std::vector<double>& probe = sw.probe_us[w];
+    std::sort(probe.begin(), probe.end());
+    auto probe_q = [&](double q) {
+      return probe.empty() ? 0.0 : probe[size_t(q * double(probe.size() - 1))];
+    };
+    if (w == 0) probe_first_median = probe_q(0.5);
+    const double slow_median = probe_first_median > 0 ? probe_q(0.5) / probe_first_median : 0;
+    const double slow_p99 = probe_first_median > 0 ? probe_q(0.99) / probe_first_median : 0;
+    const Summary engine = Summarize(sw.engine_ms[w]), queue = Summarize(sw.queue_ms[w]),
+                  outside = Summarize(sw.outside_ms[w]), lag = Summarize(sw.lag_ms[w]);
+    if (w == 0) p99_first = lat.p99;
+    p99_worst = std::max(p99_worst, lat.p99);
+    total_errors += sw.errors[w];
+    const CpuShares c = CpuBetween(cpu[w], cpu[w + 1], f.soak_window);
+    table.push_back(
+        {Fmt("%.0f-%.0f s", w * f.soak_window, std::min(f.soak_seconds, (w + 1) * f.soak_window)),
+         Fmt("%lld", (long long)sw.requests[w]), Fmt("%lld", (long long)sw.errors[w]),
+         Fmt("%.2f", lat.p50), Fmt("%.2f", lat.p99), Fmt("%.2f", lat.max), Fmt("%.2f", engine.p99),
+         Fmt("%.1f", engine.max), Fmt("%.2f", queue.p99), Fmt("%.2f", outside.p99),
+         Fmt("%.2f", lag.p99), Fmt("%.1f", rss[w] / 1048576.0), Fmt("%.2f", c.server_cores),
+         Fmt("%.2f", c.self_cores), Fmt("%.2f", c.other_cores),
+         Fmt("%.2f/%.2f", slow_median, slow_p99), Fmt("%.0f", c.disk_mb),
+         Fmt("%.1f%%", 100 * c.steal)});
+    rows.push_back({{"window", w},
+                    {"requests", sw.requests[w]},
+                    {"errors", sw.errors[w]},
+                    {"latency_ms", ToJson(lat)},
+                    {"engine_ms", ToJson(engine)},
+                    {"queue_ms", ToJson(queue)},
+                    {"outside_engine_ms", ToJson(outside)},
+                    {"send_lag_ms", ToJson(lag)},
+                    {"rss_bytes", rss[w]},
+                    {"server_cpu_cores", c.server_cores},
+                    {"load_generator_cpu_cores", c.self_cores},
+                    {"other_cpu_cores", c.other_cores},
+                    {"server_disk_read_mb", c.disk_mb},
+                    {"probe_cpu_us_median", probe_q(0.5)},
+                    {"probe_cpu_us_p99", probe_q(0.99)},
+                    {"machine_steal", c.steal}});
+  }
+  std::printf("soak at %.0f/s (%.0f%% of %.0f QPS), %.0f s, windows of %.0f s:\n%s", rate,
+              100 * f.soak_fraction, rate / f.soak_fraction, f.soak_seconds, f.soak_window,
+              FormatTable({"window", "requests", "errors", "p50 ms", "p99 ms", "max ms",
+                           "engine p99", "engine max", "queue p99", "rest p99", "send lag p99",
+                           "server RSS MiB", "server CPU", "generator CPU", "others' CPU",
+                           "probe slowdown", "server disk MB", "steal"},
+                          table)
+                  .c_str());
+  return {{"rate", rate},
+          {"fraction", f.soak_fraction},
+          {"seconds", f.soak_seconds},
+          {"window_seconds", f.soak_window},
+          {"windows", rows},
+          {"errors", total_errors},
+          {"rss_start_bytes", rss_start},
+          {"p99_first_ms", p99_first},
+          {"p99_worst_ms", p99_worst}};
+}
+
+// Judges the soak (errors, memory growth, p99 drift), prints the verdict and
+// adds it to the record.
+void JudgeSoak(const BenchFlags& f, const std::vector<uint64_t>& rss, nlohmann::json* soak) {
+  const int64_t total_errors = (*soak)["errors"].get<int64_t>();
+  const double p99_first = (*soak)["p99_first_ms"].get<double>();
+  const double p99_worst = (*soak)["p99_worst_ms"].get<double>();
+  const uint64_t rss_start = (*soak)["rss_start_bytes"].get<uint64_t>();
+  const double growth =
+      rss[0] > 0 ? double(*std::max_element(rss.begin(), rss.end())) / double(rss[0]) - 1 : 0;
+  const bool errors_ok = total_errors == 0;
+  const bool memory_ok = f.server_pid <= 0 || growth <= 0.05;
+  const bool p99_ok = p99_worst <= 2 * p99_first;
+  std::printf(
+      "soak: errors %lld (%s); RSS at start %.1f MiB, growth after the first window "
+      "%+.2f%% (%s, limit 5%%); p99 first window %.2f ms, worst %.2f ms = %.2fx (%s, "
+      "limit 2x)\n",
+      (long long)total_errors, errors_ok ? "PASS" : "FAIL", rss_start / 1048576.0, 100 * growth,
+      f.server_pid <= 0 ? "not measured"
+      : memory_ok       ? "PASS"
+                        : "FAIL",
+      p99_first, p99_worst, p99_first > 0 ? p99_worst / p99_first : 0, p99_ok ? "PASS" : "FAIL");
+  std::fflush(stdout);
+  (*soak)["rss_growth_after_first_window"] = growth;
+  (*soak)["pass"] = errors_ok && memory_ok && p99_ok;
+}
+
 // The soak: an open loop at `rate`, judged per window.
 nlohmann::json Soak(v1::SearchService::Stub* stub, const std::vector<v1::SearchRequest>& pool,
                     double rate, const BenchFlags& f, RunResult* run_out) {
@@ -349,146 +531,16 @@ nlohmann::json Soak(v1::SearchService::Stub* stub, const std::vector<v1::SearchR
   RunResult run = OpenLoop(stub, pool, rate, f.soak_seconds, f.arrival, f.seed + 1,
                            Fmt("soak %.0f/s", rate), tick);
   probe.Stop();
-  std::vector<std::vector<double>> probe_us(windows);
-  for (const SpeedProbe::Sample& s : probe.samples()) {
-    probe_us[std::min(windows - 1, size_t(s.t_s / f.soak_window))].push_back(s.cpu_us);
-  }
-  double probe_first_median = 0;
   if (rss.back() == 0) {
     rss.back() = ResidentBytes(f.server_pid);
     cpu.back() = SampleCpu(f.server_pid);
   }
-  // Per window: the whole latency, the engine's search time, the wait for a
-  // server worker, the rest (gRPC on both sides, loopback, the client's
-  // callback) and how late the load generator sent.
-  std::vector<std::vector<double>> ms(windows), engine_ms(windows), queue_ms(windows),
-      outside_ms(windows), lag_ms(windows);
-  std::vector<int64_t> errors(windows, 0), requests(windows, 0);
-  for (const Sample& s : run.samples) {
-    const size_t w = std::min(windows - 1, size_t(s.start_s / f.soak_window));
-    ++requests[w];
-    lag_ms[w].push_back(s.send_lag_us / 1000.0);
-    if (s.code == 0) {
-      ms[w].push_back(s.latency_us / 1000.0);
-      engine_ms[w].push_back(double(s.t[4]) / 1000.0);
-      queue_ms[w].push_back(double(s.queue_us) / 1000.0);
-      outside_ms[w].push_back((s.latency_us - double(s.t[4] + s.queue_us)) / 1000.0);
-    } else {
-      ++errors[w];
-    }
-  }
-  if (!f.soak_samples.empty()) {
-    std::ofstream csv(f.soak_samples);
-    csv << "start_s,code,latency_us,send_lag_us,queue_us,encode_us,ann_us,fetch_us,rerank_us,"
-           "total_us\n";
-    for (const Sample& s : run.samples) {
-      csv << Fmt("%.6f,%d,%.0f,%.0f,%lld", s.start_s, s.code, s.latency_us, s.send_lag_us,
-                 (long long)s.queue_us);
-      for (int64_t t : s.t) csv << ',' << t;
-      csv << '\n';
-    }
-    std::ofstream probe_csv(f.soak_samples + ".probe.csv");
-    probe_csv << "t_s,cpu_us\n";
-    for (const SpeedProbe::Sample& s : probe.samples()) {
-      probe_csv << Fmt("%.3f,%.1f\n", s.t_s, s.cpu_us);
-    }
-  }
-  std::vector<std::vector<std::string>> table;
-  nlohmann::json rows = nlohmann::json::array();
-  int64_t total_errors = 0;
-  double p99_first = 0, p99_worst = 0;
-  for (size_t w = 0; w < windows; ++w) {
-    const Summary lat = Summarize(ms[w]);
-    // The probe's work in CPU time, relative to the first window's median:
-    // the median and the 99th percentile (a slow spell of a few seconds is
-    // 10-50 of a minute's 600 samples).
-    std::sort(probe_us[w].begin(), probe_us[w].end());
-    auto probe_q = [&](double q) {
-      return probe_us[w].empty() ? 0.0 : probe_us[w][size_t(q * double(probe_us[w].size() - 1))];
-    };
-    if (w == 0) probe_first_median = probe_q(0.5);
-    const double slow_median = probe_first_median > 0 ? probe_q(0.5) / probe_first_median : 0;
-    const double slow_p99 = probe_first_median > 0 ? probe_q(0.99) / probe_first_median : 0;
-    const Summary engine = Summarize(engine_ms[w]), queue = Summarize(queue_ms[w]),
-                  outside = Summarize(outside_ms[w]), lag = Summarize(lag_ms[w]);
-    if (w == 0) p99_first = lat.p99;
-    p99_worst = std::max(p99_worst, lat.p99);
-    total_errors += errors[w];
-    // The window's share of the machine's CPU time that was stolen by the
-    // hypervisor, and the server's CPU use in cores.
-    const double jiffies = double(cpu[w + 1].total - cpu[w].total);
-    const double steal = jiffies > 0 ? double(cpu[w + 1].steal - cpu[w].steal) / jiffies : 0;
-    const double tick_s = 1.0 / double(sysconf(_SC_CLK_TCK));
-    const double server_cores = double(cpu[w + 1].server - cpu[w].server) * tick_s / f.soak_window;
-    // Busy CPU time of every other process (and the kernel's threads): the
-    // machine's busy time less the server's and this load generator's.
-    const double busy_cores = (jiffies - double(cpu[w + 1].idle - cpu[w].idle) -
-                               double(cpu[w + 1].steal - cpu[w].steal)) *
-                              tick_s / f.soak_window;
-    const double self_cores = double(cpu[w + 1].self - cpu[w].self) * tick_s / f.soak_window;
-    const double other_cores = std::max(0.0, busy_cores - server_cores - self_cores);
-    const double disk_mb =
-        double(cpu[w + 1].server_disk_read - cpu[w].server_disk_read) / 1048576.0;
-    table.push_back(
-        {Fmt("%.0f-%.0f s", w * f.soak_window, std::min(f.soak_seconds, (w + 1) * f.soak_window)),
-         Fmt("%lld", (long long)requests[w]), Fmt("%lld", (long long)errors[w]),
-         Fmt("%.2f", lat.p50), Fmt("%.2f", lat.p99), Fmt("%.2f", lat.max), Fmt("%.2f", engine.p99),
-         Fmt("%.1f", engine.max), Fmt("%.2f", queue.p99), Fmt("%.2f", outside.p99),
-         Fmt("%.2f", lag.p99), Fmt("%.1f", rss[w] / 1048576.0), Fmt("%.2f", server_cores),
-         Fmt("%.2f", self_cores), Fmt("%.2f", other_cores), Fmt("%.2f/%.2f", slow_median, slow_p99),
-         Fmt("%.0f", disk_mb), Fmt("%.1f%%", 100 * steal)});
-    rows.push_back({{"window", w},
-                    {"requests", requests[w]},
-                    {"errors", errors[w]},
-                    {"latency_ms", ToJson(lat)},
-                    {"engine_ms", ToJson(engine)},
-                    {"queue_ms", ToJson(queue)},
-                    {"outside_engine_ms", ToJson(outside)},
-                    {"send_lag_ms", ToJson(lag)},
-                    {"rss_bytes", rss[w]},
-                    {"server_cpu_cores", server_cores},
-                    {"load_generator_cpu_cores", self_cores},
-                    {"other_cpu_cores", other_cores},
-                    {"server_disk_read_mb", disk_mb},
-                    {"probe_cpu_us_median", probe_q(0.5)},
-                    {"probe_cpu_us_p99", probe_q(0.99)},
-                    {"machine_steal", steal}});
-  }
-  std::printf("soak at %.0f/s (%.0f%% of %.0f QPS), %.0f s, windows of %.0f s:\n%s", rate,
-              100 * f.soak_fraction, rate / f.soak_fraction, f.soak_seconds, f.soak_window,
-              FormatTable({"window", "requests", "errors", "p50 ms", "p99 ms", "max ms",
-                           "engine p99", "engine max", "queue p99", "rest p99", "send lag p99",
-                           "server RSS MiB", "server CPU", "generator CPU", "others' CPU",
-                           "probe slowdown", "server disk MB", "steal"},
-                          table)
-                  .c_str());
-  const double growth =
-      rss[0] > 0 ? double(*std::max_element(rss.begin(), rss.end())) / double(rss[0]) - 1 : 0;
-  const bool errors_ok = total_errors == 0;
-  const bool memory_ok = f.server_pid <= 0 || growth <= 0.05;
-  const bool p99_ok = p99_worst <= 2 * p99_first;
-  std::printf(
-      "soak: errors %lld (%s); RSS at start %.1f MiB, growth after the first window "
-      "%+.2f%% (%s, limit 5%%); p99 first window %.2f ms, worst %.2f ms = %.2fx (%s, "
-      "limit 2x)\n",
-      (long long)total_errors, errors_ok ? "PASS" : "FAIL", rss_start / 1048576.0, 100 * growth,
-      f.server_pid <= 0 ? "not measured"
-      : memory_ok       ? "PASS"
-                        : "FAIL",
-      p99_first, p99_worst, p99_first > 0 ? p99_worst / p99_first : 0, p99_ok ? "PASS" : "FAIL");
-  std::fflush(stdout);
+  SoakWindows sw = SplitSoak(run, probe, windows, f.soak_window);
+  if (!f.soak_samples.empty()) WriteSoakSamples(f.soak_samples, run, probe);
+  nlohmann::json soak = ReportSoak(f, rate, sw, rss, cpu, rss_start);
+  JudgeSoak(f, rss, &soak);
   *run_out = std::move(run);
-  return {{"rate", rate},
-          {"fraction", f.soak_fraction},
-          {"seconds", f.soak_seconds},
-          {"window_seconds", f.soak_window},
-          {"windows", rows},
-          {"errors", total_errors},
-          {"rss_start_bytes", rss_start},
-          {"rss_growth_after_first_window", growth},
-          {"p99_first_ms", p99_first},
-          {"p99_worst_ms", p99_worst},
-          {"pass", errors_ok && memory_ok && p99_ok}};
+  return soak;
 }
 
 absl::Status ToAbsl(const grpc::Status& s, const char* what) {
@@ -496,86 +548,94 @@ absl::Status ToAbsl(const grpc::Status& s, const char* what) {
                       std::string(what) + ": " + s.error_message());
 }
 
-}  // namespace
-
-absl::StatusOr<BenchOutput> RunE2e(const BenchFlags& f) {
-  if (f.server.empty()) return absl::InvalidArgumentError("e2e: --server HOST:PORT is required");
-  auto channel = MakeChannel(f.server, -1);
-  auto stub = v1::SearchService::NewStub(channel);
-  uint32_t dim = f.dim;
-  nlohmann::json load_info;
-
-  if (f.load > 0) {
-    {
-      grpc::ClientContext ctx;
-      v1::DropCollectionRequest req;
-      req.set_name(f.collection);
-      v1::DropCollectionResponse resp;
-      stub->DropCollection(&ctx, req, &resp);  // NOT_FOUND is fine
-    }
-    {
-      grpc::ClientContext ctx;
-      v1::CreateCollectionRequest req;
-      req.set_name(f.collection);
-      req.mutable_config()->set_dim(dim);
-      const TokenDtype dtype = DtypeFromFlags(f);
-      req.mutable_config()->set_token_dtype(dtype == TokenDtype::kF32    ? v1::TOKEN_DTYPE_F32
-                                            : dtype == TokenDtype::kInt8 ? v1::TOKEN_DTYPE_INT8
-                                                                         : v1::TOKEN_DTYPE_BF16);
-      req.mutable_config()->set_ann_spec(f.ann_spec);
-      v1::CreateCollectionResponse resp;
-      grpc::Status s = stub->CreateCollection(&ctx, req, &resp);
-      if (!s.ok()) return ToAbsl(s, "CreateCollection");
-    }
-    SyntheticOptions so = SyntheticFromFlags(f);
-    so.tokens_min = so.tokens_max = uint32_t(f.tokens);
-    SyntheticDataset data(so);
-    std::printf("e2e: loading %zu docs (%d tokens x %u, %s) via UpsertStream, %d per message\n",
-                f.load, f.tokens, dim, f.dtype.c_str(), f.load_batch);
-    std::fflush(stdout);
-    const auto t0 = Clock::now();
+// Drops --collection (if it exists) and creates it afresh.
+absl::Status CreateFresh(v1::SearchService::Stub* stub, const BenchFlags& f) {
+  {
     grpc::ClientContext ctx;
-    v1::UpsertResponse resp;
-    auto writer = stub->UpsertStream(&ctx, &resp);
-    v1::UpsertRequest batch;
-    std::vector<float> tokens(size_t(f.tokens) * dim), pooled(dim);
-    size_t next_report = f.load / 5;
-    for (size_t i = 0; i < f.load; ++i) {
-      v1::Document* d = batch.add_documents();
-      d->set_id("doc-" + std::to_string(i));
-      data.Pooled(i, pooled.data());
-      d->mutable_pooled()->Add(pooled.begin(), pooled.end());
-      const uint32_t n = data.Tokens(i, &tokens);
-      v1::Matrix* m = d->mutable_tokens();
-      m->set_rows(n);
-      m->set_cols(dim);
-      m->mutable_values()->Add(tokens.begin(), tokens.end());
-      (*d->mutable_metadata())["cluster"] = std::to_string(data.Cluster(i));
-      if (batch.documents_size() == f.load_batch || i + 1 == f.load) {
-        batch.set_collection(f.collection);
-        if (!writer->Write(batch)) break;
-        batch.Clear();
-      }
-      if (i + 1 >= next_report && next_report > 0) {
-        const double s = std::chrono::duration<double>(Clock::now() - t0).count();
-        std::printf("  %zu sent, %.0f docs/s\n", i + 1, double(i + 1) / s);
-        std::fflush(stdout);
-        next_report += f.load / 5;
-      }
-    }
-    writer->WritesDone();
-    grpc::Status s = writer->Finish();
-    const double secs = std::chrono::duration<double>(Clock::now() - t0).count();
-    if (!s.ok()) return ToAbsl(s, "UpsertStream");
-    std::printf("loaded %llu docs in %.1f s: %.0f docs/s\n", (unsigned long long)resp.upserted(),
-                secs, double(resp.upserted()) / secs);
-    load_info = {{"docs", resp.upserted()},
-                 {"seconds", secs},
-                 {"docs_per_s", double(resp.upserted()) / secs},
-                 {"tokens", f.tokens},
-                 {"load_batch", f.load_batch}};
+    v1::DropCollectionRequest req;
+    req.set_name(f.collection);
+    v1::DropCollectionResponse resp;
+    stub->DropCollection(&ctx, req, &resp);  // NOT_FOUND is fine
   }
+  grpc::ClientContext ctx;
+  v1::CreateCollectionRequest req;
+  req.set_name(f.collection);
+  req.mutable_config()->set_dim(f.dim);
+  const TokenDtype dtype = DtypeFromFlags(f);
+  req.mutable_config()->set_token_dtype(dtype == TokenDtype::kF32    ? v1::TOKEN_DTYPE_F32
+                                        : dtype == TokenDtype::kInt8 ? v1::TOKEN_DTYPE_INT8
+                                                                     : v1::TOKEN_DTYPE_BF16);
+  req.mutable_config()->set_ann_spec(f.ann_spec);
+  v1::CreateCollectionResponse resp;
+  grpc::Status s = stub->CreateCollection(&ctx, req, &resp);
+  if (!s.ok()) return ToAbsl(s, "CreateCollection");
+  return absl::OkStatus();
+}
+
+// --load: a fresh collection of --load synthetic documents through
+// UpsertStream; returns the load's part of the record.
+absl::StatusOr<nlohmann::json> LoadCollection(v1::SearchService::Stub* stub, const BenchFlags& f) {
+  ATTN_RETURN_IF_ERROR(CreateFresh(stub, f));
+  const uint32_t dim = f.dim;
+  SyntheticOptions so = SyntheticFromFlags(f);
+  so.tokens_min = so.tokens_max = uint32_t(f.tokens);
+  SyntheticDataset data(so);
+  std::printf("e2e: loading %zu docs (%d tokens x %u, %s) via UpsertStream, %d per message\n",
+              f.load, f.tokens, dim, f.dtype.c_str(), f.load_batch);
+  std::fflush(stdout);
+  const auto t0 = Clock::now();
+  grpc::ClientContext ctx;
+  v1::UpsertResponse resp;
+  auto writer = stub->UpsertStream(&ctx, &resp);
+  v1::UpsertRequest batch;
+  std::vector<float> tokens(size_t(f.tokens) * dim), pooled(dim);
+  size_t next_report = f.load / 5;
+  for (size_t i = 0; i < f.load; ++i) {
+    v1::Document* d = batch.add_documents();
+    d->set_id("doc-" + std::to_string(i));
+    data.Pooled(i, pooled.data());
+    d->mutable_pooled()->Add(pooled.begin(), pooled.end());
+    const uint32_t n = data.Tokens(i, &tokens);
+    v1::Matrix* m = d->mutable_tokens();
+    m->set_rows(n);
+    m->set_cols(dim);
+    m->mutable_values()->Add(tokens.begin(), tokens.end());
+    (*d->mutable_metadata())["cluster"] = std::to_string(data.Cluster(i));
+    if (batch.documents_size() == f.load_batch || i + 1 == f.load) {
+      batch.set_collection(f.collection);
+      if (!writer->Write(batch)) break;
+      batch.Clear();
+    }
+    if (i + 1 >= next_report && next_report > 0) {
+      const double s = std::chrono::duration<double>(Clock::now() - t0).count();
+      std::printf("  %zu sent, %.0f docs/s\n", i + 1, double(i + 1) / s);
+      std::fflush(stdout);
+      next_report += f.load / 5;
+    }
+  }
+  writer->WritesDone();
+  grpc::Status s = writer->Finish();
+  const double secs = std::chrono::duration<double>(Clock::now() - t0).count();
+  if (!s.ok()) return ToAbsl(s, "UpsertStream");
+  std::printf("loaded %llu docs in %.1f s: %.0f docs/s\n", (unsigned long long)resp.upserted(),
+              secs, double(resp.upserted()) / secs);
+  return nlohmann::json{{"docs", resp.upserted()},
+                        {"seconds", secs},
+                        {"docs_per_s", double(resp.upserted()) / secs},
+                        {"tokens", f.tokens},
+                        {"load_batch", f.load_batch}};
+}
+
+// What the benchmark searches: the collection's dimension and size, and
+// the pool of queries.
+struct E2eSetup {
+  uint32_t dim = 0;
   uint64_t num_docs = 0;
+  std::vector<v1::SearchRequest> pool;
+};
+
+absl::StatusOr<E2eSetup> SetupE2e(v1::SearchService::Stub* stub, const BenchFlags& f) {
+  E2eSetup e;
   {
     grpc::ClientContext ctx;
     v1::GetCollectionRequest req;
@@ -583,25 +643,23 @@ absl::StatusOr<BenchOutput> RunE2e(const BenchFlags& f) {
     v1::GetCollectionResponse resp;
     grpc::Status s = stub->GetCollection(&ctx, req, &resp);
     if (!s.ok()) return ToAbsl(s, "GetCollection");
-    dim = resp.collection().config().dim();
-    num_docs = resp.collection().num_documents();
+    e.dim = resp.collection().config().dim();
+    e.num_docs = resp.collection().num_documents();
   }
-
-  // The query pool.
   SyntheticOptions so = SyntheticFromFlags(f);
-  so.dim = dim;
+  so.dim = e.dim;
   SyntheticDataset data(so);
-  std::vector<v1::SearchRequest> pool(256);
-  std::vector<float> qt, qp(dim);
-  for (size_t j = 0; j < pool.size(); ++j) {
-    v1::SearchRequest& r = pool[j];
+  e.pool.resize(256);
+  std::vector<float> qt, qp(e.dim);
+  for (size_t j = 0; j < e.pool.size(); ++j) {
+    v1::SearchRequest& r = e.pool[j];
     r.set_collection(f.collection);
     data.QueryPooled(j, qp.data());
     r.mutable_vectors()->mutable_pooled()->Add(qp.begin(), qp.end());
     data.QueryTokens(j, uint32_t(f.e2e_query_tokens), &qt);
     v1::Matrix* m = r.mutable_vectors()->mutable_tokens();
     m->set_rows(uint32_t(f.e2e_query_tokens));
-    m->set_cols(dim);
+    m->set_cols(e.dim);
     m->mutable_values()->Add(qt.begin(), qt.end());
     r.set_top_k(uint32_t(f.top_k));
     r.set_candidates(uint32_t(f.e2e_candidates));
@@ -611,73 +669,85 @@ absl::StatusOr<BenchOutput> RunE2e(const BenchFlags& f) {
   std::printf(
       "e2e: %s, collection '%s' (%llu docs, dim %u), top_k %d, candidates %d, "
       "m=%d query tokens, %.0f s per run\n",
-      f.server.c_str(), f.collection.c_str(), (unsigned long long)num_docs, dim, f.top_k,
+      f.server.c_str(), f.collection.c_str(), (unsigned long long)e.num_docs, e.dim, f.top_k,
       f.e2e_candidates, f.e2e_query_tokens, f.duration);
   std::fflush(stdout);
+  return e;
+}
 
-  std::vector<RunResult> runs;
-  // Closed loop.
-  for (int c : f.concurrency) {
-    RunResult run;
-    run.name = Fmt("closed c=%d", c);
-    std::vector<std::vector<Sample>> per(static_cast<size_t>(c));
-    std::vector<std::thread> threads;
-    const auto start = Clock::now();
-    const auto end = start + std::chrono::duration_cast<Clock::duration>(
-                                 std::chrono::duration<double>(f.duration));
-    for (int t = 0; t < c; ++t) {
-      threads.emplace_back([&, t] {
-        auto ch = MakeChannel(f.server, t);
-        auto st = v1::SearchService::NewStub(ch);
-        size_t j = size_t(t) * 37;
-        while (Clock::now() < end) {
-          grpc::ClientContext ctx;
-          ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
-          v1::SearchResponse resp;
-          const auto q0 = Clock::now();
-          grpc::Status s = st->Search(&ctx, pool[j++ % pool.size()], &resp);
-          Sample smp;
-          Record(s, resp, std::chrono::duration<double, std::micro>(Clock::now() - q0).count(),
-                 &smp);
-          per[size_t(t)].push_back(smp);
-        }
-      });
-    }
-    for (auto& th : threads) th.join();
-    run.elapsed_s = std::chrono::duration<double>(Clock::now() - start).count();
-    for (auto& v : per) run.samples.insert(run.samples.end(), v.begin(), v.end());
-    std::printf("  %s: %zu requests\n", run.name.c_str(), run.samples.size());
-    std::fflush(stdout);
-    runs.push_back(std::move(run));
+// Closed loop: `c` threads, each with its own channel and stub, searching
+// back to back for --duration seconds.
+RunResult ClosedLoop(const BenchFlags& f, const std::vector<v1::SearchRequest>& pool, int c) {
+  RunResult run;
+  run.name = Fmt("closed c=%d", c);
+  std::vector<std::vector<Sample>> per(static_cast<size_t>(c));
+  std::vector<std::thread> threads;
+  const auto start = Clock::now();
+  const auto end = start + std::chrono::duration_cast<Clock::duration>(
+                               std::chrono::duration<double>(f.duration));
+  for (int t = 0; t < c; ++t) {
+    threads.emplace_back([&, t] {
+      auto ch = MakeChannel(f.server, t);
+      auto st = v1::SearchService::NewStub(ch);
+      size_t j = size_t(t) * 37;
+      while (Clock::now() < end) {
+        grpc::ClientContext ctx;
+        ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+        v1::SearchResponse resp;
+        const auto q0 = Clock::now();
+        grpc::Status s = st->Search(&ctx, pool[j++ % pool.size()], &resp);
+        Sample smp;
+        Record(s, resp, std::chrono::duration<double, std::micro>(Clock::now() - q0).count(), &smp);
+        per[size_t(t)].push_back(smp);
+      }
+    });
   }
+  for (auto& th : threads) th.join();
+  run.elapsed_s = std::chrono::duration<double>(Clock::now() - start).count();
+  for (auto& v : per) run.samples.insert(run.samples.end(), v.begin(), v.end());
+  std::printf("  %s: %zu requests\n", run.name.c_str(), run.samples.size());
+  std::fflush(stdout);
+  return run;
+}
 
-  // Open loop.
-  if (f.rate > 0) {
-    runs.push_back(OpenLoop(stub.get(), pool, f.rate, f.duration, f.arrival, f.seed,
-                            Fmt("open %.0f/s %s", f.rate, f.arrival.c_str())));
+// The best QPS of the closed loops (OK responses per second).
+double BestClosedQps(const std::vector<RunResult>& runs) {
+  double best = 0;
+  for (const RunResult& r : runs) {
+    if (r.name.rfind("closed", 0) != 0) continue;
+    size_t ok = 0;
+    for (const Sample& smp : r.samples) ok += smp.code == 0;
+    best = std::max(best, double(ok) / r.elapsed_s);
   }
+  return best;
+}
 
-  // Soak at a share of the best closed-loop QPS.
-  nlohmann::json soak;
-  if (f.soak_seconds > 0) {
-    double best = 0;
-    for (const RunResult& r : runs) {
-      if (r.name.rfind("closed", 0) != 0) continue;
-      size_t ok = 0;
-      for (const Sample& smp : r.samples) ok += smp.code == 0;
-      best = std::max(best, double(ok) / r.elapsed_s);
-    }
-    if (best <= 0) return absl::FailedPreconditionError("e2e soak: no closed-loop QPS measured");
-    RunResult run;
-    soak = Soak(stub.get(), pool, f.soak_fraction * best, f, &run);
-    runs.push_back(std::move(run));
+// A run's latency CDF (`ms` sorted), thinned to about 300 points.
+Series CdfSeries(const std::string& name, const std::vector<double>& ms) {
+  Series s;
+  s.name = name;
+  s.points = false;
+  const size_t step = std::max<size_t>(1, ms.size() / 300);
+  for (size_t i = 0; i < ms.size(); i += step) {
+    s.x.push_back(ms[i]);
+    s.y.push_back(double(i + 1) / double(ms.size()));
   }
+  if (!ms.empty()) {
+    s.x.push_back(ms.back());
+    s.y.push_back(1.0);
+  }
+  return s;
+}
 
+// The table of runs, the record (with the soak's and the load's parts, when
+// run) and the latency CDF plot.
+BenchOutput ReportE2e(const BenchFlags& f, const E2eSetup& e, const std::vector<RunResult>& runs,
+                      const nlohmann::json& soak, const nlohmann::json& load_info) {
   std::vector<std::vector<std::string>> table;
   nlohmann::json results_runs = nlohmann::json::array();
   LinePlot plot;
   plot.title = Fmt("e2e Search latency CDF: %llu docs, m=%d, %d candidates, top %d",
-                   (unsigned long long)num_docs, f.e2e_query_tokens, f.e2e_candidates, f.top_k);
+                   (unsigned long long)e.num_docs, f.e2e_query_tokens, f.e2e_candidates, f.top_k);
   plot.x_label = "latency (ms)";
   plot.y_label = "fraction of requests <= latency";
   plot.log_x = true;
@@ -686,30 +756,17 @@ absl::StatusOr<BenchOutput> RunE2e(const BenchFlags& f) {
     std::vector<double> ms;
     results_runs.push_back(Analyse(r, &row, &ms));
     table.push_back(row);
-    Series s;
-    s.name = r.name;
-    s.points = false;
-    const size_t step = std::max<size_t>(1, ms.size() / 300);
-    for (size_t i = 0; i < ms.size(); i += step) {
-      s.x.push_back(ms[i]);
-      s.y.push_back(double(i + 1) / double(ms.size()));
-    }
-    if (!ms.empty()) {
-      s.x.push_back(ms.back());
-      s.y.push_back(1.0);
-    }
-    plot.series.push_back(s);
+    plot.series.push_back(CdfSeries(r.name, ms));
   }
   std::printf("%s", FormatTable({"run", "QPS", "p50 ms", "p95 ms", "p99 ms", "max ms", "errors",
                                  "stages us enc/ann/fetch/rerank/total"},
                                 table)
                         .c_str());
-
   BenchOutput out;
   out.params = {{"server", f.server},
                 {"collection", f.collection},
-                {"num_docs", num_docs},
-                {"dim", dim},
+                {"num_docs", e.num_docs},
+                {"dim", e.dim},
                 {"top_k", f.top_k},
                 {"candidates", f.e2e_candidates},
                 {"query_tokens", f.e2e_query_tokens},
@@ -727,6 +784,35 @@ absl::StatusOr<BenchOutput> RunE2e(const BenchFlags& f) {
   if (!load_info.is_null()) out.results["load"] = load_info;
   SavePlot(f.out_dir, "e2e_latency_cdf.svg", RenderSvg(plot), &out.results);
   return out;
+}
+
+}  // namespace
+
+absl::StatusOr<BenchOutput> RunE2e(const BenchFlags& f) {
+  if (f.server.empty()) return absl::InvalidArgumentError("e2e: --server HOST:PORT is required");
+  auto channel = MakeChannel(f.server, -1);
+  auto stub = v1::SearchService::NewStub(channel);
+  nlohmann::json load_info;
+  if (f.load > 0) {
+    ATTN_ASSIGN_OR_RETURN(load_info, LoadCollection(stub.get(), f));
+  }
+  ATTN_ASSIGN_OR_RETURN(const E2eSetup e, SetupE2e(stub.get(), f));
+  std::vector<RunResult> runs;
+  for (int c : f.concurrency) runs.push_back(ClosedLoop(f, e.pool, c));
+  if (f.rate > 0) {
+    runs.push_back(OpenLoop(stub.get(), e.pool, f.rate, f.duration, f.arrival, f.seed,
+                            Fmt("open %.0f/s %s", f.rate, f.arrival.c_str())));
+  }
+  // Soak at a share of the best closed-loop QPS.
+  nlohmann::json soak;
+  if (f.soak_seconds > 0) {
+    const double best = BestClosedQps(runs);
+    if (best <= 0) return absl::FailedPreconditionError("e2e soak: no closed-loop QPS measured");
+    RunResult run;
+    soak = Soak(stub.get(), e.pool, f.soak_fraction * best, f, &run);
+    runs.push_back(std::move(run));
+  }
+  return ReportE2e(f, e, runs, soak, load_info);
 }
 
 }  // namespace attnsearch::bench

@@ -98,169 +98,200 @@ absl::StatusOr<uint64_t> LoadCorpus(const std::string& beir_dir, Collection* c, 
   return loaded;
 }
 
-}  // namespace
+using Clock = std::chrono::steady_clock;
 
-absl::StatusOr<BenchOutput> RunQuality(const BenchFlags& f) {
-  if (f.beir.empty()) return absl::InvalidArgumentError("--beir: a BEIR folder is required");
-  const TokenDtype dtype = DtypeFromFlags(f);
-  ATTN_ASSIGN_OR_RETURN(Qrels qrels, ReadQrels(f.beir + "/qrels.tsv"));
-  ATTN_ASSIGN_OR_RETURN(std::vector<BeirQuery> queries, ReadQueries(f.beir + "/queries.jsonl"));
+// The collection searched: the corpus loaded, the encoder trained, the ANN
+// index built.
+struct QualityCollection {
+  std::unique_ptr<Collection> c;
+  uint64_t docs = 0, skipped = 0;
+  double load_s = 0, index_s = 0;
+  text::EncoderOptions eo;
+  EncoderTrainingResult trained;
+};
 
-  ScratchDir scratch("attn_quality_");
-  if (scratch.path().empty()) return absl::InternalError("cannot create a directory in /tmp");
-  const std::string dir = scratch.path();
-
+absl::StatusOr<QualityCollection> SetupQuality(const BenchFlags& f, const std::string& dir) {
+  QualityCollection q;
   CollectionConfig config;
   config.dim = f.quality_dim;
-  config.token_dtype = dtype;
+  config.token_dtype = DtypeFromFlags(f);
   config.ann_spec = f.ann_spec;
   CollectionOptions options = CollectionOptions::ForBulkLoad();
   options.limits.max_candidates = 1u << 30;
-  ATTN_ASSIGN_OR_RETURN(std::unique_ptr<Collection> c,
-                        Collection::Create(dir + "/c", config, options));
-  using Clock = std::chrono::steady_clock;
+  ATTN_ASSIGN_OR_RETURN(q.c, Collection::Create(dir + "/c", config, options));
   auto t0 = Clock::now();
-  uint64_t skipped = 0;
-  ATTN_ASSIGN_OR_RETURN(uint64_t docs, LoadCorpus(f.beir, c.get(), &skipped));
-  const double load_s = std::chrono::duration<double>(Clock::now() - t0).count();
-  text::EncoderOptions eo;
-  eo.semantic_share = f.semantic_share;
-  eo.stem_language = f.stem_language;
-  if (f.expansion_weight >= 0.f) eo.expansion_weight = f.expansion_weight;
-  ATTN_ASSIGN_OR_RETURN(EncoderTrainingResult trained, c->TrainEncoder(eo));
+  ATTN_ASSIGN_OR_RETURN(q.docs, LoadCorpus(f.beir, q.c.get(), &q.skipped));
+  q.load_s = std::chrono::duration<double>(Clock::now() - t0).count();
+  q.eo.semantic_share = f.semantic_share;
+  q.eo.stem_language = f.stem_language;
+  if (f.expansion_weight >= 0.f) q.eo.expansion_weight = f.expansion_weight;
+  ATTN_ASSIGN_OR_RETURN(q.trained, q.c->TrainEncoder(q.eo));
   t0 = Clock::now();
-  ATTN_RETURN_IF_ERROR(c->BuildIndex().status());
-  const double index_s = std::chrono::duration<double>(Clock::now() - t0).count();
+  ATTN_RETURN_IF_ERROR(q.c->BuildIndex().status());
+  q.index_s = std::chrono::duration<double>(Clock::now() - t0).count();
   std::printf(
       "loaded %llu documents (%llu bad records skipped) in %.1f s; encoder: %u keys, "
       "trained in %.2f s, %llu documents encoded in %.1f s; ANN built in %.1f s\n",
-      (unsigned long long)docs, (unsigned long long)skipped, load_s, trained.training.vocabulary,
-      trained.training.seconds, (unsigned long long)trained.reencoded, trained.reencode_seconds,
-      index_s);
+      (unsigned long long)q.docs, (unsigned long long)q.skipped, q.load_s,
+      q.trained.training.vocabulary, q.trained.training.seconds,
+      (unsigned long long)q.trained.reencoded, q.trained.reencode_seconds, q.index_s);
+  return q;
+}
 
-  // The three runs.
+// The three runs over the judged queries and the two-stage run's stage times.
+struct QualityRuns {
   Runs two_stage, ann_only, exhaustive;
   std::vector<double> encode_us, total_us, exhaustive_us, ann_us, fetch_us, rerank_us;
-  double agreement = 0;
+  double agreement = 0;  // two-stage vs exhaustive top-10 overlap, mean
   size_t evaluated = 0;
+};
+
+// One text query through Collection::Search: its top 100 into *out.
+absl::Status SearchText(const BenchFlags& f, const Collection& c, const BeirQuery& q,
+                        uint32_t candidates, RerankMode mode, Ranking* out, SearchTiming* timing) {
+  SearchQuery sq;
+  sq.text = q.text;
+  sq.top_k = 100;
+  sq.candidates = candidates;
+  sq.mode = mode;
+  sq.temperature = f.quality_temperature;
+  auto r = c.Search(sq);
+  if (!r.ok()) return Annotate(r.status(), absl::StrCat("query ", q.id));
+  for (const auto& h : r->hits) out->push_back(h.id);
+  if (timing) *timing = r->timing;
+  return absl::OkStatus();
+}
+
+// Every judged query: two-stage, the ANN stage alone, and (with
+// --quality_exhaustive) every document reranked.
+absl::StatusOr<QualityRuns> RunQualityQueries(const BenchFlags& f, const QualityCollection& qc,
+                                              const Qrels& qrels,
+                                              const std::vector<BeirQuery>& queries) {
+  QualityRuns r;
   for (const BeirQuery& q : queries) {
-    auto judged = qrels.by_query.find(q.id);
-    if (judged == qrels.by_query.end()) continue;
-    auto run = [&](uint32_t candidates, RerankMode mode, Ranking* out,
-                   SearchTiming* timing) -> absl::Status {
-      SearchQuery sq;
-      sq.text = q.text;
-      sq.top_k = 100;
-      sq.candidates = candidates;
-      sq.mode = mode;
-      sq.temperature = f.quality_temperature;
-      auto r = c->Search(sq);
-      if (!r.ok()) return Annotate(r.status(), absl::StrCat("query ", q.id));
-      for (const auto& h : r->hits) out->push_back(h.id);
-      if (timing) *timing = r->timing;
-      return absl::OkStatus();
-    };
+    if (!qrels.by_query.contains(q.id)) continue;
     SearchTiming t2, te;
-    ATTN_RETURN_IF_ERROR(run(std::max<uint32_t>(100, f.quality_candidates), RerankMode::kAttention,
-                             &two_stage[q.id], &t2));
-    ATTN_RETURN_IF_ERROR(run(100, RerankMode::kNone, &ann_only[q.id], nullptr));
+    ATTN_RETURN_IF_ERROR(SearchText(f, *qc.c, q, std::max<uint32_t>(100, f.quality_candidates),
+                                    RerankMode::kAttention, &r.two_stage[q.id], &t2));
+    ATTN_RETURN_IF_ERROR(
+        SearchText(f, *qc.c, q, 100, RerankMode::kNone, &r.ann_only[q.id], nullptr));
     if (f.quality_exhaustive) {
-      ATTN_RETURN_IF_ERROR(
-          run(static_cast<uint32_t>(docs), RerankMode::kAttention, &exhaustive[q.id], &te));
-      exhaustive_us.push_back(te.total_us);
-      agreement += OverlapAtK(two_stage[q.id], exhaustive[q.id], 10);
+      ATTN_RETURN_IF_ERROR(SearchText(f, *qc.c, q, static_cast<uint32_t>(qc.docs),
+                                      RerankMode::kAttention, &r.exhaustive[q.id], &te));
+      r.exhaustive_us.push_back(te.total_us);
+      r.agreement += OverlapAtK(r.two_stage[q.id], r.exhaustive[q.id], 10);
     }
-    encode_us.push_back(t2.encode_us);
-    ann_us.push_back(t2.ann_us);
-    fetch_us.push_back(t2.fetch_us);
-    rerank_us.push_back(t2.rerank_us);
-    total_us.push_back(t2.total_us);
-    ++evaluated;
+    r.encode_us.push_back(t2.encode_us);
+    r.ann_us.push_back(t2.ann_us);
+    r.fetch_us.push_back(t2.fetch_us);
+    r.rerank_us.push_back(t2.rerank_us);
+    r.total_us.push_back(t2.total_us);
+    ++r.evaluated;
   }
-  if (evaluated == 0) return absl::InvalidArgumentError("no query of queries.jsonl is judged");
-  agreement /= evaluated;
+  if (r.evaluated == 0) return absl::InvalidArgumentError("no query of queries.jsonl is judged");
+  r.agreement /= r.evaluated;
+  return r;
+}
 
-  // Query encoding alone: every judged query, 20 times.
-  std::vector<double> encode_only_us;
-  {
-    const std::shared_ptr<const text::Encoder> enc = c->encoder();
-    for (int rep = 0; rep < 20; ++rep) {
-      for (const BeirQuery& q : queries) {
-        if (!qrels.by_query.contains(q.id)) continue;
-        const auto s = Clock::now();
-        auto e = enc->EncodeQuery(q.text);
-        encode_only_us.push_back(
-            std::chrono::duration<double, std::micro>(Clock::now() - s).count());
-        if (!e.ok()) return e.status();
-      }
-    }
-  }
-
-  // BM25 peer: Xapian on the same folder.
-  nlohmann::json bm25;
-  std::string bm25_note;
-  QualitySummary bm25_q;
-  {
-    const std::string script = std::string(ATTN_BENCH_SOURCE_DIR) + "/bm25_xapian.py";
-    const std::string run_path = dir + "/bm25.run.tsv";
-    const std::string cmd =
-        "'" + f.python + "' '" + script + "' --beir '" + f.beir + "' --out '" + run_path + "' 2>&1";
-    FILE* p = popen(cmd.c_str(), "r");
-    const std::string text = p ? ReadAllFrom(p) : "";
-    if (p) pclose(p);
-    const auto brace = text.rfind('{');
-    try {
-      bm25 = nlohmann::json::parse(brace == std::string::npos ? text : text.substr(brace));
-    } catch (const std::exception&) {
-      bm25_note = "BM25 peer failed: " + text.substr(0, 400);
-    }
-    if (bm25.contains("error")) {
-      bm25_note = "BM25 peer skipped: " + bm25["error"].get<std::string>();
-    } else if (bm25_note.empty()) {
-      auto runs = ReadRun(run_path);
-      if (!runs.ok()) return runs.status();
-      bm25_q = Evaluate(*runs, qrels);
+// Query encoding alone: every judged query, 20 times; microseconds each.
+absl::StatusOr<std::vector<double>> TimeEncodeQuery(const Collection& c, const Qrels& qrels,
+                                                    const std::vector<BeirQuery>& queries) {
+  std::vector<double> us;
+  const std::shared_ptr<const text::Encoder> enc = c.encoder();
+  for (int rep = 0; rep < 20; ++rep) {
+    for (const BeirQuery& q : queries) {
+      if (!qrels.by_query.contains(q.id)) continue;
+      const auto s = Clock::now();
+      auto e = enc->EncodeQuery(q.text);
+      us.push_back(std::chrono::duration<double, std::micro>(Clock::now() - s).count());
+      if (!e.ok()) return e.status();
     }
   }
+  return us;
+}
 
-  const QualitySummary q2 = Evaluate(two_stage, qrels);
-  const QualitySummary qa = Evaluate(ann_only, qrels);
-  const QualitySummary qe = Evaluate(exhaustive, qrels);
-  const Summary enc = Summarize(encode_only_us), tot = Summarize(total_us),
-                exh = Summarize(exhaustive_us);
+// The BM25 peer's outcome: its output and scores, or why there are none.
+struct Bm25Run {
+  nlohmann::json output;
+  std::string note;
+  QualitySummary quality;
+};
+
+// BM25 peer: Xapian on the same folder.
+absl::StatusOr<Bm25Run> RunBm25(const BenchFlags& f, const std::string& dir, const Qrels& qrels) {
+  Bm25Run b;
+  const std::string script = std::string(ATTN_BENCH_SOURCE_DIR) + "/bm25_xapian.py";
+  const std::string run_path = dir + "/bm25.run.tsv";
+  const std::string cmd =
+      "'" + f.python + "' '" + script + "' --beir '" + f.beir + "' --out '" + run_path + "' 2>&1";
+  FILE* p = popen(cmd.c_str(), "r");
+  const std::string text = p ? ReadAllFrom(p) : "";
+  if (p) pclose(p);
+  const auto brace = text.rfind('{');
+  try {
+    b.output = nlohmann::json::parse(brace == std::string::npos ? text : text.substr(brace));
+  } catch (const std::exception&) {
+    b.note = "BM25 peer failed: " + text.substr(0, 400);
+  }
+  if (b.output.contains("error")) {
+    b.note = "BM25 peer skipped: " + b.output["error"].get<std::string>();
+  } else if (b.note.empty()) {
+    ATTN_ASSIGN_OR_RETURN(const Runs runs, ReadRun(run_path));
+    b.quality = Evaluate(runs, qrels);
+  }
+  return b;
+}
+
+// The runs' quality and the latency summaries.
+struct QualityReport {
+  QualitySummary q2, qa, qe;
+  Summary enc, tot, exh, ann, fetch, rerank;
+};
+
+QualityReport SummarizeQuality(const QualityRuns& r, const Qrels& qrels,
+                               const std::vector<double>& encode_only_us) {
+  return {Evaluate(r.two_stage, qrels), Evaluate(r.ann_only, qrels), Evaluate(r.exhaustive, qrels),
+          Summarize(encode_only_us),    Summarize(r.total_us),       Summarize(r.exhaustive_us),
+          Summarize(r.ann_us),          Summarize(r.fetch_us),       Summarize(r.rerank_us)};
+}
+
+void PrintQuality(const BenchFlags& f, const QualityRuns& r, const QualityReport& q,
+                  const Bm25Run& bm25) {
   auto row = [](const std::string& name, const QualitySummary& s, const std::string& extra) {
     return std::vector<std::string>{name, Fmt("%.4f", s.ndcg10), Fmt("%.4f", s.recall100),
                                     Fmt("%.4f", s.mrr10), extra};
   };
   std::vector<std::vector<std::string>> rows = {
-      row("attnsearch two-stage", q2, Fmt("p50 %.2f ms", tot.p50 / 1000.0)),
-      row("attnsearch ANN stage only", qa, ""),
+      row("attnsearch two-stage", q.q2, Fmt("p50 %.2f ms", q.tot.p50 / 1000.0)),
+      row("attnsearch ANN stage only", q.qa, ""),
   };
   if (f.quality_exhaustive) {
-    rows.push_back(row("attnsearch exhaustive rerank", qe, Fmt("p50 %.2f ms", exh.p50 / 1000.0)));
+    rows.push_back(
+        row("attnsearch exhaustive rerank", q.qe, Fmt("p50 %.2f ms", q.exh.p50 / 1000.0)));
   }
-  if (bm25_note.empty()) rows.push_back(row("BM25 (Xapian)", bm25_q, ""));
+  if (bm25.note.empty()) rows.push_back(row("BM25 (Xapian)", bm25.quality, ""));
   std::printf("%s",
               FormatTable({"system", "nDCG@10", "Recall@100", "MRR@10", "latency"}, rows).c_str());
   std::printf(
       "queries %zu; two-stage vs exhaustive top-10 agreement %.4f; query encode "
       "(EncodeQuery, 20 passes) mean %.1f us p50 %.1f us p99 %.1f us\n",
-      evaluated, agreement, enc.mean, enc.p50, enc.p99);
-  const Summary ann = Summarize(ann_us), fetch = Summarize(fetch_us), rerank = Summarize(rerank_us);
-  std::printf("two-stage stages, p50: ann %.0f us, fetch %.0f us, rerank %.0f us\n", ann.p50,
-              fetch.p50, rerank.p50);
-  if (!bm25_note.empty()) std::printf("%s\n", bm25_note.c_str());
+      r.evaluated, r.agreement, q.enc.mean, q.enc.p50, q.enc.p99);
+  std::printf("two-stage stages, p50: ann %.0f us, fetch %.0f us, rerank %.0f us\n", q.ann.p50,
+              q.fetch.p50, q.rerank.p50);
+  if (!bm25.note.empty()) std::printf("%s\n", bm25.note.c_str());
+}
 
-  auto js = [](const QualitySummary& s) {
-    return nlohmann::json{{"ndcg10", s.ndcg10},
-                          {"recall100", s.recall100},
-                          {"mrr10", s.mrr10},
-                          {"queries", s.queries}};
-  };
+nlohmann::json QualityJson(const QualitySummary& s) {
+  return nlohmann::json{
+      {"ndcg10", s.ndcg10}, {"recall100", s.recall100}, {"mrr10", s.mrr10}, {"queries", s.queries}};
+}
+
+BenchOutput QualityRecord(const BenchFlags& f, const QualityCollection& qc, const QualityRuns& r,
+                          const QualityReport& q, const Bm25Run& bm25) {
   BenchOutput out;
   out.params = {{"beir", f.beir},
-                {"documents", docs},
-                {"skipped_records", skipped},
+                {"documents", qc.docs},
+                {"skipped_records", qc.skipped},
                 {"candidates", std::max<uint32_t>(100, f.quality_candidates)},
                 {"temperature", f.quality_temperature},
                 {"dim", f.quality_dim},
@@ -268,33 +299,52 @@ absl::StatusOr<BenchOutput> RunQuality(const BenchFlags& f) {
                 {"ann_spec", f.ann_spec},
                 {"semantic_share", f.semantic_share},
                 {"stem_language", f.stem_language},
-                {"expansion_weight", eo.expansion_weight},
-                {"expansion_min_cosine", eo.expansion_min_cosine}};
-  out.results = {{"two_stage", js(q2)},
-                 {"ann_only", js(qa)},
-                 {"exhaustive", js(qe)},
-                 {"agreement_top10", agreement},
+                {"expansion_weight", qc.eo.expansion_weight},
+                {"expansion_min_cosine", qc.eo.expansion_min_cosine}};
+  out.results = {{"two_stage", QualityJson(q.q2)},
+                 {"ann_only", QualityJson(q.qa)},
+                 {"exhaustive", QualityJson(q.qe)},
+                 {"agreement_top10", r.agreement},
                  {"encoder",
-                  {{"vocabulary", trained.training.vocabulary},
-                   {"train_seconds", trained.training.seconds},
-                   {"reencode_seconds", trained.reencode_seconds},
-                   {"tokens", trained.training.tokens}}},
-                 {"load_seconds", load_s},
-                 {"index_seconds", index_s},
-                 {"query_encode_us", ToJson(enc)},
-                 {"two_stage_encode_stage_us", ToJson(Summarize(encode_us))},
-                 {"two_stage_total_us", ToJson(tot)},
-                 {"two_stage_ann_us", ToJson(ann)},
-                 {"two_stage_fetch_us", ToJson(fetch)},
-                 {"two_stage_rerank_us", ToJson(rerank)},
-                 {"exhaustive_total_us", ToJson(exh)}};
-  if (bm25_note.empty()) {
-    out.results["bm25_xapian"] = js(bm25_q);
-    out.results["bm25_xapian_run"] = bm25;
+                  {{"vocabulary", qc.trained.training.vocabulary},
+                   {"train_seconds", qc.trained.training.seconds},
+                   {"reencode_seconds", qc.trained.reencode_seconds},
+                   {"tokens", qc.trained.training.tokens}}},
+                 {"load_seconds", qc.load_s},
+                 {"index_seconds", qc.index_s},
+                 {"query_encode_us", ToJson(q.enc)},
+                 {"two_stage_encode_stage_us", ToJson(Summarize(r.encode_us))},
+                 {"two_stage_total_us", ToJson(q.tot)},
+                 {"two_stage_ann_us", ToJson(q.ann)},
+                 {"two_stage_fetch_us", ToJson(q.fetch)},
+                 {"two_stage_rerank_us", ToJson(q.rerank)},
+                 {"exhaustive_total_us", ToJson(q.exh)}};
+  if (bm25.note.empty()) {
+    out.results["bm25_xapian"] = QualityJson(bm25.quality);
+    out.results["bm25_xapian_run"] = bm25.output;
   } else {
-    out.results["bm25_note"] = bm25_note;
+    out.results["bm25_note"] = bm25.note;
   }
   return out;
+}
+
+}  // namespace
+
+absl::StatusOr<BenchOutput> RunQuality(const BenchFlags& f) {
+  if (f.beir.empty()) return absl::InvalidArgumentError("--beir: a BEIR folder is required");
+  ATTN_ASSIGN_OR_RETURN(const Qrels qrels, ReadQrels(f.beir + "/qrels.tsv"));
+  ATTN_ASSIGN_OR_RETURN(const std::vector<BeirQuery> queries,
+                        ReadQueries(f.beir + "/queries.jsonl"));
+  ScratchDir scratch("attn_quality_");
+  if (scratch.path().empty()) return absl::InternalError("cannot create a directory in /tmp");
+  ATTN_ASSIGN_OR_RETURN(const QualityCollection qc, SetupQuality(f, scratch.path()));
+  ATTN_ASSIGN_OR_RETURN(const QualityRuns runs, RunQualityQueries(f, qc, qrels, queries));
+  ATTN_ASSIGN_OR_RETURN(const std::vector<double> encode_only_us,
+                        TimeEncodeQuery(*qc.c, qrels, queries));
+  ATTN_ASSIGN_OR_RETURN(const Bm25Run bm25, RunBm25(f, scratch.path(), qrels));
+  const QualityReport report = SummarizeQuality(runs, qrels, encode_only_us);
+  PrintQuality(f, runs, report, bm25);
+  return QualityRecord(f, qc, runs, report, bm25);
 }
 
 }  // namespace attnsearch::bench

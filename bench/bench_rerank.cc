@@ -52,6 +52,7 @@
 #include <functional>
 
 #include "benchmarks.h"
+#include "core/status.h"
 #include "core/vector_math.h"
 #include "oneapi/dnnl/dnnl.hpp"
 #include "report.h"
@@ -108,316 +109,386 @@ std::string ReadAll(FILE* p) {
   return out;
 }
 
-}  // namespace
+// The inputs every variant sees: documents back to back (f32 values rounded
+// through bf16 when bf16, dequantized when int8, so that every
+// implementation sees the same numbers) and one query.
+struct RerankData {
+  bool bf16 = false, int8 = false;
+  uint32_t d = 0, m = 0;
+  size_t candidates = 0, total = 0;  // documents, token rows
+  uint32_t tokens_min = 0, tokens_max = 0;
+  std::vector<uint32_t> rows;
+  std::vector<size_t> offsets;
+  std::vector<float> docs, query, weights;
+  std::vector<uint16_t> docs_bf16, query_bf16;
+  std::vector<int8_t> docs_s8;
+  std::vector<float> row_scales;  // int8: one scale per token row, as the store keeps them
+  double flops = 0;
+  TokenDtype dtype = TokenDtype::kF32;
+  const void* doc_data = nullptr;  // the documents in the stored dtype
+  const void* q_data = nullptr;    // the query in the matmul's dtype
+};
 
-absl::StatusOr<BenchOutput> RunRerank(const BenchFlags& f) {
-  const bool bf16 = f.dtype == "bf16", int8 = f.dtype == "int8";
-  if (!bf16 && !int8 && f.dtype != "f32") {
-    return absl::InvalidArgumentError("--dtype: bf16, f32 or int8");
-  }
-  if (f.candidates <= 0 || f.query_tokens <= 0 || f.doc_tokens_min <= 0 ||
-      f.doc_tokens_max < f.doc_tokens_min) {
-    return absl::InvalidArgumentError("rerank: bad candidates / token counts");
-  }
-  omp_set_num_threads(f.threads);
-  const uint32_t d = f.dim, m = uint32_t(f.query_tokens);
-  const size_t C = size_t(f.candidates);
-
+std::unique_ptr<RerankData> SetupRerank(const BenchFlags& f) {
+  auto in = std::make_unique<RerankData>();
+  RerankData& x = *in;
+  x.bf16 = f.dtype == "bf16";
+  x.int8 = f.dtype == "int8";
+  x.d = f.dim;
+  x.m = uint32_t(f.query_tokens);
+  x.candidates = size_t(f.candidates);
   SyntheticOptions so = SyntheticFromFlags(f);
-  so.tokens_min = uint32_t(f.doc_tokens_min);
-  so.tokens_max = uint32_t(f.doc_tokens_max);
+  so.tokens_min = x.tokens_min = uint32_t(f.doc_tokens_min);
+  so.tokens_max = x.tokens_max = uint32_t(f.doc_tokens_max);
   so.token_counts = TokenCountDistribution::kUniform;
   SyntheticDataset data(so);
-
-  // Documents back to back; f32 values rounded through bf16 when bf16 so
-  // that every implementation sees the same numbers.
-  std::vector<uint32_t> rows(C);
-  std::vector<size_t> offsets(C);
-  std::vector<float> docs;
+  x.rows.resize(x.candidates);
+  x.offsets.resize(x.candidates);
   std::vector<float> tmp;
-  size_t total = 0;
-  for (size_t c = 0; c < C; ++c) {
-    rows[c] = data.Tokens(c, &tmp);
-    offsets[c] = total;
-    total += rows[c];
-    docs.insert(docs.end(), tmp.begin(), tmp.end());
+  for (size_t c = 0; c < x.candidates; ++c) {
+    x.rows[c] = data.Tokens(c, &tmp);
+    x.offsets[c] = x.total;
+    x.total += x.rows[c];
+    x.docs.insert(x.docs.end(), tmp.begin(), tmp.end());
   }
-  std::vector<float> query;
-  data.QueryTokens(0, m, &query);
-  std::vector<float> weights(m, 1.f / float(m));
-  std::vector<uint16_t> docs_bf16, query_bf16;
-  if (bf16) {
-    docs_bf16.resize(docs.size());
-    FloatToBf16(docs.data(), docs_bf16.data(), docs.size());
-    Bf16ToFloat(docs_bf16.data(), docs.data(), docs.size());
-    query_bf16.resize(query.size());
-    FloatToBf16(query.data(), query_bf16.data(), query.size());
-    Bf16ToFloat(query_bf16.data(), query.data(), query.size());
+  data.QueryTokens(0, x.m, &x.query);
+  x.weights.assign(x.m, 1.f / float(x.m));
+  if (x.bf16) {
+    x.docs_bf16.resize(x.docs.size());
+    FloatToBf16(x.docs.data(), x.docs_bf16.data(), x.docs.size());
+    Bf16ToFloat(x.docs_bf16.data(), x.docs.data(), x.docs.size());
+    x.query_bf16.resize(x.query.size());
+    FloatToBf16(x.query.data(), x.query_bf16.data(), x.query.size());
+    Bf16ToFloat(x.query_bf16.data(), x.query.data(), x.query.size());
   }
-  // int8: one scale per token row, as the store keeps them; every other
-  // implementation sees the dequantized values.
-  std::vector<int8_t> docs_s8;
-  std::vector<float> row_scales;
-  if (int8) {
-    docs_s8.resize(docs.size());
-    row_scales.resize(total);
-    for (size_t r = 0; r < total; ++r) {
-      row_scales[r] = QuantizeInt8(docs.data() + r * d, docs_s8.data() + r * d, d);
-      DequantizeInt8(docs_s8.data() + r * d, row_scales[r], docs.data() + r * d, d);
+  if (x.int8) {
+    x.docs_s8.resize(x.docs.size());
+    x.row_scales.resize(x.total);
+    for (size_t r = 0; r < x.total; ++r) {
+      float* row = x.docs.data() + r * x.d;
+      x.row_scales[r] = QuantizeInt8(row, x.docs_s8.data() + r * x.d, x.d);
+      DequantizeInt8(x.docs_s8.data() + r * x.d, x.row_scales[r], row, x.d);
     }
   }
-  const double flops = 2.0 * m * d * double(total);
-  const TokenDtype dtype = bf16 ? TokenDtype::kBF16 : int8 ? TokenDtype::kInt8 : TokenDtype::kF32;
-  const void* doc_data = bf16   ? static_cast<const void*>(docs_bf16.data())
-                         : int8 ? static_cast<const void*>(docs_s8.data())
-                                : docs.data();
-  const void* q_data = bf16 ? static_cast<const void*>(query_bf16.data()) : query.data();
+  x.flops = 2.0 * x.m * x.d * double(x.total);
+  x.dtype = x.bf16 ? TokenDtype::kBF16 : x.int8 ? TokenDtype::kInt8 : TokenDtype::kF32;
+  x.doc_data = x.bf16   ? static_cast<const void*>(x.docs_bf16.data())
+               : x.int8 ? static_cast<const void*>(x.docs_s8.data())
+                        : x.docs.data();
+  x.q_data = x.bf16 ? static_cast<const void*>(x.query_bf16.data()) : x.query.data();
+  return in;
+}
 
-  // ours.
+// oneDNN's bare matmuls of the reranker's shape, created once; each call
+// runs one. Constructing it throws dnnl::error.
+class BareMatmuls {
+ public:
+  explicit BareMatmuls(const RerankData& x)
+      : x_(x),
+        dt_(x.bf16 ? memory::data_type::bf16 : memory::data_type::f32),
+        md_(x.m),
+        nd_(memory::dim(x.total)),
+        dd_(x.d),
+        eng_(dnnl::engine::kind::cpu, 0),
+        stream_(eng_),
+        q_md_({md_, dd_}, dt_, {dd_, 1}),
+        t_md_({dd_, nd_}, dt_, {1, dd_}),
+        s_md_({md_, nd_}, memory::data_type::f32, {nd_, 1}),
+        sim_(size_t(x.m) * x.total),
+        mm_(dnnl::matmul::primitive_desc(dnnl::matmul::desc(q_md_, t_md_, s_md_), eng_)),
+        q_mem_(q_md_, eng_, const_cast<void*>(x.q_data)),
+        t_mem_(t_md_, eng_, const_cast<void*>(x.doc_data)),
+        s_mem_(s_md_, eng_, sim_.data()),
+        pd_rt_(RuntimeDimsPd()),
+        pd_t_(RuntimeDimsPd()),
+        mm_rt_(pd_rt_),
+        mm_t_(pd_t_),
+        scratch_rt_(pd_rt_.scratchpad_desc().get_size()),
+        scratch_t_(pd_t_.scratchpad_desc().get_size()) {}
+
+  // Q·Dᵀ with the exact shape baked in; primitive, memory and stream made once.
+  void Fixed() {
+    mm_.execute(stream_,
+                {{DNNL_ARG_SRC, q_mem_}, {DNNL_ARG_WEIGHTS, t_mem_}, {DNNL_ARG_DST, s_mem_}});
+    stream_.wait();
+  }
+  // Q·Dᵀ through a runtime-dimension primitive, memory objects and stream per call.
+  void RuntimeDims() {
+    Run(mm_rt_, pd_rt_, scratch_rt_, {q_md_, x_.q_data}, {t_md_, x_.doc_data}, s_md_);
+  }
+  // Sᵀ (N x m) = D (N x d) · Qᵀ (d x m) the same way: the reranker's orientation.
+  void Transposed() {
+    Run(mm_t_, pd_t_, scratch_t_, {{{nd_, dd_}, dt_, {dd_, 1}}, x_.doc_data},
+        {{{dd_, md_}, dt_, {1, dd_}}, x_.q_data}, {{nd_, md_}, memory::data_type::f32, {md_, 1}});
+  }
+
+ private:
+  struct Operand {
+    memory::desc desc;
+    const void* data;
+  };
+  // A (rows x d) · B (d x cols) with both dimensions given at execution.
+  dnnl::matmul::primitive_desc RuntimeDimsPd() const {
+    const memory::dim rt = DNNL_RUNTIME_DIM_VAL;
+    dnnl::primitive_attr attr;
+    attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+    return dnnl::matmul::primitive_desc(
+        dnnl::matmul::desc(memory::desc({rt, dd_}, dt_, {dd_, 1}),
+                           memory::desc({dd_, rt}, dt_, {1, dd_}),
+                           memory::desc({rt, rt}, memory::data_type::f32, {rt, 1})),
+        attr, eng_);
+  }
+  void Run(dnnl::matmul& mm, const dnnl::matmul::primitive_desc& pd, std::vector<uint8_t>& scratch,
+           const Operand& src, const Operand& weights, const memory::desc& dst) {
+    memory a(src.desc, eng_, const_cast<void*>(src.data));
+    memory b(weights.desc, eng_, const_cast<void*>(weights.data));
+    memory c(dst, eng_, sim_.data());
+    memory sc(pd.scratchpad_desc(), eng_, scratch.data());
+    dnnl::stream s(eng_);
+    mm.execute(
+        s,
+        {{DNNL_ARG_SRC, a}, {DNNL_ARG_WEIGHTS, b}, {DNNL_ARG_DST, c}, {DNNL_ARG_SCRATCHPAD, sc}});
+    s.wait();
+  }
+
+  const RerankData& x_;
+  const memory::data_type dt_;
+  const memory::dim md_, nd_, dd_;
+  dnnl::engine eng_;
+  dnnl::stream stream_;
+  memory::desc q_md_, t_md_, s_md_;
+  std::vector<float> sim_;
+  dnnl::matmul mm_;
+  memory q_mem_, t_mem_, s_mem_;
+  dnnl::matmul::primitive_desc pd_rt_, pd_t_;
+  dnnl::matmul mm_rt_, mm_t_;
+  std::vector<uint8_t> scratch_rt_, scratch_t_;
+};
+
+// The per-call microseconds of each variant timed in this process.
+struct RerankTimes {
+  std::vector<double> ours, ours_explain, matmul, matmul_rt, matmul_t;
+  std::vector<float> scores;  // ours, for the comparison with PyTorch
+};
+
+// Ours and ours + explain (Score keeping its similarities, then the
+// evidence for the top 10 from them, as the engine does with explain =
+// true), interleaved with oneDNN's bare matmuls (none for int8).
+absl::StatusOr<RerankTimes> TimeRerank(const BenchFlags& f, const RerankData& x) {
   RerankerOptions ropts;
   ropts.max_threads = f.threads;
-  if (f.max_rows_per_gemm > 0)
-    ropts.max_rows_per_gemm =
-        size_t(f.max_rows_per_gemm);  // else Score takes every core and resets OpenMP's count
-  auto reranker = Reranker::Create(d, dtype, ropts);
-  if (!reranker.ok()) return reranker.status();
-  RerankQuery rq{query.data(), m, weights.data(), RerankMode::kAttention, f.temperature};
-  CandidateTokens ct{doc_data,       total, rows.data(),
-                     offsets.data(), C,     int8 ? row_scales.data() : nullptr};
-  std::vector<float> scores(C);
+  // Else Score takes every core and resets OpenMP's count.
+  if (f.max_rows_per_gemm > 0) ropts.max_rows_per_gemm = size_t(f.max_rows_per_gemm);
+  ATTN_ASSIGN_OR_RETURN(std::unique_ptr<Reranker> reranker, Reranker::Create(x.d, x.dtype, ropts));
+  RerankQuery rq{x.query.data(), x.m, x.weights.data(), RerankMode::kAttention, f.temperature};
+  const size_t C = x.candidates;
+  CandidateTokens ct{x.doc_data,       x.total, x.rows.data(),
+                     x.offsets.data(), C,       x.int8 ? x.row_scales.data() : nullptr};
+  RerankTimes out;
+  out.scores.resize(C);
   absl::Status score_status;
-  std::function<void()> ours_fn = [&] { score_status = (*reranker)->Score(rq, ct, scores.data()); };
-
-  // ours + explain: Score keeping its similarities, then the evidence for
-  // the top 10 from them, as the engine does with explain = true.
+  std::function<void()> ours_fn = [&] {
+    score_status = reranker->Score(rq, ct, out.scores.data());
+  };
   const size_t top = std::min<size_t>(10, C);
   std::vector<std::vector<TokenEvidence>> evidence;
   ScoredSimilarities kept;
   std::vector<size_t> idx(C), which(top);
   std::function<void()> ours_explain_fn = [&] {
-    score_status = (*reranker)->Score(rq, ct, scores.data(), &kept);
+    score_status = reranker->Score(rq, ct, out.scores.data(), &kept);
     for (size_t i = 0; i < C; ++i) idx[i] = i;
     std::partial_sort(idx.begin(), idx.begin() + long(top), idx.end(),
-                      [&](size_t a, size_t b) { return scores[a] > scores[b]; });
+                      [&](size_t a, size_t b) { return out.scores[a] > out.scores[b]; });
     which.assign(idx.begin(), idx.begin() + long(top));
-    if (score_status.ok()) {
-      score_status = (*reranker)->ExplainScored(rq, ct, kept, which, &evidence);
-    }
+    if (score_status.ok()) score_status = reranker->ExplainScored(rq, ct, kept, which, &evidence);
   };
-  std::vector<double> ours_us, ours_explain_us;
-
-  // Bare matmul, fixed shape, everything created once. (Score sets the
-  // calling thread's OpenMP count; set ours again.)
+  // (Score sets the calling thread's OpenMP count; set ours again.)
   omp_set_num_threads(f.threads);
-  const auto dt = bf16 ? memory::data_type::bf16 : memory::data_type::f32;
-  const memory::dim md = m, nd = memory::dim(total), dd = d;
-  std::vector<float> sim(size_t(m) * total);
-  std::vector<double> matmul_us, matmul_rt_us, matmul_t_us;
-  if (int8) {
+  if (x.int8) {
     auto t = TimeInterleaved({ours_fn, ours_explain_fn}, f.min_seconds);
-    ours_us = std::move(t[0]);
-    ours_explain_us = std::move(t[1]);
-  } else
+    out.ours = std::move(t[0]);
+    out.ours_explain = std::move(t[1]);
+  } else {
     try {
-      dnnl::engine eng(dnnl::engine::kind::cpu, 0);
-      dnnl::stream stream(eng);
-      memory::desc q_md({md, dd}, dt, {dd, 1});
-      memory::desc t_md({dd, nd}, dt, {1, dd});
-      memory::desc s_md({md, nd}, memory::data_type::f32, {nd, 1});
-      dnnl::matmul::desc desc(q_md, t_md, s_md);
-      dnnl::matmul::primitive_desc pd(desc, eng);
-      dnnl::matmul mm(pd);
-      memory q_mem(q_md, eng, const_cast<void*>(q_data));
-      memory t_mem(t_md, eng, const_cast<void*>(doc_data));
-      memory s_mem(s_md, eng, sim.data());
-      std::function<void()> mm_fn = [&] {
-        mm.execute(stream,
-                   {{DNNL_ARG_SRC, q_mem}, {DNNL_ARG_WEIGHTS, t_mem}, {DNNL_ARG_DST, s_mem}});
-        stream.wait();
-      };
-
-      // Runtime dimensions, per-call memory objects and stream (the reranker's way).
-      const memory::dim rt = DNNL_RUNTIME_DIM_VAL;
-      memory::desc q_rt({rt, dd}, dt, {dd, 1});
-      memory::desc t_rt({dd, rt}, dt, {1, dd});
-      memory::desc s_rt({rt, rt}, memory::data_type::f32, {rt, 1});
-      dnnl::primitive_attr attr;
-      attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
-      dnnl::matmul::desc desc_rt(q_rt, t_rt, s_rt);
-      dnnl::matmul::primitive_desc pd_rt(desc_rt, attr, eng);
-      dnnl::matmul mm_rt(pd_rt);
-      std::vector<uint8_t> scratch(pd_rt.scratchpad_desc().get_size());
-      std::function<void()> mm_rt_fn = [&] {
-        memory qm(q_md, eng, const_cast<void*>(q_data));
-        memory tm(t_md, eng, const_cast<void*>(doc_data));
-        memory sm(s_md, eng, sim.data());
-        memory scm(pd_rt.scratchpad_desc(), eng, scratch.data());
-        dnnl::stream s(eng);
-        mm_rt.execute(s, {{DNNL_ARG_SRC, qm},
-                          {DNNL_ARG_WEIGHTS, tm},
-                          {DNNL_ARG_DST, sm},
-                          {DNNL_ARG_SCRATCHPAD, scm}});
-        s.wait();
-      };
-
-      // The reranker's orientation: Sᵀ (N x m) = D (N x d) · Qᵀ (d x m), runtime
-      // dimensions, per-call memory objects and stream.
-      memory::desc d_rt({rt, dd}, dt, {dd, 1});
-      memory::desc qt_rt({dd, rt}, dt, {1, dd});
-      memory::desc st_rt({rt, rt}, memory::data_type::f32, {rt, 1});
-      dnnl::matmul::primitive_desc pd_t(dnnl::matmul::desc(d_rt, qt_rt, st_rt), attr, eng);
-      dnnl::matmul mm_t(pd_t);
-      std::vector<uint8_t> scratch_t(pd_t.scratchpad_desc().get_size());
-      std::function<void()> mm_t_fn = [&] {
-        memory dm({{nd, dd}, dt, {dd, 1}}, eng, const_cast<void*>(doc_data));
-        memory qm({{dd, md}, dt, {1, dd}}, eng, const_cast<void*>(q_data));
-        memory sm({{nd, md}, memory::data_type::f32, {md, 1}}, eng, sim.data());
-        memory scm(pd_t.scratchpad_desc(), eng, scratch_t.data());
-        dnnl::stream s(eng);
-        mm_t.execute(s, {{DNNL_ARG_SRC, dm},
-                         {DNNL_ARG_WEIGHTS, qm},
-                         {DNNL_ARG_DST, sm},
-                         {DNNL_ARG_SCRATCHPAD, scm}});
-        s.wait();
-      };
-      auto t = TimeInterleaved({ours_fn, ours_explain_fn, mm_fn, mm_rt_fn, mm_t_fn}, f.min_seconds);
-      ours_us = std::move(t[0]);
-      ours_explain_us = std::move(t[1]);
-      matmul_us = std::move(t[2]);
-      matmul_rt_us = std::move(t[3]);
-      matmul_t_us = std::move(t[4]);
+      BareMatmuls mm(x);
+      auto t = TimeInterleaved({ours_fn, ours_explain_fn, [&] { mm.Fixed(); },
+                                [&] { mm.RuntimeDims(); }, [&] { mm.Transposed(); }},
+                               f.min_seconds);
+      out.ours = std::move(t[0]);
+      out.ours_explain = std::move(t[1]);
+      out.matmul = std::move(t[2]);
+      out.matmul_rt = std::move(t[3]);
+      out.matmul_t = std::move(t[4]);
     } catch (const dnnl::error& e) {
       return absl::InternalError(std::string("bare matmul: ") + e.what());
     }
-
+  }
   if (!score_status.ok()) return score_status;
+  return out;
+}
 
-  // PyTorch, same inputs through a temporary file.
+// PyTorch's figures (torch_rerank.py's JSON), or why there are none.
+struct TorchRun {
   nlohmann::json torch;
-  std::string torch_note;
-  {
-    std::string script = f.torch_script.empty()
-                             ? std::string(ATTN_BENCH_SOURCE_DIR) + "/torch_rerank.py"
-                             : f.torch_script;
-    if (access(f.python.c_str(), X_OK) != 0) {
-      torch_note =
-          "PyTorch skipped: no executable " + f.python + " (Debian's python3 with python3-torch)";
-    }
-    char path[] = "/tmp/attn_rerank_XXXXXX";
-    const int fd = mkstemp(path);
-    if (fd < 0) return absl::InternalError("cannot create a temporary file");
-    close(fd);
-    {
-      std::ofstream out(path, std::ios::binary);
-      const int32_t header[6] = {int32_t(m), int32_t(d), int32_t(C), bf16 ? 1 : 0, f.threads, 0};
-      out.write(reinterpret_cast<const char*>(header), sizeof header);
-      const float fh[2] = {f.temperature, float(f.min_seconds)};
-      out.write(reinterpret_cast<const char*>(fh), sizeof fh);
-      std::vector<int32_t> r32(rows.begin(), rows.end());
-      out.write(reinterpret_cast<const char*>(r32.data()), r32.size() * 4);
-      out.write(reinterpret_cast<const char*>(query.data()), query.size() * 4);
-      out.write(reinterpret_cast<const char*>(weights.data()), weights.size() * 4);
-      out.write(reinterpret_cast<const char*>(docs.data()), docs.size() * 4);
-    }
-    std::string text;
-    int rc = -1;
-    if (torch_note.empty()) {
-      const std::string cmd = "OMP_NUM_THREADS=" + std::to_string(f.threads) + " '" + f.python +
-                              "' '" + script + "' '" + path + "' 2>&1";
-      FILE* p = popen(cmd.c_str(), "r");
-      text = p ? ReadAll(p) : "";
-      rc = p ? pclose(p) : -1;
-    }
-    std::filesystem::remove(path);
-    const auto brace = text.rfind("\n{");
-    const std::string last = brace == std::string::npos ? text : text.substr(brace + 1);
-    try {
-      if (torch_note.empty()) torch = nlohmann::json::parse(last);
-    } catch (const std::exception&) {
-      torch_note = "PyTorch run failed (rc " + std::to_string(rc) + "): " + text.substr(0, 400);
-    }
-    if (torch.contains("error")) {
-      torch_note = "PyTorch skipped: " + torch["error"].get<std::string>();
-      torch = nlohmann::json();
-    }
-  }
+  std::string note;
+};
 
-  double max_diff = -1;
-  if (torch.contains("scores")) {
-    max_diff = 0;
-    const auto& ts = torch["scores"];
-    for (size_t c = 0; c < C && c < ts.size(); ++c) {
-      max_diff = std::max(max_diff, std::fabs(double(scores[c]) - ts[c].get<double>()));
-    }
-  }
+// Writes the inputs to `path` in torch_rerank.py's format.
+void WriteTorchInputs(const BenchFlags& f, const RerankData& x, const char* path) {
+  std::ofstream out(path, std::ios::binary);
+  const int32_t header[6] = {int32_t(x.m),   int32_t(x.d), int32_t(x.candidates),
+                             x.bf16 ? 1 : 0, f.threads,    0};
+  out.write(reinterpret_cast<const char*>(header), sizeof header);
+  const float fh[2] = {f.temperature, float(f.min_seconds)};
+  out.write(reinterpret_cast<const char*>(fh), sizeof fh);
+  std::vector<int32_t> r32(x.rows.begin(), x.rows.end());
+  out.write(reinterpret_cast<const char*>(r32.data()), r32.size() * 4);
+  out.write(reinterpret_cast<const char*>(x.query.data()), x.query.size() * 4);
+  out.write(reinterpret_cast<const char*>(x.weights.data()), x.weights.size() * 4);
+  out.write(reinterpret_cast<const char*>(x.docs.data()), x.docs.size() * 4);
+}
 
-  // Report.
-  const Summary ours = Summarize(ours_us), mm = Summarize(matmul_us),
-                mmrt = Summarize(matmul_rt_us), mmt = Summarize(matmul_t_us),
-                ours_ex = Summarize(ours_explain_us);
-  // The floor: the fastest of the bare matmuls (none for int8).
-  double floor_us = 0;
-  for (const Summary* s : {&mm, &mmrt, &mmt}) {
-    if (s->count > 0 && (floor_us == 0 || s->p50 < floor_us)) floor_us = s->p50;
+// PyTorch on the same inputs, through a temporary file.
+absl::StatusOr<TorchRun> RunTorch(const BenchFlags& f, const RerankData& x) {
+  TorchRun run;
+  std::string script = f.torch_script.empty()
+                           ? std::string(ATTN_BENCH_SOURCE_DIR) + "/torch_rerank.py"
+                           : f.torch_script;
+  if (access(f.python.c_str(), X_OK) != 0) {
+    run.note =
+        "PyTorch skipped: no executable " + f.python + " (Debian's python3 with python3-torch)";
   }
-  auto gf = [&](double us) { return flops / (us * 1e3); };
-  std::vector<std::vector<std::string>> table;
-  auto row = [&](const std::string& name, double mean, double p50, size_t iters) {
-    table.push_back({name, Fmt("%.1f", p50), Fmt("%.1f", mean), Fmt("%.1f", gf(p50)),
-                     Fmt("%.2f", p50 / ours.p50), Fmt("%zu", iters)});
-  };
-  row("ours (Reranker::Score)", ours.mean, ours.p50, ours.count);
-  row("ours + explain top 10", ours_ex.mean, ours_ex.p50, ours_ex.count);
-  if (!int8) {
-    row("oneDNN matmul Q.D^T, fixed shape", mm.mean, mm.p50, mm.count);
-    row("oneDNN matmul Q.D^T, runtime dims", mmrt.mean, mmrt.p50, mmrt.count);
-    row("oneDNN matmul D.Q^T, runtime dims", mmt.mean, mmt.p50, mmt.count);
+  char path[] = "/tmp/attn_rerank_XXXXXX";
+  const int fd = mkstemp(path);
+  if (fd < 0) return absl::InternalError("cannot create a temporary file");
+  close(fd);
+  WriteTorchInputs(f, x, path);
+  std::string text;
+  int rc = -1;
+  if (run.note.empty()) {
+    const std::string cmd = "OMP_NUM_THREADS=" + std::to_string(f.threads) + " '" + f.python +
+                            "' '" + script + "' '" + path + "' 2>&1";
+    FILE* p = popen(cmd.c_str(), "r");
+    text = p ? ReadAll(p) : "";
+    rc = p ? pclose(p) : -1;
   }
-  double torch_us = 0;
+  std::filesystem::remove(path);
+  const auto brace = text.rfind("\n{");
+  const std::string last = brace == std::string::npos ? text : text.substr(brace + 1);
+  try {
+    if (run.note.empty()) run.torch = nlohmann::json::parse(last);
+  } catch (const std::exception&) {
+    run.note = "PyTorch run failed (rc " + std::to_string(rc) + "): " + text.substr(0, 400);
+  }
+  if (run.torch.contains("error")) {
+    run.note = "PyTorch skipped: " + run.torch["error"].get<std::string>();
+    run.torch = nlohmann::json();
+  }
+  return run;
+}
+
+// The summaries the table, the record and the chart are made of.
+struct RerankSummary {
+  Summary ours, mm, mmrt, mmt, ours_ex;
+  double floor_us = 0;  // the fastest of the bare matmuls (none for int8)
+  double torch_us = 0;  // the fastest PyTorch variant in the requested dtype
   std::string torch_best;
-  if (torch.contains("us_per_query")) {
-    for (const auto& [k, v] : torch["us_per_query"].items()) {
-      const double mean = v.value("mean", 0.0), p50 = v.value("p50", 0.0);
-      row("torch " + k, mean, p50, v.value("iters", 0));
+  double max_diff = -1;  // max |ours - PyTorch| over the scores (< 0: none)
+};
+
+RerankSummary SummarizeRerank(const RerankData& x, const RerankTimes& t, const TorchRun& torch) {
+  RerankSummary r;
+  r.ours = Summarize(t.ours);
+  r.mm = Summarize(t.matmul);
+  r.mmrt = Summarize(t.matmul_rt);
+  r.mmt = Summarize(t.matmul_t);
+  r.ours_ex = Summarize(t.ours_explain);
+  for (const Summary* s : {&r.mm, &r.mmrt, &r.mmt}) {
+    if (s->count > 0 && (r.floor_us == 0 || s->p50 < r.floor_us)) r.floor_us = s->p50;
+  }
+  if (torch.torch.contains("us_per_query")) {
+    for (const auto& [k, v] : torch.torch["us_per_query"].items()) {
+      const double p50 = v.value("p50", 0.0);
       // The headline is the fastest variant (by median) in the requested dtype.
-      if (k != "padded_f32" && (torch_us == 0 || p50 < torch_us)) {
-        torch_us = p50;
-        torch_best = k;
+      if (k != "padded_f32" && (r.torch_us == 0 || p50 < r.torch_us)) {
+        r.torch_us = p50;
+        r.torch_best = k;
       }
+    }
+  }
+  if (torch.torch.contains("scores")) {
+    r.max_diff = 0;
+    const auto& ts = torch.torch["scores"];
+    for (size_t c = 0; c < x.candidates && c < ts.size(); ++c) {
+      r.max_diff = std::max(r.max_diff, std::fabs(double(t.scores[c]) - ts[c].get<double>()));
+    }
+  }
+  return r;
+}
+
+// The table and the lines below it.
+void PrintRerank(const BenchFlags& f, const RerankData& x, const RerankSummary& r,
+                 const TorchRun& torch) {
+  auto gf = [&](double us) { return x.flops / (us * 1e3); };
+  std::vector<std::vector<std::string>> table;
+  auto row = [&](const std::string& name, const Summary& s) {
+    table.push_back({name, Fmt("%.1f", s.p50), Fmt("%.1f", s.mean), Fmt("%.1f", gf(s.p50)),
+                     Fmt("%.2f", s.p50 / r.ours.p50), Fmt("%zu", s.count)});
+  };
+  row("ours (Reranker::Score)", r.ours);
+  row("ours + explain top 10", r.ours_ex);
+  if (!x.int8) {
+    row("oneDNN matmul Q.D^T, fixed shape", r.mm);
+    row("oneDNN matmul Q.D^T, runtime dims", r.mmrt);
+    row("oneDNN matmul D.Q^T, runtime dims", r.mmt);
+  }
+  if (torch.torch.contains("us_per_query")) {
+    for (const auto& [k, v] : torch.torch["us_per_query"].items()) {
+      Summary s;
+      s.mean = v.value("mean", 0.0);
+      s.p50 = v.value("p50", 0.0);
+      s.count = v.value("iters", 0);
+      row("torch " + k, s);
     }
   }
   std::printf(
       "rerank: %zu candidates, %zu token rows (%.1f per doc), m=%u, d=%u, %s, %d threads, "
       "tau=%.3g; %.1f MFLOP/query\n",
-      C, total, double(total) / double(C), m, d, f.dtype.c_str(), f.threads, f.temperature,
-      flops / 1e6);
+      x.candidates, x.total, double(x.total) / double(x.candidates), x.m, x.d, f.dtype.c_str(),
+      f.threads, f.temperature, x.flops / 1e6);
   std::printf("%s", FormatTable({"variant", "p50 us/query", "mean us", "GFLOP/s (p50)",
                                  "x ours (p50)", "iters"},
                                 table)
                         .c_str());
-  if (floor_us > 0) {
+  if (r.floor_us > 0) {
     std::printf("throughput of ours / fastest bare matmul (medians): %.0f%%\n",
-                100.0 * floor_us / ours.p50);
+                100.0 * r.floor_us / r.ours.p50);
   }
   std::printf("explain top 10 costs %.1f%% on top (medians)\n",
-              100.0 * (ours_ex.p50 - ours.p50) / ours.p50);
-  if (torch_us > 0) {
+              100.0 * (r.ours_ex.p50 - r.ours.p50) / r.ours.p50);
+  if (r.torch_us > 0) {
     std::printf("PyTorch (fastest eager variant, %s): %.1f us/query (p50) = %.2fx ours\n",
-                torch_best.c_str(), torch_us, torch_us / ours.p50);
+                r.torch_best.c_str(), r.torch_us, r.torch_us / r.ours.p50);
   }
-  if (max_diff >= 0) {
+  if (r.max_diff >= 0) {
     std::printf("PyTorch %s agrees: max |score_ours - score_torch| = %.3g over %zu scores\n",
-                torch.value("torch_version", std::string("?")).c_str(), max_diff, C);
+                torch.torch.value("torch_version", std::string("?")).c_str(), r.max_diff,
+                x.candidates);
   }
-  if (!torch_note.empty()) std::printf("note: %s\n", torch_note.c_str());
+  if (!torch.note.empty()) std::printf("note: %s\n", torch.note.c_str());
+}
 
+// The JSON record's parameters and figures.
+BenchOutput RerankRecord(const BenchFlags& f, const RerankData& x, const RerankSummary& r,
+                         TorchRun torch) {
+  auto gf = [&](double us) { return x.flops / (us * 1e3); };
   BenchOutput out;
-  out.params = {{"candidates", C},
+  out.params = {{"candidates", x.candidates},
                 {"doc_tokens_min", f.doc_tokens_min},
                 {"doc_tokens_max", f.doc_tokens_max},
                 {"token_counts", "uniform"},
-                {"query_tokens", m},
-                {"dim", d},
+                {"query_tokens", x.m},
+                {"dim", x.d},
                 {"dtype", f.dtype},
                 {"threads", f.threads},
                 {"temperature", f.temperature},
@@ -425,48 +496,74 @@ absl::StatusOr<BenchOutput> RunRerank(const BenchFlags& f) {
                 {"seed", f.seed},
                 {"clusters", f.clusters},
                 {"token_spread", f.token_spread}};
-  out.results = {{"total_token_rows", total},
-                 {"mflop_per_query", flops / 1e6},
-                 {"ours_us", ToJson(ours)},
-                 {"ours_gflops_p50", gf(ours.p50)},
-                 {"matmul_fixed_us", ToJson(mm)},
-                 {"matmul_fixed_gflops_p50", gf(mm.p50)},
-                 {"matmul_runtime_dims_us", ToJson(mmrt)},
-                 {"matmul_runtime_dims_gflops_p50", gf(mmrt.p50)},
-                 {"matmul_dqt_runtime_dims_us", ToJson(mmt)},
-                 {"ours_explain_top10_us", ToJson(ours_ex)},
-                 {"explain_overhead", (ours_ex.p50 - ours.p50) / ours.p50},
-                 {"ours_throughput_vs_fastest_matmul", floor_us > 0 ? floor_us / ours.p50 : 0.0}};
-  if (!torch.is_null()) {
-    torch.erase("scores");
-    out.results["torch"] = torch;
-    out.results["torch_max_abs_diff"] = max_diff;
-    if (torch_us > 0) {
-      out.results["torch_best_variant"] = torch_best;
-      out.results["torch_best_p50_us"] = torch_us;
-      out.results["torch_over_ours_p50"] = torch_us / ours.p50;
+  out.results = {
+      {"total_token_rows", x.total},
+      {"mflop_per_query", x.flops / 1e6},
+      {"ours_us", ToJson(r.ours)},
+      {"ours_gflops_p50", gf(r.ours.p50)},
+      {"matmul_fixed_us", ToJson(r.mm)},
+      {"matmul_fixed_gflops_p50", gf(r.mm.p50)},
+      {"matmul_runtime_dims_us", ToJson(r.mmrt)},
+      {"matmul_runtime_dims_gflops_p50", gf(r.mmrt.p50)},
+      {"matmul_dqt_runtime_dims_us", ToJson(r.mmt)},
+      {"ours_explain_top10_us", ToJson(r.ours_ex)},
+      {"explain_overhead", (r.ours_ex.p50 - r.ours.p50) / r.ours.p50},
+      {"ours_throughput_vs_fastest_matmul", r.floor_us > 0 ? r.floor_us / r.ours.p50 : 0.0}};
+  if (!torch.torch.is_null()) {
+    torch.torch.erase("scores");
+    out.results["torch"] = torch.torch;
+    out.results["torch_max_abs_diff"] = r.max_diff;
+    if (r.torch_us > 0) {
+      out.results["torch_best_variant"] = r.torch_best;
+      out.results["torch_best_p50_us"] = r.torch_us;
+      out.results["torch_over_ours_p50"] = r.torch_us / r.ours.p50;
     }
   } else {
-    out.results["torch_note"] = torch_note;
+    out.results["torch_note"] = torch.note;
   }
+  return out;
+}
 
+// The bar chart of the medians, rerank_<dtype>_c<candidates>_t<threads>.svg.
+void SaveRerankChart(const BenchFlags& f, const RerankData& x, const RerankSummary& r,
+                     nlohmann::json* results) {
   BarChart chart;
-  chart.title = Fmt("rerank: %zu candidates, %u..%u tokens, m=%u, d=%u, %s, %d threads", C,
-                    so.tokens_min, so.tokens_max, m, d, f.dtype.c_str(), f.threads);
+  chart.title = Fmt("rerank: %zu candidates, %u..%u tokens, m=%u, d=%u, %s, %d threads",
+                    x.candidates, x.tokens_min, x.tokens_max, x.m, x.d, f.dtype.c_str(), f.threads);
   chart.y_label = "microseconds per query (median)";
   chart.labels = {"ours", "ours+explain"};
-  chart.values = {ours.p50, ours_ex.p50};
-  if (!int8) {
+  chart.values = {r.ours.p50, r.ours_ex.p50};
+  if (!x.int8) {
     chart.labels.insert(chart.labels.end(), {"QDt fixed", "QDt runtime", "DQt runtime"});
-    chart.values.insert(chart.values.end(), {mm.p50, mmrt.p50, mmt.p50});
+    chart.values.insert(chart.values.end(), {r.mm.p50, r.mmrt.p50, r.mmt.p50});
   }
-  if (torch_us > 0) {
-    chart.labels.push_back("PyTorch (" + torch_best + ")");
-    chart.values.push_back(torch_us);
+  if (r.torch_us > 0) {
+    chart.labels.push_back("PyTorch (" + r.torch_best + ")");
+    chart.values.push_back(r.torch_us);
   }
   for (double v : chart.values) chart.value_texts.push_back(Fmt("%.0f us", v));
-  SavePlot(f.out_dir, Fmt("rerank_%s_c%zu_t%d.svg", f.dtype.c_str(), C, f.threads),
-           RenderSvg(chart), &out.results);
+  SavePlot(f.out_dir, Fmt("rerank_%s_c%zu_t%d.svg", f.dtype.c_str(), x.candidates, f.threads),
+           RenderSvg(chart), results);
+}
+
+}  // namespace
+
+absl::StatusOr<BenchOutput> RunRerank(const BenchFlags& f) {
+  if (f.dtype != "bf16" && f.dtype != "int8" && f.dtype != "f32") {
+    return absl::InvalidArgumentError("--dtype: bf16, f32 or int8");
+  }
+  if (f.candidates <= 0 || f.query_tokens <= 0 || f.doc_tokens_min <= 0 ||
+      f.doc_tokens_max < f.doc_tokens_min) {
+    return absl::InvalidArgumentError("rerank: bad candidates / token counts");
+  }
+  omp_set_num_threads(f.threads);
+  const std::unique_ptr<RerankData> x = SetupRerank(f);
+  ATTN_ASSIGN_OR_RETURN(RerankTimes times, TimeRerank(f, *x));
+  ATTN_ASSIGN_OR_RETURN(TorchRun torch, RunTorch(f, *x));
+  const RerankSummary summary = SummarizeRerank(*x, times, torch);
+  PrintRerank(f, *x, summary, torch);
+  BenchOutput out = RerankRecord(f, *x, summary, std::move(torch));
+  SaveRerankChart(f, *x, summary, &out.results);
   return out;
 }
 

@@ -20,7 +20,9 @@ struct BenchFlags {
 
   // Data.
   std::string dataset = "synthetic";  // synthetic | uniform | siftsmall
-  std::string siftsmall_dir = "/work/shared/data/siftsmall";
+  // Folder of siftsmall's base/query.fvecs and groundtruth.ivecs; required
+  // for --dataset=siftsmall (no default: the data lives outside the repository).
+  std::string siftsmall_dir;
   uint64_t seed = 42;
   uint32_t dim = 128;
   uint32_t clusters = 100;

@@ -28,21 +28,15 @@
 #include "benchmarks.h"
 #include "report.h"
 
-using namespace attnsearch::bench;
+namespace attnsearch::bench {
+namespace {
 
-int main(int argc, char** argv) {
-  BenchFlags f;
-  std::string benchmarks = "ann";
-  CLI::App app{
-      "attnsearch-bench: attnsearch benchmarks (ann, rerank, ingest, e2e, quality, overwrite)"};
-  app.add_option("--benchmarks", benchmarks,
-                 "comma-separated: ann,rerank,ingest,e2e,quality,overwrite")
-      ->capture_default_str();
-  // Data.
+// The data every benchmark uses.
+void AddDataFlags(CLI::App& app, BenchFlags& f) {
   app.add_option("--dataset", f.dataset, "synthetic | uniform | siftsmall")->capture_default_str();
   app.add_option("--siftsmall_dir", f.siftsmall_dir,
-                 "folder of base/query.fvecs, groundtruth.ivecs")
-      ->capture_default_str();
+                 "folder of base/query.fvecs, groundtruth.ivecs; required for "
+                 "--dataset=siftsmall (e.g. ../shared/data/siftsmall)");
   app.add_option("--seed", f.seed, "seed of the synthetic data")->capture_default_str();
   app.add_option("--dim", f.dim, "vector dimension (synthetic)")->capture_default_str();
   app.add_option("--clusters", f.clusters, "clusters (synthetic)")->capture_default_str();
@@ -53,7 +47,10 @@ int main(int argc, char** argv) {
   app.add_option("--num_docs", f.num_docs, "documents (ann, ingest; synthetic)")
       ->capture_default_str();
   app.add_option("--num_queries", f.num_queries, "queries (ann; synthetic)")->capture_default_str();
-  // ann.
+}
+
+// ann.
+void AddAnnFlags(CLI::App& app, BenchFlags& f) {
   app.add_option("--ann_spec", f.ann_spec, "FAISS factory string")->capture_default_str();
   app.add_option("--ef_construction", f.ef_construction, "HNSW efConstruction")
       ->capture_default_str();
@@ -78,7 +75,10 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--tune_sample", f.tune_sample, "ann: held-out vectors used to tune")
       ->capture_default_str();
-  // rerank.
+}
+
+// rerank.
+void AddRerankFlags(CLI::App& app, BenchFlags& f) {
   app.add_option("--candidates", f.candidates, "candidates per query (rerank)")
       ->capture_default_str();
   app.add_option("--doc_tokens_min", f.doc_tokens_min, "fewest tokens per document")
@@ -99,7 +99,10 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--python", f.python, "python with torch (rerank)")->capture_default_str();
   app.add_option("--torch_script", f.torch_script, "path of torch_rerank.py");
-  // ingest.
+}
+
+// ingest and overwrite.
+void AddIngestFlags(CLI::App& app, BenchFlags& f) {
   app.add_option("--tokens", f.tokens, "tokens per document (ingest, e2e load, overwrite)")
       ->capture_default_str();
   app.add_option("--overwrite_batch", f.overwrite_batch, "documents per Upsert (overwrite)")
@@ -108,7 +111,10 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--batch", f.batch, "documents per Upsert (ingest)")->capture_default_str();
   app.add_option("--work_dir", f.work_dir, "data directory for ingest (default: a temp dir)");
-  // e2e.
+}
+
+// e2e and its soak.
+void AddE2eFlags(CLI::App& app, BenchFlags& f) {
   app.add_option("--server", f.server, "HOST:PORT of attnsearch-server (e2e)");
   app.add_option("--collection", f.collection, "collection (e2e)")->capture_default_str();
   app.add_option("--load", f.load, "first load N synthetic documents (e2e)")->capture_default_str();
@@ -139,7 +145,10 @@ int main(int argc, char** argv) {
   app.add_option("--e2e_query_tokens", f.e2e_query_tokens, "query tokens per search (e2e)")
       ->capture_default_str();
   app.add_option("--ann_params", f.ann_params, "ann_params per search (e2e), e.g. efSearch=64");
-  // quality.
+}
+
+// quality.
+void AddQualityFlags(CLI::App& app, BenchFlags& f) {
   app.add_option("--beir", f.beir, "BEIR folder with corpus.jsonl, queries.jsonl, qrels.tsv");
   app.add_option("--quality_candidates", f.quality_candidates, "ANN candidates reranked (quality)")
       ->capture_default_str();
@@ -158,7 +167,10 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--stem_language", f.stem_language, "encoder: Snowball stemmer or none")
       ->capture_default_str();
-  // Output.
+}
+
+// Where the records and plots go.
+void AddOutputFlags(CLI::App& app, BenchFlags& f) {
   app.add_option("--json", f.json,
                  "append the record to this JSON lines file (default: <out_dir>/<benchmark>.jsonl "
                  "with --out_dir, else none)");
@@ -166,17 +178,95 @@ int main(int argc, char** argv) {
                  "folder for the records and SVG plots (default: none, nothing is written; the "
                  "project's results: bench/results)");
   app.add_option("--tag", f.tag, "label stored with the record");
-  CLI11_PARSE(app, argc, argv);
+}
 
+// --benchmarks as a list of names.
+std::vector<std::string> SplitBenchmarks(const std::string& benchmarks) {
+  std::vector<std::string> out;
   std::string cur;
   for (char c : benchmarks + ",") {
     if (c == ',') {
-      if (!cur.empty()) f.benchmarks.push_back(cur);
+      if (!cur.empty()) out.push_back(cur);
       cur.clear();
     } else {
       cur += c;
     }
   }
+  return out;
+}
+
+using BenchFn = absl::StatusOr<BenchOutput> (*)(const BenchFlags&);
+
+// The benchmark called `name`, or null.
+BenchFn FindBenchmark(const std::string& name) {
+  if (name == "ann") return RunAnn;
+  if (name == "rerank") return RunRerank;
+  if (name == "ingest") return RunIngest;
+  if (name == "e2e") return RunE2e;
+  if (name == "quality") return RunQuality;
+  if (name == "overwrite") return RunOverwrite;
+  return nullptr;
+}
+
+// The run's record: the benchmark's output with its context.
+nlohmann::json MakeRecord(const std::string& name, const std::string& started,
+                          const nlohmann::json& machine, const std::string& command,
+                          const BenchFlags& f, const BenchOutput& out) {
+  nlohmann::json record;
+  record["benchmark"] = name;
+  record["timestamp"] = started;
+  record["finished"] = TimestampUtc();
+  record["git_commit"] = GitCommit();
+  record["machine"] = machine;
+  record["machine_load_after"] = MachineInfo().value("loadavg_1_5_15", nlohmann::json());
+  record["command"] = command;
+  if (!f.tag.empty()) record["tag"] = f.tag;
+  record["params"] = out.params;
+  record["results"] = out.results;
+  return record;
+}
+
+// Prints the record or appends it to --json (or <out_dir>/<name>.jsonl);
+// false when it cannot be written.
+bool SaveRecord(const std::string& name, const BenchFlags& f, const nlohmann::json& record) {
+  const std::string path = !f.json.empty()     ? f.json
+                           : f.out_dir.empty() ? ""
+                                               : f.out_dir + "/" + name + ".jsonl";
+  if (path.empty()) {
+    std::printf("record (not saved; --out_dir or --json saves it):\n%s\n\n", record.dump().c_str());
+  } else if (!AppendJsonLine(path, record)) {
+    std::fprintf(stderr, "attnsearch-bench: cannot write %s\n", path.c_str());
+    return false;
+  } else {
+    std::printf("record appended to %s\n\n", path.c_str());
+  }
+  return true;
+}
+
+}  // namespace
+}  // namespace attnsearch::bench
+
+using namespace attnsearch::bench;
+
+int main(int argc, char** argv) {
+  BenchFlags f;
+  std::string benchmarks = "ann";
+  CLI::App app{
+      "attnsearch-bench: attnsearch benchmarks (ann, rerank, ingest, e2e, quality, overwrite)"};
+  app.add_option("--benchmarks", benchmarks,
+                 "comma-separated: ann,rerank,ingest,e2e,quality,overwrite")
+      ->capture_default_str();
+  AddDataFlags(app, f);
+  AddAnnFlags(app, f);
+  AddRerankFlags(app, f);
+  AddIngestFlags(app, f);
+  AddE2eFlags(app, f);
+  AddQualityFlags(app, f);
+  AddOutputFlags(app, f);
+  CLI11_PARSE(app, argc, argv);
+  f.benchmarks = SplitBenchmarks(benchmarks);
+  std::string command;
+  for (int i = 0; i < argc; ++i) command += (i ? " " : "") + std::string(argv[i]);
 
   int failures = 0;
   for (const std::string& name : f.benchmarks) {
@@ -185,57 +275,20 @@ int main(int argc, char** argv) {
     std::printf("== %s  (%s, load %s)\n", name.c_str(), started.c_str(),
                 machine.value("loadavg_1_5_15", nlohmann::json::array()).dump().c_str());
     std::fflush(stdout);
-    absl::StatusOr<BenchOutput> out;
-    if (name == "ann") {
-      out = RunAnn(f);
-    } else if (name == "rerank") {
-      out = RunRerank(f);
-    } else if (name == "ingest") {
-      out = RunIngest(f);
-    } else if (name == "e2e") {
-      out = RunE2e(f);
-    } else if (name == "quality") {
-      out = RunQuality(f);
-    } else if (name == "overwrite") {
-      out = RunOverwrite(f);
-    } else {
+    const BenchFn run = FindBenchmark(name);
+    if (run == nullptr) {
       std::fprintf(stderr, "attnsearch-bench: unknown benchmark '%s'\n", name.c_str());
       ++failures;
       continue;
     }
+    absl::StatusOr<BenchOutput> out = run(f);
     if (!out.ok()) {
       std::fprintf(stderr, "attnsearch-bench: %s failed: %s\n", name.c_str(),
                    std::string(out.status().ToString()).c_str());
       ++failures;
       continue;
     }
-    nlohmann::json record;
-    record["benchmark"] = name;
-    record["timestamp"] = started;
-    record["finished"] = TimestampUtc();
-    record["git_commit"] = GitCommit();
-    record["machine"] = machine;
-    record["machine_load_after"] = MachineInfo().value("loadavg_1_5_15", nlohmann::json());
-    record["command"] = [&] {
-      std::string c;
-      for (int i = 0; i < argc; ++i) c += (i ? " " : "") + std::string(argv[i]);
-      return c;
-    }();
-    if (!f.tag.empty()) record["tag"] = f.tag;
-    record["params"] = out->params;
-    record["results"] = out->results;
-    const std::string path = !f.json.empty()     ? f.json
-                             : f.out_dir.empty() ? ""
-                                                 : f.out_dir + "/" + name + ".jsonl";
-    if (path.empty()) {
-      std::printf("record (not saved; --out_dir or --json saves it):\n%s\n\n",
-                  record.dump().c_str());
-    } else if (!AppendJsonLine(path, record)) {
-      std::fprintf(stderr, "attnsearch-bench: cannot write %s\n", path.c_str());
-      ++failures;
-    } else {
-      std::printf("record appended to %s\n\n", path.c_str());
-    }
+    if (!SaveRecord(name, f, MakeRecord(name, started, machine, command, f, *out))) ++failures;
   }
   return failures == 0 ? 0 : 1;
 }

@@ -89,20 +89,35 @@ std::vector<double> NiceTicks(double lo, double hi, int target) {
   return ticks;
 }
 
-std::string RenderSvg(const LinePlot& plot) {
-  const int w = plot.width, h = plot.height;
-  const double left = 70, right = 170, top = 35, bottom = 55;
-  const double pw = w - left - right, ph = h - top - bottom;
-  auto tx = [&](double x) { return plot.log_x ? std::log10(x) : x; };
+namespace {
 
+// A line plot's drawing area and data range, and the mapping between them.
+struct PlotFrame {
+  double left = 70, right = 170, top = 35, bottom = 55;
+  double pw = 0, ph = 0;  // the drawing area's width and height
+  double xmin = 0, xmax = 0, ymin = 0, ymax = 0;
+  bool log_x = false;
+  double tx(double x) const { return log_x ? std::log10(x) : x; }
+  double px(double x) const { return left + (tx(x) - xmin) / (xmax - xmin) * pw; }
+  double py(double y) const { return top + (1.0 - (y - ymin) / (ymax - ymin)) * ph; }
+  // Whether point i of s is drawn.
+  bool Drawn(const Series& s, size_t i) const {
+    return std::isfinite(s.x[i]) && std::isfinite(s.y[i]) && !(log_x && s.x[i] <= 0);
+  }
+};
+
+PlotFrame FrameOf(const LinePlot& plot) {
+  PlotFrame f;
+  f.pw = plot.width - f.left - f.right;
+  f.ph = plot.height - f.top - f.bottom;
+  f.log_x = plot.log_x;
   double xmin = std::numeric_limits<double>::infinity(), xmax = -xmin;
   double ymin = xmin, ymax = -xmin;
   for (const auto& s : plot.series) {
     for (size_t i = 0; i < std::min(s.x.size(), s.y.size()); ++i) {
-      if (!std::isfinite(s.x[i]) || !std::isfinite(s.y[i])) continue;
-      if (plot.log_x && s.x[i] <= 0) continue;
-      xmin = std::min(xmin, tx(s.x[i]));
-      xmax = std::max(xmax, tx(s.x[i]));
+      if (!f.Drawn(s, i)) continue;
+      xmin = std::min(xmin, f.tx(s.x[i]));
+      xmax = std::max(xmax, f.tx(s.x[i]));
       ymin = std::min(ymin, s.y[i]);
       ymax = std::max(ymax, s.y[i]);
     }
@@ -118,17 +133,17 @@ std::string RenderSvg(const LinePlot& plot) {
     xmin -= xpad;
     xmax += xpad;
   }
-  auto px = [&](double x) { return left + (tx(x) - xmin) / (xmax - xmin) * pw; };
-  auto py = [&](double y) { return top + (1.0 - (y - ymin) / (ymax - ymin)) * ph; };
+  f.xmin = xmin, f.xmax = xmax, f.ymin = ymin, f.ymax = ymax;
+  return f;
+}
 
-  std::ostringstream o;
-  Header(o, w, h, plot.title);
-  // Frame.
+// The frame, the ticks with their grid lines, and the axis labels.
+void DrawAxes(std::ostringstream& o, const LinePlot& plot, const PlotFrame& f) {
+  const double left = f.left, top = f.top, pw = f.pw, ph = f.ph;
   o << "<rect x=\"" << Num(left) << "\" y=\"" << Num(top) << "\" width=\"" << Num(pw)
     << "\" height=\"" << Num(ph) << "\" fill=\"none\" stroke=\"black\"/>\n";
-  // Y ticks and grid.
-  for (double t : NiceTicks(ymin, ymax)) {
-    const double y = py(t);
+  for (double t : NiceTicks(f.ymin, f.ymax)) {
+    const double y = f.py(t);
     o << "<line x1=\"" << Num(left - 5) << "\" y1=\"" << Num(y) << "\" x2=\"" << Num(left + pw)
       << "\" y2=\"" << Num(y) << "\" stroke=\"#ddd\"/>\n"
       << "<text x=\"" << Num(left - 8) << "\" y=\"" << Num(y + 4) << "\" text-anchor=\"end\">"
@@ -137,64 +152,73 @@ std::string RenderSvg(const LinePlot& plot) {
   // X ticks: decades (and 2x, 5x) for log, nice steps otherwise.
   std::vector<double> xt;
   if (plot.log_x) {
-    for (int e = int(std::floor(xmin)); e <= int(std::ceil(xmax)); ++e) {
+    for (int e = int(std::floor(f.xmin)); e <= int(std::ceil(f.xmax)); ++e) {
       for (double m : {1.0, 2.0, 5.0}) {
         const double v = m * std::pow(10.0, e);
-        if (std::log10(v) >= xmin - 1e-9 && std::log10(v) <= xmax + 1e-9) xt.push_back(v);
+        if (std::log10(v) >= f.xmin - 1e-9 && std::log10(v) <= f.xmax + 1e-9) xt.push_back(v);
       }
     }
   } else {
-    xt = NiceTicks(xmin, xmax);
+    xt = NiceTicks(f.xmin, f.xmax);
   }
   for (double t : xt) {
-    const double x = px(t);
+    const double x = f.px(t);
     o << "<line x1=\"" << Num(x) << "\" y1=\"" << Num(top) << "\" x2=\"" << Num(x) << "\" y2=\""
       << Num(top + ph + 5) << "\" stroke=\"#ddd\"/>\n"
       << "<text x=\"" << Num(x) << "\" y=\"" << Num(top + ph + 18) << "\" text-anchor=\"middle\">"
       << XmlEscape(TickLabel(t)) << "</text>\n";
   }
-  // Axis labels.
-  o << "<text x=\"" << Num(left + pw / 2) << "\" y=\"" << h - 12 << "\" text-anchor=\"middle\">"
-    << XmlEscape(plot.x_label) << (plot.log_x ? " (log scale)" : "") << "</text>\n"
+  o << "<text x=\"" << Num(left + pw / 2) << "\" y=\"" << plot.height - 12
+    << "\" text-anchor=\"middle\">" << XmlEscape(plot.x_label) << (plot.log_x ? " (log scale)" : "")
+    << "</text>\n"
     << "<text x=\"16\" y=\"" << Num(top + ph / 2) << "\" text-anchor=\"middle\" "
     << "transform=\"rotate(-90 16 " << Num(top + ph / 2) << ")\">" << XmlEscape(plot.y_label)
     << "</text>\n";
-  // Series.
-  for (size_t si = 0; si < plot.series.size(); ++si) {
-    const Series& s = plot.series[si];
-    const char* color = kColors[si % (sizeof kColors / sizeof kColors[0])];
-    std::ostringstream pts;
-    std::vector<std::pair<double, double>> kept;
-    for (size_t i = 0; i < std::min(s.x.size(), s.y.size()); ++i) {
-      if (!std::isfinite(s.x[i]) || !std::isfinite(s.y[i])) continue;
-      if (plot.log_x && s.x[i] <= 0) continue;
-      kept.emplace_back(px(s.x[i]), py(s.y[i]));
-      if (i < s.point_labels.size()) {
-        // Left of the point, unless that would leave the frame.
-        const bool right_side = kept.back().first < left + 90;
-        o << "<text x=\"" << Num(kept.back().first + (right_side ? 6 : -6)) << "\" y=\""
-          << Num(kept.back().second - 6) << "\" text-anchor=\"" << (right_side ? "start" : "end")
-          << "\" font-size=\"10\">" << XmlEscape(s.point_labels[i]) << "</text>\n";
-      }
+}
+
+// Series si: its point labels, line, points and legend entry.
+void DrawSeries(std::ostringstream& o, const LinePlot& plot, const PlotFrame& f, size_t si) {
+  const Series& s = plot.series[si];
+  const char* color = kColors[si % (sizeof kColors / sizeof kColors[0])];
+  std::ostringstream pts;
+  std::vector<std::pair<double, double>> kept;
+  for (size_t i = 0; i < std::min(s.x.size(), s.y.size()); ++i) {
+    if (!f.Drawn(s, i)) continue;
+    kept.emplace_back(f.px(s.x[i]), f.py(s.y[i]));
+    if (i < s.point_labels.size()) {
+      // Left of the point, unless that would leave the frame.
+      const bool right_side = kept.back().first < f.left + 90;
+      o << "<text x=\"" << Num(kept.back().first + (right_side ? 6 : -6)) << "\" y=\""
+        << Num(kept.back().second - 6) << "\" text-anchor=\"" << (right_side ? "start" : "end")
+        << "\" font-size=\"10\">" << XmlEscape(s.point_labels[i]) << "</text>\n";
     }
-    for (const auto& [x, y] : kept) pts << Num(x) << "," << Num(y) << " ";
-    if (!kept.empty()) {
-      o << "<polyline fill=\"none\" stroke=\"" << color << "\" stroke-width=\"2\" points=\""
-        << pts.str() << "\"/>\n";
-    }
-    if (s.points) {
-      for (const auto& [x, y] : kept) {
-        o << "<circle cx=\"" << Num(x) << "\" cy=\"" << Num(y) << "\" r=\"3\" fill=\"" << color
-          << "\"/>\n";
-      }
-    }
-    const double ly = top + 10 + 20 * double(si);
-    o << "<line x1=\"" << Num(left + pw + 12) << "\" y1=\"" << Num(ly) << "\" x2=\""
-      << Num(left + pw + 32) << "\" y2=\"" << Num(ly) << "\" stroke=\"" << color
-      << "\" stroke-width=\"2\"/>\n"
-      << "<text x=\"" << Num(left + pw + 38) << "\" y=\"" << Num(ly + 4) << "\">"
-      << XmlEscape(s.name) << "</text>\n";
   }
+  for (const auto& [x, y] : kept) pts << Num(x) << "," << Num(y) << " ";
+  if (!kept.empty()) {
+    o << "<polyline fill=\"none\" stroke=\"" << color << "\" stroke-width=\"2\" points=\""
+      << pts.str() << "\"/>\n";
+  }
+  if (s.points) {
+    for (const auto& [x, y] : kept) {
+      o << "<circle cx=\"" << Num(x) << "\" cy=\"" << Num(y) << "\" r=\"3\" fill=\"" << color
+        << "\"/>\n";
+    }
+  }
+  const double ly = f.top + 10 + 20 * double(si), lx = f.left + f.pw;
+  o << "<line x1=\"" << Num(lx + 12) << "\" y1=\"" << Num(ly) << "\" x2=\"" << Num(lx + 32)
+    << "\" y2=\"" << Num(ly) << "\" stroke=\"" << color << "\" stroke-width=\"2\"/>\n"
+    << "<text x=\"" << Num(lx + 38) << "\" y=\"" << Num(ly + 4) << "\">" << XmlEscape(s.name)
+    << "</text>\n";
+}
+
+}  // namespace
+
+std::string RenderSvg(const LinePlot& plot) {
+  const PlotFrame frame = FrameOf(plot);
+  std::ostringstream o;
+  Header(o, plot.width, plot.height, plot.title);
+  DrawAxes(o, plot, frame);
+  for (size_t si = 0; si < plot.series.size(); ++si) DrawSeries(o, plot, frame, si);
   o << "</svg>\n";
   return o.str();
 }
