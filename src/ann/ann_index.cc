@@ -486,67 +486,11 @@ absl::StatusOr<AnnTuneResult> AnnIndex::Tune(double target_recall, size_t k, siz
   const bool ivf = trained && rep_->ivf != nullptr;
   if (!hnsw && !ivf) return result;  // exact: nothing to tune
 
-  // Held-out queries: a seeded sample of the stored vectors, taken out of
-  // a copy of the index built from the rest, so that each query meets the
-  // graph as a new vector would (searching for a vector that is itself a
-  // node is easier; searching around its removed node is harder).
-  sample = std::min(sample, n - (k + 1));
-  std::vector<size_t> order(n);
-  for (size_t i = 0; i < n; ++i) order[i] = i;
-  std::mt19937_64 rng(seed);
-  for (size_t i = 0; i < sample; ++i) std::swap(order[i], order[i + rng() % (n - i)]);
-  std::vector<bool> held_out(n, false);
-  for (size_t i = 0; i < sample; ++i) held_out[order[i]] = true;
-  std::vector<float> all(n * dim_);
-  const faiss::Index* source = hnsw ? rep_->hnsw->storage : rep_->index.get();
-  ATTN_RETURN_IF_ERROR(CatchFaiss("reading vectors for tuning",
-                                  [&] { source->reconstruct_n(0, faiss_idx_t(n), all.data()); }));
-  std::vector<float> queries(sample * dim_), rest;
-  std::vector<Label> rest_labels;
-  rest.reserve((n - sample) * dim_);
-  for (size_t pos = 0, q = 0; pos < n; ++pos) {
-    if (held_out[pos]) {
-      std::copy_n(all.data() + pos * dim_, dim_, queries.data() + q++ * dim_);
-    } else {
-      rest.insert(rest.end(), all.data() + pos * dim_, all.data() + (pos + 1) * dim_);
-      rest_labels.push_back(Label(pos));
-    }
-  }
-  all = std::vector<float>();
-  ATTN_ASSIGN_OR_RETURN(std::unique_ptr<AnnIndex> copy, Create(spec_, dim_, options_));
-  ATTN_RETURN_IF_ERROR(copy->Add(rest_labels.data(), rest.data(), rest_labels.size()));
-  rest = std::vector<float>();
-
-  // Exact top k of each among the rest.
-  std::vector<std::vector<Label>> truth(sample);
-  std::vector<absl::Status> errors(sample);
-#pragma omp parallel for schedule(dynamic)
-  for (size_t i = 0; i < sample; ++i) {
-    std::vector<std::pair<float, faiss_idx_t>> best;
-    errors[i] = copy->ScanExact(queries.data() + i * dim_, k, nullptr, nullptr, &best);
-    for (const auto& b : best) truth[i].push_back(copy->labels_[size_t(b.second)]);
-  }
-  for (const absl::Status& e : errors) ATTN_RETURN_IF_ERROR(e);
-
-  // Mean recall@k of one setting on the copy.
+  ATTN_ASSIGN_OR_RETURN(const HeldOut set, HoldOut(k, sample, seed));
   auto recall_at = [&](int value) -> absl::StatusOr<double> {
     AnnSearchParams params;
     (hnsw ? params.ef_search : params.nprobe) = value;
-    std::vector<double> recall(sample, 0.0);
-#pragma omp parallel for schedule(dynamic)
-    for (size_t i = 0; i < sample; ++i) {
-      std::vector<AnnNeighbor> found;
-      errors[i] = copy->Search(queries.data() + i * dim_, k, params, nullptr, &found);
-      size_t hits = 0;
-      for (const AnnNeighbor& f : found) {
-        hits += std::find(truth[i].begin(), truth[i].end(), f.label) != truth[i].end();
-      }
-      recall[i] = truth[i].empty() ? 1.0 : double(hits) / double(truth[i].size());
-    }
-    for (const absl::Status& e : errors) ATTN_RETURN_IF_ERROR(e);
-    double sum = 0;
-    for (double r : recall) sum += r;
-    return sum / double(sample);
+    return MeanRecall(set, k, params);
   };
 
   // Recall grows with the knob: binary search for the smallest value that
@@ -575,8 +519,77 @@ absl::StatusOr<AnnTuneResult> AnnIndex::Tune(double target_recall, size_t k, siz
   result.value = best;
   result.ann_params = absl::StrCat(result.knob, "=", best);
   result.sample_recall = best_recall;
-  result.sample_queries = sample;
+  result.sample_queries = set.sample;
   return result;
+}
+
+// Held-out queries: a seeded sample of the stored vectors, taken out of a
+// copy of the index built from the rest, so that each query meets the graph
+// as a new vector would (searching for a vector that is itself a node is
+// easier; searching around its removed node is harder).
+absl::StatusOr<AnnIndex::HeldOut> AnnIndex::HoldOut(size_t k, size_t sample, uint64_t seed) const {
+  const size_t n = labels_.size();
+  HeldOut set;
+  set.sample = sample = std::min(sample, n - (k + 1));
+  std::vector<size_t> order(n);
+  for (size_t i = 0; i < n; ++i) order[i] = i;
+  std::mt19937_64 rng(seed);
+  for (size_t i = 0; i < sample; ++i) std::swap(order[i], order[i + rng() % (n - i)]);
+  std::vector<bool> held_out(n, false);
+  for (size_t i = 0; i < sample; ++i) held_out[order[i]] = true;
+  std::vector<float> all(n * dim_);
+  const faiss::Index* source = rep_->hnsw != nullptr ? rep_->hnsw->storage : rep_->index.get();
+  ATTN_RETURN_IF_ERROR(CatchFaiss("reading vectors for tuning",
+                                  [&] { source->reconstruct_n(0, faiss_idx_t(n), all.data()); }));
+  set.queries.resize(sample * dim_);
+  std::vector<float> rest;
+  std::vector<Label> rest_labels;
+  rest.reserve((n - sample) * dim_);
+  for (size_t pos = 0, q = 0; pos < n; ++pos) {
+    if (held_out[pos]) {
+      std::copy_n(all.data() + pos * dim_, dim_, set.queries.data() + q++ * dim_);
+    } else {
+      rest.insert(rest.end(), all.data() + pos * dim_, all.data() + (pos + 1) * dim_);
+      rest_labels.push_back(Label(pos));
+    }
+  }
+  all = std::vector<float>();
+  ATTN_ASSIGN_OR_RETURN(set.copy, Create(spec_, dim_, options_));
+  ATTN_RETURN_IF_ERROR(set.copy->Add(rest_labels.data(), rest.data(), rest_labels.size()));
+  rest = std::vector<float>();
+
+  // Exact top k of each among the rest.
+  set.truth.resize(sample);
+  std::vector<absl::Status> errors(sample);
+#pragma omp parallel for schedule(dynamic)
+  for (size_t i = 0; i < sample; ++i) {
+    std::vector<std::pair<float, faiss_idx_t>> best;
+    errors[i] = set.copy->ScanExact(set.queries.data() + i * dim_, k, nullptr, nullptr, &best);
+    for (const auto& b : best) set.truth[i].push_back(set.copy->labels_[size_t(b.second)]);
+  }
+  for (const absl::Status& e : errors) ATTN_RETURN_IF_ERROR(e);
+  return set;
+}
+
+absl::StatusOr<double> AnnIndex::MeanRecall(const HeldOut& set, size_t k,
+                                            const AnnSearchParams& params) {
+  const uint32_t dim = set.copy->dim_;
+  std::vector<double> recall(set.sample, 0.0);
+  std::vector<absl::Status> errors(set.sample);
+#pragma omp parallel for schedule(dynamic)
+  for (size_t i = 0; i < set.sample; ++i) {
+    std::vector<AnnNeighbor> found;
+    errors[i] = set.copy->Search(set.queries.data() + i * dim, k, params, nullptr, &found);
+    size_t hits = 0;
+    for (const AnnNeighbor& f : found) {
+      hits += std::find(set.truth[i].begin(), set.truth[i].end(), f.label) != set.truth[i].end();
+    }
+    recall[i] = set.truth[i].empty() ? 1.0 : double(hits) / double(set.truth[i].size());
+  }
+  for (const absl::Status& e : errors) ATTN_RETURN_IF_ERROR(e);
+  double sum = 0;
+  for (double r : recall) sum += r;
+  return sum / double(set.sample);
 }
 
 absl::Status AnnIndex::Save(const std::string& path) const {

@@ -179,6 +179,19 @@ class AnnIndex {
   void AddToFaiss(size_t n, const float* vectors);
   // Trains on a sample of pending_ and moves it into FAISS.
   absl::Status TrainAndIndexPending();
+  // Tune's held-out sample: `queries` (sample x dim) taken out of `copy`,
+  // an index of the other vectors, and each query's exact top k in it.
+  struct HeldOut {
+    std::unique_ptr<AnnIndex> copy;
+    std::vector<float> queries;
+    std::vector<std::vector<Label>> truth;
+    size_t sample = 0;
+  };
+  // A seeded sample of `sample` stored vectors (at most n - (k + 1)).
+  absl::StatusOr<HeldOut> HoldOut(size_t k, size_t sample, uint64_t seed) const;
+  // Mean recall@k of the held-out queries searched with `params`.
+  static absl::StatusOr<double> MeanRecall(const HeldOut& set, size_t k,
+                                           const AnnSearchParams& params);
   // Exact top k among positions (all when `positions` is null), scored by
   // the storage's distance computer or over pending_.
   absl::Status ScanExact(const float* query, size_t k, const std::vector<size_t>* positions,

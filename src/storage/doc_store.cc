@@ -114,6 +114,12 @@ struct DocStore::Rep {
 
   ~Rep() { CloseDb(); }
 
+  // A new store's meta: its config, schema version and zero counters.
+  absl::Status WriteNewMeta(const CollectionConfig& config);
+  // The stored config. DATA_LOSS when meta lacks it, FAILED_PRECONDITION
+  // for another schema version.
+  absl::StatusOr<CollectionConfig> ReadConfig();
+
   absl::Status OpenDb(bool for_read_only) {
     rocksdb::DB* raw = nullptr;
     rocksdb::Status s =
@@ -226,10 +232,10 @@ absl::StatusOr<std::unique_ptr<DocStore>> DocStore::Open(const std::string& path
   return OpenImpl(path, options, /*create=*/false, nullptr);
 }
 
-absl::StatusOr<std::unique_ptr<DocStore>> DocStore::OpenImpl(const std::string& path,
-                                                             const StorageOptions& options,
-                                                             bool create,
-                                                             const CollectionConfig* config) {
+namespace {
+
+// The database's options (the environment and listeners are the caller's).
+rocksdb::Options DbOptions(const StorageOptions& options, bool create) {
   rocksdb::Options db_options;
   db_options.create_if_missing = create;
   db_options.create_missing_column_families = create;
@@ -244,7 +250,59 @@ absl::StatusOr<std::unique_ptr<DocStore>> DocStore::OpenImpl(const std::string& 
   // Without a WAL, the column families must reach disk together, or a crash
   // could keep a document's id mapping without its data.
   db_options.atomic_flush = options.disable_wal;
+  return db_options;
+}
 
+// Every column family's options, over `table`.
+rocksdb::ColumnFamilyOptions CfOptions(const StorageOptions& options,
+                                       const rocksdb::BlockBasedTableOptions& table) {
+  rocksdb::ColumnFamilyOptions cf_options;
+  cf_options.write_buffer_size = options.write_buffer_bytes;
+  cf_options.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table));
+  cf_options.compression = rocksdb::kNoCompression;  // vectors do not compress
+  return cf_options;
+}
+
+}  // namespace
+
+absl::Status DocStore::Rep::WriteNewMeta(const CollectionConfig& config) {
+  rocksdb::WriteBatch batch;
+  batch.Put(cfs[kMeta], kConfigKey, codec::EncodeConfig(config));
+  batch.Put(cfs[kMeta], kSchemaKey, codec::EncodeU64(kSchemaVersion));
+  batch.Put(cfs[kMeta], kNextLabelKey, codec::EncodeU64(0));
+  batch.Put(cfs[kMeta], kLiveCountKey, codec::EncodeU64(0));
+  rocksdb::WriteOptions wo;
+  wo.sync = true;
+  return FromRocks(db->Write(wo, &batch), "writing config");
+}
+
+absl::StatusOr<CollectionConfig> DocStore::Rep::ReadConfig() {
+  auto read_meta = [&](const char* key) -> absl::StatusOr<std::string> {
+    std::string v;
+    rocksdb::Status s = db->Get(rocksdb::ReadOptions(), cfs[kMeta], key, &v);
+    if (s.IsNotFound()) {
+      return absl::DataLossError(absl::StrCat("store ", path, " has no '", key, "'"));
+    }
+    ATTN_RETURN_IF_ERROR(FromRocks(s, "reading meta"));
+    return v;
+  };
+  ATTN_ASSIGN_OR_RETURN(std::string config_value, read_meta(kConfigKey));
+  ATTN_ASSIGN_OR_RETURN(CollectionConfig stored, codec::DecodeConfig(config_value));
+  ATTN_ASSIGN_OR_RETURN(std::string schema_value, read_meta(kSchemaKey));
+  ATTN_ASSIGN_OR_RETURN(uint64_t schema, codec::DecodeU64(schema_value));
+  if (schema != kSchemaVersion) {
+    return absl::FailedPreconditionError(absl::StrCat("store ", path, " has schema version ",
+                                                      schema, "; this build reads version ",
+                                                      kSchemaVersion));
+  }
+  return stored;
+}
+
+absl::StatusOr<std::unique_ptr<DocStore>> DocStore::OpenImpl(const std::string& path,
+                                                             const StorageOptions& options,
+                                                             bool create,
+                                                             const CollectionConfig* config) {
+  rocksdb::Options db_options = DbOptions(options, create);
   auto rep = std::make_unique<Rep>();
   rep->path = path;
   rep->min_free_bytes = options.min_free_bytes;
@@ -261,11 +319,7 @@ absl::StatusOr<std::unique_ptr<DocStore>> DocStore::OpenImpl(const std::string& 
                           ? options.block_cache->rep_->cache
                           : rocksdb::NewLRUCache(options.block_cache_bytes);
   table.cache_index_and_filter_blocks = true;
-  rocksdb::ColumnFamilyOptions cf_options;
-  cf_options.write_buffer_size = options.write_buffer_bytes;
-  cf_options.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table));
-  cf_options.compression = rocksdb::kNoCompression;  // vectors do not compress
-
+  const rocksdb::ColumnFamilyOptions cf_options = CfOptions(options, table);
   for (int i = 0; i < kNumCf; ++i) rep->descriptors.emplace_back(kCfNames[i], cf_options);
 
   rep->write_options.sync = options.sync_writes && !options.disable_wal;
@@ -295,35 +349,8 @@ absl::StatusOr<std::unique_ptr<DocStore>> DocStore::OpenImpl(const std::string& 
   rep->db_options.create_missing_column_families = false;
   rep->db_options.error_if_exists = false;
 
-  if (create) {
-    rocksdb::WriteBatch batch;
-    batch.Put(rep->cfs[kMeta], kConfigKey, codec::EncodeConfig(*config));
-    batch.Put(rep->cfs[kMeta], kSchemaKey, codec::EncodeU64(kSchemaVersion));
-    batch.Put(rep->cfs[kMeta], kNextLabelKey, codec::EncodeU64(0));
-    batch.Put(rep->cfs[kMeta], kLiveCountKey, codec::EncodeU64(0));
-    rocksdb::WriteOptions wo;
-    wo.sync = true;
-    ATTN_RETURN_IF_ERROR(FromRocks(rep->db->Write(wo, &batch), "writing config"));
-  }
-
-  auto read_meta = [&](const char* key) -> absl::StatusOr<std::string> {
-    std::string v;
-    rocksdb::Status s = rep->db->Get(rocksdb::ReadOptions(), rep->cfs[kMeta], key, &v);
-    if (s.IsNotFound()) {
-      return absl::DataLossError(absl::StrCat("store ", path, " has no '", key, "'"));
-    }
-    ATTN_RETURN_IF_ERROR(FromRocks(s, "reading meta"));
-    return v;
-  };
-  ATTN_ASSIGN_OR_RETURN(std::string config_value, read_meta(kConfigKey));
-  ATTN_ASSIGN_OR_RETURN(CollectionConfig stored, codec::DecodeConfig(config_value));
-  ATTN_ASSIGN_OR_RETURN(std::string schema_value, read_meta(kSchemaKey));
-  ATTN_ASSIGN_OR_RETURN(uint64_t schema, codec::DecodeU64(schema_value));
-  if (schema != kSchemaVersion) {
-    return absl::FailedPreconditionError(absl::StrCat("store ", path, " has schema version ",
-                                                      schema, "; this build reads version ",
-                                                      kSchemaVersion));
-  }
+  if (create) ATTN_RETURN_IF_ERROR(rep->WriteNewMeta(*config));
+  ATTN_ASSIGN_OR_RETURN(CollectionConfig stored, rep->ReadConfig());
   std::unique_ptr<DocStore> store(new DocStore(std::move(rep), std::move(stored)));
   ATTN_RETURN_IF_ERROR(store->LoadCounters());
   return store;

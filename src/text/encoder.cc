@@ -136,6 +136,181 @@ class Reader {
   size_t pos_ = 0;
 };
 
+// --- Training, stage by stage ---
+
+// What one pass over the training texts counts, by key id (ids in order of
+// first occurrence).
+struct CorpusCounts {
+  std::vector<std::string> keys;
+  std::vector<uint64_t> count;  // occurrences
+  std::vector<uint32_t> df;     // documents containing the key
+  // Window co-occurrences of key pairs (a < b, as a << 32 | b), weighted
+  // 1/distance.
+  absl::flat_hash_map<uint64_t, float> cooc;
+  uint64_t documents = 0;  // texts with at least one word
+  uint64_t total_tokens = 0;
+};
+
+// One pass over the texts. INVALID_ARGUMENT when none has a word, or naming
+// the text ("training text N: ...") whose tokenisation fails.
+absl::StatusOr<CorpusCounts> CountCorpus(const Encoder::TextSource& source,
+                                         const Tokenizer& tokenizer, const Stemmer& stemmer,
+                                         uint32_t window) {
+  CorpusCounts c;
+  absl::flat_hash_map<std::string, uint32_t> ids;
+  std::vector<uint32_t> last_doc;
+  std::vector<uint32_t> seq;
+  uint64_t text_index = 0;
+  auto sink = [&](std::string_view text) -> absl::Status {
+    ++text_index;
+    auto tokens = tokenizer.Tokenize(text);
+    if (!tokens.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("training text ", text_index, ": ", tokens.status().message()));
+    }
+    if (tokens->empty()) return absl::OkStatus();
+    ++c.documents;
+    seq.clear();
+    for (const Token& t : *tokens) {
+      std::string key = stemmer.Stem(t.text);
+      auto [it, inserted] = ids.try_emplace(key, static_cast<uint32_t>(c.keys.size()));
+      if (inserted) {
+        c.keys.push_back(std::move(key));
+        c.count.push_back(0);
+        c.df.push_back(0);
+        last_doc.push_back(0);
+      }
+      const uint32_t id = it->second;
+      ++c.count[id];
+      if (last_doc[id] != c.documents) {
+        last_doc[id] = static_cast<uint32_t>(c.documents);
+        ++c.df[id];
+      }
+      seq.push_back(id);
+    }
+    c.total_tokens += seq.size();
+    for (size_t i = 0; i < seq.size(); ++i) {
+      const size_t lo = i >= window ? i - window : 0;
+      for (size_t j = lo; j < i; ++j) {
+        const uint32_t a = std::min(seq[i], seq[j]), b = std::max(seq[i], seq[j]);
+        if (a == b) continue;
+        c.cooc[(uint64_t{a} << 32) | b] += 1.f / static_cast<float>(i - j);
+      }
+    }
+    return absl::OkStatus();
+  };
+  ATTN_RETURN_IF_ERROR(source(sink));
+  if (c.documents == 0) {
+    return absl::InvalidArgumentError("training texts: none of them contains a word");
+  }
+  return c;
+}
+
+// The vocabulary: the most frequent keys seen at least min_count times, at
+// most max_vocabulary, appended to `keys` and `df`. Returns each counted
+// key's vocabulary index, or -1.
+std::vector<int64_t> ChooseVocabulary(const CorpusCounts& c, const EncoderOptions& options,
+                                      std::vector<std::string>* keys, std::vector<uint32_t>* df) {
+  std::vector<uint32_t> order(c.keys.size());
+  std::iota(order.begin(), order.end(), 0u);
+  std::stable_sort(order.begin(), order.end(),
+                   [&](uint32_t x, uint32_t y) { return c.count[x] > c.count[y]; });
+  std::vector<int64_t> remap(c.keys.size(), -1);
+  for (uint32_t id : order) {
+    if (c.count[id] < options.min_count || keys->size() >= options.max_vocabulary) break;
+    remap[id] = static_cast<int64_t>(keys->size());
+    keys->push_back(c.keys[id]);
+    df->push_back(c.df[id]);
+  }
+  return remap;
+}
+
+// Positive PMI of the vocabulary's co-occurrences, with context counts
+// smoothed by `smoothing`, as a v x v sparse matrix. Consumes `cooc`. Adds
+// every pair with positive PMI to `associated` (a < b, as a << 32 | b):
+// pairs that co-occur more than chance are related words (collocations,
+// topics), not substitutes, and query expansion skips them; synonyms share
+// contexts but seldom appear side by side.
+CsrMatrix PositivePmi(absl::flat_hash_map<uint64_t, float>* cooc, const std::vector<int64_t>& remap,
+                      uint32_t v, double smoothing, absl::flat_hash_set<uint64_t>* associated) {
+  std::vector<double> row_sum(v, 0.0);
+  std::vector<std::pair<uint64_t, float>> pairs;
+  pairs.reserve(cooc->size());
+  for (const auto& [k, c] : *cooc) {
+    const int64_t a = remap[k >> 32], b = remap[k & 0xffffffffu];
+    if (a < 0 || b < 0) continue;
+    pairs.emplace_back((uint64_t(a) << 32) | uint64_t(b), c);
+  }
+  *cooc = {};
+  // Hash-map order varies; sorted pairs make training deterministic.
+  std::sort(pairs.begin(), pairs.end());
+  for (const auto& [k, c] : pairs) {
+    row_sum[k >> 32] += c;
+    row_sum[k & 0xffffffffu] += c;
+  }
+  double smoothed_total = 0;
+  std::vector<double> smoothed(v);
+  for (uint32_t i = 0; i < v; ++i) {
+    smoothed[i] = std::pow(row_sum[i], smoothing);
+    smoothed_total += smoothed[i];
+  }
+  auto pmi = [&](uint32_t w, uint32_t c, float n) {
+    return std::log(n * smoothed_total / (row_sum[w] * smoothed[c]));
+  };
+  CsrMatrix m;
+  m.rows = m.cols = v;
+  m.row_start.assign(size_t{v} + 1, 0);
+  for (const auto& [k, c] : pairs) {
+    const uint32_t a = k >> 32, b = k & 0xffffffffu;
+    if (pmi(a, b, c) > 0) ++m.row_start[a + 1];
+    if (pmi(b, a, c) > 0) ++m.row_start[b + 1];
+  }
+  for (uint32_t i = 0; i < v; ++i) m.row_start[i + 1] += m.row_start[i];
+  m.col.resize(m.row_start[v]);
+  m.value.resize(m.row_start[v]);
+  std::vector<uint64_t> next(m.row_start.begin(), m.row_start.end() - 1);
+  for (const auto& [k, c] : pairs) {
+    const uint32_t a = k >> 32, b = k & 0xffffffffu;
+    if (double p = pmi(a, b, c); p > 0) {
+      m.col[next[a]] = b;
+      m.value[next[a]++] = static_cast<float>(p);
+    }
+    if (double p = pmi(b, a, c); p > 0) {
+      m.col[next[b]] = a;
+      m.value[next[b]++] = static_cast<float>(p);
+    }
+  }
+  associated->reserve(m.col.size());
+  for (uint32_t a = 0; a < v; ++a) {
+    for (uint64_t p = m.row_start[a]; p < m.row_start[a + 1]; ++p) {
+      const uint32_t b = m.col[p];
+      associated->insert((uint64_t{std::min(a, b)} << 32) | std::max(a, b));
+    }
+  }
+  return m;
+}
+
+// The semantic vectors, by truncated SVD of the PMI matrix: U_k Σ_k^½ with
+// unit rows (k = semantic_dims; zeros when there is nothing to factorise).
+std::vector<float> SemanticVectors(const CsrMatrix& m, const EncoderOptions& options) {
+  const uint32_t v = m.rows, ks = options.semantic_dims;
+  std::vector<float> semantic(size_t{v} * ks, 0.f);
+  if (v < 2 || m.col.empty()) return semantic;
+  SvdOptions svd_options;
+  svd_options.rank = ks;
+  svd_options.power_iterations = options.power_iterations;
+  svd_options.seed = options.seed;
+  const TruncatedSvd svd = ComputeTruncatedSvd(m, svd_options);
+  for (uint32_t w = 0; w < v; ++w) {
+    float* out = semantic.data() + size_t{w} * ks;
+    for (uint32_t j = 0; j < svd.rank; ++j) {
+      out[j] = svd.left[size_t{w} * svd.rank + j] * std::sqrt(svd.singular_values[j]);
+    }
+    Normalize(out, ks);
+  }
+  return semantic;
+}
+
 }  // namespace
 
 // One distinct key of a text.
@@ -203,160 +378,22 @@ absl::StatusOr<std::unique_ptr<Encoder>> Encoder::Train(const TextSource& source
   ATTN_ASSIGN_OR_RETURN(Stemmer stemmer, Stemmer::Create(options.stem_language));
   std::unique_ptr<Encoder> enc(new Encoder(options, stemmer));
 
-  // Pass over the texts: key ids, counts, document frequencies and the
-  // window co-occurrences (symmetric, weighted 1/distance).
-  absl::flat_hash_map<std::string, uint32_t> ids;
-  std::vector<std::string> keys;
-  std::vector<uint64_t> count;
-  std::vector<uint32_t> df, last_doc;
-  absl::flat_hash_map<uint64_t, float> cooc;
-  uint64_t text_index = 0, documents = 0, total_tokens = 0;
-  std::vector<uint32_t> seq;
-  auto sink = [&](std::string_view text) -> absl::Status {
-    ++text_index;
-    auto tokens = enc->tokenizer_.Tokenize(text);
-    if (!tokens.ok()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("training text ", text_index, ": ", tokens.status().message()));
-    }
-    if (tokens->empty()) return absl::OkStatus();
-    ++documents;
-    seq.clear();
-    for (const Token& t : *tokens) {
-      std::string key = enc->stemmer_.Stem(t.text);
-      auto [it, inserted] = ids.try_emplace(key, static_cast<uint32_t>(keys.size()));
-      if (inserted) {
-        keys.push_back(std::move(key));
-        count.push_back(0);
-        df.push_back(0);
-        last_doc.push_back(0);
-      }
-      const uint32_t id = it->second;
-      ++count[id];
-      if (last_doc[id] != documents) {
-        last_doc[id] = static_cast<uint32_t>(documents);
-        ++df[id];
-      }
-      seq.push_back(id);
-    }
-    total_tokens += seq.size();
-    for (size_t i = 0; i < seq.size(); ++i) {
-      const size_t lo = i >= options.window ? i - options.window : 0;
-      for (size_t j = lo; j < i; ++j) {
-        const uint32_t a = std::min(seq[i], seq[j]), b = std::max(seq[i], seq[j]);
-        if (a == b) continue;
-        cooc[(uint64_t{a} << 32) | b] += 1.f / static_cast<float>(i - j);
-      }
-    }
-    return absl::OkStatus();
-  };
-  ATTN_RETURN_IF_ERROR(source(sink));
-  if (documents == 0) {
-    return absl::InvalidArgumentError("training texts: none of them contains a word");
-  }
-
-  // Vocabulary: the most frequent keys seen at least min_count times.
-  std::vector<uint32_t> order(keys.size());
-  std::iota(order.begin(), order.end(), 0u);
-  std::stable_sort(order.begin(), order.end(),
-                   [&](uint32_t x, uint32_t y) { return count[x] > count[y]; });
-  std::vector<int64_t> remap(keys.size(), -1);
-  for (uint32_t id : order) {
-    if (count[id] < options.min_count || enc->keys_.size() >= options.max_vocabulary) break;
-    remap[id] = static_cast<int64_t>(enc->keys_.size());
-    enc->keys_.push_back(keys[id]);
-    enc->document_frequency_.push_back(df[id]);
-  }
+  ATTN_ASSIGN_OR_RETURN(CorpusCounts counts,
+                        CountCorpus(source, enc->tokenizer_, enc->stemmer_, options.window));
+  const std::vector<int64_t> remap =
+      ChooseVocabulary(counts, options, &enc->keys_, &enc->document_frequency_);
   const uint32_t v = static_cast<uint32_t>(enc->keys_.size());
-
-  // Positive PMI with smoothed context counts, as a sparse matrix.
-  std::vector<double> row_sum(v, 0.0);
-  std::vector<std::pair<uint64_t, float>> pairs;
-  pairs.reserve(cooc.size());
-  for (const auto& [k, c] : cooc) {
-    const int64_t a = remap[k >> 32], b = remap[k & 0xffffffffu];
-    if (a < 0 || b < 0) continue;
-    pairs.emplace_back((uint64_t(a) << 32) | uint64_t(b), c);
-  }
-  cooc = {};
-  // Hash-map order varies; sorted pairs make training deterministic.
-  std::sort(pairs.begin(), pairs.end());
-  for (const auto& [k, c] : pairs) {
-    row_sum[k >> 32] += c;
-    row_sum[k & 0xffffffffu] += c;
-  }
-  double smoothed_total = 0;
-  std::vector<double> smoothed(v);
-  for (uint32_t i = 0; i < v; ++i) {
-    smoothed[i] = std::pow(row_sum[i], options.context_smoothing);
-    smoothed_total += smoothed[i];
-  }
-  CsrMatrix m;
-  m.rows = m.cols = v;
-  m.row_start.assign(size_t{v} + 1, 0);
-  auto pmi = [&](uint32_t w, uint32_t c, float n) {
-    return std::log(n * smoothed_total / (row_sum[w] * smoothed[c]));
-  };
-  for (const auto& [k, c] : pairs) {
-    const uint32_t a = k >> 32, b = k & 0xffffffffu;
-    if (pmi(a, b, c) > 0) ++m.row_start[a + 1];
-    if (pmi(b, a, c) > 0) ++m.row_start[b + 1];
-  }
-  for (uint32_t i = 0; i < v; ++i) m.row_start[i + 1] += m.row_start[i];
-  m.col.resize(m.row_start[v]);
-  m.value.resize(m.row_start[v]);
-  {
-    std::vector<uint64_t> next(m.row_start.begin(), m.row_start.end() - 1);
-    for (const auto& [k, c] : pairs) {
-      const uint32_t a = k >> 32, b = k & 0xffffffffu;
-      if (double p = pmi(a, b, c); p > 0) {
-        m.col[next[a]] = b;
-        m.value[next[a]++] = static_cast<float>(p);
-      }
-      if (double p = pmi(b, a, c); p > 0) {
-        m.col[next[b]] = a;
-        m.value[next[b]++] = static_cast<float>(p);
-      }
-    }
-  }
-  const uint64_t nonzeros = m.col.size();
-  // Pairs that co-occur more than chance (positive PMI) are related words
-  // (collocations, topics), not substitutes: query expansion skips them.
-  // Synonyms share contexts but seldom appear side by side.
   absl::flat_hash_set<uint64_t> associated;
-  associated.reserve(m.col.size());
-  for (uint32_t a = 0; a < v; ++a) {
-    for (uint64_t p = m.row_start[a]; p < m.row_start[a + 1]; ++p) {
-      const uint32_t b = m.col[p];
-      associated.insert((uint64_t{std::min(a, b)} << 32) | std::max(a, b));
-    }
-  }
-  pairs = {};
-
-  // Truncated SVD: semantic vector = U_k Σ_k^½, unit rows.
-  const uint32_t ks = options.semantic_dims;
-  enc->semantic_.assign(size_t{v} * ks, 0.f);
-  if (v >= 2 && nonzeros > 0) {
-    SvdOptions svd_options;
-    svd_options.rank = ks;
-    svd_options.power_iterations = options.power_iterations;
-    svd_options.seed = options.seed;
-    const TruncatedSvd svd = ComputeTruncatedSvd(m, svd_options);
-    for (uint32_t w = 0; w < v; ++w) {
-      float* out = enc->semantic_.data() + size_t{w} * ks;
-      for (uint32_t j = 0; j < svd.rank; ++j) {
-        out[j] = svd.left[size_t{w} * svd.rank + j] * std::sqrt(svd.singular_values[j]);
-      }
-      Normalize(out, ks);
-    }
-  }
-  enc->num_documents_ = documents;
-  enc->average_length_ = static_cast<double>(total_tokens) / documents;
+  const CsrMatrix m = PositivePmi(&counts.cooc, remap, v, options.context_smoothing, &associated);
+  const uint64_t nonzeros = m.col.size();
+  enc->semantic_ = SemanticVectors(m, options);
+  enc->num_documents_ = counts.documents;
+  enc->average_length_ = static_cast<double>(counts.total_tokens) / counts.documents;
   enc->BuildSubwordIndex();
   enc->BuildNeighbours(associated);
   if (stats != nullptr) {
-    stats->documents = documents;
-    stats->tokens = total_tokens;
+    stats->documents = counts.documents;
+    stats->tokens = counts.total_tokens;
     stats->vocabulary = v;
     stats->cooccurrence_pairs = nonzeros;
     stats->seconds =
