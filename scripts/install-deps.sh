@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs the build and test dependencies from Debian 12's packages.
+# Installs the build and test dependencies from Debian 12's packages, and
+# any further packages named as arguments (test.sh --sanitize adds clang).
 set -euo pipefail
 packages=(
   cmake g++ make pkg-config
@@ -19,6 +20,7 @@ packages=(
   libhnswlib-dev                   # hnswlib, the ann benchmark's peer (header-only)
   python3-grpcio python3-protobuf  # the README's Python client, run by the tests
 )
+packages+=("$@")
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -163,6 +163,7 @@ absl::StatusOr<std::unique_ptr<Catalog>> Catalog::Open(const CatalogOptions& opt
     if (!ValidateName(name).ok()) continue;
     auto c = Collection::Open(p.string(), options.collection);
     if (!c.ok()) return Annotate(c.status(), absl::StrCat("collection '", name, "'"));
+    absl::MutexLock lock(&catalog->mu_);
     catalog->collections_.emplace(name, Share(std::move(c).value()));
   }
   return catalog;
@@ -172,7 +173,7 @@ absl::StatusOr<std::shared_ptr<Collection>> Catalog::Create(const std::string& n
                                                             const CollectionConfig& config) {
   ATTN_RETURN_IF_ERROR(ValidateName(name));
   ATTN_RETURN_IF_ERROR(config.Validate());
-  std::lock_guard<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   if (collections_.count(name)) {
     return absl::AlreadyExistsError(absl::StrCat("collection '", name, "' already exists"));
   }
@@ -203,7 +204,7 @@ absl::StatusOr<std::shared_ptr<Collection>> Catalog::Create(const std::string& n
 }
 
 absl::StatusOr<std::shared_ptr<Collection>> Catalog::Get(const std::string& name) const {
-  std::lock_guard<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   auto it = collections_.find(name);
   if (it == collections_.end()) {
     return absl::NotFoundError(absl::StrCat("collection '", name, "' not found"));
@@ -212,14 +213,14 @@ absl::StatusOr<std::shared_ptr<Collection>> Catalog::Get(const std::string& name
 }
 
 std::vector<std::pair<std::string, std::shared_ptr<Collection>>> Catalog::List() const {
-  std::lock_guard<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   std::vector<std::pair<std::string, std::shared_ptr<Collection>>> out;
   for (const auto& [name, slot] : collections_) out.emplace_back(name, slot.collection);
   return out;
 }
 
 absl::Status Catalog::Drop(const std::string& name) {
-  std::lock_guard<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   auto it = collections_.find(name);
   if (it == collections_.end()) {
     return absl::NotFoundError(absl::StrCat("collection '", name, "' not found"));
@@ -267,7 +268,7 @@ absl::StatusOr<BackupResult> Catalog::Backup(const std::string& dest_dir,
   }
   uint64_t n;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    absl::MutexLock lock(&mu_);
     n = ++temp_counter_;
   }
   const fs::path temp = TempSibling(dest, ".backup-", n);

@@ -29,12 +29,12 @@
 
 #include <map>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "engine/collection.h"
 
@@ -138,9 +138,9 @@ class Catalog {
   static Slot Share(std::unique_ptr<Collection> c);
 
   const CatalogOptions options_;
-  mutable std::mutex mu_;
-  std::map<std::string, Slot> collections_;  // guarded by mu_
-  uint64_t temp_counter_ = 0;                // guarded by mu_
+  mutable absl::Mutex mu_;
+  std::map<std::string, Slot> collections_ ABSL_GUARDED_BY(mu_);
+  uint64_t temp_counter_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
 }  // namespace attnsearch

@@ -100,6 +100,7 @@ absl::StatusOr<std::unique_ptr<Collection>> Collection::Open(const std::string& 
 
 absl::Status Collection::LoadDerivedState() {
   absl::MutexLock write_lock(&write_mu_);
+  index_.AssertWriterHeld();
   std::vector<Label> purge_pending;
   ATTN_ASSIGN_OR_RETURN(const Label from, index_.Load(&purge_pending));
   // A bulk load builds the ANN index once, at BuildIndex; the filter index
@@ -120,6 +121,7 @@ absl::Status Collection::LoadDerivedState() {
 }
 
 absl::StatusOr<uint64_t> Collection::CatchUp(Label from, Label metadata_from, bool add_vectors) {
+  index_.AssertWriterHeld();
   uint64_t added = 0;
   if (add_vectors) {
     ATTN_ASSIGN_OR_RETURN(added, index_.CatchUp(from));
@@ -142,6 +144,7 @@ absl::Status Collection::Flush() {
 
 absl::StatusOr<uint64_t> Collection::BuildIndex() {
   absl::MutexLock write_lock(&write_mu_);
+  index_.AssertWriterHeld();
   const Label from = index_.next_unindexed();
   ATTN_ASSIGN_OR_RETURN(const uint64_t added, CatchUp(from, /*metadata_from=*/from, true));
   if (index_.changed_since_snapshot()) ATTN_RETURN_IF_ERROR(index_.SaveSnapshot());
@@ -150,6 +153,7 @@ absl::StatusOr<uint64_t> Collection::BuildIndex() {
 
 absl::Status Collection::SaveSnapshot() {
   absl::MutexLock write_lock(&write_mu_);
+  index_.AssertWriterHeld();
   return index_.SaveSnapshot();
 }
 
@@ -239,6 +243,7 @@ absl::Status Collection::RecoverStore() {
   // reopen then applied it: bring the derived state up to date with it.
   std::vector<Label> purge_pending;
   ATTN_ASSIGN_OR_RETURN(std::vector<Label> dead, store_->Tombstones(&purge_pending));
+  index_.AssertWriterHeld();
   ATTN_RETURN_IF_ERROR(index_.Apply(dead, {}, {}));
   if (store_->next_label() > before) {
     ATTN_RETURN_IF_ERROR(CatchUp(before, before, !options_.defer_index).status());
@@ -275,6 +280,7 @@ absl::Status Collection::CommitPrepared(std::vector<Document>& docs) {
     labels.clear();
     pooled.clear();
   }
+  index_.AssertWriterHeld();
   const absl::Status added =
       // The filter index changes with the ANN index, under its lock: a
       // filtered search sees both as of one instant.
@@ -292,7 +298,7 @@ absl::Status Collection::CommitPrepared(std::vector<Document>& docs) {
 }
 
 std::shared_ptr<const text::Encoder> Collection::encoder(uint64_t* version) const {
-  std::lock_guard<std::mutex> lock(encoder_mu_);
+  absl::MutexLock lock(&encoder_mu_);
   if (version != nullptr) *version = encoder_version_;
   return encoder_;
 }
@@ -321,7 +327,7 @@ absl::Status Collection::LoadEncoder() {
     return absl::DataLossError("encoder: bad version");
   }
   {
-    std::lock_guard<std::mutex> lock(encoder_mu_);
+    absl::MutexLock lock(&encoder_mu_);
     encoder_ = std::move(enc);
     encoder_version_ = v;
   }
@@ -348,19 +354,19 @@ absl::Status Collection::LoadTuning() {
                                           {"error", params.status().message()}});
     return absl::OkStatus();
   }
-  std::lock_guard<std::mutex> lock(tuning_mu_);
+  absl::MutexLock lock(&tuning_mu_);
   tuning_ = std::move(stored);
   tuned_params_ = *params;
   return absl::OkStatus();
 }
 
 std::optional<AnnTuning> Collection::tuning() const {
-  std::lock_guard<std::mutex> lock(tuning_mu_);
+  absl::MutexLock lock(&tuning_mu_);
   return tuning_;
 }
 
 AnnSearchParams Collection::DefaultSearchParams() const {
-  std::lock_guard<std::mutex> lock(tuning_mu_);
+  absl::MutexLock lock(&tuning_mu_);
   return tuned_params_;
 }
 
@@ -400,7 +406,7 @@ absl::StatusOr<IndexTuningResult> Collection::TuneIndex(double target_recall, ui
     ATTN_ASSIGN_OR_RETURN(AnnSearchParams params, AnnSearchParams::Parse(t.ann_params));
     ATTN_RETURN_IF_ERROR(RecoverStore());
     ATTN_RETURN_IF_ERROR(store_->PutAnnTuning(t));
-    std::lock_guard<std::mutex> lock(tuning_mu_);
+    absl::MutexLock lock(&tuning_mu_);
     tuning_ = std::move(t);
     tuned_params_ = params;
   }
@@ -430,7 +436,7 @@ absl::StatusOr<EncoderTrainingResult> Collection::TrainEncoder(text::EncoderOpti
                                                 {"version", absl::StrCat(result.version)},
                                                 {"reencode_below", absl::StrCat(below)}}));
   {
-    std::lock_guard<std::mutex> lock(encoder_mu_);
+    absl::MutexLock lock(&encoder_mu_);
     encoder_ = std::move(enc);
     encoder_version_ = result.version;
   }
@@ -450,6 +456,7 @@ absl::StatusOr<uint64_t> Collection::Reencode(Label below) {
   std::vector<Document> batch;
   auto flush = [&]() -> absl::Status {
     if (batch.empty()) return absl::OkStatus();
+    write_mu_.AssertHeld();  // held by Reencode's caller, for the lock checker
     ATTN_RETURN_IF_ERROR(CommitPrepared(batch));
     count += batch.size();
     batch.clear();
@@ -509,6 +516,7 @@ absl::StatusOr<DeleteResult> Collection::Delete(const std::vector<std::string>& 
   ATTN_RETURN_IF_ERROR(store_->Commit({}, deletes));
   std::vector<Label> dead;
   for (const auto& d : deletes) dead.push_back(d.label);
+  index_.AssertWriterHeld();
   ATTN_RETURN_IF_ERROR(index_.Apply(dead, {}, {}));
   result.deleted = deletes.size();
   return result;

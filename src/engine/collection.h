@@ -19,9 +19,7 @@
 #include <condition_variable>
 #include <map>
 #include <memory>
-#include <mutex>
 #include <optional>
-#include <shared_mutex>
 #include <string>
 #include <thread>
 #include <utility>
@@ -31,6 +29,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "ann/ann_index.h"
 #include "core/label_bitmap.h"
@@ -274,23 +273,24 @@ class Collection {
   // Adds stored documents with labels >= from to the ANN index (when
   // add_vectors) and those >= metadata_from to the filter index; returns how
   // many vectors were added. REQUIRES: write_mu_ held (or construction).
-  absl::StatusOr<uint64_t> CatchUp(Label from, Label metadata_from, bool add_vectors);
+  absl::StatusOr<uint64_t> CatchUp(Label from, Label metadata_from, bool add_vectors)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
   absl::Status PrepareDocument(size_t index, const text::Encoder* encoder, uint64_t encoder_version,
                                Document* doc) const;
   // Commits prepared documents and indexes them. REQUIRES: write_mu_ held.
-  absl::Status CommitPrepared(std::vector<Document>& docs);
+  absl::Status CommitPrepared(std::vector<Document>& docs) ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
   // Purges the data of superseded labels (DocStore::Purge) once the index
   // has dropped them; a failure is logged (the next RecoverStore or Open
   // purges them). REQUIRES: write_mu_ held.
-  void PurgeSuperseded(const std::vector<Label>& labels);
+  void PurgeSuperseded(const std::vector<Label>& labels) ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
   // REQUIRES: write_mu_ held. Reopens a store whose writes stopped after an
   // I/O error (DocStore::Recover) and brings the ANN, filter and tombstone
   // state up to date with a failed batch the reopen may have applied. Every
   // write path calls it before choosing labels or writing.
-  absl::Status RecoverStore();
+  absl::Status RecoverStore() ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
   // Encodes with the current encoder every live document below `below`
   // that the encoder owns. REQUIRES: write_mu_ held.
-  absl::StatusOr<uint64_t> Reencode(Label below);
+  absl::StatusOr<uint64_t> Reencode(Label below) ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
   // Loads the stored encoder and finishes an interrupted re-encoding.
   absl::Status LoadEncoder();
   // Loads the stored ANN tuning.
@@ -311,14 +311,14 @@ class Collection {
   absl::Mutex write_mu_;
 
   // The built-in encoder (null until trained) and its version.
-  mutable std::mutex encoder_mu_;
-  std::shared_ptr<const text::Encoder> encoder_;
-  uint64_t encoder_version_ = 0;
+  mutable absl::Mutex encoder_mu_;
+  std::shared_ptr<const text::Encoder> encoder_ ABSL_GUARDED_BY(encoder_mu_);
+  uint64_t encoder_version_ ABSL_GUARDED_BY(encoder_mu_) = 0;
 
   // The tuned ANN knobs (TuneIndex), parsed; unset until tuned.
-  mutable std::mutex tuning_mu_;
-  std::optional<AnnTuning> tuning_;  // guarded by tuning_mu_
-  AnnSearchParams tuned_params_;     // guarded by tuning_mu_
+  mutable absl::Mutex tuning_mu_;
+  std::optional<AnnTuning> tuning_ ABSL_GUARDED_BY(tuning_mu_);
+  AnnSearchParams tuned_params_ ABSL_GUARDED_BY(tuning_mu_);
 
   // The ANN index and the tombstones (its own reader/writer lock; changes
   // under write_mu_).

@@ -58,10 +58,10 @@ LiveIndex::~LiveIndex() {
 
 void LiveIndex::Stop() {
   {
-    std::lock_guard<std::mutex> lock(rebuild_mu_);
+    absl::MutexLock lock(&rebuild_mu_);
     stop_ = true;
   }
-  rebuild_cv_.notify_all();
+  rebuild_cv_.SignalAll();
 }
 
 absl::StatusOr<Label> LiveIndex::Load(std::vector<Label>* purge_pending) {
@@ -159,7 +159,9 @@ absl::Status LiveIndex::Search(const float* query, uint32_t k, const AnnSearchPa
   if (prelude) ATTN_RETURN_IF_ERROR(prelude());
   if (!matches) {
     LabelFilter live;
-    if (!tombstones_.empty()) live = [this](Label l) { return !tombstones_.Test(l); };
+    // The filter runs inside ann_->Search below, under the lock held here.
+    const LabelBitmap* dead = &tombstones_;
+    if (!dead->empty()) live = [dead](Label l) { return !dead->Test(l); };
     return ann_->Search(query, k, params, live, out);
   }
   LabelBitmap admitted = matches();
@@ -237,29 +239,29 @@ void LiveIndex::MaybeScheduleRebuild() {
       double(dead) < options_.rebuild_tombstone_ratio * double(total) || rebuild_in_progress_) {
     return;
   }
-  std::lock_guard<std::mutex> lock(rebuild_mu_);
+  absl::MutexLock lock(&rebuild_mu_);
   if (stop_ || rebuild_requested_) return;
   rebuild_requested_ = true;
   if (!rebuild_thread_.joinable()) rebuild_thread_ = std::thread([this] { RebuildThread(); });
-  rebuild_cv_.notify_one();
+  rebuild_cv_.Signal();
 }
 
 void LiveIndex::RebuildThread() {
-  std::unique_lock<std::mutex> lock(rebuild_mu_);
   for (;;) {
-    rebuild_cv_.wait(lock, [this] { return stop_ || rebuild_requested_; });
-    if (stop_) return;
-    rebuild_requested_ = false;
-    lock.unlock();
+    {
+      absl::MutexLock lock(&rebuild_mu_);
+      while (!stop_ && !rebuild_requested_) rebuild_cv_.Wait(&rebuild_mu_);
+      if (stop_) return;
+      rebuild_requested_ = false;
+    }
     absl::Status s;
     {
-      std::lock_guard<std::mutex> run(rebuild_run_mu_);
+      absl::MutexLock run(&rebuild_run_mu_);
       s = RebuildLocked();
     }
     if (!s.ok() && !stop_) {
       LogWarn("rebuilding the ANN index failed", {{"collection", dir_}, {"error", s.message()}});
     }
-    lock.lock();
   }
 }
 
@@ -282,7 +284,7 @@ absl::Status LiveIndex::Rebuild() {
     return absl::FailedPreconditionError(
         "the collection defers its index (bulk load); call BuildIndex first");
   }
-  std::lock_guard<std::mutex> run(rebuild_run_mu_);
+  absl::MutexLock run(&rebuild_run_mu_);
   return RebuildLocked();
 }
 

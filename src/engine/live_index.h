@@ -91,6 +91,13 @@ class LiveIndex {
                      const std::vector<float>& pooled, const std::function<void()>& also = nullptr)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(*writer_mu_);
 
+  // Tells the lock checker that the writer mutex is held: it is the
+  // collection's, locked under its own name there. Checks it in debug
+  // builds.
+  void AssertWriterHeld() const ABSL_ASSERT_EXCLUSIVE_LOCK(*writer_mu_) {
+    writer_mu_->AssertHeld();
+  }
+
   // Writes the snapshot now. REQUIRES: the writer mutex.
   absl::Status SaveSnapshot() ABSL_EXCLUSIVE_LOCKS_REQUIRED(*writer_mu_);
   // Whether vectors were added since the last snapshot. REQUIRES: the
@@ -141,14 +148,15 @@ class LiveIndex {
   void Stop();
 
  private:
-  // REQUIRES: mu_ held exclusively.
-  void Tombstone(Label label) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // REQUIRES: mu_ held exclusively, and the writer mutex.
+  void Tombstone(Label label) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_, *writer_mu_);
   // Dead labels `index` holds.
   uint64_t CountTombstonesIn(const AnnIndex& index) const ABSL_SHARED_LOCKS_REQUIRED(mu_);
   // Whether a stored vector may enter an index (see CatchUp).
   bool Usable(Label label, const float* v) const;
   void RebuildThread();
-  absl::Status RebuildLocked() ABSL_LOCKS_EXCLUDED(*writer_mu_);
+  absl::Status RebuildLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(rebuild_run_mu_)
+      ABSL_LOCKS_EXCLUDED(*writer_mu_);
   // Drops the store's tombstone records of labels the index does not hold.
   // REQUIRES: the writer mutex, the snapshot saved.
   absl::Status DropTombstoneRecords() ABSL_EXCLUSIVE_LOCKS_REQUIRED(*writer_mu_);
@@ -171,12 +179,12 @@ class LiveIndex {
   size_t added_since_snapshot_ ABSL_GUARDED_BY(*writer_mu_) = 0;
 
   // The background rebuild: one thread, started on the first need.
-  std::mutex rebuild_mu_;  // the request state below
-  std::condition_variable rebuild_cv_;
-  bool rebuild_requested_ = false;
+  absl::Mutex rebuild_mu_;  // the request state below
+  absl::CondVar rebuild_cv_;
+  bool rebuild_requested_ ABSL_GUARDED_BY(rebuild_mu_) = false;
   std::thread rebuild_thread_;
   std::atomic<bool> stop_{false};
-  std::mutex rebuild_run_mu_;  // one rebuild at a time
+  absl::Mutex rebuild_run_mu_;  // one rebuild at a time
   std::atomic<bool> rebuild_in_progress_{false};
   std::atomic<uint64_t> rebuilds_{0};
 };
