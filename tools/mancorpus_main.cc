@@ -9,7 +9,6 @@
 // where the text is the NAME section's one-line description followed by
 // the first --max_words words of the DESCRIPTION section, with roff (man
 // and mdoc) macros and escapes removed. Invalid UTF-8 is replaced.
-#include <zlib.h>
 
 #include <algorithm>
 #include <cstdio>
@@ -19,18 +18,15 @@
 #include <vector>
 
 #include "CLI/CLI.hpp"
+#include "dataset/input_file.h"
 #include "nlohmann/json.hpp"
 
 namespace {
 
-bool ReadGz(const std::string& path, std::string* out) {
-  gzFile f = gzopen(path.c_str(), "rb");
-  if (f == nullptr) return false;
-  char buf[65536];
-  int n;
-  while ((n = gzread(f, buf, sizeof buf)) > 0) out->append(buf, size_t(n));
-  gzclose(f);
-  return n == 0;
+// The page's text, plain or gzip-compressed.
+bool ReadPage(const std::string& path, std::string* out) {
+  absl::StatusOr<std::unique_ptr<attnsearch::InputFile>> in = attnsearch::InputFile::Open(path);
+  return in.ok() && (*in)->ReadRest(out);
 }
 
 // Removes roff escapes from a line of text.
@@ -200,7 +196,7 @@ int main(int argc, char** argv) {
       const std::string name = file.substr(0, dot), section = file.substr(dot + 1);
       std::string src;
       Page page;
-      if (!ReadGz(path.string(), &src) || !ParsePage(src, name, max_words, &page)) {
+      if (!ReadPage(path.string(), &src) || !ParsePage(src, name, max_words, &page)) {
         ++skipped;
         continue;
       }

@@ -74,6 +74,14 @@ bool InputFile::ReadLine(std::string* line) {
   }
 }
 
+bool InputFile::ReadRest(std::string* out) {
+  while (Fill()) {
+  }
+  out->append(buffer_, pos_, std::string::npos);
+  pos_ = buffer_.size();
+  return status_.ok();
+}
+
 bool InputFile::ReadExact(void* dst, size_t n) {
   while (buffer_.size() - pos_ < n) {
     if (!Fill()) break;

@@ -25,6 +25,9 @@ class InputFile {
   // Reads exactly n bytes; false at a clean end of file before any byte.
   // A partial read sets status() to DATA_LOSS.
   bool ReadExact(void* dst, size_t n);
+  // Appends everything not read yet to *out. False on a read error
+  // (status() says which).
+  bool ReadRest(std::string* out);
 
   // Number of the last line ReadLine returned (1-based).
   uint64_t line_number() const { return line_number_; }

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "dataset/input_file.h"
 #include "gtest/gtest.h"
 #include "indexer/input_source.h"
 #include "test_util.h"
@@ -299,6 +300,27 @@ Read ReadAll(const std::string& input, InputFormat format, uint32_t dim) {
   }
   EXPECT_TRUE((*source)->status().ok()) << (*source)->status();
   return r;
+}
+
+TEST(InputFileTest, ReadRestGivesWhatIsLeftPlainOrGzip) {
+  TempDir dir;
+  std::string data = "first line\r\n";
+  for (int i = 0; i < 200000; ++i) data += "line " + std::to_string(i) + "\n";  // > 1 chunk
+  data += "no newline at the end";
+  WriteFile(dir.Sub("p.txt"), data);
+  WriteGzip(dir.Sub("p.txt.gz"), data);
+  for (const char* name : {"p.txt", "p.txt.gz"}) {
+    auto in = InputFile::Open(dir.Sub(name));
+    ASSERT_TRUE(in.ok()) << in.status();
+    std::string line, rest = "kept:";
+    ASSERT_TRUE((*in)->ReadLine(&line));
+    EXPECT_EQ(line, "first line");
+    ASSERT_TRUE((*in)->ReadRest(&rest));
+    EXPECT_EQ(rest, "kept:" + data.substr(data.find('\n') + 1)) << name;
+    EXPECT_FALSE((*in)->ReadLine(&line));
+    EXPECT_TRUE((*in)->ReadRest(&rest));  // nothing more
+    EXPECT_EQ(rest.size(), 5 + data.size() - data.find('\n') - 1);
+  }
 }
 
 TEST(InputSourceTest, JsonLinesWithLineNumbersAndGzipEqualsPlain) {

@@ -28,6 +28,7 @@
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest-spi.h"
 #include "gtest/gtest.h"
+#include "rerank/reference.h"
 #include "server/grpc_status_matchers.h"
 #include "server/in_process_server.h"
 #include "server/server_process.h"
@@ -176,33 +177,14 @@ void ExpectStoredDocument(const v1::Document& got, const v1::Document& sent, uin
 }
 
 // ---------------------------------------------------------------------------
-// Reference scorer (ATTENTION / MAXSIM / NONE) over unit-normalised rows,
-// uniform query weights, in double.
+// The reference scorer (rerank/reference.h) with uniform query weights.
 
 double ReferenceScore(const std::vector<float>& q, uint32_t m, const std::vector<float>& d,
                       uint32_t n, uint32_t dim, v1::RerankMode mode, double tau) {
-  double score = 0;
-  const double w = 1.0 / m;
-  std::vector<double> s(n);
-  for (uint32_t i = 0; i < m; ++i) {
-    double mx = -std::numeric_limits<double>::infinity();
-    for (uint32_t j = 0; j < n; ++j) {
-      s[j] = Dot(&q[size_t(i) * dim], &d[size_t(j) * dim], dim);
-      mx = std::max(mx, s[j]);
-    }
-    if (mode == v1::RERANK_MODE_MAXSIM) {
-      score += w * mx;
-      continue;
-    }
-    double z = 0, num = 0;
-    for (uint32_t j = 0; j < n; ++j) {
-      const double e = std::exp((s[j] - mx) / tau);
-      z += e;
-      num += e * s[j];
-    }
-    score += w * num / z;
-  }
-  return score;
+  const std::vector<float> weights(m, 1.f / float(m));
+  return attnsearch::ReferenceScore(
+      q.data(), m, weights.data(), d.data(), n, dim,
+      mode == v1::RERANK_MODE_MAXSIM ? RerankMode::kMaxSim : RerankMode::kAttention, float(tau));
 }
 
 // ---------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 # child process on an ephemeral loopback port. Included from
 # tests/CMakeLists.txt.
 attn_cc_test(NAME server_test SRCS server/server_test.cc
-             DEPS attn_server attn_proto gRPC::grpc++
+             DEPS attn_server attn_rerank attn_proto gRPC::grpc++
              LABELS integration)
 target_compile_definitions(server_test PRIVATE
                            ATTN_SERVER_BINARY="$<TARGET_FILE:attnsearch-server>")
