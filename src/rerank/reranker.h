@@ -26,8 +26,8 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "core/types.h"
 #include "core/core_budget.h"
+#include "core/types.h"
 
 namespace attnsearch {
 

@@ -1,10 +1,9 @@
 #include "text/sparse_svd.h"
 
+#include <Eigen/Dense>
 #include <algorithm>
 #include <cmath>
 #include <random>
-
-#include <Eigen/Dense>
 
 namespace attnsearch::text {
 namespace {
