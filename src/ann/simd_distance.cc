@@ -3,7 +3,9 @@
 // GCC 12 warns inside its own AVX-512 headers (_mm512_undefined_* used as
 // a blend source); the warnings are about the headers, not this code.
 #pragma GCC diagnostic ignored "-Wuninitialized"
+#if !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 #include <cpuid.h>
 #include <immintrin.h>
 
