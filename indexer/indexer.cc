@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <optional>
 #include <set>
+#include <thread>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
@@ -210,6 +211,11 @@ std::optional<int> Load::MaybeTuneIndex(bool reached_end) {
   return std::nullopt;
 }
 
+// The parse threads `threads` asks for (0: one per hardware thread).
+uint32_t ParseThreads(uint32_t threads) {
+  return threads > 0 ? threads : std::max(1u, std::thread::hardware_concurrency());
+}
+
 int Load::Run() {
   const IndexerOptions& o = options_;
   // --- Flags ---
@@ -276,6 +282,8 @@ int Load::Run() {
     rejects_ = *std::move(r);
   }
 
+  // How a new collection's dim was chosen when --dim was not given.
+  std::string dim_origin = ", the file's";
   // --- Target ---
   TargetOptions t;
   t.collection = o.collection;
@@ -288,10 +296,12 @@ int Load::Run() {
     if (!d.ok()) return Fail(kExitInput, std::string(d.status().message()));
     t.create_config.dim = *d;
   } else if (format != InputFormat::kFvecs && (o.dim == 0 || !o.dtype)) {
-    absl::StatusOr<bool> text_only = FirstDocumentIsTextOnly(o.input, format);
-    if (!text_only.ok()) return Fail(kExitInput, std::string(text_only.status().message()));
-    if (*text_only && o.dim == 0) t.default_dim = kTextOnlyDim;
-    if (*text_only && !o.dtype) t.create_config.token_dtype = TokenDtype::kInt8;
+    absl::StatusOr<FirstDocument> first = PeekFirstDocument(o.input, format);
+    if (!first.ok()) return Fail(kExitInput, std::string(first.status().message()));
+    // A new collection takes the dim the first record states.
+    if (o.dim == 0) t.default_dim = first->text_only ? kTextOnlyDim : first->dim;
+    dim_origin = first->text_only ? ", the default for text-only input" : ", from the first record";
+    if (first->text_only && !o.dtype) t.create_config.token_dtype = TokenDtype::kInt8;
   }
   t.data_dir = o.data_dir;
   t.server = o.server;
@@ -316,17 +326,18 @@ int Load::Run() {
 
   ParseOptions po;
   po.dim = sink_->dim();
+  po.threads = o.threads;
   absl::StatusOr<std::unique_ptr<RecordSource>> source = OpenSource(o.input, format, po);
   if (!source.ok()) return Fail(kExitInput, std::string(source.status().message()));
   source_ = *std::move(source);
   Say(absl::StrCat("loading ", *data_file, " (", InputFormatName(format), ") into ",
                    sink_->created() ? "new" : "existing", " collection '", o.collection, "' (dim ",
-                   sink_->dim(),
-                   sink_->created() && t.create_config.dim == 0 && t.default_dim != 0
-                       ? ", the default for text-only input"
-                       : "",
+                   sink_->dim(), sink_->created() && t.create_config.dim == 0 ? dim_origin : "",
                    ") ", o.server.empty() ? "in " + o.data_dir : "on " + o.server, "; checkpoint ",
-                   checkpoint_path_));
+                   checkpoint_path_,
+                   format == InputFormat::kFvecs
+                       ? ""
+                       : absl::StrCat("; ", ParseThreads(o.threads), " parse threads")));
 
   // --- The load ---
   const bool dedup = format != InputFormat::kFvecs;  // fvecs ids are row numbers

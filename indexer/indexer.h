@@ -67,9 +67,15 @@ struct IndexerOptions {
   std::string api_key_file;
   std::string tls_ca_file;
 
+  // JSON lines: threads parsing and validating records beside the one
+  // reading the input (ParseOptions::threads). Default: 0, one per
+  // hardware thread.
+  uint32_t threads = 0;
+
   // --- Creating the collection (when missing) ---
-  // 0: the existing collection's dim (fvecs: the file's dim; input whose
-  // first document is text-only: kTextOnlyDim).
+  // 0: the existing collection's dim; for a new one, the dim the first
+  // record states (fvecs: the file's; JSON lines: its pooled vector's or
+  // token rows' length; a text-only first document: kTextOnlyDim).
   uint32_t dim = 0;
   // Unset: bf16, or int8 when the first document is text-only (the built-in
   // encoder's rows lose no measurable quality in int8, and a query fetches

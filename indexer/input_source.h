@@ -41,12 +41,20 @@ absl::StatusOr<std::string> DataFile(const std::string& input, InputFormat forma
 // The dimension of the first record of an fvecs file (plain or gzip).
 absl::StatusOr<uint32_t> PeekFvecsDim(const std::string& path);
 
-// Whether the first document of a JSON lines or BEIR input has no vectors
-// (its first non-blank line is an object without a non-null "pooled" or
-// "tokens"): the input is then taken to be text-only, for choosing the dim of
-// a new collection. False for fvecs and when the first line is not a JSON
-// object. NOT_FOUND when the input cannot be read.
-absl::StatusOr<bool> FirstDocumentIsTextOnly(const std::string& input, InputFormat format);
+// What the first document of a JSON lines or BEIR input says about the
+// collection to create.
+struct FirstDocument {
+  // It has no vectors (its first non-blank line is an object without a
+  // non-null "pooled" or "tokens"): the input is taken to be text-only.
+  bool text_only = false;
+  // The length of its pooled vector, else of its first token row (or the
+  // "cols" of a {"rows", "cols", "values"} matrix); 0 when it has none.
+  uint32_t dim = 0;
+};
+
+// The first document of `input`: {false, 0} for fvecs and when the first
+// line is not a JSON object. NOT_FOUND when the input cannot be read.
+absl::StatusOr<FirstDocument> PeekFirstDocument(const std::string& input, InputFormat format);
 
 struct InputRecord {
   // Input units consumed up to and including this record: the line number

@@ -18,8 +18,9 @@ is read directly. Every document needs text (title and/or text) and/or vectors
 (pooled and/or tokens). Text-only documents are encoded by the collection's
 built-in encoder, which the load trains at its end (--train_encoder auto:
 when the input had text-only documents and the encoder is untrained). A new
-collection for text-only input gets dim 256 unless --dim is given, and int8
-token storage unless --dtype is given.
+collection gets the dim its first record states unless --dim is given (256
+for text-only input, which also gets int8 token storage unless --dtype is
+given). JSON lines are parsed by --threads threads, in input order.
 
 Bad records (bad JSON, a wrong dimension, an empty document, one the engine
 rejects, ...) are reported as FILE:LINE: reason (FILE:record N for fvecs),
@@ -71,8 +72,12 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"auto", "jsonl", "beir", "fvecs"}))
       ->capture_default_str();
   app.add_option("--dim", o.dim,
-                 "vector dimension, to create the collection (fvecs: default "
-                 "the file's; text-only input: 256)");
+                 "vector dimension, to create the collection (default: the first record's; "
+                 "text-only input: 256)");
+  app.add_option("--threads", o.threads,
+                 "JSON lines: threads parsing records beside the one reading the input (0: one "
+                 "per core)")
+      ->capture_default_str();
   app.add_option("--dtype", dtype,
                  "token storage when creating: bf16, f32 or int8 (default bf16; int8 for "
                  "text-only input)")

@@ -9,6 +9,7 @@
 #include "core/status.h"
 #include "core/utf8.h"
 #include "nlohmann/json.hpp"
+#include "simdjson.h"
 
 namespace attnsearch::indexer {
 namespace {
@@ -314,9 +315,129 @@ absl::Status ParseObject(const json& j, const ParseOptions& options, Document* o
   return ValidateDocument(out, options);
 }
 
+// --- The fast path: simdjson ---
+//
+// Parses the common shape of a record straight into *out and reports
+// whether it could. Anything it does not handle the way the full parser
+// does (malformed JSON, invalid UTF-8, a wrong type or count, a number out
+// of the float range or too large to be exact, a non-string metadata value,
+// a field given twice) makes it give up, and the full parser below, which
+// names the field and the reason, decides. Both produce the same Document.
+// simdjson's DOM parser picks its SIMD kernels for the CPU at run time.
+namespace fast {
+
+namespace dom = simdjson::dom;
+
+// Appends exactly `expected` floats of the array `v`.
+bool Floats(dom::element v, size_t expected, std::vector<float>* out) {
+  dom::array a;
+  if (v.get_array().get(a) || a.size() != expected) return false;
+  const size_t base = out->size();
+  out->resize(base + expected);
+  float* dst = out->data() + base;
+  for (dom::element x : a) {
+    double d;
+    if (x.get_double().get(d)) return false;
+    // Beyond 2^53 an integer's nearest float may differ from its nearest
+    // double's: the full parser decides.
+    if (!(std::fabs(d) <= double(FLT_MAX)) || std::fabs(d) > 9007199254740992.0) return false;
+    *dst++ = float(d);
+  }
+  return true;
+}
+
+bool Tokens(dom::element v, const ParseOptions& options, Document* out) {
+  if (v.is_array()) {
+    dom::array rows = v.get_array().value_unsafe();
+    if (rows.size() == 0 || rows.size() > options.max_tokens) return false;
+    out->tokens.reserve(rows.size() * size_t(options.dim));
+    for (dom::element row : rows) {
+      if (!Floats(row, options.dim, &out->tokens)) return false;
+    }
+    out->num_tokens = uint32_t(rows.size());
+    return true;
+  }
+  dom::object m;
+  if (v.get_object().get(m) || m.size() != 3) return false;
+  uint64_t rows = 0, cols = 0;
+  if (m["rows"].get_uint64().get(rows) || m["cols"].get_uint64().get(cols)) return false;
+  if (rows == 0 || rows > options.max_tokens || cols != options.dim) return false;
+  dom::element values;
+  if (m["values"].get(values)) return false;
+  out->num_tokens = uint32_t(rows);
+  return Floats(values, rows * cols, &out->tokens);
+}
+
+// One top-level field into *out; false to give up.
+bool Field(std::string_view key, dom::element value, const ParseOptions& options, Document* out,
+           std::string* title, std::string* text, uint32_t* seen) {
+  auto once = [seen](uint32_t bit) {
+    if (*seen & bit) return false;
+    *seen |= bit;
+    return true;
+  };
+  if (value.is_null()) return false;  // the full parser's rules
+  const std::string_view id_key = options.beir ? "_id" : "id";
+  std::string_view sv;
+  if (key == id_key) {
+    if (!once(1) || value.get_string().get(sv)) return false;
+    out->id = sv;
+  } else if (key == "title" || key == "text") {
+    if (!once(key == "title" ? 2 : 4) || value.get_string().get(sv)) return false;
+    *(key == "title" ? title : text) = sv;
+  } else if (key == "metadata") {
+    dom::object m;
+    if (!once(8) || value.get_object().get(m)) return false;
+    for (dom::key_value_pair e : m) {
+      if (e.value.get_string().get(sv)) return false;
+      if (!out->metadata.emplace(std::string(e.key), std::string(sv)).second) return false;
+    }
+  } else if (key == "pooled") {
+    if (!once(16) || !Floats(value, options.dim, &out->pooled)) return false;
+  } else if (key == "tokens") {
+    if (!once(32) || !Tokens(value, options, out)) return false;
+  } else if (key == "token_texts") {
+    dom::array a;
+    if (!once(64) || value.get_array().get(a)) return false;
+    for (dom::element t : a) {
+      if (t.get_string().get(sv)) return false;
+      out->token_texts.emplace_back(sv);
+    }
+  } else if (key == "id" || key == "_id") {
+    return false;  // the other spelling of the id: the full parser's rules
+  }
+  return true;
+}
+
+bool Parse(std::string_view line, const ParseOptions& options, Document* out) {
+  thread_local dom::parser parser;
+  dom::object obj;
+  if (parser.parse(line.data(), line.size(), /*realloc_if_needed=*/true).get_object().get(obj)) {
+    return false;
+  }
+  std::string title, text;
+  uint32_t seen = 0;
+  for (dom::key_value_pair field : obj) {
+    if (!Field(field.key, field.value, options, out, &title, &text, &seen)) return false;
+  }
+  if (!(seen & 1) || out->id.empty() || out->id.size() > kMaxIdBytes) return false;
+  out->text = title.empty()  ? std::move(text)
+              : text.empty() ? std::move(title)
+                             : absl::StrCat(title, "\n\n", text);
+  return true;
+}
+
+}  // namespace fast
+
 }  // namespace
 
 absl::Status ParseJsonLine(std::string_view line, const ParseOptions& options, Document* out) {
+  *out = Document();
+  if (fast::Parse(line, options, out)) return ValidateDocument(out, options);
+  return ParseJsonLineFully(line, options, out);
+}
+
+absl::Status ParseJsonLineFully(std::string_view line, const ParseOptions& options, Document* out) {
   *out = Document();
   json j;
   try {

@@ -46,6 +46,10 @@ struct ParseOptions {
   // Most token rows accepted per document (the engine's limit).
   // Default: 16384.
   uint32_t max_tokens = 16384;
+  // JSON lines: threads parsing and validating records, beside the one
+  // reading (and decompressing) the input. Records come out in input order
+  // whatever the count. Default: 0, one per hardware thread.
+  uint32_t threads = 0;
 };
 
 // Parses one JSON line into *out (cleared first) and validates it with
@@ -54,7 +58,14 @@ struct ParseOptions {
 // FIELD being the top-level field whose string holds the first bad byte and
 // N its offset in that string's decoded value ("title", "text", "id",
 // "metadata", ...).
+//
+// Records of the common shape are parsed by simdjson; anything else (every
+// malformed record among them) by the full parser, which names the field
+// and the reason. Both give the same Document.
 absl::Status ParseJsonLine(std::string_view line, const ParseOptions& options, Document* out);
+
+// The full parser alone: ParseJsonLine's oracle in tests.
+absl::Status ParseJsonLineFully(std::string_view line, const ParseOptions& options, Document* out);
 
 // Checks the document by the engine's own rules (engine/document_check.h:
 // CheckDocument, with `dim` and `max_tokens`), so that a bad document never

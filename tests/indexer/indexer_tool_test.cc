@@ -415,9 +415,18 @@ TEST(IndexerToolTest, UsageErrors) {
   EXPECT_EQ(RunTool(dir, {dir.Sub("in.jsonl"), "--collection", "c"}).exit_code(), 1);
   // Unknown flag.
   EXPECT_EQ(RunTool(dir, {dir.Sub("in.jsonl"), "--collection", "c", "--bogus"}).exit_code(), 1);
-  // A new collection needs --dim.
+  // A new collection takes the dim its first record states...
   ToolRun run =
       RunTool(dir, {dir.Sub("in.jsonl"), "--data_dir", dir.Sub("data"), "--collection", "c"});
+  EXPECT_EQ(run.exit_code(), 0) << run.stderr_text;
+  EXPECT_NE(run.stderr_text.find("(dim 8, from the first record)"), std::string::npos)
+      << run.stderr_text;
+  // ... and needs --dim when the first record states none.
+  std::vector<std::string> lines = Corpus(5, 5);
+  lines.insert(lines.begin(), "{not json");
+  WriteLines(dir.Sub("bad_first.jsonl"), lines);
+  run = RunTool(dir, {dir.Sub("bad_first.jsonl"), "--data_dir", dir.Sub("data"), "--collection",
+                      "c2"});
   EXPECT_EQ(run.exit_code(), 1) << run.stderr_text;
   EXPECT_NE(run.stderr_text.find("--dim is needed"), std::string::npos);
   // A missing input is an input error.

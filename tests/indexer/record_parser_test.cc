@@ -4,7 +4,10 @@
 
 #include <zlib.h>
 
+#include <algorithm>
 #include <cmath>
+#include <cstdio>
+#include <cstring>
 #include <fstream>
 #include <random>
 #include <string>
@@ -81,6 +84,101 @@ TEST(RecordParserTest, TokensAsMatrixObject) {
   // The pooled vector is the normalised mean of the normalised rows.
   const std::vector<float> rows = Unit({1, 2, 3, 4, 5, 6}, 3);
   ExpectNear(d.pooled, Unit({rows[0] + rows[3], rows[1] + rows[4], rows[2] + rows[5]}, 3));
+}
+
+// ParseJsonLine's fast path (simdjson) against the full parser alone, on
+// seeded records of every shape, valid and not: the same status and the
+// same Document, bit for bit.
+TEST(RecordParserTest, FastPathAgreesWithTheFullParser) {
+  std::mt19937 rng(4242);
+  auto pick = [&](std::initializer_list<const char*> xs) {
+    return std::string(*(xs.begin() + rng() % xs.size()));
+  };
+  auto number = [&]() -> std::string {
+    switch (rng() % 8) {
+      case 0:
+        return std::to_string(int(rng() % 2001) - 1000);
+      case 1:
+        return pick({"1e39", "-1e39", "3.4028235e38", "1e-45", "9007199254740993", "0.0", "-0.5"});
+      case 2:
+        return pick({"\"1\"", "true", "null", "[1]"});  // not a number
+      default: {
+        char buf[32];
+        std::snprintf(buf, sizeof buf, "%.9g", std::ldexp(double(rng() % 100000) - 50000, -14));
+        return buf;
+      }
+    }
+  };
+  auto row = [&](int n) {
+    std::string r = "[";
+    for (int i = 0; i < n; ++i) r += (i ? "," : "") + number();
+    return r + "]";
+  };
+  int fast_shapes = 0;
+  for (int i = 0; i < 4000; ++i) {
+    std::vector<std::string> fields;
+    if (rng() % 20)
+      fields.push_back("\"id\":" + pick({"\"a\"", "\"\\u00e9t\\u00e9\"", "\"\"", "7"}));
+    if (rng() % 3 == 0)
+      fields.push_back("\"title\":" + pick({"\"T\"", "\"\"", "null", "\"x\\ny\""}));
+    if (rng() % 2)
+      fields.push_back("\"text\":" + pick({"\"hello world\"", "\"!!!\"", "\"caf\\u00e9\""}));
+    if (rng() % 3 == 0) {
+      fields.push_back("\"metadata\":" + pick({"{\"k\":\"v\"}", "{\"n\":3}",
+                                               "{\"k\":\"v\",\"k\":\"w\"}", "{}", "[]"}));
+    }
+    const int dim = 3;
+    if (rng() % 2) fields.push_back("\"pooled\":" + row(rng() % 6 ? dim : int(rng() % 5)));
+    const int rows = 1 + int(rng() % 4);
+    switch (rng() % 4) {
+      case 0: {
+        std::string t = "\"tokens\":[";
+        for (int r = 0; r < rows; ++r) t += (r ? "," : "") + row(rng() % 8 ? dim : 2);
+        fields.push_back(t + "]");
+        break;
+      }
+      case 1: {
+        std::string v = "[";
+        for (int k = 0; k < rows * dim; ++k) v += (k ? "," : "") + number();
+        fields.push_back("\"tokens\":{\"rows\":" + std::to_string(rows) +
+                         ",\"cols\":" + pick({"3", "3", "4"}) + ",\"values\":" + v + "]}");
+        break;
+      }
+      default:
+        break;
+    }
+    if (rng() % 4 == 0) {
+      std::string t = "\"token_texts\":[";
+      for (int r = 0; r < rows; ++r) t += (r ? "," : "") + pick({"\"w\"", "\"x\"", "1"});
+      fields.push_back(t + "]");
+    }
+    if (rng() % 4 == 0)
+      fields.push_back("\"extra\":" + pick({"{\"a\":[1,{\"b\":null}]}", "1e999", "tru"}));
+    if (rng() % 10 == 0) fields.push_back(fields.empty() ? "\"id\":\"b\"" : fields.front());
+    std::shuffle(fields.begin(), fields.end(), rng);
+    std::string line = "{";
+    for (size_t f = 0; f < fields.size(); ++f) line += (f ? "," : "") + fields[f];
+    line += "}";
+    if (rng() % 25 == 0) line += pick({" ", " x", "}"});
+    SCOPED_TRACE(line);
+    ParseOptions options = Dim(dim);
+    Document a, b;
+    const absl::Status sa = ParseJsonLine(line, options, &a);
+    const absl::Status sb = ParseJsonLineFully(line, options, &b);
+    ASSERT_EQ(sa, sb);
+    if (!sa.ok()) continue;
+    ++fast_shapes;
+    EXPECT_EQ(a.id, b.id);
+    EXPECT_EQ(a.text, b.text);
+    EXPECT_EQ(a.metadata, b.metadata);
+    EXPECT_EQ(a.num_tokens, b.num_tokens);
+    EXPECT_EQ(a.token_texts, b.token_texts);
+    ASSERT_EQ(a.tokens.size(), b.tokens.size());
+    ASSERT_EQ(a.pooled.size(), b.pooled.size());
+    EXPECT_EQ(std::memcmp(a.tokens.data(), b.tokens.data(), 4 * a.tokens.size()), 0);
+    EXPECT_EQ(std::memcmp(a.pooled.data(), b.pooled.data(), 4 * a.pooled.size()), 0);
+  }
+  EXPECT_GT(fast_shapes, 300);  // valid records of many shapes were compared
 }
 
 TEST(RecordParserTest, TitleOrTextAlone) {
@@ -287,9 +385,11 @@ struct Read {
   std::vector<Document> docs;
 };
 
-Read ReadAll(const std::string& input, InputFormat format, uint32_t dim) {
+Read ReadAll(const std::string& input, InputFormat format, uint32_t dim, uint32_t threads = 0) {
   Read r;
-  auto source = OpenSource(input, format, Dim(dim));
+  ParseOptions options = Dim(dim);
+  options.threads = threads;
+  auto source = OpenSource(input, format, options);
   EXPECT_TRUE(source.ok()) << source.status();
   if (!source.ok()) return r;
   InputRecord rec;
@@ -300,6 +400,74 @@ Read ReadAll(const std::string& input, InputFormat format, uint32_t dim) {
   }
   EXPECT_TRUE((*source)->status().ok()) << (*source)->status();
   return r;
+}
+
+// JSON lines are parsed by a pool of threads: the records, their positions
+// and their outcomes come out in input order, the same for any thread
+// count, and each equals what ParseJsonLine makes of its line alone.
+TEST(InputSourceTest, ParallelParsingKeepsInputOrder) {
+  TempDir dir;
+  std::mt19937 rng(1616);
+  std::string data;
+  std::vector<std::string> lines;
+  for (int i = 0; i < 3000; ++i) {
+    std::string line;
+    switch (rng() % 7) {
+      case 0:
+        line = "{\"id\":\"bad" + std::to_string(i) + "\",\"pooled\":[1,2]}";  // wrong dim
+        break;
+      case 1:
+        line = "{not json";
+        break;
+      case 2:
+        line = "   ";  // blank: skipped
+        break;
+      default: {
+        line = "{\"id\":\"d" + std::to_string(i) + "\",\"tokens\":[";
+        const int rows = 1 + int(rng() % 40);
+        for (int r = 0; r < rows; ++r) {
+          line += r ? ",[" : "[";
+          for (int j = 0; j < 3; ++j) {
+            line += (j ? "," : "") + std::to_string(int(rng() % 9) + 1);
+          }
+          line += "]";
+        }
+        line += "]}";
+      }
+    }
+    lines.push_back(line);
+    data += line + "\n";
+  }
+  WriteGzip(dir.Sub("p.jsonl.gz"), data);
+  Read expected;
+  for (size_t i = 0; i < lines.size(); ++i) {
+    if (lines[i] == "   ") continue;
+    Document d;
+    const absl::Status s = ParseJsonLine(lines[i], Dim(3), &d);
+    expected.positions.push_back(i + 1);
+    expected.outcomes.push_back(s.ok() ? d.id : std::string(s.message()));
+    expected.docs.push_back(d);
+  }
+  for (uint32_t threads : {1u, 2u, 5u}) {
+    SCOPED_TRACE("threads " + std::to_string(threads));
+    const Read r = ReadAll(dir.Sub("p.jsonl.gz"), InputFormat::kJsonLines, 3, threads);
+    EXPECT_EQ(r.positions, expected.positions);
+    EXPECT_EQ(r.outcomes, expected.outcomes);
+    ASSERT_EQ(r.docs.size(), expected.docs.size());
+    for (size_t i = 0; i < r.docs.size(); ++i) {
+      EXPECT_EQ(r.docs[i].tokens, expected.docs[i].tokens) << i;
+      EXPECT_EQ(r.docs[i].pooled, expected.docs[i].pooled) << i;
+    }
+  }
+  // A source dropped after a few records stops its threads.
+  for (uint32_t threads : {1u, 3u}) {
+    ParseOptions options = Dim(3);
+    options.threads = threads;
+    auto source = OpenSource(dir.Sub("p.jsonl.gz"), InputFormat::kJsonLines, options);
+    ASSERT_TRUE(source.ok());
+    InputRecord rec;
+    for (int i = 0; i < 10; ++i) ASSERT_TRUE((*source)->Next(&rec));
+  }
 }
 
 TEST(InputFileTest, ReadRestGivesWhatIsLeftPlainOrGzip) {
@@ -362,7 +530,7 @@ TEST(InputSourceTest, BeirFolder) {
   EXPECT_TRUE(IsTextOnly(r.docs[0]));
   EXPECT_EQ(r.docs[1].text, "T\n\nX");
   EXPECT_FALSE(OpenSource(dir.path(), InputFormat::kBeir, Dim(3)).ok());  // no corpus
-  EXPECT_TRUE(*FirstDocumentIsTextOnly(dir.Sub("scifact"), InputFormat::kAuto));
+  EXPECT_TRUE(PeekFirstDocument(dir.Sub("scifact"), InputFormat::kAuto)->text_only);
 }
 
 TEST(InputSourceTest, TextOnlyLinesAndTheirErrorsWithLineNumbers) {
@@ -394,24 +562,34 @@ TEST(InputSourceTest, TextOnlyLinesAndTheirErrorsWithLineNumbers) {
                       std::string("text: contains no words (a document without vectors is encoded "
                                   "from its words)"),
                   "e"}));
-    EXPECT_TRUE(*FirstDocumentIsTextOnly(path, InputFormat::kAuto));
+    EXPECT_TRUE(PeekFirstDocument(path, InputFormat::kAuto)->text_only);
   }
 }
 
-TEST(InputSourceTest, FirstDocumentIsTextOnly) {
+TEST(InputSourceTest, FirstDocumentIsTextOnlyOrStatesTheDim) {
   TempDir dir;
   WriteFile(dir.Sub("v.jsonl"),
             "\n{\"id\":\"a\",\"text\":\"x\",\"pooled\":[1,2]}\n{\"id\":\"b\"}\n");
-  WriteFile(dir.Sub("tok.jsonl"), "{\"id\":\"a\",\"tokens\":[[1]]}\n");
+  WriteFile(dir.Sub("tok.jsonl"), "{\"id\":\"a\",\"tokens\":[[1,2,3]]}\n");
+  WriteFile(dir.Sub("mat.jsonl"),
+            "{\"id\":\"a\",\"tokens\":{\"rows\":1,\"cols\":4,\"values\":[1,2,3,4]}}\n");
   WriteFile(dir.Sub("t.jsonl"), "\n\n{\"id\":\"a\",\"text\":\"x\",\"pooled\":null}\n");
   WriteFile(dir.Sub("bad.jsonl"), "{\"id\":\n");
   WriteFile(dir.Sub("empty.jsonl"), "");
-  EXPECT_FALSE(*FirstDocumentIsTextOnly(dir.Sub("v.jsonl"), InputFormat::kAuto));
-  EXPECT_FALSE(*FirstDocumentIsTextOnly(dir.Sub("tok.jsonl"), InputFormat::kAuto));
-  EXPECT_TRUE(*FirstDocumentIsTextOnly(dir.Sub("t.jsonl"), InputFormat::kAuto));
-  EXPECT_FALSE(*FirstDocumentIsTextOnly(dir.Sub("bad.jsonl"), InputFormat::kAuto));
-  EXPECT_FALSE(*FirstDocumentIsTextOnly(dir.Sub("empty.jsonl"), InputFormat::kAuto));
-  EXPECT_FALSE(FirstDocumentIsTextOnly(dir.Sub("nope.jsonl"), InputFormat::kAuto).ok());
+  auto peek = [&](const char* name) {
+    return *PeekFirstDocument(dir.Sub(name), InputFormat::kAuto);
+  };
+  EXPECT_FALSE(peek("v.jsonl").text_only);
+  EXPECT_EQ(peek("v.jsonl").dim, 2u);
+  EXPECT_FALSE(peek("tok.jsonl").text_only);
+  EXPECT_EQ(peek("tok.jsonl").dim, 3u);
+  EXPECT_EQ(peek("mat.jsonl").dim, 4u);
+  EXPECT_TRUE(peek("t.jsonl").text_only);
+  EXPECT_EQ(peek("t.jsonl").dim, 0u);
+  EXPECT_FALSE(peek("bad.jsonl").text_only);
+  EXPECT_EQ(peek("bad.jsonl").dim, 0u);
+  EXPECT_FALSE(peek("empty.jsonl").text_only);
+  EXPECT_FALSE(PeekFirstDocument(dir.Sub("nope.jsonl"), InputFormat::kAuto).ok());
 }
 
 // Writes rows x dim values as fvecs; each record's dimension is `dims[i]`
