@@ -1,8 +1,12 @@
-// ingest: offline bulk loading through the engine, in-process.
+// ingest: offline bulk loading through the engine, in-process, and (with
+// --ingest_input) through attnsearch-index from a file.
 //
 //   attnsearch-bench --benchmarks=ingest [--num_docs=100000] [--tokens=64]
 //       [--dim=128] [--dtype=bf16|f32|int8] [--batch=1000] [--ann_spec=HNSW32,SQfp16]
 //       [--work_dir=DIR (default: a fresh temporary directory, removed after)]
+//       [--ingest_input=jsonl --ingest_threads=1,2 --indexer=PATH]
+//
+// --ingest_input: see bench_ingest_input.cc.
 //
 // Opens a Catalog with CollectionOptions::ForBulkLoad() (no WAL, no sync,
 // index deferred), creates one collection and Upserts synthetic clustered
@@ -70,11 +74,24 @@ std::vector<Document> MakeDocuments(const BenchFlags& f, const SyntheticDataset&
   return docs;
 }
 
-// Upserts every document in batches of --batch (only the calls timed).
-absl::Status UpsertAll(const BenchFlags& f, Collection* coll, IngestRun* run) {
+}  // namespace
+
+SyntheticOptions IngestSynthetic(const BenchFlags& f) {
   SyntheticOptions so = SyntheticFromFlags(f);
   so.tokens_min = so.tokens_max = uint32_t(f.tokens);
-  SyntheticDataset data(so);
+  if (!f.ingest_input.empty()) {
+    so.tokens_min = uint32_t(f.tokens / 2);
+    so.tokens_max = uint32_t(f.tokens * 3 / 2);
+    so.token_counts = TokenCountDistribution::kUniform;
+  }
+  return so;
+}
+
+namespace {
+
+// Upserts every document in batches of --batch (only the calls timed).
+absl::Status UpsertAll(const BenchFlags& f, Collection* coll, IngestRun* run) {
+  SyntheticDataset data(IngestSynthetic(f));
   size_t next_report = 0;
   for (size_t first = 0; first < f.num_docs; first += size_t(f.batch)) {
     const size_t n = std::min(size_t(f.batch), f.num_docs - first);
@@ -196,8 +213,17 @@ absl::StatusOr<BenchOutput> RunIngest(const BenchFlags& f) {
   }
   absl::StatusOr<IngestRun> run = Ingest(f, dir);
   if (!run.ok()) return run.status();
+  BenchOutput out = ReportIngest(f, *run);
+  if (!f.ingest_input.empty()) {
+    absl::StatusOr<nlohmann::json> indexer =
+        RunIndexerOnInput(f, dir, double(run->stored) / run->upsert_s);
+    if (!indexer.ok()) return indexer.status();
+    out.params["ingest_input"] = f.ingest_input;
+    out.params["tokens_range"] = {f.tokens / 2, f.tokens * 3 / 2};
+    out.results["indexer"] = *std::move(indexer);
+  }
   if (remove_dir) std::filesystem::remove_all(dir);
-  return ReportIngest(f, *run);
+  return out;
 }
 
 }  // namespace attnsearch::bench

@@ -65,6 +65,12 @@ struct BenchFlags {
 
   // ingest.
   int tokens = 64;
+  // ingest --ingest_input=jsonl: the set written as gzipped JSON lines and
+  // loaded by attnsearch-index (`indexer`, default: beside this binary) with
+  // each of `ingest_threads`.
+  std::string ingest_input;
+  std::vector<int> ingest_threads = {1, 2};
+  std::string indexer;
   // overwrite: documents per Upsert, and whether the WAL is synced per write.
   int overwrite_batch = 1;
   bool sync = true;
@@ -127,6 +133,17 @@ absl::StatusOr<BenchOutput> RunOverwrite(const BenchFlags& flags);
 
 // The synthetic generator options the flags describe.
 SyntheticOptions SyntheticFromFlags(const BenchFlags& flags);
+
+// ingest's set (bench_ingest.cc): --tokens rows per document, or with
+// --ingest_input uniform in [tokens/2, 3 tokens/2].
+SyntheticOptions IngestSynthetic(const BenchFlags& flags);
+
+// ingest --ingest_input (bench_ingest_input.cc): writes the set into `dir`
+// as that input, loads it with attnsearch-index offline once per
+// --ingest_threads value, prints a table next to `engine_docs_per_s` (the
+// in-process load of the same set in the same run) and returns the figures.
+absl::StatusOr<nlohmann::json> RunIndexerOnInput(const BenchFlags& flags, const std::string& dir,
+                                                 double engine_docs_per_s);
 
 // --dtype ("bf16", "f32" or "int8"; main checks it) as a TokenDtype.
 inline TokenDtype DtypeFromFlags(const BenchFlags& flags) {

@@ -111,6 +111,15 @@ void AddIngestFlags(CLI::App& app, BenchFlags& f) {
       ->capture_default_str();
   app.add_option("--batch", f.batch, "documents per Upsert (ingest)")->capture_default_str();
   app.add_option("--work_dir", f.work_dir, "data directory for ingest (default: a temp dir)");
+  app.add_option("--ingest_input", f.ingest_input,
+                 "ingest: also write the set as this input (jsonl: gzipped JSON lines, token "
+                 "counts uniform in [tokens/2, 3 tokens/2]) and load it with attnsearch-index")
+      ->check(CLI::IsMember({"", "jsonl"}));
+  app.add_option("--ingest_threads", f.ingest_threads, "ingest input: attnsearch-index --threads")
+      ->delimiter(',')
+      ->capture_default_str();
+  app.add_option("--indexer", f.indexer,
+                 "ingest input: the attnsearch-index binary (default: beside this one)");
 }
 
 // e2e and its soak.
