@@ -12,6 +12,7 @@ packages=(
   libcli11-dev                     # command-line flags
   nlohmann-json3-dev zlib1g-dev    # JSON lines, gzip input
   libsimdjson-dev                  # the indexer's fast JSON lines parser
+  libisal-dev                      # ISA-L: fast gzip inflation of input files
   libxxhash-dev libutfcpp-dev      # the one checksum (XXH3) and UTF-8 validation
   libeigen3-dev                    # the encoder's truncated SVD (QR, eigensolver)
   libcpp-httplib-dev               # the metrics endpoint's HTTP server

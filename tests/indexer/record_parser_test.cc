@@ -372,6 +372,11 @@ void WriteFile(const std::string& path, const std::string& data) {
   std::ofstream(path, std::ios::binary) << data;
 }
 
+std::string ReadBytes(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
 void WriteGzip(const std::string& path, const std::string& data) {
   gzFile gz = gzopen(path.c_str(), "wb");
   ASSERT_NE(gz, nullptr);
@@ -400,6 +405,43 @@ Read ReadAll(const std::string& input, InputFormat format, uint32_t dim, uint32_
   }
   EXPECT_TRUE((*source)->status().ok()) << (*source)->status();
   return r;
+}
+
+// Gzip input: members of a multi-member file are read one after another
+// (as zlib's gzread does); a truncated or corrupt file is DATA_LOSS naming
+// the file, after the bytes that could be trusted.
+TEST(InputFileTest, GzipMembersTruncationAndCorruption) {
+  TempDir dir;
+  std::mt19937 rng(77);
+  std::string a, b;
+  for (int i = 0; i < 50000; ++i) a += std::to_string(rng()) + "\n";
+  for (int i = 0; i < 30000; ++i) b += "second member line " + std::to_string(i) + "\n";
+  WriteGzip(dir.Sub("a.gz"), a);
+  WriteGzip(dir.Sub("b.gz"), b);
+  const std::string ga = ReadBytes(dir.Sub("a.gz")), gb = ReadBytes(dir.Sub("b.gz"));
+  WriteFile(dir.Sub("ab.gz"), ga + gb);
+  auto in = InputFile::Open(dir.Sub("ab.gz"));
+  ASSERT_TRUE(in.ok());
+  std::string all;
+  EXPECT_TRUE((*in)->ReadRest(&all));
+  EXPECT_TRUE(all == a + b) << all.size() << " bytes read, " << (a + b).size() << " expected";
+  EXPECT_EQ((*in)->bytes_read(), ga.size() + gb.size());
+
+  WriteFile(dir.Sub("cut.gz"), ga.substr(0, ga.size() - 1000));
+  in = InputFile::Open(dir.Sub("cut.gz"));
+  std::string part;
+  EXPECT_FALSE((*in)->ReadRest(&part));
+  EXPECT_TRUE(absl::IsDataLoss((*in)->status())) << (*in)->status();
+  EXPECT_NE((*in)->status().message().find("cut.gz"), std::string::npos);
+  EXPECT_TRUE(a.compare(0, part.size(), part) == 0);  // what came out is the start
+
+  std::string flipped = ga;
+  flipped[flipped.size() / 2] ^= 0x55;
+  WriteFile(dir.Sub("bad.gz"), flipped);
+  in = InputFile::Open(dir.Sub("bad.gz"));
+  part.clear();
+  EXPECT_FALSE((*in)->ReadRest(&part));
+  EXPECT_TRUE(absl::IsDataLoss((*in)->status())) << (*in)->status();
 }
 
 // JSON lines are parsed by a pool of threads: the records, their positions
