@@ -425,8 +425,8 @@ TEST(IndexerToolTest, UsageErrors) {
   std::vector<std::string> lines = Corpus(5, 5);
   lines.insert(lines.begin(), "{not json");
   WriteLines(dir.Sub("bad_first.jsonl"), lines);
-  run = RunTool(dir, {dir.Sub("bad_first.jsonl"), "--data_dir", dir.Sub("data"), "--collection",
-                      "c2"});
+  run = RunTool(dir,
+                {dir.Sub("bad_first.jsonl"), "--data_dir", dir.Sub("data"), "--collection", "c2"});
   EXPECT_EQ(run.exit_code(), 1) << run.stderr_text;
   EXPECT_NE(run.stderr_text.find("--dim is needed"), std::string::npos);
   // A missing input is an input error.
@@ -474,13 +474,13 @@ TEST(IndexerToolTest, ResumeAfterCrashEqualsUninterruptedLoad) {
 
   // The runs that are killed parse with 1 and with 3 threads: where the
   // checkpoint stands does not depend on it.
-  run = RunTool(dir, with({"--data_dir", dir.Sub("resumed"), "--stop_after", "1000", "--threads",
-                           "1"}));
+  run = RunTool(dir,
+                with({"--data_dir", dir.Sub("resumed"), "--stop_after", "1000", "--threads", "1"}));
   ASSERT_TRUE(WIFSIGNALED(run.status) && WTERMSIG(run.status) == SIGKILL)
       << DescribeWaitStatus(run.status) << "\n"
       << run.stderr_text;
-  run = RunTool(dir, with({"--data_dir", dir.Sub("resumed"), "--stop_after", "700", "--threads",
-                           "3"}));
+  run = RunTool(dir,
+                with({"--data_dir", dir.Sub("resumed"), "--stop_after", "700", "--threads", "3"}));
   ASSERT_TRUE(WIFSIGNALED(run.status)) << run.stderr_text;
   // Checkpoints every 300 documents: the first run's last was at 900.
   EXPECT_NE(run.stderr_text.find("resuming after line 900"), std::string::npos) << run.stderr_text;
