@@ -13,7 +13,8 @@
 #define ATTNSEARCH_CORE_CORE_BUDGET_H_
 
 #include <algorithm>
-#include <mutex>
+
+#include "absl/synchronization/mutex.h"
 
 namespace attnsearch {
 
@@ -25,25 +26,25 @@ class CoreBudget {
   // Takes up to `want` of the free cores, and at least `at_least` even when
   // that overcommits the budget (a worker must run its job).
   int Acquire(int want, int at_least) {
-    std::lock_guard<std::mutex> lock(mu_);
+    absl::MutexLock lock(&mu_);
     const int take = std::max(at_least, std::min(want, total_ - in_use_));
     in_use_ += take;
     return take;
   }
   void Release(int n) {
-    std::lock_guard<std::mutex> lock(mu_);
+    absl::MutexLock lock(&mu_);
     in_use_ -= n;
   }
   int total() const { return total_; }
   int in_use() const {
-    std::lock_guard<std::mutex> lock(mu_);
+    absl::MutexLock lock(&mu_);
     return in_use_;
   }
 
  private:
   const int total_;
-  mutable std::mutex mu_;
-  int in_use_ = 0;  // guarded by mu_
+  mutable absl::Mutex mu_;
+  int in_use_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
 // Holds cores from a budget for a scope. Without a budget it holds `want`.

@@ -55,7 +55,7 @@ void ServerMetrics::CallDone(const CallRecord& call, const grpc::Status& status)
   const double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - call.start).count();
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    absl::MutexLock lock(&mu_);
     RpcHistogram(call.rpc)->Observe(seconds);
     ++calls_[{call.rpc, int(status.error_code())}];
   }
@@ -79,7 +79,7 @@ void ServerMetrics::SearchDone(const CallRecord& call, const SearchTiming& t) {
 std::string ServerMetrics::Render() const {
   std::string out;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    absl::MutexLock lock(&mu_);
     out +=
         "# HELP attnsearch_rpc_duration_seconds Time from a call's arrival to its status.\n"
         "# TYPE attnsearch_rpc_duration_seconds histogram\n";

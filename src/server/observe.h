@@ -33,12 +33,12 @@
 #include <functional>
 #include <map>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <string_view>
 #include <utility>
 #include <vector>
 
+#include "absl/synchronization/mutex.h"
 #include "engine/collection.h"
 #include "server/service.h"
 
@@ -85,15 +85,15 @@ class ServerMetrics : public CallObserver {
   std::string Render() const;
 
  private:
-  Histogram* RpcHistogram(const char* rpc);
+  Histogram* RpcHistogram(const char* rpc) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const CallLogging logging_;
   const std::function<std::vector<CollectionGauges>()> collections_;
-  mutable std::mutex mu_;
-  // rpc -> latency; (rpc, code) -> calls. Guarded by mu_ (the histograms
-  // themselves are atomic; only the maps' shape is guarded).
-  std::map<std::string, std::unique_ptr<Histogram>> rpc_latency_;
-  std::map<std::pair<std::string, int>, uint64_t> calls_;
+  mutable absl::Mutex mu_;
+  // rpc -> latency; (rpc, code) -> calls (the histograms themselves are
+  // atomic; only the maps' shape is guarded).
+  std::map<std::string, std::unique_ptr<Histogram>> rpc_latency_ ABSL_GUARDED_BY(mu_);
+  std::map<std::pair<std::string, int>, uint64_t> calls_ ABSL_GUARDED_BY(mu_);
   // encode, ann, fetch, rerank, total.
   std::array<Histogram, 6> stages_;
 };

@@ -9,27 +9,27 @@ WorkerPool::WorkerPool(size_t threads, CoreBudget* cores) : cores_(cores) {
 
 WorkerPool::~WorkerPool() {
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    absl::MutexLock lock(&mu_);
     stopping_ = true;
   }
-  cv_.notify_all();
+  cv_.SignalAll();
   for (auto& t : threads_) t.join();
 }
 
 void WorkerPool::Submit(std::function<void()> job) {
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    absl::MutexLock lock(&mu_);
     jobs_.push_back(std::move(job));
   }
-  cv_.notify_one();
+  cv_.Signal();
 }
 
 void WorkerPool::Run() {
   for (;;) {
     std::function<void()> job;
     {
-      std::unique_lock<std::mutex> lock(mu_);
-      cv_.wait(lock, [this] { return stopping_ || !jobs_.empty(); });
+      absl::MutexLock lock(&mu_);
+      while (!stopping_ && jobs_.empty()) cv_.Wait(&mu_);
       if (jobs_.empty()) return;  // stopping, and nothing left
       job = std::move(jobs_.front());
       jobs_.pop_front();

@@ -7,13 +7,12 @@
 #ifndef ATTNSEARCH_SERVER_WORKER_POOL_H_
 #define ATTNSEARCH_SERVER_WORKER_POOL_H_
 
-#include <condition_variable>
 #include <deque>
 #include <functional>
-#include <mutex>
 #include <thread>
 #include <vector>
 
+#include "absl/synchronization/mutex.h"
 #include "core/core_budget.h"
 
 namespace attnsearch {
@@ -32,10 +31,10 @@ class WorkerPool {
   void Run();
 
   CoreBudget* const cores_;
-  std::mutex mu_;
-  std::condition_variable cv_;
-  std::deque<std::function<void()>> jobs_;  // guarded by mu_
-  bool stopping_ = false;                   // guarded by mu_
+  absl::Mutex mu_;
+  absl::CondVar cv_;
+  std::deque<std::function<void()>> jobs_ ABSL_GUARDED_BY(mu_);
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   std::vector<std::thread> threads_;
 };
 
