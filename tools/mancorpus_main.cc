@@ -29,6 +29,18 @@ bool ReadPage(const std::string& path, std::string* out) {
   return in.ok() && (*in)->ReadRest(out);
 }
 
+// Moves *i (at an escape's letter) past the name that follows it: one
+// character, "(xx" or "[...]".
+void SkipEscapeName(const std::string& in, size_t* i) {
+  if (*i + 1 < in.size() && in[*i + 1] == '(') {
+    *i += 3;
+  } else if (*i + 1 < in.size() && in[*i + 1] == '[') {
+    *i = std::min(in.find(']', *i), in.size() - 1);
+  } else {
+    ++*i;
+  }
+}
+
 // Removes roff escapes from a line of text.
 std::string StripEscapes(const std::string& in) {
   std::string out;
@@ -40,13 +52,7 @@ std::string StripEscapes(const std::string& in) {
     const char c = in[++i];
     switch (c) {
       case 'f':  // font: \fB, \f(XX, \f[...]
-        if (i + 1 < in.size() && in[i + 1] == '(') {
-          i += 3;
-        } else if (i + 1 < in.size() && in[i + 1] == '[') {
-          i = std::min(in.find(']', i), in.size() - 1);
-        } else {
-          ++i;
-        }
+        SkipEscapeName(in, &i);
         break;
       case '(':  // special character \(xx
         if (in.compare(i + 1, 2, "em") == 0 || in.compare(i + 1, 2, "en") == 0) out += " - ";
@@ -58,13 +64,7 @@ std::string StripEscapes(const std::string& in) {
         break;
       }
       case '*':  // string \*x, \*(xx, \*[..]
-        if (i + 1 < in.size() && in[i + 1] == '(') {
-          i += 3;
-        } else if (i + 1 < in.size() && in[i + 1] == '[') {
-          i = std::min(in.find(']', i), in.size() - 1);
-        } else {
-          ++i;
-        }
+        SkipEscapeName(in, &i);
         break;
       case 's':  // size \s+1, \s-1, \s0
         while (i + 1 < in.size() && (in[i + 1] == '+' || in[i + 1] == '-' ||

@@ -788,13 +788,18 @@ void ExpectDataLoss(std::string_view bytes, const std::string& what) {
   EXPECT_EQ(r.status().code(), absl::StatusCode::kDataLoss) << what << ": " << r.status();
 }
 
-TEST(EncoderTest, CorruptBytesAreDataLoss) {
+// A small encoder trained on a seeded corpus, serialised ("" on failure).
+std::string SmallEncoderBytes() {
   EncoderOptions options;
   options.semantic_dims = 8;
   options.lexical_dims = 16;
   std::unique_ptr<Encoder> enc = MustTrain(EnglishCorpus(40, 2), options);
-  ASSERT_NE(enc, nullptr);
-  const std::string bytes = enc->Serialize();
+  return enc == nullptr ? "" : enc->Serialize();
+}
+
+TEST(EncoderTest, CorruptBytesAreDataLoss) {
+  const std::string bytes = SmallEncoderBytes();
+  ASSERT_FALSE(bytes.empty());
   ASSERT_TRUE(Encoder::Deserialize(bytes).ok());
   // Header (magic, version, options), vocabulary, vectors, checksum, and a
   // sweep over the whole file.
@@ -844,12 +849,10 @@ std::string Patch(std::string bytes, size_t offset, T value) {
 }
 
 TEST(EncoderTest, WellSignedButMalformedBytesAreDataLoss) {
-  EncoderOptions options;
-  options.semantic_dims = 8;
-  options.lexical_dims = 16;
-  std::unique_ptr<Encoder> enc = MustTrain(EnglishCorpus(40, 2), options);
-  ASSERT_NE(enc, nullptr);
-  const std::string bytes = enc->Serialize();
+  const std::string bytes = SmallEncoderBytes();
+  ASSERT_FALSE(bytes.empty());
+  const absl::StatusOr<std::unique_ptr<Encoder>> enc = Encoder::Deserialize(bytes);
+  ASSERT_TRUE(enc.ok()) << enc.status();
   ASSERT_EQ(Resign(bytes), bytes) << "the checksum is XXH3 over the rest";
   // Layout: magic[8], version u32 @8, nine u32 options @12 (semantic_dims
   // first), f32 options @48 (semantic_share first), seed, stem_language
@@ -862,10 +865,10 @@ TEST(EncoderTest, WellSignedButMalformedBytesAreDataLoss) {
   const size_t vocab_size_at = language_at + language.size() + 8 + 8;
   uint32_t v = 0;
   std::memcpy(&v, bytes.data() + vocab_size_at, 4);
-  ASSERT_EQ(v, enc->vocabulary_size());
+  ASSERT_EQ(v, (*enc)->vocabulary_size());
   float share = 0;
   std::memcpy(&share, bytes.data() + 48, 4);
-  ASSERT_EQ(share, enc->options().semantic_share);
+  ASSERT_EQ(share, (*enc)->options().semantic_share);
 
   ExpectDataLoss(Patch<uint32_t>(bytes, 8, 99), "version 99");
   ExpectDataLoss(Patch<uint32_t>(bytes, 12, 0), "semantic_dims 0");
@@ -911,12 +914,8 @@ TEST(EncoderTest, WellSignedButMalformedBytesAreDataLoss) {
 // Models written before the checksum became XXH3 (format 3, with FNV-1a over
 // the same bytes) still load.
 TEST(EncoderTest, ReadsFormat3WithItsFnvChecksum) {
-  EncoderOptions options;
-  options.semantic_dims = 8;
-  options.lexical_dims = 16;
-  std::unique_ptr<Encoder> enc = MustTrain(EnglishCorpus(40, 2), options);
-  ASSERT_NE(enc, nullptr);
-  const std::string bytes = enc->Serialize();
+  const std::string bytes = SmallEncoderBytes();
+  ASSERT_FALSE(bytes.empty());
   std::string v3 = bytes;
   const uint32_t three = 3;
   std::memcpy(v3.data() + 8, &three, 4);  // the version, after the magic
