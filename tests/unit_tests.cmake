@@ -52,3 +52,9 @@ attn_cc_test(NAME http_server_test
   SRCS ${CMAKE_CURRENT_LIST_DIR}/http/http_server_test.cc
   DEPS attn_http
   LABELS unit)
+attn_cc_test(NAME npy_test
+  SRCS ${CMAKE_CURRENT_LIST_DIR}/dataset/npy_test.cc
+  DEPS attn_core attn_dataset
+  LABELS unit)
+target_compile_definitions(npy_test PRIVATE
+                           ATTN_NPY_FIXTURES="${CMAKE_CURRENT_LIST_DIR}/dataset/npy")

@@ -5,6 +5,8 @@
 #define ATTNSEARCH_CORE_UTF8_H_
 
 #include <cstddef>
+#include <cstdint>
+#include <string>
 #include <string_view>
 
 namespace attnsearch {
@@ -13,6 +15,10 @@ namespace attnsearch {
 // (an invalid or truncated sequence, an overlong form, a surrogate, a code
 // point above U+10FFFF), or std::string_view::npos when all of `s` is valid.
 size_t FindInvalidUtf8(std::string_view s);
+
+// Appends the UTF-8 encoding of `code_point`, a Unicode scalar value (the
+// caller checks: not a surrogate, at most U+10FFFF).
+void AppendUtf8(uint32_t code_point, std::string* out);
 
 }  // namespace attnsearch
 

@@ -57,6 +57,11 @@ float QuantizeInt8(const float* src, int8_t* dst, size_t n);
 void DequantizeInt8(const int8_t* src, float scale, float* dst, size_t n);
 void Bf16ToFloat(const uint16_t* src, float* dst, size_t n);
 
+// IEEE half precision (binary16, numpy's float16) to f32: exact, subnormals,
+// infinities and NaN included. The array form uses F16C when the CPU has it.
+float HalfToFloat(uint16_t h);
+void HalfToFloat(const uint16_t* src, float* dst, size_t n);
+
 }  // namespace attnsearch
 
 #endif  // ATTNSEARCH_CORE_VECTOR_MATH_H_

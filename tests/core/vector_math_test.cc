@@ -235,5 +235,50 @@ TEST(DotTest, MatchesDoublePrecisionOracle) {
   }
 }
 
+// The array conversion (written to vectorise) against the scalar one, on
+// random bit patterns: NaNs, infinities, subnormals and ties included.
+TEST(Bf16Test, ArrayConversionMatchesTheScalarOne) {
+  std::mt19937 rng(7);
+  std::vector<float> in(1 << 20);
+  for (size_t i = 0; i < in.size(); ++i) {
+    uint32_t b = rng();
+    if (i % 7 == 0) b = (b & 0xffff0000u) | 0x8000u;  // exact ties
+    std::memcpy(&in[i], &b, 4);
+  }
+  std::vector<uint16_t> out(in.size());
+  FloatToBf16(in.data(), out.data(), in.size());
+  for (size_t i = 0; i < in.size(); ++i) ASSERT_EQ(out[i], FloatToBf16(in[i])) << BitsOf(in[i]);
+}
+
+// Every half-precision bit pattern against its value computed by ldexp, in
+// both the scalar and the array (F16C when present) conversion.
+TEST(HalfToFloatTest, EveryBitPatternConvertsExactly) {
+  std::vector<uint16_t> all(65536);
+  for (uint32_t h = 0; h < 65536; ++h) all[h] = uint16_t(h);
+  std::vector<float> converted(all.size());
+  HalfToFloat(all.data(), converted.data(), all.size());
+  for (uint32_t h = 0; h < 65536; ++h) {
+    const double sign = (h & 0x8000u) ? -1.0 : 1.0;
+    const int exponent = int((h >> 10) & 0x1fu);
+    const int mantissa = int(h & 0x3ffu);
+    const float scalar = HalfToFloat(uint16_t(h));
+    if (exponent == 0x1f) {
+      ASSERT_EQ(std::isnan(scalar), mantissa != 0) << h;
+      ASSERT_EQ(std::isnan(converted[h]), mantissa != 0) << h;
+      if (mantissa == 0) {
+        ASSERT_EQ(scalar, float(sign * INFINITY)) << h;
+        ASSERT_EQ(converted[h], scalar) << h;
+      }
+      continue;
+    }
+    const double expected = exponent == 0
+                                ? sign * std::ldexp(double(mantissa), -24)
+                                : sign * std::ldexp(double(1024 + mantissa), exponent - 25);
+    ASSERT_EQ(double(scalar), expected) << h;
+    ASSERT_EQ(double(converted[h]), expected) << h;
+    ASSERT_EQ(std::signbit(scalar), sign < 0) << h;  // -0 stays -0
+  }
+}
+
 }  // namespace
 }  // namespace attnsearch
