@@ -228,6 +228,7 @@ int Load::Run() {
     return Fail(kExitUsage, "--batch must be 1..10000");
   }
   if (o.dim > kMaxDim) return Fail(kExitUsage, absl::StrCat("--dim must be 1..", kMaxDim));
+  if (o.max_streams == 0 || o.max_streams > 8) return Fail(kExitUsage, "--streams must be 1..8");
   if (!(o.target_recall >= 0 && o.target_recall <= 1)) {
     return Fail(kExitUsage, "--target_recall must be in [0, 1] (0: no tuning)");
   }
@@ -266,7 +267,10 @@ int Load::Run() {
         prior_documents_ = c.documents;
         errors_ = durable_errors_ = prior_errors_ = c.errors;
         checkpoint_ = c;
-        Say(absl::StrCat("resuming after ", format == InputFormat::kFvecs ? "record " : "line ",
+        Say(absl::StrCat("resuming after ",
+                         format == InputFormat::kFvecs ? "record "
+                         : format == InputFormat::kNpy ? "document "
+                                                       : "line ",
                          c.position, " (", c.documents, " documents stored and ", c.errors,
                          " bad records in earlier runs; --restart starts over)"));
       }
@@ -295,12 +299,16 @@ int Load::Run() {
     absl::StatusOr<uint32_t> d = PeekFvecsDim(*data_file);
     if (!d.ok()) return Fail(kExitInput, std::string(d.status().message()));
     t.create_config.dim = *d;
-  } else if (format != InputFormat::kFvecs && (o.dim == 0 || !o.dtype)) {
+  } else if (format == InputFormat::kNpy ||
+             (format != InputFormat::kFvecs && (o.dim == 0 || !o.dtype))) {
+    // npy: the folder's structure is checked before anything is created.
     absl::StatusOr<FirstDocument> first = PeekFirstDocument(o.input, format);
     if (!first.ok()) return Fail(kExitInput, std::string(first.status().message()));
     // A new collection takes the dim the first record states.
     if (o.dim == 0) t.default_dim = first->text_only ? kTextOnlyDim : first->dim;
-    dim_origin = first->text_only ? ", the default for text-only input" : ", from the first record";
+    dim_origin = first->text_only              ? ", the default for text-only input"
+                 : format == InputFormat::kNpy ? ", the arrays' row length"
+                                               : ", from the first record";
     if (first->text_only && !o.dtype) t.create_config.token_dtype = TokenDtype::kInt8;
   }
   t.data_dir = o.data_dir;
@@ -309,6 +317,7 @@ int Load::Run() {
   t.tls_ca_file = o.tls_ca_file;
   t.max_message_bytes = o.batch_bytes;
   t.max_inflight_bytes = o.max_inflight_bytes;
+  t.max_streams = o.max_streams;
   t.max_retries = o.max_retries;
   t.initial_backoff_ms = o.initial_backoff_ms;
   RejectFn reject = [this](uint64_t position, const std::string& id, const std::string& reason) {
@@ -327,6 +336,7 @@ int Load::Run() {
   ParseOptions po;
   po.dim = sink_->dim();
   po.threads = o.threads;
+  po.skip_to = skip_to;
   absl::StatusOr<std::unique_ptr<RecordSource>> source = OpenSource(o.input, format, po);
   if (!source.ok()) return Fail(kExitInput, std::string(source.status().message()));
   source_ = *std::move(source);
@@ -335,8 +345,9 @@ int Load::Run() {
                    sink_->dim(), sink_->created() && t.create_config.dim == 0 ? dim_origin : "",
                    ") ", o.server.empty() ? "in " + o.data_dir : "on " + o.server, "; checkpoint ",
                    checkpoint_path_,
-                   format == InputFormat::kFvecs
-                       ? ""
+                   format == InputFormat::kFvecs ? ""
+                   : format == InputFormat::kNpy
+                       ? absl::StrCat("; ", ParseThreads(o.threads), " conversion threads")
                        : absl::StrCat("; ", ParseThreads(o.threads), " parse threads")));
 
   // --- The load ---

@@ -14,6 +14,8 @@
 #include "absl/synchronization/mutex.h"
 #include "core/status.h"
 #include "dataset/input_file.h"
+#include "indexer/npy_source.h"
+#include "indexer/pipelined_source.h"
 #include "nlohmann/json.hpp"
 
 namespace attnsearch::indexer {
@@ -28,156 +30,58 @@ bool IsBlank(const std::string& s) {
   return true;
 }
 
-// JSON lines as a pipeline: one thread reads (and decompresses) blocks of
-// lines, `threads` workers parse and validate them, and Next hands the
-// records out in input order, so what a load writes and where its checkpoint
-// stands do not depend on the thread count.
-class JsonLinesSource : public RecordSource {
+// JSON lines, read as a pipeline: the reader thread reads (and
+// decompresses) blocks of lines, the workers parse and validate them.
+class JsonLinesSource : public PipelinedSource {
  public:
   JsonLinesSource(std::unique_ptr<InputFile> file, ParseOptions options)
       : file_(std::move(file)),
         options_(options),
         file_path_(file_->path()),
         file_size_(file_->file_size()) {
-    const uint32_t threads =
-        options.threads > 0 ? options.threads : std::max(1u, std::thread::hardware_concurrency());
-    max_blocks_ = 2 * size_t(threads) + 2;
-    reader_ = std::thread([this] { Read(); });
-    for (uint32_t i = 0; i < threads; ++i) workers_.emplace_back([this] { Parse(); });
+    Start(options.threads);
   }
+  ~JsonLinesSource() override { Stop(); }
 
-  ~JsonLinesSource() override {
-    {
-      absl::MutexLock lock(&mu_);
-      stop_ = true;
-    }
-    reader_.join();
-    for (std::thread& t : workers_) t.join();
-  }
-
-  bool Next(InputRecord* record) override {
-    while (out_ == nullptr || out_pos_ >= out_->records.size()) {
-      absl::MutexLock lock(&mu_);
-      out_.reset();
-      mu_.Await(absl::Condition(this, &JsonLinesSource::NextReady));
-      if (blocks_.empty()) return false;
-      out_ = std::move(blocks_.front());
-      blocks_.pop_front();
-      out_pos_ = 0;
-      bytes_consumed_ = out_->bytes_read;
-    }
-    *record = std::move(out_->records[out_pos_++]);
-    return true;
-  }
-  absl::Status status() const override {
-    absl::MutexLock lock(&mu_);
-    return read_status_;
-  }
   std::string Location(uint64_t position) const override {
     return absl::StrCat(file_path_, ":", position);
   }
-  uint64_t bytes_read() const override { return bytes_consumed_; }
   uint64_t file_size() const override { return file_size_; }
 
  private:
   // Lines read together: enough to keep a worker busy for a while, few
-  // enough to bound the memory in flight (max_blocks_ of them).
+  // enough to bound the memory in flight.
   static constexpr size_t kBlockLines = 256;
   static constexpr size_t kBlockBytes = size_t(8) << 20;
 
-  struct Block {
-    std::vector<std::pair<uint64_t, std::string>> lines;  // (line number, text)
-    std::vector<InputRecord> records;
-    uint64_t bytes_read = 0;  // of the file, once this block was read
-    bool claimed = false;     // a worker parses it
-    bool parsed = false;
-  };
+  bool ReadBlock(Block* block, absl::Status* status) override {
+    size_t bytes = 0;
+    std::string line;
+    while (block->lines.size() < kBlockLines && bytes < kBlockBytes && file_->ReadLine(&line)) {
+      if (IsBlank(line)) continue;
+      bytes += line.size();
+      block->lines.emplace_back(file_->line_number(), std::move(line));
+    }
+    block->bytes_read = file_->bytes_read();
+    if (!block->lines.empty()) return true;
+    *status = file_->status();
+    return false;
+  }
 
-  void Read() {
-    for (;;) {
-      auto block = std::make_unique<Block>();
-      size_t bytes = 0;
-      std::string line;
-      while (block->lines.size() < kBlockLines && bytes < kBlockBytes && file_->ReadLine(&line)) {
-        if (IsBlank(line)) continue;
-        bytes += line.size();
-        block->lines.emplace_back(file_->line_number(), std::move(line));
-      }
-      block->bytes_read = file_->bytes_read();
-      const bool end = block->lines.empty();
-      absl::MutexLock lock(&mu_);
-      mu_.Await(absl::Condition(this, &JsonLinesSource::RoomToRead));
-      if (stop_ || end) {
-        read_done_ = true;
-        read_status_ = file_->status();
-        return;
-      }
-      blocks_.push_back(std::move(block));
+  void ParseBlock(Block* block) override {
+    block->records.resize(block->lines.size());
+    for (size_t i = 0; i < block->lines.size(); ++i) {
+      InputRecord& r = block->records[i];
+      r.position = block->lines[i].first;
+      r.status = ParseJsonLine(block->lines[i].second, options_, &r.doc);
     }
   }
 
-  void Parse() {
-    for (;;) {
-      Block* block = nullptr;
-      {
-        absl::MutexLock lock(&mu_);
-        mu_.Await(absl::Condition(this, &JsonLinesSource::WorkToDo));
-        if (stop_) return;
-        block = Unclaimed();
-        if (block == nullptr) return;  // the input is read and every block taken
-        block->claimed = true;
-      }
-      block->records.resize(block->lines.size());
-      for (size_t i = 0; i < block->lines.size(); ++i) {
-        InputRecord& r = block->records[i];
-        r.position = block->lines[i].first;
-        r.status = ParseJsonLine(block->lines[i].second, options_, &r.doc);
-      }
-      block->lines = {};
-      absl::MutexLock lock(&mu_);
-      block->parsed = true;
-    }
-  }
-
-  // The conditions the threads wait for (called with mu_ held).
-  bool NextReady() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    return (!blocks_.empty() && blocks_.front()->parsed) || (read_done_ && blocks_.empty());
-  }
-  bool RoomToRead() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    return stop_ || blocks_.size() < max_blocks_;
-  }
-  bool WorkToDo() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    return stop_ || read_done_ || Unclaimed() != nullptr;
-  }
-
-  // The first block no worker has taken, or null.
-  Block* Unclaimed() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    for (auto& b : blocks_) {
-      if (!b->claimed) return b.get();
-    }
-    return nullptr;
-  }
-
-  // Read by the reader thread only, until it ends.
+  // Read by the reader thread only.
   const std::unique_ptr<InputFile> file_;
   const ParseOptions options_;
   const std::string file_path_;
   const uint64_t file_size_;
-  size_t max_blocks_ = 0;
-
-  mutable absl::Mutex mu_;
-  std::deque<std::unique_ptr<Block>> blocks_ ABSL_GUARDED_BY(mu_);  // in input order
-  bool read_done_ ABSL_GUARDED_BY(mu_) = false;
-  bool stop_ ABSL_GUARDED_BY(mu_) = false;
-  absl::Status read_status_ ABSL_GUARDED_BY(mu_);
-
-  // The caller's (Next's) side.
-  std::unique_ptr<Block> out_;
-  size_t out_pos_ = 0;
-  std::atomic<uint64_t> bytes_consumed_{0};
-
-  std::thread reader_;
-  std::vector<std::thread> workers_;
 };
 
 class FvecsSource : public RecordSource {
@@ -244,6 +148,8 @@ const char* InputFormatName(InputFormat f) {
       return "beir";
     case InputFormat::kFvecs:
       return "fvecs";
+    case InputFormat::kNpy:
+      return "npy";
     case InputFormat::kAuto:
       break;
   }
@@ -251,8 +157,8 @@ const char* InputFormatName(InputFormat f) {
 }
 
 bool ParseInputFormat(const std::string& name, InputFormat* out) {
-  for (InputFormat f :
-       {InputFormat::kAuto, InputFormat::kJsonLines, InputFormat::kBeir, InputFormat::kFvecs}) {
+  for (InputFormat f : {InputFormat::kAuto, InputFormat::kJsonLines, InputFormat::kBeir,
+                        InputFormat::kFvecs, InputFormat::kNpy}) {
     if (name == InputFormatName(f)) {
       *out = f;
       return true;
@@ -263,7 +169,9 @@ bool ParseInputFormat(const std::string& name, InputFormat* out) {
 
 InputFormat DetectFormat(const std::string& input) {
   std::error_code ec;
-  if (fs::is_directory(input, ec)) return InputFormat::kBeir;
+  if (fs::is_directory(input, ec)) {
+    return IsNpyFolder(input) ? InputFormat::kNpy : InputFormat::kBeir;
+  }
   if (absl::EndsWith(input, ".fvecs") || absl::EndsWith(input, ".fvecs.gz")) {
     return InputFormat::kFvecs;
   }
@@ -272,6 +180,14 @@ InputFormat DetectFormat(const std::string& input) {
 
 absl::StatusOr<std::string> DataFile(const std::string& input, InputFormat format) {
   if (format == InputFormat::kAuto) format = DetectFormat(input);
+  if (format == InputFormat::kNpy) {
+    for (const char* name : {"tokens.npy", "pooled.npy"}) {
+      const std::string p = (fs::path(input) / name).string();
+      std::error_code ec;
+      if (fs::is_regular_file(p, ec)) return p;
+    }
+    return absl::NotFoundError(absl::StrCat(input, ": no tokens.npy or pooled.npy"));
+  }
   if (format != InputFormat::kBeir) return input;
   std::error_code ec;
   for (const char* name : {"corpus.jsonl", "corpus.jsonl.gz"}) {
@@ -315,6 +231,10 @@ uint32_t StatedDim(const nlohmann::json& v, bool tokens) {
 absl::StatusOr<FirstDocument> PeekFirstDocument(const std::string& input, InputFormat format) {
   if (format == InputFormat::kAuto) format = DetectFormat(input);
   if (format == InputFormat::kFvecs) return FirstDocument{};
+  if (format == InputFormat::kNpy) {
+    ATTN_ASSIGN_OR_RETURN(const NpyFolderInfo info, InspectNpyFolder(input));
+    return FirstDocument{.text_only = false, .dim = info.dim};
+  }
   ATTN_ASSIGN_OR_RETURN(const std::string path, DataFile(input, format));
   ATTN_ASSIGN_OR_RETURN(std::unique_ptr<InputFile> file, InputFile::Open(path));
   std::string line;
@@ -342,6 +262,7 @@ absl::StatusOr<std::unique_ptr<RecordSource>> OpenSource(const std::string& inpu
   if (options.dim == 0 || options.dim > kMaxDim) {
     return absl::InvalidArgumentError(absl::StrCat("dim: ", options.dim, " is out of range"));
   }
+  if (format == InputFormat::kNpy) return OpenNpySource(input, options);
   ATTN_ASSIGN_OR_RETURN(const std::string path, DataFile(input, format));
   ATTN_ASSIGN_OR_RETURN(std::unique_ptr<InputFile> file, InputFile::Open(path));
   ParseOptions o = options;

@@ -11,6 +11,11 @@
 //   kFvecs      TEXMEX .fvecs: pooled vectors only; the id of record i
 //               (0-based) is "i". Positions are record counts (record i has
 //               position i + 1).
+//   kNpy        a folder of NumPy arrays (npy_source.h): token matrix,
+//               offsets or lengths, ids, optional pooled vectors and a side
+//               file of text and metadata. Positions are document counts.
+//               kAuto picks it for a folder holding tokens.npy or
+//               pooled.npy.
 // Gzip-compressed input is read directly (dataset/input_file.h).
 #ifndef ATTNSEARCH_INDEXER_INPUT_SOURCE_H_
 #define ATTNSEARCH_INDEXER_INPUT_SOURCE_H_
@@ -25,17 +30,18 @@
 
 namespace attnsearch::indexer {
 
-enum class InputFormat { kAuto, kJsonLines, kBeir, kFvecs };
+enum class InputFormat { kAuto, kJsonLines, kBeir, kFvecs, kNpy };
 
-// "jsonl", "beir", "fvecs", "auto"; and back (nullopt-like: false).
+// "jsonl", "beir", "fvecs", "npy", "auto"; and back (false for another name).
 const char* InputFormatName(InputFormat f);
 bool ParseInputFormat(const std::string& name, InputFormat* out);
 
 // The format kAuto resolves to for `input`.
 InputFormat DetectFormat(const std::string& input);
 
-// The file actually read for `input` in `format` (corpus.jsonl for BEIR).
-// NOT_FOUND when a BEIR folder has no corpus.
+// The file actually read for `input` in `format` (corpus.jsonl for BEIR;
+// tokens.npy, else pooled.npy, for npy), whose identity the checkpoint
+// records. NOT_FOUND when a BEIR folder has no corpus.
 absl::StatusOr<std::string> DataFile(const std::string& input, InputFormat format);
 
 // The dimension of the first record of an fvecs file (plain or gzip).
@@ -53,7 +59,9 @@ struct FirstDocument {
 };
 
 // The first document of `input`: {false, 0} for fvecs and when the first
-// line is not a JSON object. NOT_FOUND when the input cannot be read.
+// line is not a JSON object. For npy, {false, the arrays' row length},
+// after checking the whole folder's structure (InspectNpyFolder: its errors
+// are returned). NOT_FOUND when the input cannot be read.
 absl::StatusOr<FirstDocument> PeekFirstDocument(const std::string& input, InputFormat format);
 
 struct InputRecord {
@@ -75,8 +83,9 @@ class RecordSource {
   // OK, or why reading stopped early (DATA_LOSS for a truncated or
   // corrupt file).
   virtual absl::Status status() const = 0;
-  // "FILE:LINE" (JSON lines) or "FILE:record N" (fvecs, N = the id) for the
-  // record at `position`.
+  // "FILE:LINE" (JSON lines), "FILE:record N" (fvecs, N = the id) or
+  // "FOLDER:document N" (npy, N the 0-based index) for the record at
+  // `position`.
   virtual std::string Location(uint64_t position) const = 0;
   // Bytes of the file consumed so far (compressed bytes for gzip) and its
   // size on disk, for progress reports.

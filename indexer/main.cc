@@ -13,17 +13,21 @@ namespace {
 constexpr const char* kFooter = R"(
 Inputs: JSON lines (one {"id", "title", "text", "metadata", "pooled", "tokens",
 "token_texts"} object per line), a BEIR folder (corpus.jsonl with _id, title,
-text), or a TEXMEX .fvecs file (pooled vectors; id = row number). Gzip input
-is read directly. Every document needs text (title and/or text) and/or vectors
+text), a TEXMEX .fvecs file (pooled vectors; id = row number), or a folder of
+NumPy arrays (tokens.npy, offsets.npy or lengths.npy, ids.npy or ids.txt, and
+optionally pooled.npy and docs.jsonl with text and metadata by id: see
+indexer/README.md). Gzip input is read directly. Every document needs text (title and/or text) and/or vectors
 (pooled and/or tokens). Text-only documents are encoded by the collection's
 built-in encoder, which the load trains at its end (--train_encoder auto:
 when the input had text-only documents and the encoder is untrained). A new
 collection gets the dim its first record states unless --dim is given (256
 for text-only input, which also gets int8 token storage unless --dtype is
-given). JSON lines are parsed by --threads threads, in input order.
+given). JSON lines are parsed (npy converted) by --threads threads, in input
+order.
 
 Bad records (bad JSON, a wrong dimension, an empty document, one the engine
-rejects, ...) are reported as FILE:LINE: reason (FILE:record N for fvecs),
+rejects, ...) are reported as FILE:LINE: reason (FILE:record N for fvecs,
+FOLDER:document N for npy),
 written to the rejects file (a JSON line each: location, position, id,
 reason) and skipped: the load goes on, and the encoder is trained on what
 loaded. --max_errors N stops the load after N of them instead. Re-running the
@@ -68,15 +72,15 @@ int main(int argc, char** argv) {
   app.add_option("--tls_ca", o.tls_ca_file,
                  "online: connect with TLS, trusting the PEM certificates in this file")
       ->excludes(data_dir);
-  app.add_option("--format", format, "auto, jsonl, beir or fvecs")
-      ->check(CLI::IsMember({"auto", "jsonl", "beir", "fvecs"}))
+  app.add_option("--format", format, "auto, jsonl, beir, fvecs or npy")
+      ->check(CLI::IsMember({"auto", "jsonl", "beir", "fvecs", "npy"}))
       ->capture_default_str();
   app.add_option("--dim", o.dim,
                  "vector dimension, to create the collection (default: the first record's; "
                  "text-only input: 256)");
   app.add_option("--threads", o.threads,
-                 "JSON lines: threads parsing records beside the one reading the input (0: one "
-                 "per core)")
+                 "JSON lines and npy: threads parsing or converting records beside the one "
+                 "reading the input (0: one per core)")
       ->capture_default_str();
   app.add_option("--dtype", dtype,
                  "token storage when creating: bf16, f32 or int8 (default bf16; int8 for "
@@ -96,6 +100,12 @@ int main(int argc, char** argv) {
   app.add_option("--max_inflight_mb", inflight_mb,
                  "online: unacknowledged data in flight at most, in MiB")
       ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  app.add_option("--streams", o.max_streams,
+                 "online: UpsertStreams in flight at once (1..8): a stream closes after "
+                 "--max_inflight_mb / --streams and the next one is written while the server "
+                 "applies it")
+      ->check(CLI::Range(1, 8))
       ->capture_default_str();
   app.add_option("--retries", o.max_retries,
                  "online: retries of UNAVAILABLE (exponential "

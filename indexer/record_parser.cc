@@ -238,7 +238,9 @@ absl::Status ParseTokens(const json& v, const ParseOptions& options, Document* o
                                     Describe(v)));
 }
 
-absl::Status ParseObject(const json& j, const ParseOptions& options, Document* out) {
+// The fields of a record object into *out, without the content rule or
+// validation.
+absl::Status ParseFields(const json& j, const ParseOptions& options, Document* out) {
   if (!j.is_object()) return Bad("", absl::StrCat("expected a JSON object, got ", Describe(j)));
   const char* id_key = options.beir ? "_id" : "id";
   auto it = j.find(id_key);
@@ -293,7 +295,6 @@ absl::Status ParseObject(const json& j, const ParseOptions& options, Document* o
   const auto tokens = j.find("tokens");
   const bool has_pooled = pooled != j.end() && !pooled->is_null();
   const bool has_tokens = tokens != j.end() && !tokens->is_null();
-  if (!has_pooled && !has_tokens && out->text.empty()) return Bad("", kNoContentReason);
   if (has_pooled) {
     ATTN_RETURN_IF_ERROR(ToFloats(*pooled, "pooled", options.dim, &out->pooled));
   }
@@ -312,7 +313,36 @@ absl::Status ParseObject(const json& j, const ParseOptions& options, Document* o
       out->token_texts.push_back((*t)[i].get<std::string>());
     }
   }
+  return absl::OkStatus();
+}
+
+absl::Status ParseObject(const json& j, const ParseOptions& options, Document* out) {
+  ATTN_RETURN_IF_ERROR(ParseFields(j, options, out));
+  auto given = [&j](const char* key) {
+    auto it = j.find(key);
+    return it != j.end() && !it->is_null();
+  };
+  if (!given("pooled") && !given("tokens") && out->text.empty()) {
+    return Bad("", kNoContentReason);
+  }
   return ValidateDocument(out, options);
+}
+
+// Parses `line` as JSON; the reason when it is not.
+absl::Status ParseJson(std::string_view line, json* j) {
+  try {
+    *j = json::parse(line.begin(), line.end());
+  } catch (const json::out_of_range& e) {
+    // nlohmann reports 1e999 and the like here: they would be infinite.
+    return Bad("", absl::StrCat("bad JSON: ", CleanJsonError(e.what()), " (not a finite number)"));
+  } catch (const json::exception& e) {
+    // Checked only here: nlohmann rejects malformed UTF-8 in strings, so a
+    // parsed line is valid UTF-8.
+    const size_t bad = FindInvalidUtf8(line);
+    if (bad != std::string_view::npos) return Utf8Error(line, bad);
+    return Bad("", absl::StrCat("bad JSON: ", CleanJsonError(e.what())));
+  }
+  return absl::OkStatus();
 }
 
 // --- The fast path: simdjson ---
@@ -440,19 +470,16 @@ absl::Status ParseJsonLine(std::string_view line, const ParseOptions& options, D
 absl::Status ParseJsonLineFully(std::string_view line, const ParseOptions& options, Document* out) {
   *out = Document();
   json j;
-  try {
-    j = json::parse(line.begin(), line.end());
-  } catch (const json::out_of_range& e) {
-    // nlohmann reports 1e999 and the like here: they would be infinite.
-    return Bad("", absl::StrCat("bad JSON: ", CleanJsonError(e.what()), " (not a finite number)"));
-  } catch (const json::exception& e) {
-    // Checked only here: nlohmann rejects malformed UTF-8 in strings, so a
-    // parsed line is valid UTF-8.
-    const size_t bad = FindInvalidUtf8(line);
-    if (bad != std::string_view::npos) return Utf8Error(line, bad);
-    return Bad("", absl::StrCat("bad JSON: ", CleanJsonError(e.what())));
-  }
+  ATTN_RETURN_IF_ERROR(ParseJson(line, &j));
   return ParseObject(j, options, out);
+}
+
+absl::Status ParseJsonLineFields(std::string_view line, const ParseOptions& options,
+                                 Document* out) {
+  *out = Document();
+  json j;
+  ATTN_RETURN_IF_ERROR(ParseJson(line, &j));
+  return ParseFields(j, options, out);
 }
 
 absl::Status ValidateDocument(Document* doc, const ParseOptions& options) {

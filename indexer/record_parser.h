@@ -50,6 +50,10 @@ struct ParseOptions {
   // reading (and decompressing) the input. Records come out in input order
   // whatever the count. Default: 0, one per hardware thread.
   uint32_t threads = 0;
+  // A resumed load's checkpoint: records at or before this position were
+  // loaded by an earlier run. Sources that can (npy) pass them without
+  // converting their vectors. Default: 0.
+  uint64_t skip_to = 0;
 };
 
 // Parses one JSON line into *out (cleared first) and validates it with
@@ -66,6 +70,11 @@ absl::Status ParseJsonLine(std::string_view line, const ParseOptions& options, D
 
 // The full parser alone: ParseJsonLine's oracle in tests.
 absl::Status ParseJsonLineFully(std::string_view line, const ParseOptions& options, Document* out);
+
+// The fields of one JSON line as ParseJsonLine reads them, without
+// requiring content or validating the document: for side files that add
+// text and metadata to vectors read from elsewhere.
+absl::Status ParseJsonLineFields(std::string_view line, const ParseOptions& options, Document* out);
 
 // Checks the document by the engine's own rules (engine/document_check.h:
 // CheckDocument, with `dim` and `max_tokens`), so that a bad document never

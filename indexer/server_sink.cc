@@ -2,6 +2,7 @@
 #include <algorithm>
 #include <chrono>
 #include <deque>
+#include <future>
 #include <regex>
 #include <thread>
 
@@ -56,6 +57,10 @@ class ServerSink : public Sink {
         durable_(std::move(durable)) {}
 
   ~ServerSink() override {
+    for (Closing& c : closing_) {
+      c.ctx->TryCancel();
+      c.status.wait();
+    }
     if (writer_) {
       ctx_->TryCancel();
       writer_->Finish();
@@ -131,6 +136,11 @@ class ServerSink : public Sink {
       if (!writer_) OpenStream();
       if (!writer_->Write(pending_.back().request)) return Commit();  // learns the error
       ++written_to_stream_;
+      stream_bytes_ += pending_.back().bytes;
+    }
+    if (options_.max_streams > 1 && writer_ &&
+        stream_bytes_ >= options_.max_inflight_bytes / options_.max_streams) {
+      return CloseStream();
     }
     if (inflight_bytes_ >= options_.max_inflight_bytes) return Commit();
     return absl::OkStatus();
@@ -250,14 +260,89 @@ class ServerSink : public Sink {
 
   void OpenStream() {
     ctx_ = std::make_unique<grpc::ClientContext>();
-    response_.Clear();
-    writer_ = stub_->UpsertStream(ctx_.get(), &response_);
+    response_ = std::make_unique<v1::UpsertResponse>();
+    writer_ = stub_->UpsertStream(ctx_.get(), response_.get());
     written_to_stream_ = 0;
+    stream_bytes_ = 0;
+  }
+
+  // Closes the open stream without waiting for its reply (a thread waits),
+  // so the next batches go out on a new stream while the server applies
+  // this one's. Once max_streams are in flight, waits for the oldest.
+  absl::Status CloseStream() {
+    Closing c;
+    c.messages = written_to_stream_;
+    writer_->WritesDone();
+    c.ctx = std::move(ctx_);
+    c.response = std::move(response_);
+    c.writer = std::move(writer_);
+    grpc::ClientWriter<v1::UpsertRequest>* w = c.writer.get();
+    c.status = std::async(std::launch::async, [w] { return w->Finish(); });
+    closing_.push_back(std::move(c));
+    written_to_stream_ = 0;
+    stream_bytes_ = 0;
+    while (closing_.size() >= options_.max_streams) {
+      ATTN_ASSIGN_OR_RETURN(const bool acked, ResolveOldest());
+      if (!acked) return Commit();
+    }
+    return absl::OkStatus();
+  }
+
+  // Waits for the oldest closed stream. Acknowledges its batches and returns
+  // true when it succeeded. Otherwise waits for every stream in flight,
+  // cancels the open one and returns false: everything unacknowledged is
+  // then sent again from the first pending batch (Commit), which is safe
+  // because upserts are idempotent by id, and maps an error to its batch.
+  absl::StatusOr<bool> ResolveOldest() {
+    const grpc::Status status = closing_.front().status.get();
+    const size_t messages = closing_.front().messages;
+    closing_.pop_front();
+    if (status.ok()) {
+      ATTN_RETURN_IF_ERROR(Acknowledge(messages));
+      return true;
+    }
+    for (Closing& c : closing_) c.status.wait();
+    closing_.clear();
+    if (writer_) {
+      ctx_->TryCancel();
+      writer_->Finish();
+      writer_.reset();
+    }
+    written_to_stream_ = 0;
+    stream_bytes_ = 0;
+    return false;
+  }
+
+  // The first `messages` pending batches with documents (and the empty ones
+  // before and among them) are acknowledged: drops them and reports the
+  // position reached.
+  absl::Status Acknowledge(size_t messages) {
+    uint64_t acked_position = 0;
+    bool advanced = false;
+    while (!pending_.empty()) {
+      Pending& p = pending_.front();
+      if (!p.request.documents().empty()) {
+        if (messages == 0) break;
+        --messages;
+      }
+      acked_position = p.end_position;
+      acked_docs_ += p.positions.size();
+      inflight_bytes_ -= p.bytes;
+      pending_.pop_front();
+      advanced = true;
+    }
+    if (!advanced) return absl::OkStatus();
+    return durable_(acked_position, acked_docs_);
   }
 
   // Closes the stream and waits for its acknowledgement; resolves every
   // pending batch (acknowledged, retried or failed).
   absl::Status Commit() {
+    // The streams in flight first, oldest first.
+    while (!closing_.empty()) {
+      ATTN_ASSIGN_OR_RETURN(const bool acked, ResolveOldest());
+      if (!acked) break;
+    }
     int retries = 0;
     int backoff = options_.initial_backoff_ms;
     while (true) {
@@ -292,24 +377,11 @@ class ServerSink : public Sink {
         }
       }
       // Drop the acknowledged prefix (and empty batches before it).
-      uint64_t acked_position = 0;
-      bool advanced = false;
-      while (!pending_.empty()) {
-        Pending& p = pending_.front();
-        if (!p.request.documents().empty()) {
-          if (acked_messages == 0) break;
-          --acked_messages;
-        }
-        acked_position = p.end_position;
-        acked_docs_ += p.positions.size();
-        inflight_bytes_ -= p.bytes;
-        pending_.pop_front();
-        advanced = true;
-      }
-      if (advanced) {
+      const size_t before = pending_.size();
+      ATTN_RETURN_IF_ERROR(Acknowledge(acked_messages));
+      if (pending_.size() < before) {
         retries = 0;
         backoff = options_.initial_backoff_ms;
-        ATTN_RETURN_IF_ERROR(durable_(acked_position, acked_docs_));
       }
       if (pending_.empty()) {
         if (!status.ok()) return FromGrpc(status, "UpsertStream");
@@ -367,11 +439,24 @@ class ServerSink : public Sink {
   bool created_ = false;
   bool stopped_ = false;
 
-  // The open stream, if any, and how many pending batches were written to it.
+  // The open stream, if any, how many pending batches were written to it
+  // (after those of the closing streams) and their bytes.
   std::unique_ptr<grpc::ClientContext> ctx_;
-  v1::UpsertResponse response_;
+  std::unique_ptr<v1::UpsertResponse> response_;
   std::unique_ptr<grpc::ClientWriter<v1::UpsertRequest>> writer_;
   size_t written_to_stream_ = 0;
+  size_t stream_bytes_ = 0;
+
+  // Streams closed and awaiting their reply, oldest first: each covers the
+  // next `messages` pending batches with documents.
+  struct Closing {
+    std::unique_ptr<grpc::ClientContext> ctx;
+    std::unique_ptr<v1::UpsertResponse> response;
+    std::unique_ptr<grpc::ClientWriter<v1::UpsertRequest>> writer;
+    size_t messages = 0;
+    std::future<grpc::Status> status;  // the reply, waited for by a thread
+  };
+  std::deque<Closing> closing_;
 
   std::deque<Pending> pending_;  // unacknowledged, in order
   size_t inflight_bytes_ = 0;

@@ -6,9 +6,10 @@
 //                   at TrainEncoder, Collection::BuildIndex() at Finish,
 //                   Collection::TuneIndex() at TuneIndex).
 //   OpenServerSink  online: a running attnsearch-server, through
-//                   UpsertStream. Batches are written to a stream until the
-//                   unacknowledged data reaches max_inflight_bytes; the
-//                   stream is then closed, and its reply acknowledges them.
+//                   UpsertStream. Batches are written to a stream until it
+//                   carried max_inflight_bytes / max_streams; the stream is
+//                   then closed, and its reply (awaited while the next
+//                   stream is written) acknowledges them.
 //                   UNAVAILABLE is retried with exponential backoff (the
 //                   unacknowledged batches are sent again: upserts are
 //                   idempotent by id). TrainEncoder is the rpc of that
@@ -105,6 +106,11 @@ struct TargetOptions {
   // Online: unacknowledged bytes after which a stream is closed and its
   // acknowledgement awaited. Default: 32 MiB.
   size_t max_inflight_bytes = size_t{32} << 20;
+  // Online: UpsertStreams in flight at once. With more than one, a stream
+  // is closed once it carried max_inflight_bytes / max_streams, and the next
+  // batches go out on a new stream while the server applies it; the
+  // checkpoint advances as streams are acknowledged, oldest first. Default: 2.
+  size_t max_streams = 2;
   // Online: attempts after an UNAVAILABLE before giving up. Default: 8.
   int max_retries = 8;
   // Online: first backoff; doubled per retry, capped at 10 s. Default: 200 ms.

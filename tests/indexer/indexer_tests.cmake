@@ -13,3 +13,12 @@ target_compile_definitions(indexer_tool_test PRIVATE
                            ATTN_SERVER_BINARY="$<TARGET_FILE:attnsearch-server>"
                            ATTN_INDEXER_BINARY="$<TARGET_FILE:attnsearch-index>")
 add_dependencies(indexer_tool_test attnsearch-server attnsearch-index)
+
+# attnsearch-index on folders of .npy files: equal to the JSON lines load,
+# bad folders refused, resume after kill -9.
+attn_cc_test(NAME npy_input_test SRCS indexer/npy_input_test.cc
+             DEPS attn_indexer_lib attn_engine
+             LABELS integration)
+target_compile_definitions(npy_input_test PRIVATE
+                           ATTN_INDEXER_BINARY="$<TARGET_FILE:attnsearch-index>")
+add_dependencies(npy_input_test attnsearch-index)

@@ -1,6 +1,8 @@
 // End-to-end tests of attnsearch-index: the real binary runs as a child
 // process on seeded inputs written here; the result is read back through
 // the engine (offline) or the real server (online).
+#include "indexer/indexer_tool.h"
+
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/wait.h>
@@ -21,54 +23,17 @@
 #include "server/server_process.h"
 #include "test_util.h"
 
-#ifndef ATTN_INDEXER_BINARY
-#error "ATTN_INDEXER_BINARY must name the attnsearch-index binary"
-#endif
-
 namespace attnsearch {
 namespace {
 
 using ::attnsearch::testing::DescribeWaitStatus;
+using ::attnsearch::testing::ExpectSameDocuments;
+using ::attnsearch::testing::ReadBack;
+using ::attnsearch::testing::RunTool;
 using ::attnsearch::testing::TempDir;
+using ::attnsearch::testing::ToolRun;
 
 constexpr uint32_t kDim = 8;
-
-struct ToolRun {
-  int status = -1;  // waitpid status
-  std::string stderr_text;
-  int exit_code() const { return WIFEXITED(status) ? WEXITSTATUS(status) : -1; }
-};
-
-// Runs attnsearch-index with `args`, stderr captured in a file of `dir`.
-ToolRun RunTool(const TempDir& dir, std::vector<std::string> args) {
-  args.insert(args.begin(), ATTN_INDEXER_BINARY);
-  args.push_back("--progress");
-  args.push_back("off");
-  std::vector<char*> argv;
-  for (auto& a : args) argv.push_back(a.data());
-  argv.push_back(nullptr);
-  const std::string err_path = dir.Sub("tool.stderr");
-  const int fd = ::open(err_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  ToolRun run;
-  if (fd < 0) {
-    ADD_FAILURE() << "open " << err_path;
-    return run;
-  }
-  const pid_t pid = ::fork();
-  if (pid == 0) {
-    if (::dup2(fd, STDERR_FILENO) < 0) ::_exit(126);
-    ::execv(argv[0], argv.data());
-    ::_exit(125);
-  }
-  ::close(fd);
-  while (::waitpid(pid, &run.status, 0) < 0 && errno == EINTR) {
-  }
-  std::ifstream in(err_path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  run.stderr_text = ss.str();
-  return run;
-}
 
 // A JSON lines corpus of n documents: pooled only, tokens only (both
 // spellings) or both, with text and metadata. Seeded.
@@ -109,38 +74,6 @@ std::vector<std::string> Ids(int n) {
   std::vector<std::string> ids;
   for (int i = 0; i < n; ++i) ids.push_back("doc-" + std::to_string(i));
   return ids;
-}
-
-// The documents of `collection` in data_dir (with vectors), by id.
-GetResult ReadBack(const std::string& data_dir, const std::string& collection,
-                   const std::vector<std::string>& ids) {
-  CatalogOptions o;
-  o.data_dir = data_dir;
-  auto catalog = Catalog::Open(o);
-  EXPECT_TRUE(catalog.ok()) << catalog.status();
-  if (!catalog.ok()) return {};
-  auto c = (*catalog)->Get(collection);
-  EXPECT_TRUE(c.ok()) << c.status();
-  if (!c.ok()) return {};
-  auto r = (*c)->Get(ids, /*include_vectors=*/true);
-  EXPECT_TRUE(r.ok()) << r.status();
-  return r.ok() ? *r : GetResult{};
-}
-
-void ExpectSameDocuments(const GetResult& a, const GetResult& b) {
-  ASSERT_EQ(a.documents.size(), b.documents.size());
-  EXPECT_EQ(a.not_found_ids, b.not_found_ids);
-  for (size_t i = 0; i < a.documents.size(); ++i) {
-    const Document& x = a.documents[i];
-    const Document& y = b.documents[i];
-    EXPECT_EQ(x.id, y.id);
-    EXPECT_EQ(x.text, y.text) << x.id;
-    EXPECT_EQ(x.metadata, y.metadata) << x.id;
-    EXPECT_EQ(x.pooled, y.pooled) << x.id;
-    EXPECT_EQ(x.num_tokens, y.num_tokens) << x.id;
-    EXPECT_EQ(x.tokens, y.tokens) << x.id;
-    EXPECT_EQ(x.token_texts, y.token_texts) << x.id;
-  }
 }
 
 TEST(IndexerToolTest, OfflineJsonLinesLoad) {
