@@ -193,8 +193,19 @@ absl::StatusOr<uint64_t> Collection::Upsert(std::vector<Document> docs) {
                                                    " exceeds the limit of ",
                                                    options_.limits.max_batch_documents));
   }
-  // Prepared under the write lock, so a concurrent TrainEncoder cannot slip
-  // between encoding and commit.
+  // Documents with vectors of their own are checked before the write lock is
+  // taken, so concurrent writers check while another commits. Text-only
+  // ones are encoded under it, so a concurrent TrainEncoder cannot slip
+  // between encoding and commit. Errors are reported in document order all
+  // the same: the first bad document with vectors stops the checks, and the
+  // loop below reaches it after everything before it.
+  size_t first_bad = docs.size();
+  absl::Status bad;
+  for (size_t i = 0; i < docs.size() && bad.ok(); ++i) {
+    if (IsTextOnly(docs[i])) continue;
+    bad = PrepareDocument(i, nullptr, 0, &docs[i]);
+    if (!bad.ok()) first_bad = i;
+  }
   absl::MutexLock write_lock(&write_mu_);
   uint64_t version = 0;
   const std::shared_ptr<const text::Encoder> enc = encoder(&version);
@@ -204,7 +215,8 @@ absl::StatusOr<uint64_t> Collection::Upsert(std::vector<Document> docs) {
   const size_t row_bytes = StoredRowBytes(config());
   size_t batch_bytes = 0;
   for (size_t i = 0; i < docs.size(); ++i) {
-    ATTN_RETURN_IF_ERROR(PrepareDocument(i, enc.get(), version, &docs[i]));
+    if (i == first_bad) return bad;
+    if (IsTextOnly(docs[i])) ATTN_RETURN_IF_ERROR(PrepareDocument(i, enc.get(), version, &docs[i]));
     const Document& d = docs[i];
     batch_bytes += sizeof(Document) + d.id.size() + d.text.size() +
                    (d.pooled.size() + d.tokens.size()) * sizeof(float) + d.token_spans.size() * 8 +

@@ -1,9 +1,12 @@
 #include "server/service.h"
 
 #include <chrono>
+#include <deque>
+#include <memory>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "core/status.h"
 #include "server/convert.h"
@@ -20,7 +23,9 @@ absl::Time DeadlineOf(const grpc::CallbackServerContext* ctx) {
 }
 
 // Reads an UpsertStream: each message is one atomic batch, applied on the
-// pool in arrival order; the first error ends the call.
+// pool in arrival order; the first error ends the call. The next message is
+// read while one is applied (at most kReadAhead wait), so receiving and
+// parsing overlap the engine's work.
 class UpsertStreamReactor : public grpc::ServerReadReactor<v1::UpsertRequest> {
  public:
   UpsertStreamReactor(SearchServiceImpl* service, grpc::CallbackServerContext* ctx,
@@ -29,42 +34,115 @@ class UpsertStreamReactor : public grpc::ServerReadReactor<v1::UpsertRequest> {
     call_ = service_->StartCall(ctx, "UpsertStream", "");
     const grpc::Status admitted = service_->Admit(*ctx, Access::kWrite);
     if (!admitted.ok()) {
+      {
+        absl::MutexLock lock(&mu_);
+        finished_ = true;
+      }
       End(admitted);
       return;
     }
-    StartRead(&req_);
+    v1::UpsertRequest* next;
+    {
+      absl::MutexLock lock(&mu_);
+      next = NextReadLocked();
+    }
+    StartRead(next);
   }
 
   void OnReadDone(bool ok) override {
-    if (!ok) {  // the client half-closed: every batch is applied
-      resp_->set_upserted(total_);
-      End(grpc::Status::OK);
-      return;
+    v1::UpsertRequest* next = nullptr;
+    bool apply = false, end = false;
+    {
+      absl::MutexLock lock(&mu_);
+      reading_ = false;
+      if (finished_) return;
+      if (!ok) {  // the client half-closed
+        half_closed_ = true;
+        end = EndIfDoneLocked();
+      } else {
+        if (call_.collection.empty()) call_.collection = incoming_->collection();
+        received_.push_back(std::move(incoming_));
+        if (received_.size() < kReadAhead) next = NextReadLocked();
+        apply = StartApplyLocked();
+      }
     }
-    if (call_.collection.empty()) call_.collection = req_.collection();
-    service_->pool()->Submit([this] {
-      absl::StatusOr<uint64_t> n;
-      try {
-        n = service_->ApplyUpsert(req_);
-      } catch (const std::exception& e) {
-        n = absl::InternalError(e.what());
-      }
-      if (!n.ok()) {
-        End(ToGrpc(
-            Annotate(n.status(), absl::StrCat("message ", messages_, " of the stream (", total_,
-                                              " documents from earlier messages are stored)"))));
-        return;
-      }
-      total_ += *n;
-      ++messages_;
-      req_.Clear();
-      StartRead(&req_);
-    });
+    if (next != nullptr) StartRead(next);
+    if (apply) service_->pool()->Submit([this] { Apply(); });
+    if (end) End(grpc::Status::OK);
   }
 
   void OnDone() override { delete this; }
 
  private:
+  // Messages received and not yet applied, at most.
+  static constexpr size_t kReadAhead = 2;
+
+  // Applies the oldest received message (on the pool).
+  void Apply() {
+    v1::UpsertRequest* req;
+    {
+      absl::MutexLock lock(&mu_);
+      req = received_.front().get();
+    }
+    absl::StatusOr<uint64_t> n;
+    try {
+      n = service_->ApplyUpsert(*req);
+    } catch (const std::exception& e) {
+      n = absl::InternalError(e.what());
+    }
+    v1::UpsertRequest* next = nullptr;
+    bool apply = false, end = false;
+    grpc::Status error;
+    {
+      absl::MutexLock lock(&mu_);
+      received_.pop_front();
+      applying_ = false;
+      if (!n.ok()) {
+        finished_ = true;
+        error = ToGrpc(
+            Annotate(n.status(), absl::StrCat("message ", messages_, " of the stream (", total_,
+                                              " documents from earlier messages are "
+                                              "stored)")));
+      } else {
+        total_ += *n;
+        ++messages_;
+        if (!reading_ && !half_closed_) next = NextReadLocked();
+        apply = StartApplyLocked();
+        end = EndIfDoneLocked();
+      }
+    }
+    if (!error.ok()) {
+      End(error);
+      return;
+    }
+    if (next != nullptr) StartRead(next);
+    if (apply) service_->pool()->Submit([this] { Apply(); });
+    if (end) End(grpc::Status::OK);
+  }
+
+  // A buffer for the next read, which the caller starts once it has let go
+  // of the lock.
+  v1::UpsertRequest* NextReadLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    incoming_ = std::make_unique<v1::UpsertRequest>();
+    reading_ = true;
+    return incoming_.get();
+  }
+  // Whether the caller should submit Apply for the next received message.
+  bool StartApplyLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (applying_ || received_.empty()) return false;
+    applying_ = true;
+    return true;
+  }
+  // Whether every message is applied and the client is done: then the
+  // caller ends the call.
+  bool EndIfDoneLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (!half_closed_ || applying_ || !received_.empty() || finished_) return false;
+    finished_ = true;
+    resp_->set_upserted(total_);
+    return true;
+  }
+  // Called without the lock, once: nothing touches the reactor after
+  // Finish.
   void End(const grpc::Status& status) {
     service_->EndCall(call_, status);
     Finish(status);
@@ -73,9 +151,15 @@ class UpsertStreamReactor : public grpc::ServerReadReactor<v1::UpsertRequest> {
   SearchServiceImpl* const service_;
   CallRecord call_;
   v1::UpsertResponse* const resp_;
-  v1::UpsertRequest req_;
-  uint64_t total_ = 0;
-  uint64_t messages_ = 0;
+  absl::Mutex mu_;
+  std::unique_ptr<v1::UpsertRequest> incoming_ ABSL_GUARDED_BY(mu_);
+  std::deque<std::unique_ptr<v1::UpsertRequest>> received_ ABSL_GUARDED_BY(mu_);
+  bool reading_ ABSL_GUARDED_BY(mu_) = false;
+  bool applying_ ABSL_GUARDED_BY(mu_) = false;
+  bool half_closed_ ABSL_GUARDED_BY(mu_) = false;
+  bool finished_ ABSL_GUARDED_BY(mu_) = false;
+  uint64_t total_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t messages_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
 // A request id from the client's metadata: printable ASCII, at most 128
