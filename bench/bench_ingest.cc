@@ -4,7 +4,8 @@
 //   attnsearch-bench --benchmarks=ingest [--num_docs=100000] [--tokens=64]
 //       [--dim=128] [--dtype=bf16|f32|int8] [--batch=1000] [--ann_spec=HNSW32,SQfp16]
 //       [--work_dir=DIR (default: a fresh temporary directory, removed after)]
-//       [--ingest_input=jsonl --ingest_threads=1,2 --indexer=PATH]
+//       [--ingest_input=jsonl,npy --ingest_modes=offline,online --ingest_threads=1,2
+//        --indexer=PATH --server_binary=PATH]
 //
 // --ingest_input: see bench_ingest_input.cc.
 //
@@ -219,6 +220,7 @@ absl::StatusOr<BenchOutput> RunIngest(const BenchFlags& f) {
         RunIndexerOnInput(f, dir, double(run->stored) / run->upsert_s);
     if (!indexer.ok()) return indexer.status();
     out.params["ingest_input"] = f.ingest_input;
+    out.params["ingest_modes"] = f.ingest_modes;
     out.params["tokens_range"] = {f.tokens / 2, f.tokens * 3 / 2};
     out.results["indexer"] = *std::move(indexer);
   }

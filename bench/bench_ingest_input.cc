@@ -1,19 +1,29 @@
-// ingest --ingest_input=jsonl: the real batch indexer on a file, next to the
-// engine's in-process load of the same documents in the same run.
+// ingest --ingest_input=jsonl,npy: the real batch indexer on files, next
+// to the engine's in-process load of the same documents in the same run.
 //
 // The synthetic set (token counts uniform in [tokens/2, 3 tokens/2], --dim,
-// clustered; bench_ingest.cc) is written to DIR/input.jsonl.gz in
-// attnsearch-index's documented format ({"id", "text", "pooled", "tokens":
-// [[...], ...]}, numbers with 4 significant digits, gzip level 1);
-// writing is not timed. Then, for each --ingest_threads value T,
-// `attnsearch-index DIR/input.jsonl.gz --data_dir DIR/indexer_T
-// --collection c --threads T --dtype D --ann_spec S` runs as a child
-// process. Reported per run: the indexer's own load rate (documents
-// written / seconds of its load, from its summary line, before the ANN
-// build), the wall time of the whole run including the ANN build, and the
-// CPU it used (user + system of the child / wall: cores busy).
+// clustered; bench_ingest.cc) is written (not timed) as
+//   jsonl  DIR/input.jsonl.gz in attnsearch-index's documented format
+//          ({"id", "text", "pooled", "tokens": [[...], ...]}, numbers with 4
+//          significant digits, gzip level 1);
+//   npy    the folder DIR/input_npy: tokens.npy (float32), offsets.npy
+//          (int64), ids.npy ('<U'), pooled.npy and docs.jsonl (the text).
+// Then, for each input, each --ingest_modes mode and each --ingest_threads
+// value T, attnsearch-index runs as a child process:
+//   offline  INPUT --data_dir DIR/indexer_T --collection c --threads T
+//            --dtype D --ann_spec S
+//   online   INPUT --server ADDR --collection c_<input>_T --threads T
+//            against one attnsearch-server (--server_binary, default beside
+//            this binary) started on DIR/server on a loopback port.
+// Reported per run: the indexer's own load rate (documents written /
+// seconds of its load, from its summary line: offline before the ANN build,
+// online until the server acknowledged everything), the wall time of the
+// whole run (offline including the ANN build) and the CPU used (user +
+// system of the indexer, and of the server online; cores busy = CPU / wall).
+#include <signal.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
+#include <unistd.h>
 #include <zlib.h>
 
 #include <charconv>
@@ -75,6 +85,66 @@ absl::StatusOr<uint64_t> WriteJsonLines(const BenchFlags& f, const std::string& 
   return bytes;
 }
 
+// The .npy header for `descr` and `shape` ("(12, 128)"), padded so the data
+// starts at a multiple of 64 bytes, as numpy writes it.
+std::string NpyHeader(const std::string& descr, const std::string& shape) {
+  std::string dict = "{'descr': '" + descr + "', 'fortran_order': False, 'shape': " + shape + ", }";
+  const size_t total = (10 + dict.size() + 1 + 63) / 64 * 64;
+  dict.append(total - 10 - dict.size() - 1, ' ');
+  dict.push_back('\n');
+  std::string header("\x93NUMPY\x01\x00", 8);
+  header.push_back(char(dict.size() & 0xff));
+  header.push_back(char(dict.size() >> 8));
+  return header + dict;
+}
+
+absl::Status WriteBytes(std::ofstream& out, const void* data, size_t n, const std::string& path) {
+  out.write(static_cast<const char*>(data), std::streamsize(n));
+  return out ? absl::OkStatus() : absl::InternalError("cannot write " + path);
+}
+
+// Writes the set as a folder of .npy files; returns the bytes written.
+absl::StatusOr<uint64_t> WriteNpyFolder(const BenchFlags& f, const std::string& dir) {
+  std::filesystem::create_directories(dir);
+  SyntheticDataset data(IngestSynthetic(f));
+  std::vector<int64_t> offsets = {0};
+  for (size_t i = 0; i < f.num_docs; ++i) offsets.push_back(offsets.back() + data.NumTokens(i));
+  const std::string d = std::to_string(f.dim);
+  std::ofstream tokens(dir + "/tokens.npy", std::ios::binary),
+      pooled(dir + "/pooled.npy", std::ios::binary);
+  std::ofstream docs(dir + "/docs.jsonl");
+  tokens << NpyHeader("<f4", "(" + std::to_string(offsets.back()) + ", " + d + ")");
+  pooled << NpyHeader("<f4", "(" + std::to_string(f.num_docs) + ", " + d + ")");
+  std::vector<float> v(f.dim), rows;
+  for (size_t i = 0; i < f.num_docs; ++i) {
+    const uint32_t n = data.Tokens(i, &rows);
+    ATTN_RETURN_IF_ERROR(WriteBytes(tokens, rows.data(), size_t(n) * f.dim * 4, "tokens.npy"));
+    data.Pooled(i, v.data());
+    ATTN_RETURN_IF_ERROR(WriteBytes(pooled, v.data(), v.size() * 4, "pooled.npy"));
+    docs << "{\"id\":\"doc-" << i << "\",\"text\":\"synthetic document " << i << "\"}\n";
+  }
+  const size_t id_chars = 4 + std::to_string(f.num_docs).size();
+  std::ofstream ids(dir + "/ids.npy", std::ios::binary),
+      offs(dir + "/offsets.npy", std::ios::binary);
+  ids << NpyHeader("<U" + std::to_string(id_chars), "(" + std::to_string(f.num_docs) + ",)");
+  std::vector<uint32_t> chars(id_chars);
+  for (size_t i = 0; i < f.num_docs; ++i) {
+    const std::string id = "doc-" + std::to_string(i);
+    std::fill(chars.begin(), chars.end(), 0u);
+    std::copy(id.begin(), id.end(), chars.begin());
+    ATTN_RETURN_IF_ERROR(WriteBytes(ids, chars.data(), chars.size() * 4, "ids.npy"));
+  }
+  offs << NpyHeader("<i8", "(" + std::to_string(offsets.size()) + ",)");
+  ATTN_RETURN_IF_ERROR(WriteBytes(offs, offsets.data(), offsets.size() * 8, "offsets.npy"));
+  for (std::ofstream* o : {&tokens, &pooled, &docs, &ids, &offs}) {
+    o->close();
+    if (!*o) return absl::InternalError("cannot write " + dir);
+  }
+  uint64_t bytes = 0;
+  for (const auto& e : std::filesystem::directory_iterator(dir)) bytes += e.file_size();
+  return bytes;
+}
+
 double ChildCpuSeconds() {
   rusage u{};
   getrusage(RUSAGE_CHILDREN, &u);
@@ -82,30 +152,87 @@ double ChildCpuSeconds() {
          1e-6 * double(u.ru_utime.tv_usec + u.ru_stime.tv_usec);
 }
 
+// user + system CPU seconds of a running process, from /proc.
+double ProcessCpuSeconds(int pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+  std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  std::istringstream fields(stat.substr(stat.rfind(')') + 2));
+  std::string field;
+  double ticks = 0;
+  for (int i = 3; i <= 15 && fields >> field; ++i) {
+    if (i >= 14) ticks += std::stod(field);  // utime, stime
+  }
+  return ticks / double(sysconf(_SC_CLK_TCK));
+}
+
+// An attnsearch-server child on a loopback port, stopped when destroyed.
+class ServerChild {
+ public:
+  static absl::StatusOr<std::unique_ptr<ServerChild>> Start(const std::string& binary,
+                                                            const std::string& data_dir) {
+    int out[2];
+    if (pipe(out) != 0) return absl::InternalError("pipe failed");
+    const int pid = fork();
+    if (pid == 0) {
+      dup2(out[1], 1);
+      close(out[0]);
+      const std::string log = data_dir + ".log";
+      freopen(log.c_str(), "w", stderr);
+      execl(binary.c_str(), binary.c_str(), "--data_dir", data_dir.c_str(), "--listen",
+            "127.0.0.1:0", static_cast<char*>(nullptr));
+      _exit(127);
+    }
+    close(out[1]);
+    auto child = std::unique_ptr<ServerChild>(new ServerChild(pid));
+    FILE* in = fdopen(out[0], "r");
+    char line[256] = {};
+    const std::string prefix = "attnsearch-server listening on ";
+    if (fgets(line, sizeof line, in) == nullptr || std::string(line).rfind(prefix, 0) != 0) {
+      fclose(in);
+      return absl::InternalError(binary + " did not start (see " + data_dir + ".log)");
+    }
+    fclose(in);
+    child->address_ = std::string(line + prefix.size());
+    while (!child->address_.empty() && child->address_.back() == '\n') child->address_.pop_back();
+    return child;
+  }
+  ~ServerChild() {
+    kill(pid_, SIGTERM);
+    waitpid(pid_, nullptr, 0);
+  }
+  int pid() const { return pid_; }
+  const std::string& address() const { return address_; }
+
+ private:
+  explicit ServerChild(int pid) : pid_(pid) {}
+  int pid_;
+  std::string address_;
+};
+
 struct IndexerRun {
   int threads = 0;
   int exit_code = -1;
   double load_docs_per_s = 0;  // the indexer's own figure
-  double wall_s = 0, cpu_s = 0;
+  double wall_s = 0, cpu_s = 0, server_cpu_s = 0;
   std::string summary;  // its "done: ..." line
 };
 
-absl::StatusOr<IndexerRun> RunIndexer(const BenchFlags& f, const std::string& indexer,
-                                      const std::string& input, const std::string& dir,
-                                      int threads) {
+// One attnsearch-index run: `target` is "--data_dir DIR ..." or
+// "--server ADDR ..."; `server` the server child online (null offline).
+absl::StatusOr<IndexerRun> RunIndexer(const std::string& indexer, const std::string& input,
+                                      const std::string& target, const std::string& log,
+                                      int threads, const ServerChild* server) {
   IndexerRun run;
   run.threads = threads;
-  const std::string data = dir + "/indexer_" + std::to_string(threads);
-  const std::string log = data + ".log";
-  std::filesystem::remove_all(data);
-  const std::string cmd = "'" + indexer + "' '" + input + "' --data_dir '" + data +
-                          "' --collection c --threads " + std::to_string(threads) + " --dtype " +
-                          f.dtype + " --ann_spec '" + f.ann_spec + "' > '" + log + "' 2>&1";
+  const std::string cmd = "'" + indexer + "' '" + input + "' " + target + " --threads " +
+                          std::to_string(threads) + " > '" + log + "' 2>&1";
   const double cpu0 = ChildCpuSeconds();
+  const double server0 = server != nullptr ? ProcessCpuSeconds(server->pid()) : 0;
   const auto t0 = std::chrono::steady_clock::now();
   const int status = std::system(cmd.c_str());
   run.wall_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   run.cpu_s = ChildCpuSeconds() - cpu0;
+  if (server != nullptr) run.server_cpu_s = ProcessCpuSeconds(server->pid()) - server0;
   run.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
   std::ifstream in(log);
   std::stringstream text;
@@ -121,49 +248,91 @@ absl::StatusOr<IndexerRun> RunIndexer(const BenchFlags& f, const std::string& in
     return absl::InternalError("attnsearch-index failed (exit " + std::to_string(run.exit_code) +
                                "): " + all.substr(0, 2000));
   }
-  std::filesystem::remove_all(data);
   return run;
+}
+
+std::string BesideThisBinary(const std::string& name) {
+  return (std::filesystem::read_symlink("/proc/self/exe").parent_path() / name).string();
+}
+
+// Writes the set as `input` ("jsonl" or "npy") into dir; returns the path
+// to load and its size (with the uncompressed size for jsonl).
+absl::StatusOr<std::pair<std::string, nlohmann::json>> WriteInput(const BenchFlags& f,
+                                                                  const std::string& dir,
+                                                                  const std::string& input) {
+  std::printf("writing %zu documents as %s ...\n", f.num_docs, input.c_str());
+  std::fflush(stdout);
+  if (input == "npy") {
+    const std::string path = dir + "/input_npy";
+    ATTN_ASSIGN_OR_RETURN(const uint64_t bytes, WriteNpyFolder(f, path));
+    std::printf("input: %.1f MB of .npy files\n", bytes / 1e6);
+    return std::make_pair(path, nlohmann::json{{"input", "npy (float32)"}, {"input_bytes", bytes}});
+  }
+  const std::string path = dir + "/input.jsonl.gz";
+  ATTN_ASSIGN_OR_RETURN(const uint64_t json_bytes, WriteJsonLines(f, path));
+  const uint64_t gz_bytes = std::filesystem::file_size(path);
+  std::printf("input: %.1f MB of JSON, %.1f MB gzipped\n", json_bytes / 1e6, gz_bytes / 1e6);
+  return std::make_pair(path, nlohmann::json{{"input", "jsonl.gz"},
+                                             {"input_json_bytes", json_bytes},
+                                             {"input_bytes", gz_bytes}});
 }
 
 }  // namespace
 
 absl::StatusOr<nlohmann::json> RunIndexerOnInput(const BenchFlags& f, const std::string& dir,
                                                  double engine_docs_per_s) {
-  const std::string indexer =
-      !f.indexer.empty()
-          ? f.indexer
-          : (std::filesystem::read_symlink("/proc/self/exe").parent_path() / "attnsearch-index")
-                .string();
-  const std::string input = dir + "/input.jsonl.gz";
-  std::printf("writing %zu documents to %s ...\n", f.num_docs, input.c_str());
-  std::fflush(stdout);
-  ATTN_ASSIGN_OR_RETURN(const uint64_t json_bytes, WriteJsonLines(f, input));
-  const uint64_t gz_bytes = std::filesystem::file_size(input);
-  std::printf("input: %.1f MB of JSON, %.1f MB gzipped\n", json_bytes / 1e6, gz_bytes / 1e6);
+  const std::string indexer = !f.indexer.empty() ? f.indexer : BesideThisBinary("attnsearch-index");
+  std::unique_ptr<ServerChild> server;
+  if (std::find(f.ingest_modes.begin(), f.ingest_modes.end(), "online") != f.ingest_modes.end()) {
+    std::filesystem::remove_all(dir + "/server");
+    ATTN_ASSIGN_OR_RETURN(
+        server, ServerChild::Start(!f.server_binary.empty() ? f.server_binary
+                                                            : BesideThisBinary("attnsearch-server"),
+                                   dir + "/server"));
+  }
   std::vector<std::vector<std::string>> table = {
       {"engine in-process (Upsert calls)", "-", Fmt("%.0f", engine_docs_per_s), "-", "-"}};
-  nlohmann::json runs = nlohmann::json::array();
-  for (int threads : f.ingest_threads) {
-    ATTN_ASSIGN_OR_RETURN(IndexerRun r, RunIndexer(f, indexer, input, dir, threads));
-    table.push_back({"attnsearch-index offline, jsonl.gz", std::to_string(threads),
-                     Fmt("%.0f", r.load_docs_per_s), Fmt("%.1f", r.wall_s),
-                     Fmt("%.2f", r.cpu_s / r.wall_s)});
-    runs.push_back({{"threads", threads},
-                    {"load_docs_per_s", r.load_docs_per_s},
-                    {"wall_seconds_incl_ann_build", r.wall_s},
-                    {"cpu_seconds", r.cpu_s},
-                    {"cores_busy", r.cpu_s / r.wall_s},
-                    {"summary", r.summary}});
+  nlohmann::json inputs = nlohmann::json::array();
+  for (const std::string& input : f.ingest_input) {
+    ATTN_ASSIGN_OR_RETURN(auto written, WriteInput(f, dir, input));
+    nlohmann::json runs = nlohmann::json::array();
+    for (const std::string& mode : f.ingest_modes) {
+      for (int threads : f.ingest_threads) {
+        const std::string name = input + "_" + mode + "_" + std::to_string(threads);
+        const std::string data = dir + "/indexer_" + name;
+        std::filesystem::remove_all(data);
+        const std::string target = mode == "online"
+                                       ? "--server " + server->address() + " --collection c_" +
+                                             name + " --checkpoint '" + data + ".progress'"
+                                       : "--data_dir '" + data + "' --collection c --dtype " +
+                                             f.dtype + " --ann_spec '" + f.ann_spec + "'";
+        ATTN_ASSIGN_OR_RETURN(IndexerRun r,
+                              RunIndexer(indexer, written.first, target, data + ".log", threads,
+                                         mode == "online" ? server.get() : nullptr));
+        std::filesystem::remove_all(data);
+        const double cores = (r.cpu_s + r.server_cpu_s) / r.wall_s;
+        table.push_back({"attnsearch-index " + mode + ", " + std::string(written.second["input"]),
+                         std::to_string(threads), Fmt("%.0f", r.load_docs_per_s),
+                         Fmt("%.1f", r.wall_s), Fmt("%.2f", cores)});
+        runs.push_back(
+            {{"mode", mode},
+             {"threads", threads},
+             {"load_docs_per_s", r.load_docs_per_s},
+             {mode == "online" ? "wall_seconds" : "wall_seconds_incl_ann_build", r.wall_s},
+             {"indexer_cpu_seconds", r.cpu_s},
+             {"server_cpu_seconds", r.server_cpu_s},
+             {"cores_busy", cores},
+             {"summary", r.summary}});
+      }
+    }
+    written.second["runs"] = runs;
+    inputs.push_back(written.second);
   }
-  std::printf("%s", FormatTable({"path", "--threads", "docs/s (load)", "wall s (incl. ANN build)",
-                                 "cores busy"},
+  std::printf("%s", FormatTable({"path", "--threads", "docs/s (load)",
+                                 "wall s (offline: incl. ANN build)", "cores busy"},
                                 table)
                         .c_str());
-  return nlohmann::json{{"input", "jsonl.gz"},
-                        {"input_json_bytes", json_bytes},
-                        {"input_gzip_bytes", gz_bytes},
-                        {"engine_docs_per_s", engine_docs_per_s},
-                        {"runs", runs}};
+  return nlohmann::json{{"engine_docs_per_s", engine_docs_per_s}, {"inputs", inputs}};
 }
 
 }  // namespace attnsearch::bench

@@ -65,12 +65,16 @@ struct BenchFlags {
 
   // ingest.
   int tokens = 64;
-  // ingest --ingest_input=jsonl: the set written as gzipped JSON lines and
-  // loaded by attnsearch-index (`indexer`, default: beside this binary) with
-  // each of `ingest_threads`.
-  std::string ingest_input;
+  // ingest --ingest_input=jsonl,npy: the set written as gzipped JSON lines
+  // and/or a folder of .npy files and loaded by attnsearch-index (`indexer`,
+  // default: beside this binary) in each of `ingest_modes` (offline, online:
+  // through an attnsearch-server child, `server_binary`, default beside this
+  // binary) with each of `ingest_threads`.
+  std::vector<std::string> ingest_input;
+  std::vector<std::string> ingest_modes = {"offline"};
   std::vector<int> ingest_threads = {1, 2};
   std::string indexer;
+  std::string server_binary;
   // overwrite: documents per Upsert, and whether the WAL is synced per write.
   int overwrite_batch = 1;
   bool sync = true;

@@ -112,9 +112,19 @@ void AddIngestFlags(CLI::App& app, BenchFlags& f) {
   app.add_option("--batch", f.batch, "documents per Upsert (ingest)")->capture_default_str();
   app.add_option("--work_dir", f.work_dir, "data directory for ingest (default: a temp dir)");
   app.add_option("--ingest_input", f.ingest_input,
-                 "ingest: also write the set as this input (jsonl: gzipped JSON lines, token "
-                 "counts uniform in [tokens/2, 3 tokens/2]) and load it with attnsearch-index")
-      ->check(CLI::IsMember({"", "jsonl"}));
+                 "ingest: also write the set as these inputs (jsonl: gzipped JSON lines; npy: a "
+                 "folder of .npy files; token counts uniform in [tokens/2, 3 tokens/2]) and load "
+                 "each with attnsearch-index")
+      ->delimiter(',')
+      ->check(CLI::IsMember({"jsonl", "npy"}));
+  app.add_option("--ingest_modes", f.ingest_modes,
+                 "ingest input: offline (--data_dir) and/or online (--server, through an "
+                 "attnsearch-server child on a loopback port)")
+      ->delimiter(',')
+      ->check(CLI::IsMember({"offline", "online"}))
+      ->capture_default_str();
+  app.add_option("--server_binary", f.server_binary,
+                 "ingest input, online: the attnsearch-server binary (default: beside this one)");
   app.add_option("--ingest_threads", f.ingest_threads, "ingest input: attnsearch-index --threads")
       ->delimiter(',')
       ->capture_default_str();
