@@ -28,17 +28,34 @@ PipelinedSource::~PipelinedSource() { Stop(); }
 
 bool PipelinedSource::Next(InputRecord* record) {
   while (out_ == nullptr || out_pos_ >= out_->records.size()) {
-    absl::MutexLock lock(&mu_);
-    out_.reset();
-    mu_.Await(absl::Condition(this, &PipelinedSource::NextReady));
-    if (blocks_.empty()) return false;
-    out_ = std::move(blocks_.front());
-    blocks_.pop_front();
-    out_pos_ = 0;
-    bytes_consumed_ = out_->bytes_read;
+    Block* help = nullptr;
+    {
+      absl::MutexLock lock(&mu_);
+      out_.reset();
+      mu_.Await(absl::Condition(this, &PipelinedSource::NextReadyOrWork));
+      if (!NextReady()) {
+        // Rather than wait for the workers, parse a block here.
+        help = Unclaimed();
+        help->claimed = true;
+      } else {
+        if (blocks_.empty()) return false;
+        out_ = std::move(blocks_.front());
+        blocks_.pop_front();
+        out_pos_ = 0;
+        bytes_consumed_ = out_->bytes_read;
+      }
+    }
+    if (help != nullptr) Finish(help);
   }
   *record = std::move(out_->records[out_pos_++]);
   return true;
+}
+
+void PipelinedSource::Finish(Block* block) {
+  ParseBlock(block);
+  block->lines = {};
+  absl::MutexLock lock(&mu_);
+  block->parsed = true;
 }
 
 absl::Status PipelinedSource::status() const {
@@ -73,16 +90,15 @@ void PipelinedSource::Parse() {
       if (block == nullptr) return;  // the input is read and every block taken
       block->claimed = true;
     }
-    ParseBlock(block);
-    block->lines = {};
-    absl::MutexLock lock(&mu_);
-    block->parsed = true;
+    Finish(block);
   }
 }
 
 bool PipelinedSource::NextReady() {
   return (!blocks_.empty() && blocks_.front()->parsed) || (read_done_ && blocks_.empty());
 }
+
+bool PipelinedSource::NextReadyOrWork() { return NextReady() || Unclaimed() != nullptr; }
 
 bool PipelinedSource::RoomToRead() { return stop_ || blocks_.size() < max_blocks_; }
 

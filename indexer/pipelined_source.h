@@ -2,7 +2,8 @@
 // input block by block (ReadBlock), `threads` workers turn blocks into
 // records (ParseBlock), and Next hands the records out in input order, so
 // what a load writes and where its checkpoint stands do not depend on the
-// thread count. Internal to the indexer's sources.
+// thread count. A caller of Next that would wait for the workers parses a
+// waiting block itself. Internal to the indexer's sources.
 #ifndef ATTNSEARCH_INDEXER_PIPELINED_SOURCE_H_
 #define ATTNSEARCH_INDEXER_PIPELINED_SOURCE_H_
 
@@ -60,8 +61,11 @@ class PipelinedSource : public RecordSource {
  private:
   void Read();
   void Parse();
+  // Parses `block` (claimed by the caller) and marks it parsed.
+  void Finish(Block* block);
   // The conditions the threads wait for (called with mu_ held).
   bool NextReady() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  bool NextReadyOrWork() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   bool RoomToRead() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   bool WorkToDo() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // The first block no worker has taken, or null.
