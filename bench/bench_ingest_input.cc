@@ -265,6 +265,7 @@ absl::StatusOr<std::pair<std::string, nlohmann::json>> WriteInput(const BenchFla
   if (input == "npy") {
     const std::string path = dir + "/input_npy";
     ATTN_ASSIGN_OR_RETURN(const uint64_t bytes, WriteNpyFolder(f, path));
+    ::sync();  // the first run must not share the disk with the write-back
     std::printf("input: %.1f MB of .npy files\n", bytes / 1e6);
     return std::make_pair(path, nlohmann::json{{"input", "npy (float32)"}, {"input_bytes", bytes}});
   }

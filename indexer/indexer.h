@@ -94,8 +94,8 @@ struct IndexerOptions {
   // Online: unacknowledged bytes in flight at most. Default: 32 MiB.
   size_t max_inflight_bytes = size_t{32} << 20;
   // Online: UpsertStreams in flight at once (1..8; see TargetOptions).
-  // Default: 2.
-  size_t max_streams = 2;
+  // Default: 3.
+  size_t max_streams = 3;
   // Online: retries of UNAVAILABLE. Default: 8.
   int max_retries = 8;
   // Online: first retry backoff. Default: 200 ms.

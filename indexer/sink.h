@@ -109,8 +109,8 @@ struct TargetOptions {
   // Online: UpsertStreams in flight at once. With more than one, a stream
   // is closed once it carried max_inflight_bytes / max_streams, and the next
   // batches go out on a new stream while the server applies it; the
-  // checkpoint advances as streams are acknowledged, oldest first. Default: 2.
-  size_t max_streams = 2;
+  // checkpoint advances as streams are acknowledged, oldest first. Default: 3.
+  size_t max_streams = 3;
   // Online: attempts after an UNAVAILABLE before giving up. Default: 8.
   int max_retries = 8;
   // Online: first backoff; doubled per retry, capped at 10 s. Default: 200 ms.

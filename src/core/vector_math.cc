@@ -1,6 +1,7 @@
 #include "core/vector_math.h"
 
 #if defined(__x86_64__)
+#include <cpuid.h>
 #include <immintrin.h>
 #endif
 
@@ -139,7 +140,10 @@ __attribute__((target("f16c"))) void HalfToFloatF16c(const uint16_t* src, float*
 
 void HalfToFloat(const uint16_t* src, float* dst, size_t n) {
 #if defined(__x86_64__)
-  static const bool f16c = __builtin_cpu_supports("f16c");
+  static const bool f16c = [] {
+    unsigned a, b, c, d;
+    return __get_cpuid(1, &a, &b, &c, &d) != 0 && (c & bit_F16C) != 0;
+  }();
   if (f16c) {
     HalfToFloatF16c(src, dst, n);
     return;

@@ -44,7 +44,7 @@ Collection::Collection(std::string path, std::unique_ptr<DocStore> store,
       store_(std::move(store)),
       reranker_(std::move(reranker)),
       options_(options),
-      index_(store_.get(), path_, LiveIndexOptionsOf(options), &write_mu_),
+      index_(store_.get(), path_, LiveIndexOptionsOf(options), &index_mu_, &write_mu_),
       filter_(store_->config()),
       search_(SearchParts{store_.get(), reranker_.get(), &index_, &filter_, options.limits,
                           options.rerank.max_rows_per_gemm, [this] { return encoder(); },
@@ -54,6 +54,7 @@ Collection::~Collection() {
   index_.Stop();
   if (discard_on_close_) return;
   absl::MutexLock lock(&write_mu_);
+  absl::MutexLock index_lock(&index_mu_);
   if (index_.changed_since_snapshot()) {
     absl::Status s = index_.SaveSnapshot();
     if (!s.ok()) LogWarn("ANN snapshot not saved", {{"collection", path_}, {"error", s.message()}});
@@ -100,6 +101,7 @@ absl::StatusOr<std::unique_ptr<Collection>> Collection::Open(const std::string& 
 
 absl::Status Collection::LoadDerivedState() {
   absl::MutexLock write_lock(&write_mu_);
+  absl::MutexLock index_lock(&index_mu_);
   index_.AssertWriterHeld();
   std::vector<Label> purge_pending;
   ATTN_ASSIGN_OR_RETURN(const Label from, index_.Load(&purge_pending));
@@ -137,6 +139,7 @@ absl::StatusOr<uint64_t> Collection::CatchUp(Label from, Label metadata_from, bo
 absl::Status Collection::Flush() {
   {
     absl::MutexLock write_lock(&write_mu_);
+    absl::MutexLock index_lock(&index_mu_);
     ATTN_RETURN_IF_ERROR(RecoverStore());
   }
   return store_->Flush();
@@ -144,6 +147,7 @@ absl::Status Collection::Flush() {
 
 absl::StatusOr<uint64_t> Collection::BuildIndex() {
   absl::MutexLock write_lock(&write_mu_);
+  absl::MutexLock index_lock(&index_mu_);
   index_.AssertWriterHeld();
   const Label from = index_.next_unindexed();
   ATTN_ASSIGN_OR_RETURN(const uint64_t added, CatchUp(from, /*metadata_from=*/from, true));
@@ -153,6 +157,7 @@ absl::StatusOr<uint64_t> Collection::BuildIndex() {
 
 absl::Status Collection::SaveSnapshot() {
   absl::MutexLock write_lock(&write_mu_);
+  absl::MutexLock index_lock(&index_mu_);
   index_.AssertWriterHeld();
   return index_.SaveSnapshot();
 }
@@ -206,7 +211,7 @@ absl::StatusOr<uint64_t> Collection::Upsert(std::vector<Document> docs) {
     bad = PrepareDocument(i, nullptr, 0, &docs[i]);
     if (!bad.ok()) first_bad = i;
   }
-  absl::MutexLock write_lock(&write_mu_);
+  absl::ReleasableMutexLock write_lock(&write_mu_);
   uint64_t version = 0;
   const std::shared_ptr<const text::Encoder> enc = encoder(&version);
   absl::flat_hash_map<std::string_view, size_t> seen;
@@ -233,7 +238,24 @@ absl::StatusOr<uint64_t> Collection::Upsert(std::vector<Document> docs) {
                        "' appears twice in the batch (also documents[", it->second, "])"));
     }
   }
-  ATTN_RETURN_IF_ERROR(CommitPrepared(docs));
+  if (store_->write_stopped()) {
+    absl::MutexLock index_lock(&index_mu_);
+    ATTN_RETURN_IF_ERROR(RecoverStore());
+  }
+  ATTN_ASSIGN_OR_RETURN(const StoreCommit commit, CommitToStore(docs, /*defer_sync=*/true));
+  // Hand over: the indexes take the batch under index_mu_ alone, in commit
+  // order, while the next writer commits its batch to the store; the WAL is
+  // synced after both locks are let go. Synced even when the index could
+  // not take the batch: it is stored all the same.
+  absl::Status indexed;
+  {
+    absl::MutexLock index_lock(&index_mu_);
+    write_lock.Release();
+    indexed = CommitToIndex(docs, commit);
+  }
+  const absl::Status synced = store_->SyncWal();
+  ATTN_RETURN_IF_ERROR(synced);
+  ATTN_RETURN_IF_ERROR(indexed);
   return docs.size();
 }
 
@@ -264,49 +286,58 @@ absl::Status Collection::RecoverStore() {
   return store_->Purge(purge_pending);
 }
 
-absl::Status Collection::CommitPrepared(std::vector<Document>& docs) {
-  ATTN_RETURN_IF_ERROR(RecoverStore());
+absl::StatusOr<Collection::StoreCommit> Collection::CommitToStore(
+    const std::vector<Document>& docs, bool defer_sync) {
   std::vector<std::string> ids;
   ids.reserve(docs.size());
   for (const auto& d : docs) ids.push_back(d.id);
   ATTN_ASSIGN_OR_RETURN(std::vector<std::optional<Label>> existing, store_->LookupIds(ids));
-  const Label first = store_->next_label();
+  StoreCommit c;
+  c.first = store_->next_label();
   std::vector<DocWrite> writes(docs.size());
-  std::vector<Label> labels;  // those with vectors, for the ANN index
-  std::vector<float> pooled;
-  pooled.reserve(docs.size() * config().dim);
+  c.pooled.reserve(docs.size() * config().dim);
   for (size_t i = 0; i < docs.size(); ++i) {
-    writes[i] = {first + i, existing[i], &docs[i]};
+    writes[i] = {c.first + i, existing[i], &docs[i]};
     if (docs[i].pooled.empty()) continue;  // awaiting the encoder
-    labels.push_back(first + i);
-    pooled.insert(pooled.end(), docs[i].pooled.begin(), docs[i].pooled.end());
+    c.labels.push_back(c.first + i);
+    c.pooled.insert(c.pooled.end(), docs[i].pooled.begin(), docs[i].pooled.end());
   }
-  ATTN_RETURN_IF_ERROR(store_->Commit(writes, {}));
-  std::vector<Label> superseded;
+  ATTN_RETURN_IF_ERROR(store_->Commit(writes, {}, defer_sync));
   for (const auto& e : existing) {
-    if (e) superseded.push_back(*e);
+    if (e) c.superseded.push_back(*e);
   }
   // Replaced labels leave the results at once (with defer_index too, which
   // adds the new vectors only at BuildIndex).
   if (options_.defer_index) {
-    labels.clear();
-    pooled.clear();
+    c.labels.clear();
+    c.pooled.clear();
   }
+  return c;
+}
+
+absl::Status Collection::CommitToIndex(const std::vector<Document>& docs,
+                                       const StoreCommit& c) {
   index_.AssertWriterHeld();
   const absl::Status added =
       // The filter index changes with the ANN index, under its lock: a
       // filtered search sees both as of one instant.
-      Annotate(index_.Apply(superseded, labels, pooled,
+      Annotate(index_.Apply(c.superseded, c.labels, c.pooled,
                             [&] {
                               for (size_t i = 0; i < docs.size(); ++i) {
-                                filter_.Add(first + i, docs[i]);
+                                filter_.Add(c.first + i, docs[i]);
                               }
                             }),
                "stored, but not yet searchable");
   // A search that began before the index switched labels reads the old
   // versions through its store view, taken before this point.
-  PurgeSuperseded(superseded);
+  PurgeSuperseded(c.superseded);
   return added;
+}
+
+absl::Status Collection::CommitPrepared(std::vector<Document>& docs) {
+  ATTN_RETURN_IF_ERROR(RecoverStore());
+  ATTN_ASSIGN_OR_RETURN(const StoreCommit commit, CommitToStore(docs));
+  return CommitToIndex(docs, commit);
 }
 
 std::shared_ptr<const text::Encoder> Collection::encoder(uint64_t* version) const {
@@ -349,6 +380,7 @@ absl::Status Collection::LoadEncoder() {
     Label b;
     if (!absl::SimpleAtoi(*below, &b)) return absl::DataLossError("encoder: bad reencode_below");
     absl::MutexLock write_lock(&write_mu_);
+    absl::MutexLock index_lock(&index_mu_);
     ATTN_RETURN_IF_ERROR(Reencode(b).status());
     ATTN_RETURN_IF_ERROR(store_->PutEncoderState({{"reencode_below", ""}}));
   }
@@ -400,6 +432,7 @@ absl::StatusOr<IndexTuningResult> Collection::TuneIndex(double target_recall, ui
   // index is read; nothing takes the index lock exclusively without it, so
   // the shared lock here never holds up searches.
   absl::MutexLock write_lock(&write_mu_);
+  absl::MutexLock index_lock(&index_mu_);
   AnnTuneResult tuned;
   { ATTN_ASSIGN_OR_RETURN(tuned, index_.Tune(target_recall, k, sample)); }
   IndexTuningResult result;
@@ -429,6 +462,7 @@ absl::StatusOr<IndexTuningResult> Collection::TuneIndex(double target_recall, ui
 absl::StatusOr<EncoderTrainingResult> Collection::TrainEncoder(text::EncoderOptions options) {
   ATTN_RETURN_IF_ERROR(DeriveEncoderDims(config().dim, &options));
   absl::MutexLock write_lock(&write_mu_);
+  absl::MutexLock index_lock(&index_mu_);
   EncoderTrainingResult result;
   auto source = [&](const std::function<absl::Status(std::string_view)>& sink) {
     return store_->ScanDocRecords(0, [&](Label l, const Document& d) {
@@ -469,6 +503,7 @@ absl::StatusOr<uint64_t> Collection::Reencode(Label below) {
   auto flush = [&]() -> absl::Status {
     if (batch.empty()) return absl::OkStatus();
     write_mu_.AssertHeld();  // held by Reencode's caller, for the lock checker
+    index_mu_.AssertHeld();
     ATTN_RETURN_IF_ERROR(CommitPrepared(batch));
     count += batch.size();
     batch.clear();
@@ -512,6 +547,7 @@ absl::StatusOr<DeleteResult> Collection::Delete(const std::vector<std::string>& 
     }
   }
   absl::MutexLock write_lock(&write_mu_);
+  absl::MutexLock index_lock(&index_mu_);
   ATTN_RETURN_IF_ERROR(RecoverStore());
   ATTN_ASSIGN_OR_RETURN(std::vector<std::optional<Label>> labels, store_->LookupIds(ids));
   DeleteResult result;

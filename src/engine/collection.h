@@ -272,25 +272,45 @@ class Collection {
   absl::Status LoadDerivedState();
   // Adds stored documents with labels >= from to the ANN index (when
   // add_vectors) and those >= metadata_from to the filter index; returns how
-  // many vectors were added. REQUIRES: write_mu_ held (or construction).
+  // many vectors were added. REQUIRES: both writer mutexes (or
+  // construction).
   absl::StatusOr<uint64_t> CatchUp(Label from, Label metadata_from, bool add_vectors)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_, index_mu_);
   absl::Status PrepareDocument(size_t index, const text::Encoder* encoder, uint64_t encoder_version,
                                Document* doc) const;
-  // Commits prepared documents and indexes them. REQUIRES: write_mu_ held.
-  absl::Status CommitPrepared(std::vector<Document>& docs) ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
+  // A batch committed to the store and not yet to the indexes.
+  struct StoreCommit {
+    Label first = 0;                // the batch's first label
+    std::vector<Label> superseded;  // labels the batch replaced
+    std::vector<Label> labels;      // those with vectors, for the ANN index
+    std::vector<float> pooled;      // their pooled vectors
+  };
+  // Commits prepared documents to the store (labels from next_label()); with
+  // `defer_sync` the caller syncs it (DocStore::Commit). REQUIRES: write_mu_
+  // held, the store not stopped (RecoverStore).
+  absl::StatusOr<StoreCommit> CommitToStore(const std::vector<Document>& docs,
+                                            bool defer_sync = false)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
+  // Brings the indexes up to date with a batch CommitToStore committed, in
+  // commit order, and purges what it replaced. REQUIRES: index_mu_ held.
+  absl::Status CommitToIndex(const std::vector<Document>& docs, const StoreCommit& commit)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(index_mu_);
+  // Both of the above. REQUIRES: both writer mutexes.
+  absl::Status CommitPrepared(std::vector<Document>& docs)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_, index_mu_);
   // Purges the data of superseded labels (DocStore::Purge) once the index
   // has dropped them; a failure is logged (the next RecoverStore or Open
-  // purges them). REQUIRES: write_mu_ held.
-  void PurgeSuperseded(const std::vector<Label>& labels) ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
-  // REQUIRES: write_mu_ held. Reopens a store whose writes stopped after an
-  // I/O error (DocStore::Recover) and brings the ANN, filter and tombstone
-  // state up to date with a failed batch the reopen may have applied. Every
-  // write path calls it before choosing labels or writing.
-  absl::Status RecoverStore() ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
+  // purges them). REQUIRES: index_mu_ held.
+  void PurgeSuperseded(const std::vector<Label>& labels) ABSL_EXCLUSIVE_LOCKS_REQUIRED(index_mu_);
+  // REQUIRES: both writer mutexes. Reopens a store whose writes stopped
+  // after an I/O error (DocStore::Recover) and brings the ANN, filter and
+  // tombstone state up to date with a failed batch the reopen may have
+  // applied. Every write path calls it before choosing labels or writing.
+  absl::Status RecoverStore() ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_, index_mu_);
   // Encodes with the current encoder every live document below `below`
-  // that the encoder owns. REQUIRES: write_mu_ held.
-  absl::StatusOr<uint64_t> Reencode(Label below) ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
+  // that the encoder owns. REQUIRES: both writer mutexes.
+  absl::StatusOr<uint64_t> Reencode(Label below)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_, index_mu_);
   // Loads the stored encoder and finishes an interrupted re-encoding.
   absl::Status LoadEncoder();
   // Loads the stored ANN tuning.
@@ -307,8 +327,14 @@ class Collection {
   const CollectionOptions options_;
   std::atomic<bool> discard_on_close_{false};
 
-  // Serialises writers (label assignment, commit, index update).
+  // Serialises writers: label assignment and commit to the store.
   absl::Mutex write_mu_;
+  // Orders changes to the derived state (the ANN and filter indexes, the
+  // tombstones): LiveIndex's writer mutex. Taken after write_mu_. An Upsert
+  // takes it before letting go of write_mu_ and updates the indexes under it
+  // alone, so the next Upsert commits to the store meanwhile; every other
+  // writer holds both.
+  absl::Mutex index_mu_ ABSL_ACQUIRED_AFTER(write_mu_);
 
   // The built-in encoder (null until trained) and its version.
   mutable absl::Mutex encoder_mu_;
@@ -321,7 +347,7 @@ class Collection {
   AnnSearchParams tuned_params_ ABSL_GUARDED_BY(tuning_mu_);
 
   // The ANN index and the tombstones (its own reader/writer lock; changes
-  // under write_mu_).
+  // under index_mu_).
   LiveIndex index_;
   // The metadata filters' index (its own lock).
   FilterIndex filter_;

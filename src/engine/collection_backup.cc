@@ -68,6 +68,7 @@ absl::Status Collection::Backup(const std::string& dir) {
     // label that snapshot holds (they are dropped only for labels the saved
     // index no longer holds).
     absl::MutexLock write_lock(&write_mu_);
+    absl::MutexLock index_lock(&index_mu_);
     absl::Status s = store_->Checkpoint(dir + "/store");
     if (!s.ok()) return fail(s);
     s = LinkOrCopy(index_.snapshot_path(), dir + "/ann.snapshot");

@@ -44,12 +44,13 @@ class Batcher {
 }  // namespace
 
 LiveIndex::LiveIndex(DocStore* store, std::string dir, const LiveIndexOptions& options,
-                     absl::Mutex* writer_mu)
+                     absl::Mutex* writer_mu, absl::Mutex* store_writer_mu)
     : store_(store),
       dir_(std::move(dir)),
       snapshot_path_(dir_ + "/ann.snapshot"),
       options_(options),
-      writer_mu_(writer_mu) {}
+      writer_mu_(writer_mu),
+      store_writer_mu_(store_writer_mu) {}
 
 LiveIndex::~LiveIndex() {
   Stop();
@@ -301,6 +302,7 @@ absl::Status LiveIndex::RebuildLocked() {
   // are kept per label and so apply to the new index as well.
   Label upto;
   {
+    absl::MutexLock store_lock(store_writer_mu_);
     absl::MutexLock write_lock(writer_mu_);
     upto = store_->next_label();
   }
@@ -319,6 +321,8 @@ absl::Status LiveIndex::RebuildLocked() {
   // The writes committed meanwhile, then the swap.
   std::unique_ptr<AnnIndex> old;
   {
+    // Both: no batch is then between its commit and its index update.
+    absl::MutexLock store_lock(store_writer_mu_);
     absl::MutexLock write_lock(writer_mu_);
     ATTN_RETURN_IF_ERROR(store_->ScanPooled(upto, collect));
     ATTN_RETURN_IF_ERROR(batch.Flush());

@@ -58,9 +58,14 @@ struct LiveIndexOptions {
 class LiveIndex {
  public:
   // The index of the collection in `dir` (its snapshot is dir/ann.snapshot)
-  // over `store`. `store` and `writer_mu` must outlive it.
+  // over `store`. `writer_mu` orders changes to the index (the methods that
+  // need it say so); `store_writer_mu` orders commits to the store and is
+  // taken before `writer_mu`: the background rebuild holds both while it
+  // reads the store's last label and swaps the index in, so that every
+  // label committed by then was also handed to the index. `store`,
+  // `writer_mu` and `store_writer_mu` must outlive it.
   LiveIndex(DocStore* store, std::string dir, const LiveIndexOptions& options,
-            absl::Mutex* writer_mu);
+            absl::Mutex* writer_mu, absl::Mutex* store_writer_mu);
   // Stops a background rebuild. Saves nothing.
   ~LiveIndex();
   LiveIndex(const LiveIndex&) = delete;
@@ -166,6 +171,7 @@ class LiveIndex {
   const std::string snapshot_path_;
   const LiveIndexOptions options_;
   absl::Mutex* const writer_mu_;
+  absl::Mutex* const store_writer_mu_;
   mutable std::atomic<bool> warned_nonfinite_{false};
 
   mutable absl::Mutex mu_;

@@ -434,7 +434,7 @@ absl::StatusOr<std::vector<std::optional<Label>>> DocStore::LookupIds(
 }
 
 absl::Status DocStore::Commit(const std::vector<DocWrite>& writes,
-                              const std::vector<DocDelete>& deletes) {
+                              const std::vector<DocDelete>& deletes, bool defer_sync) {
   if (writes.empty() && deletes.empty()) return absl::OkStatus();
   std::shared_lock<std::shared_mutex> lock;
   ATTN_RETURN_IF_ERROR(PrepareWrite(&lock, "writing the batch"));
@@ -486,10 +486,23 @@ absl::Status DocStore::Commit(const std::vector<DocWrite>& writes,
   const uint64_t live = uint64_t(int64_t(live_count_.load()) + live_delta);
   batch.Put(cf[kMeta], kNextLabelKey, codec::EncodeU64(next));
   batch.Put(cf[kMeta], kLiveCountKey, codec::EncodeU64(live));
-  ATTN_RETURN_IF_ERROR(rep_->Write(rep_->write_options, &batch, "writing the batch"));
+  rocksdb::WriteOptions wo = rep_->write_options;
+  if (defer_sync) wo.sync = false;
+  ATTN_RETURN_IF_ERROR(rep_->Write(wo, &batch, "writing the batch"));
   next_label_ = next;
   live_count_ = live;
   return absl::OkStatus();
+}
+
+absl::Status DocStore::SyncWal() {
+  if (!rep_->write_options.sync) return absl::OkStatus();
+  // Not refused when writes stopped meanwhile (a flush failed): what the
+  // WAL holds is made durable all the same.
+  std::shared_lock<std::shared_mutex> lock;
+  ATTN_RETURN_IF_ERROR(rep_->LockForUse(&lock));
+  return rep_->Check(rep_->db->SyncWAL(),
+                     "syncing the WAL (the batch is written, but not known to be durable: not "
+                     "acknowledged)");
 }
 
 absl::Status DocStore::Purge(const std::vector<Label>& labels) {

@@ -211,12 +211,24 @@ class DocStore {
   // pending labels, so a purge interrupted by a crash is redone.
   // REQUIRES: labels of `writes` are >= next_label(), increasing, and no two
   // entries concern the same external id; no concurrent Commit.
-  absl::Status Commit(const std::vector<DocWrite>& writes, const std::vector<DocDelete>& deletes);
+  //
+  // With `defer_sync`, the batch reaches the WAL (it survives a crash of the
+  // process) without waiting for the disk: the caller calls SyncWal before
+  // acknowledging it, once it let other writers in, so that the disk's wait
+  // overlaps their work and batches committed meanwhile share one sync.
+  absl::Status Commit(const std::vector<DocWrite>& writes, const std::vector<DocDelete>& deletes,
+                      bool defer_sync = false);
+
+  // Makes every batch committed so far durable (syncs the WAL) when the
+  // store syncs its writes (StorageOptions::sync_writes, with a WAL);
+  // otherwise does nothing.
+  absl::Status SyncWal();
 
   // Deletes the data of superseded labels (see Commit) and clears their
   // purge marks, in one batch; the tombstone records stay. Not synced: a
-  // purge lost in a crash is pending again after it. REQUIRES: no
-  // concurrent Commit.
+  // purge lost in a crash is pending again after it. May run beside a
+  // Commit (which never concerns labels already superseded). REQUIRES: no
+  // concurrent Purge or DropTombstones.
   absl::Status Purge(const std::vector<Label>& labels);
 
   // Documents by label; a missing label yields nullopt. With
