@@ -54,6 +54,30 @@ class Load {
   int Run();
 
  private:
+  // What the loop over the records ended with.
+  struct Outcome {
+    uint64_t consumed = 0;  // every record up to here is batched or reported
+    uint64_t skipped = 0;   // records loaded by an earlier run
+    bool stopped = false;   // --max_errors
+    bool limited = false;   // --limit
+    bool reached_end = false;
+    absl::Status target_status;
+    absl::Status read_status;
+  };
+
+  // The phases of Run; each returns an exit code to stop with, or nullopt.
+  std::optional<int> CheckFlags();
+  // The format, the data file, the checkpoint to resume from and the
+  // rejects file.
+  std::optional<int> OpenInput();
+  // The sink (creating the collection when missing) and the source.
+  std::optional<int> OpenTarget();
+  // Reads, checks and batches every record; sends the last batch.
+  Outcome LoadRecords();
+  // Syncs, checkpoints, reports, trains the encoder, builds and tunes the
+  // index; returns the exit code.
+  int Finish(const Outcome& r);
+
   // Reports a bad record on stderr and in the rejects file; returns whether
   // to go on (--max_errors).
   bool ReportBad(uint64_t position, const std::string& id, const std::string& reason) {
@@ -115,6 +139,9 @@ class Load {
   std::unique_ptr<Sink> sink_;
   std::unique_ptr<RejectsFile> rejects_;
   absl::Status rejects_status_;  // the first error writing the rejects file
+  InputFormat format_ = InputFormat::kAuto;
+  std::string data_file_;  // the file the checkpoint identifies
+  uint64_t skip_to_ = 0;   // the checkpoint resumed from
   std::string checkpoint_path_;
   Checkpoint checkpoint_;
   uint64_t prior_documents_ = 0;
@@ -216,9 +243,8 @@ uint32_t ParseThreads(uint32_t threads) {
   return threads > 0 ? threads : std::max(1u, std::thread::hardware_concurrency());
 }
 
-int Load::Run() {
+std::optional<int> Load::CheckFlags() {
   const IndexerOptions& o = options_;
-  // --- Flags ---
   if (o.collection.empty()) return Fail(kExitUsage, "--collection is required");
   if (o.input.empty()) return Fail(kExitUsage, "an input file or folder is required");
   if (o.data_dir.empty() == o.server.empty()) {
@@ -238,19 +264,23 @@ int Load::Run() {
     if (!s.ok()) return Fail(kExitUsage, absl::StrCat("--", s.message()));
   }
 
-  // --- Input ---
-  InputFormat format = o.format == InputFormat::kAuto ? DetectFormat(o.input) : o.format;
-  absl::StatusOr<std::string> data_file = DataFile(o.input, format);
+  return std::nullopt;
+}
+
+std::optional<int> Load::OpenInput() {
+  const IndexerOptions& o = options_;
+  format_ = o.format == InputFormat::kAuto ? DetectFormat(o.input) : o.format;
+  absl::StatusOr<std::string> data_file = DataFile(o.input, format_);
   if (!data_file.ok()) return Fail(kExitInput, std::string(data_file.status().message()));
   absl::StatusOr<InputFingerprint> fingerprint = FingerprintFile(*data_file);
   if (!fingerprint.ok()) return Fail(kExitInput, std::string(fingerprint.status().message()));
 
   // --- Checkpoint ---
   checkpoint_path_ = o.checkpoint.empty() ? DefaultCheckpointPath(o) : o.checkpoint;
+  data_file_ = *data_file;
   checkpoint_.input = *data_file;
   checkpoint_.collection = o.collection;
   checkpoint_.fingerprint = *fingerprint;
-  uint64_t skip_to = 0;
   if (!o.restart) {
     absl::StatusOr<std::optional<Checkpoint>> prior = LoadCheckpoint(checkpoint_path_);
     if (!prior.ok()) return Fail(kExitUsage, std::string(prior.status().message()));
@@ -263,14 +293,14 @@ int Load::Run() {
                                                         "content differ)",
                          "; starting over"));
       } else {
-        skip_to = c.position;
+        skip_to_ = c.position;
         prior_documents_ = c.documents;
         errors_ = durable_errors_ = prior_errors_ = c.errors;
         checkpoint_ = c;
         Say(absl::StrCat("resuming after ",
-                         format == InputFormat::kFvecs ? "record "
-                         : format == InputFormat::kNpy ? "document "
-                                                       : "line ",
+                         format_ == InputFormat::kFvecs ? "record "
+                         : format_ == InputFormat::kNpy ? "document "
+                                                        : "line ",
                          c.position, " (", c.documents, " documents stored and ", c.errors,
                          " bad records in earlier runs; --restart starts over)"));
       }
@@ -281,11 +311,16 @@ int Load::Run() {
   {
     const std::string path = o.rejects.empty() ? DefaultRejectsPath(checkpoint_path_) : o.rejects;
     absl::StatusOr<std::unique_ptr<RejectsFile>> r =
-        RejectsFile::Open(path, skip_to > 0 ? std::optional<uint64_t>(skip_to) : std::nullopt);
+        RejectsFile::Open(path, skip_to_ > 0 ? std::optional<uint64_t>(skip_to_) : std::nullopt);
     if (!r.ok()) return Fail(kExitUsage, std::string(r.status().message()));
     rejects_ = *std::move(r);
   }
 
+  return std::nullopt;
+}
+
+std::optional<int> Load::OpenTarget() {
+  const IndexerOptions& o = options_;
   // How a new collection's dim was chosen when --dim was not given.
   std::string dim_origin = ", the file's";
   // --- Target ---
@@ -295,20 +330,20 @@ int Load::Run() {
   t.create_config.token_dtype = o.dtype.value_or(TokenDtype::kBF16);
   t.create_config.ann_spec = o.ann_spec;
   t.create_config.numeric_fields = o.numeric_fields;
-  if (format == InputFormat::kFvecs && o.dim == 0) {
-    absl::StatusOr<uint32_t> d = PeekFvecsDim(*data_file);
+  if (format_ == InputFormat::kFvecs && o.dim == 0) {
+    absl::StatusOr<uint32_t> d = PeekFvecsDim(data_file_);
     if (!d.ok()) return Fail(kExitInput, std::string(d.status().message()));
     t.create_config.dim = *d;
-  } else if (format == InputFormat::kNpy ||
-             (format != InputFormat::kFvecs && (o.dim == 0 || !o.dtype))) {
+  } else if (format_ == InputFormat::kNpy ||
+             (format_ != InputFormat::kFvecs && (o.dim == 0 || !o.dtype))) {
     // npy: the folder's structure is checked before anything is created.
-    absl::StatusOr<FirstDocument> first = PeekFirstDocument(o.input, format);
+    absl::StatusOr<FirstDocument> first = PeekFirstDocument(o.input, format_);
     if (!first.ok()) return Fail(kExitInput, std::string(first.status().message()));
     // A new collection takes the dim the first record states.
     if (o.dim == 0) t.default_dim = first->text_only ? kTextOnlyDim : first->dim;
-    dim_origin = first->text_only              ? ", the default for text-only input"
-                 : format == InputFormat::kNpy ? ", the arrays' row length"
-                                               : ", from the first record";
+    dim_origin = first->text_only               ? ", the default for text-only input"
+                 : format_ == InputFormat::kNpy ? ", the arrays' row length"
+                                                : ", from the first record";
     if (first->text_only && !o.dtype) t.create_config.token_dtype = TokenDtype::kInt8;
   }
   t.data_dir = o.data_dir;
@@ -336,36 +371,38 @@ int Load::Run() {
   ParseOptions po;
   po.dim = sink_->dim();
   po.threads = o.threads;
-  po.skip_to = skip_to;
-  absl::StatusOr<std::unique_ptr<RecordSource>> source = OpenSource(o.input, format, po);
+  po.skip_to = skip_to_;
+  absl::StatusOr<std::unique_ptr<RecordSource>> source = OpenSource(o.input, format_, po);
   if (!source.ok()) return Fail(kExitInput, std::string(source.status().message()));
   source_ = *std::move(source);
-  Say(absl::StrCat("loading ", *data_file, " (", InputFormatName(format), ") into ",
+  Say(absl::StrCat("loading ", data_file_, " (", InputFormatName(format_), ") into ",
                    sink_->created() ? "new" : "existing", " collection '", o.collection, "' (dim ",
                    sink_->dim(), sink_->created() && t.create_config.dim == 0 ? dim_origin : "",
                    ") ", o.server.empty() ? "in " + o.data_dir : "on " + o.server, "; checkpoint ",
                    checkpoint_path_,
-                   format == InputFormat::kFvecs ? ""
-                   : format == InputFormat::kNpy
+                   format_ == InputFormat::kFvecs ? ""
+                   : format_ == InputFormat::kNpy
                        ? absl::StrCat("; ", ParseThreads(o.threads), " conversion threads")
                        : absl::StrCat("; ", ParseThreads(o.threads), " parse threads")));
 
-  // --- The load ---
-  const bool dedup = format != InputFormat::kFvecs;  // fvecs ids are row numbers
+  return std::nullopt;
+}
+
+Load::Outcome Load::LoadRecords() {
+  const IndexerOptions& o = options_;
+  const bool dedup = format_ != InputFormat::kFvecs;  // fvecs ids are row numbers
   absl::flat_hash_map<std::string, uint64_t> first_seen;
   Batch batch;
   InputRecord rec;
-  uint64_t consumed = skip_to;  // every record up to here is batched or reported
-  uint64_t accepted = 0;        // valid documents of this run
-  uint64_t skipped = 0;
-  bool stopped = false, limited = false;
-  absl::Status target_status;
-  while (!stopped && !limited && source_->Next(&rec)) {
-    if (rec.position <= skip_to) {
+  Outcome r;
+  r.consumed = skip_to_;
+  uint64_t accepted = 0;  // valid documents of this run
+  while (!r.stopped && !r.limited && source_->Next(&rec)) {
+    if (rec.position <= skip_to_) {
       // Already loaded; ids still count for duplicate detection.
       if (dedup && rec.status.ok()) first_seen.emplace(rec.doc.id, rec.position);
       if (rec.status.ok() && IsTextOnly(rec.doc)) ++text_only_earlier_;
-      ++skipped;
+      ++r.skipped;
       continue;
     }
     if (rec.status.ok() && dedup) {
@@ -377,37 +414,44 @@ int Load::Run() {
     }
     if (!rec.status.ok()) {
       if (!ReportBad(rec.position, rec.doc.id, std::string(rec.status.message()))) {
-        stopped = true;
+        r.stopped = true;
         break;  // this record is not consumed: a re-run starts at it
       }
-      consumed = rec.position;
+      r.consumed = rec.position;
       continue;
     }
     const size_t bytes = EstimateWireBytes(rec.doc);
     const bool text_only = IsTextOnly(rec.doc);
     if (!batch.docs.empty() &&
         (batch.docs.size() >= o.batch_documents || batch.bytes + bytes > o.batch_bytes)) {
-      target_status = Send(&batch, consumed);
-      if (!target_status.ok() || sink_->stopped()) break;
+      r.target_status = Send(&batch, r.consumed);
+      if (!r.target_status.ok() || sink_->stopped()) break;
     }
     batch.docs.push_back(std::move(rec.doc));
     batch.positions.push_back(rec.position);
     batch.bytes += bytes;
-    consumed = rec.position;
+    r.consumed = rec.position;
     ++accepted;
     text_only_written_ += text_only;
-    if (o.limit > 0 && accepted >= o.limit) limited = true;
+    if (o.limit > 0 && accepted >= o.limit) r.limited = true;
     progress_.Update(sink_->documents_written() + batch.docs.size(), errors_, source_->bytes_read(),
                      source_->file_size());
   }
-  const absl::Status read_status = source_->status();
-  const bool reached_end =
-      !stopped && !limited && target_status.ok() && !sink_->stopped() && read_status.ok();
-  if (target_status.ok() && !sink_->stopped()) {
+  r.read_status = source_->status();
+  r.reached_end =
+      !r.stopped && !r.limited && r.target_status.ok() && !sink_->stopped() && r.read_status.ok();
+  if (r.target_status.ok() && !sink_->stopped()) {
     // The last batch (possibly empty: it advances the checkpoint past
     // trailing bad records).
-    target_status = Send(&batch, consumed);
+    r.target_status = Send(&batch, r.consumed);
   }
+  return r;
+}
+
+int Load::Finish(const Outcome& r) {
+  const IndexerOptions& o = options_;
+  absl::Status target_status = r.target_status;
+  const bool reached_end = r.reached_end;
   if (target_status.ok()) target_status = sink_->Sync();
   if (target_status.ok() && rejects_status_.ok()) rejects_status_ = rejects_->Flush();
   if (target_status.ok()) target_status = rejects_status_;
@@ -429,9 +473,9 @@ int Load::Run() {
       "%s: %llu documents written%s, %llu bad records%s, %.2f s, %.0f docs/s, %.1f MB/s "
       "(%llu input bytes)",
       reached_end ? "done" : "stopped", (unsigned long long)written,
-      skipped > 0 ? absl::StrFormat(" (%llu records skipped: loaded by an earlier run)",
-                                    (unsigned long long)skipped)
-                  : "",
+      r.skipped > 0 ? absl::StrFormat(" (%llu records skipped: loaded by an earlier run)",
+                                      (unsigned long long)r.skipped)
+                    : "",
       (unsigned long long)errors_,
       prior_errors_ == 0 ? ""
                          : absl::StrFormat(" (%llu of them reported by an earlier run)",
@@ -445,11 +489,11 @@ int Load::Run() {
   if (!finish.ok()) return Fail(kExitTarget, std::string(finish.status().message()));
   Say(absl::StrFormat("%s; %.2f s in all", *finish, progress_.Elapsed()));
   if (std::optional<int> code = MaybeTuneIndex(reached_end)) return *code;
-  if (!read_status.ok()) {
+  if (!r.read_status.ok()) {
     return Fail(kExitInput,
-                absl::StrCat(read_status.message(), "; the records before it are stored"));
+                absl::StrCat(r.read_status.message(), "; the records before it are stored"));
   }
-  if (stopped || sink_->stopped()) {
+  if (r.stopped || sink_->stopped()) {
     return Fail(kExitInput,
                 absl::StrCat("stopped: more than ", o.max_errors.value_or(0),
                              " bad records (--max_errors); the documents before the last one "
@@ -457,11 +501,18 @@ int Load::Run() {
                              "(the bad records are listed in ",
                              rejects_->path(), ")"));
   }
-  if (limited) Say(absl::StrCat("--limit ", o.limit, " reached; re-run without it to go on"));
+  if (r.limited) Say(absl::StrCat("--limit ", o.limit, " reached; re-run without it to go on"));
   if (errors_ == 0) return kExitOk;
   Say(absl::StrFormat("done with %llu bad records rejected (skipped): see %s (exit status %d)",
                       (unsigned long long)errors_, rejects_->path(), int(kExitRejected)));
   return kExitRejected;
+}
+
+int Load::Run() {
+  if (std::optional<int> code = CheckFlags()) return *code;
+  if (std::optional<int> code = OpenInput()) return *code;
+  if (std::optional<int> code = OpenTarget()) return *code;
+  return Finish(LoadRecords());
 }
 
 }  // namespace

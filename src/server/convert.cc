@@ -1,14 +1,47 @@
 #include "server/convert.h"
 
+#include <algorithm>
+#include <cstring>
+
 #include "absl/strings/str_cat.h"
 #include "core/status.h"
+#include "core/vector_math.h"
 
 namespace attnsearch {
 namespace {
 
-// Checks that a Matrix's values fill rows x cols.
+// Bytes a value takes in `data` when packed in `encoding`; 0 if unknown.
+size_t EncodedBytes(v1::ValueEncoding encoding) {
+  switch (encoding) {
+    case v1::VALUE_ENCODING_F32:
+      return 4;
+    case v1::VALUE_ENCODING_BF16:
+    case v1::VALUE_ENCODING_F16:
+      return 2;
+    default:
+      return 0;
+  }
+}
+
+// Checks that a Matrix's values (or packed data) fill rows x cols.
 absl::Status MatrixShape(const v1::Matrix& m, const std::string& field) {
   const uint64_t want = uint64_t(m.rows()) * m.cols();
+  if (!m.data().empty()) {
+    if (m.values_size() > 0) {
+      return absl::InvalidArgumentError(absl::StrCat(field, ": give values or data, not both"));
+    }
+    const size_t bytes = EncodedBytes(m.encoding());
+    if (bytes == 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(field, ".encoding: unknown value ", int(m.encoding())));
+    }
+    if (want * bytes != m.data().size()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(field, ".data: rows x cols = ", m.rows(), " x ", m.cols(), " = ", want,
+                       " values of ", bytes, " bytes, but ", m.data().size(), " bytes were given"));
+    }
+    return absl::OkStatus();
+  }
   if (want != uint64_t(m.values_size())) {
     return absl::InvalidArgumentError(absl::StrCat(field, ": rows x cols = ", m.rows(), " x ",
                                                    m.cols(), " = ", want, " but ", m.values_size(),
@@ -26,7 +59,34 @@ absl::Status CopyMatrix(const v1::Matrix& m, uint32_t dim, const std::string& fi
         absl::StrCat(field, ".cols: expected ", dim, ", got ", m.cols()));
   }
   *rows = m.rows();
-  values->assign(m.values().begin(), m.values().end());
+  if (m.data().empty()) {
+    values->assign(m.values().begin(), m.values().end());
+    return absl::OkStatus();
+  }
+  const size_t n = size_t(m.rows()) * m.cols();
+  values->resize(n);
+  const char* data = m.data().data();
+  switch (m.encoding()) {
+    case v1::VALUE_ENCODING_BF16:
+    case v1::VALUE_ENCODING_F16: {
+      // The bytes of a std::string need not be 2-aligned: converted in
+      // aligned chunks.
+      uint16_t chunk[1024];
+      for (size_t i = 0; i < n; i += 1024) {
+        const size_t k = std::min<size_t>(1024, n - i);
+        std::memcpy(chunk, data + 2 * i, 2 * k);
+        if (m.encoding() == v1::VALUE_ENCODING_BF16) {
+          Bf16ToFloat(chunk, values->data() + i, k);
+        } else {
+          HalfToFloat(chunk, values->data() + i, k);
+        }
+      }
+      break;
+    }
+    default:
+      std::memcpy(values->data(), data, 4 * n);
+      break;
+  }
   return absl::OkStatus();
 }
 

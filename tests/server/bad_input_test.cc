@@ -263,6 +263,29 @@ TEST_F(BadInputTableTest, EveryBadRequestGetsItsCodeAndChangesNothing) {
          return UpsertWithBad(
              doc([](v1::Document* d) { d->mutable_tokens()->mutable_values()->RemoveLast(); }));
        }},
+      {"Upsert: values and packed data both", SC::INVALID_ARGUMENT,
+       "documents[2].tokens: give values or data, not both",
+       [&] {
+         return UpsertWithBad(doc([](v1::Document* d) { d->mutable_tokens()->set_data("ab"); }));
+       }},
+      {"Upsert: packed data of the wrong size", SC::INVALID_ARGUMENT,
+       "documents[2].tokens.data: rows x cols = 2 x 8 = 16 values of 2 bytes, but 31 bytes",
+       [&] {
+         return UpsertWithBad(doc([](v1::Document* d) {
+           d->mutable_tokens()->clear_values();
+           d->mutable_tokens()->set_encoding(v1::VALUE_ENCODING_BF16);
+           d->mutable_tokens()->set_data(std::string(31, '\x3f'));
+         }));
+       }},
+      {"Upsert: unknown packed encoding", SC::INVALID_ARGUMENT,
+       "documents[2].tokens.encoding: unknown value 9",
+       [&] {
+         return UpsertWithBad(doc([](v1::Document* d) {
+           d->mutable_tokens()->clear_values();
+           d->mutable_tokens()->set_encoding(v1::ValueEncoding(9));
+           d->mutable_tokens()->set_data(std::string(32, '\x3f'));
+         }));
+       }},
       {"Upsert: NaN in pooled", SC::INVALID_ARGUMENT, "documents[2].pooled",
        [&] { return UpsertWithBad(doc([&](v1::Document* d) { d->set_pooled(1, nan); })); }},
       {"Upsert: inf in tokens", SC::INVALID_ARGUMENT, "documents[2].tokens",

@@ -13,6 +13,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <filesystem>
 #include <future>
 #include <limits>
@@ -24,6 +25,7 @@
 #include <vector>
 
 #include "attnsearch/v1/search.grpc.pb.h"
+#include "core/vector_math.h"
 #include "grpcpp/generic/generic_stub.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest-spi.h"
@@ -460,6 +462,70 @@ TEST_F(ServerTest, UpsertGetDelete) {
   ASSERT_OK(Delete("docs", {"b"}, &deleted));
   EXPECT_EQ(deleted.deleted(), 0u);
   EXPECT_EQ(deleted.not_found_ids_size(), 1);
+}
+
+// Token matrices packed as bytes (f32, bf16, f16) are stored exactly as
+// the same values given in `values`: the oracle is a twin document sent the
+// old way, with values that bf16 and f16 hold exactly.
+TEST_F(ServerTest, PackedMatricesEqualValues) {
+  constexpr uint32_t kDim = 8;
+  ASSERT_OK(Create("packed", kDim, v1::TOKEN_DTYPE_F32, ""));
+  std::mt19937 rng(7);
+  std::uniform_int_distribution<int> k(-64, 64);
+  std::vector<float> values(3 * kDim);
+  for (float& v : values) v = float(k(rng)) / 64.f;
+  values[0] = 1.f;  // no row of zeros
+  values[kDim] = 1.f;
+  values[2 * kDim] = 1.f;
+  std::vector<v1::Document> docs;
+  v1::Document plain;
+  plain.set_id("values");
+  plain.mutable_tokens()->set_rows(3);
+  plain.mutable_tokens()->set_cols(kDim);
+  plain.mutable_tokens()->mutable_values()->Assign(values.begin(), values.end());
+  docs.push_back(plain);
+  auto packed = [&](const std::string& id, v1::ValueEncoding encoding, const std::string& data) {
+    v1::Document d;
+    d.set_id(id);
+    d.mutable_tokens()->set_rows(3);
+    d.mutable_tokens()->set_cols(kDim);
+    d.mutable_tokens()->set_encoding(encoding);
+    d.mutable_tokens()->set_data(data);
+    docs.push_back(d);
+  };
+  std::string f32(values.size() * 4, '\0'), bf16, f16;
+  std::memcpy(f32.data(), values.data(), f32.size());
+  for (float v : values) {
+    const uint16_t b = FloatToBf16(v);
+    bf16.append(reinterpret_cast<const char*>(&b), 2);
+    // k / 64 in binary16: the sign, a 5-bit exponent biased by 15 and a
+    // 10-bit mantissa.
+    uint16_t h = 0;
+    if (v != 0.f) {
+      int e;
+      const float m = std::frexp(std::fabs(v), &e);
+      h = uint16_t(((e - 1 + 15) << 10) | uint16_t(std::lround((m * 2 - 1) * 1024)));
+      if (v < 0) h |= 0x8000;
+    }
+    ASSERT_EQ(HalfToFloat(h), v);
+    f16.append(reinterpret_cast<const char*>(&h), 2);
+  }
+  packed("f32", v1::VALUE_ENCODING_F32, f32);
+  packed("bf16", v1::VALUE_ENCODING_BF16, bf16);
+  packed("f16", v1::VALUE_ENCODING_F16, f16);
+  ASSERT_OK(Upsert("packed", docs, nullptr));
+  v1::GetResponse got;
+  ASSERT_OK(Get("packed", {"values", "f32", "bf16", "f16"}, true, &got));
+  ASSERT_EQ(got.documents_size(), 4);
+  for (int i = 1; i < 4; ++i) {
+    SCOPED_TRACE(got.documents(i).id());
+    EXPECT_EQ(got.documents(i).tokens().rows(), 3u);
+    EXPECT_TRUE(std::equal(
+        got.documents(i).tokens().values().begin(), got.documents(i).tokens().values().end(),
+        got.documents(0).tokens().values().begin(), got.documents(0).tokens().values().end()));
+    EXPECT_TRUE(std::equal(got.documents(i).pooled().begin(), got.documents(i).pooled().end(),
+                           got.documents(0).pooled().begin(), got.documents(0).pooled().end()));
+  }
 }
 
 TEST_F(ServerTest, SearchHappyPath) {
