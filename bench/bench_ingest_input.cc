@@ -12,9 +12,10 @@
 // value T, attnsearch-index runs as a child process:
 //   offline  INPUT --data_dir DIR/indexer_T --collection c --threads T
 //            --dtype D --ann_spec S
-//   online   INPUT --server ADDR --collection c_<input>_T --threads T
-//            against one attnsearch-server (--server_binary, default beside
-//            this binary) started on DIR/server on a loopback port.
+//   online   INPUT --server ADDR --collection c --threads T --dtype D
+//            --ann_spec S against a fresh attnsearch-server (--server_binary,
+//            default beside this binary) started for the run on a loopback
+//            port and stopped after it.
 // Each input is synced and read once before its runs, so that every run
 // finds it in the page cache. Reported per run: the indexer's own load rate (documents written /
 // seconds of its load, from its summary line: offline before the ANN build,
@@ -305,14 +306,8 @@ absl::StatusOr<std::pair<std::string, nlohmann::json>> WriteInput(const BenchFla
 absl::StatusOr<nlohmann::json> RunIndexerOnInput(const BenchFlags& f, const std::string& dir,
                                                  double engine_docs_per_s) {
   const std::string indexer = !f.indexer.empty() ? f.indexer : BesideThisBinary("attnsearch-index");
-  std::unique_ptr<ServerChild> server;
-  if (std::find(f.ingest_modes.begin(), f.ingest_modes.end(), "online") != f.ingest_modes.end()) {
-    std::filesystem::remove_all(dir + "/server");
-    ATTN_ASSIGN_OR_RETURN(
-        server, ServerChild::Start(!f.server_binary.empty() ? f.server_binary
-                                                            : BesideThisBinary("attnsearch-server"),
-                                   dir + "/server"));
-  }
+  const std::string server_binary =
+      !f.server_binary.empty() ? f.server_binary : BesideThisBinary("attnsearch-server");
   std::vector<std::vector<std::string>> table = {
       {"engine in-process (Upsert calls)", "-", Fmt("%.0f", engine_docs_per_s), "-", "-"}};
   nlohmann::json inputs = nlohmann::json::array();
@@ -324,14 +319,23 @@ absl::StatusOr<nlohmann::json> RunIndexerOnInput(const BenchFlags& f, const std:
         const std::string name = input + "_" + mode + "_" + std::to_string(threads);
         const std::string data = dir + "/indexer_" + name;
         std::filesystem::remove_all(data);
-        const std::string target = mode == "online"
-                                       ? "--server " + server->address() + " --collection c_" +
-                                             name + " --checkpoint '" + data + ".progress'"
-                                       : "--data_dir '" + data + "' --collection c --dtype " +
-                                             f.dtype + " --ann_spec '" + f.ann_spec + "'";
-        ATTN_ASSIGN_OR_RETURN(IndexerRun r,
-                              RunIndexer(indexer, written.first, target, data + ".log", threads,
-                                         mode == "online" ? server.get() : nullptr));
+        // Online: a fresh server per run, so no run pays for another's
+        // compactions.
+        std::unique_ptr<ServerChild> server;
+        if (mode == "online") {
+          std::filesystem::remove_all(data + "_server");
+          ATTN_ASSIGN_OR_RETURN(server, ServerChild::Start(server_binary, data + "_server"));
+        }
+        const std::string target =
+            mode == "online"
+                ? "--server " + server->address() + " --collection c --dtype " + f.dtype +
+                      " --ann_spec '" + f.ann_spec + "' --checkpoint '" + data + ".progress'"
+                : "--data_dir '" + data + "' --collection c --dtype " + f.dtype + " --ann_spec '" +
+                      f.ann_spec + "'";
+        ATTN_ASSIGN_OR_RETURN(IndexerRun r, RunIndexer(indexer, written.first, target,
+                                                       data + ".log", threads, server.get()));
+        server.reset();
+        std::filesystem::remove_all(data + "_server");
         std::filesystem::remove_all(data);
         const double cores = (r.cpu_s + r.server_cpu_s) / r.wall_s;
         table.push_back({"attnsearch-index " + mode + ", " + std::string(written.second["input"]),

@@ -29,8 +29,9 @@ struct ToolRun {
   int exit_code() const { return WIFEXITED(status) ? WEXITSTATUS(status) : -1; }
 };
 
-// Runs attnsearch-index with `args`, stderr captured in a file of `dir`.
-inline ToolRun RunTool(const TempDir& dir, std::vector<std::string> args) {
+// Starts attnsearch-index with `args` without waiting, stderr going to
+// dir/tool.stderr; -1 after recording a failure.
+inline pid_t StartTool(const TempDir& dir, std::vector<std::string> args) {
   args.insert(args.begin(), ATTN_INDEXER_BINARY);
   args.push_back("--progress");
   args.push_back("off");
@@ -39,10 +40,9 @@ inline ToolRun RunTool(const TempDir& dir, std::vector<std::string> args) {
   argv.push_back(nullptr);
   const std::string err_path = dir.Sub("tool.stderr");
   const int fd = ::open(err_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  ToolRun run;
   if (fd < 0) {
     ADD_FAILURE() << "open " << err_path;
-    return run;
+    return -1;
   }
   const pid_t pid = ::fork();
   if (pid == 0) {
@@ -51,13 +51,25 @@ inline ToolRun RunTool(const TempDir& dir, std::vector<std::string> args) {
     ::_exit(125);
   }
   ::close(fd);
+  return pid;
+}
+
+// Waits for a StartTool child and reads what it printed.
+inline ToolRun WaitTool(const TempDir& dir, pid_t pid) {
+  ToolRun run;
+  if (pid < 0) return run;
   while (::waitpid(pid, &run.status, 0) < 0 && errno == EINTR) {
   }
-  std::ifstream in(err_path);
+  std::ifstream in(dir.Sub("tool.stderr"));
   std::stringstream ss;
   ss << in.rdbuf();
   run.stderr_text = ss.str();
   return run;
+}
+
+// Runs attnsearch-index with `args`, stderr captured in a file of `dir`.
+inline ToolRun RunTool(const TempDir& dir, std::vector<std::string> args) {
+  return WaitTool(dir, StartTool(dir, std::move(args)));
 }
 
 // The documents of `collection` in data_dir (with vectors), by id.

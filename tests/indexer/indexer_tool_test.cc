@@ -9,11 +9,13 @@
 #include <unistd.h>
 #include <zlib.h>
 
+#include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <random>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <tuple>
 #include <vector>
 
@@ -581,6 +583,64 @@ TEST(IndexerToolTest, OnlineLoadThroughTheServer) {
 
 // A word no other document of TextCorpus has: "zq" + three consonants + "x"
 // (no vowels, so no stemmer changes it, and no vocabulary word equals it).
+// The number of documents of `collection` on the server at `address`, or
+// -1 when it cannot be asked.
+int64_t ServerCount(const std::string& address, const std::string& collection) {
+  auto stub = testing::NewSearchStub(address);
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  v1::GetCollectionRequest req;
+  req.set_name(collection);
+  v1::GetCollectionResponse info;
+  if (!stub->GetCollection(&ctx, req, &info).ok()) return -1;
+  return int64_t(info.collection().num_documents());
+}
+
+// The server is killed (SIGKILL) while several streams are in flight and
+// started again on the same port: the load retries, sends again what was
+// not acknowledged, and every document is stored once.
+TEST(IndexerToolTest, OnlineLoadSurvivesAServerKilledMidway) {
+  TempDir dir;
+  const int n = 12000;
+  WriteLines(dir.Sub("in.jsonl"), Corpus(n, 9));
+  testing::ServerProcess server;
+  const std::string address = server.Start(dir.Sub("data"));
+  ASSERT_FALSE(address.empty());
+  const pid_t tool = testing::StartTool(
+      dir, {dir.Sub("in.jsonl"), "--server", address, "--collection", "c", "--dim", "8", "--batch",
+            "20", "--max_inflight_mb", "0.02", "--streams", "3", "--backoff_ms", "100",
+            "--checkpoint", dir.Sub("ckpt")});
+  // Until a good part is stored (or the tool is done: then the kill below
+  // tests nothing, and the test says so).
+  int64_t stored = 0;
+  for (int i = 0; i < 3000 && stored < n / 4; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    stored = std::max<int64_t>(stored, ServerCount(address, "c"));
+  }
+  ASSERT_LT(stored, n) << "the load ended before the server could be killed";
+  server.Kill(SIGKILL);
+  server.Wait();
+  ASSERT_EQ(server.Start(dir.Sub("data"), {"--listen", address}), address);
+  ToolRun run = testing::WaitTool(dir, tool);
+  EXPECT_EQ(run.exit_code(), 0) << run.stderr_text;
+  EXPECT_NE(run.stderr_text.find("server unavailable"), std::string::npos) << run.stderr_text;
+  EXPECT_EQ(ServerCount(address, "c"), n);
+  auto stub = testing::NewSearchStub(address);
+  const std::vector<std::string> ids = Ids(n);
+  for (int first = 0; first < n; first += 10000) {  // a Get's limit
+    grpc::ClientContext ctx;
+    v1::GetRequest get;
+    get.set_collection("c");
+    for (int i = first; i < std::min(n, first + 10000); ++i) get.add_ids(ids[size_t(i)]);
+    v1::GetResponse got;
+    ASSERT_TRUE(stub->Get(&ctx, get, &got).ok());
+    EXPECT_EQ(got.documents_size(), std::min(n, first + 10000) - first);
+    EXPECT_EQ(got.not_found_ids_size(), 0);
+  }
+  server.Kill(SIGTERM);
+  server.Wait();
+}
+
 std::string UniqueWord(int i) {
   static const char kLetters[] = "bcdfghjklmnpqrstvwxz";
   std::string w = "zq";
