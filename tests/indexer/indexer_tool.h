@@ -73,17 +73,29 @@ inline ToolRun RunTool(const TempDir& dir, std::vector<std::string> args) {
 }
 
 // The documents of `collection` in data_dir (with vectors), by id.
-inline GetResult ReadBack(const std::string& data_dir, const std::string& collection,
-                          const std::vector<std::string>& ids) {
+// A collection of a data directory, opened through the engine (null, after
+// recording a failure, when it cannot be).
+struct OpenedCollection {
+  std::unique_ptr<Catalog> catalog;
+  std::shared_ptr<Collection> collection;
+};
+inline OpenedCollection OpenCollection(const std::string& data_dir, const std::string& name) {
   CatalogOptions o;
   o.data_dir = data_dir;
   auto catalog = Catalog::Open(o);
   EXPECT_TRUE(catalog.ok()) << catalog.status();
   if (!catalog.ok()) return {};
-  auto c = (*catalog)->Get(collection);
+  auto c = (*catalog)->Get(name);
   EXPECT_TRUE(c.ok()) << c.status();
   if (!c.ok()) return {};
-  auto r = (*c)->Get(ids, /*include_vectors=*/true);
+  return {*std::move(catalog), *std::move(c)};
+}
+
+inline GetResult ReadBack(const std::string& data_dir, const std::string& collection,
+                          const std::vector<std::string>& ids) {
+  OpenedCollection c = OpenCollection(data_dir, collection);
+  if (c.collection == nullptr) return {};
+  auto r = c.collection->Get(ids, /*include_vectors=*/true);
   EXPECT_TRUE(r.ok()) << r.status();
   return r.ok() ? *r : GetResult{};
 }

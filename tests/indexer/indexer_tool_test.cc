@@ -262,14 +262,8 @@ void WriteFvecs(const std::string& path, const std::vector<float>& v, int dim) {
 
 // The stats of `collection` in data_dir.
 CollectionStats StatsOf(const std::string& data_dir, const std::string& collection) {
-  CatalogOptions o;
-  o.data_dir = data_dir;
-  auto catalog = Catalog::Open(o);
-  EXPECT_TRUE(catalog.ok()) << catalog.status();
-  if (!catalog.ok()) return {};
-  auto c = (*catalog)->Get(collection);
-  EXPECT_TRUE(c.ok()) << c.status();
-  return c.ok() ? (*c)->Stats() : CollectionStats{};
+  testing::OpenedCollection c = testing::OpenCollection(data_dir, collection);
+  return c.collection != nullptr ? c.collection->Stats() : CollectionStats{};
 }
 
 // The "efSearch=N" the tool printed as its choice, or "".
