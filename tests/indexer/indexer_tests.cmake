@@ -22,3 +22,10 @@ attn_cc_test(NAME npy_input_test SRCS indexer/npy_input_test.cc
 target_compile_definitions(npy_input_test PRIVATE
                            ATTN_INDEXER_BINARY="$<TARGET_FILE:attnsearch-index>")
 add_dependencies(npy_input_test attnsearch-index)
+
+# indexer/README.md's numpy snippet, run with Debian's python3 and numpy,
+# and the folder it writes loaded by the real binary.
+add_test(NAME npy_readme_test
+         COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/indexer/npy_readme_test.sh
+                 ${PROJECT_SOURCE_DIR} $<TARGET_FILE:attnsearch-index>)
+set_tests_properties(npy_readme_test PROPERTIES LABELS integration TIMEOUT 120)
