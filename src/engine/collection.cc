@@ -286,8 +286,8 @@ absl::Status Collection::RecoverStore() {
   return store_->Purge(purge_pending);
 }
 
-absl::StatusOr<Collection::StoreCommit> Collection::CommitToStore(
-    const std::vector<Document>& docs, bool defer_sync) {
+absl::StatusOr<Collection::StoreCommit> Collection::CommitToStore(const std::vector<Document>& docs,
+                                                                  bool defer_sync) {
   std::vector<std::string> ids;
   ids.reserve(docs.size());
   for (const auto& d : docs) ids.push_back(d.id);
@@ -315,8 +315,7 @@ absl::StatusOr<Collection::StoreCommit> Collection::CommitToStore(
   return c;
 }
 
-absl::Status Collection::CommitToIndex(const std::vector<Document>& docs,
-                                       const StoreCommit& c) {
+absl::Status Collection::CommitToIndex(const std::vector<Document>& docs, const StoreCommit& c) {
   index_.AssertWriterHeld();
   const absl::Status added =
       // The filter index changes with the ANN index, under its lock: a
