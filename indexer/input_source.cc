@@ -73,7 +73,9 @@ class JsonLinesSource : public PipelinedSource {
     for (size_t i = 0; i < block->lines.size(); ++i) {
       InputRecord& r = block->records[i];
       r.position = block->lines[i].first;
-      r.status = ParseJsonLine(block->lines[i].second, options_, &r.doc);
+      const std::string& line = block->lines[i].second;
+      r.status =
+          ParseJsonLine(line, options_, &r.doc, line.capacity() - line.size() >= kJsonLinePadding);
     }
   }
 

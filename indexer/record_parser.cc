@@ -439,10 +439,12 @@ bool Field(std::string_view key, dom::element value, const ParseOptions& options
   return true;
 }
 
-bool Parse(std::string_view line, const ParseOptions& options, Document* out) {
+static_assert(simdjson::SIMDJSON_PADDING <= kJsonLinePadding);
+
+bool Parse(std::string_view line, const ParseOptions& options, Document* out, bool padded) {
   thread_local dom::parser parser;
   dom::object obj;
-  if (parser.parse(line.data(), line.size(), /*realloc_if_needed=*/true).get_object().get(obj)) {
+  if (parser.parse(line.data(), line.size(), /*realloc_if_needed=*/!padded).get_object().get(obj)) {
     return false;
   }
   std::string title, text;
@@ -461,9 +463,10 @@ bool Parse(std::string_view line, const ParseOptions& options, Document* out) {
 
 }  // namespace
 
-absl::Status ParseJsonLine(std::string_view line, const ParseOptions& options, Document* out) {
+absl::Status ParseJsonLine(std::string_view line, const ParseOptions& options, Document* out,
+                           bool padded) {
   *out = Document();
-  if (fast::Parse(line, options, out)) return ValidateDocument(out, options);
+  if (fast::Parse(line, options, out, padded)) return ValidateDocument(out, options);
   return ParseJsonLineFully(line, options, out);
 }
 

@@ -66,7 +66,13 @@ struct ParseOptions {
 // Records of the common shape are parsed by simdjson; anything else (every
 // malformed record among them) by the full parser, which names the field
 // and the reason. Both give the same Document.
-absl::Status ParseJsonLine(std::string_view line, const ParseOptions& options, Document* out);
+//
+// `padded`: at least kJsonLinePadding readable bytes follow the line (e.g.
+// InputFile::ReadLine's spare capacity), so the fast parser reads it in
+// place instead of copying it.
+inline constexpr size_t kJsonLinePadding = 64;
+absl::Status ParseJsonLine(std::string_view line, const ParseOptions& options, Document* out,
+                           bool padded = false);
 
 // The full parser alone: ParseJsonLine's oracle in tests.
 absl::Status ParseJsonLineFully(std::string_view line, const ParseOptions& options, Document* out);

@@ -122,6 +122,7 @@ bool InputFile::ReadLine(std::string* line) {
     if (nl != std::string::npos) {
       size_t end = nl;
       if (end > pos_ && buffer_[end - 1] == '\r') --end;
+      line->reserve(end - pos_ + kLinePadding);
       line->assign(buffer_, pos_, end - pos_);
       pos_ = nl + 1;
       ++line_number_;
@@ -129,6 +130,7 @@ bool InputFile::ReadLine(std::string* line) {
     }
     if (!Fill()) {
       if (!status_.ok() || pos_ >= buffer_.size()) return false;
+      line->reserve(buffer_.size() - pos_ + kLinePadding);
       line->assign(buffer_, pos_, buffer_.size() - pos_);  // last line, no '\n'
       if (!line->empty() && line->back() == '\r') line->pop_back();
       pos_ = buffer_.size();

@@ -23,8 +23,13 @@ class InputFile {
   static absl::StatusOr<std::unique_ptr<InputFile>> Open(const std::string& path);
   ~InputFile();
 
-  // Reads the next line (without its '\n' or "\r\n") into *line. Returns
-  // false at the end of the file; a read error is reported by status().
+  // Spare capacity a line read by ReadLine keeps past its end, so that a
+  // parser that reads a little past the end of its input (simdjson) can
+  // parse it in place.
+  static constexpr size_t kLinePadding = 64;
+  // Reads the next line (without its '\n' or "\r\n") into *line, with at
+  // least kLinePadding bytes of capacity past its end. Returns false at the
+  // end of the file; a read error is reported by status().
   bool ReadLine(std::string* line);
   // Reads exactly n bytes; false at a clean end of file before any byte.
   // A partial read sets status() to DATA_LOSS.

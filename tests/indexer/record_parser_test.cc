@@ -166,6 +166,18 @@ TEST(RecordParserTest, FastPathAgreesWithTheFullParser) {
     const absl::Status sa = ParseJsonLine(line, options, &a);
     const absl::Status sb = ParseJsonLineFully(line, options, &b);
     ASSERT_EQ(sa, sb);
+    // The same line parsed in place, with stray JSON in the padding past it.
+    std::string padded = line;
+    padded.resize(line.size() + kJsonLinePadding, pick({"\"", "{", "]", "1"})[0]);
+    padded.resize(line.size());
+    ASSERT_GE(padded.capacity() - padded.size(), kJsonLinePadding);
+    Document c;
+    ASSERT_EQ(ParseJsonLine(padded, options, &c, /*padded=*/true), sb);
+    if (sa.ok()) {
+      EXPECT_EQ(c.id, b.id);
+      EXPECT_EQ(c.pooled, b.pooled);
+      EXPECT_EQ(c.tokens, b.tokens);
+    }
     if (!sa.ok()) continue;
     ++fast_shapes;
     EXPECT_EQ(a.id, b.id);
