@@ -203,7 +203,8 @@ TEST(NormalizeInPlaceTest, EmptyVectorReturnsFalse) {
 }
 
 TEST(AllFiniteTest, DetectsNanAndInfinityAnywhere) {
-  std::vector<float> x(33, 0.5f);
+  // Long enough for whole blocks of 64 and a remainder.
+  std::vector<float> x(200, 0.5f);
   EXPECT_TRUE(AllFinite(x.data(), x.size()));
   EXPECT_TRUE(AllFinite(x.data(), 0));
   x[0] = std::numeric_limits<float>::max();
@@ -214,7 +215,7 @@ TEST(AllFiniteTest, DetectsNanAndInfinityAnywhere) {
       std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::signaling_NaN(),
       std::numeric_limits<float>::infinity(), -std::numeric_limits<float>::infinity()};
   for (float bad : bads) {
-    for (size_t pos : {size_t{0}, size_t{16}, size_t{32}}) {
+    for (size_t pos : {0, 16, 32, 63, 64, 127, 128, 150, 199}) {
       std::vector<float> y = x;
       y[pos] = bad;
       EXPECT_FALSE(AllFinite(y.data(), y.size())) << "pos=" << pos;
