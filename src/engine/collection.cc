@@ -33,6 +33,8 @@ LiveIndexOptions LiveIndexOptionsOf(const CollectionOptions& o) {
   l.rebuild_tombstone_ratio = o.rebuild_tombstone_ratio;
   l.rebuild_min_tombstones = o.rebuild_min_tombstones;
   l.defer_index = o.defer_index;
+  l.background_insert = o.background_insert;
+  l.max_pending = o.max_pending_vectors;
   return l;
 }
 
@@ -428,10 +430,11 @@ absl::StatusOr<IndexTuningResult> Collection::TuneIndex(double target_recall, ui
   }
   const auto start = std::chrono::steady_clock::now();
   // The writer mutex keeps every Add (and a rebuild's swap) out while the
-  // index is read; nothing takes the index lock exclusively without it, so
-  // the shared lock here never holds up searches.
+  // index is read; with nothing pending, the inserter does not take the
+  // graph lock either, so the shared lock here never holds up searches.
   absl::MutexLock write_lock(&write_mu_);
   absl::MutexLock index_lock(&index_mu_);
+  ATTN_RETURN_IF_ERROR(index_.Drain());
   AnnTuneResult tuned;
   { ATTN_ASSIGN_OR_RETURN(tuned, index_.Tune(target_recall, k, sample)); }
   IndexTuningResult result;
@@ -604,6 +607,7 @@ CollectionStats Collection::Stats() const {
   const LiveIndex::Stats index = index_.stats();
   stats.num_tombstones = index.tombstones;
   stats.ann_vectors = index.vectors;
+  stats.ann_pending = index.pending;
   stats.rebuild_in_progress = index.rebuild_in_progress;
   stats.rebuilds = index.rebuilds;
   const DocStore::DiskUsage disk = store_->Disk();

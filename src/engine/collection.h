@@ -65,6 +65,12 @@ struct CollectionOptions {
   double rebuild_tombstone_ratio = 0.2;
   // See rebuild_tombstone_ratio. Default: 1000.
   size_t rebuild_min_tombstones = 1000;
+  // A write returns once its vectors are stored: a background thread links
+  // them into the ANN graph, and searches score them exactly until then.
+  // A write that finds more than max_pending_vectors waiting waits for it.
+  // false: writes link their vectors themselves. Defaults: true, 20000.
+  bool background_insert = true;
+  size_t max_pending_vectors = 20000;
 
   // For bulk loads: StorageOptions::ForBulkLoad() and defer_index.
   static CollectionOptions ForBulkLoad() {
@@ -90,7 +96,10 @@ struct CollectionStats {
   // Deleted or superseded labels the ANN index still holds (searches filter
   // them out; a rebuild drops them).
   uint64_t num_tombstones = 0;
+  // Vectors the ANN stage searches, and of them those still waiting to be
+  // linked into the graph (searched exactly until then).
   uint64_t ann_vectors = 0;
+  uint64_t ann_pending = 0;
   // Bytes on disk: every file of the collection, and its parts.
   uint64_t disk_bytes = 0;
   uint64_t disk_table_bytes = 0;  // the store's table files: documents, vectors, ids

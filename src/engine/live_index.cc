@@ -5,6 +5,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "ann/simd_distance.h"
 #include "core/file_sync.h"
 #include "core/log.h"
 #include "core/status.h"
@@ -55,6 +56,7 @@ LiveIndex::LiveIndex(DocStore* store, std::string dir, const LiveIndexOptions& o
 LiveIndex::~LiveIndex() {
   Stop();
   if (rebuild_thread_.joinable()) rebuild_thread_.join();
+  if (insert_thread_.joinable()) insert_thread_.join();
 }
 
 void LiveIndex::Stop() {
@@ -63,6 +65,9 @@ void LiveIndex::Stop() {
     stop_ = true;
   }
   rebuild_cv_.SignalAll();
+  // Wakes the inserter and writes waiting for it: their conditions are
+  // evaluated again when mu_ is released.
+  absl::MutexLock lock(&mu_);
 }
 
 absl::StatusOr<Label> LiveIndex::Load(std::vector<Label>* purge_pending) {
@@ -83,8 +88,13 @@ absl::StatusOr<Label> LiveIndex::Load(std::vector<Label>* purge_pending) {
     }
     ATTN_ASSIGN_OR_RETURN(loaded, AnnIndex::Create(config.ann_spec, config.dim, options_.ann));
   }
+  absl::WriterMutexLock graph_lock(&graph_mu_);
   absl::WriterMutexLock lock(&mu_);
   ann_ = std::move(loaded).value();
+  HoldLabelsOf(*ann_);
+  pending_labels_.clear();
+  pending_vectors_.clear();
+  pending_begin_ = 0;
   for (Label l : dead) Tombstone(l);
   ann_tombstones_ = CountTombstonesIn(*ann_);
   added_since_snapshot_ = 0;
@@ -92,19 +102,22 @@ absl::StatusOr<Label> LiveIndex::Load(std::vector<Label>* purge_pending) {
 }
 
 absl::StatusOr<uint64_t> LiveIndex::CatchUp(Label from) {
+  // What is pending comes first (labels increase); the writer mutex, held,
+  // keeps more from arriving.
+  ATTN_RETURN_IF_ERROR(Drain());
   AnnIndex* index;
   {
     absl::ReaderMutexLock lock(&mu_);
     index = ann_.get();  // replaced only under the writer mutex, which is held
   }
-  // Each batch is added under the exclusive lock, which searches share.
+  // Each batch is added under the exclusive graph lock, which searches share.
   std::vector<Label> labels;
   std::vector<float> vectors;
   uint64_t added = 0;
   const uint32_t dim = store_->config().dim;
   auto flush = [&]() -> absl::Status {
-    absl::WriterMutexLock lock(&mu_);
-    ATTN_RETURN_IF_ERROR(index->Add(labels.data(), vectors.data(), labels.size()));
+    absl::WriterMutexLock graph_lock(&graph_mu_);
+    ATTN_RETURN_IF_ERROR(AddToGraph(index, labels, vectors));
     added += labels.size();
     labels.clear();
     vectors.clear();
@@ -124,11 +137,25 @@ absl::StatusOr<uint64_t> LiveIndex::CatchUp(Label from) {
 absl::Status LiveIndex::Apply(const std::vector<Label>& dead, const std::vector<Label>& labels,
                               const std::vector<float>& pooled, const std::function<void()>& also) {
   absl::Status added;
-  {
+  if (!options_.background_insert) {
+    absl::WriterMutexLock graph_lock(&graph_mu_);
     absl::WriterMutexLock lock(&mu_);
     for (Label l : dead) Tombstone(l);
     if (also) also();
     if (!labels.empty()) added = ann_->Add(labels.data(), pooled.data(), labels.size());
+    if (added.ok()) {
+      for (Label l : labels) held_.Set(l);
+    }
+  } else {
+    if (!labels.empty()) StartInserter();
+    absl::WriterMutexLock lock(&mu_);
+    for (Label l : dead) Tombstone(l);
+    if (also) also();
+    pending_labels_.insert(pending_labels_.end(), labels.begin(), labels.end());
+    pending_vectors_.insert(pending_vectors_.end(), pooled.begin(), pooled.end());
+    // Waiting releases mu_: searches and the inserter go on meanwhile.
+    mu_.Await(absl::Condition(this, &LiveIndex::PendingWithinLimit));
+    added = insert_error_;
   }
   ATTN_RETURN_IF_ERROR(added);
   added_since_snapshot_ += labels.size();
@@ -141,6 +168,7 @@ absl::Status LiveIndex::Apply(const std::vector<Label>& dead, const std::vector<
 }
 
 absl::Status LiveIndex::SaveSnapshot() {
+  absl::ReaderMutexLock graph_lock(&graph_mu_);
   absl::ReaderMutexLock lock(&mu_);
   ATTN_RETURN_IF_ERROR(ann_->Save(snapshot_path_));
   added_since_snapshot_ = 0;
@@ -148,14 +176,126 @@ absl::Status LiveIndex::SaveSnapshot() {
 }
 
 Label LiveIndex::next_unindexed() const {
+  absl::ReaderMutexLock graph_lock(&graph_mu_);
   absl::ReaderMutexLock lock(&mu_);
+  if (pending_count() > 0) return pending_labels_.back() + 1;
   return ann_->has_labels() ? ann_->max_label() + 1 : 0;
+}
+
+absl::Status LiveIndex::Drain() {
+  absl::WriterMutexLock graph_lock(&graph_mu_);
+  return LinkPending(0);
+}
+
+absl::Status LiveIndex::AddToGraph(AnnIndex* index, const std::vector<Label>& labels,
+                                   const std::vector<float>& vectors) {
+  ATTN_RETURN_IF_ERROR(index->Add(labels.data(), vectors.data(), labels.size()));
+  absl::WriterMutexLock lock(&mu_);
+  for (Label l : labels) held_.Set(l);
+  return absl::OkStatus();
+}
+
+absl::Status LiveIndex::LinkPending(size_t limit) {
+  std::vector<Label> labels;
+  std::vector<float> vectors;
+  AnnIndex* index;
+  {
+    // Only holders of the graph lock take pending vectors away, so the
+    // first n stay as they are while it is held; writes append behind them.
+    absl::ReaderMutexLock lock(&mu_);
+    const size_t n = limit == 0 ? pending_count() : std::min(limit, pending_count());
+    if (n == 0) return absl::OkStatus();
+    const size_t dim = store_->config().dim;
+    labels.assign(pending_labels_.begin() + ptrdiff_t(pending_begin_),
+                  pending_labels_.begin() + ptrdiff_t(pending_begin_ + n));
+    vectors.assign(pending_vectors_.begin() + ptrdiff_t(pending_begin_ * dim),
+                   pending_vectors_.begin() + ptrdiff_t((pending_begin_ + n) * dim));
+    index = ann_.get();
+  }
+  absl::Status added = index->Add(labels.data(), vectors.data(), labels.size());
+  absl::WriterMutexLock lock(&mu_);
+  if (!added.ok()) {
+    insert_error_ = Annotate(added, "linking stored vectors into the ANN graph");
+    LogWarn("vectors left pending: adding them to the ANN index failed",
+            {{"collection", dir_}, {"error", added.message()}});
+    return insert_error_;
+  }
+  // One change for searches: the graph holds them, the pending list not.
+  for (Label l : labels) held_.Set(l);
+  pending_begin_ += labels.size();
+  if (pending_begin_ == pending_labels_.size()) {
+    pending_labels_.clear();
+    pending_vectors_.clear();
+    pending_begin_ = 0;
+  } else if (pending_begin_ >= 4096 && pending_begin_ * 2 >= pending_labels_.size()) {
+    const size_t dim = store_->config().dim;
+    pending_labels_.erase(pending_labels_.begin(),
+                          pending_labels_.begin() + ptrdiff_t(pending_begin_));
+    pending_vectors_.erase(pending_vectors_.begin(),
+                           pending_vectors_.begin() + ptrdiff_t(pending_begin_ * dim));
+    pending_begin_ = 0;
+  }
+  return absl::OkStatus();
+}
+
+bool LiveIndex::InserterHasWork() const {
+  return stop_ || (pending_count() > 0 && insert_error_.ok());
+}
+
+bool LiveIndex::PendingWithinLimit() const {
+  return pending_count() <= options_.max_pending || stop_ || !insert_error_.ok();
+}
+
+void LiveIndex::StartInserter() {
+  std::call_once(inserter_started_,
+                 [this] { insert_thread_ = std::thread([this] { InsertThread(); }); });
+}
+
+void LiveIndex::InsertThread() {
+  for (;;) {
+    {
+      absl::MutexLock lock(&mu_);
+      mu_.Await(absl::Condition(this, &LiveIndex::InserterHasWork));
+      if (stop_) return;
+    }
+    absl::WriterMutexLock graph_lock(&graph_mu_);
+    // An error is kept in insert_error_ and returned to writes.
+    LinkPending(std::max<size_t>(options_.insert_chunk, 1)).IgnoreError();
+  }
+}
+
+bool LiveIndex::IsPending(Label label) const {
+  return std::binary_search(pending_labels_.begin() + ptrdiff_t(pending_begin_),
+                            pending_labels_.end(), label);
+}
+
+void LiveIndex::SearchPending(const float* query, uint32_t k, const LabelBitmap* admitted,
+                              std::vector<AnnNeighbor>* out) const {
+  const size_t n = pending_count();
+  if (n == 0 || k == 0) return;
+  const size_t dim = store_->config().dim;
+  const simd::Kernels& kern = simd::Active();
+  std::vector<AnnNeighbor> all = std::move(*out);
+  for (size_t i = pending_begin_; i < pending_labels_.size(); ++i) {
+    const Label l = pending_labels_[i];
+    if (admitted != nullptr ? !admitted->Test(l) : tombstones_.Test(l)) continue;
+    all.push_back({l, kern.dot_f32(query, pending_vectors_.data() + i * dim, dim)});
+  }
+  // Best first; equal scores by label, so that the order is deterministic.
+  auto better = [](const AnnNeighbor& a, const AnnNeighbor& b) {
+    return a.score != b.score ? a.score > b.score : a.label < b.label;
+  };
+  const size_t keep = std::min<size_t>(k, all.size());
+  std::partial_sort(all.begin(), all.begin() + ptrdiff_t(keep), all.end(), better);
+  all.resize(keep);
+  *out = std::move(all);
 }
 
 absl::Status LiveIndex::Search(const float* query, uint32_t k, const AnnSearchParams& params,
                                const std::function<LabelBitmap()>& matches,
                                const std::function<absl::Status()>& prelude,
                                std::vector<AnnNeighbor>* out) const {
+  absl::ReaderMutexLock graph_lock(&graph_mu_);
   absl::ReaderMutexLock lock(&mu_);
   if (prelude) ATTN_RETURN_IF_ERROR(prelude());
   if (!matches) {
@@ -163,13 +303,17 @@ absl::Status LiveIndex::Search(const float* query, uint32_t k, const AnnSearchPa
     // The filter runs inside ann_->Search below, under the lock held here.
     const LabelBitmap* dead = &tombstones_;
     if (!dead->empty()) live = [dead](Label l) { return !dead->Test(l); };
-    return ann_->Search(query, k, params, live, out);
+    ATTN_RETURN_IF_ERROR(ann_->Search(query, k, params, live, out));
+    SearchPending(query, k, nullptr, out);
+    return absl::OkStatus();
   }
   LabelBitmap admitted = matches();
   admitted.AndNot(tombstones_);
   out->clear();
   if (admitted.empty()) return absl::OkStatus();
-  return ann_->SearchFiltered(query, k, params, admitted, out);
+  ATTN_RETURN_IF_ERROR(ann_->SearchFiltered(query, k, params, admitted, out));
+  SearchPending(query, k, &admitted, out);
+  return absl::OkStatus();
 }
 
 bool LiveIndex::IsTombstoned(Label label) const {
@@ -179,6 +323,7 @@ bool LiveIndex::IsTombstoned(Label label) const {
 
 absl::StatusOr<AnnTuneResult> LiveIndex::Tune(double target_recall, uint32_t k,
                                               uint32_t sample) const {
+  absl::ReaderMutexLock graph_lock(&graph_mu_);
   absl::ReaderMutexLock lock(&mu_);
   return ann_->Tune(target_recall, k, sample);
 }
@@ -187,7 +332,8 @@ LiveIndex::Stats LiveIndex::stats() const {
   Stats s;
   {
     absl::ReaderMutexLock lock(&mu_);
-    s.vectors = ann_->size();
+    s.pending = pending_count();
+    s.vectors = held_.count() + s.pending;
     s.tombstones = ann_tombstones_;
   }
   s.rebuild_in_progress = rebuild_in_progress_;
@@ -198,10 +344,12 @@ LiveIndex::Stats LiveIndex::stats() const {
 void LiveIndex::Tombstone(Label label) {
   if (!tombstones_.Set(label)) return;
   tombstone_records_.Set(label);
-  if (ann_ != nullptr && ann_->has_labels() && label <= ann_->max_label() &&
-      std::binary_search(ann_->labels().begin(), ann_->labels().end(), label)) {
-    ++ann_tombstones_;
-  }
+  if (held_.Test(label) || IsPending(label)) ++ann_tombstones_;
+}
+
+void LiveIndex::HoldLabelsOf(const AnnIndex& index) {
+  held_ = LabelBitmap();
+  for (Label l : index.labels()) held_.Set(l);
 }
 
 uint64_t LiveIndex::CountTombstonesIn(const AnnIndex& index) const {
@@ -234,7 +382,7 @@ void LiveIndex::MaybeScheduleRebuild() {
   {
     absl::ReaderMutexLock lock(&mu_);
     dead = ann_tombstones_;
-    total = ann_->size();
+    total = held_.count() + pending_count();
   }
   if (dead < options_.rebuild_min_tombstones ||
       double(dead) < options_.rebuild_tombstone_ratio * double(total) || rebuild_in_progress_) {
@@ -269,11 +417,12 @@ void LiveIndex::RebuildThread() {
 absl::Status LiveIndex::DropTombstoneRecords() {
   std::vector<Label> drop;
   {
+    std::vector<Label> records;
+    tombstone_records_.ForEach([&](Label l) { records.push_back(l); });
     absl::ReaderMutexLock lock(&mu_);
-    const std::vector<Label>& held = ann_->labels();
-    tombstone_records_.ForEach([&](Label l) {
-      if (!std::binary_search(held.begin(), held.end(), l)) drop.push_back(l);
-    });
+    for (Label l : records) {
+      if (!held_.Test(l) && !IsPending(l)) drop.push_back(l);
+    }
   }
   ATTN_RETURN_IF_ERROR(store_->DropTombstones(drop));
   for (Label l : drop) tombstone_records_.Reset(l);
@@ -327,8 +476,16 @@ absl::Status LiveIndex::RebuildLocked() {
     ATTN_RETURN_IF_ERROR(store_->ScanPooled(upto, collect));
     ATTN_RETURN_IF_ERROR(batch.Flush());
     {
+      absl::WriterMutexLock graph_lock(&graph_mu_);
       absl::WriterMutexLock lock(&mu_);
       old = std::exchange(ann_, std::move(fresh));
+      // The fresh index holds every committed live vector: nothing is
+      // pending any more.
+      HoldLabelsOf(*ann_);
+      pending_labels_.clear();
+      pending_vectors_.clear();
+      pending_begin_ = 0;
+      insert_error_ = absl::OkStatus();
       ann_tombstones_ = CountTombstonesIn(*ann_);
       ++rebuilds_;
       LogInfo("ANN index rebuilt",

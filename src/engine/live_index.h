@@ -6,6 +6,11 @@
 //   - Searches filter the tombstones out inside the ANN search, so a delete
 //     or an overwrite takes effect at once; the index keeps the dead vectors
 //     until a rebuild.
+//   - Background insertion (background_insert, the default): a write hands
+//     its vectors over and returns; an inserter thread links them into the
+//     graph in chunks. Until then they wait in a pending list that every
+//     search scores exactly, so a write is searchable as soon as it returns.
+//     A write that finds max_pending vectors waiting waits for the inserter.
 //   - Rebuild: once the dead vectors the index holds reach
 //     rebuild_tombstone_ratio of it (and rebuild_min_tombstones), a
 //     background thread builds a fresh index from the store's live vectors
@@ -13,13 +18,17 @@
 //     committed meanwhile, swaps it in, saves a snapshot and drops the
 //     store's tombstone records of labels the new snapshot no longer holds.
 //   - Snapshots: written every snapshot_every added vectors, after a
-//     rebuild, and when asked (close, BuildIndex), by an atomic rename.
+//     rebuild, and when asked (close, BuildIndex), by an atomic rename. They
+//     hold the graph; what was pending is caught up from the store at open.
 //
-// Thread safety: a reader/writer lock guards the index and the tombstones:
-// Search, IsTombstoned, Tune and stats share it; Apply and the rebuild's
-// swap hold it exclusively, so a search sees each change whole. Every change
-// is also serialised by the collection's writer mutex (given at
-// construction): the methods that say so REQUIRE it held.
+// Thread safety: two reader/writer locks. The graph lock guards the ANN
+// graph's contents: searches share it; the inserter, CatchUp and the
+// rebuild's swap hold it exclusively. The state lock guards the tombstones,
+// the pending list and which labels the index holds: searches and stats
+// share it; Apply and the inserter's hand-over hold it exclusively, so a
+// search sees each change whole. The graph lock is taken first. Every
+// change is also serialised by the collection's writer mutex (given at
+// construction), except the inserter's: the methods that say so REQUIRE it.
 #ifndef ATTNSEARCH_ENGINE_LIVE_INDEX_H_
 #define ATTNSEARCH_ENGINE_LIVE_INDEX_H_
 
@@ -53,6 +62,17 @@ struct LiveIndexOptions {
   // A bulk load adds vectors only at BuildIndex: no background rebuild.
   // Default: false.
   bool defer_index = false;
+  // Link added vectors into the graph on a background thread, so that a
+  // write need not wait for it (searches score them exactly meanwhile).
+  // false: Apply links them itself. Default: true.
+  bool background_insert = true;
+  // Most vectors waiting for the inserter: a write that finds more waits
+  // until it has caught up to this. Bounds the exact part of a search.
+  // Default: 20000.
+  size_t max_pending = 20000;
+  // Vectors the inserter links per hold of the graph lock (searches wait
+  // for one chunk at most). Default: 256.
+  size_t insert_chunk = 256;
 };
 
 class LiveIndex {
@@ -86,12 +106,14 @@ class LiveIndex {
 
   // One committed change, seen whole by searches: tombstones `dead`, adds
   // `labels` with their pooled vectors (labels.size() x dim) and runs
-  // `also` (the filter index's update), all under the exclusive lock. Then
-  // writes a
-  // snapshot when snapshot_every is reached (a failure is logged) and starts
-  // a rebuild when the tombstones reach the threshold. An error of the add
-  // is returned (the change is durable in the store; the next open adds it).
-  // REQUIRES: the writer mutex.
+  // `also` (the filter index's update), all under the exclusive lock; with
+  // background_insert the vectors join the pending list, and the call waits
+  // while more than max_pending are pending. Then writes a snapshot when
+  // snapshot_every is reached (a failure is logged) and starts a rebuild
+  // when the tombstones reach the threshold. An error of the add (with
+  // background_insert: the inserter's last error, until a rebuild clears
+  // it) is returned: the change is durable in the store and searchable, and
+  // the next open links it. REQUIRES: the writer mutex.
   absl::Status Apply(const std::vector<Label>& dead, const std::vector<Label>& labels,
                      const std::vector<float>& pooled, const std::function<void()>& also = nullptr)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(*writer_mu_);
@@ -112,8 +134,12 @@ class LiveIndex {
   }
   const std::string& snapshot_path() const { return snapshot_path_; }
 
-  // The first label the index lacks (after its highest).
+  // The first label after every one the index holds or has pending.
   Label next_unindexed() const;
+
+  // Links every pending vector into the graph now (TuneIndex and CatchUp
+  // do, so that they see the whole index).
+  absl::Status Drain() ABSL_LOCKS_EXCLUDED(graph_mu_, mu_);
 
   // The ANN stage of a search, under the shared lock. `prelude` runs first
   // under that lock (a search takes its store view there, so that every
@@ -132,8 +158,9 @@ class LiveIndex {
   absl::StatusOr<AnnTuneResult> Tune(double target_recall, uint32_t k, uint32_t sample) const;
 
   struct Stats {
-    uint64_t vectors = 0;     // vectors the index holds
+    uint64_t vectors = 0;     // vectors the index holds, pending ones included
     uint64_t tombstones = 0;  // of them, dead
+    uint64_t pending = 0;     // of them, waiting for the inserter
     bool rebuild_in_progress = false;
     uint64_t rebuilds = 0;  // since construction
   };
@@ -149,14 +176,40 @@ class LiveIndex {
   void MaybeScheduleRebuild() ABSL_EXCLUSIVE_LOCKS_REQUIRED(*writer_mu_);
 
   // The collection is being dropped or closed: no rebuild starts, one
-  // running stops between batches and saves nothing.
+  // running stops between batches and saves nothing; the inserter stops
+  // after its chunk (what is pending is linked at the next open).
   void Stop();
 
  private:
   // REQUIRES: mu_ held exclusively, and the writer mutex.
   void Tombstone(Label label) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_, *writer_mu_);
+  // Whether `label` is pending.
+  bool IsPending(Label label) const ABSL_SHARED_LOCKS_REQUIRED(mu_);
+  size_t pending_count() const ABSL_SHARED_LOCKS_REQUIRED(mu_) {
+    return pending_labels_.size() - pending_begin_;
+  }
+  // Adds `labels` to `index` (the graph, or a fresh one) and records them
+  // as held. REQUIRES: graph_mu_ held exclusively.
+  absl::Status AddToGraph(AnnIndex* index, const std::vector<Label>& labels,
+                          const std::vector<float>& vectors)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(graph_mu_) ABSL_LOCKS_EXCLUDED(mu_);
+  // Links up to `limit` pending vectors (0: all). REQUIRES: graph_mu_
+  // held exclusively.
+  absl::Status LinkPending(size_t limit) ABSL_EXCLUSIVE_LOCKS_REQUIRED(graph_mu_)
+      ABSL_LOCKS_EXCLUDED(mu_);
+  // Scores the pending vectors admitted (by `admitted` when given, else not
+  // tombstoned) and merges the best into `out` (best first, at most k).
+  void SearchPending(const float* query, uint32_t k, const LabelBitmap* admitted,
+                     std::vector<AnnNeighbor>* out) const ABSL_SHARED_LOCKS_REQUIRED(mu_);
+  void InsertThread();
+  void StartInserter();
+  // Await conditions, evaluated under mu_.
+  bool InserterHasWork() const ABSL_SHARED_LOCKS_REQUIRED(mu_);
+  bool PendingWithinLimit() const ABSL_SHARED_LOCKS_REQUIRED(mu_);
   // Dead labels `index` holds.
   uint64_t CountTombstonesIn(const AnnIndex& index) const ABSL_SHARED_LOCKS_REQUIRED(mu_);
+  // held_ := the labels `index` holds.
+  void HoldLabelsOf(const AnnIndex& index) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Whether a stored vector may enter an index (see CatchUp).
   bool Usable(Label label, const float* v) const;
   void RebuildThread();
@@ -174,11 +227,25 @@ class LiveIndex {
   absl::Mutex* const store_writer_mu_;
   mutable std::atomic<bool> warned_nonfinite_{false};
 
+  // The graph lock (taken before mu_) guards what ann_ points to; mu_
+  // guards the pointer (replaced holding both).
+  mutable absl::Mutex graph_mu_ ABSL_ACQUIRED_BEFORE(mu_);
   mutable absl::Mutex mu_;
-  std::unique_ptr<AnnIndex> ann_ ABSL_GUARDED_BY(mu_);
+  std::unique_ptr<AnnIndex> ann_ ABSL_GUARDED_BY(mu_) ABSL_PT_GUARDED_BY(graph_mu_);
+  // The labels ann_ holds.
+  LabelBitmap held_ ABSL_GUARDED_BY(mu_);
+  // Vectors stored but not yet in ann_, labels increasing and above every
+  // label it holds; entries before pending_begin_ are linked already.
+  std::vector<Label> pending_labels_ ABSL_GUARDED_BY(mu_);
+  std::vector<float> pending_vectors_ ABSL_GUARDED_BY(mu_);
+  size_t pending_begin_ ABSL_GUARDED_BY(mu_) = 0;
+  // The inserter's last error (it then stops until a rebuild clears it).
+  absl::Status insert_error_ ABSL_GUARDED_BY(mu_);
+  std::once_flag inserter_started_;
+  std::thread insert_thread_;
   // Every deleted or superseded label.
   LabelBitmap tombstones_ ABSL_GUARDED_BY(mu_);
-  // How many of them ann_ holds.
+  // How many of them ann_ holds or has pending.
   uint64_t ann_tombstones_ ABSL_GUARDED_BY(mu_) = 0;
   // Those whose tombstone record the store still keeps.
   LabelBitmap tombstone_records_ ABSL_GUARDED_BY(*writer_mu_);

@@ -138,6 +138,8 @@ void ToProto(const std::string& name, const Collection& c, v1::CollectionInfo* o
   out->set_encoder_vocabulary(s.encoder_vocabulary);
   out->set_rebuild_in_progress(s.rebuild_in_progress);
   out->set_rebuilds(s.rebuilds);
+  out->set_ann_vectors(s.ann_vectors);
+  out->set_ann_pending(s.ann_pending);
   out->set_tuned_ann_params(s.tuned_ann_params);
   out->set_tuned_target_recall(s.tuned_target_recall);
   v1::DiskUsage* disk = out->mutable_disk();

@@ -43,6 +43,14 @@ void AddServerFlags(CLI::App* app, ServerOptions* o) {
   app->add_option("--rebuild_min_tombstones", collection.rebuild_min_tombstones,
                   "... and at least this many")
       ->capture_default_str();
+  app->add_option("--max_pending_vectors", collection.max_pending_vectors,
+                  "vectors written but not yet linked into a collection's ANN graph (searches "
+                  "score them exactly) before writes wait for the background inserter")
+      ->capture_default_str();
+  app->add_flag_callback(
+      "--sync_insert", [o] { o->collection.background_insert = false; },
+      "writes link their vectors into the ANN graph before they return, instead of a "
+      "background inserter doing it");
   app->add_option("--shutdown_grace_s", o->shutdown_grace_s,
                   "seconds calls in flight get to finish at shutdown")
       ->capture_default_str();

@@ -33,3 +33,8 @@ attn_cc_test(NAME vector_validation_test SRCS engine/vector_validation_test.cc
 # never older than an acknowledged version.
 attn_cc_test(NAME overwrite_test SRCS engine/overwrite_test.cc
              DEPS attn_engine)
+# Background insertion into the ANN graph: writes searchable at once (pending
+# vectors scored exactly) against a brute-force oracle, deletes and filters on
+# pending vectors, the pending limit, and a close with vectors pending.
+attn_cc_test(NAME background_insert_test SRCS engine/background_insert_test.cc
+             DEPS attn_engine)

@@ -57,6 +57,8 @@ std::unique_ptr<Collection> MustCreate(const std::string& path, const std::strin
                                 docs.begin() + long(std::min(docs.size(), i + 1000)));
     EXPECT_TRUE((*c)->Upsert(std::move(batch)).ok());
   }
+  // Every vector linked into the graph: the knobs under test are the graph's.
+  EXPECT_TRUE((*c)->BuildIndex().ok());
   return std::move(c).value();
 }
 
