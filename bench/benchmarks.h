@@ -149,6 +149,12 @@ SyntheticOptions IngestSynthetic(const BenchFlags& flags);
 absl::StatusOr<nlohmann::json> RunIndexerOnInput(const BenchFlags& flags, const std::string& dir,
                                                  double engine_docs_per_s);
 
+// Polls GetCollection at `server` until `collection` has no vector pending
+// (all written vectors linked into the ANN graph); returns the seconds
+// waited, DEADLINE_EXCEEDED after `timeout_s`.
+absl::StatusOr<double> WaitUntilLinked(const std::string& server, const std::string& collection,
+                                       double timeout_s);
+
 // --dtype ("bf16", "f32" or "int8"; main checks it) as a TokenDtype.
 inline TokenDtype DtypeFromFlags(const BenchFlags& flags) {
   return flags.dtype == "f32"    ? TokenDtype::kF32

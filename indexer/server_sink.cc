@@ -10,6 +10,7 @@
 #include "attnsearch/v1/search.grpc.pb.h"
 #include "client/client_channel.h"
 #include "core/status.h"
+#include "core/vector_math.h"
 #include "grpcpp/grpcpp.h"
 #include "indexer/sink.h"
 
@@ -24,7 +25,9 @@ absl::Status FromGrpc(const grpc::Status& s, absl::string_view what) {
                       absl::StrCat(what, ": ", s.error_message()));
 }
 
-void ToProto(Document&& in, v1::Document* out) {
+// `bf16`: the token rows go packed as bfloat16 (Matrix.data), half the
+// bytes of floats, for a collection that stores bfloat16 anyway.
+void ToProto(Document&& in, bool bf16, v1::Document* out) {
   out->set_id(std::move(in.id));
   if (!in.text.empty()) out->set_text(std::move(in.text));
   for (auto& [k, v] : in.metadata) (*out->mutable_metadata())[k] = std::move(v);
@@ -33,7 +36,14 @@ void ToProto(Document&& in, v1::Document* out) {
     v1::Matrix* m = out->mutable_tokens();
     m->set_rows(in.num_tokens);
     m->set_cols(uint32_t(in.tokens.size() / in.num_tokens));
-    m->mutable_values()->Add(in.tokens.begin(), in.tokens.end());
+    if (bf16) {
+      std::string* data = m->mutable_data();
+      data->resize(in.tokens.size() * 2);
+      FloatToBf16(in.tokens.data(), reinterpret_cast<uint16_t*>(data->data()), in.tokens.size());
+      m->set_encoding(v1::VALUE_ENCODING_BF16);
+    } else {
+      m->mutable_values()->Add(in.tokens.begin(), in.tokens.end());
+    }
   }
   for (auto& t : in.token_texts) out->add_token_texts(std::move(t));
 }
@@ -98,6 +108,7 @@ class ServerSink : public Sink {
       if (s.ok()) {
         created_ = true;
         dim_ = created.collection().config().dim();
+        bf16_wire_ = created.collection().config().token_dtype() == v1::TOKEN_DTYPE_BF16;
         return absl::OkStatus();
       }
       if (s.error_code() != grpc::StatusCode::ALREADY_EXISTS) {
@@ -109,6 +120,7 @@ class ServerSink : public Sink {
     }
     ATTN_RETURN_IF_ERROR(FromGrpc(s, "GetCollection"));
     dim_ = info.collection().config().dim();
+    bf16_wire_ = info.collection().config().token_dtype() == v1::TOKEN_DTYPE_BF16;
     if (options_.create_config.dim != 0 && dim_ != options_.create_config.dim) {
       return absl::InvalidArgumentError(absl::StrCat("collection '", options_.collection,
                                                      "' has dim ", dim_, ", not ",
@@ -125,7 +137,7 @@ class ServerSink : public Sink {
   absl::Status Add(Batch batch) override {
     Pending p;
     p.request.set_collection(options_.collection);
-    for (Document& d : batch.docs) ToProto(std::move(d), p.request.add_documents());
+    for (Document& d : batch.docs) ToProto(std::move(d), bf16_wire_, p.request.add_documents());
     p.positions = std::move(batch.positions);
     p.end_position = batch.end_position;
     p.bytes = p.request.ByteSizeLong();
@@ -436,6 +448,8 @@ class ServerSink : public Sink {
   const RejectFn reject_;
   const DurableFn durable_;
   uint32_t dim_ = 0;
+  // The collection stores bfloat16: token rows are sent packed as such.
+  bool bf16_wire_ = false;
   bool created_ = false;
   bool stopped_ = false;
 
