@@ -16,8 +16,8 @@
 //            --ann_spec S against a fresh attnsearch-server (--server_binary,
 //            default beside this binary) started for the run on a loopback
 //            port and stopped after it.
-// Each input is synced and read once before its runs, so that every run
-// finds it in the page cache. Reported per run: the indexer's own load rate (documents written /
+// Each input is synced and read once more before every run, so that every
+// run finds it in the page cache. Reported per run: the indexer's own load rate (documents written /
 // seconds of its load, from its summary line: offline before the ANN build,
 // online until the server acknowledged everything), the wall time of the
 // whole run (offline including the ANN build) and the CPU used (user +
@@ -322,6 +322,11 @@ absl::StatusOr<nlohmann::json> RunIndexerOnInput(const BenchFlags& f, const std:
         const std::string name = input + "_" + mode + "_" + std::to_string(threads);
         const std::string data = dir + "/indexer_" + name;
         std::filesystem::remove_all(data);
+        // Every run starts alike: no write-back of an earlier run pending,
+        // and the input read once more (this kind of machine may drop its
+        // page cache between runs, and a run would then read from disk).
+        ::sync();
+        WarmPageCache(written.first);
         // Online: a fresh server per run, so no run pays for another's
         // compactions.
         std::unique_ptr<ServerChild> server;
