@@ -221,6 +221,7 @@ absl::StatusOr<BenchOutput> RunIngest(const BenchFlags& f) {
     if (!indexer.ok()) return indexer.status();
     out.params["ingest_input"] = f.ingest_input;
     out.params["ingest_modes"] = f.ingest_modes;
+    out.params["ingest_repeats"] = f.ingest_repeats;
     out.params["tokens_range"] = {f.tokens / 2, f.tokens * 3 / 2};
     out.results["indexer"] = *std::move(indexer);
   }

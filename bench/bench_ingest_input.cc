@@ -17,20 +17,20 @@
 //            default beside this binary) started for the run on a loopback
 //            port and stopped after it.
 // Each input is synced and read once more before every run, so that every
-// run finds it in the page cache. Reported per run: the indexer's own load rate (documents written /
-// seconds of its load, from its summary line: offline before the ANN build,
-// online until the server acknowledged everything), the wall time of the
-// whole run (offline including the ANN build) and the CPU used (user +
-// system of the indexer, and of the server online; cores busy = CPU / wall).
-// Online, the server links the last acknowledged vectors into its ANN graph
-// in the background: the run also reports when the graph held them all
-// (polled with GetCollection until ann_pending is 0) and the rate up to it.
+// run finds it in the page cache. Reported per run: the indexer's own load rate (documents written
+// / seconds of its load, from its summary line: offline before the ANN build, online until the
+// server acknowledged everything), the wall time of the whole run (offline including the ANN build)
+// and the CPU used (user + system of the indexer, and of the server online; cores busy = CPU /
+// wall). Online, the server links the last acknowledged vectors into its ANN graph in the
+// background: the run also reports when the graph held them all (polled with GetCollection until
+// ann_pending is 0) and the rate up to it.
 #include <signal.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 #include <zlib.h>
 
+#include <algorithm>
 #include <charconv>
 #include <chrono>
 #include <cstdio>
@@ -304,6 +304,66 @@ absl::StatusOr<std::pair<std::string, nlohmann::json>> WriteInput(const BenchFla
                                              {"input_bytes", gz_bytes}});
 }
 
+double Median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  const size_t n = v.size();
+  return n == 0 ? 0 : n % 2 == 1 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+// One timed attnsearch-index run of `input` in `mode` into `data` (offline:
+// a data directory; online: a fresh server's), removed afterwards.
+absl::StatusOr<nlohmann::json> RunOnce(const BenchFlags& f, const std::string& indexer,
+                                       const std::string& server_binary, const std::string& input,
+                                       const std::string& data, const std::string& mode,
+                                       int threads) {
+  std::filesystem::remove_all(data);
+  std::filesystem::remove(data + ".progress");  // an online run's checkpoint
+  // Every run starts alike: no write-back of an earlier run pending, and the
+  // input read once more (this kind of machine may drop its page cache
+  // between runs, and a run would then read from disk).
+  ::sync();
+  WarmPageCache(input);
+  // Online: a fresh server per run, so no run pays for another's compactions.
+  std::unique_ptr<ServerChild> server;
+  if (mode == "online") {
+    std::filesystem::remove_all(data + "_server");
+    ATTN_ASSIGN_OR_RETURN(server, ServerChild::Start(server_binary, data + "_server"));
+  }
+  const std::string target =
+      mode == "online" ? "--server " + server->address() + " --collection c --dtype " + f.dtype +
+                             " --ann_spec '" + f.ann_spec + "' --checkpoint '" + data + ".progress'"
+                       : "--data_dir '" + data + "' --collection c --dtype " + f.dtype +
+                             " --ann_spec '" + f.ann_spec + "'";
+  ATTN_ASSIGN_OR_RETURN(IndexerRun r,
+                        RunIndexer(indexer, input, target, data + ".log", threads, server.get()));
+  // Online, the server links the last vectors into its graph after it
+  // acknowledged them: the time until it has.
+  double linked_s = 0, server_cpu_linked_s = 0;
+  if (server != nullptr) {
+    ATTN_ASSIGN_OR_RETURN(const double waited, WaitUntilLinked(server->address(), "c", 600));
+    linked_s = r.wall_s + waited;
+    server_cpu_linked_s = ProcessCpuSeconds(server->pid());  // since its start
+  }
+  server.reset();
+  std::filesystem::remove_all(data + "_server");
+  std::filesystem::remove_all(data);
+  nlohmann::json run = {
+      {"mode", mode},
+      {"threads", threads},
+      {"load_docs_per_s", r.load_docs_per_s},
+      {mode == "online" ? "wall_seconds" : "wall_seconds_incl_ann_build", r.wall_s},
+      {"indexer_cpu_seconds", r.cpu_s},
+      {"server_cpu_seconds", r.server_cpu_s},
+      {"cores_busy", (r.cpu_s + r.server_cpu_s) / r.wall_s},
+      {"summary", r.summary}};
+  if (linked_s > 0) {
+    run["graph_linked_seconds"] = linked_s;
+    run["graph_linked_docs_per_s"] = double(f.num_docs) / linked_s;
+    run["server_cpu_seconds_until_linked"] = server_cpu_linked_s;
+  }
+  return run;
+}
+
 }  // namespace
 
 absl::StatusOr<nlohmann::json> RunIndexerOnInput(const BenchFlags& f, const std::string& dir,
@@ -311,8 +371,9 @@ absl::StatusOr<nlohmann::json> RunIndexerOnInput(const BenchFlags& f, const std:
   const std::string indexer = !f.indexer.empty() ? f.indexer : BesideThisBinary("attnsearch-index");
   const std::string server_binary =
       !f.server_binary.empty() ? f.server_binary : BesideThisBinary("attnsearch-server");
-  std::vector<std::vector<std::string>> table = {
-      {"engine in-process (Upsert calls)", "-", Fmt("%.0f", engine_docs_per_s), "-", "-", "-"}};
+  std::vector<std::vector<std::string>> table = {{"engine in-process (Upsert calls)", "-",
+                                                  Fmt("%.0f", engine_docs_per_s), "-", "-", "-",
+                                                  "-"}};
   nlohmann::json inputs = nlohmann::json::array();
   for (const std::string& input : f.ingest_input) {
     ATTN_ASSIGN_OR_RETURN(auto written, WriteInput(f, dir, input));
@@ -320,71 +381,42 @@ absl::StatusOr<nlohmann::json> RunIndexerOnInput(const BenchFlags& f, const std:
     for (const std::string& mode : f.ingest_modes) {
       for (int threads : f.ingest_threads) {
         const std::string name = input + "_" + mode + "_" + std::to_string(threads);
-        const std::string data = dir + "/indexer_" + name;
-        std::filesystem::remove_all(data);
-        // Every run starts alike: no write-back of an earlier run pending,
-        // and the input read once more (this kind of machine may drop its
-        // page cache between runs, and a run would then read from disk).
-        ::sync();
-        WarmPageCache(written.first);
-        // Online: a fresh server per run, so no run pays for another's
-        // compactions.
-        std::unique_ptr<ServerChild> server;
-        if (mode == "online") {
-          std::filesystem::remove_all(data + "_server");
-          ATTN_ASSIGN_OR_RETURN(server, ServerChild::Start(server_binary, data + "_server"));
+        std::vector<double> load, linked;
+        for (int rep = 0; rep < std::max(f.ingest_repeats, 1); ++rep) {
+          ATTN_ASSIGN_OR_RETURN(nlohmann::json run,
+                                RunOnce(f, indexer, server_binary, written.first,
+                                        dir + "/indexer_" + name, mode, threads));
+          run["repeat"] = rep;
+          load.push_back(run["load_docs_per_s"]);
+          if (run.contains("graph_linked_docs_per_s"))
+            linked.push_back(run["graph_linked_docs_per_s"]);
+          const double cores = run["cores_busy"];
+          const double wall =
+              run[mode == "online" ? "wall_seconds" : "wall_seconds_incl_ann_build"];
+          if (rep == 0) {
+            table.push_back(
+                {"attnsearch-index " + mode + ", " + std::string(written.second["input"]),
+                 std::to_string(threads), "", Fmt("%.1f", wall), Fmt("%.2f", cores), "", ""});
+          }
+          runs.push_back(std::move(run));
         }
-        const std::string target =
-            mode == "online"
-                ? "--server " + server->address() + " --collection c --dtype " + f.dtype +
-                      " --ann_spec '" + f.ann_spec + "' --checkpoint '" + data + ".progress'"
-                : "--data_dir '" + data + "' --collection c --dtype " + f.dtype + " --ann_spec '" +
-                      f.ann_spec + "'";
-        ATTN_ASSIGN_OR_RETURN(IndexerRun r, RunIndexer(indexer, written.first, target,
-                                                       data + ".log", threads, server.get()));
-        // Online, the server links the last vectors into its graph after it
-        // acknowledged them: the time until it has.
-        double linked_s = 0, server_cpu_linked_s = 0;
-        if (server != nullptr) {
-          ATTN_ASSIGN_OR_RETURN(const double waited, WaitUntilLinked(server->address(), "c", 600));
-          linked_s = r.wall_s + waited;
-          server_cpu_linked_s = ProcessCpuSeconds(server->pid());  // since its start
-        }
-        server.reset();
-        std::filesystem::remove_all(data + "_server");
-        std::filesystem::remove_all(data);
-        const double cores = (r.cpu_s + r.server_cpu_s) / r.wall_s;
-        const double linked_docs_per_s = linked_s > 0 ? double(f.num_docs) / linked_s : 0;
-        table.push_back(
-            {"attnsearch-index " + mode + ", " + std::string(written.second["input"]),
-             std::to_string(threads), Fmt("%.0f", r.load_docs_per_s), Fmt("%.1f", r.wall_s),
-             Fmt("%.2f", cores),
-             linked_s > 0 ? Fmt("%.1f s, %.0f docs/s", linked_s, linked_docs_per_s) : "-"});
-        nlohmann::json run = {
-            {"mode", mode},
-            {"threads", threads},
-            {"load_docs_per_s", r.load_docs_per_s},
-            {mode == "online" ? "wall_seconds" : "wall_seconds_incl_ann_build", r.wall_s},
-            {"indexer_cpu_seconds", r.cpu_s},
-            {"server_cpu_seconds", r.server_cpu_s},
-            {"cores_busy", cores},
-            {"summary", r.summary}};
-        if (linked_s > 0) {
-          run["graph_linked_seconds"] = linked_s;
-          run["graph_linked_docs_per_s"] = linked_docs_per_s;
-          run["server_cpu_seconds_until_linked"] = server_cpu_linked_s;
-        }
-        runs.push_back(std::move(run));
+        // The median of the repeats, and every one in run order.
+        std::vector<std::string>& row = table.back();
+        row[2] = Fmt("%.0f", Median(load));
+        std::string all;
+        for (double v : load) all += (all.empty() ? "" : " / ") + Fmt("%.0f", v);
+        row[6] = all;
+        if (!linked.empty()) row[5] = Fmt("%.0f docs/s", Median(linked));
       }
     }
     written.second["runs"] = runs;
     inputs.push_back(written.second);
   }
-  std::printf(
-      "%s", FormatTable({"path", "--threads", "docs/s (load)", "wall s (offline: incl. ANN build)",
-                         "cores busy", "online: all in the graph after"},
-                        table)
-                .c_str());
+  std::printf("%s", FormatTable({"path", "--threads", "docs/s (load, median)",
+                                 "wall s (first; offline: incl. ANN build)", "cores busy (first)",
+                                 "online: until all in the graph (median)", "docs/s of each run"},
+                                table)
+                        .c_str());
   return nlohmann::json{{"engine_docs_per_s", engine_docs_per_s}, {"inputs", inputs}};
 }
 

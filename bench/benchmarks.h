@@ -73,6 +73,8 @@ struct BenchFlags {
   std::vector<std::string> ingest_input;
   std::vector<std::string> ingest_modes = {"offline"};
   std::vector<int> ingest_threads = {1, 2};
+  // Timed runs per mode and thread count (the table shows their median).
+  int ingest_repeats = 1;
   std::string indexer;
   std::string server_binary;
   // overwrite: documents per Upsert, and whether the WAL is synced per write.

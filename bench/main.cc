@@ -128,6 +128,11 @@ void AddIngestFlags(CLI::App& app, BenchFlags& f) {
   app.add_option("--ingest_threads", f.ingest_threads, "ingest input: attnsearch-index --threads")
       ->delimiter(',')
       ->capture_default_str();
+  app.add_option("--ingest_repeats", f.ingest_repeats,
+                 "ingest input: timed runs of each mode and thread count (the table shows the "
+                 "median and each run)")
+      ->check(CLI::Range(1, 100))
+      ->capture_default_str();
   app.add_option("--indexer", f.indexer,
                  "ingest input: the attnsearch-index binary (default: beside this one)");
 }
