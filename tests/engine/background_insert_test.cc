@@ -79,13 +79,7 @@ std::vector<std::string> SearchAll(const Collection& c, const std::vector<float>
   q.ann_params = "efSearch=" + std::to_string(std::max<size_t>(live, 16));
   q.mode = RerankMode::kNone;
   if (!tag.empty()) q.filter.push_back({"tag", {tag}});
-  auto r = c.Search(q);
-  EXPECT_TRUE(r.ok()) << r.status();
-  std::vector<std::string> ids;
-  if (r.ok()) {
-    for (const auto& h : r->hits) ids.push_back(h.id);
-  }
-  return ids;
+  return testing::SearchIds(c, q);
 }
 
 // Upserts `docs` in batches of 5,000 (the default batch limit is 10,000).

@@ -50,13 +50,7 @@ std::vector<std::string> SearchByPooled(const Collection& c, const std::vector<f
   q.top_k = top_k;
   q.candidates = candidates;
   q.mode = mode;
-  auto r = c.Search(q);
-  EXPECT_TRUE(r.ok()) << r.status();
-  std::vector<std::string> ids;
-  if (r.ok()) {
-    for (const auto& h : r->hits) ids.push_back(h.id);
-  }
-  return ids;
+  return testing::SearchIds(c, q);
 }
 
 std::vector<float> PooledOf(const Collection& c, const std::string& id) {

@@ -10,6 +10,8 @@
 
 #include "core/types.h"
 #include "core/vector_math.h"
+#include "engine/collection.h"
+#include "gtest/gtest.h"
 #include "rerank/reference.h"
 #include "test_util.h"
 
@@ -53,6 +55,18 @@ inline std::vector<RefHit> ReferenceRanking(const std::vector<Document>& docs,
   std::sort(out.begin(), out.end(),
             [](const RefHit& a, const RefHit& b) { return a.score > b.score; });
   return out;
+}
+
+// The ids of `q`'s hits on `c`, best first (none, with a test failure, when
+// the search fails).
+inline std::vector<std::string> SearchIds(const Collection& c, const SearchQuery& q) {
+  auto r = c.Search(q);
+  EXPECT_TRUE(r.ok()) << r.status();
+  std::vector<std::string> ids;
+  if (r.ok()) {
+    for (const auto& h : r->hits) ids.push_back(h.id);
+  }
+  return ids;
 }
 
 }  // namespace attnsearch::testing

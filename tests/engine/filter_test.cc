@@ -250,13 +250,8 @@ std::set<std::string> Admitted(const Collection& c, std::vector<RangeCondition> 
   q.mode = RerankMode::kNone;
   q.ranges = std::move(ranges);
   q.filter = std::move(must);
-  auto r = c.Search(q);
-  EXPECT_TRUE(r.ok()) << r.status();
-  std::set<std::string> ids;
-  if (r.ok()) {
-    for (const auto& h : r->hits) ids.insert(h.id);
-  }
-  return ids;
+  const std::vector<std::string> ids = testing::SearchIds(c, q);
+  return std::set<std::string>(ids.begin(), ids.end());
 }
 
 TEST(FilterTest, RangeBoundsAndEdges) {

@@ -72,13 +72,7 @@ std::vector<std::string> AnnSearch(const Collection& c, const std::vector<float>
   q.candidates = kTopK;
   q.mode = RerankMode::kNone;
   q.ann_params = ann_params;
-  auto r = c.Search(q);
-  EXPECT_TRUE(r.ok()) << r.status();
-  std::vector<std::string> ids;
-  if (r.ok()) {
-    for (const auto& h : r->hits) ids.push_back(h.id);
-  }
-  return ids;
+  return testing::SearchIds(c, q);
 }
 
 // The exact top kTopK ids of every query (brute force).
