@@ -1,5 +1,7 @@
 // attnsearch-index: loads a corpus into a collection, offline (in-process,
 // --data_dir) or through a running server (--server). See README.md.
+#include <malloc.h>
+
 #include <cstdio>
 #include <string>
 
@@ -49,6 +51,12 @@ Exit codes:
 }  // namespace
 
 int main(int argc, char** argv) {
+  // A load allocates and frees blocks of lines and documents of the same
+  // sizes again and again: freed memory is kept for reuse rather than
+  // returned to the kernel and faulted in again (a few percent of a load's
+  // CPU on a virtual machine, where the first touch of a page is dear).
+  mallopt(M_MMAP_THRESHOLD, 32 << 20);
+  mallopt(M_TRIM_THRESHOLD, 1 << 30);
   ai::IndexerOptions o;
   std::string format = "auto", dtype, progress = "auto", train_encoder = "auto";
   double batch_mb = 4, inflight_mb = 32;
