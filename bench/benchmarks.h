@@ -73,8 +73,9 @@ struct BenchFlags {
   std::vector<std::string> ingest_input;
   std::vector<std::string> ingest_modes = {"offline"};
   std::vector<int> ingest_threads = {1, 2};
-  // Timed runs per mode and thread count (the table shows their median).
-  int ingest_repeats = 1;
+  // Timed runs per mode and thread count (the table shows their median:
+  // on a virtual machine the first run after other work is often slow).
+  int ingest_repeats = 3;
   std::string indexer;
   std::string server_binary;
   // overwrite: documents per Upsert, and whether the WAL is synced per write.
