@@ -319,16 +319,12 @@ absl::StatusOr<Collection::StoreCommit> Collection::CommitToStore(const std::vec
 
 absl::Status Collection::CommitToIndex(const std::vector<Document>& docs, const StoreCommit& c) {
   index_.AssertWriterHeld();
-  const absl::Status added =
-      // The filter index changes with the ANN index, under its lock: a
-      // filtered search sees both as of one instant.
-      Annotate(index_.Apply(c.superseded, c.labels, c.pooled,
-                            [&] {
-                              for (size_t i = 0; i < docs.size(); ++i) {
-                                filter_.Add(c.first + i, docs[i]);
-                              }
-                            }),
-               "stored, but not yet searchable");
+  // The filter index changes with the ANN index, under its lock: a
+  // filtered search sees both as of one instant. An error says what became
+  // of the stored documents.
+  const absl::Status added = index_.Apply(c.superseded, c.labels, c.pooled, [&] {
+    for (size_t i = 0; i < docs.size(); ++i) filter_.Add(c.first + i, docs[i]);
+  });
   // A search that began before the index switched labels reads the old
   // versions through its store view, taken before this point.
   PurgeSuperseded(c.superseded);

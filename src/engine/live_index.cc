@@ -145,6 +145,8 @@ absl::Status LiveIndex::Apply(const std::vector<Label>& dead, const std::vector<
     if (!labels.empty()) added = ann_->Add(labels.data(), pooled.data(), labels.size());
     if (added.ok()) {
       for (Label l : labels) held_.Set(l);
+    } else {
+      added = Annotate(added, "stored, but not yet searchable");
     }
   } else {
     if (!labels.empty()) StartInserter();
@@ -155,7 +157,11 @@ absl::Status LiveIndex::Apply(const std::vector<Label>& dead, const std::vector<
     pending_vectors_.insert(pending_vectors_.end(), pooled.begin(), pooled.end());
     // Waiting releases mu_: searches and the inserter go on meanwhile.
     mu_.Await(absl::Condition(this, &LiveIndex::PendingWithinLimit));
-    added = insert_error_;
+    if (!insert_error_.ok()) {
+      added = Annotate(insert_error_,
+                       "stored and searchable (scored exactly), but not linked into the ANN "
+                       "graph until a rebuild");
+    }
   }
   ATTN_RETURN_IF_ERROR(added);
   added_since_snapshot_ += labels.size();

@@ -112,7 +112,8 @@ class LiveIndex {
   // snapshot_every is reached (a failure is logged) and starts a rebuild
   // when the tombstones reach the threshold. An error of the add (with
   // background_insert: the inserter's last error, until a rebuild clears
-  // it) is returned: the change is durable in the store and searchable, and
+  // it) is returned, saying what became of the change: durable in the store
+  // either way, with background_insert also searchable (scored exactly);
   // the next open links it. REQUIRES: the writer mutex.
   absl::Status Apply(const std::vector<Label>& dead, const std::vector<Label>& labels,
                      const std::vector<float>& pooled, const std::function<void()>& also = nullptr)
