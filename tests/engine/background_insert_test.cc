@@ -94,6 +94,19 @@ void Upsert(Collection* c, const std::vector<Document>& docs,
   }
 }
 
+// Nothing pending, the index holding every live document, and `queries`
+// random queries ranked as the oracle ranks them.
+void ExpectAllLinked(const Collection& c, const std::map<std::string, Document>& live,
+                     std::mt19937& rng, int queries) {
+  const CollectionStats s = c.Stats();
+  EXPECT_EQ(s.ann_pending, 0u);
+  EXPECT_EQ(s.ann_vectors, live.size());
+  for (int t = 0; t < queries; ++t) {
+    const std::vector<float> q = testing::RandomUnitRows(rng, 1, kDim);
+    EXPECT_EQ(SearchAll(c, q, 20, live.size()), ExactTop(live, q, 20));
+  }
+}
+
 TEST(BackgroundInsertTest, EveryWriteIsSearchableAtOnceAgainstTheOracle) {
   TempDir dir;
   auto created = Collection::Create(dir.Sub("c"), Config(), Options());
@@ -121,11 +134,7 @@ TEST(BackgroundInsertTest, EveryWriteIsSearchableAtOnceAgainstTheOracle) {
   // still pending.
   EXPECT_GT(saw_pending, 0u);
   ASSERT_TRUE(c.BuildIndex().ok());  // links everything pending
-  const CollectionStats s = c.Stats();
-  EXPECT_EQ(s.ann_pending, 0u);
-  EXPECT_EQ(s.ann_vectors, live.size());
-  const std::vector<float> q = testing::RandomUnitRows(rng, 1, kDim);
-  EXPECT_EQ(SearchAll(c, q, 20, live.size()), ExactTop(live, q, 20));
+  ExpectAllLinked(c, live, rng, 1);
 }
 
 TEST(BackgroundInsertTest, DeletesAndOverwritesOfPendingVectorsApplyAtOnce) {
@@ -214,14 +223,8 @@ TEST(BackgroundInsertTest, ACloseWithVectorsPendingLosesNone) {
   auto reopened = Collection::Open(dir.Sub("c"), Options());
   ASSERT_TRUE(reopened.ok()) << reopened.status();
   Collection& c = **reopened;
-  const CollectionStats s = c.Stats();
-  EXPECT_EQ(s.num_documents, live.size());
-  EXPECT_EQ(s.ann_vectors, live.size());
-  EXPECT_EQ(s.ann_pending, 0u);  // the open links what the snapshot lacks
-  for (int t = 0; t < 10; ++t) {
-    const std::vector<float> q = testing::RandomUnitRows(rng, 1, kDim);
-    EXPECT_EQ(SearchAll(c, q, 20, live.size()), ExactTop(live, q, 20));
-  }
+  EXPECT_EQ(c.Stats().num_documents, live.size());
+  ExpectAllLinked(c, live, rng, 10);  // the open links what the snapshot lacks
 }
 
 }  // namespace
