@@ -16,11 +16,14 @@
 //
 // Exit status: 0 after a stop signal, 2 for unusable flags or files, 1 when
 // it cannot listen or open the collections.
+#include <fcntl.h>
 #include <signal.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <string>
 
 #include "CLI/CLI.hpp"
@@ -54,6 +57,37 @@ void MakeOpenMpThreadsSleep(char** argv) {
   // If the re-exec fails, run on with the spinning default.
 }
 
+// The stop signals are caught by a handler that writes the signal's number
+// to a pipe, which main reads. A handler, unlike a signal mask, holds in
+// every thread, including any a library started before main: a mask set in
+// main leaves those threads with the default action, and a SIGTERM the
+// kernel delivers to one of them would kill the process without a stop.
+int stop_pipe[2] = {-1, -1};
+
+extern "C" void OnStopSignal(int sig) {
+  const int saved_errno = errno;
+  const unsigned char byte = static_cast<unsigned char>(sig);
+  [[maybe_unused]] const ssize_t n = write(stop_pipe[1], &byte, 1);
+  errno = saved_errno;
+}
+
+bool CatchStopSignals() {
+  if (pipe2(stop_pipe, O_CLOEXEC) != 0) return false;
+  struct sigaction action = {};
+  action.sa_handler = OnStopSignal;
+  sigemptyset(&action.sa_mask);
+  action.sa_flags = SA_RESTART;
+  return sigaction(SIGINT, &action, nullptr) == 0 && sigaction(SIGTERM, &action, nullptr) == 0;
+}
+
+// Blocks until a stop signal arrives; returns its number.
+int WaitForStopSignal() {
+  unsigned char byte = 0;
+  while (read(stop_pipe[0], &byte, 1) < 0 && errno == EINTR) {
+  }
+  return byte;
+}
+
 void WritePortFile(const std::string& path, int port) {
   if (path.empty()) return;
   // Best effort: the port is also printed or logged.
@@ -75,13 +109,11 @@ int main(int argc, char** argv) {
                  "write the metrics port to this file once it listens");
   CLI11_PARSE(app, argc, argv);
 
-  // Block the stop signals in every thread (the server's threads inherit
-  // the mask); this one waits for them.
-  sigset_t stop_signals;
-  sigemptyset(&stop_signals);
-  sigaddset(&stop_signals, SIGINT);
-  sigaddset(&stop_signals, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+  if (!CatchStopSignals()) {
+    attnsearch::LogError("cannot install the stop signal handlers",
+                         {{"error", std::strerror(errno)}});
+    return 1;
+  }
 
   absl::StatusOr<std::unique_ptr<attnsearch::Server>> server = attnsearch::Server::Start(options);
   if (!server.ok()) {
@@ -93,8 +125,7 @@ int main(int argc, char** argv) {
   std::printf("attnsearch-server listening on %s\n", (*server)->address().c_str());
   std::fflush(stdout);
 
-  int sig = 0;
-  sigwait(&stop_signals, &sig);
+  const int sig = WaitForStopSignal();
   attnsearch::LogInfo("shutting down", {{"signal", sig}});
   (*server)->Stop();
   return 0;

@@ -7,10 +7,14 @@
 #include <netinet/in.h>
 #include <signal.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <functional>
 #include <future>
@@ -345,6 +349,43 @@ TEST(ObserveTest, HealthIsNotServingWhileDraining) {
   EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
 }
 
+// The threads of a running process, by id, the main thread first.
+std::vector<pid_t> ThreadsOf(pid_t pid) {
+  std::vector<pid_t> tids;
+  for (const auto& e :
+       std::filesystem::directory_iterator("/proc/" + std::to_string(pid) + "/task")) {
+    tids.push_back(static_cast<pid_t>(std::stol(e.path().filename().string())));
+  }
+  std::sort(tids.begin(), tids.end());
+  return tids;
+}
+
+// A stop signal stops the server cleanly whichever thread the kernel
+// delivers it to: here it is sent to one thread at a time, the oldest
+// after the main thread (one a library starts before main runs) and the
+// newest.
+TEST(ObserveTest, StopSignalToAnyThreadStopsCleanly) {
+  for (const bool oldest : {true, false}) {
+    TempDir dir;
+    const std::string log_file = dir.Sub("server.stderr");
+    ServerProcess server;
+    std::string address;
+    WithStderrTo(log_file, [&] { address = server.Start(dir.Sub("data"), {"--no_sync"}); });
+    ASSERT_FALSE(address.empty());
+    const std::vector<pid_t> tids = ThreadsOf(server.pid());
+    ASSERT_GT(tids.size(), 1u);
+    const pid_t target = oldest ? tids[1] : tids.back();
+    ASSERT_EQ(::syscall(SYS_tgkill, server.pid(), target, SIGTERM), 0) << std::strerror(errno);
+    const int status = server.WaitFor(std::chrono::seconds(30));
+    ASSERT_NE(status, -1) << "the server did not stop within 30 s of SIGTERM to thread " << target;
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0)
+        << "thread " << target << ": " << DescribeWaitStatus(status);
+    const std::string log = ReadFile(log_file);
+    EXPECT_NE(log.find("\"shutting down\""), std::string::npos) << log;
+    EXPECT_NE(log.find("\"stopped\""), std::string::npos) << log;
+  }
+}
+
 // Every line the server writes on stderr is one JSON object, warnings of
 // the engine included: here a background rebuild of the ANN index (after
 // deletes) and, on the next start, a corrupt snapshot rebuilt from the
@@ -384,7 +425,8 @@ TEST(ObserveTest, EveryStderrLineIsJson) {
     }
     EXPECT_GT(info.collection().rebuilds(), 0u);
     ASSERT_TRUE(server.Kill(SIGTERM));
-    server.Wait();
+    const int status = server.Wait();
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << DescribeWaitStatus(status);
   }
   {
     // A corrupt snapshot: the collection's index is rebuilt at start.
@@ -400,7 +442,8 @@ TEST(ObserveTest, EveryStderrLineIsJson) {
     WithStderrTo(dir.Sub("server2.stderr"), [&] { address = server.Start(data, flags); });
     ASSERT_FALSE(address.empty());
     ASSERT_TRUE(server.Kill(SIGTERM));
-    server.Wait();
+    const int status = server.Wait();
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << DescribeWaitStatus(status);
   }
   std::set<std::string> messages;
   for (const std::string& file : {log_file, dir.Sub("server2.stderr")}) {
@@ -414,7 +457,7 @@ TEST(ObserveTest, EveryStderrLineIsJson) {
       ASSERT_TRUE(j.contains("time") && j.contains("level") && j.contains("msg")) << line;
       messages.insert(j["msg"].get<std::string>());
     }
-    EXPECT_GT(lines, 3) << file;
+    EXPECT_GT(lines, 3) << file << ":\n" << ReadFile(file);
   }
   EXPECT_TRUE(messages.count("ANN index rebuilt")) << "no rebuild logged";
   EXPECT_TRUE(messages.count("rebuilding the ANN index from the store"))

@@ -36,6 +36,7 @@
 #include <memory>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "attnsearch/v1/search.grpc.pb.h"
@@ -203,6 +204,25 @@ class ServerProcess {
     pid_ = -1;
     CloseStdout();
     return r < 0 ? -1 : status;
+  }
+
+  // Like Wait, but gives up after `timeout`: then the server still runs
+  // and the result is -1.
+  int WaitFor(std::chrono::milliseconds timeout) {
+    if (pid_ <= 0) return -1;
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    while (true) {
+      int status = 0;
+      const pid_t r = ::waitpid(pid_, &status, WNOHANG);
+      if (r == pid_) {
+        pid_ = -1;
+        CloseStdout();
+        return status;
+      }
+      if (r < 0 && errno != EINTR) return -1;
+      if (std::chrono::steady_clock::now() >= deadline) return -1;
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
   }
 
   bool running() const { return pid_ > 0; }
