@@ -28,8 +28,12 @@
 //   ours+explain    Score keeping its similarities, then
 //                   Reranker::ExplainScored for the top 10, as the engine
 //                   does with explain = true.
-// --dtype=int8 stores one scale per token; the bare matmuls are skipped and
-// PyTorch runs on the dequantized values.
+// --dtype=int8 stores one scale per token; the bare matmuls are s8 x s8 with
+// f32 output (the query quantized the same way, no scales applied), and
+// PyTorch runs on the dequantized values. The report names the kernel oneDNN
+// chose for ours and for the fixed-shape bare matmul, and the CPU ISA it
+// used (ONEDNN_MAX_CPU_ISA can hold it lower, e.g. AVX512_CORE_BF16 to run
+// an AMX machine as one without AMX).
 //   torch           bench/torch_rerank.py under --python (Debian's
 //                   python3-torch), eager, same threads: S = Q @ D_catᵀ,
 //                   segmented softmax over each document's columns at τ (a
@@ -121,8 +125,8 @@ struct RerankData {
   std::vector<size_t> offsets;
   std::vector<float> docs, query, weights;
   std::vector<uint16_t> docs_bf16, query_bf16;
-  std::vector<int8_t> docs_s8;
-  std::vector<float> row_scales;  // int8: one scale per token row, as the store keeps them
+  std::vector<int8_t> docs_s8, query_s8;  // int8: the query quantized for the bare matmuls
+  std::vector<float> row_scales;          // int8: one scale per token row, as the store keeps them
   double flops = 0;
   TokenDtype dtype = TokenDtype::kF32;
   const void* doc_data = nullptr;  // the documents in the stored dtype
@@ -169,13 +173,19 @@ std::unique_ptr<RerankData> SetupRerank(const BenchFlags& f) {
       x.row_scales[r] = QuantizeInt8(row, x.docs_s8.data() + r * x.d, x.d);
       DequantizeInt8(x.docs_s8.data() + r * x.d, x.row_scales[r], row, x.d);
     }
+    x.query_s8.resize(x.query.size());
+    for (uint32_t i = 0; i < x.m; ++i) {
+      QuantizeInt8(x.query.data() + size_t(i) * x.d, x.query_s8.data() + size_t(i) * x.d, x.d);
+    }
   }
   x.flops = 2.0 * x.m * x.d * double(x.total);
   x.dtype = x.bf16 ? TokenDtype::kBF16 : x.int8 ? TokenDtype::kInt8 : TokenDtype::kF32;
   x.doc_data = x.bf16   ? static_cast<const void*>(x.docs_bf16.data())
                : x.int8 ? static_cast<const void*>(x.docs_s8.data())
                         : x.docs.data();
-  x.q_data = x.bf16 ? static_cast<const void*>(x.query_bf16.data()) : x.query.data();
+  x.q_data = x.bf16   ? static_cast<const void*>(x.query_bf16.data())
+             : x.int8 ? static_cast<const void*>(x.query_s8.data())
+                      : x.query.data();
   return in;
 }
 
@@ -185,7 +195,9 @@ class BareMatmuls {
  public:
   explicit BareMatmuls(const RerankData& x)
       : x_(x),
-        dt_(x.bf16 ? memory::data_type::bf16 : memory::data_type::f32),
+        dt_(x.bf16   ? memory::data_type::bf16
+            : x.int8 ? memory::data_type::s8
+                     : memory::data_type::f32),
         md_(x.m),
         nd_(memory::dim(x.total)),
         dd_(x.d),
@@ -195,7 +207,8 @@ class BareMatmuls {
         t_md_({dd_, nd_}, dt_, {1, dd_}),
         s_md_({md_, nd_}, memory::data_type::f32, {nd_, 1}),
         sim_(size_t(x.m) * x.total),
-        mm_(dnnl::matmul::primitive_desc(dnnl::matmul::desc(q_md_, t_md_, s_md_), eng_)),
+        mm_pd_(dnnl::matmul::desc(q_md_, t_md_, s_md_), eng_),
+        mm_(mm_pd_),
         q_mem_(q_md_, eng_, const_cast<void*>(x.q_data)),
         t_mem_(t_md_, eng_, const_cast<void*>(x.doc_data)),
         s_mem_(s_md_, eng_, sim_.data()),
@@ -206,6 +219,8 @@ class BareMatmuls {
         scratch_rt_(pd_rt_.scratchpad_desc().get_size()),
         scratch_t_(pd_t_.scratchpad_desc().get_size()) {}
 
+  // The kernel oneDNN chose for Fixed.
+  std::string FixedKernel() const { return mm_pd_.impl_info_str(); }
   // Q·Dᵀ with the exact shape baked in; primitive, memory and stream made once.
   void Fixed() {
     mm_.execute(stream_,
@@ -258,6 +273,7 @@ class BareMatmuls {
   dnnl::stream stream_;
   memory::desc q_md_, t_md_, s_md_;
   std::vector<float> sim_;
+  dnnl::matmul::primitive_desc mm_pd_;
   dnnl::matmul mm_;
   memory q_mem_, t_mem_, s_mem_;
   dnnl::matmul::primitive_desc pd_rt_, pd_t_;
@@ -267,13 +283,15 @@ class BareMatmuls {
 
 // The per-call microseconds of each variant timed in this process.
 struct RerankTimes {
+  std::string kernel_ours, kernel_fixed;  // oneDNN's names of the kernels chosen
   std::vector<double> ours, ours_explain, matmul, matmul_rt, matmul_t;
   std::vector<float> scores;  // ours, for the comparison with PyTorch
 };
 
 // Ours and ours + explain (Score keeping its similarities, then the
 // evidence for the top 10 from them, as the engine does with explain =
-// true), interleaved with oneDNN's bare matmuls (none for int8).
+// true), interleaved with oneDNN's bare matmuls (for int8, s8 x s8 with f32
+// output, without scales).
 absl::StatusOr<RerankTimes> TimeRerank(const BenchFlags& f, const RerankData& x) {
   RerankerOptions ropts;
   ropts.max_threads = f.threads;
@@ -285,6 +303,7 @@ absl::StatusOr<RerankTimes> TimeRerank(const BenchFlags& f, const RerankData& x)
   CandidateTokens ct{x.doc_data,       x.total, x.rows.data(),
                      x.offsets.data(), C,       x.int8 ? x.row_scales.data() : nullptr};
   RerankTimes out;
+  ATTN_ASSIGN_OR_RETURN(out.kernel_ours, reranker->MatmulKernel(x.m));
   out.scores.resize(C);
   absl::Status score_status;
   std::function<void()> ours_fn = [&] {
@@ -304,13 +323,10 @@ absl::StatusOr<RerankTimes> TimeRerank(const BenchFlags& f, const RerankData& x)
   };
   // (Score sets the calling thread's OpenMP count; set ours again.)
   omp_set_num_threads(f.threads);
-  if (x.int8) {
-    auto t = TimeInterleaved({ours_fn, ours_explain_fn}, f.min_seconds);
-    out.ours = std::move(t[0]);
-    out.ours_explain = std::move(t[1]);
-  } else {
+  {
     try {
       BareMatmuls mm(x);
+      out.kernel_fixed = mm.FixedKernel();
       auto t = TimeInterleaved({ours_fn, ours_explain_fn, [&] { mm.Fixed(); },
                                 [&] { mm.RuntimeDims(); }, [&] { mm.Transposed(); }},
                                f.min_seconds);
@@ -389,8 +405,9 @@ absl::StatusOr<TorchRun> RunTorch(const BenchFlags& f, const RerankData& x) {
 
 // The summaries the table, the record and the chart are made of.
 struct RerankSummary {
+  std::string kernel_ours, kernel_fixed;
   Summary ours, mm, mmrt, mmt, ours_ex;
-  double floor_us = 0;  // the fastest of the bare matmuls (none for int8)
+  double floor_us = 0;  // the fastest of the bare matmuls
   double torch_us = 0;  // the fastest PyTorch variant in the requested dtype
   std::string torch_best;
   double max_diff = -1;  // max |ours - PyTorch| over the scores (< 0: none)
@@ -398,6 +415,8 @@ struct RerankSummary {
 
 RerankSummary SummarizeRerank(const RerankData& x, const RerankTimes& t, const TorchRun& torch) {
   RerankSummary r;
+  r.kernel_ours = t.kernel_ours;
+  r.kernel_fixed = t.kernel_fixed;
   r.ours = Summarize(t.ours);
   r.mm = Summarize(t.matmul);
   r.mmrt = Summarize(t.matmul_rt);
@@ -437,11 +456,9 @@ void PrintRerank(const BenchFlags& f, const RerankData& x, const RerankSummary& 
   };
   row("ours (Reranker::Score)", r.ours);
   row("ours + explain top 10", r.ours_ex);
-  if (!x.int8) {
-    row("oneDNN matmul Q.D^T, fixed shape", r.mm);
-    row("oneDNN matmul Q.D^T, runtime dims", r.mmrt);
-    row("oneDNN matmul D.Q^T, runtime dims", r.mmt);
-  }
+  row("oneDNN matmul Q.D^T, fixed shape", r.mm);
+  row("oneDNN matmul Q.D^T, runtime dims", r.mmrt);
+  row("oneDNN matmul D.Q^T, runtime dims", r.mmt);
   if (torch.torch.contains("us_per_query")) {
     for (const auto& [k, v] : torch.torch["us_per_query"].items()) {
       Summary s;
@@ -460,6 +477,9 @@ void PrintRerank(const BenchFlags& f, const RerankData& x, const RerankSummary& 
                                  "x ours (p50)", "iters"},
                                 table)
                         .c_str());
+  const char* max_isa = std::getenv("ONEDNN_MAX_CPU_ISA");
+  std::printf("oneDNN kernels: ours %s, bare fixed shape %s (ONEDNN_MAX_CPU_ISA %s)\n",
+              r.kernel_ours.c_str(), r.kernel_fixed.c_str(), max_isa ? max_isa : "unset");
   if (r.floor_us > 0) {
     std::printf("throughput of ours / fastest bare matmul (medians): %.0f%%\n",
                 100.0 * r.floor_us / r.ours.p50);
@@ -495,8 +515,12 @@ BenchOutput RerankRecord(const BenchFlags& f, const RerankData& x, const RerankS
                 {"min_seconds", f.min_seconds},
                 {"seed", f.seed},
                 {"clusters", f.clusters},
-                {"token_spread", f.token_spread}};
+                {"token_spread", f.token_spread},
+                {"onednn_max_cpu_isa",
+                 std::getenv("ONEDNN_MAX_CPU_ISA") ? std::getenv("ONEDNN_MAX_CPU_ISA") : ""}};
   out.results = {
+      {"kernel_ours", r.kernel_ours},
+      {"kernel_matmul_fixed", r.kernel_fixed},
       {"total_token_rows", x.total},
       {"mflop_per_query", x.flops / 1e6},
       {"ours_us", ToJson(r.ours)},
@@ -531,12 +555,8 @@ void SaveRerankChart(const BenchFlags& f, const RerankData& x, const RerankSumma
   chart.title = Fmt("rerank: %zu candidates, %u..%u tokens, m=%u, d=%u, %s, %d threads",
                     x.candidates, x.tokens_min, x.tokens_max, x.m, x.d, f.dtype.c_str(), f.threads);
   chart.y_label = "microseconds per query (median)";
-  chart.labels = {"ours", "ours+explain"};
-  chart.values = {r.ours.p50, r.ours_ex.p50};
-  if (!x.int8) {
-    chart.labels.insert(chart.labels.end(), {"QDt fixed", "QDt runtime", "DQt runtime"});
-    chart.values.insert(chart.values.end(), {r.mm.p50, r.mmrt.p50, r.mmt.p50});
-  }
+  chart.labels = {"ours", "ours+explain", "QDt fixed", "QDt runtime", "DQt runtime"};
+  chart.values = {r.ours.p50, r.ours_ex.p50, r.mm.p50, r.mmrt.p50, r.mmt.p50};
   if (r.torch_us > 0) {
     chart.labels.push_back("PyTorch (" + r.torch_best + ")");
     chart.values.push_back(r.torch_us);

@@ -22,7 +22,7 @@ attn_cc_test(NAME simd_distance_test
   LABELS unit)
 attn_cc_test(NAME reranker_test
   SRCS ${CMAKE_CURRENT_LIST_DIR}/rerank/reranker_test.cc
-  DEPS attn_core attn_rerank
+  DEPS attn_core attn_rerank DNNL::dnnl
   LABELS unit)
 attn_cc_test(NAME segment_reduce_test
   SRCS ${CMAKE_CURRENT_LIST_DIR}/rerank/segment_reduce_test.cc
@@ -32,6 +32,15 @@ attn_cc_test(NAME int8_test
   SRCS ${CMAKE_CURRENT_LIST_DIR}/rerank/int8_test.cc
   DEPS attn_core attn_rerank attn_storage
   LABELS unit)
+# The reranker's tests again with oneDNN held below AMX, to AVX-512 with bf16
+# and VNNI: the kernels of machines without AMX (e.g. AMD Zen 4 and 5).
+foreach(isa AVX512_CORE_BF16)
+  foreach(t reranker_test int8_test)
+    add_test(NAME ${t}_isa_${isa} COMMAND ${t})
+    set_tests_properties(${t}_isa_${isa} PROPERTIES
+      ENVIRONMENT "ONEDNN_MAX_CPU_ISA=${isa}" LABELS unit)
+  endforeach()
+endforeach()
 attn_cc_test(NAME tokenizer_test
   SRCS ${CMAKE_CURRENT_LIST_DIR}/text/tokenizer_test.cc
   DEPS attn_core attn_text

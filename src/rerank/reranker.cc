@@ -7,9 +7,11 @@
 #include <cstring>
 #include <functional>
 #include <limits>
+#include <map>
 #include <unordered_map>
 
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
 #include "core/status.h"
 #include "core/vector_math.h"
 #include "oneapi/dnnl/dnnl.hpp"
@@ -73,12 +75,143 @@ struct QueryOperand {
   const float* scales() const { return row_scales.empty() ? nullptr : row_scales.data(); }
 };
 
+// Sᵀ (rows x m, f32) = D (rows x d) * Qᵀ (d x m): the document tokens are
+// read in place, row-major; Qᵀ is the row-major query read with strides
+// {1, d}. Sᵀ keeps each document's similarities together, with the query
+// tokens across the vector lanes of the reduce. `rows` and `m` are fixed
+// (oneDNN then picks its best kernel: AMX or AVX-512 brgemm) or
+// DNNL_RUNTIME_DIM_VAL (a generic kernel). int8: Sᵀ_ji = dscale_j * qscale_i
+// * Σ_k d8_jk q8_ik; the matmul computes the integer sums and the reduce
+// applies both scales (the query's, per column, as output scales given at
+// execution, would keep oneDNN off its AMX and VNNI kernels).
+struct Matmul {
+  // A stream, memory objects, arguments and a scratchpad for one call at a
+  // time, made once and pointed at each call's buffers.
+  struct Bound {
+    dnnl::stream stream;
+    std::vector<uint8_t> scratch;
+    memory t_mem, q_mem, s_mem;
+    std::unordered_map<int, memory> args;
+  };
+
+  dnnl::matmul::primitive_desc pd;
+  dnnl::matmul primitive;
+  size_t scratch_bytes = 0;
+  mutable absl::Mutex mu;
+  mutable std::vector<std::unique_ptr<Bound>> idle
+      ABSL_GUARDED_BY(mu);  // one per concurrent caller
+
+  // A Bound for (rows, m) (this primitive's shape, or any for the runtime
+  // one): an idle one, or a new one. Throws dnnl::error.
+  std::unique_ptr<Bound> Take(const dnnl::engine& engine, size_t rows, uint32_t m, uint32_t d,
+                              TokenDtype dtype) const {
+    {
+      absl::MutexLock lock(&mu);
+      if (!idle.empty()) {
+        std::unique_ptr<Bound> b = std::move(idle.back());
+        idle.pop_back();
+        if (b->t_mem.get_desc().dims()[0] == memory::dim(rows) &&
+            b->q_mem.get_desc().dims()[1] == memory::dim(m)) {
+          return b;
+        }
+      }
+    }
+    auto b = std::make_unique<Bound>();
+    const auto dt = DnnlType(dtype);
+    const memory::dim md = m, nd = memory::dim(rows), dd = memory::dim(d);
+    b->stream = dnnl::stream(engine);
+    b->scratch.resize(scratch_bytes);
+    b->t_mem = memory({{nd, dd}, dt, {dd, 1}}, engine, nullptr);
+    b->q_mem = memory({{dd, md}, dt, {1, dd}}, engine, nullptr);
+    b->s_mem = memory({{nd, md}, memory::data_type::f32, {md, 1}}, engine, nullptr);
+    b->args = {{DNNL_ARG_SRC, b->t_mem},
+               {DNNL_ARG_WEIGHTS, b->q_mem},
+               {DNNL_ARG_DST, b->s_mem},
+               {DNNL_ARG_SCRATCHPAD, memory(pd.scratchpad_desc(), engine, b->scratch.data())}};
+    return b;
+  }
+  void Give(std::unique_ptr<Bound> b) const {
+    absl::MutexLock lock(&mu);
+    idle.push_back(std::move(b));
+  }
+
+  Matmul(const dnnl::engine& engine, memory::dim rows, memory::dim m, memory::dim d,
+         TokenDtype dtype) {
+    const auto dt = DnnlType(dtype);
+    const memory::dim ld = m == DNNL_RUNTIME_DIM_VAL ? DNNL_RUNTIME_DIM_VAL : m;
+    memory::desc t_md({rows, d}, dt, {d, 1});
+    memory::desc q_md({d, m}, dt, {1, d});
+    memory::desc s_md({rows, m}, memory::data_type::f32, {ld, 1});
+    dnnl::primitive_attr attr;
+    attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+    pd = dnnl::matmul::primitive_desc(dnnl::matmul::desc(t_md, q_md, s_md), attr, engine);
+    primitive = dnnl::matmul(pd);
+    scratch_bytes = pd.scratchpad_desc().get_size();
+  }
+};
+
+// The row counts of the fixed-shape matmuls: kWindowRows, then powers of
+// two down to kMinPieceRows for the rest of a chunk.
+constexpr size_t kWindowRows = 1024;
+constexpr size_t kMinPieceRows = 16;
+// Most fixed-shape primitives one Reranker keeps (one per row count and
+// query length); beyond it new shapes use the runtime-shape primitive.
+constexpr size_t kMaxFixedShapes = 512;
+
+// A piece of a chunk's Sᵀ computed by one matmul call: `rows` rows from
+// row `begin` of the chunk. The last piece may be padded: its `valid` rows
+// are copied to a zeroed buffer of `rows` rows, and only they are kept.
+struct Piece {
+  size_t begin = 0;
+  size_t rows = 0;
+  size_t valid = 0;
+};
+
+// Splits `total` rows into windows of kWindowRows, then powers of two, then
+// one padded piece of kMinPieceRows for the rest.
+std::vector<Piece> SplitRows(size_t total) {
+  std::vector<Piece> pieces;
+  size_t at = 0;
+  for (size_t size = kWindowRows; size >= kMinPieceRows; size /= 2) {
+    while (total - at >= size) {
+      pieces.push_back({at, size, size});
+      at += size;
+    }
+  }
+  if (at < total) pieces.push_back({at, kMinPieceRows, total - at});
+  return pieces;
+}
+
 }  // namespace
 
 struct Reranker::Rep {
   dnnl::engine engine{dnnl::engine::kind::cpu, 0};
-  dnnl::matmul::primitive_desc pd;
-  dnnl::matmul matmul;
+  std::unique_ptr<Matmul> any_shape;  // runtime rows and m
+  mutable absl::Mutex mu;
+  // Fixed-shape primitives by (rows, m), created on first use and never
+  // removed (a pointer stays valid for the Reranker's life).
+  mutable std::map<std::pair<size_t, uint32_t>, std::unique_ptr<Matmul>> fixed ABSL_GUARDED_BY(mu);
+
+  // The fixed-shape matmul for (rows, m), or the runtime-shape one when the
+  // cache is full or creating it failed.
+  const Matmul* For(size_t rows, uint32_t m, uint32_t d, TokenDtype dtype) const {
+    const auto key = std::make_pair(rows, m);
+    {
+      absl::ReaderMutexLock lock(&mu);
+      auto it = fixed.find(key);
+      if (it != fixed.end()) return it->second.get();
+      if (fixed.size() >= kMaxFixedShapes) return any_shape.get();
+    }
+    std::unique_ptr<Matmul> made;
+    const absl::Status s = CatchDnnl("creating a fixed-shape rerank matmul", [&] {
+      made = std::make_unique<Matmul>(engine, memory::dim(rows), memory::dim(m), memory::dim(d),
+                                      dtype);
+    });
+    if (!s.ok()) return any_shape.get();
+    absl::MutexLock lock(&mu);
+    auto [it, inserted] = fixed.emplace(key, std::move(made));
+    return it->second.get();
+  }
 };
 
 Reranker::Reranker(std::unique_ptr<Rep> rep, uint32_t dim, TokenDtype dtype,
@@ -92,25 +225,8 @@ absl::StatusOr<std::unique_ptr<Reranker>> Reranker::Create(uint32_t dim, TokenDt
   if (dim == 0 || dim > kMaxDim) return absl::InvalidArgumentError("reranker: bad dim");
   auto rep = std::make_unique<Rep>();
   ATTN_RETURN_IF_ERROR(CatchDnnl("creating the rerank matmul", [&] {
-    const memory::dim kRt = DNNL_RUNTIME_DIM_VAL;
-    const memory::dim d = dim;
-    const auto dt = DnnlType(dtype);
-    // Sᵀ (N x m, f32) = D (N x d) * Qᵀ (d x m): the document tokens are read
-    // in place, row-major; Qᵀ is the row-major query read with strides
-    // {1, d}. Sᵀ keeps each document's similarities together, with the query
-    // tokens across the vector lanes of the reduce.
-    memory::desc t_md({kRt, d}, dt, {d, 1});
-    memory::desc q_md({d, kRt}, dt, {1, d});
-    memory::desc s_md({kRt, kRt}, memory::data_type::f32, {kRt, 1});
-    dnnl::primitive_attr attr;
-    attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
-    // int8: Sᵀ_ji = dscale_j * qscale_i * Σ_k d8_jk q8_ik; the query scales
-    // (columns) are output scales given at execution, the document token
-    // scales (rows) are applied by the reduce.
-    if (dtype == TokenDtype::kInt8) attr.set_output_scales(1 << 1, {DNNL_RUNTIME_F32_VAL});
-    dnnl::matmul::desc desc(t_md, q_md, s_md);
-    rep->pd = dnnl::matmul::primitive_desc(desc, attr, rep->engine);
-    rep->matmul = dnnl::matmul(rep->pd);
+    rep->any_shape = std::make_unique<Matmul>(rep->engine, DNNL_RUNTIME_DIM_VAL,
+                                              DNNL_RUNTIME_DIM_VAL, memory::dim(dim), dtype);
   }));
   std::unique_ptr<Reranker> reranker(new Reranker(std::move(rep), dim, dtype, options));
   // One small run JIT-compiles the kernels now rather than in the first query.
@@ -124,6 +240,14 @@ absl::StatusOr<std::unique_ptr<Reranker>> Reranker::Create(uint32_t dim, TokenDt
   CandidateTokens cand{doc.data(), rows, &rows, &offset, 1, scales.data()};
   ATTN_RETURN_IF_ERROR(reranker->Score(warm, cand, &score));
   return reranker;
+}
+
+absl::StatusOr<std::string> Reranker::MatmulKernel(uint32_t query_tokens) const {
+  if (query_tokens == 0) return absl::InvalidArgumentError("reranker: no query tokens");
+  const Matmul* mm = rep_->For(kWindowRows, query_tokens, dim_, dtype_);
+  std::string name;
+  ATTN_RETURN_IF_ERROR(CatchDnnl("rerank matmul", [&] { name = mm->pd.impl_info_str(); }));
+  return name;
 }
 
 absl::Status Reranker::CheckQuery(const RerankQuery& query,
@@ -157,16 +281,48 @@ void Reranker::KeepSimilarities(std::vector<float>* keep) {
   std::swap(ThreadSimilarities(), *keep);
 }
 
-absl::Status Reranker::ForEachChunk(
+absl::Status Reranker::MultiplyPiece(const void* query_operand, uint32_t m, const char* rows_data,
+                                     size_t rows, size_t valid, float* out) const {
+  const size_t d = dim_;
+  const size_t row_bytes = d * TokenDtypeSize(dtype_);
+  const Matmul* mm = rep_->For(rows, m, dim_, dtype_);
+  // A padded piece: its valid rows, then zero rows, in a buffer of its own;
+  // its output goes to another and only the valid rows are copied out.
+  thread_local std::vector<char> pad_in;
+  thread_local std::vector<float> pad_out;
+  const void* src = rows_data;
+  float* dst = out;
+  if (valid < rows) {
+    pad_in.assign(rows * row_bytes, 0);
+    std::memcpy(pad_in.data(), rows_data, valid * row_bytes);
+    pad_out.resize(rows * m);
+    src = pad_in.data();
+    dst = pad_out.data();
+  }
+  ATTN_RETURN_IF_ERROR(CatchDnnl("rerank matmul", [&] {
+    std::unique_ptr<Matmul::Bound> b = mm->Take(rep_->engine, rows, m, dim_, dtype_);
+    b->t_mem.set_data_handle(const_cast<void*>(src));
+    b->q_mem.set_data_handle(const_cast<void*>(query_operand));
+    b->s_mem.set_data_handle(dst);
+    mm->primitive.execute(b->stream, b->args);
+    b->stream.wait();
+    mm->Give(std::move(b));
+  }));
+  if (valid < rows) std::memcpy(out, pad_out.data(), valid * m * sizeof(float));
+  return absl::OkStatus();
+}
+
+absl::StatusOr<size_t> Reranker::ForEachChunk(
     const RerankQuery& query, const CandidateTokens& candidates,
-    const std::function<void(size_t first, size_t last, size_t row0, const float* st)>& fn) const {
+    const std::function<void(size_t first, size_t last, size_t row0, const float* st,
+                             const float* col_scale)>& fn) const {
   const uint32_t m = query.num_tokens;
   const size_t d = dim_;
-  const size_t elem = TokenDtypeSize(dtype_);
+  const size_t row_bytes = d * TokenDtypeSize(dtype_);
   const QueryOperand q_op(query.tokens, m, d, dtype_);
 
-  // This call's threads, for oneDNN's matmul and the reduce (both OpenMP;
-  // the setting is per calling thread).
+  // This call's threads, for the matmuls and the reduce (OpenMP; the
+  // setting is per calling thread).
   // Small queries run on one thread: waking a second costs more than it
   // saves below a few MFLOP (one more thread per ~16 MFLOP of matmul).
   const double mflop = 2e-6 * m * double(d) * double(candidates.total_rows);
@@ -180,13 +336,10 @@ absl::Status Reranker::ForEachChunk(
     ~ThreadsFor() { omp_set_num_threads(previous); }  // the caller's setting comes back
     int previous;
   } threads_for(1 + extra.cores());
+  const int threads = 1 + extra.cores();
 
   std::vector<float>& sim = ThreadSimilarities();
-  thread_local std::vector<uint8_t> scratch;
-  if (scratch.size() < rep_->pd.scratchpad_desc().get_size()) {
-    scratch.resize(rep_->pd.scratchpad_desc().get_size());
-  }
-  size_t c = 0;
+  size_t c = 0, chunks = 0;
   while (c < candidates.count) {
     // The chunk [c, c_end): whole candidates up to max_rows_per_gemm rows
     // (at least one candidate).
@@ -197,35 +350,57 @@ absl::Status Reranker::ForEachChunk(
       rows += candidates.rows[c_end];
       ++c_end;
     }
-    if (rows > 0) {
-      if (sim.size() < size_t(m) * rows) sim.resize(size_t(m) * rows);
-      ATTN_RETURN_IF_ERROR(CatchDnnl("rerank matmul", [&] {
-        const auto dt = DnnlType(dtype_);
-        const memory::dim md = m, nd = memory::dim(rows), dd = memory::dim(d);
-        memory t_mem(
-            {{nd, dd}, dt, {dd, 1}}, rep_->engine,
-            const_cast<char*>(static_cast<const char*>(candidates.data) + row0 * d * elem));
-        memory q_mem({{dd, md}, dt, {1, dd}}, rep_->engine, const_cast<void*>(q_op.data));
-        memory s_mem({{nd, md}, memory::data_type::f32, {md, 1}}, rep_->engine, sim.data());
-        memory scratch_mem(rep_->pd.scratchpad_desc(), rep_->engine, scratch.data());
-        std::unordered_map<int, memory> args = {{DNNL_ARG_SRC, t_mem},
-                                                {DNNL_ARG_WEIGHTS, q_mem},
-                                                {DNNL_ARG_DST, s_mem},
-                                                {DNNL_ARG_SCRATCHPAD, scratch_mem}};
-        if (dtype_ == TokenDtype::kInt8) {
-          args.emplace(DNNL_ARG_ATTR_OUTPUT_SCALES,
-                       memory({{md}, memory::data_type::f32, {1}}, rep_->engine,
-                              const_cast<float*>(q_op.scales())));
-        }
-        dnnl::stream stream(rep_->engine);
-        rep_->matmul.execute(stream, args);
-        stream.wait();
-      }));
+    ++chunks;
+    if (sim.size() < size_t(m) * rows) sim.resize(size_t(m) * rows);
+    const char* base = static_cast<const char*>(candidates.data) + row0 * row_bytes;
+    // Fixed-shape pieces (see SplitRows); each thread computes a run of
+    // them in order and reduces a candidate as soon as its rows are done,
+    // while its similarities are still in cache. A candidate whose rows
+    // run past the thread's last piece is reduced after all threads end.
+    const std::vector<Piece> pieces = SplitRows(rows);
+    const int parts = int(std::min<size_t>(size_t(threads), pieces.size()));
+    std::vector<size_t> cut(parts + 1, pieces.size());
+    cut[0] = 0;
+    for (int t = 1; t < parts; ++t) {
+      size_t p = cut[t - 1];
+      while (p < pieces.size() && pieces[p].begin < rows * t / parts) ++p;
+      cut[t] = p;
     }
-    fn(c, c_end, row0, sim.data());
+    std::vector<absl::Status> status(parts);
+    std::vector<size_t> left(parts, c), last(parts, c);
+    const size_t* offsets = candidates.offsets;
+#pragma omp parallel for schedule(static, 1) num_threads(std::max(parts, 1)) if (parts > 1)
+    for (int t = 0; t < parts; ++t) {
+      if (cut[t] == cut[t + 1]) continue;
+      const size_t a = pieces[cut[t]].begin;
+      const size_t b = pieces[cut[t + 1] - 1].begin + pieces[cut[t + 1] - 1].valid;
+      // This part's candidates: those that start in rows [a, b).
+      size_t k = size_t(std::lower_bound(offsets + c, offsets + c_end, row0 + a) - offsets);
+      const size_t k_end =
+          t + 1 == parts
+              ? c_end
+              : size_t(std::lower_bound(offsets + c, offsets + c_end, row0 + b) - offsets);
+      last[t] = k_end;
+      for (size_t p = cut[t]; p < cut[t + 1]; ++p) {
+        const Piece& piece = pieces[p];
+        status[t] = MultiplyPiece(q_op.data, m, base + piece.begin * row_bytes, piece.rows,
+                                  piece.valid, sim.data() + piece.begin * m);
+        if (!status[t].ok()) break;
+        const size_t done = row0 + piece.begin + piece.valid;
+        const size_t first = k;
+        while (k < k_end && offsets[k] + candidates.rows[k] <= done) ++k;
+        if (k > first) fn(first, k, row0, sim.data(), q_op.scales());
+      }
+      left[t] = k;
+    }
+    for (int t = 0; t < parts; ++t) ATTN_RETURN_IF_ERROR(status[t]);
+    for (int t = 0; t < parts; ++t) {
+      if (left[t] < last[t]) fn(left[t], last[t], row0, sim.data(), q_op.scales());
+    }
+    if (rows == 0) fn(c, c_end, row0, sim.data(), q_op.scales());  // candidates without rows
     c = c_end;
   }
-  return absl::OkStatus();
+  return chunks;
 }
 
 absl::Status Reranker::Score(const RerankQuery& query, const CandidateTokens& candidates,
@@ -239,27 +414,30 @@ absl::Status Reranker::Score(const RerankQuery& query, const CandidateTokens& ca
   const uint32_t m = query.num_tokens;
   const float inv_tau = 1.f / query.temperature;
   if (keep != nullptr) keep->valid = false;
-  size_t chunks = 0;
-  return ForEachChunk(query, candidates, [&](size_t c, size_t c_end, size_t row0, const float* s) {
-    // Each candidate's rows of Sᵀ reduce to its score; the candidates of the
-    // chunk are shared among the threads this call may use.
-    const long first = long(c), last = long(c_end);
+  auto chunks = ForEachChunk(
+      query, candidates,
+      [&](size_t c, size_t c_end, size_t row0, const float* s, const float* col_scale) {
+        // Each candidate's rows of Sᵀ reduce to its score; the candidates of the
+        // chunk are shared among the threads this call may use.
+        const long first = long(c), last = long(c_end);
 #pragma omp parallel for schedule(dynamic, 16) if (last - first > 32)
-    for (long k = first; k < last; ++k) {
-      const uint32_t n = candidates.rows[k];
-      const float* row_scales =
-          candidates.scales ? candidates.scales + candidates.offsets[k] : nullptr;
-      scores[k] = n == 0 ? -std::numeric_limits<float>::infinity()
-                         : ReduceSegment(s + (candidates.offsets[k] - row0) * m, m, n,
-                                         query.weights, query.mode, inv_tau, row_scales);
-    }
-    ++chunks;
-    // One chunk holds every candidate: hand its Sᵀ over.
-    if (keep != nullptr && c == 0 && c_end == candidates.count && chunks == 1) {
-      KeepSimilarities(&keep->st);
-      keep->valid = true;
-    }
-  });
+        for (long k = first; k < last; ++k) {
+          const uint32_t n = candidates.rows[k];
+          const float* row_scales =
+              candidates.scales ? candidates.scales + candidates.offsets[k] : nullptr;
+          scores[k] =
+              n == 0 ? -std::numeric_limits<float>::infinity()
+                     : ReduceSegment(s + (candidates.offsets[k] - row0) * m, m, n, query.weights,
+                                     query.mode, inv_tau, row_scales, col_scale);
+        }
+      });
+  ATTN_RETURN_IF_ERROR(chunks.status());
+  // One chunk holds every candidate: hand its Sᵀ over.
+  if (keep != nullptr && *chunks == 1) {
+    KeepSimilarities(&keep->st);
+    keep->valid = true;
+  }
+  return absl::OkStatus();
 }
 
 absl::Status Reranker::ExplainScored(const RerankQuery& query, const CandidateTokens& candidates,
@@ -302,6 +480,7 @@ absl::Status Reranker::ExplainScored(const RerankQuery& query, const CandidateTo
     return Explain(query, hits, out);
   }
   const float inv_tau = 1.f / query.temperature;
+  const QueryOperand q_op(query.tokens, m, dim_, dtype_);  // its int8 scales, as Score had them
   out->assign(which.size(), {});
   std::vector<uint32_t> argmax(m);
   std::vector<float> weight(m), contribution(m);
@@ -312,7 +491,7 @@ absl::Status Reranker::ExplainScored(const RerankQuery& query, const CandidateTo
     const float* row_scales =
         candidates.scales ? candidates.scales + candidates.offsets[k] : nullptr;
     ExplainSegment(keep.st.data() + (candidates.offsets[k] - row0) * m, m, n, query.weights,
-                   query.mode, inv_tau, row_scales, argmax.data(), weight.data(),
+                   query.mode, inv_tau, row_scales, q_op.scales(), argmax.data(), weight.data(),
                    contribution.data());
     for (uint32_t t = 0; t < m; ++t) {
       (*out)[i].push_back({t, argmax[t], weight[t], contribution[t]});
@@ -327,21 +506,25 @@ absl::Status Reranker::Explain(const RerankQuery& query, const CandidateTokens& 
   out->assign(candidates.count, {});
   const uint32_t m = query.num_tokens;
   const float inv_tau = 1.f / query.temperature;
-  return ForEachChunk(query, candidates, [&](size_t c, size_t c_end, size_t row0, const float* st) {
-    std::vector<uint32_t> argmax(m);
-    std::vector<float> weight(m), contribution(m);
-    for (size_t k = c; k < c_end; ++k) {
-      const uint32_t n = candidates.rows[k];
-      if (n == 0) continue;
-      const float* row_scales =
-          candidates.scales ? candidates.scales + candidates.offsets[k] : nullptr;
-      ExplainSegment(st + (candidates.offsets[k] - row0) * m, m, n, query.weights, query.mode,
-                     inv_tau, row_scales, argmax.data(), weight.data(), contribution.data());
-      for (uint32_t i = 0; i < m; ++i) {
-        (*out)[k].push_back({i, argmax[i], weight[i], contribution[i]});
-      }
-    }
-  });
+  return ForEachChunk(
+             query, candidates,
+             [&](size_t c, size_t c_end, size_t row0, const float* st, const float* col_scale) {
+               std::vector<uint32_t> argmax(m);
+               std::vector<float> weight(m), contribution(m);
+               for (size_t k = c; k < c_end; ++k) {
+                 const uint32_t n = candidates.rows[k];
+                 if (n == 0) continue;
+                 const float* row_scales =
+                     candidates.scales ? candidates.scales + candidates.offsets[k] : nullptr;
+                 ExplainSegment(st + (candidates.offsets[k] - row0) * m, m, n, query.weights,
+                                query.mode, inv_tau, row_scales, col_scale, argmax.data(),
+                                weight.data(), contribution.data());
+                 for (uint32_t i = 0; i < m; ++i) {
+                   (*out)[k].push_back({i, argmax[i], weight[i], contribution[i]});
+                 }
+               }
+             })
+      .status();
 }
 
 absl::Status Reranker::Explain(const RerankQuery& query, const void* doc_tokens, uint32_t rows,

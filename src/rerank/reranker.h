@@ -6,11 +6,14 @@
 //   ATTENTION  score = Σ_i w_i Σ_j softmax_j(S_ij / τ) S_ij
 //   MAXSIM     score = Σ_i w_i max_j S_ij          (the τ → 0 limit)
 //
-// All candidates' token matrices lie back to back in one buffer; one matmul
-// with a runtime N computes S for all of them (in chunks that bound memory),
-// and a segmented softmax-and-reduce turns each document's columns into its
-// score. The matmul primitive is created once per Reranker (runtime M and N)
-// and only executed per query. bf16 storage runs the bf16 matmul with f32
+// All candidates' token matrices lie back to back in one buffer; matmuls
+// compute S for all of them (in chunks that bound memory), and a segmented
+// softmax-and-reduce turns each document's columns into its score. The
+// matmuls have fixed shapes (windows of 1,024 token rows, then powers of two
+// down to 16, the last piece zero-padded), so oneDNN picks the CPU's best
+// kernel (AMX, or AVX-512 with VNNI/bf16); their primitives are created on
+// first use and kept. A document's score is reduced as soon as its rows are
+// done, while they are in cache. bf16 storage runs the bf16 matmul with f32
 // accumulation; int8 storage (one scale per token) runs the s8 matmul with
 // the query quantized to s8 (one scale per query token) and both scales
 // applied to the f32 output; the softmax and the sums are f32.
@@ -23,6 +26,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -32,8 +36,8 @@
 namespace attnsearch {
 
 struct RerankerOptions {
-  // Most document token rows scored by one matmul call; larger inputs are
-  // split at candidate boundaries. Bounds the score buffer to
+  // Most document token rows in one chunk (one similarity buffer); larger
+  // inputs are split at candidate boundaries. Bounds the score buffer to
   // m x max_rows_per_gemm floats. Default: 32768.
   size_t max_rows_per_gemm = 32768;
   // The cores Score calls share (see core_budget.h): a call runs on its
@@ -122,6 +126,11 @@ class Reranker {
   absl::Status Explain(const RerankQuery& query, const void* doc_tokens, uint32_t rows,
                        std::vector<TokenEvidence>* out, const float* row_scales = nullptr) const;
 
+  // The kernel oneDNN chose for this reranker's matmul of a full window of
+  // document tokens against `query_tokens` query tokens, as oneDNN names it
+  // (e.g. "brg:avx512_core_amx_bf16"; "gemm:jit" is its generic kernel).
+  absl::StatusOr<std::string> MatmulKernel(uint32_t query_tokens) const;
+
   uint32_t dim() const { return dim_; }
   TokenDtype dtype() const { return dtype_; }
 
@@ -130,11 +139,21 @@ class Reranker {
   absl::Status CheckQuery(const RerankQuery& query, const CandidateTokens& candidates) const;
   // Swaps this thread's Sᵀ buffer with *keep (after the last chunk).
   static void KeepSimilarities(std::vector<float>* keep);
-  // Computes Sᵀ for chunks of whole candidates and calls fn(first, last,
-  // first row, Sᵀ of the chunk) for each.
-  absl::Status ForEachChunk(
+  // Computes Sᵀ for chunks of whole candidates (at most max_rows_per_gemm
+  // rows each, in one buffer per chunk) with fixed-shape matmuls, and calls
+  // fn(first, last, first row of the chunk, Sᵀ of the chunk, the query's
+  // column scales (int8) or null) for groups of
+  // candidates whose rows are done; groups are disjoint and fn may run on
+  // several threads at once. Returns the number of chunks.
+  absl::StatusOr<size_t> ForEachChunk(
       const RerankQuery& query, const CandidateTokens& candidates,
-      const std::function<void(size_t first, size_t last, size_t row0, const float* st)>& fn) const;
+      const std::function<void(size_t first, size_t last, size_t row0, const float* st,
+                               const float* col_scale)>& fn) const;
+  // out (rows x m) = rows_data (rows x dim) · queryᵀ with the fixed-shape
+  // matmul of `rows` rows; only the first `valid` rows of rows_data are
+  // read (the rest count as zeros) and written.
+  absl::Status MultiplyPiece(const void* query_operand, uint32_t m, const char* rows_data,
+                             size_t rows, size_t valid, float* out) const;
   Reranker(std::unique_ptr<Rep> rep, uint32_t dim, TokenDtype dtype,
            const RerankerOptions& options);
 

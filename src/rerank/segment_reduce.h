@@ -5,7 +5,8 @@
 //   ATTENTION  Σ_i w_i Σ_j softmax_j(s_ij · inv_tau) s_ij
 //   MAXSIM     Σ_i w_i max_j s_ij
 //
-// where s_ij = st[j·m + i] · row_scale[j] (row_scale is null for 1). The
+// where s_ij = st[j·m + i] · row_scale[j] · col_scale[i] (a null scale
+// array counts as ones). The
 // query tokens lie across the vector lanes, so both passes stream the block
 // once with contiguous loads. Vectorised with AVX-512 when the CPU has it
 // (chosen once at run time), with a portable fallback; both agree within
@@ -22,19 +23,21 @@ namespace attnsearch {
 
 // REQUIRES: n >= 1, m >= 1; mode is ATTENTION or MAXSIM; row scales > 0.
 float ReduceSegment(const float* st, uint32_t m, uint32_t n, const float* w, RerankMode mode,
-                    float inv_tau, const float* row_scale = nullptr);
+                    float inv_tau, const float* row_scale = nullptr,
+                    const float* col_scale = nullptr);
 
 // The portable version, always available (for tests).
 float ReduceSegmentPortable(const float* st, uint32_t m, uint32_t n, const float* w,
-                            RerankMode mode, float inv_tau, const float* row_scale = nullptr);
+                            RerankMode mode, float inv_tau, const float* row_scale = nullptr,
+                            const float* col_scale = nullptr);
 
 // Per query token i (m of them): the document token j with the largest
 // s_ij, its attention weight (1 for MAXSIM) and the token's contribution
 // w_i · (Σ_j softmax_j(s_ij · inv_tau) s_ij, or max_j s_ij). The
 // contributions sum to ReduceSegment's result. Arrays of m values.
 void ExplainSegment(const float* st, uint32_t m, uint32_t n, const float* w, RerankMode mode,
-                    float inv_tau, const float* row_scale, uint32_t* argmax, float* weight,
-                    float* contribution);
+                    float inv_tau, const float* row_scale, const float* col_scale, uint32_t* argmax,
+                    float* weight, float* contribution);
 
 // True when ReduceSegment runs the AVX-512 version on this CPU.
 bool ReduceSegmentUsesAvx512();

@@ -4,6 +4,7 @@
 #include <atomic>
 #include <cmath>
 #include <cstdint>
+#include <cstdio>
 #include <limits>
 #include <memory>
 #include <random>
@@ -15,6 +16,7 @@
 #include "absl/strings/str_cat.h"
 #include "core/vector_math.h"
 #include "gtest/gtest.h"
+#include "oneapi/dnnl/dnnl.hpp"
 #include "rerank/reference.h"
 #include "test_util.h"
 
@@ -568,11 +570,70 @@ TEST_P(RerankerTest, RejectsBadRequests) {
   EXPECT_TRUE(r->Score(q.View(RerankMode::kMaxSim, 0.1f), none, nullptr).ok());
 }
 
+// Enough work for the call to use two threads (each computing a run of
+// fixed-shape pieces), with documents longer than a piece, so that
+// documents straddle pieces and the two threads' runs.
+TEST_P(RerankerTest, LongDocumentsAcrossPiecesAndThreads) {
+  RerankerOptions options;
+  options.max_threads = 2;
+  auto made = Reranker::Create(kDim, dtype(), options);
+  ASSERT_TRUE(made.ok()) << made.status();
+  std::mt19937 rng(bf16() ? 111 : 110);
+  std::uniform_int_distribution<uint32_t> long_rows(900, 2600);
+  for (int trial = 0; trial < 2; ++trial) {
+    SCOPED_TRACE(absl::StrCat("trial ", trial));
+    std::vector<uint32_t> rows(12);
+    for (uint32_t& n : rows) n = long_rows(rng);
+    rows[3] = 0;
+    rows[7] = 1;
+    const Query q = MakeQuery(rng, 40);  // 40 query tokens: two lane blocks and a partial one
+    const Candidates c = MakeCandidates(rng, rows);
+    for (const ModeCase& mc : kModes) {
+      SCOPED_TRACE(mc.Name());
+      const auto scores = ScoreOrDie(**made, q.View(mc.mode, mc.temperature), c, dtype());
+      for (size_t k = 0; k < c.count(); ++k) {
+        if (c.rows[k] == 0) {
+          EXPECT_EQ(scores[k], -std::numeric_limits<float>::infinity());
+          continue;
+        }
+        ASSERT_NEAR(scores[k], Oracle(q, c, k, dtype(), mc.mode, mc.temperature), tolerance())
+            << "candidate " << k << " rows " << c.rows[k];
+      }
+    }
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Dtypes, RerankerTest,
                          ::testing::Values(TokenDtype::kF32, TokenDtype::kBF16),
                          [](const ::testing::TestParamInfo<TokenDtype>& info) {
                            return std::string(TokenDtypeName(info.param));
                          });
+
+// The fixed-shape matmul runs on the best kernel oneDNN has for this CPU
+// (as ONEDNN_MAX_CPU_ISA limits it): AMX where there is AMX, else AVX-512
+// brgemm where the CPU has AVX-512 with the dtype's dot products; never the
+// generic "gemm:jit" there.
+TEST(RerankerKernelTest, FixedShapeMatmulRunsOnTheBestKernel) {
+  const dnnl::cpu_isa isa = dnnl::get_effective_cpu_isa();
+  const bool amx = isa == dnnl::cpu_isa::avx512_core_amx;
+  for (TokenDtype dtype : {TokenDtype::kF32, TokenDtype::kBF16, TokenDtype::kInt8}) {
+    auto r = Reranker::Create(128, dtype, RerankerOptions());
+    ASSERT_TRUE(r.ok()) << r.status();
+    auto kernel = (*r)->MatmulKernel(32);
+    ASSERT_TRUE(kernel.ok()) << kernel.status();
+    SCOPED_TRACE(std::string(TokenDtypeName(dtype)) + ": " + *kernel);
+    const bool has_dot = dtype == TokenDtype::kF32    ? isa >= dnnl::cpu_isa::avx512_core
+                         : dtype == TokenDtype::kBF16 ? isa >= dnnl::cpu_isa::avx512_core_bf16
+                                                      : isa >= dnnl::cpu_isa::avx512_core_vnni;
+    if (amx && dtype != TokenDtype::kF32) {
+      EXPECT_NE(kernel->find("amx"), std::string::npos);
+    } else if (has_dot) {
+      EXPECT_EQ(kernel->rfind("brg:", 0), 0u);
+    }
+    std::printf("%s on isa %d: %s\n", std::string(TokenDtypeName(dtype)).c_str(), int(isa),
+                kernel->c_str());
+  }
+}
 
 TEST(RerankerCreateTest, RejectsBadDim) {
   EXPECT_EQ(Reranker::Create(0, TokenDtype::kF32, RerankerOptions()).status().code(),

@@ -11,13 +11,17 @@
 namespace attnsearch {
 namespace {
 
-// st holds n rows of m values; s_ij = st[j*m + i] * scale[j].
+// st holds n rows of m values; s_ij = st[j*m + i] * scale[j] * col[i] (no
+// column scales when col is empty).
 double Expected(const std::vector<float>& st, uint32_t m, uint32_t n, const std::vector<float>& w,
-                RerankMode mode, float tau, const std::vector<float>& scale) {
+                RerankMode mode, float tau, const std::vector<float>& scale,
+                const std::vector<float>& col = {}) {
   double total = 0.0;
   for (uint32_t i = 0; i < m; ++i) {
     std::vector<double> row(n);
-    for (uint32_t j = 0; j < n; ++j) row[j] = double(st[size_t(j) * m + i]) * scale[j];
+    for (uint32_t j = 0; j < n; ++j) {
+      row[j] = double(st[size_t(j) * m + i]) * scale[j] * (col.empty() ? 1.0 : col[i]);
+    }
     double best = row[0];
     for (uint32_t j = 1; j < n; ++j) best = std::max(best, row[j]);
     double c = best;
@@ -41,10 +45,11 @@ TEST(SegmentReduceTest, MatchesDoublePrecisionLoops) {
   std::uniform_real_distribution<float> pos(0.5f, 2.f);
   for (uint32_t n : {1u, 2u, 15u, 17u, 100u, 180u, 1000u}) {
     for (uint32_t m : {1u, 3u, 15u, 16u, 17u, 32u, 40u}) {
-      std::vector<float> st(size_t(m) * n), w(m), ones(n, 1.f), scale(n);
+      std::vector<float> st(size_t(m) * n), w(m), ones(n, 1.f), scale(n), col(m);
       for (float& x : st) x = u(rng);
       for (float& x : w) x = u(rng);
       for (float& x : scale) x = pos(rng);
+      for (float& x : col) x = pos(rng);
       for (RerankMode mode : {RerankMode::kAttention, RerankMode::kMaxSim}) {
         for (float tau : {0.01f, 0.1f, 1.f, 10.f}) {
           const double want = Expected(st, m, n, w, mode, tau, ones);
@@ -55,6 +60,21 @@ TEST(SegmentReduceTest, MatchesDoublePrecisionLoops) {
           const double scaled = Expected(st, m, n, w, mode, tau, scale);
           EXPECT_NEAR(ReduceSegment(st.data(), m, n, w.data(), mode, 1.f / tau, scale.data()),
                       scaled, 2e-5 * m);
+          // Row and column scales (int8 documents and queries).
+          const double both = Expected(st, m, n, w, mode, tau, scale, col);
+          EXPECT_NEAR(
+              ReduceSegment(st.data(), m, n, w.data(), mode, 1.f / tau, scale.data(), col.data()),
+              both, 4e-5 * m);
+          EXPECT_NEAR(ReduceSegmentPortable(st.data(), m, n, w.data(), mode, 1.f / tau,
+                                            scale.data(), col.data()),
+                      both, 4e-5 * m);
+          std::vector<uint32_t> argmax(m);
+          std::vector<float> weight(m), contribution(m);
+          ExplainSegment(st.data(), m, n, w.data(), mode, 1.f / tau, scale.data(), col.data(),
+                         argmax.data(), weight.data(), contribution.data());
+          double sum = 0.0;
+          for (float c : contribution) sum += c;
+          EXPECT_NEAR(sum, both, 4e-5 * m);
         }
       }
     }
