@@ -16,6 +16,10 @@ attn_cc_test(NAME ann_index_test
   SRCS ${CMAKE_CURRENT_LIST_DIR}/ann/ann_index_test.cc
   DEPS attn_core attn_ann
   LABELS unit)
+attn_cc_test(NAME residual_codec_test
+  SRCS ${CMAKE_CURRENT_LIST_DIR}/ann/residual_codec_test.cc
+  DEPS attn_core attn_ann attn_rerank
+  LABELS unit)
 attn_cc_test(NAME simd_distance_test
   SRCS ${CMAKE_CURRENT_LIST_DIR}/ann/simd_distance_test.cc
   DEPS attn_core attn_ann faiss

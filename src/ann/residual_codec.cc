@@ -1,0 +1,238 @@
+#include "ann/residual_codec.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <exception>
+
+#include "absl/strings/str_cat.h"
+#include "core/checksum.h"
+#include "core/types.h"
+#include "faiss/Clustering.h"
+#include "faiss/IndexFlat.h"
+
+namespace attnsearch {
+namespace {
+
+constexpr char kMagic[8] = {'A', 'T', 'R', 'C', 'O', 'D', 'E', '1'};
+
+uint32_t FloorPow2(double x) {
+  uint32_t p = 1;
+  while (double(p) * 2 <= x && p < (1u << 30)) p *= 2;
+  return p;
+}
+
+// The number of centroids when the options leave it to the codec.
+uint32_t AutoCentroids(size_t n) {
+  const double want = std::min(4.0 * std::sqrt(double(n)), double(n) / 8.0);
+  return std::clamp<uint32_t>(FloorPow2(want), 64, 65536);
+}
+
+template <typename T>
+void Put(std::string* out, const T& v) {
+  out->append(reinterpret_cast<const char*>(&v), sizeof(T));
+}
+template <typename T>
+void PutVector(std::string* out, const std::vector<T>& v) {
+  out->append(reinterpret_cast<const char*>(v.data()), v.size() * sizeof(T));
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<ResidualCodec>> ResidualCodec::Train(
+    const float* tokens, size_t n, uint32_t dim, const ResidualCodecOptions& options) {
+  if (options.bits != 1 && options.bits != 2 && options.bits != 4) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("residual codec: bits must be 1, 2 or 4, not ", options.bits));
+  }
+  if (dim == 0 || dim > kMaxDim) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("residual codec: dim ", dim, " is out of range"));
+  }
+  if (options.centroids > (1u << 24)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("residual codec: centroids ", options.centroids, " is more than ", 1u << 24));
+  }
+  if (options.iterations == 0) {
+    return absl::InvalidArgumentError("residual codec: iterations must be at least 1");
+  }
+  const uint32_t k = options.centroids > 0 ? options.centroids : AutoCentroids(n);
+  if (n < size_t(k) * kMinTokensPerCentroid) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("residual codec: ", n, " training tokens are too few for ", k,
+                     " centroids (it needs at least ", size_t(k) * kMinTokensPerCentroid, ")"));
+  }
+  std::unique_ptr<ResidualCodec> codec(new ResidualCodec());
+  codec->dim_ = dim;
+  codec->bits_ = options.bits;
+  codec->num_centroids_ = k;
+  try {
+    faiss::ClusteringParameters cp;
+    cp.niter = int(options.iterations);
+    cp.spherical = true;  // unit centroids; tokens are assigned by inner product
+    cp.seed = int(options.seed);
+    cp.max_points_per_centroid = int(options.max_tokens_per_centroid);
+    cp.min_points_per_centroid = 1;
+    cp.verbose = false;
+    faiss::Clustering clustering(int(dim), int(k), cp);
+    faiss::IndexFlatIP assigner{int(dim)};
+    clustering.train(faiss::Index::idx_t(n), tokens, assigner);
+    codec->centroids_ = std::move(clustering.centroids);
+  } catch (const std::exception& e) {
+    return absl::InternalError(absl::StrCat("residual codec: k-means: ", e.what()));
+  }
+  // Buckets from a sample's residuals: every token up to 65,536, else an
+  // even stride through them.
+  const size_t sample = std::min<size_t>(n, 65536);
+  std::vector<float> picked(sample * dim);
+  for (size_t i = 0; i < sample; ++i) {
+    const size_t from = n == sample ? i : i * (n / sample);
+    std::memcpy(picked.data() + i * dim, tokens + from * dim, dim * sizeof(float));
+  }
+  const std::vector<uint32_t> ids = codec->Assign(picked.data(), sample);
+  std::vector<float> residuals(sample * dim);
+  for (size_t i = 0; i < sample; ++i) {
+    const float* c = codec->centroids_.data() + size_t(ids[i]) * dim;
+    for (uint32_t t = 0; t < dim; ++t) residuals[i * dim + t] = picked[i * dim + t] - c[t];
+  }
+  codec->FitBuckets(residuals, sample);
+  // The training error, from the codes themselves.
+  std::vector<uint8_t> codes(sample * codec->code_bytes());
+  std::vector<float> back(sample * dim);
+  codec->Encode(picked.data(), sample, codes.data());
+  codec->Decode(codes.data(), sample, back.data());
+  double sum = 0;
+  for (size_t i = 0; i < sample * dim; ++i) {
+    const double e = double(picked[i]) - back[i];
+    sum += e * e;
+  }
+  codec->train_mse_ = sum / double(sample);
+  return codec;
+}
+
+void ResidualCodec::FitBuckets(const std::vector<float>& residuals, size_t n) {
+  const uint32_t levels = 1u << bits_;
+  values_.assign(size_t(dim_) * levels, 0.f);
+  cutoffs_.assign(size_t(dim_) * (levels - 1), 0.f);
+  std::vector<float> column(n);
+  for (uint32_t t = 0; t < dim_; ++t) {
+    for (size_t i = 0; i < n; ++i) column[i] = residuals[i * dim_ + t];
+    std::sort(column.begin(), column.end());
+    float* v = values_.data() + size_t(t) * levels;
+    for (uint32_t b = 0; b < levels; ++b) {
+      // The middle of slice b of 2^bits equal-mass slices.
+      const size_t at = std::min(n - 1, size_t((double(b) + 0.5) / levels * double(n)));
+      v[b] = column[at];
+    }
+    float* cut = cutoffs_.data() + size_t(t) * (levels - 1);
+    for (uint32_t b = 0; b + 1 < levels; ++b) cut[b] = 0.5f * (v[b] + v[b + 1]);
+  }
+}
+
+std::vector<uint32_t> ResidualCodec::Assign(const float* tokens, size_t n) const {
+  faiss::IndexFlatIP index{int(dim_)};
+  index.add(faiss::Index::idx_t(num_centroids_), centroids_.data());
+  std::vector<float> scores(n);
+  std::vector<faiss::Index::idx_t> labels(n);
+  index.search(faiss::Index::idx_t(n), tokens, 1, scores.data(), labels.data());
+  std::vector<uint32_t> ids(n);
+  for (size_t i = 0; i < n; ++i) ids[i] = labels[i] < 0 ? 0 : uint32_t(labels[i]);
+  return ids;
+}
+
+void ResidualCodec::Encode(const float* tokens, size_t n, uint8_t* codes) const {
+  const std::vector<uint32_t> ids = Assign(tokens, n);
+  const uint32_t cuts = (1u << bits_) - 1;
+  const size_t id_size = id_bytes(), stride = code_bytes();
+  for (size_t i = 0; i < n; ++i) {
+    uint8_t* code = codes + i * stride;
+    std::memcpy(code, &ids[i], id_size);  // little endian
+    uint8_t* res = code + id_size;
+    std::memset(res, 0, residual_bytes());
+    const float* x = tokens + i * dim_;
+    const float* c = centroids_.data() + size_t(ids[i]) * dim_;
+    for (uint32_t t = 0; t < dim_; ++t) {
+      const float r = x[t] - c[t];
+      const float* cut = cutoffs_.data() + size_t(t) * cuts;
+      uint32_t b = 0;
+      while (b < cuts && r > cut[b]) ++b;
+      const size_t bit = size_t(t) * bits_;
+      res[bit / 8] |= uint8_t(b << (bit % 8));
+    }
+  }
+}
+
+uint32_t ResidualCodec::CentroidOf(const uint8_t* code) const {
+  uint32_t id = 0;
+  std::memcpy(&id, code, id_bytes());
+  return id;
+}
+
+void ResidualCodec::Decode(const uint8_t* codes, size_t n, float* out) const {
+  const uint32_t levels = 1u << bits_, mask = levels - 1;
+  const size_t stride = code_bytes();
+  for (size_t i = 0; i < n; ++i) {
+    const uint8_t* code = codes + i * stride;
+    const uint8_t* res = code + id_bytes();
+    const float* c = centroids_.data() + size_t(CentroidOf(code)) * dim_;
+    float* x = out + i * dim_;
+    for (uint32_t t = 0; t < dim_; ++t) {
+      const size_t bit = size_t(t) * bits_;
+      const uint32_t b = (res[bit / 8] >> (bit % 8)) & mask;
+      x[t] = c[t] + values_[size_t(t) * levels + b];
+    }
+  }
+}
+
+std::string ResidualCodec::Serialize() const {
+  std::string out(kMagic, sizeof(kMagic));
+  Put(&out, dim_);
+  Put(&out, bits_);
+  Put(&out, num_centroids_);
+  Put(&out, train_mse_);
+  PutVector(&out, centroids_);
+  PutVector(&out, values_);
+  PutVector(&out, cutoffs_);
+  Put(&out, Checksum64(out.data(), out.size()));
+  return out;
+}
+
+absl::StatusOr<std::unique_ptr<ResidualCodec>> ResidualCodec::Deserialize(std::string_view bytes) {
+  auto corrupt = [](const char* why) {
+    return absl::DataLossError(absl::StrCat("residual codec: ", why));
+  };
+  if (bytes.size() < sizeof(kMagic) + 12 + 8 + 8) return corrupt("truncated");
+  uint64_t sum = 0;
+  std::memcpy(&sum, bytes.data() + bytes.size() - 8, 8);
+  if (Checksum64(bytes.data(), bytes.size() - 8) != sum) return corrupt("bad checksum");
+  if (std::memcmp(bytes.data(), kMagic, sizeof(kMagic)) != 0) return corrupt("bad magic");
+  std::unique_ptr<ResidualCodec> codec(new ResidualCodec());
+  size_t at = sizeof(kMagic);
+  auto get = [&](void* to, size_t size) {
+    if (at + size > bytes.size() - 8) return false;
+    std::memcpy(to, bytes.data() + at, size);
+    at += size;
+    return true;
+  };
+  if (!get(&codec->dim_, 4) || !get(&codec->bits_, 4) || !get(&codec->num_centroids_, 4) ||
+      !get(&codec->train_mse_, 8)) {
+    return corrupt("truncated header");
+  }
+  if (codec->dim_ == 0 || codec->dim_ > kMaxDim ||
+      (codec->bits_ != 1 && codec->bits_ != 2 && codec->bits_ != 4) || codec->num_centroids_ == 0 ||
+      codec->num_centroids_ > (1u << 24)) {
+    return corrupt("bad header");
+  }
+  const size_t levels = size_t(1) << codec->bits_;
+  codec->centroids_.resize(size_t(codec->num_centroids_) * codec->dim_);
+  codec->values_.resize(codec->dim_ * levels);
+  codec->cutoffs_.resize(codec->dim_ * (levels - 1));
+  if (!get(codec->centroids_.data(), codec->centroids_.size() * 4) ||
+      !get(codec->values_.data(), codec->values_.size() * 4) ||
+      !get(codec->cutoffs_.data(), codec->cutoffs_.size() * 4) || at != bytes.size() - 8) {
+    return corrupt("sizes do not match the header");
+  }
+  return codec;
+}
+
+}  // namespace attnsearch

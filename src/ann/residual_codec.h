@@ -1,0 +1,106 @@
+// ResidualCodec: token vectors compressed to a centroid id and a residual of
+// 1, 2 or 4 bits per dimension, in the manner of ColBERTv2.
+//
+// Training (on a sample of a collection's unit token vectors):
+//   - k-means centroids with FAISS's clustering (spherical: unit centroids,
+//     assignment by inner product);
+//   - per dimension t, 2^b bucket values: the residuals' (x - c) quantiles
+//     at the middles of 2^b equal-mass slices of their distribution;
+//     the cut-offs between buckets are the midpoints of adjacent values.
+// Encoding a token: its nearest centroid c (largest inner product), then
+// per dimension the bucket whose value is nearest to x_t - c_t (so the
+// error of each dimension is the distance to its nearest bucket value).
+// Decoding: c_t + value_t[code_t].
+//
+// Code layout, code_bytes() per token: the centroid id (2 bytes little
+// endian when there are at most 65,536 centroids, else 4), then d·b bits,
+// dimension t at bits [t·b, t·b + b) counted from the low bit of the first
+// residual byte. At d = 128: 34 bytes with 2 bits, 18 with 1 bit.
+//
+// Thread safety: immutable after Train / Deserialize; any number of threads
+// may encode and decode at once.
+#ifndef ATTNSEARCH_ANN_RESIDUAL_CODEC_H_
+#define ATTNSEARCH_ANN_RESIDUAL_CODEC_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/statusor.h"
+
+namespace attnsearch {
+
+struct ResidualCodecOptions {
+  // Residual bits per dimension: 1, 2 or 4. Default: 2.
+  uint32_t bits = 2;
+  // Number of centroids; 0 picks a power of two near 4·sqrt(tokens),
+  // between 64 and 65,536 and at most tokens / 8. Default: 0.
+  uint32_t centroids = 0;
+  // k-means iterations. Default: 10.
+  uint32_t iterations = 10;
+  // Most training tokens k-means sees per centroid (FAISS subsamples
+  // beyond it). Default: 64.
+  uint32_t max_tokens_per_centroid = 64;
+  // Seed of k-means and its subsampling. Default: 1234.
+  uint32_t seed = 1234;
+};
+
+// The fewest training tokens per centroid Train accepts.
+inline constexpr size_t kMinTokensPerCentroid = 4;
+
+class ResidualCodec {
+ public:
+  // Trains on n unit token vectors of `dim` values. INVALID_ARGUMENT names
+  // the option that is out of range (bits, centroids, dim);
+  // FAILED_PRECONDITION when there are too few tokens for the centroids
+  // (fewer than kMinTokensPerCentroid per centroid).
+  static absl::StatusOr<std::unique_ptr<ResidualCodec>> Train(const float* tokens, size_t n,
+                                                              uint32_t dim,
+                                                              const ResidualCodecOptions& options);
+  // The codec Serialize wrote; DATA_LOSS when the bytes are not one.
+  static absl::StatusOr<std::unique_ptr<ResidualCodec>> Deserialize(std::string_view bytes);
+  std::string Serialize() const;
+
+  uint32_t dim() const { return dim_; }
+  uint32_t bits() const { return bits_; }
+  uint32_t num_centroids() const { return num_centroids_; }
+  // Bytes of one token's code: id_bytes() + residual_bytes().
+  size_t code_bytes() const { return id_bytes() + residual_bytes(); }
+  size_t id_bytes() const { return num_centroids_ <= 65536 ? 2 : 4; }
+  size_t residual_bytes() const { return (size_t(dim_) * bits_ + 7) / 8; }
+  // num_centroids() x dim unit rows.
+  const std::vector<float>& centroids() const { return centroids_; }
+  // dim x 2^bits bucket values, dimension after dimension, increasing.
+  const std::vector<float>& bucket_values() const { return values_; }
+  // Mean squared reconstruction error per token over the training sample.
+  double train_mse() const { return train_mse_; }
+
+  // codes: n x code_bytes(). Tokens need not be unit vectors.
+  void Encode(const float* tokens, size_t n, uint8_t* codes) const;
+  // out: n x dim.
+  void Decode(const uint8_t* codes, size_t n, float* out) const;
+  // The centroid id of one token's code.
+  uint32_t CentroidOf(const uint8_t* code) const;
+
+ private:
+  ResidualCodec() = default;
+  // Bucket values from the residuals of the sample (n x dim_).
+  void FitBuckets(const std::vector<float>& residuals, size_t n);
+  // Nearest centroids (by inner product) of n tokens.
+  std::vector<uint32_t> Assign(const float* tokens, size_t n) const;
+
+  uint32_t dim_ = 0;
+  uint32_t bits_ = 0;
+  uint32_t num_centroids_ = 0;
+  std::vector<float> centroids_;  // num_centroids_ x dim_
+  std::vector<float> values_;     // dim_ x 2^bits_
+  std::vector<float> cutoffs_;    // dim_ x (2^bits_ - 1)
+  double train_mse_ = 0;
+};
+
+}  // namespace attnsearch
+
+#endif  // ATTNSEARCH_ANN_RESIDUAL_CODEC_H_
