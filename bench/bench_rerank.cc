@@ -25,6 +25,9 @@
 //   matmul_t        Sᵀ = D·Qᵀ, runtime dimensions, per-call objects: the
 //                   reranker's own orientation. The fastest bare matmul is
 //                   the floor "ours" is compared with.
+//   codes           CodeScorer::Score on the documents as residual codes of
+//                   --code_bits bits (a ResidualCodec trained on these
+//                   documents' tokens; 0 turns it off).
 //   ours+explain    Score keeping its similarities, then
 //                   Reranker::ExplainScored for the top 10, as the engine
 //                   does with explain = true.
@@ -55,11 +58,13 @@
 #include <fstream>
 #include <functional>
 
+#include "ann/residual_codec.h"
 #include "benchmarks.h"
 #include "core/status.h"
 #include "core/vector_math.h"
 #include "oneapi/dnnl/dnnl.hpp"
 #include "report.h"
+#include "rerank/code_scorer.h"
 #include "rerank/reranker.h"
 #include "svg.h"
 
@@ -285,6 +290,10 @@ class BareMatmuls {
 struct RerankTimes {
   std::string kernel_ours, kernel_fixed;  // oneDNN's names of the kernels chosen
   std::vector<double> ours, ours_explain, matmul, matmul_rt, matmul_t;
+  std::vector<double> codes;  // CodeScorer on residual codes (--code_bits)
+  size_t code_bytes = 0;
+  uint32_t code_centroids = 0;
+  double code_max_diff = 0;   // max |codes - ours| over the scores
   std::vector<float> scores;  // ours, for the comparison with PyTorch
 };
 
@@ -321,25 +330,59 @@ absl::StatusOr<RerankTimes> TimeRerank(const BenchFlags& f, const RerankData& x)
     which.assign(idx.begin(), idx.begin() + long(top));
     if (score_status.ok()) score_status = reranker->ExplainScored(rq, ct, kept, which, &evidence);
   };
+  // The documents as residual codes, trained on their own tokens.
+  std::unique_ptr<CodeScorer> code_scorer;
+  std::vector<uint8_t> codes;
+  std::vector<float> code_scores(C);
+  if (f.code_bits > 0) {
+    ResidualCodecOptions co;
+    co.bits = uint32_t(f.code_bits);
+    ATTN_ASSIGN_OR_RETURN(std::unique_ptr<ResidualCodec> codec,
+                          ResidualCodec::Train(x.docs.data(), x.total, x.d, co));
+    codes.resize(x.total * codec->code_bytes());
+    codec->Encode(x.docs.data(), x.total, codes.data());
+    ATTN_ASSIGN_OR_RETURN(Int8CodeBook book,
+                          Int8CodeBook::Make(x.d, codec->bits(), codec->id_bytes(),
+                                             codec->centroids(), codec->bucket_values()));
+    ATTN_ASSIGN_OR_RETURN(code_scorer, CodeScorer::Create(std::move(book), ropts));
+    out.code_bytes = codec->code_bytes();
+    out.code_centroids = codec->num_centroids();
+  }
+  const CandidateCodes cc{codes.data(), x.total, x.rows.data(), x.offsets.data(), C};
+  absl::Status code_status;
+  std::function<void()> codes_fn = [&] {
+    if (code_scorer != nullptr) code_status = code_scorer->Score(rq, cc, code_scores.data());
+  };
   // (Score sets the calling thread's OpenMP count; set ours again.)
   omp_set_num_threads(f.threads);
   {
     try {
       BareMatmuls mm(x);
       out.kernel_fixed = mm.FixedKernel();
-      auto t = TimeInterleaved({ours_fn, ours_explain_fn, [&] { mm.Fixed(); },
-                                [&] { mm.RuntimeDims(); }, [&] { mm.Transposed(); }},
-                               f.min_seconds);
+      std::vector<std::function<void()>> variants = {ours_fn, ours_explain_fn, [&] { mm.Fixed(); },
+                                                     [&] { mm.RuntimeDims(); },
+                                                     [&] { mm.Transposed(); }};
+      if (code_scorer != nullptr) variants.push_back(codes_fn);
+      auto t = TimeInterleaved(variants, f.min_seconds);
       out.ours = std::move(t[0]);
       out.ours_explain = std::move(t[1]);
       out.matmul = std::move(t[2]);
       out.matmul_rt = std::move(t[3]);
       out.matmul_t = std::move(t[4]);
+      if (code_scorer != nullptr) out.codes = std::move(t[5]);
     } catch (const dnnl::error& e) {
       return absl::InternalError(std::string("bare matmul: ") + e.what());
     }
   }
   if (!score_status.ok()) return score_status;
+  if (!code_status.ok()) return code_status;
+  if (code_scorer != nullptr) {
+    ours_fn();  // the scores of ours, for the comparison
+    for (size_t c = 0; c < C; ++c) {
+      out.code_max_diff =
+          std::max(out.code_max_diff, double(std::fabs(code_scores[c] - out.scores[c])));
+    }
+  }
   return out;
 }
 
@@ -406,7 +449,10 @@ absl::StatusOr<TorchRun> RunTorch(const BenchFlags& f, const RerankData& x) {
 // The summaries the table, the record and the chart are made of.
 struct RerankSummary {
   std::string kernel_ours, kernel_fixed;
-  Summary ours, mm, mmrt, mmt, ours_ex;
+  Summary ours, mm, mmrt, mmt, ours_ex, codes;
+  size_t code_bytes = 0;
+  uint32_t code_centroids = 0;
+  double code_max_diff = 0;
   double floor_us = 0;  // the fastest of the bare matmuls
   double torch_us = 0;  // the fastest PyTorch variant in the requested dtype
   std::string torch_best;
@@ -422,6 +468,10 @@ RerankSummary SummarizeRerank(const RerankData& x, const RerankTimes& t, const T
   r.mmrt = Summarize(t.matmul_rt);
   r.mmt = Summarize(t.matmul_t);
   r.ours_ex = Summarize(t.ours_explain);
+  r.codes = Summarize(t.codes);
+  r.code_bytes = t.code_bytes;
+  r.code_centroids = t.code_centroids;
+  r.code_max_diff = t.code_max_diff;
   for (const Summary* s : {&r.mm, &r.mmrt, &r.mmt}) {
     if (s->count > 0 && (r.floor_us == 0 || s->p50 < r.floor_us)) r.floor_us = s->p50;
   }
@@ -459,6 +509,7 @@ void PrintRerank(const BenchFlags& f, const RerankData& x, const RerankSummary& 
   row("oneDNN matmul Q.D^T, fixed shape", r.mm);
   row("oneDNN matmul Q.D^T, runtime dims", r.mmrt);
   row("oneDNN matmul D.Q^T, runtime dims", r.mmt);
+  if (r.codes.count > 0) row(Fmt("ours on %d-bit codes (CodeScorer)", f.code_bits), r.codes);
   if (torch.torch.contains("us_per_query")) {
     for (const auto& [k, v] : torch.torch["us_per_query"].items()) {
       Summary s;
@@ -480,6 +531,17 @@ void PrintRerank(const BenchFlags& f, const RerankData& x, const RerankSummary& 
   const char* max_isa = std::getenv("ONEDNN_MAX_CPU_ISA");
   std::printf("oneDNN kernels: ours %s, bare fixed shape %s (ONEDNN_MAX_CPU_ISA %s)\n",
               r.kernel_ours.c_str(), r.kernel_fixed.c_str(), max_isa ? max_isa : "unset");
+  if (r.codes.count > 0) {
+    std::printf(
+        "codes: %zu B/token (%s stores %zu), %u centroids; codes / ours time (medians) %.2f; "
+        "max |score_codes - score_ours| %.3g\n",
+        r.code_bytes, f.dtype.c_str(),
+        size_t(x.d) * (x.bf16   ? 2
+                       : x.int8 ? 1
+                                : 4) +
+            (x.int8 ? 4 : 0),
+        r.code_centroids, r.codes.p50 / r.ours.p50, r.code_max_diff);
+  }
   if (r.floor_us > 0) {
     std::printf("throughput of ours / fastest bare matmul (medians): %.0f%%\n",
                 100.0 * r.floor_us / r.ours.p50);
@@ -520,6 +582,12 @@ BenchOutput RerankRecord(const BenchFlags& f, const RerankData& x, const RerankS
                  std::getenv("ONEDNN_MAX_CPU_ISA") ? std::getenv("ONEDNN_MAX_CPU_ISA") : ""}};
   out.results = {
       {"kernel_ours", r.kernel_ours},
+      {"code_bits", f.code_bits},
+      {"codes_us", ToJson(r.codes)},
+      {"code_bytes_per_token", r.code_bytes},
+      {"code_centroids", r.code_centroids},
+      {"codes_over_ours_p50", r.codes.count > 0 ? r.codes.p50 / r.ours.p50 : 0.0},
+      {"codes_max_abs_diff", r.code_max_diff},
       {"kernel_matmul_fixed", r.kernel_fixed},
       {"total_token_rows", x.total},
       {"mflop_per_query", x.flops / 1e6},
@@ -557,6 +625,10 @@ void SaveRerankChart(const BenchFlags& f, const RerankData& x, const RerankSumma
   chart.y_label = "microseconds per query (median)";
   chart.labels = {"ours", "ours+explain", "QDt fixed", "QDt runtime", "DQt runtime"};
   chart.values = {r.ours.p50, r.ours_ex.p50, r.mm.p50, r.mmrt.p50, r.mmt.p50};
+  if (r.codes.count > 0) {
+    chart.labels.push_back(Fmt("ours, %d-bit codes", f.code_bits));
+    chart.values.push_back(r.codes.p50);
+  }
   if (r.torch_us > 0) {
     chart.labels.push_back("PyTorch (" + r.torch_best + ")");
     chart.values.push_back(r.torch_us);

@@ -60,6 +60,7 @@ struct BenchFlags {
   float temperature = 0.1f;
   double min_seconds = 2.0;   // time each variant at least this long
   int max_rows_per_gemm = 0;  // rerank: RerankerOptions::max_rows_per_gemm (0: default)
+  int code_bits = 2;          // rerank: also score residual codes of these bits (0: off)
   std::string python = "/usr/bin/python3";
   std::string torch_script;  // default: torch_rerank.py beside this source
 

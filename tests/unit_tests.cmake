@@ -28,6 +28,10 @@ attn_cc_test(NAME reranker_test
   SRCS ${CMAKE_CURRENT_LIST_DIR}/rerank/reranker_test.cc
   DEPS attn_core attn_rerank DNNL::dnnl
   LABELS unit)
+attn_cc_test(NAME code_scorer_test
+  SRCS ${CMAKE_CURRENT_LIST_DIR}/rerank/code_scorer_test.cc
+  DEPS attn_core attn_rerank attn_ann
+  LABELS unit)
 attn_cc_test(NAME segment_reduce_test
   SRCS ${CMAKE_CURRENT_LIST_DIR}/rerank/segment_reduce_test.cc
   DEPS attn_core attn_rerank

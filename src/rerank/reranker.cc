@@ -259,9 +259,6 @@ absl::Status Reranker::CheckQuery(const RerankQuery& query,
   if (query.mode == RerankMode::kAttention && !(query.temperature > 0.f)) {
     return absl::InvalidArgumentError("reranker: temperature must be positive");
   }
-  if (dtype_ == TokenDtype::kInt8 && candidates.count > 0 && candidates.scales == nullptr) {
-    return absl::InvalidArgumentError("reranker: int8 candidates need their scales");
-  }
   return absl::OkStatus();
 }
 
@@ -352,7 +349,9 @@ absl::StatusOr<size_t> Reranker::ForEachChunk(
     }
     ++chunks;
     if (sim.size() < size_t(m) * rows) sim.resize(size_t(m) * rows);
-    const char* base = static_cast<const char*>(candidates.data) + row0 * row_bytes;
+    const char* base = candidates.rows_from != nullptr
+                           ? nullptr
+                           : static_cast<const char*>(candidates.data) + row0 * row_bytes;
     // Fixed-shape pieces (see SplitRows); each thread computes a run of
     // them in order and reduces a candidate as soon as its rows are done,
     // while its similarities are still in cache. A candidate whose rows
@@ -383,8 +382,15 @@ absl::StatusOr<size_t> Reranker::ForEachChunk(
       last[t] = k_end;
       for (size_t p = cut[t]; p < cut[t + 1]; ++p) {
         const Piece& piece = pieces[p];
-        status[t] = MultiplyPiece(q_op.data, m, base + piece.begin * row_bytes, piece.rows,
-                                  piece.valid, sim.data() + piece.begin * m);
+        const char* rows_data = base + piece.begin * row_bytes;
+        if (candidates.rows_from != nullptr) {
+          thread_local std::vector<char> made;
+          made.resize(piece.valid * row_bytes);
+          (*candidates.rows_from)(row0 + piece.begin, piece.valid, made.data());
+          rows_data = made.data();
+        }
+        status[t] = MultiplyPiece(q_op.data, m, rows_data, piece.rows, piece.valid,
+                                  sim.data() + piece.begin * m);
         if (!status[t].ok()) break;
         const size_t done = row0 + piece.begin + piece.valid;
         const size_t first = k;
@@ -466,9 +472,14 @@ absl::Status Reranker::ExplainScored(const RerankQuery& query, const CandidateTo
     data.resize(total * row_bytes);
     for (size_t i = 0; i < which.size(); ++i) {
       const size_t k = which[i];
-      std::memcpy(data.data() + offsets[i] * row_bytes,
-                  static_cast<const char*>(candidates.data) + candidates.offsets[k] * row_bytes,
-                  rows[i] * row_bytes);
+      char* to = data.data() + offsets[i] * row_bytes;
+      if (candidates.rows_from != nullptr) {
+        (*candidates.rows_from)(candidates.offsets[k], rows[i], to);
+      } else {
+        std::memcpy(to,
+                    static_cast<const char*>(candidates.data) + candidates.offsets[k] * row_bytes,
+                    rows[i] * row_bytes);
+      }
       if (candidates.scales != nullptr) {
         scales.insert(scales.end(), candidates.scales + candidates.offsets[k],
                       candidates.scales + candidates.offsets[k] + rows[i]);

@@ -72,7 +72,13 @@ struct CandidateTokens {
   const uint32_t* rows = nullptr;
   const size_t* offsets = nullptr;
   size_t count = 0;
-  const float* scales = nullptr;  // int8 only
+  const float* scales = nullptr;  // int8 only; null: every row's scale is 1
+  // When set, the rows are not read from `data` but made on demand:
+  // (*rows_from)(first, n, out) writes rows [first, first + n) in the
+  // reranker's dtype to `out`. Called from the call's threads, a piece of
+  // at most 1,024 rows at a time, right before its matmul (so the rows are
+  // made in cache, e.g. decoded from compressed codes).
+  const std::function<void(size_t first, size_t n, void* out)>* rows_from = nullptr;
 };
 
 // Why a document scored what it did, for one query token.

@@ -5,6 +5,8 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <cstring>
+#include <functional>
 #include <limits>
 #include <memory>
 #include <random>
@@ -550,6 +552,45 @@ TEST_P(RerankerTest, OffsetsNeedNotStartAtZero) {
     EXPECT_NEAR(scores[k], all[11 + k], 1e-5) << k;
     EXPECT_NEAR(scores[k], Oracle(q, c, 11 + k, dtype(), RerankMode::kAttention, 0.1f),
                 tolerance());
+  }
+}
+
+// Rows made on demand (rows_from) score and explain as rows read in place;
+// the rows asked for are exactly the candidates' rows, each once.
+TEST_P(RerankerTest, RowsMadeOnDemandEqualRowsInPlace) {
+  auto r = MakeReranker(dtype());
+  ASSERT_NE(r, nullptr);
+  std::mt19937 rng(112);
+  const Query q = MakeQuery(rng, 20);
+  const Candidates c = MakeCandidates(rng, RandomRowCounts(rng, 40, 120));
+  const RerankQuery rq = q.View(RerankMode::kAttention, 0.1f);
+  const CandidateTokens in_place = c.View(dtype());
+  const size_t row_bytes = size_t(kDim) * TokenDtypeSize(dtype());
+  std::vector<int> asked(in_place.total_rows, 0);
+  const std::function<void(size_t, size_t, void*)> make = [&](size_t first, size_t n, void* out) {
+    for (size_t i = first; i < first + n; ++i) ++asked[i];
+    std::memcpy(out, static_cast<const char*>(in_place.data) + first * row_bytes, n * row_bytes);
+  };
+  CandidateTokens made = in_place;
+  made.data = nullptr;
+  made.rows_from = &make;
+  const std::vector<float> want = ScoreOrDie(*r, rq, c, dtype());
+  std::vector<float> got(c.count());
+  ASSERT_TRUE(r->Score(rq, made, got.data()).ok());
+  for (size_t k = 0; k < c.count(); ++k) EXPECT_EQ(got[k], want[k]) << k;
+  EXPECT_EQ(std::count(asked.begin(), asked.end(), 1), long(asked.size()));
+  // Explaining chosen candidates without kept similarities gathers rows.
+  ScoredSimilarities none;
+  std::vector<std::vector<TokenEvidence>> a, b;
+  ASSERT_TRUE(r->ExplainScored(rq, in_place, none, {3, 17}, &a).ok());
+  ASSERT_TRUE(r->ExplainScored(rq, made, none, {3, 17}, &b).ok());
+  ASSERT_EQ(a.size(), b.size());
+  for (size_t i = 0; i < a.size(); ++i) {
+    ASSERT_EQ(a[i].size(), b[i].size());
+    for (size_t t = 0; t < a[i].size(); ++t) {
+      EXPECT_EQ(a[i][t].doc_token, b[i][t].doc_token);
+      EXPECT_EQ(a[i][t].contribution, b[i][t].contribution);
+    }
   }
 }
 

@@ -1,0 +1,224 @@
+#include "rerank/code_scorer.h"
+
+#include <immintrin.h>
+
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <cstring>
+#include <functional>
+
+#include "absl/strings/str_cat.h"
+#include "core/status.h"
+
+namespace attnsearch {
+namespace {
+
+int8_t Steps(float value, float step) {
+  return int8_t(std::clamp(std::lround(value / step), -127L, 127L));
+}
+
+uint32_t ReadId(const uint8_t* code, size_t id_bytes, uint32_t num_centroids) {
+  uint32_t id = 0;
+  if (id_bytes == 2) {
+    uint16_t short_id;
+    std::memcpy(&short_id, code, 2);  // little endian
+    id = short_id;
+  } else {
+    std::memcpy(&id, code, 4);
+  }
+  return id < num_centroids ? id : 0;
+}
+
+// Bits p, p + b, p + 2b, ... of a 64-bit word: where bit p of each
+// dimension's b-bit code lies.
+constexpr uint64_t Pattern(uint32_t b, uint32_t p) {
+  uint64_t m = 0;
+  for (uint32_t j = 0; j * b < 64; ++j) m |= uint64_t(1) << (j * b + p);
+  return m;
+}
+// The patterns of bits 0 .. b-1, computed at compile time.
+template <uint32_t kBits>
+constexpr std::array<uint64_t, kBits> Patterns() {
+  std::array<uint64_t, kBits> a{};
+  for (uint32_t p = 0; p < kBits; ++p) a[p] = Pattern(kBits, p);
+  return a;
+}
+
+const bool kHasAvx512Bw = __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("bmi2");
+
+// 64 dimensions at a time: the masks of each code bit select, by a tree of
+// byte blends, among the 2^b level vectors; then the centroid's bytes are
+// added with saturation.
+template <uint32_t kBits>
+__attribute__((target("avx512f,avx512bw,bmi2"))) void DecodeAvx512(const Int8CodeBook& book,
+                                                                   const uint8_t* codes, size_t n,
+                                                                   int8_t* out) {
+  constexpr uint32_t kLevels = 1u << kBits;
+  constexpr uint32_t kPerWord = 64 / kBits;
+  static constexpr std::array<uint64_t, kBits> kPattern = Patterns<kBits>();
+  const uint32_t d = book.dim;
+  const size_t stride = book.code_bytes();
+  const size_t residual_bytes = stride - book.id_bytes;
+  for (size_t i = 0; i < n; ++i) {
+    const uint8_t* code = codes + i * stride;
+    const int8_t* c8 =
+        book.centroids.data() + size_t(ReadId(code, book.id_bytes, book.num_centroids)) * d;
+    const uint8_t* res = code + book.id_bytes;
+    for (uint32_t t0 = 0; t0 < d; t0 += 64) {
+      const uint32_t width = std::min<uint32_t>(64, d - t0);
+      const __mmask64 lanes = width == 64 ? ~__mmask64(0) : (__mmask64(1) << width) - 1;
+      // The block's bits: kBits words from byte t0·kBits/8.
+      uint64_t words[kBits] = {};
+      const size_t from = size_t(t0) * kBits / 8;
+      if (from + kBits * 8 <= residual_bytes) {
+        std::memcpy(words, res + from, kBits * 8);  // a fixed size: plain loads
+      } else {
+        std::memcpy(words, res + from, residual_bytes - from);
+      }
+      __mmask64 bit[kBits];
+      for (uint32_t p = 0; p < kBits; ++p) {
+        uint64_t m = 0;
+        for (uint32_t w = 0; w < kBits; ++w) {
+          m |= _pext_u64(words[w], kPattern[p]) << (w * kPerWord);
+        }
+        bit[p] = __mmask64(m);
+      }
+      __m512i level[kLevels];
+      for (uint32_t b = 0; b < kLevels; ++b) {
+        level[b] = _mm512_maskz_loadu_epi8(lanes, book.levels.data() + size_t(b) * d + t0);
+      }
+      // Level index = Σ_p bit_p 2^p: halve the candidates bit after bit.
+      for (uint32_t p = 0, count = kLevels; p < kBits; ++p, count /= 2) {
+        for (uint32_t j = 0; j < count / 2; ++j) {
+          level[j] = _mm512_mask_blend_epi8(bit[p], level[2 * j], level[2 * j + 1]);
+        }
+      }
+      const __m512i x = _mm512_adds_epi8(_mm512_maskz_loadu_epi8(lanes, c8 + t0), level[0]);
+      _mm512_mask_storeu_epi8(out + i * d + t0, lanes, x);
+    }
+  }
+}
+
+}  // namespace
+
+absl::StatusOr<Int8CodeBook> Int8CodeBook::Make(uint32_t dim, uint32_t bits, size_t id_bytes,
+                                                const std::vector<float>& centroids,
+                                                const std::vector<float>& bucket_values) {
+  if (bits != 1 && bits != 2 && bits != 4) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("code book: bits must be 1, 2 or 4, not ", bits));
+  }
+  if (id_bytes != 2 && id_bytes != 4) {
+    return absl::InvalidArgumentError("code book: id_bytes must be 2 or 4");
+  }
+  const size_t levels = size_t(1) << bits;
+  if (dim == 0 || centroids.empty() || centroids.size() % dim != 0 ||
+      bucket_values.size() != size_t(dim) * levels) {
+    return absl::InvalidArgumentError("code book: centroids or bucket values do not match dim");
+  }
+  Int8CodeBook book;
+  book.dim = dim;
+  book.bits = bits;
+  book.id_bytes = id_bytes;
+  book.num_centroids = uint32_t(centroids.size() / dim);
+  if (id_bytes == 2 && book.num_centroids > 65536) {
+    return absl::InvalidArgumentError("code book: more than 65,536 centroids need 4-byte ids");
+  }
+  book.dim_scale.assign(dim, 0.f);
+  for (uint32_t t = 0; t < dim; ++t) {
+    float c_max = 0.f, v_max = 0.f;
+    for (uint32_t k = 0; k < book.num_centroids; ++k) {
+      c_max = std::max(c_max, std::fabs(centroids[size_t(k) * dim + t]));
+    }
+    for (size_t b = 0; b < levels; ++b) {
+      v_max = std::max(v_max, std::fabs(bucket_values[size_t(t) * levels + b]));
+    }
+    const float step = (c_max + v_max) / 127.f;
+    book.dim_scale[t] = step > 0.f ? step : 1.f;
+  }
+  book.centroids.resize(centroids.size());
+  for (size_t k = 0; k < book.num_centroids; ++k) {
+    for (uint32_t t = 0; t < dim; ++t) {
+      book.centroids[k * dim + t] = Steps(centroids[k * dim + t], book.dim_scale[t]);
+    }
+  }
+  book.levels.resize(levels * dim);
+  for (size_t b = 0; b < levels; ++b) {
+    for (uint32_t t = 0; t < dim; ++t) {
+      book.levels[b * dim + t] = Steps(bucket_values[size_t(t) * levels + b], book.dim_scale[t]);
+    }
+  }
+  return book;
+}
+
+void Int8CodeBook::DecodePortable(const uint8_t* codes, size_t n, int8_t* out) const {
+  const size_t stride = code_bytes();
+  const uint32_t mask = (1u << bits) - 1;
+  for (size_t i = 0; i < n; ++i) {
+    const uint8_t* code = codes + i * stride;
+    const int8_t* c8 = centroids.data() + size_t(ReadId(code, id_bytes, num_centroids)) * dim;
+    const uint8_t* res = code + id_bytes;
+    for (uint32_t t = 0; t < dim; ++t) {
+      const size_t bit = size_t(t) * bits;
+      const uint32_t b = (res[bit / 8] >> (bit % 8)) & mask;
+      const int sum = int(c8[t]) + int(levels[size_t(b) * dim + t]);
+      out[i * dim + t] = int8_t(std::clamp(sum, -128, 127));
+    }
+  }
+}
+
+void Int8CodeBook::Decode(const uint8_t* codes, size_t n, int8_t* out) const {
+  if (!kHasAvx512Bw) return DecodePortable(codes, n, out);
+  switch (bits) {
+    case 1:
+      return DecodeAvx512<1>(*this, codes, n, out);
+    case 2:
+      return DecodeAvx512<2>(*this, codes, n, out);
+    default:
+      return DecodeAvx512<4>(*this, codes, n, out);
+  }
+}
+
+absl::StatusOr<std::unique_ptr<CodeScorer>> CodeScorer::Create(Int8CodeBook book,
+                                                               const RerankerOptions& options) {
+  if (book.dim == 0 || book.centroids.size() != size_t(book.num_centroids) * book.dim ||
+      book.levels.size() != (size_t(1) << book.bits) * book.dim) {
+    return absl::InvalidArgumentError("code scorer: an empty or inconsistent code book");
+  }
+  ATTN_ASSIGN_OR_RETURN(std::unique_ptr<Reranker> reranker,
+                        Reranker::Create(book.dim, TokenDtype::kInt8, options));
+  return std::unique_ptr<CodeScorer>(new CodeScorer(std::move(book), std::move(reranker)));
+}
+
+absl::Status CodeScorer::Score(const RerankQuery& query, const CandidateCodes& candidates,
+                               float* scores) const {
+  if (candidates.count == 0) return absl::OkStatus();
+  if (query.tokens == nullptr || query.num_tokens == 0) {
+    return absl::InvalidArgumentError("code scorer: empty query");
+  }
+  const uint32_t d = book_.dim, m = query.num_tokens;
+  // The query in the codes' steps: q'_i[t] = q_i[t] · σ_t.
+  thread_local std::vector<float> scaled;
+  scaled.resize(size_t(m) * d);
+  for (uint32_t i = 0; i < m; ++i) {
+    for (uint32_t t = 0; t < d; ++t) {
+      scaled[size_t(i) * d + t] = query.tokens[size_t(i) * d + t] * book_.dim_scale[t];
+    }
+  }
+  // The candidates' bytes are decoded piece by piece, in cache, by the
+  // reranker's threads right before each piece's matmul.
+  const size_t code_bytes = book_.code_bytes();
+  const std::function<void(size_t, size_t, void*)> decode = [&](size_t first, size_t n, void* out) {
+    book_.Decode(candidates.codes + first * code_bytes, n, static_cast<int8_t*>(out));
+  };
+  RerankQuery q = query;
+  q.tokens = scaled.data();
+  CandidateTokens tokens{nullptr,          candidates.total_rows,
+                         candidates.rows,  candidates.offsets,
+                         candidates.count, nullptr};
+  tokens.rows_from = &decode;
+  return reranker_->Score(q, tokens, scores);
+}
+
+}  // namespace attnsearch
