@@ -5,7 +5,7 @@
 //       [--quality_candidates=1000] [--quality_temperature=0 (encoder default)]
 //       [--quality_exhaustive=true] [--semantic_share=0.3] [--expansion_weight=-1 (encoder
 //       default)] [--stem_language=english] [--dtype=bf16]
-//       [--python=/usr/bin/python3 (with python3-xapian)]
+//       [--python=/usr/bin/python3 (with python3-xapian)] [--quality_code_bits=1,2,4]
 //
 // The corpus is read as attnsearch-index reads it (title and text joined,
 // bad records reported and skipped, their count printed and recorded) and
@@ -19,7 +19,8 @@
 // two-stage and exhaustive top 10 (what the ANN stage loses), the encoder's
 // training time and the per-query encode time. bm25_xapian.py (Xapian,
 // BM25 k1 = 0.9, b = 0.4, English stemming) runs on the same folder in the
-// same run, scored by the same metric code.
+// same run, scored by the same metric code. --quality_code_bits adds the
+// quality of residual token codes (bench_quality_codes.cc).
 #include <unistd.h>
 
 #include <chrono>
@@ -28,6 +29,7 @@
 #include <fstream>
 
 #include "absl/strings/str_cat.h"
+#include "bench_quality_codes.h"
 #include "benchmarks.h"
 #include "core/status.h"
 #include "dataset/input_file.h"
@@ -53,7 +55,8 @@ std::string ReadAllFrom(FILE* p) {
 // corpora have empty ones) is reported as FILE:LINE: reason and skipped, as
 // is one the engine rejects (its error names documents[i]). *skipped counts
 // them.
-absl::StatusOr<uint64_t> LoadCorpus(const std::string& beir_dir, Collection* c, uint64_t* skipped) {
+absl::StatusOr<uint64_t> LoadCorpus(const std::string& beir_dir, Collection* c, uint64_t* skipped,
+                                    std::vector<std::string>* ids) {
   indexer::ParseOptions po;
   po.dim = c->config().dim;
   ATTN_ASSIGN_OR_RETURN(std::unique_ptr<indexer::RecordSource> source,
@@ -75,6 +78,7 @@ absl::StatusOr<uint64_t> LoadCorpus(const std::string& beir_dir, Collection* c, 
                  : indexer::RejectedDocument(std::string(n.status().message()), &reason);
       if (n.ok()) {
         loaded += *n;
+        for (const Document& d : batch.docs) ids->push_back(d.id);
         break;
       }
       if (!absl::IsInvalidArgument(n.status()) || !i || *i >= batch.docs.size()) return n.status();
@@ -108,6 +112,7 @@ struct QualityCollection {
   double load_s = 0, index_s = 0;
   text::EncoderOptions eo;
   EncoderTrainingResult trained;
+  std::vector<std::string> ids;  // the documents loaded
 };
 
 absl::StatusOr<QualityCollection> SetupQuality(const BenchFlags& f, const std::string& dir) {
@@ -120,7 +125,7 @@ absl::StatusOr<QualityCollection> SetupQuality(const BenchFlags& f, const std::s
   options.limits.max_candidates = 1u << 30;
   ATTN_ASSIGN_OR_RETURN(q.c, Collection::Create(dir + "/c", config, options));
   auto t0 = Clock::now();
-  ATTN_ASSIGN_OR_RETURN(q.docs, LoadCorpus(f.beir, q.c.get(), &q.skipped));
+  ATTN_ASSIGN_OR_RETURN(q.docs, LoadCorpus(f.beir, q.c.get(), &q.skipped, &q.ids));
   q.load_s = std::chrono::duration<double>(Clock::now() - t0).count();
   q.eo.semantic_share = f.semantic_share;
   q.eo.stem_language = f.stem_language;
@@ -344,7 +349,11 @@ absl::StatusOr<BenchOutput> RunQuality(const BenchFlags& f) {
   ATTN_ASSIGN_OR_RETURN(const Bm25Run bm25, RunBm25(f, scratch.path(), qrels));
   const QualityReport report = SummarizeQuality(runs, qrels, encode_only_us);
   PrintQuality(f, runs, report, bm25);
-  return QualityRecord(f, qc, runs, report, bm25);
+  ATTN_ASSIGN_OR_RETURN(const std::vector<CodeQuality> codes,
+                        RunCodeQuality(f, *qc.c, qc.ids, qrels, queries));
+  BenchOutput out = QualityRecord(f, qc, runs, report, bm25);
+  if (!codes.empty()) out.results["codes"] = CodeQualityJson(codes);
+  return out;
 }
 
 }  // namespace attnsearch::bench

@@ -337,6 +337,7 @@ absl::StatusOr<RerankTimes> TimeRerank(const BenchFlags& f, const RerankData& x)
   if (f.code_bits > 0) {
     ResidualCodecOptions co;
     co.bits = uint32_t(f.code_bits);
+    co.centroids = uint32_t(f.code_centroids);
     ATTN_ASSIGN_OR_RETURN(std::unique_ptr<ResidualCodec> codec,
                           ResidualCodec::Train(x.docs.data(), x.total, x.d, co));
     codes.resize(x.total * codec->code_bytes());

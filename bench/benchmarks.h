@@ -111,7 +111,9 @@ struct BenchFlags {
   uint32_t quality_candidates = 1000;
   float quality_temperature = 0.f;  // 0: the encoder's default
   uint32_t quality_dim = 256;
-  bool quality_exhaustive = true;  // also rerank every document per query
+  bool quality_exhaustive = true;      // also rerank every document per query
+  std::vector<int> quality_code_bits;  // also rerank every document from codes of these bits
+  int code_centroids = 0;  // rerank, quality: the codes' centroids (0: the codec's default)
   float semantic_share = 0.3f;
   std::string stem_language = "english";
   float expansion_weight = -1.f;  // < 0: the encoder's default

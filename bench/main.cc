@@ -186,6 +186,14 @@ void AddQualityFlags(CLI::App& app, BenchFlags& f) {
   app.add_option("--quality_exhaustive", f.quality_exhaustive,
                  "quality: also rerank every document per query (agreement)")
       ->capture_default_str();
+  app.add_option("--quality_code_bits", f.quality_code_bits,
+                 "quality: also rerank every document from residual codes of these bits per "
+                 "dimension (1, 2, 4), next to the stored rows")
+      ->delimiter(',')
+      ->check(CLI::IsMember({1, 2, 4}));
+  app.add_option("--code_centroids", f.code_centroids,
+                 "rerank, quality: centroids of the residual codes (0: the codec's default, a "
+                 "power of two near 4 sqrt(tokens))");
   app.add_option("--quality_dim", f.quality_dim, "collection dimension (quality)")
       ->capture_default_str();
   app.add_option("--semantic_share", f.semantic_share, "encoder: semantic share of a word vector")

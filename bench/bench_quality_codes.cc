@@ -1,0 +1,200 @@
+// quality with --quality_code_bits: what residual token codes cost in
+// retrieval quality. Every stored document is reranked (no ANN stage, so
+// only the tokens differ) twice per judged query: from the stored rows (the
+// bf16 reranker, the collection's own values) and from residual codes of
+// each requested bit width (a ResidualCodec trained on all the stored
+// tokens, scored with CodeScorer, no exact tier). Reported per bit width:
+// bytes per token, centroids, training seconds, nDCG@10 / Recall@100 /
+// MRR@10 of both, and their top-10 overlap.
+#include "bench_quality_codes.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <numeric>
+
+#include "absl/strings/str_cat.h"
+#include "ann/residual_codec.h"
+#include "core/status.h"
+#include "core/vector_math.h"
+#include "report.h"
+#include "rerank/code_scorer.h"
+#include "rerank/reranker.h"
+
+namespace attnsearch::bench {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// Every document's tokens, back to back.
+struct AllTokens {
+  std::vector<std::string> ids;
+  std::vector<float> tokens;
+  std::vector<uint32_t> rows;
+  std::vector<size_t> offsets;
+  size_t total = 0;
+};
+
+absl::StatusOr<AllTokens> ReadAllTokens(const Collection& c, const std::vector<std::string>& ids) {
+  AllTokens all;
+  for (size_t i = 0; i < ids.size(); i += 512) {
+    const std::vector<std::string> batch(ids.begin() + long(i),
+                                         ids.begin() + long(std::min(ids.size(), i + 512)));
+    ATTN_ASSIGN_OR_RETURN(GetResult got, c.Get(batch, /*include_vectors=*/true));
+    for (Document& d : got.documents) {
+      if (d.num_tokens == 0) continue;
+      all.ids.push_back(d.id);
+      all.rows.push_back(d.num_tokens);
+      all.offsets.push_back(all.total);
+      all.total += d.num_tokens;
+      all.tokens.insert(all.tokens.end(), d.tokens.begin(), d.tokens.end());
+    }
+  }
+  return all;
+}
+
+// A judged query as the encoder makes it.
+struct EncodedQuery {
+  std::string id;
+  text::Encoding e;
+};
+
+// The top 100 of `scores` as document ids.
+Ranking Top100(const std::vector<float>& scores, const std::vector<std::string>& ids) {
+  std::vector<size_t> idx(scores.size());
+  std::iota(idx.begin(), idx.end(), 0);
+  const size_t k = std::min<size_t>(100, idx.size());
+  std::partial_sort(idx.begin(), idx.begin() + long(k), idx.end(),
+                    [&](size_t a, size_t b) { return scores[a] > scores[b]; });
+  Ranking r;
+  for (size_t i = 0; i < k; ++i) r.push_back(ids[idx[i]]);
+  return r;
+}
+
+}  // namespace
+
+absl::StatusOr<std::vector<CodeQuality>> RunCodeQuality(const BenchFlags& f, const Collection& c,
+                                                        const std::vector<std::string>& ids,
+                                                        const Qrels& qrels,
+                                                        const std::vector<BeirQuery>& queries) {
+  std::vector<CodeQuality> out;
+  if (f.quality_code_bits.empty()) return out;
+  ATTN_ASSIGN_OR_RETURN(const AllTokens all, ReadAllTokens(c, ids));
+  const uint32_t dim = c.config().dim;
+  const std::shared_ptr<const text::Encoder> enc = c.encoder();
+  if (enc == nullptr) return absl::FailedPreconditionError("codes: the encoder is not trained");
+  const float tau = f.quality_temperature > 0 ? f.quality_temperature : enc->options().temperature;
+  std::vector<EncodedQuery> encoded;
+  for (const BeirQuery& q : queries) {
+    if (!qrels.by_query.contains(q.id)) continue;
+    auto e = enc->EncodeQuery(q.text);
+    if (!e.ok() || e->num_tokens == 0) continue;
+    encoded.push_back({q.id, *std::move(e)});
+  }
+  RerankerOptions ro;
+  ro.max_threads = f.threads;
+  // The stored rows, as the collection keeps them (bf16).
+  ATTN_ASSIGN_OR_RETURN(std::unique_ptr<Reranker> stored,
+                        Reranker::Create(dim, TokenDtype::kBF16, ro));
+  std::vector<uint16_t> bf16(all.tokens.size());
+  FloatToBf16(all.tokens.data(), bf16.data(), bf16.size());
+  const CandidateTokens stored_tokens{bf16.data(),        all.total,       all.rows.data(),
+                                      all.offsets.data(), all.rows.size(), nullptr};
+  Runs stored_runs;
+  std::vector<float> scores(all.rows.size());
+  for (const EncodedQuery& q : encoded) {
+    const RerankQuery rq{q.e.tokens.data(), q.e.num_tokens, q.e.weights.data(),
+                         RerankMode::kAttention, tau};
+    ATTN_RETURN_IF_ERROR(stored->Score(rq, stored_tokens, scores.data()));
+    stored_runs[q.id] = Top100(scores, all.ids);
+  }
+  const QualitySummary stored_quality = Evaluate(stored_runs, qrels);
+  for (int bits : f.quality_code_bits) {
+    CodeQuality cq;
+    cq.bits = bits;
+    cq.stored = stored_quality;
+    ResidualCodecOptions co;
+    co.bits = uint32_t(bits);
+    co.centroids = uint32_t(f.code_centroids);
+    const auto t0 = Clock::now();
+    ATTN_ASSIGN_OR_RETURN(std::unique_ptr<ResidualCodec> codec,
+                          ResidualCodec::Train(all.tokens.data(), all.total, dim, co));
+    cq.train_s = std::chrono::duration<double>(Clock::now() - t0).count();
+    cq.code_bytes = codec->code_bytes();
+    cq.centroids = codec->num_centroids();
+    std::vector<uint8_t> codes(all.total * codec->code_bytes());
+    codec->Encode(all.tokens.data(), all.total, codes.data());
+    ATTN_ASSIGN_OR_RETURN(Int8CodeBook book,
+                          Int8CodeBook::Make(dim, codec->bits(), codec->id_bytes(),
+                                             codec->centroids(), codec->bucket_values()));
+    ATTN_ASSIGN_OR_RETURN(std::unique_ptr<CodeScorer> scorer,
+                          CodeScorer::Create(std::move(book), ro));
+    const CandidateCodes cand{codes.data(), all.total, all.rows.data(), all.offsets.data(),
+                              all.rows.size()};
+    Runs runs;
+    double overlap = 0;
+    for (const EncodedQuery& q : encoded) {
+      const RerankQuery rq{q.e.tokens.data(), q.e.num_tokens, q.e.weights.data(),
+                           RerankMode::kAttention, tau};
+      ATTN_RETURN_IF_ERROR(scorer->Score(rq, cand, scores.data()));
+      runs[q.id] = Top100(scores, all.ids);
+      overlap += OverlapAtK(runs[q.id], stored_runs[q.id], 10);
+    }
+    cq.codes = Evaluate(runs, qrels);
+    // The same codes decoded to floats and scored by the bf16 reranker: what
+    // the codec loses, apart from the int8 scoring.
+    std::vector<float> decoded(all.tokens.size());
+    codec->Decode(codes.data(), all.total, decoded.data());
+    std::vector<uint16_t> decoded_bf16(decoded.size());
+    FloatToBf16(decoded.data(), decoded_bf16.data(), decoded.size());
+    const CandidateTokens decoded_tokens{decoded_bf16.data(), all.total,       all.rows.data(),
+                                         all.offsets.data(),  all.rows.size(), nullptr};
+    Runs float_runs;
+    for (const EncodedQuery& q : encoded) {
+      const RerankQuery rq{q.e.tokens.data(), q.e.num_tokens, q.e.weights.data(),
+                           RerankMode::kAttention, tau};
+      ATTN_RETURN_IF_ERROR(stored->Score(rq, decoded_tokens, scores.data()));
+      float_runs[q.id] = Top100(scores, all.ids);
+    }
+    cq.decoded = Evaluate(float_runs, qrels);
+    cq.overlap10 = encoded.empty() ? 0 : overlap / double(encoded.size());
+    out.push_back(cq);
+  }
+  std::vector<std::vector<std::string>> rows;
+  for (const CodeQuality& cq : out) {
+    rows.push_back({Fmt("%d", cq.bits), Fmt("%zu", cq.code_bytes), Fmt("%u", cq.centroids),
+                    Fmt("%.1f", cq.train_s), Fmt("%.4f", cq.stored.ndcg10),
+                    Fmt("%.4f", cq.codes.ndcg10), Fmt("%+.4f", cq.codes.ndcg10 - cq.stored.ndcg10),
+                    Fmt("%.4f", cq.decoded.ndcg10), Fmt("%.4f", cq.codes.recall100),
+                    Fmt("%.4f", cq.overlap10)});
+  }
+  std::printf(
+      "every document reranked from stored bf16 rows (%zu B/token) and from codes:\n%s",
+      size_t(dim) * 2,
+      FormatTable({"bits", "B/token", "centroids", "train s", "nDCG@10 bf16", "nDCG@10 codes",
+                   "delta", "nDCG@10 decoded to bf16", "Recall@100 codes", "top-10 overlap"},
+                  rows)
+          .c_str());
+  return out;
+}
+
+nlohmann::json CodeQualityJson(const std::vector<CodeQuality>& all) {
+  nlohmann::json out = nlohmann::json::array();
+  for (const CodeQuality& cq : all) {
+    out.push_back({{"bits", cq.bits},
+                   {"bytes_per_token", cq.code_bytes},
+                   {"centroids", cq.centroids},
+                   {"train_seconds", cq.train_s},
+                   {"ndcg10_bf16", cq.stored.ndcg10},
+                   {"ndcg10_codes", cq.codes.ndcg10},
+                   {"ndcg10_decoded_bf16", cq.decoded.ndcg10},
+                   {"recall100_bf16", cq.stored.recall100},
+                   {"recall100_codes", cq.codes.recall100},
+                   {"mrr10_bf16", cq.stored.mrr10},
+                   {"mrr10_codes", cq.codes.mrr10},
+                   {"top10_overlap", cq.overlap10}});
+  }
+  return out;
+}
+
+}  // namespace attnsearch::bench
