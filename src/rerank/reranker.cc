@@ -152,7 +152,7 @@ struct Matmul {
 
 // The row counts of the fixed-shape matmuls: kWindowRows, then powers of
 // two down to kMinPieceRows for the rest of a chunk.
-constexpr size_t kWindowRows = 1024;
+constexpr size_t kWindowRows = 2048;
 constexpr size_t kMinPieceRows = 16;
 // Most fixed-shape primitives one Reranker keeps (one per row count and
 // query length); beyond it new shapes use the runtime-shape primitive.

@@ -9,7 +9,7 @@
 // All candidates' token matrices lie back to back in one buffer; matmuls
 // compute S for all of them (in chunks that bound memory), and a segmented
 // softmax-and-reduce turns each document's columns into its score. The
-// matmuls have fixed shapes (windows of 1,024 token rows, then powers of two
+// matmuls have fixed shapes (windows of 2,048 token rows, then powers of two
 // down to 16, the last piece zero-padded), so oneDNN picks the CPU's best
 // kernel (AMX, or AVX-512 with VNNI/bf16); their primitives are created on
 // first use and kept. A document's score is reduced as soon as its rows are
@@ -76,7 +76,7 @@ struct CandidateTokens {
   // When set, the rows are not read from `data` but made on demand:
   // (*rows_from)(first, n, out) writes rows [first, first + n) in the
   // reranker's dtype to `out`. Called from the call's threads, a piece of
-  // at most 1,024 rows at a time, right before its matmul (so the rows are
+  // at most 2,048 rows at a time, right before its matmul (so the rows are
   // made in cache, e.g. decoded from compressed codes).
   const std::function<void(size_t first, size_t n, void* out)>* rows_from = nullptr;
 };
