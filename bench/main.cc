@@ -96,7 +96,8 @@ void AddRerankFlags(CLI::App& app, BenchFlags& f) {
   app.add_option("--code_bits", f.code_bits,
                  "rerank: also score the documents as residual codes of 1, 2 or 4 bits per "
                  "dimension (0: off)")
-      ->check(CLI::IsMember({0, 1, 2, 4}));
+      ->check(CLI::IsMember({0, 1, 2, 4}))
+      ->capture_default_str();
   app.add_option("--max_rows_per_gemm", f.max_rows_per_gemm,
                  "rerank: token rows per matmul call (0: the reranker's default)");
   app.add_option("--min_seconds", f.min_seconds, "time each rerank variant at least this long")
