@@ -48,6 +48,7 @@
 #include <optional>
 #include <shared_mutex>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -138,10 +139,32 @@ struct DocDelete {
 
 // Token matrices of several documents back to back in the collection's
 // dtype: document i occupies rows [offsets[i], offsets[i] + rows[i]).
+// An allocator whose value-less construct leaves the elements
+// uninitialised: a buffer about to be overwritten is not zeroed first.
+template <typename T>
+struct UninitializedAllocator : std::allocator<T> {
+  template <typename U>
+  struct rebind {
+    using other = UninitializedAllocator<U>;
+  };
+  UninitializedAllocator() = default;
+  template <typename U>
+  UninitializedAllocator(const UninitializedAllocator<U>&) noexcept {}
+  template <typename U>
+  void construct(U* p) noexcept {
+    ::new (static_cast<void*>(p)) U;
+  }
+  template <typename U, typename... Args>
+  void construct(U* p, Args&&... args) {
+    ::new (static_cast<void*>(p)) U(std::forward<Args>(args)...);
+  }
+};
+
 struct TokenBlock {
   // Raw elements (f32 or bf16). Stored in floats so the buffer is 4-byte
-  // aligned whatever the dtype.
-  std::vector<float> storage;
+  // aligned whatever the dtype; not zeroed when it grows (every row is
+  // written). Reusing a block keeps its capacity.
+  std::vector<float, UninitializedAllocator<float>> storage;
   // int8 only: one scale per row, total_rows values.
   std::vector<float> scales;
   std::vector<uint32_t> rows;   // 0 for a label that was not found
