@@ -105,9 +105,11 @@ int Collections(const std::string& server, const attnsearch::ClientSecurity& sec
   }
   for (const v1::CollectionInfo& c : resp.collections()) {
     const v1::DiskUsage& d = c.disk();
+    const v1::MemoryUsage& m = c.memory();
     std::printf(
         "%s documents=%llu tombstones=%llu dim=%u dtype=%s ann_spec=%s disk_bytes=%llu "
-        "bytes_per_document=%.0f (tables=%llu log=%llu ann_snapshot=%llu other=%llu)\n",
+        "bytes_per_document=%.0f (tables=%llu log=%llu ann_snapshot=%llu other=%llu) "
+        "arena_bytes=%llu arena_tokens=%llu bytes_per_token=%.1f\n",
         c.name().c_str(), static_cast<unsigned long long>(c.num_documents()),
         static_cast<unsigned long long>(c.num_tombstones()), c.config().dim(),
         v1::TokenDtype_Name(c.config().token_dtype()).c_str(), c.config().ann_spec().c_str(),
@@ -115,7 +117,9 @@ int Collections(const std::string& server, const attnsearch::ClientSecurity& sec
         static_cast<unsigned long long>(d.table_bytes()),
         static_cast<unsigned long long>(d.log_bytes()),
         static_cast<unsigned long long>(d.ann_snapshot_bytes()),
-        static_cast<unsigned long long>(d.other_bytes()));
+        static_cast<unsigned long long>(d.other_bytes()),
+        static_cast<unsigned long long>(m.arena_bytes()),
+        static_cast<unsigned long long>(m.arena_tokens()), m.arena_bytes_per_token());
   }
   return 0;
 }

@@ -22,6 +22,7 @@
 #include "core/vector_math.h"
 #include "engine/checks.h"
 #include "engine/document_check.h"
+#include "storage/codec.h"
 
 namespace attnsearch {
 namespace {
@@ -46,9 +47,13 @@ Collection::Collection(std::string path, std::unique_ptr<DocStore> store,
       store_(std::move(store)),
       reranker_(std::move(reranker)),
       options_(options),
+      arena_(options.token_arena
+                 ? std::make_unique<TokenArena>(path_, TokenArenaOptions{options.arena_budget})
+                 : nullptr),
       index_(store_.get(), path_, LiveIndexOptionsOf(options), &index_mu_, &write_mu_),
       filter_(store_->config()),
-      search_(SearchParts{store_.get(), reranker_.get(), &index_, &filter_, options.limits,
+      search_(SearchParts{store_.get(), reranker_.get(), &index_, &filter_, arena_.get(),
+                          options.limits,
                           options.rerank.max_rows_per_gemm, [this] { return encoder(); },
                           [this] { return DefaultSearchParams(); }, path_}) {}
 
@@ -107,6 +112,7 @@ absl::Status Collection::LoadDerivedState() {
   index_.AssertWriterHeld();
   std::vector<Label> purge_pending;
   ATTN_ASSIGN_OR_RETURN(const Label from, index_.Load(&purge_pending));
+  ATTN_RETURN_IF_ERROR(LoadArena(0));
   // A bulk load builds the ANN index once, at BuildIndex; the filter index
   // is needed at once.
   ATTN_ASSIGN_OR_RETURN(const uint64_t added,
@@ -152,6 +158,7 @@ absl::StatusOr<uint64_t> Collection::BuildIndex() {
   absl::MutexLock index_lock(&index_mu_);
   index_.AssertWriterHeld();
   const Label from = index_.next_unindexed();
+  ATTN_RETURN_IF_ERROR(LoadArena(from));
   ATTN_ASSIGN_OR_RETURN(const uint64_t added, CatchUp(from, /*metadata_from=*/from, true));
   if (index_.changed_since_snapshot()) ATTN_RETURN_IF_ERROR(index_.SaveSnapshot());
   return added;
@@ -221,6 +228,7 @@ absl::StatusOr<uint64_t> Collection::Upsert(std::vector<Document> docs) {
   // documents grow by their encoding).
   const size_t row_bytes = StoredRowBytes(config());
   size_t batch_bytes = 0;
+  uint64_t arena_bytes = 0;  // what the batch adds to the token arena
   for (size_t i = 0; i < docs.size(); ++i) {
     if (i == first_bad) return bad;
     if (IsTextOnly(docs[i])) ATTN_RETURN_IF_ERROR(PrepareDocument(i, enc.get(), version, &docs[i]));
@@ -228,6 +236,7 @@ absl::StatusOr<uint64_t> Collection::Upsert(std::vector<Document> docs) {
     batch_bytes += sizeof(Document) + d.id.size() + d.text.size() +
                    (d.pooled.size() + d.tokens.size()) * sizeof(float) + d.token_spans.size() * 8 +
                    size_t(d.num_tokens) * row_bytes;
+    arena_bytes += size_t(d.num_tokens) * row_bytes + 32;
     for (const auto& [k, v] : d.metadata) batch_bytes += k.size() + v.size() + 64;
     for (const auto& t : d.token_texts) batch_bytes += t.size() + sizeof(std::string);
     ATTN_RETURN_IF_ERROR(CheckRequestBytes(batch_bytes, options_.limits.max_request_bytes,
@@ -239,6 +248,16 @@ absl::StatusOr<uint64_t> Collection::Upsert(std::vector<Document> docs) {
           absl::StrCat("documents[", i, "].id: '", docs[i].id,
                        "' appears twice in the batch (also documents[", it->second, "])"));
     }
+  }
+  if (const ArenaBudget* budget = options_.arena_budget.get();
+      arena_ != nullptr && budget != nullptr && budget->limit() > 0 &&
+      budget->used() + arena_bytes > budget->limit()) {
+    return absl::ResourceExhaustedError(absl::StrFormat(
+        "documents: the batch's token matrices (%.1f MiB) do not fit in the memory the token "
+        "arenas may use: %.1f of %.1f MiB are taken (attnsearch-server --arena_budget_mb); "
+        "nothing was written",
+        double(arena_bytes) / (1 << 20), double(budget->used()) / (1 << 20),
+        double(budget->limit()) / (1 << 20)));
   }
   if (store_->write_stopped()) {
     absl::MutexLock index_lock(&index_mu_);
@@ -261,6 +280,54 @@ absl::StatusOr<uint64_t> Collection::Upsert(std::vector<Document> docs) {
   return docs.size();
 }
 
+absl::Status Collection::LoadArena(Label from) {
+  if (arena_ == nullptr) return absl::OkStatus();
+  absl::Status refused;
+  uint64_t docs = 0, rows = 0, bytes = 0;  // what the arena lacked
+  ATTN_RETURN_IF_ERROR(store_->ScanTokens(from, [&](Label l, std::string_view v, uint32_t r) {
+    if (index_.IsTombstoned(l) || !arena_->Find(l).empty()) return absl::OkStatus();
+    if (refused.ok()) {
+      refused = arena_->Add(l, v, r);
+      if (!refused.ok() && !absl::IsResourceExhausted(refused)) return refused;
+    }
+    ++docs;
+    rows += r;
+    bytes += v.size();
+    return absl::OkStatus();
+  }));
+  if (refused.ok()) return absl::OkStatus();
+  const ArenaBudget& budget = *options_.arena_budget;
+  const uint64_t mine = arena_->stats().allocated_bytes;
+  const uint64_t others = budget.used() - std::min(budget.used(), mine);
+  return absl::ResourceExhaustedError(absl::StrFormat(
+      "%s: the token arena does not fit in memory: %d documents (%d token rows) need %.1f MiB, "
+      "and the token arenas' budget is %.1f MiB, of which other collections hold %.1f MiB "
+      "(attnsearch-server --arena_budget_mb)",
+      path_, docs, rows, double(bytes) / (1 << 20), double(budget.limit()) / (1 << 20),
+      double(others) / (1 << 20)));
+}
+
+void Collection::AddToArena(const std::vector<Document>& docs, const StoreCommit& c) {
+  if (arena_ == nullptr) return;
+  for (size_t i = 0; i < docs.size(); ++i) {
+    const Document& d = docs[i];
+    if (d.pooled.empty()) continue;  // awaiting the encoder: no matrix
+    const std::string record =
+        codec::EncodeTokens(d.tokens.data(), d.num_tokens, config().dim, config().token_dtype);
+    const absl::Status s = arena_->Add(c.first + i, record, d.num_tokens);
+    if (!s.ok()) {
+      // Stored and searchable all the same: its searches read the store.
+      LogWarn("document left out of the token arena",
+              {{"collection", path_}, {"id", d.id}, {"error", s.message()}});
+    }
+  }
+}
+
+void Collection::RemoveFromArena(const std::vector<Label>& labels) {
+  if (arena_ == nullptr) return;
+  for (Label l : labels) arena_->Remove(l);
+}
+
 void Collection::PurgeSuperseded(const std::vector<Label>& labels) {
   absl::Status s = store_->Purge(labels);
   if (!s.ok()) {
@@ -281,7 +348,9 @@ absl::Status Collection::RecoverStore() {
   ATTN_ASSIGN_OR_RETURN(std::vector<Label> dead, store_->Tombstones(&purge_pending));
   index_.AssertWriterHeld();
   ATTN_RETURN_IF_ERROR(index_.Apply(dead, {}, {}));
+  RemoveFromArena(dead);
   if (store_->next_label() > before) {
+    ATTN_RETURN_IF_ERROR(LoadArena(before));
     ATTN_RETURN_IF_ERROR(CatchUp(before, before, !options_.defer_index).status());
   }
   // The index no longer holds the superseded labels for new searches.
@@ -319,6 +388,8 @@ absl::StatusOr<Collection::StoreCommit> Collection::CommitToStore(const std::vec
 
 absl::Status Collection::CommitToIndex(const std::vector<Document>& docs, const StoreCommit& c) {
   index_.AssertWriterHeld();
+  // The arena holds a label before the index gives it to a search.
+  AddToArena(docs, c);
   // The filter index changes with the ANN index, under its lock: a
   // filtered search sees both as of one instant. An error says what became
   // of the stored documents.
@@ -326,7 +397,9 @@ absl::Status Collection::CommitToIndex(const std::vector<Document>& docs, const 
     for (size_t i = 0; i < docs.size(); ++i) filter_.Add(c.first + i, docs[i]);
   });
   // A search that began before the index switched labels reads the old
-  // versions through its store view, taken before this point.
+  // versions through its store view, taken before this point (from the
+  // arena while it still holds them, else from the view).
+  RemoveFromArena(c.superseded);
   PurgeSuperseded(c.superseded);
   return added;
 }
@@ -564,6 +637,7 @@ absl::StatusOr<DeleteResult> Collection::Delete(const std::vector<std::string>& 
   for (const auto& d : deletes) dead.push_back(d.label);
   index_.AssertWriterHeld();
   ATTN_RETURN_IF_ERROR(index_.Apply(dead, {}, {}));
+  RemoveFromArena(dead);
   result.deleted = deletes.size();
   return result;
 }
@@ -618,6 +692,13 @@ CollectionStats Collection::Stats() const {
   stats.block_cache_bytes = memory.block_cache;
   stats.memtable_bytes = memory.memtables;
   stats.table_reader_bytes = memory.table_readers;
+  if (arena_ != nullptr) {
+    const TokenArena::Stats a = arena_->stats();
+    stats.token_arena = true;
+    stats.arena_tokens = a.rows;
+    stats.arena_live_bytes = a.live_bytes;
+    stats.arena_bytes = a.allocated_bytes;
+  }
   stats.writes_stopped = store_->write_stopped();
   const std::shared_ptr<const text::Encoder> enc = encoder(&stats.encoder_version);
   if (enc != nullptr) stats.encoder_vocabulary = enc->vocabulary_size();

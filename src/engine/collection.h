@@ -38,6 +38,7 @@
 #include "engine/live_index.h"
 #include "engine/search_pipeline.h"
 #include "engine/search_types.h"
+#include "engine/token_arena.h"
 #include "rerank/reranker.h"
 #include "storage/doc_store.h"
 #include "text/encoder.h"
@@ -71,12 +72,22 @@ struct CollectionOptions {
   // false: writes link their vectors themselves. Defaults: true, 20000.
   bool background_insert = true;
   size_t max_pending_vectors = 20000;
+  // Hold every searchable document's token matrix in memory (TokenArena),
+  // loaded from the store at Open and kept current by every write, so that
+  // a search reads no token matrix from the store. Off for bulk loads,
+  // which do not search. Default: true.
+  bool token_arena = true;
+  // The memory the token arenas of a process share (the server's; Open
+  // fails with RESOURCE_EXHAUSTED naming the sizes when a collection's
+  // arena would not fit). Default: none, no limit.
+  std::shared_ptr<ArenaBudget> arena_budget;
 
   // For bulk loads: StorageOptions::ForBulkLoad() and defer_index.
   static CollectionOptions ForBulkLoad() {
     CollectionOptions o;
     o.storage = StorageOptions::ForBulkLoad();
     o.defer_index = true;
+    o.token_arena = false;
     return o;
   }
 };
@@ -111,6 +122,12 @@ struct CollectionStats {
   uint64_t block_cache_bytes = 0;
   uint64_t memtable_bytes = 0;
   uint64_t table_reader_bytes = 0;
+  // The token arena (all 0 without one): the token rows it holds, their
+  // records' bytes, and the memory it has allocated (slabs and directory).
+  bool token_arena = false;
+  uint64_t arena_tokens = 0;
+  uint64_t arena_live_bytes = 0;
+  uint64_t arena_bytes = 0;
   // The built-in encoder: 0 when untrained, else its version.
   uint64_t encoder_version = 0;
   uint32_t encoder_vocabulary = 0;
@@ -320,6 +337,16 @@ class Collection {
   // that the encoder owns. REQUIRES: both writer mutexes.
   absl::StatusOr<uint64_t> Reencode(Label below)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_, index_mu_);
+  // Adds to the token arena the stored matrices of labels >= from that the
+  // index searches (not tombstoned) and the arena lacks. At Open, when the
+  // budget refuses, counts the rest and names the sizes. REQUIRES:
+  // index_mu_ (or construction).
+  absl::Status LoadArena(Label from) ABSL_EXCLUSIVE_LOCKS_REQUIRED(index_mu_);
+  // Adds a committed batch's new matrices to the arena (a refusal is
+  // logged: those documents' searches read the store).
+  void AddToArena(const std::vector<Document>& docs, const StoreCommit& commit)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(index_mu_);
+  void RemoveFromArena(const std::vector<Label>& labels) ABSL_EXCLUSIVE_LOCKS_REQUIRED(index_mu_);
   // Loads the stored encoder and finishes an interrupted re-encoding.
   absl::Status LoadEncoder();
   // Loads the stored ANN tuning.
@@ -355,6 +382,10 @@ class Collection {
   std::optional<AnnTuning> tuning_ ABSL_GUARDED_BY(tuning_mu_);
   AnnSearchParams tuned_params_ ABSL_GUARDED_BY(tuning_mu_);
 
+  // The token matrices of searchable documents (null with token_arena
+  // off); changed under index_mu_, before the index adds a label and after
+  // it drops one.
+  const std::unique_ptr<TokenArena> arena_;
   // The ANN index and the tombstones (its own reader/writer lock; changes
   // under index_mu_).
   LiveIndex index_;

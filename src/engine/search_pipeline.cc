@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstring>
 #include <tuple>
 
 #include "absl/strings/str_cat.h"
@@ -10,6 +11,7 @@
 #include "core/status.h"
 #include "engine/checks.h"
 #include "engine/snippet.h"
+#include "storage/codec.h"
 
 namespace attnsearch {
 namespace {
@@ -71,12 +73,32 @@ TokenBlock& SpareBlock() {
 // Blocks up to this size are kept for the thread's next search.
 constexpr size_t kSpareBlockBytes = size_t{32} << 20;
 
+// Rows [first, first + count) of candidates whose rows start at src[i]
+// (rows[i] of them, the first being row offsets[i] of all), into `out`.
+void CopyRows(const char* const* src, const size_t* offsets, const uint32_t* rows, size_t n,
+              size_t row_bytes, size_t first, size_t count, char* out) {
+  size_t d = size_t(std::upper_bound(offsets, offsets + n, first) - offsets) - 1;
+  while (count > 0) {
+    const size_t in_doc = first - offsets[d];
+    const size_t take = std::min<size_t>(rows[d] - in_doc, count);
+    if (take > 0) {
+      std::memcpy(out, src[d] + in_doc * row_bytes, take * row_bytes);
+      out += take * row_bytes;
+      first += take;
+      count -= take;
+    }
+    ++d;
+  }
+}
+
 }  // namespace
 
 CandidateTokens SearchPipeline::Fetched::tokens() const {
-  return CandidateTokens{block.data(),      block.total_rows,
-                         block.rows.data(), block.offsets.data(),
-                         block.rows.size(), block.scales.empty() ? nullptr : block.scales.data()};
+  CandidateTokens t{block.data(),      block.total_rows,
+                    block.rows.data(), block.offsets.data(),
+                    block.rows.size(), block.scales.empty() ? nullptr : block.scales.data()};
+  if (rows_from) t.rows_from = &rows_from;
+  return t;
 }
 
 absl::StatusOr<SearchResult> SearchPipeline::Run(SearchQuery q, absl::Time deadline) const {
@@ -256,6 +278,7 @@ absl::StatusOr<SearchPipeline::Candidates> SearchPipeline::FindCandidates(
       q.pooled.data(), q.candidates, params, matches,
       [&]() -> absl::Status {
         ATTN_ASSIGN_OR_RETURN(c.view, parts_.store->NewReadView());
+        if (parts_.arena != nullptr) c.pin = parts_.arena->PinNow();
         return absl::OkStatus();
       },
       &c.neighbors));
@@ -281,7 +304,66 @@ absl::StatusOr<SearchPipeline::Fetched> SearchPipeline::Fetch(const SearchQuery&
   };
   Fetched f;
   f.block = std::move(SpareBlock());
-  ATTN_RETURN_IF_ERROR(parts_.store->GetTokens(labels, &f.block, admit, &*c.view));
+  if (parts_.arena == nullptr) {
+    ATTN_RETURN_IF_ERROR(parts_.store->GetTokens(labels, &f.block, admit, &*c.view));
+    return f;
+  }
+  const CollectionConfig& config = parts_.store->config();
+  const TokenDtype dtype = config.token_dtype;
+  const size_t elem_bytes = size_t(config.dim) * TokenDtypeSize(dtype);  // a row's elements
+  const size_t n = labels.size();
+  TokenBlock& b = f.block;
+  b.rows.assign(n, 0);
+  b.offsets.assign(n, 0);
+  b.found.assign(n, false);
+  f.src.assign(n, nullptr);
+  // Where each candidate's int8 scales are.
+  std::vector<const float*> scale_src(dtype == TokenDtype::kInt8 ? n : 0, nullptr);
+  std::vector<size_t> missing;
+  for (size_t i = 0; i < n; ++i) {
+    const std::string_view r = parts_.arena->Find(labels[i]);
+    if (r.empty()) {
+      missing.push_back(i);
+      continue;
+    }
+    uint32_t rows;
+    std::memcpy(&rows, r.data(), 4);
+    b.rows[i] = rows;
+    b.found[i] = true;
+    f.src[i] = codec::TokenData(r, dtype, rows);
+    if (!scale_src.empty()) {
+      scale_src[i] = reinterpret_cast<const float*>(codec::TokenScales(r));
+    }
+  }
+  if (!missing.empty()) {
+    std::vector<Label> missed;
+    for (size_t i : missing) missed.push_back(labels[i]);
+    ATTN_RETURN_IF_ERROR(parts_.store->GetTokens(missed, &f.misses, nullptr, &*c.view));
+    const char* base = static_cast<const char*>(f.misses.data());
+    for (size_t k = 0; k < missing.size(); ++k) {
+      if (!f.misses.found[k]) continue;
+      const size_t i = missing[k];
+      b.rows[i] = f.misses.rows[k];
+      b.found[i] = true;
+      f.src[i] = base + f.misses.offsets[k] * elem_bytes;
+      if (!scale_src.empty()) scale_src[i] = f.misses.scales.data() + f.misses.offsets[k];
+    }
+  }
+  size_t total = 0;
+  for (size_t i = 0; i < n; ++i) {
+    b.offsets[i] = total;
+    total += b.rows[i];
+  }
+  b.total_rows = total;
+  ATTN_RETURN_IF_ERROR(admit(total));
+  b.scales.resize(scale_src.empty() ? 0 : total);
+  for (size_t i = 0; i < scale_src.size(); ++i) {
+    if (b.rows[i] > 0) std::memcpy(&b.scales[b.offsets[i]], scale_src[i], b.rows[i] * 4);
+  }
+  f.rows_from = [src = f.src.data(), offsets = b.offsets.data(), rows = b.rows.data(), n,
+                 elem_bytes](size_t first, size_t count, void* out) {
+    CopyRows(src, offsets, rows, n, elem_bytes, first, count, static_cast<char*>(out));
+  };
   return f;
 }
 

@@ -5,8 +5,11 @@
 //                collection's encoder), its ANN knobs chosen
 //   Candidates   the ANN stage under the index's lock (filter and
 //                tombstones inside), and the store view taken with it
-//   Fetch        the candidates' token matrices, one MultiGet, through
-//                the view (bounded by the request memory limit)
+//   Fetch        the candidates' token matrices: found in the token arena
+//                (the reranker copies their rows piece by piece), or
+//                without one (and for a candidate the arena no longer
+//                holds) one MultiGet through the view; bounded by the
+//                request memory limit
 //   Score        the reranker's scores; the top_k kept, best first (a NaN
 //                or infinite score, which only vectors stored unvalidated
 //                by an older version give, is left out with a warning)
@@ -33,6 +36,7 @@
 #include "engine/filter_index.h"
 #include "engine/live_index.h"
 #include "engine/search_types.h"
+#include "engine/token_arena.h"
 #include "rerank/reranker.h"
 #include "storage/doc_store.h"
 #include "text/encoder.h"
@@ -45,6 +49,8 @@ struct SearchParts {
   const Reranker* reranker = nullptr;
   const LiveIndex* index = nullptr;
   const FilterIndex* filter = nullptr;
+  // The candidates' token matrices in memory; null: read from the store.
+  const TokenArena* arena = nullptr;
   RequestLimits limits;
   // The reranker's largest matmul, for the memory a search takes.
   size_t max_rows_per_gemm = 0;
@@ -69,9 +75,19 @@ class SearchPipeline {
     std::vector<AnnNeighbor> neighbors;
     // The store as the ANN stage saw it; every later read goes through it.
     std::optional<DocStore::ReadView> view;
+    // With the arena: taken with the view, so that what it holds stays.
+    std::optional<TokenArena::Pin> pin;
   };
   struct Fetched {
-    TokenBlock block;  // one entry per candidate, in the candidates' order
+    // One entry per candidate, in the candidates' order; without the arena
+    // it also holds their rows.
+    TokenBlock block;
+    // With the arena: the rows of candidates it lacked (deleted or replaced
+    // since the ANN stage), read through the view; where each candidate's
+    // rows are; and the reranker's access to them.
+    TokenBlock misses;
+    std::vector<const char*> src;
+    std::function<void(size_t first, size_t n, void* out)> rows_from;
     CandidateTokens tokens() const;
   };
   struct ScoredCandidate {

@@ -150,6 +150,12 @@ void ToProto(const std::string& name, const Collection& c, v1::CollectionInfo* o
   disk->set_other_bytes(s.disk_other_bytes);
   disk->set_bytes_per_document(
       s.num_documents == 0 ? 0.0 : double(s.disk_bytes) / double(s.num_documents));
+  v1::MemoryUsage* memory = out->mutable_memory();
+  memory->set_token_arena(s.token_arena);
+  memory->set_arena_bytes(s.arena_bytes);
+  memory->set_arena_tokens(s.arena_tokens);
+  memory->set_arena_bytes_per_token(
+      s.arena_tokens == 0 ? 0.0 : double(s.arena_live_bytes) / double(s.arena_tokens));
 }
 
 absl::Status FromProto(const v1::Document& in, const std::string& field, uint32_t dim,

@@ -73,6 +73,12 @@ struct ServerOptions {
   // token matrices are read from it). Default: 0, an eighth of the memory
   // (of the control group's limit when lower), at least 256.
   size_t block_cache_mb = 0;
+  // Memory the collections' token arenas may take together, MiB (see
+  // CollectionOptions::token_arena): a collection whose arena would not fit
+  // is refused at open, and a write that would not fit is refused, both
+  // naming the sizes. Default: 0, three quarters of the memory (of the
+  // control group's limit when lower) less the block cache, at least 256.
+  size_t arena_budget_mb = 0;
   // Acknowledge a write only once its WAL is synced (survives a power
   // failure; false survives a process crash only). Default: true.
   bool sync_writes = true;

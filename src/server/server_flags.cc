@@ -64,6 +64,16 @@ void AddServerFlags(CLI::App* app, ServerOptions* o) {
                   "read from it; 0: an eighth of the memory, or of the cgroup's limit, at least "
                   "256)")
       ->capture_default_str();
+  app->add_option("--arena_budget_mb", o->arena_budget_mb,
+                  "memory the collections' token arenas may take together, MiB (every "
+                  "searchable document's token matrix is held in memory; a collection that "
+                  "does not fit is refused at start, naming the sizes; 0: three quarters of "
+                  "the memory, or of the cgroup's limit, less the block cache)")
+      ->capture_default_str();
+  app->add_flag_callback(
+      "--no_token_arena", [&collection] { collection.token_arena = false; },
+      "keep token matrices on disk only: searches read their candidates' matrices from "
+      "RocksDB (less memory, slower searches)");
   StorageOptions& storage = collection.storage;
   app->add_option_function<uint64_t>(
          "--min_free_disk_mb", [&storage](uint64_t mb) { storage.min_free_bytes = mb << 20; },

@@ -706,6 +706,24 @@ absl::Status DocStore::ScanDocRecords(
   return FromRocks(it->status(), "scanning documents");
 }
 
+absl::Status DocStore::ScanTokens(
+    Label from,
+    const std::function<absl::Status(Label, std::string_view, uint32_t)>& fn) const {
+  std::shared_lock<std::shared_mutex> lock;
+  ATTN_RETURN_IF_ERROR(rep_->LockForUse(&lock));
+  rocksdb::ReadOptions ro;
+  // A scan of every matrix once: keep it out of the block cache.
+  ro.fill_cache = false;
+  std::unique_ptr<rocksdb::Iterator> it(rep_->db->NewIterator(ro, rep_->cfs[kTokens]));
+  for (it->Seek(codec::LabelKey(from)); it->Valid(); it->Next()) {
+    ATTN_ASSIGN_OR_RETURN(Label label, codec::DecodeLabelKey(it->key().ToStringView()));
+    const std::string_view v = it->value().ToStringView();
+    ATTN_ASSIGN_OR_RETURN(uint32_t rows, codec::TokenRows(v, config_.dim, config_.token_dtype));
+    ATTN_RETURN_IF_ERROR(fn(label, v, rows));
+  }
+  return FromRocks(it->status(), "scanning token matrices");
+}
+
 absl::StatusOr<std::vector<Label>> DocStore::Tombstones(std::vector<Label>* purge_pending) const {
   std::shared_lock<std::shared_mutex> lock;
   ATTN_RETURN_IF_ERROR(rep_->LockForUse(&lock));

@@ -280,6 +280,13 @@ class DocStore {
   absl::Status ScanDocRecords(Label from,
                               const std::function<absl::Status(Label, const Document&)>& fn) const;
 
+  // Calls fn(label, encoded token matrix, rows) for every label >= from
+  // that has data (as ScanPooled), in label order; the value is the
+  // `tokens` record (codec::EncodeTokens), valid during the call.
+  absl::Status ScanTokens(
+      Label from,
+      const std::function<absl::Status(Label, std::string_view, uint32_t rows)>& fn) const;
+
   // Every tombstoned label, in increasing order; those whose purge is
   // pending also go to *purge_pending when given.
   absl::StatusOr<std::vector<Label>> Tombstones(std::vector<Label>* purge_pending = nullptr) const;

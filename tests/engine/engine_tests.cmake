@@ -38,3 +38,7 @@ attn_cc_test(NAME overwrite_test SRCS engine/overwrite_test.cc
 # pending vectors, the pending limit, and a close with vectors pending.
 attn_cc_test(NAME background_insert_test SRCS engine/background_insert_test.cc
              DEPS attn_engine)
+# The token arena: records, compaction under pinned readers, the memory
+# budget; searches through it equal searches that read the store.
+attn_cc_test(NAME token_arena_test SRCS engine/token_arena_test.cc
+             DEPS attn_engine)
