@@ -105,10 +105,23 @@ class EngineSink : public Sink {
     ATTN_ASSIGN_OR_RETURN(uint64_t added, collection_->BuildIndex());
     const double s =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    std::string codes;
+    if (collection_->config().token_codec.kind == TokenCodecKind::kResidual) {
+      // Offline, the codec trains on the whole load and every document's
+      // codes are written now, so the server opens with them.
+      ATTN_ASSIGN_OR_RETURN(CodecTrainingResult r, collection_->TrainCodec());
+      ATTN_RETURN_IF_ERROR(collection_->Flush());
+      codes = absl::StrFormat(
+          "; token codec v%llu (%u centroids, %u bits, %zu bytes a token) trained on %llu "
+          "tokens in %.1f s, %llu documents encoded in %.1f s",
+          (unsigned long long)r.version, r.centroids, r.bits, r.code_bytes,
+          (unsigned long long)r.sample_tokens, r.train_seconds, (unsigned long long)r.encoded,
+          r.encode_seconds);
+    }
     const CollectionStats stats = collection_->Stats();
     return absl::StrFormat(
-        "ANN index (%s): %llu vectors added in %.2f s; collection holds %llu documents",
-        collection_->config().ann_spec, (unsigned long long)added, s,
+        "ANN index (%s): %llu vectors added in %.2f s%s; collection holds %llu documents",
+        collection_->config().ann_spec, (unsigned long long)added, s, codes,
         (unsigned long long)stats.num_documents);
   }
 

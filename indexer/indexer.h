@@ -85,6 +85,11 @@ struct IndexerOptions {
   std::string ann_spec = std::string(kDefaultAnnSpec);
   // Metadata keys declared numeric (filterable by range). Default: none.
   std::vector<std::string> numeric_fields;
+  // The token codec when creating (CollectionConfig::token_codec). Offline
+  // (--data_dir) a residual codec is trained at the end of the load, after
+  // the ANN index is built, and every document's codes are written.
+  // Default: rows.
+  TokenCodecConfig token_codec;
 
   // --- Batching ---
   // Documents per batch (1..10000). Default: 1000.

@@ -96,6 +96,17 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"bf16", "f32", "int8"}));
   app.add_option("--ann_spec", o.ann_spec, "FAISS factory string when creating")
       ->capture_default_str();
+  std::string token_codec = "rows";
+  app.add_option("--token_codec", token_codec,
+                 "how the server holds token matrices in memory, when creating: rows (as "
+                 "stored) or residual (a centroid id and --code_bits per dimension, trained "
+                 "at the end of an offline load)")
+      ->check(CLI::IsMember({"rows", "residual"}))
+      ->capture_default_str();
+  app.add_option("--code_bits", o.token_codec.bits,
+                 "residual codec: bits per dimension, 1, 2 or 4")
+      ->check(CLI::IsMember({1, 2, 4}))
+      ->capture_default_str();
   app.add_option("--numeric_fields", o.numeric_fields,
                  "metadata keys whose values are numbers (filterable by range), comma "
                  "separated, when creating")
@@ -173,6 +184,7 @@ int main(int argc, char** argv) {
   }
   if (max_errors_opt->count() > 0) o.max_errors = max_errors;
   ai::ParseInputFormat(format, &o.format);
+  if (token_codec == "residual") o.token_codec.kind = attnsearch::TokenCodecKind::kResidual;
   if (!dtype.empty()) {
     o.dtype = dtype == "f32"    ? attnsearch::TokenDtype::kF32
               : dtype == "int8" ? attnsearch::TokenDtype::kInt8

@@ -102,6 +102,14 @@ class ServerSink : public Sink {
                                                : v1::TOKEN_DTYPE_BF16);
       create.mutable_config()->set_ann_spec(c.ann_spec);
       for (const auto& f : c.numeric_fields) create.mutable_config()->add_numeric_fields(f);
+      if (c.token_codec.kind == TokenCodecKind::kResidual) {
+        v1::TokenCodec* tc = create.mutable_config()->mutable_token_codec();
+        tc->set_name("residual");
+        tc->set_bits(c.token_codec.bits);
+        tc->set_centroids(c.token_codec.centroids);
+        tc->set_train_after_documents(c.token_codec.train_after);
+        tc->set_keep_full_precision(c.token_codec.keep_full_precision);
+      }
       v1::CreateCollectionResponse created;
       s = CallWithRetry(
           [&](grpc::ClientContext* ctx) { return stub_->CreateCollection(ctx, create, &created); });

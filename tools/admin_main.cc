@@ -109,7 +109,7 @@ int Collections(const std::string& server, const attnsearch::ClientSecurity& sec
     std::printf(
         "%s documents=%llu tombstones=%llu dim=%u dtype=%s ann_spec=%s disk_bytes=%llu "
         "bytes_per_document=%.0f (tables=%llu log=%llu ann_snapshot=%llu other=%llu) "
-        "arena_bytes=%llu arena_tokens=%llu bytes_per_token=%.1f\n",
+        "arena_bytes=%llu arena_tokens=%llu bytes_per_token=%.1f token_codec=%s%s\n",
         c.name().c_str(), static_cast<unsigned long long>(c.num_documents()),
         static_cast<unsigned long long>(c.num_tombstones()), c.config().dim(),
         v1::TokenDtype_Name(c.config().token_dtype()).c_str(), c.config().ann_spec().c_str(),
@@ -119,7 +119,15 @@ int Collections(const std::string& server, const attnsearch::ClientSecurity& sec
         static_cast<unsigned long long>(d.ann_snapshot_bytes()),
         static_cast<unsigned long long>(d.other_bytes()),
         static_cast<unsigned long long>(m.arena_bytes()),
-        static_cast<unsigned long long>(m.arena_tokens()), m.arena_bytes_per_token());
+        static_cast<unsigned long long>(m.arena_tokens()), m.arena_bytes_per_token(),
+        c.config().token_codec().name().empty() ? "rows"
+                                                : c.config().token_codec().name().c_str(),
+        c.config().token_codec().name() == "residual"
+            ? absl::StrFormat("(%u bits, v%llu, %llu pending)", c.config().token_codec().bits(),
+                              static_cast<unsigned long long>(c.codec_version()),
+                              static_cast<unsigned long long>(c.codec_pending()))
+                  .c_str()
+            : "");
   }
   return 0;
 }

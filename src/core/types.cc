@@ -32,6 +32,10 @@ size_t TokenRowBytes(TokenDtype dtype, uint32_t dim) {
   return size_t(dim) * TokenDtypeSize(dtype) + (dtype == TokenDtype::kInt8 ? 4 : 0);
 }
 
+std::string_view TokenCodecName(TokenCodecKind kind) {
+  return kind == TokenCodecKind::kResidual ? "residual" : "rows";
+}
+
 absl::Status CollectionConfig::Validate() const {
   if (dim == 0 || dim > kMaxDim) {
     return absl::InvalidArgumentError(
@@ -48,6 +52,21 @@ absl::Status CollectionConfig::Validate() const {
     return absl::InvalidArgumentError(absl::StrCat("config.numeric_fields: ", numeric_fields.size(),
                                                    " fields exceed the limit of ",
                                                    kMaxNumericFields));
+  }
+  if (token_codec.kind != TokenCodecKind::kRows && token_codec.kind != TokenCodecKind::kResidual) {
+    return absl::InvalidArgumentError("config.token_codec.name: unknown codec");
+  }
+  if (token_codec.kind == TokenCodecKind::kResidual) {
+    const uint32_t b = token_codec.bits;
+    if (b != 1 && b != 2 && b != 4) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("config.token_codec.bits: must be 1, 2 or 4, got ", b));
+    }
+    const uint32_t k = token_codec.centroids;
+    if (k != 0 && (k < 16 || k > 65536)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("config.token_codec.centroids: must be 0 (chosen) or 16..65536, got ", k));
+    }
   }
   for (size_t i = 0; i < numeric_fields.size(); ++i) {
     const std::string& f = numeric_fields[i];

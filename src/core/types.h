@@ -50,6 +50,36 @@ inline constexpr size_t kMaxFieldNameBytes = 64;
 inline constexpr std::string_view kDefaultAnnSpec = "HNSW32,SQfp16";
 
 // The immutable configuration of a collection, fixed at creation.
+// How a collection's token arena holds its token matrices in memory.
+enum class TokenCodecKind : uint32_t {
+  // The rows as stored, in the collection's token_dtype.
+  kRows = 0,
+  // Per token a centroid id and `bits` per dimension of residual
+  // (ann/residual_codec.h), trained on the collection's own tokens.
+  kResidual = 1,
+};
+// "rows", "residual".
+std::string_view TokenCodecName(TokenCodecKind kind);
+
+struct TokenCodecConfig {
+  TokenCodecKind kind = TokenCodecKind::kRows;
+  // Residual: bits per dimension, 1, 2 or 4. Default: 2.
+  uint32_t bits = 2;
+  // Residual: centroids, 0 (chosen from the token count when trained) or
+  // 16..65536. Default: 0.
+  uint32_t centroids = 0;
+  // Residual: the codec trains itself once this many documents with
+  // vectors are stored (0: only when TrainCodec is called). Until it is
+  // trained, tokens are held as rows. Default: 10000.
+  uint64_t train_after = 10000;
+  // Residual: the exact tier. The stored rows stay in RocksDB (they always
+  // do), and the best candidates by their codes (2 x top_k) are scored
+  // again from them; the evidence comes from them. Default: true.
+  bool keep_full_precision = true;
+
+  bool operator==(const TokenCodecConfig&) const = default;
+};
+
 struct CollectionConfig {
   // Dimension of pooled and token vectors. Required: 1..kMaxDim.
   uint32_t dim = 0;
@@ -64,6 +94,9 @@ struct CollectionConfig {
   // range. Names are 1..kMaxFieldNameBytes characters of [A-Za-z0-9_.-], at
   // most kMaxNumericFields, no duplicates. Default: none.
   std::vector<std::string> numeric_fields;
+  // How the token arena holds token matrices (see TokenCodecConfig).
+  // Default: rows.
+  TokenCodecConfig token_codec;
 
   // Whether `key` is one of numeric_fields.
   bool IsNumericField(std::string_view key) const;

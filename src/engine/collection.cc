@@ -11,6 +11,7 @@
 #include <filesystem>
 #include <limits>
 #include <numeric>
+#include <random>
 #include <tuple>
 
 #include "absl/strings/numbers.h"
@@ -52,12 +53,27 @@ Collection::Collection(std::string path, std::unique_ptr<DocStore> store,
                  : nullptr),
       index_(store_.get(), path_, LiveIndexOptionsOf(options), &index_mu_, &write_mu_),
       filter_(store_->config()),
-      search_(SearchParts{store_.get(), reranker_.get(), &index_, &filter_, arena_.get(),
-                          options.limits,
-                          options.rerank.max_rows_per_gemm, [this] { return encoder(); },
-                          [this] { return DefaultSearchParams(); }, path_}) {}
+      search_(SearchParts{.store = store_.get(),
+                          .reranker = reranker_.get(),
+                          .index = &index_,
+                          .filter = &filter_,
+                          .arena = arena_.get(),
+                          .codec = [this] { return codec(); },
+                          .exact_tier = store_->config().token_codec.keep_full_precision,
+                          .limits = options.limits,
+                          .max_rows_per_gemm = options.rerank.max_rows_per_gemm,
+                          .encoder = [this] { return encoder(); },
+                          .default_params = [this] { return DefaultSearchParams(); },
+                          .name = path_}) {}
 
 Collection::~Collection() {
+  // A codec job stops between batches (a training in progress finishes
+  // first); what it did not encode is encoded after the next Open.
+  stopping_ = true;
+  {
+    absl::MutexLock lock(&codec_thread_mu_);
+    if (codec_thread_.joinable()) codec_thread_.join();
+  }
   index_.Stop();
   if (discard_on_close_) return;
   absl::MutexLock lock(&write_mu_);
@@ -100,9 +116,12 @@ absl::StatusOr<std::unique_ptr<Collection>> Collection::Open(const std::string& 
                         Reranker::Create(config.dim, config.token_dtype, options.rerank));
   std::unique_ptr<Collection> c(
       new Collection(path, std::move(store), std::move(reranker), options));
+  ATTN_RETURN_IF_ERROR(c->LoadCodec());
   ATTN_RETURN_IF_ERROR(c->LoadDerivedState());
   ATTN_RETURN_IF_ERROR(c->LoadEncoder());
   ATTN_RETURN_IF_ERROR(c->LoadTuning());
+  // Codes an interrupted re-encoding left old, or a training now due.
+  c->MaybeStartCodecWork(/*train=*/c->codec() == nullptr);
   return c;
 }
 
@@ -277,6 +296,7 @@ absl::StatusOr<uint64_t> Collection::Upsert(std::vector<Document> docs) {
   const absl::Status synced = store_->SyncWal();
   ATTN_RETURN_IF_ERROR(synced);
   ATTN_RETURN_IF_ERROR(indexed);
+  MaybeStartCodecWork(/*train=*/true);
   return docs.size();
 }
 
@@ -284,17 +304,33 @@ absl::Status Collection::LoadArena(Label from) {
   if (arena_ == nullptr) return absl::OkStatus();
   absl::Status refused;
   uint64_t docs = 0, rows = 0, bytes = 0;  // what the arena lacked
-  ATTN_RETURN_IF_ERROR(store_->ScanTokens(from, [&](Label l, std::string_view v, uint32_t r) {
-    if (index_.IsTombstoned(l) || !arena_->Find(l).empty()) return absl::OkStatus();
+  auto add = [&](Label l, std::string_view v, uint32_t r, uint32_t tag) -> absl::Status {
     if (refused.ok()) {
-      refused = arena_->Add(l, v, r);
+      refused = arena_->Add(l, v, r, tag);
       if (!refused.ok() && !absl::IsResourceExhausted(refused)) return refused;
     }
     ++docs;
     rows += r;
     bytes += v.size();
     return absl::OkStatus();
+  };
+  // Codes of the current codec first; the rows of the rest.
+  const std::shared_ptr<const TokenCodecState> codes = codec();
+  if (codes != nullptr) {
+    const size_t code_bytes = codes->codec->code_bytes();
+    ATTN_RETURN_IF_ERROR(store_->ScanCodes(from, [&](Label l, std::string_view v) {
+      if (CodesVersion(v) != codes->version || index_.IsTombstoned(l)) return absl::OkStatus();
+      ATTN_ASSIGN_OR_RETURN(const CodesView c, ParseCodes(v, code_bytes));
+      return add(l, v, c.rows, kCodesRecord);
+    }));
+  }
+  uint64_t as_rows = 0;
+  ATTN_RETURN_IF_ERROR(store_->ScanTokens(from, [&](Label l, std::string_view v, uint32_t r) {
+    if (index_.IsTombstoned(l) || !arena_->Find(l).empty()) return absl::OkStatus();
+    ++as_rows;
+    return add(l, v, r, kRowsRecord);
   }));
+  if (codes != nullptr) codec_pending_ += as_rows;
   if (refused.ok()) return absl::OkStatus();
   const ArenaBudget& budget = *options_.arena_budget;
   const uint64_t mine = arena_->stats().allocated_bytes;
@@ -312,9 +348,14 @@ void Collection::AddToArena(const std::vector<Document>& docs, const StoreCommit
   for (size_t i = 0; i < docs.size(); ++i) {
     const Document& d = docs[i];
     if (d.pooled.empty()) continue;  // awaiting the encoder: no matrix
-    const std::string record =
-        codec::EncodeTokens(d.tokens.data(), d.num_tokens, config().dim, config().token_dtype);
-    const absl::Status s = arena_->Add(c.first + i, record, d.num_tokens);
+    absl::Status s;
+    if (!c.codes.empty() && !c.codes[i].empty()) {
+      s = arena_->Add(c.first + i, c.codes[i], d.num_tokens, kCodesRecord);
+    } else {
+      const std::string record =
+          codec::EncodeTokens(d.tokens.data(), d.num_tokens, config().dim, config().token_dtype);
+      s = arena_->Add(c.first + i, record, d.num_tokens, kRowsRecord);
+    }
     if (!s.ok()) {
       // Stored and searchable all the same: its searches read the store.
       LogWarn("document left out of the token arena",
@@ -367,8 +408,15 @@ absl::StatusOr<Collection::StoreCommit> Collection::CommitToStore(const std::vec
   c.first = store_->next_label();
   std::vector<DocWrite> writes(docs.size());
   c.pooled.reserve(docs.size() * config().dim);
+  // With a trained codec, the codes are written with the rows.
+  const std::shared_ptr<const TokenCodecState> codes = codec();
+  if (codes != nullptr) c.codes.resize(docs.size());
   for (size_t i = 0; i < docs.size(); ++i) {
     writes[i] = {c.first + i, existing[i], &docs[i]};
+    if (codes != nullptr && docs[i].num_tokens > 0) {
+      c.codes[i] = codes->Encode(docs[i].tokens.data(), docs[i].num_tokens);
+      writes[i].codes = &c.codes[i];
+    }
     if (docs[i].pooled.empty()) continue;  // awaiting the encoder
     c.labels.push_back(c.first + i);
     c.pooled.insert(c.pooled.end(), docs[i].pooled.begin(), docs[i].pooled.end());
@@ -455,6 +503,231 @@ absl::Status Collection::LoadEncoder() {
     ATTN_RETURN_IF_ERROR(store_->PutEncoderState({{"reencode_below", ""}}));
   }
   return absl::OkStatus();
+}
+
+std::shared_ptr<const TokenCodecState> Collection::codec() const {
+  absl::MutexLock lock(&codec_mu_);
+  return codec_;
+}
+
+absl::Status Collection::LoadCodec() {
+  ATTN_ASSIGN_OR_RETURN(std::optional<std::string> model, store_->GetEncoderState("codec.model"));
+  if (!model) return absl::OkStatus();
+  ATTN_ASSIGN_OR_RETURN(std::unique_ptr<ResidualCodec> codec, ResidualCodec::Deserialize(*model));
+  ATTN_ASSIGN_OR_RETURN(std::optional<std::string> version,
+                        store_->GetEncoderState("codec.version"));
+  uint64_t v = 0;
+  if (!version || !absl::SimpleAtoi(*version, &v) || v == 0 || codec->dim() != config().dim) {
+    return absl::DataLossError("token codec: bad version or dimension");
+  }
+  ATTN_ASSIGN_OR_RETURN(std::shared_ptr<const TokenCodecState> state,
+                        TokenCodecState::Make(std::move(codec), v, options_.rerank));
+  absl::MutexLock lock(&codec_mu_);
+  codec_ = std::move(state);
+  return absl::OkStatus();
+}
+
+namespace {
+
+// Centroids for a collection of `tokens` token rows: a power of two near
+// 4·sqrt(tokens), 64..65536, with at least 8 training rows each.
+uint32_t ChooseCentroids(uint64_t tokens, size_t sample) {
+  uint32_t k = 64;
+  const double want = 4.0 * std::sqrt(double(tokens));
+  while (k < 65536 && double(k) * 1.5 < want) k *= 2;
+  while (k > 16 && size_t(k) * 8 > sample) k /= 2;
+  return k;
+}
+
+// Token rows a codec trains on, at most.
+constexpr size_t kCodecSampleRows = 262144;
+// Documents per re-encoding batch.
+constexpr size_t kCodecBatch = 512;
+
+}  // namespace
+
+void Collection::MaybeStartCodecWork(bool train) {
+  const TokenCodecConfig& tc = config().token_codec;
+  if (tc.kind != TokenCodecKind::kResidual || stopping_ || codec_thread_busy_) return;
+  const bool trained = codec() != nullptr;
+  const bool due = trained ? codec_pending_.load() > 0
+                           : train && tc.train_after > 0 && store_->live_count() >= tc.train_after;
+  if (!due || options_.defer_index) return;  // a bulk load trains at its end (attnsearch-index)
+  absl::MutexLock lock(&codec_thread_mu_);
+  if (codec_thread_busy_.exchange(true)) return;
+  if (codec_thread_.joinable()) codec_thread_.join();  // the last one, finished
+  codec_thread_ = std::thread([this, trained] {
+    {
+      absl::MutexLock run(&codec_run_mu_);
+      if (!stopping_) {
+        // TrainCodec may have trained it meanwhile.
+        const bool train_now = !trained && codec() == nullptr;
+        auto r = RunCodec(train_now);
+        if (r.ok()) {
+          LogInfo(train_now ? "token codec trained" : "token codes re-encoded",
+                  {{"collection", path_},
+                   {"version", r->version},
+                   {"centroids", r->centroids},
+                   {"encoded", r->encoded},
+                   {"train_s", r->train_seconds},
+                   {"encode_s", r->encode_seconds}});
+        } else if (!stopping_) {
+          LogWarn("token codec work failed",
+                  {{"collection", path_}, {"error", r.status().message()}});
+        }
+      }
+    }
+    codec_thread_busy_ = false;
+  });
+}
+
+absl::StatusOr<CodecTrainingResult> Collection::TrainCodec() {
+  absl::MutexLock run(&codec_run_mu_);
+  return RunCodec(/*train=*/true);
+}
+
+absl::StatusOr<CodecTrainingResult> Collection::RunCodec(bool train) {
+  using Clock = std::chrono::steady_clock;
+  const TokenCodecConfig& tc = config().token_codec;
+  if (tc.kind != TokenCodecKind::kResidual) {
+    return absl::FailedPreconditionError(
+        "token_codec: the collection holds its tokens as rows (config.token_codec.name "
+        "'rows'); there is no codec to train");
+  }
+  const uint32_t dim = config().dim;
+  const TokenDtype dtype = config().token_dtype;
+  CodecTrainingResult result;
+  std::shared_ptr<const TokenCodecState> state = codec();
+  if (train) {
+    const auto t0 = Clock::now();
+    // A uniform sample of the live documents' token rows (reservoir).
+    std::vector<float> sample;
+    std::vector<float> rows;
+    uint64_t seen = 0;
+    std::mt19937_64 rng(tc.bits * 1000003 + dim);
+    ATTN_RETURN_IF_ERROR(store_->ScanTokens(0, [&](Label l, std::string_view v, uint32_t r) {
+      if (index_.IsTombstoned(l)) return absl::OkStatus();
+      uint32_t n = 0;
+      ATTN_RETURN_IF_ERROR(codec::DecodeTokens(v, dim, dtype, &rows, &n));
+      for (uint32_t i = 0; i < n; ++i) {
+        ++seen;
+        size_t at = sample.size() / dim;
+        if (at >= kCodecSampleRows) {
+          at = size_t(rng() % seen);
+          if (at >= kCodecSampleRows) continue;
+          std::copy_n(rows.data() + size_t(i) * dim, dim, sample.data() + at * dim);
+        } else {
+          sample.insert(sample.end(), rows.data() + size_t(i) * dim,
+                        rows.data() + size_t(i + 1) * dim);
+        }
+      }
+      return absl::OkStatus();
+    }));
+    const size_t n = sample.size() / dim;
+    ResidualCodecOptions o;
+    o.bits = tc.bits;
+    o.centroids = tc.centroids != 0 ? tc.centroids : ChooseCentroids(seen, n);
+    auto trained = ResidualCodec::Train(sample.data(), n, dim, o);
+    if (!trained.ok()) {
+      return Annotate(trained.status(), absl::StrCat("token_codec: training on ", n,
+                                                     " token rows of ", store_->live_count(),
+                                                     " documents"));
+    }
+    result.sample_tokens = n;
+    result.train_mse = (*trained)->train_mse();
+    const uint64_t version = (state ? state->version : 0) + 1;
+    const std::string model = (*trained)->Serialize();
+    ATTN_ASSIGN_OR_RETURN(state,
+                          TokenCodecState::Make(std::move(*trained), version, options_.rerank));
+    {
+      // From here on, writes encode with the new codec.
+      absl::MutexLock write_lock(&write_mu_);
+      absl::MutexLock index_lock(&index_mu_);
+      ATTN_RETURN_IF_ERROR(RecoverStore());
+      ATTN_RETURN_IF_ERROR(store_->PutEncoderState(
+          {{"codec.model", model}, {"codec.version", absl::StrCat(version)}}));
+      absl::MutexLock lock(&codec_mu_);
+      codec_ = state;
+    }
+    codec_pending_ = store_->live_count();
+    result.train_seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+  }
+  if (state == nullptr) return result;
+  result.version = state->version;
+  result.centroids = state->codec->num_centroids();
+  result.bits = state->codec->bits();
+  result.code_bytes = state->codec->code_bytes();
+  // Encode every live document whose codes are older: outside the locks,
+  // batch by batch; each batch is handed over under the writer locks, for
+  // the documents still live then.
+  const auto t1 = Clock::now();
+  LabelBitmap current;
+  ATTN_RETURN_IF_ERROR(store_->ScanCodes(0, [&](Label l, std::string_view v) {
+    if (CodesVersion(v) == state->version) current.Set(l);
+    return absl::OkStatus();
+  }));
+  std::vector<std::pair<Label, std::string>> batch;
+  std::vector<uint32_t> batch_rows;
+  auto hand_over = [&]() -> absl::Status {
+    if (batch.empty()) return absl::OkStatus();
+    absl::MutexLock write_lock(&write_mu_);
+    absl::MutexLock index_lock(&index_mu_);
+    std::vector<std::pair<Label, std::string>> live;
+    std::vector<uint32_t> live_rows;
+    for (size_t i = 0; i < batch.size(); ++i) {
+      if (index_.IsTombstoned(batch[i].first)) continue;
+      live.push_back(std::move(batch[i]));
+      live_rows.push_back(batch_rows[i]);
+    }
+    ATTN_RETURN_IF_ERROR(store_->PutCodes(live));
+    if (arena_ != nullptr) {
+      for (size_t i = 0; i < live.size(); ++i) {
+        absl::Status s =
+            arena_->Replace(live[i].first, live[i].second, live_rows[i], kCodesRecord);
+        if (absl::IsNotFound(s)) {
+          s = arena_->Add(live[i].first, live[i].second, live_rows[i], kCodesRecord);
+        }
+        if (!s.ok()) {
+          LogWarn("document's codes left out of the token arena",
+                  {{"collection", path_}, {"label", live[i].first}, {"error", s.message()}});
+        }
+      }
+    }
+    result.encoded += live.size();
+    const uint64_t pending = codec_pending_.load();
+    codec_pending_ = pending - std::min<uint64_t>(pending, live.size());
+    batch.clear();
+    batch_rows.clear();
+    return absl::OkStatus();
+  };
+  // The scan stops at each full batch, which is handed over with no store
+  // read in progress (a writer's recovery of the store waits for reads).
+  std::vector<float> rows;
+  for (Label from = 0;;) {
+    std::optional<Label> full;
+    const absl::Status scanned =
+        store_->ScanTokens(from, [&](Label l, std::string_view v, uint32_t) -> absl::Status {
+          if (stopping_) return absl::CancelledError("the collection is closing");
+          if (current.Test(l) || index_.IsTombstoned(l)) return absl::OkStatus();
+          uint32_t n = 0;
+          ATTN_RETURN_IF_ERROR(codec::DecodeTokens(v, dim, dtype, &rows, &n));
+          batch.emplace_back(l, state->Encode(rows.data(), n));
+          batch_rows.push_back(n);
+          if (batch.size() < kCodecBatch) return absl::OkStatus();
+          full = l;
+          return absl::AbortedError("batch full");
+        });
+    if (!full) {
+      ATTN_RETURN_IF_ERROR(scanned);
+      break;
+    }
+    ATTN_RETURN_IF_ERROR(hand_over());
+    from = *full + 1;
+  }
+  ATTN_RETURN_IF_ERROR(hand_over());
+  codec_pending_ = 0;
+  result.encode_seconds = std::chrono::duration<double>(Clock::now() - t1).count();
+  return result;
 }
 
 absl::Status Collection::LoadTuning() {
@@ -700,6 +973,10 @@ CollectionStats Collection::Stats() const {
     stats.arena_bytes = a.allocated_bytes;
   }
   stats.writes_stopped = store_->write_stopped();
+  if (const std::shared_ptr<const TokenCodecState> codes = codec()) {
+    stats.codec_version = codes->version;
+    stats.codec_pending = codec_pending_.load();
+  }
   const std::shared_ptr<const text::Encoder> enc = encoder(&stats.encoder_version);
   if (enc != nullptr) stats.encoder_vocabulary = enc->vocabulary_size();
   if (const std::optional<AnnTuning> t = tuning()) {

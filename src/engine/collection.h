@@ -39,6 +39,7 @@
 #include "engine/search_pipeline.h"
 #include "engine/search_types.h"
 #include "engine/token_arena.h"
+#include "engine/token_codes.h"
 #include "rerank/reranker.h"
 #include "storage/doc_store.h"
 #include "text/encoder.h"
@@ -128,6 +129,11 @@ struct CollectionStats {
   uint64_t arena_tokens = 0;
   uint64_t arena_live_bytes = 0;
   uint64_t arena_bytes = 0;
+  // The token codec (residual): 0 until trained, else its version; and the
+  // documents whose codes are not of that version yet (held as rows until
+  // the re-encoding reaches them).
+  uint64_t codec_version = 0;
+  uint64_t codec_pending = 0;
   // The built-in encoder: 0 when untrained, else its version.
   uint64_t encoder_version = 0;
   uint32_t encoder_vocabulary = 0;
@@ -162,6 +168,19 @@ struct IndexTuningResult {
   double sample_recall = 1.0;
   uint64_t sample_queries = 0;
   double seconds = 0;
+};
+
+// What TrainCodec did.
+struct CodecTrainingResult {
+  uint64_t version = 0;         // the new codec's
+  uint32_t centroids = 0;
+  uint32_t bits = 0;
+  size_t code_bytes = 0;        // per token
+  uint64_t sample_tokens = 0;   // trained on
+  double train_mse = 0;         // mean squared reconstruction error per token
+  uint64_t encoded = 0;         // documents whose codes it wrote
+  double train_seconds = 0;
+  double encode_seconds = 0;
 };
 
 // What TrainEncoder did.
@@ -282,6 +301,20 @@ class Collection {
   // The built-in encoder (null until trained) and its version.
   std::shared_ptr<const text::Encoder> encoder(uint64_t* version = nullptr) const;
 
+  // Trains the collection's token codec (config().token_codec, residual) on
+  // a sample of its stored tokens (FAISS k-means for the centroids), stores
+  // it durably as the next version, then encodes every live document with
+  // it: the codes are written to the store and replace the document's rows
+  // in the token arena, batch by batch, while searches and writes go on
+  // (writes wait only for a batch's hand-over). A crash midway is finished
+  // after the next Open, in the background. Waits for a training that
+  // runs (e.g. the automatic one, config().token_codec.train_after).
+  // FAILED_PRECONDITION naming token_codec when the collection's codec is
+  // rows, or when it holds too few tokens to train the centroids.
+  absl::StatusOr<CodecTrainingResult> TrainCodec();
+  // The trained token codec, null until trained.
+  std::shared_ptr<const TokenCodecState> codec() const;
+
   // The built-in encoder's dimensions for a collection of dimension `dim`.
   static absl::Status DeriveEncoderDims(uint32_t dim, text::EncoderOptions* options);
 
@@ -289,6 +322,7 @@ class Collection {
   // rebuild.
   void DiscardOnClose() {
     discard_on_close_ = true;
+    stopping_ = true;
     index_.Stop();
   }
 
@@ -310,6 +344,7 @@ class Collection {
     std::vector<Label> superseded;  // labels the batch replaced
     std::vector<Label> labels;      // those with vectors, for the ANN index
     std::vector<float> pooled;      // their pooled vectors
+    std::vector<std::string> codes;  // per document: its codes record, or empty
   };
   // Commits prepared documents to the store (labels from next_label()); with
   // `defer_sync` the caller syncs it (DocStore::Commit). REQUIRES: write_mu_
@@ -347,6 +382,16 @@ class Collection {
   void AddToArena(const std::vector<Document>& docs, const StoreCommit& commit)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(index_mu_);
   void RemoveFromArena(const std::vector<Label>& labels) ABSL_EXCLUSIVE_LOCKS_REQUIRED(index_mu_);
+  // Loads the stored token codec.
+  absl::Status LoadCodec();
+  // The codec's work: trains it when `train` (else only re-encodes), then
+  // encodes every live document whose codes are not of the current
+  // version. REQUIRES: codec_run_mu_.
+  absl::StatusOr<CodecTrainingResult> RunCodec(bool train)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(codec_run_mu_) ABSL_LOCKS_EXCLUDED(write_mu_, index_mu_);
+  // Starts the background codec thread for a re-encoding (after Open) or
+  // the automatic training, when one is due and none runs.
+  void MaybeStartCodecWork(bool train);
   // Loads the stored encoder and finishes an interrupted re-encoding.
   absl::Status LoadEncoder();
   // Loads the stored ANN tuning.
@@ -376,6 +421,17 @@ class Collection {
   mutable absl::Mutex encoder_mu_;
   std::shared_ptr<const text::Encoder> encoder_ ABSL_GUARDED_BY(encoder_mu_);
   uint64_t encoder_version_ ABSL_GUARDED_BY(encoder_mu_) = 0;
+
+  // The trained token codec (null until trained).
+  mutable absl::Mutex codec_mu_;
+  std::shared_ptr<const TokenCodecState> codec_ ABSL_GUARDED_BY(codec_mu_);
+  // One codec job at a time (TrainCodec, the background thread).
+  absl::Mutex codec_run_mu_ ABSL_ACQUIRED_BEFORE(write_mu_);
+  std::thread codec_thread_;  // started and joined under codec_thread_mu_
+  absl::Mutex codec_thread_mu_;
+  std::atomic<bool> codec_thread_busy_{false};
+  std::atomic<bool> stopping_{false};
+  std::atomic<uint64_t> codec_pending_{0};
 
   // The tuned ANN knobs (TuneIndex), parsed; unset until tuned.
   mutable absl::Mutex tuning_mu_;

@@ -8,6 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "core/log.h"
+#include "core/vector_math.h"
 #include "core/status.h"
 #include "engine/checks.h"
 #include "engine/snippet.h"
@@ -320,8 +321,32 @@ absl::StatusOr<SearchPipeline::Fetched> SearchPipeline::Fetch(const SearchQuery&
   // Where each candidate's int8 scales are.
   std::vector<const float*> scale_src(dtype == TokenDtype::kInt8 ? n : 0, nullptr);
   std::vector<size_t> missing;
+  f.codec = parts_.codec ? parts_.codec() : nullptr;
+  const size_t code_bytes = f.codec ? f.codec->codec->code_bytes() : 0;
+  f.coded.clear();
+  f.code_rows.clear();
+  f.code_offsets.clear();
+  std::vector<const uint8_t*> code_src;
+  size_t code_total = 0;
   for (size_t i = 0; i < n; ++i) {
-    const std::string_view r = parts_.arena->Find(labels[i]);
+    uint32_t tag = kRowsRecord;
+    const std::string_view r = parts_.arena->Find(labels[i], &tag);
+    if (tag == kCodesRecord && !r.empty()) {
+      // Codes of an older codec (a re-encoding under way) are not
+      // comparable: such a candidate is read as rows from the store.
+      if (f.codec == nullptr || CodesVersion(r) != f.codec->version) {
+        missing.push_back(i);
+        continue;
+      }
+      ATTN_ASSIGN_OR_RETURN(const CodesView cv, ParseCodes(r, code_bytes));
+      b.found[i] = true;
+      f.coded.push_back(i);
+      f.code_rows.push_back(cv.rows);
+      f.code_offsets.push_back(code_total);
+      code_src.push_back(cv.codes);
+      code_total += cv.rows;
+      continue;
+    }
     if (r.empty()) {
       missing.push_back(i);
       continue;
@@ -355,7 +380,12 @@ absl::StatusOr<SearchPipeline::Fetched> SearchPipeline::Fetch(const SearchQuery&
     total += b.rows[i];
   }
   b.total_rows = total;
-  ATTN_RETURN_IF_ERROR(admit(total));
+  ATTN_RETURN_IF_ERROR(admit(total + code_total));
+  f.codes.resize(code_total * code_bytes);
+  for (size_t k = 0; k < f.coded.size(); ++k) {
+    std::memcpy(f.codes.data() + f.code_offsets[k] * code_bytes, code_src[k],
+                f.code_rows[k] * code_bytes);
+  }
   b.scales.resize(scale_src.empty() ? 0 : total);
   for (size_t i = 0; i < scale_src.size(); ++i) {
     if (b.rows[i] > 0) std::memcpy(&b.scales[b.offsets[i]], scale_src[i], b.rows[i] * 4);
@@ -378,13 +408,33 @@ absl::StatusOr<SearchPipeline::Scored> SearchPipeline::Score(const SearchQuery& 
     }
   } else {
     std::vector<float> scores(n.size());
-    ATTN_RETURN_IF_ERROR(parts_.reranker->Score(RerankQueryOf(q), fetched->tokens(), scores.data(),
-                                                q.explain ? &s.similarities : nullptr));
+    const Fetched& f = *fetched;
+    const bool coded = !f.coded.empty();
+    if (f.block.total_rows > 0 || !coded) {
+      ATTN_RETURN_IF_ERROR(parts_.reranker->Score(RerankQueryOf(q), f.tokens(), scores.data(),
+                                                  q.explain && !coded ? &s.similarities
+                                                                      : nullptr));
+    }
+    std::vector<bool> from_codes(n.size(), false), dropped(n.size(), false);
+    if (coded) {
+      std::vector<float> code_scores(f.coded.size());
+      const CandidateCodes cc{f.codes.data(), f.codes.size() / f.codec->codec->code_bytes(),
+                              f.code_rows.data(), f.code_offsets.data(), f.coded.size()};
+      ATTN_RETURN_IF_ERROR(
+          f.codec->scorer->Score(RerankQueryOf(q), cc, code_scores.data()));
+      for (size_t k = 0; k < f.coded.size(); ++k) {
+        scores[f.coded[k]] = code_scores[k];
+        from_codes[f.coded[k]] = true;
+      }
+      if (parts_.exact_tier) {
+        ATTN_RETURN_IF_ERROR(ExactTier(q, c, f, &scores, &from_codes, &dropped, &s));
+      }
+    }
     for (size_t i = 0; i < n.size(); ++i) {
       // A candidate deleted between the index's update and the view has no
       // tokens.
-      if (fetched->block.found[i] && Usable(scores[i], n[i].label)) {
-        s.best.push_back({scores[i], n[i].score, n[i].label, i});
+      if (f.block.found[i] && !dropped[i] && Usable(scores[i], n[i].label)) {
+        s.best.push_back({scores[i], n[i].score, n[i].label, i, from_codes[i]});
       }
     }
   }
@@ -412,10 +462,28 @@ absl::StatusOr<std::vector<SearchHit>> SearchPipeline::Hits(const SearchQuery& q
   std::vector<std::vector<TokenEvidence>> evidence;
   const auto t_explain = Clock::now();
   if (q.explain && fetched != nullptr && !scored.best.empty()) {
-    std::vector<size_t> which;
-    for (const auto& s : scored.best) which.push_back(s.candidate);
-    ATTN_RETURN_IF_ERROR(parts_.reranker->ExplainScored(RerankQueryOf(q), fetched->tokens(),
-                                                        scored.similarities, which, &evidence));
+    if (fetched->coded.empty()) {
+      std::vector<size_t> which;
+      for (const auto& s : scored.best) which.push_back(s.candidate);
+      ATTN_RETURN_IF_ERROR(parts_.reranker->ExplainScored(RerankQueryOf(q), fetched->tokens(),
+                                                          scored.similarities, which, &evidence));
+    } else {
+      // Some hits were scored from codes: their rows (exact, or decoded)
+      // gathered, and explained with one matmul.
+      TokenBlock hits;
+      hits.rows.assign(scored.best.size(), 0);
+      hits.offsets.assign(scored.best.size(), 0);
+      hits.found.assign(scored.best.size(), true);
+      for (size_t k = 0; k < scored.best.size(); ++k) {
+        hits.offsets[k] = hits.total_rows;
+        CandidateRows(*fetched, scored, scored.best[k].candidate, &hits);
+        hits.rows[k] = uint32_t(hits.total_rows - hits.offsets[k]);
+      }
+      const CandidateTokens t{hits.data(),         hits.total_rows,
+                              hits.rows.data(),    hits.offsets.data(),
+                              hits.rows.size(),    hits.scales.empty() ? nullptr : hits.scales.data()};
+      ATTN_RETURN_IF_ERROR(parts_.reranker->Explain(RerankQueryOf(q), t, &evidence));
+    }
   }
   *explain_us = MicrosSince(t_explain);
   std::vector<SearchHit> hits;
@@ -426,12 +494,107 @@ absl::StatusOr<std::vector<SearchHit>> SearchPipeline::Hits(const SearchQuery& q
     hit.id = std::move(d.id);
     hit.score = scored.best[i].score;
     hit.ann_score = scored.best[i].ann_score;
+    hit.from_codes = scored.best[i].from_codes;
     if (q.include_text) hit.text = d.text;
     if (q.include_metadata) hit.metadata = std::move(d.metadata);
     if (!evidence.empty()) AddEvidence(q, d, evidence[i], &hit);
     hits.push_back(std::move(hit));
   }
   return hits;
+}
+
+absl::Status SearchPipeline::ExactTier(const SearchQuery& q, const Candidates& c,
+                                       const Fetched& f, std::vector<float>* scores,
+                                       std::vector<bool>* from_codes, std::vector<bool>* dropped,
+                                       Scored* s) const {
+  // The best candidates overall; of them, those scored from codes.
+  const size_t n = scores->size();
+  std::vector<size_t> order;
+  for (size_t i = 0; i < n; ++i) {
+    if (f.block.found[i]) order.push_back(i);
+  }
+  const size_t keep = std::min(order.size(), size_t(2) * q.top_k);
+  std::partial_sort(order.begin(), order.begin() + long(keep), order.end(),
+                    [&](size_t a, size_t b) { return (*scores)[a] > (*scores)[b]; });
+  std::vector<bool> best(n, false);
+  for (size_t k = 0; k < keep; ++k) best[order[k]] = true;
+  std::vector<Label> labels;
+  for (size_t i : f.coded) {
+    if (best[i]) {
+      s->exact_of.push_back(i);
+      labels.push_back(c.neighbors[i].label);
+    } else {
+      (*dropped)[i] = true;  // only the exact scores compete
+    }
+  }
+  if (labels.empty()) return absl::OkStatus();
+  ATTN_RETURN_IF_ERROR(parts_.store->GetTokens(labels, &s->exact_rows, nullptr, &*c.view));
+  const TokenBlock& e = s->exact_rows;
+  std::vector<float> exact(labels.size());
+  const CandidateTokens t{e.data(),      e.total_rows, e.rows.data(), e.offsets.data(),
+                          e.rows.size(), e.scales.empty() ? nullptr : e.scales.data()};
+  ATTN_RETURN_IF_ERROR(parts_.reranker->Score(RerankQueryOf(q), t, exact.data()));
+  for (size_t k = 0; k < labels.size(); ++k) {
+    const size_t i = s->exact_of[k];
+    if (!e.found[k]) {
+      (*dropped)[i] = true;
+      continue;
+    }
+    (*scores)[i] = exact[k];
+    (*from_codes)[i] = false;
+  }
+  return absl::OkStatus();
+}
+
+void SearchPipeline::CandidateRows(const Fetched& f, const Scored& s, size_t i,
+                                   TokenBlock* out) const {
+  const CollectionConfig& config = parts_.store->config();
+  const TokenDtype dtype = config.token_dtype;
+  const uint32_t dim = config.dim;
+  const size_t elem_bytes = size_t(dim) * TokenDtypeSize(dtype);
+  auto append = [&](const char* rows, const float* scales, size_t n) {
+    const size_t at = out->total_rows;
+    out->total_rows += n;
+    out->storage.resize((out->total_rows * elem_bytes + 3) / 4);
+    std::memcpy(reinterpret_cast<char*>(out->storage.data()) + at * elem_bytes, rows,
+                n * elem_bytes);
+    if (dtype == TokenDtype::kInt8) out->scales.insert(out->scales.end(), scales, scales + n);
+  };
+  if (!f.src.empty() && f.src[i] != nullptr) {
+    const float* scales =
+        f.block.scales.empty() ? nullptr : f.block.scales.data() + f.block.offsets[i];
+    append(f.src[i], scales, f.block.rows[i]);
+    return;
+  }
+  for (size_t k = 0; k < s.exact_of.size(); ++k) {
+    if (s.exact_of[k] != i || !s.exact_rows.found[k]) continue;
+    const TokenBlock& e = s.exact_rows;
+    append(static_cast<const char*>(e.data()) + e.offsets[k] * elem_bytes,
+           e.scales.empty() ? nullptr : e.scales.data() + e.offsets[k], e.rows[k]);
+    return;
+  }
+  // Decoded from its codes, in the reranker's dtype.
+  const auto it = std::find(f.coded.begin(), f.coded.end(), i);
+  if (it == f.coded.end()) return;
+  const size_t k = size_t(it - f.coded.begin());
+  const uint32_t rows = f.code_rows[k];
+  const ResidualCodec& codec = *f.codec->codec;
+  std::vector<float> decoded(size_t(rows) * dim);
+  codec.Decode(f.codes.data() + f.code_offsets[k] * codec.code_bytes(), rows, decoded.data());
+  std::vector<char> bytes(rows * elem_bytes);
+  std::vector<float> scales;
+  if (dtype == TokenDtype::kF32) {
+    std::memcpy(bytes.data(), decoded.data(), bytes.size());
+  } else if (dtype == TokenDtype::kBF16) {
+    FloatToBf16(decoded.data(), reinterpret_cast<uint16_t*>(bytes.data()), decoded.size());
+  } else {
+    for (uint32_t r = 0; r < rows; ++r) {
+      scales.push_back(QuantizeInt8(decoded.data() + size_t(r) * dim,
+                                    reinterpret_cast<int8_t*>(bytes.data()) + size_t(r) * dim,
+                                    dim));
+    }
+  }
+  append(bytes.data(), scales.data(), rows);
 }
 
 bool SearchPipeline::Usable(float score, Label label) const {

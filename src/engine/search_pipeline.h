@@ -37,6 +37,7 @@
 #include "engine/live_index.h"
 #include "engine/search_types.h"
 #include "engine/token_arena.h"
+#include "engine/token_codes.h"
 #include "rerank/reranker.h"
 #include "storage/doc_store.h"
 #include "text/encoder.h"
@@ -51,6 +52,10 @@ struct SearchParts {
   const FilterIndex* filter = nullptr;
   // The candidates' token matrices in memory; null: read from the store.
   const TokenArena* arena = nullptr;
+  // The collection's trained token codec now (null: none), and whether
+  // its best candidates are scored again from their rows (the exact tier).
+  std::function<std::shared_ptr<const TokenCodecState>()> codec;
+  bool exact_tier = true;
   RequestLimits limits;
   // The reranker's largest matmul, for the memory a search takes.
   size_t max_rows_per_gemm = 0;
@@ -89,17 +94,30 @@ class SearchPipeline {
     std::vector<const char*> src;
     std::function<void(size_t first, size_t n, void* out)> rows_from;
     CandidateTokens tokens() const;
+    // Candidates the arena holds as codes (their rows in `block` are 0):
+    // which, and their codes back to back; the codec that made them.
+    std::vector<size_t> coded;
+    std::vector<uint8_t> codes;
+    std::vector<uint32_t> code_rows;
+    std::vector<size_t> code_offsets;
+    std::shared_ptr<const TokenCodecState> codec;
   };
   struct ScoredCandidate {
     float score = 0;
     float ann_score = 0;
     Label label = 0;
     size_t candidate = 0;  // its place among the candidates
+    bool from_codes = false;
   };
   struct Scored {
     std::vector<ScoredCandidate> best;  // the top_k, best first
-    // With explain: the similarities Score computed, for the evidence.
+    // With explain: the similarities Score computed, for the evidence
+    // (when every candidate was scored from rows).
     ScoredSimilarities similarities;
+    // The exact tier's rows of candidates scored from codes first
+    // (exact_rows.found[k] for exact_of[k]).
+    TokenBlock exact_rows;
+    std::vector<size_t> exact_of;
   };
 
  private:
@@ -114,6 +132,16 @@ class SearchPipeline {
                                               int64_t* explain_us) const;
   // Whether a score may be returned (see Score).
   bool Usable(float score, Label label) const;
+  // The rows of candidate i (rows_out of them) in the reranker's dtype, from
+  // wherever the search has them: the arena, the store's misses, the exact
+  // tier, or decoded from its codes.
+  void CandidateRows(const Fetched& f, const Scored& s, size_t i, TokenBlock* out) const;
+  // The exact tier: the best 2 x top_k candidates scored from codes are
+  // scored again from their rows, read through the view; the other coded
+  // candidates drop out. Updates scores and from_codes.
+  absl::Status ExactTier(const SearchQuery& q, const Candidates& c, const Fetched& f,
+                         std::vector<float>* scores, std::vector<bool>* from_codes,
+                         std::vector<bool>* dropped, Scored* s) const;
 
   const SearchParts parts_;
   mutable std::atomic<bool> warned_nonfinite_{false};

@@ -97,6 +97,9 @@ struct SearchHit {
   std::map<std::string, std::string> metadata;
   std::vector<TokenMatch> matches;
   std::string snippet;  // with explain, when text and spans are stored
+  // The score (and evidence) came from the document's token codes, not
+  // from its full-precision rows (a residual codec without the exact tier).
+  bool from_codes = false;
 };
 
 // Microseconds spent per stage.

@@ -11,8 +11,9 @@ namespace {
 // Labels per directory page.
 constexpr size_t kPageBits = 12;
 constexpr size_t kPageSlots = size_t{1} << kPageBits;
-// A record: u32 size, u32 rows, then its bytes; records start 16-aligned.
-constexpr size_t kHeader = 8;
+// A record: u32 size, u32 rows, u32 tag, u32 unused, then its bytes;
+// records start 16-aligned.
+constexpr size_t kHeader = 16;
 constexpr size_t kAlign = 16;
 constexpr size_t kMinSlabBytes = size_t{64} << 10;
 
@@ -117,7 +118,7 @@ TokenArena::Pin TokenArena::PinNow() const {
   return Pin(epoch_);
 }
 
-std::string_view TokenArena::Find(Label label) const {
+std::string_view TokenArena::Find(Label label, uint32_t* tag) const {
   const Directory* d = dir_.load(std::memory_order_acquire);
   const size_t page = size_t(label >> kPageBits);
   if (d == nullptr || page >= d->capacity) return {};
@@ -125,6 +126,7 @@ std::string_view TokenArena::Find(Label label) const {
   if (p == nullptr) return {};
   const char* r = p->slots[label & (kPageSlots - 1)].load(std::memory_order_acquire);
   if (r == nullptr) return {};
+  if (tag != nullptr) *tag = Load32(r + 8);
   return std::string_view(r + kHeader, Load32(r));
 }
 
@@ -155,7 +157,8 @@ std::atomic<const char*>* TokenArena::Slot(Label label) {
   return &p->slots[label & (kPageSlots - 1)];
 }
 
-const char* TokenArena::Append(Label label, std::string_view record, uint32_t rows, Slab** slab) {
+const char* TokenArena::Append(Label label, std::string_view record, uint32_t rows, uint32_t tag,
+                               Slab** slab) {
   const size_t need = Footprint(record.size());
   if (tail_ == nullptr || tail_->capacity - tail_->used < need) {
     size_t bytes = std::max(next_slab_bytes_, need);
@@ -173,6 +176,7 @@ const char* TokenArena::Append(Label label, std::string_view record, uint32_t ro
   const uint32_t size = uint32_t(record.size());
   std::memcpy(r, &size, 4);
   std::memcpy(r + 4, &rows, 4);
+  std::memcpy(r + 8, &tag, 4);
   std::memcpy(r + kHeader, record.data(), record.size());
   tail_->used += need;
   tail_->live += need;
@@ -186,15 +190,29 @@ TokenArena::Slab* TokenArena::SlabOf(const char* p) {
   return std::prev(it)->second.get();
 }
 
-absl::Status TokenArena::Add(Label label, std::string_view record, uint32_t rows) {
+absl::Status TokenArena::Add(Label label, std::string_view record, uint32_t rows, uint32_t tag) {
+  return Put(label, record, rows, tag, /*replace=*/false);
+}
+
+absl::Status TokenArena::Replace(Label label, std::string_view record, uint32_t rows,
+                                 uint32_t tag) {
+  return Put(label, record, rows, tag, /*replace=*/true);
+}
+
+absl::Status TokenArena::Put(Label label, std::string_view record, uint32_t rows, uint32_t tag,
+                             bool replace) {
   absl::MutexLock lock(&mu_);
   std::atomic<const char*>* slot = Slot(label);
-  if (slot != nullptr && slot->load(std::memory_order_relaxed) != nullptr) {
+  const char* old = slot == nullptr ? nullptr : slot->load(std::memory_order_relaxed);
+  if (old != nullptr && !replace) {
     return absl::AlreadyExistsError(
         absl::StrCat(name_, ": the token arena already holds label ", label));
   }
+  if (old == nullptr && replace) {
+    return absl::NotFoundError(absl::StrCat(name_, ": the token arena holds no label ", label));
+  }
   Slab* slab = nullptr;
-  const char* r = slot == nullptr ? nullptr : Append(label, record, rows, &slab);
+  const char* r = slot == nullptr ? nullptr : Append(label, record, rows, tag, &slab);
   if (r == nullptr) {
     return absl::ResourceExhaustedError(absl::StrCat(
         name_, ": the token arenas' memory budget is spent: ", options_.budget->used(), " of its ",
@@ -205,7 +223,21 @@ absl::Status TokenArena::Add(Label label, std::string_view record, uint32_t rows
   records_ += 1;
   rows_ += rows;
   live_bytes_ += record.size();
+  if (old != nullptr) {
+    // A reader that found the old record keeps reading it under its pin.
+    Forget(old);
+  }
   return absl::OkStatus();
+}
+
+void TokenArena::Forget(const char* r) {
+  const uint32_t size = Load32(r);
+  records_ -= 1;
+  rows_ -= Load32(r + 4);
+  live_bytes_ -= size;
+  Slab* slab = SlabOf(r);
+  slab->live -= Footprint(size);
+  MaybeCompact(slab);
 }
 
 void TokenArena::Remove(Label label) {
@@ -218,13 +250,7 @@ void TokenArena::Remove(Label label) {
   const char* r = slot.load(std::memory_order_relaxed);
   if (r == nullptr) return;
   slot.store(nullptr, std::memory_order_release);
-  const uint32_t size = Load32(r);
-  records_ -= 1;
-  rows_ -= Load32(r + 4);
-  live_bytes_ -= size;
-  Slab* slab = SlabOf(r);
-  slab->live -= Footprint(size);
-  MaybeCompact(slab);
+  Forget(r);
 }
 
 void TokenArena::MaybeCompact(Slab* slab) {
@@ -238,7 +264,8 @@ void TokenArena::MaybeCompact(Slab* slab) {
     if (r < slab->mem || r >= slab->mem + slab->capacity) continue;
     const uint32_t size = Load32(r);
     Slab* to = nullptr;
-    const char* moved = Append(label, std::string_view(r + kHeader, size), Load32(r + 4), &to);
+    const char* moved =
+        Append(label, std::string_view(r + kHeader, size), Load32(r + 4), Load32(r + 8), &to);
     if (moved == nullptr) return;  // no memory to move into: tried again on the next removal
     slot->store(moved, std::memory_order_release);
     slab->live -= Footprint(size);

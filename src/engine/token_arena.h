@@ -89,14 +89,21 @@ class TokenArena {
   };
   Pin PinNow() const;
 
-  // The record of `label`, or empty when the arena holds none. Valid while
-  // a pin taken before the call lives.
-  std::string_view Find(Label label) const;
+  // The record of `label`, or empty when the arena holds none; its tag to
+  // *tag when given. Valid while a pin taken before the call lives; 16-byte
+  // aligned.
+  std::string_view Find(Label label, uint32_t* tag = nullptr) const;
 
-  // Adds the record of `label` (`rows` token rows, counted in the stats).
-  // RESOURCE_EXHAUSTED naming the sizes when the budget refuses a slab;
-  // ALREADY_EXISTS when the label has a record.
-  absl::Status Add(Label label, std::string_view record, uint32_t rows);
+  // Adds the record of `label` (`rows` token rows, counted in the stats;
+  // `tag` is the caller's, e.g. the record's format). RESOURCE_EXHAUSTED
+  // naming the sizes when the budget refuses a slab; ALREADY_EXISTS when
+  // the label has a record.
+  absl::Status Add(Label label, std::string_view record, uint32_t rows, uint32_t tag = 0);
+  // Replaces the record of `label` (e.g. re-encoded): readers find the new
+  // one from now on, and one that found the old keeps it under its pin.
+  // NOT_FOUND when the label has none; RESOURCE_EXHAUSTED as Add (the old
+  // record stays).
+  absl::Status Replace(Label label, std::string_view record, uint32_t rows, uint32_t tag = 0);
   // Removes the record of `label`, if any.
   void Remove(Label label);
 
@@ -119,8 +126,13 @@ class TokenArena {
   std::atomic<const char*>* Slot(Label label) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Copies `record` into the tail slab (a new one when it does not fit);
   // null when the budget refuses. REQUIRES: mu_.
-  const char* Append(Label label, std::string_view record, uint32_t rows, Slab** slab)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  const char* Append(Label label, std::string_view record, uint32_t rows, uint32_t tag,
+                     Slab** slab) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status Put(Label label, std::string_view record, uint32_t rows, uint32_t tag, bool replace)
+      ABSL_LOCKS_EXCLUDED(mu_);
+  // Counts the record at `r` as gone (its slot already changed), and
+  // compacts its slab when due. REQUIRES: mu_.
+  void Forget(const char* r) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // The slab holding `p`. REQUIRES: mu_.
   Slab* SlabOf(const char* p) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void MaybeCompact(Slab* slab) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

@@ -117,6 +117,19 @@ absl::StatusOr<CollectionConfig> FromProto(const v1::CollectionConfig& in) {
   }
   if (!in.ann_spec().empty()) c.ann_spec = in.ann_spec();
   c.numeric_fields.assign(in.numeric_fields().begin(), in.numeric_fields().end());
+  const v1::TokenCodec& tc = in.token_codec();
+  if (tc.name().empty() || tc.name() == "rows") {
+    c.token_codec.kind = TokenCodecKind::kRows;
+  } else if (tc.name() == "residual") {
+    c.token_codec.kind = TokenCodecKind::kResidual;
+  } else {
+    return absl::InvalidArgumentError(absl::StrCat("config.token_codec.name: unknown codec '",
+                                                   tc.name(), "' (rows, residual)"));
+  }
+  if (tc.bits() != 0) c.token_codec.bits = tc.bits();
+  c.token_codec.centroids = tc.centroids();
+  if (tc.has_train_after_documents()) c.token_codec.train_after = tc.train_after_documents();
+  if (tc.has_keep_full_precision()) c.token_codec.keep_full_precision = tc.keep_full_precision();
   ATTN_RETURN_IF_ERROR(c.Validate());
   return c;
 }
@@ -131,6 +144,14 @@ void ToProto(const std::string& name, const Collection& c, v1::CollectionInfo* o
                                              : v1::TOKEN_DTYPE_BF16);
   out->mutable_config()->set_ann_spec(cfg.ann_spec);
   for (const auto& f : cfg.numeric_fields) out->mutable_config()->add_numeric_fields(f);
+  v1::TokenCodec* tc = out->mutable_config()->mutable_token_codec();
+  tc->set_name(std::string(TokenCodecName(cfg.token_codec.kind)));
+  if (cfg.token_codec.kind == TokenCodecKind::kResidual) {
+    tc->set_bits(cfg.token_codec.bits);
+    tc->set_centroids(cfg.token_codec.centroids);
+    tc->set_train_after_documents(cfg.token_codec.train_after);
+    tc->set_keep_full_precision(cfg.token_codec.keep_full_precision);
+  }
   const CollectionStats s = c.Stats();
   out->set_num_documents(s.num_documents);
   out->set_num_tombstones(s.num_tombstones);
@@ -150,6 +171,8 @@ void ToProto(const std::string& name, const Collection& c, v1::CollectionInfo* o
   disk->set_other_bytes(s.disk_other_bytes);
   disk->set_bytes_per_document(
       s.num_documents == 0 ? 0.0 : double(s.disk_bytes) / double(s.num_documents));
+  out->set_codec_version(s.codec_version);
+  out->set_codec_pending(s.codec_pending);
   v1::MemoryUsage* memory = out->mutable_memory();
   memory->set_token_arena(s.token_arena);
   memory->set_arena_bytes(s.arena_bytes);
@@ -265,6 +288,7 @@ void ToProto(SearchResult&& in, v1::SearchResponse* out) {
       }
     }
     hit->set_snippet(std::move(h.snippet));
+    hit->set_from_codes(h.from_codes);
   }
   v1::Timing* t = out->mutable_timing();
   t->set_encode_us(uint64_t(in.timing.encode_us));

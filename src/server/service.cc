@@ -366,6 +366,27 @@ grpc::ServerUnaryReactor* SearchServiceImpl::TrainEncoder(grpc::CallbackServerCo
              });
 }
 
+grpc::ServerUnaryReactor* SearchServiceImpl::TrainCodec(grpc::CallbackServerContext* ctx,
+                                                        const v1::TrainCodecRequest* req,
+                                                        v1::TrainCodecResponse* resp) {
+  return Run(ctx, "TrainCodec", Access::kWrite, req->collection(),
+             [this, req, resp](const CallRecord&) -> absl::Status {
+               ATTN_ASSIGN_OR_RETURN(std::shared_ptr<Collection> c,
+                                     catalog()->Get(req->collection()));
+               ATTN_ASSIGN_OR_RETURN(CodecTrainingResult r, c->TrainCodec());
+               resp->set_version(r.version);
+               resp->set_centroids(r.centroids);
+               resp->set_bits(r.bits);
+               resp->set_bytes_per_token(uint32_t(r.code_bytes));
+               resp->set_sample_tokens(r.sample_tokens);
+               resp->set_train_mse(r.train_mse);
+               resp->set_encoded(r.encoded);
+               resp->set_train_seconds(r.train_seconds);
+               resp->set_encode_seconds(r.encode_seconds);
+               return absl::OkStatus();
+             });
+}
+
 grpc::ServerUnaryReactor* SearchServiceImpl::TuneIndex(grpc::CallbackServerContext* ctx,
                                                        const v1::TuneIndexRequest* req,
                                                        v1::TuneIndexResponse* resp) {

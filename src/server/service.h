@@ -81,6 +81,9 @@ class SearchServiceImpl final : public v1::SearchService::CallbackService {
   grpc::ServerUnaryReactor* TrainEncoder(grpc::CallbackServerContext* ctx,
                                          const v1::TrainEncoderRequest* req,
                                          v1::TrainEncoderResponse* resp) override;
+  grpc::ServerUnaryReactor* TrainCodec(grpc::CallbackServerContext* ctx,
+                                       const v1::TrainCodecRequest* req,
+                                       v1::TrainCodecResponse* resp) override;
   grpc::ServerUnaryReactor* TuneIndex(grpc::CallbackServerContext* ctx,
                                       const v1::TuneIndexRequest* req,
                                       v1::TuneIndexResponse* resp) override;

@@ -73,7 +73,7 @@ absl::Status Corrupt(absl::string_view what) {
 // Version 2 added token spans; version 1 records still decode.
 constexpr uint32_t kDocRecordVersion = 3;
 // Config version 2 added numeric_fields; version 1 configs still decode.
-constexpr uint32_t kConfigVersion = 2;
+constexpr uint32_t kConfigVersion = 3;
 constexpr uint32_t kAnnTuningVersion = 1;
 
 }  // namespace
@@ -240,6 +240,12 @@ std::string EncodeConfig(const CollectionConfig& config) {
   PutString(&s, config.ann_spec);
   PutU32(&s, uint32_t(config.numeric_fields.size()));
   for (const auto& f : config.numeric_fields) PutString(&s, f);
+  const TokenCodecConfig& tc = config.token_codec;
+  PutU32(&s, uint32_t(tc.kind));
+  PutU32(&s, tc.bits);
+  PutU32(&s, tc.centroids);
+  PutU64(&s, tc.train_after);
+  PutU32(&s, tc.keep_full_precision ? 1 : 0);
   return s;
 }
 
@@ -258,6 +264,16 @@ absl::StatusOr<CollectionConfig> DecodeConfig(std::string_view value) {
     for (auto& f : c.numeric_fields) {
       if (!r.String(&f)) return Corrupt("collection config");
     }
+  }
+  if (version >= 3) {
+    uint32_t kind, keep;
+    TokenCodecConfig& tc = c.token_codec;
+    if (!r.U32(&kind) || !r.U32(&tc.bits) || !r.U32(&tc.centroids) || !r.U64(&tc.train_after) ||
+        !r.U32(&keep) || keep > 1) {
+      return Corrupt("collection config");
+    }
+    tc.kind = TokenCodecKind(kind);
+    tc.keep_full_precision = keep == 1;
   }
   if (!r.done()) return Corrupt("collection config");
   if (dtype != uint32_t(TokenDtype::kF32) && dtype != uint32_t(TokenDtype::kBF16) &&

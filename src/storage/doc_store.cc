@@ -25,9 +25,9 @@
 namespace attnsearch {
 namespace {
 
-enum Cf { kMeta = 1, kIds, kDocs, kPooled, kTokens, kTombstones, kEncoder, kNumCf };
-const char* const kCfNames[kNumCf] = {"default", "meta",   "ids",        "docs",
-                                      "pooled",  "tokens", "tombstones", "encoder"};
+enum Cf { kMeta = 1, kIds, kDocs, kPooled, kTokens, kTombstones, kEncoder, kCodes, kNumCf };
+const char* const kCfNames[kNumCf] = {"default", "meta",   "ids",        "docs",   "pooled",
+                                      "tokens",  "tombstones", "encoder", "codes"};
 
 constexpr char kConfigKey[] = "config";
 constexpr char kNextLabelKey[] = "next_label";
@@ -122,9 +122,30 @@ struct DocStore::Rep {
 
   absl::Status OpenDb(bool for_read_only) {
     rocksdb::DB* raw = nullptr;
-    rocksdb::Status s =
-        for_read_only ? rocksdb::DB::OpenForReadOnly(db_options, path, descriptors, &cfs, &raw)
-                      : rocksdb::DB::Open(db_options, path, descriptors, &cfs, &raw);
+    rocksdb::Status s;
+    if (!for_read_only) {
+      // A store written before a column family existed gains it here.
+      rocksdb::DBOptions o = db_options;
+      o.create_missing_column_families = true;
+      s = rocksdb::DB::Open(o, path, descriptors, &cfs, &raw);
+    } else {
+      // Read-only, a column family the store lacks stays null (its reads
+      // find nothing).
+      std::vector<std::string> existing;
+      s = rocksdb::DB::ListColumnFamilies(db_options, path, &existing);
+      std::vector<rocksdb::ColumnFamilyDescriptor> present;
+      std::vector<int> which;
+      for (int i = 0; i < kNumCf && s.ok(); ++i) {
+        if (std::find(existing.begin(), existing.end(), descriptors[i].name) != existing.end()) {
+          present.push_back(descriptors[i]);
+          which.push_back(i);
+        }
+      }
+      std::vector<rocksdb::ColumnFamilyHandle*> handles;
+      if (s.ok()) s = rocksdb::DB::OpenForReadOnly(db_options, path, present, &handles, &raw);
+      cfs.assign(kNumCf, nullptr);
+      for (size_t j = 0; j < handles.size(); ++j) cfs[which[j]] = handles[j];
+    }
     ATTN_RETURN_IF_ERROR(FromRocks(s, absl::StrCat("opening store ", path)));
     db.reset(raw);
     read_only = for_read_only;
@@ -453,6 +474,7 @@ absl::Status DocStore::Commit(const std::vector<DocWrite>& writes,
     batch.Delete(cf[kDocs], key);
     batch.Delete(cf[kPooled], key);
     batch.Delete(cf[kTokens], key);
+    batch.Delete(cf[kCodes], key);
     batch.Put(cf[kTombstones], key, rocksdb::Slice());
   };
   // The data stays readable until Purge.
@@ -470,6 +492,7 @@ absl::Status DocStore::Commit(const std::vector<DocWrite>& writes,
       batch.Put(
           cf[kTokens], key,
           codec::EncodeTokens(d.tokens.data(), d.num_tokens, config_.dim, config_.token_dtype));
+      if (w.codes != nullptr) batch.Put(cf[kCodes], key, *w.codes);
     }
     if (w.replaces) {
       supersede_label(*w.replaces);
@@ -516,6 +539,7 @@ absl::Status DocStore::Purge(const std::vector<Label>& labels) {
     batch.Delete(cf[kDocs], key);
     batch.Delete(cf[kPooled], key);
     batch.Delete(cf[kTokens], key);
+    batch.Delete(cf[kCodes], key);
     batch.Put(cf[kTombstones], key, rocksdb::Slice());
   }
   rocksdb::WriteOptions wo = rep_->write_options;
@@ -724,6 +748,32 @@ absl::Status DocStore::ScanTokens(
   return FromRocks(it->status(), "scanning token matrices");
 }
 
+absl::Status DocStore::ScanCodes(
+    Label from, const std::function<absl::Status(Label, std::string_view)>& fn) const {
+  std::shared_lock<std::shared_mutex> lock;
+  ATTN_RETURN_IF_ERROR(rep_->LockForUse(&lock));
+  if (rep_->cfs[kCodes] == nullptr) return absl::OkStatus();
+  rocksdb::ReadOptions ro;
+  ro.fill_cache = false;
+  std::unique_ptr<rocksdb::Iterator> it(rep_->db->NewIterator(ro, rep_->cfs[kCodes]));
+  for (it->Seek(codec::LabelKey(from)); it->Valid(); it->Next()) {
+    ATTN_ASSIGN_OR_RETURN(Label label, codec::DecodeLabelKey(it->key().ToStringView()));
+    ATTN_RETURN_IF_ERROR(fn(label, it->value().ToStringView()));
+  }
+  return FromRocks(it->status(), "scanning token codes");
+}
+
+absl::Status DocStore::PutCodes(const std::vector<std::pair<Label, std::string>>& codes) {
+  if (codes.empty()) return absl::OkStatus();
+  std::shared_lock<std::shared_mutex> lock;
+  ATTN_RETURN_IF_ERROR(PrepareWrite(&lock, "writing token codes"));
+  rocksdb::WriteBatch batch;
+  for (const auto& [label, value] : codes) {
+    batch.Put(rep_->cfs[kCodes], codec::LabelKey(label), value);
+  }
+  return rep_->Write(rep_->write_options, &batch, "writing token codes");
+}
+
 absl::StatusOr<std::vector<Label>> DocStore::Tombstones(std::vector<Label>* purge_pending) const {
   std::shared_lock<std::shared_mutex> lock;
   ATTN_RETURN_IF_ERROR(rep_->LockForUse(&lock));
@@ -761,7 +811,10 @@ absl::Status DocStore::Flush() {
   fo.wait = true;
   std::shared_lock<std::shared_mutex> lock;
   ATTN_RETURN_IF_ERROR(PrepareWrite(&lock, "flushing", /*needs_space=*/false));
-  std::vector<rocksdb::ColumnFamilyHandle*> cfs(rep_->cfs.begin(), rep_->cfs.end());
+  std::vector<rocksdb::ColumnFamilyHandle*> cfs;
+  for (auto* h : rep_->cfs) {
+    if (h != nullptr) cfs.push_back(h);
+  }
   ATTN_RETURN_IF_ERROR(rep_->Check(rep_->db->Flush(fo, cfs), "flushing"));
   return rep_->Check(rep_->db->FlushWAL(/*sync=*/true), "syncing the WAL");
 }
@@ -771,6 +824,7 @@ absl::Status DocStore::Compact() {
   ATTN_RETURN_IF_ERROR(PrepareWrite(&lock, "compacting", /*needs_space=*/false));
   rocksdb::CompactRangeOptions options;
   for (rocksdb::ColumnFamilyHandle* cf : rep_->cfs) {
+    if (cf == nullptr) continue;
     ATTN_RETURN_IF_ERROR(
         rep_->Check(rep_->db->CompactRange(options, cf, nullptr, nullptr), "compacting"));
   }

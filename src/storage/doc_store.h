@@ -14,7 +14,10 @@
 //                                         "p": superseded, its data kept until
 //                                         Purge (see Commit)
 //   encoder     the built-in encoder: "model" (Encoder::Serialize), "version",
-//               "reencode_below" (a re-encoding in progress)
+//               "reencode_below" (a re-encoding in progress); the token
+//               codec: "codec.model", "codec.version"
+//   codes       label                  -> token codes (the collection's token
+//                                         codec; absent until it is trained)
 //
 // Every Commit is one RocksDB WriteBatch: a crash leaves either all of it or
 // none of it. With StorageOptions::sync_writes (the default) the write-ahead
@@ -129,6 +132,9 @@ struct DocWrite {
   // The label this version supersedes (same external id), if any.
   std::optional<Label> replaces;
   const Document* doc = nullptr;
+  // The document's token codes (the `codes` record), when the collection
+  // has a trained token codec; null: none.
+  const std::string* codes = nullptr;
 };
 
 // A document to delete: its external id and current label.
@@ -286,6 +292,16 @@ class DocStore {
   absl::Status ScanTokens(
       Label from,
       const std::function<absl::Status(Label, std::string_view, uint32_t rows)>& fn) const;
+
+  // Calls fn(label, codes record) for every label >= from that has token
+  // codes (the `codes` column family: what the collection's token codec
+  // made of its matrix, see DocWrite::codes), in label order.
+  absl::Status ScanCodes(Label from,
+                         const std::function<absl::Status(Label, std::string_view)>& fn) const;
+  // Writes the codes records of labels (a re-encoding with a new codec),
+  // replacing earlier ones, in one batch. REQUIRES: the labels have data
+  // and are not deleted meanwhile (the caller's writer lock).
+  absl::Status PutCodes(const std::vector<std::pair<Label, std::string>>& codes);
 
   // Every tombstoned label, in increasing order; those whose purge is
   // pending also go to *purge_pending when given.

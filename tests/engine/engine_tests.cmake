@@ -42,3 +42,8 @@ attn_cc_test(NAME background_insert_test SRCS engine/background_insert_test.cc
 # budget; searches through it equal searches that read the store.
 attn_cc_test(NAME token_arena_test SRCS engine/token_arena_test.cc
              DEPS attn_engine)
+# The residual token codec in a collection: training (explicit, automatic),
+# codes scored against the reference on their decoded rows, the exact tier,
+# reopening, retraining under writes and searches, bad input.
+attn_cc_test(NAME token_codec_test SRCS engine/token_codec_test.cc
+             DEPS attn_engine)

@@ -805,7 +805,8 @@ TEST(CodecTest, ConfigRoundTripsAndRejectsGarbage) {
                    absl::StrCat("prefix ", n));
   }
   ExpectDataLoss(codec::DecodeConfig(v + "?").status(), "trailing byte");
-  // Layout: version, dim, dtype, spec, numeric fields. Each field made
+  // Layout: version, dim, dtype, spec, numeric fields, token codec (kind,
+  // bits, centroids, train_after, keep_full_precision). Each field made
   // invalid in turn.
   auto with_u32 = [&](size_t at, uint32_t value) {
     std::string w = v;
@@ -813,9 +814,30 @@ TEST(CodecTest, ConfigRoundTripsAndRejectsGarbage) {
     return w;
   };
   ExpectDataLoss(codec::DecodeConfig(with_u32(0, 0)).status(), "version 0");
-  ExpectDataLoss(codec::DecodeConfig(with_u32(0, 3)).status(), "version 3");
-  // Version 1 had no numeric fields: their count is a trailing field there.
+  ExpectDataLoss(codec::DecodeConfig(with_u32(0, 4)).status(), "version 4");
+  // Version 1 had no numeric fields, version 2 no token codec: theirs are
+  // trailing fields there.
   ExpectDataLoss(codec::DecodeConfig(with_u32(0, 1)).status(), "version 1 with fields");
+  ExpectDataLoss(codec::DecodeConfig(with_u32(0, 2)).status(), "version 2 with a codec");
+  // A version 2 record (no token codec) reads as the rows codec.
+  std::string v2 = with_u32(0, 2);
+  v2.resize(v2.size() - 24);
+  auto old = codec::DecodeConfig(v2);
+  ASSERT_TRUE(old.ok()) << old.status();
+  EXPECT_EQ(old->token_codec, TokenCodecConfig());
+  // The token codec round-trips; a codec or bit width out of range is
+  // DATA_LOSS.
+  CollectionConfig coded = c;
+  coded.token_codec = {TokenCodecKind::kResidual, 1, 4096, 77, false};
+  auto coded_back = codec::DecodeConfig(codec::EncodeConfig(coded));
+  ASSERT_TRUE(coded_back.ok()) << coded_back.status();
+  EXPECT_EQ(coded_back->token_codec, coded.token_codec);
+  const size_t codec_at = v.size() - 24;
+  ExpectDataLoss(codec::DecodeConfig(with_u32(codec_at, 9)).status(), "codec kind");
+  std::string bits = codec::EncodeConfig(coded);
+  const uint32_t three = 3;
+  std::memcpy(bits.data() + codec_at + 4, &three, 4);
+  ExpectDataLoss(codec::DecodeConfig(bits).status(), "codec bits");
   ExpectDataLoss(codec::DecodeConfig(with_u32(4, 0)).status(), "dim 0");
   ExpectDataLoss(codec::DecodeConfig(with_u32(4, kMaxDim + 1)).status(), "dim too big");
   ExpectDataLoss(codec::DecodeConfig(with_u32(8, 7)).status(), "dtype");

@@ -1,0 +1,55 @@
+#include "engine/token_codes.h"
+
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "core/status.h"
+
+namespace attnsearch {
+
+absl::StatusOr<std::shared_ptr<const TokenCodecState>> TokenCodecState::Make(
+    std::unique_ptr<ResidualCodec> codec, uint64_t version, const RerankerOptions& options) {
+  ATTN_ASSIGN_OR_RETURN(Int8CodeBook book,
+                        Int8CodeBook::Make(codec->dim(), codec->bits(), codec->id_bytes(),
+                                           codec->centroids(), codec->bucket_values()));
+  ATTN_ASSIGN_OR_RETURN(std::unique_ptr<CodeScorer> scorer,
+                        CodeScorer::Create(std::move(book), options));
+  auto state = std::make_shared<TokenCodecState>();
+  state->version = version;
+  state->codec = std::move(codec);
+  state->scorer = std::move(scorer);
+  return std::shared_ptr<const TokenCodecState>(std::move(state));
+}
+
+std::string TokenCodecState::Encode(const float* tokens, uint32_t rows) const {
+  std::string out(8 + size_t(rows) * codec->code_bytes(), '\0');
+  const uint32_t v = uint32_t(version);
+  std::memcpy(out.data(), &v, 4);
+  std::memcpy(out.data() + 4, &rows, 4);
+  codec->Encode(tokens, rows, reinterpret_cast<uint8_t*>(out.data() + 8));
+  return out;
+}
+
+absl::StatusOr<CodesView> ParseCodes(std::string_view record, size_t code_bytes) {
+  CodesView v;
+  uint32_t version = 0;
+  if (record.size() >= 8) {
+    std::memcpy(&version, record.data(), 4);
+    std::memcpy(&v.rows, record.data() + 4, 4);
+  }
+  if (record.size() < 8 || record.size() != 8 + size_t(v.rows) * code_bytes) {
+    return absl::DataLossError(
+        absl::StrCat("token codes: a record of ", record.size(), " bytes is malformed"));
+  }
+  v.version = version;
+  v.codes = reinterpret_cast<const uint8_t*>(record.data() + 8);
+  return v;
+}
+
+uint64_t CodesVersion(std::string_view record) {
+  uint32_t version = 0;
+  if (record.size() >= 4) std::memcpy(&version, record.data(), 4);
+  return version;
+}
+
+}  // namespace attnsearch

@@ -1,0 +1,52 @@
+// Token codes: a collection's trained token codec (residual, see
+// ann/residual_codec.h) and the records it makes.
+//
+// A codes record, as the store's `codes` column family and the token arena
+// hold it: u32 codec version, u32 rows, then rows x code_bytes() codes.
+// The arena tags each record with its format (kRowsRecord: the store's
+// token matrix; kCodesRecord: codes).
+#ifndef ATTNSEARCH_ENGINE_TOKEN_CODES_H_
+#define ATTNSEARCH_ENGINE_TOKEN_CODES_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "absl/status/statusor.h"
+#include "ann/residual_codec.h"
+#include "rerank/code_scorer.h"
+
+namespace attnsearch {
+
+inline constexpr uint32_t kRowsRecord = 0;
+inline constexpr uint32_t kCodesRecord = 1;
+
+// A trained codec, its version (1, 2, ... as it is retrained) and the
+// scorer of its codes.
+struct TokenCodecState {
+  uint64_t version = 0;
+  std::unique_ptr<ResidualCodec> codec;
+  std::unique_ptr<CodeScorer> scorer;
+
+  // The state of a codec (its scorer made with `options`).
+  static absl::StatusOr<std::shared_ptr<const TokenCodecState>> Make(
+      std::unique_ptr<ResidualCodec> codec, uint64_t version, const RerankerOptions& options);
+  // The codes record of `rows` token rows (rows x dim f32 values).
+  std::string Encode(const float* tokens, uint32_t rows) const;
+};
+
+// A codes record, parsed.
+struct CodesView {
+  uint64_t version = 0;
+  uint32_t rows = 0;
+  const uint8_t* codes = nullptr;
+};
+// DATA_LOSS when `record` is not a codes record of code_bytes per row.
+absl::StatusOr<CodesView> ParseCodes(std::string_view record, size_t code_bytes);
+// The version of a codes record (0 when it is too short to hold one).
+uint64_t CodesVersion(std::string_view record);
+
+}  // namespace attnsearch
+
+#endif  // ATTNSEARCH_ENGINE_TOKEN_CODES_H_

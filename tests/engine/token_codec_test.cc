@@ -1,0 +1,337 @@
+// The residual token codec inside a collection: training (explicit and
+// automatic), codes written with every write and held in the token arena,
+// scoring on them against a reference on the decoded rows, the exact tier
+// against the reference on the stored rows, reopening, retraining under
+// concurrent writes and searches, and bad input.
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <chrono>
+#include <random>
+#include <set>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "engine/collection.h"
+#include "engine_test_util.h"
+#include "rerank/reference.h"
+
+namespace attnsearch {
+namespace {
+
+using testing::TempDir;
+
+constexpr uint32_t kDim = 32;
+
+// Token rows near one of `centers` (as trained embeddings cluster), unit.
+class Clustered {
+ public:
+  explicit Clustered(uint32_t seed, size_t centers = 24) : rng_(seed) {
+    centers_ = testing::RandomUnitRows(rng_, centers, kDim);
+  }
+  std::vector<float> Rows(size_t n) {
+    std::normal_distribution<float> noise(0.f, 0.25f);
+    std::vector<float> out(n * kDim);
+    for (size_t r = 0; r < n; ++r) {
+      const size_t c = rng_() % (centers_.size() / kDim);
+      float norm = 0;
+      for (uint32_t t = 0; t < kDim; ++t) {
+        out[r * kDim + t] = centers_[c * kDim + t] + noise(rng_) / std::sqrt(float(kDim));
+        norm += out[r * kDim + t] * out[r * kDim + t];
+      }
+      for (uint32_t t = 0; t < kDim; ++t) out[r * kDim + t] /= std::sqrt(norm);
+    }
+    return out;
+  }
+  Document Doc(const std::string& id) {
+    Document d;
+    d.id = id;
+    d.num_tokens = 4 + rng_() % 20;
+    d.tokens = Rows(d.num_tokens);
+    d.text = "text of " + id;
+    return d;
+  }
+  SearchQuery Query(bool explain) {
+    SearchQuery q;
+    q.num_tokens = 4;
+    q.tokens = Rows(4);
+    q.top_k = 10;
+    q.explain = explain;
+    return q;
+  }
+
+ private:
+  std::mt19937 rng_;
+  std::vector<float> centers_;
+};
+
+CollectionConfig ResidualConfig(uint32_t bits, bool exact, uint64_t train_after = 0) {
+  CollectionConfig c;
+  c.dim = kDim;
+  c.token_dtype = TokenDtype::kBF16;
+  c.ann_spec = "Flat";
+  c.token_codec.kind = TokenCodecKind::kResidual;
+  c.token_codec.bits = bits;
+  c.token_codec.train_after = train_after;
+  c.token_codec.keep_full_precision = exact;
+  return c;
+}
+
+std::vector<Document> Docs(Clustered& g, int n, const std::string& prefix = "d") {
+  std::vector<Document> docs;
+  for (int i = 0; i < n; ++i) docs.push_back(g.Doc(absl::StrCat(prefix, i)));
+  return docs;
+}
+
+// The stored (bf16) rows of every document, by id.
+std::map<std::string, Document> Stored(const Collection& c, const std::vector<Document>& docs) {
+  std::vector<std::string> ids;
+  for (const auto& d : docs) ids.push_back(d.id);
+  auto got = c.Get(ids, true);
+  EXPECT_TRUE(got.ok()) << got.status();
+  std::map<std::string, Document> out;
+  for (auto& d : got->documents) out[d.id] = std::move(d);
+  return out;
+}
+
+double Reference(const SearchQuery& q, const std::vector<float>& tokens, uint32_t rows,
+                 bool bf16) {
+  std::vector<float> w(q.num_tokens, 1.f / float(q.num_tokens));
+  const std::vector<float> qt = bf16 ? testing::RoundBf16(q.tokens) : q.tokens;
+  return ReferenceScore(qt.data(), q.num_tokens, w.data(), tokens.data(), rows, kDim,
+                        RerankMode::kAttention, kDefaultTemperature);
+}
+
+TEST(TokenCodecTest, CodesInTheArenaScoreAsTheirDecodedRows) {
+  TempDir dir;
+  Clustered g(1);
+  auto c = Collection::Create(dir.Sub("c"), ResidualConfig(2, /*exact=*/false), {});
+  ASSERT_TRUE(c.ok()) << c.status();
+  const std::vector<Document> docs = Docs(g, 400);
+  ASSERT_TRUE((*c)->Upsert(docs).ok());
+  const uint64_t rows_bytes = (*c)->Stats().arena_live_bytes;
+  auto trained = (*c)->TrainCodec();
+  ASSERT_TRUE(trained.ok()) << trained.status();
+  EXPECT_EQ(trained->version, 1u);
+  EXPECT_EQ(trained->bits, 2u);
+  EXPECT_EQ(trained->code_bytes, 2u + kDim * 2 / 8);
+  EXPECT_EQ(trained->encoded, docs.size());
+  const CollectionStats s = (*c)->Stats();
+  EXPECT_EQ(s.codec_version, 1u);
+  EXPECT_EQ(s.codec_pending, 0u);
+  uint64_t tokens = 0;
+  for (const auto& d : docs) tokens += d.num_tokens;
+  EXPECT_EQ(s.arena_tokens, tokens);
+  // 10 bytes a token (and 8 a document) instead of 64 in bf16.
+  EXPECT_EQ(s.arena_live_bytes, tokens * trained->code_bytes + docs.size() * 8);
+  EXPECT_LT(s.arena_live_bytes * 4, rows_bytes);
+
+  // Every hit is scored from its codes: as the reference scores the rows
+  // its codes decode to (the int8 steps of the scorer aside: within 0.02),
+  // and ranked as that reference ranks every document.
+  const std::shared_ptr<const TokenCodecState> codec = (*c)->codec();
+  ASSERT_NE(codec, nullptr);
+  const std::map<std::string, Document> stored = Stored(**c, docs);
+  double overlap = 0;
+  constexpr int kQueries = 20;
+  for (int k = 0; k < kQueries; ++k) {
+    SearchQuery q = g.Query(k % 2 == 0);
+    q.candidates = 400;  // every document
+    auto r = (*c)->Search(q);
+    ASSERT_TRUE(r.ok()) << r.status();
+    ASSERT_EQ(r->hits.size(), 10u);
+    // The oracle: the reference over every document's decoded rows.
+    std::map<std::string, double> oracle;
+    std::vector<std::pair<double, std::string>> ranked;
+    for (const auto& [id, d] : stored) {
+      std::vector<uint8_t> codes(d.num_tokens * codec->codec->code_bytes());
+      std::vector<float> decoded(d.num_tokens * kDim);
+      codec->codec->Encode(d.tokens.data(), d.num_tokens, codes.data());
+      codec->codec->Decode(codes.data(), d.num_tokens, decoded.data());
+      oracle[id] = Reference(q, decoded, d.num_tokens, false);
+      ranked.push_back({oracle[id], id});
+    }
+    std::sort(ranked.rbegin(), ranked.rend());
+    std::set<std::string> top;
+    for (int i = 0; i < 10; ++i) top.insert(ranked[i].second);
+    for (const SearchHit& h : r->hits) {
+      EXPECT_TRUE(h.from_codes);
+      overlap += top.count(h.id) / 10.0 / kQueries;
+      EXPECT_NEAR(h.score, oracle.at(h.id), 0.02) << h.id;
+      if (q.explain) {
+        ASSERT_EQ(h.matches.size(), q.num_tokens);
+        double sum = 0;
+        for (const auto& m : h.matches) sum += m.contribution;
+        EXPECT_NEAR(sum, h.score, 0.03) << "the evidence of decoded rows adds up";
+      }
+    }
+  }
+  EXPECT_GE(overlap, 0.9);
+}
+
+TEST(TokenCodecTest, ExactTierScoresTheStoredRowsAndReopens) {
+  TempDir dir;
+  Clustered g(2);
+  const std::vector<Document> docs = Docs(g, 300);
+  {
+    auto c = Collection::Create(dir.Sub("c"), ResidualConfig(1, /*exact=*/true), {});
+    ASSERT_TRUE(c.ok()) << c.status();
+    ASSERT_TRUE((*c)->Upsert(docs).ok());
+    ASSERT_TRUE((*c)->TrainCodec().ok());
+    // Written after training: encoded by the write itself.
+    Clustered more(3);
+    ASSERT_TRUE((*c)->Upsert(Docs(more, 50, "late")).ok());
+    EXPECT_EQ((*c)->Stats().codec_pending, 0u);
+  }
+  auto c = Collection::Open(dir.Sub("c"), {});
+  ASSERT_TRUE(c.ok()) << c.status();
+  const CollectionStats s = (*c)->Stats();
+  EXPECT_EQ(s.codec_version, 1u);
+  EXPECT_EQ(s.codec_pending, 0u);
+  EXPECT_LT(s.arena_live_bytes, s.arena_tokens * 10);  // codes: 6 bytes a token at 1 bit
+  const std::map<std::string, Document> stored = Stored(**c, docs);
+  for (int k = 0; k < 10; ++k) {
+    SearchQuery q = g.Query(true);
+    q.candidates = 350;
+    auto r = (*c)->Search(q);
+    ASSERT_TRUE(r.ok()) << r.status();
+    ASSERT_EQ(r->hits.size(), 10u);
+    for (const SearchHit& h : r->hits) {
+      EXPECT_FALSE(h.from_codes) << "the exact tier scored it";
+      auto it = stored.find(h.id);
+      if (it == stored.end()) continue;  // a "late" document
+      EXPECT_NEAR(h.score, Reference(q, it->second.tokens, it->second.num_tokens, true),
+                  2e-3 * std::abs(h.score) + 1e-4)
+          << h.id;
+      double sum = 0;
+      for (const auto& m : h.matches) sum += m.contribution;
+      EXPECT_NEAR(sum, h.score, 1e-3);
+    }
+  }
+}
+
+TEST(TokenCodecTest, TrainsItselfOnceEnoughDocumentsAreStored) {
+  TempDir dir;
+  Clustered g(4);
+  auto c = Collection::Create(dir.Sub("c"), ResidualConfig(2, true, /*train_after=*/300), {});
+  ASSERT_TRUE(c.ok()) << c.status();
+  ASSERT_TRUE((*c)->Upsert(Docs(g, 200)).ok());
+  EXPECT_EQ((*c)->codec(), nullptr);
+  ASSERT_TRUE((*c)->Upsert(Docs(g, 200, "e")).ok());
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  while (((*c)->Stats().codec_version == 0 || (*c)->Stats().codec_pending > 0) &&
+         std::chrono::steady_clock::now() < until) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  EXPECT_EQ((*c)->Stats().codec_version, 1u);
+  EXPECT_EQ((*c)->Stats().codec_pending, 0u);
+}
+
+// Writers replace and delete documents and readers search while the codec
+// is trained twice: nothing acknowledged is lost, every search succeeds,
+// and at the end every live document is held as codes of the last version.
+TEST(TokenCodecTest, RetrainingUnderWritesAndSearchesLosesNothing) {
+  TempDir dir;
+  Clustered g(5);
+  auto opened = Collection::Create(dir.Sub("c"), ResidualConfig(2, true), {});
+  ASSERT_TRUE(opened.ok()) << opened.status();
+  Collection& c = **opened;
+  ASSERT_TRUE(c.Upsert(Docs(g, 600)).ok());
+  std::atomic<bool> stop{false};
+  std::atomic<int> search_errors{0}, searches{0};
+  std::mutex mu;
+  std::map<std::string, int> live;  // id -> tokens, as acknowledged
+  for (int i = 0; i < 600; ++i) live[absl::StrCat("d", i)] = 0;
+  std::thread writer([&] {
+    Clustered w(6);
+    for (int round = 0; !stop; ++round) {
+      std::vector<Document> batch;
+      for (int k = 0; k < 20; ++k) batch.push_back(w.Doc(absl::StrCat("d", (round * 20 + k) % 700)));
+      ASSERT_TRUE(c.Upsert(batch).ok());
+      const std::string gone = absl::StrCat("d", (round * 7) % 700);
+      ASSERT_TRUE(c.Delete({gone}).ok());
+      std::lock_guard<std::mutex> l(mu);
+      for (const auto& d : batch) live[d.id] = 1;
+      live.erase(gone);
+    }
+  });
+  std::thread reader([&] {
+    Clustered r(7);
+    while (!stop) {
+      SearchQuery q = r.Query(searches % 3 == 0);
+      auto res = c.Search(q);
+      if (!res.ok() || res->hits.size() != 10) ++search_errors;
+      ++searches;
+    }
+  });
+  for (uint64_t v = 1; v <= 2; ++v) {
+    auto t = c.TrainCodec();
+    ASSERT_TRUE(t.ok()) << t.status();
+    EXPECT_EQ(t->version, v);
+  }
+  stop = true;
+  writer.join();
+  reader.join();
+  EXPECT_EQ(search_errors.load(), 0);
+  EXPECT_GT(searches.load(), 10);
+  // Everything acknowledged is there.
+  std::vector<std::string> ids;
+  for (const auto& [id, _] : live) ids.push_back(id);
+  auto got = c.Get(ids, true);
+  ASSERT_TRUE(got.ok());
+  EXPECT_TRUE(got->not_found_ids.empty());
+  EXPECT_EQ(c.Stats().num_documents, live.size());
+  // Let a re-encoding the writes left pending finish; then all is codes.
+  auto again = c.TrainCodec();
+  ASSERT_TRUE(again.ok());
+  const CollectionStats s = c.Stats();
+  EXPECT_EQ(s.codec_version, 3u);
+  EXPECT_EQ(s.codec_pending, 0u);
+  uint64_t tokens = 0;
+  for (const auto& d : got->documents) tokens += d.num_tokens;
+  EXPECT_EQ(s.arena_tokens, tokens);
+  EXPECT_EQ(s.arena_live_bytes, tokens * again->code_bytes + live.size() * 8);
+}
+
+TEST(TokenCodecTest, BadInputNamesTheField) {
+  TempDir dir;
+  CollectionConfig bits = ResidualConfig(3, true);
+  auto s = bits.Validate();
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(s.message().find("config.token_codec.bits"), std::string::npos) << s;
+  CollectionConfig centroids = ResidualConfig(2, true);
+  centroids.token_codec.centroids = 8;
+  s = centroids.Validate();
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(s.message().find("config.token_codec.centroids"), std::string::npos) << s;
+  EXPECT_FALSE(Collection::Create(dir.Sub("bad"), bits, {}).ok());
+
+  // A rows collection has nothing to train.
+  CollectionConfig rows = ResidualConfig(2, true);
+  rows.token_codec = TokenCodecConfig();
+  auto r = Collection::Create(dir.Sub("rows"), rows, {});
+  ASSERT_TRUE(r.ok());
+  auto t = (*r)->TrainCodec();
+  EXPECT_EQ(t.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_NE(t.status().message().find("token_codec"), std::string::npos) << t.status();
+
+  // Too few tokens for the centroids asked: refused, nothing changes.
+  CollectionConfig big = ResidualConfig(2, true);
+  big.token_codec.centroids = 4096;
+  auto c = Collection::Create(dir.Sub("small"), big, {});
+  ASSERT_TRUE(c.ok());
+  Clustered g(8);
+  ASSERT_TRUE((*c)->Upsert(Docs(g, 30)).ok());
+  t = (*c)->TrainCodec();
+  EXPECT_EQ(t.status().code(), absl::StatusCode::kFailedPrecondition) << t.status();
+  EXPECT_NE(t.status().message().find("token_codec"), std::string::npos) << t.status();
+  EXPECT_EQ((*c)->codec(), nullptr);
+  EXPECT_EQ((*c)->Stats().codec_version, 0u);
+  SearchQuery q = g.Query(false);
+  auto res = (*c)->Search(q);
+  ASSERT_TRUE(res.ok());
+  EXPECT_EQ(res->hits.size(), 10u);
+}
+
+}  // namespace
+}  // namespace attnsearch
