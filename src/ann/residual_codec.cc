@@ -78,6 +78,7 @@ absl::StatusOr<std::unique_ptr<ResidualCodec>> ResidualCodec::Train(
     faiss::IndexFlatIP assigner{int(dim)};
     clustering.train(faiss::Index::idx_t(n), tokens, assigner);
     codec->centroids_ = std::move(clustering.centroids);
+    codec->MakeAssigner();
   } catch (const std::exception& e) {
     return absl::InternalError(absl::StrCat("residual codec: k-means: ", e.what()));
   }
@@ -130,11 +131,9 @@ void ResidualCodec::FitBuckets(const std::vector<float>& residuals, size_t n) {
 }
 
 std::vector<uint32_t> ResidualCodec::Assign(const float* tokens, size_t n) const {
-  faiss::IndexFlatIP index{int(dim_)};
-  index.add(faiss::Index::idx_t(num_centroids_), centroids_.data());
   std::vector<float> scores(n);
   std::vector<faiss::Index::idx_t> labels(n);
-  index.search(faiss::Index::idx_t(n), tokens, 1, scores.data(), labels.data());
+  assigner_->search(faiss::Index::idx_t(n), tokens, 1, scores.data(), labels.data());
   std::vector<uint32_t> ids(n);
   for (size_t i = 0; i < n; ++i) ids[i] = labels[i] < 0 ? 0 : uint32_t(labels[i]);
   return ids;
@@ -232,7 +231,14 @@ absl::StatusOr<std::unique_ptr<ResidualCodec>> ResidualCodec::Deserialize(std::s
       !get(codec->cutoffs_.data(), codec->cutoffs_.size() * 4) || at != bytes.size() - 8) {
     return corrupt("sizes do not match the header");
   }
+  codec->MakeAssigner();
   return codec;
+}
+
+void ResidualCodec::MakeAssigner() {
+  auto index = std::make_shared<faiss::IndexFlatIP>(int(dim_));
+  index->add(faiss::Index::idx_t(num_centroids_), centroids_.data());
+  assigner_ = std::move(index);
 }
 
 }  // namespace attnsearch

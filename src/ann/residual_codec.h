@@ -31,6 +31,10 @@
 
 #include "absl/status/statusor.h"
 
+namespace faiss {
+struct IndexFlatIP;
+}  // namespace faiss
+
 namespace attnsearch {
 
 struct ResidualCodecOptions {
@@ -91,6 +95,8 @@ class ResidualCodec {
   void FitBuckets(const std::vector<float>& residuals, size_t n);
   // Nearest centroids (by inner product) of n tokens.
   std::vector<uint32_t> Assign(const float* tokens, size_t n) const;
+  // assigner_ := an exact inner-product index of the centroids.
+  void MakeAssigner();
 
   uint32_t dim_ = 0;
   uint32_t bits_ = 0;
@@ -98,6 +104,8 @@ class ResidualCodec {
   std::vector<float> centroids_;  // num_centroids_ x dim_
   std::vector<float> values_;     // dim_ x 2^bits_
   std::vector<float> cutoffs_;    // dim_ x (2^bits_ - 1)
+  // The centroids in a FAISS flat index, made once (searched concurrently).
+  std::shared_ptr<const faiss::IndexFlatIP> assigner_;
   double train_mse_ = 0;
 };
 

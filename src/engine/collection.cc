@@ -409,14 +409,14 @@ absl::StatusOr<Collection::StoreCommit> Collection::CommitToStore(const std::vec
   std::vector<DocWrite> writes(docs.size());
   c.pooled.reserve(docs.size() * config().dim);
   // With a trained codec, the codes are written with the rows.
-  const std::shared_ptr<const TokenCodecState> codes = codec();
-  if (codes != nullptr) c.codes.resize(docs.size());
+  if (const std::shared_ptr<const TokenCodecState> codes = codec()) {
+    std::vector<std::pair<const float*, uint32_t>> matrices;
+    for (const Document& d : docs) matrices.emplace_back(d.tokens.data(), d.num_tokens);
+    c.codes = codes->EncodeMany(matrices);
+  }
   for (size_t i = 0; i < docs.size(); ++i) {
     writes[i] = {c.first + i, existing[i], &docs[i]};
-    if (codes != nullptr && docs[i].num_tokens > 0) {
-      c.codes[i] = codes->Encode(docs[i].tokens.data(), docs[i].num_tokens);
-      writes[i].codes = &c.codes[i];
-    }
+    if (!c.codes.empty() && docs[i].num_tokens > 0) writes[i].codes = &c.codes[i];
     if (docs[i].pooled.empty()) continue;  // awaiting the encoder
     c.labels.push_back(c.first + i);
     c.pooled.insert(c.pooled.end(), docs[i].pooled.begin(), docs[i].pooled.end());
@@ -668,8 +668,21 @@ absl::StatusOr<CodecTrainingResult> Collection::RunCodec(bool train) {
   }));
   std::vector<std::pair<Label, std::string>> batch;
   std::vector<uint32_t> batch_rows;
+  std::vector<float> batch_floats;  // the batch's rows, back to back
   auto hand_over = [&]() -> absl::Status {
     if (batch.empty()) return absl::OkStatus();
+    {
+      // Encoded with no lock held.
+      std::vector<std::pair<const float*, uint32_t>> matrices;
+      size_t at = 0;
+      for (uint32_t n : batch_rows) {
+        matrices.emplace_back(batch_floats.data() + at * dim, n);
+        at += n;
+      }
+      std::vector<std::string> records = state->EncodeMany(matrices);
+      for (size_t i = 0; i < batch.size(); ++i) batch[i].second = std::move(records[i]);
+      batch_floats.clear();
+    }
     absl::MutexLock write_lock(&write_mu_);
     absl::MutexLock index_lock(&index_mu_);
     std::vector<std::pair<Label, std::string>> live;
@@ -711,7 +724,8 @@ absl::StatusOr<CodecTrainingResult> Collection::RunCodec(bool train) {
           if (current.Test(l) || index_.IsTombstoned(l)) return absl::OkStatus();
           uint32_t n = 0;
           ATTN_RETURN_IF_ERROR(codec::DecodeTokens(v, dim, dtype, &rows, &n));
-          batch.emplace_back(l, state->Encode(rows.data(), n));
+          batch_floats.insert(batch_floats.end(), rows.begin(), rows.begin() + size_t(n) * dim);
+          batch.emplace_back(l, std::string());
           batch_rows.push_back(n);
           if (batch.size() < kCodecBatch) return absl::OkStatus();
           full = l;

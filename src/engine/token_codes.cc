@@ -1,5 +1,6 @@
 #include "engine/token_codes.h"
 
+#include <algorithm>
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
@@ -27,6 +28,36 @@ std::string TokenCodecState::Encode(const float* tokens, uint32_t rows) const {
   std::memcpy(out.data(), &v, 4);
   std::memcpy(out.data() + 4, &rows, 4);
   codec->Encode(tokens, rows, reinterpret_cast<uint8_t*>(out.data() + 8));
+  return out;
+}
+
+std::vector<std::string> TokenCodecState::EncodeMany(
+    const std::vector<std::pair<const float*, uint32_t>>& matrices) const {
+  const uint32_t dim = codec->dim();
+  const size_t code_bytes = codec->code_bytes();
+  size_t total = 0;
+  for (const auto& m : matrices) total += m.second;
+  std::vector<float> rows(total * dim);
+  size_t at = 0;
+  for (const auto& [tokens, n] : matrices) {
+    std::copy_n(tokens, size_t(n) * dim, rows.data() + at * dim);
+    at += n;
+  }
+  std::vector<uint8_t> codes(total * code_bytes);
+  codec->Encode(rows.data(), total, codes.data());
+  std::vector<std::string> out;
+  out.reserve(matrices.size());
+  const uint32_t v = uint32_t(version);
+  at = 0;
+  for (const auto& m : matrices) {
+    const uint32_t n = m.second;
+    std::string r(8 + size_t(n) * code_bytes, '\0');
+    std::memcpy(r.data(), &v, 4);
+    std::memcpy(r.data() + 4, &n, 4);
+    std::memcpy(r.data() + 8, codes.data() + at * code_bytes, size_t(n) * code_bytes);
+    out.push_back(std::move(r));
+    at += n;
+  }
   return out;
 }
 

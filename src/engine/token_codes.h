@@ -12,6 +12,8 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <utility>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "ann/residual_codec.h"
@@ -34,6 +36,10 @@ struct TokenCodecState {
       std::unique_ptr<ResidualCodec> codec, uint64_t version, const RerankerOptions& options);
   // The codes record of `rows` token rows (rows x dim f32 values).
   std::string Encode(const float* tokens, uint32_t rows) const;
+  // The codes records of several matrices (tokens, rows), encoded in one
+  // pass (one search of the centroids for all their rows).
+  std::vector<std::string> EncodeMany(
+      const std::vector<std::pair<const float*, uint32_t>>& matrices) const;
 };
 
 // A codes record, parsed.
