@@ -567,6 +567,14 @@ absl::Status CreateFresh(v1::SearchService::Stub* stub, const BenchFlags& f) {
                                         : dtype == TokenDtype::kInt8 ? v1::TOKEN_DTYPE_INT8
                                                                      : v1::TOKEN_DTYPE_BF16);
   req.mutable_config()->set_ann_spec(f.ann_spec);
+  if (f.e2e_token_codec == "residual") {
+    v1::TokenCodec* tc = req.mutable_config()->mutable_token_codec();
+    tc->set_name("residual");
+    tc->set_bits(uint32_t(f.code_bits == 0 ? 2 : f.code_bits));
+    tc->set_centroids(uint32_t(f.code_centroids));
+    tc->set_train_after_documents(0);  // trained after the load (TrainCodec)
+    tc->set_keep_full_precision(f.exact_tier);
+  }
   v1::CreateCollectionResponse resp;
   grpc::Status s = stub->CreateCollection(&ctx, req, &resp);
   if (!s.ok()) return ToAbsl(s, "CreateCollection");
@@ -620,11 +628,33 @@ absl::StatusOr<nlohmann::json> LoadCollection(v1::SearchService::Stub* stub, con
   if (!s.ok()) return ToAbsl(s, "UpsertStream");
   std::printf("loaded %llu docs in %.1f s: %.0f docs/s\n", (unsigned long long)resp.upserted(),
               secs, double(resp.upserted()) / secs);
-  return nlohmann::json{{"docs", resp.upserted()},
-                        {"seconds", secs},
-                        {"docs_per_s", double(resp.upserted()) / secs},
-                        {"tokens", f.tokens},
-                        {"load_batch", f.load_batch}};
+  nlohmann::json out{{"docs", resp.upserted()},
+                     {"seconds", secs},
+                     {"docs_per_s", double(resp.upserted()) / secs},
+                     {"tokens", f.tokens},
+                     {"load_batch", f.load_batch},
+                     {"token_codec", f.e2e_token_codec}};
+  if (f.e2e_token_codec == "residual") {
+    grpc::ClientContext tctx;
+    tctx.set_deadline(std::chrono::system_clock::now() + std::chrono::hours(2));
+    v1::TrainCodecRequest treq;
+    treq.set_collection(f.collection);
+    v1::TrainCodecResponse t;
+    grpc::Status ts = stub->TrainCodec(&tctx, treq, &t);
+    if (!ts.ok()) return ToAbsl(ts, "TrainCodec");
+    std::printf(
+        "token codec v%llu: %u centroids, %u bits, %u bytes a token, trained on %llu tokens "
+        "in %.1f s (mse %.4f); %llu documents encoded in %.1f s\n",
+        (unsigned long long)t.version(), t.centroids(), t.bits(), t.bytes_per_token(),
+        (unsigned long long)t.sample_tokens(), t.train_seconds(), t.train_mse(),
+        (unsigned long long)t.encoded(), t.encode_seconds());
+    out["codec"] = {{"version", t.version()},          {"centroids", t.centroids()},
+                    {"bits", t.bits()},                {"bytes_per_token", t.bytes_per_token()},
+                    {"sample_tokens", t.sample_tokens()}, {"train_mse", t.train_mse()},
+                    {"train_seconds", t.train_seconds()}, {"encoded", t.encoded()},
+                    {"encode_seconds", t.encode_seconds()}, {"exact_tier", f.exact_tier}};
+  }
+  return out;
 }
 
 // What the benchmark searches: the collection's dimension and size, and
@@ -633,6 +663,7 @@ struct E2eSetup {
   uint32_t dim = 0;
   uint64_t num_docs = 0;
   std::vector<v1::SearchRequest> pool;
+  nlohmann::json collection;  // its codec and token arena, from GetCollection
 };
 
 absl::StatusOr<E2eSetup> SetupE2e(v1::SearchService::Stub* stub, const BenchFlags& f) {
@@ -646,6 +677,20 @@ absl::StatusOr<E2eSetup> SetupE2e(v1::SearchService::Stub* stub, const BenchFlag
     if (!s.ok()) return ToAbsl(s, "GetCollection");
     e.dim = resp.collection().config().dim();
     e.num_docs = resp.collection().num_documents();
+    const v1::CollectionInfo& ci = resp.collection();
+    const std::string codec =
+        ci.config().token_codec().name().empty() ? "rows" : ci.config().token_codec().name();
+    e.collection = {{"token_codec", codec},
+                    {"codec_version", ci.codec_version()},
+                    {"codec_pending", ci.codec_pending()},
+                    {"arena_bytes", ci.memory().arena_bytes()},
+                    {"arena_tokens", ci.memory().arena_tokens()},
+                    {"arena_bytes_per_token", ci.memory().arena_bytes_per_token()}};
+    std::printf("e2e: token arena %llu bytes, %llu tokens, %.1f bytes a token (codec %s v%llu)\n",
+                (unsigned long long)ci.memory().arena_bytes(),
+                (unsigned long long)ci.memory().arena_tokens(),
+                ci.memory().arena_bytes_per_token(), codec.c_str(),
+                (unsigned long long)ci.codec_version());
   }
   SyntheticOptions so = SyntheticFromFlags(f);
   so.dim = e.dim;
@@ -783,6 +828,7 @@ BenchOutput ReportE2e(const BenchFlags& f, const E2eSetup& e, const std::vector<
   out.results = {{"runs", results_runs}};
   if (!soak.is_null()) out.results["soak"] = soak;
   if (!load_info.is_null()) out.results["load"] = load_info;
+  out.results["collection"] = e.collection;
   SavePlot(f.out_dir, "e2e_latency_cdf.svg", RenderSvg(plot), &out.results);
   return out;
 }

@@ -114,6 +114,11 @@ struct BenchFlags {
   bool quality_exhaustive = true;      // also rerank every document per query
   std::vector<int> quality_code_bits;  // also rerank every document from codes of these bits
   int code_centroids = 0;  // rerank, quality: the codes' centroids (0: the codec's default)
+  // e2e --load: the collection's token codec ("rows" or "residual", then
+  // trained after the load with --code_bits and --code_centroids), and
+  // whether it keeps the exact tier.
+  std::string e2e_token_codec = "rows";
+  bool exact_tier = true;
   float semantic_share = 0.3f;
   std::string stem_language = "english";
   float expansion_weight = -1.f;  // < 0: the encoder's default

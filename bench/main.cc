@@ -195,6 +195,15 @@ void AddQualityFlags(CLI::App& app, BenchFlags& f) {
   app.add_option("--code_centroids", f.code_centroids,
                  "rerank, quality: centroids of the residual codes (0: the codec's default, a "
                  "power of two near 4 sqrt(tokens))");
+  app.add_option("--e2e_token_codec", f.e2e_token_codec,
+                 "e2e --load: the collection's token codec, rows or residual (trained after "
+                 "the load with --code_bits and --code_centroids)")
+      ->check(CLI::IsMember({"rows", "residual"}))
+      ->capture_default_str();
+  app.add_option("--exact_tier", f.exact_tier,
+                 "e2e --load with a residual codec: re-score the best candidates from the "
+                 "stored rows (keep_full_precision)")
+      ->capture_default_str();
   app.add_option("--quality_dim", f.quality_dim, "collection dimension (quality)")
       ->capture_default_str();
   app.add_option("--semantic_share", f.semantic_share, "encoder: semantic share of a word vector")

@@ -22,3 +22,10 @@ add_test(NAME crash_test_detects_faults
                  --inject_faults)
 set_tests_properties(crash_test_detects_faults PROPERTIES LABELS integration TIMEOUT 60
                      WILL_FAIL TRUE)
+# The same with a residual token codec that trains itself (after 150
+# documents) and re-encodes between kills: nothing acknowledged is lost, the
+# token arena holds exactly the live documents' tokens after each restart,
+# and the codec's version never goes back.
+add_test(NAME crash_test_codes COMMAND attnsearch-crashtest --cycles=5 --seed=3
+                                       --token_codec=residual)
+set_tests_properties(crash_test_codes PROPERTIES LABELS integration TIMEOUT 180)

@@ -71,6 +71,8 @@ struct Options {
   // overwrite another with content never acknowledged, add an id never
   // issued); the run must then fail.
   bool inject_faults = false;
+  // The collection's token codec: rows or residual.
+  std::string token_codec = "rows";
 };
 
 // --- Document contents -----------------------------------------------------
@@ -328,6 +330,8 @@ class CrashTest {
   std::unique_ptr<v1::SearchService::Stub> stub_;
   Expected expected_;
   Figures f_;
+  // The token codec version last reported (it never goes back).
+  uint64_t codec_version_ = 0;
   std::mutex figures_mu_;  // f_ while the writer and reader run
   std::FILE* journal_ = nullptr;
 
@@ -565,6 +569,7 @@ void CrashTest::Verify(int cycle) {
   }
   std::map<std::string, State> observed;
   std::map<std::string, std::vector<float>> pooled;  // of live documents, as stored
+  uint64_t token_rows = 0;                           // theirs, all together
   const std::vector<std::string> ids = expected_.ids();
   for (size_t begin = 0; begin < ids.size(); begin += 256) {
     v1::GetRequest req;
@@ -593,6 +598,7 @@ void CrashTest::Verify(int cycle) {
       }
       if (dev < INFINITY) f_.max_deviation = std::max(f_.max_deviation, dev);
       observed[d.id()] = st;
+      token_rows += d.tokens().rows();
       pooled[d.id()].assign(d.pooled().begin(), d.pooled().end());
     }
   }
@@ -657,6 +663,20 @@ void CrashTest::Verify(int cycle) {
       Violation(&f_.count_mismatch, where + "num_documents " +
                                         std::to_string(resp.collection().num_documents()) +
                                         ", live documents " + std::to_string(live));
+    } else if (resp.collection().memory().arena_tokens() != token_rows) {
+      // The token arena, rebuilt from the store at the restart, holds the
+      // live documents' tokens: no more, no fewer.
+      Violation(&f_.count_mismatch,
+                where + "the token arena holds " +
+                    std::to_string(resp.collection().memory().arena_tokens()) +
+                    " token rows, the live documents have " + std::to_string(token_rows));
+    } else if (resp.collection().codec_version() < codec_version_) {
+      Violation(&f_.lost, where + "token codec version " +
+                              std::to_string(resp.collection().codec_version()) +
+                              " after version " + std::to_string(codec_version_) +
+                              " was reported");
+    } else {
+      codec_version_ = resp.collection().codec_version();
     }
   }
 
@@ -822,6 +842,14 @@ int CrashTest::Run() {
     req.mutable_config()->set_dim(o_.dim);
     req.mutable_config()->set_token_dtype(v1::TOKEN_DTYPE_F32);
     req.mutable_config()->set_ann_spec("HNSW32,Flat");
+    if (o_.token_codec == "residual") {
+      // Trains itself during the run, so kills land in its training and
+      // its re-encoding too.
+      v1::TokenCodec* tc = req.mutable_config()->mutable_token_codec();
+      tc->set_name("residual");
+      tc->set_bits(2);
+      tc->set_train_after_documents(150);
+    }
     v1::CreateCollectionResponse resp;
     const grpc::Status s = stub_->CreateCollection(&ctx, req, &resp);
     if (!s.ok()) {
@@ -926,7 +954,10 @@ int CrashTest::Run() {
   std::printf("  ids never acknowledged present  %llu\n", (unsigned long long)f.extra);
   std::printf("  corrupt contents                %llu\n", (unsigned long long)f.corrupt);
   std::printf("  torn batches                    %llu\n", (unsigned long long)f.torn);
-  std::printf("  num_documents mismatches        %llu\n", (unsigned long long)f.count_mismatch);
+  std::printf("  num_documents or arena mismatches %llu\n", (unsigned long long)f.count_mismatch);
+  if (o_.token_codec == "residual") {
+    std::printf("  token codec version at the end  %llu\n", (unsigned long long)codec_version_);
+  }
   std::printf("  index/store disagreements       %llu (live not found %llu, deleted found %llu)\n",
               (unsigned long long)(f.index_misses + f.dead_in_index),
               (unsigned long long)f.index_misses, (unsigned long long)f.dead_in_index);
@@ -975,6 +1006,11 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--ef_search", o.ef_search, "efSearch of the index check")->capture_default_str();
   app.add_flag("--keep", o.keep, "keep the temporary directory after a passing run");
+  app.add_option("--token_codec", o.token_codec,
+                 "the collection's token codec: rows, or residual (trains itself after 150 "
+                 "documents, between kills)")
+      ->check(CLI::IsMember({"rows", "residual"}))
+      ->capture_default_str();
   app.add_flag("--inject_faults", o.inject_faults,
                "self-check: tamper with the collection after the first restart (must FAIL)");
   CLI11_PARSE(app, argc, argv);
