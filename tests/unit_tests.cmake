@@ -32,6 +32,11 @@ attn_cc_test(NAME code_scorer_test
   SRCS ${CMAKE_CURRENT_LIST_DIR}/rerank/code_scorer_test.cc
   DEPS attn_core attn_rerank attn_ann
   LABELS unit)
+# The nearest table row by bf16 matmuls, against the exact argmax.
+attn_cc_test(NAME nearest_rows_test
+  SRCS ${CMAKE_CURRENT_LIST_DIR}/rerank/nearest_rows_test.cc
+  DEPS attn_core attn_rerank
+  LABELS unit)
 attn_cc_test(NAME segment_reduce_test
   SRCS ${CMAKE_CURRENT_LIST_DIR}/rerank/segment_reduce_test.cc
   DEPS attn_core attn_rerank

@@ -141,15 +141,21 @@ std::vector<uint32_t> ResidualCodec::Assign(const float* tokens, size_t n) const
 
 void ResidualCodec::Encode(const float* tokens, size_t n, uint8_t* codes) const {
   const std::vector<uint32_t> ids = Assign(tokens, n);
+  EncodeWithCentroids(tokens, n, ids.data(), codes);
+}
+
+void ResidualCodec::EncodeWithCentroids(const float* tokens, size_t n, const uint32_t* ids,
+                                        uint8_t* codes) const {
   const uint32_t cuts = (1u << bits_) - 1;
   const size_t id_size = id_bytes(), stride = code_bytes();
   for (size_t i = 0; i < n; ++i) {
     uint8_t* code = codes + i * stride;
-    std::memcpy(code, &ids[i], id_size);  // little endian
+    const uint32_t id = ids[i] < num_centroids_ ? ids[i] : 0;
+    std::memcpy(code, &id, id_size);  // little endian
     uint8_t* res = code + id_size;
     std::memset(res, 0, residual_bytes());
     const float* x = tokens + i * dim_;
-    const float* c = centroids_.data() + size_t(ids[i]) * dim_;
+    const float* c = centroids_.data() + size_t(id) * dim_;
     for (uint32_t t = 0; t < dim_; ++t) {
       const float r = x[t] - c[t];
       const float* cut = cutoffs_.data() + size_t(t) * cuts;

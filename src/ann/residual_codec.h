@@ -84,6 +84,11 @@ class ResidualCodec {
 
   // codes: n x code_bytes(). Tokens need not be unit vectors.
   void Encode(const float* tokens, size_t n, uint8_t* codes) const;
+  // The same with each token's centroid chosen by the caller (ids[i]; one
+  // beyond num_centroids() counts as 0), e.g. by a faster search of the
+  // centroids than Encode's exact one.
+  void EncodeWithCentroids(const float* tokens, size_t n, const uint32_t* ids,
+                           uint8_t* codes) const;
   // out: n x dim.
   void Decode(const uint8_t* codes, size_t n, float* out) const;
   // The centroid id of one token's code.

@@ -15,7 +15,11 @@ absl::StatusOr<std::shared_ptr<const TokenCodecState>> TokenCodecState::Make(
                                            codec->centroids(), codec->bucket_values()));
   ATTN_ASSIGN_OR_RETURN(std::unique_ptr<CodeScorer> scorer,
                         CodeScorer::Create(std::move(book), options));
+  ATTN_ASSIGN_OR_RETURN(
+      std::unique_ptr<NearestRows> nearest,
+      NearestRows::Create(codec->centroids().data(), codec->num_centroids(), codec->dim()));
   auto state = std::make_shared<TokenCodecState>();
+  state->nearest = std::move(nearest);
   state->version = version;
   state->codec = std::move(codec);
   state->scorer = std::move(scorer);
@@ -27,8 +31,17 @@ std::string TokenCodecState::Encode(const float* tokens, uint32_t rows) const {
   const uint32_t v = uint32_t(version);
   std::memcpy(out.data(), &v, 4);
   std::memcpy(out.data() + 4, &rows, 4);
-  codec->Encode(tokens, rows, reinterpret_cast<uint8_t*>(out.data() + 8));
+  EncodeRows(tokens, rows, reinterpret_cast<uint8_t*>(out.data() + 8));
   return out;
+}
+
+void TokenCodecState::EncodeRows(const float* tokens, size_t n, uint8_t* codes) const {
+  std::vector<uint32_t> ids(n);
+  if (!nearest->Find(tokens, n, ids.data()).ok()) {
+    codec->Encode(tokens, n, codes);  // the exact search of the centroids
+    return;
+  }
+  codec->EncodeWithCentroids(tokens, n, ids.data(), codes);
 }
 
 std::vector<std::string> TokenCodecState::EncodeMany(
@@ -44,7 +57,7 @@ std::vector<std::string> TokenCodecState::EncodeMany(
     at += n;
   }
   std::vector<uint8_t> codes(total * code_bytes);
-  codec->Encode(rows.data(), total, codes.data());
+  EncodeRows(rows.data(), total, codes.data());
   std::vector<std::string> out;
   out.reserve(matrices.size());
   const uint32_t v = uint32_t(version);

@@ -18,6 +18,7 @@
 #include "absl/status/statusor.h"
 #include "ann/residual_codec.h"
 #include "rerank/code_scorer.h"
+#include "rerank/nearest_rows.h"
 
 namespace attnsearch {
 
@@ -30,12 +31,17 @@ struct TokenCodecState {
   uint64_t version = 0;
   std::unique_ptr<ResidualCodec> codec;
   std::unique_ptr<CodeScorer> scorer;
+  // The centroids searched for each token's nearest one (bf16 matmuls).
+  std::unique_ptr<NearestRows> nearest;
 
   // The state of a codec (its scorer made with `options`).
   static absl::StatusOr<std::shared_ptr<const TokenCodecState>> Make(
       std::unique_ptr<ResidualCodec> codec, uint64_t version, const RerankerOptions& options);
   // The codes record of `rows` token rows (rows x dim f32 values).
   std::string Encode(const float* tokens, uint32_t rows) const;
+  // Codes of n token rows (codes: n x code_bytes), the centroids found by
+  // `nearest`.
+  void EncodeRows(const float* tokens, size_t n, uint8_t* codes) const;
   // The codes records of several matrices (tokens, rows), encoded in one
   // pass (one search of the centroids for all their rows).
   std::vector<std::string> EncodeMany(

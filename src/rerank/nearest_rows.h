@@ -1,0 +1,41 @@
+// NearestRows: for many query rows, the row of a fixed table with the
+// largest inner product (e.g. a token's nearest centroid), as bf16 matmuls
+// on oneDNN (AMX or AVX-512 kernels where present) block by block, each
+// block's similarities reduced to their row-wise argmax while in cache.
+// bf16 keeps about three significant digits: of two rows whose products
+// differ by less than that, either may be chosen.
+//
+// Thread safety: immutable after Create; Find may run from several threads
+// at once.
+#ifndef ATTNSEARCH_RERANK_NEAREST_ROWS_H_
+#define ATTNSEARCH_RERANK_NEAREST_ROWS_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+
+#include "absl/status/statusor.h"
+
+namespace attnsearch {
+
+class NearestRows {
+ public:
+  // A finder over `table`: k rows of dim values (copied). INVALID_ARGUMENT
+  // when k or dim is 0.
+  static absl::StatusOr<std::unique_ptr<NearestRows>> Create(const float* table, size_t k,
+                                                             uint32_t dim);
+  ~NearestRows();
+
+  // out[i]: the table row with the largest inner product with rows[i]
+  // (n x dim values).
+  absl::Status Find(const float* rows, size_t n, uint32_t* out) const;
+
+ private:
+  struct Rep;
+  explicit NearestRows(std::unique_ptr<Rep> rep);
+  std::unique_ptr<Rep> rep_;
+};
+
+}  // namespace attnsearch
+
+#endif  // ATTNSEARCH_RERANK_NEAREST_ROWS_H_

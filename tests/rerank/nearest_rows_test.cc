@@ -1,0 +1,45 @@
+// NearestRows against the exact argmax of the f32 inner products: the row
+// it picks is the best one or within bf16 rounding of it, for every query,
+// across block boundaries (n not a multiple of the block) and table sizes.
+#include "rerank/nearest_rows.h"
+
+#include <gtest/gtest.h>
+
+#include <random>
+
+#include "test_util.h"
+
+namespace attnsearch {
+namespace {
+
+TEST(NearestRowsTest, PicksTheBestRowOrATieWithinBf16Rounding) {
+  std::mt19937 rng(5);
+  for (const auto& [k, dim, n] : std::vector<std::tuple<size_t, uint32_t, size_t>>{
+           {1, 8, 3}, {17, 16, 65}, {1000, 64, 300}, {4096, 128, 129}}) {
+    const std::vector<float> table = testing::RandomUnitRows(rng, k, dim);
+    const std::vector<float> rows = testing::RandomUnitRows(rng, n, dim);
+    auto finder = NearestRows::Create(table.data(), k, dim);
+    ASSERT_TRUE(finder.ok()) << finder.status();
+    std::vector<uint32_t> got(n, 12345);
+    ASSERT_TRUE((*finder)->Find(rows.data(), n, got.data()).ok());
+    size_t exact = 0;
+    for (size_t i = 0; i < n; ++i) {
+      ASSERT_LT(got[i], k);
+      double best = -2, picked = 0;
+      size_t best_j = 0;
+      for (size_t j = 0; j < k; ++j) {
+        double dot = 0;
+        for (uint32_t t = 0; t < dim; ++t) dot += double(rows[i * dim + t]) * table[j * dim + t];
+        if (dot > best) best = dot, best_j = j;
+        if (j == got[i]) picked = dot;
+      }
+      EXPECT_GE(picked, best - 0.02) << "k " << k << " row " << i;
+      exact += got[i] == best_j;
+    }
+    EXPECT_GE(double(exact), 0.9 * double(n)) << "k " << k;
+  }
+  EXPECT_FALSE(NearestRows::Create(nullptr, 0, 8).ok());
+}
+
+}  // namespace
+}  // namespace attnsearch
