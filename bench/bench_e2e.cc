@@ -648,11 +648,16 @@ absl::StatusOr<nlohmann::json> LoadCollection(v1::SearchService::Stub* stub, con
         (unsigned long long)t.version(), t.centroids(), t.bits(), t.bytes_per_token(),
         (unsigned long long)t.sample_tokens(), t.train_seconds(), t.train_mse(),
         (unsigned long long)t.encoded(), t.encode_seconds());
-    out["codec"] = {{"version", t.version()},          {"centroids", t.centroids()},
-                    {"bits", t.bits()},                {"bytes_per_token", t.bytes_per_token()},
-                    {"sample_tokens", t.sample_tokens()}, {"train_mse", t.train_mse()},
-                    {"train_seconds", t.train_seconds()}, {"encoded", t.encoded()},
-                    {"encode_seconds", t.encode_seconds()}, {"exact_tier", f.exact_tier}};
+    out["codec"] = {{"version", t.version()},
+                    {"centroids", t.centroids()},
+                    {"bits", t.bits()},
+                    {"bytes_per_token", t.bytes_per_token()},
+                    {"sample_tokens", t.sample_tokens()},
+                    {"train_mse", t.train_mse()},
+                    {"train_seconds", t.train_seconds()},
+                    {"encoded", t.encoded()},
+                    {"encode_seconds", t.encode_seconds()},
+                    {"exact_tier", f.exact_tier}};
   }
   return out;
 }
@@ -688,9 +693,8 @@ absl::StatusOr<E2eSetup> SetupE2e(v1::SearchService::Stub* stub, const BenchFlag
                     {"arena_bytes_per_token", ci.memory().arena_bytes_per_token()}};
     std::printf("e2e: token arena %llu bytes, %llu tokens, %.1f bytes a token (codec %s v%llu)\n",
                 (unsigned long long)ci.memory().arena_bytes(),
-                (unsigned long long)ci.memory().arena_tokens(),
-                ci.memory().arena_bytes_per_token(), codec.c_str(),
-                (unsigned long long)ci.codec_version());
+                (unsigned long long)ci.memory().arena_tokens(), ci.memory().arena_bytes_per_token(),
+                codec.c_str(), (unsigned long long)ci.codec_version());
   }
   SyntheticOptions so = SyntheticFromFlags(f);
   so.dim = e.dim;

@@ -103,8 +103,7 @@ int main(int argc, char** argv) {
                  "at the end of an offline load)")
       ->check(CLI::IsMember({"rows", "residual"}))
       ->capture_default_str();
-  app.add_option("--code_bits", o.token_codec.bits,
-                 "residual codec: bits per dimension, 1, 2 or 4")
+  app.add_option("--code_bits", o.token_codec.bits, "residual codec: bits per dimension, 1, 2 or 4")
       ->check(CLI::IsMember({1, 2, 4}))
       ->capture_default_str();
   app.add_option("--numeric_fields", o.numeric_fields,

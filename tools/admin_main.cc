@@ -120,8 +120,7 @@ int Collections(const std::string& server, const attnsearch::ClientSecurity& sec
         static_cast<unsigned long long>(d.other_bytes()),
         static_cast<unsigned long long>(m.arena_bytes()),
         static_cast<unsigned long long>(m.arena_tokens()), m.arena_bytes_per_token(),
-        c.config().token_codec().name().empty() ? "rows"
-                                                : c.config().token_codec().name().c_str(),
+        c.config().token_codec().name().empty() ? "rows" : c.config().token_codec().name().c_str(),
         c.config().token_codec().name() == "residual"
             ? absl::StrFormat("(%u bits, v%llu, %llu pending)", c.config().token_codec().bits(),
                               static_cast<unsigned long long>(c.codec_version()),

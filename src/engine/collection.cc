@@ -629,9 +629,9 @@ absl::StatusOr<CodecTrainingResult> Collection::RunCodec(bool train) {
     o.centroids = tc.centroids != 0 ? tc.centroids : ChooseCentroids(seen, n);
     auto trained = ResidualCodec::Train(sample.data(), n, dim, o);
     if (!trained.ok()) {
-      return Annotate(trained.status(), absl::StrCat("token_codec: training on ", n,
-                                                     " token rows of ", store_->live_count(),
-                                                     " documents"));
+      return Annotate(trained.status(),
+                      absl::StrCat("token_codec: training on ", n, " token rows of ",
+                                   store_->live_count(), " documents"));
     }
     result.sample_tokens = n;
     result.train_mse = (*trained)->train_mse();
@@ -695,8 +695,7 @@ absl::StatusOr<CodecTrainingResult> Collection::RunCodec(bool train) {
     ATTN_RETURN_IF_ERROR(store_->PutCodes(live));
     if (arena_ != nullptr) {
       for (size_t i = 0; i < live.size(); ++i) {
-        absl::Status s =
-            arena_->Replace(live[i].first, live[i].second, live_rows[i], kCodesRecord);
+        absl::Status s = arena_->Replace(live[i].first, live[i].second, live_rows[i], kCodesRecord);
         if (absl::IsNotFound(s)) {
           s = arena_->Add(live[i].first, live[i].second, live_rows[i], kCodesRecord);
         }

@@ -172,13 +172,13 @@ struct IndexTuningResult {
 
 // What TrainCodec did.
 struct CodecTrainingResult {
-  uint64_t version = 0;         // the new codec's
+  uint64_t version = 0;  // the new codec's
   uint32_t centroids = 0;
   uint32_t bits = 0;
-  size_t code_bytes = 0;        // per token
-  uint64_t sample_tokens = 0;   // trained on
-  double train_mse = 0;         // mean squared reconstruction error per token
-  uint64_t encoded = 0;         // documents whose codes it wrote
+  size_t code_bytes = 0;       // per token
+  uint64_t sample_tokens = 0;  // trained on
+  double train_mse = 0;        // mean squared reconstruction error per token
+  uint64_t encoded = 0;        // documents whose codes it wrote
   double train_seconds = 0;
   double encode_seconds = 0;
 };
@@ -340,10 +340,10 @@ class Collection {
                                Document* doc) const;
   // A batch committed to the store and not yet to the indexes.
   struct StoreCommit {
-    Label first = 0;                // the batch's first label
-    std::vector<Label> superseded;  // labels the batch replaced
-    std::vector<Label> labels;      // those with vectors, for the ANN index
-    std::vector<float> pooled;      // their pooled vectors
+    Label first = 0;                 // the batch's first label
+    std::vector<Label> superseded;   // labels the batch replaced
+    std::vector<Label> labels;       // those with vectors, for the ANN index
+    std::vector<float> pooled;       // their pooled vectors
     std::vector<std::string> codes;  // per document: its codes record, or empty
   };
   // Commits prepared documents to the store (labels from next_label()); with

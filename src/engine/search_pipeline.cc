@@ -8,8 +8,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "core/log.h"
-#include "core/vector_math.h"
 #include "core/status.h"
+#include "core/vector_math.h"
 #include "engine/checks.h"
 #include "engine/snippet.h"
 #include "storage/codec.h"
@@ -412,16 +412,14 @@ absl::StatusOr<SearchPipeline::Scored> SearchPipeline::Score(const SearchQuery& 
     const bool coded = !f.coded.empty();
     if (f.block.total_rows > 0 || !coded) {
       ATTN_RETURN_IF_ERROR(parts_.reranker->Score(RerankQueryOf(q), f.tokens(), scores.data(),
-                                                  q.explain && !coded ? &s.similarities
-                                                                      : nullptr));
+                                                  q.explain && !coded ? &s.similarities : nullptr));
     }
     std::vector<bool> from_codes(n.size(), false), dropped(n.size(), false);
     if (coded) {
       std::vector<float> code_scores(f.coded.size());
       const CandidateCodes cc{f.codes.data(), f.codes.size() / f.codec->codec->code_bytes(),
                               f.code_rows.data(), f.code_offsets.data(), f.coded.size()};
-      ATTN_RETURN_IF_ERROR(
-          f.codec->scorer->Score(RerankQueryOf(q), cc, code_scores.data()));
+      ATTN_RETURN_IF_ERROR(f.codec->scorer->Score(RerankQueryOf(q), cc, code_scores.data()));
       for (size_t k = 0; k < f.coded.size(); ++k) {
         scores[f.coded[k]] = code_scores[k];
         from_codes[f.coded[k]] = true;
@@ -479,9 +477,9 @@ absl::StatusOr<std::vector<SearchHit>> SearchPipeline::Hits(const SearchQuery& q
         CandidateRows(*fetched, scored, scored.best[k].candidate, &hits);
         hits.rows[k] = uint32_t(hits.total_rows - hits.offsets[k]);
       }
-      const CandidateTokens t{hits.data(),         hits.total_rows,
-                              hits.rows.data(),    hits.offsets.data(),
-                              hits.rows.size(),    hits.scales.empty() ? nullptr : hits.scales.data()};
+      const CandidateTokens t{hits.data(),      hits.total_rows,
+                              hits.rows.data(), hits.offsets.data(),
+                              hits.rows.size(), hits.scales.empty() ? nullptr : hits.scales.data()};
       ATTN_RETURN_IF_ERROR(parts_.reranker->Explain(RerankQueryOf(q), t, &evidence));
     }
   }
@@ -503,10 +501,9 @@ absl::StatusOr<std::vector<SearchHit>> SearchPipeline::Hits(const SearchQuery& q
   return hits;
 }
 
-absl::Status SearchPipeline::ExactTier(const SearchQuery& q, const Candidates& c,
-                                       const Fetched& f, std::vector<float>* scores,
-                                       std::vector<bool>* from_codes, std::vector<bool>* dropped,
-                                       Scored* s) const {
+absl::Status SearchPipeline::ExactTier(const SearchQuery& q, const Candidates& c, const Fetched& f,
+                                       std::vector<float>* scores, std::vector<bool>* from_codes,
+                                       std::vector<bool>* dropped, Scored* s) const {
   // The best candidates overall; of them, those scored from codes.
   const size_t n = scores->size();
   std::vector<size_t> order;
@@ -531,7 +528,8 @@ absl::Status SearchPipeline::ExactTier(const SearchQuery& q, const Candidates& c
   ATTN_RETURN_IF_ERROR(parts_.store->GetTokens(labels, &s->exact_rows, nullptr, &*c.view));
   const TokenBlock& e = s->exact_rows;
   std::vector<float> exact(labels.size());
-  const CandidateTokens t{e.data(),      e.total_rows, e.rows.data(), e.offsets.data(),
+  const CandidateTokens t{e.data(),      e.total_rows,
+                          e.rows.data(), e.offsets.data(),
                           e.rows.size(), e.scales.empty() ? nullptr : e.scales.data()};
   ATTN_RETURN_IF_ERROR(parts_.reranker->Score(RerankQueryOf(q), t, exact.data()));
   for (size_t k = 0; k < labels.size(); ++k) {

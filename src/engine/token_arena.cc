@@ -69,7 +69,9 @@ struct Charge {
 
 struct TokenArena::Slab {
   Slab(size_t n, std::shared_ptr<ArenaBudget> b, std::shared_ptr<std::atomic<uint64_t>> a)
-      : mem(new (std::align_val_t(kAlign)) char[n]), capacity(n), charge(std::move(b), std::move(a), n) {}
+      : mem(new (std::align_val_t(kAlign)) char[n]),
+        capacity(n),
+        charge(std::move(b), std::move(a), n) {}
   ~Slab() { ::operator delete[](mem, std::align_val_t(kAlign)); }
   char* const mem;
   const size_t capacity;
@@ -214,10 +216,10 @@ absl::Status TokenArena::Put(Label label, std::string_view record, uint32_t rows
   Slab* slab = nullptr;
   const char* r = slot == nullptr ? nullptr : Append(label, record, rows, tag, &slab);
   if (r == nullptr) {
-    return absl::ResourceExhaustedError(absl::StrCat(
-        name_, ": the token arenas' memory budget is spent: ", options_.budget->used(), " of its ",
-        options_.budget->limit(), " bytes are taken, ", allocated_->load(),
-        " of them by this arena"));
+    return absl::ResourceExhaustedError(
+        absl::StrCat(name_, ": the token arenas' memory budget is spent: ", options_.budget->used(),
+                     " of its ", options_.budget->limit(), " bytes are taken, ", allocated_->load(),
+                     " of them by this arena"));
   }
   slot->store(r, std::memory_order_release);
   records_ += 1;

@@ -126,8 +126,8 @@ class TokenArena {
   std::atomic<const char*>* Slot(Label label) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Copies `record` into the tail slab (a new one when it does not fit);
   // null when the budget refuses. REQUIRES: mu_.
-  const char* Append(Label label, std::string_view record, uint32_t rows, uint32_t tag,
-                     Slab** slab) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  const char* Append(Label label, std::string_view record, uint32_t rows, uint32_t tag, Slab** slab)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status Put(Label label, std::string_view record, uint32_t rows, uint32_t tag, bool replace)
       ABSL_LOCKS_EXCLUDED(mu_);
   // Counts the record at `r` as gone (its slot already changed), and

@@ -125,9 +125,8 @@ absl::Status NearestRows::Find(const float* rows, size_t n, uint32_t* out) const
       const size_t valid = std::min(kBlock, n - at);
       FloatToBf16(rows + at * d, q.data(), valid * d);
       if (valid < kBlock) std::fill(q.begin() + long(valid * d), q.end(), uint16_t(0));
-      r.primitive.execute(stream, {{DNNL_ARG_SRC, q_mem},
-                                   {DNNL_ARG_WEIGHTS, r.weights},
-                                   {DNNL_ARG_DST, s_mem}});
+      r.primitive.execute(
+          stream, {{DNNL_ARG_SRC, q_mem}, {DNNL_ARG_WEIGHTS, r.weights}, {DNNL_ARG_DST, s_mem}});
       stream.wait();
       // Each thread reduces the rows its part of the matmul wrote.
 #pragma omp parallel for schedule(static)

@@ -123,8 +123,8 @@ absl::StatusOr<CollectionConfig> FromProto(const v1::CollectionConfig& in) {
   } else if (tc.name() == "residual") {
     c.token_codec.kind = TokenCodecKind::kResidual;
   } else {
-    return absl::InvalidArgumentError(absl::StrCat("config.token_codec.name: unknown codec '",
-                                                   tc.name(), "' (rows, residual)"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("config.token_codec.name: unknown codec '", tc.name(), "' (rows, residual)"));
   }
   if (tc.bits() != 0) c.token_codec.bits = tc.bits();
   c.token_codec.centroids = tc.centroids();

@@ -197,8 +197,8 @@ absl::Status Server::OpenCollections() {
   const uint64_t arena_mb =
       options_.arena_budget_mb > 0
           ? options_.arena_budget_mb
-          : std::max<uint64_t>(256, memory_mb * 3 / 4 - std::min<uint64_t>(memory_mb * 3 / 4,
-                                                                             cache_mb));
+          : std::max<uint64_t>(256,
+                               memory_mb * 3 / 4 - std::min<uint64_t>(memory_mb * 3 / 4, cache_mb));
   catalog_options.collection.arena_budget = std::make_shared<ArenaBudget>(arena_mb << 20);
   catalog_options.collection.rerank.cores = core_budget_.get();
   ATTN_ASSIGN_OR_RETURN(catalog_, Catalog::Open(catalog_options));

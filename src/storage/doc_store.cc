@@ -26,7 +26,7 @@ namespace attnsearch {
 namespace {
 
 enum Cf { kMeta = 1, kIds, kDocs, kPooled, kTokens, kTombstones, kEncoder, kCodes, kNumCf };
-const char* const kCfNames[kNumCf] = {"default", "meta",   "ids",        "docs",   "pooled",
+const char* const kCfNames[kNumCf] = {"default", "meta",       "ids",     "docs", "pooled",
                                       "tokens",  "tombstones", "encoder", "codes"};
 
 constexpr char kConfigKey[] = "config";
@@ -731,8 +731,7 @@ absl::Status DocStore::ScanDocRecords(
 }
 
 absl::Status DocStore::ScanTokens(
-    Label from,
-    const std::function<absl::Status(Label, std::string_view, uint32_t)>& fn) const {
+    Label from, const std::function<absl::Status(Label, std::string_view, uint32_t)>& fn) const {
   std::shared_lock<std::shared_mutex> lock;
   ATTN_RETURN_IF_ERROR(rep_->LockForUse(&lock));
   rocksdb::ReadOptions ro;

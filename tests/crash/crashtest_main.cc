@@ -666,15 +666,14 @@ void CrashTest::Verify(int cycle) {
     } else if (resp.collection().memory().arena_tokens() != token_rows) {
       // The token arena, rebuilt from the store at the restart, holds the
       // live documents' tokens: no more, no fewer.
-      Violation(&f_.count_mismatch,
-                where + "the token arena holds " +
-                    std::to_string(resp.collection().memory().arena_tokens()) +
-                    " token rows, the live documents have " + std::to_string(token_rows));
+      Violation(&f_.count_mismatch, where + "the token arena holds " +
+                                        std::to_string(resp.collection().memory().arena_tokens()) +
+                                        " token rows, the live documents have " +
+                                        std::to_string(token_rows));
     } else if (resp.collection().codec_version() < codec_version_) {
       Violation(&f_.lost, where + "token codec version " +
                               std::to_string(resp.collection().codec_version()) +
-                              " after version " + std::to_string(codec_version_) +
-                              " was reported");
+                              " after version " + std::to_string(codec_version_) + " was reported");
     } else {
       codec_version_ = resp.collection().codec_version();
     }

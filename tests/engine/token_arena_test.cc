@@ -258,8 +258,7 @@ TEST_P(ArenaCollectionTest, SearchesEqualThoseReadingTheStore) {
   for (int batch = 0; batch < 6; ++batch) {
     std::vector<Document> docs;
     for (int i = 0; i < 50; ++i) {
-      docs.push_back(
-          testing::MakeDoc(rng, absl::StrCat("d", batch * 50 + i), kDim, 1, 40));
+      docs.push_back(testing::MakeDoc(rng, absl::StrCat("d", batch * 50 + i), kDim, 1, 40));
     }
     write(docs);
   }
@@ -319,7 +318,8 @@ TEST(ArenaBudgetTest, TooSmallABudgetRefusesOpenAndWritesNamingTheSizes) {
     auto c = Collection::Create(dir.Sub("c"), config, CollectionOptions());
     ASSERT_TRUE(c.ok());
     std::vector<Document> docs;
-    for (int i = 0; i < 200; ++i) docs.push_back(testing::MakeDoc(rng, absl::StrCat("d", i), 64, 40, 40));
+    for (int i = 0; i < 200; ++i)
+      docs.push_back(testing::MakeDoc(rng, absl::StrCat("d", i), 64, 40, 40));
     ASSERT_TRUE((*c)->Upsert(docs).ok());  // 200 x 40 rows x 256 B = 2 MB
   }
   CollectionOptions small;
@@ -339,7 +339,8 @@ TEST(ArenaBudgetTest, TooSmallABudgetRefusesOpenAndWritesNamingTheSizes) {
   auto c = Collection::Open(dir.Sub("c"), enough);
   ASSERT_TRUE(c.ok()) << c.status();
   std::vector<Document> big;
-  for (int i = 0; i < 200; ++i) big.push_back(testing::MakeDoc(rng, absl::StrCat("n", i), 64, 40, 40));
+  for (int i = 0; i < 200; ++i)
+    big.push_back(testing::MakeDoc(rng, absl::StrCat("n", i), 64, 40, 40));
   big.push_back(testing::MakeDoc(rng, "d0", 64, 40, 40));  // would replace d0
   auto w = (*c)->Upsert(big);
   ASSERT_EQ(w.status().code(), absl::StatusCode::kResourceExhausted) << w.status();

@@ -94,8 +94,7 @@ std::map<std::string, Document> Stored(const Collection& c, const std::vector<Do
   return out;
 }
 
-double Reference(const SearchQuery& q, const std::vector<float>& tokens, uint32_t rows,
-                 bool bf16) {
+double Reference(const SearchQuery& q, const std::vector<float>& tokens, uint32_t rows, bool bf16) {
   std::vector<float> w(q.num_tokens, 1.f / float(q.num_tokens));
   const std::vector<float> qt = bf16 ? testing::RoundBf16(q.tokens) : q.tokens;
   return ReferenceScore(qt.data(), q.num_tokens, w.data(), tokens.data(), rows, kDim,
@@ -246,7 +245,8 @@ TEST(TokenCodecTest, RetrainingUnderWritesAndSearchesLosesNothing) {
     Clustered w(6);
     for (int round = 0; !stop; ++round) {
       std::vector<Document> batch;
-      for (int k = 0; k < 20; ++k) batch.push_back(w.Doc(absl::StrCat("d", (round * 20 + k) % 700)));
+      for (int k = 0; k < 20; ++k)
+        batch.push_back(w.Doc(absl::StrCat("d", (round * 20 + k) % 700)));
       ASSERT_TRUE(c.Upsert(batch).ok());
       const std::string gone = absl::StrCat("d", (round * 7) % 700);
       ASSERT_TRUE(c.Delete({gone}).ok());
