@@ -57,6 +57,7 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <set>
 
 #include "ann/residual_codec.h"
 #include "benchmarks.h"
@@ -294,6 +295,7 @@ struct RerankTimes {
   size_t code_bytes = 0;
   uint32_t code_centroids = 0;
   double code_max_diff = 0;   // max |codes - ours| over the scores
+  double code_top10 = 0;      // share of ours' top 10 that the codes' top 10 holds
   std::vector<float> scores;  // ours, for the comparison with PyTorch
 };
 
@@ -383,6 +385,19 @@ absl::StatusOr<RerankTimes> TimeRerank(const BenchFlags& f, const RerankData& x)
       out.code_max_diff =
           std::max(out.code_max_diff, double(std::fabs(code_scores[c] - out.scores[c])));
     }
+    // The top 10 by codes against the top 10 by the stored rows (exact
+    // with --dtype=f32).
+    auto top10 = [&](const std::vector<float>& s) {
+      std::vector<size_t> order(C);
+      for (size_t i = 0; i < C; ++i) order[i] = i;
+      std::partial_sort(order.begin(), order.begin() + long(top), order.end(),
+                        [&](size_t a, size_t b) { return s[a] > s[b]; });
+      return std::set<size_t>(order.begin(), order.begin() + long(top));
+    };
+    const std::set<size_t> a = top10(out.scores), b = top10(code_scores);
+    size_t both = 0;
+    for (size_t i : a) both += b.count(i);
+    out.code_top10 = top == 0 ? 1.0 : double(both) / double(top);
   }
   return out;
 }
@@ -454,6 +469,7 @@ struct RerankSummary {
   size_t code_bytes = 0;
   uint32_t code_centroids = 0;
   double code_max_diff = 0;
+  double code_top10 = 0;
   double floor_us = 0;  // the fastest of the bare matmuls
   double torch_us = 0;  // the fastest PyTorch variant in the requested dtype
   std::string torch_best;
@@ -473,6 +489,7 @@ RerankSummary SummarizeRerank(const RerankData& x, const RerankTimes& t, const T
   r.code_bytes = t.code_bytes;
   r.code_centroids = t.code_centroids;
   r.code_max_diff = t.code_max_diff;
+  r.code_top10 = t.code_top10;
   for (const Summary* s : {&r.mm, &r.mmrt, &r.mmt}) {
     if (s->count > 0 && (r.floor_us == 0 || s->p50 < r.floor_us)) r.floor_us = s->p50;
   }
@@ -535,13 +552,13 @@ void PrintRerank(const BenchFlags& f, const RerankData& x, const RerankSummary& 
   if (r.codes.count > 0) {
     std::printf(
         "codes: %zu B/token (%s stores %zu), %u centroids; codes / ours time (medians) %.2f; "
-        "max |score_codes - score_ours| %.3g\n",
+        "max |score_codes - score_ours| %.3g; top-10 overlap %.2f\n",
         r.code_bytes, f.dtype.c_str(),
         size_t(x.d) * (x.bf16   ? 2
                        : x.int8 ? 1
                                 : 4) +
             (x.int8 ? 4 : 0),
-        r.code_centroids, r.codes.p50 / r.ours.p50, r.code_max_diff);
+        r.code_centroids, r.codes.p50 / r.ours.p50, r.code_max_diff, r.code_top10);
   }
   if (r.floor_us > 0) {
     std::printf("throughput of ours / fastest bare matmul (medians): %.0f%%\n",
@@ -589,6 +606,7 @@ BenchOutput RerankRecord(const BenchFlags& f, const RerankData& x, const RerankS
       {"code_centroids", r.code_centroids},
       {"codes_over_ours_p50", r.codes.count > 0 ? r.codes.p50 / r.ours.p50 : 0.0},
       {"codes_max_abs_diff", r.code_max_diff},
+      {"codes_top10_overlap", r.code_top10},
       {"kernel_matmul_fixed", r.kernel_fixed},
       {"total_token_rows", x.total},
       {"mflop_per_query", x.flops / 1e6},
