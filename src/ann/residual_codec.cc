@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstring>
 #include <exception>
+#include <limits>
 
 #include "absl/strings/str_cat.h"
 #include "core/checksum.h"
@@ -13,6 +14,38 @@
 
 namespace attnsearch {
 namespace {
+
+// A FAISS index whose nearest-row search (k = 1, inner product) is the
+// caller's, so that k-means assigns its tokens with it.
+struct CallbackIndex : faiss::Index {
+  using Nearest = std::function<void(const float*, size_t, const float*, size_t, uint32_t*)>;
+  CallbackIndex(int d, const Nearest& fn) : faiss::Index(d, faiss::METRIC_INNER_PRODUCT), fn(fn) {}
+  void add(idx_t n, const float* x) override {
+    table.insert(table.end(), x, x + size_t(n) * size_t(d));
+    ntotal += n;
+  }
+  void reset() override {
+    table.clear();
+    ntotal = 0;
+  }
+  void search(idx_t n, const float* x, idx_t k, float* distances, idx_t* labels,
+              const faiss::SearchParameters* = nullptr) const override {
+    std::vector<uint32_t> ids(size_t(n), 0);
+    if (ntotal > 0) fn(table.data(), size_t(ntotal), x, size_t(n), ids.data());
+    for (idx_t i = 0; i < n; ++i) {
+      const float* row = x + size_t(i) * size_t(d);
+      const float* c = table.data() + size_t(ids[i]) * size_t(d);
+      float dot = 0;
+      for (int t = 0; t < d; ++t) dot += row[t] * c[t];
+      for (idx_t j = 0; j < k; ++j) {
+        labels[i * k + j] = j == 0 && ntotal > 0 ? idx_t(ids[i]) : -1;
+        distances[i * k + j] = j == 0 ? dot : -std::numeric_limits<float>::infinity();
+      }
+    }
+  }
+  const Nearest& fn;
+  std::vector<float> table;
+};
 
 constexpr char kMagic[8] = {'A', 'T', 'R', 'C', 'O', 'D', 'E', '1'};
 
@@ -75,8 +108,13 @@ absl::StatusOr<std::unique_ptr<ResidualCodec>> ResidualCodec::Train(
     cp.min_points_per_centroid = 1;
     cp.verbose = false;
     faiss::Clustering clustering(int(dim), int(k), cp);
-    faiss::IndexFlatIP assigner{int(dim)};
-    clustering.train(faiss::Index::idx_t(n), tokens, assigner);
+    if (options.nearest) {
+      CallbackIndex assigner(int(dim), options.nearest);
+      clustering.train(faiss::Index::idx_t(n), tokens, assigner);
+    } else {
+      faiss::IndexFlatIP assigner{int(dim)};
+      clustering.train(faiss::Index::idx_t(n), tokens, assigner);
+    }
     codec->centroids_ = std::move(clustering.centroids);
     codec->MakeAssigner();
   } catch (const std::exception& e) {

@@ -24,6 +24,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -50,6 +51,12 @@ struct ResidualCodecOptions {
   uint32_t max_tokens_per_centroid = 64;
   // Seed of k-means and its subsampling. Default: 1234.
   uint32_t seed = 1234;
+  // How k-means finds each training token's nearest centroid (largest
+  // inner product): out[i] for rows[i] (n x dim) among the k rows of
+  // `table` (e.g. on a matmul engine). Default: null, FAISS's exact flat
+  // search.
+  std::function<void(const float* table, size_t k, const float* rows, size_t n, uint32_t* out)>
+      nearest;
 };
 
 // The fewest training tokens per centroid Train accepts.

@@ -627,6 +627,23 @@ absl::StatusOr<CodecTrainingResult> Collection::RunCodec(bool train) {
     ResidualCodecOptions o;
     o.bits = tc.bits;
     o.centroids = tc.centroids != 0 ? tc.centroids : ChooseCentroids(seen, n);
+    // k-means assigns its tokens with bf16 matmuls too (exactly, by
+    // FAISS's flat search, if oneDNN cannot make the primitive).
+    o.nearest = [dim](const float* table, size_t k, const float* rows, size_t n, uint32_t* out) {
+      auto finder = NearestRows::Create(table, k, dim);
+      if (finder.ok() && (*finder)->Find(rows, n, out).ok()) return;
+      for (size_t i = 0; i < n; ++i) {
+        float best = -std::numeric_limits<float>::infinity();
+        for (size_t j = 0; j < k; ++j) {
+          float dot = 0;
+          for (uint32_t t = 0; t < dim; ++t) dot += rows[i * dim + t] * table[j * dim + t];
+          if (dot > best) {
+            best = dot;
+            out[i] = uint32_t(j);
+          }
+        }
+      }
+    };
     auto trained = ResidualCodec::Train(sample.data(), n, dim, o);
     if (!trained.ok()) {
       return Annotate(trained.status(),

@@ -461,7 +461,9 @@ void Encoder::BuildNeighbours(const absl::flat_hash_set<uint64_t>& associated) {
     }
     std::sort(best.begin(), best.end(), std::greater<>());
     auto& out = neighbours_[top[i]];
-    for (const auto& [c, j] : best) out.emplace_back(top[j], c);
+    // Two keys of the same direction can give a product a rounding above
+    // 1: cosines are kept within [-1, 1].
+    for (const auto& [c, j] : best) out.emplace_back(top[j], std::clamp(c, -1.f, 1.f));
   }
 }
 
@@ -715,11 +717,14 @@ absl::StatusOr<std::unique_ptr<Encoder>> Encoder::Deserialize(std::string_view b
     for (uint8_t k = 0; k < count; ++k) {
       uint32_t key;
       float cosine;
+      // A cosine a rounding above 1 (written before they were clamped) is
+      // taken as 1.
       if (!r.Get(&key) || !r.Get(&cosine) || key >= v || key == i ||
-          !(cosine >= -1.f && cosine <= 1.f)) {
-        return corrupt("bad neighbour list");
+          !(cosine >= -1.001f && cosine <= 1.001f)) {
+        return corrupt(absl::StrCat("bad neighbour list of key ", i, " (neighbour ", k, ": key ",
+                                    key, ", cosine ", cosine, ")"));
       }
-      enc->neighbours_[i].emplace_back(key, cosine);
+      enc->neighbours_[i].emplace_back(key, std::clamp(cosine, -1.f, 1.f));
     }
   }
   if (r.remaining() != 0) return corrupt("trailing bytes");

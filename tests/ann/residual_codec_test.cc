@@ -141,6 +141,36 @@ TEST(ResidualCodecTest, ErrorShrinksWithBitsAndGeneralises) {
   }
 }
 
+// k-means may assign its tokens with the caller's search (e.g. a matmul
+// engine's): it is called, and with an exact search the codec is as good as
+// with FAISS's own.
+TEST(ResidualCodecTest, KMeansUsesTheCallersNearestSearch) {
+  const size_t n = 8192;
+  const std::vector<float> train = ClusteredTokens(n, 64, 7);
+  ResidualCodecOptions faiss_options;
+  auto plain = ResidualCodec::Train(train.data(), n, kDim, faiss_options);
+  ASSERT_TRUE(plain.ok()) << plain.status();
+  size_t calls = 0;
+  ResidualCodecOptions options;
+  options.nearest = [&](const float* table, size_t k, const float* rows, size_t m, uint32_t* out) {
+    ++calls;
+    for (size_t i = 0; i < m; ++i) {
+      double best = -1e30;
+      for (size_t j = 0; j < k; ++j) {
+        double dot = 0;
+        for (uint32_t t = 0; t < kDim; ++t) dot += double(rows[i * kDim + t]) * table[j * kDim + t];
+        if (dot > best) best = dot, out[i] = uint32_t(j);
+      }
+    }
+  };
+  auto made = ResidualCodec::Train(train.data(), n, kDim, options);
+  ASSERT_TRUE(made.ok()) << made.status();
+  EXPECT_GE(calls, size_t(options.iterations));
+  EXPECT_EQ((*made)->num_centroids(), (*plain)->num_centroids());
+  EXPECT_LT((*made)->train_mse(), 1.05 * (*plain)->train_mse());
+  EXPECT_GT((*made)->train_mse(), 0.95 * (*plain)->train_mse());
+}
+
 // Documents of clustered tokens ranked by MaxSim on exact and on decoded
 // tokens (the reference reranker): the top 10 agree more with more bits.
 // (These tokens are centre + isotropic noise, a hard case: their residuals

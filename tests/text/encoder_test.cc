@@ -848,6 +848,27 @@ std::string Patch(std::string bytes, size_t offset, T value) {
   return Resign(std::move(bytes));
 }
 
+// A neighbour's cosine a float rounding above 1 (two keys of the same
+// direction; encoders written before cosines were clamped stored them) is
+// read as 1; one clearly above 1 is DATA_LOSS.
+TEST(EncoderTest, NeighbourCosineARoundingAboveOneIsAccepted) {
+  const std::string bytes = SmallEncoderBytes();
+  ASSERT_FALSE(bytes.empty());
+  // The last neighbour cosine: the neighbour lists end the content, before
+  // the 8-byte checksum; the last float in (0.7, 1] there is one.
+  size_t at = 0;
+  for (size_t o = bytes.size() - 12; o > bytes.size() - 200 && at == 0; --o) {
+    float f;
+    std::memcpy(&f, bytes.data() + o, 4);
+    if (f > 0.7f && f <= 1.f) at = o;
+  }
+  ASSERT_NE(at, 0u) << "no neighbour cosine found near the end";
+  const absl::StatusOr<std::unique_ptr<Encoder>> above =
+      Encoder::Deserialize(Patch(bytes, at, 1.0000001f));
+  ASSERT_TRUE(above.ok()) << above.status();
+  ExpectDataLoss(Patch(bytes, at, 1.01f), "cosine 1.01");
+}
+
 TEST(EncoderTest, WellSignedButMalformedBytesAreDataLoss) {
   const std::string bytes = SmallEncoderBytes();
   ASSERT_FALSE(bytes.empty());
