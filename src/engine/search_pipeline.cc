@@ -71,6 +71,10 @@ TokenBlock& SpareBlock() {
   return spare;
 }
 
+// Candidates Score ranks beyond top_k, to stand in for hits deleted after
+// the ANN stage.
+constexpr size_t kSpareHits = 16;
+
 // Blocks up to this size are kept for the thread's next search.
 constexpr size_t kSpareBlockBytes = size_t{32} << 20;
 
@@ -436,7 +440,8 @@ absl::StatusOr<SearchPipeline::Scored> SearchPipeline::Score(const SearchQuery& 
       }
     }
   }
-  const size_t keep = std::min<size_t>(q.top_k, s.best.size());
+  // A few beyond top_k, for the hits whose documents are gone (see Hits).
+  const size_t keep = std::min<size_t>(size_t(q.top_k) + kSpareHits, s.best.size());
   std::partial_sort(s.best.begin(), s.best.begin() + long(keep), s.best.end(),
                     [](const ScoredCandidate& a, const ScoredCandidate& b) {
                       if (a.score != b.score) return a.score > b.score;
@@ -451,30 +456,44 @@ absl::StatusOr<std::vector<SearchHit>> SearchPipeline::Hits(const SearchQuery& q
                                                             const Fetched* fetched,
                                                             const Scored& scored,
                                                             int64_t* explain_us) const {
-  std::vector<Label> labels;
-  for (const auto& s : scored.best) labels.push_back(s.label);
+  // The best top_k whose documents the view holds: a candidate deleted
+  // after the ANN stage and before the view may still have had its tokens
+  // in the arena and a score; the next best take its place.
+  std::vector<const ScoredCandidate*> best;
   std::vector<std::optional<Document>> docs;
-  ATTN_RETURN_IF_ERROR(parts_.store->GetDocuments(labels, false, &docs, &*c.view));
+  for (size_t next = 0; best.size() < q.top_k && next < scored.best.size();) {
+    const size_t n = std::min(size_t(q.top_k) - best.size(), scored.best.size() - next);
+    std::vector<Label> labels;
+    for (size_t i = next; i < next + n; ++i) labels.push_back(scored.best[i].label);
+    std::vector<std::optional<Document>> got;
+    ATTN_RETURN_IF_ERROR(parts_.store->GetDocuments(labels, false, &got, &*c.view));
+    for (size_t i = 0; i < n; ++i) {
+      if (!got[i]) continue;  // deleted before the view was taken
+      best.push_back(&scored.best[next + i]);
+      docs.push_back(std::move(got[i]));
+    }
+    next += n;
+  }
   // The evidence for the hits, from the similarities Score kept (or, when
   // the candidates took several matmuls, one more over the hits' rows).
   std::vector<std::vector<TokenEvidence>> evidence;
   const auto t_explain = Clock::now();
-  if (q.explain && fetched != nullptr && !scored.best.empty()) {
+  if (q.explain && fetched != nullptr && !best.empty()) {
     if (fetched->coded.empty()) {
       std::vector<size_t> which;
-      for (const auto& s : scored.best) which.push_back(s.candidate);
+      for (const ScoredCandidate* s : best) which.push_back(s->candidate);
       ATTN_RETURN_IF_ERROR(parts_.reranker->ExplainScored(RerankQueryOf(q), fetched->tokens(),
                                                           scored.similarities, which, &evidence));
     } else {
       // Some hits were scored from codes: their rows (exact, or decoded)
       // gathered, and explained with one matmul.
       TokenBlock hits;
-      hits.rows.assign(scored.best.size(), 0);
-      hits.offsets.assign(scored.best.size(), 0);
-      hits.found.assign(scored.best.size(), true);
-      for (size_t k = 0; k < scored.best.size(); ++k) {
+      hits.rows.assign(best.size(), 0);
+      hits.offsets.assign(best.size(), 0);
+      hits.found.assign(best.size(), true);
+      for (size_t k = 0; k < best.size(); ++k) {
         hits.offsets[k] = hits.total_rows;
-        CandidateRows(*fetched, scored, scored.best[k].candidate, &hits);
+        CandidateRows(*fetched, scored, best[k]->candidate, &hits);
         hits.rows[k] = uint32_t(hits.total_rows - hits.offsets[k]);
       }
       const CandidateTokens t{hits.data(),      hits.total_rows,
@@ -485,14 +504,13 @@ absl::StatusOr<std::vector<SearchHit>> SearchPipeline::Hits(const SearchQuery& q
   }
   *explain_us = MicrosSince(t_explain);
   std::vector<SearchHit> hits;
-  for (size_t i = 0; i < scored.best.size(); ++i) {
-    if (!docs[i]) continue;  // deleted before the view was taken
+  for (size_t i = 0; i < best.size(); ++i) {
     SearchHit hit;
     Document& d = *docs[i];
     hit.id = std::move(d.id);
-    hit.score = scored.best[i].score;
-    hit.ann_score = scored.best[i].ann_score;
-    hit.from_codes = scored.best[i].from_codes;
+    hit.score = best[i]->score;
+    hit.ann_score = best[i]->ann_score;
+    hit.from_codes = best[i]->from_codes;
     if (q.include_text) hit.text = d.text;
     if (q.include_metadata) hit.metadata = std::move(d.metadata);
     if (!evidence.empty()) AddEvidence(q, d, evidence[i], &hit);

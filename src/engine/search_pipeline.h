@@ -110,7 +110,9 @@ class SearchPipeline {
     bool from_codes = false;
   };
   struct Scored {
-    std::vector<ScoredCandidate> best;  // the top_k, best first
+    // The top_k and a few more (stand-ins for hits deleted meanwhile), best
+    // first.
+    std::vector<ScoredCandidate> best;
     // With explain: the similarities Score computed, for the evidence
     // (when every candidate was scored from rows).
     ScoredSimilarities similarities;

@@ -239,6 +239,7 @@ TEST(TokenCodecTest, RetrainingUnderWritesAndSearchesLosesNothing) {
   std::atomic<bool> stop{false};
   std::atomic<int> search_errors{0}, searches{0};
   std::mutex mu;
+  std::string first_error;
   std::map<std::string, int> live;  // id -> tokens, as acknowledged
   for (int i = 0; i < 600; ++i) live[absl::StrCat("d", i)] = 0;
   std::thread writer([&] {
@@ -260,7 +261,13 @@ TEST(TokenCodecTest, RetrainingUnderWritesAndSearchesLosesNothing) {
     while (!stop) {
       SearchQuery q = r.Query(searches % 3 == 0);
       auto res = c.Search(q);
-      if (!res.ok() || res->hits.size() != 10) ++search_errors;
+      if (!res.ok() || res->hits.size() != 10) {
+        if (search_errors++ == 0) {
+          std::lock_guard<std::mutex> l(mu);
+          first_error =
+              res.ok() ? absl::StrCat(res->hits.size(), " hits") : res.status().ToString();
+        }
+      }
       ++searches;
     }
   });
@@ -272,7 +279,7 @@ TEST(TokenCodecTest, RetrainingUnderWritesAndSearchesLosesNothing) {
   stop = true;
   writer.join();
   reader.join();
-  EXPECT_EQ(search_errors.load(), 0);
+  EXPECT_EQ(search_errors.load(), 0) << first_error;
   EXPECT_GT(searches.load(), 10);
   // Everything acknowledged is there.
   std::vector<std::string> ids;
