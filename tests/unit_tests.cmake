@@ -48,7 +48,7 @@ attn_cc_test(NAME int8_test
 # The reranker's tests again with oneDNN held below AMX, to AVX-512 with bf16
 # and VNNI: the kernels of machines without AMX (e.g. AMD Zen 4 and 5).
 foreach(isa AVX512_CORE_BF16)
-  foreach(t reranker_test int8_test)
+  foreach(t reranker_test int8_test nearest_rows_test)
     add_test(NAME ${t}_isa_${isa} COMMAND ${t})
     set_tests_properties(${t}_isa_${isa} PROPERTIES
       ENVIRONMENT "ONEDNN_MAX_CPU_ISA=${isa}" LABELS unit)

@@ -530,11 +530,14 @@ absl::Status Collection::LoadCodec() {
 namespace {
 
 // Centroids for a collection of `tokens` token rows: a power of two near
-// 4·sqrt(tokens), 64..65536, with at least 8 training rows each.
+// 4·sqrt(tokens), 64..8192, with at least 8 training rows each. Encoding
+// costs time in proportion to the centroids (a 64M-token collection would
+// ask for 32,768, four times 8,192's two minutes); config.token_codec.
+// centroids asks for more, up to 65,536.
 uint32_t ChooseCentroids(uint64_t tokens, size_t sample) {
   uint32_t k = 64;
   const double want = 4.0 * std::sqrt(double(tokens));
-  while (k < 65536 && double(k) * 1.5 < want) k *= 2;
+  while (k < 8192 && double(k) * 1.5 < want) k *= 2;
   while (k > 16 && size_t(k) * 8 > sample) k /= 2;
   return k;
 }

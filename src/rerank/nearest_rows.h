@@ -1,6 +1,7 @@
 // NearestRows: for many query rows, the row of a fixed table with the
-// largest inner product (e.g. a token's nearest centroid), as bf16 matmuls
-// on oneDNN (AMX or AVX-512 kernels where present) block by block, each
+// largest inner product (e.g. a token's nearest centroid), in bf16: on AMX
+// by a tile kernel that keeps only each row's running maximum; elsewhere by
+// oneDNN matmuls (AVX-512 kernels where present) block by block, each
 // block's similarities reduced to their row-wise argmax while in cache.
 // bf16 keeps about three significant digits: of two rows whose products
 // differ by less than that, either may be chosen.
@@ -18,13 +19,24 @@
 
 namespace attnsearch {
 
+struct NearestRowsOptions {
+  // Where the CPU has AMX (and ONEDNN_MAX_CPU_ISA, if set, allows an AMX
+  // level), a tile kernel that reduces each block of similarities while it
+  // is still in the tiles' output; otherwise oneDNN's bf16 matmul, block by
+  // block. Default: true.
+  bool tile_kernel = true;
+};
+
 class NearestRows {
  public:
   // A finder over `table`: k rows of dim values (copied). INVALID_ARGUMENT
   // when k or dim is 0.
-  static absl::StatusOr<std::unique_ptr<NearestRows>> Create(const float* table, size_t k,
-                                                             uint32_t dim);
+  static absl::StatusOr<std::unique_ptr<NearestRows>> Create(
+      const float* table, size_t k, uint32_t dim, const NearestRowsOptions& options = {});
   ~NearestRows();
+
+  // The kernel Find runs: "amx tiles" or "onednn matmul".
+  const char* kernel() const;
 
   // out[i]: the table row with the largest inner product with rows[i]
   // (n x dim values).

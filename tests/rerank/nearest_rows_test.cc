@@ -5,21 +5,39 @@
 
 #include <gtest/gtest.h>
 
+#include <cstdio>
 #include <random>
 
+#include "oneapi/dnnl/dnnl.hpp"
 #include "test_util.h"
 
 namespace attnsearch {
 namespace {
 
-TEST(NearestRowsTest, PicksTheBestRowOrATieWithinBf16Rounding) {
+// Both kernels: the AMX tile kernel (where the CPU has it) and oneDNN's.
+class NearestRowsTest : public ::testing::TestWithParam<bool> {};
+
+TEST_P(NearestRowsTest, PicksTheBestRowOrATieWithinBf16Rounding) {
   std::mt19937 rng(5);
-  for (const auto& [k, dim, n] : std::vector<std::tuple<size_t, uint32_t, size_t>>{
-           {1, 8, 3}, {17, 16, 65}, {1000, 64, 300}, {4096, 128, 129}}) {
+  NearestRowsOptions options;
+  options.tile_kernel = GetParam();
+  // Shapes off every block size: 1 row, 17 (one tile column and a bit),
+  // dimensions not a multiple of 32, n across the 256-row tasks.
+  for (const auto& [k, dim, n] :
+       std::vector<std::tuple<size_t, uint32_t, size_t>>{{1, 8, 3},
+                                                         {17, 16, 65},
+                                                         {33, 40, 257},
+                                                         {1000, 64, 300},
+                                                         {4096, 128, 129},
+                                                         {2000, 100, 700}}) {
     const std::vector<float> table = testing::RandomUnitRows(rng, k, dim);
     const std::vector<float> rows = testing::RandomUnitRows(rng, n, dim);
-    auto finder = NearestRows::Create(table.data(), k, dim);
+    auto finder = NearestRows::Create(table.data(), k, dim, options);
     ASSERT_TRUE(finder.ok()) << finder.status();
+    SCOPED_TRACE((*finder)->kernel());
+    if (!GetParam()) {
+      EXPECT_STREQ((*finder)->kernel(), "onednn matmul");
+    }
     std::vector<uint32_t> got(n, 12345);
     ASSERT_TRUE((*finder)->Find(rows.data(), n, got.data()).ok());
     size_t exact = 0;
@@ -39,6 +57,22 @@ TEST(NearestRowsTest, PicksTheBestRowOrATieWithinBf16Rounding) {
     EXPECT_GE(double(exact), 0.9 * double(n)) << "k " << k;
   }
   EXPECT_FALSE(NearestRows::Create(nullptr, 0, 8).ok());
+}
+
+INSTANTIATE_TEST_SUITE_P(Kernels, NearestRowsTest, ::testing::Bool(),
+                         [](const ::testing::TestParamInfo<bool>& info) {
+                           return info.param ? "TileKernelWherePresent" : "OneDnn";
+                         });
+
+// On an AMX machine the tile kernel runs unless ONEDNN_MAX_CPU_ISA holds the
+// process below AMX (ctest runs this test again so capped).
+TEST(NearestRowsKernelTest, TileKernelExactlyWhereAmxIsAllowed) {
+  const std::vector<float> table(64 * 32, 0.5f);
+  auto finder = NearestRows::Create(table.data(), 64, 32);
+  ASSERT_TRUE(finder.ok()) << finder.status();
+  const bool amx = dnnl::get_effective_cpu_isa() == dnnl::cpu_isa::avx512_core_amx;
+  EXPECT_STREQ((*finder)->kernel(), amx ? "amx tiles" : "onednn matmul");
+  std::printf("nearest rows kernel: %s\n", (*finder)->kernel());
 }
 
 }  // namespace
