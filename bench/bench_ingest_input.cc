@@ -40,7 +40,9 @@
 #include <sstream>
 
 #include "benchmarks.h"
+#include "children.h"
 #include "core/status.h"
+#include "core/vector_math.h"
 #include "dataset.h"
 #include "report.h"
 
@@ -108,8 +110,10 @@ absl::Status WriteBytes(std::ofstream& out, const void* data, size_t n, const st
   return out ? absl::OkStatus() : absl::InternalError("cannot write " + path);
 }
 
-// Writes the set as a folder of .npy files; returns the bytes written.
-absl::StatusOr<uint64_t> WriteNpyFolder(const BenchFlags& f, const std::string& dir) {
+}  // namespace
+
+absl::StatusOr<uint64_t> WriteNpyFolder(const BenchFlags& f, const std::string& dir,
+                                        bool bf16_tokens) {
   std::filesystem::create_directories(dir);
   SyntheticDataset data(IngestSynthetic(f));
   std::vector<int64_t> offsets = {0};
@@ -118,12 +122,20 @@ absl::StatusOr<uint64_t> WriteNpyFolder(const BenchFlags& f, const std::string& 
   std::ofstream tokens(dir + "/tokens.npy", std::ios::binary),
       pooled(dir + "/pooled.npy", std::ios::binary);
   std::ofstream docs(dir + "/docs.jsonl");
-  tokens << NpyHeader("<f4", "(" + std::to_string(offsets.back()) + ", " + d + ")");
+  tokens << NpyHeader(bf16_tokens ? "<V2" : "<f4",
+                      "(" + std::to_string(offsets.back()) + ", " + d + ")");
   pooled << NpyHeader("<f4", "(" + std::to_string(f.num_docs) + ", " + d + ")");
   std::vector<float> v(f.dim), rows;
+  std::vector<uint16_t> halves;
   for (size_t i = 0; i < f.num_docs; ++i) {
     const uint32_t n = data.Tokens(i, &rows);
-    ATTN_RETURN_IF_ERROR(WriteBytes(tokens, rows.data(), size_t(n) * f.dim * 4, "tokens.npy"));
+    if (bf16_tokens) {
+      halves.resize(size_t(n) * f.dim);
+      FloatToBf16(rows.data(), halves.data(), halves.size());
+      ATTN_RETURN_IF_ERROR(WriteBytes(tokens, halves.data(), halves.size() * 2, "tokens.npy"));
+    } else {
+      ATTN_RETURN_IF_ERROR(WriteBytes(tokens, rows.data(), size_t(n) * f.dim * 4, "tokens.npy"));
+    }
     data.Pooled(i, v.data());
     ATTN_RETURN_IF_ERROR(WriteBytes(pooled, v.data(), v.size() * 4, "pooled.npy"));
     docs << "{\"id\":\"doc-" << i << "\",\"text\":\"synthetic document " << i << "\"}\n";
@@ -157,7 +169,6 @@ double ChildCpuSeconds() {
          1e-6 * double(u.ru_utime.tv_usec + u.ru_stime.tv_usec);
 }
 
-// user + system CPU seconds of a running process, from /proc.
 double ProcessCpuSeconds(int pid) {
   std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
   std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
@@ -170,60 +181,44 @@ double ProcessCpuSeconds(int pid) {
   return ticks / double(sysconf(_SC_CLK_TCK));
 }
 
-// An attnsearch-server child on a loopback port, stopped when destroyed.
-class ServerChild {
- public:
-  static absl::StatusOr<std::unique_ptr<ServerChild>> Start(const std::string& binary,
-                                                            const std::string& data_dir) {
-    int out[2];
-    if (pipe(out) != 0) return absl::InternalError("pipe failed");
-    const int pid = fork();
-    if (pid == 0) {
-      dup2(out[1], 1);
-      close(out[0]);
-      const std::string log = data_dir + ".log";
-      freopen(log.c_str(), "w", stderr);
-      execl(binary.c_str(), binary.c_str(), "--data_dir", data_dir.c_str(), "--listen",
-            "127.0.0.1:0", static_cast<char*>(nullptr));
-      _exit(127);
-    }
-    close(out[1]);
-    auto child = std::unique_ptr<ServerChild>(new ServerChild(pid));
-    FILE* in = fdopen(out[0], "r");
-    char line[256] = {};
-    const std::string prefix = "attnsearch-server listening on ";
-    if (fgets(line, sizeof line, in) == nullptr || std::string(line).rfind(prefix, 0) != 0) {
-      fclose(in);
-      return absl::InternalError(binary + " did not start (see " + data_dir + ".log)");
-    }
+absl::StatusOr<std::unique_ptr<ServerChild>> ServerChild::Start(
+    const std::string& binary, const std::string& data_dir, const std::vector<std::string>& args) {
+  int out[2];
+  if (pipe(out) != 0) return absl::InternalError("pipe failed");
+  std::vector<std::string> argv = {binary, "--data_dir", data_dir, "--listen", "127.0.0.1:0"};
+  argv.insert(argv.end(), args.begin(), args.end());
+  const int pid = fork();
+  if (pid == 0) {
+    dup2(out[1], 1);
+    close(out[0]);
+    const std::string log = data_dir + ".log";
+    freopen(log.c_str(), "w", stderr);
+    std::vector<char*> c_argv;
+    for (std::string& a : argv) c_argv.push_back(a.data());
+    c_argv.push_back(nullptr);
+    execv(binary.c_str(), c_argv.data());
+    _exit(127);
+  }
+  close(out[1]);
+  auto child = std::unique_ptr<ServerChild>(new ServerChild(pid));
+  FILE* in = fdopen(out[0], "r");
+  char line[256] = {};
+  const std::string prefix = "attnsearch-server listening on ";
+  if (fgets(line, sizeof line, in) == nullptr || std::string(line).rfind(prefix, 0) != 0) {
     fclose(in);
-    child->address_ = std::string(line + prefix.size());
-    while (!child->address_.empty() && child->address_.back() == '\n') child->address_.pop_back();
-    return child;
+    return absl::InternalError(binary + " did not start (see " + data_dir + ".log)");
   }
-  ~ServerChild() {
-    kill(pid_, SIGTERM);
-    waitpid(pid_, nullptr, 0);
-  }
-  int pid() const { return pid_; }
-  const std::string& address() const { return address_; }
+  fclose(in);
+  child->address_ = std::string(line + prefix.size());
+  while (!child->address_.empty() && child->address_.back() == '\n') child->address_.pop_back();
+  return child;
+}
 
- private:
-  explicit ServerChild(int pid) : pid_(pid) {}
-  int pid_;
-  std::string address_;
-};
+ServerChild::~ServerChild() {
+  kill(pid_, SIGTERM);
+  waitpid(pid_, nullptr, 0);
+}
 
-struct IndexerRun {
-  int threads = 0;
-  int exit_code = -1;
-  double load_docs_per_s = 0;  // the indexer's own figure
-  double wall_s = 0, cpu_s = 0, server_cpu_s = 0;
-  std::string summary;  // its "done: ..." line
-};
-
-// One attnsearch-index run: `target` is "--data_dir DIR ..." or
-// "--server ADDR ..."; `server` the server child online (null offline).
 absl::StatusOr<IndexerRun> RunIndexer(const std::string& indexer, const std::string& input,
                                       const std::string& target, const std::string& log,
                                       int threads, const ServerChild* server) {
@@ -245,6 +240,7 @@ absl::StatusOr<IndexerRun> RunIndexer(const std::string& indexer, const std::str
   std::smatch m;
   const std::string all = text.str();
   static const std::regex done(R"(done: [^\n]*, ([0-9.]+) docs/s[^\n]*)");
+  run.log = all;
   if (std::regex_search(all, m, done)) {
     run.summary = m[0];
     run.load_docs_per_s = std::stod(m[1]);
@@ -256,9 +252,6 @@ absl::StatusOr<IndexerRun> RunIndexer(const std::string& indexer, const std::str
   return run;
 }
 
-// Reads `path` (a file, or every file of a folder) once, so that every
-// timed run finds the input in the page cache, as the in-process load finds
-// its documents in memory.
 void WarmPageCache(const std::string& path) {
   std::vector<std::string> files;
   if (std::filesystem::is_directory(path)) {
@@ -278,6 +271,8 @@ std::string BesideThisBinary(const std::string& name) {
   return (std::filesystem::read_symlink("/proc/self/exe").parent_path() / name).string();
 }
 
+namespace {
+
 // Writes the set as `input` ("jsonl" or "npy") into dir; returns the path
 // to load and its size (with the uncompressed size for jsonl).
 absl::StatusOr<std::pair<std::string, nlohmann::json>> WriteInput(const BenchFlags& f,
@@ -287,7 +282,7 @@ absl::StatusOr<std::pair<std::string, nlohmann::json>> WriteInput(const BenchFla
   std::fflush(stdout);
   if (input == "npy") {
     const std::string path = dir + "/input_npy";
-    ATTN_ASSIGN_OR_RETURN(const uint64_t bytes, WriteNpyFolder(f, path));
+    ATTN_ASSIGN_OR_RETURN(const uint64_t bytes, WriteNpyFolder(f, path, /*bf16_tokens=*/false));
     ::sync();  // the first run must not share the disk with the write-back
     WarmPageCache(path);
     std::printf("input: %.1f MB of .npy files\n", bytes / 1e6);

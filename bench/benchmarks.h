@@ -119,6 +119,8 @@ struct BenchFlags {
   // whether it keeps the exact tier.
   std::string e2e_token_codec = "rows";
   bool exact_tier = true;
+  // scale: the token codec attnsearch-index creates the collection with.
+  std::string scale_token_codec = "residual";
   float semantic_share = 0.3f;
   std::string stem_language = "english";
   float expansion_weight = -1.f;  // < 0: the encoder's default
@@ -145,6 +147,7 @@ absl::StatusOr<BenchOutput> RunIngest(const BenchFlags& flags);
 absl::StatusOr<BenchOutput> RunE2e(const BenchFlags& flags);
 absl::StatusOr<BenchOutput> RunQuality(const BenchFlags& flags);
 absl::StatusOr<BenchOutput> RunOverwrite(const BenchFlags& flags);
+absl::StatusOr<BenchOutput> RunScale(const BenchFlags& flags);
 
 // The synthetic generator options the flags describe.
 SyntheticOptions SyntheticFromFlags(const BenchFlags& flags);

@@ -17,6 +17,8 @@
 //   overwrite  replacing documents in-process: documents/s and Upsert
 //           latency, and Search latency alone and while documents are
 //           replaced                                        (bench_overwrite.cc)
+//   scale   a large set loaded offline by attnsearch-index, served by
+//           attnsearch-server: load time, disk, RSS, e2e latency (bench_scale.cc)
 //
 // Each run prints a table and one JSON record (parameters, machine, git
 // commit, timestamp, figures). With --out_dir DIR it appends the record to
@@ -200,9 +202,14 @@ void AddQualityFlags(CLI::App& app, BenchFlags& f) {
                  "the load with --code_bits and --code_centroids)")
       ->check(CLI::IsMember({"rows", "residual"}))
       ->capture_default_str();
+  app.add_option("--scale_token_codec", f.scale_token_codec,
+                 "scale: the collection's token codec, rows or residual (--code_bits)")
+      ->check(CLI::IsMember({"rows", "residual"}))
+      ->capture_default_str();
   app.add_option("--exact_tier", f.exact_tier,
-                 "e2e --load with a residual codec: re-score the best candidates from the "
-                 "stored rows (keep_full_precision)")
+                 "e2e --load and scale, with a residual codec: keep the full-precision rows "
+                 "and re-score the best candidates from them (keep_full_precision; false: "
+                 "only codes are kept)")
       ->capture_default_str();
   app.add_option("--quality_dim", f.quality_dim, "collection dimension (quality)")
       ->capture_default_str();
@@ -251,6 +258,7 @@ BenchFn FindBenchmark(const std::string& name) {
   if (name == "e2e") return RunE2e;
   if (name == "quality") return RunQuality;
   if (name == "overwrite") return RunOverwrite;
+  if (name == "scale") return RunScale;
   return nullptr;
 }
 
@@ -298,9 +306,10 @@ int main(int argc, char** argv) {
   BenchFlags f;
   std::string benchmarks = "ann";
   CLI::App app{
-      "attnsearch-bench: attnsearch benchmarks (ann, rerank, ingest, e2e, quality, overwrite)"};
+      "attnsearch-bench: attnsearch benchmarks (ann, rerank, ingest, e2e, quality, overwrite, "
+      "scale)"};
   app.add_option("--benchmarks", benchmarks,
-                 "comma-separated: ann,rerank,ingest,e2e,quality,overwrite")
+                 "comma-separated: ann,rerank,ingest,e2e,quality,overwrite,scale")
       ->capture_default_str();
   AddDataFlags(app, f);
   AddAnnFlags(app, f);

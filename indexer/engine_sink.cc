@@ -117,6 +117,9 @@ class EngineSink : public Sink {
           (unsigned long long)r.version, r.centroids, r.bits, r.code_bytes,
           (unsigned long long)r.sample_tokens, r.train_seconds, (unsigned long long)r.encoded,
           r.encode_seconds);
+      if (r.compact_seconds > 0) {
+        codes += absl::StrFormat(" (their rows dropped, compacted in %.1f s)", r.compact_seconds);
+      }
     }
     const CollectionStats stats = collection_->Stats();
     return absl::StrFormat(

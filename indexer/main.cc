@@ -106,6 +106,10 @@ int main(int argc, char** argv) {
   app.add_option("--code_bits", o.token_codec.bits, "residual codec: bits per dimension, 1, 2 or 4")
       ->check(CLI::IsMember({1, 2, 4}))
       ->capture_default_str();
+  app.add_option("--exact_tier", o.token_codec.keep_full_precision,
+                 "residual codec: re-score each search's best candidates from the stored rows "
+                 "(keep_full_precision)")
+      ->capture_default_str();
   app.add_option("--numeric_fields", o.numeric_fields,
                  "metadata keys whose values are numbers (filterable by range), comma "
                  "separated, when creating")

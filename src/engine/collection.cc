@@ -416,7 +416,10 @@ absl::StatusOr<Collection::StoreCommit> Collection::CommitToStore(const std::vec
   }
   for (size_t i = 0; i < docs.size(); ++i) {
     writes[i] = {c.first + i, existing[i], &docs[i]};
-    if (!c.codes.empty() && docs[i].num_tokens > 0) writes[i].codes = &c.codes[i];
+    if (!c.codes.empty() && docs[i].num_tokens > 0) {
+      writes[i].codes = &c.codes[i];
+      writes[i].codes_only = !config().token_codec.keep_full_precision;
+    }
     if (docs[i].pooled.empty()) continue;  // awaiting the encoder
     c.labels.push_back(c.first + i);
     c.pooled.insert(c.pooled.end(), docs[i].pooled.begin(), docs[i].pooled.end());
@@ -601,6 +604,12 @@ absl::StatusOr<CodecTrainingResult> Collection::RunCodec(bool train) {
   const TokenDtype dtype = config().token_dtype;
   CodecTrainingResult result;
   std::shared_ptr<const TokenCodecState> state = codec();
+  if (train && state != nullptr && !tc.keep_full_precision) {
+    return absl::FailedPreconditionError(
+        "token_codec: the collection keeps only its token codes "
+        "(config.token_codec.keep_full_precision is off), so the rows a new codec would learn "
+        "from and re-encode are gone; it is trained once");
+  }
   if (train) {
     const auto t0 = Clock::now();
     // A uniform sample of the live documents' token rows (reservoir).
@@ -712,7 +721,7 @@ absl::StatusOr<CodecTrainingResult> Collection::RunCodec(bool train) {
       live.push_back(std::move(batch[i]));
       live_rows.push_back(batch_rows[i]);
     }
-    ATTN_RETURN_IF_ERROR(store_->PutCodes(live));
+    ATTN_RETURN_IF_ERROR(store_->PutCodes(live, /*drop_rows=*/!tc.keep_full_precision));
     if (arena_ != nullptr) {
       for (size_t i = 0; i < live.size(); ++i) {
         absl::Status s = arena_->Replace(live[i].first, live[i].second, live_rows[i], kCodesRecord);
@@ -760,6 +769,13 @@ absl::StatusOr<CodecTrainingResult> Collection::RunCodec(bool train) {
   ATTN_RETURN_IF_ERROR(hand_over());
   codec_pending_ = 0;
   result.encode_seconds = std::chrono::duration<double>(Clock::now() - t1).count();
+  // Keeping only codes: the disk of the rows just dropped comes back now,
+  // not at some later compaction.
+  if (!tc.keep_full_precision && result.encoded > 0) {
+    const auto t2 = Clock::now();
+    ATTN_RETURN_IF_ERROR(store_->CompactTokens());
+    result.compact_seconds = std::chrono::duration<double>(Clock::now() - t2).count();
+  }
   return result;
 }
 
@@ -959,7 +975,14 @@ absl::StatusOr<GetResult> Collection::Get(const std::vector<std::string>& ids,
     if (l) found.push_back(*l);
   }
   std::vector<std::optional<Document>> docs;
-  ATTN_RETURN_IF_ERROR(store_->GetDocuments(found, include_vectors, &docs, &view));
+  // A document kept as codes only gives back its decoded rows.
+  DocStore::CodesDecoder decode;
+  if (const std::shared_ptr<const TokenCodecState> codes = codec()) {
+    decode = [codes](std::string_view record, Document* d) {
+      return codes->DecodeRecord(record, d);
+    };
+  }
+  ATTN_RETURN_IF_ERROR(store_->GetDocuments(found, include_vectors, &docs, &view, decode));
   GetResult result;
   size_t k = 0;
   for (size_t i = 0; i < ids.size(); ++i) {

@@ -181,6 +181,8 @@ struct CodecTrainingResult {
   uint64_t encoded = 0;        // documents whose codes it wrote
   double train_seconds = 0;
   double encode_seconds = 0;
+  // Keeping only codes: compacting away the rows the encoding dropped.
+  double compact_seconds = 0;
 };
 
 // What TrainEncoder did.

@@ -309,8 +309,47 @@ absl::StatusOr<SearchPipeline::Fetched> SearchPipeline::Fetch(const SearchQuery&
   };
   Fetched f;
   f.block = std::move(SpareBlock());
+  f.codec = parts_.codec ? parts_.codec() : nullptr;
+  const size_t code_bytes = f.codec ? f.codec->codec->code_bytes() : 0;
+  std::vector<const uint8_t*> code_src;
+  size_t code_total = 0;
+  // Candidates with neither rows in memory nor stored rows are kept as
+  // codes only (keep_full_precision off): their codes, read through the
+  // view, when they are the current codec's.
+  std::vector<std::optional<std::string>> stored_codes;
+  auto add_stored_codes = [&](const std::vector<size_t>& which) -> absl::Status {
+    if (f.codec == nullptr || which.empty()) return absl::OkStatus();
+    std::vector<Label> wanted;
+    for (size_t i : which) wanted.push_back(labels[i]);
+    ATTN_ASSIGN_OR_RETURN(stored_codes, parts_.store->GetCodes(wanted, &*c.view));
+    for (size_t k = 0; k < which.size(); ++k) {
+      if (!stored_codes[k] || CodesVersion(*stored_codes[k]) != f.codec->version) continue;
+      ATTN_ASSIGN_OR_RETURN(const CodesView cv, ParseCodes(*stored_codes[k], code_bytes));
+      f.block.found[which[k]] = true;
+      f.coded.push_back(which[k]);
+      f.code_rows.push_back(cv.rows);
+      f.code_offsets.push_back(code_total);
+      code_src.push_back(cv.codes);
+      code_total += cv.rows;
+    }
+    return absl::OkStatus();
+  };
+  auto copy_codes = [&]() {
+    f.codes.resize(code_total * code_bytes);
+    for (size_t k = 0; k < f.coded.size(); ++k) {
+      std::memcpy(f.codes.data() + f.code_offsets[k] * code_bytes, code_src[k],
+                  f.code_rows[k] * code_bytes);
+    }
+  };
   if (parts_.arena == nullptr) {
     ATTN_RETURN_IF_ERROR(parts_.store->GetTokens(labels, &f.block, admit, &*c.view));
+    std::vector<size_t> missing;
+    for (size_t i = 0; i < labels.size(); ++i) {
+      if (!f.block.found[i]) missing.push_back(i);
+    }
+    ATTN_RETURN_IF_ERROR(add_stored_codes(missing));
+    if (code_total > 0) ATTN_RETURN_IF_ERROR(admit(f.block.total_rows + code_total));
+    copy_codes();
     return f;
   }
   const CollectionConfig& config = parts_.store->config();
@@ -325,13 +364,6 @@ absl::StatusOr<SearchPipeline::Fetched> SearchPipeline::Fetch(const SearchQuery&
   // Where each candidate's int8 scales are.
   std::vector<const float*> scale_src(dtype == TokenDtype::kInt8 ? n : 0, nullptr);
   std::vector<size_t> missing;
-  f.codec = parts_.codec ? parts_.codec() : nullptr;
-  const size_t code_bytes = f.codec ? f.codec->codec->code_bytes() : 0;
-  f.coded.clear();
-  f.code_rows.clear();
-  f.code_offsets.clear();
-  std::vector<const uint8_t*> code_src;
-  size_t code_total = 0;
   for (size_t i = 0; i < n; ++i) {
     uint32_t tag = kRowsRecord;
     const std::string_view r = parts_.arena->Find(labels[i], &tag);
@@ -369,14 +401,19 @@ absl::StatusOr<SearchPipeline::Fetched> SearchPipeline::Fetch(const SearchQuery&
     for (size_t i : missing) missed.push_back(labels[i]);
     ATTN_RETURN_IF_ERROR(parts_.store->GetTokens(missed, &f.misses, nullptr, &*c.view));
     const char* base = static_cast<const char*>(f.misses.data());
+    std::vector<size_t> without_rows;
     for (size_t k = 0; k < missing.size(); ++k) {
-      if (!f.misses.found[k]) continue;
       const size_t i = missing[k];
+      if (!f.misses.found[k]) {
+        without_rows.push_back(i);
+        continue;
+      }
       b.rows[i] = f.misses.rows[k];
       b.found[i] = true;
       f.src[i] = base + f.misses.offsets[k] * elem_bytes;
       if (!scale_src.empty()) scale_src[i] = f.misses.scales.data() + f.misses.offsets[k];
     }
+    ATTN_RETURN_IF_ERROR(add_stored_codes(without_rows));
   }
   size_t total = 0;
   for (size_t i = 0; i < n; ++i) {
@@ -385,11 +422,7 @@ absl::StatusOr<SearchPipeline::Fetched> SearchPipeline::Fetch(const SearchQuery&
   }
   b.total_rows = total;
   ATTN_RETURN_IF_ERROR(admit(total + code_total));
-  f.codes.resize(code_total * code_bytes);
-  for (size_t k = 0; k < f.coded.size(); ++k) {
-    std::memcpy(f.codes.data() + f.code_offsets[k] * code_bytes, code_src[k],
-                f.code_rows[k] * code_bytes);
-  }
+  copy_codes();
   b.scales.resize(scale_src.empty() ? 0 : total);
   for (size_t i = 0; i < scale_src.size(); ++i) {
     if (b.rows[i] > 0) std::memcpy(&b.scales[b.offsets[i]], scale_src[i], b.rows[i] * 4);

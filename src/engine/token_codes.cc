@@ -74,6 +74,18 @@ std::vector<std::string> TokenCodecState::EncodeMany(
   return out;
 }
 
+absl::Status TokenCodecState::DecodeRecord(std::string_view record, Document* doc) const {
+  ATTN_ASSIGN_OR_RETURN(const CodesView v, ParseCodes(record, codec->code_bytes()));
+  if (v.version != version) {
+    return absl::FailedPreconditionError(absl::StrCat("token codes of codec version ", v.version,
+                                                      "; the collection's is ", version));
+  }
+  doc->num_tokens = v.rows;
+  doc->tokens.resize(size_t(v.rows) * codec->dim());
+  codec->Decode(v.codes, v.rows, doc->tokens.data());
+  return absl::OkStatus();
+}
+
 absl::StatusOr<CodesView> ParseCodes(std::string_view record, size_t code_bytes) {
   CodesView v;
   uint32_t version = 0;

@@ -17,6 +17,7 @@
 
 #include "absl/status/statusor.h"
 #include "ann/residual_codec.h"
+#include "core/types.h"
 #include "rerank/code_scorer.h"
 #include "rerank/nearest_rows.h"
 
@@ -46,6 +47,10 @@ struct TokenCodecState {
   // pass (one search of the centroids for all their rows).
   std::vector<std::string> EncodeMany(
       const std::vector<std::pair<const float*, uint32_t>>& matrices) const;
+  // The token rows a codes record of this codec decodes to, as the
+  // document's tokens (a collection that keeps only codes); DATA_LOSS for
+  // a malformed record, FAILED_PRECONDITION for another codec version's.
+  absl::Status DecodeRecord(std::string_view record, Document* doc) const;
 };
 
 // A codes record, parsed.

@@ -489,9 +489,11 @@ absl::Status DocStore::Commit(const std::vector<DocWrite>& writes,
     // A text-only document awaiting the encoder has no vectors yet.
     if (!d.pooled.empty() || d.num_tokens > 0) {
       batch.Put(cf[kPooled], key, codec::EncodePooled(d.pooled.data(), config_.dim));
-      batch.Put(
-          cf[kTokens], key,
-          codec::EncodeTokens(d.tokens.data(), d.num_tokens, config_.dim, config_.token_dtype));
+      if (w.codes == nullptr || !w.codes_only) {
+        batch.Put(
+            cf[kTokens], key,
+            codec::EncodeTokens(d.tokens.data(), d.num_tokens, config_.dim, config_.token_dtype));
+      }
       if (w.codes != nullptr) batch.Put(cf[kCodes], key, *w.codes);
     }
     if (w.replaces) {
@@ -548,8 +550,8 @@ absl::Status DocStore::Purge(const std::vector<Label>& labels) {
 }
 
 absl::Status DocStore::GetDocuments(const std::vector<Label>& labels, bool include_vectors,
-                                    std::vector<std::optional<Document>>* out,
-                                    const ReadView* view) const {
+                                    std::vector<std::optional<Document>>* out, const ReadView* view,
+                                    const CodesDecoder& decode_codes) const {
   std::shared_lock<std::shared_mutex> lock;
   rocksdb::ReadOptions ro;
   ATTN_RETURN_IF_ERROR(rep_->LockForRead(view, &lock, &ro));
@@ -564,12 +566,13 @@ absl::Status DocStore::GetDocuments(const std::vector<Label>& labels, bool inclu
     statuses->resize(n);
     rep_->db->MultiGet(ro, rep_->cfs[which], n, keys.data(), values->data(), statuses->data());
   };
-  std::vector<rocksdb::PinnableSlice> docs, pooled, tokens;
-  std::vector<rocksdb::Status> doc_st, pooled_st, tokens_st;
+  std::vector<rocksdb::PinnableSlice> docs, pooled, tokens, codes;
+  std::vector<rocksdb::Status> doc_st, pooled_st, tokens_st, codes_st;
   multi_get(kDocs, &docs, &doc_st);
   if (include_vectors) {
     multi_get(kPooled, &pooled, &pooled_st);
     multi_get(kTokens, &tokens, &tokens_st);
+    if (decode_codes && rep_->cfs[kCodes] != nullptr) multi_get(kCodes, &codes, &codes_st);
   }
   out->assign(n, std::nullopt);
   for (size_t i = 0; i < n; ++i) {
@@ -580,12 +583,19 @@ absl::Status DocStore::GetDocuments(const std::vector<Label>& labels, bool inclu
     if (include_vectors && d.encoded_by != kAwaitingEncoder) {
       // A concurrent overwrite may have removed the vectors after the record
       // was read; report the document as gone rather than half-filled.
-      if (pooled_st[i].IsNotFound() || tokens_st[i].IsNotFound()) continue;
+      if (pooled_st[i].IsNotFound()) continue;
       ATTN_RETURN_IF_ERROR(FromRocks(pooled_st[i], "reading pooled vectors"));
-      ATTN_RETURN_IF_ERROR(FromRocks(tokens_st[i], "reading token matrices"));
       ATTN_RETURN_IF_ERROR(codec::DecodePooled(pooled[i].ToStringView(), config_.dim, &d.pooled));
-      ATTN_RETURN_IF_ERROR(codec::DecodeTokens(tokens[i].ToStringView(), config_.dim,
-                                               config_.token_dtype, &d.tokens, &d.num_tokens));
+      if (tokens_st[i].IsNotFound()) {
+        // Stored as codes only (or gone meanwhile, as above).
+        if (codes_st.empty() || codes_st[i].IsNotFound()) continue;
+        ATTN_RETURN_IF_ERROR(FromRocks(codes_st[i], "reading token codes"));
+        ATTN_RETURN_IF_ERROR(decode_codes(codes[i].ToStringView(), &d));
+      } else {
+        ATTN_RETURN_IF_ERROR(FromRocks(tokens_st[i], "reading token matrices"));
+        ATTN_RETURN_IF_ERROR(codec::DecodeTokens(tokens[i].ToStringView(), config_.dim,
+                                                 config_.token_dtype, &d.tokens, &d.num_tokens));
+      }
     }
     (*out)[i] = std::move(d);
   }
@@ -762,15 +772,41 @@ absl::Status DocStore::ScanCodes(
   return FromRocks(it->status(), "scanning token codes");
 }
 
-absl::Status DocStore::PutCodes(const std::vector<std::pair<Label, std::string>>& codes) {
+absl::Status DocStore::PutCodes(const std::vector<std::pair<Label, std::string>>& codes,
+                                bool drop_rows) {
   if (codes.empty()) return absl::OkStatus();
   std::shared_lock<std::shared_mutex> lock;
   ATTN_RETURN_IF_ERROR(PrepareWrite(&lock, "writing token codes"));
   rocksdb::WriteBatch batch;
   for (const auto& [label, value] : codes) {
-    batch.Put(rep_->cfs[kCodes], codec::LabelKey(label), value);
+    const std::string key = codec::LabelKey(label);
+    batch.Put(rep_->cfs[kCodes], key, value);
+    if (drop_rows) batch.Delete(rep_->cfs[kTokens], key);
   }
   return rep_->Write(rep_->write_options, &batch, "writing token codes");
+}
+
+absl::StatusOr<std::vector<std::optional<std::string>>> DocStore::GetCodes(
+    const std::vector<Label>& labels, const ReadView* view) const {
+  std::shared_lock<std::shared_mutex> lock;
+  rocksdb::ReadOptions ro;
+  ATTN_RETURN_IF_ERROR(rep_->LockForRead(view, &lock, &ro));
+  std::vector<std::optional<std::string>> out(labels.size());
+  if (labels.empty() || rep_->cfs[kCodes] == nullptr) return out;
+  std::vector<std::string> key_bytes;
+  key_bytes.reserve(labels.size());
+  for (Label l : labels) key_bytes.push_back(codec::LabelKey(l));
+  std::vector<rocksdb::Slice> keys(key_bytes.begin(), key_bytes.end());
+  std::vector<rocksdb::PinnableSlice> values(labels.size());
+  std::vector<rocksdb::Status> statuses(labels.size());
+  rep_->db->MultiGet(ro, rep_->cfs[kCodes], labels.size(), keys.data(), values.data(),
+                     statuses.data());
+  for (size_t i = 0; i < labels.size(); ++i) {
+    if (statuses[i].IsNotFound()) continue;
+    ATTN_RETURN_IF_ERROR(FromRocks(statuses[i], "reading token codes"));
+    out[i] = values[i].ToString();
+  }
+  return out;
 }
 
 absl::StatusOr<std::vector<Label>> DocStore::Tombstones(std::vector<Label>* purge_pending) const {
@@ -828,6 +864,14 @@ absl::Status DocStore::Compact() {
         rep_->Check(rep_->db->CompactRange(options, cf, nullptr, nullptr), "compacting"));
   }
   return absl::OkStatus();
+}
+
+absl::Status DocStore::CompactTokens() {
+  std::shared_lock<std::shared_mutex> lock;
+  ATTN_RETURN_IF_ERROR(PrepareWrite(&lock, "compacting token rows", /*needs_space=*/false));
+  return rep_->Check(
+      rep_->db->CompactRange(rocksdb::CompactRangeOptions(), rep_->cfs[kTokens], nullptr, nullptr),
+      "compacting token rows");
 }
 
 absl::Status DocStore::Checkpoint(const std::string& dir) const {

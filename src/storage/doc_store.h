@@ -135,6 +135,9 @@ struct DocWrite {
   // The document's token codes (the `codes` record), when the collection
   // has a trained token codec; null: none.
   const std::string* codes = nullptr;
+  // With codes: store only them, not the token rows (a collection that
+  // does not keep full precision).
+  bool codes_only = false;
 };
 
 // A document to delete: its external id and current label.
@@ -260,11 +263,23 @@ class DocStore {
   // concurrent Purge or DropTombstones.
   absl::Status Purge(const std::vector<Label>& labels);
 
+  // Rebuilds a document's token rows from its codes record (a collection
+  // that keeps only codes): fills tokens and num_tokens.
+  using CodesDecoder = std::function<absl::Status(std::string_view codes, Document* doc)>;
+
   // Documents by label; a missing label yields nullopt. With
-  // `include_vectors`, pooled and tokens are filled (decoded to f32).
+  // `include_vectors`, pooled and tokens are filled (decoded to f32); a
+  // document stored as codes only has its tokens from `decode_codes`
+  // (without it, none).
   absl::Status GetDocuments(const std::vector<Label>& labels, bool include_vectors,
                             std::vector<std::optional<Document>>* out,
-                            const ReadView* view = nullptr) const;
+                            const ReadView* view = nullptr,
+                            const CodesDecoder& decode_codes = nullptr) const;
+
+  // The codes records of `labels` (one MultiGet); nullopt where a label has
+  // none.
+  absl::StatusOr<std::vector<std::optional<std::string>>> GetCodes(
+      const std::vector<Label>& labels, const ReadView* view = nullptr) const;
 
   // Token matrices of `labels` into one contiguous block (one MultiGet).
   // When `admit` is given it is called with the block's total rows once
@@ -287,8 +302,9 @@ class DocStore {
                               const std::function<absl::Status(Label, const Document&)>& fn) const;
 
   // Calls fn(label, encoded token matrix, rows) for every label >= from
-  // that has data (as ScanPooled), in label order; the value is the
-  // `tokens` record (codec::EncodeTokens), valid during the call.
+  // that has token rows (as ScanPooled, less those stored as codes only),
+  // in label order; the value is the `tokens` record (codec::EncodeTokens),
+  // valid during the call.
   absl::Status ScanTokens(
       Label from,
       const std::function<absl::Status(Label, std::string_view, uint32_t rows)>& fn) const;
@@ -299,9 +315,11 @@ class DocStore {
   absl::Status ScanCodes(Label from,
                          const std::function<absl::Status(Label, std::string_view)>& fn) const;
   // Writes the codes records of labels (a re-encoding with a new codec),
-  // replacing earlier ones, in one batch. REQUIRES: the labels have data
-  // and are not deleted meanwhile (the caller's writer lock).
-  absl::Status PutCodes(const std::vector<std::pair<Label, std::string>>& codes);
+  // replacing earlier ones, in one batch; with `drop_rows`, their token
+  // rows are deleted in the same batch. REQUIRES: the labels have data and
+  // are not deleted meanwhile (the caller's writer lock).
+  absl::Status PutCodes(const std::vector<std::pair<Label, std::string>>& codes,
+                        bool drop_rows = false);
 
   // Every tombstoned label, in increasing order; those whose purge is
   // pending also go to *purge_pending when given.
@@ -334,6 +352,9 @@ class DocStore {
   // and overwritten documents stop costing reads (after mass deletes).
   // Runs alongside reads and writes.
   absl::Status Compact();
+  // Compacts the `tokens` column family alone: gives back the disk of rows
+  // deleted by PutCodes(.., drop_rows).
+  absl::Status CompactTokens();
 
   // Whether writes are stopped after an I/O error (until Recover).
   bool write_stopped() const;

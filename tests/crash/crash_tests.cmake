@@ -29,3 +29,8 @@ set_tests_properties(crash_test_detects_faults PROPERTIES LABELS integration TIM
 add_test(NAME crash_test_codes COMMAND attnsearch-crashtest --cycles=5 --seed=3
                                        --token_codec=residual)
 set_tests_properties(crash_test_codes PROPERTIES LABELS integration TIMEOUT 180)
+# And keeping only the codes: a kill during the training's re-encoding must
+# leave each document with its rows or its codes, never neither.
+add_test(NAME crash_test_codes_only COMMAND attnsearch-crashtest --cycles=4 --seed=5
+                                            --token_codec=residual --codes_only)
+set_tests_properties(crash_test_codes_only PROPERTIES LABELS integration TIMEOUT 180)

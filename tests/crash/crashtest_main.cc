@@ -73,6 +73,9 @@ struct Options {
   bool inject_faults = false;
   // The collection's token codec: rows or residual.
   std::string token_codec = "rows";
+  // residual: keep only the codes (keep_full_precision off), so tokens
+  // come back decoded from them.
+  bool codes_only = false;
 };
 
 // --- Document contents -----------------------------------------------------
@@ -137,7 +140,14 @@ uint64_t ContentHash(const v1::Document& d) {
 // Largest absolute difference between a stored document's vectors and the
 // content of `want`; infinity when shapes differ. The server normalises
 // vectors on write, so unit vectors come back within float rounding.
-double VectorDeviation(const v1::Document& got, const v1::Document& want) {
+// Decoded from 2-bit codes, a token row keeps at least this cosine with
+// the row written (another version's row, random, has about 0).
+constexpr double kMinCodedCosine = 0.7;
+
+// The largest difference of the stored vectors from the written ones; with
+// `coded` tokens (decoded from codes) the pooled vector's, and INFINITY
+// when a token row lost its direction (cosine below kMinCodedCosine).
+double VectorDeviation(const v1::Document& got, const v1::Document& want, bool coded) {
   if (got.pooled_size() != want.pooled_size() || got.tokens().rows() != want.tokens().rows() ||
       got.tokens().values_size() != want.tokens().values_size()) {
     return INFINITY;
@@ -145,6 +155,20 @@ double VectorDeviation(const v1::Document& got, const v1::Document& want) {
   double dev = 0;
   for (int i = 0; i < got.pooled_size(); ++i) {
     dev = std::max(dev, std::fabs(double(got.pooled(i)) - want.pooled(i)));
+  }
+  if (coded) {
+    const int dim = got.tokens().cols();
+    for (int r = 0; r < got.tokens().rows(); ++r) {
+      double dot = 0, gg = 0, ww = 0;
+      for (int t = 0; t < dim; ++t) {
+        const double g = got.tokens().values(r * dim + t), w = want.tokens().values(r * dim + t);
+        dot += g * w;
+        gg += g * g;
+        ww += w * w;
+      }
+      if (dot < kMinCodedCosine * std::sqrt(gg * ww)) return INFINITY;
+    }
+    return dev;
   }
   for (int i = 0; i < got.tokens().values_size(); ++i) {
     dev = std::max(dev, std::fabs(double(got.tokens().values(i)) - want.tokens().values(i)));
@@ -589,7 +613,7 @@ void CrashTest::Verify(int cycle) {
       const auto v = d.metadata().find("v");
       if (v != d.metadata().end()) st.version = std::strtoull(v->second.c_str(), nullptr, 10);
       const v1::Document want = MakeDocument(o_.seed, d.id(), st.version, o_.dim);
-      const double dev = st.version == 0 ? INFINITY : VectorDeviation(d, want);
+      const double dev = st.version == 0 ? INFINITY : VectorDeviation(d, want, o_.codes_only);
       if (d.text() != want.text() || d.metadata_size() != want.metadata_size() ||
           !(dev <= kMaxDeviation)) {
         Violation(&f_.corrupt, where + d.id() + ": stored content matches no version written (" +
@@ -848,6 +872,7 @@ int CrashTest::Run() {
       tc->set_name("residual");
       tc->set_bits(2);
       tc->set_train_after_documents(150);
+      if (o_.codes_only) tc->set_keep_full_precision(false);
     }
     v1::CreateCollectionResponse resp;
     const grpc::Status s = stub_->CreateCollection(&ctx, req, &resp);
@@ -1010,6 +1035,9 @@ int main(int argc, char** argv) {
                  "documents, between kills)")
       ->check(CLI::IsMember({"rows", "residual"}))
       ->capture_default_str();
+  app.add_flag("--codes_only", o.codes_only,
+               "residual: keep only the token codes (keep_full_precision off); Get's tokens "
+               "are then checked by direction");
   app.add_flag("--inject_faults", o.inject_faults,
                "self-check: tamper with the collection after the first restart (must FAIL)");
   CLI11_PARSE(app, argc, argv);

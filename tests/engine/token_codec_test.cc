@@ -2,7 +2,8 @@
 // automatic), codes written with every write and held in the token arena,
 // scoring on them against a reference on the decoded rows, the exact tier
 // against the reference on the stored rows, reopening, retraining under
-// concurrent writes and searches, and bad input.
+// concurrent writes and searches, a collection that keeps only codes, and
+// bad input.
 #include <gtest/gtest.h>
 
 #include <atomic>
@@ -109,6 +110,8 @@ TEST(TokenCodecTest, CodesInTheArenaScoreAsTheirDecodedRows) {
   const std::vector<Document> docs = Docs(g, 400);
   ASSERT_TRUE((*c)->Upsert(docs).ok());
   const uint64_t rows_bytes = (*c)->Stats().arena_live_bytes;
+  // The stored rows, read before training drops them (no exact tier).
+  const std::map<std::string, Document> stored = Stored(**c, docs);
   auto trained = (*c)->TrainCodec();
   ASSERT_TRUE(trained.ok()) << trained.status();
   EXPECT_EQ(trained->version, 1u);
@@ -130,7 +133,6 @@ TEST(TokenCodecTest, CodesInTheArenaScoreAsTheirDecodedRows) {
   // and ranked as that reference ranks every document.
   const std::shared_ptr<const TokenCodecState> codec = (*c)->codec();
   ASSERT_NE(codec, nullptr);
-  const std::map<std::string, Document> stored = Stored(**c, docs);
   double overlap = 0;
   constexpr int kQueries = 20;
   for (int k = 0; k < kQueries; ++k) {
@@ -205,6 +207,114 @@ TEST(TokenCodecTest, ExactTierScoresTheStoredRowsAndReopens) {
       double sum = 0;
       for (const auto& m : h.matches) sum += m.contribution;
       EXPECT_NEAR(sum, h.score, 1e-3);
+    }
+  }
+}
+
+// Without the exact tier a collection keeps only codes: training drops the
+// rows of what it encodes, later writes store codes alone, and everything
+// a reader sees comes from the codes, with the token arena or without it,
+// before and after reopening.
+TEST(TokenCodecTest, WithoutFullPrecisionOnlyCodesAreStored) {
+  TempDir dir;
+  Clustered g(4);
+  const std::vector<Document> docs = Docs(g, 300);
+  const std::vector<Document> late = Docs(g, 40, "late");
+  // Token rows in the closed collection's store.
+  auto rows_stored = [&]() {
+    auto store = DocStore::Open(dir.Sub("c") + "/store", StorageOptions());
+    EXPECT_TRUE(store.ok()) << store.status();
+    size_t n = 0;
+    EXPECT_TRUE((*store)
+                    ->ScanTokens(0,
+                                 [&](Label, std::string_view, uint32_t) {
+                                   ++n;
+                                   return absl::OkStatus();
+                                 })
+                    .ok());
+    return n;
+  };
+  std::vector<SearchQuery> queries;
+  for (int k = 0; k < 8; ++k) {
+    queries.push_back(g.Query(k % 2 == 0));
+    queries.back().candidates = 340;
+  }
+  {
+    auto c = Collection::Create(dir.Sub("c"), ResidualConfig(2, /*exact=*/false), {});
+    ASSERT_TRUE(c.ok()) << c.status();
+    ASSERT_TRUE((*c)->Upsert(docs).ok());
+  }
+  EXPECT_EQ(rows_stored(), docs.size()) << "rows until the codec is trained";
+  {
+    auto c = Collection::Open(dir.Sub("c"), {});
+    ASSERT_TRUE(c.ok()) << c.status();
+    ASSERT_TRUE((*c)->TrainCodec().ok());
+  }
+  EXPECT_EQ(rows_stored(), 0u) << "training dropped the rows it encoded";
+  std::vector<SearchResult> before;
+  {
+    auto c = Collection::Open(dir.Sub("c"), {});
+    ASSERT_TRUE(c.ok()) << c.status();
+    ASSERT_TRUE((*c)->Upsert(late).ok());
+    // Trained once: the rows a new codec would need are gone.
+    auto again = (*c)->TrainCodec();
+    EXPECT_EQ(again.status().code(), absl::StatusCode::kFailedPrecondition);
+    EXPECT_NE(again.status().message().find("keep_full_precision"), std::string::npos);
+
+    // Get gives each document's tokens as its codes decode: as the
+    // collection's codec encodes the row written (normalised on write, it
+    // may differ in a last bit and so pick another of two tied centroids).
+    const std::shared_ptr<const TokenCodecState> codec = (*c)->codec();
+    ASSERT_NE(codec, nullptr);
+    const std::map<std::string, Document> got = Stored(**c, late);
+    ASSERT_EQ(got.size(), late.size());
+    size_t rows = 0, same = 0;
+    for (const Document& d : late) {
+      const Document& back = got.at(d.id);
+      ASSERT_EQ(back.num_tokens, d.num_tokens);
+      ASSERT_EQ(back.tokens.size(), d.tokens.size());
+      Document expect;
+      ASSERT_TRUE(codec->DecodeRecord(codec->Encode(d.tokens.data(), d.num_tokens), &expect).ok());
+      const std::vector<float>& decoded = expect.tokens;
+      for (uint32_t r = 0; r < d.num_tokens; ++r) {
+        float diff = 0, dot = 0;
+        for (uint32_t t = 0; t < kDim; ++t) {
+          diff = std::max(diff, std::abs(back.tokens[r * kDim + t] - decoded[r * kDim + t]));
+          dot += back.tokens[r * kDim + t] * d.tokens[r * kDim + t];
+        }
+        ++rows;
+        same += diff < 1e-6f;
+        EXPECT_GT(dot, 0.8f) << d.id << " row " << r << ": decoded far from the row";
+      }
+    }
+    EXPECT_GE(double(same), 0.99 * double(rows));
+    for (const SearchQuery& q : queries) {
+      auto r = (*c)->Search(q);
+      ASSERT_TRUE(r.ok()) << r.status();
+      ASSERT_EQ(r->hits.size(), 10u);
+      for (const SearchHit& h : r->hits) EXPECT_TRUE(h.from_codes);
+      before.push_back(*r);
+    }
+  }
+  EXPECT_EQ(rows_stored(), 0u) << "a write after training stores codes alone";
+  // Reopened, with the arena (built from the codes) and without it (codes
+  // read from the store per search): the same hits and scores.
+  for (bool arena : {true, false}) {
+    CollectionOptions o;
+    o.token_arena = arena;
+    auto c = Collection::Open(dir.Sub("c"), o);
+    ASSERT_TRUE(c.ok()) << c.status();
+    EXPECT_EQ((*c)->Stats().codec_pending, 0u);
+    for (size_t k = 0; k < queries.size(); ++k) {
+      auto r = (*c)->Search(queries[k]);
+      ASSERT_TRUE(r.ok()) << r.status();
+      ASSERT_EQ(r->hits.size(), before[k].hits.size()) << "arena " << arena;
+      for (size_t i = 0; i < r->hits.size(); ++i) {
+        EXPECT_EQ(r->hits[i].id, before[k].hits[i].id) << "arena " << arena;
+        EXPECT_NEAR(r->hits[i].score, before[k].hits[i].score, 1e-5) << "arena " << arena;
+        EXPECT_TRUE(r->hits[i].from_codes);
+        EXPECT_EQ(r->hits[i].matches.size(), before[k].hits[i].matches.size());
+      }
     }
   }
 }
