@@ -17,6 +17,8 @@
 // machine's load during the run hits them alike and their ratios hold
 // (PyTorch runs afterwards, in its own process):
 //   ours            Reranker::Score (ATTENTION): matmul + segmented softmax.
+//   maxsim          the same call in MAXSIM mode (a max, no exponentials):
+//                   what the softmax costs on top of the matmul.
 //   matmul          oneDNN's bare matmul Q·Dᵀ over the concatenated tokens
 //                   with the exact shape baked in; primitive, memory objects
 //                   and stream created once: the floor for the GEMM.
@@ -299,6 +301,7 @@ class BareMatmuls {
 struct RerankTimes {
   std::string kernel_ours, kernel_fixed;  // oneDNN's names of the kernels chosen
   std::vector<double> ours, ours_explain, matmul, matmul_rt, matmul_t;
+  std::vector<double> ours_maxsim;  // the same call in MAXSIM mode: no softmax
   std::vector<double> codes;  // CodeScorer on residual codes (--code_bits)
   size_t code_bytes = 0;
   uint32_t code_centroids = 0;
@@ -327,6 +330,12 @@ absl::StatusOr<RerankTimes> TimeRerank(const BenchFlags& f, const RerankData& x)
   absl::Status score_status;
   std::function<void()> ours_fn = [&] {
     score_status = reranker->Score(rq, ct, out.scores.data());
+  };
+  RerankQuery rq_maxsim = rq;
+  rq_maxsim.mode = RerankMode::kMaxSim;
+  std::vector<float> maxsim_scores(C);
+  std::function<void()> maxsim_fn = [&] {
+    score_status = reranker->Score(rq_maxsim, ct, maxsim_scores.data());
   };
   const size_t top = std::min<size_t>(10, C);
   std::vector<std::vector<TokenEvidence>> evidence;
@@ -372,7 +381,7 @@ absl::StatusOr<RerankTimes> TimeRerank(const BenchFlags& f, const RerankData& x)
       out.kernel_fixed = mm.FixedKernel();
       std::vector<std::function<void()>> variants = {ours_fn, ours_explain_fn, [&] { mm.Fixed(); },
                                                      [&] { mm.RuntimeDims(); },
-                                                     [&] { mm.Transposed(); }};
+                                                     [&] { mm.Transposed(); }, maxsim_fn};
       if (code_scorer != nullptr) variants.push_back(codes_fn);
       auto t = TimeInterleaved(variants, f.min_seconds);
       out.ours = std::move(t[0]);
@@ -380,7 +389,8 @@ absl::StatusOr<RerankTimes> TimeRerank(const BenchFlags& f, const RerankData& x)
       out.matmul = std::move(t[2]);
       out.matmul_rt = std::move(t[3]);
       out.matmul_t = std::move(t[4]);
-      if (code_scorer != nullptr) out.codes = std::move(t[5]);
+      out.ours_maxsim = std::move(t[5]);
+      if (code_scorer != nullptr) out.codes = std::move(t[6]);
     } catch (const dnnl::error& e) {
       return absl::InternalError(std::string("bare matmul: ") + e.what());
     }
@@ -486,7 +496,7 @@ absl::StatusOr<TorchRun> RunTorch(const BenchFlags& f, const RerankData& x) {
 // The summaries the table, the record and the chart are made of.
 struct RerankSummary {
   std::string kernel_ours, kernel_fixed;
-  Summary ours, mm, mmrt, mmt, ours_ex, codes;
+  Summary ours, mm, mmrt, mmt, ours_ex, codes, maxsim;
   size_t code_bytes = 0;
   uint32_t code_centroids = 0;
   double code_max_diff = 0;
@@ -506,6 +516,7 @@ RerankSummary SummarizeRerank(const RerankData& x, const RerankTimes& t, const T
   r.mmrt = Summarize(t.matmul_rt);
   r.mmt = Summarize(t.matmul_t);
   r.ours_ex = Summarize(t.ours_explain);
+  r.maxsim = Summarize(t.ours_maxsim);
   r.codes = Summarize(t.codes);
   r.code_bytes = t.code_bytes;
   r.code_centroids = t.code_centroids;
@@ -545,6 +556,7 @@ void PrintRerank(const BenchFlags& f, const RerankData& x, const RerankSummary& 
   };
   row("ours (Reranker::Score)", r.ours);
   row("ours + explain top 10", r.ours_ex);
+  row("ours, MAXSIM (no softmax)", r.maxsim);
   row("oneDNN matmul Q.D^T, fixed shape", r.mm);
   row("oneDNN matmul Q.D^T, runtime dims", r.mmrt);
   row("oneDNN matmul D.Q^T, runtime dims", r.mmt);
@@ -639,6 +651,7 @@ BenchOutput RerankRecord(const BenchFlags& f, const RerankData& x, const RerankS
       {"matmul_runtime_dims_gflops_p50", gf(r.mmrt.p50)},
       {"matmul_dqt_runtime_dims_us", ToJson(r.mmt)},
       {"ours_explain_top10_us", ToJson(r.ours_ex)},
+      {"ours_maxsim_us", ToJson(r.maxsim)},
       {"explain_overhead", (r.ours_ex.p50 - r.ours.p50) / r.ours.p50},
       {"ours_throughput_vs_fastest_matmul", r.floor_us > 0 ? r.floor_us / r.ours.p50 : 0.0}};
   if (!torch.torch.is_null()) {
