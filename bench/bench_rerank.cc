@@ -302,7 +302,7 @@ struct RerankTimes {
   std::string kernel_ours, kernel_fixed;  // oneDNN's names of the kernels chosen
   std::vector<double> ours, ours_explain, matmul, matmul_rt, matmul_t;
   std::vector<double> ours_maxsim;  // the same call in MAXSIM mode: no softmax
-  std::vector<double> codes;  // CodeScorer on residual codes (--code_bits)
+  std::vector<double> codes;        // CodeScorer on residual codes (--code_bits)
   size_t code_bytes = 0;
   uint32_t code_centroids = 0;
   double code_max_diff = 0;   // max |codes - ours| over the scores
@@ -379,9 +379,12 @@ absl::StatusOr<RerankTimes> TimeRerank(const BenchFlags& f, const RerankData& x)
     try {
       BareMatmuls mm(x);
       out.kernel_fixed = mm.FixedKernel();
-      std::vector<std::function<void()>> variants = {ours_fn, ours_explain_fn, [&] { mm.Fixed(); },
+      std::vector<std::function<void()>> variants = {ours_fn,
+                                                     ours_explain_fn,
+                                                     [&] { mm.Fixed(); },
                                                      [&] { mm.RuntimeDims(); },
-                                                     [&] { mm.Transposed(); }, maxsim_fn};
+                                                     [&] { mm.Transposed(); },
+                                                     maxsim_fn};
       if (code_scorer != nullptr) variants.push_back(codes_fn);
       auto t = TimeInterleaved(variants, f.min_seconds);
       out.ours = std::move(t[0]);
