@@ -1,5 +1,6 @@
 // The offline sink: the engine in-process.
 #include <chrono>
+#include <cstdio>
 #include <regex>
 
 #include "absl/strings/str_cat.h"
@@ -102,6 +103,9 @@ class EngineSink : public Sink {
 
   absl::StatusOr<std::string> Finish() override {
     const auto start = std::chrono::steady_clock::now();
+    // What runs now, on a large load, takes minutes: say so.
+    std::fprintf(stderr, "attnsearch-index: building the ANN index (%s) ...\n",
+                 collection_->config().ann_spec.c_str());
     ATTN_ASSIGN_OR_RETURN(uint64_t added, collection_->BuildIndex());
     const double s =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
@@ -109,6 +113,10 @@ class EngineSink : public Sink {
     if (collection_->config().token_codec.kind == TokenCodecKind::kResidual) {
       // Offline, the codec trains on the whole load and every document's
       // codes are written now, so the server opens with them.
+      std::fprintf(stderr,
+                   "attnsearch-index: ANN index built in %.1f s; training the token codec and "
+                   "encoding every document ...\n",
+                   std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
       ATTN_ASSIGN_OR_RETURN(CodecTrainingResult r, collection_->TrainCodec());
       ATTN_RETURN_IF_ERROR(collection_->Flush());
       codes = absl::StrFormat(
