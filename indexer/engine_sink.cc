@@ -112,19 +112,26 @@ class EngineSink : public Sink {
     std::string codes;
     if (collection_->config().token_codec.kind == TokenCodecKind::kResidual) {
       // Offline, the codec trains on the whole load and every document's
-      // codes are written now, so the server opens with them.
-      std::fprintf(stderr,
-                   "attnsearch-index: ANN index built in %.1f s; training the token codec and "
-                   "encoding every document ...\n",
-                   std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
-      ATTN_ASSIGN_OR_RETURN(CodecTrainingResult r, collection_->TrainCodec());
+      // codes are written now, so the server opens with them. A collection
+      // that keeps only codes trains once: a later load (or one resumed
+      // after a crash) encodes what it added with the codec it has.
+      const TokenCodecConfig& tc = collection_->config().token_codec;
+      const bool train = collection_->codec() == nullptr || tc.keep_full_precision;
+      std::fprintf(stderr, "attnsearch-index: ANN index built in %.1f s; %s ...\n",
+                   std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(),
+                   train ? "training the token codec and encoding every document"
+                         : "encoding the documents with the collection's token codec");
+      ATTN_ASSIGN_OR_RETURN(CodecTrainingResult r,
+                            train ? collection_->TrainCodec() : collection_->FinishCodec());
       ATTN_RETURN_IF_ERROR(collection_->Flush());
       codes = absl::StrFormat(
-          "; token codec v%llu (%u centroids, %u bits, %zu bytes a token) trained on %llu "
-          "tokens in %.1f s, %llu documents encoded in %.1f s",
+          "; token codec v%llu (%u centroids, %u bits, %zu bytes a token) %s, %llu documents "
+          "encoded in %.1f s",
           (unsigned long long)r.version, r.centroids, r.bits, r.code_bytes,
-          (unsigned long long)r.sample_tokens, r.train_seconds, (unsigned long long)r.encoded,
-          r.encode_seconds);
+          train ? absl::StrFormat("trained on %llu tokens in %.1f s",
+                                  (unsigned long long)r.sample_tokens, r.train_seconds)
+                : std::string("as trained before"),
+          (unsigned long long)r.encoded, r.encode_seconds);
       if (r.compact_seconds > 0) {
         codes += absl::StrFormat(" (their rows dropped, compacted in %.1f s)", r.compact_seconds);
       }

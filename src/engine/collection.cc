@@ -301,7 +301,20 @@ absl::StatusOr<uint64_t> Collection::Upsert(std::vector<Document> docs) {
 }
 
 absl::Status Collection::LoadArena(Label from) {
-  if (arena_ == nullptr) return absl::OkStatus();
+  if (arena_ == nullptr) {
+    // No arena to count them in: the live documents without codes of the
+    // current codec still wait for the re-encoding.
+    const std::shared_ptr<const TokenCodecState> codes = codec();
+    if (codes == nullptr || from != 0) return absl::OkStatus();
+    uint64_t coded = 0;
+    ATTN_RETURN_IF_ERROR(store_->ScanCodes(0, [&](Label l, std::string_view v) {
+      if (CodesVersion(v) == codes->version && !index_.IsTombstoned(l)) ++coded;
+      return absl::OkStatus();
+    }));
+    const uint64_t live = store_->live_count();
+    codec_pending_ += live > coded ? live - coded : 0;
+    return absl::OkStatus();
+  }
   absl::Status refused;
   uint64_t docs = 0, rows = 0, bytes = 0;  // what the arena lacked
   auto add = [&](Label l, std::string_view v, uint32_t r, uint32_t tag) -> absl::Status {
@@ -592,6 +605,11 @@ absl::StatusOr<CodecTrainingResult> Collection::TrainCodec() {
   return RunCodec(/*train=*/true);
 }
 
+absl::StatusOr<CodecTrainingResult> Collection::FinishCodec() {
+  absl::MutexLock run(&codec_run_mu_);
+  return RunCodec(/*train=*/false);
+}
+
 absl::StatusOr<CodecTrainingResult> Collection::RunCodec(bool train) {
   using Clock = std::chrono::steady_clock;
   const TokenCodecConfig& tc = config().token_codec;
@@ -770,11 +788,16 @@ absl::StatusOr<CodecTrainingResult> Collection::RunCodec(bool train) {
   codec_pending_ = 0;
   result.encode_seconds = std::chrono::duration<double>(Clock::now() - t1).count();
   // Keeping only codes: the disk of the rows just dropped comes back now,
-  // not at some later compaction.
+  // not at some later compaction (which may still do it, if this fails or
+  // the collection closes meanwhile: the codes are stored either way).
   if (!tc.keep_full_precision && result.encoded > 0) {
     const auto t2 = Clock::now();
-    ATTN_RETURN_IF_ERROR(store_->CompactTokens());
+    const absl::Status compacted = store_->CompactTokens(&stopping_);
     result.compact_seconds = std::chrono::duration<double>(Clock::now() - t2).count();
+    if (!compacted.ok() && !stopping_) {
+      LogWarn("token rows not compacted away",
+              {{"collection", path_}, {"error", compacted.message()}});
+    }
   }
   return result;
 }

@@ -312,8 +312,13 @@ class Collection {
   // after the next Open, in the background. Waits for a training that
   // runs (e.g. the automatic one, config().token_codec.train_after).
   // FAILED_PRECONDITION naming token_codec when the collection's codec is
-  // rows, or when it holds too few tokens to train the centroids.
+  // rows, when it holds too few tokens to train the centroids, or when it
+  // keeps only codes (keep_full_precision off) and is trained already.
   absl::StatusOr<CodecTrainingResult> TrainCodec();
+  // Encodes, with the current codec, every live document that has no codes
+  // of it (what a crash or a load after training left), as TrainCodec's
+  // second half; nothing to do without a trained codec.
+  absl::StatusOr<CodecTrainingResult> FinishCodec();
   // The trained token codec, null until trained.
   std::shared_ptr<const TokenCodecState> codec() const;
 

@@ -609,10 +609,16 @@ void SearchPipeline::CandidateRows(const Fetched& f, const Scored& s, size_t i,
                 n * elem_bytes);
     if (dtype == TokenDtype::kInt8) out->scales.insert(out->scales.end(), scales, scales + n);
   };
+  const float* block_scales =
+      f.block.scales.empty() ? nullptr : f.block.scales.data() + f.block.offsets[i];
   if (!f.src.empty() && f.src[i] != nullptr) {
-    const float* scales =
-        f.block.scales.empty() ? nullptr : f.block.scales.data() + f.block.offsets[i];
-    append(f.src[i], scales, f.block.rows[i]);
+    append(f.src[i], block_scales, f.block.rows[i]);
+    return;
+  }
+  if (f.src.empty() && f.block.found[i] && f.block.rows[i] > 0) {
+    // Without the arena the rows are in the block itself.
+    append(static_cast<const char*>(f.block.data()) + f.block.offsets[i] * elem_bytes, block_scales,
+           f.block.rows[i]);
     return;
   }
   for (size_t k = 0; k < s.exact_of.size(); ++k) {

@@ -866,12 +866,15 @@ absl::Status DocStore::Compact() {
   return absl::OkStatus();
 }
 
-absl::Status DocStore::CompactTokens() {
+absl::Status DocStore::CompactTokens(std::atomic<bool>* canceled) {
   std::shared_lock<std::shared_mutex> lock;
   ATTN_RETURN_IF_ERROR(PrepareWrite(&lock, "compacting token rows", /*needs_space=*/false));
-  return rep_->Check(
-      rep_->db->CompactRange(rocksdb::CompactRangeOptions(), rep_->cfs[kTokens], nullptr, nullptr),
-      "compacting token rows");
+  rocksdb::CompactRangeOptions options;
+  options.canceled = canceled;
+  const rocksdb::Status s = rep_->db->CompactRange(options, rep_->cfs[kTokens], nullptr, nullptr);
+  // A canceled compaction is no fault of the store.
+  if (canceled != nullptr && *canceled) return FromRocks(s, "compacting token rows");
+  return rep_->Check(s, "compacting token rows");
 }
 
 absl::Status DocStore::Checkpoint(const std::string& dir) const {

@@ -270,7 +270,8 @@ class DocStore {
   // Documents by label; a missing label yields nullopt. With
   // `include_vectors`, pooled and tokens are filled (decoded to f32); a
   // document stored as codes only has its tokens from `decode_codes`
-  // (without it, none).
+  // (without one it reads as absent, like a document whose vectors a
+  // concurrent overwrite removed).
   absl::Status GetDocuments(const std::vector<Label>& labels, bool include_vectors,
                             std::vector<std::optional<Document>>* out,
                             const ReadView* view = nullptr,
@@ -353,8 +354,9 @@ class DocStore {
   // Runs alongside reads and writes.
   absl::Status Compact();
   // Compacts the `tokens` column family alone: gives back the disk of rows
-  // deleted by PutCodes(.., drop_rows).
-  absl::Status CompactTokens();
+  // deleted by PutCodes(.., drop_rows). Setting *canceled stops it early
+  // (an error, with nothing lost).
+  absl::Status CompactTokens(std::atomic<bool>* canceled = nullptr);
 
   // Whether writes are stopped after an I/O error (until Recover).
   bool write_stopped() const;

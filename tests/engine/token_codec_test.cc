@@ -319,6 +319,69 @@ TEST(TokenCodecTest, WithoutFullPrecisionOnlyCodesAreStored) {
   }
 }
 
+// A codes-only collection with documents a crash left as rows (written
+// here straight to its store, as an interrupted re-encoding leaves them),
+// opened as attnsearch-index opens it (no arena, indexing deferred): they
+// are counted as pending, searched and explained from their rows beside the
+// coded ones, and FinishCodec encodes exactly them and drops their rows.
+TEST(TokenCodecTest, CodesOnlyFinishesWhatACrashLeftWithoutTheArena) {
+  TempDir dir;
+  Clustered g(6);
+  const std::vector<Document> docs = Docs(g, 200);
+  {
+    auto c = Collection::Create(dir.Sub("c"), ResidualConfig(2, /*exact=*/false), {});
+    ASSERT_TRUE(c.ok()) << c.status();
+    ASSERT_TRUE((*c)->Upsert(docs).ok());
+    ASSERT_TRUE((*c)->TrainCodec().ok());
+  }
+  std::vector<Document> left = Docs(g, 3, "left");
+  {
+    auto store = DocStore::Open(dir.Sub("c") + "/store", StorageOptions());
+    ASSERT_TRUE(store.ok()) << store.status();
+    std::vector<DocWrite> writes;
+    for (Document& d : left) {
+      d.pooled.assign(kDim, 0.f);
+      for (uint32_t r = 0; r < d.num_tokens; ++r) {
+        for (uint32_t t = 0; t < kDim; ++t) d.pooled[t] += d.tokens[r * kDim + t];
+      }
+      float norm = 0;
+      for (float v : d.pooled) norm += v * v;
+      for (float& v : d.pooled) v /= std::sqrt(norm);
+      writes.push_back({(*store)->next_label() + writes.size(), std::nullopt, &d});
+    }
+    ASSERT_TRUE((*store)->Commit(writes, {}).ok());
+  }
+  auto c = Collection::Open(dir.Sub("c"), CollectionOptions::ForBulkLoad());
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ((*c)->Stats().codec_pending, left.size());
+  ASSERT_TRUE((*c)->BuildIndex().ok());
+  // Every document a candidate, explained: the coded ones from their
+  // decoded codes, the left ones from their rows.
+  SearchQuery q = g.Query(/*explain=*/true);
+  q.candidates = 203;
+  q.top_k = 203;
+  auto r = (*c)->Search(q);
+  ASSERT_TRUE(r.ok()) << r.status();
+  ASSERT_EQ(r->hits.size(), 203u);
+  size_t from_rows = 0;
+  for (const SearchHit& h : r->hits) {
+    from_rows += !h.from_codes;
+    EXPECT_EQ(h.from_codes, h.id.rfind("left", 0) != 0) << h.id;
+    ASSERT_EQ(h.matches.size(), q.num_tokens) << h.id << " has its evidence";
+  }
+  EXPECT_EQ(from_rows, left.size());
+  // As attnsearch-index ends such a load: the codec kept, the rest encoded.
+  EXPECT_EQ((*c)->TrainCodec().status().code(), absl::StatusCode::kFailedPrecondition);
+  auto finished = (*c)->FinishCodec();
+  ASSERT_TRUE(finished.ok()) << finished.status();
+  EXPECT_EQ(finished->version, 1u);
+  EXPECT_EQ(finished->encoded, left.size());
+  EXPECT_EQ((*c)->Stats().codec_pending, 0u);
+  auto again = (*c)->Search(q);
+  ASSERT_TRUE(again.ok()) << again.status();
+  for (const SearchHit& h : again->hits) EXPECT_TRUE(h.from_codes) << h.id;
+}
+
 TEST(TokenCodecTest, TrainsItselfOnceEnoughDocumentsAreStored) {
   TempDir dir;
   Clustered g(4);
