@@ -58,6 +58,7 @@ class EngineSink : public Sink {
       if (n.ok()) {
         written_ += *n;
         unflushed_ = true;
+        ATTN_RETURN_IF_ERROR(MaybeTrainCodecEarly());
         break;
       }
       std::string reason;
@@ -70,6 +71,31 @@ class EngineSink : public Sink {
       }
     }
     position_ = batch.end_position;
+    return absl::OkStatus();
+  }
+
+  // A collection that keeps only codes trains its codec once train_after
+  // documents are in, as the server does, so that the rest of the load
+  // stores codes alone and its rows never reach the disk. (One that keeps
+  // its rows trains at the end, on the whole load.) Tried once: documents
+  // without tokens yet (text awaiting the encoder) leave it to the end.
+  absl::Status MaybeTrainCodecEarly() {
+    const TokenCodecConfig& tc = collection_->config().token_codec;
+    if (tried_early_ || tc.kind != TokenCodecKind::kResidual || tc.keep_full_precision ||
+        tc.train_after == 0 || written_ < tc.train_after) {
+      return absl::OkStatus();
+    }
+    tried_early_ = true;
+    if (collection_->codec() != nullptr) return absl::OkStatus();
+    std::fprintf(stderr,
+                 "attnsearch-index: %llu documents in: training the token codec; the rest of "
+                 "the load is stored as codes alone ...\n",
+                 (unsigned long long)written_);
+    absl::StatusOr<CodecTrainingResult> r = collection_->TrainCodec();
+    if (absl::IsFailedPrecondition(r.status())) return absl::OkStatus();  // at the end, then
+    ATTN_RETURN_IF_ERROR(r.status());
+    early_ = *r;
+    early_documents_ = written_;
     return absl::OkStatus();
   }
 
@@ -117,6 +143,7 @@ class EngineSink : public Sink {
       // after a crash) encodes what it added with the codec it has.
       const TokenCodecConfig& tc = collection_->config().token_codec;
       const bool train = collection_->codec() == nullptr || tc.keep_full_precision;
+      const bool trained_early = early_documents_ > 0;
       std::fprintf(stderr, "attnsearch-index: ANN index built in %.1f s; %s ...\n",
                    std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(),
                    train ? "training the token codec and encoding every document"
@@ -130,7 +157,13 @@ class EngineSink : public Sink {
           (unsigned long long)r.version, r.centroids, r.bits, r.code_bytes,
           train ? absl::StrFormat("trained on %llu tokens in %.1f s",
                                   (unsigned long long)r.sample_tokens, r.train_seconds)
-                : std::string("as trained before"),
+          : trained_early
+              ? absl::StrFormat("trained after %llu documents on %llu tokens in "
+                                "%.1f s, with their %llu encoded in %.1f s",
+                                (unsigned long long)early_documents_,
+                                (unsigned long long)early_.sample_tokens, early_.train_seconds,
+                                (unsigned long long)early_.encoded, early_.encode_seconds)
+              : std::string("as trained before"),
           (unsigned long long)r.encoded, r.encode_seconds);
       if (r.compact_seconds > 0) {
         codes += absl::StrFormat(" (their rows dropped, compacted in %.1f s)", r.compact_seconds);
@@ -153,6 +186,10 @@ class EngineSink : public Sink {
   bool unflushed_ = false;
   uint64_t written_ = 0;
   uint64_t position_ = 0;
+  // The codec's training during the load (MaybeTrainCodecEarly).
+  bool tried_early_ = false;
+  CodecTrainingResult early_;
+  uint64_t early_documents_ = 0;
 };
 
 }  // namespace

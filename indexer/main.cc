@@ -107,8 +107,13 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({1, 2, 4}))
       ->capture_default_str();
   app.add_option("--exact_tier", o.token_codec.keep_full_precision,
-                 "residual codec: re-score each search's best candidates from the stored rows "
-                 "(keep_full_precision)")
+                 "residual codec: keep the full-precision rows and re-score each search's best "
+                 "candidates from them (keep_full_precision); false: keep only codes")
+      ->capture_default_str();
+  app.add_option("--code_train_after", o.token_codec.train_after,
+                 "residual codec: documents stored before it trains itself; offline with "
+                 "--exact_tier false it trains then and the rest of the load stores codes alone "
+                 "(0: only at the end of the load)")
       ->capture_default_str();
   app.add_option("--numeric_fields", o.numeric_fields,
                  "metadata keys whose values are numbers (filterable by range), comma "

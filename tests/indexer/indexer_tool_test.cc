@@ -96,6 +96,66 @@ TEST(IndexerToolTest, OfflineJsonLinesLoad) {
   EXPECT_EQ(r.documents[0].metadata.at("shard"), "0");
 }
 
+// Offline into a collection that keeps only codes: the codec trains once
+// --code_train_after documents are in, the rest of the load stores codes
+// alone, and every document reads back with its token count and tokens
+// decoded from its codes (near the rows written); no token row is left.
+TEST(IndexerToolTest, CodesOnlyLoadTrainsTheCodecDuringTheLoad) {
+  TempDir dir;
+  const std::vector<std::string> lines = Corpus(3000, 7);
+  WriteLines(dir.Sub("in.jsonl"), lines);
+  const ToolRun run =
+      RunTool(dir, {dir.Sub("in.jsonl"), "--data_dir", dir.Sub("data"), "--collection", "c",
+                    "--dim", "8", "--batch", "100", "--token_codec", "residual", "--exact_tier",
+                    "false", "--code_train_after", "1000"});
+  ASSERT_EQ(run.exit_code(), 0) << DescribeWaitStatus(run.status) << "\n" << run.stderr_text;
+  EXPECT_NE(run.stderr_text.find("1000 documents in: training the token codec"), std::string::npos)
+      << run.stderr_text;
+  EXPECT_NE(run.stderr_text.find("trained after 1000 documents"), std::string::npos)
+      << run.stderr_text;
+  const GetResult r = ReadBack(dir.Sub("data"), "c", Ids(3000));
+  ASSERT_EQ(r.documents.size(), 3000u);
+  for (size_t i = 0; i < r.documents.size(); ++i) {
+    const Document& d = r.documents[i];
+    const nlohmann::json in = nlohmann::json::parse(lines[i]);
+    const uint32_t rows = i % 3 == 0 ? 1 : i % 3 == 1 ? 2 : 3;  // pooled only: one row
+    ASSERT_EQ(d.num_tokens, rows) << d.id;
+    ASSERT_EQ(d.tokens.size(), size_t(rows) * kDim) << d.id;
+    if (i % 3 == 1) {
+      // Decoded from 2-bit codes: each row points where the written one does.
+      for (uint32_t k = 0; k < rows; ++k) {
+        double dot = 0, a = 0, b = 0;
+        for (uint32_t t = 0; t < kDim; ++t) {
+          const double x = in["tokens"][k][t].get<double>(), y = d.tokens[k * kDim + t];
+          dot += x * y;
+          a += x * x;
+          b += y * y;
+        }
+        EXPECT_GT(dot / std::sqrt(a * b), 0.8) << d.id << " row " << k;
+      }
+    }
+  }
+  auto store = DocStore::Open(dir.Sub("data") + "/collections/c/store", StorageOptions());
+  ASSERT_TRUE(store.ok()) << store.status();
+  size_t rows_left = 0, coded = 0;
+  ASSERT_TRUE((*store)
+                  ->ScanTokens(0,
+                               [&](Label, std::string_view, uint32_t) {
+                                 ++rows_left;
+                                 return absl::OkStatus();
+                               })
+                  .ok());
+  ASSERT_TRUE((*store)
+                  ->ScanCodes(0,
+                              [&](Label, std::string_view) {
+                                ++coded;
+                                return absl::OkStatus();
+                              })
+                  .ok());
+  EXPECT_EQ(rows_left, 0u);
+  EXPECT_EQ(coded, 3000u);
+}
+
 TEST(IndexerToolTest, GzipLoadEqualsPlainLoad) {
   TempDir dir;
   const std::vector<std::string> lines = Corpus(300, 2);
