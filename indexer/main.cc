@@ -113,7 +113,7 @@ int main(int argc, char** argv) {
   app.add_option("--code_train_after", o.token_codec.train_after,
                  "residual codec: documents stored before it trains itself; offline with "
                  "--exact_tier false it trains then and the rest of the load stores codes alone "
-                 "(0: only at the end of the load)")
+                 "(0: offline at the end of the load, online only on a TrainCodec call)")
       ->capture_default_str();
   app.add_option("--numeric_fields", o.numeric_fields,
                  "metadata keys whose values are numbers (filterable by range), comma "
