@@ -257,6 +257,24 @@ void TokenArena::Remove(Label label) {
 
 void TokenArena::MaybeCompact(Slab* slab) {
   if (slab == tail_ || double(slab->live) >= options_.compact_below * double(slab->used)) return;
+  CompactSlab(slab);
+}
+
+void TokenArena::Compact(double below) {
+  absl::MutexLock lock(&mu_);
+  std::vector<Slab*> sparse;
+  for (const auto& [mem, slab] : slabs_) {
+    if (slab.get() != tail_ && double(slab->live) < below * double(slab->used)) {
+      sparse.push_back(slab.get());
+    }
+  }
+  // Slabs the moves create are new and full: only those found first.
+  for (Slab* slab : sparse) {
+    if (!CompactSlab(slab)) return;
+  }
+}
+
+bool TokenArena::CompactSlab(Slab* slab) {
   // Its live records move to the tail; a reader that found one here keeps
   // reading it here (the slab is freed after its pin).
   for (Label label : slab->labels) {
@@ -268,7 +286,7 @@ void TokenArena::MaybeCompact(Slab* slab) {
     Slab* to = nullptr;
     const char* moved =
         Append(label, std::string_view(r + kHeader, size), Load32(r + 4), Load32(r + 8), &to);
-    if (moved == nullptr) return;  // no memory to move into: tried again on the next removal
+    if (moved == nullptr) return false;  // no memory to move into: tried again on the next removal
     slot->store(moved, std::memory_order_release);
     slab->live -= Footprint(size);
   }
@@ -277,6 +295,7 @@ void TokenArena::MaybeCompact(Slab* slab) {
   slabs_.erase(it);
   compactions_ += 1;
   Retire(std::move(retired));
+  return true;
 }
 
 void TokenArena::Retire(std::shared_ptr<void> what) {

@@ -106,6 +106,12 @@ class TokenArena {
   absl::Status Replace(Label label, std::string_view record, uint32_t rows, uint32_t tag = 0);
   // Removes the record of `label`, if any.
   void Remove(Label label);
+  // Compacts every slab but the tail whose live records fill less than
+  // `below` of it (after many records were replaced, e.g. by a
+  // re-encoding, slabs may each be just over compact_below, so up to twice
+  // the live bytes stay allocated). Stops early when the budget refuses a
+  // slab to move into.
+  void Compact(double below);
 
   struct Stats {
     uint64_t records = 0;          // labels held
@@ -136,6 +142,9 @@ class TokenArena {
   // The slab holding `p`. REQUIRES: mu_.
   Slab* SlabOf(const char* p) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void MaybeCompact(Slab* slab) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Moves the slab's live records to the tail and retires it; false when
+  // the budget refused the memory (the slab stays, partly moved).
+  bool CompactSlab(Slab* slab) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Frees `what` once every pin taken so far is gone.
   void Retire(std::shared_ptr<void> what);
 
