@@ -20,6 +20,7 @@ struct CodeQuality {
   size_t code_bytes = 0;
   uint32_t centroids = 0;
   double train_s = 0;
+  double encode_s = 0;
   QualitySummary stored, codes;
   QualitySummary decoded;  // the codes decoded to floats, scored by the bf16 reranker
   double overlap10 = 0;    // mean top-10 overlap of codes and stored rows

@@ -363,7 +363,8 @@ absl::StatusOr<RerankTimes> TimeRerank(const BenchFlags& f, const RerankData& x)
     codec->Encode(x.docs.data(), x.total, codes.data());
     ATTN_ASSIGN_OR_RETURN(Int8CodeBook book,
                           Int8CodeBook::Make(x.d, codec->bits(), codec->id_bytes(),
-                                             codec->centroids(), codec->bucket_values()));
+                                             codec->centroids(), codec->bucket_values(),
+                                             codec->gain_max()));
     ATTN_ASSIGN_OR_RETURN(code_scorer, CodeScorer::Create(std::move(book), ropts));
     out.code_bytes = codec->code_bytes();
     out.code_centroids = codec->num_centroids();

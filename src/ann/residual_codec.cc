@@ -8,6 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "core/checksum.h"
+#include "core/status.h"
 #include "core/types.h"
 #include "faiss/Clustering.h"
 #include "faiss/IndexFlat.h"
@@ -47,7 +48,19 @@ struct CallbackIndex : faiss::Index {
   std::vector<float> table;
 };
 
-constexpr char kMagic[8] = {'A', 'T', 'R', 'C', 'O', 'D', 'E', '1'};
+// Format 1 has no gain; format 2 adds gain_max (f32) after train_mse.
+constexpr char kMagic[8] = {'A', 'T', 'R', 'C', 'O', 'D', 'E', '2'};
+constexpr char kMagic1[8] = {'A', 'T', 'R', 'C', 'O', 'D', 'E', '1'};
+
+// x's projection on c, <x, c> / <c, c> (0 for a zero c).
+float Projection(const float* x, const float* c, uint32_t dim) {
+  float xc = 0.f, cc = 0.f;
+  for (uint32_t t = 0; t < dim; ++t) {
+    xc += x[t] * c[t];
+    cc += c[t] * c[t];
+  }
+  return cc > 0.f ? xc / cc : 0.f;
+}
 
 uint32_t FloorPow2(double x) {
   uint32_t p = 1;
@@ -72,8 +85,7 @@ void PutVector(std::string* out, const std::vector<T>& v) {
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<ResidualCodec>> ResidualCodec::Train(
-    const float* tokens, size_t n, uint32_t dim, const ResidualCodecOptions& options) {
+absl::Status ResidualCodec::CheckOptions(uint32_t dim, const ResidualCodecOptions& options) {
   if (options.bits != 1 && options.bits != 2 && options.bits != 4) {
     return absl::InvalidArgumentError(
         absl::StrCat("residual codec: bits must be 1, 2 or 4, not ", options.bits));
@@ -82,6 +94,12 @@ absl::StatusOr<std::unique_ptr<ResidualCodec>> ResidualCodec::Train(
     return absl::InvalidArgumentError(
         absl::StrCat("residual codec: dim ", dim, " is out of range"));
   }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::unique_ptr<ResidualCodec>> ResidualCodec::Train(
+    const float* tokens, size_t n, uint32_t dim, const ResidualCodecOptions& options) {
+  ATTN_RETURN_IF_ERROR(CheckOptions(dim, options));
   if (options.centroids > (1u << 24)) {
     return absl::InvalidArgumentError(
         absl::StrCat("residual codec: centroids ", options.centroids, " is more than ", 1u << 24));
@@ -116,10 +134,40 @@ absl::StatusOr<std::unique_ptr<ResidualCodec>> ResidualCodec::Train(
       clustering.train(faiss::Index::idx_t(n), tokens, assigner);
     }
     codec->centroids_ = std::move(clustering.centroids);
-    codec->MakeAssigner();
   } catch (const std::exception& e) {
     return absl::InternalError(absl::StrCat("residual codec: k-means: ", e.what()));
   }
+  codec->FitCodes(tokens, n, options);
+  return codec;
+}
+
+absl::StatusOr<std::unique_ptr<ResidualCodec>> ResidualCodec::TrainWithCentroids(
+    const float* tokens, size_t n, uint32_t dim, std::vector<float> centroids,
+    const ResidualCodecOptions& options) {
+  ATTN_RETURN_IF_ERROR(CheckOptions(dim, options));
+  if (centroids.empty() || centroids.size() % dim != 0 ||
+      centroids.size() / dim > (size_t(1) << 24)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("residual codec: ", centroids.size(), " centroid values are not 1 to ",
+                     1u << 24, " rows of dim ", dim));
+  }
+  if (n < kMinFixedCentroidTokens) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("residual codec: ", n, " training tokens are too few (it needs at least ",
+                     kMinFixedCentroidTokens, ")"));
+  }
+  std::unique_ptr<ResidualCodec> codec(new ResidualCodec());
+  codec->dim_ = dim;
+  codec->bits_ = options.bits;
+  codec->num_centroids_ = uint32_t(centroids.size() / dim);
+  codec->centroids_ = std::move(centroids);
+  codec->FitCodes(tokens, n, options);
+  return codec;
+}
+
+void ResidualCodec::FitCodes(const float* tokens, size_t n, const ResidualCodecOptions& options) {
+  const bool gain = options.gain;
+  const uint32_t dim = dim_;
   // Buckets from a sample's residuals: every token up to 65,536, else an
   // even stride through them.
   const size_t sample = std::min<size_t>(n, 65536);
@@ -128,25 +176,46 @@ absl::StatusOr<std::unique_ptr<ResidualCodec>> ResidualCodec::Train(
     const size_t from = n == sample ? i : i * (n / sample);
     std::memcpy(picked.data() + i * dim, tokens + from * dim, dim * sizeof(float));
   }
-  const std::vector<uint32_t> ids = codec->Assign(picked.data(), sample);
+  std::vector<uint32_t> ids(sample, 0);
+  if (options.nearest) {
+    options.nearest(centroids_.data(), num_centroids_, picked.data(), sample, ids.data());
+  } else {
+    ids = Assign(picked.data(), sample);
+  }
+  gain_max_ = 0.f;
+  if (gain) {
+    // The largest projection maps to byte 255.
+    float most = 0.f;
+    for (size_t i = 0; i < sample; ++i) {
+      most = std::max(most, Projection(picked.data() + i * dim,
+                                       centroids_.data() + size_t(ids[i]) * dim, dim));
+    }
+    gain_max_ = most > 0.f ? most * 256.f / 255.f : 1.f;
+  }
   std::vector<float> residuals(sample * dim);
   for (size_t i = 0; i < sample; ++i) {
-    const float* c = codec->centroids_.data() + size_t(ids[i]) * dim;
-    for (uint32_t t = 0; t < dim; ++t) residuals[i * dim + t] = picked[i * dim + t] - c[t];
+    const float* x = picked.data() + i * dim;
+    const float* c = centroids_.data() + size_t(ids[i]) * dim;
+    const float g = gain ? GainOf(GainLevel(x, c)) : 1.f;
+    for (uint32_t t = 0; t < dim; ++t) residuals[i * dim + t] = x[t] - g * c[t];
   }
-  codec->FitBuckets(residuals, sample);
+  FitBuckets(residuals, sample);
   // The training error, from the codes themselves.
-  std::vector<uint8_t> codes(sample * codec->code_bytes());
+  std::vector<uint8_t> codes(sample * code_bytes());
   std::vector<float> back(sample * dim);
-  codec->Encode(picked.data(), sample, codes.data());
-  codec->Decode(codes.data(), sample, back.data());
+  EncodeWithCentroids(picked.data(), sample, ids.data(), codes.data());
+  Decode(codes.data(), sample, back.data());
   double sum = 0;
   for (size_t i = 0; i < sample * dim; ++i) {
     const double e = double(picked[i]) - back[i];
     sum += e * e;
   }
-  codec->train_mse_ = sum / double(sample);
-  return codec;
+  train_mse_ = sum / double(sample);
+}
+
+uint8_t ResidualCodec::GainLevel(const float* x, const float* c) const {
+  const float g = Projection(x, c, dim_);
+  return uint8_t(std::clamp(std::lround(g / gain_max_ * 256.f), 0L, 255L));
 }
 
 void ResidualCodec::FitBuckets(const std::vector<float>& residuals, size_t n) {
@@ -171,6 +240,7 @@ void ResidualCodec::FitBuckets(const std::vector<float>& residuals, size_t n) {
 std::vector<uint32_t> ResidualCodec::Assign(const float* tokens, size_t n) const {
   std::vector<float> scores(n);
   std::vector<faiss::Index::idx_t> labels(n);
+  absl::call_once(assigner_once_, [this] { MakeAssigner(); });
   assigner_->search(faiss::Index::idx_t(n), tokens, 1, scores.data(), labels.data());
   std::vector<uint32_t> ids(n);
   for (size_t i = 0; i < n; ++i) ids[i] = labels[i] < 0 ? 0 : uint32_t(labels[i]);
@@ -190,12 +260,17 @@ void ResidualCodec::EncodeWithCentroids(const float* tokens, size_t n, const uin
     uint8_t* code = codes + i * stride;
     const uint32_t id = ids[i] < num_centroids_ ? ids[i] : 0;
     std::memcpy(code, &id, id_size);  // little endian
-    uint8_t* res = code + id_size;
-    std::memset(res, 0, residual_bytes());
     const float* x = tokens + i * dim_;
     const float* c = centroids_.data() + size_t(id) * dim_;
+    float g = 1.f;
+    if (gain_bytes() > 0) {
+      code[id_size] = GainLevel(x, c);
+      g = GainOf(code[id_size]);
+    }
+    uint8_t* res = code + id_size + gain_bytes();
+    std::memset(res, 0, residual_bytes());
     for (uint32_t t = 0; t < dim_; ++t) {
-      const float r = x[t] - c[t];
+      const float r = x[t] - g * c[t];
       const float* cut = cutoffs_.data() + size_t(t) * cuts;
       uint32_t b = 0;
       while (b < cuts && r > cut[b]) ++b;
@@ -216,13 +291,16 @@ void ResidualCodec::Decode(const uint8_t* codes, size_t n, float* out) const {
   const size_t stride = code_bytes();
   for (size_t i = 0; i < n; ++i) {
     const uint8_t* code = codes + i * stride;
-    const uint8_t* res = code + id_bytes();
-    const float* c = centroids_.data() + size_t(CentroidOf(code)) * dim_;
+    const uint8_t* res = code + id_bytes() + gain_bytes();
+    uint32_t id = CentroidOf(code);
+    if (id >= num_centroids_) id = 0;
+    const float* c = centroids_.data() + size_t(id) * dim_;
+    const float g = gain_bytes() > 0 ? GainOf(code[id_bytes()]) : 1.f;
     float* x = out + i * dim_;
     for (uint32_t t = 0; t < dim_; ++t) {
       const size_t bit = size_t(t) * bits_;
       const uint32_t b = (res[bit / 8] >> (bit % 8)) & mask;
-      x[t] = c[t] + values_[size_t(t) * levels + b];
+      x[t] = g * c[t] + values_[size_t(t) * levels + b];
     }
   }
 }
@@ -233,6 +311,7 @@ std::string ResidualCodec::Serialize() const {
   Put(&out, bits_);
   Put(&out, num_centroids_);
   Put(&out, train_mse_);
+  Put(&out, gain_max_);
   PutVector(&out, centroids_);
   PutVector(&out, values_);
   PutVector(&out, cutoffs_);
@@ -248,7 +327,10 @@ absl::StatusOr<std::unique_ptr<ResidualCodec>> ResidualCodec::Deserialize(std::s
   uint64_t sum = 0;
   std::memcpy(&sum, bytes.data() + bytes.size() - 8, 8);
   if (Checksum64(bytes.data(), bytes.size() - 8) != sum) return corrupt("bad checksum");
-  if (std::memcmp(bytes.data(), kMagic, sizeof(kMagic)) != 0) return corrupt("bad magic");
+  const bool format1 = std::memcmp(bytes.data(), kMagic1, sizeof(kMagic1)) == 0;
+  if (!format1 && std::memcmp(bytes.data(), kMagic, sizeof(kMagic)) != 0) {
+    return corrupt("bad magic");
+  }
   std::unique_ptr<ResidualCodec> codec(new ResidualCodec());
   size_t at = sizeof(kMagic);
   auto get = [&](void* to, size_t size) {
@@ -258,10 +340,10 @@ absl::StatusOr<std::unique_ptr<ResidualCodec>> ResidualCodec::Deserialize(std::s
     return true;
   };
   if (!get(&codec->dim_, 4) || !get(&codec->bits_, 4) || !get(&codec->num_centroids_, 4) ||
-      !get(&codec->train_mse_, 8)) {
+      !get(&codec->train_mse_, 8) || (!format1 && !get(&codec->gain_max_, 4))) {
     return corrupt("truncated header");
   }
-  if (codec->dim_ == 0 || codec->dim_ > kMaxDim ||
+  if (!(codec->gain_max_ >= 0.f) || !std::isfinite(codec->gain_max_) || codec->dim_ == 0 || codec->dim_ > kMaxDim ||
       (codec->bits_ != 1 && codec->bits_ != 2 && codec->bits_ != 4) || codec->num_centroids_ == 0 ||
       codec->num_centroids_ > (1u << 24)) {
     return corrupt("bad header");
@@ -275,11 +357,10 @@ absl::StatusOr<std::unique_ptr<ResidualCodec>> ResidualCodec::Deserialize(std::s
       !get(codec->cutoffs_.data(), codec->cutoffs_.size() * 4) || at != bytes.size() - 8) {
     return corrupt("sizes do not match the header");
   }
-  codec->MakeAssigner();
   return codec;
 }
 
-void ResidualCodec::MakeAssigner() {
+void ResidualCodec::MakeAssigner() const {
   auto index = std::make_shared<faiss::IndexFlatIP>(int(dim_));
   index->add(faiss::Index::idx_t(num_centroids_), centroids_.data());
   assigner_ = std::move(index);

@@ -12,10 +12,23 @@
 // error of each dimension is the distance to its nearest bucket value).
 // Decoding: c_t + value_t[code_t].
 //
+// With a gain (ResidualCodecOptions::gain), a token is coded as g·c plus
+// the residual: g, the token's projection on its centroid <x, c> / <c, c>,
+// is kept in one byte j as ĝ = gain_max · j / 256 (gain_max from the
+// training sample), and the buckets are fitted to x - ĝ·c. Tokens that are
+// a scaled copy of a centroid (the built-in text encoder's rows are a
+// word's vector times its BM25 saturation) are then coded almost exactly.
+//
+// Fixed centroids (TrainWithCentroids) replace k-means by a table the
+// caller knows to fit the tokens, e.g. the built-in text encoder's
+// vocabulary of word vectors: each token's nearest centroid is then its
+// own word.
+//
 // Code layout, code_bytes() per token: the centroid id (2 bytes little
-// endian when there are at most 65,536 centroids, else 4), then d·b bits,
-// dimension t at bits [t·b, t·b + b) counted from the low bit of the first
-// residual byte. At d = 128: 34 bytes with 2 bits, 18 with 1 bit.
+// endian when there are at most 65,536 centroids, else 4), the gain byte
+// j (with a gain only), then d·b bits, dimension t at bits [t·b, t·b + b)
+// counted from the low bit of the first residual byte. At d = 128: 34
+// bytes with 2 bits, 18 with 1 bit (35 and 19 with a gain).
 //
 // Thread safety: immutable after Train / Deserialize; any number of threads
 // may encode and decode at once.
@@ -30,6 +43,7 @@
 #include <string_view>
 #include <vector>
 
+#include "absl/base/call_once.h"
 #include "absl/status/statusor.h"
 
 namespace faiss {
@@ -51,7 +65,9 @@ struct ResidualCodecOptions {
   uint32_t max_tokens_per_centroid = 64;
   // Seed of k-means and its subsampling. Default: 1234.
   uint32_t seed = 1234;
-  // How k-means finds each training token's nearest centroid (largest
+  // A per-token gain byte (see the file comment). Default: off.
+  bool gain = false;
+  // How k-means (and the bucket fitting) finds each training token's nearest centroid (largest
   // inner product): out[i] for rows[i] (n x dim) among the k rows of
   // `table` (e.g. on a matmul engine). Default: null, FAISS's exact flat
   // search.
@@ -61,6 +77,8 @@ struct ResidualCodecOptions {
 
 // The fewest training tokens per centroid Train accepts.
 inline constexpr size_t kMinTokensPerCentroid = 4;
+// The fewest training tokens TrainWithCentroids accepts (for the buckets).
+inline constexpr size_t kMinFixedCentroidTokens = 256;
 
 class ResidualCodec {
  public:
@@ -71,6 +89,14 @@ class ResidualCodec {
   static absl::StatusOr<std::unique_ptr<ResidualCodec>> Train(const float* tokens, size_t n,
                                                               uint32_t dim,
                                                               const ResidualCodecOptions& options);
+  // Trains only the gain and the buckets, with fixed centroids (k x dim
+  // values, not necessarily unit; `options.centroids` and the k-means
+  // settings are ignored). INVALID_ARGUMENT as Train, or when there are no
+  // centroids or more than 2^24; FAILED_PRECONDITION for fewer than
+  // kMinFixedCentroidTokens training tokens.
+  static absl::StatusOr<std::unique_ptr<ResidualCodec>> TrainWithCentroids(
+      const float* tokens, size_t n, uint32_t dim, std::vector<float> centroids,
+      const ResidualCodecOptions& options);
   // The codec Serialize wrote; DATA_LOSS when the bytes are not one.
   static absl::StatusOr<std::unique_ptr<ResidualCodec>> Deserialize(std::string_view bytes);
   std::string Serialize() const;
@@ -78,9 +104,12 @@ class ResidualCodec {
   uint32_t dim() const { return dim_; }
   uint32_t bits() const { return bits_; }
   uint32_t num_centroids() const { return num_centroids_; }
-  // Bytes of one token's code: id_bytes() + residual_bytes().
-  size_t code_bytes() const { return id_bytes() + residual_bytes(); }
+  // Bytes of one token's code: id_bytes() + gain_bytes() + residual_bytes().
+  size_t code_bytes() const { return id_bytes() + gain_bytes() + residual_bytes(); }
   size_t id_bytes() const { return num_centroids_ <= 65536 ? 2 : 4; }
+  size_t gain_bytes() const { return gain_max_ > 0.f ? 1 : 0; }
+  // The largest gain a byte holds (ĝ = gain_max · j / 256); 0 without a gain.
+  float gain_max() const { return gain_max_; }
   size_t residual_bytes() const { return (size_t(dim_) * bits_ + 7) / 8; }
   // num_centroids() x dim unit rows.
   const std::vector<float>& centroids() const { return centroids_; }
@@ -103,21 +132,33 @@ class ResidualCodec {
 
  private:
   ResidualCodec() = default;
+  // Checks the options shared by both ways of training.
+  static absl::Status CheckOptions(uint32_t dim, const ResidualCodecOptions& options);
+  // With the centroids set: the gain range and the buckets from (a sample
+  // of) the n training tokens, then the training error.
+  void FitCodes(const float* tokens, size_t n, const ResidualCodecOptions& options);
   // Bucket values from the residuals of the sample (n x dim_).
   void FitBuckets(const std::vector<float>& residuals, size_t n);
+  // The gain byte of a token on centroid c, and the gain it stands for.
+  uint8_t GainLevel(const float* x, const float* c) const;
+  float GainOf(uint8_t level) const { return gain_max_ * float(level) / 256.f; }
   // Nearest centroids (by inner product) of n tokens.
   std::vector<uint32_t> Assign(const float* tokens, size_t n) const;
   // assigner_ := an exact inner-product index of the centroids.
-  void MakeAssigner();
+  void MakeAssigner() const;
 
   uint32_t dim_ = 0;
   uint32_t bits_ = 0;
   uint32_t num_centroids_ = 0;
   std::vector<float> centroids_;  // num_centroids_ x dim_
+  float gain_max_ = 0.f;          // 0: no gain byte
   std::vector<float> values_;     // dim_ x 2^bits_
   std::vector<float> cutoffs_;    // dim_ x (2^bits_ - 1)
-  // The centroids in a FAISS flat index, made once (searched concurrently).
-  std::shared_ptr<const faiss::IndexFlatIP> assigner_;
+  // The centroids in a FAISS flat index (a copy of the table), made on the
+  // first Assign: callers that find the centroids themselves
+  // (EncodeWithCentroids) never pay its memory. Searched concurrently.
+  mutable absl::once_flag assigner_once_;
+  mutable std::shared_ptr<const faiss::IndexFlatIP> assigner_;
   double train_mse_ = 0;
 };
 

@@ -65,8 +65,11 @@ struct TokenCodecConfig {
   TokenCodecKind kind = TokenCodecKind::kRows;
   // Residual: bits per dimension, 1, 2 or 4. Default: 2.
   uint32_t bits = 2;
-  // Residual: centroids, 0 (chosen from the token count when trained) or
-  // 16..65536. Default: 0.
+  // Residual: centroids, 0 or 16..65536 (k-means). With 0, a collection
+  // with the built-in text encoder uses the encoder's vocabulary of word
+  // vectors as centroids (with a gain byte per token, so a row's code names
+  // its word and its BM25 weight almost exactly); any other picks k-means
+  // centroids from the token count when trained. Default: 0.
   uint32_t centroids = 0;
   // Residual: the codec trains itself once this many documents with
   // vectors are stored (0: only when TrainCodec is called). Until it is

@@ -536,27 +536,21 @@ absl::Status Collection::LoadCodec() {
   if (!version || !absl::SimpleAtoi(*version, &v) || v == 0 || codec->dim() != config().dim) {
     return absl::DataLossError("token codec: bad version or dimension");
   }
-  ATTN_ASSIGN_OR_RETURN(std::shared_ptr<const TokenCodecState> state,
-                        TokenCodecState::Make(std::move(codec), v, options_.rerank));
+  ATTN_ASSIGN_OR_RETURN(std::optional<std::string> from,
+                        store_->GetEncoderState("codec.encoder_version"));
+  uint64_t encoder_version = 0;
+  if (from && !from->empty() && !absl::SimpleAtoi(*from, &encoder_version)) {
+    return absl::DataLossError("token codec: bad encoder version");
+  }
+  ATTN_ASSIGN_OR_RETURN(
+      std::shared_ptr<const TokenCodecState> state,
+      TokenCodecState::Make(std::move(codec), v, options_.rerank, encoder_version));
   absl::MutexLock lock(&codec_mu_);
   codec_ = std::move(state);
   return absl::OkStatus();
 }
 
 namespace {
-
-// Centroids for a collection of `tokens` token rows: a power of two near
-// 4·sqrt(tokens), 64..8192, with at least 8 training rows each. Encoding
-// costs time in proportion to the centroids (a 64M-token collection would
-// ask for 32,768, four times 8,192's two minutes); config.token_codec.
-// centroids asks for more, up to 65,536.
-uint32_t ChooseCentroids(uint64_t tokens, size_t sample) {
-  uint32_t k = 64;
-  const double want = 4.0 * std::sqrt(double(tokens));
-  while (k < 8192 && double(k) * 1.5 < want) k *= 2;
-  while (k > 16 && size_t(k) * 8 > sample) k /= 2;
-  return k;
-}
 
 // Token rows a codec trains on, at most.
 constexpr size_t kCodecSampleRows = 262144;
@@ -565,12 +559,22 @@ constexpr size_t kCodecBatch = 512;
 
 }  // namespace
 
+bool Collection::CodecIsStale() const {
+  const std::shared_ptr<const TokenCodecState> state = codec();
+  if (state == nullptr || state->encoder_version == 0) return false;
+  if (!config().token_codec.keep_full_precision) return false;  // no rows to retrain on
+  uint64_t version = 0;
+  encoder(&version);
+  return version != state->encoder_version;
+}
+
 void Collection::MaybeStartCodecWork(bool train) {
   const TokenCodecConfig& tc = config().token_codec;
   if (tc.kind != TokenCodecKind::kResidual || stopping_ || codec_thread_busy_) return;
   const bool trained = codec() != nullptr;
-  const bool due = trained ? codec_pending_.load() > 0
-                           : train && tc.train_after > 0 && store_->live_count() >= tc.train_after;
+  const bool due = CodecIsStale() ||
+                   (trained ? codec_pending_.load() > 0
+                            : train && tc.train_after > 0 && store_->live_count() >= tc.train_after);
   if (!due || options_.defer_index) return;  // a bulk load trains at its end (attnsearch-index)
   absl::MutexLock lock(&codec_thread_mu_);
   if (codec_thread_busy_.exchange(true)) return;
@@ -579,8 +583,9 @@ void Collection::MaybeStartCodecWork(bool train) {
     {
       absl::MutexLock run(&codec_run_mu_);
       if (!stopping_) {
-        // TrainCodec may have trained it meanwhile.
-        const bool train_now = !trained && codec() == nullptr;
+        // TrainCodec may have trained it meanwhile. A codec on an older
+        // encoder's vocabulary is trained again (rows are kept).
+        const bool train_now = (!trained && codec() == nullptr) || CodecIsStale();
         auto r = RunCodec(train_now);
         if (r.ok()) {
           LogInfo(train_now ? "token codec trained" : "token codes re-encoded",
@@ -654,27 +659,13 @@ absl::StatusOr<CodecTrainingResult> Collection::RunCodec(bool train) {
       return absl::OkStatus();
     }));
     const size_t n = sample.size() / dim;
-    ResidualCodecOptions o;
-    o.bits = tc.bits;
-    o.centroids = tc.centroids != 0 ? tc.centroids : ChooseCentroids(seen, n);
-    // k-means assigns its tokens with bf16 matmuls too (exactly, by
-    // FAISS's flat search, if oneDNN cannot make the primitive).
-    o.nearest = [dim](const float* table, size_t k, const float* rows, size_t n, uint32_t* out) {
-      auto finder = NearestRows::Create(table, k, dim);
-      if (finder.ok() && (*finder)->Find(rows, n, out).ok()) return;
-      for (size_t i = 0; i < n; ++i) {
-        float best = -std::numeric_limits<float>::infinity();
-        for (size_t j = 0; j < k; ++j) {
-          float dot = 0;
-          for (uint32_t t = 0; t < dim; ++t) dot += rows[i * dim + t] * table[j * dim + t];
-          if (dot > best) {
-            best = dot;
-            out[i] = uint32_t(j);
-          }
-        }
-      }
-    };
-    auto trained = ResidualCodec::Train(sample.data(), n, dim, o);
+    uint64_t encoder_version = 0;
+    const std::shared_ptr<const text::Encoder> enc = encoder(&encoder_version);
+    TokenCodecTraining how{.bits = tc.bits,
+                           .centroids = tc.centroids,
+                           .collection_tokens = seen,
+                           .encoder = enc.get()};
+    auto trained = TrainTokenCodec(sample.data(), n, dim, how);
     if (!trained.ok()) {
       return Annotate(trained.status(),
                       absl::StrCat("token_codec: training on ", n, " token rows of ",
@@ -684,15 +675,19 @@ absl::StatusOr<CodecTrainingResult> Collection::RunCodec(bool train) {
     result.train_mse = (*trained)->train_mse();
     const uint64_t version = (state ? state->version : 0) + 1;
     const std::string model = (*trained)->Serialize();
-    ATTN_ASSIGN_OR_RETURN(state,
-                          TokenCodecState::Make(std::move(*trained), version, options_.rerank));
+    // Centroids from the vocabulary belong to this encoder version.
+    if ((*trained)->gain_max() == 0.f) encoder_version = 0;
+    ATTN_ASSIGN_OR_RETURN(state, TokenCodecState::Make(std::move(*trained), version,
+                                                       options_.rerank, encoder_version));
     {
       // From here on, writes encode with the new codec.
       absl::MutexLock write_lock(&write_mu_);
       absl::MutexLock index_lock(&index_mu_);
       ATTN_RETURN_IF_ERROR(RecoverStore());
       ATTN_RETURN_IF_ERROR(store_->PutEncoderState(
-          {{"codec.model", model}, {"codec.version", absl::StrCat(version)}}));
+          {{"codec.model", model},
+           {"codec.version", absl::StrCat(version)},
+           {"codec.encoder_version", absl::StrCat(encoder_version)}}));
       absl::MutexLock lock(&codec_mu_);
       codec_ = state;
     }
@@ -880,6 +875,13 @@ absl::StatusOr<IndexTuningResult> Collection::TuneIndex(double target_recall, ui
 
 absl::StatusOr<EncoderTrainingResult> Collection::TrainEncoder(text::EncoderOptions options) {
   ATTN_RETURN_IF_ERROR(DeriveEncoderDims(config().dim, &options));
+  absl::StatusOr<EncoderTrainingResult> result = TrainEncoderLocked(std::move(options));
+  // A codec on the old vocabulary trains again, in the background.
+  if (result.ok()) MaybeStartCodecWork(/*train=*/false);
+  return result;
+}
+
+absl::StatusOr<EncoderTrainingResult> Collection::TrainEncoderLocked(text::EncoderOptions options) {
   absl::MutexLock write_lock(&write_mu_);
   absl::MutexLock index_lock(&index_mu_);
   EncoderTrainingResult result;

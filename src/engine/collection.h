@@ -389,6 +389,9 @@ class Collection {
   void AddToArena(const std::vector<Document>& docs, const StoreCommit& commit)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(index_mu_);
   void RemoveFromArena(const std::vector<Label>& labels) ABSL_EXCLUSIVE_LOCKS_REQUIRED(index_mu_);
+  // TrainEncoder's work under the writer locks.
+  absl::StatusOr<EncoderTrainingResult> TrainEncoderLocked(text::EncoderOptions options)
+      ABSL_LOCKS_EXCLUDED(write_mu_, index_mu_);
   // Loads the stored token codec.
   absl::Status LoadCodec();
   // The codec's work: trains it when `train` (else only re-encodes), then
@@ -396,6 +399,9 @@ class Collection {
   // version. REQUIRES: codec_run_mu_.
   absl::StatusOr<CodecTrainingResult> RunCodec(bool train)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(codec_run_mu_) ABSL_LOCKS_EXCLUDED(write_mu_, index_mu_);
+  // A codec whose centroids are an older encoder's vocabulary, in a
+  // collection that keeps the rows to train a new one on.
+  bool CodecIsStale() const;
   // Starts the background codec thread for a re-encoding (after Open) or
   // the automatic training, when one is due and none runs.
   void MaybeStartCodecWork(bool train);

@@ -1,18 +1,65 @@
 #include "engine/token_codes.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
+#include <limits>
 
 #include "absl/strings/str_cat.h"
 #include "core/status.h"
+#include "text/encoder.h"
 
 namespace attnsearch {
 
+uint32_t ChooseCentroids(uint64_t tokens, size_t sample) {
+  // Encoding costs time in proportion to the centroids (a 64M-token
+  // collection would ask for 32,768, four times 8,192's two minutes);
+  // config.token_codec.centroids asks for more, up to 65,536.
+  uint32_t k = 64;
+  const double want = 4.0 * std::sqrt(double(tokens));
+  while (k < 8192 && double(k) * 1.5 < want) k *= 2;
+  while (k > 16 && size_t(k) * 8 > sample) k /= 2;
+  return k;
+}
+
+absl::StatusOr<std::unique_ptr<ResidualCodec>> TrainTokenCodec(const float* sample, size_t n,
+                                                               uint32_t dim,
+                                                               const TokenCodecTraining& how) {
+  ResidualCodecOptions o;
+  o.bits = how.bits;
+  // Nearest centroids on bf16 matmuls (exactly, by a plain loop, if oneDNN
+  // cannot make the primitive).
+  o.nearest = [dim](const float* table, size_t k, const float* rows, size_t n, uint32_t* out) {
+    auto finder = NearestRows::Create(table, k, dim);
+    if (finder.ok() && (*finder)->Find(rows, n, out).ok()) return;
+    for (size_t i = 0; i < n; ++i) {
+      float best = -std::numeric_limits<float>::infinity();
+      for (size_t j = 0; j < k; ++j) {
+        float dot = 0;
+        for (uint32_t t = 0; t < dim; ++t) dot += rows[i * dim + t] * table[j * dim + t];
+        if (dot > best) {
+          best = dot;
+          out[i] = uint32_t(j);
+        }
+      }
+    }
+  };
+  if (how.centroids == 0 && how.encoder != nullptr && how.encoder->dim() == dim &&
+      how.encoder->vocabulary_size() > 0) {
+    o.gain = true;
+    return ResidualCodec::TrainWithCentroids(sample, n, dim, how.encoder->KeyTable(), o);
+  }
+  o.centroids = how.centroids != 0 ? how.centroids : ChooseCentroids(how.collection_tokens, n);
+  return ResidualCodec::Train(sample, n, dim, o);
+}
+
 absl::StatusOr<std::shared_ptr<const TokenCodecState>> TokenCodecState::Make(
-    std::unique_ptr<ResidualCodec> codec, uint64_t version, const RerankerOptions& options) {
+    std::unique_ptr<ResidualCodec> codec, uint64_t version, const RerankerOptions& options,
+    uint64_t encoder_version) {
   ATTN_ASSIGN_OR_RETURN(Int8CodeBook book,
                         Int8CodeBook::Make(codec->dim(), codec->bits(), codec->id_bytes(),
-                                           codec->centroids(), codec->bucket_values()));
+                                           codec->centroids(), codec->bucket_values(),
+                                           codec->gain_max()));
   ATTN_ASSIGN_OR_RETURN(std::unique_ptr<CodeScorer> scorer,
                         CodeScorer::Create(std::move(book), options));
   ATTN_ASSIGN_OR_RETURN(
@@ -21,6 +68,7 @@ absl::StatusOr<std::shared_ptr<const TokenCodecState>> TokenCodecState::Make(
   auto state = std::make_shared<TokenCodecState>();
   state->nearest = std::move(nearest);
   state->version = version;
+  state->encoder_version = encoder_version;
   state->codec = std::move(codec);
   state->scorer = std::move(scorer);
   return std::shared_ptr<const TokenCodecState>(std::move(state));

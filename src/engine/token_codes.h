@@ -22,6 +22,9 @@
 #include "rerank/nearest_rows.h"
 
 namespace attnsearch {
+namespace text {
+class Encoder;
+}  // namespace text
 
 inline constexpr uint32_t kRowsRecord = 0;
 inline constexpr uint32_t kCodesRecord = 1;
@@ -30,6 +33,9 @@ inline constexpr uint32_t kCodesRecord = 1;
 // scorer of its codes.
 struct TokenCodecState {
   uint64_t version = 0;
+  // The encoder version whose vocabulary the centroids are (0: k-means
+  // centroids); a newer encoder makes the codec stale.
+  uint64_t encoder_version = 0;
   std::unique_ptr<ResidualCodec> codec;
   std::unique_ptr<CodeScorer> scorer;
   // The centroids searched for each token's nearest one (bf16 matmuls).
@@ -37,7 +43,8 @@ struct TokenCodecState {
 
   // The state of a codec (its scorer made with `options`).
   static absl::StatusOr<std::shared_ptr<const TokenCodecState>> Make(
-      std::unique_ptr<ResidualCodec> codec, uint64_t version, const RerankerOptions& options);
+      std::unique_ptr<ResidualCodec> codec, uint64_t version, const RerankerOptions& options,
+      uint64_t encoder_version = 0);
   // The codes record of `rows` token rows (rows x dim f32 values).
   std::string Encode(const float* tokens, uint32_t rows) const;
   // Codes of n token rows (codes: n x code_bytes), the centroids found by
@@ -52,6 +59,31 @@ struct TokenCodecState {
   // a malformed record, FAILED_PRECONDITION for another codec version's.
   absl::Status DecodeRecord(std::string_view record, Document* doc) const;
 };
+
+// How a collection's codec is trained on a sample of its token rows.
+struct TokenCodecTraining {
+  uint32_t bits = 2;
+  // k-means centroids; 0: the encoder's vocabulary when there is one, else
+  // chosen from the collection's token count (ChooseCentroids).
+  uint32_t centroids = 0;
+  // Token rows in the whole collection (the sample's population).
+  uint64_t collection_tokens = 0;
+  // A text collection's encoder (null for client vectors): with centroids
+  // 0, its vocabulary of key vectors becomes the centroids, with a gain
+  // byte per token, so a row's code names its own word and BM25 weight
+  // (ann/residual_codec.h). A codec has a gain byte exactly when its
+  // centroids are a vocabulary.
+  const text::Encoder* encoder = nullptr;
+};
+// The codec of `sample` (n rows of dim values): k-means centroids (the
+// assignments on bf16 matmuls), or the encoder's vocabulary.
+absl::StatusOr<std::unique_ptr<ResidualCodec>> TrainTokenCodec(const float* sample, size_t n,
+                                                               uint32_t dim,
+                                                               const TokenCodecTraining& how);
+// The centroids k-means gets for a collection of `tokens` rows sampled
+// down to `sample`: a power of two near 4·sqrt(tokens), at least 8
+// sampled rows each, at most 8,192.
+uint32_t ChooseCentroids(uint64_t tokens, size_t sample);
 
 // A codes record, parsed.
 struct CodesView {

@@ -5,13 +5,18 @@
 // Every value a code can decode to, centroid c_k[t] plus bucket value
 // v_t[b], is kept in int8 steps of a per-dimension size σ_t:
 //   c8[k][t] = round(c_k[t] / σ_t),  l8[b][t] = round(v_t[b] / σ_t),
-// with σ_t = (max_k |c_k[t]| + max_b |v_t[b]|) / 127, so a token decodes to
+// with σ_t = (max_k |c_k[t]| + max_b |v_t[b]|) / 127, raised to
+// √(σ_t · σ_max) (σ_max the widest centroid step) so that the query, scaled
+// by the steps before its own s8 quantization, keeps its precision in the
+// narrow dimensions; a token decodes to
 // s8 values x8[t] = c8[k][t] + l8[b_t][t] (a saturating byte add; 64
 // dimensions per AVX-512 instruction, the bucket chosen by masks taken
 // from the packed bits) and x[t] ≈ σ_t · x8[t]. The query carries the
 // scales: q'_i[t] = q_i[t] · σ_t, so q_i · x = q'_i · x8, and the int8
 // reranker (s8 x s8 matmul on AMX or VNNI, then the softmax) scores the
-// decoded bytes. The bytes are decoded per call into a per-thread buffer
+// decoded bytes. With a gain byte j (ann/residual_codec.h), the table holds
+// the centroids at their largest gain, c8 = round(gain_max · c / σ_t), and
+// a token decodes to ((c8 · j + 128) >> 8) + l8. The bytes are decoded per call into a per-thread buffer
 // (d bytes a token, 1.3 MB for 10,000 tokens at d = 128), never stored.
 //
 // Thread safety: immutable after Create; Score may run from any number of
@@ -35,18 +40,22 @@ struct Int8CodeBook {
   uint32_t bits = 0;  // 1, 2 or 4
   uint32_t num_centroids = 0;
   size_t id_bytes = 2;            // 2 or 4, little endian, before the residual bits
+  float gain_max = 0.f;           // > 0: a gain byte follows the id
   std::vector<float> dim_scale;   // dim: σ_t
   std::vector<int8_t> centroids;  // num_centroids x dim: c8
   std::vector<int8_t> levels;     // 2^bits x dim: l8, level after level
 
   // The tables of a codec with these centroids (num_centroids x dim) and
-  // bucket values (dim x 2^bits, dimension after dimension).
-  // INVALID_ARGUMENT when the sizes or the bit width do not fit.
+  // bucket values (dim x 2^bits, dimension after dimension), with a gain
+  // byte when gain_max > 0. INVALID_ARGUMENT when the sizes, the bit width
+  // or the gain do not fit.
   static absl::StatusOr<Int8CodeBook> Make(uint32_t dim, uint32_t bits, size_t id_bytes,
                                            const std::vector<float>& centroids,
-                                           const std::vector<float>& bucket_values);
+                                           const std::vector<float>& bucket_values,
+                                           float gain_max = 0.f);
 
-  size_t code_bytes() const { return id_bytes + (size_t(dim) * bits + 7) / 8; }
+  size_t gain_bytes() const { return gain_max > 0.f ? 1 : 0; }
+  size_t code_bytes() const { return id_bytes + gain_bytes() + (size_t(dim) * bits + 7) / 8; }
   // out (n x dim): the s8 values of n codes (back to back, code_bytes()
   // each). A centroid id beyond num_centroids decodes as centroid 0.
   void Decode(const uint8_t* codes, size_t n, int8_t* out) const;

@@ -518,6 +518,17 @@ void Encoder::KeyVector(const std::string& key, float* out, float* idf) const {
   for (uint32_t j = 0; j < kl; ++j) lex[j] *= l;
 }
 
+std::vector<float> Encoder::KeyTable() const {
+  const uint32_t d = dim();
+  std::vector<float> table(keys_.size() * d, 0.f);
+#pragma omp parallel for schedule(static)
+  for (int64_t k = 0; k < int64_t(keys_.size()); ++k) {
+    float idf;
+    KeyVector(keys_[size_t(k)], table.data() + size_t(k) * d, &idf);
+  }
+  return table;
+}
+
 std::vector<float> Encoder::WordVector(std::string_view word, float* idf) const {
   std::vector<float> out(options_.semantic_dims + options_.lexical_dims);
   float unused;

@@ -169,6 +169,12 @@ class Encoder {
   absl::StatusOr<Encoding> EncodeQuery(std::string_view text,
                                        std::string_view field = "text") const;
 
+  // The vocabulary's key vectors as rows of dim() values, [w, 0] for key
+  // 0, 1, ...: every document row of an in-vocabulary key is s times one
+  // of them plus √(1 - s²) in the last coordinate, so they serve as the
+  // centroids of a token codec.
+  std::vector<float> KeyTable() const;
+
   // The unit key vector w of a word (normalised, not yet stemmed) and its idf;
   // exposed for tests and tools.
   std::vector<float> WordVector(std::string_view word, float* idf = nullptr) const;

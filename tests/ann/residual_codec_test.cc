@@ -14,6 +14,7 @@
 #include <set>
 #include <vector>
 
+#include "core/checksum.h"
 #include "core/vector_math.h"
 #include "rerank/reference.h"
 
@@ -236,6 +237,131 @@ TEST(ResidualCodecTest, SerializeRoundTripsAndDetectsCorruption) {
   EXPECT_EQ(ResidualCodec::Deserialize(bad).status().code(), absl::StatusCode::kDataLoss);
   EXPECT_EQ(ResidualCodec::Deserialize(bytes.substr(0, 20)).status().code(),
             absl::StatusCode::kDataLoss);
+}
+
+// Text-like tokens: each a word's unit vector w (from a fixed table, last
+// coordinate 0) scaled by s in (0, 1], the last coordinate completing the
+// unit norm, as the built-in encoder makes document rows. With the table as
+// fixed centroids and a gain, every code names its word, its gain byte is
+// the rounded projection, each dimension's error is the distance to the
+// nearest bucket of x - ĝ·w, and scores against any word are kept within
+// the gain's half step.
+TEST(ResidualCodecTest, FixedCentroidsWithGainCodeScaledWords) {
+  const uint32_t words = 700;
+  std::mt19937 rng(11);
+  std::normal_distribution<float> g(0.f, 1.f);
+  std::vector<float> table(size_t(words) * kDim, 0.f);
+  for (uint32_t k = 0; k < words; ++k) {
+    float* w = table.data() + size_t(k) * kDim;
+    for (uint32_t t = 0; t + 1 < kDim; ++t) w[t] = g(rng);
+    NormalizeInPlace(w, kDim - 1);
+  }
+  std::uniform_int_distribution<uint32_t> pick(0, words - 1);
+  std::uniform_real_distribution<float> saturation(0.05f, 1.f);
+  const size_t n = 5000;
+  std::vector<float> tokens(n * kDim);
+  std::vector<uint32_t> word(n);
+  std::vector<float> scale(n);
+  for (size_t i = 0; i < n; ++i) {
+    word[i] = pick(rng);
+    scale[i] = saturation(rng);
+    float* x = tokens.data() + i * kDim;
+    for (uint32_t t = 0; t + 1 < kDim; ++t) x[t] = scale[i] * table[size_t(word[i]) * kDim + t];
+    x[kDim - 1] = std::sqrt(1.f - scale[i] * scale[i]);
+  }
+  for (uint32_t bits : {1u, 2u, 4u}) {
+    SCOPED_TRACE(bits);
+    ResidualCodecOptions options;
+    options.bits = bits;
+    options.gain = true;
+    auto made = ResidualCodec::TrainWithCentroids(tokens.data(), n, kDim, table, options);
+    ASSERT_TRUE(made.ok()) << made.status();
+    const ResidualCodec& codec = **made;
+    EXPECT_EQ(codec.num_centroids(), words);
+    EXPECT_EQ(codec.code_bytes(), 2 + 1 + kDim * bits / 8);
+    EXPECT_GT(codec.gain_max(), 0.99f);
+    const float half_step = codec.gain_max() / 512.f;
+    const uint32_t levels = 1u << bits;
+    std::vector<uint8_t> codes(n * codec.code_bytes());
+    std::vector<float> back(n * kDim);
+    codec.Encode(tokens.data(), n, codes.data());
+    codec.Decode(codes.data(), n, back.data());
+    for (size_t i = 0; i < n; ++i) {
+      const uint8_t* code = codes.data() + i * codec.code_bytes();
+      ASSERT_EQ(codec.CentroidOf(code), word[i]) << "token " << i;
+      const float gain = codec.gain_max() * float(code[2]) / 256.f;
+      ASSERT_NEAR(gain, scale[i], half_step + 1e-6f) << "token " << i;
+      const float* x = tokens.data() + i * kDim;
+      const float* w = table.data() + size_t(word[i]) * kDim;
+      for (uint32_t t = 0; t < kDim; ++t) {
+        const float r = x[t] - gain * w[t];
+        const float* v = codec.bucket_values().data() + size_t(t) * levels;
+        float nearest = std::numeric_limits<float>::infinity();
+        for (uint32_t b = 0; b < levels; ++b) nearest = std::min(nearest, std::fabs(r - v[b]));
+        ASSERT_NEAR(std::fabs(back[i * kDim + t] - x[t]), nearest, 1e-6)
+            << "token " << i << " dim " << t;
+      }
+      // A query word's similarity, s·<w_q, w>, within the half step (plus
+      // the buckets' error, near 0 here: the residual is 0 but for the
+      // last coordinate, which queries do not see).
+      const float* q = table.data() + size_t(pick(rng)) * kDim;
+      EXPECT_NEAR(Dot(q, back.data() + i * kDim, kDim), Dot(q, x, kDim), half_step + 0.01f)
+          << "token " << i;
+    }
+    // Round trip of a codec with a gain.
+    auto again = ResidualCodec::Deserialize(codec.Serialize());
+    ASSERT_TRUE(again.ok()) << again.status();
+    EXPECT_EQ((*again)->gain_max(), codec.gain_max());
+    std::vector<uint8_t> codes2(codes.size());
+    (*again)->Encode(tokens.data(), n, codes2.data());
+    EXPECT_EQ(codes2, codes);
+  }
+}
+
+// A codec stored before gains existed (format 1) still loads, without one.
+TEST(ResidualCodecTest, ReadsTheFormatWithoutGain) {
+  const std::vector<float> train = ClusteredTokens(4096, 32, 8);
+  auto made = ResidualCodec::Train(train.data(), 4096, kDim, ResidualCodecOptions());
+  ASSERT_TRUE(made.ok());
+  std::string bytes = (*made)->Serialize();
+  // Format 1: magic ending in '1', no gain_max after the 8-byte train_mse.
+  const size_t gain_at = 8 + 12 + 8;
+  bytes.erase(gain_at, 4);
+  bytes[7] = '1';
+  bytes.resize(bytes.size() - 8);
+  const uint64_t sum = Checksum64(bytes.data(), bytes.size());
+  bytes.append(reinterpret_cast<const char*>(&sum), 8);
+  auto back = ResidualCodec::Deserialize(bytes);
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ((*back)->gain_max(), 0.f);
+  EXPECT_EQ((*back)->code_bytes(), (*made)->code_bytes());
+  std::vector<uint8_t> a(100 * (*made)->code_bytes()), b(a.size());
+  (*made)->Encode(train.data(), 100, a.data());
+  (*back)->Encode(train.data(), 100, b.data());
+  EXPECT_EQ(a, b);
+}
+
+TEST(ResidualCodecTest, FixedCentroidsRefuseBadTablesAndTooFewTokens) {
+  const std::vector<float> train = ClusteredTokens(1000, 8, 9);
+  const std::vector<float> table(10 * kDim, 0.1f);
+  ResidualCodecOptions options;
+  options.gain = true;
+  auto s = ResidualCodec::TrainWithCentroids(train.data(), 1000, kDim, {}, options).status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+  EXPECT_NE(s.message().find("centroid"), std::string::npos) << s;
+  s = ResidualCodec::TrainWithCentroids(train.data(), 1000, kDim,
+                                        std::vector<float>(kDim + 1, 0.1f), options)
+          .status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+  s = ResidualCodec::TrainWithCentroids(train.data(), 100, kDim, table, options).status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << s;
+  EXPECT_NE(s.message().find("too few"), std::string::npos) << s;
+  options.bits = 3;
+  s = ResidualCodec::TrainWithCentroids(train.data(), 1000, kDim, table, options).status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+  EXPECT_NE(s.message().find("bits"), std::string::npos) << s;
+  options.bits = 2;
+  EXPECT_TRUE(ResidualCodec::TrainWithCentroids(train.data(), 1000, kDim, table, options).ok());
 }
 
 TEST(ResidualCodecTest, RefusesBadOptionsAndTooFewTokens) {

@@ -1,21 +1,26 @@
 // Collection with the built-in text encoder: text-only documents awaiting
 // the encoder, TrainEncoder and re-encoding, text queries with explanations,
-// client vectors left alone, persistence, the resumption of an interrupted
-// re-encoding on Open, and bad input.
+// client vectors left alone, residual codes on the encoder's vocabulary,
+// persistence, the resumption of an interrupted re-encoding on Open, and
+// bad input.
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <chrono>
+#include <cmath>
 #include <map>
 #include <memory>
 #include <random>
 #include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "core/types.h"
 #include "engine/collection.h"
+#include "engine/token_codes.h"
 #include "engine_test_util.h"
 #include "storage/doc_store.h"
 #include "text/encoder.h"
@@ -384,6 +389,124 @@ TEST(TextCollectionTest, TrainEncoderEncodesAwaitingDocuments) {
   auto gone = c->Get({"t0"}, false);
   ASSERT_TRUE(gone.ok());
   EXPECT_EQ(gone->not_found_ids, std::vector<std::string>{"t0"});
+}
+
+// ---------------------------------------------------------------------------
+// Residual token codes of text.
+
+CollectionConfig ResidualText(bool keep_full_precision) {
+  CollectionConfig c = Config();
+  c.token_codec.kind = TokenCodecKind::kResidual;
+  c.token_codec.bits = 1;
+  c.token_codec.train_after = 0;
+  c.token_codec.keep_full_precision = keep_full_precision;
+  return c;
+}
+
+// A text collection keeping only codes: its codec's centroids are the
+// encoder's vocabulary, every row decodes to its own word's direction, and
+// searches on the codes score as the same collection's bf16 rows do.
+TEST(TextCollectionTest, ResidualCodesOfTextNameTheirWords) {
+  TempDir dir;
+  auto rows = MustCreate(dir.Sub("rows"));
+  auto codes = MustCreate(dir.Sub("codes"), ResidualText(/*keep_full_precision=*/false));
+  ASSERT_NE(rows, nullptr);
+  ASSERT_NE(codes, nullptr);
+  LoadCorpus(*rows);
+  LoadCorpus(*codes);
+  ASSERT_TRUE(rows->TrainEncoder(text::EncoderOptions()).ok());
+  auto enc = codes->TrainEncoder(text::EncoderOptions());
+  ASSERT_TRUE(enc.ok()) << enc.status();
+  auto trained = codes->TrainCodec();
+  ASSERT_TRUE(trained.ok()) << trained.status();
+  EXPECT_EQ(trained->centroids, enc->training.vocabulary);
+  EXPECT_EQ(trained->code_bytes, 2u + 1u + kDim / 8);  // id, gain, 1 bit a dimension
+  ASSERT_NE(codes->codec(), nullptr);
+  EXPECT_EQ(codes->codec()->encoder_version, 1u);
+
+  // Decoded rows point where the stored ones do (the last coordinate, which
+  // queries never see, apart).
+  for (const std::string id : {"t7", "t42", "turbine", "saffron"}) {
+    const Document want = MustGetOne(*rows, id, true);
+    const Document got = MustGetOne(*codes, id, true);
+    ASSERT_EQ(got.num_tokens, want.num_tokens) << id;
+    for (uint32_t r = 0; r < got.num_tokens; ++r) {
+      double dot = 0, a = 0, b = 0;
+      for (uint32_t t = 0; t + 1 < kDim; ++t) {
+        const double x = got.tokens[size_t(r) * kDim + t], y = want.tokens[size_t(r) * kDim + t];
+        dot += x * y;
+        a += x * x;
+        b += y * y;
+      }
+      EXPECT_GT(dot / std::sqrt(a * b), 0.999) << id << " row " << r;
+      EXPECT_NEAR(std::sqrt(a), std::sqrt(b), 0.01) << id << " row " << r;
+    }
+  }
+  // Searches: the same top hit, and every shared hit's score within the
+  // int8 scoring's rounding of the rows' score (the query and the codes in
+  // s8 steps; 2.6% at most on these queries).
+  for (const std::string query : {"turbines", "saffron risotto", "CELLO", "northern ridge",
+                                  "solar battery voltage", "bread oven butter", "ship captain"}) {
+    auto a = TextSearch(*rows, query, 10);
+    auto b = TextSearch(*codes, query, 10);
+    ASSERT_TRUE(a.ok() && b.ok()) << query;
+    ASSERT_FALSE(a->hits.empty());
+    ASSERT_FALSE(b->hits.empty());
+    EXPECT_EQ(b->hits[0].id, a->hits[0].id) << query;
+    std::map<std::string, float> want;
+    for (const auto& h : a->hits) want[h.id] = h.score;
+    size_t shared = 0;
+    for (const auto& h : b->hits) {
+      auto it = want.find(h.id);
+      if (it == want.end()) continue;
+      ++shared;
+      EXPECT_NEAR(h.score, it->second, 0.04 * std::max(1.f, std::fabs(it->second)))
+          << query << ": " << h.id;
+    }
+    EXPECT_GE(shared, 5u) << query;  // the tail of near-zero scores may reorder
+  }
+}
+
+// With the rows kept, a new encoder makes the codec on the old vocabulary
+// stale: it trains again in the background, on the new vocabulary, and the
+// searches keep working.
+TEST(TextCollectionTest, ANewEncoderRetrainsTheCodecOnItsVocabulary) {
+  TempDir dir;
+  auto c = MustCreate(dir.Sub("c"), ResidualText(/*keep_full_precision=*/true));
+  ASSERT_NE(c, nullptr);
+  LoadCorpus(*c);
+  ASSERT_TRUE(c->TrainEncoder(text::EncoderOptions()).ok());
+  ASSERT_TRUE(c->TrainCodec().ok());
+  EXPECT_EQ(c->codec()->encoder_version, 1u);
+  // More text, new words: the second encoder's vocabulary is larger.
+  std::vector<Document> more = TextOnlyBatch(
+      {{"x1", "Quartz crystals and granite boulders line the canyon."},
+       {"x2", "The canyon river carved granite over many years."}});
+  ASSERT_TRUE(c->Upsert(more).ok());
+  auto second = c->TrainEncoder(text::EncoderOptions());
+  ASSERT_TRUE(second.ok()) << second.status();
+  EXPECT_EQ(second->version, 2u);
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  while ((c->codec()->encoder_version != 2 || c->Stats().codec_pending > 0) &&
+         std::chrono::steady_clock::now() < until) {
+    EXPECT_EQ(TextSearchIds(*c, "saffron risotto").at(0), "saffron");
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  const std::shared_ptr<const TokenCodecState> state = c->codec();
+  EXPECT_EQ(state->encoder_version, 2u);
+  EXPECT_EQ(state->version, 2u);
+  EXPECT_EQ(state->codec->num_centroids(), second->training.vocabulary);
+  EXPECT_EQ(c->Stats().codec_pending, 0u);
+  const std::vector<std::string> canyon = TextSearchIds(*c, "granite canyon");
+  ASSERT_GE(canyon.size(), 2u);
+  EXPECT_EQ(std::set<std::string>(canyon.begin(), canyon.begin() + 2),
+            (std::set<std::string>{"x1", "x2"}));
+  // Reopened, the codec remembers its encoder version: nothing to retrain.
+  c.reset();
+  c = MustOpen(dir.Sub("c"));
+  ASSERT_NE(c, nullptr);
+  EXPECT_EQ(c->codec()->encoder_version, 2u);
+  EXPECT_EQ(c->codec()->version, 2u);
 }
 
 TEST(TextCollectionTest, TextOnlyDocumentsAfterTrainingAreEncodedAtOnce) {

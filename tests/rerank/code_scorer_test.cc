@@ -8,6 +8,7 @@
 #include <cmath>
 #include <limits>
 #include <random>
+#include <utility>
 #include <vector>
 
 #include "ann/residual_codec.h"
@@ -17,8 +18,10 @@
 namespace attnsearch {
 namespace {
 
-// A code book of random unit centroids and increasing bucket values.
-Int8CodeBook RandomBook(std::mt19937& rng, uint32_t dim, uint32_t bits, uint32_t k) {
+// A code book of random unit centroids and increasing bucket values, with a
+// gain byte when gain_max > 0.
+Int8CodeBook RandomBook(std::mt19937& rng, uint32_t dim, uint32_t bits, uint32_t k,
+                        float gain_max = 0.f) {
   std::normal_distribution<float> g(0.f, 1.f);
   std::vector<float> centroids(size_t(k) * dim);
   for (float& x : centroids) x = g(rng);
@@ -31,7 +34,7 @@ Int8CodeBook RandomBook(std::mt19937& rng, uint32_t dim, uint32_t bits, uint32_t
           0.05f * (float(b) - 0.5f * float(levels - 1)) + 0.01f * g(rng);
     }
   }
-  auto book = Int8CodeBook::Make(dim, bits, 2, centroids, values);
+  auto book = Int8CodeBook::Make(dim, bits, 2, centroids, values, gain_max);
   EXPECT_TRUE(book.ok()) << book.status();
   return *std::move(book);
 }
@@ -51,32 +54,36 @@ std::vector<uint8_t> RandomCodes(std::mt19937& rng, const Int8CodeBook& book, si
 
 TEST(CodeScorerTest, VectorDecodingEqualsPortable) {
   std::mt19937 rng(1);
+  for (float gain_max : {0.f, 0.9f}) {
   for (uint32_t dim : {8u, 64u, 100u, 128u, 200u}) {
     for (uint32_t bits : {1u, 2u, 4u}) {
-      SCOPED_TRACE(testing::Message() << "dim " << dim << " bits " << bits);
-      const Int8CodeBook book = RandomBook(rng, dim, bits, 50);
+      SCOPED_TRACE(testing::Message() << "dim " << dim << " bits " << bits << " gain " << gain_max);
+      const Int8CodeBook book = RandomBook(rng, dim, bits, 50, gain_max);
       const size_t n = 37;
       const std::vector<uint8_t> codes = RandomCodes(rng, book, n);
       std::vector<int8_t> fast(n * dim), slow(n * dim);
       book.Decode(codes.data(), n, fast.data());
       book.DecodePortable(codes.data(), n, slow.data());
       ASSERT_EQ(fast, slow);
-      // The portable decoding is centroid + level, in steps.
+      // The portable decoding is centroid (times gain/256, rounded) + level,
+      // in steps.
       const uint32_t mask = (1u << bits) - 1;
+      const size_t gain_bytes = gain_max > 0.f ? 1 : 0;
       for (size_t i = 0; i < n; ++i) {
         const uint8_t* code = codes.data() + i * book.code_bytes();
         uint32_t k = 0;
         std::memcpy(&k, code, 2);
         for (uint32_t t = 0; t < dim; ++t) {
           const size_t bit = size_t(t) * bits;
-          const uint32_t b = (code[2 + bit / 8] >> (bit % 8)) & mask;
-          const int want = std::clamp(
-              int(book.centroids[size_t(k) * dim + t]) + int(book.levels[size_t(b) * dim + t]),
-              -128, 127);
+          const uint32_t b = (code[2 + gain_bytes + bit / 8] >> (bit % 8)) & mask;
+          double c = book.centroids[size_t(k) * dim + t];
+          if (gain_bytes > 0) c = std::floor(c * code[2] / 256.0 + 0.5);
+          const int want = std::clamp(int(c) + int(book.levels[size_t(b) * dim + t]), -128, 127);
           ASSERT_EQ(slow[i * dim + t], want) << "token " << i << " dim " << t;
         }
       }
     }
+  }
   }
 }
 
@@ -86,9 +93,10 @@ TEST(CodeScorerTest, VectorDecodingEqualsPortable) {
 TEST(CodeScorerTest, ScoresEqualTheReferenceOnTheDecodedValues) {
   std::mt19937 rng(2);
   const uint32_t dim = 128, m = 20;
-  for (uint32_t bits : {1u, 2u, 4u}) {
-    SCOPED_TRACE(testing::Message() << "bits " << bits);
-    const Int8CodeBook book = RandomBook(rng, dim, bits, 200);
+  for (const auto& [bits, gain_max] :
+       std::vector<std::pair<uint32_t, float>>{{1, 0.f}, {2, 0.f}, {4, 0.f}, {2, 1.2f}}) {
+    SCOPED_TRACE(testing::Message() << "bits " << bits << " gain " << gain_max);
+    const Int8CodeBook book = RandomBook(rng, dim, bits, 200, gain_max);
     std::vector<uint32_t> rows = {5, 1, 180, 64, 33, 1500, 2, 90};
     std::vector<size_t> offsets;
     size_t total = 0;
@@ -167,6 +175,55 @@ TEST(CodeScorerTest, ScoresFollowTheCodecsFloatDecoding) {
   }
 }
 
+// A codec with fixed centroids and a gain, on tokens that are scaled
+// centroids plus noise: the scores on codes follow its float decoding too.
+TEST(CodeScorerTest, GainCodesFollowTheCodecsFloatDecoding) {
+  std::mt19937 rng(4);
+  const uint32_t dim = 128, k = 300, n = 6000, m = 16;
+  std::normal_distribution<float> g(0.f, 1.f);
+  std::uniform_real_distribution<float> scale(0.1f, 1.f);
+  std::vector<float> table(size_t(k) * dim);
+  for (float& x : table) x = g(rng);
+  for (uint32_t c = 0; c < k; ++c) NormalizeInPlace(table.data() + size_t(c) * dim, dim);
+  std::vector<float> tokens(size_t(n) * dim);
+  for (uint32_t i = 0; i < n; ++i) {
+    const float s = scale(rng);
+    const float* c = table.data() + size_t(i % k) * dim;
+    for (uint32_t t = 0; t < dim; ++t) tokens[size_t(i) * dim + t] = s * c[t] + 0.02f * g(rng);
+  }
+  ResidualCodecOptions options;
+  options.gain = true;
+  auto codec = ResidualCodec::TrainWithCentroids(tokens.data(), n, dim, table, options);
+  ASSERT_TRUE(codec.ok()) << codec.status();
+  auto book = Int8CodeBook::Make(dim, (*codec)->bits(), (*codec)->id_bytes(), (*codec)->centroids(),
+                                 (*codec)->bucket_values(), (*codec)->gain_max());
+  ASSERT_TRUE(book.ok()) << book.status();
+  ASSERT_EQ(book->code_bytes(), (*codec)->code_bytes());
+  std::vector<uint8_t> codes(size_t(n) * (*codec)->code_bytes());
+  (*codec)->Encode(tokens.data(), n, codes.data());
+  std::vector<float> decoded(tokens.size());
+  (*codec)->Decode(codes.data(), n, decoded.data());
+  const std::vector<uint32_t> rows(60, 100);
+  std::vector<size_t> offsets;
+  for (size_t c = 0; c < rows.size(); ++c) offsets.push_back(c * 100);
+  std::vector<float> q(size_t(m) * dim), w(m, 1.f / m);
+  for (float& x : q) x = g(rng);
+  for (uint32_t i = 0; i < m; ++i) NormalizeInPlace(q.data() + size_t(i) * dim, dim);
+  auto scorer = CodeScorer::Create(*std::move(book), RerankerOptions());
+  ASSERT_TRUE(scorer.ok());
+  for (RerankMode mode : {RerankMode::kAttention, RerankMode::kMaxSim}) {
+    const RerankQuery query{q.data(), m, w.data(), mode, 0.1f};
+    const CandidateCodes cand{codes.data(), n, rows.data(), offsets.data(), rows.size()};
+    std::vector<float> scores(rows.size());
+    ASSERT_TRUE((*scorer)->Score(query, cand, scores.data()).ok());
+    for (size_t c = 0; c < rows.size(); ++c) {
+      const double want = ReferenceScore(q.data(), m, w.data(), decoded.data() + offsets[c] * dim,
+                                         rows[c], dim, mode, 0.1f);
+      EXPECT_NEAR(scores[c], want, 0.01) << "candidate " << c;
+    }
+  }
+}
+
 TEST(CodeScorerTest, RefusesBadBooks) {
   const std::vector<float> centroids(128, 0.1f), values(128 * 4, 0.f);
   EXPECT_EQ(Int8CodeBook::Make(128, 3, 2, centroids, values).status().code(),
@@ -175,7 +232,12 @@ TEST(CodeScorerTest, RefusesBadBooks) {
             absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(Int8CodeBook::Make(128, 2, 3, centroids, values).status().code(),
             absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(Int8CodeBook::Make(128, 2, 2, centroids, values, -1.f).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(Int8CodeBook::Make(128, 2, 2, centroids, values, std::nanf("")).status().code(),
+            absl::StatusCode::kInvalidArgument);
   EXPECT_TRUE(Int8CodeBook::Make(128, 2, 2, centroids, values).ok());
+  EXPECT_TRUE(Int8CodeBook::Make(128, 2, 2, centroids, values, 1.f).ok());
 }
 
 }  // namespace
