@@ -29,7 +29,9 @@
 //                   the floor "ours" is compared with.
 //   codes           CodeScorer::Score on the documents as residual codes of
 //                   --code_bits bits (a ResidualCodec trained on these
-//                   documents' tokens; 0 turns it off).
+//                   documents' tokens as a collection trains it, centroids
+//                   from --code_centroids or chosen for the token count;
+//                   0 turns it off).
 //   ours+explain    Score keeping its similarities, then
 //                   Reranker::ExplainScored for the top 10, as the engine
 //                   does with explain = true.
@@ -65,6 +67,7 @@
 #include "benchmarks.h"
 #include "core/status.h"
 #include "core/vector_math.h"
+#include "engine/token_codes.h"
 #include "oneapi/dnnl/dnnl.hpp"
 #include "report.h"
 #include "rerank/code_scorer.h"
@@ -349,25 +352,25 @@ absl::StatusOr<RerankTimes> TimeRerank(const BenchFlags& f, const RerankData& x)
     which.assign(idx.begin(), idx.begin() + long(top));
     if (score_status.ok()) score_status = reranker->ExplainScored(rq, ct, kept, which, &evidence);
   };
-  // The documents as residual codes, trained on their own tokens.
-  std::unique_ptr<CodeScorer> code_scorer;
+  // The documents as residual codes, trained on their own tokens as a
+  // collection trains them (engine/token_codes.h: the centroids chosen for
+  // this many tokens unless --code_centroids).
+  std::shared_ptr<const TokenCodecState> code_state;
+  const CodeScorer* code_scorer = nullptr;
   std::vector<uint8_t> codes;
   std::vector<float> code_scores(C);
   if (f.code_bits > 0) {
-    ResidualCodecOptions co;
-    co.bits = uint32_t(f.code_bits);
-    co.centroids = uint32_t(f.code_centroids);
+    const TokenCodecTraining how{.bits = uint32_t(f.code_bits),
+                                 .centroids = uint32_t(f.code_centroids),
+                                 .collection_tokens = x.total};
     ATTN_ASSIGN_OR_RETURN(std::unique_ptr<ResidualCodec> codec,
-                          ResidualCodec::Train(x.docs.data(), x.total, x.d, co));
-    codes.resize(x.total * codec->code_bytes());
-    codec->Encode(x.docs.data(), x.total, codes.data());
-    ATTN_ASSIGN_OR_RETURN(Int8CodeBook book,
-                          Int8CodeBook::Make(x.d, codec->bits(), codec->id_bytes(),
-                                             codec->centroids(), codec->bucket_values(),
-                                             codec->gain_max()));
-    ATTN_ASSIGN_OR_RETURN(code_scorer, CodeScorer::Create(std::move(book), ropts));
-    out.code_bytes = codec->code_bytes();
-    out.code_centroids = codec->num_centroids();
+                          TrainTokenCodec(x.docs.data(), x.total, x.d, how));
+    ATTN_ASSIGN_OR_RETURN(code_state, TokenCodecState::Make(std::move(codec), 1, ropts));
+    codes.resize(x.total * code_state->codec->code_bytes());
+    code_state->codec->Encode(x.docs.data(), x.total, codes.data());
+    code_scorer = code_state->scorer.get();
+    out.code_bytes = code_state->codec->code_bytes();
+    out.code_centroids = code_state->codec->num_centroids();
   }
   const CandidateCodes cc{codes.data(), x.total, x.rows.data(), x.offsets.data(), C};
   absl::Status code_status;

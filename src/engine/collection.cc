@@ -676,7 +676,7 @@ absl::StatusOr<CodecTrainingResult> Collection::RunCodec(bool train) {
     const uint64_t version = (state ? state->version : 0) + 1;
     const std::string model = (*trained)->Serialize();
     // Centroids from the vocabulary belong to this encoder version.
-    if ((*trained)->gain_max() == 0.f) encoder_version = 0;
+    if (!UsesVocabulary(how, dim)) encoder_version = 0;
     ATTN_ASSIGN_OR_RETURN(state, TokenCodecState::Make(std::move(*trained), version,
                                                        options_.rerank, encoder_version));
     {

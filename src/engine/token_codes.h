@@ -69,14 +69,15 @@ struct TokenCodecTraining {
   // Token rows in the whole collection (the sample's population).
   uint64_t collection_tokens = 0;
   // A text collection's encoder (null for client vectors): with centroids
-  // 0, its vocabulary of key vectors becomes the centroids, with a gain
-  // byte per token, so a row's code names its own word and BM25 weight
-  // (ann/residual_codec.h). A codec has a gain byte exactly when its
-  // centroids are a vocabulary.
+  // 0, its vocabulary of key vectors becomes the centroids, so that with
+  // the gain byte (every codec has one) a row's code names its own word
+  // and BM25 weight (ann/residual_codec.h).
   const text::Encoder* encoder = nullptr;
 };
-// The codec of `sample` (n rows of dim values): k-means centroids (the
-// assignments on bf16 matmuls), or the encoder's vocabulary.
+// Whether TrainTokenCodec takes the encoder's vocabulary as the centroids.
+bool UsesVocabulary(const TokenCodecTraining& how, uint32_t dim);
+// The codec of `sample` (n rows of dim values), with a gain byte: k-means
+// centroids (the assignments on bf16 matmuls), or the encoder's vocabulary.
 absl::StatusOr<std::unique_ptr<ResidualCodec>> TrainTokenCodec(const float* sample, size_t n,
                                                                uint32_t dim,
                                                                const TokenCodecTraining& how);

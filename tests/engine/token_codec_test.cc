@@ -116,7 +116,7 @@ TEST(TokenCodecTest, CodesInTheArenaScoreAsTheirDecodedRows) {
   ASSERT_TRUE(trained.ok()) << trained.status();
   EXPECT_EQ(trained->version, 1u);
   EXPECT_EQ(trained->bits, 2u);
-  EXPECT_EQ(trained->code_bytes, 2u + kDim * 2 / 8);
+  EXPECT_EQ(trained->code_bytes, 2u + 1u + kDim * 2 / 8);  // id, gain, 2 bits a dimension
   EXPECT_EQ(trained->encoded, docs.size());
   const CollectionStats s = (*c)->Stats();
   EXPECT_EQ(s.codec_version, 1u);
