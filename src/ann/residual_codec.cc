@@ -48,7 +48,8 @@ struct CallbackIndex : faiss::Index {
   std::vector<float> table;
 };
 
-// Format 1 has no gain; format 2 adds gain_max (f32) after train_mse.
+// Format 1 has no gain; format 2 adds gain_max (f32) and flags (u32, bit 0:
+// fixed centroids) after train_mse.
 constexpr char kMagic[8] = {'A', 'T', 'R', 'C', 'O', 'D', 'E', '2'};
 constexpr char kMagic1[8] = {'A', 'T', 'R', 'C', 'O', 'D', 'E', '1'};
 
@@ -161,6 +162,8 @@ absl::StatusOr<std::unique_ptr<ResidualCodec>> ResidualCodec::TrainWithCentroids
   codec->bits_ = options.bits;
   codec->num_centroids_ = uint32_t(centroids.size() / dim);
   codec->centroids_ = std::move(centroids);
+  codec->fixed_ = true;
+  codec->MakeSignIndex();
   codec->FitCodes(tokens, n, options);
   return codec;
 }
@@ -177,11 +180,7 @@ void ResidualCodec::FitCodes(const float* tokens, size_t n, const ResidualCodecO
     std::memcpy(picked.data() + i * dim, tokens + from * dim, dim * sizeof(float));
   }
   std::vector<uint32_t> ids(sample, 0);
-  if (options.nearest) {
-    options.nearest(centroids_.data(), num_centroids_, picked.data(), sample, ids.data());
-  } else {
-    ids = Assign(picked.data(), sample);
-  }
+  FindCentroids(picked.data(), sample, ids.data(), options.nearest);
   gain_max_ = 0.f;
   if (gain) {
     // The largest projection maps to byte 255.
@@ -248,8 +247,97 @@ std::vector<uint32_t> ResidualCodec::Assign(const float* tokens, size_t n) const
 }
 
 void ResidualCodec::Encode(const float* tokens, size_t n, uint8_t* codes) const {
-  const std::vector<uint32_t> ids = Assign(tokens, n);
+  std::vector<uint32_t> ids(n, 0);
+  FindCentroids(tokens, n, ids.data(), nullptr);
   EncodeWithCentroids(tokens, n, ids.data(), codes);
+}
+
+namespace {
+constexpr uint32_t kAmbiguous = ~0u;
+}  // namespace
+
+void ResidualCodec::MakeSignIndex() {
+  sign_dims_.clear();
+  by_signs_.clear();
+  for (uint32_t t = 0; t < dim_; ++t) {
+    bool all = true;
+    for (uint32_t k = 0; k < num_centroids_ && all; ++k) all = centroids_[size_t(k) * dim_ + t] != 0;
+    if (all) sign_dims_.push_back(t);
+  }
+  // Fewer than 32 such dimensions would not tell a vocabulary apart.
+  if (sign_dims_.size() < 32) {
+    sign_dims_.clear();
+    return;
+  }
+  by_signs_.reserve(num_centroids_);
+  for (uint32_t k = 0; k < num_centroids_; ++k) {
+    uint64_t key = 0;
+    if (!SignKey(centroids_.data() + size_t(k) * dim_, &key)) continue;
+    auto [it, added] = by_signs_.emplace(key, k);
+    if (!added) it->second = kAmbiguous;
+  }
+}
+
+bool ResidualCodec::SignKey(const float* x, uint64_t* key) const {
+  uint64_t h = 0x9e3779b97f4a7c15ull, word = 0;
+  size_t bits = 0;
+  for (uint32_t t : sign_dims_) {
+    if (x[t] == 0.f || std::isnan(x[t])) return false;
+    word = (word << 1) | (x[t] > 0.f ? 1 : 0);
+    if (++bits == 64) {
+      h = (h ^ word) * 0xff51afd7ed558ccdull;
+      h ^= h >> 32;
+      word = 0;
+      bits = 0;
+    }
+  }
+  h = (h ^ word ^ (uint64_t(bits) << 56)) * 0xc4ceb9fe1a85ec53ull;
+  *key = h ^ (h >> 29);
+  return true;
+}
+
+std::vector<size_t> ResidualCodec::FindBySigns(const float* tokens, size_t n,
+                                               uint32_t* ids) const {
+  std::vector<size_t> rest;
+  if (by_signs_.empty()) {
+    rest.resize(n);
+    for (size_t i = 0; i < n; ++i) rest[i] = i;
+    return rest;
+  }
+  for (size_t i = 0; i < n; ++i) {
+    uint64_t key = 0;
+    if (SignKey(tokens + i * dim_, &key)) {
+      auto it = by_signs_.find(key);
+      if (it != by_signs_.end() && it->second != kAmbiguous) {
+        ids[i] = it->second;
+        continue;
+      }
+    }
+    rest.push_back(i);
+  }
+  return rest;
+}
+
+void ResidualCodec::FindCentroids(const float* tokens, size_t n, uint32_t* ids,
+                                  const ResidualCodecOptions::NearestFn& nearest) const {
+  const std::vector<size_t> rest = FindBySigns(tokens, n, ids);
+  if (rest.empty()) return;
+  std::vector<float> rows;
+  const float* search = tokens;
+  if (rest.size() < n) {
+    rows.resize(rest.size() * dim_);
+    for (size_t j = 0; j < rest.size(); ++j) {
+      std::memcpy(rows.data() + j * dim_, tokens + rest[j] * dim_, dim_ * sizeof(float));
+    }
+    search = rows.data();
+  }
+  std::vector<uint32_t> found(rest.size(), 0);
+  if (nearest) {
+    nearest(centroids_.data(), num_centroids_, search, rest.size(), found.data());
+  } else {
+    found = Assign(search, rest.size());
+  }
+  for (size_t j = 0; j < rest.size(); ++j) ids[rest[j]] = found[j];
 }
 
 void ResidualCodec::EncodeWithCentroids(const float* tokens, size_t n, const uint32_t* ids,
@@ -312,6 +400,7 @@ std::string ResidualCodec::Serialize() const {
   Put(&out, num_centroids_);
   Put(&out, train_mse_);
   Put(&out, gain_max_);
+  Put(&out, uint32_t(fixed_ ? 1 : 0));
   PutVector(&out, centroids_);
   PutVector(&out, values_);
   PutVector(&out, cutoffs_);
@@ -343,6 +432,10 @@ absl::StatusOr<std::unique_ptr<ResidualCodec>> ResidualCodec::Deserialize(std::s
       !get(&codec->train_mse_, 8) || (!format1 && !get(&codec->gain_max_, 4))) {
     return corrupt("truncated header");
   }
+  uint32_t flags = 0;
+  if (!format1 && !get(&flags, 4)) return corrupt("truncated header");
+  if (flags > 1) return corrupt("bad flags");
+  codec->fixed_ = flags == 1;
   if (!(codec->gain_max_ >= 0.f) || !std::isfinite(codec->gain_max_) || codec->dim_ == 0 || codec->dim_ > kMaxDim ||
       (codec->bits_ != 1 && codec->bits_ != 2 && codec->bits_ != 4) || codec->num_centroids_ == 0 ||
       codec->num_centroids_ > (1u << 24)) {
@@ -357,6 +450,7 @@ absl::StatusOr<std::unique_ptr<ResidualCodec>> ResidualCodec::Deserialize(std::s
       !get(codec->cutoffs_.data(), codec->cutoffs_.size() * 4) || at != bytes.size() - 8) {
     return corrupt("sizes do not match the header");
   }
+  if (codec->fixed_) codec->MakeSignIndex();
   return codec;
 }
 

@@ -22,7 +22,9 @@
 // Fixed centroids (TrainWithCentroids) replace k-means by a table the
 // caller knows to fit the tokens, e.g. the built-in text encoder's
 // vocabulary of word vectors: each token's nearest centroid is then its
-// own word.
+// own word. Such a codec also finds a token's centroid without a search
+// when the token repeats a centroid's signs (FindBySigns), as a word's row
+// does: the search of a large vocabulary is left to the rest.
 //
 // Code layout, code_bytes() per token: the centroid id (2 bytes little
 // endian when there are at most 65,536 centroids, else 4), the gain byte
@@ -44,6 +46,7 @@
 #include <vector>
 
 #include "absl/base/call_once.h"
+#include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
 
 namespace faiss {
@@ -71,8 +74,9 @@ struct ResidualCodecOptions {
   // inner product): out[i] for rows[i] (n x dim) among the k rows of
   // `table` (e.g. on a matmul engine). Default: null, FAISS's exact flat
   // search.
-  std::function<void(const float* table, size_t k, const float* rows, size_t n, uint32_t* out)>
-      nearest;
+  using NearestFn =
+      std::function<void(const float* table, size_t k, const float* rows, size_t n, uint32_t* out)>;
+  NearestFn nearest;
 };
 
 // The fewest training tokens per centroid Train accepts.
@@ -130,8 +134,24 @@ class ResidualCodec {
   // The centroid id of one token's code.
   uint32_t CentroidOf(const uint8_t* code) const;
 
+  // Fixed centroids only: for each of n tokens, the centroid whose signs it
+  // repeats in every dimension where no centroid is 0 (found by a hash of
+  // those signs), into ids[i]. For a positive multiple of a unit centroid
+  // plus components where every centroid is 0 (a text row), that is its
+  // nearest centroid. Returns the indices of the tokens it could not place
+  // (all of them for a k-means codec), for the caller's search.
+  std::vector<size_t> FindBySigns(const float* tokens, size_t n, uint32_t* ids) const;
+
  private:
   ResidualCodec() = default;
+  // sign_dims_ and by_signs_, for fixed centroids.
+  void MakeSignIndex();
+  // The hash of a token's signs over sign_dims_; false when one is 0.
+  bool SignKey(const float* x, uint64_t* key) const;
+  // Nearest centroids of n tokens: FindBySigns, then `nearest` (or Assign)
+  // for the rest.
+  void FindCentroids(const float* tokens, size_t n, uint32_t* ids,
+                     const ResidualCodecOptions::NearestFn& nearest) const;
   // Checks the options shared by both ways of training.
   static absl::Status CheckOptions(uint32_t dim, const ResidualCodecOptions& options);
   // With the centroids set: the gain range and the buckets from (a sample
@@ -152,6 +172,11 @@ class ResidualCodec {
   uint32_t num_centroids_ = 0;
   std::vector<float> centroids_;  // num_centroids_ x dim_
   float gain_max_ = 0.f;          // 0: no gain byte
+  bool fixed_ = false;            // centroids given, not trained
+  // Fixed centroids: the dimensions where no centroid is 0, and the
+  // centroid of each sign pattern over them (kAmbiguous when shared).
+  std::vector<uint32_t> sign_dims_;
+  absl::flat_hash_map<uint64_t, uint32_t> by_signs_;
   std::vector<float> values_;     // dim_ x 2^bits_
   std::vector<float> cutoffs_;    // dim_ x (2^bits_ - 1)
   // The centroids in a FAISS flat index (a copy of the table), made on the

@@ -308,6 +308,17 @@ TEST(ResidualCodecTest, FixedCentroidsWithGainCodeScaledWords) {
       EXPECT_NEAR(Dot(q, back.data() + i * kDim, kDim), Dot(q, x, kDim), half_step + 0.01f)
           << "token " << i;
     }
+    // Every scaled word is found by its signs, without a search, also after
+    // rounding to bf16; a token of no word's signs is left to the search.
+    std::vector<uint32_t> by_signs(n, ~0u);
+    std::vector<float> rounded(tokens.size());
+    for (size_t i = 0; i < tokens.size(); ++i) rounded[i] = Bf16ToFloat(FloatToBf16(tokens[i]));
+    EXPECT_TRUE(codec.FindBySigns(rounded.data(), n, by_signs.data()).empty());
+    EXPECT_EQ(by_signs, word);
+    std::vector<float> stranger(tokens.begin(), tokens.begin() + kDim);
+    stranger[3] = -stranger[3];
+    uint32_t unused = 0;
+    EXPECT_EQ(codec.FindBySigns(stranger.data(), 1, &unused), std::vector<size_t>{0});
     // Round trip of a codec with a gain.
     auto again = ResidualCodec::Deserialize(codec.Serialize());
     ASSERT_TRUE(again.ok()) << again.status();
@@ -315,7 +326,15 @@ TEST(ResidualCodecTest, FixedCentroidsWithGainCodeScaledWords) {
     std::vector<uint8_t> codes2(codes.size());
     (*again)->Encode(tokens.data(), n, codes2.data());
     EXPECT_EQ(codes2, codes);
+    std::vector<uint32_t> again_ids(n, ~0u);
+    EXPECT_TRUE((*again)->FindBySigns(tokens.data(), n, again_ids.data()).empty());
   }
+  // A k-means codec leaves every token to the search.
+  const std::vector<float> clustered = ClusteredTokens(4096, 32, 12);
+  auto kmeans = ResidualCodec::Train(clustered.data(), 4096, kDim, ResidualCodecOptions());
+  ASSERT_TRUE(kmeans.ok());
+  std::vector<uint32_t> ids(10);
+  EXPECT_EQ((*kmeans)->FindBySigns(clustered.data(), 10, ids.data()).size(), 10u);
 }
 
 // A codec stored before gains existed (format 1) still loads, without one.
@@ -324,9 +343,10 @@ TEST(ResidualCodecTest, ReadsTheFormatWithoutGain) {
   auto made = ResidualCodec::Train(train.data(), 4096, kDim, ResidualCodecOptions());
   ASSERT_TRUE(made.ok());
   std::string bytes = (*made)->Serialize();
-  // Format 1: magic ending in '1', no gain_max after the 8-byte train_mse.
+  // Format 1: magic ending in '1', no gain_max and flags after the 8-byte
+  // train_mse.
   const size_t gain_at = 8 + 12 + 8;
-  bytes.erase(gain_at, 4);
+  bytes.erase(gain_at, 8);
   bytes[7] = '1';
   bytes.resize(bytes.size() - 8);
   const uint64_t sum = Checksum64(bytes.data(), bytes.size());
