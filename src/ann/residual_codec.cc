@@ -394,13 +394,17 @@ void ResidualCodec::Decode(const uint8_t* codes, size_t n, float* out) const {
 }
 
 std::string ResidualCodec::Serialize() const {
-  std::string out(kMagic, sizeof(kMagic));
+  // Format 1 when it says all (no gain, k-means), which older readers know.
+  const bool format1 = gain_max_ == 0.f && !fixed_;
+  std::string out(format1 ? kMagic1 : kMagic, sizeof(kMagic));
   Put(&out, dim_);
   Put(&out, bits_);
   Put(&out, num_centroids_);
   Put(&out, train_mse_);
-  Put(&out, gain_max_);
-  Put(&out, uint32_t(fixed_ ? 1 : 0));
+  if (!format1) {
+    Put(&out, gain_max_);
+    Put(&out, uint32_t(fixed_ ? 1 : 0));
+  }
   PutVector(&out, centroids_);
   PutVector(&out, values_);
   PutVector(&out, cutoffs_);

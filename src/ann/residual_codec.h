@@ -32,8 +32,8 @@
 // counted from the low bit of the first residual byte. At d = 128: 34
 // bytes with 2 bits, 18 with 1 bit (35 and 19 with a gain).
 //
-// Thread safety: immutable after Train / Deserialize; any number of threads
-// may encode and decode at once.
+// Thread safety: immutable after Train / TrainWithCentroids / Deserialize;
+// any number of threads may encode and decode at once.
 #ifndef ATTNSEARCH_ANN_RESIDUAL_CODEC_H_
 #define ATTNSEARCH_ANN_RESIDUAL_CODEC_H_
 
@@ -115,7 +115,7 @@ class ResidualCodec {
   // The largest gain a byte holds (ĝ = gain_max · j / 256); 0 without a gain.
   float gain_max() const { return gain_max_; }
   size_t residual_bytes() const { return (size_t(dim_) * bits_ + 7) / 8; }
-  // num_centroids() x dim unit rows.
+  // num_centroids() x dim rows (unit for k-means; a fixed table as given).
   const std::vector<float>& centroids() const { return centroids_; }
   // dim x 2^bits bucket values, dimension after dimension, increasing.
   const std::vector<float>& bucket_values() const { return values_; }

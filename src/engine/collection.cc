@@ -565,7 +565,7 @@ bool Collection::CodecIsStale() const {
   if (!config().token_codec.keep_full_precision) return false;  // no rows to retrain on
   uint64_t version = 0;
   encoder(&version);
-  return version != state->encoder_version;
+  return version != state->encoder_version && version != stale_retrain_failed_.load();
 }
 
 void Collection::MaybeStartCodecWork(bool train) {
@@ -582,10 +582,13 @@ void Collection::MaybeStartCodecWork(bool train) {
   codec_thread_ = std::thread([this, trained] {
     {
       absl::MutexLock run(&codec_run_mu_);
-      if (!stopping_) {
-        // TrainCodec may have trained it meanwhile. A codec on an older
-        // encoder's vocabulary is trained again (rows are kept).
-        const bool train_now = (!trained && codec() == nullptr) || CodecIsStale();
+      // TrainCodec may have trained it meanwhile. A codec on an older
+      // encoder's vocabulary is trained again (rows are kept), also when
+      // the encoder changed while this thread was busy.
+      bool train_now = (!trained && codec() == nullptr) || CodecIsStale();
+      while (!stopping_) {
+        uint64_t encoder_version = 0;
+        encoder(&encoder_version);
         auto r = RunCodec(train_now);
         if (r.ok()) {
           LogInfo(train_now ? "token codec trained" : "token codes re-encoded",
@@ -595,10 +598,17 @@ void Collection::MaybeStartCodecWork(bool train) {
                    {"encoded", r->encoded},
                    {"train_s", r->train_seconds},
                    {"encode_s", r->encode_seconds}});
-        } else if (!stopping_) {
-          LogWarn("token codec work failed",
-                  {{"collection", path_}, {"error", r.status().message()}});
+        } else {
+          if (!stopping_) {
+            LogWarn("token codec work failed",
+                    {{"collection", path_}, {"error", r.status().message()}});
+          }
+          // Not tried again for this encoder until TrainCodec or a reopen.
+          if (train_now) stale_retrain_failed_ = encoder_version;
+          break;
         }
+        if (!CodecIsStale()) break;
+        train_now = true;
       }
     }
     codec_thread_busy_ = false;
@@ -607,6 +617,7 @@ void Collection::MaybeStartCodecWork(bool train) {
 
 absl::StatusOr<CodecTrainingResult> Collection::TrainCodec() {
   absl::MutexLock run(&codec_run_mu_);
+  stale_retrain_failed_ = 0;
   return RunCodec(/*train=*/true);
 }
 
@@ -635,6 +646,10 @@ absl::StatusOr<CodecTrainingResult> Collection::RunCodec(bool train) {
   }
   if (train) {
     const auto t0 = Clock::now();
+    // The encoder before the rows: should TrainEncoder replace it during the
+    // scan, the codec is recorded with the older version and is stale.
+    uint64_t encoder_version = 0;
+    const std::shared_ptr<const text::Encoder> enc = encoder(&encoder_version);
     // A uniform sample of the live documents' token rows (reservoir).
     std::vector<float> sample;
     std::vector<float> rows;
@@ -659,8 +674,6 @@ absl::StatusOr<CodecTrainingResult> Collection::RunCodec(bool train) {
       return absl::OkStatus();
     }));
     const size_t n = sample.size() / dim;
-    uint64_t encoder_version = 0;
-    const std::shared_ptr<const text::Encoder> enc = encoder(&encoder_version);
     TokenCodecTraining how{.bits = tc.bits,
                            .centroids = tc.centroids,
                            .collection_tokens = seen,
@@ -875,13 +888,13 @@ absl::StatusOr<IndexTuningResult> Collection::TuneIndex(double target_recall, ui
 
 absl::StatusOr<EncoderTrainingResult> Collection::TrainEncoder(text::EncoderOptions options) {
   ATTN_RETURN_IF_ERROR(DeriveEncoderDims(config().dim, &options));
-  absl::StatusOr<EncoderTrainingResult> result = TrainEncoderLocked(std::move(options));
+  absl::StatusOr<EncoderTrainingResult> result = TrainAndReencode(std::move(options));
   // A codec on the old vocabulary trains again, in the background.
   if (result.ok()) MaybeStartCodecWork(/*train=*/false);
   return result;
 }
 
-absl::StatusOr<EncoderTrainingResult> Collection::TrainEncoderLocked(text::EncoderOptions options) {
+absl::StatusOr<EncoderTrainingResult> Collection::TrainAndReencode(text::EncoderOptions options) {
   absl::MutexLock write_lock(&write_mu_);
   absl::MutexLock index_lock(&index_mu_);
   EncoderTrainingResult result;

@@ -304,7 +304,8 @@ class Collection {
   std::shared_ptr<const text::Encoder> encoder(uint64_t* version = nullptr) const;
 
   // Trains the collection's token codec (config().token_codec, residual) on
-  // a sample of its stored tokens (FAISS k-means for the centroids), stores
+  // a sample of its stored tokens (FAISS k-means for the centroids, or the
+  // encoder's vocabulary in a text collection with centroids 0), stores
   // it durably as the next version, then encodes every live document with
   // it: the codes are written to the store and replace the document's rows
   // in the token arena, batch by batch, while searches and writes go on
@@ -389,8 +390,8 @@ class Collection {
   void AddToArena(const std::vector<Document>& docs, const StoreCommit& commit)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(index_mu_);
   void RemoveFromArena(const std::vector<Label>& labels) ABSL_EXCLUSIVE_LOCKS_REQUIRED(index_mu_);
-  // TrainEncoder's work under the writer locks.
-  absl::StatusOr<EncoderTrainingResult> TrainEncoderLocked(text::EncoderOptions options)
+  // TrainEncoder's work (it takes the writer locks), before the codec's.
+  absl::StatusOr<EncoderTrainingResult> TrainAndReencode(text::EncoderOptions options)
       ABSL_LOCKS_EXCLUDED(write_mu_, index_mu_);
   // Loads the stored token codec.
   absl::Status LoadCodec();
@@ -445,6 +446,8 @@ class Collection {
   std::atomic<bool> codec_thread_busy_{false};
   std::atomic<bool> stopping_{false};
   std::atomic<uint64_t> codec_pending_{0};
+  // The encoder version whose automatic codec retraining failed (0: none).
+  std::atomic<uint64_t> stale_retrain_failed_{0};
 
   // The tuned ANN knobs (TuneIndex), parsed; unset until tuned.
   mutable absl::Mutex tuning_mu_;

@@ -77,7 +77,7 @@ __attribute__((target("avx512f,avx512bw,bmi2"))) void DecodeAvx512(const Int8Cod
     const uint8_t* code = codes + i * stride;
     const int8_t* c8 =
         book.centroids.data() + size_t(ReadId(code, book.id_bytes, book.num_centroids)) * d;
-    const __m512i j = _mm512_set1_epi16(gain ? code[book.id_bytes] : 0);
+    const __m512i gain_level = _mm512_set1_epi16(gain ? code[book.id_bytes] : 0);
     const uint8_t* res = code + book.id_bytes + book.gain_bytes();
     for (uint32_t t0 = 0; t0 < d; t0 += 64) {
       const uint32_t width = std::min<uint32_t>(64, d - t0);
@@ -109,7 +109,7 @@ __attribute__((target("avx512f,avx512bw,bmi2"))) void DecodeAvx512(const Int8Cod
         }
       }
       __m512i c = _mm512_maskz_loadu_epi8(lanes, c8 + t0);
-      if (gain) c = ApplyGain(c, j);
+      if (gain) c = ApplyGain(c, gain_level);
       const __m512i x = _mm512_adds_epi8(c, level[0]);
       _mm512_mask_storeu_epi8(out + i * d + t0, lanes, x);
     }

@@ -15,7 +15,8 @@
 //                                         Purge (see Commit)
 //   encoder     the built-in encoder: "model" (Encoder::Serialize), "version",
 //               "reencode_below" (a re-encoding in progress); the token
-//               codec: "codec.model", "codec.version"
+//               codec: "codec.model", "codec.version", "codec.encoder_version"
+//               (the encoder whose vocabulary its centroids are; 0: k-means)
 //   codes       label                  -> token codes (the collection's token
 //                                         codec; absent until it is trained)
 //

@@ -337,28 +337,27 @@ TEST(ResidualCodecTest, FixedCentroidsWithGainCodeScaledWords) {
   EXPECT_EQ((*kmeans)->FindBySigns(clustered.data(), 10, ids.data()).size(), 10u);
 }
 
-// A codec stored before gains existed (format 1) still loads, without one.
-TEST(ResidualCodecTest, ReadsTheFormatWithoutGain) {
+// A codec without a gain or fixed centroids is written in format 1, which
+// readers from before gains know; one with a gain in format 2.
+TEST(ResidualCodecTest, WritesFormatOneWithoutGain) {
   const std::vector<float> train = ClusteredTokens(4096, 32, 8);
-  auto made = ResidualCodec::Train(train.data(), 4096, kDim, ResidualCodecOptions());
-  ASSERT_TRUE(made.ok());
-  std::string bytes = (*made)->Serialize();
-  // Format 1: magic ending in '1', no gain_max and flags after the 8-byte
-  // train_mse.
-  const size_t gain_at = 8 + 12 + 8;
-  bytes.erase(gain_at, 8);
-  bytes[7] = '1';
-  bytes.resize(bytes.size() - 8);
-  const uint64_t sum = Checksum64(bytes.data(), bytes.size());
-  bytes.append(reinterpret_cast<const char*>(&sum), 8);
+  auto plain = ResidualCodec::Train(train.data(), 4096, kDim, ResidualCodecOptions());
+  ASSERT_TRUE(plain.ok());
+  const std::string bytes = (*plain)->Serialize();
+  EXPECT_EQ(bytes.substr(0, 8), "ATRCODE1");
   auto back = ResidualCodec::Deserialize(bytes);
   ASSERT_TRUE(back.ok()) << back.status();
   EXPECT_EQ((*back)->gain_max(), 0.f);
-  EXPECT_EQ((*back)->code_bytes(), (*made)->code_bytes());
-  std::vector<uint8_t> a(100 * (*made)->code_bytes()), b(a.size());
-  (*made)->Encode(train.data(), 100, a.data());
+  std::vector<uint8_t> a(100 * (*plain)->code_bytes()), b(a.size());
+  (*plain)->Encode(train.data(), 100, a.data());
   (*back)->Encode(train.data(), 100, b.data());
   EXPECT_EQ(a, b);
+  ResidualCodecOptions gain;
+  gain.gain = true;
+  auto with_gain = ResidualCodec::Train(train.data(), 4096, kDim, gain);
+  ASSERT_TRUE(with_gain.ok());
+  EXPECT_EQ((*with_gain)->Serialize().substr(0, 8), "ATRCODE2");
+  EXPECT_GT((*ResidualCodec::Deserialize((*with_gain)->Serialize()))->gain_max(), 0.f);
 }
 
 TEST(ResidualCodecTest, FixedCentroidsRefuseBadTablesAndTooFewTokens) {
