@@ -572,9 +572,13 @@ void Collection::MaybeStartCodecWork(bool train) {
   const TokenCodecConfig& tc = config().token_codec;
   if (tc.kind != TokenCodecKind::kResidual || stopping_ || codec_thread_busy_) return;
   const bool trained = codec() != nullptr;
+  // Documents with vectors: text awaiting the encoder has no rows to train
+  // on (TrainEncoder starts the training after it).
+  const LiveIndex::Stats index = index_.stats();
+  const uint64_t with_vectors = index.vectors - std::min(index.vectors, index.tombstones);
   const bool due = CodecIsStale() ||
                    (trained ? codec_pending_.load() > 0
-                            : train && tc.train_after > 0 && store_->live_count() >= tc.train_after);
+                            : train && tc.train_after > 0 && with_vectors >= tc.train_after);
   if (!due || options_.defer_index) return;  // a bulk load trains at its end (attnsearch-index)
   absl::MutexLock lock(&codec_thread_mu_);
   if (codec_thread_busy_.exchange(true)) return;
@@ -889,8 +893,10 @@ absl::StatusOr<IndexTuningResult> Collection::TuneIndex(double target_recall, ui
 absl::StatusOr<EncoderTrainingResult> Collection::TrainEncoder(text::EncoderOptions options) {
   ATTN_RETURN_IF_ERROR(DeriveEncoderDims(config().dim, &options));
   absl::StatusOr<EncoderTrainingResult> result = TrainAndReencode(std::move(options));
-  // A codec on the old vocabulary trains again, in the background.
-  if (result.ok()) MaybeStartCodecWork(/*train=*/false);
+  // The codec trains now that the text has rows (once train_after
+  // documents have them), or again if it was on the old vocabulary; in the
+  // background.
+  if (result.ok()) MaybeStartCodecWork(/*train=*/true);
   return result;
 }
 

@@ -467,6 +467,33 @@ TEST(TextCollectionTest, ResidualCodesOfTextNameTheirWords) {
   }
 }
 
+// A codec that trains itself waits for the text's rows: documents awaiting
+// the encoder do not count toward train_after, and TrainEncoder starts the
+// training, on the new vocabulary.
+TEST(TextCollectionTest, TheCodecTrainsItselfOnceTheTextHasRows) {
+  TempDir dir;
+  CollectionConfig config = ResidualText(/*keep_full_precision=*/true);
+  config.token_codec.train_after = 50;
+  auto c = MustCreate(dir.Sub("c"), config);
+  ASSERT_NE(c, nullptr);
+  LoadCorpus(*c);  // 123 awaiting the encoder, 3 with client vectors
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  EXPECT_EQ(c->codec(), nullptr);
+  EXPECT_EQ(c->Stats().codec_version, 0u);
+  auto enc = c->TrainEncoder(text::EncoderOptions());
+  ASSERT_TRUE(enc.ok()) << enc.status();
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  while ((c->Stats().codec_version == 0 || c->Stats().codec_pending > 0) &&
+         std::chrono::steady_clock::now() < until) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  ASSERT_NE(c->codec(), nullptr);
+  EXPECT_EQ(c->codec()->encoder_version, 1u);
+  EXPECT_EQ(c->codec()->codec->num_centroids(), enc->training.vocabulary);
+  EXPECT_EQ(c->Stats().codec_pending, 0u);
+  EXPECT_EQ(TextSearchIds(*c, "saffron risotto").at(0), "saffron");
+}
+
 // With the rows kept, a new encoder makes the codec on the old vocabulary
 // stale: it trains again in the background, on the new vocabulary, and the
 // searches keep working.
