@@ -59,6 +59,7 @@ Collection::Collection(std::string path, std::unique_ptr<DocStore> store,
                           .filter = &filter_,
                           .arena = arena_.get(),
                           .codec = [this] { return codec(); },
+                          .previous_codec = [this] { return previous_codec(); },
                           .exact_tier = store_->config().token_codec.keep_full_precision,
                           .limits = options.limits,
                           .max_rows_per_gemm = options.rerank.max_rows_per_gemm,
@@ -526,6 +527,11 @@ std::shared_ptr<const TokenCodecState> Collection::codec() const {
   return codec_;
 }
 
+std::shared_ptr<const TokenCodecState> Collection::previous_codec() const {
+  absl::MutexLock lock(&codec_mu_);
+  return previous_codec_;
+}
+
 absl::Status Collection::LoadCodec() {
   ATTN_ASSIGN_OR_RETURN(std::optional<std::string> model, store_->GetEncoderState("codec.model"));
   if (!model) return absl::OkStatus();
@@ -706,6 +712,9 @@ absl::StatusOr<CodecTrainingResult> Collection::RunCodec(bool train) {
            {"codec.version", absl::StrCat(version)},
            {"codec.encoder_version", absl::StrCat(encoder_version)}}));
       absl::MutexLock lock(&codec_mu_);
+      // Searches score the documents not yet re-encoded with the codec
+      // they were encoded with, until the re-encoding is done.
+      previous_codec_ = codec_;
       codec_ = state;
     }
     codec_pending_ = store_->live_count();
@@ -798,6 +807,11 @@ absl::StatusOr<CodecTrainingResult> Collection::RunCodec(bool train) {
   }
   ATTN_RETURN_IF_ERROR(hand_over());
   codec_pending_ = 0;
+  {
+    // Every live document now holds this codec's codes.
+    absl::MutexLock lock(&codec_mu_);
+    previous_codec_.reset();
+  }
   // The codes replaced rows eight times their size: the slabs they left
   // half empty are packed now rather than held until the next open.
   if (arena_ != nullptr && result.encoded > 0) arena_->Compact(0.9);

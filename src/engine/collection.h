@@ -322,6 +322,9 @@ class Collection {
   absl::StatusOr<CodecTrainingResult> FinishCodec();
   // The trained token codec, null until trained.
   std::shared_ptr<const TokenCodecState> codec() const;
+  // While a retrained codec re-encodes the collection, the one before it
+  // (the documents not yet re-encoded hold its codes); else null.
+  std::shared_ptr<const TokenCodecState> previous_codec() const;
 
   // The built-in encoder's dimensions for a collection of dimension `dim`.
   static absl::Status DeriveEncoderDims(uint32_t dim, text::EncoderOptions* options);
@@ -439,6 +442,8 @@ class Collection {
   // The trained token codec (null until trained).
   mutable absl::Mutex codec_mu_;
   std::shared_ptr<const TokenCodecState> codec_ ABSL_GUARDED_BY(codec_mu_);
+  // The codec before it, while the collection is re-encoded (else null).
+  std::shared_ptr<const TokenCodecState> previous_codec_ ABSL_GUARDED_BY(codec_mu_);
   // One codec job at a time (TrainCodec, the background thread).
   absl::Mutex codec_run_mu_ ABSL_ACQUIRED_BEFORE(write_mu_);
   std::thread codec_thread_;  // started and joined under codec_thread_mu_

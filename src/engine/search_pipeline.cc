@@ -98,6 +98,21 @@ void CopyRows(const char* const* src, const size_t* offsets, const uint32_t* row
 
 }  // namespace
 
+void SearchPipeline::Fetched::CodeSet::Add(size_t candidate, const CodesView& v) {
+  coded.push_back(candidate);
+  code_rows.push_back(v.rows);
+  code_offsets.push_back(total);
+  src.push_back(v.codes);
+  total += v.rows;
+}
+
+bool SearchPipeline::Fetched::any_coded() const {
+  for (const CodeSet& set : code_sets) {
+    if (!set.coded.empty()) return true;
+  }
+  return false;
+}
+
 CandidateTokens SearchPipeline::Fetched::tokens() const {
   CandidateTokens t{block.data(),      block.total_rows,
                     block.rows.data(), block.offsets.data(),
@@ -124,6 +139,9 @@ absl::StatusOr<SearchResult> SearchPipeline::Run(SearchQuery q, absl::Time deadl
     t = Clock::now();
     ATTN_ASSIGN_OR_RETURN(fetched, Fetch(q, candidates));
     result.timing.fetch_us = MicrosSince(t);
+    result.sources.store = uint32_t(fetched->store_reads);
+    result.sources.codes = uint32_t(fetched->code_sets[0].coded.size());
+    result.sources.previous_codes = uint32_t(fetched->code_sets[1].coded.size());
     ATTN_RETURN_IF_ERROR(CheckDeadline(deadline, "reranking"));
   }
   t = Clock::now();
@@ -309,46 +327,61 @@ absl::StatusOr<SearchPipeline::Fetched> SearchPipeline::Fetch(const SearchQuery&
   };
   Fetched f;
   f.block = std::move(SpareBlock());
-  f.codec = parts_.codec ? parts_.codec() : nullptr;
-  const size_t code_bytes = f.codec ? f.codec->codec->code_bytes() : 0;
-  std::vector<const uint8_t*> code_src;
-  size_t code_total = 0;
+  f.code_sets.resize(2);
+  Fetched::CodeSet& current = f.code_sets[0];
+  Fetched::CodeSet& previous = f.code_sets[1];
+  current.codec = parts_.codec ? parts_.codec() : nullptr;
+  previous.codec = current.codec && parts_.previous_codec ? parts_.previous_codec() : nullptr;
+  if (previous.codec && previous.codec->version == current.codec->version) previous.codec.reset();
+  // The set of a codes record's version (null: no codec of that version).
+  auto set_of = [&](std::string_view record) -> Fetched::CodeSet* {
+    const uint64_t version = CodesVersion(record);
+    for (Fetched::CodeSet& set : f.code_sets) {
+      if (set.codec != nullptr && set.codec->version == version) return &set;
+    }
+    return nullptr;
+  };
   // Candidates with neither rows in memory nor stored rows are kept as
   // codes only (keep_full_precision off): their codes, read through the
   // view, when they are the current codec's.
   std::vector<std::optional<std::string>> stored_codes;
   auto add_stored_codes = [&](const std::vector<size_t>& which) -> absl::Status {
-    if (f.codec == nullptr || which.empty()) return absl::OkStatus();
+    if (current.codec == nullptr || which.empty()) return absl::OkStatus();
     std::vector<Label> wanted;
     for (size_t i : which) wanted.push_back(labels[i]);
     ATTN_ASSIGN_OR_RETURN(stored_codes, parts_.store->GetCodes(wanted, &*c.view));
     for (size_t k = 0; k < which.size(); ++k) {
-      if (!stored_codes[k] || CodesVersion(*stored_codes[k]) != f.codec->version) continue;
-      ATTN_ASSIGN_OR_RETURN(const CodesView cv, ParseCodes(*stored_codes[k], code_bytes));
+      if (!stored_codes[k]) continue;
+      Fetched::CodeSet* set = set_of(*stored_codes[k]);
+      if (set == nullptr) continue;
+      ATTN_ASSIGN_OR_RETURN(const CodesView cv,
+                            ParseCodes(*stored_codes[k], set->codec->codec->code_bytes()));
       f.block.found[which[k]] = true;
-      f.coded.push_back(which[k]);
-      f.code_rows.push_back(cv.rows);
-      f.code_offsets.push_back(code_total);
-      code_src.push_back(cv.codes);
-      code_total += cv.rows;
+      set->Add(which[k], cv);
     }
     return absl::OkStatus();
   };
   auto copy_codes = [&]() {
-    f.codes.resize(code_total * code_bytes);
-    for (size_t k = 0; k < f.coded.size(); ++k) {
-      std::memcpy(f.codes.data() + f.code_offsets[k] * code_bytes, code_src[k],
-                  f.code_rows[k] * code_bytes);
+    for (Fetched::CodeSet& set : f.code_sets) {
+      if (set.coded.empty()) continue;
+      const size_t code_bytes = set.codec->codec->code_bytes();
+      set.codes.resize(set.total * code_bytes);
+      for (size_t k = 0; k < set.coded.size(); ++k) {
+        std::memcpy(set.codes.data() + set.code_offsets[k] * code_bytes, set.src[k],
+                    set.code_rows[k] * code_bytes);
+      }
     }
   };
+  auto coded_rows = [&]() { return current.total + previous.total; };
   if (parts_.arena == nullptr) {
+    f.store_reads = labels.size();
     ATTN_RETURN_IF_ERROR(parts_.store->GetTokens(labels, &f.block, admit, &*c.view));
     std::vector<size_t> missing;
     for (size_t i = 0; i < labels.size(); ++i) {
       if (!f.block.found[i]) missing.push_back(i);
     }
     ATTN_RETURN_IF_ERROR(add_stored_codes(missing));
-    if (code_total > 0) ATTN_RETURN_IF_ERROR(admit(f.block.total_rows + code_total));
+    if (coded_rows() > 0) ATTN_RETURN_IF_ERROR(admit(f.block.total_rows + coded_rows()));
     copy_codes();
     return f;
   }
@@ -368,19 +401,17 @@ absl::StatusOr<SearchPipeline::Fetched> SearchPipeline::Fetch(const SearchQuery&
     uint32_t tag = kRowsRecord;
     const std::string_view r = parts_.arena->Find(labels[i], &tag);
     if (tag == kCodesRecord && !r.empty()) {
-      // Codes of an older codec (a re-encoding under way) are not
-      // comparable: such a candidate is read as rows from the store.
-      if (f.codec == nullptr || CodesVersion(r) != f.codec->version) {
+      // Codes of the current codec, or of the one before it while the
+      // collection is re-encoded; codes of any other are read as rows from
+      // the store.
+      Fetched::CodeSet* set = set_of(r);
+      if (set == nullptr) {
         missing.push_back(i);
         continue;
       }
-      ATTN_ASSIGN_OR_RETURN(const CodesView cv, ParseCodes(r, code_bytes));
+      ATTN_ASSIGN_OR_RETURN(const CodesView cv, ParseCodes(r, set->codec->codec->code_bytes()));
       b.found[i] = true;
-      f.coded.push_back(i);
-      f.code_rows.push_back(cv.rows);
-      f.code_offsets.push_back(code_total);
-      code_src.push_back(cv.codes);
-      code_total += cv.rows;
+      set->Add(i, cv);
       continue;
     }
     if (r.empty()) {
@@ -396,6 +427,7 @@ absl::StatusOr<SearchPipeline::Fetched> SearchPipeline::Fetch(const SearchQuery&
       scale_src[i] = reinterpret_cast<const float*>(codec::TokenScales(r));
     }
   }
+  f.store_reads = missing.size();
   if (!missing.empty()) {
     std::vector<Label> missed;
     for (size_t i : missing) missed.push_back(labels[i]);
@@ -421,7 +453,7 @@ absl::StatusOr<SearchPipeline::Fetched> SearchPipeline::Fetch(const SearchQuery&
     total += b.rows[i];
   }
   b.total_rows = total;
-  ATTN_RETURN_IF_ERROR(admit(total + code_total));
+  ATTN_RETURN_IF_ERROR(admit(total + coded_rows()));
   copy_codes();
   b.scales.resize(scale_src.empty() ? 0 : total);
   for (size_t i = 0; i < scale_src.size(); ++i) {
@@ -446,20 +478,23 @@ absl::StatusOr<SearchPipeline::Scored> SearchPipeline::Score(const SearchQuery& 
   } else {
     std::vector<float> scores(n.size());
     const Fetched& f = *fetched;
-    const bool coded = !f.coded.empty();
+    const bool coded = f.any_coded();
     if (f.block.total_rows > 0 || !coded) {
       ATTN_RETURN_IF_ERROR(parts_.reranker->Score(RerankQueryOf(q), f.tokens(), scores.data(),
                                                   q.explain && !coded ? &s.similarities : nullptr));
     }
     std::vector<bool> from_codes(n.size(), false), dropped(n.size(), false);
     if (coded) {
-      std::vector<float> code_scores(f.coded.size());
-      const CandidateCodes cc{f.codes.data(), f.codes.size() / f.codec->codec->code_bytes(),
-                              f.code_rows.data(), f.code_offsets.data(), f.coded.size()};
-      ATTN_RETURN_IF_ERROR(f.codec->scorer->Score(RerankQueryOf(q), cc, code_scores.data()));
-      for (size_t k = 0; k < f.coded.size(); ++k) {
-        scores[f.coded[k]] = code_scores[k];
-        from_codes[f.coded[k]] = true;
+      for (const Fetched::CodeSet& set : f.code_sets) {
+        if (set.coded.empty()) continue;
+        std::vector<float> code_scores(set.coded.size());
+        const CandidateCodes cc{set.codes.data(), set.total, set.code_rows.data(),
+                                set.code_offsets.data(), set.coded.size()};
+        ATTN_RETURN_IF_ERROR(set.codec->scorer->Score(RerankQueryOf(q), cc, code_scores.data()));
+        for (size_t k = 0; k < set.coded.size(); ++k) {
+          scores[set.coded[k]] = code_scores[k];
+          from_codes[set.coded[k]] = true;
+        }
       }
       if (parts_.exact_tier) {
         ATTN_RETURN_IF_ERROR(ExactTier(q, c, f, &scores, &from_codes, &dropped, &s));
@@ -512,7 +547,7 @@ absl::StatusOr<std::vector<SearchHit>> SearchPipeline::Hits(const SearchQuery& q
   std::vector<std::vector<TokenEvidence>> evidence;
   const auto t_explain = Clock::now();
   if (q.explain && fetched != nullptr && !best.empty()) {
-    if (fetched->coded.empty()) {
+    if (!fetched->any_coded()) {
       std::vector<size_t> which;
       for (const ScoredCandidate* s : best) which.push_back(s->candidate);
       ATTN_RETURN_IF_ERROR(parts_.reranker->ExplainScored(RerankQueryOf(q), fetched->tokens(),
@@ -567,12 +602,14 @@ absl::Status SearchPipeline::ExactTier(const SearchQuery& q, const Candidates& c
   std::vector<bool> best(n, false);
   for (size_t k = 0; k < keep; ++k) best[order[k]] = true;
   std::vector<Label> labels;
-  for (size_t i : f.coded) {
-    if (best[i]) {
-      s->exact_of.push_back(i);
-      labels.push_back(c.neighbors[i].label);
-    } else {
-      (*dropped)[i] = true;  // only the exact scores compete
+  for (const Fetched::CodeSet& set : f.code_sets) {
+    for (size_t i : set.coded) {
+      if (best[i]) {
+        s->exact_of.push_back(i);
+        labels.push_back(c.neighbors[i].label);
+      } else {
+        (*dropped)[i] = true;  // only the exact scores compete
+      }
     }
   }
   if (labels.empty()) return absl::OkStatus();
@@ -629,13 +666,22 @@ void SearchPipeline::CandidateRows(const Fetched& f, const Scored& s, size_t i,
     return;
   }
   // Decoded from its codes, in the reranker's dtype.
-  const auto it = std::find(f.coded.begin(), f.coded.end(), i);
-  if (it == f.coded.end()) return;
-  const size_t k = size_t(it - f.coded.begin());
-  const uint32_t rows = f.code_rows[k];
-  const ResidualCodec& codec = *f.codec->codec;
+  const Fetched::CodeSet* set = nullptr;
+  size_t k = 0;
+  for (const Fetched::CodeSet& held : f.code_sets) {
+    const auto it = std::find(held.coded.begin(), held.coded.end(), i);
+    if (it != held.coded.end()) {
+      set = &held;
+      k = size_t(it - held.coded.begin());
+      break;
+    }
+  }
+  if (set == nullptr) return;
+  const uint32_t rows = set->code_rows[k];
+  const ResidualCodec& codec = *set->codec->codec;
   std::vector<float> decoded(size_t(rows) * dim);
-  codec.Decode(f.codes.data() + f.code_offsets[k] * codec.code_bytes(), rows, decoded.data());
+  codec.Decode(set->codes.data() + set->code_offsets[k] * codec.code_bytes(), rows,
+               decoded.data());
   std::vector<char> bytes(rows * elem_bytes);
   std::vector<float> scales;
   if (dtype == TokenDtype::kF32) {

@@ -55,6 +55,9 @@ struct SearchParts {
   // The collection's trained token codec now (null: none), and whether
   // its best candidates are scored again from their rows (the exact tier).
   std::function<std::shared_ptr<const TokenCodecState>()> codec;
+  // While a retrained codec re-encodes the collection: the codec before it,
+  // whose codes the documents not yet re-encoded still hold (null: none).
+  std::function<std::shared_ptr<const TokenCodecState>()> previous_codec;
   bool exact_tier = true;
   RequestLimits limits;
   // The reranker's largest matmul, for the memory a search takes.
@@ -94,13 +97,25 @@ class SearchPipeline {
     std::vector<const char*> src;
     std::function<void(size_t first, size_t n, void* out)> rows_from;
     CandidateTokens tokens() const;
-    // Candidates the arena holds as codes (their rows in `block` are 0):
+    // Candidates held as codes (their rows in `block` are 0), per codec:
     // which, and their codes back to back; the codec that made them.
-    std::vector<size_t> coded;
-    std::vector<uint8_t> codes;
-    std::vector<uint32_t> code_rows;
-    std::vector<size_t> code_offsets;
-    std::shared_ptr<const TokenCodecState> codec;
+    struct CodeSet {
+      std::shared_ptr<const TokenCodecState> codec;
+      std::vector<size_t> coded;
+      std::vector<uint8_t> codes;
+      std::vector<uint32_t> code_rows;
+      std::vector<size_t> code_offsets;
+      // While fetching: where each one's codes are, and their rows so far.
+      std::vector<const uint8_t*> src;
+      size_t total = 0;
+      void Add(size_t candidate, const CodesView& v);
+    };
+    // [0]: the current codec's; [1]: the previous codec's, during a
+    // re-encoding (scored with that codec's scorer).
+    std::vector<CodeSet> code_sets;
+    bool any_coded() const;
+    // Candidates whose tokens were read from the store.
+    size_t store_reads = 0;
   };
   struct ScoredCandidate {
     float score = 0;

@@ -110,9 +110,17 @@ struct SearchTiming {
   int64_t queue_us = 0;
 };
 
+// Where a search's candidates' tokens came from (0 without a rerank).
+struct CandidateSources {
+  uint32_t store = 0;           // read from the store (not in memory)
+  uint32_t codes = 0;           // the token arena's codes of the current codec
+  uint32_t previous_codes = 0;  // codes of the codec before it (a re-encoding)
+};
+
 struct SearchResult {
   std::vector<SearchHit> hits;
   SearchTiming timing;
+  CandidateSources sources;
 };
 
 }  // namespace attnsearch

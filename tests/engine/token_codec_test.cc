@@ -473,6 +473,54 @@ TEST(TokenCodecTest, RetrainingUnderWritesAndSearchesLosesNothing) {
   EXPECT_EQ(s.arena_live_bytes, tokens * again->code_bytes + live.size() * 8);
 }
 
+// While a retrained codec re-encodes the collection, the documents not yet
+// re-encoded are scored from the previous codec's codes in memory: no
+// search reads a candidate's rows from the store, and some see the
+// previous codes; afterwards only the new codec's codes are used.
+TEST(TokenCodecTest, ARetrainingScoresTheRestWithThePreviousCodec) {
+  TempDir dir;
+  Clustered g(9);
+  auto opened = Collection::Create(dir.Sub("c"), ResidualConfig(2, true), {});
+  ASSERT_TRUE(opened.ok()) << opened.status();
+  Collection& c = **opened;
+  for (int b = 0; b < 8; ++b) ASSERT_TRUE(c.Upsert(Docs(g, 500, absl::StrCat("b", b, "-"))).ok());
+  ASSERT_TRUE(c.TrainCodec().ok());
+  std::atomic<bool> stop{false};
+  std::atomic<int> searches{0}, saw_previous{0}, read_store{0}, errors{0};
+  std::thread reader([&] {
+    Clustered r(10);
+    while (!stop) {
+      SearchQuery q = r.Query(false);
+      q.candidates = 50;
+      auto res = c.Search(q);
+      if (!res.ok() || res->hits.size() != 10) {
+        ++errors;
+      } else {
+        if (res->sources.previous_codes > 0) ++saw_previous;
+        if (res->sources.store > 0) ++read_store;
+      }
+      ++searches;
+    }
+  });
+  auto retrained = c.TrainCodec();
+  stop = true;
+  reader.join();
+  ASSERT_TRUE(retrained.ok()) << retrained.status();
+  EXPECT_EQ(retrained->version, 2u);
+  EXPECT_EQ(errors.load(), 0);
+  EXPECT_EQ(read_store.load(), 0) << "of " << searches.load() << " searches";
+  EXPECT_GT(saw_previous.load(), 0) << "of " << searches.load() << " searches";
+  EXPECT_EQ(c.previous_codec(), nullptr);
+  Clustered r(11);
+  SearchQuery q = r.Query(false);
+  q.candidates = 50;
+  auto after = c.Search(q);
+  ASSERT_TRUE(after.ok());
+  EXPECT_EQ(after->sources.previous_codes, 0u);
+  EXPECT_EQ(after->sources.codes, 50u);
+  EXPECT_EQ(after->sources.store, 0u);
+}
+
 TEST(TokenCodecTest, BadInputNamesTheField) {
   TempDir dir;
   CollectionConfig bits = ResidualConfig(3, true);
