@@ -16,9 +16,9 @@
 
 #include "absl/strings/str_cat.h"
 #include "ann/residual_codec.h"
-#include "engine/token_codes.h"
 #include "core/status.h"
 #include "core/vector_math.h"
+#include "engine/token_codes.h"
 #include "report.h"
 #include "rerank/code_scorer.h"
 #include "rerank/reranker.h"
@@ -170,18 +170,19 @@ absl::StatusOr<std::vector<CodeQuality>> RunCodeQuality(const BenchFlags& f, con
   std::vector<std::vector<std::string>> rows;
   for (const CodeQuality& cq : out) {
     rows.push_back({Fmt("%d", cq.bits), Fmt("%zu", cq.code_bytes), Fmt("%u", cq.centroids),
-                    Fmt("%.1f", cq.train_s), Fmt("%.1f", cq.encode_s), Fmt("%.4f", cq.stored.ndcg10),
-                    Fmt("%.4f", cq.codes.ndcg10), Fmt("%+.4f", cq.codes.ndcg10 - cq.stored.ndcg10),
+                    Fmt("%.1f", cq.train_s), Fmt("%.1f", cq.encode_s),
+                    Fmt("%.4f", cq.stored.ndcg10), Fmt("%.4f", cq.codes.ndcg10),
+                    Fmt("%+.4f", cq.codes.ndcg10 - cq.stored.ndcg10),
                     Fmt("%.4f", cq.decoded.ndcg10), Fmt("%.4f", cq.codes.recall100),
                     Fmt("%.4f", cq.overlap10)});
   }
-  std::printf(
-      "every document reranked from stored bf16 rows (%zu B/token) and from codes:\n%s",
-      size_t(dim) * 2,
-      FormatTable({"bits", "B/token", "centroids", "train s", "encode s", "nDCG@10 bf16", "nDCG@10 codes",
-                   "delta", "nDCG@10 decoded to bf16", "Recall@100 codes", "top-10 overlap"},
-                  rows)
-          .c_str());
+  std::printf("every document reranked from stored bf16 rows (%zu B/token) and from codes:\n%s",
+              size_t(dim) * 2,
+              FormatTable({"bits", "B/token", "centroids", "train s", "encode s", "nDCG@10 bf16",
+                           "nDCG@10 codes", "delta", "nDCG@10 decoded to bf16", "Recall@100 codes",
+                           "top-10 overlap"},
+                          rows)
+                  .c_str());
   return out;
 }
 

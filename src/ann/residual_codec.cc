@@ -148,9 +148,9 @@ absl::StatusOr<std::unique_ptr<ResidualCodec>> ResidualCodec::TrainWithCentroids
   ATTN_RETURN_IF_ERROR(CheckOptions(dim, options));
   if (centroids.empty() || centroids.size() % dim != 0 ||
       centroids.size() / dim > (size_t(1) << 24)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("residual codec: ", centroids.size(), " centroid values are not 1 to ",
-                     1u << 24, " rows of dim ", dim));
+    return absl::InvalidArgumentError(absl::StrCat("residual codec: ", centroids.size(),
+                                                   " centroid values are not 1 to ", 1u << 24,
+                                                   " rows of dim ", dim));
   }
   if (n < kMinFixedCentroidTokens) {
     return absl::FailedPreconditionError(
@@ -186,8 +186,8 @@ void ResidualCodec::FitCodes(const float* tokens, size_t n, const ResidualCodecO
     // The largest projection maps to byte 255.
     float most = 0.f;
     for (size_t i = 0; i < sample; ++i) {
-      most = std::max(most, Projection(picked.data() + i * dim,
-                                       centroids_.data() + size_t(ids[i]) * dim, dim));
+      most = std::max(
+          most, Projection(picked.data() + i * dim, centroids_.data() + size_t(ids[i]) * dim, dim));
     }
     gain_max_ = most > 0.f ? most * 256.f / 255.f : 1.f;
   }
@@ -261,7 +261,8 @@ void ResidualCodec::MakeSignIndex() {
   by_signs_.clear();
   for (uint32_t t = 0; t < dim_; ++t) {
     bool all = true;
-    for (uint32_t k = 0; k < num_centroids_ && all; ++k) all = centroids_[size_t(k) * dim_ + t] != 0;
+    for (uint32_t k = 0; k < num_centroids_ && all; ++k)
+      all = centroids_[size_t(k) * dim_ + t] != 0;
     if (all) sign_dims_.push_back(t);
   }
   // Fewer than 32 such dimensions would not tell a vocabulary apart.
@@ -296,8 +297,7 @@ bool ResidualCodec::SignKey(const float* x, uint64_t* key) const {
   return true;
 }
 
-std::vector<size_t> ResidualCodec::FindBySigns(const float* tokens, size_t n,
-                                               uint32_t* ids) const {
+std::vector<size_t> ResidualCodec::FindBySigns(const float* tokens, size_t n, uint32_t* ids) const {
   std::vector<size_t> rest;
   if (by_signs_.empty()) {
     rest.resize(n);
@@ -440,9 +440,9 @@ absl::StatusOr<std::unique_ptr<ResidualCodec>> ResidualCodec::Deserialize(std::s
   if (!format1 && !get(&flags, 4)) return corrupt("truncated header");
   if (flags > 1) return corrupt("bad flags");
   codec->fixed_ = flags == 1;
-  if (!(codec->gain_max_ >= 0.f) || !std::isfinite(codec->gain_max_) || codec->dim_ == 0 || codec->dim_ > kMaxDim ||
-      (codec->bits_ != 1 && codec->bits_ != 2 && codec->bits_ != 4) || codec->num_centroids_ == 0 ||
-      codec->num_centroids_ > (1u << 24)) {
+  if (!(codec->gain_max_ >= 0.f) || !std::isfinite(codec->gain_max_) || codec->dim_ == 0 ||
+      codec->dim_ > kMaxDim || (codec->bits_ != 1 && codec->bits_ != 2 && codec->bits_ != 4) ||
+      codec->num_centroids_ == 0 || codec->num_centroids_ > (1u << 24)) {
     return corrupt("bad header");
   }
   const size_t levels = size_t(1) << codec->bits_;

@@ -177,8 +177,8 @@ class ResidualCodec {
   // centroid of each sign pattern over them (kAmbiguous when shared).
   std::vector<uint32_t> sign_dims_;
   absl::flat_hash_map<uint64_t, uint32_t> by_signs_;
-  std::vector<float> values_;     // dim_ x 2^bits_
-  std::vector<float> cutoffs_;    // dim_ x (2^bits_ - 1)
+  std::vector<float> values_;   // dim_ x 2^bits_
+  std::vector<float> cutoffs_;  // dim_ x (2^bits_ - 1)
   // The centroids in a FAISS flat index (a copy of the table), made on the
   // first Assign: callers that find the centroids themselves
   // (EncodeWithCentroids) never pay its memory. Searched concurrently.

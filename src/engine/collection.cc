@@ -582,9 +582,9 @@ void Collection::MaybeStartCodecWork(bool train) {
   // on (TrainEncoder starts the training after it).
   const LiveIndex::Stats index = index_.stats();
   const uint64_t with_vectors = index.vectors - std::min(index.vectors, index.tombstones);
-  const bool due = CodecIsStale() ||
-                   (trained ? codec_pending_.load() > 0
-                            : train && tc.train_after > 0 && with_vectors >= tc.train_after);
+  const bool due =
+      CodecIsStale() || (trained ? codec_pending_.load() > 0
+                                 : train && tc.train_after > 0 && with_vectors >= tc.train_after);
   if (!due || options_.defer_index) return;  // a bulk load trains at its end (attnsearch-index)
   absl::MutexLock lock(&codec_thread_mu_);
   if (codec_thread_busy_.exchange(true)) return;
@@ -707,10 +707,10 @@ absl::StatusOr<CodecTrainingResult> Collection::RunCodec(bool train) {
       absl::MutexLock write_lock(&write_mu_);
       absl::MutexLock index_lock(&index_mu_);
       ATTN_RETURN_IF_ERROR(RecoverStore());
-      ATTN_RETURN_IF_ERROR(store_->PutEncoderState(
-          {{"codec.model", model},
-           {"codec.version", absl::StrCat(version)},
-           {"codec.encoder_version", absl::StrCat(encoder_version)}}));
+      ATTN_RETURN_IF_ERROR(
+          store_->PutEncoderState({{"codec.model", model},
+                                   {"codec.version", absl::StrCat(version)},
+                                   {"codec.encoder_version", absl::StrCat(encoder_version)}}));
       absl::MutexLock lock(&codec_mu_);
       // Searches score the documents not yet re-encoded with the codec
       // they were encoded with, until the re-encoding is done.

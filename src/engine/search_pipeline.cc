@@ -680,8 +680,7 @@ void SearchPipeline::CandidateRows(const Fetched& f, const Scored& s, size_t i,
   const uint32_t rows = set->code_rows[k];
   const ResidualCodec& codec = *set->codec->codec;
   std::vector<float> decoded(size_t(rows) * dim);
-  codec.Decode(set->codes.data() + set->code_offsets[k] * codec.code_bytes(), rows,
-               decoded.data());
+  codec.Decode(set->codes.data() + set->code_offsets[k] * codec.code_bytes(), rows, decoded.data());
   std::vector<char> bytes(rows * elem_bytes);
   std::vector<float> scales;
   if (dtype == TokenDtype::kF32) {

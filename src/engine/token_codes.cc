@@ -64,10 +64,10 @@ absl::StatusOr<std::unique_ptr<ResidualCodec>> TrainTokenCodec(const float* samp
 absl::StatusOr<std::shared_ptr<const TokenCodecState>> TokenCodecState::Make(
     std::unique_ptr<ResidualCodec> codec, uint64_t version, const RerankerOptions& options,
     uint64_t encoder_version) {
-  ATTN_ASSIGN_OR_RETURN(Int8CodeBook book,
-                        Int8CodeBook::Make(codec->dim(), codec->bits(), codec->id_bytes(),
-                                           codec->centroids(), codec->bucket_values(),
-                                           codec->gain_max()));
+  ATTN_ASSIGN_OR_RETURN(
+      Int8CodeBook book,
+      Int8CodeBook::Make(codec->dim(), codec->bits(), codec->id_bytes(), codec->centroids(),
+                         codec->bucket_values(), codec->gain_max()));
   ATTN_ASSIGN_OR_RETURN(std::unique_ptr<CodeScorer> scorer,
                         CodeScorer::Create(std::move(book), options));
   ATTN_ASSIGN_OR_RETURN(

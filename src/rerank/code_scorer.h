@@ -16,8 +16,8 @@
 // reranker (s8 x s8 matmul on AMX or VNNI, then the softmax) scores the
 // decoded bytes. With a gain byte j (ann/residual_codec.h), the table holds
 // the centroids at their largest gain, c8 = round(gain_max · c / σ_t), and
-// a token decodes to ((c8 · j + 128) >> 8) + l8. The bytes are decoded per call into a per-thread buffer
-// (d bytes a token, 1.3 MB for 10,000 tokens at d = 128), never stored.
+// a token decodes to ((c8 · j + 128) >> 8) + l8. The bytes are decoded per call into a per-thread
+// buffer (d bytes a token, 1.3 MB for 10,000 tokens at d = 128), never stored.
 //
 // Thread safety: immutable after Create; Score may run from any number of
 // threads at once.

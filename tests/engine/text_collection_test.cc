@@ -506,9 +506,9 @@ TEST(TextCollectionTest, ANewEncoderRetrainsTheCodecOnItsVocabulary) {
   ASSERT_TRUE(c->TrainCodec().ok());
   EXPECT_EQ(c->codec()->encoder_version, 1u);
   // More text, new words: the second encoder's vocabulary is larger.
-  std::vector<Document> more = TextOnlyBatch(
-      {{"x1", "Quartz crystals and granite boulders line the canyon."},
-       {"x2", "The canyon river carved granite over many years."}});
+  std::vector<Document> more =
+      TextOnlyBatch({{"x1", "Quartz crystals and granite boulders line the canyon."},
+                     {"x2", "The canyon river carved granite over many years."}});
   ASSERT_TRUE(c->Upsert(more).ok());
   auto second = c->TrainEncoder(text::EncoderOptions());
   ASSERT_TRUE(second.ok()) << second.status();

@@ -55,35 +55,36 @@ std::vector<uint8_t> RandomCodes(std::mt19937& rng, const Int8CodeBook& book, si
 TEST(CodeScorerTest, VectorDecodingEqualsPortable) {
   std::mt19937 rng(1);
   for (float gain_max : {0.f, 0.9f}) {
-  for (uint32_t dim : {8u, 64u, 100u, 128u, 200u}) {
-    for (uint32_t bits : {1u, 2u, 4u}) {
-      SCOPED_TRACE(testing::Message() << "dim " << dim << " bits " << bits << " gain " << gain_max);
-      const Int8CodeBook book = RandomBook(rng, dim, bits, 50, gain_max);
-      const size_t n = 37;
-      const std::vector<uint8_t> codes = RandomCodes(rng, book, n);
-      std::vector<int8_t> fast(n * dim), slow(n * dim);
-      book.Decode(codes.data(), n, fast.data());
-      book.DecodePortable(codes.data(), n, slow.data());
-      ASSERT_EQ(fast, slow);
-      // The portable decoding is centroid (times gain/256, rounded) + level,
-      // in steps.
-      const uint32_t mask = (1u << bits) - 1;
-      const size_t gain_bytes = gain_max > 0.f ? 1 : 0;
-      for (size_t i = 0; i < n; ++i) {
-        const uint8_t* code = codes.data() + i * book.code_bytes();
-        uint32_t k = 0;
-        std::memcpy(&k, code, 2);
-        for (uint32_t t = 0; t < dim; ++t) {
-          const size_t bit = size_t(t) * bits;
-          const uint32_t b = (code[2 + gain_bytes + bit / 8] >> (bit % 8)) & mask;
-          double c = book.centroids[size_t(k) * dim + t];
-          if (gain_bytes > 0) c = std::floor(c * code[2] / 256.0 + 0.5);
-          const int want = std::clamp(int(c) + int(book.levels[size_t(b) * dim + t]), -128, 127);
-          ASSERT_EQ(slow[i * dim + t], want) << "token " << i << " dim " << t;
+    for (uint32_t dim : {8u, 64u, 100u, 128u, 200u}) {
+      for (uint32_t bits : {1u, 2u, 4u}) {
+        SCOPED_TRACE(testing::Message()
+                     << "dim " << dim << " bits " << bits << " gain " << gain_max);
+        const Int8CodeBook book = RandomBook(rng, dim, bits, 50, gain_max);
+        const size_t n = 37;
+        const std::vector<uint8_t> codes = RandomCodes(rng, book, n);
+        std::vector<int8_t> fast(n * dim), slow(n * dim);
+        book.Decode(codes.data(), n, fast.data());
+        book.DecodePortable(codes.data(), n, slow.data());
+        ASSERT_EQ(fast, slow);
+        // The portable decoding is centroid (times gain/256, rounded) + level,
+        // in steps.
+        const uint32_t mask = (1u << bits) - 1;
+        const size_t gain_bytes = gain_max > 0.f ? 1 : 0;
+        for (size_t i = 0; i < n; ++i) {
+          const uint8_t* code = codes.data() + i * book.code_bytes();
+          uint32_t k = 0;
+          std::memcpy(&k, code, 2);
+          for (uint32_t t = 0; t < dim; ++t) {
+            const size_t bit = size_t(t) * bits;
+            const uint32_t b = (code[2 + gain_bytes + bit / 8] >> (bit % 8)) & mask;
+            double c = book.centroids[size_t(k) * dim + t];
+            if (gain_bytes > 0) c = std::floor(c * code[2] / 256.0 + 0.5);
+            const int want = std::clamp(int(c) + int(book.levels[size_t(b) * dim + t]), -128, 127);
+            ASSERT_EQ(slow[i * dim + t], want) << "token " << i << " dim " << t;
+          }
         }
       }
     }
-  }
   }
 }
 
@@ -137,49 +138,63 @@ TEST(CodeScorerTest, ScoresEqualTheReferenceOnTheDecodedValues) {
   }
 }
 
-// With a trained codec, the scores on codes are those of the codec's float
-// decoding within the int8 steps' rounding.
-TEST(CodeScorerTest, ScoresFollowTheCodecsFloatDecoding) {
-  std::mt19937 rng(3);
-  const uint32_t dim = 128, n = 6000, m = 16;
-  std::normal_distribution<float> g(0.f, 1.f);
-  std::vector<float> tokens(size_t(n) * dim);
-  for (float& x : tokens) x = g(rng);
-  for (uint32_t i = 0; i < n; ++i) NormalizeInPlace(tokens.data() + size_t(i) * dim, dim);
-  ResidualCodecOptions options;
-  auto codec = ResidualCodec::Train(tokens.data(), n, dim, options);
-  ASSERT_TRUE(codec.ok()) << codec.status();
-  auto book = Int8CodeBook::Make(dim, (*codec)->bits(), (*codec)->id_bytes(), (*codec)->centroids(),
-                                 (*codec)->bucket_values());
+// The codec's codes of `tokens` (n x dim) scored by CodeScorer for a random
+// query, in each mode, against the reference on the codec's float decoding
+// (60 candidates of 100 tokens): equal within the int8 steps' rounding.
+void ExpectScoresFollowTheFloatDecoding(const ResidualCodec& codec,
+                                        const std::vector<float>& tokens, std::mt19937& rng,
+                                        const std::vector<RerankMode>& modes) {
+  const uint32_t dim = codec.dim(), m = 16;
+  const size_t n = tokens.size() / dim;
+  auto book = Int8CodeBook::Make(dim, codec.bits(), codec.id_bytes(), codec.centroids(),
+                                 codec.bucket_values(), codec.gain_max());
   ASSERT_TRUE(book.ok()) << book.status();
-  std::vector<uint8_t> codes(size_t(n) * (*codec)->code_bytes());
-  (*codec)->Encode(tokens.data(), n, codes.data());
+  ASSERT_EQ(book->code_bytes(), codec.code_bytes());
+  std::vector<uint8_t> codes(n * codec.code_bytes());
+  codec.Encode(tokens.data(), n, codes.data());
   std::vector<float> decoded(tokens.size());
-  (*codec)->Decode(codes.data(), n, decoded.data());
+  codec.Decode(codes.data(), n, decoded.data());
   const std::vector<uint32_t> rows(60, 100);
   std::vector<size_t> offsets;
   for (size_t c = 0; c < rows.size(); ++c) offsets.push_back(c * 100);
+  std::normal_distribution<float> g(0.f, 1.f);
   std::vector<float> q(size_t(m) * dim), w(m, 1.f / m);
   for (float& x : q) x = g(rng);
   for (uint32_t i = 0; i < m; ++i) NormalizeInPlace(q.data() + size_t(i) * dim, dim);
   auto scorer = CodeScorer::Create(*std::move(book), RerankerOptions());
   ASSERT_TRUE(scorer.ok());
-  const RerankQuery query{q.data(), m, w.data(), RerankMode::kAttention, 0.1f};
-  const CandidateCodes cand{codes.data(), n, rows.data(), offsets.data(), rows.size()};
-  std::vector<float> scores(rows.size());
-  ASSERT_TRUE((*scorer)->Score(query, cand, scores.data()).ok());
-  for (size_t c = 0; c < rows.size(); ++c) {
-    const double want = ReferenceScore(q.data(), m, w.data(), decoded.data() + offsets[c] * dim,
-                                       rows[c], dim, RerankMode::kAttention, 0.1f);
-    EXPECT_NEAR(scores[c], want, 0.01) << "candidate " << c;
+  for (RerankMode mode : modes) {
+    const RerankQuery query{q.data(), m, w.data(), mode, 0.1f};
+    const CandidateCodes cand{codes.data(), n, rows.data(), offsets.data(), rows.size()};
+    std::vector<float> scores(rows.size());
+    ASSERT_TRUE((*scorer)->Score(query, cand, scores.data()).ok());
+    for (size_t c = 0; c < rows.size(); ++c) {
+      const double want = ReferenceScore(q.data(), m, w.data(), decoded.data() + offsets[c] * dim,
+                                         rows[c], dim, mode, 0.1f);
+      EXPECT_NEAR(scores[c], want, 0.01) << "candidate " << c;
+    }
   }
+}
+
+// With a trained codec, the scores on codes are those of the codec's float
+// decoding within the int8 steps' rounding.
+TEST(CodeScorerTest, ScoresFollowTheCodecsFloatDecoding) {
+  std::mt19937 rng(3);
+  const uint32_t dim = 128, n = 6000;
+  std::normal_distribution<float> g(0.f, 1.f);
+  std::vector<float> tokens(size_t(n) * dim);
+  for (float& x : tokens) x = g(rng);
+  for (uint32_t i = 0; i < n; ++i) NormalizeInPlace(tokens.data() + size_t(i) * dim, dim);
+  auto codec = ResidualCodec::Train(tokens.data(), n, dim, ResidualCodecOptions());
+  ASSERT_TRUE(codec.ok()) << codec.status();
+  ExpectScoresFollowTheFloatDecoding(**codec, tokens, rng, {RerankMode::kAttention});
 }
 
 // A codec with fixed centroids and a gain, on tokens that are scaled
 // centroids plus noise: the scores on codes follow its float decoding too.
 TEST(CodeScorerTest, GainCodesFollowTheCodecsFloatDecoding) {
   std::mt19937 rng(4);
-  const uint32_t dim = 128, k = 300, n = 6000, m = 16;
+  const uint32_t dim = 128, k = 300, n = 6000;
   std::normal_distribution<float> g(0.f, 1.f);
   std::uniform_real_distribution<float> scale(0.1f, 1.f);
   std::vector<float> table(size_t(k) * dim);
@@ -195,33 +210,8 @@ TEST(CodeScorerTest, GainCodesFollowTheCodecsFloatDecoding) {
   options.gain = true;
   auto codec = ResidualCodec::TrainWithCentroids(tokens.data(), n, dim, table, options);
   ASSERT_TRUE(codec.ok()) << codec.status();
-  auto book = Int8CodeBook::Make(dim, (*codec)->bits(), (*codec)->id_bytes(), (*codec)->centroids(),
-                                 (*codec)->bucket_values(), (*codec)->gain_max());
-  ASSERT_TRUE(book.ok()) << book.status();
-  ASSERT_EQ(book->code_bytes(), (*codec)->code_bytes());
-  std::vector<uint8_t> codes(size_t(n) * (*codec)->code_bytes());
-  (*codec)->Encode(tokens.data(), n, codes.data());
-  std::vector<float> decoded(tokens.size());
-  (*codec)->Decode(codes.data(), n, decoded.data());
-  const std::vector<uint32_t> rows(60, 100);
-  std::vector<size_t> offsets;
-  for (size_t c = 0; c < rows.size(); ++c) offsets.push_back(c * 100);
-  std::vector<float> q(size_t(m) * dim), w(m, 1.f / m);
-  for (float& x : q) x = g(rng);
-  for (uint32_t i = 0; i < m; ++i) NormalizeInPlace(q.data() + size_t(i) * dim, dim);
-  auto scorer = CodeScorer::Create(*std::move(book), RerankerOptions());
-  ASSERT_TRUE(scorer.ok());
-  for (RerankMode mode : {RerankMode::kAttention, RerankMode::kMaxSim}) {
-    const RerankQuery query{q.data(), m, w.data(), mode, 0.1f};
-    const CandidateCodes cand{codes.data(), n, rows.data(), offsets.data(), rows.size()};
-    std::vector<float> scores(rows.size());
-    ASSERT_TRUE((*scorer)->Score(query, cand, scores.data()).ok());
-    for (size_t c = 0; c < rows.size(); ++c) {
-      const double want = ReferenceScore(q.data(), m, w.data(), decoded.data() + offsets[c] * dim,
-                                         rows[c], dim, mode, 0.1f);
-      EXPECT_NEAR(scores[c], want, 0.01) << "candidate " << c;
-    }
-  }
+  ExpectScoresFollowTheFloatDecoding(**codec, tokens, rng,
+                                     {RerankMode::kAttention, RerankMode::kMaxSim});
 }
 
 TEST(CodeScorerTest, RefusesBadBooks) {
