@@ -297,6 +297,10 @@ void ToProto(SearchResult&& in, v1::SearchResponse* out) {
   t->set_rerank_us(uint64_t(in.timing.rerank_us));
   t->set_total_us(uint64_t(in.timing.total_us));
   t->set_queue_us(uint64_t(in.timing.queue_us));
+  v1::CandidateSources* sources = out->mutable_sources();
+  sources->set_store(in.sources.store);
+  sources->set_codes(in.sources.codes);
+  sources->set_previous_codes(in.sources.previous_codes);
 }
 
 }  // namespace attnsearch

@@ -693,6 +693,43 @@ TEST_F(ServerTest, SearchHappyPath) {
 // 2. Search against a naive reference (Flat, f32, every document a
 // candidate: the ranking is exact).
 
+// A collection with a residual codec: before training its candidates come
+// from rows in memory, after TrainCodec from codes in memory, and the
+// response says so; none is read from disk.
+TEST_F(ServerTest, SearchSaysWhereItsCandidatesCameFrom) {
+  constexpr uint32_t kDim = 16;
+  v1::CreateCollectionRequest create;
+  create.set_name("codes");
+  create.mutable_config()->set_dim(kDim);
+  create.mutable_config()->mutable_token_codec()->set_name("residual");
+  create.mutable_config()->mutable_token_codec()->set_train_after_documents(0);
+  v1::CreateCollectionResponse created;
+  ASSERT_OK(Call(&v1::SearchService::Stub::CreateCollection, create, &created));
+  std::mt19937 rng(303);
+  std::vector<v1::Document> batch;
+  for (int i = 0; i < 400; ++i) {
+    batch.push_back(MakeDoc(rng, "d" + std::to_string(i), kDim, 4 + uint32_t(i % 5), false, {}));
+  }
+  ASSERT_OK(Upsert("codes", batch));
+  const std::vector<float> q = RandomUnitRows(rng, 3, kDim);
+  v1::SearchRequest req = SearchRequestFor("codes", {}, 3, q, kDim, 10);
+  req.set_candidates(50);
+  v1::SearchResponse before;
+  ASSERT_OK(Search(req, &before));
+  EXPECT_EQ(before.sources().codes(), 0u);
+  EXPECT_EQ(before.sources().store(), 0u);
+  v1::TrainCodecRequest train;
+  train.set_collection("codes");
+  v1::TrainCodecResponse trained;
+  ASSERT_OK(Call(&v1::SearchService::Stub::TrainCodec, train, &trained));
+  v1::SearchResponse after;
+  ASSERT_OK(Search(req, &after));
+  EXPECT_EQ(after.sources().codes(), 50u);
+  EXPECT_EQ(after.sources().previous_codes(), 0u);
+  EXPECT_EQ(after.sources().store(), 0u);
+  ASSERT_EQ(after.hits_size(), 10);
+}
+
 TEST_F(ServerTest, SearchMatchesReference) {
   constexpr uint32_t kDim = 32;
   constexpr int kDocs = 300;
