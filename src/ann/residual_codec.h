@@ -141,6 +141,11 @@ class ResidualCodec {
   // nearest centroid. Returns the indices of the tokens it could not place
   // (all of them for a k-means codec), for the caller's search.
   std::vector<size_t> FindBySigns(const float* tokens, size_t n, uint32_t* ids) const;
+  // Each token's nearest centroid into ids[i]: FindBySigns, then for the
+  // rest `nearest` (called once, on those rows gathered; null: the exact
+  // FAISS search).
+  void FindCentroids(const float* tokens, size_t n, uint32_t* ids,
+                     const ResidualCodecOptions::NearestFn& nearest) const;
 
  private:
   ResidualCodec() = default;
@@ -148,10 +153,6 @@ class ResidualCodec {
   void MakeSignIndex();
   // The hash of a token's signs over sign_dims_; false when one is 0.
   bool SignKey(const float* x, uint64_t* key) const;
-  // Nearest centroids of n tokens: FindBySigns, then `nearest` (or Assign)
-  // for the rest.
-  void FindCentroids(const float* tokens, size_t n, uint32_t* ids,
-                     const ResidualCodecOptions::NearestFn& nearest) const;
   // Checks the options shared by both ways of training.
   static absl::Status CheckOptions(uint32_t dim, const ResidualCodecOptions& options);
   // With the centroids set: the gain range and the buckets from (a sample

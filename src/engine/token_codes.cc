@@ -93,20 +93,16 @@ std::string TokenCodecState::Encode(const float* tokens, uint32_t rows) const {
 
 void TokenCodecState::EncodeRows(const float* tokens, size_t n, uint8_t* codes) const {
   std::vector<uint32_t> ids(n, 0);
-  // Rows that repeat a word's signs (a vocabulary codec) need no search.
-  const std::vector<size_t> rest = codec->FindBySigns(tokens, n, ids.data());
-  if (!rest.empty()) {
-    const uint32_t dim = codec->dim();
-    std::vector<float> rows(rest.size() * dim);
-    for (size_t j = 0; j < rest.size(); ++j) {
-      std::copy_n(tokens + rest[j] * dim, dim, rows.data() + j * dim);
-    }
-    std::vector<uint32_t> found(rest.size(), 0);
-    if (!nearest->Find(rows.data(), rest.size(), found.data()).ok()) {
-      codec->Encode(tokens, n, codes);  // the exact search of the centroids
-      return;
-    }
-    for (size_t j = 0; j < rest.size(); ++j) ids[rest[j]] = found[j];
+  // Rows that repeat a word's signs (a vocabulary codec) need no search;
+  // the rest search the centroids on bf16 matmuls.
+  bool searched = true;
+  codec->FindCentroids(tokens, n, ids.data(),
+                       [&](const float*, size_t, const float* rows, size_t m, uint32_t* out) {
+                         searched = nearest->Find(rows, m, out).ok();
+                       });
+  if (!searched) {
+    codec->Encode(tokens, n, codes);  // the exact search of the centroids
+    return;
   }
   codec->EncodeWithCentroids(tokens, n, ids.data(), codes);
 }
