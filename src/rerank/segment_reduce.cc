@@ -10,20 +10,21 @@
 namespace attnsearch {
 namespace {
 
-// e^x for x <= 0 (inputs below -87 give 0): x = k ln2 + r with |r| <= ln2/2,
-// e^r by a degree-6 polynomial, then scaled by 2^k with vscalefps.
-__attribute__((target("avx512f"))) inline __m512 Exp512(__m512 x) {
-  x = _mm512_max_ps(x, _mm512_set1_ps(-87.f));
-  const __m512 k = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
-                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  __m512 r = _mm512_fnmadd_ps(k, _mm512_set1_ps(0.693359375f), x);
-  r = _mm512_fnmadd_ps(k, _mm512_set1_ps(-2.12194440e-4f), r);
-  __m512 p = _mm512_set1_ps(1.3981999507e-3f);
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
-  p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.f)));
+// 2^y for y <= 0 (y = (x - max) / τ · log2 e, so 2^y = e^((x - max) / τ)):
+// y = k + f with k = round(y) and |f| <= 1/2, 2^f by a degree-5 polynomial
+// (relative error 2.4e-7, fitted for the least largest relative error on
+// [-1/2, 1/2]), then scaled by 2^k with vscalefps, which gives 0 below the
+// smallest float. Six FMAs and three more instructions for 16 values.
+constexpr float kLog2e = 1.44269504088896341f;
+__attribute__((target("avx512f"))) inline __m512 Pow2(__m512 y) {
+  const __m512 k = _mm512_roundscale_ps(y, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  const __m512 f = _mm512_sub_ps(y, k);
+  __m512 p = _mm512_set1_ps(1.327647129073739e-3f);
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(9.675540961325169e-3f));
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(5.550713092088699e-2f));
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(2.4022120237350464e-1f));
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(6.931469440460205e-1f));
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.0000001192092896f));
   return _mm512_scalef_ps(p, k);
 }
 
@@ -65,11 +66,11 @@ __attribute__((target("avx512f"))) float Block16(const float* st, uint32_t m, ui
   if (mode == RerankMode::kMaxSim) {
     vcontrib = _mm512_mul_ps(vw, vmax);
   } else {
-    const __m512 vtau = _mm512_set1_ps(inv_tau);
+    const __m512 vtau = _mm512_set1_ps(inv_tau * kLog2e);
     __m512 z = _mm512_setzero_ps(), num = _mm512_setzero_ps();
     for (uint32_t j = 0; j < n; ++j) {
       const __m512 v = ATTN_ROW_(j);
-      const __m512 e = Exp512(_mm512_mul_ps(_mm512_sub_ps(v, vmax), vtau));
+      const __m512 e = Pow2(_mm512_mul_ps(_mm512_sub_ps(v, vmax), vtau));
       z = _mm512_add_ps(z, e);
       num = _mm512_fmadd_ps(e, v, num);
     }
@@ -129,8 +130,8 @@ __attribute__((target("avx512f"))) float ReduceLanes(const float* st, uint32_t m
     }
     return score;
   }
-  // (x - max) · inv_tau as one fused x · inv_tau - max · inv_tau.
-  const __m512 vtau = _mm512_set1_ps(inv_tau);
+  // (x - max) · inv_tau · log2 e as one fused x · c - max · c.
+  const __m512 vtau = _mm512_set1_ps(inv_tau * kLog2e);
   __m512 vmax[V], z0[V], z1[V], num0[V], num1[V];
   for (int v = 0; v < V; ++v) {
     vmax[v] = _mm512_mul_ps(_mm512_max_ps(a[v], b[v]), vtau);
@@ -140,8 +141,8 @@ __attribute__((target("avx512f"))) float ReduceLanes(const float* st, uint32_t m
   for (; j + 1 < n; j += 2) {
     for (int v = 0; v < V; ++v) {
       const __m512 x0 = row(j, v), x1 = row(j + 1, v);
-      const __m512 e0 = Exp512(_mm512_fmsub_ps(x0, vtau, vmax[v]));
-      const __m512 e1 = Exp512(_mm512_fmsub_ps(x1, vtau, vmax[v]));
+      const __m512 e0 = Pow2(_mm512_fmsub_ps(x0, vtau, vmax[v]));
+      const __m512 e1 = Pow2(_mm512_fmsub_ps(x1, vtau, vmax[v]));
       z0[v] = _mm512_add_ps(z0[v], e0);
       z1[v] = _mm512_add_ps(z1[v], e1);
       num0[v] = _mm512_fmadd_ps(e0, x0, num0[v]);
@@ -151,7 +152,7 @@ __attribute__((target("avx512f"))) float ReduceLanes(const float* st, uint32_t m
   if (j < n) {
     for (int v = 0; v < V; ++v) {
       const __m512 x0 = row(j, v);
-      const __m512 e0 = Exp512(_mm512_fmsub_ps(x0, vtau, vmax[v]));
+      const __m512 e0 = Pow2(_mm512_fmsub_ps(x0, vtau, vmax[v]));
       z0[v] = _mm512_add_ps(z0[v], e0);
       num0[v] = _mm512_fmadd_ps(e0, x0, num0[v]);
     }
