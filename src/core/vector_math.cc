@@ -104,7 +104,7 @@ ATTN_SIMD_CLONES void FloatToBf16(const float* src, uint16_t* dst, size_t n) {
   }
 }
 
-float QuantizeInt8(const float* src, int8_t* dst, size_t n) {
+ATTN_SIMD_CLONES float QuantizeInt8(const float* src, int8_t* dst, size_t n) {
   float max_abs = 0.f;  // over the finite values
   for (size_t i = 0; i < n; ++i) {
     const float a = std::fabs(src[i]);
@@ -116,9 +116,14 @@ float QuantizeInt8(const float* src, int8_t* dst, size_t n) {
   }
   // In double, 127 / max_abs stays finite even for the smallest subnormal.
   const double inv = 127.0 / double(max_abs);
+  // Adding and taking away 1.5 · 2^52 rounds |v| <= 127 to the nearest
+  // integer, ties to even, as nearbyint does, without a call per value.
+  constexpr double kRound = 6755399441055744.0;
   for (size_t i = 0; i < n; ++i) {
-    const double q = std::nearbyint(double(src[i]) * inv);
-    dst[i] = std::isnan(q) ? int8_t{0} : int8_t(std::clamp(q, -127.0, 127.0));
+    double v = double(src[i]) * inv;
+    v = v > 127.0 ? 127.0 : (v < -127.0 ? -127.0 : v);  // NaN stays NaN
+    const double q = (v + kRound) - kRound;
+    dst[i] = v == v ? int8_t(q) : int8_t{0};
   }
   return max_abs / 127.f;
 }

@@ -46,29 +46,77 @@ constexpr std::array<uint64_t, kBits> Patterns() {
 }
 
 const bool kHasAvx512Bw = __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("bmi2");
+const bool kHasBitalg = kHasAvx512Bw && __builtin_cpu_supports("avx512bitalg");
 
-// (c · j + 128) >> 8 in each of 64 s8 lanes (j in 16-bit lanes): a 16-bit
-// product, rounded by mulhrs (·128 / 2^15 with rounding is the same shift).
-__attribute__((target("avx512f,avx512bw"))) inline __m512i ApplyGain(__m512i c, __m512i j) {
+// (c · j + 128) >> 8 in each of 64 s8 lanes, for j in 0..255: vpmaddubsw
+// multiplies the unsigned j, set in the even (j_even) or the odd (j_odd)
+// byte of each 16-bit pair and 0 in the other, by the signed c, so each
+// product has a 16-bit lane of its own (|c · j| + 128 <= 127 · 255 + 128
+// fits); the result is bits 8..15 of product + 128, moved down for the even
+// bytes and in place for the odd ones.
+__attribute__((target("avx512f,avx512bw"))) inline __m512i ApplyGain(__m512i c, __m512i j_even,
+                                                                     __m512i j_odd) {
   const __m512i half = _mm512_set1_epi16(128);
-  const __m512i lo = _mm512_mulhrs_epi16(
-      _mm512_mullo_epi16(_mm512_cvtepi8_epi16(_mm512_castsi512_si256(c)), j), half);
-  const __m512i hi = _mm512_mulhrs_epi16(
-      _mm512_mullo_epi16(_mm512_cvtepi8_epi16(_mm512_extracti64x4_epi64(c, 1)), j), half);
-  return _mm512_inserti64x4(_mm512_castsi256_si512(_mm512_cvtsepi16_epi8(lo)),
-                            _mm512_cvtsepi16_epi8(hi), 1);
+  const __m512i even =
+      _mm512_srli_epi16(_mm512_add_epi16(_mm512_maddubs_epi16(j_even, c), half), 8);
+  const __m512i odd = _mm512_add_epi16(_mm512_maddubs_epi16(j_odd, c), half);
+  return _mm512_mask_blend_epi8(__mmask64(0xAAAAAAAAAAAAAAAAull), even, odd);
+}
+
+// The masks of bits p = 0 .. kBits-1 of the 64 dimensions' codes in the
+// block `from` (kBits·8 bytes, `have` of them present): mask bit i is bit p
+// of dimension i's code, i.e. bit i·kBits + p of the block.
+template <uint32_t kBits, bool kBitalg>
+__attribute__((target("avx512f,avx512bw,avx512bitalg,bmi2"))) inline void BitMasks(
+    const uint8_t* from, size_t have, __mmask64* bit) {
+  if constexpr (kBitalg) {
+    // vpshufbitqmb takes mask bit i from 64-bit lane i/8 at the position in
+    // byte i of the index: lane l (dimensions 8l .. 8l+7) gets the block's
+    // word l·kBits/8, and byte i the position (i·kBits + p) mod 64.
+    alignas(64) static constexpr std::array<int64_t, 8> kWordOfLane = [] {
+      std::array<int64_t, 8> lane{};
+      for (uint32_t l = 0; l < 8; ++l) lane[l] = l * kBits / 8;
+      return lane;
+    }();
+    alignas(64) static constexpr std::array<std::array<uint8_t, 64>, kBits> kPlace = [] {
+      std::array<std::array<uint8_t, 64>, kBits> place{};
+      for (uint32_t p = 0; p < kBits; ++p) {
+        for (uint32_t i = 0; i < 64; ++i) place[p][i] = uint8_t((i * kBits + p) % 64);
+      }
+      return place;
+    }();
+    const __mmask64 bytes = have >= 64 ? ~__mmask64(0) : (__mmask64(1) << have) - 1;
+    const __m512i words = _mm512_permutexvar_epi64(_mm512_load_si512(kWordOfLane.data()),
+                                                   _mm512_maskz_loadu_epi8(bytes, from));
+    for (uint32_t p = 0; p < kBits; ++p) {
+      bit[p] = _mm512_bitshuffle_epi64_mask(words, _mm512_load_si512(kPlace[p].data()));
+    }
+  } else {
+    constexpr uint32_t kPerWord = 64 / kBits;
+    static constexpr std::array<uint64_t, kBits> kPattern = Patterns<kBits>();
+    uint64_t words[kBits] = {};
+    if (have >= kBits * 8) {
+      std::memcpy(words, from, kBits * 8);  // a fixed size: plain loads
+    } else {
+      std::memcpy(words, from, have);
+    }
+    for (uint32_t p = 0; p < kBits; ++p) {
+      uint64_t m = 0;
+      for (uint32_t w = 0; w < kBits; ++w) {
+        m |= _pext_u64(words[w], kPattern[p]) << (w * kPerWord);
+      }
+      bit[p] = __mmask64(m);
+    }
+  }
 }
 
 // 64 dimensions at a time: the masks of each code bit select, by a tree of
-// byte blends, among the 2^b level vectors; then the centroid's bytes are
-// added with saturation.
-template <uint32_t kBits>
-__attribute__((target("avx512f,avx512bw,bmi2"))) void DecodeAvx512(const Int8CodeBook& book,
-                                                                   const uint8_t* codes, size_t n,
-                                                                   int8_t* out) {
+// byte blends, among the 2^b level vectors; then the centroid's bytes
+// (times the gain, if any) are added with saturation.
+template <uint32_t kBits, bool kBitalg>
+__attribute__((target("avx512f,avx512bw,avx512bitalg,bmi2"))) void DecodeAvx512(
+    const Int8CodeBook& book, const uint8_t* codes, size_t n, int8_t* out) {
   constexpr uint32_t kLevels = 1u << kBits;
-  constexpr uint32_t kPerWord = 64 / kBits;
-  static constexpr std::array<uint64_t, kBits> kPattern = Patterns<kBits>();
   const uint32_t d = book.dim;
   const size_t stride = book.code_bytes();
   const size_t residual_bytes = stride - book.id_bytes - book.gain_bytes();
@@ -77,39 +125,27 @@ __attribute__((target("avx512f,avx512bw,bmi2"))) void DecodeAvx512(const Int8Cod
     const uint8_t* code = codes + i * stride;
     const int8_t* c8 =
         book.centroids.data() + size_t(ReadId(code, book.id_bytes, book.num_centroids)) * d;
-    const __m512i gain_level = _mm512_set1_epi16(gain ? code[book.id_bytes] : 0);
+    const int j = gain ? code[book.id_bytes] : 0;
+    const __m512i j_even = _mm512_set1_epi16(int16_t(j)), j_odd = _mm512_set1_epi16(int16_t(j << 8));
     const uint8_t* res = code + book.id_bytes + book.gain_bytes();
     for (uint32_t t0 = 0; t0 < d; t0 += 64) {
       const uint32_t width = std::min<uint32_t>(64, d - t0);
       const __mmask64 lanes = width == 64 ? ~__mmask64(0) : (__mmask64(1) << width) - 1;
-      // The block's bits: kBits words from byte t0·kBits/8.
-      uint64_t words[kBits] = {};
       const size_t from = size_t(t0) * kBits / 8;
-      if (from + kBits * 8 <= residual_bytes) {
-        std::memcpy(words, res + from, kBits * 8);  // a fixed size: plain loads
-      } else {
-        std::memcpy(words, res + from, residual_bytes - from);
-      }
       __mmask64 bit[kBits];
-      for (uint32_t p = 0; p < kBits; ++p) {
-        uint64_t m = 0;
-        for (uint32_t w = 0; w < kBits; ++w) {
-          m |= _pext_u64(words[w], kPattern[p]) << (w * kPerWord);
-        }
-        bit[p] = __mmask64(m);
-      }
+      BitMasks<kBits, kBitalg>(res + from, residual_bytes - from, bit);
       __m512i level[kLevels];
       for (uint32_t b = 0; b < kLevels; ++b) {
         level[b] = _mm512_maskz_loadu_epi8(lanes, book.levels.data() + size_t(b) * d + t0);
       }
       // Level index = Σ_p bit_p 2^p: halve the candidates bit after bit.
       for (uint32_t p = 0, count = kLevels; p < kBits; ++p, count /= 2) {
-        for (uint32_t j = 0; j < count / 2; ++j) {
-          level[j] = _mm512_mask_blend_epi8(bit[p], level[2 * j], level[2 * j + 1]);
+        for (uint32_t q = 0; q < count / 2; ++q) {
+          level[q] = _mm512_mask_blend_epi8(bit[p], level[2 * q], level[2 * q + 1]);
         }
       }
       __m512i c = _mm512_maskz_loadu_epi8(lanes, c8 + t0);
-      if (gain) c = ApplyGain(c, gain_level);
+      if (gain) c = ApplyGain(c, j_even, j_odd);
       const __m512i x = _mm512_adds_epi8(c, level[0]);
       _mm512_mask_storeu_epi8(out + i * d + t0, lanes, x);
     }
@@ -206,16 +242,27 @@ void Int8CodeBook::DecodePortable(const uint8_t* codes, size_t n, int8_t* out) c
   }
 }
 
-void Int8CodeBook::Decode(const uint8_t* codes, size_t n, int8_t* out) const {
-  if (!kHasAvx512Bw) return DecodePortable(codes, n, out);
+template <bool kBitalg>
+void Int8CodeBook::DecodeVector(const uint8_t* codes, size_t n, int8_t* out) const {
   switch (bits) {
     case 1:
-      return DecodeAvx512<1>(*this, codes, n, out);
+      return DecodeAvx512<1, kBitalg>(*this, codes, n, out);
     case 2:
-      return DecodeAvx512<2>(*this, codes, n, out);
+      return DecodeAvx512<2, kBitalg>(*this, codes, n, out);
     default:
-      return DecodeAvx512<4>(*this, codes, n, out);
+      return DecodeAvx512<4, kBitalg>(*this, codes, n, out);
   }
+}
+
+void Int8CodeBook::DecodeWithoutBitalg(const uint8_t* codes, size_t n, int8_t* out) const {
+  if (!kHasAvx512Bw) return DecodePortable(codes, n, out);
+  DecodeVector<false>(codes, n, out);
+}
+
+void Int8CodeBook::Decode(const uint8_t* codes, size_t n, int8_t* out) const {
+  if (!kHasAvx512Bw) return DecodePortable(codes, n, out);
+  if (kHasBitalg) return DecodeVector<true>(codes, n, out);
+  return DecodeVector<false>(codes, n, out);
 }
 
 absl::StatusOr<std::unique_ptr<CodeScorer>> CodeScorer::Create(Int8CodeBook book,

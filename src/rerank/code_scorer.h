@@ -61,6 +61,14 @@ struct Int8CodeBook {
   void Decode(const uint8_t* codes, size_t n, int8_t* out) const;
   // The portable version of Decode, always available (for tests).
   void DecodePortable(const uint8_t* codes, size_t n, int8_t* out) const;
+  // Decode without AVX-512 BITALG (the code bits gathered by pext), as on
+  // CPUs before Ice Lake; the portable version where AVX-512 BW is missing
+  // (for tests).
+  void DecodeWithoutBitalg(const uint8_t* codes, size_t n, int8_t* out) const;
+
+ private:
+  template <bool kBitalg>
+  void DecodeVector(const uint8_t* codes, size_t n, int8_t* out) const;
 };
 
 // Candidates' codes back to back: candidate c has rows[c] codes starting at

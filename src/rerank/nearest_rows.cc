@@ -1,20 +1,15 @@
 #include "rerank/nearest_rows.h"
 
-#include <cpuid.h>
 #include <immintrin.h>
-#include <sys/syscall.h>
-#include <unistd.h>
 
 #include <algorithm>
-#include <cctype>
 #include <cmath>
-#include <cstdlib>
 #include <cstring>
-#include <string>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "core/vector_math.h"
+#include "rerank/amx.h"
 #include "oneapi/dnnl/dnnl.hpp"
 
 namespace attnsearch {
@@ -91,53 +86,13 @@ uint32_t ArgMax(const float* v, size_t n) {
 
 constexpr size_t kTileRows = 256;  // query rows per task
 
-struct TileConfig {
-  uint8_t palette = 1;
-  uint8_t start_row = 0;
-  uint8_t reserved[14] = {};
-  uint16_t colsb[16] = {};
-  uint8_t rows[16] = {};
-};
-
-bool CpuHasAmxBf16() {
-  unsigned a = 0, b = 0, c = 0, d = 0;
-  if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return false;
-  const bool avx512 = (b >> 16 & 1) && (b >> 30 & 1);  // F, BW
-  return avx512 && (d >> 22 & 1) && (d >> 24 & 1);     // AMX-BF16, AMX-TILE
-}
-
-// ONEDNN_MAX_CPU_ISA caps this kernel as it caps oneDNN's: below an AMX
-// level, the oneDNN path runs.
-bool AllowedByIsaCap() {
-  const char* cap = std::getenv("ONEDNN_MAX_CPU_ISA");
-  if (cap == nullptr || *cap == 0) return true;
-  std::string s(cap);
-  for (char& ch : s) ch = char(std::toupper(static_cast<unsigned char>(ch)));
-  return s == "ALL" || s == "DEFAULT" || s.find("AMX") != std::string::npos;
-}
-
-bool TileKernelUsable() {
-  static const bool usable = [] {
-    if (!CpuHasAmxBf16() || !AllowedByIsaCap()) return false;
-    // Linux hands out the tile state on request (ARCH_REQ_XCOMP_PERM,
-    // XFEATURE_XTILEDATA); oneDNN asks the same.
-    return syscall(SYS_arch_prctl, 0x1023, 18) == 0;
-  }();
-  return usable;
-}
-
 // Rows [0, t) of `a` (t a multiple of 32, dp bf16 values each) against the
 // table's `blocks` (even) blocks of 16 rows, `k` of them real; best[i] and
 // at[i] hold row i's running maximum and its table row.
 __attribute__((target("amx-tile,amx-bf16,avx512f,avx512bw"))) void TileArgMax(
     const uint16_t* a, size_t t, size_t dp, const uint16_t* tiles, size_t blocks, size_t k,
     float* best, uint32_t* at) {
-  TileConfig cfg;
-  for (int i = 0; i < 8; ++i) {
-    cfg.rows[i] = 16;
-    cfg.colsb[i] = 64;
-  }
-  _tile_loadconfig(&cfg);
+  _tile_loadconfig(&kAmxTileConfig);
   const size_t steps = dp / 32;
   alignas(64) float c[4][256];
   const __m512 minus_inf = _mm512_set1_ps(-INFINITY);
@@ -226,7 +181,7 @@ absl::StatusOr<std::unique_ptr<NearestRows>> NearestRows::Create(
   rep->dim = dim;
   rep->table.resize(k * dim);
   FloatToBf16(table, rep->table.data(), k * dim);
-  if (options.tile_kernel && TileKernelUsable() && k < (size_t{1} << 31)) {
+  if (options.tile_kernel && AmxUsable(AmxKind::kBf16) && k < (size_t{1} << 31)) {
     rep->padded_dim = (dim + 31) / 32 * 32;
     rep->blocks = (k + 31) / 32 * 2;
     const size_t steps = rep->padded_dim / 32;

@@ -15,6 +15,8 @@
 #include "core/status.h"
 #include "core/vector_math.h"
 #include "oneapi/dnnl/dnnl.hpp"
+#include "rerank/amx.h"
+#include "rerank/int8_tiles.h"
 #include "rerank/segment_reduce.h"
 
 namespace attnsearch {
@@ -182,6 +184,33 @@ std::vector<Piece> SplitRows(size_t total) {
   return pieces;
 }
 
+// This call's threads, for the matmuls and the reduce (OpenMP; the setting
+// is per calling thread and comes back when the call ends). Small queries
+// run on one thread: waking a second costs more than it saves below a few
+// MFLOP (one more thread per ~16 MFLOP of matmul). The calling thread has
+// its own core (a server worker holds one for its job); the others are
+// extra cores the budget can spare now.
+class CallThreads {
+ public:
+  CallThreads(const RerankerOptions& options, uint32_t m, size_t d, size_t rows)
+      : extra_(options.cores, Want(options, m, d, rows) - 1, 0), previous_(omp_get_max_threads()) {
+    omp_set_num_threads(threads());
+  }
+  ~CallThreads() { omp_set_num_threads(previous_); }
+  CallThreads(const CallThreads&) = delete;
+  CallThreads& operator=(const CallThreads&) = delete;
+  int threads() const { return 1 + extra_.cores(); }
+
+ private:
+  static int Want(const RerankerOptions& options, uint32_t m, size_t d, size_t rows) {
+    const double mflop = 2e-6 * m * double(d) * double(rows);
+    const int want = options.max_threads > 0 ? options.max_threads : omp_get_num_procs();
+    return std::max(1, std::min(want, 1 + int(mflop / 16.0)));
+  }
+  CoreLease extra_;
+  int previous_;
+};
+
 }  // namespace
 
 struct Reranker::Rep {
@@ -216,7 +245,12 @@ struct Reranker::Rep {
 
 Reranker::Reranker(std::unique_ptr<Rep> rep, uint32_t dim, TokenDtype dtype,
                    const RerankerOptions& options)
-    : rep_(std::move(rep)), dim_(dim), dtype_(dtype), options_(options) {}
+    : rep_(std::move(rep)),
+      dim_(dim),
+      dtype_(dtype),
+      options_(options),
+      int8_tiles_(options.tile_kernel && dtype == TokenDtype::kInt8 && dim % 64 == 0 &&
+                  AmxUsable(AmxKind::kInt8) && ReduceSegmentUsesAvx512()) {}
 
 Reranker::~Reranker() = default;
 
@@ -318,22 +352,8 @@ absl::StatusOr<size_t> Reranker::ForEachChunk(
   const size_t row_bytes = d * TokenDtypeSize(dtype_);
   const QueryOperand q_op(query.tokens, m, d, dtype_);
 
-  // This call's threads, for the matmuls and the reduce (OpenMP; the
-  // setting is per calling thread).
-  // Small queries run on one thread: waking a second costs more than it
-  // saves below a few MFLOP (one more thread per ~16 MFLOP of matmul).
-  const double mflop = 2e-6 * m * double(d) * double(candidates.total_rows);
-  int want = options_.max_threads > 0 ? options_.max_threads : omp_get_num_procs();
-  want = std::max(1, std::min(want, 1 + int(mflop / 16.0)));
-  // The calling thread has its own core (a server worker holds one for its
-  // job); the others are extra cores the budget can spare now.
-  CoreLease extra(options_.cores, want - 1, 0);
-  struct ThreadsFor {
-    explicit ThreadsFor(int n) : previous(omp_get_max_threads()) { omp_set_num_threads(n); }
-    ~ThreadsFor() { omp_set_num_threads(previous); }  // the caller's setting comes back
-    int previous;
-  } threads_for(1 + extra.cores());
-  const int threads = 1 + extra.cores();
+  const CallThreads call_threads(options_, m, d, candidates.total_rows);
+  const int threads = call_threads.threads();
 
   std::vector<float>& sim = ThreadSimilarities();
   size_t c = 0, chunks = 0;
@@ -420,6 +440,7 @@ absl::Status Reranker::Score(const RerankQuery& query, const CandidateTokens& ca
   const uint32_t m = query.num_tokens;
   const float inv_tau = 1.f / query.temperature;
   if (keep != nullptr) keep->valid = false;
+  if (int8_tiles_) return ScoreInTiles(query, candidates, scores);
   auto chunks = ForEachChunk(
       query, candidates,
       [&](size_t c, size_t c_end, size_t row0, const float* s, const float* col_scale) {
@@ -442,6 +463,61 @@ absl::Status Reranker::Score(const RerankQuery& query, const CandidateTokens& ca
   if (keep != nullptr && *chunks == 1) {
     KeepSimilarities(&keep->st);
     keep->valid = true;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Reranker::ScoreInTiles(const RerankQuery& query, const CandidateTokens& candidates,
+                                    float* scores) const {
+  const uint32_t m = query.num_tokens, d = dim_;
+  const float inv_tau = 1.f / query.temperature;
+  const QueryOperand q_op(query.tokens, m, d, dtype_);
+  const Int8QueryTiles q_tiles(q_op.s8.data(), m, d);
+  const size_t mp = size_t(q_tiles.column_blocks) * 16;
+  const CallThreads call_threads(options_, m, d, candidates.total_rows);
+  const int threads = call_threads.threads();
+  const long count = long(candidates.count);
+  const int8_t* data = static_cast<const int8_t*>(candidates.data);
+#pragma omp parallel num_threads(threads) if (threads > 1 && count > 1)
+  {
+    // A candidate's rows (made or, for its last partial block, padded),
+    // its int32 sums and its similarities, all in this thread's cache.
+    thread_local std::vector<int8_t> rows;
+    thread_local std::vector<int32_t> sums;
+    thread_local std::vector<float> st, col_max;
+    col_max.resize(mp);
+    ConfigureInt8Tiles();
+#pragma omp for schedule(dynamic, 2)
+    for (long k = 0; k < count; ++k) {
+      const uint32_t n = candidates.rows[k];
+      if (n == 0) {
+        scores[k] = -std::numeric_limits<float>::infinity();
+        continue;
+      }
+      const size_t blocks = (n + 15) / 16, full = n / 16;
+      if (sums.size() < blocks * 16 * mp) sums.resize(blocks * 16 * mp);
+      if (st.size() < size_t(n) * m) st.resize(size_t(n) * m);
+      if (candidates.rows_from != nullptr) {
+        rows.resize(blocks * 16 * d);
+        (*candidates.rows_from)(candidates.offsets[k], n, rows.data());
+        std::memset(rows.data() + size_t(n) * d, 0, (blocks * 16 - n) * d);
+        Int8TileSimilarities(q_tiles, rows.data(), blocks, d, sums.data());
+      } else {
+        const int8_t* x = data + candidates.offsets[k] * d;
+        Int8TileSimilarities(q_tiles, x, full, d, sums.data());
+        if (full < blocks) {
+          rows.assign(16 * size_t(d), 0);
+          std::memcpy(rows.data(), x + full * 16 * d, (n - full * 16) * size_t(d));
+          Int8TileSimilarities(q_tiles, rows.data(), 1, d, sums.data() + full * 16 * mp);
+        }
+      }
+      const float* row_scales =
+          candidates.scales ? candidates.scales + candidates.offsets[k] : nullptr;
+      ScaleSums(sums.data(), n, mp, m, row_scales, q_op.scales(), st.data(), col_max.data());
+      scores[k] = ReduceSegmentWithMax(st.data(), m, n, query.weights, query.mode, inv_tau,
+                                       col_max.data());
+    }
+    ReleaseInt8Tiles();
   }
   return absl::OkStatus();
 }

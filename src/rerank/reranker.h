@@ -48,6 +48,13 @@ struct RerankerOptions {
   CoreBudget* cores = nullptr;
   // Most threads one Score call uses. Default: 0, the number of cores.
   int max_threads = 0;
+  // int8 storage, where the CPU has AMX-INT8 (and ONEDNN_MAX_CPU_ISA, if
+  // set, allows an AMX level) and dim is a multiple of 64: Score computes
+  // each candidate's similarities in AMX tiles (TDPBSSD, exact int32 sums)
+  // and reduces them while they are in L1, instead of writing every
+  // candidate's similarities out through oneDNN's matmul pieces. The
+  // scores are the same to the bit. Default: true.
+  bool tile_kernel = true;
 };
 
 // Default attention temperature τ when a request gives none.
@@ -155,6 +162,10 @@ class Reranker {
       const RerankQuery& query, const CandidateTokens& candidates,
       const std::function<void(size_t first, size_t last, size_t row0, const float* st,
                                const float* col_scale)>& fn) const;
+  // Score for int8 rows on AMX tiles, one candidate at a time (see
+  // RerankerOptions::tile_kernel).
+  absl::Status ScoreInTiles(const RerankQuery& query, const CandidateTokens& candidates,
+                            float* scores) const;
   // out (rows x m) = rows_data (rows x dim) · queryᵀ with the fixed-shape
   // matmul of `rows` rows; only the first `valid` rows of rows_data are
   // read (the rest count as zeros) and written.
@@ -167,6 +178,8 @@ class Reranker {
   const uint32_t dim_;
   const TokenDtype dtype_;
   const RerankerOptions options_;
+  // ScoreInTiles runs Score (tile_kernel, int8, AMX-INT8, dim % 64 == 0).
+  const bool int8_tiles_;
 };
 
 }  // namespace attnsearch

@@ -90,11 +90,14 @@ __attribute__((target("avx512f"))) float Block16(const float* st, uint32_t m, ui
 // The score contributions of query tokens [i0, i0 + 16·V) (lanes beyond m
 // masked off), V vectors per row in one pass: V independent chains, and
 // two rows at a time, so neither the max nor the sums wait on one another.
+// With given_max (the tokens' maxima, scales applied and none given) the
+// max pass is skipped.
 template <int V>
 __attribute__((target("avx512f"))) float ReduceLanes(const float* st, uint32_t m, uint32_t n,
                                                      uint32_t i0, const float* w, RerankMode mode,
                                                      float inv_tau, const float* row_scale,
-                                                     const float* col_scale) {
+                                                     const float* col_scale,
+                                                     const float* given_max = nullptr) {
   __mmask16 lanes[V];
   for (int v = 0; v < V; ++v) {
     const int left = int(m) - int(i0) - 16 * v;
@@ -111,16 +114,22 @@ __attribute__((target("avx512f"))) float ReduceLanes(const float* st, uint32_t m
 #define row(j, v) \
   LoadRow(base + size_t(j) * m + 16 * (v), lanes[v], row_scale, j, col_scale ? &cs[v] : nullptr)
   __m512 a[V], b[V];
-  for (int v = 0; v < V; ++v) a[v] = b[v] = row(0, v);
   uint32_t j = 1;
-  for (; j + 1 < n; j += 2) {
+  if (given_max != nullptr) {
     for (int v = 0; v < V; ++v) {
-      a[v] = _mm512_max_ps(a[v], row(j, v));
-      b[v] = _mm512_max_ps(b[v], row(j + 1, v));
+      a[v] = b[v] = _mm512_maskz_loadu_ps(lanes[v], given_max + i0 + 16 * v);
     }
-  }
-  if (j < n) {
-    for (int v = 0; v < V; ++v) a[v] = _mm512_max_ps(a[v], row(j, v));
+  } else {
+    for (int v = 0; v < V; ++v) a[v] = b[v] = row(0, v);
+    for (; j + 1 < n; j += 2) {
+      for (int v = 0; v < V; ++v) {
+        a[v] = _mm512_max_ps(a[v], row(j, v));
+        b[v] = _mm512_max_ps(b[v], row(j + 1, v));
+      }
+    }
+    if (j < n) {
+      for (int v = 0; v < V; ++v) a[v] = _mm512_max_ps(a[v], row(j, v));
+    }
   }
   float score = 0.f;
   if (mode == RerankMode::kMaxSim) {
@@ -170,13 +179,15 @@ __attribute__((target("avx512f"))) float ReduceLanes(const float* st, uint32_t m
 __attribute__((target("avx512f"))) float ReduceAvx512(const float* st, uint32_t m, uint32_t n,
                                                       const float* w, RerankMode mode,
                                                       float inv_tau, const float* row_scale,
-                                                      const float* col_scale) {
+                                                      const float* col_scale,
+                                                      const float* given_max = nullptr) {
   float score = 0.f;
   uint32_t i0 = 0;
   // 32 query tokens per pass (two vectors a row), then one vector.
   for (; i0 + 16 < m; i0 += 32)
-    score += ReduceLanes<2>(st, m, n, i0, w, mode, inv_tau, row_scale, col_scale);
-  if (i0 < m) score += ReduceLanes<1>(st, m, n, i0, w, mode, inv_tau, row_scale, col_scale);
+    score += ReduceLanes<2>(st, m, n, i0, w, mode, inv_tau, row_scale, col_scale, given_max);
+  if (i0 < m)
+    score += ReduceLanes<1>(st, m, n, i0, w, mode, inv_tau, row_scale, col_scale, given_max);
   return score;
 }
 
@@ -254,6 +265,11 @@ float ReduceSegment(const float* st, uint32_t m, uint32_t n, const float* w, Rer
                     float inv_tau, const float* row_scale, const float* col_scale) {
   if (kHasAvx512) return ReduceAvx512(st, m, n, w, mode, inv_tau, row_scale, col_scale);
   return ReduceSegmentPortable(st, m, n, w, mode, inv_tau, row_scale, col_scale);
+}
+
+float ReduceSegmentWithMax(const float* st, uint32_t m, uint32_t n, const float* w,
+                           RerankMode mode, float inv_tau, const float* col_max) {
+  return ReduceAvx512(st, m, n, w, mode, inv_tau, nullptr, nullptr, col_max);
 }
 
 bool ReduceSegmentUsesAvx512() { return kHasAvx512; }

@@ -1,4 +1,5 @@
-// Scoring on residual codes: the AVX-512 decoding against the portable one,
+// Scoring on residual codes: the AVX-512 decodings (code bits gathered by
+// BITALG's bit shuffle, or by pext) against the portable one,
 // the scores against the reference reranker on exactly the values the
 // scorer sees, and against the codec's float decoding for a trained codec.
 #include "rerank/code_scorer.h"
@@ -62,10 +63,12 @@ TEST(CodeScorerTest, VectorDecodingEqualsPortable) {
         const Int8CodeBook book = RandomBook(rng, dim, bits, 50, gain_max);
         const size_t n = 37;
         const std::vector<uint8_t> codes = RandomCodes(rng, book, n);
-        std::vector<int8_t> fast(n * dim), slow(n * dim);
+        std::vector<int8_t> fast(n * dim), pext(n * dim), slow(n * dim);
         book.Decode(codes.data(), n, fast.data());
+        book.DecodeWithoutBitalg(codes.data(), n, pext.data());
         book.DecodePortable(codes.data(), n, slow.data());
         ASSERT_EQ(fast, slow);
+        ASSERT_EQ(pext, slow);
         // The portable decoding is centroid (times gain/256, rounded) + level,
         // in steps.
         const uint32_t mask = (1u << bits) - 1;
