@@ -467,25 +467,65 @@ absl::Status Reranker::Score(const RerankQuery& query, const CandidateTokens& ca
   return absl::OkStatus();
 }
 
+namespace {
+
+// A thread's buffers for one candidate on tiles: its rows (made, or its
+// last partial block padded), its int32 sums, its scaled similarities and
+// their maxima, all in cache.
+struct TileScratch {
+  std::vector<int8_t> rows;
+  std::vector<int32_t> sums;
+  std::vector<float> st, col_max;
+};
+
+TileScratch& ThreadTileScratch() {
+  thread_local TileScratch scratch;
+  return scratch;
+}
+
+// Candidate k's similarities (n x m, row and query scales applied) into
+// s->st and their maxima per query token into s->col_max. REQUIRES: the
+// candidate has rows; this thread's tiles are configured.
+void CandidateInTiles(const Int8QueryTiles& q, const CandidateTokens& candidates, size_t k,
+                      const float* col_scale, TileScratch* s) {
+  const uint32_t n = candidates.rows[k], m = q.m, d = q.d;
+  const size_t mp = size_t(q.column_blocks) * 16;
+  const size_t blocks = (n + 15) / 16, full = n / 16;
+  if (s->sums.size() < blocks * 16 * mp) s->sums.resize(blocks * 16 * mp);
+  if (s->st.size() < size_t(n) * m) s->st.resize(size_t(n) * m);
+  s->col_max.resize(mp);
+  if (candidates.rows_from != nullptr) {
+    s->rows.resize(blocks * 16 * d);
+    (*candidates.rows_from)(candidates.offsets[k], n, s->rows.data());
+    std::memset(s->rows.data() + size_t(n) * d, 0, (blocks * 16 - n) * d);
+    Int8TileSimilarities(q, s->rows.data(), blocks, d, s->sums.data());
+  } else {
+    const int8_t* x = static_cast<const int8_t*>(candidates.data) + candidates.offsets[k] * d;
+    Int8TileSimilarities(q, x, full, d, s->sums.data());
+    if (full < blocks) {
+      s->rows.assign(16 * size_t(d), 0);
+      std::memcpy(s->rows.data(), x + full * 16 * d, (n - full * 16) * size_t(d));
+      Int8TileSimilarities(q, s->rows.data(), 1, d, s->sums.data() + full * 16 * mp);
+    }
+  }
+  const float* row_scales = candidates.scales ? candidates.scales + candidates.offsets[k] : nullptr;
+  ScaleSums(s->sums.data(), n, mp, m, row_scales, col_scale, s->st.data(), s->col_max.data());
+}
+
+}  // namespace
+
 absl::Status Reranker::ScoreInTiles(const RerankQuery& query, const CandidateTokens& candidates,
                                     float* scores) const {
-  const uint32_t m = query.num_tokens, d = dim_;
+  const uint32_t m = query.num_tokens;
   const float inv_tau = 1.f / query.temperature;
-  const QueryOperand q_op(query.tokens, m, d, dtype_);
-  const Int8QueryTiles q_tiles(q_op.s8.data(), m, d);
-  const size_t mp = size_t(q_tiles.column_blocks) * 16;
-  const CallThreads call_threads(options_, m, d, candidates.total_rows);
+  const QueryOperand q_op(query.tokens, m, dim_, dtype_);
+  const Int8QueryTiles q_tiles(q_op.s8.data(), m, dim_);
+  const CallThreads call_threads(options_, m, dim_, candidates.total_rows);
   const int threads = call_threads.threads();
   const long count = long(candidates.count);
-  const int8_t* data = static_cast<const int8_t*>(candidates.data);
 #pragma omp parallel num_threads(threads) if (threads > 1 && count > 1)
   {
-    // A candidate's rows (made or, for its last partial block, padded),
-    // its int32 sums and its similarities, all in this thread's cache.
-    thread_local std::vector<int8_t> rows;
-    thread_local std::vector<int32_t> sums;
-    thread_local std::vector<float> st, col_max;
-    col_max.resize(mp);
+    TileScratch& s = ThreadTileScratch();
     ConfigureInt8Tiles();
 #pragma omp for schedule(dynamic, 2)
     for (long k = 0; k < count; ++k) {
@@ -494,31 +534,39 @@ absl::Status Reranker::ScoreInTiles(const RerankQuery& query, const CandidateTok
         scores[k] = -std::numeric_limits<float>::infinity();
         continue;
       }
-      const size_t blocks = (n + 15) / 16, full = n / 16;
-      if (sums.size() < blocks * 16 * mp) sums.resize(blocks * 16 * mp);
-      if (st.size() < size_t(n) * m) st.resize(size_t(n) * m);
-      if (candidates.rows_from != nullptr) {
-        rows.resize(blocks * 16 * d);
-        (*candidates.rows_from)(candidates.offsets[k], n, rows.data());
-        std::memset(rows.data() + size_t(n) * d, 0, (blocks * 16 - n) * d);
-        Int8TileSimilarities(q_tiles, rows.data(), blocks, d, sums.data());
-      } else {
-        const int8_t* x = data + candidates.offsets[k] * d;
-        Int8TileSimilarities(q_tiles, x, full, d, sums.data());
-        if (full < blocks) {
-          rows.assign(16 * size_t(d), 0);
-          std::memcpy(rows.data(), x + full * 16 * d, (n - full * 16) * size_t(d));
-          Int8TileSimilarities(q_tiles, rows.data(), 1, d, sums.data() + full * 16 * mp);
-        }
-      }
-      const float* row_scales =
-          candidates.scales ? candidates.scales + candidates.offsets[k] : nullptr;
-      ScaleSums(sums.data(), n, mp, m, row_scales, q_op.scales(), st.data(), col_max.data());
-      scores[k] = ReduceSegmentWithMax(st.data(), m, n, query.weights, query.mode, inv_tau,
-                                       col_max.data());
+      CandidateInTiles(q_tiles, candidates, size_t(k), q_op.scales(), &s);
+      scores[k] = ReduceSegmentWithMax(s.st.data(), m, n, query.weights, query.mode, inv_tau,
+                                       s.col_max.data());
     }
     ReleaseInt8Tiles();
   }
+  return absl::OkStatus();
+}
+
+absl::Status Reranker::ExplainInTiles(const RerankQuery& query, const CandidateTokens& candidates,
+                                      const std::vector<size_t>& which,
+                                      std::vector<std::vector<TokenEvidence>>* out) const {
+  const uint32_t m = query.num_tokens;
+  const float inv_tau = 1.f / query.temperature;
+  const QueryOperand q_op(query.tokens, m, dim_, dtype_);
+  const Int8QueryTiles q_tiles(q_op.s8.data(), m, dim_);
+  out->assign(which.size(), {});
+  std::vector<uint32_t> argmax(m);
+  std::vector<float> weight(m), contribution(m);
+  TileScratch& s = ThreadTileScratch();
+  ConfigureInt8Tiles();
+  for (size_t i = 0; i < which.size(); ++i) {
+    const size_t k = which[i];
+    const uint32_t n = candidates.rows[k];
+    if (n == 0) continue;
+    CandidateInTiles(q_tiles, candidates, k, q_op.scales(), &s);
+    ExplainSegment(s.st.data(), m, n, query.weights, query.mode, inv_tau, nullptr, nullptr,
+                   argmax.data(), weight.data(), contribution.data());
+    for (uint32_t t = 0; t < m; ++t) {
+      (*out)[i].push_back({t, argmax[t], weight[t], contribution[t]});
+    }
+  }
+  ReleaseInt8Tiles();
   return absl::OkStatus();
 }
 
@@ -530,6 +578,7 @@ absl::Status Reranker::ExplainScored(const RerankQuery& query, const CandidateTo
   for (size_t k : which) {
     if (k >= candidates.count) return absl::InvalidArgumentError("explain: no such candidate");
   }
+  if (int8_tiles_) return ExplainInTiles(query, candidates, which, out);
   const uint32_t m = query.num_tokens;
   const size_t row0 = candidates.count > 0 ? candidates.offsets[0] : 0;
   if (!keep.valid || keep.st.size() < size_t(m) * candidates.total_rows) {
@@ -590,6 +639,11 @@ absl::Status Reranker::ExplainScored(const RerankQuery& query, const CandidateTo
 absl::Status Reranker::Explain(const RerankQuery& query, const CandidateTokens& candidates,
                                std::vector<std::vector<TokenEvidence>>* out) const {
   ATTN_RETURN_IF_ERROR(CheckQuery(query, candidates));
+  if (int8_tiles_) {
+    std::vector<size_t> all(candidates.count);
+    for (size_t k = 0; k < all.size(); ++k) all[k] = k;
+    return ExplainInTiles(query, candidates, all, out);
+  }
   out->assign(candidates.count, {});
   const uint32_t m = query.num_tokens;
   const float inv_tau = 1.f / query.temperature;

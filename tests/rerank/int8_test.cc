@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cmath>
 #include <limits>
 #include <random>
 
@@ -33,6 +34,23 @@ TEST(Int8Test, QuantizeBoundsTheErrorByHalfAStep) {
   std::vector<int8_t> qz(8, 5);
   EXPECT_EQ(QuantizeInt8(zeros.data(), qz.data(), 8), 0.f);
   EXPECT_EQ(qz, std::vector<int8_t>(8, 0));
+}
+
+// Values are rounded to the nearest step, ties to even, as nearbyint does.
+TEST(Int8Test, QuantizeRoundsHalfwayToEven) {
+  const std::vector<float> x = {127.f, 0.5f, 1.5f, 2.5f, -0.5f, -2.5f, 126.5f, -3.49f, 0.f};
+  std::vector<int8_t> q(x.size());
+  EXPECT_EQ(QuantizeInt8(x.data(), q.data(), x.size()), 1.f);
+  EXPECT_EQ(q, (std::vector<int8_t>{127, 0, 2, 2, 0, -2, 126, -3, 0}));
+  std::mt19937 rng(5);
+  const std::vector<float> r = RandomUnitRows(rng, 1, 1000);
+  std::vector<int8_t> got(r.size());
+  QuantizeInt8(r.data(), got.data(), r.size());
+  float max_abs = 0.f;
+  for (float v : r) max_abs = std::max(max_abs, std::fabs(v));
+  for (size_t i = 0; i < r.size(); ++i) {
+    ASSERT_EQ(got[i], int8_t(std::nearbyint(double(r[i]) * (127.0 / double(max_abs))))) << i;
+  }
 }
 
 TEST(Int8Test, QuantizeIsDefinedForNonFiniteAndSubnormalRows) {
@@ -148,6 +166,61 @@ TEST(Int8Test, ScoreMatchesReferenceOnQuantizedValues) {
 // top-10 positions, the fraction holding a document of f32's top 10 (the
 // set kept), and the fraction holding the very same document (the order
 // kept, which also counts swaps of near-ties).
+// On AMX machines Score and Explain compute each candidate's similarities in
+// tiles (RerankerOptions::tile_kernel); elsewhere, or with the option off,
+// through oneDNN's matmul pieces. Both sum the same int8 products exactly
+// and reduce them alike: the scores are equal to the bit, and so is the
+// evidence. (Without AMX both rerankers take the matmul path.)
+TEST(Int8Test, TileKernelEqualsTheMatmulPath) {
+  std::mt19937 rng(11);
+  for (uint32_t dim : {64u, 128u, 100u}) {
+    for (uint32_t m : {1u, 16u, 20u, 33u}) {
+      SCOPED_TRACE(::testing::Message() << "dim " << dim << " m " << m);
+      std::vector<std::vector<float>> docs;
+      for (uint32_t n : {1u, 15u, 16u, 17u, 0u, 32u, 180u, 1500u, 3u}) {
+        docs.push_back(RandomUnitRows(rng, n, dim));
+      }
+      const Int8Block block = MakeBlock(docs, dim);
+      const std::vector<float> q = RandomUnitRows(rng, m, dim);
+      std::vector<float> w(m, 1.f / float(m));
+      RerankerOptions tiles, matmul;
+      matmul.tile_kernel = false;
+      auto a = Reranker::Create(dim, TokenDtype::kInt8, tiles);
+      auto b = Reranker::Create(dim, TokenDtype::kInt8, matmul);
+      ASSERT_TRUE(a.ok() && b.ok());
+      for (RerankMode mode : {RerankMode::kAttention, RerankMode::kMaxSim}) {
+        const RerankQuery query{q.data(), m, w.data(), mode, 0.05f};
+        std::vector<float> sa(docs.size()), sb(docs.size());
+        ASSERT_TRUE((*a)->Score(query, block.View(), sa.data()).ok());
+        ASSERT_TRUE((*b)->Score(query, block.View(), sb.data()).ok());
+        EXPECT_EQ(sa, sb);
+        EXPECT_EQ(sa[4], -std::numeric_limits<float>::infinity());
+        for (size_t c = 0; c < docs.size(); ++c) {
+          if (block.rows[c] == 0) continue;
+          const double want = ReferenceScore(
+              q.data(), m, w.data(), block.dequantized.data() + block.offsets[c] * dim,
+              block.rows[c], dim, mode, 0.05f);
+          EXPECT_NEAR(sa[c], want, 0.02) << "candidate " << c;
+        }
+        std::vector<std::vector<TokenEvidence>> ea, eb;
+        ASSERT_TRUE((*a)->Explain(query, block.View(), &ea).ok());
+        ASSERT_TRUE((*b)->Explain(query, block.View(), &eb).ok());
+        ASSERT_EQ(ea.size(), eb.size());
+        for (size_t c = 0; c < ea.size(); ++c) {
+          ASSERT_EQ(ea[c].size(), eb[c].size()) << "candidate " << c;
+          float sum = 0.f;
+          for (size_t i = 0; i < ea[c].size(); ++i) {
+            EXPECT_EQ(ea[c][i].doc_token, eb[c][i].doc_token);
+            EXPECT_FLOAT_EQ(ea[c][i].contribution, eb[c][i].contribution);
+            sum += ea[c][i].contribution;
+          }
+          if (block.rows[c] > 0) EXPECT_NEAR(sum, sa[c], 1e-4f * std::max(1.f, std::fabs(sa[c])));
+        }
+      }
+    }
+  }
+}
+
 TEST(Int8Test, Bf16AndInt8KeepTheF32Top10) {
   std::mt19937 rng(4);
   const uint32_t dim = 128, kDocs = 400, kQueries = 1000;
