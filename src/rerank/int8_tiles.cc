@@ -2,8 +2,6 @@
 
 #include <immintrin.h>
 
-#include <limits>
-
 #include "rerank/amx.h"
 
 namespace attnsearch {
@@ -127,7 +125,7 @@ __attribute__((target("avx512f"))) void ScaleSums(const int32_t* sums, size_t n,
   for (uint32_t i = 0; i < m; i += 16) {
     const __mmask16 lanes = m - i >= 16 ? __mmask16(0xffff) : __mmask16((1u << (m - i)) - 1u);
     const __m512 cs = col_scale ? _mm512_maskz_loadu_ps(lanes, col_scale + i) : _mm512_set1_ps(1.f);
-    __m512 top = _mm512_set1_ps(-std::numeric_limits<float>::infinity());
+    __m512 top = _mm512_maskz_loadu_ps(lanes, col_max + i);
     for (size_t j = 0; j < n; ++j) {
       __m512 v = _mm512_cvtepi32_ps(_mm512_maskz_loadu_epi32(lanes, sums + j * mp + i));
       if (row_scale) v = _mm512_mul_ps(v, _mm512_set1_ps(row_scale[j]));

@@ -38,7 +38,7 @@ void Int8TileSimilarities(const Int8QueryTiles& q, const int8_t* rows, size_t bl
 // st[j·m + i] = float(sums[j·mp + i]) · row_scale[j] · col_scale[i] (a
 // null scale array counts as ones; the products in that order, as
 // ReduceSegment forms them) for rows j < n and tokens i < m, and col_max[i]
-// = max_j st[j·m + i]. REQUIRES: n >= 1.
+// raised to max_j st[j·m + i].
 void ScaleSums(const int32_t* sums, size_t n, size_t mp, uint32_t m, const float* row_scale,
                const float* col_scale, float* st, float* col_max);
 

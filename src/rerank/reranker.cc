@@ -493,7 +493,6 @@ void CandidateInTiles(const Int8QueryTiles& q, const CandidateTokens& candidates
   const size_t blocks = (n + 15) / 16, full = n / 16;
   if (s->sums.size() < blocks * 16 * mp) s->sums.resize(blocks * 16 * mp);
   if (s->st.size() < size_t(n) * m) s->st.resize(size_t(n) * m);
-  s->col_max.resize(mp);
   if (candidates.rows_from != nullptr) {
     s->rows.resize(blocks * 16 * d);
     (*candidates.rows_from)(candidates.offsets[k], n, s->rows.data());
@@ -509,6 +508,7 @@ void CandidateInTiles(const Int8QueryTiles& q, const CandidateTokens& candidates
     }
   }
   const float* row_scales = candidates.scales ? candidates.scales + candidates.offsets[k] : nullptr;
+  s->col_max.assign(mp, -std::numeric_limits<float>::infinity());
   ScaleSums(s->sums.data(), n, mp, m, row_scales, col_scale, s->st.data(), s->col_max.data());
 }
 
