@@ -112,31 +112,43 @@ __attribute__((target("avx512f,avx512bw,avx512bitalg,bmi2"))) inline void BitMas
 
 // 64 dimensions at a time: the masks of each code bit select, by a tree of
 // byte blends, among the 2^b level vectors; then the centroid's bytes
-// (times the gain, if any) are added with saturation.
-template <uint32_t kBits, bool kBitalg>
+// (times the gain, if any: kGain) are added with saturation. kFull: dim is
+// a multiple of 64 and ids take 2 bytes, the common case, with no lane
+// masks. The tables are read through local pointers, so the compiler need
+// not reload them after each store to `out`.
+template <uint32_t kBits, bool kBitalg, bool kGain, bool kFull>
 __attribute__((target("avx512f,avx512bw,avx512bitalg,bmi2"))) void DecodeAvx512(
     const Int8CodeBook& book, const uint8_t* codes, size_t n, int8_t* out) {
   constexpr uint32_t kLevels = 1u << kBits;
-  const uint32_t d = book.dim;
+  const uint32_t d = book.dim, num_centroids = book.num_centroids;
+  const size_t id_bytes = kFull ? 2 : book.id_bytes;
   const size_t stride = book.code_bytes();
-  const size_t residual_bytes = stride - book.id_bytes - book.gain_bytes();
-  const bool gain = book.gain_bytes() > 0;
+  const size_t residual_bytes = stride - id_bytes - (kGain ? 1 : 0);
+  const int8_t* const centroids = book.centroids.data();
+  const int8_t* const levels = book.levels.data();
   for (size_t i = 0; i < n; ++i) {
     const uint8_t* code = codes + i * stride;
-    const int8_t* c8 =
-        book.centroids.data() + size_t(ReadId(code, book.id_bytes, book.num_centroids)) * d;
-    const int j = gain ? code[book.id_bytes] : 0;
-    const __m512i j_even = _mm512_set1_epi16(int16_t(j)), j_odd = _mm512_set1_epi16(int16_t(j << 8));
-    const uint8_t* res = code + book.id_bytes + book.gain_bytes();
+    const int8_t* c8 = centroids + size_t(ReadId(code, id_bytes, num_centroids)) * d;
+    __m512i j_even = _mm512_setzero_si512(), j_odd = j_even;
+    if constexpr (kGain) {
+      const int j = code[id_bytes];
+      j_even = _mm512_set1_epi16(int16_t(j));
+      j_odd = _mm512_set1_epi16(int16_t(j << 8));
+    }
+    const uint8_t* res = code + id_bytes + (kGain ? 1 : 0);
+    int8_t* row = out + i * d;
     for (uint32_t t0 = 0; t0 < d; t0 += 64) {
-      const uint32_t width = std::min<uint32_t>(64, d - t0);
-      const __mmask64 lanes = width == 64 ? ~__mmask64(0) : (__mmask64(1) << width) - 1;
+      __mmask64 lanes = ~__mmask64(0);
+      if constexpr (!kFull) {
+        const uint32_t width = std::min<uint32_t>(64, d - t0);
+        lanes = width == 64 ? ~__mmask64(0) : (__mmask64(1) << width) - 1;
+      }
       const size_t from = size_t(t0) * kBits / 8;
       __mmask64 bit[kBits];
-      BitMasks<kBits, kBitalg>(res + from, residual_bytes - from, bit);
+      BitMasks<kBits, kBitalg>(res + from, kFull ? kBits * 8 : residual_bytes - from, bit);
       __m512i level[kLevels];
       for (uint32_t b = 0; b < kLevels; ++b) {
-        level[b] = _mm512_maskz_loadu_epi8(lanes, book.levels.data() + size_t(b) * d + t0);
+        level[b] = _mm512_maskz_loadu_epi8(lanes, levels + size_t(b) * d + t0);
       }
       // Level index = Σ_p bit_p 2^p: halve the candidates bit after bit.
       for (uint32_t p = 0, count = kLevels; p < kBits; ++p, count /= 2) {
@@ -145,11 +157,21 @@ __attribute__((target("avx512f,avx512bw,avx512bitalg,bmi2"))) void DecodeAvx512(
         }
       }
       __m512i c = _mm512_maskz_loadu_epi8(lanes, c8 + t0);
-      if (gain) c = ApplyGain(c, j_even, j_odd);
-      const __m512i x = _mm512_adds_epi8(c, level[0]);
-      _mm512_mask_storeu_epi8(out + i * d + t0, lanes, x);
+      if constexpr (kGain) c = ApplyGain(c, j_even, j_odd);
+      _mm512_mask_storeu_epi8(row + t0, lanes, _mm512_adds_epi8(c, level[0]));
     }
   }
+}
+
+template <uint32_t kBits, bool kBitalg>
+void DecodeBits(const Int8CodeBook& book, const uint8_t* codes, size_t n, int8_t* out) {
+  const bool full = book.dim % 64 == 0 && book.id_bytes == 2;
+  if (book.gain_bytes() > 0) {
+    return full ? DecodeAvx512<kBits, kBitalg, true, true>(book, codes, n, out)
+                : DecodeAvx512<kBits, kBitalg, true, false>(book, codes, n, out);
+  }
+  return full ? DecodeAvx512<kBits, kBitalg, false, true>(book, codes, n, out)
+              : DecodeAvx512<kBits, kBitalg, false, false>(book, codes, n, out);
 }
 
 }  // namespace
@@ -246,11 +268,11 @@ template <bool kBitalg>
 void Int8CodeBook::DecodeVector(const uint8_t* codes, size_t n, int8_t* out) const {
   switch (bits) {
     case 1:
-      return DecodeAvx512<1, kBitalg>(*this, codes, n, out);
+      return DecodeBits<1, kBitalg>(*this, codes, n, out);
     case 2:
-      return DecodeAvx512<2, kBitalg>(*this, codes, n, out);
+      return DecodeBits<2, kBitalg>(*this, codes, n, out);
     default:
-      return DecodeAvx512<4, kBitalg>(*this, codes, n, out);
+      return DecodeBits<4, kBitalg>(*this, codes, n, out);
   }
 }
 

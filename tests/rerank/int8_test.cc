@@ -51,6 +51,26 @@ TEST(Int8Test, QuantizeRoundsHalfwayToEven) {
   for (size_t i = 0; i < r.size(); ++i) {
     ASSERT_EQ(got[i], int8_t(std::nearbyint(double(r[i]) * (127.0 / double(max_abs))))) << i;
   }
+  // Every length (the vector path's partial tails), with a NaN and an
+  // infinity among the values.
+  for (size_t n = 1; n <= 40; ++n) {
+    std::vector<float> x = RandomUnitRows(rng, 1, uint32_t(n));
+    if (n > 3) {
+      x[1] = std::numeric_limits<float>::quiet_NaN();
+      x[n - 1] = -std::numeric_limits<float>::infinity();
+    }
+    float top = 0.f;
+    for (float v : x) {
+      if (std::isfinite(v)) top = std::max(top, std::fabs(v));
+    }
+    std::vector<int8_t> out(n);
+    EXPECT_FLOAT_EQ(QuantizeInt8(x.data(), out.data(), n), top / 127.f);
+    for (size_t i = 0; i < n; ++i) {
+      const double want = std::nearbyint(double(x[i]) * (127.0 / double(top)));
+      ASSERT_EQ(out[i], std::isnan(want) ? 0 : int8_t(std::clamp(want, -127.0, 127.0)))
+          << "n " << n << " i " << i;
+    }
+  }
 }
 
 TEST(Int8Test, QuantizeIsDefinedForNonFiniteAndSubnormalRows) {
