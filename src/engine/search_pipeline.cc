@@ -344,12 +344,15 @@ absl::StatusOr<SearchPipeline::Fetched> SearchPipeline::Fetch(const SearchQuery&
   // Candidates with neither rows in memory nor stored rows are kept as
   // codes only (keep_full_precision off): their codes, read through the
   // view, when they are the current codec's.
-  std::vector<std::optional<std::string>> stored_codes;
   auto add_stored_codes = [&](const std::vector<size_t>& which) -> absl::Status {
     if (current.codec == nullptr || which.empty()) return absl::OkStatus();
     std::vector<Label> wanted;
     for (size_t i : which) wanted.push_back(labels[i]);
-    ATTN_ASSIGN_OR_RETURN(stored_codes, parts_.store->GetCodes(wanted, &*c.view));
+    ATTN_ASSIGN_OR_RETURN(std::vector<std::optional<std::string>> batch,
+                          parts_.store->GetCodes(wanted, &*c.view));
+    // Moved in whole: the strings' bytes stay where `src` will point.
+    const std::vector<std::optional<std::string>>& stored_codes =
+        f.stored_codes.emplace_back(std::move(batch));
     for (size_t k = 0; k < which.size(); ++k) {
       if (!stored_codes[k]) continue;
       Fetched::CodeSet* set = set_of(*stored_codes[k]);
@@ -361,17 +364,6 @@ absl::StatusOr<SearchPipeline::Fetched> SearchPipeline::Fetch(const SearchQuery&
     }
     return absl::OkStatus();
   };
-  auto copy_codes = [&]() {
-    for (Fetched::CodeSet& set : f.code_sets) {
-      if (set.coded.empty()) continue;
-      const size_t code_bytes = set.codec->codec->code_bytes();
-      set.codes.resize(set.total * code_bytes);
-      for (size_t k = 0; k < set.coded.size(); ++k) {
-        std::memcpy(set.codes.data() + set.code_offsets[k] * code_bytes, set.src[k],
-                    set.code_rows[k] * code_bytes);
-      }
-    }
-  };
   auto coded_rows = [&]() { return current.total + previous.total; };
   if (parts_.arena == nullptr) {
     f.store_reads = labels.size();
@@ -382,7 +374,6 @@ absl::StatusOr<SearchPipeline::Fetched> SearchPipeline::Fetch(const SearchQuery&
     }
     ATTN_RETURN_IF_ERROR(add_stored_codes(missing));
     if (coded_rows() > 0) ATTN_RETURN_IF_ERROR(admit(f.block.total_rows + coded_rows()));
-    copy_codes();
     return f;
   }
   const CollectionConfig& config = parts_.store->config();
@@ -454,7 +445,6 @@ absl::StatusOr<SearchPipeline::Fetched> SearchPipeline::Fetch(const SearchQuery&
   }
   b.total_rows = total;
   ATTN_RETURN_IF_ERROR(admit(total + coded_rows()));
-  copy_codes();
   b.scales.resize(scale_src.empty() ? 0 : total);
   for (size_t i = 0; i < scale_src.size(); ++i) {
     if (b.rows[i] > 0) std::memcpy(&b.scales[b.offsets[i]], scale_src[i], b.rows[i] * 4);
@@ -488,8 +478,12 @@ absl::StatusOr<SearchPipeline::Scored> SearchPipeline::Score(const SearchQuery& 
       for (const Fetched::CodeSet& set : f.code_sets) {
         if (set.coded.empty()) continue;
         std::vector<float> code_scores(set.coded.size());
-        const CandidateCodes cc{set.codes.data(), set.total, set.code_rows.data(),
-                                set.code_offsets.data(), set.coded.size()};
+        const CandidateCodes cc{nullptr,
+                                set.total,
+                                set.code_rows.data(),
+                                set.code_offsets.data(),
+                                set.coded.size(),
+                                set.src.data()};
         ATTN_RETURN_IF_ERROR(set.codec->scorer->Score(RerankQueryOf(q), cc, code_scores.data()));
         for (size_t k = 0; k < set.coded.size(); ++k) {
           scores[set.coded[k]] = code_scores[k];
@@ -680,7 +674,7 @@ void SearchPipeline::CandidateRows(const Fetched& f, const Scored& s, size_t i,
   const uint32_t rows = set->code_rows[k];
   const ResidualCodec& codec = *set->codec->codec;
   std::vector<float> decoded(size_t(rows) * dim);
-  codec.Decode(set->codes.data() + set->code_offsets[k] * codec.code_bytes(), rows, decoded.data());
+  codec.Decode(set->src[k], rows, decoded.data());
   std::vector<char> bytes(rows * elem_bytes);
   std::vector<float> scales;
   if (dtype == TokenDtype::kF32) {

@@ -98,14 +98,14 @@ class SearchPipeline {
     std::function<void(size_t first, size_t n, void* out)> rows_from;
     CandidateTokens tokens() const;
     // Candidates held as codes (their rows in `block` are 0), per codec:
-    // which, and their codes back to back; the codec that made them.
+    // which, where each one's codes are (in the pinned arena, or in
+    // `stored_codes`; read in place, not copied) and their rows; the codec
+    // that made them.
     struct CodeSet {
       std::shared_ptr<const TokenCodecState> codec;
       std::vector<size_t> coded;
-      std::vector<uint8_t> codes;
       std::vector<uint32_t> code_rows;
       std::vector<size_t> code_offsets;
-      // While fetching: where each one's codes are, and their rows so far.
       std::vector<const uint8_t*> src;
       size_t total = 0;
       void Add(size_t candidate, const CodesView& v);
@@ -113,6 +113,9 @@ class SearchPipeline {
     // [0]: the current codec's; [1]: the previous codec's, during a
     // re-encoding (scored with that codec's scorer).
     std::vector<CodeSet> code_sets;
+    // The codes records read from the store (candidates the arena lacked),
+    // a batch per read; kept so `src` may point into them.
+    std::vector<std::vector<std::optional<std::string>>> stored_codes;
     bool any_coded() const;
     // Candidates whose tokens were read from the store.
     size_t store_reads = 0;

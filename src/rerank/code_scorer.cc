@@ -317,7 +317,19 @@ absl::Status CodeScorer::Score(const RerankQuery& query, const CandidateCodes& c
   // reranker's threads right before each piece's matmul.
   const size_t code_bytes = book_.code_bytes();
   const std::function<void(size_t, size_t, void*)> decode = [&](size_t first, size_t n, void* out) {
-    book_.Decode(candidates.codes + first * code_bytes, n, static_cast<int8_t*>(out));
+    int8_t* to = static_cast<int8_t*>(out);
+    if (candidates.sources == nullptr) return book_.Decode(candidates.codes + first * code_bytes, n, to);
+    // Rows [first, first + n) may span candidates (a matmul piece).
+    const size_t* offsets = candidates.offsets;
+    size_t c = size_t(std::upper_bound(offsets, offsets + candidates.count, first) - offsets) - 1;
+    for (; n > 0; ++c) {
+      const size_t in = first - offsets[c];
+      const size_t take = std::min<size_t>(n, candidates.rows[c] - in);
+      book_.Decode(candidates.sources[c] + in * code_bytes, take, to);
+      to += take * d;
+      first += take;
+      n -= take;
+    }
   };
   RerankQuery q = query;
   q.tokens = scaled.data();

@@ -16,8 +16,9 @@
 // reranker (s8 x s8 matmul on AMX or VNNI, then the softmax) scores the
 // decoded bytes. With a gain byte j (ann/residual_codec.h), the table holds
 // the centroids at their largest gain, c8 = round(gain_max · c / σ_t), and
-// a token decodes to ((c8 · j + 128) >> 8) + l8. The bytes are decoded per call into a per-thread
-// buffer (d bytes a token, 1.3 MB for 10,000 tokens at d = 128), never stored.
+// a token decodes to ((c8 · j + 128) >> 8) + l8. The bytes are decoded in
+// cache right before the reranker multiplies them (a candidate at a time on
+// AMX, else a matmul piece at a time) into a per-thread buffer, never stored.
 //
 // Thread safety: immutable after Create; Score may run from any number of
 // threads at once.
@@ -71,14 +72,17 @@ struct Int8CodeBook {
   void DecodeVector(const uint8_t* codes, size_t n, int8_t* out) const;
 };
 
-// Candidates' codes back to back: candidate c has rows[c] codes starting at
-// code offsets[c] of `codes`; offsets as in CandidateTokens.
+// Candidates' codes: candidate c has rows[c] codes starting at code
+// offsets[c] of `codes` (back to back; offsets as in CandidateTokens), or,
+// when `sources` is set, at sources[c] wherever each candidate's codes lie
+// (e.g. in a token arena; `codes` may then be null).
 struct CandidateCodes {
   const uint8_t* codes = nullptr;
   size_t total_rows = 0;
   const uint32_t* rows = nullptr;
   const size_t* offsets = nullptr;
   size_t count = 0;
+  const uint8_t* const* sources = nullptr;
 };
 
 class CodeScorer {

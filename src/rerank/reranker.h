@@ -16,7 +16,9 @@
 // done, while they are in cache. bf16 storage runs the bf16 matmul with f32
 // accumulation; int8 storage (one scale per token) runs the s8 matmul with
 // the query quantized to s8 (one scale per query token) and both scales
-// applied to the f32 output; the softmax and the sums are f32.
+// applied to the f32 output; the softmax and the sums are f32. On AMX-INT8
+// machines int8 skips oneDNN: each candidate's sums come from AMX tiles and
+// are reduced in L1 (RerankerOptions::tile_kernel), with the same scores.
 //
 // Thread safety: a Reranker is immutable after Create; Score and Explain may
 // run concurrently from any number of threads.
@@ -82,9 +84,10 @@ struct CandidateTokens {
   const float* scales = nullptr;  // int8 only; null: every row's scale is 1
   // When set, the rows are not read from `data` but made on demand:
   // (*rows_from)(first, n, out) writes rows [first, first + n) in the
-  // reranker's dtype to `out`. Called from the call's threads, a piece of
-  // at most 2,048 rows at a time, right before its matmul (so the rows are
-  // made in cache, e.g. decoded from compressed codes).
+  // reranker's dtype to `out`. Called from the call's threads, right before
+  // the rows are multiplied (so they are made in cache, e.g. decoded from
+  // compressed codes): a piece of at most 2,048 rows at a time, or on the
+  // int8 tile path one candidate at a time.
   const std::function<void(size_t first, size_t n, void* out)>* rows_from = nullptr;
 };
 

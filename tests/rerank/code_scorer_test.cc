@@ -217,6 +217,53 @@ TEST(CodeScorerTest, GainCodesFollowTheCodecsFloatDecoding) {
                                      {RerankMode::kAttention, RerankMode::kMaxSim});
 }
 
+// Codes read where each candidate's lie (CandidateCodes::sources, as a
+// search reads them in the token arena) score as the same codes back to
+// back, on AMX tiles (a candidate at a time) and through oneDNN's matmul
+// pieces (which span candidates).
+TEST(CodeScorerTest, CodesInPlaceScoreAsCodesBackToBack) {
+  std::mt19937 rng(6);
+  const uint32_t dim = 128, m = 24;
+  const Int8CodeBook book = RandomBook(rng, dim, 2, 100, 1.1f);
+  const std::vector<uint32_t> rows = {7, 0, 2100, 64, 1, 300};
+  std::vector<size_t> offsets;
+  size_t total = 0;
+  for (uint32_t r : rows) {
+    offsets.push_back(total);
+    total += r;
+  }
+  const std::vector<uint8_t> codes = RandomCodes(rng, book, total);
+  // Each candidate's codes in a buffer of its own.
+  std::vector<std::vector<uint8_t>> apart;
+  std::vector<const uint8_t*> sources;
+  for (size_t c = 0; c < rows.size(); ++c) {
+    const uint8_t* from = codes.data() + offsets[c] * book.code_bytes();
+    apart.emplace_back(from, from + rows[c] * book.code_bytes());
+  }
+  for (const auto& a : apart) sources.push_back(a.data());
+  std::normal_distribution<float> g(0.f, 1.f);
+  std::vector<float> q(size_t(m) * dim), w(m, 1.f / m);
+  for (float& x : q) x = g(rng);
+  for (uint32_t i = 0; i < m; ++i) NormalizeInPlace(q.data() + size_t(i) * dim, dim);
+  for (bool tiles : {true, false}) {
+    SCOPED_TRACE(testing::Message() << "tile kernel " << tiles);
+    RerankerOptions options;
+    options.tile_kernel = tiles;
+    options.max_rows_per_gemm = 1000;  // chunks and pieces across candidates
+    auto scorer = CodeScorer::Create(book, options);
+    ASSERT_TRUE(scorer.ok()) << scorer.status();
+    const RerankQuery query{q.data(), m, w.data(), RerankMode::kAttention, 0.1f};
+    const CandidateCodes together{codes.data(), total, rows.data(), offsets.data(), rows.size()};
+    const CandidateCodes in_place{nullptr,       total,       rows.data(),
+                                  offsets.data(), rows.size(), sources.data()};
+    std::vector<float> a(rows.size()), b(rows.size());
+    ASSERT_TRUE((*scorer)->Score(query, together, a.data()).ok());
+    ASSERT_TRUE((*scorer)->Score(query, in_place, b.data()).ok());
+    EXPECT_EQ(a, b);
+    EXPECT_EQ(b[1], -std::numeric_limits<float>::infinity());
+  }
+}
+
 TEST(CodeScorerTest, RefusesBadBooks) {
   const std::vector<float> centroids(128, 0.1f), values(128 * 4, 0.f);
   EXPECT_EQ(Int8CodeBook::Make(128, 3, 2, centroids, values).status().code(),
