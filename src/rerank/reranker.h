@@ -119,7 +119,8 @@ class Reranker {
   absl::Status Score(const RerankQuery& query, const CandidateTokens& candidates,
                      float* scores) const;
   // The same, keeping the similarities in *keep for ExplainScored when all
-  // candidates fit one matmul (max_rows_per_gemm); keep->valid says so.
+  // candidates fit one matmul (max_rows_per_gemm) and the tiles are not in
+  // use; keep->valid says so.
   absl::Status Score(const RerankQuery& query, const CandidateTokens& candidates, float* scores,
                      ScoredSimilarities* keep) const;
 
@@ -146,6 +147,11 @@ class Reranker {
   // document tokens against `query_tokens` query tokens, as oneDNN names it
   // (e.g. "brg:avx512_core_amx_bf16"; "gemm:jit" is its generic kernel).
   absl::StatusOr<std::string> MatmulKernel(uint32_t query_tokens) const;
+
+  // True when Score and Explain run on AMX tiles (int8, RerankerOptions::
+  // tile_kernel, on a machine that has them): Score then keeps no
+  // similarities for ExplainScored, which computes the hits' again.
+  bool tile_kernel() const { return int8_tiles_; }
 
   uint32_t dim() const { return dim_; }
   TokenDtype dtype() const { return dtype_; }
