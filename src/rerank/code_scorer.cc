@@ -322,6 +322,15 @@ absl::Status CodeScorer::Score(const RerankQuery& query, const CandidateCodes& c
     // Rows [first, first + n) may span candidates (a matmul piece).
     const size_t* offsets = candidates.offsets;
     size_t c = size_t(std::upper_bound(offsets, offsets + candidates.count, first) - offsets) - 1;
+    // The next candidate with codes, wherever they lie, is asked for now,
+    // so its reads overlap this decoding instead of stalling the next one.
+    size_t next = size_t(std::lower_bound(offsets, offsets + candidates.count, first + n) - offsets);
+    while (next < candidates.count && candidates.rows[next] == 0) ++next;
+    if (next < candidates.count) {
+      const char* at = reinterpret_cast<const char*>(candidates.sources[next]);
+      const size_t bytes = candidates.rows[next] * code_bytes;
+      for (size_t b = 0; b < bytes; b += 64) _mm_prefetch(at + b, _MM_HINT_T0);
+    }
     for (; n > 0; ++c) {
       const size_t in = first - offsets[c];
       const size_t take = std::min<size_t>(n, candidates.rows[c] - in);
