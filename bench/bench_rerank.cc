@@ -329,6 +329,8 @@ absl::StatusOr<RerankTimes> TimeRerank(const BenchFlags& f, const RerankData& x)
                      x.offsets.data(), C,       x.int8 ? x.row_scales.data() : nullptr};
   RerankTimes out;
   ATTN_ASSIGN_OR_RETURN(out.kernel_ours, reranker->MatmulKernel(x.m));
+  // int8 on AMX skips the matmul: its own tile kernel runs instead.
+  if (reranker->tile_kernel()) out.kernel_ours = "amx tiles (TDPBSSD, reduced in L1)";
   out.scores.resize(C);
   absl::Status score_status;
   std::function<void()> ours_fn = [&] {
@@ -587,7 +589,7 @@ void PrintRerank(const BenchFlags& f, const RerankData& x, const RerankSummary& 
                                 table)
                         .c_str());
   const char* max_isa = std::getenv("ONEDNN_MAX_CPU_ISA");
-  std::printf("oneDNN kernels: ours %s, bare fixed shape %s (ONEDNN_MAX_CPU_ISA %s)\n",
+  std::printf("kernels: ours %s, bare fixed shape %s (ONEDNN_MAX_CPU_ISA %s)\n",
               r.kernel_ours.c_str(), r.kernel_fixed.c_str(), max_isa ? max_isa : "unset");
   if (r.codes.count > 0) {
     std::printf(
