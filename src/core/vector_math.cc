@@ -131,8 +131,8 @@ float QuantizeInt8Scalar(const float* src, int8_t* dst, size_t n) {
 // The same in AVX-512, 16 values at a time: the products in double, rounded
 // to nearest with ties to even as nearbyint rounds, NaN to 0.
 __attribute__((target("avx512f,avx512bw,avx512vl"))) float QuantizeInt8Avx512(const float* src,
-                                                                            int8_t* dst,
-                                                             size_t n) {
+                                                                              int8_t* dst,
+                                                                              size_t n) {
   __m512 top = _mm512_setzero_ps();
   for (size_t i = 0; i < n; i += 16) {
     const __mmask16 lanes = n - i >= 16 ? __mmask16(0xffff) : __mmask16((1u << (n - i)) - 1u);

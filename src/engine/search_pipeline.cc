@@ -478,12 +478,9 @@ absl::StatusOr<SearchPipeline::Scored> SearchPipeline::Score(const SearchQuery& 
       for (const Fetched::CodeSet& set : f.code_sets) {
         if (set.coded.empty()) continue;
         std::vector<float> code_scores(set.coded.size());
-        const CandidateCodes cc{nullptr,
-                                set.total,
-                                set.code_rows.data(),
-                                set.code_offsets.data(),
-                                set.coded.size(),
-                                set.src.data()};
+        const CandidateCodes cc{
+            nullptr,          set.total,     set.code_rows.data(), set.code_offsets.data(),
+            set.coded.size(), set.src.data()};
         ATTN_RETURN_IF_ERROR(set.codec->scorer->Score(RerankQueryOf(q), cc, code_scores.data()));
         for (size_t k = 0; k < set.coded.size(); ++k) {
           scores[set.coded[k]] = code_scores[k];

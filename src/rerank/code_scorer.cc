@@ -318,13 +318,15 @@ absl::Status CodeScorer::Score(const RerankQuery& query, const CandidateCodes& c
   const size_t code_bytes = book_.code_bytes();
   const std::function<void(size_t, size_t, void*)> decode = [&](size_t first, size_t n, void* out) {
     int8_t* to = static_cast<int8_t*>(out);
-    if (candidates.sources == nullptr) return book_.Decode(candidates.codes + first * code_bytes, n, to);
+    if (candidates.sources == nullptr)
+      return book_.Decode(candidates.codes + first * code_bytes, n, to);
     // Rows [first, first + n) may span candidates (a matmul piece).
     const size_t* offsets = candidates.offsets;
     size_t c = size_t(std::upper_bound(offsets, offsets + candidates.count, first) - offsets) - 1;
     // The next candidate with codes, wherever they lie, is asked for now,
     // so its reads overlap this decoding instead of stalling the next one.
-    size_t next = size_t(std::lower_bound(offsets, offsets + candidates.count, first + n) - offsets);
+    size_t next =
+        size_t(std::lower_bound(offsets, offsets + candidates.count, first + n) - offsets);
     while (next < candidates.count && candidates.rows[next] == 0) ++next;
     if (next < candidates.count) {
       const char* at = reinterpret_cast<const char*>(candidates.sources[next]);

@@ -18,9 +18,7 @@ Int8QueryTiles::Int8QueryTiles(const int8_t* q8, uint32_t m_in, uint32_t d_in)
   }
 }
 
-__attribute__((target("amx-tile"))) void ConfigureInt8Tiles() {
-  _tile_loadconfig(&kAmxTileConfig);
-}
+__attribute__((target("amx-tile"))) void ConfigureInt8Tiles() { _tile_loadconfig(&kAmxTileConfig); }
 
 __attribute__((target("amx-tile"))) void ReleaseInt8Tiles() { _tile_release(); }
 
@@ -28,8 +26,8 @@ __attribute__((target("amx-tile"))) void ReleaseInt8Tiles() { _tile_release(); }
 // blocks, tile 4 holds the rows' 64 dimensions of a step, tiles 6 and 7 the
 // query's.
 __attribute__((target("amx-tile,amx-int8"))) inline void OneRowBlock(const Int8QueryTiles& q,
-                                                                     const int8_t* a,
-                                                                     size_t stride, int32_t* c,
+                                                                     const int8_t* a, size_t stride,
+                                                                     int32_t* c,
                                                                      size_t out_stride) {
   uint32_t cb = 0;
   for (; cb + 1 < q.column_blocks; cb += 2) {
@@ -64,8 +62,7 @@ __attribute__((target("amx-tile,amx-int8"))) inline void OneRowBlock(const Int8Q
 // the two blocks' dimensions of a step, tiles 6 and 7 the query's.
 __attribute__((target("amx-tile,amx-int8"))) void Int8TileSimilarities(const Int8QueryTiles& q,
                                                                        const int8_t* rows,
-                                                                       size_t blocks,
-                                                                       size_t stride,
+                                                                       size_t blocks, size_t stride,
                                                                        int32_t* out) {
   const size_t mp = size_t(q.column_blocks) * 16;
   const size_t out_stride = mp * sizeof(int32_t);

@@ -32,8 +32,8 @@ void ReleaseInt8Tiles();
 
 // out (blocks·16 x mp int32, row j = document row j, mp = 16·column_blocks)
 // = rows (blocks·16 x d s8, rows `stride` bytes apart) · qᵀ.
-void Int8TileSimilarities(const Int8QueryTiles& q, const int8_t* rows, size_t blocks,
-                          size_t stride, int32_t* out);
+void Int8TileSimilarities(const Int8QueryTiles& q, const int8_t* rows, size_t blocks, size_t stride,
+                          int32_t* out);
 
 // st[j·m + i] = float(sums[j·mp + i]) · row_scale[j] · col_scale[i] (a
 // null scale array counts as ones; the products in that order, as

@@ -9,8 +9,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "core/vector_math.h"
-#include "rerank/amx.h"
 #include "oneapi/dnnl/dnnl.hpp"
+#include "rerank/amx.h"
 
 namespace attnsearch {
 namespace {

@@ -267,8 +267,8 @@ float ReduceSegment(const float* st, uint32_t m, uint32_t n, const float* w, Rer
   return ReduceSegmentPortable(st, m, n, w, mode, inv_tau, row_scale, col_scale);
 }
 
-float ReduceSegmentWithMax(const float* st, uint32_t m, uint32_t n, const float* w,
-                           RerankMode mode, float inv_tau, const float* col_max) {
+float ReduceSegmentWithMax(const float* st, uint32_t m, uint32_t n, const float* w, RerankMode mode,
+                           float inv_tau, const float* col_max) {
   return ReduceAvx512(st, m, n, w, mode, inv_tau, nullptr, nullptr, col_max);
 }
 

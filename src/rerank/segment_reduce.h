@@ -29,8 +29,8 @@ float ReduceSegment(const float* st, uint32_t m, uint32_t n, const float* w, Rer
 // ReduceSegment(st, m, n, w, mode, inv_tau) given col_max[i] = max_j
 // st[j·m + i] (the scales already applied): the max pass is skipped, and the
 // result is ReduceSegment's to the bit. REQUIRES: ReduceSegmentUsesAvx512().
-float ReduceSegmentWithMax(const float* st, uint32_t m, uint32_t n, const float* w,
-                           RerankMode mode, float inv_tau, const float* col_max);
+float ReduceSegmentWithMax(const float* st, uint32_t m, uint32_t n, const float* w, RerankMode mode,
+                           float inv_tau, const float* col_max);
 
 // The portable version, always available (for tests).
 float ReduceSegmentPortable(const float* st, uint32_t m, uint32_t n, const float* w,

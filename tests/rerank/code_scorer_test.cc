@@ -254,7 +254,7 @@ TEST(CodeScorerTest, CodesInPlaceScoreAsCodesBackToBack) {
     ASSERT_TRUE(scorer.ok()) << scorer.status();
     const RerankQuery query{q.data(), m, w.data(), RerankMode::kAttention, 0.1f};
     const CandidateCodes together{codes.data(), total, rows.data(), offsets.data(), rows.size()};
-    const CandidateCodes in_place{nullptr,       total,       rows.data(),
+    const CandidateCodes in_place{nullptr,        total,       rows.data(),
                                   offsets.data(), rows.size(), sources.data()};
     std::vector<float> a(rows.size()), b(rows.size());
     ASSERT_TRUE((*scorer)->Score(query, together, a.data()).ok());

@@ -217,9 +217,9 @@ TEST(Int8Test, TileKernelEqualsTheMatmulPath) {
         EXPECT_EQ(sa[4], -std::numeric_limits<float>::infinity());
         for (size_t c = 0; c < docs.size(); ++c) {
           if (block.rows[c] == 0) continue;
-          const double want = ReferenceScore(
-              q.data(), m, w.data(), block.dequantized.data() + block.offsets[c] * dim,
-              block.rows[c], dim, mode, 0.05f);
+          const double want = ReferenceScore(q.data(), m, w.data(),
+                                             block.dequantized.data() + block.offsets[c] * dim,
+                                             block.rows[c], dim, mode, 0.05f);
           EXPECT_NEAR(sa[c], want, 0.02) << "candidate " << c;
         }
         std::vector<std::vector<TokenEvidence>> ea, eb;
