@@ -22,41 +22,6 @@ __attribute__((target("amx-tile"))) void ConfigureInt8Tiles() { _tile_loadconfig
 
 __attribute__((target("amx-tile"))) void ReleaseInt8Tiles() { _tile_release(); }
 
-// One block of 16 rows (a, sums to c): tiles 0 and 1 accumulate two column
-// blocks, tile 4 holds the rows' 64 dimensions of a step, tiles 6 and 7 the
-// query's.
-__attribute__((target("amx-tile,amx-int8"))) inline void OneRowBlock(const Int8QueryTiles& q,
-                                                                     const int8_t* a, size_t stride,
-                                                                     int32_t* c,
-                                                                     size_t out_stride) {
-  uint32_t cb = 0;
-  for (; cb + 1 < q.column_blocks; cb += 2) {
-    const int8_t* b0 = q.tiles.data() + size_t(cb) * q.steps * 1024;
-    const int8_t* b1 = b0 + size_t(q.steps) * 1024;
-    _tile_zero(0);
-    _tile_zero(1);
-    for (uint32_t s = 0; s < q.steps; ++s) {
-      _tile_loadd(4, a + s * 64, stride);
-      _tile_loadd(6, b0 + s * 1024, 64);
-      _tile_loadd(7, b1 + s * 1024, 64);
-      _tile_dpbssd(0, 4, 6);
-      _tile_dpbssd(1, 4, 7);
-    }
-    _tile_stored(0, c + cb * 16, out_stride);
-    _tile_stored(1, c + cb * 16 + 16, out_stride);
-  }
-  if (cb < q.column_blocks) {
-    const int8_t* b0 = q.tiles.data() + size_t(cb) * q.steps * 1024;
-    _tile_zero(0);
-    for (uint32_t s = 0; s < q.steps; ++s) {
-      _tile_loadd(4, a + s * 64, stride);
-      _tile_loadd(6, b0 + s * 1024, 64);
-      _tile_dpbssd(0, 4, 6);
-    }
-    _tile_stored(0, c + cb * 16, out_stride);
-  }
-}
-
 // Two blocks of 16 rows at a time, so four accumulators (tiles 0 to 3) run
 // side by side instead of two waiting on one another: tiles 4 and 5 hold
 // the two blocks' dimensions of a step, tiles 6 and 7 the query's.
@@ -66,8 +31,7 @@ __attribute__((target("amx-tile,amx-int8"))) void Int8TileSimilarities(const Int
                                                                        int32_t* out) {
   const size_t mp = size_t(q.column_blocks) * 16;
   const size_t out_stride = mp * sizeof(int32_t);
-  size_t rb = 0;
-  for (; rb + 1 < blocks; rb += 2) {
+  for (size_t rb = 0; rb + 1 < blocks; rb += 2) {
     const int8_t* a0 = rows + rb * 16 * stride;
     const int8_t* a1 = a0 + 16 * stride;
     int32_t* c0 = out + rb * 16 * mp;
@@ -110,7 +74,6 @@ __attribute__((target("amx-tile,amx-int8"))) void Int8TileSimilarities(const Int
       _tile_stored(2, c1 + cb * 16, out_stride);
     }
   }
-  if (rb < blocks) OneRowBlock(q, rows + rb * 16 * stride, stride, out + rb * 16 * mp, out_stride);
 }
 
 // Column block after column block, so each block's maximum stays in a

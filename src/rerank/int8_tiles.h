@@ -31,7 +31,8 @@ void ConfigureInt8Tiles();
 void ReleaseInt8Tiles();
 
 // out (blocks·16 x mp int32, row j = document row j, mp = 16·column_blocks)
-// = rows (blocks·16 x d s8, rows `stride` bytes apart) · qᵀ.
+// = rows (blocks·16 x d s8, rows `stride` bytes apart) · qᵀ, two blocks of
+// 16 rows at a time. REQUIRES: blocks is even.
 void Int8TileSimilarities(const Int8QueryTiles& q, const int8_t* rows, size_t blocks, size_t stride,
                           int32_t* out);
 

@@ -490,21 +490,23 @@ void CandidateInTiles(const Int8QueryTiles& q, const CandidateTokens& candidates
                       const float* col_scale, TileScratch* s) {
   const uint32_t n = candidates.rows[k], m = q.m, d = q.d;
   const size_t mp = size_t(q.column_blocks) * 16;
-  const size_t blocks = (n + 15) / 16, full = n / 16;
-  if (s->sums.size() < blocks * 16 * mp) s->sums.resize(blocks * 16 * mp);
+  // Pairs of blocks of 16 rows: whole pairs in place, the rest (or, when
+  // made, every row) through a buffer zero-padded to a whole pair.
+  const size_t padded = (size_t(n) + 31) / 32 * 32, whole = n / 32 * 32;
+  if (s->sums.size() < padded * mp) s->sums.resize(padded * mp);
   if (s->st.size() < size_t(n) * m) s->st.resize(size_t(n) * m);
   if (candidates.rows_from != nullptr) {
-    s->rows.resize(blocks * 16 * d);
+    s->rows.resize(padded * d);
     (*candidates.rows_from)(candidates.offsets[k], n, s->rows.data());
-    std::memset(s->rows.data() + size_t(n) * d, 0, (blocks * 16 - n) * d);
-    Int8TileSimilarities(q, s->rows.data(), blocks, d, s->sums.data());
+    std::memset(s->rows.data() + size_t(n) * d, 0, (padded - n) * d);
+    Int8TileSimilarities(q, s->rows.data(), padded / 16, d, s->sums.data());
   } else {
     const int8_t* x = static_cast<const int8_t*>(candidates.data) + candidates.offsets[k] * d;
-    Int8TileSimilarities(q, x, full, d, s->sums.data());
-    if (full < blocks) {
-      s->rows.assign(16 * size_t(d), 0);
-      std::memcpy(s->rows.data(), x + full * 16 * d, (n - full * 16) * size_t(d));
-      Int8TileSimilarities(q, s->rows.data(), 1, d, s->sums.data() + full * 16 * mp);
+    Int8TileSimilarities(q, x, whole / 16, d, s->sums.data());
+    if (whole < n) {
+      s->rows.assign(32 * size_t(d), 0);
+      std::memcpy(s->rows.data(), x + whole * d, (n - whole) * size_t(d));
+      Int8TileSimilarities(q, s->rows.data(), 2, d, s->sums.data() + whole * mp);
     }
   }
   const float* row_scales = candidates.scales ? candidates.scales + candidates.offsets[k] : nullptr;

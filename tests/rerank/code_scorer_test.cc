@@ -53,6 +53,18 @@ std::vector<uint8_t> RandomCodes(std::mt19937& rng, const Int8CodeBook& book, si
   return codes;
 }
 
+// Where each of `rows` candidates' codes start when they lie back to back;
+// *total gets their sum.
+std::vector<size_t> Offsets(const std::vector<uint32_t>& rows, size_t* total) {
+  std::vector<size_t> offsets;
+  *total = 0;
+  for (uint32_t r : rows) {
+    offsets.push_back(*total);
+    *total += r;
+  }
+  return offsets;
+}
+
 TEST(CodeScorerTest, VectorDecodingEqualsPortable) {
   std::mt19937 rng(1);
   for (float gain_max : {0.f, 0.9f}) {
@@ -102,12 +114,8 @@ TEST(CodeScorerTest, ScoresEqualTheReferenceOnTheDecodedValues) {
     SCOPED_TRACE(testing::Message() << "bits " << bits << " gain " << gain_max);
     const Int8CodeBook book = RandomBook(rng, dim, bits, 200, gain_max);
     std::vector<uint32_t> rows = {5, 1, 180, 64, 33, 1500, 2, 90};
-    std::vector<size_t> offsets;
     size_t total = 0;
-    for (uint32_t r : rows) {
-      offsets.push_back(total);
-      total += r;
-    }
+    const std::vector<size_t> offsets = Offsets(rows, &total);
     const std::vector<uint8_t> codes = RandomCodes(rng, book, total);
     std::normal_distribution<float> g(0.f, 1.f);
     std::vector<float> q(size_t(m) * dim), w(m, 1.f / m);
@@ -226,12 +234,8 @@ TEST(CodeScorerTest, CodesInPlaceScoreAsCodesBackToBack) {
   const uint32_t dim = 128, m = 24;
   const Int8CodeBook book = RandomBook(rng, dim, 2, 100, 1.1f);
   const std::vector<uint32_t> rows = {7, 0, 2100, 64, 1, 300};
-  std::vector<size_t> offsets;
   size_t total = 0;
-  for (uint32_t r : rows) {
-    offsets.push_back(total);
-    total += r;
-  }
+  const std::vector<size_t> offsets = Offsets(rows, &total);
   const std::vector<uint8_t> codes = RandomCodes(rng, book, total);
   // Each candidate's codes in a buffer of its own.
   std::vector<std::vector<uint8_t>> apart;
