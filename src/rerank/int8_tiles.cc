@@ -59,6 +59,10 @@ __attribute__((target("amx-tile,amx-int8"))) void Int8TileSimilarities(const Int
       _tile_stored(2, c1 + cb * 16, out_stride);
       _tile_stored(3, c1 + cb * 16 + 16, out_stride);
     }
+    // An odd last block of query tokens, on two accumulators. (Padding the
+    // query with zeros to pairs of blocks instead, for one loop, measured
+    // 235 against 210-216 us at m = 32 in the rerank bench, where this
+    // branch never runs.)
     if (cb < q.column_blocks) {
       const int8_t* b0 = q.tiles.data() + size_t(cb) * q.steps * 1024;
       _tile_zero(0);
