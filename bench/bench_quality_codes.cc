@@ -12,9 +12,12 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <functional>
 #include <numeric>
 
 #include "absl/strings/str_cat.h"
+#include "ann/centroid_candidates.h"
+#include "ann/fde.h"
 #include "ann/residual_codec.h"
 #include "core/status.h"
 #include "core/vector_math.h"
@@ -31,6 +34,7 @@ using Clock = std::chrono::steady_clock;
 // Every document's tokens, back to back.
 struct AllTokens {
   std::vector<std::string> ids;
+  std::vector<float> pooled;  // ids.size() x dim
   std::vector<float> tokens;
   std::vector<uint32_t> rows;
   std::vector<size_t> offsets;
@@ -50,6 +54,7 @@ absl::StatusOr<AllTokens> ReadAllTokens(const Collection& c, const std::vector<s
       all.offsets.push_back(all.total);
       all.total += d.num_tokens;
       all.tokens.insert(all.tokens.end(), d.tokens.begin(), d.tokens.end());
+      all.pooled.insert(all.pooled.end(), d.pooled.begin(), d.pooled.end());
     }
   }
   return all;
@@ -71,6 +76,136 @@ Ranking Top100(const std::vector<float>& scores, const std::vector<std::string>&
   Ranking r;
   for (size_t i = 0; i < k; ++i) r.push_back(ids[idx[i]]);
   return r;
+}
+
+// The candidates' order by `scores` (the exhaustive rerank's), top 100.
+Ranking Reranked(const std::vector<AnnNeighbor>& candidates, const std::vector<float>& scores,
+                 const std::vector<std::string>& ids) {
+  std::vector<Label> c;
+  for (const AnnNeighbor& n : candidates) c.push_back(n.label);
+  const size_t k = std::min<size_t>(100, c.size());
+  std::partial_sort(c.begin(), c.begin() + long(k), c.end(),
+                    [&](Label a, Label b) { return scores[a] > scores[b]; });
+  Ranking r;
+  for (size_t i = 0; i < k; ++i) r.push_back(ids[c[i]]);
+  return r;
+}
+
+// The first stage from the codes' centroids (ann/centroid_candidates.h)
+// next to the exact top N by pooled vectors and by fixed dimensional
+// encodings (ann/fde.h; what an HNSW over them can at best give): per
+// candidate count and knobs, the two-stage nDCG@10 (the candidates
+// reranked by the exhaustive scores), the share of the exhaustive top 10
+// among the candidates, and the first stage's time (for the encodings,
+// encoding the query only).
+void FirstStageTable(const AllTokens& all, const std::vector<EncodedQuery>& encoded,
+                     const std::vector<std::vector<float>>& exhaustive, const Runs& exhaustive_runs,
+                     const Qrels& qrels, const ResidualCodec& codec,
+                     const std::vector<uint8_t>& codes, uint32_t dim) {
+  auto made = CentroidCandidates::Create(codec.centroids().data(), codec.num_centroids(), dim,
+                                         {.gain_max = codec.gain_max()});
+  if (!made.ok()) {
+    std::printf("centroid first stage: %s\n", made.status().ToString().c_str());
+    return;
+  }
+  CentroidCandidates& cc = **made;
+  const size_t stride = codec.code_bytes();
+  for (size_t d = 0; d < all.rows.size(); ++d) {
+    std::vector<uint32_t> ids(all.rows[d]);
+    std::vector<uint8_t> gains(all.rows[d]);
+    for (uint32_t j = 0; j < all.rows[d]; ++j) {
+      const uint8_t* code = codes.data() + (all.offsets[d] + j) * stride;
+      ids[j] = codec.CentroidOf(code);
+      gains[j] = codec.gain_bytes() > 0 ? code[codec.id_bytes()] : 255;
+    }
+    (void)cc.Add(Label(d), ids.data(), gains.data(), all.rows[d]);
+  }
+  const size_t docs = all.rows.size();
+  // Fixed dimensional encodings (ann/fde.h, default options), searched
+  // exactly.
+  std::unique_ptr<FdeEncoder> fde = *FdeEncoder::Create(dim, {});
+  const uint32_t fd = fde->output_dim();
+  std::vector<float> doc_fde(docs * fd), query_fde(encoded.size() * fd);
+  for (size_t d = 0; d < docs; ++d) {
+    fde->EncodeDocument(all.tokens.data() + all.offsets[d] * dim, all.rows[d],
+                        doc_fde.data() + d * fd);
+  }
+  double fde_query_us = 0;
+  for (size_t qi = 0; qi < encoded.size(); ++qi) {
+    const text::Encoding& e = encoded[qi].e;
+    const auto t0 = Clock::now();
+    fde->EncodeQuery(e.tokens.data(), e.weights.data(), e.num_tokens, query_fde.data() + qi * fd);
+    fde_query_us += std::chrono::duration<double, std::micro>(Clock::now() - t0).count();
+  }
+  // The exact top n of the documents by `score(query, document)`.
+  auto exact_top = [&](size_t n, const std::function<float(size_t, size_t)>& score,
+                       std::vector<std::vector<AnnNeighbor>>* out) {
+    out->assign(encoded.size(), {});
+    for (size_t qi = 0; qi < encoded.size(); ++qi) {
+      std::vector<std::pair<float, Label>> by(docs);
+      for (size_t d = 0; d < docs; ++d) by[d] = {score(qi, d), Label(d)};
+      std::partial_sort(by.begin(), by.begin() + long(n), by.end(),
+                        [](auto a, auto b) { return a.first > b.first; });
+      for (size_t r = 0; r < n; ++r) (*out)[qi].push_back({by[r].second, by[r].first});
+    }
+  };
+  std::vector<std::vector<std::string>> rows;
+  auto add_row = [&](const std::string& what, size_t n, const Runs& runs, double recall10,
+                     double us) {
+    const QualitySummary q = Evaluate(runs, qrels);
+    rows.push_back({what, Fmt("%zu", n), Fmt("%.4f", q.ndcg10), Fmt("%.3f", recall10),
+                    us > 0 ? Fmt("%.0f", us) : "-"});
+  };
+  for (size_t n : {50, 100, 200, 1000}) {
+    if (n > docs) continue;
+    // Pooled and encodings, exact.
+    for (const bool by_fde : {false, true}) {
+      std::vector<std::vector<AnnNeighbor>> cands;
+      exact_top(
+          n,
+          [&](size_t qi, size_t d) {
+            return by_fde ? Dot(query_fde.data() + qi * fd, doc_fde.data() + d * fd, fd)
+                          : Dot(encoded[qi].e.pooled.data(), all.pooled.data() + d * dim, dim);
+          },
+          &cands);
+      Runs runs;
+      double recall = 0;
+      for (size_t qi = 0; qi < encoded.size(); ++qi) {
+        runs[encoded[qi].id] = Reranked(cands[qi], exhaustive[qi], all.ids);
+        recall += OverlapAtK(runs[encoded[qi].id], exhaustive_runs.at(encoded[qi].id), 10);
+      }
+      add_row(by_fde ? Fmt("fde (%u values), exact", fd) : "pooled, exact", n, runs,
+              recall / double(encoded.size()), by_fde ? fde_query_us / double(encoded.size()) : 0);
+    }
+    for (const CentroidSearchParams knobs :
+         std::vector<CentroidSearchParams>{{1, 16}, {4, 16}, {4, 32}, {8, 32}, {16, 64}}) {
+      Runs runs;
+      double recall = 0, us = 0;
+      for (size_t qi = 0; qi < encoded.size(); ++qi) {
+        const text::Encoding& e = encoded[qi].e;
+        std::vector<AnnNeighbor> cand;
+        const auto t0 = Clock::now();
+        (void)cc.Search(e.tokens.data(), e.weights.data(), e.num_tokens, n, knobs, {}, &cand);
+        us += std::chrono::duration<double, std::micro>(Clock::now() - t0).count();
+        runs[encoded[qi].id] = Reranked(cand, exhaustive[qi], all.ids);
+        recall += OverlapAtK(runs[encoded[qi].id], exhaustive_runs.at(encoded[qi].id), 10);
+      }
+      add_row(Fmt("centroids, probe %u, ef %u", knobs.probe, knobs.ef_search), n, runs,
+              recall / double(encoded.size()), us / double(encoded.size()));
+    }
+  }
+  const QualitySummary ex = Evaluate(exhaustive_runs, qrels);
+  double query_tokens = 0;
+  for (const EncodedQuery& q : encoded) query_tokens += q.e.num_tokens;
+  std::printf(
+      "first stage (%u centroids, %zu documents, %.1f tokens a query; exhaustive rerank nDCG@10 "
+      "%.4f; first-stage memory %.1f MB):\n%s",
+      codec.num_centroids(), docs, query_tokens / double(std::max<size_t>(1, encoded.size())),
+      ex.ndcg10, double(cc.memory_bytes()) / 1e6,
+      FormatTable({"first stage", "candidates", "two-stage nDCG@10", "exhaustive top 10 kept",
+                   "first stage us/query"},
+                  rows)
+          .c_str());
 }
 
 }  // namespace
@@ -104,14 +239,16 @@ absl::StatusOr<std::vector<CodeQuality>> RunCodeQuality(const BenchFlags& f, con
                                       all.offsets.data(), all.rows.size(), nullptr};
   Runs stored_runs;
   std::vector<float> scores(all.rows.size());
+  std::vector<std::vector<float>> exhaustive;  // per encoded query
   for (const EncodedQuery& q : encoded) {
     const RerankQuery rq{q.e.tokens.data(), q.e.num_tokens, q.e.weights.data(),
                          RerankMode::kAttention, tau};
     ATTN_RETURN_IF_ERROR(stored->Score(rq, stored_tokens, scores.data()));
     stored_runs[q.id] = Top100(scores, all.ids);
+    exhaustive.push_back(scores);
   }
   const QualitySummary stored_quality = Evaluate(stored_runs, qrels);
-  for (int bits : f.quality_code_bits) {
+  for (const int& bits : f.quality_code_bits) {
     CodeQuality cq;
     cq.bits = bits;
     cq.stored = stored_quality;
@@ -148,6 +285,9 @@ absl::StatusOr<std::vector<CodeQuality>> RunCodeQuality(const BenchFlags& f, con
       overlap += OverlapAtK(runs[q.id], stored_runs[q.id], 10);
     }
     cq.codes = Evaluate(runs, qrels);
+    if (&bits == &f.quality_code_bits.front()) {
+      FirstStageTable(all, encoded, exhaustive, stored_runs, qrels, *codec, codes, dim);
+    }
     // The same codes decoded to floats and scored by the bf16 reranker: what
     // the codec loses, apart from the int8 scoring.
     std::vector<float> decoded(all.tokens.size());

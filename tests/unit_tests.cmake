@@ -20,6 +20,12 @@ attn_cc_test(NAME residual_codec_test
   SRCS ${CMAKE_CURRENT_LIST_DIR}/ann/residual_codec_test.cc
   DEPS attn_core attn_ann attn_rerank
   LABELS unit)
+# The first stages from centroids and from fixed dimensional encodings,
+# against brute-force scores and the reference reranker's exhaustive top 10.
+attn_cc_test(NAME first_stage_test
+  SRCS ${CMAKE_CURRENT_LIST_DIR}/ann/first_stage_test.cc
+  DEPS attn_core attn_ann attn_rerank
+  LABELS unit)
 attn_cc_test(NAME simd_distance_test
   SRCS ${CMAKE_CURRENT_LIST_DIR}/ann/simd_distance_test.cc
   DEPS attn_core attn_ann faiss

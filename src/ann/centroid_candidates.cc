@@ -1,0 +1,272 @@
+#include "ann/centroid_candidates.h"
+
+#include <algorithm>
+#include <cmath>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "core/status.h"
+
+namespace attnsearch {
+namespace {
+
+constexpr uint32_t kMaxSlots = uint32_t{1} << 24;  // a list entry is slot << 8 | gain
+
+// A searching thread's per-slot tables, kept between searches. A slot's
+// entries count only while their mark equals the current stamp, so nothing
+// is cleared between tokens or queries.
+struct Scratch {
+  std::vector<float> best, acc;
+  std::vector<uint32_t> token_mark, query_mark;
+  uint32_t token_stamp = 0, query_stamp = 0;
+  std::vector<uint32_t> touched, token_touched;
+  std::vector<AnnNeighbor> probed;
+
+  void Fit(size_t slots) {
+    if (best.size() >= slots) return;
+    best.resize(slots);
+    acc.resize(slots);
+    token_mark.resize(slots, 0);
+    query_mark.resize(slots, 0);
+  }
+  static uint32_t Next(uint32_t* stamp, std::vector<uint32_t>* marks) {
+    if (++*stamp == 0) {  // wrapped: old marks could match again
+      std::fill(marks->begin(), marks->end(), 0);
+      *stamp = 1;
+    }
+    return *stamp;
+  }
+};
+
+}  // namespace
+
+CentroidCandidates::CentroidCandidates(uint32_t num, uint32_t dim,
+                                       const CentroidCandidatesOptions& options)
+    : num_(num), dim_(dim), options_(options) {
+  for (int j = 0; j < 256; ++j) {
+    gain_of_[j] = options.gain_max > 0.f ? options.gain_max * float(j) / 256.f : 1.f;
+  }
+}
+
+CentroidCandidates::~CentroidCandidates() = default;
+
+absl::StatusOr<std::unique_ptr<CentroidCandidates>> CentroidCandidates::Create(
+    const float* centroids, uint32_t num, uint32_t dim, const CentroidCandidatesOptions& options) {
+  if (centroids == nullptr || num == 0 || dim == 0) {
+    return absl::InvalidArgumentError("centroid candidates: no centroids");
+  }
+  if (options.probe == 0) {
+    return absl::InvalidArgumentError("centroid candidates: probe must be at least 1");
+  }
+  if (options.ef_search == 0) {
+    return absl::InvalidArgumentError("centroid candidates: ef_search must be at least 1");
+  }
+  if (!(options.gain_max >= 0.f) || !std::isfinite(options.gain_max)) {
+    return absl::InvalidArgumentError("centroid candidates: gain_max must be finite and >= 0");
+  }
+  for (size_t i = 0; i < size_t(num) * dim; ++i) {
+    if (!std::isfinite(centroids[i])) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("centroid candidates: centroid ", i / dim, " is not finite"));
+    }
+  }
+  std::unique_ptr<CentroidCandidates> c(new CentroidCandidates(num, dim, options));
+  AnnOptions ann;
+  ann.ef_search = int(options.ef_search);
+  ATTN_ASSIGN_OR_RETURN(
+      c->centroids_,
+      AnnIndex::Create(num > options.exact_below ? options.graph_spec : "Flat", dim, ann));
+  std::vector<Label> ids(num);
+  for (uint32_t k = 0; k < num; ++k) ids[k] = k;
+  ATTN_RETURN_IF_ERROR(c->centroids_->Add(ids.data(), centroids, num));
+  absl::MutexLock lock(&c->mu_);
+  c->lists_.resize(num);
+  return c;
+}
+
+absl::Status CentroidCandidates::Add(Label label, const uint32_t* ids, const uint8_t* gains,
+                                     size_t n) {
+  // The document's centroids, each with its largest gain byte.
+  std::vector<std::pair<uint32_t, uint8_t>> held(n);
+  for (size_t t = 0; t < n; ++t) {
+    if (ids[t] >= num_) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("centroid candidates: token ", t, " names centroid ", ids[t], " of ", num_));
+    }
+    held[t] = {ids[t], gains != nullptr ? gains[t] : uint8_t(255)};
+  }
+  std::sort(held.begin(), held.end());
+  size_t u = 0;
+  for (size_t t = 0; t < held.size(); ++t) {
+    if (u > 0 && held[u - 1].first == held[t].first) {
+      held[u - 1].second = std::max(held[u - 1].second, held[t].second);
+    } else {
+      held[u++] = held[t];
+    }
+  }
+  held.resize(u);
+
+  absl::MutexLock lock(&mu_);
+  if (auto it = slot_of_.find(label); it != slot_of_.end()) Kill(it->second);
+  if (free_.empty() && label_of_.size() >= kMaxSlots && dead_ > 0) Sweep();
+  uint32_t slot;
+  if (!free_.empty()) {
+    slot = free_.back();
+    free_.pop_back();
+  } else {
+    if (label_of_.size() >= kMaxSlots) {
+      return absl::ResourceExhaustedError(
+          absl::StrCat("centroid candidates: more than ", kMaxSlots, " documents"));
+    }
+    slot = uint32_t(label_of_.size());
+    label_of_.push_back(0);
+    alive_.push_back(0);
+    slot_entries_.push_back(0);
+    slot_gain_.push_back(0.f);
+  }
+  label_of_[slot] = label;
+  alive_[slot] = 1;
+  slot_of_[label] = slot;
+  float gain_sum = 0.f;
+  for (const auto& [c, g] : held) {
+    lists_[c].push_back(slot << 8 | g);
+    gain_sum += gain_of_[g];
+  }
+  slot_entries_[slot] = uint32_t(held.size());
+  slot_gain_[slot] = gain_sum;
+  entries_ += held.size();
+  live_entries_ += held.size();
+  gain_sum_ += gain_sum;
+  if (dead_ > 1024 && dead_ * 4 > slot_of_.size()) Sweep();
+  return absl::OkStatus();
+}
+
+void CentroidCandidates::Remove(Label label) {
+  absl::MutexLock lock(&mu_);
+  if (auto it = slot_of_.find(label); it != slot_of_.end()) Kill(it->second);
+  if (dead_ > 1024 && dead_ * 4 > slot_of_.size()) Sweep();
+}
+
+void CentroidCandidates::Kill(uint32_t slot) {
+  alive_[slot] = 0;
+  ++dead_;
+  slot_of_.erase(label_of_[slot]);
+  live_entries_ -= slot_entries_[slot];
+  gain_sum_ -= slot_gain_[slot];
+}
+
+void CentroidCandidates::Sweep() {
+  entries_ = 0;
+  for (std::vector<uint32_t>& list : lists_) {
+    list.erase(
+        std::remove_if(list.begin(), list.end(), [&](uint32_t e) { return alive_[e >> 8] == 0; }),
+        list.end());
+    entries_ += list.size();
+  }
+  for (uint32_t slot = 0; slot < label_of_.size(); ++slot) {
+    if (alive_[slot] == 0 && slot_entries_[slot] != UINT32_MAX) {
+      slot_entries_[slot] = UINT32_MAX;  // freed: not pushed twice
+      slot_gain_[slot] = 0.f;
+      free_.push_back(slot);
+    }
+  }
+  dead_ = 0;
+}
+
+absl::Status CentroidCandidates::Search(const float* query, const float* weights, uint32_t m,
+                                        size_t k, const CentroidSearchParams& knobs,
+                                        const LabelFilter& admit,
+                                        std::vector<AnnNeighbor>* out) const {
+  out->clear();
+  if (m == 0) return absl::InvalidArgumentError("centroid candidates: a query has no tokens");
+  for (size_t i = 0; i < size_t(m) * dim_; ++i) {
+    if (!std::isfinite(query[i])) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("centroid candidates: query token ", i / dim_, " is not finite"));
+    }
+  }
+  const uint32_t probe = std::min(knobs.probe > 0 ? knobs.probe : options_.probe, num_);
+  if (k == 0) return absl::OkStatus();
+
+  thread_local Scratch s;
+  AnnSearchParams params;
+  params.ef_search = int(knobs.ef_search);  // 0: the options'
+  absl::ReaderMutexLock lock(&mu_);
+  s.Fit(label_of_.size());
+  const uint32_t query_stamp = Scratch::Next(&s.query_stamp, &s.query_mark);
+  s.touched.clear();
+  const float mean_gain = live_entries_ > 0 ? float(gain_sum_ / double(live_entries_)) : 1.f;
+  float base = 0.f;
+  for (uint32_t i = 0; i < m; ++i) {
+    // Token i's nearest centroids, best first.
+    ATTN_RETURN_IF_ERROR(
+        centroids_->Search(query + size_t(i) * dim_, probe, params, {}, &s.probed));
+    const uint32_t found = uint32_t(s.probed.size());
+    if (found == 0) continue;
+    const float w = weights != nullptr ? weights[i] : 1.f;
+    const float floor = mean_gain * s.probed[found - 1].score;
+    base += w * floor;
+    const uint32_t token_stamp = Scratch::Next(&s.token_stamp, &s.token_mark);
+    s.token_touched.clear();
+    for (const AnnNeighbor& probed : s.probed) {
+      const float sim = probed.score;
+      for (const uint32_t e : lists_[size_t(probed.label)]) {
+        const uint32_t slot = e >> 8;
+        if (alive_[slot] == 0) continue;
+        const float v = gain_of_[e & 255] * sim;
+        if (s.token_mark[slot] != token_stamp) {
+          s.token_mark[slot] = token_stamp;
+          s.best[slot] = v;
+          s.token_touched.push_back(slot);
+        } else if (v > s.best[slot]) {
+          s.best[slot] = v;
+        }
+      }
+    }
+    for (const uint32_t slot : s.token_touched) {
+      if (s.query_mark[slot] != query_stamp) {
+        s.query_mark[slot] = query_stamp;
+        s.acc[slot] = 0.f;
+        s.touched.push_back(slot);
+      }
+      s.acc[slot] += w * std::max(0.f, s.best[slot] - floor);
+    }
+  }
+  // The best k touched documents admitted, then untouched ones at the floor.
+  std::vector<std::pair<float, uint32_t>> ranked;
+  ranked.reserve(s.touched.size());
+  for (const uint32_t slot : s.touched) {
+    if (!admit || admit(label_of_[slot])) ranked.push_back({s.acc[slot], slot});
+  }
+  const size_t top = std::min(k, ranked.size());
+  std::partial_sort(ranked.begin(), ranked.begin() + long(top), ranked.end(),
+                    [](const auto& a, const auto& b) {
+                      return a.first > b.first || (a.first == b.first && a.second < b.second);
+                    });
+  for (size_t i = 0; i < top; ++i) {
+    out->push_back({label_of_[ranked[i].second], base + ranked[i].first});
+  }
+  for (uint32_t slot = 0; out->size() < k && slot < label_of_.size(); ++slot) {
+    if (alive_[slot] == 0 || s.query_mark[slot] == query_stamp) continue;
+    if (!admit || admit(label_of_[slot])) out->push_back({label_of_[slot], base});
+  }
+  return absl::OkStatus();
+}
+
+size_t CentroidCandidates::size() const {
+  absl::ReaderMutexLock lock(&mu_);
+  return slot_of_.size();
+}
+
+size_t CentroidCandidates::memory_bytes() const {
+  absl::ReaderMutexLock lock(&mu_);
+  size_t bytes = size_t(num_) * dim_ * sizeof(float) + lists_.capacity() * sizeof(lists_[0]);
+  for (const auto& list : lists_) bytes += list.capacity() * sizeof(uint32_t);
+  bytes += label_of_.capacity() * sizeof(Label) + alive_.capacity() +
+           slot_entries_.capacity() * sizeof(uint32_t) + slot_gain_.capacity() * sizeof(float) +
+           free_.capacity() * sizeof(uint32_t) +
+           slot_of_.capacity() * (sizeof(Label) + sizeof(uint32_t) + 1);
+  return bytes;
+}
+
+}  // namespace attnsearch

@@ -1,0 +1,133 @@
+// CentroidCandidates: a first stage that ranks documents by late
+// interaction over their tokens' centroids (the residual codec's, see
+// residual_codec.h), in the manner of PLAID and WARP.
+//
+// Each document is held as the set of centroids its tokens were coded
+// with, with, per centroid, the largest gain among those tokens (1 for a
+// codec without a gain byte). A per-centroid inverted list names the
+// documents that have it. A query token i probes its `probe` nearest
+// centroids by inner product (ann_index.h: FAISS's flat scan or HNSW graph
+// over the centroids, with the SIMD kernels), with
+// similarities s_i1 >= ... >= s_ip; a document D then scores
+//
+//   score(D) = Σ_i w_i · ŝ_i(D),
+//   ŝ_i(D) = max { g_D(c) · s_ic : c probed by token i and held by D },
+//            or, when D holds none of them, the floor f_i = ḡ · s_ip,
+//
+// g_D(c) the document's gain on c and ḡ the mean gain of what is held (the
+// best a document missed can be: its tokens lie nearer other centroids). It
+// approximates MAXSIM (and ATTENTION, its soft version) over the decoded
+// tokens; only the documents on probed lists are touched, so a search costs
+// the length of those lists, not the collection.
+//
+// Deletes are lazy: Remove marks the document's slot dead, searches skip
+// it, and the lists are swept once dead slots pass a quarter of the live.
+//
+// Thread safety: Search may run concurrently with itself; Add and Remove
+// take the writer lock.
+#ifndef ATTNSEARCH_ANN_CENTROID_CANDIDATES_H_
+#define ATTNSEARCH_ANN_CENTROID_CANDIDATES_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "ann/ann_index.h"
+#include "core/types.h"
+
+namespace attnsearch {
+
+struct CentroidCandidatesOptions {
+  // Centroids each query token probes when a search gives none. k-means
+  // centroids split a cluster of tokens among several (1,024 centroids for
+  // 120 clusters: probe 4 keeps 0.76 of the exhaustive top 10 in 100
+  // candidates, 16 keeps 1.0; centroid_candidates_test); a vocabulary of
+  // words as centroids needs fewer (4 keeps 1.0 on cranfield and
+  // scifact-train). Default: 16.
+  uint32_t probe = 16;
+  // The centroid search: exact (a flat scan) up to this many centroids,
+  // else an HNSW graph over them (`graph_spec`, an ann_index.h factory
+  // string) searched with a beam of ef_search (at least probe). Defaults:
+  // 4096; 32; "HNSW16,SQfp16" (on cranfield's 5,129 centroids 1.6x faster
+  // than HNSW32,Flat at the same candidates, bench/RESULTS.md).
+  uint32_t exact_below = 4096;
+  uint32_t ef_search = 32;
+  std::string graph_spec = "HNSW16,SQfp16";
+  // The gain a byte j stands for is gain_max · j / 256 (residual_codec.h);
+  // 0: the codes have no gain byte (every gain is 1).
+  float gain_max = 0.f;
+};
+
+// The knobs of one search; 0: the options'.
+struct CentroidSearchParams {
+  uint32_t probe = 0;      // centroids each query token probes
+  uint32_t ef_search = 0;  // the centroid graph's beam (at least probe)
+};
+
+class CentroidCandidates {
+ public:
+  // Over `num` centroids of `dim` floats (row-major). INVALID_ARGUMENT when
+  // a size is 0, more than 2^24 centroids, or an option is out of range.
+  static absl::StatusOr<std::unique_ptr<CentroidCandidates>> Create(
+      const float* centroids, uint32_t num, uint32_t dim, const CentroidCandidatesOptions& options);
+  ~CentroidCandidates();
+
+  // Holds `label` with the centroids of its n tokens (ids[t]) and their
+  // gain bytes (gains[t]; null without a gain byte), replacing what the
+  // label held. INVALID_ARGUMENT naming the token when an id is out of
+  // range; RESOURCE_EXHAUSTED past 2^24 documents.
+  absl::Status Add(Label label, const uint32_t* ids, const uint8_t* gains, size_t n);
+  // Forgets `label`, if held.
+  void Remove(Label label);
+
+  // The best k admitted labels (admit empty: all) by the score above, best
+  // first, into *out. A document no probed list names has the sum of the
+  // floors; such documents fill the result when fewer than k were touched.
+  // A probe above the centroids probes them all. INVALID_ARGUMENT when m
+  // is 0 or the query is not finite.
+  absl::Status Search(const float* query, const float* weights, uint32_t m, size_t k,
+                      const CentroidSearchParams& params, const LabelFilter& admit,
+                      std::vector<AnnNeighbor>* out) const;
+
+  uint32_t dim() const { return dim_; }
+  uint32_t num_centroids() const { return num_; }
+  size_t size() const;  // documents held
+  // Bytes of the lists and the per-document tables.
+  size_t memory_bytes() const;
+
+ private:
+  CentroidCandidates(uint32_t num, uint32_t dim, const CentroidCandidatesOptions& options);
+  // Drops dead slots from the lists and frees them for reuse. REQUIRES: mu_.
+  void Sweep() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void Kill(uint32_t slot) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  const uint32_t num_, dim_;
+  const CentroidCandidatesOptions options_;
+  std::unique_ptr<AnnIndex> centroids_;
+  float gain_of_[256];  // a gain byte's gain
+
+  mutable absl::Mutex mu_;
+  // Entry: slot << 8 | gain byte.
+  std::vector<std::vector<uint32_t>> lists_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<Label, uint32_t> slot_of_ ABSL_GUARDED_BY(mu_);
+  std::vector<Label> label_of_ ABSL_GUARDED_BY(mu_);
+  std::vector<uint8_t> alive_ ABSL_GUARDED_BY(mu_);
+  std::vector<uint32_t> free_ ABSL_GUARDED_BY(mu_);
+  // Per slot: its entries and their gains' sum (for ḡ and the counts).
+  std::vector<uint32_t> slot_entries_ ABSL_GUARDED_BY(mu_);
+  std::vector<float> slot_gain_ ABSL_GUARDED_BY(mu_);
+  size_t dead_ ABSL_GUARDED_BY(mu_) = 0;
+  size_t entries_ ABSL_GUARDED_BY(mu_) = 0;       // in the lists, dead included
+  size_t live_entries_ ABSL_GUARDED_BY(mu_) = 0;  // of live slots
+  double gain_sum_ ABSL_GUARDED_BY(mu_) = 0;      // of live slots' entries
+};
+
+}  // namespace attnsearch
+
+#endif  // ATTNSEARCH_ANN_CENTROID_CANDIDATES_H_

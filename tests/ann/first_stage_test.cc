@@ -1,0 +1,365 @@
+// The first stages against oracles. Centroids: scores and order against
+// the formula computed by brute force over every document (with gains,
+// deletes, replacements, filters and sweeps). Fixed dimensional encodings:
+// the same encodings from the same seed, pooling as their one-partition
+// case. Both: their candidates against the reference reranker's exhaustive
+// top 10 on clustered multi-vector documents (the centroid stage seeing
+// only a trained residual codec's codes), next to pooled vectors.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <map>
+#include <numeric>
+#include <random>
+#include <set>
+#include <vector>
+
+#include "ann/centroid_candidates.h"
+#include "ann/fde.h"
+#include "ann/residual_codec.h"
+#include "core/vector_math.h"
+#include "rerank/reference.h"
+
+namespace attnsearch {
+namespace {
+
+std::vector<float> UnitRows(size_t n, uint32_t dim, std::mt19937* rng) {
+  std::normal_distribution<float> g(0.f, 1.f);
+  std::vector<float> x(n * dim);
+  for (float& v : x) v = g(*rng);
+  for (size_t i = 0; i < n; ++i) NormalizeInPlace(x.data() + i * dim, dim);
+  return x;
+}
+
+// A document as the first stage holds it: its tokens' centroids and gains.
+struct Held {
+  std::vector<uint32_t> ids;
+  std::vector<uint8_t> gains;
+};
+
+// The score of the header's formula for every held document, by brute
+// force: every query token's similarity with every centroid, its probe
+// best, and each document's best held one among them.
+std::map<Label, double> OracleScores(const std::map<Label, Held>& docs, const float* centroids,
+                                     uint32_t num, uint32_t dim, const float* q, const float* w,
+                                     uint32_t m, uint32_t probe, float gain_max) {
+  auto gain = [&](uint8_t j) { return gain_max > 0.f ? double(gain_max) * j / 256.0 : 1.0; };
+  // ḡ over each document's distinct centroids (their largest gain).
+  double gain_sum = 0;
+  size_t entries = 0;
+  std::map<Label, std::map<uint32_t, uint8_t>> sets;
+  for (const auto& [label, h] : docs) {
+    auto& set = sets[label];
+    for (size_t t = 0; t < h.ids.size(); ++t) {
+      auto [it, fresh] = set.emplace(h.ids[t], h.gains[t]);
+      if (!fresh) it->second = std::max(it->second, h.gains[t]);
+    }
+    for (const auto& [c, j] : set) gain_sum += gain(j);
+    entries += set.size();
+  }
+  const double mean_gain = entries > 0 ? gain_sum / double(entries) : 1.0;
+  std::map<Label, double> score;
+  for (const auto& [label, set] : sets) score[label] = 0;
+  for (uint32_t i = 0; i < m; ++i) {
+    std::vector<std::pair<float, uint32_t>> sims(num);
+    for (uint32_t c = 0; c < num; ++c) {
+      float s = 0;
+      for (uint32_t t = 0; t < dim; ++t)
+        s += q[size_t(i) * dim + t] * centroids[size_t(c) * dim + t];
+      sims[c] = {s, c};
+    }
+    std::sort(sims.begin(), sims.end(), [](auto a, auto b) { return a.first > b.first; });
+    const double floor = mean_gain * sims[probe - 1].first;
+    for (const auto& [label, set] : sets) {
+      double best = floor;
+      for (uint32_t r = 0; r < probe; ++r) {
+        auto it = set.find(sims[r].second);
+        if (it != set.end()) best = std::max(best, gain(it->second) * sims[r].first);
+      }
+      score[label] += w[i] * best;
+    }
+  }
+  return score;
+}
+
+class CentroidOracleTest : public ::testing::TestWithParam<float> {};
+
+TEST_P(CentroidOracleTest, ScoresAndOrderMatchBruteForce) {
+  const float gain_max = GetParam();
+  constexpr uint32_t kDim = 32, kNum = 40, kProbe = 5, kM = 6;
+  std::mt19937 rng(7);
+  const std::vector<float> centroids = UnitRows(kNum, kDim, &rng);
+  auto made = CentroidCandidates::Create(centroids.data(), kNum, kDim,
+                                         {.probe = kProbe, .gain_max = gain_max});
+  ASSERT_TRUE(made.ok()) << made.status();
+  CentroidCandidates& cc = **made;
+  std::uniform_int_distribution<uint32_t> id(0, kNum - 1), len(1, 12), gain(0, 255);
+  std::map<Label, Held> docs;
+  auto put = [&](Label label) {
+    Held h;
+    const uint32_t n = len(rng);
+    for (uint32_t t = 0; t < n; ++t) {
+      h.ids.push_back(id(rng));
+      h.gains.push_back(uint8_t(gain(rng)));
+    }
+    ASSERT_TRUE(cc.Add(label, h.ids.data(), gain_max > 0.f ? h.gains.data() : nullptr, n).ok());
+    if (gain_max == 0.f) std::fill(h.gains.begin(), h.gains.end(), 255);
+    docs[label] = h;
+  };
+  // Enough removals to pass the sweep threshold, then slots reused.
+  for (Label l = 1; l <= 3000; ++l) put(l);
+  for (Label l = 1; l <= 3000; l += 2) {
+    cc.Remove(l);
+    docs.erase(l);
+  }
+  for (Label l = 4000; l < 4500; ++l) put(l);
+  for (Label l = 2; l <= 200; l += 2) put(l);  // replaced
+  ASSERT_EQ(cc.size(), docs.size());
+
+  for (int round = 0; round < 5; ++round) {
+    const std::vector<float> q = UnitRows(kM, kDim, &rng);
+    std::vector<float> w(kM);
+    for (float& x : w) x = std::uniform_real_distribution<float>(0.1f, 1.f)(rng);
+    const std::map<Label, double> oracle =
+        OracleScores(docs, centroids.data(), kNum, kDim, q.data(), w.data(), kM, kProbe, gain_max);
+    // Every document asked for: each one's score, and the order.
+    std::vector<AnnNeighbor> all;
+    ASSERT_TRUE(cc.Search(q.data(), w.data(), kM, docs.size() + 10, {}, {}, &all).ok());
+    ASSERT_EQ(all.size(), docs.size());
+    std::set<Label> seen;
+    for (size_t r = 0; r < all.size(); ++r) {
+      ASSERT_TRUE(oracle.contains(all[r].label)) << all[r].label;
+      EXPECT_TRUE(seen.insert(all[r].label).second);
+      EXPECT_NEAR(all[r].score, oracle.at(all[r].label), 1e-4) << all[r].label;
+      if (r > 0) EXPECT_GE(all[r - 1].score, all[r].score - 1e-5f);
+    }
+    // A filter admits only the labels divisible by 3, and k cuts.
+    std::vector<AnnNeighbor> some;
+    const LabelFilter third = [](Label l) { return l % 3 == 0; };
+    ASSERT_TRUE(cc.Search(q.data(), w.data(), kM, 25, {.probe = kProbe}, third, &some).ok());
+    ASSERT_EQ(some.size(), 25u);
+    std::vector<double> admitted;
+    for (const auto& [label, s] : oracle) {
+      if (label % 3 == 0) admitted.push_back(s);
+    }
+    std::sort(admitted.rbegin(), admitted.rend());
+    for (size_t r = 0; r < some.size(); ++r) {
+      EXPECT_EQ(some[r].label % 3, 0u);
+      EXPECT_NEAR(some[r].score, admitted[r], 1e-4);
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Gains, CentroidOracleTest, ::testing::Values(0.f, 1.5f));
+
+TEST(CentroidCandidatesTest, RefusesBadInput) {
+  std::mt19937 rng(1);
+  const std::vector<float> centroids = UnitRows(8, 16, &rng);
+  EXPECT_EQ(CentroidCandidates::Create(centroids.data(), 8, 16, {.probe = 0}).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(CentroidCandidates::Create(centroids.data(), 0, 16, {}).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  auto cc = CentroidCandidates::Create(centroids.data(), 8, 16, {});
+  ASSERT_TRUE(cc.ok());
+  const uint32_t ids[] = {1, 9};
+  const absl::Status s = (*cc)->Add(5, ids, nullptr, 2);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(s.message().find("token 1"), std::string::npos) << s;
+  EXPECT_EQ((*cc)->size(), 0u);  // nothing held
+  std::vector<float> q(16, 0.f);
+  q[3] = NAN;
+  std::vector<AnnNeighbor> out;
+  EXPECT_EQ((*cc)->Search(q.data(), nullptr, 1, 10, {}, {}, &out).code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ((*cc)->Search(q.data(), nullptr, 0, 10, {}, {}, &out).code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+// Clustered multi-vector documents: each document mixes a few topics, each
+// topic a handful of token clusters; a query is a noisy sample of one
+// document's tokens. The exhaustive top 10 is the reference reranker's
+// (ATTENTION, τ = 0.1, over the stored f32 tokens); the first stage sees
+// only the 2-bit codes' centroids and gains.
+TEST(FdeTest, SameSeedSameEncodings) {
+  std::mt19937 rng(3);
+  const std::vector<float> x = UnitRows(37, 48, &rng);
+  std::vector<float> w(37, 0.5f);
+  auto a = FdeEncoder::Create(48, {.final_dim = 256, .seed = 9});
+  auto b = FdeEncoder::Create(48, {.final_dim = 256, .seed = 9});
+  auto c = FdeEncoder::Create(48, {.final_dim = 256, .seed = 10});
+  ASSERT_TRUE(a.ok() && b.ok() && c.ok());
+  std::vector<float> da(256), db(256), dc(256), qa(256), qb(256);
+  (*a)->EncodeDocument(x.data(), 37, da.data());
+  (*b)->EncodeDocument(x.data(), 37, db.data());
+  (*c)->EncodeDocument(x.data(), 37, dc.data());
+  (*a)->EncodeQuery(x.data(), w.data(), 37, qa.data());
+  (*b)->EncodeQuery(x.data(), w.data(), 37, qb.data());
+  EXPECT_EQ(da, db);
+  EXPECT_EQ(qa, qb);
+  EXPECT_NE(da, dc);
+}
+
+// With one partition, no projection and no sketch, an encoding is the
+// weighted sum (query) or the mean (document) of the tokens, repeated.
+TEST(FdeTest, OnePartitionIsPooling) {
+  constexpr uint32_t kDim = 24;
+  std::mt19937 rng(5);
+  const std::vector<float> q = UnitRows(5, kDim, &rng), d = UnitRows(9, kDim, &rng);
+  const std::vector<float> w = {0.1f, 0.2f, 0.3f, 0.4f, 0.5f};
+  auto e = FdeEncoder::Create(
+      kDim, {.repetitions = 3, .simhash_bits = 0, .projection_dim = 0, .final_dim = 0});
+  ASSERT_TRUE(e.ok());
+  ASSERT_EQ((*e)->output_dim(), 3 * kDim);
+  std::vector<float> qe(3 * kDim), de(3 * kDim);
+  (*e)->EncodeQuery(q.data(), w.data(), 5, qe.data());
+  (*e)->EncodeDocument(d.data(), 9, de.data());
+  for (uint32_t r = 0; r < 3; ++r) {
+    for (uint32_t t = 0; t < kDim; ++t) {
+      float sum = 0.f, mean = 0.f;
+      for (int i = 0; i < 5; ++i) sum += w[i] * q[i * kDim + t];
+      for (int j = 0; j < 9; ++j) mean += d[j * kDim + t] / 9.f;
+      EXPECT_NEAR(qe[r * kDim + t], sum, 1e-5f);
+      EXPECT_NEAR(de[r * kDim + t], mean, 1e-5f);
+    }
+  }
+}
+
+TEST(FdeTest, RefusesBadOptions) {
+  EXPECT_EQ(FdeEncoder::Create(0, {}).status().code(), absl::StatusCode::kInvalidArgument);
+  auto bad = FdeEncoder::Create(16, {.repetitions = 0});
+  EXPECT_NE(bad.status().message().find("repetitions"), std::string::npos) << bad.status();
+  bad = FdeEncoder::Create(16, {.simhash_bits = 9});
+  EXPECT_NE(bad.status().message().find("simhash_bits"), std::string::npos) << bad.status();
+  bad = FdeEncoder::Create(16, {.projection_dim = 17});
+  EXPECT_NE(bad.status().message().find("projection_dim"), std::string::npos) << bad.status();
+}
+
+TEST(CentroidCandidatesTest, RecallsTheExhaustiveTopTen) {
+  constexpr uint32_t kDim = 64, kDocs = 3000, kQueries = 30, kM = 16, kTopics = 20;
+  constexpr uint32_t kClustersPerTopic = 6;
+  std::mt19937 rng(42);
+  const std::vector<float> centres = UnitRows(kTopics * kClustersPerTopic, kDim, &rng);
+  std::normal_distribution<float> g(0.f, 1.f);
+  std::uniform_int_distribution<uint32_t> topic(0, kTopics - 1), cluster(0, kClustersPerTopic - 1),
+      len(20, 80);
+  auto token_near = [&](uint32_t t, float* x, float spread) {
+    const float* c = centres.data() + size_t(t * kClustersPerTopic + cluster(rng)) * kDim;
+    for (uint32_t d = 0; d < kDim; ++d) x[d] = c[d] + spread * g(rng) / std::sqrt(float(kDim));
+    NormalizeInPlace(x, kDim);
+  };
+  std::vector<float> tokens;
+  std::vector<uint32_t> rows, offsets;
+  std::vector<std::vector<uint32_t>> doc_topics(kDocs);
+  for (uint32_t d = 0; d < kDocs; ++d) {
+    for (int t = 0; t < 3; ++t) doc_topics[d].push_back(topic(rng));
+    const uint32_t n = len(rng);
+    offsets.push_back(uint32_t(tokens.size() / kDim));
+    rows.push_back(n);
+    tokens.resize(tokens.size() + size_t(n) * kDim);
+    for (uint32_t j = 0; j < n; ++j) {
+      token_near(doc_topics[d][j % 3], tokens.data() + tokens.size() - size_t(n - j) * kDim, 0.8f);
+    }
+  }
+  const size_t total = tokens.size() / kDim;
+  ResidualCodecOptions co;
+  co.bits = 2;
+  co.gain = true;
+  auto codec = ResidualCodec::Train(tokens.data(), total, kDim, co);
+  ASSERT_TRUE(codec.ok()) << codec.status();
+  std::vector<uint8_t> codes(total * (*codec)->code_bytes());
+  (*codec)->Encode(tokens.data(), total, codes.data());
+  auto made = CentroidCandidates::Create((*codec)->centroids().data(), (*codec)->num_centroids(),
+                                         kDim, {.gain_max = (*codec)->gain_max()});
+  ASSERT_TRUE(made.ok()) << made.status();
+  for (uint32_t d = 0; d < kDocs; ++d) {
+    std::vector<uint32_t> ids(rows[d]);
+    std::vector<uint8_t> gains(rows[d]);
+    for (uint32_t j = 0; j < rows[d]; ++j) {
+      const uint8_t* code = codes.data() + (size_t(offsets[d]) + j) * (*codec)->code_bytes();
+      ids[j] = (*codec)->CentroidOf(code);
+      gains[j] = code[(*codec)->id_bytes()];
+    }
+    ASSERT_TRUE((*made)->Add(d, ids.data(), gains.data(), rows[d]).ok());
+  }
+  // The pooled baseline: each document's mean token, normalised.
+  auto pool = [&](const float* x, uint32_t n) {
+    std::vector<float> p(kDim, 0.f);
+    for (uint32_t j = 0; j < n; ++j) {
+      for (uint32_t d = 0; d < kDim; ++d) p[d] += x[size_t(j) * kDim + d];
+    }
+    NormalizeInPlace(p.data(), kDim);
+    return p;
+  };
+  std::vector<std::vector<float>> pooled(kDocs);
+  for (uint32_t d = 0; d < kDocs; ++d)
+    pooled[d] = pool(tokens.data() + size_t(offsets[d]) * kDim, rows[d]);
+  auto fde = FdeEncoder::Create(kDim, {});
+  ASSERT_TRUE(fde.ok()) << fde.status();
+  const uint32_t fd = (*fde)->output_dim();
+  std::vector<float> doc_fde(size_t(kDocs) * fd);
+  for (uint32_t d = 0; d < kDocs; ++d) {
+    (*fde)->EncodeDocument(tokens.data() + size_t(offsets[d]) * kDim, rows[d],
+                           doc_fde.data() + size_t(d) * fd);
+  }
+  std::uniform_int_distribution<uint32_t> pick(0, kDocs - 1);
+  const std::vector<float> w(kM, 1.f / kM);
+  double recall = 0, pooled_recall = 0, fde_recall = 0;
+  for (uint32_t qi = 0; qi < kQueries; ++qi) {
+    const uint32_t source = pick(rng);
+    std::vector<float> q(size_t(kM) * kDim);
+    for (uint32_t i = 0; i < kM; ++i)
+      token_near(doc_topics[source][i % 3], q.data() + i * kDim, 0.8f);
+    std::vector<std::pair<double, uint32_t>> exact(kDocs);
+    for (uint32_t d = 0; d < kDocs; ++d) {
+      exact[d] = {ReferenceScore(q.data(), kM, w.data(), tokens.data() + size_t(offsets[d]) * kDim,
+                                 rows[d], kDim, RerankMode::kAttention, 0.1f),
+                  d};
+    }
+    std::partial_sort(exact.begin(), exact.begin() + 10, exact.end(),
+                      [](auto a, auto b) { return a.first > b.first; });
+    std::vector<AnnNeighbor> cand;
+    ASSERT_TRUE((*made)->Search(q.data(), w.data(), kM, 100, {}, {}, &cand).ok());
+    std::set<Label> got;
+    for (const AnnNeighbor& n : cand) got.insert(n.label);
+    for (int r = 0; r < 10; ++r) recall += got.contains(exact[r].second) ? 0.1 : 0.0;
+    // The exact top 100 by pooled vectors.
+    const std::vector<float> qp = pool(q.data(), kM);
+    std::vector<std::pair<float, uint32_t>> by_pool(kDocs);
+    for (uint32_t d = 0; d < kDocs; ++d) {
+      by_pool[d] = {Dot(qp.data(), pooled[d].data(), kDim), d};
+    }
+    std::partial_sort(by_pool.begin(), by_pool.begin() + 100, by_pool.end(),
+                      [](auto a, auto b) { return a.first > b.first; });
+    std::set<Label> pooled_got;
+    for (int r = 0; r < 100; ++r) pooled_got.insert(by_pool[r].second);
+    for (int r = 0; r < 10; ++r) pooled_recall += pooled_got.contains(exact[r].second) ? 0.1 : 0.0;
+    // The exact top 100 by encodings.
+    std::vector<float> q_fde(fd);
+    (*fde)->EncodeQuery(q.data(), w.data(), kM, q_fde.data());
+    std::vector<std::pair<float, uint32_t>> by_fde(kDocs);
+    for (uint32_t d = 0; d < kDocs; ++d) {
+      by_fde[d] = {Dot(q_fde.data(), doc_fde.data() + size_t(d) * fd, fd), d};
+    }
+    std::partial_sort(by_fde.begin(), by_fde.begin() + 100, by_fde.end(),
+                      [](auto a, auto b) { return a.first > b.first; });
+    std::set<Label> fde_got;
+    for (int r = 0; r < 100; ++r) fde_got.insert(by_fde[r].second);
+    for (int r = 0; r < 10; ++r) fde_recall += fde_got.contains(exact[r].second) ? 0.1 : 0.0;
+  }
+  recall /= kQueries;
+  pooled_recall /= kQueries;
+  fde_recall /= kQueries;
+  std::printf(
+      "recall of the exhaustive top 10 in 100 candidates of %u: centroids %.3f, fde "
+      "(exact, %u values) %.3f, pooled (exact) %.3f\n",
+      kDocs, recall, fd, fde_recall, pooled_recall);
+  EXPECT_GE(recall, 0.98);
+  EXPECT_GE(recall, pooled_recall);
+  EXPECT_GE(fde_recall, 0.8);
+  EXPECT_GE(fde_recall, pooled_recall);
+}
+
+}  // namespace
+}  // namespace attnsearch
