@@ -121,6 +121,12 @@ absl::StatusOr<QualityCollection> SetupQuality(const BenchFlags& f, const std::s
   config.dim = f.quality_dim;
   config.token_dtype = DtypeFromFlags(f);
   config.ann_spec = f.ann_spec;
+  const bool centroids = f.quality_candidates_from == "centroids";
+  if (centroids) {
+    config.token_codec.kind = TokenCodecKind::kResidual;
+    config.token_codec.train_after = 0;  // trained below
+    config.candidates_from = CandidateSource::kCentroids;
+  }
   CollectionOptions options = CollectionOptions::ForBulkLoad();
   options.limits.max_candidates = 1u << 30;
   // Searched as the server searches: token matrices from the arena, not
@@ -138,6 +144,15 @@ absl::StatusOr<QualityCollection> SetupQuality(const BenchFlags& f, const std::s
   t0 = Clock::now();
   ATTN_RETURN_IF_ERROR(q.c->BuildIndex().status());
   q.index_s = std::chrono::duration<double>(Clock::now() - t0).count();
+  if (centroids) {
+    t0 = Clock::now();
+    ATTN_ASSIGN_OR_RETURN(const CodecTrainingResult codec, q.c->TrainCodec());
+    std::printf("codec: %u centroids, %zu B/token, trained and %llu documents encoded in %.1f s; "
+                "first stage %.1f MB\n",
+                codec.centroids, codec.code_bytes, (unsigned long long)codec.encoded,
+                std::chrono::duration<double>(Clock::now() - t0).count(),
+                double(q.c->Stats().first_stage_bytes) / 1e6);
+  }
   std::printf(
       "loaded %llu documents (%llu bad records skipped) in %.1f s; encoder: %u keys, "
       "trained in %.2f s, %llu documents encoded in %.1f s; ANN built in %.1f s\n",
@@ -302,6 +317,7 @@ BenchOutput QualityRecord(const BenchFlags& f, const QualityCollection& qc, cons
                 {"documents", qc.docs},
                 {"skipped_records", qc.skipped},
                 {"candidates", std::max<uint32_t>(100, f.quality_candidates)},
+                {"candidates_from", f.quality_candidates_from},
                 {"temperature", f.quality_temperature},
                 {"dim", f.quality_dim},
                 {"dtype", f.dtype},

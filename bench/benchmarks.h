@@ -113,6 +113,9 @@ struct BenchFlags {
   uint32_t quality_dim = 256;
   bool quality_exhaustive = true;      // also rerank every document per query
   std::vector<int> quality_code_bits;  // also rerank every document from codes of these bits
+  // quality: the collection's candidates_from; centroids also gives it a
+  // 2-bit residual codec on the encoder's vocabulary, trained after the load.
+  std::string quality_candidates_from = "pooled";
   int code_centroids = 0;  // rerank, quality: the codes' centroids (0: the codec's default)
   // e2e --load: the collection's token codec ("rows" or "residual", then
   // trained after the load with --code_bits and --code_centroids), and

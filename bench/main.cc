@@ -183,6 +183,11 @@ void AddQualityFlags(CLI::App& app, BenchFlags& f) {
   app.add_option("--beir", f.beir, "BEIR folder with corpus.jsonl, queries.jsonl, qrels.tsv");
   app.add_option("--quality_candidates", f.quality_candidates, "ANN candidates reranked (quality)")
       ->capture_default_str();
+  app.add_option("--quality_candidates_from", f.quality_candidates_from,
+                 "quality: the collection's first stage (centroids: with a 2-bit residual codec "
+                 "on the encoder's vocabulary, trained after the load)")
+      ->check(CLI::IsMember({"pooled", "centroids"}))
+      ->capture_default_str();
   app.add_option("--quality_temperature", f.quality_temperature,
                  "attention temperature of text queries (0: the encoder's default)")
       ->capture_default_str();

@@ -109,7 +109,8 @@ int Collections(const std::string& server, const attnsearch::ClientSecurity& sec
     std::printf(
         "%s documents=%llu tombstones=%llu dim=%u dtype=%s ann_spec=%s disk_bytes=%llu "
         "bytes_per_document=%.0f (tables=%llu log=%llu ann_snapshot=%llu other=%llu) "
-        "arena_bytes=%llu arena_tokens=%llu bytes_per_token=%.1f token_codec=%s%s\n",
+        "arena_bytes=%llu arena_tokens=%llu bytes_per_token=%.1f token_codec=%s%s "
+        "candidates_from=%s first_stage_bytes=%llu\n",
         c.name().c_str(), static_cast<unsigned long long>(c.num_documents()),
         static_cast<unsigned long long>(c.num_tombstones()), c.config().dim(),
         v1::TokenDtype_Name(c.config().token_dtype()).c_str(), c.config().ann_spec().c_str(),
@@ -126,7 +127,9 @@ int Collections(const std::string& server, const attnsearch::ClientSecurity& sec
                               static_cast<unsigned long long>(c.codec_version()),
                               static_cast<unsigned long long>(c.codec_pending()))
                   .c_str()
-            : "");
+            : "",
+        c.config().candidates_from().empty() ? "pooled" : c.config().candidates_from().c_str(),
+        static_cast<unsigned long long>(m.first_stage_bytes()));
   }
   return 0;
 }

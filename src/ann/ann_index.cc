@@ -104,9 +104,17 @@ absl::StatusOr<AnnSearchParams> AnnSearchParams::Parse(absl::string_view text) {
       p.ef_search = value;
     } else if (kv.first == "nprobe") {
       p.nprobe = value;
+    } else if (kv.first == "probe") {
+      if (value > 1024) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("ann_params: probe ", value, " is above 1024"));
+      }
+      p.probe = value;
+    } else if (kv.first == "probe_ef") {
+      p.probe_ef = value;
     } else {
-      return absl::InvalidArgumentError(
-          absl::StrCat("ann_params: unknown knob '", kv.first, "' (known: efSearch, nprobe)"));
+      return absl::InvalidArgumentError(absl::StrCat(
+          "ann_params: unknown knob '", kv.first, "' (known: efSearch, nprobe, probe, probe_ef)"));
     }
   }
   return p;

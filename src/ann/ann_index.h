@@ -57,10 +57,15 @@ struct AnnOptions {
   int max_filtered_ef = 2048;
 };
 
-// Runtime knobs of one search, parsed from "efSearch=128,nprobe=8".
+// Runtime knobs of one search, parsed from "efSearch=128,nprobe=8" (or,
+// for the centroid first stage, "probe=4,probe_ef=32").
 struct AnnSearchParams {
   int ef_search = 0;  // 0: AnnOptions::ef_search
   int nprobe = 0;     // 0: AnnOptions::nprobe
+  // The centroid first stage (centroid_candidates.h): centroids per query
+  // token, and the beam of the centroid graph. 0: its defaults.
+  int probe = 0;
+  int probe_ef = 0;
   // Score every stored vector instead of searching the index (exact).
   bool exhaustive = false;
 

@@ -175,8 +175,8 @@ void CentroidCandidates::Sweep() {
 
 absl::Status CentroidCandidates::Search(const float* query, const float* weights, uint32_t m,
                                         size_t k, const CentroidSearchParams& knobs,
-                                        const LabelFilter& admit,
-                                        std::vector<AnnNeighbor>* out) const {
+                                        const LabelFilter& admit, std::vector<AnnNeighbor>* out,
+                                        const std::function<absl::Status()>& while_locked) const {
   out->clear();
   if (m == 0) return absl::InvalidArgumentError("centroid candidates: a query has no tokens");
   for (size_t i = 0; i < size_t(m) * dim_; ++i) {
@@ -186,7 +186,7 @@ absl::Status CentroidCandidates::Search(const float* query, const float* weights
     }
   }
   const uint32_t probe = std::min(knobs.probe > 0 ? knobs.probe : options_.probe, num_);
-  if (k == 0) return absl::OkStatus();
+  if (k == 0) return while_locked ? while_locked() : absl::OkStatus();
 
   thread_local Scratch s;
   AnnSearchParams params;
@@ -232,24 +232,29 @@ absl::Status CentroidCandidates::Search(const float* query, const float* weights
       s.acc[slot] += w * std::max(0.f, s.best[slot] - floor);
     }
   }
-  // The best k touched documents admitted, then untouched ones at the floor.
+  // The touched documents best first (sorted a share at a time: most
+  // searches admit the first k), then untouched ones at the floor.
   std::vector<std::pair<float, uint32_t>> ranked;
   ranked.reserve(s.touched.size());
-  for (const uint32_t slot : s.touched) {
-    if (!admit || admit(label_of_[slot])) ranked.push_back({s.acc[slot], slot});
-  }
-  const size_t top = std::min(k, ranked.size());
-  std::partial_sort(ranked.begin(), ranked.begin() + long(top), ranked.end(),
-                    [](const auto& a, const auto& b) {
-                      return a.first > b.first || (a.first == b.first && a.second < b.second);
-                    });
-  for (size_t i = 0; i < top; ++i) {
-    out->push_back({label_of_[ranked[i].second], base + ranked[i].first});
+  for (const uint32_t slot : s.touched) ranked.push_back({s.acc[slot], slot});
+  const auto better = [](const auto& a, const auto& b) {
+    return a.first > b.first || (a.first == b.first && a.second < b.second);
+  };
+  size_t sorted = 0;
+  for (size_t i = 0; i < ranked.size() && out->size() < k; ++i) {
+    if (i == sorted) {
+      sorted = std::min(ranked.size(), std::max(2 * sorted, 2 * k));
+      std::partial_sort(ranked.begin() + long(i), ranked.begin() + long(sorted), ranked.end(),
+                        better);
+    }
+    const Label label = label_of_[ranked[i].second];
+    if (!admit || admit(label)) out->push_back({label, base + ranked[i].first});
   }
   for (uint32_t slot = 0; out->size() < k && slot < label_of_.size(); ++slot) {
     if (alive_[slot] == 0 || s.query_mark[slot] == query_stamp) continue;
     if (!admit || admit(label_of_[slot])) out->push_back({label_of_[slot], base});
   }
+  if (while_locked) return while_locked();
   return absl::OkStatus();
 }
 

@@ -30,6 +30,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -89,16 +90,21 @@ class CentroidCandidates {
   // The best k admitted labels (admit empty: all) by the score above, best
   // first, into *out. A document no probed list names has the sum of the
   // floors; such documents fill the result when fewer than k were touched.
-  // A probe above the centroids probes them all. INVALID_ARGUMENT when m
-  // is 0 or the query is not finite.
+  // A probe above the centroids probes them all. `admit` is asked in
+  // score order, only until k are admitted. `while_locked` (if any) runs
+  // before Search returns, while no Add or Remove can run (e.g. to take a
+  // store view that holds every label returned); its error is returned.
+  // INVALID_ARGUMENT when m is 0 or the query is not finite.
   absl::Status Search(const float* query, const float* weights, uint32_t m, size_t k,
                       const CentroidSearchParams& params, const LabelFilter& admit,
-                      std::vector<AnnNeighbor>* out) const;
+                      std::vector<AnnNeighbor>* out,
+                      const std::function<absl::Status()>& while_locked = {}) const;
 
   uint32_t dim() const { return dim_; }
   uint32_t num_centroids() const { return num_; }
   size_t size() const;  // documents held
-  // Bytes of the lists and the per-document tables.
+  // Bytes of the lists, the per-document tables and the centroids (counted
+  // at 4 bytes a value; the graph's links are not counted).
   size_t memory_bytes() const;
 
  private:

@@ -32,6 +32,10 @@ size_t TokenRowBytes(TokenDtype dtype, uint32_t dim) {
   return size_t(dim) * TokenDtypeSize(dtype) + (dtype == TokenDtype::kInt8 ? 4 : 0);
 }
 
+std::string_view CandidateSourceName(CandidateSource source) {
+  return source == CandidateSource::kCentroids ? "centroids" : "pooled";
+}
+
 std::string_view TokenCodecName(TokenCodecKind kind) {
   return kind == TokenCodecKind::kResidual ? "residual" : "rows";
 }
@@ -55,6 +59,16 @@ absl::Status CollectionConfig::Validate() const {
   }
   if (token_codec.kind != TokenCodecKind::kRows && token_codec.kind != TokenCodecKind::kResidual) {
     return absl::InvalidArgumentError("config.token_codec.name: unknown codec");
+  }
+  if (candidates_from != CandidateSource::kPooled &&
+      candidates_from != CandidateSource::kCentroids) {
+    return absl::InvalidArgumentError("config.candidates_from: unknown source");
+  }
+  if (candidates_from == CandidateSource::kCentroids &&
+      token_codec.kind != TokenCodecKind::kResidual) {
+    return absl::InvalidArgumentError(
+        "config.candidates_from: centroids needs config.token_codec.name residual (its "
+        "centroids are what the first stage probes)");
   }
   if (token_codec.kind == TokenCodecKind::kResidual) {
     const uint32_t b = token_codec.bits;

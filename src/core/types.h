@@ -83,6 +83,18 @@ struct TokenCodecConfig {
   bool operator==(const TokenCodecConfig&) const = default;
 };
 
+// Where a search's candidates come from.
+enum class CandidateSource : uint32_t {
+  // The ANN index over one pooled vector per document.
+  kPooled = 0,
+  // Late interaction over the token codes' centroids
+  // (ann/centroid_candidates.h); needs the residual token codec, and
+  // serves once every live document holds the current codec's codes (the
+  // pooled index until then).
+  kCentroids = 1,
+};
+std::string_view CandidateSourceName(CandidateSource source);
+
 struct CollectionConfig {
   // Dimension of pooled and token vectors. Required: 1..kMaxDim.
   uint32_t dim = 0;
@@ -100,6 +112,8 @@ struct CollectionConfig {
   // How the token arena holds token matrices (see TokenCodecConfig).
   // Default: rows.
   TokenCodecConfig token_codec;
+  // Where candidates come from. Default: pooled.
+  CandidateSource candidates_from = CandidateSource::kPooled;
 
   // Whether `key` is one of numeric_fields.
   bool IsNumericField(std::string_view key) const;

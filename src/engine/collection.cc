@@ -61,6 +61,7 @@ Collection::Collection(std::string path, std::unique_ptr<DocStore> store,
                           .codec = [this] { return codec(); },
                           .previous_codec = [this] { return previous_codec(); },
                           .exact_tier = store_->config().token_codec.keep_full_precision,
+                          .first_stage_ready = [this] { return FirstStageReady(); },
                           .limits = options.limits,
                           .max_rows_per_gemm = options.rerank.max_rows_per_gemm,
                           .encoder = [this] { return encoder(); },
@@ -133,6 +134,7 @@ absl::Status Collection::LoadDerivedState() {
   std::vector<Label> purge_pending;
   ATTN_ASSIGN_OR_RETURN(const Label from, index_.Load(&purge_pending));
   ATTN_RETURN_IF_ERROR(LoadArena(0));
+  ATTN_RETURN_IF_ERROR(LoadFirstStage(0));
   // A bulk load builds the ANN index once, at BuildIndex; the filter index
   // is needed at once.
   ATTN_ASSIGN_OR_RETURN(const uint64_t added,
@@ -357,6 +359,21 @@ absl::Status Collection::LoadArena(Label from) {
       double(others) / (1 << 20)));
 }
 
+absl::Status Collection::LoadFirstStage(Label from) {
+  const std::shared_ptr<const TokenCodecState> state = codec();
+  if (state == nullptr || state->first_stage == nullptr) return absl::OkStatus();
+  return store_->ScanCodes(from, [&](Label l, std::string_view v) {
+    if (!index_.IsTombstoned(l)) state->HoldCodes(l, v);
+    return absl::OkStatus();
+  });
+}
+
+bool Collection::FirstStageReady() const {
+  if (codec_pending_.load() > 0) return false;
+  absl::MutexLock lock(&codec_mu_);
+  return codec_ != nullptr && codec_->first_stage != nullptr && previous_codec_ == nullptr;
+}
+
 void Collection::AddToArena(const std::vector<Document>& docs, const StoreCommit& c) {
   if (arena_ == nullptr) return;
   for (size_t i = 0; i < docs.size(); ++i) {
@@ -379,6 +396,8 @@ void Collection::AddToArena(const std::vector<Document>& docs, const StoreCommit
 }
 
 void Collection::RemoveFromArena(const std::vector<Label>& labels) {
+  if (const std::shared_ptr<const TokenCodecState> state = codec()) state->Forget(labels);
+  if (const std::shared_ptr<const TokenCodecState> state = previous_codec()) state->Forget(labels);
   if (arena_ == nullptr) return;
   for (Label l : labels) arena_->Remove(l);
 }
@@ -406,6 +425,7 @@ absl::Status Collection::RecoverStore() {
   RemoveFromArena(dead);
   if (store_->next_label() > before) {
     ATTN_RETURN_IF_ERROR(LoadArena(before));
+    ATTN_RETURN_IF_ERROR(LoadFirstStage(before));
     ATTN_RETURN_IF_ERROR(CatchUp(before, before, !options_.defer_index).status());
   }
   // The index no longer holds the superseded labels for new searches.
@@ -455,6 +475,11 @@ absl::Status Collection::CommitToIndex(const std::vector<Document>& docs, const 
   index_.AssertWriterHeld();
   // The arena holds a label before the index gives it to a search.
   AddToArena(docs, c);
+  if (const std::shared_ptr<const TokenCodecState> state = codec(); state && !c.codes.empty()) {
+    for (size_t i = 0; i < docs.size(); ++i) {
+      if (!docs[i].pooled.empty() && !c.codes[i].empty()) state->HoldCodes(c.first + i, c.codes[i]);
+    }
+  }
   // The filter index changes with the ANN index, under its lock: a
   // filtered search sees both as of one instant. An error says what became
   // of the stored documents.
@@ -550,7 +575,8 @@ absl::Status Collection::LoadCodec() {
   }
   ATTN_ASSIGN_OR_RETURN(
       std::shared_ptr<const TokenCodecState> state,
-      TokenCodecState::Make(std::move(codec), v, options_.rerank, encoder_version));
+      TokenCodecState::Make(std::move(codec), v, options_.rerank, encoder_version,
+                            config().candidates_from == CandidateSource::kCentroids));
   absl::MutexLock lock(&codec_mu_);
   codec_ = std::move(state);
   return absl::OkStatus();
@@ -700,8 +726,10 @@ absl::StatusOr<CodecTrainingResult> Collection::RunCodec(bool train) {
     const std::string model = (*trained)->Serialize();
     // Centroids from the vocabulary belong to this encoder version.
     if (!UsesVocabulary(how, dim)) encoder_version = 0;
-    ATTN_ASSIGN_OR_RETURN(state, TokenCodecState::Make(std::move(*trained), version,
-                                                       options_.rerank, encoder_version));
+    ATTN_ASSIGN_OR_RETURN(
+        state, TokenCodecState::Make(std::move(*trained), version, options_.rerank,
+                                     encoder_version,
+                                     config().candidates_from == CandidateSource::kCentroids));
     {
       // From here on, writes encode with the new codec.
       absl::MutexLock write_lock(&write_mu_);
@@ -761,6 +789,7 @@ absl::StatusOr<CodecTrainingResult> Collection::RunCodec(bool train) {
       live_rows.push_back(batch_rows[i]);
     }
     ATTN_RETURN_IF_ERROR(store_->PutCodes(live, /*drop_rows=*/!tc.keep_full_precision));
+    for (const auto& [label, record] : live) state->HoldCodes(label, record);
     if (arena_ != nullptr) {
       for (size_t i = 0; i < live.size(); ++i) {
         absl::Status s = arena_->Replace(live[i].first, live[i].second, live_rows[i], kCodesRecord);
@@ -1090,6 +1119,9 @@ CollectionStats Collection::Stats() const {
     stats.arena_bytes = a.allocated_bytes;
   }
   stats.writes_stopped = store_->write_stopped();
+  if (const std::shared_ptr<const TokenCodecState> codes = codec(); codes && codes->first_stage) {
+    stats.first_stage_bytes = codes->first_stage->memory_bytes();
+  }
   if (const std::shared_ptr<const TokenCodecState> codes = codec()) {
     stats.codec_version = codes->version;
     stats.codec_pending = codec_pending_.load();

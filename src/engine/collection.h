@@ -129,6 +129,9 @@ struct CollectionStats {
   uint64_t arena_tokens = 0;
   uint64_t arena_live_bytes = 0;
   uint64_t arena_bytes = 0;
+  // The centroid first stage (candidates_from centroids): its lists,
+  // tables and centroid graph; 0 without one.
+  uint64_t first_stage_bytes = 0;
   // The token codec (residual): 0 until trained, else its version; and the
   // documents whose codes are not of that version yet (held as rows until
   // the re-encoding reaches them).
@@ -390,6 +393,12 @@ class Collection {
   absl::Status LoadArena(Label from) ABSL_EXCLUSIVE_LOCKS_REQUIRED(index_mu_);
   // Adds a committed batch's new matrices to the arena (a refusal is
   // logged: those documents' searches read the store).
+  // Holds the live documents' codes of the current codec from label `from`
+  // on in its centroid first stage, if it has one.
+  absl::Status LoadFirstStage(Label from);
+  // Whether searches may take candidates from the centroid first stage:
+  // the codec has one and every live document holds its codes.
+  bool FirstStageReady() const;
   void AddToArena(const std::vector<Document>& docs, const StoreCommit& commit)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(index_mu_);
   void RemoveFromArena(const std::vector<Label>& labels) ABSL_EXCLUSIVE_LOCKS_REQUIRED(index_mu_);

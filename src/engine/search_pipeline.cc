@@ -132,6 +132,7 @@ absl::StatusOr<SearchResult> SearchPipeline::Run(SearchQuery q, absl::Time deadl
   auto t = Clock::now();
   ATTN_ASSIGN_OR_RETURN(const Candidates candidates, FindCandidates(q, params));
   result.timing.ann_us = MicrosSince(t);
+  result.sources.first_stage = candidates.first_stage;
 
   std::optional<Fetched> fetched;
   if (q.mode != RerankMode::kNone && !candidates.neighbors.empty()) {
@@ -297,14 +298,34 @@ absl::StatusOr<SearchPipeline::Candidates> SearchPipeline::FindCandidates(
   // The view is taken with the index as it is: a label the index gives was
   // readable then (an overwrite purges the old label only after the index
   // dropped it), so every read below finds what the ANN stage found.
-  ATTN_RETURN_IF_ERROR(parts_.index->Search(
-      q.pooled.data(), q.candidates, params, matches,
-      [&]() -> absl::Status {
-        ATTN_ASSIGN_OR_RETURN(c.view, parts_.store->NewReadView());
-        if (parts_.arena != nullptr) c.pin = parts_.arena->PinNow();
-        return absl::OkStatus();
-      },
-      &c.neighbors));
+  const auto take_view = [&]() -> absl::Status {
+    ATTN_ASSIGN_OR_RETURN(c.view, parts_.store->NewReadView());
+    if (parts_.arena != nullptr) c.pin = parts_.arena->PinNow();
+    return absl::OkStatus();
+  };
+  // The centroid first stage, once it holds every live document (an
+  // exhaustive search scores them all anyway). Its documents leave it
+  // before the store purges them, and the view is taken under its lock.
+  if (parts_.first_stage_ready && !params.exhaustive && q.num_tokens > 0 &&
+      parts_.first_stage_ready()) {
+    const std::shared_ptr<const TokenCodecState> state = parts_.codec();
+    if (state != nullptr && state->first_stage != nullptr) {
+      std::optional<LabelBitmap> admitted;
+      if (matches) admitted = matches();
+      const LabelFilter admit = [&](Label l) {
+        return (!admitted || admitted->Test(l)) && !parts_.index->IsTombstoned(l);
+      };
+      const CentroidSearchParams knobs{.probe = uint32_t(params.probe),
+                                       .ef_search = uint32_t(params.probe_ef)};
+      ATTN_RETURN_IF_ERROR(state->first_stage->Search(
+          q.tokens.data(), q.token_weights.empty() ? nullptr : q.token_weights.data(),
+          q.num_tokens, q.candidates, knobs, admit, &c.neighbors, take_view));
+      c.first_stage = CandidateSource::kCentroids;
+      return c;
+    }
+  }
+  ATTN_RETURN_IF_ERROR(
+      parts_.index->Search(q.pooled.data(), q.candidates, params, matches, take_view, &c.neighbors));
   return c;
 }
 

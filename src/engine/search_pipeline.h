@@ -59,6 +59,9 @@ struct SearchParts {
   // whose codes the documents not yet re-encoded still hold (null: none).
   std::function<std::shared_ptr<const TokenCodecState>()> previous_codec;
   bool exact_tier = true;
+  // Whether the codec's centroid first stage (TokenCodecState::first_stage)
+  // serves now; null: never (the pooled ANN index).
+  std::function<bool()> first_stage_ready;
   RequestLimits limits;
   // The reranker's largest matmul, for the memory a search takes.
   size_t max_rows_per_gemm = 0;
@@ -85,6 +88,8 @@ class SearchPipeline {
     std::optional<DocStore::ReadView> view;
     // With the arena: taken with the view, so that what it holds stays.
     std::optional<TokenArena::Pin> pin;
+    // Where they came from.
+    CandidateSource first_stage = CandidateSource::kPooled;
   };
   struct Fetched {
     // One entry per candidate, in the candidates' order; without the arena

@@ -115,6 +115,8 @@ struct CandidateSources {
   uint32_t store = 0;           // read from the store (not in memory)
   uint32_t codes = 0;           // the token arena's codes of the current codec
   uint32_t previous_codes = 0;  // codes of the codec before it (a re-encoding)
+  // The first stage that found the candidates.
+  CandidateSource first_stage = CandidateSource::kPooled;
 };
 
 struct SearchResult {

@@ -63,7 +63,7 @@ absl::StatusOr<std::unique_ptr<ResidualCodec>> TrainTokenCodec(const float* samp
 
 absl::StatusOr<std::shared_ptr<const TokenCodecState>> TokenCodecState::Make(
     std::unique_ptr<ResidualCodec> codec, uint64_t version, const RerankerOptions& options,
-    uint64_t encoder_version) {
+    uint64_t encoder_version, bool first_stage) {
   ATTN_ASSIGN_OR_RETURN(
       Int8CodeBook book,
       Int8CodeBook::Make(codec->dim(), codec->bits(), codec->id_bytes(), codec->centroids(),
@@ -74,12 +74,44 @@ absl::StatusOr<std::shared_ptr<const TokenCodecState>> TokenCodecState::Make(
       std::unique_ptr<NearestRows> nearest,
       NearestRows::Create(codec->centroids().data(), codec->num_centroids(), codec->dim()));
   auto state = std::make_shared<TokenCodecState>();
+  if (first_stage) {
+    CentroidCandidatesOptions fo;
+    fo.gain_max = codec->gain_max();
+    // A word's own centroid and its nearest few carry a text query
+    // (bench/RESULTS.md, "first stage"); k-means splits a cluster of tokens
+    // among more centroids.
+    if (encoder_version > 0) fo.probe = 4;
+    ATTN_ASSIGN_OR_RETURN(state->first_stage,
+                          CentroidCandidates::Create(codec->centroids().data(),
+                                                     codec->num_centroids(), codec->dim(), fo));
+  }
   state->nearest = std::move(nearest);
   state->version = version;
   state->encoder_version = encoder_version;
   state->codec = std::move(codec);
   state->scorer = std::move(scorer);
   return std::shared_ptr<const TokenCodecState>(std::move(state));
+}
+
+void TokenCodecState::HoldCodes(Label label, std::string_view record) const {
+  if (first_stage == nullptr || CodesVersion(record) != version) return;
+  const absl::StatusOr<CodesView> v = ParseCodes(record, codec->code_bytes());
+  if (!v.ok()) return;
+  const size_t stride = codec->code_bytes();
+  std::vector<uint32_t> ids(v->rows);
+  std::vector<uint8_t> gains(v->rows, 255);
+  for (uint32_t j = 0; j < v->rows; ++j) {
+    const uint8_t* code = v->codes + size_t(j) * stride;
+    ids[j] = codec->CentroidOf(code);
+    if (codec->gain_bytes() > 0) gains[j] = code[codec->id_bytes()];
+  }
+  // Ids come from this codec: in range by construction.
+  (void)first_stage->Add(label, ids.data(), gains.data(), v->rows);
+}
+
+void TokenCodecState::Forget(const std::vector<Label>& labels) const {
+  if (first_stage == nullptr) return;
+  for (Label l : labels) first_stage->Remove(l);
 }
 
 std::string TokenCodecState::Encode(const float* tokens, uint32_t rows) const {

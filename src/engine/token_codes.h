@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "ann/centroid_candidates.h"
 #include "ann/residual_codec.h"
 #include "core/types.h"
 #include "rerank/code_scorer.h"
@@ -40,11 +41,21 @@ struct TokenCodecState {
   std::unique_ptr<CodeScorer> scorer;
   // The centroids searched for each token's nearest one (bf16 matmuls).
   std::unique_ptr<NearestRows> nearest;
+  // With first_stage: the centroid first stage over the documents holding
+  // this codec's codes (HoldCodes and Forget keep it; internally locked).
+  std::shared_ptr<CentroidCandidates> first_stage;
 
-  // The state of a codec (its scorer made with `options`).
+  // The state of a codec (its scorer made with `options`), with an empty
+  // centroid first stage when `first_stage` (probing 4 centroids a query
+  // token when the centroids are an encoder's vocabulary, else 16).
   static absl::StatusOr<std::shared_ptr<const TokenCodecState>> Make(
       std::unique_ptr<ResidualCodec> codec, uint64_t version, const RerankerOptions& options,
-      uint64_t encoder_version = 0);
+      uint64_t encoder_version = 0, bool first_stage = false);
+  // Holds `label` in the first stage from its codes record; a record of
+  // another version, a malformed one or no first stage: nothing.
+  void HoldCodes(Label label, std::string_view record) const;
+  // Takes `labels` out of the first stage, if any.
+  void Forget(const std::vector<Label>& labels) const;
   // The codes record of `rows` token rows (rows x dim f32 values).
   std::string Encode(const float* tokens, uint32_t rows) const;
   // Codes of n token rows (codes: n x code_bytes), the centroids found by

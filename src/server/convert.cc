@@ -130,6 +130,14 @@ absl::StatusOr<CollectionConfig> FromProto(const v1::CollectionConfig& in) {
   c.token_codec.centroids = tc.centroids();
   if (tc.has_train_after_documents()) c.token_codec.train_after = tc.train_after_documents();
   if (tc.has_keep_full_precision()) c.token_codec.keep_full_precision = tc.keep_full_precision();
+  if (in.candidates_from().empty() || in.candidates_from() == "pooled") {
+    c.candidates_from = CandidateSource::kPooled;
+  } else if (in.candidates_from() == "centroids") {
+    c.candidates_from = CandidateSource::kCentroids;
+  } else {
+    return absl::InvalidArgumentError(absl::StrCat("config.candidates_from: unknown source '",
+                                                   in.candidates_from(), "' (pooled, centroids)"));
+  }
   ATTN_RETURN_IF_ERROR(c.Validate());
   return c;
 }
@@ -144,6 +152,7 @@ void ToProto(const std::string& name, const Collection& c, v1::CollectionInfo* o
                                              : v1::TOKEN_DTYPE_BF16);
   out->mutable_config()->set_ann_spec(cfg.ann_spec);
   for (const auto& f : cfg.numeric_fields) out->mutable_config()->add_numeric_fields(f);
+  out->mutable_config()->set_candidates_from(std::string(CandidateSourceName(cfg.candidates_from)));
   v1::TokenCodec* tc = out->mutable_config()->mutable_token_codec();
   tc->set_name(std::string(TokenCodecName(cfg.token_codec.kind)));
   if (cfg.token_codec.kind == TokenCodecKind::kResidual) {
@@ -177,6 +186,7 @@ void ToProto(const std::string& name, const Collection& c, v1::CollectionInfo* o
   memory->set_token_arena(s.token_arena);
   memory->set_arena_bytes(s.arena_bytes);
   memory->set_arena_tokens(s.arena_tokens);
+  memory->set_first_stage_bytes(s.first_stage_bytes);
   memory->set_arena_bytes_per_token(
       s.arena_tokens == 0 ? 0.0 : double(s.arena_live_bytes) / double(s.arena_tokens));
 }
@@ -301,6 +311,7 @@ void ToProto(SearchResult&& in, v1::SearchResponse* out) {
   sources->set_store(in.sources.store);
   sources->set_codes(in.sources.codes);
   sources->set_previous_codes(in.sources.previous_codes);
+  sources->set_first_stage(std::string(CandidateSourceName(in.sources.first_stage)));
 }
 
 }  // namespace attnsearch

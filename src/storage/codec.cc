@@ -73,7 +73,7 @@ absl::Status Corrupt(absl::string_view what) {
 // Version 2 added token spans; version 1 records still decode.
 constexpr uint32_t kDocRecordVersion = 3;
 // Config version 2 added numeric_fields; version 1 configs still decode.
-constexpr uint32_t kConfigVersion = 3;
+constexpr uint32_t kConfigVersion = 4;
 constexpr uint32_t kAnnTuningVersion = 1;
 
 }  // namespace
@@ -246,6 +246,7 @@ std::string EncodeConfig(const CollectionConfig& config) {
   PutU32(&s, tc.centroids);
   PutU64(&s, tc.train_after);
   PutU32(&s, tc.keep_full_precision ? 1 : 0);
+  PutU32(&s, uint32_t(config.candidates_from));
   return s;
 }
 
@@ -274,6 +275,11 @@ absl::StatusOr<CollectionConfig> DecodeConfig(std::string_view value) {
     }
     tc.kind = TokenCodecKind(kind);
     tc.keep_full_precision = keep == 1;
+  }
+  if (version >= 4) {
+    uint32_t source;
+    if (!r.U32(&source)) return Corrupt("collection config");
+    c.candidates_from = CandidateSource(source);
   }
   if (!r.done()) return Corrupt("collection config");
   if (dtype != uint32_t(TokenDtype::kF32) && dtype != uint32_t(TokenDtype::kBF16) &&

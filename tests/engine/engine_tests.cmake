@@ -47,3 +47,6 @@ attn_cc_test(NAME token_arena_test SRCS engine/token_arena_test.cc
 # reopening, retraining under writes and searches, bad input.
 attn_cc_test(NAME token_codec_test SRCS engine/token_codec_test.cc
              DEPS attn_engine)
+# The centroid first stage inside a collection (candidates_from).
+attn_cc_test(NAME engine_first_stage_test SRCS engine/first_stage_test.cc
+             DEPS attn_engine)

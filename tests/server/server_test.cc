@@ -693,9 +693,11 @@ TEST_F(ServerTest, SearchHappyPath) {
 // 2. Search against a naive reference (Flat, f32, every document a
 // candidate: the ranking is exact).
 
-// A collection with a residual codec: before training its candidates come
-// from rows in memory, after TrainCodec from codes in memory, and the
-// response says so; none is read from disk.
+// A collection with a residual codec and the centroid first stage: before
+// training its candidates come from the pooled index and from rows in
+// memory, after TrainCodec from the centroids and from codes in memory,
+// and the response says so; none is read from disk. An unknown first stage
+// is refused naming the field.
 TEST_F(ServerTest, SearchSaysWhereItsCandidatesCameFrom) {
   constexpr uint32_t kDim = 16;
   v1::CreateCollectionRequest create;
@@ -704,7 +706,14 @@ TEST_F(ServerTest, SearchSaysWhereItsCandidatesCameFrom) {
   create.mutable_config()->mutable_token_codec()->set_name("residual");
   create.mutable_config()->mutable_token_codec()->set_train_after_documents(0);
   v1::CreateCollectionResponse created;
+  create.mutable_config()->set_candidates_from("fde");
+  const grpc::Status refused = Call(&v1::SearchService::Stub::CreateCollection, create, &created);
+  EXPECT_EQ(refused.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(refused.error_message().find("config.candidates_from"), std::string::npos)
+      << refused.error_message();
+  create.mutable_config()->set_candidates_from("centroids");
   ASSERT_OK(Call(&v1::SearchService::Stub::CreateCollection, create, &created));
+  EXPECT_EQ(created.collection().config().candidates_from(), "centroids");
   std::mt19937 rng(303);
   std::vector<v1::Document> batch;
   for (int i = 0; i < 400; ++i) {
@@ -718,6 +727,7 @@ TEST_F(ServerTest, SearchSaysWhereItsCandidatesCameFrom) {
   ASSERT_OK(Search(req, &before));
   EXPECT_EQ(before.sources().codes(), 0u);
   EXPECT_EQ(before.sources().store(), 0u);
+  EXPECT_EQ(before.sources().first_stage(), "pooled");
   v1::TrainCodecRequest train;
   train.set_collection("codes");
   v1::TrainCodecResponse trained;
@@ -727,6 +737,7 @@ TEST_F(ServerTest, SearchSaysWhereItsCandidatesCameFrom) {
   EXPECT_EQ(after.sources().codes(), 50u);
   EXPECT_EQ(after.sources().previous_codes(), 0u);
   EXPECT_EQ(after.sources().store(), 0u);
+  EXPECT_EQ(after.sources().first_stage(), "centroids");
   ASSERT_EQ(after.hits_size(), 10);
 }
 

@@ -806,22 +806,29 @@ TEST(CodecTest, ConfigRoundTripsAndRejectsGarbage) {
   }
   ExpectDataLoss(codec::DecodeConfig(v + "?").status(), "trailing byte");
   // Layout: version, dim, dtype, spec, numeric fields, token codec (kind,
-  // bits, centroids, train_after, keep_full_precision). Each field made
-  // invalid in turn.
+  // bits, centroids, train_after, keep_full_precision), candidates_from.
+  // Each field made invalid in turn.
   auto with_u32 = [&](size_t at, uint32_t value) {
     std::string w = v;
     std::memcpy(w.data() + at, &value, 4);
     return w;
   };
   ExpectDataLoss(codec::DecodeConfig(with_u32(0, 0)).status(), "version 0");
-  ExpectDataLoss(codec::DecodeConfig(with_u32(0, 4)).status(), "version 4");
+  ExpectDataLoss(codec::DecodeConfig(with_u32(0, 5)).status(), "version 5");
   // Version 1 had no numeric fields, version 2 no token codec: theirs are
   // trailing fields there.
   ExpectDataLoss(codec::DecodeConfig(with_u32(0, 1)).status(), "version 1 with fields");
   ExpectDataLoss(codec::DecodeConfig(with_u32(0, 2)).status(), "version 2 with a codec");
+  ExpectDataLoss(codec::DecodeConfig(with_u32(0, 3)).status(), "version 3 with a source");
+  // A version 3 record (no candidates_from) reads as pooled.
+  std::string v3 = with_u32(0, 3);
+  v3.resize(v3.size() - 4);
+  auto three_back = codec::DecodeConfig(v3);
+  ASSERT_TRUE(three_back.ok()) << three_back.status();
+  EXPECT_EQ(three_back->candidates_from, CandidateSource::kPooled);
   // A version 2 record (no token codec) reads as the rows codec.
   std::string v2 = with_u32(0, 2);
-  v2.resize(v2.size() - 24);
+  v2.resize(v2.size() - 28);
   auto old = codec::DecodeConfig(v2);
   ASSERT_TRUE(old.ok()) << old.status();
   EXPECT_EQ(old->token_codec, TokenCodecConfig());
@@ -832,7 +839,16 @@ TEST(CodecTest, ConfigRoundTripsAndRejectsGarbage) {
   auto coded_back = codec::DecodeConfig(codec::EncodeConfig(coded));
   ASSERT_TRUE(coded_back.ok()) << coded_back.status();
   EXPECT_EQ(coded_back->token_codec, coded.token_codec);
-  const size_t codec_at = v.size() - 24;
+  const size_t codec_at = v.size() - 28;
+  // candidates_from round-trips; an unknown source, or centroids without
+  // the residual codec, is DATA_LOSS.
+  CollectionConfig centroids = coded;
+  centroids.candidates_from = CandidateSource::kCentroids;
+  auto centroids_back = codec::DecodeConfig(codec::EncodeConfig(centroids));
+  ASSERT_TRUE(centroids_back.ok()) << centroids_back.status();
+  EXPECT_EQ(centroids_back->candidates_from, CandidateSource::kCentroids);
+  ExpectDataLoss(codec::DecodeConfig(with_u32(v.size() - 4, 7)).status(), "source 7");
+  ExpectDataLoss(codec::DecodeConfig(with_u32(v.size() - 4, 1)).status(), "centroids over rows");
   ExpectDataLoss(codec::DecodeConfig(with_u32(codec_at, 9)).status(), "codec kind");
   std::string bits = codec::EncodeConfig(coded);
   const uint32_t three = 3;

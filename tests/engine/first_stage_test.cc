@@ -1,0 +1,243 @@
+// The centroid first stage inside a collection (candidates_from =
+// centroids): pooled until the codec is trained, then its candidates hold
+// the exhaustive rerank's top 10; deletes, overwrites and filters are
+// honoured; it serves again after a reopen; bad knobs and configurations
+// are refused naming them.
+#include <gtest/gtest.h>
+
+#include <map>
+#include <random>
+#include <set>
+
+#include "absl/strings/str_cat.h"
+#include "engine/collection.h"
+#include "engine_test_util.h"
+
+namespace attnsearch {
+namespace {
+
+using testing::TempDir;
+
+constexpr uint32_t kDim = 32;
+
+// Documents mixing two of `topics` topics, each topic a few clusters of
+// token rows; a query samples one document's topics.
+class Topics {
+ public:
+  explicit Topics(uint32_t seed, uint32_t topics = 40) : rng_(seed), topics_(topics) {
+    centres_ = testing::RandomUnitRows(rng_, size_t(topics) * kClusters, kDim);
+  }
+  std::vector<float> Rows(const std::vector<uint32_t>& topics, size_t n) {
+    std::normal_distribution<float> noise(0.f, 0.3f);
+    std::vector<float> out(n * kDim);
+    for (size_t r = 0; r < n; ++r) {
+      const uint32_t t = topics[r % topics.size()];
+      const float* c = centres_.data() + (size_t(t) * kClusters + rng_() % kClusters) * kDim;
+      float norm = 0;
+      for (uint32_t d = 0; d < kDim; ++d) {
+        out[r * kDim + d] = c[d] + noise(rng_) / std::sqrt(float(kDim));
+        norm += out[r * kDim + d] * out[r * kDim + d];
+      }
+      for (uint32_t d = 0; d < kDim; ++d) out[r * kDim + d] /= std::sqrt(norm);
+    }
+    return out;
+  }
+  Document Doc(const std::string& id) {
+    Document d;
+    d.id = id;
+    const std::vector<uint32_t> topics = {uint32_t(rng_() % topics_), uint32_t(rng_() % topics_)};
+    d.num_tokens = 8 + rng_() % 24;
+    d.tokens = Rows(topics, d.num_tokens);
+    d.metadata["tag"] = absl::StrCat("t", rng_() % 4);
+    doc_topics_[id] = topics;
+    return d;
+  }
+  SearchQuery Query(const std::string& like, uint32_t candidates) {
+    SearchQuery q;
+    q.num_tokens = 6;
+    q.tokens = Rows(doc_topics_.at(like), q.num_tokens);
+    q.top_k = 10;
+    q.candidates = candidates;
+    return q;
+  }
+
+ private:
+  static constexpr uint32_t kClusters = 4;
+  std::mt19937 rng_;
+  uint32_t topics_;
+  std::vector<float> centres_;
+  std::map<std::string, std::vector<uint32_t>> doc_topics_;
+};
+
+CollectionConfig CentroidConfig() {
+  CollectionConfig c;
+  c.dim = kDim;
+  c.ann_spec = "HNSW32,Flat";
+  c.token_codec.kind = TokenCodecKind::kResidual;
+  c.token_codec.train_after = 0;  // on TrainCodec only
+  c.candidates_from = CandidateSource::kCentroids;
+  return c;
+}
+
+std::vector<std::string> Ids(const SearchResult& r) {
+  std::vector<std::string> ids;
+  for (const SearchHit& h : r.hits) ids.push_back(h.id);
+  return ids;
+}
+
+double Overlap(const std::vector<std::string>& a, const std::vector<std::string>& b) {
+  const std::set<std::string> sb(b.begin(), b.end());
+  size_t n = 0;
+  for (const auto& x : a) n += sb.contains(x);
+  return b.empty() ? 1.0 : double(n) / double(b.size());
+}
+
+// The mean overlap of 100-candidate searches' top 10 with the exhaustive
+// rerank's (every live document scored), over `like`'s queries.
+double MeanOverlap(Collection& c, Topics& g, const std::vector<std::string>& like,
+                   CandidateSource expect, uint64_t live) {
+  double sum = 0;
+  for (const std::string& id : like) {
+    SearchQuery q = g.Query(id, 100), all = q;
+    all.candidates = uint32_t(live);
+    auto got = c.Search(q);
+    auto exhaustive = c.Search(all);
+    EXPECT_TRUE(got.ok() && exhaustive.ok()) << got.status() << exhaustive.status();
+    if (!got.ok() || !exhaustive.ok()) return 0;
+    EXPECT_EQ(got->sources.first_stage, expect);
+    sum += Overlap(Ids(*got), Ids(*exhaustive));
+  }
+  return sum / double(like.size());
+}
+
+TEST(FirstStageTest, CentroidsHoldTheExhaustiveTopTen) {
+  TempDir dir;
+  Topics g(1);
+  auto c = Collection::Create(dir.Sub("c"), CentroidConfig(), {});
+  ASSERT_TRUE(c.ok()) << c.status();
+  std::vector<Document> docs;
+  std::vector<std::string> like;
+  for (int i = 0; i < 1500; ++i) docs.push_back(g.Doc(absl::StrCat("d", i)));
+  for (int i = 0; i < 1500; i += 75) like.push_back(docs[i].id);
+  ASSERT_TRUE((*c)->Upsert(docs).ok());
+  // No codec yet: the pooled index serves.
+  const double pooled = MeanOverlap(**c, g, like, CandidateSource::kPooled, docs.size());
+  ASSERT_TRUE((*c)->TrainCodec().ok());
+  const double centroids = MeanOverlap(**c, g, like, CandidateSource::kCentroids, docs.size());
+  std::printf("top-10 overlap with the exhaustive rerank at 100 candidates: pooled %.3f, "
+              "centroids %.3f\n",
+              pooled, centroids);
+  EXPECT_GE(centroids, 0.98);
+  // Written after training: held by the first stage at once.
+  Document late = g.Doc("late");
+  ASSERT_TRUE((*c)->Upsert({late}).ok());
+  SearchQuery q = g.Query("late", 100);
+  q.tokens.assign(late.tokens.begin(), late.tokens.begin() + 6 * kDim);  // its own rows
+  auto found = (*c)->Search(q);
+  ASSERT_TRUE(found.ok()) << found.status();
+  EXPECT_EQ(found->sources.first_stage, CandidateSource::kCentroids);
+  ASSERT_FALSE(found->hits.empty());
+  EXPECT_EQ(found->hits[0].id, "late");
+}
+
+TEST(FirstStageTest, DeletesOverwritesAndFiltersAreHonoured) {
+  TempDir dir;
+  Topics g(2);
+  auto c = Collection::Create(dir.Sub("c"), CentroidConfig(), {});
+  ASSERT_TRUE(c.ok()) << c.status();
+  std::vector<Document> docs;
+  for (int i = 0; i < 800; ++i) docs.push_back(g.Doc(absl::StrCat("d", i)));
+  ASSERT_TRUE((*c)->Upsert(docs).ok());
+  ASSERT_TRUE((*c)->TrainCodec().ok());
+  std::vector<std::string> doomed;
+  std::vector<Document> rewritten;
+  std::map<std::string, std::string> tag;
+  for (const Document& d : docs) tag[d.id] = d.metadata.at("tag");
+  for (int i = 0; i < 800; i += 4) doomed.push_back(docs[i].id);
+  for (int i = 1; i < 800; i += 4) {
+    rewritten.push_back(g.Doc(docs[i].id));  // new tokens and tag
+    tag[docs[i].id] = rewritten.back().metadata.at("tag");
+  }
+  ASSERT_TRUE((*c)->Delete(doomed).ok());
+  ASSERT_TRUE((*c)->Upsert(rewritten).ok());
+  const std::set<std::string> gone(doomed.begin(), doomed.end());
+  for (int i = 2; i < 800; i += 40) {
+    SearchQuery q = g.Query(docs[i].id, 50);
+    q.filter = {{"tag", {"t1", "t2"}}};
+    SearchQuery all = q;
+    all.candidates = 800;
+    auto got = (*c)->Search(q);
+    auto exhaustive = (*c)->Search(all);
+    ASSERT_TRUE(got.ok() && exhaustive.ok()) << got.status() << exhaustive.status();
+    EXPECT_EQ(got->sources.first_stage, CandidateSource::kCentroids);
+    std::set<std::string> seen;
+    for (const SearchHit& h : got->hits) {
+      EXPECT_FALSE(gone.contains(h.id)) << h.id;
+      EXPECT_TRUE(seen.insert(h.id).second) << "twice: " << h.id;
+      EXPECT_TRUE(tag.at(h.id) == "t1" || tag.at(h.id) == "t2") << h.id;
+    }
+    EXPECT_GE(Overlap(Ids(*got), Ids(*exhaustive)), 0.8);
+  }
+}
+
+TEST(FirstStageTest, ServesAgainAfterAReopen) {
+  TempDir dir;
+  Topics g(3);
+  std::vector<Document> docs;
+  for (int i = 0; i < 600; ++i) docs.push_back(g.Doc(absl::StrCat("d", i)));
+  const SearchQuery q = g.Query("d7", 100);
+  std::vector<std::string> before;
+  {
+    auto c = Collection::Create(dir.Sub("c"), CentroidConfig(), {});
+    ASSERT_TRUE(c.ok()) << c.status();
+    ASSERT_TRUE((*c)->Upsert(docs).ok());
+    ASSERT_TRUE((*c)->TrainCodec().ok());
+    ASSERT_TRUE((*c)->Delete({"d9"}).ok());
+    auto r = (*c)->Search(q);
+    ASSERT_TRUE(r.ok()) << r.status();
+    EXPECT_EQ(r->sources.first_stage, CandidateSource::kCentroids);
+    before = Ids(*r);
+  }
+  auto c = Collection::Open(dir.Sub("c"), {});
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ((*c)->config().candidates_from, CandidateSource::kCentroids);
+  auto r = (*c)->Search(q);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->sources.first_stage, CandidateSource::kCentroids);
+  EXPECT_EQ(Ids(*r), before);
+}
+
+TEST(FirstStageTest, BadKnobsAndConfigurationsNameTheField) {
+  TempDir dir;
+  CollectionConfig rows = CentroidConfig();
+  rows.token_codec.kind = TokenCodecKind::kRows;
+  auto refused = Collection::Create(dir.Sub("rows"), rows, {});
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(refused.status().message().find("candidates_from"), std::string::npos)
+      << refused.status();
+  Topics g(4);
+  auto c = Collection::Create(dir.Sub("c"), CentroidConfig(), {});
+  ASSERT_TRUE(c.ok()) << c.status();
+  std::vector<Document> docs;
+  for (int i = 0; i < 300; ++i) docs.push_back(g.Doc(absl::StrCat("d", i)));
+  ASSERT_TRUE((*c)->Upsert(docs).ok());
+  ASSERT_TRUE((*c)->TrainCodec().ok());
+  for (const auto& [params, names] : std::vector<std::pair<std::string, std::string>>{
+           {"probe=0", "probe=0"}, {"probe=5000", "probe 5000"}, {"probe_ef=x", "probe_ef=x"}}) {
+    SearchQuery q = g.Query("d1", 50);
+    q.ann_params = params;
+    auto r = (*c)->Search(q);
+    ASSERT_FALSE(r.ok()) << params;
+    EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_NE(r.status().message().find(names), std::string::npos) << r.status();
+  }
+  SearchQuery q = g.Query("d1", 50);
+  q.ann_params = "probe=64,probe_ef=128";
+  auto r = (*c)->Search(q);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->sources.first_stage, CandidateSource::kCentroids);
+}
+
+}  // namespace
+}  // namespace attnsearch
