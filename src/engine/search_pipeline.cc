@@ -181,10 +181,13 @@ absl::Status SearchPipeline::Prepare(SearchQuery* q, AnnSearchParams* params) co
     q->pooled = std::move(e.pooled);
     if (q->temperature == 0.f) q->temperature = enc->options().temperature;
     // The pooled first stage of text is a bag of words and meanings: it
-    // needs more candidates than vectors from a trained model do.
+    // needs more candidates than vectors from a trained model do; the
+    // centroid first stage ranks by the words themselves.
     if (q->candidates == 0) {
-      q->candidates =
-          std::min(std::max(kDefaultTextCandidates, q->top_k), parts_.limits.max_candidates);
+      const bool centroids = parts_.first_stage_ready && parts_.first_stage_ready();
+      q->candidates = std::min(
+          std::max(centroids ? kDefaultCentroidTextCandidates : kDefaultTextCandidates, q->top_k),
+          parts_.limits.max_candidates);
     }
   }
   ATTN_RETURN_IF_ERROR(CheckQuery(q));

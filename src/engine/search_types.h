@@ -41,8 +41,12 @@ struct RequestLimits {
   size_t max_request_bytes = 0;
 };
 
-// Candidates reranked per text query unless the query says otherwise.
+// Candidates reranked per text query unless the query says otherwise: from
+// the pooled index, and from the centroid first stage (which keeps the
+// exhaustive rerank's top 10 with 50 on cranfield and scifact-train,
+// bench/RESULTS.md).
 inline constexpr uint32_t kDefaultTextCandidates = 1000;
+inline constexpr uint32_t kDefaultCentroidTextCandidates = 100;
 
 // The smallest attention temperature a query may give: 1/τ must stay finite
 // in float (below it, use RerankMode::kMaxSim, the τ → 0 limit).
