@@ -696,6 +696,36 @@ absl::StatusOr<E2eSetup> SetupE2e(v1::SearchService::Stub* stub, const BenchFlag
                 (unsigned long long)ci.memory().arena_tokens(), ci.memory().arena_bytes_per_token(),
                 codec.c_str(), (unsigned long long)ci.codec_version());
   }
+  if (!f.e2e_text_queries.empty()) {
+    std::ifstream in(f.e2e_text_queries);
+    if (!in) return absl::NotFoundError(absl::StrCat("e2e_text_queries: cannot read ", f.e2e_text_queries));
+    std::string line;
+    for (size_t n = 1; std::getline(in, line); ++n) {
+      if (line.empty()) continue;
+      const nlohmann::json j = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
+      if (!j.is_object() || !j.contains("text") || !j["text"].is_string()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(f.e2e_text_queries, ":", n, ": no \"text\" string"));
+      }
+      v1::SearchRequest r;
+      r.set_collection(f.collection);
+      r.set_text(j["text"].get<std::string>());
+      r.set_top_k(uint32_t(f.top_k));
+      if (f.e2e_candidates > 0) r.set_candidates(uint32_t(f.e2e_candidates));
+      r.set_rerank(v1::RERANK_MODE_ATTENTION);
+      if (!f.ann_params.empty()) r.set_ann_params(f.ann_params);
+      e.pool.push_back(std::move(r));
+    }
+    if (e.pool.empty()) return absl::InvalidArgumentError("e2e_text_queries: no query");
+    std::printf("e2e: %s, collection '%s' (%llu docs), %zu text queries, top_k %d, candidates %s, "
+                "%.0f s per run\n",
+                f.server.c_str(), f.collection.c_str(), (unsigned long long)e.num_docs,
+                e.pool.size(), f.top_k,
+                f.e2e_candidates > 0 ? std::to_string(f.e2e_candidates).c_str() : "the server's",
+                f.duration);
+    std::fflush(stdout);
+    return e;
+  }
   SyntheticOptions so = SyntheticFromFlags(f);
   so.dim = e.dim;
   SyntheticDataset data(so);

@@ -101,9 +101,9 @@ Ranking Reranked(const std::vector<AnnNeighbor>& candidates, const std::vector<f
 void FirstStageTable(const AllTokens& all, const std::vector<EncodedQuery>& encoded,
                      const std::vector<std::vector<float>>& exhaustive, const Runs& exhaustive_runs,
                      const Qrels& qrels, const ResidualCodec& codec,
-                     const std::vector<uint8_t>& codes, uint32_t dim) {
+                     const std::vector<uint8_t>& codes, uint32_t dim, bool vocabulary) {
   auto made = CentroidCandidates::Create(codec.centroids().data(), codec.num_centroids(), dim,
-                                         {.gain_max = codec.gain_max()});
+                                         FirstStageOptions(codec, vocabulary));
   if (!made.ok()) {
     std::printf("centroid first stage: %s\n", made.status().ToString().c_str());
     return;
@@ -286,7 +286,8 @@ absl::StatusOr<std::vector<CodeQuality>> RunCodeQuality(const BenchFlags& f, con
     }
     cq.codes = Evaluate(runs, qrels);
     if (&bits == &f.quality_code_bits.front()) {
-      FirstStageTable(all, encoded, exhaustive, stored_runs, qrels, *codec, codes, dim);
+      FirstStageTable(all, encoded, exhaustive, stored_runs, qrels, *codec, codes, dim,
+                      UsesVocabulary(how, dim));
     }
     // The same codes decoded to floats and scored by the bf16 reranker: what
     // the codec loses, apart from the int8 scoring.

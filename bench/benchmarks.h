@@ -104,6 +104,9 @@ struct BenchFlags {
   int top_k = 10;
   int e2e_candidates = 100;
   int e2e_query_tokens = 32;
+  // e2e: search these texts (a BEIR queries.jsonl: "text" per line) instead
+  // of synthetic vectors; empty: vectors.
+  std::string e2e_text_queries;
   std::string ann_params;
 
   // quality.

@@ -173,6 +173,9 @@ void AddE2eFlags(CLI::App& app, BenchFlags& f) {
   app.add_option("--top_k", f.top_k, "top_k per search (e2e)")->capture_default_str();
   app.add_option("--e2e_candidates", f.e2e_candidates, "candidates per search (e2e)")
       ->capture_default_str();
+  app.add_option("--e2e_text_queries", f.e2e_text_queries,
+                 "e2e: search the texts of this BEIR queries.jsonl (a text collection) instead "
+                 "of synthetic vectors; --e2e_candidates 0 leaves candidates to the server");
   app.add_option("--e2e_query_tokens", f.e2e_query_tokens, "query tokens per search (e2e)")
       ->capture_default_str();
   app.add_option("--ann_params", f.ann_params, "ann_params per search (e2e), e.g. efSearch=64");

@@ -90,6 +90,9 @@ struct IndexerOptions {
   // the ANN index is built, and every document's codes are written.
   // Default: rows.
   TokenCodecConfig token_codec;
+  // Where searches take candidates from, when creating
+  // (CollectionConfig::candidates_from; centroids needs the residual codec).
+  CandidateSource candidates_from = CandidateSource::kPooled;
 
   // --- Batching ---
   // Documents per batch (1..10000). Default: 1000.

@@ -103,6 +103,13 @@ int main(int argc, char** argv) {
                  "at the end of an offline load)")
       ->check(CLI::IsMember({"rows", "residual"}))
       ->capture_default_str();
+  std::string candidates_from = "pooled";
+  app.add_option("--candidates_from", candidates_from,
+                 "where searches take their candidates, when creating: pooled (the ANN index "
+                 "over pooled vectors) or centroids (late interaction over the residual "
+                 "codec's centroids; needs --token_codec residual)")
+      ->check(CLI::IsMember({"pooled", "centroids"}))
+      ->capture_default_str();
   app.add_option("--code_bits", o.token_codec.bits, "residual codec: bits per dimension, 1, 2 or 4")
       ->check(CLI::IsMember({1, 2, 4}))
       ->capture_default_str();
@@ -193,6 +200,9 @@ int main(int argc, char** argv) {
   if (max_errors_opt->count() > 0) o.max_errors = max_errors;
   ai::ParseInputFormat(format, &o.format);
   if (token_codec == "residual") o.token_codec.kind = attnsearch::TokenCodecKind::kResidual;
+  if (candidates_from == "centroids") {
+    o.candidates_from = attnsearch::CandidateSource::kCentroids;
+  }
   if (!dtype.empty()) {
     o.dtype = dtype == "f32"    ? attnsearch::TokenDtype::kF32
               : dtype == "int8" ? attnsearch::TokenDtype::kInt8

@@ -102,6 +102,8 @@ class ServerSink : public Sink {
                                                : v1::TOKEN_DTYPE_BF16);
       create.mutable_config()->set_ann_spec(c.ann_spec);
       for (const auto& f : c.numeric_fields) create.mutable_config()->add_numeric_fields(f);
+      create.mutable_config()->set_candidates_from(
+          std::string(CandidateSourceName(c.candidates_from)));
       if (c.token_codec.kind == TokenCodecKind::kResidual) {
         v1::TokenCodec* tc = create.mutable_config()->mutable_token_codec();
         tc->set_name("residual");

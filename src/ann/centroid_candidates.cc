@@ -48,7 +48,26 @@ CentroidCandidates::CentroidCandidates(uint32_t num, uint32_t dim,
   }
 }
 
-CentroidCandidates::~CentroidCandidates() = default;
+CentroidCandidates::~CentroidCandidates() {
+  if (neighbours_ == nullptr) return;
+  for (uint32_t c = 0; c < num_; ++c) delete neighbours_[c].load();
+}
+
+const std::vector<AnnNeighbor>* CentroidCandidates::NeighboursOf(uint32_t c, const float* token,
+                                                                 float scale) const {
+  std::atomic<const std::vector<AnnNeighbor>*>& slot = neighbours_[c];
+  if (const std::vector<AnnNeighbor>* known = slot.load(std::memory_order_acquire)) return known;
+  AnnSearchParams params;
+  params.ef_search = int(std::max<uint32_t>(options_.ef_search, 64));
+  auto found = std::make_unique<std::vector<AnnNeighbor>>();
+  if (!centroids_->Search(token, kCachedNeighbours, params, {}, found.get()).ok()) return nullptr;
+  for (AnnNeighbor& n : *found) n.score /= scale;  // similarities with c itself
+  const std::vector<AnnNeighbor>* expected = nullptr;
+  if (slot.compare_exchange_strong(expected, found.get(), std::memory_order_acq_rel)) {
+    return found.release();
+  }
+  return expected;  // another search set it first
+}
 
 absl::StatusOr<std::unique_ptr<CentroidCandidates>> CentroidCandidates::Create(
     const float* centroids, uint32_t num, uint32_t dim, const CentroidCandidatesOptions& options) {
@@ -79,6 +98,10 @@ absl::StatusOr<std::unique_ptr<CentroidCandidates>> CentroidCandidates::Create(
   std::vector<Label> ids(num);
   for (uint32_t k = 0; k < num; ++k) ids[k] = k;
   ATTN_RETURN_IF_ERROR(c->centroids_->Add(ids.data(), centroids, num));
+  if (options.own_centroid) {
+    c->neighbours_ = std::make_unique<std::atomic<const std::vector<AnnNeighbor>*>[]>(num);
+    for (uint32_t k = 0; k < num; ++k) c->neighbours_[k].store(nullptr);
+  }
   absl::MutexLock lock(&c->mu_);
   c->lists_.resize(num);
   return c;
@@ -198,9 +221,24 @@ absl::Status CentroidCandidates::Search(const float* query, const float* weights
   const float mean_gain = live_entries_ > 0 ? float(gain_sum_ / double(live_entries_)) : 1.f;
   float base = 0.f;
   for (uint32_t i = 0; i < m; ++i) {
-    // Token i's nearest centroids, best first.
-    ATTN_RETURN_IF_ERROR(
-        centroids_->Search(query + size_t(i) * dim_, probe, params, {}, &s.probed));
+    // Token i's nearest centroids, best first: its own centroid's kept
+    // neighbours, scaled, or searched.
+    const float* token = query + size_t(i) * dim_;
+    uint32_t own = 0;
+    float scale = 0.f;
+    const std::vector<AnnNeighbor>* kept = nullptr;
+    if (neighbours_ != nullptr && probe <= kCachedNeighbours &&
+        options_.own_centroid(token, &own, &scale) && own < num_ && scale > 0.f) {
+      kept = NeighboursOf(own, token, scale);
+    }
+    if (kept != nullptr) {
+      s.probed.clear();
+      for (size_t r = 0; r < std::min<size_t>(probe, kept->size()); ++r) {
+        s.probed.push_back({(*kept)[r].label, scale * (*kept)[r].score});
+      }
+    } else {
+      ATTN_RETURN_IF_ERROR(centroids_->Search(token, probe, params, {}, &s.probed));
+    }
     const uint32_t found = uint32_t(s.probed.size());
     if (found == 0) continue;
     const float w = weights != nullptr ? weights[i] : 1.f;

@@ -29,6 +29,7 @@
 #define ATTNSEARCH_ANN_CENTROID_CANDIDATES_H_
 
 #include <cstddef>
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -60,6 +61,14 @@ struct CentroidCandidatesOptions {
   uint32_t exact_below = 4096;
   uint32_t ef_search = 32;
   std::string graph_spec = "HNSW16,SQfp16";
+  // Where a query token is a positive multiple s of one centroid c plus
+  // components no centroid has (a text row on the encoder's vocabulary,
+  // found by the codec's sign hash), its similarities with the centroids
+  // are s times c's, so its probed centroids are c's nearest: searched once
+  // per centroid (k = kCachedNeighbours, beam max(ef_search, 64)), kept, and
+  // scaled by s. Returns false (the token is searched) when it is not so.
+  // Null: every token is searched.
+  std::function<bool(const float* token, uint32_t* centroid, float* scale)> own_centroid;
   // The gain a byte j stands for is gain_max · j / 256 (residual_codec.h);
   // 0: the codes have no gain byte (every gain is 1).
   float gain_max = 0.f;
@@ -73,6 +82,10 @@ struct CentroidSearchParams {
 
 class CentroidCandidates {
  public:
+  // Neighbours kept per centroid for own_centroid tokens; a larger probe
+  // searches.
+  static constexpr uint32_t kCachedNeighbours = 32;
+
   // Over `num` centroids of `dim` floats (row-major). INVALID_ARGUMENT when
   // a size is 0, more than 2^24 centroids, or an option is out of range.
   static absl::StatusOr<std::unique_ptr<CentroidCandidates>> Create(
@@ -113,9 +126,15 @@ class CentroidCandidates {
   void Sweep() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Kill(uint32_t slot) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
+  // Centroid c's nearest centroids (similarities with c), searched with
+  // `token` = s·c + (components no centroid has) on first use.
+  const std::vector<AnnNeighbor>* NeighboursOf(uint32_t c, const float* token, float scale) const;
+
   const uint32_t num_, dim_;
   const CentroidCandidatesOptions options_;
   std::unique_ptr<AnnIndex> centroids_;
+  // NeighboursOf's lists, set once each (compare-and-swap), freed with this.
+  mutable std::unique_ptr<std::atomic<const std::vector<AnnNeighbor>*>[]> neighbours_;
   float gain_of_[256];  // a gain byte's gain
 
   mutable absl::Mutex mu_;

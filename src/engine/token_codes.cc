@@ -7,6 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "core/status.h"
+#include "core/vector_math.h"
 #include "text/encoder.h"
 
 namespace attnsearch {
@@ -61,6 +62,30 @@ absl::StatusOr<std::unique_ptr<ResidualCodec>> TrainTokenCodec(const float* samp
   return ResidualCodec::Train(sample, n, dim, o);
 }
 
+CentroidCandidatesOptions FirstStageOptions(const ResidualCodec& codec, bool vocabulary) {
+  CentroidCandidatesOptions fo;
+  fo.gain_max = codec.gain_max();
+  // A word's own centroid and its nearest few carry a text query
+  // (bench/RESULTS.md, "first stage"); k-means splits a cluster of tokens
+  // among more centroids.
+  if (!vocabulary) return fo;
+  fo.probe = 4;
+  // A text query row is its word's vector (times a weight) plus what no
+  // word has: its word, found by the codec's sign hash, and the word's
+  // nearest words are its probes.
+  const ResidualCodec* table = &codec;
+  fo.own_centroid = [table](const float* token, uint32_t* id, float* scale) {
+    if (!table->FindBySigns(token, 1, id).empty()) return false;
+    const uint32_t d = table->dim();
+    const float* c = table->centroids().data() + size_t(*id) * d;
+    const float cc = Dot(c, c, d), tc = Dot(token, c, d);
+    if (!(cc > 0.f) || !(tc > 0.f)) return false;
+    *scale = tc / cc;
+    return true;
+  };
+  return fo;
+}
+
 absl::StatusOr<std::shared_ptr<const TokenCodecState>> TokenCodecState::Make(
     std::unique_ptr<ResidualCodec> codec, uint64_t version, const RerankerOptions& options,
     uint64_t encoder_version, bool first_stage) {
@@ -75,12 +100,7 @@ absl::StatusOr<std::shared_ptr<const TokenCodecState>> TokenCodecState::Make(
       NearestRows::Create(codec->centroids().data(), codec->num_centroids(), codec->dim()));
   auto state = std::make_shared<TokenCodecState>();
   if (first_stage) {
-    CentroidCandidatesOptions fo;
-    fo.gain_max = codec->gain_max();
-    // A word's own centroid and its nearest few carry a text query
-    // (bench/RESULTS.md, "first stage"); k-means splits a cluster of tokens
-    // among more centroids.
-    if (encoder_version > 0) fo.probe = 4;
+    const CentroidCandidatesOptions fo = FirstStageOptions(*codec, encoder_version > 0);
     ATTN_ASSIGN_OR_RETURN(state->first_stage,
                           CentroidCandidates::Create(codec->centroids().data(),
                                                      codec->num_centroids(), codec->dim(), fo));

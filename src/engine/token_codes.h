@@ -71,6 +71,12 @@ struct TokenCodecState {
   absl::Status DecodeRecord(std::string_view record, Document* doc) const;
 };
 
+// The options of a codec's centroid first stage: its gain; with
+// `vocabulary` (the centroids are a text encoder's words), probe 4 and
+// each query row's own word found by the codec's sign hash. `codec` must
+// outlive the first stage.
+CentroidCandidatesOptions FirstStageOptions(const ResidualCodec& codec, bool vocabulary);
+
 // How a collection's codec is trained on a sample of its token rows.
 struct TokenCodecTraining {
   uint32_t bits = 2;
