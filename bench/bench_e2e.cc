@@ -567,6 +567,7 @@ absl::Status CreateFresh(v1::SearchService::Stub* stub, const BenchFlags& f) {
                                         : dtype == TokenDtype::kInt8 ? v1::TOKEN_DTYPE_INT8
                                                                      : v1::TOKEN_DTYPE_BF16);
   req.mutable_config()->set_ann_spec(f.ann_spec);
+  req.mutable_config()->set_candidates_from(f.e2e_candidates_from);
   if (f.e2e_token_codec == "residual") {
     v1::TokenCodec* tc = req.mutable_config()->mutable_token_codec();
     tc->set_name("residual");
@@ -633,7 +634,8 @@ absl::StatusOr<nlohmann::json> LoadCollection(v1::SearchService::Stub* stub, con
                      {"docs_per_s", double(resp.upserted()) / secs},
                      {"tokens", f.tokens},
                      {"load_batch", f.load_batch},
-                     {"token_codec", f.e2e_token_codec}};
+                     {"token_codec", f.e2e_token_codec},
+                     {"candidates_from", f.e2e_candidates_from}};
   if (f.e2e_token_codec == "residual") {
     grpc::ClientContext tctx;
     tctx.set_deadline(std::chrono::system_clock::now() + std::chrono::hours(2));

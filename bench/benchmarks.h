@@ -124,6 +124,7 @@ struct BenchFlags {
   // trained after the load with --code_bits and --code_centroids), and
   // whether it keeps the exact tier.
   std::string e2e_token_codec = "rows";
+  std::string e2e_candidates_from = "pooled";  // e2e --load: the collection's first stage
   bool exact_tier = true;
   // scale: the token codec attnsearch-index creates the collection with.
   std::string scale_token_codec = "residual";

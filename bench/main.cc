@@ -210,6 +210,11 @@ void AddQualityFlags(CLI::App& app, BenchFlags& f) {
                  "the load with --code_bits and --code_centroids)")
       ->check(CLI::IsMember({"rows", "residual"}))
       ->capture_default_str();
+  app.add_option("--e2e_candidates_from", f.e2e_candidates_from,
+                 "e2e --load: where the collection takes candidates, pooled or centroids "
+                 "(with --e2e_token_codec residual)")
+      ->check(CLI::IsMember({"pooled", "centroids"}))
+      ->capture_default_str();
   app.add_option("--scale_token_codec", f.scale_token_codec,
                  "scale: the collection's token codec, rows or residual (--code_bits)")
       ->check(CLI::IsMember({"rows", "residual"}))

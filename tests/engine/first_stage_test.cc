@@ -140,6 +140,28 @@ TEST(FirstStageTest, CentroidsHoldTheExhaustiveTopTen) {
   EXPECT_EQ(found->hits[0].id, "late");
 }
 
+// A second TrainCodec re-encodes every document: meanwhile the pooled index
+// serves (the new codec's first stage fills as documents are handed over),
+// then the new codec's first stage, holding every document.
+TEST(FirstStageTest, ARetrainedCodecServesOnceItHoldsEveryDocument) {
+  TempDir dir;
+  Topics g(5);
+  auto c = Collection::Create(dir.Sub("c"), CentroidConfig(), {});
+  ASSERT_TRUE(c.ok()) << c.status();
+  std::vector<Document> docs;
+  std::vector<std::string> like;
+  for (int i = 0; i < 1200; ++i) docs.push_back(g.Doc(absl::StrCat("d", i)));
+  for (int i = 0; i < 1200; i += 100) like.push_back(docs[i].id);
+  ASSERT_TRUE((*c)->Upsert(docs).ok());
+  ASSERT_TRUE((*c)->TrainCodec().ok());
+  auto again = (*c)->TrainCodec();
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(again->version, 2u);
+  EXPECT_EQ(again->encoded, docs.size());
+  EXPECT_EQ((*c)->Stats().codec_pending, 0u);
+  EXPECT_GE(MeanOverlap(**c, g, like, CandidateSource::kCentroids, docs.size()), 0.98);
+}
+
 TEST(FirstStageTest, DeletesOverwritesAndFiltersAreHonoured) {
   TempDir dir;
   Topics g(2);
