@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <functional>
+#include <limits>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -21,6 +23,8 @@ struct Scratch {
   uint32_t token_stamp = 0, query_stamp = 0;
   std::vector<uint32_t> touched, token_touched;
   std::vector<AnnNeighbor> probed;
+  std::vector<float> sims, chunk_max;  // the similarities hook's output; TopOf's
+  std::vector<std::pair<float, uint32_t>> above;
 
   void Fit(size_t slots) {
     if (best.size() >= slots) return;
@@ -37,6 +41,38 @@ struct Scratch {
     return *stamp;
   }
 };
+
+// The p largest of v[0, n) into *out, best first (ties: the lower index).
+// The p-th largest maximum of 16-value chunks, t, is at most the p-th
+// largest value (p chunks hold a value >= t), so only values >= t compete.
+void TopOf(const float* v, size_t n, uint32_t p, Scratch* s, std::vector<AnnNeighbor>* out) {
+  out->clear();
+  if (n == 0 || p == 0) return;
+  const size_t chunks = (n + 15) / 16;
+  s->chunk_max.resize(chunks);
+  for (size_t c = 0; c < chunks; ++c) {
+    const size_t end = std::min(n, c * 16 + 16);
+    float m = v[c * 16];
+    for (size_t i = c * 16 + 1; i < end; ++i) m = std::max(m, v[i]);
+    s->chunk_max[c] = m;
+  }
+  float t = -std::numeric_limits<float>::infinity();
+  if (p < chunks) {
+    std::nth_element(s->chunk_max.begin(), s->chunk_max.begin() + (p - 1), s->chunk_max.end(),
+                     std::greater<float>());
+    t = s->chunk_max[p - 1];
+  }
+  s->above.clear();
+  for (size_t i = 0; i < n; ++i) {
+    if (v[i] >= t) s->above.push_back({v[i], uint32_t(i)});
+  }
+  const size_t top = std::min<size_t>(p, s->above.size());
+  std::partial_sort(s->above.begin(), s->above.begin() + long(top), s->above.end(),
+                    [](const auto& a, const auto& b) {
+                      return a.first > b.first || (a.first == b.first && a.second < b.second);
+                    });
+  for (size_t r = 0; r < top; ++r) out->push_back({s->above[r].second, s->above[r].first});
+}
 
 }  // namespace
 
@@ -214,6 +250,13 @@ absl::Status CentroidCandidates::Search(const float* query, const float* weights
   thread_local Scratch s;
   AnnSearchParams params;
   params.ef_search = int(knobs.ef_search);  // 0: the options'
+  // Every token's similarities at once, when a hook computes them (and
+  // they take at most 64 MiB).
+  const bool batched = options_.similarities && size_t(m) * num_ <= (size_t{1} << 24);
+  if (batched) {
+    s.sims.resize(size_t(m) * num_);
+    ATTN_RETURN_IF_ERROR(options_.similarities(query, m, s.sims.data()));
+  }
   absl::ReaderMutexLock lock(&mu_);
   s.Fit(label_of_.size());
   const uint32_t query_stamp = Scratch::Next(&s.query_stamp, &s.query_mark);
@@ -236,6 +279,8 @@ absl::Status CentroidCandidates::Search(const float* query, const float* weights
       for (size_t r = 0; r < std::min<size_t>(probe, kept->size()); ++r) {
         s.probed.push_back({(*kept)[r].label, scale * (*kept)[r].score});
       }
+    } else if (batched) {
+      TopOf(s.sims.data() + size_t(i) * num_, num_, probe, &s, &s.probed);
     } else {
       ATTN_RETURN_IF_ERROR(centroids_->Search(token, probe, params, {}, &s.probed));
     }

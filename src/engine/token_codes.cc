@@ -62,13 +62,23 @@ absl::StatusOr<std::unique_ptr<ResidualCodec>> TrainTokenCodec(const float* samp
   return ResidualCodec::Train(sample, n, dim, o);
 }
 
-CentroidCandidatesOptions FirstStageOptions(const ResidualCodec& codec, bool vocabulary) {
+CentroidCandidatesOptions FirstStageOptions(const ResidualCodec& codec, bool vocabulary,
+                                            const NearestRows* nearest) {
   CentroidCandidatesOptions fo;
   fo.gain_max = codec.gain_max();
   // A word's own centroid and its nearest few carry a text query
   // (bench/RESULTS.md, "first stage"); k-means splits a cluster of tokens
   // among more centroids.
-  if (!vocabulary) return fo;
+  if (!vocabulary) {
+    // One matmul of the query tokens with the centroids (AMX where
+    // present) instead of a graph search per token.
+    if (nearest != nullptr) {
+      fo.similarities = [nearest](const float* query, uint32_t m, float* out) {
+        return nearest->Similarities(query, m, out);
+      };
+    }
+    return fo;
+  }
   fo.probe = 4;
   // A text query row is its word's vector (times a weight) plus what no
   // word has: its word, found by the codec's sign hash, and the word's
@@ -100,7 +110,8 @@ absl::StatusOr<std::shared_ptr<const TokenCodecState>> TokenCodecState::Make(
       NearestRows::Create(codec->centroids().data(), codec->num_centroids(), codec->dim()));
   auto state = std::make_shared<TokenCodecState>();
   if (first_stage) {
-    const CentroidCandidatesOptions fo = FirstStageOptions(*codec, encoder_version > 0);
+    const CentroidCandidatesOptions fo =
+        FirstStageOptions(*codec, encoder_version > 0, nearest.get());
     ATTN_ASSIGN_OR_RETURN(state->first_stage,
                           CentroidCandidates::Create(codec->centroids().data(),
                                                      codec->num_centroids(), codec->dim(), fo));

@@ -73,9 +73,12 @@ struct TokenCodecState {
 
 // The options of a codec's centroid first stage: its gain; with
 // `vocabulary` (the centroids are a text encoder's words), probe 4 and
-// each query row's own word found by the codec's sign hash. `codec` must
-// outlive the first stage.
-CentroidCandidatesOptions FirstStageOptions(const ResidualCodec& codec, bool vocabulary);
+// each query row's own word found by the codec's sign hash; else, with
+// `nearest` (over the same centroids), every query token's similarities
+// by one of its matmuls. `codec` and `nearest` must outlive the first
+// stage.
+CentroidCandidatesOptions FirstStageOptions(const ResidualCodec& codec, bool vocabulary,
+                                            const NearestRows* nearest = nullptr);
 
 // How a collection's codec is trained on a sample of its token rows.
 struct TokenCodecTraining {

@@ -89,9 +89,12 @@ constexpr size_t kTileRows = 256;  // query rows per task
 // Rows [0, t) of `a` (t a multiple of 32, dp bf16 values each) against the
 // table's `blocks` (even) blocks of 16 rows, `k` of them real; best[i] and
 // at[i] hold row i's running maximum and its table row.
+// With kAll, every similarity is written to all[i * k + j] instead (rows
+// i < valid only), and best / at are not used.
+template <bool kAll>
 __attribute__((target("amx-tile,amx-bf16,avx512f,avx512bw"))) void TileArgMax(
     const uint16_t* a, size_t t, size_t dp, const uint16_t* tiles, size_t blocks, size_t k,
-    float* best, uint32_t* at) {
+    float* best, uint32_t* at, float* all = nullptr, size_t valid = 0) {
   _tile_loadconfig(&kAmxTileConfig);
   const size_t steps = dp / 32;
   alignas(64) float c[4][256];
@@ -125,6 +128,18 @@ __attribute__((target("amx-tile,amx-bf16,avx512f,avx512bw"))) void TileArgMax(
       _tile_stored(1, c[1], 64);
       _tile_stored(2, c[2], 64);
       _tile_stored(3, c[3], 64);
+      if constexpr (kAll) {
+        for (int h = 0; h < 2; ++h) {
+          for (int r = 0; r < 16; ++r) {
+            const size_t i = tb + h * 16 + r;
+            if (i >= valid) break;
+            _mm512_mask_storeu_ps(all + i * k + col0, m0, _mm512_load_ps(c[h * 2] + r * 16));
+            _mm512_mask_storeu_ps(all + i * k + col0 + 16, m1,
+                                  _mm512_load_ps(c[h * 2 + 1] + r * 16));
+          }
+        }
+        continue;
+      }
       for (int h = 0; h < 2; ++h) {
         for (int r = 0; r < 16; ++r) {
           const size_t i = tb + h * 16 + r;
@@ -240,7 +255,8 @@ absl::Status NearestRows::Find(const float* rows, size_t n, uint32_t* out) const
         std::fill(a.begin() + long(valid * dp), a.begin() + long(padded * dp), uint16_t(0));
         std::fill(best.begin(), best.end(), -INFINITY);
         std::fill(at.begin(), at.end(), 0u);
-        TileArgMax(a.data(), padded, dp, r.tiles.data(), r.blocks, k, best.data(), at.data());
+        TileArgMax<false>(a.data(), padded, dp, r.tiles.data(), r.blocks, k, best.data(),
+                          at.data());
         std::copy_n(at.data(), valid, out + first);
       }
     }
@@ -262,6 +278,45 @@ absl::Status NearestRows::Find(const float* rows, size_t n, uint32_t* out) const
       // Each thread reduces the rows its part of the matmul wrote.
 #pragma omp parallel for schedule(static)
       for (size_t i = 0; i < valid; ++i) out[at + i] = ArgMax(s.data() + i * k, k);
+    }
+  } catch (const dnnl::error& e) {
+    return absl::InternalError(absl::StrCat("nearest rows: oneDNN: ", e.what()));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status NearestRows::Similarities(const float* rows, size_t n, float* out) const {
+  const Rep& r = *rep_;
+  const size_t d = r.dim, k = r.k;
+  if (!r.tiles.empty()) {
+    const size_t dp = r.padded_dim;
+    std::vector<uint16_t> a(kTileRows * dp, 0);
+    for (size_t first = 0; first < n; first += kTileRows) {
+      const size_t valid = std::min(kTileRows, n - first);
+      const size_t padded = (valid + 31) / 32 * 32;
+      for (size_t i = 0; i < valid; ++i) {
+        FloatToBf16(rows + (first + i) * d, a.data() + i * dp, d);
+      }
+      std::fill(a.begin() + long(valid * dp), a.begin() + long(padded * dp), uint16_t(0));
+      TileArgMax<true>(a.data(), padded, dp, r.tiles.data(), r.blocks, k, nullptr, nullptr,
+                       out + first * k, valid);
+    }
+    return absl::OkStatus();
+  }
+  std::vector<uint16_t> q(kBlock * d, 0);
+  std::vector<float> s(kBlock * k);
+  try {
+    dnnl::stream stream(r.engine);
+    memory q_mem(r.pd.src_desc(), r.engine, q.data());
+    memory s_mem(r.pd.dst_desc(), r.engine, s.data());
+    for (size_t at = 0; at < n; at += kBlock) {
+      const size_t valid = std::min(kBlock, n - at);
+      FloatToBf16(rows + at * d, q.data(), valid * d);
+      if (valid < kBlock) std::fill(q.begin() + long(valid * d), q.end(), uint16_t(0));
+      r.primitive.execute(
+          stream, {{DNNL_ARG_SRC, q_mem}, {DNNL_ARG_WEIGHTS, r.weights}, {DNNL_ARG_DST, s_mem}});
+      stream.wait();
+      std::copy_n(s.data(), valid * k, out + at * k);
     }
   } catch (const dnnl::error& e) {
     return absl::InternalError(absl::StrCat("nearest rows: oneDNN: ", e.what()));

@@ -41,6 +41,9 @@ class NearestRows {
   // out[i]: the table row with the largest inner product with rows[i]
   // (n x dim values).
   absl::Status Find(const float* rows, size_t n, uint32_t* out) const;
+  // out (n x k, row-major): every row's inner product with every table
+  // row, in bf16 arithmetic, on the same kernel as Find (one thread).
+  absl::Status Similarities(const float* rows, size_t n, float* out) const;
 
  private:
   struct Rep;

@@ -154,6 +154,44 @@ TEST_P(CentroidOracleTest, ScoresAndOrderMatchBruteForce) {
 
 INSTANTIATE_TEST_SUITE_P(Gains, CentroidOracleTest, ::testing::Values(0.f, 1.5f));
 
+// The similarities hook (every token's products at once, then each
+// token's best selected) gives what the exact centroid search gives.
+TEST(CentroidCandidatesTest, SimilaritiesHookMatchesTheSearch) {
+  constexpr uint32_t kDim = 16, kNum = 300, kM = 7;
+  std::mt19937 rng(11);
+  const std::vector<float> centroids = UnitRows(kNum, kDim, &rng);
+  CentroidCandidatesOptions searched{.probe = 9, .exact_below = 100000};
+  CentroidCandidatesOptions hooked = searched;
+  hooked.similarities = [&](const float* q, uint32_t m, float* out) {
+    for (uint32_t i = 0; i < m; ++i) {
+      for (uint32_t c = 0; c < kNum; ++c) {
+        out[size_t(i) * kNum + c] = Dot(q + i * kDim, centroids.data() + c * kDim, kDim);
+      }
+    }
+    return absl::OkStatus();
+  };
+  auto a = CentroidCandidates::Create(centroids.data(), kNum, kDim, searched);
+  auto b = CentroidCandidates::Create(centroids.data(), kNum, kDim, hooked);
+  ASSERT_TRUE(a.ok() && b.ok());
+  std::uniform_int_distribution<uint32_t> id(0, kNum - 1);
+  for (Label l = 0; l < 500; ++l) {
+    std::vector<uint32_t> ids(1 + l % 9);
+    for (uint32_t& x : ids) x = id(rng);
+    ASSERT_TRUE((*a)->Add(l, ids.data(), nullptr, ids.size()).ok());
+    ASSERT_TRUE((*b)->Add(l, ids.data(), nullptr, ids.size()).ok());
+  }
+  for (int round = 0; round < 5; ++round) {
+    const std::vector<float> q = UnitRows(kM, kDim, &rng);
+    std::vector<AnnNeighbor> x, y;
+    ASSERT_TRUE((*a)->Search(q.data(), nullptr, kM, 60, {}, {}, &x).ok());
+    ASSERT_TRUE((*b)->Search(q.data(), nullptr, kM, 60, {}, {}, &y).ok());
+    ASSERT_EQ(x.size(), y.size());
+    for (size_t r = 0; r < x.size(); ++r) {
+      EXPECT_NEAR(x[r].score, y[r].score, 1e-4) << r;
+    }
+  }
+}
+
 TEST(CentroidCandidatesTest, RefusesBadInput) {
   std::mt19937 rng(1);
   const std::vector<float> centroids = UnitRows(8, 16, &rng);

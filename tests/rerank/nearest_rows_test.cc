@@ -59,6 +59,30 @@ TEST_P(NearestRowsTest, PicksTheBestRowOrATieWithinBf16Rounding) {
   EXPECT_FALSE(NearestRows::Create(nullptr, 0, 8).ok());
 }
 
+// Every similarity, against the exact products: bf16 rounding of both
+// operands (relative 2^-8 each) bounds the error for unit rows.
+TEST_P(NearestRowsTest, SimilaritiesAreTheProductsWithinBf16Rounding) {
+  std::mt19937 rng(6);
+  NearestRowsOptions options;
+  options.tile_kernel = GetParam();
+  for (const auto& [k, dim, n] : std::vector<std::tuple<size_t, uint32_t, size_t>>{
+           {1, 8, 3}, {17, 16, 65}, {33, 40, 257}, {1000, 64, 300}, {2000, 100, 33}}) {
+    const std::vector<float> table = testing::RandomUnitRows(rng, k, dim);
+    const std::vector<float> rows = testing::RandomUnitRows(rng, n, dim);
+    auto finder = NearestRows::Create(table.data(), k, dim, options);
+    ASSERT_TRUE(finder.ok()) << finder.status();
+    std::vector<float> got(n * k, NAN);
+    ASSERT_TRUE((*finder)->Similarities(rows.data(), n, got.data()).ok());
+    for (size_t i = 0; i < n; ++i) {
+      for (size_t j = 0; j < k; ++j) {
+        double dot = 0;
+        for (uint32_t t = 0; t < dim; ++t) dot += double(rows[i * dim + t]) * table[j * dim + t];
+        ASSERT_NEAR(got[i * k + j], dot, 0.02) << (*finder)->kernel() << " k " << k << " row " << i;
+      }
+    }
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Kernels, NearestRowsTest, ::testing::Bool(),
                          [](const ::testing::TestParamInfo<bool>& info) {
                            return info.param ? "TileKernelWherePresent" : "OneDnn";
