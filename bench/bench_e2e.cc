@@ -700,7 +700,9 @@ absl::StatusOr<E2eSetup> SetupE2e(v1::SearchService::Stub* stub, const BenchFlag
   }
   if (!f.e2e_text_queries.empty()) {
     std::ifstream in(f.e2e_text_queries);
-    if (!in) return absl::NotFoundError(absl::StrCat("e2e_text_queries: cannot read ", f.e2e_text_queries));
+    if (!in)
+      return absl::NotFoundError(
+          absl::StrCat("e2e_text_queries: cannot read ", f.e2e_text_queries));
     std::string line;
     for (size_t n = 1; std::getline(in, line); ++n) {
       if (line.empty()) continue;
@@ -719,12 +721,12 @@ absl::StatusOr<E2eSetup> SetupE2e(v1::SearchService::Stub* stub, const BenchFlag
       e.pool.push_back(std::move(r));
     }
     if (e.pool.empty()) return absl::InvalidArgumentError("e2e_text_queries: no query");
-    std::printf("e2e: %s, collection '%s' (%llu docs), %zu text queries, top_k %d, candidates %s, "
-                "%.0f s per run\n",
-                f.server.c_str(), f.collection.c_str(), (unsigned long long)e.num_docs,
-                e.pool.size(), f.top_k,
-                f.e2e_candidates > 0 ? std::to_string(f.e2e_candidates).c_str() : "the server's",
-                f.duration);
+    std::printf(
+        "e2e: %s, collection '%s' (%llu docs), %zu text queries, top_k %d, candidates %s, "
+        "%.0f s per run\n",
+        f.server.c_str(), f.collection.c_str(), (unsigned long long)e.num_docs, e.pool.size(),
+        f.top_k, f.e2e_candidates > 0 ? std::to_string(f.e2e_candidates).c_str() : "the server's",
+        f.duration);
     std::fflush(stdout);
     return e;
   }

@@ -147,11 +147,12 @@ absl::StatusOr<QualityCollection> SetupQuality(const BenchFlags& f, const std::s
   if (centroids) {
     t0 = Clock::now();
     ATTN_ASSIGN_OR_RETURN(const CodecTrainingResult codec, q.c->TrainCodec());
-    std::printf("codec: %u centroids, %zu B/token, trained and %llu documents encoded in %.1f s; "
-                "first stage %.1f MB\n",
-                codec.centroids, codec.code_bytes, (unsigned long long)codec.encoded,
-                std::chrono::duration<double>(Clock::now() - t0).count(),
-                double(q.c->Stats().first_stage_bytes) / 1e6);
+    std::printf(
+        "codec: %u centroids, %zu B/token, trained and %llu documents encoded in %.1f s; "
+        "first stage %.1f MB\n",
+        codec.centroids, codec.code_bytes, (unsigned long long)codec.encoded,
+        std::chrono::duration<double>(Clock::now() - t0).count(),
+        double(q.c->Stats().first_stage_bytes) / 1e6);
   }
   std::printf(
       "loaded %llu documents (%llu bad records skipped) in %.1f s; encoder: %u keys, "

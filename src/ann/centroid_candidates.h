@@ -28,8 +28,8 @@
 #ifndef ATTNSEARCH_ANN_CENTROID_CANDIDATES_H_
 #define ATTNSEARCH_ANN_CENTROID_CANDIDATES_H_
 
-#include <cstddef>
 #include <atomic>
+#include <cstddef>
 #include <cstdint>
 #include <functional>
 #include <memory>

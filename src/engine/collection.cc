@@ -727,8 +727,7 @@ absl::StatusOr<CodecTrainingResult> Collection::RunCodec(bool train) {
     // Centroids from the vocabulary belong to this encoder version.
     if (!UsesVocabulary(how, dim)) encoder_version = 0;
     ATTN_ASSIGN_OR_RETURN(
-        state, TokenCodecState::Make(std::move(*trained), version, options_.rerank,
-                                     encoder_version,
+        state, TokenCodecState::Make(std::move(*trained), version, options_.rerank, encoder_version,
                                      config().candidates_from == CandidateSource::kCentroids));
     {
       // From here on, writes encode with the new codec.

@@ -321,14 +321,14 @@ absl::StatusOr<SearchPipeline::Candidates> SearchPipeline::FindCandidates(
       const CentroidSearchParams knobs{.probe = uint32_t(params.probe),
                                        .ef_search = uint32_t(params.probe_ef)};
       ATTN_RETURN_IF_ERROR(state->first_stage->Search(
-          q.tokens.data(), q.token_weights.empty() ? nullptr : q.token_weights.data(),
-          q.num_tokens, q.candidates, knobs, admit, &c.neighbors, take_view));
+          q.tokens.data(), q.token_weights.empty() ? nullptr : q.token_weights.data(), q.num_tokens,
+          q.candidates, knobs, admit, &c.neighbors, take_view));
       c.first_stage = CandidateSource::kCentroids;
       return c;
     }
   }
-  ATTN_RETURN_IF_ERROR(
-      parts_.index->Search(q.pooled.data(), q.candidates, params, matches, take_view, &c.neighbors));
+  ATTN_RETURN_IF_ERROR(parts_.index->Search(q.pooled.data(), q.candidates, params, matches,
+                                            take_view, &c.neighbors));
   return c;
 }
 

@@ -262,27 +262,11 @@ absl::Status NearestRows::Find(const float* rows, size_t n, uint32_t* out) const
     }
     return absl::OkStatus();
   }
-  std::vector<uint16_t> q(kBlock * d, 0);
-  std::vector<float> s(kBlock * k);
-  try {
-    dnnl::stream stream(r.engine);
-    memory q_mem(r.pd.src_desc(), r.engine, q.data());
-    memory s_mem(r.pd.dst_desc(), r.engine, s.data());
-    for (size_t at = 0; at < n; at += kBlock) {
-      const size_t valid = std::min(kBlock, n - at);
-      FloatToBf16(rows + at * d, q.data(), valid * d);
-      if (valid < kBlock) std::fill(q.begin() + long(valid * d), q.end(), uint16_t(0));
-      r.primitive.execute(
-          stream, {{DNNL_ARG_SRC, q_mem}, {DNNL_ARG_WEIGHTS, r.weights}, {DNNL_ARG_DST, s_mem}});
-      stream.wait();
-      // Each thread reduces the rows its part of the matmul wrote.
+  return MatmulBlocks(rows, n, [&](size_t at, size_t valid, const float* s) {
+  // Each thread reduces the rows its part of the matmul wrote.
 #pragma omp parallel for schedule(static)
-      for (size_t i = 0; i < valid; ++i) out[at + i] = ArgMax(s.data() + i * k, k);
-    }
-  } catch (const dnnl::error& e) {
-    return absl::InternalError(absl::StrCat("nearest rows: oneDNN: ", e.what()));
-  }
-  return absl::OkStatus();
+    for (size_t i = 0; i < valid; ++i) out[at + i] = ArgMax(s + i * k, k);
+  });
 }
 
 absl::Status NearestRows::Similarities(const float* rows, size_t n, float* out) const {
@@ -303,6 +287,16 @@ absl::Status NearestRows::Similarities(const float* rows, size_t n, float* out) 
     }
     return absl::OkStatus();
   }
+  return MatmulBlocks(rows, n, [&](size_t at, size_t valid, const float* s) {
+    std::copy_n(s, valid * k, out + at * k);
+  });
+}
+
+absl::Status NearestRows::MatmulBlocks(
+    const float* rows, size_t n,
+    const std::function<void(size_t first, size_t valid, const float* s)>& block) const {
+  const Rep& r = *rep_;
+  const size_t d = r.dim, k = r.k;
   std::vector<uint16_t> q(kBlock * d, 0);
   std::vector<float> s(kBlock * k);
   try {
@@ -316,7 +310,7 @@ absl::Status NearestRows::Similarities(const float* rows, size_t n, float* out) 
       r.primitive.execute(
           stream, {{DNNL_ARG_SRC, q_mem}, {DNNL_ARG_WEIGHTS, r.weights}, {DNNL_ARG_DST, s_mem}});
       stream.wait();
-      std::copy_n(s.data(), valid * k, out + at * k);
+      block(at, valid, s.data());
     }
   } catch (const dnnl::error& e) {
     return absl::InternalError(absl::StrCat("nearest rows: oneDNN: ", e.what()));

@@ -13,6 +13,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 
 #include "absl/status/statusor.h"
@@ -48,6 +49,11 @@ class NearestRows {
  private:
   struct Rep;
   explicit NearestRows(std::unique_ptr<Rep> rep);
+  // oneDNN's path: the rows' similarities kBlock rows at a time, each
+  // block handed to `block` (rows [first, first + valid), valid x k).
+  absl::Status MatmulBlocks(
+      const float* rows, size_t n,
+      const std::function<void(size_t first, size_t valid, const float* s)>& block) const;
   std::unique_ptr<Rep> rep_;
 };
 

@@ -124,9 +124,10 @@ TEST(FirstStageTest, CentroidsHoldTheExhaustiveTopTen) {
   const double pooled = MeanOverlap(**c, g, like, CandidateSource::kPooled, docs.size());
   ASSERT_TRUE((*c)->TrainCodec().ok());
   const double centroids = MeanOverlap(**c, g, like, CandidateSource::kCentroids, docs.size());
-  std::printf("top-10 overlap with the exhaustive rerank at 100 candidates: pooled %.3f, "
-              "centroids %.3f\n",
-              pooled, centroids);
+  std::printf(
+      "top-10 overlap with the exhaustive rerank at 100 candidates: pooled %.3f, "
+      "centroids %.3f\n",
+      pooled, centroids);
   EXPECT_GE(centroids, 0.98);
   // Written after training: held by the first stage at once.
   Document late = g.Doc("late");
