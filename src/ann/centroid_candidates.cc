@@ -216,9 +216,10 @@ void CentroidCandidates::Kill(uint32_t slot) {
 
 void CentroidCandidates::Sweep() {
   entries_ = 0;
+  const uint8_t* const alive = alive_.data();  // mu_ is held; the lambda cannot say so
   for (std::vector<uint32_t>& list : lists_) {
     list.erase(
-        std::remove_if(list.begin(), list.end(), [&](uint32_t e) { return alive_[e >> 8] == 0; }),
+        std::remove_if(list.begin(), list.end(), [&](uint32_t e) { return alive[e >> 8] == 0; }),
         list.end());
     entries_ += list.size();
   }
