@@ -4,6 +4,7 @@
 #define ATTNSEARCH_TESTS_ENGINE_ENGINE_TEST_UTIL_H_
 
 #include <algorithm>
+#include <cmath>
 #include <random>
 #include <string>
 #include <vector>
@@ -16,6 +17,18 @@
 #include "test_util.h"
 
 namespace attnsearch::testing {
+
+// out (dim values) = centre + noise / √dim per value, normalised: a token
+// row near a cluster centre, as trained embeddings cluster.
+inline void NoisyUnitRow(const float* centre, uint32_t dim, std::normal_distribution<float>& noise,
+                         std::mt19937& rng, float* out) {
+  float norm = 0;
+  for (uint32_t t = 0; t < dim; ++t) {
+    out[t] = centre[t] + noise(rng) / std::sqrt(float(dim));
+    norm += out[t] * out[t];
+  }
+  for (uint32_t t = 0; t < dim; ++t) out[t] /= std::sqrt(norm);
+}
 
 // A document "<prefix><i>" with unit token rows (token count drawn from
 // [min_tokens, max_tokens]) and no pooled vector (the engine pools them).

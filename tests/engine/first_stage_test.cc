@@ -33,12 +33,7 @@ class Topics {
     for (size_t r = 0; r < n; ++r) {
       const uint32_t t = topics[r % topics.size()];
       const float* c = centres_.data() + (size_t(t) * kClusters + rng_() % kClusters) * kDim;
-      float norm = 0;
-      for (uint32_t d = 0; d < kDim; ++d) {
-        out[r * kDim + d] = c[d] + noise(rng_) / std::sqrt(float(kDim));
-        norm += out[r * kDim + d] * out[r * kDim + d];
-      }
-      for (uint32_t d = 0; d < kDim; ++d) out[r * kDim + d] /= std::sqrt(norm);
+      testing::NoisyUnitRow(c, kDim, noise, rng_, out.data() + r * kDim);
     }
     return out;
   }

@@ -35,12 +35,7 @@ class Clustered {
     std::vector<float> out(n * kDim);
     for (size_t r = 0; r < n; ++r) {
       const size_t c = rng_() % (centers_.size() / kDim);
-      float norm = 0;
-      for (uint32_t t = 0; t < kDim; ++t) {
-        out[r * kDim + t] = centers_[c * kDim + t] + noise(rng_) / std::sqrt(float(kDim));
-        norm += out[r * kDim + t] * out[r * kDim + t];
-      }
-      for (uint32_t t = 0; t < kDim; ++t) out[r * kDim + t] /= std::sqrt(norm);
+      testing::NoisyUnitRow(centers_.data() + c * kDim, kDim, noise, rng_, out.data() + r * kDim);
     }
     return out;
   }
