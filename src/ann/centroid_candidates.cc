@@ -25,6 +25,7 @@ struct Scratch {
   std::vector<AnnNeighbor> probed;
   std::vector<float> sims, chunk_max;  // the similarities hook's output; TopOf's
   std::vector<std::pair<float, uint32_t>> above;
+  std::vector<std::pair<float, uint32_t>> ranked;  // touched documents by score
 
   void Fit(size_t slots) {
     if (best.size() >= slots) return;
@@ -318,8 +319,8 @@ absl::Status CentroidCandidates::Search(const float* query, const float* weights
   }
   // The touched documents best first (sorted a share at a time: most
   // searches admit the first k), then untouched ones at the floor.
-  std::vector<std::pair<float, uint32_t>> ranked;
-  ranked.reserve(s.touched.size());
+  std::vector<std::pair<float, uint32_t>>& ranked = s.ranked;
+  ranked.clear();
   for (const uint32_t slot : s.touched) ranked.push_back({s.acc[slot], slot});
   const auto better = [](const auto& a, const auto& b) {
     return a.first > b.first || (a.first == b.first && a.second < b.second);
@@ -327,9 +328,13 @@ absl::Status CentroidCandidates::Search(const float* query, const float* weights
   size_t sorted = 0;
   for (size_t i = 0; i < ranked.size() && out->size() < k; ++i) {
     if (i == sorted) {
+      // The next share selected in linear time, then sorted.
       sorted = std::min(ranked.size(), std::max(2 * sorted, 2 * k));
-      std::partial_sort(ranked.begin() + long(i), ranked.begin() + long(sorted), ranked.end(),
-                        better);
+      if (sorted < ranked.size()) {
+        std::nth_element(ranked.begin() + long(i), ranked.begin() + long(sorted), ranked.end(),
+                         better);
+      }
+      std::sort(ranked.begin() + long(i), ranked.begin() + long(sorted), better);
     }
     const Label label = label_of_[ranked[i].second];
     if (!admit || admit(label)) out->push_back({label, base + ranked[i].first});
