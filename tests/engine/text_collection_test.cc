@@ -467,6 +467,39 @@ TEST(TextCollectionTest, ResidualCodesOfTextNameTheirWords) {
   }
 }
 
+// Text through the centroid first stage: a search without `candidates`
+// takes 100 (not 1,000) once it serves, from the codes, and finds what the
+// rows collection finds over the pooled index.
+TEST(TextCollectionTest, TextSearchesTakeAHundredCandidatesFromTheCentroids) {
+  TempDir dir;
+  auto rows = MustCreate(dir.Sub("rows"));
+  CollectionConfig config = ResidualText(/*keep_full_precision=*/true);
+  config.candidates_from = CandidateSource::kCentroids;
+  auto codes = MustCreate(dir.Sub("codes"), config);
+  ASSERT_NE(rows, nullptr);
+  ASSERT_NE(codes, nullptr);
+  LoadCorpus(*rows);
+  LoadCorpus(*codes);
+  ASSERT_TRUE(rows->TrainEncoder(text::EncoderOptions()).ok());
+  ASSERT_TRUE(codes->TrainEncoder(text::EncoderOptions()).ok());
+  auto before = TextSearch(*codes, "turbines");
+  ASSERT_TRUE(before.ok()) << before.status();
+  EXPECT_EQ(before->sources.first_stage, CandidateSource::kPooled);  // no codec yet
+  ASSERT_TRUE(codes->TrainCodec().ok());
+  ASSERT_GT(codes->Stats().num_documents, 100u);
+  for (const std::string query : {"turbines", "saffron risotto", "CELLO", "northern ridge",
+                                  "solar battery voltage", "bread oven butter", "ship captain"}) {
+    auto a = TextSearch(*rows, query, 10);
+    auto b = TextSearch(*codes, query, 10);
+    ASSERT_TRUE(a.ok() && b.ok()) << query;
+    EXPECT_EQ(b->sources.first_stage, CandidateSource::kCentroids) << query;
+    EXPECT_EQ(b->sources.codes, 100u) << query;  // the candidates, all from codes
+    ASSERT_FALSE(a->hits.empty());
+    ASSERT_FALSE(b->hits.empty());
+    EXPECT_EQ(b->hits[0].id, a->hits[0].id) << query;
+  }
+}
+
 // A codec that trains itself waits for the text's rows: documents awaiting
 // the encoder do not count toward train_after, and TrainEncoder starts the
 // training, on the new vocabulary.
