@@ -106,9 +106,10 @@ int main(int argc, char** argv) {
   std::string candidates_from = "pooled";
   app.add_option("--candidates_from", candidates_from,
                  "where searches take their candidates, when creating: pooled (the ANN index "
-                 "over pooled vectors) or centroids (late interaction over the residual "
-                 "codec's centroids; needs --token_codec residual)")
-      ->check(CLI::IsMember({"pooled", "centroids"}))
+                 "over pooled vectors), centroids (late interaction over the residual "
+                 "codec's centroids; needs --token_codec residual) or fde (the ANN index over "
+                 "fixed dimensional encodings of the token sets)")
+      ->check(CLI::IsMember({"pooled", "centroids", "fde"}))
       ->capture_default_str();
   app.add_option("--code_bits", o.token_codec.bits, "residual codec: bits per dimension, 1, 2 or 4")
       ->check(CLI::IsMember({1, 2, 4}))
@@ -200,9 +201,7 @@ int main(int argc, char** argv) {
   if (max_errors_opt->count() > 0) o.max_errors = max_errors;
   ai::ParseInputFormat(format, &o.format);
   if (token_codec == "residual") o.token_codec.kind = attnsearch::TokenCodecKind::kResidual;
-  if (candidates_from == "centroids") {
-    o.candidates_from = attnsearch::CandidateSource::kCentroids;
-  }
+  o.candidates_from = attnsearch::ParseCandidateSource(candidates_from, "--candidates_from").value();
   if (!dtype.empty()) {
     o.dtype = dtype == "f32"    ? attnsearch::TokenDtype::kF32
               : dtype == "int8" ? attnsearch::TokenDtype::kInt8

@@ -29,12 +29,6 @@ class Draw {
   std::mt19937_64 rng_;
 };
 
-float DotRow(const float* a, const float* b, uint32_t n) {
-  float s = 0.f;
-  for (uint32_t i = 0; i < n; ++i) s += a[i] * b[i];
-  return s;
-}
-
 }  // namespace
 
 FdeEncoder::FdeEncoder(uint32_t dim, const FdeOptions& options) : dim_(dim), options_(options) {}
@@ -65,12 +59,29 @@ absl::StatusOr<std::unique_ptr<FdeEncoder>> FdeEncoder::Create(uint32_t dim,
                      "or final_dim above 1,048,576"));
   }
   Draw draw(options.seed);
-  e->planes_.resize(size_t(options.repetitions) * options.simhash_bits * dim);
-  for (float& x : e->planes_) x = draw.Normal();
+  std::vector<float> planes(size_t(options.repetitions) * options.simhash_bits * dim);
+  for (float& x : planes) x = draw.Normal();
+  std::vector<float> projection;
   if (options.projection_dim > 0) {
     const float scale = 1.f / std::sqrt(float(e->block_));
-    e->projection_.resize(size_t(options.repetitions) * e->block_ * dim);
-    for (float& x : e->projection_) x = draw.Coin() ? scale : -scale;
+    projection.resize(size_t(options.repetitions) * e->block_ * dim);
+    for (float& x : projection) x = draw.Coin() ? scale : -scale;
+  }
+  // The table of Products: per input value k, per repetition its planes'
+  // coefficients then its projection's.
+  const uint32_t bits = options.simhash_bits;
+  const uint32_t proj = options.projection_dim;
+  e->stride_ = bits + proj;
+  const size_t width = size_t(options.repetitions) * e->stride_;
+  e->table_.assign(size_t(dim) * width, 0.f);
+  for (uint32_t r = 0; r < options.repetitions; ++r) {
+    for (uint32_t k = 0; k < dim; ++k) {
+      float* row = e->table_.data() + size_t(k) * width + size_t(r) * e->stride_;
+      for (uint32_t b = 0; b < bits; ++b) row[b] = planes[(size_t(r) * bits + b) * dim + k];
+      for (uint32_t j = 0; j < proj; ++j) {
+        row[bits + j] = projection[(size_t(r) * proj + j) * dim + k];
+      }
+    }
   }
   if (options.final_dim > 0) {
     e->sketch_to_.resize(full);
@@ -87,23 +98,30 @@ uint32_t FdeEncoder::output_dim() const {
   return options_.final_dim > 0 ? options_.final_dim : options_.repetitions * partitions_ * block_;
 }
 
-uint32_t FdeEncoder::Partition(uint32_t r, const float* x) const {
-  const uint32_t bits = options_.simhash_bits;
+void FdeEncoder::Products(const float* x, float* out) const {
+  // Row k of the table holds every product's coefficient of x[k], so the
+  // inner loop runs over contiguous values and vectorises.
+  const size_t width = table_.size() / dim_;
+  std::fill(out, out + width, 0.f);
+  for (uint32_t k = 0; k < dim_; ++k) {
+    const float xk = x[k];
+    const float* row = table_.data() + size_t(k) * width;
+    for (size_t j = 0; j < width; ++j) out[j] += xk * row[j];
+  }
+}
+
+uint32_t FdeEncoder::Partition(uint32_t r, const float* products) const {
+  const float* signs = products + size_t(r) * stride_;
   uint32_t p = 0;
-  for (uint32_t b = 0; b < bits; ++b) {
-    const float* plane = planes_.data() + (size_t(r) * bits + b) * dim_;
-    if (DotRow(plane, x, dim_) > 0.f) p |= 1u << b;
+  for (uint32_t b = 0; b < options_.simhash_bits; ++b) {
+    if (signs[b] > 0.f) p |= 1u << b;
   }
   return p;
 }
 
-void FdeEncoder::Project(uint32_t r, const float* x, float* out) const {
-  if (options_.projection_dim == 0) {
-    std::copy(x, x + dim_, out);
-    return;
-  }
-  const float* s = projection_.data() + size_t(r) * block_ * dim_;
-  for (uint32_t j = 0; j < block_; ++j) out[j] = DotRow(s + size_t(j) * dim_, x, dim_);
+const float* FdeEncoder::Projected(uint32_t r, const float* x, const float* products) const {
+  return options_.projection_dim == 0 ? x
+                                      : products + size_t(r) * stride_ + options_.simhash_bits;
 }
 
 void FdeEncoder::Finish(const std::vector<float>& full, float* out) const {
@@ -118,14 +136,14 @@ void FdeEncoder::Finish(const std::vector<float>& full, float* out) const {
 void FdeEncoder::EncodeQuery(const float* tokens, const float* weights, size_t n,
                              float* out) const {
   std::vector<float> full(size_t(options_.repetitions) * partitions_ * block_, 0.f);
-  std::vector<float> projected(block_);
-  for (uint32_t r = 0; r < options_.repetitions; ++r) {
-    for (size_t t = 0; t < n; ++t) {
-      const float* x = tokens + t * dim_;
-      const uint32_t p = Partition(r, x);
-      Project(r, x, projected.data());
-      const float w = weights != nullptr ? weights[t] : 1.f;
-      float* block = full.data() + (size_t(r) * partitions_ + p) * block_;
+  std::vector<float> products(size_t(options_.repetitions) * stride_);
+  for (size_t t = 0; t < n; ++t) {
+    const float* x = tokens + t * dim_;
+    Products(x, products.data());
+    const float w = weights != nullptr ? weights[t] : 1.f;
+    for (uint32_t r = 0; r < options_.repetitions; ++r) {
+      const float* projected = Projected(r, x, products.data());
+      float* block = full.data() + (size_t(r) * partitions_ + Partition(r, products.data())) * block_;
       for (uint32_t j = 0; j < block_; ++j) block[j] += w * projected[j];
     }
   }
@@ -133,37 +151,44 @@ void FdeEncoder::EncodeQuery(const float* tokens, const float* weights, size_t n
 }
 
 void FdeEncoder::EncodeDocument(const float* tokens, size_t n, float* out) const {
-  std::vector<float> full(size_t(options_.repetitions) * partitions_ * block_, 0.f);
-  std::vector<float> projected(n * block_);
-  std::vector<uint32_t> part(n), count(partitions_);
-  for (uint32_t r = 0; r < options_.repetitions; ++r) {
-    std::fill(count.begin(), count.end(), 0);
-    float* blocks = full.data() + size_t(r) * partitions_ * block_;
-    for (size_t t = 0; t < n; ++t) {
-      part[t] = Partition(r, tokens + t * dim_);
-      Project(r, tokens + t * dim_, projected.data() + t * block_);
-      ++count[part[t]];
-      float* block = blocks + size_t(part[t]) * block_;
-      for (uint32_t j = 0; j < block_; ++j) block[j] += projected[t * block_ + j];
+  const uint32_t reps = options_.repetitions;
+  std::vector<float> full(size_t(reps) * partitions_ * block_, 0.f);
+  // Per token, its products, then per repetition its partition.
+  std::vector<float> products(n * reps * stride_);
+  std::vector<uint32_t> part(n * reps), count(size_t(reps) * partitions_, 0);
+  for (size_t t = 0; t < n; ++t) {
+    const float* x = tokens + t * dim_;
+    float* prod = products.data() + t * reps * stride_;
+    Products(x, prod);
+    for (uint32_t r = 0; r < reps; ++r) {
+      const uint32_t p = Partition(r, prod);
+      part[t * reps + r] = p;
+      ++count[size_t(r) * partitions_ + p];
+      const float* projected = Projected(r, x, prod);
+      float* block = full.data() + (size_t(r) * partitions_ + p) * block_;
+      for (uint32_t j = 0; j < block_; ++j) block[j] += projected[j];
     }
+  }
+  for (uint32_t r = 0; r < reps; ++r) {
     for (uint32_t p = 0; p < partitions_; ++p) {
-      float* block = blocks + size_t(p) * block_;
-      if (count[p] > 0) {
-        const float inv = 1.f / float(count[p]);
+      float* block = full.data() + (size_t(r) * partitions_ + p) * block_;
+      if (const uint32_t c = count[size_t(r) * partitions_ + p]; c > 0) {
+        const float inv = 1.f / float(c);
         for (uint32_t j = 0; j < block_; ++j) block[j] *= inv;
       } else if (options_.fill_empty && n > 0) {
         // The token whose partition differs in the fewest hyperplanes.
         size_t nearest = 0;
         int fewest = std::numeric_limits<int>::max();
         for (size_t t = 0; t < n; ++t) {
-          const int d = std::popcount(part[t] ^ p);
+          const int d = std::popcount(part[t * reps + r] ^ p);
           if (d < fewest) {
             fewest = d;
             nearest = t;
           }
         }
-        std::copy(projected.begin() + long(nearest * block_),
-                  projected.begin() + long((nearest + 1) * block_), block);
+        const float* projected =
+            Projected(r, tokens + nearest * dim_, products.data() + nearest * reps * stride_);
+        std::copy(projected, projected + block_, block);
       }
     }
   }

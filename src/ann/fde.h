@@ -72,10 +72,15 @@ class FdeEncoder {
 
  private:
   FdeEncoder(uint32_t dim, const FdeOptions& options);
-  // Token t's partition in repetition r.
-  uint32_t Partition(uint32_t r, const float* x) const;
-  // S_r x (projection_dim values; x itself without a projection).
-  void Project(uint32_t r, const float* x, float* out) const;
+  // Every repetition's products of x with its hyperplanes and its
+  // projection (repetitions x stride_ values) into out.
+  void Products(const float* x, float* out) const;
+  // The partition of the token whose products are `products`, in
+  // repetition r.
+  uint32_t Partition(uint32_t r, const float* products) const;
+  // S_r x (block_ values): from the products, or x itself without a
+  // projection.
+  const float* Projected(uint32_t r, const float* x, const float* products) const;
   // The blocks before the final projection into `full`, then `out`.
   void Finish(const std::vector<float>& full, float* out) const;
 
@@ -83,8 +88,10 @@ class FdeEncoder {
   const FdeOptions options_;
   uint32_t block_ = 0;               // values per partition block
   uint32_t partitions_ = 0;          // 2^simhash_bits
-  std::vector<float> planes_;        // repetitions x bits x dim
-  std::vector<float> projection_;    // repetitions x block x dim (±1/√block)
+  uint32_t stride_ = 0;              // products per repetition: bits + projection_dim
+  // Per input value, per repetition: its Gaussian hyperplanes' coefficients,
+  // then its ±1/√block projection's (see Products).
+  std::vector<float> table_;  // dim x repetitions x stride_
   std::vector<uint32_t> sketch_to_;  // full index -> output index
   std::vector<float> sketch_sign_;   // full index -> ±1
 };

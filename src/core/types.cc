@@ -33,7 +33,27 @@ size_t TokenRowBytes(TokenDtype dtype, uint32_t dim) {
 }
 
 std::string_view CandidateSourceName(CandidateSource source) {
-  return source == CandidateSource::kCentroids ? "centroids" : "pooled";
+  switch (source) {
+    case CandidateSource::kCentroids:
+      return "centroids";
+    case CandidateSource::kFde:
+      return "fde";
+    case CandidateSource::kPooled:
+      break;
+  }
+  return "pooled";
+}
+
+absl::StatusOr<CandidateSource> ParseCandidateSource(std::string_view name,
+                                                     std::string_view field) {
+  for (CandidateSource s : {CandidateSource::kPooled, CandidateSource::kCentroids,
+                            CandidateSource::kFde}) {
+    if (name == CandidateSourceName(s)) return s;
+  }
+  if (name.empty()) return CandidateSource::kPooled;
+  return absl::InvalidArgumentError(
+      absl::StrCat(std::string(field), ": unknown source '", std::string(name),
+                   "' (pooled, centroids, fde)"));
 }
 
 std::string_view TokenCodecName(TokenCodecKind kind) {
@@ -61,8 +81,14 @@ absl::Status CollectionConfig::Validate() const {
     return absl::InvalidArgumentError("config.token_codec.name: unknown codec");
   }
   if (candidates_from != CandidateSource::kPooled &&
-      candidates_from != CandidateSource::kCentroids) {
+      candidates_from != CandidateSource::kCentroids && candidates_from != CandidateSource::kFde) {
     return absl::InvalidArgumentError("config.candidates_from: unknown source");
+  }
+  if (candidates_from == CandidateSource::kFde && token_codec.kind == TokenCodecKind::kResidual &&
+      !token_codec.keep_full_precision) {
+    return absl::InvalidArgumentError(
+        "config.candidates_from: fde needs the token rows kept "
+        "(config.token_codec.keep_full_precision): its index is rebuilt from them");
   }
   if (candidates_from == CandidateSource::kCentroids &&
       token_codec.kind != TokenCodecKind::kResidual) {

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 
 namespace attnsearch {
 
@@ -92,8 +93,18 @@ enum class CandidateSource : uint32_t {
   // serves once every live document holds the current codec's codes (the
   // pooled index until then).
   kCentroids = 1,
+  // The ANN index over one fixed dimensional encoding (MUVERA, ann/fde.h)
+  // of each document's tokens in place of its pooled vector; the query's
+  // tokens are encoded the same way. Needs the token rows stored (with the
+  // residual codec, keep_full_precision), which the index is rebuilt from.
+  kFde = 2,
 };
+// "pooled", "centroids", "fde".
 std::string_view CandidateSourceName(CandidateSource source);
+// The source named `name` ("" is pooled); INVALID_ARGUMENT naming `field`
+// and the accepted names otherwise.
+absl::StatusOr<CandidateSource> ParseCandidateSource(std::string_view name,
+                                                     std::string_view field);
 
 struct CollectionConfig {
   // Dimension of pooled and token vectors. Required: 1..kMaxDim.

@@ -99,7 +99,7 @@ absl::StatusOr<std::unique_ptr<Collection>> Collection::Create(const std::string
                                                                const CollectionOptions& options) {
   ATTN_RETURN_IF_ERROR(config.Validate());
   // Reject an unusable ANN spec before anything is written.
-  ATTN_RETURN_IF_ERROR(AnnIndex::Create(config.ann_spec, config.dim, options.ann).status());
+  ATTN_RETURN_IF_ERROR(AnnIndex::Create(config.ann_spec, IndexVectors(config).dim(), options.ann).status());
   std::error_code ec;
   if (!std::filesystem::create_directory(path, ec)) {
     return ec ? absl::InternalError(absl::StrCat("creating ", path, ": ", ec.message()))
@@ -441,7 +441,8 @@ absl::StatusOr<Collection::StoreCommit> Collection::CommitToStore(const std::vec
   StoreCommit c;
   c.first = store_->next_label();
   std::vector<DocWrite> writes(docs.size());
-  c.pooled.reserve(docs.size() * config().dim);
+  const IndexVectors& vectors = index_.vectors();
+  c.vectors.reserve(docs.size() * vectors.dim());
   // With a trained codec, the codes are written with the rows.
   if (const std::shared_ptr<const TokenCodecState> codes = codec()) {
     std::vector<std::pair<const float*, uint32_t>> matrices;
@@ -456,7 +457,8 @@ absl::StatusOr<Collection::StoreCommit> Collection::CommitToStore(const std::vec
     }
     if (docs[i].pooled.empty()) continue;  // awaiting the encoder
     c.labels.push_back(c.first + i);
-    c.pooled.insert(c.pooled.end(), docs[i].pooled.begin(), docs[i].pooled.end());
+    c.vectors.resize(c.vectors.size() + vectors.dim());
+    vectors.OfDocument(docs[i], c.vectors.data() + c.vectors.size() - vectors.dim());
   }
   ATTN_RETURN_IF_ERROR(store_->Commit(writes, {}, defer_sync));
   for (const auto& e : existing) {
@@ -466,7 +468,7 @@ absl::StatusOr<Collection::StoreCommit> Collection::CommitToStore(const std::vec
   // adds the new vectors only at BuildIndex).
   if (options_.defer_index) {
     c.labels.clear();
-    c.pooled.clear();
+    c.vectors.clear();
   }
   return c;
 }
@@ -483,7 +485,7 @@ absl::Status Collection::CommitToIndex(const std::vector<Document>& docs, const 
   // The filter index changes with the ANN index, under its lock: a
   // filtered search sees both as of one instant. An error says what became
   // of the stored documents.
-  const absl::Status added = index_.Apply(c.superseded, c.labels, c.pooled, [&] {
+  const absl::Status added = index_.Apply(c.superseded, c.labels, c.vectors, [&] {
     for (size_t i = 0; i < docs.size(); ++i) filter_.Add(c.first + i, docs[i]);
   });
   // A search that began before the index switched labels reads the old

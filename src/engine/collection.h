@@ -357,7 +357,7 @@ class Collection {
     Label first = 0;                 // the batch's first label
     std::vector<Label> superseded;   // labels the batch replaced
     std::vector<Label> labels;       // those with vectors, for the ANN index
-    std::vector<float> pooled;       // their pooled vectors
+    std::vector<float> vectors;      // their index vectors (IndexVectors)
     std::vector<std::string> codes;  // per document: its codes record, or empty
   };
   // Commits prepared documents to the store (labels from next_label()); with

@@ -50,6 +50,7 @@ LiveIndex::LiveIndex(DocStore* store, std::string dir, const LiveIndexOptions& o
       dir_(std::move(dir)),
       snapshot_path_(dir_ + "/ann.snapshot"),
       options_(options),
+      vectors_(store->config()),
       writer_mu_(writer_mu),
       store_writer_mu_(store_writer_mu) {}
 
@@ -73,7 +74,7 @@ void LiveIndex::Stop() {
 absl::StatusOr<Label> LiveIndex::Load(std::vector<Label>* purge_pending) {
   const CollectionConfig& config = store_->config();
   ATTN_ASSIGN_OR_RETURN(std::vector<Label> dead, store_->Tombstones(purge_pending));
-  auto loaded = AnnIndex::Load(snapshot_path_, config.ann_spec, config.dim, options_.ann);
+  auto loaded = AnnIndex::Load(snapshot_path_, config.ann_spec, vectors_.dim(), options_.ann);
   if (loaded.ok() && (*loaded)->has_labels() && (*loaded)->max_label() >= store_->next_label()) {
     // A snapshot newer than the store (e.g. a store restored from an older
     // copy beside a newer snapshot) would index labels the store lacks.
@@ -86,7 +87,7 @@ absl::StatusOr<Label> LiveIndex::Load(std::vector<Label>* purge_pending) {
       LogWarn("rebuilding the ANN index from the store",
               {{"collection", dir_}, {"reason", loaded.status().message()}});
     }
-    ATTN_ASSIGN_OR_RETURN(loaded, AnnIndex::Create(config.ann_spec, config.dim, options_.ann));
+    ATTN_ASSIGN_OR_RETURN(loaded, AnnIndex::Create(config.ann_spec, vectors_.dim(), options_.ann));
   }
   absl::WriterMutexLock graph_lock(&graph_mu_);
   absl::WriterMutexLock lock(&mu_);
@@ -114,7 +115,7 @@ absl::StatusOr<uint64_t> LiveIndex::CatchUp(Label from) {
   std::vector<Label> labels;
   std::vector<float> vectors;
   uint64_t added = 0;
-  const uint32_t dim = store_->config().dim;
+  const uint32_t dim = vectors_.dim();
   auto flush = [&]() -> absl::Status {
     absl::WriterMutexLock graph_lock(&graph_mu_);
     ATTN_RETURN_IF_ERROR(AddToGraph(index, labels, vectors));
@@ -123,7 +124,7 @@ absl::StatusOr<uint64_t> LiveIndex::CatchUp(Label from) {
     vectors.clear();
     return absl::OkStatus();
   };
-  ATTN_RETURN_IF_ERROR(store_->ScanPooled(from, [&](Label l, const float* v) {
+  ATTN_RETURN_IF_ERROR(vectors_.Scan(*store_, from, [&](Label l, const float* v) {
     if (!Usable(l, v)) return absl::OkStatus();
     labels.push_back(l);
     vectors.insert(vectors.end(), v, v + dim);
@@ -211,7 +212,7 @@ absl::Status LiveIndex::LinkPending(size_t limit) {
     absl::ReaderMutexLock lock(&mu_);
     const size_t n = limit == 0 ? pending_count() : std::min(limit, pending_count());
     if (n == 0) return absl::OkStatus();
-    const size_t dim = store_->config().dim;
+    const size_t dim = vectors_.dim();
     labels.assign(pending_labels_.begin() + ptrdiff_t(pending_begin_),
                   pending_labels_.begin() + ptrdiff_t(pending_begin_ + n));
     vectors.assign(pending_vectors_.begin() + ptrdiff_t(pending_begin_ * dim),
@@ -234,7 +235,7 @@ absl::Status LiveIndex::LinkPending(size_t limit) {
     pending_vectors_.clear();
     pending_begin_ = 0;
   } else if (pending_begin_ >= 4096 && pending_begin_ * 2 >= pending_labels_.size()) {
-    const size_t dim = store_->config().dim;
+    const size_t dim = vectors_.dim();
     pending_labels_.erase(pending_labels_.begin(),
                           pending_labels_.begin() + ptrdiff_t(pending_begin_));
     pending_vectors_.erase(pending_vectors_.begin(),
@@ -279,7 +280,7 @@ void LiveIndex::SearchPending(const float* query, uint32_t k, const LabelBitmap*
                               std::vector<AnnNeighbor>* out) const {
   const size_t n = pending_count();
   if (n == 0 || k == 0) return;
-  const size_t dim = store_->config().dim;
+  const size_t dim = vectors_.dim();
   const simd::Kernels& kern = simd::Active();
   std::vector<AnnNeighbor> all = std::move(*out);
   for (size_t i = pending_begin_; i < pending_labels_.size(); ++i) {
@@ -372,10 +373,10 @@ uint64_t LiveIndex::CountTombstonesIn(const AnnIndex& index) const {
 }
 
 bool LiveIndex::Usable(Label label, const float* v) const {
-  if (AllFinite(v, store_->config().dim)) return true;
+  if (AllFinite(v, vectors_.dim())) return true;
   if (!warned_nonfinite_.exchange(true)) {
     LogWarn(
-        "a stored pooled vector is not finite: the document is left out of the ANN index "
+        "a stored vector is not finite: the document is left out of the ANN index "
         "until upserted again",
         {{"collection", dir_}, {"label", label}});
   }
@@ -462,15 +463,15 @@ absl::Status LiveIndex::RebuildLocked() {
     upto = store_->next_label();
   }
   ATTN_ASSIGN_OR_RETURN(std::unique_ptr<AnnIndex> fresh,
-                        AnnIndex::Create(config.ann_spec, config.dim, options_.ann));
-  Batcher batch(fresh.get(), config.dim);
+                        AnnIndex::Create(config.ann_spec, vectors_.dim(), options_.ann));
+  Batcher batch(fresh.get(), vectors_.dim());
   auto collect = [&](Label l, const float* v) -> absl::Status {
     if (stop_) return absl::CancelledError("the collection is closing");
     return Usable(l, v) ? batch.Take(l, v) : absl::OkStatus();
   };
   // The long part: no lock held, searches and writes use the old index.
-  ATTN_RETURN_IF_ERROR(store_->ScanPooled(
-      0, [&](Label l, const float* v) { return l < upto ? collect(l, v) : absl::OkStatus(); }));
+  ATTN_RETURN_IF_ERROR(vectors_.Scan(
+      *store_, 0, [&](Label l, const float* v) { return l < upto ? collect(l, v) : absl::OkStatus(); }));
   ATTN_RETURN_IF_ERROR(batch.Flush());
 
   // The writes committed meanwhile, then the swap.
@@ -479,7 +480,7 @@ absl::Status LiveIndex::RebuildLocked() {
     // Both: no batch is then between its commit and its index update.
     absl::MutexLock store_lock(store_writer_mu_);
     absl::MutexLock write_lock(writer_mu_);
-    ATTN_RETURN_IF_ERROR(store_->ScanPooled(upto, collect));
+    ATTN_RETURN_IF_ERROR(vectors_.Scan(*store_, upto, collect));
     ATTN_RETURN_IF_ERROR(batch.Flush());
     {
       absl::WriterMutexLock graph_lock(&graph_mu_);

@@ -1,5 +1,5 @@
-// LiveIndex: one collection's ANN index over its live documents' pooled
-// vectors, with the tombstones of deleted and superseded labels, the index's
+// LiveIndex: one collection's ANN index over its live documents' index
+// vectors (their pooled vectors, or their FDEs: engine/index_vectors.h), with the tombstones of deleted and superseded labels, the index's
 // snapshots and its background rebuild. It is derived state: the store is
 // the truth, and Load + CatchUp rebuild it from there.
 //
@@ -46,6 +46,7 @@
 #include "absl/synchronization/mutex.h"
 #include "ann/ann_index.h"
 #include "core/label_bitmap.h"
+#include "engine/index_vectors.h"
 #include "storage/doc_store.h"
 
 namespace attnsearch {
@@ -105,7 +106,7 @@ class LiveIndex {
   absl::StatusOr<uint64_t> CatchUp(Label from) ABSL_EXCLUSIVE_LOCKS_REQUIRED(*writer_mu_);
 
   // One committed change, seen whole by searches: tombstones `dead`, adds
-  // `labels` with their pooled vectors (labels.size() x dim) and runs
+  // `labels` with their index vectors (labels.size() x vectors().dim()) and runs
   // `also` (the filter index's update), all under the exclusive lock; with
   // background_insert the vectors join the pending list, and the call waits
   // while more than max_pending are pending. Then writes a snapshot when
@@ -134,6 +135,8 @@ class LiveIndex {
     return added_since_snapshot_ > 0;
   }
   const std::string& snapshot_path() const { return snapshot_path_; }
+  // What the index holds per document, and how a query is encoded for it.
+  const IndexVectors& vectors() const { return vectors_; }
 
   // The first label after every one the index holds or has pending.
   Label next_unindexed() const;
@@ -224,6 +227,7 @@ class LiveIndex {
   const std::string dir_;
   const std::string snapshot_path_;
   const LiveIndexOptions options_;
+  const IndexVectors vectors_;
   absl::Mutex* const writer_mu_;
   absl::Mutex* const store_writer_mu_;
   mutable std::atomic<bool> warned_nonfinite_{false};

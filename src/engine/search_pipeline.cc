@@ -327,8 +327,20 @@ absl::StatusOr<SearchPipeline::Candidates> SearchPipeline::FindCandidates(
       return c;
     }
   }
-  ATTN_RETURN_IF_ERROR(parts_.index->Search(q.pooled.data(), q.candidates, params, matches,
-                                            take_view, &c.neighbors));
+  // The index's own encoding of the query: its pooled vector, or the FDE
+  // of its tokens.
+  const IndexVectors& vectors = parts_.index->vectors();
+  const float* query = q.pooled.data();
+  std::vector<float> encoded;
+  if (vectors.fde() != nullptr) {
+    encoded.resize(vectors.dim());
+    vectors.OfQuery(q.tokens.data(), q.token_weights.empty() ? nullptr : q.token_weights.data(),
+                    q.num_tokens, q.pooled.data(), encoded.data());
+    query = encoded.data();
+    c.first_stage = CandidateSource::kFde;
+  }
+  ATTN_RETURN_IF_ERROR(
+      parts_.index->Search(query, q.candidates, params, matches, take_view, &c.neighbors));
   return c;
 }
 

@@ -130,14 +130,8 @@ absl::StatusOr<CollectionConfig> FromProto(const v1::CollectionConfig& in) {
   c.token_codec.centroids = tc.centroids();
   if (tc.has_train_after_documents()) c.token_codec.train_after = tc.train_after_documents();
   if (tc.has_keep_full_precision()) c.token_codec.keep_full_precision = tc.keep_full_precision();
-  if (in.candidates_from().empty() || in.candidates_from() == "pooled") {
-    c.candidates_from = CandidateSource::kPooled;
-  } else if (in.candidates_from() == "centroids") {
-    c.candidates_from = CandidateSource::kCentroids;
-  } else {
-    return absl::InvalidArgumentError(absl::StrCat("config.candidates_from: unknown source '",
-                                                   in.candidates_from(), "' (pooled, centroids)"));
-  }
+  ATTN_ASSIGN_OR_RETURN(c.candidates_from,
+                        ParseCandidateSource(in.candidates_from(), "config.candidates_from"));
   ATTN_RETURN_IF_ERROR(c.Validate());
   return c;
 }
