@@ -1005,6 +1005,7 @@ BenchOutput AnnRecord(const BenchFlags& f, const AnnData& d, const AnnBuild& b, 
 }  // namespace
 
 absl::StatusOr<BenchOutput> RunAnn(const BenchFlags& f) {
+  if (f.ann_multivector) return RunAnnMultiVector(f);
   ATTN_ASSIGN_OR_RETURN(const AnnData d, SetupAnnData(f));
   const int threads_before = omp_get_max_threads();
   ATTN_ASSIGN_OR_RETURN(AnnBuild b, BuildAll(f, d));

@@ -49,6 +49,10 @@ struct BenchFlags {
   // Tuning section: target recall (0: skip) and the held-out sample size.
   double target_recall = 0.95;
   size_t tune_sample = 1000;
+  // Multi-vector first stages instead of single vectors (bench_ann_multi.cc).
+  bool ann_multivector = false;
+  std::vector<std::string> ann_multivector_sources = {"pooled", "fde", "centroids"};
+  std::vector<int> ann_multivector_candidates = {50, 100, 200, 1000};
 
   // rerank.
   int candidates = 100;
@@ -149,6 +153,8 @@ struct BenchOutput {
 };
 
 absl::StatusOr<BenchOutput> RunAnn(const BenchFlags& flags);
+// ann with --ann_multivector (bench_ann_multi.cc).
+absl::StatusOr<BenchOutput> RunAnnMultiVector(const BenchFlags& flags);
 absl::StatusOr<BenchOutput> RunRerank(const BenchFlags& flags);
 absl::StatusOr<BenchOutput> RunIngest(const BenchFlags& flags);
 absl::StatusOr<BenchOutput> RunE2e(const BenchFlags& flags);

@@ -62,6 +62,16 @@ void AddAnnFlags(CLI::App& app, BenchFlags& f) {
   app.add_option("--dump_dir", f.dump_dir,
                  "ann: also write the unit base/query vectors to DIR/{base,query}.fvecs");
   app.add_option("--ann_peers", f.ann_peers, "ann peers: hnswlib,faiss (none: -)")->delimiter(',');
+  app.add_flag("--ann_multivector", f.ann_multivector,
+               "ann: the first stages (pooled, fde, centroids) inside collections of clustered "
+               "multi-vector documents (--num_docs, --num_queries, --dim, --clusters topics, "
+               "--query_tokens, --code_bits), instead of single vectors");
+  app.add_option("--ann_multivector_sources", f.ann_multivector_sources,
+                 "ann --ann_multivector: the generators measured")
+      ->delimiter(',');
+  app.add_option("--ann_multivector_candidates", f.ann_multivector_candidates,
+                 "ann --ann_multivector: candidate counts")
+      ->delimiter(',');
   app.add_option("--ann_build_threads", f.ann_build_threads, "threads building each graph")
       ->capture_default_str();
   app.add_option("--build_rounds", f.build_rounds,
@@ -178,7 +188,7 @@ void AddE2eFlags(CLI::App& app, BenchFlags& f) {
                  "of synthetic vectors; --e2e_candidates 0 leaves candidates to the server");
   app.add_option("--e2e_query_tokens", f.e2e_query_tokens, "query tokens per search (e2e)")
       ->capture_default_str();
-  app.add_option("--ann_params", f.ann_params, "ann_params per search (e2e), e.g. efSearch=64");
+  app.add_option("--ann_params", f.ann_params, "ann_params per search (e2e, ann --ann_multivector), e.g. efSearch=64");
 }
 
 // quality.

@@ -12,6 +12,7 @@
 #include <limits>
 #include <numeric>
 #include <random>
+#include <set>
 #include <tuple>
 
 #include "absl/strings/numbers.h"
@@ -916,9 +917,15 @@ absl::StatusOr<IndexTuningResult> Collection::TuneIndex(double target_recall, ui
   result.ann_params = tuned.ann_params;
   result.sample_recall = tuned.sample_recall;
   result.sample_queries = tuned.sample_queries;
-  if (!tuned.knob.empty()) {
+  if (config().candidates_from == CandidateSource::kCentroids && FirstStageReady()) {
+    ATTN_RETURN_IF_ERROR(TuneFirstStage(
+        target_recall, k, std::min(sample, kMaxFirstStageTuneSample), &result));
+    result.ann_params = absl::StrCat(result.ann_params, result.ann_params.empty() ? "" : ",",
+                                     "probe=", result.probe);
+  }
+  if (!result.ann_params.empty()) {
     AnnTuning t;
-    t.ann_params = tuned.ann_params;
+    t.ann_params = result.ann_params;
     t.target_recall = target_recall;
     t.k = k;
     t.sample_recall = tuned.sample_recall;
@@ -932,6 +939,71 @@ absl::StatusOr<IndexTuningResult> Collection::TuneIndex(double target_recall, ui
   }
   result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   return result;
+}
+
+absl::Status Collection::TuneFirstStage(double target_recall, uint32_t k, uint32_t sample,
+                                        IndexTuningResult* result) const {
+  // Held-out queries: stored documents' own rows (at most 32), drawn with a
+  // fixed seed; each one is left out of its own top k and candidates.
+  constexpr uint32_t kQueryRows = 32;
+  constexpr uint32_t kCandidates = 100;
+  std::vector<SearchQuery> queries;
+  std::vector<std::string> own;
+  std::mt19937_64 rng(0x7475);
+  const Label end = store_->next_label();
+  for (uint32_t tries = 0; queries.size() < sample && tries < 20 * sample && end > 0; ++tries) {
+    const Label l = rng() % end;
+    if (index_.IsTombstoned(l)) continue;
+    std::vector<std::optional<Document>> got;
+    ATTN_RETURN_IF_ERROR(store_->GetDocuments({l}, /*include_vectors=*/true, &got));
+    if (!got[0] || got[0]->num_tokens == 0) continue;
+    SearchQuery q;
+    q.num_tokens = std::min(got[0]->num_tokens, kQueryRows);
+    q.tokens.assign(got[0]->tokens.begin(),
+                    got[0]->tokens.begin() + ptrdiff_t(size_t(q.num_tokens) * config().dim));
+    queries.push_back(std::move(q));
+    own.push_back(got[0]->id);
+  }
+  if (queries.empty()) return absl::OkStatus();
+  const uint64_t live = store_->live_count();
+  // The exhaustive rerank's top k of each, less the document itself: every
+  // live document a candidate, whatever the request limits.
+  SearchParts unlimited = search_.parts();
+  unlimited.limits.max_candidates = std::numeric_limits<uint32_t>::max();
+  unlimited.limits.max_request_bytes = 0;
+  const SearchPipeline exhaustive(std::move(unlimited));
+  std::vector<std::set<std::string>> truth(queries.size());
+  for (size_t i = 0; i < queries.size(); ++i) {
+    SearchQuery q = queries[i];
+    q.top_k = uint32_t(std::min<uint64_t>(k + 1, live));
+    q.candidates = uint32_t(live);
+    ATTN_ASSIGN_OR_RETURN(const SearchResult r, exhaustive.Run(q, absl::InfiniteFuture()));
+    for (const SearchHit& h : r.hits) {
+      if (h.id != own[i] && truth[i].size() < k) truth[i].insert(h.id);
+    }
+  }
+  for (int probe = 1;; probe *= 2) {
+    double sum = 0;
+    for (size_t i = 0; i < queries.size(); ++i) {
+      SearchQuery q = queries[i];
+      q.candidates = q.top_k = uint32_t(std::min<uint64_t>(kCandidates + 1, live));
+      q.mode = RerankMode::kNone;
+      q.ann_params = absl::StrCat("probe=", probe);
+      ATTN_ASSIGN_OR_RETURN(const SearchResult r, search_.Run(q, absl::InfiniteFuture()));
+      size_t found = 0, taken = 0;
+      for (const SearchHit& h : r.hits) {
+        if (h.id == own[i] || taken == kCandidates) continue;
+        ++taken;
+        found += truth[i].contains(h.id);
+      }
+      sum += truth[i].empty() ? 1.0 : double(found) / double(truth[i].size());
+    }
+    result->probe = probe;
+    result->first_stage_recall = sum / double(queries.size());
+    result->first_stage_queries = queries.size();
+    if (result->first_stage_recall >= target_recall || probe >= 128) break;
+  }
+  return absl::OkStatus();
 }
 
 absl::StatusOr<EncoderTrainingResult> Collection::TrainEncoder(text::EncoderOptions options) {

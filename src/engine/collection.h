@@ -170,8 +170,20 @@ struct IndexTuningResult {
   // sample's size.
   double sample_recall = 1.0;
   uint64_t sample_queries = 0;
+  // With candidates_from centroids, once its first stage serves: the
+  // smallest probe (1, 2, 4, ... 128) whose candidates (the default 100)
+  // hold `target_recall` of the exhaustive rerank's top k, mean over
+  // held-out stored documents searched with their own token rows; also in
+  // ann_params. 0 otherwise.
+  int probe = 0;
+  double first_stage_recall = 0;
+  uint64_t first_stage_queries = 0;
   double seconds = 0;
 };
+
+// Held-out documents TuneIndex searches the centroid first stage with, at
+// most (each also costs an exhaustive rerank).
+inline constexpr uint32_t kMaxFirstStageTuneSample = 200;
 
 // What TrainCodec did.
 struct CodecTrainingResult {
@@ -278,6 +290,11 @@ class Collection {
   // When no value up to the widest tried reaches the target, the widest is
   // chosen (sample_recall tells). Tuning again replaces the choice.
   //
+  // With candidates_from centroids, once its first stage serves, the
+  // first stage's probe is tuned for the same target too (see
+  // IndexTuningResult::probe), on min(sample, kMaxFirstStageTuneSample)
+  // documents, and both knobs are stored as one ann_params.
+  //
   // It measures the vectors the ANN index holds (with defer_index, call
   // BuildIndex first). An index that searches exactly (Flat, untrained IVF)
   // has nothing to tune: the result's knob is empty and nothing is stored.
@@ -344,6 +361,10 @@ class Collection {
   Collection(std::string path, std::unique_ptr<DocStore> store, std::unique_ptr<Reranker> reranker,
              const CollectionOptions& options);
   absl::Status LoadDerivedState();
+  // TuneIndex's part for the centroid first stage: fills result->probe and
+  // its recall. REQUIRES: it serves.
+  absl::Status TuneFirstStage(double target_recall, uint32_t k, uint32_t sample,
+                              IndexTuningResult* result) const;
   // Adds stored documents with labels >= from to the ANN index (when
   // add_vectors) and those >= metadata_from to the filter index; returns how
   // many vectors were added. REQUIRES: both writer mutexes (or

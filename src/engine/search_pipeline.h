@@ -76,6 +76,7 @@ struct SearchParts {
 class SearchPipeline {
  public:
   explicit SearchPipeline(SearchParts parts) : parts_(std::move(parts)) {}
+  const SearchParts& parts() const { return parts_; }
 
   // Runs every stage. DEADLINE_EXCEEDED (and no further work) once
   // `deadline` has passed.

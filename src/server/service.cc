@@ -403,6 +403,9 @@ grpc::ServerUnaryReactor* SearchServiceImpl::TuneIndex(grpc::CallbackServerConte
         resp->set_sample_recall(r.sample_recall);
         resp->set_sample_queries(r.sample_queries);
         resp->set_seconds(r.seconds);
+        resp->set_probe(uint32_t(r.probe));
+        resp->set_first_stage_recall(r.first_stage_recall);
+        resp->set_first_stage_queries(r.first_stage_queries);
         return absl::OkStatus();
       });
 }

@@ -280,6 +280,56 @@ TEST(FirstStageTest, BadKnobsAndConfigurationsNameTheField) {
   EXPECT_EQ(r->sources.first_stage, CandidateSource::kCentroids);
 }
 
+// TuneIndex picks the smallest probe reaching the target on held-out
+// documents, stores it with the index's knob and searches use it; a lower
+// target never needs a wider probe.
+TEST(FirstStageTest, TuneIndexChoosesTheProbe) {
+  TempDir dir;
+  Topics g(6);
+  CollectionConfig config = CentroidConfig();
+  config.ann_spec = "HNSW32,SQfp16";
+  config.token_codec.centroids = 512;  // more than the data's clusters: probes matter
+  auto c = Collection::Create(dir.Sub("c"), config, {});
+  ASSERT_TRUE(c.ok()) << c.status();
+  std::vector<Document> docs;
+  for (int i = 0; i < 1500; ++i) docs.push_back(g.Doc(absl::StrCat("d", i)));
+  ASSERT_TRUE((*c)->Upsert(docs).ok());
+  // Before the codec: only the index's knob.
+  auto pooled = (*c)->TuneIndex(0.9, 10, 50);
+  ASSERT_TRUE(pooled.ok()) << pooled.status();
+  EXPECT_EQ(pooled->probe, 0);
+  EXPECT_EQ(pooled->ann_params.find("probe"), std::string::npos) << pooled->ann_params;
+  ASSERT_TRUE((*c)->TrainCodec().ok());
+  auto high = (*c)->TuneIndex(0.99, 10, 50);
+  ASSERT_TRUE(high.ok()) << high.status();
+  std::printf("probe %d: recall %.3f on %llu documents; ann_params %s\n", high->probe,
+              high->first_stage_recall, (unsigned long long)high->first_stage_queries,
+              high->ann_params.c_str());
+  ASSERT_GE(high->probe, 1);
+  EXPECT_EQ(high->first_stage_queries, 50u);
+  EXPECT_TRUE(high->first_stage_recall >= 0.99 || high->probe == 128) << high->first_stage_recall;
+  EXPECT_NE(high->ann_params.find(absl::StrCat("probe=", high->probe)), std::string::npos);
+  EXPECT_NE(high->ann_params.find(high->knob), std::string::npos);
+  ASSERT_TRUE((*c)->tuning().has_value());
+  EXPECT_EQ((*c)->tuning()->ann_params, high->ann_params);
+  // A lower target needs no wider probe; the measure is deterministic:
+  // tuned for the recall it reached, it chooses the same probe.
+  auto low = (*c)->TuneIndex(0.3, 10, 50);
+  ASSERT_TRUE(low.ok()) << low.status();
+  EXPECT_LE(low->probe, high->probe);
+  EXPECT_GE(low->first_stage_recall, 0.3);
+  if (high->probe > 1) {
+    auto below = (*c)->TuneIndex(high->first_stage_recall, 10, 50);
+    ASSERT_TRUE(below.ok()) << below.status();
+    EXPECT_EQ(below->probe, high->probe);
+  }
+  // Searches without ann_params use the stored choice.
+  SearchQuery q = g.Query("d3", 100);
+  auto r = (*c)->Search(q);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->sources.first_stage, CandidateSource::kCentroids);
+}
+
 TEST(FirstStageTest, FdeHoldsMoreOfTheExhaustiveTopTenThanPooled) {
   TempDir dir;
   Topics g(1), h(1);  // the same documents and queries for both
