@@ -696,8 +696,9 @@ TEST_F(ServerTest, SearchHappyPath) {
 // A collection with a residual codec and the centroid first stage: before
 // training its candidates come from the pooled index and from rows in
 // memory, after TrainCodec from the centroids and from codes in memory,
-// and the response says so; none is read from disk. An unknown first stage
-// is refused naming the field.
+// and the response says so; none is read from disk. An fde collection says
+// "fde" from its first write. An unknown first stage is refused naming the
+// field.
 TEST_F(ServerTest, SearchSaysWhereItsCandidatesCameFrom) {
   constexpr uint32_t kDim = 16;
   v1::CreateCollectionRequest create;
@@ -706,7 +707,7 @@ TEST_F(ServerTest, SearchSaysWhereItsCandidatesCameFrom) {
   create.mutable_config()->mutable_token_codec()->set_name("residual");
   create.mutable_config()->mutable_token_codec()->set_train_after_documents(0);
   v1::CreateCollectionResponse created;
-  create.mutable_config()->set_candidates_from("fde");
+  create.mutable_config()->set_candidates_from("muvera");
   const grpc::Status refused = Call(&v1::SearchService::Stub::CreateCollection, create, &created);
   EXPECT_EQ(refused.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
   EXPECT_NE(refused.error_message().find("config.candidates_from"), std::string::npos)
@@ -739,6 +740,20 @@ TEST_F(ServerTest, SearchSaysWhereItsCandidatesCameFrom) {
   EXPECT_EQ(after.sources().store(), 0u);
   EXPECT_EQ(after.sources().first_stage(), "centroids");
   ASSERT_EQ(after.hits_size(), 10);
+  // An fde collection over the same documents: its candidates come from
+  // the encodings from the first write on.
+  v1::CreateCollectionRequest fde;
+  fde.set_name("fde");
+  fde.mutable_config()->set_dim(kDim);
+  fde.mutable_config()->set_candidates_from("fde");
+  ASSERT_OK(Call(&v1::SearchService::Stub::CreateCollection, fde, &created));
+  EXPECT_EQ(created.collection().config().candidates_from(), "fde");
+  ASSERT_OK(Upsert("fde", batch));
+  req.set_collection("fde");
+  v1::SearchResponse encoded;
+  ASSERT_OK(Search(req, &encoded));
+  EXPECT_EQ(encoded.sources().first_stage(), "fde");
+  EXPECT_EQ(encoded.hits_size(), 10);
 }
 
 TEST_F(ServerTest, SearchMatchesReference) {
