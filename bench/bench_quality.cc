@@ -121,11 +121,12 @@ absl::StatusOr<QualityCollection> SetupQuality(const BenchFlags& f, const std::s
   config.dim = f.quality_dim;
   config.token_dtype = DtypeFromFlags(f);
   config.ann_spec = f.ann_spec;
-  const bool centroids = f.quality_candidates_from == "centroids";
+  ATTN_ASSIGN_OR_RETURN(config.candidates_from,
+                        ParseCandidateSource(f.quality_candidates_from, "--quality_candidates_from"));
+  const bool centroids = config.candidates_from == CandidateSource::kCentroids;
   if (centroids) {
     config.token_codec.kind = TokenCodecKind::kResidual;
     config.token_codec.train_after = 0;  // trained below
-    config.candidates_from = CandidateSource::kCentroids;
   }
   CollectionOptions options = CollectionOptions::ForBulkLoad();
   options.limits.max_candidates = 1u << 30;

@@ -198,8 +198,9 @@ void AddQualityFlags(CLI::App& app, BenchFlags& f) {
       ->capture_default_str();
   app.add_option("--quality_candidates_from", f.quality_candidates_from,
                  "quality: the collection's first stage (centroids: with a 2-bit residual codec "
-                 "on the encoder's vocabulary, trained after the load)")
-      ->check(CLI::IsMember({"pooled", "centroids"}))
+                 "on the encoder's vocabulary, trained after the load; fde: the ANN index over "
+                 "fixed dimensional encodings)")
+      ->check(CLI::IsMember({"pooled", "centroids", "fde"}))
       ->capture_default_str();
   app.add_option("--quality_temperature", f.quality_temperature,
                  "attention temperature of text queries (0: the encoder's default)")

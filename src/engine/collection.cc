@@ -456,7 +456,8 @@ absl::StatusOr<Collection::StoreCommit> Collection::CommitToStore(const std::vec
       writes[i].codes = &c.codes[i];
       writes[i].codes_only = !config().token_codec.keep_full_precision;
     }
-    if (docs[i].pooled.empty()) continue;  // awaiting the encoder
+    // Awaiting the encoder; or a bulk load, whose index is built at the end.
+    if (docs[i].pooled.empty() || options_.defer_index) continue;
     c.labels.push_back(c.first + i);
     c.vectors.resize(c.vectors.size() + vectors.dim());
     vectors.OfDocument(docs[i], c.vectors.data() + c.vectors.size() - vectors.dim());
@@ -467,10 +468,6 @@ absl::StatusOr<Collection::StoreCommit> Collection::CommitToStore(const std::vec
   }
   // Replaced labels leave the results at once (with defer_index too, which
   // adds the new vectors only at BuildIndex).
-  if (options_.defer_index) {
-    c.labels.clear();
-    c.vectors.clear();
-  }
   return c;
 }
 

@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "core/status.h"
+#include "core/vector_math.h"
 #include "storage/codec.h"
 
 namespace attnsearch {
@@ -48,6 +49,7 @@ void IndexVectors::OfDocument(const Document& doc, float* out, bool as_stored) c
   } else {
     fde_->EncodeDocument(doc.pooled.data(), 1, out);
   }
+  if (fde_ != nullptr) NormalizeInPlace(out, dim_);
 }
 
 void IndexVectors::OfQuery(const float* tokens, const float* weights, uint32_t n,
@@ -59,6 +61,7 @@ void IndexVectors::OfQuery(const float* tokens, const float* weights, uint32_t n
   } else {
     fde_->EncodeQuery(pooled, nullptr, 1, out);
   }
+  if (fde_ != nullptr) NormalizeInPlace(out, dim_);
 }
 
 absl::Status IndexVectors::Scan(const DocStore& store, Label from, const VectorFn& fn) const {

@@ -6,7 +6,14 @@
 //                      token rows, averaged per partition; a document with
 //                      a pooled vector only is encoded as that one row. A
 //                      query is encoded from its tokens, summed with their
-//                      weights.
+//                      weights. Both are scaled to unit length: an HNSW
+//                      graph over raw encodings (inner products of very
+//                      different norms) misses many of their exact
+//                      neighbours (scifact text, 100 candidates: two-stage
+//                      nDCG@10 0.40 raw, 0.47 unit, 0.61-0.62 exact either
+//                      way), and on clustered vectors unit encodings also
+//                      rank better (0.94 against 0.90 of the exhaustive top
+//                      10 at 100 candidates, 20k documents).
 //
 // The FDE options and seed are the same for every fde collection and never
 // change (kFdeOptions), so encodings made at any time, by any process, stay
