@@ -20,7 +20,8 @@ packages=(
   libicu-dev                       # tokenizer: normalisation, word breaks
   libstemmer-dev                   # Snowball stemmers for the built-in encoder
   libhnswlib-dev                   # hnswlib, the ann benchmark's peer (header-only)
-  python3-grpcio python3-protobuf  # the README's Python client, run by the tests
+  python3-grpcio python3-protobuf  # the Python clients (README's, clients/python), run by the tests
+  python3-pip python3-setuptools   # installing clients/python, by the tests
   python3-numpy                    # the README's numpy snippet for .npy input, run by the tests
 )
 packages+=("$@")

@@ -1,0 +1,142 @@
+"""The attnsearch client against a real server.
+
+ATTNSEARCH names the server (host:port); ATTNSEARCH_WRITE_KEY and
+ATTNSEARCH_READ_KEY its API keys (tests/client/python_package_test.sh starts
+one so). Results are checked against a numpy reference of the reranker's
+MAXSIM and ATTENTION scores over the same seeded documents.
+"""
+
+import os
+import unittest
+
+import numpy as np
+
+import attnsearch
+from attnsearch import Client, Document, errors
+
+ADDRESS = os.environ.get("ATTNSEARCH", "127.0.0.1:50051")
+WRITE_KEY = os.environ.get("ATTNSEARCH_WRITE_KEY")
+READ_KEY = os.environ.get("ATTNSEARCH_READ_KEY")
+DIM = 16
+
+
+def unit_rows(a):
+    a = np.asarray(a, dtype=np.float64)
+    return a / np.linalg.norm(a, axis=1, keepdims=True)
+
+
+def reference_scores(query, docs, mode, temperature=0.1):
+    """Score of each document: sum_i w_i * (max_j S_ij | softmax-weighted S_ij),
+    w_i = 1/m, rows normalised (the server's math, in float64)."""
+    q = unit_rows(query)
+    w = np.full(len(q), 1.0 / len(q))
+    out = {}
+    for d in docs:
+        s = q @ unit_rows(d["tokens"]).T
+        if mode == "maxsim":
+            per = s.max(axis=1)
+        else:
+            e = np.exp((s - s.max(axis=1, keepdims=True)) / temperature)
+            per = (e * s).sum(axis=1) / e.sum(axis=1)
+        out[d["id"]] = float(w @ per)
+    return out
+
+
+class ClientTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.client = Client(ADDRESS, api_key=WRITE_KEY, timeout=30)
+        rng = np.random.default_rng(11)
+        cls.docs = [{"id": f"d{i}", "text": f"document {i}",
+                     "metadata": {"colour": ["red", "green", "blue"][i % 3]},
+                     "tokens": rng.standard_normal((1 + i % 7, DIM))} for i in range(200)]
+        cls.client.create_collection("pyclient", DIM, token_dtype="f32", ann_spec="Flat")
+        counts = []
+        cls.upserted = cls.client.upsert("pyclient", cls.docs, batch_size=64,
+                                         progress=counts.append)
+        cls.progress = counts
+        cls.rng = rng
+        cls.deleted = cls.client.delete("pyclient", ["d1", "ghost"])
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.client.close()
+
+    def test_upsert_batches_and_reports_progress(self):
+        self.assertEqual(self.upserted, 200)
+        self.assertEqual(self.progress, [64, 128, 192, 200])
+        info = self.client.get_collection("pyclient")
+        self.assertIn(info.num_documents, (198, 199))  # test_get may have deleted d2
+
+    def test_search_matches_the_reference_reranker(self):
+        query = self.rng.standard_normal((3, DIM))
+        for mode in ("maxsim", "attention"):
+            with self.subTest(mode=mode):
+                result = self.client.search("pyclient", tokens=query, top_k=10, candidates=200,
+                                            rerank=mode, filter={"colour": ["red", "green"]},
+                                            include_text=True, include_metadata=True)
+                # d1 is deleted; d2 (perhaps deleted too) is blue.
+                live = [d for d in self.docs
+                        if d["metadata"]["colour"] != "blue" and d["id"] != "d1"]
+                ref = reference_scores(query, live, mode)
+                expected = sorted(ref, key=lambda k: -ref[k])[:10]
+                self.assertEqual([h.id for h in result.hits], expected)
+                for h in result.hits:
+                    self.assertAlmostEqual(h.score, ref[h.id], places=4)
+                    self.assertEqual(h.text, f"document {h.id[1:]}")
+                    self.assertIn(h.metadata["colour"], ("red", "green"))
+                self.assertEqual(result.sources["first_stage"], "pooled")
+                self.assertGreater(result.timing["total_us"], 0)
+
+    def test_explain_names_the_best_document_token(self):
+        doc = self.docs[10]
+        result = self.client.search("pyclient", tokens=doc["tokens"][:2], top_k=1, candidates=200,
+                                    rerank="maxsim", explain=True)
+        hit = result.hits[0]
+        self.assertEqual(hit.id, "d10")
+        self.assertEqual([m.query_token for m in hit.matches], [0, 1])
+        self.assertEqual([m.document_token for m in hit.matches], [0, 1])
+        self.assertIsInstance(hit.matches[0], attnsearch.TokenMatch)
+
+    def test_get_returns_numpy_vectors_and_delete_removes(self):
+        found, missing = self.client.get("pyclient", ["d5", "nope"], include_vectors=True)
+        self.assertEqual(missing, ["nope"])
+        self.assertIsInstance(found[0], Document)
+        np.testing.assert_allclose(found[0].tokens, unit_rows(self.docs[5]["tokens"]), atol=1e-6)
+        self.assertEqual(found[0].pooled.shape, (DIM,))
+        self.assertEqual(self.deleted, (1, ["ghost"]))  # d1, in setUpClass
+        self.assertEqual(self.client.delete("pyclient", ["d2"]), (1, []))
+        for gone in ("d1", "d2"):
+            hits = self.client.search("pyclient", tokens=self.docs[int(gone[1:])]["tokens"],
+                                      top_k=5, candidates=200).hits
+            self.assertNotIn(gone, [h.id for h in hits])
+        self.assertEqual(self.client.get("pyclient", ["d1", "d2"])[1], ["d1", "d2"])
+
+    def test_errors_have_a_class_per_status(self):
+        with self.assertRaises(errors.InvalidArgument) as e:
+            self.client.search("pyclient", tokens=np.ones((2, DIM + 1)), top_k=3)
+        self.assertIn("tokens", e.exception.message)
+        with self.assertRaises(errors.NotFound):
+            self.client.get_collection("no_such_collection")
+        with self.assertRaises(errors.AlreadyExists):
+            self.client.create_collection("pyclient", DIM)
+        with self.assertRaises(ValueError):
+            self.client.search("pyclient", tokens=np.ones((2, 2, DIM)))
+        with self.assertRaises(ValueError):
+            self.client.upsert("pyclient", [{"id": "x", "tokenz": np.ones((1, DIM))}])
+        with self.assertRaises(errors.FailedPrecondition):
+            self.client.search("pyclient", text="no encoder trained", top_k=3)
+
+    @unittest.skipUnless(WRITE_KEY and READ_KEY, "the server has no API keys")
+    def test_api_keys(self):
+        with Client(ADDRESS) as anonymous:
+            with self.assertRaises(errors.Unauthenticated):
+                anonymous.list_collections()
+        with Client(ADDRESS, api_key=READ_KEY) as reader:
+            self.assertIn("pyclient", [c.name for c in reader.list_collections()])
+            with self.assertRaises(errors.PermissionDenied):
+                reader.upsert("pyclient", [{"id": "r", "tokens": np.ones((1, DIM))}])
+
+
+if __name__ == "__main__":
+    unittest.main()

@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# The Python client package (clients/python), as a user installs it: built
+# and installed by Debian's pip from the source tree (its stubs generated
+# from the proto by setup.py), then its unittest suite run with Debian's
+# python3 against a real attnsearch-server on an ephemeral loopback port
+# that requires API keys.
+#
+#   python_package_test.sh REPO_ROOT SERVER_BINARY
+set -euo pipefail
+repo=$1
+server=$2
+python=/usr/bin/python3  # Debian's, with python3-grpcio, -protobuf, -numpy, -pip
+
+work=$(mktemp -d)
+server_pid=""
+cleanup() {
+  if [[ -n "$server_pid" ]]; then kill -KILL "$server_pid" 2>/dev/null || true; fi
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+# pip builds in a copy of the package's folder: give it the repository's
+# layout (the proto two levels up), as a checkout has.
+mkdir -p "$work/src/clients"
+cp -r "$repo/clients/python" "$work/src/clients/python"
+ln -s "$repo/proto" "$work/src/proto"
+PIP_ROOT_USER_ACTION=ignore "$python" -m pip install --quiet --no-deps --no-build-isolation --no-cache-dir \
+  --target "$work/site" "$work/src/clients/python"
+[[ -f "$work/site/attnsearch/v1/search_pb2_grpc.py" ]] || {
+  echo "the installed package has no generated stubs" >&2; exit 1; }
+
+write_key=python-client-write-key
+read_key=python-client-read-key
+printf '%s write\n%s read\n' "$write_key" "$read_key" > "$work/keys"
+"$server" --data_dir "$work/data" --listen 127.0.0.1:0 --port_file "$work/port" --no_sync \
+  --api_keys "$work/keys" 2> "$work/server.log" &
+server_pid=$!
+for _ in $(seq 300); do
+  [[ -s "$work/port" ]] && break
+  kill -0 "$server_pid" 2>/dev/null || { cat "$work/server.log" >&2; exit 1; }
+  sleep 0.1
+done
+[[ -s "$work/port" ]] || { echo "the server did not start" >&2; exit 1; }
+
+# Run from an empty folder so that only the installed package is imported.
+mkdir "$work/run"
+(cd "$work/run" && PYTHONPATH="$work/site" ATTNSEARCH="127.0.0.1:$(cat "$work/port")" \
+   ATTNSEARCH_WRITE_KEY="$write_key" ATTNSEARCH_READ_KEY="$read_key" \
+   "$python" "$repo/clients/python/tests/test_client.py" -v 2>&1) || {
+  echo "--- server log" >&2; tail -20 "$work/server.log" >&2; exit 1; }
+
+kill -TERM "$server_pid"
+wait "$server_pid"
+server_pid=""
+echo "python package: OK"
