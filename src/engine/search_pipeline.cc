@@ -34,6 +34,13 @@ RerankQuery RerankQueryOf(const SearchQuery& q) {
   return RerankQuery{q.tokens.data(), q.num_tokens, q.token_weights.data(), q.mode, q.temperature};
 }
 
+// The reranker's view of a block of token rows.
+CandidateTokens TokensOf(const TokenBlock& b) {
+  return CandidateTokens{b.data(),      b.total_rows,
+                         b.rows.data(), b.offsets.data(),
+                         b.rows.size(), b.scales.empty() ? nullptr : b.scales.data()};
+}
+
 // The evidence of one hit as TokenMatches, and its snippet.
 void AddEvidence(const SearchQuery& q, const Document& d,
                  const std::vector<TokenEvidence>& evidence, SearchHit* hit) {
@@ -114,11 +121,22 @@ bool SearchPipeline::Fetched::any_coded() const {
 }
 
 CandidateTokens SearchPipeline::Fetched::tokens() const {
-  CandidateTokens t{block.data(),      block.total_rows,
-                    block.rows.data(), block.offsets.data(),
-                    block.rows.size(), block.scales.empty() ? nullptr : block.scales.data()};
+  CandidateTokens t = TokensOf(block);
   if (rows_from) t.rows_from = &rows_from;
   return t;
+}
+
+void SearchPipeline::GatherHitRows(const Fetched& fetched, const Scored& scored,
+                                   const std::vector<const ScoredCandidate*>& best,
+                                   TokenBlock* out) const {
+  out->rows.assign(best.size(), 0);
+  out->offsets.assign(best.size(), 0);
+  out->found.assign(best.size(), true);
+  for (size_t k = 0; k < best.size(); ++k) {
+    out->offsets[k] = out->total_rows;
+    CandidateRows(fetched, scored, best[k]->candidate, out);
+    out->rows[k] = uint32_t(out->total_rows - out->offsets[k]);
+  }
 }
 
 absl::StatusOr<SearchResult> SearchPipeline::Run(SearchQuery q, absl::Time deadline) const {
@@ -216,6 +234,10 @@ absl::Status SearchPipeline::CheckQuery(SearchQuery* q) const {
   } else if (q->candidates > lim.max_candidates) {
     return absl::InvalidArgumentError(
         absl::StrCat("candidates: ", q->candidates, " exceeds the limit of ", lim.max_candidates));
+  }
+  if (q->attention_map && q->mode == RerankMode::kNone) {
+    return absl::InvalidArgumentError(
+        "attention_map: needs a rerank mode that attends (ATTENTION or MAXSIM), not NONE");
   }
   if (!(q->temperature >= 0.f) || !std::isfinite(q->temperature)) {
     return absl::InvalidArgumentError("temperature: must be a positive number");
@@ -572,7 +594,11 @@ absl::StatusOr<std::vector<SearchHit>> SearchPipeline::Hits(const SearchQuery& q
   // The evidence for the hits, from the similarities Score kept (or, when
   // the candidates took several matmuls, one more over the hits' rows).
   std::vector<std::vector<TokenEvidence>> evidence;
+  std::vector<std::vector<float>> maps;
   const auto t_explain = Clock::now();
+  if (q.attention_map && fetched != nullptr && !best.empty()) {
+    ATTN_ASSIGN_OR_RETURN(maps, AttentionMaps(q, *fetched, scored, best));
+  }
   if (q.explain && fetched != nullptr && !best.empty()) {
     if (!fetched->any_coded()) {
       std::vector<size_t> which;
@@ -583,18 +609,8 @@ absl::StatusOr<std::vector<SearchHit>> SearchPipeline::Hits(const SearchQuery& q
       // Some hits were scored from codes: their rows (exact, or decoded)
       // gathered, and explained with one matmul.
       TokenBlock hits;
-      hits.rows.assign(best.size(), 0);
-      hits.offsets.assign(best.size(), 0);
-      hits.found.assign(best.size(), true);
-      for (size_t k = 0; k < best.size(); ++k) {
-        hits.offsets[k] = hits.total_rows;
-        CandidateRows(*fetched, scored, best[k]->candidate, &hits);
-        hits.rows[k] = uint32_t(hits.total_rows - hits.offsets[k]);
-      }
-      const CandidateTokens t{hits.data(),      hits.total_rows,
-                              hits.rows.data(), hits.offsets.data(),
-                              hits.rows.size(), hits.scales.empty() ? nullptr : hits.scales.data()};
-      ATTN_RETURN_IF_ERROR(parts_.reranker->Explain(RerankQueryOf(q), t, &evidence));
+      GatherHitRows(*fetched, scored, best, &hits);
+      ATTN_RETURN_IF_ERROR(parts_.reranker->Explain(RerankQueryOf(q), TokensOf(hits), &evidence));
     }
   }
   *explain_us = MicrosSince(t_explain);
@@ -609,9 +625,34 @@ absl::StatusOr<std::vector<SearchHit>> SearchPipeline::Hits(const SearchQuery& q
     if (q.include_text) hit.text = d.text;
     if (q.include_metadata) hit.metadata = std::move(d.metadata);
     if (!evidence.empty()) AddEvidence(q, d, evidence[i], &hit);
+    if (!maps.empty()) {
+      hit.attention = std::move(maps[i]);
+      hit.attention_cols = uint32_t(hit.attention.size() / std::max<uint32_t>(1, q.num_tokens));
+      hit.token_texts = std::move(d.token_texts);
+      hit.token_spans = std::move(d.token_spans);
+    }
     hits.push_back(std::move(hit));
   }
   return hits;
+}
+
+absl::StatusOr<std::vector<std::vector<float>>> SearchPipeline::AttentionMaps(
+    const SearchQuery& q, const Fetched& fetched, const Scored& scored,
+    const std::vector<const ScoredCandidate*>& best) const {
+  // The hits' rows (exact, or decoded from codes), then one matmul.
+  TokenBlock hits;
+  GatherHitRows(fetched, scored, best, &hits);
+  const uint64_t cells = uint64_t(hits.total_rows) * q.num_tokens;
+  if (cells > parts_.limits.max_attention_cells) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "attention_map: the hits' maps hold ", cells, " weights (", q.num_tokens,
+        " query tokens x ", hits.total_rows, " document tokens), above the limit of ",
+        parts_.limits.max_attention_cells,
+        " (max_attention_cells, the server's flag); ask for fewer hits or query tokens"));
+  }
+  std::vector<std::vector<float>> maps;
+  ATTN_RETURN_IF_ERROR(parts_.reranker->AttentionMaps(RerankQueryOf(q), TokensOf(hits), &maps));
+  return maps;
 }
 
 absl::Status SearchPipeline::ExactTier(const SearchQuery& q, const Candidates& c, const Fetched& f,
@@ -643,10 +684,7 @@ absl::Status SearchPipeline::ExactTier(const SearchQuery& q, const Candidates& c
   ATTN_RETURN_IF_ERROR(parts_.store->GetTokens(labels, &s->exact_rows, nullptr, &*c.view));
   const TokenBlock& e = s->exact_rows;
   std::vector<float> exact(labels.size());
-  const CandidateTokens t{e.data(),      e.total_rows,
-                          e.rows.data(), e.offsets.data(),
-                          e.rows.size(), e.scales.empty() ? nullptr : e.scales.data()};
-  ATTN_RETURN_IF_ERROR(parts_.reranker->Score(RerankQueryOf(q), t, exact.data()));
+  ATTN_RETURN_IF_ERROR(parts_.reranker->Score(RerankQueryOf(q), TokensOf(e), exact.data()));
   for (size_t k = 0; k < labels.size(); ++k) {
     const size_t i = s->exact_of[k];
     if (!e.found[k]) {

@@ -162,6 +162,14 @@ class SearchPipeline {
   // wherever the search has them: the arena, the store's misses, the exact
   // tier, or decoded from its codes.
   void CandidateRows(const Fetched& f, const Scored& s, size_t i, TokenBlock* out) const;
+  // The rows of the hits `best`, in order, into *out (empty).
+  void GatherHitRows(const Fetched& f, const Scored& s,
+                     const std::vector<const ScoredCandidate*>& best, TokenBlock* out) const;
+  // Per hit, its attention map (Reranker::AttentionMaps); INVALID_ARGUMENT
+  // past limits.max_attention_cells.
+  absl::StatusOr<std::vector<std::vector<float>>> AttentionMaps(
+      const SearchQuery& q, const Fetched& f, const Scored& s,
+      const std::vector<const ScoredCandidate*>& best) const;
   // The exact tier: the best 2 x top_k candidates scored from codes are
   // scored again from their rows, read through the view; the other coded
   // candidates drop out. Updates scores and from_codes.

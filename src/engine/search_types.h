@@ -39,6 +39,12 @@ struct RequestLimits {
   // `documents`) and the limit (max_request_mb, the server's flag), nothing
   // stored. Default: 0.
   size_t max_request_bytes = 0;
+  // Most attention weights a Search may return with attention_map (the
+  // hits' query tokens x document tokens, summed). Over it:
+  // INVALID_ARGUMENT naming the limit (max_attention_cells, the server's
+  // flag). Default: 500,000 (2 MB of weights: under gRPC clients' default
+  // 4 MB message limit).
+  uint64_t max_attention_cells = 500000;
 };
 
 // Candidates reranked per text query unless the query says otherwise: from
@@ -81,6 +87,9 @@ struct SearchQuery {
   // Marks around highlighted spans. Defaults: "<em>", "</em>".
   std::string highlight_pre = "<em>";
   std::string highlight_post = "</em>";
+  // Per hit, the whole attention map: every query token's weights over the
+  // document's tokens, as the reranker computed them (ATTENTION or MAXSIM).
+  bool attention_map = false;
 };
 
 struct TokenMatch {
@@ -104,6 +113,13 @@ struct SearchHit {
   // The score (and evidence) came from the document's token codes, not
   // from its full-precision rows (a residual codec without the exact tier).
   bool from_codes = false;
+  // With attention_map: attention[i * attention_cols + j] is query token i's
+  // weight on document token j (each row sums to 1); the document's token
+  // texts and spans when it stored them.
+  std::vector<float> attention;
+  uint32_t attention_cols = 0;
+  std::vector<std::string> token_texts;
+  std::vector<std::pair<uint32_t, uint32_t>> token_spans;
 };
 
 // Microseconds spent per stage.

@@ -670,6 +670,28 @@ absl::Status Reranker::Explain(const RerankQuery& query, const CandidateTokens& 
       .status();
 }
 
+absl::Status Reranker::AttentionMaps(const RerankQuery& query, const CandidateTokens& candidates,
+                                     std::vector<std::vector<float>>* out) const {
+  ATTN_RETURN_IF_ERROR(CheckQuery(query, candidates));
+  out->assign(candidates.count, {});
+  const uint32_t m = query.num_tokens;
+  const float inv_tau = 1.f / query.temperature;
+  return ForEachChunk(
+             query, candidates,
+             [&](size_t c, size_t c_end, size_t row0, const float* st, const float* col_scale) {
+               for (size_t k = c; k < c_end; ++k) {
+                 const uint32_t n = candidates.rows[k];
+                 if (n == 0) continue;
+                 const float* row_scales =
+                     candidates.scales ? candidates.scales + candidates.offsets[k] : nullptr;
+                 (*out)[k].resize(size_t(m) * n);
+                 AttentionSegment(st + (candidates.offsets[k] - row0) * m, m, n, query.mode,
+                                  inv_tau, row_scales, col_scale, (*out)[k].data());
+               }
+             })
+      .status();
+}
+
 absl::Status Reranker::Explain(const RerankQuery& query, const void* doc_tokens, uint32_t rows,
                                std::vector<TokenEvidence>* out, const float* row_scales) const {
   const size_t offset = 0;

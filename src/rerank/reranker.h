@@ -143,6 +143,14 @@ class Reranker {
   absl::Status Explain(const RerankQuery& query, const void* doc_tokens, uint32_t rows,
                        std::vector<TokenEvidence>* out, const float* row_scales = nullptr) const;
 
+  // Per candidate, the attention weights of its tokens for every query
+  // token: (*out)[k] holds m x rows[k] values, row-major (AttentionSegment:
+  // softmax_j(S_ij / τ) for ATTENTION, one-hot at the row's best for
+  // MAXSIM), from the same matmul and similarities as Score and Explain.
+  // Meant for a query's few hits. REQUIRES: ATTENTION or MAXSIM.
+  absl::Status AttentionMaps(const RerankQuery& query, const CandidateTokens& candidates,
+                             std::vector<std::vector<float>>* out) const;
+
   // The kernel oneDNN chose for this reranker's matmul of a full window of
   // document tokens against `query_tokens` query tokens, as oneDNN names it
   // (e.g. "brg:avx512_core_amx_bf16"; "gemm:jit" is its generic kernel).

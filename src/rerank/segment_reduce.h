@@ -45,6 +45,13 @@ void ExplainSegment(const float* st, uint32_t m, uint32_t n, const float* w, Rer
                     float inv_tau, const float* row_scale, const float* col_scale, uint32_t* argmax,
                     float* weight, float* contribution);
 
+// The attention map of one document: out[i·n + j] (m x n values) is
+// softmax_j(s_ij · inv_tau) for ATTENTION, and for MAXSIM 1 at each row's
+// first largest s_ij and 0 elsewhere (the vanishing-temperature limit).
+// The weights ExplainSegment and ReduceSegment use.
+void AttentionSegment(const float* st, uint32_t m, uint32_t n, RerankMode mode, float inv_tau,
+                      const float* row_scale, const float* col_scale, float* out);
+
 // True when ReduceSegment runs the AVX-512 version on this CPU.
 bool ReduceSegmentUsesAvx512();
 

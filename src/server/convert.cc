@@ -266,6 +266,7 @@ absl::Status FromProto(const v1::SearchRequest& in, uint32_t dim, SearchQuery* o
   out->include_text = in.include_text();
   out->include_metadata = in.include_metadata();
   out->explain = in.explain();
+  out->attention_map = in.attention_map();
   if (!in.highlight_pre().empty()) out->highlight_pre = in.highlight_pre();
   if (!in.highlight_post().empty()) out->highlight_post = in.highlight_post();
   return absl::OkStatus();
@@ -293,6 +294,18 @@ void ToProto(SearchResult&& in, v1::SearchResponse* out) {
     }
     hit->set_snippet(std::move(h.snippet));
     hit->set_from_codes(h.from_codes);
+    if (!h.attention.empty()) {
+      v1::AttentionMap* a = hit->mutable_attention();
+      a->set_document_tokens(h.attention_cols);
+      a->set_query_tokens(uint32_t(h.attention.size() / std::max<uint32_t>(1, h.attention_cols)));
+      a->mutable_weights()->Add(h.attention.begin(), h.attention.end());
+      for (auto& t : h.token_texts) a->add_document_token_texts(std::move(t));
+      for (const auto& [begin, end] : h.token_spans) {
+        v1::TokenSpan* span = a->add_document_token_spans();
+        span->set_begin(begin);
+        span->set_end(end);
+      }
+    }
   }
   v1::Timing* t = out->mutable_timing();
   t->set_encode_us(uint64_t(in.timing.encode_us));

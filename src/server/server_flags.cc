@@ -17,6 +17,10 @@ void AddServerFlags(CLI::App* app, ServerOptions* o) {
   app->add_option("--max_message_mb", o->max_message_mb, "largest request message, MiB")
       ->capture_default_str();
   app->add_option("--max_top_k", limits.max_top_k, "largest top_k")->capture_default_str();
+  app->add_option("--max_attention_cells", limits.max_attention_cells,
+                  "most attention weights one Search returns with attention_map (its hits' "
+                  "query tokens x document tokens)")
+      ->capture_default_str();
   app->add_option("--max_candidates", limits.max_candidates, "largest candidates")
       ->capture_default_str();
   app->add_option("--max_batch_documents", limits.max_batch_documents,

@@ -8,6 +8,7 @@
 #include <fstream>
 
 #include "engine_test_util.h"
+#include "rerank/reference.h"
 
 namespace attnsearch {
 namespace {
@@ -395,6 +396,75 @@ TEST(CollectionTest, ModesAndExplanations) {
     EXPECT_GE(rn->hits[i].ann_score, rn->hits[i + 1].ann_score);
     EXPECT_TRUE(rn->hits[i].matches.empty());
   }
+}
+
+// attention_map: every hit's m x n weights equal the reference reranker's
+// (ATTENTION: softmax rows; MAXSIM: one-hot at the best token), with the
+// document's token texts; NONE and a map over the cell limit are refused
+// naming the field and the limit.
+TEST(CollectionTest, AttentionMapsMatchTheReference) {
+  TempDir dir;
+  CollectionOptions options;
+  options.limits.max_attention_cells = 5 * 12 * 3;  // 3 hits of at most 12 tokens
+  auto c = MustCreate(dir.Sub("c"), Config("Flat"), options);
+  std::mt19937 rng(17);
+  std::vector<Document> docs;
+  for (int i = 0; i < 100; ++i) docs.push_back(MakeDoc(rng, "d" + std::to_string(i), kDim, 1, 12));
+  for (auto& d : docs) {
+    d.token_texts.clear();
+    for (uint32_t t = 0; t < d.num_tokens; ++t) d.token_texts.push_back("w" + std::to_string(t));
+  }
+  ASSERT_TRUE(c->Upsert(docs).ok());
+  std::map<std::string, const Document*> by_id;
+  for (const auto& d : docs) by_id[d.id] = &d;
+  SearchQuery q;
+  q.num_tokens = 5;
+  q.tokens = testing::RandomUnitRows(rng, 5, kDim);
+  q.top_k = 3;
+  q.candidates = 100;
+  q.attention_map = true;
+  for (const RerankMode mode : {RerankMode::kAttention, RerankMode::kMaxSim}) {
+    SearchQuery mq = q;
+    mq.mode = mode;
+    mq.temperature = 0.2f;
+    auto r = c->Search(mq);
+    ASSERT_TRUE(r.ok()) << r.status();
+    ASSERT_EQ(r->hits.size(), 3u);
+    for (const SearchHit& h : r->hits) {
+      const Document& d = *by_id.at(h.id);
+      ASSERT_EQ(h.attention_cols, d.num_tokens) << h.id;
+      ASSERT_EQ(h.attention.size(), size_t(5) * d.num_tokens);
+      EXPECT_EQ(h.token_texts, d.token_texts);
+      // The stored rows are unit (the engine normalises them); so are the
+      // query's random rows.
+      const std::vector<double> want = ReferenceAttention(
+          mq.tokens.data(), 5, d.tokens.data(), d.num_tokens, kDim, mode, mq.temperature);
+      for (size_t k = 0; k < want.size(); ++k) {
+        EXPECT_NEAR(h.attention[k], want[k], 2e-3) << h.id << " cell " << k;
+      }
+      for (uint32_t i = 0; i < 5; ++i) {
+        float sum = 0.f;
+        for (uint32_t j = 0; j < d.num_tokens; ++j) sum += h.attention[i * d.num_tokens + j];
+        EXPECT_NEAR(sum, 1.f, 1e-5);
+      }
+    }
+  }
+  SearchQuery none = q;
+  none.mode = RerankMode::kNone;
+  auto refused = c->Search(none);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(refused.status().message().find("attention_map"), std::string::npos);
+  SearchQuery many = q;
+  many.top_k = 20;
+  auto over = c->Search(many);
+  ASSERT_FALSE(over.ok());
+  EXPECT_EQ(over.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(over.status().message().find("max_attention_cells"), std::string::npos)
+      << over.status();
+  SearchQuery plain = many;
+  plain.attention_map = false;
+  EXPECT_TRUE(c->Search(plain).ok());
 }
 
 // Reopening: the snapshot plus the writes made after it, a missing snapshot

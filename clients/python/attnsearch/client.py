@@ -49,6 +49,12 @@ class Hit:
     matches: List[TokenMatch] = dataclasses.field(default_factory=list)  # with explain
     snippet: str = ""      # with explain, when text and spans are stored
     from_codes: bool = False
+    # With attention_map: (query tokens x document tokens) float32 weights,
+    # attention[i, j] query token i's weight on document token j; and the
+    # document's token texts and (begin, end) byte spans when it stored them.
+    attention: Optional[np.ndarray] = None
+    token_texts: List[str] = dataclasses.field(default_factory=list)
+    token_spans: List[Tuple[int, int]] = dataclasses.field(default_factory=list)
 
 
 @dataclasses.dataclass
@@ -104,6 +110,13 @@ def _array_of(m):
     else:
         a = np.asarray(m.values, dtype=np.float32)
     return a.reshape(m.rows, m.cols)
+
+
+def _attention_of(a):
+    """An AttentionMap message as a (query tokens x document tokens) array."""
+    if a.query_tokens == 0:
+        return None
+    return np.asarray(a.weights, dtype=np.float32).reshape(a.query_tokens, a.document_tokens)
 
 
 def _document_message(doc, index):
@@ -255,13 +268,15 @@ class Client:
     def search(self, collection, text=None, tokens=None, pooled=None, token_weights=None, *,
                top_k=10, candidates=0, rerank="attention", temperature=0.0, filter=None,
                ranges=None, ann_params="", include_text=False, include_metadata=False,
-               explain=False, highlight=("", "")):
+               explain=False, attention_map=False, highlight=("", "")):
         """Searches by text (the collection's built-in encoder) or by vectors
         (tokens: m x dim array; pooled: dim array; token_weights: m values).
 
         filter: {key: [values]}, every key must match one of its values.
         ranges: {key: {"gte"|"gt"|"lte"|"lt": number}} on numeric fields.
-        rerank: "attention", "maxsim" or "none". Returns a SearchResult.
+        rerank: "attention", "maxsim" or "none". attention_map: each hit's
+        whole attention map as a numpy array (Hit.attention). Returns a
+        SearchResult.
         """
         if (text is None) == (tokens is None and pooled is None):
             raise ValueError("query: give text, or tokens and/or pooled, not both or neither")
@@ -271,6 +286,7 @@ class Client:
                                    rerank=_MODES[rerank], temperature=temperature,
                                    ann_params=ann_params, include_text=include_text,
                                    include_metadata=include_metadata, explain=explain,
+                                   attention_map=attention_map,
                                    highlight_pre=highlight[0], highlight_post=highlight[1])
         if text is not None:
             request.text = text
@@ -295,7 +311,10 @@ class Client:
                     metadata=dict(h.metadata),
                     matches=[TokenMatch(m.query_token, m.document_token, m.document_token_text,
                                         m.weight, m.contribution) for m in h.matches],
-                    snippet=h.snippet, from_codes=h.from_codes)
+                    snippet=h.snippet, from_codes=h.from_codes,
+                    attention=_attention_of(h.attention),
+                    token_texts=list(h.attention.document_token_texts),
+                    token_spans=[(s.begin, s.end) for s in h.attention.document_token_spans])
                 for h in reply.hits]
         t = reply.timing
         timing = {"encode_us": t.encode_us, "ann_us": t.ann_us, "fetch_us": t.fetch_us,

@@ -25,6 +25,17 @@ def unit_rows(a):
     return a / np.linalg.norm(a, axis=1, keepdims=True)
 
 
+def reference_attention(query, tokens, mode, temperature=0.1):
+    """The m x n weights: softmax rows (ATTENTION) or one-hot at the best."""
+    s = unit_rows(query) @ unit_rows(tokens).T
+    if mode == "maxsim":
+        out = np.zeros_like(s)
+        out[np.arange(len(s)), s.argmax(axis=1)] = 1.0
+        return out
+    e = np.exp((s - s.max(axis=1, keepdims=True)) / temperature)
+    return e / e.sum(axis=1, keepdims=True)
+
+
 def reference_scores(query, docs, mode, temperature=0.1):
     """Score of each document: sum_i w_i * (max_j S_ij | softmax-weighted S_ij),
     w_i = 1/m, rows normalised (the server's math, in float64)."""
@@ -97,6 +108,22 @@ class ClientTest(unittest.TestCase):
         self.assertEqual([m.query_token for m in hit.matches], [0, 1])
         self.assertEqual([m.document_token for m in hit.matches], [0, 1])
         self.assertIsInstance(hit.matches[0], attnsearch.TokenMatch)
+
+    def test_attention_maps_match_the_reference(self):
+        query = self.rng.standard_normal((4, DIM))
+        by_id = {d["id"]: d for d in self.docs}
+        for mode in ("attention", "maxsim"):
+            with self.subTest(mode=mode):
+                result = self.client.search("pyclient", tokens=query, top_k=3, candidates=200,
+                                            rerank=mode, attention_map=True)
+                for hit in result.hits:
+                    want = reference_attention(query, by_id[hit.id]["tokens"], mode)
+                    self.assertEqual(hit.attention.shape, want.shape)
+                    np.testing.assert_allclose(hit.attention, want, atol=1e-4)
+        with self.assertRaises(errors.InvalidArgument) as e:
+            self.client.search("pyclient", tokens=query, top_k=3, rerank="none",
+                               attention_map=True)
+        self.assertIn("attention_map", e.exception.message)
 
     def test_get_returns_numpy_vectors_and_delete_removes(self):
         found, missing = self.client.get("pyclient", ["d5", "nope"], include_vectors=True)
