@@ -54,6 +54,14 @@ LiveIndex::LiveIndex(DocStore* store, std::string dir, const LiveIndexOptions& o
       writer_mu_(writer_mu),
       store_writer_mu_(store_writer_mu) {}
 
+size_t LiveIndex::InsertChunk() const {
+  // Linking a vector costs about its dimension: wider vectors (FDEs) go in
+  // smaller chunks, so that a search waits no longer for the graph lock.
+  const size_t chunk = std::max<size_t>(options_.insert_chunk, 1);
+  const uint32_t dim = vectors_.dim();
+  return dim <= kChunkDim ? chunk : std::max<size_t>(1, chunk * kChunkDim / dim);
+}
+
 LiveIndex::~LiveIndex() {
   Stop();
   if (rebuild_thread_.joinable()) rebuild_thread_.join();
@@ -267,7 +275,7 @@ void LiveIndex::InsertThread() {
     }
     absl::WriterMutexLock graph_lock(&graph_mu_);
     // An error is kept in insert_error_ and returned to writes.
-    LinkPending(std::max<size_t>(options_.insert_chunk, 1)).IgnoreError();
+    LinkPending(InsertChunk()).IgnoreError();
   }
 }
 

@@ -72,7 +72,8 @@ struct LiveIndexOptions {
   // Default: 20000.
   size_t max_pending = 20000;
   // Vectors the inserter links per hold of the graph lock (searches wait
-  // for one chunk at most). Default: 256.
+  // for one chunk at most), at up to 256 values a vector; wider ones go in
+  // proportionally smaller chunks. Default: 256.
   size_t insert_chunk = 256;
 };
 
@@ -206,6 +207,9 @@ class LiveIndex {
   void SearchPending(const float* query, uint32_t k, const LabelBitmap* admitted,
                      std::vector<AnnNeighbor>* out) const ABSL_SHARED_LOCKS_REQUIRED(mu_);
   void InsertThread();
+  // Vectors per chunk the inserter links (see insert_chunk).
+  static constexpr uint32_t kChunkDim = 256;
+  size_t InsertChunk() const;
   void StartInserter();
   // Await conditions, evaluated under mu_.
   bool InserterHasWork() const ABSL_SHARED_LOCKS_REQUIRED(mu_);
