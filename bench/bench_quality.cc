@@ -121,8 +121,8 @@ absl::StatusOr<QualityCollection> SetupQuality(const BenchFlags& f, const std::s
   config.dim = f.quality_dim;
   config.token_dtype = DtypeFromFlags(f);
   config.ann_spec = f.ann_spec;
-  ATTN_ASSIGN_OR_RETURN(config.candidates_from,
-                        ParseCandidateSource(f.quality_candidates_from, "--quality_candidates_from"));
+  ATTN_ASSIGN_OR_RETURN(config.candidates_from, ParseCandidateSource(f.quality_candidates_from,
+                                                                     "--quality_candidates_from"));
   const bool centroids = config.candidates_from == CandidateSource::kCentroids;
   if (centroids) {
     config.token_codec.kind = TokenCodecKind::kResidual;

@@ -188,7 +188,8 @@ void AddE2eFlags(CLI::App& app, BenchFlags& f) {
                  "of synthetic vectors; --e2e_candidates 0 leaves candidates to the server");
   app.add_option("--e2e_query_tokens", f.e2e_query_tokens, "query tokens per search (e2e)")
       ->capture_default_str();
-  app.add_option("--ann_params", f.ann_params, "ann_params per search (e2e, ann --ann_multivector), e.g. efSearch=64");
+  app.add_option("--ann_params", f.ann_params,
+                 "ann_params per search (e2e, ann --ann_multivector), e.g. efSearch=64");
 }
 
 // quality.

@@ -201,7 +201,8 @@ int main(int argc, char** argv) {
   if (max_errors_opt->count() > 0) o.max_errors = max_errors;
   ai::ParseInputFormat(format, &o.format);
   if (token_codec == "residual") o.token_codec.kind = attnsearch::TokenCodecKind::kResidual;
-  o.candidates_from = attnsearch::ParseCandidateSource(candidates_from, "--candidates_from").value();
+  o.candidates_from =
+      attnsearch::ParseCandidateSource(candidates_from, "--candidates_from").value();
   if (!dtype.empty()) {
     o.dtype = dtype == "f32"    ? attnsearch::TokenDtype::kF32
               : dtype == "int8" ? attnsearch::TokenDtype::kInt8

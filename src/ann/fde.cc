@@ -120,8 +120,7 @@ uint32_t FdeEncoder::Partition(uint32_t r, const float* products) const {
 }
 
 const float* FdeEncoder::Projected(uint32_t r, const float* x, const float* products) const {
-  return options_.projection_dim == 0 ? x
-                                      : products + size_t(r) * stride_ + options_.simhash_bits;
+  return options_.projection_dim == 0 ? x : products + size_t(r) * stride_ + options_.simhash_bits;
 }
 
 void FdeEncoder::Finish(const std::vector<float>& full, float* out) const {
@@ -143,7 +142,8 @@ void FdeEncoder::EncodeQuery(const float* tokens, const float* weights, size_t n
     const float w = weights != nullptr ? weights[t] : 1.f;
     for (uint32_t r = 0; r < options_.repetitions; ++r) {
       const float* projected = Projected(r, x, products.data());
-      float* block = full.data() + (size_t(r) * partitions_ + Partition(r, products.data())) * block_;
+      float* block =
+          full.data() + (size_t(r) * partitions_ + Partition(r, products.data())) * block_;
       for (uint32_t j = 0; j < block_; ++j) block[j] += w * projected[j];
     }
   }

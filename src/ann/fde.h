@@ -86,12 +86,12 @@ class FdeEncoder {
 
   const uint32_t dim_;
   const FdeOptions options_;
-  uint32_t block_ = 0;               // values per partition block
-  uint32_t partitions_ = 0;          // 2^simhash_bits
-  uint32_t stride_ = 0;              // products per repetition: bits + projection_dim
+  uint32_t block_ = 0;       // values per partition block
+  uint32_t partitions_ = 0;  // 2^simhash_bits
+  uint32_t stride_ = 0;      // products per repetition: bits + projection_dim
   // Per input value, per repetition: its Gaussian hyperplanes' coefficients,
   // then its ±1/√block projection's (see Products).
-  std::vector<float> table_;  // dim x repetitions x stride_
+  std::vector<float> table_;         // dim x repetitions x stride_
   std::vector<uint32_t> sketch_to_;  // full index -> output index
   std::vector<float> sketch_sign_;   // full index -> ±1
 };

@@ -46,14 +46,13 @@ std::string_view CandidateSourceName(CandidateSource source) {
 
 absl::StatusOr<CandidateSource> ParseCandidateSource(std::string_view name,
                                                      std::string_view field) {
-  for (CandidateSource s : {CandidateSource::kPooled, CandidateSource::kCentroids,
-                            CandidateSource::kFde}) {
+  for (CandidateSource s :
+       {CandidateSource::kPooled, CandidateSource::kCentroids, CandidateSource::kFde}) {
     if (name == CandidateSourceName(s)) return s;
   }
   if (name.empty()) return CandidateSource::kPooled;
-  return absl::InvalidArgumentError(
-      absl::StrCat(std::string(field), ": unknown source '", std::string(name),
-                   "' (pooled, centroids, fde)"));
+  return absl::InvalidArgumentError(absl::StrCat(std::string(field), ": unknown source '",
+                                                 std::string(name), "' (pooled, centroids, fde)"));
 }
 
 std::string_view TokenCodecName(TokenCodecKind kind) {

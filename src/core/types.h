@@ -103,8 +103,7 @@ enum class CandidateSource : uint32_t {
 std::string_view CandidateSourceName(CandidateSource source);
 // The source named `name` ("" is pooled); INVALID_ARGUMENT naming `field`
 // and the accepted names otherwise.
-absl::StatusOr<CandidateSource> ParseCandidateSource(std::string_view name,
-                                                     std::string_view field);
+absl::StatusOr<CandidateSource> ParseCandidateSource(std::string_view name, std::string_view field);
 
 struct CollectionConfig {
   // Dimension of pooled and token vectors. Required: 1..kMaxDim.

@@ -100,7 +100,8 @@ absl::StatusOr<std::unique_ptr<Collection>> Collection::Create(const std::string
                                                                const CollectionOptions& options) {
   ATTN_RETURN_IF_ERROR(config.Validate());
   // Reject an unusable ANN spec before anything is written.
-  ATTN_RETURN_IF_ERROR(AnnIndex::Create(config.ann_spec, IndexVectors(config).dim(), options.ann).status());
+  ATTN_RETURN_IF_ERROR(
+      AnnIndex::Create(config.ann_spec, IndexVectors(config).dim(), options.ann).status());
   std::error_code ec;
   if (!std::filesystem::create_directory(path, ec)) {
     return ec ? absl::InternalError(absl::StrCat("creating ", path, ": ", ec.message()))
@@ -915,8 +916,8 @@ absl::StatusOr<IndexTuningResult> Collection::TuneIndex(double target_recall, ui
   result.sample_recall = tuned.sample_recall;
   result.sample_queries = tuned.sample_queries;
   if (config().candidates_from == CandidateSource::kCentroids && FirstStageReady()) {
-    ATTN_RETURN_IF_ERROR(TuneFirstStage(
-        target_recall, k, std::min(sample, kMaxFirstStageTuneSample), &result));
+    ATTN_RETURN_IF_ERROR(
+        TuneFirstStage(target_recall, k, std::min(sample, kMaxFirstStageTuneSample), &result));
     result.ann_params = absl::StrCat(result.ann_params, result.ann_params.empty() ? "" : ",",
                                      "probe=", result.probe);
   }

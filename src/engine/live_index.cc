@@ -478,8 +478,9 @@ absl::Status LiveIndex::RebuildLocked() {
     return Usable(l, v) ? batch.Take(l, v) : absl::OkStatus();
   };
   // The long part: no lock held, searches and writes use the old index.
-  ATTN_RETURN_IF_ERROR(vectors_.Scan(
-      *store_, 0, [&](Label l, const float* v) { return l < upto ? collect(l, v) : absl::OkStatus(); }));
+  ATTN_RETURN_IF_ERROR(vectors_.Scan(*store_, 0, [&](Label l, const float* v) {
+    return l < upto ? collect(l, v) : absl::OkStatus();
+  }));
   ATTN_RETURN_IF_ERROR(batch.Flush());
 
   // The writes committed meanwhile, then the swap.

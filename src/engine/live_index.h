@@ -1,7 +1,7 @@
 // LiveIndex: one collection's ANN index over its live documents' index
-// vectors (their pooled vectors, or their FDEs: engine/index_vectors.h), with the tombstones of deleted and superseded labels, the index's
-// snapshots and its background rebuild. It is derived state: the store is
-// the truth, and Load + CatchUp rebuild it from there.
+// vectors (their pooled vectors, or their FDEs: engine/index_vectors.h), with the tombstones of
+// deleted and superseded labels, the index's snapshots and its background rebuild. It is derived
+// state: the store is the truth, and Load + CatchUp rebuild it from there.
 //
 //   - Searches filter the tombstones out inside the ANN search, so a delete
 //     or an overwrite takes effect at once; the index keeps the dead vectors

@@ -37,9 +37,8 @@ double ReferenceScore(const float* query, uint32_t m, const float* weights, cons
   return score;
 }
 
-std::vector<double> ReferenceAttention(const float* query, uint32_t m, const float* doc,
-                                       uint32_t n, uint32_t dim, RerankMode mode,
-                                       float temperature) {
+std::vector<double> ReferenceAttention(const float* query, uint32_t m, const float* doc, uint32_t n,
+                                       uint32_t dim, RerankMode mode, float temperature) {
   std::vector<double> out(size_t(m) * n, 0.0);
   for (uint32_t i = 0; i < m && n > 0; ++i) {
     double* row = out.data() + size_t(i) * n;

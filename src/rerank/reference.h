@@ -19,9 +19,8 @@ double ReferenceScore(const float* query, uint32_t m, const float* weights, cons
 // The attention map behind that score: out (m x n, row-major) holds query
 // token i's weight on document token j: softmax_j(s_ij / temperature) for
 // ATTENTION, 1 at the row's first largest s_ij for MAXSIM.
-std::vector<double> ReferenceAttention(const float* query, uint32_t m, const float* doc,
-                                       uint32_t n, uint32_t dim, RerankMode mode,
-                                       float temperature);
+std::vector<double> ReferenceAttention(const float* query, uint32_t m, const float* doc, uint32_t n,
+                                       uint32_t dim, RerankMode mode, float temperature);
 
 }  // namespace attnsearch
 

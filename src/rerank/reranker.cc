@@ -638,6 +638,24 @@ absl::Status Reranker::ExplainScored(const RerankQuery& query, const CandidateTo
   return absl::OkStatus();
 }
 
+absl::Status Reranker::ForEachSegment(
+    const RerankQuery& query, const CandidateTokens& candidates,
+    const std::function<void(size_t k, const float* st, const float* row_scales,
+                             const float* col_scale)>& fn) const {
+  const uint32_t m = query.num_tokens;
+  return ForEachChunk(
+             query, candidates,
+             [&](size_t c, size_t c_end, size_t row0, const float* st, const float* col_scale) {
+               for (size_t k = c; k < c_end; ++k) {
+                 if (candidates.rows[k] == 0) continue;
+                 const float* row_scales =
+                     candidates.scales ? candidates.scales + candidates.offsets[k] : nullptr;
+                 fn(k, st + (candidates.offsets[k] - row0) * m, row_scales, col_scale);
+               }
+             })
+      .status();
+}
+
 absl::Status Reranker::Explain(const RerankQuery& query, const CandidateTokens& candidates,
                                std::vector<std::vector<TokenEvidence>>* out) const {
   ATTN_RETURN_IF_ERROR(CheckQuery(query, candidates));
@@ -649,25 +667,17 @@ absl::Status Reranker::Explain(const RerankQuery& query, const CandidateTokens& 
   out->assign(candidates.count, {});
   const uint32_t m = query.num_tokens;
   const float inv_tau = 1.f / query.temperature;
-  return ForEachChunk(
-             query, candidates,
-             [&](size_t c, size_t c_end, size_t row0, const float* st, const float* col_scale) {
-               std::vector<uint32_t> argmax(m);
-               std::vector<float> weight(m), contribution(m);
-               for (size_t k = c; k < c_end; ++k) {
-                 const uint32_t n = candidates.rows[k];
-                 if (n == 0) continue;
-                 const float* row_scales =
-                     candidates.scales ? candidates.scales + candidates.offsets[k] : nullptr;
-                 ExplainSegment(st + (candidates.offsets[k] - row0) * m, m, n, query.weights,
-                                query.mode, inv_tau, row_scales, col_scale, argmax.data(),
-                                weight.data(), contribution.data());
-                 for (uint32_t i = 0; i < m; ++i) {
-                   (*out)[k].push_back({i, argmax[i], weight[i], contribution[i]});
-                 }
-               }
-             })
-      .status();
+  return ForEachSegment(
+      query, candidates,
+      [&](size_t k, const float* st, const float* row_scales, const float* col_scale) {
+        std::vector<uint32_t> argmax(m);
+        std::vector<float> weight(m), contribution(m);
+        ExplainSegment(st, m, candidates.rows[k], query.weights, query.mode, inv_tau, row_scales,
+                       col_scale, argmax.data(), weight.data(), contribution.data());
+        for (uint32_t i = 0; i < m; ++i) {
+          (*out)[k].push_back({i, argmax[i], weight[i], contribution[i]});
+        }
+      });
 }
 
 absl::Status Reranker::AttentionMaps(const RerankQuery& query, const CandidateTokens& candidates,
@@ -676,20 +686,13 @@ absl::Status Reranker::AttentionMaps(const RerankQuery& query, const CandidateTo
   out->assign(candidates.count, {});
   const uint32_t m = query.num_tokens;
   const float inv_tau = 1.f / query.temperature;
-  return ForEachChunk(
-             query, candidates,
-             [&](size_t c, size_t c_end, size_t row0, const float* st, const float* col_scale) {
-               for (size_t k = c; k < c_end; ++k) {
-                 const uint32_t n = candidates.rows[k];
-                 if (n == 0) continue;
-                 const float* row_scales =
-                     candidates.scales ? candidates.scales + candidates.offsets[k] : nullptr;
-                 (*out)[k].resize(size_t(m) * n);
-                 AttentionSegment(st + (candidates.offsets[k] - row0) * m, m, n, query.mode,
-                                  inv_tau, row_scales, col_scale, (*out)[k].data());
-               }
-             })
-      .status();
+  return ForEachSegment(
+      query, candidates,
+      [&](size_t k, const float* st, const float* row_scales, const float* col_scale) {
+        const uint32_t n = candidates.rows[k];
+        (*out)[k].resize(size_t(m) * n);
+        AttentionSegment(st, m, n, query.mode, inv_tau, row_scales, col_scale, (*out)[k].data());
+      });
 }
 
 absl::Status Reranker::Explain(const RerankQuery& query, const void* doc_tokens, uint32_t rows,

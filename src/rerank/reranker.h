@@ -179,6 +179,12 @@ class Reranker {
       const RerankQuery& query, const CandidateTokens& candidates,
       const std::function<void(size_t first, size_t last, size_t row0, const float* st,
                                const float* col_scale)>& fn) const;
+  // ForEachChunk per candidate with rows: fn(k, Sᵀ of candidate k (rows[k]
+  // x m), its row scales (int8) or null, the query's column scales or null).
+  absl::Status ForEachSegment(
+      const RerankQuery& query, const CandidateTokens& candidates,
+      const std::function<void(size_t k, const float* st, const float* row_scales,
+                               const float* col_scale)>& fn) const;
   // Score for int8 rows on AMX tiles, one candidate at a time (see
   // RerankerOptions::tile_kernel).
   absl::Status ScoreInTiles(const RerankQuery& query, const CandidateTokens& candidates,

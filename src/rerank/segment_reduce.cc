@@ -237,29 +237,21 @@ void ExplainSegment(const float* st, uint32_t m, uint32_t n, const float* w, Rer
 void AttentionSegment(const float* st, uint32_t m, uint32_t n, RerankMode mode, float inv_tau,
                       const float* row_scale, const float* col_scale, float* out) {
   for (uint32_t i = 0; i < m; ++i) {
-    auto s = [&](uint32_t j) {
-      return st[size_t(j) * m + i] * (row_scale ? row_scale[j] : 1.f) *
-             (col_scale ? col_scale[i] : 1.f);
-    };
+    // The row's similarities, scaled as ExplainSegment scales them.
     float* row = out + size_t(i) * n;
-    uint32_t arg = 0;
-    float best = s(0);
-    for (uint32_t j = 1; j < n; ++j) {
-      if (s(j) > best) {
-        best = s(j);
-        arg = j;
-      }
+    const float cs = col_scale ? col_scale[i] : 1.f;
+    for (uint32_t j = 0; j < n; ++j) {
+      row[j] = st[size_t(j) * m + i] * (row_scale ? row_scale[j] : 1.f) * cs;
     }
+    const uint32_t arg = uint32_t(std::max_element(row, row + n) - row);  // the first largest
     if (mode != RerankMode::kAttention) {
       std::fill(row, row + n, 0.f);
       row[arg] = 1.f;
       continue;
     }
+    const float best = row[arg];
     float z = 0.f;
-    for (uint32_t j = 0; j < n; ++j) {
-      row[j] = std::exp((s(j) - best) * inv_tau);
-      z += row[j];
-    }
+    for (uint32_t j = 0; j < n; ++j) z += row[j] = std::exp((row[j] - best) * inv_tau);
     const float inv_z = 1.f / z;
     for (uint32_t j = 0; j < n; ++j) row[j] *= inv_z;
   }

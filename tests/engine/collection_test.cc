@@ -437,8 +437,8 @@ TEST(CollectionTest, AttentionMapsMatchTheReference) {
       EXPECT_EQ(h.token_texts, d.token_texts);
       // The stored rows are unit (the engine normalises them); so are the
       // query's random rows.
-      const std::vector<double> want = ReferenceAttention(
-          mq.tokens.data(), 5, d.tokens.data(), d.num_tokens, kDim, mode, mq.temperature);
+      const std::vector<double> want = ReferenceAttention(mq.tokens.data(), 5, d.tokens.data(),
+                                                          d.num_tokens, kDim, mode, mq.temperature);
       for (size_t k = 0; k < want.size(); ++k) {
         EXPECT_NEAR(h.attention[k], want[k], 2e-3) << h.id << " cell " << k;
       }
