@@ -24,17 +24,44 @@ HttpServer::HttpServer(HttpServerOptions options) : server_(std::make_unique<htt
     const int yes = 1;
     setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
   });
-  // A registered path answers GET and HEAD only.
+  // A registered path answers the methods it was registered for only.
   server_->set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
-    if (req.method == "GET" || req.method == "HEAD" || handlers_.count(req.path) == 0) {
-      return httplib::Server::HandlerResponse::Unhandled;
-    }
+    const auto it = methods_.find(req.path);
+    if (it == methods_.end()) return httplib::Server::HandlerResponse::Unhandled;
+    const std::string method = req.method == "HEAD" ? "GET" : req.method;
+    if (it->second == method) return httplib::Server::HandlerResponse::Unhandled;
     res.status = 405;
-    res.set_header("Allow", "GET, HEAD");
+    res.set_header("Allow", it->second == "GET" ? "GET, HEAD" : it->second);
     res.set_content("method not allowed\n", "text/plain");
     return httplib::Server::HandlerResponse::Handled;
   });
 }
+
+namespace {
+
+// The path as a regular expression matching only itself.
+std::string Escaped(const std::string& path) {
+  std::string pattern;
+  for (char c : path) {
+    if (std::string_view("\\^$.|?*+()[]{}").find(c) != std::string_view::npos) pattern += '\\';
+    pattern += c;
+  }
+  return pattern;
+}
+
+httplib::Server::Handler Adapt(HttpHandler handler) {
+  return [handler](const httplib::Request& req, httplib::Response& res) {
+    HttpRequest request{req.path,
+                        {req.params.begin(), req.params.end()},
+                        req.get_header_value("Authorization"),
+                        req.body};
+    HttpResponse response = handler(request);
+    res.status = response.status;
+    res.set_content(std::move(response.body), response.content_type.c_str());
+  };
+}
+
+}  // namespace
 
 HttpServer::~HttpServer() {
   server_->stop();
@@ -42,19 +69,13 @@ HttpServer::~HttpServer() {
 }
 
 void HttpServer::Get(const std::string& path, HttpHandler handler) {
-  handlers_[path] = handler;
-  // The path is matched as a regular expression: escape it.
-  std::string pattern;
-  for (char c : path) {
-    if (std::string_view("\\^$.|?*+()[]{}").find(c) != std::string_view::npos) pattern += '\\';
-    pattern += c;
-  }
-  server_->Get(pattern, [handler](const httplib::Request& req, httplib::Response& res) {
-    HttpRequest request{req.path, {req.params.begin(), req.params.end()}};
-    HttpResponse response = handler(request);
-    res.status = response.status;
-    res.set_content(std::move(response.body), response.content_type.c_str());
-  });
+  methods_[path] = "GET";
+  server_->Get(Escaped(path), Adapt(std::move(handler)));
+}
+
+void HttpServer::Post(const std::string& path, HttpHandler handler) {
+  methods_[path] = "POST";
+  server_->Post(Escaped(path), Adapt(std::move(handler)));
 }
 
 absl::StatusOr<int> HttpServer::Start(const std::string& host_port) {

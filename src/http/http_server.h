@@ -1,5 +1,5 @@
 // HttpServer: the HTTP/1.1 endpoints beside the gRPC service (Prometheus
-// metrics), on cpp-httplib.
+// metrics, the JSON API), on cpp-httplib.
 //
 //   HttpServer http;
 //   http.Get("/metrics", [&](const HttpRequest&) {
@@ -7,8 +7,9 @@
 //   });
 //   absl::StatusOr<int> port = http.Start("127.0.0.1:0");
 //
-// GET (and HEAD) of a registered path calls its handler; another method on
-// it gets 405, any other path 404, a malformed request 400. Every
+// GET (and HEAD) or POST of a path registered for it calls its handler;
+// another method on it gets 405, any other path 404, a malformed request
+// 400, a body over max_body_bytes 413. Every
 // connection answers one request and closes. Requests are read with a
 // timeout and a size bound, so a slow or hostile client holds a thread for
 // at most the timeout; a small pool of threads answers concurrently.
@@ -45,6 +46,8 @@ struct HttpServerOptions {
 struct HttpRequest {
   std::string path;
   std::multimap<std::string, std::string> params;  // the query string's
+  std::string authorization;                       // the Authorization header
+  std::string body;                                // POST
 };
 
 struct HttpResponse {
@@ -65,6 +68,8 @@ class HttpServer {
 
   // Serves GET and HEAD of exactly `path` with `handler`.
   void Get(const std::string& path, HttpHandler handler);
+  // Serves POST of exactly `path` with `handler`.
+  void Post(const std::string& path, HttpHandler handler);
 
   // Binds HOST:PORT ("127.0.0.1:9100", "localhost:0", "[::1]:0", "0.0.0.0:9100";
   // port 0 lets the system choose) and serves on a thread; returns the
@@ -74,7 +79,8 @@ class HttpServer {
 
  private:
   std::unique_ptr<httplib::Server> server_;
-  std::map<std::string, HttpHandler> handlers_;
+  // The methods each registered path answers ("GET", "POST").
+  std::map<std::string, std::string> methods_;
   std::thread thread_;
   std::atomic<bool> listen_returned_{false};  // the thread's accept loop ended
 };

@@ -16,6 +16,7 @@
 #include "grpcpp/health_check_service_interface.h"
 #include "http/http_server.h"
 #include "server/auth.h"
+#include "server/json_gateway.h"
 #include "server/service.h"
 #include "server/worker_pool.h"
 
@@ -81,6 +82,14 @@ absl::Status ServerOptions::Validate() const {
   if (tls_cert.empty() != tls_key.empty()) {
     return absl::InvalidArgumentError("tls_cert, tls_key: give both or neither");
   }
+  if (!http_listen.empty()) {
+    ATTN_RETURN_IF_ERROR(CheckHostPort("http_listen", http_listen));
+    if (!tls_cert.empty()) {
+      return absl::InvalidArgumentError(
+          "http_listen: the JSON API does not serve TLS yet, and would carry API keys in "
+          "plaintext beside a TLS gRPC port; drop --http_listen or --tls_cert");
+    }
+  }
   if (max_message_mb < 1 || max_message_mb > 2047) {
     return absl::InvalidArgumentError("max_message_mb: must be in 1..2047");
   }
@@ -120,6 +129,7 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(ServerOptions options) {
   ATTN_RETURN_IF_ERROR(s->StartMetrics());
   ATTN_RETURN_IF_ERROR(s->Listen());
   absl::Status opened = s->OpenCollections();
+  if (opened.ok()) opened = s->StartJsonApi();
   if (!opened.ok()) {
     s->grpc_->Shutdown();
     return opened;
@@ -139,6 +149,31 @@ absl::Status Server::StartMetrics() {
   metrics_port_ = *port;
   LogInfo("metrics listening",
           {{"address", absl::StrCat(Host(options_.metrics_listen), ":", metrics_port_)}});
+  return absl::OkStatus();
+}
+
+absl::Status Server::StartJsonApi() {
+  if (options_.http_listen.empty()) return absl::OkStatus();
+  HttpServerOptions http_options;
+  http_options.threads = 4;
+  http_options.read_timeout_s = 30;
+  http_options.max_body_bytes = size_t(options_.max_message_mb) << 20;
+  json_http_ = std::make_unique<HttpServer>(http_options);
+  grpc::ChannelArguments args;
+  args.SetMaxReceiveMessageSize(-1);
+  args.SetMaxSendMessageSize(-1);
+  RegisterJsonGateway(json_http_.get(), InProcessChannel(args));
+  absl::StatusOr<int> port = json_http_->Start(options_.http_listen);
+  if (!port.ok()) return Annotate(port.status(), "http_listen");
+  http_port_ = *port;
+  LogInfo("JSON API listening",
+          {{"address", absl::StrCat(Host(options_.http_listen), ":", http_port_)}});
+  if (!IsLoopback(Host(options_.http_listen))) {
+    LogWarn(api_keys_->enabled()
+                ? "the JSON API serves beyond loopback in plaintext: API keys travel unencrypted"
+                : "the JSON API serves beyond loopback without --api_keys: anyone who can reach "
+                  "it can read and write");
+  }
   return absl::OkStatus();
 }
 
@@ -225,6 +260,9 @@ void Server::Stop() {
       LogInfo("draining", {{"seconds", options_.drain_s}});
       std::this_thread::sleep_for(std::chrono::duration<double>(options_.drain_s));
     }
+    // The JSON API first: its calls in flight finish through gRPC, which
+    // is still up.
+    json_http_.reset();
     grpc_->Shutdown(std::chrono::system_clock::now() +
                     std::chrono::microseconds(int64_t(options_.shutdown_grace_s * 1e6)));
     grpc_->Wait();

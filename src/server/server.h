@@ -99,6 +99,10 @@ struct ServerOptions {
   // Serve Prometheus metrics at http://HOST:PORT/metrics (port 0: the
   // system chooses, see Server::metrics_port). Default: none.
   std::string metrics_listen;
+  // Serve the JSON API (server/json_gateway.h: every RPC at POST
+  // http://HOST:PORT/v1/<Rpc>) here, e.g. "127.0.0.1:8080". Not with TLS
+  // yet: INVALID_ARGUMENT with tls_cert. Default: none.
+  std::string http_listen;
 
   // INVALID_ARGUMENT naming the option when unusable: no data_dir, an
   // address that is not HOST:PORT, half of the TLS pair, a value out of
@@ -129,6 +133,8 @@ class Server {
   std::string address() const;
   // The metrics port; 0 without metrics_listen.
   int metrics_port() const { return metrics_port_; }
+  // The JSON API's port; 0 without http_listen.
+  int http_port() const { return http_port_; }
 
   // A channel to this server that bypasses the network (and TLS and API
   // keys' transport, not their checks: keys still travel as metadata).
@@ -148,11 +154,15 @@ class Server {
   Server() = default;
   absl::Status Listen();
   absl::Status StartMetrics();
+  // The JSON API's listener, once the collections are open (http_listen).
+  absl::Status StartJsonApi();
   absl::Status OpenCollections();
 
   ServerOptions options_;
   int port_ = 0;
   int metrics_port_ = 0;
+  int http_port_ = 0;
+  std::unique_ptr<HttpServer> json_http_;
   std::unique_ptr<ApiKeys> api_keys_;
   std::unique_ptr<CoreBudget> core_budget_;
   std::unique_ptr<WorkerPool> pool_;

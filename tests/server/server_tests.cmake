@@ -51,6 +51,10 @@ add_dependencies(backup_server_test attnsearch-server attnsearch-admin)
 attn_cc_test(NAME worker_pool_test SRCS server/worker_pool_test.cc
              DEPS attn_server
              LABELS unit)
+# The JSON API over HTTP, through the gRPC service, with API keys.
+attn_cc_test(NAME json_gateway_test SRCS server/json_gateway_test.cc
+             DEPS attn_server attn_proto gRPC::grpc++ nlohmann_json::nlohmann_json
+             LABELS integration)
 # The Server class in-process: TCP and in-process channels, Stop and a
 # second Start, options refused by name, flags, metrics over HTTP.
 attn_cc_test(NAME server_class_test SRCS server/server_class_test.cc

@@ -1,0 +1,148 @@
+#include "server/json_gateway.h"
+
+#include <string>
+
+#include "attnsearch/v1/search.grpc.pb.h"
+#include "google/protobuf/util/json_util.h"
+#include "nlohmann/json.hpp"
+
+namespace attnsearch {
+namespace {
+
+using Stub = v1::SearchService::Stub;
+
+constexpr const char* kCodeNames[] = {
+    "OK",        "CANCELLED",      "UNKNOWN",           "INVALID_ARGUMENT",   "DEADLINE_EXCEEDED",
+    "NOT_FOUND", "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION",
+    "ABORTED",   "OUT_OF_RANGE",   "UNIMPLEMENTED",     "INTERNAL",           "UNAVAILABLE",
+    "DATA_LOSS", "UNAUTHENTICATED"};
+
+HttpResponse Error(grpc::StatusCode code, const std::string& message) {
+  const int status = HttpStatusOf(code);
+  const int c = int(code);
+  nlohmann::json body = {{"error",
+                          {{"code", status},
+                           {"status", c >= 0 && c <= 16 ? kCodeNames[c] : "UNKNOWN"},
+                           {"message", message}}}};
+  return HttpResponse{status, "application/json", body.dump() + "\n"};
+}
+
+// The body as a request message (an empty body is the empty message).
+bool Parse(const std::string& json, google::protobuf::Message* out, HttpResponse* error) {
+  google::protobuf::util::JsonParseOptions options;
+  options.ignore_unknown_fields = false;
+  const auto status = google::protobuf::util::JsonStringToMessage(
+      json.find_first_not_of(" \t\r\n") == std::string::npos ? "{}" : json, out, options);
+  if (status.ok()) return true;
+  *error =
+      Error(grpc::StatusCode::INVALID_ARGUMENT, "body: not a JSON " + out->GetDescriptor()->name() +
+                                                    ": " + std::string(status.message()));
+  return false;
+}
+
+HttpResponse Reply(const grpc::Status& status, const google::protobuf::Message& response) {
+  if (!status.ok()) return Error(status.error_code(), status.error_message());
+  std::string json;
+  google::protobuf::util::JsonPrintOptions options;
+  options.preserve_proto_field_names = true;  // the proto's names, as the requests may use
+  const auto printed = google::protobuf::util::MessageToJsonString(response, &json, options);
+  if (!printed.ok()) return Error(grpc::StatusCode::INTERNAL, std::string(printed.message()));
+  return HttpResponse{200, "application/json", json + "\n"};
+}
+
+void Authorize(const HttpRequest& r, grpc::ClientContext* ctx) {
+  if (!r.authorization.empty()) ctx->AddMetadata("authorization", r.authorization);
+}
+
+template <typename Req, typename Resp>
+void Route(HttpServer* http, std::shared_ptr<Stub> stub, const std::string& name,
+           grpc::Status (Stub::*method)(grpc::ClientContext*, const Req&, Resp*)) {
+  http->Post("/v1/" + name, [stub, method](const HttpRequest& r) {
+    Req request;
+    HttpResponse error;
+    if (!Parse(r.body, &request, &error)) return error;
+    grpc::ClientContext ctx;
+    Authorize(r, &ctx);
+    Resp response;
+    const grpc::Status status = ((*stub).*method)(&ctx, request, &response);
+    return Reply(status, response);
+  });
+}
+
+}  // namespace
+
+int HttpStatusOf(grpc::StatusCode code) {
+  switch (code) {
+    case grpc::StatusCode::OK:
+      return 200;
+    case grpc::StatusCode::INVALID_ARGUMENT:
+    case grpc::StatusCode::FAILED_PRECONDITION:
+    case grpc::StatusCode::OUT_OF_RANGE:
+      return 400;
+    case grpc::StatusCode::UNAUTHENTICATED:
+      return 401;
+    case grpc::StatusCode::PERMISSION_DENIED:
+      return 403;
+    case grpc::StatusCode::NOT_FOUND:
+      return 404;
+    case grpc::StatusCode::ALREADY_EXISTS:
+    case grpc::StatusCode::ABORTED:
+      return 409;
+    case grpc::StatusCode::RESOURCE_EXHAUSTED:
+      return 429;
+    case grpc::StatusCode::CANCELLED:
+      return 499;
+    case grpc::StatusCode::UNIMPLEMENTED:
+      return 501;
+    case grpc::StatusCode::UNAVAILABLE:
+      return 503;
+    case grpc::StatusCode::DEADLINE_EXCEEDED:
+      return 504;
+    default:
+      return 500;
+  }
+}
+
+void RegisterJsonGateway(HttpServer* http, std::shared_ptr<grpc::Channel> channel) {
+  auto stub = std::shared_ptr<Stub>(v1::SearchService::NewStub(channel));
+  Route(http, stub, "CreateCollection", &Stub::CreateCollection);
+  Route(http, stub, "GetCollection", &Stub::GetCollection);
+  Route(http, stub, "ListCollections", &Stub::ListCollections);
+  Route(http, stub, "DropCollection", &Stub::DropCollection);
+  Route(http, stub, "Upsert", &Stub::Upsert);
+  Route(http, stub, "Delete", &Stub::Delete);
+  Route(http, stub, "Get", &Stub::Get);
+  Route(http, stub, "Search", &Stub::Search);
+  Route(http, stub, "TrainEncoder", &Stub::TrainEncoder);
+  Route(http, stub, "TrainCodec", &Stub::TrainCodec);
+  Route(http, stub, "TuneIndex", &Stub::TuneIndex);
+  Route(http, stub, "Backup", &Stub::Backup);
+  // A JSON array of UpsertRequest objects, written in order on one stream.
+  http->Post("/v1/UpsertStream", [stub](const HttpRequest& r) {
+    const nlohmann::json batches =
+        nlohmann::json::parse(r.body, nullptr, /*allow_exceptions=*/false);
+    if (!batches.is_array()) {
+      return Error(grpc::StatusCode::INVALID_ARGUMENT,
+                   "body: UpsertStream takes a JSON array of UpsertRequest objects");
+    }
+    std::vector<v1::UpsertRequest> requests(batches.size());
+    for (size_t i = 0; i < batches.size(); ++i) {
+      HttpResponse error;
+      if (!Parse(batches[i].dump(), &requests[i], &error)) {
+        return Error(grpc::StatusCode::INVALID_ARGUMENT,
+                     "body[" + std::to_string(i) + "]: not a JSON UpsertRequest");
+      }
+    }
+    grpc::ClientContext ctx;
+    Authorize(r, &ctx);
+    v1::UpsertResponse response;
+    auto writer = stub->UpsertStream(&ctx, &response);
+    for (const v1::UpsertRequest& request : requests) {
+      if (!writer->Write(request)) break;  // the server ended the stream: Finish says why
+    }
+    writer->WritesDone();
+    return Reply(writer->Finish(), response);
+  });
+}
+
+}  // namespace attnsearch

@@ -1,0 +1,148 @@
+// The JSON API (server/json_gateway.h) on a real in-process server with API
+// keys: every call is answered through the gRPC service, so it gives what a
+// gRPC client gets (the ranking of the README's example, attention maps),
+// maps status codes to HTTP statuses, refuses bad bodies naming them, and
+// checks the same keys.
+#include "server/json_gateway.h"
+
+#include <gtest/gtest.h>
+
+#include <fstream>
+#include <string>
+
+#include "../http/http_exchange.h"
+#include "in_process_server.h"
+#include "nlohmann/json.hpp"
+#include "test_util.h"
+
+namespace attnsearch {
+namespace {
+
+constexpr char kWriteKey[] = "json-gateway-write-key";
+constexpr char kReadKey[] = "json-gateway-read-key";
+
+struct Answer {
+  int status = 0;
+  nlohmann::json body;
+};
+
+// POST /v1/<rpc> with `body` (and the key, if any).
+Answer Call(int port, const std::string& rpc, const std::string& body, const std::string& key) {
+  std::string request =
+      "POST /v1/" + rpc + " HTTP/1.1\r\nHost: localhost\r\n" +
+      "Content-Type: application/json\r\nContent-Length: " + std::to_string(body.size()) + "\r\n";
+  if (!key.empty()) request += "Authorization: Bearer " + key + "\r\n";
+  request += "Connection: close\r\n\r\n" + body;
+  const std::string raw = testing::HttpExchange(port, request);
+  Answer a;
+  if (raw.size() < 12) return a;
+  a.status = std::stoi(raw.substr(9, 3));
+  const size_t start = raw.find("\r\n\r\n");
+  a.body = nlohmann::json::parse(raw.substr(start + 4), nullptr, /*allow_exceptions=*/false);
+  return a;
+}
+
+TEST(JsonGatewayTest, EveryCallGoesThroughTheService) {
+  testing::TempDir dir;
+  const std::string keys = dir.Sub("keys");
+  std::ofstream(keys) << kWriteKey << " write\n" << kReadKey << " read\n";
+  testing::InProcessServer server;
+  ASSERT_FALSE(
+      server.Start(dir.Sub("data"), {"--http_listen", "127.0.0.1:0", "--api_keys", keys}).empty());
+  const int port = server.server()->http_port();
+  ASSERT_GT(port, 0);
+
+  Answer a = Call(port, "CreateCollection", R"({"name":"fruit","config":{"dim":4}})", kWriteKey);
+  ASSERT_EQ(a.status, 200) << a.body;
+  EXPECT_EQ(a.body["collection"]["name"], "fruit");
+  a = Call(port, "Upsert",
+           R"({"collection":"fruit","documents":[
+                {"id":"apple","text":"a red apple","pooled":[1,0.2,0,0]},
+                {"id":"lime","text":"a green lime","pooled":[0,1,0.3,0]}]})",
+           kWriteKey);
+  ASSERT_EQ(a.status, 200) << a.body;
+  EXPECT_EQ(a.body["upserted"], "2");  // uint64 is a string in protobuf's JSON mapping
+  a = Call(port, "UpsertStream",
+           R"([{"collection":"fruit","documents":[{"id":"kiwi","pooled":[0,0,1,0]}]},
+               {"collection":"fruit","documents":[{"id":"plum","pooled":[0,0,0,1]}]}])",
+           kWriteKey);
+  ASSERT_EQ(a.status, 200) << a.body;
+  EXPECT_EQ(a.body["upserted"], "2");
+
+  // The README's query: apple (its direction) first; a read key may search.
+  a = Call(port, "Search",
+           R"({"collection":"fruit","vectors":{"tokens":{"rows":2,"cols":4,
+               "values":[1,0,0,0,0.8,0.3,0,0]}},"top_k":2,"include_text":true,
+               "attention_map":true})",
+           kReadKey);
+  ASSERT_EQ(a.status, 200) << a.body;
+  ASSERT_EQ(a.body["hits"].size(), 2u);
+  EXPECT_EQ(a.body["hits"][0]["id"], "apple");
+  EXPECT_EQ(a.body["hits"][1]["id"], "lime");
+  EXPECT_EQ(a.body["hits"][0]["text"], "a red apple");
+  EXPECT_NEAR(a.body["hits"][0]["score"].get<double>(), 0.984, 1e-3);
+  EXPECT_EQ(a.body["hits"][0]["attention"]["query_tokens"], 2);
+  EXPECT_EQ(a.body["hits"][0]["attention"]["weights"], nlohmann::json::array({1.0, 1.0}));
+  a = Call(port, "Get", R"({"collection":"fruit","ids":["kiwi","nope"]})", kReadKey);
+  ASSERT_EQ(a.status, 200) << a.body;
+  EXPECT_EQ(a.body["documents"][0]["id"], "kiwi");
+  EXPECT_EQ(a.body["not_found_ids"][0], "nope");
+  a = Call(port, "ListCollections", "", kReadKey);  // an empty body is the empty request
+  ASSERT_EQ(a.status, 200) << a.body;
+  EXPECT_EQ(a.body["collections"][0]["num_documents"], "4");
+
+  // Status codes and messages.
+  const auto expect_error = [&](const Answer& got, int status, const std::string& name,
+                                const std::string& says) {
+    EXPECT_EQ(got.status, status) << got.body;
+    EXPECT_EQ(got.body["error"]["code"], status);
+    EXPECT_EQ(got.body["error"]["status"], name);
+    EXPECT_NE(got.body["error"]["message"].get<std::string>().find(says), std::string::npos)
+        << got.body;
+  };
+  expect_error(Call(port, "GetCollection", R"({"name":"nope"})", kReadKey), 404, "NOT_FOUND",
+               "nope");
+  expect_error(Call(port, "CreateCollection", R"({"name":"fruit","config":{"dim":4}})", kWriteKey),
+               409, "ALREADY_EXISTS", "fruit");
+  expect_error(Call(port, "Search",
+                    R"({"collection":"fruit","top_k":0,"vectors":{"pooled":[1,0,0,0]}})", kReadKey),
+               400, "INVALID_ARGUMENT", "top_k");
+  expect_error(Call(port, "Search", R"({"collection":"fruit","top_k":3,"text":"x"})", kReadKey),
+               400, "FAILED_PRECONDITION", "encoder");
+  expect_error(Call(port, "Search", R"({"collection":"fruit","bogus":1})", kReadKey), 400,
+               "INVALID_ARGUMENT", "bogus");
+  expect_error(Call(port, "Search", "{not json", kReadKey), 400, "INVALID_ARGUMENT", "body");
+  expect_error(Call(port, "UpsertStream", R"({"collection":"fruit"})", kWriteKey), 400,
+               "INVALID_ARGUMENT", "JSON array");
+  expect_error(Call(port, "ListCollections", "{}", ""), 401, "UNAUTHENTICATED", "API key");
+  expect_error(Call(port, "Delete", R"({"collection":"fruit","ids":["kiwi"]})", kReadKey), 403,
+               "PERMISSION_DENIED", "");
+  // GET of an RPC's path is not allowed; an unknown RPC is not found.
+  const std::string get = testing::HttpExchange(
+      port, "GET /v1/Search HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+  EXPECT_EQ(get.substr(9, 3), "405") << get;
+  EXPECT_EQ(Call(port, "Nope", "{}", kWriteKey).status, 404);
+}
+
+TEST(JsonGatewayTest, StatusTableAndRefusedOptions) {
+  EXPECT_EQ(HttpStatusOf(grpc::StatusCode::OK), 200);
+  EXPECT_EQ(HttpStatusOf(grpc::StatusCode::FAILED_PRECONDITION), 400);
+  EXPECT_EQ(HttpStatusOf(grpc::StatusCode::RESOURCE_EXHAUSTED), 429);
+  EXPECT_EQ(HttpStatusOf(grpc::StatusCode::UNAVAILABLE), 503);
+  EXPECT_EQ(HttpStatusOf(grpc::StatusCode::DEADLINE_EXCEEDED), 504);
+  EXPECT_EQ(HttpStatusOf(grpc::StatusCode::DATA_LOSS), 500);
+  ServerOptions o;
+  o.data_dir = "/nonexistent";
+  o.http_listen = "nowhere";
+  absl::Status s = o.Validate();
+  EXPECT_NE(s.message().find("http_listen"), std::string::npos) << s;
+  o.http_listen = "127.0.0.1:0";
+  o.tls_cert = "c.pem";
+  o.tls_key = "k.pem";
+  s = o.Validate();
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(s.message().find("http_listen"), std::string::npos) << s;
+}
+
+}  // namespace
+}  // namespace attnsearch
