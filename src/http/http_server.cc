@@ -11,7 +11,16 @@
 
 namespace attnsearch {
 
-HttpServer::HttpServer(HttpServerOptions options) : server_(std::make_unique<httplib::Server>()) {
+namespace {
+
+std::unique_ptr<httplib::Server> MakeServer(const HttpServerOptions& o) {
+  if (o.tls_cert.empty()) return std::make_unique<httplib::Server>();
+  return std::make_unique<httplib::SSLServer>(o.tls_cert.c_str(), o.tls_key.c_str());
+}
+
+}  // namespace
+
+HttpServer::HttpServer(HttpServerOptions options) : server_(MakeServer(options)) {
   const int threads = std::max(1, options.threads);
   server_->new_task_queue = [threads] { return new httplib::ThreadPool(size_t(threads)); };
   server_->set_keep_alive_max_count(1);  // one request per connection
@@ -84,6 +93,10 @@ absl::StatusOr<int> HttpServer::Start(const std::string& host_port) {
   if (colon == std::string::npos || colon == 0 ||
       !absl::SimpleAtoi(host_port.substr(colon + 1), &port) || port < 0 || port > 65535) {
     return absl::InvalidArgumentError(absl::StrCat("'", host_port, "' is not HOST:PORT"));
+  }
+  if (!server_->is_valid()) {
+    return absl::InvalidArgumentError(
+        "tls: cannot load the certificate and key (PEM files, the key matching the certificate)");
   }
   std::string host = host_port.substr(0, colon);
   if (host.size() > 2 && host.front() == '[' && host.back() == ']') {

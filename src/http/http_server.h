@@ -41,6 +41,10 @@ struct HttpServerOptions {
   int read_timeout_s = 2;
   // Largest request body accepted, bytes. Default: 64 KiB.
   size_t max_body_bytes = 64 << 10;
+  // Serve HTTPS with this PEM certificate chain and private key (both or
+  // neither). Default: none, plain HTTP.
+  std::string tls_cert;
+  std::string tls_key;
 };
 
 struct HttpRequest {
@@ -73,8 +77,9 @@ class HttpServer {
 
   // Binds HOST:PORT ("127.0.0.1:9100", "localhost:0", "[::1]:0", "0.0.0.0:9100";
   // port 0 lets the system choose) and serves on a thread; returns the
-  // port. INVALID_ARGUMENT when `host_port` is not HOST:PORT, UNAVAILABLE
-  // when it cannot be bound.
+  // port. INVALID_ARGUMENT when `host_port` is not HOST:PORT or the TLS
+  // certificate and key cannot be loaded, UNAVAILABLE when it cannot be
+  // bound.
   absl::StatusOr<int> Start(const std::string& host_port);
 
  private:

@@ -82,14 +82,7 @@ absl::Status ServerOptions::Validate() const {
   if (tls_cert.empty() != tls_key.empty()) {
     return absl::InvalidArgumentError("tls_cert, tls_key: give both or neither");
   }
-  if (!http_listen.empty()) {
-    ATTN_RETURN_IF_ERROR(CheckHostPort("http_listen", http_listen));
-    if (!tls_cert.empty()) {
-      return absl::InvalidArgumentError(
-          "http_listen: the JSON API does not serve TLS yet, and would carry API keys in "
-          "plaintext beside a TLS gRPC port; drop --http_listen or --tls_cert");
-    }
-  }
+  if (!http_listen.empty()) ATTN_RETURN_IF_ERROR(CheckHostPort("http_listen", http_listen));
   if (max_message_mb < 1 || max_message_mb > 2047) {
     return absl::InvalidArgumentError("max_message_mb: must be in 1..2047");
   }
@@ -158,6 +151,9 @@ absl::Status Server::StartJsonApi() {
   http_options.threads = 4;
   http_options.read_timeout_s = 30;
   http_options.max_body_bytes = size_t(options_.max_message_mb) << 20;
+  // HTTPS with the gRPC port's certificate, when it has one.
+  http_options.tls_cert = options_.tls_cert;
+  http_options.tls_key = options_.tls_key;
   json_http_ = std::make_unique<HttpServer>(http_options);
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(-1);
@@ -167,12 +163,16 @@ absl::Status Server::StartJsonApi() {
   if (!port.ok()) return Annotate(port.status(), "http_listen");
   http_port_ = *port;
   LogInfo("JSON API listening",
-          {{"address", absl::StrCat(Host(options_.http_listen), ":", http_port_)}});
+          {{"address", absl::StrCat(Host(options_.http_listen), ":", http_port_)},
+           {"tls", options_.tls_cert.empty() ? "off" : "on"}});
   if (!IsLoopback(Host(options_.http_listen))) {
-    LogWarn(api_keys_->enabled()
-                ? "the JSON API serves beyond loopback in plaintext: API keys travel unencrypted"
-                : "the JSON API serves beyond loopback without --api_keys: anyone who can reach "
-                  "it can read and write");
+    if (!api_keys_->enabled()) {
+      LogWarn(
+          "the JSON API serves beyond loopback without --api_keys: anyone who can reach it can "
+          "read and write");
+    } else if (options_.tls_cert.empty()) {
+      LogWarn("the JSON API serves beyond loopback in plaintext: API keys travel unencrypted");
+    }
   }
   return absl::OkStatus();
 }

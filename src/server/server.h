@@ -100,8 +100,8 @@ struct ServerOptions {
   // system chooses, see Server::metrics_port). Default: none.
   std::string metrics_listen;
   // Serve the JSON API (server/json_gateway.h: every RPC at POST
-  // http://HOST:PORT/v1/<Rpc>) here, e.g. "127.0.0.1:8080". Not with TLS
-  // yet: INVALID_ARGUMENT with tls_cert. Default: none.
+  // http://HOST:PORT/v1/<Rpc>) here, e.g. "127.0.0.1:8080"; HTTPS with
+  // tls_cert and tls_key when given. Default: none.
   std::string http_listen;
 
   // INVALID_ARGUMENT naming the option when unusable: no data_dir, an

@@ -115,7 +115,7 @@ void AddServerFlags(CLI::App* app, ServerOptions* o) {
   app->add_option("--http_listen", o->http_listen,
                   "serve the JSON API (every RPC at POST http://HOST:PORT/v1/<Rpc>, bodies in "
                   "protobuf's JSON mapping; the same API keys and limits), e.g. 127.0.0.1:8080 "
-                  "(PORT 0 picks one); not with --tls_cert yet");
+                  "(PORT 0 picks one); HTTPS with --tls_cert");
 }
 
 absl::StatusOr<ServerOptions> ParseServerFlags(const std::vector<std::string>& args) {

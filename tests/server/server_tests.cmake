@@ -54,7 +54,10 @@ attn_cc_test(NAME worker_pool_test SRCS server/worker_pool_test.cc
 # The JSON API over HTTP, through the gRPC service, with API keys.
 attn_cc_test(NAME json_gateway_test SRCS server/json_gateway_test.cc
              DEPS attn_server attn_proto gRPC::grpc++ nlohmann_json::nlohmann_json
+                  PkgConfig::HTTPLIB
              LABELS integration)
+target_compile_definitions(json_gateway_test PRIVATE
+                           ATTN_TESTDATA_DIR="${CMAKE_CURRENT_SOURCE_DIR}/server/testdata")
 # The Server class in-process: TCP and in-process channels, Stop and a
 # second Start, options refused by name, flags, metrics over HTTP.
 attn_cc_test(NAME server_class_test SRCS server/server_class_test.cc
