@@ -3,7 +3,7 @@
 # and installed by Debian's pip from the source tree (its stubs generated
 # from the proto by setup.py), then its unittest suite run with Debian's
 # python3 against a real attnsearch-server on an ephemeral loopback port
-# that requires API keys.
+# that requires API keys, and one that serves TLS.
 #
 #   python_package_test.sh REPO_ROOT SERVER_BINARY
 set -euo pipefail
@@ -13,8 +13,10 @@ python=/usr/bin/python3  # Debian's, with python3-grpcio, -protobuf, -numpy, -pi
 
 work=$(mktemp -d)
 server_pid=""
+tls_pid=""
 cleanup() {
   if [[ -n "$server_pid" ]]; then kill -KILL "$server_pid" 2>/dev/null || true; fi
+  if [[ -n "$tls_pid" ]]; then kill -KILL "$tls_pid" 2>/dev/null || true; fi
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -42,10 +44,23 @@ for _ in $(seq 300); do
 done
 [[ -s "$work/port" ]] || { echo "the server did not start" >&2; exit 1; }
 
+# A second server serving TLS with the suite's self-signed certificate.
+testdata="$repo/tests/server/testdata"
+"$server" --data_dir "$work/tls_data" --listen 127.0.0.1:0 --port_file "$work/tls_port" --no_sync \
+  --tls_cert "$testdata/server.crt" --tls_key "$testdata/server.key" 2> "$work/tls_server.log" &
+tls_pid=$!
+for _ in $(seq 300); do
+  [[ -s "$work/tls_port" ]] && break
+  kill -0 "$tls_pid" 2>/dev/null || { cat "$work/tls_server.log" >&2; exit 1; }
+  sleep 0.1
+done
+[[ -s "$work/tls_port" ]] || { echo "the TLS server did not start" >&2; exit 1; }
+
 # Run from an empty folder so that only the installed package is imported.
 mkdir "$work/run"
 (cd "$work/run" && PYTHONPATH="$work/site" ATTNSEARCH="127.0.0.1:$(cat "$work/port")" \
    ATTNSEARCH_WRITE_KEY="$write_key" ATTNSEARCH_READ_KEY="$read_key" \
+   ATTNSEARCH_TLS="localhost:$(cat "$work/tls_port")" ATTNSEARCH_TLS_CA="$testdata/server.crt" \
    "$python" "$repo/clients/python/tests/test_client.py" -v 2>&1) || {
   echo "--- server log" >&2; tail -20 "$work/server.log" >&2; exit 1; }
 

@@ -1,8 +1,9 @@
 """The attnsearch client against a real server.
 
 ATTNSEARCH names the server (host:port); ATTNSEARCH_WRITE_KEY and
-ATTNSEARCH_READ_KEY its API keys (tests/client/python_package_test.sh starts
-one so). Results are checked against a numpy reference of the reranker's
+ATTNSEARCH_READ_KEY its API keys; ATTNSEARCH_TLS and ATTNSEARCH_TLS_CA a
+server serving TLS and the CA file to trust
+(tests/client/python_package_test.sh starts both). Results are checked against a numpy reference of the reranker's
 MAXSIM and ATTENTION scores over the same seeded documents.
 """
 
@@ -153,6 +154,18 @@ class ClientTest(unittest.TestCase):
             self.client.upsert("pyclient", [{"id": "x", "tokenz": np.ones((1, DIM))}])
         with self.assertRaises(errors.FailedPrecondition):
             self.client.search("pyclient", text="no encoder trained", top_k=3)
+
+    @unittest.skipUnless(os.environ.get("ATTNSEARCH_TLS"), "no TLS server named")
+    def test_tls(self):
+        address, ca = os.environ["ATTNSEARCH_TLS"], os.environ["ATTNSEARCH_TLS_CA"]
+        with Client(address, tls_ca=ca, timeout=30) as secure:
+            secure.create_collection("tls", DIM)
+            self.assertEqual(secure.upsert("tls", self.docs[:5]), 5)
+            self.assertEqual(secure.search("tls", tokens=self.docs[4]["tokens"], top_k=1,
+                                           candidates=5).hits[0].id, "d4")
+        with Client(address, timeout=5) as plain:  # plaintext to a TLS port
+            with self.assertRaises(errors.Unavailable):
+                plain.list_collections()
 
     @unittest.skipUnless(WRITE_KEY and READ_KEY, "the server has no API keys")
     def test_api_keys(self):
