@@ -12,12 +12,7 @@ server=$2
 python=/usr/bin/python3  # Debian's, with python3-grpcio and python3-protobuf
 
 work=$(mktemp -d)
-server_pid=""
-cleanup() {
-  if [[ -n "$server_pid" ]]; then kill -KILL "$server_pid" 2>/dev/null || true; fi
-  rm -rf "$work"
-}
-trap cleanup EXIT
+source "$repo/tests/client/servers.sh"
 
 # The section's first ```sh block holds the protoc command, its first
 # ```python block the example.
@@ -40,17 +35,9 @@ ln -s "$repo/proto" "$work/root/proto"
 [[ -f "$work/root/gen/attnsearch/v1/search_pb2_grpc.py" ]] || {
   echo "the command did not write gen/attnsearch/v1/search_pb2_grpc.py" >&2; exit 1; }
 
-"$server" --data_dir "$work/data" --listen 127.0.0.1:0 --port_file "$work/port" --no_sync \
-  2> "$work/server.log" &
-server_pid=$!
-for _ in $(seq 300); do
-  [[ -s "$work/port" ]] && break
-  kill -0 "$server_pid" 2>/dev/null || { cat "$work/server.log" >&2; exit 1; }
-  sleep 0.1
-done
-[[ -s "$work/port" ]] || { echo "the server did not start" >&2; exit 1; }
+start_server data
 
-out=$(cd "$work/root" && ATTNSEARCH="127.0.0.1:$(cat "$work/port")" PYTHONPATH=gen \
+out=$(cd "$work/root" && ATTNSEARCH="127.0.0.1:$(port_of data)" PYTHONPATH=gen \
         "$python" "$work/search.py")
 printf '%s\n' "$out"
 # Two hits, apple (the query's direction) first, scores decreasing.
@@ -62,7 +49,5 @@ IFS=$'\t' read -r id2 score2 _ <<<"${lines[1]}"
 awk -v a="$score1" -v b="$score2" 'BEGIN { exit !(a > b && a > 0.9) }' ||
   { echo "scores not as expected: $score1, $score2" >&2; exit 1; }
 
-kill -TERM "$server_pid"
-wait "$server_pid"
-server_pid=""
+stop_server data
 echo "python client example: OK"

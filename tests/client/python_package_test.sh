@@ -12,14 +12,7 @@ server=$2
 python=/usr/bin/python3  # Debian's, with python3-grpcio, -protobuf, -numpy, -pip
 
 work=$(mktemp -d)
-server_pid=""
-tls_pid=""
-cleanup() {
-  if [[ -n "$server_pid" ]]; then kill -KILL "$server_pid" 2>/dev/null || true; fi
-  if [[ -n "$tls_pid" ]]; then kill -KILL "$tls_pid" 2>/dev/null || true; fi
-  rm -rf "$work"
-}
-trap cleanup EXIT
+source "$repo/tests/client/servers.sh"
 
 # pip builds in a copy of the package's folder: give it the repository's
 # layout (the proto two levels up), as a checkout has.
@@ -34,37 +27,19 @@ PIP_ROOT_USER_ACTION=ignore "$python" -m pip install --quiet --no-deps --no-buil
 write_key=python-client-write-key
 read_key=python-client-read-key
 printf '%s write\n%s read\n' "$write_key" "$read_key" > "$work/keys"
-"$server" --data_dir "$work/data" --listen 127.0.0.1:0 --port_file "$work/port" --no_sync \
-  --api_keys "$work/keys" 2> "$work/server.log" &
-server_pid=$!
-for _ in $(seq 300); do
-  [[ -s "$work/port" ]] && break
-  kill -0 "$server_pid" 2>/dev/null || { cat "$work/server.log" >&2; exit 1; }
-  sleep 0.1
-done
-[[ -s "$work/port" ]] || { echo "the server did not start" >&2; exit 1; }
-
+start_server data --api_keys "$work/keys"
 # A second server serving TLS with the suite's self-signed certificate.
 testdata="$repo/tests/server/testdata"
-"$server" --data_dir "$work/tls_data" --listen 127.0.0.1:0 --port_file "$work/tls_port" --no_sync \
-  --tls_cert "$testdata/server.crt" --tls_key "$testdata/server.key" 2> "$work/tls_server.log" &
-tls_pid=$!
-for _ in $(seq 300); do
-  [[ -s "$work/tls_port" ]] && break
-  kill -0 "$tls_pid" 2>/dev/null || { cat "$work/tls_server.log" >&2; exit 1; }
-  sleep 0.1
-done
-[[ -s "$work/tls_port" ]] || { echo "the TLS server did not start" >&2; exit 1; }
+start_server tls_data --tls_cert "$testdata/server.crt" --tls_key "$testdata/server.key"
 
 # Run from an empty folder so that only the installed package is imported.
 mkdir "$work/run"
-(cd "$work/run" && PYTHONPATH="$work/site" ATTNSEARCH="127.0.0.1:$(cat "$work/port")" \
+(cd "$work/run" && PYTHONPATH="$work/site" ATTNSEARCH="127.0.0.1:$(port_of data)" \
    ATTNSEARCH_WRITE_KEY="$write_key" ATTNSEARCH_READ_KEY="$read_key" \
-   ATTNSEARCH_TLS="localhost:$(cat "$work/tls_port")" ATTNSEARCH_TLS_CA="$testdata/server.crt" \
+   ATTNSEARCH_TLS="localhost:$(port_of tls_data)" ATTNSEARCH_TLS_CA="$testdata/server.crt" \
    "$python" "$repo/clients/python/tests/test_client.py" -v 2>&1) || {
-  echo "--- server log" >&2; tail -20 "$work/server.log" >&2; exit 1; }
+  echo "--- server log" >&2; tail -20 "$work/data.log" >&2; exit 1; }
 
-kill -TERM "$server_pid"
-wait "$server_pid"
-server_pid=""
+stop_server data
+stop_server tls_data
 echo "python package: OK"
