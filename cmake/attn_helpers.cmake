@@ -23,3 +23,23 @@ function(attn_cc_test)
   endif()
   gtest_discover_tests(${A_NAME} DISCOVERY_TIMEOUT 60 ${labels_prop})
 endfunction()
+
+# attn_embed_files(OUTPUT file.cc FUNCTION Name HEADER dir/header.h BASE dir FILES ...)
+# Generates OUTPUT at build time: the FILES (relative to BASE) as bytes in
+# the binary, returned by `std::span<const EmbeddedFile> FUNCTION()`, which
+# HEADER declares (cmake/embed_files.cmake).
+function(attn_embed_files)
+  cmake_parse_arguments(A "" "OUTPUT;FUNCTION;HEADER;BASE" "FILES" ${ARGN})
+  set(inputs "")
+  foreach(name IN LISTS A_FILES)
+    list(APPEND inputs "${A_BASE}/${name}")
+  endforeach()
+  string(JOIN "," files_arg ${A_FILES})
+  add_custom_command(
+    OUTPUT ${A_OUTPUT}
+    COMMAND ${CMAKE_COMMAND} -DOUTPUT=${A_OUTPUT} -DFUNCTION=${A_FUNCTION} -DHEADER=${A_HEADER}
+            -DBASE=${A_BASE} "-DFILES=${files_arg}" -P ${PROJECT_SOURCE_DIR}/cmake/embed_files.cmake
+    DEPENDS ${inputs} ${PROJECT_SOURCE_DIR}/cmake/embed_files.cmake
+    COMMENT "Embedding ${A_BASE}"
+    VERBATIM)
+endfunction()

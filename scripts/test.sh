@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs dependencies, builds everything (Release) with the test suite and
-# runs it with ctest. With --sanitize, builds into build-asan with clang,
-# AddressSanitizer + UndefinedBehaviorSanitizer and clang's lock checking
+# runs it with ctest. It also installs Debian's chromium, which only the
+# browser test (label browser) needs. With --sanitize, builds into
+# build-asan with clang, AddressSanitizer + UndefinedBehaviorSanitizer and clang's lock checking
 # (-Wthread-safety over the ABSL_GUARDED_BY annotations: a violation fails
 # the build), and runs the suite there.
 #
@@ -11,7 +12,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [[ "${1:-}" == "--sanitize" ]]; then
-  bash scripts/install-deps.sh clang
+  bash scripts/install-deps.sh clang chromium
   export BUILD_DIR=build-asan CC=clang CXX=clang++
   # A folder configured with another compiler is configured afresh.
   if [[ -f build-asan/CMakeCache.txt ]] &&
@@ -22,7 +23,7 @@ if [[ "${1:-}" == "--sanitize" ]]; then
   export ASAN_OPTIONS=detect_leaks=0:abort_on_error=1
   export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 else
-  bash scripts/install-deps.sh
+  bash scripts/install-deps.sh chromium
   bash scripts/build.sh -DATTN_BUILD_TESTS=ON
 fi
 ctest --test-dir "${BUILD_DIR:-build}" --output-on-failure -j "$(nproc)" --timeout 600 \

@@ -11,7 +11,7 @@
 // seconds, then calls in flight finish (up to --shutdown_grace_s) and every
 // collection flushes its store, writes its ANN snapshot and closes. Logs
 // are JSON lines on stderr (core/log.h); --metrics_listen serves Prometheus
-// metrics. The server itself is server/server.h; this file is its flags
+// metrics; --http_listen the JSON API and the web console. The server itself is server/server.h; this file is its flags
 // (server/server_flags.h) and the process around it.
 //
 // Exit status: 0 after a stop signal, 2 for unusable flags or files, 1 when
@@ -101,12 +101,14 @@ int main(int argc, char** argv) {
   MakeOpenMpThreadsSleep(argv);
 
   attnsearch::ServerOptions options;
-  std::string port_file, metrics_port_file;
+  std::string port_file, metrics_port_file, http_port_file;
   CLI::App app{"attnsearch-server: semantic search over gRPC"};
   attnsearch::AddServerFlags(&app, &options);
   app.add_option("--port_file", port_file, "write the chosen port to this file");
   app.add_option("--metrics_port_file", metrics_port_file,
                  "write the metrics port to this file once it listens");
+  app.add_option("--http_port_file", http_port_file,
+                 "write the JSON API's (and web console's) port to this file once it listens");
   CLI11_PARSE(app, argc, argv);
 
   if (!CatchStopSignals()) {
@@ -121,6 +123,7 @@ int main(int argc, char** argv) {
     return absl::IsInvalidArgument(server.status()) ? 2 : 1;
   }
   if (!options.metrics_listen.empty()) WritePortFile(metrics_port_file, (*server)->metrics_port());
+  if (!options.http_listen.empty()) WritePortFile(http_port_file, (*server)->http_port());
   WritePortFile(port_file, (*server)->port());
   std::printf("attnsearch-server listening on %s\n", (*server)->address().c_str());
   std::fflush(stdout);

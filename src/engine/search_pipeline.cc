@@ -145,6 +145,7 @@ absl::StatusOr<SearchResult> SearchPipeline::Run(SearchQuery q, absl::Time deadl
   AnnSearchParams params;
   ATTN_RETURN_IF_ERROR(Prepare(&q, &params));
   result.timing.encode_us = MicrosSince(t_start);
+  if (q.explain || q.attention_map) result.query_token_texts = q.token_texts;
 
   ATTN_RETURN_IF_ERROR(CheckDeadline(deadline, "the ANN search"));
   auto t = Clock::now();
@@ -197,6 +198,7 @@ absl::Status SearchPipeline::Prepare(SearchQuery* q, AnnSearchParams* params) co
     q->tokens = std::move(e.tokens);
     q->token_weights = std::move(e.weights);
     q->pooled = std::move(e.pooled);
+    q->token_texts = std::move(e.token_texts);
     if (q->temperature == 0.f) q->temperature = enc->options().temperature;
     // The pooled first stage of text is a bag of words and meanings: it
     // needs more candidates than vectors from a trained model do; the

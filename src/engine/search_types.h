@@ -90,6 +90,10 @@ struct SearchQuery {
   // Per hit, the whole attention map: every query token's weights over the
   // document's tokens, as the reranker computed them (ATTENTION or MAXSIM).
   bool attention_map = false;
+
+  // Set when the text is encoded: each query token row's word (an
+  // expansion row's is its vocabulary key).
+  std::vector<std::string> token_texts;
 };
 
 struct TokenMatch {
@@ -141,6 +145,9 @@ struct CandidateSources {
 
 struct SearchResult {
   std::vector<SearchHit> hits;
+  // A text query's token rows as words (SearchQuery::token_texts), with
+  // explain or attention_map: the rows of matches and attention maps.
+  std::vector<std::string> query_token_texts;
   SearchTiming timing;
   CandidateSources sources;
 };

@@ -66,6 +66,7 @@ httplib::Server::Handler Adapt(HttpHandler handler) {
                         req.body};
     HttpResponse response = handler(request);
     res.status = response.status;
+    for (const auto& [name, value] : response.headers) res.set_header(name, value);
     res.set_content(std::move(response.body), response.content_type.c_str());
   };
 }

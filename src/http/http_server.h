@@ -3,7 +3,8 @@
 //
 //   HttpServer http;
 //   http.Get("/metrics", [&](const HttpRequest&) {
-//     return HttpResponse{.content_type = "text/plain; version=0.0.4", .body = Render()};
+//     return HttpResponse{.content_type = "text/plain; version=0.0.4", .body = Render(),
+//                         .headers = {}};
 //   });
 //   absl::StatusOr<int> port = http.Start("127.0.0.1:0");
 //
@@ -25,6 +26,8 @@
 #include <memory>
 #include <string>
 #include <thread>
+#include <utility>
+#include <vector>
 
 #include "absl/status/statusor.h"
 
@@ -58,6 +61,8 @@ struct HttpResponse {
   int status = 200;
   std::string content_type = "text/plain; charset=utf-8";
   std::string body;
+  // Further response headers, e.g. {"Cache-Control", "no-store"}.
+  std::vector<std::pair<std::string, std::string>> headers;
 };
 
 using HttpHandler = std::function<HttpResponse(const HttpRequest&)>;

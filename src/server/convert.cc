@@ -307,6 +307,7 @@ void ToProto(SearchResult&& in, v1::SearchResponse* out) {
       }
     }
   }
+  for (auto& t : in.query_token_texts) out->add_query_token_texts(std::move(t));
   v1::Timing* t = out->mutable_timing();
   t->set_encode_us(uint64_t(in.timing.encode_us));
   t->set_ann_us(uint64_t(in.timing.ann_us));

@@ -24,7 +24,7 @@ HttpResponse Error(grpc::StatusCode code, const std::string& message) {
                           {{"code", status},
                            {"status", c >= 0 && c <= 16 ? kCodeNames[c] : "UNKNOWN"},
                            {"message", message}}}};
-  return HttpResponse{status, "application/json", body.dump() + "\n"};
+  return HttpResponse{status, "application/json", body.dump() + "\n", {}};
 }
 
 // The body as a request message (an empty body is the empty message).
@@ -47,7 +47,7 @@ HttpResponse Reply(const grpc::Status& status, const google::protobuf::Message& 
   options.preserve_proto_field_names = true;  // the proto's names, as the requests may use
   const auto printed = google::protobuf::util::MessageToJsonString(response, &json, options);
   if (!printed.ok()) return Error(grpc::StatusCode::INTERNAL, std::string(printed.message()));
-  return HttpResponse{200, "application/json", json + "\n"};
+  return HttpResponse{200, "application/json", json + "\n", {}};
 }
 
 void Authorize(const HttpRequest& r, grpc::ClientContext* ctx) {

@@ -16,6 +16,7 @@
 #include "grpcpp/health_check_service_interface.h"
 #include "http/http_server.h"
 #include "server/auth.h"
+#include "server/console.h"
 #include "server/json_gateway.h"
 #include "server/service.h"
 #include "server/worker_pool.h"
@@ -135,7 +136,8 @@ absl::Status Server::StartMetrics() {
   http_ = std::make_unique<HttpServer>();
   http_->Get("/metrics", [this](const HttpRequest&) {
     return HttpResponse{.content_type = "text/plain; version=0.0.4; charset=utf-8",
-                        .body = metrics_->Render()};
+                        .body = metrics_->Render(),
+                        .headers = {}};
   });
   absl::StatusOr<int> port = http_->Start(options_.metrics_listen);
   if (!port.ok()) return Annotate(port.status(), "metrics_listen");
@@ -159,6 +161,7 @@ absl::Status Server::StartJsonApi() {
   args.SetMaxReceiveMessageSize(-1);
   args.SetMaxSendMessageSize(-1);
   RegisterJsonGateway(json_http_.get(), InProcessChannel(args));
+  RegisterConsole(json_http_.get());
   absl::StatusOr<int> port = json_http_->Start(options_.http_listen);
   if (!port.ok()) return Annotate(port.status(), "http_listen");
   http_port_ = *port;

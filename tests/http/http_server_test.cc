@@ -24,7 +24,7 @@ struct CountingServer {
       const int n = ++calls;
       std::string body = "calls " + std::to_string(n) + "\n";
       for (const auto& [k, v] : req.params) body += k + "=" + v + "\n";
-      return HttpResponse{.content_type = "text/plain; version=0.0.4", .body = body};
+      return HttpResponse{.content_type = "text/plain; version=0.0.4", .body = body, .headers = {}};
     });
   }
   HttpServer http;

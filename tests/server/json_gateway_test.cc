@@ -2,7 +2,8 @@
 // keys: every call is answered through the gRPC service, so it gives what a
 // gRPC client gets (the ranking of the README's example, attention maps),
 // maps status codes to HTTP statuses, refuses bad bodies naming them,
-// checks the same keys, and serves HTTPS with the server's certificate.
+// checks the same keys, and serves HTTPS with the server's certificate. The
+// same listener serves the web console's files (server/console.h).
 #include "server/json_gateway.h"
 
 #include <gtest/gtest.h>
@@ -14,6 +15,7 @@
 #include "httplib.h"
 #include "in_process_server.h"
 #include "nlohmann/json.hpp"
+#include "server/console.h"
 #include "test_util.h"
 
 namespace attnsearch {
@@ -150,6 +152,43 @@ TEST(JsonGatewayTest, ServesHttpsWithTheServersCertificate) {
   // Plain HTTP gets no answer from it.
   const Answer plain = Call(port, "ListCollections", "{}", "");
   EXPECT_EQ(plain.status, 0);
+}
+
+// The console's files, byte for byte as in the source tree, with no key even
+// when the API needs one (the page asks for it), and a policy that keeps the
+// page to its own origin.
+TEST(JsonGatewayTest, ServesTheConsole) {
+  testing::TempDir dir;
+  const std::string keys = dir.Sub("keys");
+  std::ofstream(keys) << kReadKey << " read\n";
+  testing::InProcessServer server;
+  ASSERT_FALSE(
+      server.Start(dir.Sub("data"), {"--http_listen", "127.0.0.1:0", "--api_keys", keys}).empty());
+  httplib::Client client("127.0.0.1", server.server()->http_port());
+  ASSERT_GE(ConsoleFiles().size(), 3u);
+  for (const EmbeddedFile& file : ConsoleFiles()) {
+    const std::string name(file.name);
+    std::ifstream source(std::string(ATTN_CONSOLE_DIR) + "/" + name, std::ios::binary);
+    const std::string expected((std::istreambuf_iterator<char>(source)),
+                               std::istreambuf_iterator<char>());
+    ASSERT_FALSE(expected.empty()) << name;
+    for (const std::string path : {"/" + name, name == "index.html" ? "/" : "/" + name}) {
+      auto got = client.Get(path);
+      ASSERT_TRUE(got) << path;
+      EXPECT_EQ(got->status, 200) << path;
+      EXPECT_EQ(got->body, expected) << path;
+      EXPECT_EQ(got->get_header_value("Content-Type"), ConsoleContentType(name)) << path;
+      EXPECT_NE(got->get_header_value("Content-Security-Policy").find("default-src 'none'"),
+                std::string::npos)
+          << path;
+      EXPECT_EQ(got->get_header_value("X-Content-Type-Options"), "nosniff") << path;
+    }
+  }
+  EXPECT_EQ(ConsoleContentType("console.js"), "text/javascript; charset=utf-8");
+  EXPECT_EQ(client.Get("/nothing.js")->status, 404);
+  EXPECT_EQ(client.Post("/", "{}", "application/json")->status, 405);
+  // The API itself still wants the key.
+  EXPECT_EQ(Call(server.server()->http_port(), "ListCollections", "{}", "").status, 401);
 }
 
 TEST(JsonGatewayTest, StatusTableAndRefusedOptions) {

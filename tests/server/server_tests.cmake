@@ -57,7 +57,8 @@ attn_cc_test(NAME json_gateway_test SRCS server/json_gateway_test.cc
                   PkgConfig::HTTPLIB
              LABELS integration)
 target_compile_definitions(json_gateway_test PRIVATE
-                           ATTN_TESTDATA_DIR="${CMAKE_CURRENT_SOURCE_DIR}/server/testdata")
+                           ATTN_TESTDATA_DIR="${CMAKE_CURRENT_SOURCE_DIR}/server/testdata"
+                           ATTN_CONSOLE_DIR="${PROJECT_SOURCE_DIR}/src/server/console")
 # The Server class in-process: TCP and in-process channels, Stop and a
 # second Start, options refused by name, flags, metrics over HTTP.
 attn_cc_test(NAME server_class_test SRCS server/server_class_test.cc

@@ -204,6 +204,9 @@ TEST_F(TextSearchTest, TrainThenSearchByText) {
     if (word == "Turbine") matched = true;
   }
   EXPECT_TRUE(matched);
+  // The query's rows as words: the one word the matches point at.
+  ASSERT_EQ(resp.query_token_texts_size(), 1);
+  EXPECT_EQ(resp.query_token_texts(0), "turbines");
   EXPECT_NE(top.snippet().find("<em>Turbine</em>"), std::string::npos) << top.snippet();
 
   // Custom highlight marks.
