@@ -3,12 +3,21 @@
 # pages into a corpus, starts attnsearch-server on a loopback port with a
 # fresh data directory, loads the corpus with attnsearch-index (which trains
 # the built-in encoder on it), asks questions by meaning with
-# attnsearch-demo, then stops the server cleanly.
+# attnsearch-demo, then stops the server cleanly. With --serve it keeps the
+# server running after the questions, prints the web console's URL and
+# stops it on Ctrl-C.
 #
 #   bash scripts/demo.sh                       # the example questions
 #   bash scripts/demo.sh --query "..." ...      # your own (attnsearch-demo flags)
+#   bash scripts/demo.sh --serve [...]          # then keep serving the console
+#                                              # (port: $ATTN_CONSOLE_PORT, else any free one)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+serve=0
+if [[ "${1:-}" == "--serve" ]]; then
+  serve=1
+  shift
+fi
 bash scripts/install-deps.sh
 # The corpus: the manual pages (sections 1 and 8) of this machine, with the
 # packages the example questions are about.
@@ -37,7 +46,8 @@ trap cleanup EXIT
 "$build_dir"/attnsearch-mancorpus /usr/share/man/man1 /usr/share/man/man8 > "$work/man.jsonl"
 
 "$build_dir"/attnsearch-server --data_dir "$work/data" --listen 127.0.0.1:0 \
-  --port_file "$work/port" &
+  --port_file "$work/port" --http_listen "127.0.0.1:${ATTN_CONSOLE_PORT:-0}" \
+  --http_port_file "$work/http_port" &
 server_pid=$!
 for _ in $(seq 300); do
   [[ -s "$work/port" ]] && break
@@ -69,7 +79,29 @@ else
     --query "compress a folder into an archive" --expect -
 fi
 
-kill -TERM "$server_pid"
-wait "$server_pid"
+if ((serve)); then
+  echo "demo: the web console is at http://127.0.0.1:$(cat "$work/http_port")/ (gRPC at $server);" \
+    "press Ctrl-C to stop the server"
+  trap 'kill -TERM "$server_pid" 2>/dev/null || true' INT TERM
+  # A trap ends a wait early: wait again until the server has stopped.
+  set +e
+  while :; do
+    wait "$server_pid"
+    status=$?
+    kill -0 "$server_pid" 2>/dev/null || break
+  done
+  set -e
+  trap - INT TERM
+else
+  kill -TERM "$server_pid"
+  set +e
+  wait "$server_pid"
+  status=$?
+  set -e
+fi
 server_pid=""
+if ((status != 0)); then
+  echo "demo: the server exited with status $status" >&2
+  exit 1
+fi
 echo "demo: server stopped cleanly"
