@@ -35,6 +35,10 @@
 //   ours+explain    Score keeping its similarities, then
 //                   Reranker::ExplainScored for the top 10, as the engine
 //                   does with explain = true.
+//   ours+explain+maps  the same, but Reranker::AttentionMapsScored for the
+//                   top 10 (maps and evidence from one pass over the same
+//                   similarities), as the engine does with explain and
+//                   attention_map = true.
 // --dtype=int8 stores one scale per token; the bare matmuls are s8 x s8 with
 // f32 output (the query quantized the same way, no scales applied), and
 // PyTorch runs on the dequantized values. The report names the kernel oneDNN
@@ -303,7 +307,7 @@ class BareMatmuls {
 // The per-call microseconds of each variant timed in this process.
 struct RerankTimes {
   std::string kernel_ours, kernel_fixed;  // oneDNN's names of the kernels chosen
-  std::vector<double> ours, ours_explain, matmul, matmul_rt, matmul_t;
+  std::vector<double> ours, ours_explain, ours_maps, matmul, matmul_rt, matmul_t;
   std::vector<double> ours_maxsim;  // the same call in MAXSIM mode: no softmax
   std::vector<double> codes;        // CodeScorer on residual codes (--code_bits)
   size_t code_bytes = 0;
@@ -354,6 +358,19 @@ absl::StatusOr<RerankTimes> TimeRerank(const BenchFlags& f, const RerankData& x)
     which.assign(idx.begin(), idx.begin() + long(top));
     if (score_status.ok()) score_status = reranker->ExplainScored(rq, ct, kept, which, &evidence);
   };
+  // The same with the top 10's maps: from the same kept similarities, with
+  // the evidence from the maps' own pass, as the engine asks for both.
+  std::vector<std::vector<float>> maps;
+  std::function<void()> ours_maps_fn = [&] {
+    score_status = reranker->Score(rq, ct, out.scores.data(), &kept);
+    for (size_t i = 0; i < C; ++i) idx[i] = i;
+    std::partial_sort(idx.begin(), idx.begin() + long(top), idx.end(),
+                      [&](size_t a, size_t b) { return out.scores[a] > out.scores[b]; });
+    which.assign(idx.begin(), idx.begin() + long(top));
+    if (score_status.ok()) {
+      score_status = reranker->AttentionMapsScored(rq, ct, kept, which, &maps, &evidence);
+    }
+  };
   // The documents as residual codes, trained on their own tokens as a
   // collection trains them (engine/token_codes.h: the centroids chosen for
   // this many tokens unless --code_centroids).
@@ -390,7 +407,8 @@ absl::StatusOr<RerankTimes> TimeRerank(const BenchFlags& f, const RerankData& x)
                                                      [&] { mm.Fixed(); },
                                                      [&] { mm.RuntimeDims(); },
                                                      [&] { mm.Transposed(); },
-                                                     maxsim_fn};
+                                                     maxsim_fn,
+                                                     ours_maps_fn};
       if (code_scorer != nullptr) variants.push_back(codes_fn);
       auto t = TimeInterleaved(variants, f.min_seconds);
       out.ours = std::move(t[0]);
@@ -399,7 +417,8 @@ absl::StatusOr<RerankTimes> TimeRerank(const BenchFlags& f, const RerankData& x)
       out.matmul_rt = std::move(t[3]);
       out.matmul_t = std::move(t[4]);
       out.ours_maxsim = std::move(t[5]);
-      if (code_scorer != nullptr) out.codes = std::move(t[6]);
+      out.ours_maps = std::move(t[6]);
+      if (code_scorer != nullptr) out.codes = std::move(t[7]);
     } catch (const dnnl::error& e) {
       return absl::InternalError(std::string("bare matmul: ") + e.what());
     }
@@ -505,7 +524,7 @@ absl::StatusOr<TorchRun> RunTorch(const BenchFlags& f, const RerankData& x) {
 // The summaries the table, the record and the chart are made of.
 struct RerankSummary {
   std::string kernel_ours, kernel_fixed;
-  Summary ours, mm, mmrt, mmt, ours_ex, codes, maxsim;
+  Summary ours, mm, mmrt, mmt, ours_ex, ours_maps, codes, maxsim;
   size_t code_bytes = 0;
   uint32_t code_centroids = 0;
   double code_max_diff = 0;
@@ -525,6 +544,7 @@ RerankSummary SummarizeRerank(const RerankData& x, const RerankTimes& t, const T
   r.mmrt = Summarize(t.matmul_rt);
   r.mmt = Summarize(t.matmul_t);
   r.ours_ex = Summarize(t.ours_explain);
+  r.ours_maps = Summarize(t.ours_maps);
   r.maxsim = Summarize(t.ours_maxsim);
   r.codes = Summarize(t.codes);
   r.code_bytes = t.code_bytes;
@@ -565,6 +585,7 @@ void PrintRerank(const BenchFlags& f, const RerankData& x, const RerankSummary& 
   };
   row("ours (Reranker::Score)", r.ours);
   row("ours + explain top 10", r.ours_ex);
+  row("ours + explain + attention maps top 10", r.ours_maps);
   row("ours, MAXSIM (no softmax)", r.maxsim);
   row("oneDNN matmul Q.D^T, fixed shape", r.mm);
   row("oneDNN matmul Q.D^T, runtime dims", r.mmrt);
@@ -608,6 +629,8 @@ void PrintRerank(const BenchFlags& f, const RerankData& x, const RerankSummary& 
   }
   std::printf("explain top 10 costs %.1f%% on top (medians)\n",
               100.0 * (r.ours_ex.p50 - r.ours.p50) / r.ours.p50);
+  std::printf("attention maps of the top 10 cost %.1f%% on top of explain (medians)\n",
+              100.0 * (r.ours_maps.p50 - r.ours_ex.p50) / r.ours_ex.p50);
   if (r.torch_us > 0) {
     std::printf("PyTorch (fastest eager variant, %s): %.1f us/query (p50) = %.2fx ours\n",
                 r.torch_best.c_str(), r.torch_us, r.torch_us / r.ours.p50);
@@ -662,6 +685,8 @@ BenchOutput RerankRecord(const BenchFlags& f, const RerankData& x, const RerankS
       {"ours_explain_top10_us", ToJson(r.ours_ex)},
       {"ours_maxsim_us", ToJson(r.maxsim)},
       {"explain_overhead", (r.ours_ex.p50 - r.ours.p50) / r.ours.p50},
+      {"ours_explain_maps_top10_us", ToJson(r.ours_maps)},
+      {"attention_map_overhead", (r.ours_maps.p50 - r.ours_ex.p50) / r.ours_ex.p50},
       {"ours_throughput_vs_fastest_matmul", r.floor_us > 0 ? r.floor_us / r.ours.p50 : 0.0}};
   if (!torch.torch.is_null()) {
     torch.torch.erase("scores");

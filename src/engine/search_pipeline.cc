@@ -599,9 +599,10 @@ absl::StatusOr<std::vector<SearchHit>> SearchPipeline::Hits(const SearchQuery& q
   std::vector<std::vector<float>> maps;
   const auto t_explain = Clock::now();
   if (q.attention_map && fetched != nullptr && !best.empty()) {
-    ATTN_ASSIGN_OR_RETURN(maps, AttentionMaps(q, *fetched, scored, best));
-  }
-  if (q.explain && fetched != nullptr && !best.empty()) {
+    // With explain, the evidence comes from the maps' own pass.
+    ATTN_ASSIGN_OR_RETURN(
+        maps, AttentionMaps(q, *fetched, scored, best, q.explain ? &evidence : nullptr));
+  } else if (q.explain && fetched != nullptr && !best.empty()) {
     if (!fetched->any_coded()) {
       std::vector<size_t> which;
       for (const ScoredCandidate* s : best) which.push_back(s->candidate);
@@ -640,20 +641,40 @@ absl::StatusOr<std::vector<SearchHit>> SearchPipeline::Hits(const SearchQuery& q
 
 absl::StatusOr<std::vector<std::vector<float>>> SearchPipeline::AttentionMaps(
     const SearchQuery& q, const Fetched& fetched, const Scored& scored,
-    const std::vector<const ScoredCandidate*>& best) const {
-  // The hits' rows (exact, or decoded from codes), then one matmul.
+    const std::vector<const ScoredCandidate*>& best,
+    std::vector<std::vector<TokenEvidence>>* evidence) const {
+  // Every hit scored from its rows: the maps come from the similarities
+  // Score kept. Else the hits' rows (exact, or decoded) and one matmul.
+  const bool kept = !fetched.any_coded();
   TokenBlock hits;
-  GatherHitRows(fetched, scored, best, &hits);
-  const uint64_t cells = uint64_t(hits.total_rows) * q.num_tokens;
+  std::vector<size_t> which;
+  uint64_t rows = 0;
+  if (kept) {
+    const CandidateTokens tokens = fetched.tokens();
+    for (const ScoredCandidate* s : best) {
+      which.push_back(s->candidate);
+      rows += tokens.rows[s->candidate];
+    }
+  } else {
+    GatherHitRows(fetched, scored, best, &hits);
+    rows = hits.total_rows;
+  }
+  const uint64_t cells = rows * q.num_tokens;
   if (cells > parts_.limits.max_attention_cells) {
     return absl::InvalidArgumentError(absl::StrCat(
         "attention_map: the hits' maps hold ", cells, " weights (", q.num_tokens,
-        " query tokens x ", hits.total_rows, " document tokens), above the limit of ",
+        " query tokens x ", rows, " document tokens), above the limit of ",
         parts_.limits.max_attention_cells,
         " (max_attention_cells, the server's flag); ask for fewer hits or query tokens"));
   }
   std::vector<std::vector<float>> maps;
-  ATTN_RETURN_IF_ERROR(parts_.reranker->AttentionMaps(RerankQueryOf(q), TokensOf(hits), &maps));
+  if (kept) {
+    ATTN_RETURN_IF_ERROR(parts_.reranker->AttentionMapsScored(
+        RerankQueryOf(q), fetched.tokens(), scored.similarities, which, &maps, evidence));
+  } else {
+    ATTN_RETURN_IF_ERROR(
+        parts_.reranker->AttentionMaps(RerankQueryOf(q), TokensOf(hits), &maps, evidence));
+  }
   return maps;
 }
 

@@ -165,11 +165,13 @@ class SearchPipeline {
   // The rows of the hits `best`, in order, into *out (empty).
   void GatherHitRows(const Fetched& f, const Scored& s,
                      const std::vector<const ScoredCandidate*>& best, TokenBlock* out) const;
-  // Per hit, its attention map (Reranker::AttentionMaps); INVALID_ARGUMENT
-  // past limits.max_attention_cells.
+  // Per hit, its attention map (Reranker::AttentionMaps) and, with
+  // `evidence`, its evidence from the same pass; INVALID_ARGUMENT past
+  // limits.max_attention_cells.
   absl::StatusOr<std::vector<std::vector<float>>> AttentionMaps(
       const SearchQuery& q, const Fetched& f, const Scored& s,
-      const std::vector<const ScoredCandidate*>& best) const;
+      const std::vector<const ScoredCandidate*>& best,
+      std::vector<std::vector<TokenEvidence>>* evidence) const;
   // The exact tier: the best 2 x top_k candidates scored from codes are
   // scored again from their rows, read through the view; the other coded
   // candidates drop out. Updates scores and from_codes.

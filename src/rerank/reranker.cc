@@ -572,6 +572,54 @@ absl::Status Reranker::ExplainInTiles(const RerankQuery& query, const CandidateT
   return absl::OkStatus();
 }
 
+namespace {
+
+// The rows of candidates[which[i]], copied (or made) into one block, in
+// that order: what a small matmul over a query's hits reads.
+class GatheredRows {
+ public:
+  GatheredRows(const CandidateTokens& candidates, const std::vector<size_t>& which,
+               size_t row_bytes) {
+    size_t total = 0;
+    for (size_t k : which) {
+      rows_.push_back(candidates.rows[k]);
+      offsets_.push_back(total);
+      total += candidates.rows[k];
+    }
+    data_.resize(total * row_bytes);
+    for (size_t i = 0; i < which.size(); ++i) {
+      const size_t k = which[i];
+      char* to = data_.data() + offsets_[i] * row_bytes;
+      if (candidates.rows_from != nullptr) {
+        (*candidates.rows_from)(candidates.offsets[k], rows_[i], to);
+      } else {
+        std::memcpy(to,
+                    static_cast<const char*>(candidates.data) + candidates.offsets[k] * row_bytes,
+                    rows_[i] * row_bytes);
+      }
+      if (candidates.scales != nullptr) {
+        scales_.insert(scales_.end(), candidates.scales + candidates.offsets[k],
+                       candidates.scales + candidates.offsets[k] + rows_[i]);
+      }
+    }
+    tokens_ = CandidateTokens{data_.data(),    total,         rows_.data(),
+                              offsets_.data(), rows_.size(), candidates.scales ? scales_.data() : nullptr};
+  }
+  GatheredRows(const GatheredRows&) = delete;
+  GatheredRows& operator=(const GatheredRows&) = delete;
+
+  const CandidateTokens& tokens() const { return tokens_; }
+
+ private:
+  std::vector<char> data_;
+  std::vector<float> scales_;
+  std::vector<uint32_t> rows_;
+  std::vector<size_t> offsets_;
+  CandidateTokens tokens_;
+};
+
+}  // namespace
+
 absl::Status Reranker::ExplainScored(const RerankQuery& query, const CandidateTokens& candidates,
                                      const ScoredSimilarities& keep,
                                      const std::vector<size_t>& which,
@@ -585,37 +633,8 @@ absl::Status Reranker::ExplainScored(const RerankQuery& query, const CandidateTo
   const size_t row0 = candidates.count > 0 ? candidates.offsets[0] : 0;
   if (!keep.valid || keep.st.size() < size_t(m) * candidates.total_rows) {
     // Gather the rows of `which` and run one small matmul over them.
-    const size_t row_bytes = size_t(dim_) * TokenDtypeSize(dtype_);
-    std::vector<char> data;
-    std::vector<float> scales;
-    std::vector<uint32_t> rows;
-    std::vector<size_t> offsets;
-    size_t total = 0;
-    for (size_t k : which) {
-      rows.push_back(candidates.rows[k]);
-      offsets.push_back(total);
-      total += candidates.rows[k];
-    }
-    data.resize(total * row_bytes);
-    for (size_t i = 0; i < which.size(); ++i) {
-      const size_t k = which[i];
-      char* to = data.data() + offsets[i] * row_bytes;
-      if (candidates.rows_from != nullptr) {
-        (*candidates.rows_from)(candidates.offsets[k], rows[i], to);
-      } else {
-        std::memcpy(to,
-                    static_cast<const char*>(candidates.data) + candidates.offsets[k] * row_bytes,
-                    rows[i] * row_bytes);
-      }
-      if (candidates.scales != nullptr) {
-        scales.insert(scales.end(), candidates.scales + candidates.offsets[k],
-                      candidates.scales + candidates.offsets[k] + rows[i]);
-      }
-    }
-    const CandidateTokens hits{data.data(), total,
-                               rows.data(), offsets.data(),
-                               rows.size(), candidates.scales ? scales.data() : nullptr};
-    return Explain(query, hits, out);
+    const GatheredRows hits(candidates, which, size_t(dim_) * TokenDtypeSize(dtype_));
+    return Explain(query, hits.tokens(), out);
   }
   const float inv_tau = 1.f / query.temperature;
   const QueryOperand q_op(query.tokens, m, dim_, dtype_);  // its int8 scales, as Score had them
@@ -681,18 +700,74 @@ absl::Status Reranker::Explain(const RerankQuery& query, const CandidateTokens& 
 }
 
 absl::Status Reranker::AttentionMaps(const RerankQuery& query, const CandidateTokens& candidates,
-                                     std::vector<std::vector<float>>* out) const {
+                                     std::vector<std::vector<float>>* out,
+                                     std::vector<std::vector<TokenEvidence>>* evidence) const {
   ATTN_RETURN_IF_ERROR(CheckQuery(query, candidates));
   out->assign(candidates.count, {});
+  // The tiles explain by their own pass (what their scores came from).
+  const bool explain_here = evidence != nullptr && !int8_tiles_;
+  if (explain_here) evidence->assign(candidates.count, {});
   const uint32_t m = query.num_tokens;
   const float inv_tau = 1.f / query.temperature;
-  return ForEachSegment(
+  ATTN_RETURN_IF_ERROR(ForEachSegment(
       query, candidates,
       [&](size_t k, const float* st, const float* row_scales, const float* col_scale) {
         const uint32_t n = candidates.rows[k];
         (*out)[k].resize(size_t(m) * n);
-        AttentionSegment(st, m, n, query.mode, inv_tau, row_scales, col_scale, (*out)[k].data());
-      });
+        std::vector<uint32_t> argmax(m);
+        std::vector<float> weight(m), contribution(m);
+        AttentionExplainSegment(st, m, n, query.weights, query.mode, inv_tau, row_scales,
+                                col_scale, (*out)[k].data(), argmax.data(), weight.data(),
+                                contribution.data());
+        if (explain_here) {
+          for (uint32_t i = 0; i < m; ++i) {
+            (*evidence)[k].push_back({i, argmax[i], weight[i], contribution[i]});
+          }
+        }
+      }));
+  if (evidence != nullptr && !explain_here) return Explain(query, candidates, evidence);
+  return absl::OkStatus();
+}
+
+absl::Status Reranker::AttentionMapsScored(const RerankQuery& query,
+                                           const CandidateTokens& candidates,
+                                           const ScoredSimilarities& keep,
+                                           const std::vector<size_t>& which,
+                                           std::vector<std::vector<float>>* out,
+                                           std::vector<std::vector<TokenEvidence>>* evidence) const {
+  ATTN_RETURN_IF_ERROR(CheckQuery(query, candidates));
+  for (size_t k : which) {
+    if (k >= candidates.count) return absl::InvalidArgumentError("attention map: no such candidate");
+  }
+  const uint32_t m = query.num_tokens;
+  if (!keep.valid || keep.st.size() < size_t(m) * candidates.total_rows) {
+    const GatheredRows hits(candidates, which, size_t(dim_) * TokenDtypeSize(dtype_));
+    return AttentionMaps(query, hits.tokens(), out, evidence);
+  }
+  const size_t row0 = candidates.count > 0 ? candidates.offsets[0] : 0;
+  const float inv_tau = 1.f / query.temperature;
+  const QueryOperand q_op(query.tokens, m, dim_, dtype_);  // its int8 scales, as Score had them
+  out->assign(which.size(), {});
+  if (evidence != nullptr) evidence->assign(which.size(), {});
+  std::vector<uint32_t> argmax(m);
+  std::vector<float> weight(m), contribution(m);
+  for (size_t i = 0; i < which.size(); ++i) {
+    const size_t k = which[i];
+    const uint32_t n = candidates.rows[k];
+    if (n == 0) continue;
+    const float* row_scales =
+        candidates.scales ? candidates.scales + candidates.offsets[k] : nullptr;
+    (*out)[i].resize(size_t(m) * n);
+    AttentionExplainSegment(keep.st.data() + (candidates.offsets[k] - row0) * m, m, n,
+                            query.weights, query.mode, inv_tau, row_scales, q_op.scales(),
+                            (*out)[i].data(), argmax.data(), weight.data(), contribution.data());
+    if (evidence != nullptr) {
+      for (uint32_t t = 0; t < m; ++t) {
+        (*evidence)[i].push_back({t, argmax[t], weight[t], contribution[t]});
+      }
+    }
+  }
+  return absl::OkStatus();
 }
 
 absl::Status Reranker::Explain(const RerankQuery& query, const void* doc_tokens, uint32_t rows,

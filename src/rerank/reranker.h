@@ -144,12 +144,23 @@ class Reranker {
                        std::vector<TokenEvidence>* out, const float* row_scales = nullptr) const;
 
   // Per candidate, the attention weights of its tokens for every query
-  // token: (*out)[k] holds m x rows[k] values, row-major (AttentionSegment:
-  // softmax_j(S_ij / τ) for ATTENTION, one-hot at the row's best for
-  // MAXSIM), from the same matmul and similarities as Score and Explain.
-  // Meant for a query's few hits. REQUIRES: ATTENTION or MAXSIM.
+  // token: (*out)[k] holds m x rows[k] values, row-major
+  // (AttentionExplainSegment: softmax_j(S_ij / τ) for ATTENTION, one-hot at
+  // the row's best for MAXSIM), from the same matmul and similarities as
+  // Score and Explain. With `evidence`, also what Explain gives, from the
+  // same pass. Meant for a query's few hits. REQUIRES: ATTENTION or MAXSIM.
   absl::Status AttentionMaps(const RerankQuery& query, const CandidateTokens& candidates,
-                             std::vector<std::vector<float>>* out) const;
+                             std::vector<std::vector<float>>* out,
+                             std::vector<std::vector<TokenEvidence>>* evidence = nullptr) const;
+  // The maps (and with `evidence` the evidence) of candidates[which[i]]
+  // (out->size() == which.size()), as AttentionMaps gives them, from the
+  // similarities a Score call with the same query and candidates kept (no
+  // matmul); when it kept none their rows are gathered and mapped with one
+  // more matmul.
+  absl::Status AttentionMapsScored(
+      const RerankQuery& query, const CandidateTokens& candidates, const ScoredSimilarities& keep,
+      const std::vector<size_t>& which, std::vector<std::vector<float>>* out,
+      std::vector<std::vector<TokenEvidence>>* evidence = nullptr) const;
 
   // The kernel oneDNN chose for this reranker's matmul of a full window of
   // document tokens against `query_tokens` query tokens, as oneDNN names it

@@ -40,13 +40,16 @@ __attribute__((target("avx512f"))) inline __m512 LoadRow(const float* p, __mmask
 
 // Query tokens [i0, i0 + 16) (lanes beyond m masked off): returns their
 // weighted contributions summed; with kExplain also stores, per query token,
-// the argmax, the attention weight there and the contribution.
+// the argmax, the attention weight there and the contribution; with `exps`
+// (ATTENTION only) also each row j's 16 exponentials at exps[16·j], which
+// times the weight at the argmax (1/z) are the attention weights.
 template <bool kExplain>
 __attribute__((target("avx512f"))) float Block16(const float* st, uint32_t m, uint32_t n,
                                                  uint32_t i0, const float* w, RerankMode mode,
                                                  float inv_tau, const float* row_scale,
                                                  const float* col_scale, uint32_t* argmax,
-                                                 float* weight, float* contribution) {
+                                                 float* weight, float* contribution,
+                                                 float* exps = nullptr) {
   const __mmask16 lanes = m - i0 >= 16 ? __mmask16(0xffff) : __mmask16((1u << (m - i0)) - 1u);
   const float* base = st + i0;
   const __m512 cs = col_scale ? _mm512_maskz_loadu_ps(lanes, col_scale + i0) : _mm512_set1_ps(1.f);
@@ -71,6 +74,7 @@ __attribute__((target("avx512f"))) float Block16(const float* st, uint32_t m, ui
     for (uint32_t j = 0; j < n; ++j) {
       const __m512 v = ATTN_ROW_(j);
       const __m512 e = Pow2(_mm512_mul_ps(_mm512_sub_ps(v, vmax), vtau));
+      if (exps != nullptr) _mm512_storeu_ps(exps + size_t(j) * 16, e);
       z = _mm512_add_ps(z, e);
       num = _mm512_fmadd_ps(e, v, num);
     }
@@ -191,6 +195,38 @@ __attribute__((target("avx512f"))) float ReduceAvx512(const float* st, uint32_t 
   return score;
 }
 
+// AttentionExplainSegment on AVX-512: per 16 query tokens, Block16<true>
+// (ExplainSegment's own pass, so the evidence is its to the bit) keeping its
+// exponentials in `scratch` (n x 16), then each query token's row gathered
+// out of it and scaled by 1/z (ATTENTION), or one-hot at the argmax (MAXSIM).
+__attribute__((target("avx512f"))) void AttentionExplainAvx512(
+    const float* st, uint32_t m, uint32_t n, const float* w, RerankMode mode, float inv_tau,
+    const float* row_scale, const float* col_scale, float* scratch, float* out, uint32_t* argmax,
+    float* weight, float* contribution) {
+  const __m512i across = _mm512_mullo_epi32(
+      _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0), _mm512_set1_epi32(16));
+  for (uint32_t i0 = 0; i0 < m; i0 += 16) {
+    const bool attention = mode == RerankMode::kAttention;
+    Block16<true>(st, m, n, i0, w, mode, inv_tau, row_scale, col_scale, argmax, weight,
+                  contribution, attention ? scratch : nullptr);
+    for (uint32_t i = i0; i < std::min(m, i0 + 16); ++i) {
+      float* row = out + size_t(i) * n;
+      if (!attention) {
+        std::fill(row, row + n, 0.f);
+        row[argmax[i]] = 1.f;
+        continue;
+      }
+      const __m512 scale = _mm512_set1_ps(weight[i]);  // 1/z: exp(0) / z at the argmax
+      for (uint32_t j = 0; j < n; j += 16) {
+        const __mmask16 cols = n - j >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (n - j)) - 1);
+        const __m512i at = _mm512_add_epi32(across, _mm512_set1_epi32(int(j * 16 + (i - i0))));
+        const __m512 e = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), cols, at, scratch, 4);
+        _mm512_mask_storeu_ps(row + j, cols, _mm512_mul_ps(e, scale));
+      }
+    }
+  }
+}
+
 const bool kHasAvx512 = __builtin_cpu_supports("avx512f");
 
 }  // namespace
@@ -234,22 +270,35 @@ void ExplainSegment(const float* st, uint32_t m, uint32_t n, const float* w, Rer
   }
 }
 
-void AttentionSegment(const float* st, uint32_t m, uint32_t n, RerankMode mode, float inv_tau,
-                      const float* row_scale, const float* col_scale, float* out) {
-  for (uint32_t i = 0; i < m; ++i) {
-    // The row's similarities, scaled as ExplainSegment scales them.
-    float* row = out + size_t(i) * n;
-    const float cs = col_scale ? col_scale[i] : 1.f;
-    for (uint32_t j = 0; j < n; ++j) {
-      row[j] = st[size_t(j) * m + i] * (row_scale ? row_scale[j] : 1.f) * cs;
+void AttentionExplainSegment(const float* st, uint32_t m, uint32_t n, const float* w,
+                             RerankMode mode, float inv_tau, const float* row_scale,
+                             const float* col_scale, float* out, uint32_t* argmax, float* weight,
+                             float* contribution) {
+  if (kHasAvx512) {
+    thread_local std::vector<float> scratch;
+    if (scratch.size() < size_t(n) * 16) scratch.resize(size_t(n) * 16);
+    AttentionExplainAvx512(st, m, n, w, mode, inv_tau, row_scale, col_scale, scratch.data(), out,
+                           argmax, weight, contribution);
+    return;
+  }
+  ExplainSegment(st, m, n, w, mode, inv_tau, row_scale, col_scale, argmax, weight, contribution);
+  // The similarities, scaled as ExplainSegment scales them, into the map's
+  // query-token-major order, then each row's softmax (or its one-hot max).
+  for (uint32_t j = 0; j < n; ++j) {
+    const float* s = st + size_t(j) * m;
+    const float rs = row_scale ? row_scale[j] : 1.f;
+    for (uint32_t i = 0; i < m; ++i) {
+      out[size_t(i) * n + j] = s[i] * rs * (col_scale ? col_scale[i] : 1.f);
     }
-    const uint32_t arg = uint32_t(std::max_element(row, row + n) - row);  // the first largest
+  }
+  for (uint32_t i = 0; i < m; ++i) {
+    float* row = out + size_t(i) * n;
     if (mode != RerankMode::kAttention) {
       std::fill(row, row + n, 0.f);
-      row[arg] = 1.f;
+      row[argmax[i]] = 1.f;
       continue;
     }
-    const float best = row[arg];
+    const float best = row[argmax[i]];
     float z = 0.f;
     for (uint32_t j = 0; j < n; ++j) z += row[j] = std::exp((row[j] - best) * inv_tau);
     const float inv_z = 1.f / z;

@@ -444,6 +444,66 @@ TEST_P(RerankerTest, ExplainScoredEqualsExplain) {
       r->ExplainScored(q.View(RerankMode::kMaxSim, 0.1f), c.View(dtype()), kept, {2}, &out).ok());
 }
 
+// The attention maps equal the reference's on the values the reranker sees,
+// from the kept similarities (AttentionMapsScored) as from a matmul of their
+// own (AttentionMaps); the evidence that comes with them is Explain's, and
+// each row's weight at its argmax is the evidence's weight. 21 query tokens:
+// a full and a partial block of 16.
+TEST_P(RerankerTest, AttentionMapsMatchTheReferenceAndCarryTheEvidence) {
+  std::mt19937 rng(151);
+  for (size_t max_rows : {size_t{32768}, size_t{40}}) {
+    SCOPED_TRACE(absl::StrCat("max_rows_per_gemm ", max_rows));
+    auto r = MakeReranker(dtype(), max_rows);
+    ASSERT_NE(r, nullptr);
+    for (const ModeCase& mc : kModes) {
+      SCOPED_TRACE(mc.Name());
+      const Query q = MakeQuery(rng, 21);
+      const Candidates c = MakeCandidates(rng, RandomRowCounts(rng, 12, 40));
+      const RerankQuery rq = q.View(mc.mode, mc.temperature);
+      ScoredSimilarities kept;
+      std::vector<float> scores(c.count());
+      ASSERT_TRUE(r->Score(rq, c.View(dtype()), scores.data(), &kept).ok());
+      const std::vector<size_t> which = {3, 0, 11, 1};
+      std::vector<std::vector<float>> maps, all_maps;
+      std::vector<std::vector<TokenEvidence>> evidence;
+      ASSERT_TRUE(r->AttentionMapsScored(rq, c.View(dtype()), kept, which, &maps, &evidence).ok());
+      ASSERT_TRUE(r->AttentionMaps(rq, c.View(dtype()), &all_maps).ok());
+      ASSERT_EQ(maps.size(), which.size());
+      ASSERT_EQ(evidence.size(), which.size());
+      ASSERT_EQ(all_maps.size(), c.count());
+      const std::vector<float> query = AsSeen(q.tokens, dtype());
+      for (size_t i = 0; i < which.size(); ++i) {
+        const size_t k = which[i];
+        const uint32_t n = c.rows[k];
+        SCOPED_TRACE(absl::StrCat("candidate ", k, " of ", n, " rows"));
+        const std::vector<float> doc =
+            AsSeen(std::vector<float>(c.doc_f32(k), c.doc_f32(k) + size_t(n) * kDim), dtype());
+        const std::vector<double> want = ReferenceAttention(query.data(), q.m, doc.data(), n, kDim,
+                                                            mc.mode, mc.temperature);
+        ASSERT_EQ(maps[i].size(), size_t(q.m) * n);
+        for (size_t x = 0; x < want.size(); ++x) {
+          ASSERT_NEAR(maps[i][x], want[x], 1e-4) << "cell " << x;
+          ASSERT_NEAR(all_maps[k][x], maps[i][x], 1e-5) << "cell " << x;
+        }
+        std::vector<TokenEvidence> explained;
+        ASSERT_TRUE(r->Explain(rq, c.doc(k, dtype()), n, &explained).ok());
+        ASSERT_EQ(evidence[i].size(), explained.size());
+        for (uint32_t t = 0; t < q.m; ++t) {
+          const TokenEvidence& e = evidence[i][t];
+          EXPECT_EQ(e.query_token, t);
+          EXPECT_EQ(e.doc_token, explained[t].doc_token);
+          EXPECT_NEAR(e.weight, explained[t].weight, 1e-5);
+          EXPECT_NEAR(e.contribution, explained[t].contribution, 1e-5);
+          EXPECT_NEAR(maps[i][size_t(t) * n + e.doc_token], e.weight, 1e-6);
+          double sum = 0;
+          for (uint32_t j = 0; j < n; ++j) sum += maps[i][size_t(t) * n + j];
+          EXPECT_NEAR(sum, 1.0, 1e-5);
+        }
+      }
+    }
+  }
+}
+
 TEST_P(RerankerTest, ScoreIsSafeFromSeveralThreads) {
   auto r = MakeReranker(dtype(), /*max_rows_per_gemm=*/256);
   ASSERT_NE(r, nullptr);
