@@ -547,12 +547,14 @@ absl::Status Reranker::ScoreInTiles(const RerankQuery& query, const CandidateTok
 
 absl::Status Reranker::ExplainInTiles(const RerankQuery& query, const CandidateTokens& candidates,
                                       const std::vector<size_t>& which,
-                                      std::vector<std::vector<TokenEvidence>>* out) const {
+                                      std::vector<std::vector<TokenEvidence>>* out,
+                                      std::vector<std::vector<float>>* maps) const {
   const uint32_t m = query.num_tokens;
   const float inv_tau = 1.f / query.temperature;
   const QueryOperand q_op(query.tokens, m, dim_, dtype_);
   const Int8QueryTiles q_tiles(q_op.s8.data(), m, dim_);
-  out->assign(which.size(), {});
+  if (out != nullptr) out->assign(which.size(), {});
+  if (maps != nullptr) maps->assign(which.size(), {});
   std::vector<uint32_t> argmax(m);
   std::vector<float> weight(m), contribution(m);
   TileScratch& s = ThreadTileScratch();
@@ -562,8 +564,16 @@ absl::Status Reranker::ExplainInTiles(const RerankQuery& query, const CandidateT
     const uint32_t n = candidates.rows[k];
     if (n == 0) continue;
     CandidateInTiles(q_tiles, candidates, k, q_op.scales(), &s);
-    ExplainSegment(s.st.data(), m, n, query.weights, query.mode, inv_tau, nullptr, nullptr,
-                   argmax.data(), weight.data(), contribution.data());
+    if (maps != nullptr) {
+      (*maps)[i].resize(size_t(m) * n);
+      AttentionExplainSegment(s.st.data(), m, n, query.weights, query.mode, inv_tau, nullptr,
+                              nullptr, (*maps)[i].data(), argmax.data(), weight.data(),
+                              contribution.data());
+    } else {
+      ExplainSegment(s.st.data(), m, n, query.weights, query.mode, inv_tau, nullptr, nullptr,
+                     argmax.data(), weight.data(), contribution.data());
+    }
+    if (out == nullptr) continue;
     for (uint32_t t = 0; t < m; ++t) {
       (*out)[i].push_back({t, argmax[t], weight[t], contribution[t]});
     }
@@ -703,10 +713,14 @@ absl::Status Reranker::AttentionMaps(const RerankQuery& query, const CandidateTo
                                      std::vector<std::vector<float>>* out,
                                      std::vector<std::vector<TokenEvidence>>* evidence) const {
   ATTN_RETURN_IF_ERROR(CheckQuery(query, candidates));
+  if (int8_tiles_) {
+    // The tiles' own similarities, as their scores had them.
+    std::vector<size_t> all(candidates.count);
+    for (size_t k = 0; k < all.size(); ++k) all[k] = k;
+    return ExplainInTiles(query, candidates, all, evidence, out);
+  }
   out->assign(candidates.count, {});
-  // The tiles explain by their own pass (what their scores came from).
-  const bool explain_here = evidence != nullptr && !int8_tiles_;
-  if (explain_here) evidence->assign(candidates.count, {});
+  if (evidence != nullptr) evidence->assign(candidates.count, {});
   const uint32_t m = query.num_tokens;
   const float inv_tau = 1.f / query.temperature;
   ATTN_RETURN_IF_ERROR(ForEachSegment(
@@ -719,13 +733,12 @@ absl::Status Reranker::AttentionMaps(const RerankQuery& query, const CandidateTo
         AttentionExplainSegment(st, m, n, query.weights, query.mode, inv_tau, row_scales,
                                 col_scale, (*out)[k].data(), argmax.data(), weight.data(),
                                 contribution.data());
-        if (explain_here) {
+        if (evidence != nullptr) {
           for (uint32_t i = 0; i < m; ++i) {
             (*evidence)[k].push_back({i, argmax[i], weight[i], contribution[i]});
           }
         }
       }));
-  if (evidence != nullptr && !explain_here) return Explain(query, candidates, evidence);
   return absl::OkStatus();
 }
 
@@ -739,6 +752,7 @@ absl::Status Reranker::AttentionMapsScored(const RerankQuery& query,
   for (size_t k : which) {
     if (k >= candidates.count) return absl::InvalidArgumentError("attention map: no such candidate");
   }
+  if (int8_tiles_) return ExplainInTiles(query, candidates, which, evidence, out);
   const uint32_t m = query.num_tokens;
   if (!keep.valid || keep.st.size() < size_t(m) * candidates.total_rows) {
     const GatheredRows hits(candidates, which, size_t(dim_) * TokenDtypeSize(dtype_));

@@ -200,10 +200,12 @@ class Reranker {
   // RerankerOptions::tile_kernel).
   absl::Status ScoreInTiles(const RerankQuery& query, const CandidateTokens& candidates,
                             float* scores) const;
-  // The evidence for candidates[which[i]] from the same tiles.
+  // The evidence (when `out` is set) and the attention maps (when `maps`
+  // is) of candidates[which[i]] from the same tiles, in one pass.
   absl::Status ExplainInTiles(const RerankQuery& query, const CandidateTokens& candidates,
                               const std::vector<size_t>& which,
-                              std::vector<std::vector<TokenEvidence>>* out) const;
+                              std::vector<std::vector<TokenEvidence>>* out,
+                              std::vector<std::vector<float>>* maps = nullptr) const;
   // out (rows x m) = rows_data (rows x dim) · queryᵀ with the fixed-shape
   // matmul of `rows` rows; only the first `valid` rows of rows_data are
   // read (the rest count as zeros) and written.

@@ -236,6 +236,26 @@ TEST(Int8Test, TileKernelEqualsTheMatmulPath) {
           }
           if (block.rows[c] > 0) EXPECT_NEAR(sum, sa[c], 1e-4f * std::max(1.f, std::fabs(sa[c])));
         }
+        // The maps, with the evidence from the same pass: equal too, and
+        // the evidence is Explain's.
+        std::vector<std::vector<float>> ma, mb;
+        std::vector<std::vector<TokenEvidence>> ma_ev;
+        ASSERT_TRUE((*a)->AttentionMaps(query, block.View(), &ma, &ma_ev).ok());
+        ASSERT_TRUE((*b)->AttentionMaps(query, block.View(), &mb).ok());
+        ASSERT_EQ(ma.size(), docs.size());
+        ASSERT_EQ(mb.size(), docs.size());
+        for (size_t c = 0; c < docs.size(); ++c) {
+          ASSERT_EQ(ma[c].size(), size_t(m) * block.rows[c]) << "candidate " << c;
+          ASSERT_EQ(mb[c].size(), ma[c].size()) << "candidate " << c;
+          for (size_t x = 0; x < ma[c].size(); ++x) {
+            ASSERT_FLOAT_EQ(ma[c][x], mb[c][x]) << "candidate " << c << " cell " << x;
+          }
+          ASSERT_EQ(ma_ev[c].size(), ea[c].size());
+          for (size_t i = 0; i < ea[c].size(); ++i) {
+            EXPECT_EQ(ma_ev[c][i].doc_token, ea[c][i].doc_token);
+            EXPECT_EQ(ma_ev[c][i].contribution, ea[c][i].contribution);
+          }
+        }
       }
     }
   }
