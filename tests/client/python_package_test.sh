@@ -18,6 +18,8 @@ source "$repo/tests/client/servers.sh"
 # layout (the proto two levels up), as a checkout has.
 mkdir -p "$work/src/clients"
 cp -r "$repo/clients/python" "$work/src/clients/python"
+# Leftovers of a build in the source tree would be installed in place of it.
+rm -rf "$work/src/clients/python/build" "$work/src/clients/python/"*.egg-info
 ln -s "$repo/proto" "$work/src/proto"
 PIP_ROOT_USER_ACTION=ignore "$python" -m pip install --quiet --no-deps --no-build-isolation --no-cache-dir \
   --target "$work/site" "$work/src/clients/python"

@@ -65,6 +65,9 @@ class SearchResult:
     # Where the candidates came from: first_stage ("pooled", "centroids",
     # "fde"), and how many were scored from the store, codes, previous codes.
     sources: Dict[str, object]
+    # A text query's token rows as words, with explain or attention_map:
+    # TokenMatch.query_token and the attention maps' rows index it.
+    query_token_texts: List[str] = dataclasses.field(default_factory=list)
 
 
 @dataclasses.dataclass
@@ -322,7 +325,8 @@ class Client:
         s = reply.sources
         sources = {"first_stage": s.first_stage, "store": s.store, "codes": s.codes,
                    "previous_codes": s.previous_codes}
-        return SearchResult(hits=hits, timing=timing, sources=sources)
+        return SearchResult(hits=hits, timing=timing, sources=sources,
+                            query_token_texts=list(reply.query_token_texts))
 
     # Maintenance.
 

@@ -126,6 +126,25 @@ class ClientTest(unittest.TestCase):
                                attention_map=True)
         self.assertIn("attention_map", e.exception.message)
 
+    def test_text_search_names_the_query_tokens(self):
+        texts = ["The wind turbine feeds the grid.", "Bread rises in a warm oven.",
+                 "A sailor drops the anchor in the harbor.", "Solar panels charge a battery."]
+        self.client.create_collection("pytext", 256)
+        self.client.upsert("pytext", [{"id": f"t{i}", "text": t} for i, t in enumerate(texts)])
+        self.client.train_encoder("pytext")
+        result = self.client.search("pytext", text="wind turbine", top_k=1, explain=True,
+                                    attention_map=True)
+        self.assertEqual(result.query_token_texts, ["wind", "turbine"])
+        hit = result.hits[0]
+        self.assertEqual(hit.id, "t0")
+        self.assertEqual(hit.attention.shape[0], 2)
+        self.assertEqual([m.query_token for m in hit.matches], [0, 1])
+        self.assertEqual([m.document_token_text for m in hit.matches], ["wind", "turbine"])
+        # Vector queries have no words.
+        vectors = self.client.search("pyclient", tokens=self.rng.standard_normal((2, DIM)),
+                                     top_k=1, explain=True)
+        self.assertEqual(vectors.query_token_texts, [])
+
     def test_get_returns_numpy_vectors_and_delete_removes(self):
         found, missing = self.client.get("pyclient", ["d5", "nope"], include_vectors=True)
         self.assertEqual(missing, ["nope"])
