@@ -710,8 +710,8 @@ void SaveRerankChart(const BenchFlags& f, const RerankData& x, const RerankSumma
   chart.title = Fmt("rerank: %zu candidates, %u..%u tokens, m=%u, d=%u, %s, %d threads",
                     x.candidates, x.tokens_min, x.tokens_max, x.m, x.d, f.dtype.c_str(), f.threads);
   chart.y_label = "microseconds per query (median)";
-  chart.labels = {"ours",      "ours+explain", "ours+explain+maps", "QDt fixed", "QDt runtime",
-                  "DQt runtime"};
+  chart.labels = {"ours",      "ours+explain", "ours+explain+maps",
+                  "QDt fixed", "QDt runtime",  "DQt runtime"};
   chart.values = {r.ours.p50, r.ours_ex.p50, r.ours_maps.p50, r.mm.p50, r.mmrt.p50, r.mmt.p50};
   if (r.codes.count > 0) {
     chart.labels.push_back(Fmt("ours, %d-bit codes", f.code_bits));

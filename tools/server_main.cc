@@ -11,8 +11,8 @@
 // seconds, then calls in flight finish (up to --shutdown_grace_s) and every
 // collection flushes its store, writes its ANN snapshot and closes. Logs
 // are JSON lines on stderr (core/log.h); --metrics_listen serves Prometheus
-// metrics; --http_listen the JSON API and the web console. The server itself is server/server.h; this file is its flags
-// (server/server_flags.h) and the process around it.
+// metrics; --http_listen the JSON API and the web console. The server itself is server/server.h;
+// this file is its flags (server/server_flags.h) and the process around it.
 //
 // Exit status: 0 after a stop signal, 2 for unusable flags or files, 1 when
 // it cannot listen or open the collections.

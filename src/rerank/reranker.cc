@@ -612,8 +612,9 @@ class GatheredRows {
                        candidates.scales + candidates.offsets[k] + rows_[i]);
       }
     }
-    tokens_ = CandidateTokens{data_.data(),    total,         rows_.data(),
-                              offsets_.data(), rows_.size(), candidates.scales ? scales_.data() : nullptr};
+    tokens_ = CandidateTokens{data_.data(), total,
+                              rows_.data(), offsets_.data(),
+                              rows_.size(), candidates.scales ? scales_.data() : nullptr};
   }
   GatheredRows(const GatheredRows&) = delete;
   GatheredRows& operator=(const GatheredRows&) = delete;
@@ -730,8 +731,8 @@ absl::Status Reranker::AttentionMaps(const RerankQuery& query, const CandidateTo
         (*out)[k].resize(size_t(m) * n);
         std::vector<uint32_t> argmax(m);
         std::vector<float> weight(m), contribution(m);
-        AttentionExplainSegment(st, m, n, query.weights, query.mode, inv_tau, row_scales,
-                                col_scale, (*out)[k].data(), argmax.data(), weight.data(),
+        AttentionExplainSegment(st, m, n, query.weights, query.mode, inv_tau, row_scales, col_scale,
+                                (*out)[k].data(), argmax.data(), weight.data(),
                                 contribution.data());
         if (evidence != nullptr) {
           for (uint32_t i = 0; i < m; ++i) {
@@ -742,15 +743,14 @@ absl::Status Reranker::AttentionMaps(const RerankQuery& query, const CandidateTo
   return absl::OkStatus();
 }
 
-absl::Status Reranker::AttentionMapsScored(const RerankQuery& query,
-                                           const CandidateTokens& candidates,
-                                           const ScoredSimilarities& keep,
-                                           const std::vector<size_t>& which,
-                                           std::vector<std::vector<float>>* out,
-                                           std::vector<std::vector<TokenEvidence>>* evidence) const {
+absl::Status Reranker::AttentionMapsScored(
+    const RerankQuery& query, const CandidateTokens& candidates, const ScoredSimilarities& keep,
+    const std::vector<size_t>& which, std::vector<std::vector<float>>* out,
+    std::vector<std::vector<TokenEvidence>>* evidence) const {
   ATTN_RETURN_IF_ERROR(CheckQuery(query, candidates));
   for (size_t k : which) {
-    if (k >= candidates.count) return absl::InvalidArgumentError("attention map: no such candidate");
+    if (k >= candidates.count)
+      return absl::InvalidArgumentError("attention map: no such candidate");
   }
   if (int8_tiles_) return ExplainInTiles(query, candidates, which, evidence, out);
   const uint32_t m = query.num_tokens;

@@ -203,8 +203,9 @@ __attribute__((target("avx512f"))) void AttentionExplainAvx512(
     const float* st, uint32_t m, uint32_t n, const float* w, RerankMode mode, float inv_tau,
     const float* row_scale, const float* col_scale, float* scratch, float* out, uint32_t* argmax,
     float* weight, float* contribution) {
-  const __m512i across = _mm512_mullo_epi32(
-      _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0), _mm512_set1_epi32(16));
+  const __m512i across =
+      _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
+                         _mm512_set1_epi32(16));
   for (uint32_t i0 = 0; i0 < m; i0 += 16) {
     const bool attention = mode == RerankMode::kAttention;
     Block16<true>(st, m, n, i0, w, mode, inv_tau, row_scale, col_scale, argmax, weight,
