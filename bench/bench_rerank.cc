@@ -350,23 +350,23 @@ absl::StatusOr<RerankTimes> TimeRerank(const BenchFlags& f, const RerankData& x)
   std::vector<std::vector<TokenEvidence>> evidence;
   ScoredSimilarities kept;
   std::vector<size_t> idx(C), which(top);
-  std::function<void()> ours_explain_fn = [&] {
+  // Score keeping the similarities, and the top 10 in `which`.
+  auto score_top = [&] {
     score_status = reranker->Score(rq, ct, out.scores.data(), &kept);
     for (size_t i = 0; i < C; ++i) idx[i] = i;
     std::partial_sort(idx.begin(), idx.begin() + long(top), idx.end(),
                       [&](size_t a, size_t b) { return out.scores[a] > out.scores[b]; });
     which.assign(idx.begin(), idx.begin() + long(top));
+  };
+  std::function<void()> ours_explain_fn = [&] {
+    score_top();
     if (score_status.ok()) score_status = reranker->ExplainScored(rq, ct, kept, which, &evidence);
   };
   // The same with the top 10's maps: from the same kept similarities, with
   // the evidence from the maps' own pass, as the engine asks for both.
   std::vector<std::vector<float>> maps;
   std::function<void()> ours_maps_fn = [&] {
-    score_status = reranker->Score(rq, ct, out.scores.data(), &kept);
-    for (size_t i = 0; i < C; ++i) idx[i] = i;
-    std::partial_sort(idx.begin(), idx.begin() + long(top), idx.end(),
-                      [&](size_t a, size_t b) { return out.scores[a] > out.scores[b]; });
-    which.assign(idx.begin(), idx.begin() + long(top));
+    score_top();
     if (score_status.ok()) {
       score_status = reranker->AttentionMapsScored(rq, ct, kept, which, &maps, &evidence);
     }

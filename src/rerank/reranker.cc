@@ -635,34 +635,61 @@ absl::Status Reranker::ExplainScored(const RerankQuery& query, const CandidateTo
                                      const ScoredSimilarities& keep,
                                      const std::vector<size_t>& which,
                                      std::vector<std::vector<TokenEvidence>>* out) const {
+  return FromScored(query, candidates, keep, which, out, nullptr);
+}
+
+absl::Status Reranker::AttentionMapsScored(
+    const RerankQuery& query, const CandidateTokens& candidates, const ScoredSimilarities& keep,
+    const std::vector<size_t>& which, std::vector<std::vector<float>>* out,
+    std::vector<std::vector<TokenEvidence>>* evidence) const {
+  return FromScored(query, candidates, keep, which, evidence, out);
+}
+
+absl::Status Reranker::FromScored(const RerankQuery& query, const CandidateTokens& candidates,
+                                  const ScoredSimilarities& keep, const std::vector<size_t>& which,
+                                  std::vector<std::vector<TokenEvidence>>* evidence,
+                                  std::vector<std::vector<float>>* maps) const {
   ATTN_RETURN_IF_ERROR(CheckQuery(query, candidates));
   for (size_t k : which) {
-    if (k >= candidates.count) return absl::InvalidArgumentError("explain: no such candidate");
+    if (k >= candidates.count) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(maps ? "attention map" : "explain", ": no such candidate"));
+    }
   }
-  if (int8_tiles_) return ExplainInTiles(query, candidates, which, out);
+  if (int8_tiles_) return ExplainInTiles(query, candidates, which, evidence, maps);
   const uint32_t m = query.num_tokens;
-  const size_t row0 = candidates.count > 0 ? candidates.offsets[0] : 0;
   if (!keep.valid || keep.st.size() < size_t(m) * candidates.total_rows) {
     // Gather the rows of `which` and run one small matmul over them.
     const GatheredRows hits(candidates, which, size_t(dim_) * TokenDtypeSize(dtype_));
-    return Explain(query, hits.tokens(), out);
+    if (maps != nullptr) return AttentionMaps(query, hits.tokens(), maps, evidence);
+    return Explain(query, hits.tokens(), evidence);
   }
+  const size_t row0 = candidates.count > 0 ? candidates.offsets[0] : 0;
   const float inv_tau = 1.f / query.temperature;
   const QueryOperand q_op(query.tokens, m, dim_, dtype_);  // its int8 scales, as Score had them
-  out->assign(which.size(), {});
+  if (evidence != nullptr) evidence->assign(which.size(), {});
+  if (maps != nullptr) maps->assign(which.size(), {});
   std::vector<uint32_t> argmax(m);
   std::vector<float> weight(m), contribution(m);
   for (size_t i = 0; i < which.size(); ++i) {
     const size_t k = which[i];
     const uint32_t n = candidates.rows[k];
     if (n == 0) continue;
+    const float* st = keep.st.data() + (candidates.offsets[k] - row0) * m;
     const float* row_scales =
         candidates.scales ? candidates.scales + candidates.offsets[k] : nullptr;
-    ExplainSegment(keep.st.data() + (candidates.offsets[k] - row0) * m, m, n, query.weights,
-                   query.mode, inv_tau, row_scales, q_op.scales(), argmax.data(), weight.data(),
-                   contribution.data());
+    if (maps != nullptr) {
+      (*maps)[i].resize(size_t(m) * n);
+      AttentionExplainSegment(st, m, n, query.weights, query.mode, inv_tau, row_scales,
+                              q_op.scales(), (*maps)[i].data(), argmax.data(), weight.data(),
+                              contribution.data());
+    } else {
+      ExplainSegment(st, m, n, query.weights, query.mode, inv_tau, row_scales, q_op.scales(),
+                     argmax.data(), weight.data(), contribution.data());
+    }
+    if (evidence == nullptr) continue;
     for (uint32_t t = 0; t < m; ++t) {
-      (*out)[i].push_back({t, argmax[t], weight[t], contribution[t]});
+      (*evidence)[i].push_back({t, argmax[t], weight[t], contribution[t]});
     }
   }
   return absl::OkStatus();
@@ -740,47 +767,6 @@ absl::Status Reranker::AttentionMaps(const RerankQuery& query, const CandidateTo
           }
         }
       }));
-  return absl::OkStatus();
-}
-
-absl::Status Reranker::AttentionMapsScored(
-    const RerankQuery& query, const CandidateTokens& candidates, const ScoredSimilarities& keep,
-    const std::vector<size_t>& which, std::vector<std::vector<float>>* out,
-    std::vector<std::vector<TokenEvidence>>* evidence) const {
-  ATTN_RETURN_IF_ERROR(CheckQuery(query, candidates));
-  for (size_t k : which) {
-    if (k >= candidates.count)
-      return absl::InvalidArgumentError("attention map: no such candidate");
-  }
-  if (int8_tiles_) return ExplainInTiles(query, candidates, which, evidence, out);
-  const uint32_t m = query.num_tokens;
-  if (!keep.valid || keep.st.size() < size_t(m) * candidates.total_rows) {
-    const GatheredRows hits(candidates, which, size_t(dim_) * TokenDtypeSize(dtype_));
-    return AttentionMaps(query, hits.tokens(), out, evidence);
-  }
-  const size_t row0 = candidates.count > 0 ? candidates.offsets[0] : 0;
-  const float inv_tau = 1.f / query.temperature;
-  const QueryOperand q_op(query.tokens, m, dim_, dtype_);  // its int8 scales, as Score had them
-  out->assign(which.size(), {});
-  if (evidence != nullptr) evidence->assign(which.size(), {});
-  std::vector<uint32_t> argmax(m);
-  std::vector<float> weight(m), contribution(m);
-  for (size_t i = 0; i < which.size(); ++i) {
-    const size_t k = which[i];
-    const uint32_t n = candidates.rows[k];
-    if (n == 0) continue;
-    const float* row_scales =
-        candidates.scales ? candidates.scales + candidates.offsets[k] : nullptr;
-    (*out)[i].resize(size_t(m) * n);
-    AttentionExplainSegment(keep.st.data() + (candidates.offsets[k] - row0) * m, m, n,
-                            query.weights, query.mode, inv_tau, row_scales, q_op.scales(),
-                            (*out)[i].data(), argmax.data(), weight.data(), contribution.data());
-    if (evidence != nullptr) {
-      for (uint32_t t = 0; t < m; ++t) {
-        (*evidence)[i].push_back({t, argmax[t], weight[t], contribution[t]});
-      }
-    }
-  }
   return absl::OkStatus();
 }
 

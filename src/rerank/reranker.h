@@ -200,6 +200,12 @@ class Reranker {
   // RerankerOptions::tile_kernel).
   absl::Status ScoreInTiles(const RerankQuery& query, const CandidateTokens& candidates,
                             float* scores) const;
+  // ExplainScored and AttentionMapsScored: the evidence (when `evidence` is
+  // set) and the maps (when `maps` is) of candidates[which[i]].
+  absl::Status FromScored(const RerankQuery& query, const CandidateTokens& candidates,
+                          const ScoredSimilarities& keep, const std::vector<size_t>& which,
+                          std::vector<std::vector<TokenEvidence>>* evidence,
+                          std::vector<std::vector<float>>* maps) const;
   // The evidence (when `out` is set) and the attention maps (when `maps`
   // is) of candidates[which[i]] from the same tiles, in one pass.
   absl::Status ExplainInTiles(const RerankQuery& query, const CandidateTokens& candidates,

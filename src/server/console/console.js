@@ -437,16 +437,26 @@ function drawAttention(hit, rank, queryTexts, t) {
   table.dataset.temperature = String(t);  // 0: MaxSim
   table.append(el('caption', {class: 'visually-hidden',
                               text: `Attention weights of ${hit.id}: rows are query tokens, columns document tokens`}));
-  const head = el('tr', {}, [el('th', {scope: 'col', class: 'corner', text: 'query ╲ document'})]);
+  const head = el('tr', {}, [
+    el('th', {scope: 'col', class: 'corner', text: 'query ╲ document'}),
+    el('th', {scope: 'col', class: 'contribution-head', text: 'contribution'}),
+  ]);
   for (let j = 0; j < n; ++j) {
     head.append(el('th', {scope: 'col', class: 'col-label', title: `document token ${j}`},
                       [el('span', {text: colLabel(j)})]));
   }
-  head.append(el('th', {scope: 'col', class: 'contribution-head', text: 'contribution'}));
   table.append(el('thead', {}, [head]));
   const body = el('tbody');
   for (let i = 0; i < m; ++i) {
-    const row = el('tr', {}, [el('th', {scope: 'row', class: 'row-label', text: rowLabel(i)})]);
+    const bar = el('span', {class: 'bar'});
+    bar.style.width = `${(100 * Math.abs(contribution[i])) / maxContribution}%`;
+    const row = el('tr', {}, [
+      el('th', {scope: 'row', class: 'row-label', text: rowLabel(i)}),
+      el('td', {class: 'contribution', dataset: {contribution: String(contribution[i])}}, [
+        el('span', {class: 'track'}, [bar]),
+        el('span', {class: 'value', text: contribution[i].toFixed(4)}),
+      ]),
+    ]);
     for (let j = 0; j < n; ++j) {
       const w = num(weights[i * n + j]);
       const cell = el('td', {class: 'cell', title: `${rowLabel(i)} → ${colLabel(j)}: ${fmtWeight(w)}`,
@@ -455,12 +465,6 @@ function drawAttention(hit, rank, queryTexts, t) {
       cell.style.backgroundColor = `rgba(37, 99, 235, ${Math.sqrt(Math.max(0, Math.min(1, w))).toFixed(3)})`;
       row.append(cell);
     }
-    const bar = el('span', {class: 'bar'});
-    bar.style.width = `${(100 * Math.abs(contribution[i])) / maxContribution}%`;
-    row.append(el('td', {class: 'contribution', dataset: {contribution: String(contribution[i])}}, [
-      el('span', {class: 'track'}, [bar]),
-      el('span', {class: 'value', text: contribution[i].toFixed(4)}),
-    ]));
     body.append(row);
   }
   table.append(body);
