@@ -401,7 +401,11 @@ TEST_P(RerankerTest, ExplainAddsUpToScoreAndPointsAtArgmax) {
 // ExplainScored gives what Explain gives for the same candidates, from the
 // similarities Score kept (one matmul) and, when Score used several matmuls,
 // by gathering the chosen candidates' rows; the kept scores equal Score's.
-TEST_P(RerankerTest, ExplainScoredEqualsExplain) {
+// AttentionMapsScored's maps equal the reference's on the values the
+// reranker sees and AttentionMaps' own; the evidence that comes with them is
+// Explain's, and each row's weight at its argmax is the evidence's weight.
+// 21 query tokens: a full and a partial block of 16.
+TEST_P(RerankerTest, ExplainScoredAndAttentionMapsScoredEqualTheirReferences) {
   std::mt19937 rng(131);
   for (size_t max_rows : {size_t{32768}, size_t{40}}) {
     SCOPED_TRACE(absl::StrCat("max_rows_per_gemm ", max_rows));
@@ -409,7 +413,7 @@ TEST_P(RerankerTest, ExplainScoredEqualsExplain) {
     ASSERT_NE(r, nullptr);
     for (const ModeCase& mc : kModes) {
       SCOPED_TRACE(mc.Name());
-      const Query q = MakeQuery(rng, 5);
+      const Query q = MakeQuery(rng, 21);
       const Candidates c = MakeCandidates(rng, RandomRowCounts(rng, 30, 35));
       const RerankQuery rq = q.View(mc.mode, mc.temperature);
       ScoredSimilarities kept;
@@ -432,38 +436,6 @@ TEST_P(RerankerTest, ExplainScoredEqualsExplain) {
           EXPECT_NEAR(got[i][t].contribution, want[t].contribution, 1e-5);
         }
       }
-    }
-  }
-  // A candidate index out of range is refused.
-  auto r = MakeReranker(dtype());
-  const Query q = MakeQuery(rng, 3);
-  const Candidates c = MakeCandidates(rng, {4, 5});
-  ScoredSimilarities kept;
-  std::vector<std::vector<TokenEvidence>> out;
-  EXPECT_FALSE(
-      r->ExplainScored(q.View(RerankMode::kMaxSim, 0.1f), c.View(dtype()), kept, {2}, &out).ok());
-}
-
-// The attention maps equal the reference's on the values the reranker sees,
-// from the kept similarities (AttentionMapsScored) as from a matmul of their
-// own (AttentionMaps); the evidence that comes with them is Explain's, and
-// each row's weight at its argmax is the evidence's weight. 21 query tokens:
-// a full and a partial block of 16.
-TEST_P(RerankerTest, AttentionMapsMatchTheReferenceAndCarryTheEvidence) {
-  std::mt19937 rng(151);
-  for (size_t max_rows : {size_t{32768}, size_t{40}}) {
-    SCOPED_TRACE(absl::StrCat("max_rows_per_gemm ", max_rows));
-    auto r = MakeReranker(dtype(), max_rows);
-    ASSERT_NE(r, nullptr);
-    for (const ModeCase& mc : kModes) {
-      SCOPED_TRACE(mc.Name());
-      const Query q = MakeQuery(rng, 21);
-      const Candidates c = MakeCandidates(rng, RandomRowCounts(rng, 12, 40));
-      const RerankQuery rq = q.View(mc.mode, mc.temperature);
-      ScoredSimilarities kept;
-      std::vector<float> scores(c.count());
-      ASSERT_TRUE(r->Score(rq, c.View(dtype()), scores.data(), &kept).ok());
-      const std::vector<size_t> which = {3, 0, 11, 1};
       std::vector<std::vector<float>> maps, all_maps;
       std::vector<std::vector<TokenEvidence>> evidence;
       ASSERT_TRUE(r->AttentionMapsScored(rq, c.View(dtype()), kept, which, &maps, &evidence).ok());
@@ -475,11 +447,11 @@ TEST_P(RerankerTest, AttentionMapsMatchTheReferenceAndCarryTheEvidence) {
       for (size_t i = 0; i < which.size(); ++i) {
         const size_t k = which[i];
         const uint32_t n = c.rows[k];
-        SCOPED_TRACE(absl::StrCat("candidate ", k, " of ", n, " rows"));
+        SCOPED_TRACE(absl::StrCat("map of candidate ", k, " of ", n, " rows"));
         const std::vector<float> doc =
             AsSeen(std::vector<float>(c.doc_f32(k), c.doc_f32(k) + size_t(n) * kDim), dtype());
-        const std::vector<double> want =
-            ReferenceAttention(query.data(), q.m, doc.data(), n, kDim, mc.mode, mc.temperature);
+        const std::vector<double> want = ReferenceAttention(query.data(), q.m, doc.data(), n, kDim,
+                                                            mc.mode, mc.temperature);
         ASSERT_EQ(maps[i].size(), size_t(q.m) * n);
         for (size_t x = 0; x < want.size(); ++x) {
           ASSERT_NEAR(maps[i][x], want[x], 1e-4) << "cell " << x;
@@ -502,6 +474,14 @@ TEST_P(RerankerTest, AttentionMapsMatchTheReferenceAndCarryTheEvidence) {
       }
     }
   }
+  // A candidate index out of range is refused.
+  auto r = MakeReranker(dtype());
+  const Query q = MakeQuery(rng, 3);
+  const Candidates c = MakeCandidates(rng, {4, 5});
+  ScoredSimilarities kept;
+  std::vector<std::vector<TokenEvidence>> out;
+  EXPECT_FALSE(
+      r->ExplainScored(q.View(RerankMode::kMaxSim, 0.1f), c.View(dtype()), kept, {2}, &out).ok());
 }
 
 TEST_P(RerankerTest, ScoreIsSafeFromSeveralThreads) {
