@@ -450,8 +450,8 @@ TEST_P(RerankerTest, ExplainScoredAndAttentionMapsScoredEqualTheirReferences) {
         SCOPED_TRACE(absl::StrCat("map of candidate ", k, " of ", n, " rows"));
         const std::vector<float> doc =
             AsSeen(std::vector<float>(c.doc_f32(k), c.doc_f32(k) + size_t(n) * kDim), dtype());
-        const std::vector<double> want = ReferenceAttention(query.data(), q.m, doc.data(), n, kDim,
-                                                            mc.mode, mc.temperature);
+        const std::vector<double> want =
+            ReferenceAttention(query.data(), q.m, doc.data(), n, kDim, mc.mode, mc.temperature);
         ASSERT_EQ(maps[i].size(), size_t(q.m) * n);
         for (size_t x = 0; x < want.size(); ++x) {
           ASSERT_NEAR(maps[i][x], want[x], 1e-4) << "cell " << x;
