@@ -2,16 +2,23 @@
 // keys: every call is answered through the gRPC service, so it gives what a
 // gRPC client gets (the ranking of the README's example, attention maps),
 // maps status codes to HTTP statuses, refuses bad bodies naming them,
-// checks the same keys, and serves HTTPS with the server's certificate. The
-// same listener serves the web console's files (server/console.h).
+// checks the same keys, gives what gRPC gives for every RPC, and serves
+// HTTPS with the server's certificate. The same listener serves the web
+// console's files (server/console.h).
 #include "server/json_gateway.h"
 
 #include <gtest/gtest.h>
 
 #include <fstream>
+#include <functional>
+#include <random>
 #include <string>
 
 #include "../http/http_exchange.h"
+#include "attnsearch/v1/search.grpc.pb.h"
+#include "google/protobuf/util/json_util.h"
+#include "google/protobuf/util/message_differencer.h"
+#include "grpcpp/grpcpp.h"
 #include "httplib.h"
 #include "in_process_server.h"
 #include "nlohmann/json.hpp"
@@ -125,6 +132,239 @@ TEST(JsonGatewayTest, EveryCallGoesThroughTheService) {
       port, "GET /v1/Search HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
   EXPECT_EQ(get.substr(9, 3), "405") << get;
   EXPECT_EQ(Call(port, "Nope", "{}", kWriteKey).status, 404);
+}
+
+namespace v1 = attnsearch::v1;
+using Stub = v1::SearchService::Stub;
+
+// Two servers given the same seeded calls, one over gRPC and one as JSON:
+// Same() sends `req` both ways and expects the same answer (the same message,
+// or the same error code and message), once `scrub` has cleared what varies
+// from run to run (durations, disk and memory figures), and returns gRPC's.
+class Twins {
+ public:
+  explicit Twins(testing::TempDir* dir) {
+    address_ = grpc_server_.Start(dir->Sub("via_grpc"), {});
+    json_server_.Start(dir->Sub("via_json"), {"--http_listen", "127.0.0.1:0"});
+    stub_ = v1::SearchService::NewStub(
+        grpc::CreateChannel(address_, grpc::InsecureChannelCredentials()));
+  }
+  int json_port() { return json_server_.server()->http_port(); }
+  Stub* stub() { return stub_.get(); }
+
+  template <class Req, class Resp>
+  Resp Same(const std::string& rpc,
+            grpc::Status (Stub::*method)(grpc::ClientContext*, const Req&, Resp*), const Req& req,
+            const std::function<void(Resp*)>& scrub = nullptr) {
+    SCOPED_TRACE(rpc);
+    Resp via_grpc;
+    grpc::ClientContext ctx;
+    const grpc::Status status = (stub_.get()->*method)(&ctx, req, &via_grpc);
+    std::string body;
+    google::protobuf::util::JsonPrintOptions print;
+    print.preserve_proto_field_names = true;
+    EXPECT_TRUE(google::protobuf::util::MessageToJsonString(req, &body, print).ok());
+    Compare(status, &via_grpc, Call(json_port(), rpc, body, ""), scrub);
+    return via_grpc;
+  }
+
+  template <class Resp>
+  void Compare(const grpc::Status& status, Resp* via_grpc, const Answer& a,
+               const std::function<void(Resp*)>& scrub) {
+    if (!status.ok()) {
+      EXPECT_EQ(a.status, HttpStatusOf(status.error_code())) << a.body;
+      EXPECT_EQ(a.body["error"]["message"], status.error_message());
+      return;
+    }
+    ASSERT_EQ(a.status, 200) << a.body;
+    Resp via_json;
+    ASSERT_TRUE(google::protobuf::util::JsonStringToMessage(a.body.dump(), &via_json).ok());
+    if (scrub) {
+      scrub(via_grpc);
+      scrub(&via_json);
+    }
+    EXPECT_TRUE(google::protobuf::util::MessageDifferencer::Equals(*via_grpc, via_json))
+        << "gRPC:\n"
+        << via_grpc->DebugString() << "JSON:\n"
+        << via_json.DebugString();
+  }
+
+ private:
+  testing::InProcessServer grpc_server_, json_server_;
+  std::string address_;
+  std::unique_ptr<Stub> stub_;
+};
+
+void ScrubInfo(v1::CollectionInfo* c) {
+  c->clear_disk();
+  c->clear_memory();
+}
+
+// Every RPC, on seeded text and vector collections: JSON over HTTP gives
+// what gRPC gives.
+TEST(JsonGatewayTest, JsonAndGrpcGiveTheSameAnswersForEveryRpc) {
+  testing::TempDir dir;
+  Twins twins(&dir);
+  // A text collection and a vector collection with a residual codec, both
+  // with exact (Flat) indexes so that the two servers' searches agree.
+  v1::CreateCollectionRequest text;
+  text.set_name("docs");
+  text.mutable_config()->set_dim(256);
+  text.mutable_config()->set_ann_spec("Flat");
+  twins.Same<v1::CreateCollectionRequest, v1::CreateCollectionResponse>(
+      "CreateCollection", &Stub::CreateCollection, text,
+      [](v1::CreateCollectionResponse* r) { ScrubInfo(r->mutable_collection()); });
+  constexpr uint32_t kDim = 8;
+  v1::CreateCollectionRequest vecs;
+  vecs.set_name("vecs");
+  vecs.mutable_config()->set_dim(kDim);
+  vecs.mutable_config()->set_ann_spec("Flat");
+  vecs.mutable_config()->mutable_token_codec()->set_name("residual");
+  vecs.mutable_config()->mutable_token_codec()->set_train_after_documents(0);
+  twins.Same<v1::CreateCollectionRequest, v1::CreateCollectionResponse>(
+      "CreateCollection", &Stub::CreateCollection, vecs,
+      [](v1::CreateCollectionResponse* r) { ScrubInfo(r->mutable_collection()); });
+
+  std::mt19937 rng(2026);
+  const std::vector<std::string> words = {"wind", "turbine", "grid",   "oven", "bread", "flour",
+                                          "ship", "anchor",  "harbor", "the",  "a",     "of"};
+  v1::UpsertRequest texts;
+  texts.set_collection("docs");
+  for (int i = 0; i < 60; ++i) {
+    std::string t;
+    for (int w = 0; w < 10; ++w) t += (w ? " " : "") + words[(i % 3) * 3 + rng() % 3];
+    v1::Document* d = texts.add_documents();
+    d->set_id("t" + std::to_string(i));
+    d->set_text(t + " " + words[9 + i % 3] + ".");
+  }
+  twins.Same<v1::UpsertRequest, v1::UpsertResponse>("Upsert", &Stub::Upsert, texts);
+  std::normal_distribution<float> normal;
+  auto vector_batch = [&](int first, int count) {
+    v1::UpsertRequest r;
+    r.set_collection("vecs");
+    for (int i = first; i < first + count; ++i) {
+      v1::Document* d = r.add_documents();
+      d->set_id("v" + std::to_string(i));
+      const uint32_t rows = 2 + uint32_t(i % 4);
+      d->mutable_tokens()->set_rows(rows);
+      d->mutable_tokens()->set_cols(kDim);
+      for (uint32_t k = 0; k < rows * kDim; ++k) d->mutable_tokens()->add_values(normal(rng));
+    }
+    return r;
+  };
+  twins.Same<v1::UpsertRequest, v1::UpsertResponse>("Upsert", &Stub::Upsert, vector_batch(0, 150));
+
+  // UpsertStream: a stream of batches, or their JSON array.
+  const std::vector<v1::UpsertRequest> stream = {vector_batch(150, 30), vector_batch(180, 30)};
+  {
+    v1::UpsertResponse via_grpc;
+    grpc::ClientContext ctx;
+    auto writer = twins.stub()->UpsertStream(&ctx, &via_grpc);
+    for (const auto& r : stream) ASSERT_TRUE(writer->Write(r));
+    writer->WritesDone();
+    const grpc::Status status = writer->Finish();
+    std::string array = "[";
+    for (const auto& r : stream) {
+      std::string one;
+      ASSERT_TRUE(google::protobuf::util::MessageToJsonString(r, &one).ok());
+      array += (array.size() > 1 ? "," : "") + one;
+    }
+    twins.Compare<v1::UpsertResponse>(
+        status, &via_grpc, Call(twins.json_port(), "UpsertStream", array + "]", ""), nullptr);
+  }
+
+  v1::TrainEncoderRequest train;
+  train.set_collection("docs");
+  twins.Same<v1::TrainEncoderRequest, v1::TrainEncoderResponse>(
+      "TrainEncoder", &Stub::TrainEncoder, train, [](v1::TrainEncoderResponse* r) {
+        r->clear_train_seconds();
+        r->clear_reencode_seconds();
+      });
+  v1::TrainCodecRequest codec;
+  codec.set_collection("vecs");
+  twins.Same<v1::TrainCodecRequest, v1::TrainCodecResponse>("TrainCodec", &Stub::TrainCodec, codec,
+                                                            [](v1::TrainCodecResponse* r) {
+                                                              r->clear_train_seconds();
+                                                              r->clear_encode_seconds();
+                                                            });
+  v1::TuneIndexRequest tune;
+  tune.set_collection("docs");
+  tune.set_target_recall(0.9);
+  twins.Same<v1::TuneIndexRequest, v1::TuneIndexResponse>(
+      "TuneIndex", &Stub::TuneIndex, tune, [](v1::TuneIndexResponse* r) { r->clear_seconds(); });
+
+  const auto scrub_timing = [](v1::SearchResponse* r) { r->clear_timing(); };
+  v1::SearchRequest by_text;
+  by_text.set_collection("docs");
+  by_text.set_text("wind turbine grid");
+  by_text.set_top_k(5);
+  by_text.set_explain(true);
+  by_text.set_attention_map(true);
+  by_text.set_include_text(true);
+  const v1::SearchResponse found = twins.Same<v1::SearchRequest, v1::SearchResponse>(
+      "Search", &Stub::Search, by_text, scrub_timing);
+  ASSERT_EQ(found.hits_size(), 5);
+  EXPECT_EQ(found.query_token_texts_size(), 3);
+  EXPECT_GT(found.hits(0).attention().weights_size(), 0);
+  v1::SearchRequest by_vectors;
+  by_vectors.set_collection("vecs");
+  by_vectors.set_top_k(5);
+  by_vectors.set_rerank(v1::RERANK_MODE_MAXSIM);
+  by_vectors.set_attention_map(true);
+  by_vectors.mutable_vectors()->mutable_tokens()->set_rows(2);
+  by_vectors.mutable_vectors()->mutable_tokens()->set_cols(kDim);
+  for (uint32_t k = 0; k < 2 * kDim; ++k) {
+    by_vectors.mutable_vectors()->mutable_tokens()->add_values(normal(rng));
+  }
+  twins.Same<v1::SearchRequest, v1::SearchResponse>("Search", &Stub::Search, by_vectors,
+                                                    scrub_timing);
+  v1::SearchRequest missing = by_text;
+  missing.set_collection("nope");
+  twins.Same<v1::SearchRequest, v1::SearchResponse>("Search", &Stub::Search, missing);
+
+  v1::GetRequest get;
+  get.set_collection("vecs");
+  get.add_ids("v3");
+  get.add_ids("ghost");
+  get.set_include_vectors(true);
+  twins.Same<v1::GetRequest, v1::GetResponse>("Get", &Stub::Get, get);
+  v1::DeleteRequest del;
+  del.set_collection("vecs");
+  del.add_ids("v3");
+  del.add_ids("ghost");
+  twins.Same<v1::DeleteRequest, v1::DeleteResponse>("Delete", &Stub::Delete, del);
+  v1::GetCollectionRequest info;
+  info.set_name("vecs");
+  twins.Same<v1::GetCollectionRequest, v1::GetCollectionResponse>(
+      "GetCollection", &Stub::GetCollection, info,
+      [](v1::GetCollectionResponse* r) { ScrubInfo(r->mutable_collection()); });
+  twins.Same<v1::ListCollectionsRequest, v1::ListCollectionsResponse>(
+      "ListCollections", &Stub::ListCollections, v1::ListCollectionsRequest(),
+      [](v1::ListCollectionsResponse* r) {
+        for (auto& c : *r->mutable_collections()) ScrubInfo(&c);
+      });
+
+  // Backup: each server to its own folder; the same collections and counts.
+  {
+    v1::BackupRequest backup;
+    backup.set_destination(dir.Sub("backup_grpc"));
+    v1::BackupResponse via_grpc;
+    grpc::ClientContext ctx;
+    const grpc::Status status = twins.stub()->Backup(&ctx, backup, &via_grpc);
+    const std::string body = R"({"destination":")" + dir.Sub("backup_json") + R"("})";
+    twins.Compare<v1::BackupResponse>(
+        status, &via_grpc, Call(twins.json_port(), "Backup", body, ""), [](v1::BackupResponse* r) {
+          r->clear_bytes();
+          r->clear_elapsed_ms();
+          r->clear_destination();
+        });
+  }
+  v1::DropCollectionRequest drop;
+  drop.set_name("docs");
+  twins.Same<v1::DropCollectionRequest, v1::DropCollectionResponse>("DropCollection",
+                                                                    &Stub::DropCollection, drop);
+  twins.Same<v1::DropCollectionRequest, v1::DropCollectionResponse>("DropCollection",
+                                                                    &Stub::DropCollection, drop);
 }
 
 // With the server's certificate the JSON API answers HTTPS only, and a
