@@ -19,7 +19,9 @@ packages=(
   libgtest-dev                     # GoogleTest
   libicu-dev                       # tokenizer: normalisation, word breaks
   libstemmer-dev                   # Snowball stemmers for the built-in encoder
+  libxapian-dev                    # Xapian: the lexical (BM25) index
   libhnswlib-dev                   # hnswlib, the ann benchmark's peer (header-only)
+  python3-xapian                   # Xapian BM25, the quality benchmark's peer
   python3-grpcio python3-protobuf  # the Python clients (README's, clients/python), run by the tests
   python3-pip python3-setuptools   # installing clients/python, by the tests
   python3-numpy                    # the README's numpy snippet for .npy input, run by the tests

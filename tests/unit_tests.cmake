@@ -60,6 +60,10 @@ foreach(isa AVX512_CORE_BF16)
       ENVIRONMENT "ONEDNN_MAX_CPU_ISA=${isa}" LABELS unit)
   endforeach()
 endforeach()
+attn_cc_test(NAME lexical_index_test
+  SRCS ${CMAKE_CURRENT_LIST_DIR}/lexical/lexical_index_test.cc
+  DEPS attn_core attn_lexical
+  LABELS unit)
 attn_cc_test(NAME tokenizer_test
   SRCS ${CMAKE_CURRENT_LIST_DIR}/text/tokenizer_test.cc
   DEPS attn_core attn_text
