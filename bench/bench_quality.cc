@@ -30,6 +30,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "bench_quality_codes.h"
+#include "bench_quality_hybrid.h"
 #include "benchmarks.h"
 #include "core/status.h"
 #include "dataset/input_file.h"
@@ -56,7 +57,8 @@ std::string ReadAllFrom(FILE* p) {
 // is one the engine rejects (its error names documents[i]). *skipped counts
 // them.
 absl::StatusOr<uint64_t> LoadCorpus(const std::string& beir_dir, Collection* c, uint64_t* skipped,
-                                    std::vector<std::string>* ids) {
+                                    std::vector<std::string>* ids,
+                                    std::vector<std::string>* texts) {
   indexer::ParseOptions po;
   po.dim = c->config().dim;
   ATTN_ASSIGN_OR_RETURN(std::unique_ptr<indexer::RecordSource> source,
@@ -78,7 +80,10 @@ absl::StatusOr<uint64_t> LoadCorpus(const std::string& beir_dir, Collection* c, 
                  : indexer::RejectedDocument(std::string(n.status().message()), &reason);
       if (n.ok()) {
         loaded += *n;
-        for (const Document& d : batch.docs) ids->push_back(d.id);
+        for (const Document& d : batch.docs) {
+          ids->push_back(d.id);
+          texts->push_back(d.text);
+        }
         break;
       }
       if (!absl::IsInvalidArgument(n.status()) || !i || *i >= batch.docs.size()) return n.status();
@@ -112,7 +117,8 @@ struct QualityCollection {
   double load_s = 0, index_s = 0;
   text::EncoderOptions eo;
   EncoderTrainingResult trained;
-  std::vector<std::string> ids;  // the documents loaded
+  std::vector<std::string> ids;    // the documents loaded
+  std::vector<std::string> texts;  // and their texts
 };
 
 absl::StatusOr<QualityCollection> SetupQuality(const BenchFlags& f, const std::string& dir) {
@@ -130,13 +136,14 @@ absl::StatusOr<QualityCollection> SetupQuality(const BenchFlags& f, const std::s
   }
   CollectionOptions options = CollectionOptions::ForBulkLoad();
   options.limits.max_candidates = 1u << 30;
+  options.limits.max_top_k = 1u << 30;  // the hybrid study scores every document
   // Searched as the server searches: token matrices from the arena, not
   // read from RocksDB per candidate (the latency column would be the
   // store's).
   options.token_arena = true;
   ATTN_ASSIGN_OR_RETURN(q.c, Collection::Create(dir + "/c", config, options));
   auto t0 = Clock::now();
-  ATTN_ASSIGN_OR_RETURN(q.docs, LoadCorpus(f.beir, q.c.get(), &q.skipped, &q.ids));
+  ATTN_ASSIGN_OR_RETURN(q.docs, LoadCorpus(f.beir, q.c.get(), &q.skipped, &q.ids, &q.texts));
   q.load_s = std::chrono::duration<double>(Clock::now() - t0).count();
   q.eo.semantic_share = f.semantic_share;
   q.eo.stem_language = f.stem_language;
@@ -375,6 +382,12 @@ absl::StatusOr<BenchOutput> RunQuality(const BenchFlags& f) {
                         RunCodeQuality(f, *qc.c, qc.ids, qrels, queries));
   BenchOutput out = QualityRecord(f, qc, runs, report, bm25);
   if (!codes.empty()) out.results["codes"] = CodeQualityJson(codes);
+  if (f.quality_hybrid) {
+    ATTN_ASSIGN_OR_RETURN(
+        const std::vector<HybridRow> hybrid,
+        RunHybridStudy(f, *qc.c, qc.ids, qc.texts, qrels, queries, scratch.path()));
+    out.results["hybrid"] = HybridJson(hybrid);
+  }
   return out;
 }
 

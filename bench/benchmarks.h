@@ -119,6 +119,7 @@ struct BenchFlags {
   float quality_temperature = 0.f;  // 0: the encoder's default
   uint32_t quality_dim = 256;
   bool quality_exhaustive = true;      // also rerank every document per query
+  bool quality_hybrid = false;         // also the hybrid study (bench_quality_hybrid.h)
   std::vector<int> quality_code_bits;  // also rerank every document from codes of these bits
   // quality: the collection's candidates_from; centroids also gives it a
   // 2-bit residual codec on the encoder's vocabulary, trained after the load.

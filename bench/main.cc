@@ -209,6 +209,11 @@ void AddQualityFlags(CLI::App& app, BenchFlags& f) {
   app.add_option("--quality_exhaustive", f.quality_exhaustive,
                  "quality: also rerank every document per query (agreement)")
       ->capture_default_str();
+  app.add_option("--quality_hybrid", f.quality_hybrid,
+                 "quality: also BM25 from the product's lexical index and its fusions with the "
+                 "attention score (lexical, semantic, union + attention / RRF / linear), at 100 "
+                 "and 1,000 candidates")
+      ->capture_default_str();
   app.add_option("--quality_code_bits", f.quality_code_bits,
                  "quality: also rerank every document from residual codes of these bits per "
                  "dimension (1, 2, 4), next to the stored rows")
