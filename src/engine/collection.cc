@@ -91,6 +91,13 @@ Collection::~Collection() {
     absl::Status s = store_->Flush();
     if (!s.ok()) {
       LogWarn("store not flushed at close", {{"collection", path_}, {"error", s.message()}});
+    } else if (const std::shared_ptr<LexicalIndex> lexical_index = lexical()) {
+      // Current with the flushed store: the next open keeps it.
+      s = lexical_index->Commit(store_->next_label());
+      if (!s.ok()) {
+        LogWarn("lexical index not committed at close (rebuilt at the next open)",
+                {{"collection", path_}, {"error", s.message()}});
+      }
     }
   }
 }
@@ -141,6 +148,7 @@ absl::Status Collection::LoadDerivedState() {
   // is needed at once.
   ATTN_ASSIGN_OR_RETURN(const uint64_t added,
                         CatchUp(from, /*metadata_from=*/0, !options_.defer_index));
+  ATTN_RETURN_IF_ERROR(LoadLexical());
   // Overwrites whose purge a crash interrupted (no reader exists yet).
   PurgeSuperseded(purge_pending);
   index_.MaybeScheduleRebuild();
@@ -152,6 +160,99 @@ absl::Status Collection::LoadDerivedState() {
     }
   }
   return absl::OkStatus();
+}
+
+absl::Status Collection::LoadLexical() {
+  const std::string dir = path_ + "/lexical";
+  const LexicalOptions options;  // the built-in encoder's words (English stems)
+  absl::StatusOr<std::unique_ptr<LexicalIndex>> opened = LexicalIndex::Open(dir, options);
+  const Label next = store_->next_label();
+  const bool damaged = absl::IsDataLoss(opened.status());
+  // Current only after a clean close: it then recorded the store's next label.
+  if (damaged || (opened.ok() && (*opened)->applied() != next)) {
+    if (damaged) {
+      LogWarn("lexical index damaged; rebuilding it from the store",
+              {{"collection", path_}, {"error", opened.status().message()}});
+    }
+    opened = absl::UnknownError("closed");  // lets go of the folder
+    std::error_code ec;
+    std::filesystem::remove_all(dir, ec);
+    if (ec) return absl::InternalError(absl::StrCat("removing ", dir, ": ", ec.message()));
+    opened = LexicalIndex::Open(dir, options);
+    ATTN_RETURN_IF_ERROR(opened.status());
+    const auto t0 = std::chrono::steady_clock::now();
+    ATTN_ASSIGN_OR_RETURN(const uint64_t indexed, LexicalCatchUp(opened->get(), 0));
+    ATTN_RETURN_IF_ERROR((*opened)->Commit(next));
+    if (indexed > 0) {
+      LogInfo("lexical index rebuilt from the store",
+              {{"collection", path_},
+               {"documents", indexed},
+               {"seconds",
+                std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count()}});
+    }
+  }
+  ATTN_RETURN_IF_ERROR(opened.status());
+  absl::MutexLock lock(&lexical_mu_);
+  lexical_ = *std::move(opened);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<uint64_t> Collection::LexicalCatchUp(LexicalIndex* index, Label from) {
+  uint64_t indexed = 0;
+  ATTN_RETURN_IF_ERROR(store_->ScanDocRecords(from, [&](Label l, const Document& d) {
+    if (d.text.empty() || index_.IsTombstoned(l)) return absl::OkStatus();
+    ++indexed;
+    return index->Put(l, d.text);
+  }));
+  return indexed;
+}
+
+std::shared_ptr<LexicalIndex> Collection::lexical() const {
+  absl::MutexLock lock(&lexical_mu_);
+  return lexical_;
+}
+
+void Collection::LexicalApply(const std::vector<Document>& docs, Label first,
+                              const std::vector<std::optional<Label>>& previous,
+                              const std::vector<Label>& dropped) {
+  const std::shared_ptr<LexicalIndex> index = lexical();
+  if (index == nullptr) return;
+  absl::Status s;
+  for (size_t i = 0; i < docs.size() && s.ok(); ++i) {
+    if (docs[i].text.empty()) continue;  // what it replaced is dropped below
+    const std::optional<Label> before = i < previous.size() ? previous[i] : std::nullopt;
+    s = before ? index->Move(*before, first + i, docs[i].text)
+               : index->Put(first + i, docs[i].text);
+  }
+  // (A label moved above is no longer there to remove.)
+  for (size_t i = 0; i < dropped.size() && s.ok(); ++i) s = index->Remove(dropped[i]);
+  if (s.ok()) return;
+  // The store holds the write: the lexical index is rebuilt from it at the
+  // next open, and lexical searches answer UNAVAILABLE until then.
+  LogWarn("lexical index stopped until the collection is opened again",
+          {{"collection", path_}, {"error", s.message()}});
+  absl::MutexLock lock(&lexical_mu_);
+  lexical_.reset();
+}
+
+absl::StatusOr<std::vector<std::pair<std::string, double>>> Collection::LexicalSearch(
+    std::string_view text, size_t k) const {
+  const std::shared_ptr<LexicalIndex> index = lexical();
+  if (index == nullptr) {
+    return absl::UnavailableError(
+        "the lexical index stopped after an error; it is rebuilt when the collection opens again");
+  }
+  const std::function<bool(Label)> live = [this](Label l) { return !index_.IsTombstoned(l); };
+  ATTN_ASSIGN_OR_RETURN(const std::vector<LexicalHit> hits, index->Search(text, k, &live));
+  std::vector<Label> labels;
+  for (const LexicalHit& h : hits) labels.push_back(h.label);
+  std::vector<std::optional<Document>> docs;
+  ATTN_RETURN_IF_ERROR(store_->GetDocuments(labels, false, &docs));
+  std::vector<std::pair<std::string, double>> out;
+  for (size_t i = 0; i < hits.size(); ++i) {
+    if (docs[i]) out.emplace_back(std::move(docs[i]->id), hits[i].score);  // else purged since
+  }
+  return out;
 }
 
 absl::StatusOr<uint64_t> Collection::CatchUp(Label from, Label metadata_from, bool add_vectors) {
@@ -424,11 +525,15 @@ absl::Status Collection::RecoverStore() {
   ATTN_ASSIGN_OR_RETURN(std::vector<Label> dead, store_->Tombstones(&purge_pending));
   index_.AssertWriterHeld();
   ATTN_RETURN_IF_ERROR(index_.Apply(dead, {}, {}));
+  LexicalApply({}, 0, {}, dead);
   RemoveFromArena(dead);
   if (store_->next_label() > before) {
     ATTN_RETURN_IF_ERROR(LoadArena(before));
     ATTN_RETURN_IF_ERROR(LoadFirstStage(before));
     ATTN_RETURN_IF_ERROR(CatchUp(before, before, !options_.defer_index).status());
+    if (const std::shared_ptr<LexicalIndex> lexical_index = lexical()) {
+      ATTN_RETURN_IF_ERROR(LexicalCatchUp(lexical_index.get(), before).status());
+    }
   }
   // The index no longer holds the superseded labels for new searches.
   return store_->Purge(purge_pending);
@@ -467,6 +572,7 @@ absl::StatusOr<Collection::StoreCommit> Collection::CommitToStore(const std::vec
   for (const auto& e : existing) {
     if (e) c.superseded.push_back(*e);
   }
+  c.previous = std::move(existing);
   // Replaced labels leave the results at once (with defer_index too, which
   // adds the new vectors only at BuildIndex).
   return c;
@@ -490,6 +596,7 @@ absl::Status Collection::CommitToIndex(const std::vector<Document>& docs, const 
   // A search that began before the index switched labels reads the old
   // versions through its store view, taken before this point (from the
   // arena while it still holds them, else from the view).
+  LexicalApply(docs, c.first, c.previous, c.superseded);
   RemoveFromArena(c.superseded);
   PurgeSuperseded(c.superseded);
   return added;
@@ -1120,6 +1227,7 @@ absl::StatusOr<DeleteResult> Collection::Delete(const std::vector<std::string>& 
   for (const auto& d : deletes) dead.push_back(d.label);
   index_.AssertWriterHeld();
   ATTN_RETURN_IF_ERROR(index_.Apply(dead, {}, {}));
+  LexicalApply({}, 0, {}, dead);
   RemoveFromArena(dead);
   result.deleted = deletes.size();
   return result;

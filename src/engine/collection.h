@@ -40,6 +40,7 @@
 #include "engine/search_types.h"
 #include "engine/token_arena.h"
 #include "engine/token_codes.h"
+#include "lexical/lexical_index.h"
 #include "rerank/reranker.h"
 #include "storage/doc_store.h"
 #include "text/encoder.h"
@@ -241,6 +242,13 @@ class Collection {
   // Fetches documents by external id.
   absl::StatusOr<GetResult> Get(const std::vector<std::string>& ids, bool include_vectors) const;
 
+  // BM25 over the live documents' texts (the collection's LexicalIndex):
+  // the best `k` as (id, score), best first. INVALID_ARGUMENT for invalid
+  // UTF-8; UNAVAILABLE while the lexical index is out of use (an I/O error
+  // stopped it; it is rebuilt at the next open).
+  absl::StatusOr<std::vector<std::pair<std::string, double>>> LexicalSearch(std::string_view text,
+                                                                            size_t k) const;
+
   // Runs the search pipeline. DEADLINE_EXCEEDED (and no further work) once
   // `deadline` has passed.
   absl::StatusOr<SearchResult> Search(SearchQuery query,
@@ -375,8 +383,10 @@ class Collection {
                                Document* doc) const;
   // A batch committed to the store and not yet to the indexes.
   struct StoreCommit {
-    Label first = 0;                 // the batch's first label
-    std::vector<Label> superseded;   // labels the batch replaced
+    Label first = 0;                // the batch's first label
+    std::vector<Label> superseded;  // labels the batch replaced
+    // Per document of the batch, the label it replaced, if any.
+    std::vector<std::optional<Label>> previous;
     std::vector<Label> labels;       // those with vectors, for the ANN index
     std::vector<float> vectors;      // their index vectors (IndexVectors)
     std::vector<std::string> codes;  // per document: its codes record, or empty
@@ -448,6 +458,25 @@ class Collection {
   AnnSearchParams DefaultSearchParams() const;
   // INVALID_ARGUMENT when a Get or Delete names more ids than a batch may.
   absl::Status CheckIdCount(size_t n) const;
+  // Opens the lexical index, rebuilding it from the store unless a clean
+  // close left it current (its applied() is the store's next label).
+  // REQUIRES: both writer mutexes (or construction).
+  absl::Status LoadLexical() ABSL_EXCLUSIVE_LOCKS_REQUIRED(index_mu_);
+  // Indexes a committed batch's texts (documents[i] at first + i, in place
+  // of previous[i] when the batch replaced one: moved without indexing again
+  // when its text is the same) and drops `dropped` (what the batch
+  // superseded, or the deleted labels). A failure stops the lexical index
+  // until the next open (logged; the store stays the truth). REQUIRES:
+  // index_mu_.
+  void LexicalApply(const std::vector<Document>& docs, Label first,
+                    const std::vector<std::optional<Label>>& previous,
+                    const std::vector<Label>& dropped) ABSL_EXCLUSIVE_LOCKS_REQUIRED(index_mu_);
+  // Indexes the live stored texts of labels >= from into `index`; returns
+  // how many. REQUIRES: index_mu_ (or construction).
+  absl::StatusOr<uint64_t> LexicalCatchUp(LexicalIndex* index, Label from)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(index_mu_);
+  // The lexical index, or null when an error stopped it.
+  std::shared_ptr<LexicalIndex> lexical() const;
 
   const std::string path_;
   const std::unique_ptr<DocStore> store_;
@@ -498,6 +527,11 @@ class Collection {
   LiveIndex index_;
   // The metadata filters' index (its own lock).
   FilterIndex filter_;
+  // BM25 over the texts (<path>/lexical; its own lock; changes under
+  // index_mu_). Derived state: rebuilt from the store at an open that finds
+  // it missing, damaged or not current. Null once an error stopped it.
+  mutable absl::Mutex lexical_mu_;
+  std::shared_ptr<LexicalIndex> lexical_ ABSL_GUARDED_BY(lexical_mu_);
   // The search, over the parts above.
   const SearchPipeline search_;
 };

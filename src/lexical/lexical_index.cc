@@ -9,6 +9,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "core/checksum.h"
 #include "core/status.h"
 #include "text/stemmer.h"
 #include "text/tokenizer.h"
@@ -18,6 +19,13 @@ namespace {
 
 // The metadata key holding the sequence the index is current to.
 constexpr char kAppliedKey[] = "attnsearch.applied";
+// The value slot holding a document's text checksum (Move compares it).
+constexpr Xapian::valueno kTextSlot = 0;
+
+std::string TextChecksum(std::string_view text) {
+  const uint64_t sum = Checksum64(text.data(), text.size());
+  return std::string(reinterpret_cast<const char*>(&sum), sizeof(sum));
+}
 
 // The boolean term that names a document: "Q" and its label (the words are
 // case folded, so none starts with an upper-case Q).
@@ -119,6 +127,7 @@ absl::Status LexicalIndex::Put(Label label, std::string_view text) {
   if (terms.empty()) return Remove(label);
   Xapian::Document doc;
   doc.set_data(LabelData(label));
+  doc.add_value(kTextSlot, TextChecksum(text));
   doc.add_boolean_term(IdTerm(label));
   for (const std::string& term : terms) doc.add_term(term);
   absl::MutexLock lock(&rep_->mu);
@@ -138,6 +147,32 @@ absl::Status LexicalIndex::Remove(Label label) {
     return FromXapian(e, "removing a document", false);
   }
   return absl::OkStatus();
+}
+
+absl::Status LexicalIndex::Move(Label from, Label to, std::string_view text) {
+  {
+    absl::MutexLock lock(&rep_->mu);
+    try {
+      Xapian::WritableDatabase& db = rep_->db;
+      const std::string from_term = IdTerm(from);
+      Xapian::PostingIterator it = db.postlist_begin(from_term);
+      if (it != db.postlist_end(from_term)) {
+        Xapian::Document doc = db.get_document(*it);
+        if (doc.get_value(kTextSlot) == TextChecksum(text)) {
+          // Only the name and the data change: Xapian rewrites just those.
+          doc.remove_term(from_term);
+          doc.add_boolean_term(IdTerm(to));
+          doc.set_data(LabelData(to));
+          db.replace_document(*it, doc);
+          return absl::OkStatus();
+        }
+        db.delete_document(*it);
+      }
+    } catch (const Xapian::Error& e) {
+      return FromXapian(e, "moving a document", false);
+    }
+  }
+  return Put(to, text);
 }
 
 absl::Status LexicalIndex::Commit(uint64_t applied) {

@@ -75,6 +75,11 @@ class LexicalIndex {
   absl::Status Put(Label label, std::string_view text);
   // Leaves `label` out (nothing to do when it is not indexed).
   absl::Status Remove(Label label);
+  // `text` at label `to` in place of label `from`: when `from` holds the
+  // same text (an overwrite that kept it, a re-encoding), only its label
+  // changes, without indexing the words again; otherwise Remove(from) then
+  // Put(to, text).
+  absl::Status Move(Label from, Label to, std::string_view text);
   // Makes every change so far durable, and records that the index is current
   // up to the owner's sequence `applied`.
   absl::Status Commit(uint64_t applied);

@@ -50,3 +50,5 @@ attn_cc_test(NAME token_codec_test SRCS engine/token_codec_test.cc
 # The centroid first stage inside a collection (candidates_from).
 attn_cc_test(NAME engine_first_stage_test SRCS engine/first_stage_test.cc
              DEPS attn_engine)
+attn_cc_test(NAME lexical_collection_test SRCS engine/lexical_collection_test.cc
+             DEPS attn_engine attn_lexical)

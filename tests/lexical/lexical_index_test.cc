@@ -147,6 +147,18 @@ TEST(LexicalIndexTest, ChangesShowAtOnceAndCommitsSurviveAReopen) {
     EXPECT_TRUE(index->Search("... !!", 10)->empty());
     ASSERT_TRUE(index->Put(4, "!!!").ok());
     EXPECT_EQ(index->documents(), 2u);
+    // Moves: the same text changes only its label; a new text is indexed.
+    ASSERT_TRUE(index->Move(2, 12, "A recipe for bread with flour.").ok());
+    auto moved = index->Search("recipe", 10);
+    ASSERT_TRUE(moved.ok());
+    ASSERT_EQ(moved->size(), 1u);
+    EXPECT_EQ((*moved)[0].label, 12u);
+    ASSERT_TRUE(index->Move(12, 2, "A recipe for bread with flour.").ok());
+    ASSERT_TRUE(index->Move(1, 21, "Energy and engines.").ok());
+    EXPECT_EQ(index->Search("engine", 10)->at(0).label, 21u);
+    EXPECT_TRUE(index->Search("nothing", 10)->empty());  // the old text is gone
+    ASSERT_TRUE(index->Move(21, 1, "Nothing about energy any more.").ok());
+    ASSERT_TRUE(index->Move(99, 98, "").ok());  // neither there nor with words
     ASSERT_TRUE(index->Commit(7).ok());
     EXPECT_EQ(index->applied(), 7u);
     // Held by this index, the folder cannot be opened again.
