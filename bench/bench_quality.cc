@@ -12,8 +12,10 @@
 // loaded text-only into a fresh collection in-process (bulk-load options), the built-in encoder is
 // trained on it (Collection::TrainEncoder) and the ANN index built. Then every
 // judged query runs as text, three ways:
-//   two-stage   ANN candidates (--quality_candidates) reranked by attention
-//   ann only    the ANN stage's own order (rerank NONE)
+//   two-stage   the collection's default retrieval for text (hybrid: the ANN
+//               stage's and BM25's --quality_candidates each) reranked by
+//               attention
+//   ann only    the ANN stage's own order (rerank NONE, semantic retrieval)
 //   exhaustive  every document reranked (candidates >= documents)
 // reporting nDCG@10, Recall@100 and MRR@10 for each, the agreement between
 // two-stage and exhaustive top 10 (what the ANN stage loses), the encoder's
@@ -181,9 +183,11 @@ struct QualityRuns {
 
 // One text query through Collection::Search: its top 100 into *out.
 absl::Status SearchText(const BenchFlags& f, const Collection& c, const BeirQuery& q,
-                        uint32_t candidates, RerankMode mode, Ranking* out, SearchTiming* timing) {
+                        uint32_t candidates, RerankMode mode, Ranking* out, SearchTiming* timing,
+                        Retrieval retrieval = Retrieval::kDefault) {
   SearchQuery sq;
   sq.text = q.text;
+  sq.retrieval = retrieval;
   sq.top_k = 100;
   sq.candidates = candidates;
   sq.mode = mode;
@@ -206,11 +210,12 @@ absl::StatusOr<QualityRuns> RunQualityQueries(const BenchFlags& f, const Quality
     SearchTiming t2, te;
     ATTN_RETURN_IF_ERROR(SearchText(f, *qc.c, q, std::max<uint32_t>(100, f.quality_candidates),
                                     RerankMode::kAttention, &r.two_stage[q.id], &t2));
-    ATTN_RETURN_IF_ERROR(
-        SearchText(f, *qc.c, q, 100, RerankMode::kNone, &r.ann_only[q.id], nullptr));
+    ATTN_RETURN_IF_ERROR(SearchText(f, *qc.c, q, 100, RerankMode::kNone, &r.ann_only[q.id],
+                                    nullptr, Retrieval::kSemantic));
     if (f.quality_exhaustive) {
       ATTN_RETURN_IF_ERROR(SearchText(f, *qc.c, q, static_cast<uint32_t>(qc.docs),
-                                      RerankMode::kAttention, &r.exhaustive[q.id], &te));
+                                      RerankMode::kAttention, &r.exhaustive[q.id], &te,
+                                      Retrieval::kSemantic));
       r.exhaustive_us.push_back(te.total_us);
       r.agreement += OverlapAtK(r.two_stage[q.id], r.exhaustive[q.id], 10);
     }

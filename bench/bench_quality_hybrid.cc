@@ -98,6 +98,7 @@ absl::StatusOr<std::vector<HybridRow>> RunHybridStudy(const BenchFlags& f, const
     all.top_k = uint32_t(ids.size());
     all.candidates = uint32_t(ids.size());
     all.temperature = f.quality_temperature;
+    all.retrieval = Retrieval::kSemantic;
     auto exhaustive = c.Search(all);
     if (!exhaustive.ok()) return Annotate(exhaustive.status(), absl::StrCat("query ", q.id));
     Scores attention;
@@ -112,6 +113,7 @@ absl::StatusOr<std::vector<HybridRow>> RunHybridStudy(const BenchFlags& f, const
       first.top_k = n;
       first.candidates = n;
       first.mode = RerankMode::kNone;
+      first.retrieval = Retrieval::kSemantic;
       auto ann = c.Search(first);
       if (!ann.ok()) return Annotate(ann.status(), absl::StrCat("query ", q.id));
       std::vector<std::string> ann_ids;

@@ -32,6 +32,20 @@ size_t TokenRowBytes(TokenDtype dtype, uint32_t dim) {
   return size_t(dim) * TokenDtypeSize(dtype) + (dtype == TokenDtype::kInt8 ? 4 : 0);
 }
 
+std::string_view RetrievalName(Retrieval r) {
+  switch (r) {
+    case Retrieval::kSemantic:
+      return "semantic";
+    case Retrieval::kLexical:
+      return "lexical";
+    case Retrieval::kHybrid:
+      return "hybrid";
+    case Retrieval::kDefault:
+      break;
+  }
+  return "default";
+}
+
 std::string_view CandidateSourceName(CandidateSource source) {
   switch (source) {
     case CandidateSource::kCentroids:

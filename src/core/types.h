@@ -39,6 +39,17 @@ enum class RerankMode : uint8_t {
   kNone = 3,       // the ANN score
 };
 
+// Where a search takes its candidates from.
+enum class Retrieval : uint8_t {
+  kDefault = 0,   // text: kHybrid when the collection has a lexical index; vectors: kSemantic
+  kSemantic = 1,  // the collection's first stage
+  kLexical = 2,   // BM25 over the texts
+  kHybrid = 3,    // the union of both
+};
+
+// "semantic", "lexical", "hybrid" ("default" for kDefault).
+std::string_view RetrievalName(Retrieval r);
+
 // Largest accepted vector dimension.
 inline constexpr uint32_t kMaxDim = 4096;
 // Largest accepted external id, in bytes.

@@ -67,6 +67,17 @@ Collection::Collection(std::string path, std::unique_ptr<DocStore> store,
                           .max_rows_per_gemm = options.rerank.max_rows_per_gemm,
                           .encoder = [this] { return encoder(); },
                           .default_params = [this] { return DefaultSearchParams(); },
+                          .lexical = [this](std::string_view text, size_t k,
+                                            const std::function<bool(Label)>& accept)
+                              -> absl::StatusOr<std::vector<LexicalHit>> {
+                            const std::shared_ptr<LexicalIndex> index = lexical();
+                            if (index == nullptr) {
+                              return absl::UnavailableError(
+                                  "retrieval: the lexical index stopped after an error; it is "
+                                  "rebuilt when the collection opens again");
+                            }
+                            return index->Search(text, k, &accept);
+                          },
                           .name = path_}) {}
 
 Collection::~Collection() {

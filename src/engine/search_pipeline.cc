@@ -152,6 +152,8 @@ absl::StatusOr<SearchResult> SearchPipeline::Run(SearchQuery q, absl::Time deadl
   ATTN_ASSIGN_OR_RETURN(const Candidates candidates, FindCandidates(q, params));
   result.timing.ann_us = MicrosSince(t);
   result.sources.first_stage = candidates.first_stage;
+  result.sources.retrieval = q.retrieval;
+  result.sources.lexical = candidates.lexical_only;
 
   std::optional<Fetched> fetched;
   if (q.mode != RerankMode::kNone && !candidates.neighbors.empty()) {
@@ -200,15 +202,32 @@ absl::Status SearchPipeline::Prepare(SearchQuery* q, AnnSearchParams* params) co
     q->pooled = std::move(e.pooled);
     q->token_texts = std::move(e.token_texts);
     if (q->temperature == 0.f) q->temperature = enc->options().temperature;
+    if (q->retrieval == Retrieval::kDefault) {
+      q->retrieval = parts_.lexical ? Retrieval::kHybrid : Retrieval::kSemantic;
+    }
     // The pooled first stage of text is a bag of words and meanings: it
     // needs more candidates than vectors from a trained model do; the
     // centroid first stage ranks by the words themselves.
     if (q->candidates == 0) {
       const bool centroids = parts_.first_stage_ready && parts_.first_stage_ready();
-      q->candidates = std::min(
-          std::max(centroids ? kDefaultCentroidTextCandidates : kDefaultTextCandidates, q->top_k),
-          parts_.limits.max_candidates);
+      const uint32_t per_generator = q->retrieval != Retrieval::kSemantic
+                                         ? kDefaultHybridTextCandidates
+                                     : centroids ? kDefaultCentroidTextCandidates
+                                                 : kDefaultTextCandidates;
+      q->candidates = std::min(std::max(per_generator, q->top_k), parts_.limits.max_candidates);
     }
+  } else if (q->retrieval == Retrieval::kLexical || q->retrieval == Retrieval::kHybrid) {
+    return absl::InvalidArgumentError(
+        "retrieval: LEXICAL and HYBRID need a text query (vectors search SEMANTIC)");
+  }
+  if (q->retrieval == Retrieval::kDefault) q->retrieval = Retrieval::kSemantic;
+  if (!(q->fusion_weight >= 0.f && q->fusion_weight <= 1.f)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("fusion_weight: must be in [0, 1], got ", q->fusion_weight));
+  }
+  if (q->retrieval != Retrieval::kSemantic && !parts_.lexical) {
+    return absl::FailedPreconditionError(
+        "retrieval: the collection has no lexical index (it is rebuilt at its next open)");
   }
   ATTN_RETURN_IF_ERROR(CheckQuery(q));
   // The request's own knobs replace the collection's tuned ones.
@@ -322,6 +341,12 @@ absl::StatusOr<SearchPipeline::Candidates> SearchPipeline::FindCandidates(
     matches = [&] { return parts_.filter->Match(q.filter, q.ranges); };
   }
   params.exhaustive = q.candidates >= parts_.store->live_count();
+  if (q.retrieval == Retrieval::kLexical) {
+    ATTN_ASSIGN_OR_RETURN(c.view, parts_.store->NewReadView());
+    if (parts_.arena != nullptr) c.pin = parts_.arena->PinNow();
+    ATTN_RETURN_IF_ERROR(AddLexical(q, &c));
+    return c;
+  }
   // The view is taken with the index as it is: a label the index gives was
   // readable then (an overwrite purges the old label only after the index
   // dropped it), so every read below finds what the ANN stage found.
@@ -348,6 +373,7 @@ absl::StatusOr<SearchPipeline::Candidates> SearchPipeline::FindCandidates(
           q.tokens.data(), q.token_weights.empty() ? nullptr : q.token_weights.data(), q.num_tokens,
           q.candidates, knobs, admit, &c.neighbors, take_view));
       c.first_stage = CandidateSource::kCentroids;
+      if (q.retrieval == Retrieval::kHybrid) ATTN_RETURN_IF_ERROR(AddLexical(q, &c));
       return c;
     }
   }
@@ -365,7 +391,38 @@ absl::StatusOr<SearchPipeline::Candidates> SearchPipeline::FindCandidates(
   }
   ATTN_RETURN_IF_ERROR(
       parts_.index->Search(query, q.candidates, params, matches, take_view, &c.neighbors));
+  if (q.retrieval == Retrieval::kHybrid) ATTN_RETURN_IF_ERROR(AddLexical(q, &c));
   return c;
+}
+
+absl::Status SearchPipeline::AddLexical(const SearchQuery& q, Candidates* c) const {
+  std::optional<LabelBitmap> admitted;
+  if (!q.filter.empty() || !q.ranges.empty()) admitted = parts_.filter->Match(q.filter, q.ranges);
+  const std::function<bool(Label)> accept = [&](Label l) {
+    return (!admitted || admitted->Test(l)) && !parts_.index->IsTombstoned(l);
+  };
+  // Labels written after the view was taken are not readable through it:
+  // Fetch finds no tokens for them and they drop out, as a document deleted
+  // meanwhile does.
+  absl::StatusOr<std::vector<LexicalHit>> found = parts_.lexical(q.text, q.candidates, accept);
+  // A lexical index stopped by an error (rebuilt at the next open): a
+  // hybrid search goes on with the first stage's candidates alone.
+  if (absl::IsUnavailable(found.status()) && q.retrieval == Retrieval::kHybrid) {
+    return absl::OkStatus();
+  }
+  ATTN_RETURN_IF_ERROR(found.status());
+  const std::vector<LexicalHit>& hits = *found;
+  absl::flat_hash_map<Label, size_t> seen;
+  for (size_t i = 0; i < c->neighbors.size(); ++i) seen[c->neighbors[i].label] = i;
+  for (const LexicalHit& h : hits) {
+    c->lexical[h.label] = float(h.score);
+    if (seen.contains(h.label)) continue;
+    // Its first-stage score: BM25's when the lexical generator is the only
+    // one, else none (0).
+    c->neighbors.push_back({h.label, q.retrieval == Retrieval::kLexical ? float(h.score) : 0.f});
+    ++c->lexical_only;
+  }
+  return absl::OkStatus();
 }
 
 absl::StatusOr<SearchPipeline::Fetched> SearchPipeline::Fetch(const SearchQuery& q,
@@ -516,6 +573,35 @@ absl::StatusOr<SearchPipeline::Fetched> SearchPipeline::Fetch(const SearchQuery&
   return f;
 }
 
+namespace {
+
+// fusion_weight × the score + (1 − fusion_weight) × BM25's, each min-max
+// normalised over the candidates (BM25 0 where it did not find one; all
+// equal normalise to 1).
+void Fuse(const SearchQuery& q, const SearchPipeline::Candidates& c,
+          std::vector<SearchPipeline::ScoredCandidate>* best) {
+  if (best->empty()) return;
+  auto bm25 = [&](Label l) {
+    const auto it = c.lexical.find(l);
+    return it == c.lexical.end() ? 0.f : it->second;
+  };
+  float lo = best->front().score, hi = lo, blo = bm25(best->front().label), bhi = blo;
+  for (const auto& b : *best) {
+    lo = std::min(lo, b.score);
+    hi = std::max(hi, b.score);
+    blo = std::min(blo, bm25(b.label));
+    bhi = std::max(bhi, bm25(b.label));
+  }
+  const float a = q.fusion_weight;
+  for (auto& b : *best) {
+    const float s = hi > lo ? (b.score - lo) / (hi - lo) : 1.f;
+    const float l = bhi > blo ? (bm25(b.label) - blo) / (bhi - blo) : 1.f;
+    b.score = a * s + (1.f - a) * l;
+  }
+}
+
+}  // namespace
+
 absl::StatusOr<SearchPipeline::Scored> SearchPipeline::Score(const SearchQuery& q,
                                                              const Candidates& c,
                                                              const Fetched* fetched) const {
@@ -559,6 +645,7 @@ absl::StatusOr<SearchPipeline::Scored> SearchPipeline::Score(const SearchQuery& 
       }
     }
   }
+  if (q.retrieval != Retrieval::kSemantic && q.fusion_weight < 1.f) Fuse(q, c, &s.best);
   // A few beyond top_k, for the hits whose documents are gone (see Hits).
   const size_t keep = std::min<size_t>(size_t(q.top_k) + kSpareHits, s.best.size());
   std::partial_sort(s.best.begin(), s.best.begin() + long(keep), s.best.end(),
@@ -625,6 +712,9 @@ absl::StatusOr<std::vector<SearchHit>> SearchPipeline::Hits(const SearchQuery& q
     hit.score = best[i]->score;
     hit.ann_score = best[i]->ann_score;
     hit.from_codes = best[i]->from_codes;
+    if (const auto it = c.lexical.find(best[i]->label); it != c.lexical.end()) {
+      hit.lexical_score = it->second;
+    }
     if (q.include_text) hit.text = d.text;
     if (q.include_metadata) hit.metadata = std::move(d.metadata);
     if (!evidence.empty()) AddEvidence(q, d, evidence[i], &hit);

@@ -30,6 +30,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "ann/ann_index.h"
@@ -38,6 +39,7 @@
 #include "engine/search_types.h"
 #include "engine/token_arena.h"
 #include "engine/token_codes.h"
+#include "lexical/lexical_index.h"
 #include "rerank/reranker.h"
 #include "storage/doc_store.h"
 #include "text/encoder.h"
@@ -69,6 +71,11 @@ struct SearchParts {
   std::function<std::shared_ptr<const text::Encoder>()> encoder;
   // The ANN knobs of a search that gives none (the tuned ones).
   std::function<AnnSearchParams()> default_params;
+  // BM25 over the texts: the best k labels `accept` takes, best first
+  // (LexicalIndex::Search); null: the collection has no lexical index.
+  std::function<absl::StatusOr<std::vector<LexicalHit>>(std::string_view text, size_t k,
+                                                        const std::function<bool(Label)>& accept)>
+      lexical;
   // Names the collection in logs.
   std::string name;
 };
@@ -91,6 +98,10 @@ class SearchPipeline {
     std::optional<TokenArena::Pin> pin;
     // Where they came from.
     CandidateSource first_stage = CandidateSource::kPooled;
+    // The BM25 scores of those the lexical generator found, and how many
+    // only it found.
+    absl::flat_hash_map<Label, float> lexical;
+    uint32_t lexical_only = 0;
   };
   struct Fetched {
     // One entry per candidate, in the candidates' order; without the arena
@@ -148,6 +159,9 @@ class SearchPipeline {
 
  private:
   absl::Status Prepare(SearchQuery* q, AnnSearchParams* params) const;
+  // LEXICAL and HYBRID: adds BM25's best q.candidates to c (filter and
+  // tombstones applied), after the first stage's, and records their scores.
+  absl::Status AddLexical(const SearchQuery& q, Candidates* c) const;
   absl::Status CheckQuery(SearchQuery* q) const;
   absl::StatusOr<Candidates> FindCandidates(const SearchQuery& q, AnnSearchParams params) const;
   absl::StatusOr<Fetched> Fetch(const SearchQuery& q, const Candidates& c) const;

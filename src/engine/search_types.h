@@ -52,6 +52,10 @@ struct RequestLimits {
 // exhaustive rerank's top 10 with 50 on cranfield and scifact-train,
 // bench/RESULTS.md).
 inline constexpr uint32_t kDefaultTextCandidates = 1000;
+// Candidates from each generator per hybrid text query unless the query
+// says otherwise: with BM25's, 100 reranked by attention equal the
+// exhaustive rerank on cranfield and scifact-train (bench/RESULTS.md).
+inline constexpr uint32_t kDefaultHybridTextCandidates = 100;
 inline constexpr uint32_t kDefaultCentroidTextCandidates = 100;
 
 // The smallest attention temperature a query may give: 1/τ must stay finite
@@ -90,6 +94,13 @@ struct SearchQuery {
   // Per hit, the whole attention map: every query token's weights over the
   // document's tokens, as the reranker computed them (ATTENTION or MAXSIM).
   bool attention_map = false;
+  // Where the candidates come from; kDefault: resolved by the search (text:
+  // kHybrid when the collection has a lexical index, else kSemantic).
+  Retrieval retrieval = Retrieval::kDefault;
+  // LEXICAL and HYBRID: the final score is fusion_weight × the rerank score
+  // (the first stage's with kNone) + (1 − fusion_weight) × BM25's, each
+  // min-max normalised over the candidates. In [0, 1]. Default: 1.
+  float fusion_weight = 1.f;
 
   // Set when the text is encoded: each query token row's word (an
   // expansion row's is its vocabulary key).
@@ -124,6 +135,8 @@ struct SearchHit {
   uint32_t attention_cols = 0;
   std::vector<std::string> token_texts;
   std::vector<std::pair<uint32_t, uint32_t>> token_spans;
+  // Its BM25 score when the lexical generator found it, else 0.
+  float lexical_score = 0.f;
 };
 
 // Microseconds spent per stage.
@@ -141,6 +154,10 @@ struct CandidateSources {
   uint32_t previous_codes = 0;  // codes of the codec before it (a re-encoding)
   // The first stage that found the candidates.
   CandidateSource first_stage = CandidateSource::kPooled;
+  // The retrieval that ran, and how many candidates only the lexical
+  // generator found.
+  Retrieval retrieval = Retrieval::kSemantic;
+  uint32_t lexical = 0;
 };
 
 struct SearchResult {

@@ -250,6 +250,24 @@ absl::Status FromProto(const v1::SearchRequest& in, uint32_t dim, SearchQuery* o
       return absl::InvalidArgumentError(absl::StrCat("rerank: unknown mode ", int(in.rerank())));
   }
   out->temperature = in.temperature();
+  switch (in.retrieval()) {
+    case v1::RETRIEVAL_UNSPECIFIED:
+      out->retrieval = Retrieval::kDefault;
+      break;
+    case v1::RETRIEVAL_SEMANTIC:
+      out->retrieval = Retrieval::kSemantic;
+      break;
+    case v1::RETRIEVAL_LEXICAL:
+      out->retrieval = Retrieval::kLexical;
+      break;
+    case v1::RETRIEVAL_HYBRID:
+      out->retrieval = Retrieval::kHybrid;
+      break;
+    default:
+      return absl::InvalidArgumentError(
+          absl::StrCat("retrieval: unknown value ", int(in.retrieval())));
+  }
+  if (in.has_fusion_weight()) out->fusion_weight = in.fusion_weight();
   for (const auto& c : in.filter().must()) {
     out->filter.push_back({c.key(), {c.values().begin(), c.values().end()}});
   }
@@ -293,6 +311,7 @@ void ToProto(SearchResult&& in, v1::SearchResponse* out) {
       }
     }
     hit->set_snippet(std::move(h.snippet));
+    hit->set_lexical_score(h.lexical_score);
     hit->set_from_codes(h.from_codes);
     if (!h.attention.empty()) {
       v1::AttentionMap* a = hit->mutable_attention();
@@ -320,6 +339,8 @@ void ToProto(SearchResult&& in, v1::SearchResponse* out) {
   sources->set_codes(in.sources.codes);
   sources->set_previous_codes(in.sources.previous_codes);
   sources->set_first_stage(std::string(CandidateSourceName(in.sources.first_stage)));
+  sources->set_retrieval(std::string(RetrievalName(in.sources.retrieval)));
+  sources->set_lexical(in.sources.lexical);
 }
 
 }  // namespace attnsearch

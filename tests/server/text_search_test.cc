@@ -209,6 +209,29 @@ TEST_F(TextSearchTest, TrainThenSearchByText) {
   EXPECT_EQ(resp.query_token_texts(0), "turbines");
   EXPECT_NE(top.snippet().find("<em>Turbine</em>"), std::string::npos) << top.snippet();
 
+  // Retrieval over the API: LEXICAL finds the word's one document with its
+  // BM25 score; a fusion weight out of range and LEXICAL with vectors are
+  // refused naming the field; the default for text is HYBRID.
+  v1::SearchRequest lexical = TextQuery("docs", "turbines", 3);
+  lexical.set_retrieval(v1::RETRIEVAL_LEXICAL);
+  resp.Clear();
+  ASSERT_OK(Search(lexical, &resp));
+  ASSERT_EQ(resp.hits_size(), 1);
+  EXPECT_EQ(resp.hits(0).id(), "turbine");
+  EXPECT_GT(resp.hits(0).lexical_score(), 0.f);
+  EXPECT_EQ(resp.sources().retrieval(), "lexical");
+  resp.Clear();
+  ASSERT_OK(Search(TextQuery("docs", "turbines", 3), &resp));
+  EXPECT_EQ(resp.sources().retrieval(), "hybrid");
+  lexical.set_fusion_weight(2.f);
+  EXPECT_TRUE(HasError(Search(lexical, &resp), StatusCode::INVALID_ARGUMENT, "fusion_weight"));
+  v1::SearchRequest vectors;
+  vectors.set_collection("docs");
+  vectors.set_top_k(3);
+  vectors.set_retrieval(v1::RETRIEVAL_LEXICAL);
+  for (uint32_t i = 0; i < kDim; ++i) vectors.mutable_vectors()->add_pooled(i == 0 ? 1.f : 0.f);
+  EXPECT_TRUE(HasError(Search(vectors, &resp), StatusCode::INVALID_ARGUMENT, "retrieval"));
+
   // Custom highlight marks.
   v1::SearchRequest marked = TextQuery("docs", "saffron", 3, true);
   marked.set_highlight_pre("[");
