@@ -27,6 +27,8 @@ _DTYPES = {"bf16": pb.TOKEN_DTYPE_BF16, "f32": pb.TOKEN_DTYPE_F32, "int8": pb.TO
            "": pb.TOKEN_DTYPE_UNSPECIFIED}
 _MODES = {"attention": pb.RERANK_MODE_ATTENTION, "maxsim": pb.RERANK_MODE_MAXSIM,
           "none": pb.RERANK_MODE_NONE}
+_RETRIEVALS = {"default": pb.RETRIEVAL_UNSPECIFIED, "semantic": pb.RETRIEVAL_SEMANTIC,
+               "lexical": pb.RETRIEVAL_LEXICAL, "hybrid": pb.RETRIEVAL_HYBRID}
 
 
 @dataclasses.dataclass
@@ -55,6 +57,8 @@ class Hit:
     attention: Optional[np.ndarray] = None
     token_texts: List[str] = dataclasses.field(default_factory=list)
     token_spans: List[Tuple[int, int]] = dataclasses.field(default_factory=list)
+    # Its BM25 score when the lexical generator found it (lexical, hybrid).
+    lexical_score: float = 0.0
 
 
 @dataclasses.dataclass
@@ -63,7 +67,9 @@ class SearchResult:
     # Server stage times in microseconds: encode, ann, fetch, rerank, total, queue.
     timing: Dict[str, int]
     # Where the candidates came from: first_stage ("pooled", "centroids",
-    # "fde"), and how many were scored from the store, codes, previous codes.
+    # "fde"), how many were scored from the store, codes, previous codes, the
+    # retrieval that ran ("semantic", "lexical", "hybrid") and how many only
+    # BM25 found (lexical).
     sources: Dict[str, object]
     # A text query's token rows as words, with explain or attention_map:
     # TokenMatch.query_token and the attention maps' rows index it.
@@ -271,26 +277,35 @@ class Client:
     def search(self, collection, text=None, tokens=None, pooled=None, token_weights=None, *,
                top_k=10, candidates=0, rerank="attention", temperature=0.0, filter=None,
                ranges=None, ann_params="", include_text=False, include_metadata=False,
-               explain=False, attention_map=False, highlight=("", "")):
+               explain=False, attention_map=False, highlight=("", ""), retrieval="default",
+               fusion_weight=None):
         """Searches by text (the collection's built-in encoder) or by vectors
         (tokens: m x dim array; pooled: dim array; token_weights: m values).
 
         filter: {key: [values]}, every key must match one of its values.
         ranges: {key: {"gte"|"gt"|"lte"|"lt": number}} on numeric fields.
         rerank: "attention", "maxsim" or "none". attention_map: each hit's
-        whole attention map as a numpy array (Hit.attention). Returns a
+        whole attention map as a numpy array (Hit.attention). retrieval:
+        "semantic", "lexical", "hybrid" or "default" (hybrid for text,
+        semantic for vectors); fusion_weight: the rerank score's share of a
+        lexical or hybrid score, against BM25's (default 1). Returns a
         SearchResult.
         """
         if (text is None) == (tokens is None and pooled is None):
             raise ValueError("query: give text, or tokens and/or pooled, not both or neither")
         if rerank not in _MODES:
             raise ValueError(f"rerank: one of {sorted(_MODES)}, not {rerank!r}")
+        if retrieval not in _RETRIEVALS:
+            raise ValueError(f"retrieval: one of {sorted(_RETRIEVALS)}, not {retrieval!r}")
         request = pb.SearchRequest(collection=collection, top_k=top_k, candidates=candidates,
                                    rerank=_MODES[rerank], temperature=temperature,
                                    ann_params=ann_params, include_text=include_text,
                                    include_metadata=include_metadata, explain=explain,
                                    attention_map=attention_map,
-                                   highlight_pre=highlight[0], highlight_post=highlight[1])
+                                   highlight_pre=highlight[0], highlight_post=highlight[1],
+                                   retrieval=_RETRIEVALS[retrieval])
+        if fusion_weight is not None:
+            request.fusion_weight = fusion_weight
         if text is not None:
             request.text = text
         else:
@@ -317,14 +332,16 @@ class Client:
                     snippet=h.snippet, from_codes=h.from_codes,
                     attention=_attention_of(h.attention),
                     token_texts=list(h.attention.document_token_texts),
-                    token_spans=[(s.begin, s.end) for s in h.attention.document_token_spans])
+                    token_spans=[(s.begin, s.end) for s in h.attention.document_token_spans],
+                    lexical_score=h.lexical_score)
                 for h in reply.hits]
         t = reply.timing
         timing = {"encode_us": t.encode_us, "ann_us": t.ann_us, "fetch_us": t.fetch_us,
                   "rerank_us": t.rerank_us, "total_us": t.total_us, "queue_us": t.queue_us}
         s = reply.sources
         sources = {"first_stage": s.first_stage, "store": s.store, "codes": s.codes,
-                   "previous_codes": s.previous_codes}
+                   "previous_codes": s.previous_codes, "retrieval": s.retrieval,
+                   "lexical": s.lexical}
         return SearchResult(hits=hits, timing=timing, sources=sources,
                             query_token_texts=list(reply.query_token_texts))
 

@@ -140,6 +140,13 @@ class ClientTest(unittest.TestCase):
         self.assertEqual(hit.attention.shape[0], 2)
         self.assertEqual([m.query_token for m in hit.matches], [0, 1])
         self.assertEqual([m.document_token_text for m in hit.matches], ["wind", "turbine"])
+        self.assertEqual(result.sources["retrieval"], "hybrid")
+        lexical = self.client.search("pytext", text="turbine", top_k=3, retrieval="lexical")
+        self.assertEqual([h.id for h in lexical.hits], ["t0"])
+        self.assertGreater(lexical.hits[0].lexical_score, 0)
+        with self.assertRaises(errors.InvalidArgument) as e:
+            self.client.search("pytext", text="turbine", top_k=3, fusion_weight=1.5)
+        self.assertIn("fusion_weight", e.exception.message)
         # Vector queries have no words.
         vectors = self.client.search("pyclient", tokens=self.rng.standard_normal((2, DIM)),
                                      top_k=1, explain=True)
