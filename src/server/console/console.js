@@ -259,6 +259,7 @@ function buildRequest() {
   if (candidates) request.candidates = candidates;
   const temperature = optionalNumber('temperature', 'temperature', false);
   if (temperature) request.temperature = temperature;
+  if ($('retrieval').value) request.retrieval = $('retrieval').value;
   return request;
 }
 
@@ -293,7 +294,8 @@ function showHits(answer, request) {
   state.selected = null;
   const sources = answer.sources || {};
   $('hits-summary').textContent = `${hits.length} hit${hits.length === 1 ? '' : 's'} ` +
-      `(first stage: ${sources.first_stage || 'pooled'})`;
+      `(${sources.retrieval || 'semantic'} retrieval, first stage: ${sources.first_stage || 'pooled'}` +
+      `${num(sources.lexical) ? `, ${sources.lexical} candidates from BM25 alone` : ''})`;
   const canMap = request.rerank !== 'RERANK_MODE_NONE';
   hits.forEach((hit, rank) => {
     const head = el('div', {class: 'hit-head'}, [
@@ -301,6 +303,9 @@ function showHits(answer, request) {
       el('span', {class: 'hit-score', text: `score ${num(hit.score).toFixed(4)}`}),
       el('span', {class: 'hit-ann', text: `first stage ${num(hit.ann_score).toFixed(4)}`}),
     ]);
+    if (num(hit.lexical_score) > 0) {
+      head.append(el('span', {class: 'hit-ann', text: `BM25 ${num(hit.lexical_score).toFixed(3)}`}));
+    }
     const item = el('li', {class: 'hit', dataset: {id: hit.id}}, [head]);
     if (hit.snippet) item.append(el('p', {class: 'snippet'}, [highlighted(hit.snippet)]));
     else if (hit.matches && hit.matches.length) {
