@@ -210,8 +210,8 @@ absl::StatusOr<QualityRuns> RunQualityQueries(const BenchFlags& f, const Quality
     SearchTiming t2, te;
     ATTN_RETURN_IF_ERROR(SearchText(f, *qc.c, q, std::max<uint32_t>(100, f.quality_candidates),
                                     RerankMode::kAttention, &r.two_stage[q.id], &t2));
-    ATTN_RETURN_IF_ERROR(SearchText(f, *qc.c, q, 100, RerankMode::kNone, &r.ann_only[q.id],
-                                    nullptr, Retrieval::kSemantic));
+    ATTN_RETURN_IF_ERROR(SearchText(f, *qc.c, q, 100, RerankMode::kNone, &r.ann_only[q.id], nullptr,
+                                    Retrieval::kSemantic));
     if (f.quality_exhaustive) {
       ATTN_RETURN_IF_ERROR(SearchText(f, *qc.c, q, static_cast<uint32_t>(qc.docs),
                                       RerankMode::kAttention, &r.exhaustive[q.id], &te,
