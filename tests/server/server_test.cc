@@ -1631,6 +1631,66 @@ TEST_F(ServerTest, TuneIndexSetsTheDefaultAndPersists) {
   for (size_t i = 0; i < queries.size(); ++i) EXPECT_EQ(ids(queries[i], ""), by_default[i]);
 }
 
+// The lexical index after a SIGKILL: the server left it behind the store
+// (it commits it only at a clean stop), and the restart rebuilds it from the
+// store, so BM25 finds exactly the acknowledged texts: overwrites' new words,
+// not their old ones, no deleted document; and again after its folder is
+// deleted while the server is down.
+TEST_F(ProcessServerTest, LexicalIndexSurvivesSigkillAndADeletedFolder) {
+  ASSERT_OK(Create("lex", 256, v1::TOKEN_DTYPE_UNSPECIFIED, ""));
+  std::vector<v1::Document> docs;
+  for (int i = 0; i < 40; ++i) {
+    v1::Document d;
+    d.set_id("t" + std::to_string(i));
+    d.set_text("note " + std::to_string(i) +
+               (i % 2 ? " about a harbor crew" : " about bread dough"));
+    docs.push_back(d);
+  }
+  ASSERT_OK(Upsert("lex", docs));
+  v1::TrainEncoderRequest train;
+  train.set_collection("lex");
+  v1::TrainEncoderResponse trained;
+  ASSERT_OK(Call(&v1::SearchService::Stub::TrainEncoder, train, &trained));
+  // After training: an overwrite with new words and deletes.
+  v1::Document lighthouse;
+  lighthouse.set_id("t3");
+  lighthouse.set_text("a lighthouse keeper");
+  ASSERT_OK(Upsert("lex", {lighthouse}));
+  v1::DeleteResponse deleted;
+  ASSERT_OK(Delete("lex", {"t5", "t7"}, &deleted));
+  // What BM25 finds for `word`, by id.
+  const auto lexical = [&](const std::string& word) {
+    v1::SearchRequest req;
+    req.set_collection("lex");
+    req.set_text(word);
+    req.set_top_k(100);
+    req.set_retrieval(v1::RETRIEVAL_LEXICAL);
+    req.set_rerank(v1::RERANK_MODE_NONE);
+    v1::SearchResponse resp;
+    const grpc::Status s = Search(req, &resp);
+    EXPECT_TRUE(s.ok()) << s.error_message();
+    std::set<std::string> ids;
+    for (const auto& h : resp.hits()) ids.insert(h.id());
+    return ids;
+  };
+  const auto check = [&] {
+    const std::set<std::string> harbor = lexical("harbor");
+    EXPECT_EQ(harbor.size(), 20u - 3u);  // odd ids, less t3, t5, t7
+    for (const std::string id : {"t3", "t5", "t7"}) EXPECT_FALSE(harbor.count(id)) << id;
+    EXPECT_EQ(lexical("lighthouse"), std::set<std::string>{"t3"});
+    EXPECT_EQ(lexical("bread").size(), 20u);
+  };
+  check();
+  const int status = StopServer(SIGKILL);
+  ASSERT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL) << DescribeWaitStatus(status);
+  ASSERT_NO_FATAL_FAILURE(StartServer());
+  check();
+  ASSERT_EQ(StopServer(SIGTERM), 0);
+  std::filesystem::remove_all(dir_.Sub("collections/lex/lexical"));
+  ASSERT_NO_FATAL_FAILURE(StartServer());
+  check();
+}
+
 TEST_F(ProcessServerTest, GracefulShutdownKeepsData) {
   constexpr uint32_t kDim = 8;
   ASSERT_OK(Create("g", kDim, v1::TOKEN_DTYPE_F32, ""));
