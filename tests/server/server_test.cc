@@ -287,6 +287,15 @@ class ServerTestBase : public ::testing::Test {
   grpc::Status Search(const v1::SearchRequest& req, v1::SearchResponse* resp) {
     return Call(&v1::SearchService::Stub::Search, req, resp);
   }
+  // The ids a search finds (a failed search is recorded and finds none).
+  std::set<std::string> SearchIds(const v1::SearchRequest& req) {
+    v1::SearchResponse resp;
+    const grpc::Status s = Search(req, &resp);
+    EXPECT_TRUE(s.ok()) << s.error_message();
+    std::set<std::string> ids;
+    for (const auto& h : resp.hits()) ids.insert(h.id());
+    return ids;
+  }
 
   // Streams `messages` (each one UpsertRequest); writes after the server has
   // ended the call fail and are ignored.
@@ -1454,12 +1463,7 @@ TEST_F(ServerTest, RangeFilters) {
     v1::MetadataCondition* must = req.mutable_filter()->add_must();
     must->set_key("tag");
     must->add_values(tag);
-    v1::SearchResponse resp;
-    const grpc::Status s = Search(req, &resp);
-    EXPECT_TRUE(s.ok()) << s.error_message();
-    std::set<std::string> ids;
-    for (const auto& h : resp.hits()) ids.insert(h.id());
-    return ids;
+    return SearchIds(req);
   };
   auto check = [&]() {
     for (uint32_t candidates : {50u, 1000u}) {
@@ -1666,12 +1670,7 @@ TEST_F(ProcessServerTest, LexicalIndexSurvivesSigkillAndADeletedFolder) {
     req.set_top_k(100);
     req.set_retrieval(v1::RETRIEVAL_LEXICAL);
     req.set_rerank(v1::RERANK_MODE_NONE);
-    v1::SearchResponse resp;
-    const grpc::Status s = Search(req, &resp);
-    EXPECT_TRUE(s.ok()) << s.error_message();
-    std::set<std::string> ids;
-    for (const auto& h : resp.hits()) ids.insert(h.id());
-    return ids;
+    return SearchIds(req);
   };
   const auto check = [&] {
     const std::set<std::string> harbor = lexical("harbor");
