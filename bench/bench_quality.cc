@@ -4,7 +4,7 @@
 //   attnsearch-bench --benchmarks=quality --beir=DIR
 //       [--quality_candidates=1000] [--quality_temperature=0 (encoder default)]
 //       [--quality_exhaustive=true] [--semantic_share=0.3] [--expansion_weight=-1 (encoder
-//       default)] [--stem_language=english] [--dtype=bf16]
+//       default)] [--wordnet_weight=-1 (encoder default)] [--stem_language=english] [--dtype=bf16]
 //       [--python=/usr/bin/python3 (with python3-xapian)] [--quality_code_bits=1,2,4]
 //
 // The corpus is read as attnsearch-index reads it (title and text joined,
@@ -150,6 +150,7 @@ absl::StatusOr<QualityCollection> SetupQuality(const BenchFlags& f, const std::s
   q.eo.semantic_share = f.semantic_share;
   q.eo.stem_language = f.stem_language;
   if (f.expansion_weight >= 0.f) q.eo.expansion_weight = f.expansion_weight;
+  if (f.wordnet_weight >= 0.f) q.eo.wordnet_weight = f.wordnet_weight;
   ATTN_ASSIGN_OR_RETURN(q.trained, q.c->TrainEncoder(q.eo));
   t0 = Clock::now();
   ATTN_RETURN_IF_ERROR(q.c->BuildIndex().status());
@@ -170,6 +171,7 @@ absl::StatusOr<QualityCollection> SetupQuality(const BenchFlags& f, const std::s
       (unsigned long long)q.docs, (unsigned long long)q.skipped, q.load_s,
       q.trained.training.vocabulary, q.trained.training.seconds,
       (unsigned long long)q.trained.reencoded, q.trained.reencode_seconds, q.index_s);
+  std::printf("%s\n", q.trained.training.wordnet.c_str());
   return q;
 }
 
@@ -339,7 +341,9 @@ BenchOutput QualityRecord(const BenchFlags& f, const QualityCollection& qc, cons
                 {"semantic_share", f.semantic_share},
                 {"stem_language", f.stem_language},
                 {"expansion_weight", qc.eo.expansion_weight},
-                {"expansion_min_cosine", qc.eo.expansion_min_cosine}};
+                {"expansion_min_cosine", qc.eo.expansion_min_cosine},
+                {"wordnet_weight", qc.eo.wordnet_weight},
+                {"wordnet", qc.trained.training.wordnet}};
   out.results = {{"two_stage", QualityJson(q.q2)},
                  {"ann_only", QualityJson(q.qa)},
                  {"exhaustive", QualityJson(q.qe)},

@@ -136,6 +136,7 @@ struct BenchFlags {
   float semantic_share = 0.3f;
   std::string stem_language = "english";
   float expansion_weight = -1.f;  // < 0: the encoder's default
+  float wordnet_weight = -1.f;    // < 0: the encoder's default
 
   // Output.
   // Where the record and plots go. Default: nowhere (the record is printed):

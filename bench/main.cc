@@ -248,6 +248,9 @@ void AddQualityFlags(CLI::App& app, BenchFlags& f) {
   app.add_option("--expansion_weight", f.expansion_weight,
                  "encoder: query expansion weight (0: off; < 0: the encoder's default)")
       ->capture_default_str();
+  app.add_option("--wordnet_weight", f.wordnet_weight,
+                 "encoder: WordNet retrofitting weight (0: off; < 0: the encoder's default)")
+      ->capture_default_str();
   app.add_option("--stem_language", f.stem_language, "encoder: Snowball stemmer or none")
       ->capture_default_str();
 }

@@ -19,6 +19,7 @@ packages=(
   libgtest-dev                     # GoogleTest
   libicu-dev                       # tokenizer: normalisation, word breaks
   libstemmer-dev                   # Snowball stemmers for the built-in encoder
+  wordnet-base                     # WordNet 3.0: word relations beyond the corpus (encoder)
   libxapian-dev                    # Xapian: the lexical (BM25) index
   libhnswlib-dev                   # hnswlib, the ann benchmark's peer (header-only)
   python3-xapian                   # Xapian BM25, the quality benchmark's peer

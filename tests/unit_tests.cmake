@@ -76,6 +76,10 @@ attn_cc_test(NAME sparse_svd_test
   SRCS ${CMAKE_CURRENT_LIST_DIR}/text/sparse_svd_test.cc
   DEPS attn_core attn_text
   LABELS unit)
+attn_cc_test(NAME wordnet_test
+  SRCS ${CMAKE_CURRENT_LIST_DIR}/text/wordnet_test.cc
+  DEPS attn_core attn_text
+  LABELS unit)
 attn_cc_test(NAME encoder_test
   SRCS ${CMAKE_CURRENT_LIST_DIR}/text/encoder_test.cc
   DEPS attn_core attn_text absl::flat_hash_map absl::flat_hash_set

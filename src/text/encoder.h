@@ -15,6 +15,9 @@
 //            vectors of the training keys sharing most character 3- and
 //            4-grams with them (Jaccard-weighted), and a near-identical
 //            spelling also borrows that key's lexical code.
+//   WordNet  the semantic vectors are retrofitted to WordNet's relations
+//            (text/wordnet.h), and words the texts barely know ask for
+//            their WordNet relatives (EncoderOptions::wordnet_weight).
 //
 // A key's vector w = [√α · semantic, √(1-α) · lexical] (unit; α is
 // EncoderOptions::semantic_share). Encoding a document gives one token row
@@ -47,6 +50,7 @@
 #include "absl/status/statusor.h"
 #include "text/stemmer.h"
 #include "text/tokenizer.h"
+#include "text/wordnet.h"
 
 namespace attnsearch::text {
 
@@ -95,6 +99,19 @@ struct EncoderOptions {
   uint32_t expansion_vocabulary = 20000;
   // Distinct keys kept per document (the first ones). Default: 4096.
   uint32_t max_document_tokens = 4096;
+  // Meaning beyond the corpus: the semantic vectors are retrofitted to
+  // WordNet's relations (text/wordnet.h) among the vocabulary's keys. Each
+  // related key's vector moves towards its relatives':
+  //   q_i = (q̂_i + wordnet_weight · Σ_j ω_ij q_j / Σ_j ω_ij) / (1 + wordnet_weight)
+  // (q̂ the corpus's vector, ω the relation weights; 10 sweeps, then unit
+  // rows), so that words WordNet relates become neighbours for query
+  // expansion even when the texts never use them alike, and a key the texts
+  // give no context gets its relatives' meaning. 0 turns it off; without
+  // the database at wordnet_dir training goes on from the texts alone and
+  // says so (TrainingStats::wordnet). Defaults: 1.0, /usr/share/wordnet
+  // (Debian's wordnet-base). wordnet_dir is not stored with the encoder.
+  float wordnet_weight = 1.0f;
+  std::string wordnet_dir = "/usr/share/wordnet";
 
   // INVALID_ARGUMENT naming the field if unusable.
   absl::Status Validate() const;
@@ -111,6 +128,8 @@ struct EncoderOverrides {
   float temperature = 0.f;     // Default (0): 0.05.
   // Default (0): 1.0; negative turns expansion off.
   float expansion_weight = 0.f;
+  // Default (0): 1.0; negative turns WordNet retrofitting off.
+  float wordnet_weight = 0.f;
 
   // The default EncoderOptions with the set fields replaced. The result may
   // still be invalid (EncoderOptions::Validate says which field).
@@ -134,6 +153,12 @@ struct TrainingStats {
   uint64_t tokens = 0;
   uint32_t vocabulary = 0;
   uint64_t cooccurrence_pairs = 0;
+  // WordNet relations between vocabulary keys the vectors were retrofitted
+  // to, and a sentence saying what was used or why nothing was ("WordNet
+  // at /usr/share/wordnet: 41,237 relations among 9,811 vocabulary keys",
+  // "no WordNet at ...: meaning from the collection's texts alone").
+  uint64_t wordnet_relations = 0;
+  std::string wordnet;
   double seconds = 0;
 };
 
@@ -186,6 +211,14 @@ class Encoder {
   // For the expansion_vocabulary most frequent keys: their nearest keys,
   // except the `associated` pairs (min key << 32 | max key).
   void BuildNeighbours(const absl::flat_hash_set<uint64_t>& associated);
+  // Retrofits semantic_ to WordNet (EncoderOptions::wordnet_weight); fills
+  // the stats' wordnet fields. The WordNet used, or null.
+  std::shared_ptr<const WordNet> Retrofit(TrainingStats* stats);
+  // Expansion for words the texts barely know: their WordNet relatives.
+  void AddRelatives(const WordNet& wordnet, TrainingStats* stats);
+  // The keys query expansion may ask for: the expansion_vocabulary of
+  // highest document frequency, in at least kMinExpansionDf documents.
+  std::vector<uint32_t> ExpansionVocabulary() const;
   // w for a stemmed key; idf of the key.
   void KeyVector(const std::string& key, float* out, float* idf) const;
   absl::StatusOr<std::vector<Grouped>> Group(std::string_view text, std::string_view field,
@@ -203,8 +236,11 @@ class Encoder {
   // character n-gram hash -> keys containing it (built on load)
   absl::flat_hash_map<uint64_t, std::vector<uint32_t>> subwords_;
   std::vector<uint16_t> subword_count_;  // n-grams per key
-  // key -> (neighbour key, semantic cosine), best first
+  // key -> (neighbour key, semantic cosine or WordNet relation weight),
+  // best first
   std::vector<std::vector<std::pair<uint32_t, float>>> neighbours_;
+  // A word no text uses -> its WordNet relatives among the keys, best first
+  absl::flat_hash_map<std::string, std::vector<std::pair<uint32_t, float>>> relatives_;
 };
 
 }  // namespace attnsearch::text

@@ -789,10 +789,13 @@ void ExpectDataLoss(std::string_view bytes, const std::string& what) {
 }
 
 // A small encoder trained on a seeded corpus, serialised ("" on failure).
-std::string SmallEncoderBytes() {
+// Without WordNet: the bytes end with the neighbour lists and an empty list
+// of unseen words' relatives (a u32 0) before the checksum.
+std::string SmallEncoderBytes(float wordnet_weight = 0.f) {
   EncoderOptions options;
   options.semantic_dims = 8;
   options.lexical_dims = 16;
+  options.wordnet_weight = wordnet_weight;
   std::unique_ptr<Encoder> enc = MustTrain(EnglishCorpus(40, 2), options);
   return enc == nullptr ? "" : enc->Serialize();
 }
@@ -877,13 +880,13 @@ TEST(EncoderTest, WellSignedButMalformedBytesAreDataLoss) {
   ASSERT_EQ(Resign(bytes), bytes) << "the checksum is XXH3 over the rest";
   // Layout: magic[8], version u32 @8, nine u32 options @12 (semantic_dims
   // first), f32 options @48 (semantic_share first), seed, stem_language
-  // (u32 length + bytes), documents u64, average length f64, vocabulary
-  // size u32, then the keys.
+  // (u32 length + bytes), wordnet_weight f32, documents u64, average
+  // length f64, vocabulary size u32, then the keys.
   const std::string language("\x07\0\0\0english", 11);
   const size_t language_at = bytes.find(language);
   ASSERT_NE(language_at, std::string::npos);
   ASSERT_LT(language_at, 100u);
-  const size_t vocab_size_at = language_at + language.size() + 8 + 8;
+  const size_t vocab_size_at = language_at + language.size() + 4 + 8 + 8;
   uint32_t v = 0;
   std::memcpy(&v, bytes.data() + vocab_size_at, 4);
   ASSERT_EQ(v, (*enc)->vocabulary_size());
@@ -932,21 +935,37 @@ TEST(EncoderTest, WellSignedButMalformedBytesAreDataLoss) {
   }
 }
 
-// Models written before the checksum became XXH3 (format 3, with FNV-1a over
-// the same bytes) still load.
-TEST(EncoderTest, ReadsFormat3WithItsFnvChecksum) {
+// Models of formats 3 (FNV-1a checksum) and 4 (XXH3) — format 5 without
+// wordnet_weight and without the unseen words' relatives — still load, as
+// trained without WordNet.
+TEST(EncoderTest, ReadsFormats3And4) {
   const std::string bytes = SmallEncoderBytes();
   ASSERT_FALSE(bytes.empty());
-  std::string v3 = bytes;
-  const uint32_t three = 3;
-  std::memcpy(v3.data() + 8, &three, 4);  // the version, after the magic
-  const uint64_t fnv = Fnv1a(std::string_view(v3).substr(0, v3.size() - 8));
-  std::memcpy(v3.data() + v3.size() - 8, &fnv, 8);
-  absl::StatusOr<std::unique_ptr<Encoder>> r = Encoder::Deserialize(v3);
-  ASSERT_TRUE(r.ok()) << r.status();
-  EXPECT_EQ((*r)->Serialize(), bytes);  // written back as format 4
-  v3[20] = char(v3[20] ^ 1);
-  ExpectDataLoss(v3, "format 3, one bit flipped");
+  const std::string language("\x07\0\0\0english", 11);
+  const size_t language_at = bytes.find(language);
+  ASSERT_NE(language_at, std::string::npos);
+  // Drop the wordnet_weight after the language and the relatives' count
+  // (0) before the checksum.
+  std::string old = bytes.substr(0, language_at + language.size()) +
+                    bytes.substr(language_at + language.size() + 4);
+  uint32_t count = 1;
+  std::memcpy(&count, old.data() + old.size() - 12, 4);
+  ASSERT_EQ(count, 0u);
+  old.erase(old.size() - 12, 4);
+  for (uint32_t version : {3u, 4u}) {
+    SCOPED_TRACE(version);
+    std::string b = old;
+    std::memcpy(b.data() + 8, &version, 4);  // the version, after the magic
+    const std::string_view summed = std::string_view(b).substr(0, b.size() - 8);
+    const uint64_t sum = version == 3 ? Fnv1a(summed) : Checksum64(summed.data(), summed.size());
+    std::memcpy(b.data() + b.size() - 8, &sum, 8);
+    absl::StatusOr<std::unique_ptr<Encoder>> r = Encoder::Deserialize(b);
+    ASSERT_TRUE(r.ok()) << r.status();
+    EXPECT_EQ((*r)->options().wordnet_weight, 0.f);
+    EXPECT_EQ((*r)->Serialize(), bytes);  // written back as format 5
+    b[20] = char(b[20] ^ 1);
+    ExpectDataLoss(b, "one bit flipped");
+  }
 }
 
 // ---------------------------------------------------------------------------
@@ -1106,6 +1125,7 @@ TEST(EncoderTest, VeryLongDocumentIsCappedAtMaxDocumentTokens) {
 
   EncoderOptions options;
   options.max_document_tokens = 50;
+  options.expansion_weight = 0.f;  // no expansion rows after the 50
   std::unique_ptr<Encoder> enc = MustTrain(EnglishCorpus(60, 5), options);
   ASSERT_NE(enc, nullptr);
   const uint32_t dim = enc->dim();
@@ -1247,8 +1267,6 @@ TEST(EncoderTest, ConcurrentCallsMatchSingleThreaded) {
   for (int th = 0; th < kThreads; ++th) EXPECT_EQ(mismatches[th], 0) << "thread " << th;
 }
 
-}  // namespace
-}  // namespace attnsearch::text
 
 namespace attnsearch::text {
 namespace {
@@ -1300,5 +1318,105 @@ TEST(EncoderExpansionTest, AddsNeighbourRowsWithCosineWeights) {
   EXPECT_EQ(again->weights, wide->weights);
 }
 
+}  // namespace
+}  // namespace attnsearch::text
+
+// ---------------------------------------------------------------------------
+// WordNet (Debian's wordnet-base, which scripts/test.sh installs)
+
+// The rows of a query, by their texts.
+std::vector<std::string> RowTexts(const Encoding& e) { return e.token_texts; }
+
+bool HasRow(const Encoding& e, const std::string& text) {
+  return std::find(e.token_texts.begin(), e.token_texts.end(), text) != e.token_texts.end();
+}
+
+// "ship" never occurs in the corpus ("vessel" and "boat" do): with WordNet
+// it asks for its relatives at half the relation's weight and takes their
+// meaning; from the texts alone it asks for nothing.
+TEST(EncoderWordNetTest, UnseenWordAsksForItsWordNetRelatives) {
+  TrainingStats with_stats, alone_stats;
+  std::unique_ptr<Encoder> with = MustTrain(EnglishCorpus(), EncoderOptions(), &with_stats);
+  EncoderOptions off;
+  off.wordnet_weight = 0.f;
+  std::unique_ptr<Encoder> alone = MustTrain(EnglishCorpus(), off, &alone_stats);
+  ASSERT_NE(with, nullptr);
+  ASSERT_NE(alone, nullptr);
+  EXPECT_NE(with_stats.wordnet.find("WordNet at /usr/share/wordnet"), std::string::npos)
+      << with_stats.wordnet;
+  EXPECT_GT(with_stats.wordnet_relations, 0u);
+  EXPECT_NE(alone_stats.wordnet.find("texts alone"), std::string::npos) << alone_stats.wordnet;
+  EXPECT_EQ(alone_stats.wordnet_relations, 0u);
+
+  const Encoding q = MustEncodeQuery(*with, "ship");
+  ASSERT_TRUE(HasRow(q, "vessel")) << testing::PrintToString(RowTexts(q));
+  for (uint32_t r = 1; r < q.num_tokens; ++r) {
+    EXPECT_GT(q.weights[r], 0.f);
+    EXPECT_LE(q.weights[r], 0.5f * q.weights[0] + 1e-5f) << q.token_texts[r];
+  }
+  EXPECT_EQ(MustEncodeQuery(*alone, "ship").num_tokens, 1u);
+  // Its meaning is its relatives': nearer "vessel" than "money".
+  const uint32_t ks = with->options().semantic_dims;
+  auto semantic_cosine = [&](const Encoder& enc, const char* x, const char* y) {
+    const std::vector<float> a = enc.WordVector(x), b = enc.WordVector(y);
+    double dot = 0, na = 0, nb = 0;
+    for (uint32_t j = 0; j < ks; ++j) {
+      dot += a[j] * b[j];
+      na += a[j] * a[j];
+      nb += b[j] * b[j];
+    }
+    return dot / std::sqrt(na * nb);
+  };
+  EXPECT_GT(semantic_cosine(*with, "ship", "vessel"), 0.7);
+  EXPECT_GT(semantic_cosine(*with, "ship", "vessel"), semantic_cosine(*with, "ship", "money") + 0.3);
+}
+
+// Without the database training goes on from the texts alone, says so, and
+// encodes exactly as with WordNet off.
+TEST(EncoderWordNetTest, MissingDatabaseTrainsFromTheTextsAlone) {
+  EncoderOptions missing;
+  missing.wordnet_dir = "/nonexistent/wordnet";
+  TrainingStats stats;
+  std::unique_ptr<Encoder> enc = MustTrain(EnglishCorpus(60, 4), missing, &stats);
+  ASSERT_NE(enc, nullptr);
+  EXPECT_NE(stats.wordnet.find("no WordNet"), std::string::npos) << stats.wordnet;
+  EXPECT_NE(stats.wordnet.find("/nonexistent/wordnet"), std::string::npos) << stats.wordnet;
+  EXPECT_EQ(stats.wordnet_relations, 0u);
+  EncoderOptions off;
+  off.wordnet_weight = 0.f;
+  std::unique_ptr<Encoder> alone = MustTrain(EnglishCorpus(60, 4), off);
+  for (const char* text : {"the boat and the ship", "money for a zeppelin"}) {
+    const Encoding a = MustEncodeQuery(*enc, text), b = MustEncodeQuery(*alone, text);
+    EXPECT_EQ(a.tokens, b.tokens) << text;
+    EXPECT_EQ(a.weights, b.weights) << text;
+    EXPECT_EQ(MustEncodeDocument(*enc, text).tokens, MustEncodeDocument(*alone, text).tokens);
+  }
+}
+
+// The relatives are part of the model: a round trip keeps them bit for bit,
+// and damaged bytes in them are DATA_LOSS.
+TEST(EncoderWordNetTest, RelativesSurviveSerialize) {
+  EncoderOptions options;
+  options.semantic_dims = 8;
+  options.lexical_dims = 16;
+  std::unique_ptr<Encoder> fresh = MustTrain(EnglishCorpus(150, 2), options);
+  ASSERT_NE(fresh, nullptr);
+  const std::string bytes = fresh->Serialize();
+  absl::StatusOr<std::unique_ptr<Encoder>> back = Encoder::Deserialize(bytes);
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ((*back)->Serialize(), bytes);
+  EXPECT_EQ((*back)->options().wordnet_weight, 1.f);
+  const Encoding a = MustEncodeQuery(**back, "ship"), b = MustEncodeQuery(*fresh, "ship");
+  EXPECT_GT(a.num_tokens, 1u);
+  EXPECT_EQ(a.tokens, b.tokens);
+  EXPECT_EQ(a.weights, b.weights);
+  // The last relative's weight (the float before the checksum) out of (0, 1].
+  float last = 0;
+  std::memcpy(&last, bytes.data() + bytes.size() - 12, 4);
+  ASSERT_GT(last, 0.f);
+  ASSERT_LE(last, 1.f);
+  ExpectDataLoss(Patch(bytes, bytes.size() - 12, 1.5f), "relative weight 1.5");
+  ExpectDataLoss(Patch(bytes, bytes.size() - 16, 0xffffffffu), "relative key 2^32 - 1");
+}
 }  // namespace
 }  // namespace attnsearch::text
