@@ -119,6 +119,7 @@ class EngineSink : public Sink {
     t.train_seconds = r.training.seconds;
     t.encoded = r.reencoded;
     t.encode_seconds = r.reencode_seconds;
+    t.wordnet = r.training.wordnet;
     return t;
   }
 

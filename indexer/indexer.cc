@@ -208,6 +208,7 @@ std::optional<int> Load::MaybeTrainEncoder(bool reached_end) {
         "%llu documents encoded in %.2f s",
         (unsigned long long)t->version, t->vocabulary, (unsigned long long)t->documents,
         t->train_seconds, (unsigned long long)t->encoded, t->encode_seconds));
+    if (!t->wordnet.empty()) Say(t->wordnet);
   }
   return std::nullopt;
 }

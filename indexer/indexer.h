@@ -111,8 +111,8 @@ struct IndexerOptions {
 
   // --- The built-in encoder ---
   TrainEncoderMode train_encoder = TrainEncoderMode::kAuto;
-  // The training's settings (attnsearch-index sets semantic_share and
-  // stem_language). Default: every field unset, the encoder's defaults.
+  // The training's settings (attnsearch-index sets semantic_share,
+  // stem_language and wordnet_weight). Default: every field unset, the encoder's defaults.
   text::EncoderOverrides encoder;
 
   // --- Tuning the ANN index ---

@@ -158,6 +158,11 @@ int main(int argc, char** argv) {
                  "encoder: share of meaning vs exact words in a word vector, in (0, 1] (0: the "
                  "default, 0.3)")
       ->capture_default_str();
+  app.add_option("--wordnet_weight", o.encoder.wordnet_weight,
+                 "encoder: how far word vectors move towards their WordNet relatives "
+                 "(/usr/share/wordnet, Debian's wordnet-base), and whether rare words ask for "
+                 "them (0: the default, 1.0; negative: off)")
+      ->capture_default_str();
   app.add_option("--stem_language", o.encoder.stem_language,
                  "encoder: Snowball stemmer (english, german, ...) or none (empty: english)");
   app.add_option("--target_recall", o.target_recall,

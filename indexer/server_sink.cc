@@ -191,6 +191,7 @@ class ServerSink : public Sink {
     p->set_min_count(overrides.min_count);
     p->set_temperature(overrides.temperature);
     p->set_expansion_weight(overrides.expansion_weight);
+    p->set_wordnet_weight(overrides.wordnet_weight);
     ATTN_ASSIGN_OR_RETURN(const EncoderState before, GetEncoderState());
     int backoff = options_.initial_backoff_ms;
     for (int attempt = 0;; ++attempt) {
@@ -206,6 +207,7 @@ class ServerSink : public Sink {
         t.train_seconds = resp.train_seconds();
         t.encoded = resp.reencoded();
         t.encode_seconds = resp.reencode_seconds();
+        t.wordnet = resp.wordnet();
         return t;
       }
       if (s.error_code() != grpc::StatusCode::UNAVAILABLE || attempt >= options_.max_retries) {

@@ -69,6 +69,8 @@ struct EncoderTraining {
   double train_seconds = 0;
   uint64_t encoded = 0;  // documents encoded with the new version
   double encode_seconds = 0;
+  // What WordNet contributed, or why nothing (TrainingStats::wordnet).
+  std::string wordnet;
   // Online: the reply was lost (the server became unavailable) but the
   // encoder's version shows the training happened; only version and
   // vocabulary are known.

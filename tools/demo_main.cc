@@ -2,14 +2,17 @@
 // attnsearch-server.
 //
 //   attnsearch-demo --server HOST:PORT --collection man --query "..." [--query ...]
-//       [--top_k 5] [--expect ID ...]
+//       [--top_k 5] [--expect ID ...] [--max_similarity 0] [--collapse_field F]
 //
 // Text mode (--query): asks each query of an existing collection whose
 // built-in encoder is trained (scripts/demo.sh loads the manual pages) and
 // prints the hits with their highlighted snippets and, per query word, the
 // document word it attended to most, the attention weight and its share of
 // the score. --expect lists, per query, ids of which one must be among its
-// hits ("scp.1|rsync.1"; "-": none).
+// hits ("scp.1|rsync.1"; "-": none). --max_similarity and --collapse_field
+// diversify the hits (SearchRequest.diversify): near-duplicate pages (the
+// same command's alpha, beta and GA manuals) and pages sharing a metadata
+// value stand for each other.
 //
 //   attnsearch-demo --server 127.0.0.1:50051 [--documents 5000] [--dim 64]
 //
@@ -87,7 +90,7 @@ class Generator {
 // Text mode: each query as text, with evidence. Returns the exit code.
 int TextQueries(v1::SearchService::Stub* stub, const std::string& collection,
                 const std::vector<std::string>& queries, const std::vector<std::string>& expect,
-                int top_k) {
+                int top_k, const v1::Diversify& diversify, float fusion_weight) {
   int missing = 0;
   for (size_t qi = 0; qi < queries.size(); ++qi) {
     grpc::ClientContext ctx;
@@ -101,6 +104,8 @@ int TextQueries(v1::SearchService::Stub* stub, const std::string& collection,
     req.set_explain(true);
     req.set_highlight_pre("[");
     req.set_highlight_post("]");
+    *req.mutable_diversify() = diversify;
+    if (fusion_weight >= 0.f) req.set_fusion_weight(fusion_weight);
     v1::SearchResponse resp;
     grpc::Status s = stub->Search(&ctx, req, &resp);
     if (!s.ok()) Fail("Search", s);
@@ -132,6 +137,10 @@ int TextQueries(v1::SearchService::Stub* stub, const std::string& collection,
                 (unsigned long long)tm.encode_us(), (unsigned long long)tm.ann_us(),
                 (unsigned long long)tm.fetch_us(), (unsigned long long)tm.rerank_us(),
                 (unsigned long long)tm.total_us());
+    if (resp.sources().diversified() > 0) {
+      std::printf("  %u near-duplicate or collapsed pages left out\n",
+                  resp.sources().diversified());
+    }
     if (!found) {
       std::fprintf(stderr, "attnsearch-demo: query %zu: expected %s among the hits\n", qi + 1,
                    expect[qi].c_str());
@@ -158,6 +167,20 @@ int main(int argc, char** argv) {
   app.add_option("--query", queries, "text query (repeatable): text mode");
   app.add_option("--expect", expect, "text mode: per query, an id expected among its hits");
   app.add_option("--top_k", top_k, "text mode: hits per query")->capture_default_str();
+  v1::Diversify diversify;
+  float max_similarity = 0.f;
+  std::string collapse_field;
+  app.add_option("--max_similarity", max_similarity,
+                 "text mode: leave out a hit whose pooled vector has this cosine with a better "
+                 "one's (0: off)")
+      ->capture_default_str();
+  float fusion_weight = -1.f;
+  app.add_option("--fusion_weight", fusion_weight,
+                 "text mode: the attention score's weight against BM25's in [0, 1] (< 0: the "
+                 "server's default)")
+      ->capture_default_str();
+  app.add_option("--collapse_field", collapse_field,
+                 "text mode: at most one hit per value of this metadata field (empty: off)");
   attnsearch::ClientSecurity security;
   app.add_option("--api_key_file", security.api_key_file,
                  "file holding the server's API key (default: the environment variable "
@@ -173,7 +196,11 @@ int main(int argc, char** argv) {
   }
   auto channel = *std::move(made);
   auto stub = v1::SearchService::NewStub(channel);
-  if (!queries.empty()) return TextQueries(stub.get(), collection, queries, expect, top_k);
+  diversify.set_max_similarity(max_similarity);
+  diversify.set_collapse_field(collapse_field);
+  if (!queries.empty()) {
+    return TextQueries(stub.get(), collection, queries, expect, top_k, diversify, fusion_weight);
+  }
   Generator gen(dim, 42);
 
   {  // A fresh collection.

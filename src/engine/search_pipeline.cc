@@ -81,6 +81,11 @@ TokenBlock& SpareBlock() {
 // Candidates Score ranks beyond top_k, to stand in for hits deleted after
 // the ANN stage.
 constexpr size_t kSpareHits = 16;
+// Diversifying, hits are read at least this many at a time (some are left
+// out).
+constexpr size_t kDiversifyBatch = 32;
+// The longest diversify.collapse_field.
+constexpr size_t kMaxCollapseFieldBytes = 1024;
 
 // Blocks up to this size are kept for the thread's next search.
 constexpr size_t kSpareBlockBytes = size_t{32} << 20;
@@ -173,8 +178,8 @@ absl::StatusOr<SearchResult> SearchPipeline::Run(SearchQuery q, absl::Time deadl
   ATTN_RETURN_IF_ERROR(CheckDeadline(deadline, "reading the hits"));
   t = Clock::now();
   int64_t explain_us = 0;  // counted as reranking
-  ATTN_ASSIGN_OR_RETURN(result.hits,
-                        Hits(q, candidates, fetched ? &*fetched : nullptr, scored, &explain_us));
+  ATTN_ASSIGN_OR_RETURN(result.hits, Hits(q, candidates, fetched ? &*fetched : nullptr, scored,
+                                          &explain_us, &result.sources.diversified));
   result.timing.rerank_us += explain_us;
   result.timing.fetch_us += MicrosSince(t) - explain_us;
   result.timing.total_us = MicrosSince(t_start);
@@ -260,6 +265,15 @@ absl::Status SearchPipeline::CheckQuery(SearchQuery* q) const {
     return absl::InvalidArgumentError(
         "attention_map: needs a rerank mode that attends (ATTENTION or MAXSIM), not NONE");
   }
+  if (!(q->diversify.max_similarity >= 0.f && q->diversify.max_similarity <= 1.f)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "diversify.max_similarity: must be in [0, 1], got ", q->diversify.max_similarity));
+  }
+  if (q->diversify.collapse_field.size() > kMaxCollapseFieldBytes) {
+    return absl::InvalidArgumentError(absl::StrCat("diversify.collapse_field: longer than ",
+                                                   kMaxCollapseFieldBytes, " bytes"));
+  }
+  if (q->diversify.max_per_value == 0) q->diversify.max_per_value = 1;
   if (!(q->temperature >= 0.f) || !std::isfinite(q->temperature)) {
     return absl::InvalidArgumentError("temperature: must be a positive number");
   }
@@ -575,6 +589,52 @@ absl::StatusOr<SearchPipeline::Fetched> SearchPipeline::Fetch(const SearchQuery&
 
 namespace {
 
+// Diversify's rules, applied to hits best first.
+class Diversifier {
+ public:
+  explicit Diversifier(const Diversify& d) : d_(d) {}
+
+  // Whether `doc` may join the hits admitted so far (and then it has).
+  bool Admit(const Document& doc) {
+    const std::string* value = nullptr;
+    if (!d_.collapse_field.empty()) {
+      auto it = doc.metadata.find(d_.collapse_field);
+      if (it != doc.metadata.end()) value = &it->second;
+      if (value != nullptr && per_value_[*value] >= d_.max_per_value) return LeaveOut();
+    }
+    std::vector<float> unit;
+    if (d_.max_similarity > 0.f && !doc.pooled.empty()) {
+      unit = doc.pooled;
+      double norm = 0;
+      for (float x : unit) norm += double(x) * x;
+      if (norm > 0) {
+        const float inv = float(1.0 / std::sqrt(norm));
+        for (float& x : unit) x *= inv;
+      }
+      for (const std::vector<float>& k : kept_) {
+        if (k.size() != unit.size()) continue;
+        double dot = 0;
+        for (size_t j = 0; j < k.size(); ++j) dot += double(k[j]) * unit[j];
+        if (dot >= d_.max_similarity) return LeaveOut();
+      }
+    }
+    if (value != nullptr) ++per_value_[*value];
+    if (!unit.empty()) kept_.push_back(std::move(unit));
+    return true;
+  }
+  uint32_t left_out() const { return left_out_; }
+
+ private:
+  bool LeaveOut() {
+    ++left_out_;
+    return false;
+  }
+  const Diversify& d_;
+  absl::flat_hash_map<std::string, uint32_t> per_value_;
+  std::vector<std::vector<float>> kept_;  // admitted hits' unit pooled vectors
+  uint32_t left_out_ = 0;
+};
+
 // fusion_weight × the score + (1 − fusion_weight) × BM25's, each min-max
 // normalised over the candidates (BM25 0 where it did not find one; all
 // equal normalise to 1).
@@ -646,8 +706,11 @@ absl::StatusOr<SearchPipeline::Scored> SearchPipeline::Score(const SearchQuery& 
     }
   }
   if (q.retrieval != Retrieval::kSemantic && q.fusion_weight < 1.f) Fuse(q, c, &s.best);
-  // A few beyond top_k, for the hits whose documents are gone (see Hits).
-  const size_t keep = std::min<size_t>(size_t(q.top_k) + kSpareHits, s.best.size());
+  // A few beyond top_k, for the hits whose documents are gone (see Hits);
+  // diversifying, every candidate (any may be needed).
+  const size_t keep = q.diversify.active()
+                          ? s.best.size()
+                          : std::min<size_t>(size_t(q.top_k) + kSpareHits, s.best.size());
   std::partial_sort(s.best.begin(), s.best.begin() + long(keep), s.best.end(),
                     [](const ScoredCandidate& a, const ScoredCandidate& b) {
                       if (a.score != b.score) return a.score > b.score;
@@ -661,25 +724,36 @@ absl::StatusOr<std::vector<SearchHit>> SearchPipeline::Hits(const SearchQuery& q
                                                             const Candidates& c,
                                                             const Fetched* fetched,
                                                             const Scored& scored,
-                                                            int64_t* explain_us) const {
+                                                            int64_t* explain_us,
+                                                            uint32_t* diversified) const {
   // The best top_k whose documents the view holds: a candidate deleted
   // after the ANN stage and before the view may still have had its tokens
   // in the arena and a score; the next best take its place.
+  // Diversifying, a candidate may be left out too (Diversifier).
   std::vector<const ScoredCandidate*> best;
   std::vector<std::optional<Document>> docs;
+  Diversifier diversifier(q.diversify);
+  const bool diversify = q.diversify.active();
   for (size_t next = 0; best.size() < q.top_k && next < scored.best.size();) {
-    const size_t n = std::min(size_t(q.top_k) - best.size(), scored.best.size() - next);
+    size_t n = std::min(size_t(q.top_k) - best.size(), scored.best.size() - next);
+    if (diversify) n = std::min(std::max<size_t>(n, kDiversifyBatch), scored.best.size() - next);
     std::vector<Label> labels;
     for (size_t i = next; i < next + n; ++i) labels.push_back(scored.best[i].label);
     std::vector<std::optional<Document>> got;
-    ATTN_RETURN_IF_ERROR(parts_.store->GetDocuments(labels, false, &got, &*c.view));
-    for (size_t i = 0; i < n; ++i) {
+    // Near-duplicates need the pooled vectors (a codes-only document's
+    // tokens are not decoded for it).
+    ATTN_RETURN_IF_ERROR(parts_.store->GetDocuments(
+        labels, q.diversify.max_similarity > 0.f, &got, &*c.view,
+        [](std::string_view, Document*) { return absl::OkStatus(); }));
+    for (size_t i = 0; i < n && best.size() < q.top_k; ++i) {
       if (!got[i]) continue;  // deleted before the view was taken
+      if (diversify && !diversifier.Admit(*got[i])) continue;
       best.push_back(&scored.best[next + i]);
       docs.push_back(std::move(got[i]));
     }
     next += n;
   }
+  *diversified = diversifier.left_out();
   // The evidence for the hits, from the similarities Score kept (or, when
   // the candidates took several matmuls, one more over the hits' rows).
   std::vector<std::vector<TokenEvidence>> evidence;

@@ -13,8 +13,9 @@
 //   Score        the reranker's scores; the top_k kept, best first (a NaN
 //                or infinite score, which only vectors stored unvalidated
 //                by an older version give, is left out with a warning)
-//   Hits         the hits' documents through the view, with the evidence
-//                and snippets when asked
+//   Hits         the hits' documents through the view (diversified when
+//                asked: a candidate left out makes room for the next), with
+//                the evidence and snippets when asked
 //
 // The deadline is checked before each stage.
 //
@@ -169,7 +170,7 @@ class SearchPipeline {
                                const Fetched* fetched) const;
   absl::StatusOr<std::vector<SearchHit>> Hits(const SearchQuery& q, const Candidates& c,
                                               const Fetched* fetched, const Scored& scored,
-                                              int64_t* explain_us) const;
+                                              int64_t* explain_us, uint32_t* diversified) const;
   // Whether a score may be returned (see Score).
   bool Usable(float score, Label label) const;
   // The rows of candidate i (rows_out of them) in the reranker's dtype, from

@@ -65,6 +65,21 @@ inline constexpr float kMinTemperature = 1e-30f;
 // magnitude, so it stays finite in float.
 inline constexpr double kMaxTokenWeightSum = 1e30;
 
+// Result diversification: which hits a page may hold together. Off by
+// default; each part applies on its own. A candidate it leaves out makes
+// room for the next best.
+struct Diversify {
+  // At most max_per_value hits share a value of this metadata field (the
+  // best ones); hits without the field are never collapsed. Empty: off.
+  std::string collapse_field;
+  uint32_t max_per_value = 1;  // 0 reads as 1
+  // Near-duplicates: a hit whose pooled vector has cosine >= max_similarity
+  // with a better hit's is left out. In [0, 1]; 0: off.
+  float max_similarity = 0.f;
+
+  bool active() const { return !collapse_field.empty() || max_similarity > 0.f; }
+};
+
 struct SearchQuery {
   // Query text, encoded by the collection's built-in encoder; or else:
   std::string text;
@@ -101,6 +116,8 @@ struct SearchQuery {
   // (the first stage's with kNone) + (1 − fusion_weight) × BM25's, each
   // min-max normalised over the candidates. In [0, 1]. Default: 1.
   float fusion_weight = 1.f;
+  // Which hits may stand together (off by default).
+  Diversify diversify;
 
   // Set when the text is encoded: each query token row's word (an
   // expansion row's is its vocabulary key).
@@ -158,6 +175,8 @@ struct CandidateSources {
   // generator found.
   Retrieval retrieval = Retrieval::kSemantic;
   uint32_t lexical = 0;
+  // Candidates diversification left out, each better than the last hit.
+  uint32_t diversified = 0;
 };
 
 struct SearchResult {

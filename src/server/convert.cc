@@ -268,6 +268,9 @@ absl::Status FromProto(const v1::SearchRequest& in, uint32_t dim, SearchQuery* o
           absl::StrCat("retrieval: unknown value ", int(in.retrieval())));
   }
   if (in.has_fusion_weight()) out->fusion_weight = in.fusion_weight();
+  out->diversify.collapse_field = in.diversify().collapse_field();
+  out->diversify.max_per_value = in.diversify().max_per_value();
+  out->diversify.max_similarity = in.diversify().max_similarity();
   for (const auto& c : in.filter().must()) {
     out->filter.push_back({c.key(), {c.values().begin(), c.values().end()}});
   }
@@ -341,6 +344,7 @@ void ToProto(SearchResult&& in, v1::SearchResponse* out) {
   sources->set_first_stage(std::string(CandidateSourceName(in.sources.first_stage)));
   sources->set_retrieval(std::string(RetrievalName(in.sources.retrieval)));
   sources->set_lexical(in.sources.lexical);
+  sources->set_diversified(in.sources.diversified);
 }
 
 }  // namespace attnsearch

@@ -354,6 +354,7 @@ grpc::ServerUnaryReactor* SearchServiceImpl::TrainEncoder(grpc::CallbackServerCo
                overrides.min_count = p.min_count();
                overrides.temperature = p.temperature();
                overrides.expansion_weight = p.expansion_weight();
+               overrides.wordnet_weight = p.wordnet_weight();
                ATTN_ASSIGN_OR_RETURN(EncoderTrainingResult r, c->TrainEncoder(overrides.Apply()));
                resp->set_version(r.version);
                resp->set_vocabulary(r.training.vocabulary);
@@ -362,6 +363,8 @@ grpc::ServerUnaryReactor* SearchServiceImpl::TrainEncoder(grpc::CallbackServerCo
                resp->set_train_seconds(r.training.seconds);
                resp->set_reencoded(r.reencoded);
                resp->set_reencode_seconds(r.reencode_seconds);
+               resp->set_wordnet_relations(r.training.wordnet_relations);
+               resp->set_wordnet(r.training.wordnet);
                return absl::OkStatus();
              });
 }

@@ -52,3 +52,7 @@ attn_cc_test(NAME engine_first_stage_test SRCS engine/first_stage_test.cc
              DEPS attn_engine)
 attn_cc_test(NAME lexical_collection_test SRCS engine/lexical_collection_test.cc
              DEPS attn_engine attn_lexical)
+# Result diversification (collapse by a metadata field, near-duplicates)
+# against an oracle walking the undiversified ranking.
+attn_cc_test(NAME diversify_test SRCS engine/diversify_test.cc
+             DEPS attn_engine LABELS unit)

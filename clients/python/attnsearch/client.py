@@ -278,7 +278,7 @@ class Client:
                top_k=10, candidates=0, rerank="attention", temperature=0.0, filter=None,
                ranges=None, ann_params="", include_text=False, include_metadata=False,
                explain=False, attention_map=False, highlight=("", ""), retrieval="default",
-               fusion_weight=None):
+               fusion_weight=None, diversify=None):
         """Searches by text (the collection's built-in encoder) or by vectors
         (tokens: m x dim array; pooled: dim array; token_weights: m values).
 
@@ -288,8 +288,11 @@ class Client:
         whole attention map as a numpy array (Hit.attention). retrieval:
         "semantic", "lexical", "hybrid" or "default" (hybrid for text,
         semantic for vectors); fusion_weight: the rerank score's share of a
-        lexical or hybrid score, against BM25's (default 1). Returns a
-        SearchResult.
+        lexical or hybrid score, against BM25's (default 1). diversify:
+        {"collapse_field": key, "max_per_value": n, "max_similarity": cosine}
+        (any of them): at most n hits per value of a metadata key, no hit
+        whose pooled vector is that similar to a better one's; the number
+        left out is sources["diversified"]. Returns a SearchResult.
         """
         if (text is None) == (tokens is None and pooled is None):
             raise ValueError("query: give text, or tokens and/or pooled, not both or neither")
@@ -306,6 +309,8 @@ class Client:
                                    retrieval=_RETRIEVALS[retrieval])
         if fusion_weight is not None:
             request.fusion_weight = fusion_weight
+        if diversify:
+            request.diversify.CopyFrom(pb.Diversify(**diversify))
         if text is not None:
             request.text = text
         else:
@@ -341,7 +346,7 @@ class Client:
         s = reply.sources
         sources = {"first_stage": s.first_stage, "store": s.store, "codes": s.codes,
                    "previous_codes": s.previous_codes, "retrieval": s.retrieval,
-                   "lexical": s.lexical}
+                   "lexical": s.lexical, "diversified": s.diversified}
         return SearchResult(hits=hits, timing=timing, sources=sources,
                             query_token_texts=list(reply.query_token_texts))
 

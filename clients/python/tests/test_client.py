@@ -147,6 +147,27 @@ class ClientTest(unittest.TestCase):
         with self.assertRaises(errors.InvalidArgument) as e:
             self.client.search("pytext", text="turbine", top_k=3, fusion_weight=1.5)
         self.assertIn("fusion_weight", e.exception.message)
+        # Diversification: one hit per value of a metadata key.
+        self.client.upsert("pytext", [
+            {"id": f"w{i}", "text": f"The wind turbine number {i}.", "metadata": {"kind": "wind"}}
+            for i in range(3)])
+        ranking = [h.id for h in self.client.search("pytext", text="wind turbine", top_k=7).hits]
+        expected, left_out = [], 0
+        for i in ranking:  # the oracle: the ranking walked best first
+            if len(expected) == 3:
+                break
+            if i.startswith("w") and any(e.startswith("w") for e in expected):
+                left_out += 1
+                continue
+            expected.append(i)
+        one = self.client.search("pytext", text="wind turbine", top_k=3,
+                                 diversify={"collapse_field": "kind"})
+        self.assertEqual([h.id for h in one.hits], expected)
+        self.assertEqual(one.sources["diversified"], left_out)
+        self.assertIn("t0", expected)
+        with self.assertRaises(errors.InvalidArgument) as e:
+            self.client.search("pytext", text="wind", top_k=3, diversify={"max_similarity": 2})
+        self.assertIn("diversify.max_similarity", e.exception.message)
         # Vector queries have no words.
         vectors = self.client.search("pyclient", tokens=self.rng.standard_normal((2, DIM)),
                                      top_k=1, explain=True)
