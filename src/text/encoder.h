@@ -59,8 +59,8 @@ struct EncoderOptions {
   // semantic_dims + lexical_dims + 1 values. Defaults: 96 + 159 (+1 = 256).
   uint32_t semantic_dims = 96;
   uint32_t lexical_dims = 159;
-  // α: the semantic part's share of a key vector's squared norm. Default 0.3.
-  float semantic_share = 0.3f;
+  // α: the semantic part's share of a key vector's squared norm. Default 0.5.
+  float semantic_share = 0.5f;
   // Co-occurrence window (tokens on each side). Default: 5.
   uint32_t window = 5;
   // Context-count smoothing exponent of PMI. Default: 0.75.
@@ -80,8 +80,8 @@ struct EncoderOptions {
   uint64_t seed = 42;
   // The attention temperature of text queries that do not set one. Low
   // values approach MaxSim (each query word takes its best match).
-  // Default: 0.05.
-  float temperature = 0.05f;
+  // Default: 0.06.
+  float temperature = 0.06f;
   // Query expansion: each query word also asks for its nearest vocabulary
   // keys by meaning (cosine of the semantic parts >= expansion_min_cosine,
   // at most expansion_neighbours), with weight expansion_weight x cosine x
@@ -121,11 +121,11 @@ struct EncoderOptions {
 // attnsearch-index's flags), over EncoderOptions' defaults. A zero or empty
 // field keeps the default.
 struct EncoderOverrides {
-  float semantic_share = 0.f;  // Default (0): EncoderOptions' 0.3.
+  float semantic_share = 0.f;  // Default (0): EncoderOptions' 0.5.
   std::string stem_language;   // Default (empty): english.
   uint32_t window = 0;         // Default (0): 5.
   uint32_t min_count = 0;      // Default (0): 1.
-  float temperature = 0.f;     // Default (0): 0.05.
+  float temperature = 0.f;     // Default (0): 0.06.
   // Default (0): 1.0; negative turns expansion off.
   float expansion_weight = 0.f;
   // Default (0): 1.0; negative turns WordNet retrofitting off.

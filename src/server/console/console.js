@@ -10,7 +10,7 @@ const $ = (id) => document.getElementById(id);
 const MARK_PRE = '\u0002';
 const MARK_POST = '\u0003';
 // The server's default temperatures (SearchRequest.temperature).
-const DEFAULT_TEXT_TEMPERATURE = 0.05;
+const DEFAULT_TEXT_TEMPERATURE = 0.06;
 const DEFAULT_VECTOR_TEMPERATURE = 0.1;
 const KEY_STORAGE = 'attnsearch.api_key';
 
