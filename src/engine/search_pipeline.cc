@@ -270,8 +270,8 @@ absl::Status SearchPipeline::CheckQuery(SearchQuery* q) const {
         "diversify.max_similarity: must be in [0, 1], got ", q->diversify.max_similarity));
   }
   if (q->diversify.collapse_field.size() > kMaxCollapseFieldBytes) {
-    return absl::InvalidArgumentError(absl::StrCat("diversify.collapse_field: longer than ",
-                                                   kMaxCollapseFieldBytes, " bytes"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("diversify.collapse_field: longer than ", kMaxCollapseFieldBytes, " bytes"));
   }
   if (q->diversify.max_per_value == 0) q->diversify.max_per_value = 1;
   if (!(q->temperature >= 0.f) || !std::isfinite(q->temperature)) {
@@ -720,12 +720,9 @@ absl::StatusOr<SearchPipeline::Scored> SearchPipeline::Score(const SearchQuery& 
   return s;
 }
 
-absl::StatusOr<std::vector<SearchHit>> SearchPipeline::Hits(const SearchQuery& q,
-                                                            const Candidates& c,
-                                                            const Fetched* fetched,
-                                                            const Scored& scored,
-                                                            int64_t* explain_us,
-                                                            uint32_t* diversified) const {
+absl::StatusOr<std::vector<SearchHit>> SearchPipeline::Hits(
+    const SearchQuery& q, const Candidates& c, const Fetched* fetched, const Scored& scored,
+    int64_t* explain_us, uint32_t* diversified) const {
   // The best top_k whose documents the view holds: a candidate deleted
   // after the ANN stage and before the view may still have had its tokens
   // in the arena and a score; the next best take its place.
@@ -742,9 +739,9 @@ absl::StatusOr<std::vector<SearchHit>> SearchPipeline::Hits(const SearchQuery& q
     std::vector<std::optional<Document>> got;
     // Near-duplicates need the pooled vectors (a codes-only document's
     // tokens are not decoded for it).
-    ATTN_RETURN_IF_ERROR(parts_.store->GetDocuments(
-        labels, q.diversify.max_similarity > 0.f, &got, &*c.view,
-        [](std::string_view, Document*) { return absl::OkStatus(); }));
+    ATTN_RETURN_IF_ERROR(
+        parts_.store->GetDocuments(labels, q.diversify.max_similarity > 0.f, &got, &*c.view,
+                                   [](std::string_view, Document*) { return absl::OkStatus(); }));
     for (size_t i = 0; i < n && best.size() < q.top_k; ++i) {
       if (!got[i]) continue;  // deleted before the view was taken
       if (diversify && !diversifier.Admit(*got[i])) continue;

@@ -518,8 +518,8 @@ std::shared_ptr<const WordNet> Encoder::Retrofit(TrainingStats* stats) {
     if (!adjacent[i].empty()) Normalize(semantic_.data() + size_t{i} * ks, ks);
   }
   stats->wordnet_relations = edges.size();
-  stats->wordnet = absl::StrCat("WordNet at ", options_.wordnet_dir, ": ", edges.size(), " relations among ",
-                                related, " vocabulary keys");
+  stats->wordnet = absl::StrCat("WordNet at ", options_.wordnet_dir, ": ", edges.size(),
+                                " relations among ", related, " vocabulary keys");
   return *std::move(wordnet);
 }
 
@@ -844,7 +844,8 @@ std::string Encoder::Serialize() const {
   // Format 5: unseen words' WordNet relatives, by word.
   std::vector<const std::pair<const std::string, std::vector<std::pair<uint32_t, float>>>*> rel;
   for (const auto& entry : relatives_) rel.push_back(&entry);
-  std::sort(rel.begin(), rel.end(), [](const auto* x, const auto* y) { return x->first < y->first; });
+  std::sort(rel.begin(), rel.end(),
+            [](const auto* x, const auto* y) { return x->first < y->first; });
   w.Put<uint32_t>(static_cast<uint32_t>(rel.size()));
   for (const auto* entry : rel) {
     w.PutString(entry->first);

@@ -75,8 +75,7 @@ class Loader {
       const absl::string_view body = absl::string_view(line).substr(0, line.find('|'));
       std::vector<absl::string_view> f = absl::StrSplit(body, ' ', absl::SkipEmpty());
       uint32_t offset = 0, words = 0, pointers = 0;
-      if (f.size() < 4 || !absl::SimpleAtoi(f[0], &offset) ||
-          !absl::SimpleHexAtoi(f[3], &words)) {
+      if (f.size() < 4 || !absl::SimpleAtoi(f[0], &offset) || !absl::SimpleHexAtoi(f[3], &words)) {
         return bad("bad synset header");
       }
       size_t i = 4;
@@ -119,8 +118,8 @@ class Loader {
       if (line.empty() || line[0] == ' ') continue;
       std::vector<absl::string_view> f = absl::StrSplit(line, ' ', absl::SkipEmpty());
       uint32_t synsets = 0, pointers = 0;
-      if (f.size() < 4 || !absl::SimpleAtoi(f[2], &synsets) ||
-          !absl::SimpleAtoi(f[3], &pointers) || f.size() < 6 + pointers + synsets) {
+      if (f.size() < 4 || !absl::SimpleAtoi(f[2], &synsets) || !absl::SimpleAtoi(f[3], &pointers) ||
+          f.size() < 6 + pointers + synsets) {
         return absl::DataLossError(
             absl::StrCat("WordNet: ", path, " line ", number, ": bad index entry"));
       }
@@ -154,8 +153,9 @@ class Loader {
           auto it = synsets_[p.pos].find(p.offset);
           if (it == synsets_[p.pos].end()) continue;
           const Synset& t = it->second;
-          const float weight = p.kind == 's' ? o_.similar : p.kind == 'd' ? o_.derived
-                                                                            : o_.hypernym;
+          const float weight = p.kind == 's'   ? o_.similar
+                               : p.kind == 'd' ? o_.derived
+                                               : o_.hypernym;
           for (size_t a = 0; a < s.words.size(); ++a) {
             if (p.source != 0 && p.source != a + 1) continue;
             for (size_t b = 0; b < t.words.size(); ++b) {

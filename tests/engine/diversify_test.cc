@@ -99,7 +99,8 @@ std::vector<std::string> Expected(const Fixture& f, SearchQuery q, const Diversi
     const bool has = !d.collapse_field.empty() && g != doc.metadata.end();
     bool ok = !has || per_value[g->second] < std::max<uint32_t>(1, d.max_per_value);
     for (const std::string& k : kept) {
-      if (ok && d.max_similarity > 0 && Cosine(f.docs.at(k).pooled, doc.pooled) >= d.max_similarity) {
+      if (ok && d.max_similarity > 0 &&
+          Cosine(f.docs.at(k).pooled, doc.pooled) >= d.max_similarity) {
         ok = false;
       }
     }
@@ -195,8 +196,7 @@ TEST_F(DiversifyTest, BadSettingsAreInvalidArgumentNamingTheField) {
   q.diversify.collapse_field = std::string(2000, 'x');
   auto r = f_->c->Search(q);
   EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_NE(r.status().message().find("diversify.collapse_field"), std::string::npos)
-      << r.status();
+  EXPECT_NE(r.status().message().find("diversify.collapse_field"), std::string::npos) << r.status();
 }
 
 }  // namespace

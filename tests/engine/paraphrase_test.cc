@@ -454,7 +454,6 @@ TEST_F(ParaphraseTest, TargetIsInTheTop10) {
   EXPECT_GE(in_top10, alone);
 }
 
-
 // ---------------------------------------------------------------------------
 // Meaning beyond the corpus: queries in words no text of the collection
 // uses, related to the documents' words only by WordNet (Debian's
@@ -464,10 +463,10 @@ TEST_F(ParaphraseTest, TargetIsInTheTop10) {
 // word of each and never the second. Background documents are 3 to 5
 // sentences: one names a random concept by its first word, the others are
 // about nothing in particular. A target names two concepts, the only
-// document to name both, and its query names them by their second words. The model never saw a pair side by side, nor the query words at
-// all. Oracles: every pair is a relation of the WordNet the encoder reads,
-// no query word occurs in the collection, and the target is in the top 10
-// for at least 80% of the queries with WordNet, against the texts alone.
+// document to name both, and its query names them by their second words. The model never saw a pair
+// side by side, nor the query words at all. Oracles: every pair is a relation of the WordNet the
+// encoder reads, no query word occurs in the collection, and the target is in the top 10 for at
+// least 80% of the queries with WordNet, against the texts alone.
 
 struct Synonym {
   const char* used;    // by the collection
@@ -475,27 +474,25 @@ struct Synonym {
 };
 
 constexpr Synonym kSynonyms[] = {
-    {"car", "automobile"},    {"doctor", "physician"},   {"lawyer", "attorney"},
-    {"film", "movie"},        {"shop", "store"},         {"couch", "sofa"},
-    {"child", "kid"},         {"gift", "present"},       {"stone", "rock"},
-    {"baggage", "luggage"},   {"autumn", "fall"},        {"error", "mistake"},
-    {"illness", "sickness"},  {"photograph", "photo"},   {"boss", "chief"},
-    {"vacation", "holiday"},  {"student", "pupil"},      {"gasoline", "petrol"},
-    {"bucket", "pail"},       {"toilet", "lavatory"},     {"cab", "taxi"},
-    {"bicycle", "bike"},      {"baby", "infant"},        {"pharmacy", "drugstore"},
-    {"odor", "smell"},        {"rug", "carpet"},         {"teacher", "instructor"},
-    {"singer", "vocalist"},  {"postman", "mailman"},    {"salary", "wage"},
+    {"car", "automobile"},     {"doctor", "physician"},   {"lawyer", "attorney"},
+    {"film", "movie"},         {"shop", "store"},         {"couch", "sofa"},
+    {"child", "kid"},          {"gift", "present"},       {"stone", "rock"},
+    {"baggage", "luggage"},    {"autumn", "fall"},        {"error", "mistake"},
+    {"illness", "sickness"},   {"photograph", "photo"},   {"boss", "chief"},
+    {"vacation", "holiday"},   {"student", "pupil"},      {"gasoline", "petrol"},
+    {"bucket", "pail"},        {"toilet", "lavatory"},    {"cab", "taxi"},
+    {"bicycle", "bike"},       {"baby", "infant"},        {"pharmacy", "drugstore"},
+    {"odor", "smell"},         {"rug", "carpet"},         {"teacher", "instructor"},
+    {"singer", "vocalist"},    {"postman", "mailman"},    {"salary", "wage"},
     {"airplane", "aeroplane"}, {"cemetery", "graveyard"}, {"forest", "woodland"},
-    {"motorway", "freeway"},  {"maize", "corn"},         {"cookie", "biscuit"},
+    {"motorway", "freeway"},   {"maize", "corn"},         {"cookie", "biscuit"},
 };
 constexpr size_t kPairs = sizeof(kSynonyms) / sizeof(kSynonyms[0]);
 
 const std::vector<std::string>& FillerFrames() {
   static const auto* frames = new std::vector<std::string>{
-      "we talked about the {m} for a while",
-      "there was a {m} in the story",
-      "nobody expected the {m} that day",
-      "the old {m} came up again",
+      "we talked about the {m} for a while", "there was a {m} in the story",
+      "nobody expected the {m} that day",    "the old {m} came up again",
       "she wrote a long note about the {m}",
   };
   return *frames;
@@ -504,9 +501,9 @@ const std::vector<std::string>& FillerFrames() {
 // Sentences about nothing in particular.
 const std::vector<std::string>& Plain() {
   static const auto* plain = new std::vector<std::string>{
-      "It rained all morning.",       "Everyone went home early.",
-      "The meeting ran late again.",  "Nothing much happened after that.",
-      "We waited by the window.",     "It was colder than last year.",
+      "It rained all morning.",        "Everyone went home early.",
+      "The meeting ran late again.",   "Nothing much happened after that.",
+      "We waited by the window.",      "It was colder than last year.",
       "Somebody laughed at the back.", "The lights went out at ten.",
   };
   return *plain;

@@ -1267,7 +1267,6 @@ TEST(EncoderTest, ConcurrentCallsMatchSingleThreaded) {
   for (int th = 0; th < kThreads; ++th) EXPECT_EQ(mismatches[th], 0) << "thread " << th;
 }
 
-
 namespace attnsearch::text {
 namespace {
 
@@ -1368,7 +1367,8 @@ TEST(EncoderWordNetTest, UnseenWordAsksForItsWordNetRelatives) {
     return dot / std::sqrt(na * nb);
   };
   EXPECT_GT(semantic_cosine(*with, "ship", "vessel"), 0.7);
-  EXPECT_GT(semantic_cosine(*with, "ship", "vessel"), semantic_cosine(*with, "ship", "money") + 0.3);
+  EXPECT_GT(semantic_cosine(*with, "ship", "vessel"),
+            semantic_cosine(*with, "ship", "money") + 0.3);
 }
 
 // Without the database training goes on from the texts alone, says so, and

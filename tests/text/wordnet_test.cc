@@ -130,8 +130,7 @@ TEST(WordNetErrorsTest, MalformedLineIsDataLossNamingFileAndLine) {
   auto loaded = WordNet::Load(o);
   ASSERT_EQ(loaded.status().code(), absl::StatusCode::kDataLoss) << loaded.status();
   const std::string message(loaded.status().message());
-  EXPECT_NE(message.find("data.verb line " + std::to_string(lines)), std::string::npos)
-      << message;
+  EXPECT_NE(message.find("data.verb line " + std::to_string(lines)), std::string::npos) << message;
 }
 
 }  // namespace
