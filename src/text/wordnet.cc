@@ -60,55 +60,12 @@ class Loader {
  public:
   explicit Loader(const WordNetOptions& o) : o_(o) {}
 
-  absl::Status ReadData(int pos) {
-    const std::string path = (std::filesystem::path(o_.dir) / "data.").string() + kFiles[pos];
-    std::ifstream in(path);
-    if (!in) return absl::NotFoundError(absl::StrCat("WordNet: cannot read ", path));
-    std::string line;
-    uint64_t number = 0;
-    while (std::getline(in, line)) {
-      ++number;
-      if (line.empty() || line[0] == ' ') continue;  // the licence header
-      auto bad = [&](absl::string_view what) {
-        return absl::DataLossError(absl::StrCat("WordNet: ", path, " line ", number, ": ", what));
-      };
-      const absl::string_view body = absl::string_view(line).substr(0, line.find('|'));
-      std::vector<absl::string_view> f = absl::StrSplit(body, ' ', absl::SkipEmpty());
-      uint32_t offset = 0, words = 0, pointers = 0;
-      if (f.size() < 4 || !absl::SimpleAtoi(f[0], &offset) || !absl::SimpleHexAtoi(f[3], &words)) {
-        return bad("bad synset header");
-      }
-      size_t i = 4;
-      Synset s;
-      for (uint32_t w = 0; w < words; ++w, i += 2) {
-        if (i + 1 >= f.size()) return bad("fewer words than its count");
-        s.words.push_back(Id(Lemma(f[i])));
-      }
-      if (i >= f.size() || !absl::SimpleAtoi(f[i], &pointers)) return bad("bad pointer count");
-      ++i;
-      for (uint32_t p = 0; p < pointers; ++p, i += 4) {
-        if (i + 3 >= f.size()) return bad("fewer pointers than its count");
-        Pointer ptr;
-        ptr.kind = Kind(f[i]);
-        ptr.pos = PosIndex(f[i + 2]);
-        uint32_t st = 0;
-        if (!absl::SimpleAtoi(f[i + 1], &ptr.offset) || ptr.pos < 0 || f[i + 3].size() != 4 ||
-            !absl::SimpleHexAtoi(f[i + 3], &st)) {
-          return bad("bad pointer");
-        }
-        ptr.source = st >> 8;
-        ptr.target = st & 0xff;
-        if (ptr.kind != 0) s.pointers.push_back(ptr);
-      }
-      s.sense.assign(s.words.size(), 0.f);
-      synsets_[pos].emplace(offset, std::move(s));
-    }
-    return absl::OkStatus();
-  }
-
-  // Sense ranks: index.* lists a lemma's synsets most frequent first.
-  absl::Status ReadIndex(int pos) {
-    const std::string path = (std::filesystem::path(o_.dir) / "index.").string() + kFiles[pos];
+  // Calls fn(line, its number, the file's path) for each line of
+  // `kind`.<part of speech> but the licence header's (they start with a
+  // space); stops at fn's first error.
+  template <typename Fn>
+  absl::Status ForEachLine(const char* kind, int pos, Fn fn) {
+    const std::string path = (std::filesystem::path(o_.dir) / kind).string() + kFiles[pos];
     std::ifstream in(path);
     if (!in) return absl::NotFoundError(absl::StrCat("WordNet: cannot read ", path));
     std::string line;
@@ -116,29 +73,82 @@ class Loader {
     while (std::getline(in, line)) {
       ++number;
       if (line.empty() || line[0] == ' ') continue;
-      std::vector<absl::string_view> f = absl::StrSplit(line, ' ', absl::SkipEmpty());
-      uint32_t synsets = 0, pointers = 0;
-      if (f.size() < 4 || !absl::SimpleAtoi(f[2], &synsets) || !absl::SimpleAtoi(f[3], &pointers) ||
-          f.size() < 6 + pointers + synsets) {
-        return absl::DataLossError(
-            absl::StrCat("WordNet: ", path, " line ", number, ": bad index entry"));
-      }
-      const std::string lemma = Lemma(f[0]);
-      if (lemma.empty()) continue;
-      const uint32_t id = Id(lemma);
-      const size_t first = 6 + pointers;
-      for (uint32_t r = 0; r < synsets && r < o_.max_sense_rank; ++r) {
-        uint32_t offset = 0;
-        if (!absl::SimpleAtoi(f[first + r], &offset)) continue;
-        auto it = synsets_[pos].find(offset);
-        if (it == synsets_[pos].end()) continue;
-        Synset& s = it->second;
-        for (size_t w = 0; w < s.words.size(); ++w) {
-          if (s.words[w] == id) s.sense[w] = 1.f / static_cast<float>(r + 1);
-        }
-      }
+      ATTN_RETURN_IF_ERROR(fn(line, number, path));
     }
     return absl::OkStatus();
+  }
+
+  absl::Status ReadData(int pos) {
+    return ForEachLine(
+        "data.", pos,
+        [&](const std::string& line, uint64_t number, const std::string& path) -> absl::Status {
+          auto bad = [&](absl::string_view what) {
+            return absl::DataLossError(
+                absl::StrCat("WordNet: ", path, " line ", number, ": ", what));
+          };
+          const absl::string_view body = absl::string_view(line).substr(0, line.find('|'));
+          std::vector<absl::string_view> f = absl::StrSplit(body, ' ', absl::SkipEmpty());
+          uint32_t offset = 0, words = 0, pointers = 0;
+          if (f.size() < 4 || !absl::SimpleAtoi(f[0], &offset) ||
+              !absl::SimpleHexAtoi(f[3], &words)) {
+            return bad("bad synset header");
+          }
+          size_t i = 4;
+          Synset s;
+          for (uint32_t w = 0; w < words; ++w, i += 2) {
+            if (i + 1 >= f.size()) return bad("fewer words than its count");
+            s.words.push_back(Id(Lemma(f[i])));
+          }
+          if (i >= f.size() || !absl::SimpleAtoi(f[i], &pointers)) return bad("bad pointer count");
+          ++i;
+          for (uint32_t p = 0; p < pointers; ++p, i += 4) {
+            if (i + 3 >= f.size()) return bad("fewer pointers than its count");
+            Pointer ptr;
+            ptr.kind = Kind(f[i]);
+            ptr.pos = PosIndex(f[i + 2]);
+            uint32_t st = 0;
+            if (!absl::SimpleAtoi(f[i + 1], &ptr.offset) || ptr.pos < 0 || f[i + 3].size() != 4 ||
+                !absl::SimpleHexAtoi(f[i + 3], &st)) {
+              return bad("bad pointer");
+            }
+            ptr.source = st >> 8;
+            ptr.target = st & 0xff;
+            if (ptr.kind != 0) s.pointers.push_back(ptr);
+          }
+          s.sense.assign(s.words.size(), 0.f);
+          synsets_[pos].emplace(offset, std::move(s));
+          return absl::OkStatus();
+        });
+  }
+
+  // Sense ranks: index.* lists a lemma's synsets most frequent first.
+  absl::Status ReadIndex(int pos) {
+    return ForEachLine(
+        "index.", pos,
+        [&](const std::string& line, uint64_t number, const std::string& path) -> absl::Status {
+          std::vector<absl::string_view> f = absl::StrSplit(line, ' ', absl::SkipEmpty());
+          uint32_t synsets = 0, pointers = 0;
+          if (f.size() < 4 || !absl::SimpleAtoi(f[2], &synsets) ||
+              !absl::SimpleAtoi(f[3], &pointers) || f.size() < 6 + pointers + synsets) {
+            return absl::DataLossError(
+                absl::StrCat("WordNet: ", path, " line ", number, ": bad index entry"));
+          }
+          const std::string lemma = Lemma(f[0]);
+          if (lemma.empty()) return absl::OkStatus();
+          const uint32_t id = Id(lemma);
+          const size_t first = 6 + pointers;
+          for (uint32_t r = 0; r < synsets && r < o_.max_sense_rank; ++r) {
+            uint32_t offset = 0;
+            if (!absl::SimpleAtoi(f[first + r], &offset)) continue;
+            auto it = synsets_[pos].find(offset);
+            if (it == synsets_[pos].end()) continue;
+            Synset& s = it->second;
+            for (size_t w = 0; w < s.words.size(); ++w) {
+              if (s.words[w] == id) s.sense[w] = 1.f / static_cast<float>(r + 1);
+            }
+          }
+          return absl::OkStatus();
+        });
   }
 
   std::vector<WordRelation> Pairs() {

@@ -268,17 +268,24 @@ struct Outcome {
   float target_score = 0, tenth_score = 0;
 };
 
+// A text collection of dim kDim in `dir` (null, with a test failure, when
+// it cannot be created).
+Collection* NewCollection(const TempDir& dir) {
+  CollectionConfig config;
+  config.dim = kDim;
+  auto created = Collection::Create(dir.Sub("c"), config, CollectionOptions());
+  EXPECT_TRUE(created.ok()) << created.status();
+  return created.ok() ? created->release() : nullptr;
+}
+
 // The collection is built and trained once; each query is run once.
 class ParaphraseTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
     corpus_ = new Corpus(MakeCorpus(2024));
     dir_ = new TempDir();
-    CollectionConfig config;
-    config.dim = kDim;
-    auto created = Collection::Create(dir_->Sub("c"), config, CollectionOptions());
-    ASSERT_TRUE(created.ok()) << created.status();
-    collection_ = created->release();
+    collection_ = NewCollection(*dir_);
+    ASSERT_NE(collection_, nullptr);
     for (size_t i = 0; i < corpus_->docs.size(); i += 1000) {
       std::vector<Document> batch(
           corpus_->docs.begin() + long(i),
@@ -557,11 +564,8 @@ class WordNetParaphraseTest : public ::testing::Test {
   static void SetUpTestSuite() {
     corpus_ = new Corpus(MakeWordNetCorpus(7));
     dir_ = new TempDir();
-    CollectionConfig config;
-    config.dim = kDim;
-    auto created = Collection::Create(dir_->Sub("c"), config, CollectionOptions());
-    ASSERT_TRUE(created.ok()) << created.status();
-    collection_ = created->release();
+    collection_ = NewCollection(*dir_);
+    ASSERT_NE(collection_, nullptr);
     auto n = collection_->Upsert(corpus_->docs);
     ASSERT_TRUE(n.ok()) << n.status();
     text::EncoderOptions alone;
