@@ -3,7 +3,7 @@
 //
 //   attnsearch-bench --benchmarks=quality --beir=DIR
 //       [--quality_candidates=1000] [--quality_temperature=0 (encoder default)]
-//       [--quality_exhaustive=true] [--semantic_share=0.5] [--expansion_weight=-1 (encoder
+//       [--quality_exhaustive=true] [--semantic_share=0.6] [--expansion_weight=-1 (encoder
 //       default)] [--wordnet_weight=-1 (encoder default)] [--stem_language=english] [--dtype=bf16]
 //       [--python=/usr/bin/python3 (with python3-xapian)] [--quality_code_bits=1,2,4]
 //

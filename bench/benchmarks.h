@@ -133,7 +133,7 @@ struct BenchFlags {
   bool exact_tier = true;
   // scale: the token codec attnsearch-index creates the collection with.
   std::string scale_token_codec = "residual";
-  float semantic_share = 0.5f;
+  float semantic_share = 0.6f;
   std::string stem_language = "english";
   float expansion_weight = -1.f;  // < 0: the encoder's default
   float wordnet_weight = -1.f;    // < 0: the encoder's default

@@ -156,7 +156,7 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--semantic_share", o.encoder.semantic_share,
                  "encoder: share of meaning vs exact words in a word vector, in (0, 1] (0: the "
-                 "default, 0.5)")
+                 "default, 0.6)")
       ->capture_default_str();
   app.add_option("--wordnet_weight", o.encoder.wordnet_weight,
                  "encoder: how far word vectors move towards their WordNet relatives "

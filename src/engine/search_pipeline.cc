@@ -462,8 +462,16 @@ absl::StatusOr<SearchPipeline::Fetched> SearchPipeline::Fetch(const SearchQuery&
   Fetched::CodeSet& current = f.code_sets[0];
   Fetched::CodeSet& previous = f.code_sets[1];
   current.codec = parts_.codec ? parts_.codec() : nullptr;
+  if (current.codec != nullptr && parts_.codec_stale && parts_.codec_stale()) {
+    current.codec.reset();  // every candidate's rows from the store (see SearchParts)
+  }
   previous.codec = current.codec && parts_.previous_codec ? parts_.previous_codec() : nullptr;
   if (previous.codec && previous.codec->version == current.codec->version) previous.codec.reset();
+  // Nor codes on an older encoder's vocabulary than the current codec's.
+  if (previous.codec && previous.codec->encoder_version != 0 &&
+      previous.codec->encoder_version != current.codec->encoder_version) {
+    previous.codec.reset();
+  }
   // The set of a codes record's version (null: no codec of that version).
   auto set_of = [&](std::string_view record) -> Fetched::CodeSet* {
     const uint64_t version = CodesVersion(record);

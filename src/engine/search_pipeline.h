@@ -61,6 +61,11 @@ struct SearchParts {
   // While a retrained codec re-encodes the collection: the codec before it,
   // whose codes the documents not yet re-encoded still hold (null: none).
   std::function<std::shared_ptr<const TokenCodecState>()> previous_codec;
+  // Whether the codec's centroids are an older encoder's vocabulary while
+  // the rows are kept (it retrains): its codes would score the new
+  // encoder's rows by the old one's meanings, so the candidates' rows are
+  // read from the store instead until it is done. Null: never.
+  std::function<bool()> codec_stale;
   bool exact_tier = true;
   // Whether the codec's centroid first stage (TokenCodecState::first_stage)
   // serves now; null: never (the pooled ANN index).

@@ -59,8 +59,8 @@ struct EncoderOptions {
   // semantic_dims + lexical_dims + 1 values. Defaults: 96 + 159 (+1 = 256).
   uint32_t semantic_dims = 96;
   uint32_t lexical_dims = 159;
-  // α: the semantic part's share of a key vector's squared norm. Default 0.5.
-  float semantic_share = 0.5f;
+  // α: the semantic part's share of a key vector's squared norm. Default 0.6.
+  float semantic_share = 0.6f;
   // Co-occurrence window (tokens on each side). Default: 5.
   uint32_t window = 5;
   // Context-count smoothing exponent of PMI. Default: 0.75.
@@ -92,8 +92,8 @@ struct EncoderOptions {
   // substitutes share contexts but seldom stand side by side, while
   // related words (collocations, a topic's vocabulary) do, and expanding to
   // those costs precision. 0 turns expansion off.
-  // Defaults: 1.0, 0.7, 3, 20000.
-  float expansion_weight = 1.0f;
+  // Defaults: 0.7, 0.7, 3, 20000.
+  float expansion_weight = 0.7f;
   float expansion_min_cosine = 0.7f;
   uint32_t expansion_neighbours = 3;
   uint32_t expansion_vocabulary = 20000;
@@ -121,12 +121,12 @@ struct EncoderOptions {
 // attnsearch-index's flags), over EncoderOptions' defaults. A zero or empty
 // field keeps the default.
 struct EncoderOverrides {
-  float semantic_share = 0.f;  // Default (0): EncoderOptions' 0.5.
+  float semantic_share = 0.f;  // Default (0): EncoderOptions' 0.6.
   std::string stem_language;   // Default (empty): english.
   uint32_t window = 0;         // Default (0): 5.
   uint32_t min_count = 0;      // Default (0): 1.
   float temperature = 0.f;     // Default (0): 0.06.
-  // Default (0): 1.0; negative turns expansion off.
+  // Default (0): 0.7; negative turns expansion off.
   float expansion_weight = 0.f;
   // Default (0): 1.0; negative turns WordNet retrofitting off.
   float wordnet_weight = 0.f;
