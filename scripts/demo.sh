@@ -76,10 +76,12 @@ if (($# > 0)); then
   "$build_dir"/attnsearch-demo --server "$server" --collection man "${diversify[@]}" "$@"
 else
   # Questions that do not name the command they are after; each expects one
-  # of the pages that answer it in the top 5. The last three share no word
-  # with their pages' NAME lines.
+  # of the pages that answer it in the top 5 (gcloud's scp pages copy files
+  # to another computer securely too). The last three share no word with
+  # their pages' NAME lines.
   "$build_dir"/attnsearch-demo --server "$server" --collection man --top_k 5 "${diversify[@]}" \
-    --query "copy files to another computer securely" --expect "scp.1|rsync.1|sftp.1" \
+    --query "copy files to another computer securely" \
+    --expect "scp.1|rsync.1|sftp.1|gcloud_compute_scp.1|gcloud_compute_copy-files.1|gcloud_compute_tpus_tpu-vm_scp.1|gcloud_alpha_compute_tpus_tpu-vm_scp.1" \
     --query "find text matching a pattern in files" \
     --expect "grep.1|egrep.1|fgrep.1|rgrep.1|zgrep.1|zipgrep.1|zstdgrep.1|git-grep.1|ptargrep.1" \
     --query "show which processes use the most memory" \
