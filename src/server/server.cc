@@ -110,8 +110,12 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(ServerOptions options) {
   }
   const unsigned hardware = std::max(1u, std::thread::hardware_concurrency());
   s->core_budget_ = std::make_unique<CoreBudget>(o.cores > 0 ? o.cores : int(hardware));
-  s->pool_ =
-      std::make_unique<WorkerPool>(o.workers > 0 ? o.workers : hardware, s->core_budget_.get());
+  const size_t workers = o.workers > 0 ? o.workers : hardware;
+  // gRPC 1.51 runs callbacks on max(2, cores / 2) threads of its own.
+  const size_t inline_reads = o.inline_reads >= 0
+                                  ? size_t(o.inline_reads)
+                                  : std::min(workers, std::max<size_t>(2, hardware / 2));
+  s->pool_ = std::make_unique<WorkerPool>(workers, s->core_budget_.get(), inline_reads);
   Server* self = s.get();
   s->metrics_ = std::make_unique<ServerMetrics>(o.log_calls, [self] {
     std::vector<CollectionGauges> out;

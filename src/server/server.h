@@ -57,6 +57,12 @@ struct ServerOptions {
   std::string listen = "127.0.0.1:50051";
   // Threads doing engine work. Default: 0, one per hardware thread.
   size_t workers = 0;
+  // Searches and Gets run on gRPC's own callback thread, without the
+  // hand-off to a worker, when a worker is idle and no call waits; at most
+  // this many at once (each takes an idle worker's place). 0: every call
+  // goes through the workers' queue. Default: -1, as many as gRPC has
+  // callback threads (half the cores, at least 2), at most the workers.
+  int inline_reads = -1;
   // Cores the reranker's threads share among concurrent queries (an idle
   // server gives one query all of them). Default: 0, one per hardware
   // thread.

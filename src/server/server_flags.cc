@@ -14,6 +14,12 @@ void AddServerFlags(CLI::App* app, ServerOptions* o) {
       ->capture_default_str();
   app->add_option("--workers", o->workers, "threads doing engine work (0: one per core)")
       ->capture_default_str();
+  app->add_option("--inline_reads", o->inline_reads,
+                  "Searches and Gets run at once on gRPC's callback thread when a worker is "
+                  "idle and no call waits, at most this many at a time (0: all calls go through "
+                  "the workers' queue; -1: as many as gRPC has callback threads, half the "
+                  "cores and at least 2, at most --workers)")
+      ->capture_default_str();
   app->add_option("--max_message_mb", o->max_message_mb, "largest request message, MiB")
       ->capture_default_str();
   app->add_option("--max_top_k", limits.max_top_k, "largest top_k")->capture_default_str();

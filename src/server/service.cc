@@ -211,7 +211,8 @@ void SearchServiceImpl::EndCall(const CallRecord& call, const grpc::Status& stat
 
 template <typename F>
 grpc::ServerUnaryReactor* SearchServiceImpl::Run(grpc::CallbackServerContext* ctx, const char* rpc,
-                                                 Access need, const std::string& collection, F fn) {
+                                                 Access need, const std::string& collection, F fn,
+                                                 Dispatch dispatch) {
   grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
   CallRecord call = StartCall(ctx, rpc, collection);
   grpc::Status admitted = Admit(*ctx, need);
@@ -220,7 +221,8 @@ grpc::ServerUnaryReactor* SearchServiceImpl::Run(grpc::CallbackServerContext* ct
     reactor->Finish(admitted);
     return reactor;
   }
-  pool_->Submit([this, reactor, ctx, call = std::move(call), fn = std::move(fn)]() mutable {
+  std::function<void()> job = [this, reactor, ctx, call = std::move(call),
+                                fn = std::move(fn)]() mutable {
     call.dequeued = std::chrono::steady_clock::now();
     grpc::Status status;
     if (ctx->IsCancelled()) {
@@ -238,7 +240,12 @@ grpc::ServerUnaryReactor* SearchServiceImpl::Run(grpc::CallbackServerContext* ct
     }
     EndCall(call, status);
     reactor->Finish(status);
-  });
+  };
+  if (dispatch == Dispatch::kHereWhenIdle) {
+    pool_->RunHereOrSubmit(std::move(job));
+  } else {
+    pool_->Submit(std::move(job));
+  }
   return reactor;
 }
 
@@ -336,7 +343,8 @@ grpc::ServerUnaryReactor* SearchServiceImpl::Get(grpc::CallbackServerContext* ct
           ToProto(std::move(d), req->include_vectors(), resp->add_documents());
         for (auto& id : r.not_found_ids) resp->add_not_found_ids(std::move(id));
         return absl::OkStatus();
-      });
+      },
+      Dispatch::kHereWhenIdle);
 }
 
 grpc::ServerUnaryReactor* SearchServiceImpl::TrainEncoder(grpc::CallbackServerContext* ctx,
@@ -457,7 +465,8 @@ grpc::ServerUnaryReactor* SearchServiceImpl::Search(grpc::CallbackServerContext*
                if (options_.observer != nullptr) options_.observer->SearchDone(call, r.timing);
                ToProto(std::move(r), resp);
                return absl::OkStatus();
-             });
+             },
+             Dispatch::kHereWhenIdle);
 }
 
 }  // namespace attnsearch

@@ -1,7 +1,8 @@
 // SearchServiceImpl: the attnsearch.v1.SearchService on gRPC's callback API.
 //
 // Each handler returns at once and hands its work to a WorkerPool, whose
-// job validates, calls the engine and finishes the reactor. Every engine
+// job validates, calls the engine and finishes the reactor (Search and Get
+// run their job on the handler's thread instead when a worker is idle). Every engine
 // status is mapped to a gRPC status in one place (ToGrpc). Deadlines are
 // passed to the engine, which abandons a search once its deadline passes.
 #ifndef ATTNSEARCH_SERVER_SERVICE_H_
@@ -108,11 +109,17 @@ class SearchServiceImpl final : public v1::SearchService::CallbackService {
   void EndCall(const CallRecord& call, const grpc::Status& status) const;
 
  private:
+  // Where a call's job runs: always on a worker, or on gRPC's thread when
+  // a worker is idle (WorkerPool::RunHereOrSubmit; for reads that take at
+  // most a search's time, never for writes, which wait for the disk, or
+  // for training and tuning).
+  enum class Dispatch { kWorker, kHereWhenIdle };
   // Admits the call, then runs fn on the pool and finishes the call with
   // its status. No exception leaves the job.
   template <typename F>
   grpc::ServerUnaryReactor* Run(grpc::CallbackServerContext* ctx, const char* rpc, Access need,
-                                const std::string& collection, F fn);
+                                const std::string& collection, F fn,
+                                Dispatch dispatch = Dispatch::kWorker);
   // The catalog. REQUIRES: Admit returned OK.
   Catalog* catalog() const { return catalog_.load(); }
 
