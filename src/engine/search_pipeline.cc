@@ -527,6 +527,7 @@ absl::StatusOr<SearchPipeline::Fetched> SearchPipeline::Fetch(const SearchQuery&
   // Where each candidate's int8 scales are.
   std::vector<const float*> scale_src(dtype == TokenDtype::kInt8 ? n : 0, nullptr);
   std::vector<size_t> missing;
+  parts_.arena->Prefetch(labels.data(), n);
   for (size_t i = 0; i < n; ++i) {
     uint32_t tag = kRowsRecord;
     const std::string_view r = parts_.arena->Find(labels[i], &tag);

@@ -132,6 +132,28 @@ std::string_view TokenArena::Find(Label label, uint32_t* tag) const {
   return std::string_view(r + kHeader, Load32(r));
 }
 
+void TokenArena::Prefetch(const Label* labels, size_t n) const {
+  const Directory* d = dir_.load(std::memory_order_acquire);
+  if (d == nullptr) return;
+  auto slot = [&](Label label) -> const std::atomic<const char*>* {
+    const size_t page = size_t(label >> kPageBits);
+    if (page >= d->capacity) return nullptr;
+    const Page* p = d->pages[page].load(std::memory_order_acquire);
+    return p == nullptr ? nullptr : &p->slots[label & (kPageSlots - 1)];
+  };
+  // The slots first, all of them in flight at once; then the records they
+  // point to.
+  for (size_t i = 0; i < n; ++i) {
+    if (const auto* s = slot(labels[i])) __builtin_prefetch(s);
+  }
+  for (size_t i = 0; i < n; ++i) {
+    const auto* s = slot(labels[i]);
+    if (s == nullptr) continue;
+    const char* r = s->load(std::memory_order_acquire);
+    if (r != nullptr) __builtin_prefetch(r);
+  }
+}
+
 std::atomic<const char*>* TokenArena::Slot(Label label) {
   const size_t page = size_t(label >> kPageBits);
   if (dir_owner_ == nullptr || page >= dir_owner_->capacity) {

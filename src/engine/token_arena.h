@@ -93,6 +93,10 @@ class TokenArena {
   // *tag when given. Valid while a pin taken before the call lives; 16-byte
   // aligned.
   std::string_view Find(Label label, uint32_t* tag = nullptr) const;
+  // Asks the cache for the slots and the records' first bytes of `n`
+  // labels, so that the Finds that follow do not each wait on memory
+  // (a search's candidates lie all over the arena).
+  void Prefetch(const Label* labels, size_t n) const;
 
   // Adds the record of `label` (`rows` token rows, counted in the stats;
   // `tag` is the caller's, e.g. the record's format). RESOURCE_EXHAUSTED
