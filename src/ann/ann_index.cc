@@ -73,6 +73,10 @@ using ann_internal::VisitedMarks;
 // neighbour list prefetched for the node expanded next.
 constexpr size_t kPrefetchBytes = 256;
 constexpr size_t kLinkBytes = 256;
+// Rows asked for ahead of the one being scored: with one, each row's
+// memory latency showed; 3-6 ahead cut the e2e ANN stage (100k rows of
+// 128 fp16, efSearch 100) from 190-194 to 177-184 us.
+constexpr size_t kPrefetchAhead = 4;
 
 // Admits FAISS positions whose label the filter admits.
 class LabelSelector : public faiss::IDSelector {
@@ -389,9 +393,9 @@ std::vector<std::pair<float, int64_t>> WalkHnsw(const faiss::HNSW& g, size_t nto
       if (v < 0) break;
       if (!visited.TestAndSet(size_t(v))) fresh[n++] = v;
     }
-    if (n > 0) prefetch(size_t(fresh[0]));
+    for (size_t i = 0; i < std::min(n, kPrefetchAhead); ++i) prefetch(size_t(fresh[i]));
     for (size_t i = 0; i < n; ++i) {
-      if (i + 1 < n) prefetch(size_t(fresh[i + 1]));
+      if (i + kPrefetchAhead < n) prefetch(size_t(fresh[i + kPrefetchAhead]));
       const node_t v = fresh[i];
       const float sv = score(size_t(v));
       if (sv > bound) {
