@@ -73,6 +73,9 @@ def api_ok(rpc, body, key=READ_KEY):
     return answer
 
 
+TOPIC_NAMES = ["energy", "baking", "sea"]
+
+
 def seed_collection():
     """A seeded text corpus on three topics, plus documents with rare words."""
     topics = [["solar", "panel", "grid", "battery", "voltage", "power", "energy", "cable"],
@@ -83,7 +86,8 @@ def seed_collection():
     docs = []
     for i in range(90):
         words = [rng.choice(topics[i % 3] if rng.random() < 0.5 else common) for _ in range(14)]
-        docs.append({"id": f"t{i}", "text": " ".join(words).capitalize() + "."})
+        docs.append({"id": f"t{i}", "text": " ".join(words).capitalize() + ".",
+                     "metadata": {"topic": TOPIC_NAMES[i % 3]}})
     docs += [{"id": "turbine", "text": "The old wind Turbine on the northern ridge feeds the grid "
                                        "with power when the wind turns."},
              {"id": "saffron", "text": "A recipe for risotto with saffron and butter."}]
@@ -405,6 +409,58 @@ def main():
               f"the slider's far left asks MaxSim: {last}")
         maxsim = check_map(last)
         check(all(sorted(r)[-1] == 1.0 and sum(r) == 1.0 for r in maxsim), "MaxSim rows are one-hot")
+
+        # Diversification: at most one hit per topic, then near-duplicates.
+        def search_with(fields, query_text):
+            before = len(b.searches_sent())
+            for element, value in fields.items():
+                b.js(f"document.getElementById({json.dumps(element)}).value = {json.dumps(value)}")
+            b.js(f"document.getElementById('query').value = {json.dumps(query_text)}")
+            b.js("document.getElementById('hits-summary').textContent = ''")
+            b.click("#search-button")
+            b.wait_for("document.getElementById('hits-summary').textContent !== '' || "
+                       "document.getElementById('search-error').textContent !== ''",
+                       what="the diversified search's answer")
+            error = b.js("document.getElementById('search-error').textContent")
+            check(error == "", f"the search failed: {error!r}")
+            sent = b.searches_sent()
+            check(len(sent) == before + 1, f"{len(sent) - before} searches sent")
+            return sent[-1]
+
+        def hit_ids():
+            return b.js("[...document.querySelectorAll('#hits > li')].map(li => li.dataset.id)")
+
+        sent = search_with({"collapse-field": "topic", "max-per-value": ""}, "bread butter oven ship")
+        check(sent.get("diversify") == {"collapse_field": "topic"}, f"the collapse request {sent}")
+        truth = api_ok("Search", sent)
+        ids = hit_ids()
+        check(ids == [h["id"] for h in truth["hits"]], f"collapsed hits {ids} vs the API's")
+        topics = [TOPIC_NAMES[int(i[1:]) % 3] for i in ids if i[0] == "t" and i[1:].isdigit()]
+        check(len(topics) == len(set(topics)), f"one hit per topic: {ids}")
+        left_out = int(truth["sources"].get("diversified", 0))
+        check(left_out > 0, f"the API left out {left_out}")
+        summary = b.js("document.getElementById('hits-summary').textContent")
+        check(f"{left_out} left out by diversification" in summary, f"the summary {summary!r}")
+
+        sent = search_with({"collapse-field": "", "max-similarity": "0.5"}, "bread butter oven")
+        check(sent.get("diversify") == {"max_similarity": 0.5}, f"the near-duplicates request {sent}")
+        truth = api_ok("Search", sent)
+        check(hit_ids() == [h["id"] for h in truth["hits"]], "near-duplicate hits vs the API's")
+        plain = dict(sent)
+        del plain["diversify"]
+        check(len(truth["hits"]) < len(api_ok("Search", plain)["hits"]) or
+              int(truth["sources"].get("diversified", 0)) > 0,
+              "max_similarity 0.5 leaves something out")
+
+        # A cosine above 1 is refused in the page, naming the field; nothing is sent.
+        before = len(b.searches_sent())
+        b.js("document.getElementById('max-similarity').value = '2'")
+        b.click("#search-button")
+        b.wait_for("document.getElementById('search-error').textContent !== ''", what="the error")
+        error = b.js("document.getElementById('search-error').textContent")
+        check(error.startswith("near-duplicates:"), f"the error {error!r}")
+        check(len(b.searches_sent()) == before, "no search was sent")
+        b.js("document.getElementById('max-similarity').value = ''")
 
         # Labels on every control; no horizontal overflow at 1280x800 or on a phone.
         unlabelled = b.js("[...document.querySelectorAll('input, select, textarea')]"

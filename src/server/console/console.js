@@ -260,6 +260,20 @@ function buildRequest() {
   const temperature = optionalNumber('temperature', 'temperature', false);
   if (temperature) request.temperature = temperature;
   if ($('retrieval').value) request.retrieval = $('retrieval').value;
+  const diversify = {};
+  const similarity = optionalNumber('max-similarity', 'near-duplicates', false);
+  if (similarity !== undefined && similarity > 1) {
+    throw new Error(`near-duplicates: ${similarity} is not a cosine in [0, 1]`);
+  }
+  if (similarity) diversify.max_similarity = similarity;
+  const field = $('collapse-field').value.trim();
+  const perValue = optionalNumber('max-per-value', 'at most', true);
+  if (perValue !== undefined && !field) throw new Error('per: name the metadata field to collapse on');
+  if (field) {
+    diversify.collapse_field = field;
+    if (perValue) diversify.max_per_value = perValue;
+  }
+  if (Object.keys(diversify).length > 0) request.diversify = diversify;
   return request;
 }
 
@@ -295,7 +309,8 @@ function showHits(answer, request) {
   const sources = answer.sources || {};
   $('hits-summary').textContent = `${hits.length} hit${hits.length === 1 ? '' : 's'} ` +
       `(${sources.retrieval || 'semantic'} retrieval, first stage: ${sources.first_stage || 'pooled'}` +
-      `${num(sources.lexical) ? `, ${sources.lexical} candidates from BM25 alone` : ''})`;
+      `${num(sources.lexical) ? `, ${sources.lexical} candidates from BM25 alone` : ''}` +
+      `${num(sources.diversified) ? `, ${sources.diversified} left out by diversification` : ''})`;
   const canMap = request.rerank !== 'RERANK_MODE_NONE';
   hits.forEach((hit, rank) => {
     const head = el('div', {class: 'hit-head'}, [
