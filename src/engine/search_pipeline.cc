@@ -746,11 +746,11 @@ absl::StatusOr<std::vector<SearchHit>> SearchPipeline::Hits(
     std::vector<Label> labels;
     for (size_t i = next; i < next + n; ++i) labels.push_back(scored.best[i].label);
     std::vector<std::optional<Document>> got;
-    // Near-duplicates need the pooled vectors (a codes-only document's
-    // tokens are not decoded for it).
-    ATTN_RETURN_IF_ERROR(
-        parts_.store->GetDocuments(labels, q.diversify.max_similarity > 0.f, &got, &*c.view,
-                                   [](std::string_view, Document*) { return absl::OkStatus(); }));
+    // Near-duplicates need the pooled vectors, and only them.
+    ATTN_RETURN_IF_ERROR(parts_.store->GetDocuments(
+        labels,
+        q.diversify.max_similarity > 0.f ? DocStore::Vectors::kPooled : DocStore::Vectors::kNone,
+        &got, &*c.view));
     for (size_t i = 0; i < n && best.size() < q.top_k; ++i) {
       if (!got[i]) continue;  // deleted before the view was taken
       if (diversify && !diversifier.Admit(*got[i])) continue;

@@ -552,6 +552,15 @@ absl::Status DocStore::Purge(const std::vector<Label>& labels) {
 absl::Status DocStore::GetDocuments(const std::vector<Label>& labels, bool include_vectors,
                                     std::vector<std::optional<Document>>* out, const ReadView* view,
                                     const CodesDecoder& decode_codes) const {
+  return GetDocuments(labels, include_vectors ? Vectors::kAll : Vectors::kNone, out, view,
+                      decode_codes);
+}
+
+absl::Status DocStore::GetDocuments(const std::vector<Label>& labels, Vectors vectors,
+                                    std::vector<std::optional<Document>>* out, const ReadView* view,
+                                    const CodesDecoder& decode_codes) const {
+  const bool include_vectors = vectors != Vectors::kNone;
+  const bool include_tokens = vectors == Vectors::kAll;
   std::shared_lock<std::shared_mutex> lock;
   rocksdb::ReadOptions ro;
   ATTN_RETURN_IF_ERROR(rep_->LockForRead(view, &lock, &ro));
@@ -571,6 +580,8 @@ absl::Status DocStore::GetDocuments(const std::vector<Label>& labels, bool inclu
   multi_get(kDocs, &docs, &doc_st);
   if (include_vectors) {
     multi_get(kPooled, &pooled, &pooled_st);
+  }
+  if (include_tokens) {
     multi_get(kTokens, &tokens, &tokens_st);
     if (decode_codes && rep_->cfs[kCodes] != nullptr) multi_get(kCodes, &codes, &codes_st);
   }
@@ -586,7 +597,9 @@ absl::Status DocStore::GetDocuments(const std::vector<Label>& labels, bool inclu
       if (pooled_st[i].IsNotFound()) continue;
       ATTN_RETURN_IF_ERROR(FromRocks(pooled_st[i], "reading pooled vectors"));
       ATTN_RETURN_IF_ERROR(codec::DecodePooled(pooled[i].ToStringView(), config_.dim, &d.pooled));
-      if (tokens_st[i].IsNotFound()) {
+      if (!include_tokens) {
+        // The pooled vector alone.
+      } else if (tokens_st[i].IsNotFound()) {
         // Stored as codes only (or gone meanwhile, as above).
         if (codes_st.empty() || codes_st[i].IsNotFound()) continue;
         ATTN_RETURN_IF_ERROR(FromRocks(codes_st[i], "reading token codes"));

@@ -277,6 +277,13 @@ class DocStore {
                             std::vector<std::optional<Document>>* out,
                             const ReadView* view = nullptr,
                             const CodesDecoder& decode_codes = nullptr) const;
+  // Which vectors GetDocuments fills: none, the pooled vector alone (no
+  // token matrix is read), or both.
+  enum class Vectors { kNone, kPooled, kAll };
+  absl::Status GetDocuments(const std::vector<Label>& labels, Vectors vectors,
+                            std::vector<std::optional<Document>>* out,
+                            const ReadView* view = nullptr,
+                            const CodesDecoder& decode_codes = nullptr) const;
 
   // The codes records of `labels` (one MultiGet); nullopt where a label has
   // none.

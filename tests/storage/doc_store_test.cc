@@ -225,10 +225,11 @@ TEST_P(DocStoreDtypeTest, CommitThenGetDocumentsAndLookupIds) {
   std::map<Label, const Document*> want;
   for (int i = 0; i < 20; ++i) want[labels[i]] = &docs[i];
 
-  for (bool with_vectors : {false, true}) {
-    SCOPED_TRACE(with_vectors ? "with vectors" : "without vectors");
+  using Vectors = DocStore::Vectors;
+  for (Vectors vectors : {Vectors::kNone, Vectors::kPooled, Vectors::kAll}) {
+    SCOPED_TRACE(testing::Message() << "vectors " << int(vectors));
     std::vector<std::optional<Document>> out;
-    ASSERT_TRUE(store->GetDocuments(query, with_vectors, &out).ok());
+    ASSERT_TRUE(store->GetDocuments(query, vectors, &out).ok());
     ASSERT_EQ(out.size(), query.size());
     for (size_t i = 0; i < query.size(); ++i) {
       auto it = want.find(query[i]);
@@ -238,13 +239,25 @@ TEST_P(DocStoreDtypeTest, CommitThenGetDocumentsAndLookupIds) {
       }
       ASSERT_TRUE(out[i].has_value()) << query[i];
       ExpectSameRecord(*out[i], *it->second);
-      if (with_vectors) {
+      if (vectors == Vectors::kAll) {
         ExpectSameVectors(*out[i], *it->second, dtype);
+        continue;
+      }
+      if (vectors == Vectors::kPooled) {
+        EXPECT_EQ(out[i]->pooled, it->second->pooled);
       } else {
         EXPECT_TRUE(out[i]->pooled.empty());
-        EXPECT_TRUE(out[i]->tokens.empty());
-        EXPECT_EQ(out[i]->num_tokens, 0u);
       }
+      EXPECT_TRUE(out[i]->tokens.empty());
+      EXPECT_EQ(out[i]->num_tokens, 0u);
+    }
+  }
+  {  // The bool form: true is every vector.
+    std::vector<std::optional<Document>> out;
+    ASSERT_TRUE(store->GetDocuments({query[0]}, true, &out).ok());
+    if (auto it = want.find(query[0]); it != want.end()) {
+      ASSERT_TRUE(out[0].has_value());
+      ExpectSameVectors(*out[0], *it->second, dtype);
     }
   }
 
