@@ -227,7 +227,7 @@ TEST_P(DocStoreDtypeTest, CommitThenGetDocumentsAndLookupIds) {
 
   using Vectors = DocStore::Vectors;
   for (Vectors vectors : {Vectors::kNone, Vectors::kPooled, Vectors::kAll}) {
-    SCOPED_TRACE(testing::Message() << "vectors " << int(vectors));
+    SCOPED_TRACE(::testing::Message() << "vectors " << int(vectors));
     std::vector<std::optional<Document>> out;
     ASSERT_TRUE(store->GetDocuments(query, vectors, &out).ok());
     ASSERT_EQ(out.size(), query.size());
