@@ -222,7 +222,7 @@ grpc::ServerUnaryReactor* SearchServiceImpl::Run(grpc::CallbackServerContext* ct
     return reactor;
   }
   std::function<void()> job = [this, reactor, ctx, call = std::move(call),
-                                fn = std::move(fn)]() mutable {
+                               fn = std::move(fn)]() mutable {
     call.dequeued = std::chrono::steady_clock::now();
     grpc::Status status;
     if (ctx->IsCancelled()) {
@@ -452,21 +452,21 @@ grpc::ServerUnaryReactor* SearchServiceImpl::Backup(grpc::CallbackServerContext*
 grpc::ServerUnaryReactor* SearchServiceImpl::Search(grpc::CallbackServerContext* ctx,
                                                     const v1::SearchRequest* req,
                                                     v1::SearchResponse* resp) {
-  return Run(ctx, "Search", Access::kRead, req->collection(),
-             [this, ctx, req, resp](const CallRecord& call) -> absl::Status {
-               ATTN_ASSIGN_OR_RETURN(std::shared_ptr<Collection> c,
-                                     catalog()->Get(req->collection()));
-               SearchQuery q;
-               ATTN_RETURN_IF_ERROR(FromProto(*req, c->config().dim, &q));
-               ATTN_ASSIGN_OR_RETURN(SearchResult r, c->Search(std::move(q), DeadlineOf(ctx)));
-               r.timing.queue_us =
-                   std::chrono::duration_cast<std::chrono::microseconds>(call.dequeued - call.start)
-                       .count();
-               if (options_.observer != nullptr) options_.observer->SearchDone(call, r.timing);
-               ToProto(std::move(r), resp);
-               return absl::OkStatus();
-             },
-             Dispatch::kHereWhenIdle);
+  return Run(
+      ctx, "Search", Access::kRead, req->collection(),
+      [this, ctx, req, resp](const CallRecord& call) -> absl::Status {
+        ATTN_ASSIGN_OR_RETURN(std::shared_ptr<Collection> c, catalog()->Get(req->collection()));
+        SearchQuery q;
+        ATTN_RETURN_IF_ERROR(FromProto(*req, c->config().dim, &q));
+        ATTN_ASSIGN_OR_RETURN(SearchResult r, c->Search(std::move(q), DeadlineOf(ctx)));
+        r.timing.queue_us =
+            std::chrono::duration_cast<std::chrono::microseconds>(call.dequeued - call.start)
+                .count();
+        if (options_.observer != nullptr) options_.observer->SearchDone(call, r.timing);
+        ToProto(std::move(r), resp);
+        return absl::OkStatus();
+      },
+      Dispatch::kHereWhenIdle);
 }
 
 }  // namespace attnsearch
