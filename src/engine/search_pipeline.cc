@@ -127,7 +127,10 @@ bool SearchPipeline::Fetched::any_coded() const {
 
 CandidateTokens SearchPipeline::Fetched::tokens() const {
   CandidateTokens t = TokensOf(block);
-  if (rows_from) t.rows_from = &rows_from;
+  if (rows_from) {
+    t.rows_from = &rows_from;
+    t.sources = src.data();
+  }
   return t;
 }
 

@@ -495,13 +495,16 @@ void CandidateInTiles(const Int8QueryTiles& q, const CandidateTokens& candidates
   const size_t padded = (size_t(n) + 31) / 32 * 32, whole = n / 32 * 32;
   if (s->sums.size() < padded * mp) s->sums.resize(padded * mp);
   if (s->st.size() < size_t(n) * m) s->st.resize(size_t(n) * m);
-  if (candidates.rows_from != nullptr) {
+  if (candidates.rows_from != nullptr && candidates.sources == nullptr) {
     s->rows.resize(padded * d);
     (*candidates.rows_from)(candidates.offsets[k], n, s->rows.data());
     std::memset(s->rows.data() + size_t(n) * d, 0, (padded - n) * d);
     Int8TileSimilarities(q, s->rows.data(), padded / 16, d, s->sums.data());
   } else {
-    const int8_t* x = static_cast<const int8_t*>(candidates.data) + candidates.offsets[k] * d;
+    const int8_t* x =
+        candidates.sources != nullptr
+            ? reinterpret_cast<const int8_t*>(candidates.sources[k])
+            : static_cast<const int8_t*>(candidates.data) + candidates.offsets[k] * d;
     Int8TileSimilarities(q, x, whole / 16, d, s->sums.data());
     if (whole < n) {
       s->rows.assign(32 * size_t(d), 0);

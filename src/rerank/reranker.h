@@ -89,6 +89,11 @@ struct CandidateTokens {
   // compressed codes): a piece of at most 2,048 rows at a time, or on the
   // int8 tile path one candidate at a time.
   const std::function<void(size_t first, size_t n, void* out)>* rows_from = nullptr;
+  // With rows_from: where candidate c's rows already lie, back to back in
+  // the reranker's dtype (e.g. in a token arena), for the paths that take
+  // one candidate at a time (the int8 tile path), which then read them in
+  // place instead of copying them out.
+  const char* const* sources = nullptr;
 };
 
 // Why a document scored what it did, for one query token.

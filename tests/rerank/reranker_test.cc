@@ -634,6 +634,49 @@ TEST_P(RerankerTest, RowsMadeOnDemandEqualRowsInPlace) {
   }
 }
 
+// Rows that already lie somewhere, one block per candidate (sources, as in a
+// token arena), score as rows back to back; the tile path reads them there
+// and asks rows_from for none.
+TEST_P(RerankerTest, RowsAtSourcesEqualRowsBackToBack) {
+  auto r = MakeReranker(dtype());
+  ASSERT_NE(r, nullptr);
+  std::mt19937 rng(113);
+  const Query q = MakeQuery(rng, 20);
+  const Candidates c = MakeCandidates(rng, RandomRowCounts(rng, 40, 120));
+  const CandidateTokens in_place = c.View(dtype());
+  const size_t row_bytes = size_t(kDim) * TokenDtypeSize(dtype());
+  // Each candidate's rows in an allocation of its own.
+  std::vector<std::vector<char>> blocks(in_place.count);
+  std::vector<const char*> sources(in_place.count);
+  for (size_t k = 0; k < in_place.count; ++k) {
+    const char* from = static_cast<const char*>(in_place.data) + in_place.offsets[k] * row_bytes;
+    blocks[k].assign(from, from + in_place.rows[k] * row_bytes);
+    sources[k] = blocks[k].data();
+  }
+  size_t asked = 0;
+  const std::function<void(size_t, size_t, void*)> make = [&](size_t first, size_t n, void* out) {
+    asked += n;
+    std::memcpy(out, static_cast<const char*>(in_place.data) + first * row_bytes, n * row_bytes);
+  };
+  CandidateTokens at = in_place;
+  at.data = nullptr;
+  at.rows_from = &make;
+  at.sources = sources.data();
+  for (RerankMode mode : {RerankMode::kAttention, RerankMode::kMaxSim}) {
+    const RerankQuery rq = q.View(mode, 0.1f);
+    std::vector<float> want(c.count()), got(c.count());
+    ASSERT_TRUE(r->Score(rq, in_place, want.data()).ok());
+    asked = 0;
+    ASSERT_TRUE(r->Score(rq, at, got.data()).ok());
+    for (size_t k = 0; k < c.count(); ++k) EXPECT_EQ(got[k], want[k]) << k;
+    if (r->tile_kernel()) {
+      EXPECT_EQ(asked, 0u);
+    } else {
+      EXPECT_EQ(asked, in_place.total_rows);
+    }
+  }
+}
+
 TEST_P(RerankerTest, RejectsBadRequests) {
   auto r = MakeReranker(dtype());
   ASSERT_NE(r, nullptr);
