@@ -501,10 +501,9 @@ void CandidateInTiles(const Int8QueryTiles& q, const CandidateTokens& candidates
     std::memset(s->rows.data() + size_t(n) * d, 0, (padded - n) * d);
     Int8TileSimilarities(q, s->rows.data(), padded / 16, d, s->sums.data());
   } else {
-    const int8_t* x =
-        candidates.sources != nullptr
-            ? reinterpret_cast<const int8_t*>(candidates.sources[k])
-            : static_cast<const int8_t*>(candidates.data) + candidates.offsets[k] * d;
+    const int8_t* x = candidates.sources != nullptr
+                          ? reinterpret_cast<const int8_t*>(candidates.sources[k])
+                          : static_cast<const int8_t*>(candidates.data) + candidates.offsets[k] * d;
     Int8TileSimilarities(q, x, whole / 16, d, s->sums.data());
     if (whole < n) {
       s->rows.assign(32 * size_t(d), 0);
