@@ -51,10 +51,12 @@ attn_cc_test(NAME int8_test
   SRCS ${CMAKE_CURRENT_LIST_DIR}/rerank/int8_test.cc
   DEPS attn_core attn_rerank attn_storage
   LABELS unit)
-# The reranker's tests again with oneDNN held below AMX, to AVX-512 with bf16
-# and VNNI: the kernels of machines without AMX (e.g. AMD Zen 4 and 5).
-foreach(isa AVX512_CORE_BF16)
-  foreach(t reranker_test int8_test nearest_rows_test)
+# The reranker's tests again with oneDNN held below AMX: to AVX-512 with
+# bf16 and VNNI, the kernels of machines without AMX (e.g. AMD Zen 4 and
+# 5); and to AVX2, where bf16 and int8 rows are widened to f32 (no bf16
+# matmul, no VNNI: e.g. AMD Zen 3).
+foreach(isa AVX512_CORE_BF16 AVX2)
+  foreach(t reranker_test int8_test nearest_rows_test code_scorer_test)
     add_test(NAME ${t}_isa_${isa} COMMAND ${t})
     set_tests_properties(${t}_isa_${isa} PROPERTIES
       ENVIRONMENT "ONEDNN_MAX_CPU_ISA=${isa}" LABELS unit)

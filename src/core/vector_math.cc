@@ -11,23 +11,12 @@
 #include <cstring>
 #include <vector>
 
+#include "core/simd_clones.h"
+
 // The loops below are written so that the compiler vectorises them, and
-// compiled once per instruction set: the loader picks the widest the CPU
-// has. Each clone gives the same result: the sums' order is fixed and
-// every product they add is exact in double (see NormalizeInPlace).
-// Sanitizer builds keep one version: their run-time library is not ready
-// when the loader resolves the clones.
-#if defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define ATTN_NO_SIMD_CLONES
-#endif
-#endif
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__SANITIZE_ADDRESS__) && \
-    !defined(ATTN_NO_SIMD_CLONES)
-#define ATTN_SIMD_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define ATTN_SIMD_CLONES
-#endif
+// compiled once per instruction set (core/simd_clones.h). Each clone gives
+// the same result: the sums' order is fixed and every product they add is
+// exact in double (see NormalizeInPlace).
 
 namespace attnsearch {
 

@@ -178,6 +178,9 @@ struct NearestRows::Rep {
   // The tile kernel's copy of the table (empty when oneDNN runs instead).
   std::vector<uint16_t> tiles;
   size_t padded_dim = 0, blocks = 0;
+  // Where oneDNN has no bf16 matmul (before AVX-512): the bf16 values
+  // widened to f32, exactly, and multiplied by an f32 matmul.
+  bool widen = false;
   dnnl::matmul::primitive_desc pd;
   dnnl::matmul primitive;
   memory weights;  // the table in the layout the primitive wants, made once
@@ -209,22 +212,37 @@ absl::StatusOr<std::unique_ptr<NearestRows>> NearestRows::Create(
     }
     return std::unique_ptr<NearestRows>(new NearestRows(std::move(rep)));
   }
-  try {
-    const memory::dim m = kBlock, d = dim, kk = memory::dim(k);
-    // S (block x k) = Q (block x d) * Tᵀ (d x k), the table read row-major
-    // with strides {1, d}.
-    memory::desc q_md({m, d}, memory::data_type::bf16, {d, 1});
-    memory::desc t_md({d, kk}, memory::data_type::bf16, {1, d});
-    memory::desc any_md({d, kk}, memory::data_type::bf16, memory::format_tag::any);
+  // S (block x k) = Q (block x d) * Tᵀ (d x k), the table read row-major
+  // with strides {1, d}, in bf16 (or widened to f32).
+  const auto make = [&rep](memory::data_type dt) {
+    const memory::dim m = kBlock, d = rep->dim, kk = memory::dim(rep->k);
+    memory::desc q_md({m, d}, dt, {d, 1});
+    memory::desc t_md({d, kk}, dt, {1, d});
+    memory::desc any_md({d, kk}, dt, memory::format_tag::any);
     memory::desc s_md({m, kk}, memory::data_type::f32, {kk, 1});
     rep->pd = dnnl::matmul::primitive_desc(dnnl::matmul::desc(q_md, any_md, s_md), rep->engine);
     rep->primitive = dnnl::matmul(rep->pd);
     // The table reordered once into the kernel's own layout.
     rep->weights = memory(rep->pd.weights_desc(), rep->engine);
-    memory user(t_md, rep->engine, rep->table.data());
+    std::vector<float> wide;
+    const void* data = rep->table.data();
+    if (dt == memory::data_type::f32) {
+      wide.resize(rep->table.size());
+      Bf16ToFloat(rep->table.data(), wide.data(), wide.size());
+      data = wide.data();
+    }
+    memory user(t_md, rep->engine, const_cast<void*>(data));
     dnnl::stream stream(rep->engine);
     dnnl::reorder(user, rep->weights).execute(stream, user, rep->weights);
     stream.wait();
+  };
+  try {
+    try {
+      make(memory::data_type::bf16);
+    } catch (const dnnl::error&) {
+      rep->widen = true;  // no bf16 matmul on this CPU
+      make(memory::data_type::f32);
+    }
   } catch (const dnnl::error& e) {
     return absl::InternalError(absl::StrCat("nearest rows: oneDNN: ", e.what()));
   }
@@ -232,7 +250,8 @@ absl::StatusOr<std::unique_ptr<NearestRows>> NearestRows::Create(
 }
 
 const char* NearestRows::kernel() const {
-  return rep_->tiles.empty() ? "onednn matmul" : "amx tiles";
+  if (!rep_->tiles.empty()) return "amx tiles";
+  return rep_->widen ? "onednn matmul (bf16 widened to f32)" : "onednn matmul";
 }
 
 absl::Status NearestRows::Find(const float* rows, size_t n, uint32_t* out) const {
@@ -298,15 +317,17 @@ absl::Status NearestRows::MatmulBlocks(
   const Rep& r = *rep_;
   const size_t d = r.dim, k = r.k;
   std::vector<uint16_t> q(kBlock * d, 0);
+  std::vector<float> wide(r.widen ? kBlock * d : 0);
   std::vector<float> s(kBlock * k);
   try {
     dnnl::stream stream(r.engine);
-    memory q_mem(r.pd.src_desc(), r.engine, q.data());
+    memory q_mem(r.pd.src_desc(), r.engine, r.widen ? static_cast<void*>(wide.data()) : q.data());
     memory s_mem(r.pd.dst_desc(), r.engine, s.data());
     for (size_t at = 0; at < n; at += kBlock) {
       const size_t valid = std::min(kBlock, n - at);
       FloatToBf16(rows + at * d, q.data(), valid * d);
       if (valid < kBlock) std::fill(q.begin() + long(valid * d), q.end(), uint16_t(0));
+      if (r.widen) Bf16ToFloat(q.data(), wide.data(), wide.size());
       r.primitive.execute(
           stream, {{DNNL_ARG_SRC, q_mem}, {DNNL_ARG_WEIGHTS, r.weights}, {DNNL_ARG_DST, s_mem}});
       stream.wait();

@@ -52,26 +52,37 @@ memory::data_type DnnlType(TokenDtype dtype) {
 }
 
 // The query as the matmul consumes it: rounded to bf16, or quantized to s8
-// with one scale per query token (the matmul's output scales).
+// with one scale per query token (applied in the reduce); either widened
+// to f32 where the matmul computes their values in f32 (Reranker::Rep).
 struct QueryOperand {
   std::vector<uint16_t> bf16;
+  std::vector<float> widened;
   std::vector<int8_t> s8;
   std::vector<float> row_scales;  // s8 only
   const void* data = nullptr;
 
-  QueryOperand(const float* q, uint32_t m, size_t d, TokenDtype dtype) {
+  QueryOperand(const float* q, uint32_t m, size_t d, TokenDtype dtype, bool widen = false) {
     const size_t n = m * d;
     data = q;
     if (dtype == TokenDtype::kBF16) {
       bf16.resize(n);
       FloatToBf16(q, bf16.data(), n);
       data = bf16.data();
+      if (widen) {
+        widened.resize(n);
+        Bf16ToFloat(bf16.data(), widened.data(), n);
+        data = widened.data();
+      }
     } else if (dtype == TokenDtype::kInt8) {
       s8.resize(n);
       row_scales.resize(m);
       for (uint32_t i = 0; i < m; ++i)
         row_scales[i] = QuantizeInt8(q + i * d, s8.data() + i * d, d);
       data = s8.data();
+      if (widen) {
+        widened.assign(s8.begin(), s8.end());
+        data = widened.data();
+      }
     }
   }
   const float* scales() const { return row_scales.empty() ? nullptr : row_scales.data(); }
@@ -152,6 +163,14 @@ struct Matmul {
   }
 };
 
+// True when oneDNN's int8 matmul has VNNI here (AVX-512 VNNI or AVX-VNNI,
+// as ONEDNN_MAX_CPU_ISA allows): its s8 products then sum in 32 bits.
+bool HasVnni() {
+  const auto isa = unsigned(dnnl::get_effective_cpu_isa());
+  const auto has = [isa](dnnl::cpu_isa want) { return (isa & unsigned(want)) == unsigned(want); };
+  return has(dnnl::cpu_isa::avx512_core_vnni) || has(dnnl::cpu_isa::avx2_vnni);
+}
+
 // The row counts of the fixed-shape matmuls: kWindowRows, then powers of
 // two down to kMinPieceRows for the rest of a chunk.
 constexpr size_t kWindowRows = 2048;
@@ -215,6 +234,14 @@ class CallThreads {
 
 struct Reranker::Rep {
   dnnl::engine engine{dnnl::engine::kind::cpu, 0};
+  // Rows whose matmul this CPU lacks or gets wrong: bf16 where oneDNN has
+  // no bf16 matmul (before AVX-512), and int8 without VNNI, where oneDNN's
+  // u8 x s8 pairs saturate at 16 bits (its "int8 computation nuances").
+  // Each piece's rows are then widened to f32, exactly, and multiplied by
+  // an f32 matmul with the query as it would be (bf16-rounded, or its s8
+  // steps): the products of the same values, summed in f32 (exact for
+  // int8 at d <= 1,040).
+  bool widen = false;
   std::unique_ptr<Matmul> any_shape;  // runtime rows and m
   mutable absl::Mutex mu;
   // Fixed-shape primitives by (rows, m), created on first use and never
@@ -254,14 +281,26 @@ Reranker::Reranker(std::unique_ptr<Rep> rep, uint32_t dim, TokenDtype dtype,
 
 Reranker::~Reranker() = default;
 
+bool Reranker::widened() const { return rep_->widen; }
+
+TokenDtype Reranker::MatmulDtype() const { return rep_->widen ? TokenDtype::kF32 : dtype_; }
+
 absl::StatusOr<std::unique_ptr<Reranker>> Reranker::Create(uint32_t dim, TokenDtype dtype,
                                                            const RerankerOptions& options) {
   if (dim == 0 || dim > kMaxDim) return absl::InvalidArgumentError("reranker: bad dim");
   auto rep = std::make_unique<Rep>();
-  ATTN_RETURN_IF_ERROR(CatchDnnl("creating the rerank matmul", [&] {
-    rep->any_shape = std::make_unique<Matmul>(rep->engine, DNNL_RUNTIME_DIM_VAL,
-                                              DNNL_RUNTIME_DIM_VAL, memory::dim(dim), dtype);
-  }));
+  const auto make_any_shape = [&](TokenDtype computed) {
+    return CatchDnnl("creating the rerank matmul", [&] {
+      rep->any_shape = std::make_unique<Matmul>(rep->engine, DNNL_RUNTIME_DIM_VAL,
+                                                DNNL_RUNTIME_DIM_VAL, memory::dim(dim), computed);
+    });
+  };
+  rep->widen = dtype == TokenDtype::kInt8 && !HasVnni();
+  if (absl::Status made = make_any_shape(rep->widen ? TokenDtype::kF32 : dtype); !made.ok()) {
+    if (dtype != TokenDtype::kBF16) return made;
+    rep->widen = true;  // no bf16 matmul on this CPU
+    ATTN_RETURN_IF_ERROR(make_any_shape(TokenDtype::kF32));
+  }
   std::unique_ptr<Reranker> reranker(new Reranker(std::move(rep), dim, dtype, options));
   // One small run JIT-compiles the kernels now rather than in the first query.
   std::vector<float> q(dim, 0.f), w(1, 1.f);
@@ -278,7 +317,7 @@ absl::StatusOr<std::unique_ptr<Reranker>> Reranker::Create(uint32_t dim, TokenDt
 
 absl::StatusOr<std::string> Reranker::MatmulKernel(uint32_t query_tokens) const {
   if (query_tokens == 0) return absl::InvalidArgumentError("reranker: no query tokens");
-  const Matmul* mm = rep_->For(kWindowRows, query_tokens, dim_, dtype_);
+  const Matmul* mm = rep_->For(kWindowRows, query_tokens, dim_, MatmulDtype());
   std::string name;
   ATTN_RETURN_IF_ERROR(CatchDnnl("rerank matmul", [&] { name = mm->pd.impl_info_str(); }));
   return name;
@@ -316,22 +355,36 @@ absl::Status Reranker::MultiplyPiece(const void* query_operand, uint32_t m, cons
                                      size_t rows, size_t valid, float* out) const {
   const size_t d = dim_;
   const size_t row_bytes = d * TokenDtypeSize(dtype_);
-  const Matmul* mm = rep_->For(rows, m, dim_, dtype_);
-  // A padded piece: its valid rows, then zero rows, in a buffer of its own;
-  // its output goes to another and only the valid rows are copied out.
+  const TokenDtype computed = MatmulDtype();
+  const Matmul* mm = rep_->For(rows, m, dim_, computed);
+  // A padded piece: its valid rows, then zero rows, in a buffer of its own
+  // (widened to f32 if the matmul computes bf16 in f32); its output goes to
+  // another and only the valid rows are copied out.
   thread_local std::vector<char> pad_in;
-  thread_local std::vector<float> pad_out;
+  thread_local std::vector<float> wide_in, pad_out;
   const void* src = rows_data;
   float* dst = out;
-  if (valid < rows) {
+  if (computed != dtype_) {
+    wide_in.resize(rows * d);
+    if (dtype_ == TokenDtype::kBF16) {
+      Bf16ToFloat(reinterpret_cast<const uint16_t*>(rows_data), wide_in.data(), valid * d);
+    } else {
+      const auto* s8 = reinterpret_cast<const int8_t*>(rows_data);
+      std::copy(s8, s8 + valid * d, wide_in.begin());
+    }
+    std::fill(wide_in.begin() + long(valid * d), wide_in.end(), 0.f);
+    src = wide_in.data();
+  } else if (valid < rows) {
     pad_in.assign(rows * row_bytes, 0);
     std::memcpy(pad_in.data(), rows_data, valid * row_bytes);
-    pad_out.resize(rows * m);
     src = pad_in.data();
+  }
+  if (valid < rows) {
+    pad_out.resize(rows * m);
     dst = pad_out.data();
   }
   ATTN_RETURN_IF_ERROR(CatchDnnl("rerank matmul", [&] {
-    std::unique_ptr<Matmul::Bound> b = mm->Take(rep_->engine, rows, m, dim_, dtype_);
+    std::unique_ptr<Matmul::Bound> b = mm->Take(rep_->engine, rows, m, dim_, computed);
     b->t_mem.set_data_handle(const_cast<void*>(src));
     b->q_mem.set_data_handle(const_cast<void*>(query_operand));
     b->s_mem.set_data_handle(dst);
@@ -350,7 +403,7 @@ absl::StatusOr<size_t> Reranker::ForEachChunk(
   const uint32_t m = query.num_tokens;
   const size_t d = dim_;
   const size_t row_bytes = d * TokenDtypeSize(dtype_);
-  const QueryOperand q_op(query.tokens, m, d, dtype_);
+  const QueryOperand q_op(query.tokens, m, d, dtype_, rep_->widen);
 
   const CallThreads call_threads(options_, m, d, candidates.total_rows);
   const int threads = call_threads.threads();
@@ -668,7 +721,8 @@ absl::Status Reranker::FromScored(const RerankQuery& query, const CandidateToken
   }
   const size_t row0 = candidates.count > 0 ? candidates.offsets[0] : 0;
   const float inv_tau = 1.f / query.temperature;
-  const QueryOperand q_op(query.tokens, m, dim_, dtype_);  // its int8 scales, as Score had them
+  const QueryOperand q_op(query.tokens, m, dim_, dtype_,
+                          rep_->widen);  // its int8 scales, as Score had them
   if (evidence != nullptr) evidence->assign(which.size(), {});
   if (maps != nullptr) maps->assign(which.size(), {});
   std::vector<uint32_t> argmax(m);

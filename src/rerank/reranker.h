@@ -16,7 +16,9 @@
 // done, while they are in cache. bf16 storage runs the bf16 matmul with f32
 // accumulation; int8 storage (one scale per token) runs the s8 matmul with
 // the query quantized to s8 (one scale per query token) and both scales
-// applied to the f32 output; the softmax and the sums are f32. On AMX-INT8
+// applied to the f32 output; the softmax and the sums are f32. Where the
+// CPU lacks the bf16 matmul or VNNI (AVX2 only), those rows are widened to
+// f32 a piece at a time and multiplied in f32, with the same products. On AMX-INT8
 // machines int8 skips oneDNN: each candidate's sums come from AMX tiles and
 // are reduced in L1 (RerankerOptions::tile_kernel), with the same scores.
 //
@@ -177,6 +179,12 @@ class Reranker {
   // similarities for ExplainScored, which computes the hits' again.
   bool tile_kernel() const { return int8_tiles_; }
 
+  // True when the rows are widened to f32 for an f32 matmul: bf16 where
+  // oneDNN has no bf16 matmul (before AVX-512), int8 without VNNI (where
+  // its 16-bit pair sums would saturate). Scores are those of the same
+  // values; only the speed differs.
+  bool widened() const;
+
   uint32_t dim() const { return dim_; }
   TokenDtype dtype() const { return dtype_; }
 
@@ -222,6 +230,9 @@ class Reranker {
   // read (the rest count as zeros) and written.
   absl::Status MultiplyPiece(const void* query_operand, uint32_t m, const char* rows_data,
                              size_t rows, size_t valid, float* out) const;
+  // The matmul's operands: dtype_, or f32 where the rows are widened (a
+  // CPU without a bf16 matmul, or int8 without VNNI; see Rep).
+  TokenDtype MatmulDtype() const;
   Reranker(std::unique_ptr<Rep> rep, uint32_t dim, TokenDtype dtype,
            const RerankerOptions& options);
 

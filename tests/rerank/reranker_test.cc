@@ -754,6 +754,17 @@ TEST(RerankerKernelTest, FixedShapeMatmulRunsOnTheBestKernel) {
     } else if (has_dot) {
       EXPECT_EQ(kernel->rfind("brg:", 0), 0u);
     }
+    // Below AVX-512 (bf16) or without VNNI (int8) the rows are widened to
+    // f32 and run on the f32 matmul; never otherwise.
+    const bool bf16_matmul = (unsigned(isa) & unsigned(dnnl::cpu_isa::avx512_core)) ==
+                             unsigned(dnnl::cpu_isa::avx512_core);
+    const auto has = [isa](dnnl::cpu_isa want) {
+      return (unsigned(isa) & unsigned(want)) == unsigned(want);
+    };
+    const bool vnni = has(dnnl::cpu_isa::avx512_core_vnni) || has(dnnl::cpu_isa::avx2_vnni);
+    EXPECT_EQ((*r)->widened(), dtype == TokenDtype::kBF16   ? !bf16_matmul
+                               : dtype == TokenDtype::kInt8 ? !vnni
+                                                            : false);
     std::printf("%s on isa %d: %s\n", std::string(TokenDtypeName(dtype)).c_str(), int(isa),
                 kernel->c_str());
   }
