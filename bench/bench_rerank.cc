@@ -212,15 +212,33 @@ std::unique_ptr<RerankData> SetupRerank(const BenchFlags& f) {
   return in;
 }
 
+// True when oneDNN can make a bf16 matmul on this CPU (AVX-512 and up).
+bool HasBf16Matmul() {
+  try {
+    const memory::dim n = 16;
+    const memory::desc md({n, n}, memory::data_type::bf16, {n, 1});
+    const memory::desc out({n, n}, memory::data_type::f32, {n, 1});
+    dnnl::matmul::primitive_desc(dnnl::matmul::desc(md, md, out),
+                                 dnnl::engine(dnnl::engine::kind::cpu, 0));
+    return true;
+  } catch (const dnnl::error&) {
+    return false;
+  }
+}
+
 // oneDNN's bare matmuls of the reranker's shape, created once; each call
-// runs one. Constructing it throws dnnl::error.
+// runs one. Constructing it throws dnnl::error. bf16 on a CPU without a
+// bf16 matmul: the f32 matmul of the same (bf16-rounded) values, as the
+// reranker then runs it (Reranker::widened).
 class BareMatmuls {
  public:
   explicit BareMatmuls(const RerankData& x)
-      : x_(x),
-        dt_(x.bf16   ? memory::data_type::bf16
-            : x.int8 ? memory::data_type::s8
-                     : memory::data_type::f32),
+      : widened_(x.bf16 && !HasBf16Matmul()),
+        dt_(x.bf16 && !widened_ ? memory::data_type::bf16
+            : x.int8            ? memory::data_type::s8
+                                : memory::data_type::f32),
+        q_data_(widened_ ? x.query.data() : x.q_data),
+        doc_data_(widened_ ? x.docs.data() : x.doc_data),
         md_(x.m),
         nd_(memory::dim(x.total)),
         dd_(x.d),
@@ -232,8 +250,8 @@ class BareMatmuls {
         sim_(size_t(x.m) * x.total),
         mm_pd_(dnnl::matmul::desc(q_md_, t_md_, s_md_), eng_),
         mm_(mm_pd_),
-        q_mem_(q_md_, eng_, const_cast<void*>(x.q_data)),
-        t_mem_(t_md_, eng_, const_cast<void*>(x.doc_data)),
+        q_mem_(q_md_, eng_, const_cast<void*>(q_data_)),
+        t_mem_(t_md_, eng_, const_cast<void*>(doc_data_)),
         s_mem_(s_md_, eng_, sim_.data()),
         pd_rt_(RuntimeDimsPd()),
         pd_t_(RuntimeDimsPd()),
@@ -243,7 +261,9 @@ class BareMatmuls {
         scratch_t_(pd_t_.scratchpad_desc().get_size()) {}
 
   // The kernel oneDNN chose for Fixed.
-  std::string FixedKernel() const { return mm_pd_.impl_info_str(); }
+  std::string FixedKernel() const {
+    return std::string(mm_pd_.impl_info_str()) + (widened_ ? " (bf16 widened to f32)" : "");
+  }
   // Q·Dᵀ with the exact shape baked in; primitive, memory and stream made once.
   void Fixed() {
     mm_.execute(stream_,
@@ -252,12 +272,12 @@ class BareMatmuls {
   }
   // Q·Dᵀ through a runtime-dimension primitive, memory objects and stream per call.
   void RuntimeDims() {
-    Run(mm_rt_, pd_rt_, scratch_rt_, {q_md_, x_.q_data}, {t_md_, x_.doc_data}, s_md_);
+    Run(mm_rt_, pd_rt_, scratch_rt_, {q_md_, q_data_}, {t_md_, doc_data_}, s_md_);
   }
   // Sᵀ (N x m) = D (N x d) · Qᵀ (d x m) the same way: the reranker's orientation.
   void Transposed() {
-    Run(mm_t_, pd_t_, scratch_t_, {{{nd_, dd_}, dt_, {dd_, 1}}, x_.doc_data},
-        {{{dd_, md_}, dt_, {1, dd_}}, x_.q_data}, {{nd_, md_}, memory::data_type::f32, {md_, 1}});
+    Run(mm_t_, pd_t_, scratch_t_, {{{nd_, dd_}, dt_, {dd_, 1}}, doc_data_},
+        {{{dd_, md_}, dt_, {1, dd_}}, q_data_}, {{nd_, md_}, memory::data_type::f32, {md_, 1}});
   }
 
  private:
@@ -289,8 +309,10 @@ class BareMatmuls {
     s.wait();
   }
 
-  const RerankData& x_;
+  const bool widened_;
   const memory::data_type dt_;
+  const void* const q_data_;
+  const void* const doc_data_;
   const memory::dim md_, nd_, dd_;
   dnnl::engine eng_;
   dnnl::stream stream_;
@@ -335,6 +357,7 @@ absl::StatusOr<RerankTimes> TimeRerank(const BenchFlags& f, const RerankData& x)
   ATTN_ASSIGN_OR_RETURN(out.kernel_ours, reranker->MatmulKernel(x.m));
   // int8 on AMX skips the matmul: its own tile kernel runs instead.
   if (reranker->tile_kernel()) out.kernel_ours = "amx tiles (TDPBSSD, reduced in L1)";
+  if (reranker->widened()) out.kernel_ours += " (rows widened to f32)";
   out.scores.resize(C);
   absl::Status score_status;
   std::function<void()> ours_fn = [&] {

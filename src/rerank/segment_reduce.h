@@ -8,9 +8,9 @@
 // where s_ij = st[j·m + i] · row_scale[j] · col_scale[i] (a null scale
 // array counts as ones). The
 // query tokens lie across the vector lanes, so both passes stream the block
-// once with contiguous loads. Vectorised with AVX-512 when the CPU has it
-// (chosen once at run time), with a portable fallback; both agree within
-// float rounding.
+// once with contiguous loads. Vectorised with AVX-512 when the CPU has it,
+// else with AVX2 and FMA (chosen once at run time), with a portable
+// fallback; all agree within float rounding.
 #ifndef ATTNSEARCH_RERANK_SEGMENT_REDUCE_H_
 #define ATTNSEARCH_RERANK_SEGMENT_REDUCE_H_
 
@@ -31,6 +31,13 @@ float ReduceSegment(const float* st, uint32_t m, uint32_t n, const float* w, Rer
 // result is ReduceSegment's to the bit. REQUIRES: ReduceSegmentUsesAvx512().
 float ReduceSegmentWithMax(const float* st, uint32_t m, uint32_t n, const float* w, RerankMode mode,
                            float inv_tau, const float* col_max);
+
+// The AVX2 version (with FMA), used where AVX-512 is missing; REQUIRES:
+// ReduceSegmentHasAvx2() (for tests).
+float ReduceSegmentAvx2(const float* st, uint32_t m, uint32_t n, const float* w, RerankMode mode,
+                        float inv_tau, const float* row_scale = nullptr,
+                        const float* col_scale = nullptr);
+bool ReduceSegmentHasAvx2();
 
 // The portable version, always available (for tests).
 float ReduceSegmentPortable(const float* st, uint32_t m, uint32_t n, const float* w,

@@ -68,6 +68,14 @@ TEST(SegmentReduceTest, MatchesDoublePrecisionLoops) {
           EXPECT_NEAR(ReduceSegmentPortable(st.data(), m, n, w.data(), mode, 1.f / tau,
                                             scale.data(), col.data()),
                       both, 4e-5 * m);
+          if (ReduceSegmentHasAvx2()) {
+            EXPECT_NEAR(ReduceSegmentAvx2(st.data(), m, n, w.data(), mode, 1.f / tau), want,
+                        1e-5 * m)
+                << "AVX2 n=" << n << " m=" << m << " tau=" << tau;
+            EXPECT_NEAR(ReduceSegmentAvx2(st.data(), m, n, w.data(), mode, 1.f / tau, scale.data(),
+                                          col.data()),
+                        both, 4e-5 * m);
+          }
           std::vector<uint32_t> argmax(m);
           std::vector<float> weight(m), contribution(m);
           ExplainSegment(st.data(), m, n, w.data(), mode, 1.f / tau, scale.data(), col.data(),
@@ -87,6 +95,9 @@ TEST(SegmentReduceTest, ExtremeValuesStayFinite) {
   std::vector<float> w = {1.f};
   const float r = ReduceSegment(s.data(), 1, 4, w.data(), RerankMode::kAttention, 1e4f);
   EXPECT_FLOAT_EQ(r, 1.f);
+  if (ReduceSegmentHasAvx2()) {
+    EXPECT_FLOAT_EQ(ReduceSegmentAvx2(s.data(), 1, 4, w.data(), RerankMode::kAttention, 1e4f), 1.f);
+  }
 }
 
 }  // namespace
