@@ -11,8 +11,8 @@
 // Per generator: the load (Upsert in batches of 500; the centroid
 // collection's residual codec, --code_bits and --code_centroids, trained
 // after it) and, with --target_recall > 0, TuneIndex for that recall on
-// 200 held-out documents; then per query, with --ann_params (empty: the
-// tuned knobs)
+// 200 held-out documents; then per query, with each of
+// --ann_multivector_knobs (default: --ann_params; empty: the tuned knobs)
 //   - the exhaustive top k: the collection's own rerank of every document;
 //   - per candidate count C: the first stage's C candidates (a search with
 //     top_k = C and no rerank), their recall of that top k, and the first
@@ -98,14 +98,20 @@ double Micros(std::chrono::steady_clock::duration d) {
   return std::chrono::duration<double, std::micro>(d).count();
 }
 
+// The figures of one setting of the knobs, per candidate count.
+struct KnobRun {
+  std::string ann_params;              // as sent (empty: tuned or defaults)
+  std::vector<double> recall;          // per candidate count
+  std::vector<double> first_stage_us;  // mean, per candidate count
+  std::vector<double> search_us;       // mean whole search at top_k, per candidate count
+};
+
 struct GeneratorRun {
   std::string source;
   double load_s = 0, train_s = 0, tune_s = 0;
   std::string tuned;  // TuneIndex's ann_params (empty: not tuned)
   double bytes_per_doc = 0;
-  std::vector<double> recall;          // per candidate count
-  std::vector<double> first_stage_us;  // mean, per candidate count
-  std::vector<double> search_us;       // mean whole search at top_k, per candidate count
+  std::vector<KnobRun> knobs;
 };
 
 absl::StatusOr<GeneratorRun> RunGenerator(const BenchFlags& f, CandidateSource source,
@@ -158,9 +164,14 @@ absl::StatusOr<GeneratorRun> RunGenerator(const BenchFlags& f, CandidateSource s
                       double(std::max<uint64_t>(1, stats.num_documents));
 
   const std::vector<int>& counts = f.ann_multivector_candidates;
-  run.recall.assign(counts.size(), 0);
-  run.first_stage_us.assign(counts.size(), 0);
-  run.search_us.assign(counts.size(), 0);
+  // Each setting of the knobs, on the same collection and queries.
+  std::vector<std::string> knob_sets = f.ann_multivector_knobs;
+  if (knob_sets.empty()) knob_sets.push_back(f.ann_params);  // empty: tuned, else defaults
+  for (const std::string& knobs : knob_sets) {
+    run.knobs.push_back({knobs, std::vector<double>(counts.size(), 0),
+                         std::vector<double>(counts.size(), 0),
+                         std::vector<double>(counts.size(), 0)});
+  }
   std::mt19937_64 pick(f.seed + 1);
   for (size_t qi = 0; qi < f.num_queries; ++qi) {
     SearchQuery q;
@@ -168,35 +179,39 @@ absl::StatusOr<GeneratorRun> RunGenerator(const BenchFlags& f, CandidateSource s
     q.tokens = data.QueryRows(pick() % f.num_docs, q.num_tokens);
     q.top_k = uint32_t(f.k);
     q.candidates = uint32_t(f.num_docs);
-    q.ann_params = f.ann_params;  // empty: the tuned knobs, else the defaults
     ATTN_ASSIGN_OR_RETURN(const SearchResult exhaustive, c->Search(q));
     std::set<std::string> truth;
     for (const SearchHit& h : exhaustive.hits) truth.insert(h.id);
-    for (size_t j = 0; j < counts.size(); ++j) {
-      SearchQuery first = q;
-      first.candidates = uint32_t(counts[j]);
-      first.top_k = std::min<uint32_t>(first.candidates, options.limits.max_top_k);
-      first.mode = RerankMode::kNone;
-      ATTN_ASSIGN_OR_RETURN(const SearchResult got, c->Search(first));
-      if (got.sources.first_stage != source) {
-        return absl::InternalError(
-            absl::StrCat("the ", run.source, " collection's candidates came from ",
-                         std::string(CandidateSourceName(got.sources.first_stage))));
+    for (KnobRun& k : run.knobs) {
+      q.ann_params = k.ann_params;
+      for (size_t j = 0; j < counts.size(); ++j) {
+        SearchQuery first = q;
+        first.candidates = uint32_t(counts[j]);
+        first.top_k = std::min<uint32_t>(first.candidates, options.limits.max_top_k);
+        first.mode = RerankMode::kNone;
+        ATTN_ASSIGN_OR_RETURN(const SearchResult got, c->Search(first));
+        if (got.sources.first_stage != source) {
+          return absl::InternalError(
+              absl::StrCat("the ", run.source, " collection's candidates came from ",
+                           std::string(CandidateSourceName(got.sources.first_stage))));
+        }
+        size_t hit = 0;
+        for (const SearchHit& h : got.hits) hit += truth.contains(h.id);
+        k.recall[j] += double(hit) / double(std::max<size_t>(1, truth.size()));
+        k.first_stage_us[j] += double(got.timing.ann_us);
+        SearchQuery whole = q;
+        whole.candidates = uint32_t(counts[j]);
+        ATTN_ASSIGN_OR_RETURN(const SearchResult reranked, c->Search(whole));
+        k.search_us[j] += double(reranked.timing.total_us);
       }
-      size_t hit = 0;
-      for (const SearchHit& h : got.hits) hit += truth.contains(h.id);
-      run.recall[j] += double(hit) / double(std::max<size_t>(1, truth.size()));
-      run.first_stage_us[j] += double(got.timing.ann_us);
-      SearchQuery whole = q;
-      whole.candidates = uint32_t(counts[j]);
-      ATTN_ASSIGN_OR_RETURN(const SearchResult reranked, c->Search(whole));
-      run.search_us[j] += double(reranked.timing.total_us);
     }
   }
-  for (size_t j = 0; j < counts.size(); ++j) {
-    run.recall[j] /= double(f.num_queries);
-    run.first_stage_us[j] /= double(f.num_queries);
-    run.search_us[j] /= double(f.num_queries);
+  for (KnobRun& k : run.knobs) {
+    for (size_t j = 0; j < counts.size(); ++j) {
+      k.recall[j] /= double(f.num_queries);
+      k.first_stage_us[j] /= double(f.num_queries);
+      k.search_us[j] /= double(f.num_queries);
+    }
   }
   return run;
 }
@@ -226,30 +241,34 @@ absl::StatusOr<BenchOutput> RunAnnMultiVector(const BenchFlags& f) {
     std::fflush(stdout);
     ATTN_ASSIGN_OR_RETURN(const GeneratorRun run,
                           RunGenerator(f, source, absl::StrCat(scratch.path(), "/", name)));
-    for (size_t j = 0; j < f.ann_multivector_candidates.size(); ++j) {
-      rows.push_back({run.source, Fmt("%d", f.ann_multivector_candidates[j]),
-                      Fmt("%.3f", run.recall[j]), Fmt("%.0f", run.first_stage_us[j]),
-                      Fmt("%.0f", run.search_us[j]), Fmt("%.0f", run.bytes_per_doc),
-                      Fmt("%.1f", run.load_s), Fmt("%.1f", run.train_s),
-                      run.tuned.empty() ? "-" : Fmt("%s (%.0f s)", run.tuned.c_str(), run.tune_s)});
-      results.push_back({{"source", run.source},
-                         {"candidates", f.ann_multivector_candidates[j]},
-                         {"recall", run.recall[j]},
-                         {"first_stage_us", run.first_stage_us[j]},
-                         {"search_us", run.search_us[j]},
-                         {"bytes_per_doc", run.bytes_per_doc},
-                         {"load_s", run.load_s},
-                         {"train_s", run.train_s},
-                         {"tuned_ann_params", run.tuned},
-                         {"tune_s", run.tune_s}});
+    for (const KnobRun& k : run.knobs) {
+      for (size_t j = 0; j < f.ann_multivector_candidates.size(); ++j) {
+        rows.push_back(
+            {run.source, k.ann_params.empty() ? "-" : k.ann_params,
+             Fmt("%d", f.ann_multivector_candidates[j]), Fmt("%.3f", k.recall[j]),
+             Fmt("%.0f", k.first_stage_us[j]), Fmt("%.0f", k.search_us[j]),
+             Fmt("%.0f", run.bytes_per_doc), Fmt("%.1f", run.load_s), Fmt("%.1f", run.train_s),
+             run.tuned.empty() ? "-" : Fmt("%s (%.0f s)", run.tuned.c_str(), run.tune_s)});
+        results.push_back({{"source", run.source},
+                           {"ann_params", k.ann_params},
+                           {"candidates", f.ann_multivector_candidates[j]},
+                           {"recall", k.recall[j]},
+                           {"first_stage_us", k.first_stage_us[j]},
+                           {"search_us", k.search_us[j]},
+                           {"bytes_per_doc", run.bytes_per_doc},
+                           {"load_s", run.load_s},
+                           {"train_s", run.train_s},
+                           {"tuned_ann_params", run.tuned},
+                           {"tune_s", run.tune_s}});
+      }
     }
   }
   std::printf(
       "\nfirst stages on clustered multi-vector documents (%zu documents, %zu queries of %d "
       "tokens, d = %u): recall of the exhaustive rerank's top %d among the candidates\n%s",
       f.num_docs, f.num_queries, f.query_tokens, f.dim, f.k,
-      FormatTable({"source", "candidates", "recall", "first stage us", "search us (top_k)",
-                   "bytes/doc", "load s", "codec s", "tuned"},
+      FormatTable({"source", "ann_params", "candidates", "recall", "first stage us",
+                   "search us (top_k)", "bytes/doc", "load s", "codec s", "tuned"},
                   rows)
           .c_str());
   out.results = {{"first_stages", results}};

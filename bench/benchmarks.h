@@ -53,6 +53,7 @@ struct BenchFlags {
   bool ann_multivector = false;
   std::vector<std::string> ann_multivector_sources = {"pooled", "fde", "centroids"};
   std::vector<int> ann_multivector_candidates = {50, 100, 200, 1000};
+  std::vector<std::string> ann_multivector_knobs;  // empty: {ann_params}
 
   // rerank.
   int candidates = 100;

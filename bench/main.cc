@@ -72,6 +72,11 @@ void AddAnnFlags(CLI::App& app, BenchFlags& f) {
   app.add_option("--ann_multivector_candidates", f.ann_multivector_candidates,
                  "ann --ann_multivector: candidate counts")
       ->delimiter(',');
+  app.add_option("--ann_multivector_knobs", f.ann_multivector_knobs,
+                 "ann --ann_multivector: several ann_params measured on each collection, "
+                 "separated by ';' (e.g. \"probe=16;probe=2,refine=1000\"; default: "
+                 "--ann_params)")
+      ->delimiter(';');
   app.add_option("--ann_build_threads", f.ann_build_threads, "threads building each graph")
       ->capture_default_str();
   app.add_option("--build_rounds", f.build_rounds,

@@ -100,9 +100,10 @@ absl::StatusOr<AnnSearchParams> AnnSearchParams::Parse(absl::string_view text) {
     std::pair<absl::string_view, absl::string_view> kv =
         absl::StrSplit(item, absl::MaxSplits('=', 1));
     int value = 0;
-    if (!absl::SimpleAtoi(kv.second, &value) || value <= 0 || value > 100000) {
+    const int least = kv.first == "refine" ? 0 : 1;  // refine=0: none
+    if (!absl::SimpleAtoi(kv.second, &value) || value < least || value > 100000) {
       return absl::InvalidArgumentError(
-          absl::StrCat("ann_params: '", item, "' needs a value in 1..100000"));
+          absl::StrCat("ann_params: '", item, "' needs a value in ", least, "..100000"));
     }
     if (kv.first == "efSearch") {
       p.ef_search = value;
@@ -116,9 +117,12 @@ absl::StatusOr<AnnSearchParams> AnnSearchParams::Parse(absl::string_view text) {
       p.probe = value;
     } else if (kv.first == "probe_ef") {
       p.probe_ef = value;
+    } else if (kv.first == "refine") {
+      p.refine = value;
     } else {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "ann_params: unknown knob '", kv.first, "' (known: efSearch, nprobe, probe, probe_ef)"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("ann_params: unknown knob '", kv.first,
+                       "' (known: efSearch, nprobe, probe, probe_ef, refine)"));
     }
   }
   return p;

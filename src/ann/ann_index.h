@@ -58,7 +58,7 @@ struct AnnOptions {
 };
 
 // Runtime knobs of one search, parsed from "efSearch=128,nprobe=8" (or,
-// for the centroid first stage, "probe=4,probe_ef=32").
+// for the centroid first stage, "probe=4,probe_ef=32,refine=1000").
 struct AnnSearchParams {
   int ef_search = 0;  // 0: AnnOptions::ef_search
   int nprobe = 0;     // 0: AnnOptions::nprobe
@@ -66,6 +66,9 @@ struct AnnSearchParams {
   // token, and the beam of the centroid graph. 0: its defaults.
   int probe = 0;
   int probe_ef = 0;
+  // The centroid first stage: documents scored again over all their
+  // centroids (0: none). -1: its default.
+  int refine = -1;
   // Score every stored vector instead of searching the index (exact).
   bool exhaustive = false;
 

@@ -7,6 +7,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "core/simd_clones.h"
 #include "core/status.h"
 
 namespace attnsearch {
@@ -26,6 +27,7 @@ struct Scratch {
   std::vector<float> sims, chunk_max;  // the similarities hook's output; TopOf's
   std::vector<std::pair<float, uint32_t>> above;
   std::vector<std::pair<float, uint32_t>> ranked;  // touched documents by score
+  std::vector<float> sims_t, weights, best_of;     // the refining's (see Refine)
 
   void Fit(size_t slots) {
     if (best.size() >= slots) return;
@@ -73,6 +75,38 @@ void TopOf(const float* v, size_t n, uint32_t p, Scratch* s, std::vector<AnnNeig
                       return a.first > b.first || (a.first == b.first && a.second < b.second);
                     });
   for (size_t r = 0; r < top; ++r) out->push_back({s->above[r].second, s->above[r].first});
+}
+
+// st (num x mp): s (m x num) transposed, each row zero-padded to mp, so
+// that a centroid's similarities with every query token lie together.
+ATTN_SIMD_CLONES void Transpose(const float* s, uint32_t m, uint32_t num, uint32_t mp, float* st) {
+  constexpr uint32_t kBlock = 32;  // centroids a pass: m rows of them stay in L1
+  for (uint32_t c0 = 0; c0 < num; c0 += kBlock) {
+    const uint32_t c1 = std::min(num, c0 + kBlock);
+    for (uint32_t i = 0; i < m; ++i) {
+      const float* row = s + size_t(i) * num;
+      for (uint32_t c = c0; c < c1; ++c) st[size_t(c) * mp + i] = row[c];
+    }
+    for (uint32_t c = c0; c < c1; ++c) {
+      for (uint32_t i = m; i < mp; ++i) st[size_t(c) * mp + i] = 0.f;
+    }
+  }
+}
+
+// Σ_i w[i] · max { gain_of[e & 255] · st[(e >> 8) · mp + i] : e in held }
+// over i < mp (w zero past the query's tokens); best: mp floats of scratch.
+ATTN_SIMD_CLONES float Refined(const uint32_t* held, size_t n, const float* gain_of,
+                               const float* st, uint32_t mp, const float* w, float* best) {
+  if (n == 0) return 0.f;
+  for (uint32_t i = 0; i < mp; ++i) best[i] = -std::numeric_limits<float>::max();
+  for (size_t t = 0; t < n; ++t) {
+    const float g = gain_of[held[t] & 255];
+    const float* col = st + size_t(held[t] >> 8) * mp;
+    for (uint32_t i = 0; i < mp; ++i) best[i] = std::max(best[i], g * col[i]);
+  }
+  float sum = 0.f;
+  for (uint32_t i = 0; i < mp; ++i) sum += w[i] * best[i];
+  return sum;
 }
 
 }  // namespace
@@ -183,13 +217,16 @@ absl::Status CentroidCandidates::Add(Label label, const uint32_t* ids, const uin
     alive_.push_back(0);
     slot_entries_.push_back(0);
     slot_gain_.push_back(0.f);
+    slot_held_.push_back(0);
   }
   label_of_[slot] = label;
   alive_[slot] = 1;
   slot_of_[label] = slot;
   float gain_sum = 0.f;
+  slot_held_[slot] = held_.size();
   for (const auto& [c, g] : held) {
     lists_[c].push_back(slot << 8 | g);
+    held_.push_back(c << 8 | g);
     gain_sum += gain_of_[g];
   }
   slot_entries_[slot] = uint32_t(held.size());
@@ -224,6 +261,24 @@ void CentroidCandidates::Sweep() {
         list.end());
     entries_ += list.size();
   }
+  size_t kept = 0;  // held_ compacted in place, live slots in order of their start
+  std::vector<uint32_t> order;
+  for (uint32_t slot = 0; slot < label_of_.size(); ++slot) {
+    if (alive_[slot] != 0) order.push_back(slot);
+  }
+  std::sort(order.begin(), order.end(),
+            [this](uint32_t a, uint32_t b)
+                ABSL_NO_THREAD_SAFETY_ANALYSIS { return slot_held_[a] < slot_held_[b]; });
+  for (const uint32_t slot : order) {
+    const size_t from = slot_held_[slot], n = slot_entries_[slot];
+    if (from != kept) {
+      std::copy(held_.begin() + long(from), held_.begin() + long(from + n),
+                held_.begin() + long(kept));
+    }
+    slot_held_[slot] = kept;
+    kept += n;
+  }
+  held_.resize(kept);
   for (uint32_t slot = 0; slot < label_of_.size(); ++slot) {
     if (alive_[slot] == 0 && slot_entries_[slot] != UINT32_MAX) {
       slot_entries_[slot] = UINT32_MAX;  // freed: not pushed twice
@@ -321,11 +376,35 @@ absl::Status CentroidCandidates::Search(const float* query, const float* weights
   // searches admit the first k), then untouched ones at the floor.
   std::vector<std::pair<float, uint32_t>>& ranked = s.ranked;
   ranked.clear();
-  for (const uint32_t slot : s.touched) ranked.push_back({s.acc[slot], slot});
+  for (const uint32_t slot : s.touched) ranked.push_back({base + s.acc[slot], slot});
   const auto better = [](const auto& a, const auto& b) {
     return a.first > b.first || (a.first == b.first && a.second < b.second);
   };
-  size_t sorted = 0;
+  // The walk's best `refined` by their refined scores first; the others'
+  // scores are kept at most the last refined one, so the order holds.
+  const size_t refine = knobs.refine >= 0 ? size_t(knobs.refine) : options_.refine;
+  size_t refined = 0;
+  float ceiling = std::numeric_limits<float>::infinity();
+  if (batched && refine > 0 && !ranked.empty()) {
+    refined = std::min(ranked.size(), std::max(refine, k));
+    if (refined < ranked.size()) {
+      std::nth_element(ranked.begin(), ranked.begin() + long(refined), ranked.end(), better);
+    }
+    const uint32_t mp = (m + 15) / 16 * 16;
+    s.sims_t.resize(size_t(num_) * mp);
+    Transpose(s.sims.data(), m, num_, mp, s.sims_t.data());
+    s.weights.assign(mp, 0.f);
+    for (uint32_t i = 0; i < m; ++i) s.weights[i] = weights != nullptr ? weights[i] : 1.f;
+    s.best_of.resize(mp);
+    for (size_t j = 0; j < refined; ++j) {
+      const uint32_t slot = ranked[j].second;
+      ranked[j].first = Refined(held_.data() + slot_held_[slot], slot_entries_[slot], gain_of_,
+                                s.sims_t.data(), mp, s.weights.data(), s.best_of.data());
+    }
+    std::sort(ranked.begin(), ranked.begin() + long(refined), better);
+    ceiling = ranked[refined - 1].first;
+  }
+  size_t sorted = refined;
   for (size_t i = 0; i < ranked.size() && out->size() < k; ++i) {
     if (i == sorted) {
       // The next share selected in linear time, then sorted.
@@ -337,11 +416,14 @@ absl::Status CentroidCandidates::Search(const float* query, const float* weights
       std::sort(ranked.begin() + long(i), ranked.begin() + long(sorted), better);
     }
     const Label label = label_of_[ranked[i].second];
-    if (!admit || admit(label)) out->push_back({label, base + ranked[i].first});
+    if (!admit || admit(label)) {
+      out->push_back({label, i < refined ? ranked[i].first : std::min(ranked[i].first, ceiling)});
+    }
   }
   for (uint32_t slot = 0; out->size() < k && slot < label_of_.size(); ++slot) {
     if (alive_[slot] == 0 || s.query_mark[slot] == query_stamp) continue;
-    if (!admit || admit(label_of_[slot])) out->push_back({label_of_[slot], base});
+    if (!admit || admit(label_of_[slot]))
+      out->push_back({label_of_[slot], std::min(base, ceiling)});
   }
   if (while_locked) return while_locked();
   return absl::OkStatus();
@@ -358,6 +440,7 @@ size_t CentroidCandidates::memory_bytes() const {
   for (const auto& list : lists_) bytes += list.capacity() * sizeof(uint32_t);
   bytes += label_of_.capacity() * sizeof(Label) + alive_.capacity() +
            slot_entries_.capacity() * sizeof(uint32_t) + slot_gain_.capacity() * sizeof(float) +
+           slot_held_.capacity() * sizeof(size_t) + held_.capacity() * sizeof(uint32_t) +
            free_.capacity() * sizeof(uint32_t) +
            slot_of_.capacity() * (sizeof(Label) + sizeof(uint32_t) + 1);
   return bytes;

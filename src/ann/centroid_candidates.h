@@ -77,12 +77,24 @@ struct CentroidCandidatesOptions {
   // The gain a byte j stands for is gain_max · j / 256 (residual_codec.h);
   // 0: the codes have no gain byte (every gain is 1).
   float gain_max = 0.f;
+  // With the similarities hook: the walk's best max(refine, k) documents
+  // are scored again over every centroid they hold (PLAID's full centroid
+  // interaction),
+  //
+  //   refined(D) = Σ_i w_i · max { g_D(c) · s_ic : c held by D },
+  //
+  // the MAXSIM of the query with D's tokens moved to their centroids, and
+  // returned best first by it, ahead of the documents not refined. The
+  // probed lists then only gather the documents, and a small probe
+  // suffices. 0: off (the walk's score ranks). Default: 0.
+  uint32_t refine = 0;
 };
 
-// The knobs of one search; 0: the options'.
+// The knobs of one search; 0 (refine: -1): the options'.
 struct CentroidSearchParams {
   uint32_t probe = 0;      // centroids each query token probes
   uint32_t ef_search = 0;  // the centroid graph's beam (at least probe)
+  int64_t refine = -1;     // documents refined (0: none)
 };
 
 class CentroidCandidates {
@@ -151,6 +163,10 @@ class CentroidCandidates {
   std::vector<uint32_t> free_ ABSL_GUARDED_BY(mu_);
   // Per slot: its entries and their gains' sum (for ḡ and the counts).
   std::vector<uint32_t> slot_entries_ ABSL_GUARDED_BY(mu_);
+  // Per slot: where its entries (centroid << 8 | gain byte) start in held_,
+  // for the refining; held_ is appended to and compacted by Sweep.
+  std::vector<size_t> slot_held_ ABSL_GUARDED_BY(mu_);
+  std::vector<uint32_t> held_ ABSL_GUARDED_BY(mu_);
   std::vector<float> slot_gain_ ABSL_GUARDED_BY(mu_);
   size_t dead_ ABSL_GUARDED_BY(mu_) = 0;
   size_t entries_ ABSL_GUARDED_BY(mu_) = 0;       // in the lists, dead included

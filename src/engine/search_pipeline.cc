@@ -385,7 +385,8 @@ absl::StatusOr<SearchPipeline::Candidates> SearchPipeline::FindCandidates(
         return (!admitted || admitted->Test(l)) && !parts_.index->IsTombstoned(l);
       };
       const CentroidSearchParams knobs{.probe = uint32_t(params.probe),
-                                       .ef_search = uint32_t(params.probe_ef)};
+                                       .ef_search = uint32_t(params.probe_ef),
+                                       .refine = params.refine};
       ATTN_RETURN_IF_ERROR(state->first_stage->Search(
           q.tokens.data(), q.token_weights.empty() ? nullptr : q.token_weights.data(), q.num_tokens,
           q.candidates, knobs, admit, &c.neighbors, take_view));

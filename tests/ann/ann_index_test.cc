@@ -499,15 +499,25 @@ TEST(AnnSearchParamsTest, ParseAcceptsKnownKnobs) {
   ASSERT_TRUE(one.ok());
   EXPECT_EQ(one->ef_search, 0);
   EXPECT_EQ(one->nprobe, 16);
+  EXPECT_EQ(one->refine, -1);  // the first stage's default
+  auto centroid = AnnSearchParams::Parse("probe=8,probe_ef=64,refine=0");
+  ASSERT_TRUE(centroid.ok()) << centroid.status();
+  EXPECT_EQ(centroid->probe, 8);
+  EXPECT_EQ(centroid->probe_ef, 64);
+  EXPECT_EQ(centroid->refine, 0);  // off
 }
 
 TEST(AnnSearchParamsTest, ParseRejectsMalformedKnobs) {
   for (const char* text : {"efSearch=abc", "foo=1", "efSearch=0", "efSearch=-5", "efSearch",
-                           "efSearch=", "nprobe=100001", "efSearch=12,bogus=3"}) {
+                           "efSearch=", "nprobe=100001", "efSearch=12,bogus=3", "refine=-1",
+                           "refine=100001", "probe=0"}) {
     auto p = AnnSearchParams::Parse(text);
     EXPECT_EQ(p.status().code(), absl::StatusCode::kInvalidArgument)
         << "'" << text << "': " << p.status();
   }
+  // The message names the knob.
+  EXPECT_NE(AnnSearchParams::Parse("refine=-1").status().message().find("refine=-1"),
+            std::string::npos);
 }
 
 // A knob with more than one '=' is malformed.

@@ -152,6 +152,149 @@ TEST_P(CentroidOracleTest, ScoresAndOrderMatchBruteForce) {
   }
 }
 
+// The refined score of every held document, by brute force: Σ_i w_i ·
+// max over the document's centroids c of g(c) · s_ic, g(c) the largest
+// gain among its tokens on c.
+std::map<Label, double> RefinedOracle(const std::map<Label, Held>& docs, const float* centroids,
+                                      uint32_t dim, const float* q, const float* w, uint32_t m,
+                                      float gain_max) {
+  auto gain = [&](uint8_t j) { return gain_max > 0.f ? double(gain_max) * j / 256.0 : 1.0; };
+  std::map<Label, double> score;
+  for (const auto& [label, h] : docs) {
+    std::map<uint32_t, uint8_t> set;
+    for (size_t t = 0; t < h.ids.size(); ++t) {
+      auto [it, fresh] = set.emplace(h.ids[t], h.gains[t]);
+      if (!fresh) it->second = std::max(it->second, h.gains[t]);
+    }
+    double total = 0;
+    for (uint32_t i = 0; i < m; ++i) {
+      double best = -1e30;
+      for (const auto& [c, j] : set) {
+        double s = 0;
+        for (uint32_t x = 0; x < dim; ++x) {
+          s += double(q[size_t(i) * dim + x]) * centroids[size_t(c) * dim + x];
+        }
+        best = std::max(best, gain(j) * s);
+      }
+      total += w[i] * best;
+    }
+    score[label] = total;
+  }
+  return score;
+}
+
+// With refine, the walk's best max(refine, k) documents come first, by
+// their score over every centroid they hold; the rest follow in the walk's
+// order. Through deletes, replacements and sweeps (which compact the
+// per-document tables the refining reads).
+TEST_P(CentroidOracleTest, RefinedScoresMatchBruteForce) {
+  const float gain_max = GetParam();
+  constexpr uint32_t kDim = 32, kNum = 40, kProbe = 5, kM = 6, kRefine = 30;
+  std::mt19937 rng(8);
+  const std::vector<float> centroids = UnitRows(kNum, kDim, &rng);
+  CentroidCandidatesOptions o{.probe = kProbe, .gain_max = gain_max, .refine = kRefine};
+  o.similarities = [&](const float* q, uint32_t m, float* out) {
+    for (uint32_t i = 0; i < m; ++i) {
+      for (uint32_t c = 0; c < kNum; ++c) {
+        out[size_t(i) * kNum + c] = Dot(q + i * kDim, centroids.data() + c * kDim, kDim);
+      }
+    }
+    return absl::OkStatus();
+  };
+  auto made = CentroidCandidates::Create(centroids.data(), kNum, kDim, o);
+  ASSERT_TRUE(made.ok()) << made.status();
+  CentroidCandidates& cc = **made;
+  std::uniform_int_distribution<uint32_t> id(0, kNum - 1), len(1, 12), gain(0, 255);
+  std::map<Label, Held> docs;
+  auto put = [&](Label label) {
+    Held h;
+    const uint32_t n = len(rng);
+    for (uint32_t t = 0; t < n; ++t) {
+      h.ids.push_back(id(rng));
+      h.gains.push_back(uint8_t(gain(rng)));
+    }
+    ASSERT_TRUE(cc.Add(label, h.ids.data(), gain_max > 0.f ? h.gains.data() : nullptr, n).ok());
+    if (gain_max == 0.f) std::fill(h.gains.begin(), h.gains.end(), 255);
+    docs[label] = h;
+  };
+  for (Label l = 1; l <= 3000; ++l) put(l);
+  for (Label l = 1; l <= 3000; l += 2) {
+    cc.Remove(l);
+    docs.erase(l);
+  }
+  for (Label l = 4000; l < 4500; ++l) put(l);
+  for (Label l = 2; l <= 200; l += 2) put(l);  // replaced
+
+  // Documents holding the same centroids tie; the checks compare scores,
+  // and skip a query whose walk ties across a refining cut.
+  int checked = 0;
+  for (int round = 0; round < 12; ++round) {
+    const std::vector<float> q = UnitRows(kM, kDim, &rng);
+    std::vector<float> w(kM);
+    for (float& x : w) x = std::uniform_real_distribution<float>(0.1f, 1.f)(rng);
+    const std::map<Label, double> walk =
+        OracleScores(docs, centroids.data(), kNum, kDim, q.data(), w.data(), kM, kProbe, gain_max);
+    const std::map<Label, double> refined =
+        RefinedOracle(docs, centroids.data(), kDim, q.data(), w.data(), kM, gain_max);
+    std::vector<std::pair<double, Label>> by_walk;
+    for (const auto& [label, s] : walk) by_walk.push_back({s, label});
+    std::sort(by_walk.rbegin(), by_walk.rend());
+    const auto tied_at = [&](size_t n) { return by_walk[n - 1].first - by_walk[n].first < 1e-5; };
+    if (tied_at(kRefine) || tied_at(kRefine + 20)) continue;
+    ++checked;
+    // The walk's best n, by their refined scores.
+    const auto refined_best = [&](size_t n) {
+      std::vector<double> r;
+      for (size_t i = 0; i < n; ++i) r.push_back(refined.at(by_walk[i].second));
+      std::sort(r.rbegin(), r.rend());
+      return r;
+    };
+    // k = 10 below refine: the walk's best kRefine are refined.
+    const std::vector<double> want = refined_best(kRefine);
+    std::vector<AnnNeighbor> got;
+    ASSERT_TRUE(cc.Search(q.data(), w.data(), kM, 10, {}, {}, &got).ok());
+    ASSERT_EQ(got.size(), 10u);
+    for (size_t r = 0; r < got.size(); ++r) {
+      EXPECT_NEAR(got[r].score, want[r], 1e-4) << "rank " << r;
+      EXPECT_NEAR(got[r].score, refined.at(got[r].label), 1e-4) << "rank " << r;
+      EXPECT_GE(walk.at(got[r].label), by_walk[kRefine - 1].first - 1e-5) << "rank " << r;
+    }
+    // k above refine: the walk's best k are refined.
+    const std::vector<double> want_more = refined_best(kRefine + 20);
+    std::vector<AnnNeighbor> more;
+    ASSERT_TRUE(cc.Search(q.data(), w.data(), kM, kRefine + 20, {}, {}, &more).ok());
+    ASSERT_EQ(more.size(), size_t(kRefine + 20));
+    for (size_t r = 0; r < more.size(); ++r) {
+      EXPECT_NEAR(more[r].score, want_more[r], 1e-4) << "rank " << r;
+      EXPECT_NEAR(more[r].score, refined.at(more[r].label), 1e-4) << "rank " << r;
+    }
+    // A filter that admits only 5 of the refined documents: the rest follow
+    // in the walk's order, scored at most the last refined score.
+    std::set<Label> first_five;
+    for (size_t r = 0; r < 5; ++r) first_five.insert(by_walk[r].second);
+    const double cut = by_walk[kRefine - 1].first;
+    const LabelFilter late = [&](Label l) {
+      return walk.at(l) < cut - 1e-5 || first_five.contains(l);
+    };
+    std::vector<AnnNeighbor> filtered;
+    ASSERT_TRUE(cc.Search(q.data(), w.data(), kM, 10, {}, late, &filtered).ok());
+    ASSERT_EQ(filtered.size(), 10u);
+    for (size_t r = 0; r < 5; ++r) EXPECT_TRUE(first_five.contains(filtered[r].label));
+    for (size_t r = 5; r < filtered.size(); ++r) {
+      EXPECT_NEAR(walk.at(filtered[r].label), by_walk[kRefine + r - 5].first, 1e-4) << "rank " << r;
+      EXPECT_LE(filtered[r].score, filtered[4].score);
+    }
+    // refine=0 in the knobs: the walk's order and scores alone.
+    std::vector<AnnNeighbor> plain;
+    ASSERT_TRUE(cc.Search(q.data(), w.data(), kM, 10, {.refine = 0}, {}, &plain).ok());
+    for (size_t r = 0; r < plain.size(); ++r) {
+      EXPECT_NEAR(plain[r].score, by_walk[r].first, 1e-4) << "rank " << r;
+      EXPECT_NEAR(walk.at(plain[r].label), by_walk[r].first, 1e-4) << "rank " << r;
+    }
+  }
+  EXPECT_GE(checked, 4);
+}
+
 INSTANTIATE_TEST_SUITE_P(Gains, CentroidOracleTest, ::testing::Values(0.f, 1.5f));
 
 // The similarities hook (every token's products at once, then each
