@@ -84,6 +84,34 @@ std::map<Label, double> OracleScores(const std::map<Label, Held>& docs, const fl
   return score;
 }
 
+// Random documents of 1-12 tokens on `num` centroids added to *cc, then
+// enough removals to pass the sweep threshold, slots reused and
+// replacements; returns what *cc holds (gains 255 without a gain byte).
+std::map<Label, Held> HoldWithChurn(CentroidCandidates* cc, uint32_t num, float gain_max,
+                                    std::mt19937* rng) {
+  std::uniform_int_distribution<uint32_t> id(0, num - 1), len(1, 12), gain(0, 255);
+  std::map<Label, Held> docs;
+  auto put = [&](Label label) {
+    Held h;
+    const uint32_t n = len(*rng);
+    for (uint32_t t = 0; t < n; ++t) {
+      h.ids.push_back(id(*rng));
+      h.gains.push_back(uint8_t(gain(*rng)));
+    }
+    EXPECT_TRUE(cc->Add(label, h.ids.data(), gain_max > 0.f ? h.gains.data() : nullptr, n).ok());
+    if (gain_max == 0.f) std::fill(h.gains.begin(), h.gains.end(), 255);
+    docs[label] = h;
+  };
+  for (Label l = 1; l <= 3000; ++l) put(l);
+  for (Label l = 1; l <= 3000; l += 2) {
+    cc->Remove(l);
+    docs.erase(l);
+  }
+  for (Label l = 4000; l < 4500; ++l) put(l);
+  for (Label l = 2; l <= 200; l += 2) put(l);  // replaced
+  return docs;
+}
+
 class CentroidOracleTest : public ::testing::TestWithParam<float> {};
 
 TEST_P(CentroidOracleTest, ScoresAndOrderMatchBruteForce) {
@@ -95,27 +123,7 @@ TEST_P(CentroidOracleTest, ScoresAndOrderMatchBruteForce) {
                                          {.probe = kProbe, .gain_max = gain_max});
   ASSERT_TRUE(made.ok()) << made.status();
   CentroidCandidates& cc = **made;
-  std::uniform_int_distribution<uint32_t> id(0, kNum - 1), len(1, 12), gain(0, 255);
-  std::map<Label, Held> docs;
-  auto put = [&](Label label) {
-    Held h;
-    const uint32_t n = len(rng);
-    for (uint32_t t = 0; t < n; ++t) {
-      h.ids.push_back(id(rng));
-      h.gains.push_back(uint8_t(gain(rng)));
-    }
-    ASSERT_TRUE(cc.Add(label, h.ids.data(), gain_max > 0.f ? h.gains.data() : nullptr, n).ok());
-    if (gain_max == 0.f) std::fill(h.gains.begin(), h.gains.end(), 255);
-    docs[label] = h;
-  };
-  // Enough removals to pass the sweep threshold, then slots reused.
-  for (Label l = 1; l <= 3000; ++l) put(l);
-  for (Label l = 1; l <= 3000; l += 2) {
-    cc.Remove(l);
-    docs.erase(l);
-  }
-  for (Label l = 4000; l < 4500; ++l) put(l);
-  for (Label l = 2; l <= 200; l += 2) put(l);  // replaced
+  const std::map<Label, Held> docs = HoldWithChurn(&cc, kNum, gain_max, &rng);
   ASSERT_EQ(cc.size(), docs.size());
 
   for (int round = 0; round < 5; ++round) {
@@ -204,26 +212,8 @@ TEST_P(CentroidOracleTest, RefinedScoresMatchBruteForce) {
   auto made = CentroidCandidates::Create(centroids.data(), kNum, kDim, o);
   ASSERT_TRUE(made.ok()) << made.status();
   CentroidCandidates& cc = **made;
-  std::uniform_int_distribution<uint32_t> id(0, kNum - 1), len(1, 12), gain(0, 255);
-  std::map<Label, Held> docs;
-  auto put = [&](Label label) {
-    Held h;
-    const uint32_t n = len(rng);
-    for (uint32_t t = 0; t < n; ++t) {
-      h.ids.push_back(id(rng));
-      h.gains.push_back(uint8_t(gain(rng)));
-    }
-    ASSERT_TRUE(cc.Add(label, h.ids.data(), gain_max > 0.f ? h.gains.data() : nullptr, n).ok());
-    if (gain_max == 0.f) std::fill(h.gains.begin(), h.gains.end(), 255);
-    docs[label] = h;
-  };
-  for (Label l = 1; l <= 3000; ++l) put(l);
-  for (Label l = 1; l <= 3000; l += 2) {
-    cc.Remove(l);
-    docs.erase(l);
-  }
-  for (Label l = 4000; l < 4500; ++l) put(l);
-  for (Label l = 2; l <= 200; l += 2) put(l);  // replaced
+  const std::map<Label, Held> docs = HoldWithChurn(&cc, kNum, gain_max, &rng);
+  ASSERT_EQ(cc.size(), docs.size());
 
   // Documents holding the same centroids tie; the checks compare scores,
   // and skip a query whose walk ties across a refining cut.
