@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <functional>
 #include <map>
 #include <numeric>
 #include <random>
@@ -112,6 +113,21 @@ std::map<Label, Held> HoldWithChurn(CentroidCandidates* cc, uint32_t num, float 
   return docs;
 }
 
+// A similarities hook by plain dot products with the centroids (rows of
+// dim values).
+std::function<absl::Status(const float*, uint32_t, float*)> DotHook(
+    const std::vector<float>& centroids, uint32_t dim) {
+  return [&centroids, dim](const float* q, uint32_t m, float* out) {
+    const size_t num = centroids.size() / dim;
+    for (uint32_t i = 0; i < m; ++i) {
+      for (size_t c = 0; c < num; ++c) {
+        out[i * num + c] = Dot(q + size_t(i) * dim, centroids.data() + c * dim, dim);
+      }
+    }
+    return absl::OkStatus();
+  };
+}
+
 class CentroidOracleTest : public ::testing::TestWithParam<float> {};
 
 TEST_P(CentroidOracleTest, ScoresAndOrderMatchBruteForce) {
@@ -201,14 +217,7 @@ TEST_P(CentroidOracleTest, RefinedScoresMatchBruteForce) {
   std::mt19937 rng(8);
   const std::vector<float> centroids = UnitRows(kNum, kDim, &rng);
   CentroidCandidatesOptions o{.probe = kProbe, .gain_max = gain_max, .refine = kRefine};
-  o.similarities = [&](const float* q, uint32_t m, float* out) {
-    for (uint32_t i = 0; i < m; ++i) {
-      for (uint32_t c = 0; c < kNum; ++c) {
-        out[size_t(i) * kNum + c] = Dot(q + i * kDim, centroids.data() + c * kDim, kDim);
-      }
-    }
-    return absl::OkStatus();
-  };
+  o.similarities = DotHook(centroids, kDim);
   auto made = CentroidCandidates::Create(centroids.data(), kNum, kDim, o);
   ASSERT_TRUE(made.ok()) << made.status();
   CentroidCandidates& cc = **made;
@@ -295,14 +304,7 @@ TEST(CentroidCandidatesTest, SimilaritiesHookMatchesTheSearch) {
   const std::vector<float> centroids = UnitRows(kNum, kDim, &rng);
   CentroidCandidatesOptions searched{.probe = 9, .exact_below = 100000};
   CentroidCandidatesOptions hooked = searched;
-  hooked.similarities = [&](const float* q, uint32_t m, float* out) {
-    for (uint32_t i = 0; i < m; ++i) {
-      for (uint32_t c = 0; c < kNum; ++c) {
-        out[size_t(i) * kNum + c] = Dot(q + i * kDim, centroids.data() + c * kDim, kDim);
-      }
-    }
-    return absl::OkStatus();
-  };
+  hooked.similarities = DotHook(centroids, kDim);
   auto a = CentroidCandidates::Create(centroids.data(), kNum, kDim, searched);
   auto b = CentroidCandidates::Create(centroids.data(), kNum, kDim, hooked);
   ASSERT_TRUE(a.ok() && b.ok());
