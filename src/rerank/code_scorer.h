@@ -19,6 +19,8 @@
 // a token decodes to ((c8 · j + 128) >> 8) + l8. The bytes are decoded in
 // cache right before the reranker multiplies them (a candidate at a time on
 // AMX, else a matmul piece at a time) into a per-thread buffer, never stored.
+// Without AVX-512 BW the same decoding runs 32 dimensions an AVX2
+// instruction (byte blends, pext for the bits).
 //
 // Thread safety: immutable after Create; Score may run from any number of
 // threads at once.
@@ -66,6 +68,9 @@ struct Int8CodeBook {
   // CPUs before Ice Lake; the portable version where AVX-512 BW is missing
   // (for tests).
   void DecodeWithoutBitalg(const uint8_t* codes, size_t n, int8_t* out) const;
+  // Decode on AVX2 and BMI2, as where AVX-512 BW is missing (e.g. AMD Zen
+  // 3), for dim a multiple of 32; else the portable version (for tests).
+  void DecodeAvx2Version(const uint8_t* codes, size_t n, int8_t* out) const;
 
  private:
   template <bool kBitalg>

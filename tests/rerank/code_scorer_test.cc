@@ -68,19 +68,21 @@ std::vector<size_t> Offsets(const std::vector<uint32_t>& rows, size_t* total) {
 TEST(CodeScorerTest, VectorDecodingEqualsPortable) {
   std::mt19937 rng(1);
   for (float gain_max : {0.f, 0.9f}) {
-    for (uint32_t dim : {8u, 64u, 100u, 128u, 200u}) {
+    for (uint32_t dim : {8u, 32u, 64u, 96u, 100u, 128u, 200u}) {
       for (uint32_t bits : {1u, 2u, 4u}) {
         SCOPED_TRACE(testing::Message()
                      << "dim " << dim << " bits " << bits << " gain " << gain_max);
         const Int8CodeBook book = RandomBook(rng, dim, bits, 50, gain_max);
         const size_t n = 37;
         const std::vector<uint8_t> codes = RandomCodes(rng, book, n);
-        std::vector<int8_t> fast(n * dim), pext(n * dim), slow(n * dim);
+        std::vector<int8_t> fast(n * dim), pext(n * dim), avx2(n * dim), slow(n * dim);
         book.Decode(codes.data(), n, fast.data());
         book.DecodeWithoutBitalg(codes.data(), n, pext.data());
+        book.DecodeAvx2Version(codes.data(), n, avx2.data());
         book.DecodePortable(codes.data(), n, slow.data());
         ASSERT_EQ(fast, slow);
         ASSERT_EQ(pext, slow);
+        ASSERT_EQ(avx2, slow);
         // The portable decoding is centroid (times gain/256, rounded) + level,
         // in steps.
         const uint32_t mask = (1u << bits) - 1;
