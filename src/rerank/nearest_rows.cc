@@ -18,8 +18,12 @@ namespace {
 using memory = dnnl::memory;
 
 // Query rows per matmul: a block's similarities (kBlock x k floats) stay
-// within a few MiB for the largest tables.
+// within a few MiB for the largest tables. Similarities of at most
+// kSmallBlock rows (a query's tokens) use a primitive of that many rows,
+// writing straight into the caller's output: padded to kBlock, half of a
+// 32-token query's matmul would multiply zeros.
 constexpr size_t kBlock = 64;
+constexpr size_t kSmallBlock = 32;
 
 // The index of the largest of n values (the first, on a tie): 16 running
 // maxima and their places side by side (the compiler vectorises the
@@ -170,6 +174,13 @@ __attribute__((target("amx-tile,amx-bf16,avx512f,avx512bw"))) void TileArgMax(
 
 }  // namespace
 
+struct NearestRows::Blocks {
+  size_t rows = 0;
+  dnnl::matmul::primitive_desc pd;
+  dnnl::matmul primitive;
+  memory weights;  // the table in the layout the primitive wants, made once
+};
+
 struct NearestRows::Rep {
   dnnl::engine engine{dnnl::engine::kind::cpu, 0};
   size_t k = 0;
@@ -181,9 +192,8 @@ struct NearestRows::Rep {
   // Where oneDNN has no bf16 matmul (before AVX-512): the bf16 values
   // widened to f32, exactly, and multiplied by an f32 matmul.
   bool widen = false;
-  dnnl::matmul::primitive_desc pd;
-  dnnl::matmul primitive;
-  memory weights;  // the table in the layout the primitive wants, made once
+  Blocks full;   // kBlock rows a matmul
+  Blocks small;  // kSmallBlock rows a matmul
 };
 
 NearestRows::NearestRows(std::unique_ptr<Rep> rep) : rep_(std::move(rep)) {}
@@ -212,18 +222,19 @@ absl::StatusOr<std::unique_ptr<NearestRows>> NearestRows::Create(
     }
     return std::unique_ptr<NearestRows>(new NearestRows(std::move(rep)));
   }
-  // S (block x k) = Q (block x d) * Tᵀ (d x k), the table read row-major
+  // S (rows x k) = Q (rows x d) * Tᵀ (d x k), the table read row-major
   // with strides {1, d}, in bf16 (or widened to f32).
-  const auto make = [&rep](memory::data_type dt) {
-    const memory::dim m = kBlock, d = rep->dim, kk = memory::dim(rep->k);
+  const auto make = [&rep](memory::data_type dt, size_t rows, Blocks* b) {
+    const memory::dim m = memory::dim(rows), d = rep->dim, kk = memory::dim(rep->k);
     memory::desc q_md({m, d}, dt, {d, 1});
     memory::desc t_md({d, kk}, dt, {1, d});
     memory::desc any_md({d, kk}, dt, memory::format_tag::any);
     memory::desc s_md({m, kk}, memory::data_type::f32, {kk, 1});
-    rep->pd = dnnl::matmul::primitive_desc(dnnl::matmul::desc(q_md, any_md, s_md), rep->engine);
-    rep->primitive = dnnl::matmul(rep->pd);
+    b->rows = rows;
+    b->pd = dnnl::matmul::primitive_desc(dnnl::matmul::desc(q_md, any_md, s_md), rep->engine);
+    b->primitive = dnnl::matmul(b->pd);
     // The table reordered once into the kernel's own layout.
-    rep->weights = memory(rep->pd.weights_desc(), rep->engine);
+    b->weights = memory(b->pd.weights_desc(), rep->engine);
     std::vector<float> wide;
     const void* data = rep->table.data();
     if (dt == memory::data_type::f32) {
@@ -233,15 +244,19 @@ absl::StatusOr<std::unique_ptr<NearestRows>> NearestRows::Create(
     }
     memory user(t_md, rep->engine, const_cast<void*>(data));
     dnnl::stream stream(rep->engine);
-    dnnl::reorder(user, rep->weights).execute(stream, user, rep->weights);
+    dnnl::reorder(user, b->weights).execute(stream, user, b->weights);
     stream.wait();
+  };
+  const auto make_both = [&](memory::data_type dt) {
+    make(dt, kBlock, &rep->full);
+    make(dt, kSmallBlock, &rep->small);
   };
   try {
     try {
-      make(memory::data_type::bf16);
+      make_both(memory::data_type::bf16);
     } catch (const dnnl::error&) {
       rep->widen = true;  // no bf16 matmul on this CPU
-      make(memory::data_type::f32);
+      make_both(memory::data_type::f32);
     }
   } catch (const dnnl::error& e) {
     return absl::InternalError(absl::StrCat("nearest rows: oneDNN: ", e.what()));
@@ -281,7 +296,7 @@ absl::Status NearestRows::Find(const float* rows, size_t n, uint32_t* out) const
     }
     return absl::OkStatus();
   }
-  return MatmulBlocks(rows, n, [&](size_t at, size_t valid, const float* s) {
+  return MatmulBlocks(rep_->full, rows, n, nullptr, [&](size_t at, size_t valid, const float* s) {
   // Each thread reduces the rows its part of the matmul wrote.
 #pragma omp parallel for schedule(static)
     for (size_t i = 0; i < valid; ++i) out[at + i] = ArgMax(s + i * k, k);
@@ -306,32 +321,36 @@ absl::Status NearestRows::Similarities(const float* rows, size_t n, float* out) 
     }
     return absl::OkStatus();
   }
-  return MatmulBlocks(rows, n, [&](size_t at, size_t valid, const float* s) {
+  const Blocks& blocks = n <= kSmallBlock ? r.small : r.full;
+  return MatmulBlocks(blocks, rows, n, out, [&](size_t at, size_t valid, const float* s) {
     std::copy_n(s, valid * k, out + at * k);
   });
 }
 
 absl::Status NearestRows::MatmulBlocks(
-    const float* rows, size_t n,
+    const Blocks& b, const float* rows, size_t n, float* direct,
     const std::function<void(size_t first, size_t valid, const float* s)>& block) const {
   const Rep& r = *rep_;
-  const size_t d = r.dim, k = r.k;
-  std::vector<uint16_t> q(kBlock * d, 0);
-  std::vector<float> wide(r.widen ? kBlock * d : 0);
-  std::vector<float> s(kBlock * k);
+  const size_t d = r.dim, k = r.k, per = b.rows;
+  std::vector<uint16_t> q(per * d, 0);
+  std::vector<float> wide(r.widen ? per * d : 0);
+  std::vector<float> s(direct != nullptr && n % per == 0 ? 0 : per * k);
   try {
     dnnl::stream stream(r.engine);
-    memory q_mem(r.pd.src_desc(), r.engine, r.widen ? static_cast<void*>(wide.data()) : q.data());
-    memory s_mem(r.pd.dst_desc(), r.engine, s.data());
-    for (size_t at = 0; at < n; at += kBlock) {
-      const size_t valid = std::min(kBlock, n - at);
+    memory q_mem(b.pd.src_desc(), r.engine, r.widen ? static_cast<void*>(wide.data()) : q.data());
+    memory s_mem(b.pd.dst_desc(), r.engine, s.data());
+    for (size_t at = 0; at < n; at += per) {
+      const size_t valid = std::min(per, n - at);
       FloatToBf16(rows + at * d, q.data(), valid * d);
-      if (valid < kBlock) std::fill(q.begin() + long(valid * d), q.end(), uint16_t(0));
+      if (valid < per) std::fill(q.begin() + long(valid * d), q.end(), uint16_t(0));
       if (r.widen) Bf16ToFloat(q.data(), wide.data(), wide.size());
-      r.primitive.execute(
-          stream, {{DNNL_ARG_SRC, q_mem}, {DNNL_ARG_WEIGHTS, r.weights}, {DNNL_ARG_DST, s_mem}});
+      // A whole block goes straight into `direct`, when given.
+      const bool straight = direct != nullptr && valid == per;
+      s_mem.set_data_handle(straight ? direct + at * k : s.data());
+      b.primitive.execute(
+          stream, {{DNNL_ARG_SRC, q_mem}, {DNNL_ARG_WEIGHTS, b.weights}, {DNNL_ARG_DST, s_mem}});
       stream.wait();
-      block(at, valid, s.data());
+      if (!straight) block(at, valid, s.data());
     }
   } catch (const dnnl::error& e) {
     return absl::InternalError(absl::StrCat("nearest rows: oneDNN: ", e.what()));

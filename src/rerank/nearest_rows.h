@@ -48,11 +48,14 @@ class NearestRows {
 
  private:
   struct Rep;
+  struct Blocks;  // a oneDNN matmul of a fixed number of rows against the table
   explicit NearestRows(std::unique_ptr<Rep> rep);
-  // oneDNN's path: the rows' similarities kBlock rows at a time, each
-  // block handed to `block` (rows [first, first + valid), valid x k).
+  // oneDNN's path: the rows' similarities b's rows at a time, each block
+  // handed to `block` (rows [first, first + valid), valid x k), or, when
+  // `direct` is set and the block is whole, written into direct (n x k)
+  // instead.
   absl::Status MatmulBlocks(
-      const float* rows, size_t n,
+      const Blocks& b, const float* rows, size_t n, float* direct,
       const std::function<void(size_t first, size_t valid, const float* s)>& block) const;
   std::unique_ptr<Rep> rep_;
 };
