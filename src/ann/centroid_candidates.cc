@@ -6,7 +6,12 @@
 #include <limits>
 #include <utility>
 
+#if defined(__SSE2__)
+#include <immintrin.h>
+#endif
+
 #include "absl/strings/str_cat.h"
+#include "absl/types/span.h"
 #include "core/simd_clones.h"
 #include "core/status.h"
 
@@ -15,49 +20,70 @@ namespace {
 
 constexpr uint32_t kMaxSlots = uint32_t{1} << 24;  // a list entry is slot << 8 | gain
 
-// A searching thread's per-slot tables, kept between searches. A slot's
-// entries count only while their mark equals the current stamp, so nothing
+// A searching thread's per-slot state, kept between searches. A query
+// takes m + 1 stamps: `base`, then base + 1 + i for its token i. A slot
+// whose stamp is at most base was not touched by this query; one stamped
+// base + 1 + i was last touched by token i, whose best value for it is
+// `best`, not yet added to `acc` (the terms of the tokens before). Nothing
 // is cleared between tokens or queries.
+struct SlotState {
+  uint32_t stamp;
+  float best, acc;
+};
+
+// Where a walk is in one probed list.
+struct ListCursor {
+  const uint32_t *at, *end;
+};
+
+// Slots a block of the walk covers: their states (12 bytes each) stay in
+// L2.
+constexpr size_t kBlockSlots = 8192;
+
 struct Scratch {
-  std::vector<float> best, acc;
-  std::vector<uint32_t> token_mark, query_mark;
-  uint32_t token_stamp = 0, query_stamp = 0;
-  std::vector<uint32_t> touched, token_touched;
+  std::vector<SlotState> slots;
+  uint32_t stamp = 0;                       // the last stamp taken
+  std::vector<float> token_w, token_floor;  // per token of the query, and a zero
+  std::vector<AnnNeighbor> probes;          // every token's probed centroids
+  std::vector<uint32_t> token_probes;       // token i's: [token_probes[i], [i + 1])
+  std::vector<ListCursor> cursors;          // per probe
+  std::vector<uint32_t> touched;
   std::vector<AnnNeighbor> probed;
   std::vector<float> sims, chunk_max;  // the similarities hook's output; TopOf's
   std::vector<std::pair<float, uint32_t>> above;
   std::vector<std::pair<float, uint32_t>> ranked;  // touched documents by score
   std::vector<float> sims_t, weights, best_of;     // the refining's (see Refine)
 
-  void Fit(size_t slots) {
-    if (best.size() >= slots) return;
-    best.resize(slots);
-    acc.resize(slots);
-    token_mark.resize(slots, 0);
-    query_mark.resize(slots, 0);
+  void Fit(size_t n) {
+    if (slots.size() < n) slots.resize(n, SlotState{0, 0.f, 0.f});
   }
-  static uint32_t Next(uint32_t* stamp, std::vector<uint32_t>* marks) {
-    if (++*stamp == 0) {  // wrapped: old marks could match again
-      std::fill(marks->begin(), marks->end(), 0);
-      *stamp = 1;
+  // The query's base stamp, with m stamps after it free.
+  uint32_t Take(uint32_t m) {
+    if (stamp > UINT32_MAX - m - 1) {  // would wrap: old stamps could match again
+      for (SlotState& st : slots) st.stamp = 0;
+      stamp = 0;
     }
-    return *stamp;
+    const uint32_t base = stamp + 1;
+    stamp = base + m;
+    return base;
   }
 };
 
 // The p largest of v[0, n) into *out, best first (ties: the lower index).
-// The p-th largest maximum of 16-value chunks, t, is at most the p-th
-// largest value (p chunks hold a value >= t), so only values >= t compete.
+// The values fall in 16 rows of g = ceil(n / 16) (a short last row); the
+// p-th largest of the g column maxima, t, is at most the p-th largest value
+// (p columns hold a value >= t), so only values >= t compete. The column
+// maxima are a vertical max over the rows, which vectorises.
 void TopOf(const float* v, size_t n, uint32_t p, Scratch* s, std::vector<AnnNeighbor>* out) {
   out->clear();
   if (n == 0 || p == 0) return;
   const size_t chunks = (n + 15) / 16;
-  s->chunk_max.resize(chunks);
-  for (size_t c = 0; c < chunks; ++c) {
-    const size_t end = std::min(n, c * 16 + 16);
-    float m = v[c * 16];
-    for (size_t i = c * 16 + 1; i < end; ++i) m = std::max(m, v[i]);
-    s->chunk_max[c] = m;
+  s->chunk_max.assign(v, v + chunks);
+  float* const cm = s->chunk_max.data();
+  for (size_t r = 1; r < 16; ++r) {
+    const float* row = v + r * chunks;
+    const size_t len = r * chunks >= n ? 0 : std::min(chunks, n - r * chunks);
+    for (size_t c = 0; c < len; ++c) cm[c] = std::max(cm[c], row[c]);
   }
   float t = -std::numeric_limits<float>::infinity();
   if (p < chunks) {
@@ -77,6 +103,71 @@ void TopOf(const float* v, size_t n, uint32_t p, Scratch* s, std::vector<AnnNeig
   for (size_t r = 0; r < top; ++r) out->push_back({s->above[r].second, s->above[r].first});
 }
 
+// A probed list's entries below `limit` (slot << 8), from where the cursor
+// is, for token `token_stamp - base - 1`, whose similarity with the list's
+// centroid is `sim`: each entry's slot state read once (dead slots
+// included: they are dropped when ranked). A slot's term for the token it
+// last saw (tw: the tokens' weights, tf: their floors) is added when a
+// later token reaches it, or after the block, so that its sum runs in
+// token order. Appends the slots first touched by the query at `touched`;
+// returns its new end.
+uint32_t* WalkList(ListCursor* cursor, uint32_t limit, float sim, const float* gain_of,
+                   SlotState* state, uint32_t base, uint32_t token_stamp, uint32_t none,
+                   const float* tw, const float* tf, uint32_t* touched) {
+  const uint32_t* e = cursor->at;
+#if defined(__SSE2__)
+  // Without branches on the state: which case an entry is in follows no
+  // pattern, and selecting the cases by masks measured faster than
+  // branching on them.
+  const __m128 zero = _mm_setzero_ps();
+  for (; e < cursor->end && *e < limit; ++e) {
+    SlotState& st = state[*e >> 8];
+    const __m128 v = _mm_set_ss(gain_of[*e & 255] * sim);
+    const uint32_t stamp = st.stamp;
+    const uint32_t again = stamp == token_stamp;  // this token saw it: keep the larger
+    const uint32_t fresh = stamp < base;          // no token of the query saw it
+    // The pending term's token (`none`: a zero weight).
+    const uint32_t no_term = 0u - (again | fresh);  // all ones: none
+    const uint32_t j = ((stamp - base - 1) & ~no_term) | (none & no_term);
+    const __m128 best = _mm_load_ss(&st.best);
+    const __m128 term =
+        _mm_mul_ss(_mm_load_ss(&tw[j]), _mm_max_ss(_mm_sub_ss(best, _mm_load_ss(&tf[j])), zero));
+    const __m128 keep_acc = _mm_castsi128_ps(_mm_cvtsi32_si128(int(fresh) - 1));
+    const __m128 keep_best = _mm_castsi128_ps(_mm_cvtsi32_si128(-int(again)));
+    _mm_store_ss(&st.acc, _mm_and_ps(_mm_add_ss(_mm_load_ss(&st.acc), term), keep_acc));
+    const __m128 was = _mm_or_ps(_mm_and_ps(keep_best, best), _mm_andnot_ps(keep_best, v));
+    _mm_store_ss(&st.best, _mm_max_ss(was, v));
+    st.stamp = token_stamp;
+    *touched = *e >> 8;
+    touched += fresh;
+  }
+#else
+  for (; e < cursor->end && *e < limit; ++e) {
+    SlotState& st = state[*e >> 8];
+    const float v = gain_of[*e & 255] * sim;
+    if (st.stamp == token_stamp) {
+      st.best = std::max(st.best, v);
+      continue;
+    }
+    if (st.stamp < base) {
+      st.acc = 0.f;
+      *touched++ = *e >> 8;
+    } else {
+      const uint32_t j = st.stamp - base - 1;
+      st.acc += tw[j] * std::max(0.f, st.best - tf[j]);
+    }
+    st.stamp = token_stamp;
+    st.best = v;
+  }
+#endif
+  // The lists are read a block's share at a time, too little for the
+  // hardware to prefetch: the next block's share is asked for now.
+  __builtin_prefetch(e);
+  __builtin_prefetch(e + 16);
+  cursor->at = e;
+  return touched;
+}
+
 // st (num x mp): s (m x num) transposed, each row zero-padded to mp, so
 // that a centroid's similarities with every query token lie together.
 ATTN_SIMD_CLONES void Transpose(const float* s, uint32_t m, uint32_t num, uint32_t mp, float* st) {
@@ -94,10 +185,42 @@ ATTN_SIMD_CLONES void Transpose(const float* s, uint32_t m, uint32_t num, uint32
 }
 
 // Σ_i w[i] · max { gain_of[e & 255] · st[(e >> 8) · mp + i] : e in held }
-// over i < mp (w zero past the query's tokens); best: mp floats of scratch.
+// over i < mp (w zero past the query's tokens), for mp = kMp known when
+// compiled: the maxima stay in registers, and the columns are prefetched.
+template <uint32_t kMp>
+[[gnu::always_inline]] inline float RefinedFixed(const uint32_t* held, size_t n,
+                                                 const float* gain_of, const float* st,
+                                                 const float* w) {
+  constexpr size_t kAhead = 4;  // columns prefetched ahead: they are read at random
+  float best[kMp];
+  for (uint32_t i = 0; i < kMp; ++i) best[i] = -std::numeric_limits<float>::max();
+  for (size_t t = 0; t < n; ++t) {
+    if (t + kAhead < n) __builtin_prefetch(st + size_t(held[t + kAhead] >> 8) * kMp);
+    const float g = gain_of[held[t] & 255];
+    const float* col = st + size_t(held[t] >> 8) * kMp;
+    for (uint32_t i = 0; i < kMp; ++i) best[i] = std::max(best[i], g * col[i]);
+  }
+  float sum = 0.f;
+  for (uint32_t i = 0; i < kMp; ++i) sum += w[i] * best[i];
+  return sum;
+}
+
+// The same for any mp (a multiple of 16); best: mp floats of scratch.
 ATTN_SIMD_CLONES float Refined(const uint32_t* held, size_t n, const float* gain_of,
                                const float* st, uint32_t mp, const float* w, float* best) {
   if (n == 0) return 0.f;
+  switch (mp) {
+    case 16:
+      return RefinedFixed<16>(held, n, gain_of, st, w);
+    case 32:
+      return RefinedFixed<32>(held, n, gain_of, st, w);
+    case 48:
+      return RefinedFixed<48>(held, n, gain_of, st, w);
+    case 64:
+      return RefinedFixed<64>(held, n, gain_of, st, w);
+    default:
+      break;
+  }
   for (uint32_t i = 0; i < mp; ++i) best[i] = -std::numeric_limits<float>::max();
   for (size_t t = 0; t < n; ++t) {
     const float g = gain_of[held[t] & 255];
@@ -225,7 +348,13 @@ absl::Status CentroidCandidates::Add(Label label, const uint32_t* ids, const uin
   float gain_sum = 0.f;
   slot_held_[slot] = held_.size();
   for (const auto& [c, g] : held) {
-    lists_[c].push_back(slot << 8 | g);
+    std::vector<uint32_t>& list = lists_[c];  // kept sorted: the walk goes by slot
+    const uint32_t e = slot << 8 | g;
+    if (list.empty() || list.back() < e) {
+      list.push_back(e);
+    } else {
+      list.insert(std::upper_bound(list.begin(), list.end(), e), e);
+    }
     held_.push_back(c << 8 | g);
     gain_sum += gain_of_[g];
   }
@@ -314,15 +443,14 @@ absl::Status CentroidCandidates::Search(const float* query, const float* weights
     s.sims.resize(size_t(m) * num_);
     ATTN_RETURN_IF_ERROR(options_.similarities(query, m, s.sims.data()));
   }
-  absl::ReaderMutexLock lock(&mu_);
-  s.Fit(label_of_.size());
-  const uint32_t query_stamp = Scratch::Next(&s.query_stamp, &s.query_mark);
-  s.touched.clear();
-  const float mean_gain = live_entries_ > 0 ? float(gain_sum_ / double(live_entries_)) : 1.f;
-  float base = 0.f;
+  // Each token's nearest centroids, best first (its own centroid's kept
+  // neighbours, scaled, or searched), its weight and its floor.
+  s.probes.clear();
+  s.token_w.assign(m + 1, 0.f);  // [m]: none
+  s.token_floor.assign(m + 1, 0.f);
+  s.token_probes.assign(m + 1, 0);
   for (uint32_t i = 0; i < m; ++i) {
-    // Token i's nearest centroids, best first: its own centroid's kept
-    // neighbours, scaled, or searched.
+    s.token_probes[i] = uint32_t(s.probes.size());
     const float* token = query + size_t(i) * dim_;
     uint32_t own = 0;
     float scale = 0.f;
@@ -341,42 +469,64 @@ absl::Status CentroidCandidates::Search(const float* query, const float* weights
     } else {
       ATTN_RETURN_IF_ERROR(centroids_->Search(token, probe, params, {}, &s.probed));
     }
-    const uint32_t found = uint32_t(s.probed.size());
-    if (found == 0) continue;
-    const float w = weights != nullptr ? weights[i] : 1.f;
-    const float floor = mean_gain * s.probed[found - 1].score;
-    base += w * floor;
-    const uint32_t token_stamp = Scratch::Next(&s.token_stamp, &s.token_mark);
-    s.token_touched.clear();
-    for (const AnnNeighbor& probed : s.probed) {
-      const float sim = probed.score;
-      for (const uint32_t e : lists_[size_t(probed.label)]) {
-        const uint32_t slot = e >> 8;
-        if (alive_[slot] == 0) continue;
-        const float v = gain_of_[e & 255] * sim;
-        if (s.token_mark[slot] != token_stamp) {
-          s.token_mark[slot] = token_stamp;
-          s.best[slot] = v;
-          s.token_touched.push_back(slot);
-        } else if (v > s.best[slot]) {
-          s.best[slot] = v;
-        }
+    if (s.probed.empty()) continue;
+    s.token_w[i] = weights != nullptr ? weights[i] : 1.f;
+    s.token_floor[i] = s.probed.back().score;  // times the mean gain, below
+    s.probes.insert(s.probes.end(), s.probed.begin(), s.probed.end());
+  }
+  s.token_probes[m] = uint32_t(s.probes.size());
+
+  absl::ReaderMutexLock lock(&mu_);
+  s.Fit(label_of_.size());
+  const uint32_t base = s.Take(m);
+  const float mean_gain = live_entries_ > 0 ? float(gain_sum_ / double(live_entries_)) : 1.f;
+  float base_score = 0.f;
+  for (uint32_t i = 0; i < m; ++i) {
+    s.token_floor[i] *= mean_gain;
+    base_score += s.token_w[i] * s.token_floor[i];
+  }
+  // The walk, a block of slots at a time (the lists are sorted by slot),
+  // so that the block's states stay in cache: per block, each token's
+  // probed lists in token order, then the block's touched slots' last
+  // terms.
+  s.cursors.resize(s.probes.size());
+  for (size_t p = 0; p < s.probes.size(); ++p) {
+    const std::vector<uint32_t>& list = lists_[size_t(s.probes[p].label)];
+    s.cursors[p] = {list.data(), list.data() + list.size()};
+    __builtin_prefetch(list.data());
+    __builtin_prefetch(list.data() + 16);
+  }
+  // Each slot at most once, and one more: the walk writes one past the end.
+  if (s.touched.size() <= label_of_.size()) s.touched.resize(label_of_.size() + 1);
+  uint32_t* touched = s.touched.data();
+  SlotState* const state = s.slots.data();
+  const float* const tw = s.token_w.data();
+  const float* const tf = s.token_floor.data();
+  for (size_t b0 = 0; b0 < label_of_.size(); b0 += kBlockSlots) {
+    const uint32_t limit = uint32_t(std::min(b0 + kBlockSlots, label_of_.size())) << 8;
+    uint32_t* const block_touched = touched;
+    for (uint32_t i = 0; i < m; ++i) {
+      const uint32_t token_stamp = base + 1 + i;
+      for (uint32_t p = s.token_probes[i]; p < s.token_probes[i + 1]; ++p) {
+        touched = WalkList(&s.cursors[p], limit, s.probes[p].score, gain_of_, state, base,
+                           token_stamp, m, tw, tf, touched);
       }
     }
-    for (const uint32_t slot : s.token_touched) {
-      if (s.query_mark[slot] != query_stamp) {
-        s.query_mark[slot] = query_stamp;
-        s.acc[slot] = 0.f;
-        s.touched.push_back(slot);
-      }
-      s.acc[slot] += w * std::max(0.f, s.best[slot] - floor);
+    for (const uint32_t* t = block_touched; t < touched; ++t) {
+      SlotState& st = state[*t];
+      const uint32_t j = st.stamp - base - 1;
+      st.acc += tw[j] * std::max(0.f, st.best - tf[j]);
     }
   }
+  const absl::Span<const uint32_t> touched_slots(s.touched.data(),
+                                                 size_t(touched - s.touched.data()));
   // The touched documents best first (sorted a share at a time: most
   // searches admit the first k), then untouched ones at the floor.
   std::vector<std::pair<float, uint32_t>>& ranked = s.ranked;
   ranked.clear();
-  for (const uint32_t slot : s.touched) ranked.push_back({base + s.acc[slot], slot});
+  for (const uint32_t slot : touched_slots) {
+    if (alive_[slot] != 0) ranked.push_back({base_score + state[slot].acc, slot});
+  }
   const auto better = [](const auto& a, const auto& b) {
     return a.first > b.first || (a.first == b.first && a.second < b.second);
   };
@@ -421,9 +571,9 @@ absl::Status CentroidCandidates::Search(const float* query, const float* weights
     }
   }
   for (uint32_t slot = 0; out->size() < k && slot < label_of_.size(); ++slot) {
-    if (alive_[slot] == 0 || s.query_mark[slot] == query_stamp) continue;
+    if (alive_[slot] == 0 || state[slot].stamp >= base) continue;
     if (!admit || admit(label_of_[slot]))
-      out->push_back({label_of_[slot], std::min(base, ceiling)});
+      out->push_back({label_of_[slot], std::min(base_score, ceiling)});
   }
   if (while_locked) return while_locked();
   return absl::OkStatus();

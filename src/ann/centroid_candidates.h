@@ -155,7 +155,7 @@ class CentroidCandidates {
   float gain_of_[256];  // a gain byte's gain
 
   mutable absl::Mutex mu_;
-  // Entry: slot << 8 | gain byte.
+  // Per centroid, its documents' entries (slot << 8 | gain byte), sorted.
   std::vector<std::vector<uint32_t>> lists_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<Label, uint32_t> slot_of_ ABSL_GUARDED_BY(mu_);
   std::vector<Label> label_of_ ABSL_GUARDED_BY(mu_);

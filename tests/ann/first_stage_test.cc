@@ -85,11 +85,13 @@ std::map<Label, double> OracleScores(const std::map<Label, Held>& docs, const fl
   return score;
 }
 
-// Random documents of 1-12 tokens on `num` centroids added to *cc, then
-// enough removals to pass the sweep threshold, slots reused and
-// replacements; returns what *cc holds (gains 255 without a gain byte).
+// `n` random documents of 1-12 tokens on `num` centroids added to *cc,
+// then enough removals to pass the sweep threshold (every other one), slots
+// reused (n / 4 more, taking freed slots from the top half down, so that
+// lists gain entries in their middle) and replacements; returns what *cc holds (gains 255
+// without a gain byte).
 std::map<Label, Held> HoldWithChurn(CentroidCandidates* cc, uint32_t num, float gain_max,
-                                    std::mt19937* rng) {
+                                    std::mt19937* rng, Label n = 3000) {
   std::uniform_int_distribution<uint32_t> id(0, num - 1), len(1, 12), gain(0, 255);
   std::map<Label, Held> docs;
   auto put = [&](Label label) {
@@ -103,12 +105,12 @@ std::map<Label, Held> HoldWithChurn(CentroidCandidates* cc, uint32_t num, float 
     if (gain_max == 0.f) std::fill(h.gains.begin(), h.gains.end(), 255);
     docs[label] = h;
   };
-  for (Label l = 1; l <= 3000; ++l) put(l);
-  for (Label l = 1; l <= 3000; l += 2) {
+  for (Label l = 1; l <= n; ++l) put(l);
+  for (Label l = 1; l <= n; l += 2) {
     cc->Remove(l);
     docs.erase(l);
   }
-  for (Label l = 4000; l < 4500; ++l) put(l);
+  for (Label l = n + 1000; l < n + 1000 + n / 4; ++l) put(l);
   for (Label l = 2; l <= 200; l += 2) put(l);  // replaced
   return docs;
 }
@@ -139,7 +141,8 @@ TEST_P(CentroidOracleTest, ScoresAndOrderMatchBruteForce) {
                                          {.probe = kProbe, .gain_max = gain_max});
   ASSERT_TRUE(made.ok()) << made.status();
   CentroidCandidates& cc = **made;
-  const std::map<Label, Held> docs = HoldWithChurn(&cc, kNum, gain_max, &rng);
+  // Enough documents for the walk's blocks of slots to be several.
+  const std::map<Label, Held> docs = HoldWithChurn(&cc, kNum, gain_max, &rng, 20000);
   ASSERT_EQ(cc.size(), docs.size());
 
   for (int round = 0; round < 5; ++round) {
@@ -173,6 +176,48 @@ TEST_P(CentroidOracleTest, ScoresAndOrderMatchBruteForce) {
       EXPECT_EQ(some[r].label % 3, 0u);
       EXPECT_NEAR(some[r].score, admitted[r], 1e-4);
     }
+  }
+}
+
+// The walk goes a block of slots at a time, each list from where it
+// stopped, so a list must stay sorted by slot when a freed slot is reused:
+// the documents in the first 16,384 slots hold centroid 1 and all hold
+// centroid 0, so list 1 ends two blocks before list 0, and reused slots
+// join both.
+TEST(CentroidCandidatesTest, ReusedSlotsKeepTheListsInOrder) {
+  constexpr uint32_t kDim = 8, kNum = 4, kM = 3;
+  std::mt19937 rng(9);
+  const std::vector<float> centroids = UnitRows(kNum, kDim, &rng);
+  auto made = CentroidCandidates::Create(centroids.data(), kNum, kDim, {.probe = kNum});
+  ASSERT_TRUE(made.ok()) << made.status();
+  CentroidCandidates& cc = **made;
+  std::map<Label, Held> docs;
+  auto put = [&](Label label, std::vector<uint32_t> ids) {
+    ASSERT_TRUE(cc.Add(label, ids.data(), nullptr, ids.size()).ok());
+    docs[label] = {ids, std::vector<uint8_t>(ids.size(), 255)};
+  };
+  for (Label l = 0; l < 20000; ++l) {
+    put(l, l < 16384 ? std::vector<uint32_t>{0, 1} : std::vector<uint32_t>{0, 2 + uint32_t(l % 2)});
+  }
+  // Freed by sweeps, reused from the highest down: below 16,384, so that
+  // list 1 (ending at 16,383) and list 0 (at 19,999) gain the same slots.
+  for (Label l = 0; l < 16384; l += 2) {
+    cc.Remove(l);
+    docs.erase(l);
+  }
+  for (Label l = 30000; l < 36000; ++l) put(l, {0, 1});
+  ASSERT_EQ(cc.size(), docs.size());
+  for (int round = 0; round < 3; ++round) {
+    const std::vector<float> q = UnitRows(kM, kDim, &rng);
+    const std::vector<float> w(kM, 1.f);
+    const std::map<Label, double> oracle =
+        OracleScores(docs, centroids.data(), kNum, kDim, q.data(), w.data(), kM, kNum, 0.f);
+    std::vector<AnnNeighbor> all;
+    ASSERT_TRUE(cc.Search(q.data(), w.data(), kM, docs.size(), {}, {}, &all).ok());
+    ASSERT_EQ(all.size(), docs.size());
+    int wrong = 0;
+    for (const AnnNeighbor& n : all) wrong += std::abs(n.score - oracle.at(n.label)) > 1e-4;
+    EXPECT_EQ(wrong, 0);
   }
 }
 
