@@ -185,44 +185,20 @@ ATTN_SIMD_CLONES void Transpose(const float* s, uint32_t m, uint32_t num, uint32
 }
 
 // Σ_i w[i] · max { gain_of[e & 255] · st[(e >> 8) · mp + i] : e in held }
-// over i < mp (w zero past the query's tokens), for mp = kMp known when
-// compiled: the maxima stay in registers, and the columns are prefetched.
+// over i < mp (w zero past the query's tokens), the columns prefetched.
+// With kMp > 0, mp = kMp is known when compiled and the maxima stay in
+// registers; with kMp = 0 they are kept in `scratch` (mp floats).
 template <uint32_t kMp>
-[[gnu::always_inline]] inline float RefinedFixed(const uint32_t* held, size_t n,
-                                                 const float* gain_of, const float* st,
-                                                 const float* w) {
+[[gnu::always_inline]] inline float RefinedBody(const uint32_t* held, size_t n,
+                                                const float* gain_of, const float* st,
+                                                uint32_t mp_any, const float* w, float* scratch) {
   constexpr size_t kAhead = 4;  // columns prefetched ahead: they are read at random
-  float best[kMp];
-  for (uint32_t i = 0; i < kMp; ++i) best[i] = -std::numeric_limits<float>::max();
-  for (size_t t = 0; t < n; ++t) {
-    if (t + kAhead < n) __builtin_prefetch(st + size_t(held[t + kAhead] >> 8) * kMp);
-    const float g = gain_of[held[t] & 255];
-    const float* col = st + size_t(held[t] >> 8) * kMp;
-    for (uint32_t i = 0; i < kMp; ++i) best[i] = std::max(best[i], g * col[i]);
-  }
-  float sum = 0.f;
-  for (uint32_t i = 0; i < kMp; ++i) sum += w[i] * best[i];
-  return sum;
-}
-
-// The same for any mp (a multiple of 16); best: mp floats of scratch.
-ATTN_SIMD_CLONES float Refined(const uint32_t* held, size_t n, const float* gain_of,
-                               const float* st, uint32_t mp, const float* w, float* best) {
-  if (n == 0) return 0.f;
-  switch (mp) {
-    case 16:
-      return RefinedFixed<16>(held, n, gain_of, st, w);
-    case 32:
-      return RefinedFixed<32>(held, n, gain_of, st, w);
-    case 48:
-      return RefinedFixed<48>(held, n, gain_of, st, w);
-    case 64:
-      return RefinedFixed<64>(held, n, gain_of, st, w);
-    default:
-      break;
-  }
+  const uint32_t mp = kMp > 0 ? kMp : mp_any;
+  float local[kMp > 0 ? kMp : 1];
+  float* const best = kMp > 0 ? local : scratch;
   for (uint32_t i = 0; i < mp; ++i) best[i] = -std::numeric_limits<float>::max();
   for (size_t t = 0; t < n; ++t) {
+    if (t + kAhead < n) __builtin_prefetch(st + size_t(held[t + kAhead] >> 8) * mp);
     const float g = gain_of[held[t] & 255];
     const float* col = st + size_t(held[t] >> 8) * mp;
     for (uint32_t i = 0; i < mp; ++i) best[i] = std::max(best[i], g * col[i]);
@@ -230,6 +206,25 @@ ATTN_SIMD_CLONES float Refined(const uint32_t* held, size_t n, const float* gain
   float sum = 0.f;
   for (uint32_t i = 0; i < mp; ++i) sum += w[i] * best[i];
   return sum;
+}
+
+// The same for any mp (a multiple of 16; up to 64 in registers); best: mp
+// floats of scratch.
+ATTN_SIMD_CLONES float Refined(const uint32_t* held, size_t n, const float* gain_of,
+                               const float* st, uint32_t mp, const float* w, float* best) {
+  if (n == 0) return 0.f;
+  switch (mp) {
+    case 16:
+      return RefinedBody<16>(held, n, gain_of, st, mp, w, best);
+    case 32:
+      return RefinedBody<32>(held, n, gain_of, st, mp, w, best);
+    case 48:
+      return RefinedBody<48>(held, n, gain_of, st, mp, w, best);
+    case 64:
+      return RefinedBody<64>(held, n, gain_of, st, mp, w, best);
+    default:
+      return RefinedBody<0>(held, n, gain_of, st, mp, w, best);
+  }
 }
 
 }  // namespace
