@@ -67,6 +67,7 @@
 #include <functional>
 #include <set>
 
+#include "absl/strings/str_cat.h"
 #include "ann/residual_codec.h"
 #include "benchmarks.h"
 #include "core/status.h"
@@ -355,8 +356,9 @@ absl::StatusOr<RerankTimes> TimeRerank(const BenchFlags& f, const RerankData& x)
                      x.offsets.data(), C,       x.int8 ? x.row_scales.data() : nullptr};
   RerankTimes out;
   ATTN_ASSIGN_OR_RETURN(out.kernel_ours, reranker->MatmulKernel(x.m));
-  // int8 on AMX skips the matmul: its own tile kernel runs instead.
-  if (reranker->tile_kernel()) out.kernel_ours = "amx tiles (TDPBSSD, reduced in L1)";
+  // int8 on AMX or AVX-512 VNNI skips the matmul: its own kernel runs instead.
+  if (reranker->tile_kernel())
+    out.kernel_ours = absl::StrCat(reranker->TileKernelName(), ", reduced in L1");
   if (reranker->widened()) out.kernel_ours += " (rows widened to f32)";
   out.scores.resize(C);
   absl::Status score_status;

@@ -163,6 +163,10 @@ struct Matmul {
   }
 };
 
+// The kernel of the per-candidate int8 path: AMX where it may run, else
+// AVX-512 VNNI (the Reranker takes this path only where one of them may).
+Int8Kernel TileKernel() { return AmxUsable(AmxKind::kInt8) ? Int8Kernel::kAmx : Int8Kernel::kVnni; }
+
 // True when oneDNN's int8 matmul has VNNI here (AVX-512 VNNI or AVX-VNNI,
 // as ONEDNN_MAX_CPU_ISA allows): its s8 products then sum in 32 bits.
 bool HasVnni() {
@@ -277,7 +281,7 @@ Reranker::Reranker(std::unique_ptr<Rep> rep, uint32_t dim, TokenDtype dtype,
       dtype_(dtype),
       options_(options),
       int8_tiles_(options.tile_kernel && dtype == TokenDtype::kInt8 && dim % 64 == 0 &&
-                  AmxUsable(AmxKind::kInt8) && ReduceSegmentUsesAvx512()) {}
+                  (AmxUsable(AmxKind::kInt8) || Int8VnniUsable()) && ReduceSegmentUsesAvx512()) {}
 
 Reranker::~Reranker() = default;
 
@@ -321,6 +325,11 @@ absl::StatusOr<std::string> Reranker::MatmulKernel(uint32_t query_tokens) const 
   std::string name;
   ATTN_RETURN_IF_ERROR(CatchDnnl("rerank matmul", [&] { name = mm->pd.impl_info_str(); }));
   return name;
+}
+
+std::string Reranker::TileKernelName() const {
+  if (!int8_tiles_) return "";
+  return TileKernel() == Int8Kernel::kAmx ? "amx tiles (TDPBSSD)" : "avx512 vnni (VPDPBUSD)";
 }
 
 absl::Status Reranker::CheckQuery(const RerankQuery& query,
@@ -538,25 +547,43 @@ TileScratch& ThreadTileScratch() {
 
 // Candidate k's similarities (n x m, row and query scales applied) into
 // s->st and their maxima per query token into s->col_max. REQUIRES: the
-// candidate has rows; this thread's tiles are configured.
+// candidate has rows; on AMX, this thread's tiles are configured.
 void CandidateInTiles(const Int8QueryTiles& q, const CandidateTokens& candidates, size_t k,
                       const float* col_scale, TileScratch* s) {
   const uint32_t n = candidates.rows[k], m = q.m, d = q.d;
   const size_t mp = size_t(q.column_blocks) * 16;
-  // Pairs of blocks of 16 rows: whole pairs in place, the rest (or, when
-  // made, every row) through a buffer zero-padded to a whole pair.
+  if (s->st.size() < size_t(n) * m) s->st.resize(size_t(n) * m);
+  const float* row_scales = candidates.scales ? candidates.scales + candidates.offsets[k] : nullptr;
+  s->col_max.assign(mp, -std::numeric_limits<float>::infinity());
+  const bool made = candidates.rows_from != nullptr && candidates.sources == nullptr;
+  const int8_t* x = nullptr;  // the candidate's rows, when they are read in place
+  if (candidates.sources != nullptr) {
+    x = reinterpret_cast<const int8_t*>(candidates.sources[k]);
+  } else if (!made) {
+    x = static_cast<const int8_t*>(candidates.data) + candidates.offsets[k] * d;
+  }
+  if (q.kernel == Int8Kernel::kVnni) {
+    // Any number of rows, in place or made; scaled in registers.
+    if (made) {
+      s->rows.resize(size_t(n) * d);
+      (*candidates.rows_from)(candidates.offsets[k], n, s->rows.data());
+      x = s->rows.data();
+    }
+    if (s->sums.size() < n) s->sums.resize(n);  // the rows' biases
+    Int8VnniScaled(q, x, n, d, row_scales, col_scale, s->sums.data(), s->st.data(),
+                   s->col_max.data());
+    return;
+  }
+  // AMX: pairs of blocks of 16 rows, whole pairs in place, the rest (or,
+  // when made, every row) through a buffer zero-padded to a whole pair.
   const size_t padded = (size_t(n) + 31) / 32 * 32, whole = n / 32 * 32;
   if (s->sums.size() < padded * mp) s->sums.resize(padded * mp);
-  if (s->st.size() < size_t(n) * m) s->st.resize(size_t(n) * m);
-  if (candidates.rows_from != nullptr && candidates.sources == nullptr) {
+  if (made) {
     s->rows.resize(padded * d);
     (*candidates.rows_from)(candidates.offsets[k], n, s->rows.data());
     std::memset(s->rows.data() + size_t(n) * d, 0, (padded - n) * d);
     Int8TileSimilarities(q, s->rows.data(), padded / 16, d, s->sums.data());
   } else {
-    const int8_t* x = candidates.sources != nullptr
-                          ? reinterpret_cast<const int8_t*>(candidates.sources[k])
-                          : static_cast<const int8_t*>(candidates.data) + candidates.offsets[k] * d;
     Int8TileSimilarities(q, x, whole / 16, d, s->sums.data());
     if (whole < n) {
       s->rows.assign(32 * size_t(d), 0);
@@ -564,8 +591,6 @@ void CandidateInTiles(const Int8QueryTiles& q, const CandidateTokens& candidates
       Int8TileSimilarities(q, s->rows.data(), 2, d, s->sums.data() + whole * mp);
     }
   }
-  const float* row_scales = candidates.scales ? candidates.scales + candidates.offsets[k] : nullptr;
-  s->col_max.assign(mp, -std::numeric_limits<float>::infinity());
   ScaleSums(s->sums.data(), n, mp, m, row_scales, col_scale, s->st.data(), s->col_max.data());
 }
 
@@ -576,14 +601,14 @@ absl::Status Reranker::ScoreInTiles(const RerankQuery& query, const CandidateTok
   const uint32_t m = query.num_tokens;
   const float inv_tau = 1.f / query.temperature;
   const QueryOperand q_op(query.tokens, m, dim_, dtype_);
-  const Int8QueryTiles q_tiles(q_op.s8.data(), m, dim_);
+  const Int8QueryTiles q_tiles(q_op.s8.data(), m, dim_, TileKernel());
   const CallThreads call_threads(options_, m, dim_, candidates.total_rows);
   const int threads = call_threads.threads();
   const long count = long(candidates.count);
 #pragma omp parallel num_threads(threads) if (threads > 1 && count > 1)
   {
     TileScratch& s = ThreadTileScratch();
-    ConfigureInt8Tiles();
+    if (q_tiles.kernel == Int8Kernel::kAmx) ConfigureInt8Tiles();
 #pragma omp for schedule(dynamic, 2)
     for (long k = 0; k < count; ++k) {
       const uint32_t n = candidates.rows[k];
@@ -595,7 +620,7 @@ absl::Status Reranker::ScoreInTiles(const RerankQuery& query, const CandidateTok
       scores[k] = ReduceSegmentWithMax(s.st.data(), m, n, query.weights, query.mode, inv_tau,
                                        s.col_max.data());
     }
-    ReleaseInt8Tiles();
+    if (q_tiles.kernel == Int8Kernel::kAmx) ReleaseInt8Tiles();
   }
   return absl::OkStatus();
 }
@@ -607,13 +632,13 @@ absl::Status Reranker::ExplainInTiles(const RerankQuery& query, const CandidateT
   const uint32_t m = query.num_tokens;
   const float inv_tau = 1.f / query.temperature;
   const QueryOperand q_op(query.tokens, m, dim_, dtype_);
-  const Int8QueryTiles q_tiles(q_op.s8.data(), m, dim_);
+  const Int8QueryTiles q_tiles(q_op.s8.data(), m, dim_, TileKernel());
   if (out != nullptr) out->assign(which.size(), {});
   if (maps != nullptr) maps->assign(which.size(), {});
   std::vector<uint32_t> argmax(m);
   std::vector<float> weight(m), contribution(m);
   TileScratch& s = ThreadTileScratch();
-  ConfigureInt8Tiles();
+  if (q_tiles.kernel == Int8Kernel::kAmx) ConfigureInt8Tiles();
   for (size_t i = 0; i < which.size(); ++i) {
     const size_t k = which[i];
     const uint32_t n = candidates.rows[k];
@@ -633,7 +658,7 @@ absl::Status Reranker::ExplainInTiles(const RerankQuery& query, const CandidateT
       (*out)[i].push_back({t, argmax[t], weight[t], contribution[t]});
     }
   }
-  ReleaseInt8Tiles();
+  if (q_tiles.kernel == Int8Kernel::kAmx) ReleaseInt8Tiles();
   return absl::OkStatus();
 }
 

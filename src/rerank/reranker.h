@@ -18,9 +18,11 @@
 // the query quantized to s8 (one scale per query token) and both scales
 // applied to the f32 output; the softmax and the sums are f32. Where the
 // CPU lacks the bf16 matmul or VNNI (AVX2 only), those rows are widened to
-// f32 a piece at a time and multiplied in f32, with the same products. On AMX-INT8
-// machines int8 skips oneDNN: each candidate's sums come from AMX tiles and
-// are reduced in L1 (RerankerOptions::tile_kernel), with the same scores.
+// f32 a piece at a time and multiplied in f32, with the same products. On
+// machines with AMX-INT8 or AVX-512 VNNI, int8 skips oneDNN: each
+// candidate's exact int32 sums come from AMX tiles (TDPBSSD) or VNNI
+// registers (VPDPBUSD) and are reduced in L1 (RerankerOptions::
+// tile_kernel), with the same scores.
 //
 // Thread safety: a Reranker is immutable after Create; Score and Explain may
 // run concurrently from any number of threads.
@@ -52,12 +54,13 @@ struct RerankerOptions {
   CoreBudget* cores = nullptr;
   // Most threads one Score call uses. Default: 0, the number of cores.
   int max_threads = 0;
-  // int8 storage, where the CPU has AMX-INT8 (and ONEDNN_MAX_CPU_ISA, if
-  // set, allows an AMX level) and dim is a multiple of 64: Score computes
-  // each candidate's similarities in AMX tiles (TDPBSSD, exact int32 sums)
-  // and reduces them while they are in L1, instead of writing every
-  // candidate's similarities out through oneDNN's matmul pieces. The
-  // scores are the same to the bit. Default: true.
+  // int8 storage, where the CPU has AMX-INT8 or AVX-512 VNNI (and
+  // ONEDNN_MAX_CPU_ISA, if set, allows an AMX level, or VNNI's
+  // avx512_core_vnni) and dim is a multiple of 64: Score computes each
+  // candidate's similarities in AMX tiles (TDPBSSD) or in AVX-512 registers
+  // (VPDPBUSD), exact int32 sums, and reduces them while they are in L1,
+  // instead of writing every candidate's similarities out through oneDNN's
+  // matmul pieces. The scores are the same to the bit. Default: true.
   bool tile_kernel = true;
 };
 
@@ -174,10 +177,13 @@ class Reranker {
   // (e.g. "brg:avx512_core_amx_bf16"; "gemm:jit" is its generic kernel).
   absl::StatusOr<std::string> MatmulKernel(uint32_t query_tokens) const;
 
-  // True when Score and Explain run on AMX tiles (int8, RerankerOptions::
-  // tile_kernel, on a machine that has them): Score then keeps no
+  // True when Score and Explain run on AMX tiles or AVX-512 VNNI (int8,
+  // RerankerOptions::tile_kernel, on a machine that has one): Score keeps no
   // similarities for ExplainScored, which computes the hits' again.
   bool tile_kernel() const { return int8_tiles_; }
+  // Which one runs: "amx tiles (TDPBSSD)", "avx512 vnni (VPDPBUSD)", or ""
+  // when tile_kernel() is false.
+  std::string TileKernelName() const;
 
   // True when the rows are widened to f32 for an f32 matmul: bf16 where
   // oneDNN has no bf16 matmul (before AVX-512), int8 without VNNI (where
@@ -209,8 +215,8 @@ class Reranker {
       const RerankQuery& query, const CandidateTokens& candidates,
       const std::function<void(size_t k, const float* st, const float* row_scales,
                                const float* col_scale)>& fn) const;
-  // Score for int8 rows on AMX tiles, one candidate at a time (see
-  // RerankerOptions::tile_kernel).
+  // Score for int8 rows on AMX tiles or AVX-512 VNNI, one candidate at a
+  // time (see RerankerOptions::tile_kernel).
   absl::Status ScoreInTiles(const RerankQuery& query, const CandidateTokens& candidates,
                             float* scores) const;
   // ExplainScored and AttentionMapsScored: the evidence (when `evidence` is
@@ -240,7 +246,8 @@ class Reranker {
   const uint32_t dim_;
   const TokenDtype dtype_;
   const RerankerOptions options_;
-  // ScoreInTiles runs Score (tile_kernel, int8, AMX-INT8, dim % 64 == 0).
+  // ScoreInTiles runs Score (tile_kernel, int8, AMX-INT8 or AVX-512 VNNI,
+  // dim % 64 == 0).
   const bool int8_tiles_;
 };
 

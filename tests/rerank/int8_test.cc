@@ -186,15 +186,18 @@ TEST(Int8Test, ScoreMatchesReferenceOnQuantizedValues) {
 // top-10 positions, the fraction holding a document of f32's top 10 (the
 // set kept), and the fraction holding the very same document (the order
 // kept, which also counts swaps of near-ties).
-// On AMX machines Score and Explain compute each candidate's similarities in
-// tiles (RerankerOptions::tile_kernel); elsewhere, or with the option off,
-// through oneDNN's matmul pieces. Both sum the same int8 products exactly
-// and reduce them alike: the scores are equal to the bit, and so is the
-// evidence. (Without AMX both rerankers take the matmul path.)
+// On AMX or AVX-512 VNNI machines Score and Explain compute each
+// candidate's similarities in L1, in tiles or in registers
+// (RerankerOptions::tile_kernel); elsewhere, or with the option off, through
+// oneDNN's matmul pieces. Both sum the same int8 products exactly and reduce
+// them alike: the scores are equal to the bit, and so is the evidence.
+// (Without either, as under ONEDNN_MAX_CPU_ISA=AVX2, both rerankers take
+// the matmul path.) m = 70 takes more column blocks than the VNNI kernel
+// holds in registers at once; the row counts cover its partial blocks.
 TEST(Int8Test, TileKernelEqualsTheMatmulPath) {
   std::mt19937 rng(11);
   for (uint32_t dim : {64u, 128u, 100u}) {
-    for (uint32_t m : {1u, 16u, 20u, 33u}) {
+    for (uint32_t m : {1u, 16u, 20u, 33u, 70u}) {
       SCOPED_TRACE(::testing::Message() << "dim " << dim << " m " << m);
       std::vector<std::vector<float>> docs;
       for (uint32_t n : {1u, 15u, 16u, 17u, 0u, 32u, 180u, 1500u, 3u}) {

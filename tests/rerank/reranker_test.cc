@@ -770,16 +770,25 @@ TEST(RerankerKernelTest, FixedShapeMatmulRunsOnTheBestKernel) {
   }
 }
 
-// int8 runs on AMX tiles where oneDNN would run AMX (the ctest entries
-// under ONEDNN_MAX_CPU_ISA=AVX512_CORE_BF16 check the other side); bf16 and
-// f32 keep oneDNN's matmul (a bf16 tile kernel measured 12-14% slower than
-// oneDNN's AMX brgemm, which streams the larger rows better).
-TEST(RerankerKernelTest, Int8RunsOnTilesWhereAmxIs) {
-  const bool amx = dnnl::get_effective_cpu_isa() == dnnl::cpu_isa::avx512_core_amx;
+// int8 runs on AMX tiles where oneDNN would run AMX, and in AVX-512 VNNI
+// registers where oneDNN would run VNNI (the ctest entries under
+// ONEDNN_MAX_CPU_ISA=AVX512_CORE_BF16 and AVX2 check the other sides); bf16
+// and f32 keep oneDNN's matmul (a bf16 tile kernel measured 12-14% slower
+// than oneDNN's AMX brgemm, which streams the larger rows better).
+TEST(RerankerKernelTest, Int8RunsOnTilesWhereAmxOrVnniIs) {
+  const auto isa = unsigned(dnnl::get_effective_cpu_isa());
+  const bool amx = isa == unsigned(dnnl::cpu_isa::avx512_core_amx);
+  const auto vnni_bits = unsigned(dnnl::cpu_isa::avx512_core_vnni);
+  const bool vnni = (isa & vnni_bits) == vnni_bits;
   for (TokenDtype dtype : {TokenDtype::kF32, TokenDtype::kBF16, TokenDtype::kInt8}) {
     auto r = Reranker::Create(kDim, dtype, RerankerOptions());
     ASSERT_TRUE(r.ok()) << r.status();
-    EXPECT_EQ((*r)->tile_kernel(), amx && dtype == TokenDtype::kInt8) << TokenDtypeName(dtype);
+    const bool on_tiles = dtype == TokenDtype::kInt8 && (amx || vnni);
+    EXPECT_EQ((*r)->tile_kernel(), on_tiles) << TokenDtypeName(dtype);
+    EXPECT_EQ((*r)->TileKernelName(), !on_tiles ? ""
+                                      : amx     ? "amx tiles (TDPBSSD)"
+                                                : "avx512 vnni (VPDPBUSD)")
+        << TokenDtypeName(dtype);
   }
   RerankerOptions off;
   off.tile_kernel = false;
