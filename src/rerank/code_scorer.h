@@ -18,7 +18,8 @@
 // the centroids at their largest gain, c8 = round(gain_max · c / σ_t), and
 // a token decodes to ((c8 · j + 128) >> 8) + l8. The bytes are decoded in
 // cache right before the reranker multiplies them (a candidate at a time on
-// AMX, else a matmul piece at a time) into a per-thread buffer, never stored.
+// AMX or AVX-512 VNNI, else a matmul piece at a time) into a per-thread
+// buffer, never stored.
 // Without AVX-512 BW the same decoding runs 32 dimensions an AVX2
 // instruction (byte blends, pext for the bits).
 //
