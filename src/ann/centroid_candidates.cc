@@ -100,15 +100,14 @@ void TopOf(const float* v, size_t n, uint32_t p, Scratch* s, std::vector<AnnNeig
   const size_t chunks = ColumnMaxima(v, n, 16, &s->chunk_max);
   const float* const cm = s->chunk_max.data();
   const size_t groups = ColumnMaxima(cm, chunks, 8, &s->chunk_order);
+  // The p-th largest second maximum, else the p-th largest first one
+  // (nth_element reorders: the first maxima are copied for it).
   float t = -std::numeric_limits<float>::infinity();
-  if (p < groups) {
+  if (p >= groups && p < chunks) s->chunk_order.assign(cm, cm + chunks);
+  const size_t among = p < groups ? groups : chunks;
+  if (p < among) {
     std::nth_element(s->chunk_order.begin(), s->chunk_order.begin() + (p - 1),
-                     s->chunk_order.begin() + long(groups), std::greater<float>());
-    t = s->chunk_order[p - 1];
-  } else if (p < chunks) {
-    s->chunk_order.assign(cm, cm + chunks);  // nth_element reorders
-    std::nth_element(s->chunk_order.begin(), s->chunk_order.begin() + (p - 1), s->chunk_order.end(),
-                     std::greater<float>());
+                     s->chunk_order.begin() + long(among), std::greater<float>());
     t = s->chunk_order[p - 1];
   }
   s->above.clear();
