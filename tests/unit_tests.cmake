@@ -26,6 +26,12 @@ attn_cc_test(NAME first_stage_test
   SRCS ${CMAKE_CURRENT_LIST_DIR}/ann/first_stage_test.cc
   DEPS attn_core attn_ann attn_rerank
   LABELS unit)
+# Again on the AVX2 and portable kernels of the refining's halves.
+foreach(level avx2 portable)
+  add_test(NAME first_stage_test_simd_${level} COMMAND first_stage_test)
+  set_tests_properties(first_stage_test_simd_${level} PROPERTIES
+    ENVIRONMENT "ATTN_SIMD=${level}" LABELS unit)
+endforeach()
 attn_cc_test(NAME simd_distance_test
   SRCS ${CMAKE_CURRENT_LIST_DIR}/ann/simd_distance_test.cc
   DEPS attn_core attn_ann faiss

@@ -12,8 +12,10 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/types/span.h"
+#include "ann/simd_distance.h"
 #include "core/simd_clones.h"
 #include "core/status.h"
+#include "core/vector_math.h"
 
 namespace attnsearch {
 namespace {
@@ -52,7 +54,11 @@ struct Scratch {
   std::vector<float> sims, chunk_max, chunk_order;  // the similarities hook's output; TopOf's
   std::vector<std::pair<float, uint32_t>> above;
   std::vector<std::pair<float, uint32_t>> ranked;  // touched documents by score
-  std::vector<float> sims_t, weights, best_of;     // the refining's (see Refine)
+  std::vector<uint16_t> sims_h;                    // the refining's (see RefinedHalf)
+  std::vector<float> weights, best_of;
+  std::vector<float> impact, acc;  // Gather's
+  std::vector<uint32_t> distinct;
+  std::vector<uint8_t> listed;
 
   void Fit(size_t n) {
     if (slots.size() < n) slots.resize(n, SlotState{0, 0.f, 0.f});
@@ -93,8 +99,10 @@ size_t ColumnMaxima(const float* v, size_t n, size_t rows, std::vector<float>* m
 // first. Only values >= t compete, and they lie in the columns whose
 // maximum is >= t: only those columns are read again. (Zen 5, 8,192
 // centroids, 32 tokens: the probes took 302 us with t found among the
-// first maxima and every value scanned, 114 like this.)
-void TopOf(const float* v, size_t n, uint32_t p, Scratch* s, std::vector<AnnNeighbor>* out) {
+// first maxima and every value scanned, 114 like this.) Unsorted: the p
+// largest in no order.
+void TopOf(const float* v, size_t n, uint32_t p, Scratch* s, std::vector<AnnNeighbor>* out,
+           bool sorted = true) {
   out->clear();
   if (n == 0 || p == 0) return;
   const size_t chunks = ColumnMaxima(v, n, 16, &s->chunk_max);
@@ -111,17 +119,30 @@ void TopOf(const float* v, size_t n, uint32_t p, Scratch* s, std::vector<AnnNeig
     t = s->chunk_order[p - 1];
   }
   s->above.clear();
-  for (size_t c = 0; c < chunks; ++c) {
-    if (cm[c] < t) continue;
-    for (size_t i = c; i < n; i += chunks) {
+  size_t reaching = 0;  // columns whose maximum reaches t
+  for (size_t c = 0; c < chunks; ++c) reaching += cm[c] >= t;
+  if (reaching * 4 > chunks) {
+    // Most lines hold such a column: one pass in order reads fewer.
+    for (size_t i = 0; i < n; ++i) {
       if (v[i] >= t) s->above.push_back({v[i], uint32_t(i)});
+    }
+  } else {
+    for (size_t c = 0; c < chunks; ++c) {
+      if (cm[c] < t) continue;
+      for (size_t i = c; i < n; i += chunks) {
+        if (v[i] >= t) s->above.push_back({v[i], uint32_t(i)});
+      }
     }
   }
   const size_t top = std::min<size_t>(p, s->above.size());
-  std::partial_sort(s->above.begin(), s->above.begin() + long(top), s->above.end(),
-                    [](const auto& a, const auto& b) {
-                      return a.first > b.first || (a.first == b.first && a.second < b.second);
-                    });
+  const auto better = [](const auto& a, const auto& b) {
+    return a.first > b.first || (a.first == b.first && a.second < b.second);
+  };
+  if (sorted) {
+    std::partial_sort(s->above.begin(), s->above.begin() + long(top), s->above.end(), better);
+  } else if (top < s->above.size()) {
+    std::nth_element(s->above.begin(), s->above.begin() + long(top), s->above.end(), better);
+  }
   for (size_t r = 0; r < top; ++r) out->push_back({s->above[r].second, s->above[r].first});
 }
 
@@ -190,63 +211,253 @@ uint32_t* WalkList(ListCursor* cursor, uint32_t limit, float sim, const float* g
   return touched;
 }
 
-// st (num x mp): s (m x num) transposed, each row zero-padded to mp, so
-// that a centroid's similarities with every query token lie together.
-ATTN_SIMD_CLONES void Transpose(const float* s, uint32_t m, uint32_t num, uint32_t mp, float* st) {
-  constexpr uint32_t kBlock = 32;  // centroids a pass: m rows of them stay in L1
-  for (uint32_t c0 = 0; c0 < num; c0 += kBlock) {
-    const uint32_t c1 = std::min(num, c0 + kBlock);
+// The walk over every token's probed lists (s->probes, token i's from
+// s->token_probes[i]), a block of slots at a time (the lists are sorted by
+// slot) so that the block's states stay in cache: per block, each token's
+// probed lists in token order, then the block's touched slots' last terms.
+// Leaves each touched slot's sum above the floors in s->slots[slot].acc;
+// returns the touched slots.
+absl::Span<const uint32_t> Walk(const std::vector<std::vector<uint32_t>>& lists, uint32_t m,
+                                uint32_t base, const float* gain_of, size_t slots, Scratch* s) {
+  s->cursors.resize(s->probes.size());
+  for (size_t p = 0; p < s->probes.size(); ++p) {
+    const std::vector<uint32_t>& list = lists[size_t(s->probes[p].label)];
+    s->cursors[p] = {list.data(), list.data() + list.size()};
+    __builtin_prefetch(list.data());
+    __builtin_prefetch(list.data() + 16);
+  }
+  // Each slot at most once, and one more: the walk writes one past the end.
+  if (s->touched.size() <= slots) s->touched.resize(slots + 1);
+  uint32_t* touched = s->touched.data();
+  SlotState* const state = s->slots.data();
+  const float* const tw = s->token_w.data();
+  const float* const tf = s->token_floor.data();
+  for (size_t b0 = 0; b0 < slots; b0 += kBlockSlots) {
+    const uint32_t limit = uint32_t(std::min(b0 + kBlockSlots, slots)) << 8;
+    uint32_t* const block_touched = touched;
     for (uint32_t i = 0; i < m; ++i) {
-      const float* row = s + size_t(i) * num;
-      for (uint32_t c = c0; c < c1; ++c) st[size_t(c) * mp + i] = row[c];
+      const uint32_t token_stamp = base + 1 + i;
+      for (uint32_t p = s->token_probes[i]; p < s->token_probes[i + 1]; ++p) {
+        touched = WalkList(&s->cursors[p], limit, s->probes[p].score, gain_of, state, base,
+                           token_stamp, m, tw, tf, touched);
+      }
     }
-    for (uint32_t c = c0; c < c1; ++c) {
-      for (uint32_t i = m; i < mp; ++i) st[size_t(c) * mp + i] = 0.f;
+    for (const uint32_t* t = block_touched; t < touched; ++t) {
+      SlotState& st = state[*t];
+      const uint32_t j = st.stamp - base - 1;
+      st.acc += tw[j] * std::max(0.f, st.best - tf[j]);
+    }
+  }
+  return {s->touched.data(), size_t(touched - s->touched.data())};
+}
+
+// The gathering that chooses the documents to refine: each probed centroid
+// c's impact u_c = Σ w_i · s_ic over the tokens i that probe it, then
+// each document on c's list credited g_D(c) · u_c, each list read once.
+// Into s->acc (slots floats): a document's Σ over its probed centroids,
+// 0 where it holds none (or only centroids of impact <= 0).
+void Gather(const std::vector<std::vector<uint32_t>>& lists, const std::vector<AnnNeighbor>& probes,
+            const uint32_t* token_probes, const float* token_w, uint32_t m, const float* gain_of,
+            Scratch* s, size_t slots) {
+  s->impact.resize(lists.size(), 0.f);  // both zero outside this call
+  s->listed.resize(lists.size(), 0);
+  s->distinct.clear();
+  float* const impact = s->impact.data();
+  for (uint32_t i = 0; i < m; ++i) {
+    for (uint32_t p = token_probes[i]; p < token_probes[i + 1]; ++p) {
+      const uint32_t c = uint32_t(probes[p].label);
+      if (s->listed[c] == 0) s->distinct.push_back(c);
+      s->listed[c] = 1;
+      impact[c] += token_w[i] * probes[p].score;
+    }
+  }
+  s->acc.assign(slots, 0.f);
+  float* const acc = s->acc.data();
+  for (const uint32_t c : s->distinct) {
+    const float u = impact[c];
+    impact[c] = 0.f;
+    s->listed[c] = 0;
+    if (!(u > 0.f)) continue;
+    for (const uint32_t e : lists[c]) acc[e >> 8] += gain_of[e & 255] * u;
+  }
+}
+
+// The refining's similarities as IEEE halves: a centroid's column of 32
+// tokens is one cache line, and 8,192 centroids' columns (512 KiB) stay
+// in L2. Values are stored divided by `scale` (a power of 2 that keeps
+// them in the halves' range); a refined score is within m · 2^-11 · max
+// |s_ic| of the f32 one (Σ w_i <= m at unit weights).
+//
+// HalfColumns: s (m x num floats) into st (num x mp halves), each column
+// zero-padded to mp (a multiple of 16). RefinedHalf: Refined over them.
+void HalfColumnsPortable(const float* s, uint32_t m, uint32_t num, uint32_t mp, float inv,
+                         uint16_t* st) {
+  for (uint32_t c = 0; c < num; ++c) {
+    for (uint32_t i = 0; i < mp; ++i) {
+      st[size_t(c) * mp + i] = i < m ? simd::FloatToHalf(s[size_t(i) * num + c] * inv) : 0;
     }
   }
 }
 
-// Σ_i w[i] · max { gain_of[e & 255] · st[(e >> 8) · mp + i] : e in held }
-// over i < mp (w zero past the query's tokens), the columns prefetched.
-// With kMp > 0, mp = kMp is known when compiled and the maxima stay in
-// registers; with kMp = 0 they are kept in `scratch` (mp floats).
-template <uint32_t kMp>
-[[gnu::always_inline]] inline float RefinedBody(const uint32_t* held, size_t n,
-                                                const float* gain_of, const float* st,
-                                                uint32_t mp_any, const float* w, float* scratch) {
-  constexpr size_t kAhead = 4;  // columns prefetched ahead: they are read at random
-  const uint32_t mp = kMp > 0 ? kMp : mp_any;
-  float local[kMp > 0 ? kMp : 1];
-  float* const best = kMp > 0 ? local : scratch;
+float RefinedHalfPortable(const uint32_t* held, size_t n, const float* gain_of, const uint16_t* st,
+                          uint32_t mp, const float* w, float* best) {
   for (uint32_t i = 0; i < mp; ++i) best[i] = -std::numeric_limits<float>::max();
   for (size_t t = 0; t < n; ++t) {
-    if (t + kAhead < n) __builtin_prefetch(st + size_t(held[t + kAhead] >> 8) * mp);
     const float g = gain_of[held[t] & 255];
-    const float* col = st + size_t(held[t] >> 8) * mp;
-    for (uint32_t i = 0; i < mp; ++i) best[i] = std::max(best[i], g * col[i]);
+    const uint16_t* col = st + size_t(held[t] >> 8) * mp;
+    for (uint32_t i = 0; i < mp; ++i) best[i] = std::max(best[i], g * simd::HalfToFloat(col[i]));
   }
   float sum = 0.f;
   for (uint32_t i = 0; i < mp; ++i) sum += w[i] * best[i];
   return sum;
 }
 
-// The same for any mp (a multiple of 16; up to 64 in registers); best: mp
-// floats of scratch.
-ATTN_SIMD_CLONES float Refined(const uint32_t* held, size_t n, const float* gain_of,
-                               const float* st, uint32_t mp, const float* w, float* best) {
-  if (n == 0) return 0.f;
-  switch (mp) {
-    case 16:
-      return RefinedBody<16>(held, n, gain_of, st, mp, w, best);
-    case 32:
-      return RefinedBody<32>(held, n, gain_of, st, mp, w, best);
-    case 48:
-      return RefinedBody<48>(held, n, gain_of, st, mp, w, best);
-    case 64:
-      return RefinedBody<64>(held, n, gain_of, st, mp, w, best);
-    default:
-      return RefinedBody<0>(held, n, gain_of, st, mp, w, best);
+#if defined(__x86_64__) && defined(__GNUC__)
+#define ATTN_HALF_AVX2 __attribute__((target("avx2,fma,f16c")))
+#define ATTN_HALF_AVX512 __attribute__((target("avx512f,avx2,fma,f16c")))
+
+// Both go a block of 16 centroids at a time: their m rows of 16 values
+// read across, written down their columns.
+ATTN_HALF_AVX2 void HalfColumnsAvx2(const float* s, uint32_t m, uint32_t num, uint32_t mp,
+                                    float inv, uint16_t* st) {
+  alignas(32) float block[16 * 64];  // 16 columns of up to 64 tokens
+  const uint32_t rows = std::min<uint32_t>(mp, 64);
+  if (mp > 64) return HalfColumnsPortable(s, m, num, mp, inv, st);
+  const __m256 scale = _mm256_set1_ps(inv);
+  for (uint32_t c0 = 0; c0 < num; c0 += 16) {
+    const uint32_t cols = std::min<uint32_t>(16, num - c0);
+    for (uint32_t i = 0; i < rows; ++i) {
+      for (uint32_t c = 0; c < cols; ++c)
+        block[c * rows + i] = i < m ? s[size_t(i) * num + c0 + c] : 0.f;
+    }
+    for (uint32_t c = 0; c < cols; ++c) {
+      for (uint32_t i = 0; i < rows; i += 8) {
+        const __m128i h = _mm256_cvtps_ph(
+            _mm256_mul_ps(_mm256_loadu_ps(block + c * rows + i), scale), _MM_FROUND_TO_NEAREST_INT);
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(st + size_t(c0 + c) * mp + i), h);
+      }
+    }
   }
+}
+
+template <uint32_t kBlocks>  // mp = 8 · kBlocks
+ATTN_HALF_AVX2 float RefinedHalfAvx2(const uint32_t* held, size_t n, const float* gain_of,
+                                     const uint16_t* st, const float* w) {
+  constexpr uint32_t kMp = 8 * kBlocks;
+  __m256 best[kBlocks];
+  for (uint32_t b = 0; b < kBlocks; ++b)
+    best[b] = _mm256_set1_ps(-std::numeric_limits<float>::max());
+  for (size_t t = 0; t < n; ++t) {
+    if (t + 4 < n) __builtin_prefetch(st + size_t(held[t + 4] >> 8) * kMp);
+    const __m256 g = _mm256_set1_ps(gain_of[held[t] & 255]);
+    const uint16_t* col = st + size_t(held[t] >> 8) * kMp;
+    for (uint32_t b = 0; b < kBlocks; ++b) {
+      const __m256 v =
+          _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(col + 8 * b)));
+      best[b] = _mm256_max_ps(best[b], _mm256_mul_ps(g, v));
+    }
+  }
+  __m256 sum = _mm256_setzero_ps();
+  for (uint32_t b = 0; b < kBlocks; ++b)
+    sum = _mm256_fmadd_ps(_mm256_loadu_ps(w + 8 * b), best[b], sum);
+  alignas(32) float lanes[8];
+  _mm256_store_ps(lanes, sum);
+  float total = 0.f;
+  for (float x : lanes) total += x;
+  return total;
+}
+
+ATTN_HALF_AVX512 void HalfColumnsAvx512(const float* s, uint32_t m, uint32_t num, uint32_t mp,
+                                        float inv, uint16_t* st) {
+  alignas(64) float block[16 * 64];
+  const uint32_t rows = std::min<uint32_t>(mp, 64);
+  if (mp > 64) return HalfColumnsPortable(s, m, num, mp, inv, st);
+  const __m512 scale = _mm512_set1_ps(inv);
+  for (uint32_t c0 = 0; c0 < num; c0 += 16) {
+    const uint32_t cols = std::min<uint32_t>(16, num - c0);
+    for (uint32_t i = 0; i < rows; ++i) {
+      for (uint32_t c = 0; c < cols; ++c)
+        block[c * rows + i] = i < m ? s[size_t(i) * num + c0 + c] : 0.f;
+    }
+    for (uint32_t c = 0; c < cols; ++c) {
+      for (uint32_t i = 0; i < rows; i += 16) {
+        const __m256i h = _mm512_maskz_cvtps_ph(
+            0xFFFF, _mm512_mul_ps(_mm512_loadu_ps(block + c * rows + i), scale),
+            _MM_FROUND_TO_NEAREST_INT);
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(st + size_t(c0 + c) * mp + i), h);
+      }
+    }
+  }
+}
+
+template <uint32_t kBlocks>  // mp = 16 · kBlocks
+ATTN_HALF_AVX512 float RefinedHalfAvx512(const uint32_t* held, size_t n, const float* gain_of,
+                                         const uint16_t* st, const float* w) {
+  constexpr uint32_t kMp = 16 * kBlocks;
+  __m512 best[kBlocks];
+  for (uint32_t b = 0; b < kBlocks; ++b)
+    best[b] = _mm512_set1_ps(-std::numeric_limits<float>::max());
+  for (size_t t = 0; t < n; ++t) {
+    if (t + 4 < n) __builtin_prefetch(st + size_t(held[t + 4] >> 8) * kMp);
+    const __m512 g = _mm512_set1_ps(gain_of[held[t] & 255]);
+    const uint16_t* col = st + size_t(held[t] >> 8) * kMp;
+    for (uint32_t b = 0; b < kBlocks; ++b) {
+      // The masked forms: GCC 12 warns of the plain ones' undefined operand.
+      const __m512 v = _mm512_maskz_cvtph_ps(
+          0xFFFF, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(col + 16 * b)));
+      best[b] = _mm512_maskz_max_ps(0xFFFF, best[b], _mm512_mul_ps(g, v));
+    }
+  }
+  __m512 sum = _mm512_setzero_ps();
+  for (uint32_t b = 0; b < kBlocks; ++b)
+    sum = _mm512_fmadd_ps(_mm512_loadu_ps(w + 16 * b), best[b], sum);
+  alignas(64) float lanes[16];
+  _mm512_store_ps(lanes, sum);
+  float total = 0.f;
+  for (float x : lanes) total += x;
+  return total;
+}
+#endif
+
+// The column layout and the refining on the best kernels the CPU has
+// (simd::ActiveLevel, which ATTN_SIMD caps); queries of more than 64
+// tokens go the portable way.
+void HalfColumns(const float* s, uint32_t m, uint32_t num, uint32_t mp, float inv, uint16_t* st) {
+#if defined(__x86_64__) && defined(__GNUC__)
+  switch (simd::ActiveLevel()) {
+    case simd::Level::kAvx512:
+      return HalfColumnsAvx512(s, m, num, mp, inv, st);
+    case simd::Level::kAvx2:
+      return HalfColumnsAvx2(s, m, num, mp, inv, st);
+    default:
+      break;
+  }
+#endif
+  HalfColumnsPortable(s, m, num, mp, inv, st);
+}
+
+float RefinedHalf(const uint32_t* held, size_t n, const float* gain_of, const uint16_t* st,
+                  uint32_t mp, const float* w, float* best) {
+  if (n == 0) return 0.f;
+#if defined(__x86_64__) && defined(__GNUC__)
+  switch (simd::ActiveLevel()) {
+    case simd::Level::kAvx512:
+      if (mp == 16) return RefinedHalfAvx512<1>(held, n, gain_of, st, w);
+      if (mp == 32) return RefinedHalfAvx512<2>(held, n, gain_of, st, w);
+      if (mp == 48) return RefinedHalfAvx512<3>(held, n, gain_of, st, w);
+      if (mp == 64) return RefinedHalfAvx512<4>(held, n, gain_of, st, w);
+      break;
+    case simd::Level::kAvx2:
+      if (mp == 16) return RefinedHalfAvx2<2>(held, n, gain_of, st, w);
+      if (mp == 32) return RefinedHalfAvx2<4>(held, n, gain_of, st, w);
+      if (mp == 48) return RefinedHalfAvx2<6>(held, n, gain_of, st, w);
+      if (mp == 64) return RefinedHalfAvx2<8>(held, n, gain_of, st, w);
+      break;
+    default:
+      break;
+  }
+#endif
+  return RefinedHalfPortable(held, n, gain_of, st, mp, w, best);
 }
 
 }  // namespace
@@ -301,6 +512,10 @@ absl::StatusOr<std::unique_ptr<CentroidCandidates>> CentroidCandidates::Create(
     }
   }
   std::unique_ptr<CentroidCandidates> c(new CentroidCandidates(num, dim, options));
+  for (uint32_t k = 0; k < num; ++k) {
+    const float* row = centroids + size_t(k) * dim;
+    c->max_centroid_norm_ = std::max(c->max_centroid_norm_, std::sqrt(Dot(row, row, dim)));
+  }
   AnnOptions ann;
   ann.ef_search = int(options.ef_search);
   ATTN_ASSIGN_OR_RETURN(
@@ -502,77 +717,93 @@ absl::Status CentroidCandidates::Search(const float* query, const float* weights
     s.token_floor[i] *= mean_gain;
     base_score += s.token_w[i] * s.token_floor[i];
   }
-  // The walk, a block of slots at a time (the lists are sorted by slot),
-  // so that the block's states stay in cache: per block, each token's
-  // probed lists in token order, then the block's touched slots' last
-  // terms.
-  s.cursors.resize(s.probes.size());
-  for (size_t p = 0; p < s.probes.size(); ++p) {
-    const std::vector<uint32_t>& list = lists_[size_t(s.probes[p].label)];
-    s.cursors[p] = {list.data(), list.data() + list.size()};
-    __builtin_prefetch(list.data());
-    __builtin_prefetch(list.data() + 16);
-  }
-  // Each slot at most once, and one more: the walk writes one past the end.
-  if (s.touched.size() <= label_of_.size()) s.touched.resize(label_of_.size() + 1);
-  uint32_t* touched = s.touched.data();
-  SlotState* const state = s.slots.data();
-  const float* const tw = s.token_w.data();
-  const float* const tf = s.token_floor.data();
-  for (size_t b0 = 0; b0 < label_of_.size(); b0 += kBlockSlots) {
-    const uint32_t limit = uint32_t(std::min(b0 + kBlockSlots, label_of_.size())) << 8;
-    uint32_t* const block_touched = touched;
-    for (uint32_t i = 0; i < m; ++i) {
-      const uint32_t token_stamp = base + 1 + i;
-      for (uint32_t p = s.token_probes[i]; p < s.token_probes[i + 1]; ++p) {
-        touched = WalkList(&s.cursors[p], limit, s.probes[p].score, gain_of_, state, base,
-                           token_stamp, m, tw, tf, touched);
-      }
-    }
-    for (const uint32_t* t = block_touched; t < touched; ++t) {
-      SlotState& st = state[*t];
-      const uint32_t j = st.stamp - base - 1;
-      st.acc += tw[j] * std::max(0.f, st.best - tf[j]);
-    }
-  }
-  const absl::Span<const uint32_t> touched_slots(s.touched.data(),
-                                                 size_t(touched - s.touched.data()));
-  // The touched documents best first (sorted a share at a time: most
-  // searches admit the first k), then untouched ones at the floor.
-  std::vector<std::pair<float, uint32_t>>& ranked = s.ranked;
-  ranked.clear();
-  for (const uint32_t slot : touched_slots) {
-    if (alive_[slot] != 0) ranked.push_back({base_score + state[slot].acc, slot});
-  }
   const auto better = [](const auto& a, const auto& b) {
     return a.first > b.first || (a.first == b.first && a.second < b.second);
   };
-  // The walk's best `refined` by their refined scores first; the others'
-  // scores are kept at most the last refined one, so the order holds.
   const size_t refine = knobs.refine >= 0 ? size_t(knobs.refine) : options_.refine;
+  // With refining, the lists only gather the documents to refine, each
+  // probed list once (see CentroidCandidatesOptions::refine); else the
+  // walk scores them.
+  const bool gather = batched && refine > 0;
+  const SlotState* const state = s.slots.data();
+  std::vector<std::pair<float, uint32_t>>& ranked = s.ranked;
+  ranked.clear();
+  if (gather) {
+    // The gathering's best max(refine, k) live documents (dead ones and,
+    // below, the chosen marked -inf), selected without ranking them all.
+    Gather(lists_, s.probes, s.token_probes.data(), s.token_w.data(), m, gain_of_, &s,
+           label_of_.size());
+    float* const acc = s.acc.data();
+    constexpr float kOut = -std::numeric_limits<float>::infinity();
+    if (dead_ > 0) {
+      for (uint32_t slot = 0; slot < label_of_.size(); ++slot) {
+        if (alive_[slot] == 0) acc[slot] = kOut;
+      }
+    }
+    TopOf(acc, label_of_.size(), uint32_t(std::min(label_of_.size(), std::max(refine, k))), &s,
+          &s.probed, /*sorted=*/false);
+    for (const AnnNeighbor& n : s.probed) {
+      const uint32_t slot = uint32_t(n.label);
+      if (alive_[slot] == 0) continue;
+      ranked.push_back({acc[slot], slot});
+      acc[slot] = kOut;
+    }
+  } else {
+    // The touched documents best first (sorted a share at a time: most
+    // searches admit the first k), then untouched ones at the floor.
+    for (const uint32_t slot : Walk(lists_, m, base, gain_of_, label_of_.size(), &s)) {
+      if (alive_[slot] != 0) ranked.push_back({base_score + state[slot].acc, slot});
+    }
+  }
+  const auto untouched = [&](uint32_t slot) {
+    return gather ? s.acc[slot] == 0.f : state[slot].stamp < base;
+  };
+  // The best `refined` by their refined scores first; the others' scores
+  // are kept at most the last refined one, so the order holds.
   size_t refined = 0;
   float ceiling = std::numeric_limits<float>::infinity();
-  if (batched && refine > 0 && !ranked.empty()) {
-    refined = std::min(ranked.size(), std::max(refine, k));
-    if (refined < ranked.size()) {
-      std::nth_element(ranked.begin(), ranked.begin() + long(refined), ranked.end(), better);
-    }
+  if (gather && !ranked.empty()) {
+    refined = ranked.size();
     const uint32_t mp = (m + 15) / 16 * 16;
-    s.sims_t.resize(size_t(num_) * mp);
-    Transpose(s.sims.data(), m, num_, mp, s.sims_t.data());
+    // |s_ic| <= |q_i| |c|: kept below 2^15 in the halves.
+    float qmax = 0.f;
+    for (uint32_t i = 0; i < m; ++i) {
+      const float* token = query + size_t(i) * dim_;
+      qmax = std::max(qmax, std::sqrt(Dot(token, token, dim_)));
+    }
+    const float bound = qmax * max_centroid_norm_;
+    const float scale = bound > 32768.f ? std::exp2(std::ceil(std::log2(bound / 32768.f))) : 1.f;
+    s.sims_h.resize(size_t(num_) * mp);
+    HalfColumns(s.sims.data(), m, num_, mp, 1.f / scale, s.sims_h.data());
     s.weights.assign(mp, 0.f);
     for (uint32_t i = 0; i < m; ++i) s.weights[i] = weights != nullptr ? weights[i] : 1.f;
     s.best_of.resize(mp);
+    constexpr size_t kAhead = 4;  // documents whose tables are asked for ahead
     for (size_t j = 0; j < refined; ++j) {
+      if (j + kAhead < refined) {
+        const uint32_t next = ranked[j + kAhead].second;
+        __builtin_prefetch(held_.data() + slot_held_[next]);
+        __builtin_prefetch(held_.data() + slot_held_[next] + 16);
+      }
       const uint32_t slot = ranked[j].second;
-      ranked[j].first = Refined(held_.data() + slot_held_[slot], slot_entries_[slot], gain_of_,
-                                s.sims_t.data(), mp, s.weights.data(), s.best_of.data());
+      ranked[j].first =
+          scale * RefinedHalf(held_.data() + slot_held_[slot], slot_entries_[slot], gain_of_,
+                              s.sims_h.data(), mp, s.weights.data(), s.best_of.data());
     }
-    std::sort(ranked.begin(), ranked.begin() + long(refined), better);
-    ceiling = ranked[refined - 1].first;
+    // The lowest refined score: the documents after them are kept below.
+    for (size_t j = 0; j < refined; ++j) ceiling = std::min(ceiling, ranked[j].first);
   }
-  size_t sorted = refined;
-  for (size_t i = 0; i < ranked.size() && out->size() < k; ++i) {
+  size_t sorted = 0;          // ranked[0, sorted) is in order
+  bool all_ranked = !gather;  // the gathering ranks the rest if the refined fall short
+  for (size_t i = 0; out->size() < k; ++i) {
+    if (i == ranked.size()) {
+      if (all_ranked) break;
+      all_ranked = true;
+      for (uint32_t slot = 0; slot < label_of_.size(); ++slot) {
+        if (s.acc[slot] > 0.f) ranked.push_back({s.acc[slot], slot});
+      }
+      if (i == ranked.size()) break;
+    }
     if (i == sorted) {
       // The next share selected in linear time, then sorted.
       sorted = std::min(ranked.size(), std::max(2 * sorted, 2 * k));
@@ -588,7 +819,7 @@ absl::Status CentroidCandidates::Search(const float* query, const float* weights
     }
   }
   for (uint32_t slot = 0; out->size() < k && slot < label_of_.size(); ++slot) {
-    if (alive_[slot] == 0 || state[slot].stamp >= base) continue;
+    if (alive_[slot] == 0 || !untouched(slot)) continue;
     if (!admit || admit(label_of_[slot]))
       out->push_back({label_of_[slot], std::min(base_score, ceiling)});
   }

@@ -18,7 +18,8 @@
 // best a document missed can be: its tokens lie nearer other centroids). It
 // approximates MAXSIM (and ATTENTION, its soft version) over the decoded
 // tokens; only the documents on probed lists are touched, so a search costs
-// the length of those lists, not the collection.
+// the length of those lists, not the collection. With `refine` (below) the
+// lists only gather documents and a fuller centroid interaction ranks them.
 //
 // Deletes are lazy: Remove marks the document's slot dead, searches skip
 // it, and the lists are swept once dead slots pass a quarter of the live.
@@ -77,16 +78,23 @@ struct CentroidCandidatesOptions {
   // The gain a byte j stands for is gain_max · j / 256 (residual_codec.h);
   // 0: the codes have no gain byte (every gain is 1).
   float gain_max = 0.f;
-  // With the similarities hook: the walk's best max(refine, k) documents
-  // are scored again over every centroid they hold (PLAID's full centroid
-  // interaction),
+  // With the similarities hook, refine > 0 replaces the walk: the probed
+  // lists only gather documents, each list read once, by
+  //
+  //   gathered(D) = Σ { g_D(c) · u_c : c probed and held by D, u_c > 0 },
+  //   u_c = Σ { w_i · s_ic : token i probes c },
+  //
+  // (a sum where the walk keeps each token's best: no per-token state), and
+  // the best max(refine, k) by it are scored again over every centroid
+  // they hold (PLAID's full centroid interaction),
   //
   //   refined(D) = Σ_i w_i · max { g_D(c) · s_ic : c held by D },
   //
-  // the MAXSIM of the query with D's tokens moved to their centroids, and
-  // returned best first by it, ahead of the documents not refined. The
-  // probed lists then only gather the documents, and a small probe
-  // suffices. 0: off (the walk's score ranks). Default: 0.
+  // the MAXSIM of the query with D's tokens moved to their centroids,
+  // from the similarities held as IEEE halves (within Σ_i w_i · max g ·
+  // 2^-11 · max |s_ic| of the exact sum), and returned best first by it,
+  // ahead of the others (in gathering order, scored at most the last
+  // refined). 0: off (the walk's score ranks). Default: 0.
   uint32_t refine = 0;
 };
 
@@ -153,6 +161,7 @@ class CentroidCandidates {
   // NeighboursOf's lists, set once each (compare-and-swap), freed with this.
   mutable std::unique_ptr<std::atomic<const std::vector<AnnNeighbor>*>[]> neighbours_;
   float gain_of_[256];  // a gain byte's gain
+  float max_centroid_norm_ = 0.f;
 
   mutable absl::Mutex mu_;
   // Per centroid, its documents' entries (slot << 8 | gain byte), sorted.
