@@ -367,25 +367,24 @@ ATTN_HALF_AVX2 float RefinedHalfAvx2(const uint32_t* held, size_t n, const float
   return total;
 }
 
+// A column's 16 tokens at a time by one gather (their rows num apart;
+// m · num < 2^24 keeps the offsets in range), the tokens past m zero.
 ATTN_HALF_AVX512 void HalfColumnsAvx512(const float* s, uint32_t m, uint32_t num, uint32_t mp,
                                         float inv, uint16_t* st) {
-  alignas(64) float block[16 * 64];
-  const uint32_t rows = std::min<uint32_t>(mp, 64);
-  if (mp > 64) return HalfColumnsPortable(s, m, num, mp, inv, st);
   const __m512 scale = _mm512_set1_ps(inv);
-  for (uint32_t c0 = 0; c0 < num; c0 += 16) {
-    const uint32_t cols = std::min<uint32_t>(16, num - c0);
-    for (uint32_t i = 0; i < rows; ++i) {
-      for (uint32_t c = 0; c < cols; ++c)
-        block[c * rows + i] = i < m ? s[size_t(i) * num + c0 + c] : 0.f;
-    }
-    for (uint32_t c = 0; c < cols; ++c) {
-      for (uint32_t i = 0; i < rows; i += 16) {
-        const __m256i h = _mm512_maskz_cvtps_ph(
-            0xFFFF, _mm512_mul_ps(_mm512_loadu_ps(block + c * rows + i), scale),
-            _MM_FROUND_TO_NEAREST_INT);
-        _mm256_storeu_si256(reinterpret_cast<__m256i*>(st + size_t(c0 + c) * mp + i), h);
-      }
+  const __m512i rows =
+      _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                         _mm512_set1_epi32(int(num)));
+  for (uint32_t i0 = 0; i0 < mp; i0 += 16) {
+    const __mmask16 live = i0 + 16 <= m ? __mmask16(0xFFFF)
+                           : i0 >= m    ? __mmask16(0)
+                                        : __mmask16((1u << (m - i0)) - 1);
+    const float* base = s + size_t(i0) * num;
+    for (uint32_t c = 0; c < num; ++c) {
+      const __m512 v = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), live, rows, base + c, 4);
+      const __m256i h =
+          _mm512_maskz_cvtps_ph(0xFFFF, _mm512_mul_ps(v, scale), _MM_FROUND_TO_NEAREST_INT);
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(st + size_t(c) * mp + i0), h);
     }
   }
 }

@@ -294,7 +294,7 @@ std::map<Label, double> GatherOracle(const std::map<Label, Held>& docs, const fl
 // walk's order and scores.
 TEST_P(CentroidOracleTest, RefinedScoresMatchBruteForce) {
   const float gain_max = GetParam();
-  constexpr uint32_t kDim = 32, kNum = 40, kProbe = 5, kM = 6, kRefine = 30;
+  constexpr uint32_t kDim = 32, kNum = 40, kProbe = 5, kRefine = 30;
   std::mt19937 rng(8);
   const std::vector<float> centroids = UnitRows(kNum, kDim, &rng);
   CentroidCandidatesOptions o{.probe = kProbe, .gain_max = gain_max, .refine = kRefine};
@@ -309,18 +309,21 @@ TEST_P(CentroidOracleTest, RefinedScoresMatchBruteForce) {
   // and skip a query whose gathering ties across a refining cut. Refined
   // scores come from similarities held as halves: within Σ w_i · g_max ·
   // 2^-11 of the exact ones (unit vectors).
-  const double tol = kM * std::max(1.0, double(gain_max)) * std::ldexp(1.0, -11);
+  const double per_token = std::max(1.0, double(gain_max)) * std::ldexp(1.0, -11);
   int checked = 0;
   for (int round = 0; round < 12; ++round) {
-    const std::vector<float> q = UnitRows(kM, kDim, &rng);
-    std::vector<float> w(kM);
+    // 6 tokens (one block of 16 with 10 padded), or 21 (a second block).
+    const uint32_t m = round % 2 == 0 ? 6 : 21;
+    const double tol = m * per_token;
+    const std::vector<float> q = UnitRows(m, kDim, &rng);
+    std::vector<float> w(m);
     for (float& x : w) x = std::uniform_real_distribution<float>(0.1f, 1.f)(rng);
     const std::map<Label, double> walk =
-        OracleScores(docs, centroids.data(), kNum, kDim, q.data(), w.data(), kM, kProbe, gain_max);
+        OracleScores(docs, centroids.data(), kNum, kDim, q.data(), w.data(), m, kProbe, gain_max);
     const std::map<Label, double> refined =
-        RefinedOracle(docs, centroids.data(), kDim, q.data(), w.data(), kM, gain_max);
+        RefinedOracle(docs, centroids.data(), kDim, q.data(), w.data(), m, gain_max);
     const std::map<Label, double> gathered =
-        GatherOracle(docs, centroids.data(), kNum, kDim, q.data(), w.data(), kM, kProbe, gain_max);
+        GatherOracle(docs, centroids.data(), kNum, kDim, q.data(), w.data(), m, kProbe, gain_max);
     std::vector<std::pair<double, Label>> by_walk, by_gather;
     for (const auto& [label, s] : walk) by_walk.push_back({s, label});
     for (const auto& [label, s] : gathered) by_gather.push_back({s, label});
@@ -341,7 +344,7 @@ TEST_P(CentroidOracleTest, RefinedScoresMatchBruteForce) {
     // k = 10 below refine: the gathering's best kRefine are refined.
     const std::vector<double> want = refined_best(kRefine);
     std::vector<AnnNeighbor> got;
-    ASSERT_TRUE(cc.Search(q.data(), w.data(), kM, 10, {}, {}, &got).ok());
+    ASSERT_TRUE(cc.Search(q.data(), w.data(), m, 10, {}, {}, &got).ok());
     ASSERT_EQ(got.size(), 10u);
     for (size_t r = 0; r < got.size(); ++r) {
       EXPECT_NEAR(got[r].score, want[r], tol) << "rank " << r;
@@ -351,7 +354,7 @@ TEST_P(CentroidOracleTest, RefinedScoresMatchBruteForce) {
     // k above refine: the gathering's best k are refined.
     const std::vector<double> want_more = refined_best(kRefine + 20);
     std::vector<AnnNeighbor> more;
-    ASSERT_TRUE(cc.Search(q.data(), w.data(), kM, kRefine + 20, {}, {}, &more).ok());
+    ASSERT_TRUE(cc.Search(q.data(), w.data(), m, kRefine + 20, {}, {}, &more).ok());
     ASSERT_EQ(more.size(), size_t(kRefine + 20));
     for (size_t r = 0; r < more.size(); ++r) {
       EXPECT_NEAR(more[r].score, want_more[r], tol) << "rank " << r;
@@ -366,7 +369,7 @@ TEST_P(CentroidOracleTest, RefinedScoresMatchBruteForce) {
       return gathered.at(l) < cut - 1e-5 || first_five.contains(l);
     };
     std::vector<AnnNeighbor> filtered;
-    ASSERT_TRUE(cc.Search(q.data(), w.data(), kM, 10, {}, late, &filtered).ok());
+    ASSERT_TRUE(cc.Search(q.data(), w.data(), m, 10, {}, late, &filtered).ok());
     ASSERT_EQ(filtered.size(), 10u);
     for (size_t r = 0; r < 5; ++r) EXPECT_TRUE(first_five.contains(filtered[r].label));
     for (size_t r = 5; r < filtered.size(); ++r) {
@@ -376,7 +379,7 @@ TEST_P(CentroidOracleTest, RefinedScoresMatchBruteForce) {
     }
     // refine=0 in the knobs: the walk's order and scores alone.
     std::vector<AnnNeighbor> plain;
-    ASSERT_TRUE(cc.Search(q.data(), w.data(), kM, 10, {.refine = 0}, {}, &plain).ok());
+    ASSERT_TRUE(cc.Search(q.data(), w.data(), m, 10, {.refine = 0}, {}, &plain).ok());
     for (size_t r = 0; r < plain.size(); ++r) {
       EXPECT_NEAR(plain[r].score, by_walk[r].first, 1e-4) << "rank " << r;
       EXPECT_NEAR(walk.at(plain[r].label), by_walk[r].first, 1e-4) << "rank " << r;
