@@ -40,6 +40,29 @@ struct Held {
   std::vector<uint8_t> gains;
 };
 
+// A document's distinct centroids, each with its largest gain byte.
+std::map<uint32_t, uint8_t> HeldSet(const Held& h) {
+  std::map<uint32_t, uint8_t> set;
+  for (size_t t = 0; t < h.ids.size(); ++t) {
+    auto [it, fresh] = set.emplace(h.ids[t], h.gains[t]);
+    if (!fresh) it->second = std::max(it->second, h.gains[t]);
+  }
+  return set;
+}
+
+// Query token i's similarities with every centroid, best first.
+std::vector<std::pair<float, uint32_t>> SortedSims(const float* token, const float* centroids,
+                                                   uint32_t num, uint32_t dim) {
+  std::vector<std::pair<float, uint32_t>> sims(num);
+  for (uint32_t c = 0; c < num; ++c) {
+    float s = 0;
+    for (uint32_t t = 0; t < dim; ++t) s += token[t] * centroids[size_t(c) * dim + t];
+    sims[c] = {s, c};
+  }
+  std::sort(sims.begin(), sims.end(), [](auto a, auto b) { return a.first > b.first; });
+  return sims;
+}
+
 // The score of the header's formula for every held document, by brute
 // force: every query token's similarity with every centroid, its probe
 // best, and each document's best held one among them.
@@ -52,11 +75,7 @@ std::map<Label, double> OracleScores(const std::map<Label, Held>& docs, const fl
   size_t entries = 0;
   std::map<Label, std::map<uint32_t, uint8_t>> sets;
   for (const auto& [label, h] : docs) {
-    auto& set = sets[label];
-    for (size_t t = 0; t < h.ids.size(); ++t) {
-      auto [it, fresh] = set.emplace(h.ids[t], h.gains[t]);
-      if (!fresh) it->second = std::max(it->second, h.gains[t]);
-    }
+    const auto& set = sets[label] = HeldSet(h);
     for (const auto& [c, j] : set) gain_sum += gain(j);
     entries += set.size();
   }
@@ -64,14 +83,7 @@ std::map<Label, double> OracleScores(const std::map<Label, Held>& docs, const fl
   std::map<Label, double> score;
   for (const auto& [label, set] : sets) score[label] = 0;
   for (uint32_t i = 0; i < m; ++i) {
-    std::vector<std::pair<float, uint32_t>> sims(num);
-    for (uint32_t c = 0; c < num; ++c) {
-      float s = 0;
-      for (uint32_t t = 0; t < dim; ++t)
-        s += q[size_t(i) * dim + t] * centroids[size_t(c) * dim + t];
-      sims[c] = {s, c};
-    }
-    std::sort(sims.begin(), sims.end(), [](auto a, auto b) { return a.first > b.first; });
+    const auto sims = SortedSims(q + size_t(i) * dim, centroids, num, dim);
     const double floor = mean_gain * sims[probe - 1].first;
     for (const auto& [label, set] : sets) {
       double best = floor;
@@ -230,11 +242,7 @@ std::map<Label, double> RefinedOracle(const std::map<Label, Held>& docs, const f
   auto gain = [&](uint8_t j) { return gain_max > 0.f ? double(gain_max) * j / 256.0 : 1.0; };
   std::map<Label, double> score;
   for (const auto& [label, h] : docs) {
-    std::map<uint32_t, uint8_t> set;
-    for (size_t t = 0; t < h.ids.size(); ++t) {
-      auto [it, fresh] = set.emplace(h.ids[t], h.gains[t]);
-      if (!fresh) it->second = std::max(it->second, h.gains[t]);
-    }
+    const std::map<uint32_t, uint8_t> set = HeldSet(h);
     double total = 0;
     for (uint32_t i = 0; i < m; ++i) {
       double best = -1e30;
@@ -261,23 +269,12 @@ std::map<Label, double> GatherOracle(const std::map<Label, Held>& docs, const fl
   auto gain = [&](uint8_t j) { return gain_max > 0.f ? double(gain_max) * j / 256.0 : 1.0; };
   std::vector<double> u(num, 0.0);
   for (uint32_t i = 0; i < m; ++i) {
-    std::vector<std::pair<float, uint32_t>> sims(num);
-    for (uint32_t c = 0; c < num; ++c) {
-      float s = 0;
-      for (uint32_t t = 0; t < dim; ++t)
-        s += q[size_t(i) * dim + t] * centroids[size_t(c) * dim + t];
-      sims[c] = {s, c};
-    }
-    std::sort(sims.begin(), sims.end(), [](auto a, auto b) { return a.first > b.first; });
+    const auto sims = SortedSims(q + size_t(i) * dim, centroids, num, dim);
     for (uint32_t r = 0; r < probe; ++r) u[sims[r].second] += w[i] * sims[r].first;
   }
   std::map<Label, double> score;
   for (const auto& [label, h] : docs) {
-    std::map<uint32_t, uint8_t> set;
-    for (size_t t = 0; t < h.ids.size(); ++t) {
-      auto [it, fresh] = set.emplace(h.ids[t], h.gains[t]);
-      if (!fresh) it->second = std::max(it->second, h.gains[t]);
-    }
+    const std::map<uint32_t, uint8_t> set = HeldSet(h);
     double total = 0;
     for (const auto& [c, j] : set) {
       if (u[c] > 0) total += gain(j) * u[c];
