@@ -708,8 +708,16 @@ absl::Status CentroidCandidates::Search(const float* query, const float* weights
   s.token_probes[m] = uint32_t(s.probes.size());
 
   absl::ReaderMutexLock lock(&mu_);
-  s.Fit(label_of_.size());
-  const uint32_t base = s.Take(m);
+  const size_t refine = knobs.refine >= 0 ? size_t(knobs.refine) : options_.refine;
+  // With refining, the lists only gather the documents to refine, each
+  // probed list once (see CentroidCandidatesOptions::refine); else the
+  // walk scores them, with a state per slot.
+  const bool gather = batched && refine > 0;
+  uint32_t base = 0;
+  if (!gather) {
+    s.Fit(label_of_.size());
+    base = s.Take(m);
+  }
   const float mean_gain = live_entries_ > 0 ? float(gain_sum_ / double(live_entries_)) : 1.f;
   float base_score = 0.f;
   for (uint32_t i = 0; i < m; ++i) {
@@ -719,11 +727,6 @@ absl::Status CentroidCandidates::Search(const float* query, const float* weights
   const auto better = [](const auto& a, const auto& b) {
     return a.first > b.first || (a.first == b.first && a.second < b.second);
   };
-  const size_t refine = knobs.refine >= 0 ? size_t(knobs.refine) : options_.refine;
-  // With refining, the lists only gather the documents to refine, each
-  // probed list once (see CentroidCandidatesOptions::refine); else the
-  // walk scores them.
-  const bool gather = batched && refine > 0;
   const SlotState* const state = s.slots.data();
   std::vector<std::pair<float, uint32_t>>& ranked = s.ranked;
   ranked.clear();
