@@ -52,6 +52,11 @@ struct Scratch {
   std::vector<uint32_t> touched;
   std::vector<AnnNeighbor> probed;
   std::vector<float> sims, chunk_max, chunk_order;  // the similarities hook's output; TopOf's
+  std::vector<float> group_max, super_max, threshold, column;  // TopPerToken's
+  std::vector<uint32_t> reaching;
+  std::vector<std::vector<std::pair<float, uint32_t>>> token_above;
+  std::vector<AnnNeighbor> token_top;  // token i's best: [i * probe, + token_count[i])
+  std::vector<uint32_t> token_count;
   std::vector<std::pair<float, uint32_t>> above;
   std::vector<std::pair<float, uint32_t>> ranked;  // touched documents by score
   std::vector<uint16_t> sims_h;                    // the refining's (see RefinedHalf)
@@ -90,19 +95,15 @@ size_t ColumnMaxima(const float* v, size_t n, size_t rows, std::vector<float>* m
   return g;
 }
 
-// The p largest of v[0, n) into *out, best first (ties: the lower index).
-// The values fall in 16 rows of g = ceil(n / 16); the column maxima fall
-// again in 8 rows, whose column maxima are each the largest of up to 128
-// values. A threshold t at most the p-th largest value: the p-th largest
-// of those second maxima when there are more than p of them (p of them are
-// >= t, each the maximum of other values), else the p-th largest of the
-// first. Only values >= t compete, and they lie in the columns whose
-// maximum is >= t: only those columns are read again. (Zen 5, 8,192
-// centroids, 32 tokens: the probes took 302 us with t found among the
-// first maxima and every value scanned, 114 like this.) Unsorted: the p
-// largest in no order.
-void TopOf(const float* v, size_t n, uint32_t p, Scratch* s, std::vector<AnnNeighbor>* out,
-           bool sorted = true) {
+// The p largest of v[0, n) into *out, in no order (ties: the lower
+// index). The values fall in 16 rows of g = ceil(n / 16); the column maxima
+// fall again in 8 rows, whose column maxima are each the largest of up to
+// 128 values. A threshold t at most the p-th largest value: the p-th
+// largest of those second maxima when there are more than p of them (p of
+// them are >= t, each the maximum of other values), else the p-th largest
+// of the first. Only values >= t compete, and they lie in the columns
+// whose maximum is >= t: only those columns are read again.
+void TopOf(const float* v, size_t n, uint32_t p, Scratch* s, std::vector<AnnNeighbor>* out) {
   out->clear();
   if (n == 0 || p == 0) return;
   const size_t chunks = ColumnMaxima(v, n, 16, &s->chunk_max);
@@ -138,12 +139,87 @@ void TopOf(const float* v, size_t n, uint32_t p, Scratch* s, std::vector<AnnNeig
   const auto better = [](const auto& a, const auto& b) {
     return a.first > b.first || (a.first == b.first && a.second < b.second);
   };
-  if (sorted) {
-    std::partial_sort(s->above.begin(), s->above.begin() + long(top), s->above.end(), better);
-  } else if (top < s->above.size()) {
+  if (top < s->above.size()) {
     std::nth_element(s->above.begin(), s->above.begin() + long(top), s->above.end(), better);
   }
   for (size_t r = 0; r < top; ++r) out->push_back({s->above[r].second, s->above[r].first});
+}
+
+// Every token's p largest similarities in s (num x m, centroid by
+// centroid), best first (ties: the lower centroid), into
+// s->token_top[i * p, + s->token_count[i]). As TopOf, down the columns: the
+// maxima of each group of 16 centroids and of each 8 groups (vertical
+// maxima over rows, which vectorise), a threshold per token at most its
+// p-th largest value, then only the groups whose maximum reaches some
+// token's threshold are read again, for those tokens.
+void TopPerToken(const float* v, uint32_t num, uint32_t m, uint32_t p, Scratch* s) {
+  constexpr uint32_t kGroup = 16, kSuper = 8;
+  const uint32_t groups = (num + kGroup - 1) / kGroup, supers = (groups + kSuper - 1) / kSuper;
+  const auto maxima = [m](const float* rows, size_t count, float* into) {
+    std::copy_n(rows, m, into);
+    for (size_t r = 1; r < count; ++r) {
+      const float* row = rows + r * m;
+      for (uint32_t i = 0; i < m; ++i) into[i] = std::max(into[i], row[i]);
+    }
+  };
+  s->group_max.resize(size_t(groups) * m);
+  s->super_max.resize(size_t(supers) * m);
+  for (uint32_t g = 0; g < groups; ++g) {
+    const uint32_t c0 = g * kGroup;
+    maxima(v + size_t(c0) * m, std::min(kGroup, num - c0), s->group_max.data() + size_t(g) * m);
+  }
+  for (uint32_t u = 0; u < supers; ++u) {
+    const uint32_t g0 = u * kSuper;
+    maxima(s->group_max.data() + size_t(g0) * m, std::min(kSuper, groups - g0),
+           s->super_max.data() + size_t(u) * m);
+  }
+  // Token i's threshold: the p-th largest of its super maxima when there
+  // are more than p of them (p of them reach it, each a value of its own),
+  // else of its group maxima, else none.
+  s->threshold.assign(m, -std::numeric_limits<float>::infinity());
+  for (uint32_t i = 0; i < m; ++i) {
+    const bool super = p < supers;
+    if (!super && p >= groups) break;
+    const std::vector<float>& among = super ? s->super_max : s->group_max;
+    const size_t count = super ? supers : groups;
+    s->column.resize(count);
+    for (size_t r = 0; r < count; ++r) s->column[r] = among[r * m + i];
+    std::nth_element(s->column.begin(), s->column.begin() + (p - 1), s->column.end(),
+                     std::greater<float>());
+    s->threshold[i] = s->column[p - 1];
+  }
+  if (s->token_above.size() < m) s->token_above.resize(m);
+  for (uint32_t i = 0; i < m; ++i) s->token_above[i].clear();
+  const float* const t = s->threshold.data();
+  for (uint32_t g = 0; g < groups; ++g) {
+    const float* gm = s->group_max.data() + size_t(g) * m;
+    s->reaching.clear();
+    for (uint32_t i = 0; i < m; ++i) {
+      if (gm[i] >= t[i]) s->reaching.push_back(i);
+    }
+    if (s->reaching.empty()) continue;
+    const uint32_t c1 = std::min(num, (g + 1) * kGroup);
+    for (uint32_t c = g * kGroup; c < c1; ++c) {
+      const float* row = v + size_t(c) * m;
+      for (const uint32_t i : s->reaching) {
+        if (row[i] >= t[i]) s->token_above[i].push_back({row[i], c});
+      }
+    }
+  }
+  const auto better = [](const auto& a, const auto& b) {
+    return a.first > b.first || (a.first == b.first && a.second < b.second);
+  };
+  s->token_top.resize(size_t(m) * p);
+  s->token_count.assign(m, 0);
+  for (uint32_t i = 0; i < m; ++i) {
+    auto& above = s->token_above[i];
+    const size_t top = std::min<size_t>(p, above.size());
+    std::partial_sort(above.begin(), above.begin() + long(top), above.end(), better);
+    for (size_t r = 0; r < top; ++r) {
+      s->token_top[size_t(i) * p + r] = {above[r].second, above[r].first};
+    }
+    s->token_count[i] = uint32_t(top);
+  }
 }
 
 // A probed list's entries below `limit` (slot << 8), from where the cursor
@@ -282,19 +358,20 @@ void Gather(const std::vector<std::vector<uint32_t>>& lists, const std::vector<A
   }
 }
 
-// The refining's similarities as IEEE halves: a centroid's column of 32
-// tokens is one cache line, and 8,192 centroids' columns (512 KiB) stay
-// in L2. Values are stored divided by `scale` (a power of 2 that keeps
-// them in the halves' range); a refined score is within m · 2^-11 · max
-// |s_ic| of the f32 one (Σ w_i <= m at unit weights).
+// The refining's similarities as IEEE halves: a centroid's row of 32
+// tokens is one cache line, and 8,192 centroids' rows (512 KiB) stay in
+// L2. Values are stored divided by `scale` (a power of 2 that keeps them
+// in the halves' range); a refined score is within m · 2^-11 · max |s_ic|
+// of the f32 one (Σ w_i <= m at unit weights).
 //
-// HalfColumns: s (m x num floats) into st (num x mp halves), each column
-// zero-padded to mp (a multiple of 16). RefinedHalf: Refined over them.
-void HalfColumnsPortable(const float* s, uint32_t m, uint32_t num, uint32_t mp, float inv,
-                         uint16_t* st) {
-  for (uint32_t c = 0; c < num; ++c) {
+// HalfRows: s (num x m floats, centroid by centroid) into st (num x mp
+// halves), each row zero-padded to mp (a multiple of 16). RefinedHalf:
+// Refined over them.
+void HalfRowsPortable(const float* s, uint32_t m, uint32_t num, uint32_t mp, float inv,
+                      uint16_t* st) {
+  for (size_t c = 0; c < num; ++c) {
     for (uint32_t i = 0; i < mp; ++i) {
-      st[size_t(c) * mp + i] = i < m ? simd::FloatToHalf(s[size_t(i) * num + c] * inv) : 0;
+      st[c * mp + i] = i < m ? simd::FloatToHalf(s[c * m + i] * inv) : 0;
     }
   }
 }
@@ -304,8 +381,8 @@ float RefinedHalfPortable(const uint32_t* held, size_t n, const float* gain_of, 
   for (uint32_t i = 0; i < mp; ++i) best[i] = -std::numeric_limits<float>::max();
   for (size_t t = 0; t < n; ++t) {
     const float g = gain_of[held[t] & 255];
-    const uint16_t* col = st + size_t(held[t] >> 8) * mp;
-    for (uint32_t i = 0; i < mp; ++i) best[i] = std::max(best[i], g * simd::HalfToFloat(col[i]));
+    const uint16_t* row = st + size_t(held[t] >> 8) * mp;
+    for (uint32_t i = 0; i < mp; ++i) best[i] = std::max(best[i], g * simd::HalfToFloat(row[i]));
   }
   float sum = 0.f;
   for (uint32_t i = 0; i < mp; ++i) sum += w[i] * best[i];
@@ -316,26 +393,22 @@ float RefinedHalfPortable(const uint32_t* held, size_t n, const float* gain_of, 
 #define ATTN_HALF_AVX2 __attribute__((target("avx2,fma,f16c")))
 #define ATTN_HALF_AVX512 __attribute__((target("avx512f,avx2,fma,f16c")))
 
-// Both go a block of 16 centroids at a time: their m rows of 16 values
-// read across, written down their columns.
-ATTN_HALF_AVX2 void HalfColumnsAvx2(const float* s, uint32_t m, uint32_t num, uint32_t mp,
-                                    float inv, uint16_t* st) {
-  alignas(32) float block[16 * 64];  // 16 columns of up to 64 tokens
-  const uint32_t rows = std::min<uint32_t>(mp, 64);
-  if (mp > 64) return HalfColumnsPortable(s, m, num, mp, inv, st);
+// Both convert a row 8 (16) tokens at a time, the tokens past m zero.
+ATTN_HALF_AVX2 void HalfRowsAvx2(const float* s, uint32_t m, uint32_t num, uint32_t mp, float inv,
+                                 uint16_t* st) {
   const __m256 scale = _mm256_set1_ps(inv);
-  for (uint32_t c0 = 0; c0 < num; c0 += 16) {
-    const uint32_t cols = std::min<uint32_t>(16, num - c0);
-    for (uint32_t i = 0; i < rows; ++i) {
-      for (uint32_t c = 0; c < cols; ++c)
-        block[c * rows + i] = i < m ? s[size_t(i) * num + c0 + c] : 0.f;
-    }
-    for (uint32_t c = 0; c < cols; ++c) {
-      for (uint32_t i = 0; i < rows; i += 8) {
-        const __m128i h = _mm256_cvtps_ph(
-            _mm256_mul_ps(_mm256_loadu_ps(block + c * rows + i), scale), _MM_FROUND_TO_NEAREST_INT);
-        _mm_storeu_si128(reinterpret_cast<__m128i*>(st + size_t(c0 + c) * mp + i), h);
-      }
+  alignas(32) int32_t lanes[16];
+  for (int j = 0; j < 16; ++j) lanes[j] = j < 8 ? -1 : 0;
+  for (size_t c = 0; c < num; ++c) {
+    const float* row = s + c * m;
+    for (uint32_t i = 0; i < mp; i += 8) {
+      // Lanes [0, m - i) of 8 are loaded.
+      const uint32_t live = i >= m ? 0 : std::min<uint32_t>(8, m - i);
+      const __m256i mask =
+          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(lanes + 8 - live));
+      const __m256 v = _mm256_maskload_ps(row + std::min(i, m), mask);
+      const __m128i h = _mm256_cvtps_ph(_mm256_mul_ps(v, scale), _MM_FROUND_TO_NEAREST_INT);
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(st + c * mp + i), h);
     }
   }
 }
@@ -350,10 +423,10 @@ ATTN_HALF_AVX2 float RefinedHalfAvx2(const uint32_t* held, size_t n, const float
   for (size_t t = 0; t < n; ++t) {
     if (t + 4 < n) __builtin_prefetch(st + size_t(held[t + 4] >> 8) * kMp);
     const __m256 g = _mm256_set1_ps(gain_of[held[t] & 255]);
-    const uint16_t* col = st + size_t(held[t] >> 8) * kMp;
+    const uint16_t* row = st + size_t(held[t] >> 8) * kMp;
     for (uint32_t b = 0; b < kBlocks; ++b) {
       const __m256 v =
-          _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(col + 8 * b)));
+          _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(row + 8 * b)));
       best[b] = _mm256_max_ps(best[b], _mm256_mul_ps(g, v));
     }
   }
@@ -367,24 +440,19 @@ ATTN_HALF_AVX2 float RefinedHalfAvx2(const uint32_t* held, size_t n, const float
   return total;
 }
 
-// A column's 16 tokens at a time by one gather (their rows num apart;
-// m · num < 2^24 keeps the offsets in range), the tokens past m zero.
-ATTN_HALF_AVX512 void HalfColumnsAvx512(const float* s, uint32_t m, uint32_t num, uint32_t mp,
-                                        float inv, uint16_t* st) {
+ATTN_HALF_AVX512 void HalfRowsAvx512(const float* s, uint32_t m, uint32_t num, uint32_t mp,
+                                     float inv, uint16_t* st) {
   const __m512 scale = _mm512_set1_ps(inv);
-  const __m512i rows =
-      _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
-                         _mm512_set1_epi32(int(num)));
-  for (uint32_t i0 = 0; i0 < mp; i0 += 16) {
-    const __mmask16 live = i0 + 16 <= m ? __mmask16(0xFFFF)
-                           : i0 >= m    ? __mmask16(0)
-                                        : __mmask16((1u << (m - i0)) - 1);
-    const float* base = s + size_t(i0) * num;
-    for (uint32_t c = 0; c < num; ++c) {
-      const __m512 v = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), live, rows, base + c, 4);
+  for (size_t c = 0; c < num; ++c) {
+    const float* row = s + c * m;
+    for (uint32_t i = 0; i < mp; i += 16) {
+      const __mmask16 live = i + 16 <= m ? __mmask16(0xFFFF)
+                             : i >= m    ? __mmask16(0)
+                                         : __mmask16((1u << (m - i)) - 1);
+      const __m512 v = _mm512_maskz_loadu_ps(live, row + std::min(i, m));
       const __m256i h =
           _mm512_maskz_cvtps_ph(0xFFFF, _mm512_mul_ps(v, scale), _MM_FROUND_TO_NEAREST_INT);
-      _mm256_storeu_si256(reinterpret_cast<__m256i*>(st + size_t(c) * mp + i0), h);
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(st + c * mp + i), h);
     }
   }
 }
@@ -399,11 +467,11 @@ ATTN_HALF_AVX512 float RefinedHalfAvx512(const uint32_t* held, size_t n, const f
   for (size_t t = 0; t < n; ++t) {
     if (t + 4 < n) __builtin_prefetch(st + size_t(held[t + 4] >> 8) * kMp);
     const __m512 g = _mm512_set1_ps(gain_of[held[t] & 255]);
-    const uint16_t* col = st + size_t(held[t] >> 8) * kMp;
+    const uint16_t* row = st + size_t(held[t] >> 8) * kMp;
     for (uint32_t b = 0; b < kBlocks; ++b) {
       // The masked forms: GCC 12 warns of the plain ones' undefined operand.
       const __m512 v = _mm512_maskz_cvtph_ps(
-          0xFFFF, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(col + 16 * b)));
+          0xFFFF, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + 16 * b)));
       best[b] = _mm512_maskz_max_ps(0xFFFF, best[b], _mm512_mul_ps(g, v));
     }
   }
@@ -418,21 +486,21 @@ ATTN_HALF_AVX512 float RefinedHalfAvx512(const uint32_t* held, size_t n, const f
 }
 #endif
 
-// The column layout and the refining on the best kernels the CPU has
-// (simd::ActiveLevel, which ATTN_SIMD caps); queries of more than 64
-// tokens go the portable way.
-void HalfColumns(const float* s, uint32_t m, uint32_t num, uint32_t mp, float inv, uint16_t* st) {
+// The halves and the refining on the best kernels the CPU has
+// (simd::ActiveLevel, which ATTN_SIMD caps); refining queries of more than
+// 64 tokens goes the portable way.
+void HalfRows(const float* s, uint32_t m, uint32_t num, uint32_t mp, float inv, uint16_t* st) {
 #if defined(__x86_64__) && defined(__GNUC__)
   switch (simd::ActiveLevel()) {
     case simd::Level::kAvx512:
-      return HalfColumnsAvx512(s, m, num, mp, inv, st);
+      return HalfRowsAvx512(s, m, num, mp, inv, st);
     case simd::Level::kAvx2:
-      return HalfColumnsAvx2(s, m, num, mp, inv, st);
+      return HalfRowsAvx2(s, m, num, mp, inv, st);
     default:
       break;
   }
 #endif
-  HalfColumnsPortable(s, m, num, mp, inv, st);
+  HalfRowsPortable(s, m, num, mp, inv, st);
 }
 
 float RefinedHalf(const uint32_t* held, size_t n, const float* gain_of, const uint16_t* st,
@@ -673,6 +741,7 @@ absl::Status CentroidCandidates::Search(const float* query, const float* weights
   if (batched) {
     s.sims.resize(size_t(m) * num_);
     ATTN_RETURN_IF_ERROR(options_.similarities(query, m, s.sims.data()));
+    TopPerToken(s.sims.data(), num_, m, probe, &s);
   }
   // Each token's nearest centroids, best first (its own centroid's kept
   // neighbours, scaled, or searched), its weight and its floor.
@@ -696,7 +765,8 @@ absl::Status CentroidCandidates::Search(const float* query, const float* weights
         s.probed.push_back({(*kept)[r].label, scale * (*kept)[r].score});
       }
     } else if (batched) {
-      TopOf(s.sims.data() + size_t(i) * num_, num_, probe, &s, &s.probed);
+      const AnnNeighbor* top = s.token_top.data() + size_t(i) * probe;
+      s.probed.assign(top, top + s.token_count[i]);
     } else {
       ATTN_RETURN_IF_ERROR(centroids_->Search(token, probe, params, {}, &s.probed));
     }
@@ -743,7 +813,7 @@ absl::Status CentroidCandidates::Search(const float* query, const float* weights
       }
     }
     TopOf(acc, label_of_.size(), uint32_t(std::min(label_of_.size(), std::max(refine, k))), &s,
-          &s.probed, /*sorted=*/false);
+          &s.probed);
     for (const AnnNeighbor& n : s.probed) {
       const uint32_t slot = uint32_t(n.label);
       if (alive_[slot] == 0) continue;
@@ -776,16 +846,21 @@ absl::Status CentroidCandidates::Search(const float* query, const float* weights
     const float bound = qmax * max_centroid_norm_;
     const float scale = bound > 32768.f ? std::exp2(std::ceil(std::log2(bound / 32768.f))) : 1.f;
     s.sims_h.resize(size_t(num_) * mp);
-    HalfColumns(s.sims.data(), m, num_, mp, 1.f / scale, s.sims_h.data());
+    HalfRows(s.sims.data(), m, num_, mp, 1.f / scale, s.sims_h.data());
     s.weights.assign(mp, 0.f);
     for (uint32_t i = 0; i < m; ++i) s.weights[i] = weights != nullptr ? weights[i] : 1.f;
     s.best_of.resize(mp);
-    constexpr size_t kAhead = 4;  // documents whose tables are asked for ahead
+    // A document's ~45 centroids (~3 lines) are asked for this many
+    // documents ahead, every line of them: 30% less time than the first
+    // two lines 4 ahead (Zen 5, 2,000 refined of 100k, A/B in one process).
+    constexpr size_t kAhead = 16;
     for (size_t j = 0; j < refined; ++j) {
       if (j + kAhead < refined) {
         const uint32_t next = ranked[j + kAhead].second;
-        __builtin_prefetch(held_.data() + slot_held_[next]);
-        __builtin_prefetch(held_.data() + slot_held_[next] + 16);
+        const uint32_t* const first = held_.data() + slot_held_[next];
+        const uint32_t* const last = first + slot_entries_[next];
+        for (const uint32_t* line = first; line < last; line += 16) __builtin_prefetch(line);
+        if (last > first) __builtin_prefetch(last - 1);
       }
       const uint32_t slot = ranked[j].second;
       ranked[j].first =

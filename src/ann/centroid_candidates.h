@@ -70,10 +70,11 @@ struct CentroidCandidatesOptions {
   // scaled by s. Returns false (the token is searched) when it is not so.
   // Null: every token is searched.
   std::function<bool(const float* token, uint32_t* centroid, float* scale)> own_centroid;
-  // Every query token's similarity with every centroid at once (out: m x
-  // num, e.g. one matmul on AMX), each token's probe best then selected;
-  // used instead of the centroid search for tokens own_centroid does not
-  // place. Null: the search.
+  // Every query token's similarity with every centroid at once, centroid
+  // by centroid (out: num x m, out[c * m + i] token i's with centroid c;
+  // e.g. one matmul of the centroids with the query), each token's probe
+  // best then selected; used instead of the centroid search for tokens
+  // own_centroid does not place. Null: the search.
   std::function<absl::Status(const float* query, uint32_t m, float* out)> similarities;
   // The gain a byte j stands for is gain_max · j / 256 (residual_codec.h);
   // 0: the codes have no gain byte (every gain is 1).

@@ -5,9 +5,12 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <memory>
 #include <vector>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
 #include "core/vector_math.h"
 #include "oneapi/dnnl/dnnl.hpp"
 #include "rerank/amx.h"
@@ -17,13 +20,11 @@ namespace {
 
 using memory = dnnl::memory;
 
-// Query rows per matmul: a block's similarities (kBlock x k floats) stay
-// within a few MiB for the largest tables. Similarities of at most
-// kSmallBlock rows (a query's tokens) use a primitive of that many rows,
-// writing straight into the caller's output: padded to kBlock, half of a
-// 32-token query's matmul would multiply zeros.
+// Query rows per matmul of Find: a block's similarities (kBlock x k
+// floats) stay within a few MiB for the largest tables.
 constexpr size_t kBlock = 64;
-constexpr size_t kSmallBlock = 32;
+// Similarities' matmul shapes kept (one per number of query rows).
+constexpr size_t kByTableShapes = 64;
 
 // The index of the largest of n values (the first, on a tie): 16 running
 // maxima and their places side by side (the compiler vectorises the
@@ -93,12 +94,12 @@ constexpr size_t kTileRows = 256;  // query rows per task
 // Rows [0, t) of `a` (t a multiple of 32, dp bf16 values each) against the
 // table's `blocks` (even) blocks of 16 rows, `k` of them real; best[i] and
 // at[i] hold row i's running maximum and its table row.
-// With kAll, every similarity is written to all[i * k + j] instead (rows
-// i < valid only), and best / at are not used.
+// With kAll, every similarity is written to all[j * stride + i] instead
+// (rows i < valid only), and best / at are not used.
 template <bool kAll>
 __attribute__((target("amx-tile,amx-bf16,avx512f,avx512bw"))) void TileArgMax(
     const uint16_t* a, size_t t, size_t dp, const uint16_t* tiles, size_t blocks, size_t k,
-    float* best, uint32_t* at, float* all = nullptr, size_t valid = 0) {
+    float* best, uint32_t* at, float* all = nullptr, size_t valid = 0, size_t stride = 0) {
   _tile_loadconfig(&kAmxTileConfig);
   const size_t steps = dp / 32;
   alignas(64) float c[4][256];
@@ -133,13 +134,15 @@ __attribute__((target("amx-tile,amx-bf16,avx512f,avx512bw"))) void TileArgMax(
       _tile_stored(2, c[2], 64);
       _tile_stored(3, c[3], 64);
       if constexpr (kAll) {
+        // c[2h + half][r * 16 + l]: query row tb + 16h + r, table row
+        // col0 + 16 half + l.
         for (int h = 0; h < 2; ++h) {
           for (int r = 0; r < 16; ++r) {
             const size_t i = tb + h * 16 + r;
             if (i >= valid) break;
-            _mm512_mask_storeu_ps(all + i * k + col0, m0, _mm512_load_ps(c[h * 2] + r * 16));
-            _mm512_mask_storeu_ps(all + i * k + col0 + 16, m1,
-                                  _mm512_load_ps(c[h * 2 + 1] + r * 16));
+            for (size_t l = 0; l < 32 && col0 + l < k; ++l) {
+              all[(col0 + l) * stride + i] = c[h * 2 + l / 16][r * 16 + l % 16];
+            }
           }
         }
         continue;
@@ -181,6 +184,11 @@ struct NearestRows::Blocks {
   memory weights;  // the table in the layout the primitive wants, made once
 };
 
+struct NearestRows::ByTable {
+  dnnl::matmul::primitive_desc pd;
+  dnnl::matmul primitive;
+};
+
 struct NearestRows::Rep {
   dnnl::engine engine{dnnl::engine::kind::cpu, 0};
   size_t k = 0;
@@ -192,8 +200,13 @@ struct NearestRows::Rep {
   // Where oneDNN has no bf16 matmul (before AVX-512): the bf16 values
   // widened to f32, exactly, and multiplied by an f32 matmul.
   bool widen = false;
-  Blocks full;   // kBlock rows a matmul
-  Blocks small;  // kSmallBlock rows a matmul
+  Blocks full;  // kBlock rows a matmul
+  std::vector<float> table_wide;  // widened: the table in f32, for ByTable
+  // Similarities' matmuls, by the number of rows (at most kByTableShapes
+  // kept; others are made for one call).
+  mutable absl::Mutex mu;
+  mutable absl::flat_hash_map<size_t, std::shared_ptr<const ByTable>> by_table
+      ABSL_GUARDED_BY(mu);
 };
 
 NearestRows::NearestRows(std::unique_ptr<Rep> rep) : rep_(std::move(rep)) {}
@@ -247,16 +260,14 @@ absl::StatusOr<std::unique_ptr<NearestRows>> NearestRows::Create(
     dnnl::reorder(user, b->weights).execute(stream, user, b->weights);
     stream.wait();
   };
-  const auto make_both = [&](memory::data_type dt) {
-    make(dt, kBlock, &rep->full);
-    make(dt, kSmallBlock, &rep->small);
-  };
   try {
     try {
-      make_both(memory::data_type::bf16);
+      make(memory::data_type::bf16, kBlock, &rep->full);
     } catch (const dnnl::error&) {
       rep->widen = true;  // no bf16 matmul on this CPU
-      make_both(memory::data_type::f32);
+      make(memory::data_type::f32, kBlock, &rep->full);
+      rep->table_wide.resize(rep->table.size());
+      Bf16ToFloat(rep->table.data(), rep->table_wide.data(), rep->table_wide.size());
     }
   } catch (const dnnl::error& e) {
     return absl::InternalError(absl::StrCat("nearest rows: oneDNN: ", e.what()));
@@ -296,7 +307,7 @@ absl::Status NearestRows::Find(const float* rows, size_t n, uint32_t* out) const
     }
     return absl::OkStatus();
   }
-  return MatmulBlocks(rep_->full, rows, n, nullptr, [&](size_t at, size_t valid, const float* s) {
+  return MatmulBlocks(rep_->full, rows, n, [&](size_t at, size_t valid, const float* s) {
   // Each thread reduces the rows its part of the matmul wrote.
 #pragma omp parallel for schedule(static)
     for (size_t i = 0; i < valid; ++i) out[at + i] = ArgMax(s + i * k, k);
@@ -306,6 +317,7 @@ absl::Status NearestRows::Find(const float* rows, size_t n, uint32_t* out) const
 absl::Status NearestRows::Similarities(const float* rows, size_t n, float* out) const {
   const Rep& r = *rep_;
   const size_t d = r.dim, k = r.k;
+  if (n == 0) return absl::OkStatus();
   if (!r.tiles.empty()) {
     const size_t dp = r.padded_dim;
     std::vector<uint16_t> a(kTileRows * dp, 0);
@@ -317,24 +329,60 @@ absl::Status NearestRows::Similarities(const float* rows, size_t n, float* out) 
       }
       std::fill(a.begin() + long(valid * dp), a.begin() + long(padded * dp), uint16_t(0));
       TileArgMax<true>(a.data(), padded, dp, r.tiles.data(), r.blocks, k, nullptr, nullptr,
-                       out + first * k, valid);
+                       out + first, valid, n);
     }
     return absl::OkStatus();
   }
-  const Blocks& blocks = n <= kSmallBlock ? r.small : r.full;
-  return MatmulBlocks(blocks, rows, n, out, [&](size_t at, size_t valid, const float* s) {
-    std::copy_n(s, valid * k, out + at * k);
-  });
+  // S (k x n) = T (k x d) * Qᵀ (d x n): the table is the source, read in
+  // place, and the rows (row-major) are the weights, strides {1, d}.
+  const memory::data_type dt = r.widen ? memory::data_type::f32 : memory::data_type::bf16;
+  std::shared_ptr<const ByTable> shape;
+  try {
+    {
+      absl::MutexLock lock(&r.mu);
+      if (auto it = r.by_table.find(n); it != r.by_table.end()) shape = it->second;
+    }
+    if (shape == nullptr) {
+      auto made = std::make_shared<ByTable>();
+      const memory::dim kk = memory::dim(k), dd = memory::dim(d), nn = memory::dim(n);
+      memory::desc t_md({kk, dd}, dt, {dd, 1});
+      memory::desc q_md({dd, nn}, dt, {1, dd});
+      memory::desc s_md({kk, nn}, memory::data_type::f32, {nn, 1});
+      made->pd = dnnl::matmul::primitive_desc(dnnl::matmul::desc(t_md, q_md, s_md), r.engine);
+      made->primitive = dnnl::matmul(made->pd);
+      shape = made;
+      absl::MutexLock lock(&r.mu);
+      if (r.by_table.size() < kByTableShapes) r.by_table.emplace(n, shape);
+    }
+    std::vector<uint16_t> q(n * d);
+    std::vector<float> wide(r.widen ? n * d : 0);
+    FloatToBf16(rows, q.data(), n * d);
+    if (r.widen) Bf16ToFloat(q.data(), wide.data(), wide.size());
+    void* const table =
+        r.widen ? static_cast<void*>(const_cast<float*>(r.table_wide.data()))
+                : static_cast<void*>(const_cast<uint16_t*>(r.table.data()));
+    dnnl::stream stream(r.engine);
+    memory t_mem(shape->pd.src_desc(), r.engine, table);
+    memory q_mem(shape->pd.weights_desc(), r.engine,
+                 r.widen ? static_cast<void*>(wide.data()) : q.data());
+    memory s_mem(shape->pd.dst_desc(), r.engine, out);
+    shape->primitive.execute(
+        stream, {{DNNL_ARG_SRC, t_mem}, {DNNL_ARG_WEIGHTS, q_mem}, {DNNL_ARG_DST, s_mem}});
+    stream.wait();
+  } catch (const dnnl::error& e) {
+    return absl::InternalError(absl::StrCat("nearest rows: oneDNN: ", e.what()));
+  }
+  return absl::OkStatus();
 }
 
 absl::Status NearestRows::MatmulBlocks(
-    const Blocks& b, const float* rows, size_t n, float* direct,
+    const Blocks& b, const float* rows, size_t n,
     const std::function<void(size_t first, size_t valid, const float* s)>& block) const {
   const Rep& r = *rep_;
   const size_t d = r.dim, k = r.k, per = b.rows;
   std::vector<uint16_t> q(per * d, 0);
   std::vector<float> wide(r.widen ? per * d : 0);
-  std::vector<float> s(direct != nullptr && n % per == 0 ? 0 : per * k);
+  std::vector<float> s(per * k);
   try {
     dnnl::stream stream(r.engine);
     memory q_mem(b.pd.src_desc(), r.engine, r.widen ? static_cast<void*>(wide.data()) : q.data());
@@ -344,13 +392,10 @@ absl::Status NearestRows::MatmulBlocks(
       FloatToBf16(rows + at * d, q.data(), valid * d);
       if (valid < per) std::fill(q.begin() + long(valid * d), q.end(), uint16_t(0));
       if (r.widen) Bf16ToFloat(q.data(), wide.data(), wide.size());
-      // A whole block goes straight into `direct`, when given.
-      const bool straight = direct != nullptr && valid == per;
-      s_mem.set_data_handle(straight ? direct + at * k : s.data());
       b.primitive.execute(
           stream, {{DNNL_ARG_SRC, q_mem}, {DNNL_ARG_WEIGHTS, b.weights}, {DNNL_ARG_DST, s_mem}});
       stream.wait();
-      if (!straight) block(at, valid, s.data());
+      block(at, valid, s.data());
     }
   } catch (const dnnl::error& e) {
     return absl::InternalError(absl::StrCat("nearest rows: oneDNN: ", e.what()));

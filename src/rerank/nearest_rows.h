@@ -42,20 +42,22 @@ class NearestRows {
   // out[i]: the table row with the largest inner product with rows[i]
   // (n x dim values).
   absl::Status Find(const float* rows, size_t n, uint32_t* out) const;
-  // out (n x k, row-major): every row's inner product with every table
-  // row, in bf16 arithmetic, on the same kernel as Find (one thread).
+  // out (k x n, row-major, table row by table row): out[j * n + i] is
+  // table row j's inner product with rows[i], in bf16 arithmetic, on the
+  // same kernel as Find (one thread). oneDNN multiplies the table by the
+  // rows (one matmul whose shape is cached per n), so that each table row's
+  // n similarities come out side by side.
   absl::Status Similarities(const float* rows, size_t n, float* out) const;
 
  private:
   struct Rep;
   struct Blocks;  // a oneDNN matmul of a fixed number of rows against the table
+  struct ByTable;  // a oneDNN matmul of the table against n rows
   explicit NearestRows(std::unique_ptr<Rep> rep);
   // oneDNN's path: the rows' similarities b's rows at a time, each block
-  // handed to `block` (rows [first, first + valid), valid x k), or, when
-  // `direct` is set and the block is whole, written into direct (n x k)
-  // instead.
+  // handed to `block` (rows [first, first + valid), valid x k).
   absl::Status MatmulBlocks(
-      const Blocks& b, const float* rows, size_t n, float* direct,
+      const Blocks& b, const float* rows, size_t n,
       const std::function<void(size_t first, size_t valid, const float* s)>& block) const;
   std::unique_ptr<Rep> rep_;
 };

@@ -128,14 +128,14 @@ std::map<Label, Held> HoldWithChurn(CentroidCandidates* cc, uint32_t num, float 
 }
 
 // A similarities hook by plain dot products with the centroids (rows of
-// dim values).
+// dim values), centroid by centroid.
 std::function<absl::Status(const float*, uint32_t, float*)> DotHook(
     const std::vector<float>& centroids, uint32_t dim) {
   return [&centroids, dim](const float* q, uint32_t m, float* out) {
     const size_t num = centroids.size() / dim;
     for (uint32_t i = 0; i < m; ++i) {
       for (size_t c = 0; c < num; ++c) {
-        out[i * num + c] = Dot(q + size_t(i) * dim, centroids.data() + c * dim, dim);
+        out[c * m + i] = Dot(q + size_t(i) * dim, centroids.data() + c * dim, dim);
       }
     }
     return absl::OkStatus();
@@ -390,10 +390,12 @@ INSTANTIATE_TEST_SUITE_P(Gains, CentroidOracleTest, ::testing::Values(0.f, 1.5f)
 // The similarities hook (every token's products at once, then each
 // token's best selected) gives what the exact centroid search gives. 3,000
 // centroids with probe 9 take the selection's second level of maxima (188
-// first maxima, 24 second ones); probe 30 and 300 centroids the first.
+// first maxima, 24 second ones); probe 30 and 300 centroids the first; 100
+// centroids (7 groups) with probe 9 no threshold.
 TEST(CentroidCandidatesTest, SimilaritiesHookMatchesTheSearch) {
   constexpr uint32_t kDim = 16, kM = 7;
-  for (const auto& [num, probe] : {std::pair{300u, 9u}, {3000u, 9u}, {3000u, 30u}}) {
+  for (const auto& [num, probe] :
+       {std::pair{300u, 9u}, {3000u, 9u}, {3000u, 30u}, {100u, 9u}}) {
     SCOPED_TRACE(::testing::Message() << num << " centroids, probe " << probe);
     std::mt19937 rng(11);
     const std::vector<float> centroids = UnitRows(num, kDim, &rng);

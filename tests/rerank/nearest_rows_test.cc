@@ -72,19 +72,24 @@ TEST_P(NearestRowsTest, SimilaritiesAreTheProductsWithinBf16Rounding) {
            {33, 40, 257},
            {1000, 64, 300},
            {2000, 100, 33},
-           {500, 64, 32},  // one whole small block, written in place
-           {500, 64, 7}}) {
+           {500, 64, 32},
+           {500, 64, 7},
+           {8192, 128, 32}}) {
     const std::vector<float> table = testing::RandomUnitRows(rng, k, dim);
     const std::vector<float> rows = testing::RandomUnitRows(rng, n, dim);
     auto finder = NearestRows::Create(table.data(), k, dim, options);
     ASSERT_TRUE(finder.ok()) << finder.status();
     std::vector<float> got(n * k, NAN);
     ASSERT_TRUE((*finder)->Similarities(rows.data(), n, got.data()).ok());
+    // Again, on the matmul kept for n rows: the same values.
+    std::vector<float> again(n * k, NAN);
+    ASSERT_TRUE((*finder)->Similarities(rows.data(), n, again.data()).ok());
+    ASSERT_EQ(got, again);
     for (size_t i = 0; i < n; ++i) {
       for (size_t j = 0; j < k; ++j) {
         double dot = 0;
         for (uint32_t t = 0; t < dim; ++t) dot += double(rows[i * dim + t]) * table[j * dim + t];
-        ASSERT_NEAR(got[i * k + j], dot, 0.02) << (*finder)->kernel() << " k " << k << " row " << i;
+        ASSERT_NEAR(got[j * n + i], dot, 0.02) << (*finder)->kernel() << " k " << k << " row " << i;
       }
     }
   }
