@@ -86,16 +86,18 @@ struct CentroidCandidatesOptions {
   //   u_c = Σ { w_i · s_ic : token i probes c },
   //
   // (a sum where the walk keeps each token's best: no per-token state), and
-  // the best max(refine, k) by it are scored again over every centroid
-  // they hold (PLAID's full centroid interaction),
+  // the best max(refine, k) by it, of those it reaches (gathered > 0), are
+  // scored again over every centroid they hold (PLAID's full centroid
+  // interaction),
   //
   //   refined(D) = Σ_i w_i · max { g_D(c) · s_ic : c held by D },
   //
   // the MAXSIM of the query with D's tokens moved to their centroids,
   // from the similarities held as IEEE halves (within Σ_i w_i · max g ·
   // 2^-11 · max |s_ic| of the exact sum), and returned best first by it,
-  // ahead of the others (in gathering order, scored at most the last
-  // refined). 0: off (the walk's score ranks). Default: 0.
+  // ahead of the others (the gathered in gathering order, then the rest at
+  // the floor, all scored at most the last refined). 0: off (the walk's
+  // score ranks). Default: 0.
   uint32_t refine = 0;
 };
 

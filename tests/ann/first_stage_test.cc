@@ -357,6 +357,18 @@ TEST_P(CentroidOracleTest, RefinedScoresMatchBruteForce) {
       EXPECT_NEAR(more[r].score, want_more[r], tol) << "rank " << r;
       EXPECT_NEAR(more[r].score, refined.at(more[r].label), tol) << "rank " << r;
     }
+    // A pool of 12 (its threshold then comes from the pool's second-level
+    // maxima, of which there are more than 12).
+    if (!tied_at(12)) {
+      const std::vector<double> want_few = refined_best(12);
+      std::vector<AnnNeighbor> few;
+      ASSERT_TRUE(cc.Search(q.data(), w.data(), m, 10, {.refine = 12}, {}, &few).ok());
+      ASSERT_EQ(few.size(), 10u);
+      for (size_t r = 0; r < few.size(); ++r) {
+        EXPECT_NEAR(few[r].score, want_few[r], tol) << "rank " << r;
+        EXPECT_GE(gathered.at(few[r].label), by_gather[11].first - 1e-5) << "rank " << r;
+      }
+    }
     // A filter that admits only 5 of the refined documents: the rest follow
     // in the gathering's order, scored at most the last refined score.
     std::set<Label> first_five;
@@ -421,6 +433,46 @@ TEST(CentroidCandidatesTest, SimilaritiesHookMatchesTheSearch) {
       for (size_t r = 0; r < x.size(); ++r) {
         EXPECT_NEAR(x[r].score, y[r].score, 1e-4) << r;
       }
+    }
+  }
+}
+
+// The refining takes only documents the gathering reached, even when
+// `refine` allows more: a one-token query that is centroid 3 probes it and
+// its nearest other centroid, whose similarity s2 is the floor. The 8
+// documents holding either come first with their refined scores (1 or s2);
+// the other 56 follow at the floor, not at their own (lower) similarities.
+TEST(CentroidCandidatesTest, RefinesOnlyTheGatheredDocuments) {
+  constexpr uint32_t kDim = 16, kNum = 16;
+  std::mt19937 rng(12);
+  const std::vector<float> centroids = UnitRows(kNum, kDim, &rng);
+  CentroidCandidatesOptions o{.probe = 2, .refine = 50};
+  o.similarities = DotHook(centroids, kDim);
+  auto made = CentroidCandidates::Create(centroids.data(), kNum, kDim, o);
+  ASSERT_TRUE(made.ok()) << made.status();
+  for (Label l = 0; l < 64; ++l) {
+    const uint32_t id = uint32_t(l % kNum);
+    ASSERT_TRUE((*made)->Add(l, &id, nullptr, 1).ok());
+  }
+  const float* q = centroids.data() + 3 * kDim;
+  const auto sims = SortedSims(q, centroids.data(), kNum, kDim);
+  ASSERT_EQ(sims[0].second, 3u);
+  const uint32_t second = sims[1].second;
+  const double s2 = sims[1].first;
+  ASSERT_GT(s2, 0.0);
+  ASSERT_GT(s2 - sims[2].first, 0.01);  // the others lie clearly below the floor
+  std::vector<AnnNeighbor> got;
+  ASSERT_TRUE((*made)->Search(q, nullptr, 1, 64, {}, {}, &got).ok());
+  ASSERT_EQ(got.size(), 64u);
+  const double tol = std::ldexp(1.0, -10);
+  for (size_t r = 0; r < got.size(); ++r) {
+    const uint32_t c = uint32_t(got[r].label % kNum);
+    if (r < 8) {
+      EXPECT_TRUE(c == 3 || c == second) << "rank " << r;
+      EXPECT_NEAR(got[r].score, c == 3 ? 1.0 : s2, tol) << "rank " << r;
+    } else {
+      EXPECT_TRUE(c != 3 && c != second) << "rank " << r;
+      EXPECT_NEAR(got[r].score, s2, tol) << "rank " << r;
     }
   }
 }
