@@ -410,8 +410,7 @@ ATTN_HALF_AVX2 void HalfRowsAvx2(const float* s, uint32_t m, uint32_t num, uint3
     for (uint32_t i = 0; i < mp; i += 8) {
       // Lanes [0, m - i) of 8 are loaded.
       const uint32_t live = i >= m ? 0 : std::min<uint32_t>(8, m - i);
-      const __m256i mask =
-          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(lanes + 8 - live));
+      const __m256i mask = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(lanes + 8 - live));
       const __m256 v = _mm256_maskload_ps(row + std::min(i, m), mask);
       const __m128i h = _mm256_cvtps_ph(_mm256_mul_ps(v, scale), _MM_FROUND_TO_NEAREST_INT);
       _mm_storeu_si128(reinterpret_cast<__m128i*>(st + c * mp + i), h);

@@ -200,13 +200,12 @@ struct NearestRows::Rep {
   // Where oneDNN has no bf16 matmul (before AVX-512): the bf16 values
   // widened to f32, exactly, and multiplied by an f32 matmul.
   bool widen = false;
-  Blocks full;  // kBlock rows a matmul
+  Blocks full;                    // kBlock rows a matmul
   std::vector<float> table_wide;  // widened: the table in f32, for ByTable
   // Similarities' matmuls, by the number of rows (at most kByTableShapes
   // kept; others are made for one call).
   mutable absl::Mutex mu;
-  mutable absl::flat_hash_map<size_t, std::shared_ptr<const ByTable>> by_table
-      ABSL_GUARDED_BY(mu);
+  mutable absl::flat_hash_map<size_t, std::shared_ptr<const ByTable>> by_table ABSL_GUARDED_BY(mu);
 };
 
 NearestRows::NearestRows(std::unique_ptr<Rep> rep) : rep_(std::move(rep)) {}
@@ -358,9 +357,8 @@ absl::Status NearestRows::Similarities(const float* rows, size_t n, float* out) 
     std::vector<float> wide(r.widen ? n * d : 0);
     FloatToBf16(rows, q.data(), n * d);
     if (r.widen) Bf16ToFloat(q.data(), wide.data(), wide.size());
-    void* const table =
-        r.widen ? static_cast<void*>(const_cast<float*>(r.table_wide.data()))
-                : static_cast<void*>(const_cast<uint16_t*>(r.table.data()));
+    void* const table = r.widen ? static_cast<void*>(const_cast<float*>(r.table_wide.data()))
+                                : static_cast<void*>(const_cast<uint16_t*>(r.table.data()));
     dnnl::stream stream(r.engine);
     memory t_mem(shape->pd.src_desc(), r.engine, table);
     memory q_mem(shape->pd.weights_desc(), r.engine,

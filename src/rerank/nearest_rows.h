@@ -51,7 +51,7 @@ class NearestRows {
 
  private:
   struct Rep;
-  struct Blocks;  // a oneDNN matmul of a fixed number of rows against the table
+  struct Blocks;   // a oneDNN matmul of a fixed number of rows against the table
   struct ByTable;  // a oneDNN matmul of the table against n rows
   explicit NearestRows(std::unique_ptr<Rep> rep);
   // oneDNN's path: the rows' similarities b's rows at a time, each block

@@ -406,8 +406,7 @@ INSTANTIATE_TEST_SUITE_P(Gains, CentroidOracleTest, ::testing::Values(0.f, 1.5f)
 // centroids (7 groups) with probe 9 no threshold.
 TEST(CentroidCandidatesTest, SimilaritiesHookMatchesTheSearch) {
   constexpr uint32_t kDim = 16, kM = 7;
-  for (const auto& [num, probe] :
-       {std::pair{300u, 9u}, {3000u, 9u}, {3000u, 30u}, {100u, 9u}}) {
+  for (const auto& [num, probe] : {std::pair{300u, 9u}, {3000u, 9u}, {3000u, 30u}, {100u, 9u}}) {
     SCOPED_TRACE(::testing::Message() << num << " centroids, probe " << probe);
     std::mt19937 rng(11);
     const std::vector<float> centroids = UnitRows(num, kDim, &rng);

@@ -66,15 +66,15 @@ TEST_P(NearestRowsTest, SimilaritiesAreTheProductsWithinBf16Rounding) {
   std::mt19937 rng(6);
   NearestRowsOptions options;
   options.tile_kernel = GetParam();
-  for (const auto& [k, dim, n] : std::vector<std::tuple<size_t, uint32_t, size_t>>{
-           {1, 8, 3},
-           {17, 16, 65},
-           {33, 40, 257},
-           {1000, 64, 300},
-           {2000, 100, 33},
-           {500, 64, 32},
-           {500, 64, 7},
-           {8192, 128, 32}}) {
+  for (const auto& [k, dim, n] :
+       std::vector<std::tuple<size_t, uint32_t, size_t>>{{1, 8, 3},
+                                                         {17, 16, 65},
+                                                         {33, 40, 257},
+                                                         {1000, 64, 300},
+                                                         {2000, 100, 33},
+                                                         {500, 64, 32},
+                                                         {500, 64, 7},
+                                                         {8192, 128, 32}}) {
     const std::vector<float> table = testing::RandomUnitRows(rng, k, dim);
     const std::vector<float> rows = testing::RandomUnitRows(rng, n, dim);
     auto finder = NearestRows::Create(table.data(), k, dim, options);
