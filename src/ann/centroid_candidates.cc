@@ -859,16 +859,20 @@ absl::Status CentroidCandidates::Search(const float* query, const float* weights
     for (uint32_t i = 0; i < m; ++i) s.weights[i] = weights != nullptr ? weights[i] : 1.f;
     s.best_of.resize(mp);
     // A document's ~45 centroids (~3 lines) are asked for this many
-    // documents ahead, every line of them: 30% less time than the first
-    // two lines 4 ahead (Zen 5, 2,000 refined of 100k, A/B in one process).
+    // documents ahead, every line of them, as read once (non-temporal:
+    // they then do not push the halves' table out of L2). Zen 5, 2,000
+    // refined of 100k, A/B in one process: 30% less time than the first
+    // two lines 4 ahead, then another 26-30% less than kept lines.
     constexpr size_t kAhead = 16;
     for (size_t j = 0; j < refined; ++j) {
       if (j + kAhead < refined) {
         const uint32_t next = ranked[j + kAhead].second;
         const uint32_t* const first = held_.data() + slot_held_[next];
         const uint32_t* const last = first + slot_entries_[next];
-        for (const uint32_t* line = first; line < last; line += 16) __builtin_prefetch(line);
-        if (last > first) __builtin_prefetch(last - 1);
+        for (const uint32_t* line = first; line < last; line += 16) {
+          __builtin_prefetch(line, 0, 0);
+        }
+        if (last > first) __builtin_prefetch(last - 1, 0, 0);
       }
       const uint32_t slot = ranked[j].second;
       ranked[j].first =
