@@ -95,6 +95,11 @@ size_t ColumnMaxima(const float* v, size_t n, size_t rows, std::vector<float>* m
   return g;
 }
 
+// Scored entries best first: the higher score, then the lower index.
+bool Better(const std::pair<float, uint32_t>& a, const std::pair<float, uint32_t>& b) {
+  return a.first > b.first || (a.first == b.first && a.second < b.second);
+}
+
 // The p largest positive values of v[0, n) into *out (all of them when
 // fewer), in no order (ties: the lower index). The values fall in 16 rows
 // of g = ceil(n / 16); the column maxima fall again in 8 rows, whose column
@@ -142,11 +147,8 @@ void TopOf(const float* v, size_t n, uint32_t p, Scratch* s, std::vector<AnnNeig
     }
   }
   const size_t top = std::min<size_t>(p, s->above.size());
-  const auto better = [](const auto& a, const auto& b) {
-    return a.first > b.first || (a.first == b.first && a.second < b.second);
-  };
   if (top < s->above.size()) {
-    std::nth_element(s->above.begin(), s->above.begin() + long(top), s->above.end(), better);
+    std::nth_element(s->above.begin(), s->above.begin() + long(top), s->above.end(), Better);
   }
   for (size_t r = 0; r < top; ++r) out->push_back({s->above[r].second, s->above[r].first});
 }
@@ -212,15 +214,12 @@ void TopPerToken(const float* v, uint32_t num, uint32_t m, uint32_t p, Scratch* 
       }
     }
   }
-  const auto better = [](const auto& a, const auto& b) {
-    return a.first > b.first || (a.first == b.first && a.second < b.second);
-  };
   s->token_top.resize(size_t(m) * p);
   s->token_count.assign(m, 0);
   for (uint32_t i = 0; i < m; ++i) {
     auto& above = s->token_above[i];
     const size_t top = std::min<size_t>(p, above.size());
-    std::partial_sort(above.begin(), above.begin() + long(top), above.end(), better);
+    std::partial_sort(above.begin(), above.begin() + long(top), above.end(), Better);
     for (size_t r = 0; r < top; ++r) {
       s->token_top[size_t(i) * p + r] = {above[r].second, above[r].first};
     }
@@ -799,9 +798,6 @@ absl::Status CentroidCandidates::Search(const float* query, const float* weights
     s.token_floor[i] *= mean_gain;
     base_score += s.token_w[i] * s.token_floor[i];
   }
-  const auto better = [](const auto& a, const auto& b) {
-    return a.first > b.first || (a.first == b.first && a.second < b.second);
-  };
   const SlotState* const state = s.slots.data();
   std::vector<std::pair<float, uint32_t>>& ranked = s.ranked;
   ranked.clear();
@@ -898,9 +894,9 @@ absl::Status CentroidCandidates::Search(const float* query, const float* weights
       sorted = std::min(ranked.size(), std::max(2 * sorted, 2 * k));
       if (sorted < ranked.size()) {
         std::nth_element(ranked.begin() + long(i), ranked.begin() + long(sorted), ranked.end(),
-                         better);
+                         Better);
       }
-      std::sort(ranked.begin() + long(i), ranked.begin() + long(sorted), better);
+      std::sort(ranked.begin() + long(i), ranked.begin() + long(sorted), Better);
     }
     const Label label = label_of_[ranked[i].second];
     if (!admit || admit(label)) {
