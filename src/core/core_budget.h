@@ -8,7 +8,9 @@
 // own thread plus the extra threads the budget can spare: on an idle server
 // one query gets every core; while the other workers are busy it gets none
 // and runs on its own thread, so parallel reranking never takes a core from
-// another request. FAISS graph search runs single-threaded in the worker.
+// another request. FAISS graph search runs single-threaded in the worker;
+// the centroid first stage's similarity matmul (oneDNN) runs on OpenMP's
+// default threads, outside the budget (README.md, "Threading").
 #ifndef ATTNSEARCH_CORE_CORE_BUDGET_H_
 #define ATTNSEARCH_CORE_CORE_BUDGET_H_
 

@@ -44,7 +44,8 @@ class NearestRows {
   absl::Status Find(const float* rows, size_t n, uint32_t* out) const;
   // out (k x n, row-major, table row by table row): out[j * n + i] is
   // table row j's inner product with rows[i], in bf16 arithmetic, on the
-  // same kernel as Find (one thread). oneDNN multiplies the table by the
+  // same kernel as Find (AMX tiles on one thread; oneDNN on the calling
+  // thread's OpenMP thread count). oneDNN multiplies the table by the
   // rows (one matmul whose shape is cached per n), so that each table row's
   // n similarities come out side by side.
   absl::Status Similarities(const float* rows, size_t n, float* out) const;
