@@ -461,50 +461,27 @@ ATTN_HALF_AVX512 void HalfRowsAvx512(const float* s, uint32_t m, uint32_t num, u
   }
 }
 
-// One held entry's row of halves, times its gain, into the maxima `best`.
-template <uint32_t kBlocks>
-ATTN_HALF_AVX512 inline void TakeRow(uint32_t entry, const float* gain_of, const uint16_t* st,
-                                     __m512* best) {
-  const __m512 g = _mm512_set1_ps(gain_of[entry & 255]);
-  const uint16_t* row = st + size_t(entry >> 8) * 16 * kBlocks;
-  for (uint32_t b = 0; b < kBlocks; ++b) {
-    // The masked forms: GCC 12 warns of the plain ones' undefined operand.
-    const __m512 v = _mm512_maskz_cvtph_ps(
-        0xFFFF, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + 16 * b)));
-    best[b] = _mm512_maskz_max_ps(0xFFFF, best[b], _mm512_mul_ps(g, v));
-  }
-}
-
-// The entries in two interleaved chains of maxima, joined at the end, so
-// that a max does not wait on the one before it. Zen 5, A/B in one
-// process: refining 2,000 of 100k clustered documents, 347 us with two
-// chains, 405 with four, 577 with one; on random tokens (1,000 documents
-// whose rows are mostly not in L1, latency-bound) two and one alike, four
-// 6% slower.
 template <uint32_t kBlocks>  // mp = 16 · kBlocks
 ATTN_HALF_AVX512 float RefinedHalfAvx512(const uint32_t* held, size_t n, const float* gain_of,
                                          const uint16_t* st, const float* w) {
-  constexpr uint32_t kMp = 16 * kBlocks, kChains = 2;
-  __m512 best[kChains][kBlocks];
-  for (uint32_t h = 0; h < kChains; ++h) {
+  constexpr uint32_t kMp = 16 * kBlocks;
+  __m512 best[kBlocks];
+  for (uint32_t b = 0; b < kBlocks; ++b)
+    best[b] = _mm512_set1_ps(-std::numeric_limits<float>::max());
+  for (size_t t = 0; t < n; ++t) {
+    if (t + 4 < n) __builtin_prefetch(st + size_t(held[t + 4] >> 8) * kMp);
+    const __m512 g = _mm512_set1_ps(gain_of[held[t] & 255]);
+    const uint16_t* row = st + size_t(held[t] >> 8) * kMp;
     for (uint32_t b = 0; b < kBlocks; ++b) {
-      best[h][b] = _mm512_set1_ps(-std::numeric_limits<float>::max());
+      // The masked forms: GCC 12 warns of the plain ones' undefined operand.
+      const __m512 v = _mm512_maskz_cvtph_ps(
+          0xFFFF, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + 16 * b)));
+      best[b] = _mm512_maskz_max_ps(0xFFFF, best[b], _mm512_mul_ps(g, v));
     }
   }
-  size_t t = 0;
-  for (; t + kChains <= n; t += kChains) {
-    for (uint32_t h = 0; h < kChains; ++h) {
-      if (t + h + 4 < n) __builtin_prefetch(st + size_t(held[t + h + 4] >> 8) * kMp);
-    }
-    for (uint32_t h = 0; h < kChains; ++h) TakeRow<kBlocks>(held[t + h], gain_of, st, best[h]);
-  }
-  for (uint32_t h = 0; t < n; ++t, ++h) TakeRow<kBlocks>(held[t], gain_of, st, best[h]);
   __m512 sum = _mm512_setzero_ps();
-  for (uint32_t b = 0; b < kBlocks; ++b) {
-    __m512 top = best[0][b];
-    for (uint32_t h = 1; h < kChains; ++h) top = _mm512_maskz_max_ps(0xFFFF, top, best[h][b]);
-    sum = _mm512_fmadd_ps(_mm512_loadu_ps(w + 16 * b), top, sum);
-  }
+  for (uint32_t b = 0; b < kBlocks; ++b)
+    sum = _mm512_fmadd_ps(_mm512_loadu_ps(w + 16 * b), best[b], sum);
   alignas(64) float lanes[16];
   _mm512_store_ps(lanes, sum);
   float total = 0.f;
