@@ -2,7 +2,7 @@
 // a real loopback port and serves there and over its in-process channel
 // alike; Stop closes the collections so a second Start finds every write;
 // health follows the lifecycle; unusable options are refused by name and
-// leave nothing running; metrics over HTTP.
+// leave nothing running; a port in use is refused; metrics over HTTP.
 #include <fstream>
 #include <functional>
 #include <random>
@@ -169,6 +169,27 @@ TEST(ServerClassTest, UnusableOptionsAreRefusedByName) {
   ServerOptions o = Options(file);
   absl::StatusOr<std::unique_ptr<Server>> server = Server::Start(o);
   EXPECT_FALSE(server.ok());
+}
+
+TEST(ServerClassTest, APortInUseIsRefused) {
+  TempDir dir;
+  absl::StatusOr<std::unique_ptr<Server>> first = Server::Start(Options(dir.Sub("a")));
+  ASSERT_TRUE(first.ok()) << first.status();
+  auto stub = NewSearchStub(NewServerChannel((*first)->address()));
+  ASSERT_OK(CreateAndUpsert(stub.get(), Documents("c", 5, 3)));
+  ServerOptions o = Options(dir.Sub("b"));
+  o.listen = (*first)->address();
+  absl::StatusOr<std::unique_ptr<Server>> second = Server::Start(o);
+  EXPECT_TRUE(absl::IsUnavailable(second.status())) << second.status();
+  EXPECT_NE(second.status().message().find("listen"), std::string::npos) << second.status();
+  // Every new connection still reaches the first server.
+  for (int i = 0; i < 8; ++i) {
+    auto fresh = NewSearchStub(NewServerChannel((*first)->address()));
+    grpc::ClientContext ctx;
+    v1::ListCollectionsResponse list;
+    ASSERT_OK(fresh->ListCollections(&ctx, v1::ListCollectionsRequest(), &list));
+    EXPECT_EQ(list.collections_size(), 1);
+  }
 }
 
 TEST(ServerClassTest, FlagsMapOntoTheOptions) {
