@@ -1,6 +1,9 @@
 #include "ann/ann_index.h"
 
 #include <faiss/IndexHNSW.h>
+#include <faiss/IndexIDMap.h>
+#include <faiss/IndexNNDescent.h>
+#include <faiss/IndexNSG.h>
 #include <faiss/IndexIVF.h>
 #include <faiss/IndexIVFPQ.h>
 #include <faiss/IndexPQ.h>
@@ -13,6 +16,7 @@
 #include <immintrin.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -128,6 +132,75 @@ absl::StatusOr<AnnSearchParams> AnnSearchParams::Parse(absl::string_view text) {
   return p;
 }
 
+// Refuses a spec FAISS builds but the collection cannot use: an IDMap (the
+// index numbers its vectors by position), an HNSW graph of fewer than 2
+// links a node (its searches stop at the entry point), NSG and NNDescent
+// (built once, from all vectors), and, for an index that needs no
+// training, one that cannot take vectors in two batches and find each of
+// them again. The probe is a
+// separate index of 8 vectors: microseconds.
+absl::Status CheckSpecIndexes(const std::string& spec, uint32_t dim, const faiss::Index& index,
+                              const faiss::IndexHNSW* hnsw) {
+  if (dynamic_cast<const faiss::IndexIDMap*>(&index) != nullptr) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "ann_spec: '", spec, "': the collection numbers its vectors itself; drop the IDMap"));
+  }
+  if (dynamic_cast<const faiss::IndexNSG*>(&index) != nullptr ||
+      dynamic_cast<const faiss::IndexNNDescent*>(&index) != nullptr) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("ann_spec: '", spec,
+                     "': an NSG or NNDescent graph is built once from all vectors; a collection "
+                     "adds them as they come (use HNSW)"));
+  }
+  // With M < 2 FAISS assigns no level at all (its level multiplier is
+  // 1 / log M), so only level 0's 2·M links are read.
+  if (hnsw != nullptr &&
+      (hnsw->hnsw.cum_nneighbor_per_level.size() < 2 || hnsw->hnsw.nb_neighbors(0) < 4)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("ann_spec: '", spec, "': an HNSW graph needs M >= 2 links a node"));
+  }
+  if (!index.is_trained) return absl::OkStatus();
+  constexpr size_t kProbe = 8;
+  std::vector<float> rows(kProbe * dim);
+  std::mt19937 rng(dim);
+  std::normal_distribution<float> normal;
+  for (size_t i = 0; i < kProbe; ++i) {
+    float norm = 0.f;
+    for (uint32_t t = 0; t < dim; ++t) {
+      const float x = rows[i * dim + t] = normal(rng);
+      norm += x * x;
+    }
+    for (uint32_t t = 0; t < dim; ++t) rows[i * dim + t] /= std::sqrt(norm);
+  }
+  std::vector<float> distances(kProbe);
+  std::vector<faiss_idx_t> found(kProbe, -1);
+  const absl::Status s = CatchFaiss("probe", [&] {
+    std::unique_ptr<faiss::Index> probe(
+        faiss::index_factory(int(dim), spec.c_str(), faiss::METRIC_INNER_PRODUCT));
+    probe->add(faiss_idx_t(kProbe / 2), rows.data());
+    probe->add(faiss_idx_t(kProbe / 2), rows.data() + kProbe / 2 * dim);
+    probe->search(faiss_idx_t(kProbe), rows.data(), 1, distances.data(), found.data());
+  });
+  if (!s.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("ann_spec: '", spec, "' cannot take vectors: ", s.message()));
+  }
+  // Found again: itself, or one as near (in few dimensions, a tie).
+  auto dot = [&](size_t a, size_t b) {
+    float sum = 0.f;
+    for (uint32_t t = 0; t < dim; ++t) sum += rows[a * dim + t] * rows[b * dim + t];
+    return sum;
+  };
+  for (size_t i = 0; i < kProbe; ++i) {
+    if (found[i] < 0 || found[i] >= faiss_idx_t(kProbe) ||
+        dot(size_t(found[i]), i) < dot(i, i) - 1e-2f) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "ann_spec: '", spec, "' does not find a stored vector again (", i, " of ", kProbe, ")"));
+    }
+  }
+  return absl::OkStatus();
+}
+
 struct AnnIndex::Rep {
   std::unique_ptr<faiss::Index> index;
   faiss::IndexHNSW* hnsw = nullptr;  // when the index is HNSW; borrowed
@@ -165,6 +238,7 @@ absl::StatusOr<std::unique_ptr<AnnIndex>> AnnIndex::Create(const std::string& sp
         absl::StrCat("ann_spec: FAISS rejects '", spec, "': ", s.message()));
   }
   rep->Bind();
+  ATTN_RETURN_IF_ERROR(CheckSpecIndexes(spec, dim, *rep->index, rep->hnsw));
   if (rep->hnsw != nullptr) rep->hnsw->hnsw.efConstruction = options.ef_construction;
   // A direct map lets SearchAmong score IVF vectors by position.
   if (rep->ivf != nullptr) rep->ivf->set_direct_map_type(faiss::DirectMap::Array);

@@ -485,6 +485,24 @@ TEST(AnnIndexBasicsTest, CreateWithBogusSpecIsInvalidArgument) {
   }
 }
 
+// Specs FAISS builds but a collection cannot use are refused by name, and
+// the usual ones pass the probe, also in one dimension (ties).
+TEST(AnnIndexBasicsTest, CreateRefusesSpecsThatCannotServe) {
+  for (const char* spec : {"IDMap,Flat", "IDMap2,Flat", "HNSW0,Flat", "HNSW1,Flat", "NSG32,Flat",
+                           "IDMap,HNSW32,Flat"}) {
+    auto index = AnnIndex::Create(spec, 16, AnnOptions());
+    EXPECT_EQ(index.status().code(), absl::StatusCode::kInvalidArgument)
+        << spec << ": " << index.status();
+    EXPECT_EQ(index.status().message().rfind(absl::StrCat("ann_spec: '", spec, "'"), 0), 0u)
+        << index.status();
+  }
+  for (uint32_t dim : {1u, 2u, 16u, 130u}) {
+    for (const char* spec : {"Flat", "HNSW2,Flat", "HNSW32,Flat", "HNSW32,SQfp16", "IVF4,Flat"}) {
+      EXPECT_TRUE(AnnIndex::Create(spec, dim, AnnOptions()).ok()) << spec << " at " << dim;
+    }
+  }
+}
+
 TEST(AnnSearchParamsTest, ParseAcceptsKnownKnobs) {
   auto p = AnnSearchParams::Parse("efSearch=128,nprobe=4");
   ASSERT_TRUE(p.ok()) << p.status();

@@ -609,6 +609,13 @@ TEST_F(BadInputTableTest, EveryBadRequestGetsItsCodeAndChangesNothing) {
          c.set_ann_spec("NoSuchIndex");
          return Create("d", c);
        }},
+      {"CreateCollection: an ann_spec the collection cannot use", SC::INVALID_ARGUMENT,
+       "ann_spec: 'IDMap,Flat'",
+       [&] {
+         v1::CollectionConfig c = Config(4);
+         c.set_ann_spec("IDMap,Flat");
+         return Create("d", c);
+       }},
       {"CreateCollection: bad numeric field name", SC::INVALID_ARGUMENT, "config.numeric_fields[0]",
        [&] {
          v1::CollectionConfig c = Config(4);
