@@ -28,7 +28,9 @@
 #include <random>
 #include <set>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "benchmarks.h"
 #include "core/status.h"
 #include "engine/collection.h"
@@ -167,7 +169,15 @@ absl::StatusOr<GeneratorRun> RunGenerator(const BenchFlags& f, CandidateSource s
   // Each setting of the knobs, on the same collection and queries.
   std::vector<std::string> knob_sets = f.ann_multivector_knobs;
   if (knob_sets.empty()) knob_sets.push_back(f.ann_params);  // empty: tuned, else defaults
-  for (const std::string& knobs : knob_sets) {
+  for (const std::string& given : knob_sets) {
+    // The centroid first stage's knobs mean nothing to the others (and a
+    // search refuses them there): each collection gets the knobs it reads.
+    std::string knobs;
+    for (absl::string_view item : absl::StrSplit(given, ',', absl::SkipWhitespace())) {
+      const bool centroid_knob = absl::StartsWith(item, "probe") || absl::StartsWith(item, "refine");
+      if (centroid_knob && source != CandidateSource::kCentroids) continue;
+      absl::StrAppend(&knobs, knobs.empty() ? "" : ",", item);
+    }
     run.knobs.push_back({knobs, std::vector<double>(counts.size(), 0),
                          std::vector<double>(counts.size(), 0),
                          std::vector<double>(counts.size(), 0)});

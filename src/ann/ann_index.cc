@@ -25,6 +25,8 @@
 #include <queue>
 #include <random>
 
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
@@ -100,36 +102,63 @@ class LabelSelector : public faiss::IDSelector {
 
 absl::StatusOr<AnnSearchParams> AnnSearchParams::Parse(absl::string_view text) {
   AnnSearchParams p;
-  for (absl::string_view item : absl::StrSplit(text, ',', absl::SkipWhitespace())) {
-    std::pair<absl::string_view, absl::string_view> kv =
-        absl::StrSplit(item, absl::MaxSplits('=', 1));
+  if (absl::StripAsciiWhitespace(text).empty()) return p;
+  constexpr absl::string_view kKnown = "efSearch, nprobe, probe, probe_ef, refine";
+  std::vector<absl::string_view> seen;
+  for (absl::string_view item : absl::StrSplit(text, ',')) {
+    item = absl::StripAsciiWhitespace(item);
+    if (item.empty()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("ann_params: an empty knob in '", text, "' (knobs are name=value, ",
+                       "separated by one ',')"));
+    }
+    const size_t eq = item.find('=');
+    if (eq == absl::string_view::npos) {
+      return absl::InvalidArgumentError(absl::StrCat("ann_params: '", item,
+                                                     "' is not name=value (known: ", kKnown, ")"));
+    }
+    const absl::string_view name = item.substr(0, eq);
+    int* field = name == "efSearch"   ? &p.ef_search
+                 : name == "nprobe"   ? &p.nprobe
+                 : name == "probe"    ? &p.probe
+                 : name == "probe_ef" ? &p.probe_ef
+                 : name == "refine"   ? &p.refine
+                                      : nullptr;
+    if (field == nullptr) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("ann_params: unknown knob '", name, "' (known: ", kKnown, ")"));
+    }
+    if (std::find(seen.begin(), seen.end(), name) != seen.end()) {
+      return absl::InvalidArgumentError(absl::StrCat("ann_params: ", name, " is given twice"));
+    }
+    seen.push_back(name);
     int value = 0;
-    const int least = kv.first == "refine" ? 0 : 1;  // refine=0: none
-    if (!absl::SimpleAtoi(kv.second, &value) || value < least || value > 100000) {
+    const int least = name == "refine" ? 0 : 1;  // refine=0: none
+    const int most = name == "probe" ? 1024 : 100000;
+    if (!absl::SimpleAtoi(item.substr(eq + 1), &value) || value < least || value > most) {
       return absl::InvalidArgumentError(
-          absl::StrCat("ann_params: '", item, "' needs a value in ", least, "..100000"));
+          absl::StrCat("ann_params: '", item, "' needs a value in ", least, "..", most));
     }
-    if (kv.first == "efSearch") {
-      p.ef_search = value;
-    } else if (kv.first == "nprobe") {
-      p.nprobe = value;
-    } else if (kv.first == "probe") {
-      if (value > 1024) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("ann_params: probe ", value, " is above 1024"));
-      }
-      p.probe = value;
-    } else if (kv.first == "probe_ef") {
-      p.probe_ef = value;
-    } else if (kv.first == "refine") {
-      p.refine = value;
-    } else {
-      return absl::InvalidArgumentError(
-          absl::StrCat("ann_params: unknown knob '", kv.first,
-                       "' (known: efSearch, nprobe, probe, probe_ef, refine)"));
-    }
+    *field = value;
   }
   return p;
+}
+
+absl::Status AnnSearchParams::CheckApplies(absl::string_view spec, bool centroids) const {
+  auto refuse = [&](absl::string_view knob, absl::string_view why) {
+    return absl::InvalidArgumentError(absl::StrCat("ann_params: ", knob, " ", why));
+  };
+  if (ef_search > 0 && !absl::StrContains(spec, "HNSW")) {
+    return refuse("efSearch", absl::StrCat("needs an HNSW index; the collection's is '", spec, "'"));
+  }
+  if (nprobe > 0 && !absl::StrContains(spec, "IVF")) {
+    return refuse("nprobe", absl::StrCat("needs an IVF index; the collection's is '", spec, "'"));
+  }
+  if (!centroids) {
+    const char* knob = probe > 0 ? "probe" : probe_ef > 0 ? "probe_ef" : refine >= 0 ? "refine" : "";
+    if (*knob != '\0') return refuse(knob, "needs candidates_from centroids");
+  }
+  return absl::OkStatus();
 }
 
 // Refuses a spec FAISS builds but the collection cannot use: an IDMap (the

@@ -72,8 +72,13 @@ struct AnnSearchParams {
   // Score every stored vector instead of searching the index (exact).
   bool exhaustive = false;
 
-  // INVALID_ARGUMENT naming the unknown or malformed knob.
+  // INVALID_ARGUMENT naming the unknown, malformed or repeated knob, or an
+  // empty one (e.g. a trailing ','). Empty text: every default.
   static absl::StatusOr<AnnSearchParams> Parse(absl::string_view text);
+  // INVALID_ARGUMENT naming a given knob that does nothing for an index of
+  // `spec` (efSearch needs HNSW, nprobe IVF) or, unless `centroids`, a
+  // centroid first stage's knob.
+  absl::Status CheckApplies(absl::string_view spec, bool centroids) const;
 };
 
 // What AnnIndex::Tune chose.

@@ -242,6 +242,9 @@ absl::Status SearchPipeline::Prepare(SearchQuery* q, AnnSearchParams* params) co
   *params = parts_.default_params();
   if (!q->ann_params.empty()) {
     ATTN_ASSIGN_OR_RETURN(*params, AnnSearchParams::Parse(q->ann_params));
+    const CollectionConfig& config = parts_.store->config();
+    ATTN_RETURN_IF_ERROR(params->CheckApplies(
+        config.ann_spec, config.candidates_from == CandidateSource::kCentroids));
   }
   return absl::OkStatus();
 }

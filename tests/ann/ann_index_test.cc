@@ -536,6 +536,60 @@ TEST(AnnSearchParamsTest, ParseRejectsMalformedKnobs) {
   // The message names the knob.
   EXPECT_NE(AnnSearchParams::Parse("refine=-1").status().message().find("refine=-1"),
             std::string::npos);
+  // An empty knob, a repeated one, a bare word: each said as such.
+  const std::vector<std::pair<std::string, std::string>> said = {
+      {"efSearch=64,", "an empty knob"},
+      {",efSearch=64", "an empty knob"},
+      {"efSearch=64,,nprobe=2", "an empty knob"},
+      {"efSearch=64,efSearch=8", "efSearch is given twice"},
+      {"garbage", "'garbage' is not name=value"},
+      {"probe=1025", "'probe=1025' needs a value in 1..1024"},
+  };
+  for (const auto& [text, message] : said) {
+    auto p = AnnSearchParams::Parse(text);
+    EXPECT_EQ(p.status().code(), absl::StatusCode::kInvalidArgument) << text;
+    EXPECT_NE(p.status().message().find(message), std::string::npos)
+        << text << ": " << p.status();
+  }
+  // Spaces around knobs are fine; so is text of spaces only.
+  auto spaced = AnnSearchParams::Parse(" efSearch=12 , nprobe=3 ");
+  ASSERT_TRUE(spaced.ok()) << spaced.status();
+  EXPECT_EQ(spaced->ef_search, 12);
+  EXPECT_EQ(spaced->nprobe, 3);
+  EXPECT_TRUE(AnnSearchParams::Parse("  ").ok());
+}
+
+// A knob the collection's index or first stage does not read is refused,
+// naming it.
+TEST(AnnSearchParamsTest, KnobsMustApplyToTheIndexAndFirstStage) {
+  struct Case {
+    std::string text, spec;
+    bool centroids;
+    std::string refused;  // empty: accepted
+  };
+  const std::vector<Case> cases = {
+      {"efSearch=64", "HNSW32,SQfp16", false, ""},
+      {"efSearch=64", "Flat", false, "efSearch"},
+      {"efSearch=64", "IVF64,Flat", false, "efSearch"},
+      {"nprobe=8", "IVF64,Flat", false, ""},
+      {"nprobe=8", "HNSW32,Flat", false, "nprobe"},
+      {"probe=8", "HNSW32,Flat", false, "probe"},
+      {"probe_ef=8", "HNSW32,Flat", false, "probe_ef"},
+      {"refine=0", "HNSW32,Flat", false, "refine"},
+      {"efSearch=40,probe=8,probe_ef=16,refine=500", "HNSW32,SQfp16", true, ""},
+      {"probe=8", "Flat", true, ""},
+  };
+  for (const Case& c : cases) {
+    auto p = AnnSearchParams::Parse(c.text);
+    ASSERT_TRUE(p.ok()) << c.text << ": " << p.status();
+    const absl::Status s = p->CheckApplies(c.spec, c.centroids);
+    if (c.refused.empty()) {
+      EXPECT_TRUE(s.ok()) << c.text << " on " << c.spec << ": " << s;
+    } else {
+      EXPECT_TRUE(absl::IsInvalidArgument(s)) << c.text << " on " << c.spec;
+      EXPECT_EQ(s.message().rfind("ann_params: " + c.refused + " ", 0), 0u) << s;
+    }
+  }
 }
 
 // A knob with more than one '=' is malformed.

@@ -268,6 +268,10 @@ TEST(CollectionTest, BadQueriesNameTheField) {
        "query.token_weights[0]: must be a finite, non-negative"},
       {[](SearchQuery& q) { q.ann_params = "efSearch=abc"; }, "ann_params: 'efSearch=abc'"},
       {[](SearchQuery& q) { q.ann_params = "depth=3"; }, "ann_params: unknown knob 'depth'"},
+      {[](SearchQuery& q) { q.ann_params = "efSearch=64,"; }, "ann_params: an empty knob"},
+      {[](SearchQuery& q) { q.ann_params = "nprobe=8"; }, "ann_params: nprobe needs an IVF index"},
+      {[](SearchQuery& q) { q.ann_params = "probe=8"; },
+       "ann_params: probe needs candidates_from centroids"},
       {[](SearchQuery& q) {
          q.filter = {{"lang", {}}};
        },

@@ -265,7 +265,7 @@ TEST(FirstStageTest, BadKnobsAndConfigurationsNameTheField) {
   ASSERT_TRUE((*c)->Upsert(docs).ok());
   ASSERT_TRUE((*c)->TrainCodec().ok());
   for (const auto& [params, names] : std::vector<std::pair<std::string, std::string>>{
-           {"probe=0", "probe=0"}, {"probe=5000", "probe 5000"}, {"probe_ef=x", "probe_ef=x"}}) {
+           {"probe=0", "probe=0"}, {"probe=5000", "probe=5000"}, {"probe_ef=x", "probe_ef=x"}}) {
     SearchQuery q = g.Query("d1", 50);
     q.ann_params = params;
     auto r = (*c)->Search(q);
