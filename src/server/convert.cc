@@ -126,6 +126,20 @@ absl::StatusOr<CollectionConfig> FromProto(const v1::CollectionConfig& in) {
     return absl::InvalidArgumentError(
         absl::StrCat("config.token_codec.name: unknown codec '", tc.name(), "' (rows, residual)"));
   }
+  if (c.token_codec.kind == TokenCodecKind::kRows) {
+    // The fields below belong to the residual codec: given with rows, they
+    // would be dropped without a word.
+    const char* field = tc.bits() != 0                   ? "bits"
+                        : tc.centroids() != 0            ? "centroids"
+                        : tc.has_train_after_documents() ? "train_after_documents"
+                        : tc.has_keep_full_precision()   ? "keep_full_precision"
+                                                         : nullptr;
+    if (field != nullptr) {
+      return absl::InvalidArgumentError(absl::StrCat("config.token_codec.", field,
+                                                     ": applies to the residual codec only, "
+                                                     "not to rows"));
+    }
+  }
   if (tc.bits() != 0) c.token_codec.bits = tc.bits();
   c.token_codec.centroids = tc.centroids();
   if (tc.has_train_after_documents()) c.token_codec.train_after = tc.train_after_documents();

@@ -616,6 +616,21 @@ TEST_F(BadInputTableTest, EveryBadRequestGetsItsCodeAndChangesNothing) {
          c.set_ann_spec("IDMap,Flat");
          return Create("d", c);
        }},
+      {"CreateCollection: a residual codec's field with rows", SC::INVALID_ARGUMENT,
+       "config.token_codec.bits: applies to the residual codec only",
+       [&] {
+         v1::CollectionConfig c = Config(4);
+         c.mutable_token_codec()->set_name("rows");
+         c.mutable_token_codec()->set_bits(3);
+         return Create("d", c);
+       }},
+      {"CreateCollection: keep_full_precision without a codec", SC::INVALID_ARGUMENT,
+       "config.token_codec.keep_full_precision",
+       [&] {
+         v1::CollectionConfig c = Config(4);
+         c.mutable_token_codec()->set_keep_full_precision(false);
+         return Create("d", c);
+       }},
       {"CreateCollection: bad numeric field name", SC::INVALID_ARGUMENT, "config.numeric_fields[0]",
        [&] {
          v1::CollectionConfig c = Config(4);
