@@ -426,6 +426,9 @@ void LiveIndex::RebuildThread() {
     if (!s.ok() && !stop_) {
       LogWarn("rebuilding the ANN index failed", {{"collection", dir_}, {"error", s.message()}});
     }
+    // Deletes and overwrites during the rebuild found it in progress and
+    // asked for none: if they crossed the threshold, go again.
+    if (s.ok()) MaybeScheduleRebuild();
   }
 }
 
@@ -449,8 +452,12 @@ absl::Status LiveIndex::Rebuild() {
     return absl::FailedPreconditionError(
         "the collection defers its index (bulk load); call BuildIndex first");
   }
-  absl::MutexLock run(&rebuild_run_mu_);
-  return RebuildLocked();
+  {
+    absl::MutexLock run(&rebuild_run_mu_);
+    ATTN_RETURN_IF_ERROR(RebuildLocked());
+  }
+  MaybeScheduleRebuild();  // as after a background one
+  return absl::OkStatus();
 }
 
 absl::Status LiveIndex::RebuildLocked() {

@@ -258,6 +258,52 @@ TEST(RebuildTest, WritesAndDeletesDuringARebuildAreKept) {
   CheckContents(**reopened, live, deleted, rng);
 }
 
+// Deletes that cross the threshold while a rebuild runs (which asks for no
+// second one then) get their rebuild once it is over, with no write after.
+TEST(RebuildTest, ThresholdCrossedDuringARebuildRebuildsAfterIt) {
+  TempDir dir;
+  CollectionOptions options;
+  options.limits.max_candidates = kMaxCandidates;
+  options.rebuild_min_tombstones = 100;  // ratio: the default 0.2
+  auto created = Collection::Create(dir.Sub("c"), Config(), options);
+  ASSERT_TRUE(created.ok()) << created.status();
+  Collection& c = **created;
+  std::mt19937 rng(205);
+  std::map<std::string, std::vector<float>> live;
+  Load(&c, rng, 20000, "d", &live);
+  std::atomic<bool> rebuilt{false};
+  absl::Status rebuild_status;
+  std::thread rebuilder([&] {
+    rebuild_status = c.RebuildIndex();
+    rebuilt = true;
+  });
+  while (!c.Stats().rebuild_in_progress && !rebuilt) std::this_thread::yield();
+  // 30% deleted, a batch at a time, while it runs.
+  std::set<std::string> deleted;
+  for (int i = 0; i < 20000 && !rebuilt; i += 10) {
+    std::vector<std::string> dels;
+    for (int j = i; j < i + 10; j += 10 / 3) dels.push_back(absl::StrCat("d", j));
+    ASSERT_TRUE(c.Delete(dels).ok());
+    for (const auto& id : dels) {
+      live.erase(id);
+      deleted.insert(id);
+    }
+    if (deleted.size() >= 6000) break;
+  }
+  const bool during = !rebuilt;
+  rebuilder.join();
+  ASSERT_TRUE(rebuild_status.ok()) << rebuild_status;
+  if (!during) GTEST_SKIP() << "the rebuild ended before the deletes: nothing to check";
+  ASSERT_TRUE(WaitFor(c, [&](const CollectionStats& s) {
+    return s.rebuilds >= 2 && !s.rebuild_in_progress && s.num_tombstones == 0;
+  })) << "tombstones " << c.Stats().num_tombstones << " of " << c.Stats().ann_vectors
+      << " left after the rebuild, none scheduled";
+  const CollectionStats s = c.Stats();
+  EXPECT_EQ(s.num_documents, live.size());
+  EXPECT_EQ(s.ann_vectors, live.size());
+  CheckContents(c, live, deleted, rng);
+}
+
 TEST(RebuildTest, CloseDuringABackgroundRebuild) {
   TempDir dir;
   CollectionOptions options;
