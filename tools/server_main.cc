@@ -109,7 +109,14 @@ int main(int argc, char** argv) {
                  "write the metrics port to this file once it listens");
   app.add_option("--http_port_file", http_port_file,
                  "write the JSON API's (and web console's) port to this file once it listens");
-  CLI11_PARSE(app, argc, argv);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);  // prints the help, returns 0
+  } catch (const CLI::ParseError& e) {
+    app.exit(e);  // prints what is wrong
+    return 2;     // README: 2 for unusable flags
+  }
 
   if (!CatchStopSignals()) {
     attnsearch::LogError("cannot install the stop signal handlers",

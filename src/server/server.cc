@@ -92,6 +92,10 @@ absl::Status ServerOptions::Validate() const {
   }
   if (!(shutdown_grace_s >= 0)) return absl::InvalidArgumentError("shutdown_grace_s: must be >= 0");
   if (cores < 0) return absl::InvalidArgumentError("cores: must be >= 0");
+  if (workers > kMaxWorkers) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("workers: must be 0 (one per core) .. ", kMaxWorkers, ", got ", workers));
+  }
   return absl::OkStatus();
 }
 

@@ -55,7 +55,9 @@ struct ServerOptions {
   // Address to listen on, HOST:PORT; port 0 lets the system choose (see
   // Server::port). Default: 127.0.0.1:50051.
   std::string listen = "127.0.0.1:50051";
-  // Threads doing engine work. Default: 0, one per hardware thread.
+  // Threads doing engine work, at most kMaxWorkers. Default: 0, one per
+  // hardware thread.
+  static constexpr size_t kMaxWorkers = 1024;
   size_t workers = 0;
   // Searches and Gets run on gRPC's own callback thread, without the
   // hand-off to a worker, when a worker is idle and no call waits; at most

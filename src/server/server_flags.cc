@@ -13,6 +13,7 @@ void AddServerFlags(CLI::App* app, ServerOptions* o) {
   app->add_option("--listen", o->listen, "address to listen on (HOST:PORT; PORT 0 picks one)")
       ->capture_default_str();
   app->add_option("--workers", o->workers, "threads doing engine work (0: one per core)")
+      ->check(CLI::Range(size_t(0), ServerOptions::kMaxWorkers))
       ->capture_default_str();
   app->add_option("--inline_reads", o->inline_reads,
                   "Searches and Gets run at once on gRPC's callback thread when a worker is "

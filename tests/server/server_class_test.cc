@@ -154,6 +154,7 @@ TEST(ServerClassTest, UnusableOptionsAreRefusedByName) {
       {[&](ServerOptions* o) { o->api_keys_file = missing; }, "api_keys"},
       {[](ServerOptions* o) { o->max_message_mb = 0; }, "max_message_mb"},
       {[](ServerOptions* o) { o->drain_s = -1; }, "drain_s"},
+      {[](ServerOptions* o) { o->workers = 5000; }, "workers"},
   };
   for (const Case& c : cases) {
     ServerOptions o = Options(dir.Sub("data"));

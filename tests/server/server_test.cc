@@ -1877,6 +1877,31 @@ TEST_F(ServerTest, ReflectionListsServices) {
 // The helper itself: a server that dies before listening is reported with
 // its exit status.
 
+// Flags it cannot use: exit status 2 (README), the flag named, nothing
+// started.
+TEST(ServerProcessTest, UnusableFlagsExitWithStatus2) {
+  TempDir dir;
+  const std::string data = dir.Sub("data");
+  const std::vector<std::pair<std::vector<std::string>, std::string>> cases = {
+      {{"--listen", "127.0.0.1:0"}, "--data_dir"},
+      {{"--data_dir", data, "--nope"}, "--nope"},
+      {{"--data_dir", data, "--log_calls", "verbose"}, "--log_calls"},
+      {{"--data_dir", data, "--workers", "-1"}, "--workers"},
+      {{"--data_dir", data, "--workers", "100000"}, "--workers"},
+      {{"--data_dir", data, "--max_top_k", "-1"}, "--max_top_k"},
+      {{"--data_dir", data, "--rebuild_tombstone_ratio", "2"}, "--rebuild_tombstone_ratio"},
+  };
+  for (const auto& [flags, named] : cases) {
+    std::vector<std::string> args = {ATTN_SERVER_BINARY};
+    args.insert(args.end(), flags.begin(), flags.end());
+    const ProcessRun run = RunBinary(dir.Sub("run.out"), args);
+    EXPECT_EQ(run.exit_code(), 2) << named << ": " << run.output;
+    EXPECT_NE(run.output.find(named), std::string::npos) << run.output;
+    EXPECT_EQ(run.output.find("listening"), std::string::npos) << run.output;
+  }
+  EXPECT_EQ(RunBinary(dir.Sub("run.out"), {ATTN_SERVER_BINARY, "--help"}).exit_code(), 0);
+}
+
 TEST(ServerProcessTest, ReportsExitBeforeListening) {
   TempDir dir;
   const std::string not_a_dir = dir.Sub("file");
