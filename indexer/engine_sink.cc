@@ -5,6 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "core/status.h"
 #include "engine/catalog.h"
 #include "indexer/sink.h"
@@ -18,6 +19,40 @@ std::optional<size_t> RejectedDocument(const std::string& message, std::string* 
   if (!std::regex_search(message, m, kDoc)) return std::nullopt;
   *reason = m.suffix().str();
   return size_t(std::stoull(m[1].str()));
+}
+
+absl::Status CheckCreationFlags(const std::string& collection, const CollectionConfig& existing,
+                                const CollectionConfig& wanted,
+                                const std::vector<std::string>& flags) {
+  auto dtype = [](TokenDtype t) -> std::string {
+    return t == TokenDtype::kF32 ? "f32" : t == TokenDtype::kInt8 ? "int8" : "bf16";
+  };
+  const bool residual = existing.token_codec.kind == TokenCodecKind::kResidual;
+  // A flag's value on either side, as the command line writes it.
+  auto value = [&](const CollectionConfig& c, const std::string& flag) -> std::string {
+    if (flag == "--dtype") return dtype(c.token_dtype);
+    if (flag == "--ann_spec") return c.ann_spec;
+    if (flag == "--numeric_fields") return absl::StrJoin(c.numeric_fields, ",");
+    if (flag == "--token_codec") return std::string(TokenCodecName(c.token_codec.kind));
+    if (flag == "--candidates_from") return std::string(CandidateSourceName(c.candidates_from));
+    // The residual codec's own flags say nothing of a collection of rows;
+    // their --token_codec is compared instead.
+    if (!residual) return "";
+    if (flag == "--code_bits") return absl::StrCat(c.token_codec.bits);
+    if (flag == "--exact_tier") return c.token_codec.keep_full_precision ? "true" : "false";
+    if (flag == "--code_train_after") return absl::StrCat(c.token_codec.train_after);
+    return "";
+  };
+  for (const std::string& flag : flags) {
+    const std::string have = value(existing, flag), want = value(wanted, flag);
+    if (have != want) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          flag, ": collection '", collection, "' exists with ", flag.substr(2), " '", have,
+          "', not '", want, "' (its config is fixed at creation; drop the flag or use "
+          "another collection)"));
+    }
+  }
+  return absl::OkStatus();
 }
 
 bool ApplyRejection(Batch* batch, size_t i, const std::string& reason, const RejectFn& reject) {
@@ -219,6 +254,10 @@ absl::StatusOr<std::unique_ptr<Sink>> OpenEngineSink(const TargetOptions& option
     return absl::InvalidArgumentError(absl::StrCat("collection '", options.collection, "' has dim ",
                                                    (*c)->config().dim, ", not ",
                                                    options.create_config.dim));
+  }
+  if (!created) {
+    ATTN_RETURN_IF_ERROR(CheckCreationFlags(options.collection, (*c)->config(),
+                                            options.create_config, options.creation_flags));
   }
   return std::unique_ptr<Sink>(new EngineSink(std::move(catalog), *std::move(c), created,
                                               std::move(reject), std::move(durable)));

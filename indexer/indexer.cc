@@ -333,6 +333,7 @@ std::optional<int> Load::OpenTarget() {
   t.create_config.numeric_fields = o.numeric_fields;
   t.create_config.token_codec = o.token_codec;
   t.create_config.candidates_from = o.candidates_from;
+  t.creation_flags = o.creation_flags;
   if (format_ == InputFormat::kFvecs && o.dim == 0) {
     absl::StatusOr<uint32_t> d = PeekFvecsDim(data_file_);
     if (!d.ok()) return Fail(kExitInput, std::string(d.status().message()));

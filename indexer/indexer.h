@@ -93,6 +93,9 @@ struct IndexerOptions {
   // Where searches take candidates from, when creating
   // (CollectionConfig::candidates_from; centroids needs the residual codec).
   CandidateSource candidates_from = CandidateSource::kPooled;
+  // The creating flags given ("--dtype", ...): with an existing collection
+  // each must match its config, else kExitUsage (TargetOptions).
+  std::vector<std::string> creation_flags;
 
   // --- Batching ---
   // Documents per batch (1..10000). Default: 1000.

@@ -19,6 +19,32 @@ namespace {
 
 namespace v1 = attnsearch::v1;
 
+// The parts of a collection's config the creating flags set, from the
+// server's answer (see CheckCreationFlags).
+CollectionConfig ConfigOf(const v1::CollectionConfig& in) {
+  CollectionConfig c;
+  c.dim = in.dim();
+  c.token_dtype = in.token_dtype() == v1::TOKEN_DTYPE_F32    ? TokenDtype::kF32
+                  : in.token_dtype() == v1::TOKEN_DTYPE_INT8 ? TokenDtype::kInt8
+                                                             : TokenDtype::kBF16;
+  c.ann_spec = in.ann_spec();
+  c.numeric_fields.assign(in.numeric_fields().begin(), in.numeric_fields().end());
+  const v1::TokenCodec& tc = in.token_codec();
+  if (tc.name() == "residual") {
+    c.token_codec.kind = TokenCodecKind::kResidual;
+    c.token_codec.bits = tc.bits();
+    c.token_codec.centroids = tc.centroids();
+    c.token_codec.train_after = tc.train_after_documents();
+    c.token_codec.keep_full_precision = tc.keep_full_precision();
+  }
+  if (absl::StatusOr<CandidateSource> from =
+          ParseCandidateSource(in.candidates_from(), "candidates_from");
+      from.ok()) {
+    c.candidates_from = *from;
+  }
+  return c;
+}
+
 absl::Status FromGrpc(const grpc::Status& s, absl::string_view what) {
   if (s.ok()) return absl::OkStatus();
   return absl::Status(absl::StatusCode(int(s.error_code())),
@@ -136,7 +162,8 @@ class ServerSink : public Sink {
                                                      "' has dim ", dim_, ", not ",
                                                      options_.create_config.dim));
     }
-    return absl::OkStatus();
+    return CheckCreationFlags(options_.collection, ConfigOf(info.collection().config()),
+                              options_.create_config, options_.creation_flags);
   }
 
   uint32_t dim() const override { return dim_; }

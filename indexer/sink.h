@@ -91,6 +91,10 @@ struct TargetOptions {
   // the collection must exist, unless default_dim is set). A non-zero dim
   // must match an existing collection's.
   CollectionConfig create_config;
+  // The creating flags the command line gave ("--dtype", "--ann_spec", ...;
+  // see CheckCreationFlags): each must match an existing collection's
+  // config.
+  std::vector<std::string> creation_flags;
   // The dim a missing collection is created with when create_config.dim is
   // 0 (text-only input: kTextOnlyDim of indexer.h); never compared with an existing
   // collection's. Default: 0 (none).
@@ -159,6 +163,15 @@ absl::StatusOr<std::unique_ptr<Sink>> OpenServerSink(const TargetOptions& option
 // The index i of "documents[i]" in an error message of the target, if any,
 // and the reason after it ("pooled: expected 128 values, got 12").
 std::optional<size_t> RejectedDocument(const std::string& message, std::string* reason);
+
+// INVALID_ARGUMENT naming the first of `flags` (--dtype, --ann_spec,
+// --numeric_fields, --token_codec, --candidates_from, --code_bits,
+// --exact_tier, --code_train_after) whose value in `wanted` differs from
+// the existing collection's config: an existing collection keeps its own,
+// so a flag that says otherwise is a usage error, not ignored.
+absl::Status CheckCreationFlags(const std::string& collection, const CollectionConfig& existing,
+                                const CollectionConfig& wanted,
+                                const std::vector<std::string>& flags);
 
 // Applies a rejection of batch->docs[i]: asks `reject`; on "go on" removes
 // the document, otherwise truncates the batch to the documents before it

@@ -434,6 +434,62 @@ TEST(IndexerToolTest, UsageErrors) {
   EXPECT_NE(run.stderr_text.find("has dim 8, not 16"), std::string::npos) << run.stderr_text;
 }
 
+// A creating flag that contradicts the existing collection is a usage
+// error naming the flag, offline and online; the same flags as the
+// collection's, or none, load; nothing is written by a refused run.
+TEST(IndexerToolTest, CreationFlagsContradictingTheCollectionAreRefused) {
+  TempDir dir;
+  WriteLines(dir.Sub("base.jsonl"), Corpus(50, 33));
+  std::vector<std::string> more = Corpus(20, 34);
+  for (std::string& line : more) line.replace(line.find("doc-"), 4, "more-");
+  WriteLines(dir.Sub("more.jsonl"), more);
+  testing::ServerProcess server;
+  const std::string address = server.Start(dir.Sub("online"));
+  ASSERT_FALSE(address.empty());
+  for (const bool online : {false, true}) {
+    SCOPED_TRACE(online ? "online" : "offline");
+    const std::vector<std::string> target = online ? std::vector<std::string>{"--server", address}
+                                                   : std::vector<std::string>{
+                                                         "--data_dir", dir.Sub("offline")};
+    auto run = [&](const std::string& input, const std::vector<std::string>& flags) {
+      std::vector<std::string> args = {dir.Sub(input), "--collection", "c", "--checkpoint",
+                                       dir.Sub(online ? "ck_on" : "ck_off"), "--restart"};
+      args.insert(args.end(), target.begin(), target.end());
+      args.insert(args.end(), flags.begin(), flags.end());
+      return RunTool(dir, args);
+    };
+    ToolRun r = run("base.jsonl", {"--dtype", "int8", "--ann_spec", "HNSW16,Flat"});
+    ASSERT_EQ(r.exit_code(), 0) << r.stderr_text;
+    const std::vector<std::pair<std::vector<std::string>, std::string>> refused = {
+        {{"--dtype", "f32"}, "--dtype: collection 'c' exists with dtype 'int8', not 'f32'"},
+        {{"--ann_spec", "Flat"}, "--ann_spec: collection 'c' exists with ann_spec 'HNSW16,Flat'"},
+        {{"--numeric_fields", "year"}, "--numeric_fields"},
+        {{"--token_codec", "residual"}, "--token_codec"},
+        {{"--candidates_from", "fde"}, "--candidates_from"},
+    };
+    for (const auto& [flags, message] : refused) {
+      r = run("more.jsonl", flags);
+      EXPECT_EQ(r.exit_code(), 1) << flags[0] << ": " << r.stderr_text;
+      EXPECT_NE(r.stderr_text.find(message), std::string::npos) << r.stderr_text;
+    }
+    // Its own values, or none, load the rest.
+    r = run("more.jsonl", {"--dtype", "int8", "--ann_spec", "HNSW16,Flat", "--token_codec",
+                           "rows", "--candidates_from", "pooled"});
+    EXPECT_EQ(r.exit_code(), 0) << r.stderr_text;
+  }
+  // Nothing but the two good loads was written.
+  auto stub = testing::NewSearchStub(address);
+  grpc::ClientContext ctx;
+  v1::GetCollectionRequest req;
+  req.set_name("c");
+  v1::GetCollectionResponse info;
+  ASSERT_TRUE(stub->GetCollection(&ctx, req, &info).ok());
+  EXPECT_EQ(info.collection().num_documents(), 70u);
+  EXPECT_EQ(info.collection().config().token_dtype(), v1::TOKEN_DTYPE_INT8);
+  server.Kill(SIGTERM);
+  server.Wait();
+}
+
 // Kill the load (SIGKILL, after N documents were written but before their
 // checkpoint), run the same command again, and compare with a load that
 // was never interrupted.
