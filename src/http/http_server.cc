@@ -18,36 +18,6 @@ std::unique_ptr<httplib::Server> MakeServer(const HttpServerOptions& o) {
   return std::make_unique<httplib::SSLServer>(o.tls_cert.c_str(), o.tls_key.c_str());
 }
 
-}  // namespace
-
-HttpServer::HttpServer(HttpServerOptions options) : server_(MakeServer(options)) {
-  const int threads = std::max(1, options.threads);
-  server_->new_task_queue = [threads] { return new httplib::ThreadPool(size_t(threads)); };
-  server_->set_keep_alive_max_count(1);  // one request per connection
-  server_->set_read_timeout(options.read_timeout_s, 0);
-  server_->set_write_timeout(options.read_timeout_s, 0);
-  server_->set_payload_max_length(options.max_body_bytes);
-  // SO_REUSEADDR only: cpp-httplib's default also sets SO_REUSEPORT, with
-  // which a second server would silently share a port already in use.
-  server_->set_socket_options([](int sock) {
-    const int yes = 1;
-    setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
-  });
-  // A registered path answers the methods it was registered for only.
-  server_->set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
-    const auto it = methods_.find(req.path);
-    if (it == methods_.end()) return httplib::Server::HandlerResponse::Unhandled;
-    const std::string method = req.method == "HEAD" ? "GET" : req.method;
-    if (it->second == method) return httplib::Server::HandlerResponse::Unhandled;
-    res.status = 405;
-    res.set_header("Allow", it->second == "GET" ? "GET, HEAD" : it->second);
-    res.set_content("method not allowed\n", "text/plain");
-    return httplib::Server::HandlerResponse::Handled;
-  });
-}
-
-namespace {
-
 // The path as a regular expression matching only itself.
 std::string Escaped(const std::string& path) {
   std::string pattern;
@@ -73,6 +43,40 @@ httplib::Server::Handler Adapt(HttpHandler handler) {
 
 }  // namespace
 
+HttpServer::HttpServer(HttpServerOptions options) : server_(MakeServer(options)) {
+  const int threads = std::max(1, options.threads);
+  server_->new_task_queue = [threads] { return new httplib::ThreadPool(size_t(threads)); };
+  server_->set_keep_alive_max_count(1);  // one request per connection
+  server_->set_read_timeout(options.read_timeout_s, 0);
+  server_->set_write_timeout(options.read_timeout_s, 0);
+  server_->set_payload_max_length(options.max_body_bytes);
+  // SO_REUSEADDR only: cpp-httplib's default also sets SO_REUSEPORT, with
+  // which a second server would silently share a port already in use.
+  server_->set_socket_options([](int sock) {
+    const int yes = 1;
+    setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
+  });
+  // A registered path answers the methods it was registered for only.
+  server_->set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
+    const auto it = methods_.find(req.path);
+    if (it == methods_.end()) {
+      for (const auto& [prefix, handler] : not_found_) {
+        if (req.path.rfind(prefix, 0) == 0) {
+          Adapt(handler)(req, res);
+          return httplib::Server::HandlerResponse::Handled;
+        }
+      }
+      return httplib::Server::HandlerResponse::Unhandled;
+    }
+    const std::string method = req.method == "HEAD" ? "GET" : req.method;
+    if (it->second == method) return httplib::Server::HandlerResponse::Unhandled;
+    res.status = 405;
+    res.set_header("Allow", it->second == "GET" ? "GET, HEAD" : it->second);
+    res.set_content("method not allowed\n", "text/plain");
+    return httplib::Server::HandlerResponse::Handled;
+  });
+}
+
 HttpServer::~HttpServer() {
   server_->stop();
   if (thread_.joinable()) thread_.join();
@@ -81,6 +85,10 @@ HttpServer::~HttpServer() {
 void HttpServer::Get(const std::string& path, HttpHandler handler) {
   methods_[path] = "GET";
   server_->Get(Escaped(path), Adapt(std::move(handler)));
+}
+
+void HttpServer::NotFound(const std::string& prefix, HttpHandler handler) {
+  not_found_.emplace_back(prefix, std::move(handler));
 }
 
 void HttpServer::Post(const std::string& path, HttpHandler handler) {

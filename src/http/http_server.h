@@ -79,6 +79,10 @@ class HttpServer {
   void Get(const std::string& path, HttpHandler handler);
   // Serves POST of exactly `path` with `handler`.
   void Post(const std::string& path, HttpHandler handler);
+  // Answers, with `handler`, every request whose path starts with `prefix`
+  // and matches no registered path (instead of a bare 404). Call before
+  // Start.
+  void NotFound(const std::string& prefix, HttpHandler handler);
 
   // Binds HOST:PORT ("127.0.0.1:9100", "localhost:0", "[::1]:0", "0.0.0.0:9100";
   // port 0 lets the system choose) and serves on a thread; returns the
@@ -91,6 +95,8 @@ class HttpServer {
   std::unique_ptr<httplib::Server> server_;
   // The methods each registered path answers ("GET", "POST").
   std::map<std::string, std::string> methods_;
+  // NotFound's prefixes and their handlers.
+  std::vector<std::pair<std::string, HttpHandler>> not_found_;
   std::thread thread_;
   std::atomic<bool> listen_returned_{false};  // the thread's accept loop ended
 };

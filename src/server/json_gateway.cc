@@ -45,6 +45,9 @@ HttpResponse Reply(const grpc::Status& status, const google::protobuf::Message& 
   std::string json;
   google::protobuf::util::JsonPrintOptions options;
   options.preserve_proto_field_names = true;  // the proto's names, as the requests may use
+  // A score of 0, an empty text, false: printed, not left out, so that a
+  // client reads every field the proto declares (repeated ones as []).
+  options.always_print_primitive_fields = true;
   const auto printed = google::protobuf::util::MessageToJsonString(response, &json, options);
   if (!printed.ok()) return Error(grpc::StatusCode::INTERNAL, std::string(printed.message()));
   return HttpResponse{200, "application/json", json + "\n", {}};
@@ -117,6 +120,11 @@ void RegisterJsonGateway(HttpServer* http, std::shared_ptr<grpc::Channel> channe
   Route(http, stub, "TrainCodec", &Stub::TrainCodec);
   Route(http, stub, "TuneIndex", &Stub::TuneIndex);
   Route(http, stub, "Backup", &Stub::Backup);
+  // Any other path under /v1/: the API's error shape, not a bare 404.
+  http->NotFound("/v1/", [](const HttpRequest& r) {
+    return Error(grpc::StatusCode::NOT_FOUND,
+                 "no RPC at " + r.path + " (POST /v1/<Rpc>, e.g. /v1/Search; see search.proto)");
+  });
   // A JSON array of UpsertRequest objects, written in order on one stream.
   http->Post("/v1/UpsertStream", [stub](const HttpRequest& r) {
     const nlohmann::json batches =

@@ -1,5 +1,6 @@
 // Tests of HttpServer against raw HTTP exchanges: what a registered path,
-// another path, another method and a malformed request get; IPv6; bad and
+// another path, another method and a malformed request get; NotFound's
+// prefix; IPv6; bad and
 // taken addresses; a slow client does not hold up the others.
 #include "http/http_server.h"
 
@@ -55,6 +56,24 @@ TEST(HttpServerTest, AnswersRegisteredPathsOnly) {
   EXPECT_NE(post.find("Allow: GET, HEAD"), std::string::npos) << post;
   EXPECT_EQ(HttpExchange(*port, "garbage\r\n\r\n").rfind("HTTP/1.1 400", 0), 0u);
   EXPECT_EQ(s.calls.load(), 2);  // GET and HEAD
+}
+
+TEST(HttpServerTest, NotFoundAnswersItsPrefixOnly) {
+  CountingServer s;
+  s.http.NotFound("/api/", [](const HttpRequest& req) {
+    return HttpResponse{.status = 404, .content_type = "application/json",
+                        .body = "{\"missing\":\"" + req.path + "\"}", .headers = {}};
+  });
+  absl::StatusOr<int> port = s.http.Start("127.0.0.1:0");
+  ASSERT_TRUE(port.ok()) << port.status();
+  const std::string under = HttpExchange(*port, "POST /api/Nope HTTP/1.1\r\n\r\n");
+  EXPECT_EQ(under.rfind("HTTP/1.1 404", 0), 0u) << under;
+  EXPECT_NE(under.find("{\"missing\":\"/api/Nope\"}"), std::string::npos) << under;
+  const std::string other = HttpExchange(*port, "GET /other HTTP/1.1\r\n\r\n");
+  EXPECT_EQ(other.rfind("HTTP/1.1 404", 0), 0u) << other;
+  EXPECT_EQ(other.find("missing"), std::string::npos) << other;
+  // A registered path is still its own.
+  EXPECT_EQ(HttpExchange(*port, "GET /metrics HTTP/1.1\r\n\r\n").rfind("HTTP/1.1 200", 0), 0u);
 }
 
 TEST(HttpServerTest, ListensOnIpv6) {

@@ -131,7 +131,19 @@ TEST(JsonGatewayTest, EveryCallGoesThroughTheService) {
   const std::string get = testing::HttpExchange(
       port, "GET /v1/Search HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
   EXPECT_EQ(get.substr(9, 3), "405") << get;
-  EXPECT_EQ(Call(port, "Nope", "{}", kWriteKey).status, 404);
+  expect_error(Call(port, "Nope", "{}", kWriteKey), 404, "NOT_FOUND", "no RPC at /v1/Nope");
+  // Fields at their zero value are printed: a score of 0, an empty text.
+  a = Call(port, "Search",
+           R"({"collection":"fruit","vectors":{"pooled":[0,0,0,1]},"top_k":4,
+               "rerank":"RERANK_MODE_NONE","include_text":true})",
+           kReadKey);
+  ASSERT_EQ(a.status, 200) << a.body;
+  ASSERT_EQ(a.body["hits"].size(), 4u) << a.body;
+  for (const auto& hit : a.body["hits"]) {
+    EXPECT_TRUE(hit.contains("score")) << hit;
+    EXPECT_TRUE(hit.contains("text")) << hit;
+  }
+  EXPECT_EQ(a.body["hits"][3]["score"].get<double>(), 0.0) << a.body;  // apple: orthogonal
 }
 
 namespace v1 = attnsearch::v1;
