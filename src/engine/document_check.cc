@@ -2,8 +2,11 @@
 
 #include <cmath>
 
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
 #include "core/status.h"
 #include "core/utf8.h"
 #include "engine/checks.h"
@@ -21,6 +24,17 @@ absl::Status Bad(absl::string_view where, absl::string_view field, absl::string_
                                                  : absl::StrCat(name, ": ", reason));
 }
 
+// A numeric field's value as the proto words it ("12", "-3.5", "1e6"):
+// decimal (not hex "0x10", which SimpleAtod takes) and finite; spaces
+// around it are ignored.
+bool IsPlainNumber(absl::string_view v) {
+  const absl::string_view digits =
+      absl::StripPrefix(absl::StripPrefix(absl::StripAsciiWhitespace(v), "-"), "+");
+  if (absl::StartsWithIgnoreCase(digits, "0x")) return false;
+  double x;
+  return absl::SimpleAtod(v, &x) && std::isfinite(x);
+}
+
 absl::Status CheckIdAndMetadata(const Document& doc, const DocumentRules& rules,
                                 absl::string_view where) {
   if (doc.id.empty()) return Bad(where, "id", "must not be empty");
@@ -30,8 +44,7 @@ absl::Status CheckIdAndMetadata(const Document& doc, const DocumentRules& rules,
   for (const std::string& f : rules.numeric_fields) {
     auto it = doc.metadata.find(f);
     if (it == doc.metadata.end()) continue;
-    double x;
-    if (!absl::SimpleAtod(it->second, &x) || !std::isfinite(x)) {
+    if (!IsPlainNumber(it->second)) {
       const std::string& v = it->second;
       return Bad(where, absl::StrCat("metadata[\"", f, "\"]"),
                  absl::StrCat("\"", v.size() > 64 ? v.substr(0, 64) + "..." : v,
