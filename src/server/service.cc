@@ -267,7 +267,8 @@ grpc::ServerUnaryReactor* SearchServiceImpl::GetCollection(grpc::CallbackServerC
                                                            v1::GetCollectionResponse* resp) {
   return Run(ctx, "GetCollection", Access::kRead, req->name(),
              [this, req, resp](const CallRecord&) -> absl::Status {
-               ATTN_ASSIGN_OR_RETURN(std::shared_ptr<Collection> c, catalog()->Get(req->name()));
+               ATTN_ASSIGN_OR_RETURN(std::shared_ptr<Collection> c,
+                                     FindCollection(req->name(), "name"));
                ToProto(req->name(), *c, resp->mutable_collection());
                return absl::OkStatus();
              });
@@ -288,11 +289,23 @@ grpc::ServerUnaryReactor* SearchServiceImpl::DropCollection(grpc::CallbackServer
                                                             const v1::DropCollectionRequest* req,
                                                             v1::DropCollectionResponse* resp) {
   return Run(ctx, "DropCollection", Access::kWrite, req->name(),
-             [this, req](const CallRecord&) { return catalog()->Drop(req->name()); });
+             [this, req](const CallRecord&) -> absl::Status {
+               ATTN_RETURN_IF_ERROR(FindCollection(req->name(), "name").status());
+               return catalog()->Drop(req->name());
+             });
+}
+
+absl::StatusOr<std::shared_ptr<Collection>> SearchServiceImpl::FindCollection(
+    const std::string& name, absl::string_view field) const {
+  if (name.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(field, ": must name a collection"));
+  }
+  return catalog()->Get(name);
 }
 
 absl::StatusOr<uint64_t> SearchServiceImpl::ApplyUpsert(const v1::UpsertRequest& req) {
-  ATTN_ASSIGN_OR_RETURN(std::shared_ptr<Collection> c, catalog()->Get(req.collection()));
+  ATTN_ASSIGN_OR_RETURN(std::shared_ptr<Collection> c,
+                        FindCollection(req.collection(), "collection"));
   std::vector<Document> docs(size_t(req.documents_size()));
   for (int i = 0; i < req.documents_size(); ++i) {
     ATTN_RETURN_IF_ERROR(FromProto(req.documents(i), absl::StrCat("documents[", i, "]"),
@@ -323,7 +336,8 @@ grpc::ServerUnaryReactor* SearchServiceImpl::Delete(grpc::CallbackServerContext*
   return Run(
       ctx, "Delete", Access::kWrite, req->collection(),
       [this, req, resp](const CallRecord&) -> absl::Status {
-        ATTN_ASSIGN_OR_RETURN(std::shared_ptr<Collection> c, catalog()->Get(req->collection()));
+        ATTN_ASSIGN_OR_RETURN(std::shared_ptr<Collection> c,
+                              FindCollection(req->collection(), "collection"));
         ATTN_ASSIGN_OR_RETURN(DeleteResult r, c->Delete({req->ids().begin(), req->ids().end()}));
         resp->set_deleted(r.deleted);
         for (auto& id : r.not_found_ids) resp->add_not_found_ids(std::move(id));
@@ -336,7 +350,8 @@ grpc::ServerUnaryReactor* SearchServiceImpl::Get(grpc::CallbackServerContext* ct
   return Run(
       ctx, "Get", Access::kRead, req->collection(),
       [this, req, resp](const CallRecord&) -> absl::Status {
-        ATTN_ASSIGN_OR_RETURN(std::shared_ptr<Collection> c, catalog()->Get(req->collection()));
+        ATTN_ASSIGN_OR_RETURN(std::shared_ptr<Collection> c,
+                              FindCollection(req->collection(), "collection"));
         ATTN_ASSIGN_OR_RETURN(
             GetResult r, c->Get({req->ids().begin(), req->ids().end()}, req->include_vectors()));
         for (auto& d : r.documents)
@@ -353,7 +368,7 @@ grpc::ServerUnaryReactor* SearchServiceImpl::TrainEncoder(grpc::CallbackServerCo
   return Run(ctx, "TrainEncoder", Access::kWrite, req->collection(),
              [this, req, resp](const CallRecord&) -> absl::Status {
                ATTN_ASSIGN_OR_RETURN(std::shared_ptr<Collection> c,
-                                     catalog()->Get(req->collection()));
+                                     FindCollection(req->collection(), "collection"));
                const v1::EncoderParams& p = req->params();
                text::EncoderOverrides overrides;
                overrides.semantic_share = p.semantic_share();
@@ -383,7 +398,7 @@ grpc::ServerUnaryReactor* SearchServiceImpl::TrainCodec(grpc::CallbackServerCont
   return Run(ctx, "TrainCodec", Access::kWrite, req->collection(),
              [this, req, resp](const CallRecord&) -> absl::Status {
                ATTN_ASSIGN_OR_RETURN(std::shared_ptr<Collection> c,
-                                     catalog()->Get(req->collection()));
+                                     FindCollection(req->collection(), "collection"));
                ATTN_ASSIGN_OR_RETURN(CodecTrainingResult r, c->TrainCodec());
                resp->set_version(r.version);
                resp->set_centroids(r.centroids);
@@ -401,24 +416,25 @@ grpc::ServerUnaryReactor* SearchServiceImpl::TrainCodec(grpc::CallbackServerCont
 grpc::ServerUnaryReactor* SearchServiceImpl::TuneIndex(grpc::CallbackServerContext* ctx,
                                                        const v1::TuneIndexRequest* req,
                                                        v1::TuneIndexResponse* resp) {
-  return Run(
-      ctx, "TuneIndex", Access::kWrite, req->collection(),
-      [this, req, resp](const CallRecord&) -> absl::Status {
-        ATTN_ASSIGN_OR_RETURN(std::shared_ptr<Collection> c, catalog()->Get(req->collection()));
-        ATTN_ASSIGN_OR_RETURN(IndexTuningResult r,
-                              c->TuneIndex(req->target_recall(), req->k() == 0 ? 10 : req->k(),
-                                           req->sample() == 0 ? 1000 : req->sample()));
-        resp->set_ann_params(r.ann_params);
-        resp->set_knob(r.knob);
-        resp->set_value(r.value);
-        resp->set_sample_recall(r.sample_recall);
-        resp->set_sample_queries(r.sample_queries);
-        resp->set_seconds(r.seconds);
-        resp->set_probe(uint32_t(r.probe));
-        resp->set_first_stage_recall(r.first_stage_recall);
-        resp->set_first_stage_queries(r.first_stage_queries);
-        return absl::OkStatus();
-      });
+  return Run(ctx, "TuneIndex", Access::kWrite, req->collection(),
+             [this, req, resp](const CallRecord&) -> absl::Status {
+               ATTN_ASSIGN_OR_RETURN(std::shared_ptr<Collection> c,
+                                     FindCollection(req->collection(), "collection"));
+               ATTN_ASSIGN_OR_RETURN(
+                   IndexTuningResult r,
+                   c->TuneIndex(req->target_recall(), req->k() == 0 ? 10 : req->k(),
+                                req->sample() == 0 ? 1000 : req->sample()));
+               resp->set_ann_params(r.ann_params);
+               resp->set_knob(r.knob);
+               resp->set_value(r.value);
+               resp->set_sample_recall(r.sample_recall);
+               resp->set_sample_queries(r.sample_queries);
+               resp->set_seconds(r.seconds);
+               resp->set_probe(uint32_t(r.probe));
+               resp->set_first_stage_recall(r.first_stage_recall);
+               resp->set_first_stage_queries(r.first_stage_queries);
+               return absl::OkStatus();
+             });
 }
 
 grpc::ServerUnaryReactor* SearchServiceImpl::Backup(grpc::CallbackServerContext* ctx,
@@ -455,7 +471,8 @@ grpc::ServerUnaryReactor* SearchServiceImpl::Search(grpc::CallbackServerContext*
   return Run(
       ctx, "Search", Access::kRead, req->collection(),
       [this, ctx, req, resp](const CallRecord& call) -> absl::Status {
-        ATTN_ASSIGN_OR_RETURN(std::shared_ptr<Collection> c, catalog()->Get(req->collection()));
+        ATTN_ASSIGN_OR_RETURN(std::shared_ptr<Collection> c,
+                              FindCollection(req->collection(), "collection"));
         SearchQuery q;
         ATTN_RETURN_IF_ERROR(FromProto(*req, c->config().dim, &q));
         ATTN_ASSIGN_OR_RETURN(SearchResult r, c->Search(std::move(q), DeadlineOf(ctx)));

@@ -122,6 +122,10 @@ class SearchServiceImpl final : public v1::SearchService::CallbackService {
                                 Dispatch dispatch = Dispatch::kWorker);
   // The catalog. REQUIRES: Admit returned OK.
   Catalog* catalog() const { return catalog_.load(); }
+  // The collection a request names in `field`: INVALID_ARGUMENT naming the
+  // field when empty, else the catalog's answer (NOT_FOUND naming it).
+  absl::StatusOr<std::shared_ptr<Collection>> FindCollection(const std::string& name,
+                                                             absl::string_view field) const;
 
   std::atomic<Catalog*> catalog_;
   WorkerPool* const pool_;

@@ -646,6 +646,24 @@ TEST_F(BadInputTableTest, EveryBadRequestGetsItsCodeAndChangesNothing) {
          v1::DropCollectionResponse resp;
          return stub_->DropCollection(Ctx().get(), r, &resp);
        }},
+      {"DropCollection: no name", SC::INVALID_ARGUMENT, "name: must name a collection",
+       [&] {
+         v1::DropCollectionRequest r;
+         v1::DropCollectionResponse resp;
+         return stub_->DropCollection(Ctx().get(), r, &resp);
+       }},
+      {"GetCollection: no name", SC::INVALID_ARGUMENT, "name: must name a collection",
+       [&] {
+         v1::GetCollectionRequest r;
+         v1::GetCollectionResponse resp;
+         return stub_->GetCollection(Ctx().get(), r, &resp);
+       }},
+      {"TrainCodec: no collection", SC::INVALID_ARGUMENT, "collection: must name a collection",
+       [&] {
+         v1::TrainCodecRequest r;
+         v1::TrainCodecResponse resp;
+         return stub_->TrainCodec(Ctx().get(), r, &resp);
+       }},
       // --- Tuning and training.
       {"TuneIndex: target_recall 0", SC::INVALID_ARGUMENT, "target_recall",
        [&] {
