@@ -174,7 +174,8 @@ absl::StatusOr<GeneratorRun> RunGenerator(const BenchFlags& f, CandidateSource s
     // search refuses them there): each collection gets the knobs it reads.
     std::string knobs;
     for (absl::string_view item : absl::StrSplit(given, ',', absl::SkipWhitespace())) {
-      const bool centroid_knob = absl::StartsWith(item, "probe") || absl::StartsWith(item, "refine");
+      const bool centroid_knob =
+          absl::StartsWith(item, "probe") || absl::StartsWith(item, "refine");
       if (centroid_knob && source != CandidateSource::kCentroids) continue;
       absl::StrAppend(&knobs, knobs.empty() ? "" : ",", item);
     }

@@ -46,10 +46,11 @@ absl::Status CheckCreationFlags(const std::string& collection, const CollectionC
   for (const std::string& flag : flags) {
     const std::string have = value(existing, flag), want = value(wanted, flag);
     if (have != want) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          flag, ": collection '", collection, "' exists with ", flag.substr(2), " '", have,
-          "', not '", want, "' (its config is fixed at creation; drop the flag or use "
-          "another collection)"));
+      return absl::InvalidArgumentError(
+          absl::StrCat(flag, ": collection '", collection, "' exists with ", flag.substr(2), " '",
+                       have, "', not '", want,
+                       "' (its config is fixed at creation; drop the flag or use "
+                       "another collection)"));
     }
   }
   return absl::OkStatus();

@@ -204,9 +204,9 @@ int main(int argc, char** argv) {
     return ai::kExitUsage;
   }
   if (max_errors_opt->count() > 0) o.max_errors = max_errors;
-  for (const char* flag : {"--dtype", "--ann_spec", "--numeric_fields", "--token_codec",
-                           "--candidates_from", "--code_bits", "--exact_tier",
-                           "--code_train_after"}) {
+  for (const char* flag :
+       {"--dtype", "--ann_spec", "--numeric_fields", "--token_codec", "--candidates_from",
+        "--code_bits", "--exact_tier", "--code_train_after"}) {
     if (app.count(flag) > 0) o.creation_flags.push_back(flag);
   }
   ai::ParseInputFormat(format, &o.format);

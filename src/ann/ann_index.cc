@@ -2,10 +2,10 @@
 
 #include <faiss/IndexHNSW.h>
 #include <faiss/IndexIDMap.h>
-#include <faiss/IndexNNDescent.h>
-#include <faiss/IndexNSG.h>
 #include <faiss/IndexIVF.h>
 #include <faiss/IndexIVFPQ.h>
+#include <faiss/IndexNNDescent.h>
+#include <faiss/IndexNSG.h>
 #include <faiss/IndexPQ.h>
 #include <faiss/impl/DistanceComputer.h>
 #include <faiss/impl/FaissException.h>
@@ -108,14 +108,14 @@ absl::StatusOr<AnnSearchParams> AnnSearchParams::Parse(absl::string_view text) {
   for (absl::string_view item : absl::StrSplit(text, ',')) {
     item = absl::StripAsciiWhitespace(item);
     if (item.empty()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("ann_params: an empty knob in '", text, "' (knobs are name=value, ",
-                       "separated by one ',')"));
+      return absl::InvalidArgumentError(absl::StrCat("ann_params: an empty knob in '", text,
+                                                     "' (knobs are name=value, ",
+                                                     "separated by one ',')"));
     }
     const size_t eq = item.find('=');
     if (eq == absl::string_view::npos) {
-      return absl::InvalidArgumentError(absl::StrCat("ann_params: '", item,
-                                                     "' is not name=value (known: ", kKnown, ")"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("ann_params: '", item, "' is not name=value (known: ", kKnown, ")"));
     }
     const absl::string_view name = item.substr(0, eq);
     int* field = name == "efSearch"   ? &p.ef_search
@@ -149,13 +149,17 @@ absl::Status AnnSearchParams::CheckApplies(absl::string_view spec, bool centroid
     return absl::InvalidArgumentError(absl::StrCat("ann_params: ", knob, " ", why));
   };
   if (ef_search > 0 && !absl::StrContains(spec, "HNSW")) {
-    return refuse("efSearch", absl::StrCat("needs an HNSW index; the collection's is '", spec, "'"));
+    return refuse("efSearch",
+                  absl::StrCat("needs an HNSW index; the collection's is '", spec, "'"));
   }
   if (nprobe > 0 && !absl::StrContains(spec, "IVF")) {
     return refuse("nprobe", absl::StrCat("needs an IVF index; the collection's is '", spec, "'"));
   }
   if (!centroids) {
-    const char* knob = probe > 0 ? "probe" : probe_ef > 0 ? "probe_ef" : refine >= 0 ? "refine" : "";
+    const char* knob = probe > 0      ? "probe"
+                       : probe_ef > 0 ? "probe_ef"
+                       : refine >= 0  ? "refine"
+                                      : "";
     if (*knob != '\0') return refuse(knob, "needs candidates_from centroids");
   }
   return absl::OkStatus();

@@ -548,8 +548,7 @@ TEST(AnnSearchParamsTest, ParseRejectsMalformedKnobs) {
   for (const auto& [text, message] : said) {
     auto p = AnnSearchParams::Parse(text);
     EXPECT_EQ(p.status().code(), absl::StatusCode::kInvalidArgument) << text;
-    EXPECT_NE(p.status().message().find(message), std::string::npos)
-        << text << ": " << p.status();
+    EXPECT_NE(p.status().message().find(message), std::string::npos) << text << ": " << p.status();
   }
   // Spaces around knobs are fine; so is text of spaces only.
   auto spaced = AnnSearchParams::Parse(" efSearch=12 , nprobe=3 ");

@@ -313,7 +313,8 @@ TEST(FilterTest, BadNumericValuesAreRejectedAndNothingIsStored) {
   TempDir dir;
   auto c = MustCreate(dir.Sub("c"), NumericConfig());
   std::mt19937 rng(105);
-  for (const std::string bad : {"abc", "", "nan", "inf", "-inf", "1e999", "12abc", "0x", "0x10", "-0X1p3"}) {
+  for (const std::string bad :
+       {"abc", "", "nan", "inf", "-inf", "1e999", "12abc", "0x", "0x10", "-0X1p3"}) {
     SCOPED_TRACE(bad);
     std::vector<Document> docs;
     for (int i = 0; i < 5; ++i) {

@@ -294,9 +294,11 @@ TEST(RebuildTest, ThresholdCrossedDuringARebuildRebuildsAfterIt) {
   rebuilder.join();
   ASSERT_TRUE(rebuild_status.ok()) << rebuild_status;
   if (!during) GTEST_SKIP() << "the rebuild ended before the deletes: nothing to check";
-  ASSERT_TRUE(WaitFor(c, [&](const CollectionStats& s) {
-    return s.rebuilds >= 2 && !s.rebuild_in_progress && s.num_tombstones == 0;
-  })) << "tombstones " << c.Stats().num_tombstones << " of " << c.Stats().ann_vectors
+  ASSERT_TRUE(WaitFor(c,
+                      [&](const CollectionStats& s) {
+                        return s.rebuilds >= 2 && !s.rebuild_in_progress && s.num_tombstones == 0;
+                      }))
+      << "tombstones " << c.Stats().num_tombstones << " of " << c.Stats().ann_vectors
       << " left after the rebuild, none scheduled";
   const CollectionStats s = c.Stats();
   EXPECT_EQ(s.num_documents, live.size());

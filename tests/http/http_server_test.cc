@@ -61,8 +61,10 @@ TEST(HttpServerTest, AnswersRegisteredPathsOnly) {
 TEST(HttpServerTest, NotFoundAnswersItsPrefixOnly) {
   CountingServer s;
   s.http.NotFound("/api/", [](const HttpRequest& req) {
-    return HttpResponse{.status = 404, .content_type = "application/json",
-                        .body = "{\"missing\":\"" + req.path + "\"}", .headers = {}};
+    return HttpResponse{.status = 404,
+                        .content_type = "application/json",
+                        .body = "{\"missing\":\"" + req.path + "\"}",
+                        .headers = {}};
   });
   absl::StatusOr<int> port = s.http.Start("127.0.0.1:0");
   ASSERT_TRUE(port.ok()) << port.status();

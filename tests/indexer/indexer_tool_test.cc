@@ -72,6 +72,18 @@ void WriteLines(const std::string& path, const std::vector<std::string>& lines) 
   for (const auto& l : lines) out << l << "\n";
 }
 
+// The server's CollectionInfo of `name`; a failed call fails the test.
+v1::CollectionInfo InfoOf(const std::string& address, const std::string& name) {
+  auto stub = testing::NewSearchStub(address);
+  grpc::ClientContext ctx;
+  v1::GetCollectionRequest req;
+  req.set_name(name);
+  v1::GetCollectionResponse info;
+  const grpc::Status s = stub->GetCollection(&ctx, req, &info);
+  EXPECT_TRUE(s.ok()) << s.error_message();
+  return info.collection();
+}
+
 std::vector<std::string> Ids(int n) {
   std::vector<std::string> ids;
   for (int i = 0; i < n; ++i) ids.push_back("doc-" + std::to_string(i));
@@ -384,15 +396,10 @@ TEST(IndexerToolTest, TargetRecallTunesTheIndexOnline) {
   ASSERT_EQ(run.exit_code(), 0) << run.stderr_text;
   const std::string printed = PrintedTuning(run.stderr_text);
   EXPECT_EQ(printed.rfind("efSearch=", 0), 0u) << run.stderr_text;
-  auto stub = testing::NewSearchStub(address);
-  grpc::ClientContext ctx;
-  v1::GetCollectionRequest req;
-  req.set_name("v");
-  v1::GetCollectionResponse info;
-  ASSERT_TRUE(stub->GetCollection(&ctx, req, &info).ok());
-  EXPECT_EQ(info.collection().num_documents(), 1500u);
-  EXPECT_EQ(info.collection().tuned_ann_params(), printed);
-  EXPECT_DOUBLE_EQ(info.collection().tuned_target_recall(), 0.95);
+  const v1::CollectionInfo info = InfoOf(address, "v");
+  EXPECT_EQ(info.num_documents(), 1500u);
+  EXPECT_EQ(info.tuned_ann_params(), printed);
+  EXPECT_DOUBLE_EQ(info.tuned_target_recall(), 0.95);
   server.Kill(SIGTERM);
   server.Wait();
 }
@@ -448,12 +455,13 @@ TEST(IndexerToolTest, CreationFlagsContradictingTheCollectionAreRefused) {
   ASSERT_FALSE(address.empty());
   for (const bool online : {false, true}) {
     SCOPED_TRACE(online ? "online" : "offline");
-    const std::vector<std::string> target = online ? std::vector<std::string>{"--server", address}
-                                                   : std::vector<std::string>{
-                                                         "--data_dir", dir.Sub("offline")};
+    const std::vector<std::string> target =
+        online ? std::vector<std::string>{"--server", address}
+               : std::vector<std::string>{"--data_dir", dir.Sub("offline")};
     auto run = [&](const std::string& input, const std::vector<std::string>& flags) {
-      std::vector<std::string> args = {dir.Sub(input), "--collection", "c", "--checkpoint",
-                                       dir.Sub(online ? "ck_on" : "ck_off"), "--restart"};
+      std::vector<std::string> args = {
+          dir.Sub(input), "--collection", "c", "--checkpoint", dir.Sub(online ? "ck_on" : "ck_off"),
+          "--restart"};
       args.insert(args.end(), target.begin(), target.end());
       args.insert(args.end(), flags.begin(), flags.end());
       return RunTool(dir, args);
@@ -473,19 +481,14 @@ TEST(IndexerToolTest, CreationFlagsContradictingTheCollectionAreRefused) {
       EXPECT_NE(r.stderr_text.find(message), std::string::npos) << r.stderr_text;
     }
     // Its own values, or none, load the rest.
-    r = run("more.jsonl", {"--dtype", "int8", "--ann_spec", "HNSW16,Flat", "--token_codec",
-                           "rows", "--candidates_from", "pooled"});
+    r = run("more.jsonl", {"--dtype", "int8", "--ann_spec", "HNSW16,Flat", "--token_codec", "rows",
+                           "--candidates_from", "pooled"});
     EXPECT_EQ(r.exit_code(), 0) << r.stderr_text;
   }
   // Nothing but the two good loads was written.
-  auto stub = testing::NewSearchStub(address);
-  grpc::ClientContext ctx;
-  v1::GetCollectionRequest req;
-  req.set_name("c");
-  v1::GetCollectionResponse info;
-  ASSERT_TRUE(stub->GetCollection(&ctx, req, &info).ok());
-  EXPECT_EQ(info.collection().num_documents(), 70u);
-  EXPECT_EQ(info.collection().config().token_dtype(), v1::TOKEN_DTYPE_INT8);
+  const v1::CollectionInfo info = InfoOf(address, "c");
+  EXPECT_EQ(info.num_documents(), 70u);
+  EXPECT_EQ(info.config().token_dtype(), v1::TOKEN_DTYPE_INT8);
   server.Kill(SIGTERM);
   server.Wait();
 }
