@@ -428,7 +428,10 @@ void LiveIndex::RebuildThread() {
     }
     // Deletes and overwrites during the rebuild found it in progress and
     // asked for none: if they crossed the threshold, go again.
-    if (s.ok()) MaybeScheduleRebuild();
+    if (s.ok()) {
+      absl::MutexLock write_lock(writer_mu_);
+      MaybeScheduleRebuild();
+    }
   }
 }
 
@@ -456,6 +459,7 @@ absl::Status LiveIndex::Rebuild() {
     absl::MutexLock run(&rebuild_run_mu_);
     ATTN_RETURN_IF_ERROR(RebuildLocked());
   }
+  absl::MutexLock write_lock(writer_mu_);
   MaybeScheduleRebuild();  // as after a background one
   return absl::OkStatus();
 }
