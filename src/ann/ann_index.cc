@@ -165,13 +165,16 @@ absl::Status AnnSearchParams::CheckApplies(absl::string_view spec, bool centroid
   return absl::OkStatus();
 }
 
+constexpr int kMaxHnswM = 256;
+
 // Refuses a spec FAISS builds but the collection cannot use: an IDMap (the
 // index numbers its vectors by position), an HNSW graph of fewer than 2
-// links a node (its searches stop at the entry point), NSG and NNDescent
+// links a node (its searches stop at the entry point) or more than 256,
+// NSG and NNDescent
 // (built once, from all vectors), and, for an index that needs no
 // training, one that cannot take vectors in two batches and find each of
-// them again. The probe is a
-// separate index of 8 vectors: microseconds.
+// them again or give a distance computer for exact scoring (e.g. Refine).
+// The probe is a separate index of 8 vectors: microseconds.
 absl::Status CheckSpecIndexes(const std::string& spec, uint32_t dim, const faiss::Index& index,
                               const faiss::IndexHNSW* hnsw) {
   if (dynamic_cast<const faiss::IndexIDMap*>(&index) != nullptr) {
@@ -186,11 +189,13 @@ absl::Status CheckSpecIndexes(const std::string& spec, uint32_t dim, const faiss
                      "adds them as they come (use HNSW)"));
   }
   // With M < 2 FAISS assigns no level at all (its level multiplier is
-  // 1 / log M), so only level 0's 2·M links are read.
+  // 1 / log M), so only level 0's 2·M links are read. Above 256 a node's
+  // links alone take kilobytes (M = 100000: ~1 MB a vector).
   if (hnsw != nullptr &&
-      (hnsw->hnsw.cum_nneighbor_per_level.size() < 2 || hnsw->hnsw.nb_neighbors(0) < 4)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("ann_spec: '", spec, "': an HNSW graph needs M >= 2 links a node"));
+      (hnsw->hnsw.cum_nneighbor_per_level.size() < 2 || hnsw->hnsw.nb_neighbors(0) < 4 ||
+       hnsw->hnsw.nb_neighbors(0) > 2 * kMaxHnswM)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "ann_spec: '", spec, "': an HNSW graph needs M in 2..", kMaxHnswM, " links a node"));
   }
   if (!index.is_trained) return absl::OkStatus();
   constexpr size_t kProbe = 8;
@@ -213,6 +218,13 @@ absl::Status CheckSpecIndexes(const std::string& spec, uint32_t dim, const faiss
     probe->add(faiss_idx_t(kProbe / 2), rows.data());
     probe->add(faiss_idx_t(kProbe / 2), rows.data() + kProbe / 2 * dim);
     probe->search(faiss_idx_t(kProbe), rows.data(), 1, distances.data(), found.data());
+    // Exact scoring of stored vectors (filters, SearchAmong) asks the
+    // index, or an HNSW graph's storage, for a distance computer.
+    const faiss::Index* scorer = probe.get();
+    if (const auto* graph = dynamic_cast<const faiss::IndexHNSW*>(scorer)) scorer = graph->storage;
+    if (dynamic_cast<const faiss::IndexIVF*>(scorer) == nullptr) {
+      std::unique_ptr<faiss::DistanceComputer> dc(scorer->get_distance_computer());
+    }
   });
   if (!s.ok()) {
     return absl::InvalidArgumentError(
