@@ -56,6 +56,18 @@ absl::Status CheckCreationFlags(const std::string& collection, const CollectionC
   return absl::OkStatus();
 }
 
+absl::Status CheckFlagsForNewCollection(const CollectionConfig& wanted,
+                                        const std::vector<std::string>& flags) {
+  if (wanted.token_codec.kind == TokenCodecKind::kResidual) return absl::OkStatus();
+  for (const std::string& flag : flags) {
+    if (flag == "--code_bits" || flag == "--exact_tier" || flag == "--code_train_after") {
+      return absl::InvalidArgumentError(
+          absl::StrCat(flag, ": applies to --token_codec residual only, not to rows"));
+    }
+  }
+  return absl::OkStatus();
+}
+
 bool ApplyRejection(Batch* batch, size_t i, const std::string& reason, const RejectFn& reject) {
   const uint64_t position = batch->positions[i];
   if (reject(position, batch->docs[i].id, reason)) {
@@ -240,6 +252,7 @@ absl::StatusOr<std::unique_ptr<Sink>> OpenEngineSink(const TargetOptions& option
   absl::StatusOr<std::shared_ptr<Collection>> c = catalog->Get(options.collection);
   bool created = false;
   if (absl::IsNotFound(c.status())) {
+    ATTN_RETURN_IF_ERROR(CheckFlagsForNewCollection(options.create_config, options.creation_flags));
     CollectionConfig config = options.create_config;
     if (config.dim == 0) config.dim = options.default_dim;
     if (config.dim == 0) {

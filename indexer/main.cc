@@ -6,6 +6,7 @@
 #include <string>
 
 #include "CLI/CLI.hpp"
+#include "absl/strings/str_split.h"
 #include "indexer/indexer.h"
 
 namespace ai = attnsearch::indexer;
@@ -123,10 +124,10 @@ int main(int argc, char** argv) {
                  "--exact_tier false it trains then and the rest of the load stores codes alone "
                  "(0: offline at the end of the load, online only on a TrainCodec call)")
       ->capture_default_str();
-  app.add_option("--numeric_fields", o.numeric_fields,
+  std::string numeric_fields;
+  app.add_option("--numeric_fields", numeric_fields,
                  "metadata keys whose values are numbers (filterable by range), comma "
-                 "separated, when creating")
-      ->delimiter(',');
+                 "separated, when creating");
   app.add_option("--batch", o.batch_documents, "documents per batch (1..10000)")
       ->capture_default_str();
   app.add_option("--batch_mb", batch_mb, "bytes per batch / gRPC message, in MiB")
@@ -204,6 +205,17 @@ int main(int argc, char** argv) {
     return ai::kExitUsage;
   }
   if (max_errors_opt->count() > 0) o.max_errors = max_errors;
+  if (!numeric_fields.empty()) {
+    o.numeric_fields = absl::StrSplit(numeric_fields, ',');
+    for (const std::string& field : o.numeric_fields) {
+      if (field.empty()) {
+        std::fprintf(stderr,
+                     "--numeric_fields: an empty name in '%s' (names are comma separated)\n",
+                     numeric_fields.c_str());
+        return ai::kExitUsage;
+      }
+    }
+  }
   for (const char* flag :
        {"--dtype", "--ann_spec", "--numeric_fields", "--token_codec", "--candidates_from",
         "--code_bits", "--exact_tier", "--code_train_after"}) {

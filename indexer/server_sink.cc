@@ -112,6 +112,8 @@ class ServerSink : public Sink {
     grpc::Status s = CallWithRetry(
         [&](grpc::ClientContext* ctx) { return stub_->GetCollection(ctx, get, &info); });
     if (s.error_code() == grpc::StatusCode::NOT_FOUND) {
+      ATTN_RETURN_IF_ERROR(
+          CheckFlagsForNewCollection(options_.create_config, options_.creation_flags));
       CollectionConfig c = options_.create_config;
       if (c.dim == 0) c.dim = options_.default_dim;
       if (c.dim == 0) {

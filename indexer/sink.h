@@ -173,6 +173,11 @@ absl::Status CheckCreationFlags(const std::string& collection, const CollectionC
                                 const CollectionConfig& wanted,
                                 const std::vector<std::string>& flags);
 
+// INVALID_ARGUMENT naming a residual codec's flag (--code_bits,
+// --exact_tier, --code_train_after) given to create a collection of rows.
+absl::Status CheckFlagsForNewCollection(const CollectionConfig& wanted,
+                                        const std::vector<std::string>& flags);
+
 // Applies a rejection of batch->docs[i]: asks `reject`; on "go on" removes
 // the document, otherwise truncates the batch to the documents before it
 // (end_position just before it). Returns whether to go on.

@@ -485,6 +485,20 @@ TEST(IndexerToolTest, CreationFlagsContradictingTheCollectionAreRefused) {
                            "--candidates_from", "pooled"});
     EXPECT_EQ(r.exit_code(), 0) << r.stderr_text;
   }
+  // A residual codec's flag creating a collection of rows, and an empty
+  // numeric field name (which once took the next flags as names), are
+  // usage errors too.
+  ToolRun bad = RunTool(dir, {dir.Sub("base.jsonl"), "--data_dir", dir.Sub("offline"),
+                              "--collection", "fresh", "--code_bits", "4"});
+  EXPECT_EQ(bad.exit_code(), 1) << bad.stderr_text;
+  EXPECT_NE(bad.stderr_text.find("--code_bits: applies to --token_codec residual only"),
+            std::string::npos)
+      << bad.stderr_text;
+  bad = RunTool(dir, {dir.Sub("base.jsonl"), "--data_dir", dir.Sub("offline"), "--collection",
+                      "fresh", "--numeric_fields", ",", "--dtype", "f32"});
+  EXPECT_EQ(bad.exit_code(), 1) << bad.stderr_text;
+  EXPECT_NE(bad.stderr_text.find("--numeric_fields: an empty name"), std::string::npos)
+      << bad.stderr_text;
   // Nothing but the two good loads was written.
   const v1::CollectionInfo info = InfoOf(address, "c");
   EXPECT_EQ(info.num_documents(), 70u);
