@@ -90,8 +90,12 @@ int WaitForStopSignal() {
 
 void WritePortFile(const std::string& path, int port) {
   if (path.empty()) return;
-  // Best effort: the port is also printed or logged.
-  attnsearch::WriteFileAtomically(path, std::to_string(port) + "\n").IgnoreError();
+  // The port is also printed or logged: a file that cannot be written is
+  // said, and the server goes on.
+  const absl::Status s = attnsearch::WriteFileAtomically(path, std::to_string(port) + "\n");
+  if (!s.ok()) {
+    attnsearch::LogWarn("cannot write the port file", {{"path", path}, {"error", s.message()}});
+  }
 }
 
 }  // namespace

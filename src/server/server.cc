@@ -92,6 +92,20 @@ absl::Status ServerOptions::Validate() const {
   }
   if (!(shutdown_grace_s >= 0)) return absl::InvalidArgumentError("shutdown_grace_s: must be >= 0");
   if (cores < 0) return absl::InvalidArgumentError("cores: must be >= 0");
+  if (!(collection.rebuild_tombstone_ratio >= 0 && collection.rebuild_tombstone_ratio <= 1)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "rebuild_tombstone_ratio: must be in [0, 1], got ", collection.rebuild_tombstone_ratio));
+  }
+  if (collection.limits.max_top_k == 0) {
+    return absl::InvalidArgumentError("max_top_k: must be at least 1");
+  }
+  if (collection.limits.max_candidates == 0) {
+    return absl::InvalidArgumentError("max_candidates: must be at least 1");
+  }
+  if (inline_reads < -1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("inline_reads: must be -1 (chosen), 0 (none) or more, got ", inline_reads));
+  }
   if (workers > kMaxWorkers) {
     return absl::InvalidArgumentError(
         absl::StrCat("workers: must be 0 (one per core) .. ", kMaxWorkers, ", got ", workers));

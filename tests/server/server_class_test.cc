@@ -3,6 +3,7 @@
 // alike; Stop closes the collections so a second Start finds every write;
 // health follows the lifecycle; unusable options are refused by name and
 // leave nothing running; a port in use is refused; metrics over HTTP.
+#include <cmath>
 #include <fstream>
 #include <functional>
 #include <random>
@@ -155,6 +156,10 @@ TEST(ServerClassTest, UnusableOptionsAreRefusedByName) {
       {[](ServerOptions* o) { o->max_message_mb = 0; }, "max_message_mb"},
       {[](ServerOptions* o) { o->drain_s = -1; }, "drain_s"},
       {[](ServerOptions* o) { o->workers = 5000; }, "workers"},
+      {[](ServerOptions* o) { o->collection.rebuild_tombstone_ratio = NAN; },
+       "rebuild_tombstone_ratio"},
+      {[](ServerOptions* o) { o->collection.limits.max_top_k = 0; }, "max_top_k"},
+      {[](ServerOptions* o) { o->inline_reads = -7; }, "inline_reads"},
   };
   for (const Case& c : cases) {
     ServerOptions o = Options(dir.Sub("data"));

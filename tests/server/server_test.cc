@@ -1890,6 +1890,9 @@ TEST(ServerProcessTest, UnusableFlagsExitWithStatus2) {
       {{"--data_dir", data, "--workers", "100000"}, "--workers"},
       {{"--data_dir", data, "--max_top_k", "-1"}, "--max_top_k"},
       {{"--data_dir", data, "--rebuild_tombstone_ratio", "2"}, "--rebuild_tombstone_ratio"},
+      {{"--data_dir", data, "--rebuild_tombstone_ratio", "nan"}, "rebuild_tombstone_ratio"},
+      {{"--data_dir", data, "--max_top_k", "0"}, "max_top_k"},
+      {{"--data_dir", data, "--inline_reads", "-7"}, "inline_reads"},
   };
   for (const auto& [flags, named] : cases) {
     std::vector<std::string> args = {ATTN_SERVER_BINARY};
