@@ -488,9 +488,9 @@ TEST(AnnIndexBasicsTest, CreateWithBogusSpecIsInvalidArgument) {
 // Specs FAISS builds but a collection cannot use are refused by name, and
 // the usual ones pass the probe, also in one dimension (ties).
 TEST(AnnIndexBasicsTest, CreateRefusesSpecsThatCannotServe) {
-  for (const char* spec : {"IDMap,Flat", "IDMap2,Flat", "HNSW0,Flat", "HNSW1,Flat", "HNSW257,Flat",
-                           "HNSW100000,Flat", "NSG32,Flat", "IDMap,HNSW32,Flat",
-                           "Flat,Refine(Flat)"}) {
+  for (const char* spec :
+       {"IDMap,Flat", "IDMap2,Flat", "HNSW0,Flat", "HNSW1,Flat", "HNSW257,Flat", "HNSW100000,Flat",
+        "NSG32,Flat", "IDMap,HNSW32,Flat", "Flat,Refine(Flat)"}) {
     auto index = AnnIndex::Create(spec, 16, AnnOptions());
     EXPECT_EQ(index.status().code(), absl::StatusCode::kInvalidArgument)
         << spec << ": " << index.status();
