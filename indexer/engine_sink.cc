@@ -24,13 +24,10 @@ std::optional<size_t> RejectedDocument(const std::string& message, std::string* 
 absl::Status CheckCreationFlags(const std::string& collection, const CollectionConfig& existing,
                                 const CollectionConfig& wanted,
                                 const std::vector<std::string>& flags) {
-  auto dtype = [](TokenDtype t) -> std::string {
-    return t == TokenDtype::kF32 ? "f32" : t == TokenDtype::kInt8 ? "int8" : "bf16";
-  };
   const bool residual = existing.token_codec.kind == TokenCodecKind::kResidual;
   // A flag's value on either side, as the command line writes it.
   auto value = [&](const CollectionConfig& c, const std::string& flag) -> std::string {
-    if (flag == "--dtype") return dtype(c.token_dtype);
+    if (flag == "--dtype") return std::string(TokenDtypeName(c.token_dtype));
     if (flag == "--ann_spec") return c.ann_spec;
     if (flag == "--numeric_fields") return absl::StrJoin(c.numeric_fields, ",");
     if (flag == "--token_codec") return std::string(TokenCodecName(c.token_codec.kind));
