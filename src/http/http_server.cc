@@ -69,7 +69,18 @@ HttpServer::HttpServer(HttpServerOptions options) : server_(MakeServer(options))
       return httplib::Server::HandlerResponse::Unhandled;
     }
     const std::string method = req.method == "HEAD" ? "GET" : req.method;
-    if (it->second == method) return httplib::Server::HandlerResponse::Unhandled;
+    if (it->second == method) {
+      // A POST that says neither its length nor that it is chunked: cpp-httplib
+      // would read its body until the client closes, or the read timeout.
+      if (method == "POST" && !req.has_header("Content-Length") &&
+          !req.has_header("Transfer-Encoding")) {
+        res.status = 411;
+        res.set_content("a POST needs a Content-Length header (0 for an empty body)\n",
+                        "text/plain");
+        return httplib::Server::HandlerResponse::Handled;
+      }
+      return httplib::Server::HandlerResponse::Unhandled;
+    }
     res.status = 405;
     res.set_header("Allow", it->second == "GET" ? "GET, HEAD" : it->second);
     res.set_content("method not allowed\n", "text/plain");

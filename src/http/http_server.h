@@ -10,7 +10,8 @@
 //
 // GET (and HEAD) or POST of a path registered for it calls its handler;
 // another method on it gets 405, any other path 404, a malformed request
-// 400, a body over max_body_bytes 413. Every
+// 400, a body over max_body_bytes 413, a POST with neither a Content-Length
+// nor chunked transfer encoding 411 (at once). Every
 // connection answers one request and closes. Requests are read with a
 // timeout and a size bound, so a slow or hostile client holds a thread for
 // at most the timeout; a small pool of threads answers concurrently.

@@ -100,6 +100,30 @@ TEST(HttpServerTest, BadOrTakenAddresses) {
   EXPECT_TRUE(absl::IsUnavailable(again.status())) << again.status();
 }
 
+TEST(HttpServerTest, APostMustSayItsLength) {
+  HttpServer http;
+  std::atomic<int> calls{0};
+  http.Post("/echo", [&](const HttpRequest& req) {
+    ++calls;
+    return HttpResponse{.body = "[" + req.body + "]", .headers = {}};
+  });
+  absl::StatusOr<int> port = http.Start("127.0.0.1:0");
+  ASSERT_TRUE(port.ok()) << port.status();
+  // Neither a length nor chunks: refused at once, not read until the timeout.
+  const std::string bare = HttpExchange(*port, "POST /echo HTTP/1.1\r\nHost: a\r\n\r\n");
+  EXPECT_EQ(bare.rfind("HTTP/1.1 411", 0), 0u) << bare;
+  EXPECT_NE(bare.find("Content-Length header"), std::string::npos) << bare;
+  const std::string empty =
+      HttpExchange(*port, "POST /echo HTTP/1.1\r\nContent-Length: 0\r\n\r\n");
+  EXPECT_EQ(empty.rfind("HTTP/1.1 200", 0), 0u) << empty;
+  EXPECT_NE(empty.find("\r\n\r\n[]"), std::string::npos) << empty;
+  const std::string chunked = HttpExchange(
+      *port, "POST /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\n");
+  EXPECT_EQ(chunked.rfind("HTTP/1.1 200", 0), 0u) << chunked;
+  EXPECT_NE(chunked.find("\r\n\r\n[hi]"), std::string::npos) << chunked;
+  EXPECT_EQ(calls.load(), 2);
+}
+
 TEST(HttpServerTest, ASilentClientDoesNotHoldUpOthers) {
   CountingServer s;
   absl::StatusOr<int> port = s.http.Start("127.0.0.1:0");
