@@ -113,8 +113,7 @@ TEST(HttpServerTest, APostMustSayItsLength) {
   const std::string bare = HttpExchange(*port, "POST /echo HTTP/1.1\r\nHost: a\r\n\r\n");
   EXPECT_EQ(bare.rfind("HTTP/1.1 411", 0), 0u) << bare;
   EXPECT_NE(bare.find("Content-Length header"), std::string::npos) << bare;
-  const std::string empty =
-      HttpExchange(*port, "POST /echo HTTP/1.1\r\nContent-Length: 0\r\n\r\n");
+  const std::string empty = HttpExchange(*port, "POST /echo HTTP/1.1\r\nContent-Length: 0\r\n\r\n");
   EXPECT_EQ(empty.rfind("HTTP/1.1 200", 0), 0u) << empty;
   EXPECT_NE(empty.find("\r\n\r\n[]"), std::string::npos) << empty;
   const std::string chunked = HttpExchange(
