@@ -177,6 +177,15 @@ absl::StatusOr<std::shared_ptr<Collection>> Catalog::Create(const std::string& n
   if (collections_.count(name)) {
     return absl::AlreadyExistsError(absl::StrCat("collection '", name, "' already exists"));
   }
+  if (auto it = dropped_.find(name); it != dropped_.end()) {
+    if (!it->second.expired()) {
+      return absl::UnavailableError(
+          absl::StrCat("collection '", name,
+                       "' was dropped and a call still holds it open (e.g. a TrainEncoder); "
+                       "create it again once that call has ended"));
+    }
+    dropped_.erase(it);
+  }
   const std::string temp =
       absl::StrCat(CollectionsDir(), "/", kTempPrefix, name, "-", ++temp_counter_);
   const std::string final_path = absl::StrCat(CollectionsDir(), "/", name);
@@ -191,13 +200,25 @@ absl::StatusOr<std::shared_ptr<Collection>> Catalog::Create(const std::string& n
   }  // closed here, so its files can move
   fs::rename(temp, final_path, ec);
   if (ec) {
+    const std::string reason = ec.message();
     fs::remove_all(temp, ec);
-    return absl::InternalError(absl::StrCat("renaming into ", final_path, ": ", ec.message()));
+    return absl::InternalError(absl::StrCat("renaming into ", final_path, ": ", reason));
   }
   SyncDir(CollectionsDir());
-  ATTN_ASSIGN_OR_RETURN(std::unique_ptr<Collection> opened,
-                        Collection::Open(final_path, options_.collection));
-  Slot slot = Share(std::move(opened));
+  absl::StatusOr<std::unique_ptr<Collection>> opened =
+      Collection::Open(final_path, options_.collection);
+  if (!opened.ok()) {
+    // Not created after all: nothing of it may reappear at the next start.
+    const std::string trash =
+        absl::StrCat(CollectionsDir(), "/", kTrashPrefix, name, "-", ++temp_counter_);
+    fs::rename(final_path, trash, ec);
+    if (!ec) {
+      SyncDir(CollectionsDir());
+      fs::remove_all(trash, ec);
+    }
+    return opened.status();
+  }
+  Slot slot = Share(std::move(opened).value());
   std::shared_ptr<Collection> c = slot.collection;
   collections_.emplace(name, std::move(slot));
   return c;
@@ -239,6 +260,7 @@ absl::Status Catalog::Drop(const std::string& name) {
   collections_.erase(it);
   slot.collection->DiscardOnClose();
   *slot.remove_on_close = trash;
+  dropped_[name] = slot.collection;
   return absl::OkStatus();
 }
 

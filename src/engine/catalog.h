@@ -79,7 +79,9 @@ class Catalog {
   // the collection, if one cannot be opened.
   static absl::StatusOr<std::unique_ptr<Catalog>> Open(const CatalogOptions& options);
 
-  // INVALID_ARGUMENT for a bad name or config, ALREADY_EXISTS if taken.
+  // INVALID_ARGUMENT for a bad name or config, ALREADY_EXISTS if taken,
+  // UNAVAILABLE while a dropped collection of that name is still held open by
+  // a call (e.g. a TrainEncoder) that has not finished.
   absl::StatusOr<std::shared_ptr<Collection>> Create(const std::string& name,
                                                      const CollectionConfig& config);
   // NOT_FOUND for an unknown name.
@@ -140,6 +142,9 @@ class Catalog {
   const CatalogOptions options_;
   mutable absl::Mutex mu_;
   std::map<std::string, Slot> collections_ ABSL_GUARDED_BY(mu_);
+  // Dropped collections, until the last call holding one lets go: its open
+  // store still has files under the name's old path.
+  std::map<std::string, std::weak_ptr<Collection>> dropped_ ABSL_GUARDED_BY(mu_);
   uint64_t temp_counter_ ABSL_GUARDED_BY(mu_) = 0;
 };
 

@@ -1139,6 +1139,7 @@ absl::StatusOr<EncoderTrainingResult> Collection::TrainAndReencode(text::Encoder
   EncoderTrainingResult result;
   auto source = [&](const std::function<absl::Status(std::string_view)>& sink) {
     return store_->ScanDocRecords(0, [&](Label l, const Document& d) {
+      ATTN_RETURN_IF_ERROR(CheckNotDropped());
       if (index_.IsTombstoned(l)) return absl::OkStatus();
       if (d.text.empty()) return absl::OkStatus();
       return sink(d.text);
@@ -1146,6 +1147,7 @@ absl::StatusOr<EncoderTrainingResult> Collection::TrainAndReencode(text::Encoder
   };
   ATTN_ASSIGN_OR_RETURN(std::unique_ptr<text::Encoder> enc,
                         text::Encoder::Train(source, options, &result.training));
+  ATTN_RETURN_IF_ERROR(CheckNotDropped());
   uint64_t version = 0;
   encoder(&version);
   result.version = version + 1;
@@ -1183,6 +1185,7 @@ absl::StatusOr<uint64_t> Collection::Reencode(Label below) {
     return absl::OkStatus();
   };
   ATTN_RETURN_IF_ERROR(store_->ScanDocRecords(0, [&](Label l, const Document& d) {
+    ATTN_RETURN_IF_ERROR(CheckNotDropped());
     if (l >= below) return absl::OkStatus();
     if (d.encoded_by == kClientVectors || d.encoded_by == version) return absl::OkStatus();
     if (index_.IsTombstoned(l)) return absl::OkStatus();

@@ -364,6 +364,12 @@ class Collection {
     stopping_ = true;
     index_.Stop();
   }
+  // ABORTED once DiscardOnClose was called: a long call (TrainEncoder's
+  // re-encoding) stops there.
+  absl::Status CheckNotDropped() const {
+    if (!discard_on_close_) return absl::OkStatus();
+    return absl::AbortedError("the collection was dropped");
+  }
 
  private:
   Collection(std::string path, std::unique_ptr<DocStore> store, std::unique_ptr<Reranker> reranker,

@@ -66,5 +66,42 @@ TEST(CatalogTest, CreateGetListDropAndReopen) {
   }
 }
 
+// A call may still hold a dropped collection (a TrainEncoder, a search); its
+// store has files under the name's old path until it lets go. Creating the
+// name again meanwhile is refused; afterwards it makes a new, empty one.
+TEST(CatalogTest, ANameDroppedWhileHeldIsCreatedAgainOnceReleased) {
+  TempDir dir;
+  CatalogOptions options;
+  options.data_dir = dir.Sub("data");
+  {
+    auto catalog = Catalog::Open(options);
+    ASSERT_TRUE(catalog.ok()) << catalog.status();
+    auto& cat = **catalog;
+    auto held = cat.Create("dd", Config(16));
+    ASSERT_TRUE(held.ok()) << held.status();
+    Document text;
+    text.id = "t";
+    text.text = "wing flutter at supersonic speed";
+    ASSERT_TRUE((*held)->Upsert({text}).ok());
+    ASSERT_TRUE(cat.Drop("dd").ok());
+    const absl::Status again = cat.Create("dd", Config(4)).status();
+    EXPECT_EQ(again.code(), absl::StatusCode::kUnavailable) << again;
+    EXPECT_NE(again.message().find("still holds it open"), std::string::npos) << again;
+    EXPECT_FALSE(std::filesystem::exists(options.data_dir + "/collections/dd"));
+    // The holder's long call stops at the drop.
+    EXPECT_EQ((*held)->TrainEncoder({}).status().code(), absl::StatusCode::kAborted);
+    held->reset();
+    auto created = cat.Create("dd", Config(4));
+    ASSERT_TRUE(created.ok()) << created.status();
+    EXPECT_EQ((*created)->Stats().num_documents, 0u);
+  }
+  auto catalog = Catalog::Open(options);
+  ASSERT_TRUE(catalog.ok()) << catalog.status();
+  auto dd = (*catalog)->Get("dd");
+  ASSERT_TRUE(dd.ok()) << dd.status();
+  EXPECT_EQ((*dd)->config().dim, 4u);
+  EXPECT_EQ((*dd)->Stats().num_documents, 0u);
+}
+
 }  // namespace
 }  // namespace attnsearch
