@@ -16,9 +16,10 @@ namespace {
 // [-1/2, 1/2]), then scaled by 2^k with vscalefps, which gives 0 below the
 // smallest float. Six FMAs and three more instructions for 16 values.
 constexpr float kLog2e = 1.44269504088896341f;
-__attribute__((target("avx512f"))) inline __m512 Pow2(__m512 y) {
+__attribute__((target("avx512f,avx512dq"))) inline __m512 Pow2(__m512 y) {
+  // y − k by VREDUCEPS: 0 (not NaN) for y = −inf, whose 2^k is then 0.
   const __m512 k = _mm512_roundscale_ps(y, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  const __m512 f = _mm512_sub_ps(y, k);
+  const __m512 f = _mm512_reduce_ps(y, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
   __m512 p = _mm512_set1_ps(1.327647129073739e-3f);
   p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(9.675540961325169e-3f));
   p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(5.550713092088699e-2f));
@@ -30,9 +31,10 @@ __attribute__((target("avx512f"))) inline __m512 Pow2(__m512 y) {
 
 // Row j's 16 values at p (masked to `lanes`), times its row scale and the
 // column scales, if any.
-__attribute__((target("avx512f"))) inline __m512 LoadRow(const float* p, __mmask16 lanes,
-                                                         const float* row_scale, uint32_t j,
-                                                         const __m512* col_scale) {
+__attribute__((target("avx512f,avx512dq"))) inline __m512 LoadRow(const float* p, __mmask16 lanes,
+                                                                  const float* row_scale,
+                                                                  uint32_t j,
+                                                                  const __m512* col_scale) {
   __m512 x = _mm512_maskz_loadu_ps(lanes, p);
   if (row_scale) x = _mm512_mul_ps(x, _mm512_set1_ps(row_scale[j]));
   return col_scale ? _mm512_mul_ps(x, *col_scale) : x;
@@ -44,12 +46,10 @@ __attribute__((target("avx512f"))) inline __m512 LoadRow(const float* p, __mmask
 // (ATTENTION only) also each row j's 16 exponentials at exps[16·j], which
 // times the weight at the argmax (1/z) are the attention weights.
 template <bool kExplain>
-__attribute__((target("avx512f"))) float Block16(const float* st, uint32_t m, uint32_t n,
-                                                 uint32_t i0, const float* w, RerankMode mode,
-                                                 float inv_tau, const float* row_scale,
-                                                 const float* col_scale, uint32_t* argmax,
-                                                 float* weight, float* contribution,
-                                                 float* exps = nullptr) {
+__attribute__((target("avx512f,avx512dq"))) float Block16(
+    const float* st, uint32_t m, uint32_t n, uint32_t i0, const float* w, RerankMode mode,
+    float inv_tau, const float* row_scale, const float* col_scale, uint32_t* argmax, float* weight,
+    float* contribution, float* exps = nullptr) {
   const __mmask16 lanes = m - i0 >= 16 ? __mmask16(0xffff) : __mmask16((1u << (m - i0)) - 1u);
   const float* base = st + i0;
   const __m512 cs = col_scale ? _mm512_maskz_loadu_ps(lanes, col_scale + i0) : _mm512_set1_ps(1.f);
@@ -97,11 +97,12 @@ __attribute__((target("avx512f"))) float Block16(const float* st, uint32_t m, ui
 // With given_max (the tokens' maxima, scales applied and none given) the
 // max pass is skipped.
 template <int V>
-__attribute__((target("avx512f"))) float ReduceLanes(const float* st, uint32_t m, uint32_t n,
-                                                     uint32_t i0, const float* w, RerankMode mode,
-                                                     float inv_tau, const float* row_scale,
-                                                     const float* col_scale,
-                                                     const float* given_max = nullptr) {
+__attribute__((target("avx512f,avx512dq"))) float ReduceLanes(const float* st, uint32_t m,
+                                                              uint32_t n, uint32_t i0,
+                                                              const float* w, RerankMode mode,
+                                                              float inv_tau, const float* row_scale,
+                                                              const float* col_scale,
+                                                              const float* given_max = nullptr) {
   __mmask16 lanes[V];
   for (int v = 0; v < V; ++v) {
     const int left = int(m) - int(i0) - 16 * v;
@@ -143,19 +144,21 @@ __attribute__((target("avx512f"))) float ReduceLanes(const float* st, uint32_t m
     }
     return score;
   }
-  // (x - max) · inv_tau · log2 e as one fused x · c - max · c.
+  // (x - max) · inv_tau · log2 e, the difference first: as one fused
+  // x · c - max · c, the rounding of max · c alone made y up to half its ulp
+  // above 0 at the max, 2^y infinite at a tiny temperature (and the score NaN).
   const __m512 vtau = _mm512_set1_ps(inv_tau * kLog2e);
   __m512 vmax[V], z0[V], z1[V], num0[V], num1[V];
   for (int v = 0; v < V; ++v) {
-    vmax[v] = _mm512_mul_ps(_mm512_max_ps(a[v], b[v]), vtau);
+    vmax[v] = _mm512_max_ps(a[v], b[v]);
     z0[v] = z1[v] = num0[v] = num1[v] = _mm512_setzero_ps();
   }
   j = 0;
   for (; j + 1 < n; j += 2) {
     for (int v = 0; v < V; ++v) {
       const __m512 x0 = row(j, v), x1 = row(j + 1, v);
-      const __m512 e0 = Pow2(_mm512_fmsub_ps(x0, vtau, vmax[v]));
-      const __m512 e1 = Pow2(_mm512_fmsub_ps(x1, vtau, vmax[v]));
+      const __m512 e0 = Pow2(_mm512_mul_ps(_mm512_sub_ps(x0, vmax[v]), vtau));
+      const __m512 e1 = Pow2(_mm512_mul_ps(_mm512_sub_ps(x1, vmax[v]), vtau));
       z0[v] = _mm512_add_ps(z0[v], e0);
       z1[v] = _mm512_add_ps(z1[v], e1);
       num0[v] = _mm512_fmadd_ps(e0, x0, num0[v]);
@@ -165,7 +168,7 @@ __attribute__((target("avx512f"))) float ReduceLanes(const float* st, uint32_t m
   if (j < n) {
     for (int v = 0; v < V; ++v) {
       const __m512 x0 = row(j, v);
-      const __m512 e0 = Pow2(_mm512_fmsub_ps(x0, vtau, vmax[v]));
+      const __m512 e0 = Pow2(_mm512_mul_ps(_mm512_sub_ps(x0, vmax[v]), vtau));
       z0[v] = _mm512_add_ps(z0[v], e0);
       num0[v] = _mm512_fmadd_ps(e0, x0, num0[v]);
     }
@@ -180,11 +183,9 @@ __attribute__((target("avx512f"))) float ReduceLanes(const float* st, uint32_t m
   return score;
 }
 
-__attribute__((target("avx512f"))) float ReduceAvx512(const float* st, uint32_t m, uint32_t n,
-                                                      const float* w, RerankMode mode,
-                                                      float inv_tau, const float* row_scale,
-                                                      const float* col_scale,
-                                                      const float* given_max = nullptr) {
+__attribute__((target("avx512f,avx512dq"))) float ReduceAvx512(
+    const float* st, uint32_t m, uint32_t n, const float* w, RerankMode mode, float inv_tau,
+    const float* row_scale, const float* col_scale, const float* given_max = nullptr) {
   float score = 0.f;
   uint32_t i0 = 0;
   // 32 query tokens per pass (two vectors a row), then one vector.
@@ -199,7 +200,7 @@ __attribute__((target("avx512f"))) float ReduceAvx512(const float* st, uint32_t 
 // (ExplainSegment's own pass, so the evidence is its to the bit) keeping its
 // exponentials in `scratch` (n x 16), then each query token's row gathered
 // out of it and scaled by 1/z (ATTENTION), or one-hot at the argmax (MAXSIM).
-__attribute__((target("avx512f"))) void AttentionExplainAvx512(
+__attribute__((target("avx512f,avx512dq"))) void AttentionExplainAvx512(
     const float* st, uint32_t m, uint32_t n, const float* w, RerankMode mode, float inv_tau,
     const float* row_scale, const float* col_scale, float* scratch, float* out, uint32_t* argmax,
     float* weight, float* contribution) {
@@ -297,13 +298,13 @@ __attribute__((target("avx2,fma"))) float ReduceLanesAvx2(const float* st, uint3
   const __m256 vtau = _mm256_set1_ps(inv_tau * kLog2e);
   __m256 vmax[V], z[V], num[V];
   for (int v = 0; v < V; ++v) {
-    vmax[v] = _mm256_mul_ps(_mm256_max_ps(a[v], b[v]), vtau);
+    vmax[v] = _mm256_max_ps(a[v], b[v]);  // the difference first, as above
     z[v] = num[v] = _mm256_setzero_ps();
   }
   for (j = 0; j < n; ++j) {
     for (int v = 0; v < V; ++v) {
       const __m256 x = row(j, v);
-      const __m256 e = Pow2Avx2(_mm256_fmsub_ps(x, vtau, vmax[v]));
+      const __m256 e = Pow2Avx2(_mm256_mul_ps(_mm256_sub_ps(x, vmax[v]), vtau));
       z[v] = _mm256_add_ps(z[v], e);
       num[v] = _mm256_fmadd_ps(e, x, num[v]);
     }
@@ -315,7 +316,7 @@ __attribute__((target("avx2,fma"))) float ReduceLanesAvx2(const float* st, uint3
   return score;
 }
 
-const bool kHasAvx512 = __builtin_cpu_supports("avx512f");
+const bool kHasAvx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq");
 const bool kHasAvx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
 
 }  // namespace

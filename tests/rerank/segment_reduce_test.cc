@@ -8,6 +8,8 @@
 #include <random>
 #include <vector>
 
+#include "absl/strings/str_format.h"
+
 namespace attnsearch {
 namespace {
 
@@ -97,6 +99,54 @@ TEST(SegmentReduceTest, ExtremeValuesStayFinite) {
   EXPECT_FLOAT_EQ(r, 1.f);
   if (ReduceSegmentHasAvx2()) {
     EXPECT_FLOAT_EQ(ReduceSegmentAvx2(s.data(), 1, 4, w.data(), RerankMode::kAttention, 1e4f), 1.f);
+  }
+}
+
+// MAXSIM is the limit of a vanishing temperature: at the smallest ones the
+// search accepts (down to 1e-30), ATTENTION gives MAXSIM's score on every
+// path, and never NaN or infinity (a fused x·c − max·c once made 2^y
+// overflow at the max itself), even where (x − max)·c is below −FLT_MAX.
+TEST(SegmentReduceTest, TinyTemperaturesGiveMaxSim) {
+  std::mt19937 rng(29);
+  for (float range : {1.f, 1e9f}) {
+    std::uniform_real_distribution<float> u(-range, range);
+    for (uint32_t n : {1u, 2u, 17u, 180u}) {
+      for (uint32_t m : {1u, 17u, 32u, 40u}) {
+        std::vector<float> st(size_t(m) * n), w(m), scale(n, 1.f), col(m, 1.f);
+        for (float& x : st) x = u(rng);
+        for (float& x : w) x = u(rng) / range;
+        const float maxsim =
+            ReduceSegment(st.data(), m, n, w.data(), RerankMode::kMaxSim, 1.f, scale.data());
+        for (float tau : {1e-10f, 1e-20f, 1e-30f}) {
+          const std::string at = absl::StrFormat("range=%g n=%u m=%u tau=%g", range, n, m, tau);
+          const float inv = 1.f / tau;
+          const float tol = 1e-6f * std::abs(maxsim) + 1e-6f * range;
+          EXPECT_NEAR(ReduceSegment(st.data(), m, n, w.data(), RerankMode::kAttention, inv), maxsim,
+                      tol)
+              << at;
+          EXPECT_NEAR(ReduceSegment(st.data(), m, n, w.data(), RerankMode::kAttention, inv,
+                                    scale.data(), col.data()),
+                      maxsim, tol)
+              << at;
+          EXPECT_NEAR(ReduceSegmentPortable(st.data(), m, n, w.data(), RerankMode::kAttention, inv),
+                      maxsim, tol)
+              << at;
+          if (ReduceSegmentHasAvx2()) {
+            EXPECT_NEAR(ReduceSegmentAvx2(st.data(), m, n, w.data(), RerankMode::kAttention, inv),
+                        maxsim, tol)
+                << at;
+          }
+          std::vector<uint32_t> argmax(m);
+          std::vector<float> weight(m), contribution(m);
+          ExplainSegment(st.data(), m, n, w.data(), RerankMode::kAttention, inv, scale.data(),
+                         col.data(), argmax.data(), weight.data(), contribution.data());
+          double sum = 0.0;
+          for (float c : contribution) sum += c;
+          EXPECT_NEAR(sum, maxsim, tol) << at;
+          for (float x : weight) EXPECT_FLOAT_EQ(x, 1.f) << at;
+        }
+      }
+    }
   }
 }
 
