@@ -329,10 +329,15 @@ absl::Status Collection::PrepareDocument(size_t i, const text::Encoder* encoder,
   doc->token_texts = std::move(e.token_texts);
   doc->token_spans = std::move(e.token_spans);
   doc->encoded_by = static_cast<uint32_t>(encoder_version);
-  if (doc->num_tokens > options_.limits.max_document_tokens) {
-    return absl::InvalidArgumentError(absl::StrCat(field, ".text: ", doc->num_tokens,
+  if (e.distinct_keys > options_.limits.max_document_tokens) {
+    return absl::InvalidArgumentError(absl::StrCat(field, ".text: ", e.distinct_keys,
                                                    " distinct words exceed the limit of ",
                                                    options_.limits.max_document_tokens));
+  }
+  if (e.distinct_keys > doc->num_tokens) {  // never cut without a word
+    return absl::InvalidArgumentError(
+        absl::StrCat(field, ".text: ", e.distinct_keys,
+                     " distinct words exceed the built-in encoder's limit of ", doc->num_tokens));
   }
   return absl::OkStatus();
 }

@@ -4,6 +4,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <numeric>
 
 #include "absl/container/flat_hash_set.h"
@@ -706,7 +707,8 @@ std::vector<float> Encoder::WordVector(std::string_view word, float* idf) const 
 
 absl::StatusOr<std::vector<Encoder::Grouped>> Encoder::Group(std::string_view text,
                                                              std::string_view field,
-                                                             uint32_t* length) const {
+                                                             uint32_t* length,
+                                                             uint32_t* distinct) const {
   auto tokens = tokenizer_.Tokenize(text);
   if (!tokens.ok()) {
     return absl::InvalidArgumentError(
@@ -717,27 +719,33 @@ absl::StatusOr<std::vector<Encoder::Grouped>> Encoder::Group(std::string_view te
   }
   std::vector<Grouped> groups;
   absl::flat_hash_map<std::string, uint32_t> index;
+  constexpr uint32_t kCut = std::numeric_limits<uint32_t>::max();  // counted, no row
   for (const Token& t : *tokens) {
     std::string key = stemmer_.Stem(t.text);
     auto it = index.find(key);
     if (it == index.end()) {
-      if (groups.size() >= options_.max_document_tokens) continue;
+      if (groups.size() >= options_.max_document_tokens) {
+        index.emplace(std::move(key), kCut);
+        continue;
+      }
       it = index.emplace(key, static_cast<uint32_t>(groups.size())).first;
       groups.push_back({std::move(key), 0, t.begin, t.end});
     }
-    ++groups[it->second].count;
+    if (it->second != kCut) ++groups[it->second].count;
   }
   *length = static_cast<uint32_t>(tokens->size());
+  *distinct = static_cast<uint32_t>(index.size());
   return groups;
 }
 
 absl::StatusOr<Encoding> Encoder::EncodeDocument(std::string_view text,
                                                  std::string_view field) const {
-  uint32_t length = 0;
-  ATTN_ASSIGN_OR_RETURN(std::vector<Grouped> groups, Group(text, field, &length));
+  uint32_t length = 0, distinct = 0;
+  ATTN_ASSIGN_OR_RETURN(std::vector<Grouped> groups, Group(text, field, &length, &distinct));
   const uint32_t d = dim(), kw = d - 1;
   Encoding e;
   e.num_tokens = static_cast<uint32_t>(groups.size());
+  e.distinct_keys = distinct;
   e.tokens.assign(size_t{e.num_tokens} * d, 0.f);
   e.pooled.assign(d, 0.f);
   const double norm_length =
@@ -761,11 +769,12 @@ absl::StatusOr<Encoding> Encoder::EncodeDocument(std::string_view text,
 }
 
 absl::StatusOr<Encoding> Encoder::EncodeQuery(std::string_view text, std::string_view field) const {
-  uint32_t length = 0;
-  ATTN_ASSIGN_OR_RETURN(std::vector<Grouped> groups, Group(text, field, &length));
+  uint32_t length = 0, distinct = 0;
+  ATTN_ASSIGN_OR_RETURN(std::vector<Grouped> groups, Group(text, field, &length, &distinct));
   const uint32_t d = dim();
   Encoding e;
   e.num_tokens = static_cast<uint32_t>(groups.size());
+  e.distinct_keys = distinct;
   e.tokens.assign(size_t{e.num_tokens} * d, 0.f);
   e.pooled.assign(d, 0.f);
   for (uint32_t r = 0; r < e.num_tokens; ++r) {
@@ -887,6 +896,9 @@ absl::StatusOr<std::unique_ptr<Encoder>> Encoder::Deserialize(std::string_view b
             r.Get(&o.context_smoothing) && r.Get(&o.k1) && r.Get(&o.b) && r.Get(&o.temperature) &&
             r.Get(&o.expansion_weight) && r.Get(&o.expansion_min_cosine) && r.Get(&o.seed) &&
             r.GetString(&o.stem_language);
+  // 4096 was the default before it became 65536 (a collection's own limit,
+  // 16384 by default, then decides).
+  if (o.max_document_tokens == 4096) o.max_document_tokens = EncoderOptions().max_document_tokens;
   o.wordnet_weight = 0.f;  // formats 3 and 4 were trained without
   if (ok && version >= 5) ok = r.Get(&o.wordnet_weight);
   if (!ok) return corrupt("truncated options");

@@ -97,8 +97,11 @@ struct EncoderOptions {
   float expansion_min_cosine = 0.7f;
   uint32_t expansion_neighbours = 3;
   uint32_t expansion_vocabulary = 20000;
-  // Distinct keys kept per document (the first ones). Default: 4096.
-  uint32_t max_document_tokens = 4096;
+  // Distinct keys kept per text (the first ones; Encoding::distinct_keys
+  // says how many it had). A collection refuses a document with more than
+  // it keeps or than its own limit allows. Default: 65536 (4096 before;
+  // models saved with that default read as this one).
+  uint32_t max_document_tokens = 65536;
   // Meaning beyond the corpus: the semantic vectors are retrofitted to
   // WordNet's relations (text/wordnet.h) among the vocabulary's keys. Each
   // related key's vector moves towards its relatives':
@@ -145,6 +148,9 @@ struct Encoding {
   // Per row: the surface form of its key's first occurrence and its span.
   std::vector<std::string> token_texts;
   std::vector<std::pair<uint32_t, uint32_t>> token_spans;
+  // The text's distinct keys, with a row or not: more than num_tokens when
+  // max_document_tokens cut the rest.
+  uint32_t distinct_keys = 0;
 };
 
 // What Train reports.
@@ -221,8 +227,10 @@ class Encoder {
   std::vector<uint32_t> ExpansionVocabulary() const;
   // w for a stemmed key; idf of the key.
   void KeyVector(const std::string& key, float* out, float* idf) const;
+  // The text's first max_document_tokens distinct keys; `length` its
+  // words, `distinct` its distinct keys.
   absl::StatusOr<std::vector<Grouped>> Group(std::string_view text, std::string_view field,
-                                             uint32_t* length) const;
+                                             uint32_t* length, uint32_t* distinct) const;
 
   EncoderOptions options_;
   Stemmer stemmer_;

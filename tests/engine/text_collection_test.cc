@@ -807,6 +807,40 @@ TEST(TextCollectionTest, BadDocumentsAreRejectedBeforeAndAfterTraining) {
   }
 }
 
+// A text is never cut without a word: more distinct words than the
+// collection's limit, or than the encoder keeps, refuse the batch naming the
+// document, and nothing is stored.
+TEST(TextCollectionTest, TooManyDistinctWordsAreRefusedNotCut) {
+  TempDir dir;
+  CollectionOptions options;
+  options.limits.max_document_tokens = 40;
+  auto created = Collection::Create(dir.Sub("c"), Config(), options);
+  ASSERT_TRUE(created.ok()) << created.status();
+  Collection& c = **created;
+  LoadCorpus(c);
+  text::EncoderOptions encoder;
+  encoder.max_document_tokens = 30;
+  ASSERT_TRUE(c.TrainEncoder(encoder).ok());
+  const auto words = [](int n) {
+    std::string text;
+    for (int i = 0; i < n; ++i)
+      text += absl::StrCat("w", std::string(1, char('a' + i % 26)),
+                           std::string(1, char('a' + i / 26)), " ");
+    return text;
+  };
+  Document good = TextOnly(TextDoc{"good", words(30)});
+  ASSERT_TRUE(c.Upsert({good}).ok());
+  EXPECT_EQ(MustGetOne(c, "good", true).num_tokens, 30u);
+  Document over_encoder = TextOnly(TextDoc{"enc", words(31)});
+  Document fine = TextOnly(TextDoc{"fine", words(3)});
+  ExpectRejectedBatch(c, {fine, over_encoder},
+                      "documents[1].text: 31 distinct words exceed the built-in encoder's limit "
+                      "of 30");
+  Document over_limit = TextOnly(TextDoc{"lim", words(41)});
+  ExpectRejectedBatch(c, {over_limit},
+                      "documents[0].text: 41 distinct words exceed the limit of 40");
+}
+
 TEST(TextCollectionTest, BadQueries) {
   TempDir dir;
   auto c = MustCreate(dir.Sub("c"));

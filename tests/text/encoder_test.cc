@@ -1134,6 +1134,7 @@ TEST(EncoderTest, VeryLongDocumentIsCappedAtMaxDocumentTokens) {
     const Encoding e = query ? MustEncodeQuery(*enc, text) : MustEncodeDocument(*enc, text);
     CheckEncoding(*enc, text, e, query);
     ASSERT_EQ(e.num_tokens, 50u);
+    EXPECT_EQ(e.distinct_keys, first.size());  // says what it cut
     for (uint32_t r = 0; r < 50; ++r) {
       EXPECT_EQ(Keys(e.token_texts[r])[0], first[r]) << r;
       for (uint32_t o = 0; o < r; ++o) {
@@ -1150,6 +1151,7 @@ TEST(EncoderTest, VeryLongDocumentIsCappedAtMaxDocumentTokens) {
   ASSERT_NE(uncapped, nullptr);
   const Encoding all = MustEncodeDocument(*uncapped, text);
   EXPECT_EQ(all.num_tokens, first.size());
+  EXPECT_EQ(all.distinct_keys, first.size());
   CheckEncoding(*uncapped, text, all, false);
   const int boat = FindRow(all, "boat");
   ASSERT_GE(boat, 0);
