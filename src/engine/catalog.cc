@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -274,6 +275,18 @@ absl::StatusOr<BackupResult> Catalog::Backup(const std::string& dest_dir,
     return absl::AlreadyExistsError(
         absl::StrCat("destination: ", dest.string(), " already exists"));
   }
+  {
+    // Inside the data directory, the copy would be taken for a collection
+    // (or its leftovers) at the next start.
+    std::error_code ec_data, ec_dest;
+    const fs::path data = fs::weakly_canonical(options_.data_dir, ec_data);
+    const fs::path where = fs::weakly_canonical(fs::absolute(dest, ec_dest), ec_dest);
+    if (!ec_data && !ec_dest &&
+        std::mismatch(data.begin(), data.end(), where.begin(), where.end()).first == data.end()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "destination: ", dest.string(), " is inside the data directory ", options_.data_dir));
+    }
+  }
   std::vector<std::pair<std::string, std::shared_ptr<Collection>>> targets;
   if (collection.empty()) {
     targets = List();
@@ -284,8 +297,8 @@ absl::StatusOr<BackupResult> Catalog::Backup(const std::string& dest_dir,
   if (dest.has_parent_path()) {
     fs::create_directories(dest.parent_path(), ec);
     if (ec) {
-      return absl::InternalError(
-          absl::StrCat("creating ", dest.parent_path().string(), ": ", ec.message()));
+      return absl::FailedPreconditionError(absl::StrCat(
+          "destination: cannot create ", dest.parent_path().string(), ": ", ec.message()));
     }
   }
   uint64_t n;
@@ -297,7 +310,10 @@ absl::StatusOr<BackupResult> Catalog::Backup(const std::string& dest_dir,
   fs::remove_all(temp, ec);
   RemoveOnFailure cleanup(temp);
   fs::create_directories(temp / "collections", ec);
-  if (ec) return absl::InternalError(absl::StrCat("creating ", temp.string(), ": ", ec.message()));
+  if (ec) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("destination: cannot create ", temp.string(), ": ", ec.message()));
+  }
 
   BackupResult result;
   result.manifest.created = start;
@@ -438,15 +454,18 @@ absl::StatusOr<BackupManifest> Catalog::Restore(const std::string& backup_dir,
   if (dest.has_parent_path()) {
     fs::create_directories(dest.parent_path(), ec);
     if (ec) {
-      return absl::InternalError(
-          absl::StrCat("creating ", dest.parent_path().string(), ": ", ec.message()));
+      return absl::FailedPreconditionError(absl::StrCat(
+          "destination: cannot create ", dest.parent_path().string(), ": ", ec.message()));
     }
   }
   const fs::path temp = TempSibling(dest, ".restoring-", 0);
   fs::remove_all(temp, ec);
   RemoveOnFailure cleanup(temp);
   fs::create_directories(temp / "collections", ec);
-  if (ec) return absl::InternalError(absl::StrCat("creating ", temp.string(), ": ", ec.message()));
+  if (ec) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("destination: cannot create ", temp.string(), ": ", ec.message()));
+  }
   for (const BackupEntry& e : manifest.collections) {
     const fs::path from = fs::path(backup_dir) / "collections" / e.name;
     fs::copy(from, temp / "collections" / e.name, fs::copy_options::recursive, ec);

@@ -94,8 +94,9 @@ class Catalog {
   absl::Status Drop(const std::string& name);
 
   // Writes a backup of collection `collection` (empty: of every collection)
-  // into `dest_dir`, which must not exist (ALREADY_EXISTS naming it); its
-  // parent directories are created. Writes to a collection wait only while
+  // into `dest_dir`, which must not exist (ALREADY_EXISTS naming it) nor lie
+  // inside the data directory (INVALID_ARGUMENT); its parent directories
+  // are created (FAILED_PRECONDITION when they cannot be). Writes to a collection wait only while
   // its copy is taken (hard links when `dest_dir` is on the data
   // directory's file system, copies otherwise); searches go on. NOT_FOUND
   // for an unknown `collection`. A collection dropped while a backup of

@@ -342,6 +342,24 @@ TEST(BackupTest, OneCollectionUnknownCollectionAndBadManifests) {
   EXPECT_EQ(unknown.status().code(), absl::StatusCode::kNotFound);
   EXPECT_FALSE(fs::exists(dir.Sub("nope")));
   EXPECT_EQ((*catalog)->Backup("", "").status().code(), absl::StatusCode::kInvalidArgument);
+  // Inside the data directory (by any spelling of it), the copy would be
+  // read as a collection at the next open: refused, nothing written.
+  for (const std::string& inside : {dir.Sub("data/collections/zz"), dir.Sub("data/x/../bk")}) {
+    auto in = (*catalog)->Backup(inside, "b");
+    EXPECT_EQ(in.status().code(), absl::StatusCode::kInvalidArgument) << inside;
+    EXPECT_NE(in.status().message().find("inside the data directory"), std::string::npos)
+        << in.status();
+  }
+  EXPECT_FALSE(fs::exists(dir.Sub("data/collections/zz")));
+  EXPECT_FALSE(fs::exists(dir.Sub("data/bk")));
+  // A destination that cannot be made: FAILED_PRECONDITION naming it.
+  auto unmakeable = (*catalog)->Backup("/proc/attnsearch-backup", "b");
+  EXPECT_EQ(unmakeable.status().code(), absl::StatusCode::kFailedPrecondition)
+      << unmakeable.status();
+  EXPECT_NE(unmakeable.status().message().find("destination: "), std::string::npos);
+  // Beside it (a name that only begins like it) is fine.
+  auto beside = (*catalog)->Backup(dir.Sub("data-backup"), "b");
+  EXPECT_TRUE(beside.ok()) << beside.status();
 
   // One collection (a trailing slash is fine).
   auto one = (*catalog)->Backup(dir.Sub("one") + "/", "b");
