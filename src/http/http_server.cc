@@ -28,16 +28,40 @@ std::string Escaped(const std::string& path) {
   return pattern;
 }
 
+void Respond(const HttpHandler& handler, const httplib::Request& req, std::string body,
+             httplib::Response& res) {
+  HttpRequest request{req.path,
+                      {req.params.begin(), req.params.end()},
+                      req.get_header_value("Authorization"),
+                      std::move(body)};
+  HttpResponse response = handler(request);
+  res.status = response.status;
+  for (const auto& [name, value] : response.headers) res.set_header(name, value);
+  res.set_content(std::move(response.body), response.content_type.c_str());
+}
+
 httplib::Server::Handler Adapt(HttpHandler handler) {
   return [handler](const httplib::Request& req, httplib::Response& res) {
-    HttpRequest request{req.path,
-                        {req.params.begin(), req.params.end()},
-                        req.get_header_value("Authorization"),
-                        req.body};
-    HttpResponse response = handler(request);
-    res.status = response.status;
-    for (const auto& [name, value] : response.headers) res.set_header(name, value);
-    res.set_content(std::move(response.body), response.content_type.c_str());
+    Respond(handler, req, req.body, res);
+  };
+}
+
+// A POST's body as it came, whatever its Content-Type: cpp-httplib would
+// parse a form-encoded one (curl -d's default type) into parameters, and
+// refuse one over 8 KiB with an empty 413.
+httplib::Server::HandlerWithContentReader AdaptReadingBody(HttpHandler handler) {
+  return [handler](const httplib::Request& req, httplib::Response& res,
+                   const httplib::ContentReader& reader) {
+    std::string body;
+    const bool read = reader([&body](const char* data, size_t n) {
+      body.append(data, n);
+      return true;
+    });
+    if (!read) {  // cpp-httplib set 413 for a body over max_body_bytes
+      if (res.status < 400) res.status = 400;
+      return;
+    }
+    Respond(handler, req, std::move(body), res);
   };
 }
 
@@ -74,18 +98,48 @@ HttpServer::HttpServer(HttpServerOptions options) : server_(MakeServer(options))
       // would read its body until the client closes, or the read timeout.
       if (method == "POST" && !req.has_header("Content-Length") &&
           !req.has_header("Transfer-Encoding")) {
-        res.status = 411;
-        res.set_content("a POST needs a Content-Length header (0 for an empty body)\n",
-                        "text/plain");
+        Fail(req.path, 411, "a POST needs a Content-Length header (0 for an empty body)", res);
         return httplib::Server::HandlerResponse::Handled;
       }
       return httplib::Server::HandlerResponse::Unhandled;
     }
-    res.status = 405;
-    res.set_header("Allow", it->second == "GET" ? "GET, HEAD" : it->second);
-    res.set_content("method not allowed\n", "text/plain");
+    const std::string allow = it->second == "GET" ? "GET, HEAD" : it->second;
+    Fail(req.path, 405, absl::StrCat(req.method, " is not allowed here; ", allow, " is"), res);
+    res.set_header("Allow", allow);
     return httplib::Server::HandlerResponse::Handled;
   });
+  // cpp-httplib's own errors come with an empty body: say what was wrong.
+  const size_t max_body = options.max_body_bytes;
+  server_->set_error_handler(httplib::Server::HandlerWithResponse(
+      [this, max_body](const httplib::Request& req, httplib::Response& res) {
+        if (!res.body.empty()) return httplib::Server::HandlerResponse::Unhandled;
+        std::string message;
+        switch (res.status) {
+          case 400:
+            message = "malformed HTTP request";
+            break;
+          case 404:
+            message = absl::StrCat("nothing at ", req.path);
+            break;
+          case 413:
+            message = absl::StrCat("the request body exceeds ", max_body, " bytes");
+            break;
+          default:
+            message = absl::StrCat("HTTP status ", res.status);
+        }
+        Fail(req.path, res.status, message, res);
+        return httplib::Server::HandlerResponse::Handled;
+      }));
+}
+
+void HttpServer::Fail(const std::string& path, int status, const std::string& message,
+                      httplib::Response& res) const {
+  HttpResponse response =
+      error_format_ ? error_format_(status, path, message)
+                    : HttpResponse{status, "text/plain; charset=utf-8", message + "\n", {}};
+  res.status = response.status;
+  for (const auto& [name, value] : response.headers) res.set_header(name, value);
+  res.set_content(std::move(response.body), response.content_type.c_str());
 }
 
 HttpServer::~HttpServer() {
@@ -104,7 +158,7 @@ void HttpServer::NotFound(const std::string& prefix, HttpHandler handler) {
 
 void HttpServer::Post(const std::string& path, HttpHandler handler) {
   methods_[path] = "POST";
-  server_->Post(Escaped(path), Adapt(std::move(handler)));
+  server_->Post(Escaped(path), AdaptReadingBody(std::move(handler)));
 }
 
 absl::StatusOr<int> HttpServer::Start(const std::string& host_port) {

@@ -34,6 +34,7 @@
 
 namespace httplib {
 class Server;
+struct Response;
 }
 
 namespace attnsearch {
@@ -68,6 +69,13 @@ struct HttpResponse {
 
 using HttpHandler = std::function<HttpResponse(const HttpRequest&)>;
 
+// Writes one of the server's own errors (a malformed request 400, an
+// unknown path 404, another method 405, a POST without a length 411, a body
+// over max_body_bytes 413): its HTTP status, the request's path (empty
+// when the request was malformed) and a sentence saying what was wrong.
+using HttpErrorFormat =
+    std::function<HttpResponse(int status, const std::string& path, const std::string& message)>;
+
 class HttpServer {
  public:
   explicit HttpServer(HttpServerOptions options = {});
@@ -84,6 +92,9 @@ class HttpServer {
   // and matches no registered path (instead of a bare 404). Call before
   // Start.
   void NotFound(const std::string& prefix, HttpHandler handler);
+  // How the server's own errors are written. Default: the sentence as
+  // text/plain. Call before Start.
+  void SetErrorFormat(HttpErrorFormat format) { error_format_ = std::move(format); }
 
   // Binds HOST:PORT ("127.0.0.1:9100", "localhost:0", "[::1]:0", "0.0.0.0:9100";
   // port 0 lets the system choose) and serves on a thread; returns the
@@ -93,11 +104,15 @@ class HttpServer {
   absl::StatusOr<int> Start(const std::string& host_port);
 
  private:
+  // Writes one of the server's own errors into `res`, by error_format_.
+  void Fail(const std::string& path, int status, const std::string& message,
+            httplib::Response& res) const;
   std::unique_ptr<httplib::Server> server_;
   // The methods each registered path answers ("GET", "POST").
   std::map<std::string, std::string> methods_;
   // NotFound's prefixes and their handlers.
   std::vector<std::pair<std::string, HttpHandler>> not_found_;
+  HttpErrorFormat error_format_;
   std::thread thread_;
   std::atomic<bool> listen_returned_{false};  // the thread's accept loop ended
 };

@@ -17,26 +17,35 @@ constexpr const char* kCodeNames[] = {
     "ABORTED",   "OUT_OF_RANGE",   "UNIMPLEMENTED",     "INTERNAL",           "UNAVAILABLE",
     "DATA_LOSS", "UNAUTHENTICATED"};
 
-HttpResponse Error(grpc::StatusCode code, const std::string& message) {
-  const int status = HttpStatusOf(code);
-  const int c = int(code);
-  nlohmann::json body = {{"error",
-                          {{"code", status},
-                           {"status", c >= 0 && c <= 16 ? kCodeNames[c] : "UNKNOWN"},
-                           {"message", message}}}};
-  return HttpResponse{status, "application/json", body.dump() + "\n", {}};
+// {"error": {"code": HTTP status, "status": name, "message": ...}}.
+HttpResponse ErrorShape(int http_status, const char* name, const std::string& message) {
+  nlohmann::json body = {
+      {"error", {{"code", http_status}, {"status", name}, {"message", message}}}};
+  // Bytes of the request that are not UTF-8 (quoted back in a message) are
+  // replaced, not thrown on.
+  return HttpResponse{http_status,
+                      "application/json",
+                      body.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n",
+                      {}};
 }
 
-// The body as a request message (an empty body is the empty message).
-bool Parse(const std::string& json, google::protobuf::Message* out, HttpResponse* error) {
+HttpResponse Error(grpc::StatusCode code, const std::string& message) {
+  const int c = int(code);
+  return ErrorShape(HttpStatusOf(code), c >= 0 && c <= 16 ? kCodeNames[c] : "UNKNOWN", message);
+}
+
+// The body (`field`) as a request message (an empty body is the empty
+// message).
+bool Parse(const std::string& json, google::protobuf::Message* out, HttpResponse* error,
+           const std::string& field = "body") {
   google::protobuf::util::JsonParseOptions options;
   options.ignore_unknown_fields = false;
   const auto status = google::protobuf::util::JsonStringToMessage(
       json.find_first_not_of(" \t\r\n") == std::string::npos ? "{}" : json, out, options);
   if (status.ok()) return true;
-  *error =
-      Error(grpc::StatusCode::INVALID_ARGUMENT, "body: not a JSON " + out->GetDescriptor()->name() +
-                                                    ": " + std::string(status.message()));
+  *error = Error(grpc::StatusCode::INVALID_ARGUMENT, field + ": not a JSON " +
+                                                         out->GetDescriptor()->name() + ": " +
+                                                         std::string(status.message()));
   return false;
 }
 
@@ -120,6 +129,18 @@ void RegisterJsonGateway(HttpServer* http, std::shared_ptr<grpc::Channel> channe
   Route(http, stub, "TrainCodec", &Stub::TrainCodec);
   Route(http, stub, "TuneIndex", &Stub::TuneIndex);
   Route(http, stub, "Backup", &Stub::Backup);
+  // The HTTP server's own errors under /v1/ (another method, no length, a
+  // body too large, a malformed request) in the API's error shape too.
+  http->SetErrorFormat([](int status, const std::string& path, const std::string& message) {
+    if (path.rfind("/v1/", 0) != 0) {
+      return HttpResponse{status, "text/plain; charset=utf-8", message + "\n", {}};
+    }
+    const char* name = status == 405   ? "UNIMPLEMENTED"
+                       : status == 413 ? "RESOURCE_EXHAUSTED"
+                       : status == 404 ? "NOT_FOUND"
+                                       : "INVALID_ARGUMENT";
+    return ErrorShape(status, name, message);
+  });
   // Any other path under /v1/: the API's error shape, not a bare 404.
   http->NotFound("/v1/", [](const HttpRequest& r) {
     return Error(grpc::StatusCode::NOT_FOUND,
@@ -136,9 +157,8 @@ void RegisterJsonGateway(HttpServer* http, std::shared_ptr<grpc::Channel> channe
     std::vector<v1::UpsertRequest> requests(batches.size());
     for (size_t i = 0; i < batches.size(); ++i) {
       HttpResponse error;
-      if (!Parse(batches[i].dump(), &requests[i], &error)) {
-        return Error(grpc::StatusCode::INVALID_ARGUMENT,
-                     "body[" + std::to_string(i) + "]: not a JSON UpsertRequest");
+      if (!Parse(batches[i].dump(), &requests[i], &error, "body[" + std::to_string(i) + "]")) {
+        return error;
       }
     }
     grpc::ClientContext ctx;

@@ -172,8 +172,11 @@ absl::Status Server::StartMetrics() {
 absl::Status Server::StartJsonApi() {
   if (options_.http_listen.empty()) return absl::OkStatus();
   HttpServerOptions http_options;
-  http_options.threads = 4;
-  http_options.read_timeout_s = 30;
+  // A client that stalls mid-request holds a thread until the read timeout
+  // (each read's, so a slow but steady upload is not cut): enough threads
+  // and a short timeout keep a few such clients from holding up the rest.
+  http_options.threads = 16;
+  http_options.read_timeout_s = 10;
   http_options.max_body_bytes = size_t(options_.max_message_mb) << 20;
   // HTTPS with the gRPC port's certificate, when it has one.
   http_options.tls_cert = options_.tls_cert;

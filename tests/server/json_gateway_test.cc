@@ -131,6 +131,42 @@ TEST(JsonGatewayTest, EveryCallGoesThroughTheService) {
   const std::string get = testing::HttpExchange(
       port, "GET /v1/Search HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
   EXPECT_EQ(get.substr(9, 3), "405") << get;
+  // The HTTP server's own errors under /v1/ come in the same shape.
+  const auto raw_error = [&](const std::string& request, int status, const std::string& name,
+                             const std::string& says) {
+    const std::string raw = testing::HttpExchange(port, request);
+    ASSERT_GE(raw.size(), 12u) << raw;
+    Answer got;
+    got.status = std::stoi(raw.substr(9, 3));
+    got.body = nlohmann::json::parse(raw.substr(raw.find("\r\n\r\n") + 4), nullptr, false);
+    expect_error(got, status, name, says);
+  };
+  raw_error("GET /v1/Search HTTP/1.1\r\nHost: localhost\r\n\r\n", 405, "UNIMPLEMENTED",
+            "GET is not allowed here; POST is");
+  raw_error("POST /v1/ListCollections HTTP/1.1\r\nHost: localhost\r\n\r\n", 411, "INVALID_ARGUMENT",
+            "Content-Length");
+  const std::string huge(size_t(70) << 20, ' ');  // over --max_message_mb's 64 MiB
+  raw_error("POST /v1/ListCollections HTTP/1.1\r\nContent-Length: " + std::to_string(huge.size()) +
+                "\r\n\r\n" + huge,
+            413, "RESOURCE_EXHAUSTED", "exceeds");
+  // curl -d's form type, past cpp-httplib's 8 KiB for forms: read as JSON.
+  const std::string padded = R"({"collection":"fruit","ids":["kiwi"]})" + std::string(20000, ' ');
+  const std::string form = testing::HttpExchange(
+      port,
+      "POST /v1/Get HTTP/1.1\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+      "Authorization: Bearer " +
+          std::string(kReadKey) + "\r\nContent-Length: " + std::to_string(padded.size()) +
+          "\r\n\r\n" + padded);
+  EXPECT_EQ(form.substr(9, 3), "200") << form.substr(0, 300);
+  EXPECT_NE(form.find("\"kiwi\""), std::string::npos) << form.substr(0, 300);
+  // Bytes that are not UTF-8 are a 400 in the same shape, not a 500.
+  expect_error(Call(port, "Search", "{\"collection\":\"s\",\"text\":\"\xff\xfe\"}", kReadKey), 400,
+               "INVALID_ARGUMENT", "body");
+  expect_error(Call(port, "Search", "\xff\xfe{}", kReadKey), 400, "INVALID_ARGUMENT", "body");
+  // UpsertStream names the bad element and says why.
+  expect_error(Call(port, "UpsertStream",
+                    R"([{"collection":"fruit"},{"collection":"fruit","x":1}])", kWriteKey),
+               400, "INVALID_ARGUMENT", "body[1]: not a JSON UpsertRequest: ");
   expect_error(Call(port, "Nope", "{}", kWriteKey), 404, "NOT_FOUND", "no RPC at /v1/Nope");
   // Fields at their zero value are printed: a score of 0, an empty text.
   a = Call(port, "Search",
