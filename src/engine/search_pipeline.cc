@@ -233,6 +233,11 @@ absl::Status SearchPipeline::Prepare(SearchQuery* q, AnnSearchParams* params) co
     return absl::InvalidArgumentError(
         absl::StrCat("fusion_weight: must be in [0, 1], got ", q->fusion_weight));
   }
+  if (q->retrieval == Retrieval::kSemantic && q->fusion_weight < 1.f) {
+    return absl::InvalidArgumentError(
+        "fusion_weight: fuses with BM25, so it needs retrieval LEXICAL or HYBRID (a SEMANTIC "
+        "search has no BM25 score)");
+  }
   if (q->retrieval != Retrieval::kSemantic && !parts_.lexical) {
     return absl::FailedPreconditionError(
         "retrieval: the collection has no lexical index (it is rebuilt at its next open)");
@@ -312,10 +317,11 @@ absl::Status SearchPipeline::CheckQuery(SearchQuery* q) const {
     ATTN_RETURN_IF_ERROR(NormalizeRows(q->tokens.data(), q->num_tokens, dim, "query.tokens"));
   }
   if (!q->token_weights.empty()) {
-    if (q->token_weights.size() != q->num_tokens) {
-      return absl::InvalidArgumentError(absl::StrCat("query.token_weights: expected ",
-                                                     q->num_tokens, " values, got ",
-                                                     q->token_weights.size()));
+    // A pooled-only query is one token.
+    const uint32_t rows = q->num_tokens > 0 ? q->num_tokens : 1;
+    if (q->token_weights.size() != rows) {
+      return absl::InvalidArgumentError(absl::StrCat("query.token_weights: expected ", rows,
+                                                     " values, got ", q->token_weights.size()));
     }
     double sum = 0;
     for (size_t i = 0; i < q->token_weights.size(); ++i) {
@@ -334,6 +340,7 @@ absl::Status SearchPipeline::CheckQuery(SearchQuery* q) const {
   }
   if (q->pooled.empty()) {
     const float* w = q->token_weights.empty() ? nullptr : q->token_weights.data();
+    // (tokens were given: token_weights, if any, has one per row)
     if (!PoolTokens(q->tokens, q->num_tokens, dim, w, &q->pooled)) {
       return absl::InvalidArgumentError(
           "query.tokens: the token vectors cancel out (their weighted mean is zero or nearly "
@@ -343,7 +350,7 @@ absl::Status SearchPipeline::CheckQuery(SearchQuery* q) const {
   if (q->num_tokens == 0) {
     q->tokens = q->pooled;
     q->num_tokens = 1;
-    q->token_weights = {1.f};
+    if (q->token_weights.empty()) q->token_weights = {1.f};
   } else if (q->token_weights.empty()) {
     q->token_weights.assign(q->num_tokens, 1.f / float(q->num_tokens));
   }

@@ -302,6 +302,12 @@ absl::Status FromProto(const v1::SearchRequest& in, uint32_t dim, SearchQuery* o
   out->include_metadata = in.include_metadata();
   out->explain = in.explain();
   out->attention_map = in.attention_map();
+  // The marks come in pairs: one of them alone would close "<b>" with "</em>".
+  if (in.highlight_pre().empty() != in.highlight_post().empty()) {
+    return absl::InvalidArgumentError(in.highlight_pre().empty()
+                                          ? "highlight_pre: give it with highlight_post"
+                                          : "highlight_post: give it with highlight_pre");
+  }
   if (!in.highlight_pre().empty()) out->highlight_pre = in.highlight_pre();
   if (!in.highlight_post().empty()) out->highlight_post = in.highlight_post();
   return absl::OkStatus();

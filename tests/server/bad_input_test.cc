@@ -506,6 +506,21 @@ TEST_F(BadInputTableTest, EveryBadRequestGetsItsCodeAndChangesNothing) {
          return Search(
              search([](v1::SearchRequest* r) { r->mutable_vectors()->add_token_weights(1.f); }));
        }},
+      {"Search: two token weights for a pooled-only query (one token)", SC::INVALID_ARGUMENT,
+       "query.token_weights: expected 1 values, got 2",
+       [&] {
+         return Search(search([](v1::SearchRequest* r) {
+           r->mutable_vectors()->clear_tokens();
+           r->mutable_vectors()->add_token_weights(1.f);
+           r->mutable_vectors()->add_token_weights(1.f);
+         }));
+       }},
+      {"Search: highlight_pre without highlight_post", SC::INVALID_ARGUMENT,
+       "highlight_post: give it with highlight_pre",
+       [&] { return Search(search([](v1::SearchRequest* r) { r->set_highlight_pre("<b>"); })); }},
+      {"Search: fusion_weight with SEMANTIC retrieval", SC::INVALID_ARGUMENT,
+       "fusion_weight: fuses with BM25",
+       [&] { return Search(search([](v1::SearchRequest* r) { r->set_fusion_weight(0.5f); })); }},
       {"Search: negative temperature", SC::INVALID_ARGUMENT, "temperature",
        [&] { return Search(search([](v1::SearchRequest* r) { r->set_temperature(-0.5f); })); }},
       {"Search: temperature too small for 1/τ in float", SC::INVALID_ARGUMENT,
