@@ -103,6 +103,7 @@ int Collections(const std::string& server, const attnsearch::ClientSecurity& sec
                  s.error_message().c_str());
     return 1;
   }
+  if (resp.collections_size() == 0) std::fprintf(stderr, "no collections on %s\n", server.c_str());
   for (const v1::CollectionInfo& c : resp.collections()) {
     const v1::DiskUsage& d = c.disk();
     const v1::MemoryUsage& m = c.memory();
@@ -172,6 +173,7 @@ int main(int argc, char** argv) {
       ->required();
   backup->add_option("--collection", collection, "collection to back up (default: all)");
   backup->add_option("--timeout_s", timeout_s, "deadline of the call in seconds")
+      ->check(CLI::Range(1, 7 * 86400))
       ->capture_default_str();
   backup->add_option("--api_key_file", security.api_key_file,
                      "file holding a write API key (default: the environment variable "
@@ -194,7 +196,23 @@ int main(int argc, char** argv) {
   list->add_option("--tls_ca", security.tls_ca_file,
                    "connect with TLS, trusting the PEM certificates in this file");
 
-  CLI11_PARSE(app, argc, argv);
+  const std::string first = argc > 1 ? argv[1] : "";
+  if (!first.empty() && first[0] != '-' && first != "backup" && first != "restore" &&
+      first != "collections") {
+    std::fprintf(stderr,
+                 "attnsearch-admin: unknown command '%s' (collections, backup or restore; "
+                 "--help lists them)\n",
+                 argv[1]);
+    return 2;
+  }
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);  // prints the help, returns 0
+  } catch (const CLI::ParseError& e) {
+    app.exit(e);  // prints what is wrong
+    return 2;     // bad usage (CLI11's own codes are 100 and up)
+  }
   if (backup->parsed()) return Backup(server, security, dest, collection, timeout_s);
   if (list->parsed()) return Collections(server, security);
   return Restore(backup_dir, data_dir);

@@ -25,6 +25,7 @@
 #include <thread>
 #include <vector>
 
+#include "absl/strings/str_join.h"
 #include "attnsearch/v1/search.grpc.pb.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
@@ -228,6 +229,22 @@ TEST_F(BackupServerTest, BackupWhileWritingThenRestoreAndServe) {
                                           "--dest", "relative", "--api_key_file", write_key_file_});
   EXPECT_NE(run.exit_code(), 0) << run.output;
   EXPECT_NE(run.output.find("--dest"), std::string::npos) << run.output;
+  // Bad usage exits 2, as the tool says (not CLI11's codes of 100 and up).
+  for (const std::vector<std::string>& bad :
+       std::vector<std::vector<std::string>>{{"backup", "--dest", "/tmp/x", "--timeout_s", "0"},
+                                             {"backup", "--dest", "/tmp/x", "--timeout_s", "-5"},
+                                             {"backup"},
+                                             {"collections", "--bogus"},
+                                             {"bogus"},
+                                             {}}) {
+    std::vector<std::string> args = {ATTN_ADMIN_BINARY};
+    args.insert(args.end(), bad.begin(), bad.end());
+    run = RunBinary(dir_.Sub("admin.out"), args);
+    EXPECT_EQ(run.exit_code(), 2) << absl::StrJoin(bad, " ") << ": " << run.output;
+  }
+  EXPECT_NE(run.output.find("subcommand"), std::string::npos) << run.output;  // none given
+  run = RunBinary(dir_.Sub("admin.out"), {ATTN_ADMIN_BINARY, "bogus"});
+  EXPECT_NE(run.output.find("unknown command 'bogus'"), std::string::npos) << run.output;
 
   // Restore: refused into a non-empty directory (the live data directory),
   // done into a new one.
