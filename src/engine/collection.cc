@@ -1104,7 +1104,11 @@ absl::Status Collection::TuneFirstStage(double target_recall, uint32_t k, uint32
       if (h.id != own[i] && truth[i].size() < k) truth[i].insert(h.id);
     }
   }
-  for (int probe = 1;; probe *= 2) {
+  // Probing every centroid is the most there is to try.
+  const std::shared_ptr<const TokenCodecState> codes = codec();
+  const int most = int(std::min<uint32_t>(
+      128, codes && codes->first_stage ? codes->first_stage->num_centroids() : 128));
+  for (int probe = 1;; probe = std::min(2 * probe, most)) {
     double sum = 0;
     for (size_t i = 0; i < queries.size(); ++i) {
       SearchQuery q = queries[i];
@@ -1123,7 +1127,7 @@ absl::Status Collection::TuneFirstStage(double target_recall, uint32_t k, uint32
     result->probe = probe;
     result->first_stage_recall = sum / double(queries.size());
     result->first_stage_queries = queries.size();
-    if (result->first_stage_recall >= target_recall || probe >= 128) break;
+    if (result->first_stage_recall >= target_recall || probe >= most) break;
   }
   return absl::OkStatus();
 }

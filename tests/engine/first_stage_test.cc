@@ -330,6 +330,28 @@ TEST(FirstStageTest, TuneIndexChoosesTheProbe) {
   EXPECT_EQ(r->sources.first_stage, CandidateSource::kCentroids);
 }
 
+// Probing every centroid is the most TuneIndex tries: with 16 centroids it
+// stops at probe 16, whatever the target.
+TEST(FirstStageTest, TuneIndexProbesNoMoreThanTheCentroids) {
+  TempDir dir;
+  CollectionConfig config = CentroidConfig();
+  config.token_codec.centroids = 16;
+  auto c = Collection::Create(dir.Sub("c"), config, {});
+  ASSERT_TRUE(c.ok()) << c.status();
+  // Random tokens: no probe holds the exhaustive top 10 whole.
+  std::mt19937 rng(7);
+  std::vector<Document> docs;
+  for (int i = 0; i < 600; ++i)
+    docs.push_back(testing::MakeDoc(rng, absl::StrCat("d", i), kDim, 4, 8));
+  ASSERT_TRUE((*c)->Upsert(docs).ok());
+  ASSERT_TRUE((*c)->TrainCodec().ok());
+  auto tuned = (*c)->TuneIndex(1.0, 10, 30);
+  ASSERT_TRUE(tuned.ok()) << tuned.status();
+  std::printf("probe %d: recall %.3f\n", tuned->probe, tuned->first_stage_recall);
+  EXPECT_GE(tuned->probe, 1);
+  EXPECT_LE(tuned->probe, 16) << tuned->ann_params;
+}
+
 TEST(FirstStageTest, FdeHoldsMoreOfTheExhaustiveTopTenThanPooled) {
   TempDir dir;
   Topics g(1), h(1);  // the same documents and queries for both
