@@ -1146,16 +1146,24 @@ absl::StatusOr<EncoderTrainingResult> Collection::TrainAndReencode(text::Encoder
   absl::MutexLock write_lock(&write_mu_);
   absl::MutexLock index_lock(&index_mu_);
   EncoderTrainingResult result;
+  uint64_t texts = 0;
   auto source = [&](const std::function<absl::Status(std::string_view)>& sink) {
     return store_->ScanDocRecords(0, [&](Label l, const Document& d) {
       ATTN_RETURN_IF_ERROR(CheckNotDropped());
       if (index_.IsTombstoned(l)) return absl::OkStatus();
       if (d.text.empty()) return absl::OkStatus();
+      ++texts;
       return sink(d.text);
     });
   };
-  ATTN_ASSIGN_OR_RETURN(std::unique_ptr<text::Encoder> enc,
-                        text::Encoder::Train(source, options, &result.training));
+  absl::StatusOr<std::unique_ptr<text::Encoder>> trained =
+      text::Encoder::Train(source, options, &result.training);
+  if (!trained.ok() && texts == 0 &&
+      trained.status().code() == absl::StatusCode::kInvalidArgument) {
+    return absl::FailedPreconditionError(
+        "collection: no stored document has text to train the encoder on; upsert text first");
+  }
+  ATTN_ASSIGN_OR_RETURN(std::unique_ptr<text::Encoder> enc, std::move(trained));
   ATTN_RETURN_IF_ERROR(CheckNotDropped());
   uint64_t version = 0;
   encoder(&version);

@@ -909,7 +909,9 @@ TEST(TextCollectionTest, TrainEncoderWithoutTextFailsAndChangesNothing) {
     ASSERT_TRUE(c->Upsert(docs).ok());
     auto r = c->TrainEncoder(text::EncoderOptions());
     ASSERT_FALSE(r.ok());
-    EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument) << r.status();
+    EXPECT_EQ(r.status().code(), absl::StatusCode::kFailedPrecondition) << r.status();
+    EXPECT_TRUE(absl::StrContains(r.status().message(), "no stored document has text"))
+        << r.status();
     EXPECT_EQ(c->Stats().encoder_version, 0u);
     // Still works: vector search, writes; text search still needs training.
     SearchQuery q;
