@@ -1145,6 +1145,7 @@ absl::StatusOr<EncoderTrainingResult> Collection::TrainEncoder(text::EncoderOpti
 absl::StatusOr<EncoderTrainingResult> Collection::TrainAndReencode(text::EncoderOptions options) {
   absl::MutexLock write_lock(&write_mu_);
   absl::MutexLock index_lock(&index_mu_);
+  ATTN_RETURN_IF_ERROR(options.Validate());  // the request's errors before the data's
   EncoderTrainingResult result;
   uint64_t texts = 0;
   auto source = [&](const std::function<absl::Status(std::string_view)>& sink) {

@@ -283,7 +283,8 @@ TEST_F(TextSearchTest, Errors) {
   EXPECT_TRUE(HasError(Search(TextQuery("docs", "anything", 5), &resp),
                        StatusCode::FAILED_PRECONDITION, "encoder"));
   // Nothing to train on.
-  EXPECT_TRUE(HasError(Train("docs", &trained), StatusCode::INVALID_ARGUMENT, ""));
+  EXPECT_TRUE(HasError(Train("docs", &trained), StatusCode::FAILED_PRECONDITION,
+                       "no stored document has text"));
 
   // Invalid UTF-8 in a text-only document: a proto3 string cannot carry it,
   // so the request fails to parse (gRPC answers UNIMPLEMENTED, with no
