@@ -25,9 +25,11 @@
 // DIR/<benchmark>.jsonl (or to --json) and writes an SVG plot into DIR; without
 // either it writes no file. The project's figures: --out_dir bench/results.
 #include <cstdio>
+#include <optional>
 
 #include "CLI/CLI.hpp"
 #include "benchmarks.h"
+#include "cli/parse_flags.h"
 #include "report.h"
 
 namespace attnsearch::bench {
@@ -356,7 +358,7 @@ int main(int argc, char** argv) {
   AddE2eFlags(app, f);
   AddQualityFlags(app, f);
   AddOutputFlags(app, f);
-  CLI11_PARSE(app, argc, argv);
+  if (const std::optional<int> done = attnsearch::ParseFlags(app, argc, argv, 2)) return *done;
   f.benchmarks = SplitBenchmarks(benchmarks);
   std::string command;
   for (int i = 0; i < argc; ++i) command += (i ? " " : "") + std::string(argv[i]);

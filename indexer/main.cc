@@ -3,10 +3,12 @@
 #include <malloc.h>
 
 #include <cstdio>
+#include <optional>
 #include <string>
 
 #include "CLI/CLI.hpp"
 #include "absl/strings/str_split.h"
+#include "cli/parse_flags.h"
 #include "indexer/indexer.h"
 
 namespace ai = attnsearch::indexer;
@@ -196,13 +198,8 @@ int main(int argc, char** argv) {
   app.add_option("--progress_seconds", o.progress_seconds, "interval of plain progress lines")
       ->capture_default_str();
 
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::CallForHelp& e) {
-    return app.exit(e);  // prints the help, returns 0
-  } catch (const CLI::ParseError& e) {
-    app.exit(e);
-    return ai::kExitUsage;
+  if (const std::optional<int> done = attnsearch::ParseFlags(app, argc, argv, ai::kExitUsage)) {
+    return *done;
   }
   if (max_errors_opt->count() > 0) o.max_errors = max_errors;
   if (!numeric_fields.empty()) {

@@ -28,12 +28,14 @@
 #include <chrono>
 #include <cstdio>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "CLI/CLI.hpp"
 #include "absl/status/status.h"
 #include "absl/strings/str_format.h"
 #include "attnsearch/v1/search.grpc.pb.h"
+#include "cli/parse_flags.h"
 #include "client/client_channel.h"
 #include "engine/catalog.h"
 #include "grpcpp/grpcpp.h"
@@ -205,14 +207,7 @@ int main(int argc, char** argv) {
                  argv[1]);
     return 2;
   }
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::CallForHelp& e) {
-    return app.exit(e);  // prints the help, returns 0
-  } catch (const CLI::ParseError& e) {
-    app.exit(e);  // prints what is wrong
-    return 2;     // bad usage (CLI11's own codes are 100 and up)
-  }
+  if (const std::optional<int> done = attnsearch::ParseFlags(app, argc, argv, 2)) return *done;
   if (backup->parsed()) return Backup(server, security, dest, collection, timeout_s);
   if (list->parsed()) return Collections(server, security);
   return Restore(backup_dir, data_dir);

@@ -31,6 +31,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <optional>
 #include <random>
 #include <string>
 #include <vector>
@@ -38,6 +39,7 @@
 #include "CLI/CLI.hpp"
 #include "absl/strings/str_split.h"
 #include "attnsearch/v1/search.grpc.pb.h"
+#include "cli/parse_flags.h"
 #include "client/client_channel.h"
 #include "grpcpp/grpcpp.h"
 
@@ -187,7 +189,7 @@ int main(int argc, char** argv) {
                  "ATTNSEARCH_API_KEY)");
   app.add_option("--tls_ca", security.tls_ca_file,
                  "connect with TLS, trusting the PEM certificates in this file");
-  CLI11_PARSE(app, argc, argv);
+  if (const std::optional<int> done = attnsearch::ParseFlags(app, argc, argv, 2)) return *done;
 
   auto made = attnsearch::NewClientChannel(server, security);
   if (!made.ok()) {

@@ -13,11 +13,13 @@
 #include <algorithm>
 #include <cstdio>
 #include <filesystem>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <vector>
 
 #include "CLI/CLI.hpp"
+#include "cli/parse_flags.h"
 #include "dataset/input_file.h"
 #include "nlohmann/json.hpp"
 
@@ -172,7 +174,7 @@ int main(int argc, char** argv) {
   app.add_option("dirs", dirs, "folders of manual pages, e.g. /usr/share/man/man1")->required();
   app.add_option("--max_words", max_words, "DESCRIPTION words kept per page")
       ->capture_default_str();
-  CLI11_PARSE(app, argc, argv);
+  if (const std::optional<int> done = attnsearch::ParseFlags(app, argc, argv, 2)) return *done;
 
   size_t written = 0, skipped = 0;
   for (const std::string& dir : dirs) {

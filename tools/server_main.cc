@@ -24,9 +24,11 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <optional>
 #include <string>
 
 #include "CLI/CLI.hpp"
+#include "cli/parse_flags.h"
 #include "core/file_sync.h"
 #include "core/log.h"
 #include "grpc/support/log.h"
@@ -113,14 +115,8 @@ int main(int argc, char** argv) {
                  "write the metrics port to this file once it listens");
   app.add_option("--http_port_file", http_port_file,
                  "write the JSON API's (and web console's) port to this file once it listens");
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::CallForHelp& e) {
-    return app.exit(e);  // prints the help, returns 0
-  } catch (const CLI::ParseError& e) {
-    app.exit(e);  // prints what is wrong
-    return 2;     // README: 2 for unusable flags
-  }
+  // README: 2 for unusable flags.
+  if (const std::optional<int> done = attnsearch::ParseFlags(app, argc, argv, 2)) return *done;
 
   if (!CatchStopSignals()) {
     attnsearch::LogError("cannot install the stop signal handlers",
