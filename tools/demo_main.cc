@@ -14,15 +14,16 @@
 // same command's alpha, beta and GA manuals) and pages sharing a metadata
 // value stand for each other.
 //
-//   attnsearch-demo --server 127.0.0.1:50051 [--documents 5000] [--dim 64]
+//   attnsearch-demo --server 127.0.0.1:50051 [--documents 5000] [--dim 64] [--replace]
 //
-// Vector mode (no --query): creates a collection, streams a generated set of documents into it
-// (each document is a bag of token vectors drawn around one of several topics, with a topic name
-// and its number in its metadata — "number" is a numeric field — and a short text), then runs
-// queries (the last one filtered by topic and a range of numbers) and prints the ranked hits, their
-// scores, the token evidence of the best hit and the time each stage took. Exits non-zero if any
-// call fails, a query does not find documents of its own topic first, or a filtered hit is outside
-// the range.
+// Vector mode (no --query): creates a collection (one that exists is left
+// alone and the demo exits 1, unless --replace drops it first), streams a generated set of
+// documents into it (each document is a bag of token vectors drawn around one of several topics,
+// with a topic name and its number in its metadata — "number" is a numeric field — and a short
+// text), then runs queries (the last one filtered by topic and a range of numbers) and prints the
+// ranked hits, their scores, the token evidence of the best hit and the time each stage took. Exits
+// non-zero if any call fails, a query does not find documents of its own topic first, or a filtered
+// hit is outside the range.
 //
 // Against a secured server: --api_key_file FILE (or ATTNSEARCH_API_KEY) and
 // --tls_ca FILE (see client/client_channel.h).
@@ -161,9 +162,19 @@ int main(int argc, char** argv) {
   uint32_t dim = 64;
   CLI::App app{"attnsearch-demo: load generated documents and query them"};
   app.add_option("--server", server, "server address")->capture_default_str();
-  app.add_option("--collection", collection, "collection to create")->capture_default_str();
-  app.add_option("--documents", documents, "documents to load")->capture_default_str();
-  app.add_option("--dim", dim, "vector dimension")->capture_default_str();
+  bool replace = false;
+  app.add_option("--collection", collection,
+                 "vector mode: collection to create (it must not exist, unless --replace); text "
+                 "mode: collection to query")
+      ->capture_default_str();
+  app.add_flag("--replace", replace,
+               "vector mode: drop --collection first if it exists (its documents are lost)");
+  app.add_option("--documents", documents, "documents to load")
+      ->check(CLI::Range(1, 10000000))
+      ->capture_default_str();
+  app.add_option("--dim", dim, "vector dimension")
+      ->check(CLI::Range(1, 4096))
+      ->capture_default_str();
   std::vector<std::string> queries, expect;
   int top_k = 5;
   app.add_option("--query", queries, "text query (repeatable): text mode");
@@ -190,6 +201,15 @@ int main(int argc, char** argv) {
   app.add_option("--tls_ca", security.tls_ca_file,
                  "connect with TLS, trusting the PEM certificates in this file");
   if (const std::optional<int> done = attnsearch::ParseFlags(app, argc, argv, 2)) return *done;
+  if (std::isnan(fusion_weight) || std::isnan(max_similarity)) {
+    std::fprintf(stderr, "attnsearch-demo: --fusion_weight and --max_similarity must be numbers\n");
+    return 2;
+  }
+  if (expect.size() > queries.size()) {
+    std::fprintf(stderr, "attnsearch-demo: %zu --expect for %zu --query (one per query at most)\n",
+                 expect.size(), queries.size());
+    return 2;
+  }
 
   auto made = attnsearch::NewClientChannel(server, security);
   if (!made.ok()) {
@@ -205,7 +225,7 @@ int main(int argc, char** argv) {
   }
   Generator gen(dim, 42);
 
-  {  // A fresh collection.
+  if (replace) {  // A fresh collection, asked for.
     grpc::ClientContext ctx;
     v1::DropCollectionRequest req;
     req.set_name(collection);
@@ -222,6 +242,13 @@ int main(int argc, char** argv) {
     req.mutable_config()->add_numeric_fields("number");  // filterable by range
     v1::CreateCollectionResponse resp;
     grpc::Status s = stub->CreateCollection(&ctx, req, &resp);
+    if (s.error_code() == grpc::StatusCode::ALREADY_EXISTS) {
+      std::fprintf(stderr,
+                   "attnsearch-demo: collection '%s' exists; nothing was changed. Give another "
+                   "--collection, or --replace to drop it first (its documents are lost)\n",
+                   collection.c_str());
+      return 1;
+    }
     if (!s.ok()) Fail("CreateCollection", s);
     std::printf("created collection '%s': dim %u, bf16 tokens, index %s\n", collection.c_str(),
                 resp.collection().config().dim(), resp.collection().config().ann_spec().c_str());

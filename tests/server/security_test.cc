@@ -476,6 +476,21 @@ TEST_F(SecurityTest, CommandLineClientsUseKeyFileEnvAndCa) {
     EXPECT_EQ(run.exit_code(), 0) << run.output;
   }
   {
+    SCOPED_TRACE("demo (vector mode) on a collection that exists: left alone");
+    const ProcessRun run =
+        RunBinary(dir_.Sub("run.out"),
+                  {ATTN_DEMO_BINARY, "--server", address, "--collection", "loaded", "--documents",
+                   "30", "--tls_ca", TestData("server.crt")},
+                  {std::string("ATTNSEARCH_API_KEY=") + kWriteKey});
+    EXPECT_EQ(run.exit_code(), 1) << run.output;
+    EXPECT_NE(run.output.find("collection 'loaded' exists; nothing was changed"), std::string::npos)
+        << run.output;
+    v1::GetCollectionResponse again;
+    ASSERT_OK(stub->GetCollection(Context(kReadKey).get(), req, &again));
+    EXPECT_EQ(again.collection().num_documents(), 40u);
+    EXPECT_EQ(again.collection().config().dim(), resp.collection().config().dim());
+  }
+  {
     SCOPED_TRACE("demo without TLS against the TLS server");
     const ProcessRun run = RunBinary(
         dir_.Sub("run.out"),
