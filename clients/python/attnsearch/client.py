@@ -90,13 +90,19 @@ class Document:
 def _matrix(array, name):
     """A Matrix message of a 2-D array, packed as little-endian float32."""
     a = np.asarray(array, dtype=np.float32)
-    if a.ndim == 1:
-        a = a.reshape(1, -1)
     if a.ndim != 2 or a.shape[0] == 0 or a.shape[1] == 0:
         raise ValueError(f"{name}: expected a non-empty 2-D array (rows x dim), got shape "
                          f"{np.shape(array)}")
     return pb.Matrix(rows=a.shape[0], cols=a.shape[1], data=a.astype("<f4").tobytes(),
                      encoding=pb.VALUE_ENCODING_F32)
+
+
+def _strings(values, name):
+    """A list of strings; a single string is refused rather than split into
+    its characters (delete("docs", "ab") would delete "a" and "b")."""
+    if isinstance(values, (str, bytes)):
+        raise ValueError(f"{name}: expected a list of strings, got the single string {values!r}")
+    return list(values)
 
 
 def _vector(array, name):
@@ -141,7 +147,7 @@ def _document_message(doc, index):
         m.pooled.extend(_vector(d["pooled"], f"documents[{index}].pooled"))
     if d.get("tokens") is not None:
         m.tokens.CopyFrom(_matrix(d["tokens"], f"documents[{index}].tokens"))
-    m.token_texts.extend(d.get("token_texts") or [])
+    m.token_texts.extend(_strings(d.get("token_texts") or [], f"documents[{index}].token_texts"))
     for begin, end in d.get("token_spans") or []:
         m.token_spans.add(begin=begin, end=end)
     return m
@@ -157,12 +163,17 @@ class Client:
     """
 
     def __init__(self, address="127.0.0.1:50051", api_key=None, tls_ca=None, timeout=None):
+        # No message size cap of the client's own (gRPC's default receive cap
+        # is 4 MiB): the server's --max_message_mb bounds what it answers and
+        # what it accepts, and says so.
+        options = [("grpc.max_receive_message_length", -1),
+                   ("grpc.max_send_message_length", -1)]
         if tls_ca is not None:
             with open(tls_ca, "rb") as f:
                 credentials = grpc.ssl_channel_credentials(root_certificates=f.read())
-            self._channel = grpc.secure_channel(address, credentials)
+            self._channel = grpc.secure_channel(address, credentials, options=options)
         else:
-            self._channel = grpc.insecure_channel(address)
+            self._channel = grpc.insecure_channel(address, options=options)
         self._stub = rpc.SearchServiceStub(self._channel)
         self._metadata = [("authorization", f"Bearer {api_key}")] if api_key else None
         self._timeout = timeout
@@ -199,7 +210,7 @@ class Client:
             raise ValueError(f"token_dtype: one of {sorted(k for k in _DTYPES if k)}, not "
                              f"{token_dtype!r}")
         config = pb.CollectionConfig(dim=dim, token_dtype=_DTYPES[token_dtype], ann_spec=ann_spec,
-                                     numeric_fields=list(numeric_fields),
+                                     numeric_fields=_strings(numeric_fields, "numeric_fields"),
                                      candidates_from=candidates_from)
         if token_codec is not None:
             codec = {"name": token_codec} if isinstance(token_codec, str) else dict(token_codec)
@@ -258,7 +269,7 @@ class Client:
 
     def get(self, collection, ids: Sequence[str], include_vectors=False):
         """The documents with these ids, in order, and the ids not found."""
-        reply = self._call("Get", pb.GetRequest(collection=collection, ids=list(ids),
+        reply = self._call("Get", pb.GetRequest(collection=collection, ids=_strings(ids, "ids"),
                                                 include_vectors=include_vectors))
         docs = [Document(id=d.id, text=d.text, metadata=dict(d.metadata),
                          pooled=np.asarray(d.pooled, dtype=np.float32) if d.pooled else None,
@@ -269,7 +280,8 @@ class Client:
 
     def delete(self, collection, ids: Sequence[str]):
         """Deletes documents; returns (deleted count, ids not found)."""
-        reply = self._call("Delete", pb.DeleteRequest(collection=collection, ids=list(ids)))
+        reply = self._call("Delete", pb.DeleteRequest(collection=collection,
+                                                      ids=_strings(ids, "ids")))
         return reply.deleted, list(reply.not_found_ids)
 
     # Search.
@@ -323,7 +335,7 @@ class Client:
                 q.token_weights.extend(_vector(token_weights, "token_weights"))
             q.SetInParent()
         for key, values in (filter or {}).items():
-            request.filter.must.add(key=key, values=list(values))
+            request.filter.must.add(key=key, values=_strings(values, f"filter[{key!r}]"))
         for key, bounds in (ranges or {}).items():
             unknown = set(bounds) - {"gte", "gt", "lte", "lt"}
             if unknown:

@@ -187,6 +187,18 @@ class ClientTest(unittest.TestCase):
             self.assertNotIn(gone, [h.id for h in hits])
         self.assertEqual(self.client.get("pyclient", ["d1", "d2"])[1], ["d1", "d2"])
 
+    def test_replies_over_four_mib_arrive(self):
+        # gRPC's default receive cap is 4 MiB; the server's --max_message_mb
+        # (64) is the bound.
+        text = "wing " * 300000  # 1.5 MB a document
+        ids = [f"big{i}" for i in range(4)]
+        for i in ids:
+            self.client.upsert("pyclient", [{"id": i, "text": text, "pooled": np.ones(DIM)}])
+        docs, missing = self.client.get("pyclient", ids)
+        self.assertEqual(missing, [])
+        self.assertEqual([len(d.text) for d in docs], [len(text)] * 4)
+        self.assertEqual(self.client.delete("pyclient", ids), (4, []))
+
     def test_errors_have_a_class_per_status(self):
         with self.assertRaises(errors.InvalidArgument) as e:
             self.client.search("pyclient", tokens=np.ones((2, DIM + 1)), top_k=3)
@@ -199,6 +211,19 @@ class ClientTest(unittest.TestCase):
             self.client.search("pyclient", tokens=np.ones((2, 2, DIM)))
         with self.assertRaises(ValueError):
             self.client.upsert("pyclient", [{"id": "x", "tokenz": np.ones((1, DIM))}])
+        with self.assertRaises(ValueError):  # a 1-D matrix is no matrix
+            self.client.search("pyclient", tokens=np.ones(DIM))
+        # A single string where a list goes is refused, not split into
+        # characters (delete("pyclient", "d1") would delete "d" and "1").
+        for call in (lambda: self.client.delete("pyclient", "d1"),
+                     lambda: self.client.get("pyclient", "d1"),
+                     lambda: self.client.search("pyclient", tokens=np.ones((1, DIM)),
+                                                filter={"colour": "red"}),
+                     lambda: self.client.create_collection("pystr", DIM, numeric_fields="price")):
+            with self.assertRaises(ValueError) as e:
+                call()
+            self.assertIn("single string", str(e.exception))
+        self.assertEqual([c.name for c in self.client.list_collections() if c.name == "pystr"], [])
         with self.assertRaises(errors.FailedPrecondition):
             self.client.search("pyclient", text="no encoder trained", top_k=3)
 
