@@ -2,15 +2,18 @@
 
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "core/checksum.h"
 #include "core/file_sync.h"
+#include "core/status.h"
 #include "nlohmann/json.hpp"
 
 namespace attnsearch::indexer {
@@ -39,6 +42,27 @@ absl::StatusOr<InputFingerprint> FingerprintFile(const std::string& path) {
   head.resize(size_t(in.gcount()));
   fp.head_hash = Checksum64(head.data(), head.size());
   return fp;
+}
+
+absl::StatusOr<InputFingerprint> FingerprintFolder(const std::string& path) {
+  std::vector<std::filesystem::path> files;
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator(path, ec)) {
+    if (e.is_regular_file(ec)) files.push_back(e.path());
+  }
+  if (ec) return absl::NotFoundError(absl::StrCat(path, ": ", ec.message()));
+  std::sort(files.begin(), files.end());
+  InputFingerprint folder;
+  std::string fold;
+  for (const auto& f : files) {
+    ATTN_ASSIGN_OR_RETURN(const InputFingerprint fp, FingerprintFile(f.string()));
+    folder.size += fp.size;
+    folder.mtime_ns = std::max(folder.mtime_ns, fp.mtime_ns);
+    absl::StrAppend(&fold, f.filename().string(), ":", fp.size, ":", fp.mtime_ns, ":", fp.head_hash,
+                    ";");
+  }
+  folder.head_hash = Checksum64(fold.data(), fold.size());
+  return folder;
 }
 
 absl::StatusOr<std::optional<Checkpoint>> LoadCheckpoint(const std::string& path) {

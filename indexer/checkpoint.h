@@ -26,6 +26,11 @@ struct InputFingerprint {
 
 // Fingerprints the file at `path`; NOT_FOUND if it cannot be read.
 absl::StatusOr<InputFingerprint> FingerprintFile(const std::string& path);
+// Fingerprints every file in the folder at `path` (an npy folder: its
+// pooled, ids, offsets and text files count as much as its tokens): the
+// sum of their sizes, the latest time, a hash of each one's name, size,
+// time and head.
+absl::StatusOr<InputFingerprint> FingerprintFolder(const std::string& path);
 
 struct Checkpoint {
   // The data file read and the collection written, as given.

@@ -1,6 +1,7 @@
 #include "indexer/indexer.h"
 
 #include <signal.h>
+#include <unistd.h>
 
 #include <cstdio>
 #include <filesystem>
@@ -256,6 +257,10 @@ std::optional<int> Load::CheckFlags() {
   }
   if (o.dim > kMaxDim) return Fail(kExitUsage, absl::StrCat("--dim must be 1..", kMaxDim));
   if (o.max_streams == 0 || o.max_streams > 8) return Fail(kExitUsage, "--streams must be 1..8");
+  if (o.threads > 256) {
+    return Fail(kExitUsage, "--threads must be 0..256 (0: one per hardware thread)");
+  }
+
   if (!(o.target_recall >= 0 && o.target_recall <= 1)) {
     return Fail(kExitUsage, "--target_recall must be in [0, 1] (0: no tuning)");
   }
@@ -273,11 +278,35 @@ std::optional<int> Load::OpenInput() {
   format_ = o.format == InputFormat::kAuto ? DetectFormat(o.input) : o.format;
   absl::StatusOr<std::string> data_file = DataFile(o.input, format_);
   if (!data_file.ok()) return Fail(kExitInput, std::string(data_file.status().message()));
-  absl::StatusOr<InputFingerprint> fingerprint = FingerprintFile(*data_file);
+  absl::StatusOr<InputFingerprint> fingerprint =
+      format_ == InputFormat::kNpy ? FingerprintFolder(o.input) : FingerprintFile(*data_file);
   if (!fingerprint.ok()) return Fail(kExitInput, std::string(fingerprint.status().message()));
 
   // --- Checkpoint ---
   checkpoint_path_ = o.checkpoint.empty() ? DefaultCheckpointPath(o) : o.checkpoint;
+  const std::string rejects_path =
+      o.rejects.empty() ? DefaultRejectsPath(checkpoint_path_) : o.rejects;
+  // The files the load writes: their folders must exist and take files,
+  // before anything is loaded.
+  for (const auto& [flag, path] :
+       {std::pair<const char*, std::string>{"--checkpoint", checkpoint_path_},
+        std::pair<const char*, std::string>{"--rejects", rejects_path}}) {
+    const fs::path parent = fs::path(path).parent_path();
+    const std::string folder = parent.empty() ? "." : parent.string();
+    if (!o.data_dir.empty() && parent.lexically_normal() ==
+                                   (fs::path(o.data_dir) / "x").parent_path().lexically_normal()) {
+      continue;  // the data directory, made by the load when new
+    }
+    std::error_code ec;
+    if (!fs::is_directory(folder, ec)) {
+      return Fail(kExitUsage,
+                  absl::StrCat(flag, " ", path, ": the folder ", folder, " does not exist"));
+    }
+    if (::access(folder.c_str(), W_OK) != 0) {
+      return Fail(kExitUsage, absl::StrCat(flag, " ", path, ": cannot write in ", folder,
+                                           " (give another path)"));
+    }
+  }
   data_file_ = *data_file;
   checkpoint_.input = *data_file;
   checkpoint_.collection = o.collection;
@@ -310,9 +339,8 @@ std::optional<int> Load::OpenInput() {
 
   // --- Rejects file ---
   {
-    const std::string path = o.rejects.empty() ? DefaultRejectsPath(checkpoint_path_) : o.rejects;
-    absl::StatusOr<std::unique_ptr<RejectsFile>> r =
-        RejectsFile::Open(path, skip_to_ > 0 ? std::optional<uint64_t>(skip_to_) : std::nullopt);
+    absl::StatusOr<std::unique_ptr<RejectsFile>> r = RejectsFile::Open(
+        rejects_path, skip_to_ > 0 ? std::optional<uint64_t>(skip_to_) : std::nullopt);
     if (!r.ok()) return Fail(kExitUsage, std::string(r.status().message()));
     rejects_ = *std::move(r);
   }

@@ -239,11 +239,15 @@ absl::StatusOr<FirstDocument> PeekFirstDocument(const std::string& input, InputF
   }
   ATTN_ASSIGN_OR_RETURN(const std::string path, DataFile(input, format));
   ATTN_ASSIGN_OR_RETURN(std::unique_ptr<InputFile> file, InputFile::Open(path));
+  // The first record that parses and states its vectors' length (or has
+  // none): a bad line before it is reported, with its line, by the load.
+  constexpr int kMostLines = 10000;
   std::string line;
-  while (file->ReadLine(&line)) {
+  for (int lines = 0; lines < kMostLines && file->ReadLine(&line);) {
     if (IsBlank(line)) continue;
+    ++lines;
     const nlohmann::json j = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
-    if (!j.is_object()) return FirstDocument{};
+    if (!j.is_object()) continue;
     FirstDocument first{.text_only = true};
     for (const char* key : {"pooled", "tokens"}) {
       auto it = j.find(key);
@@ -251,6 +255,7 @@ absl::StatusOr<FirstDocument> PeekFirstDocument(const std::string& input, InputF
       first.text_only = false;
       if (first.dim == 0) first.dim = StatedDim(*it, std::string_view(key) == "tokens");
     }
+    if (!first.text_only && first.dim == 0) continue;
     return first;
   }
   ATTN_RETURN_IF_ERROR(file->status());

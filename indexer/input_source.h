@@ -58,8 +58,9 @@ struct FirstDocument {
   uint32_t dim = 0;
 };
 
-// The first document of `input`: {false, 0} for fvecs and when the first
-// line is not a JSON object. For npy, {false, the arrays' row length},
+// The first document of `input` that parses and states its vectors' length
+// or has none (text only), among its first 10,000 non-blank lines: {false,
+// 0} for fvecs and when there is none. For npy, {false, the arrays' row length},
 // after checking the whole folder's structure (InspectNpyFolder: its errors
 // are returned). NOT_FOUND when the input cannot be read.
 absl::StatusOr<FirstDocument> PeekFirstDocument(const std::string& input, InputFormat format);

@@ -417,14 +417,41 @@ TEST(IndexerToolTest, UsageErrors) {
   EXPECT_EQ(run.exit_code(), 0) << run.stderr_text;
   EXPECT_NE(run.stderr_text.find("(dim 8, from the first record)"), std::string::npos)
       << run.stderr_text;
-  // ... and needs --dim when the first record states none.
+  // ... the first that parses, when a bad line comes first (reported with
+  // its line, the rest loaded) ...
   std::vector<std::string> lines = Corpus(5, 5);
   lines.insert(lines.begin(), "{not json");
   WriteLines(dir.Sub("bad_first.jsonl"), lines);
   run = RunTool(dir,
                 {dir.Sub("bad_first.jsonl"), "--data_dir", dir.Sub("data"), "--collection", "c2"});
+  EXPECT_EQ(run.exit_code(), 4) << run.stderr_text;
+  EXPECT_NE(run.stderr_text.find("bad_first.jsonl:1: bad JSON"), std::string::npos)
+      << run.stderr_text;
+  EXPECT_NE(run.stderr_text.find("(dim 8, from the first record)"), std::string::npos)
+      << run.stderr_text;
+  EXPECT_EQ(ReadBack(dir.Sub("data"), "c2", Ids(5)).documents.size(), 5u);
+  // ... and needs --dim when no record states one.
+  WriteLines(dir.Sub("all_bad.jsonl"), {"{not json", "[1, 2]"});
+  run =
+      RunTool(dir, {dir.Sub("all_bad.jsonl"), "--data_dir", dir.Sub("data"), "--collection", "c3"});
   EXPECT_EQ(run.exit_code(), 1) << run.stderr_text;
   EXPECT_NE(run.stderr_text.find("--dim is needed"), std::string::npos);
+  // Thread counts that cannot be made; a checkpoint or rejects file that
+  // cannot be written: usage errors before anything is loaded.
+  run = RunTool(dir, {dir.Sub("in.jsonl"), "--data_dir", dir.Sub("data4"), "--collection", "c",
+                      "--threads", "100000"});
+  EXPECT_EQ(run.exit_code(), 1) << run.stderr_text;
+  EXPECT_NE(run.stderr_text.find("--threads must be 0..256"), std::string::npos);
+  for (const char* flag : {"--rejects", "--checkpoint"}) {
+    run = RunTool(dir, {dir.Sub("in.jsonl"), "--data_dir", dir.Sub("data4"), "--collection", "c",
+                        flag, dir.Sub("no_such_folder/file")});
+    EXPECT_EQ(run.exit_code(), 1) << run.stderr_text;
+    EXPECT_NE(run.stderr_text.find(std::string(flag) + " " + dir.Sub("no_such_folder/file") +
+                                   ": the folder"),
+              std::string::npos)
+        << run.stderr_text;
+  }
+  EXPECT_FALSE(std::filesystem::exists(dir.Sub("data4")));
   // A missing input is an input error.
   EXPECT_EQ(RunTool(dir, {dir.Sub("nope.jsonl"), "--data_dir", dir.Sub("data"), "--collection", "c",
                           "--dim", "8"})

@@ -9,6 +9,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <random>
 #include <string>
 #include <vector>
@@ -282,6 +283,26 @@ TEST(NpyInputTest, ANaNIsReportedWithItsRowAndItsDocumentIsNotWritten) {
   got = ReadBack(dir.Sub("b"), "c", c.ids);
   EXPECT_EQ(got.documents.size(), bad);
   for (const Document& d : got.documents) EXPECT_LT(std::stoi(d.id.substr(4)), int(bad)) << d.id;
+}
+
+// The checkpoint names the whole folder: a pooled vector fixed after a run
+// that rejected it (tokens.npy unchanged) starts the load over, and the
+// fixed document is stored.
+TEST(NpyInputTest, FixingAFileBesideTheTokensStartsOver) {
+  TempDir dir;
+  Corpus c = MakeCorpus(30, 6);
+  c.pooled[size_t(9) * kDim] = std::numeric_limits<float>::infinity();
+  WriteFolder(dir.Sub("npy"), c);
+  ToolRun run = RunTool(dir, {dir.Sub("npy"), "--data_dir", dir.Sub("a"), "--collection", "c"});
+  EXPECT_EQ(run.exit_code(), 4) << run.stderr_text;
+  EXPECT_EQ(ReadBack(dir.Sub("a"), "c", c.ids).not_found_ids, std::vector<std::string>{c.ids[9]});
+  c.pooled[size_t(9) * kDim] = 0.5f;
+  WriteNpy(dir.Sub("npy/pooled.npy"), "<f4", Shape2(c.ids.size(), kDim), c.pooled.data(),
+           c.pooled.size() * 4);
+  run = RunTool(dir, {dir.Sub("npy"), "--data_dir", dir.Sub("a"), "--collection", "c"});
+  EXPECT_EQ(run.exit_code(), 0) << run.stderr_text;
+  EXPECT_NE(run.stderr_text.find("is for another input"), std::string::npos) << run.stderr_text;
+  EXPECT_TRUE(ReadBack(dir.Sub("a"), "c", c.ids).not_found_ids.empty());
 }
 
 // kill -9 at two points, with 1 and 3 conversion threads, then a run to
