@@ -49,8 +49,11 @@ void AddDataFlags(CLI::App& app, BenchFlags& f) {
   app.add_option("--token_spread", f.token_spread, "token spread around its document")
       ->capture_default_str();
   app.add_option("--num_docs", f.num_docs, "documents (ann, ingest; synthetic)")
+      ->check(CLI::Range(1, 100000000))
       ->capture_default_str();
-  app.add_option("--num_queries", f.num_queries, "queries (ann; synthetic)")->capture_default_str();
+  app.add_option("--num_queries", f.num_queries, "queries (ann; synthetic)")
+      ->check(CLI::Range(1, 10000000))
+      ->capture_default_str();
 }
 
 // ann.
@@ -60,7 +63,7 @@ void AddAnnFlags(CLI::App& app, BenchFlags& f) {
       ->capture_default_str();
   app.add_option("--ef_search", f.ef_search, "HNSW efSearch sweep")->delimiter(',');
   app.add_option("--nprobe", f.nprobe, "IVF nprobe sweep")->delimiter(',');
-  app.add_option("--k", f.k, "recall@k")->capture_default_str();
+  app.add_option("--k", f.k, "recall@k")->check(CLI::Range(1, 1000))->capture_default_str();
   app.add_option("--dump_dir", f.dump_dir,
                  "ann: also write the unit base/query vectors to DIR/{base,query}.fvecs");
   app.add_option("--ann_peers", f.ann_peers, "ann peers: hnswlib,faiss (none: -)")->delimiter(',');
@@ -99,12 +102,17 @@ void AddAnnFlags(CLI::App& app, BenchFlags& f) {
 // rerank.
 void AddRerankFlags(CLI::App& app, BenchFlags& f) {
   app.add_option("--candidates", f.candidates, "candidates per query (rerank)")
+      ->check(CLI::Range(1, 100000))
       ->capture_default_str();
   app.add_option("--doc_tokens_min", f.doc_tokens_min, "fewest tokens per document")
+      ->check(CLI::Range(1, 16384))
       ->capture_default_str();
   app.add_option("--doc_tokens_max", f.doc_tokens_max, "most tokens per document")
+      ->check(CLI::Range(1, 16384))
       ->capture_default_str();
-  app.add_option("--query_tokens", f.query_tokens, "query tokens m")->capture_default_str();
+  app.add_option("--query_tokens", f.query_tokens, "query tokens m")
+      ->check(CLI::Range(1, 1024))
+      ->capture_default_str();
   app.add_option("--dtype", f.dtype, "token dtype: bf16 | f32 | int8")
       ->check(CLI::IsMember({"bf16", "f32", "int8"}))
       ->capture_default_str();
@@ -120,6 +128,7 @@ void AddRerankFlags(CLI::App& app, BenchFlags& f) {
   app.add_option("--max_rows_per_gemm", f.max_rows_per_gemm,
                  "rerank: token rows per matmul call (0: the reranker's default)");
   app.add_option("--min_seconds", f.min_seconds, "time each rerank variant at least this long")
+      ->check(CLI::Range(0.001, 86400.0))
       ->capture_default_str();
   app.add_option("--python", f.python, "python with torch (rerank)")->capture_default_str();
   app.add_option("--torch_script", f.torch_script, "path of torch_rerank.py");
@@ -360,6 +369,24 @@ int main(int argc, char** argv) {
   AddOutputFlags(app, f);
   if (const std::optional<int> done = attnsearch::ParseFlags(app, argc, argv, 2)) return *done;
   f.benchmarks = SplitBenchmarks(benchmarks);
+  if (f.benchmarks.empty()) {
+    std::fprintf(stderr, "attnsearch-bench: --benchmarks names none\n");
+    return 2;
+  }
+  for (const std::string& name : f.benchmarks) {
+    if (FindBenchmark(name) == nullptr) {
+      std::fprintf(stderr,
+                   "attnsearch-bench: unknown benchmark '%s' in --benchmarks (ann, rerank, "
+                   "ingest, e2e, quality, overwrite, scale)\n",
+                   name.c_str());
+      return 2;
+    }
+  }
+  if (f.doc_tokens_min > f.doc_tokens_max) {
+    std::fprintf(stderr, "attnsearch-bench: --doc_tokens_min %d is above --doc_tokens_max %d\n",
+                 f.doc_tokens_min, f.doc_tokens_max);
+    return 2;
+  }
   std::string command;
   for (int i = 0; i < argc; ++i) command += (i ? " " : "") + std::string(argv[i]);
 
