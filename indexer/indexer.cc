@@ -224,6 +224,12 @@ std::optional<int> Load::MaybeTuneIndex(bool reached_end) {
   }
   Say(absl::StrFormat("tuning the ANN index for a mean recall@10 of %g", target));
   absl::StatusOr<IndexTuning> t = sink_->TuneIndex(target);
+  if (t.status().code() == absl::StatusCode::kFailedPrecondition) {
+    // Too few documents to measure a recall on: the load itself is done.
+    Say(absl::StrCat("--target_recall: the ANN index is not tuned: ", t.status().message(),
+                     " (the documents are stored; tune it once the collection is larger)"));
+    return std::nullopt;
+  }
   if (!t.ok()) {
     return Fail(TargetExitCode(t.status()),
                 absl::StrCat("tuning the ANN index: ", t.status().message(),

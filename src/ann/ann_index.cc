@@ -610,16 +610,16 @@ absl::StatusOr<AnnTuneResult> AnnIndex::Tune(double target_recall, size_t k, siz
   if (k == 0 || sample == 0) {
     return absl::InvalidArgumentError("tuning needs k >= 1 and a sample of >= 1 query");
   }
+  AnnTuneResult result;
+  const bool trained = rep_->index->is_trained;
+  const bool hnsw = trained && rep_->hnsw != nullptr;
+  const bool ivf = trained && rep_->ivf != nullptr;
+  if (!hnsw && !ivf) return result;  // exact: nothing to tune, at any size
   const size_t n = labels_.size();
   if (n < k + 2) {
     return absl::FailedPreconditionError(
         absl::StrCat("tuning needs at least ", k + 2, " indexed vectors; the index holds ", n));
   }
-  AnnTuneResult result;
-  const bool trained = rep_->index->is_trained;
-  const bool hnsw = trained && rep_->hnsw != nullptr;
-  const bool ivf = trained && rep_->ivf != nullptr;
-  if (!hnsw && !ivf) return result;  // exact: nothing to tune
 
   ATTN_ASSIGN_OR_RETURN(const HeldOut set, HoldOut(k, sample, seed));
   auto recall_at = [&](int value) -> absl::StatusOr<double> {

@@ -382,6 +382,20 @@ TEST(IndexerToolTest, TargetRecallTunesTheIndexOffline) {
   EXPECT_EQ(run.exit_code(), 0) << run.stderr_text;
   EXPECT_NE(run.stderr_text.find("exact, nothing to tune"), std::string::npos) << run.stderr_text;
   EXPECT_EQ(StatsOf(dir.Sub("data4"), "v").tuned_ann_params, "");
+  // Too few documents to measure a recall on: stored, not tuned, exit 0;
+  // an exact index at that size still has nothing to tune.
+  WriteFvecs(dir.Sub("few.fvecs"), testing::RandomUnitRows(rng, 9, 16), 16);
+  run = RunTool(dir, {dir.Sub("few.fvecs"), "--data_dir", dir.Sub("data5"), "--collection", "v",
+                      "--ann_spec", "HNSW32,Flat", "--target_recall", "0.9"});
+  EXPECT_EQ(run.exit_code(), 0) << run.stderr_text;
+  EXPECT_NE(run.stderr_text.find("the ANN index is not tuned: tuning needs at least 12"),
+            std::string::npos)
+      << run.stderr_text;
+  EXPECT_EQ(StatsOf(dir.Sub("data5"), "v").num_documents, 9u);
+  run = RunTool(dir, {dir.Sub("few.fvecs"), "--data_dir", dir.Sub("data6"), "--collection", "v",
+                      "--ann_spec", "Flat", "--target_recall", "0.9"});
+  EXPECT_EQ(run.exit_code(), 0) << run.stderr_text;
+  EXPECT_NE(run.stderr_text.find("exact, nothing to tune"), std::string::npos) << run.stderr_text;
 }
 
 TEST(IndexerToolTest, TargetRecallTunesTheIndexOnline) {
