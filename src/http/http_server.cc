@@ -67,6 +67,14 @@ httplib::Server::HandlerWithContentReader AdaptReadingBody(HttpHandler handler) 
 
 }  // namespace
 
+absl::Status CheckTlsPair(const std::string& cert, const std::string& key) {
+  if (httplib::SSLServer(cert.c_str(), key.c_str()).is_valid()) return absl::OkStatus();
+  return absl::InvalidArgumentError(
+      absl::StrCat("tls_cert, tls_key: '", cert, "' and '", key,
+                   "' do not load as a PEM certificate chain and its private key (not PEM, or "
+                   "the key of another certificate)"));
+}
+
 HttpServer::HttpServer(HttpServerOptions options) : server_(MakeServer(options)) {
   const int threads = std::max(1, options.threads);
   server_->new_task_queue = [threads] { return new httplib::ThreadPool(size_t(threads)); };

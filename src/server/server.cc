@@ -50,6 +50,8 @@ absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> Credentials(const Serve
   grpc::SslServerCredentialsOptions::PemKeyCertPair pair;
   ATTN_ASSIGN_OR_RETURN(pair.cert_chain, ReadWholeFile("tls_cert", o.tls_cert));
   ATTN_ASSIGN_OR_RETURN(pair.private_key, ReadWholeFile("tls_key", o.tls_key));
+  // gRPC would only find out when it listens, and say it cannot listen.
+  ATTN_RETURN_IF_ERROR(CheckTlsPair(o.tls_cert, o.tls_key));
   grpc::SslServerCredentialsOptions ssl;
   ssl.pem_key_cert_pairs.push_back(std::move(pair));
   return grpc::SslServerCredentials(ssl);

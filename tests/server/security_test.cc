@@ -363,6 +363,20 @@ TEST_F(SecurityTest, BadKeyFilesStopTheServerNamingTheLine) {
       dir_.Sub("run.out"), {ATTN_SERVER_BINARY, "--data_dir", dir_.Sub("data"), "--listen",
                             "127.0.0.1:0", "--tls_cert", TestData("server.crt")});
   EXPECT_EQ(half_tls.exit_code(), 2) << half_tls.output;
+  // A certificate with another's key, or the two swapped: unusable files
+  // (exit 2, both named), not "cannot listen".
+  for (const auto& [cert, key] : std::vector<std::pair<std::string, std::string>>{
+           {"other.crt", "server.key"}, {"server.key", "server.crt"}}) {
+    const ProcessRun run =
+        RunBinary(dir_.Sub("run.out"),
+                  {ATTN_SERVER_BINARY, "--data_dir", dir_.Sub("data"), "--listen", "127.0.0.1:0",
+                   "--tls_cert", TestData(cert), "--tls_key", TestData(key)});
+    EXPECT_EQ(run.exit_code(), 2) << cert << " " << key << ": " << run.output;
+    EXPECT_NE(run.output.find("do not load as a PEM certificate chain and its private key"),
+              std::string::npos)
+        << run.output;
+    EXPECT_NE(run.output.find(TestData(key)), std::string::npos) << run.output;
+  }
 }
 
 TEST_F(SecurityTest, TlsWithASelfSignedCertificate) {
