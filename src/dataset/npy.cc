@@ -213,8 +213,9 @@ absl::StatusOr<NpyArray> NpyArray::Open(const std::string& path) {
   if (!ParseDescr(h.descr, &a.kind_, &a.item_bytes_)) {
     return absl::InvalidArgumentError(absl::StrCat(
         path, ": dtype '", h.descr,
-        "' is not supported (little-endian float32, float16, bfloat16 as 'V2', integers, or "
-        "fixed-width strings)"));
+        "' is not read: floats must be little-endian float32 or float16 (bfloat16 saved as "
+        "'V2'), integers little-endian, strings fixed-width; e.g. a.astype(numpy.float32) for "
+        "vectors (numpy's default is float64), a.astype(numpy.int64) for offsets or lengths"));
   }
   if (h.fortran_order && a.shape_.size() > 1) {
     return absl::InvalidArgumentError(

@@ -231,6 +231,13 @@ TEST(NpyInputTest, BadFoldersAreRefusedNamingTheFileAndIndex) {
   WriteNpy(f + "/tokens.npy", "<i4", Shape2(ints.size() / kDim, kDim), ints.data(),
            ints.size() * 4);
   ExpectRefused(dir, f, "dtype/tokens.npy: dtype '<i4' is not float32, float16 or bfloat16");
+  // numpy's default float64: not read, with the conversion to make.
+  f = copy("float64");
+  std::vector<double> doubles(c.tokens.begin(), c.tokens.end());
+  WriteNpy(f + "/tokens.npy", "<f8", Shape2(doubles.size() / kDim, kDim), doubles.data(),
+           doubles.size() * 8);
+  ExpectRefused(dir, f, "float64/tokens.npy: dtype '<f8' is not read");
+  ExpectRefused(dir, f, "a.astype(numpy.float32) for vectors");
   // Truncated: the last bytes of the token matrix missing.
   f = copy("truncated");
   std::filesystem::resize_file(f + "/tokens.npy",
