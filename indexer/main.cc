@@ -2,6 +2,7 @@
 // --data_dir) or through a running server (--server). See README.md.
 #include <malloc.h>
 
+#include <cmath>
 #include <cstdio>
 #include <optional>
 #include <string>
@@ -186,8 +187,8 @@ int main(int argc, char** argv) {
                  "./<collection>.<input>.progress online)");
   app.add_flag("--restart", o.restart, "ignore the checkpoint and start over");
   app.add_option("--checkpoint_every", o.checkpoint_every,
-                 "offline: flush and checkpoint every N documents")
-      ->check(CLI::PositiveNumber)
+                 "offline: flush and checkpoint every N documents (1 or more)")
+      ->check(CLI::Range(uint64_t{1}, uint64_t{1} << 40))
       ->capture_default_str();
   app.add_option("--limit", o.limit, "load at most N documents, then stop (0: all)");
   app.add_option("--stop_after", o.stop_after,
@@ -195,11 +196,17 @@ int main(int argc, char** argv) {
   app.add_option("--progress", progress, "auto (bar on a terminal, else lines), bar, plain, off")
       ->check(CLI::IsMember({"auto", "bar", "plain", "off"}))
       ->capture_default_str();
-  app.add_option("--progress_seconds", o.progress_seconds, "interval of plain progress lines")
+  app.add_option("--progress_seconds", o.progress_seconds,
+                 "interval of plain progress lines (0.1 to 86400)")
+      ->check(CLI::Range(0.1, 86400.0))
       ->capture_default_str();
 
   if (const std::optional<int> done = attnsearch::ParseFlags(app, argc, argv, ai::kExitUsage)) {
     return *done;
+  }
+  if (std::isnan(o.progress_seconds)) {  // CLI11's range lets NaN through
+    std::fprintf(stderr, "--progress_seconds: not a number\n");
+    return ai::kExitUsage;
   }
   if (max_errors_opt->count() > 0) o.max_errors = max_errors;
   if (!numeric_fields.empty()) {
