@@ -41,6 +41,9 @@ absl::Status CheckIdAndMetadata(const Document& doc, const DocumentRules& rules,
   if (doc.id.size() > kMaxIdBytes) {
     return Bad(where, "id", absl::StrCat("longer than ", kMaxIdBytes, " bytes"));
   }
+  if (doc.metadata.count("") > 0) {
+    return Bad(where, "metadata", "a key must not be empty (a filter could never name it)");
+  }
   for (const std::string& f : rules.numeric_fields) {
     auto it = doc.metadata.find(f);
     if (it == doc.metadata.end()) continue;

@@ -256,6 +256,11 @@ TEST_F(BadInputTableTest, EveryBadRequestGetsItsCodeAndChangesNothing) {
       // --- Upsert: each bad document in a batch with two good ones.
       {"Upsert: pooled of the wrong dimension", SC::INVALID_ARGUMENT, "documents[2].pooled",
        [&] { return UpsertWithBad(doc([](v1::Document* d) { d->add_pooled(1.f); })); }},
+      {"Upsert: an empty metadata key", SC::INVALID_ARGUMENT,
+       "documents[2].metadata: a key must not be empty",
+       [&] {
+         return UpsertWithBad(doc([](v1::Document* d) { (*d->mutable_metadata())[""] = "x"; }));
+       }},
       {"Upsert: token matrix cols != dim", SC::INVALID_ARGUMENT, "documents[2].tokens.cols",
        [&] {
          return UpsertWithBad(doc([](v1::Document* d) {
