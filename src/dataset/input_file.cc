@@ -25,8 +25,9 @@ absl::StatusOr<std::unique_ptr<InputFile>> InputFile::Open(const std::string& pa
     // A pipe (/dev/stdin) or device: a load reads its input twice and
     // resumes by position, which takes a file.
     return absl::InvalidArgumentError(
-        absl::StrCat(path, ": not a regular file (a pipe or a device); save the input to a "
-                           "file and load that"));
+        absl::StrCat(path,
+                     ": not a regular file (a pipe or a device); save the input to a "
+                     "file and load that"));
   }
   const uint64_t size = std::filesystem::file_size(path, ec);
   if (ec) return absl::NotFoundError(absl::StrCat(path, ": ", ec.message()));
