@@ -20,7 +20,10 @@
 //   attnsearch_collection_documents{collection}          gauge
 //   attnsearch_collection_tombstones{collection}         gauge
 //   attnsearch_collection_ann_vectors{collection}        gauge
+//   attnsearch_collection_ann_pending{collection}        gauge
 //   attnsearch_collection_disk_bytes{collection}         gauge
+//   attnsearch_collection_arena_bytes{collection}        gauge
+//   attnsearch_collection_arena_tokens{collection}       gauge
 //   attnsearch_collection_writes_stopped{collection}     gauge (1 after a storage write error)
 //   attnsearch_collection_rocksdb_memory_bytes{collection,kind}  gauge
 //       (kind: block_cache, memtables, table_readers; the server's block
