@@ -143,8 +143,7 @@ HttpServer::HttpServer(HttpServerOptions options) : server_(MakeServer(options))
 void HttpServer::Fail(const std::string& path, int status, const std::string& message,
                       httplib::Response& res) const {
   HttpResponse response =
-      error_format_ ? error_format_(status, path, message)
-                    : HttpResponse{status, "text/plain; charset=utf-8", message + "\n", {}};
+      error_format_ ? error_format_(status, path, message) : PlainTextError(status, message);
   res.status = response.status;
   for (const auto& [name, value] : response.headers) res.set_header(name, value);
   res.set_content(std::move(response.body), response.content_type.c_str());

@@ -76,6 +76,11 @@ using HttpHandler = std::function<HttpResponse(const HttpRequest&)>;
 using HttpErrorFormat =
     std::function<HttpResponse(int status, const std::string& path, const std::string& message)>;
 
+// The default format of those errors: the sentence as text/plain.
+inline HttpResponse PlainTextError(int status, const std::string& message) {
+  return HttpResponse{status, "text/plain; charset=utf-8", message + "\n", {}};
+}
+
 // OK when the PEM certificate chain at `cert` and the private key at `key`
 // load as a pair (OpenSSL, through cpp-httplib: the key must be the
 // certificate's); else INVALID_ARGUMENT naming both files.

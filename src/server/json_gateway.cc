@@ -133,7 +133,7 @@ void RegisterJsonGateway(HttpServer* http, std::shared_ptr<grpc::Channel> channe
   // body too large, a malformed request) in the API's error shape too.
   http->SetErrorFormat([](int status, const std::string& path, const std::string& message) {
     if (path.rfind("/v1/", 0) != 0) {
-      return HttpResponse{status, "text/plain; charset=utf-8", message + "\n", {}};
+      return PlainTextError(status, message);
     }
     const char* name = status == 405   ? "UNIMPLEMENTED"
                        : status == 413 ? "RESOURCE_EXHAUSTED"
