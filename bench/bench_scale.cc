@@ -26,6 +26,7 @@
 #include <filesystem>
 #include <fstream>
 #include <regex>
+#include <sstream>
 
 #include "benchmarks.h"
 #include "children.h"
@@ -47,6 +48,14 @@ uint64_t StatusBytes(int pid, const std::string& name) {
   return 0;
 }
 
+// The first line of `path` ("" when it cannot be read).
+std::string ReadFirstLine(const std::string& path) {
+  std::ifstream in(path);
+  std::string line;
+  std::getline(in, line);
+  return line;
+}
+
 uint64_t DirectoryBytes(const std::string& dir) {
   uint64_t bytes = 0;
   for (const auto& e : std::filesystem::recursive_directory_iterator(dir)) {
@@ -59,7 +68,8 @@ uint64_t DirectoryBytes(const std::string& dir) {
 std::string Lines(const std::string& log, const std::regex& pattern) {
   std::string out;
   for (std::sregex_iterator it(log.begin(), log.end(), pattern), end; it != end; ++it) {
-    out += (out.empty() ? "" : "\n") + it->str();
+    if (!out.empty()) out += '\n';
+    out += it->str();
   }
   return out;
 }
@@ -89,14 +99,20 @@ absl::StatusOr<BenchOutput> RunScale(const BenchFlags& flags) {
                 {"top_k", f.top_k},
                 {"duration_s", f.duration}};
 
-  // 1. The input, written once.
-  if (!std::filesystem::exists(input + "/complete")) {
+  // 1. The input, written once and kept for the next run with the same
+  // synthetic set: `complete` records what generated it, so that a run with
+  // another seed or distribution writes it again instead of reusing it.
+  std::ostringstream made_by;
+  made_by << "dataset=" << f.dataset << " seed=" << f.seed << " clusters=" << f.clusters
+          << " spread=" << f.spread << " token_spread=" << f.token_spread
+          << " num_docs=" << f.num_docs << " tokens=" << f.tokens << " dim=" << f.dim;
+  if (ReadFirstLine(input + "/complete") != made_by.str()) {
     std::printf("scale: writing %zu documents (bf16 .npy) to %s ...\n", f.num_docs, input.c_str());
     std::fflush(stdout);
     std::filesystem::remove_all(input);
     const auto t0 = Clock::now();
     ATTN_ASSIGN_OR_RETURN(const uint64_t bytes, WriteNpyFolder(f, input, /*bf16_tokens=*/true));
-    std::ofstream(input + "/complete") << bytes << "\n";
+    std::ofstream(input + "/complete") << made_by.str() << "\n" << bytes << "\n";
     std::printf("scale: %.2f GB written in %.0f s\n", bytes / 1e9,
                 std::chrono::duration<double>(Clock::now() - t0).count());
   }
@@ -155,6 +171,8 @@ absl::StatusOr<BenchOutput> RunScale(const BenchFlags& flags) {
       load.wall_s, load.load_docs_per_s, load.cpu_s / load.wall_s, disk_bytes / 1e9,
       double(disk_bytes) / double(f.num_docs), open_s, rss_open / 1e9, rss_after / 1e9,
       rss_peak / 1e9);
+  std::printf("  the input stays in %s for the next run with the same set (--work_dir)\n",
+              input.c_str());
   out.results = {{"input_bytes", input_bytes},
                  {"load_wall_seconds", load.wall_s},
                  {"load_docs_per_s", load.load_docs_per_s},
