@@ -94,7 +94,7 @@ attn_cc_test(NAME encoder_test
   LABELS unit)
 attn_cc_test(NAME http_server_test
   SRCS ${CMAKE_CURRENT_LIST_DIR}/http/http_server_test.cc
-  DEPS attn_http
+  DEPS attn_http ZLIB::ZLIB
   LABELS unit)
 attn_cc_test(NAME npy_test
   SRCS ${CMAKE_CURRENT_LIST_DIR}/dataset/npy_test.cc

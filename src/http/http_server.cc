@@ -1,13 +1,17 @@
 #include "http/http_server.h"
 
 #include <httplib.h>
+#include <zlib.h>
 
 #include <atomic>
 #include <chrono>
 #include <thread>
 
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 
 namespace attnsearch {
 
@@ -28,6 +32,51 @@ std::string Escaped(const std::string& path) {
   return pattern;
 }
 
+// Whether an Accept-Encoding header admits gzip ("gzip", "x-gzip" or "*",
+// with no q=0).
+bool AcceptsGzip(absl::string_view header) {
+  bool gzip = false;
+  for (absl::string_view item : absl::StrSplit(header, ',')) {
+    std::vector<absl::string_view> parts = absl::StrSplit(item, ';');
+    const absl::string_view coding = absl::StripAsciiWhitespace(parts[0]);
+    if (!absl::EqualsIgnoreCase(coding, "gzip") && !absl::EqualsIgnoreCase(coding, "x-gzip") &&
+        coding != "*") {
+      continue;
+    }
+    bool zero = false;
+    for (size_t i = 1; i < parts.size(); ++i) {
+      const absl::string_view param = absl::StripAsciiWhitespace(parts[i]);
+      double q = 1;
+      if (absl::StartsWithIgnoreCase(param, "q=") && absl::SimpleAtod(param.substr(2), &q)) {
+        zero = q <= 0;
+      }
+    }
+    if (zero && coding != "*") return false;  // gzip;q=0 refuses it outright
+    gzip = gzip || !zero;
+  }
+  return gzip;
+}
+
+// `data` as a gzip stream at zlib's fastest level; false if zlib fails.
+bool Gzip(const std::string& data, std::string* out) {
+  z_stream zs{};
+  if (deflateInit2(&zs, Z_BEST_SPEED, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY) != Z_OK) {
+    return false;
+  }
+  out->resize(deflateBound(&zs, uLong(data.size())) + 32);
+  zs.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(data.data()));
+  zs.avail_in = uInt(data.size());
+  zs.next_out = reinterpret_cast<Bytef*>(out->data());
+  zs.avail_out = uInt(out->size());
+  const int done = deflate(&zs, Z_FINISH);
+  out->resize(zs.total_out);
+  deflateEnd(&zs);
+  return done == Z_STREAM_END;
+}
+
+// Bodies at least this long are sent gzipped to clients that accept it.
+constexpr size_t kGzipMinBytes = 1024;
+
 void Respond(const HttpHandler& handler, const httplib::Request& req, std::string body,
              httplib::Response& res) {
   HttpRequest request{req.path,
@@ -37,6 +86,21 @@ void Respond(const HttpHandler& handler, const httplib::Request& req, std::strin
   HttpResponse response = handler(request);
   res.status = response.status;
   for (const auto& [name, value] : response.headers) res.set_header(name, value);
+  // The body is compressed here, with gzip at its fastest level, and never
+  // by cpp-httplib: given "br" (every browser sends it) it compresses at
+  // brotli's slowest level, ~13 s for a 3 MB attention map. Taking the
+  // header off the request (which cpp-httplib owns and hands over as const)
+  // is what keeps cpp-httplib from compressing.
+  const bool gzip = AcceptsGzip(req.get_header_value("Accept-Encoding"));
+  const_cast<httplib::Request&>(req).headers.erase("Accept-Encoding");
+  if (response.body.size() >= kGzipMinBytes) {
+    res.set_header("Vary", "Accept-Encoding");
+    std::string compressed;
+    if (gzip && Gzip(response.body, &compressed)) {
+      response.body.swap(compressed);
+      res.set_header("Content-Encoding", "gzip");
+    }
+  }
   res.set_content(std::move(response.body), response.content_type.c_str());
 }
 

@@ -62,8 +62,22 @@ HttpResponse Reply(const grpc::Status& status, const google::protobuf::Message& 
   return HttpResponse{200, "application/json", json + "\n", {}};
 }
 
-void Authorize(const HttpRequest& r, grpc::ClientContext* ctx) {
-  if (!r.authorization.empty()) ctx->AddMetadata("authorization", r.authorization);
+// Passes the request's Authorization header on as the call's metadata.
+// False, with the 401 in *error, when the header holds a byte gRPC does not
+// allow in metadata (printable ASCII only): gRPC would abort the call, and
+// the process with it.
+bool Authorize(const HttpRequest& r, grpc::ClientContext* ctx, HttpResponse* error) {
+  if (r.authorization.empty()) return true;
+  for (const char c : r.authorization) {
+    if (c < 0x20 || c > 0x7e) {
+      *error = Error(grpc::StatusCode::UNAUTHENTICATED,
+                     "the Authorization header must be printable ASCII ('Bearer KEY'); API keys "
+                     "are printable ASCII");
+      return false;
+    }
+  }
+  ctx->AddMetadata("authorization", r.authorization);
+  return true;
 }
 
 template <typename Req, typename Resp>
@@ -74,7 +88,7 @@ void Route(HttpServer* http, std::shared_ptr<Stub> stub, const std::string& name
     HttpResponse error;
     if (!Parse(r.body, &request, &error)) return error;
     grpc::ClientContext ctx;
-    Authorize(r, &ctx);
+    if (!Authorize(r, &ctx, &error)) return error;
     Resp response;
     const grpc::Status status = ((*stub).*method)(&ctx, request, &response);
     return Reply(status, response);
@@ -162,7 +176,8 @@ void RegisterJsonGateway(HttpServer* http, std::shared_ptr<grpc::Channel> channe
       }
     }
     grpc::ClientContext ctx;
-    Authorize(r, &ctx);
+    HttpResponse error;
+    if (!Authorize(r, &ctx, &error)) return error;
     v1::UpsertResponse response;
     auto writer = stub->UpsertStream(&ctx, &response);
     for (const v1::UpsertRequest& request : requests) {

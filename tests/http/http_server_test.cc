@@ -14,6 +14,7 @@
 
 #include "gtest/gtest.h"
 #include "http/http_exchange.h"
+#include "zlib.h"
 
 namespace attnsearch::testing {
 namespace {
@@ -56,6 +57,66 @@ TEST(HttpServerTest, AnswersRegisteredPathsOnly) {
   EXPECT_NE(post.find("Allow: GET, HEAD"), std::string::npos) << post;
   EXPECT_EQ(HttpExchange(*port, "garbage\r\n\r\n").rfind("HTTP/1.1 400", 0), 0u);
   EXPECT_EQ(s.calls.load(), 2);  // GET and HEAD
+}
+
+// `body` of a raw response: what follows the headers.
+std::string BodyOf(const std::string& raw) {
+  const size_t start = raw.find("\r\n\r\n");
+  return start == std::string::npos ? "" : raw.substr(start + 4);
+}
+
+std::string Gunzip(const std::string& data) {
+  z_stream zs{};
+  if (inflateInit2(&zs, 15 + 16) != Z_OK) return "";
+  std::string out(1 << 20, '\0');
+  zs.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(data.data()));
+  zs.avail_in = uInt(data.size());
+  zs.next_out = reinterpret_cast<Bytef*>(out.data());
+  zs.avail_out = uInt(out.size());
+  const int done = inflate(&zs, Z_FINISH);
+  out.resize(zs.total_out);
+  inflateEnd(&zs);
+  return done == Z_STREAM_END ? out : "";
+}
+
+// Long bodies go gzipped to a client that accepts gzip, and never as
+// brotli (cpp-httplib's brotli runs at its slowest level: seconds for a few
+// megabytes); short ones, and clients that refuse gzip, get them as they are.
+TEST(HttpServerTest, LongBodiesAreGzippedNeverBrotli) {
+  HttpServer http;
+  std::string big;
+  for (int i = 0; big.size() < 200000; ++i) big += "{\"row\":" + std::to_string(i) + "},";
+  http.Get("/big", [&](const HttpRequest&) {
+    return HttpResponse{.content_type = "application/json", .body = big, .headers = {}};
+  });
+  http.Get("/small", [](const HttpRequest&) {
+    return HttpResponse{.content_type = "text/plain", .body = "short\n", .headers = {}};
+  });
+  absl::StatusOr<int> port = http.Start("127.0.0.1:0");
+  ASSERT_TRUE(port.ok()) << port.status();
+  const auto get = [&](const std::string& path, const std::string& accept) {
+    std::string request = "GET " + path + " HTTP/1.1\r\nHost: a\r\n";
+    if (!accept.empty()) request += "Accept-Encoding: " + accept + "\r\n";
+    return HttpExchange(*port, request + "\r\n");
+  };
+  for (const std::string accept : {"gzip, deflate, br", "br;q=1.0, gzip;q=0.8", "x-gzip", "*"}) {
+    SCOPED_TRACE(accept);
+    const std::string raw = get("/big", accept);
+    ASSERT_EQ(raw.rfind("HTTP/1.1 200", 0), 0u) << raw.substr(0, 300);
+    EXPECT_NE(raw.find("Content-Encoding: gzip"), std::string::npos) << raw.substr(0, 300);
+    EXPECT_NE(raw.find("Vary: Accept-Encoding"), std::string::npos) << raw.substr(0, 300);
+    EXPECT_LT(BodyOf(raw).size(), big.size() / 2);
+    EXPECT_EQ(Gunzip(BodyOf(raw)), big);
+  }
+  for (const std::string accept : {"", "br", "identity", "gzip;q=0, br", "*, gzip;q=0"}) {
+    SCOPED_TRACE(accept);
+    const std::string raw = get("/big", accept);
+    EXPECT_EQ(raw.find("Content-Encoding"), std::string::npos) << raw.substr(0, 300);
+    EXPECT_EQ(BodyOf(raw), big);
+  }
+  const std::string small = get("/small", "gzip, br");
+  EXPECT_EQ(small.find("Content-Encoding"), std::string::npos) << small;
+  EXPECT_EQ(BodyOf(small), "short\n");
 }
 
 TEST(HttpServerTest, NotFoundAnswersItsPrefixOnly) {
