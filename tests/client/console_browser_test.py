@@ -297,6 +297,14 @@ def main():
                    " && document.getElementById('key-dialog').open",
                    what=f"the wrong key's error {expected!r}")
 
+        # A key that an HTTP header cannot carry: the prompt says so and stays.
+        b.click("#key-input")
+        b.type("k\u00e9y-\u043a\u043b\u044e\u0447")
+        b.click("#key-use")
+        b.wait_for("document.getElementById('key-error').textContent.includes('printable ASCII')"
+                   " && document.getElementById('key-dialog').open",
+                   what="the prompt refusing a non-ASCII key")
+
         # The right key: the collections load.
         b.click("#key-input")
         b.type(READ_KEY)
@@ -374,7 +382,11 @@ def main():
 
         bodies = b.searches_sent()
         check(len(bodies) == 2 and bodies[1].get("attention_map") is True, f"attention request {bodies[-1:]}")
-        first_temperature = bodies[1]["temperature"]
+        # The first map is the search's own request (its temperature, so the
+        # very scores shown), with maps for the hits up to the chosen one.
+        expected = dict(bodies[0], attention_map=True, explain=True, top_k=1)
+        check(bodies[1] == expected, f"the first map's request {bodies[1]} vs {expected}")
+        first_temperature = bodies[1].get("temperature", 0.06)  # the text default
         before = check_map(bodies[1])
         check(all(abs(sum(r) - 1) < 1e-3 for r in before), "each row sums to 1")
         b.js("document.getElementById('attention').scrollIntoView()")

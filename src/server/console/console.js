@@ -5,10 +5,13 @@
 
 const $ = (id) => document.getElementById(id);
 
-// Marks the server puts around highlighted spans; never in a document's text
-// as shown, and turned into <mark> elements without parsing any HTML.
-const MARK_PRE = '\u0002';
-const MARK_POST = '\u0003';
+// Marks the server puts around highlighted spans, turned into <mark>
+// elements without parsing any HTML. A random nonce per page, so that no
+// document's text can hold them (a lone control character could).
+const MARK_NONCE = Array.from(crypto.getRandomValues(new Uint8Array(8)),
+                              (b) => b.toString(16).padStart(2, '0')).join('');
+const MARK_PRE = `\u0002${MARK_NONCE}<`;
+const MARK_POST = `>${MARK_NONCE}\u0003`;
 // The server's default temperatures (SearchRequest.temperature).
 const DEFAULT_TEXT_TEMPERATURE = 0.06;
 const DEFAULT_VECTOR_TEMPERATURE = 0.1;
@@ -19,6 +22,7 @@ const state = {
   collections: [],
   lastRequest: null,  // the SearchRequest behind the hits shown
   selected: null,     // the hit whose attention is shown: {id, rank}
+  searchSeq: 0,       // orders search answers: only the newest is shown
   attentionSeq: 0,    // orders attention answers: only the newest is drawn
 };
 
@@ -79,7 +83,11 @@ function askForKey(failure) {
         setKey($('key-input').value.trim());
         resolve(true);
       } else {
-        if (choice === 'clear') setKey('');
+        if (choice === 'clear') {
+          setKey('');
+          clearCollections('The key is forgotten: give one (API key…) to list the collections.');
+          clearResults('');
+        }
         resolve(false);
       }
     }, {once: true});
@@ -88,6 +96,24 @@ function askForKey(failure) {
   dialog.showModal();
   $('key-input').focus();
   return keyDialogOpen;
+}
+
+// API keys are printable ASCII without spaces (an HTTP header carries them).
+const KEY_PATTERN = /^[\x21-\x7e]+$/;
+
+// Keeps the dialog open while its key could not be sent.
+function checkKey(event) {
+  if (!event.submitter || event.submitter.value !== 'use') return;
+  const key = $('key-input').value.trim();
+  if (!key) {
+    event.preventDefault();
+    $('key-error').textContent = 'Key: empty';
+  } else if (!KEY_PATTERN.test(key)) {
+    event.preventDefault();
+    $('key-input').value = '';
+    $('key-error').textContent =
+        'Key: API keys are printable ASCII without spaces (letters, digits, punctuation)';
+  }
 }
 
 function setKey(key) {
@@ -102,7 +128,7 @@ function setKey(key) {
 // proto3 JSON writes 64-bit integers as strings and leaves out zeros.
 const num = (v) => Number(v || 0);
 const fmtInt = (v) => num(v).toLocaleString('en-US');
-const fmtUs = (us) => (us >= 10000 ? `${(us / 1000).toFixed(1)} ms` : `${Math.round(us)} µs`);
+const fmtUs = (us) => (us >= 1000 ? `${(us / 1000).toFixed(us >= 10000 ? 1 : 2)} ms` : `${Math.round(us)} µs`);
 const fmtWeight = (w) => (w >= 0.001 || w === 0 ? w.toFixed(3) : w.toExponential(1));
 
 function el(tag, props = {}, children = []) {
@@ -125,10 +151,10 @@ function highlighted(snippet) {
   for (;;) {
     const begin = rest.indexOf(MARK_PRE);
     if (begin < 0) break;
-    const end = rest.indexOf(MARK_POST, begin + 1);
+    const end = rest.indexOf(MARK_POST, begin + MARK_PRE.length);
     if (end < 0) break;
-    out.append(rest.slice(0, begin), el('mark', {text: rest.slice(begin + 1, end)}));
-    rest = rest.slice(end + 1);
+    out.append(rest.slice(0, begin), el('mark', {text: rest.slice(begin + MARK_PRE.length, end)}));
+    rest = rest.slice(end + MARK_POST.length);
   }
   out.append(rest);
   return out;
@@ -167,6 +193,13 @@ function indexOf(c) {
   return parts.join(' · ');
 }
 
+function clearCollections(message) {
+  state.collections = [];
+  $('collections').tBodies[0].replaceChildren(
+      el('tr', {}, [el('td', {colspan: '6', text: message})]));
+  $('collection').replaceChildren();
+}
+
 async function loadCollections() {
   $('collections-error').textContent = '';
   let answer;
@@ -183,21 +216,29 @@ async function loadCollections() {
   const chosen = select.value;
   select.replaceChildren();
   for (const c of state.collections) {
-    body.append(el('tr', {}, [
+    const row = el('tr', {class: 'pick', title: `Search ${c.name}`}, [
       el('th', {scope: 'row', text: c.name}),
       el('td', {class: 'num', text: fmtInt(c.num_documents)}),
       el('td', {class: 'num', text: fmtInt(c.num_tombstones)}),
       el('td', {class: 'num', text: bytesPerToken(c)}),
       el('td', {text: encoderOf(c)}),
       el('td', {text: indexOf(c)}),
-    ]));
+    ]);
+    // A click on a collection's row chooses it for searching.
+    row.addEventListener('click', () => {
+      select.value = c.name;
+      chooseKindFor(c.name);
+    });
+    body.append(row);
     select.append(el('option', {value: c.name, text: c.name}));
   }
   if (state.collections.length === 0) {
     body.append(el('tr', {}, [el('td', {colspan: '6', text: 'No collections yet.'})]));
   }
   if (chosen && state.collections.some((c) => c.name === chosen)) select.value = chosen;
-  chooseKindFor(select.value);
+  // The query's kind follows the collection, unless it is the one chosen
+  // before (the user may have switched the kind by hand).
+  if (select.value !== chosen) chooseKindFor(select.value);
 }
 
 // Text for collections with an encoder, vectors for the rest.
@@ -230,6 +271,7 @@ function parseVectors(source) {
 }
 
 function optionalNumber(id, name, integer) {
+  if ($(id).validity.badInput) throw new Error(`${name}: not a number`);
   const raw = $(id).value.trim();
   if (raw === '') return undefined;
   const v = Number(raw);
@@ -241,7 +283,11 @@ function optionalNumber(id, name, integer) {
 
 function buildRequest() {
   const collection = $('collection').value;
-  if (!collection) throw new Error('Collection: choose one (none exists yet?)');
+  if (!collection) {
+    throw new Error($('collections-error').textContent
+        ? 'Collection: none could be listed (see the error under Collections)'
+        : 'Collection: choose one (none exists yet?)');
+  }
   const query = $('query').value.trim();
   if (!query) throw new Error('Query: empty');
   const kind = document.querySelector('input[name="kind"]:checked').value;
@@ -258,7 +304,12 @@ function buildRequest() {
   const candidates = optionalNumber('candidates', 'candidates', true);
   if (candidates) request.candidates = candidates;
   const temperature = optionalNumber('temperature', 'temperature', false);
-  if (temperature) request.temperature = temperature;
+  if (temperature === 0) {
+    throw new Error('temperature: give one above 0, or leave it empty for the default (MaxSim is its limit: choose rerank MaxSim)');
+  }
+  if (temperature !== undefined && request.rerank === 'RERANK_MODE_ATTENTION') {
+    request.temperature = temperature;
+  }
   if ($('retrieval').value) request.retrieval = $('retrieval').value;
   const diversify = {};
   const similarity = optionalNumber('max-similarity', 'near-duplicates', false);
@@ -277,6 +328,16 @@ function buildRequest() {
   return request;
 }
 
+// What the last search showed is gone: its hits, map and timings.
+function clearResults(summary) {
+  $('hits').replaceChildren();
+  $('hits-summary').textContent = summary;
+  $('attention').hidden = true;
+  $('timing').hidden = true;
+  state.selected = null;
+  state.lastRequest = null;
+}
+
 async function search(event) {
   event.preventDefault();
   $('search-error').textContent = '';
@@ -287,16 +348,22 @@ async function search(event) {
     $('search-error').textContent = e.message;
     return;
   }
+  // Only the newest search's answer is shown, and no map of an older one.
+  const seq = ++state.searchSeq;
+  ++state.attentionSeq;
   $('search-button').disabled = true;
   try {
     const answer = await call('Search', request);
+    if (seq !== state.searchSeq) return;
     state.lastRequest = request;
     showTiming(answer.timing, 'search');
     showHits(answer, request);
   } catch (e) {
+    if (seq !== state.searchSeq) return;
+    clearResults('');
     $('search-error').textContent = e.toString();
   } finally {
-    $('search-button').disabled = false;
+    if (seq === state.searchSeq) $('search-button').disabled = false;
   }
 }
 
@@ -308,8 +375,9 @@ function showHits(answer, request) {
   state.selected = null;
   const sources = answer.sources || {};
   $('hits-summary').textContent = `${hits.length} hit${hits.length === 1 ? '' : 's'} ` +
-      `(${sources.retrieval || 'semantic'} retrieval, first stage: ${sources.first_stage || 'pooled'}` +
-      `${num(sources.lexical) ? `, ${sources.lexical} candidates from BM25 alone` : ''}` +
+      `(${sources.retrieval || 'semantic'} retrieval` +
+      `${sources.retrieval === 'lexical' ? '' : `, first stage: ${sources.first_stage || 'pooled'}`}` +
+      `${num(sources.lexical) ? `, ${sources.lexical} candidate${num(sources.lexical) === 1 ? '' : 's'} from BM25 alone` : ''}` +
       `${num(sources.diversified) ? `, ${sources.diversified} left out by diversification` : ''})`;
   const canMap = request.rerank !== 'RERANK_MODE_NONE';
   hits.forEach((hit, rank) => {
@@ -330,7 +398,7 @@ function showHits(answer, request) {
     if (canMap) {
       const button = el('button', {type: 'button', class: 'show-attention',
                                    'aria-label': `Attention map of ${hit.id}`, text: 'Attention map'});
-      button.addEventListener('click', () => selectHit(hit.id, rank));
+      button.addEventListener('click', () => selectHit(hit.id, rank, button));
       head.append(button);
     }
     list.append(item);
@@ -372,59 +440,84 @@ function sliderTemperature() {
   return v < -3 ? 0 : 10 ** v;
 }
 
-function showSliderValue() {
-  const t = sliderTemperature();
-  $('attention-temperature-value').textContent = t === 0 ? 'MaxSim' : `τ = ${Number(t.toPrecision(2))}`;
+// How a temperature reads: "MaxSim" for 0, "the search's" for undefined
+// (the server's default).
+function temperatureText(t) {
+  if (t === 0) return 'MaxSim';
+  if (t === undefined) return 'the search\'s temperature';
+  return `τ = ${Number(t.toPrecision(2))}`;
 }
 
-function selectHit(id, rank) {
-  state.selected = {id, rank};
+function showSliderValue(t = sliderTemperature()) {
+  const text = temperatureText(t);
+  $('attention-temperature-value').textContent = text;
+  $('attention-temperature').setAttribute('aria-valuetext', text);
+}
+
+function selectHit(id, rank, button) {
+  state.selected = {id, rank, button};
   const request = state.lastRequest;
+  const maxsim = request.rerank === 'RERANK_MODE_MAXSIM';
   let t = request.temperature;
   if (!t) t = request.text !== undefined ? DEFAULT_TEXT_TEMPERATURE : DEFAULT_VECTOR_TEMPERATURE;
-  $('attention-temperature').value = request.rerank === 'RERANK_MODE_MAXSIM'
+  // The slider starts near the search's temperature; the first map is drawn
+  // at exactly the search's, so that it explains the very scores shown.
+  $('attention-temperature').value = maxsim
       ? '-3.25' : String(Math.min(0, Math.max(-3, Math.round(Math.log10(t) * 4) / 4)));
-  showSliderValue();
+  showSliderValue(maxsim ? 0 : request.temperature);
   for (const li of $('hits').children) li.classList.toggle('selected', li.dataset.id === id);
   $('attention').hidden = false;
-  loadAttention();
+  $('attention-title').scrollIntoView({block: 'start'});
+  $('attention-title').focus({preventScroll: true});
+  loadAttention(false);
 }
 
-// Asks the server again, at the slider's temperature, for the hits' maps
-// and draws the chosen hit's.
-async function loadAttention() {
+// Asks the server again for the chosen hit's map: the search behind the
+// hits with attention maps for its first rank + 1 hits only (the map's
+// size grows with every hit asked for), at the search's own temperature
+// or, once the slider moved, at the slider's. Should the hit fall below
+// that rank at another temperature, asks for the search's whole top_k.
+async function loadAttention(fromSlider = true) {
   const selected = state.selected;
-  if (!selected) return;
-  const t = sliderTemperature();
-  const request = {...state.lastRequest, attention_map: true, explain: true};
-  if (t === 0) {
-    request.rerank = 'RERANK_MODE_MAXSIM';
-    delete request.temperature;
+  if (!selected || !state.lastRequest) return;
+  const base = {...state.lastRequest, attention_map: true, explain: true};
+  let t;
+  if (!fromSlider) {
+    t = base.rerank === 'RERANK_MODE_MAXSIM' ? 0 : base.temperature;
   } else {
-    request.rerank = 'RERANK_MODE_ATTENTION';
-    request.temperature = t;
+    t = sliderTemperature();
+    if (t === 0) {
+      base.rerank = 'RERANK_MODE_MAXSIM';
+      delete base.temperature;
+    } else {
+      base.rerank = 'RERANK_MODE_ATTENTION';
+      base.temperature = t;
+    }
   }
   const seq = ++state.attentionSeq;
   $('attention-error').textContent = '';
   let answer;
+  let rank = -1;
   try {
-    answer = await call('Search', request);
+    for (const topK of [...new Set([Math.min(selected.rank + 1, base.top_k), base.top_k])]) {
+      answer = await call('Search', {...base, top_k: topK});
+      if (seq !== state.attentionSeq) return;  // a newer map or search was asked meanwhile
+      rank = (answer.hits || []).findIndex((h) => h.id === selected.id);
+      if (rank >= 0) break;
+    }
   } catch (e) {
     if (seq === state.attentionSeq) $('attention-error').textContent = e.toString();
     return;
   }
-  if (seq !== state.attentionSeq) return;  // a newer temperature was asked meanwhile
   showTiming(answer.timing, 'attention search');
-  const hits = answer.hits || [];
-  const rank = hits.findIndex((h) => h.id === selected.id);
   if (rank < 0) {
-    $('attention-summary').textContent = `${selected.id} is not in the top ${request.top_k} at ` +
-        `${t === 0 ? 'MaxSim' : `τ = ${t}`}.`;
+    $('attention-summary').textContent = `${selected.id} is not in the top ${base.top_k} at ` +
+        `${temperatureText(t)}.`;
     $('heatmap').replaceChildren();
     $('matches').replaceChildren();
     return;
   }
-  drawAttention(hits[rank], rank, answer.query_token_texts || [], t);
+  drawAttention(answer.hits[rank], rank, answer.query_token_texts || [], t);
 }
 
 function drawAttention(hit, rank, queryTexts, t) {
@@ -436,7 +529,7 @@ function drawAttention(hit, rank, queryTexts, t) {
   $('attention-title').textContent = `Attention: ${hit.id}`;
   $('attention-summary').textContent =
       `${m} query tokens × ${n} document tokens, rank ${rank + 1}, score ${num(hit.score).toFixed(4)} ` +
-      `at ${t === 0 ? 'MaxSim' : `τ = ${Number(t.toPrecision(2))}`}.`;
+      `at ${temperatureText(t)}.`;
   const rowLabel = (i) => queryTexts[i] || `q${i}`;
   const colLabel = (j) => docTexts[j] || `d${j}`;
 
@@ -454,7 +547,7 @@ function drawAttention(hit, rank, queryTexts, t) {
 
   const table = $('heatmap');
   table.replaceChildren();
-  table.dataset.temperature = String(t);  // 0: MaxSim
+  table.dataset.temperature = String(t ?? 'default');  // 0: MaxSim
   table.append(el('caption', {class: 'visually-hidden',
                               text: `Attention weights of ${hit.id}: rows are query tokens, columns document tokens`}));
   const head = el('tr', {}, [
@@ -509,6 +602,7 @@ document.addEventListener('DOMContentLoaded', () => {
   $('refresh').addEventListener('click', loadCollections);
   $('collection').addEventListener('change', (e) => chooseKindFor(e.target.value));
   $('search-form').addEventListener('submit', search);
+  $('key-form').addEventListener('submit', checkKey);
   $('query').addEventListener('keydown', (e) => {
     // Enter searches; Shift+Enter starts a new line.
     if (e.key === 'Enter' && !e.shiftKey) {
