@@ -269,6 +269,11 @@ absl::StatusOr<BackupResult> Catalog::Backup(const std::string& dest_dir,
                                              const std::string& collection) {
   const absl::Time start = absl::Now();
   if (dest_dir.empty()) return absl::InvalidArgumentError("destination: must not be empty");
+  // The system would read the path only up to a NUL, and the temporary
+  // folder beside it, removed on failure, would then be another one.
+  if (dest_dir.find('\0') != std::string::npos) {
+    return absl::InvalidArgumentError("destination: holds a NUL byte");
+  }
   const fs::path dest = Normalised(dest_dir);
   std::error_code ec;
   if (fs::exists(fs::symlink_status(dest, ec))) {
@@ -442,6 +447,12 @@ absl::StatusOr<BackupManifest> Catalog::Restore(const std::string& backup_dir,
                                                 const CollectionOptions& options) {
   if (backup_dir.empty()) return absl::InvalidArgumentError("backup: must not be empty");
   if (data_dir.empty()) return absl::InvalidArgumentError("data_dir: must not be empty");
+  for (const auto& [field, path] : {std::pair<const char*, const std::string&>{"backup", backup_dir},
+                                    {"data_dir", data_dir}}) {
+    if (path.find('\0') != std::string::npos) {
+      return absl::InvalidArgumentError(absl::StrCat(field, ": holds a NUL byte"));
+    }
+  }
   const fs::path dest = Normalised(data_dir);
   std::error_code ec;
   const bool dest_exists = fs::exists(fs::symlink_status(dest, ec));

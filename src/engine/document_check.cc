@@ -93,6 +93,16 @@ absl::Status CheckTokenTextsAndSpans(const Document& doc, absl::string_view wher
                  absl::StrCat("[", b, ", ", e, ") is not a span of the text (", doc.text.size(),
                               " bytes)"));
     }
+    // A span's ends fall between UTF-8 characters: a snippet cut there
+    // would not be UTF-8, which a string field of a response must be.
+    const auto continuation = [&](uint32_t at) {
+      return at < doc.text.size() && (uint8_t(doc.text[at]) & 0xC0) == 0x80;
+    };
+    if (continuation(b) || continuation(e)) {
+      return Bad(where, absl::StrCat("token_spans[", j, "]"),
+                 absl::StrCat("[", b, ", ", e, ") does not begin and end on UTF-8 character "
+                              "boundaries of the text"));
+    }
   }
   return absl::OkStatus();
 }

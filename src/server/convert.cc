@@ -94,7 +94,16 @@ absl::Status CopyMatrix(const v1::Matrix& m, uint32_t dim, const std::string& fi
 
 grpc::Status ToGrpc(const absl::Status& status) {
   if (status.ok()) return grpc::Status::OK;
-  return grpc::Status(static_cast<grpc::StatusCode>(status.code()), std::string(status.message()));
+  std::string message(status.message());
+  // A message quoting a long input (a name, a spec) would pass gRPC's limit
+  // on a response's metadata (8 KiB by default): the client would get
+  // RESOURCE_EXHAUSTED about the metadata instead of this status.
+  if (message.size() > kMaxStatusMessageBytes) {
+    size_t cut = kMaxStatusMessageBytes;
+    while (cut > 0 && (uint8_t(message[cut]) & 0xC0) == 0x80) --cut;  // a UTF-8 boundary
+    message = absl::StrCat(message.substr(0, cut), "… (", message.size(), " bytes, cut)");
+  }
+  return grpc::Status(static_cast<grpc::StatusCode>(status.code()), message);
 }
 
 absl::StatusOr<CollectionConfig> FromProto(const v1::CollectionConfig& in) {

@@ -16,6 +16,10 @@
 
 namespace attnsearch {
 
+// Longest status message sent; a longer one is cut there (at a UTF-8
+// boundary) and says how long it was.
+inline constexpr size_t kMaxStatusMessageBytes = 2048;
+
 // The one place an absl::Status becomes a grpc::Status (the codes share
 // their numbers).
 grpc::Status ToGrpc(const absl::Status& status);

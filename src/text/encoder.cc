@@ -380,8 +380,10 @@ absl::Status EncoderOptions::Validate() const {
   }
   if (!(k1 > 0.f && k1 < 100.f)) return absl::InvalidArgumentError("k1: must be in (0, 100)");
   if (!(b >= 0.f && b <= 1.f)) return absl::InvalidArgumentError("b: must be in [0, 1]");
-  if (!(temperature > 0.f && temperature <= 100.f)) {
-    return absl::InvalidArgumentError("temperature: must be in (0, 100]");
+  // 1e-30: the smallest temperature a search takes (kMinTemperature in
+  // engine/search_types.h); text searches use this one by default.
+  if (!(temperature >= 1e-30f && temperature <= 100.f)) {
+    return absl::InvalidArgumentError("temperature: must be in [1e-30, 100]");
   }
   if (!(expansion_weight >= 0.f && expansion_weight <= 10.f)) {
     return absl::InvalidArgumentError("expansion_weight: must be in [0, 10]");

@@ -352,6 +352,16 @@ TEST(BackupTest, OneCollectionUnknownCollectionAndBadManifests) {
   }
   EXPECT_FALSE(fs::exists(dir.Sub("data/collections/zz")));
   EXPECT_FALSE(fs::exists(dir.Sub("data/bk")));
+  // A NUL byte: the system would read the path only up to it, and the
+  // temporary folder removed on failure would be another, existing one.
+  fs::create_directories(dir.Sub(".bk/important"));
+  std::ofstream(dir.Sub(".bk/important/file")) << "precious\n";
+  auto nul = (*catalog)->Backup(dir.Sub("bk") + std::string("\0zzz", 4), "b");
+  EXPECT_EQ(nul.status().code(), absl::StatusCode::kInvalidArgument) << nul.status();
+  EXPECT_NE(nul.status().message().find("destination: holds a NUL"), std::string::npos);
+  EXPECT_TRUE(fs::exists(dir.Sub(".bk/important/file")));
+  auto restore_nul = Catalog::Restore(dir.Sub("bk") + std::string("\0", 1), dir.Sub("r"), {});
+  EXPECT_EQ(restore_nul.status().code(), absl::StatusCode::kInvalidArgument);
   // A destination that cannot be made: FAILED_PRECONDITION naming it.
   auto unmakeable = (*catalog)->Backup("/proc/attnsearch-backup", "b");
   EXPECT_EQ(unmakeable.status().code(), absl::StatusCode::kFailedPrecondition)

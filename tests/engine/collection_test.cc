@@ -645,6 +645,18 @@ TEST(CollectionTest, ExplainGivesSpansAndSnippets) {
   EXPECT_NE(r.status().message().find("documents[0].token_spans[2]: [11, 17) is not a span"),
             std::string::npos)
       << r.status();
+  // Spans must cut the text between UTF-8 characters: a snippet cut inside
+  // one would not be UTF-8.
+  Document accented = d;
+  accented.id = "accented";
+  accented.text = "h\xc3\xa9llo beta gamma";  // "héllo": é is 2 bytes
+  for (const std::pair<uint32_t, uint32_t> span : {std::pair<uint32_t, uint32_t>{0, 2}, {2, 6}}) {
+    accented.token_spans = {span, {7, 11}, {12, 17}};
+    auto split = c->Upsert({accented});
+    EXPECT_EQ(split.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_NE(split.status().message().find("token_spans[0]"), std::string::npos) << split.status();
+    EXPECT_NE(split.status().message().find("UTF-8"), std::string::npos) << split.status();
+  }
   ASSERT_TRUE(c->Upsert({d}).ok());
   auto got = c->Get({"doc"}, false);
   ASSERT_TRUE(got.ok());

@@ -552,6 +552,17 @@ TEST_F(BadInputTableTest, EveryBadRequestGetsItsCodeAndChangesNothing) {
        }},
       {"Search: unknown ann_params knob", SC::INVALID_ARGUMENT, "ann_params",
        [&] { return Search(search([](v1::SearchRequest* r) { r->set_ann_params("bogus=3"); })); }},
+      // A message quoting a 20 KB input is cut, so that it still fits gRPC's
+      // metadata (the client got RESOURCE_EXHAUSTED about the metadata).
+      {"Search: a 20 KB ann_params", SC::INVALID_ARGUMENT, "bytes, cut)",
+       [&] {
+         return Search(search(
+             [](v1::SearchRequest* r) { r->set_ann_params(std::string(20000, 'x') + "=1"); }));
+       }},
+      {"Search: a 20 KB collection name", SC::NOT_FOUND, "bytes, cut)",
+       [&] {
+         return Search(search([](v1::SearchRequest* r) { r->set_collection(std::string(20000, 'c')); }));
+       }},
       {"Search: filter with an empty key", SC::INVALID_ARGUMENT, "filter.must[0].key",
        [&] {
          return Search(search(

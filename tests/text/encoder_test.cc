@@ -1075,6 +1075,8 @@ TEST(EncoderTest, BadOptionsAreInvalidArgumentNamingTheField) {
       {"k1", [](EncoderOptions* o) { o->k1 = 0.f; }},
       {"b", [](EncoderOptions* o) { o->b = 1.5f; }},
       {"temperature", [](EncoderOptions* o) { o->temperature = 0.f; }},
+      // Below what a search accepts: every text search would be refused.
+      {"temperature", [](EncoderOptions* o) { o->temperature = 1e-38f; }},
       {"max_vocabulary", [](EncoderOptions* o) { o->max_vocabulary = 0; }},
       {"max_document_tokens", [](EncoderOptions* o) { o->max_document_tokens = 0; }},
   };
