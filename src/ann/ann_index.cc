@@ -7,6 +7,8 @@
 #include <faiss/IndexNNDescent.h>
 #include <faiss/IndexNSG.h>
 #include <faiss/IndexPQ.h>
+#include <faiss/IndexPreTransform.h>
+#include <faiss/IndexRefine.h>
 #include <faiss/impl/DistanceComputer.h>
 #include <faiss/impl/FaissException.h>
 #include <faiss/impl/IDSelector.h>
@@ -196,6 +198,36 @@ absl::Status CheckSpecIndexes(const std::string& spec, uint32_t dim, const faiss
        hnsw->hnsw.nb_neighbors(0) > 2 * kMaxHnswM)) {
     return absl::InvalidArgumentError(absl::StrCat(
         "ann_spec: '", spec, "': an HNSW graph needs M in 2..", kMaxHnswM, " links a node"));
+  }
+  // Scores are inner products. FAISS builds some kinds with squared L2
+  // whatever it is asked (HNSW over PQ): their nearest would rank last.
+  const faiss::Index* storage = hnsw != nullptr ? hnsw->storage : nullptr;
+  if (index.metric_type != faiss::METRIC_INNER_PRODUCT ||
+      (storage != nullptr && storage->metric_type != faiss::METRIC_INNER_PRODUCT)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "ann_spec: '", spec,
+        "': FAISS builds this kind with squared L2 distances only, and the collection ranks by "
+        "inner product (e.g. use HNSW32,SQ8 or IVF..,PQ.. instead of HNSW over PQ)"));
+  }
+  // Exact scoring of stored vectors (filters, exhaustive searches) asks the
+  // index for a distance computer, which a Refine wrapper, and a transform
+  // in front of an IVF or HNSW index, do not give (once trained, every
+  // search would fail).
+  if (dynamic_cast<const faiss::IndexRefine*>(&index) != nullptr) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("ann_spec: '", spec,
+                     "': a Refine stage cannot score stored vectors exactly; drop it (the "
+                     "reranker re-scores the candidates)"));
+  }
+  if (const auto* pre = dynamic_cast<const faiss::IndexPreTransform*>(&index)) {
+    if (dynamic_cast<const faiss::IndexIVF*>(pre->index) != nullptr ||
+        dynamic_cast<const faiss::IndexHNSW*>(pre->index) != nullptr ||
+        dynamic_cast<const faiss::IndexRefine*>(pre->index) != nullptr) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "ann_spec: '", spec,
+          "': a transform (PCA, OPQ, ...) in front of an IVF or HNSW index cannot score stored "
+          "vectors exactly; use the IVF or HNSW index alone"));
+    }
   }
   if (!index.is_trained) return absl::OkStatus();
   constexpr size_t kProbe = 8;

@@ -490,7 +490,11 @@ TEST(AnnIndexBasicsTest, CreateWithBogusSpecIsInvalidArgument) {
 TEST(AnnIndexBasicsTest, CreateRefusesSpecsThatCannotServe) {
   for (const char* spec :
        {"IDMap,Flat", "IDMap2,Flat", "HNSW0,Flat", "HNSW1,Flat", "HNSW257,Flat", "HNSW100000,Flat",
-        "NSG32,Flat", "IDMap,HNSW32,Flat", "Flat,Refine(Flat)"}) {
+        "NSG32,Flat", "IDMap,HNSW32,Flat", "Flat,Refine(Flat)",
+        // Built with squared L2 whatever is asked: the farthest ranked first.
+        "HNSW32,PQ2",
+        // Trained later, then no distance computer: every search failed.
+        "IVF4,Flat,RFlat", "OPQ2,IVF4,PQ2", "PCA4,HNSW16,Flat"}) {
     auto index = AnnIndex::Create(spec, 16, AnnOptions());
     EXPECT_EQ(index.status().code(), absl::StatusCode::kInvalidArgument)
         << spec << ": " << index.status();
@@ -502,6 +506,9 @@ TEST(AnnIndexBasicsTest, CreateRefusesSpecsThatCannotServe) {
          {"Flat", "HNSW2,Flat", "HNSW32,Flat", "HNSW256,Flat", "HNSW32,SQfp16", "IVF4,Flat"}) {
       EXPECT_TRUE(AnnIndex::Create(spec, dim, AnnOptions()).ok()) << spec << " at " << dim;
     }
+  }
+  for (const char* spec : {"PQ4", "OPQ4,PQ4", "PCA8,Flat", "IVF4,PQ4", "HNSW16,SQ8"}) {
+    EXPECT_TRUE(AnnIndex::Create(spec, 16, AnnOptions()).ok()) << spec;
   }
 }
 
