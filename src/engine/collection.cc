@@ -1269,6 +1269,16 @@ absl::StatusOr<DeleteResult> Collection::Delete(const std::vector<std::string>& 
 absl::StatusOr<GetResult> Collection::Get(const std::vector<std::string>& ids,
                                           bool include_vectors) const {
   ATTN_RETURN_IF_ERROR(CheckIdCount(ids.size()));
+  // An id asked for twice would be read and sent twice: one request of a
+  // few kilobytes could make the server hold gigabytes.
+  absl::flat_hash_map<std::string_view, size_t> seen;
+  for (size_t i = 0; i < ids.size(); ++i) {
+    auto [it, fresh] = seen.emplace(ids[i], i);
+    if (!fresh) {
+      return absl::InvalidArgumentError(absl::StrCat("ids[", i, "]: '", ids[i],
+                                                     "' repeats ids[", it->second, "]"));
+    }
+  }
   // One view for both reads: the labels found are those it reads.
   ATTN_ASSIGN_OR_RETURN(const DocStore::ReadView view, store_->NewReadView());
   ATTN_ASSIGN_OR_RETURN(std::vector<std::optional<Label>> labels, store_->LookupIds(ids, &view));
@@ -1284,7 +1294,31 @@ absl::StatusOr<GetResult> Collection::Get(const std::vector<std::string>& ids,
       return codes->DecodeRecord(record, d);
     };
   }
-  ATTN_RETURN_IF_ERROR(store_->GetDocuments(found, include_vectors, &docs, &view, decode));
+  // Read a few documents at a time, and stop once they hold more than a
+  // request may (max_request_bytes): nothing is read beyond the limit.
+  constexpr size_t kReadBatch = 16;
+  size_t bytes = 0;
+  for (size_t first = 0; first < found.size(); first += kReadBatch) {
+    const std::vector<Label> some(found.begin() + first,
+                                  found.begin() + std::min(found.size(), first + kReadBatch));
+    std::vector<std::optional<Document>> read;
+    ATTN_RETURN_IF_ERROR(store_->GetDocuments(some, include_vectors, &read, &view, decode));
+    for (auto& d : read) {
+      if (d) {
+        bytes += sizeof(Document) + d->id.size() + d->text.size() +
+                 (d->pooled.size() + d->tokens.size()) * sizeof(float) +
+                 d->token_spans.size() * 8;
+        for (const auto& [k, v] : d->metadata) bytes += k.size() + v.size() + 64;
+        for (const auto& t : d->token_texts) bytes += t.size() + sizeof(std::string);
+      }
+      docs.push_back(std::move(d));
+    }
+    ATTN_RETURN_IF_ERROR(CheckRequestBytes(
+        bytes, options_.limits.max_request_bytes,
+        absl::StrCat("ids: the documents of the first ", first + some.size(), " found of ",
+                     found.size(), include_vectors ? " (ask for fewer, or without include_vectors)"
+                                                   : " (ask for fewer)")));
+  }
   GetResult result;
   size_t k = 0;
   for (size_t i = 0; i < ids.size(); ++i) {

@@ -60,6 +60,41 @@ std::vector<float> PooledOf(const Collection& c, const std::string& id) {
   return got.ok() && !got->documents.empty() ? got->documents[0].pooled : std::vector<float>();
 }
 
+// A Get holds no more than a request may: an id asked for twice is refused
+// (one request of a few kilobytes made the server hold gigabytes), and
+// reading stops with RESOURCE_EXHAUSTED once the documents found pass
+// max_request_bytes.
+TEST(CollectionTest, GetIsBoundedLikeARequest) {
+  TempDir dir;
+  CollectionOptions options;
+  options.limits.max_request_bytes = 64 << 10;
+  auto c = MustCreate(dir.Sub("c"), Config(), options);
+  std::mt19937 rng(3);
+  std::vector<Document> docs;
+  for (int i = 0; i < 40; ++i) docs.push_back(MakeDoc(rng, "d" + std::to_string(i), kDim, 64, 64));
+  for (const Document& d : docs) ASSERT_TRUE(c->Upsert({d}).ok());
+  auto twice = c->Get({"d1", "d2", "d1"}, false);
+  EXPECT_EQ(twice.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(twice.status().message().find("ids[2]: 'd1' repeats ids[0]"), std::string::npos)
+      << twice.status();
+  std::vector<std::string> all;
+  for (const Document& d : docs) all.push_back(d.id);
+  // Without vectors the 40 fit; with them (40 x 64 x kDim floats) they do not.
+  auto plain = c->Get(all, false);
+  ASSERT_TRUE(plain.ok()) << plain.status();
+  EXPECT_EQ(plain->documents.size(), 40u);
+  const size_t row_bytes = size_t(kDim) * sizeof(float);
+  ASSERT_GT(40 * 64 * row_bytes, options.limits.max_request_bytes);
+  auto full = c->Get(all, true);
+  EXPECT_EQ(full.status().code(), absl::StatusCode::kResourceExhausted) << full.status();
+  EXPECT_NE(full.status().message().find("max_request_mb"), std::string::npos) << full.status();
+  EXPECT_NE(full.status().message().find("include_vectors"), std::string::npos) << full.status();
+  // A few with vectors still fit.
+  auto some = c->Get({"d3", "d7"}, true);
+  ASSERT_TRUE(some.ok()) << some.status();
+  EXPECT_EQ(some->documents[1].id, "d7");
+}
+
 TEST(CollectionTest, UpsertGetOverwriteDelete) {
   TempDir dir;
   auto c = MustCreate(dir.Sub("c"));
