@@ -143,7 +143,10 @@ void AddIngestFlags(CLI::App& app, BenchFlags& f) {
   app.add_option("--sync", f.sync, "sync the WAL on every write (overwrite)")
       ->capture_default_str();
   app.add_option("--batch", f.batch, "documents per Upsert (ingest)")->capture_default_str();
-  app.add_option("--work_dir", f.work_dir, "ingest: its data directory (default: a temp dir); scale: where its input is written and kept for the next run with the same set, and its data directory (default: $TMPDIR/attnsearch-scale)");
+  app.add_option("--work_dir", f.work_dir,
+                 "ingest: its data directory (default: a temp dir); scale: where its input is "
+                 "written and kept for the next run with the same set, and its data directory "
+                 "(default: $TMPDIR/attnsearch-scale)");
   app.add_option("--ingest_input", f.ingest_input,
                  "ingest: also write the set as these inputs (jsonl: gzipped JSON lines; npy: a "
                  "folder of .npy files; token counts uniform in [tokens/2, 3 tokens/2]) and load "

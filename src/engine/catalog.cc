@@ -447,8 +447,8 @@ absl::StatusOr<BackupManifest> Catalog::Restore(const std::string& backup_dir,
                                                 const CollectionOptions& options) {
   if (backup_dir.empty()) return absl::InvalidArgumentError("backup: must not be empty");
   if (data_dir.empty()) return absl::InvalidArgumentError("data_dir: must not be empty");
-  for (const auto& [field, path] : {std::pair<const char*, const std::string&>{"backup", backup_dir},
-                                    {"data_dir", data_dir}}) {
+  for (const auto& [field, path] :
+       {std::pair<const char*, const std::string&>{"backup", backup_dir}, {"data_dir", data_dir}}) {
     if (path.find('\0') != std::string::npos) {
       return absl::InvalidArgumentError(absl::StrCat(field, ": holds a NUL byte"));
     }

@@ -1275,8 +1275,8 @@ absl::StatusOr<GetResult> Collection::Get(const std::vector<std::string>& ids,
   for (size_t i = 0; i < ids.size(); ++i) {
     auto [it, fresh] = seen.emplace(ids[i], i);
     if (!fresh) {
-      return absl::InvalidArgumentError(absl::StrCat("ids[", i, "]: '", ids[i],
-                                                     "' repeats ids[", it->second, "]"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("ids[", i, "]: '", ids[i], "' repeats ids[", it->second, "]"));
     }
   }
   // One view for both reads: the labels found are those it reads.
@@ -1306,8 +1306,7 @@ absl::StatusOr<GetResult> Collection::Get(const std::vector<std::string>& ids,
     for (auto& d : read) {
       if (d) {
         bytes += sizeof(Document) + d->id.size() + d->text.size() +
-                 (d->pooled.size() + d->tokens.size()) * sizeof(float) +
-                 d->token_spans.size() * 8;
+                 (d->pooled.size() + d->tokens.size()) * sizeof(float) + d->token_spans.size() * 8;
         for (const auto& [k, v] : d->metadata) bytes += k.size() + v.size() + 64;
         for (const auto& t : d->token_texts) bytes += t.size() + sizeof(std::string);
       }
@@ -1316,8 +1315,9 @@ absl::StatusOr<GetResult> Collection::Get(const std::vector<std::string>& ids,
     ATTN_RETURN_IF_ERROR(CheckRequestBytes(
         bytes, options_.limits.max_request_bytes,
         absl::StrCat("ids: the documents of the first ", first + some.size(), " found of ",
-                     found.size(), include_vectors ? " (ask for fewer, or without include_vectors)"
-                                                   : " (ask for fewer)")));
+                     found.size(),
+                     include_vectors ? " (ask for fewer, or without include_vectors)"
+                                     : " (ask for fewer)")));
   }
   GetResult result;
   size_t k = 0;

@@ -100,7 +100,8 @@ absl::Status CheckTokenTextsAndSpans(const Document& doc, absl::string_view wher
     };
     if (continuation(b) || continuation(e)) {
       return Bad(where, absl::StrCat("token_spans[", j, "]"),
-                 absl::StrCat("[", b, ", ", e, ") does not begin and end on UTF-8 character "
+                 absl::StrCat("[", b, ", ", e,
+                              ") does not begin and end on UTF-8 character "
                               "boundaries of the text"));
     }
   }

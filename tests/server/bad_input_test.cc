@@ -561,7 +561,8 @@ TEST_F(BadInputTableTest, EveryBadRequestGetsItsCodeAndChangesNothing) {
        }},
       {"Search: a 20 KB collection name", SC::NOT_FOUND, "bytes, cut)",
        [&] {
-         return Search(search([](v1::SearchRequest* r) { r->set_collection(std::string(20000, 'c')); }));
+         return Search(
+             search([](v1::SearchRequest* r) { r->set_collection(std::string(20000, 'c')); }));
        }},
       {"Search: filter with an empty key", SC::INVALID_ARGUMENT, "filter.must[0].key",
        [&] {
