@@ -832,6 +832,8 @@ TEST(AnnIndexTuneTest, RejectsBadTargetsAndHasNothingToTuneForFlat) {
   auto tuned = flat->Tune(0.9, 10, 50);
   ASSERT_TRUE(tuned.ok());
   EXPECT_TRUE(tuned->knob.empty());
+  EXPECT_EQ(tuned->sample_recall, 1.0);
+  EXPECT_EQ(tuned->sample_queries, 0u);
   auto tiny = AnnIndex::Create("HNSW16,Flat", d.dim, AnnOptions());
   ASSERT_TRUE(tiny.ok());
   ASSERT_TRUE((*tiny)->Add(d.labels.data(), d.vectors.data(), 5).ok());
