@@ -305,6 +305,13 @@ AnnIndex::~AnnIndex() = default;
 
 absl::StatusOr<std::unique_ptr<AnnIndex>> AnnIndex::Create(const std::string& spec, uint32_t dim,
                                                            const AnnOptions& options) {
+  // FAISS reads "HNSW32," as "HNSW32,Flat": an empty component is a typo.
+  for (absl::string_view part : absl::StrSplit(spec, ',')) {
+    if (absl::StripAsciiWhitespace(part).empty()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("ann_spec: '", spec, "' has an empty component (a stray comma?)"));
+    }
+  }
   auto rep = std::make_unique<Rep>();
   absl::Status s = CatchFaiss("ann_spec", [&] {
     rep->index = UseSimdDistances(std::unique_ptr<faiss::Index>(

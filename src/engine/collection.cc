@@ -1273,6 +1273,9 @@ absl::StatusOr<GetResult> Collection::Get(const std::vector<std::string>& ids,
   // few kilobytes could make the server hold gigabytes.
   absl::flat_hash_map<std::string_view, size_t> seen;
   for (size_t i = 0; i < ids.size(); ++i) {
+    if (ids[i].empty()) {  // as Delete says: no document has it
+      return absl::InvalidArgumentError(absl::StrCat("ids[", i, "]: must not be empty"));
+    }
     auto [it, fresh] = seen.emplace(ids[i], i);
     if (!fresh) {
       return absl::InvalidArgumentError(

@@ -494,7 +494,9 @@ TEST(AnnIndexBasicsTest, CreateRefusesSpecsThatCannotServe) {
         // Built with squared L2 whatever is asked: the farthest ranked first.
         "HNSW32,PQ2",
         // Trained later, then no distance computer: every search failed.
-        "IVF4,Flat,RFlat", "OPQ2,IVF4,PQ2", "PCA4,HNSW16,Flat"}) {
+        "IVF4,Flat,RFlat", "OPQ2,IVF4,PQ2", "PCA4,HNSW16,Flat",
+        // A stray comma, which FAISS would read as ",Flat".
+        "HNSW32,", "HNSW32,,Flat"}) {
     auto index = AnnIndex::Create(spec, 16, AnnOptions());
     EXPECT_EQ(index.status().code(), absl::StatusCode::kInvalidArgument)
         << spec << ": " << index.status();

@@ -77,6 +77,9 @@ TEST(CollectionTest, GetIsBoundedLikeARequest) {
   EXPECT_EQ(twice.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_NE(twice.status().message().find("ids[2]: 'd1' repeats ids[0]"), std::string::npos)
       << twice.status();
+  auto empty = c->Get({"d1", ""}, false);
+  EXPECT_EQ(empty.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(empty.status().message().find("ids[1]: must not be empty"), std::string::npos);
   std::vector<std::string> all;
   for (const Document& d : docs) all.push_back(d.id);
   // Without vectors the 40 fit; with them (40 x 64 x kDim floats) they do not.
