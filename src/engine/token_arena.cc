@@ -39,6 +39,7 @@ bool ArenaBudget::TryTake(uint64_t bytes) {
 
 struct TokenArena::Page {
   std::atomic<const char*> slots[kPageSlots] = {};
+  uint32_t live = 0;  // slots that are set; written under mu_
 };
 
 struct TokenArena::Directory {
@@ -154,6 +155,32 @@ void TokenArena::Prefetch(const Label* labels, size_t n) const {
   }
 }
 
+TokenArena::Page* TokenArena::PageOf(Label label) const {
+  const size_t page = size_t(label >> kPageBits);
+  if (dir_owner_ == nullptr || page >= dir_owner_->capacity) return nullptr;
+  return dir_owner_->pages[page].load(std::memory_order_relaxed);
+}
+
+void TokenArena::FreePageIfEmpty(Label label) {
+  Page* p = PageOf(label);
+  // The page of the newest label stays: the next labels go there.
+  if (p == nullptr || p->live != 0 || (label >> kPageBits) >= (max_label_ >> kPageBits)) return;
+  dir_owner_->pages[size_t(label >> kPageBits)].store(nullptr, std::memory_order_release);
+  auto it = std::find_if(pages_.begin(), pages_.end(),
+                         [p](const std::unique_ptr<Page>& q) { return q.get() == p; });
+  std::unique_ptr<Page> owned = std::move(*it);
+  *it = std::move(pages_.back());
+  pages_.pop_back();
+  // A reader that found the page keeps reading it under its pin; its memory
+  // goes back to the budget when it is freed.
+  Retire(std::shared_ptr<void>(owned.release(),
+                               [budget = options_.budget, allocated = allocated_](void* page) {
+                                 delete static_cast<Page*>(page);
+                                 *allocated -= sizeof(Page);
+                                 if (budget) budget->Give(sizeof(Page));
+                               }));
+}
+
 std::atomic<const char*>* TokenArena::Slot(Label label) {
   const size_t page = size_t(label >> kPageBits);
   if (dir_owner_ == nullptr || page >= dir_owner_->capacity) {
@@ -244,6 +271,8 @@ absl::Status TokenArena::Put(Label label, std::string_view record, uint32_t rows
                      " of them by this arena"));
   }
   slot->store(r, std::memory_order_release);
+  if (old == nullptr) PageOf(label)->live += 1;
+  max_label_ = std::max(max_label_, label);
   records_ += 1;
   rows_ += rows;
   live_bytes_ += record.size();
@@ -274,7 +303,11 @@ void TokenArena::Remove(Label label) {
   const char* r = slot.load(std::memory_order_relaxed);
   if (r == nullptr) return;
   slot.store(nullptr, std::memory_order_release);
+  p->live -= 1;
   Forget(r);
+  // Labels only grow, so a page whose labels are all gone is not written
+  // again: without this, every write would leave 8 bytes of directory.
+  FreePageIfEmpty(label);
 }
 
 void TokenArena::MaybeCompact(Slab* slab) {
@@ -301,7 +334,9 @@ bool TokenArena::CompactSlab(Slab* slab) {
   // reading it here (the slab is freed after its pin).
   for (Label label : slab->labels) {
     if (slab->live == 0) break;
-    std::atomic<const char*>* slot = Slot(label);
+    Page* p = PageOf(label);  // none when its labels are all gone
+    if (p == nullptr) continue;
+    std::atomic<const char*>* slot = &p->slots[label & (kPageSlots - 1)];
     const char* r = slot->load(std::memory_order_relaxed);
     if (r < slab->mem || r >= slab->mem + slab->capacity) continue;
     const uint32_t size = Load32(r);

@@ -11,7 +11,10 @@
 // dropped:
 //   - Remove clears the label's directory slot at once (a reader that looks
 //     afterwards finds nothing, and reads the store instead); the record's
-//     bytes stay until its slab is compacted.
+//     bytes stay until its slab is compacted. A directory page (4,096
+//     labels) whose slots are all clear is retired, unless it holds the
+//     newest label: labels only grow, so overwrites leave no directory
+//     behind.
 //   - A slab whose live share falls below compact_below is compacted: its
 //     live records move to the tail slab, their slots are switched, and the
 //     old slab is retired. Retired memory is freed once every pin taken
@@ -134,6 +137,12 @@ class TokenArena {
   // Where `label`'s slot is, growing the directory; null when the budget
   // refuses a directory page. REQUIRES: mu_.
   std::atomic<const char*>* Slot(Label label) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The directory page holding `label`'s slot; null when there is none.
+  // REQUIRES: mu_.
+  Page* PageOf(Label label) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Retires `label`'s page once none of its slots is set, unless it is the
+  // newest label's page. REQUIRES: mu_.
+  void FreePageIfEmpty(Label label) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Copies `record` into the tail slab (a new one when it does not fit);
   // null when the budget refuses. REQUIRES: mu_.
   const char* Append(Label label, std::string_view record, uint32_t rows, uint32_t tag, Slab** slab)
@@ -165,6 +174,7 @@ class TokenArena {
   std::vector<std::unique_ptr<Page>> pages_ ABSL_GUARDED_BY(mu_);
   std::map<const char*, std::shared_ptr<Slab>> slabs_ ABSL_GUARDED_BY(mu_);  // by address
   Slab* tail_ ABSL_GUARDED_BY(mu_) = nullptr;
+  Label max_label_ ABSL_GUARDED_BY(mu_) = 0;  // the largest label put
   size_t next_slab_bytes_ ABSL_GUARDED_BY(mu_) = 0;  // set by the constructor
 
   std::atomic<uint64_t> records_{0}, rows_{0}, live_bytes_{0}, compactions_{0};
