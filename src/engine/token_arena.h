@@ -174,7 +174,7 @@ class TokenArena {
   std::vector<std::unique_ptr<Page>> pages_ ABSL_GUARDED_BY(mu_);
   std::map<const char*, std::shared_ptr<Slab>> slabs_ ABSL_GUARDED_BY(mu_);  // by address
   Slab* tail_ ABSL_GUARDED_BY(mu_) = nullptr;
-  Label max_label_ ABSL_GUARDED_BY(mu_) = 0;  // the largest label put
+  Label max_label_ ABSL_GUARDED_BY(mu_) = 0;         // the largest label put
   size_t next_slab_bytes_ ABSL_GUARDED_BY(mu_) = 0;  // set by the constructor
 
   std::atomic<uint64_t> records_{0}, rows_{0}, live_bytes_{0}, compactions_{0};

@@ -106,7 +106,7 @@ TEST(TokenArenaTest, OverwritingTheSameDocumentsKeepsMemoryBounded) {
     if (round == 100) allocated_after_warmup = arena.stats().allocated_bytes;
   }
   { TokenArena::Pin pin = arena.PinNow(); }  // lets retired memory go
-  ASSERT_GT(next, Label(70) << 12);  // ~300,000 labels: ~72 directory pages of 32 KiB
+  ASSERT_GT(next, Label(70) << 12);          // ~300,000 labels: ~72 directory pages of 32 KiB
   const TokenArena::Stats s = arena.stats();
   EXPECT_EQ(s.records, kDocs);
   // The kept label's page, the newest label's, and at most a few between.
