@@ -29,6 +29,16 @@
 namespace attnsearch {
 namespace {
 
+// The memory a document holds in a request (counted against
+// max_request_bytes): its fields, as Upsert takes them and Get gives them.
+size_t DocumentBytes(const Document& d) {
+  size_t bytes = sizeof(Document) + d.id.size() + d.text.size() +
+                 (d.pooled.size() + d.tokens.size()) * sizeof(float) + d.token_spans.size() * 8;
+  for (const auto& [k, v] : d.metadata) bytes += k.size() + v.size() + 64;
+  for (const auto& t : d.token_texts) bytes += t.size() + sizeof(std::string);
+  return bytes;
+}
+
 LiveIndexOptions LiveIndexOptionsOf(const CollectionOptions& o) {
   LiveIndexOptions l;
   l.ann = o.ann;
@@ -375,12 +385,8 @@ absl::StatusOr<uint64_t> Collection::Upsert(std::vector<Document> docs) {
     if (i == first_bad) return bad;
     if (IsTextOnly(docs[i])) ATTN_RETURN_IF_ERROR(PrepareDocument(i, enc.get(), version, &docs[i]));
     const Document& d = docs[i];
-    batch_bytes += sizeof(Document) + d.id.size() + d.text.size() +
-                   (d.pooled.size() + d.tokens.size()) * sizeof(float) + d.token_spans.size() * 8 +
-                   size_t(d.num_tokens) * row_bytes;
+    batch_bytes += DocumentBytes(d) + size_t(d.num_tokens) * row_bytes;
     arena_bytes += size_t(d.num_tokens) * row_bytes + 32;
-    for (const auto& [k, v] : d.metadata) batch_bytes += k.size() + v.size() + 64;
-    for (const auto& t : d.token_texts) batch_bytes += t.size() + sizeof(std::string);
     ATTN_RETURN_IF_ERROR(CheckRequestBytes(batch_bytes, options_.limits.max_request_bytes,
                                            absl::StrCat("documents: the batch of ", docs.size(),
                                                         " (counted up to documents[", i, "])")));
@@ -1307,12 +1313,7 @@ absl::StatusOr<GetResult> Collection::Get(const std::vector<std::string>& ids,
     std::vector<std::optional<Document>> read;
     ATTN_RETURN_IF_ERROR(store_->GetDocuments(some, include_vectors, &read, &view, decode));
     for (auto& d : read) {
-      if (d) {
-        bytes += sizeof(Document) + d->id.size() + d->text.size() +
-                 (d->pooled.size() + d->tokens.size()) * sizeof(float) + d->token_spans.size() * 8;
-        for (const auto& [k, v] : d->metadata) bytes += k.size() + v.size() + 64;
-        for (const auto& t : d->token_texts) bytes += t.size() + sizeof(std::string);
-      }
+      if (d) bytes += DocumentBytes(*d);
       docs.push_back(std::move(d));
     }
     ATTN_RETURN_IF_ERROR(CheckRequestBytes(
