@@ -45,6 +45,21 @@ namespace {
 
 using faiss_idx_t = faiss::Index::idx_t;
 
+// A FAISS exception's message without the function signature and source
+// position FAISS puts in front ("Error in <signature> at <file>:<line>: ").
+absl::string_view FaissMessage(absl::string_view what) {
+  if (!absl::StartsWith(what, "Error in ")) return what;
+  const size_t at = what.find(" at ");
+  if (at == absl::string_view::npos) return what;
+  for (size_t colon = what.find(':', at); colon != absl::string_view::npos;
+       colon = what.find(':', colon + 1)) {
+    size_t end = colon + 1;
+    while (end < what.size() && absl::ascii_isdigit(what[end])) ++end;
+    if (end > colon + 1 && what.substr(end, 2) == ": ") return what.substr(end + 2);
+  }
+  return what;
+}
+
 // The one place FAISS exceptions become statuses.
 template <typename F>
 absl::Status CatchFaiss(absl::string_view what, F&& fn) {
@@ -52,7 +67,7 @@ absl::Status CatchFaiss(absl::string_view what, F&& fn) {
     fn();
     return absl::OkStatus();
   } catch (const faiss::FaissException& e) {
-    return absl::InternalError(absl::StrCat(what, ": ", e.what()));
+    return absl::InternalError(absl::StrCat(what, ": ", FaissMessage(e.what())));
   } catch (const std::bad_alloc&) {
     return absl::ResourceExhaustedError(absl::StrCat(what, ": out of memory"));
   } catch (const std::exception& e) {
@@ -119,7 +134,10 @@ absl::StatusOr<AnnSearchParams> AnnSearchParams::Parse(absl::string_view text) {
       return absl::InvalidArgumentError(
           absl::StrCat("ann_params: '", item, "' is not name=value (known: ", kKnown, ")"));
     }
-    const absl::string_view name = item.substr(0, eq);
+    // Spaces around the name and the value are allowed, as around the
+    // knob; the value is plain decimal digits.
+    const absl::string_view name = absl::StripAsciiWhitespace(item.substr(0, eq));
+    const absl::string_view digits = absl::StripAsciiWhitespace(item.substr(eq + 1));
     int* field = name == "efSearch"   ? &p.ef_search
                  : name == "nprobe"   ? &p.nprobe
                  : name == "probe"    ? &p.probe
@@ -137,7 +155,9 @@ absl::StatusOr<AnnSearchParams> AnnSearchParams::Parse(absl::string_view text) {
     int value = 0;
     const int least = name == "refine" ? 0 : 1;  // refine=0: none
     const int most = name == "probe" ? 1024 : 100000;
-    if (!absl::SimpleAtoi(item.substr(eq + 1), &value) || value < least || value > most) {
+    const bool decimal = !digits.empty() && digits.size() <= 9 &&
+                         std::all_of(digits.begin(), digits.end(), absl::ascii_isdigit);
+    if (!decimal || !absl::SimpleAtoi(digits, &value) || value < least || value > most) {
       return absl::InvalidArgumentError(
           absl::StrCat("ann_params: '", item, "' needs a value in ", least, "..", most));
     }
@@ -313,13 +333,12 @@ absl::StatusOr<std::unique_ptr<AnnIndex>> AnnIndex::Create(const std::string& sp
     }
   }
   auto rep = std::make_unique<Rep>();
-  absl::Status s = CatchFaiss("ann_spec", [&] {
+  absl::Status s = CatchFaiss(absl::StrCat("ann_spec: FAISS rejects '", spec, "'"), [&] {
     rep->index = UseSimdDistances(std::unique_ptr<faiss::Index>(
         faiss::index_factory(int(dim), spec.c_str(), faiss::METRIC_INNER_PRODUCT)));
   });
   if (!s.ok()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("ann_spec: FAISS rejects '", spec, "': ", s.message()));
+    return absl::InvalidArgumentError(s.message());
   }
   rep->Bind();
   ATTN_RETURN_IF_ERROR(CheckSpecIndexes(spec, dim, *rep->index, rep->hnsw));

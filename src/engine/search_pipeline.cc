@@ -333,7 +333,8 @@ absl::Status SearchPipeline::CheckQuery(SearchQuery* q) const {
     }
     // A score is at most the weights' sum in magnitude: bounded, it stays
     // finite in float.
-    if (sum > kMaxTokenWeightSum) {
+    // (float rounding: a weight written 1e30 is 1.0000000150e30 in float)
+    if (sum > kMaxTokenWeightSum * (1 + 1e-6)) {
       return absl::InvalidArgumentError(absl::StrCat("query.token_weights: they sum to ", sum,
                                                      ", above the limit of ", kMaxTokenWeightSum));
     }

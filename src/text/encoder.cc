@@ -357,9 +357,10 @@ EncoderOptions EncoderOverrides::Apply() const {
   if (window != 0) o.window = window;
   if (min_count != 0) o.min_count = min_count;
   if (temperature != 0.f) o.temperature = temperature;
-  if (expansion_weight > 0.f) o.expansion_weight = expansion_weight;
+  // NaN is passed on, for Validate to refuse by name.
+  if (!(expansion_weight <= 0.f)) o.expansion_weight = expansion_weight;
   if (expansion_weight < 0.f) o.expansion_weight = 0.f;  // off
-  if (wordnet_weight > 0.f) o.wordnet_weight = wordnet_weight;
+  if (!(wordnet_weight <= 0.f)) o.wordnet_weight = wordnet_weight;
   if (wordnet_weight < 0.f) o.wordnet_weight = 0.f;  // off
   return o;
 }

@@ -482,6 +482,10 @@ TEST(AnnIndexBasicsTest, CreateWithBogusSpecIsInvalidArgument) {
     auto index = AnnIndex::Create(spec, 16, AnnOptions());
     EXPECT_EQ(index.status().code(), absl::StatusCode::kInvalidArgument)
         << spec << ": " << index.status();
+    // FAISS's own message, without the C++ signature and source position
+    // FAISS puts in front of it.
+    EXPECT_EQ(index.status().message().find("Error in "), std::string::npos) << index.status();
+    EXPECT_EQ(index.status().message().find(".cpp:"), std::string::npos) << index.status();
   }
 }
 
@@ -561,11 +565,18 @@ TEST(AnnSearchParamsTest, ParseRejectsMalformedKnobs) {
     EXPECT_EQ(p.status().code(), absl::StatusCode::kInvalidArgument) << text;
     EXPECT_NE(p.status().message().find(message), std::string::npos) << text << ": " << p.status();
   }
-  // Spaces around knobs are fine; so is text of spaces only.
-  auto spaced = AnnSearchParams::Parse(" efSearch=12 , nprobe=3 ");
+  // Spaces around knobs, names and values are fine; so is text of spaces
+  // only. A value is plain decimal digits.
+  auto spaced = AnnSearchParams::Parse(" efSearch=12 , nprobe = 3 ");
   ASSERT_TRUE(spaced.ok()) << spaced.status();
   EXPECT_EQ(spaced->ef_search, 12);
   EXPECT_EQ(spaced->nprobe, 3);
+  for (const char* text : {"efSearch=+5", "efSearch=5 0", "efSearch=0x10", "efSearch=1e3",
+                           "efSearch=00000000012"}) {
+    auto p = AnnSearchParams::Parse(text);
+    EXPECT_EQ(p.status().code(), absl::StatusCode::kInvalidArgument)
+        << "'" << text << "': " << p.status();
+  }
   EXPECT_TRUE(AnnSearchParams::Parse("  ").ok());
 }
 

@@ -246,6 +246,13 @@ TEST(VectorValidationTest, QueryKnobsThatWouldOverflowAreRefused) {
   ASSERT_TRUE(absl::IsInvalidArgument(r.status())) << r.status();
   EXPECT_NE(r.status().message().find("query.token_weights: they sum to"), std::string::npos)
       << r.status();
+  w.token_weights = {1e30f, 0};  // the documented limit, as a float rounds it
+  r = c->Search(w);
+  ASSERT_TRUE(r.ok()) << r.status();
+  ExpectFiniteScores(*r, "weights summing to the limit");
+  w.token_weights = {1e30f, 1e25f};
+  r = c->Search(w);
+  ASSERT_TRUE(absl::IsInvalidArgument(r.status())) << r.status();
   w.token_weights = {0, 0};
   r = c->Search(w);
   ASSERT_TRUE(absl::IsInvalidArgument(r.status())) << r.status();  // nothing to pool

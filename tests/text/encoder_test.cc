@@ -1051,6 +1051,16 @@ TEST(EncoderTest, OverridesReplaceOnlyTheFieldsTheySet) {
 
   set.expansion_weight = -1.f;  // off
   EXPECT_EQ(set.Apply().expansion_weight, 0.f);
+  // NaN is not "the default": passed through for Validate to refuse.
+  for (float EncoderOverrides::*field :
+       {&EncoderOverrides::expansion_weight, &EncoderOverrides::wordnet_weight}) {
+    EncoderOverrides nan;
+    nan.*field = std::nanf("");
+    EXPECT_TRUE(absl::IsInvalidArgument(nan.Apply().Validate()));
+  }
+  EncoderOverrides nan;
+  nan.expansion_weight = std::nanf("");
+  EXPECT_NE(nan.Apply().Validate().message().find("expansion_weight"), std::string::npos);
   set.semantic_share = 7.f;  // passed through for Validate to refuse
   EXPECT_NE(set.Apply().Validate().message().find("semantic_share"), std::string::npos);
 }
