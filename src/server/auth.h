@@ -48,6 +48,9 @@ class ApiKeys {
   // `need` (always OK when no keys are configured); else UNAUTHENTICATED
   // (no or unknown key) or PERMISSION_DENIED (a read key on a write RPC).
   grpc::Status Check(const grpc::ServerContextBase& ctx, Access need) const;
+  // The same for an authorization value (null: none was sent), e.g. an
+  // HTTP Authorization header.
+  grpc::Status CheckAuthorization(const std::string_view* authorization, Access need) const;
 
  private:
   struct Entry {

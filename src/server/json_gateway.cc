@@ -67,7 +67,6 @@ HttpResponse Reply(const grpc::Status& status, const google::protobuf::Message& 
 // allow in metadata (printable ASCII only): gRPC would abort the call, and
 // the process with it.
 bool Authorize(const HttpRequest& r, grpc::ClientContext* ctx, HttpResponse* error) {
-  if (r.authorization.empty()) return true;
   for (const char c : r.authorization) {
     if (c < 0x20 || c > 0x7e) {
       *error = Error(grpc::StatusCode::UNAUTHENTICATED,
@@ -76,19 +75,30 @@ bool Authorize(const HttpRequest& r, grpc::ClientContext* ctx, HttpResponse* err
       return false;
     }
   }
-  ctx->AddMetadata("authorization", r.authorization);
+  if (!r.authorization.empty()) ctx->AddMetadata("authorization", r.authorization);
   return true;
 }
 
+// False when keys are configured and the request's is none of them (any
+// access will do: the service checks a write RPC's access itself). Such a
+// request's body is not read: the call goes to the service empty, which
+// refuses it, logs and counts it as it does any call.
+bool KeyKnown(const HttpRequest& r, const ApiKeys* keys) {
+  if (keys == nullptr || !keys->enabled()) return true;
+  const std::string_view header = r.authorization;
+  return keys->CheckAuthorization(header.empty() ? nullptr : &header, Access::kRead).ok();
+}
+
 template <typename Req, typename Resp>
-void Route(HttpServer* http, std::shared_ptr<Stub> stub, const std::string& name,
+void Route(HttpServer* http, std::shared_ptr<Stub> stub, const ApiKeys* keys,
+           const std::string& name,
            grpc::Status (Stub::*method)(grpc::ClientContext*, const Req&, Resp*)) {
-  http->Post("/v1/" + name, [stub, method](const HttpRequest& r) {
-    Req request;
-    HttpResponse error;
-    if (!Parse(r.body, &request, &error)) return error;
+  http->Post("/v1/" + name, [stub, keys, method](const HttpRequest& r) {
     grpc::ClientContext ctx;
+    HttpResponse error;
     if (!Authorize(r, &ctx, &error)) return error;
+    Req request;
+    if (KeyKnown(r, keys) && !Parse(r.body, &request, &error)) return error;
     Resp response;
     const grpc::Status status = ((*stub).*method)(&ctx, request, &response);
     return Reply(status, response);
@@ -129,20 +139,21 @@ int HttpStatusOf(grpc::StatusCode code) {
   }
 }
 
-void RegisterJsonGateway(HttpServer* http, std::shared_ptr<grpc::Channel> channel) {
+void RegisterJsonGateway(HttpServer* http, std::shared_ptr<grpc::Channel> channel,
+                         const ApiKeys* keys) {
   auto stub = std::shared_ptr<Stub>(v1::SearchService::NewStub(channel));
-  Route(http, stub, "CreateCollection", &Stub::CreateCollection);
-  Route(http, stub, "GetCollection", &Stub::GetCollection);
-  Route(http, stub, "ListCollections", &Stub::ListCollections);
-  Route(http, stub, "DropCollection", &Stub::DropCollection);
-  Route(http, stub, "Upsert", &Stub::Upsert);
-  Route(http, stub, "Delete", &Stub::Delete);
-  Route(http, stub, "Get", &Stub::Get);
-  Route(http, stub, "Search", &Stub::Search);
-  Route(http, stub, "TrainEncoder", &Stub::TrainEncoder);
-  Route(http, stub, "TrainCodec", &Stub::TrainCodec);
-  Route(http, stub, "TuneIndex", &Stub::TuneIndex);
-  Route(http, stub, "Backup", &Stub::Backup);
+  Route(http, stub, keys, "CreateCollection", &Stub::CreateCollection);
+  Route(http, stub, keys, "GetCollection", &Stub::GetCollection);
+  Route(http, stub, keys, "ListCollections", &Stub::ListCollections);
+  Route(http, stub, keys, "DropCollection", &Stub::DropCollection);
+  Route(http, stub, keys, "Upsert", &Stub::Upsert);
+  Route(http, stub, keys, "Delete", &Stub::Delete);
+  Route(http, stub, keys, "Get", &Stub::Get);
+  Route(http, stub, keys, "Search", &Stub::Search);
+  Route(http, stub, keys, "TrainEncoder", &Stub::TrainEncoder);
+  Route(http, stub, keys, "TrainCodec", &Stub::TrainCodec);
+  Route(http, stub, keys, "TuneIndex", &Stub::TuneIndex);
+  Route(http, stub, keys, "Backup", &Stub::Backup);
   // The HTTP server's own errors under /v1/ (another method, no length, a
   // body too large, a malformed request) in the API's error shape too.
   http->SetErrorFormat([](int status, const std::string& path, const std::string& message) {
@@ -161,23 +172,24 @@ void RegisterJsonGateway(HttpServer* http, std::shared_ptr<grpc::Channel> channe
                  "no RPC at " + r.path + " (POST /v1/<Rpc>, e.g. /v1/Search; see search.proto)");
   });
   // A JSON array of UpsertRequest objects, written in order on one stream.
-  http->Post("/v1/UpsertStream", [stub](const HttpRequest& r) {
-    const nlohmann::json batches =
-        nlohmann::json::parse(r.body, nullptr, /*allow_exceptions=*/false);
+  http->Post("/v1/UpsertStream", [stub, keys](const HttpRequest& r) {
+    grpc::ClientContext ctx;
+    HttpResponse error;
+    if (!Authorize(r, &ctx, &error)) return error;
+    const bool known = KeyKnown(r, keys);
+    const nlohmann::json batches = known ? nlohmann::json::parse(r.body, nullptr,
+                                                                 /*allow_exceptions=*/false)
+                                         : nlohmann::json::array();
     if (!batches.is_array()) {
       return Error(grpc::StatusCode::INVALID_ARGUMENT,
                    "body: UpsertStream takes a JSON array of UpsertRequest objects");
     }
     std::vector<v1::UpsertRequest> requests(batches.size());
     for (size_t i = 0; i < batches.size(); ++i) {
-      HttpResponse error;
       if (!Parse(batches[i].dump(), &requests[i], &error, "body[" + std::to_string(i) + "]")) {
         return error;
       }
     }
-    grpc::ClientContext ctx;
-    HttpResponse error;
-    if (!Authorize(r, &ctx, &error)) return error;
     v1::UpsertResponse response;
     auto writer = stub->UpsertStream(&ctx, &response);
     for (const v1::UpsertRequest& request : requests) {

@@ -14,6 +14,7 @@
 
 #include "grpcpp/grpcpp.h"
 #include "http/http_server.h"
+#include "server/auth.h"
 
 namespace attnsearch {
 
@@ -24,8 +25,13 @@ namespace attnsearch {
 // 503, DEADLINE_EXCEEDED 504, anything else 500.
 int HttpStatusOf(grpc::StatusCode code);
 
-// Registers the routes on `http`, answered through `channel`.
-void RegisterJsonGateway(HttpServer* http, std::shared_ptr<grpc::Channel> channel);
+// Registers the routes on `http`, answered through `channel`. With `keys`
+// (borrowed; must outlive `http`'s serving) that hold keys, the body of a
+// request without a valid key is not read: the call reaches the service
+// empty and gets its 401, so only callers with a key learn what the API
+// expects.
+void RegisterJsonGateway(HttpServer* http, std::shared_ptr<grpc::Channel> channel,
+                         const ApiKeys* keys = nullptr);
 
 }  // namespace attnsearch
 

@@ -187,7 +187,7 @@ absl::Status Server::StartJsonApi() {
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(-1);
   args.SetMaxSendMessageSize(-1);
-  RegisterJsonGateway(json_http_.get(), InProcessChannel(args));
+  RegisterJsonGateway(json_http_.get(), InProcessChannel(args), api_keys_.get());
   RegisterConsole(json_http_.get());
   absl::StatusOr<int> port = json_http_->Start(options_.http_listen);
   if (!port.ok()) return Annotate(port.status(), "http_listen");

@@ -125,6 +125,12 @@ TEST(JsonGatewayTest, EveryCallGoesThroughTheService) {
   expect_error(Call(port, "UpsertStream", R"({"collection":"fruit"})", kWriteKey), 400,
                "INVALID_ARGUMENT", "JSON array");
   expect_error(Call(port, "ListCollections", "{}", ""), 401, "UNAUTHENTICATED", "API key");
+  // Without a valid key, a body is not read: the caller learns nothing of
+  // what the API expects.
+  expect_error(Call(port, "Search", "{not json", ""), 401, "UNAUTHENTICATED", "API key");
+  expect_error(Call(port, "Search", R"({"bogus":1})", "not-a-key-of-this-server"), 401,
+               "UNAUTHENTICATED", "not valid");
+  expect_error(Call(port, "UpsertStream", "{not json", ""), 401, "UNAUTHENTICATED", "API key");
   expect_error(Call(port, "Delete", R"({"collection":"fruit","ids":["kiwi"]})", kReadKey), 403,
                "PERMISSION_DENIED", "");
   // GET of an RPC's path is not allowed; an unknown RPC is not found.
