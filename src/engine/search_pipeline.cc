@@ -134,17 +134,75 @@ CandidateTokens SearchPipeline::Fetched::tokens() const {
   return t;
 }
 
-void SearchPipeline::GatherHitRows(const Fetched& fetched, const Scored& scored,
-                                   const std::vector<const ScoredCandidate*>& best,
-                                   TokenBlock* out) const {
-  out->rows.assign(best.size(), 0);
-  out->offsets.assign(best.size(), 0);
-  out->found.assign(best.size(), true);
-  for (size_t k = 0; k < best.size(); ++k) {
-    out->offsets[k] = out->total_rows;
-    CandidateRows(fetched, scored, best[k]->candidate, out);
-    out->rows[k] = uint32_t(out->total_rows - out->offsets[k]);
+absl::Status SearchPipeline::ExplainWithCodes(const SearchQuery& q, const Fetched& f,
+                                              const Scored& s,
+                                              const std::vector<const ScoredCandidate*>& best,
+                                              std::vector<std::vector<TokenEvidence>>* evidence,
+                                              std::vector<std::vector<float>>* maps) const {
+  const size_t n = best.size();
+  if (evidence != nullptr) evidence->assign(n, {});
+  if (maps != nullptr) maps->assign(n, {});
+  const RerankQuery rq = RerankQueryOf(q);
+  // Puts part[k] (the explanation of hit at[k]) in place.
+  const auto place = [&](const std::vector<size_t>& at,
+                         std::vector<std::vector<TokenEvidence>>* part_evidence,
+                         std::vector<std::vector<float>>* part_maps) {
+    for (size_t k = 0; k < at.size(); ++k) {
+      if (evidence != nullptr) (*evidence)[at[k]] = std::move((*part_evidence)[k]);
+      if (maps != nullptr) (*maps)[at[k]] = std::move((*part_maps)[k]);
+    }
+  };
+  std::vector<std::vector<TokenEvidence>> part_evidence;
+  std::vector<std::vector<float>> part_maps;
+  // The hits scored from rows: their rows gathered, one matmul.
+  TokenBlock rows;
+  std::vector<size_t> at;
+  for (size_t k = 0; k < n; ++k) {
+    if (best[k]->from_codes) continue;
+    at.push_back(k);
+    rows.offsets.push_back(rows.total_rows);
+    CandidateRows(f, s, best[k]->candidate, &rows);
+    rows.rows.push_back(uint32_t(rows.total_rows - rows.offsets.back()));
+    rows.found.push_back(true);
   }
+  if (!at.empty()) {
+    if (maps != nullptr) {
+      ATTN_RETURN_IF_ERROR(parts_.reranker->AttentionMaps(
+          rq, TokensOf(rows), &part_maps, evidence != nullptr ? &part_evidence : nullptr));
+    } else {
+      ATTN_RETURN_IF_ERROR(parts_.reranker->Explain(rq, TokensOf(rows), &part_evidence));
+    }
+    place(at, &part_evidence, &part_maps);
+  }
+  // The hits scored from codes, a codec at a time, by its scorer.
+  for (const Fetched::CodeSet& set : f.code_sets) {
+    at.clear();
+    std::vector<uint32_t> code_rows;
+    std::vector<size_t> offsets;
+    std::vector<const uint8_t*> src;
+    size_t total = 0;
+    for (size_t k = 0; k < n; ++k) {
+      if (!best[k]->from_codes) continue;
+      const auto it = std::find(set.coded.begin(), set.coded.end(), best[k]->candidate);
+      if (it == set.coded.end()) continue;
+      const size_t j = size_t(it - set.coded.begin());
+      at.push_back(k);
+      code_rows.push_back(set.code_rows[j]);
+      offsets.push_back(total);
+      src.push_back(set.src[j]);
+      total += set.code_rows[j];
+    }
+    if (at.empty()) continue;
+    const CandidateCodes cc{nullptr, total, code_rows.data(), offsets.data(), at.size(), src.data()};
+    if (maps != nullptr) {
+      ATTN_RETURN_IF_ERROR(set.codec->scorer->AttentionMaps(
+          rq, cc, &part_maps, evidence != nullptr ? &part_evidence : nullptr));
+    } else {
+      ATTN_RETURN_IF_ERROR(set.codec->scorer->Explain(rq, cc, &part_evidence));
+    }
+    place(at, &part_evidence, &part_maps);
+  }
+  return absl::OkStatus();
 }
 
 absl::StatusOr<SearchResult> SearchPipeline::Run(SearchQuery q, absl::Time deadline) const {
@@ -791,11 +849,7 @@ absl::StatusOr<std::vector<SearchHit>> SearchPipeline::Hits(
       ATTN_RETURN_IF_ERROR(parts_.reranker->ExplainScored(RerankQueryOf(q), fetched->tokens(),
                                                           scored.similarities, which, &evidence));
     } else {
-      // Some hits were scored from codes: their rows (exact, or decoded)
-      // gathered, and explained with one matmul.
-      TokenBlock hits;
-      GatherHitRows(*fetched, scored, best, &hits);
-      ATTN_RETURN_IF_ERROR(parts_.reranker->Explain(RerankQueryOf(q), TokensOf(hits), &evidence));
+      ATTN_RETURN_IF_ERROR(ExplainWithCodes(q, *fetched, scored, best, &evidence, nullptr));
     }
   }
   *explain_us = MicrosSince(t_explain);
@@ -829,20 +883,27 @@ absl::StatusOr<std::vector<std::vector<float>>> SearchPipeline::AttentionMaps(
     const std::vector<const ScoredCandidate*>& best,
     std::vector<std::vector<TokenEvidence>>* evidence) const {
   // Every hit scored from its rows: the maps come from the similarities
-  // Score kept. Else the hits' rows (exact, or decoded) and one matmul.
+  // Score kept. Else see ExplainWithCodes.
   const bool kept = !fetched.any_coded();
-  TokenBlock hits;
+  // A hit's rows: its codes', the exact tier's, or those fetched.
+  const auto hit_rows = [&](size_t i, bool from_codes) -> uint64_t {
+    if (from_codes) {
+      for (const Fetched::CodeSet& set : fetched.code_sets) {
+        const auto it = std::find(set.coded.begin(), set.coded.end(), i);
+        if (it != set.coded.end()) return set.code_rows[size_t(it - set.coded.begin())];
+      }
+      return 0;
+    }
+    for (size_t k = 0; k < scored.exact_of.size(); ++k) {
+      if (scored.exact_of[k] == i && scored.exact_rows.found[k]) return scored.exact_rows.rows[k];
+    }
+    return fetched.block.rows[i];
+  };
   std::vector<size_t> which;
   uint64_t rows = 0;
-  if (kept) {
-    const CandidateTokens tokens = fetched.tokens();
-    for (const ScoredCandidate* s : best) {
-      which.push_back(s->candidate);
-      rows += tokens.rows[s->candidate];
-    }
-  } else {
-    GatherHitRows(fetched, scored, best, &hits);
-    rows = hits.total_rows;
+  for (const ScoredCandidate* s : best) {
+    which.push_back(s->candidate);
+    rows += hit_rows(s->candidate, s->from_codes);
   }
   const uint64_t cells = rows * q.num_tokens;
   if (cells > parts_.limits.max_attention_cells) {
@@ -857,8 +918,7 @@ absl::StatusOr<std::vector<std::vector<float>>> SearchPipeline::AttentionMaps(
     ATTN_RETURN_IF_ERROR(parts_.reranker->AttentionMapsScored(
         RerankQueryOf(q), fetched.tokens(), scored.similarities, which, &maps, evidence));
   } else {
-    ATTN_RETURN_IF_ERROR(
-        parts_.reranker->AttentionMaps(RerankQueryOf(q), TokensOf(hits), &maps, evidence));
+    ATTN_RETURN_IF_ERROR(ExplainWithCodes(q, fetched, scored, best, evidence, &maps));
   }
   return maps;
 }
@@ -938,36 +998,6 @@ void SearchPipeline::CandidateRows(const Fetched& f, const Scored& s, size_t i,
            e.scales.empty() ? nullptr : e.scales.data() + e.offsets[k], e.rows[k]);
     return;
   }
-  // Decoded from its codes, in the reranker's dtype.
-  const Fetched::CodeSet* set = nullptr;
-  size_t k = 0;
-  for (const Fetched::CodeSet& held : f.code_sets) {
-    const auto it = std::find(held.coded.begin(), held.coded.end(), i);
-    if (it != held.coded.end()) {
-      set = &held;
-      k = size_t(it - held.coded.begin());
-      break;
-    }
-  }
-  if (set == nullptr) return;
-  const uint32_t rows = set->code_rows[k];
-  const ResidualCodec& codec = *set->codec->codec;
-  std::vector<float> decoded(size_t(rows) * dim);
-  codec.Decode(set->src[k], rows, decoded.data());
-  std::vector<char> bytes(rows * elem_bytes);
-  std::vector<float> scales;
-  if (dtype == TokenDtype::kF32) {
-    std::memcpy(bytes.data(), decoded.data(), bytes.size());
-  } else if (dtype == TokenDtype::kBF16) {
-    FloatToBf16(decoded.data(), reinterpret_cast<uint16_t*>(bytes.data()), decoded.size());
-  } else {
-    for (uint32_t r = 0; r < rows; ++r) {
-      scales.push_back(QuantizeInt8(decoded.data() + size_t(r) * dim,
-                                    reinterpret_cast<int8_t*>(bytes.data()) + size_t(r) * dim,
-                                    dim));
-    }
-  }
-  append(bytes.data(), scales.data(), rows);
 }
 
 bool SearchPipeline::Usable(float score, Label label) const {

@@ -179,12 +179,18 @@ class SearchPipeline {
   // Whether a score may be returned (see Score).
   bool Usable(float score, Label label) const;
   // The rows of candidate i (rows_out of them) in the reranker's dtype, from
-  // wherever the search has them: the arena, the store's misses, the exact
-  // tier, or decoded from its codes.
+  // wherever the search has them: the arena, the store's misses or the
+  // exact tier. REQUIRES: it was not scored from codes.
   void CandidateRows(const Fetched& f, const Scored& s, size_t i, TokenBlock* out) const;
-  // The rows of the hits `best`, in order, into *out (empty).
-  void GatherHitRows(const Fetched& f, const Scored& s,
-                     const std::vector<const ScoredCandidate*>& best, TokenBlock* out) const;
+  // The evidence (with `evidence`) and the maps (with `maps`) of the hits
+  // `best` when some candidates were scored from codes: a hit scored from
+  // codes is explained by its codec's scorer, from the similarities its
+  // score came from (so its contributions add up to its score); the others
+  // from their rows by the reranker, with one matmul.
+  absl::Status ExplainWithCodes(const SearchQuery& q, const Fetched& f, const Scored& s,
+                                const std::vector<const ScoredCandidate*>& best,
+                                std::vector<std::vector<TokenEvidence>>* evidence,
+                                std::vector<std::vector<float>>* maps) const;
   // Per hit, its attention map (Reranker::AttentionMaps) and, with
   // `evidence`, its evidence from the same pass; INVALID_ARGUMENT past
   // limits.max_attention_cells.

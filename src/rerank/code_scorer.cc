@@ -446,6 +446,34 @@ absl::StatusOr<std::unique_ptr<CodeScorer>> CodeScorer::Create(Int8CodeBook book
 absl::Status CodeScorer::Score(const RerankQuery& query, const CandidateCodes& candidates,
                                float* scores) const {
   if (candidates.count == 0) return absl::OkStatus();
+  return WithDecoded(query, candidates, [&](const RerankQuery& q, const CandidateTokens& tokens) {
+    return reranker_->Score(q, tokens, scores);
+  });
+}
+
+absl::Status CodeScorer::Explain(const RerankQuery& query, const CandidateCodes& candidates,
+                                 std::vector<std::vector<TokenEvidence>>* out) const {
+  out->clear();
+  if (candidates.count == 0) return absl::OkStatus();
+  return WithDecoded(query, candidates, [&](const RerankQuery& q, const CandidateTokens& tokens) {
+    return reranker_->Explain(q, tokens, out);
+  });
+}
+
+absl::Status CodeScorer::AttentionMaps(const RerankQuery& query, const CandidateCodes& candidates,
+                                       std::vector<std::vector<float>>* out,
+                                       std::vector<std::vector<TokenEvidence>>* evidence) const {
+  out->clear();
+  if (evidence != nullptr) evidence->clear();
+  if (candidates.count == 0) return absl::OkStatus();
+  return WithDecoded(query, candidates, [&](const RerankQuery& q, const CandidateTokens& tokens) {
+    return reranker_->AttentionMaps(q, tokens, out, evidence);
+  });
+}
+
+absl::Status CodeScorer::WithDecoded(
+    const RerankQuery& query, const CandidateCodes& candidates,
+    const std::function<absl::Status(const RerankQuery&, const CandidateTokens&)>& fn) const {
   if (query.tokens == nullptr || query.num_tokens == 0) {
     return absl::InvalidArgumentError("code scorer: empty query");
   }
@@ -493,7 +521,7 @@ absl::Status CodeScorer::Score(const RerankQuery& query, const CandidateCodes& c
                          candidates.rows,  candidates.offsets,
                          candidates.count, nullptr};
   tokens.rows_from = &decode;
-  return reranker_->Score(q, tokens, scores);
+  return fn(q, tokens);
 }
 
 }  // namespace attnsearch

@@ -30,6 +30,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <vector>
 
@@ -100,10 +101,27 @@ class CodeScorer {
   // tokens (σ_t · x8[t]) with the query quantized by the int8 reranker.
   absl::Status Score(const RerankQuery& query, const CandidateCodes& candidates,
                      float* scores) const;
+  // The evidence for each candidate, as Reranker::Explain gives it, from the
+  // same decoded bytes, query and similarities as Score: the contributions
+  // add up to Score's result within float rounding.
+  absl::Status Explain(const RerankQuery& query, const CandidateCodes& candidates,
+                       std::vector<std::vector<TokenEvidence>>* out) const;
+  // The attention maps (and with `evidence` the evidence) of each
+  // candidate, as Reranker::AttentionMaps gives them, from the same
+  // similarities as Score.
+  absl::Status AttentionMaps(const RerankQuery& query, const CandidateCodes& candidates,
+                             std::vector<std::vector<float>>* out,
+                             std::vector<std::vector<TokenEvidence>>* evidence = nullptr) const;
 
   const Int8CodeBook& book() const { return book_; }
 
  private:
+  // Calls fn(the query in the codes' steps, the candidates as rows decoded
+  // on demand) and returns what it returns.
+  absl::Status WithDecoded(
+      const RerankQuery& query, const CandidateCodes& candidates,
+      const std::function<absl::Status(const RerankQuery&, const CandidateTokens&)>& fn) const;
+
   CodeScorer(Int8CodeBook book, std::unique_ptr<Reranker> reranker)
       : book_(std::move(book)), reranker_(std::move(reranker)) {}
 

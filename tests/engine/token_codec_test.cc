@@ -155,14 +155,39 @@ TEST(TokenCodecTest, CodesInTheArenaScoreAsTheirDecodedRows) {
       overlap += top.count(h.id) / 10.0 / kQueries;
       EXPECT_NEAR(h.score, oracle.at(h.id), 0.02) << h.id;
       if (q.explain) {
+        // The evidence comes from the similarities the score came from.
         ASSERT_EQ(h.matches.size(), q.num_tokens);
         double sum = 0;
         for (const auto& m : h.matches) sum += m.contribution;
-        EXPECT_NEAR(sum, h.score, 0.03) << "the evidence of decoded rows adds up";
+        EXPECT_NEAR(sum, h.score, 1e-5 * std::max(1.0, std::fabs(double(h.score))))
+            << h.id << ": the contributions add up to the score";
       }
     }
   }
   EXPECT_GE(overlap, 0.9);
+  // The attention maps come from the same similarities: each row sums to 1,
+  // and its largest weight is the evidence's, whose contributions add up
+  // to the score.
+  SearchQuery q = g.Query(/*explain=*/true);
+  q.attention_map = true;
+  auto r = (*c)->Search(q);
+  ASSERT_TRUE(r.ok()) << r.status();
+  for (const SearchHit& h : r->hits) {
+    ASSERT_EQ(h.matches.size(), q.num_tokens);
+    ASSERT_EQ(h.attention.size(), size_t(q.num_tokens) * h.attention_cols) << h.id;
+    double sum = 0;
+    for (uint32_t i = 0; i < q.num_tokens; ++i) {
+      const float* row = h.attention.data() + size_t(i) * h.attention_cols;
+      double total = 0;
+      for (uint32_t j = 0; j < h.attention_cols; ++j) total += row[j];
+      EXPECT_NEAR(total, 1.0, 1e-5) << h.id;
+      const TokenMatch& m = h.matches[i];
+      EXPECT_FLOAT_EQ(*std::max_element(row, row + h.attention_cols), m.weight) << h.id;
+      EXPECT_FLOAT_EQ(row[m.document_token], m.weight) << h.id;
+      sum += m.contribution;
+    }
+    EXPECT_NEAR(sum, h.score, 1e-5 * std::max(1.0, std::fabs(double(h.score)))) << h.id;
+  }
 }
 
 TEST(TokenCodecTest, ExactTierScoresTheStoredRowsAndReopens) {
@@ -363,6 +388,10 @@ TEST(TokenCodecTest, CodesOnlyFinishesWhatACrashLeftWithoutTheArena) {
     from_rows += !h.from_codes;
     EXPECT_EQ(h.from_codes, h.id.rfind("left", 0) != 0) << h.id;
     ASSERT_EQ(h.matches.size(), q.num_tokens) << h.id << " has its evidence";
+    double sum = 0;
+    for (const auto& m : h.matches) sum += m.contribution;
+    EXPECT_NEAR(sum, h.score, 1e-5 * std::max(1.0, std::fabs(double(h.score))))
+        << h.id << ": the contributions add up to the score";
   }
   EXPECT_EQ(from_rows, left.size());
   // As attnsearch-index ends such a load: the codec kept, the rest encoded.
