@@ -427,6 +427,7 @@ absl::StatusOr<SearchPipeline::Candidates> SearchPipeline::FindCandidates(
     matches = [&] { return parts_.filter->Match(q.filter, q.ranges); };
   }
   params.exhaustive = q.candidates >= parts_.store->live_count();
+  c.exhaustive = params.exhaustive;
   if (q.retrieval == Retrieval::kLexical) {
     ATTN_ASSIGN_OR_RETURN(c.view, parts_.store->NewReadView());
     if (parts_.arena != nullptr) c.pin = parts_.arena->PinNow();
@@ -535,8 +536,13 @@ absl::StatusOr<SearchPipeline::Fetched> SearchPipeline::Fetch(const SearchQuery&
   Fetched::CodeSet& current = f.code_sets[0];
   Fetched::CodeSet& previous = f.code_sets[1];
   current.codec = parts_.codec ? parts_.codec() : nullptr;
-  if (current.codec != nullptr && parts_.codec_stale && parts_.codec_stale()) {
-    current.codec.reset();  // every candidate's rows from the store (see SearchParts)
+  // Every candidate's rows from the store: while the codec is stale (see
+  // SearchParts), and for an exhaustive search where the rows are kept
+  // (exact, as a collection without codes gives it, within the same
+  // request memory limit).
+  if (current.codec != nullptr &&
+      ((parts_.codec_stale && parts_.codec_stale()) || (c.exhaustive && parts_.exact_tier))) {
+    current.codec.reset();
   }
   previous.codec = current.codec && parts_.previous_codec ? parts_.previous_codec() : nullptr;
   if (previous.codec && previous.codec->version == current.codec->version) previous.codec.reset();

@@ -108,6 +108,9 @@ class SearchPipeline {
     // only it found.
     absl::flat_hash_map<Label, float> lexical;
     uint32_t lexical_only = 0;
+    // Every live document is a candidate (the ANN stage skipped): scored
+    // exactly, from rows, where the collection keeps them.
+    bool exhaustive = false;
   };
   struct Fetched {
     // One entry per candidate, in the candidates' order; without the arena

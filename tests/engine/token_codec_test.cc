@@ -194,14 +194,15 @@ TEST(TokenCodecTest, ExactTierScoresTheStoredRowsAndReopens) {
   TempDir dir;
   Clustered g(2);
   const std::vector<Document> docs = Docs(g, 300);
+  Clustered more(3);
+  const std::vector<Document> late = Docs(more, 50, "late");
   {
     auto c = Collection::Create(dir.Sub("c"), ResidualConfig(1, /*exact=*/true), {});
     ASSERT_TRUE(c.ok()) << c.status();
     ASSERT_TRUE((*c)->Upsert(docs).ok());
     ASSERT_TRUE((*c)->TrainCodec().ok());
     // Written after training: encoded by the write itself.
-    Clustered more(3);
-    ASSERT_TRUE((*c)->Upsert(Docs(more, 50, "late")).ok());
+    ASSERT_TRUE((*c)->Upsert(late).ok());
     EXPECT_EQ((*c)->Stats().codec_pending, 0u);
   }
   auto c = Collection::Open(dir.Sub("c"), {});
@@ -210,17 +211,33 @@ TEST(TokenCodecTest, ExactTierScoresTheStoredRowsAndReopens) {
   EXPECT_EQ(s.codec_version, 1u);
   EXPECT_EQ(s.codec_pending, 0u);
   EXPECT_LT(s.arena_live_bytes, s.arena_tokens * 10);  // codes: 6 bytes a token at 1 bit
-  const std::map<std::string, Document> stored = Stored(**c, docs);
-  for (int k = 0; k < 10; ++k) {
+  std::vector<Document> all = docs;
+  all.insert(all.end(), late.begin(), late.end());
+  const std::map<std::string, Document> stored = Stored(**c, all);
+  for (int k = 0; k < 20; ++k) {
     SearchQuery q = g.Query(true);
-    q.candidates = 350;
+    // Every document (exhaustive: each scored from its stored rows, so the
+    // top 10 is the reference's), or 100 of them (the codes choose the
+    // best 2 x top_k, scored again from their rows).
+    const bool exhaustive = k % 2 == 0;
+    q.candidates = exhaustive ? 350 : 100;
     auto r = (*c)->Search(q);
     ASSERT_TRUE(r.ok()) << r.status();
     ASSERT_EQ(r->hits.size(), 10u);
+    if (exhaustive) {
+      EXPECT_EQ(r->sources.codes, 0u);
+      EXPECT_EQ(r->sources.store, 350u);
+      std::vector<std::pair<double, std::string>> ranked;
+      for (const auto& [id, d] : stored) {
+        ranked.push_back({Reference(q, d.tokens, d.num_tokens, true), id});
+      }
+      std::sort(ranked.rbegin(), ranked.rend());
+      for (size_t i = 0; i < 10; ++i) EXPECT_EQ(r->hits[i].id, ranked[i].second) << i;
+    }
     for (const SearchHit& h : r->hits) {
       EXPECT_FALSE(h.from_codes) << "the exact tier scored it";
       auto it = stored.find(h.id);
-      if (it == stored.end()) continue;  // a "late" document
+      ASSERT_NE(it, stored.end());
       EXPECT_NEAR(h.score, Reference(q, it->second.tokens, it->second.num_tokens, true),
                   2e-3 * std::abs(h.score) + 1e-4)
           << h.id;
