@@ -398,6 +398,9 @@ class ServerSink : public Sink {
     }
     int retries = 0;
     int backoff = options_.initial_backoff_ms;
+    // After a message over the server's limit, one message a stream, so
+    // each is acknowledged on its own and none is sent twice.
+    bool one_per_stream = false;
     while (true) {
       // Every pending batch with documents must be on the current stream.
       bool any = false;
@@ -416,6 +419,7 @@ class ServerSink : public Sink {
             break;
           }
           ++written_to_stream_;
+          if (one_per_stream) break;
         }
         if (!broken) writer_->WritesDone();
         status = writer_->Finish();
@@ -450,10 +454,35 @@ class ServerSink : public Sink {
         continue;  // everything unacknowledged is sent again
       }
       std::string reason;
-      const std::optional<size_t> i = RejectedDocument(status.error_message(), &reason);
-      Pending& bad = pending_.front();
-      if (status.error_code() != grpc::StatusCode::INVALID_ARGUMENT || !i ||
-          *i >= size_t(bad.request.documents_size())) {
+      std::optional<size_t> i = RejectedDocument(status.error_message(), &reason);
+      size_t at = 0;  // the pending batch holding the rejected document
+      if (status.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED) {
+        // A message over the server's size limit (--max_message_mb): one
+        // document alone is rejected; a batch of several is too large.
+        at = TooLarge(status.error_message());
+        if (at == pending_.size()) return FromGrpc(status, "UpsertStream");
+        if (!one_per_stream) {
+          // The messages before it may have been stored or not: sent
+          // again, one a stream.
+          one_per_stream = true;
+          written_to_stream_ = 0;
+          continue;
+        }
+        if (pending_[at].request.documents_size() > 1) {
+          // Sent again in halves, until the document over the limit is
+          // alone in its message.
+          SplitPending(at);
+          written_to_stream_ = 0;
+          continue;
+        }
+        i = 0;
+        reason = absl::StrCat("its message is ", pending_[at].request.ByteSizeLong(),
+                              " bytes, above the server's message limit (--max_message_mb)");
+      } else if (status.error_code() != grpc::StatusCode::INVALID_ARGUMENT) {
+        return FromGrpc(status, "UpsertStream");
+      }
+      Pending& bad = pending_[at];
+      if (!i || *i >= size_t(bad.request.documents_size())) {
         return FromGrpc(status, "UpsertStream");
       }
       // Rebuild the batch without the rejected document.
@@ -469,18 +498,54 @@ class ServerSink : public Sink {
         docs->erase(docs->begin() + long(*i));
       } else {
         docs->erase(docs->begin() + long(*i), docs->end());
-        while (pending_.size() > 1) {
+        while (pending_.size() > at + 1) {
           inflight_bytes_ -= pending_.back().bytes;
           pending_.pop_back();
         }
         stopped_ = true;
       }
       --written_;
-      if (!go_on) written_ = acked_docs_ + size_t(docs->size());
+      if (!go_on) {
+        written_ = acked_docs_;
+        for (const Pending& p : pending_) written_ += size_t(p.request.documents_size());
+      }
       bad.positions = std::move(b.positions);
       bad.end_position = b.end_position;
       written_to_stream_ = 0;
     }
+  }
+
+  // The pending batch gRPC refused for its size ("larger than max (N vs.
+  // M)": the one of N bytes); pending_.size() when the message is not of
+  // that kind or no batch has that size.
+  size_t TooLarge(const std::string& message) const {
+    static const std::regex kTooLarge(R"(larger than max \((\d+) vs\. \d+\))");
+    std::smatch m;
+    if (!std::regex_search(message, m, kTooLarge)) return pending_.size();
+    const uint64_t size = std::stoull(m[1].str());
+    for (size_t k = 0; k < pending_.size(); ++k) {
+      const v1::UpsertRequest& r = pending_[k].request;
+      if (!r.documents().empty() && r.ByteSizeLong() == size) return k;
+    }
+    return pending_.size();
+  }
+
+  // Pending batch `at` (of several documents) as two, its first half and
+  // the rest.
+  void SplitPending(size_t at) {
+    Pending& whole = pending_[at];
+    const int n = whole.request.documents_size(), half = n / 2;
+    Pending first;
+    first.request.set_collection(whole.request.collection());
+    auto* docs = whole.request.mutable_documents();
+    for (int k = 0; k < half; ++k) first.request.add_documents()->Swap(docs->Mutable(k));
+    docs->DeleteSubrange(0, half);
+    first.positions.assign(whole.positions.begin(), whole.positions.begin() + half);
+    whole.positions.erase(whole.positions.begin(), whole.positions.begin() + half);
+    first.end_position = first.positions.back();
+    first.bytes = first.request.ByteSizeLong();
+    whole.bytes -= std::min(whole.bytes, first.bytes);
+    pending_.insert(pending_.begin() + long(at), std::move(first));
   }
 
   const TargetOptions options_;
@@ -524,10 +589,12 @@ class ServerSink : public Sink {
 absl::StatusOr<std::unique_ptr<Sink>> OpenServerSink(const TargetOptions& options, RejectFn reject,
                                                      DurableFn durable) {
   grpc::ChannelArguments args;
-  const int max = int(
-      std::min<size_t>(std::max(options.max_message_bytes, size_t{4} << 20) * 2, size_t{1} << 30));
-  args.SetMaxSendMessageSize(max);
-  args.SetMaxReceiveMessageSize(max);
+  // Messages of any size are sent: the server's limit (--max_message_mb)
+  // decides, and a document over it is rejected by its line (TooLarge).
+  args.SetMaxSendMessageSize(-1);
+  args.SetMaxReceiveMessageSize(
+      int(std::min<size_t>(std::max(options.max_message_bytes, size_t{4} << 20) * 2,
+                           size_t{1} << 30)));
   ATTN_ASSIGN_OR_RETURN(
       auto channel,
       NewClientChannel(options.server, {options.api_key_file, options.tls_ca_file}, args));

@@ -684,6 +684,58 @@ TEST(IndexerToolTest, NumericFieldsOfflineAndOnline) {
   EXPECT_NE(run.stderr_text.find("config.numeric_fields[0]"), std::string::npos) << run.stderr_text;
 }
 
+// A document whose message is over the server's --max_message_mb is
+// rejected by its line, and the load goes on (it used to stop the load,
+// and every re-run, at the client's own send limit); a batch of several
+// over the limit is sent again in halves.
+TEST(IndexerToolTest, OnlineDocumentOverTheServersMessageLimitIsRejectedByItsLine) {
+  TempDir dir;
+  std::vector<std::string> lines = Corpus(40, 8);
+  // About 2.5 MiB of text: over a 2 MiB server limit, within --batch_mb 4.
+  std::string big = "{\"id\":\"big\",\"pooled\":[1,2,3,4,5,6,7,8],\"text\":\"";
+  for (int i = 0; i < 500000; ++i) big += "word ";
+  big += "\"}";
+  lines[20] = big;
+  const std::string f = dir.Sub("in.jsonl");
+  WriteLines(f, lines);
+  testing::ServerProcess server;
+  const std::string address = server.Start(dir.Sub("online"), {"--max_message_mb", "2"});
+  ASSERT_FALSE(address.empty());
+  ToolRun run = RunTool(dir, {f, "--server", address, "--collection", "c", "--dim", "8",
+                              "--checkpoint", dir.Sub("ckpt")});
+  EXPECT_EQ(run.exit_code(), 4) << run.stderr_text;
+  EXPECT_NE(run.stderr_text.find(f + ":21: rejected by the server: its message is"),
+            std::string::npos)
+      << run.stderr_text;
+  const auto listed = ReadRejects(dir.Sub("ckpt.rejects.jsonl"));
+  ASSERT_EQ(listed.size(), 1u);
+  EXPECT_EQ(std::get<1>(listed[0]), "big");
+  auto stub = testing::NewSearchStub(address);
+  grpc::ClientContext ctx;
+  v1::GetCollectionRequest req;
+  req.set_name("c");
+  v1::GetCollectionResponse info;
+  ASSERT_TRUE(stub->GetCollection(&ctx, req, &info).ok());
+  EXPECT_EQ(info.collection().num_documents(), 39u);
+  EXPECT_EQ(info.collection().num_tombstones(), 0u);
+  // Batches of many documents over the limit are sent again in halves.
+  std::vector<std::string> many = Corpus(40, 8);
+  for (size_t k = 0; k < many.size(); ++k) {
+    const std::string text = "\"text\":\"text " + std::to_string(k) + "\"";
+    const size_t at = many[k].find(text);
+    ASSERT_NE(at, std::string::npos) << many[k];
+    many[k].replace(at, text.size(), "\"text\":\"" + std::string(100000, 'x') + "\"");
+  }
+  WriteLines(dir.Sub("many.jsonl"), many);
+  run = RunTool(dir, {dir.Sub("many.jsonl"), "--server", address, "--collection", "m", "--dim",
+                      "8", "--batch_mb", "3"});
+  EXPECT_EQ(run.exit_code(), 0) << run.stderr_text;
+  grpc::ClientContext ctx_m;
+  req.set_name("m");
+  ASSERT_TRUE(stub->GetCollection(&ctx_m, req, &info).ok());
+  EXPECT_EQ(info.collection().num_documents(), 40u);
+}
+
 TEST(IndexerToolTest, OnlineLoadThroughTheServer) {
   TempDir dir;
   std::vector<std::string> lines = Corpus(1500, 8);
