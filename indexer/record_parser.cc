@@ -36,14 +36,16 @@ std::string Describe(const json& v) {
   }
 }
 
-// Drops nlohmann's "[json.exception.parse_error.101] " prefix.
+// Drops nlohmann's "[json.exception.parse_error.101] " prefix, and cuts
+// its quote of the line ("last read: '...'", which can be the whole line)
+// to a few hundred bytes.
 std::string CleanJsonError(const char* what) {
   std::string s = what;
   if (s.rfind("[json.exception.", 0) == 0) {
     const size_t end = s.find("] ");
     if (end != std::string::npos) s.erase(0, end + 2);
   }
-  return s;
+  return CutText(s, 400);
 }
 
 absl::Status ToFloat(const json& v, const std::string& field, float* out) {

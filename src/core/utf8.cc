@@ -37,4 +37,11 @@ void AppendUtf8(uint32_t c, std::string* out) {
   }
 }
 
+std::string CutText(std::string_view s, size_t max_bytes) {
+  if (s.size() <= max_bytes) return std::string(s);
+  size_t cut = max_bytes;
+  while (cut > 0 && (uint8_t(s[cut]) & 0xC0) == 0x80) --cut;  // a character boundary
+  return std::string(s.substr(0, cut)) + "… (" + std::to_string(s.size()) + " bytes, cut)";
+}
+
 }  // namespace attnsearch

@@ -16,6 +16,11 @@ namespace attnsearch {
 // point above U+10FFFF), or std::string_view::npos when all of `s` is valid.
 size_t FindInvalidUtf8(std::string_view s);
 
+// `s` itself when it holds at most `max_bytes` bytes; else its first
+// max_bytes or fewer (cut at a UTF-8 character boundary) followed by
+// "… (N bytes, cut)", so a message quoting its input stays bounded.
+std::string CutText(std::string_view s, size_t max_bytes);
+
 // Appends the UTF-8 encoding of `code_point`, a Unicode scalar value (the
 // caller checks: not a surrogate, at most U+10FFFF).
 void AppendUtf8(uint32_t code_point, std::string* out);

@@ -5,6 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "core/status.h"
+#include "core/utf8.h"
 #include "core/vector_math.h"
 
 namespace attnsearch {
@@ -98,12 +99,8 @@ grpc::Status ToGrpc(const absl::Status& status) {
   // A message quoting a long input (a name, a spec) would pass gRPC's limit
   // on a response's metadata (8 KiB by default): the client would get
   // RESOURCE_EXHAUSTED about the metadata instead of this status.
-  if (message.size() > kMaxStatusMessageBytes) {
-    size_t cut = kMaxStatusMessageBytes;
-    while (cut > 0 && (uint8_t(message[cut]) & 0xC0) == 0x80) --cut;  // a UTF-8 boundary
-    message = absl::StrCat(message.substr(0, cut), "… (", message.size(), " bytes, cut)");
-  }
-  return grpc::Status(static_cast<grpc::StatusCode>(status.code()), message);
+  return grpc::Status(static_cast<grpc::StatusCode>(status.code()),
+                      CutText(message, kMaxStatusMessageBytes));
 }
 
 absl::StatusOr<CollectionConfig> FromProto(const v1::CollectionConfig& in) {

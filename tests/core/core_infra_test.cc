@@ -19,6 +19,17 @@
 namespace attnsearch {
 namespace {
 
+TEST(Utf8Test, CutTextStopsAtACharacterBoundary) {
+  EXPECT_EQ(CutText("short", 5), "short");
+  EXPECT_EQ(CutText("abcdef", 3), "abc… (6 bytes, cut)");
+  // "é" is two bytes: a cut inside it goes back to before it.
+  EXPECT_EQ(CutText("ab\xc3\xa9z", 3), "ab… (5 bytes, cut)");
+  EXPECT_EQ(FindInvalidUtf8(CutText(std::string(100, '\xe2') + "", 10)), 0u);  // invalid stays
+  const std::string euros = "\xe2\x82\xac\xe2\x82\xac\xe2\x82\xac";  // three euro signs
+  EXPECT_EQ(CutText(euros, 7), "\xe2\x82\xac\xe2\x82\xac… (9 bytes, cut)");
+  EXPECT_EQ(FindInvalidUtf8(CutText(euros, 5)), std::string_view::npos);
+}
+
 TEST(Utf8Test, FindsTheFirstInvalidByte) {
   constexpr size_t kValid = std::string_view::npos;
   EXPECT_EQ(FindInvalidUtf8(""), kValid);

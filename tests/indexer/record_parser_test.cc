@@ -205,6 +205,12 @@ TEST(RecordParserTest, BadJson) {
   EXPECT_NE(Reason(R"({"id":"a",})").find("bad JSON"), std::string::npos);
   EXPECT_NE(Reason(R"({"id":"a","pooled":[1,NaN,3]})").find("bad JSON"), std::string::npos);
   EXPECT_NE(Reason(R"([1,2,3])").find("expected a JSON object"), std::string::npos);
+  // A long bad line is quoted in a few hundred bytes, not whole.
+  const std::string unterminated = R"({"id":"a","text":")" + std::string(1 << 20, 'x');
+  const std::string long_reason = Reason(unterminated);
+  EXPECT_NE(long_reason.find("bad JSON"), std::string::npos);
+  EXPECT_LT(long_reason.size(), 600u) << long_reason.substr(0, 600);
+  EXPECT_NE(long_reason.find("bytes, cut)"), std::string::npos) << long_reason;
 }
 
 TEST(RecordParserTest, MissingOrBadId) {
