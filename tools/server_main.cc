@@ -31,6 +31,7 @@
 #include "cli/parse_flags.h"
 #include "core/file_sync.h"
 #include "core/log.h"
+#include "google/protobuf/stubs/logging.h"
 #include "grpc/support/log.h"
 #include "server/server.h"
 #include "server/server_flags.h"
@@ -46,6 +47,17 @@ void LogGrpcMessage(gpr_log_func_args* args) {
                                                 : attnsearch::LogLevel::kWarn;
   attnsearch::Log(level, args->message,
                   {{"source", "grpc"}, {"file", args->file}, {"line", args->line}});
+}
+
+// So are protobuf's (e.g. a request whose string field is not UTF-8).
+void LogProtobufMessage(google::protobuf::LogLevel level, const char* file, int line,
+                        const std::string& message) {
+  const attnsearch::LogLevel ours = level >= google::protobuf::LOGLEVEL_ERROR
+                                        ? attnsearch::LogLevel::kError
+                                    : level == google::protobuf::LOGLEVEL_INFO
+                                        ? attnsearch::LogLevel::kInfo
+                                        : attnsearch::LogLevel::kWarn;
+  attnsearch::Log(ours, message, {{"source", "protobuf"}, {"file", file}, {"line", line}});
 }
 
 // OpenMP threads that spin while they wait steal whole scheduler slices
@@ -104,6 +116,7 @@ void WritePortFile(const std::string& path, int port) {
 
 int main(int argc, char** argv) {
   gpr_set_log_function(LogGrpcMessage);
+  google::protobuf::SetLogHandler(LogProtobufMessage);
   MakeOpenMpThreadsSleep(argv);
 
   attnsearch::ServerOptions options;

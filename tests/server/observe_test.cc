@@ -424,6 +424,10 @@ TEST(ObserveTest, EveryStderrLineIsJson) {
       std::this_thread::sleep_for(std::chrono::milliseconds(20));
     }
     EXPECT_GT(info.collection().rebuilds(), 0u);
+    // A request protobuf cannot parse (a string field not UTF-8): protobuf
+    // says so through the logger too.
+    get.set_name("bad\xff\xfe");
+    EXPECT_FALSE(stub->GetCollection(Ctx().get(), get, &info).ok());
     ASSERT_TRUE(server.Kill(SIGTERM));
     const int status = server.Wait();
     EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << DescribeWaitStatus(status);
@@ -460,6 +464,9 @@ TEST(ObserveTest, EveryStderrLineIsJson) {
     EXPECT_GT(lines, 3) << file << ":\n" << ReadFile(file);
   }
   EXPECT_TRUE(messages.count("ANN index rebuilt")) << "no rebuild logged";
+  bool protobuf_said = false;
+  for (const std::string& m : messages) protobuf_said |= m.find("invalid UTF-8") != std::string::npos;
+  EXPECT_TRUE(protobuf_said) << "protobuf's complaint about the bad request is not logged";
   EXPECT_TRUE(messages.count("rebuilding the ANN index from the store"))
       << "the corrupt snapshot was not reported";
 }
