@@ -30,7 +30,7 @@ class UpsertStreamReactor : public grpc::ServerReadReactor<v1::UpsertRequest> {
  public:
   UpsertStreamReactor(SearchServiceImpl* service, grpc::CallbackServerContext* ctx,
                       v1::UpsertResponse* resp)
-      : service_(service), resp_(resp) {
+      : service_(service), ctx_(ctx), resp_(resp) {
     call_ = service_->StartCall(ctx, "UpsertStream", "");
     const grpc::Status admitted = service_->Admit(*ctx, Access::kWrite);
     if (!admitted.ok()) {
@@ -52,13 +52,15 @@ class UpsertStreamReactor : public grpc::ServerReadReactor<v1::UpsertRequest> {
   void OnReadDone(bool ok) override {
     v1::UpsertRequest* next = nullptr;
     bool apply = false, end = false;
+    grpc::Status done;
     {
       absl::MutexLock lock(&mu_);
       reading_ = false;
       if (finished_) return;
-      if (!ok) {  // the client half-closed
+      if (!ok) {  // the client half-closed, or cancelled the call
         half_closed_ = true;
-        end = EndIfDoneLocked();
+        cancelled_ = ctx_->IsCancelled();
+        end = EndIfDoneLocked(&done);
       } else {
         if (call_.collection.empty()) call_.collection = incoming_->collection();
         received_.push_back(std::move(incoming_));
@@ -68,7 +70,7 @@ class UpsertStreamReactor : public grpc::ServerReadReactor<v1::UpsertRequest> {
     }
     if (next != nullptr) StartRead(next);
     if (apply) service_->pool()->Submit([this] { Apply(); });
-    if (end) End(grpc::Status::OK);
+    if (end) End(done);
   }
 
   void OnDone() override { delete this; }
@@ -92,7 +94,7 @@ class UpsertStreamReactor : public grpc::ServerReadReactor<v1::UpsertRequest> {
     }
     v1::UpsertRequest* next = nullptr;
     bool apply = false, end = false;
-    grpc::Status error;
+    grpc::Status error, done;
     {
       absl::MutexLock lock(&mu_);
       received_.pop_front();
@@ -108,7 +110,7 @@ class UpsertStreamReactor : public grpc::ServerReadReactor<v1::UpsertRequest> {
         ++messages_;
         if (!reading_ && !half_closed_) next = NextReadLocked();
         apply = StartApplyLocked();
-        end = EndIfDoneLocked();
+        end = EndIfDoneLocked(&done);
       }
     }
     if (!error.ok()) {
@@ -117,7 +119,7 @@ class UpsertStreamReactor : public grpc::ServerReadReactor<v1::UpsertRequest> {
     }
     if (next != nullptr) StartRead(next);
     if (apply) service_->pool()->Submit([this] { Apply(); });
-    if (end) End(grpc::Status::OK);
+    if (end) End(done);
   }
 
   // A buffer for the next read, which the caller starts once it has let go
@@ -134,11 +136,17 @@ class UpsertStreamReactor : public grpc::ServerReadReactor<v1::UpsertRequest> {
     return true;
   }
   // Whether every message is applied and the client is done: then the
-  // caller ends the call.
-  bool EndIfDoneLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+  // caller ends the call with *status (OK, or CANCELLED when the client
+  // cancelled it; what it sent before is applied either way).
+  bool EndIfDoneLocked(grpc::Status* status) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     if (!half_closed_ || applying_ || !received_.empty() || finished_) return false;
     finished_ = true;
     resp_->set_upserted(total_);
+    *status = cancelled_ ? grpc::Status(grpc::StatusCode::CANCELLED,
+                                        absl::StrCat("cancelled by the client (", total_,
+                                                     " documents of ", messages_,
+                                                     " messages were stored)"))
+                         : grpc::Status::OK;
     return true;
   }
   // Called without the lock, once: nothing touches the reactor after
@@ -149,6 +157,7 @@ class UpsertStreamReactor : public grpc::ServerReadReactor<v1::UpsertRequest> {
   }
 
   SearchServiceImpl* const service_;
+  grpc::CallbackServerContext* const ctx_;
   CallRecord call_;
   v1::UpsertResponse* const resp_;
   absl::Mutex mu_;
@@ -157,6 +166,7 @@ class UpsertStreamReactor : public grpc::ServerReadReactor<v1::UpsertRequest> {
   bool reading_ ABSL_GUARDED_BY(mu_) = false;
   bool applying_ ABSL_GUARDED_BY(mu_) = false;
   bool half_closed_ ABSL_GUARDED_BY(mu_) = false;
+  bool cancelled_ ABSL_GUARDED_BY(mu_) = false;
   bool finished_ ABSL_GUARDED_BY(mu_) = false;
   uint64_t total_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t messages_ ABSL_GUARDED_BY(mu_) = 0;

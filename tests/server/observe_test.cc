@@ -174,6 +174,33 @@ TEST(ObserveTest, MetricsEndpointAndJsonCallLog) {
     if (line.empty() || line[0] == '#') continue;
     EXPECT_TRUE(std::regex_match(line, sample_re)) << line;
   }
+  // A stream the client cancels after its first message was stored is
+  // CANCELLED in the metrics (it was counted OK).
+  {
+    grpc::ClientContext ctx;
+    v1::UpsertResponse stream_resp;
+    auto writer = stub->UpsertStream(&ctx, &stream_resp);
+    ASSERT_TRUE(writer->Write(Docs("m", 0, 1, 1)));  // d0 again
+    v1::GetRequest get;
+    get.set_collection("m");
+    get.add_ids("d0");
+    v1::GetResponse got;
+    for (int i = 0; i < 500 && got.documents_size() == 0; ++i) {
+      ASSERT_OK(stub->Get(Ctx().get(), get, &got));
+      if (got.documents_size() == 0) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    ASSERT_EQ(got.documents_size(), 1);
+    ctx.TryCancel();
+    EXPECT_EQ(writer->Finish().error_code(), StatusCode::CANCELLED);
+  }
+  double cancelled = -1;
+  for (int i = 0; i < 500 && cancelled != 1; ++i) {
+    const std::string again = Scrape(port);
+    cancelled = Sample(again.substr(again.find("\r\n\r\n") + 4),
+                       "attnsearch_requests_total{rpc=\"UpsertStream\",code=\"CANCELLED\"}");
+    if (cancelled != 1) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_EQ(cancelled, 1);
   EXPECT_EQ(HttpExchange(port, "GET /other HTTP/1.1\r\n\r\n").rfind("HTTP/1.1 404", 0), 0u);
   EXPECT_EQ(HttpExchange(port, "POST /metrics HTTP/1.1\r\n\r\n").rfind("HTTP/1.1 405", 0), 0u);
   EXPECT_EQ(HttpExchange(port, "garbage\r\n\r\n").rfind("HTTP/1.1 400", 0), 0u);
@@ -208,7 +235,9 @@ TEST(ObserveTest, MetricsEndpointAndJsonCallLog) {
       EXPECT_NE(j["error"].get<std::string>().find("top_k"), std::string::npos);
     }
   }
-  EXPECT_EQ(calls, 8);  // create, upsert, delete, 3 searches, 2 failed searches
+  // create, upsert, delete, 3 searches, 2 failed searches, then the
+  // cancelled stream and the Gets before it
+  EXPECT_GE(calls, 10);
   EXPECT_TRUE(saw_named);
   EXPECT_TRUE(saw_bad);
   EXPECT_TRUE(saw_stopped);
