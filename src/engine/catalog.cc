@@ -14,6 +14,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "core/file_sync.h"
+#include "core/log.h"
 #include "core/status.h"
 #include "storage/doc_store.h"
 
@@ -161,7 +162,13 @@ absl::StatusOr<std::unique_ptr<Catalog>> Catalog::Open(const CatalogOptions& opt
       fs::remove_all(p, ec);  // an interrupted create or drop
       continue;
     }
-    if (!ValidateName(name).ok()) continue;
+    if (const absl::Status valid = ValidateName(name); !valid.ok()) {
+      // Not a collection this server made (copied in by hand?): left alone,
+      // and said so.
+      LogWarn("skipping an entry of the collections folder whose name is not a collection name",
+              {{"path", p.string()}, {"why", valid.message()}});
+      continue;
+    }
     auto c = Collection::Open(p.string(), options.collection);
     if (!c.ok()) return Annotate(c.status(), absl::StrCat("collection '", name, "'"));
     absl::MutexLock lock(&catalog->mu_);

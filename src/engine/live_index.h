@@ -221,7 +221,9 @@ class LiveIndex {
   // Whether a stored vector may enter an index (see CatchUp).
   bool Usable(Label label, const float* v) const;
   void RebuildThread();
-  absl::Status RebuildLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(rebuild_run_mu_)
+  // compact_always: compact the store after it always (an explicit Rebuild), or
+  // at most once a kMinCompactionInterval (a background one).
+  absl::Status RebuildLocked(bool compact_always) ABSL_EXCLUSIVE_LOCKS_REQUIRED(rebuild_run_mu_)
       ABSL_LOCKS_EXCLUDED(*writer_mu_);
   // Drops the store's tombstone records of labels the index does not hold.
   // REQUIRES: the writer mutex, the snapshot saved.
@@ -269,6 +271,8 @@ class LiveIndex {
   absl::Mutex rebuild_run_mu_;  // one rebuild at a time
   std::atomic<bool> rebuild_in_progress_{false};
   std::atomic<uint64_t> rebuilds_{0};
+  // When the store was last compacted after a rebuild (none: the epoch).
+  std::chrono::steady_clock::time_point last_compaction_ ABSL_GUARDED_BY(rebuild_run_mu_);
 };
 
 }  // namespace attnsearch

@@ -263,7 +263,10 @@ rocksdb::Options DbOptions(const StorageOptions& options, bool create) {
   db_options.error_if_exists = create;
   db_options.paranoid_checks = true;
   db_options.max_background_jobs = 2;
+  // RocksDB's info LOG: at most 4 old files of 8 MiB beside the current
+  // one (without a size, a file rolled only at open and grew without end).
   db_options.keep_log_file_num = 4;
+  db_options.max_log_file_size = size_t{8} << 20;
   // Column families written rarely (meta, tombstones) would otherwise pin
   // every old WAL file: past this size RocksDB flushes them so the WAL can
   // be recycled.

@@ -4,6 +4,7 @@
 
 #include <filesystem>
 
+#include "core/log.h"
 #include "engine_test_util.h"
 
 namespace attnsearch {
@@ -47,10 +48,19 @@ TEST(CatalogTest, CreateGetListDropAndReopen) {
     EXPECT_EQ(cat.Drop("alpha").code(), absl::StatusCode::kNotFound);
     EXPECT_EQ(cat.Get("alpha").status().code(), absl::StatusCode::kNotFound);
   }
-  // Leftovers of an interrupted create are cleared on open.
+  // Leftovers of an interrupted create are cleared on open; a folder whose
+  // name is no collection name is left alone, with a warning naming it.
   std::filesystem::create_directories(options.data_dir + "/collections/.creating-gamma-9/store");
+  std::filesystem::create_directories(options.data_dir + "/collections/copied by hand/store");
+  std::vector<std::string> lines;
+  SetLogSink([&](std::string_view line) { lines.emplace_back(line); });
   {
     auto catalog = Catalog::Open(options);
+    SetLogSink(nullptr);
+    bool warned = false;
+    for (const std::string& line : lines) warned |= line.find("copied by hand") != std::string::npos;
+    EXPECT_TRUE(warned) << "the skipped folder is not named in the log";
+    EXPECT_TRUE(std::filesystem::exists(options.data_dir + "/collections/copied by hand/store"));
     ASSERT_TRUE(catalog.ok()) << catalog.status();
     auto list = (*catalog)->List();
     ASSERT_EQ(list.size(), 1u);
