@@ -1,6 +1,7 @@
 #include "engine/catalog.h"
 
 #include <fcntl.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -70,6 +71,31 @@ fs::path Normalised(const std::string& path) {
 fs::path TempSibling(const fs::path& target, const char* tag, uint64_t n) {
   return target.parent_path() /
          absl::StrCat(".", target.filename().string(), tag, ::getpid(), "-", n);
+}
+
+// Removes what a process that died while it built `target` left: the
+// TempSibling folders of `tag` whose process no longer runs (a crash skips
+// RemoveOnFailure). Those of a live process, this one included, stay.
+void RemoveStaleTempSiblings(const fs::path& target, const char* tag) {
+  const std::string prefix = absl::StrCat(".", target.filename().string(), tag);
+  std::error_code ec;
+  std::vector<fs::path> stale;
+  for (const auto& e : fs::directory_iterator(target.parent_path(), ec)) {
+    const std::string name = e.path().filename().string();
+    if (name.rfind(prefix, 0) != 0) continue;
+    const std::vector<std::string> parts = absl::StrSplit(name.substr(prefix.size()), '-');
+    int pid = 0;
+    uint64_t n = 0;
+    if (parts.size() != 2 || !absl::SimpleAtoi(parts[0], &pid) || !absl::SimpleAtoi(parts[1], &n) ||
+        pid <= 0) {
+      continue;
+    }
+    if (::kill(pid, 0) == -1 && errno == ESRCH) stale.push_back(e.path());
+  }
+  for (const fs::path& p : stale) {
+    fs::remove_all(p, ec);
+    LogInfo("removed what an interrupted backup or restore left", {{"path", p.string()}});
+  }
 }
 
 // Removes a directory tree unless released: the partial result of a failed
@@ -318,6 +344,7 @@ absl::StatusOr<BackupResult> Catalog::Backup(const std::string& dest_dir,
     absl::MutexLock lock(&mu_);
     n = ++temp_counter_;
   }
+  RemoveStaleTempSiblings(dest, ".backup-");
   const fs::path temp = TempSibling(dest, ".backup-", n);
   fs::remove_all(temp, ec);
   RemoveOnFailure cleanup(temp);
@@ -476,6 +503,7 @@ absl::StatusOr<BackupManifest> Catalog::Restore(const std::string& backup_dir,
           "destination: cannot create ", dest.parent_path().string(), ": ", ec.message()));
     }
   }
+  RemoveStaleTempSiblings(dest, ".restoring-");
   const fs::path temp = TempSibling(dest, ".restoring-", 0);
   fs::remove_all(temp, ec);
   RemoveOnFailure cleanup(temp);

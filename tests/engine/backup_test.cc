@@ -9,6 +9,8 @@
 // agree with the store (an exact "Flat" index: every live document is the
 // top hit for its own vectors, and nothing else is found).
 #include <gtest/gtest.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <chrono>
@@ -323,6 +325,38 @@ TEST(BackupTest, RestoredCollectionIsAPrefixOfTheAcknowledgedWrites) {
   EXPECT_EQ(TextsOf(source), Replay(ops, ops.size()));
   ExpectIndexAgreesWithStore(**docs, source);
   ASSERT_TRUE((*docs)->Upsert({MakeDoc(rng, Id(0), kDim, 1, 2)}).ok());
+}
+
+// What a backup or restore killed midway left beside its destination (its
+// process gone) is removed by the next one to that destination; a folder
+// of a live process stays.
+TEST(BackupTest, LeftoversOfADeadProcessAreRemoved) {
+  TempDir dir;
+  auto catalog = Catalog::Open(Options(dir.Sub("data")));
+  ASSERT_TRUE(catalog.ok()) << catalog.status();
+  std::mt19937 rng(6);
+  auto c = (*catalog)->Create("a", Config());
+  ASSERT_TRUE(c.ok()) << c.status();
+  ASSERT_TRUE((*c)->Upsert({MakeDoc(rng, Id(0), kDim, 1, 2)}).ok());
+  // A process that has ended.
+  const pid_t child = ::fork();
+  if (child == 0) ::_exit(0);
+  ASSERT_GT(child, 0);
+  ::waitpid(child, nullptr, 0);
+  const std::string dead = absl::StrCat(dir.Sub(".bk.backup-"), child, "-3");
+  const std::string live = absl::StrCat(dir.Sub(".bk.backup-"), ::getppid(), "-4");
+  const std::string dead_restore = absl::StrCat(dir.Sub(".rs.restoring-"), child, "-0");
+  for (const std::string& d : {dead, live, dead_restore}) {
+    fs::create_directories(d + "/collections/a");
+    std::ofstream(d + "/collections/a/file") << "partial\n";
+  }
+  auto made = (*catalog)->Backup(dir.Sub("bk"), "");
+  ASSERT_TRUE(made.ok()) << made.status();
+  EXPECT_FALSE(fs::exists(dead));
+  EXPECT_TRUE(fs::exists(live));
+  auto restored = Catalog::Restore(dir.Sub("bk"), dir.Sub("rs"));
+  ASSERT_TRUE(restored.ok()) << restored.status();
+  EXPECT_FALSE(fs::exists(dead_restore));
 }
 
 TEST(BackupTest, OneCollectionUnknownCollectionAndBadManifests) {
