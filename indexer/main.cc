@@ -36,7 +36,7 @@ rejects, ...) are reported as FILE:LINE: reason (FILE:record N for fvecs,
 FOLDER:document N for npy),
 written to the rejects file (a JSON line each: location, position, id,
 reason) and skipped: the load goes on, and the encoder is trained on what
-loaded. --max_errors N stops the load after N of them instead. Re-running the
+loaded. --max_errors N stops the load at the (N+1)th instead. Re-running the
 same command after an interruption resumes from the checkpoint; --restart
 starts over.
 

@@ -82,7 +82,8 @@ void Respond(const HttpHandler& handler, const httplib::Request& req, std::strin
   HttpRequest request{req.path,
                       {req.params.begin(), req.params.end()},
                       req.get_header_value("Authorization"),
-                      std::move(body)};
+                      std::move(body),
+                      req.get_header_value("X-Request-Id")};
   HttpResponse response = handler(request);
   res.status = response.status;
   for (const auto& [name, value] : response.headers) res.set_header(name, value);

@@ -57,6 +57,7 @@ struct HttpRequest {
   std::multimap<std::string, std::string> params;  // the query string's
   std::string authorization;                       // the Authorization header
   std::string body;                                // POST
+  std::string request_id;                          // the X-Request-Id header
 };
 
 struct HttpResponse {

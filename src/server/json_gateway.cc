@@ -1,5 +1,6 @@
 #include "server/json_gateway.h"
 
+#include <algorithm>
 #include <string>
 
 #include "attnsearch/v1/search.grpc.pb.h"
@@ -76,7 +77,25 @@ bool Authorize(const HttpRequest& r, grpc::ClientContext* ctx, HttpResponse* err
     }
   }
   if (!r.authorization.empty()) ctx->AddMetadata("authorization", r.authorization);
+  // The request id, when the service would take it (else it makes one).
+  const bool usable_id =
+      !r.request_id.empty() && r.request_id.size() <= 128 &&
+      std::all_of(r.request_id.begin(), r.request_id.end(),
+                  [](char c) { return c >= 0x21 && c <= 0x7e && c != '"' && c != '\\'; });
+  if (usable_id) ctx->AddMetadata("x-request-id", r.request_id);
   return true;
+}
+
+// The reply, with the call's request id (the client's or the one the
+// service made) as the X-Request-Id header.
+HttpResponse ReplyWithId(const grpc::ClientContext& ctx, const grpc::Status& status,
+                         const google::protobuf::Message& response) {
+  HttpResponse reply = Reply(status, response);
+  const auto& md = ctx.GetServerInitialMetadata();
+  if (const auto it = md.find("x-request-id"); it != md.end()) {
+    reply.headers.emplace_back("X-Request-Id", std::string(it->second.data(), it->second.size()));
+  }
+  return reply;
 }
 
 // False when keys are configured and the request's is none of them (any
@@ -101,7 +120,7 @@ void Route(HttpServer* http, std::shared_ptr<Stub> stub, const ApiKeys* keys,
     if (KeyKnown(r, keys) && !Parse(r.body, &request, &error)) return error;
     Resp response;
     const grpc::Status status = ((*stub).*method)(&ctx, request, &response);
-    return Reply(status, response);
+    return ReplyWithId(ctx, status, response);
   });
 }
 
@@ -196,7 +215,8 @@ void RegisterJsonGateway(HttpServer* http, std::shared_ptr<grpc::Channel> channe
       if (!writer->Write(request)) break;  // the server ended the stream: Finish says why
     }
     writer->WritesDone();
-    return Reply(writer->Finish(), response);
+    const grpc::Status status = writer->Finish();
+    return ReplyWithId(ctx, status, response);
   });
 }
 

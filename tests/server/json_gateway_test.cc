@@ -34,20 +34,24 @@ constexpr char kReadKey[] = "json-gateway-read-key";
 struct Answer {
   int status = 0;
   nlohmann::json body;
+  std::string head;  // the status line and headers
 };
 
-// POST /v1/<rpc> with `body` (and the key, if any).
-Answer Call(int port, const std::string& rpc, const std::string& body, const std::string& key) {
+// POST /v1/<rpc> with `body` (and the key and the request id, if any).
+Answer Call(int port, const std::string& rpc, const std::string& body, const std::string& key,
+            const std::string& request_id = "") {
   std::string request =
       "POST /v1/" + rpc + " HTTP/1.1\r\nHost: localhost\r\n" +
       "Content-Type: application/json\r\nContent-Length: " + std::to_string(body.size()) + "\r\n";
   if (!key.empty()) request += "Authorization: Bearer " + key + "\r\n";
+  if (!request_id.empty()) request += "X-Request-Id: " + request_id + "\r\n";
   request += "Connection: close\r\n\r\n" + body;
   const std::string raw = testing::HttpExchange(port, request);
   Answer a;
   if (raw.size() < 12) return a;
   a.status = std::stoi(raw.substr(9, 3));
   const size_t start = raw.find("\r\n\r\n");
+  a.head = raw.substr(0, start + 2);  // each header line with its CRLF
   a.body = nlohmann::json::parse(raw.substr(start + 4), nullptr, /*allow_exceptions=*/false);
   return a;
 }
@@ -133,6 +137,15 @@ TEST(JsonGatewayTest, EveryCallGoesThroughTheService) {
   expect_error(Call(port, "UpsertStream", "{not json", ""), 401, "UNAUTHENTICATED", "API key");
   expect_error(Call(port, "Delete", R"({"collection":"fruit","ids":["kiwi"]})", kReadKey), 403,
                "PERMISSION_DENIED", "");
+  // The request id goes through and comes back; one the service would not
+  // take (a space) is replaced by one it makes, as over gRPC.
+  Answer named = Call(port, "ListCollections", "{}", kReadKey, "json-req-42");
+  EXPECT_EQ(named.status, 200);
+  EXPECT_NE(named.head.find("X-Request-Id: json-req-42\r\n"), std::string::npos) << named.head;
+  Answer spaced = Call(port, "ListCollections", "{}", kReadKey, "two words");
+  EXPECT_EQ(spaced.status, 200);
+  EXPECT_NE(spaced.head.find("X-Request-Id: "), std::string::npos) << spaced.head;
+  EXPECT_EQ(spaced.head.find("two words"), std::string::npos) << spaced.head;
   // GET of an RPC's path is not allowed; an unknown RPC is not found.
   const std::string get = testing::HttpExchange(
       port, "GET /v1/Search HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
