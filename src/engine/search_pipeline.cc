@@ -261,7 +261,8 @@ absl::Status SearchPipeline::Prepare(SearchQuery* q, AnnSearchParams* params) co
           "text: the collection has no trained encoder; load text documents and run "
           "TrainEncoder (attnsearch-index does after a load), or query with vectors");
     }
-    ATTN_ASSIGN_OR_RETURN(text::Encoding e, enc->EncodeQuery(q->text, "text"));
+    ATTN_ASSIGN_OR_RETURN(text::Encoding e,
+                          enc->EncodeQuery(q->text, "text", parts_.limits.max_query_tokens));
     q->num_tokens = e.num_tokens;
     q->tokens = std::move(e.tokens);
     q->token_weights = std::move(e.weights);

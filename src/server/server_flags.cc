@@ -33,7 +33,9 @@ void AddServerFlags(CLI::App* app, ServerOptions* o) {
   app->add_option("--max_batch_documents", limits.max_batch_documents,
                   "largest number of documents per upsert message")
       ->capture_default_str();
-  app->add_option("--max_query_tokens", limits.max_query_tokens, "most token rows per query")
+  app->add_option("--max_query_tokens", limits.max_query_tokens,
+                  "most token rows per query (a text query: its distinct words, then as many "
+                  "of their expansions as fit, the weightiest)")
       ->capture_default_str();
   app->add_option("--max_document_tokens", limits.max_document_tokens,
                   "most token rows per document")

@@ -771,9 +771,15 @@ absl::StatusOr<Encoding> Encoder::EncodeDocument(std::string_view text,
   return e;
 }
 
-absl::StatusOr<Encoding> Encoder::EncodeQuery(std::string_view text, std::string_view field) const {
+absl::StatusOr<Encoding> Encoder::EncodeQuery(std::string_view text, std::string_view field,
+                                              uint32_t max_rows) const {
   uint32_t length = 0, distinct = 0;
   ATTN_ASSIGN_OR_RETURN(std::vector<Grouped> groups, Group(text, field, &length, &distinct));
+  if (max_rows > 0 && groups.size() > max_rows) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        absl::string_view(field.data(), field.size()), ": ", groups.size(), " distinct words, above the limit of ", max_rows,
+        " query rows (the server's --max_query_tokens); ask with fewer words"));
+  }
   const uint32_t d = dim();
   Encoding e;
   e.num_tokens = static_cast<uint32_t>(groups.size());
@@ -791,7 +797,13 @@ absl::StatusOr<Encoding> Encoder::EncodeQuery(std::string_view text, std::string
     e.token_texts.emplace_back(text.substr(g.begin, g.end - g.begin));
     e.token_spans.emplace_back(g.begin, g.end);
   }
-  // Expansion rows: the words' nearest keys by meaning, not already asked.
+  // Expansion rows: the words' nearest keys by meaning, not already asked
+  // (with max_rows, those of largest weight that fit, in the same order).
+  struct Expansion {
+    uint32_t word = 0, key = 0;
+    float weight = 0.f;
+  };
+  std::vector<Expansion> expansions;
   absl::flat_hash_set<std::string> asked;
   for (const Grouped& g : groups) asked.insert(g.key);
   const uint32_t original = e.num_tokens;
@@ -805,17 +817,31 @@ absl::StatusOr<Encoding> Encoder::EncodeQuery(std::string_view text, std::string
     if (list == nullptr) continue;
     for (const auto& [k, cosine] : *list) {
       if (!asked.insert(keys_[k]).second) continue;
-      const float weight = options_.expansion_weight * cosine * e.weights[r];
-      e.tokens.resize(e.tokens.size() + d, 0.f);
-      float* row = e.tokens.data() + size_t{e.num_tokens} * d;
-      float idf;
-      KeyVector(keys_[k], row, &idf);
-      for (uint32_t j = 0; j + 1 < d; ++j) e.pooled[j] += weight * row[j];
-      e.weights.push_back(weight);
-      e.token_texts.push_back(keys_[k]);
-      e.token_spans.emplace_back(groups[r].begin, groups[r].end);
-      ++e.num_tokens;
+      expansions.push_back({r, k, options_.expansion_weight * cosine * e.weights[r]});
     }
+  }
+  if (max_rows > 0 && original + expansions.size() > max_rows) {
+    std::vector<size_t> order(expansions.size());
+    for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+    std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) {
+      return expansions[a].weight > expansions[b].weight;
+    });
+    order.resize(max_rows - original);
+    std::sort(order.begin(), order.end());
+    std::vector<Expansion> kept;
+    for (size_t i : order) kept.push_back(expansions[i]);
+    expansions = std::move(kept);
+  }
+  for (const Expansion& x : expansions) {
+    e.tokens.resize(e.tokens.size() + d, 0.f);
+    float* row = e.tokens.data() + size_t{e.num_tokens} * d;
+    float idf;
+    KeyVector(keys_[x.key], row, &idf);
+    for (uint32_t j = 0; j + 1 < d; ++j) e.pooled[j] += x.weight * row[j];
+    e.weights.push_back(x.weight);
+    e.token_texts.push_back(keys_[x.key]);
+    e.token_spans.emplace_back(groups[x.word].begin, groups[x.word].end);
+    ++e.num_tokens;
   }
   Normalize(e.pooled.data(), d);
   return e;

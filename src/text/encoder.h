@@ -196,9 +196,12 @@ class Encoder {
   // UTF-8 or text without words; the message starts with `field`.
   absl::StatusOr<Encoding> EncodeDocument(std::string_view text,
                                           std::string_view field = "text") const;
-  // A query's rows and weights.
-  absl::StatusOr<Encoding> EncodeQuery(std::string_view text,
-                                       std::string_view field = "text") const;
+  // A query's rows and weights: a row per distinct word, then expansion
+  // rows. With max_rows > 0, the expansions of largest weight that fit in
+  // max_rows rows in all; INVALID_ARGUMENT naming `field` when the words
+  // alone are more.
+  absl::StatusOr<Encoding> EncodeQuery(std::string_view text, std::string_view field = "text",
+                                       uint32_t max_rows = 0) const;
 
   // The vocabulary's key vectors as rows of dim() values, [w, 0] for key
   // 0, 1, ...: every document row of an in-vocabulary key is s times one

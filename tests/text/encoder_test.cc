@@ -1329,6 +1329,25 @@ TEST(EncoderExpansionTest, AddsNeighbourRowsWithCosineWeights) {
   ASSERT_TRUE(again.ok());
   EXPECT_EQ(again->tokens, wide->tokens);
   EXPECT_EQ(again->weights, wide->weights);
+
+  // A row limit keeps every word and the expansions of largest weight, in
+  // their order; words alone over it are refused naming the field.
+  auto many = expanding->EncodeQuery("boat river water");
+  ASSERT_TRUE(many.ok()) << many.status();
+  ASSERT_GT(many->num_tokens, 5u);  // 3 words, up to 2 expansions each
+  auto cut = expanding->EncodeQuery("boat river water", "text", 5);
+  ASSERT_TRUE(cut.ok()) << cut.status();
+  ASSERT_EQ(cut->num_tokens, 5u);
+  for (uint32_t r = 0; r < 3; ++r) EXPECT_EQ(cut->token_texts[r], many->token_texts[r]);
+  std::vector<float> expansion_weights(many->weights.begin() + 3, many->weights.end());
+  std::sort(expansion_weights.rbegin(), expansion_weights.rend());
+  std::vector<float> kept(cut->weights.begin() + 3, cut->weights.end());
+  std::sort(kept.rbegin(), kept.rend());
+  EXPECT_EQ(kept, std::vector<float>(expansion_weights.begin(), expansion_weights.begin() + 2));
+  auto refused = expanding->EncodeQuery("boat river water", "text", 2);
+  EXPECT_TRUE(absl::IsInvalidArgument(refused.status()));
+  EXPECT_EQ(refused.status().message().rfind("text: 3 distinct words", 0), 0u) << refused.status();
+  EXPECT_EQ(expanding->EncodeQuery("boat river water", "text", 3)->num_tokens, 3u);
 }
 
 }  // namespace
