@@ -7,6 +7,11 @@ namespace {
 
 bool IsContinuation(char c) { return (static_cast<unsigned char>(c) & 0xC0) == 0x80; }
 
+bool IsSpace(char c) { return c == ' ' || c == '\n' || c == '\t' || c == '\r'; }
+
+// How far a window's edge moves to leave a word whole.
+constexpr uint32_t kWordSlack = 24;
+
 }  // namespace
 
 std::string MakeSnippet(std::string_view text, std::vector<MatchedSpan> spans,
@@ -45,6 +50,23 @@ std::string MakeSnippet(std::string_view text, std::vector<MatchedSpan> spans,
   uint32_t to = std::min(size, best.end + options.after);
   while (from > 0 && IsContinuation(text[from])) --from;
   while (to < size && IsContinuation(text[to])) ++to;
+  // An edge inside a word moves to the word's end (the start) or its start
+  // (the end), when a space is near enough, so no word is cut; then the
+  // spaces at the edges go.
+  if (from > 0 && !IsSpace(text[from - 1]) && !IsSpace(text[from])) {
+    const uint32_t limit = std::min(best.begin, from + kWordSlack);
+    uint32_t i = from;
+    while (i < limit && !IsSpace(text[i])) ++i;
+    if (i < limit) from = i;
+  }
+  while (from < best.begin && IsSpace(text[from])) ++from;
+  if (to < size && !IsSpace(text[to]) && !IsSpace(text[to - 1])) {
+    const uint32_t limit = std::max(best.end, to > kWordSlack ? to - kWordSlack : 0);
+    uint32_t i = to;
+    while (i > limit && !IsSpace(text[i - 1])) --i;
+    if (i > limit) to = i;
+  }
+  while (to > best.end && IsSpace(text[to - 1])) --to;
   // Never cut a marked span at the window's edges.
   for (const MatchedSpan& s : merged) {
     if (s.begin < from && s.end > from) from = s.begin;

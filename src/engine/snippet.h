@@ -33,8 +33,9 @@ struct SnippetOptions {
 
 // Merges overlapping or touching spans, centres a window on the merged span
 // of highest total weight, and marks every merged span inside the window.
-// The window's edges never split a UTF-8 sequence. Spans outside the text
-// are ignored. Empty when there is no span.
+// The window's edges never split a UTF-8 sequence, nor a word when a space
+// lies within a few bytes of the edge (the edge moves inward to it). Spans
+// outside the text are ignored. Empty when there is no span.
 std::string MakeSnippet(std::string_view text, std::vector<MatchedSpan> spans,
                         const SnippetOptions& options = {});
 

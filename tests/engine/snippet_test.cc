@@ -28,6 +28,28 @@ TEST(SnippetTest, WindowAroundTheBestSpanWithEllipses) {
   EXPECT_EQ(s, "…" + std::string(10, 'x') + "<em>magic</em>" + std::string(20, 'x') + "…");
 }
 
+// The window's edges move inward to a space rather than cut a word; a
+// word longer than the slack (no space near) is cut, as before.
+TEST(SnippetTest, EdgesDoNotCutWords) {
+  const std::string text =
+      "alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo lima mike";
+  const size_t golf = text.find("golf");
+  SnippetOptions o;
+  o.before = 12;  // would land inside "echo" or "foxtrot"
+  o.after = 14;   // would land inside "india" or "juliet"
+  const std::string s = MakeSnippet(text, {{uint32_t(golf), uint32_t(golf + 4), 1.f}}, o);
+  EXPECT_EQ(s, "…foxtrot <em>golf</em> hotel india…") << s;
+  std::string words(200, 'y');
+  words.replace(100, 5, " key ");
+  o.before = 10;  // a space 9 bytes in: the part-word goes
+  o.after = 10;
+  EXPECT_EQ(MakeSnippet(words, {{101, 104, 1.f}}, o), "…<em>key</em>…");
+  o.before = 40;  // none within the slack: cut inside the long word
+  o.after = 40;
+  EXPECT_EQ(MakeSnippet(words, {{101, 104, 1.f}}, o),
+            "…" + std::string(39, 'y') + " <em>key</em> " + std::string(39, 'y') + "…");
+}
+
 TEST(SnippetTest, NeverSplitsUtf8AndIgnoresBadSpans) {
   const std::string text = "注意力机制 is attention";  // 3 bytes per CJK character
   SnippetOptions o;
