@@ -65,6 +65,12 @@ absl::Status CheckFlagsForNewCollection(const CollectionConfig& wanted,
   return absl::OkStatus();
 }
 
+absl::Status NoDimForNewCollection(const TargetOptions& options) {
+  return absl::InvalidArgumentError(absl::StrCat(
+      "collection '", options.collection, "' does not exist; --dim is needed to create it",
+      options.empty_input ? " (the input's first lines hold no record that states a dim)" : ""));
+}
+
 bool ApplyRejection(Batch* batch, size_t i, const std::string& reason, const RejectFn& reject) {
   const uint64_t position = batch->positions[i];
   if (reject(position, batch->docs[i].id, reason)) {
@@ -253,8 +259,7 @@ absl::StatusOr<std::unique_ptr<Sink>> OpenEngineSink(const TargetOptions& option
     CollectionConfig config = options.create_config;
     if (config.dim == 0) config.dim = options.default_dim;
     if (config.dim == 0) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "collection '", options.collection, "' does not exist; --dim is needed to create it"));
+      return NoDimForNewCollection(options);
     }
     c = catalog->Create(options.collection, config);
     created = true;

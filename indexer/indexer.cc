@@ -382,6 +382,9 @@ std::optional<int> Load::OpenTarget() {
     dim_origin = first->text_only               ? ", the default for text-only input"
                  : format_ == InputFormat::kNpy ? ", the arrays' row length"
                                                 : ", from the first record";
+    // Nothing says what a new collection's dim would be: no record, or
+    // none that parses, among the first lines.
+    if (!first->text_only && first->dim == 0) t.empty_input = true;
     if (first->text_only && !o.dtype) t.create_config.token_dtype = TokenDtype::kInt8;
   }
   t.data_dir = o.data_dir;

@@ -117,9 +117,7 @@ class ServerSink : public Sink {
       CollectionConfig c = options_.create_config;
       if (c.dim == 0) c.dim = options_.default_dim;
       if (c.dim == 0) {
-        return absl::InvalidArgumentError(absl::StrCat("collection '", options_.collection,
-                                                       "' does not exist; --dim is needed to "
-                                                       "create it"));
+        return NoDimForNewCollection(options_);
       }
       v1::CreateCollectionRequest create;
       create.set_name(options_.collection);

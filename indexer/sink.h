@@ -99,6 +99,9 @@ struct TargetOptions {
   // 0 (text-only input: kTextOnlyDim of indexer.h); never compared with an existing
   // collection's. Default: 0 (none).
   uint32_t default_dim = 0;
+  // The input's first lines hold no record stating a dim (for the message
+  // when a new collection has none).
+  bool empty_input = false;
   // Offline: the data directory.
   std::string data_dir;
   // Online: "host:port".
@@ -182,6 +185,10 @@ absl::Status CheckFlagsForNewCollection(const CollectionConfig& wanted,
 // the document, otherwise truncates the batch to the documents before it
 // (end_position just before it). Returns whether to go on.
 bool ApplyRejection(Batch* batch, size_t i, const std::string& reason, const RejectFn& reject);
+
+// INVALID_ARGUMENT: the collection does not exist and nothing gives the dim
+// to create it with (saying so when the input states none).
+absl::Status NoDimForNewCollection(const TargetOptions& options);
 
 }  // namespace attnsearch::indexer
 

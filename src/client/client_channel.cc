@@ -1,6 +1,7 @@
 #include "client/client_channel.h"
 
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <vector>
@@ -12,6 +13,10 @@ namespace attnsearch {
 namespace {
 
 absl::StatusOr<std::string> ReadFile(const std::string& path, const char* what) {
+  std::error_code ec;
+  if (std::filesystem::is_directory(path, ec)) {
+    return absl::InvalidArgumentError(absl::StrCat(path, ": a directory, not the ", what));
+  }
   std::ifstream in(path, std::ios::binary);
   std::stringstream ss;
   ss << in.rdbuf();
@@ -85,6 +90,9 @@ absl::StatusOr<std::string> LoadApiKey(const ClientSecurity& security) {
 absl::StatusOr<std::shared_ptr<grpc::Channel>> NewClientChannel(const std::string& address,
                                                                 const ClientSecurity& security,
                                                                 grpc::ChannelArguments args) {
+  if (address.find_first_not_of(" \t") == std::string::npos) {
+    return absl::InvalidArgumentError("server: empty; give the server's HOST:PORT");
+  }
   std::shared_ptr<grpc::ChannelCredentials> credentials = grpc::InsecureChannelCredentials();
   if (!security.tls_ca_file.empty()) {
     auto ca = ReadFile(security.tls_ca_file, "TLS CA file");

@@ -21,6 +21,10 @@ struct InputFile::Inflater {
 
 absl::StatusOr<std::unique_ptr<InputFile>> InputFile::Open(const std::string& path) {
   std::error_code ec;
+  if (std::filesystem::is_directory(path, ec)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        path, ": a directory; give a file (or, with --format npy or beir, the folder)"));
+  }
   if (std::filesystem::exists(path, ec) && !std::filesystem::is_regular_file(path, ec)) {
     // A pipe (/dev/stdin) or device: a load reads its input twice and
     // resumes by position, which takes a file.

@@ -490,7 +490,11 @@ absl::StatusOr<BackupManifest> Catalog::Restore(const std::string& backup_dir,
   const fs::path dest = Normalised(data_dir);
   std::error_code ec;
   const bool dest_exists = fs::exists(fs::symlink_status(dest, ec));
-  if (dest_exists && !(fs::is_directory(dest, ec) && fs::is_empty(dest, ec))) {
+  if (dest_exists && !fs::is_directory(dest, ec)) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "data_dir: ", dest.string(), " exists and is not a directory; restore into a new one"));
+  }
+  if (dest_exists && !fs::is_empty(dest, ec)) {
     return absl::FailedPreconditionError(absl::StrCat(
         "data_dir: ", dest.string(), " exists and is not empty; restore into a new directory"));
   }

@@ -1,5 +1,6 @@
 #include "server/auth.h"
 
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 
@@ -54,6 +55,10 @@ bool ConstantTimeEquals(std::string_view a, std::string_view b, size_t span) {
 }
 
 absl::StatusOr<ApiKeys> ApiKeys::Load(const std::string& path) {
+  std::error_code ec;
+  if (std::filesystem::is_directory(path, ec)) {
+    return absl::InvalidArgumentError(absl::StrCat(path, ": a directory, not an API key file"));
+  }
   std::ifstream in(path, std::ios::binary);
   if (!in) return absl::NotFoundError(absl::StrCat(path, ": cannot read the API key file"));
   std::stringstream ss;

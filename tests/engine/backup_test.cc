@@ -357,6 +357,12 @@ TEST(BackupTest, LeftoversOfADeadProcessAreRemoved) {
   auto restored = Catalog::Restore(dir.Sub("bk"), dir.Sub("rs"));
   ASSERT_TRUE(restored.ok()) << restored.status();
   EXPECT_FALSE(fs::exists(dead_restore));
+  // A file where the data directory would be: named as such.
+  std::ofstream(dir.Sub("a_file")) << "x";
+  auto onto_file = Catalog::Restore(dir.Sub("bk"), dir.Sub("a_file"));
+  EXPECT_EQ(onto_file.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_NE(onto_file.status().message().find("is not a directory"), std::string::npos)
+      << onto_file.status();
 }
 
 TEST(BackupTest, OneCollectionUnknownCollectionAndBadManifests) {

@@ -450,6 +450,14 @@ TEST(IndexerToolTest, UsageErrors) {
       RunTool(dir, {dir.Sub("all_bad.jsonl"), "--data_dir", dir.Sub("data"), "--collection", "c3"});
   EXPECT_EQ(run.exit_code(), 1) << run.stderr_text;
   EXPECT_NE(run.stderr_text.find("--dim is needed"), std::string::npos);
+  EXPECT_NE(run.stderr_text.find("hold no record that states a dim"), std::string::npos)
+      << run.stderr_text;
+  // A directory as JSON lines input is named as such.
+  std::filesystem::create_directories(dir.Sub("a_folder"));
+  run = RunTool(dir, {dir.Sub("a_folder"), "--format", "jsonl", "--data_dir", dir.Sub("data"),
+                      "--collection", "c5", "--dim", "8"});
+  EXPECT_NE(run.exit_code(), 0) << run.stderr_text;
+  EXPECT_NE(run.stderr_text.find("a_folder: a directory"), std::string::npos) << run.stderr_text;
   // Thread counts that cannot be made; a checkpoint or rejects file that
   // cannot be written: usage errors before anything is loaded.
   run = RunTool(dir, {dir.Sub("in.jsonl"), "--data_dir", dir.Sub("data4"), "--collection", "c",

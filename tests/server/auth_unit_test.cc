@@ -52,6 +52,9 @@ TEST(ApiKeysTest, BadLinesNameFileAndLineButNeverTheKey) {
     EXPECT_EQ(message.find("kkkkkkkk"), std::string::npos) << message;
   }
   EXPECT_EQ(ApiKeys::Load("/nonexistent/keys").status().code(), absl::StatusCode::kNotFound);
+  const absl::Status folder = ApiKeys::Load("/tmp").status();
+  EXPECT_EQ(folder.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(folder.message(), "/tmp: a directory, not an API key file");
 }
 
 TEST(ApiKeysTest, ConstantTimeEquals) {
