@@ -590,9 +590,8 @@ absl::StatusOr<std::unique_ptr<Sink>> OpenServerSink(const TargetOptions& option
   // Messages of any size are sent: the server's limit (--max_message_mb)
   // decides, and a document over it is rejected by its line (TooLarge).
   args.SetMaxSendMessageSize(-1);
-  args.SetMaxReceiveMessageSize(
-      int(std::min<size_t>(std::max(options.max_message_bytes, size_t{4} << 20) * 2,
-                           size_t{1} << 30)));
+  args.SetMaxReceiveMessageSize(int(
+      std::min<size_t>(std::max(options.max_message_bytes, size_t{4} << 20) * 2, size_t{1} << 30)));
   ATTN_ASSIGN_OR_RETURN(
       auto channel,
       NewClientChannel(options.server, {options.api_key_file, options.tls_ca_file}, args));

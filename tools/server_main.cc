@@ -52,11 +52,10 @@ void LogGrpcMessage(gpr_log_func_args* args) {
 // So are protobuf's (e.g. a request whose string field is not UTF-8).
 void LogProtobufMessage(google::protobuf::LogLevel level, const char* file, int line,
                         const std::string& message) {
-  const attnsearch::LogLevel ours = level >= google::protobuf::LOGLEVEL_ERROR
-                                        ? attnsearch::LogLevel::kError
-                                    : level == google::protobuf::LOGLEVEL_INFO
-                                        ? attnsearch::LogLevel::kInfo
-                                        : attnsearch::LogLevel::kWarn;
+  const attnsearch::LogLevel ours =
+      level >= google::protobuf::LOGLEVEL_ERROR  ? attnsearch::LogLevel::kError
+      : level == google::protobuf::LOGLEVEL_INFO ? attnsearch::LogLevel::kInfo
+                                                 : attnsearch::LogLevel::kWarn;
   attnsearch::Log(ours, message, {{"source", "protobuf"}, {"file", file}, {"line", line}});
 }
 

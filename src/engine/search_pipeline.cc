@@ -193,7 +193,8 @@ absl::Status SearchPipeline::ExplainWithCodes(const SearchQuery& q, const Fetche
       total += set.code_rows[j];
     }
     if (at.empty()) continue;
-    const CandidateCodes cc{nullptr, total, code_rows.data(), offsets.data(), at.size(), src.data()};
+    const CandidateCodes cc{nullptr,        total,     code_rows.data(),
+                            offsets.data(), at.size(), src.data()};
     if (maps != nullptr) {
       ATTN_RETURN_IF_ERROR(set.codec->scorer->AttentionMaps(
           rq, cc, &part_maps, evidence != nullptr ? &part_evidence : nullptr));

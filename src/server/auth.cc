@@ -135,8 +135,7 @@ grpc::Status ApiKeys::Check(const grpc::ServerContextBase& ctx, Access need) con
   return CheckAuthorization(&value, need);
 }
 
-grpc::Status ApiKeys::CheckAuthorization(const std::string_view* authorization,
-                                         Access need) const {
+grpc::Status ApiKeys::CheckAuthorization(const std::string_view* authorization, Access need) const {
   if (keys_.empty()) return grpc::Status::OK;
   if (authorization == nullptr) {
     return grpc::Status(grpc::StatusCode::UNAUTHENTICATED,

@@ -78,10 +78,10 @@ bool Authorize(const HttpRequest& r, grpc::ClientContext* ctx, HttpResponse* err
   }
   if (!r.authorization.empty()) ctx->AddMetadata("authorization", r.authorization);
   // The request id, when the service would take it (else it makes one).
-  const bool usable_id =
-      !r.request_id.empty() && r.request_id.size() <= 128 &&
-      std::all_of(r.request_id.begin(), r.request_id.end(),
-                  [](char c) { return c >= 0x21 && c <= 0x7e && c != '"' && c != '\\'; });
+  const bool usable_id = !r.request_id.empty() && r.request_id.size() <= 128 &&
+                         std::all_of(r.request_id.begin(), r.request_id.end(), [](char c) {
+                           return c >= 0x21 && c <= 0x7e && c != '"' && c != '\\';
+                         });
   if (usable_id) ctx->AddMetadata("x-request-id", r.request_id);
   return true;
 }

@@ -142,11 +142,11 @@ class UpsertStreamReactor : public grpc::ServerReadReactor<v1::UpsertRequest> {
     if (!half_closed_ || applying_ || !received_.empty() || finished_) return false;
     finished_ = true;
     resp_->set_upserted(total_);
-    *status = cancelled_ ? grpc::Status(grpc::StatusCode::CANCELLED,
-                                        absl::StrCat("cancelled by the client (", total_,
-                                                     " documents of ", messages_,
-                                                     " messages were stored)"))
-                         : grpc::Status::OK;
+    *status = cancelled_
+                  ? grpc::Status(grpc::StatusCode::CANCELLED,
+                                 absl::StrCat("cancelled by the client (", total_, " documents of ",
+                                              messages_, " messages were stored)"))
+                  : grpc::Status::OK;
     return true;
   }
   // Called without the lock, once: nothing touches the reactor after

@@ -776,9 +776,10 @@ absl::StatusOr<Encoding> Encoder::EncodeQuery(std::string_view text, std::string
   uint32_t length = 0, distinct = 0;
   ATTN_ASSIGN_OR_RETURN(std::vector<Grouped> groups, Group(text, field, &length, &distinct));
   if (max_rows > 0 && groups.size() > max_rows) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        absl::string_view(field.data(), field.size()), ": ", groups.size(), " distinct words, above the limit of ", max_rows,
-        " query rows (the server's --max_query_tokens); ask with fewer words"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(absl::string_view(field.data(), field.size()), ": ", groups.size(),
+                     " distinct words, above the limit of ", max_rows,
+                     " query rows (the server's --max_query_tokens); ask with fewer words"));
   }
   const uint32_t d = dim();
   Encoding e;

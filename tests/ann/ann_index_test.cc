@@ -571,8 +571,8 @@ TEST(AnnSearchParamsTest, ParseRejectsMalformedKnobs) {
   ASSERT_TRUE(spaced.ok()) << spaced.status();
   EXPECT_EQ(spaced->ef_search, 12);
   EXPECT_EQ(spaced->nprobe, 3);
-  for (const char* text : {"efSearch=+5", "efSearch=5 0", "efSearch=0x10", "efSearch=1e3",
-                           "efSearch=00000000012"}) {
+  for (const char* text :
+       {"efSearch=+5", "efSearch=5 0", "efSearch=0x10", "efSearch=1e3", "efSearch=00000000012"}) {
     auto p = AnnSearchParams::Parse(text);
     EXPECT_EQ(p.status().code(), absl::StatusCode::kInvalidArgument)
         << "'" << text << "': " << p.status();

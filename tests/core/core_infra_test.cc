@@ -25,7 +25,7 @@ TEST(Utf8Test, CutTextStopsAtACharacterBoundary) {
   // "é" is two bytes: a cut inside it goes back to before it.
   EXPECT_EQ(CutText("ab\xc3\xa9z", 3), "ab… (5 bytes, cut)");
   EXPECT_EQ(FindInvalidUtf8(CutText(std::string(100, '\xe2') + "", 10)), 0u);  // invalid stays
-  const std::string euros = "\xe2\x82\xac\xe2\x82\xac\xe2\x82\xac";  // three euro signs
+  const std::string euros = "\xe2\x82\xac\xe2\x82\xac\xe2\x82\xac";            // three euro signs
   EXPECT_EQ(CutText(euros, 7), "\xe2\x82\xac\xe2\x82\xac… (9 bytes, cut)");
   EXPECT_EQ(FindInvalidUtf8(CutText(euros, 5)), std::string_view::npos);
 }

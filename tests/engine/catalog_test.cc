@@ -58,7 +58,8 @@ TEST(CatalogTest, CreateGetListDropAndReopen) {
     auto catalog = Catalog::Open(options);
     SetLogSink(nullptr);
     bool warned = false;
-    for (const std::string& line : lines) warned |= line.find("copied by hand") != std::string::npos;
+    for (const std::string& line : lines)
+      warned |= line.find("copied by hand") != std::string::npos;
     EXPECT_TRUE(warned) << "the skipped folder is not named in the log";
     EXPECT_TRUE(std::filesystem::exists(options.data_dir + "/collections/copied by hand/store"));
     ASSERT_TRUE(catalog.ok()) << catalog.status();

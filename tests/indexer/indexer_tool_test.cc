@@ -735,8 +735,8 @@ TEST(IndexerToolTest, OnlineDocumentOverTheServersMessageLimitIsRejectedByItsLin
     many[k].replace(at, text.size(), "\"text\":\"" + std::string(100000, 'x') + "\"");
   }
   WriteLines(dir.Sub("many.jsonl"), many);
-  run = RunTool(dir, {dir.Sub("many.jsonl"), "--server", address, "--collection", "m", "--dim",
-                      "8", "--batch_mb", "3"});
+  run = RunTool(dir, {dir.Sub("many.jsonl"), "--server", address, "--collection", "m", "--dim", "8",
+                      "--batch_mb", "3"});
   EXPECT_EQ(run.exit_code(), 0) << run.stderr_text;
   grpc::ClientContext ctx_m;
   req.set_name("m");

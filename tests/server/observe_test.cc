@@ -494,7 +494,8 @@ TEST(ObserveTest, EveryStderrLineIsJson) {
   }
   EXPECT_TRUE(messages.count("ANN index rebuilt")) << "no rebuild logged";
   bool protobuf_said = false;
-  for (const std::string& m : messages) protobuf_said |= m.find("invalid UTF-8") != std::string::npos;
+  for (const std::string& m : messages)
+    protobuf_said |= m.find("invalid UTF-8") != std::string::npos;
   EXPECT_TRUE(protobuf_said) << "protobuf's complaint about the bad request is not logged";
   EXPECT_TRUE(messages.count("rebuilding the ANN index from the store"))
       << "the corrupt snapshot was not reported";
