@@ -718,14 +718,9 @@ TEST(IndexerToolTest, OnlineDocumentOverTheServersMessageLimitIsRejectedByItsLin
   const auto listed = ReadRejects(dir.Sub("ckpt.rejects.jsonl"));
   ASSERT_EQ(listed.size(), 1u);
   EXPECT_EQ(std::get<1>(listed[0]), "big");
-  auto stub = testing::NewSearchStub(address);
-  grpc::ClientContext ctx;
-  v1::GetCollectionRequest req;
-  req.set_name("c");
-  v1::GetCollectionResponse info;
-  ASSERT_TRUE(stub->GetCollection(&ctx, req, &info).ok());
-  EXPECT_EQ(info.collection().num_documents(), 39u);
-  EXPECT_EQ(info.collection().num_tombstones(), 0u);
+  const v1::CollectionInfo loaded = InfoOf(address, "c");
+  EXPECT_EQ(loaded.num_documents(), 39u);
+  EXPECT_EQ(loaded.num_tombstones(), 0u);
   // Batches of many documents over the limit are sent again in halves.
   std::vector<std::string> many = Corpus(40, 8);
   for (size_t k = 0; k < many.size(); ++k) {
@@ -738,10 +733,7 @@ TEST(IndexerToolTest, OnlineDocumentOverTheServersMessageLimitIsRejectedByItsLin
   run = RunTool(dir, {dir.Sub("many.jsonl"), "--server", address, "--collection", "m", "--dim", "8",
                       "--batch_mb", "3"});
   EXPECT_EQ(run.exit_code(), 0) << run.stderr_text;
-  grpc::ClientContext ctx_m;
-  req.set_name("m");
-  ASSERT_TRUE(stub->GetCollection(&ctx_m, req, &info).ok());
-  EXPECT_EQ(info.collection().num_documents(), 40u);
+  EXPECT_EQ(InfoOf(address, "m").num_documents(), 40u);
 }
 
 TEST(IndexerToolTest, OnlineLoadThroughTheServer) {
