@@ -12,6 +12,7 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_replace.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "core/file_sync.h"
@@ -525,14 +526,18 @@ absl::StatusOr<BackupManifest> Catalog::Restore(const std::string& backup_dir,
                                               ec.message()));
     }
   }
+  // A message about the copy names the backup's own files.
+  const auto in_backup = [&](absl::string_view message) {
+    return absl::StrReplaceAll(message, {{temp.string(), backup_dir}});
+  };
   {
     CatalogOptions catalog_options;
     catalog_options.data_dir = temp.string();
     catalog_options.collection = options;
     auto catalog = Catalog::Open(catalog_options);
     if (!catalog.ok()) {
-      return absl::DataLossError(absl::StrCat("the backup in ", backup_dir,
-                                              " does not open: ", catalog.status().message()));
+      return absl::DataLossError(absl::StrCat("the backup in ", backup_dir, " does not open: ",
+                                              in_backup(catalog.status().message())));
     }
     for (const BackupEntry& e : manifest.collections) {
       auto c = (*catalog)->Get(e.name);
@@ -549,7 +554,8 @@ absl::StatusOr<BackupManifest> Catalog::Restore(const std::string& backup_dir,
       // Damage inside a file shows only when its blocks are read: read them all.
       if (absl::Status s = (*c)->VerifyChecksums(); !s.ok()) {
         return absl::DataLossError(absl::StrCat("collection '", e.name, "' of the backup in ",
-                                                backup_dir, " is damaged: ", s.message()));
+                                                backup_dir, " is damaged: ",
+                                                in_backup(s.message())));
       }
     }
   }  // closed: snapshots written, files ready to move

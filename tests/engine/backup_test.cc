@@ -519,6 +519,9 @@ TEST(BackupTest, RestoreRefusesABackupWithFlippedBytes) {
   EXPECT_NE(restored.status().message().find("collection 'a'"), std::string::npos)
       << restored.status();
   EXPECT_NE(restored.status().message().find("checksum"), std::string::npos) << restored.status();
+  // Files are named where they are in the backup, not in the removed copy.
+  EXPECT_EQ(restored.status().message().find(".restoring-"), std::string::npos)
+      << restored.status();
   EXPECT_FALSE(fs::exists(dir.Sub("restored")));
   for (const auto& e : fs::directory_iterator(dir.path())) {
     EXPECT_EQ(e.path().filename().string().find(".restoring-"), std::string::npos) << e.path();
