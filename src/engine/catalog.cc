@@ -536,8 +536,8 @@ absl::StatusOr<BackupManifest> Catalog::Restore(const std::string& backup_dir,
     catalog_options.collection = options;
     auto catalog = Catalog::Open(catalog_options);
     if (!catalog.ok()) {
-      return absl::DataLossError(absl::StrCat("the backup in ", backup_dir, " does not open: ",
-                                              in_backup(catalog.status().message())));
+      return absl::DataLossError(absl::StrCat(
+          "the backup in ", backup_dir, " does not open: ", in_backup(catalog.status().message())));
     }
     for (const BackupEntry& e : manifest.collections) {
       auto c = (*catalog)->Get(e.name);
@@ -554,8 +554,8 @@ absl::StatusOr<BackupManifest> Catalog::Restore(const std::string& backup_dir,
       // Damage inside a file shows only when its blocks are read: read them all.
       if (absl::Status s = (*c)->VerifyChecksums(); !s.ok()) {
         return absl::DataLossError(absl::StrCat("collection '", e.name, "' of the backup in ",
-                                                backup_dir, " is damaged: ",
-                                                in_backup(s.message())));
+                                                backup_dir,
+                                                " is damaged: ", in_backup(s.message())));
       }
     }
   }  // closed: snapshots written, files ready to move
