@@ -475,8 +475,10 @@ Load::Outcome Load::LoadRecords() {
     ++accepted;
     text_only_written_ += text_only;
     if (o.limit > 0 && accepted >= o.limit) r.limited = true;
-    progress_.Update(sink_->documents_written() + batch.docs.size(), errors_, source_->bytes_read(),
-                     source_->file_size());
+    progress_.Update(
+        sink_->documents_written() + batch.docs.size(),
+        checkpoint_.documents > prior_documents_ ? checkpoint_.documents - prior_documents_ : 0,
+        errors_, source_->bytes_read(), source_->file_size());
   }
   r.read_status = source_->status();
   r.reached_end =

@@ -20,12 +20,12 @@ double Progress::Elapsed() const {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
 }
 
-std::string Progress::Line(uint64_t documents, uint64_t errors, uint64_t bytes,
+std::string Progress::Line(uint64_t documents, uint64_t stored, uint64_t errors, uint64_t bytes,
                            uint64_t total_bytes) const {
   const double t = std::max(Elapsed(), 1e-9);
-  std::string line = absl::StrFormat("%llu docs  %.0f docs/s  %.1f MB/s  %llu errors",
-                                     (unsigned long long)documents, documents / t, bytes / t / 1e6,
-                                     (unsigned long long)errors);
+  std::string line = absl::StrFormat("%llu docs (%llu stored)  %.0f docs/s  %.1f MB/s  %llu errors",
+                                     (unsigned long long)documents, (unsigned long long)stored,
+                                     documents / t, bytes / t / 1e6, (unsigned long long)errors);
   if (total_bytes > 0) {
     const double frac = std::min(1.0, double(bytes) / double(total_bytes));
     absl::StrAppendFormat(&line, "  %5.1f%%", frac * 100);
@@ -37,13 +37,14 @@ std::string Progress::Line(uint64_t documents, uint64_t errors, uint64_t bytes,
   return line;
 }
 
-void Progress::Update(uint64_t documents, uint64_t errors, uint64_t bytes, uint64_t total_bytes) {
+void Progress::Update(uint64_t documents, uint64_t stored, uint64_t errors, uint64_t bytes,
+                      uint64_t total_bytes) {
   if (mode_ == ProgressMode::kOff) return;
   const auto now = std::chrono::steady_clock::now();
   const double since = std::chrono::duration<double>(now - last_).count();
   if (mode_ == ProgressMode::kBar) {
     if (drawn_ && since < 0.1) return;
-    const std::string line = Line(documents, errors, bytes, total_bytes);
+    const std::string line = Line(documents, stored, errors, bytes, total_bytes);
     if (total_bytes > 0) {
       constexpr int kWidth = 24;
       const int fill = int(kWidth * std::min(1.0, double(bytes) / double(total_bytes)));
@@ -59,7 +60,7 @@ void Progress::Update(uint64_t documents, uint64_t errors, uint64_t bytes, uint6
   }
   if (since < interval_) return;
   std::fprintf(stderr, "attnsearch-index: %s\n",
-               Line(documents, errors, bytes, total_bytes).c_str());
+               Line(documents, stored, errors, bytes, total_bytes).c_str());
   last_ = now;
 }
 

@@ -18,8 +18,11 @@ class Progress {
   Progress(ProgressMode mode, double interval_seconds);
 
   // Reports the state; draws when due (the bar at most 10 times a second).
-  // `bytes` of `total_bytes` read (total 0: unknown, no ETA).
-  void Update(uint64_t documents, uint64_t errors, uint64_t bytes, uint64_t total_bytes);
+  // `documents` written, `stored` of them durable (checkpointed: a re-run
+  // after a crash resumes after them), `bytes` of `total_bytes` read (total
+  // 0: unknown, no ETA).
+  void Update(uint64_t documents, uint64_t stored, uint64_t errors, uint64_t bytes,
+              uint64_t total_bytes);
   // Clears the bar so that another line can be printed; the next Update
   // redraws it.
   void Clear();
@@ -27,7 +30,8 @@ class Progress {
   double Elapsed() const;
 
  private:
-  std::string Line(uint64_t documents, uint64_t errors, uint64_t bytes, uint64_t total_bytes) const;
+  std::string Line(uint64_t documents, uint64_t stored, uint64_t errors, uint64_t bytes,
+                   uint64_t total_bytes) const;
 
   ProgressMode mode_;
   double interval_;
