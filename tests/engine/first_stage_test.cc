@@ -374,9 +374,8 @@ TEST(FirstStageTest, FdeHoldsMoreOfTheExhaustiveTopTenThanPooled) {
   ASSERT_TRUE((*pooled)->Upsert(same).ok());
   const double by_fde = MeanOverlap(**fde, g, like, CandidateSource::kFde, docs.size());
   const double by_pooled = MeanOverlap(**pooled, h, like, CandidateSource::kPooled, docs.size());
-  std::printf(
-      "recall of the exhaustive top 10 among 100 candidates: pooled %.3f, fde %.3f\n",
-      by_pooled, by_fde);
+  std::printf("recall of the exhaustive top 10 among 100 candidates: pooled %.3f, fde %.3f\n",
+              by_pooled, by_fde);
   EXPECT_GE(by_fde, 0.9);
   EXPECT_GT(by_fde, by_pooled);
 }
